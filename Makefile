@@ -1,0 +1,42 @@
+# NeoPulse — every entry point a developer or CI needs. `make run` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+# make run: seconds to run (empty = until Ctrl-C) and the simulated clock's speed (60 = a minute a second).
+DURATION ?=
+SPEED    ?= 60
+RUN_ARGS ?=
+
+.PHONY: install run test bench proto proto-check lint clean sim
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: install
+	NEO_LOG_FILE_ENABLED=false $(PY) -m services.app.cli run --speed $(SPEED) $(if $(DURATION),--duration $(DURATION)) $(RUN_ARGS)
+
+sim: install
+	NEO_LOG_FILE_ENABLED=false $(PY) -m services.app.cli sim
+
+test: install
+	NEO_LOG_FILE_ENABLED=false $(PY) -m pytest -q $(TEST_ARGS)
+
+bench: install
+	NEO_LOG_FILE_ENABLED=false $(PY) -m bench.run $(BENCH_ARGS)
+
+proto: install
+	$(PY) tools/gen_protos.py
+	cd protos && ../$(VENV)/bin/buf lint
+
+lint: install
+	$(VENV)/bin/ruff check shared services tests bench tools
+	$(VENV)/bin/mypy shared services
+
+clean:
+	rm -rf $(VENV) .neopulse .pytest_cache .mypy_cache .ruff_cache

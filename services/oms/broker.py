@@ -1,0 +1,82 @@
+"""The one broker interface the OMS talks to: KotakBroker, VirtualBroker and the simulator client.
+
+Nothing above the OMS knows which broker runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from shared.contracts import market_pb2, trading_pb2
+
+
+@dataclass
+class BrokerAck:
+    """The broker's answer to place/modify/cancel."""
+
+    exchange_order_id: str
+    status: int  # trading_pb2.OrderStatus
+    reason: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BrokerOrderEvent:
+    """An order's state as the broker reports it (order feed, order book, virtual fill).
+
+    filled_quantity and average_price_paise are cumulative for the order.
+    """
+
+    exchange_order_id: str
+    client_order_id: str
+    status: int  # trading_pb2.OrderStatus
+    filled_quantity: int = 0
+    average_price_paise: int = 0
+    reason: str = ""
+    charges_paise: int = 0
+    ts_ns: int = 0
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Broker(Protocol):
+    name: str
+
+    async def start(self) -> None:
+        """Log in / connect. Raises ConfigError for bad credentials."""
+
+    async def stop(self) -> None: ...
+
+    async def place_order(self, order: trading_pb2.OrderRequest) -> BrokerAck:
+        """Place once. order.client_order_id is sent as the broker tag.
+
+        Raises BrokerRejected (refused), RetryableError (outcome unknown: the caller
+        must look the tag up with find_by_tag before any retry).
+        """
+
+    async def modify_order(self, exchange_order_id: str, *, quantity: int | None = None,
+                           price_paise: int | None = None, trigger_price_paise: int | None = None) -> BrokerAck: ...
+
+    async def cancel_order(self, exchange_order_id: str) -> BrokerAck: ...
+
+    async def order_book(self) -> list[BrokerOrderEvent]:
+        """Every order of the day as the broker sees it (for reconciliation)."""
+
+    async def find_by_tag(self, client_order_id: str) -> BrokerOrderEvent | None:
+        """The order placed with this tag, if the broker has it."""
+
+    async def positions(self) -> list[trading_pb2.Position]: ...
+
+    async def limits(self) -> dict[str, Any]: ...
+
+    def events(self) -> AsyncIterator[BrokerOrderEvent]:
+        """Order state changes pushed by the broker (order feed, virtual fills), forever."""
+        ...
+
+    async def on_candle(self, candle: market_pb2.Candle) -> None:
+        """A closed 1-minute candle (VirtualBroker fills from it; live brokers ignore it)."""
+
+    async def on_ticks(self, batch: market_pb2.TickBatch) -> None:
+        """Last prices (VirtualBroker market orders); live brokers ignore it."""

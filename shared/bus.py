@@ -1,0 +1,222 @@
+"""The in-process message bus: topics of protobuf objects, and named request handlers.
+
+Every module talks only through it; in split mode, gRPC bridges plug into it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from shared.errors import NotFound
+
+log = logging.getLogger(__name__)
+
+
+class Topic(enum.StrEnum):
+    """Topics and what they carry (all generated protobuf classes)."""
+
+    TICKS = "ticks"  # market_pb2.TickBatch
+    CANDLES = "candles"  # market_pb2.CandleBatch
+    SIGNALS = "signals"  # trading_pb2.Signal
+    ORDERS = "orders"  # trading_pb2.RiskDecision: accepted = validated order, else a rejection
+    ORDER_UPDATES = "order_updates"  # trading_pb2.OrderUpdate
+    NOTIFICATIONS = "notifications"  # ops_pb2.Notification
+    COMMANDS = "commands"  # ops_pb2.Command
+
+    @property
+    def lossy(self) -> bool:
+        """Market-data topics shed the oldest batch under pressure; the rest never drop."""
+        return self in (Topic.TICKS, Topic.CANDLES)
+
+
+PUBLISHED = Counter("neopulse_bus_published_messages", "Messages published", ["topic"])
+DROPPED = Counter("neopulse_bus_dropped_messages", "Messages dropped from a full lossy queue", ["topic", "subscriber"])
+HANDLER_ERRORS = Counter("neopulse_bus_handler_errors", "Handler exceptions (logged, not fatal)", ["topic", "subscriber"])
+QUEUE_DEPTH = Gauge("neopulse_bus_queue_depth_messages", "Messages waiting per subscriber", ["topic", "subscriber"])
+
+Handler = Callable[[Any], Awaitable[None]]
+RequestHandler = Callable[[Any], Awaitable[Any]]
+
+
+@dataclass(eq=False)
+class Subscription:
+    topic: Topic
+    name: str
+    queue: asyncio.Queue[Any]
+    handler: Handler | None = None
+    dropped: int = 0
+    handled: int = 0
+    errors: int = 0
+    _drop_counter: Any = field(default=None, repr=False)
+
+    def offer(self, msg: Any) -> None:
+        """Put without waiting; a full lossy queue sheds its oldest message."""
+        try:
+            self.queue.put_nowait(msg)
+        except asyncio.QueueFull:
+            self.queue.get_nowait()
+            self.dropped += 1
+            self._drop_counter.inc()
+            self.queue.put_nowait(msg)
+
+
+class Bus:
+    """Topics fan out to bounded per-subscriber queues; requests go to one named handler."""
+
+    def __init__(self, default_maxsize: int = 10_000) -> None:
+        self.default_maxsize = default_maxsize
+        self._subs: dict[Topic, list[Subscription]] = {t: [] for t in Topic}
+        self._handlers: dict[str, RequestHandler] = {}
+        self._tasks: dict[Subscription, asyncio.Task[None]] = {}
+        self._running = False
+
+    # -- topics ---------------------------------------------------------------
+    def subscribe(self, topic: Topic, name: str, handler: Handler, maxsize: int | None = None) -> Subscription:
+        """Call `handler` for every message on `topic`, in order, from a task the bus owns."""
+        sub = self._add(topic, name, maxsize)
+        sub.handler = handler
+        if self._running:
+            self._start(sub)
+        return sub
+
+    def _add(self, topic: Topic, name: str, maxsize: int | None) -> Subscription:
+        sub = Subscription(topic, name, asyncio.Queue(maxsize or self.default_maxsize))
+        sub._drop_counter = DROPPED.labels(topic.value, name)
+        QUEUE_DEPTH.labels(topic.value, name).set_function(sub.queue.qsize)
+        self._subs[topic].append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub in self._subs[sub.topic]:
+            self._subs[sub.topic].remove(sub)
+        task = self._tasks.pop(sub, None)
+        if task is not None:
+            task.cancel()
+
+    async def publish(self, topic: Topic, msg: Any) -> None:
+        """Deliver to every subscriber; order-path topics wait for room (back-pressure)."""
+        PUBLISHED.labels(topic.value).inc()
+        if topic.lossy:
+            for sub in self._subs[topic]:
+                sub.offer(msg)
+            return
+        for sub in self._subs[topic]:
+            if sub.queue.full():
+                await sub.queue.put(msg)
+            else:
+                sub.queue.put_nowait(msg)
+
+    def publish_nowait(self, topic: Topic, msg: Any) -> None:
+        """Hot-path publish for lossy topics (ticks, candles): never waits."""
+        if not topic.lossy:
+            raise ValueError(f"topic {topic.value} never drops; use `await publish`")
+        PUBLISHED.labels(topic.value).inc()
+        for sub in self._subs[topic]:
+            sub.offer(msg)
+
+    async def stream(self, topic: Topic, name: str, max_batch: int = 1000,
+                     maxsize: int | None = None) -> AsyncIterator[list[Any]]:
+        """Yield lists of messages as they arrive (what is queued, up to max_batch) until closed."""
+        sub = self._add(topic, name, maxsize)
+        try:
+            while True:
+                batch = [await sub.queue.get()]
+                while len(batch) < max_batch and not sub.queue.empty():
+                    batch.append(sub.queue.get_nowait())
+                yield batch
+        finally:
+            self.unsubscribe(sub)
+
+    def subscriptions(self) -> list[Subscription]:
+        return [s for subs in self._subs.values() for s in subs]
+
+    # -- requests -------------------------------------------------------------
+    def handle(self, method: str, handler: RequestHandler) -> None:
+        """Register the one handler for a request name (the full gRPC method name)."""
+        if method in self._handlers:
+            raise ValueError(f"{method} already has a handler")
+        self._handlers[method] = handler
+
+    def has_handler(self, method: str) -> bool:
+        return method in self._handlers
+
+    async def call(self, method: str, request: Any) -> Any:
+        handler = self._handlers.get(method)
+        if handler is None:
+            raise NotFound(f"no module serves {method} in this process")
+        return await handler(request)
+
+    # -- lifecycle ------------------------------------------------------------
+    async def run(self) -> None:
+        """Run every subscriber's consumer until cancelled (owned by the process TaskGroup)."""
+        self._running = True
+        for subs in self._subs.values():
+            for sub in subs:
+                if sub.handler is not None and sub not in self._tasks:
+                    self._start(sub)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self._running = False
+            tasks = list(self._tasks.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._tasks.clear()
+
+    async def drain(self, timeout: float = 5.0) -> bool:
+        """Wait until every subscriber's queue is empty (for clean shutdown and tests)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(s.queue.qsize() or s.queue._unfinished_tasks for s in self.subscriptions()  # type: ignore[attr-defined]
+                  if s.handler is not None):
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
+
+    def _start(self, sub: Subscription) -> None:
+        self._tasks[sub] = asyncio.get_running_loop().create_task(
+            self._consume(sub), name=f"bus:{sub.topic.value}:{sub.name}")
+
+    async def _consume(self, sub: Subscription) -> None:
+        queue, handler = sub.queue, sub.handler
+        assert handler is not None
+        errors = HANDLER_ERRORS.labels(sub.topic.value, sub.name)
+        while True:
+            msg = await queue.get()
+            try:
+                await handler(msg)
+                sub.handled += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                sub.errors += 1
+                errors.inc()
+                log.exception("bus handler failed", extra={"topic": sub.topic.value, "subscriber": sub.name})
+            finally:
+                queue.task_done()
+
+
+class Sequencer:
+    """Monotonic message sequence for one publishing module.
+
+    Starts at the process start time in microseconds, so a restarted module keeps
+    numbering above what its consumers have already seen (resume and de-duplication).
+    """
+
+    def __init__(self, start: int | None = None) -> None:
+        import time
+
+        self.value = start if start is not None else time.time_ns() // 1000
+
+    def next(self) -> int:
+        self.value += 1
+        return self.value

@@ -1,0 +1,94 @@
+from shared.contracts import trading_pb2 as _trading_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class StreamOrderUpdatesRequest(_message.Message):
+    __slots__ = ("after_sequence",)
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    after_sequence: int
+    def __init__(self, after_sequence: _Optional[int] = ...) -> None: ...
+
+class PlaceOrderRequest(_message.Message):
+    __slots__ = ("order",)
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    order: _trading_pb2.OrderRequest
+    def __init__(self, order: _Optional[_Union[_trading_pb2.OrderRequest, _Mapping]] = ...) -> None: ...
+
+class PlaceOrderResponse(_message.Message):
+    __slots__ = ("order",)
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    order: _trading_pb2.OrderUpdate
+    def __init__(self, order: _Optional[_Union[_trading_pb2.OrderUpdate, _Mapping]] = ...) -> None: ...
+
+class CancelOrderRequest(_message.Message):
+    __slots__ = ("order_id",)
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    def __init__(self, order_id: _Optional[str] = ...) -> None: ...
+
+class CancelOrderResponse(_message.Message):
+    __slots__ = ("order",)
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    order: _trading_pb2.OrderUpdate
+    def __init__(self, order: _Optional[_Union[_trading_pb2.OrderUpdate, _Mapping]] = ...) -> None: ...
+
+class GetOrderRequest(_message.Message):
+    __slots__ = ("order_id",)
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    def __init__(self, order_id: _Optional[str] = ...) -> None: ...
+
+class GetOrderResponse(_message.Message):
+    __slots__ = ("order",)
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    order: _trading_pb2.OrderUpdate
+    def __init__(self, order: _Optional[_Union[_trading_pb2.OrderUpdate, _Mapping]] = ...) -> None: ...
+
+class ListOrdersRequest(_message.Message):
+    __slots__ = ("open_only", "strategy_tag", "limit")
+    OPEN_ONLY_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_TAG_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    open_only: bool
+    strategy_tag: str
+    limit: int
+    def __init__(self, open_only: _Optional[bool] = ..., strategy_tag: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListOrdersResponse(_message.Message):
+    __slots__ = ("orders",)
+    ORDERS_FIELD_NUMBER: _ClassVar[int]
+    orders: _containers.RepeatedCompositeFieldContainer[_trading_pb2.OrderUpdate]
+    def __init__(self, orders: _Optional[_Iterable[_Union[_trading_pb2.OrderUpdate, _Mapping]]] = ...) -> None: ...
+
+class ListPositionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListPositionsResponse(_message.Message):
+    __slots__ = ("positions", "realised_pnl_paise", "unrealised_pnl_paise", "charges_paise")
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    REALISED_PNL_PAISE_FIELD_NUMBER: _ClassVar[int]
+    UNREALISED_PNL_PAISE_FIELD_NUMBER: _ClassVar[int]
+    CHARGES_PAISE_FIELD_NUMBER: _ClassVar[int]
+    positions: _containers.RepeatedCompositeFieldContainer[_trading_pb2.Position]
+    realised_pnl_paise: int
+    unrealised_pnl_paise: int
+    charges_paise: int
+    def __init__(self, positions: _Optional[_Iterable[_Union[_trading_pb2.Position, _Mapping]]] = ..., realised_pnl_paise: _Optional[int] = ..., unrealised_pnl_paise: _Optional[int] = ..., charges_paise: _Optional[int] = ...) -> None: ...
+
+class SquareOffRequest(_message.Message):
+    __slots__ = ("symbol",)
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    def __init__(self, symbol: _Optional[str] = ...) -> None: ...
+
+class SquareOffResponse(_message.Message):
+    __slots__ = ("orders",)
+    ORDERS_FIELD_NUMBER: _ClassVar[int]
+    orders: _containers.RepeatedCompositeFieldContainer[_trading_pb2.OrderUpdate]
+    def __init__(self, orders: _Optional[_Iterable[_Union[_trading_pb2.OrderUpdate, _Mapping]]] = ...) -> None: ...

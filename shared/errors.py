@@ -1,0 +1,73 @@
+"""The few exception types NeoPulse raises, and their one mapping to gRPC status codes.
+
+Domain code raises these; servicers and CLIs translate them, nowhere else.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class NeoPulseError(Exception):
+    """Base class: every error a user may see. The message names the field and the next step."""
+
+    status = grpc.StatusCode.INTERNAL
+
+
+class InvalidInput(NeoPulseError):
+    """A request or value is malformed (bad field, off tick size, unknown name)."""
+
+    status = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class NotFound(NeoPulseError):
+    """An id or name that does not exist."""
+
+    status = grpc.StatusCode.NOT_FOUND
+
+
+class RiskRejected(NeoPulseError):
+    """Risk refused an order; reason_code is machine-readable."""
+
+    status = grpc.StatusCode.FAILED_PRECONDITION
+
+    def __init__(self, reason_code: str, message: str) -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
+
+
+class TradingHalted(RiskRejected):
+    """The kill switch is engaged."""
+
+
+class BrokerRejected(NeoPulseError):
+    """The broker refused an order; the broker's reason is the message."""
+
+    status = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class RetryableError(NeoPulseError):
+    """A transient failure (network, timeout, rate limit): the same call may succeed later."""
+
+    status = grpc.StatusCode.UNAVAILABLE
+
+
+class SessionExpired(RetryableError):
+    """The broker session is no longer valid; log in again."""
+
+
+class ConfigError(NeoPulseError):
+    """Bad configuration found at start-up: the process exits with this one line."""
+
+    status = grpc.StatusCode.INVALID_ARGUMENT
+
+
+def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """Map any exception to (status, message); unknown errors never leak their text."""
+    if isinstance(exc, NeoPulseError):
+        return exc.status, str(exc)
+    return grpc.StatusCode.INTERNAL, "internal error; see the server log"

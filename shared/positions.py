@@ -1,0 +1,119 @@
+"""Position and P&L accounting from fills, in integer paise. Used by risk and the OMS alike.
+
+Pure bookkeeping: no bus, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.contracts import trading_pb2
+
+
+@dataclass
+class PositionState:
+    token: int
+    exchange_segment: str = ""
+    symbol: str = ""
+    product: int = trading_pb2.PRODUCT_MIS
+    net_quantity: int = 0
+    # Average price of the open quantity, paise (float internally would drift; keep cost).
+    open_cost_paise: int = 0
+    realised_pnl_paise: int = 0
+    last_price_paise: int = 0
+    buy_quantity: int = 0
+    sell_quantity: int = 0
+    charges_paise: int = 0
+
+    @property
+    def average_price_paise(self) -> int:
+        return abs(self.open_cost_paise) // abs(self.net_quantity) if self.net_quantity else 0
+
+    @property
+    def unrealised_pnl_paise(self) -> int:
+        if not self.net_quantity or not self.last_price_paise:
+            return 0
+        return self.net_quantity * self.last_price_paise - self.open_cost_paise
+
+    def apply_fill(self, side: int, quantity: int, price_paise: int, charges_paise: int = 0) -> int:
+        """Apply one fill; returns the realised P&L (paise) this fill closed."""
+        signed = quantity if side == trading_pb2.SIDE_BUY else -quantity
+        if side == trading_pb2.SIDE_BUY:
+            self.buy_quantity += quantity
+        else:
+            self.sell_quantity += quantity
+        self.charges_paise += charges_paise
+        realised = 0
+        if self.net_quantity == 0 or (self.net_quantity > 0) == (signed > 0):
+            self.open_cost_paise += signed * price_paise
+            self.net_quantity += signed
+        else:
+            closing = min(abs(signed), abs(self.net_quantity))
+            avg_cost_closed = self.open_cost_paise * closing // abs(self.net_quantity)
+            direction = 1 if self.net_quantity > 0 else -1
+            realised = direction * closing * price_paise - avg_cost_closed
+            self.open_cost_paise -= avg_cost_closed
+            self.net_quantity += signed
+            remainder = abs(signed) - closing
+            if self.net_quantity == 0:
+                self.open_cost_paise = 0
+            if remainder:
+                self.open_cost_paise = (1 if signed > 0 else -1) * remainder * price_paise
+        self.realised_pnl_paise += realised
+        self.last_price_paise = self.last_price_paise or price_paise
+        return realised
+
+    def to_proto(self) -> trading_pb2.Position:
+        return trading_pb2.Position(
+            token=self.token, exchange_segment=self.exchange_segment, symbol=self.symbol,
+            product=self.product, net_quantity=self.net_quantity,
+            average_price_paise=self.average_price_paise, realised_pnl_paise=self.realised_pnl_paise,
+            unrealised_pnl_paise=self.unrealised_pnl_paise, last_price_paise=self.last_price_paise,
+            buy_quantity=self.buy_quantity, sell_quantity=self.sell_quantity, charges_paise=self.charges_paise)
+
+
+class PositionBook:
+    """Positions keyed by (token, product), fed by fills and marked by last prices."""
+
+    def __init__(self) -> None:
+        self.positions: dict[tuple[int, int], PositionState] = {}
+        self._by_token: dict[int, list[PositionState]] = {}
+
+    def position(self, token: int, product: int = trading_pb2.PRODUCT_MIS) -> PositionState:
+        key = (token, product)
+        pos = self.positions.get(key)
+        if pos is None:
+            pos = self.positions[key] = PositionState(token=token, product=product)
+            self._by_token.setdefault(token, []).append(pos)
+        return pos
+
+    def net_quantity(self, token: int) -> int:
+        """Net quantity across products."""
+        return sum(p.net_quantity for p in self._by_token.get(token, ()))
+
+    def apply_update(self, update: trading_pb2.OrderUpdate) -> int:
+        """Apply the fill an OrderUpdate carries (if any); returns realised P&L of it."""
+        if update.last_fill_quantity <= 0:
+            return 0
+        req = update.request
+        pos = self.position(req.token, req.product or trading_pb2.PRODUCT_MIS)
+        pos.exchange_segment = pos.exchange_segment or req.exchange_segment
+        pos.symbol = pos.symbol or req.symbol
+        return pos.apply_fill(req.side, update.last_fill_quantity, update.last_fill_price_paise,
+                              update.last_fill_charges_paise)
+
+    def mark(self, token: int, price_paise: int) -> None:
+        for pos in self._by_token.get(token, ()):
+            pos.last_price_paise = price_paise
+
+    def realised_pnl_paise(self) -> int:
+        return sum(p.realised_pnl_paise for p in self.positions.values())
+
+    def unrealised_pnl_paise(self) -> int:
+        return sum(p.unrealised_pnl_paise for p in self.positions.values())
+
+    def charges_paise(self) -> int:
+        return sum(p.charges_paise for p in self.positions.values())
+
+    def to_protos(self) -> list[trading_pb2.Position]:
+        return [p.to_proto() for p in self.positions.values()]

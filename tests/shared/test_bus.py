@@ -1,0 +1,102 @@
+"""The bus: fan-out, lossy market topics, back-pressure on the order path, handler errors."""
+
+import asyncio
+
+import pytest
+
+from shared.bus import Bus, Topic
+from shared.contracts import market_pb2, trading_pb2
+from shared.errors import NotFound
+
+
+async def wait_for(predicate, timeout=2.0):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.001)
+
+
+@pytest.fixture
+async def bus():
+    bus = Bus(default_maxsize=4)
+    task = asyncio.create_task(bus.run())
+    yield bus
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_every_subscriber_gets_every_order_update_in_order(bus):
+    seen_a, seen_b = [], []
+
+    async def a(msg):
+        seen_a.append(msg.sequence)
+
+    async def b(msg):
+        seen_b.append(msg.sequence)
+
+    bus.subscribe(Topic.ORDER_UPDATES, "a", a)
+    bus.subscribe(Topic.ORDER_UPDATES, "b", b)
+    for i in range(50):
+        await bus.publish(Topic.ORDER_UPDATES, trading_pb2.OrderUpdate(sequence=i))
+    await wait_for(lambda: len(seen_a) == 50 and len(seen_b) == 50)
+    assert seen_a == list(range(50)) and seen_b == list(range(50))
+
+
+async def test_a_full_tick_queue_drops_the_oldest_batch_and_counts_it():
+    bus = Bus(default_maxsize=2)
+    sub = bus.subscribe(Topic.TICKS, "slow", lambda m: asyncio.sleep(0))  # not running: nothing consumed
+    for i in range(5):
+        bus.publish_nowait(Topic.TICKS, market_pb2.TickBatch(ticks=[market_pb2.Tick(token=i)]))
+    assert sub.dropped == 3
+    assert [sub.queue.get_nowait().ticks[0].token for _ in range(2)] == [3, 4]
+
+
+async def test_a_full_order_path_queue_makes_the_publisher_wait_instead_of_dropping():
+    bus = Bus(default_maxsize=1)
+    sub = bus.subscribe(Topic.SIGNALS, "stalled", lambda m: asyncio.sleep(0))
+    await bus.publish(Topic.SIGNALS, trading_pb2.Signal(signal_id="1"))
+    blocked = asyncio.create_task(bus.publish(Topic.SIGNALS, trading_pb2.Signal(signal_id="2")))
+    await asyncio.sleep(0.01)
+    assert not blocked.done()
+    assert sub.queue.get_nowait().signal_id == "1"
+    await asyncio.wait_for(blocked, 1)
+    assert sub.queue.get_nowait().signal_id == "2" and sub.dropped == 0
+
+
+async def test_publish_nowait_refuses_an_order_path_topic():
+    with pytest.raises(ValueError, match="never drops"):
+        Bus().publish_nowait(Topic.ORDERS, trading_pb2.RiskDecision())
+
+
+async def test_a_failing_handler_is_counted_and_the_next_message_still_handled(bus):
+    handled = []
+
+    async def flaky(msg):
+        if msg.signal_id == "bad":
+            raise RuntimeError("boom")
+        handled.append(msg.signal_id)
+
+    sub = bus.subscribe(Topic.SIGNALS, "flaky", flaky)
+    await bus.publish(Topic.SIGNALS, trading_pb2.Signal(signal_id="bad"))
+    await bus.publish(Topic.SIGNALS, trading_pb2.Signal(signal_id="good"))
+    await wait_for(lambda: handled == ["good"])
+    assert sub.errors == 1
+
+
+async def test_stream_yields_what_is_queued_as_one_batch(bus):
+    stream = bus.stream(Topic.ORDER_UPDATES, "grpc", max_batch=10, maxsize=100)
+    first = asyncio.ensure_future(stream.__anext__())
+    await asyncio.sleep(0)
+    for i in range(3):
+        await bus.publish(Topic.ORDER_UPDATES, trading_pb2.OrderUpdate(sequence=i))
+    batch = await asyncio.wait_for(first, 1)
+    rest = [] if len(batch) == 3 else await asyncio.wait_for(stream.__anext__(), 1)
+    assert [u.sequence for u in batch + rest] == [0, 1, 2]
+    await stream.aclose()
+    assert all(s.name != "grpc" for s in bus.subscriptions())
+
+
+async def test_calling_a_request_nobody_serves_is_not_found():
+    with pytest.raises(NotFound, match="PauseStrategy"):
+        await Bus().call("/neopulse.v1.StrategyService/PauseStrategy", None)
