@@ -1,0 +1,40 @@
+"""Process-wide settings (mode, market source, database, gRPC, metrics), env prefix NEOPULSE_.
+
+Module settings live beside each module; this is what the process itself needs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from shared.config import ModuleSettings
+
+
+class AppSettings(ModuleSettings):
+    model_config = SettingsConfigDict(env_prefix="NEOPULSE_", extra="forbid", validate_default=True)
+    section = ""
+
+    # paper: VirtualBroker (orders never reach an exchange); live: KotakBroker, needs --live and credentials.
+    mode: Literal["paper", "live"] = "paper"
+    # simulator: the bundled Kotak simulator through the real SDK; synthetic: generator straight onto the
+    # bus; kotak: the real Kotak SFeed; replay: ticks stored in the database.
+    source: Literal["simulator", "synthetic", "kotak", "replay"] = "simulator"
+    # Symbols to trade (resolved through the scrip master / instrument master).
+    symbols: list[str] = Field(default_factory=lambda: [
+        "RELIANCE-EQ", "TCS-EQ", "INFY-EQ", "HDFCBANK-EQ", "SBIN-EQ", "ICICIBANK-EQ", "ITC-EQ", "LT-EQ",
+        "AXISBANK-EQ", "BHARTIARTL-EQ"])
+    # Simulated session clock speed for paper runs on generated data (1 = real time, 60 = a minute a second).
+    speed: float = Field(default=1.0, gt=0, le=10_000)
+    seed: int = 7
+    # PostgreSQL: an external server when set; otherwise an embedded one in data_dir/pgdata.
+    database_url: SecretStr | None = None
+    use_database: bool = True
+    data_dir: Path = Path(".neopulse")
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
