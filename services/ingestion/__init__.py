@@ -1,0 +1,1 @@
+"""Ingestion: turns a market feed into tick batches on the bus and keeps the instrument master."""
