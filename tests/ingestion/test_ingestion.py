@@ -1,0 +1,119 @@
+"""Ingestion on the synthetic source: ticks reach the bus and the sink; RPCs; the stall watchdog."""
+
+import asyncio
+
+import pytest
+
+from services.ingestion.config import IngestionSettings
+from services.ingestion.module import IngestionModule
+from services.ingestion.source import SourceStats
+from services.ingestion.synthetic import SyntheticSource, resolve_symbols
+from shared import rpc
+from shared.bus import Bus, Topic
+from shared.clock import SimClock
+from shared.contracts import ingestion_pb2, market_pb2, ops_pb2
+from shared.errors import ConfigError
+
+
+async def until(predicate, timeout=5.0):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+class ListSink:
+    def __init__(self):
+        self.batches = []
+
+    def offer(self, batch):
+        self.batches.append(batch)
+
+
+@pytest.fixture
+async def running():
+    tasks = []
+
+    async def start(module):
+        bus = module.bus
+        tasks.append(asyncio.create_task(bus.run()))
+        await module.start()
+        tasks.append(asyncio.create_task(module.run()))
+        return module
+
+    yield start
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_synthetic_ticks_reach_subscribers_and_the_tick_sink(running):
+    bus, sink, seen = Bus(), ListSink(), []
+
+    async def on_ticks(batch):
+        seen.extend(batch.ticks)
+
+    bus.subscribe(Topic.TICKS, "test", on_ticks)
+    settings = IngestionSettings(ticks_per_second=5000, batch_interval_ms=5)
+    source = SyntheticSource(settings, SimClock(speed=60), ["RELIANCE-EQ", "TCS-EQ"])
+    await running(IngestionModule(bus, settings, source, SimClock(speed=60), tick_sink=sink))
+    await until(lambda: len(seen) >= 200)
+    assert {t.token for t in seen} == {2885, 11536}
+    assert all(t.ltp_paise % 5 == 0 and t.recv_ns > 0 for t in seen)
+    assert sum(len(b.ticks) for b in sink.batches) >= 200
+
+
+async def test_list_instruments_and_feed_status_are_served_on_the_bus(running):
+    bus = Bus()
+    settings = IngestionSettings(ticks_per_second=1000)
+    source = SyntheticSource(settings, SimClock(speed=60), ["SBIN-EQ"])
+    module = await running(IngestionModule(bus, settings, source, SimClock(speed=60)))
+    reply = await bus.call(rpc.LIST_INSTRUMENTS, ingestion_pb2.ListInstrumentsRequest())
+    assert [(i.symbol, i.token, i.tick_size_paise, i.lot_size) for i in reply.instruments] == [("SBIN-EQ", 3045, 5, 1)]
+    await until(lambda: module.ticks_total > 0)
+    status = await bus.call(rpc.GET_FEED_STATUS, ingestion_pb2.GetFeedStatusRequest())
+    assert status.source == "synthetic" and status.connected and status.ticks_total > 0
+
+
+def test_an_unknown_symbol_is_a_config_error_naming_close_matches():
+    with pytest.raises(ConfigError, match=r"'RELIANC-EQ' \(close: RELIANCE-EQ"):
+        resolve_symbols(["RELIANCE-EQ", "RELIANC-EQ"])
+
+
+class MuteSource:
+    """A feed whose socket stays connected but says nothing."""
+
+    name = "mute"
+
+    def __init__(self):
+        self.stats = SourceStats(connected=True)
+        self.reconnected = asyncio.Event()
+
+    async def instruments(self):
+        return [market_pb2.Instrument(token=1, symbol="X")]
+
+    async def batches(self):
+        await asyncio.Event().wait()
+        yield  # pragma: no cover
+
+    async def reconnect(self, reason):
+        self.stats.reconnects += 1
+        self.reconnected.set()
+
+    async def close(self):
+        pass
+
+
+async def test_a_mute_feed_during_market_hours_is_reported_and_reconnected(running):
+    bus, notes = Bus(), []
+
+    async def on_note(n):
+        notes.append(n)
+
+    bus.subscribe(Topic.NOTIFICATIONS, "test", on_note)
+    source = MuteSource()
+    await running(IngestionModule(bus, IngestionSettings(stall_seconds=0.2), source, SimClock(speed=1)))
+    await asyncio.wait_for(source.reconnected.wait(), 5)
+    await until(lambda: notes)
+    assert notes[0].kind == ops_pb2.NOTIFICATION_KIND_FEED and source.stats.reconnects == 1
