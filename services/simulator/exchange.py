@@ -1,0 +1,221 @@
+"""The simulator's exchange: the market state per token, the order book and its matching model, trades, positions.
+
+Pure state (no I/O); the server turns its Kotak-shaped dicts into REST replies and order-feed messages.
+
+Matching model (documented contract of the simulator):
+- MKT orders fill in full at once at the touch: a buy at the ask, a sell at the bid.
+- L (limit) orders fill in full at the touch when it crosses the limit (buy: ask <= price, sell: bid >= price),
+  on arrival or at any later market update; a marketable limit therefore fills at the better touch price.
+- SL / SL-M orders wait ("trigger pending") until the last price reaches the trigger (buy: ltp >= trigger,
+  sell: ltp <= trigger), then behave as L / MKT.
+- No partial fills, no queue position, no price bands; every order is for the day.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from shared.clock import IST, NS
+from shared.contracts import market_pb2
+from shared.money import to_paise
+
+OPEN, TRIGGER_PENDING, COMPLETE, REJECTED, CANCELLED = "open", "trigger pending", "complete", "rejected", "cancelled"
+TERMINAL = {COMPLETE, REJECTED, CANCELLED}
+
+
+def rupees(paise: int) -> str:
+    return f"{paise // 100}.{paise % 100:02d}" if paise >= 0 else "-" + rupees(-paise)
+
+
+def ist_text(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns / NS, tz=IST).strftime("%d-%b-%Y %H:%M:%S")
+
+
+@dataclass
+class SimOrder:
+    order_no: str
+    tag: str
+    token: int
+    segment: str
+    symbol: str
+    side: str  # "B" | "S"
+    order_type: str  # L, MKT, SL, SL-M
+    product: str
+    validity: str
+    quantity: int
+    price: int  # paise
+    trigger: int  # paise
+    status: str = OPEN
+    filled: int = 0
+    avg_price: int = 0
+    reason: str = ""
+    ts_ns: int = 0
+    history: list[dict] = field(default_factory=list)
+
+    def report(self) -> dict:
+        """The order as Kotak's order book shows it (strings where Kotak sends strings)."""
+        return {
+            "nOrdNo": self.order_no, "GuiOrdId": self.tag, "tok": str(self.token), "exSeg": self.segment,
+            "trdSym": self.symbol, "sym": self.symbol.removesuffix("-EQ"), "trnsTp": self.side,
+            "prcTp": self.order_type, "prod": self.product, "vldt": self.validity, "qty": self.quantity,
+            "fldQty": self.filled, "unFldSz": self.quantity - self.filled, "prc": rupees(self.price),
+            "trgPrc": rupees(self.trigger), "avgPrc": rupees(self.avg_price), "ordSt": self.status,
+            "rejRsn": self.reason, "ordDtTm": ist_text(self.ts_ns), "exOrdId": f"1100000{self.order_no[-8:]}",
+        }
+
+
+@dataclass
+class Fill:
+    order: SimOrder
+    quantity: int
+    price: int
+    fill_id: str
+    ts_ns: int
+
+
+class Exchange:
+    """Markets, orders and the account of the one simulated client."""
+
+    def __init__(self, instruments: list[market_pb2.Instrument], cash_paise: int = 10_000_000_00) -> None:
+        self.instruments = {i.token: i for i in instruments}
+        self.by_symbol = {i.symbol: i for i in instruments}
+        self.market: dict[int, market_pb2.Tick] = {}
+        self.orders: dict[str, SimOrder] = {}
+        self.fills: list[Fill] = []
+        self.cash_paise = cash_paise
+        self._ids = itertools.count(1)
+
+    # market ----------------------------------------------------------------
+    def update_market(self, ticks: list[market_pb2.Tick]) -> list[Fill]:
+        """Record the latest tick per token and match every resting order against it."""
+        for t in ticks:
+            self.market[t.token] = t
+        fills = []
+        for order in list(self.orders.values()):
+            if order.status not in TERMINAL:
+                fill = self._try_match(order, order.ts_ns if not ticks else ticks[-1].ts_ns)
+                if fill:
+                    fills.append(fill)
+        return fills
+
+    # orders ----------------------------------------------------------------
+    def new_order_no(self) -> str:
+        return f"2511250{next(self._ids):08d}"
+
+    def place(self, body: dict, ts_ns: int, reject_reason: str = "") -> SimOrder:
+        """An order from the place-order body (Kotak field names); raises ValueError on a bad field."""
+        inst = self.by_symbol.get(body.get("ts", ""))
+        if inst is None:
+            raise ValueError(f"invalid trading symbol {body.get('ts')!r}")
+        quantity = int(body.get("qt") or 0)
+        if quantity <= 0:
+            raise ValueError("quantity must be positive")
+        order = SimOrder(
+            order_no=self.new_order_no(), tag=body.get("ig") or "", token=inst.token, segment=inst.exchange_segment,
+            symbol=inst.symbol, side=body.get("tt", "B"), order_type=body.get("pt", "MKT"),
+            product=body.get("pc", "MIS"),
+            validity=body.get("rt", "DAY"), quantity=quantity, price=to_paise(body.get("pr") or "0"),
+            trigger=to_paise(body.get("tp") or "0"), ts_ns=ts_ns)
+        self.orders[order.order_no] = order
+        self._log(order, "put order req received")
+        self._log(order, "validation pending")
+        if reject_reason:
+            order.status, order.reason = REJECTED, reject_reason
+        else:
+            order.status = TRIGGER_PENDING if order.order_type in ("SL", "SL-M") else OPEN
+        self._log(order, order.status)
+        return order
+
+    def match_new(self, order: SimOrder) -> Fill | None:
+        return None if order.status in TERMINAL else self._try_match(order, order.ts_ns)
+
+    def modify(self, order_no: str, body: dict) -> SimOrder:
+        order = self._live(order_no)
+        if body.get("qt"):
+            order.quantity = int(body["qt"])
+        if body.get("pr") not in (None, ""):
+            order.price = to_paise(body["pr"])
+        if body.get("tp") not in (None, ""):
+            order.trigger = to_paise(body["tp"])
+        if body.get("pt"):
+            order.order_type = body["pt"]
+        self._log(order, "modified")
+        self._log(order, order.status)
+        return order
+
+    def cancel(self, order_no: str) -> SimOrder:
+        order = self._live(order_no)
+        order.status = CANCELLED
+        self._log(order, CANCELLED)
+        return order
+
+    def _live(self, order_no: str) -> SimOrder:
+        order = self.orders.get(order_no)
+        if order is None:
+            raise KeyError(order_no)
+        if order.status in TERMINAL:
+            raise LookupError(f"order is {order.status}")
+        return order
+
+    def _log(self, order: SimOrder, status: str) -> None:
+        entry = order.report()
+        entry["ordSt"] = status
+        order.history.append(entry)
+
+    def _try_match(self, order: SimOrder, ts_ns: int) -> Fill | None:
+        tick = self.market.get(order.token)
+        if tick is None:
+            return None
+        buy = order.side == "B"
+        if order.status == TRIGGER_PENDING:
+            hit = tick.ltp_paise >= order.trigger if buy else tick.ltp_paise <= order.trigger
+            if not hit:
+                return None
+            order.status = OPEN
+            self._log(order, OPEN)
+        touch = tick.ask_paise if buy else tick.bid_paise
+        if touch <= 0:
+            return None
+        if order.order_type in ("L", "SL") and (touch > order.price if buy else touch < order.price):
+            return None
+        qty = order.quantity - order.filled
+        order.avg_price = (order.avg_price * order.filled + touch * qty) // order.quantity
+        order.filled = order.quantity
+        order.status = COMPLETE
+        self._log(order, COMPLETE)
+        fill = Fill(order, qty, touch, f"{len(self.fills) + 1:010d}", ts_ns or tick.ts_ns)
+        self.fills.append(fill)
+        return fill
+
+    # account ---------------------------------------------------------------
+    def trades(self) -> list[dict]:
+        return [{
+            "nOrdNo": f.order.order_no, "flId": f.fill_id, "fldQty": f.quantity, "avgPrc": rupees(f.price),
+            "trdSym": f.order.symbol, "tok": str(f.order.token), "exSeg": f.order.segment, "trnsTp": f.order.side,
+            "prod": f.order.product, "GuiOrdId": f.order.tag, "flDt": ist_text(f.ts_ns)[:11],
+            "flTm": ist_text(f.ts_ns)[12:]} for f in self.fills]
+
+    def positions(self) -> list[dict]:
+        books: dict[tuple[int, str], dict] = {}
+        for f in self.fills:
+            key = (f.order.token, f.order.product)
+            row = books.setdefault(key, {"buy_qty": 0, "sell_qty": 0, "buy_amt": 0, "sell_amt": 0, "order": f.order})
+            side = "buy" if f.order.side == "B" else "sell"
+            row[f"{side}_qty"] += f.quantity
+            row[f"{side}_amt"] += f.quantity * f.price
+        out = []
+        for (token, product), row in books.items():
+            tick = self.market.get(token)
+            out.append({
+                "tok": str(token), "exSeg": row["order"].segment, "trdSym": row["order"].symbol,
+                "sym": row["order"].symbol.removesuffix("-EQ"), "prod": product, "flBuyQty": str(row["buy_qty"]),
+                "flSellQty": str(row["sell_qty"]), "buyAmt": rupees(row["buy_amt"]), "sellAmt": rupees(row["sell_amt"]),
+                "cfBuyQty": "0", "cfSellQty": "0", "cfBuyAmt": "0.00", "cfSellAmt": "0.00", "lotSz": "1",
+                "multiplier": "1", "genNum": "1", "genDen": "1", "prcNum": "1", "prcDen": "1", "precision": "2",
+                "ltp": rupees(tick.ltp_paise) if tick else "0.00"})
+        return out
+
+    def margin_used_paise(self) -> int:
+        return sum(f.quantity * f.price for f in self.fills if f.order.side == "B") // 5

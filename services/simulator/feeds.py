@@ -1,0 +1,119 @@
+"""The simulator's two websockets: SFeed market data (/feed, native_batch) and the order feed (/orders).
+
+Called by aiohttp; reads the Simulator's sessions and market, encodes with sfeed_codec.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from typing import TYPE_CHECKING
+
+from aiohttp import WSMsgType, web
+
+from services.simulator import sfeed_codec as codec
+from shared.contracts import market_pb2
+
+if TYPE_CHECKING:
+    from services.simulator.server import Simulator
+
+SUBSCRIBE_LEVELS = {"subscribeScripsLite": codec.LEVEL_LITE, "subscribeScrips": codec.LEVEL_TOUCH_LINE,
+                    "subscribeDepth": codec.LEVEL_DEPTH, "subscribeFullDepth": codec.LEVEL_DEPTH}
+UNSUBSCRIBE_LEVELS = {"unsubscribeScripsLite": codec.LEVEL_LITE, "unsubscribeScrips": codec.LEVEL_TOUCH_LINE,
+                      "unsubscribeDepth": codec.LEVEL_DEPTH, "unsubscribeFullDepth": codec.LEVEL_DEPTH}
+
+
+class FeedClient:
+    """One connected /feed socket and its subscriptions (token -> levels)."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+        self.subs: dict[int, set[int]] = {}
+        self.seq = 0
+
+    async def send_ticks(self, ticks: list[market_pb2.Tick]) -> None:
+        packets = []
+        for tick in ticks:
+            for level in sorted(self.subs.get(tick.token, ())):
+                self.seq += 1
+                packets.append(codec.encode(tick, level, self.seq))
+        if packets and not self.ws.closed:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.ws.send_bytes(codec.batch(packets))
+
+
+def _tokens(inputtoken: str) -> list[int]:
+    out = []
+    for item in inputtoken.split(","):
+        _, _, token = item.partition("|")
+        if token.strip().isdigit():
+            out.append(int(token))
+    return out
+
+
+async def _control(client: FeedClient, sim: Simulator, data: dict) -> None:
+    event = data.get("event", "")
+    tokens = _tokens(str(data.get("inputtoken", "")))
+    if event in SUBSCRIBE_LEVELS:
+        level = SUBSCRIBE_LEVELS[event]
+        for token in tokens:
+            client.subs.setdefault(token, set()).add(level)
+        symbols = {f"{sim.exchange.instruments[t].exchange_segment}|{t}": sim.exchange.instruments[t].symbol
+                   for t in tokens if t in sim.exchange.instruments}
+        await client.ws.send_str(json.dumps({"message_code": codec.MSG_SUBSCRIBE_ACK, "trading_symbols": symbols}))
+        # Like SFeed, a subscribe is answered with the current picture of each instrument.
+        snapshot = [sim.exchange.market[t] for t in tokens if t in sim.exchange.market]
+        packets = [codec.encode(t, level, 0) for t in snapshot]
+        if packets:
+            await client.ws.send_bytes(codec.batch(packets))
+    elif event in UNSUBSCRIBE_LEVELS:
+        for token in tokens:
+            client.subs.get(token, set()).discard(UNSUBSCRIBE_LEVELS[event])
+
+
+async def feed_handler(request: web.Request, sim: Simulator) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    client = FeedClient(ws)
+    authed = False
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            data = json.loads(msg.data)
+            if not authed:
+                if not sim.sid_valid(data.get("auth")):
+                    await ws.send_str(json.dumps({"message_code": 401, "stat": "Not_Ok",
+                                                  "emsg": "session expired or invalid"}))
+                    break
+                authed = True
+                await ws.send_str(json.dumps(codec.auth_response()))
+                sim.feed_sockets.add(client)
+                continue
+            await _control(client, sim, data)
+    finally:
+        sim.feed_sockets.discard(client)
+    return ws
+
+
+_AUTH = re.compile(r"Authorization:([^,}]*),Sid:([^,}]*)")
+
+
+async def orders_handler(request: web.Request, sim: Simulator) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            match = _AUTH.search(msg.data)
+            if ws not in sim.order_sockets:
+                if not match or not sim.session_valid(match.group(1), match.group(2)):
+                    await ws.send_str(json.dumps({"type": "cn", "ak": "nk", "msg": "invalid session"}))
+                    break
+                sim.order_sockets.add(ws)
+                await ws.send_str(json.dumps({"type": "cn", "ak": "ok"}))
+    finally:
+        sim.order_sockets.discard(ws)
+    return ws

@@ -1,0 +1,213 @@
+"""The Kotak Neo simulator: REST, the SFeed websocket (/feed) and the order feed (/orders) on one aiohttp port.
+
+Owns the simulated session, market clock and fault knobs; rest.py and feeds.py hold the handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pyotp
+from aiohttp import web
+
+from services.simulator import feeds, rest
+from services.simulator.exchange import Exchange, Fill, SimOrder
+from shared.clock import Clock, SimClock
+from shared.contracts import market_pb2
+from shared.marketdata import SyntheticMarket, nse_instruments
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SimCredentials:
+    """What the simulator accepts at login. Test values only; never real credentials."""
+
+    consumer_key: str = "sim-consumer-key"
+    mobile: str = "+919999999999"
+    ucc: str = "SIMUC1"
+    mpin: str = "654321"
+    totp_secret: str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+
+    def totp_now(self) -> str:
+        return pyotp.TOTP(self.totp_secret).now()
+
+
+@dataclass
+class Fault:
+    delay_s: float = 0.0
+    status: int = 0
+    body: dict = field(default_factory=dict)
+
+
+class Simulator:
+    """A local Kotak Neo the unmodified SDK talks to.
+
+    tick_interval: real seconds between market steps (None = no automatic ticks; tests push ticks).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, seed: int = 7, speed: float = 1.0,
+                 instruments: list[market_pb2.Instrument] | None = None, clock: Clock | None = None,
+                 tick_interval: float | None = 0.25, credentials: SimCredentials | None = None) -> None:
+        self.host, self.port = host, port
+        self.creds = credentials or SimCredentials()
+        self.clock = clock or SimClock(speed=speed)
+        self.instruments = instruments or nse_instruments()
+        self.market = SyntheticMarket(self.instruments, seed=seed)
+        self.exchange = Exchange(self.instruments)
+        self.tick_interval = tick_interval
+        self.sessions: dict[str, str] = {}  # trade token -> sid
+        self._view: dict[str, str] = {}  # view token -> sid
+        self.calls: Counter[str] = Counter()
+        self.logins = 0
+        self.faults: dict[str, Fault] = {}
+        self.reject_reason = ""
+        self.mute_order_feed = False
+        self.feed_sockets: set[feeds.FeedClient] = set()
+        self.order_sockets: set[web.WebSocketResponse] = set()
+        self._runner: web.AppRunner | None = None
+        self._ticker: asyncio.Task | None = None
+        self.lock = asyncio.Lock()
+
+    # lifecycle ---------------------------------------------------------------
+    async def start(self) -> int:
+        app = web.Application()
+        rest.add_routes(app, self)
+        app.router.add_get("/feed", lambda r: feeds.feed_handler(r, self))
+        app.router.add_get("/orders", lambda r: feeds.orders_handler(r, self))
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        if self.tick_interval:
+            self._ticker = asyncio.create_task(self._tick_loop(), name="simulator-ticks")
+        log.info("kotak simulator listening", extra={"base_url": self.base_url})
+        return self.port
+
+    async def stop(self) -> None:
+        if self._ticker:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        await self.drop_feeds()
+        if self._runner:
+            await self._runner.cleanup()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def feed_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/feed"
+
+    @property
+    def orders_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/orders"
+
+    # sessions ----------------------------------------------------------------
+    def new_view_session(self) -> tuple[str, str]:
+        view, sid = secrets.token_hex(16), secrets.token_hex(8)
+        self._view[view] = sid
+        return view, sid
+
+    def upgrade_session(self, view: str, sid: str) -> str | None:
+        if self._view.get(view) != sid:
+            return None
+        del self._view[view]
+        token = secrets.token_hex(16)
+        self.sessions[token] = sid
+        self.logins += 1
+        return token
+
+    def session_valid(self, token: str | None, sid: str | None) -> bool:
+        return bool(token) and self.sessions.get(token or "") == sid
+
+    def sid_valid(self, sid: str | None) -> bool:
+        return bool(sid) and sid in self.sessions.values()
+
+    # knobs -------------------------------------------------------------------
+    def expire_session(self) -> None:
+        """Every issued token becomes invalid: REST replies Kotak's invalid-credentials error, feeds refuse auth."""
+        self.sessions.clear()
+        self._view.clear()
+
+    def delay_next(self, endpoint: str, seconds: float) -> None:
+        """Answer the next `endpoint` call late (after doing the work, so a delayed place still places)."""
+        self.faults[endpoint] = Fault(delay_s=seconds)
+
+    def fail_next(self, endpoint: str, status: int = 500, body: dict | None = None) -> None:
+        """Fail the next `endpoint` call without doing the work."""
+        self.faults[endpoint] = Fault(status=status, body=body or {"stat": "Not_Ok", "emsg": "Internal server error",
+                                                                   "stCode": 500})
+
+    def reject_next_order(self, reason: str) -> None:
+        self.reject_reason = reason
+
+    def take_fault(self, endpoint: str) -> Fault | None:
+        return self.faults.pop(endpoint, None)
+
+    async def drop_feeds(self) -> None:
+        """Close every /feed and /orders socket (clients see the connection drop)."""
+        for client in list(self.feed_sockets):
+            await client.ws.close()
+        for ws in list(self.order_sockets):
+            await ws.close()
+
+    async def send_raw_feed_frame(self, frame: bytes) -> None:
+        """Send bytes as they are to every feed socket (malformed-frame tests)."""
+        for client in list(self.feed_sockets):
+            await client.ws.send_bytes(frame)
+
+    # market ------------------------------------------------------------------
+    async def push_ticks(self, ticks: list[market_pb2.Tick]) -> None:
+        """Make these the market: match resting orders, then stream them to subscribers."""
+        async with self.lock:
+            fills = self.exchange.update_market(ticks)
+        for fill in fills:
+            await self.publish_order(fill.order)
+        for client in list(self.feed_sockets):
+            await client.send_ticks(ticks)
+
+    async def step(self) -> list[market_pb2.Tick]:
+        ticks = self.market.next_ticks(self.clock.now_ns(), len(self.instruments))
+        await self.push_ticks(ticks)
+        return ticks
+
+    async def _tick_loop(self) -> None:
+        while True:
+            try:
+                await self.step()
+            except Exception:
+                log.exception("simulator market step failed")
+            await asyncio.sleep(self.tick_interval or 1.0)
+
+    # order feed ----------------------------------------------------------------
+    async def publish_order(self, order: SimOrder, count: int = 1) -> None:
+        """Send the order's newest `count` history entries to every order-feed socket."""
+        if self.mute_order_feed:
+            return
+        for entry in order.history[-count:]:
+            data = dict(entry)
+            if data["ordSt"] in ("put order req received", "validation pending", "open pending"):
+                # The real feed leaves price and filled quantity empty in early states.
+                data["avgPrc"], data["fldQty"] = "", None
+            text = json.dumps({"type": "order", "data": data})
+            for ws in list(self.order_sockets):
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await ws.send_str(text)
+
+    async def after_place(self, order: SimOrder) -> Fill | None:
+        await self.publish_order(order, count=len(order.history))
+        async with self.lock:
+            fill = self.exchange.match_new(order)
+        if fill:
+            await self.publish_order(order)
+        return fill

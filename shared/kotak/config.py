@@ -1,0 +1,84 @@
+"""Kotak Neo settings ([kotak], env NEOPULSE_KOTAK_*) and the httpx transport that points the SDK elsewhere.
+
+Read by shared/kotak/session.py; secrets are SecretStr and never leave this object in clear.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from shared.config import ModuleSettings
+
+
+class KotakSettings(ModuleSettings):
+    model_config = SettingsConfigDict(env_prefix="NEOPULSE_KOTAK_", extra="forbid", validate_default=True)
+    section = "kotak"
+
+    consumer_key: SecretStr = SecretStr("")
+    mobile: SecretStr = SecretStr("")
+    ucc: str = ""
+    mpin: SecretStr = SecretStr("")
+    # Base32 TOTP seed (preferred: logins and re-logins need no human); or a one-time 6-digit code.
+    totp_secret: SecretStr = SecretStr("")
+    totp: SecretStr = SecretStr("")
+    environment: Literal["prod", "uat"] = "prod"
+    # When set (e.g. the simulator, http://127.0.0.1:8765), every REST call is rewritten to this host
+    # and the feeds default to ws://<host>/feed and ws://<host>/orders.
+    base_url: str = ""
+    feed_url: str = ""
+    order_feed_url: str = ""
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    # Kotak's documented limits are per second; stay under them.
+    orders_per_second: float = Field(default=8.0, gt=0)
+    requests_per_second: float = Field(default=15.0, gt=0)
+    # Order-book polling that fills the order feed's gaps.
+    poll_interval_s: float = Field(default=2.0, gt=0)
+    reconnect_initial_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.consumer_key.get_secret_value() and self.mobile.get_secret_value() and self.ucc
+                    and self.mpin.get_secret_value()
+                    and (self.totp_secret.get_secret_value() or self.totp.get_secret_value()))
+
+    def secret_values(self) -> list[str]:
+        """The clear secrets, for scrubbing text before it is logged or raised."""
+        values = (self.consumer_key, self.mobile, self.mpin, self.totp_secret, self.totp)
+        return [v.get_secret_value() for v in values if len(v.get_secret_value()) >= 4]
+
+    def transport(self) -> httpx.BaseTransport | None:
+        return RewriteTransport(self.base_url) if self.base_url else None
+
+    def resolved_feed_url(self) -> str | None:
+        return self.feed_url or (_ws_url(self.base_url, "/feed") if self.base_url else None)
+
+    def resolved_order_feed_url(self) -> str | None:
+        return self.order_feed_url or (_ws_url(self.base_url, "/orders") if self.base_url else None)
+
+
+def _ws_url(base_url: str, path: str) -> str:
+    parts = urlsplit(base_url)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return f"{scheme}://{parts.netloc}{path}"
+
+
+class RewriteTransport(httpx.HTTPTransport):
+    """Sends every request to one base URL, keeping path and query (login, config service, REST, scrip files)."""
+
+    def __init__(self, base_url: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        parts = urlsplit(base_url)
+        self._scheme = parts.scheme or "http"
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.url = request.url.copy_with(scheme=self._scheme, host=self._host, port=self._port)
+        request.headers["Host"] = f"{self._host}:{self._port}" if self._port else self._host
+        return super().handle_request(request)
