@@ -1,0 +1,115 @@
+"""Risk settings (env NEOPULSE_RISK_, TOML [risk]) and the Limits the engine enforces, in paise.
+
+Config speaks rupees; Limits speaks paise and converts to and from the RiskLimits contract.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from shared.clock import parse_hhmm
+from shared.config import ModuleSettings
+from shared.contracts import risk_pb2
+from shared.errors import InvalidInput
+from shared.money import to_paise
+
+
+def _check_hhmm(value: str) -> str:
+    parse_hhmm(value)  # raises ValueError("expected HH:MM, got ...")
+    return value
+
+
+class Limits(BaseModel):
+    """The limits one RiskEngine enforces. Money in paise; replaced whole, never field by field."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_order_quantity: int = Field(gt=0)
+    max_order_value_paise: int = Field(gt=0)
+    max_position_quantity: int = Field(gt=0)
+    max_open_orders: int = Field(gt=0)
+    max_orders_per_second: float = Field(gt=0, le=10_000)
+    daily_loss_reducing_paise: int = Field(gt=0)
+    daily_loss_halt_paise: int = Field(gt=0)
+    # 0 turns the band off.
+    price_band_bps: int = Field(ge=0, le=10_000)
+    square_off_time_ist: str
+    enforce_market_hours: bool
+
+    _hhmm = field_validator("square_off_time_ist")(_check_hhmm)
+
+    @field_validator("daily_loss_halt_paise")
+    @classmethod
+    def _halt_not_below_reducing(cls, value: int, info: ValidationInfo) -> int:
+        reducing = info.data.get("daily_loss_reducing_paise")
+        if reducing is not None and value < reducing:
+            raise ValueError(f"must be >= daily_loss_reducing_paise ({reducing}), got {value}")
+        return value
+
+    @property
+    def square_off_hhmm(self) -> tuple[int, int]:
+        return parse_hhmm(self.square_off_time_ist)
+
+    def to_proto(self) -> risk_pb2.RiskLimits:
+        return risk_pb2.RiskLimits(**self.model_dump())
+
+    @classmethod
+    def from_proto(cls, proto: risk_pb2.RiskLimits) -> Limits:
+        """Validate a whole RiskLimits message; InvalidInput names the first bad field."""
+        values: dict[str, Any] = {name: getattr(proto, name) for name in cls.model_fields}
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = str(err["loc"][0]) if err["loc"] else "limits"
+            if err["type"] == "value_error":  # our validators already quote the value
+                message = str(err["msg"]).removeprefix("Value error, ")
+            else:
+                message = f"{err['msg']} (got {values.get(field)!r})"
+            raise InvalidInput(f"limits.{field}", message) from None
+
+
+class RiskSettings(ModuleSettings):
+    model_config = SettingsConfigDict(env_prefix="NEOPULSE_RISK_", extra="forbid", validate_default=True)
+    section = "risk"
+
+    max_order_quantity: int = Field(default=1_000, gt=0)
+    # Rupees (converted to paise for the engine).
+    max_order_value: Decimal = Field(default=Decimal("1000000"), gt=0)
+    # Per instrument, net across products.
+    max_position_quantity: int = Field(default=5_000, gt=0)
+    max_open_orders: int = Field(default=50, gt=0)
+    max_orders_per_second: float = Field(default=10.0, gt=0, le=10_000)
+    # Daily loss in rupees (realised + mark-to-market - charges) that moves the state to REDUCING / HALTED.
+    daily_loss_reducing: Decimal = Field(default=Decimal("25000"), gt=0)
+    daily_loss_halt: Decimal = Field(default=Decimal("50000"), gt=0)
+    # Allowed distance of limit/trigger prices from the last traded price; 0 = no band.
+    price_band_bps: int = Field(default=500, ge=0, le=10_000)
+    square_off_time_ist: str = "15:15"
+    enforce_market_hours: bool = True
+    # How often the loss limit is re-evaluated from marks, and how often run() looks at the clock (real ms).
+    loss_check_interval_ms: float = Field(default=100.0, ge=0)
+    timer_interval_ms: float = Field(default=200.0, gt=0)
+
+    _hhmm = field_validator("square_off_time_ist")(_check_hhmm)
+
+    @field_validator("daily_loss_halt")
+    @classmethod
+    def _halt_not_below_reducing(cls, value: Decimal, info: ValidationInfo) -> Decimal:
+        reducing = info.data.get("daily_loss_reducing")
+        if reducing is not None and value < reducing:
+            raise ValueError(f"must be >= daily_loss_reducing ({reducing}), got {value}")
+        return value
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_order_quantity=self.max_order_quantity, max_order_value_paise=to_paise(self.max_order_value),
+            max_position_quantity=self.max_position_quantity, max_open_orders=self.max_open_orders,
+            max_orders_per_second=self.max_orders_per_second,
+            daily_loss_reducing_paise=to_paise(self.daily_loss_reducing),
+            daily_loss_halt_paise=to_paise(self.daily_loss_halt), price_band_bps=self.price_band_bps,
+            square_off_time_ist=self.square_off_time_ist, enforce_market_hours=self.enforce_market_hours)

@@ -1,0 +1,410 @@
+"""The risk engine: trading state (ACTIVE/REDUCING/HALTED), one method per pre-trade check, daily loss, square-off.
+
+Pure: no bus, no I/O. RiskModule feeds it orders, fills and prices, and publishes what it decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date
+
+from services.oms.ledger import TERMINAL
+from services.risk.config import Limits
+from services.risk.orders import (
+    PRICED,
+    SQUAREOFF_TAG,
+    order_from_signal,
+    order_prices,
+    square_off_chunk,
+    square_off_orders,
+)
+from services.risk.rate import TokenBucket
+from shared.clock import Clock, day_of, is_market_open, ist_datetime
+from shared.contracts import market_pb2, ops_pb2, risk_pb2, trading_pb2
+from shared.instruments import InstrumentBook
+from shared.money import fmt_inr
+from shared.positions import PositionBook
+
+ACTIVE = risk_pb2.TRADING_STATE_ACTIVE
+REDUCING = risk_pb2.TRADING_STATE_REDUCING
+HALTED = risk_pb2.TRADING_STATE_HALTED
+BUY = trading_pb2.SIDE_BUY
+MIS = trading_pb2.PRODUCT_MIS
+
+Denial = tuple[str, str]  # (reason_code, human reason)
+Check = Callable[[trading_pb2.OrderRequest, market_pb2.Instrument, int], Denial | None]
+
+
+def state_name(state: int) -> str:
+    return risk_pb2.TradingState.Name(state).removeprefix("TRADING_STATE_")
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """A move of the trading state (or a kill-switch action) the module announces as a Notification."""
+
+    previous: int
+    state: int
+    reason: str
+    kind: int = ops_pb2.NOTIFICATION_KIND_RISK_BREACH
+
+
+@dataclass
+class OpenOrder:
+    token: int
+    side: int
+    quantity: int
+    filled: int = 0
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.quantity - self.filled)
+
+
+class RiskEngine:
+    """Decides every order; tracks open orders, positions and the daily loss that moves the trading state."""
+
+    def __init__(self, limits: Limits, clock: Clock, instruments: InstrumentBook,
+                 positions: PositionBook | None = None) -> None:
+        now = clock.now_ns()
+        self.limits = limits
+        self.clock = clock
+        self.instruments = instruments
+        self.positions = positions if positions is not None else PositionBook()
+        self.state = ACTIVE
+        self.state_reason = ""
+        self.kill_switch_engaged = False
+        self.last_prices: dict[int, int] = {}
+        self.open_orders: dict[str, OpenOrder] = {}
+        self._accepted: set[str] = set()
+        self._changes: list[StateChange] = []
+        self._bucket = TokenBucket(limits.max_orders_per_second, now)
+        self._loss_level = ACTIVE
+        self._day: date = day_of(now)
+        self._day_start_pnl = 0
+        self._squared_off: date | None = None
+        self._last_update_sequence = 0
+        self._checks: tuple[Check, ...] = (
+            self.check_trading_state, self.check_quantity, self.check_price, self.check_price_band,
+            self.check_order_value, self.check_position, self.check_open_orders, self.check_market_hours,
+            self.check_square_off_time, self.check_submit_rate)
+
+    # -- decisions ------------------------------------------------------------
+    def decide(self, order: trading_pb2.OrderRequest) -> trading_pb2.RiskDecision:
+        """Accept or reject one order; an accepted order counts as open until a terminal update."""
+        now = self.clock.now_ns()
+        self._roll_day(now)
+        decision = trading_pb2.RiskDecision(order=order, ts_ns=now, strategy=order.strategy_tag,
+                                            signal_id=order.signal_id)
+        denial = self._first_denial(order, now)
+        if denial is not None:
+            decision.reason_code, decision.reason = denial
+            return decision
+        decision.accepted = True
+        self._bucket.take(now)
+        self.open_orders[order.client_order_id] = OpenOrder(order.token, order.side, order.quantity)
+        self._accepted.add(order.client_order_id)
+        return decision
+
+    def decide_signal(self, signal: trading_pb2.Signal) -> trading_pb2.RiskDecision:
+        if not signal.signal_id:
+            return trading_pb2.RiskDecision(
+                accepted=False, reason_code="INVALID_SIGNAL", ts_ns=self.clock.now_ns(), strategy=signal.strategy,
+                reason="signal_id is empty; a signal needs an id so a replay is not a new order")
+        return self.decide(order_from_signal(signal))
+
+    def _first_denial(self, order: trading_pb2.OrderRequest, now: int) -> Denial | None:
+        denial = self.check_identity(order)
+        if denial is not None:
+            return denial
+        inst = self.instruments.get(order.token)
+        if inst is None:
+            return "UNKNOWN_INSTRUMENT", f"token {order.token} is not in the instrument master"
+        for check in self._checks:
+            denial = check(order, inst, now)
+            if denial is not None:
+                return denial
+        return None
+
+    # -- checks: each returns (reason_code, reason) or None -------------------
+    def check_identity(self, order: trading_pb2.OrderRequest) -> Denial | None:
+        if not order.client_order_id:
+            return "INVALID_ORDER", "client_order_id is empty; every order needs an idempotency key"
+        if order.client_order_id in self._accepted:
+            return "DUPLICATE_ORDER", (f"client_order_id {order.client_order_id} was already accepted; "
+                                       "a replayed order is not placed twice")
+        if order.side not in (trading_pb2.SIDE_BUY, trading_pb2.SIDE_SELL):
+            return "INVALID_ORDER", "side is unspecified; use BUY or SELL"
+        if order.order_type == trading_pb2.ORDER_TYPE_UNSPECIFIED:
+            return "INVALID_ORDER", "order_type is unspecified; use MARKET, LIMIT, STOP_LIMIT or STOP_MARKET"
+        return None
+
+    def check_trading_state(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
+                            now: int) -> Denial | None:
+        if self.state == HALTED and not (order.strategy_tag == SQUAREOFF_TAG and self.reduces_position(order)):
+            return "TRADING_HALTED", (f"trading is HALTED ({self.state_reason}); only {SQUAREOFF_TAG} orders "
+                                      "that reduce a position pass")
+        if self.state == REDUCING and not self.reduces_position(order):
+            return "REDUCING_ONLY", (f"trading is REDUCING ({self.state_reason}); only orders that shrink "
+                                     f"a position pass, net position in token {order.token} is "
+                                     f"{self.positions.net_quantity(order.token)}")
+        return None
+
+    def check_quantity(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument, now: int) -> Denial | None:
+        qty, lot = order.quantity, inst.lot_size or 1
+        if qty <= 0:
+            return "INVALID_QUANTITY", f"quantity {qty} must be positive"
+        if qty % lot:
+            return "LOT_SIZE", f"quantity {qty} is not a multiple of lot_size {lot} of {inst.symbol}"
+        if qty > self.limits.max_order_quantity:
+            return "MAX_ORDER_QUANTITY", f"quantity {qty} exceeds max_order_quantity {self.limits.max_order_quantity}"
+        if inst.freeze_quantity and qty > inst.freeze_quantity:
+            return "FREEZE_QUANTITY", (f"quantity {qty} exceeds the exchange freeze_quantity "
+                                       f"{inst.freeze_quantity} of {inst.symbol}; split the order")
+        return None
+
+    def check_price(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument, now: int) -> Denial | None:
+        for field, price in order_prices(order):
+            if price <= 0:
+                return "INVALID_PRICE", f"{field} {price} must be positive for a {_type_name(order)} order"
+            tick = inst.tick_size_paise
+            if tick > 0 and price % tick:
+                return "TICK_SIZE", (f"{field} {price} is not a multiple of tick_size_paise {tick} "
+                                     f"of {inst.symbol}")
+        return None
+
+    def check_price_band(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
+                         now: int) -> Denial | None:
+        band, last = self.limits.price_band_bps, self.last_prices.get(order.token, 0)
+        if not band or not last:
+            return None  # no band, or no last price to measure against
+        for field, price in order_prices(order):
+            if abs(price - last) * 10_000 > band * last:
+                distance = abs(price - last) * 10_000 // last
+                return "PRICE_BAND", (f"{field} {price} is {distance} bps from the last price {last}; "
+                                      f"price_band_bps {band} allows no more")
+        return None
+
+    def check_order_value(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
+                          now: int) -> Denial | None:
+        price = self._valuation_price(order)
+        if price <= 0:
+            return "NO_PRICE", (f"no last price for token {order.token} to value a market order; "
+                                "wait for a tick or send a limit order")
+        value, limit = price * order.quantity, self.limits.max_order_value_paise
+        if value > limit:
+            return "MAX_ORDER_VALUE", f"order value {fmt_inr(value)} exceeds max_order_value {fmt_inr(limit)}"
+        return None
+
+    def check_position(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument, now: int) -> Denial | None:
+        net = self.positions.net_quantity(order.token)
+        direction = 1 if order.side == BUY else -1
+        worst = net + direction * (order.quantity + self._pending(order.token, order.side))
+        limit = self.limits.max_position_quantity
+        if abs(worst) > limit and abs(worst) > abs(net):
+            return "MAX_POSITION_QUANTITY", (f"resulting position {worst} in {inst.symbol} (with open orders) "
+                                             f"exceeds max_position_quantity {limit}")
+        return None
+
+    def check_open_orders(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
+                          now: int) -> Denial | None:
+        if self._is_square_off(order):
+            return None  # closing positions must not wait for room
+        limit = self.limits.max_open_orders
+        if len(self.open_orders) >= limit:
+            return "MAX_OPEN_ORDERS", f"open orders {len(self.open_orders)} reached max_open_orders {limit}"
+        return None
+
+    def check_market_hours(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
+                           now: int) -> Denial | None:
+        if self.limits.enforce_market_hours and not is_market_open(now):
+            return "MARKET_CLOSED", (f"market is closed at {ist_datetime(now):%a %H:%M} IST (open 09:15-15:30 "
+                                     "IST on weekdays); enforce_market_hours is on")
+        return None
+
+    def check_square_off_time(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
+                              now: int) -> Denial | None:
+        if order.product not in (MIS, trading_pb2.PRODUCT_UNSPECIFIED) or not self._past_square_off(now):
+            return None
+        if self.reduces_position(order):
+            return None
+        return "SQUARE_OFF_TIME", (f"after square_off_time_ist {self.limits.square_off_time_ist} no MIS order "
+                                   "may increase a position")
+
+    def check_submit_rate(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
+                          now: int) -> Denial | None:
+        if self._is_square_off(order) or self._bucket.ready(now):
+            return None
+        return "RATE_LIMIT", (f"submit rate exceeds max_orders_per_second {self.limits.max_orders_per_second:g}; "
+                              "retry in a moment")
+
+    # -- helpers for checks ---------------------------------------------------
+    def reduces_position(self, order: trading_pb2.OrderRequest) -> bool:
+        """True when the order (plus open orders on the same side) only shrinks the net position."""
+        net = self.positions.net_quantity(order.token)
+        if net == 0 or (net > 0) == (order.side == BUY):
+            return False
+        return self._pending(order.token, order.side) + order.quantity <= abs(net)
+
+    def _is_square_off(self, order: trading_pb2.OrderRequest) -> bool:
+        return order.strategy_tag == SQUAREOFF_TAG and self.reduces_position(order)
+
+    def _pending(self, token: int, side: int) -> int:
+        return sum(o.remaining for o in self.open_orders.values() if o.token == token and o.side == side)
+
+    def _valuation_price(self, order: trading_pb2.OrderRequest) -> int:
+        if order.order_type in PRICED:
+            return order.price_paise
+        if order.order_type == trading_pb2.ORDER_TYPE_STOP_MARKET:
+            return order.trigger_price_paise
+        last = self.last_prices.get(order.token, 0)
+        if last:
+            return last
+        return max((p.last_price_paise for p in self.positions.positions.values() if p.token == order.token),
+                   default=0)
+
+    def _past_square_off(self, now: int) -> bool:
+        dt = ist_datetime(now)
+        return (dt.hour, dt.minute) >= self.limits.square_off_hhmm
+
+    # -- order updates, prices, daily loss ------------------------------------
+    def on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
+        """Track open orders and apply the fill the update carries; a fill re-evaluates the daily loss."""
+        if update.sequence:
+            if update.sequence <= self._last_update_sequence:
+                return  # already seen (a resumed stream replays)
+            self._last_update_sequence = update.sequence
+        cid = update.client_order_id or update.request.client_order_id
+        if update.status in TERMINAL:
+            self.open_orders.pop(cid, None)
+        elif cid:
+            req = update.request
+            tracked = self.open_orders.setdefault(cid, OpenOrder(req.token, req.side, req.quantity))
+            tracked.filled = update.filled_quantity
+        if update.last_fill_quantity > 0:
+            self.positions.apply_update(update)
+            self.evaluate_loss()
+
+    def on_ticks(self, ticks: Iterable[market_pb2.Tick]) -> None:
+        """Hot path: remember the last price per token; marks are applied when the loss is evaluated."""
+        last = self.last_prices
+        for tick in ticks:
+            price = tick.ltp_paise
+            if price:
+                last[tick.token] = price
+
+    def daily_pnl_paise(self) -> int:
+        """Today's realised + mark-to-market P&L, net of charges."""
+        book = self.positions
+        total = book.realised_pnl_paise() - book.charges_paise() + book.unrealised_pnl_paise()
+        return total - self._day_start_pnl
+
+    def evaluate_loss(self) -> None:
+        """Mark positions and move the state when the daily loss crosses a threshold (it never relaxes by itself)."""
+        now = self.clock.now_ns()
+        self._roll_day(now)
+        self._mark()
+        loss, level = self._loss_level_now()
+        crossed = level > self._loss_level
+        self._loss_level = level
+        if crossed and level > self.state:
+            limit_name = "daily_loss_halt" if level == HALTED else "daily_loss_reducing"
+            limit = self.limits.daily_loss_halt_paise if level == HALTED else self.limits.daily_loss_reducing_paise
+            self._move(level, f"daily loss {fmt_inr(loss)} reached {limit_name} {fmt_inr(limit)}")
+
+    def _loss_level_now(self) -> tuple[int, int]:
+        loss = -self.daily_pnl_paise()
+        if loss >= self.limits.daily_loss_halt_paise:
+            return loss, HALTED
+        if loss >= self.limits.daily_loss_reducing_paise:
+            return loss, REDUCING
+        return loss, ACTIVE
+
+    def _mark(self) -> None:
+        last = self.last_prices
+        for pos in self.positions.positions.values():
+            price = last.get(pos.token)
+            if price:
+                pos.last_price_paise = price
+
+    # -- state ----------------------------------------------------------------
+    def set_kill_switch(self, engaged: bool, reason: str = "") -> None:
+        """Engage: HALTED. Release: ACTIVE, or REDUCING while the daily loss is still over a threshold."""
+        self.kill_switch_engaged = engaged
+        if engaged:
+            self._move(HALTED, f"kill switch engaged: {reason or 'no reason given'}",
+                       kind=ops_pb2.NOTIFICATION_KIND_KILL_SWITCH, always=True)
+            return
+        self._mark()
+        loss, level = self._loss_level_now()
+        self._loss_level = level
+        if level == ACTIVE:
+            self._move(ACTIVE, f"kill switch released: {reason or 'no reason given'}",
+                       kind=ops_pb2.NOTIFICATION_KIND_KILL_SWITCH, always=True)
+        else:
+            self._move(REDUCING, f"kill switch released; daily loss {fmt_inr(loss)} still over "
+                                 f"daily_loss_reducing {fmt_inr(self.limits.daily_loss_reducing_paise)}",
+                       kind=ops_pb2.NOTIFICATION_KIND_KILL_SWITCH, always=True)
+
+    def set_limits(self, limits: Limits) -> None:
+        """Replace the limits whole; new loss thresholds take effect at once."""
+        self.limits = limits
+        self._bucket.set_rate(limits.max_orders_per_second, self.clock.now_ns())
+        self.evaluate_loss()
+
+    def _move(self, state: int, reason: str, kind: int = ops_pb2.NOTIFICATION_KIND_RISK_BREACH,
+              always: bool = False) -> None:
+        previous = self.state
+        self.state, self.state_reason = state, reason
+        if always or previous != state:
+            self._changes.append(StateChange(previous, state, reason, kind))
+
+    def pop_state_changes(self) -> list[StateChange]:
+        """State changes since the last call, oldest first (the module turns them into notifications)."""
+        changes, self._changes = self._changes, []
+        return changes
+
+    def _roll_day(self, now: int) -> None:
+        today = day_of(now)
+        if today == self._day:
+            return
+        self._day = today
+        book = self.positions
+        self._day_start_pnl = book.realised_pnl_paise() - book.charges_paise()
+        self._accepted.clear()
+        self._loss_level = ACTIVE
+        if not self.kill_switch_engaged and self.state != ACTIVE:
+            self._move(ACTIVE, f"new trading day {today}: daily loss limits reset")
+
+    # -- square-off and state -------------------------------------------------
+    def square_off_due(self) -> list[trading_pb2.OrderRequest]:
+        """At or after square_off_time_ist, once per day: market orders closing every MIS position."""
+        now = self.clock.now_ns()
+        self._roll_day(now)
+        if self._squared_off == self._day or not self._past_square_off(now):
+            return []
+        self._squared_off = self._day
+        self._mark()
+        orders: list[trading_pb2.OrderRequest] = []
+        for pos in list(self.positions.positions.values()):
+            if pos.product != MIS or pos.net_quantity == 0:
+                continue
+            inst = self.instruments.get(pos.token)
+            side = trading_pb2.SIDE_SELL if pos.net_quantity > 0 else BUY
+            quantity = abs(pos.net_quantity) - self._pending(pos.token, side)
+            chunk = square_off_chunk(self.limits, inst, pos.last_price_paise)
+            orders += square_off_orders(pos, inst, quantity, chunk, self._day)
+        return orders
+
+    def snapshot(self) -> risk_pb2.GetRiskStateResponse:
+        self._mark()
+        return risk_pb2.GetRiskStateResponse(
+            state=self.state, limits=self.limits.to_proto(), open_orders=len(self.open_orders),
+            realised_pnl_paise=self.positions.realised_pnl_paise(),
+            unrealised_pnl_paise=self.positions.unrealised_pnl_paise(), state_reason=self.state_reason,
+            positions=self.positions.to_protos())
+
+
+def _type_name(order: trading_pb2.OrderRequest) -> str:
+    return trading_pb2.OrderType.Name(order.order_type).removeprefix("ORDER_TYPE_")

@@ -1,0 +1,184 @@
+"""The risk module: feeds the RiskEngine from SIGNALS, TICKS and ORDER_UPDATES, publishes decisions on ORDERS.
+
+Serves RiskService requests on the bus, notifies state changes, asks the OMS to cancel orders on a kill switch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from prometheus_client import Counter
+
+from services.risk.config import Limits, RiskSettings
+from services.risk.engine import HALTED, RiskEngine, StateChange, state_name
+from shared import rpc
+from shared.bus import Bus, Sequencer, Topic
+from shared.clock import Clock
+from shared.component import Component
+from shared.contracts import market_pb2, oms_pb2, ops_pb2, risk_pb2, trading_pb2
+from shared.errors import InvalidInput, RiskRejected, TradingHalted
+from shared.instruments import InstrumentBook
+from shared.money import fmt_inr
+
+log = logging.getLogger(__name__)
+
+DECISIONS = Counter("neopulse_risk_decisions", "Risk decisions", ["accepted", "reason_code"])
+CANCEL_FAILURES = Counter("neopulse_risk_cancel_failures", "Kill-switch cancels the OMS refused or failed")
+
+SEVERITY = {risk_pb2.TRADING_STATE_ACTIVE: ops_pb2.SEVERITY_INFO,
+            risk_pb2.TRADING_STATE_REDUCING: ops_pb2.SEVERITY_WARNING, HALTED: ops_pb2.SEVERITY_CRITICAL}
+HALT_CODES = frozenset({"TRADING_HALTED"})
+
+
+class RiskModule(Component):
+    name = "risk"
+
+    def __init__(self, bus: Bus, settings: RiskSettings, clock: Clock) -> None:
+        super().__init__(bus)
+        self.settings = settings
+        self.clock = clock
+        self.instruments = InstrumentBook()
+        self.engine = RiskEngine(settings.limits(), clock, self.instruments)
+        self.sequencer = Sequencer()
+        self._loss_interval_s = settings.loss_check_interval_ms / 1000
+        self._next_loss_check = 0.0
+
+    async def start(self) -> None:
+        await self.instruments.load_from(self.bus)
+        self.bus.subscribe(Topic.SIGNALS, "risk", self._on_signal)
+        self.bus.subscribe(Topic.TICKS, "risk", self._on_ticks)
+        self.bus.subscribe(Topic.ORDER_UPDATES, "risk", self._on_order_update)
+        self.bus.handle(rpc.SUBMIT_ORDER, self.submit_order)
+        self.bus.handle(rpc.GET_RISK_STATE, self.get_risk_state)
+        self.bus.handle(rpc.SET_RISK_LIMITS, self.set_risk_limits)
+        self.bus.handle(rpc.SET_KILL_SWITCH, self.set_kill_switch)
+        log.info("risk started", extra={"instruments": len(self.instruments)})
+        self.ready.set()
+
+    async def run(self) -> None:
+        """The clock timer: daily loss from marks, day roll-over and the intraday square-off."""
+        while True:
+            await self.tick_timer()
+            await asyncio.sleep(self.settings.timer_interval_ms / 1000)
+
+    async def tick_timer(self) -> None:
+        self.engine.evaluate_loss()
+        for order in self.engine.square_off_due():
+            decision = self.engine.decide(order)
+            log.warning("square-off order", extra={"order_id": order.client_order_id, "token": order.token,
+                                                   "accepted": decision.accepted, "reason": decision.reason})
+            await self._publish_decision(decision)
+        await self._notify_changes()
+
+    # -- topics ---------------------------------------------------------------
+    async def _on_signal(self, signal: trading_pb2.Signal) -> None:
+        await self._publish_decision(self.engine.decide_signal(signal))
+        await self._notify_changes()
+
+    async def _on_ticks(self, batch: market_pb2.TickBatch) -> None:
+        self.engine.on_ticks(batch.ticks)
+        now = time.monotonic()
+        if now >= self._next_loss_check:  # marks move the loss; evaluate at most every loss_check_interval
+            self._next_loss_check = now + self._loss_interval_s
+            self.engine.evaluate_loss()
+            await self._notify_changes()
+
+    async def _on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
+        self.engine.on_order_update(update)
+        await self._notify_changes()
+
+    # -- requests -------------------------------------------------------------
+    async def submit_order(self, request: risk_pb2.SubmitOrderRequest) -> risk_pb2.SubmitOrderResponse:
+        """A manual order: malformed -> InvalidInput; denied -> published rejection + RiskRejected/TradingHalted."""
+        order = self._complete_manual_order(request.order)
+        decision = self.engine.decide(order)
+        await self._publish_decision(decision)
+        await self._notify_changes()
+        if not decision.accepted:
+            error = TradingHalted if decision.reason_code in HALT_CODES else RiskRejected
+            raise error(decision.reason_code, decision.reason)
+        return risk_pb2.SubmitOrderResponse(decision=decision)
+
+    async def get_risk_state(self, request: risk_pb2.GetRiskStateRequest) -> risk_pb2.GetRiskStateResponse:
+        return self.engine.snapshot()
+
+    async def set_risk_limits(self, request: risk_pb2.SetRiskLimitsRequest) -> risk_pb2.SetRiskLimitsResponse:
+        if not request.HasField("limits"):
+            raise InvalidInput("limits", "missing; send every limit (GetRiskState shows the current ones)")
+        limits = Limits.from_proto(request.limits)  # all or nothing: raises before anything changes
+        self.engine.set_limits(limits)
+        log.warning("risk limits replaced", extra={"limits": limits.model_dump()})
+        await self._notify_changes()
+        return risk_pb2.SetRiskLimitsResponse(limits=limits.to_proto())
+
+    async def set_kill_switch(self, request: risk_pb2.SetKillSwitchRequest) -> risk_pb2.SetKillSwitchResponse:
+        self.engine.set_kill_switch(request.engaged, request.reason)
+        log.warning("kill switch", extra={"engaged": request.engaged, "reason": request.reason})
+        await self._notify_changes()
+        if request.engaged and request.cancel_open_orders:
+            await self._cancel_open_orders()
+        return risk_pb2.SetKillSwitchResponse(state=self.engine.state)
+
+    async def _cancel_open_orders(self) -> None:
+        for order_id in list(self.engine.open_orders):
+            try:
+                await self.bus.call(rpc.CANCEL_ORDER, oms_pb2.CancelOrderRequest(order_id=order_id))
+            except Exception:  # one failed cancel must not stop the others
+                CANCEL_FAILURES.inc()
+                log.exception("kill-switch cancel failed", extra={"order_id": order_id})
+
+    def _complete_manual_order(self, order: trading_pb2.OrderRequest) -> trading_pb2.OrderRequest:
+        """Validate the shape of a manual order (InvalidInput names the field) and fill what may be defaulted."""
+        if order.quantity <= 0:
+            raise InvalidInput("order.quantity", f"must be positive, got {order.quantity}")
+        if order.side == trading_pb2.SIDE_UNSPECIFIED:
+            raise InvalidInput("order.side", "is unspecified; use SIDE_BUY or SIDE_SELL")
+        if order.order_type == trading_pb2.ORDER_TYPE_UNSPECIFIED:
+            raise InvalidInput("order.order_type", "is unspecified; use MARKET, LIMIT, STOP_LIMIT or STOP_MARKET")
+        if order.order_type in (trading_pb2.ORDER_TYPE_LIMIT, trading_pb2.ORDER_TYPE_STOP_LIMIT) \
+                and order.price_paise <= 0:
+            raise InvalidInput("order.price_paise", f"must be positive for a limit order, got {order.price_paise}")
+        if order.order_type in (trading_pb2.ORDER_TYPE_STOP_LIMIT, trading_pb2.ORDER_TYPE_STOP_MARKET) \
+                and order.trigger_price_paise <= 0:
+            raise InvalidInput("order.trigger_price_paise",
+                               f"must be positive for a stop order, got {order.trigger_price_paise}")
+        inst = self.instruments.get(order.token)
+        if inst is None:
+            raise InvalidInput("order.token", f"{order.token} is not in the instrument master; check the symbol")
+        out = trading_pb2.OrderRequest()
+        out.CopyFrom(order)
+        out.client_order_id = out.client_order_id or f"man-{self.sequencer.next()}"
+        out.exchange_segment = out.exchange_segment or inst.exchange_segment
+        out.symbol = out.symbol or inst.symbol
+        out.product = out.product or trading_pb2.PRODUCT_MIS
+        out.validity = out.validity or trading_pb2.VALIDITY_DAY
+        out.strategy_tag = out.strategy_tag or "MANUAL"
+        return out
+
+    # -- publishing -----------------------------------------------------------
+    async def _publish_decision(self, decision: trading_pb2.RiskDecision) -> None:
+        decision.sequence = self.sequencer.next()
+        DECISIONS.labels(str(decision.accepted).lower(), decision.reason_code).inc()
+        if not decision.accepted:
+            log.info("order rejected", extra={"order_id": decision.order.client_order_id,
+                                              "strategy": decision.strategy, "reason_code": decision.reason_code,
+                                              "reason": decision.reason})
+        await self.bus.publish(Topic.ORDERS, decision)
+
+    async def _notify_changes(self) -> None:
+        for change in self.engine.pop_state_changes():
+            await self.bus.publish(Topic.NOTIFICATIONS, self._notification(change))
+
+    def _notification(self, change: StateChange) -> ops_pb2.Notification:
+        if change.kind == ops_pb2.NOTIFICATION_KIND_KILL_SWITCH:
+            title = f"Kill switch: trading {state_name(change.state)}"
+        else:
+            title = f"Risk: trading {state_name(change.previous)} -> {state_name(change.state)}"
+        pnl = self.engine.daily_pnl_paise()
+        return ops_pb2.Notification(
+            kind=change.kind, severity=SEVERITY.get(change.state, ops_pb2.SEVERITY_WARNING), title=title,
+            text=change.reason, ts_ns=self.clock.now_ns(), source="risk",
+            fields={"state": state_name(change.state), "previous_state": state_name(change.previous),
+                    "daily_pnl": fmt_inr(pnl)})

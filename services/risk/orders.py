@@ -1,0 +1,80 @@
+"""Orders risk builds itself: a Signal turned into an OrderRequest, and the intraday square-off orders.
+
+Pure functions over contracts and positions; the engine checks whatever they produce like any order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date
+from typing import TYPE_CHECKING
+
+from shared.contracts import market_pb2, trading_pb2
+from shared.positions import PositionState
+
+if TYPE_CHECKING:
+    from services.risk.config import Limits
+
+SQUAREOFF_TAG = "SQUAREOFF"
+PRICED = (trading_pb2.ORDER_TYPE_LIMIT, trading_pb2.ORDER_TYPE_STOP_LIMIT)
+TRIGGERED = (trading_pb2.ORDER_TYPE_STOP_LIMIT, trading_pb2.ORDER_TYPE_STOP_MARKET)
+
+
+def order_prices(order: trading_pb2.OrderRequest) -> list[tuple[str, int]]:
+    """The (field, price) pairs an order type uses: limit price, trigger price, both or none."""
+    prices = []
+    if order.order_type in PRICED:
+        prices.append(("price_paise", order.price_paise))
+    if order.order_type in TRIGGERED:
+        prices.append(("trigger_price_paise", order.trigger_price_paise))
+    return prices
+
+
+def signal_client_order_id(signal_id: str) -> str:
+    """Deterministic idempotency key: a replayed signal maps to the same order, never a new one."""
+    return "sig-" + hashlib.sha256(signal_id.encode()).hexdigest()[:20]
+
+
+def order_from_signal(signal: trading_pb2.Signal) -> trading_pb2.OrderRequest:
+    """The order a signal asks for. Prices are taken as they are: an off-tick price is rejected, not snapped."""
+    return trading_pb2.OrderRequest(
+        client_order_id=signal_client_order_id(signal.signal_id), token=signal.token,
+        exchange_segment=signal.exchange_segment, symbol=signal.symbol, side=signal.side,
+        quantity=signal.quantity, order_type=signal.order_type, price_paise=signal.limit_price_paise,
+        trigger_price_paise=signal.trigger_price_paise, product=signal.product or trading_pb2.PRODUCT_MIS,
+        validity=trading_pb2.VALIDITY_DAY, strategy_tag=signal.strategy, signal_id=signal.signal_id,
+        tick_recv_ns=signal.tick_recv_ns)
+
+
+def square_off_orders(pos: PositionState, inst: market_pb2.Instrument | None, quantity: int, max_chunk: int,
+                      day: date) -> list[trading_pb2.OrderRequest]:
+    """Market orders closing `quantity` of an intraday position, in chunks of at most `max_chunk`.
+
+    The client_order_id is deterministic per day, token and chunk, so a retried square-off is idempotent.
+    """
+    side = trading_pb2.SIDE_SELL if pos.net_quantity > 0 else trading_pb2.SIDE_BUY
+    segment = pos.exchange_segment or (inst.exchange_segment if inst else "")
+    symbol = pos.symbol or (inst.symbol if inst else "")
+    orders = []
+    remaining, n = quantity, 0
+    while remaining > 0:
+        qty = min(remaining, max_chunk)
+        orders.append(trading_pb2.OrderRequest(
+            client_order_id=f"SQ-{day:%Y%m%d}-{pos.token}-{pos.product}-{n}", token=pos.token,
+            exchange_segment=segment, symbol=symbol, side=side, quantity=qty,
+            order_type=trading_pb2.ORDER_TYPE_MARKET, product=pos.product, validity=trading_pb2.VALIDITY_DAY,
+            strategy_tag=SQUAREOFF_TAG))
+        remaining -= qty
+        n += 1
+    return orders
+
+
+def square_off_chunk(limits: Limits, inst: market_pb2.Instrument | None, price_paise: int) -> int:
+    """Largest square-off order the checks allow: max quantity, freeze quantity and order value, in whole lots."""
+    lot = (inst.lot_size if inst else 0) or 1
+    chunk = limits.max_order_quantity
+    if inst is not None and inst.freeze_quantity:
+        chunk = min(chunk, inst.freeze_quantity)
+    if price_paise > 0:
+        chunk = min(chunk, limits.max_order_value_paise // price_paise)
+    return max(lot, chunk - chunk % lot)

@@ -1,0 +1,37 @@
+"""A token bucket on a Clock: the submit-rate limit of the risk engine.
+
+Pure: time comes from the caller, so a ManualClock drives it in tests.
+"""
+
+from __future__ import annotations
+
+from shared.clock import NS
+
+
+class TokenBucket:
+    """`rate` tokens per second, bursts up to max(1, rate); one accepted order takes one token."""
+
+    def __init__(self, rate: float, now_ns: int) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self._last_ns = now_ns
+
+    def _refill(self, now_ns: int) -> None:
+        elapsed = max(0, now_ns - self._last_ns)
+        self.tokens = min(self.capacity, self.tokens + elapsed * self.rate / NS)
+        self._last_ns = max(self._last_ns, now_ns)
+
+    def ready(self, now_ns: int) -> bool:
+        self._refill(now_ns)
+        return self.tokens >= 1.0
+
+    def take(self, now_ns: int) -> None:
+        self._refill(now_ns)
+        self.tokens -= 1.0
+
+    def set_rate(self, rate: float, now_ns: int) -> None:
+        self._refill(now_ns)
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = min(self.tokens, self.capacity)
