@@ -1,0 +1,73 @@
+"""The order state machine over trading_pb2.OrderStatus: which transitions are legal.
+
+Pure data and one check; the OMS engine calls it before every ledger write.
+"""
+
+from __future__ import annotations
+
+from services.oms.ledger import TERMINAL
+from shared.contracts import trading_pb2 as t
+
+__all__ = ["TERMINAL", "TRANSITIONS", "WORKING", "IllegalTransition", "check_transition", "is_terminal"]
+
+# States in which the broker holds a live order (it may still fill).
+WORKING = frozenset({t.ORDER_STATUS_OPEN, t.ORDER_STATUS_TRIGGER_PENDING, t.ORDER_STATUS_PARTIALLY_FILLED,
+                     t.ORDER_STATUS_CANCEL_PENDING, t.ORDER_STATUS_MODIFY_PENDING})
+
+_LIVE_TARGETS = frozenset({t.ORDER_STATUS_OPEN, t.ORDER_STATUS_TRIGGER_PENDING, t.ORDER_STATUS_PARTIALLY_FILLED,
+                           t.ORDER_STATUS_TRADED, t.ORDER_STATUS_CANCELLED})
+
+TRANSITIONS: dict[int, frozenset[int]] = {
+    # Written ahead to the ledger; a crash before sending ends in REJECTED ("not sent before restart").
+    t.ORDER_STATUS_PENDING_NEW: frozenset({t.ORDER_STATUS_SUBMITTED, t.ORDER_STATUS_REJECTED}),
+    # The broker may answer with its acknowledgement or already with fills / a cancel (IOC).
+    t.ORDER_STATUS_SUBMITTED: _LIVE_TARGETS | {t.ORDER_STATUS_REJECTED},
+    # The exchange can still reject an order the broker accepted.
+    t.ORDER_STATUS_OPEN: (_LIVE_TARGETS - {t.ORDER_STATUS_OPEN})
+    | {t.ORDER_STATUS_CANCEL_PENDING, t.ORDER_STATUS_MODIFY_PENDING, t.ORDER_STATUS_REJECTED},
+    # A triggered stop becomes OPEN (stop-limit) or fills (stop-market).
+    t.ORDER_STATUS_TRIGGER_PENDING: (_LIVE_TARGETS - {t.ORDER_STATUS_TRIGGER_PENDING})
+    | {t.ORDER_STATUS_CANCEL_PENDING, t.ORDER_STATUS_MODIFY_PENDING, t.ORDER_STATUS_REJECTED},
+    # More fills keep it PARTIALLY_FILLED; the rest may be cancelled (IOC, user, expiry).
+    t.ORDER_STATUS_PARTIALLY_FILLED: frozenset({t.ORDER_STATUS_PARTIALLY_FILLED, t.ORDER_STATUS_TRADED,
+                                                t.ORDER_STATUS_CANCELLED, t.ORDER_STATUS_CANCEL_PENDING,
+                                                t.ORDER_STATUS_MODIFY_PENDING}),
+    # A cancel can lose the race to a fill, or be refused (back to where it was).
+    t.ORDER_STATUS_CANCEL_PENDING: _LIVE_TARGETS,
+    # A modify is acknowledged (back to a live state), overtaken by fills or by a cancel.
+    t.ORDER_STATUS_MODIFY_PENDING: _LIVE_TARGETS | {t.ORDER_STATUS_REJECTED},
+    t.ORDER_STATUS_TRADED: frozenset(),
+    t.ORDER_STATUS_REJECTED: frozenset(),
+    t.ORDER_STATUS_CANCELLED: frozenset(),
+}
+
+
+class IllegalTransition(ValueError):
+    """A transition the state machine forbids; the caller logs and counts it, never crashes."""
+
+    def __init__(self, current: int, new: int) -> None:
+        super().__init__(f"order status cannot go from {name(current)} to {name(new)}")
+        self.current = current
+        self.new = new
+
+
+def name(status: int) -> str:
+    """ORDER_STATUS_OPEN -> 'OPEN' (unknown numbers as text)."""
+    try:
+        return t.OrderStatus.Name(status).removeprefix("ORDER_STATUS_")
+    except ValueError:
+        return str(status)
+
+
+def can_transition(current: int, new: int) -> bool:
+    return new in TRANSITIONS.get(current, frozenset())
+
+
+def check_transition(current: int, new: int) -> None:
+    """Raise IllegalTransition unless current -> new is allowed."""
+    if not can_transition(current, new):
+        raise IllegalTransition(current, new)
+
+
+def is_terminal(status: int) -> bool:
+    return status in TERMINAL
