@@ -1,0 +1,102 @@
+"""One bus subscription per streamed topic, fanned out to gRPC streams, with a replay ring.
+
+Attaching a stream and snapshotting the ring happen together, so a resumed stream misses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+from shared.bus import Bus, Topic
+
+log = logging.getLogger(__name__)
+
+CLOSE = object()  # end-of-stream marker put into a listener's queue on shutdown
+
+
+def sequence_of(msg: Any) -> int:
+    return int(getattr(msg, "sequence", 0))
+
+
+class Listener:
+    """One open gRPC stream's queue. Market data sheds the oldest; the order path waits for room."""
+
+    def __init__(self, lossy: bool, maxsize: int) -> None:
+        self.lossy = lossy
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
+        self.closed = False
+        self.dropped = 0
+
+    async def put(self, msg: Any) -> None:
+        if not self.lossy:
+            await self.queue.put(msg)
+            return
+        if self.queue.full():
+            self.queue.get_nowait()
+            self.dropped += 1
+        self.queue.put_nowait(msg)
+
+    def close(self) -> None:
+        self.closed = True
+        try:
+            self.queue.put_nowait(CLOSE)
+        except asyncio.QueueFull:
+            pass  # the stream drains what is queued, then sees `closed`
+
+
+class TopicHub:
+    """Subscribes once to `topic`; keeps the last `replay_size` sequenced messages for resume."""
+
+    def __init__(self, bus: Bus, topic: Topic, replay_size: int, listener_maxsize: int = 10_000) -> None:
+        self.topic = topic
+        self.listener_maxsize = listener_maxsize
+        self.ring: deque[Any] = deque(maxlen=replay_size if not topic.lossy else 0)
+        self.evicted_sequence = 0  # highest sequence pushed out of the ring
+        self._listeners: list[Listener] = []
+        self._sub = bus.subscribe(topic, f"grpc:{topic.value}", self._on_message)
+        self._bus = bus
+
+    async def _on_message(self, msg: Any) -> None:
+        ring = self.ring
+        if ring.maxlen:
+            if len(ring) == ring.maxlen:
+                self.evicted_sequence = sequence_of(ring[0])
+            ring.append(msg)
+        for listener in list(self._listeners):
+            await listener.put(msg)
+
+    def attach(self, after_sequence: int = 0) -> tuple[list[Any], Listener]:
+        """Register a stream; returns the ring's messages after `after_sequence` (0 = live only)."""
+        replay: list[Any] = []
+        if after_sequence > 0:
+            if after_sequence < self.evicted_sequence:
+                log.warning("resume point is older than the replay ring; some messages are gone",
+                            extra={"topic": self.topic.value, "after_sequence": after_sequence,
+                                   "oldest_kept": sequence_of(self.ring[0]) if self.ring else 0})
+            replay = [m for m in self.ring if sequence_of(m) > after_sequence]
+        listener = Listener(self.topic.lossy, self.listener_maxsize)
+        self._listeners.append(listener)
+        return replay, listener
+
+    @property
+    def listener_count(self) -> int:
+        return len(self._listeners)
+
+    def detach(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+        # Unblock a fan-out waiting for room in this (now unread) queue.
+        listener.closed = True
+        while not listener.queue.empty():
+            listener.queue.get_nowait()
+
+    def close(self) -> None:
+        """Ask every open stream to flush and end (graceful shutdown)."""
+        for listener in self._listeners:
+            listener.close()
+
+    def unsubscribe(self) -> None:
+        self._bus.unsubscribe(self._sub)

@@ -1,0 +1,123 @@
+"""The gRPC server of a process: generic servicers for its services, health, reflection, auth, TLS.
+
+Owns the topic hubs that feed server streams; talks to the bus and shared.grpc.* only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from shared import rpc
+from shared.bus import Bus
+from shared.grpc.auth import BearerTokenInterceptor, server_credentials
+from shared.grpc.config import GrpcSettings
+from shared.grpc.hub import TopicHub
+from shared.grpc.servicers import service_handler
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def qualified(service: str) -> str:
+    """"OrderService" -> "neopulse.v1.OrderService" (the name health and reflection use)."""
+    return rpc.DESCRIPTORS[service].full_name
+
+
+class GrpcServer:
+    """Serves `services` (keys of shared.rpc.DESCRIPTORS) from `bus`; NOT_SERVING until set_serving."""
+
+    def __init__(self, bus: Bus, services: list[str], settings: GrpcSettings, port: int = 0) -> None:
+        unknown = [s for s in services if s not in rpc.DESCRIPTORS]
+        if unknown:
+            raise ValueError(f"unknown services {unknown}; choose from {sorted(rpc.DESCRIPTORS)}")
+        self.bus = bus
+        self.services = list(services)
+        self.settings = settings
+        self.port = port
+        self.bound_port: int | None = None
+        # Hubs subscribe now, before modules start publishing, so the replay ring starts complete.
+        self.hubs = {
+            method: TopicHub(bus, topic, settings.replay_size)
+            for method, topic in rpc.STREAM_TOPICS.items()
+            if method.split("/")[1].split(".")[-1] in self.services
+        }
+        self.health = health.aio.HealthServicer()
+        self._serving: dict[str, bool] = {s: False for s in self.services}
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self) -> int:
+        """Bind and start serving; returns the bound port (useful with port 0)."""
+        s = self.settings
+        interceptors = [BearerTokenInterceptor(s.auth_token.get_secret_value())] if s.auth_token else []
+        server = grpc.aio.server(interceptors=interceptors, options=s.server_options())
+        server.add_generic_rpc_handlers([service_handler(self.bus, name, self.hubs) for name in self.services])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [*(qualified(n) for n in self.services), health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        bound = self._bind(server)
+        for name in self.services:
+            await self.health.set(qualified(name), NOT_SERVING)
+        await self.health.set("", NOT_SERVING)
+        await server.start()
+        self._server, self.bound_port = server, bound
+        log.info("gRPC serving", extra={"address": f"{s.host}:{bound}", "services": self.services, "tls": s.tls})
+        return bound
+
+    def _bind(self, server: grpc.aio.Server) -> int:
+        s = self.settings
+        address = f"{s.host}:{self.port}"
+        try:
+            if s.tls:
+                assert s.tls_cert_file is not None and s.tls_key_file is not None
+                return server.add_secure_port(address, server_credentials(s.tls_cert_file, s.tls_key_file))
+            return server.add_insecure_port(address)
+        except RuntimeError:
+            for hub in self.hubs.values():
+                hub.unsubscribe()
+            raise OSError(f"cannot bind gRPC to {address}: the port is in use; pick another --grpc-port") from None
+
+    async def set_serving(self, service: str, serving: bool) -> None:
+        """Mark one service (ready or not); "" (overall) is SERVING when every service is."""
+        if service not in self._serving:
+            raise ValueError(f"{service} is not served here; served: {self.services}")
+        self._serving[service] = serving
+        await self.health.set(qualified(service), SERVING if serving else NOT_SERVING)
+        await self.health.set("", SERVING if all(self._serving.values()) else NOT_SERVING)
+
+    async def set_all_serving(self) -> None:
+        for name in self.services:
+            await self.set_serving(name, True)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Report NOT_SERVING, let open streams flush and end, then stop within `grace` seconds."""
+        if self._server is None:
+            return
+        grace = self.settings.shutdown_grace_s if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        for hub in self.hubs.values():
+            hub.close()
+        await self._server.stop(grace)
+        for hub in self.hubs.values():
+            hub.unsubscribe()
+        self._server = None
+
+    async def wait(self) -> None:
+        """Block until the server terminates (owned by the process TaskGroup)."""
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def serve_forever(self) -> None:
+        """start() then wait; stop(grace) when cancelled. Shape for a TaskGroup task."""
+        if self._server is None:
+            await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()

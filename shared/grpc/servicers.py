@@ -1,0 +1,157 @@
+"""Generic servicers built from the service descriptors: unary RPC = bus request, stream = topic hub.
+
+Errors map through shared.errors.grpc_status; unknown exceptions become INTERNAL, logged here only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message_factory import GetMessageClass
+
+from shared import rpc
+from shared.bus import Bus
+from shared.errors import InvalidInput, NeoPulseError, RiskRejected, grpc_status
+from shared.grpc.hub import CLOSE, Listener, TopicHub, sequence_of
+from shared.grpc.metrics import STREAM_MESSAGES, RpcTimer
+
+log = logging.getLogger(__name__)
+
+# Trailing metadata that lets a split-mode proxy rebuild the exact shared.errors type.
+ERROR_KEY = "neopulse-error"
+FIELD_KEY = "neopulse-field"
+REASON_KEY = "neopulse-reason-code"
+MAX_BATCH = 1000  # elements per streamed batch message
+
+
+def full_name(service: ServiceDescriptor, m: MethodDescriptor) -> str:
+    return f"/{service.full_name}/{m.name}"
+
+
+def error_trailers(exc: BaseException) -> tuple[tuple[str, str], ...]:
+    if not isinstance(exc, NeoPulseError):
+        return ()
+    trailers = [(ERROR_KEY, type(exc).__name__)]
+    if isinstance(exc, InvalidInput):
+        trailers.append((FIELD_KEY, exc.field))
+    if isinstance(exc, RiskRejected):
+        trailers.append((REASON_KEY, exc.reason_code))
+    return tuple(trailers)
+
+
+async def abort_with(context: grpc.aio.ServicerContext, method: str, exc: BaseException) -> None:
+    code, message = grpc_status(exc)
+    if not isinstance(exc, NeoPulseError):
+        log.error("RPC handler failed", exc_info=exc, extra={"method": method})
+    await context.abort(code, message, trailing_metadata=error_trailers(exc))
+
+
+def unary_handler(bus: Bus, method: str) -> Callable[[Any, grpc.aio.ServicerContext], Any]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        timer = RpcTimer(method)
+        if not bus.has_handler(method):
+            timer.done(grpc.StatusCode.UNIMPLEMENTED)
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not served by this process")
+        try:
+            response = await bus.call(method, request)
+        except Exception as exc:
+            timer.done(grpc_status(exc)[0])
+            await abort_with(context, method, exc)
+        timer.done(grpc.StatusCode.OK)
+        return response
+
+    return handle
+
+
+def element_filter(request: Any) -> Callable[[Any], bool]:
+    """The request's filters (tokens, strategies, rejections_only, after_sequence) as one predicate."""
+    fields = request.DESCRIPTOR.fields_by_name
+    tokens = set(request.tokens) if "tokens" in fields else set()
+    strategies = set(request.strategies) if "strategies" in fields else set()
+    rejections_only = bool(getattr(request, "rejections_only", False))
+    after = int(getattr(request, "after_sequence", 0))
+
+    def keep(msg: Any) -> bool:
+        if tokens and msg.token not in tokens:
+            return False
+        if strategies and msg.strategy not in strategies:
+            return False
+        if rejections_only and msg.accepted:
+            return False
+        return not (after and sequence_of(msg) <= after)
+
+    return keep
+
+
+class StreamPacker:
+    """Turns bus messages into the RPC's batch messages (TickBatch, SignalBatch, ...)."""
+
+    def __init__(self, batch_cls: type, batched_topic: bool) -> None:
+        self.batch_cls = batch_cls
+        self.field = batch_cls.DESCRIPTOR.fields[0].name
+        self.batched_topic = batched_topic  # ticks/candles travel on the bus as batches already
+
+    def elements(self, msgs: list[Any], keep: Callable[[Any], bool]) -> list[Any]:
+        if self.batched_topic:
+            return [e for m in msgs for e in getattr(m, self.field) if keep(e)]
+        return [m for m in msgs if keep(m)]
+
+    def pack(self, elements: list[Any]) -> list[Any]:
+        return [self.batch_cls(**{self.field: elements[i:i + MAX_BATCH]}) for i in range(0, len(elements), MAX_BATCH)]
+
+
+async def _next_messages(listener: Listener) -> list[Any] | None:
+    """Everything queued (at least one message), or None when the stream should end."""
+    queue = listener.queue
+    if listener.closed and queue.empty():
+        return None
+    msgs = [await queue.get()]
+    while not queue.empty() and len(msgs) < MAX_BATCH:
+        msgs.append(queue.get_nowait())
+    if any(m is CLOSE for m in msgs):
+        msgs = [m for m in msgs if m is not CLOSE]
+        listener.closed = True
+    return msgs
+
+
+def stream_handler(hub: TopicHub, method: str, batch_cls: type) -> Callable[..., AsyncIterator[Any]]:
+    packer = StreamPacker(batch_cls, hub.topic.lossy)
+
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        timer = RpcTimer(method)
+        keep = element_filter(request)
+        replay, listener = hub.attach(int(getattr(request, "after_sequence", 0)))
+        sent = STREAM_MESSAGES.labels(method)
+        code = grpc.StatusCode.CANCELLED
+        try:
+            msgs: list[Any] | None = replay
+            while msgs is not None:
+                for batch in packer.pack(packer.elements(msgs, keep)):
+                    yield batch
+                    sent.inc()
+                msgs = await _next_messages(listener)
+            code = grpc.StatusCode.OK
+        finally:
+            hub.detach(listener)
+            timer.done(code)
+
+    return handle
+
+
+def service_handler(bus: Bus, service: str, hubs: dict[str, TopicHub]) -> grpc.GenericRpcHandler:
+    """The generic handler for one service of shared.rpc.DESCRIPTORS."""
+    desc = rpc.DESCRIPTORS[service]
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for m in desc.methods:
+        name = full_name(desc, m)
+        req_cls, resp_cls = GetMessageClass(m.input_type), GetMessageClass(m.output_type)
+        ser = {"request_deserializer": req_cls.FromString, "response_serializer": resp_cls.SerializeToString}
+        if m.server_streaming:
+            handlers[m.name] = grpc.unary_stream_rpc_method_handler(stream_handler(hubs[name], name, resp_cls), **ser)
+        else:
+            handlers[m.name] = grpc.unary_unary_rpc_method_handler(unary_handler(bus, name), **ser)
+    return grpc.method_handlers_generic_handler(desc.full_name, handlers)
