@@ -1,0 +1,1 @@
+"""Notifier: Telegram notifications and commands over the bus."""

@@ -1,0 +1,83 @@
+"""Notifier settings: the Telegram bot (token, chats, API server), batching and the daily summary.
+
+Loaded by the app with shared.config.load(NotifierSettings, toml); env prefix NEOPULSE_NOTIFIER_.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from shared.clock import parse_hhmm
+from shared.config import ModuleSettings
+
+TELEGRAM_API = "https://api.telegram.org"
+
+
+class NotifierSettings(ModuleSettings):
+    model_config = SettingsConfigDict(env_prefix="NEOPULSE_NOTIFIER_", extra="forbid", validate_default=True)
+    section = "notifier"
+
+    # No token (and no token file): the bot is off and notifications are only logged.
+    telegram_bot_token: SecretStr | None = None
+    # A file holding the token (Docker/systemd secrets); read once at load.
+    telegram_bot_token_file: Path | None = None
+    # Chats that may command the bot and receive notifications; anyone else gets nothing.
+    allowed_chat_ids: list[int] = Field(default_factory=list)
+    # When set, only these chats may use /kill, /unkill, /squareoff, /pause and /resume.
+    admin_chat_ids: list[int] = Field(default_factory=list)
+    # Bot API server root; tests and self-hosted API servers point it elsewhere.
+    telegram_base_url: str = TELEGRAM_API
+    # Long-poll timeout of getUpdates.
+    polling_timeout_seconds: float = Field(default=10.0, ge=0, le=60)
+    # Notifications arriving within this window go out as one message (Bot API rate limits).
+    batch_window_seconds: float = Field(default=2.0, ge=0, le=60)
+    # Bounded outgoing queue; when full the oldest waiting notification is dropped and counted.
+    queue_size: int = Field(default=1000, ge=1)
+    # Attempts per message on transient errors (a 429's retry_after wait does not count).
+    send_attempts: int = Field(default=5, ge=1, le=20)
+    # First back-off after a transient send error, doubled per attempt.
+    retry_backoff_seconds: float = Field(default=0.5, ge=0, le=60)
+    # Daily summary after the close, IST "HH:MM" on weekdays; "" turns it off.
+    daily_summary_time_ist: str = "15:45"
+    # How often the summary schedule looks at the clock (seconds of real time).
+    summary_check_seconds: float = Field(default=5.0, gt=0, le=300)
+    # The process mode, reported by /status and GetSystemStatus (the app passes AppSettings.mode).
+    mode: Literal["paper", "live"] = "paper"
+
+    @field_validator("daily_summary_time_ist")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        if value:
+            parse_hhmm(value)
+        return value
+
+    @field_validator("telegram_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _read_token_file(self) -> NotifierSettings:
+        if self.telegram_bot_token is None and self.telegram_bot_token_file is not None:
+            try:
+                token = self.telegram_bot_token_file.read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"telegram_bot_token_file {self.telegram_bot_token_file} cannot be read: "
+                                 f"{exc.strerror}") from None
+            self.telegram_bot_token = SecretStr(token) if token else None
+        return self
+
+    @property
+    def telegram_enabled(self) -> bool:
+        return self.telegram_bot_token is not None and bool(self.telegram_bot_token.get_secret_value())
+
+    def is_allowed(self, chat_id: int) -> bool:
+        return chat_id in self.allowed_chat_ids or chat_id in self.admin_chat_ids
+
+    def is_admin(self, chat_id: int) -> bool:
+        """Admin rights: an admin chat, or any allowed chat when no admins are configured."""
+        return chat_id in self.admin_chat_ids if self.admin_chat_ids else self.is_allowed(chat_id)

@@ -1,0 +1,132 @@
+"""What a user can ask of the running system (status, positions, orders, P&L, pause, kill switch, square-off).
+
+Transport-free, like freqtrade's rpc.py: talks only through bus requests and publishes Commands for audit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import date
+
+from services.notifier.summary import DailySummary, summarise
+from shared import rpc
+from shared.bus import Bus, Topic
+from shared.clock import Clock, day_of
+from shared.contracts import ingestion_pb2, oms_pb2, ops_pb2, risk_pb2, strategy_pb2, trading_pb2
+from shared.errors import InvalidInput, NeoPulseError
+
+log = logging.getLogger(__name__)
+
+TERMINAL = {trading_pb2.ORDER_STATUS_TRADED, trading_pb2.ORDER_STATUS_REJECTED, trading_pb2.ORDER_STATUS_CANCELLED}
+SUMMARY_ORDER_LIMIT = 5000
+
+
+@dataclass
+class SystemStatus:
+    mode: str
+    uptime_seconds: int
+    feed: ingestion_pb2.GetFeedStatusResponse | None = None
+    risk: risk_pb2.GetRiskStateResponse | None = None
+    strategies: list[strategy_pb2.StrategyInfo] = field(default_factory=list)
+    # part -> short reason, for the parts that did not answer (module down, not in this process)
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+
+class Control:
+    """One method per user action; each raises shared.errors types the skins turn into short replies."""
+
+    def __init__(self, bus: Bus, clock: Clock, mode: str) -> None:
+        self.bus = bus
+        self.clock = clock
+        self.mode = mode
+        self._started = time.monotonic()
+
+    @property
+    def uptime_seconds(self) -> int:
+        return int(time.monotonic() - self._started)
+
+    async def status(self) -> SystemStatus:
+        """Every part that answers; a missing module is reported, not raised."""
+        status = SystemStatus(mode=self.mode, uptime_seconds=self.uptime_seconds)
+        try:
+            status.feed = await self.bus.call(rpc.GET_FEED_STATUS, ingestion_pb2.GetFeedStatusRequest())
+        except NeoPulseError as exc:
+            status.unavailable["feed"] = str(exc)
+        try:
+            status.risk = await self.bus.call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())
+        except NeoPulseError as exc:
+            status.unavailable["risk"] = str(exc)
+        try:
+            status.strategies = await self.strategies()
+        except NeoPulseError as exc:
+            status.unavailable["strategies"] = str(exc)
+        return status
+
+    async def positions(self) -> oms_pb2.ListPositionsResponse:
+        return await self.bus.call(rpc.LIST_POSITIONS, oms_pb2.ListPositionsRequest())
+
+    async def orders(self, which: str = "open", limit: int = 20) -> list[trading_pb2.OrderUpdate]:
+        """Open orders, or today's (IST) orders, newest first."""
+        if which not in ("open", "today"):
+            raise InvalidInput("orders", f"unknown filter {which!r}; use open or today")
+        resp = await self.bus.call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(
+            open_only=which == "open", limit=limit if which == "open" else SUMMARY_ORDER_LIMIT))
+        orders = list(resp.orders)
+        if which == "today":
+            today = day_of(self.clock.now_ns())
+            orders = [o for o in orders if day_of(o.ts_ns) == today]
+        return orders[:limit]
+
+    async def strategies(self) -> list[strategy_pb2.StrategyInfo]:
+        resp = await self.bus.call(rpc.LIST_STRATEGIES, strategy_pb2.ListStrategiesRequest())
+        return list(resp.strategies)
+
+    async def pause(self, name: str) -> strategy_pb2.StrategyInfo:
+        resp = await self.bus.call(rpc.PAUSE_STRATEGY, strategy_pb2.PauseStrategyRequest(name=_named(name)))
+        return resp.strategy
+
+    async def resume(self, name: str) -> strategy_pb2.StrategyInfo:
+        resp = await self.bus.call(rpc.RESUME_STRATEGY, strategy_pb2.ResumeStrategyRequest(name=_named(name)))
+        return resp.strategy
+
+    async def risk_state(self) -> risk_pb2.GetRiskStateResponse:
+        return await self.bus.call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())
+
+    async def kill(self, reason: str, cancel_open_orders: bool) -> int:
+        """Engage the kill switch; returns the new TradingState."""
+        resp = await self.bus.call(rpc.SET_KILL_SWITCH, risk_pb2.SetKillSwitchRequest(
+            engaged=True, reason=reason, cancel_open_orders=cancel_open_orders))
+        return resp.state
+
+    async def unkill(self, reason: str) -> int:
+        resp = await self.bus.call(rpc.SET_KILL_SWITCH, risk_pb2.SetKillSwitchRequest(engaged=False, reason=reason))
+        return resp.state
+
+    async def square_off(self, symbol: str = "") -> list[trading_pb2.OrderUpdate]:
+        """Close one symbol's position (or all with "") with market orders."""
+        resp = await self.bus.call(rpc.SQUARE_OFF, oms_pb2.SquareOffRequest(symbol=symbol))
+        return list(resp.orders)
+
+    async def daily_summary(self, day: date | None = None) -> DailySummary:
+        day = day or day_of(self.clock.now_ns())
+        orders = await self.bus.call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(limit=SUMMARY_ORDER_LIMIT))
+        positions = await self.positions()
+        return summarise(day, list(orders.orders), positions)
+
+    async def audit(self, name: str, args: list[str], origin: str) -> ops_pb2.Command:
+        """Publish the command as it entered the system on Topic.COMMANDS."""
+        command = ops_pb2.Command(command_id=str(uuid.uuid4()), name=name, args=args, origin=origin,
+                                  ts_ns=self.clock.now_ns())
+        await self.bus.publish(Topic.COMMANDS, command)
+        log.info("command received", extra={"command": name, "args": args, "origin": origin,
+                                            "command_id": command.command_id})
+        return command
+
+
+def _named(name: str) -> str:
+    if not name.strip():
+        raise InvalidInput("name", "give the strategy name, e.g. /pause MOMENTUM_RSI")
+    return name.strip()

@@ -1,0 +1,114 @@
+"""Notifications from order-path events (fills, rejections) and their short HTML form for Telegram.
+
+Pure functions over the contract protos; no bus, no I/O.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from shared.contracts import ops_pb2, trading_pb2
+from shared.money import fmt_inr
+
+SOURCE = "notifier"
+MAX_MESSAGE_CHARS = 4096  # Bot API limit for one text message
+
+_ICONS = {
+    ops_pb2.NOTIFICATION_KIND_FILL: "✅",
+    ops_pb2.NOTIFICATION_KIND_REJECTION: "⛔",
+    ops_pb2.NOTIFICATION_KIND_RISK_BREACH: "⚠️",
+    ops_pb2.NOTIFICATION_KIND_KILL_SWITCH: "🛑",
+    ops_pb2.NOTIFICATION_KIND_FEED: "📡",
+    ops_pb2.NOTIFICATION_KIND_SESSION: "🔑",
+    ops_pb2.NOTIFICATION_KIND_SYSTEM: "⚙️",
+    ops_pb2.NOTIFICATION_KIND_DAILY_SUMMARY: "📊",
+}
+
+
+def esc(text: str) -> str:
+    """Escape text for Telegram's HTML parse mode (only <, > and & are special there)."""
+    return escape(text, quote=False)
+
+
+def enum_label(enum_type: object, value: int, prefix: str) -> str:
+    """SIDE_BUY -> BUY, ORDER_STATUS_OPEN -> OPEN; unknown numbers stay visible."""
+    try:
+        name: str = enum_type.Name(value)  # type: ignore[attr-defined]
+    except ValueError:
+        return str(value)
+    return name.removeprefix(prefix)
+
+
+def side_label(side: int) -> str:
+    return enum_label(trading_pb2.Side, side, "SIDE_")
+
+
+def order_fields(req: trading_pb2.OrderRequest) -> dict[str, str]:
+    return {"client_order_id": req.client_order_id, "symbol": req.symbol, "token": str(req.token),
+            "strategy": req.strategy_tag, "side": side_label(req.side), "quantity": str(req.quantity)}
+
+
+def fill_notification(update: trading_pb2.OrderUpdate) -> ops_pb2.Notification:
+    req = update.request
+    text = (f"{side_label(req.side)} {update.last_fill_quantity} {req.symbol} @ "
+            f"{fmt_inr(update.last_fill_price_paise)} (filled {update.filled_quantity}/{req.quantity})")
+    if req.strategy_tag:
+        text += f" [{req.strategy_tag}]"
+    fields = order_fields(req) | {"internal_id": update.internal_id,
+                                  "fill_quantity": str(update.last_fill_quantity),
+                                  "fill_price_paise": str(update.last_fill_price_paise),
+                                  "charges_paise": str(update.last_fill_charges_paise)}
+    return ops_pb2.Notification(kind=ops_pb2.NOTIFICATION_KIND_FILL, severity=ops_pb2.SEVERITY_INFO,
+                                title="Fill", text=text, ts_ns=update.ts_ns, fields=fields, source=SOURCE)
+
+
+def risk_rejection_notification(decision: trading_pb2.RiskDecision) -> ops_pb2.Notification:
+    req = decision.order
+    strategy = decision.strategy or req.strategy_tag
+    what = f"{side_label(req.side)} {req.quantity} {req.symbol}".strip()
+    text = f"{what}: {decision.reason or decision.reason_code}"
+    if strategy:
+        text += f" [{strategy}]"
+    fields = order_fields(req) | {"strategy": strategy, "reason_code": decision.reason_code,
+                                  "signal_id": decision.signal_id}
+    return ops_pb2.Notification(kind=ops_pb2.NOTIFICATION_KIND_REJECTION, severity=ops_pb2.SEVERITY_WARNING,
+                                title=f"Risk rejected {decision.reason_code}".strip(), text=text,
+                                ts_ns=decision.ts_ns, fields=fields, source=SOURCE)
+
+
+def broker_rejection_notification(update: trading_pb2.OrderUpdate) -> ops_pb2.Notification:
+    req = update.request
+    text = f"{side_label(req.side)} {req.quantity} {req.symbol}: {update.reason or 'no reason given'}"
+    if req.strategy_tag:
+        text += f" [{req.strategy_tag}]"
+    fields = order_fields(req) | {"internal_id": update.internal_id}
+    return ops_pb2.Notification(kind=ops_pb2.NOTIFICATION_KIND_REJECTION, severity=ops_pb2.SEVERITY_WARNING,
+                                title="Broker rejected", text=text, ts_ns=update.ts_ns, fields=fields,
+                                source=SOURCE)
+
+
+def notification_html(note: ops_pb2.Notification) -> str:
+    """One short HTML block: icon, bold title, the text; every user-supplied part escaped."""
+    icon = _ICONS.get(note.kind, "ℹ️")
+    if note.severity == ops_pb2.SEVERITY_CRITICAL:
+        icon = "🚨"
+    title = esc(note.title[:200]) if note.title else enum_label(ops_pb2.NotificationKind, note.kind,
+                                                            "NOTIFICATION_KIND_")
+    body = f"{icon} <b>{title}</b>"
+    # Cut before escaping so an entity such as &amp; is never split.
+    return f"{body}\n{esc(note.text[:3000])}" if note.text else body
+
+
+def join_messages(parts: list[str], limit: int = MAX_MESSAGE_CHARS) -> list[str]:
+    """Pack HTML blocks (each shorter than the limit) into as few messages as fit the Bot API limit."""
+    out: list[str] = []
+    current = ""
+    for part in parts:
+        candidate = f"{current}\n\n{part}" if current else part
+        if len(candidate) > limit:
+            out.append(current)
+            candidate = part
+        current = candidate
+    if current:
+        out.append(current)
+    return out

@@ -1,0 +1,174 @@
+"""NotifierModule: turns notifications, rejections and fills into log lines and Telegram messages.
+
+Subscribes NOTIFICATIONS, ORDERS and ORDER_UPDATES; serves NotifierService/Notify and GetSystemStatus on the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from prometheus_client import Counter
+from telegram.error import InvalidToken
+
+from services.notifier import messages, replies
+from services.notifier.config import NotifierSettings
+from services.notifier.control import Control
+from services.notifier.sender import TelegramSender
+from services.notifier.summary import next_summary_ns
+from services.notifier.telegram_bot import TelegramBot
+from shared import rpc
+from shared.bus import Bus, Topic
+from shared.clock import Clock, day_of
+from shared.component import Component
+from shared.contracts import notifier_pb2, ops_pb2, trading_pb2
+from shared.errors import NeoPulseError
+
+log = logging.getLogger(__name__)
+
+NOTIFICATIONS = Counter("neopulse_notifier_notifications", "Notifications handled", ["kind"])
+BOT_START_RETRY_SECONDS = 30.0
+# Notification field names that would clash with LogRecord attributes are left out of the log extras.
+_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_LEVELS = {ops_pb2.SEVERITY_WARNING: logging.WARNING, ops_pb2.SEVERITY_CRITICAL: logging.ERROR}
+
+
+class NotifierModule(Component):
+    name = "notifier"
+
+    def __init__(self, bus: Bus, settings: NotifierSettings, clock: Clock) -> None:
+        super().__init__(bus)
+        self.settings = settings
+        self.clock = clock
+        self.control = Control(bus, clock, settings.mode)
+        self.bot: TelegramBot | None = None
+        self.sender: TelegramSender | None = None
+        if settings.telegram_enabled:
+            self.bot = TelegramBot(settings, self.control)
+            self.sender = TelegramSender(self.bot.send, settings.allowed_chat_ids,
+                                         window_seconds=settings.batch_window_seconds,
+                                         queue_size=settings.queue_size, attempts=settings.send_attempts,
+                                         backoff_seconds=settings.retry_backoff_seconds)
+        self.bot_started = asyncio.Event()
+        self.handled = 0
+        self._last_sequence = {Topic.ORDERS: 0, Topic.ORDER_UPDATES: 0}
+
+    async def start(self) -> None:
+        self.bus.subscribe(Topic.NOTIFICATIONS, self.name, self._on_notification)
+        self.bus.subscribe(Topic.ORDERS, self.name, self._on_decision)
+        self.bus.subscribe(Topic.ORDER_UPDATES, self.name, self._on_order_update)
+        self.bus.handle(rpc.NOTIFY, self._notify)
+        self.bus.handle(rpc.GET_SYSTEM_STATUS, self._system_status)
+        if self.bot is None:
+            log.info("telegram bot off (no token); notifications are only logged")
+        self.ready.set()
+
+    async def run(self) -> None:
+        """The bot's polling, the send queue and the daily summary; Telegram trouble never ends the process."""
+        async with asyncio.TaskGroup() as tg:
+            if self.settings.daily_summary_time_ist:
+                tg.create_task(self._summary_loop(), name="notifier:summary")
+            if self.bot is not None and self.sender is not None:
+                tg.create_task(self.sender.run(), name="notifier:sender")
+                await self._start_bot(self.bot)
+
+    async def stop(self) -> None:
+        if self.sender is not None and self.bot_started.is_set():
+            await self._flush(seconds=5.0)
+        if self.bot is not None and self.bot_started.is_set():
+            await self.bot.stop()
+            self.bot_started.clear()
+
+    async def _start_bot(self, bot: TelegramBot) -> None:
+        while True:
+            try:
+                await bot.start()
+                self.bot_started.set()
+                return
+            except InvalidToken:
+                log.error("telegram bot token rejected; the bot stays off, notifications are only logged")
+                return
+            except Exception as exc:  # network down at start-up: keep trading, try again later
+                log.warning("telegram bot did not start; retrying", extra={"error": repr(exc)})
+                await bot.stop()
+                await asyncio.sleep(BOT_START_RETRY_SECONDS)
+
+    async def _flush(self, seconds: float) -> None:
+        """Give queued messages a bounded chance to go out before the bot stops."""
+        assert self.sender is not None
+        try:
+            await asyncio.wait_for(self.sender.queue.join(), seconds)
+        except TimeoutError:
+            log.warning("notifier stopped with undelivered messages",
+                        extra={"waiting": self.sender.queue.qsize()})
+
+    # -- what arrives ----------------------------------------------------------------
+    async def _on_notification(self, note: ops_pb2.Notification) -> None:
+        self.deliver(note)
+
+    async def _on_decision(self, decision: trading_pb2.RiskDecision) -> None:
+        if not decision.accepted and self._fresh(Topic.ORDERS, decision.sequence):
+            self.deliver(messages.risk_rejection_notification(decision))
+
+    async def _on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
+        if not self._fresh(Topic.ORDER_UPDATES, update.sequence):
+            return
+        if update.last_fill_quantity > 0:
+            self.deliver(messages.fill_notification(update))
+        if update.status == trading_pb2.ORDER_STATUS_REJECTED != update.previous_status:
+            self.deliver(messages.broker_rejection_notification(update))
+
+    def _fresh(self, topic: Topic, sequence: int) -> bool:
+        """False for a replayed message (a bridge resuming a stream); unsequenced ones always pass."""
+        if sequence and sequence <= self._last_sequence[topic]:
+            return False
+        self._last_sequence[topic] = max(sequence, self._last_sequence[topic])
+        return True
+
+    def deliver(self, note: ops_pb2.Notification) -> None:
+        """Log it (fields as structured extras) and queue it for Telegram; never waits."""
+        self.handled += 1
+        kind = messages.enum_label(ops_pb2.NotificationKind, note.kind, "NOTIFICATION_KIND_")
+        NOTIFICATIONS.labels(kind).inc()
+        extra = {k: v for k, v in note.fields.items() if k not in _RESERVED}
+        extra |= {"kind": kind, "title": note.title, "text": note.text, "source": note.source}
+        log.log(_LEVELS.get(note.severity, logging.INFO), "notification", extra=extra)
+        if self.sender is not None:
+            self.sender.offer(messages.notification_html(note))
+
+    # -- bus requests ------------------------------------------------------------------
+    async def _notify(self, request: notifier_pb2.NotifyRequest) -> notifier_pb2.NotifyResponse:
+        await self.bus.publish(Topic.NOTIFICATIONS, request.notification)
+        return notifier_pb2.NotifyResponse(accepted=True)
+
+    async def _system_status(self, request: notifier_pb2.GetSystemStatusRequest
+                             ) -> notifier_pb2.GetSystemStatusResponse:
+        sender = self.sender
+        return notifier_pb2.GetSystemStatusResponse(
+            mode=self.settings.mode, uptime_seconds=self.control.uptime_seconds,
+            telegram_enabled=self.bot is not None,
+            notifications_sent=sender.sent if sender else 0,
+            notifications_failed=(sender.failed + sender.dropped) if sender else 0)
+
+    # -- daily summary -----------------------------------------------------------------
+    async def _summary_loop(self) -> None:
+        hhmm = self.settings.daily_summary_time_ist
+        due = next_summary_ns(self.clock.now_ns(), hhmm)
+        while True:
+            await asyncio.sleep(self.settings.summary_check_seconds)
+            now = self.clock.now_ns()
+            if now >= due:
+                await self.publish_summary(day_of(due))
+                due = next_summary_ns(now, hhmm)
+
+    async def publish_summary(self, day: object = None) -> None:
+        """Fetch the day's orders and positions and publish the summary as a notification."""
+        try:
+            summary = await self.control.daily_summary(day)  # type: ignore[arg-type]
+        except NeoPulseError as exc:
+            log.warning("daily summary unavailable", extra={"error": str(exc)})
+            return
+        await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
+            kind=ops_pb2.NOTIFICATION_KIND_DAILY_SUMMARY, severity=ops_pb2.SEVERITY_INFO,
+            title=f"Daily summary {summary.day.isoformat()}", text=replies.summary_text(summary),
+            ts_ns=self.clock.now_ns(), source=messages.SOURCE))

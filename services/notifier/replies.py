@@ -1,0 +1,124 @@
+"""Short HTML replies to commands, rendered from what services.notifier.control returns.
+
+Pure functions; every name that came from elsewhere is escaped.
+"""
+
+from __future__ import annotations
+
+from services.notifier.control import SystemStatus
+from services.notifier.messages import enum_label, esc, side_label
+from services.notifier.summary import DailySummary
+from shared.contracts import oms_pb2, risk_pb2, strategy_pb2, trading_pb2
+from shared.money import fmt_inr
+
+HELP = """<b>NeoPulse bot</b>
+/status – mode, feed, uptime, strategies
+/positions – open positions
+/orders [open|today] – orders
+/pnl – realised, unrealised, charges
+/strategies – strategies and their state
+/pause NAME, /resume NAME – a strategy
+/limits – risk state and limits
+/kill [reason] – halt trading (asks to confirm)
+/unkill – re-arm trading
+/squareoff [SYMBOL|all] – close positions (asks to confirm)"""
+
+
+def state_label(state: int) -> str:
+    return enum_label(risk_pb2.TradingState, state, "TRADING_STATE_")
+
+
+def duration(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def status_html(s: SystemStatus) -> str:
+    lines = [f"<b>NeoPulse</b> {esc(s.mode)} · up {duration(s.uptime_seconds)}"]
+    if s.feed is not None:
+        state = "connected" if s.feed.connected else "DISCONNECTED"
+        lines.append(f"Feed: {esc(s.feed.source)} {state} · {s.feed.ticks_per_second:.1f} ticks/s · "
+                     f"{s.feed.ticks_total} ticks")
+    if s.risk is not None:
+        reason = f" ({esc(s.risk.state_reason)})" if s.risk.state_reason else ""
+        lines.append(f"Trading: {state_label(s.risk.state)}{reason} · open orders {s.risk.open_orders}")
+    if s.strategies:
+        lines.append("Strategies: " + ", ".join(_strategy_short(x) for x in s.strategies))
+    lines += [f"{part}: unavailable ({esc(why)})" for part, why in s.unavailable.items()]
+    return "\n".join(lines)
+
+
+def _strategy_short(info: strategy_pb2.StrategyInfo) -> str:
+    return f"{esc(info.name)}{' ⏸' if info.paused else ''}"
+
+
+def strategies_html(infos: list[strategy_pb2.StrategyInfo]) -> str:
+    if not infos:
+        return "No strategies."
+    rows = [f"{'⏸' if i.paused else '▶️'} <b>{esc(i.name)}</b> {esc(i.kind)} · {len(i.tokens)} tokens · "
+            f"{i.signals_emitted} signals" for i in infos]
+    return "\n".join(rows)
+
+
+def strategy_changed_html(info: strategy_pb2.StrategyInfo) -> str:
+    return f"<b>{esc(info.name)}</b> is {'paused' if info.paused else 'running'}."
+
+
+def positions_html(resp: oms_pb2.ListPositionsResponse) -> str:
+    open_ = [p for p in resp.positions if p.net_quantity]
+    if not open_:
+        return "No open positions."
+    rows = [f"<b>{esc(p.symbol)}</b> {p.net_quantity:+d} @ {fmt_inr(p.average_price_paise)} · "
+            f"LTP {fmt_inr(p.last_price_paise)} · P&amp;L {fmt_inr(p.unrealised_pnl_paise)}" for p in open_]
+    return "\n".join(rows)
+
+
+def pnl_html(resp: oms_pb2.ListPositionsResponse) -> str:
+    net = resp.realised_pnl_paise + resp.unrealised_pnl_paise - resp.charges_paise
+    return (f"<b>P&amp;L</b> net {fmt_inr(net)}\nRealised {fmt_inr(resp.realised_pnl_paise)} · "
+            f"unrealised {fmt_inr(resp.unrealised_pnl_paise)} · charges {fmt_inr(resp.charges_paise)}")
+
+
+def orders_html(orders: list[trading_pb2.OrderUpdate], which: str) -> str:
+    if not orders:
+        return f"No {which} orders."
+    return "\n".join(order_line(o) for o in orders)
+
+
+def order_line(o: trading_pb2.OrderUpdate) -> str:
+    r = o.request
+    price = fmt_inr(r.price_paise) if r.price_paise else "MKT"
+    status = enum_label(trading_pb2.OrderStatus, o.status, "ORDER_STATUS_")
+    return (f"{side_label(r.side)} {r.quantity} <b>{esc(r.symbol)}</b> {price} · {status} "
+            f"{o.filled_quantity}/{r.quantity}" + (f" [{esc(r.strategy_tag)}]" if r.strategy_tag else ""))
+
+
+def limits_html(r: risk_pb2.GetRiskStateResponse) -> str:
+    lim = r.limits
+    reason = f" ({esc(r.state_reason)})" if r.state_reason else ""
+    return "\n".join([
+        f"<b>Risk</b> {state_label(r.state)}{reason}",
+        f"Open orders {r.open_orders}/{lim.max_open_orders} · P&amp;L {fmt_inr(r.realised_pnl_paise)} realised, "
+        f"{fmt_inr(r.unrealised_pnl_paise)} unrealised",
+        f"Max order qty {lim.max_order_quantity} · value {fmt_inr(lim.max_order_value_paise)} · "
+        f"position qty {lim.max_position_quantity}",
+        f"Daily loss: reducing at {fmt_inr(lim.daily_loss_reducing_paise)}, halt at "
+        f"{fmt_inr(lim.daily_loss_halt_paise)} · square-off {esc(lim.square_off_time_ist) or '–'}",
+    ])
+
+
+def square_off_html(orders: list[trading_pb2.OrderUpdate], symbol: str) -> str:
+    if not orders:
+        return f"Nothing to square off ({esc(symbol or 'all')})."
+    return f"Square-off sent {len(orders)} order(s):\n" + "\n".join(order_line(o) for o in orders)
+
+
+def summary_text(s: DailySummary) -> str:
+    """Plain text (the notification renderer escapes it): totals, then one line per strategy."""
+    lines = [f"Trades {s.trades} · net {fmt_inr(s.net_pnl_paise)}",
+             f"Realised {fmt_inr(s.realised_pnl_paise)} · unrealised {fmt_inr(s.unrealised_pnl_paise)} · "
+             f"charges {fmt_inr(s.charges_paise)}"]
+    for name, day in sorted(s.strategies.items()):
+        lines.append(f"• {name}: {day.trades} trades, {fmt_inr(day.realised_pnl_paise)} realised, "
+                     f"{fmt_inr(day.unrealised_pnl_paise)} open")
+    return "\n".join(lines)

@@ -1,0 +1,188 @@
+"""The Telegram skin: python-telegram-bot Application, one authorisation gate, commands and confirm buttons.
+
+Thin over services.notifier.control (which talks to the bus); polls getUpdates from the configured Bot API.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.constants import ParseMode
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
+
+from services.notifier import replies
+from services.notifier.config import NotifierSettings
+from services.notifier.control import Control
+from services.notifier.messages import esc
+from shared.errors import NeoPulseError
+
+log = logging.getLogger(__name__)
+
+Reply = tuple[str, InlineKeyboardMarkup | None]
+Action = Callable[[int, list[str]], Awaitable[Reply]]
+ADMIN_ONLY = {"kill", "unkill", "squareoff", "pause", "resume"}
+KILL, KILL_CANCEL, SQUARE_OFF, ABORT = "kill", "killc", "sq", "abort"
+ALL = "*"
+
+
+class TelegramBot:
+    """Owns the PTB Application: start() begins polling, stop() ends it, send() delivers one HTML message."""
+
+    def __init__(self, settings: NotifierSettings, control: Control) -> None:
+        assert settings.telegram_bot_token is not None
+        self.settings = settings
+        self.control = control
+        self._kill_reasons: dict[int, str] = {}
+        url = settings.telegram_base_url
+        self.app = (Application.builder().token(settings.telegram_bot_token.get_secret_value())
+                    .base_url(f"{url}/bot").base_file_url(f"{url}/file/bot").build())
+        actions: dict[str, Action] = {
+            "start": self._help, "help": self._help, "status": self._status, "positions": self._positions,
+            "orders": self._orders, "pnl": self._pnl, "strategies": self._strategies, "pause": self._pause,
+            "resume": self._resume, "limits": self._limits, "kill": self._kill, "unkill": self._unkill,
+            "squareoff": self._square_off}
+        for name, action in actions.items():
+            self.app.add_handler(CommandHandler(name, self._gated(name, action)))
+        self.app.add_handler(CallbackQueryHandler(self._on_button))
+        self.app.add_error_handler(self._on_error)
+
+    async def start(self) -> None:
+        await self.app.initialize()
+        await self.app.start()
+        assert self.app.updater is not None
+        await self.app.updater.start_polling(timeout=int(self.settings.polling_timeout_seconds),
+                                             drop_pending_updates=False)
+        log.info("telegram bot polling", extra={"bot": self.app.bot.username,
+                                                "allowed_chats": len(self.settings.allowed_chat_ids)})
+
+    async def stop(self) -> None:
+        if self.app.updater is not None and self.app.updater.running:
+            await self.app.updater.stop()
+        if self.app.running:
+            await self.app.stop()
+        await self.app.shutdown()
+
+    async def send(self, chat_id: int, html: str) -> None:
+        await self.app.bot.send_message(chat_id, html, parse_mode=ParseMode.HTML,
+                                        disable_web_page_preview=True)
+
+    # -- the gate ----------------------------------------------------------------
+    def _allowed(self, update: Update, what: str) -> int | None:
+        """The chat id when the chat may talk to the bot; otherwise log and return None (it gets nothing)."""
+        chat = update.effective_chat
+        if chat is not None and self.settings.is_allowed(chat.id):
+            return chat.id
+        user = update.effective_user
+        log.warning("unauthorised telegram update ignored", extra={
+            "chat_id": chat.id if chat else None, "user_id": user.id if user else None, "what": what})
+        return None
+
+    def _gated(self, name: str, action: Action) -> Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]:
+        async def handle(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+            chat_id = self._allowed(update, f"/{name}")
+            if chat_id is None or update.effective_message is None:
+                return
+            args = list(context.args or [])
+            await self.control.audit(name, args, f"telegram:{chat_id}")
+            if name in ADMIN_ONLY and not self.settings.is_admin(chat_id):
+                text, markup = f"Only admin chats may use /{name}.", None
+            else:
+                text, markup = await self._answer(action, chat_id, args)
+            await update.effective_message.reply_text(text, parse_mode=ParseMode.HTML, reply_markup=markup)
+        return handle
+
+    async def _answer(self, action: Action, chat_id: int, args: list[str]) -> Reply:
+        """Run one action; bus errors become a short readable line, never a traceback."""
+        try:
+            return await action(chat_id, args)
+        except NeoPulseError as exc:
+            return f"⚠️ {esc(str(exc))}", None
+        except Exception:
+            log.exception("telegram command failed", extra={"chat_id": chat_id})
+            return "⚠️ internal error; see the server log", None
+
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        log.error("telegram update failed", extra={"error": repr(context.error)})
+
+    # -- read-only commands ------------------------------------------------------
+    async def _help(self, chat_id: int, args: list[str]) -> Reply:
+        return replies.HELP, None
+
+    async def _status(self, chat_id: int, args: list[str]) -> Reply:
+        return replies.status_html(await self.control.status()), None
+
+    async def _positions(self, chat_id: int, args: list[str]) -> Reply:
+        return replies.positions_html(await self.control.positions()), None
+
+    async def _orders(self, chat_id: int, args: list[str]) -> Reply:
+        which = args[0].lower() if args else "open"
+        return replies.orders_html(await self.control.orders(which), which), None
+
+    async def _pnl(self, chat_id: int, args: list[str]) -> Reply:
+        return replies.pnl_html(await self.control.positions()), None
+
+    async def _strategies(self, chat_id: int, args: list[str]) -> Reply:
+        return replies.strategies_html(await self.control.strategies()), None
+
+    async def _limits(self, chat_id: int, args: list[str]) -> Reply:
+        return replies.limits_html(await self.control.risk_state()), None
+
+    # -- commands that change things -----------------------------------------------
+    async def _pause(self, chat_id: int, args: list[str]) -> Reply:
+        return replies.strategy_changed_html(await self.control.pause(" ".join(args))), None
+
+    async def _resume(self, chat_id: int, args: list[str]) -> Reply:
+        return replies.strategy_changed_html(await self.control.resume(" ".join(args))), None
+
+    async def _unkill(self, chat_id: int, args: list[str]) -> Reply:
+        state = await self.control.unkill(" ".join(args) or f"telegram:{chat_id} /unkill")
+        return f"Kill switch released. Trading is {replies.state_label(state)}.", None
+
+    async def _kill(self, chat_id: int, args: list[str]) -> Reply:
+        self._kill_reasons[chat_id] = " ".join(args) or f"telegram:{chat_id} /kill"
+        keyboard = InlineKeyboardMarkup([
+            [InlineKeyboardButton("🛑 Halt", callback_data=KILL),
+             InlineKeyboardButton("🛑 Halt + cancel open orders", callback_data=KILL_CANCEL)],
+            [InlineKeyboardButton("Keep trading", callback_data=ABORT)]])
+        return "Engage the kill switch? No new orders until /unkill.", keyboard
+
+    async def _square_off(self, chat_id: int, args: list[str]) -> Reply:
+        symbol = args[0].upper() if args else "ALL"
+        target = ALL if symbol == "ALL" else symbol
+        if len(f"{SQUARE_OFF}:{target}".encode()) > 64:
+            return "⚠️ symbol: too long; give the trading symbol, e.g. /squareoff SBIN-EQ", None
+        what = "ALL positions" if target == ALL else esc(target)
+        keyboard = InlineKeyboardMarkup([[InlineKeyboardButton(f"Square off {symbol}",
+                                                               callback_data=f"{SQUARE_OFF}:{target}"),
+                                          InlineKeyboardButton("Cancel", callback_data=ABORT)]])
+        return f"Square off {what} with market orders?", keyboard
+
+    # -- confirm buttons -----------------------------------------------------------
+    async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        chat_id = self._allowed(update, "button")
+        if chat_id is None or query is None:
+            return
+        await query.answer()
+        data = query.data or ""
+        await self.control.audit("confirm", [data], f"telegram:{chat_id}")
+        if not self.settings.is_admin(chat_id):
+            text: str = "Only admin chats may confirm this."
+        else:
+            text, _ = await self._answer(self._confirmed, chat_id, [data])
+        await query.edit_message_text(text, parse_mode=ParseMode.HTML)
+
+    async def _confirmed(self, chat_id: int, args: list[str]) -> Reply:
+        data = args[0]
+        if data in (KILL, KILL_CANCEL):
+            reason = self._kill_reasons.pop(chat_id, f"telegram:{chat_id} /kill")
+            state = await self.control.kill(reason, cancel_open_orders=data == KILL_CANCEL)
+            extra = " Open orders are being cancelled." if data == KILL_CANCEL else ""
+            return f"🛑 Kill switch engaged. Trading is {replies.state_label(state)}.{extra}", None
+        if data.startswith(f"{SQUARE_OFF}:"):
+            target = data.split(":", 1)[1]
+            symbol = "" if target == ALL else target
+            return replies.square_off_html(await self.control.square_off(symbol), symbol), None
+        return "Cancelled; nothing changed.", None

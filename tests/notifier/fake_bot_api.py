@@ -1,0 +1,139 @@
+"""A fake Telegram Bot API on loopback (aiohttp) for the real python-telegram-bot to talk to.
+
+Serves POST /bot<TOKEN>/<method>; queues updates for getUpdates and records what the bot sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+TOKEN = "123456:TEST-token"
+BOT_USER = {"id": 999, "is_bot": True, "first_name": "NeoPulse", "username": "neopulse_test_bot"}
+
+
+class FakeBotApi:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any], float]] = []  # (method, params, monotonic time)
+        self._updates: list[dict[str, Any]] = []
+        self._update_ids = itertools.count(1)
+        self._message_ids = itertools.count(100)
+        self._callback_ids = itertools.count(1)
+        self._new_update = asyncio.Event()
+        self.rate_limit_next: list[int] = []  # retry_after seconds for the next sendMessage calls
+        self._runner: web.AppRunner | None = None
+        self._closing = False
+        self.url = ""
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/bot{token}/{method}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        self._closing = True  # end held long polls now instead of at their deadline
+        self._new_update.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- what tests do ---------------------------------------------------------------
+    def send_command(self, chat_id: int, text: str) -> None:
+        """Queue a user's message; a leading /command gets its bot_command entity like Telegram's."""
+        message = self._message(chat_id, text, user_id=chat_id)
+        if text.startswith("/"):
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
+        self._queue({"message": message})
+
+    def press_button(self, chat_id: int, data: str, message_id: int = 1) -> str:
+        """Queue a callback query, as if the user pressed an inline button carrying `data`."""
+        query_id = str(next(self._callback_ids))
+        message = self._message(chat_id, "confirm?", user_id=BOT_USER["id"], message_id=message_id)
+        self._queue({"callback_query": {"id": query_id, "from": self._user(chat_id), "chat_instance": "ci",
+                                        "data": data, "message": message}})
+        return query_id
+
+    def sent(self, method: str = "sendMessage", chat_id: int | None = None) -> list[dict[str, Any]]:
+        return [p for m, p, _ in self.calls if m == method and (chat_id is None or int(p["chat_id"]) == chat_id)]
+
+    async def wait_sent(self, count: int = 1, method: str = "sendMessage", chat_id: int | None = None,
+                        within: float = 5.0) -> list[dict[str, Any]]:
+        """Poll with a deadline until `count` calls of `method` have arrived; returns them."""
+        deadline = time.monotonic() + within
+        while len(found := self.sent(method, chat_id)) < count:
+            assert time.monotonic() < deadline, f"only {len(found)} {method} calls arrived: {found}"
+            await asyncio.sleep(0.01)
+        return found
+
+    # -- the server -------------------------------------------------------------------
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != TOKEN:
+            return web.json_response({"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401)
+        method = request.match_info["method"]
+        params = await _params(request)
+        self.calls.append((method, params, time.monotonic()))
+        if method == "sendMessage" and self.rate_limit_next:
+            wait = self.rate_limit_next.pop(0)
+            return web.json_response({"ok": False, "error_code": 429, "description": f"Too Many Requests: "
+                                      f"retry after {wait}", "parameters": {"retry_after": wait}}, status=429)
+        if method == "getUpdates":
+            return _ok(await self._get_updates(params))
+        if method == "getMe":
+            return _ok(BOT_USER)
+        if method in ("sendMessage", "editMessageText"):
+            return _ok(self._message(int(params["chat_id"]) if "chat_id" in params else 1, params.get("text", ""),
+                                     user_id=BOT_USER["id"]))
+        return _ok(True)  # deleteWebhook, answerCallbackQuery, setMyCommands, ...
+
+    async def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        offset = int(params.get("offset") or 0)
+        deadline = time.monotonic() + min(float(params.get("timeout") or 0), 1.0)
+        while True:
+            self._updates = [u for u in self._updates if u["update_id"] >= offset]
+            if self._updates or self._closing or time.monotonic() >= deadline:
+                return list(self._updates)
+            self._new_update.clear()
+            try:
+                await asyncio.wait_for(self._new_update.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                pass
+
+    def _queue(self, body: dict[str, Any]) -> None:
+        self._updates.append({"update_id": next(self._update_ids), **body})
+        self._new_update.set()
+
+    def _message(self, chat_id: int, text: str, user_id: int, message_id: int | None = None) -> dict[str, Any]:
+        sender = BOT_USER if user_id == BOT_USER["id"] else self._user(user_id)
+        return {"message_id": message_id or next(self._message_ids), "date": int(time.time()),
+                "chat": {"id": chat_id, "type": "private", "first_name": "T"}, "from": sender, "text": text}
+
+    @staticmethod
+    def _user(user_id: int) -> dict[str, Any]:
+        return {"id": user_id, "is_bot": False, "first_name": "Trader"}
+
+
+def _ok(result: Any) -> web.Response:
+    return web.json_response({"ok": True, "result": result})
+
+
+async def _params(request: web.Request) -> dict[str, Any]:
+    """PTB posts JSON or form fields whose complex values are JSON-encoded."""
+    if request.content_type == "application/json":
+        return await request.json()
+    form = await request.post()
+    out: dict[str, Any] = {}
+    for key, value in form.items():
+        try:
+            out[key] = json.loads(value) if isinstance(value, str) and value[:1] in "[{" else value
+        except ValueError:
+            out[key] = value
+    return out

@@ -1,0 +1,134 @@
+"""Telegram commands through the real python-telegram-bot against a fake Bot API, with stand-in modules."""
+
+from __future__ import annotations
+
+from shared import rpc
+from shared.contracts import risk_pb2, trading_pb2
+from tests.notifier.conftest import CHAT, order
+
+
+async def ask(fake_api, text: str, chat_id: int = CHAT) -> str:
+    before = len(fake_api.sent(chat_id=chat_id))
+    fake_api.send_command(chat_id, text)
+    sent = await fake_api.wait_sent(before + 1, chat_id=chat_id)
+    return sent[-1]["text"]
+
+
+async def test_help_lists_every_command(notifier, fake_api):
+    reply = await ask(fake_api, "/help")
+
+    for command in ("/status", "/positions", "/orders", "/pnl", "/strategies", "/pause", "/resume", "/kill",
+                    "/unkill", "/squareoff", "/limits"):
+        assert command in reply
+
+
+async def test_status_reports_mode_feed_rate_trading_state_and_strategies(notifier, fake_api):
+    reply = await ask(fake_api, "/status")
+
+    assert reply.startswith("<b>NeoPulse</b> paper · up ")
+    assert "Feed: simulator connected · 56.5 ticks/s · 1234 ticks" in reply
+    assert "Trading: ACTIVE" in reply
+    assert "Strategies: MOMENTUM_RSI" in reply
+
+
+async def test_positions_shows_each_open_position_with_its_pnl(notifier, fake_api):
+    reply = await ask(fake_api, "/positions")
+
+    assert reply == "<b>SBIN-EQ</b> +10 @ ₹800.00 · LTP ₹810.00 · P&amp;L ₹100.00"
+
+
+async def test_orders_today_lists_todays_orders(notifier, fake_api):
+    reply = await ask(fake_api, "/orders today")
+
+    assert reply == "BUY 10 <b>SBIN-EQ</b> MKT · TRADED 10/10 [MOMENTUM_RSI]"
+
+
+async def test_orders_without_open_orders_says_so(notifier, fake_api, standins):
+    reply = await ask(fake_api, "/orders")
+
+    assert reply == "No open orders."
+    assert standins.calls(rpc.LIST_ORDERS)[-1].open_only is True
+
+
+async def test_orders_with_an_unknown_filter_gets_a_short_error(notifier, fake_api):
+    reply = await ask(fake_api, "/orders yesterday")
+
+    assert reply == "⚠️ orders: unknown filter 'yesterday'; use open or today"
+
+
+async def test_pnl_shows_net_realised_unrealised_and_charges(notifier, fake_api):
+    reply = await ask(fake_api, "/pnl")
+
+    assert reply == "<b>P&amp;L</b> net ₹138.00\nRealised ₹50.00 · unrealised ₹100.00 · charges ₹12.00"
+
+
+async def test_strategies_lists_state_and_signal_count(notifier, fake_api):
+    reply = await ask(fake_api, "/strategies")
+
+    assert reply == "▶️ <b>MOMENTUM_RSI</b> MOMENTUM_RSI · 1 tokens · 7 signals"
+
+
+async def test_pause_asks_the_strategy_module_and_confirms(notifier, fake_api, standins):
+    reply = await ask(fake_api, "/pause MOMENTUM_RSI")
+
+    assert reply == "<b>MOMENTUM_RSI</b> is paused."
+    assert standins.paused == {"MOMENTUM_RSI"}
+
+
+async def test_resume_lets_a_paused_strategy_run_again(notifier, fake_api, standins):
+    standins.paused.add("MOMENTUM_RSI")
+
+    reply = await ask(fake_api, "/resume MOMENTUM_RSI")
+
+    assert reply == "<b>MOMENTUM_RSI</b> is running."
+    assert standins.paused == set()
+
+
+async def test_pause_of_an_unknown_strategy_replies_with_the_error_not_a_traceback(notifier, fake_api):
+    reply = await ask(fake_api, "/pause NOPE")
+
+    assert reply == "⚠️ strategy NOPE does not exist; /strategies lists them"
+
+
+async def test_pause_without_a_name_says_what_to_give(notifier, fake_api):
+    reply = await ask(fake_api, "/pause")
+
+    assert reply == "⚠️ name: give the strategy name, e.g. /pause MOMENTUM_RSI"
+
+
+async def test_limits_shows_trading_state_and_limits(notifier, fake_api):
+    reply = await ask(fake_api, "/limits")
+
+    assert reply.startswith("<b>Risk</b> ACTIVE\nOpen orders 1/20")
+    assert "Max order qty 500" in reply
+
+
+async def test_unkill_re_arms_trading(notifier, fake_api, standins):
+    standins.state = risk_pb2.TRADING_STATE_HALTED
+
+    reply = await ask(fake_api, "/unkill")
+
+    assert reply == "Kill switch released. Trading is ACTIVE."
+    assert standins.calls(rpc.SET_KILL_SWITCH)[-1].engaged is False
+
+
+async def test_a_command_whose_module_is_missing_gets_a_short_reply(notifier, fake_api, bus):
+    bus._handlers.pop(rpc.LIST_POSITIONS)
+
+    reply = await ask(fake_api, "/pnl")
+
+    assert reply == "⚠️ no module serves /neopulse.v1.OrderService/ListPositions in this process"
+
+
+async def test_every_command_is_published_for_audit(notifier, fake_api, commands):
+    await ask(fake_api, "/orders today")
+
+    assert [(c.name, list(c.args), c.origin) for c in commands] == [("orders", ["today"], f"telegram:{CHAT}")]
+
+
+async def test_orders_escape_html_in_symbols(notifier, fake_api, standins):
+    standins.orders = [order(symbol="A<B>&C", status=trading_pb2.ORDER_STATUS_OPEN, filled=0)]
+
+    reply = await ask(fake_api, "/orders")
+
+    assert "<b>A&lt;B&gt;&amp;C</b>" in reply
