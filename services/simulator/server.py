@@ -79,8 +79,8 @@ class Simulator:
     async def start(self) -> int:
         app = web.Application()
         rest.add_routes(app, self)
-        app.router.add_get("/feed", lambda r: feeds.feed_handler(r, self))
-        app.router.add_get("/orders", lambda r: feeds.orders_handler(r, self))
+        app.router.add_get("/feed", self._feed)
+        app.router.add_get("/orders", self._orders)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -90,6 +90,12 @@ class Simulator:
             self._ticker = asyncio.create_task(self._tick_loop(), name="simulator-ticks")
         log.info("kotak simulator listening", extra={"base_url": self.base_url})
         return self.port
+
+    async def _feed(self, request: web.Request) -> web.StreamResponse:
+        return await feeds.feed_handler(request, self)
+
+    async def _orders(self, request: web.Request) -> web.StreamResponse:
+        return await feeds.orders_handler(request, self)
 
     async def stop(self) -> None:
         if self._ticker:

@@ -1,0 +1,219 @@
+"""KotakBroker: the Broker protocol (services/oms/broker.py) over the Kotak Neo SDK.
+
+Talks to Kotak through KotakSession; order events come from the order feed plus order-book polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from neo_api_client.websocket.orderfeed.models import OrderUpdate
+
+from services.oms.broker import BrokerAck, BrokerOrderEvent
+from shared.contracts import market_pb2, trading_pb2
+from shared.errors import BrokerRejected, NotFound, RetryableError
+from shared.kotak import mapping
+from shared.kotak.config import KotakSettings
+from shared.kotak.session import KotakSession
+
+log = logging.getLogger(__name__)
+S = trading_pb2
+
+
+class KotakBroker:
+    name = "kotak"
+
+    def __init__(self, settings: KotakSettings, session: KotakSession | None = None) -> None:
+        self.settings = settings
+        self.session = session or KotakSession(settings)
+        self._last: dict[str, BrokerOrderEvent] = {}
+        self._poll_now = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"KotakBroker(ucc={self.settings.ucc!r})"
+
+    async def start(self) -> None:
+        await self.session.login()
+
+    async def stop(self) -> None:
+        return None
+
+    # orders ------------------------------------------------------------------------
+    async def place_order(self, order: trading_pb2.OrderRequest) -> BrokerAck:
+        """Place once with client_order_id as the tag; an unknown outcome is resolved by tag, never by resending."""
+        reply = await self.session.call("place_order", is_order=True, **mapping.place_params(order))
+        error = mapping.reply_error(reply)
+        if error is None and reply.get("nOrdNo"):
+            return BrokerAck(str(reply["nOrdNo"]), S.ORDER_STATUS_SUBMITTED, raw=reply)
+        kind, text = error or ("unknown", "no order number in the reply")
+        text = self.session.scrub(text)
+        if kind == "refused":
+            raise BrokerRejected(f"order {order.client_order_id}: Kotak refused it: {text}")
+        log.warning("kotak place_order outcome unknown; looking the tag up",
+                    extra={"order_id": order.client_order_id, "token": order.token})
+        found = await self._find_quietly(order.client_order_id)
+        if found is not None:
+            return BrokerAck(found.exchange_order_id, found.status, reason=found.reason, raw=found.raw)
+        raise RetryableError(f"order {order.client_order_id}: place_order outcome unknown ({text}) and the tag is "
+                             "not in the order book yet; look it up with find_by_tag before any retry")
+
+    async def _find_quietly(self, tag: str) -> BrokerOrderEvent | None:
+        try:
+            return await self.find_by_tag(tag)
+        except RetryableError:
+            return None
+
+    async def modify_order(self, exchange_order_id: str, *, quantity: int | None = None,
+                           price_paise: int | None = None, trigger_price_paise: int | None = None) -> BrokerAck:
+        current = await self._order(exchange_order_id)
+        params = mapping.modify_params(current, quantity, price_paise, trigger_price_paise)
+        reply = await self.session.call("modify_order", is_order=True, **params)
+        return self._ack(exchange_order_id, reply, "modify", S.ORDER_STATUS_MODIFY_PENDING)
+
+    async def cancel_order(self, exchange_order_id: str) -> BrokerAck:
+        reply = await self.session.call("cancel_order", exchange_order_id, is_order=True)
+        return self._ack(exchange_order_id, reply, "cancel", S.ORDER_STATUS_CANCEL_PENDING)
+
+    def _ack(self, order_id: str, reply: Any, what: str, status: int) -> BrokerAck:
+        error = mapping.reply_error(reply)
+        if error is None:
+            return BrokerAck(order_id, status, raw=reply)
+        text = self.session.scrub(error[1])
+        if error[0] == "refused":
+            raise BrokerRejected(f"order {order_id}: Kotak refused the {what}: {text}")
+        raise RetryableError(f"order {order_id}: {what} outcome unknown ({text}); check the order book")
+
+    async def _order(self, order_id: str) -> BrokerOrderEvent:
+        for event in await self.order_book():
+            if event.exchange_order_id == order_id:
+                return event
+        raise NotFound(f"order {order_id} is not in Kotak's order book")
+
+    async def order_book(self) -> list[BrokerOrderEvent]:
+        reply = await self._read("order_report")
+        now = time.time_ns()
+        return [mapping.order_event(row, now) for row in mapping.rows(reply)]
+
+    async def find_by_tag(self, client_order_id: str) -> BrokerOrderEvent | None:
+        matches = [e for e in await self.order_book() if e.client_order_id == client_order_id]
+        return matches[-1] if matches else None
+
+    async def order_history(self, exchange_order_id: str) -> list[BrokerOrderEvent]:
+        reply = await self._read("order_history", exchange_order_id)
+        return [mapping.order_event(row) for row in mapping.rows(reply)]
+
+    async def trades(self) -> list[dict[str, Any]]:
+        return mapping.rows(await self._read("trade_report"))
+
+    # account and market data ---------------------------------------------------------
+    async def positions(self) -> list[trading_pb2.Position]:
+        return [mapping.position(row) for row in mapping.rows(await self._read("positions"))]
+
+    async def limits(self) -> dict[str, Any]:
+        return mapping.limits(await self._read("limits"))
+
+    async def quotes(self, instruments: list[tuple[str, int]]) -> list[market_pb2.Tick]:
+        """Latest quotes for (exchange_segment, token) pairs (at most 50 a call, as Kotak allows)."""
+        ticks: list[market_pb2.Tick] = []
+        for i in range(0, len(instruments), 50):
+            chunk = [{"exchange_segment": seg, "instrument_token": str(tok)} for seg, tok in instruments[i:i + 50]]
+            reply = await self._read("quotes", instrument_tokens=chunk, quote_type="all")
+            ticks += [mapping.quote_tick(row) for row in mapping.rows(reply)]
+        return ticks
+
+    async def scrip_master(self, segments: tuple[str, ...] = ("nse_cm",)) -> list[market_pb2.Instrument]:
+        reply = await self._read("scrip_master")
+        paths = (reply.get("filesPaths") or []) if isinstance(reply, dict) else []
+        out: list[market_pb2.Instrument] = []
+        for url in paths:
+            if any(seg in url.lower() for seg in segments):
+                out += mapping.instruments_from_csv(await self.session.download(url))
+        return out
+
+    async def _read(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        reply = await self.session.call(method, *args, **kwargs)
+        error = mapping.reply_error(reply)
+        if error is not None:
+            raise RetryableError(f"Kotak {method} failed: {self.session.scrub(error[1])}; retry later")
+        return reply
+
+    # events ------------------------------------------------------------------------
+    async def events(self) -> AsyncIterator[BrokerOrderEvent]:
+        """Order feed plus order-book polling, merged: each change of an order is yielded once."""
+        queue: asyncio.Queue[BrokerOrderEvent] = asyncio.Queue()
+        tasks = [asyncio.create_task(self._feed_loop(queue), name="kotak-order-feed"),
+                 asyncio.create_task(self._poll_loop(queue), name="kotak-order-poll")]
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _merge(self, event: BrokerOrderEvent) -> BrokerOrderEvent | None:
+        """The event to publish, or None when it adds nothing (a repeat, or a stale/empty feed message)."""
+        last = self._last.get(event.exchange_order_id)
+        if last is not None:
+            if last.status in mapping.TERMINAL and event.status not in mapping.TERMINAL:
+                return None
+            if event.filled_quantity < last.filled_quantity:
+                return None  # stale row; the feed leaves fldQty empty in early states
+            if not event.client_order_id:
+                event.client_order_id = last.client_order_id
+            if (event.status, event.filled_quantity, event.average_price_paise) == (
+                    last.status, last.filled_quantity, last.average_price_paise):
+                return None
+        self._last[event.exchange_order_id] = event
+        return event
+
+    async def _feed_loop(self, queue: asyncio.Queue[BrokerOrderEvent]) -> None:
+        delay = self.settings.reconnect_initial_s
+        while True:
+            feed = None
+            try:
+                feed = self.session.order_feed(max_reconnect_attempts=0, max_connect_retries=0)
+                await feed.connect()
+                delay = self.settings.reconnect_initial_s
+                async for message in feed:
+                    if isinstance(message, OrderUpdate):
+                        event = self._merge(mapping.order_event(message.data.model_dump(by_alias=True), time.time_ns()))
+                        if event is not None:
+                            queue.put_nowait(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("kotak order feed failed", extra={"error": self.session.scrub(str(exc))})
+            finally:
+                if feed is not None:
+                    with contextlib.suppress(Exception):
+                        await feed.close()
+            self._poll_now.set()  # whatever the feed missed while down, the order book has
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.settings.reconnect_max_s)
+
+    async def _poll_loop(self, queue: asyncio.Queue[BrokerOrderEvent]) -> None:
+        while True:
+            try:
+                for event in await self.order_book():
+                    merged = self._merge(event)
+                    if merged is not None:
+                        queue.put_nowait(merged)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("kotak order-book poll failed", extra={"error": self.session.scrub(str(exc))})
+            self._poll_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poll_now.wait(), self.settings.poll_interval_s)
+
+    async def on_candle(self, candle: market_pb2.Candle) -> None:
+        return None
+
+    async def on_ticks(self, batch: market_pb2.TickBatch) -> None:
+        return None

@@ -1,0 +1,225 @@
+"""The ONE place Kotak Neo field names, statuses and reply shapes meet NeoPulse's contract types.
+
+Pure functions over SDK replies (dicts) and protos; used by session.py, broker.py and the feed source.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from decimal import Decimal, InvalidOperation
+from json import JSONDecodeError
+from typing import Any
+
+from neo_api_client.exceptions import ApiException
+
+from services.oms.broker import BrokerOrderEvent
+from shared.contracts import market_pb2, trading_pb2
+from shared.money import to_paise, to_rupees
+
+S = trading_pb2
+# Kotak order statuses (ordSt) as the order book, history and order feed spell them.
+STATUS: dict[str, int] = {
+    "put order req received": S.ORDER_STATUS_SUBMITTED,
+    "validation pending": S.ORDER_STATUS_SUBMITTED,
+    "open pending": S.ORDER_STATUS_SUBMITTED,
+    "after market order req received": S.ORDER_STATUS_SUBMITTED,
+    "open": S.ORDER_STATUS_OPEN,
+    "modified": S.ORDER_STATUS_OPEN,
+    "trigger pending": S.ORDER_STATUS_TRIGGER_PENDING,
+    "complete": S.ORDER_STATUS_TRADED,
+    "traded": S.ORDER_STATUS_TRADED,
+    "rejected": S.ORDER_STATUS_REJECTED,
+    "cancelled": S.ORDER_STATUS_CANCELLED,
+    "cancel pending": S.ORDER_STATUS_CANCEL_PENDING,
+    "modify pending": S.ORDER_STATUS_MODIFY_PENDING,
+    "modify validation pending": S.ORDER_STATUS_MODIFY_PENDING,
+}
+TERMINAL = {S.ORDER_STATUS_TRADED, S.ORDER_STATUS_REJECTED, S.ORDER_STATUS_CANCELLED}
+ORDER_TYPE = {S.ORDER_TYPE_MARKET: "MKT", S.ORDER_TYPE_LIMIT: "L", S.ORDER_TYPE_STOP_LIMIT: "SL",
+              S.ORDER_TYPE_STOP_MARKET: "SL-M"}
+PRODUCT = {S.PRODUCT_MIS: "MIS", S.PRODUCT_CNC: "CNC", S.PRODUCT_NRML: "NRML"}
+PRODUCT_BACK = {v: k for k, v in PRODUCT.items()}
+VALIDITY = {S.VALIDITY_DAY: "DAY", S.VALIDITY_IOC: "IOC", S.VALIDITY_UNSPECIFIED: "DAY"}
+SIDE = {S.SIDE_BUY: "B", S.SIDE_SELL: "S"}
+ORDER_ALREADY_COMPLETE = 1021
+_EXPIRED = re.compile(r"invalid credentials|session (has )?expired|invalid session|invalid (access )?token|"
+                      r"complete the 2fa", re.I)
+
+
+def paise(value: Any) -> int:
+    """A Kotak price field (string/number rupees, or empty) -> paise; empty means 0."""
+    if value in (None, ""):
+        return 0
+    try:
+        return to_paise(str(value))
+    except (ValueError, InvalidOperation):
+        return 0
+
+
+def integer(value: Any) -> int:
+    if value in (None, ""):
+        return 0
+    try:
+        return int(Decimal(str(value)))
+    except (InvalidOperation, ValueError):
+        return 0
+
+
+# replies ---------------------------------------------------------------------------
+def is_session_expired(reply: Any) -> bool:
+    """Kotak's invalid-credentials / session-expired answers, in any of the SDK's reply shapes."""
+    if not isinstance(reply, dict):
+        return False
+    if str(reply.get("code", "")) == "900901":
+        return True
+    return bool(_EXPIRED.search(error_text(reply)))
+
+
+def error_text(reply: dict) -> str:
+    parts = []
+    for key in ("Error Message", "emsg", "errMsg", "message", "description"):
+        if reply.get(key):
+            parts.append(str(reply[key]))
+    for key in ("error", "Error"):
+        value = reply.get(key)
+        if isinstance(value, list):
+            parts.extend(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in value)
+        elif value is not None:
+            parts.append(str(getattr(value, "reason", None) or value))
+    return "; ".join(dict.fromkeys(parts))
+
+
+def reply_error(reply: Any) -> tuple[str, str] | None:
+    """None when the reply is a success; else (kind, text), kind "unknown" (timeout, transport, 5xx:
+    the call may have happened) or "refused" (Kotak answered no)."""
+    if not isinstance(reply, (dict, list)):
+        return ("unknown", f"unexpected reply type {type(reply).__name__}")
+    if isinstance(reply, list):
+        return None
+    for key in ("error", "Error"):
+        exc = reply.get(key)
+        if isinstance(exc, BaseException):
+            return (_exception_kind(exc), str(getattr(exc, "reason", None) or exc))
+    st_code = integer(reply.get("stCode"))
+    if 500 <= st_code <= 599:
+        return ("unknown", error_text(reply) or f"stCode {st_code}")
+    if str(reply.get("stat", "")).lower() == "not_ok" or error_text(reply):
+        return ("refused", error_text(reply) or "refused without a reason")
+    return None
+
+
+def _exception_kind(exc: BaseException) -> str:
+    if isinstance(exc, ApiException):
+        status = exc.status or 0
+        return "unknown" if status == 0 or status >= 500 else "refused"
+    if isinstance(exc, JSONDecodeError):
+        return "unknown"
+    # The SDK's own input validation (ValueError/TypeError) never reached Kotak.
+    return "refused" if isinstance(exc, (ValueError, TypeError, KeyError)) else "unknown"
+
+
+# orders ----------------------------------------------------------------------------
+def place_params(order: trading_pb2.OrderRequest) -> dict[str, str]:
+    """OrderRequest -> NeoAPI.place_order keyword arguments (client_order_id travels as the tag)."""
+    order_type = ORDER_TYPE[order.order_type]
+    price = to_rupees(order.price_paise) if order_type in ("L", "SL") else Decimal("0")
+    return {
+        "exchange_segment": order.exchange_segment or "nse_cm", "product": PRODUCT.get(order.product, "MIS"),
+        "price": str(price), "order_type": order_type, "quantity": str(order.quantity),
+        "validity": VALIDITY.get(order.validity, "DAY"), "trading_symbol": order.symbol,
+        "transaction_type": SIDE[order.side], "trigger_price": str(to_rupees(order.trigger_price_paise)),
+        "tag": order.client_order_id,
+    }
+
+
+def modify_params(current: BrokerOrderEvent, quantity: int | None, price_paise: int | None,
+                  trigger_price_paise: int | None) -> dict[str, str]:
+    """Kotak's modify needs the whole order: unchanged fields come from the current order-book row."""
+    raw = current.raw
+    return {
+        "order_id": current.exchange_order_id,
+        "price": str(to_rupees(price_paise if price_paise is not None else paise(raw.get("prc")))),
+        "order_type": raw.get("prcTp") or "L",
+        "quantity": str(quantity if quantity is not None else integer(raw.get("qty"))),
+        "validity": raw.get("vldt") or "DAY",
+        "trigger_price": str(to_rupees(trigger_price_paise if trigger_price_paise is not None
+                                       else paise(raw.get("trgPrc")))),
+    }
+
+
+def order_event(row: dict[str, Any], ts_ns: int = 0) -> BrokerOrderEvent:
+    """An order-book / history / order-feed row -> BrokerOrderEvent (cumulative fill)."""
+    quantity, filled = integer(row.get("qty")), integer(row.get("fldQty"))
+    status = STATUS.get(str(row.get("ordSt", "")).strip().lower(), S.ORDER_STATUS_UNSPECIFIED)
+    if status == S.ORDER_STATUS_OPEN and 0 < filled < quantity:
+        status = S.ORDER_STATUS_PARTIALLY_FILLED
+    return BrokerOrderEvent(
+        exchange_order_id=str(row.get("nOrdNo", "")), client_order_id=str(row.get("GuiOrdId") or ""),
+        status=status, filled_quantity=filled, average_price_paise=paise(row.get("avgPrc")) if filled else 0,
+        reason=str(row.get("rejRsn") or ""), ts_ns=ts_ns, raw=dict(row))
+
+
+def rows(reply: Any) -> list[dict]:
+    """The list of rows of a Kotak list reply ({"data": [...]}, possibly nested once)."""
+    data = reply.get("data") if isinstance(reply, dict) else reply
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    return [r for r in data if isinstance(r, dict)] if isinstance(data, list) else []
+
+
+# account ---------------------------------------------------------------------------
+def position(row: dict[str, Any]) -> trading_pb2.Position:
+    buy_qty = integer(row.get("flBuyQty")) + integer(row.get("cfBuyQty"))
+    sell_qty = integer(row.get("flSellQty")) + integer(row.get("cfSellQty"))
+    buy_amt = paise(row.get("buyAmt")) + paise(row.get("cfBuyAmt"))
+    sell_amt = paise(row.get("sellAmt")) + paise(row.get("cfSellAmt"))
+    net = buy_qty - sell_qty
+    if net > 0:
+        avg = buy_amt // buy_qty
+    elif net < 0:
+        avg = sell_amt // sell_qty
+    else:
+        avg = 0
+    ltp = paise(row.get("ltp"))
+    closed = min(buy_qty, sell_qty)
+    realised = (sell_amt // sell_qty - buy_amt // buy_qty) * closed if closed else 0
+    return trading_pb2.Position(
+        token=integer(row.get("tok")), exchange_segment=str(row.get("exSeg", "")), symbol=str(row.get("trdSym", "")),
+        product=PRODUCT_BACK.get(str(row.get("prod", "")), S.PRODUCT_UNSPECIFIED), net_quantity=net,
+        average_price_paise=avg, realised_pnl_paise=realised, last_price_paise=ltp,
+        unrealised_pnl_paise=(ltp - avg) * net if ltp and net else 0, buy_quantity=buy_qty, sell_quantity=sell_qty)
+
+
+def limits(reply: dict[str, Any]) -> dict[str, Any]:
+    return {"net_paise": paise(reply.get("Net")), "margin_used_paise": paise(reply.get("MarginUsed")),
+            "collateral_paise": paise(reply.get("CollateralValue")), "raw": reply}
+
+
+def quote_tick(row: dict[str, Any]) -> market_pb2.Tick:
+    ohlc, depth = row.get("ohlc") or {}, row.get("depth") or {}
+    buy, sell = (depth.get("buy") or [{}])[0], (depth.get("sell") or [{}])[0]
+    return market_pb2.Tick(
+        token=integer(row.get("exchange_token")), exchange_segment=str(row.get("exchange", "")),
+        ltp_paise=paise(row.get("ltp")), ltq=integer(row.get("last_traded_quantity")),
+        volume=integer(row.get("last_volume")), open_paise=paise(ohlc.get("open")), high_paise=paise(ohlc.get("high")),
+        low_paise=paise(ohlc.get("low")), close_paise=paise(ohlc.get("close")), bid_paise=paise(buy.get("price")),
+        bid_qty=integer(buy.get("quantity")), ask_paise=paise(sell.get("price")), ask_qty=integer(sell.get("quantity")))
+
+
+def instruments_from_csv(text: str) -> list[market_pb2.Instrument]:
+    """A scrip-master CSV -> Instruments. Cash-segment dTickSize is in paise (5.0 = ₹0.05)."""
+    reader = csv.DictReader(io.StringIO(text))
+    out = []
+    for raw in reader:
+        row = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
+        token = integer(row.get("pSymbol"))
+        if not token or not row.get("pTrdSymbol"):
+            continue
+        out.append(market_pb2.Instrument(
+            token=token, symbol=row["pTrdSymbol"], exchange_segment=row.get("pExchSeg", ""),
+            tick_size_paise=integer(row.get("dTickSize")) or 5, lot_size=integer(row.get("lLotSize")) or 1,
+            freeze_quantity=integer(row.get("lFreezeQty")), name=row.get("pSymbolName", ""),
+            isin=row.get("pISIN", "")))
+    return out

@@ -1,0 +1,74 @@
+"""Fixtures: a Kotak simulator on 127.0.0.1 with no automatic ticks, settings pointing the SDK at it, a KotakBroker.
+
+Tests push known ticks with sim.push_ticks and use the simulator's fault knobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from pydantic import SecretStr
+
+from services.simulator.server import SimCredentials, Simulator
+from shared.contracts import market_pb2
+from shared.kotak.broker import KotakBroker
+from shared.kotak.config import KotakSettings
+
+RELIANCE, TCS = 2885, 11536
+NOW_NS = 1_764_049_500 * 10**9  # 2025-11-25 09:15 IST
+
+
+def tick(token: int = RELIANCE, ltp: int = 129_000, *, ts_ns: int = NOW_NS, volume: int = 100, ltq: int = 10,
+         bid: int = 128_995, ask: int = 129_005) -> market_pb2.Tick:
+    return market_pb2.Tick(token=token, exchange_segment="nse_cm", ts_ns=ts_ns, ltp_paise=ltp, ltq=ltq, volume=volume,
+                           bid_paise=bid, ask_paise=ask, bid_qty=40, ask_qty=60, open_paise=128_000,
+                           high_paise=129_500, low_paise=127_500, close_paise=128_500, atp_paise=128_800)
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    simulator = Simulator(tick_interval=None)
+    await simulator.start()
+    await simulator.push_ticks([tick(RELIANCE), tick(TCS, 345_000, bid=344_990, ask=345_010)])
+    yield simulator
+    await simulator.stop()
+
+
+def settings_for(sim: Simulator, creds: SimCredentials | None = None, **overrides) -> KotakSettings:
+    c = creds or sim.creds
+    values = dict(consumer_key=SecretStr(c.consumer_key), mobile=SecretStr(c.mobile), ucc=c.ucc,
+                  mpin=SecretStr(c.mpin), totp_secret=SecretStr(c.totp_secret), base_url=sim.base_url,
+                  request_timeout_s=2.0, poll_interval_s=0.2, reconnect_initial_s=0.05, reconnect_max_s=0.2,
+                  requests_per_second=200.0, orders_per_second=200.0)
+    values.update(overrides)
+    return KotakSettings(**values)
+
+
+@pytest.fixture
+def settings(sim: Simulator) -> KotakSettings:
+    return settings_for(sim)
+
+
+@pytest.fixture
+async def broker(settings: KotakSettings) -> AsyncIterator[KotakBroker]:
+    b = KotakBroker(settings)
+    await b.start()
+    yield b
+    await b.stop()
+
+
+async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], within: float = 5.0) -> None:
+    """Poll `predicate` until true or fail after `within` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(0.02)
