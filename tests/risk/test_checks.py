@@ -1,0 +1,248 @@
+"""Every pre-trade check of the RiskEngine: one order accepted, one denied with a reason naming the limit."""
+
+from __future__ import annotations
+
+from services.risk.engine import RiskEngine
+from shared.clock import ist_ns
+from shared.contracts import trading_pb2
+from tests.risk.factories import DAY, NIFTY_FUT, RELIANCE, fill, instruments, limits, order
+
+BUY, SELL = trading_pb2.SIDE_BUY, trading_pb2.SIDE_SELL
+MARKET, LIMIT = trading_pb2.ORDER_TYPE_MARKET, trading_pb2.ORDER_TYPE_LIMIT
+STOP_MARKET = trading_pb2.ORDER_TYPE_STOP_MARKET
+
+
+def test_a_plain_limit_order_inside_every_limit_is_accepted(engine):
+    decision = engine.decide(order(client_order_id="ok-1"))
+
+    assert decision.accepted and decision.reason_code == "" and decision.order.client_order_id == "ok-1"
+
+
+def test_an_accepted_order_counts_as_open(engine):
+    engine.decide(order(client_order_id="ok-1"))
+
+    assert list(engine.open_orders) == ["ok-1"]
+
+
+def test_quantity_above_max_order_quantity_is_denied_naming_the_limit(engine):
+    decision = engine.decide(order(quantity=5000, order_type=MARKET, price_paise=0))
+
+    assert (decision.accepted, decision.reason_code) == (False, "MAX_ORDER_QUANTITY")
+    assert decision.reason == "quantity 5000 exceeds max_order_quantity 1000"
+
+
+def test_quantity_at_max_order_quantity_is_accepted(clock):
+    engine = RiskEngine(limits(max_order_value_paise=10**12), clock, instruments())
+
+    assert engine.decide(order(quantity=1000)).accepted
+
+
+def test_zero_quantity_is_denied(engine):
+    assert engine.decide(order(quantity=0)).reason_code == "INVALID_QUANTITY"
+
+
+def test_quantity_off_the_lot_size_is_denied(engine):
+    decision = engine.decide(order(token=NIFTY_FUT, quantity=100, price_paise=23500_00))
+
+    assert decision.reason_code == "LOT_SIZE"
+    assert decision.reason == "quantity 100 is not a multiple of lot_size 75 of NIFTY26JANFUT"
+
+
+def test_quantity_in_whole_lots_is_accepted(clock):
+    engine = RiskEngine(limits(max_order_value_paise=10**12, max_order_quantity=5000), clock, instruments())
+
+    assert engine.decide(order(token=NIFTY_FUT, quantity=150, price_paise=23500_00)).accepted
+
+
+def test_quantity_above_the_exchange_freeze_quantity_is_denied(clock):
+    engine = RiskEngine(limits(max_order_value_paise=10**13, max_order_quantity=10_000,
+                               max_position_quantity=10_000), clock, instruments())
+
+    decision = engine.decide(order(token=NIFTY_FUT, quantity=1875, price_paise=23500_00))
+
+    assert decision.reason_code == "FREEZE_QUANTITY"
+
+
+def test_unknown_token_is_denied(engine):
+    assert engine.decide(order(token=999_999)).reason_code == "UNKNOWN_INSTRUMENT"
+
+
+def test_unspecified_side_is_denied(engine):
+    assert engine.decide(order(side=trading_pb2.SIDE_UNSPECIFIED)).reason == "side is unspecified; use BUY or SELL"
+
+
+def test_limit_price_off_the_tick_size_is_denied_not_snapped(engine):
+    decision = engine.decide(order(price_paise=1290_03))
+
+    assert decision.reason_code == "TICK_SIZE"
+    assert decision.reason == "price_paise 129003 is not a multiple of tick_size_paise 5 of RELIANCE-EQ"
+
+
+def test_limit_order_without_a_price_is_denied(engine):
+    assert engine.decide(order(price_paise=0)).reason_code == "INVALID_PRICE"
+
+
+def test_stop_order_without_a_trigger_is_denied(engine):
+    decision = engine.decide(order(order_type=STOP_MARKET, price_paise=0, trigger_price_paise=0))
+
+    assert (decision.reason_code, decision.reason) == (
+        "INVALID_PRICE", "trigger_price_paise 0 must be positive for a STOP_MARKET order")
+
+
+def test_market_order_ignores_tick_size_and_is_accepted(engine):
+    assert engine.decide(order(order_type=MARKET, price_paise=0)).accepted
+
+
+def test_limit_price_outside_the_band_around_the_last_price_is_denied(engine):
+    decision = engine.decide(order(price_paise=1360_00))  # 5.4% above 1290.00, band 500 bps
+
+    assert decision.reason_code == "PRICE_BAND"
+    assert decision.reason == ("price_paise 136000 is 542 bps from the last price 129000; "
+                               "price_band_bps 500 allows no more")
+
+
+def test_limit_price_inside_the_band_is_accepted(engine):
+    assert engine.decide(order(price_paise=1350_00)).accepted
+
+
+def test_order_value_above_max_order_value_is_denied(clock):
+    engine = RiskEngine(limits(max_order_value_paise=100_000_00), clock, instruments())
+
+    decision = engine.decide(order(quantity=100))  # 100 x ₹1,290 = ₹1,29,000
+
+    assert decision.reason_code == "MAX_ORDER_VALUE"
+    assert decision.reason == "order value ₹129,000.00 exceeds max_order_value ₹100,000.00"
+
+
+def test_market_order_is_valued_at_the_last_price(clock):
+    engine = RiskEngine(limits(max_order_value_paise=100_000_00), clock, instruments())
+    engine.last_prices[RELIANCE] = 1290_00
+
+    assert engine.decide(order(quantity=100, order_type=MARKET, price_paise=0)).reason_code == "MAX_ORDER_VALUE"
+
+
+def test_market_order_without_any_price_is_denied(clock):
+    engine = RiskEngine(limits(), clock, instruments())
+
+    assert engine.decide(order(order_type=MARKET, price_paise=0)).reason_code == "NO_PRICE"
+
+
+def test_resulting_position_above_max_position_quantity_is_denied(clock):
+    engine = RiskEngine(limits(max_position_quantity=100), clock, instruments())
+    engine.on_order_update(fill(BUY, 80, 1290_00))
+
+    decision = engine.decide(order(quantity=30))
+
+    assert decision.reason_code == "MAX_POSITION_QUANTITY"
+    assert "resulting position 110" in decision.reason and "max_position_quantity 100" in decision.reason
+
+
+def test_open_orders_count_toward_the_position_limit(clock):
+    engine = RiskEngine(limits(max_position_quantity=100), clock, instruments())
+    engine.decide(order(quantity=60))
+
+    assert engine.decide(order(quantity=60)).reason_code == "MAX_POSITION_QUANTITY"
+
+
+def test_an_order_shrinking_an_oversized_position_passes_the_position_limit(clock):
+    engine = RiskEngine(limits(max_position_quantity=100), clock, instruments())
+    engine.on_order_update(fill(BUY, 200, 1290_00))
+    engine.set_limits(limits(max_position_quantity=50))
+
+    assert engine.decide(order(side=SELL, quantity=100)).accepted
+
+
+def test_max_open_orders_reached_denies_the_next_order(clock):
+    engine = RiskEngine(limits(max_open_orders=2), clock, instruments())
+    engine.decide(order())
+    engine.decide(order())
+
+    decision = engine.decide(order())
+
+    assert (decision.reason_code, decision.reason) == ("MAX_OPEN_ORDERS", "open orders 2 reached max_open_orders 2")
+
+
+def test_a_terminal_order_update_frees_an_open_order_slot(clock):
+    engine = RiskEngine(limits(max_open_orders=1), clock, instruments())
+    engine.decide(order(client_order_id="a"))
+
+    engine.on_order_update(trading_pb2.OrderUpdate(client_order_id="a", status=trading_pb2.ORDER_STATUS_CANCELLED))
+
+    assert engine.decide(order()).accepted
+
+
+def test_orders_faster_than_max_orders_per_second_are_denied(clock):
+    engine = RiskEngine(limits(max_orders_per_second=2), clock, instruments())
+    engine.decide(order())
+    engine.decide(order())
+
+    decision = engine.decide(order())
+
+    assert decision.reason_code == "RATE_LIMIT" and "max_orders_per_second 2" in decision.reason
+
+
+def test_the_submit_rate_refills_as_the_clock_moves(clock):
+    engine = RiskEngine(limits(max_orders_per_second=2), clock, instruments())
+    engine.decide(order())
+    engine.decide(order())
+    clock.advance(0.5)
+
+    assert engine.decide(order()).accepted
+
+
+def test_a_denied_order_does_not_use_up_the_submit_rate(clock):
+    engine = RiskEngine(limits(max_orders_per_second=1), clock, instruments())
+    engine.decide(order(quantity=0))
+
+    assert engine.decide(order()).accepted
+
+
+def test_orders_outside_market_hours_are_denied(clock):
+    clock.set(ist_ns(DAY, 9, 0))
+    engine = RiskEngine(limits(), clock, instruments())
+
+    decision = engine.decide(order())
+
+    assert decision.reason_code == "MARKET_CLOSED" and "Wed 09:00 IST" in decision.reason
+
+
+def test_orders_on_a_saturday_are_denied(clock):
+    clock.set(ist_ns(DAY.replace(day=24), 11, 0))
+    engine = RiskEngine(limits(), clock, instruments())
+
+    assert engine.decide(order()).reason_code == "MARKET_CLOSED"
+
+
+def test_market_hours_are_not_checked_when_enforcement_is_off(clock):
+    clock.set(ist_ns(DAY, 20, 0))
+    engine = RiskEngine(limits(enforce_market_hours=False), clock, instruments())
+
+    assert engine.decide(order(product=trading_pb2.PRODUCT_CNC)).accepted
+
+
+def test_mis_order_opening_a_position_after_square_off_time_is_denied(engine, clock):
+    clock.set(ist_ns(DAY, 15, 16))
+
+    decision = engine.decide(order())
+
+    assert (decision.reason_code, decision.reason) == (
+        "SQUARE_OFF_TIME", "after square_off_time_ist 15:15 no MIS order may increase a position")
+
+
+def test_mis_order_closing_a_position_after_square_off_time_is_accepted(engine, clock):
+    engine.on_order_update(fill(BUY, 10, 1290_00))
+    clock.set(ist_ns(DAY, 15, 16))
+
+    assert engine.decide(order(side=SELL, quantity=10)).accepted
+
+
+def test_delivery_order_after_square_off_time_is_accepted(engine, clock):
+    clock.set(ist_ns(DAY, 15, 16))
+
+    assert engine.decide(order(product=trading_pb2.PRODUCT_CNC)).accepted
+
+
+def test_a_replayed_client_order_id_is_denied_as_a_duplicate(engine):
+    engine.decide(order(client_order_id="same"))
+
+    assert engine.decide(order(client_order_id="same")).reason_code == "DUPLICATE_ORDER"

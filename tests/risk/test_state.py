@@ -1,0 +1,225 @@
+"""Trading state: REDUCING/HALTED admission, daily loss moving the state, kill switch and its release."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from services.risk.engine import ACTIVE, HALTED, REDUCING, RiskEngine
+from shared.clock import ist_ns
+from shared.contracts import market_pb2, ops_pb2, trading_pb2
+from tests.risk.factories import DAY, RELIANCE, fill, instruments, limits, order
+
+BUY, SELL = trading_pb2.SIDE_BUY, trading_pb2.SIDE_SELL
+# Reducing at a ₹1,000 loss, halted at ₹2,000.
+SMALL_LOSS = dict(daily_loss_reducing_paise=1_000_00, daily_loss_halt_paise=2_000_00)
+
+
+def long_100(clock, **overrides) -> RiskEngine:
+    """An engine holding 100 RELIANCE bought at ₹1,290.00, marked there."""
+    engine = RiskEngine(limits(**(SMALL_LOSS | overrides)), clock, instruments())
+    engine.on_order_update(fill(BUY, 100, 1290_00))
+    engine.last_prices[RELIANCE] = 1290_00
+    return engine
+
+
+def mark(engine: RiskEngine, price_paise: int) -> None:
+    engine.on_ticks([market_pb2.Tick(token=RELIANCE, ltp_paise=price_paise)])
+    engine.evaluate_loss()
+
+
+def test_a_new_engine_is_active(engine):
+    assert engine.state == ACTIVE
+
+
+def test_a_mark_to_market_loss_past_the_reducing_threshold_moves_to_reducing(clock):
+    engine = long_100(clock)
+
+    mark(engine, 1278_00)  # -₹1,200
+
+    assert engine.state == REDUCING
+    assert engine.state_reason == "daily loss ₹1,200.00 reached daily_loss_reducing ₹1,000.00"
+
+
+def test_a_loss_past_the_halt_threshold_halts_trading(clock):
+    engine = long_100(clock)
+
+    mark(engine, 1265_00)  # -₹2,500
+
+    assert engine.state == HALTED
+
+
+def test_a_loss_below_the_thresholds_keeps_trading_active(clock):
+    engine = long_100(clock)
+
+    mark(engine, 1285_00)  # -₹500
+
+    assert engine.state == ACTIVE
+
+
+def test_a_realised_loss_from_a_fill_moves_the_state_without_a_tick(clock):
+    engine = long_100(clock)
+
+    engine.on_order_update(fill(SELL, 100, 1278_00))
+
+    assert engine.state == REDUCING
+
+
+def test_charges_count_toward_the_daily_loss(clock):
+    engine = long_100(clock)
+    update = fill(SELL, 100, 1290_00)
+    update.last_fill_charges_paise = 1_100_00
+
+    engine.on_order_update(update)
+
+    assert engine.state == REDUCING
+
+
+def test_crossing_a_threshold_surfaces_one_risk_breach_state_change(clock):
+    engine = long_100(clock)
+    engine.pop_state_changes()
+
+    mark(engine, 1278_00)
+    mark(engine, 1277_00)
+
+    changes = engine.pop_state_changes()
+    assert [(c.previous, c.state, c.kind) for c in changes] == [
+        (ACTIVE, REDUCING, ops_pb2.NOTIFICATION_KIND_RISK_BREACH)]
+
+
+def test_a_recovering_price_does_not_lift_a_loss_state_by_itself(clock):
+    engine = long_100(clock)
+    mark(engine, 1278_00)
+
+    mark(engine, 1300_00)
+
+    assert engine.state == REDUCING
+
+
+def test_reducing_denies_an_order_that_grows_the_position(clock):
+    engine = long_100(clock)
+    mark(engine, 1278_00)
+
+    decision = engine.decide(order(quantity=10, price_paise=1278_00))
+
+    assert decision.reason_code == "REDUCING_ONLY" and "net position in token 2885 is 100" in decision.reason
+
+
+def test_reducing_accepts_an_order_that_shrinks_the_position(clock):
+    engine = long_100(clock)
+    mark(engine, 1278_00)
+
+    assert engine.decide(order(side=SELL, quantity=100, price_paise=1278_00)).accepted
+
+
+def test_reducing_denies_a_sell_that_would_flip_the_position_short(clock):
+    engine = long_100(clock)
+    mark(engine, 1278_00)
+
+    assert engine.decide(order(side=SELL, quantity=150, price_paise=1278_00)).reason_code == "REDUCING_ONLY"
+
+
+def test_reducing_counts_open_closing_orders_against_the_position(clock):
+    engine = long_100(clock)
+    mark(engine, 1278_00)
+    engine.decide(order(side=SELL, quantity=80, price_paise=1278_00))
+
+    assert engine.decide(order(side=SELL, quantity=30, price_paise=1278_00)).reason_code == "REDUCING_ONLY"
+
+
+def test_halted_denies_even_a_reducing_order_from_a_strategy(clock):
+    engine = long_100(clock)
+    engine.set_kill_switch(True, "test")
+
+    decision = engine.decide(order(side=SELL, quantity=100))
+
+    assert decision.reason_code == "TRADING_HALTED" and "kill switch engaged: test" in decision.reason
+
+
+def test_halted_accepts_a_squareoff_order_that_reduces_the_position(clock):
+    engine = long_100(clock)
+    engine.set_kill_switch(True, "test")
+
+    assert engine.decide(order(side=SELL, quantity=100, strategy_tag="SQUAREOFF")).accepted
+
+
+def test_halted_denies_a_squareoff_tagged_order_that_opens_a_position(clock):
+    engine = long_100(clock)
+    engine.set_kill_switch(True, "test")
+
+    assert engine.decide(order(side=BUY, quantity=10, strategy_tag="SQUAREOFF")).reason_code == "TRADING_HALTED"
+
+
+def test_engaging_the_kill_switch_halts_and_surfaces_a_kill_switch_change(engine):
+    engine.set_kill_switch(True, "manual stop")
+
+    assert engine.state == HALTED
+    assert [(c.state, c.kind, c.reason) for c in engine.pop_state_changes()] == [
+        (HALTED, ops_pb2.NOTIFICATION_KIND_KILL_SWITCH, "kill switch engaged: manual stop")]
+
+
+def test_releasing_the_kill_switch_without_losses_returns_to_active(engine):
+    engine.set_kill_switch(True, "manual stop")
+
+    engine.set_kill_switch(False, "all clear")
+
+    assert (engine.state, engine.state_reason) == (ACTIVE, "kill switch released: all clear")
+
+
+def test_releasing_the_kill_switch_while_over_the_loss_limit_leaves_reducing(clock):
+    engine = long_100(clock)
+    mark(engine, 1265_00)  # halted by the loss limit
+    engine.set_kill_switch(True, "manual stop")
+
+    engine.set_kill_switch(False, "resume")
+
+    assert engine.state == REDUCING and "still over daily_loss_reducing ₹1,000.00" in engine.state_reason
+
+
+def test_after_release_over_the_limit_further_marks_do_not_halt_again(clock):
+    engine = long_100(clock)
+    mark(engine, 1265_00)
+    engine.set_kill_switch(False, "resume")
+
+    mark(engine, 1264_00)
+
+    assert engine.state == REDUCING
+
+
+def test_the_kill_switch_survives_a_new_trading_day(clock):
+    engine = long_100(clock)
+    engine.set_kill_switch(True, "manual stop")
+
+    clock.set(ist_ns(DAY + timedelta(days=1), 9, 30))
+    engine.evaluate_loss()
+
+    assert engine.state == HALTED
+
+
+def test_a_new_trading_day_resets_a_loss_driven_state(clock):
+    engine = long_100(clock)
+    engine.on_order_update(fill(SELL, 100, 1265_00))  # realised -₹2,500: halted
+
+    clock.set(ist_ns(DAY + timedelta(days=1), 9, 30))
+    engine.evaluate_loss()
+
+    assert engine.state == ACTIVE and engine.daily_pnl_paise() == 0
+
+
+def test_lowering_the_loss_limit_below_the_current_loss_moves_the_state(clock):
+    engine = long_100(clock, daily_loss_reducing_paise=10_000_00, daily_loss_halt_paise=20_000_00)
+    mark(engine, 1278_00)  # -₹1,200: fine under ₹10,000
+
+    engine.set_limits(limits(**SMALL_LOSS))
+
+    assert engine.state == REDUCING
+
+
+def test_an_already_seen_order_update_sequence_is_ignored(clock):
+    engine = RiskEngine(limits(), clock, instruments())
+    update = fill(BUY, 10, 1290_00)
+    update.sequence = 7
+
+    engine.on_order_update(update)
+    engine.on_order_update(update)
+
+    assert engine.positions.net_quantity(RELIANCE) == 10
