@@ -107,3 +107,23 @@ async def server(bus):
 @pytest.fixture
 def addr(server) -> str:
     return f"127.0.0.1:{server.bound_port}"
+
+
+def write_protoset(path: Path, *pb2_modules) -> str:
+    """A FileDescriptorSet for grpcurl -protoset, so calls work without (token-protected) reflection."""
+    from google.protobuf import descriptor_pb2
+
+    files: dict[str, descriptor_pb2.FileDescriptorProto] = {}
+
+    def add(fd) -> None:
+        for dep in fd.dependencies:
+            add(dep)
+        if fd.name not in files:
+            proto = descriptor_pb2.FileDescriptorProto()
+            fd.CopyToProto(proto)
+            files[fd.name] = proto
+
+    for module in pb2_modules:
+        add(module.DESCRIPTOR)
+    path.write_bytes(descriptor_pb2.FileDescriptorSet(file=list(files.values())).SerializeToString())
+    return str(path)

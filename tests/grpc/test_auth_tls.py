@@ -1,0 +1,96 @@
+"""Bearer-token auth and TLS on the gRPC server, through the real grpcurl."""
+
+import subprocess
+
+import pytest
+from pydantic import SecretStr
+
+from shared.grpc.config import GrpcSettings
+from tests.grpc.conftest import grpcurl, register_test_handlers, start_server, write_protoset
+
+TOKEN = "s3cret-token"
+LIST = "neopulse.v1.IngestionService/ListInstruments"
+
+
+@pytest.fixture
+async def token_addr(bus):
+    register_test_handlers(bus)
+    server = await start_server(bus, GrpcSettings(auth_token=SecretStr(TOKEN)))
+    yield f"127.0.0.1:{server.bound_port}"
+    await server.stop(0)
+
+
+@pytest.fixture
+def protoset(tmp_path) -> list[str]:
+    from grpc_health.v1 import health_pb2
+
+    from shared.contracts import ingestion_pb2
+
+    return ["-protoset", write_protoset(tmp_path / "set.pb", ingestion_pb2, health_pb2)]
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+async def test_rpc_without_a_token_is_unauthenticated(token_addr, protoset):
+    result = await grpcurl("-plaintext", *protoset, token_addr, LIST)
+
+    assert "Code: Unauthenticated" in result.err
+
+
+async def test_rpc_with_a_wrong_token_is_unauthenticated(token_addr, protoset):
+    result = await grpcurl("-plaintext", *protoset, "-H", "authorization: Bearer wrong", token_addr, LIST)
+
+    assert "Code: Unauthenticated" in result.err
+
+
+async def test_rpc_with_the_right_token_succeeds(token_addr):
+    result = await grpcurl("-plaintext", "-H", f"authorization: Bearer {TOKEN}", token_addr, LIST)
+
+    assert result.code == 0, result.err
+    assert result.json()["instruments"][0]["token"] == "2885"
+
+
+async def test_reflection_needs_the_token_too(token_addr):
+    result = await grpcurl("-plaintext", token_addr, "list")
+
+    assert result.code != 0
+    assert "Unauthenticated" in result.err
+
+
+async def test_health_check_works_without_a_token(token_addr, protoset):
+    result = await grpcurl("-plaintext", *protoset, token_addr, "grpc.health.v1.Health/Check")
+
+    assert result.json() == {"status": "SERVING"}
+
+
+async def test_tls_server_answers_a_client_that_trusts_its_certificate(bus, cert):
+    register_test_handlers(bus)
+    server = await start_server(bus, GrpcSettings(tls_cert_file=cert[0], tls_key_file=cert[1]))
+    try:
+        addr = f"127.0.0.1:{server.bound_port}"
+        trusted = await grpcurl("-cacert", str(cert[0]), addr, LIST)
+        plaintext = await grpcurl("-plaintext", addr, LIST)
+    finally:
+        await server.stop(0)
+
+    assert trusted.json()["instruments"][0]["symbol"] == "RELIANCE-EQ"
+    assert plaintext.code != 0
+
+
+def test_tls_needs_both_certificate_and_key():
+    from shared.config import load
+    from shared.errors import ConfigError
+
+    try:
+        with pytest.raises(ConfigError, match="tls_cert_file and tls_key_file"):
+            load(GrpcSettings, {"grpc": {"tls_cert_file": "/tmp/cert.pem"}})
+    finally:
+        load(GrpcSettings, {})  # load() leaves the section on the class; reset it for later tests
