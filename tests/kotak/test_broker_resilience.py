@@ -1,0 +1,94 @@
+"""KotakBroker under faults: session expiry and re-login, a place_order timeout that Kotak accepted, order
+events from the order feed and from order-book polling, and secrets kept out of logs and errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from shared.contracts import trading_pb2 as T
+from shared.errors import RetryableError
+from shared.kotak.broker import KotakBroker
+from tests.kotak.conftest import settings_for, wait_for
+from tests.kotak.test_broker import limit_buy, market_buy
+
+
+async def next_event_with(events, status: int, within: float = 5.0):
+    async with asyncio.timeout(within):
+        async for event in events:
+            if event.status == status:
+                return event
+    raise AssertionError("no such event")
+
+
+async def test_expired_session_is_renewed_once_and_the_call_succeeds(sim, broker):
+    sim.expire_session()
+    limits = await broker.limits()
+    assert limits["net_paise"] == 10_000_000_00
+    assert sim.logins == 2
+
+
+async def test_place_order_that_times_out_but_was_accepted_is_found_by_tag_and_not_placed_again(sim):
+    broker = KotakBroker(settings_for(sim, request_timeout_s=0.5))
+    await broker.start()
+    sim.delay_next("place_order", 1.0)
+    ack = await broker.place_order(market_buy("coid-slow"))
+    assert sim.calls["place_order"] == 1
+    assert [o.tag for o in sim.exchange.orders.values()] == ["coid-slow"]
+    assert (ack.exchange_order_id, ack.status) == (next(iter(sim.exchange.orders)), T.ORDER_STATUS_TRADED)
+
+
+async def test_place_order_that_failed_before_kotak_took_it_raises_retryable_and_places_nothing(sim, broker):
+    sim.fail_next("place_order", status=503)
+    with pytest.raises(RetryableError, match="find_by_tag"):
+        await broker.place_order(market_buy("coid-503"))
+    assert sim.exchange.orders == {}
+
+
+async def test_order_feed_delivers_each_state_of_a_fill_once(sim, broker):
+    events = broker.events()
+    first = asyncio.ensure_future(anext(events))
+    await wait_for(lambda: bool(sim.order_sockets))
+    ack = await broker.place_order(market_buy("coid-feed"))
+    seen = [await first]
+    seen.append(await next_event_with(events, T.ORDER_STATUS_TRADED))
+    await events.aclose()
+    assert seen[0].exchange_order_id == ack.exchange_order_id
+    assert (seen[-1].client_order_id, seen[-1].filled_quantity, seen[-1].average_price_paise) == (
+        "coid-feed", 3, 129_005)
+
+
+async def test_polling_fills_the_gap_when_the_order_feed_is_silent(sim, broker):
+    sim.mute_order_feed = True
+    await broker.place_order(market_buy("coid-poll"))
+    events = broker.events()
+    traded = await next_event_with(events, T.ORDER_STATUS_TRADED)
+    await events.aclose()
+    assert (traded.client_order_id, traded.filled_quantity) == ("coid-poll", 3)
+
+
+async def test_an_order_kotak_rejects_later_arrives_as_rejected_with_its_reason(sim, broker):
+    sim.reject_next_order("RMS:Blocked for trading")
+    ack = await broker.place_order(limit_buy("coid-late-rej", 129_000))
+    events = broker.events()
+    rejected = await next_event_with(events, T.ORDER_STATUS_REJECTED)
+    await events.aclose()
+    assert (rejected.exchange_order_id, rejected.reason) == (ack.exchange_order_id, "RMS:Blocked for trading")
+
+
+async def test_credentials_never_appear_in_logs_reprs_or_errors(sim, caplog):
+    caplog.set_level(logging.DEBUG)
+    settings = settings_for(sim, request_timeout_s=0.5)
+    broker = KotakBroker(settings)
+    await broker.start()
+    sim.expire_session()
+    await broker.positions()
+    sim.fail_next("place_order", status=503)
+    with pytest.raises(RetryableError) as err:
+        await broker.place_order(market_buy("coid-secret"))
+    token = broker.session.client.configuration.edit_token
+    texts = caplog.text + str(err.value) + repr(settings) + repr(broker) + repr(broker.session)
+    for secret in (sim.creds.consumer_key, sim.creds.mpin, sim.creds.totp_secret, sim.creds.mobile, token):
+        assert secret not in texts
