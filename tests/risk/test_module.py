@@ -1,0 +1,240 @@
+"""RiskModule end to end on a real Bus: signals in, decisions on ORDERS, requests, notifications, square-off."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from services.risk.config import RiskSettings
+from services.risk.module import RiskModule
+from services.risk.orders import signal_client_order_id
+from shared import rpc
+from shared.bus import Bus, Topic
+from shared.clock import ManualClock, ist_ns
+from shared.config import load
+from shared.contracts import ingestion_pb2, market_pb2, oms_pb2, ops_pb2, risk_pb2, trading_pb2
+from shared.errors import InvalidInput, NotFound, RiskRejected, TradingHalted
+from shared.marketdata import nse_instruments
+from tests.risk.factories import DAY, RELIANCE, fill, order
+
+BUY, SELL = trading_pb2.SIDE_BUY, trading_pb2.SIDE_SELL
+
+
+@dataclass
+class Running:
+    bus: Bus
+    module: RiskModule
+    clock: ManualClock
+    orders: list[trading_pb2.RiskDecision] = field(default_factory=list)
+    notes: list[ops_pb2.Notification] = field(default_factory=list)
+    cancels: list[str] = field(default_factory=list)
+
+
+async def wait_for(predicate: Callable[[], Any], within: float = 2.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.001)
+
+
+@pytest.fixture
+async def risk(clock: ManualClock) -> AsyncIterator[Running]:
+    bus = Bus()
+
+    async def list_instruments(request: ingestion_pb2.ListInstrumentsRequest) -> ingestion_pb2.ListInstrumentsResponse:
+        return ingestion_pb2.ListInstrumentsResponse(instruments=nse_instruments())
+
+    bus.handle(rpc.LIST_INSTRUMENTS, list_instruments)
+    settings = load(RiskSettings, {}, loss_check_interval_ms=0, timer_interval_ms=2,
+                    daily_loss_reducing=1000, daily_loss_halt=2000)
+    running = Running(bus, RiskModule(bus, settings, clock), clock)
+
+    async def on_order(decision: trading_pb2.RiskDecision) -> None:
+        running.orders.append(decision)
+
+    async def on_note(note: ops_pb2.Notification) -> None:
+        running.notes.append(note)
+
+    async def cancel(request: oms_pb2.CancelOrderRequest) -> oms_pb2.CancelOrderResponse:
+        running.cancels.append(request.order_id)
+        if request.order_id == "refused":
+            raise NotFound("order refused is unknown")
+        return oms_pb2.CancelOrderResponse()
+
+    bus.subscribe(Topic.ORDERS, "test", on_order)
+    bus.subscribe(Topic.NOTIFICATIONS, "test", on_note)
+    bus.handle(rpc.CANCEL_ORDER, cancel)
+    await running.module.start()
+    tasks = [asyncio.create_task(bus.run()), asyncio.create_task(running.module.run())]
+    yield running
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def signal(**fields: Any) -> trading_pb2.Signal:
+    base: dict[str, Any] = dict(
+        signal_id="momentum-2885-1", strategy="MOMENTUM_RSI", token=RELIANCE, exchange_segment="nse_cm",
+        symbol="RELIANCE-EQ", side=BUY, quantity=5, order_type=trading_pb2.ORDER_TYPE_LIMIT,
+        limit_price_paise=1290_00, product=trading_pb2.PRODUCT_MIS, tick_recv_ns=123)
+    base.update(fields)
+    return trading_pb2.Signal(**base)
+
+
+async def test_a_signal_becomes_an_accepted_decision_on_orders(risk):
+    await risk.bus.publish(Topic.SIGNALS, signal())
+    await wait_for(lambda: risk.orders)
+
+    [decision] = risk.orders
+    assert decision.accepted and decision.sequence > 0 and decision.strategy == "MOMENTUM_RSI"
+    got = decision.order
+    assert (got.client_order_id, got.strategy_tag, got.signal_id, got.tick_recv_ns, got.quantity, got.price_paise) \
+        == (signal_client_order_id("momentum-2885-1"), "MOMENTUM_RSI", "momentum-2885-1", 123, 5, 1290_00)
+
+
+async def test_a_signal_off_the_tick_size_becomes_a_rejection_on_orders(risk):
+    await risk.bus.publish(Topic.SIGNALS, signal(limit_price_paise=1290_02))
+    await wait_for(lambda: risk.orders)
+
+    assert (risk.orders[0].accepted, risk.orders[0].reason_code) == (False, "TICK_SIZE")
+
+
+async def test_a_replayed_signal_is_not_accepted_twice(risk):
+    await risk.bus.publish(Topic.SIGNALS, signal())
+    await risk.bus.publish(Topic.SIGNALS, signal())
+    await wait_for(lambda: len(risk.orders) == 2)
+
+    assert [(d.accepted, d.reason_code) for d in risk.orders] == [(True, ""), (False, "DUPLICATE_ORDER")]
+
+
+@pytest.mark.parametrize(("change", "bad_field"), [
+    ({"quantity": 0}, "order.quantity"),
+    ({"side": trading_pb2.SIDE_UNSPECIFIED}, "order.side"),
+    ({"order_type": trading_pb2.ORDER_TYPE_UNSPECIFIED}, "order.order_type"),
+    ({"price_paise": 0}, "order.price_paise"),
+    ({"token": 424242}, "order.token"),
+])
+async def test_a_malformed_manual_order_is_invalid_input_naming_the_field(risk, change, bad_field):
+    with pytest.raises(InvalidInput) as err:
+        await risk.bus.call(rpc.SUBMIT_ORDER, risk_pb2.SubmitOrderRequest(order=order(**change)))
+
+    assert err.value.field == bad_field
+
+
+async def test_an_accepted_manual_order_is_returned_and_published(risk):
+    reply = await risk.bus.call(rpc.SUBMIT_ORDER, risk_pb2.SubmitOrderRequest(order=order(client_order_id="m1")))
+    await wait_for(lambda: risk.orders)
+
+    assert reply.decision.accepted and risk.orders[0].order.client_order_id == "m1"
+
+
+async def test_a_denied_manual_order_raises_risk_rejected_and_publishes_the_rejection(risk):
+    with pytest.raises(RiskRejected) as err:
+        await risk.bus.call(rpc.SUBMIT_ORDER, risk_pb2.SubmitOrderRequest(order=order(quantity=5000)))
+    await wait_for(lambda: risk.orders)
+
+    assert err.value.reason_code == "MAX_ORDER_QUANTITY"
+    assert (risk.orders[0].accepted, risk.orders[0].reason) == (False, "quantity 5000 exceeds max_order_quantity 1000")
+
+
+async def test_a_manual_order_while_halted_raises_trading_halted(risk):
+    await risk.bus.call(rpc.SET_KILL_SWITCH, risk_pb2.SetKillSwitchRequest(engaged=True, reason="test"))
+
+    with pytest.raises(TradingHalted):
+        await risk.bus.call(rpc.SUBMIT_ORDER, risk_pb2.SubmitOrderRequest(order=order()))
+
+
+async def test_the_kill_switch_halts_notifies_and_cancels_every_open_order_despite_a_failure(risk):
+    for cid in ("a", "refused", "b"):
+        await risk.bus.call(rpc.SUBMIT_ORDER, risk_pb2.SubmitOrderRequest(order=order(client_order_id=cid)))
+
+    reply = await risk.bus.call(rpc.SET_KILL_SWITCH, risk_pb2.SetKillSwitchRequest(
+        engaged=True, reason="runaway", cancel_open_orders=True))
+    await wait_for(lambda: risk.notes)
+
+    assert reply.state == risk_pb2.TRADING_STATE_HALTED
+    assert risk.cancels == ["a", "refused", "b"]
+    assert (risk.notes[0].kind, risk.notes[0].text) == (ops_pb2.NOTIFICATION_KIND_KILL_SWITCH,
+                                                        "kill switch engaged: runaway")
+
+
+async def test_releasing_the_kill_switch_reports_active(risk):
+    await risk.bus.call(rpc.SET_KILL_SWITCH, risk_pb2.SetKillSwitchRequest(engaged=True))
+
+    reply = await risk.bus.call(rpc.SET_KILL_SWITCH, risk_pb2.SetKillSwitchRequest(engaged=False))
+
+    assert reply.state == risk_pb2.TRADING_STATE_ACTIVE
+
+
+async def test_a_falling_price_publishes_a_risk_breach_notification(risk):
+    await risk.bus.publish(Topic.ORDER_UPDATES, fill(BUY, 100, 1290_00))
+    await wait_for(lambda: risk.module.engine.positions.net_quantity(RELIANCE) == 100)
+
+    risk.bus.publish_nowait(Topic.TICKS, market_pb2.TickBatch(ticks=[
+        market_pb2.Tick(token=RELIANCE, ltp_paise=1289_00), market_pb2.Tick(token=RELIANCE, ltp_paise=1278_00)]))
+    await wait_for(lambda: risk.notes)
+
+    assert (risk.notes[0].kind, risk.notes[0].severity, risk.notes[0].fields["state"]) == (
+        ops_pb2.NOTIFICATION_KIND_RISK_BREACH, ops_pb2.SEVERITY_WARNING, "REDUCING")
+
+
+async def test_risk_state_reports_positions_open_orders_and_pnl(risk):
+    await risk.bus.call(rpc.SUBMIT_ORDER, risk_pb2.SubmitOrderRequest(order=order(client_order_id="open-1")))
+    await risk.bus.publish(Topic.ORDER_UPDATES, fill(BUY, 10, 1290_00))
+    await wait_for(lambda: risk.module.engine.positions.net_quantity(RELIANCE) == 10)
+
+    state = await risk.bus.call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())
+
+    assert (state.state, state.open_orders, [p.net_quantity for p in state.positions]) == (
+        risk_pb2.TRADING_STATE_ACTIVE, 1, [10])
+
+
+async def test_a_terminal_order_update_closes_the_open_order(risk):
+    await risk.bus.call(rpc.SUBMIT_ORDER, risk_pb2.SubmitOrderRequest(order=order(client_order_id="x")))
+
+    await risk.bus.publish(Topic.ORDER_UPDATES, trading_pb2.OrderUpdate(
+        client_order_id="x", status=trading_pb2.ORDER_STATUS_REJECTED))
+    await wait_for(lambda: not risk.module.engine.open_orders)
+
+    assert (await risk.bus.call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())).open_orders == 0
+
+
+async def test_invalid_limits_are_refused_whole_and_nothing_changes(risk):
+    before = await risk.bus.call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())
+    proposed = risk_pb2.RiskLimits()
+    proposed.CopyFrom(before.limits)
+    proposed.max_order_quantity = 10
+    proposed.max_open_orders = -1
+
+    with pytest.raises(InvalidInput) as err:
+        await risk.bus.call(rpc.SET_RISK_LIMITS, risk_pb2.SetRiskLimitsRequest(limits=proposed))
+
+    after = await risk.bus.call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())
+    assert err.value.field == "limits.max_open_orders" and after.limits == before.limits
+
+
+async def test_valid_limits_apply_to_the_next_order(risk):
+    state = await risk.bus.call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())
+    state.limits.max_order_quantity = 3
+    await risk.bus.call(rpc.SET_RISK_LIMITS, risk_pb2.SetRiskLimitsRequest(limits=state.limits))
+
+    with pytest.raises(RiskRejected, match="quantity 5 exceeds max_order_quantity 3"):
+        await risk.bus.call(rpc.SUBMIT_ORDER, risk_pb2.SubmitOrderRequest(order=order(quantity=5)))
+
+
+async def test_run_squares_off_mis_positions_at_1515_ist(risk):
+    await risk.bus.publish(Topic.ORDER_UPDATES, fill(BUY, 10, 1290_00))
+    await wait_for(lambda: risk.module.engine.positions.net_quantity(RELIANCE) == 10)
+
+    risk.clock.set(ist_ns(DAY, 15, 15))
+    await wait_for(lambda: risk.orders)
+
+    [decision] = risk.orders
+    assert decision.accepted
+    assert (decision.order.strategy_tag, decision.order.side, decision.order.quantity,
+            decision.order.client_order_id) == ("SQUAREOFF", SELL, 10, "SQ-20260121-2885-1-0")

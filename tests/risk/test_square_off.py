@@ -1,0 +1,100 @@
+"""Intraday square-off at square_off_time_ist: market orders closing every MIS position, once a day."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from services.risk.engine import RiskEngine
+from shared.clock import ist_ns
+from shared.contracts import trading_pb2
+from tests.risk.factories import DAY, NIFTY_FUT, RELIANCE, fill, instruments, limits
+
+BUY, SELL = trading_pb2.SIDE_BUY, trading_pb2.SIDE_SELL
+
+
+def holding(clock, *fills: trading_pb2.OrderUpdate, **overrides) -> RiskEngine:
+    engine = RiskEngine(limits(**overrides), clock, instruments())
+    for update in fills:
+        engine.on_order_update(update)
+    return engine
+
+
+def test_no_square_off_orders_before_square_off_time(clock):
+    engine = holding(clock, fill(BUY, 10, 1290_00))
+    clock.set(ist_ns(DAY, 15, 14, 59))
+
+    assert engine.square_off_due() == []
+
+
+def test_at_square_off_time_a_long_mis_position_gets_a_market_sell(clock):
+    engine = holding(clock, fill(BUY, 10, 1290_00))
+    clock.set(ist_ns(DAY, 15, 15))
+
+    [sq] = engine.square_off_due()
+
+    assert (sq.client_order_id, sq.side, sq.quantity, sq.order_type, sq.product, sq.strategy_tag) == (
+        "SQ-20260121-2885-1-0", SELL, 10, trading_pb2.ORDER_TYPE_MARKET, trading_pb2.PRODUCT_MIS, "SQUAREOFF")
+
+
+def test_a_short_mis_position_gets_a_market_buy(clock):
+    engine = holding(clock, fill(SELL, 25, 1290_00))
+    clock.set(ist_ns(DAY, 15, 15))
+
+    assert [(o.side, o.quantity) for o in engine.square_off_due()] == [(BUY, 25)]
+
+
+def test_delivery_positions_are_not_squared_off(clock):
+    engine = holding(clock, fill(BUY, 10, 1290_00, product=trading_pb2.PRODUCT_CNC))
+    clock.set(ist_ns(DAY, 15, 15))
+
+    assert engine.square_off_due() == []
+
+
+def test_square_off_runs_once_a_day(clock):
+    engine = holding(clock, fill(BUY, 10, 1290_00))
+    clock.set(ist_ns(DAY, 15, 15))
+    engine.square_off_due()
+    clock.advance(60)
+
+    assert engine.square_off_due() == []
+
+
+def test_square_off_runs_again_the_next_day(clock):
+    engine = holding(clock, fill(BUY, 10, 1290_00))
+    clock.set(ist_ns(DAY, 15, 15))
+    engine.square_off_due()
+
+    clock.set(ist_ns(DAY + timedelta(days=1), 15, 15))
+
+    assert [o.client_order_id for o in engine.square_off_due()] == ["SQ-20260122-2885-1-0"]
+
+
+def test_square_off_orders_pass_the_checks_even_when_halted(clock):
+    engine = holding(clock, fill(BUY, 10, 1290_00))
+    engine.set_kill_switch(True, "stop")
+    clock.set(ist_ns(DAY, 15, 15))
+
+    decisions = [engine.decide(o) for o in engine.square_off_due()]
+
+    assert [d.accepted for d in decisions] == [True]
+
+
+def test_a_position_above_the_freeze_quantity_is_closed_in_chunks(clock):
+    engine = holding(clock, fill(BUY, 3600, 23500_00, token=NIFTY_FUT), max_order_quantity=10_000,
+                     max_order_value_paise=10**13, max_position_quantity=10_000)
+    clock.set(ist_ns(DAY, 15, 15))
+
+    orders = engine.square_off_due()
+
+    assert [o.quantity for o in orders] == [1800, 1800]
+    assert all(engine.decide(o).accepted for o in orders)
+
+
+def test_an_open_closing_order_is_left_out_of_the_square_off_quantity(clock):
+    engine = holding(clock, fill(BUY, 10, 1290_00))
+    engine.on_order_update(trading_pb2.OrderUpdate(
+        client_order_id="exit", status=trading_pb2.ORDER_STATUS_OPEN,
+        request=trading_pb2.OrderRequest(client_order_id="exit", token=RELIANCE, side=SELL, quantity=4)))
+    clock.set(ist_ns(DAY, 15, 15))
+
+    assert [o.quantity for o in engine.square_off_due()] == [6]
