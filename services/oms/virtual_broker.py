@@ -1,0 +1,280 @@
+"""VirtualBroker: a paper-trading proxy over a real broker. Reads pass through to `inner`; writes stay here.
+
+Orders get "VB-..." ids, live in its own book and fill from the market data the OMS feeds it (ticks, candles).
+
+Fill rules (pure functions in fill_rules.py):
+- Arrival (place_order), against the last tick of the token:
+  * MARKET fills at once, all of it, at the ask (buy) / bid (sell), or the ltp when the tick has no quote.
+    With no tick yet it waits and fills at the open of the next candle.
+  * LIMIT that is marketable (buy limit >= ask, sell limit <= bid) fills at once at the ask / bid.
+  * STOP orders wait for a candle (TRIGGER_PENDING).
+  * IOC: whatever did not fill on arrival is cancelled.
+- Candles (on_candle / process_candle): a candle only fills orders accepted BEFORE its start (no look-ahead).
+  * LIMIT buy fills when low < limit, at min(limit, open); sell when high > limit, at max(limit, open).
+  * MARKET (no tick on arrival, or a partial remainder) fills at the open.
+  * STOP_MARKET buy triggers when high >= trigger and fills at max(trigger, open); sell when
+    low <= trigger at min(trigger, open).
+  * STOP_LIMIT triggers the same way, then follows the limit rule in the same candle with the trigger price
+    as the reference (buy: low < limit at min(limit, max(trigger, open))); not crossing it, it stays OPEN.
+  * Quantity filled from one candle is capped by the candle's volume, shared by orders in acceptance order;
+    a remainder stays PARTIALLY_FILLED for later candles. A zero-volume candle fills nothing.
+- An order fills only while it has a remainder and is not terminal: nothing is ever filled twice.
+- Each fill carries charges (charges.py); events() yields cumulative filled quantity, average price and
+  charges, with the fill itself in raw["last_fill_quantity" / "last_fill_price_paise" / "last_fill_charges_paise"].
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from services.oms.broker import Broker, BrokerAck, BrokerOrderEvent
+from services.oms.charges import ChargeModel
+from services.oms.fill_rules import STOPS, arrival_price, candle_price, limit_marketable
+from services.oms.states import TERMINAL, name
+from shared.clock import Clock
+from shared.contracts import market_pb2
+from shared.contracts import trading_pb2 as t
+from shared.errors import BrokerRejected, NotFound
+
+log = logging.getLogger(__name__)
+
+# Read-only calls a caller may make of the real broker through the proxy (never a write).
+READ_THROUGH = frozenset({"quotes", "quote", "scrip_master", "search_scrip", "holdings", "session"})
+_UNSURE_TRIGGER = frozenset({t.ORDER_STATUS_TRIGGER_PENDING, t.ORDER_STATUS_CANCEL_PENDING,
+                             t.ORDER_STATUS_MODIFY_PENDING, t.ORDER_STATUS_SUBMITTED, t.ORDER_STATUS_PENDING_NEW})
+
+
+@dataclass
+class VirtualOrder:
+    id: str
+    request: t.OrderRequest
+    status: int
+    accepted_ns: int
+    filled: int = 0
+    cost_paise: int = 0  # sum of quantity x price over fills
+    charges_paise: int = 0
+    brokerage_paise: int = 0
+    triggered: bool = False
+    reason: str = ""
+    last_fill: tuple[int, int, int] = (0, 0, 0)  # quantity, price, charges
+
+    @property
+    def remaining(self) -> int:
+        return self.request.quantity - self.filled
+
+    @property
+    def average_price_paise(self) -> int:
+        return (self.cost_paise + self.filled // 2) // self.filled if self.filled else 0
+
+
+class VirtualBroker:
+    name = "virtual"
+
+    def __init__(self, inner: Broker | None, charges: ChargeModel, clock: Clock, max_events: int = 100_000) -> None:
+        self.inner = inner
+        self.charges = charges
+        self.clock = clock
+        self.book: dict[str, VirtualOrder] = {}
+        self._by_tag: dict[str, VirtualOrder] = {}
+        self._working: dict[int, list[VirtualOrder]] = {}  # token -> non-terminal orders, acceptance order
+        self._last: dict[int, market_pb2.Tick] = {}
+        self._events: asyncio.Queue[BrokerOrderEvent] = asyncio.Queue(max_events)
+
+    def __getattr__(self, attr: str) -> Any:
+        # Only named reads reach the real account; anything else (a write) must be implemented here.
+        if attr in READ_THROUGH and self.__dict__.get("inner") is not None:
+            return getattr(self.inner, attr)
+        raise AttributeError(attr)
+
+    # -- lifecycle and reads (the inner broker's lifecycle belongs to whoever built it) -----------
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def positions(self) -> list[t.Position]:
+        return await self.inner.positions() if self.inner is not None else []
+
+    async def limits(self) -> dict[str, Any]:
+        return await self.inner.limits() if self.inner is not None else {"virtual": True}
+
+    # -- writes ---------------------------------------------------------------------------------
+    async def place_order(self, order: t.OrderRequest) -> BrokerAck:
+        if order.quantity <= 0:
+            raise BrokerRejected(f"order {order.client_order_id}: quantity must be positive")
+        if order.client_order_id and order.client_order_id in self._by_tag:
+            placed = self._by_tag[order.client_order_id].id
+            raise BrokerRejected(f"tag {order.client_order_id} was already placed as {placed}")
+        request = t.OrderRequest()
+        request.CopyFrom(order)
+        status = t.ORDER_STATUS_TRIGGER_PENDING if order.order_type in STOPS else t.ORDER_STATUS_OPEN
+        vo = VirtualOrder(id=f"VB-{uuid.uuid4().hex[:16]}", request=request, status=status,
+                          accepted_ns=self.clock.now_ns())
+        self._add(vo)
+        ack = BrokerAck(vo.id, status, raw={"virtual": True, "accepted_ns": vo.accepted_ns})
+        await self._fill_on_arrival(vo)
+        if vo.remaining and order.validity == t.VALIDITY_IOC and vo.status not in TERMINAL:
+            await self._close(vo, t.ORDER_STATUS_CANCELLED, "IOC order not filled on arrival")
+        return ack
+
+    async def modify_order(self, exchange_order_id: str, *, quantity: int | None = None,
+                           price_paise: int | None = None, trigger_price_paise: int | None = None) -> BrokerAck:
+        vo = self._working_order(exchange_order_id)
+        if quantity is not None:
+            if quantity <= vo.filled:
+                raise BrokerRejected(f"order {vo.id}: quantity {quantity} must exceed the filled {vo.filled}")
+            vo.request.quantity = quantity
+        if price_paise is not None:
+            vo.request.price_paise = price_paise
+        if trigger_price_paise is not None:
+            vo.request.trigger_price_paise = trigger_price_paise
+        vo.accepted_ns = self.clock.now_ns()  # a modified order must not fill from a candle already under way
+        await self._emit(vo)
+        return BrokerAck(vo.id, vo.status, raw={"virtual": True, "modified": True})
+
+    async def cancel_order(self, exchange_order_id: str) -> BrokerAck:
+        vo = self._working_order(exchange_order_id)
+        await self._close(vo, t.ORDER_STATUS_CANCELLED, "cancelled by request")
+        return BrokerAck(vo.id, vo.status, raw={"virtual": True})
+
+    # -- the book ---------------------------------------------------------------------------------
+    async def order_book(self) -> list[BrokerOrderEvent]:
+        return [self._event(vo) for vo in self.book.values()]
+
+    async def find_by_tag(self, client_order_id: str) -> BrokerOrderEvent | None:
+        vo = self._by_tag.get(client_order_id)
+        return self._event(vo) if vo is not None else None
+
+    def restore(self, orders: list[t.OrderUpdate]) -> int:
+        """Re-seed the book from ledger orders after a restart (virtual ids only); returns how many."""
+        restored = 0
+        for u in orders:
+            if not u.exchange_order_id.startswith("VB-") or u.exchange_order_id in self.book:
+                continue
+            request = t.OrderRequest()
+            request.CopyFrom(u.request)
+            # A stop that is OPEN or has fills has triggered; a pending cancel/modify does not say.
+            triggered = request.order_type in STOPS and (u.filled_quantity > 0 or u.status not in _UNSURE_TRIGGER)
+            vo = VirtualOrder(id=u.exchange_order_id, request=request, status=u.status,
+                              accepted_ns=self.clock.now_ns(), filled=u.filled_quantity,
+                              cost_paise=u.filled_quantity * u.average_price_paise, triggered=triggered,
+                              reason=u.reason)
+            # The flat brokerage of an order that already filled was charged before the restart.
+            vo.brokerage_paise = self.charges.brokerage_flat_paise if vo.filled else 0
+            if vo.status not in TERMINAL:
+                vo.status = self._resting_status(vo)
+            self._add(vo)
+            restored += 1
+        return restored
+
+    # -- market data ------------------------------------------------------------------------------
+    async def on_ticks(self, batch: market_pb2.TickBatch) -> None:
+        last = self._last
+        for tick in batch.ticks:
+            last[tick.token] = tick
+
+    async def on_candle(self, candle: market_pb2.Candle) -> None:
+        await self.process_candle(candle)
+
+    async def process_candle(self, candle: market_pb2.Candle) -> None:
+        """Fill what this closed candle fills (the rules in the module docstring)."""
+        volume_left = candle.volume
+        for vo in list(self._working.get(candle.token, ())):
+            if volume_left <= 0:
+                break
+            if vo.status in TERMINAL or vo.accepted_ns >= candle.start_ns:
+                continue
+            price, triggered = candle_price(vo.request, vo.triggered, candle)
+            newly_triggered = triggered and not vo.triggered
+            vo.triggered = triggered
+            if price is None:
+                if newly_triggered:
+                    vo.status = t.ORDER_STATUS_OPEN
+                    await self._emit(vo)
+                continue
+            quantity = min(vo.remaining, volume_left)
+            volume_left -= quantity
+            await self._fill(vo, quantity, price)
+
+    def events(self) -> AsyncIterator[BrokerOrderEvent]:
+        return self._iterate_events()
+
+    async def _iterate_events(self) -> AsyncIterator[BrokerOrderEvent]:
+        while True:
+            yield await self._events.get()
+
+    # -- internals --------------------------------------------------------------------------------
+    async def _fill_on_arrival(self, vo: VirtualOrder) -> None:
+        kind = vo.request.order_type
+        if kind not in (t.ORDER_TYPE_MARKET, t.ORDER_TYPE_LIMIT):
+            return
+        price = arrival_price(vo.request.side, self._last.get(vo.request.token))
+        if price <= 0:
+            return
+        if kind == t.ORDER_TYPE_MARKET or limit_marketable(vo.request.side, vo.request.price_paise, price):
+            await self._fill(vo, vo.remaining, price)
+
+    async def _fill(self, vo: VirtualOrder, quantity: int, price_paise: int) -> None:
+        if quantity <= 0 or vo.status in TERMINAL:
+            return
+        quantity = min(quantity, vo.remaining)
+        charges = self.charges.for_fill(vo.request, quantity, price_paise, vo.brokerage_paise)
+        vo.filled += quantity
+        vo.cost_paise += quantity * price_paise
+        vo.charges_paise += charges.total
+        vo.brokerage_paise += charges.brokerage
+        vo.last_fill = (quantity, price_paise, charges.total)
+        vo.status = t.ORDER_STATUS_TRADED if vo.remaining == 0 else t.ORDER_STATUS_PARTIALLY_FILLED
+        if vo.status in TERMINAL:
+            self._retire(vo)
+        await self._emit(vo)
+        vo.last_fill = (0, 0, 0)
+
+    async def _close(self, vo: VirtualOrder, status: int, reason: str) -> None:
+        vo.status, vo.reason = status, reason
+        self._retire(vo)
+        await self._emit(vo)
+
+    def _working_order(self, exchange_order_id: str) -> VirtualOrder:
+        vo = self.book.get(exchange_order_id)
+        if vo is None:
+            raise NotFound(f"no virtual order {exchange_order_id}; list orders to find its id")
+        if vo.status in TERMINAL:
+            raise BrokerRejected(f"order {vo.id} is already {name(vo.status)}")
+        return vo
+
+    def _resting_status(self, vo: VirtualOrder) -> int:
+        if vo.filled:
+            return t.ORDER_STATUS_PARTIALLY_FILLED
+        return t.ORDER_STATUS_TRIGGER_PENDING if vo.request.order_type in STOPS and not vo.triggered \
+            else t.ORDER_STATUS_OPEN
+
+    def _add(self, vo: VirtualOrder) -> None:
+        self.book[vo.id] = vo
+        if vo.request.client_order_id:
+            self._by_tag[vo.request.client_order_id] = vo
+        if vo.status not in TERMINAL:
+            self._working.setdefault(vo.request.token, []).append(vo)
+
+    def _retire(self, vo: VirtualOrder) -> None:
+        working = self._working.get(vo.request.token, [])
+        if vo in working:
+            working.remove(vo)
+
+    def _event(self, vo: VirtualOrder) -> BrokerOrderEvent:
+        qty, price, charges = vo.last_fill
+        return BrokerOrderEvent(
+            exchange_order_id=vo.id, client_order_id=vo.request.client_order_id, status=vo.status,
+            filled_quantity=vo.filled, average_price_paise=vo.average_price_paise, reason=vo.reason,
+            charges_paise=vo.charges_paise, ts_ns=self.clock.now_ns(),
+            raw={"virtual": True, "last_fill_quantity": qty, "last_fill_price_paise": price,
+                 "last_fill_charges_paise": charges})
+
+    async def _emit(self, vo: VirtualOrder) -> None:
+        await self._events.put(self._event(vo))

@@ -1,0 +1,284 @@
+"""The VirtualBroker's fill rules, one per test, and its proxy behaviour."""
+
+import asyncio
+
+import pytest
+
+from services.oms.charges import ChargeModel
+from services.oms.virtual_broker import VirtualBroker
+from shared.clock import ManualClock
+from shared.contracts import trading_pb2 as t
+from shared.errors import BrokerRejected, NotFound
+from tests.oms.helpers import MINUTE, T0, candle, order, tick
+
+CHARGES = ChargeModel.default()
+
+
+@pytest.fixture
+def vb():
+    return VirtualBroker(None, CHARGES, ManualClock(T0 + 1))
+
+
+async def next_event(vb):
+    return await asyncio.wait_for(anext(vb.events()), 1.0)
+
+
+async def place(vb, req):
+    ack = await vb.place_order(req)
+    return vb.book[ack.exchange_order_id]
+
+
+async def test_place_order_returns_a_virtual_id_and_books_the_order_open(vb):
+    ack = await vb.place_order(order())
+
+    assert ack.exchange_order_id.startswith("VB-")
+    assert ack.status == t.ORDER_STATUS_OPEN
+    assert (await vb.find_by_tag("c-1")).exchange_order_id == ack.exchange_order_id
+
+
+async def test_buy_limit_fills_when_candle_low_crosses_below(vb):
+    vo = await place(vb, order(price=100_00))
+
+    await vb.on_candle(candle(open_=101_00, high=102_00, low=99_95, close=100_50))
+
+    assert vo.status == t.ORDER_STATUS_TRADED
+    assert vo.average_price_paise == 100_00  # min(limit, open)
+
+
+async def test_buy_limit_does_not_fill_when_low_only_touches_the_limit(vb):
+    vo = await place(vb, order(price=100_00))
+
+    await vb.on_candle(candle(open_=101_00, high=102_00, low=100_00, close=100_50))
+
+    assert vo.status == t.ORDER_STATUS_OPEN
+    assert vo.filled == 0
+
+
+async def test_buy_limit_fills_at_the_open_when_the_candle_gaps_below(vb):
+    vo = await place(vb, order(price=100_00))
+
+    await vb.on_candle(candle(open_=98_00, high=99_00, low=97_00, close=98_50))
+
+    assert vo.average_price_paise == 98_00
+
+
+async def test_sell_limit_fills_when_candle_high_crosses_above_at_max_of_limit_and_open(vb):
+    vo = await place(vb, order(side=t.SIDE_SELL, price=100_00))
+
+    await vb.on_candle(candle(open_=99_00, high=100_05, low=98_00, close=99_50))
+
+    assert vo.status == t.ORDER_STATUS_TRADED
+    assert vo.average_price_paise == 100_00
+
+
+async def test_marketable_buy_limit_fills_on_arrival_at_the_ask(vb):
+    await vb.on_ticks(tick(ltp=100_00, bid=99_95, ask=100_05))
+
+    vo = await place(vb, order(price=101_00))
+
+    assert vo.status == t.ORDER_STATUS_TRADED
+    assert vo.average_price_paise == 100_05
+
+
+async def test_marketable_sell_limit_fills_on_arrival_at_the_bid(vb):
+    await vb.on_ticks(tick(ltp=100_00, bid=99_95, ask=100_05))
+
+    vo = await place(vb, order(side=t.SIDE_SELL, price=99_00))
+
+    assert vo.average_price_paise == 99_95
+
+
+async def test_market_buy_fills_on_arrival_at_the_ask(vb):
+    await vb.on_ticks(tick(ltp=100_00, bid=99_95, ask=100_05))
+
+    vo = await place(vb, order(kind=t.ORDER_TYPE_MARKET, price=0))
+
+    assert vo.status == t.ORDER_STATUS_TRADED
+    assert vo.average_price_paise == 100_05
+
+
+async def test_market_sell_fills_at_the_ltp_when_the_tick_has_no_bid(vb):
+    await vb.on_ticks(tick(ltp=100_00))
+
+    vo = await place(vb, order(side=t.SIDE_SELL, kind=t.ORDER_TYPE_MARKET, price=0))
+
+    assert vo.average_price_paise == 100_00
+
+
+async def test_market_order_without_a_tick_fills_at_the_next_candle_open(vb):
+    vo = await place(vb, order(kind=t.ORDER_TYPE_MARKET, price=0))
+    assert vo.status == t.ORDER_STATUS_OPEN
+
+    await vb.on_candle(candle(open_=100_10, high=101_00, low=99_00, close=100_00))
+
+    assert vo.status == t.ORDER_STATUS_TRADED
+    assert vo.average_price_paise == 100_10
+
+
+async def test_market_order_filled_on_arrival_is_not_filled_again_by_the_next_candle(vb):
+    await vb.on_ticks(tick(ltp=100_00, bid=99_95, ask=100_05))
+    vo = await place(vb, order(kind=t.ORDER_TYPE_MARKET, price=0, quantity=10))
+    first = await next_event(vb)
+
+    await vb.on_candle(candle(open_=90_00, high=110_00, low=80_00, close=95_00))
+    await vb.on_candle(candle(open_=90_00, high=110_00, low=80_00, close=95_00, start_ns=T0 + 2 * MINUTE))
+
+    assert first.filled_quantity == 10
+    assert vo.filled == 10
+    assert vo.average_price_paise == 100_05
+    assert vb._events.empty()  # no second fill event was ever emitted
+
+
+async def test_buy_stop_market_triggers_when_high_reaches_trigger_and_fills_at_the_trigger(vb):
+    vo = await place(vb, order(kind=t.ORDER_TYPE_STOP_MARKET, price=0, trigger=101_00))
+    assert vo.status == t.ORDER_STATUS_TRIGGER_PENDING
+
+    await vb.on_candle(candle(open_=100_00, high=101_00, low=99_00, close=100_50))
+
+    assert vo.status == t.ORDER_STATUS_TRADED
+    assert vo.average_price_paise == 101_00  # max(trigger, open)
+
+
+async def test_buy_stop_market_fills_at_the_open_when_the_candle_gaps_over_the_trigger(vb):
+    vo = await place(vb, order(kind=t.ORDER_TYPE_STOP_MARKET, price=0, trigger=101_00))
+
+    await vb.on_candle(candle(open_=103_00, high=104_00, low=102_00, close=103_50))
+
+    assert vo.average_price_paise == 103_00
+
+
+async def test_sell_stop_market_triggers_when_low_reaches_trigger_at_min_of_trigger_and_open(vb):
+    vo = await place(vb, order(side=t.SIDE_SELL, kind=t.ORDER_TYPE_STOP_MARKET, price=0, trigger=99_00))
+
+    await vb.on_candle(candle(open_=100_00, high=100_50, low=98_50, close=99_00))
+
+    assert vo.status == t.ORDER_STATUS_TRADED
+    assert vo.average_price_paise == 99_00
+
+
+async def test_stop_market_does_not_trigger_when_the_candle_stays_away(vb):
+    vo = await place(vb, order(kind=t.ORDER_TYPE_STOP_MARKET, price=0, trigger=101_00))
+
+    await vb.on_candle(candle(open_=100_00, high=100_95, low=99_00, close=100_50))
+
+    assert vo.status == t.ORDER_STATUS_TRIGGER_PENDING
+
+
+async def test_stop_limit_triggers_and_fills_in_the_same_candle_when_it_crosses_the_limit(vb):
+    vo = await place(vb, order(kind=t.ORDER_TYPE_STOP_LIMIT, price=101_50, trigger=101_00))
+
+    await vb.on_candle(candle(open_=100_00, high=102_00, low=99_00, close=101_00))
+
+    assert vo.status == t.ORDER_STATUS_TRADED
+    assert vo.average_price_paise == 101_00  # min(limit, max(trigger, open))
+
+
+async def test_stop_limit_that_triggers_without_crossing_its_limit_becomes_open_and_fills_later(vb):
+    vo = await place(vb, order(kind=t.ORDER_TYPE_STOP_LIMIT, price=100_00, trigger=101_00))
+
+    await vb.on_candle(candle(open_=100_50, high=101_50, low=100_00, close=101_00))
+    triggered = vo.status
+    await vb.on_candle(candle(open_=100_50, high=100_60, low=99_50, close=99_80, start_ns=T0 + 2 * MINUTE))
+
+    assert triggered == t.ORDER_STATUS_OPEN
+    assert vo.status == t.ORDER_STATUS_TRADED
+    assert vo.average_price_paise == 100_00
+
+
+async def test_a_candle_that_started_before_the_order_was_accepted_does_not_fill_it(vb):
+    vo = await place(vb, order(price=100_00))  # accepted at T0 + 1 ns
+
+    await vb.on_candle(candle(open_=99_00, high=99_50, low=98_00, close=99_00, start_ns=T0))
+
+    assert vo.status == t.ORDER_STATUS_OPEN
+
+
+async def test_fill_quantity_is_capped_by_candle_volume_and_the_rest_stays_open(vb):
+    vo = await place(vb, order(price=100_00, quantity=50))
+
+    await vb.on_candle(candle(open_=99_00, high=99_50, low=98_00, close=99_00, volume=20))
+
+    assert vo.status == t.ORDER_STATUS_PARTIALLY_FILLED
+    assert vo.filled == 20
+    assert vo.remaining == 30
+
+
+async def test_ioc_order_not_filled_on_arrival_is_cancelled(vb):
+    await vb.on_ticks(tick(ltp=100_00, bid=99_95, ask=100_05))
+
+    vo = await place(vb, order(price=99_00, validity=t.VALIDITY_IOC))
+
+    assert vo.status == t.ORDER_STATUS_CANCELLED
+    assert "IOC" in vo.reason
+
+
+async def test_each_fill_event_carries_cumulative_fills_and_its_charges(vb):
+    vo = await place(vb, order(price=100_00, quantity=50))
+    await vb.on_candle(candle(open_=99_00, high=99_50, low=98_00, close=99_00, volume=20))
+    await vb.on_candle(candle(open_=98_00, high=99_50, low=97_00, close=99_00, start_ns=T0 + 2 * MINUTE))
+
+    first, second = await next_event(vb), await next_event(vb)
+
+    assert (first.filled_quantity, first.average_price_paise) == (20, 99_00)
+    assert (second.filled_quantity, second.average_price_paise) == (50, (20 * 99_00 + 30 * 98_00 + 25) // 50)
+    assert second.raw["last_fill_quantity"] == 30
+    assert second.raw["last_fill_price_paise"] == 98_00
+    expected = CHARGES.for_fill(vo.request, 20, 99_00).total
+    assert first.charges_paise == expected == first.raw["last_fill_charges_paise"]
+    assert second.charges_paise == vo.charges_paise > expected
+
+
+async def test_cancel_closes_a_working_order_and_refuses_a_terminal_one(vb):
+    vo = await place(vb, order(price=100_00))
+
+    ack = await vb.cancel_order(vo.id)
+
+    assert ack.status == t.ORDER_STATUS_CANCELLED
+    with pytest.raises(BrokerRejected):
+        await vb.cancel_order(vo.id)
+    with pytest.raises(NotFound):
+        await vb.cancel_order("VB-unknown")
+
+
+async def test_restore_reseeds_working_orders_from_the_ledger_and_they_fill_again():
+    vb = VirtualBroker(None, CHARGES, ManualClock(T0 + 1))
+    saved = t.OrderUpdate(internal_id="i-1", client_order_id="c-9", exchange_order_id="VB-abc",
+                          status=t.ORDER_STATUS_PARTIALLY_FILLED, filled_quantity=4, average_price_paise=100_00,
+                          request=order(price=100_00, quantity=10, client_order_id="c-9"))
+
+    assert vb.restore([saved]) == 1
+    await vb.on_candle(candle(open_=99_00, high=99_50, low=98_00, close=99_00))
+
+    vo = vb.book["VB-abc"]
+    assert vo.status == t.ORDER_STATUS_TRADED
+    assert vo.filled == 10
+    assert vo.average_price_paise == (4 * 100_00 + 6 * 99_00) // 10
+
+
+class FakeRealBroker:
+    """Stands in for the real account (a network broker cannot run here); only reads are used."""
+
+    name = "fake-real"
+
+    async def positions(self):
+        return [t.Position(token=1, net_quantity=5)]
+
+    async def limits(self):
+        return {"cash": 100}
+
+    async def quotes(self, tokens):
+        return {tok: 1 for tok in tokens}
+
+    async def place_order(self, order):  # pragma: no cover - must never be called
+        raise AssertionError("a write reached the real broker")
+
+
+async def test_reads_pass_through_to_the_inner_broker_and_writes_do_not():
+    vb = VirtualBroker(FakeRealBroker(), CHARGES, ManualClock(T0 + 1))
+
+    ack = await vb.place_order(order())
+
+    assert ack.exchange_order_id.startswith("VB-")
+    assert (await vb.positions())[0].net_quantity == 5
+    assert await vb.limits() == {"cash": 100}
+    assert await vb.quotes([7]) == {7: 1}
