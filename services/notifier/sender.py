@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
 from prometheus_client import Counter
-from telegram.error import NetworkError, RetryAfter, TelegramError
+from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
 from services.notifier.messages import join_messages
 
@@ -92,13 +92,15 @@ class TelegramSender:
                 RETRIED.labels("rate_limited").inc()
                 log.warning("telegram rate limit, waiting", extra={"chat_id": chat_id, "retry_after_s": wait})
                 await asyncio.sleep(wait)
-            except NetworkError as exc:  # includes TimedOut
+            except BadRequest as exc:  # a NetworkError subclass, but resending the same text fails the same way
+                return self._give_up(chat_id, exc)
+            except NetworkError as exc:  # includes TimedOut and 5xx
                 failures += 1
                 if failures >= self.attempts:
                     return self._give_up(chat_id, exc)
                 RETRIED.labels("network").inc()
                 await asyncio.sleep(self.backoff_seconds * 2 ** (failures - 1))
-            except TelegramError as exc:  # BadRequest, Forbidden, InvalidToken: retrying will not help
+            except TelegramError as exc:  # Forbidden, InvalidToken: retrying will not help
                 return self._give_up(chat_id, exc)
 
     def _give_up(self, chat_id: int, exc: Exception) -> bool:

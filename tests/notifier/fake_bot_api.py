@@ -26,6 +26,7 @@ class FakeBotApi:
         self._callback_ids = itertools.count(1)
         self._new_update = asyncio.Event()
         self.rate_limit_next: list[int] = []  # retry_after seconds for the next sendMessage calls
+        self.error_next: list[int] = []  # HTTP status codes for the next sendMessage calls
         self._runner: web.AppRunner | None = None
         self._closing = False
         self.url = ""
@@ -85,6 +86,10 @@ class FakeBotApi:
             wait = self.rate_limit_next.pop(0)
             return web.json_response({"ok": False, "error_code": 429, "description": f"Too Many Requests: "
                                       f"retry after {wait}", "parameters": {"retry_after": wait}}, status=429)
+        if method == "sendMessage" and self.error_next:
+            status = self.error_next.pop(0)
+            return web.json_response({"ok": False, "error_code": status, "description": f"error {status}"},
+                                     status=status)
         if method == "getUpdates":
             return _ok(await self._get_updates(params))
         if method == "getMe":
