@@ -44,10 +44,10 @@ def state_name(state: int) -> str:
 class StateChange:
     """A move of the trading state (or a kill-switch action) the module announces as a Notification."""
 
-    previous: int
-    state: int
+    previous: risk_pb2.TradingState
+    state: risk_pb2.TradingState
     reason: str
-    kind: int = ops_pb2.NOTIFICATION_KIND_RISK_BREACH
+    kind: ops_pb2.NotificationKind = ops_pb2.NOTIFICATION_KIND_RISK_BREACH
 
 
 @dataclass
@@ -72,7 +72,7 @@ class RiskEngine:
         self.clock = clock
         self.instruments = instruments
         self.positions = positions if positions is not None else PositionBook()
-        self.state = ACTIVE
+        self.state: risk_pb2.TradingState = ACTIVE
         self.state_reason = ""
         self.kill_switch_engaged = False
         self.last_prices: dict[int, int] = {}
@@ -80,7 +80,7 @@ class RiskEngine:
         self._accepted: set[str] = set()
         self._changes: list[StateChange] = []
         self._bucket = TokenBucket(limits.max_orders_per_second, now)
-        self._loss_level = ACTIVE
+        self._loss_level: risk_pb2.TradingState = ACTIVE
         self._day: date = day_of(now)
         self._day_start_pnl = 0
         self._squared_off: date | None = None
@@ -313,7 +313,7 @@ class RiskEngine:
             limit = self.limits.daily_loss_halt_paise if level == HALTED else self.limits.daily_loss_reducing_paise
             self._move(level, f"daily loss {fmt_inr(loss)} reached {limit_name} {fmt_inr(limit)}")
 
-    def _loss_level_now(self) -> tuple[int, int]:
+    def _loss_level_now(self) -> tuple[int, risk_pb2.TradingState]:
         loss = -self.daily_pnl_paise()
         if loss >= self.limits.daily_loss_halt_paise:
             return loss, HALTED
@@ -353,8 +353,8 @@ class RiskEngine:
         self._bucket.set_rate(limits.max_orders_per_second, self.clock.now_ns())
         self.evaluate_loss()
 
-    def _move(self, state: int, reason: str, kind: int = ops_pb2.NOTIFICATION_KIND_RISK_BREACH,
-              always: bool = False) -> None:
+    def _move(self, state: risk_pb2.TradingState, reason: str,
+              kind: ops_pb2.NotificationKind = ops_pb2.NOTIFICATION_KIND_RISK_BREACH, always: bool = False) -> None:
         previous = self.state
         self.state, self.state_reason = state, reason
         if always or previous != state:

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 DECISIONS = Counter("neopulse_risk_decisions", "Risk decisions", ["accepted", "reason_code"])
 CANCEL_FAILURES = Counter("neopulse_risk_cancel_failures", "Kill-switch cancels the OMS refused or failed")
 
-SEVERITY = {risk_pb2.TRADING_STATE_ACTIVE: ops_pb2.SEVERITY_INFO,
+SEVERITY: dict[int, ops_pb2.Severity] = {risk_pb2.TRADING_STATE_ACTIVE: ops_pb2.SEVERITY_INFO,
             risk_pb2.TRADING_STATE_REDUCING: ops_pb2.SEVERITY_WARNING, HALTED: ops_pb2.SEVERITY_CRITICAL}
 HALT_CODES = frozenset({"TRADING_HALTED"})
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from shared.contracts import market_pb2, trading_pb2
 from shared.positions import PositionState
@@ -59,11 +59,12 @@ def square_off_orders(pos: PositionState, inst: market_pb2.Instrument | None, qu
     remaining, n = quantity, 0
     while remaining > 0:
         qty = min(remaining, max_chunk)
-        orders.append(trading_pb2.OrderRequest(
+        order = trading_pb2.OrderRequest(
             client_order_id=f"SQ-{day:%Y%m%d}-{pos.token}-{pos.product}-{n}", token=pos.token,
             exchange_segment=segment, symbol=symbol, side=side, quantity=qty,
-            order_type=trading_pb2.ORDER_TYPE_MARKET, product=pos.product, validity=trading_pb2.VALIDITY_DAY,
-            strategy_tag=SQUAREOFF_TAG))
+            order_type=trading_pb2.ORDER_TYPE_MARKET, validity=trading_pb2.VALIDITY_DAY, strategy_tag=SQUAREOFF_TAG)
+        order.product = cast("trading_pb2.Product", pos.product)  # PositionState keeps a plain int
+        orders.append(order)
         remaining -= qty
         n += 1
     return orders
