@@ -275,6 +275,13 @@ class RiskEngine:
             if update.sequence <= self._last_update_sequence:
                 return  # already seen (a resumed stream replays)
             self._last_update_sequence = update.sequence
+        self.track_order(update)
+        if update.last_fill_quantity > 0:
+            self.positions.apply_update(update)
+            self.evaluate_loss()
+
+    def track_order(self, update: trading_pb2.OrderUpdate) -> None:
+        """Count an order as open until it is terminal (also orders placed before a restart)."""
         cid = update.client_order_id or update.request.client_order_id
         if update.status in TERMINAL:
             self.open_orders.pop(cid, None)
@@ -282,9 +289,7 @@ class RiskEngine:
             req = update.request
             tracked = self.open_orders.setdefault(cid, OpenOrder(req.token, req.side, req.quantity))
             tracked.filled = update.filled_quantity
-        if update.last_fill_quantity > 0:
-            self.positions.apply_update(update)
-            self.evaluate_loss()
+            self._accepted.add(cid)
 
     def on_ticks(self, ticks: Iterable[market_pb2.Tick]) -> None:
         """Hot path: remember the last price per token; marks are applied when the loss is evaluated."""

@@ -18,7 +18,7 @@ from shared.bus import Bus, Sequencer, Topic
 from shared.clock import Clock
 from shared.component import Component
 from shared.contracts import market_pb2, oms_pb2, ops_pb2, risk_pb2, trading_pb2
-from shared.errors import InvalidInput, RiskRejected, TradingHalted
+from shared.errors import InvalidInput, NotFound, RetryableError, RiskRejected, TradingHalted
 from shared.instruments import InstrumentBook
 from shared.money import fmt_inr
 
@@ -47,6 +47,7 @@ class RiskModule(Component):
 
     async def start(self) -> None:
         await self.instruments.load_from(self.bus)
+        await self._load_open_orders()
         self.bus.subscribe(Topic.SIGNALS, "risk", self._on_signal)
         self.bus.subscribe(Topic.TICKS, "risk", self._on_ticks)
         self.bus.subscribe(Topic.ORDER_UPDATES, "risk", self._on_order_update)
@@ -56,6 +57,16 @@ class RiskModule(Component):
         self.bus.handle(rpc.SET_KILL_SWITCH, self.set_kill_switch)
         log.info("risk started", extra={"instruments": len(self.instruments)})
         self.ready.set()
+
+    async def _load_open_orders(self) -> None:
+        """After a restart the OMS's open orders count again; no OMS reachable yet means none to count."""
+        try:
+            reply = await self.bus.call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(open_only=True, limit=10_000))
+        except (NotFound, RetryableError):
+            log.info("no order service to ask for open orders; starting with none")
+            return
+        for update in reply.orders:
+            self.engine.track_order(update)
 
     async def run(self) -> None:
         """The clock timer: daily loss from marks, day roll-over and the intraday square-off."""

@@ -238,3 +238,23 @@ async def test_run_squares_off_mis_positions_at_1515_ist(risk):
     assert decision.accepted
     assert (decision.order.strategy_tag, decision.order.side, decision.order.quantity,
             decision.order.client_order_id) == ("SQUAREOFF", SELL, 10, "SQ-20260121-2885-1-0")
+
+
+async def test_open_orders_the_oms_already_holds_count_after_a_restart(clock):
+    bus = Bus()
+
+    async def list_instruments(request: ingestion_pb2.ListInstrumentsRequest) -> ingestion_pb2.ListInstrumentsResponse:
+        return ingestion_pb2.ListInstrumentsResponse(instruments=nse_instruments())
+
+    async def list_orders(request: oms_pb2.ListOrdersRequest) -> oms_pb2.ListOrdersResponse:
+        held = trading_pb2.OrderUpdate(client_order_id="before-restart", status=trading_pb2.ORDER_STATUS_OPEN,
+                                       request=order(client_order_id="before-restart"))
+        return oms_pb2.ListOrdersResponse(orders=[held])
+
+    bus.handle(rpc.LIST_INSTRUMENTS, list_instruments)
+    bus.handle(rpc.LIST_ORDERS, list_orders)
+    await RiskModule(bus, load(RiskSettings, {}), clock).start()
+
+    state = await bus.call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())
+
+    assert state.open_orders == 1
