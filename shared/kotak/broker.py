@@ -127,13 +127,7 @@ class KotakBroker:
         return ticks
 
     async def scrip_master(self, segments: tuple[str, ...] = ("nse_cm",)) -> list[market_pb2.Instrument]:
-        reply = await self._read("scrip_master")
-        paths = (reply.get("filesPaths") or []) if isinstance(reply, dict) else []
-        out: list[market_pb2.Instrument] = []
-        for url in paths:
-            if any(seg in url.lower() for seg in segments):
-                out += mapping.instruments_from_csv(await self.session.download(url))
-        return out
+        return await self.session.scrip_master(segments)
 
     async def _read(self, method: str, *args: Any, **kwargs: Any) -> Any:
         reply = await self.session.call(method, *args, **kwargs)

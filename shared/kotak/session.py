@@ -134,6 +134,17 @@ class KotakSession:
         except httpx.HTTPError as exc:
             raise RetryableError(f"scrip master download failed ({type(exc).__name__}); retry later") from None
 
+    async def scrip_master(self, segments: tuple[str, ...] = ("nse_cm",)) -> list:
+        """The instruments of the scrip-master files for `segments` (list of market_pb2.Instrument)."""
+        reply = await self.call("scrip_master")
+        if mapping.reply_error(reply) is not None or not isinstance(reply, dict):
+            raise RetryableError(f"Kotak scrip_master failed: {self.scrub(str(reply))[:200]}; retry later")
+        out = []
+        for url in reply.get("filesPaths") or []:
+            if any(seg in url.lower() for seg in segments):
+                out += mapping.instruments_from_csv(await self.download(url))
+        return out
+
     # feeds -------------------------------------------------------------------------
     def websocket(self, **kwargs: Any):
         """A new SDK SFeedWebSocket for the current session (not connected)."""

@@ -1,0 +1,221 @@
+"""KotakFeedSource: market data from Kotak SFeed through the SDK websocket, as TickBatch per feed frame.
+
+Talks to Kotak through shared.kotak.session (login, scrip master, SFeedWebSocket); owns reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import logging
+import struct
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from neo_api_client.websocket.feed import WsToken
+from neo_api_client.websocket.feed.exceptions import AuthenticationError
+from neo_api_client.websocket.feed.models import SFeedScrip, SFeedScripLite
+
+from services.ingestion.source import SourceStats
+from shared.clock import NS
+from shared.contracts import market_pb2
+from shared.errors import ConfigError
+from shared.kotak.config import KotakSettings
+from shared.kotak.session import KotakSession
+from shared.money import to_paise
+
+log = logging.getLogger(__name__)
+_U16 = struct.Struct("<H")
+HEADER_SIZE = 9  # SFeed packet header (length u16, code u16, exchange, level, auction, seq, bitmask)
+
+
+def frame_is_well_formed(frame: bytes) -> bool:
+    """Every packet's length prefix is sane and the packets tile the frame exactly."""
+    offset, n = 0, len(frame)
+    while offset < n:
+        if offset + 2 > n:
+            return False
+        size = _U16.unpack_from(frame, offset)[0]
+        if size < HEADER_SIZE or offset + size > n:
+            return False
+        offset += size
+    return n > 0
+
+
+def _paise(rupees: float) -> int:
+    # The SDK divides the integer wire price by the divider; str() of that float is its shortest exact form.
+    return to_paise(str(rupees))
+
+
+def to_tick(message: Any, recv_ns: int) -> market_pb2.Tick | None:
+    """An SDK feed message (lite or market picture with depth) -> Tick in paise; None for other messages."""
+    token = int(message.instrument_token) if getattr(message, "instrument_token", "").isdigit() else 0
+    if isinstance(message, SFeedScripLite) and token:
+        return market_pb2.Tick(token=token, exchange_segment=message.exchange_segment,
+                               ts_ns=message.last_trade_time * NS, ltp_paise=_paise(message.last_traded_price),
+                               ltq=message.last_trade_qty, close_paise=_paise(message.close_price), recv_ns=recv_ns)
+    if isinstance(message, SFeedScrip) and token:
+        bids = [market_pb2.DepthLevel(price_paise=_paise(d.price), quantity=d.quantity, orders=d.orders)
+                for d in message.buy]
+        asks = [market_pb2.DepthLevel(price_paise=_paise(d.price), quantity=d.quantity, orders=d.orders)
+                for d in message.sell]
+        tick = market_pb2.Tick(
+            token=token, exchange_segment=message.exchange_segment, ts_ns=message.last_trade_time * NS,
+            ltp_paise=_paise(message.last_traded_price), ltq=message.last_trade_qty,
+            volume=message.volume_traded_today, open_paise=_paise(message.open_price),
+            high_paise=_paise(message.high_price), low_paise=_paise(message.low_price),
+            close_paise=_paise(message.close_price), atp_paise=_paise(message.average_trade_price),
+            open_interest=message.open_interest, recv_ns=recv_ns, bids=bids, asks=asks)
+        if bids:
+            tick.bid_paise, tick.bid_qty = bids[0].price_paise, bids[0].quantity
+        if asks:
+            tick.ask_paise, tick.ask_qty = asks[0].price_paise, asks[0].quantity
+        return tick
+    return None
+
+
+def resolve(symbols: list[str], master: list[market_pb2.Instrument]) -> list[market_pb2.Instrument]:
+    """The scrip-master rows for the symbols, in order; unknown symbols fail naming close matches."""
+    by_symbol = {i.symbol.upper(): i for i in master}
+    unknown = [s for s in symbols if s.upper() not in by_symbol]
+    if unknown:
+        names = list(by_symbol)
+        hints = {s: difflib.get_close_matches(s.upper(), names, n=3) for s in unknown}
+        detail = "; ".join(f"{s!r} (close: {', '.join(m) or 'none'})" for s, m in hints.items())
+        raise ConfigError(f"symbols: not in Kotak's scrip master: {detail}")
+    return [by_symbol[s.upper()] for s in symbols]
+
+
+class KotakFeedSource:
+    """MarketSource over the SDK's SFeedWebSocket. mode: "depth" (market picture, 5 levels) or "lite"."""
+
+    name = "kotak"
+
+    def __init__(self, settings: KotakSettings, symbols: list[str], *, session: KotakSession | None = None,
+                 mode: Literal["depth", "lite"] = "depth") -> None:
+        self.settings = settings
+        self.symbols = symbols
+        self.session = session or KotakSession(settings)
+        self.mode = mode
+        self.stats = SourceStats()
+        self._instruments: list[market_pb2.Instrument] | None = None
+        self._ws: Any = None
+        self._frame_no = 0
+        self._frames: deque[int] = deque()  # frame number of each message queued in the SDK, in order
+        self._last: dict[tuple[int, str], tuple] = {}
+        self._closed = False
+
+    async def instruments(self) -> list[market_pb2.Instrument]:
+        if self._instruments is None:
+            if self.session.client is None:
+                await self.session.login()
+            segments = tuple(sorted({"nse_cm", *(s.split(":")[0] for s in self.symbols if ":" in s)}))
+            self._instruments = resolve(self.symbols, await self.session.scrip_master(segments))
+        return list(self._instruments)
+
+    async def batches(self) -> AsyncIterator[market_pb2.TickBatch]:
+        instruments = await self.instruments()
+        delay = self.settings.reconnect_initial_s
+        while not self._closed:
+            try:
+                ws = await self._connect(instruments)
+                delay = self.settings.reconnect_initial_s
+                async for batch in self._read(ws):
+                    yield batch
+            except AuthenticationError:
+                # The feed refuses an expired session: log in again before the next attempt.
+                await self.session.relogin(self.session.generation)
+            except (TimeoutError, OSError) as exc:
+                log.warning("kotak feed connection failed", extra={"error": self.session.scrub(str(exc))})
+            except Exception as exc:
+                log.warning("kotak feed failed", extra={"error": self.session.scrub(repr(exc))})
+            finally:
+                await self._drop()
+            if self._closed:
+                return
+            self.stats.reconnects += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.settings.reconnect_max_s)
+
+    async def _connect(self, instruments: list[market_pb2.Instrument]) -> Any:
+        ws = self.session.websocket(max_reconnect_attempts=0, max_connect_retries=0)
+        ws.on_raw = self._on_raw
+        ws.on_message = self._on_message
+        ws.on_error = self._on_error
+        self._ws = ws
+        self._frames.clear()
+        await ws.connect()
+        tokens = [WsToken(i.exchange_segment, str(i.token)) for i in instruments]
+        if self.mode == "lite":
+            await ws.subscribe_scrips_lite(tokens)
+        else:
+            await ws.subscribe_depth(tokens)
+        self.stats.connected = True
+        log.info("kotak feed subscribed", extra={"instruments": len(tokens), "mode": self.mode})
+        return ws
+
+    def _on_raw(self, raw: Any) -> None:
+        self._frame_no += 1
+        if isinstance(raw, (bytes, bytearray)) and not frame_is_well_formed(bytes(raw)):
+            self.stats.malformed_packets += 1
+
+    def _on_message(self, message: Any) -> None:
+        self._frames.append(self._frame_no)
+
+    def _on_error(self, exc: Exception) -> None:
+        self.stats.malformed_packets += 1
+
+    async def _read(self, ws: Any) -> AsyncIterator[market_pb2.TickBatch]:
+        """One TickBatch per feed frame: the run of already-queued messages decoded from the same frame."""
+        iterator = aiter(ws)
+        while True:
+            try:
+                message = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            frame = self._frames.popleft() if self._frames else -1
+            messages = [message]
+            while self._frames and self._frames[0] == frame:
+                self._frames.popleft()
+                messages.append(await anext(iterator))
+            recv_ns = time.time_ns()
+            ticks = []
+            for m in messages:
+                t = to_tick(m, recv_ns)
+                if t is not None and self._is_new(t, m.type):
+                    ticks.append(t)
+            if ticks:
+                yield market_pb2.TickBatch(ticks=ticks)
+
+    def _is_new(self, tick: market_pb2.Tick, kind: str) -> bool:
+        """False for a tick already delivered (the snapshot SFeed resends on every (re)subscribe)."""
+        key = (tick.token, kind)
+        ident = (tick.ts_ns, tick.ltp_paise, tick.ltq, tick.volume, tick.bid_paise, tick.ask_paise,
+                 tick.bid_qty, tick.ask_qty)
+        last = self._last.get(key)
+        if last == ident or (last is not None and tick.volume and tick.volume < last[3]):
+            return False
+        self._last[key] = ident
+        return True
+
+    async def _drop(self) -> None:
+        ws, self._ws = self._ws, None
+        self.stats.connected = False
+        if ws is not None:
+            ws.on_disconnect = None
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+    async def reconnect(self, reason: str) -> None:
+        """Drop the socket; batches() reconnects (logging in again first if the session expired)."""
+        log.warning("kotak feed reconnect requested", extra={"reason": reason})
+        await self.session.call("limits")  # any expired session is renewed here, once
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._drop()

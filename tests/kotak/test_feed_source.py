@@ -1,0 +1,106 @@
+"""KotakFeedSource through the SDK's SFeed websocket against the simulator: exact decode of lite and depth
+packets, reconnect without duplicates, session expiry, malformed frames, unknown symbols."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from services.ingestion.kotak_source import KotakFeedSource
+from shared.contracts import market_pb2
+from shared.errors import ConfigError
+from tests.kotak.conftest import NOW_NS, RELIANCE, TCS, tick, wait_for
+
+
+def depth_tick() -> market_pb2.Tick:
+    t = tick(RELIANCE, 129_135, ts_ns=NOW_NS + 7 * 10**9, volume=5_000, ltq=25, bid=129_130, ask=129_140)
+    t.bids.extend(market_pb2.DepthLevel(price_paise=129_130 - 5 * i, quantity=10 + i, orders=1 + i) for i in range(5))
+    t.asks.extend(market_pb2.DepthLevel(price_paise=129_140 + 5 * i, quantity=20 + i, orders=2 + i) for i in range(5))
+    t.bid_qty, t.ask_qty = 10, 20
+    return t
+
+
+def subscribed(sim) -> bool:
+    return any(client.subs for client in sim.feed_sockets)
+
+
+@pytest.fixture
+async def source(settings):
+    src = KotakFeedSource(settings, ["RELIANCE-EQ", "TCS-EQ"])
+    yield src
+    await src.close()
+
+
+async def next_batch(batches) -> market_pb2.TickBatch:
+    return await asyncio.wait_for(anext(batches), 5)
+
+
+async def test_depth_packet_decodes_to_the_exact_tick_the_simulator_sent(sim, source):
+    batches = source.batches()
+    await next_batch(batches)  # the subscribe snapshot
+    sent = depth_tick()
+    await sim.push_ticks([sent])
+    [got] = (await next_batch(batches)).ticks
+    assert got.recv_ns > 0
+    got.recv_ns = 0
+    assert got == sent
+
+
+async def test_lite_packet_decodes_token_time_price_quantity_and_close(sim, settings):
+    source = KotakFeedSource(settings, ["TCS-EQ"], mode="lite")
+    batches = source.batches()
+    await next_batch(batches)
+    await sim.push_ticks([tick(TCS, 345_065, ts_ns=NOW_NS + 3 * 10**9, ltq=7)])
+    [got] = (await next_batch(batches)).ticks
+    await source.close()
+    assert (got.token, got.exchange_segment, got.ts_ns, got.ltp_paise, got.ltq, got.close_paise) == (
+        TCS, "nse_cm", NOW_NS + 3 * 10**9, 345_065, 7, 128_500)
+
+
+async def test_one_feed_frame_becomes_one_tick_batch(sim, source):
+    batches = source.batches()
+    await next_batch(batches)
+    await sim.push_ticks([tick(RELIANCE, 129_010, volume=200), tick(TCS, 345_020, volume=300)])
+    batch = await next_batch(batches)
+    assert [(t.token, t.ltp_paise) for t in batch.ticks] == [(RELIANCE, 129_010), (TCS, 345_020)]
+
+
+async def test_reconnect_after_a_dropped_socket_resubscribes_without_duplicate_ticks(sim, source):
+    batches = source.batches()
+    snapshot = await next_batch(batches)
+    await sim.drop_feeds()
+    pending = asyncio.ensure_future(next_batch(batches))  # the source reconnects while it is being read
+    await wait_for(lambda: source.stats.reconnects == 1 and subscribed(sim))
+    await sim.push_ticks([tick(RELIANCE, 129_200, volume=900)])
+    after = await pending
+    assert len(snapshot.ticks) == 2
+    assert [(t.token, t.ltp_paise) for t in after.ticks] == [(RELIANCE, 129_200)]
+
+
+async def test_expired_session_is_renewed_when_the_feed_reconnects(sim, source):
+    batches = source.batches()
+    await next_batch(batches)
+    sim.expire_session()
+    await sim.drop_feeds()
+    pending = asyncio.ensure_future(next_batch(batches))
+    await wait_for(lambda: sim.logins == 2 and subscribed(sim))
+    await sim.push_ticks([tick(TCS, 345_500, volume=1_000)])
+    after = await pending
+    assert [(t.token, t.ltp_paise) for t in after.ticks] == [(TCS, 345_500)]
+
+
+async def test_malformed_frame_is_counted_and_skipped_and_the_connection_is_kept(sim, source):
+    batches = source.batches()
+    await next_batch(batches)
+    await sim.send_raw_feed_frame(b"\x90\x00\x28\x1c\x01\x08\x00")  # length 144 announced, 7 bytes sent
+    await sim.push_ticks([tick(RELIANCE, 129_050, volume=400)])
+    after = await next_batch(batches)
+    assert [(t.token, t.ltp_paise) for t in after.ticks] == [(RELIANCE, 129_050)]
+    assert (source.stats.malformed_packets, source.stats.reconnects, source.stats.connected) == (1, 0, True)
+
+
+async def test_unknown_symbol_fails_listing_close_matches_from_the_scrip_master(sim, settings):
+    source = KotakFeedSource(settings, ["RELIANCE", "TCS-EQ"])
+    with pytest.raises(ConfigError, match=r"'RELIANCE' \(close: RELIANCE-EQ"):
+        await source.instruments()
