@@ -73,10 +73,14 @@ class NotifierModule(Component):
                 await self._start_bot(self.bot)
 
     async def stop(self) -> None:
+        """Send what is still queued (the "stopping" notice), then stop polling; safe if run() never started."""
         if self.sender is not None and self.bot_started.is_set():
-            await self._flush(seconds=5.0)
-        if self.bot is not None and self.bot_started.is_set():
-            await self.bot.stop()
+            await self.sender.flush(seconds=5.0)
+        if self.bot is not None:
+            try:
+                await self.bot.stop()
+            except Exception:
+                log.exception("telegram bot did not stop cleanly")
             self.bot_started.clear()
 
     async def _start_bot(self, bot: TelegramBot) -> None:
@@ -92,15 +96,6 @@ class NotifierModule(Component):
                 log.warning("telegram bot did not start; retrying", extra={"error": repr(exc)})
                 await bot.stop()
                 await asyncio.sleep(BOT_START_RETRY_SECONDS)
-
-    async def _flush(self, seconds: float) -> None:
-        """Give queued messages a bounded chance to go out before the bot stops."""
-        assert self.sender is not None
-        try:
-            await asyncio.wait_for(self.sender.queue.join(), seconds)
-        except TimeoutError:
-            log.warning("notifier stopped with undelivered messages",
-                        extra={"waiting": self.sender.queue.qsize()})
 
     # -- what arrives ----------------------------------------------------------------
     async def _on_notification(self, note: ops_pb2.Notification) -> None:

@@ -41,6 +41,7 @@ class TelegramSender:
         self.sent = 0
         self.failed = 0
         self.dropped = 0
+        self._unsent: list[str] = []
 
     def offer(self, html: str) -> None:
         """Queue one HTML block; a full queue sheds its oldest block (counted) instead of waiting."""
@@ -57,14 +58,38 @@ class TelegramSender:
         """Forever: wait for a block, gather what arrives within the window, send it as few messages."""
         while True:
             batch = [await self.queue.get()]
+            done = False
             try:
                 await self._gather(batch)
-                for text in join_messages(batch):
-                    for chat_id in self.chat_ids:
-                        await self.deliver(chat_id, text)
+                await self._send_batch(batch)
+                done = True
+            except Exception:  # a bug in sending must not end the process; the blocks are lost, counted
+                done = True
+                self.failed += len(batch)
+                FAILED.inc(len(batch))
+                log.exception("telegram send loop failed", extra={"blocks": len(batch)})
             finally:
+                if not done:  # cancelled mid-batch (shutdown): flush() sends it
+                    self._unsent = batch
                 for _ in batch:
                     self.queue.task_done()
+
+    async def flush(self, seconds: float) -> None:
+        """Send what is still waiting, at once, within `seconds` (at shutdown, when run() may be gone)."""
+        batch, self._unsent = self._unsent, []
+        while not self.queue.empty():
+            batch.append(self.queue.get_nowait())
+            self.queue.task_done()
+        try:
+            async with asyncio.timeout(seconds):
+                await self._send_batch(batch)
+        except TimeoutError:
+            log.warning("telegram messages left unsent at shutdown", extra={"blocks": len(batch)})
+
+    async def _send_batch(self, batch: list[str]) -> None:
+        for text in join_messages(batch):
+            for chat_id in self.chat_ids:
+                await self.deliver(chat_id, text)
 
     async def _gather(self, batch: list[str]) -> None:
         loop = asyncio.get_running_loop()

@@ -6,7 +6,8 @@ Thin over services.notifier.control (which talks to the bus); polls getUpdates f
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.constants import ParseMode
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 Reply = tuple[str, InlineKeyboardMarkup | None]
 Action = Callable[[int, list[str]], Awaitable[Reply]]
+PtbCallback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
 ADMIN_ONLY = {"kill", "unkill", "squareoff", "pause", "resume"}
 KILL, KILL_CANCEL, SQUARE_OFF, ABORT = "kill", "killc", "sq", "abort"
 ALL = "*"
@@ -79,7 +81,7 @@ class TelegramBot:
             "chat_id": chat.id if chat else None, "user_id": user.id if user else None, "what": what})
         return None
 
-    def _gated(self, name: str, action: Action) -> Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]:
+    def _gated(self, name: str, action: Action) -> PtbCallback:
         async def handle(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             chat_id = self._allowed(update, f"/{name}")
             if chat_id is None or update.effective_message is None:

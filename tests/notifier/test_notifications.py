@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from services.notifier.module import NotifierModule
@@ -138,3 +139,18 @@ def settings_for_no_bot():
     from services.notifier.config import NotifierSettings
 
     return NotifierSettings(daily_summary_time_ist="")
+
+
+async def test_a_notice_still_in_the_batch_window_is_sent_when_the_module_stops(bus, standins, fake_api, clock):
+    module = NotifierModule(bus, settings_for(fake_api, batch_window_seconds=30), clock)
+    await module.start()
+    runner = asyncio.create_task(module.run())
+    await asyncio.wait_for(module.bot_started.wait(), 5)
+    await bus.publish(Topic.NOTIFICATIONS, note("NeoPulse stopping"))
+    await wait_for(lambda: module.handled == 1 and module.sender.queue.empty())
+
+    runner.cancel()  # the process cancels run() first, then calls stop()
+    await asyncio.gather(runner, return_exceptions=True)
+    await module.stop()
+
+    assert [p["text"] for p in fake_api.sent(chat_id=CHAT)] == ["📡 <b>Feed</b>\nNeoPulse stopping"]
