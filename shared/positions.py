@@ -67,7 +67,7 @@ class PositionState:
     def to_proto(self) -> trading_pb2.Position:
         return trading_pb2.Position(
             token=self.token, exchange_segment=self.exchange_segment, symbol=self.symbol,
-            product=cast("trading_pb2.Product.ValueType", self.product), net_quantity=self.net_quantity,
+            product=cast(trading_pb2.Product, self.product), net_quantity=self.net_quantity,
             average_price_paise=self.average_price_paise, realised_pnl_paise=self.realised_pnl_paise,
             unrealised_pnl_paise=self.unrealised_pnl_paise, last_price_paise=self.last_price_paise,
             buy_quantity=self.buy_quantity, sell_quantity=self.sell_quantity, charges_paise=self.charges_paise)
