@@ -1,0 +1,97 @@
+"""1-minute OHLCV candles per token, built from ticks on exchange-time (IST) minute boundaries.
+
+The hot path of the strategy module: no bus, no I/O; the module feeds it tick batches and a timer.
+
+Rules:
+- A tick belongs to the minute `minute_start_ns(tick.ts_ns)` (IST is UTC+05:30, so UTC minute
+  boundaries are IST ones): 09:15:59.999 is in the 09:15 candle, 09:16:00.000 opens the 09:16 one.
+- A candle closes when a tick of a later minute arrives for its token, or when `close_due(now_ns)`
+  is called at or after the end of its minute (the timer, so a quiet instrument still closes).
+- Gaps: a minute with no tick for a token produces no candle (no flat filler bars); indicators see
+  the next real candle as the next value.
+- Volume is the sum of `ltq` inside the minute; tick_count counts the ticks.
+- A tick older than the token's current minute (or of a minute already closed by the timer) is
+  out of order: it is counted in `late_ticks` and ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from shared.contracts import market_pb2
+
+MINUTE_NS = 60 * 1_000_000_000
+
+# Slots of the per-token open-candle list (a list, mutated in place: no allocation per tick).
+_START, _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME, _COUNT, _CLOSED, _SEGMENT = range(9)
+
+Closed = tuple[market_pb2.Candle, int]  # the candle, and recv_ns of the tick that closed it (0 = timer)
+
+
+class CandleBuilder:
+    """Open candles by token; `on_ticks` and `close_due` return the candles they closed."""
+
+    def __init__(self, symbols: dict[int, str] | None = None) -> None:
+        self.symbols: dict[int, str] = dict(symbols or {})
+        self._bars: dict[int, list] = {}
+        self.late_ticks = 0
+
+    def on_ticks(self, ticks: Iterable[market_pb2.Tick]) -> list[Closed]:
+        """Fold ticks (in arrival order) into their candles; returns the candles a later minute closed."""
+        closed: list[Closed] = []
+        bars = self._bars
+        get = bars.get
+        late = 0
+        for t in ticks:
+            ts = t.ts_ns
+            start = ts - ts % MINUTE_NS
+            bar = get(t.token)
+            # Literal indexes below are the _START.._CLOSED slots: globals cost a lookup per tick.
+            if bar is not None and start == bar[0] and not bar[7]:
+                price = t.ltp_paise
+                if price > bar[2]:
+                    bar[2] = price
+                elif price < bar[3]:
+                    bar[3] = price
+                bar[4] = price
+                bar[5] += t.ltq
+                bar[6] += 1
+            elif bar is None:
+                price = t.ltp_paise
+                bars[t.token] = [start, price, price, price, price, t.ltq, 1, False, t.exchange_segment]
+            elif start > bar[0]:
+                if not bar[7]:
+                    closed.append((self._candle(t.token, bar), t.recv_ns))
+                price = t.ltp_paise
+                bar[0] = start
+                bar[1] = bar[2] = bar[3] = bar[4] = price
+                bar[5] = t.ltq
+                bar[6] = 1
+                bar[7] = False
+            else:
+                late += 1
+        if late:
+            self.late_ticks += late
+        return closed
+
+    def close_due(self, now_ns: int) -> list[Closed]:
+        """Close every open candle whose minute ended at or before `now_ns` (timer close; recv_ns 0)."""
+        closed: list[Closed] = []
+        for token, bar in self._bars.items():
+            if not bar[_CLOSED] and bar[_START] + MINUTE_NS <= now_ns:
+                bar[_CLOSED] = True
+                closed.append((self._candle(token, bar), 0))
+        return closed
+
+    def open_candle(self, token: int) -> market_pb2.Candle | None:
+        """The token's candle in progress, or None (for inspection and tests)."""
+        bar = self._bars.get(token)
+        if bar is None or bar[_CLOSED]:
+            return None
+        return self._candle(token, bar)
+
+    def _candle(self, token: int, bar: list) -> market_pb2.Candle:
+        return market_pb2.Candle(
+            token=token, exchange_segment=bar[_SEGMENT], start_ns=bar[_START], open_paise=bar[_OPEN],
+            high_paise=bar[_HIGH], low_paise=bar[_LOW], close_paise=bar[_CLOSE], volume=bar[_VOLUME],
+            tick_count=bar[_COUNT], symbol=self.symbols.get(token, ""))

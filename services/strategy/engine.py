@@ -1,0 +1,166 @@
+"""The strategy engine: ticks -> candles -> plugins -> Signals, plus pause/resume/re-parametrise.
+
+Transport-free (no bus): the module feeds it and publishes what it returns; the benchmark drives it directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from services.strategy.candles import MINUTE_NS, CandleBuilder, Closed
+from services.strategy.config import StrategySettings
+from services.strategy.plugins import OrderIntent, Strategy, StrategyContext, strategy_class
+from shared.bus import Sequencer
+from shared.clock import Clock
+from shared.contracts import market_pb2, strategy_pb2, trading_pb2
+from shared.errors import ConfigError, InvalidInput, NotFound
+from shared.instruments import InstrumentBook
+
+_SIDE_NAMES = {trading_pb2.SIDE_BUY: "BUY", trading_pb2.SIDE_SELL: "SELL"}
+
+Output = tuple[list[market_pb2.Candle], list[trading_pb2.Signal]]
+
+
+def build_strategies(settings: StrategySettings, instruments: InstrumentBook) -> list[Strategy]:
+    """One plugin instance per configured strategy; an unknown symbol is a ConfigError naming it."""
+    out = []
+    for cfg in settings.strategies:
+        tokens = set()
+        for symbol in cfg.symbols:
+            inst = instruments.by_symbol(symbol)
+            if inst is None:
+                raise ConfigError(f"[strategy] strategy {cfg.name!r}: unknown symbol {symbol!r}; "
+                                  "use a trading symbol ingestion lists, e.g. RELIANCE-EQ")
+            tokens.add(inst.token)
+        cls = strategy_class(cfg.kind)
+        out.append(cls(cfg.name, cls.Params.model_validate(cfg.params), frozenset(tokens)))
+    return out
+
+
+class StrategyEngine:
+    def __init__(self, strategies: list[Strategy], instruments: InstrumentBook, clock: Clock,
+                 sequencer: Sequencer | None = None) -> None:
+        self.strategies = {s.name: s for s in strategies}
+        self.instruments = instruments
+        self.clock = clock
+        self.sequencer = sequencer or Sequencer()
+        self.candles = CandleBuilder({i.token: i.symbol for i in instruments})
+        self._tick_strategies = [s for s in strategies if hasattr(s, "on_tick")]
+        self._ctx = StrategyContext(instruments)
+        self._last_update_sequence = 0
+
+    # -- data ------------------------------------------------------------------
+    def on_ticks(self, ticks: Any) -> Output:
+        """Fold a batch of ticks; returns the candles it closed and the signals they caused."""
+        signals: list[trading_pb2.Signal] = []
+        if self._tick_strategies:
+            signals.extend(self._run_on_tick(ticks))
+        closed = self.candles.on_ticks(ticks)
+        if not closed:
+            return [], signals
+        candles, more = self.on_closed(closed)
+        signals.extend(more)
+        return candles, signals
+
+    def close_due(self, now_ns: int) -> Output:
+        """Timer: close candles whose minute ended at or before now_ns."""
+        closed = self.candles.close_due(now_ns)
+        return self.on_closed(closed) if closed else ([], [])
+
+    def on_closed(self, closed: list[Closed]) -> Output:
+        ctx = self._ctx
+        candles, signals = [], []
+        for candle, recv_ns in closed:
+            candles.append(candle)
+            ctx.now_ns = candle.start_ns + MINUTE_NS
+            for strategy in self.strategies.values():
+                if not strategy.wants(candle.token):
+                    continue
+                intents = strategy.on_candle(candle, ctx)
+                if intents and not strategy.paused:
+                    signals.extend(self._emit(strategy, intents, candle.start_ns, recv_ns, ctx.now_ns))
+        return candles, signals
+
+    def _run_on_tick(self, ticks: Any) -> list[trading_pb2.Signal]:
+        ctx, out = self._ctx, []
+        for tick in ticks:
+            ctx.now_ns = tick.ts_ns
+            for strategy in self._tick_strategies:
+                if strategy.wants(tick.token):
+                    intents = strategy.on_tick(tick, ctx)  # type: ignore[attr-defined]
+                    if intents and not strategy.paused:
+                        out.extend(self._emit(strategy, intents, tick.ts_ns, tick.recv_ns, tick.ts_ns))
+        return out
+
+    def _emit(self, strategy: Strategy, intents: list[OrderIntent], at_ns: int, recv_ns: int,
+              now_ns: int) -> list[trading_pb2.Signal]:
+        out = []
+        for intent in intents:
+            inst = self.instruments.get(intent.token)
+            out.append(trading_pb2.Signal(
+                signal_id=f"{strategy.name}-{intent.token}-{at_ns}-{_SIDE_NAMES.get(intent.side, intent.side)}",
+                strategy=strategy.name, token=intent.token,
+                exchange_segment=inst.exchange_segment if inst is not None else "",
+                symbol=inst.symbol if inst is not None else "", side=intent.side, quantity=intent.quantity,
+                order_type=intent.order_type, limit_price_paise=intent.limit_price_paise, product=intent.product,
+                reason=intent.reason, ts_ns=self.clock.now_ns(), tick_recv_ns=recv_ns,
+                sequence=self.sequencer.next()))
+            strategy.mark_sent(intent, now_ns)
+        return out
+
+    def on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
+        """Hand an order update to the strategy it belongs to (strategy_tag); repeats are dropped."""
+        if update.sequence:
+            if update.sequence <= self._last_update_sequence:
+                return
+            self._last_update_sequence = update.sequence
+        strategy = self.strategies.get(update.request.strategy_tag)
+        if strategy is not None:
+            strategy.on_order_update(update)
+
+    # -- control -----------------------------------------------------------------
+    def get(self, name: str) -> Strategy:
+        strategy = self.strategies.get(name)
+        if strategy is None:
+            known = ", ".join(self.strategies) or "none"
+            raise NotFound(f"no strategy named {name!r}; configured: {known}")
+        return strategy
+
+    def set_paused(self, name: str, paused: bool) -> Strategy:
+        strategy = self.get(name)
+        strategy.paused = paused
+        return strategy
+
+    def set_params(self, name: str, changes: dict[str, str]) -> Strategy:
+        """Validate the whole new parameter set, then apply it at once; nothing changes on error."""
+        strategy = self.get(name)
+        if not changes:
+            raise InvalidInput("params", "no parameters given; pass at least one name=value")
+        fields = type(strategy.params).model_fields
+        for key in changes:
+            if key not in fields:
+                raise InvalidInput(f"params.{key}", f"unknown parameter for {strategy.kind}; "
+                                   f"known: {', '.join(fields)}")
+        merged = {**strategy.params.model_dump(), **changes}
+        try:
+            params = strategy_class(strategy.kind).Params.model_validate(merged)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise InvalidInput(f"params.{loc}" if loc else "params", err["msg"]) from None
+        strategy.apply_params(params)
+        return strategy
+
+    def info(self, strategy: Strategy) -> strategy_pb2.StrategyInfo:
+        params = {k: _param_text(v) for k, v in strategy.params.model_dump().items()}
+        return strategy_pb2.StrategyInfo(name=strategy.name, kind=strategy.kind, paused=strategy.paused,
+                                         params=params, tokens=sorted(strategy.tokens),
+                                         signals_emitted=strategy.signals_emitted)
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -1,0 +1,122 @@
+"""The strategy module: ticks in, candles and signals out, strategies controlled over the bus.
+
+Consumes TICKS and ORDER_UPDATES; publishes CANDLES and SIGNALS; serves StrategyService's unary RPCs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from prometheus_client import Counter
+
+from services.strategy.config import StrategySettings
+from services.strategy.engine import Output, StrategyEngine, build_strategies
+from shared import rpc
+from shared.bus import Bus, Sequencer, Topic
+from shared.clock import Clock
+from shared.component import Component
+from shared.contracts import market_pb2, strategy_pb2, trading_pb2
+from shared.instruments import InstrumentBook
+
+log = logging.getLogger(__name__)
+
+CANDLES = Counter("neopulse_strategy_candles", "Candles closed")
+SIGNALS = Counter("neopulse_strategy_signals", "Signals published", ["strategy"])
+LATE_TICKS = Counter("neopulse_strategy_late_ticks", "Out-of-order ticks ignored (older than the open minute)")
+
+
+class StrategyModule(Component):
+    name = "strategy"
+
+    def __init__(self, bus: Bus, settings: StrategySettings, clock: Clock) -> None:
+        super().__init__(bus)
+        self.settings = settings
+        self.clock = clock
+        self.instruments = InstrumentBook()
+        self.sequencer = Sequencer()
+        self.engine: StrategyEngine | None = None
+        self._late_reported = 0
+
+    async def start(self) -> None:
+        await self.instruments.load_from(self.bus)
+        strategies = build_strategies(self.settings, self.instruments)
+        self.engine = StrategyEngine(strategies, self.instruments, self.clock, self.sequencer)
+        self.bus.subscribe(Topic.TICKS, self.name, self._on_ticks)
+        self.bus.subscribe(Topic.ORDER_UPDATES, self.name, self._on_order_update)
+        self.bus.handle(rpc.LIST_STRATEGIES, self._list)
+        self.bus.handle(rpc.PAUSE_STRATEGY, self._pause)
+        self.bus.handle(rpc.RESUME_STRATEGY, self._resume)
+        self.bus.handle(rpc.SET_STRATEGY_PARAMS, self._set_params)
+        log.info("strategy ready", extra={"strategies": list(self.engine.strategies),
+                                          "instruments": len(self.instruments)})
+        self.ready.set()
+
+    async def run(self) -> None:
+        """The candle-close timer: a quiet instrument's candle closes soon after its minute ends."""
+        interval = self.settings.close_check_ms / 1000
+        grace_ns = self.settings.close_grace_ms * 1_000_000
+        while True:
+            await asyncio.sleep(interval)
+            if self.engine is not None:
+                await self._publish(self.engine.close_due(self.clock.now_ns() - grace_ns))
+                self._count_late()
+
+    # -- topics ----------------------------------------------------------------
+    async def _on_ticks(self, batch: market_pb2.TickBatch) -> None:
+        assert self.engine is not None
+        candles, signals = self.engine.on_ticks(batch.ticks)
+        if candles or signals:
+            await self._publish((candles, signals))
+
+    async def _on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
+        assert self.engine is not None
+        self.engine.on_order_update(update)
+
+    async def _publish(self, output: Output) -> None:
+        candles, signals = output
+        if candles:
+            CANDLES.inc(len(candles))
+            if self.settings.publish_candles:
+                self.bus.publish_nowait(Topic.CANDLES, market_pb2.CandleBatch(candles=candles))
+        for signal in signals:
+            SIGNALS.labels(signal.strategy).inc()
+            log.info("signal", extra={"strategy": signal.strategy, "token": signal.token,
+                                      "side": trading_pb2.Side.Name(signal.side), "quantity": signal.quantity,
+                                      "price_paise": signal.limit_price_paise, "reason": signal.reason})
+            await self.bus.publish(Topic.SIGNALS, signal)
+
+    def _count_late(self) -> None:
+        assert self.engine is not None
+        late = self.engine.candles.late_ticks
+        if late > self._late_reported:
+            LATE_TICKS.inc(late - self._late_reported)
+            self._late_reported = late
+
+    # -- requests --------------------------------------------------------------
+    def _engine(self) -> StrategyEngine:
+        assert self.engine is not None, "strategy module not started"
+        return self.engine
+
+    async def _list(self, request: strategy_pb2.ListStrategiesRequest) -> strategy_pb2.ListStrategiesResponse:
+        engine = self._engine()
+        return strategy_pb2.ListStrategiesResponse(strategies=[engine.info(s) for s in engine.strategies.values()])
+
+    async def _pause(self, request: strategy_pb2.PauseStrategyRequest) -> strategy_pb2.PauseStrategyResponse:
+        engine = self._engine()
+        strategy = engine.set_paused(request.name, True)
+        log.info("strategy paused", extra={"strategy": strategy.name})
+        return strategy_pb2.PauseStrategyResponse(strategy=engine.info(strategy))
+
+    async def _resume(self, request: strategy_pb2.ResumeStrategyRequest) -> strategy_pb2.ResumeStrategyResponse:
+        engine = self._engine()
+        strategy = engine.set_paused(request.name, False)
+        log.info("strategy resumed", extra={"strategy": strategy.name})
+        return strategy_pb2.ResumeStrategyResponse(strategy=engine.info(strategy))
+
+    async def _set_params(self, request: strategy_pb2.SetStrategyParamsRequest
+                          ) -> strategy_pb2.SetStrategyParamsResponse:
+        engine = self._engine()
+        strategy = engine.set_params(request.name, dict(request.params))
+        log.info("strategy params set", extra={"strategy": strategy.name, "params": dict(request.params)})
+        return strategy_pb2.SetStrategyParamsResponse(strategy=engine.info(strategy))

@@ -1,0 +1,113 @@
+"""MOMENTUM_RSI: trade RSI momentum bursts in the direction of the EMA trend, one position per token.
+
+A plugin (see plugins.py): reads closed 1-minute candles and its own fills; returns order intents.
+
+Rules, on each closed candle of a token (after warm-up: rsi_period + 1 and ema_period candles):
+- Flat, no order in flight:
+  - BUY `quantity` when RSI crosses up through `entry_long_rsi` (previous RSI below it, this one at
+    or above) and the close is above the EMA (momentum agrees with the trend);
+  - SELL `quantity` (a short, MIS) when RSI crosses down through `entry_short_rsi` and the close is
+    below the EMA, if `allow_short`.
+- Long: SELL the whole position when RSI falls below `exit_long_rsi` or the close falls below the EMA.
+- Short: BUY the whole position back when RSI rises above `exit_short_rsi` or the close rises above the EMA.
+- Never pyramids: while a signal's order is in flight, or a position is open, no new entry.
+Orders are MIS; LIMIT at the candle close snapped to the tick size, or MARKET.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from services.strategy.indicators import EMA, RSI
+from services.strategy.plugins import OrderIntent, Strategy, StrategyContext, register
+from shared.contracts import market_pb2, trading_pb2
+from shared.money import snap_to_tick
+
+
+class MomentumRsiParams(BaseModel):
+    """Defaults are tuned so the seeded synthetic market trades within minutes of warm-up."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rsi_period: int = Field(default=7, ge=2, le=200)
+    ema_period: int = Field(default=9, ge=1, le=500)
+    entry_long_rsi: float = Field(default=60.0, gt=0, lt=100)
+    exit_long_rsi: float = Field(default=50.0, gt=0, lt=100)
+    entry_short_rsi: float = Field(default=40.0, gt=0, lt=100)
+    exit_short_rsi: float = Field(default=50.0, gt=0, lt=100)
+    allow_short: bool = True
+    # Shares per entry; rounded down to the instrument's lot size (at least one lot).
+    quantity: int = Field(default=1, ge=1, le=1_000_000)
+    order_type: Literal["LIMIT", "MARKET"] = "LIMIT"
+
+    @model_validator(mode="after")
+    def _thresholds_are_ordered(self) -> MomentumRsiParams:
+        if self.exit_long_rsi >= self.entry_long_rsi:
+            raise ValueError("exit_long_rsi must be below entry_long_rsi")
+        if self.exit_short_rsi <= self.entry_short_rsi:
+            raise ValueError("exit_short_rsi must be above entry_short_rsi")
+        return self
+
+
+class _TokenState:
+    __slots__ = ("ema", "prev_rsi", "rsi")
+
+    def __init__(self, rsi_period: int, ema_period: int) -> None:
+        self.rsi = RSI(rsi_period)
+        self.ema = EMA(ema_period)
+        self.prev_rsi: float | None = None
+
+
+@register
+class MomentumRsi(Strategy):
+    kind = "MOMENTUM_RSI"
+    Params = MomentumRsiParams
+    reset_on = frozenset({"rsi_period", "ema_period"})
+    params: MomentumRsiParams
+
+    def reset(self) -> None:
+        self._state: dict[int, _TokenState] = {}
+
+    def on_candle(self, candle: market_pb2.Candle, ctx: StrategyContext) -> list[OrderIntent]:
+        p = self.params
+        token = candle.token
+        state = self._state.get(token)
+        if state is None:
+            state = self._state[token] = _TokenState(p.rsi_period, p.ema_period)
+        close = candle.close_paise
+        rsi = state.rsi.update(close)
+        ema = state.ema.update(close)
+        prev, state.prev_rsi = state.prev_rsi, rsi
+        if rsi is None or ema is None or self.is_pending(token, ctx.now_ns):
+            return []
+        pos = self.position(token)
+        if pos > 0 and (rsi < p.exit_long_rsi or close < ema):
+            return [self._intent(candle, ctx, trading_pb2.SIDE_SELL, pos, f"exit long: RSI {rsi:.1f}, EMA {ema:.0f}")]
+        if pos < 0 and (rsi > p.exit_short_rsi or close > ema):
+            return [self._intent(candle, ctx, trading_pb2.SIDE_BUY, -pos, f"exit short: RSI {rsi:.1f}, EMA {ema:.0f}")]
+        if pos != 0 or prev is None:
+            return []
+        if prev < p.entry_long_rsi <= rsi and close > ema:
+            return [self._intent(candle, ctx, trading_pb2.SIDE_BUY, self._entry_quantity(token, ctx),
+                                 f"RSI crossed above {p.entry_long_rsi:g} ({rsi:.1f}), close above EMA {ema:.0f}")]
+        if p.allow_short and prev > p.entry_short_rsi >= rsi and close < ema:
+            return [self._intent(candle, ctx, trading_pb2.SIDE_SELL, self._entry_quantity(token, ctx),
+                                 f"RSI crossed below {p.entry_short_rsi:g} ({rsi:.1f}), close below EMA {ema:.0f}")]
+        return []
+
+    def _entry_quantity(self, token: int, ctx: StrategyContext) -> int:
+        inst = ctx.instruments.get(token)
+        lot = inst.lot_size if inst is not None and inst.lot_size > 0 else 1
+        return max(lot, self.params.quantity - self.params.quantity % lot)
+
+    def _intent(self, candle: market_pb2.Candle, ctx: StrategyContext, side: int, quantity: int,
+                reason: str) -> OrderIntent:
+        if self.params.order_type == "MARKET":
+            return OrderIntent(candle.token, side, quantity, trading_pb2.ORDER_TYPE_MARKET, 0,
+                               trading_pb2.PRODUCT_MIS, reason)
+        inst = ctx.instruments.get(candle.token)
+        tick = inst.tick_size_paise if inst is not None else 0
+        return OrderIntent(candle.token, side, quantity, trading_pb2.ORDER_TYPE_LIMIT,
+                           snap_to_tick(candle.close_paise, tick), trading_pb2.PRODUCT_MIS, reason)

@@ -1,0 +1,175 @@
+"""The strategy plugin interface: the Strategy base class, order intents, and the registry by kind.
+
+Plugins see closed candles (and optionally ticks) and their own order updates; they never touch the bus.
+
+How to add a strategy
+---------------------
+1. Create ``services/strategy/<your_kind>.py`` with a pydantic ``Params`` model (defaults that
+   trade on the synthetic market, ``extra="forbid"`` so a typo fails) and a ``Strategy`` subclass::
+
+       class BreakoutParams(BaseModel):
+           model_config = ConfigDict(extra="forbid")
+           lookback: int = Field(default=20, ge=2)
+           quantity: int = Field(default=1, ge=1)
+
+       @register
+       class Breakout(Strategy):
+           kind = "BREAKOUT"
+           Params = BreakoutParams
+
+           def reset(self) -> None:          # (re)build per-token indicator state from self.params
+               self.highs = {}
+
+           def on_candle(self, candle, ctx) -> list[OrderIntent]:
+               ...                            # update indicators; return [] or intents
+
+2. Import the module in ``_load_builtins`` below so its ``@register`` runs.
+3. Configure it: ``[[strategy.strategies]]`` with ``name``, ``kind = "BREAKOUT"``, ``symbols``
+   (empty = every instrument) and ``params = { lookback = 30 }``.
+
+What the base class gives you: ``self.position(token)`` (net quantity from this strategy's
+fills, read from ORDER_UPDATES whose ``strategy_tag`` is the strategy's name) and
+``self.is_pending(token, now_ns)`` (a signal was sent and its order has not finished), so a
+plugin can refuse to pyramid and exit with the opposite side. The module decides whether an
+intent is sent (a paused strategy still sees every candle but sends nothing) and turns it into a
+``trading_pb2.Signal``. Parameters change at run time through ``SetStrategyParams``: the module
+validates the whole new set with ``Params`` first, then calls ``apply_params``, which by default
+calls ``reset()`` when a field listed in ``reset_on`` changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pydantic import BaseModel
+
+from shared.clock import NS
+from shared.contracts import market_pb2, trading_pb2
+from shared.instruments import InstrumentBook
+
+_TERMINAL = frozenset({trading_pb2.ORDER_STATUS_TRADED, trading_pb2.ORDER_STATUS_REJECTED,
+                       trading_pb2.ORDER_STATUS_CANCELLED})
+# A sent signal whose order never shows up (risk rejected it: strategy does not read ORDERS) stops
+# blocking the token after this long; once its order is seen, only a terminal status releases it.
+PENDING_EXPIRY_NS = 180 * NS
+
+
+@dataclass(frozen=True, slots=True)
+class OrderIntent:
+    """What a strategy wants to trade; the module stamps ids, sequence and instrument fields."""
+
+    token: int
+    side: int  # trading_pb2.Side
+    quantity: int
+    order_type: int = trading_pb2.ORDER_TYPE_LIMIT
+    limit_price_paise: int = 0
+    product: int = trading_pb2.PRODUCT_MIS
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class StrategyContext:
+    """What a strategy may look at while deciding: the instruments and the candle's close time."""
+
+    instruments: InstrumentBook
+    now_ns: int = 0
+
+
+class Strategy:
+    """Base class of every plugin: one configured instance per [[strategy.strategies]] entry."""
+
+    kind: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]]
+    # Params whose change discards indicator state (warm-up starts again).
+    reset_on: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, name: str, params: BaseModel, tokens: frozenset[int] = frozenset()) -> None:
+        self.name = name
+        self.params = params
+        self.tokens = tokens  # empty = every instrument
+        self.paused = False
+        self.signals_emitted = 0
+        self._positions: dict[int, int] = {}
+        self._pending: dict[int, tuple[int, bool]] = {}  # token -> (expiry ns, order seen)
+        self.reset()
+
+    # -- the plugin's part -----------------------------------------------------
+    def reset(self) -> None:
+        """Build (or rebuild) per-token indicator state from self.params."""
+
+    def on_candle(self, candle: market_pb2.Candle, ctx: StrategyContext) -> list[OrderIntent]:
+        raise NotImplementedError
+
+    # Plugins that need every tick define `on_tick(self, tick, ctx) -> list[OrderIntent]`; the
+    # module calls it only for plugins that define it, so candle-only strategies cost nothing per tick.
+
+    # -- provided --------------------------------------------------------------
+    def wants(self, token: int) -> bool:
+        return not self.tokens or token in self.tokens
+
+    def apply_params(self, params: BaseModel) -> None:
+        """Switch to an already validated params model; reset indicators if a warm-up field changed."""
+        changed = {f for f in type(params).model_fields if getattr(params, f) != getattr(self.params, f)}
+        self.params = params
+        if changed & self.reset_on:
+            self.reset()
+
+    def position(self, token: int) -> int:
+        return self._positions.get(token, 0)
+
+    def is_pending(self, token: int, now_ns: int) -> bool:
+        pending = self._pending.get(token)
+        if pending is None:
+            return False
+        expiry, seen = pending
+        if seen or now_ns < expiry:
+            return True
+        del self._pending[token]
+        return False
+
+    def mark_sent(self, intent: OrderIntent, now_ns: int) -> None:
+        """The module sent this intent as a signal: block the token until its order finishes."""
+        self._pending[intent.token] = (now_ns + PENDING_EXPIRY_NS, False)
+        self.signals_emitted += 1
+
+    def on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
+        """Follow this strategy's own orders: fills move the position; a terminal status frees the token."""
+        token = update.request.token
+        if update.last_fill_quantity:
+            signed = update.last_fill_quantity if update.request.side == trading_pb2.SIDE_BUY \
+                else -update.last_fill_quantity
+            self._positions[token] = self._positions.get(token, 0) + signed
+        if update.status in _TERMINAL:
+            self._pending.pop(token, None)
+        elif token in self._pending:
+            self._pending[token] = (self._pending[token][0], True)
+
+
+_REGISTRY: dict[str, type[Strategy]] = {}
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: make a Strategy subclass available under its `kind`."""
+    if not cls.kind:
+        raise ValueError(f"{cls.__name__} has no kind")
+    _REGISTRY[cls.kind] = cls
+    return cls
+
+
+def _load_builtins() -> None:
+    from services.strategy import momentum_rsi  # noqa: F401  (registers MOMENTUM_RSI)
+
+
+def strategy_class(kind: str) -> type[Strategy]:
+    """The plugin class for `kind`; KeyError naming the known kinds otherwise."""
+    _load_builtins()
+    try:
+        return _REGISTRY[kind]
+    except KeyError:
+        raise KeyError(f"unknown strategy kind {kind!r}; known kinds: {', '.join(known_kinds())}") from None
+
+
+def known_kinds() -> list[str]:
+    _load_builtins()
+    return sorted(_REGISTRY)
