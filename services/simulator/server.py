@@ -20,6 +20,7 @@ from services.simulator import feeds, rest
 from services.simulator.exchange import Exchange, Fill, SimOrder
 from shared.clock import Clock, SimClock
 from shared.contracts import market_pb2
+from shared.kotak.config import SIMULATOR_CREDENTIALS
 from shared.marketdata import SyntheticMarket, nse_instruments
 
 log = logging.getLogger(__name__)
@@ -29,11 +30,11 @@ log = logging.getLogger(__name__)
 class SimCredentials:
     """What the simulator accepts at login. Test values only; never real credentials."""
 
-    consumer_key: str = "sim-consumer-key"
-    mobile: str = "+919999999999"
-    ucc: str = "SIMUC1"
-    mpin: str = "654321"
-    totp_secret: str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+    consumer_key: str = SIMULATOR_CREDENTIALS["consumer_key"]
+    mobile: str = SIMULATOR_CREDENTIALS["mobile"]
+    ucc: str = SIMULATOR_CREDENTIALS["ucc"]
+    mpin: str = SIMULATOR_CREDENTIALS["mpin"]
+    totp_secret: str = SIMULATOR_CREDENTIALS["totp_secret"]
 
     def totp_now(self) -> str:
         return pyotp.TOTP(self.totp_secret).now()

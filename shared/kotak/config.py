@@ -14,6 +14,10 @@ from pydantic_settings import SettingsConfigDict
 
 from shared.config import ModuleSettings
 
+# What the bundled simulator (services/simulator) accepts at login. Test values, not real credentials.
+SIMULATOR_CREDENTIALS = {"consumer_key": "sim-consumer-key", "mobile": "+919999999999", "ucc": "SIMUC1",
+                         "mpin": "654321", "totp_secret": "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"}
+
 
 class KotakSettings(ModuleSettings):
     model_config = SettingsConfigDict(env_prefix="NEOPULSE_KOTAK_", extra="forbid", validate_default=True)
@@ -46,6 +50,14 @@ class KotakSettings(ModuleSettings):
         return bool(self.consumer_key.get_secret_value() and self.mobile.get_secret_value() and self.ucc
                     and self.mpin.get_secret_value()
                     and (self.totp_secret.get_secret_value() or self.totp.get_secret_value()))
+
+    def for_simulator(self, base_url: str) -> KotakSettings:
+        """These settings pointed at a simulator at base_url, with the simulator's login (rates and timeouts kept)."""
+        c = SIMULATOR_CREDENTIALS
+        return self.model_copy(update={
+            "consumer_key": SecretStr(c["consumer_key"]), "mobile": SecretStr(c["mobile"]), "ucc": c["ucc"],
+            "mpin": SecretStr(c["mpin"]), "totp_secret": SecretStr(c["totp_secret"]), "totp": SecretStr(""),
+            "base_url": base_url, "feed_url": "", "order_feed_url": "", "environment": "prod"})
 
     def secret_values(self) -> list[str]:
         """The clear secrets, for scrubbing text before it is logged or raised."""
