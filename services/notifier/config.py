@@ -45,6 +45,10 @@ class NotifierSettings(ModuleSettings):
     daily_summary_time_ist: str = "15:45"
     # How often the summary schedule looks at the clock (seconds of real time).
     summary_check_seconds: float = Field(default=5.0, gt=0, le=300)
+    # A bus request (a command) that takes longer fails with a short "try again" reply.
+    request_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Wait before trying again when the bot cannot reach the Bot API at start-up.
+    bot_start_retry_seconds: float = Field(default=30.0, gt=0, le=3600)
     # The process mode, reported by /status and GetSystemStatus (the app passes AppSettings.mode).
     mode: Literal["paper", "live"] = "paper"
 
@@ -74,6 +78,11 @@ class NotifierSettings(ModuleSettings):
     @property
     def telegram_enabled(self) -> bool:
         return self.telegram_bot_token is not None and bool(self.telegram_bot_token.get_secret_value())
+
+    @property
+    def notify_chat_ids(self) -> list[int]:
+        """Every chat that may talk to the bot hears the notifications (allowed, then admin chats)."""
+        return list(dict.fromkeys([*self.allowed_chat_ids, *self.admin_chat_ids]))
 
     def is_allowed(self, chat_id: int) -> bool:
         return chat_id in self.allowed_chat_ids or chat_id in self.admin_chat_ids

@@ -5,18 +5,20 @@ Transport-free, like freqtrade's rpc.py: talks only through bus requests and pub
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 from services.notifier.summary import DailySummary, summarise
 from shared import rpc
 from shared.bus import Bus, Topic
 from shared.clock import Clock, day_of
 from shared.contracts import ingestion_pb2, oms_pb2, ops_pb2, risk_pb2, strategy_pb2, trading_pb2
-from shared.errors import InvalidInput, NeoPulseError
+from shared.errors import InvalidInput, NeoPulseError, RetryableError
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +40,21 @@ class SystemStatus:
 class Control:
     """One method per user action; each raises shared.errors types the skins turn into short replies."""
 
-    def __init__(self, bus: Bus, clock: Clock, mode: str) -> None:
+    def __init__(self, bus: Bus, clock: Clock, mode: str, timeout_seconds: float = 10.0) -> None:
         self.bus = bus
+        self.timeout_seconds = timeout_seconds
         self.clock = clock
         self.mode = mode
         self._started = time.monotonic()
+
+    async def _call(self, method: str, request: Any) -> Any:
+        """A bus request with a deadline, so a stuck module cannot hang the bot."""
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                return await self.bus.call(method, request)
+        except TimeoutError:
+            service = method.rsplit(".", 1)[-1]
+            raise RetryableError(f"{service} did not answer within {self.timeout_seconds:g} s; try again") from None
 
     @property
     def uptime_seconds(self) -> int:
@@ -52,11 +64,11 @@ class Control:
         """Every part that answers; a missing module is reported, not raised."""
         status = SystemStatus(mode=self.mode, uptime_seconds=self.uptime_seconds)
         try:
-            status.feed = await self.bus.call(rpc.GET_FEED_STATUS, ingestion_pb2.GetFeedStatusRequest())
+            status.feed = await self._call(rpc.GET_FEED_STATUS, ingestion_pb2.GetFeedStatusRequest())
         except NeoPulseError as exc:
             status.unavailable["feed"] = str(exc)
         try:
-            status.risk = await self.bus.call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())
+            status.risk = await self._call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())
         except NeoPulseError as exc:
             status.unavailable["risk"] = str(exc)
         try:
@@ -66,13 +78,13 @@ class Control:
         return status
 
     async def positions(self) -> oms_pb2.ListPositionsResponse:
-        return await self.bus.call(rpc.LIST_POSITIONS, oms_pb2.ListPositionsRequest())
+        return await self._call(rpc.LIST_POSITIONS, oms_pb2.ListPositionsRequest())
 
     async def orders(self, which: str = "open", limit: int = 20) -> list[trading_pb2.OrderUpdate]:
         """Open orders, or today's (IST) orders, newest first."""
         if which not in ("open", "today"):
             raise InvalidInput("orders", f"unknown filter {which!r}; use open or today")
-        resp = await self.bus.call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(
+        resp = await self._call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(
             open_only=which == "open", limit=limit if which == "open" else SUMMARY_ORDER_LIMIT))
         orders = list(resp.orders)
         if which == "today":
@@ -81,38 +93,38 @@ class Control:
         return orders[:limit]
 
     async def strategies(self) -> list[strategy_pb2.StrategyInfo]:
-        resp = await self.bus.call(rpc.LIST_STRATEGIES, strategy_pb2.ListStrategiesRequest())
+        resp = await self._call(rpc.LIST_STRATEGIES, strategy_pb2.ListStrategiesRequest())
         return list(resp.strategies)
 
     async def pause(self, name: str) -> strategy_pb2.StrategyInfo:
-        resp = await self.bus.call(rpc.PAUSE_STRATEGY, strategy_pb2.PauseStrategyRequest(name=_named(name)))
+        resp = await self._call(rpc.PAUSE_STRATEGY, strategy_pb2.PauseStrategyRequest(name=_named(name)))
         return resp.strategy
 
     async def resume(self, name: str) -> strategy_pb2.StrategyInfo:
-        resp = await self.bus.call(rpc.RESUME_STRATEGY, strategy_pb2.ResumeStrategyRequest(name=_named(name)))
+        resp = await self._call(rpc.RESUME_STRATEGY, strategy_pb2.ResumeStrategyRequest(name=_named(name)))
         return resp.strategy
 
     async def risk_state(self) -> risk_pb2.GetRiskStateResponse:
-        return await self.bus.call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())
+        return await self._call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())
 
     async def kill(self, reason: str, cancel_open_orders: bool) -> int:
         """Engage the kill switch; returns the new TradingState."""
-        resp = await self.bus.call(rpc.SET_KILL_SWITCH, risk_pb2.SetKillSwitchRequest(
+        resp = await self._call(rpc.SET_KILL_SWITCH, risk_pb2.SetKillSwitchRequest(
             engaged=True, reason=reason, cancel_open_orders=cancel_open_orders))
         return resp.state
 
     async def unkill(self, reason: str) -> int:
-        resp = await self.bus.call(rpc.SET_KILL_SWITCH, risk_pb2.SetKillSwitchRequest(engaged=False, reason=reason))
+        resp = await self._call(rpc.SET_KILL_SWITCH, risk_pb2.SetKillSwitchRequest(engaged=False, reason=reason))
         return resp.state
 
     async def square_off(self, symbol: str = "") -> list[trading_pb2.OrderUpdate]:
         """Close one symbol's position (or all with "") with market orders."""
-        resp = await self.bus.call(rpc.SQUARE_OFF, oms_pb2.SquareOffRequest(symbol=symbol))
+        resp = await self._call(rpc.SQUARE_OFF, oms_pb2.SquareOffRequest(symbol=symbol))
         return list(resp.orders)
 
     async def daily_summary(self, day: date | None = None) -> DailySummary:
         day = day or day_of(self.clock.now_ns())
-        orders = await self.bus.call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(limit=SUMMARY_ORDER_LIMIT))
+        orders = await self._call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(limit=SUMMARY_ORDER_LIMIT))
         positions = await self.positions()
         return summarise(day, list(orders.orders), positions)
 

@@ -27,7 +27,6 @@ from shared.errors import NeoPulseError
 log = logging.getLogger(__name__)
 
 NOTIFICATIONS = Counter("neopulse_notifier_notifications", "Notifications handled", ["kind"])
-BOT_START_RETRY_SECONDS = 30.0
 # Notification field names that would clash with LogRecord attributes are left out of the log extras.
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _LEVELS = {ops_pb2.SEVERITY_WARNING: logging.WARNING, ops_pb2.SEVERITY_CRITICAL: logging.ERROR}
@@ -40,12 +39,12 @@ class NotifierModule(Component):
         super().__init__(bus)
         self.settings = settings
         self.clock = clock
-        self.control = Control(bus, clock, settings.mode)
+        self.control = Control(bus, clock, settings.mode, settings.request_timeout_seconds)
         self.bot: TelegramBot | None = None
         self.sender: TelegramSender | None = None
         if settings.telegram_enabled:
             self.bot = TelegramBot(settings, self.control)
-            self.sender = TelegramSender(self.bot.send, settings.allowed_chat_ids,
+            self.sender = TelegramSender(self.bot.send, settings.notify_chat_ids,
                                          window_seconds=settings.batch_window_seconds,
                                          queue_size=settings.queue_size, attempts=settings.send_attempts,
                                          backoff_seconds=settings.retry_backoff_seconds)
@@ -95,7 +94,7 @@ class NotifierModule(Component):
             except Exception as exc:  # network down at start-up: keep trading, try again later
                 log.warning("telegram bot did not start; retrying", extra={"error": repr(exc)})
                 await bot.stop()
-                await asyncio.sleep(BOT_START_RETRY_SECONDS)
+                await asyncio.sleep(self.settings.bot_start_retry_seconds)
 
     # -- what arrives ----------------------------------------------------------------
     async def _on_notification(self, note: ops_pb2.Notification) -> None:

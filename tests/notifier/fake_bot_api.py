@@ -27,6 +27,7 @@ class FakeBotApi:
         self._new_update = asyncio.Event()
         self.rate_limit_next: list[int] = []  # retry_after seconds for the next sendMessage calls
         self.error_next: list[int] = []  # HTTP status codes for the next sendMessage calls
+        self.fail: dict[str, list[int]] = {}  # method -> HTTP status codes for its next calls
         self._runner: web.AppRunner | None = None
         self._closing = False
         self.url = ""
@@ -86,8 +87,9 @@ class FakeBotApi:
             wait = self.rate_limit_next.pop(0)
             return web.json_response({"ok": False, "error_code": 429, "description": f"Too Many Requests: "
                                       f"retry after {wait}", "parameters": {"retry_after": wait}}, status=429)
-        if method == "sendMessage" and self.error_next:
-            status = self.error_next.pop(0)
+        failures = self.error_next if method == "sendMessage" else self.fail.get(method, [])
+        if failures:
+            status = failures.pop(0)
             return web.json_response({"ok": False, "error_code": status, "description": f"error {status}"},
                                      status=status)
         if method == "getUpdates":

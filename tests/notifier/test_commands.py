@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from services.notifier.module import NotifierModule
 from shared import rpc
 from shared.contracts import risk_pb2, trading_pb2
-from tests.notifier.conftest import CHAT, order
+from tests.notifier.conftest import CHAT, order, settings_for, started
 
 
 async def ask(fake_api, text: str, chat_id: int = CHAT) -> str:
@@ -132,3 +135,14 @@ async def test_orders_escape_html_in_symbols(notifier, fake_api, standins):
     reply = await ask(fake_api, "/orders")
 
     assert "<b>A&lt;B&gt;&amp;C</b>" in reply
+
+
+async def test_a_module_that_does_not_answer_in_time_gets_a_try_again_reply(bus, standins, fake_api, clock):
+    async def stuck(request):
+        await asyncio.Event().wait()
+
+    bus._handlers[rpc.LIST_POSITIONS] = stuck
+    async for _ in started(NotifierModule(bus, settings_for(fake_api, request_timeout_seconds=0.05), clock)):
+        reply = await ask(fake_api, "/positions")
+
+    assert reply == "⚠️ OrderService/ListPositions did not answer within 0.05 s; try again"
