@@ -1,0 +1,289 @@
+"""The OMS order book: write-ahead to the ledger, place through the broker, apply broker events, publish updates.
+
+Talks to a Broker, a Ledger and the bus (ORDER_UPDATES); every transition passes the state machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+from prometheus_client import Counter
+
+from services.oms.broker import Broker, BrokerAck, BrokerOrderEvent
+from services.oms.config import OmsSettings
+from services.oms.ledger import Ledger
+from services.oms.states import TERMINAL, IllegalTransition, check_transition, name
+from shared.bus import Bus, Sequencer, Topic
+from shared.clock import Clock
+from shared.contracts import trading_pb2 as t
+from shared.errors import BrokerRejected, NeoPulseError, NotFound
+from shared.positions import PositionBook
+
+log = logging.getLogger(__name__)
+
+UPDATES = Counter("neopulse_oms_order_updates", "Order transitions recorded and published", ["status"])
+ILLEGAL = Counter("neopulse_oms_illegal_transitions", "Broker events the state machine refused")
+UNKNOWN_EVENTS = Counter("neopulse_oms_unknown_broker_events", "Broker events for orders not in the OMS book")
+UNKNOWN_OUTCOMES = Counter("neopulse_oms_unknown_placements", "Placements whose outcome was unknown", ["result"])
+
+# Broker states that only say "the broker has it".
+_ACCEPTED = frozenset({t.ORDER_STATUS_UNSPECIFIED, t.ORDER_STATUS_PENDING_NEW, t.ORDER_STATUS_SUBMITTED})
+# Live states a fill turns into PARTIALLY_FILLED.
+_RESTING = frozenset({t.ORDER_STATUS_OPEN, t.ORDER_STATUS_TRIGGER_PENDING, t.ORDER_STATUS_MODIFY_PENDING,
+                      t.ORDER_STATUS_CANCEL_PENDING, t.ORDER_STATUS_PARTIALLY_FILLED})
+NOT_YET_PLACED = frozenset({t.ORDER_STATUS_PENDING_NEW, t.ORDER_STATUS_SUBMITTED})
+
+
+class OrderStateError(NeoPulseError):
+    """The order is in a state that does not allow the request (e.g. cancelling a TRADED order)."""
+
+    status = BrokerRejected.status  # FAILED_PRECONDITION, without importing grpc here
+
+
+def jsonable(msg: Any) -> dict[str, Any]:
+    return MessageToDict(msg, preserving_proto_field_name=True)
+
+
+def event_audit(ev: BrokerOrderEvent) -> dict[str, Any]:
+    return {"exchange_order_id": ev.exchange_order_id, "status": name(ev.status), "filled_quantity":
+            ev.filled_quantity, "average_price_paise": ev.average_price_paise, "reason": ev.reason,
+            "charges_paise": ev.charges_paise, "raw": ev.raw}
+
+
+class OrderEngine:
+    """One order book for the process. Per-order locks keep placement, cancel and events from interleaving."""
+
+    def __init__(self, bus: Bus, settings: OmsSettings, broker: Broker, ledger: Ledger, clock: Clock) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.broker = broker
+        self.ledger = ledger
+        self.clock = clock
+        self.positions = PositionBook()
+        self.orders: dict[str, t.OrderUpdate] = {}  # internal_id -> latest update
+        self._ids: dict[str, str] = {}  # client_order_id and exchange_order_id -> internal_id
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._charges: dict[str, int] = {}  # cumulative broker charges seen per order
+        self.sequencer = Sequencer()
+        self.changed = asyncio.Condition()
+        self.illegal_transitions = 0
+
+    async def start_sequence(self) -> None:
+        self.sequencer = Sequencer(max(await self.ledger.max_sequence(), Sequencer().value))
+
+    # -- the book -------------------------------------------------------------------------------
+    def remember(self, update: t.OrderUpdate) -> None:
+        self.orders[update.internal_id] = update
+        self._ids[update.client_order_id] = update.internal_id
+        if update.exchange_order_id:
+            self._ids[update.exchange_order_id] = update.internal_id
+
+    def lookup(self, order_id: str) -> t.OrderUpdate | None:
+        """By internal, client or exchange id, from this run's book."""
+        iid = order_id if order_id in self.orders else self._ids.get(order_id)
+        return self.orders.get(iid) if iid else None
+
+    def lock(self, internal_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(internal_id, asyncio.Lock())
+
+    def open_orders(self) -> list[t.OrderUpdate]:
+        return [u for u in self.orders.values() if u.status not in TERMINAL]
+
+    async def wait_placed(self, client_order_id: str, within_s: float) -> t.OrderUpdate | None:
+        """The order's latest update once it is past SUBMITTED (or whatever it is at the deadline)."""
+        def placed() -> bool:
+            u = self.lookup(client_order_id)
+            return u is not None and u.status not in NOT_YET_PLACED
+
+        try:
+            async with self.changed:
+                await asyncio.wait_for(self.changed.wait_for(placed), within_s)
+        except TimeoutError:
+            pass
+        return self.lookup(client_order_id)
+
+    # -- transitions ------------------------------------------------------------------------------
+    async def transition(self, internal_id: str, status: int, *, audit: dict[str, Any], reason: str | None = None,
+                         exchange_order_id: str = "", filled: tuple[int, int] | None = None,
+                         fill: tuple[int, int, int] = (0, 0, 0)) -> t.OrderUpdate:
+        """Check, write to the ledger, then apply and publish one transition. Raises IllegalTransition."""
+        cur = self.orders[internal_id]
+        check_transition(cur.status, status)
+        u = t.OrderUpdate()
+        u.CopyFrom(cur)
+        u.previous_status, u.status = cur.status, status
+        if reason is not None:
+            u.reason = reason
+        if exchange_order_id:
+            u.exchange_order_id = exchange_order_id
+        if filled is not None:
+            u.filled_quantity, u.average_price_paise = filled
+        u.last_fill_quantity, u.last_fill_price_paise, u.last_fill_charges_paise = fill
+        u.ts_ns = self.clock.now_ns()
+        u.sequence = self.sequencer.next()
+        await self.ledger.record(u, audit)
+        await self._publish(u)
+        return u
+
+    async def _publish(self, u: t.OrderUpdate) -> None:
+        self.remember(u)
+        self.positions.apply_update(u)
+        UPDATES.labels(name(u.status)).inc()
+        await self.bus.publish(Topic.ORDER_UPDATES, u)
+        async with self.changed:
+            self.changed.notify_all()
+
+    # -- accepted decisions -> the broker ---------------------------------------------------------
+    async def accept(self, decision: t.RiskDecision) -> None:
+        """Write-ahead and place an accepted decision; a client_order_id seen before is ignored."""
+        if not decision.accepted:
+            return
+        req = decision.order
+        if not req.client_order_id:
+            log.error("accepted decision without client_order_id; dropped", extra={"signal_id": decision.signal_id})
+            return
+        if self.lookup(req.client_order_id) is not None:
+            return
+        u = t.OrderUpdate(internal_id=str(uuid.uuid4()), client_order_id=req.client_order_id,
+                          status=t.ORDER_STATUS_PENDING_NEW, request=req, ts_ns=self.clock.now_ns(),
+                          sequence=self.sequencer.next())
+        existing = await self.ledger.insert_new(u, {"decision": jsonable(decision)})
+        if existing is not None:
+            log.info("duplicate order ignored", extra={"order_id": existing.internal_id,
+                                                       "client_order_id": req.client_order_id})
+            self.remember(existing)
+            return
+        await self._publish(u)
+        await self.place(u.internal_id)
+
+    async def place(self, internal_id: str) -> None:
+        async with self.lock(internal_id):
+            u = await self.transition(internal_id, t.ORDER_STATUS_SUBMITTED, audit={"request": jsonable(
+                self.orders[internal_id].request)})
+            try:
+                ack = await self.broker.place_order(u.request)
+            except BrokerRejected as exc:
+                await self.transition(internal_id, t.ORDER_STATUS_REJECTED, reason=str(exc),
+                                      audit={"response": {"error": str(exc)}})
+                return
+            except Exception as exc:  # a timeout or anything else: the broker may have it
+                log.warning("placement outcome unknown; looking the tag up",
+                            extra={"order_id": internal_id, "client_order_id": u.client_order_id, "error": str(exc)})
+                await self._resolve_unknown(internal_id, exc)
+                return
+            await self._on_ack(internal_id, ack)
+
+    async def _on_ack(self, internal_id: str, ack: BrokerAck) -> None:
+        audit = {"response": {"exchange_order_id": ack.exchange_order_id, "status": name(ack.status),
+                              "reason": ack.reason, "raw": ack.raw}}
+        if ack.status == t.ORDER_STATUS_REJECTED:
+            await self.transition(internal_id, t.ORDER_STATUS_REJECTED, reason=ack.reason or "rejected by the broker",
+                                  exchange_order_id=ack.exchange_order_id, audit=audit)
+            return
+        # Fills and later states arrive as broker events; the acknowledgement only says the broker has it.
+        status = t.ORDER_STATUS_TRIGGER_PENDING if ack.status == t.ORDER_STATUS_TRIGGER_PENDING else t.ORDER_STATUS_OPEN
+        await self.transition(internal_id, status, exchange_order_id=ack.exchange_order_id, audit=audit)
+
+    async def _resolve_unknown(self, internal_id: str, error: Exception) -> None:
+        """Find the order by its tag (with backoff) and adopt it; never place it a second time."""
+        tag = self.orders[internal_id].client_order_id
+        lookups, delay = self.settings.unknown_outcome_lookups, self.settings.lookup_backoff_s
+        for attempt in range(lookups):
+            try:
+                ev = await self.broker.find_by_tag(tag)
+            except Exception as exc:  # the lookup itself may time out; try again
+                log.warning("order lookup by tag failed", extra={"client_order_id": tag, "error": str(exc)})
+                ev = None
+            if ev is not None:
+                UNKNOWN_OUTCOMES.labels("adopted").inc()
+                await self.apply_event_locked(internal_id, ev)
+                return
+            if attempt + 1 < lookups:
+                await asyncio.sleep(delay)
+                delay *= 2
+        UNKNOWN_OUTCOMES.labels("rejected").inc()
+        reason = (f"placement outcome unknown ({error}); tag {tag} not found at the broker after {lookups} lookups; "
+                  "not re-sent: check the broker's order book before placing it again")
+        await self.transition(internal_id, t.ORDER_STATUS_REJECTED, reason=reason, audit={"response": {
+            "error": str(error), "lookups": lookups}})
+
+    # -- cancel -----------------------------------------------------------------------------------
+    async def cancel(self, order_id: str) -> t.OrderUpdate:
+        """CANCEL_PENDING, then the broker's answer. Raises NotFound, OrderStateError, BrokerRejected."""
+        cur = self.lookup(order_id) or await self.ledger.get(order_id)
+        if cur is None:
+            raise NotFound(f"no order {order_id!r}; list orders to find its internal or client id")
+        if cur.internal_id not in self.orders:
+            self.remember(cur)
+        iid = cur.internal_id
+        async with self.lock(iid):
+            cur = self.orders[iid]
+            if cur.status in TERMINAL:
+                raise OrderStateError(f"order {order_id} is already {name(cur.status)}; there is nothing to cancel")
+            if not cur.exchange_order_id or cur.status == t.ORDER_STATUS_MODIFY_PENDING:
+                raise OrderStateError(f"order {order_id} is {name(cur.status)} and cannot be cancelled yet; "
+                                      "retry in a moment")
+            before = cur.status
+            await self.transition(iid, t.ORDER_STATUS_CANCEL_PENDING, audit={"cancel_request": {"by": "user"}})
+            try:
+                ack = await self.broker.cancel_order(cur.exchange_order_id)
+            except BrokerRejected as exc:  # filled or closed meanwhile: its events will say so
+                await self.transition(iid, before, reason=f"cancel refused: {exc}",
+                                      audit={"cancel_response": {"error": str(exc)}})
+                raise
+            audit = {"cancel_response": {"status": name(ack.status), "reason": ack.reason, "raw": ack.raw}}
+            if ack.status == t.ORDER_STATUS_CANCELLED:
+                return await self.transition(iid, t.ORDER_STATUS_CANCELLED, reason=ack.reason or "cancelled",
+                                             audit=audit)
+            return self.orders[iid]
+
+    # -- broker events ----------------------------------------------------------------------------
+    async def on_event(self, ev: BrokerOrderEvent) -> None:
+        """Apply one broker event (cumulative fills) to the order it names, at most once per fill."""
+        iid = self._ids.get(ev.exchange_order_id) or self._ids.get(ev.client_order_id)
+        if iid is None:
+            UNKNOWN_EVENTS.inc()
+            log.debug("broker event for an order not in the book", extra={"exchange_order_id": ev.exchange_order_id})
+            return
+        async with self.lock(iid):
+            await self.apply_event_locked(iid, ev)
+
+    async def apply_event_locked(self, internal_id: str, ev: BrokerOrderEvent) -> None:
+        """The caller holds the order's lock. Illegal transitions are logged and counted, never raised."""
+        cur = self.orders[internal_id]
+        if cur.status in TERMINAL or ev.filled_quantity < cur.filled_quantity:
+            return  # late or stale: cumulative fills only move forward
+        status = t.ORDER_STATUS_OPEN if ev.status in _ACCEPTED else ev.status
+        delta = ev.filled_quantity - cur.filled_quantity
+        if delta > 0 and status in _RESTING:
+            status = t.ORDER_STATUS_PARTIALLY_FILLED
+        new_id = ev.exchange_order_id if ev.exchange_order_id != cur.exchange_order_id else ""
+        if delta == 0 and not new_id and (status == cur.status or (
+                cur.status == t.ORDER_STATUS_PARTIALLY_FILLED and status in _RESTING)):
+            return  # nothing new
+        fill = self._fill_delta(internal_id, cur, ev, delta)
+        try:
+            await self.transition(internal_id, status, reason=ev.reason or None, exchange_order_id=new_id,
+                                  filled=(ev.filled_quantity, ev.average_price_paise or fill[1]) if delta else None,
+                                  fill=fill, audit={"event": event_audit(ev)})
+        except IllegalTransition as exc:
+            self.illegal_transitions += 1
+            ILLEGAL.inc()
+            log.error("broker event refused by the state machine: %s", exc,
+                      extra={"order_id": internal_id, "exchange_order_id": ev.exchange_order_id})
+
+    def _fill_delta(self, internal_id: str, cur: t.OrderUpdate, ev: BrokerOrderEvent,
+                    delta: int) -> tuple[int, int, int]:
+        """(quantity, price, charges) of the fill(s) between our cumulative state and the event's."""
+        seen = self._charges.get(internal_id, 0)
+        self._charges[internal_id] = max(seen, ev.charges_paise)
+        if delta <= 0:
+            return (0, 0, 0)
+        if ev.raw.get("last_fill_quantity") == delta:
+            return (delta, int(ev.raw["last_fill_price_paise"]), int(ev.raw.get("last_fill_charges_paise", 0)))
+        value = ev.filled_quantity * ev.average_price_paise - cur.filled_quantity * cur.average_price_paise
+        return (delta, (value + delta // 2) // delta, max(0, ev.charges_paise - seen))

@@ -1,0 +1,93 @@
+"""The OMS module: consumes accepted orders, candles and ticks from the bus; serves OrderService requests.
+
+Owns the OrderEngine (ledger + broker); publishes ORDER_UPDATES; asks RiskService/SubmitOrder for manual orders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from services.oms.broker import Broker
+from services.oms.config import OmsSettings
+from services.oms.engine import OrderEngine
+from services.oms.ledger import Ledger
+from services.oms.reconcile import rebuild_positions, reconcile
+from services.oms.service import OrderService
+from shared.bus import Bus, Topic
+from shared.clock import Clock
+from shared.component import Component
+from shared.contracts import market_pb2
+from shared.contracts import trading_pb2 as t
+
+log = logging.getLogger(__name__)
+
+
+class OmsModule(Component):
+    name = "oms"
+
+    def __init__(self, bus: Bus, settings: OmsSettings, broker: Broker, ledger: Ledger, clock: Clock) -> None:
+        super().__init__(bus)
+        self.settings = settings
+        self.broker = broker
+        self.ledger = ledger
+        self.clock = clock
+        self.engine = OrderEngine(bus, settings, broker, ledger, clock)
+        self.service = OrderService(bus, settings, self.engine)
+        self.reconciled: dict[str, int] = {}
+
+    async def start(self) -> None:
+        await self.engine.start_sequence()
+        await rebuild_positions(self.engine)
+        self.reconciled = await reconcile(self.engine)
+        self.bus.subscribe(Topic.ORDERS, self.name, self._on_decision)
+        self.bus.subscribe(Topic.CANDLES, self.name, self._on_candles)
+        self.bus.subscribe(Topic.TICKS, self.name, self._on_ticks)
+        self.service.register()
+        log.info("oms ready", extra={"broker": self.broker.name, **self.reconciled})
+        self.ready.set()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._consume_events(), name="oms:broker-events")
+            if self.settings.poll_interval_s > 0:
+                tg.create_task(self._poll(), name="oms:poll")
+
+    async def _on_decision(self, decision: t.RiskDecision) -> None:
+        if decision.accepted:
+            await self.engine.accept(decision)
+
+    async def _on_candles(self, batch: market_pb2.CandleBatch) -> None:
+        for candle in batch.candles:
+            await self.broker.on_candle(candle)
+
+    async def _on_ticks(self, batch: market_pb2.TickBatch) -> None:
+        # Hot path: the broker keeps last prices, the position book marks only tokens it holds.
+        await self.broker.on_ticks(batch)
+        mark = self.engine.positions.mark
+        for tick in batch.ticks:
+            mark(tick.token, tick.ltp_paise)
+
+    async def _consume_events(self) -> None:
+        async for event in self.broker.events():
+            try:
+                await self.engine.on_event(event)
+            except Exception:
+                log.exception("broker event failed", extra={"exchange_order_id": event.exchange_order_id})
+
+    async def _poll(self) -> None:
+        """Brokers without an order feed: read the order book while we have orders working there."""
+        while True:
+            await asyncio.sleep(self.settings.poll_interval_s)
+            if not any(u.exchange_order_id for u in self.engine.open_orders()):
+                continue
+            try:
+                book = await self.broker.order_book()
+            except Exception as exc:
+                log.warning("order book poll failed", extra={"error": str(exc)})
+                continue
+            for event in book:
+                try:
+                    await self.engine.on_event(event)
+                except Exception:
+                    log.exception("polled order state failed", extra={"exchange_order_id": event.exchange_order_id})

@@ -1,0 +1,85 @@
+"""Start-up reconciliation: the ledger's open orders against the broker's order book, and today's positions.
+
+Runs once in OmsModule.start(); adopts the broker's state and never re-sends an order on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from services.oms.broker import BrokerOrderEvent
+from services.oms.engine import OrderEngine
+from services.oms.states import IllegalTransition
+from shared.clock import day_of
+from shared.contracts import trading_pb2 as t
+
+log = logging.getLogger(__name__)
+
+NOT_SENT = "not sent before restart: the broker never saw it; place it again if still wanted"
+
+
+async def rebuild_positions(engine: OrderEngine, limit: int = 100_000) -> int:
+    """Today's filled quantities from the ledger back into the position book (charges are not stored)."""
+    orders = await engine.ledger.list_orders(limit=limit, day=day_of(engine.clock.now_ns()))
+    applied = 0
+    for u in reversed(orders):  # oldest first, as they were filled
+        if u.filled_quantity <= 0:
+            continue
+        engine.positions.apply_update(t.OrderUpdate(request=u.request, last_fill_quantity=u.filled_quantity,
+                                                    last_fill_price_paise=u.average_price_paise))
+        applied += 1
+    return applied
+
+
+async def reconcile(engine: OrderEngine) -> dict[str, int]:
+    """Adopt the broker's view of every open ledger order; returns counts by outcome."""
+    counts = {"open": 0, "matched": 0, "rejected": 0, "cancelled": 0}
+    open_orders = await engine.ledger.open_orders()
+    counts["open"] = len(open_orders)
+    for u in open_orders:
+        engine.remember(u)
+    restore = getattr(engine.broker, "restore", None)
+    if callable(restore):  # VirtualBroker: its book lives only in memory
+        restore(open_orders)
+    if not open_orders:
+        return counts
+    try:
+        book = await engine.broker.order_book()
+    except Exception:
+        log.exception("order book unavailable at start-up; open orders are reconciled by polling")
+        return counts
+    by_id = {e.exchange_order_id: e for e in book if e.exchange_order_id}
+    by_tag = {e.client_order_id: e for e in book if e.client_order_id}
+    for u in open_orders:
+        ev = by_id.get(u.exchange_order_id) if u.exchange_order_id else None
+        ev = ev or by_tag.get(u.client_order_id)
+        try:
+            async with engine.lock(u.internal_id):
+                outcome = await _settle(engine, u, ev)
+        except IllegalTransition as exc:
+            log.error("reconciliation refused by the state machine: %s", exc, extra={"order_id": u.internal_id})
+            continue
+        counts[outcome] = counts.get(outcome, 0) + 1
+    log.info("reconciled open orders", extra=counts)
+    return counts
+
+
+async def _settle(engine: OrderEngine, u: t.OrderUpdate, ev: BrokerOrderEvent | None) -> str:
+    audit: dict[str, Any] = {"reconcile": "start-up"}
+    if ev is not None:
+        if u.status == t.ORDER_STATUS_PENDING_NEW:  # crashed after the broker call, before recording it
+            await engine.transition(u.internal_id, t.ORDER_STATUS_SUBMITTED, audit=audit)
+        await engine.apply_event_locked(u.internal_id, ev)
+        return "matched"
+    if u.status == t.ORDER_STATUS_PENDING_NEW:
+        await engine.transition(u.internal_id, t.ORDER_STATUS_REJECTED, reason=NOT_SENT, audit=audit)
+        return "rejected"
+    if u.status == t.ORDER_STATUS_SUBMITTED:
+        reason = (f"sent before restart but the broker has no order tagged {u.client_order_id}; "
+                  "place it again if still wanted")
+        await engine.transition(u.internal_id, t.ORDER_STATUS_REJECTED, reason=reason, audit=audit)
+        return "rejected"
+    reason = "not in the broker's order book after restart (expired or removed)"
+    await engine.transition(u.internal_id, t.ORDER_STATUS_CANCELLED, reason=reason, audit=audit)
+    return "cancelled"

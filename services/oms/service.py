@@ -1,0 +1,127 @@
+"""OrderService's unary requests on the bus: place (through risk), cancel, get, list, positions, square-off.
+
+Transport-free: the gRPC layer maps the shared.errors raised here; the OrderEngine does the work.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from services.oms.config import OmsSettings
+from services.oms.engine import OrderEngine
+from shared import rpc
+from shared.bus import Bus
+from shared.contracts import oms_pb2, risk_pb2
+from shared.contracts import trading_pb2 as t
+from shared.errors import InvalidInput, NotFound, RetryableError, RiskRejected
+
+log = logging.getLogger(__name__)
+
+SQUAREOFF_TAG = "SQUAREOFF"
+_PRICED = frozenset({t.ORDER_TYPE_LIMIT, t.ORDER_TYPE_STOP_LIMIT})
+_STOPS = frozenset({t.ORDER_TYPE_STOP_LIMIT, t.ORDER_TYPE_STOP_MARKET})
+
+
+def validated(order: t.OrderRequest) -> t.OrderRequest:
+    """A copy with defaults filled in; raises InvalidInput naming the first bad field."""
+    if order.token <= 0:
+        raise InvalidInput("order.token", "must be a positive instrument token; find it with ListInstruments")
+    if order.side not in (t.SIDE_BUY, t.SIDE_SELL):
+        raise InvalidInput("order.side", "must be SIDE_BUY or SIDE_SELL")
+    if order.quantity <= 0:
+        raise InvalidInput("order.quantity", "must be a positive number of units (a multiple of the lot size)")
+    if order.order_type == t.ORDER_TYPE_UNSPECIFIED:
+        raise InvalidInput("order.order_type", "set MARKET, LIMIT, STOP_LIMIT or STOP_MARKET")
+    if order.price_paise < 0 or (order.order_type in _PRICED and order.price_paise == 0):
+        raise InvalidInput("order.price_paise", "a limit price in paise above 0 is required for LIMIT and STOP_LIMIT")
+    if order.trigger_price_paise < 0 or (order.order_type in _STOPS and order.trigger_price_paise == 0):
+        raise InvalidInput("order.trigger_price_paise", "a trigger price in paise above 0 is required for stops")
+    out = t.OrderRequest()
+    out.CopyFrom(order)
+    out.client_order_id = out.client_order_id or f"manual-{uuid.uuid4().hex[:20]}"
+    out.product = out.product or t.PRODUCT_MIS
+    out.validity = out.validity or t.VALIDITY_DAY
+    out.strategy_tag = out.strategy_tag or "MANUAL"
+    return out
+
+
+class OrderService:
+    def __init__(self, bus: Bus, settings: OmsSettings, engine: OrderEngine) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.engine = engine
+
+    def register(self) -> None:
+        self.bus.handle(rpc.PLACE_ORDER, self.place_order)
+        self.bus.handle(rpc.CANCEL_ORDER, self.cancel_order)
+        self.bus.handle(rpc.GET_ORDER, self.get_order)
+        self.bus.handle(rpc.LIST_ORDERS, self.list_orders)
+        self.bus.handle(rpc.LIST_POSITIONS, self.list_positions)
+        self.bus.handle(rpc.SQUARE_OFF, self.square_off)
+
+    async def place_order(self, request: oms_pb2.PlaceOrderRequest) -> oms_pb2.PlaceOrderResponse:
+        if not request.HasField("order"):
+            raise InvalidInput("order", "is required")
+        return oms_pb2.PlaceOrderResponse(order=await self._submit(validated(request.order)))
+
+    async def _submit(self, order: t.OrderRequest) -> t.OrderUpdate:
+        """Through risk (which publishes the accepted decision on ORDERS), then wait for our book."""
+        reply = await self.bus.call(rpc.SUBMIT_ORDER, risk_pb2.SubmitOrderRequest(order=order))
+        decision = reply.decision
+        if not decision.accepted:
+            raise RiskRejected(decision.reason_code, decision.reason or "rejected by risk")
+        client_order_id = decision.order.client_order_id or order.client_order_id
+        update = await self.engine.wait_placed(client_order_id, self.settings.place_order_wait_s)
+        if update is None:
+            raise RetryableError(f"order {client_order_id} was accepted by risk but has not reached the OMS yet; "
+                                 f"look it up with GetOrder {client_order_id}")
+        return update
+
+    async def cancel_order(self, request: oms_pb2.CancelOrderRequest) -> oms_pb2.CancelOrderResponse:
+        if not request.order_id:
+            raise InvalidInput("order_id", "give the internal_id or client_order_id of the order")
+        return oms_pb2.CancelOrderResponse(order=await self.engine.cancel(request.order_id))
+
+    async def get_order(self, request: oms_pb2.GetOrderRequest) -> oms_pb2.GetOrderResponse:
+        if not request.order_id:
+            raise InvalidInput("order_id", "give the internal_id or client_order_id of the order")
+        order = self.engine.lookup(request.order_id) or await self.engine.ledger.get(request.order_id)
+        if order is None:
+            raise NotFound(f"no order {request.order_id!r}; list orders to find its internal or client id")
+        return oms_pb2.GetOrderResponse(order=order)
+
+    async def list_orders(self, request: oms_pb2.ListOrdersRequest) -> oms_pb2.ListOrdersResponse:
+        if request.limit < 0:
+            raise InvalidInput("limit", "must be 0 (default 100) or positive")
+        orders = await self.engine.ledger.list_orders(open_only=request.open_only, strategy_tag=request.strategy_tag,
+                                                      limit=request.limit or 100)
+        return oms_pb2.ListOrdersResponse(orders=orders)
+
+    async def list_positions(self, request: oms_pb2.ListPositionsRequest) -> oms_pb2.ListPositionsResponse:
+        book = self.engine.positions
+        return oms_pb2.ListPositionsResponse(
+            positions=book.to_protos(), realised_pnl_paise=book.realised_pnl_paise(),
+            unrealised_pnl_paise=book.unrealised_pnl_paise(), charges_paise=book.charges_paise())
+
+    async def square_off(self, request: oms_pb2.SquareOffRequest) -> oms_pb2.SquareOffResponse:
+        """A market order against every open position (or the one symbol named), through risk."""
+        wanted = request.symbol.upper()
+        placed, refused = [], []
+        for pos in list(self.engine.positions.positions.values()):
+            if pos.net_quantity == 0 or (wanted and pos.symbol.upper() != wanted):
+                continue
+            order = t.OrderRequest(
+                client_order_id=f"{SQUAREOFF_TAG}-{pos.token}-{uuid.uuid4().hex[:12]}", token=pos.token,
+                exchange_segment=pos.exchange_segment, symbol=pos.symbol,
+                side=t.SIDE_SELL if pos.net_quantity > 0 else t.SIDE_BUY, quantity=abs(pos.net_quantity),
+                order_type=t.ORDER_TYPE_MARKET, product=pos.product, validity=t.VALIDITY_DAY,
+                strategy_tag=SQUAREOFF_TAG)
+            try:
+                placed.append(await self._submit(order))
+            except (RiskRejected, RetryableError) as exc:
+                log.warning("square-off order not placed: %s", exc, extra={"token": pos.token})
+                refused.append(exc)
+        if refused and not placed:
+            raise refused[0]
+        return oms_pb2.SquareOffResponse(orders=placed)

@@ -1,0 +1,184 @@
+"""The OMS end to end on a real Bus with MemoryLedger + VirtualBroker: lifecycle, idempotency, recovery."""
+
+from services.oms.charges import ChargeModel
+from services.oms.ledger import MemoryLedger
+from services.oms.reconcile import NOT_SENT
+from services.oms.virtual_broker import VirtualBroker
+from shared.bus import Topic
+from shared.clock import ManualClock
+from shared.contracts import market_pb2
+from shared.contracts import trading_pb2 as t
+from shared.errors import RetryableError
+from tests.oms.conftest import accepted
+from tests.oms.helpers import MINUTE, T0, candle, order, until
+
+S = t  # statuses read better as S.ORDER_STATUS_...
+
+
+async def test_accepted_decision_goes_pending_new_submitted_open_then_traded_after_a_candle(start_oms):
+    oms = await start_oms()
+    await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=10)))
+    await oms.until_status("c-1", S.ORDER_STATUS_OPEN)
+
+    await oms.bus.publish(Topic.CANDLES, market_pb2.CandleBatch(candles=[candle(101_00, 102_00, 99_00, 100_00)]))
+    traded = await oms.until_status("c-1", S.ORDER_STATUS_TRADED)
+
+    assert oms.statuses("c-1") == [S.ORDER_STATUS_PENDING_NEW, S.ORDER_STATUS_SUBMITTED, S.ORDER_STATUS_OPEN,
+                                   S.ORDER_STATUS_TRADED]
+    assert (traded.filled_quantity, traded.last_fill_quantity, traded.last_fill_price_paise) == (10, 10, 100_00)
+    assert traded.last_fill_charges_paise == ChargeModel.default().for_fill(traded.request, 10, 100_00).total
+    assert traded.exchange_order_id.startswith("VB-")
+    assert (await oms.ledger.get("c-1")).status == S.ORDER_STATUS_TRADED
+
+
+async def test_rejected_decisions_are_ignored(start_oms):
+    oms = await start_oms()
+
+    await oms.bus.publish(Topic.ORDERS, t.RiskDecision(accepted=False, reason_code="X", order=order()))
+    await oms.bus.drain()
+
+    assert oms.updates == []
+    assert await oms.ledger.list_orders() == []
+
+
+async def test_each_update_carries_the_fill_delta_and_sequences_increase(start_oms):
+    oms = await start_oms()
+    await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=50)))
+    await oms.until_status("c-1", S.ORDER_STATUS_OPEN)
+
+    await oms.bus.publish(Topic.CANDLES, market_pb2.CandleBatch(candles=[candle(99_00, 99_50, 98_00, 99_00, 20)]))
+    await oms.bus.publish(Topic.CANDLES, market_pb2.CandleBatch(candles=[
+        candle(98_00, 99_00, 97_00, 98_50, start_ns=T0 + 2 * MINUTE)]))
+    await oms.until_status("c-1", S.ORDER_STATUS_TRADED)
+
+    fills = [(u.last_fill_quantity, u.last_fill_price_paise, u.filled_quantity) for u in oms.of("c-1")
+             if u.last_fill_quantity]
+    assert fills == [(20, 99_00, 20), (30, 98_00, 50)]
+    sequences = [u.sequence for u in oms.updates]
+    assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
+
+
+async def test_the_same_decision_twice_makes_one_order(start_oms):
+    oms = await start_oms()
+    decision = accepted(order(price=100_00))
+
+    await oms.bus.publish(Topic.ORDERS, decision)
+    await oms.bus.publish(Topic.ORDERS, decision)
+    await oms.bus.drain()
+
+    assert len(await oms.ledger.list_orders()) == 1
+    assert len(oms.broker.book) == 1
+    assert oms.statuses("c-1") == [S.ORDER_STATUS_PENDING_NEW, S.ORDER_STATUS_SUBMITTED, S.ORDER_STATUS_OPEN]
+
+
+async def test_a_decision_already_in_the_ledger_before_a_restart_is_not_placed_again(start_oms):
+    ledger = MemoryLedger()
+    await ledger.insert_new(t.OrderUpdate(internal_id="i-1", client_order_id="c-1", request=order(),
+                                          status=S.ORDER_STATUS_PENDING_NEW), {})
+    await ledger.record(t.OrderUpdate(internal_id="i-1", client_order_id="c-1", request=order(),
+                                      status=S.ORDER_STATUS_REJECTED, reason="earlier"), {})
+    oms = await start_oms(ledger=ledger)
+
+    await oms.bus.publish(Topic.ORDERS, accepted(order()))
+    await oms.bus.drain()
+
+    assert oms.broker.book == {}
+    assert oms.updates == []
+
+
+async def test_a_pending_new_order_the_broker_never_saw_is_rejected_at_start_up_and_not_resent(start_oms):
+    ledger = MemoryLedger()  # the crash happened between the ledger insert and the broker call
+    await ledger.insert_new(t.OrderUpdate(internal_id="i-1", client_order_id="c-1", request=order(),
+                                          status=S.ORDER_STATUS_PENDING_NEW, sequence=5), {})
+
+    oms = await start_oms(ledger=ledger)
+    await until(lambda: oms.updates)
+
+    row = await ledger.get("c-1")
+    assert row.status == S.ORDER_STATUS_REJECTED
+    assert row.reason == NOT_SENT
+    assert oms.broker.book == {}
+    assert oms.module.reconciled["rejected"] == 1
+
+
+async def test_open_virtual_orders_are_restored_after_a_restart_and_fill(start_oms):
+    ledger = MemoryLedger()
+    req = order(price=100_00)
+    await ledger.insert_new(t.OrderUpdate(internal_id="i-1", client_order_id="c-1", request=req,
+                                          status=S.ORDER_STATUS_PENDING_NEW), {})
+    for status in (S.ORDER_STATUS_SUBMITTED, S.ORDER_STATUS_OPEN):
+        await ledger.record(t.OrderUpdate(internal_id="i-1", client_order_id="c-1", request=req, status=status,
+                                          exchange_order_id="VB-1"), {})
+    oms = await start_oms(ledger=ledger)
+
+    await oms.bus.publish(Topic.CANDLES, market_pb2.CandleBatch(candles=[candle(99_00, 99_50, 98_00, 99_00)]))
+
+    traded = await oms.until_status("c-1", S.ORDER_STATUS_TRADED)
+    assert traded.exchange_order_id == "VB-1"
+    assert oms.module.reconciled["matched"] == 1
+    assert oms.statuses("c-1") == [S.ORDER_STATUS_TRADED]  # the restored book agreed: nothing to re-publish
+
+
+async def test_sequences_continue_above_the_ledgers_highest(start_oms):
+    ledger = MemoryLedger()
+    high = 10**18
+    await ledger.insert_new(t.OrderUpdate(internal_id="i-0", client_order_id="old", request=order(),
+                                          status=S.ORDER_STATUS_PENDING_NEW, sequence=high), {})
+    oms = await start_oms(ledger=ledger)
+
+    await oms.bus.publish(Topic.ORDERS, accepted(order(client_order_id="new")))
+    await oms.until_status("new", S.ORDER_STATUS_OPEN)
+
+    assert min(u.sequence for u in oms.of("new")) > high
+
+
+class TimeoutAfterBooking(VirtualBroker):
+    """A timeout where the broker did accept: the order is booked, the caller sees RetryableError."""
+
+    placed = 0
+
+    async def place_order(self, order):
+        self.placed += 1
+        await super().place_order(order)
+        raise RetryableError("broker timed out")
+
+
+class TimeoutBeforeBooking(VirtualBroker):
+    """A timeout where the order never reached the broker."""
+
+    lookups = 0
+
+    async def place_order(self, order):
+        raise RetryableError("broker timed out")
+
+    async def find_by_tag(self, client_order_id):
+        self.lookups += 1
+        return await super().find_by_tag(client_order_id)
+
+
+async def test_an_unknown_outcome_placement_is_found_by_tag_and_adopted_not_placed_twice(start_oms):
+    broker = TimeoutAfterBooking(None, ChargeModel.default(), ManualClock(T0 + 1))
+    oms = await start_oms(broker=broker)
+
+    await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00)))
+    opened = await oms.until_status("c-1", S.ORDER_STATUS_OPEN)
+
+    assert broker.placed == 1
+    assert len(broker.book) == 1
+    assert opened.exchange_order_id == next(iter(broker.book))
+    assert S.ORDER_STATUS_REJECTED not in oms.statuses("c-1")
+
+
+async def test_an_unknown_outcome_placement_never_found_is_rejected_after_the_configured_lookups(start_oms):
+    from services.oms.config import OmsSettings
+
+    broker = TimeoutBeforeBooking(None, ChargeModel.default(), ManualClock(T0 + 1))
+    settings = OmsSettings(lookup_backoff_s=0, poll_interval_s=0, unknown_outcome_lookups=3)
+    oms = await start_oms(broker=broker, settings=settings)
+
+    await oms.bus.publish(Topic.ORDERS, accepted(order()))
+    rejected = await oms.until_status("c-1", S.ORDER_STATUS_REJECTED)
+
+    assert broker.lookups == 3
+    assert "not found at the broker after 3 lookups" in rejected.reason
+    assert broker.book == {}
