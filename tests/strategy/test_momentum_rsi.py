@@ -1,0 +1,151 @@
+"""MOMENTUM_RSI on crafted candle series: entries on RSI crosses with the EMA, exits, no pyramiding."""
+
+from datetime import date
+
+import pytest
+from pydantic import ValidationError
+
+from services.strategy.momentum_rsi import MomentumRsi, MomentumRsiParams
+from services.strategy.plugins import PENDING_EXPIRY_NS, StrategyContext
+from shared.clock import NS, ist_ns
+from shared.contracts import market_pb2, trading_pb2
+from shared.instruments import InstrumentBook
+from shared.marketdata import nse_instruments
+
+T0915 = ist_ns(date(2026, 1, 20), 9, 15)
+SBIN = 3045
+# Period 3 for both. Closes 100, 99, 98, 97, 96 (rupees): RSI seeds at 0 (only losses), EMA seeds at
+# 99 then 98, 97. Close 100: gain avg 4/3, loss avg 2/3 -> RSI 66.7, crossing 60; EMA 98.5 < 100.
+FALLING_THEN_JUMP = [100_00, 99_00, 98_00, 97_00, 96_00, 100_00]
+# Mirror image for a short: RSI 100 then 33.3 (crossing 40), EMA 101.5 > 100.
+RISING_THEN_DROP = [100_00, 101_00, 102_00, 103_00, 104_00, 100_00]
+
+
+def make(**params):
+    base = {"rsi_period": 3, "ema_period": 3}
+    return MomentumRsi("mom", MomentumRsiParams(**{**base, **params}))
+
+
+def feed(strategy, closes, start_minute=0, token=SBIN):
+    ctx = StrategyContext(InstrumentBook(nse_instruments(["SBIN-EQ"])))
+    out = []
+    for i, close in enumerate(closes):
+        start = T0915 + (start_minute + i) * 60 * NS
+        ctx.now_ns = start + 60 * NS
+        candle = market_pb2.Candle(token=token, start_ns=start, open_paise=close, high_paise=close,
+                                   low_paise=close, close_paise=close)
+        intents = strategy.on_candle(candle, ctx)
+        for intent in intents:
+            strategy.mark_sent(intent, ctx.now_ns)
+        out.append(intents)
+    return out
+
+
+def fill(strategy, side, quantity, status=trading_pb2.ORDER_STATUS_TRADED, tag="mom"):
+    strategy.on_order_update(trading_pb2.OrderUpdate(
+        status=status, last_fill_quantity=quantity, last_fill_price_paise=100_00,
+        request=trading_pb2.OrderRequest(token=SBIN, side=side, strategy_tag=tag)))
+
+
+def test_buys_when_rsi_crosses_above_the_entry_level_with_the_close_above_the_ema():
+    strategy = make()
+    out = feed(strategy, FALLING_THEN_JUMP)
+    assert out[:5] == [[]] * 5
+    (intent,) = out[5]
+    assert (intent.side, intent.quantity, intent.order_type, intent.limit_price_paise, intent.product) == (
+        trading_pb2.SIDE_BUY, 1, trading_pb2.ORDER_TYPE_LIMIT, 100_00, trading_pb2.PRODUCT_MIS)
+    assert "crossed above 60" in intent.reason
+
+
+def test_sells_short_when_rsi_crosses_below_the_entry_level_with_the_close_below_the_ema():
+    (intent,) = feed(make(), RISING_THEN_DROP)[5]
+    assert (intent.side, intent.quantity) == (trading_pb2.SIDE_SELL, 1)
+
+
+def test_no_short_entry_when_shorts_are_not_allowed():
+    assert feed(make(allow_short=False), RISING_THEN_DROP)[5] == []
+
+
+def test_market_orders_carry_no_price():
+    (intent,) = feed(make(order_type="MARKET"), FALLING_THEN_JUMP)[5]
+    assert (intent.order_type, intent.limit_price_paise) == (trading_pb2.ORDER_TYPE_MARKET, 0)
+
+
+def test_quantity_is_rounded_down_to_whole_lots():
+    strategy = make(quantity=7)
+    ctx = StrategyContext(InstrumentBook([market_pb2.Instrument(token=SBIN, lot_size=5, tick_size_paise=5)]))
+    assert strategy._entry_quantity(SBIN, ctx) == 5
+
+
+def test_a_limit_price_is_snapped_to_the_tick_size():
+    strategy = make()
+    closes = [*FALLING_THEN_JUMP[:-1], 100_03]
+    (intent,) = feed(strategy, closes)[5]
+    assert intent.limit_price_paise == 100_05
+
+
+def test_no_second_entry_while_the_first_order_is_in_flight():
+    strategy = make()
+    feed(strategy, FALLING_THEN_JUMP)
+    # A dip and a jump that cross 60 again (RSI 53.3 -> 78.8, close above the EMA).
+    assert feed(strategy, [99_00, 103_00], start_minute=6) == [[], []]
+
+
+def test_no_second_entry_while_the_position_is_open():
+    strategy = make()
+    feed(strategy, FALLING_THEN_JUMP)
+    fill(strategy, trading_pb2.SIDE_BUY, 1)
+    assert strategy.position(SBIN) == 1
+    assert feed(strategy, [99_00, 103_00], start_minute=6) == [[], []]
+
+
+def test_exits_a_long_with_a_sell_of_the_whole_position_when_rsi_falls_below_the_exit_level():
+    strategy = make(quantity=3)
+    feed(strategy, FALLING_THEN_JUMP)
+    fill(strategy, trading_pb2.SIDE_BUY, 3)
+    (intent,) = feed(strategy, [95_00], start_minute=6)[0]
+    assert (intent.side, intent.quantity) == (trading_pb2.SIDE_SELL, 3)
+    assert intent.reason.startswith("exit long")
+
+
+def test_exits_a_short_by_buying_it_back():
+    strategy = make()
+    feed(strategy, RISING_THEN_DROP)
+    fill(strategy, trading_pb2.SIDE_SELL, 1)
+    (intent,) = feed(strategy, [106_00], start_minute=6)[0]
+    assert (intent.side, intent.quantity) == (trading_pb2.SIDE_BUY, 1)
+
+
+def test_a_signal_whose_order_never_appears_stops_blocking_after_the_pending_expiry():
+    strategy = make()
+    feed(strategy, FALLING_THEN_JUMP)
+    now = T0915 + 6 * 60 * NS
+    assert strategy.is_pending(SBIN, now)
+    assert not strategy.is_pending(SBIN, now + PENDING_EXPIRY_NS)
+
+
+def test_an_order_seen_open_keeps_the_token_blocked_until_it_is_terminal():
+    strategy = make()
+    feed(strategy, FALLING_THEN_JUMP)
+    fill(strategy, trading_pb2.SIDE_BUY, 0, status=trading_pb2.ORDER_STATUS_OPEN)
+    far = T0915 + 6 * 60 * NS + 10 * PENDING_EXPIRY_NS
+    assert strategy.is_pending(SBIN, far)
+    fill(strategy, trading_pb2.SIDE_BUY, 0, status=trading_pb2.ORDER_STATUS_CANCELLED)
+    assert not strategy.is_pending(SBIN, far)
+    assert strategy.position(SBIN) == 0
+
+
+def test_changing_a_period_restarts_the_warm_up_but_changing_a_threshold_does_not():
+    strategy = make()
+    feed(strategy, FALLING_THEN_JUMP[:5])
+    strategy.apply_params(MomentumRsiParams(rsi_period=3, ema_period=3, entry_long_rsi=65))
+    assert feed(strategy, [100_00], start_minute=5)[0][0].side == trading_pb2.SIDE_BUY
+    strategy2 = make()
+    feed(strategy2, FALLING_THEN_JUMP[:5])
+    strategy2.apply_params(MomentumRsiParams(rsi_period=4, ema_period=3))
+    assert feed(strategy2, [100_00], start_minute=5)[0] == []
+
+
+def test_exit_thresholds_must_sit_inside_the_entry_thresholds():
+    with pytest.raises(ValidationError, match="exit_long_rsi must be below entry_long_rsi"):
+        MomentumRsiParams(entry_long_rsi=55, exit_long_rsi=56)
