@@ -6,7 +6,9 @@ Subscribes NOTIFICATIONS, ORDERS and ORDER_UPDATES; serves NotifierService/Notif
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from datetime import date
 
 from prometheus_client import Counter
 from telegram.error import InvalidToken
@@ -68,8 +70,9 @@ class NotifierModule(Component):
             if self.settings.daily_summary_time_ist:
                 tg.create_task(self._summary_loop(), name="notifier:summary")
             if self.bot is not None and self.sender is not None:
-                tg.create_task(self.sender.run(), name="notifier:sender")
-                await self._start_bot(self.bot)
+                await self._start_bot(self.bot)  # notices queue up meanwhile (bounded)
+                if self.bot_started.is_set():
+                    tg.create_task(self.sender.run(), name="notifier:sender")
 
     async def stop(self) -> None:
         """Send what is still queued (the "stopping" notice), then stop polling; safe if run() never started."""
@@ -93,7 +96,8 @@ class NotifierModule(Component):
                 return
             except Exception as exc:  # network down at start-up: keep trading, try again later
                 log.warning("telegram bot did not start; retrying", extra={"error": repr(exc)})
-                await bot.stop()
+                with contextlib.suppress(Exception):
+                    await bot.stop()
                 await asyncio.sleep(self.settings.bot_start_retry_seconds)
 
     # -- what arrives ----------------------------------------------------------------
@@ -151,14 +155,18 @@ class NotifierModule(Component):
         while True:
             await asyncio.sleep(self.settings.summary_check_seconds)
             now = self.clock.now_ns()
-            if now >= due:
+            if now < due:
+                continue
+            try:
                 await self.publish_summary(day_of(due))
-                due = next_summary_ns(now, hhmm)
+            except Exception:  # a summary bug must not end the process
+                log.exception("daily summary failed")
+            due = next_summary_ns(now, hhmm)
 
-    async def publish_summary(self, day: object = None) -> None:
+    async def publish_summary(self, day: date | None = None) -> None:
         """Fetch the day's orders and positions and publish the summary as a notification."""
         try:
-            summary = await self.control.daily_summary(day)  # type: ignore[arg-type]
+            summary = await self.control.daily_summary(day)
         except NeoPulseError as exc:
             log.warning("daily summary unavailable", extra={"error": str(exc)})
             return

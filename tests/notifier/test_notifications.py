@@ -159,9 +159,14 @@ async def test_a_notice_still_in_the_batch_window_is_sent_when_the_module_stops(
 async def test_a_bot_api_outage_at_start_up_is_retried_and_notices_wait_for_it(bus, standins, fake_api, clock):
     fake_api.fail["getMe"] = [502, 502]
     module = NotifierModule(bus, settings_for(fake_api, bot_start_retry_seconds=0.05), clock)
-    async for _ in started(module):
-        await bus.publish(Topic.NOTIFICATIONS, note("after the outage"))
-        sent = await fake_api.wait_sent(1, chat_id=CHAT)
+    await module.start()
+    runner = asyncio.create_task(module.run())
+    await bus.publish(Topic.NOTIFICATIONS, note("during the outage"))
+
+    sent = await fake_api.wait_sent(1, chat_id=CHAT)
+    await module.stop()
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
 
     assert len(fake_api.sent("getMe")) == 3
-    assert sent[0]["text"] == "📡 <b>Feed</b>\nafter the outage"
+    assert sent[0]["text"] == "📡 <b>Feed</b>\nduring the outage"
