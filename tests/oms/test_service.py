@@ -1,0 +1,148 @@
+"""OrderService requests over the bus, with a risk stand-in that publishes accepted decisions on ORDERS."""
+
+import pytest
+
+from services.oms.engine import OrderStateError
+from shared import rpc
+from shared.bus import Topic
+from shared.contracts import market_pb2, oms_pb2
+from shared.contracts import trading_pb2 as t
+from shared.errors import BrokerRejected, InvalidInput, NotFound, RiskRejected
+from tests.oms.conftest import risk_stand_in
+from tests.oms.helpers import candle, order, tick, until
+
+
+async def place(oms, req) -> t.OrderUpdate:
+    reply = await oms.bus.call(rpc.PLACE_ORDER, oms_pb2.PlaceOrderRequest(order=req))
+    return reply.order
+
+
+async def test_place_order_goes_through_risk_and_returns_the_order_from_the_book(start_oms):
+    oms = await start_oms()
+
+    update = await place(oms, order(price=100_00))
+
+    assert update.status == t.ORDER_STATUS_OPEN
+    assert update.client_order_id == "c-1"
+    assert update.exchange_order_id.startswith("VB-")
+
+
+async def test_place_order_fills_defaults_for_a_manual_order(start_oms):
+    oms = await start_oms()
+    req = order(price=100_00, client_order_id="")
+    req.ClearField("product")
+    req.ClearField("strategy_tag")
+
+    update = await place(oms, req)
+
+    assert update.client_order_id.startswith("manual-")
+    assert update.request.product == t.PRODUCT_MIS
+    assert update.request.strategy_tag == "MANUAL"
+
+
+@pytest.mark.parametrize(("field", "req"), [
+    ("order.quantity", order(quantity=0)),
+    ("order.token", order(token=0)),
+    ("order.side", order(side=t.SIDE_UNSPECIFIED)),
+    ("order.order_type", order(kind=t.ORDER_TYPE_UNSPECIFIED)),
+    ("order.price_paise", order(kind=t.ORDER_TYPE_LIMIT, price=0)),
+    ("order.trigger_price_paise", order(kind=t.ORDER_TYPE_STOP_MARKET, price=0, trigger=0)),
+])
+async def test_place_order_names_the_invalid_field(start_oms, field, req):
+    oms = await start_oms()
+
+    with pytest.raises(InvalidInput) as info:
+        await place(oms, req)
+
+    assert info.value.field == field
+
+
+async def test_place_order_refused_by_risk_raises_risk_rejected_with_its_code(start_oms):
+    oms = await start_oms(risk=False)
+    risk_stand_in(oms.bus, reject_code="MAX_ORDER_QUANTITY")
+
+    with pytest.raises(RiskRejected) as info:
+        await place(oms, order())
+
+    assert info.value.reason_code == "MAX_ORDER_QUANTITY"
+    assert oms.broker.book == {}
+
+
+async def test_cancel_order_cancels_an_open_order(start_oms):
+    oms = await start_oms()
+    placed = await place(oms, order(price=100_00))
+
+    reply = await oms.bus.call(rpc.CANCEL_ORDER, oms_pb2.CancelOrderRequest(order_id=placed.internal_id))
+
+    await oms.bus.drain()
+    assert reply.order.status == t.ORDER_STATUS_CANCELLED
+    assert oms.statuses("c-1")[-2:] == [t.ORDER_STATUS_CANCEL_PENDING, t.ORDER_STATUS_CANCELLED]
+    assert oms.broker.book[placed.exchange_order_id].status == t.ORDER_STATUS_CANCELLED
+
+
+async def test_cancel_order_of_an_unknown_id_is_not_found(start_oms):
+    oms = await start_oms()
+
+    with pytest.raises(NotFound):
+        await oms.bus.call(rpc.CANCEL_ORDER, oms_pb2.CancelOrderRequest(order_id="nope"))
+
+
+async def test_cancel_order_of_a_traded_order_is_a_failed_precondition(start_oms):
+    oms = await start_oms()
+    await oms.bus.publish(Topic.TICKS, tick(ltp=100_00, bid=99_95, ask=100_05))
+    await until(lambda: oms.broker._last)
+    await place(oms, order(kind=t.ORDER_TYPE_MARKET, price=0))
+    await oms.until_status("c-1", t.ORDER_STATUS_TRADED)
+
+    with pytest.raises(OrderStateError) as info:
+        await oms.bus.call(rpc.CANCEL_ORDER, oms_pb2.CancelOrderRequest(order_id="c-1"))
+
+    assert info.value.status == BrokerRejected.status
+    assert "already TRADED" in str(info.value)
+
+
+async def test_get_and_list_orders_read_the_ledger(start_oms):
+    oms = await start_oms()
+    await place(oms, order(client_order_id="a"))
+    await place(oms, order(client_order_id="b"))
+
+    got = await oms.bus.call(rpc.GET_ORDER, oms_pb2.GetOrderRequest(order_id="a"))
+    listed = await oms.bus.call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(open_only=True))
+
+    assert got.order.client_order_id == "a"
+    assert [o.client_order_id for o in listed.orders] == ["b", "a"]
+    with pytest.raises(NotFound):
+        await oms.bus.call(rpc.GET_ORDER, oms_pb2.GetOrderRequest(order_id="zzz"))
+
+
+async def test_list_positions_shows_fills_marked_to_the_last_tick(start_oms):
+    oms = await start_oms()
+    await place(oms, order(price=100_00, quantity=10))
+    await oms.bus.publish(Topic.CANDLES, market_pb2.CandleBatch(candles=[candle(99_00, 99_50, 98_00, 99_00)]))
+    await oms.until_status("c-1", t.ORDER_STATUS_TRADED)
+    await oms.bus.publish(Topic.TICKS, tick(ltp=101_00))
+    await oms.bus.drain()
+
+    reply = await oms.bus.call(rpc.LIST_POSITIONS, oms_pb2.ListPositionsRequest())
+
+    (pos,) = reply.positions
+    assert (pos.net_quantity, pos.average_price_paise, pos.last_price_paise) == (10, 99_00, 101_00)
+    assert reply.unrealised_pnl_paise == 10 * (101_00 - 99_00)
+    assert reply.charges_paise > 0
+
+
+async def test_square_off_sends_a_closing_market_order_tagged_squareoff(start_oms):
+    oms = await start_oms()
+    await place(oms, order(price=100_00, quantity=10))
+    await oms.bus.publish(Topic.CANDLES, market_pb2.CandleBatch(candles=[candle(99_00, 99_50, 98_00, 99_00)]))
+    await oms.until_status("c-1", t.ORDER_STATUS_TRADED)
+    await oms.bus.publish(Topic.TICKS, tick(ltp=101_00, bid=100_95, ask=101_05))
+    await until(lambda: oms.broker._last)
+
+    reply = await oms.bus.call(rpc.SQUARE_OFF, oms_pb2.SquareOffRequest(symbol="reliance-eq"))
+
+    (sq,) = reply.orders
+    assert sq.request.strategy_tag == "SQUAREOFF"
+    assert (sq.request.side, sq.request.quantity, sq.request.order_type) == (t.SIDE_SELL, 10, t.ORDER_TYPE_MARKET)
+    await oms.until_status(sq.client_order_id, t.ORDER_STATUS_TRADED)
+    await until(lambda: oms.module.engine.positions.net_quantity(order().token) == 0)
