@@ -25,7 +25,6 @@ from shared.contracts import market_pb2
 from shared.errors import ConfigError
 from shared.kotak.config import KotakSettings
 from shared.kotak.session import KotakSession
-from shared.money import to_paise
 
 log = logging.getLogger(__name__)
 _U16 = struct.Struct("<H")
@@ -46,8 +45,9 @@ def frame_is_well_formed(frame: bytes) -> bool:
 
 
 def _paise(rupees: float) -> int:
-    # The SDK divides the integer wire price by the divider; str() of that float is its shortest exact form.
-    return to_paise(str(rupees))
+    # The SDK hands out wire_int / divider as a float; with divider 100 the float is within one ulp of
+    # paise / 100, so rounding recovers the exact integer the exchange sent (no float survives this edge).
+    return round(rupees * 100)
 
 
 def to_tick(message: Any, recv_ns: int) -> market_pb2.Tick | None:
@@ -58,21 +58,21 @@ def to_tick(message: Any, recv_ns: int) -> market_pb2.Tick | None:
                                ts_ns=message.last_trade_time * NS, ltp_paise=_paise(message.last_traded_price),
                                ltq=message.last_trade_qty, close_paise=_paise(message.close_price), recv_ns=recv_ns)
     if isinstance(message, SFeedScrip) and token:
-        bids = [market_pb2.DepthLevel(price_paise=_paise(d.price), quantity=d.quantity, orders=d.orders)
-                for d in message.buy]
-        asks = [market_pb2.DepthLevel(price_paise=_paise(d.price), quantity=d.quantity, orders=d.orders)
-                for d in message.sell]
         tick = market_pb2.Tick(
             token=token, exchange_segment=message.exchange_segment, ts_ns=message.last_trade_time * NS,
             ltp_paise=_paise(message.last_traded_price), ltq=message.last_trade_qty,
             volume=message.volume_traded_today, open_paise=_paise(message.open_price),
             high_paise=_paise(message.high_price), low_paise=_paise(message.low_price),
             close_paise=_paise(message.close_price), atp_paise=_paise(message.average_trade_price),
-            open_interest=message.open_interest, recv_ns=recv_ns, bids=bids, asks=asks)
-        if bids:
-            tick.bid_paise, tick.bid_qty = bids[0].price_paise, bids[0].quantity
-        if asks:
-            tick.ask_paise, tick.ask_qty = asks[0].price_paise, asks[0].quantity
+            open_interest=message.open_interest, recv_ns=recv_ns)
+        for d in message.buy:
+            tick.bids.add(price_paise=_paise(d.price), quantity=d.quantity, orders=d.orders)
+        for d in message.sell:
+            tick.asks.add(price_paise=_paise(d.price), quantity=d.quantity, orders=d.orders)
+        if message.buy:
+            tick.bid_paise, tick.bid_qty = tick.bids[0].price_paise, tick.bids[0].quantity
+        if message.sell:
+            tick.ask_paise, tick.ask_qty = tick.asks[0].price_paise, tick.asks[0].quantity
         return tick
     return None
 

@@ -104,3 +104,18 @@ async def test_unknown_symbol_fails_listing_close_matches_from_the_scrip_master(
     source = KotakFeedSource(settings, ["RELIANCE", "TCS-EQ"])
     with pytest.raises(ConfigError, match=r"'RELIANCE' \(close: RELIANCE-EQ"):
         await source.instruments()
+
+
+def test_sdk_float_prices_convert_back_to_the_exact_wire_paise():
+    from services.ingestion.kotak_source import _paise
+
+    wire = range(0, 5 * 10**7, 997)  # up to ₹5,00,000 in paise
+    assert [_paise(p / 100) for p in wire] == list(wire)
+
+
+def test_sfeed_bench_reports_sdk_and_baseline_rates_from_the_same_frames():
+    from bench import sfeed
+
+    result = sfeed.run(seconds=0.2)
+    assert result["sdk_ticks_per_s"] > 0 and result["baseline_ticks_per_s"] > 0
+    assert result["baseline_over_sdk"] == round(result["baseline_ticks_per_s"] / result["sdk_ticks_per_s"], 2)
