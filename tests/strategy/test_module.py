@@ -1,0 +1,183 @@
+"""The strategy module on a real Bus: ticks in -> candles and signals out; control requests; order updates."""
+
+import asyncio
+from datetime import date
+
+import pytest
+
+from services.strategy.config import StrategySettings
+from services.strategy.module import StrategyModule
+from shared import config as cfg
+from shared import rpc
+from shared.bus import Bus, Topic
+from shared.clock import NS, ManualClock, ist_ns
+from shared.contracts import ingestion_pb2, market_pb2, strategy_pb2, trading_pb2
+from shared.errors import InvalidInput, NotFound
+from shared.marketdata import nse_instruments
+
+T0915 = ist_ns(date(2026, 1, 20), 9, 15)
+SBIN = 3045
+# With rsi_period = ema_period = 3 the sixth close (100) lifts RSI from 0 to 66.7 across 60, above the EMA.
+FALLING_THEN_JUMP = [100_00, 99_00, 98_00, 97_00, 96_00, 100_00]
+SETTINGS = {"strategy": {"close_check_ms": 10, "close_grace_ms": 0, "strategies": [
+    {"name": "mom", "kind": "MOMENTUM_RSI", "symbols": ["SBIN-EQ"], "params": {"rsi_period": 3, "ema_period": 3}}]}}
+
+
+async def until(predicate, within=5.0):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+def ticks(closes, start_minute=0, closer_recv_ns=424242):
+    """One tick per minute at :05 with the given prices, then a tick of the next minute that closes the last."""
+    out = [market_pb2.Tick(token=SBIN, exchange_segment="nse_cm", ts_ns=T0915 + (start_minute + i) * 60 * NS + 5 * NS,
+                           ltp_paise=p, ltq=10, recv_ns=1) for i, p in enumerate(closes)]
+    out.append(market_pb2.Tick(token=SBIN, exchange_segment="nse_cm", ltp_paise=closes[-1], ltq=1,
+                               ts_ns=T0915 + (start_minute + len(closes)) * 60 * NS, recv_ns=closer_recv_ns))
+    return market_pb2.TickBatch(ticks=out)
+
+
+class Harness:
+    def __init__(self):
+        self.bus = Bus()
+        self.clock = ManualClock(T0915)  # the timer closes nothing until a test moves the clock
+        self.candles: list[market_pb2.Candle] = []
+        self.signals: list[trading_pb2.Signal] = []
+        self.module = StrategyModule(self.bus, cfg.load(StrategySettings, SETTINGS), self.clock)
+
+        async def list_instruments(request):
+            return ingestion_pb2.ListInstrumentsResponse(instruments=nse_instruments())
+
+        async def on_candles(batch):
+            self.candles.extend(batch.candles)
+
+        async def on_signal(signal):
+            self.signals.append(signal)
+
+        self.bus.handle(rpc.LIST_INSTRUMENTS, list_instruments)
+        self.bus.subscribe(Topic.CANDLES, "test", on_candles)
+        self.bus.subscribe(Topic.SIGNALS, "test", on_signal)
+
+    async def feed(self, batch, candles_expected):
+        before = len(self.candles)
+        self.bus.publish_nowait(Topic.TICKS, batch)
+        await until(lambda: len(self.candles) >= before + candles_expected)
+        assert await self.bus.drain()
+
+    @property
+    def strategy(self):
+        return self.module.engine.strategies["mom"]
+
+
+@pytest.fixture
+async def harness():
+    h = Harness()
+    bus_task = asyncio.create_task(h.bus.run())
+    await h.module.start()
+    run_task = asyncio.create_task(h.module.run())
+    yield h
+    for task in (run_task, bus_task):
+        task.cancel()
+    await asyncio.gather(run_task, bus_task, return_exceptions=True)
+
+
+async def test_ticks_in_give_candles_and_a_buy_signal_out(harness):
+    await harness.feed(ticks(FALLING_THEN_JUMP), candles_expected=6)
+    assert [(c.start_ns, c.close_paise, c.volume, c.symbol) for c in harness.candles] == [
+        (T0915 + i * 60 * NS, p, 10, "SBIN-EQ") for i, p in enumerate(FALLING_THEN_JUMP)]
+    (signal,) = harness.signals
+    assert (signal.signal_id, signal.strategy, signal.token, signal.symbol, signal.exchange_segment) == (
+        f"mom-{SBIN}-{T0915 + 5 * 60 * NS}-BUY", "mom", SBIN, "SBIN-EQ", "nse_cm")
+    assert (signal.side, signal.quantity, signal.order_type, signal.limit_price_paise, signal.product) == (
+        trading_pb2.SIDE_BUY, 1, trading_pb2.ORDER_TYPE_LIMIT, 100_00, trading_pb2.PRODUCT_MIS)
+    assert (signal.tick_recv_ns, signal.ts_ns) == (424242, harness.clock.now_ns())
+    assert signal.sequence > 0
+
+
+async def test_the_timer_closes_a_quiet_candle_when_the_clock_passes_its_minute(harness):
+    tick = market_pb2.Tick(token=SBIN, exchange_segment="nse_cm", ts_ns=T0915 + 20 * 60 * NS, ltp_paise=81000, ltq=3)
+    harness.clock.set(T0915 + 20 * 60 * NS + 30 * NS)
+    harness.bus.publish_nowait(Topic.TICKS, market_pb2.TickBatch(ticks=[tick]))
+    await until(lambda: harness.module.engine.candles.open_candle(SBIN) is not None)
+    assert harness.candles == []
+    harness.clock.set(T0915 + 21 * 60 * NS)
+    await until(lambda: len(harness.candles) == 1)
+    assert (harness.candles[0].start_ns, harness.candles[0].close_paise) == (T0915 + 20 * 60 * NS, 81000)
+
+
+async def test_a_paused_strategy_emits_nothing_but_keeps_its_indicators_warm(harness):
+    reply = await harness.bus.call(rpc.PAUSE_STRATEGY, strategy_pb2.PauseStrategyRequest(name="mom"))
+    assert reply.strategy.paused
+    await harness.feed(ticks(FALLING_THEN_JUMP), candles_expected=6)
+    assert harness.signals == []
+    reply = await harness.bus.call(rpc.RESUME_STRATEGY, strategy_pb2.ResumeStrategyRequest(name="mom"))
+    assert not reply.strategy.paused
+    # Warm already: a dip (RSI 53.3) and a jump (RSI 78.8) cross 60 at once, with no new warm-up.
+    await harness.feed(ticks([99_00, 103_00], start_minute=6), candles_expected=2)
+    assert [(s.side, s.limit_price_paise) for s in harness.signals] == [(trading_pb2.SIDE_BUY, 103_00)]
+
+
+async def test_list_strategies_shows_kind_state_params_and_tokens(harness):
+    reply = await harness.bus.call(rpc.LIST_STRATEGIES, strategy_pb2.ListStrategiesRequest())
+    (info,) = reply.strategies
+    assert (info.name, info.kind, info.paused, list(info.tokens), info.signals_emitted) == (
+        "mom", "MOMENTUM_RSI", False, [SBIN], 0)
+    assert (info.params["rsi_period"], info.params["entry_long_rsi"], info.params["order_type"]) == (
+        "3", "60.0", "LIMIT")
+
+
+async def test_set_params_applies_and_changes_what_the_strategy_does(harness):
+    request = strategy_pb2.SetStrategyParamsRequest(name="mom", params={"entry_long_rsi": "70"})
+    reply = await harness.bus.call(rpc.SET_STRATEGY_PARAMS, request)
+    assert reply.strategy.params["entry_long_rsi"] == "70.0"
+    await harness.feed(ticks(FALLING_THEN_JUMP), candles_expected=6)
+    assert harness.signals == []  # RSI 66.7 no longer crosses the entry level
+
+
+async def test_set_params_with_one_bad_value_applies_nothing_and_names_the_param(harness):
+    request = strategy_pb2.SetStrategyParamsRequest(name="mom", params={"entry_long_rsi": "70", "rsi_period": "x"})
+    with pytest.raises(InvalidInput) as err:
+        await harness.bus.call(rpc.SET_STRATEGY_PARAMS, request)
+    assert err.value.field == "params.rsi_period"
+    assert harness.strategy.params.entry_long_rsi == 60.0
+
+
+async def test_set_params_refuses_an_unknown_param_and_thresholds_out_of_order(harness):
+    with pytest.raises(InvalidInput, match=r"params\.rsi_periods: unknown parameter"):
+        await harness.bus.call(rpc.SET_STRATEGY_PARAMS, strategy_pb2.SetStrategyParamsRequest(
+            name="mom", params={"rsi_periods": "5"}))
+    with pytest.raises(InvalidInput, match="exit_long_rsi must be below entry_long_rsi"):
+        await harness.bus.call(rpc.SET_STRATEGY_PARAMS, strategy_pb2.SetStrategyParamsRequest(
+            name="mom", params={"exit_long_rsi": "65"}))
+
+
+async def test_an_unknown_strategy_name_is_not_found_for_every_control_request(harness):
+    for method, request in [(rpc.PAUSE_STRATEGY, strategy_pb2.PauseStrategyRequest(name="nope")),
+                            (rpc.RESUME_STRATEGY, strategy_pb2.ResumeStrategyRequest(name="nope")),
+                            (rpc.SET_STRATEGY_PARAMS, strategy_pb2.SetStrategyParamsRequest(
+                                name="nope", params={"quantity": "2"}))]:
+        with pytest.raises(NotFound, match="no strategy named 'nope'; configured: mom"):
+            await harness.bus.call(method, request)
+
+
+def update(sequence, tag="mom", side=trading_pb2.SIDE_BUY, qty=1):
+    return trading_pb2.OrderUpdate(
+        sequence=sequence, status=trading_pb2.ORDER_STATUS_TRADED, last_fill_quantity=qty,
+        request=trading_pb2.OrderRequest(token=SBIN, side=side, strategy_tag=tag))
+
+
+async def test_its_own_fills_move_the_position_and_repeats_and_other_tags_do_not(harness):
+    for u in (update(5), update(5), update(4), update(6, tag="other"), update(7, qty=2)):
+        await harness.bus.publish(Topic.ORDER_UPDATES, u)
+    assert await harness.bus.drain()
+    assert harness.strategy.position(SBIN) == 3
+
+
+async def test_a_long_position_is_exited_with_a_sell_of_its_size(harness):
+    await harness.feed(ticks(FALLING_THEN_JUMP), candles_expected=6)
+    await harness.bus.publish(Topic.ORDER_UPDATES, update(1, qty=1))
+    await harness.feed(ticks([95_00], start_minute=6), candles_expected=1)
+    assert [(s.side, s.quantity) for s in harness.signals] == [(trading_pb2.SIDE_BUY, 1), (trading_pb2.SIDE_SELL, 1)]
