@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf.json_format import MessageToDict
 from prometheus_client import Counter
@@ -115,7 +115,7 @@ class OrderEngine:
         check_transition(cur.status, status)
         u = t.OrderUpdate()
         u.CopyFrom(cur)
-        u.previous_status, u.status = cur.status, status
+        u.previous_status, u.status = cur.status, cast("t.OrderStatus", status)
         if reason is not None:
             u.reason = reason
         if exchange_order_id:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import cast
 
 from services.oms.config import OmsSettings
 from services.oms.engine import OrderEngine
@@ -115,7 +116,7 @@ class OrderService:
                 client_order_id=f"{SQUAREOFF_TAG}-{pos.token}-{uuid.uuid4().hex[:12]}", token=pos.token,
                 exchange_segment=pos.exchange_segment, symbol=pos.symbol,
                 side=t.SIDE_SELL if pos.net_quantity > 0 else t.SIDE_BUY, quantity=abs(pos.net_quantity),
-                order_type=t.ORDER_TYPE_MARKET, product=pos.product, validity=t.VALIDITY_DAY,
+                order_type=t.ORDER_TYPE_MARKET, product=cast("t.Product", pos.product), validity=t.VALIDITY_DAY,
                 strategy_tag=SQUAREOFF_TAG)
             try:
                 placed.append(await self._submit(order))

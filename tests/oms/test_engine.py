@@ -1,0 +1,94 @@
+"""Broker events into the order book: each fill applied once, stale and illegal events refused, never raised."""
+
+from services.oms.broker import BrokerOrderEvent
+from services.oms.ledger import MemoryLedger
+from shared.bus import Topic
+from shared.contracts import trading_pb2 as t
+from tests.oms.conftest import accepted
+from tests.oms.helpers import order
+
+
+async def open_order(oms) -> t.OrderUpdate:
+    await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=50)))
+    return await oms.until_status("c-1", t.ORDER_STATUS_OPEN)
+
+
+def event(opened, status, filled, avg=100_00):
+    return BrokerOrderEvent(exchange_order_id=opened.exchange_order_id, client_order_id="c-1", status=status,
+                            filled_quantity=filled, average_price_paise=avg)
+
+
+async def test_the_same_cumulative_fill_reported_twice_is_applied_once(start_oms):
+    oms = await start_oms()
+    opened = await open_order(oms)
+    engine = oms.module.engine
+
+    await engine.on_event(event(opened, t.ORDER_STATUS_PARTIALLY_FILLED, 20))
+    await engine.on_event(event(opened, t.ORDER_STATUS_PARTIALLY_FILLED, 20))
+    await oms.bus.drain()
+
+    fills = [u.last_fill_quantity for u in oms.of("c-1") if u.last_fill_quantity]
+    assert fills == [20]
+    assert engine.positions.net_quantity(order().token) == 20
+
+
+async def test_a_stale_event_with_fewer_fills_is_ignored(start_oms):
+    oms = await start_oms()
+    opened = await open_order(oms)
+    engine = oms.module.engine
+    await engine.on_event(event(opened, t.ORDER_STATUS_PARTIALLY_FILLED, 30))
+
+    await engine.on_event(event(opened, t.ORDER_STATUS_OPEN, 0))
+
+    assert engine.lookup("c-1").status == t.ORDER_STATUS_PARTIALLY_FILLED
+    assert engine.lookup("c-1").filled_quantity == 30
+
+
+async def test_the_fill_price_delta_is_derived_from_cumulative_averages(start_oms):
+    oms = await start_oms()
+    opened = await open_order(oms)
+    engine = oms.module.engine
+    await engine.on_event(event(opened, t.ORDER_STATUS_PARTIALLY_FILLED, 20, avg=100_00))
+
+    await engine.on_event(event(opened, t.ORDER_STATUS_TRADED, 50, avg=(20 * 100_00 + 30 * 101_00) // 50))
+
+    last = engine.lookup("c-1")
+    assert (last.status, last.last_fill_quantity, last.last_fill_price_paise) == (t.ORDER_STATUS_TRADED, 30, 101_00)
+
+
+async def test_an_illegal_broker_transition_is_counted_and_the_order_kept(start_oms):
+    oms = await start_oms()
+    opened = await open_order(oms)
+    engine = oms.module.engine
+    await engine.on_event(event(opened, t.ORDER_STATUS_PARTIALLY_FILLED, 20))
+
+    await engine.on_event(event(opened, t.ORDER_STATUS_REJECTED, 20))
+
+    assert engine.illegal_transitions == 1
+    assert engine.lookup("c-1").status == t.ORDER_STATUS_PARTIALLY_FILLED
+
+
+async def test_events_for_orders_outside_the_book_are_ignored(start_oms):
+    oms = await start_oms()
+
+    await oms.module.engine.on_event(BrokerOrderEvent("X-1", "someone-else", t.ORDER_STATUS_TRADED, 5, 100))
+
+    assert oms.updates == []
+
+
+async def test_memory_ledger_lists_newest_first_with_filters():
+    ledger = MemoryLedger()
+    for i, tag in enumerate(["A", "B", "A"]):
+        req = order(client_order_id=f"c-{i}")
+        req.strategy_tag = tag
+        await ledger.insert_new(t.OrderUpdate(internal_id=f"i-{i}", client_order_id=f"c-{i}", request=req), {})
+    cancelled = await ledger.get("i-2")
+    cancelled.status, cancelled.sequence = t.ORDER_STATUS_CANCELLED, 9
+    await ledger.record(cancelled, {"why": "test"})
+
+    assert [o.internal_id for o in await ledger.list_orders()] == ["i-2", "i-1", "i-0"]
+    assert [o.internal_id for o in await ledger.list_orders(open_only=True)] == ["i-1", "i-0"]
+    assert [o.internal_id for o in await ledger.list_orders(strategy_tag="A", limit=1)] == ["i-2"]
+    assert (await ledger.get("c-2")).status == t.ORDER_STATUS_CANCELLED
+    assert await ledger.insert_new(t.OrderUpdate(internal_id="i-9", client_order_id="c-1"), {}) is not None
+    assert await ledger.max_sequence() == 9
