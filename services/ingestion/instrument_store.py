@@ -1,0 +1,45 @@
+"""Keeps instrument_master in step with the source's instrument list (upsert by token and segment).
+
+Called by ingestion at start-up with the scrip master; talks to PostgreSQL through an asyncpg pool.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.contracts import market_pb2
+
+_UPSERT = """
+INSERT INTO instrument_master (instrument_token, exchange_segment, symbol, tick_size, lot_size, freeze_qty, name, isin,
+    price_band_bps, updated_at)
+SELECT r.token, r.segment, r.symbol, r.tick, r.lot, r.freeze, r.name, r.isin, r.band, now()
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::text[],
+            $9::bigint[]) AS r(token, segment, symbol, tick, lot, freeze, name, isin, band)
+ON CONFLICT (instrument_token, exchange_segment) DO UPDATE SET
+    symbol = EXCLUDED.symbol, tick_size = EXCLUDED.tick_size, lot_size = EXCLUDED.lot_size,
+    freeze_qty = EXCLUDED.freeze_qty, name = EXCLUDED.name, isin = EXCLUDED.isin,
+    price_band_bps = EXCLUDED.price_band_bps, updated_at = now()"""
+
+
+async def upsert_instruments(pool: Any, instruments: list[market_pb2.Instrument]) -> int:
+    """Insert new instruments and update known ones in one statement; returns how many were sent."""
+    pool = getattr(pool, "pool", pool)
+    unique = {(i.token, i.exchange_segment): i for i in instruments}  # one row per key, the last one wins
+    items = list(unique.values())
+    if not items:
+        return 0
+    await pool.execute(_UPSERT, [i.token for i in items], [i.exchange_segment for i in items],
+                       [i.symbol for i in items], [i.tick_size_paise for i in items], [i.lot_size for i in items],
+                       [i.freeze_quantity for i in items], [i.name for i in items], [i.isin for i in items],
+                       [i.price_band_bps for i in items])
+    return len(items)
+
+
+async def load_instruments(pool: Any) -> list[market_pb2.Instrument]:
+    """Every stored instrument, by segment and symbol."""
+    pool = getattr(pool, "pool", pool)
+    rows = await pool.fetch("SELECT * FROM instrument_master ORDER BY exchange_segment, symbol")
+    return [market_pb2.Instrument(token=r["instrument_token"], symbol=r["symbol"],
+                                  exchange_segment=r["exchange_segment"], tick_size_paise=r["tick_size"],
+                                  lot_size=r["lot_size"], freeze_quantity=r["freeze_qty"], name=r["name"],
+                                  isin=r["isin"], price_band_bps=r["price_band_bps"]) for r in rows]

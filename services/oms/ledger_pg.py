@@ -1,0 +1,128 @@
+"""The order ledger in PostgreSQL: order_ledger (one row per order) and order_events (every transition).
+
+Implements services/oms/ledger.py's Ledger protocol over an asyncpg pool; OrderUpdate protos in and out.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, timedelta
+from typing import Any
+
+import asyncpg
+
+from shared.contracts import trading_pb2
+from shared.db.orders import (
+    INSERT_SQL,
+    LEDGER_COLUMNS,
+    TERMINAL_NAMES,
+    insert_args,
+    jsonb,
+    log_entry,
+    payload,
+    row_to_update,
+    status_name,
+    ts_of,
+)
+from shared.db.partitions import day_start
+
+_EVENT_SQL = """
+INSERT INTO order_events (internal_id, sequence, status, fill_qty, fill_price, fill_charges, payload, ts)
+VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)
+ON CONFLICT (internal_id, sequence) WHERE sequence > 0 DO NOTHING"""
+
+# Row fields move only forward: an update older than the last one recorded (lower sequence) is kept in
+# order_events and metadata but does not overwrite the row. Sequence 0 (unstamped) always applies.
+_RECORD_SQL = """
+UPDATE order_ledger SET
+    metadata = metadata || ($2::jsonb - 'audit_log') || jsonb_build_object('audit_log',
+        COALESCE(metadata -> 'audit_log', '[]'::jsonb) || jsonb_build_array($3::jsonb)),
+    status = CASE WHEN $4 THEN $5 ELSE status END,
+    previous_status = CASE WHEN $4 THEN $6 ELSE previous_status END,
+    exchange_id = CASE WHEN $4 AND $7 <> '' THEN $7 ELSE exchange_id END,
+    filled_qty = CASE WHEN $4 THEN $8 ELSE filled_qty END,
+    avg_price = CASE WHEN $4 THEN $9 ELSE avg_price END,
+    last_fill_qty = CASE WHEN $4 THEN $10 ELSE last_fill_qty END,
+    last_fill_price = CASE WHEN $4 THEN $11 ELSE last_fill_price END,
+    last_fill_charges = CASE WHEN $4 THEN $12 ELSE last_fill_charges END,
+    reason = CASE WHEN $4 THEN $13 ELSE reason END,
+    last_sequence = CASE WHEN $4 THEN GREATEST(last_sequence, $14) ELSE last_sequence END,
+    last_ts_ns = CASE WHEN $4 THEN $15 ELSE last_ts_ns END,
+    updated_at = CASE WHEN $4 THEN $16 ELSE updated_at END
+WHERE internal_id = $1
+RETURNING internal_id"""
+
+
+class PgLedger:
+    """Ledger on PostgreSQL. Every write is one transaction: the row and its event land together or not at all."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = getattr(pool, "pool", pool)
+
+    async def insert_new(self, order: trading_pb2.OrderUpdate, audit: dict[str, Any]) -> trading_pb2.OrderUpdate | None:
+        row = trading_pb2.OrderUpdate()
+        row.CopyFrom(order)
+        row.status = trading_pb2.ORDER_STATUS_PENDING_NEW
+        async with self.pool.acquire() as conn, conn.transaction():
+            inserted = await conn.fetchval(INSERT_SQL, *insert_args(row, audit))
+            if inserted is None:
+                existing = await conn.fetchrow(f"SELECT {LEDGER_COLUMNS} FROM order_ledger WHERE client_order_id = $1",
+                                               order.client_order_id)
+                if existing is None:  # the internal_id was taken by another client_order_id: a caller bug
+                    raise ValueError(f"internal_id {order.internal_id} already belongs to another order")
+                return row_to_update(existing)
+            await self._event(conn, row, audit)
+        return None
+
+    async def record(self, update: trading_pb2.OrderUpdate, audit: dict[str, Any]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            last = await conn.fetchval("SELECT last_sequence FROM order_ledger WHERE internal_id = $1 FOR UPDATE",
+                                       uuid.UUID(update.internal_id))
+            if last is None:
+                raise KeyError(f"order {update.internal_id} is not in the ledger; insert_new it first")
+            forward = update.sequence == 0 or update.sequence >= last
+            await conn.execute(
+                _RECORD_SQL, uuid.UUID(update.internal_id), jsonb(audit), jsonb(log_entry(audit, update)), forward,
+                status_name(update.status), status_name(update.previous_status), update.exchange_order_id,
+                update.filled_quantity, update.average_price_paise, update.last_fill_quantity,
+                update.last_fill_price_paise, update.last_fill_charges_paise, update.reason, update.sequence,
+                update.ts_ns, ts_of(update.ts_ns))
+            await self._event(conn, update, audit)
+
+    async def get(self, order_id: str) -> trading_pb2.OrderUpdate | None:
+        try:
+            key: Any = uuid.UUID(order_id)
+            where = "internal_id = $1"
+        except ValueError:
+            key, where = order_id, "client_order_id = $1"
+        row = await self.pool.fetchrow(f"SELECT {LEDGER_COLUMNS} FROM order_ledger WHERE {where}", key)
+        if row is None and where.startswith("internal_id"):  # a client_order_id that happens to look like a uuid
+            row = await self.pool.fetchrow(f"SELECT {LEDGER_COLUMNS} FROM order_ledger WHERE client_order_id = $1",
+                                           order_id)
+        return row_to_update(row) if row is not None else None
+
+    async def open_orders(self) -> list[trading_pb2.OrderUpdate]:
+        rows = await self.pool.fetch(f"SELECT {LEDGER_COLUMNS} FROM order_ledger WHERE status <> ALL($1::text[]) "
+                                     "ORDER BY created_at, last_sequence", list(TERMINAL_NAMES))
+        return [row_to_update(r) for r in rows]
+
+    async def list_orders(self, *, open_only: bool = False, strategy_tag: str = "", limit: int = 100,
+                          day: date | None = None) -> list[trading_pb2.OrderUpdate]:
+        lo = day_start(day) if day else None
+        hi = day_start(day + timedelta(days=1)) if day else None
+        rows = await self.pool.fetch(
+            f"SELECT {LEDGER_COLUMNS} FROM order_ledger "
+            "WHERE (NOT $1 OR status <> ALL($2::text[])) AND ($3 = '' OR strategy_tag = $3) "
+            "AND ($4::timestamptz IS NULL OR (created_at >= $4 AND created_at < $5)) "
+            "ORDER BY created_at DESC, last_sequence DESC LIMIT $6",
+            open_only, list(TERMINAL_NAMES), strategy_tag, lo, hi, limit)
+        return [row_to_update(r) for r in rows]
+
+    async def max_sequence(self) -> int:
+        return int(await self.pool.fetchval("SELECT COALESCE(MAX(sequence), 0) FROM order_events"))
+
+    @staticmethod
+    async def _event(conn: asyncpg.Connection, u: trading_pb2.OrderUpdate, audit: dict[str, Any]) -> None:
+        await conn.execute(_EVENT_SQL, uuid.UUID(u.internal_id), u.sequence, status_name(u.status),
+                           u.last_fill_quantity, u.last_fill_price_paise, u.last_fill_charges_paise,
+                           payload(u, audit), ts_of(u.ts_ns))

@@ -1,0 +1,31 @@
+"""Database settings: pool size, tick partitions and retention, the tick writer's batching and buffer.
+
+Env prefix NEOPULSE_DB_, TOML table [database]; the URL itself is AppSettings.database_url (NEOPULSE_DATABASE_URL).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.config import ModuleSettings
+
+
+class DatabaseSettings(ModuleSettings):
+    model_config = SettingsConfigDict(env_prefix="NEOPULSE_DB_", extra="forbid", validate_default=True)
+    section = "database"
+
+    pool_min_size: int = Field(default=1, ge=0, le=100)
+    pool_max_size: int = Field(default=10, ge=1, le=500)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    # market_ticks: partitions created for today + this many days; partitions older than retention dropped.
+    partitions_ahead_days: int = Field(default=3, ge=0, le=366)
+    tick_retention_days: int = Field(default=30, ge=1)
+    # Tick writer: COPY when this many rows wait, or every flush_interval_ms, whichever comes first.
+    writer_batch_rows: int = Field(default=20_000, ge=1)
+    writer_flush_interval_ms: float = Field(default=200.0, gt=0)
+    # Rows held while the database is away; ticks beyond it are dropped and counted.
+    writer_buffer_rows: int = Field(default=2_000_000, ge=1)
+    # A tick this far from the writer's clock is rejected (counted) as bad data.
+    max_tick_future_s: float = Field(default=86_400.0, gt=0)
+    max_tick_past_s: float = Field(default=7 * 86_400.0, gt=0)

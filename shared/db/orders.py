@@ -1,0 +1,97 @@
+"""Order rows <-> OrderUpdate protos: the one mapping between order_ledger/order_events columns and the contract.
+
+Pure conversion (no I/O); used by services/oms/ledger_pg.py and shared/db/queries.py.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+
+from shared.clock import UTC
+from shared.contracts import trading_pb2 as t
+
+TERMINAL_NAMES = ("TRADED", "REJECTED", "CANCELLED")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# Column list shared by every SELECT that rebuilds an OrderUpdate.
+LEDGER_COLUMNS = """internal_id, client_order_id, exchange_id, strategy_tag, signal_id, status, previous_status, side,
+    quantity, price, trigger, order_type, product, validity, token, exchange_segment, symbol, filled_qty, avg_price,
+    last_fill_qty, last_fill_price, last_fill_charges, reason, last_sequence, last_ts_ns, tick_recv_ns"""
+
+
+def enum_name(enum: Any, prefix: str, value: int) -> str:
+    """ORDER_STATUS_OPEN -> 'OPEN' (how enums are stored: readable in SQL)."""
+    return enum.Name(value).removeprefix(prefix)
+
+
+def enum_value(enum: Any, prefix: str, name: str) -> int:
+    return int(enum.Value(prefix + name))
+
+
+def status_name(value: int) -> str:
+    return enum_name(t.OrderStatus, "ORDER_STATUS_", value)
+
+
+def ts_of(ns: int) -> datetime:
+    """UTC ns -> timestamptz (microseconds); 0 means now."""
+    return _EPOCH + timedelta(microseconds=ns // 1000) if ns else datetime.now(UTC)
+
+
+def jsonb(value: dict[str, Any]) -> str:
+    return json.dumps(value, default=str, sort_keys=True)
+
+
+def payload(update: t.OrderUpdate, audit: dict[str, Any]) -> str:
+    """One order_events payload: the whole update plus the broker exchange that caused it."""
+    return jsonb({"update": MessageToDict(update, preserving_proto_field_name=True), "audit": audit})
+
+
+def row_to_update(row: Any) -> t.OrderUpdate:
+    """A record with LEDGER_COLUMNS -> the order's latest OrderUpdate."""
+    req = t.OrderRequest(
+        client_order_id=row["client_order_id"], token=row["token"], exchange_segment=row["exchange_segment"],
+        symbol=row["symbol"], side=enum_value(t.Side, "SIDE_", row["side"]), quantity=row["quantity"],
+        order_type=enum_value(t.OrderType, "ORDER_TYPE_", row["order_type"]), price_paise=row["price"],
+        trigger_price_paise=row["trigger"], product=enum_value(t.Product, "PRODUCT_", row["product"]),
+        validity=enum_value(t.Validity, "VALIDITY_", row["validity"]), strategy_tag=row["strategy_tag"],
+        signal_id=row["signal_id"], tick_recv_ns=row["tick_recv_ns"])
+    return t.OrderUpdate(
+        internal_id=str(row["internal_id"]), client_order_id=row["client_order_id"],
+        exchange_order_id=row["exchange_id"], status=enum_value(t.OrderStatus, "ORDER_STATUS_", row["status"]),
+        previous_status=enum_value(t.OrderStatus, "ORDER_STATUS_", row["previous_status"]),
+        filled_quantity=row["filled_qty"], average_price_paise=row["avg_price"],
+        last_fill_quantity=row["last_fill_qty"], last_fill_price_paise=row["last_fill_price"],
+        last_fill_charges_paise=row["last_fill_charges"], reason=row["reason"], request=req,
+        ts_ns=row["last_ts_ns"], sequence=row["last_sequence"])
+
+
+def insert_args(u: t.OrderUpdate, audit: dict[str, Any]) -> tuple[Any, ...]:
+    """Arguments for INSERT_SQL, from a write-ahead OrderUpdate."""
+    r = u.request
+    return (u.internal_id, u.client_order_id, r.strategy_tag, r.signal_id, status_name(u.status),
+            enum_name(t.Side, "SIDE_", r.side), r.quantity, r.price_paise, r.trigger_price_paise,
+            enum_name(t.OrderType, "ORDER_TYPE_", r.order_type), enum_name(t.Product, "PRODUCT_", r.product),
+            enum_name(t.Validity, "VALIDITY_", r.validity), r.token, r.exchange_segment, r.symbol, u.sequence,
+            u.ts_ns, r.tick_recv_ns, jsonb(with_log(audit, u)), ts_of(u.ts_ns))
+
+
+def with_log(audit: dict[str, Any], u: t.OrderUpdate) -> dict[str, Any]:
+    """The metadata of a new order: the audit keys, plus audit_log (one entry per transition, kept in full)."""
+    return {**audit, "audit_log": [log_entry(audit, u)]}
+
+
+def log_entry(audit: dict[str, Any], u: t.OrderUpdate) -> dict[str, Any]:
+    return {"sequence": u.sequence, "status": status_name(u.status), "ts_ns": u.ts_ns, **audit}
+
+
+INSERT_SQL = """
+INSERT INTO order_ledger (internal_id, client_order_id, strategy_tag, signal_id, status, side, quantity, price,
+    trigger, order_type, product, validity, token, exchange_segment, symbol, last_sequence, last_ts_ns, tick_recv_ns,
+    metadata, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19::jsonb, $20, $20)
+ON CONFLICT DO NOTHING
+RETURNING internal_id"""

@@ -1,0 +1,97 @@
+"""Daily partitions of market_ticks (market_ticks_YYYY_MM_DD, one IST day each): create ahead, on demand, drop old.
+
+Talks to PostgreSQL over one asyncpg connection or pool; safe to call from several processes at once.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta
+
+import asyncpg
+
+from shared.clock import IST
+
+PARENT = "market_ticks"
+_NAME = re.compile(r"^market_ticks_(\d{4})_(\d{2})_(\d{2})$")
+_LOCK_KEY = 0x4E50_5449_434B  # serialises DDL on market_ticks across processes
+
+Executor = asyncpg.Connection | asyncpg.Pool
+
+
+def partition_name(day: date) -> str:
+    return f"{PARENT}_{day:%Y_%m_%d}"
+
+
+def day_start(day: date) -> datetime:
+    """Midnight IST of `day` (the partition's lower bound, inclusive)."""
+    return datetime(day.year, day.month, day.day, tzinfo=IST)
+
+
+async def existing_days(db: Executor) -> set[date]:
+    """Days that have a partition now."""
+    rows = await db.fetch("""
+        SELECT c.relname FROM pg_inherits i
+        JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+        WHERE p.relname = $1""", PARENT)
+    days = set()
+    for row in rows:
+        match = _NAME.match(row["relname"])
+        if match:
+            days.add(date(*(int(g) for g in match.groups())))
+    return days
+
+
+async def ensure_days(db: Executor, days: set[date] | list[date]) -> list[date]:
+    """Create the partitions for `days` that are missing; returns the days created."""
+    wanted = sorted(set(days))
+    if not wanted:
+        return []
+    async with _locked(db) as conn:
+        missing = [d for d in wanted if d not in await existing_days(conn)]
+        for day in missing:
+            lower, upper = day_start(day).isoformat(), day_start(day + timedelta(days=1)).isoformat()
+            await conn.execute(f'CREATE TABLE IF NOT EXISTS "{partition_name(day)}" PARTITION OF {PARENT} '
+                               f"FOR VALUES FROM ('{lower}') TO ('{upper}')")
+    return missing
+
+
+async def ensure_ahead(db: Executor, today: date, days_ahead: int) -> list[date]:
+    """Partitions for today and the next `days_ahead` days."""
+    return await ensure_days(db, [today + timedelta(days=i) for i in range(days_ahead + 1)])
+
+
+async def drop_before(db: Executor, cutoff: date) -> list[date]:
+    """Drop every partition whose day is before `cutoff` (retention); returns the days dropped."""
+    async with _locked(db) as conn:
+        old = sorted(d for d in await existing_days(conn) if d < cutoff)
+        for day in old:
+            await conn.execute(f'DROP TABLE IF EXISTS "{partition_name(day)}"')
+    return old
+
+
+class _locked:
+    """Acquire a connection (from a pool if given) and hold the DDL advisory lock on it."""
+
+    def __init__(self, db: Executor) -> None:
+        self.db = db
+        self.conn: asyncpg.Connection | None = None
+        self._acquired = False
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        if isinstance(self.db, asyncpg.Pool):
+            self.conn = await self.db.acquire()
+            self._acquired = True
+        else:
+            self.conn = self.db
+        await self.conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+        return self.conn
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.conn is not None
+        try:
+            if not self.conn.is_closed():
+                await self.conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+        finally:
+            if self._acquired:
+                await self.db.release(self.conn)  # type: ignore[union-attr]

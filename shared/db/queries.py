@@ -1,0 +1,109 @@
+"""Read-side queries: stored ticks, 1-minute candles aggregated in SQL, orders, day P&L per strategy.
+
+Reads market_ticks, order_ledger and order_events through an asyncpg pool; returns protos or small dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import asyncpg
+
+from shared.clock import UTC
+from shared.contracts import market_pb2, trading_pb2
+from shared.db.orders import LEDGER_COLUMNS, enum_value, row_to_update
+from shared.db.partitions import day_start
+from shared.positions import PositionBook
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ts(ns: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def _ns(ts: datetime) -> int:
+    return (ts - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+async def ticks(pool: asyncpg.Pool, token: int, start_ns: int, end_ns: int,
+                limit: int = 100_000) -> list[market_pb2.Tick]:
+    """Ticks of `token` with start_ns <= ts < end_ns, in arrival order."""
+    rows = await pool.fetch("""
+        SELECT * FROM market_ticks WHERE token = $1 AND ts >= $2 AND ts < $3 ORDER BY ts, seq LIMIT $4""",
+                            token, _ts(start_ns), _ts(end_ns), limit)
+    return [market_pb2.Tick(token=r["token"], exchange_segment=r["exchange_segment"], ts_ns=_ns(r["ts"]),
+                            ltp_paise=r["ltp"], ltq=r["ltq"], volume=r["volume"], bid_paise=r["bid"],
+                            ask_paise=r["ask"], bid_qty=r["bid_qty"], ask_qty=r["ask_qty"], open_paise=r["open"],
+                            high_paise=r["high"], low_paise=r["low"], close_paise=r["close"],
+                            open_interest=r["oi"], atp_paise=r["atp"]) for r in rows]
+
+
+# Minutes in UTC are IST minutes too (IST = UTC+05:30). Volume of a minute = rise of the cumulative day volume
+# since the previous minute (for the first minute in range: since its own first tick).
+_CANDLES = """
+WITH m AS (
+    SELECT date_trunc('minute', ts) AS minute, max(exchange_segment) AS segment,
+           (array_agg(ltp ORDER BY ts, seq))[1] AS open, max(ltp) AS high, min(ltp) AS low,
+           (array_agg(ltp ORDER BY ts DESC, seq DESC))[1] AS close,
+           max(volume) AS vol_max, min(volume) AS vol_min, count(*) AS n
+    FROM market_ticks WHERE token = $1 AND ts >= $2 AND ts < $3
+    GROUP BY 1)
+SELECT minute, segment, open, high, low, close, n,
+       GREATEST(vol_max - COALESCE(lag(vol_max) OVER (ORDER BY minute), vol_min), 0) AS volume
+FROM m ORDER BY minute"""
+
+
+async def candles_1m(pool: asyncpg.Pool, token: int, start_ns: int, end_ns: int) -> list[market_pb2.Candle]:
+    """1-minute OHLCV candles of `token` built from stored ticks, oldest first."""
+    rows = await pool.fetch(_CANDLES, token, _ts(start_ns), _ts(end_ns))
+    return [market_pb2.Candle(token=token, exchange_segment=r["segment"], start_ns=_ns(r["minute"]),
+                              open_paise=r["open"], high_paise=r["high"], low_paise=r["low"],
+                              close_paise=r["close"], volume=r["volume"], tick_count=r["n"]) for r in rows]
+
+
+async def orders(pool: asyncpg.Pool, day: date, strategy_tag: str = "", status: str = "",
+                 limit: int = 1000) -> list[trading_pb2.OrderUpdate]:
+    """Orders created on an IST day, newest first; status is a name such as 'OPEN' or 'TRADED'."""
+    rows = await pool.fetch(
+        f"SELECT {LEDGER_COLUMNS} FROM order_ledger WHERE created_at >= $1 AND created_at < $2 "
+        "AND ($3 = '' OR strategy_tag = $3) AND ($4 = '' OR status = $4) "
+        "ORDER BY created_at DESC, last_sequence DESC LIMIT $5",
+        day_start(day), day_start(day + timedelta(days=1)), strategy_tag, status.upper(), limit)
+    return [row_to_update(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class StrategyPnl:
+    strategy: str
+    realised_paise: int
+    charges_paise: int
+    fills: int
+    open_quantity: int  # net quantity still open at the end of the day (unrealised P&L needs a price)
+
+    @property
+    def net_paise(self) -> int:
+        return self.realised_paise - self.charges_paise
+
+
+async def day_pnl(pool: asyncpg.Pool, day: date) -> list[StrategyPnl]:
+    """Realised P&L per strategy from the day's fills (order_events), folded with shared.positions."""
+    rows = await pool.fetch("""
+        SELECT o.strategy_tag, o.token, o.product, o.side, e.fill_qty, e.fill_price, e.fill_charges
+        FROM order_events e JOIN order_ledger o USING (internal_id)
+        WHERE e.fill_qty > 0 AND e.ts >= $1 AND e.ts < $2
+        ORDER BY e.ts, e.event_id""", day_start(day), day_start(day + timedelta(days=1)))
+    books: dict[str, PositionBook] = {}
+    fills: dict[str, int] = {}
+    for r in rows:
+        book = books.setdefault(r["strategy_tag"], PositionBook())
+        fills[r["strategy_tag"]] = fills.get(r["strategy_tag"], 0) + 1
+        book.apply_update(trading_pb2.OrderUpdate(
+            last_fill_quantity=r["fill_qty"], last_fill_price_paise=r["fill_price"],
+            last_fill_charges_paise=r["fill_charges"],
+            request=trading_pb2.OrderRequest(token=r["token"], side=enum_value(trading_pb2.Side, "SIDE_", r["side"]),
+                                             product=enum_value(trading_pb2.Product, "PRODUCT_", r["product"]))))
+    return [StrategyPnl(tag, book.realised_pnl_paise(), book.charges_paise(), fills[tag],
+                        sum(p.net_quantity for p in book.positions.values()))
+            for tag, book in sorted(books.items())]

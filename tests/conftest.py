@@ -1,0 +1,75 @@
+"""Shared fixtures: one embedded PostgreSQL per test session, a fresh migrated database per test, a pool on it.
+
+pg_server (session, sync) -> admin DSN; database (async) -> DSN of a new database; db_pool -> asyncpg pool on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+
+from shared.db import migrate
+from shared.db.embedded import EmbeddedPostgres
+
+TEMPLATE = "neopulse_test_template"
+# Test data is throwaway: skip the disk flushes that make every commit wait.
+FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+def _with_db(dsn: str, name: str) -> str:
+    return dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
+async def _make_template(admin_dsn: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}"')
+        await conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(_with_db(admin_dsn, TEMPLATE))
+    try:
+        await migrate.migrate(conn)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One embedded server for the whole session; yields its superuser DSN (database `postgres`)."""
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"), options=FAST)
+    dsn = server.start()
+    try:
+        asyncio.run(_make_template(dsn))
+        yield dsn
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def database(pg_server: str) -> AsyncIterator[str]:
+    """A new database with every migration applied (copied from a migrated template); dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(pg_server)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+        yield _with_db(pg_server, name)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def db_pool(database: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=8)
+    try:
+        yield pool
+    finally:
+        try:
+            await asyncio.wait_for(pool.close(), 5.0)
+        except TimeoutError:
+            pool.terminate()
