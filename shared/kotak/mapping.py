@@ -121,7 +121,7 @@ def _exception_kind(exc: BaseException) -> str:
 
 
 # orders ----------------------------------------------------------------------------
-def place_params(order: trading_pb2.OrderRequest) -> dict[str, str]:
+def place_params(order: trading_pb2.OrderRequest) -> dict[str, str | None]:
     """OrderRequest -> NeoAPI.place_order keyword arguments (client_order_id travels as the tag)."""
     order_type = ORDER_TYPE[order.order_type]
     price = to_rupees(order.price_paise) if order_type in ("L", "SL") else Decimal("0")
@@ -130,7 +130,7 @@ def place_params(order: trading_pb2.OrderRequest) -> dict[str, str]:
         "price": str(price), "order_type": order_type, "quantity": str(order.quantity),
         "validity": VALIDITY.get(order.validity, "DAY"), "trading_symbol": order.symbol,
         "transaction_type": SIDE[order.side], "trigger_price": str(to_rupees(order.trigger_price_paise)),
-        "tag": order.client_order_id,
+        "tag": order.client_order_id or None,  # the SDK refuses a blank tag
     }
 
 
