@@ -9,6 +9,7 @@ import time
 
 from services.strategy.config import StrategySettings
 from services.strategy.engine import StrategyEngine, build_strategies
+from shared import config as cfg
 from shared.clock import ManualClock, ist_ns, last_weekday
 from shared.contracts import market_pb2
 from shared.instruments import InstrumentBook
@@ -31,10 +32,11 @@ def make_batches(n: int, seconds_per_batch: float = 1.0) -> tuple[list[market_pb
 
 
 def bench_strategy_ticks(n: int) -> float:
-    """Ticks per second through candle building and MOMENTUM_RSI (signals built, not published)."""
+    """Ticks per second through candle building and default MOMENTUM_RSI (signals built, not published)."""
     batches, start = make_batches(n)
     instruments = InstrumentBook(nse_instruments())
-    engine = StrategyEngine(build_strategies(StrategySettings(), instruments), instruments, ManualClock(start))
+    strategies = build_strategies(cfg.load(StrategySettings, {}), instruments)
+    engine = StrategyEngine(strategies, instruments, ManualClock(start))
     on_ticks = engine.on_ticks
     t0 = time.perf_counter()
     for batch in batches:

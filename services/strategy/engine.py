@@ -18,7 +18,7 @@ from shared.contracts import market_pb2, strategy_pb2, trading_pb2
 from shared.errors import ConfigError, InvalidInput, NotFound
 from shared.instruments import InstrumentBook
 
-_SIDE_NAMES = {trading_pb2.SIDE_BUY: "BUY", trading_pb2.SIDE_SELL: "SELL"}
+_SIDE_NAMES: dict[int, str] = {trading_pb2.SIDE_BUY: "BUY", trading_pb2.SIDE_SELL: "SELL"}
 
 Output = tuple[list[market_pb2.Candle], list[trading_pb2.Signal]]
 
@@ -100,7 +100,7 @@ class StrategyEngine:
         for intent in intents:
             inst = self.instruments.get(intent.token)
             out.append(trading_pb2.Signal(
-                signal_id=f"{strategy.name}-{intent.token}-{at_ns}-{_SIDE_NAMES.get(intent.side, intent.side)}",
+                signal_id=f"{strategy.name}-{intent.token}-{at_ns}-{_SIDE_NAMES.get(intent.side, str(intent.side))}",
                 strategy=strategy.name, token=intent.token,
                 exchange_segment=inst.exchange_segment if inst is not None else "",
                 symbol=inst.symbol if inst is not None else "", side=intent.side, quantity=intent.quantity,

@@ -102,7 +102,7 @@ class MomentumRsi(Strategy):
         lot = inst.lot_size if inst is not None and inst.lot_size > 0 else 1
         return max(lot, self.params.quantity - self.params.quantity % lot)
 
-    def _intent(self, candle: market_pb2.Candle, ctx: StrategyContext, side: int, quantity: int,
+    def _intent(self, candle: market_pb2.Candle, ctx: StrategyContext, side: trading_pb2.Side, quantity: int,
                 reason: str) -> OrderIntent:
         if self.params.order_type == "MARKET":
             return OrderIntent(candle.token, side, quantity, trading_pb2.ORDER_TYPE_MARKET, 0,

@@ -60,11 +60,11 @@ class OrderIntent:
     """What a strategy wants to trade; the module stamps ids, sequence and instrument fields."""
 
     token: int
-    side: int  # trading_pb2.Side
+    side: trading_pb2.Side
     quantity: int
-    order_type: int = trading_pb2.ORDER_TYPE_LIMIT
+    order_type: trading_pb2.OrderType = trading_pb2.ORDER_TYPE_LIMIT
     limit_price_paise: int = 0
-    product: int = trading_pb2.PRODUCT_MIS
+    product: trading_pb2.Product = trading_pb2.PRODUCT_MIS
     reason: str = ""
 
 
