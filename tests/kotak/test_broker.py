@@ -132,3 +132,22 @@ async def test_synchronous_rejection_raises_broker_rejected_with_kotaks_reason(s
     sim.fail_next("place_order", status=200, body={"stat": "Not_Ok", "emsg": "RMS:Margin Exceeds", "stCode": 1005})
     with pytest.raises(BrokerRejected, match="RMS:Margin Exceeds"):
         await broker.place_order(market_buy("coid-rej"))
+
+
+async def test_stop_market_sell_waits_for_its_trigger_then_fills_at_the_bid(sim, broker):
+    order = market_buy("coid-stop", qty=1)
+    order.side, order.order_type, order.trigger_price_paise = T.SIDE_SELL, T.ORDER_TYPE_STOP_MARKET, 128_500
+    await broker.place_order(order)
+    assert (await broker.find_by_tag("coid-stop")).status == T.ORDER_STATUS_TRIGGER_PENDING
+    await sim.push_ticks([tick(RELIANCE, 128_450, bid=128_440, ask=128_460)])
+    final = await broker.find_by_tag("coid-stop")
+    assert (final.status, final.average_price_paise) == (T.ORDER_STATUS_TRADED, 128_440)
+
+
+async def test_holdings_and_margin_answer_through_the_sdk(sim, broker):
+    holdings = await broker.session.call("holdings")
+    margin = await broker.session.call("margin_required", exchange_segment="nse_cm", price="1290.05",
+                                       order_type="L", product="MIS", quantity="10", instrument_token="2885",
+                                       transaction_type="B")
+    assert holdings == {"data": []}
+    assert margin["data"]["reqdMrgn"] == "2580.10"

@@ -119,3 +119,16 @@ def test_sfeed_bench_reports_sdk_and_baseline_rates_from_the_same_frames():
     result = sfeed.run(seconds=0.2)
     assert result["sdk_ticks_per_s"] > 0 and result["baseline_ticks_per_s"] > 0
     assert result["baseline_over_sdk"] == round(result["baseline_ticks_per_s"] / result["sdk_ticks_per_s"], 2)
+
+
+async def test_stall_reconnect_logs_in_again_when_the_session_expired(sim, source):
+    batches = source.batches()
+    await next_batch(batches)
+    sim.expire_session()
+    await source.reconnect("no ticks for 15 s")
+    pending = asyncio.ensure_future(next_batch(batches))
+    await wait_for(lambda: source.stats.reconnects == 1 and subscribed(sim))
+    await sim.push_ticks([tick(RELIANCE, 129_300, volume=2_000)])
+    after = await pending
+    assert sim.logins == 2
+    assert [(t.token, t.ltp_paise) for t in after.ticks] == [(RELIANCE, 129_300)]

@@ -1,0 +1,45 @@
+"""shared.kotak.mapping: Kotak statuses, reply shapes and prices mapped to the contract types (pure functions)."""
+
+from __future__ import annotations
+
+from neo_api_client.exceptions import ApiException
+
+from shared.contracts import trading_pb2 as T
+from shared.kotak import mapping
+
+
+def test_open_order_with_some_fills_is_partially_filled_with_paise_average():
+    event = mapping.order_event({"nOrdNo": "9", "GuiOrdId": "c1", "ordSt": "open", "qty": 3, "fldQty": "1",
+                                 "avgPrc": "1290.05"})
+    assert (event.status, event.filled_quantity, event.average_price_paise) == (T.ORDER_STATUS_PARTIALLY_FILLED,
+                                                                                  1, 129_005)
+
+
+def test_early_feed_state_with_empty_price_and_quantity_maps_to_submitted_with_zeros():
+    event = mapping.order_event({"nOrdNo": "9", "ordSt": "put order req received", "qty": 3, "fldQty": None,
+                                 "avgPrc": ""})
+    assert (event.status, event.filled_quantity, event.average_price_paise) == (T.ORDER_STATUS_SUBMITTED, 0, 0)
+
+
+def test_a_timeout_is_an_unknown_outcome_and_a_not_ok_is_a_refusal():
+    timeout = {"error": ApiException(status=0, reason="Request timeout after 2 seconds")}
+    refused = {"stat": "Not_Ok", "emsg": "RMS:Margin Exceeds", "stCode": 1005}
+    assert mapping.reply_error(timeout) == ("unknown", "Request timeout after 2 seconds")
+    assert mapping.reply_error(refused) == ("refused", "RMS:Margin Exceeds")
+    assert mapping.reply_error({"nOrdNo": "1", "stat": "Ok", "stCode": 200}) is None
+
+
+def test_invalid_credentials_and_missing_2fa_both_read_as_session_expired():
+    assert mapping.is_session_expired({"code": "900901", "message": "Invalid Credentials"})
+    assert mapping.is_session_expired({"Error Message": "Complete the 2fa process before accessing this application"})
+    assert not mapping.is_session_expired({"stat": "Not_Ok", "emsg": "RMS:Margin Exceeds"})
+
+
+def test_limit_order_request_maps_to_sdk_place_arguments_with_the_tag():
+    order = T.OrderRequest(client_order_id="sig-1", exchange_segment="nse_cm", symbol="TCS-EQ", side=T.SIDE_SELL,
+                           quantity=4, order_type=T.ORDER_TYPE_LIMIT, price_paise=345_005, product=T.PRODUCT_CNC,
+                           validity=T.VALIDITY_IOC)
+    assert mapping.place_params(order) == {
+        "exchange_segment": "nse_cm", "product": "CNC", "price": "3450.05", "order_type": "L", "quantity": "4",
+        "validity": "IOC", "trading_symbol": "TCS-EQ", "transaction_type": "S", "trigger_price": "0.00",
+        "tag": "sig-1"}
