@@ -1,0 +1,63 @@
+"""The engine's plugin hooks: per-tick plugins, paused plugins, symbol filters."""
+
+from datetime import date
+
+from pydantic import BaseModel, ConfigDict
+
+from services.strategy.engine import StrategyEngine
+from services.strategy.plugins import OrderIntent, Strategy, StrategyContext
+from shared.clock import NS, ManualClock, ist_ns
+from shared.contracts import market_pb2, trading_pb2
+from shared.instruments import InstrumentBook
+from shared.marketdata import nse_instruments
+
+T0915 = ist_ns(date(2026, 1, 20), 9, 15)
+SBIN, TCS = 3045, 11536
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BuyEveryTick(Strategy):
+    """A test plugin: wants every tick, buys one share on each, ignores candles."""
+
+    kind = "BUY_EVERY_TICK"
+    Params = NoParams
+
+    def on_candle(self, candle: market_pb2.Candle, ctx: StrategyContext) -> list[OrderIntent]:
+        return []
+
+    def on_tick(self, tick: market_pb2.Tick, ctx: StrategyContext) -> list[OrderIntent]:
+        return [OrderIntent(tick.token, trading_pb2.SIDE_BUY, 1, trading_pb2.ORDER_TYPE_MARKET)]
+
+
+def engine_with(*strategies):
+    return StrategyEngine(list(strategies), InstrumentBook(nse_instruments()), ManualClock(T0915))
+
+
+def tick(token, recv_ns=0):
+    return market_pb2.Tick(token=token, exchange_segment="nse_cm", ts_ns=T0915 + NS, ltp_paise=100_00, ltq=1,
+                           recv_ns=recv_ns)
+
+
+def test_a_plugin_with_on_tick_gets_every_tick_of_its_tokens():
+    engine = engine_with(BuyEveryTick("every", NoParams(), frozenset({SBIN})))
+    _, signals = engine.on_ticks([tick(SBIN, recv_ns=99), tick(TCS)])
+    assert [(s.signal_id, s.symbol, s.order_type, s.tick_recv_ns) for s in signals] == [
+        (f"every-{SBIN}-{T0915 + NS}-BUY", "SBIN-EQ", trading_pb2.ORDER_TYPE_MARKET, 99)]
+
+
+def test_a_paused_plugin_sends_nothing():
+    strategy = BuyEveryTick("every", NoParams())
+    strategy.paused = True
+    _, signals = engine_with(strategy).on_ticks([tick(SBIN)])
+    assert signals == []
+    assert strategy.signals_emitted == 0
+
+
+def test_signal_sequences_increase_across_strategies():
+    engine = engine_with(BuyEveryTick("a", NoParams()), BuyEveryTick("b", NoParams()))
+    _, signals = engine.on_ticks([tick(SBIN), tick(TCS)])
+    sequences = [s.sequence for s in signals]
+    assert len(sequences) == 4 and sequences == sorted(set(sequences))
