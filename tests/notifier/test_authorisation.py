@@ -10,11 +10,12 @@ from tests.notifier.conftest import ADMIN, CHAT, STRANGER, settings_for, started
 from tests.notifier.test_commands import ask
 
 
-async def test_an_unauthorised_chat_gets_nothing_and_is_logged(notifier, fake_api, standins, commands, caplog):
+async def test_an_unauthorised_chat_gets_nothing_and_is_logged(notifier, fake_api, standins, commands, caplog, bus):
     caplog.set_level(logging.WARNING, logger="services.notifier")
     fake_api.send_command(STRANGER, "/status")
     fake_api.send_command(STRANGER, "/kill")
     await ask(fake_api, "/help")  # the allowed chat's reply proves the stranger's updates were processed
+    await bus.drain()
 
     assert fake_api.sent(chat_id=STRANGER) == []
     assert standins.requests == []

@@ -123,8 +123,9 @@ async def test_a_command_whose_module_is_missing_gets_a_short_reply(notifier, fa
     assert reply == "⚠️ no module serves /neopulse.v1.OrderService/ListPositions in this process"
 
 
-async def test_every_command_is_published_for_audit(notifier, fake_api, commands):
+async def test_every_command_is_published_for_audit(notifier, fake_api, commands, bus):
     await ask(fake_api, "/orders today")
+    await bus.drain()
 
     assert [(c.name, list(c.args), c.origin) for c in commands] == [("orders", ["today"], f"telegram:{CHAT}")]
 

@@ -103,8 +103,9 @@ async def test_an_admin_chat_may_kill_and_still_read_status(bus, standins, fake_
     assert "Trading: HALTED" in status
 
 
-async def test_the_confirmation_is_published_for_audit(notifier, fake_api, commands):
+async def test_the_confirmation_is_published_for_audit(notifier, fake_api, commands, bus):
     await ask(fake_api, "/kill")
     await press(fake_api, "kill")
+    await bus.drain()
 
     assert [(c.name, list(c.args)) for c in commands] == [("kill", []), ("confirm", ["kill"])]

@@ -102,6 +102,7 @@ async def test_a_429_is_waited_out_for_its_retry_after_and_the_message_arrives(n
 
     await fake_api.wait_sent(2, chat_id=CHAT)
 
+    await wait_for(lambda: notifier.sender.sent == 1)  # the reply reached the bot after the fake recorded it
     first, second = [t for m, _, t in fake_api.calls if m == "sendMessage"]
     assert second - first >= 1.0
     status = await bus.call(rpc.GET_SYSTEM_STATUS, notifier_pb2.GetSystemStatusRequest())
@@ -115,6 +116,7 @@ async def test_a_server_error_is_retried_and_a_bad_request_is_given_up(notifier,
     await bus.publish(Topic.NOTIFICATIONS, note("second"))
 
     sent = await fake_api.wait_sent(3, chat_id=CHAT)
+    await wait_for(lambda: notifier.sender.sent == 1)
     status = await bus.call(rpc.GET_SYSTEM_STATUS, notifier_pb2.GetSystemStatusRequest())
 
     assert [p["text"].split("\n")[1] for p in sent] == ["first", "first", "second"]
