@@ -128,6 +128,8 @@ def stream_handler(hub: TopicHub, method: str, batch_cls: type) -> Callable[...,
         sent = STREAM_MESSAGES.labels(method)
         code = grpc.StatusCode.CANCELLED
         try:
+            # Headers now, so a client knows the stream is live before the first message arrives.
+            await context.send_initial_metadata(())
             msgs: list[Any] | None = replay
             while msgs is not None:
                 for batch in packer.pack(packer.elements(msgs, keep)):

@@ -77,7 +77,7 @@ async def test_tls_server_answers_a_client_that_trusts_its_certificate(bus, cert
     try:
         addr = f"127.0.0.1:{server.bound_port}"
         trusted = await grpcurl("-cacert", str(cert[0]), addr, LIST)
-        plaintext = await grpcurl("-plaintext", addr, LIST)
+        plaintext = await grpcurl("-plaintext", "-connect-timeout", "1", addr, LIST)
     finally:
         await server.stop(0)
 

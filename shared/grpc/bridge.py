@@ -1,0 +1,194 @@
+"""Split-mode bridges that make remote modules look local: streams -> topics, requests -> remote RPCs.
+
+Talks to the local Bus and to remote NeoPulse gRPC servers (generic calls, no generated stubs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.message_factory import GetMessageClass
+from prometheus_client import Counter
+
+from shared import errors, rpc
+from shared.bus import Bus, Topic
+from shared.contracts import notifier_pb2
+from shared.grpc.auth import channel_credentials
+from shared.grpc.config import GrpcSettings
+from shared.grpc.servicers import ERROR_KEY, FIELD_KEY, REASON_KEY
+
+log = logging.getLogger(__name__)
+
+RECONNECTS = Counter("neopulse_grpc_bridge_reconnects", "Upstream stream reconnects", ["method"])
+DUPLICATES = Counter("neopulse_grpc_bridge_duplicates_dropped", "Stream messages dropped as already seen", ["method"])
+FORWARD_FAILED = Counter("neopulse_grpc_bridge_notifications_failed", "Notifications the notifier did not take")
+
+
+def method_types(method: str) -> tuple[type, type]:
+    """(request class, response class) of a full method name such as rpc.PLACE_ORDER."""
+    _, service_full, name = method.split("/")
+    m = rpc.DESCRIPTORS[service_full.split(".")[-1]].methods_by_name[name]
+    return GetMessageClass(m.input_type), GetMessageClass(m.output_type)
+
+
+def open_channel(target: str, settings: GrpcSettings, ca_file: Path | None = None) -> grpc.aio.Channel:
+    """A client channel with the server's keepalive and size options; TLS when the settings have it."""
+    options = settings.channel_options()
+    if settings.tls or ca_file is not None:
+        return grpc.aio.secure_channel(target, channel_credentials(ca_file or settings.tls_cert_file), options)
+    return grpc.aio.insecure_channel(target, options)
+
+
+class Backoff:
+    """Exponential reconnect delay with jitter, reset once a stream delivers."""
+
+    def __init__(self, first_s: float = 0.1, max_s: float = 5.0) -> None:
+        self.first_s, self.max_s, self.next_s = first_s, max_s, first_s
+
+    def reset(self) -> None:
+        self.next_s = self.first_s
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self.next_s * random.uniform(0.8, 1.2))
+        self.next_s = min(self.max_s, self.next_s * 2)
+
+
+class StreamBridge:
+    """Subscribes to a remote server stream and republishes each message on the local bus.
+
+    Order-path messages carry `sequence`: a reconnect resumes with after_sequence and any
+    message at or below the last one seen is dropped, so no order is published twice.
+    """
+
+    def __init__(self, bus: Bus, channel: grpc.aio.Channel, method: str, request: Any | None = None,
+                 metadata: tuple[tuple[str, str], ...] = (), backoff: Backoff | None = None) -> None:
+        req_cls, resp_cls = method_types(method)
+        self.bus, self.method, self.topic = bus, method, rpc.STREAM_TOPICS[method]
+        self.request = request if request is not None else req_cls()
+        self.metadata = metadata
+        self.backoff = backoff or Backoff()
+        self.field = resp_cls.DESCRIPTOR.fields[0].name
+        self.resumable = "after_sequence" in req_cls.DESCRIPTOR.fields_by_name
+        self.last_sequence = 0
+        self.published = 0
+        self.connected = asyncio.Event()
+        self._call = channel.unary_stream(method, request_serializer=req_cls.SerializeToString,
+                                          response_deserializer=resp_cls.FromString)
+
+    async def run(self) -> None:
+        """Forever: stream, republish, and on any break reconnect with backoff (cancel to stop)."""
+        while True:
+            try:
+                await self._stream_once()
+                log.info("upstream stream ended; reconnecting", extra={"method": self.method})
+            except grpc.aio.AioRpcError as err:
+                log.warning("upstream stream failed; reconnecting",
+                            extra={"method": self.method, "code": err.code().name, "detail": err.details()})
+            self.connected.clear()
+            RECONNECTS.labels(self.method).inc()
+            await self.backoff.wait()
+
+    async def _stream_once(self) -> None:
+        request = type(self.request)()
+        request.CopyFrom(self.request)
+        if self.resumable:
+            request.after_sequence = self.last_sequence
+        call = self._call(request, metadata=self.metadata)
+        await call.wait_for_connection()
+        self.connected.set()
+        async for batch in call:
+            self.backoff.reset()
+            await self._publish(batch)
+
+    async def _publish(self, batch: Any) -> None:
+        if self.topic.lossy:  # ticks and candles travel on the bus as batches
+            self.bus.publish_nowait(self.topic, batch)
+            self.published += 1
+            return
+        for msg in getattr(batch, self.field):
+            if self.resumable:
+                if msg.sequence <= self.last_sequence:
+                    DUPLICATES.labels(self.method).inc()
+                    continue
+                self.last_sequence = msg.sequence
+            await self.bus.publish(self.topic, msg)
+            self.published += 1
+
+
+def error_from_rpc(method: str, err: grpc.aio.AioRpcError) -> errors.NeoPulseError:
+    """The shared.errors exception a remote handler raised, rebuilt from status and trailers."""
+    trailers = dict(err.trailing_metadata() or ())
+    kind, details, code = trailers.get(ERROR_KEY, ""), err.details() or "", err.code()
+    if kind == "InvalidInput" or (not kind and code == grpc.StatusCode.INVALID_ARGUMENT):
+        field = trailers.get(FIELD_KEY, "request")
+        return errors.InvalidInput(field, details.removeprefix(f"{field}: "))
+    if kind in ("RiskRejected", "TradingHalted"):
+        cls = errors.TradingHalted if kind == "TradingHalted" else errors.RiskRejected
+        return cls(trailers.get(REASON_KEY, ""), details)
+    simple = {"NotFound": errors.NotFound, "BrokerRejected": errors.BrokerRejected,
+              "RetryableError": errors.RetryableError, "SessionExpired": errors.SessionExpired,
+              "ConfigError": errors.ConfigError}
+    if kind in simple:
+        return simple[kind](details)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return errors.RetryableError(f"{method} is unreachable ({code.name}); it is retried or try again later")
+    if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED):
+        return errors.NotFound(details)
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return errors.RiskRejected("REMOTE_PRECONDITION", details)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return errors.ConfigError(f"{method} refused our token; set the same [grpc].auth_token in every process")
+    return errors.NeoPulseError(details or "remote internal error")
+
+
+def install_unary_proxy(bus: Bus, channel: grpc.aio.Channel, method: str,
+                        metadata: tuple[tuple[str, str], ...] = (), timeout_s: float = 10.0) -> None:
+    """Register `method` on the local bus as a call to the remote server that owns it."""
+    req_cls, resp_cls = method_types(method)
+    call = channel.unary_unary(method, request_serializer=req_cls.SerializeToString,
+                               response_deserializer=resp_cls.FromString)
+
+    async def proxy(request: Any) -> Any:
+        try:
+            return await call(request, metadata=metadata, timeout=timeout_s)
+        except grpc.aio.AioRpcError as err:
+            raise error_from_rpc(method, err) from None
+
+    bus.handle(method, proxy)
+
+
+class NotificationForwarder:
+    """Local Topic.NOTIFICATIONS -> remote NotifierService/Notify, a few attempts each, then dropped
+    and counted: a notifier outage must never back-pressure the order path."""
+
+    def __init__(self, bus: Bus, channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...] = (),
+                 attempts: int = 3, timeout_s: float = 2.0) -> None:
+        req_cls, resp_cls = method_types(rpc.NOTIFY)
+        self._call = channel.unary_unary(rpc.NOTIFY, request_serializer=req_cls.SerializeToString,
+                                         response_deserializer=resp_cls.FromString)
+        self.metadata, self.attempts, self.timeout_s = metadata, attempts, timeout_s
+        self.forwarded = 0
+        self.failed = 0
+        bus.subscribe(Topic.NOTIFICATIONS, "grpc:notify-forwarder", self._forward)
+
+    async def _forward(self, notification: Any) -> None:
+        request = notifier_pb2.NotifyRequest(notification=notification)
+        backoff = Backoff(0.2, 1.0)
+        for attempt in range(1, self.attempts + 1):
+            try:
+                await self._call(request, metadata=self.metadata, timeout=self.timeout_s)
+                self.forwarded += 1
+                return
+            except grpc.aio.AioRpcError as err:
+                if attempt == self.attempts or err.code() != grpc.StatusCode.UNAVAILABLE:
+                    self.failed += 1
+                    FORWARD_FAILED.inc()
+                    log.warning("notification not delivered to the notifier",
+                                extra={"code": err.code().name, "title": notification.title})
+                    return
+                await backoff.wait()

@@ -1,0 +1,165 @@
+"""Split-mode bridges between two real buses over a real gRPC server: streams, proxies, notifications."""
+
+import asyncio
+
+import pytest
+
+from shared import errors, rpc
+from shared.bus import Bus, Topic
+from shared.contracts import notifier_pb2, oms_pb2, ops_pb2, trading_pb2
+from shared.grpc.bridge import (
+    Backoff,
+    NotificationForwarder,
+    StreamBridge,
+    install_unary_proxy,
+    open_channel,
+)
+from shared.grpc.config import GrpcSettings
+from shared.grpc.server import GrpcServer
+from tests.grpc.conftest import KNOWN_ORDER, register_test_handlers, wait_for
+
+
+@pytest.fixture
+async def running():
+    """Start buses on demand; every one is stopped at the end."""
+    tasks = []
+
+    def start() -> Bus:
+        bus = Bus()
+        tasks.append(asyncio.create_task(bus.run()))
+        return bus
+
+    yield start
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def serve(bus: Bus, services: list[str], port: int = 0) -> GrpcServer:
+    server = GrpcServer(bus, services, GrpcSettings(), port=port)
+    await server.start()
+    await server.set_all_serving()
+    return server
+
+
+def update(seq: int) -> trading_pb2.OrderUpdate:
+    return trading_pb2.OrderUpdate(internal_id=f"ORD-{seq}", sequence=seq)
+
+
+async def test_stream_bridge_resumes_after_upstream_restart_without_duplicates(running):
+    upstream, local = running(), running()
+    seen: list[int] = []
+
+    async def collect(msg):
+        seen.append(msg.sequence)
+
+    local.subscribe(Topic.ORDER_UPDATES, "collector", collect)
+    first = await serve(upstream, ["OrderService"])
+    port = first.bound_port
+    channel = open_channel(f"127.0.0.1:{port}", GrpcSettings())
+    bridge = StreamBridge(local, channel, rpc.method("OrderService", "StreamOrderUpdates"),
+                          backoff=Backoff(0.05, 0.2))
+    task = asyncio.create_task(bridge.run())
+    try:
+        await asyncio.wait_for(bridge.connected.wait(), 5)
+        await wait_for(lambda: first.hubs[rpc.method("OrderService", "StreamOrderUpdates")].listener_count == 1)
+        for seq in (1, 2, 3):
+            await upstream.publish(Topic.ORDER_UPDATES, update(seq))
+        await wait_for(lambda: seen == [1, 2, 3])
+        await first.stop(1.0)
+
+        restarted_bus = running()
+        second = await serve(restarted_bus, ["OrderService"], port=port)
+        for seq in (2, 3, 4):  # the restarted upstream repeats 2 and 3 before it reaches new work
+            await restarted_bus.publish(Topic.ORDER_UPDATES, update(seq))
+        await wait_for(lambda: seen[-1:] == [4])
+        await restarted_bus.publish(Topic.ORDER_UPDATES, update(5))
+        await wait_for(lambda: seen[-1:] == [5])
+        await second.stop(0)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await channel.close()
+
+    assert seen == [1, 2, 3, 4, 5]
+
+
+@pytest.fixture
+async def proxied(running):
+    upstream, local = running(), running()
+    register_test_handlers(upstream)
+    server = await serve(upstream, ["OrderService"])
+    channel = open_channel(f"127.0.0.1:{server.bound_port}", GrpcSettings())
+    for method in (rpc.GET_ORDER, rpc.PLACE_ORDER, rpc.CANCEL_ORDER):
+        install_unary_proxy(local, channel, method)
+    yield local
+    await channel.close()
+    await server.stop(0)
+
+
+async def test_unary_proxy_returns_the_remote_answer(proxied):
+    reply = await proxied.call(rpc.GET_ORDER, oms_pb2.GetOrderRequest(order_id=KNOWN_ORDER))
+
+    assert reply.order.internal_id == KNOWN_ORDER
+
+
+async def test_unary_proxy_raises_invalid_input_with_the_remote_field(proxied):
+    with pytest.raises(errors.InvalidInput) as caught:
+        await proxied.call(rpc.GET_ORDER, oms_pb2.GetOrderRequest(order_id=""))
+
+    assert caught.value.field == "order_id"
+    assert str(caught.value) == "order_id: is empty; pass the internal_id from ListOrders"
+
+
+async def test_unary_proxy_raises_not_found_for_an_unknown_id(proxied):
+    with pytest.raises(errors.NotFound, match="order NOPE does not exist"):
+        await proxied.call(rpc.GET_ORDER, oms_pb2.GetOrderRequest(order_id="NOPE"))
+
+
+async def test_unary_proxy_raises_trading_halted_with_its_reason_code(proxied):
+    with pytest.raises(errors.TradingHalted) as caught:
+        await proxied.call(rpc.PLACE_ORDER, oms_pb2.PlaceOrderRequest())
+
+    assert caught.value.reason_code == "KILL_SWITCH"
+
+
+async def test_unary_proxy_turns_a_remote_crash_into_a_generic_error(proxied):
+    with pytest.raises(errors.NeoPulseError) as caught:
+        await proxied.call(rpc.CANCEL_ORDER, oms_pb2.CancelOrderRequest(order_id=KNOWN_ORDER))
+
+    assert str(caught.value) == "internal error; see the server log"
+
+
+async def test_unary_proxy_to_an_unreachable_server_is_retryable(running):
+    local = running()
+    channel = open_channel("127.0.0.1:1", GrpcSettings())
+    install_unary_proxy(local, channel, rpc.LIST_ORDERS, timeout_s=2.0)
+    try:
+        with pytest.raises(errors.RetryableError):
+            await local.call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest())
+    finally:
+        await channel.close()
+
+
+async def test_local_notifications_reach_the_remote_notifier(running):
+    notifier_bus, local = running(), running()
+    received: list[str] = []
+
+    async def notify(req):
+        received.append(req.notification.title)
+        return notifier_pb2.NotifyResponse(accepted=True)
+
+    notifier_bus.handle(rpc.NOTIFY, notify)
+    server = await serve(notifier_bus, ["NotifierService"])
+    channel = open_channel(f"127.0.0.1:{server.bound_port}", GrpcSettings())
+    forwarder = NotificationForwarder(local, channel)
+    try:
+        await local.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(title="Order filled"))
+        await wait_for(lambda: forwarder.forwarded == 1)
+    finally:
+        await channel.close()
+        await server.stop(0)
+
+    assert received == ["Order filled"]
+
+
