@@ -12,6 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from services.simulator.server import SimCredentials, Simulator
+from shared import config as cfg
 from shared.contracts import market_pb2
 from shared.kotak.broker import KotakBroker
 from shared.kotak.config import KotakSettings
@@ -43,7 +44,7 @@ def settings_for(sim: Simulator, creds: SimCredentials | None = None, **override
                   request_timeout_s=2.0, poll_interval_s=0.2, reconnect_initial_s=0.05, reconnect_max_s=0.2,
                   requests_per_second=200.0, orders_per_second=200.0)
     values.update(overrides)
-    return KotakSettings(**values)
+    return cfg.load(KotakSettings, {}, **values)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import asyncio
 import signal
 import sys
 
+from shared import config as cfg
 from shared.kotak.broker import KotakBroker
 from shared.kotak.config import KotakSettings
 
@@ -20,7 +21,7 @@ async def test_sim_command_prints_its_urls_serves_a_login_and_exits_cleanly_on_c
             lines.append((await proc.stdout.readline()).decode())
     base = next(line.split()[-1] for line in lines if "REST base" in line)
     port = base.rsplit(":", 1)[1]
-    settings = KotakSettings().for_simulator(base)
+    settings = cfg.load(KotakSettings, {}).for_simulator(base)
     broker = KotakBroker(settings)
     await broker.start()
     limits = await broker.limits()

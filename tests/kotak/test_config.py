@@ -16,13 +16,13 @@ def test_env_overrides_the_toml_and_secrets_stay_hidden(monkeypatch):
 
 
 def test_missing_totp_means_no_credentials():
-    settings = KotakSettings(consumer_key="ck", mobile="+91", ucc="U", mpin="1")
+    settings = cfg.load(KotakSettings, {}, consumer_key="ck", mobile="+91", ucc="U", mpin="1")
     assert not settings.has_credentials
 
 
 def test_base_url_gives_the_feed_urls_and_a_rewriting_transport():
-    settings = KotakSettings(base_url="http://127.0.0.1:8765")
+    settings = cfg.load(KotakSettings, {}, base_url="http://127.0.0.1:8765")
     assert (settings.resolved_feed_url(), settings.resolved_order_feed_url()) == (
         "ws://127.0.0.1:8765/feed", "ws://127.0.0.1:8765/orders")
     assert settings.transport() is not None
-    assert KotakSettings().transport() is None
+    assert cfg.load(KotakSettings, {}).transport() is None
