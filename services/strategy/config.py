@@ -56,9 +56,10 @@ class StrategySettings(ModuleSettings):
     section = "strategy"
 
     strategies: list[StrategyConfig] = Field(default_factory=_default_strategies)
-    # The timer closes a quiet instrument's candle this long (exchange time) after its minute ends,
-    # so ticks still in flight for that minute are not counted as late.
-    close_grace_ms: int = Field(default=1_000, ge=0, le=60_000)
+    # The timer closes a quiet instrument's candle this long after its minute ends (clock time), so
+    # ticks still in flight for that minute (feed lag, queues) are not dropped as late. Keep it above
+    # the feed's lag behind the clock; an active instrument's candle closes on its next tick anyway.
+    close_grace_ms: int = Field(default=2_000, ge=0, le=60_000)
     # How often (real time) the timer looks for candles to close.
     close_check_ms: int = Field(default=200, ge=10, le=10_000)
     # Publish closed candles on Topic.CANDLES (the OMS's virtual broker fills from them).

@@ -5,8 +5,10 @@ Transport-free (no bus): the module feeds it and publishes what it returns; the 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from services.strategy.candles import MINUTE_NS, CandleBuilder, Closed
@@ -18,6 +20,9 @@ from shared.contracts import market_pb2, strategy_pb2, trading_pb2
 from shared.errors import ConfigError, InvalidInput, NotFound
 from shared.instruments import InstrumentBook
 
+log = logging.getLogger(__name__)
+
+PLUGIN_ERRORS = Counter("neopulse_strategy_plugin_errors", "Exceptions raised by strategy plugins", ["strategy"])
 _SIDE_NAMES: dict[int, str] = {trading_pb2.SIDE_BUY: "BUY", trading_pb2.SIDE_SELL: "SELL"}
 
 Output = tuple[list[market_pb2.Candle], list[trading_pb2.Signal]]
@@ -78,7 +83,14 @@ class StrategyEngine:
             for strategy in self.strategies.values():
                 if not strategy.wants(candle.token):
                     continue
-                intents = strategy.on_candle(candle, ctx)
+                try:
+                    intents = strategy.on_candle(candle, ctx)
+                except Exception:
+                    # One faulty plugin must not stop candles or the other strategies.
+                    PLUGIN_ERRORS.labels(strategy.name).inc()
+                    log.exception("strategy failed on a candle", extra={"strategy": strategy.name,
+                                                                        "token": candle.token})
+                    continue
                 if intents and not strategy.paused:
                     signals.extend(self._emit(strategy, intents, candle.start_ns, recv_ns, ctx.now_ns))
         return candles, signals

@@ -5,6 +5,7 @@ from datetime import date
 from pydantic import BaseModel, ConfigDict
 
 from services.strategy.engine import StrategyEngine
+from services.strategy.momentum_rsi import MomentumRsi, MomentumRsiParams
 from services.strategy.plugins import OrderIntent, Strategy, StrategyContext
 from shared.clock import NS, ManualClock, ist_ns
 from shared.contracts import market_pb2, trading_pb2
@@ -61,3 +62,18 @@ def test_signal_sequences_increase_across_strategies():
     _, signals = engine.on_ticks([tick(SBIN), tick(TCS)])
     sequences = [s.sequence for s in signals]
     assert len(sequences) == 4 and sequences == sorted(set(sequences))
+
+
+def test_a_plugin_that_raises_does_not_stop_candles_or_other_strategies():
+    class Broken(Strategy):
+        kind = "BROKEN"
+        Params = NoParams
+
+        def on_candle(self, candle, ctx):
+            raise RuntimeError("bug in a plugin")
+
+    healthy = MomentumRsi("healthy", MomentumRsiParams())
+    engine = engine_with(Broken("broken", NoParams()), healthy)
+    candles, _ = engine.on_ticks([tick(SBIN), market_pb2.Tick(token=SBIN, ts_ns=T0915 + 60 * NS, ltp_paise=1)])
+    assert [c.token for c in candles] == [SBIN]
+    assert healthy._state[SBIN].rsi._prev == 100_00
