@@ -9,7 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, Update
 from telegram.constants import ParseMode
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
 
@@ -27,6 +27,7 @@ PtbCallback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, 
 ADMIN_ONLY = {"kill", "unkill", "squareoff", "pause", "resume"}
 KILL, KILL_CANCEL, SQUARE_OFF, ABORT = "kill", "killc", "sq", "abort"
 ALL = "*"
+NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 
 
 class TelegramBot:
@@ -68,7 +69,7 @@ class TelegramBot:
 
     async def send(self, chat_id: int, html: str) -> None:
         await self.app.bot.send_message(chat_id, html, parse_mode=ParseMode.HTML,
-                                        disable_web_page_preview=True)
+                                        link_preview_options=NO_PREVIEW)
 
     # -- the gate ----------------------------------------------------------------
     def _allowed(self, update: Update, what: str) -> int | None:
