@@ -26,7 +26,10 @@ class BrokerAck:
 class BrokerOrderEvent:
     """An order's state as the broker reports it (order feed, order book, virtual fill).
 
-    filled_quantity and average_price_paise are cumulative for the order.
+    filled_quantity, average_price_paise and charges_paise are cumulative for the order; the OMS
+    derives each fill as the difference from what it has applied (a repeated event is a no-op).
+    A broker that knows the fill itself may add raw["last_fill_quantity"], raw["last_fill_price_paise"]
+    and raw["last_fill_charges_paise"] (the VirtualBroker does); the OMS prefers them when they agree.
     """
 
     exchange_order_id: str

@@ -79,14 +79,15 @@ class OmsModule(Component):
         """Brokers without an order feed: read the order book while we have orders working there."""
         while True:
             await asyncio.sleep(self.settings.poll_interval_s)
-            if not any(u.exchange_order_id for u in self.engine.open_orders()):
+            working = {u.exchange_order_id for u in self.engine.open_orders() if u.exchange_order_id}
+            if not working:
                 continue
             try:
                 book = await self.broker.order_book()
             except Exception as exc:
                 log.warning("order book poll failed", extra={"error": str(exc)})
                 continue
-            for event in book:
+            for event in (e for e in book if e.exchange_order_id in working):
                 try:
                     await self.engine.on_event(event)
                 except Exception:

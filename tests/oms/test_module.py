@@ -1,5 +1,7 @@
 """The OMS end to end on a real Bus with MemoryLedger + VirtualBroker: lifecycle, idempotency, recovery."""
 
+import asyncio
+
 from services.oms.charges import ChargeModel
 from services.oms.ledger import MemoryLedger
 from services.oms.reconcile import NOT_SENT
@@ -182,3 +184,28 @@ async def test_an_unknown_outcome_placement_never_found_is_rejected_after_the_co
     assert broker.lookups == 3
     assert "not found at the broker after 3 lookups" in rejected.reason
     assert broker.book == {}
+
+
+class NoOrderFeed(VirtualBroker):
+    """A broker that pushes no events: the OMS learns of fills only by polling its order book."""
+
+    def events(self):
+        return self._silence()
+
+    async def _silence(self):
+        await asyncio.Event().wait()
+        yield  # pragma: no cover
+
+
+async def test_fills_reach_the_oms_by_polling_when_the_broker_has_no_order_feed(start_oms):
+    from services.oms.config import OmsSettings
+
+    broker = NoOrderFeed(None, ChargeModel.default(), ManualClock(T0 + 1))
+    oms = await start_oms(broker=broker, settings=OmsSettings(poll_interval_s=0.01, lookup_backoff_s=0))
+    await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=10)))
+    await oms.until_status("c-1", S.ORDER_STATUS_OPEN)
+
+    await oms.bus.publish(Topic.CANDLES, market_pb2.CandleBatch(candles=[candle(99_00, 99_50, 98_00, 99_00)]))
+    traded = await oms.until_status("c-1", S.ORDER_STATUS_TRADED)
+
+    assert (traded.last_fill_quantity, traded.last_fill_price_paise) == (10, 99_00)
