@@ -16,13 +16,13 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from neo_api_client.websocket.feed import WsToken
-from neo_api_client.websocket.feed.exceptions import AuthenticationError
+from neo_api_client.websocket.feed.exceptions import AuthenticationError, NotConnectedError
 from neo_api_client.websocket.feed.models import SFeedScrip, SFeedScripLite
 
 from services.ingestion.source import SourceStats
 from shared.clock import NS
 from shared.contracts import market_pb2
-from shared.errors import ConfigError
+from shared.errors import ConfigError, NeoPulseError
 from shared.kotak.config import KotakSettings
 from shared.kotak.session import KotakSession
 
@@ -127,7 +127,9 @@ class KotakFeedSource:
                     yield batch
             except AuthenticationError:
                 # The feed refuses an expired session: log in again before the next attempt.
-                await self.session.relogin(self.session.generation)
+                await self._relogin()
+            except NotConnectedError:
+                log.info("kotak feed disconnected")
             except (TimeoutError, OSError) as exc:
                 log.warning("kotak feed connection failed", extra={"error": self.session.scrub(str(exc))})
             except Exception as exc:
@@ -139,6 +141,12 @@ class KotakFeedSource:
             self.stats.reconnects += 1
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.settings.reconnect_max_s)
+
+    async def _relogin(self) -> None:
+        try:
+            await self.session.relogin(self.session.generation)
+        except NeoPulseError as exc:
+            log.warning("kotak re-login failed; will retry", extra={"error": str(exc)})
 
     async def _connect(self, instruments: list[market_pb2.Instrument]) -> Any:
         ws = self.session.websocket(max_reconnect_attempts=0, max_connect_retries=0)
@@ -212,7 +220,10 @@ class KotakFeedSource:
     async def reconnect(self, reason: str) -> None:
         """Drop the socket; batches() reconnects (logging in again first if the session expired)."""
         log.warning("kotak feed reconnect requested", extra={"reason": reason})
-        await self.session.call("limits")  # any expired session is renewed here, once
+        try:
+            await self.session.call("limits")  # any expired session is renewed here, once
+        except NeoPulseError as exc:
+            log.warning("kotak session check failed before reconnecting", extra={"error": str(exc)})
         if self._ws is not None:
             await self._ws.close()
 
