@@ -19,10 +19,29 @@ from shared.grpc.config import GrpcSettings
 from shared.grpc.hub import TopicHub
 from shared.grpc.servicers import service_handler
 
+__all__ = ["GrpcServer", "GrpcSettings"]
+
 log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class _Health(health.aio.HealthServicer):
+    """The stock async health servicer plus a synchronous setter (grpcio-health-checking 1.85)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watch_tasks: set[asyncio.Task[None]] = set()
+
+    def set_now(self, service: str, status: int) -> None:
+        if self._gracefully_shutting_down:
+            return
+        self._server_status[service] = status  # what Check reads
+        if service in self._server_watchers:  # wake Watch streams from a short task tracked until stop()
+            task = asyncio.get_running_loop().create_task(self._set(service, status))
+            self.watch_tasks.add(task)
+            task.add_done_callback(self.watch_tasks.discard)
 
 
 def qualified(service: str) -> str:
@@ -33,13 +52,15 @@ def qualified(service: str) -> str:
 class GrpcServer:
     """Serves `services` (keys of shared.rpc.DESCRIPTORS) from `bus`; NOT_SERVING until set_serving."""
 
-    def __init__(self, bus: Bus, services: list[str], settings: GrpcSettings, port: int = 0) -> None:
+    def __init__(self, bus: Bus, services: list[str], settings: GrpcSettings, host: str | None = None,
+                 port: int = 0) -> None:
         unknown = [s for s in services if s not in rpc.DESCRIPTORS]
         if unknown:
             raise ValueError(f"unknown services {unknown}; choose from {sorted(rpc.DESCRIPTORS)}")
         self.bus = bus
         self.services = list(services)
         self.settings = settings
+        self.host = host or settings.host
         self.port = port
         self.bound_port: int | None = None
         # Hubs subscribe now, before modules start publishing, so the replay ring starts complete.
@@ -48,7 +69,9 @@ class GrpcServer:
             for method, topic in rpc.STREAM_TOPICS.items()
             if method.split("/")[1].split(".")[-1] in self.services
         }
-        self.health = health.aio.HealthServicer()
+        self.health = _Health()
+        for name in ["", *(qualified(n) for n in self.services)]:
+            self.health.set_now(name, NOT_SERVING)
         self._serving: dict[str, bool] = {s: False for s in self.services}
         self._server: grpc.aio.Server | None = None
 
@@ -62,17 +85,14 @@ class GrpcServer:
         reflection.enable_server_reflection(
             [*(qualified(n) for n in self.services), health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         bound = self._bind(server)
-        for name in self.services:
-            await self.health.set(qualified(name), NOT_SERVING)
-        await self.health.set("", NOT_SERVING)
         await server.start()
         self._server, self.bound_port = server, bound
-        log.info("gRPC serving", extra={"address": f"{s.host}:{bound}", "services": self.services, "tls": s.tls})
+        log.info("gRPC serving", extra={"address": f"{self.host}:{bound}", "services": self.services, "tls": s.tls})
         return bound
 
     def _bind(self, server: grpc.aio.Server) -> int:
         s = self.settings
-        address = f"{s.host}:{self.port}"
+        address = f"{self.host}:{self.port}"
         try:
             if s.tls:
                 assert s.tls_cert_file is not None and s.tls_key_file is not None
@@ -83,23 +103,24 @@ class GrpcServer:
                 hub.unsubscribe()
             raise OSError(f"cannot bind gRPC to {address}: the port is in use; pick another --grpc-port") from None
 
-    async def set_serving(self, service: str, serving: bool) -> None:
-        """Mark one service (ready or not); "" (overall) is SERVING when every service is."""
+    def set_serving(self, service: str, serving: bool) -> None:
+        """Mark one service ready or not; "" (overall) is SERVING when every service here is."""
         if service not in self._serving:
             raise ValueError(f"{service} is not served here; served: {self.services}")
         self._serving[service] = serving
-        await self.health.set(qualified(service), SERVING if serving else NOT_SERVING)
-        await self.health.set("", SERVING if all(self._serving.values()) else NOT_SERVING)
+        self.health.set_now(qualified(service), SERVING if serving else NOT_SERVING)
+        self.health.set_now("", SERVING if all(self._serving.values()) else NOT_SERVING)
 
-    async def set_all_serving(self) -> None:
+    def set_all_serving(self) -> None:
         for name in self.services:
-            await self.set_serving(name, True)
+            self.set_serving(name, True)
 
     async def stop(self, grace: float | None = None) -> None:
         """Report NOT_SERVING, let open streams flush and end, then stop within `grace` seconds."""
         if self._server is None:
             return
         grace = self.settings.shutdown_grace_s if grace is None else grace
+        await asyncio.gather(*self.health.watch_tasks, return_exceptions=True)
         await self.health.enter_graceful_shutdown()
         for hub in self.hubs.values():
             hub.close()

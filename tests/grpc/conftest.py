@@ -92,7 +92,7 @@ async def start_server(bus: Bus, settings: GrpcSettings | None = None, ready: bo
     server = GrpcServer(bus, list(rpc.DESCRIPTORS), settings or GrpcSettings())
     await server.start()
     if ready:
-        await server.set_all_serving()
+        server.set_all_serving()
     return server
 
 

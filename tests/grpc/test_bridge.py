@@ -38,7 +38,7 @@ async def running():
 async def serve(bus: Bus, services: list[str], port: int = 0) -> GrpcServer:
     server = GrpcServer(bus, services, GrpcSettings(), port=port)
     await server.start()
-    await server.set_all_serving()
+    server.set_all_serving()
     return server
 
 

@@ -41,7 +41,7 @@ async def test_health_reports_not_serving_until_the_module_is_ready(bus):
     try:
         addr = f"127.0.0.1:{server.bound_port}"
         before = await grpcurl("-plaintext", addr, "grpc.health.v1.Health/Check")
-        await server.set_all_serving()
+        server.set_all_serving()
         after = await grpcurl("-plaintext", addr, "grpc.health.v1.Health/Check")
     finally:
         await server.stop(0)
