@@ -171,21 +171,36 @@ class EmbeddedPostgres:
             pidfile.unlink()
 
     def _launch(self) -> int:
-        """pg_ctl start on 127.0.0.1, no Unix socket (its path length limit bites in deep tmp dirs)."""
-        attempts = 1 if self.port else 3
-        for attempt in range(attempts):
+        """Start on a free port (retried: another process may take it first) or on the given one."""
+        for attempt in range(1 if self.port else 3):
             port = self.port or _free_port()
-            opts = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories=''"
-            opts += "".join(f" -c {k}={v}" for k, v in self.options.items())
-            try:
-                self._run("pg_ctl", "-D", str(self.pgdata), "-l", str(self.pgdata / "postgres.log"), "-o", opts,
-                          "-w", "-t", str(int(START_TIMEOUT_S)), "start")
+            if self._launch_on(port):
                 return port
-            except subprocess.CalledProcessError as exc:
-                if attempt == attempts - 1:
-                    raise ConfigError(f"embedded PostgreSQL did not start on 127.0.0.1:{port}: "
-                                      f"{_tail(self.pgdata / 'postgres.log') or exc.stderr.strip()}") from None
-        raise AssertionError("unreachable")
+            log.warning("embedded postgres could not start; retrying", extra={"port": port, "attempt": attempt})
+        raise ConfigError(f"embedded PostgreSQL did not start on 127.0.0.1:{port}: "
+                          f"{_tail(self.pgdata / 'postgres.log')}")
+
+    def _launch_on(self, port: int) -> bool:
+        """pg_ctl start on 127.0.0.1:port, no Unix socket (its path length limit bites in deep tmp dirs)."""
+        opts = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories=''"
+        opts += "".join(f" -c {k}={v}" for k, v in self.options.items())
+        try:
+            self._run("pg_ctl", "-D", str(self.pgdata), "-l", str(self.pgdata / "postgres.log"), "-o", opts, "-W",
+                      "start")
+        except subprocess.CalledProcessError:
+            return False
+        # We wait ourselves (not pg_ctl -w): ready in postmaster.pid, on our port, and accepting TCP.
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            pid, pid_port, status = _read_pidfile(self.pgdata)
+            if pid and pid_port == port and status == "ready" and _accepts(port):
+                return True
+            if pid and not psutil.pid_exists(pid):
+                return False  # it died (port taken, bad option): the log says why
+            time.sleep(0.02)
+        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            self._run("pg_ctl", "-D", str(self.pgdata), "-m", "immediate", "-w", "stop")
+        return False
 
     def _run(self, exe: str, *args: str) -> str:
         # Files, not pipes, for output: the daemonised postmaster inherits them and would keep a pipe open.
@@ -204,6 +219,14 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def _read_pidfile(pgdata: Path) -> tuple[int, int, str]:

@@ -1,0 +1,138 @@
+"""TickWriter: COPY into daily partitions, bad ticks, the buffer bound, and a database outage that loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+import asyncpg
+
+from services.ingestion.tick_writer import TickWriter
+from shared.clock import NS, ManualClock, day_of
+from shared.contracts import market_pb2
+from shared.db import partitions
+from shared.db.config import DatabaseSettings
+from tests.db.helpers import batch, tick, until
+
+
+async def _count(pool: asyncpg.Pool) -> int:
+    return int(await pool.fetchval("SELECT count(*) FROM market_ticks"))
+
+
+async def test_flush_writes_every_offered_tick_into_todays_partition(db_pool):
+    writer = TickWriter(db_pool)
+    writer.offer(batch(250))
+
+    written = await writer.flush()
+
+    assert written == 250
+    today = day_of(time.time_ns())
+    in_partition = await db_pool.fetchval(f'SELECT count(*) FROM "{partitions.partition_name(today)}"')
+    assert in_partition == 250
+
+
+async def test_two_ticks_of_one_token_in_the_same_microsecond_are_both_stored(db_pool):
+    writer = TickWriter(db_pool)
+    ts = time.time_ns()
+    writer.offer(market_pb2.TickBatch(ticks=[tick(ts_ns=ts, ltp=100), tick(ts_ns=ts + 1, ltp=101)]))
+
+    await writer.flush()
+
+    assert sorted(r["ltp"] for r in await db_pool.fetch("SELECT ltp FROM market_ticks")) == [100, 101]
+
+
+async def test_bad_ticks_are_rejected_and_counted_while_the_rest_of_the_batch_is_written(db_pool):
+    writer = TickWriter(db_pool)
+    now = time.time_ns()
+    writer.offer(market_pb2.TickBatch(ticks=[
+        tick(ts_ns=now), tick(ts_ns=now + 30 * 86_400 * NS), tick(ts_ns=now - 30 * 86_400 * NS),
+        tick(ts_ns=now, ltp=0), tick(ts_ns=now, volume=-1), tick(ts_ns=now + 1000)]))
+
+    written = await writer.flush()
+
+    assert written == 2
+    assert writer.rejected == {"future": 1, "past": 1, "price": 1, "volume": 1}
+    assert await _count(db_pool) == 2
+    assert writer.pending == 0
+
+
+async def test_ticks_beyond_the_buffer_bound_are_counted_as_dropped(db_pool):
+    writer = TickWriter(db_pool, DatabaseSettings(writer_buffer_rows=10))
+    for _ in range(3):
+        writer.offer(batch(4))
+
+    await writer.flush()
+
+    assert writer.dropped == 4
+    assert writer.persisted == 8
+    assert await _count(db_pool) == 8
+
+
+async def test_offer_never_raises_on_a_malformed_batch(db_pool):
+    writer = TickWriter(db_pool)
+
+    writer.offer(None)  # type: ignore[arg-type]
+
+    assert writer.pending == 0
+
+
+async def test_a_tick_for_a_day_without_partition_creates_it_on_the_fly(db_pool):
+    now = time.time_ns()
+    writer = TickWriter(db_pool, DatabaseSettings(max_tick_future_s=30 * 86_400), clock=ManualClock(now))
+    later = now + 10 * 86_400 * NS
+    writer.offer(market_pb2.TickBatch(ticks=[tick(ts_ns=later)]))
+
+    await writer.flush()
+
+    assert day_of(later) in await partitions.existing_days(db_pool)
+    assert await _count(db_pool) == 1
+
+
+async def test_run_creates_partitions_ahead_and_drops_those_past_retention(db_pool):
+    now = time.time_ns()
+    today = day_of(now)
+    await partitions.ensure_days(db_pool, [today - timedelta(days=40), today - timedelta(days=2)])
+    writer = TickWriter(db_pool, DatabaseSettings(partitions_ahead_days=2, tick_retention_days=30),
+                        clock=ManualClock(now))
+
+    runner = asyncio.create_task(writer.run())
+    await until(lambda: writer._next_housekeeping > 0)
+    runner.cancel()
+
+    days = await partitions.existing_days(db_pool)
+    assert days == {today - timedelta(days=2), today, today + timedelta(days=1), today + timedelta(days=2)}
+
+
+async def test_ticks_offered_while_the_database_is_away_are_written_when_it_returns(db_pool, database, pg_server):
+    name = database.rsplit("/", 1)[1]
+    writer = TickWriter(db_pool, DatabaseSettings(writer_flush_interval_ms=20))
+    runner = asyncio.create_task(writer.run())
+    writer.offer(batch(100, token=1))
+    await until(lambda: writer.persisted == 100)
+    admin = await asyncpg.connect(pg_server)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+        writer.offer(batch(100, token=2))
+        await until(lambda: not writer.connected)
+        writer.offer(batch(100, token=3))
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        await until(lambda: writer.persisted == 300)
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        await admin.close()
+        runner.cancel()
+
+    assert writer.connected
+    assert writer.dropped == 0
+    assert await _count(db_pool) == 300
+
+
+async def test_close_flushes_what_is_still_pending(db_pool):
+    writer = TickWriter(db_pool)
+    writer.offer(batch(30))
+
+    await writer.close()
+
+    assert await _count(db_pool) == 30
