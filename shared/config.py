@@ -68,13 +68,15 @@ def load(cls: type[S], toml: dict[str, Any] | None = None, **overrides: Any) -> 
     section = data.get(cls.section, {}) if cls.section else {k: v for k, v in data.items() if not isinstance(v, dict)}
     if not isinstance(section, dict):
         raise ConfigError(f"[{cls.section}] in the config file must be a table")
-    # Each model class gets its own view of the file; ClassVar assignment per call is fine
-    # because loading happens once, at start-up, on one thread.
+    # The source reads the section from the class for the duration of this one construction;
+    # it is reset afterwards so a later direct `Cls()` never sees a stale file.
     cls._toml_data = section
     try:
         return cls(**overrides)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, cls)) from None
+    finally:
+        cls._toml_data = {}
 
 
 def describe_validation_error(exc: ValidationError, cls: type[ModuleSettings]) -> str:
