@@ -146,3 +146,41 @@ async def test_square_off_sends_a_closing_market_order_tagged_squareoff(start_om
     assert (sq.request.side, sq.request.quantity, sq.request.order_type) == (t.SIDE_SELL, 10, t.ORDER_TYPE_MARKET)
     await oms.until_status(sq.client_order_id, t.ORDER_STATUS_TRADED)
     await until(lambda: oms.module.engine.positions.net_quantity(order().token) == 0)
+
+
+async def test_place_order_accepted_by_risk_but_never_in_the_book_is_retryable(start_oms):
+    from services.oms.config import OmsSettings
+    from shared.contracts import risk_pb2
+    from shared.errors import RetryableError
+
+    oms = await start_oms(risk=False, settings=OmsSettings(place_order_wait_s=0.05, poll_interval_s=0))
+
+    async def accept_without_publishing(request):
+        return risk_pb2.SubmitOrderResponse(decision=t.RiskDecision(accepted=True, order=request.order))
+
+    oms.bus.handle(rpc.SUBMIT_ORDER, accept_without_publishing)
+
+    with pytest.raises(RetryableError) as info:
+        await place(oms, order())
+
+    assert "GetOrder c-1" in str(info.value)
+
+
+async def test_a_cancel_the_broker_refuses_puts_the_order_back_and_reports_why(start_oms):
+    from services.oms.charges import ChargeModel
+    from services.oms.virtual_broker import VirtualBroker
+    from shared.clock import ManualClock
+
+    class RefusesCancel(VirtualBroker):
+        async def cancel_order(self, exchange_order_id):
+            raise BrokerRejected("order is being filled")
+
+    oms = await start_oms(broker=RefusesCancel(None, ChargeModel.default(), ManualClock(0)))
+    placed = await place(oms, order(price=100_00))
+
+    with pytest.raises(BrokerRejected):
+        await oms.bus.call(rpc.CANCEL_ORDER, oms_pb2.CancelOrderRequest(order_id=placed.client_order_id))
+
+    now = oms.module.engine.lookup("c-1")
+    assert now.status == t.ORDER_STATUS_OPEN
+    assert now.reason == "cancel refused: order is being filled"
