@@ -99,6 +99,8 @@ async def config_service(request: web.Request, sim: Simulator, body: dict) -> An
 # orders -----------------------------------------------------------------------
 async def place_order(request: web.Request, sim: Simulator, body: dict) -> Any:
     reason, sim.reject_reason = sim.reject_reason, ""
+    if reason and sim.reject_synchronously:
+        return _not_ok(reason)
     try:
         async with sim.lock:
             order = sim.exchange.place(body, sim.clock.now_ns(), reject_reason=reason)

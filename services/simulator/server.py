@@ -69,6 +69,7 @@ class Simulator:
         self.logins = 0
         self.faults: dict[str, Fault] = {}
         self.reject_reason = ""
+        self.reject_synchronously = False
         self.mute_order_feed = False
         self.feed_sockets: set[feeds.FeedClient] = set()
         self.order_sockets: set[web.WebSocketResponse] = set()
@@ -155,8 +156,10 @@ class Simulator:
         self.faults[endpoint] = Fault(status=status, body=body or {"stat": "Not_Ok", "emsg": "Internal server error",
                                                                    "stCode": 500})
 
-    def reject_next_order(self, reason: str) -> None:
-        self.reject_reason = reason
+    def reject_next_order(self, reason: str, synchronous: bool = False) -> None:
+        """Reject the next order with `reason`: at once in the place reply (Not_Ok, no order), or, like an
+        RMS rejection, as an order that the book and order feed show "rejected" with rejRsn."""
+        self.reject_reason, self.reject_synchronously = reason, synchronous
 
     def take_fault(self, endpoint: str) -> Fault | None:
         return self.faults.pop(endpoint, None)

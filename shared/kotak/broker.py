@@ -89,9 +89,10 @@ class KotakBroker:
         raise RetryableError(f"order {order_id}: {what} outcome unknown ({text}); check the order book")
 
     async def _order(self, order_id: str) -> BrokerOrderEvent:
-        for event in await self.order_book():
-            if event.exchange_order_id == order_id:
-                return event
+        reply = await self._read("order_report", order_id)
+        for row in mapping.rows(reply):
+            if str(row.get("nOrdNo")) == order_id:
+                return mapping.order_event(row, time.time_ns())
         raise NotFound(f"order {order_id} is not in Kotak's order book")
 
     async def order_book(self) -> list[BrokerOrderEvent]:

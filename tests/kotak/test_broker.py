@@ -9,7 +9,7 @@ import pytest
 
 from services.simulator.server import SimCredentials
 from shared.contracts import trading_pb2 as T
-from shared.errors import BrokerRejected, ConfigError
+from shared.errors import BrokerRejected, ConfigError, NotFound
 from shared.kotak.broker import KotakBroker
 from tests.kotak.conftest import RELIANCE, TCS, settings_for, tick
 
@@ -129,9 +129,10 @@ async def test_scrip_master_lists_the_real_nse_tokens_tick_and_lot_sizes(sim, br
 
 
 async def test_synchronous_rejection_raises_broker_rejected_with_kotaks_reason(sim, broker):
-    sim.fail_next("place_order", status=200, body={"stat": "Not_Ok", "emsg": "RMS:Margin Exceeds", "stCode": 1005})
+    sim.reject_next_order("RMS:Margin Exceeds", synchronous=True)
     with pytest.raises(BrokerRejected, match="RMS:Margin Exceeds"):
         await broker.place_order(market_buy("coid-rej"))
+    assert sim.exchange.orders == {}
 
 
 async def test_stop_market_sell_waits_for_its_trigger_then_fills_at_the_bid(sim, broker):
@@ -151,3 +152,8 @@ async def test_holdings_and_margin_answer_through_the_sdk(sim, broker):
                                        transaction_type="B")
     assert holdings == {"data": []}
     assert margin["data"]["reqdMrgn"] == "2580.10"
+
+
+async def test_modify_of_an_order_kotak_does_not_know_raises_not_found(sim, broker):
+    with pytest.raises(NotFound, match="999"):
+        await broker.modify_order("999", price_paise=129_000)
