@@ -6,8 +6,11 @@ pg_server (session, sync) -> admin DSN; database (async) -> DSN of a new databas
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -39,15 +42,18 @@ async def _make_template(admin_dsn: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server() -> Iterator[str]:
     """One embedded server for the whole session; yields its superuser DSN (database `postgres`)."""
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"), options=FAST)
-    dsn = server.start()
+    # Not tmp_path_factory: a concurrent pytest session prunes old basetemp dirs, and would delete a live cluster.
+    home = Path(tempfile.mkdtemp(prefix="neopulse-test-pg-"))
+    server = EmbeddedPostgres(home, options=FAST)
     try:
+        dsn = server.start()
         asyncio.run(_make_template(dsn))
         yield dsn
     finally:
         server.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import secrets
 import socket
 import stat
 import subprocess
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -50,6 +51,7 @@ class EmbeddedPostgres:
         self.options = options or {}
         self.dsn = ""
         self.owned = False
+        self.last_error = ""
         self._lock: IO[str] | None = None
         self._user = SYSTEM_USER if os.geteuid() == 0 else None
 
@@ -178,7 +180,7 @@ class EmbeddedPostgres:
                 return port
             log.warning("embedded postgres could not start; retrying", extra={"port": port, "attempt": attempt})
         raise ConfigError(f"embedded PostgreSQL did not start on 127.0.0.1:{port}: "
-                          f"{_tail(self.pgdata / 'postgres.log')}")
+                          f"{_tail(self.pgdata / 'postgres.log') or self.last_error}")
 
     def _launch_on(self, port: int) -> bool:
         """pg_ctl start on 127.0.0.1:port, no Unix socket (its path length limit bites in deep tmp dirs)."""
@@ -202,13 +204,18 @@ class EmbeddedPostgres:
             self._run("pg_ctl", "-D", str(self.pgdata), "-m", "immediate", "-w", "stop")
         return False
 
-    def _run(self, exe: str, *args: str) -> str:
-        # Files, not pipes, for output: the daemonised postmaster inherits them and would keep a pipe open.
-        with open(os.devnull, "w") as devnull:
-            result = subprocess.run([str(POSTGRES_BIN_PATH / exe), *args], text=True,
-                                    stdout=devnull, stderr=subprocess.PIPE if exe != "pg_ctl" else devnull,
-                                    user=self._user, cwd="/", check=True, timeout=START_TIMEOUT_S + 10)
-        return result.stderr or ""
+    def _run(self, exe: str, *args: str) -> None:
+        # Files, not pipes, for output: a daemonised postmaster could inherit a pipe and keep it open.
+        with tempfile.TemporaryFile("w+") as err:
+            try:
+                subprocess.run([str(POSTGRES_BIN_PATH / exe), *args], text=True, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=err, user=self._user, cwd="/", check=True,
+                               timeout=START_TIMEOUT_S + 10)
+            except subprocess.CalledProcessError:
+                err.seek(0)
+                self.last_error = err.read().strip().replace("\n", " | ")
+                log.warning("postgres command failed", extra={"command": exe, "error": self.last_error})
+                raise
 
 
 def _dsn(password: str, port: int) -> str:

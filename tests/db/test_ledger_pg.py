@@ -1,0 +1,123 @@
+"""PgLedger: write-ahead that survives a crash, idempotent insert, transitions with events and metadata."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import asyncpg
+
+from services.oms.ledger_pg import PgLedger
+from shared.contracts import trading_pb2 as t
+from tests.db.helpers import new_order, transition
+
+
+async def test_a_write_ahead_order_is_pending_new_after_a_crash_before_the_broker_call(database):
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
+    order = new_order(str(uuid.uuid4()), "sig-crash")
+    await PgLedger(pool).insert_new(order, {"decision": {"signal_id": "sig-crash"}})
+    pool.terminate()  # the process dies here: the broker never saw the order
+
+    reopened = await asyncpg.create_pool(database, min_size=1, max_size=2)
+    try:
+        open_orders = await PgLedger(reopened).open_orders()
+    finally:
+        await reopened.close()
+
+    assert [(o.internal_id, o.status) for o in open_orders] == [(order.internal_id, t.ORDER_STATUS_PENDING_NEW)]
+    assert open_orders[0].request == order.request
+
+
+async def test_insert_new_twice_with_one_client_order_id_returns_the_existing_order(db_pool):
+    ledger = PgLedger(db_pool)
+    first = new_order(str(uuid.uuid4()), "sig-dup")
+    await ledger.insert_new(first, {})
+
+    again = await ledger.insert_new(new_order(str(uuid.uuid4()), "sig-dup"), {})
+
+    assert again is not None and again.internal_id == first.internal_id
+    assert await db_pool.fetchval("SELECT count(*) FROM order_ledger") == 1
+
+
+async def test_insert_new_of_a_fresh_order_returns_none(db_pool):
+    assert await PgLedger(db_pool).insert_new(new_order(str(uuid.uuid4())), {}) is None
+
+
+async def test_record_updates_the_row_appends_an_event_and_merges_the_broker_exchange(db_pool):
+    ledger = PgLedger(db_pool)
+    order = new_order(str(uuid.uuid4()), "sig-fill")
+    await ledger.insert_new(order, {"decision": {"ok": True}})
+    submitted = transition(order, t.ORDER_STATUS_SUBMITTED, 2)
+    await ledger.record(submitted, {"request": {"qty": 10}})
+    opened = transition(submitted, t.ORDER_STATUS_OPEN, 3, exchange_id="X-1")
+    await ledger.record(opened, {"response": {"nOrdNo": "X-1"}})
+    traded = transition(opened, t.ORDER_STATUS_TRADED, 4, fill=(10, 250_050, 1_234), filled=(10, 250_050))
+
+    await ledger.record(traded, {"response": {"status": "complete"}})
+
+    row = await ledger.get(order.internal_id)
+    assert (row.status, row.previous_status, row.exchange_order_id) == (t.ORDER_STATUS_TRADED,
+                                                                       t.ORDER_STATUS_OPEN, "X-1")
+    assert (row.filled_quantity, row.average_price_paise, row.last_fill_charges_paise) == (10, 250_050, 1_234)
+    events = await db_pool.fetch("SELECT status, fill_qty FROM order_events ORDER BY event_id")
+    assert [(e["status"], e["fill_qty"]) for e in events] == [("PENDING_NEW", 0), ("SUBMITTED", 0), ("OPEN", 0),
+                                                              ("TRADED", 10)]
+    meta = json.loads(await db_pool.fetchval("SELECT metadata FROM order_ledger"))
+    assert meta["decision"] == {"ok": True} and meta["request"] == {"qty": 10}
+    assert meta["response"] == {"status": "complete"}
+    assert [e["status"] for e in meta["audit_log"]] == ["PENDING_NEW", "SUBMITTED", "OPEN", "TRADED"]
+
+
+async def test_recording_the_same_update_twice_appends_one_event(db_pool):
+    ledger = PgLedger(db_pool)
+    order = new_order(str(uuid.uuid4()))
+    await ledger.insert_new(order, {})
+    submitted = transition(order, t.ORDER_STATUS_SUBMITTED, 2)
+
+    await ledger.record(submitted, {})
+    await ledger.record(submitted, {})
+
+    assert await db_pool.fetchval("SELECT count(*) FROM order_events WHERE status = 'SUBMITTED'") == 1
+
+
+async def test_an_update_older_than_the_last_one_recorded_does_not_move_the_row_back(db_pool):
+    ledger = PgLedger(db_pool)
+    order = new_order(str(uuid.uuid4()))
+    await ledger.insert_new(order, {})
+    await ledger.record(transition(order, t.ORDER_STATUS_OPEN, 5), {})
+
+    await ledger.record(transition(order, t.ORDER_STATUS_SUBMITTED, 3), {})
+
+    assert (await ledger.get(order.internal_id)).status == t.ORDER_STATUS_OPEN
+
+
+async def test_get_finds_an_order_by_client_order_id(db_pool):
+    ledger = PgLedger(db_pool)
+    order = new_order(str(uuid.uuid4()), "sig-find")
+    await ledger.insert_new(order, {})
+
+    found = await ledger.get("sig-find")
+
+    assert found is not None and found.internal_id == order.internal_id
+
+
+async def test_list_orders_filters_by_strategy_and_open_and_returns_newest_first(db_pool):
+    ledger = PgLedger(db_pool)
+    a = new_order(str(uuid.uuid4()), "a", strategy="S1", ts_ns=1_764_000_000_000_000_000)
+    b = new_order(str(uuid.uuid4()), "b", strategy="S1", ts_ns=1_764_000_001_000_000_000)
+    c = new_order(str(uuid.uuid4()), "c", strategy="S2", ts_ns=1_764_000_002_000_000_000)
+    for o in (a, b, c):
+        await ledger.insert_new(o, {})
+    await ledger.record(transition(a, t.ORDER_STATUS_REJECTED, 9, reason="no margin"), {})
+
+    assert [o.client_order_id for o in await ledger.list_orders(strategy_tag="S1")] == ["b", "a"]
+    assert [o.client_order_id for o in await ledger.list_orders(open_only=True)] == ["c", "b"]
+
+
+async def test_max_sequence_is_the_highest_sequence_recorded(db_pool):
+    ledger = PgLedger(db_pool)
+    order = new_order(str(uuid.uuid4()), sequence=7)
+    await ledger.insert_new(order, {})
+    await ledger.record(transition(order, t.ORDER_STATUS_SUBMITTED, 42), {})
+
+    assert await ledger.max_sequence() == 42
