@@ -87,7 +87,7 @@ class Simulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._runner.addresses[0][1]
         if self.tick_interval:
             self._ticker = asyncio.create_task(self._tick_loop(), name="simulator-ticks")
         log.info("kotak simulator listening", extra={"base_url": self.base_url})
