@@ -55,8 +55,9 @@ class TelegramBot:
         await self.app.initialize()
         await self.app.start()
         assert self.app.updater is not None
+        # Commands sent while the bot was down are dropped: a stale /resume or /unkill must not act hours later.
         await self.app.updater.start_polling(timeout=int(self.settings.polling_timeout_seconds),
-                                             drop_pending_updates=False)
+                                             drop_pending_updates=True)
         log.info("telegram bot polling", extra={"bot": self.app.bot.username,
                                                 "allowed_chats": len(self.settings.allowed_chat_ids)})
 
