@@ -1,0 +1,85 @@
+"""`neopulse serve <module>`: one module in its own process (split mode), with its gRPC server.
+
+Parses flags into settings and runs services.app.split.SplitProcess until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import Any
+
+from services.app.config import AppSettings
+from shared import config as cfg
+from shared import logs
+from shared.errors import ConfigError
+
+
+def add_parser(sub: Any) -> None:
+    from services.app.split import MODULES
+
+    p = sub.add_parser("serve", help="run one module in its own process (split mode)")
+    p.add_argument("module", choices=MODULES, help="the module this process runs")
+    p.add_argument("--grpc-port", type=int, help="this module's gRPC port; default from [split].<module>_addr")
+    p.add_argument("--config", help="TOML config file (also NEOPULSE_CONFIG); upstream addresses in [split]")
+    p.add_argument("--speed", type=float, help="simulated session clock speed (needs [split].session_wall_start_ns)")
+    p.add_argument("--no-db", action="store_true", help="oms: in-memory ledger instead of PostgreSQL")
+    p.add_argument("--duration", type=float, help="seconds to run; default until SIGTERM/SIGINT")
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from services.app.split import SplitSettings
+    from shared.grpc.config import GrpcSettings
+
+    try:
+        toml = cfg.read_toml(args.config)
+        overrides: dict[str, Any] = {"use_database": False} if args.no_db else {}
+        if args.speed is not None:
+            overrides["speed"] = args.speed
+        app = cfg.load(AppSettings, toml, **overrides)
+        split = cfg.load(SplitSettings, toml)
+        grpc_settings = cfg.load(GrpcSettings, toml)
+    except ConfigError as exc:
+        print(f"neopulse: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(app.log_level)
+    port = args.grpc_port if args.grpc_port is not None else int(split.addr(args.module).rsplit(":", 1)[1])
+    try:
+        return asyncio.run(_serve(args.module, app, split, grpc_settings, toml, port, args.duration))
+    except ConfigError as exc:
+        print(f"neopulse: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"neopulse: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _serve(module: str, app: AppSettings, split: Any, grpc_settings: Any, toml: dict[str, Any], port: int,
+                 duration: float | None) -> int:
+    from services.app.split import SplitProcess
+    from shared.metrics import serve_metrics
+
+    serve_metrics(grpc_settings.metrics_port or app.metrics_port)
+    process = SplitProcess(module, app, split, grpc_settings, toml, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def announce() -> None:
+        await process.started.wait()
+        print(f"gRPC listening on {app.grpc_host}:{process.bound_port} ({module})", flush=True)
+        if duration is not None:
+            await asyncio.sleep(duration)
+            stop.set()
+
+    async with asyncio.TaskGroup() as tg:
+        announcer = tg.create_task(announce())
+        await process.run(stop)
+        announcer.cancel()
+    return 0

@@ -1,0 +1,259 @@
+"""Split mode: one module per process, its gRPC server, and bridges that make the others look local.
+
+Builds the Bus, the one module, the bridges of "Who needs what" (docs/architecture.md) and the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.app.config import AppSettings
+from shared import config as cfg
+from shared import rpc
+from shared.bus import Bus
+from shared.clock import IST, MARKET_OPEN_IST, NS, Clock, RealClock, last_weekday
+from shared.config import ModuleSettings
+from shared.errors import ConfigError
+from shared.grpc.auth import auth_metadata
+from shared.grpc.bridge import NotificationForwarder, StreamBridge, install_unary_proxy, method_types, open_channel
+from shared.grpc.config import GrpcSettings
+from shared.grpc.server import GrpcServer
+
+log = logging.getLogger(__name__)
+
+MODULES = ("ingestion", "strategy", "risk", "oms", "notifier")
+SERVICE_OF = {module: service for service, module in rpc.SERVICES.items()}
+
+
+class SplitSettings(ModuleSettings):
+    """[split]: where each module's gRPC server listens, and the shared simulated session start."""
+
+    model_config = SettingsConfigDict(env_prefix="NEOPULSE_SPLIT_", extra="forbid", validate_default=True)
+    section = "split"
+
+    # Ports below the kernel's ephemeral range (32768+): a client retrying a not-yet-listening
+    # loopback port can otherwise connect to itself and steal the port.
+    ingestion_addr: str = "127.0.0.1:18061"
+    strategy_addr: str = "127.0.0.1:18062"
+    risk_addr: str = "127.0.0.1:18063"
+    oms_addr: str = "127.0.0.1:18064"
+    notifier_addr: str = "127.0.0.1:18065"
+    # Paper runs at speed != 1 need one session clock in all five processes: the wall-clock time
+    # (unix ns) at which the simulated 09:15 IST began. 0 = real time.
+    session_wall_start_ns: int = Field(default=0, ge=0)
+    # Seconds to wait for ingestion (the instrument list) before starting a module that needs it.
+    upstream_wait_s: float = Field(default=60.0, gt=0)
+
+    def addr(self, module: str) -> str:
+        return str(getattr(self, f"{module}_addr"))
+
+
+class SessionClock:
+    """SimClock with an agreed start: sim time = today's 09:15 IST + (now - wall_start) * speed."""
+
+    def __init__(self, wall_start_ns: int, speed: float) -> None:
+        day = last_weekday(datetime.now(IST).date())
+        self.start_ns = int(datetime(day.year, day.month, day.day, *MARKET_OPEN_IST, tzinfo=IST).timestamp()) * NS
+        self.wall_start_ns, self.speed = wall_start_ns, speed
+
+    def now_ns(self) -> int:
+        return self.start_ns + int((time.time_ns() - self.wall_start_ns) * self.speed)
+
+
+S = rpc.method
+TICKS, CANDLES = S("IngestionService", "StreamTicks"), S("StrategyService", "StreamCandles")
+SIGNALS, DECISIONS = S("StrategyService", "StreamSignals"), S("RiskService", "StreamDecisions")
+UPDATES = S("OrderService", "StreamOrderUpdates")
+COMMANDS = tuple(rpc.method(s, m.name) for s in ("StrategyService", "RiskService", "OrderService")
+                 for m in rpc.DESCRIPTORS[s].methods if not m.server_streaming)
+
+
+@dataclass(frozen=True)
+class Needs:
+    """Remote streams (method, request fields) and remote requests a module uses."""
+
+    streams: tuple[tuple[str, dict[str, Any]], ...] = ()
+    requests: tuple[str, ...] = ()
+
+
+NEEDS = {
+    "ingestion": Needs(),
+    "strategy": Needs(((TICKS, {}), (UPDATES, {})), (rpc.LIST_INSTRUMENTS,)),
+    "risk": Needs(((SIGNALS, {}), (TICKS, {}), (UPDATES, {})),
+                  (rpc.LIST_INSTRUMENTS, rpc.CANCEL_ORDER, rpc.LIST_ORDERS)),
+    "oms": Needs(((DECISIONS, {}), (CANDLES, {}), (TICKS, {})), (rpc.SUBMIT_ORDER, rpc.LIST_INSTRUMENTS)),
+    "notifier": Needs(((DECISIONS, {"rejections_only": True}), (UPDATES, {})), COMMANDS),
+}
+
+
+def owner(method: str) -> str:
+    """The module whose server answers `method`."""
+    return rpc.SERVICES[method.split("/")[1].split(".")[-1]]
+
+
+@dataclass
+class SplitProcess:
+    """`await SplitProcess(...).run(stop)` runs one module until `stop` is set."""
+
+    module: str
+    app: AppSettings
+    split: SplitSettings
+    grpc_settings: GrpcSettings
+    toml: dict[str, Any]
+    grpc_port: int
+    bus: Bus = field(default_factory=Bus)
+    bound_port: int = 0
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    bridges: list[StreamBridge] = field(default_factory=list)
+    _closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+
+    def clock(self) -> Clock:
+        if self.app.mode == "live" or not self.split.session_wall_start_ns:
+            return RealClock()
+        return SessionClock(self.split.session_wall_start_ns, self.app.speed)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await self._run(stop)
+        finally:
+            for close in reversed(self._closers):
+                try:
+                    await close()
+                except Exception:
+                    log.exception("error while closing")
+
+    async def _run(self, stop: asyncio.Event) -> None:
+        clock = self.clock()
+        component = await self._build_module(clock)
+        server = GrpcServer(self.bus, [SERVICE_OF[self.module]], self.grpc_settings,
+                            host=self.app.grpc_host, port=self.grpc_port)
+        forwarder_needed = self.module != "notifier"
+        async with asyncio.TaskGroup() as tg:
+            bus_task = tg.create_task(self.bus.run(), name="bus")
+            self.bound_port = await server.start()
+            bridge_tasks = self._connect(tg, forwarder_needed)
+            if rpc.LIST_INSTRUMENTS in NEEDS[self.module].requests:
+                await self._wait_serving("ingestion", stop)
+            await component.start()
+            module_task = tg.create_task(component.run(), name=f"{self.module}:run")
+            server.set_serving(SERVICE_OF[self.module], True)
+            self.started.set()
+            await stop.wait()
+            # Reverse order: stop serving (streams flush), cut the bridges, stop the module, the bus.
+            await server.stop()
+            for task in (module_task, *bridge_tasks):
+                task.cancel()
+            await asyncio.gather(module_task, *bridge_tasks, return_exceptions=True)
+            await self.bus.drain(timeout=2.0)
+            await component.stop()
+            bus_task.cancel()
+
+    def _connect(self, tg: asyncio.TaskGroup, forward_notifications: bool) -> list[asyncio.Task[None]]:
+        needs, metadata = NEEDS[self.module], self._metadata()
+        channels: dict[str, grpc.aio.Channel] = {}
+
+        def channel(module: str) -> grpc.aio.Channel:
+            if module not in channels:
+                channels[module] = open_channel(self.split.addr(module), self.grpc_settings)
+                self._closers.append(channels[module].close)
+            return channels[module]
+
+        for method in needs.requests:
+            install_unary_proxy(self.bus, channel(owner(method)), method, metadata)
+        if forward_notifications:
+            NotificationForwarder(self.bus, channel("notifier"), metadata)
+        tasks = []
+        for method, fields in needs.streams:
+            bridge = StreamBridge(self.bus, channel(owner(method)), method, method_types(method)[0](**fields),
+                                  metadata)
+            self.bridges.append(bridge)
+            tasks.append(tg.create_task(bridge.run(), name=f"bridge:{method}"))
+        return tasks
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        token = self.grpc_settings.auth_token
+        return auth_metadata(token.get_secret_value() if token else None)
+
+    async def _wait_serving(self, module: str, stop: asyncio.Event) -> None:
+        """Poll the upstream's health until SERVING (ingestion has no upstreams, so no cycle)."""
+        target, service = self.split.addr(module), rpc.DESCRIPTORS[SERVICE_OF[module]].full_name
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.split.upstream_wait_s
+        async with open_channel(target, self.grpc_settings) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while not stop.is_set():
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2.0)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                if loop.time() > deadline:
+                    raise ConfigError(f"{module} at {target} is not serving after {self.split.upstream_wait_s}s; "
+                                          f"start it or fix [split].{module}_addr")
+                await asyncio.sleep(0.2)
+
+    async def _build_module(self, clock: Clock) -> Any:
+        return await build_module(self.module, self.bus, self.app, self.toml, clock, self._closers)
+
+
+async def build_module(module: str, bus: Bus, app: AppSettings, toml: dict[str, Any], clock: Clock,
+                       closers: list[Callable[[], Awaitable[Any]]]) -> Any:
+    """The one Component of this process, with the parts only it needs (source; broker and ledger)."""
+    if module == "ingestion":
+        from services.ingestion.config import IngestionSettings
+        from services.ingestion.module import IngestionModule
+        from services.ingestion.synthetic import SyntheticSource
+
+        settings = cfg.load(IngestionSettings, toml)
+        source = SyntheticSource(settings, clock, app.symbols, seed=app.seed)
+        return IngestionModule(bus, settings, source, clock)
+    if module == "oms":
+        return await _build_oms(bus, app, toml, clock, closers)
+    if module == "strategy":
+        from services.strategy.config import StrategySettings
+        from services.strategy.module import StrategyModule
+
+        return StrategyModule(bus, cfg.load(StrategySettings, toml), clock)
+    if module == "risk":
+        from services.risk.config import RiskSettings
+        from services.risk.module import RiskModule
+
+        return RiskModule(bus, cfg.load(RiskSettings, toml), clock)
+    from services.notifier.config import NotifierSettings
+    from services.notifier.module import NotifierModule
+
+    return NotifierModule(bus, cfg.load(NotifierSettings, toml), clock)
+
+
+async def _build_oms(bus: Bus, app: AppSettings, toml: dict[str, Any], clock: Clock,
+                     closers: list[Callable[[], Awaitable[Any]]]) -> Any:
+    """Paper OMS: VirtualBroker with no inner broker; PgLedger when a database is on, else in memory."""
+    from services.oms.charges import ChargeModel
+    from services.oms.config import OmsSettings
+    from services.oms.ledger import MemoryLedger
+    from services.oms.module import OmsModule
+    from services.oms.virtual_broker import VirtualBroker
+
+    settings = cfg.load(OmsSettings, toml)
+    ledger: Any = MemoryLedger()
+    if app.use_database:
+        from services.oms.ledger_pg import PgLedger
+        from shared.db.database import open_database
+
+        url = app.database_url.get_secret_value() if app.database_url else None
+        db = await open_database(url, app.data_dir)
+        closers.append(db.close)
+        ledger = PgLedger(db.pool)
+        log.info("oms ledger in PostgreSQL", extra={"database": db.describe()})
+    return OmsModule(bus, settings, VirtualBroker(None, ChargeModel.from_settings(settings), clock), ledger, clock)
