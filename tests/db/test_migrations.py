@@ -1,0 +1,89 @@
+"""Migrations: applied once in order, recorded, safe to run twice and from two connections at once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from shared.db import migrate
+from shared.errors import ConfigError
+
+
+@pytest.fixture
+async def empty_db(pg_server):
+    name = f"m_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_server)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield pg_server.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_migrating_twice_applies_each_migration_once(empty_db):
+    conn = await asyncpg.connect(empty_db)
+    try:
+        first = await migrate.migrate(conn)
+        second = await migrate.migrate(conn)
+        recorded = await conn.fetchval("SELECT count(*) FROM schema_migrations")
+    finally:
+        await conn.close()
+
+    assert first == [m.version for m in migrate.discover()]
+    assert second == []
+    assert recorded == len(first)
+
+
+async def test_two_concurrent_migrators_apply_everything_exactly_once(empty_db):
+    conns = [await asyncpg.connect(empty_db) for _ in range(2)]
+    try:
+        results = await asyncio.gather(*(migrate.migrate(c) for c in conns))
+    finally:
+        for c in conns:
+            await c.close()
+
+    assert sorted(results, key=len) == [[], [m.version for m in migrate.discover()]]
+
+
+async def test_status_lists_pending_migrations_before_and_applied_ones_after(empty_db):
+    conn = await asyncpg.connect(empty_db)
+    try:
+        before = await migrate.status(conn)
+        await migrate.migrate(conn)
+        after = await migrate.status(conn)
+    finally:
+        await conn.close()
+
+    assert [s.applied_at for s in before] == [None] * len(before)
+    assert all(s.applied_at is not None for s in after)
+
+
+async def test_an_applied_migration_edited_afterwards_is_refused(empty_db, tmp_path):
+    (tmp_path / "0001_first.sql").write_text("CREATE TABLE a (x int);")
+    conn = await asyncpg.connect(empty_db)
+    try:
+        await migrate.migrate(conn, tmp_path)
+        (tmp_path / "0001_first.sql").write_text("CREATE TABLE a (x bigint);")
+        with pytest.raises(ConfigError, match=r"0001_first\.sql changed"):
+            await migrate.migrate(conn, tmp_path)
+    finally:
+        await conn.close()
+
+
+async def test_a_failing_migration_leaves_nothing_half_applied(empty_db, tmp_path):
+    (tmp_path / "0001_ok.sql").write_text("CREATE TABLE ok (x int);")
+    (tmp_path / "0002_bad.sql").write_text("CREATE TABLE half (x int); SELECT no_such_function();")
+    conn = await asyncpg.connect(empty_db)
+    try:
+        with pytest.raises(asyncpg.UndefinedFunctionError):
+            await migrate.migrate(conn, tmp_path)
+        half = await conn.fetchval("SELECT to_regclass('half') IS NOT NULL")
+        versions = [r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")]
+    finally:
+        await conn.close()
+
+    assert (half, versions) == (False, [1])
