@@ -12,9 +12,9 @@ from shared.contracts import market_pb2
 _UPSERT = """
 INSERT INTO instrument_master (instrument_token, exchange_segment, symbol, tick_size, lot_size, freeze_qty, name, isin,
     price_band_bps, updated_at)
-SELECT r.token, r.segment, r.symbol, r.tick, r.lot, r.freeze, r.name, r.isin, r.band, now()
+SELECT r.token, r.segment, r.symbol, r.tick, r.lot, r.freeze_qty, r.name, r.isin, r.band, now()
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::text[],
-            $9::bigint[]) AS r(token, segment, symbol, tick, lot, freeze, name, isin, band)
+            $9::bigint[]) AS r(token, segment, symbol, tick, lot, freeze_qty, name, isin, band)
 ON CONFLICT (instrument_token, exchange_segment) DO UPDATE SET
     symbol = EXCLUDED.symbol, tick_size = EXCLUDED.tick_size, lot_size = EXCLUDED.lot_size,
     freeze_qty = EXCLUDED.freeze_qty, name = EXCLUDED.name, isin = EXCLUDED.isin,
