@@ -136,3 +136,29 @@ async def test_close_flushes_what_is_still_pending(db_pool):
     await writer.close()
 
     assert await _count(db_pool) == 30
+
+
+async def test_a_partition_dropped_under_the_writer_is_recreated_and_the_ticks_written(db_pool):
+    writer = TickWriter(db_pool, DatabaseSettings(writer_flush_interval_ms=20))
+    runner = asyncio.create_task(writer.run())
+    writer.offer(batch(10))
+    await until(lambda: writer.persisted == 10)
+    await db_pool.execute(f'DROP TABLE "{partitions.partition_name(day_of(time.time_ns()))}"')
+
+    writer.offer(batch(20))
+    await until(lambda: writer.persisted == 30)
+    runner.cancel()
+
+    assert await _count(db_pool) == 20
+    assert writer.failed == 0
+
+
+async def test_retrying_a_chunk_that_already_committed_stores_it_once(db_pool):
+    writer = TickWriter(db_pool)
+    writer.offer(batch(50))
+    chunk = await writer._take_chunk()
+    await writer._write(chunk)
+
+    await writer._write(chunk)  # the reply of the first COPY was lost: same rows, same seq
+
+    assert await _count(db_pool) == 50
