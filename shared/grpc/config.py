@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.config import ModuleSettings
@@ -35,6 +35,12 @@ class GrpcSettings(ModuleSettings):
     # Order-path messages kept per stream for `after_sequence` resume.
     replay_size: int = Field(default=10_000, ge=0, le=1_000_000)
     metrics_port: int = Field(default=0, ge=0, le=65535)
+
+    @field_validator("auth_token", mode="after")
+    @classmethod
+    def _empty_token_is_none(cls, token: SecretStr | None) -> SecretStr | None:
+        # Compose passes `${TOKEN:-}`: an empty value means "no auth", not "the empty token".
+        return token if token is not None and token.get_secret_value() else None
 
     @model_validator(mode="after")
     def _tls_pair(self) -> GrpcSettings:
