@@ -28,8 +28,9 @@ def enum_name(enum: Any, prefix: str, value: int) -> str:
     return enum.Name(value).removeprefix(prefix)
 
 
-def enum_value(enum: Any, prefix: str, name: str) -> int:
-    return int(enum.Value(prefix + name))
+def enum_value(enum: Any, prefix: str, name: str) -> Any:
+    """'OPEN' -> ORDER_STATUS_OPEN (typed Any: the generated stubs want their own enum type, not int)."""
+    return enum.Value(prefix + name)
 
 
 def status_name(value: int) -> str:

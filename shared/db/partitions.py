@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, timedelta
+from typing import TypeAlias
 
 import asyncpg
 
@@ -16,7 +17,7 @@ PARENT = "market_ticks"
 _NAME = re.compile(r"^market_ticks_(\d{4})_(\d{2})_(\d{2})$")
 _LOCK_KEY = 0x4E50_5449_434B  # serialises DDL on market_ticks across processes
 
-Executor = asyncpg.Connection | asyncpg.Pool
+Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
 def partition_name(day: date) -> str:
@@ -76,12 +77,10 @@ class _locked:
     def __init__(self, db: Executor) -> None:
         self.db = db
         self.conn: asyncpg.Connection | None = None
-        self._acquired = False
 
     async def __aenter__(self) -> asyncpg.Connection:
         if isinstance(self.db, asyncpg.Pool):
             self.conn = await self.db.acquire()
-            self._acquired = True
         else:
             self.conn = self.db
         await self.conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
@@ -93,5 +92,5 @@ class _locked:
             if not self.conn.is_closed():
                 await self.conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
         finally:
-            if self._acquired:
-                await self.db.release(self.conn)  # type: ignore[union-attr]
+            if isinstance(self.db, asyncpg.Pool):
+                await self.db.release(self.conn)
