@@ -1,0 +1,95 @@
+"""`neopulse run`: the monolith in paper mode (or live with --live), with a live status line.
+
+Parses flags into AppSettings, runs services.app.monolith.Monolith, prints the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import Any
+
+from services.app.config import AppSettings
+from shared import config as cfg
+from shared import logs
+from shared.errors import ConfigError
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("run", help="run all modules in one process (paper trading by default)")
+    p.add_argument("--config", help="TOML config file (also NEOPULSE_CONFIG)")
+    p.add_argument("--duration", type=float, help="seconds to run; default until Ctrl-C")
+    p.add_argument("--speed", type=float, help="simulated session clock speed (60 = one minute per second)")
+    p.add_argument("--source", choices=["simulator", "synthetic", "kotak", "replay"], help="market data source")
+    p.add_argument("--grpc-port", type=int, help="gRPC port of the monolith (0 = any free port)")
+    p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0 = off)")
+    p.add_argument("--no-db", action="store_true", help="run without PostgreSQL (in-memory ledger, no tick store)")
+    p.add_argument("--live", action="store_true", help="allow mode=live: real orders through KotakBroker")
+    p.set_defaults(handler=handle)
+
+
+def settings_from(args: argparse.Namespace) -> tuple[AppSettings, dict[str, Any]]:
+    toml = cfg.read_toml(args.config)
+    overrides: dict[str, Any] = {}
+    for flag, name in (("speed", "speed"), ("source", "source"), ("grpc_port", "grpc_port"),
+                       ("metrics_port", "metrics_port")):
+        if getattr(args, flag) is not None:
+            overrides[name] = getattr(args, flag)
+    if args.no_db:
+        overrides["use_database"] = False
+    return cfg.load(AppSettings, toml, **overrides), toml
+
+
+def handle(args: argparse.Namespace) -> int:
+    try:
+        settings, toml = settings_from(args)
+    except ConfigError as exc:
+        print(f"neopulse: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(settings.log_level)
+    try:
+        return asyncio.run(_run(settings, toml, args))
+    except ConfigError as exc:
+        print(f"neopulse: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _run(settings: AppSettings, toml: dict[str, Any], args: argparse.Namespace) -> int:
+    from services.app.monolith import Monolith, check_live_mode
+    from services.app.status import StatusBoard
+    from shared.metrics import serve_metrics
+
+    check_live_mode(settings, args.live, _has_kotak_credentials(toml))
+    serve_metrics(settings.metrics_port)
+    app = Monolith(settings, toml)
+    board = StatusBoard(app.bus)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def announce() -> None:
+        await app.started.wait()
+        print(f"gRPC listening on {settings.grpc_host}:{app.bound_port}", flush=True)
+        for key, value in app.info.items():
+            print(f"{key}: {value}", flush=True)
+        await board.run()
+
+    await app.run(args.duration, extra=[announce], stop=stop)
+    await board.refresh_pnl()
+    print(board.summary(), flush=True)
+    for key, value in app.info.items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def _has_kotak_credentials(toml: dict[str, Any]) -> bool:
+    try:
+        from shared.kotak.config import KotakSettings
+    except ModuleNotFoundError:
+        return False
+    return bool(cfg.load(KotakSettings, toml).has_credentials)

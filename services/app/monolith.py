@@ -1,0 +1,168 @@
+"""The monolith: all five modules in one process over the in-process bus, plus one gRPC server.
+
+Owns start-up order, the process TaskGroup, and shutdown in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.app.config import AppSettings
+from shared import config as cfg
+from shared.bus import Bus, Topic
+from shared.clock import Clock, RealClock, SimClock
+from shared.component import Component
+from shared.contracts import ops_pb2
+from shared.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Resources:
+    """What the monolith opened and must close, in reverse order."""
+
+    closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+    long_lived: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+
+    def on_close(self, fn: Callable[[], Awaitable[Any]]) -> None:
+        self.closers.append(fn)
+
+    async def close(self) -> None:
+        for fn in reversed(self.closers):
+            try:
+                await fn()
+            except Exception:
+                log.exception("error while closing")
+
+
+class Monolith:
+    """Builds and runs the whole pipeline. `await Monolith(settings, toml).run(duration)`."""
+
+    def __init__(self, settings: AppSettings, toml: dict[str, Any] | None = None,
+                 grpc_port: int | None = None) -> None:
+        self.settings = settings
+        self.toml = toml or {}
+        self.grpc_port = settings.grpc_port if grpc_port is None else grpc_port
+        self.bus = Bus()
+        self.clock: Clock = RealClock()
+        self.components: list[Component] = []
+        self.res = Resources()
+        self.database: Any = None
+        self.grpc: Any = None
+        self.bound_port = 0
+        self.started = asyncio.Event()
+        self.info: dict[str, str] = {}
+
+    # -- building ------------------------------------------------------------------------------
+    async def build(self) -> None:
+        s = self.settings
+        if s.mode == "live":
+            self.clock = RealClock()
+        elif s.source in ("synthetic", "simulator"):
+            self.clock = SimClock(speed=s.speed)
+        source, broker = await self._market_and_broker()
+        ledger, tick_sink, instrument_sink = await self._persistence()
+        self.components = self._modules(source, broker, ledger, tick_sink, instrument_sink)
+
+    async def _market_and_broker(self) -> tuple[Any, Any]:
+        from services.app import wiring
+
+        return await wiring.market_and_broker(self.settings, self.toml, self.clock, self.res, self.info)
+
+    async def _persistence(self) -> tuple[Any, Any, Any]:
+        from services.app import wiring
+
+        return await wiring.persistence(self, self.settings, self.toml, self.res, self.info)
+
+    def _modules(self, source, broker, ledger, tick_sink, instrument_sink) -> list[Component]:
+        from services.ingestion.config import IngestionSettings
+        from services.ingestion.module import IngestionModule
+        from services.notifier.config import NotifierSettings
+        from services.notifier.module import NotifierModule
+        from services.oms.config import OmsSettings
+        from services.oms.module import OmsModule
+        from services.risk.config import RiskSettings
+        from services.risk.module import RiskModule
+        from services.strategy.config import StrategySettings
+        from services.strategy.module import StrategyModule
+
+        bus, clock, t = self.bus, self.clock, self.toml
+        return [
+            IngestionModule(bus, cfg.load(IngestionSettings, t), source, clock, tick_sink=tick_sink,
+                            instrument_sink=instrument_sink),
+            StrategyModule(bus, cfg.load(StrategySettings, t), clock),
+            RiskModule(bus, cfg.load(RiskSettings, t), clock),
+            OmsModule(bus, cfg.load(OmsSettings, t), broker, ledger, clock),
+            NotifierModule(bus, cfg.load(NotifierSettings, t, mode=self.settings.mode), clock),
+        ]
+
+    # -- running -------------------------------------------------------------------------------
+    async def run(self, duration: float | None = None, extra: list[Callable[[], Awaitable[Any]]] | None = None,
+                  stop: asyncio.Event | None = None) -> None:
+        """Start everything, run until `duration` seconds pass or `stop` is set, then stop cleanly."""
+        stop = stop or asyncio.Event()
+        try:
+            await self.build()
+            async with asyncio.TaskGroup() as tg:
+                bus_task = tg.create_task(self.bus.run(), name="bus")
+                await asyncio.sleep(0)
+                runners = await self._start_all(tg)
+                for fn in [*self.res.long_lived, *(extra or [])]:
+                    runners.append(tg.create_task(fn(), name=getattr(fn, "__name__", "extra")))
+                self.started.set()
+                await self._system_note("NeoPulse started", self._describe())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), duration)
+                await self._stop_all(runners)
+                bus_task.cancel()
+        finally:
+            await self.res.close()
+
+    async def _start_all(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[Any]]:
+        from services.app import wiring
+
+        runners = []
+        for comp in self.components:
+            await comp.start()
+            runners.append(tg.create_task(comp.run(), name=f"{comp.name}:run"))
+        self.grpc, self.bound_port = await wiring.start_grpc(self.bus, self.toml, self.settings.grpc_host,
+                                                             self.grpc_port)
+        return runners
+
+    async def _stop_all(self, runners: list[asyncio.Task[Any]]) -> None:
+        await self._system_note("NeoPulse stopping", "shutting down cleanly")
+        if self.grpc is not None:
+            await self.grpc.stop(1.0)
+        for task in runners:
+            task.cancel()
+        await asyncio.gather(*runners, return_exceptions=True)
+        await self.bus.drain(timeout=2.0)
+        for comp in reversed(self.components):
+            try:
+                await comp.stop()
+            except Exception:
+                log.exception("component stop failed", extra={"component": comp.name})
+
+    async def _system_note(self, title: str, text: str) -> None:
+        await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
+            kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=ops_pb2.SEVERITY_INFO, title=title, text=text,
+            ts_ns=time.time_ns(), source="app"))
+
+    def _describe(self) -> str:
+        s = self.settings
+        return f"mode {s.mode}, source {s.source}, {len(s.symbols)} symbols, gRPC :{self.bound_port}"
+
+
+def check_live_mode(settings: AppSettings, live_flag: bool, has_credentials: bool) -> None:
+    if settings.mode == "live" and not live_flag:
+        raise ConfigError("mode=live needs the explicit --live flag; without it NeoPulse only paper-trades")
+    if settings.mode == "live" and not has_credentials:
+        raise ConfigError("mode=live needs Kotak credentials: set NEOPULSE_KOTAK_CONSUMER_KEY, _MOBILE, _UCC, "
+                          "_MPIN and _TOTP_SECRET (or a secrets file)")

@@ -1,0 +1,101 @@
+"""How the monolith picks its parts: market source and broker by mode, persistence, the gRPC server.
+
+The one place that knows which concrete source, broker and ledger run.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from services.app.config import AppSettings
+from shared import config as cfg
+from shared.clock import Clock
+
+log = logging.getLogger(__name__)
+
+
+async def market_and_broker(settings: AppSettings, toml: dict[str, Any], clock: Clock, res: Any,
+                            info: dict[str, str]) -> tuple[Any, Any]:
+    """(MarketSource, Broker) for the configured mode and source."""
+    from services.ingestion.config import IngestionSettings
+    from services.oms.charges import ChargeModel
+    from services.oms.config import OmsSettings
+    from services.oms.virtual_broker import VirtualBroker
+
+    ingestion = cfg.load(IngestionSettings, toml)
+    oms = cfg.load(OmsSettings, toml)
+    if settings.source == "synthetic":
+        from services.ingestion.synthetic import SyntheticSource
+
+        source = SyntheticSource(ingestion, clock, settings.symbols, seed=settings.seed)
+        return source, VirtualBroker(None, ChargeModel.from_settings(oms), clock)
+    inner, source = await _kotak(settings, toml, clock, res, info)
+    if settings.mode == "live":
+        return source, inner
+    return source, VirtualBroker(inner, ChargeModel.from_settings(oms), clock)
+
+
+async def _kotak(settings: AppSettings, toml: dict[str, Any], clock: Clock, res: Any,
+                 info: dict[str, str]) -> tuple[Any, Any]:
+    """KotakBroker + SFeed source through the real SDK: against Kotak, or the in-process simulator."""
+    from services.ingestion.kotak_source import KotakFeedSource
+    from shared.kotak.broker import KotakBroker
+    from shared.kotak.config import KotakSettings
+
+    kotak = cfg.load(KotakSettings, toml)
+    if settings.source == "simulator" or not kotak.has_credentials:
+        if settings.source == "kotak":
+            log.warning("no Kotak credentials configured: using the bundled simulator")
+        from services.simulator.server import Simulator
+
+        sim = Simulator(host="127.0.0.1", port=0, seed=settings.seed, clock=clock)
+        port = await sim.start()
+        res.on_close(sim.stop)
+        kotak = kotak.for_simulator(f"http://127.0.0.1:{port}")
+        info["simulator"] = f"http://127.0.0.1:{port} (feed ws://127.0.0.1:{port}/feed)"
+    broker = KotakBroker(kotak)
+    await broker.start()
+    res.on_close(broker.stop)
+    source = KotakFeedSource(kotak, settings.symbols, session=broker.session)
+    return broker, source
+
+
+async def persistence(app: Any, settings: AppSettings, toml: dict[str, Any], res: Any,
+                      info: dict[str, str]) -> tuple[Any, Any, Any]:
+    """(Ledger, tick sink, instrument sink): PostgreSQL (embedded unless DATABASE_URL) or in memory."""
+    from services.oms.ledger import MemoryLedger
+
+    if not settings.use_database:
+        info["database"] = "off (in-memory ledger; ticks not stored)"
+        return MemoryLedger(), None, None
+    from services.ingestion.instrument_store import upsert_instruments
+    from services.ingestion.tick_writer import TickWriter
+    from services.oms.ledger_pg import PgLedger
+    from shared.db.database import open_database
+
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    db = await open_database(url, settings.data_dir)
+    res.on_close(db.close)
+    app.database = db
+    writer = TickWriter(db.pool)
+    res.long_lived.append(writer.run)
+    res.on_close(writer.close)
+    info["database"] = db.describe()
+
+    async def instruments(items):
+        await upsert_instruments(db.pool, items)
+
+    return PgLedger(db.pool), writer, instruments
+
+
+async def start_grpc(bus: Any, toml: dict[str, Any], host: str, port: int) -> tuple[Any, int]:
+    """One gRPC server exposing all five services over the bus (reflection + health)."""
+    from shared.grpc.server import GrpcServer, GrpcSettings
+    from shared.rpc import SERVICES
+
+    server = GrpcServer(bus, list(SERVICES), cfg.load(GrpcSettings, toml), host=host, port=port)
+    bound = await server.start()
+    for service in SERVICES:
+        server.set_serving(service, True)
+    return server, bound
