@@ -1,0 +1,146 @@
+"""A small typed async Python client for a NeoPulse gRPC server (monolith or any split module).
+
+Wraps the generated stubs; gRPC errors come back as shared.errors types (InvalidInput, NotFound, ...).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from shared.contracts import (
+    ingestion_pb2,
+    ingestion_pb2_grpc,
+    market_pb2,
+    notifier_pb2,
+    notifier_pb2_grpc,
+    oms_pb2,
+    oms_pb2_grpc,
+    risk_pb2,
+    risk_pb2_grpc,
+    strategy_pb2,
+    strategy_pb2_grpc,
+)
+from shared.contracts import trading_pb2 as t
+from shared.grpc.auth import auth_metadata, channel_credentials
+from shared.grpc.bridge import error_from_rpc
+
+
+class NeoPulseClient:
+    """`async with NeoPulseClient("127.0.0.1:50051", token=...) as np: await np.list_orders()`."""
+
+    def __init__(self, target: str, token: str | None = None, tls_ca: str | Path | None = None,
+                 timeout_s: float = 10.0) -> None:
+        options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        if tls_ca is not None:
+            self.channel = grpc.aio.secure_channel(target, channel_credentials(Path(tls_ca)), options)
+        else:
+            self.channel = grpc.aio.insecure_channel(target, options)
+        self.metadata = auth_metadata(token)
+        self.timeout_s = timeout_s
+        self.ingestion = ingestion_pb2_grpc.IngestionServiceStub(self.channel)
+        self.strategy = strategy_pb2_grpc.StrategyServiceStub(self.channel)
+        self.risk = risk_pb2_grpc.RiskServiceStub(self.channel)
+        self.orders = oms_pb2_grpc.OrderServiceStub(self.channel)
+        self.notifier = notifier_pb2_grpc.NotifierServiceStub(self.channel)
+
+    async def __aenter__(self) -> NeoPulseClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def _unary(self, method: str, call: Any, request: Any) -> Any:
+        try:
+            return await call(request, metadata=self.metadata, timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as err:
+            raise error_from_rpc(method, err) from None
+
+    async def _stream(self, method: str, call: Any, request: Any, field: str) -> AsyncIterator[Any]:
+        try:
+            async for batch in call(request, metadata=self.metadata):
+                for item in getattr(batch, field):
+                    yield item
+        except grpc.aio.AioRpcError as err:
+            raise error_from_rpc(method, err) from None
+
+    # -- market data -----------------------------------------------------------------------------
+    def stream_ticks(self, tokens: list[int] | None = None) -> AsyncIterator[market_pb2.Tick]:
+        """Ticks as they arrive (all instruments, or only `tokens`)."""
+        return self._stream("StreamTicks", self.ingestion.StreamTicks,
+                            ingestion_pb2.StreamTicksRequest(tokens=tokens or []), "ticks")
+
+    async def list_instruments(self) -> list[market_pb2.Instrument]:
+        reply = await self._unary("ListInstruments", self.ingestion.ListInstruments,
+                                  ingestion_pb2.ListInstrumentsRequest())
+        return list(reply.instruments)
+
+    # -- orders ----------------------------------------------------------------------------------
+    async def place_order(self, instrument: market_pb2.Instrument, side: int, quantity: int, *,
+                          price_paise: int = 0, order_type: int = t.ORDER_TYPE_LIMIT,
+                          product: int = t.PRODUCT_MIS, trigger_price_paise: int = 0,
+                          client_order_id: str | None = None, strategy_tag: str = "MANUAL") -> t.OrderUpdate:
+        """A manual order through risk; returns the order as the OMS booked it. Prices in paise."""
+        order = t.OrderRequest(
+            client_order_id=client_order_id or f"manual-{uuid.uuid4().hex[:16]}", token=instrument.token,
+            exchange_segment=instrument.exchange_segment, symbol=instrument.symbol, side=side, quantity=quantity,
+            order_type=order_type, price_paise=price_paise, trigger_price_paise=trigger_price_paise,
+            product=product, validity=t.VALIDITY_DAY, strategy_tag=strategy_tag)
+        reply = await self._unary("PlaceOrder", self.orders.PlaceOrder, oms_pb2.PlaceOrderRequest(order=order))
+        return reply.order
+
+    async def cancel_order(self, order_id: str) -> t.OrderUpdate:
+        reply = await self._unary("CancelOrder", self.orders.CancelOrder, oms_pb2.CancelOrderRequest(order_id=order_id))
+        return reply.order
+
+    async def get_order(self, order_id: str) -> t.OrderUpdate:
+        reply = await self._unary("GetOrder", self.orders.GetOrder, oms_pb2.GetOrderRequest(order_id=order_id))
+        return reply.order
+
+    async def list_orders(self, open_only: bool = False, strategy_tag: str = "", limit: int = 0) -> list[t.OrderUpdate]:
+        reply = await self._unary("ListOrders", self.orders.ListOrders, oms_pb2.ListOrdersRequest(
+            open_only=open_only, strategy_tag=strategy_tag, limit=limit))
+        return list(reply.orders)
+
+    async def list_positions(self) -> oms_pb2.ListPositionsResponse:
+        return await self._unary("ListPositions", self.orders.ListPositions, oms_pb2.ListPositionsRequest())
+
+    def stream_order_updates(self, after_sequence: int = 0) -> AsyncIterator[t.OrderUpdate]:
+        return self._stream("StreamOrderUpdates", self.orders.StreamOrderUpdates,
+                            oms_pb2.StreamOrderUpdatesRequest(after_sequence=after_sequence), "updates")
+
+    # -- risk --------------------------------------------------------------------------------------
+    async def set_kill_switch(self, engaged: bool, reason: str = "", cancel_open_orders: bool = False) -> int:
+        """Engage or release the kill switch; returns the TradingState."""
+        reply = await self._unary("SetKillSwitch", self.risk.SetKillSwitch, risk_pb2.SetKillSwitchRequest(
+            engaged=engaged, reason=reason, cancel_open_orders=cancel_open_orders))
+        return int(reply.state)
+
+    async def risk_state(self) -> risk_pb2.GetRiskStateResponse:
+        return await self._unary("GetRiskState", self.risk.GetRiskState, risk_pb2.GetRiskStateRequest())
+
+    # -- strategies and status -----------------------------------------------------------------------
+    async def list_strategies(self) -> list[strategy_pb2.StrategyInfo]:
+        reply = await self._unary("ListStrategies", self.strategy.ListStrategies, strategy_pb2.ListStrategiesRequest())
+        return list(reply.strategies)
+
+    async def pause_strategy(self, name: str) -> strategy_pb2.StrategyInfo:
+        request = strategy_pb2.PauseStrategyRequest(name=name)
+        return (await self._unary("PauseStrategy", self.strategy.PauseStrategy, request)).strategy
+
+    async def resume_strategy(self, name: str) -> strategy_pb2.StrategyInfo:
+        request = strategy_pb2.ResumeStrategyRequest(name=name)
+        return (await self._unary("ResumeStrategy", self.strategy.ResumeStrategy, request)).strategy
+
+    async def system_status(self) -> notifier_pb2.GetSystemStatusResponse:
+        return await self._unary("GetSystemStatus", self.notifier.GetSystemStatus,
+                                 notifier_pb2.GetSystemStatusRequest())
