@@ -1,0 +1,94 @@
+"""The real monolith (`neopulse run --source synthetic --no-db`) through grpcurl: reflection, health,
+tick stream, a manual order placed and cancelled, and the kill switch."""
+
+import json
+
+import pytest
+
+from tests.grpc.procs import Proc, free_port, grpcurl, grpcurl_json
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def addr(tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("monolith") / "run.log"
+    proc = Proc(["run", "--grpc-port", str(port), "--duration", "90", "--source", "synthetic", "--speed", "60",
+                 "--no-db"], log)
+    try:
+        proc.wait_for_line(f"gRPC listening on 127.0.0.1:{port}")
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.stop()
+
+
+def first_tick(addr: str) -> dict:
+    result = grpcurl("-max-time", "3", addr, "neopulse.v1.IngestionService/StreamTicks")
+    return json.loads(result.stdout.split("\n}\n")[0] + "\n}")["ticks"][0]
+
+
+def test_list_shows_the_five_services(addr):
+    result = grpcurl(addr, "list")
+
+    assert {"neopulse.v1.IngestionService", "neopulse.v1.StrategyService", "neopulse.v1.RiskService",
+            "neopulse.v1.OrderService", "neopulse.v1.NotifierService"} <= set(result.stdout.split())
+
+
+def test_describe_shows_the_kill_switch_rpc(addr):
+    result = grpcurl(addr, "describe", "neopulse.v1.RiskService")
+
+    assert "rpc SetKillSwitch ( .neopulse.v1.SetKillSwitchRequest )" in result.stdout
+
+
+def test_health_is_serving(addr):
+    assert grpcurl_json(addr, "grpc.health.v1.Health/Check") == {"status": "SERVING"}
+
+
+def test_tick_stream_delivers_synthetic_ticks(addr):
+    tick = first_tick(addr)
+
+    assert int(tick["token"]) > 0 and int(tick["ltp_paise"]) > 0
+
+
+def limit_buy_below_market(addr: str) -> dict:
+    tick = first_tick(addr)
+    token = int(tick["token"])
+    instruments = grpcurl_json(addr, "neopulse.v1.IngestionService/ListInstruments")["instruments"]
+    inst = next(i for i in instruments if int(i["token"]) == token)
+    tick_size = int(inst.get("tick_size_paise", 5))
+    price = int(tick["ltp_paise"]) * 96 // 100 // tick_size * tick_size  # 4 % below (band 5 %): rests
+    return {"token": token, "exchange_segment": inst["exchange_segment"], "symbol": inst["symbol"],
+            "side": "SIDE_BUY", "quantity": 1, "order_type": "ORDER_TYPE_LIMIT", "price_paise": price,
+            "product": "PRODUCT_MIS", "validity": "VALIDITY_DAY", "strategy_tag": "MANUAL"}
+
+
+def test_manual_order_is_placed_then_cancelled(addr):
+    order = limit_buy_below_market(addr)
+
+    placed = grpcurl_json("-d", json.dumps({"order": order}), addr, "neopulse.v1.OrderService/PlaceOrder")["order"]
+    cancelled = grpcurl_json("-d", json.dumps({"order_id": placed["internal_id"]}), addr,
+                             "neopulse.v1.OrderService/CancelOrder")["order"]
+
+    assert placed["status"] == "ORDER_STATUS_OPEN"
+    assert cancelled["status"] in ("ORDER_STATUS_CANCELLED", "ORDER_STATUS_CANCEL_PENDING")
+
+
+def test_order_with_zero_quantity_is_invalid_argument_naming_the_field(addr):
+    order = {**limit_buy_below_market(addr), "quantity": 0}
+
+    result = grpcurl("-d", json.dumps({"order": order}), addr, "neopulse.v1.OrderService/PlaceOrder")
+
+    assert "Code: InvalidArgument" in result.stderr and "quantity" in result.stderr
+
+
+def test_kill_switch_halts_new_orders_until_released(addr):
+    order = limit_buy_below_market(addr)
+
+    halted = grpcurl_json("-d", '{"engaged": true, "reason": "test"}', addr, "neopulse.v1.RiskService/SetKillSwitch")
+    refused = grpcurl("-d", json.dumps({"order": order}), addr, "neopulse.v1.OrderService/PlaceOrder")
+    released = grpcurl_json("-d", '{"engaged": false}', addr, "neopulse.v1.RiskService/SetKillSwitch")
+
+    assert halted == {"state": "TRADING_STATE_HALTED"}
+    assert "Code: FailedPrecondition" in refused.stderr
+    assert released == {"state": "TRADING_STATE_ACTIVE"}
