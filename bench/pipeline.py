@@ -103,14 +103,17 @@ async def _pipeline(batches: list, start_ns: int, rate: float | None) -> dict[st
         OmsModule(bus, cfg.load(OmsSettings, toml), _virtual_broker(VirtualBroker, clock), MemoryLedger(), clock),
     ]
     latencies: list[int] = []
+    orders = [0]
     ticks_seen = [0]
 
     async def on_ticks(batch):  # the strategy's neighbour on the same topic: counts what was carried
         ticks_seen[0] += len(batch.ticks)
 
     async def on_update(u: trading_pb2.OrderUpdate):
-        if u.status == trading_pb2.ORDER_STATUS_PENDING_NEW and u.request.tick_recv_ns:
-            latencies.append(time.time_ns() - u.request.tick_recv_ns)
+        if u.status == trading_pb2.ORDER_STATUS_PENDING_NEW:
+            orders[0] += 1
+            if u.request.tick_recv_ns:
+                latencies.append(time.time_ns() - u.request.tick_recv_ns)
 
     bus.subscribe(Topic.ORDER_UPDATES, "bench", on_update)
     bus.subscribe(Topic.TICKS, "bench", on_ticks, maxsize=1_000_000)
@@ -130,7 +133,7 @@ async def _pipeline(batches: list, start_ns: int, rate: float | None) -> dict[st
             r.cancel()
     n = sum(len(b.ticks) for b in batches)
     dropped = sum(s.dropped for s in bus.subscriptions() if s.topic is Topic.TICKS)
-    return {"ticks": n, "seconds": elapsed, "ticks_per_s": n / elapsed, "orders": len(latencies),
+    return {"ticks": n, "seconds": elapsed, "ticks_per_s": n / elapsed, "orders": orders[0],
             "dropped_ticks": dropped, "latencies_ns": latencies}
 
 
