@@ -27,7 +27,8 @@ RAW_CHUNK = 20_000
 def make_batches(n_batches: int, start_ns: int) -> list[market_pb2.TickBatch]:
     batches = []
     for b in range(n_batches):
-        ticks = [market_pb2.Tick(token=1000 + i % 50, exchange_segment="nse_cm", ts_ns=start_ns + (b * BATCH_TICKS + i) * 1000,
+        ticks = [market_pb2.Tick(token=1000 + i % 50, exchange_segment="nse_cm",
+                                 ts_ns=start_ns + (b * BATCH_TICKS + i) * 1000,
                                  ltp_paise=250_000 + i, ltq=10, volume=1_000 + b, bid_paise=249_995, ask_paise=250_005,
                                  bid_qty=5, ask_qty=7, open_paise=249_000, high_paise=251_000, low_paise=248_000,
                                  close_paise=249_500, atp_paise=250_010)
@@ -53,7 +54,7 @@ async def _raw(pool: Any, rows: list[tuple[Any, ...]], seconds: float) -> float:
 
 async def _writer(writer: TickWriter, batches: list[market_pb2.TickBatch], seconds: float) -> float:
     """Rows/s the writer commits while a feeder keeps it saturated (re-offering the same batches: new seq each time)."""
-    high_water = 4 * writer.settings.writer_batch_rows
+    high_water = 12 * writer.settings.writer_batch_rows  # always a chunk queued behind the one on the wire
 
     async def feed() -> None:
         i = 0
