@@ -75,16 +75,18 @@ class StrategyModule(Component):
 
     async def _publish(self, output: Output) -> None:
         candles, signals = output
+        # Signals first: the order path is woken before the candle consumers (the OMS's paper fills).
+        for signal in signals:
+            SIGNALS.labels(signal.strategy).inc()
+            await self.bus.publish(Topic.SIGNALS, signal)
         if candles:
             CANDLES.inc(len(candles))
             if self.settings.publish_candles:
                 self.bus.publish_nowait(Topic.CANDLES, market_pb2.CandleBatch(candles=candles))
         for signal in signals:
-            SIGNALS.labels(signal.strategy).inc()
             log.info("signal", extra={"strategy": signal.strategy, "token": signal.token,
                                       "side": trading_pb2.Side.Name(signal.side), "quantity": signal.quantity,
                                       "price_paise": signal.limit_price_paise, "reason": signal.reason})
-            await self.bus.publish(Topic.SIGNALS, signal)
 
     def _count_late(self) -> None:
         assert self.engine is not None
