@@ -110,6 +110,10 @@ class TickWriter:
             except TRANSIENT as exc:
                 self._set_connected(False, exc)
                 backoff = min(max(0.05, backoff * 2), 2.0)
+            except Exception:
+                # Never take the process down with the tick store: keep the rows, log, back off, try again.
+                log.exception("tick writer error; retrying", extra={"buffered": self._pending})
+                backoff = 2.0
 
     async def flush(self) -> int:
         """Write everything pending now; returns rows committed. Raises TRANSIENT errors with the rows kept."""

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import asyncpg
 import pytest
 
+from shared.clock import day_of
+from shared.db import partitions
 from shared.db.database import open_database
 from shared.db.embedded import EmbeddedPostgres, _read_pidfile
 from shared.errors import ConfigError
@@ -65,11 +68,13 @@ async def test_open_database_without_url_starts_embedded_and_migrates(tmp_path):
     db = await open_database(None, tmp_path)
     try:
         tables = await db.pool.fetchval("SELECT count(*) FROM pg_tables WHERE tablename = 'order_ledger'")
+        days = await partitions.existing_days(db.pool)
         described = db.describe()
     finally:
         await db.close()
 
     assert tables == 1
+    assert day_of(time.time_ns()) in days
     assert "embedded PostgreSQL 127.0.0.1:" in described and "/neopulse" in described
 
 
