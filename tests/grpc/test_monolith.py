@@ -92,3 +92,17 @@ def test_kill_switch_halts_new_orders_until_released(addr):
     assert halted == {"state": "TRADING_STATE_HALTED"}
     assert "Code: FailedPrecondition" in refused.stderr
     assert released == {"state": "TRADING_STATE_ACTIVE"}
+
+
+def test_python_example_streams_ticks_then_places_and_cancels_an_order(addr):
+    import subprocess
+    import sys
+
+    from tests.grpc.procs import ROOT
+
+    result = subprocess.run([sys.executable, "examples/stream_and_order.py", "--target", addr, "--ticks", "2"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("RELIANCE-EQ ltp") == 2
+    assert "ORDER_STATUS_OPEN" in result.stdout and "cancelled" in result.stdout
