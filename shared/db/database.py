@@ -68,6 +68,10 @@ async def open_database(database_url: str | None, data_dir: Path, settings: Data
         raise
     try:
         await prepare(pool, settings, clock or RealClock())
+    except asyncpg.PostgresError as exc:
+        await db.close()
+        raise ConfigError(f"cannot prepare the schema on PostgreSQL at {db.where}: {_reason(exc)}; "
+                          "the user needs CREATE rights on the database") from None
     except BaseException:
         await db.close()
         raise
