@@ -63,6 +63,7 @@ class TickWriter:
         self._chunks: deque[_Chunk] = deque()  # converted, waiting to commit (at most two)
         self._pending = 0  # ticks queued + rows in the chunk
         self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()
         self._seq = time.time_ns()  # per-row sequence; starts at wall-clock ns so a restarted writer stays unique
         self._days: set[date] = set()
         self._next_housekeeping = 0.0
@@ -117,8 +118,14 @@ class TickWriter:
 
     async def flush(self) -> int:
         """Write everything pending now; returns rows committed. Raises TRANSIENT errors with the rows kept."""
+        async with self._flushing:  # close() may race a run() that was not cancelled: one writer at a time
+            return await self._flush()
+
+    async def _flush(self, max_s: float = 5.0) -> int:
+        """Returns after max_s under a steady stream (new chunks stop being taken), so run() can do housekeeping."""
         written = 0
-        while self._chunks or self._queue:
+        stop_at = time.monotonic() + max_s
+        while self._chunks or (self._queue and time.monotonic() < stop_at):
             if not self._chunks:
                 chunk = await self._take_chunk()
                 if chunk is not None:
@@ -127,7 +134,7 @@ class TickWriter:
             head = self._chunks[0]
             copy = asyncio.create_task(self._write(head), name="tick-writer:copy")
             try:
-                if self._queue and len(self._chunks) < 2:
+                if self._queue and len(self._chunks) < 2 and time.monotonic() < stop_at:
                     nxt = await self._take_chunk()  # converts while the COPY is on the wire
                     if nxt is not None:
                         self._chunks.append(nxt)
@@ -142,11 +149,13 @@ class TickWriter:
 
     async def close(self, grace_s: float = 5.0) -> None:
         """Final flush at shutdown; anything the database does not take in `grace_s` is counted as dropped."""
+        error = ""
         try:
             await asyncio.wait_for(self.flush(), grace_s)
         except (TimeoutError, *TRANSIENT) as exc:
-            log.error("tick writer closing with unwritten ticks",
-                      extra={"ticks": self._pending, "error": type(exc).__name__})
+            error = type(exc).__name__
+        if self._pending:
+            log.error("tick writer closing with unwritten ticks", extra={"ticks": self._pending, "error": error})
             self._drop(self._pending, "shutdown")
             self._queue.clear()
             self._chunks.clear()
