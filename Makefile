@@ -8,7 +8,7 @@ DURATION ?=
 SPEED    ?= 60
 RUN_ARGS ?=
 
-.PHONY: install run test bench proto proto-check lint clean sim
+.PHONY: install run test bench proto lint clean sim psql
 
 install: $(STAMP)
 
@@ -23,6 +23,9 @@ run: install
 
 sim: install
 	NEO_LOG_FILE_ENABLED=false $(PY) -m services.app.cli sim
+
+psql: install
+	$(VENV)/bin/neopulse db psql --data-dir .neopulse
 
 test: install
 	NEO_LOG_FILE_ENABLED=false $(PY) -m pytest -q $(TEST_ARGS)

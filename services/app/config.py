@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.config import ModuleSettings
@@ -31,7 +31,8 @@ class AppSettings(ModuleSettings):
     speed: float = Field(default=1.0, gt=0, le=10_000)
     seed: int = 7
     # PostgreSQL: an external server when set; otherwise an embedded one in data_dir/pgdata.
-    database_url: SecretStr | None = None
+    database_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("database_url", "NEOPULSE_DATABASE_URL", "DATABASE_URL"))
     use_database: bool = True
     data_dir: Path = Path(".neopulse")
     grpc_host: str = "127.0.0.1"

@@ -72,16 +72,21 @@ async def persistence(app: Any, settings: AppSettings, toml: dict[str, Any], res
     from services.ingestion.instrument_store import upsert_instruments
     from services.ingestion.tick_writer import TickWriter
     from services.oms.ledger_pg import PgLedger
+    from shared.db.config import DatabaseSettings
     from shared.db.database import open_database
 
     url = settings.database_url.get_secret_value() if settings.database_url else None
-    db = await open_database(url, settings.data_dir)
+    db_settings = cfg.load(DatabaseSettings, toml)
+    db = await open_database(url, settings.data_dir, db_settings)
     res.on_close(db.close)
     app.database = db
-    writer = TickWriter(db.pool)
+    writer = TickWriter(db.pool, db_settings)
     res.long_lived.append(writer.run)
     res.on_close(writer.close)
     info["database"] = db.describe()
+    if db.embedded is not None:
+        info["psql"] = (f"make psql  (or: neopulse db psql --data-dir {settings.data_dir}); it starts the embedded "
+                        "server when no run is using it")
 
     async def instruments(items):
         await upsert_instruments(db.pool, items)

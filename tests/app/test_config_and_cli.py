@@ -1,0 +1,69 @@
+"""The example config loads into every module's settings; bad config is one clear line and exit 2."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.app.config import AppSettings
+from shared import config as cfg
+from shared.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "config" / "example.toml"
+
+
+def settings_classes():
+    from services.ingestion.config import IngestionSettings
+    from services.notifier.config import NotifierSettings
+    from services.oms.config import OmsSettings
+    from services.risk.config import RiskSettings
+    from services.strategy.config import StrategySettings
+    from shared.db.config import DatabaseSettings
+    from shared.grpc.config import GrpcSettings
+    from shared.kotak.config import KotakSettings
+
+    return [AppSettings, IngestionSettings, StrategySettings, RiskSettings, OmsSettings, NotifierSettings,
+            DatabaseSettings, GrpcSettings, KotakSettings]
+
+
+@pytest.mark.parametrize("cls", settings_classes(), ids=lambda c: c.__name__)
+def test_the_example_config_loads_into_every_settings_model(cls):
+    settings = cfg.load(cls, cfg.read_toml(EXAMPLE))
+    assert isinstance(settings, cls)
+
+
+def test_the_example_config_values_reach_the_models():
+    toml = cfg.read_toml(EXAMPLE)
+    assert cfg.load(AppSettings, toml).symbols[:2] == ["RELIANCE-EQ", "TCS-EQ"]
+
+
+def test_database_url_is_taken_from_plain_DATABASE_URL(monkeypatch):
+    monkeypatch.delenv("NEOPULSE_DATABASE_URL", raising=False)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@db:5432/x")
+    assert cfg.load(AppSettings, {}).database_url.get_secret_value() == "postgresql://u:p@db:5432/x"
+
+
+def test_an_invalid_setting_is_a_config_error_naming_field_and_env_var():
+    with pytest.raises(ConfigError, match=r"speed \(env NEOPULSE_SPEED\)"):
+        cfg.load(AppSettings, {"speed": -1})
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "services.app.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "NEO_LOG_FILE_ENABLED": "false", **(env or {})}, timeout=60)
+
+
+def test_neopulse_run_with_a_bad_value_exits_2_with_one_line_naming_it(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[risk]\nmax_order_quantity = 0\n')
+    result = run_cli("run", "--config", str(bad), "--no-db", "--duration", "1", "--grpc-port", "0")
+    assert result.returncode == 2
+    assert "[risk].max_order_quantity" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_live_mode_without_the_live_flag_refuses_to_start():
+    result = run_cli("run", "--no-db", "--duration", "1", "--grpc-port", "0", env={"NEOPULSE_MODE": "live"})
+    assert result.returncode == 2 and "--live" in result.stderr
