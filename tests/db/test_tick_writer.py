@@ -162,3 +162,14 @@ async def test_retrying_a_chunk_that_already_committed_stores_it_once(db_pool):
     await writer._write(chunk)  # the reply of the first COPY was lost: same rows, same seq
 
     assert await _count(db_pool) == 50
+
+
+async def test_ticks_the_database_never_takes_before_shutdown_are_counted_as_dropped(database):
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=1)
+    writer = TickWriter(pool)
+    writer.offer(batch(7))
+    await pool.close()
+
+    await writer.close(grace_s=1.0)
+
+    assert (writer.dropped, writer.pending) == (7, 0)
