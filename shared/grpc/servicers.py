@@ -67,13 +67,16 @@ def unary_handler(bus: Bus, method: str) -> Callable[[Any, grpc.aio.ServicerCont
     return handle
 
 
-def element_filter(request: Any) -> Callable[[Any], bool]:
-    """The request's filters (tokens, strategies, rejections_only, after_sequence) as one predicate."""
+def element_filter(request: Any) -> Callable[[Any], bool] | None:
+    """The request's filters (tokens, strategies, rejections_only, after_sequence) as one predicate;
+    None when the request filters nothing (the hot path passes batches through untouched)."""
     fields = request.DESCRIPTOR.fields_by_name
     tokens = set(request.tokens) if "tokens" in fields else set()
     strategies = set(request.strategies) if "strategies" in fields else set()
     rejections_only = bool(getattr(request, "rejections_only", False))
     after = int(getattr(request, "after_sequence", 0))
+    if not (tokens or strategies or rejections_only or after):
+        return None
 
     def keep(msg: Any) -> bool:
         if tokens and msg.token not in tokens:
@@ -95,12 +98,15 @@ class StreamPacker:
         self.field = batch_cls.DESCRIPTOR.fields[0].name
         self.batched_topic = batched_topic  # ticks/candles travel on the bus as batches already
 
-    def elements(self, msgs: list[Any], keep: Callable[[Any], bool]) -> list[Any]:
+    def batches(self, msgs: list[Any], keep: Callable[[Any], bool] | None) -> list[Any]:
+        """The wire batches for these bus messages, filtered by `keep` (None = everything)."""
         if self.batched_topic:
-            return [e for m in msgs for e in getattr(m, self.field) if keep(e)]
-        return [m for m in msgs if keep(m)]
+            if keep is None:
+                return msgs  # already TickBatch/CandleBatch: no copy
+            return self._pack([e for m in msgs for e in getattr(m, self.field) if keep(e)])
+        return self._pack(msgs if keep is None else [m for m in msgs if keep(m)])
 
-    def pack(self, elements: list[Any]) -> list[Any]:
+    def _pack(self, elements: list[Any]) -> list[Any]:
         return [self.batch_cls(**{self.field: elements[i:i + MAX_BATCH]}) for i in range(0, len(elements), MAX_BATCH)]
 
 
@@ -132,7 +138,7 @@ def stream_handler(hub: TopicHub, method: str, batch_cls: type) -> Callable[...,
             await context.send_initial_metadata(())
             msgs: list[Any] | None = replay
             while msgs is not None:
-                for batch in packer.pack(packer.elements(msgs, keep)):
+                for batch in packer.batches(msgs, keep):
                     yield batch
                     sent.inc()
                 msgs = await _next_messages(listener)
