@@ -22,17 +22,30 @@ def sequence_of(msg: Any) -> int:
 
 
 class Listener:
-    """One open gRPC stream's queue. Market data sheds the oldest; the order path waits for room."""
+    """One open gRPC stream's queue. Market data sheds the oldest; the order path waits for room,
+    but a client stuck for `slow_s` is cut off (it resumes from the ring) rather than stall trading."""
 
-    def __init__(self, lossy: bool, maxsize: int) -> None:
+    def __init__(self, lossy: bool, maxsize: int, slow_s: float = 5.0) -> None:
         self.lossy = lossy
         self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
+        self.slow_s = slow_s
         self.closed = False
+        self.overflowed = False
+        self.detached = False
         self.dropped = 0
 
     async def put(self, msg: Any) -> None:
+        if self.detached:
+            return
         if not self.lossy:
-            await self.queue.put(msg)
+            if self.queue.full():
+                try:
+                    await asyncio.wait_for(self.queue.put(msg), self.slow_s)
+                except TimeoutError:
+                    self.overflowed = True
+                    return
+            else:
+                self.queue.put_nowait(msg)
             return
         if self.queue.full():
             self.queue.get_nowait()
@@ -50,9 +63,11 @@ class Listener:
 class TopicHub:
     """Subscribes once to `topic`; keeps the last `replay_size` sequenced messages for resume."""
 
-    def __init__(self, bus: Bus, topic: Topic, replay_size: int, listener_maxsize: int = 10_000) -> None:
+    def __init__(self, bus: Bus, topic: Topic, replay_size: int, listener_maxsize: int = 10_000,
+                 slow_s: float = 5.0) -> None:
         self.topic = topic
         self.listener_maxsize = listener_maxsize
+        self.slow_s = slow_s
         self.ring: deque[Any] = deque(maxlen=replay_size if not topic.lossy else 0)
         self.evicted_sequence = 0  # highest sequence pushed out of the ring
         self._listeners: list[Listener] = []
@@ -67,6 +82,10 @@ class TopicHub:
             ring.append(msg)
         for listener in list(self._listeners):
             await listener.put(msg)
+            if listener.overflowed:
+                log.warning("order-path stream fell behind; cutting it off (it may resume with after_sequence)",
+                            extra={"topic": self.topic.value})
+                self.detach(listener)
 
     def attach(self, after_sequence: int = 0) -> tuple[list[Any], Listener]:
         """Register a stream; returns the ring's messages after `after_sequence` (0 = live only)."""
@@ -77,7 +96,7 @@ class TopicHub:
                             extra={"topic": self.topic.value, "after_sequence": after_sequence,
                                    "oldest_kept": sequence_of(self.ring[0]) if self.ring else 0})
             replay = [m for m in self.ring if sequence_of(m) > after_sequence]
-        listener = Listener(self.topic.lossy, self.listener_maxsize)
+        listener = Listener(self.topic.lossy, self.listener_maxsize, self.slow_s)
         self._listeners.append(listener)
         return replay, listener
 
@@ -88,8 +107,8 @@ class TopicHub:
     def detach(self, listener: Listener) -> None:
         if listener in self._listeners:
             self._listeners.remove(listener)
-        # Unblock a fan-out waiting for room in this (now unread) queue.
-        listener.closed = True
+        # Nothing reads this queue any more: empty it, which also unblocks a fan-out waiting for room.
+        listener.closed = listener.detached = True
         while not listener.queue.empty():
             listener.queue.get_nowait()
 

@@ -145,7 +145,12 @@ def stream_handler(hub: TopicHub, method: str, batch_cls: type) -> Callable[...,
             code = grpc.StatusCode.OK
         finally:
             hub.detach(listener)
+            if listener.overflowed:
+                code = grpc.StatusCode.RESOURCE_EXHAUSTED
             timer.done(code)
+        if listener.overflowed:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "this stream fell too far behind and was cut "
+                                "off; reconnect with after_sequence set to the last sequence you received")
 
     return handle
 

@@ -67,3 +67,16 @@ async def test_client_with_the_token_passes_auth(bus):
         await server.stop(0)
 
     assert len(instruments) == 1
+
+
+async def test_each_rpc_is_counted_by_method_and_status_code(addr):
+    from prometheus_client import REGISTRY
+
+    labels = {"method": rpc.GET_ORDER, "code": "NOT_FOUND"}
+    before = REGISTRY.get_sample_value("neopulse_grpc_requests_total", labels) or 0
+    async with NeoPulseClient(addr) as client:
+        with pytest.raises(errors.NotFound):
+            await client.get_order("NOPE")
+
+    assert REGISTRY.get_sample_value("neopulse_grpc_requests_total", labels) == before + 1
+    assert REGISTRY.get_sample_value("neopulse_grpc_request_duration_seconds_count", labels) >= 1

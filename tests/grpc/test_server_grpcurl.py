@@ -65,6 +65,7 @@ async def test_stream_ticks_sends_only_the_requested_tokens_and_ends_cleanly_on_
     bus.publish_nowait(Topic.TICKS, market_pb2.TickBatch(ticks=[
         market_pb2.Tick(token=2885, ltp_paise=250_000), market_pb2.Tick(token=11536, ltp_paise=400_000)]))
     bus.publish_nowait(Topic.TICKS, market_pb2.TickBatch(ticks=[market_pb2.Tick(token=2885, ltp_paise=250_005)]))
+    await bus.drain()
     await wait_for(lambda: hub.listener_count == 1 and not any(x.queue.qsize() for x in hub._listeners))
 
     await server.stop(2.0)

@@ -1,0 +1,73 @@
+"""Server streams: resume from the replay ring, request filters, and slow order-path clients cut off."""
+
+import asyncio
+
+from shared import rpc
+from shared.bus import Topic
+from shared.client import NeoPulseClient
+from shared.contracts import strategy_pb2, strategy_pb2_grpc, trading_pb2
+from shared.grpc.hub import TopicHub
+from tests.grpc.conftest import wait_for
+
+
+async def first_n(stream, n: int) -> list:
+    items = []
+    async for item in stream:
+        items.append(item)
+        if len(items) == n:
+            break
+    return items
+
+
+async def test_order_updates_resume_after_a_sequence_from_the_replay_ring(bus, addr):
+    for seq in (1, 2, 3):
+        await bus.publish(Topic.ORDER_UPDATES, trading_pb2.OrderUpdate(internal_id=f"ORD-{seq}", sequence=seq))
+    await bus.drain()
+
+    async with NeoPulseClient(addr) as client:
+        updates = await asyncio.wait_for(first_n(client.stream_order_updates(after_sequence=1), 2), 5)
+
+    assert [u.sequence for u in updates] == [2, 3]
+
+
+async def test_signal_stream_sends_only_the_requested_strategies(bus, server, addr):
+    hub = server.hubs[rpc.method("StrategyService", "StreamSignals")]
+    async with NeoPulseClient(addr) as client:
+        call = strategy_pb2_grpc.StrategyServiceStub(client.channel).StreamSignals(
+            strategy_pb2.StreamSignalsRequest(strategies=["orb"]))
+        await wait_for(lambda: hub.listener_count == 1)
+        await bus.publish(Topic.SIGNALS, trading_pb2.Signal(strategy="momentum_rsi", sequence=1))
+        await bus.publish(Topic.SIGNALS, trading_pb2.Signal(strategy="orb", sequence=2))
+        batch = await asyncio.wait_for(call.read(), 5)
+        call.cancel()
+
+    assert [(s.strategy, s.sequence) for s in batch.signals] == [("orb", 2)]
+
+
+async def test_decision_stream_with_rejections_only_skips_accepted_orders(bus, server, addr):
+    from shared.contracts import risk_pb2, risk_pb2_grpc
+
+    hub = server.hubs[rpc.method("RiskService", "StreamDecisions")]
+    async with NeoPulseClient(addr) as client:
+        call = risk_pb2_grpc.RiskServiceStub(client.channel).StreamDecisions(
+            risk_pb2.StreamDecisionsRequest(rejections_only=True))
+        await wait_for(lambda: hub.listener_count == 1)
+        await bus.publish(Topic.ORDERS, trading_pb2.RiskDecision(accepted=True, sequence=1))
+        await bus.publish(Topic.ORDERS, trading_pb2.RiskDecision(accepted=False, reason_code="MAX_QTY", sequence=2))
+        batch = await asyncio.wait_for(call.read(), 5)
+        call.cancel()
+
+    assert [d.reason_code for d in batch.decisions] == ["MAX_QTY"]
+
+
+async def test_a_stuck_order_update_stream_is_cut_off_instead_of_blocking_the_bus(bus):
+    hub = TopicHub(bus, Topic.ORDER_UPDATES, replay_size=100, listener_maxsize=2, slow_s=0.05)
+    _, listener = hub.attach()  # a client that never reads
+
+    for seq in range(1, 6):
+        await bus.publish(Topic.ORDER_UPDATES, trading_pb2.OrderUpdate(sequence=seq))
+    drained = await bus.drain(timeout=5)
+
+    assert drained is True
+    assert listener.overflowed is True and hub.listener_count == 0
+    assert [u.sequence for u in hub.ring] == [1, 2, 3, 4, 5]
