@@ -85,9 +85,9 @@ class NeoPulseClient:
         return list(reply.instruments)
 
     # -- orders ----------------------------------------------------------------------------------
-    async def place_order(self, instrument: market_pb2.Instrument, side: int, quantity: int, *,
-                          price_paise: int = 0, order_type: int = t.ORDER_TYPE_LIMIT,
-                          product: int = t.PRODUCT_MIS, trigger_price_paise: int = 0,
+    async def place_order(self, instrument: market_pb2.Instrument, side: t.Side, quantity: int, *,
+                          price_paise: int = 0, order_type: t.OrderType = t.ORDER_TYPE_LIMIT,
+                          product: t.Product = t.PRODUCT_MIS, trigger_price_paise: int = 0,
                           client_order_id: str | None = None, strategy_tag: str = "MANUAL") -> t.OrderUpdate:
         """A manual order through risk; returns the order as the OMS booked it. Prices in paise."""
         order = t.OrderRequest(

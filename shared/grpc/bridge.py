@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from prometheus_client import Counter
 
@@ -29,7 +30,7 @@ DUPLICATES = Counter("neopulse_grpc_bridge_duplicates_dropped", "Stream messages
 FORWARD_FAILED = Counter("neopulse_grpc_bridge_notifications_failed", "Notifications the notifier did not take")
 
 
-def method_types(method: str) -> tuple[type, type]:
+def method_types(method: str) -> tuple[type[Message], type[Message]]:
     """(request class, response class) of a full method name such as rpc.PLACE_ORDER."""
     _, service_full, name = method.split("/")
     m = rpc.DESCRIPTORS[service_full.split(".")[-1]].methods_by_name[name]

@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
 from shared import rpc
@@ -93,7 +94,7 @@ def element_filter(request: Any) -> Callable[[Any], bool] | None:
 class StreamPacker:
     """Turns bus messages into the RPC's batch messages (TickBatch, SignalBatch, ...)."""
 
-    def __init__(self, batch_cls: type, batched_topic: bool) -> None:
+    def __init__(self, batch_cls: type[Message], batched_topic: bool) -> None:
         self.batch_cls = batch_cls
         self.field = batch_cls.DESCRIPTOR.fields[0].name
         self.batched_topic = batched_topic  # ticks/candles travel on the bus as batches already
@@ -124,7 +125,7 @@ async def _next_messages(listener: Listener) -> list[Any] | None:
     return msgs
 
 
-def stream_handler(hub: TopicHub, method: str, batch_cls: type) -> Callable[..., AsyncIterator[Any]]:
+def stream_handler(hub: TopicHub, method: str, batch_cls: type[Message]) -> Callable[..., AsyncIterator[Any]]:
     packer = StreamPacker(batch_cls, hub.topic.lossy)
 
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
