@@ -79,6 +79,17 @@ def register_test_handlers(bus: Bus) -> None:
     bus.handle(rpc.SET_KILL_SWITCH, set_kill_switch)
 
 
+@pytest.fixture(scope="session")
+def cert(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed (cert, key) for 127.0.0.1 and localhost, made with the openssl CLI."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
 @pytest.fixture
 async def bus():
     bus = Bus()

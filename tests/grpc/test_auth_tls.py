@@ -1,7 +1,5 @@
 """Bearer-token auth and TLS on the gRPC server, through the real grpcurl."""
 
-import subprocess
-
 import pytest
 from pydantic import SecretStr
 
@@ -27,16 +25,6 @@ def protoset(tmp_path) -> list[str]:
     from shared.contracts import ingestion_pb2
 
     return ["-protoset", write_protoset(tmp_path / "set.pb", ingestion_pb2, health_pb2)]
-
-
-@pytest.fixture(scope="module")
-def cert(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                   check=True, capture_output=True)
-    return cert, key
 
 
 async def test_rpc_without_a_token_is_unauthenticated(token_addr, protoset):

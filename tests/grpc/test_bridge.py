@@ -163,3 +163,27 @@ async def test_local_notifications_reach_the_remote_notifier(running):
     assert received == ["Order filled"]
 
 
+
+
+async def test_unary_proxy_works_over_tls_with_the_shared_token(running, cert):
+    from pydantic import SecretStr
+
+    from shared.grpc.auth import auth_metadata
+
+    settings = GrpcSettings(auth_token=SecretStr("split-token"), tls_cert_file=cert[0], tls_key_file=cert[1])
+    upstream, local, anonymous = running(), running(), running()
+    register_test_handlers(upstream)
+    server = GrpcServer(upstream, ["OrderService"], settings)
+    await server.start()
+    channel = open_channel(f"127.0.0.1:{server.bound_port}", settings)
+    install_unary_proxy(local, channel, rpc.GET_ORDER, auth_metadata("split-token"))
+    install_unary_proxy(anonymous, channel, rpc.GET_ORDER)
+    try:
+        reply = await local.call(rpc.GET_ORDER, oms_pb2.GetOrderRequest(order_id=KNOWN_ORDER))
+        with pytest.raises(errors.ConfigError, match="auth_token"):
+            await anonymous.call(rpc.GET_ORDER, oms_pb2.GetOrderRequest(order_id=KNOWN_ORDER))
+    finally:
+        await channel.close()
+        await server.stop(0)
+
+    assert reply.order.internal_id == KNOWN_ORDER
