@@ -215,7 +215,7 @@ class EmbeddedPostgres:
             except subprocess.CalledProcessError:
                 err.seek(0)
                 self.last_error = err.read().strip().replace("\n", " | ")
-                log.warning("postgres command failed", extra={"command": exe, "error": self.last_error})
+                log.warning("postgres %s failed: %s", exe, self.last_error)
                 raise
 
 

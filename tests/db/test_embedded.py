@@ -24,38 +24,38 @@ async def _query(dsn: str, sql: str):
         await conn.close()
 
 
-async def test_a_restarted_server_keeps_its_data(tmp_path):
-    async with EmbeddedPostgres(tmp_path) as dsn:
+async def test_a_restarted_server_keeps_its_data(home):
+    async with EmbeddedPostgres(home) as dsn:
         await _query(dsn, "CREATE TABLE kept AS SELECT 42 AS answer")
 
-    async with EmbeddedPostgres(tmp_path) as dsn:
+    async with EmbeddedPostgres(home) as dsn:
         assert await _query(dsn, "SELECT answer FROM kept") == 42
 
 
-async def test_a_stale_postmaster_pid_from_a_crashed_run_is_recovered(tmp_path):
-    async with EmbeddedPostgres(tmp_path):
+async def test_a_stale_postmaster_pid_from_a_crashed_run_is_recovered(home):
+    async with EmbeddedPostgres(home):
         pass
     # A crashed run leaves its pid file; the pid now belongs to some other live process (here: this one).
-    (tmp_path / "pgdata" / "postmaster.pid").write_text(f"{os.getpid()}\n{tmp_path}\n0\n5432\n\n\n\n")
+    (home / "pgdata" / "postmaster.pid").write_text(f"{os.getpid()}\n{home}\n0\n5432\n\n\n\n")
 
-    async with EmbeddedPostgres(tmp_path) as dsn:
+    async with EmbeddedPostgres(home) as dsn:
         assert await _query(dsn, "SELECT 1") == 1
 
 
-async def test_an_orphaned_server_left_running_by_a_crashed_owner_is_replaced(tmp_path):
-    crashed = EmbeddedPostgres(tmp_path)
+async def test_an_orphaned_server_left_running_by_a_crashed_owner_is_replaced(home):
+    crashed = EmbeddedPostgres(home)
     await asyncio.to_thread(crashed.start)
     orphan_pid = _read_pidfile(crashed.pgdata)[0]
     crashed._release_lock()  # the owner died without stopping its server
 
-    async with EmbeddedPostgres(tmp_path) as dsn:
+    async with EmbeddedPostgres(home) as dsn:
         assert await _query(dsn, "SELECT 1") == 1
         assert _read_pidfile(crashed.pgdata)[0] != orphan_pid
 
 
-async def test_a_second_process_shares_a_running_server_without_stopping_it(tmp_path):
-    async with EmbeddedPostgres(tmp_path) as dsn:
-        other = EmbeddedPostgres(tmp_path)
+async def test_a_second_process_shares_a_running_server_without_stopping_it(home):
+    async with EmbeddedPostgres(home) as dsn:
+        other = EmbeddedPostgres(home)
         other._take_lock = lambda: False  # the lock is held by "another process"
         shared_dsn = await asyncio.to_thread(other.start)
         await asyncio.to_thread(other.stop)
@@ -64,8 +64,8 @@ async def test_a_second_process_shares_a_running_server_without_stopping_it(tmp_
         assert await _query(dsn, "SELECT 1") == 1
 
 
-async def test_open_database_without_url_starts_embedded_and_migrates(tmp_path):
-    db = await open_database(None, tmp_path)
+async def test_open_database_without_url_starts_embedded_and_migrates(home):
+    db = await open_database(None, home)
     try:
         tables = await db.pool.fetchval("SELECT count(*) FROM pg_tables WHERE tablename = 'order_ledger'")
         days = await partitions.existing_days(db.pool)
@@ -78,19 +78,19 @@ async def test_open_database_without_url_starts_embedded_and_migrates(tmp_path):
     assert "embedded PostgreSQL 127.0.0.1:" in described and "/neopulse" in described
 
 
-async def test_an_unreachable_database_url_is_a_config_error_naming_host_port_and_db(tmp_path):
+async def test_an_unreachable_database_url_is_a_config_error_naming_host_port_and_db(home):
     with pytest.raises(ConfigError) as err:
-        await open_database("postgresql://trader:hunter2@127.0.0.1:1/ledger", tmp_path)
+        await open_database("postgresql://trader:hunter2@127.0.0.1:1/ledger", home)
 
     assert "127.0.0.1:1/ledger" in str(err.value)
     assert "hunter2" not in str(err.value)
 
 
-async def test_a_wrong_password_is_a_config_error_that_does_not_echo_it(pg_server, tmp_path):
+async def test_a_wrong_password_is_a_config_error_that_does_not_echo_it(pg_server, home):
     host_part = pg_server.split("@", 1)[1]
 
     with pytest.raises(ConfigError) as err:
-        await open_database(f"postgresql://postgres:wrong-secret@{host_part}", tmp_path)
+        await open_database(f"postgresql://postgres:wrong-secret@{host_part}", home)
 
     assert "authentication failed" in str(err.value)
     assert "wrong-secret" not in str(err.value)

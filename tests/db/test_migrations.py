@@ -62,25 +62,25 @@ async def test_status_lists_pending_migrations_before_and_applied_ones_after(emp
     assert all(s.applied_at is not None for s in after)
 
 
-async def test_an_applied_migration_edited_afterwards_is_refused(empty_db, tmp_path):
-    (tmp_path / "0001_first.sql").write_text("CREATE TABLE a (x int);")
+async def test_an_applied_migration_edited_afterwards_is_refused(empty_db, home):
+    (home / "0001_first.sql").write_text("CREATE TABLE a (x int);")
     conn = await asyncpg.connect(empty_db)
     try:
-        await migrate.migrate(conn, tmp_path)
-        (tmp_path / "0001_first.sql").write_text("CREATE TABLE a (x bigint);")
+        await migrate.migrate(conn, home)
+        (home / "0001_first.sql").write_text("CREATE TABLE a (x bigint);")
         with pytest.raises(ConfigError, match=r"0001_first\.sql changed"):
-            await migrate.migrate(conn, tmp_path)
+            await migrate.migrate(conn, home)
     finally:
         await conn.close()
 
 
-async def test_a_failing_migration_leaves_nothing_half_applied(empty_db, tmp_path):
-    (tmp_path / "0001_ok.sql").write_text("CREATE TABLE ok (x int);")
-    (tmp_path / "0002_bad.sql").write_text("CREATE TABLE half (x int); SELECT no_such_function();")
+async def test_a_failing_migration_leaves_nothing_half_applied(empty_db, home):
+    (home / "0001_ok.sql").write_text("CREATE TABLE ok (x int);")
+    (home / "0002_bad.sql").write_text("CREATE TABLE half (x int); SELECT no_such_function();")
     conn = await asyncpg.connect(empty_db)
     try:
         with pytest.raises(asyncpg.UndefinedFunctionError):
-            await migrate.migrate(conn, tmp_path)
+            await migrate.migrate(conn, home)
         half = await conn.fetchval("SELECT to_regclass('half') IS NOT NULL")
         versions = [r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")]
     finally:
