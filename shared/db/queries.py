@@ -27,12 +27,16 @@ def _ns(ts: datetime) -> int:
     return (ts - _EPOCH) // timedelta(microseconds=1) * 1000
 
 
-async def ticks(pool: asyncpg.Pool, token: int, start_ns: int, end_ns: int,
+async def ticks(pool: asyncpg.Pool, token: int | None, start_ns: int, end_ns: int,
                 limit: int = 100_000) -> list[market_pb2.Tick]:
-    """Ticks of `token` with start_ns <= ts < end_ns, in arrival order."""
-    rows = await pool.fetch("""
-        SELECT * FROM market_ticks WHERE token = $1 AND ts >= $2 AND ts < $3 ORDER BY ts, seq LIMIT $4""",
-                            token, _ts(start_ns), _ts(end_ns), limit)
+    """Ticks with start_ns <= ts < end_ns in arrival order, of one token or (None) of all (replay)."""
+    # Two statements, not "$1 IS NULL OR token = $1": a generic plan of that could not use the (token, ts) key.
+    if token is None:
+        rows = await pool.fetch("SELECT * FROM market_ticks WHERE ts >= $1 AND ts < $2 ORDER BY ts, seq LIMIT $3",
+                                _ts(start_ns), _ts(end_ns), limit)
+    else:
+        rows = await pool.fetch("SELECT * FROM market_ticks WHERE token = $1 AND ts >= $2 AND ts < $3 "
+                                "ORDER BY ts, seq LIMIT $4", token, _ts(start_ns), _ts(end_ns), limit)
     return [market_pb2.Tick(token=r["token"], exchange_segment=r["exchange_segment"], ts_ns=_ns(r["ts"]),
                             ltp_paise=r["ltp"], ltq=r["ltq"], volume=r["volume"], bid_paise=r["bid"],
                             ask_paise=r["ask"], bid_qty=r["bid_qty"], ask_qty=r["ask_qty"], open_paise=r["open"],

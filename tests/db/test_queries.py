@@ -85,3 +85,11 @@ async def test_upserting_instruments_inserts_new_ones_and_updates_known_ones(db_
     got = await load_instruments(db_pool)
     assert [(i.exchange_segment, i.symbol, i.tick_size_paise, i.freeze_quantity) for i in got] == [
         ("bse_cm", "RELIANCE", 5, 0), ("nse_cm", "RELIANCE-EQ", 10, 50_000)]
+
+
+async def test_ticks_of_all_tokens_come_in_time_order_for_replay(db_pool):
+    await _store(db_pool, [tick(2, T0 + 2 * NS, 202), tick(1, T0 + 1 * NS, 101), tick(3, T0 + 3 * NS, 303)])
+
+    got = await queries.ticks(db_pool, None, T0, T0 + 60 * NS)
+
+    assert [x.token for x in got] == [1, 2, 3]
