@@ -22,7 +22,8 @@ class Ledger(Protocol):
 
     async def record(self, update: trading_pb2.OrderUpdate, audit: dict[str, Any]) -> None:
         """Persist one transition: the row's status, fills, exchange id, reason and updated_at;
-        append the update to order_events; merge `audit` (broker request/response) into metadata."""
+        append the update to order_events; merge `audit` (broker request/response) into metadata.
+        Audit values are JSON-able or protobuf messages (stored as their JSON form)."""
 
     async def get(self, order_id: str) -> trading_pb2.OrderUpdate | None:
         """By internal_id or client_order_id."""
