@@ -146,6 +146,11 @@ class SplitProcess:
             bridge_tasks = self._connect(tg, forwarder_needed)
             if rpc.LIST_INSTRUMENTS in NEEDS[self.module].requests:
                 await self._wait_serving("ingestion", stop)
+            if stop.is_set():  # asked to stop while waiting for ingestion: nothing started yet
+                await server.stop(0)
+                for task in (*bridge_tasks, bus_task):
+                    task.cancel()
+                return
             await component.start()
             module_task = tg.create_task(component.run(), name=f"{self.module}:run")
             server.set_serving(SERVICE_OF[self.module], True)

@@ -77,6 +77,7 @@ class StreamBridge:
         self.resumable = "after_sequence" in req_cls.DESCRIPTOR.fields_by_name
         self.last_sequence = 0
         self.published = 0
+        self.attempts = 0
         self.connected = asyncio.Event()
         self._call = channel.unary_stream(method, request_serializer=req_cls.SerializeToString,
                                           response_deserializer=resp_cls.FromString)
@@ -84,12 +85,15 @@ class StreamBridge:
     async def run(self) -> None:
         """Forever: stream, republish, and on any break reconnect with backoff (cancel to stop)."""
         while True:
+            was_connected = self.connected.is_set() or not self.attempts
+            self.attempts += 1
             try:
                 await self._stream_once()
                 log.info("upstream stream ended; reconnecting", extra={"method": self.method})
             except grpc.aio.AioRpcError as err:
-                log.warning("upstream stream failed; reconnecting",
-                            extra={"method": self.method, "code": err.code().name, "detail": err.details()})
+                # Warn once per outage; the retries that follow are debug noise.
+                log.log(logging.WARNING if was_connected else logging.DEBUG, "upstream stream failed; reconnecting",
+                        extra={"method": self.method, "code": err.code().name, "detail": err.details()})
             self.connected.clear()
             RECONNECTS.labels(self.method).inc()
             await self.backoff.wait()
@@ -102,6 +106,7 @@ class StreamBridge:
         call = self._call(request, metadata=self.metadata)
         await call.wait_for_connection()
         self.connected.set()
+        log.info("upstream stream connected", extra={"method": self.method, "after_sequence": self.last_sequence})
         async for batch in call:
             self.backoff.reset()
             await self._publish(batch)
