@@ -1,4 +1,4 @@
-"""`neopulse db migrate` and `neopulse db status`: apply or list schema migrations.
+"""`neopulse db migrate|status|psql`: apply or list schema migrations, or open psql on the database.
 
 Uses DATABASE_URL / NEOPULSE_DATABASE_URL, or the embedded server in --data-dir (default .neopulse).
 """
@@ -8,13 +8,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from shared.db import migrate
 from shared.db.database import connect_pool, where_of
-from shared.db.embedded import EmbeddedPostgres
+from shared.db.embedded import POSTGRES_BIN_PATH, EmbeddedPostgres
 from shared.errors import ConfigError
 
 
@@ -27,6 +29,11 @@ def add_parser(sub: Any) -> None:
         q.add_argument("--data-dir", type=Path, default=Path(os.environ.get("NEOPULSE_DATA_DIR", ".neopulse")),
                        help="embedded PostgreSQL home when DATABASE_URL is not set (default .neopulse)")
         q.set_defaults(handler=lambda args, fn=handler: _main(fn, args))
+    q = db_sub.add_parser("psql", help="psql on the database (more psql arguments after --)")
+    q.add_argument("--data-dir", type=Path, default=Path(os.environ.get("NEOPULSE_DATA_DIR", ".neopulse")))
+    q.add_argument("-c", "--command", help="run one SQL command and exit")
+    q.add_argument("psql_args", nargs=argparse.REMAINDER)
+    q.set_defaults(handler=_psql)
 
 
 def database_url() -> str | None:
@@ -77,3 +84,27 @@ async def _status(conn: Any, where: str) -> int:
         pending += m.applied_at is None
         print(f"  {m.version:04d}_{m.name}  {state}")
     return 1 if pending else 0
+
+
+def _psql(args: argparse.Namespace) -> int:
+    """Run the bundled psql; the password goes in PGPASSWORD, never on the command line."""
+    url = database_url()
+    server = None
+    try:
+        if url is None:
+            from shared.db.database import EMBEDDED_DB_NAME, ensure_database
+
+            server = EmbeddedPostgres(args.data_dir)
+            url = asyncio.run(ensure_database(server.start(), EMBEDDED_DB_NAME))
+        parts = urlsplit(url)
+        netloc = f"{parts.username or ''}@{parts.hostname}:{parts.port or 5432}"
+        env = {**os.environ, "PGPASSWORD": unquote(parts.password or "")}
+        dsn = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+        extra = [a for a in args.psql_args if a != "--"] + (["-c", args.command] if args.command else [])
+        return subprocess.call([str(POSTGRES_BIN_PATH / "psql"), dsn, *extra], env=env)
+    except ConfigError as exc:
+        print(f"neopulse: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if server is not None:
+            server.stop()

@@ -46,3 +46,10 @@ def test_db_migrate_with_an_unreachable_url_exits_2_naming_the_server(monkeypatc
 
     assert code == 2
     assert "127.0.0.1:1/nowhere" in capsys.readouterr().err
+
+
+def test_db_psql_runs_a_command_on_the_database(empty_url, capfd):
+    code = main(["db", "psql", "-c", "SELECT 40 + 2 AS answer"])
+
+    assert code == 0
+    assert "42" in capfd.readouterr().out
