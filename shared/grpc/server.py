@@ -128,17 +128,3 @@ class GrpcServer:
         for hub in self.hubs.values():
             hub.unsubscribe()
         self._server = None
-
-    async def wait(self) -> None:
-        """Block until the server terminates (owned by the process TaskGroup)."""
-        if self._server is not None:
-            await self._server.wait_for_termination()
-
-    async def serve_forever(self) -> None:
-        """start() then wait; stop(grace) when cancelled. Shape for a TaskGroup task."""
-        if self._server is None:
-            await self.start()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await self.stop()
