@@ -39,8 +39,8 @@ START_TIMEOUT_S = 30.0
 class EmbeddedPostgres:
     """One cluster in `data_dir`: data_dir/pgdata (the cluster), postgres.password, postgres.lock.
 
-    start() initialises the cluster on first use (reused afterwards), recovers a stale postmaster.pid or an
-    orphaned server left by a crashed run, and starts postgres on 127.0.0.1:port (a free port unless given).
+    start() initialises the cluster on first use (reused afterwards), removes a stale postmaster.pid, adopts a
+    server a crashed run left running, or starts postgres on 127.0.0.1:port (a free port unless given).
     The lock file marks the owning process; a second process finding the server running shares it instead.
     """
 
@@ -66,8 +66,7 @@ class EmbeddedPostgres:
             password = self._password()
             if not (self.pgdata / "PG_VERSION").exists():
                 self._initdb(password)
-            self._recover_stale()
-            port = self._launch()
+            port = self._recover_stale() or self._launch()
         except BaseException:
             self._release_lock()
             raise
@@ -112,7 +111,7 @@ class EmbeddedPostgres:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             pid, port, status = _read_pidfile(self.pgdata)
-            if pid and port and status == "ready" and psutil.pid_exists(pid):
+            if pid and port and status == "ready" and _alive(pid):
                 self.dsn = _dsn(self._password(), port)
                 return self.dsn
             time.sleep(0.1)
@@ -159,12 +158,16 @@ class EmbeddedPostgres:
         finally:
             pwfile.unlink(missing_ok=True)
 
-    def _recover_stale(self) -> None:
-        """We hold the lock, so nobody else owns this cluster: a live postmaster is an orphan, a dead pid is stale."""
-        pid, _, _ = _read_pidfile(self.pgdata)
+    def _recover_stale(self) -> int | None:
+        """We hold the lock, so no live process owns this cluster. A server still running (its owner crashed) is
+        adopted, keeping its port so processes sharing it stay connected; a pid file of a dead server is removed."""
+        pid, port, status = _read_pidfile(self.pgdata)
         if not pid:
-            return
+            return None
         if _is_postmaster_of(pid, self.pgdata):
+            if status == "ready" and port and self.port in (None, port) and _accepts(port):
+                log.warning("adopting an embedded postgres left by a crashed run", extra={"pid": pid, "port": port})
+                return port
             log.warning("stopping an orphaned embedded postgres", extra={"pid": pid, "pgdata": str(self.pgdata)})
             with contextlib.suppress(subprocess.CalledProcessError):
                 self._run("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "30", "stop")
@@ -172,6 +175,7 @@ class EmbeddedPostgres:
         if pidfile.exists():
             log.warning("removing a stale postmaster.pid", extra={"pid": pid, "pgdata": str(self.pgdata)})
             pidfile.unlink()
+        return None
 
     def _launch(self) -> int:
         """Start on a free port (retried: another process may take it first) or on the given one."""
@@ -198,7 +202,7 @@ class EmbeddedPostgres:
             pid, pid_port, status = _read_pidfile(self.pgdata)
             if pid and pid_port == port and status == "ready" and _accepts(port):
                 return True
-            if pid and not psutil.pid_exists(pid):
+            if pid and not _alive(pid):
                 return False  # it died (port taken, bad option): the log says why
             time.sleep(0.02)
         with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
@@ -249,9 +253,19 @@ def _read_pidfile(pgdata: Path) -> tuple[int, int, str]:
     return pid, port, status
 
 
+def _alive(pid: int) -> bool:
+    """A running process (a zombie is not: pid 1 in a container may never reap our daemonised postmaster)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _is_postmaster_of(pid: int, pgdata: Path) -> bool:
     try:
         proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
         return proc.name() == "postgres" and str(pgdata) in " ".join(proc.cmdline())
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False

@@ -12,7 +12,7 @@ import pytest
 from shared.clock import day_of
 from shared.db import partitions
 from shared.db.database import open_database
-from shared.db.embedded import EmbeddedPostgres, _read_pidfile
+from shared.db.embedded import EmbeddedPostgres, _alive, _read_pidfile
 from shared.errors import ConfigError
 
 
@@ -42,15 +42,17 @@ async def test_a_stale_postmaster_pid_from_a_crashed_run_is_recovered(home):
         assert await _query(dsn, "SELECT 1") == 1
 
 
-async def test_an_orphaned_server_left_running_by_a_crashed_owner_is_replaced(home):
+async def test_a_server_left_running_by_a_crashed_owner_is_adopted_and_stopped_by_the_new_owner(home):
     crashed = EmbeddedPostgres(home)
-    await asyncio.to_thread(crashed.start)
+    old_dsn = await asyncio.to_thread(crashed.start)
     orphan_pid = _read_pidfile(crashed.pgdata)[0]
     crashed._release_lock()  # the owner died without stopping its server
 
     async with EmbeddedPostgres(home) as dsn:
+        assert (dsn, _read_pidfile(crashed.pgdata)[0]) == (old_dsn, orphan_pid)
         assert await _query(dsn, "SELECT 1") == 1
-        assert _read_pidfile(crashed.pgdata)[0] != orphan_pid
+
+    assert not _alive(orphan_pid)
 
 
 async def test_a_second_process_shares_a_running_server_without_stopping_it(home):
