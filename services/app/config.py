@@ -5,6 +5,7 @@ Module settings live beside each module; this is what the process itself needs.
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +31,8 @@ class AppSettings(ModuleSettings):
     # Simulated session clock speed for paper runs on generated data (1 = real time, 60 = a minute a second).
     speed: float = Field(default=1.0, gt=0, le=10_000)
     seed: int = 7
+    # source = "replay": the IST trading day to replay from market_ticks (default: the latest stored day).
+    replay_day: date | None = None
     # PostgreSQL: an external server when set; otherwise an embedded one in data_dir/pgdata.
     database_url: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("database_url", "NEOPULSE_DATABASE_URL", "DATABASE_URL"))

@@ -16,7 +16,7 @@ from typing import Any
 from services.app.config import AppSettings
 from shared import config as cfg
 from shared.bus import Bus, Topic
-from shared.clock import Clock, RealClock, SimClock
+from shared.clock import Clock, ManualClock, RealClock, SimClock
 from shared.component import Component
 from shared.contracts import ops_pb2
 from shared.errors import ConfigError
@@ -67,14 +67,19 @@ class Monolith:
             self.clock = RealClock()
         elif s.source in ("synthetic", "simulator"):
             self.clock = SimClock(speed=s.speed)
-        source, broker = await self._market_and_broker()
+        if s.source == "replay":
+            self.clock = ManualClock(0)  # follows the replayed ticks
         ledger, tick_sink, instrument_sink = await self._persistence()
+        source, broker = await self._market_and_broker()
+        if s.source == "replay":
+            tick_sink = instrument_sink = None  # the ticks are already stored
         self.components = self._modules(source, broker, ledger, tick_sink, instrument_sink)
 
     async def _market_and_broker(self) -> tuple[Any, Any]:
         from services.app import wiring
 
-        return await wiring.market_and_broker(self.settings, self.toml, self.clock, self.res, self.info)
+        return await wiring.market_and_broker(self.settings, self.toml, self.clock, self.res, self.info,
+                                              self.database)
 
     async def _persistence(self) -> tuple[Any, Any, Any]:
         from services.app import wiring
@@ -128,12 +133,13 @@ class Monolith:
     async def _start_all(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[Any]]:
         from services.app import wiring
 
+        self.grpc, self.bound_port = await wiring.start_grpc(self.bus, self.toml, self.settings.grpc_host,
+                                                             self.grpc_port)
         runners = []
         for comp in self.components:
             await comp.start()
             runners.append(tg.create_task(comp.run(), name=f"{comp.name}:run"))
-        self.grpc, self.bound_port = await wiring.start_grpc(self.bus, self.toml, self.settings.grpc_host,
-                                                             self.grpc_port)
+        self.grpc.set_all_serving()
         return runners
 
     async def _stop_all(self, runners: list[asyncio.Task[Any]]) -> None:

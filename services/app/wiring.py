@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 async def market_and_broker(settings: AppSettings, toml: dict[str, Any], clock: Clock, res: Any,
-                            info: dict[str, str]) -> tuple[Any, Any]:
+                            info: dict[str, str], database: Any = None) -> tuple[Any, Any]:
     """(MarketSource, Broker) for the configured mode and source."""
     from services.ingestion.config import IngestionSettings
     from services.oms.charges import ChargeModel
@@ -30,6 +30,9 @@ async def market_and_broker(settings: AppSettings, toml: dict[str, Any], clock: 
 
         source = SyntheticSource(ingestion, clock, settings.symbols, seed=settings.seed)
         return source, VirtualBroker(None, ChargeModel.from_settings(oms), clock)
+    if settings.source == "replay":
+        return await _replay(settings, clock, database, info), VirtualBroker(None, ChargeModel.from_settings(oms),
+                                                                             clock)
     inner, source = await _kotak(settings, toml, clock, res, info)
     if settings.mode == "live":
         return source, inner
@@ -61,6 +64,27 @@ async def _kotak(settings: AppSettings, toml: dict[str, Any], clock: Clock, res:
     return broker, source
 
 
+async def _replay(settings: AppSettings, clock: Any, database: Any, info: dict[str, str]) -> Any:
+    """Stored ticks of one IST day, paced at `speed` (paper orders only: replays never reach a broker)."""
+    from services.ingestion.replay import ReplaySource
+    from shared.clock import ist_ns
+    from shared.errors import ConfigError
+
+    if database is None:
+        raise ConfigError("source=replay reads market_ticks: it needs the database (drop --no-db)")
+    day = settings.replay_day
+    if day is None:
+        latest = await database.pool.fetchval("SELECT max(ts) FROM market_ticks")
+        if latest is None:
+            raise ConfigError("source=replay: market_ticks is empty; run once on the simulator or Kotak first")
+        from shared.clock import IST
+
+        day = latest.astimezone(IST).date()
+    info["replay"] = f"{day} at {settings.speed:g}x"
+    return ReplaySource(database.pool, settings.symbols, ist_ns(day, 0, 0), ist_ns(day, 23, 59, 59), clock,
+                        settings.speed)
+
+
 async def persistence(app: Any, settings: AppSettings, toml: dict[str, Any], res: Any,
                       info: dict[str, str]) -> tuple[Any, Any, Any]:
     """(Ledger, tick sink, instrument sink): PostgreSQL (embedded unless DATABASE_URL) or in memory."""
@@ -77,10 +101,10 @@ async def persistence(app: Any, settings: AppSettings, toml: dict[str, Any], res
 
     url = settings.database_url.get_secret_value() if settings.database_url else None
     db_settings = cfg.load(DatabaseSettings, toml)
-    db = await open_database(url, settings.data_dir, db_settings)
+    db = await open_database(url, settings.data_dir, db_settings, clock=app.clock)
     res.on_close(db.close)
     app.database = db
-    writer = TickWriter(db.pool, db_settings)
+    writer = TickWriter(db.pool, db_settings, clock=app.clock)
     res.long_lived.append(writer.run)
     res.on_close(writer.close)
     info["database"] = db.describe()
@@ -95,12 +119,10 @@ async def persistence(app: Any, settings: AppSettings, toml: dict[str, Any], res
 
 
 async def start_grpc(bus: Any, toml: dict[str, Any], host: str, port: int) -> tuple[Any, int]:
-    """One gRPC server exposing all five services over the bus (reflection + health)."""
+    """One gRPC server exposing all five services over the bus (reflection + health), NOT_SERVING until
+    the caller marks it ready; started before the modules so stream replay rings see every message."""
     from shared.grpc.server import GrpcServer, GrpcSettings
     from shared.rpc import SERVICES
 
     server = GrpcServer(bus, list(SERVICES), cfg.load(GrpcSettings, toml), host=host, port=port)
-    bound = await server.start()
-    for service in SERVICES:
-        server.set_serving(service, True)
-    return server, bound
+    return server, await server.start()

@@ -121,7 +121,8 @@ class IngestionModule(Component):
             kind=ops_pb2.NOTIFICATION_KIND_FEED, severity=ops_pb2.SEVERITY_WARNING, title="Feed stalled",
             text=text, ts_ns=time.time_ns(), source=self.name, fields={"source": self.source.name}))
 
-    async def _list_instruments(self, request: ingestion_pb2.ListInstrumentsRequest) -> ingestion_pb2.ListInstrumentsResponse:
+    async def _list_instruments(
+            self, request: ingestion_pb2.ListInstrumentsRequest) -> ingestion_pb2.ListInstrumentsResponse:
         return ingestion_pb2.ListInstrumentsResponse(instruments=self.instruments)
 
     async def _feed_status(self, request: ingestion_pb2.GetFeedStatusRequest) -> ingestion_pb2.GetFeedStatusResponse:
