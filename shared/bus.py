@@ -25,7 +25,8 @@ class Topic(enum.StrEnum):
     TICKS = "ticks"  # market_pb2.TickBatch
     CANDLES = "candles"  # market_pb2.CandleBatch
     SIGNALS = "signals"  # trading_pb2.Signal
-    ORDERS = "orders"  # trading_pb2.RiskDecision: accepted = validated order, else a rejection
+    # trading_pb2.RiskDecision: accepted = a validated order, else a rejection with its reason
+    ORDERS = "orders"
     ORDER_UPDATES = "order_updates"  # trading_pb2.OrderUpdate
     NOTIFICATIONS = "notifications"  # ops_pb2.Notification
     COMMANDS = "commands"  # ops_pb2.Command
@@ -38,7 +39,8 @@ class Topic(enum.StrEnum):
 
 PUBLISHED = Counter("neopulse_bus_published_messages", "Messages published", ["topic"])
 DROPPED = Counter("neopulse_bus_dropped_messages", "Messages dropped from a full lossy queue", ["topic", "subscriber"])
-HANDLER_ERRORS = Counter("neopulse_bus_handler_errors", "Handler exceptions (logged, not fatal)", ["topic", "subscriber"])
+HANDLER_ERRORS = Counter("neopulse_bus_handler_errors", "Handler exceptions (logged, not fatal)",
+                         ["topic", "subscriber"])
 QUEUE_DEPTH = Gauge("neopulse_bus_queue_depth_messages", "Messages waiting per subscriber", ["topic", "subscriber"])
 
 Handler = Callable[[Any], Awaitable[None]]
@@ -172,11 +174,11 @@ class Bus:
             await asyncio.gather(*tasks, return_exceptions=True)
             self._tasks.clear()
 
-    async def drain(self, timeout: float = 5.0) -> bool:
+    async def drain(self, within_s: float = 5.0) -> bool:
         """Wait until every subscriber's queue is empty (for clean shutdown and tests)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while any(s.queue.qsize() or s.queue._unfinished_tasks for s in self.subscriptions()  # type: ignore[attr-defined]
+        deadline = loop.time() + within_s
+        while any(s.queue._unfinished_tasks for s in self.subscriptions()  # type: ignore[attr-defined]
                   if s.handler is not None):
             if loop.time() > deadline:
                 return False

@@ -11,7 +11,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 IST = ZoneInfo("Asia/Kolkata")
-UTC = timezone.utc
+UTC = timezone.utc  # noqa: UP017 - kept as the name other modules import
 NS = 1_000_000_000
 MARKET_OPEN_IST = (9, 15)
 MARKET_CLOSE_IST = (15, 30)

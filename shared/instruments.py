@@ -39,10 +39,10 @@ class InstrumentBook:
     def __iter__(self):
         return iter(self._by_token.values())
 
-    async def load_from(self, bus: Bus, timeout: float = 30.0) -> None:
-        """Ask ingestion for the instruments, retrying until it answers or `timeout` passes."""
+    async def load_from(self, bus: Bus, within_s: float = 30.0) -> None:
+        """Ask ingestion for the instruments, retrying until it answers or `within_s` passes."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within_s
         while True:
             try:
                 reply = await bus.call(rpc.LIST_INSTRUMENTS, ingestion_pb2.ListInstrumentsRequest())

@@ -103,6 +103,18 @@ class PositionBook:
         return pos.apply_fill(req.side, update.last_fill_quantity, update.last_fill_price_paise,
                               update.last_fill_charges_paise)
 
+    def restore(self, position: trading_pb2.Position) -> PositionState:
+        """Re-seed one position from its snapshot (a restarted module asking the OMS)."""
+        pos = self.position(position.token, position.product or trading_pb2.PRODUCT_MIS)
+        pos.exchange_segment, pos.symbol = position.exchange_segment, position.symbol
+        pos.net_quantity = position.net_quantity
+        pos.open_cost_paise = position.net_quantity * position.average_price_paise
+        pos.realised_pnl_paise = position.realised_pnl_paise
+        pos.last_price_paise = position.last_price_paise
+        pos.buy_quantity, pos.sell_quantity = position.buy_quantity, position.sell_quantity
+        pos.charges_paise = position.charges_paise
+        return pos
+
     def mark(self, token: int, price_paise: int) -> None:
         for pos in self._by_token.get(token, ()):
             pos.last_price_paise = price_paise

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from shared.contracts import ops_pb2
 from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
+LongLived = Callable[[], Coroutine[Any, Any, Any]]
 
 
 @dataclass
@@ -29,7 +30,7 @@ class Resources:
     """What the monolith opened and must close, in reverse order."""
 
     closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
-    long_lived: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+    long_lived: list[LongLived] = field(default_factory=list)
 
     def on_close(self, fn: Callable[[], Awaitable[Any]]) -> None:
         self.closers.append(fn)
@@ -109,7 +110,7 @@ class Monolith:
         ]
 
     # -- running -------------------------------------------------------------------------------
-    async def run(self, duration: float | None = None, extra: list[Callable[[], Awaitable[Any]]] | None = None,
+    async def run(self, duration: float | None = None, extra: list[LongLived] | None = None,
                   stop: asyncio.Event | None = None) -> None:
         """Start everything, run until `duration` seconds pass or `stop` is set, then stop cleanly."""
         stop = stop or asyncio.Event()
@@ -149,7 +150,7 @@ class Monolith:
         for task in runners:
             task.cancel()
         await asyncio.gather(*runners, return_exceptions=True)
-        await self.bus.drain(timeout=2.0)
+        await self.bus.drain(within_s=2.0)
         for comp in reversed(self.components):
             try:
                 await comp.stop()

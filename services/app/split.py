@@ -92,7 +92,7 @@ NEEDS = {
     "ingestion": Needs(),
     "strategy": Needs(((TICKS, {}), (UPDATES, {})), (rpc.LIST_INSTRUMENTS,)),
     "risk": Needs(((SIGNALS, {}), (TICKS, {}), (UPDATES, {})),
-                  (rpc.LIST_INSTRUMENTS, rpc.CANCEL_ORDER, rpc.LIST_ORDERS)),
+                  (rpc.LIST_INSTRUMENTS, rpc.CANCEL_ORDER, rpc.LIST_ORDERS, rpc.LIST_POSITIONS)),
     "oms": Needs(((DECISIONS, {}), (CANDLES, {}), (TICKS, {})), (rpc.SUBMIT_ORDER, rpc.LIST_INSTRUMENTS)),
     "notifier": Needs(((DECISIONS, {"rejections_only": True}), (UPDATES, {})), COMMANDS),
 }
@@ -161,7 +161,7 @@ class SplitProcess:
             for task in (module_task, *bridge_tasks):
                 task.cancel()
             await asyncio.gather(module_task, *bridge_tasks, return_exceptions=True)
-            await self.bus.drain(timeout=2.0)
+            await self.bus.drain(within_s=2.0)
             await component.stop()
             bus_task.cancel()
 

@@ -66,7 +66,7 @@ class ReplaySource:
 
     async def _groups(self) -> AsyncIterator[list[market_pb2.Tick]]:
         """Pages of stored ticks split into same-timestamp groups; pages end on a timestamp boundary."""
-        cursor, pending = self.start_ns, []
+        cursor, pending = self.start_ns, list[market_pb2.Tick]()
         while cursor < self.end_ns:
             page = await queries.ticks(self.pool, None, cursor, self.end_ns, limit=PAGE)
             if len(page) == PAGE:

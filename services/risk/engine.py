@@ -280,6 +280,14 @@ class RiskEngine:
             self.positions.apply_update(update)
             self.evaluate_loss()
 
+    def restore_positions(self, positions: Iterable[trading_pb2.Position]) -> None:
+        """Today's positions from the OMS after a restart; the loss limit applies to them at once."""
+        for position in positions:
+            self.positions.restore(position)
+            if position.last_price_paise:
+                self.last_prices.setdefault(position.token, position.last_price_paise)
+        self.evaluate_loss()
+
     def track_order(self, update: trading_pb2.OrderUpdate) -> None:
         """Count an order as open until it is terminal (also orders placed before a restart)."""
         cid = update.client_order_id or update.request.client_order_id

@@ -48,6 +48,7 @@ class RiskModule(Component):
     async def start(self) -> None:
         await self.instruments.load_from(self.bus)
         await self._load_open_orders()
+        await self._load_positions()
         self.bus.subscribe(Topic.SIGNALS, "risk", self._on_signal)
         self.bus.subscribe(Topic.TICKS, "risk", self._on_ticks)
         self.bus.subscribe(Topic.ORDER_UPDATES, "risk", self._on_order_update)
@@ -67,6 +68,15 @@ class RiskModule(Component):
             return
         for update in reply.orders:
             self.engine.track_order(update)
+
+    async def _load_positions(self) -> None:
+        """After a restart, today's positions and P&L count again against the position and loss limits."""
+        try:
+            reply = await self.bus.call(rpc.LIST_POSITIONS, oms_pb2.ListPositionsRequest())
+        except (NotFound, RetryableError):
+            log.info("no order service to ask for positions; starting flat")
+            return
+        self.engine.restore_positions(reply.positions)
 
     async def run(self) -> None:
         """The clock timer: daily loss from marks, day roll-over and the intraday square-off."""

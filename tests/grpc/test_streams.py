@@ -66,7 +66,7 @@ async def test_a_stuck_order_update_stream_is_cut_off_instead_of_blocking_the_bu
 
     for seq in range(1, 6):
         await bus.publish(Topic.ORDER_UPDATES, trading_pb2.OrderUpdate(sequence=seq))
-    drained = await bus.drain(timeout=5)
+    drained = await bus.drain(within_s=5)
 
     assert drained is True
     assert listener.overflowed is True and hub.listener_count == 0

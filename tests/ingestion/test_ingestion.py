@@ -15,9 +15,9 @@ from shared.contracts import ingestion_pb2, market_pb2, ops_pb2
 from shared.errors import ConfigError
 
 
-async def until(predicate, timeout=5.0):
+async def until(predicate, within_s=5.0):
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within_s
     while not predicate():
         assert loop.time() < deadline, "condition not met in time"
         await asyncio.sleep(0.005)

@@ -258,3 +258,26 @@ async def test_open_orders_the_oms_already_holds_count_after_a_restart(clock):
     state = await bus.call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())
 
     assert state.open_orders == 1
+
+
+
+async def test_a_restarted_risk_module_counts_the_oms_positions_against_its_limits(clock):
+    bus = Bus()
+    held = trading_pb2.Position(token=RELIANCE, exchange_segment="nse_cm", symbol="RELIANCE-EQ",
+                                product=trading_pb2.PRODUCT_MIS, net_quantity=4_990,
+                                average_price_paise=129_000, last_price_paise=129_000)
+
+    async def list_instruments(request: ingestion_pb2.ListInstrumentsRequest) -> ingestion_pb2.ListInstrumentsResponse:
+        return ingestion_pb2.ListInstrumentsResponse(instruments=nse_instruments())
+
+    async def list_positions(request: oms_pb2.ListPositionsRequest) -> oms_pb2.ListPositionsResponse:
+        return oms_pb2.ListPositionsResponse(positions=[held])
+
+    bus.handle(rpc.LIST_INSTRUMENTS, list_instruments)
+    bus.handle(rpc.LIST_POSITIONS, list_positions)
+    module = RiskModule(bus, load(RiskSettings, {}), clock)
+    await module.start()
+
+    decision = module.engine.decide(order(client_order_id="after-restart", quantity=20))
+
+    assert decision.reason_code == "MAX_POSITION_QUANTITY"

@@ -9,9 +9,9 @@ from shared.contracts import market_pb2, trading_pb2
 from shared.errors import NotFound
 
 
-async def wait_for(predicate, timeout=2.0):
+async def wait_for(predicate, within_s=2.0):
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within_s
     while not predicate():
         assert loop.time() < deadline, "condition not met in time"
         await asyncio.sleep(0.001)
