@@ -90,7 +90,7 @@ class Needs:
 
 NEEDS = {
     "ingestion": Needs(),
-    "strategy": Needs(((TICKS, {}), (UPDATES, {})), (rpc.LIST_INSTRUMENTS,)),
+    "strategy": Needs(((TICKS, {}), (UPDATES, {}), (DECISIONS, {"rejections_only": True})), (rpc.LIST_INSTRUMENTS,)),
     "risk": Needs(((SIGNALS, {}), (TICKS, {}), (UPDATES, {})),
                   (rpc.LIST_INSTRUMENTS, rpc.CANCEL_ORDER, rpc.LIST_ORDERS, rpc.LIST_POSITIONS)),
     "oms": Needs(((DECISIONS, {}), (CANDLES, {}), (TICKS, {})), (rpc.SUBMIT_ORDER, rpc.LIST_INSTRUMENTS)),

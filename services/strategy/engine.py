@@ -132,6 +132,14 @@ class StrategyEngine:
         if strategy is not None:
             strategy.on_order_update(update)
 
+    def on_decision(self, decision: trading_pb2.RiskDecision) -> None:
+        """A rejected signal of one of ours frees its token (otherwise it waits for the pending expiry)."""
+        if decision.accepted or decision.reason_code == "DUPLICATE_ORDER":  # a duplicate's original is live
+            return
+        strategy = self.strategies.get(decision.strategy)
+        if strategy is not None and decision.order.token:
+            strategy.on_rejected(decision.order.token)
+
     # -- control -----------------------------------------------------------------
     def get(self, name: str) -> Strategy:
         strategy = self.strategies.get(name)

@@ -1,6 +1,6 @@
 """The strategy module: ticks in, candles and signals out, strategies controlled over the bus.
 
-Consumes TICKS and ORDER_UPDATES; publishes CANDLES and SIGNALS; serves StrategyService's unary RPCs.
+Consumes TICKS, ORDER_UPDATES and rejections on ORDERS; publishes CANDLES and SIGNALS; serves StrategyService.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class StrategyModule(Component):
         self.engine = StrategyEngine(strategies, self.instruments, self.clock, self.sequencer)
         self.bus.subscribe(Topic.TICKS, self.name, self._on_ticks)
         self.bus.subscribe(Topic.ORDER_UPDATES, self.name, self._on_order_update)
+        self.bus.subscribe(Topic.ORDERS, self.name, self._on_decision)
         self.bus.handle(rpc.LIST_STRATEGIES, self._list)
         self.bus.handle(rpc.PAUSE_STRATEGY, self._pause)
         self.bus.handle(rpc.RESUME_STRATEGY, self._resume)
@@ -68,6 +69,10 @@ class StrategyModule(Component):
         candles, signals = self.engine.on_ticks(batch.ticks)
         if candles or signals:
             await self._publish((candles, signals))
+
+    async def _on_decision(self, decision: trading_pb2.RiskDecision) -> None:
+        assert self.engine is not None
+        self.engine.on_decision(decision)
 
     async def _on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
         assert self.engine is not None

@@ -133,6 +133,10 @@ class Strategy:
         self._pending[intent.token] = (now_ns + PENDING_EXPIRY_NS, False)
         self.signals_emitted += 1
 
+    def on_rejected(self, token: int) -> None:
+        """Risk refused this strategy's signal for `token`: no order will follow, so free the token now."""
+        self._pending.pop(token, None)
+
     def on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
         """Follow this strategy's own orders: fills move the position; a terminal status frees the token."""
         token = update.request.token

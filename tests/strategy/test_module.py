@@ -181,3 +181,24 @@ async def test_a_long_position_is_exited_with_a_sell_of_its_size(harness):
     await harness.bus.publish(Topic.ORDER_UPDATES, update(1, qty=1))
     await harness.feed(ticks([95_00], start_minute=6), candles_expected=1)
     assert [(s.side, s.quantity) for s in harness.signals] == [(trading_pb2.SIDE_BUY, 1), (trading_pb2.SIDE_SELL, 1)]
+
+
+async def test_a_rejected_signal_frees_its_token_at_once(harness):
+    await harness.feed(ticks(FALLING_THEN_JUMP), candles_expected=6)
+    (signal,) = harness.signals
+    assert harness.strategy.is_pending(SBIN, harness.clock.now_ns())
+    rejection = trading_pb2.RiskDecision(accepted=False, reason_code="PRICE_BAND", strategy="mom",
+                                         signal_id=signal.signal_id,
+                                         order=trading_pb2.OrderRequest(token=SBIN, strategy_tag="mom"))
+    await harness.bus.publish(Topic.ORDERS, rejection)
+    assert await harness.bus.drain()
+    assert not harness.strategy.is_pending(SBIN, harness.clock.now_ns())
+
+
+async def test_a_duplicate_rejection_leaves_the_original_order_pending(harness):
+    await harness.feed(ticks(FALLING_THEN_JUMP), candles_expected=6)
+    duplicate = trading_pb2.RiskDecision(accepted=False, reason_code="DUPLICATE_ORDER", strategy="mom",
+                                         order=trading_pb2.OrderRequest(token=SBIN, strategy_tag="mom"))
+    await harness.bus.publish(Topic.ORDERS, duplicate)
+    assert await harness.bus.drain()
+    assert harness.strategy.is_pending(SBIN, harness.clock.now_ns())
