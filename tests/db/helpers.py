@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
 
 from shared.contracts import market_pb2, trading_pb2
+from tests.helpers import eventually
 
 
-async def until(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
+async def until(predicate, bool: float = 10.0) -> None:
+    await eventually(predicate, bool)
 
 
 def tick(token: int = 2885, ts_ns: int | None = None, ltp: int = 250_000, volume: int = 1_000,

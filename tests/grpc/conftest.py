@@ -19,6 +19,7 @@ from shared.contracts import ingestion_pb2, market_pb2, oms_pb2, risk_pb2, tradi
 from shared.errors import InvalidInput, NotFound, TradingHalted
 from shared.grpc.config import GrpcSettings
 from shared.grpc.server import GrpcServer
+from tests.helpers import eventually
 
 GRPCURL = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "grpcurl")
 KNOWN_ORDER = "ORD-1"
@@ -41,11 +42,7 @@ async def grpcurl(*args: str, limit_s: float = 20.0) -> Grpcurl:
 
 
 async def wait_for(predicate, limit_s: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit_s
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
+    await eventually(predicate, limit_s)
 
 
 def register_test_handlers(bus: Bus) -> None:

@@ -13,14 +13,7 @@ from shared.bus import Bus, Topic
 from shared.clock import SimClock
 from shared.contracts import ingestion_pb2, market_pb2, ops_pb2
 from shared.errors import ConfigError
-
-
-async def until(predicate, within_s=5.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
+from tests.helpers import eventually as until
 
 
 class ListSink:

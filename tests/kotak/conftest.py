@@ -5,8 +5,7 @@ Tests push known ticks with sim.push_ticks and use the simulator's fault knobs.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from pydantic import SecretStr
@@ -59,17 +58,3 @@ async def broker(settings: KotakSettings) -> AsyncIterator[KotakBroker]:
     yield b
     await b.stop()
 
-
-async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], within: float = 5.0) -> None:
-    """Poll `predicate` until true or fail after `within` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.02)

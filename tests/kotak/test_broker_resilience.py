@@ -11,7 +11,8 @@ import pytest
 from shared.contracts import trading_pb2 as T
 from shared.errors import RetryableError
 from shared.kotak.broker import KotakBroker
-from tests.kotak.conftest import settings_for, wait_for
+from tests.helpers import eventually as wait_for
+from tests.kotak.conftest import settings_for
 from tests.kotak.test_broker import limit_buy, market_buy
 
 

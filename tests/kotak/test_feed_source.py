@@ -10,7 +10,8 @@ import pytest
 from services.ingestion.kotak_source import KotakFeedSource
 from shared.contracts import market_pb2
 from shared.errors import ConfigError
-from tests.kotak.conftest import NOW_NS, RELIANCE, TCS, tick, wait_for
+from tests.helpers import eventually as wait_for
+from tests.kotak.conftest import NOW_NS, RELIANCE, TCS, tick
 
 
 def depth_tick() -> market_pb2.Tick:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -22,13 +21,6 @@ CHAT = 4242
 ADMIN = 1001
 STRANGER = 666
 DAY_START = ist_ns(__import__("datetime").date(2026, 11, 25), 11, 0)
-
-
-async def wait_for(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
 
 
 def order(symbol: str = "SBIN-EQ", side: int = trading_pb2.SIDE_BUY, qty: int = 10, filled: int = 10,

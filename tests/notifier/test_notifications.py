@@ -9,7 +9,8 @@ from services.notifier.module import NotifierModule
 from shared import rpc
 from shared.bus import Topic
 from shared.contracts import notifier_pb2, ops_pb2, trading_pb2
-from tests.notifier.conftest import CHAT, settings_for, started, wait_for
+from tests.helpers import eventually as wait_for
+from tests.notifier.conftest import CHAT, settings_for, started
 
 SBIN = trading_pb2.OrderRequest(symbol="SBIN-EQ", token=3045, side=trading_pb2.SIDE_BUY, quantity=10,
                                 strategy_tag="MOMENTUM_RSI", client_order_id="sig-1")

@@ -17,7 +17,8 @@ from shared.bus import Bus, Topic
 from shared.clock import ManualClock
 from shared.contracts import risk_pb2
 from shared.contracts import trading_pb2 as t
-from tests.oms.helpers import T0, until
+from tests.helpers import eventually as until
+from tests.oms.helpers import T0
 
 
 @dataclass

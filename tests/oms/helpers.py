@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from shared.clock import NS
 from shared.contracts import market_pb2
 from shared.contracts import trading_pb2 as t
@@ -30,11 +28,3 @@ def tick(ltp, bid=0, ask=0, token=TOKEN, ts_ns=T0) -> market_pb2.TickBatch:
     return market_pb2.TickBatch(ticks=[market_pb2.Tick(token=token, exchange_segment="nse_cm", ts_ns=ts_ns,
                                                        ltp_paise=ltp, bid_paise=bid, ask_paise=ask)])
 
-
-async def until(predicate, within=5.0):
-    """Poll `predicate` until true or fail after `within` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.002)

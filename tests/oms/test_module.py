@@ -11,8 +11,9 @@ from shared.clock import ManualClock
 from shared.contracts import market_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import RetryableError
+from tests.helpers import eventually as until
 from tests.oms.conftest import accepted
-from tests.oms.helpers import MINUTE, T0, candle, order, until
+from tests.oms.helpers import MINUTE, T0, candle, order
 
 S = t  # statuses read better as S.ORDER_STATUS_...
 

@@ -8,8 +8,9 @@ from shared.bus import Topic
 from shared.contracts import market_pb2, oms_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, InvalidInput, NotFound, RiskRejected
+from tests.helpers import eventually as until
 from tests.oms.conftest import risk_stand_in
-from tests.oms.helpers import candle, order, tick, until
+from tests.oms.helpers import candle, order, tick
 
 
 async def place(oms, req) -> t.OrderUpdate:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from shared.config import load
 from shared.contracts import ingestion_pb2, market_pb2, oms_pb2, ops_pb2, risk_pb2, trading_pb2
 from shared.errors import InvalidInput, NotFound, RiskRejected, TradingHalted
 from shared.marketdata import nse_instruments
+from tests.helpers import eventually as wait_for
 from tests.risk.factories import DAY, RELIANCE, fill, order
 
 BUY, SELL = trading_pb2.SIDE_BUY, trading_pb2.SIDE_SELL
@@ -32,14 +33,6 @@ class Running:
     orders: list[trading_pb2.RiskDecision] = field(default_factory=list)
     notes: list[ops_pb2.Notification] = field(default_factory=list)
     cancels: list[str] = field(default_factory=list)
-
-
-async def wait_for(predicate: Callable[[], Any], within: float = 2.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.001)
 
 
 @pytest.fixture
@@ -258,7 +251,6 @@ async def test_open_orders_the_oms_already_holds_count_after_a_restart(clock):
     state = await bus.call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())
 
     assert state.open_orders == 1
-
 
 
 async def test_a_restarted_risk_module_counts_the_oms_positions_against_its_limits(clock):

@@ -7,14 +7,7 @@ import pytest
 from shared.bus import Bus, Topic
 from shared.contracts import market_pb2, trading_pb2
 from shared.errors import NotFound
-
-
-async def wait_for(predicate, within_s=2.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.001)
+from tests.helpers import eventually as wait_for
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from shared.clock import NS, ManualClock, ist_ns
 from shared.contracts import ingestion_pb2, market_pb2, strategy_pb2, trading_pb2
 from shared.errors import InvalidInput, NotFound
 from shared.marketdata import nse_instruments
+from tests.helpers import eventually as until
 
 T0915 = ist_ns(date(2026, 1, 20), 9, 15)
 SBIN = 3045
@@ -21,14 +22,6 @@ SBIN = 3045
 FALLING_THEN_JUMP = [100_00, 99_00, 98_00, 97_00, 96_00, 100_00]
 SETTINGS = {"strategy": {"close_check_ms": 10, "close_grace_ms": 0, "strategies": [
     {"name": "mom", "kind": "MOMENTUM_RSI", "symbols": ["SBIN-EQ"], "params": {"rsi_period": 3, "ema_period": 3}}]}}
-
-
-async def until(predicate, within=5.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
 
 
 def ticks(closes, start_minute=0, closer_recv_ns=424242):
