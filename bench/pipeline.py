@@ -18,10 +18,12 @@ from shared.clock import ManualClock, ist_ns, last_weekday
 from shared.contracts import market_pb2, trading_pb2
 from shared.marketdata import SyntheticMarket, nse_instruments
 
-BATCH = 100
+BATCH = 100  # throughput runs: ticks per batch
+LATENCY_BATCH = 20  # latency runs: about what one SFeed frame carries at this rate (a batch per millisecond)
 
 
-def make_batches(n_ticks: int, seconds_per_batch: float = 1.0, vol_bps: float = 6.0) -> tuple[list, int]:
+def make_batches(n_ticks: int, seconds_per_batch: float = 1.0, vol_bps: float = 6.0,
+                 batch: int = BATCH) -> tuple[list, int]:
     """Pre-built tick batches over 50 instruments; simulated time advances per batch so candles close."""
     from datetime import datetime
 
@@ -29,9 +31,9 @@ def make_batches(n_ticks: int, seconds_per_batch: float = 1.0, vol_bps: float = 
     start = ist_ns(day, 9, 15)
     market = SyntheticMarket(nse_instruments(), seed=11, vol_bps=vol_bps)
     batches = []
-    for i in range(n_ticks // BATCH):
+    for i in range(n_ticks // batch):
         ts = start + int(i * seconds_per_batch * 1e9)
-        batches.append(market_pb2.TickBatch(ticks=market.next_ticks(ts, BATCH)))
+        batches.append(market_pb2.TickBatch(ticks=market.next_ticks(ts, batch)))
     return batches, start
 
 
@@ -56,7 +58,7 @@ class ReplaySource:
 
     async def batches(self):
         subs = [s for s in self.bus.subscriptions() if s.topic is Topic.TICKS]
-        interval = BATCH / self.rate if self.rate else 0.0
+        interval = len(self._batches[0].ticks) / self.rate if self.rate else 0.0
         next_at = time.perf_counter()
         for batch in self._batches:
             if self.rate:
@@ -175,7 +177,7 @@ async def _bare_bus(batches: list, rate: float | None, hops: int = 4) -> dict[st
         task = tg.create_task(bus.run())
         await asyncio.sleep(0)
         t0 = time.perf_counter()
-        interval = BATCH / rate if rate else 0.0
+        interval = len(batches[0].ticks) / rate if rate else 0.0
         next_at = t0
         for batch in batches:
             if rate:
@@ -204,7 +206,9 @@ async def run(throughput_ticks: int = 600_000, latency_seconds: float = 5.0, rat
     batches, start = make_batches(throughput_ticks)
     base = await _bare_bus(batches, None)
     pipe = await _pipeline(batches, start, None)
-    lat_batches, lat_start = make_batches(int(rate * latency_seconds), seconds_per_batch=2.0, vol_bps=12.0)
+    # Simulated time runs 2 s per 100 ticks, so candles close (and orders flow) every 150 ms of real time.
+    lat_batches, lat_start = make_batches(int(rate * latency_seconds), seconds_per_batch=2.0 * LATENCY_BATCH / BATCH,
+                                          vol_bps=12.0, batch=LATENCY_BATCH)
     base_lat = await _bare_bus(lat_batches, rate)
     pipe_lat = await _pipeline(lat_batches, lat_start, rate)
     return {
@@ -214,7 +218,7 @@ async def run(throughput_ticks: int = 600_000, latency_seconds: float = 5.0, rat
             "dropped_ticks": pipe["dropped_ticks"], "target_ticks_per_s": 200_000,
         },
         "latency": {
-            "offered_ticks_per_s": rate, "orders": pipe_lat["orders"],
+            "offered_ticks_per_s": rate, "ticks_per_batch": LATENCY_BATCH, "orders": pipe_lat["orders"],
             "pipeline_p50_us": pct(pipe_lat["latencies_ns"], 0.50),
             "pipeline_p99_us": pct(pipe_lat["latencies_ns"], 0.99),
             "bare_bus_p50_us": pct(base_lat["latencies_ns"], 0.50),
