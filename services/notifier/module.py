@@ -24,7 +24,7 @@ from shared.bus import Bus, Topic
 from shared.clock import Clock, day_of
 from shared.component import Component
 from shared.contracts import notifier_pb2, ops_pb2, trading_pb2
-from shared.errors import NeoPulseError
+from shared.errors import InvalidInput, NeoPulseError
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,9 @@ class NotifierModule(Component):
 
     # -- bus requests ------------------------------------------------------------------
     async def _notify(self, request: notifier_pb2.NotifyRequest) -> notifier_pb2.NotifyResponse:
+        note = request.notification
+        if not (note.title or note.text):
+            raise InvalidInput("notification", "needs a title or a text; an empty notification says nothing")
         await self.bus.publish(Topic.NOTIFICATIONS, request.notification)
         return notifier_pb2.NotifyResponse(accepted=True)
 

@@ -125,4 +125,6 @@ class OrderService:
                 refused.append(exc)
         if refused and not placed:
             raise refused[0]
+        if wanted and not placed:
+            raise NotFound(f"no open position in {request.symbol}; ListPositions shows what is open")
         return oms_pb2.SquareOffResponse(orders=placed)

@@ -30,6 +30,10 @@ CANCEL_FAILURES = Counter("neopulse_risk_cancel_failures", "Kill-switch cancels 
 SEVERITY: dict[int, ops_pb2.Severity] = {risk_pb2.TRADING_STATE_ACTIVE: ops_pb2.SEVERITY_INFO,
             risk_pb2.TRADING_STATE_REDUCING: ops_pb2.SEVERITY_WARNING, HALTED: ops_pb2.SEVERITY_CRITICAL}
 HALT_CODES = frozenset({"TRADING_HALTED"})
+# Denials that mean the order itself is malformed (INVALID_ARGUMENT), not that a limit refused it.
+INPUT_FIELDS = {"INVALID_QUANTITY": "order.quantity", "LOT_SIZE": "order.quantity",
+                "INVALID_PRICE": "order.price_paise", "TICK_SIZE": "order.price_paise",
+                "UNKNOWN_INSTRUMENT": "order.token", "INVALID_ORDER": "order"}
 
 
 class RiskModule(Component):
@@ -118,6 +122,8 @@ class RiskModule(Component):
         await self._publish_decision(decision)
         await self._notify_changes()
         if not decision.accepted:
+            if decision.reason_code in INPUT_FIELDS:
+                raise InvalidInput(INPUT_FIELDS[decision.reason_code], decision.reason)
             error = TradingHalted if decision.reason_code in HALT_CODES else RiskRejected
             raise error(decision.reason_code, decision.reason)
         return risk_pb2.SubmitOrderResponse(decision=decision)

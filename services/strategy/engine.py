@@ -142,6 +142,8 @@ class StrategyEngine:
 
     # -- control -----------------------------------------------------------------
     def get(self, name: str) -> Strategy:
+        if not name:
+            raise InvalidInput("name", "is required; ListStrategies shows the configured strategies")
         strategy = self.strategies.get(name)
         if strategy is None:
             known = ", ".join(self.strategies) or "none"

@@ -6,7 +6,7 @@ Errors map through shared.errors.grpc_status; unknown exceptions become INTERNAL
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -16,6 +16,7 @@ from google.protobuf.message_factory import GetMessageClass
 
 from shared import rpc
 from shared.bus import Bus
+from shared.contracts import ingestion_pb2
 from shared.errors import InvalidInput, NeoPulseError, RiskRejected, grpc_status
 from shared.grpc.hub import CLOSE, Listener, TopicHub, sequence_of
 from shared.grpc.metrics import STREAM_MESSAGES, RpcTimer
@@ -125,11 +126,34 @@ async def _next_messages(listener: Listener) -> list[Any] | None:
     return msgs
 
 
-def stream_handler(hub: TopicHub, method: str, batch_cls: type[Message]) -> Callable[..., AsyncIterator[Any]]:
+Validator = Callable[[Any], Awaitable[None]]
+
+
+def token_validator(bus: Bus) -> Validator:
+    """A token filter must name instruments ingestion knows (where this process can ask it)."""
+    async def validate(request: Any) -> None:
+        if not request.tokens or not bus.has_handler(rpc.LIST_INSTRUMENTS):
+            return
+        reply = await bus.call(rpc.LIST_INSTRUMENTS, ingestion_pb2.ListInstrumentsRequest())
+        unknown = sorted(set(request.tokens) - {i.token for i in reply.instruments})
+        if unknown:
+            raise InvalidInput("tokens", f"unknown instrument token(s) {unknown}; "
+                                         "IngestionService/ListInstruments lists the subscribed ones")
+    return validate
+
+
+def stream_handler(hub: TopicHub, method: str, batch_cls: type[Message],
+                   validate: Validator | None = None) -> Callable[..., AsyncIterator[Any]]:
     packer = StreamPacker(batch_cls, hub.topic.lossy)
 
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         timer = RpcTimer(method)
+        if validate is not None:
+            try:
+                await validate(request)
+            except Exception as exc:
+                timer.done(grpc_status(exc)[0])
+                await abort_with(context, method, exc)
         keep = element_filter(request)
         replay, listener = hub.attach(int(getattr(request, "after_sequence", 0)))
         sent = STREAM_MESSAGES.labels(method)
@@ -165,7 +189,9 @@ def service_handler(bus: Bus, service: str, hubs: dict[str, TopicHub]) -> grpc.G
         req_cls, resp_cls = GetMessageClass(m.input_type), GetMessageClass(m.output_type)
         ser = {"request_deserializer": req_cls.FromString, "response_serializer": resp_cls.SerializeToString}
         if m.server_streaming:
-            handlers[m.name] = grpc.unary_stream_rpc_method_handler(stream_handler(hubs[name], name, resp_cls), **ser)
+            validate = token_validator(bus) if name == rpc.method("IngestionService", "StreamTicks") else None
+            handlers[m.name] = grpc.unary_stream_rpc_method_handler(
+                stream_handler(hubs[name], name, resp_cls, validate), **ser)
         else:
             handlers[m.name] = grpc.unary_unary_rpc_method_handler(unary_handler(bus, name), **ser)
     return grpc.method_handlers_generic_handler(desc.full_name, handlers)
