@@ -133,7 +133,7 @@ class Control:
         command = ops_pb2.Command(command_id=str(uuid.uuid4()), name=name, args=args, origin=origin,
                                   ts_ns=self.clock.now_ns())
         await self.bus.publish(Topic.COMMANDS, command)
-        log.info("command received", extra={"command": name, "args": args, "origin": origin,
+        log.info("command received", extra={"command": name, "command_args": args, "origin": origin,
                                             "command_id": command.command_id})
         return command
 
