@@ -1,9 +1,12 @@
 """Split mode for real: five `neopulse serve` processes on loopback run a session; orders and fills
-reach the OMS ledger; a module killed and restarted rejoins and no order is placed twice."""
+reach the OMS ledger (PostgreSQL); a module killed and restarted rejoins and no order is placed twice."""
 
+import asyncio
 import signal
 import time
+import uuid
 
+import asyncpg
 import pytest
 
 from tests.grpc.procs import Proc, free_port, grpcurl_json, wait_until
@@ -12,18 +15,42 @@ pytestmark = pytest.mark.slow
 MODULES = ("ingestion", "strategy", "risk", "oms", "notifier")
 
 
+async def _create_database(admin_dsn: str) -> str:
+    name = f"split_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return admin_dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
+async def _ledger_rows(dsn: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetch("SELECT client_order_id, status FROM order_ledger")
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def ledger_dsn(pg_server):
+    return asyncio.run(_create_database(pg_server))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, ledger_dsn):
     folder = tmp_path_factory.mktemp("split")
     ports = {m: free_port() for m in MODULES}
     config = folder / "split.toml"
-    lines = ["[split]", f"session_wall_start_ns = {time.time_ns()}"]
+    lines = [f'database_url = "{ledger_dsn}"', "[split]", f"session_wall_start_ns = {time.time_ns()}"]
     lines += [f'{m}_addr = "127.0.0.1:{p}"' for m, p in ports.items()]
     config.write_text("\n".join(lines) + "\n")
     procs: dict[str, Proc] = {}
 
     def start(module: str) -> Proc:
-        procs[module] = Proc(["serve", module, "--config", str(config), "--no-db", "--speed", "60"],
+        db = [] if module == "oms" else ["--no-db"]  # the OMS keeps its ledger in PostgreSQL
+        procs[module] = Proc(["serve", module, "--config", str(config), *db, "--speed", "60"],
                              folder / f"{module}.log")
         procs[module].wait_for_line(f"gRPC listening on 127.0.0.1:{ports[module]}")
         return procs[module]
@@ -44,16 +71,18 @@ def traded(port: int) -> list[dict]:
     return [o for o in orders(port) if o["status"] == "ORDER_STATUS_TRADED"]
 
 
-def test_strategy_orders_are_filled_and_land_in_the_oms_ledger(cluster):
+def test_strategy_orders_are_filled_and_land_in_the_oms_ledger(cluster, ledger_dsn):
     ports, _, _ = cluster
 
     filled = wait_until(lambda: traded(ports["oms"]), timeout_s=90)
 
     assert int(filled[0]["filled_quantity"]) > 0
     assert filled[0]["request"]["signal_id"]
+    stored = {r["client_order_id"]: r["status"] for r in asyncio.run(_ledger_rows(ledger_dsn))}
+    assert stored[filled[0]["client_order_id"]] == "TRADED"
 
 
-def test_restarted_risk_module_rejoins_and_no_order_is_placed_twice(cluster):
+def test_restarted_risk_module_rejoins_and_no_order_is_placed_twice(cluster, ledger_dsn):
     ports, procs, start = cluster
     before = len(wait_until(lambda: orders(ports["oms"]), timeout_s=90))
     procs["risk"].proc.send_signal(signal.SIGKILL)
@@ -70,6 +99,7 @@ def test_restarted_risk_module_rejoins_and_no_order_is_placed_twice(cluster):
     client_ids = [o["client_order_id"] for o in after]
     assert len(signal_ids) == len(set(signal_ids))
     assert len(client_ids) == len(set(client_ids))
+    assert set(client_ids) <= {r["client_order_id"] for r in asyncio.run(_ledger_rows(ledger_dsn))}
 
 
 def test_every_process_stops_cleanly_on_sigterm(cluster):
