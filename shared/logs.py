@@ -10,6 +10,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+CLEAR_LINE = "\r\x1b[K"
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
 
@@ -32,10 +33,15 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """Readable lines for a terminal; each starts by clearing the line, so a live status line that a
+    CLI keeps redrawing with \r is replaced by the log line instead of run into it."""
+
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
         extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
-        line = f"{ts} {record.levelname[0]} {record.name}: {record.getMessage()}" + (f" {extras}" if extras else "")
+        line = f"{CLEAR_LINE}{ts} {record.levelname[0]} {record.name}: {record.getMessage()}"
+        if extras:
+            line += f" {extras}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
