@@ -4,9 +4,19 @@ import io
 import json
 import logging
 
+import pytest
 from pydantic import SecretStr
 
 from shared import logs
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logger():
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def emit(json_lines: bool, **extra) -> str:
