@@ -118,6 +118,14 @@ class KotakBroker:
     async def limits(self) -> dict[str, Any]:
         return mapping.limits(await self._read("limits"))
 
+    async def holdings(self) -> list[dict[str, Any]]:
+        """Delivery holdings of the account, as Kotak reports them."""
+        return mapping.rows(await self._read("holdings"))
+
+    async def margin_required(self, order: trading_pb2.OrderRequest) -> dict[str, Any]:
+        """Kotak's margin check for an order before placing it: required vs available, in paise."""
+        return mapping.margin(await self._read("margin_required", **mapping.margin_params(order)))
+
     async def quotes(self, instruments: list[tuple[str, int]]) -> list[market_pb2.Tick]:
         """Latest quotes for (exchange_segment, token) pairs (at most 50 a call, as Kotak allows)."""
         ticks: list[market_pb2.Tick] = []

@@ -197,6 +197,24 @@ def limits(reply: dict[str, Any]) -> dict[str, Any]:
             "collateral_paise": paise(reply.get("CollateralValue")), "raw": reply}
 
 
+def margin_params(order: trading_pb2.OrderRequest) -> dict[str, str]:
+    """OrderRequest -> NeoAPI.margin_required keyword arguments."""
+    placed = place_params(order)
+    return {"exchange_segment": str(placed["exchange_segment"]), "price": str(placed["price"]),
+            "order_type": str(placed["order_type"]), "product": str(placed["product"]),
+            "quantity": str(placed["quantity"]), "instrument_token": str(order.token),
+            "transaction_type": str(placed["transaction_type"]), "trigger_price": str(placed["trigger_price"])}
+
+
+def margin(reply: dict[str, Any]) -> dict[str, Any]:
+    """Kotak's check-margin reply (the SDK nests it under "data"): needed vs available, in paise."""
+    nested = reply.get("data")
+    body: dict[str, Any] = nested if isinstance(nested, dict) else reply
+    required, available = paise(body.get("reqdMrgn")), paise(body.get("avlCash"))
+    return {"required_paise": required, "available_paise": available, "sufficient": required <= available,
+            "used_paise": paise(body.get("totMrgnUsd")), "raw": reply}
+
+
 def quote_tick(row: dict[str, Any]) -> market_pb2.Tick:
     ohlc, depth = row.get("ohlc") or {}, row.get("depth") or {}
     buy, sell = (depth.get("buy") or [{}])[0], (depth.get("sell") or [{}])[0]

@@ -157,3 +157,15 @@ async def test_holdings_and_margin_answer_through_the_sdk(sim, broker):
 async def test_modify_of_an_order_kotak_does_not_know_raises_not_found(sim, broker):
     with pytest.raises(NotFound, match="999"):
         await broker.modify_order("999", price_paise=129_000)
+
+
+async def test_the_margin_check_reports_required_and_available_cash_in_paise(sim, broker):
+    check = await broker.margin_required(limit_buy("coid-mrg", 129_000, qty=10))
+    # The simulator asks 20% of the order value: 10 x Rs 1,290 / 5 = Rs 2,580, against Rs 1 crore of cash.
+    assert (check["required_paise"], check["available_paise"], check["sufficient"]) == (2_580_00, 10_000_000_00, True)
+    assert sim.calls["margin"] == 1
+
+
+async def test_holdings_pass_through_the_sdk(sim, broker):
+    assert await broker.holdings() == []
+    assert sim.calls["holdings"] == 1
