@@ -27,6 +27,9 @@ TICKS = Counter("neopulse_ingestion_ticks", "Ticks received from the source", ["
 BATCHES = Counter("neopulse_ingestion_batches", "Tick batches published", ["source"])
 STALLS = Counter("neopulse_ingestion_feed_stalls", "Stall-watchdog reconnects", ["source"])
 TICK_RATE = Gauge("neopulse_ingestion_ticks_per_second", "Ticks per second over the last second", ["source"])
+RECONNECTS = Gauge("neopulse_ingestion_feed_reconnects", "Feed reconnects since start", ["source"])
+MALFORMED = Gauge("neopulse_ingestion_malformed_packets", "Malformed feed packets counted and skipped", ["source"])
+CONNECTED = Gauge("neopulse_ingestion_feed_connected", "1 while the feed is connected", ["source"])
 
 
 class TickSink(Protocol):
@@ -54,6 +57,10 @@ class IngestionModule(Component):
         self._last_tick_mono = time.monotonic()
 
     async def start(self) -> None:
+        stats, name = self.source.stats, self.source.name
+        RECONNECTS.labels(name).set_function(lambda: stats.reconnects)
+        MALFORMED.labels(name).set_function(lambda: stats.malformed_packets)
+        CONNECTED.labels(name).set_function(lambda: float(stats.connected))
         self.instruments = await self.source.instruments()
         if self.instrument_sink is not None:
             await self.instrument_sink(self.instruments)
