@@ -126,6 +126,11 @@ class StreamBridge:
             self.published += 1
 
 
+# Unary RPCs that change orders or trading state: a timeout leaves their outcome unknown.
+ACTING_METHODS = frozenset({rpc.SUBMIT_ORDER, rpc.PLACE_ORDER, rpc.CANCEL_ORDER, rpc.SQUARE_OFF,
+                            rpc.SET_KILL_SWITCH, rpc.SET_RISK_LIMITS})
+
+
 def error_from_rpc(method: str, err: grpc.aio.AioRpcError) -> errors.NeoPulseError:
     """The shared.errors exception a remote handler raised, rebuilt from status and trailers."""
     trailers = dict(err.trailing_metadata() or ())
@@ -141,6 +146,11 @@ def error_from_rpc(method: str, err: grpc.aio.AioRpcError) -> errors.NeoPulseErr
               "ConfigError": errors.ConfigError}
     if kind in simple:
         return simple[kind](details)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED and method in ACTING_METHODS:
+        # The remote may have acted before the deadline: a blind retry could place a second order.
+        return errors.RetryableError(
+            f"{method} did not answer in time ({code.name}); its outcome is unknown: check GetOrder/ListOrders "
+            "before trying again, and retry only with the same client_order_id")
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return errors.RetryableError(f"{method} is unreachable ({code.name}); it is retried or try again later")
     if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED):

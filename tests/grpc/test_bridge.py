@@ -2,6 +2,7 @@
 
 import asyncio
 
+import grpc
 import pytest
 
 from shared import errors, rpc
@@ -11,6 +12,7 @@ from shared.grpc.bridge import (
     Backoff,
     NotificationForwarder,
     StreamBridge,
+    error_from_rpc,
     install_unary_proxy,
     open_channel,
 )
@@ -187,3 +189,20 @@ async def test_unary_proxy_works_over_tls_with_the_shared_token(running, cert):
         await server.stop(0)
 
     assert reply.order.internal_id == KNOWN_ORDER
+
+
+def _timeout(method: str):
+    err = grpc.aio.AioRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                               details="Deadline Exceeded")
+    return error_from_rpc(method, err)
+
+
+def test_a_timed_out_order_call_says_its_outcome_is_unknown_instead_of_inviting_a_retry():
+    error = _timeout(rpc.PLACE_ORDER)
+    assert isinstance(error, errors.RetryableError) and "outcome is unknown" in str(error)
+    assert "same client_order_id" in str(error)
+
+
+def test_a_timed_out_read_is_simply_retryable():
+    error = _timeout(rpc.LIST_ORDERS)
+    assert isinstance(error, errors.RetryableError) and "outcome" not in str(error)
