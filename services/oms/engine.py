@@ -70,6 +70,9 @@ class OrderEngine:
         self._locks: dict[str, asyncio.Lock] = {}
         self._charges: dict[str, int] = {}  # cumulative broker charges seen per order
         self.sequencer = Sequencer()
+        # Sequence, ledger write and publish of every update happen under this one lock, so consumers
+        # (which drop a sequence <= the last they saw) receive updates in sequence order.
+        self._publishing = asyncio.Lock()
         self.changed = asyncio.Condition()
         self.illegal_transitions = 0
 
@@ -125,12 +128,14 @@ class OrderEngine:
             u.filled_quantity, u.average_price_paise = filled
         u.last_fill_quantity, u.last_fill_price_paise, u.last_fill_charges_paise = fill
         u.ts_ns = self.clock.now_ns()
-        u.sequence = self.sequencer.next()
-        await self.ledger.record(u, audit)
-        await self._publish(u)
+        async with self._publishing:
+            u.sequence = self.sequencer.next()
+            await self.ledger.record(u, audit)
+            await self._publish(u)
         return u
 
     async def _publish(self, u: t.OrderUpdate) -> None:
+        """The caller holds self._publishing and has recorded u."""
         self.remember(u)
         self.positions.apply_update(u)
         _updates_counter(u.status).inc()
@@ -150,15 +155,17 @@ class OrderEngine:
         if self.lookup(req.client_order_id) is not None:
             return
         u = t.OrderUpdate(internal_id=str(uuid.uuid4()), client_order_id=req.client_order_id,
-                          status=t.ORDER_STATUS_PENDING_NEW, request=req, ts_ns=self.clock.now_ns(),
-                          sequence=self.sequencer.next())
-        existing = await self.ledger.insert_new(u, {"decision": decision})
+                          status=t.ORDER_STATUS_PENDING_NEW, request=req, ts_ns=self.clock.now_ns())
+        async with self._publishing:
+            u.sequence = self.sequencer.next()
+            existing = await self.ledger.insert_new(u, {"decision": decision})
+            if existing is None:
+                await self._publish(u)
         if existing is not None:
             log.info("duplicate order ignored", extra={"order_id": existing.internal_id,
                                                        "client_order_id": req.client_order_id})
             self.remember(existing)
             return
-        await self._publish(u)
         await self.place(u.internal_id)
 
     async def place(self, internal_id: str) -> None:
