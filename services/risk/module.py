@@ -46,6 +46,9 @@ class RiskModule(Component):
         self.instruments = InstrumentBook()
         self.engine = RiskEngine(settings.limits(), clock, self.instruments)
         self.sequencer = Sequencer()
+        # Held from numbering a decision until it is on ORDERS: publish order is sequence order, so a
+        # consumer that drops a sequence <= the last one seen never loses a decision.
+        self._publish_lock = asyncio.Lock()
         self._loss_interval_s = settings.loss_check_interval_ms / 1000
         self._next_loss_check = 0.0
 
@@ -186,13 +189,14 @@ class RiskModule(Component):
 
     # -- publishing -----------------------------------------------------------
     async def _publish_decision(self, decision: trading_pb2.RiskDecision) -> None:
-        decision.sequence = self.sequencer.next()
         DECISIONS.labels(str(decision.accepted).lower(), decision.reason_code).inc()
         if not decision.accepted:
             log.info("order rejected", extra={"order_id": decision.order.client_order_id,
                                               "strategy": decision.strategy, "reason_code": decision.reason_code,
                                               "reason": decision.reason})
-        await self.bus.publish(Topic.ORDERS, decision)
+        async with self._publish_lock:
+            decision.sequence = self.sequencer.next()
+            await self.bus.publish(Topic.ORDERS, decision)
 
     async def _notify_changes(self) -> None:
         for change in self.engine.pop_state_changes():
