@@ -6,9 +6,11 @@ Talks to a Broker, a Ledger and the bus (ORDER_UPDATES); every transition passes
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any, cast
 
 from prometheus_client import Counter
@@ -16,7 +18,7 @@ from prometheus_client import Counter
 from services.oms.broker import Broker, BrokerAck, BrokerOrderEvent
 from services.oms.config import OmsSettings
 from services.oms.ledger import Ledger
-from services.oms.states import TERMINAL, IllegalTransition, check_transition, name
+from services.oms.states import TERMINAL, IllegalTransition, allows_late_fill, can_transition, name
 from shared.bus import Bus, Sequencer, Topic
 from shared.clock import Clock
 from shared.contracts import trading_pb2 as t
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 UPDATES = Counter("neopulse_oms_order_updates", "Order transitions recorded and published", ["status"])
 ILLEGAL = Counter("neopulse_oms_illegal_transitions", "Broker events the state machine refused")
 UNKNOWN_EVENTS = Counter("neopulse_oms_unknown_broker_events", "Broker events for orders not in the OMS book")
+LATE_FILLS = Counter("neopulse_oms_late_fills", "Broker events with more fills for an order already terminal")
 UNKNOWN_OUTCOMES = Counter("neopulse_oms_unknown_placements", "Placements whose outcome was unknown", ["result"])
 
 # Broker states that only say "the broker has it".
@@ -113,10 +116,13 @@ class OrderEngine:
     # -- transitions ------------------------------------------------------------------------------
     async def transition(self, internal_id: str, status: int, *, audit: dict[str, Any], reason: str | None = None,
                          exchange_order_id: str = "", filled: tuple[int, int] | None = None,
-                         fill: tuple[int, int, int] = (0, 0, 0)) -> t.OrderUpdate:
-        """Check, write to the ledger, then apply and publish one transition. Raises IllegalTransition."""
+                         fill: tuple[int, int, int] = (0, 0, 0),
+                         allow: Callable[[int, int], bool] = can_transition) -> t.OrderUpdate:
+        """Check (`allow`: the state machine, or one named exception to it), write to the ledger, then apply
+        and publish one transition. Raises IllegalTransition."""
         cur = self.orders[internal_id]
-        check_transition(cur.status, status)
+        if not allow(cur.status, status):
+            raise IllegalTransition(cur.status, status)
         u = t.OrderUpdate()
         u.CopyFrom(cur)
         u.previous_status, u.status = cur.status, cast("t.OrderStatus", status)
@@ -245,9 +251,25 @@ class OrderEngine:
                 raise
             audit = {"cancel_response": {"status": name(ack.status), "reason": ack.reason, "raw": ack.raw}}
             if ack.status == t.ORDER_STATUS_CANCELLED:
-                return await self.transition(iid, t.ORDER_STATUS_CANCELLED, reason=ack.reason or "cancelled",
-                                             audit=audit)
+                await self._apply_fills_before_cancel(iid, audit)
+                if self.orders[iid].status not in TERMINAL:
+                    await self.transition(iid, t.ORDER_STATUS_CANCELLED, reason=ack.reason or "cancelled", audit=audit)
             return self.orders[iid]
+
+    async def _apply_fills_before_cancel(self, internal_id: str, audit: dict[str, Any]) -> None:
+        """The broker may have filled part of the order before the cancel, with the fill event still queued
+        for us: read its view of the order and apply those fills first (the caller holds the order's lock)."""
+        cur = self.orders[internal_id]
+        try:
+            ev = await self.broker.find_by_tag(cur.client_order_id)
+        except Exception as exc:  # the queued events (or a late fill) will still say so
+            log.warning("order lookup after cancel failed", extra={"order_id": internal_id, "error": str(exc)})
+            return
+        if ev is None or ev.filled_quantity <= cur.filled_quantity:
+            return
+        if ev.status not in TERMINAL:  # a lagging order book must not take the order back to OPEN
+            ev = dataclasses.replace(ev, status=t.ORDER_STATUS_PARTIALLY_FILLED)
+        await self.apply_event_locked(internal_id, ev, audit)
 
     # -- broker events ----------------------------------------------------------------------------
     async def on_event(self, ev: BrokerOrderEvent) -> None:
@@ -260,11 +282,15 @@ class OrderEngine:
         async with self.lock(iid):
             await self.apply_event_locked(iid, ev)
 
-    async def apply_event_locked(self, internal_id: str, ev: BrokerOrderEvent) -> None:
+    async def apply_event_locked(self, internal_id: str, ev: BrokerOrderEvent,
+                                 audit: dict[str, Any] | None = None) -> None:
         """The caller holds the order's lock. Illegal transitions are logged and counted, never raised."""
         cur = self.orders[internal_id]
-        if cur.status in TERMINAL or ev.filled_quantity < cur.filled_quantity:
-            return  # late or stale: cumulative fills only move forward
+        if ev.filled_quantity < cur.filled_quantity:
+            return  # stale: cumulative fills only move forward
+        if cur.status in TERMINAL:
+            await self._event_for_terminal(internal_id, cur, ev)
+            return
         status = t.ORDER_STATUS_OPEN if ev.status in _ACCEPTED else ev.status
         delta = ev.filled_quantity - cur.filled_quantity
         if delta > 0 and status in _RESTING:
@@ -277,12 +303,27 @@ class OrderEngine:
         try:
             await self.transition(internal_id, status, reason=ev.reason or None, exchange_order_id=new_id,
                                   filled=(ev.filled_quantity, ev.average_price_paise or fill[1]) if delta else None,
-                                  fill=fill, audit={"event": event_audit(ev)})
+                                  fill=fill, audit={"event": event_audit(ev), **(audit or {})})
         except IllegalTransition as exc:
             self.illegal_transitions += 1
             ILLEGAL.inc()
             log.error("broker event refused by the state machine: %s", exc,
                       extra={"order_id": internal_id, "exchange_order_id": ev.exchange_order_id})
+
+    async def _event_for_terminal(self, internal_id: str, cur: t.OrderUpdate, ev: BrokerOrderEvent) -> None:
+        """A repeated event is a no-op; more fills than recorded are an error worth a page, and are
+        applied when the state machine allows it (CANCELLED stays CANCELLED with the fills)."""
+        if ev.filled_quantity == cur.filled_quantity:
+            return
+        LATE_FILLS.inc()
+        log.error("broker reports fills for an order already %s", name(cur.status), extra={
+            "order_id": internal_id, "exchange_order_id": ev.exchange_order_id,
+            "recorded_filled": cur.filled_quantity, "broker_filled": ev.filled_quantity})
+        if not allows_late_fill(cur.status, cur.status) or ev.filled_quantity > cur.request.quantity:
+            return
+        fill = self._fill_delta(internal_id, cur, ev, ev.filled_quantity - cur.filled_quantity)
+        await self.transition(internal_id, cur.status, filled=(ev.filled_quantity, ev.average_price_paise or fill[1]),
+                              fill=fill, allow=allows_late_fill, audit={"late_fill": event_audit(ev)})
 
     def _fill_delta(self, internal_id: str, cur: t.OrderUpdate, ev: BrokerOrderEvent,
                     delta: int) -> tuple[int, int, int]:

@@ -1,0 +1,49 @@
+"""Cancels racing fills: a fill the broker made before the cancel is never lost, a repeated cancel is harmless."""
+
+from prometheus_client import REGISTRY
+
+from services.oms.broker import BrokerOrderEvent
+from shared.bus import Topic
+from shared.contracts import trading_pb2 as t
+from tests.oms.conftest import accepted
+from tests.oms.helpers import MINUTE, T0, candle, order
+
+
+async def open_limit_buy(oms, quantity: int = 10) -> t.OrderUpdate:
+    await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=quantity)))
+    return await oms.until_status("c-1", t.ORDER_STATUS_OPEN)
+
+
+def late_fills() -> float:
+    return REGISTRY.get_sample_value("neopulse_oms_late_fills_total") or 0.0
+
+
+async def test_a_cancel_acknowledged_before_the_queued_partial_fill_keeps_the_fill(start_oms):
+    oms = await start_oms()
+    await open_limit_buy(oms)
+    engine = oms.module.engine
+
+    await oms.broker.process_candle(candle(99_00, 99_50, 98_00, 99_00, volume=4, start_ns=T0 + MINUTE))
+    final = await engine.cancel("c-1")  # the fill event is still queued for the OMS
+    await oms.until_status("c-1", t.ORDER_STATUS_CANCELLED)
+    await oms.bus.drain()
+
+    assert (final.status, final.filled_quantity) == (t.ORDER_STATUS_CANCELLED, 4)
+    assert oms.of("c-1")[-1].filled_quantity == 4
+    assert engine.positions.net_quantity(order().token) == 4
+
+
+async def test_a_fill_reported_after_the_order_was_cancelled_is_applied_and_counted(start_oms):
+    oms = await start_oms()
+    opened = await open_limit_buy(oms)
+    engine = oms.module.engine
+    await engine.cancel("c-1")
+    before = late_fills()
+
+    await engine.on_event(BrokerOrderEvent(opened.exchange_order_id, "c-1", t.ORDER_STATUS_CANCELLED,
+                                           filled_quantity=3, average_price_paise=99_00))
+
+    assert late_fills() == before + 1
+    assert (engine.lookup("c-1").status, engine.lookup("c-1").filled_quantity) == (t.ORDER_STATUS_CANCELLED, 3)
+    assert engine.positions.net_quantity(order().token) == 3
+
