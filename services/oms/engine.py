@@ -238,6 +238,8 @@ class OrderEngine:
             cur = self.orders[iid]
             if cur.status in TERMINAL:
                 raise OrderStateError(f"order {order_id} is already {name(cur.status)}; there is nothing to cancel")
+            if cur.status == t.ORDER_STATUS_CANCEL_PENDING:
+                return cur  # already asked: the broker's answer or its events will finish it
             if not cur.exchange_order_id or cur.status == t.ORDER_STATUS_MODIFY_PENDING:
                 raise OrderStateError(f"order {order_id} is {name(cur.status)} and cannot be cancelled yet; "
                                       "retry in a moment")

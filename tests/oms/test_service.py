@@ -185,3 +185,26 @@ async def test_a_cancel_the_broker_refuses_puts_the_order_back_and_reports_why(s
     now = oms.module.engine.lookup("c-1")
     assert now.status == t.ORDER_STATUS_OPEN
     assert now.reason == "cancel refused: order is being filled"
+
+
+async def test_a_second_cancel_of_a_cancel_pending_order_returns_it_unchanged(start_oms):
+    from services.oms.broker import BrokerAck
+    from services.oms.charges import ChargeModel
+    from services.oms.virtual_broker import VirtualBroker
+    from shared.clock import ManualClock
+
+    class AcksCancelLater(VirtualBroker):
+        """A live-broker-like cancel: acknowledged as CANCEL_PENDING, the final state comes as an event."""
+
+        async def cancel_order(self, exchange_order_id):
+            return BrokerAck(exchange_order_id, t.ORDER_STATUS_CANCEL_PENDING)
+
+    oms = await start_oms(broker=AcksCancelLater(None, ChargeModel.default(), ManualClock(0)))
+    placed = await place(oms, order(price=100_00))
+    cancel = oms_pb2.CancelOrderRequest(order_id=placed.client_order_id)
+    first = await oms.bus.call(rpc.CANCEL_ORDER, cancel)
+
+    second = await oms.bus.call(rpc.CANCEL_ORDER, cancel)
+
+    assert first.order.status == t.ORDER_STATUS_CANCEL_PENDING
+    assert second.order == first.order
