@@ -86,7 +86,7 @@ class RiskEngine:
         self._squared_off: date | None = None
         self._last_update_sequence = 0
         self._checks: tuple[Check, ...] = (
-            self.check_trading_state, self.check_quantity, self.check_price, self.check_price_band,
+            self.check_trading_state, self.check_square_off_reduces, self.check_quantity, self.check_price, self.check_price_band,
             self.check_order_value, self.check_position, self.check_open_orders, self.check_market_hours,
             self.check_square_off_time, self.check_submit_rate)
 
@@ -150,6 +150,15 @@ class RiskEngine:
                                      f"a position pass, net position in token {order.token} is "
                                      f"{self.positions.net_quantity(order.token)}")
         return None
+
+    def check_square_off_reduces(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
+                                 now: int) -> Denial | None:
+        """A SQUAREOFF order only ever closes: with its side's working orders it may not flip or open a position."""
+        if order.strategy_tag != SQUAREOFF_TAG or self.reduces_position(order):
+            return None
+        return "REDUCE_ONLY", (f"{SQUAREOFF_TAG} orders are reduce-only; {order.quantity} more with working "
+                               f"orders on the same side would not shrink the net position "
+                               f"{self.positions.net_quantity(order.token)} in token {order.token}")
 
     def check_quantity(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument, now: int) -> Denial | None:
         qty, lot = order.quantity, inst.lot_size or 1

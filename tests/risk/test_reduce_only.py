@@ -1,0 +1,46 @@
+"""SQUAREOFF orders are reduce-only in every trading state, counting working orders on the same side.
+
+Pure RiskEngine on a ManualClock; fills come in as OMS order updates.
+"""
+
+from __future__ import annotations
+
+from services.risk.engine import RiskEngine
+from shared.clock import ManualClock
+from shared.contracts import trading_pb2
+from tests.risk.factories import RELIANCE, fill, instruments, limits, order
+
+BUY, SELL = trading_pb2.SIDE_BUY, trading_pb2.SIDE_SELL
+MIS, CNC = trading_pb2.PRODUCT_MIS, trading_pb2.PRODUCT_CNC
+
+
+def holding(clock: ManualClock, *fills: trading_pb2.OrderUpdate) -> RiskEngine:
+    engine = RiskEngine(limits(), clock, instruments())
+    for update in fills:
+        engine.on_order_update(update)
+    engine.last_prices[RELIANCE] = 1290_00
+    return engine
+
+
+def test_a_second_squareoff_while_the_first_still_works_is_denied_when_active(clock):
+    engine = holding(clock, fill(BUY, 100, 1290_00))
+    first = engine.decide(order(side=SELL, quantity=100, strategy_tag="SQUAREOFF"))
+
+    second = engine.decide(order(side=SELL, quantity=100, strategy_tag="SQUAREOFF"))
+
+    assert first.accepted
+    assert (second.accepted, second.reason_code) == (False, "REDUCE_ONLY")
+
+
+def test_a_squareoff_with_no_position_is_denied_when_active(clock):
+    engine = holding(clock)
+
+    decision = engine.decide(order(side=SELL, quantity=10, strategy_tag="SQUAREOFF"))
+
+    assert (decision.accepted, decision.reason_code) == (False, "REDUCE_ONLY")
+
+
+def test_a_squareoff_that_reduces_the_position_is_accepted_when_active(clock):
+    engine = holding(clock, fill(BUY, 100, 1290_00))
+
+    assert engine.decide(order(side=SELL, quantity=100, strategy_tag="SQUAREOFF")).accepted
