@@ -86,9 +86,9 @@ class RiskEngine:
         self._squared_off: date | None = None
         self._last_update_sequence = 0
         self._checks: tuple[Check, ...] = (
-            self.check_trading_state, self.check_square_off_reduces, self.check_quantity, self.check_price, self.check_price_band,
-            self.check_order_value, self.check_position, self.check_open_orders, self.check_market_hours,
-            self.check_square_off_time, self.check_submit_rate)
+            self.check_trading_state, self.check_square_off_reduces, self.check_quantity, self.check_price,
+            self.check_price_band, self.check_order_value, self.check_position, self.check_open_orders,
+            self.check_market_hours, self.check_square_off_time, self.check_submit_rate)
 
     # -- decisions ------------------------------------------------------------
     def decide(self, order: trading_pb2.OrderRequest) -> trading_pb2.RiskDecision:
