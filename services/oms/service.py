@@ -106,16 +106,21 @@ class OrderService:
             unrealised_pnl_paise=book.unrealised_pnl_paise(), charges_paise=book.charges_paise())
 
     async def square_off(self, request: oms_pb2.SquareOffRequest) -> oms_pb2.SquareOffResponse:
-        """A market order against every open position (or the one symbol named), through risk."""
+        """A market order against every open position (or the one symbol named), through risk,
+        for what working exit orders do not already cover."""
         wanted = request.symbol.upper()
-        placed, refused = [], []
+        placed, refused, covered = [], [], False
         for pos in list(self.engine.positions.positions.values()):
             if pos.net_quantity == 0 or (wanted and pos.symbol.upper() != wanted):
                 continue
+            side = t.SIDE_SELL if pos.net_quantity > 0 else t.SIDE_BUY
+            quantity = abs(pos.net_quantity) - self._working_quantity(pos.token, pos.product, side)
+            if quantity <= 0:
+                covered = True
+                continue
             order = t.OrderRequest(
                 client_order_id=f"{SQUAREOFF_TAG}-{pos.token}-{uuid.uuid4().hex[:12]}", token=pos.token,
-                exchange_segment=pos.exchange_segment, symbol=pos.symbol,
-                side=t.SIDE_SELL if pos.net_quantity > 0 else t.SIDE_BUY, quantity=abs(pos.net_quantity),
+                exchange_segment=pos.exchange_segment, symbol=pos.symbol, side=side, quantity=quantity,
                 order_type=t.ORDER_TYPE_MARKET, product=cast("t.Product", pos.product), validity=t.VALIDITY_DAY,
                 strategy_tag=SQUAREOFF_TAG)
             try:
@@ -125,6 +130,12 @@ class OrderService:
                 refused.append(exc)
         if refused and not placed:
             raise refused[0]
-        if wanted and not placed:
+        if wanted and not placed and not covered:
             raise NotFound(f"no open position in {request.symbol}; ListPositions shows what is open")
         return oms_pb2.SquareOffResponse(orders=placed)
+
+    def _working_quantity(self, token: int, product: int, side: int) -> int:
+        """Units still to fill in open orders on this side of the token and product (exits under way)."""
+        return sum(u.request.quantity - u.filled_quantity for u in self.engine.open_orders()
+                   if u.request.token == token and u.request.side == side
+                   and (u.request.product or t.PRODUCT_MIS) == product)
