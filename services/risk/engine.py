@@ -56,6 +56,7 @@ class OpenOrder:
     side: int
     quantity: int
     filled: int = 0
+    product: int = MIS
 
     @property
     def remaining(self) -> int:
@@ -103,7 +104,8 @@ class RiskEngine:
             return decision
         decision.accepted = True
         self._bucket.take(now)
-        self.open_orders[order.client_order_id] = OpenOrder(order.token, order.side, order.quantity)
+        self.open_orders[order.client_order_id] = OpenOrder(order.token, order.side, order.quantity,
+                                                            product=product_of(order.product))
         self._accepted.add(order.client_order_id)
         return decision
 
@@ -148,7 +150,7 @@ class RiskEngine:
         if self.state == REDUCING and not self.reduces_position(order):
             return "REDUCING_ONLY", (f"trading is REDUCING ({self.state_reason}); only orders that shrink "
                                      f"a position pass, net position in token {order.token} is "
-                                     f"{self.positions.net_quantity(order.token)}")
+                                     f"{self._net(order.token, order.product)} ({_product_name(order)})")
         return None
 
     def check_square_off_reduces(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
@@ -158,7 +160,8 @@ class RiskEngine:
             return None
         return "REDUCE_ONLY", (f"{SQUAREOFF_TAG} orders are reduce-only; {order.quantity} more with working "
                                f"orders on the same side would not shrink the net position "
-                               f"{self.positions.net_quantity(order.token)} in token {order.token}")
+                               f"{self._net(order.token, order.product)} in token {order.token} "
+                               f"({_product_name(order)})")
 
     def check_quantity(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument, now: int) -> Denial | None:
         qty, lot = order.quantity, inst.lot_size or 1
@@ -250,17 +253,27 @@ class RiskEngine:
 
     # -- helpers for checks ---------------------------------------------------
     def reduces_position(self, order: trading_pb2.OrderRequest) -> bool:
-        """True when the order (plus open orders on the same side) only shrinks the net position."""
-        net = self.positions.net_quantity(order.token)
+        """True when the order (plus open orders on the same side) only shrinks the position of its product.
+
+        Per (token, product): an MIS order closes the MIS position even when a CNC position offsets it.
+        """
+        product = product_of(order.product)
+        net = self._net(order.token, product)
         if net == 0 or (net > 0) == (order.side == BUY):
             return False
-        return self._pending(order.token, order.side) + order.quantity <= abs(net)
+        return self._pending(order.token, order.side, product) + order.quantity <= abs(net)
+
+    def _net(self, token: int, product: int) -> int:
+        pos = self.positions.positions.get((token, product_of(product)))
+        return pos.net_quantity if pos is not None else 0
 
     def _is_square_off(self, order: trading_pb2.OrderRequest) -> bool:
         return order.strategy_tag == SQUAREOFF_TAG and self.reduces_position(order)
 
-    def _pending(self, token: int, side: int) -> int:
-        return sum(o.remaining for o in self.open_orders.values() if o.token == token and o.side == side)
+    def _pending(self, token: int, side: int, product: int | None = None) -> int:
+        """Working quantity on one side of a token: every product, or only `product`."""
+        return sum(o.remaining for o in self.open_orders.values()
+                   if o.token == token and o.side == side and (product is None or o.product == product))
 
     def _valuation_price(self, order: trading_pb2.OrderRequest) -> int:
         if order.order_type in PRICED:
@@ -304,7 +317,8 @@ class RiskEngine:
             self.open_orders.pop(cid, None)
         elif cid:
             req = update.request
-            tracked = self.open_orders.setdefault(cid, OpenOrder(req.token, req.side, req.quantity))
+            tracked = self.open_orders.setdefault(cid, OpenOrder(req.token, req.side, req.quantity,
+                                                                 product=product_of(req.product)))
             tracked.filled = update.filled_quantity
             self._accepted.add(cid)
 
@@ -414,7 +428,7 @@ class RiskEngine:
                 continue
             inst = self.instruments.get(pos.token)
             side = trading_pb2.SIDE_SELL if pos.net_quantity > 0 else BUY
-            quantity = abs(pos.net_quantity) - self._pending(pos.token, side)
+            quantity = abs(pos.net_quantity) - self._pending(pos.token, side, pos.product)
             chunk = square_off_chunk(self.limits, inst, pos.last_price_paise)
             orders += square_off_orders(pos, inst, quantity, chunk, self._day)
         return orders
@@ -426,6 +440,15 @@ class RiskEngine:
             realised_pnl_paise=self.positions.realised_pnl_paise(),
             unrealised_pnl_paise=self.positions.unrealised_pnl_paise(), state_reason=self.state_reason,
             positions=self.positions.to_protos())
+
+
+def product_of(product: int) -> int:
+    """The product an order or position counts under: unspecified means MIS (the default everywhere)."""
+    return product or MIS
+
+
+def _product_name(order: trading_pb2.OrderRequest) -> str:
+    return trading_pb2.Product.Name(product_of(order.product)).removeprefix("PRODUCT_")  # type: ignore[arg-type]
 
 
 def _type_name(order: trading_pb2.OrderRequest) -> str:
