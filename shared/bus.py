@@ -78,7 +78,8 @@ class Bus:
         self._handlers: dict[str, RequestHandler] = {}
         self._tasks: dict[Subscription, asyncio.Task[None]] = {}
         self._running = False
-        self._published = {t: PUBLISHED.labels(t.value) for t in Topic}  # labels() is slow on a hot path
+        self._published = {t: PUBLISHED.labels(t.value) for t in Topic}
+        self._order_path: list[Subscription] = []  # labels() is slow on a hot path
 
     # -- topics ---------------------------------------------------------------
     def subscribe(self, topic: Topic, name: str, handler: Handler, maxsize: int | None = None) -> Subscription:
@@ -94,11 +95,15 @@ class Bus:
         sub._drop_counter = DROPPED.labels(topic.value, name)
         QUEUE_DEPTH.labels(topic.value, name).set_function(sub.queue.qsize)
         self._subs[topic].append(sub)
+        if not topic.lossy:
+            self._order_path.append(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         if sub in self._subs[sub.topic]:
             self._subs[sub.topic].remove(sub)
+        if sub in self._order_path:
+            self._order_path.remove(sub)
         task = self._tasks.pop(sub, None)
         if task is not None:
             task.cancel()
@@ -185,6 +190,14 @@ class Bus:
             await asyncio.sleep(0.005)
         return True
 
+    async def _yield_to_order_path(self) -> None:
+        """Market data waits while order-path messages are queued, so a signal, decision or order update
+        is handled before the next tick batch (a few turns at most: a consumer awaiting I/O never stalls it)."""
+        for _ in range(4):
+            if not any(s.queue._queue for s in self._order_path if s.handler is not None):  # type: ignore[attr-defined]
+                return
+            await asyncio.sleep(0)
+
     def _start(self, sub: Subscription) -> None:
         self._tasks[sub] = asyncio.get_running_loop().create_task(
             self._consume(sub), name=f"bus:{sub.topic.value}:{sub.name}")
@@ -193,8 +206,11 @@ class Bus:
         queue, handler = sub.queue, sub.handler
         assert handler is not None
         errors = HANDLER_ERRORS.labels(sub.topic.value, sub.name)
+        lossy = sub.topic.lossy
         while True:
             msg = await queue.get()
+            if lossy:
+                await self._yield_to_order_path()
             try:
                 await handler(msg)
                 sub.handled += 1

@@ -93,3 +93,21 @@ async def test_stream_yields_what_is_queued_as_one_batch(bus):
 async def test_calling_a_request_nobody_serves_is_not_found():
     with pytest.raises(NotFound, match="PauseStrategy"):
         await Bus().call("/neopulse.v1.StrategyService/PauseStrategy", None)
+
+
+async def test_queued_order_path_messages_are_handled_before_the_next_tick_batch(bus):
+    order = []
+
+    async def on_ticks(batch):
+        order.append("ticks")
+
+    async def on_signal(signal):
+        order.append("signal")
+
+    bus.subscribe(Topic.TICKS, "market", on_ticks)
+    bus.subscribe(Topic.SIGNALS, "risk", on_signal)
+    await asyncio.sleep(0)
+    bus.publish_nowait(Topic.TICKS, market_pb2.TickBatch())
+    await bus.publish(Topic.SIGNALS, trading_pb2.Signal(signal_id="s"))
+    assert await bus.drain()
+    assert order == ["signal", "ticks"]
