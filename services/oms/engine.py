@@ -18,9 +18,10 @@ from prometheus_client import Counter
 from services.oms.broker import Broker, BrokerAck, BrokerOrderEvent
 from services.oms.config import OmsSettings
 from services.oms.ledger import Ledger
-from services.oms.states import TERMINAL, IllegalTransition, allows_late_fill, can_transition, name
+from services.oms.states import TERMINAL, IllegalTransition, allows_adoption, allows_late_fill, can_transition, name
 from shared.bus import Bus, Sequencer, Topic
 from shared.clock import Clock
+from shared.contracts import ops_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, NeoPulseError, NotFound
 from shared.positions import PositionBook
@@ -38,6 +39,9 @@ _ACCEPTED = frozenset({t.ORDER_STATUS_UNSPECIFIED, t.ORDER_STATUS_PENDING_NEW, t
 # Live states a fill turns into PARTIALLY_FILLED.
 _RESTING = frozenset({t.ORDER_STATUS_OPEN, t.ORDER_STATUS_TRIGGER_PENDING, t.ORDER_STATUS_MODIFY_PENDING,
                       t.ORDER_STATUS_CANCEL_PENDING, t.ORDER_STATUS_PARTIALLY_FILLED})
+# Reasons the OMS writes when it gives an order up without the broker's answer (here and in reconcile.py):
+# such an order may still turn up at the broker, and is then adopted.
+GIVEN_UP_MARKERS = ("placement outcome unknown", "the broker has no order tagged")
 NOT_YET_PLACED = frozenset({t.ORDER_STATUS_PENDING_NEW, t.ORDER_STATUS_SUBMITTED})
 
 
@@ -315,6 +319,10 @@ class OrderEngine:
     async def _event_for_terminal(self, internal_id: str, cur: t.OrderUpdate, ev: BrokerOrderEvent) -> None:
         """A repeated event is a no-op; more fills than recorded are an error worth a page, and are
         applied when the state machine allows it (CANCELLED stays CANCELLED with the fills)."""
+        if cur.status == t.ORDER_STATUS_REJECTED and ev.status != t.ORDER_STATUS_REJECTED and any(
+                marker in cur.reason for marker in GIVEN_UP_MARKERS):
+            await self._adopt(internal_id, cur, ev)
+            return
         if ev.filled_quantity == cur.filled_quantity:
             return
         LATE_FILLS.inc()
@@ -326,6 +334,36 @@ class OrderEngine:
         fill = self._fill_delta(internal_id, cur, ev, ev.filled_quantity - cur.filled_quantity)
         await self.transition(internal_id, cur.status, filled=(ev.filled_quantity, ev.average_price_paise or fill[1]),
                               fill=fill, allow=allows_late_fill, audit={"late_fill": event_audit(ev)})
+
+    async def _adopt(self, internal_id: str, cur: t.OrderUpdate, ev: BrokerOrderEvent) -> None:
+        """REJECTED -> the broker's state for an order we gave up on, and a critical notification."""
+        delta = ev.filled_quantity - cur.filled_quantity
+        status = t.ORDER_STATUS_OPEN if ev.status in _ACCEPTED else ev.status
+        if status in _RESTING and status != t.ORDER_STATUS_TRIGGER_PENDING:
+            status = t.ORDER_STATUS_PARTIALLY_FILLED if delta > 0 else t.ORDER_STATUS_OPEN
+        fill = self._fill_delta(internal_id, cur, ev, delta)
+        reason = f"order found at the broker after it was given up ({name(ev.status)} there); adopted"
+        try:
+            u = await self.transition(internal_id, status, reason=reason, exchange_order_id=ev.exchange_order_id,
+                                      filled=(ev.filled_quantity, ev.average_price_paise or fill[1]) if delta else None,
+                                      fill=fill, allow=allows_adoption,
+                                      audit={"adopted": {"given_up_reason": cur.reason, "event": event_audit(ev)}})
+        except IllegalTransition as exc:
+            ILLEGAL.inc()
+            log.error("given-up order found at the broker but not adoptable: %s", exc, extra={"order_id": internal_id})
+            return
+        UNKNOWN_OUTCOMES.labels("adopted_after_giving_up").inc()
+        log.critical("order found at the broker after it was given up; adopted", extra={
+            "order_id": internal_id, "exchange_order_id": ev.exchange_order_id, "status": name(status)})
+        await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
+            kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=ops_pb2.SEVERITY_CRITICAL,
+            title="Order found at broker after it was given up", source="oms", ts_ns=u.ts_ns,
+            text=(f"Order {u.client_order_id} was marked REJECTED (outcome unknown) but the broker holds it as "
+                  f"{ev.exchange_order_id} ({name(ev.status)}, filled {ev.filled_quantity}); the OMS now tracks it "
+                  "again. Check positions and any replacement order placed meanwhile."),
+            fields={"order_id": internal_id, "client_order_id": u.client_order_id,
+                    "exchange_order_id": ev.exchange_order_id, "token": str(u.request.token),
+                    "strategy": u.request.strategy_tag, "status": name(status)}))
 
     def _fill_delta(self, internal_id: str, cur: t.OrderUpdate, ev: BrokerOrderEvent,
                     delta: int) -> tuple[int, int, int]:

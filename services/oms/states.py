@@ -8,8 +8,8 @@ from __future__ import annotations
 from services.oms.ledger import TERMINAL
 from shared.contracts import trading_pb2 as t
 
-__all__ = ["TERMINAL", "TRANSITIONS", "WORKING", "IllegalTransition", "allows_late_fill", "check_transition",
-           "is_terminal"]
+__all__ = ["TERMINAL", "TRANSITIONS", "WORKING", "IllegalTransition", "allows_adoption", "allows_late_fill",
+           "check_transition", "is_terminal"]
 
 # States in which the broker holds a live order (it may still fill).
 WORKING = frozenset({t.ORDER_STATUS_OPEN, t.ORDER_STATUS_TRIGGER_PENDING, t.ORDER_STATUS_PARTIALLY_FILLED,
@@ -68,6 +68,12 @@ def allows_late_fill(current: int, new: int) -> bool:
     """The one exception to the table for fills: a CANCELLED order the broker reports with more fills
     (they happened before the cancel took effect) stays CANCELLED and records them."""
     return current == new == t.ORDER_STATUS_CANCELLED
+
+
+def allows_adoption(current: int, new: int) -> bool:
+    """The one exception for an order the OMS gave up on (placement outcome unknown, tag not found) that the
+    broker turns out to hold: REJECTED -> the broker's live or final state."""
+    return current == t.ORDER_STATUS_REJECTED and new in _LIVE_TARGETS
 
 
 def check_transition(current: int, new: int) -> None:

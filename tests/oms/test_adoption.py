@@ -1,0 +1,63 @@
+"""An order the OMS gave up on (placement outcome unknown, tag not found) that later shows up at the broker."""
+
+from services.oms.broker import BrokerAck
+from services.oms.charges import ChargeModel
+from services.oms.virtual_broker import VirtualBroker
+from shared.bus import Topic
+from shared.clock import ManualClock
+from shared.contracts import market_pb2, ops_pb2
+from shared.contracts import trading_pb2 as t
+from shared.errors import RetryableError
+from tests.helpers import eventually as until
+from tests.oms.conftest import accepted
+from tests.oms.helpers import MINUTE, T0, candle, order
+
+
+class LosesTheAck(VirtualBroker):
+    """Takes the order but the answer times out, and its order book does not show it yet."""
+
+    async def place_order(self, order: t.OrderRequest) -> BrokerAck:
+        await super().place_order(order)
+        raise RetryableError("place timed out")
+
+    async def find_by_tag(self, client_order_id: str):
+        return None
+
+
+async def test_an_order_given_up_as_unknown_that_fills_at_the_broker_is_adopted_and_reported(start_oms):
+    oms = await start_oms(broker=LosesTheAck(None, ChargeModel.default(), ManualClock(0)))
+    notes: list[ops_pb2.Notification] = []
+
+    async def collect(note: ops_pb2.Notification) -> None:
+        notes.append(note)
+
+    oms.bus.subscribe(Topic.NOTIFICATIONS, "test-notes", collect)
+    await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=10)))
+    rejected = await oms.until_status("c-1", t.ORDER_STATUS_REJECTED)
+
+    await oms.bus.publish(Topic.CANDLES, market_pb2.CandleBatch(
+        candles=[candle(99_00, 99_50, 98_00, 99_00, start_ns=T0 + MINUTE)]))
+    traded = await oms.until_status("c-1", t.ORDER_STATUS_TRADED)
+    await until(lambda: notes)
+
+    assert "placement outcome unknown" in rejected.reason
+    assert (traded.previous_status, traded.filled_quantity, traded.exchange_order_id[:3]) == (
+        t.ORDER_STATUS_REJECTED, 10, "VB-")
+    assert "found at the broker after it was given up" in traded.reason
+    assert oms.module.engine.positions.net_quantity(order().token) == 10
+    (note,) = notes
+    assert (note.kind, note.severity, note.title) == (
+        ops_pb2.NOTIFICATION_KIND_SYSTEM, ops_pb2.SEVERITY_CRITICAL, "Order found at broker after it was given up")
+    assert note.fields["order_id"] == traded.internal_id
+
+
+async def test_an_order_the_broker_rejected_is_not_adopted_by_a_later_event(start_oms):
+    from services.oms.broker import BrokerOrderEvent
+
+    oms = await start_oms()
+    await oms.bus.publish(Topic.ORDERS, accepted(order(quantity=0)))  # the VirtualBroker refuses quantity 0
+    rejected = await oms.until_status("c-1", t.ORDER_STATUS_REJECTED)
+
+    await oms.module.engine.on_event(BrokerOrderEvent("VB-x", "c-1", t.ORDER_STATUS_OPEN))
+
+    assert oms.module.engine.lookup("c-1") == rejected
