@@ -94,6 +94,10 @@ class RiskSettings(ModuleSettings):
     # How often the loss limit is re-evaluated from marks, and how often run() looks at the clock (real ms).
     loss_check_interval_ms: float = Field(default=100.0, ge=0)
     timer_interval_ms: float = Field(default=200.0, gt=0)
+    # Kill-switch cancels the OMS refuses (an order the broker has not acknowledged yet) are retried, the
+    # delay doubling from cancel_retry_backoff_ms up to 2 s, for at most cancel_retry_window_ms (real ms).
+    cancel_retry_backoff_ms: float = Field(default=200.0, gt=0)
+    cancel_retry_window_ms: float = Field(default=10_000.0, ge=0)
 
     _hhmm = field_validator("square_off_time_ist")(_check_hhmm)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 from prometheus_client import Counter
 
@@ -25,7 +27,9 @@ from shared.money import fmt_inr
 log = logging.getLogger(__name__)
 
 DECISIONS = Counter("neopulse_risk_decisions", "Risk decisions", ["accepted", "reason_code"])
-CANCEL_FAILURES = Counter("neopulse_risk_cancel_failures", "Kill-switch cancels the OMS refused or failed")
+CANCEL_FAILURES = Counter("neopulse_risk_cancel_failures",
+                          "Orders a kill switch could not cancel, even after retrying")
+MAX_CANCEL_BACKOFF_S = 2.0
 
 SEVERITY: dict[int, ops_pb2.Severity] = {risk_pb2.TRADING_STATE_ACTIVE: ops_pb2.SEVERITY_INFO,
             risk_pb2.TRADING_STATE_REDUCING: ops_pb2.SEVERITY_WARNING, HALTED: ops_pb2.SEVERITY_CRITICAL}
@@ -51,6 +55,7 @@ class RiskModule(Component):
         self._publish_lock = asyncio.Lock()
         self._loss_interval_s = settings.loss_check_interval_ms / 1000
         self._next_loss_check = 0.0
+        self._tasks: asyncio.TaskGroup | None = None  # run()'s TaskGroup: background work it owns
 
     async def start(self) -> None:
         await self.instruments.load_from(self.bus)
@@ -86,10 +91,22 @@ class RiskModule(Component):
         self.engine.restore_positions(reply.positions)
 
     async def run(self) -> None:
-        """The clock timer: daily loss from marks, day roll-over and the intraday square-off."""
-        while True:
-            await self.tick_timer()
-            await asyncio.sleep(self.settings.timer_interval_ms / 1000)
+        """The clock timer (daily loss from marks, day roll-over, square-off); owns background retries."""
+        async with asyncio.TaskGroup() as tasks:
+            self._tasks = tasks
+            try:
+                while True:
+                    await self.tick_timer()
+                    await asyncio.sleep(self.settings.timer_interval_ms / 1000)
+            finally:
+                self._tasks = None
+
+    async def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` in run()'s TaskGroup; awaited here when run() is not running (a module only started)."""
+        if self._tasks is None:
+            await work
+        else:
+            self._tasks.create_task(work)
 
     async def tick_timer(self) -> None:
         self.engine.evaluate_loss()
@@ -152,12 +169,42 @@ class RiskModule(Component):
         return risk_pb2.SetKillSwitchResponse(state=self.engine.state)
 
     async def _cancel_open_orders(self) -> None:
-        for order_id in list(self.engine.open_orders):
-            try:
-                await self.bus.call(rpc.CANCEL_ORDER, oms_pb2.CancelOrderRequest(order_id=order_id))
-            except Exception:  # one failed cancel must not stop the others
-                CANCEL_FAILURES.inc()
-                log.exception("kill-switch cancel failed", extra={"order_id": order_id})
+        """Cancel every open order now; those the OMS refuses (not yet at the broker) are retried in the background."""
+        failed = [order_id for order_id in list(self.engine.open_orders) if not await self._cancel(order_id)]
+        if failed:
+            await self._in_background(self._retry_cancels(failed))
+
+    async def _cancel(self, order_id: str) -> bool:
+        try:
+            await self.bus.call(rpc.CANCEL_ORDER, oms_pb2.CancelOrderRequest(order_id=order_id))
+        except Exception as exc:  # one failed cancel must not stop the others
+            log.warning("kill-switch cancel failed; will retry", extra={"order_id": order_id, "error": str(exc)})
+            return False
+        return True
+
+    async def _retry_cancels(self, order_ids: list[str]) -> None:
+        """Retry with a doubling delay until each order is cancelled or terminal, the switch is released or
+        cancel_retry_window_ms is over; what is left is counted, logged and a CRITICAL notification."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.cancel_retry_window_ms / 1000
+        delay = self.settings.cancel_retry_backoff_ms / 1000
+        left = order_ids
+        while left and loop.time() < deadline and self.engine.kill_switch_engaged:
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+            delay = min(delay * 2, MAX_CANCEL_BACKOFF_S)
+            left = [o for o in left if o in self.engine.open_orders and not await self._cancel(o)]
+        left = [o for o in left if o in self.engine.open_orders]
+        if not left or not self.engine.kill_switch_engaged:
+            return
+        CANCEL_FAILURES.inc(len(left))
+        log.error("kill switch could not cancel orders", extra={"order_ids": left, "count": len(left)})
+        await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
+            kind=ops_pb2.NOTIFICATION_KIND_KILL_SWITCH, severity=ops_pb2.SEVERITY_CRITICAL,
+            title=f"Kill switch: {len(left)} open order(s) NOT cancelled",
+            text=(f"the OMS refused to cancel {', '.join(left)} for "
+                  f"{self.settings.cancel_retry_window_ms / 1000:g} s; check the broker's order book and cancel "
+                  "them by hand"),
+            ts_ns=self.clock.now_ns(), source="risk", fields={"order_ids": ",".join(left)}))
 
     def _complete_manual_order(self, order: trading_pb2.OrderRequest) -> trading_pb2.OrderRequest:
         """Validate the shape of a manual order (InvalidInput names the field) and fill what may be defaulted."""

@@ -17,7 +17,7 @@ from shared.bus import Bus, Topic
 from shared.clock import ManualClock, ist_ns
 from shared.config import load
 from shared.contracts import ingestion_pb2, market_pb2, oms_pb2, ops_pb2, risk_pb2, trading_pb2
-from shared.errors import InvalidInput, NotFound, RiskRejected, TradingHalted
+from shared.errors import InvalidInput, NeoPulseError, NotFound, RiskRejected, TradingHalted
 from shared.marketdata import nse_instruments
 from tests.helpers import eventually as wait_for
 from tests.risk.factories import DAY, RELIANCE, fill, order
@@ -33,6 +33,7 @@ class Running:
     orders: list[trading_pb2.RiskDecision] = field(default_factory=list)
     notes: list[ops_pb2.Notification] = field(default_factory=list)
     cancels: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
 
 
 @pytest.fixture
@@ -44,7 +45,8 @@ async def risk(clock: ManualClock) -> AsyncIterator[Running]:
 
     bus.handle(rpc.LIST_INSTRUMENTS, list_instruments)
     settings = load(RiskSettings, {}, loss_check_interval_ms=0, timer_interval_ms=2,
-                    daily_loss_reducing=1000, daily_loss_halt=2000)
+                    daily_loss_reducing=1000, daily_loss_halt=2000, cancel_retry_backoff_ms=5,
+                    cancel_retry_window_ms=300)
     running = Running(bus, RiskModule(bus, settings, clock), clock)
 
     async def on_order(decision: trading_pb2.RiskDecision) -> None:
@@ -57,6 +59,10 @@ async def risk(clock: ManualClock) -> AsyncIterator[Running]:
         running.cancels.append(request.order_id)
         if request.order_id == "refused":
             raise NotFound("order refused is unknown")
+        if request.order_id.startswith("unacked") and running.cancels.count(request.order_id) <= 2:
+            raise NeoPulseError(f"order {request.order_id} is SUBMITTED and cannot be cancelled yet; "
+                                "retry in a moment")
+        running.cancelled.append(request.order_id)
         return oms_pb2.CancelOrderResponse()
 
     bus.subscribe(Topic.ORDERS, "test", on_order)
@@ -151,9 +157,32 @@ async def test_the_kill_switch_halts_notifies_and_cancels_every_open_order_despi
     await wait_for(lambda: risk.notes)
 
     assert reply.state == risk_pb2.TRADING_STATE_HALTED
-    assert risk.cancels == ["a", "refused", "b"]
+    assert risk.cancels[:3] == ["a", "refused", "b"]
     assert (risk.notes[0].kind, risk.notes[0].text) == (ops_pb2.NOTIFICATION_KIND_KILL_SWITCH,
                                                         "kill switch engaged: runaway")
+
+
+async def test_a_kill_switch_cancel_refused_until_the_broker_acknowledges_is_retried_until_it_succeeds(risk):
+    await risk.bus.call(rpc.SUBMIT_ORDER, risk_pb2.SubmitOrderRequest(order=order(client_order_id="unacked-1")))
+
+    await risk.bus.call(rpc.SET_KILL_SWITCH, risk_pb2.SetKillSwitchRequest(
+        engaged=True, reason="runaway", cancel_open_orders=True))
+    await wait_for(lambda: risk.cancelled)
+
+    assert (risk.cancels, risk.cancelled) == (["unacked-1"] * 3, ["unacked-1"])
+
+
+async def test_an_order_the_kill_switch_cannot_cancel_is_a_critical_notification(risk):
+    await risk.bus.call(rpc.SUBMIT_ORDER, risk_pb2.SubmitOrderRequest(order=order(client_order_id="refused")))
+
+    await risk.bus.call(rpc.SET_KILL_SWITCH, risk_pb2.SetKillSwitchRequest(
+        engaged=True, reason="runaway", cancel_open_orders=True))
+    await wait_for(lambda: len(risk.notes) == 2)
+
+    note = risk.notes[1]
+    assert (note.kind, note.severity, note.fields["order_ids"]) == (
+        ops_pb2.NOTIFICATION_KIND_KILL_SWITCH, ops_pb2.SEVERITY_CRITICAL, "refused")
+    assert risk.cancels.count("refused") > 1
 
 
 async def test_releasing_the_kill_switch_reports_active(risk):
