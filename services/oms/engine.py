@@ -50,6 +50,11 @@ def _updates_counter(status: int) -> Any:
     return UPDATES.labels(name(status))  # labels() costs more than the rest of a publish
 
 
+def given_up(u: t.OrderUpdate) -> bool:
+    """REJECTED by the OMS without the broker's answer: the broker may still hold it."""
+    return u.status == t.ORDER_STATUS_REJECTED and any(marker in u.reason for marker in GIVEN_UP_MARKERS)
+
+
 class OrderStateError(NeoPulseError):
     """The order is in a state that does not allow the request (e.g. cancelling a TRADED order)."""
 
@@ -103,6 +108,10 @@ class OrderEngine:
 
     def open_orders(self) -> list[t.OrderUpdate]:
         return [u for u in self.orders.values() if u.status not in TERMINAL]
+
+    def given_up_tags(self) -> set[str]:
+        """client_order_ids of orders REJECTED without the broker's answer (they may still appear there)."""
+        return {u.client_order_id for u in self.orders.values() if given_up(u)}
 
     async def wait_placed(self, client_order_id: str, within_s: float) -> t.OrderUpdate | None:
         """The order's latest update once it is past SUBMITTED (or whatever it is at the deadline)."""
@@ -319,8 +328,7 @@ class OrderEngine:
     async def _event_for_terminal(self, internal_id: str, cur: t.OrderUpdate, ev: BrokerOrderEvent) -> None:
         """A repeated event is a no-op; more fills than recorded are an error worth a page, and are
         applied when the state machine allows it (CANCELLED stays CANCELLED with the fills)."""
-        if cur.status == t.ORDER_STATUS_REJECTED and ev.status != t.ORDER_STATUS_REJECTED and any(
-                marker in cur.reason for marker in GIVEN_UP_MARKERS):
+        if ev.status != t.ORDER_STATUS_REJECTED and given_up(cur):
             await self._adopt(internal_id, cur, ev)
             return
         if ev.filled_quantity == cur.filled_quantity:

@@ -80,14 +80,15 @@ class OmsModule(Component):
         while True:
             await asyncio.sleep(self.settings.poll_interval_s)
             working = {u.exchange_order_id for u in self.engine.open_orders() if u.exchange_order_id}
-            if not working:
+            given_up = self.engine.given_up_tags()  # they may still turn up at the broker: adopted then
+            if not working and not given_up:
                 continue
             try:
                 book = await self.broker.order_book()
             except Exception as exc:
                 log.warning("order book poll failed", extra={"error": str(exc)})
                 continue
-            for event in (e for e in book if e.exchange_order_id in working):
+            for event in (e for e in book if e.exchange_order_id in working or e.client_order_id in given_up):
                 try:
                     await self.engine.on_event(event)
                 except Exception:

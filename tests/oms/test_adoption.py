@@ -1,7 +1,10 @@
 """An order the OMS gave up on (placement outcome unknown, tag not found) that later shows up at the broker."""
 
+import asyncio
+
 from services.oms.broker import BrokerAck
 from services.oms.charges import ChargeModel
+from services.oms.config import OmsSettings
 from services.oms.virtual_broker import VirtualBroker
 from shared.bus import Topic
 from shared.clock import ManualClock
@@ -61,3 +64,26 @@ async def test_an_order_the_broker_rejected_is_not_adopted_by_a_later_event(star
     await oms.module.engine.on_event(BrokerOrderEvent("VB-x", "c-1", t.ORDER_STATUS_OPEN))
 
     assert oms.module.engine.lookup("c-1") == rejected
+
+
+class LosesTheAckWithoutAFeed(LosesTheAck):
+    """The same, for a broker the OMS polls: no order feed, only the order book."""
+
+    def events(self):
+        return self._silent()
+
+    async def _silent(self):
+        await asyncio.Event().wait()
+        yield
+
+
+async def test_a_polled_broker_shows_a_given_up_order_and_the_oms_adopts_it(start_oms):
+    broker = LosesTheAckWithoutAFeed(None, ChargeModel.default(), ManualClock(0))
+    oms = await start_oms(broker=broker, settings=OmsSettings(lookup_backoff_s=0, poll_interval_s=0.01))
+    await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=10)))
+    await oms.until_status("c-1", t.ORDER_STATUS_REJECTED)
+
+    await broker.process_candle(candle(99_00, 99_50, 98_00, 99_00, start_ns=T0 + MINUTE))
+    traded = await oms.until_status("c-1", t.ORDER_STATUS_TRADED)
+
+    assert (traded.previous_status, traded.filled_quantity) == (t.ORDER_STATUS_REJECTED, 10)
