@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
-import random
-import socket
 import time
 from typing import Any
 
@@ -20,6 +18,7 @@ from shared.contracts import ingestion_pb2, trading_pb2
 from shared.grpc.bridge import StreamBridge, install_unary_proxy, method_types, open_channel
 from shared.grpc.config import GrpcSettings
 from shared.grpc.server import GrpcServer
+from shared.ports import free_loopback_port as free_port
 
 STREAM_TICKS = rpc.method("IngestionService", "StreamTicks")
 SETTINGS = GrpcSettings(replay_size=100_000)
@@ -147,16 +146,6 @@ def _worker(*args: Any) -> None:
         asyncio.run(_worker_main(*args))
 
 
-def free_port() -> int:
-    """A free loopback port below the ephemeral range (no self-connect while a client retries)."""
-    while True:
-        port = random.randint(20_000, 32_000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 def _run_modules(names: tuple[str, ...], rate: float | None, n_ticks: int) -> dict[tuple[str, str], Any]:

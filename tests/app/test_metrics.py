@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.grpc.procs import free_port
+from shared.ports import free_loopback_port as free_port
 from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""Helpers to run `neopulse` processes in tests: free ports outside the ephemeral range, readiness lines.
+"""Helpers to run `neopulse` processes in tests: readiness lines, grpcurl, polling (ports: shared.ports).
 
 Used by the monolith and split-mode tests; everything here is synchronous (the servers are other processes).
 """
@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,18 +16,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 GRPCURL = str(ROOT / ".venv" / "bin" / "grpcurl")
-
-
-def free_port() -> int:
-    """A free loopback port below 32768, where no client socket can be handed it by the kernel."""
-    while True:
-        port = random.randint(20_000, 32_000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 class Proc:

@@ -16,7 +16,8 @@ from shared.contracts import (
     strategy_pb2_grpc,
     trading_pb2,
 )
-from tests.grpc.procs import Proc, free_port
+from shared.ports import free_loopback_port as free_port
+from tests.grpc.procs import Proc
 
 pytestmark = pytest.mark.slow
 INV, NF = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from tests.grpc.procs import Proc, free_port, grpcurl, grpcurl_json
+from shared.ports import free_loopback_port as free_port
+from tests.grpc.procs import Proc, grpcurl, grpcurl_json
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,8 @@ import uuid
 import asyncpg
 import pytest
 
-from tests.grpc.procs import Proc, free_port, grpcurl_json, wait_until
+from shared.ports import free_loopback_port as free_port
+from tests.grpc.procs import Proc, grpcurl_json, wait_until
 
 pytestmark = pytest.mark.slow
 MODULES = ("ingestion", "strategy", "risk", "oms", "notifier")

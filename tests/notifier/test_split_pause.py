@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from tests.grpc.procs import Proc, free_port, grpcurl_json
+from shared.ports import free_loopback_port as free_port
+from tests.grpc.procs import Proc, grpcurl_json
 from tests.helpers import eventually
 from tests.notifier.fake_bot_api import TOKEN, FakeBotApi
 

@@ -7,6 +7,8 @@ from datetime import date
 from typing import Any
 
 from services.risk.config import Limits, RiskSettings
+from services.risk.engine import RiskEngine
+from shared.clock import ManualClock
 from shared.config import load
 from shared.contracts import market_pb2, trading_pb2
 from shared.instruments import InstrumentBook
@@ -48,3 +50,12 @@ def fill(side: int, quantity: int, price_paise: int, token: int = RELIANCE,
     return trading_pb2.OrderUpdate(client_order_id=cid, status=status, request=req, filled_quantity=quantity,
                                    average_price_paise=price_paise, last_fill_quantity=quantity,
                                    last_fill_price_paise=price_paise)
+
+
+def holding(clock: ManualClock, *fills: trading_pb2.OrderUpdate) -> RiskEngine:
+    """A RiskEngine that has seen these fills, with RELIANCE last traded at Rs 1,290."""
+    engine = RiskEngine(limits(), clock, instruments())
+    for update in fills:
+        engine.on_order_update(update)
+    engine.last_prices[RELIANCE] = 1290_00
+    return engine

@@ -5,21 +5,12 @@ Pure RiskEngine on a ManualClock; fills come in as OMS order updates.
 
 from __future__ import annotations
 
-from services.risk.engine import RiskEngine
-from shared.clock import ManualClock, ist_ns
+from shared.clock import ist_ns
 from shared.contracts import trading_pb2
-from tests.risk.factories import DAY, RELIANCE, fill, instruments, limits, order
+from tests.risk.factories import DAY, fill, holding, order
 
 BUY, SELL = trading_pb2.SIDE_BUY, trading_pb2.SIDE_SELL
 MIS, CNC = trading_pb2.PRODUCT_MIS, trading_pb2.PRODUCT_CNC
-
-
-def holding(clock: ManualClock, *fills: trading_pb2.OrderUpdate) -> RiskEngine:
-    engine = RiskEngine(limits(), clock, instruments())
-    for update in fills:
-        engine.on_order_update(update)
-    engine.last_prices[RELIANCE] = 1290_00
-    return engine
 
 
 def test_the_mis_square_off_closes_mis_long_despite_an_offsetting_cnc_short(clock):
