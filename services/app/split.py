@@ -222,7 +222,8 @@ async def build_module(module: str, bus: Bus, app: AppSettings, toml: dict[str, 
 
         settings = cfg.load(IngestionSettings, toml)
         source = SyntheticSource(settings, clock, app.symbols, seed=app.seed)
-        return IngestionModule(bus, settings, source, clock)
+        writer, instrument_sink = await _tick_store(app, toml, clock, closers)
+        return IngestionModule(bus, settings, source, clock, tick_sink=writer, instrument_sink=instrument_sink)
     if module == "oms":
         return await _build_oms(bus, app, toml, clock, closers)
     if module == "strategy":
@@ -238,7 +239,35 @@ async def build_module(module: str, bus: Bus, app: AppSettings, toml: dict[str, 
     from services.notifier.config import NotifierSettings
     from services.notifier.module import NotifierModule
 
-    return NotifierModule(bus, cfg.load(NotifierSettings, toml), clock)
+    return NotifierModule(bus, cfg.load(NotifierSettings, toml, mode=app.mode), clock)
+
+
+async def _open_database(app: AppSettings, toml: dict[str, Any], clock: Clock,
+                         closers: list[Callable[[], Awaitable[Any]]]) -> Any:
+    from shared.db.config import DatabaseSettings
+    from shared.db.database import open_database
+
+    url = app.database_url.get_secret_value() if app.database_url else None
+    db = await open_database(url, app.data_dir, cfg.load(DatabaseSettings, toml), clock=clock)
+    closers.append(db.close)
+    return db
+
+
+async def _tick_store(app: AppSettings, toml: dict[str, Any], clock: Clock,
+                      closers: list[Callable[[], Awaitable[Any]]]) -> tuple[Any, Any]:
+    """Split-mode ingestion persists ticks and the instrument master too, unless --no-db."""
+    if not app.use_database:
+        return None, None
+    from services.ingestion.instrument_store import upsert_instruments
+    from services.ingestion.tick_writer import TickWriter
+    from shared.db.config import DatabaseSettings
+
+    db = await _open_database(app, toml, clock, closers)
+
+    async def instruments(items: list[Any]) -> None:
+        await upsert_instruments(db.pool, items)
+
+    return TickWriter(db.pool, cfg.load(DatabaseSettings, toml), clock=clock), instruments
 
 
 async def _build_oms(bus: Bus, app: AppSettings, toml: dict[str, Any], clock: Clock,
@@ -254,11 +283,8 @@ async def _build_oms(bus: Bus, app: AppSettings, toml: dict[str, Any], clock: Cl
     ledger: Any = MemoryLedger()
     if app.use_database:
         from services.oms.ledger_pg import PgLedger
-        from shared.db.database import open_database
 
-        url = app.database_url.get_secret_value() if app.database_url else None
-        db = await open_database(url, app.data_dir)
-        closers.append(db.close)
+        db = await _open_database(app, toml, clock, closers)
         ledger = PgLedger(db.pool)
         log.info("oms ledger in PostgreSQL", extra={"database": db.describe()})
     return OmsModule(bus, settings, VirtualBroker(None, ChargeModel.from_settings(settings), clock), ledger, clock)

@@ -104,9 +104,7 @@ async def persistence(app: Any, settings: AppSettings, toml: dict[str, Any], res
     db = await open_database(url, settings.data_dir, db_settings, clock=app.clock)
     res.on_close(db.close)
     app.database = db
-    writer = TickWriter(db.pool, db_settings, clock=app.clock)
-    res.long_lived.append(writer.run)
-    res.on_close(writer.close)
+    writer = TickWriter(db.pool, db_settings, clock=app.clock)  # run and closed by the ingestion module
     info["database"] = db.describe()
     if db.embedded is not None:
         info["psql"] = (f"make psql  (or: neopulse db psql --data-dir {settings.data_dir}); it starts the embedded "

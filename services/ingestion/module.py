@@ -33,7 +33,13 @@ CONNECTED = Gauge("neopulse_ingestion_feed_connected", "1 while the feed is conn
 
 
 class TickSink(Protocol):
+    """Where every tick is persisted (services/ingestion/tick_writer.TickWriter); the module runs and closes it."""
+
     def offer(self, batch: market_pb2.TickBatch) -> None: ...
+
+    async def run(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 InstrumentSink = Callable[[list[market_pb2.Instrument]], Awaitable[None]]
@@ -71,12 +77,16 @@ class IngestionModule(Component):
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
+            if self.tick_sink is not None:
+                tg.create_task(self.tick_sink.run(), name="ingestion:tick-writer")
             tg.create_task(self._pump(), name="ingestion:pump")
             tg.create_task(self._rate_meter(), name="ingestion:rate")
             tg.create_task(self._watchdog(), name="ingestion:watchdog")
 
     async def stop(self) -> None:
         await self.source.close()
+        if self.tick_sink is not None:
+            await self.tick_sink.close()  # flush what is buffered; unwritten ticks are counted
 
     async def _pump(self) -> None:
         publish = self.bus.publish_nowait

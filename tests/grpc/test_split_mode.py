@@ -1,5 +1,5 @@
-"""Split mode for real: five `neopulse serve` processes on loopback run a session; orders and fills
-reach the OMS ledger (PostgreSQL); a module killed and restarted rejoins and no order is placed twice."""
+"""Split mode for real: five `neopulse serve` processes on loopback run a session; orders and fills reach
+the OMS ledger, ticks the tick store (PostgreSQL); a module killed and restarted rejoins, no order twice."""
 
 import asyncio
 import signal
@@ -26,6 +26,14 @@ async def _create_database(admin_dsn: str) -> str:
     return admin_dsn.rsplit("/", 1)[0] + f"/{name}"
 
 
+async def _count(dsn: str, table: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval(f"SELECT count(*) FROM {table}")
+    finally:
+        await conn.close()
+
+
 async def _ledger_rows(dsn: str) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(dsn)
     try:
@@ -50,7 +58,7 @@ def cluster(tmp_path_factory, ledger_dsn):
     procs: dict[str, Proc] = {}
 
     def start(module: str) -> Proc:
-        db = [] if module == "oms" else ["--no-db"]  # the OMS keeps its ledger in PostgreSQL
+        db = [] if module in ("oms", "ingestion") else ["--no-db"]  # the ledger and the tick store
         procs[module] = Proc(["serve", module, "--config", str(config), *db, "--speed", "60"],
                              folder / f"{module}.log")
         procs[module].wait_for_line(f"gRPC listening on 127.0.0.1:{ports[module]}")
@@ -81,6 +89,8 @@ def test_strategy_orders_are_filled_and_land_in_the_oms_ledger(cluster, ledger_d
     assert filled[0]["request"]["signal_id"]
     stored = {r["client_order_id"]: r["status"] for r in asyncio.run(_ledger_rows(ledger_dsn))}
     assert stored[filled[0]["client_order_id"]] == "TRADED"
+    assert asyncio.run(_count(ledger_dsn, "market_ticks")) > 0
+    assert asyncio.run(_count(ledger_dsn, "instrument_master")) > 0
 
 
 def test_restarted_risk_module_rejoins_and_no_order_is_placed_twice(cluster, ledger_dsn):

@@ -23,6 +23,12 @@ class ListSink:
     def offer(self, batch):
         self.batches.append(batch)
 
+    async def run(self):
+        await asyncio.Event().wait()
+
+    async def close(self):
+        self.closed = True
+
 
 @pytest.fixture
 async def running():
