@@ -90,6 +90,8 @@ class RiskSettings(ModuleSettings):
     # Allowed distance of limit/trigger prices from the last traded price; 0 = no band.
     price_band_bps: int = Field(default=500, ge=0, le=10_000)
     square_off_time_ist: str = "15:15"
+    # After square_off_time, retry this often (clock seconds) while an MIS position is left unclosed.
+    square_off_retry_s: float = Field(default=30.0, gt=0)
     enforce_market_hours: bool = True
     # How often the loss limit is re-evaluated from marks, and how often run() looks at the clock (real ms).
     loss_check_interval_ms: float = Field(default=100.0, ge=0)

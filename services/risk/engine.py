@@ -67,7 +67,7 @@ class RiskEngine:
     """Decides every order; tracks open orders, positions and the daily loss that moves the trading state."""
 
     def __init__(self, limits: Limits, clock: Clock, instruments: InstrumentBook,
-                 positions: PositionBook | None = None) -> None:
+                 positions: PositionBook | None = None, square_off_retry_s: float = 30.0) -> None:
         now = clock.now_ns()
         self.limits = limits
         self.clock = clock
@@ -84,7 +84,11 @@ class RiskEngine:
         self._loss_level: risk_pb2.TradingState = ACTIVE
         self._day: date = day_of(now)
         self._day_start_pnl = 0
-        self._squared_off: date | None = None
+        # Square-off attempts: the next one is due at this clock time; the attempt number keeps ids unique.
+        self._square_off_retry_ns = int(square_off_retry_s * 1e9)
+        self._next_square_off_ns = 0
+        self._square_off_attempt = 0
+        self._square_off_day: date | None = None
         self._last_update_sequence = 0
         self._checks: tuple[Check, ...] = (
             self.check_trading_state, self.check_square_off_reduces, self.check_quantity, self.check_price,
@@ -415,12 +419,16 @@ class RiskEngine:
 
     # -- square-off and state -------------------------------------------------
     def square_off_due(self) -> list[trading_pb2.OrderRequest]:
-        """At or after square_off_time_ist, once per day: market orders closing every MIS position."""
+        """At square_off_time_ist, and every square_off_retry_s after it that day while an MIS position is
+        still open and not being closed by a working order: market orders closing it. A square-off order
+        that was rejected or cancelled is thus replaced; one still working is never doubled."""
         now = self.clock.now_ns()
         self._roll_day(now)
-        if self._squared_off == self._day or not self._past_square_off(now):
+        if self._square_off_day != self._day:
+            self._square_off_day, self._square_off_attempt, self._next_square_off_ns = self._day, 0, 0
+        if now < self._next_square_off_ns or not self._past_square_off(now):
             return []
-        self._squared_off = self._day
+        self._next_square_off_ns = now + self._square_off_retry_ns
         self._mark()
         orders: list[trading_pb2.OrderRequest] = []
         for pos in list(self.positions.positions.values()):
@@ -430,7 +438,9 @@ class RiskEngine:
             side = trading_pb2.SIDE_SELL if pos.net_quantity > 0 else BUY
             quantity = abs(pos.net_quantity) - self._pending(pos.token, side, pos.product)
             chunk = square_off_chunk(self.limits, inst, pos.last_price_paise)
-            orders += square_off_orders(pos, inst, quantity, chunk, self._day)
+            orders += square_off_orders(pos, inst, quantity, chunk, self._day, self._square_off_attempt)
+        if orders:
+            self._square_off_attempt += 1
         return orders
 
     def snapshot(self) -> risk_pb2.GetRiskStateResponse:

@@ -48,7 +48,8 @@ class RiskModule(Component):
         self.settings = settings
         self.clock = clock
         self.instruments = InstrumentBook()
-        self.engine = RiskEngine(settings.limits(), clock, self.instruments)
+        self.engine = RiskEngine(settings.limits(), clock, self.instruments,
+                                 square_off_retry_s=settings.square_off_retry_s)
         self.sequencer = Sequencer()
         # Held from numbering a decision until it is on ORDERS: publish order is sequence order, so a
         # consumer that drops a sequence <= the last one seen never loses a decision.

@@ -47,10 +47,11 @@ def order_from_signal(signal: trading_pb2.Signal) -> trading_pb2.OrderRequest:
 
 
 def square_off_orders(pos: PositionState, inst: market_pb2.Instrument | None, quantity: int, max_chunk: int,
-                      day: date) -> list[trading_pb2.OrderRequest]:
+                      day: date, attempt: int = 0) -> list[trading_pb2.OrderRequest]:
     """Market orders closing `quantity` of an intraday position, in chunks of at most `max_chunk`.
 
-    The client_order_id is deterministic per day, token and chunk, so a retried square-off is idempotent.
+    The client_order_id is deterministic per day, attempt, token and chunk: a replayed attempt is idempotent,
+    a later attempt (after a rejection) is a new order.
     """
     side = trading_pb2.SIDE_SELL if pos.net_quantity > 0 else trading_pb2.SIDE_BUY
     segment = pos.exchange_segment or (inst.exchange_segment if inst else "")
@@ -60,7 +61,8 @@ def square_off_orders(pos: PositionState, inst: market_pb2.Instrument | None, qu
     while remaining > 0:
         qty = min(remaining, max_chunk)
         order = trading_pb2.OrderRequest(
-            client_order_id=f"SQ-{day:%Y%m%d}-{pos.token}-{pos.product}-{n}", token=pos.token,
+            client_order_id=f"SQ-{day:%Y%m%d}-{pos.token}-{pos.product}-{n}" + (f"-r{attempt}" if attempt else ""),
+            token=pos.token,
             exchange_segment=segment, symbol=symbol, side=side, quantity=qty,
             order_type=trading_pb2.ORDER_TYPE_MARKET, validity=trading_pb2.VALIDITY_DAY, strategy_tag=SQUAREOFF_TAG)
         order.product = cast("trading_pb2.Product", pos.product)  # PositionState keeps a plain int

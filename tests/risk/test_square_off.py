@@ -50,13 +50,30 @@ def test_delivery_positions_are_not_squared_off(clock):
     assert engine.square_off_due() == []
 
 
-def test_square_off_runs_once_a_day(clock):
+def test_square_off_is_not_repeated_while_its_orders_still_work(clock):
     engine = holding(clock, fill(BUY, 10, 1290_00))
     clock.set(ist_ns(DAY, 15, 15))
-    engine.square_off_due()
+    [first] = engine.square_off_due()
+    assert engine.decide(first).accepted
     clock.advance(60)
 
     assert engine.square_off_due() == []
+
+
+def test_a_rejected_square_off_is_retried_with_a_new_order_after_the_retry_interval(clock):
+    engine = holding(clock, fill(BUY, 10, 1290_00))
+    clock.set(ist_ns(DAY, 15, 15))
+    [first] = engine.square_off_due()
+    engine.decide(first)
+    engine.on_order_update(trading_pb2.OrderUpdate(
+        client_order_id=first.client_order_id, status=trading_pb2.ORDER_STATUS_REJECTED, request=first))
+    clock.advance(10)
+    assert engine.square_off_due() == []  # not before the retry interval
+
+    clock.advance(25)
+    [retry] = engine.square_off_due()
+
+    assert (retry.client_order_id, retry.side, retry.quantity) == ("SQ-20260121-2885-1-0-r1", SELL, 10)
 
 
 def test_square_off_runs_again_the_next_day(clock):
