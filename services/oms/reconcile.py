@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from services.oms.broker import BrokerOrderEvent
-from services.oms.engine import OrderEngine
+from services.oms.engine import OrderEngine, given_up
 from services.oms.states import IllegalTransition
 from shared.clock import day_of
 from shared.contracts import trading_pb2 as t
@@ -33,16 +33,22 @@ async def rebuild_positions(engine: OrderEngine, limit: int = 100_000) -> int:
 
 
 async def reconcile(engine: OrderEngine) -> dict[str, int]:
-    """Adopt the broker's view of every open ledger order; returns counts by outcome."""
-    counts = {"open": 0, "matched": 0, "rejected": 0, "cancelled": 0}
+    """Adopt the broker's view of every open ledger order; returns counts by outcome.
+
+    Today's orders given up before the restart (placement outcome unknown) are put back in the book too,
+    so that one the broker turns out to have is adopted, now or when it shows up later.
+    """
+    counts = {"open": 0, "matched": 0, "rejected": 0, "cancelled": 0, "adopted": 0}
     open_orders = await engine.ledger.open_orders()
+    today = await engine.ledger.list_orders(limit=100_000, day=day_of(engine.clock.now_ns()))
+    abandoned = [u for u in today if given_up(u)]
     counts["open"] = len(open_orders)
-    for u in open_orders:
+    for u in [*open_orders, *abandoned]:
         engine.remember(u)
     restore = getattr(engine.broker, "restore", None)
     if callable(restore):  # VirtualBroker: its book lives only in memory
         restore(open_orders)
-    if not open_orders:
+    if not open_orders and not abandoned:
         return counts
     try:
         book = await engine.broker.order_book()
@@ -51,6 +57,12 @@ async def reconcile(engine: OrderEngine) -> dict[str, int]:
         return counts
     by_id = {e.exchange_order_id: e for e in book if e.exchange_order_id}
     by_tag = {e.client_order_id: e for e in book if e.client_order_id}
+    for u in abandoned:
+        ev = by_tag.get(u.client_order_id)
+        if ev is not None and ev.status != t.ORDER_STATUS_REJECTED:
+            async with engine.lock(u.internal_id):
+                await engine.apply_event_locked(u.internal_id, ev)
+            counts["adopted"] += 1
     for u in open_orders:
         ev = by_id.get(u.exchange_order_id) if u.exchange_order_id else None
         ev = ev or by_tag.get(u.client_order_id)

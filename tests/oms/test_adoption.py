@@ -87,3 +87,33 @@ async def test_a_polled_broker_shows_a_given_up_order_and_the_oms_adopts_it(star
     traded = await oms.until_status("c-1", t.ORDER_STATUS_TRADED)
 
     assert (traded.previous_status, traded.filled_quantity) == (t.ORDER_STATUS_REJECTED, 10)
+
+
+class KnowsTheOrder(VirtualBroker):
+    """After a restart: the broker's book has the order the last run gave up on, filled."""
+
+    async def order_book(self):
+        from services.oms.broker import BrokerOrderEvent
+
+        return [BrokerOrderEvent("EX-9", "c-lost", t.ORDER_STATUS_TRADED, filled_quantity=10,
+                                 average_price_paise=100_00)]
+
+
+async def test_an_order_given_up_before_a_restart_is_adopted_from_the_brokers_book_at_start(start_oms):
+    from services.oms.ledger import MemoryLedger
+
+    ledger = MemoryLedger()
+    lost = t.OrderUpdate(internal_id="i-lost", client_order_id="c-lost", status=t.ORDER_STATUS_PENDING_NEW,
+                         request=order(client_order_id="c-lost", quantity=10), ts_ns=T0, sequence=1)
+    await ledger.insert_new(lost, {})
+    given_up = t.OrderUpdate()
+    given_up.CopyFrom(lost)
+    given_up.status, given_up.sequence = t.ORDER_STATUS_REJECTED, 2
+    given_up.reason = "placement outcome unknown and the broker has no order tagged c-lost; not placed again"
+    await ledger.record(given_up, {})
+
+    oms = await start_oms(broker=KnowsTheOrder(None, ChargeModel.default(), ManualClock(0)), ledger=ledger)
+
+    adopted = await ledger.get("c-lost")
+    assert (adopted.status, adopted.filled_quantity) == (t.ORDER_STATUS_TRADED, 10)
+    assert oms.module.engine.positions.net_quantity(order().token) == 10
