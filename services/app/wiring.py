@@ -52,7 +52,8 @@ async def _kotak(settings: AppSettings, toml: dict[str, Any], clock: Clock, res:
             log.warning("no Kotak credentials configured: using the bundled simulator")
         from services.simulator.server import Simulator
 
-        sim = Simulator(host="127.0.0.1", port=0, seed=settings.seed, clock=clock)
+        # A market step every 50 ms: at 60x that is a tick per instrument every 3 simulated seconds.
+        sim = Simulator(host="127.0.0.1", port=0, seed=settings.seed, clock=clock, tick_interval=0.05)
         port = await sim.start()
         res.on_close(sim.stop)
         kotak = kotak.for_simulator(f"http://127.0.0.1:{port}")
