@@ -20,7 +20,7 @@ from services.risk.orders import (
     square_off_orders,
 )
 from services.risk.rate import TokenBucket
-from shared.clock import Clock, day_of, is_market_open, ist_datetime
+from shared.clock import Clock, day_of, is_market_open, ist_datetime, ist_day_number, ist_minute_of_day
 from shared.contracts import market_pb2, ops_pb2, risk_pb2, trading_pb2
 from shared.instruments import InstrumentBook
 from shared.money import fmt_inr
@@ -83,6 +83,7 @@ class RiskEngine:
         self._bucket = TokenBucket(limits.max_orders_per_second, now)
         self._loss_level: risk_pb2.TradingState = ACTIVE
         self._day: date = day_of(now)
+        self._day_number = ist_day_number(now)
         self._day_start_pnl = 0
         # Square-off attempts: the next one is due at this clock time; the attempt number keeps ids unique.
         self._square_off_retry_ns = int(square_off_retry_s * 1e9)
@@ -291,8 +292,8 @@ class RiskEngine:
                    default=0)
 
     def _past_square_off(self, now: int) -> bool:
-        dt = ist_datetime(now)
-        return (dt.hour, dt.minute) >= self.limits.square_off_hhmm
+        hour, minute = self.limits.square_off_hhmm
+        return ist_minute_of_day(now) >= hour * 60 + minute
 
     # -- order updates, prices, daily loss ------------------------------------
     def on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
@@ -406,16 +407,16 @@ class RiskEngine:
         return changes
 
     def _roll_day(self, now: int) -> None:
-        today = day_of(now)
-        if today == self._day:
+        day_number = ist_day_number(now)  # an integer compare on every order; the date only on a new day
+        if day_number == self._day_number:
             return
-        self._day = today
+        self._day_number, self._day = day_number, day_of(now)
         book = self.positions
         self._day_start_pnl = book.realised_pnl_paise() - book.charges_paise()
         self._accepted.clear()
         self._loss_level = ACTIVE
         if not self.kill_switch_engaged and self.state != ACTIVE:
-            self._move(ACTIVE, f"new trading day {today}: daily loss limits reset")
+            self._move(ACTIVE, f"new trading day {self._day}: daily loss limits reset")
 
     # -- square-off and state -------------------------------------------------
     def square_off_due(self) -> list[trading_pb2.OrderRequest]:

@@ -5,7 +5,6 @@ Pure functions over contracts and positions; the engine checks whatever they pro
 
 from __future__ import annotations
 
-import hashlib
 from datetime import date
 from typing import TYPE_CHECKING, cast
 
@@ -31,8 +30,14 @@ def order_prices(order: trading_pb2.OrderRequest) -> list[tuple[str, int]]:
 
 
 def signal_client_order_id(signal_id: str) -> str:
-    """Deterministic idempotency key: a replayed signal maps to the same order, never a new one."""
-    return "sig-" + hashlib.sha256(signal_id.encode()).hexdigest()[:20]
+    """Deterministic idempotency key: a replayed signal maps to the same order, never a new one.
+
+    FNV-1a (64-bit) in plain Python: stable across processes (unlike hash()), and unlike hashlib it never
+    runs cold on the order path. The key is an idempotency tag, not a security boundary."""
+    h = 0xCBF29CE484222325
+    for byte in signal_id.encode():
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"sig-{h:016x}"
 
 
 def order_from_signal(signal: trading_pb2.Signal) -> trading_pb2.OrderRequest:

@@ -1,0 +1,26 @@
+"""IST calendar arithmetic on integers agrees with the tz database (India keeps no daylight saving)."""
+
+import random
+from datetime import datetime
+
+from shared.clock import NS, day_of, is_market_open, ist_datetime, ist_minute_of_day, ist_weekday
+
+
+def test_integer_ist_arithmetic_matches_zoneinfo_over_two_years_of_timestamps():
+    rng = random.Random(5)
+    base = int(datetime(2026, 1, 1).timestamp()) * NS
+    for _ in range(5_000):
+        ts = base + rng.randint(0, 800 * 86_400) * NS + rng.randint(0, NS - 1)
+        dt = ist_datetime(ts)
+        assert (ist_minute_of_day(ts), ist_weekday(ts), day_of(ts)) == (dt.hour * 60 + dt.minute, dt.weekday(),
+                                                                        dt.date())
+        assert is_market_open(ts) == (dt.weekday() < 5 and (9, 15) <= (dt.hour, dt.minute) < (15, 30))
+
+
+def test_the_session_opens_at_0915_and_closes_at_1530_ist():
+    from shared.clock import IST
+
+    open_ns = int(datetime(2026, 11, 25, 9, 15, tzinfo=IST).timestamp()) * NS
+    close_ns = int(datetime(2026, 11, 25, 15, 30, tzinfo=IST).timestamp()) * NS
+    assert (is_market_open(open_ns - 1), is_market_open(open_ns)) == (False, True)
+    assert (is_market_open(close_ns - 1), is_market_open(close_ns)) == (True, False)
