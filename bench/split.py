@@ -177,7 +177,8 @@ def _tick_to_order(seconds: float, rate: float) -> dict[str, Any]:
     """ingestion, strategy, risk and oms in four processes; p50/p99 tick receive -> order booked."""
     got = _run_modules(("ingestion", "strategy", "risk", "oms"), rate, int(rate * seconds))
     lat = got[("oms", "latencies")]
-    return {"orders": len(lat), "p50_us": pct(lat, 0.50), "p99_us": pct(lat, 0.99), "offered_ticks_per_s": rate}
+    return {"orders": len(lat), "p50_us": pct(lat, 0.50), "p99_us": pct(lat, 0.99), "offered_ticks_per_s": rate,
+            "ticks_per_batch": BATCH}
 
 
 def _split_throughput(n_ticks: int) -> dict[str, Any]:
