@@ -202,7 +202,7 @@ def pct(values: list[int], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000.0  # µs
 
 
-async def run(throughput_ticks: int = 600_000, latency_seconds: float = 5.0, rate: float = 20_000) -> dict[str, Any]:
+async def run(throughput_ticks: int = 600_000, latency_seconds: float = 12.0, rate: float = 20_000) -> dict[str, Any]:
     batches, start = make_batches(throughput_ticks)
     base = await _bare_bus(batches, None)
     pipe = await _pipeline(batches, start, None)

@@ -35,7 +35,7 @@ async def run_all(quick: bool) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     scale = 0.4 if quick else 1.0
-    out["pipeline"] = await pipeline.run(throughput_ticks=int(600_000 * scale), latency_seconds=5 * scale)
+    out["pipeline"] = await pipeline.run(throughput_ticks=int(600_000 * scale), latency_seconds=12 * scale)
     seconds = 3.0 * scale
     out["persistence"] = await persistence.run(seconds, background=_pipeline_load(seconds * 2 + 1))
     out["sfeed"] = await asyncio.to_thread(sfeed.run, 2.0 * scale)
