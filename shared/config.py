@@ -17,6 +17,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from shared.errors import ConfigError
 
 CONFIG_ENV = "NEOPULSE_CONFIG"
+# A directory of secret files, one per setting, named like its env var (NEOPULSE_KOTAK_MPIN, ...):
+# docker/compose secrets land in /run/secrets, which is used when it exists and this is not set.
+SECRETS_DIR_ENV = "NEOPULSE_SECRETS_DIR"
+DEFAULT_SECRETS_DIR = "/run/secrets"
 
 
 class _TomlSection(PydanticBaseSettingsSource):
@@ -74,11 +78,21 @@ def load(cls: type[S], toml: dict[str, Any] | None = None, **overrides: Any) -> 
     # it is reset afterwards so a later direct `Cls()` never sees a stale file.
     cls._toml_data = section
     try:
-        return cls(**overrides)
+        return cls(**overrides, _secrets_dir=secrets_dir())  # type: ignore[call-arg]  # pydantic-settings init arg
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, cls)) from None
     finally:
         cls._toml_data = {}
+
+
+def secrets_dir() -> str | None:
+    """Where secret files are read from: NEOPULSE_SECRETS_DIR, else /run/secrets if present, else nowhere."""
+    chosen = os.environ.get(SECRETS_DIR_ENV)
+    if chosen:
+        if not os.path.isdir(chosen):
+            raise ConfigError(f"{SECRETS_DIR_ENV}={chosen} is not a directory; point it at the secret files")
+        return chosen
+    return DEFAULT_SECRETS_DIR if os.path.isdir(DEFAULT_SECRETS_DIR) else None
 
 
 def describe_validation_error(exc: ValidationError, cls: type[ModuleSettings]) -> str:

@@ -33,3 +33,18 @@ def test_an_unknown_key_is_refused():
 def test_a_later_direct_construction_does_not_reuse_the_last_file():
     load(DemoSettings, {"demo": {"size": 9}})
     assert DemoSettings().size == 1
+
+
+def test_a_secret_is_read_from_a_file_named_like_its_env_var(tmp_path, monkeypatch):
+    from shared.kotak.config import KotakSettings
+
+    (tmp_path / "NEOPULSE_KOTAK_MPIN").write_text("654321")
+    monkeypatch.setenv("NEOPULSE_SECRETS_DIR", str(tmp_path))
+    settings = load(KotakSettings, {})
+    assert settings.mpin.get_secret_value() == "654321" and "654321" not in repr(settings)
+
+
+def test_a_secrets_dir_that_does_not_exist_is_a_config_error(monkeypatch):
+    monkeypatch.setenv("NEOPULSE_SECRETS_DIR", "/nonexistent/neopulse-secrets")
+    with pytest.raises(ConfigError, match="NEOPULSE_SECRETS_DIR"):
+        load(DemoSettings, {})
