@@ -43,7 +43,7 @@ async def pace_until(at: float) -> None:
         await asyncio.sleep(delay if delay > 0.0005 else 0)
 
 
-class ReplaySource:
+class PacedSource:
     """Feeds pre-built batches; paced (offered rate) or as fast as the slowest tick consumer allows."""
 
     name = "bench"
@@ -102,7 +102,7 @@ async def _pipeline(batches: list, start_ns: int, rate: float | None) -> dict[st
     from shared import config as cfg
 
     bus, clock = Bus(default_maxsize=100_000), ManualClock(start_ns)
-    source = ReplaySource(batches, clock, bus, rate)
+    source = PacedSource(batches, clock, bus, rate)
     toml = _toml()
     modules = [
         IngestionModule(bus, IngestionSettings(stall_seconds=3600), source, clock),

@@ -10,7 +10,7 @@ import multiprocessing as mp
 import time
 from typing import Any
 
-from bench.pipeline import BATCH, ReplaySource, _toml, make_batches, pct
+from bench.pipeline import BATCH, PacedSource, _toml, make_batches, pct
 from shared import rpc
 from shared.bus import Bus, Topic
 from shared.clock import ManualClock
@@ -24,8 +24,8 @@ STREAM_TICKS = rpc.method("IngestionService", "StreamTicks")
 SETTINGS = GrpcSettings(replay_size=100_000)
 
 
-class GatedSource(ReplaySource):
-    """ReplaySource that starts playing when the benchmark says go (every consumer connected)."""
+class GatedSource(PacedSource):
+    """PacedSource that starts playing when the benchmark says go (every consumer connected)."""
 
     def __init__(self, batches: list, clock: ManualClock, bus: Bus, rate: float | None, go: Any) -> None:
         super().__init__(batches, clock, bus, rate)

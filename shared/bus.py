@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -232,8 +233,6 @@ class Sequencer:
     """
 
     def __init__(self, start: int | None = None) -> None:
-        import time
-
         self.value = start if start is not None else time.time_ns() // 1000
 
     def next(self) -> int:

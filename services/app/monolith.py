@@ -30,7 +30,6 @@ class Resources:
     """What the monolith opened and must close, in reverse order."""
 
     closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
-    long_lived: list[LongLived] = field(default_factory=list)
 
     def on_close(self, fn: Callable[[], Awaitable[Any]]) -> None:
         self.closers.append(fn)
@@ -120,7 +119,7 @@ class Monolith:
                 bus_task = tg.create_task(self.bus.run(), name="bus")
                 await asyncio.sleep(0)
                 runners = await self._start_all(tg)
-                for fn in [*self.res.long_lived, *(extra or [])]:
+                for fn in extra or []:
                     runners.append(tg.create_task(fn(), name=getattr(fn, "__name__", "extra")))
                 self.started.set()
                 await self._system_note("NeoPulse started", self._describe())
