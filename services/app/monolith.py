@@ -15,6 +15,7 @@ from typing import Any
 
 from services.app.config import AppSettings
 from shared import config as cfg
+from shared import heap
 from shared.bus import Bus, Topic
 from shared.clock import Clock, ManualClock, RealClock, SimClock
 from shared.component import Component
@@ -119,6 +120,7 @@ class Monolith:
                 bus_task = tg.create_task(self.bus.run(), name="bus")
                 await asyncio.sleep(0)
                 runners = await self._start_all(tg)
+                heap.settle_after_start()
                 for fn in extra or []:
                     runners.append(tg.create_task(fn(), name=getattr(fn, "__name__", "extra")))
                 self.started.set()

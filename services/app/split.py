@@ -21,7 +21,7 @@ from pydantic_settings import SettingsConfigDict
 
 from services.app.config import AppSettings
 from shared import config as cfg
-from shared import rpc
+from shared import heap, rpc
 from shared.bus import Bus
 from shared.clock import IST, MARKET_OPEN_IST, NS, Clock, RealClock, last_weekday
 from shared.config import ModuleSettings
@@ -152,6 +152,7 @@ class SplitProcess:
                     task.cancel()
                 return
             await component.start()
+            heap.settle_after_start()
             module_task = tg.create_task(component.run(), name=f"{self.module}:run")
             server.set_serving(SERVICE_OF[self.module], True)
             self.started.set()

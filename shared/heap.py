@@ -1,0 +1,50 @@
+"""The garbage collector of a long-running trading process: freeze the start-up heap, time every pause.
+
+Called by the monolith and by `neopulse serve` once their modules have started; the benchmark does the same.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from typing import Any
+
+from prometheus_client import Histogram
+
+log = logging.getLogger(__name__)
+
+GC_PAUSES = Histogram("neopulse_gc_pause_seconds", "Garbage-collector pauses (the whole process stops)",
+                      ["generation"], buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1))
+_started: list[float] = []
+_installed = [False]
+
+
+def settle_after_start() -> int:
+    """Collect once, then move every surviving object to the permanent generation (`gc.freeze`).
+
+    What start-up built (modules, config, generated classes, grpc, instrument masters) lives for the whole
+    process; without this, every full collection walks all of it again: measured 16 ms pauses on these
+    machines, one of them in the middle of an order. Returns the number of objects frozen.
+    """
+    gc.collect()
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    _install_pause_timer()
+    log.info("start-up heap frozen", extra={"objects": frozen})
+    return frozen
+
+
+def _install_pause_timer() -> None:
+    if _installed[0]:
+        return
+    _installed[0] = True
+    children = [GC_PAUSES.labels(str(g)) for g in range(3)]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            _started.append(time.perf_counter())
+        elif _started:
+            children[info["generation"]].observe(time.perf_counter() - _started.pop())
+
+    gc.callbacks.append(on_gc)
