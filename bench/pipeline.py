@@ -13,6 +13,7 @@ from typing import Any
 from services.ingestion.config import IngestionSettings
 from services.ingestion.module import IngestionModule
 from services.ingestion.source import SourceStats
+from shared import heap
 from shared.bus import Bus, Topic
 from shared.clock import ManualClock, ist_ns, last_weekday
 from shared.contracts import market_pb2, trading_pb2
@@ -131,6 +132,7 @@ async def _pipeline(batches: list, start_ns: int, rate: float | None) -> dict[st
         runners = []
         for m in modules:
             await m.start()
+        heap.settle_after_start()  # as the monolith does; the pre-built batches are frozen with the rest
         t0 = time.perf_counter()
         for m in modules:
             runners.append(tg.create_task(m.run()))
