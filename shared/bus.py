@@ -37,12 +37,22 @@ class Topic(enum.StrEnum):
         """Market-data topics shed the oldest batch under pressure; the rest never drop."""
         return self in (Topic.TICKS, Topic.CANDLES)
 
+    @property
+    def priority(self) -> int:
+        """Who goes first when several consumers have work: 0 the way to an order (signals, decisions),
+        1 what follows from it (order updates, notifications, commands), 2 market data."""
+        if self in (Topic.SIGNALS, Topic.ORDERS):
+            return 0
+        return 2 if self.lossy else 1
+
 
 PUBLISHED = Counter("neopulse_bus_published_messages", "Messages published", ["topic"])
 DROPPED = Counter("neopulse_bus_dropped_messages", "Messages dropped from a full lossy queue", ["topic", "subscriber"])
 HANDLER_ERRORS = Counter("neopulse_bus_handler_errors", "Handler exceptions (logged, not fatal)",
                          ["topic", "subscriber"])
 QUEUE_DEPTH = Gauge("neopulse_bus_queue_depth_messages", "Messages waiting per subscriber", ["topic", "subscriber"])
+
+MAX_YIELDS = 16  # loop turns a consumer waits at most for higher-priority ones (each turn runs them all)
 
 Handler = Callable[[Any], Awaitable[None]]
 RequestHandler = Callable[[Any], Awaitable[Any]]
@@ -57,7 +67,14 @@ class Subscription:
     dropped: int = 0
     handled: int = 0
     errors: int = 0
+    holding: bool = False  # took a message, lets higher priorities go first before handling it
+    busy: bool = False  # inside its handler (maybe awaiting I/O): yielding to it would not help
     _drop_counter: Any = field(default=None, repr=False)
+
+    @property
+    def runnable(self) -> bool:
+        """It has a message to handle and will as soon as the loop lets it run."""
+        return self.holding or (not self.busy and bool(self.queue._queue))  # type: ignore[attr-defined]
 
     def offer(self, msg: Any) -> None:
         """Put without waiting; a full lossy queue sheds its oldest message."""
@@ -79,8 +96,9 @@ class Bus:
         self._handlers: dict[str, RequestHandler] = {}
         self._tasks: dict[Subscription, asyncio.Task[None]] = {}
         self._running = False
-        self._published = {t: PUBLISHED.labels(t.value) for t in Topic}
-        self._order_path: list[Subscription] = []  # labels() is slow on a hot path
+        self._published = {t: PUBLISHED.labels(t.value) for t in Topic}  # labels() is slow on a hot path
+        # By priority: the consumers a consumer of priority p lets go first (every priority below p).
+        self._ahead_of: dict[int, list[Subscription]] = {p: [] for p in range(3)}
 
     # -- topics ---------------------------------------------------------------
     def subscribe(self, topic: Topic, name: str, handler: Handler, maxsize: int | None = None) -> Subscription:
@@ -96,15 +114,17 @@ class Bus:
         sub._drop_counter = DROPPED.labels(topic.value, name)
         QUEUE_DEPTH.labels(topic.value, name).set_function(sub.queue.qsize)
         self._subs[topic].append(sub)
-        if not topic.lossy:
-            self._order_path.append(sub)
+        for priority, ahead in self._ahead_of.items():
+            if topic.priority < priority:
+                ahead.append(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         if sub in self._subs[sub.topic]:
             self._subs[sub.topic].remove(sub)
-        if sub in self._order_path:
-            self._order_path.remove(sub)
+        for ahead in self._ahead_of.values():
+            if sub in ahead:
+                ahead.remove(sub)
         task = self._tasks.pop(sub, None)
         if task is not None:
             task.cancel()
@@ -191,11 +211,16 @@ class Bus:
             await asyncio.sleep(0.005)
         return True
 
-    async def _yield_to_order_path(self) -> None:
-        """Market data waits while order-path messages are queued, so a signal, decision or order update
-        is handled before the next tick batch (a few turns at most: a consumer awaiting I/O never stalls it)."""
-        for _ in range(4):
-            if not any(s.queue._queue for s in self._order_path if s.handler is not None):  # type: ignore[attr-defined]
+    @staticmethod
+    async def _let_ahead(ahead: list[Subscription]) -> None:
+        """Wait while a consumer of a higher priority has messages and is free to take them: a signal is
+        decided, and a decision placed, before order updates are fanned out and before the next tick batch.
+        A consumer inside its handler (awaiting I/O) is not waited for; MAX_YIELDS bounds the wait."""
+        for _ in range(MAX_YIELDS):
+            for sub in ahead:
+                if sub.runnable and sub.handler is not None:
+                    break
+            else:
                 return
             await asyncio.sleep(0)
 
@@ -207,11 +232,16 @@ class Bus:
         queue, handler = sub.queue, sub.handler
         assert handler is not None
         errors = HANDLER_ERRORS.labels(sub.topic.value, sub.name)
-        lossy = sub.topic.lossy
+        ahead = self._ahead_of[sub.topic.priority]
         while True:
             msg = await queue.get()
-            if lossy:
-                await self._yield_to_order_path()
+            if ahead:
+                sub.holding = True
+                try:
+                    await self._let_ahead(ahead)
+                finally:
+                    sub.holding = False
+            sub.busy = True
             try:
                 await handler(msg)
                 sub.handled += 1
@@ -222,6 +252,7 @@ class Bus:
                 errors.inc()
                 log.exception("bus handler failed", extra={"topic": sub.topic.value, "subscriber": sub.name})
             finally:
+                sub.busy = False
                 queue.task_done()
 
 

@@ -111,3 +111,44 @@ async def test_queued_order_path_messages_are_handled_before_the_next_tick_batch
     await bus.publish(Topic.SIGNALS, trading_pb2.Signal(signal_id="s"))
     assert await bus.drain()
     assert order == ["signal", "ticks"]
+
+
+async def test_queued_signals_and_decisions_go_before_order_updates_and_ticks(bus):
+    order = []
+
+    def record(label):
+        async def handler(msg):
+            order.append(label)
+        return handler
+
+    bus.subscribe(Topic.TICKS, "market", record("ticks"))
+    bus.subscribe(Topic.ORDER_UPDATES, "strategy", record("update"))
+    bus.subscribe(Topic.SIGNALS, "risk", record("signal"))
+    await asyncio.sleep(0)
+    bus.publish_nowait(Topic.TICKS, market_pb2.TickBatch())
+    await bus.publish(Topic.ORDER_UPDATES, trading_pb2.OrderUpdate(sequence=1))
+    await bus.publish(Topic.SIGNALS, trading_pb2.Signal(signal_id="s"))
+    assert await bus.drain()
+    assert order == ["signal", "update", "ticks"]
+
+
+async def test_a_signal_consumer_awaiting_io_does_not_hold_back_market_data(bus):
+    io_done = asyncio.Event()
+    ticks_handled = asyncio.Event()
+
+    async def slow_risk(signal):
+        await io_done.wait()  # e.g. a database write
+
+    async def on_ticks(batch):
+        ticks_handled.set()
+
+    bus.subscribe(Topic.SIGNALS, "risk", slow_risk)
+    bus.subscribe(Topic.TICKS, "market", on_ticks)
+    await asyncio.sleep(0)
+    await bus.publish(Topic.SIGNALS, trading_pb2.Signal(signal_id="a"))
+    await bus.publish(Topic.SIGNALS, trading_pb2.Signal(signal_id="b"))  # queued behind the one in its handler
+    bus.publish_nowait(Topic.TICKS, market_pb2.TickBatch())
+
+    await asyncio.wait_for(ticks_handled.wait(), 1)
+    io_done.set()
+    assert await bus.drain()
