@@ -95,7 +95,6 @@ async def _pipeline(batches: list, start_ns: int, rate: float | None) -> dict[st
     from services.oms.config import OmsSettings
     from services.oms.ledger import MemoryLedger
     from services.oms.module import OmsModule
-    from services.oms.virtual_broker import VirtualBroker
     from services.risk.config import RiskSettings
     from services.risk.module import RiskModule
     from services.strategy.config import StrategySettings
@@ -105,24 +104,22 @@ async def _pipeline(batches: list, start_ns: int, rate: float | None) -> dict[st
     bus, clock = Bus(default_maxsize=100_000), ManualClock(start_ns)
     source = PacedSource(batches, clock, bus, rate)
     toml = _toml()
+    broker = timed_broker(clock)
     modules = [
         IngestionModule(bus, IngestionSettings(stall_seconds=3600), source, clock),
         StrategyModule(bus, cfg.load(StrategySettings, toml), clock),
         RiskModule(bus, cfg.load(RiskSettings, toml), clock),
-        OmsModule(bus, cfg.load(OmsSettings, toml), _virtual_broker(VirtualBroker, clock), MemoryLedger(), clock),
+        OmsModule(bus, cfg.load(OmsSettings, toml), broker, MemoryLedger(), clock),
     ]
-    latencies: list[int] = []
     orders = [0]
     ticks_seen = [0]
 
     async def on_ticks(batch):  # the strategy's neighbour on the same topic: counts what was carried
         ticks_seen[0] += len(batch.ticks)
 
-    async def on_update(u: trading_pb2.OrderUpdate):
+    async def on_update(u: trading_pb2.OrderUpdate):  # stands in for the notifier and gRPC stream consumers
         if u.status == trading_pb2.ORDER_STATUS_PENDING_NEW:
             orders[0] += 1
-            if u.request.tick_recv_ns:
-                latencies.append(time.time_ns() - u.request.tick_recv_ns)
 
     bus.subscribe(Topic.ORDER_UPDATES, "bench", on_update)
     bus.subscribe(Topic.TICKS, "bench", on_ticks, maxsize=1_000_000)
@@ -144,13 +141,28 @@ async def _pipeline(batches: list, start_ns: int, rate: float | None) -> dict[st
     n = sum(len(b.ticks) for b in batches)
     dropped = sum(s.dropped for s in bus.subscriptions() if s.topic is Topic.TICKS)
     return {"ticks": n, "seconds": elapsed, "ticks_per_s": n / elapsed, "orders": orders[0],
-            "dropped_ticks": dropped, "latencies_ns": latencies}
+            "dropped_ticks": dropped, "latencies_ns": broker.latencies}
 
 
-def _virtual_broker(cls, clock):
+def timed_broker(clock: ManualClock) -> Any:
+    """The paper broker, noting each order's tick-to-order time as the OMS hands the order to it.
+
+    That is where tick-to-order ends: the order leaves NeoPulse (with Kotak, the REST call starts there).
+    The clock starts at the tick's recv_ns, stamped when its batch was offered."""
     from services.oms.charges import ChargeModel
+    from services.oms.virtual_broker import VirtualBroker
 
-    return cls(None, ChargeModel.default(), clock)
+    class TimedBroker(VirtualBroker):
+        latencies: list[int]
+
+        async def place_order(self, order: trading_pb2.OrderRequest) -> Any:
+            if order.tick_recv_ns:
+                self.latencies.append(time.time_ns() - order.tick_recv_ns)
+            return await super().place_order(order)
+
+    broker = TimedBroker(None, ChargeModel.default(), clock)
+    broker.latencies = []
+    return broker
 
 
 async def _bare_bus(batches: list, rate: float | None, hops: int = 4) -> dict[str, Any]:

@@ -10,11 +10,11 @@ import multiprocessing as mp
 import time
 from typing import Any
 
-from bench.pipeline import BATCH, PacedSource, _toml, make_batches, pct
+from bench.pipeline import BATCH, PacedSource, _toml, make_batches, pct, timed_broker
 from shared import heap, rpc
 from shared.bus import Bus, Topic
 from shared.clock import ManualClock
-from shared.contracts import ingestion_pb2, trading_pb2
+from shared.contracts import ingestion_pb2
 from shared.grpc.bridge import StreamBridge, install_unary_proxy, method_types, open_channel
 from shared.grpc.config import GrpcSettings
 from shared.grpc.server import GrpcServer
@@ -37,14 +37,12 @@ class GatedSource(PacedSource):
             yield batch
 
 
-def _module(name: str, bus: Bus, clock: ManualClock, source: Any = None) -> Any:
+def _module(name: str, bus: Bus, clock: ManualClock, source: Any = None, broker: Any = None) -> Any:
     from services.ingestion.config import IngestionSettings
     from services.ingestion.module import IngestionModule
-    from services.oms.charges import ChargeModel
     from services.oms.config import OmsSettings
     from services.oms.ledger import MemoryLedger
     from services.oms.module import OmsModule
-    from services.oms.virtual_broker import VirtualBroker
     from services.risk.config import RiskSettings
     from services.risk.module import RiskModule
     from services.strategy.config import StrategySettings
@@ -58,8 +56,7 @@ def _module(name: str, bus: Bus, clock: ManualClock, source: Any = None) -> Any:
         return StrategyModule(bus, cfg.load(StrategySettings, toml), clock)
     if name == "risk":
         return RiskModule(bus, cfg.load(RiskSettings, toml), clock)
-    return OmsModule(bus, cfg.load(OmsSettings, toml), VirtualBroker(None, ChargeModel.default(), clock),
-                     MemoryLedger(), clock)
+    return OmsModule(bus, cfg.load(OmsSettings, toml), broker, MemoryLedger(), clock)
 
 
 async def _worker_main(name: str, ports: dict[str, int], rate: float | None, n_ticks: int, go: Any, stop: Any,
@@ -69,14 +66,7 @@ async def _worker_main(name: str, ports: dict[str, int], rate: float | None, n_t
 
     batches, start = make_batches(n_ticks if name == "ingestion" else BATCH, seconds_per_batch=2.0, vol_bps=12.0)
     bus, clock = Bus(default_maxsize=100_000), ManualClock(start)
-    latencies: list[int] = []
-
-    async def on_update(u: trading_pb2.OrderUpdate) -> None:
-        if u.status == trading_pb2.ORDER_STATUS_PENDING_NEW and u.request.tick_recv_ns:
-            latencies.append(time.time_ns() - u.request.tick_recv_ns)
-
-    if name == "oms":
-        bus.subscribe(Topic.ORDER_UPDATES, "bench", on_update)
+    broker = timed_broker(clock) if name == "oms" else None
     source = GatedSource(batches, clock, bus, rate, go) if name == "ingestion" else None
     server = GrpcServer(bus, [SERVICE_OF[name]], SETTINGS, port=ports[name])
     channels = {m: open_channel(f"127.0.0.1:{p}", SETTINGS) for m, p in ports.items() if m != name}
@@ -91,7 +81,7 @@ async def _worker_main(name: str, ports: dict[str, int], rate: float | None, n_t
         tasks += [tg.create_task(b.run()) for b in bridges]
         if name != "ingestion":
             await _wait_instruments(bus)
-        module = _module(name, bus, clock, source)
+        module = _module(name, bus, clock, source, broker)
         await module.start()
         heap.settle_after_start()  # as `neopulse serve` does
         tasks.append(tg.create_task(module.run()))
@@ -105,7 +95,7 @@ async def _worker_main(name: str, ports: dict[str, int], rate: float | None, n_t
             await source.done.wait()
             out.put((name, "done", None))
         await asyncio.to_thread(stop.wait)
-        out.put((name, "latencies", latencies))
+        out.put((name, "latencies", broker.latencies if broker is not None else []))
         if watch is not None:
             out.put((name, "handled", _handled[0:3]))
         await server.stop(0)
