@@ -35,6 +35,13 @@ class CandleBuilder:
         self.symbols: dict[int, str] = dict(symbols or {})
         self._bars: dict[int, list] = {}
         self.late_ticks = 0
+        # Closed candles are built inside the batch that will carry them (no copy when it is published).
+        self.batch = market_pb2.CandleBatch()
+
+    def take_batch(self) -> market_pb2.CandleBatch:
+        """The candles closed since the last call, as one batch; the next ones go into a new batch."""
+        batch, self.batch = self.batch, market_pb2.CandleBatch()
+        return batch
 
     def on_ticks(self, ticks: Iterable[market_pb2.Tick]) -> list[Closed]:
         """Fold ticks (in arrival order) into their candles; returns the candles a later minute closed."""
@@ -88,10 +95,14 @@ class CandleBuilder:
         bar = self._bars.get(token)
         if bar is None or bar[_CLOSED]:
             return None
-        return self._candle(token, bar)
+        return self._fill(market_pb2.Candle(), token, bar)
 
     def _candle(self, token: int, bar: list) -> market_pb2.Candle:
-        return market_pb2.Candle(
-            token=token, exchange_segment=bar[_SEGMENT], start_ns=bar[_START], open_paise=bar[_OPEN],
-            high_paise=bar[_HIGH], low_paise=bar[_LOW], close_paise=bar[_CLOSE], volume=bar[_VOLUME],
-            tick_count=bar[_COUNT], symbol=self.symbols.get(token, ""))
+        """A closed candle: a new element of `self.batch`."""
+        return self._fill(self.batch.candles.add(), token, bar)
+
+    def _fill(self, c: market_pb2.Candle, token: int, bar: list) -> market_pb2.Candle:
+        c.token, c.exchange_segment, c.start_ns, c.symbol = token, bar[_SEGMENT], bar[_START], self.symbols.get(token, "")
+        c.open_paise, c.high_paise, c.low_paise, c.close_paise = bar[_OPEN], bar[_HIGH], bar[_LOW], bar[_CLOSE]
+        c.volume, c.tick_count = bar[_VOLUME], bar[_COUNT]
+        return c

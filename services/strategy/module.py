@@ -86,8 +86,10 @@ class StrategyModule(Component):
             await self.bus.publish(Topic.SIGNALS, signal)
         if candles:
             CANDLES.inc(len(candles))
+            assert self.engine is not None
+            batch = self.engine.candles.take_batch()  # the closed candles were built inside it
             if self.settings.publish_candles:
-                self.bus.publish_nowait(Topic.CANDLES, market_pb2.CandleBatch(candles=candles))
+                self.bus.publish_nowait(Topic.CANDLES, batch)
         for signal in signals:
             log.info("signal", extra={"strategy": signal.strategy, "token": signal.token,
                                       "side": trading_pb2.Side.Name(signal.side), "quantity": signal.quantity,

@@ -89,3 +89,16 @@ def test_a_late_tick_for_a_minute_the_timer_already_closed_is_counted_and_ignore
     assert builder.on_ticks([tick(T0915 + 59 * NS, 120)]) == []
     assert builder.late_ticks == 1
     assert builder.open_candle(SBIN) is None
+
+
+def test_closed_candles_are_gathered_in_one_batch_that_take_batch_hands_over_and_renews():
+    builder = CandleBuilder()
+    builder.on_ticks([tick(T0915, 100, token=1), tick(T0915, 200, token=2)])
+    closed = builder.on_ticks([tick(T0915 + 60 * NS, 101, token=1), tick(T0915 + 60 * NS, 201, token=2)])
+    builder.open_candle(1)  # inspecting an open candle adds nothing to the batch
+
+    batch = builder.take_batch()
+
+    assert [ohlcv(c) for c in batch.candles] == [ohlcv(c) for c, _ in closed]
+    assert [c.token for c in batch.candles] == [1, 2]
+    assert len(builder.take_batch().candles) == 0
