@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from bench.pipeline import BATCH, PacedSource, _toml, make_batches, pct, timed_broker
-from shared import heap, rpc
+from shared import rpc, runtime
 from shared.bus import Bus, Topic
 from shared.clock import ManualClock
 from shared.contracts import ingestion_pb2
@@ -83,7 +83,7 @@ async def _worker_main(name: str, ports: dict[str, int], rate: float | None, n_t
             await _wait_instruments(bus)
         module = _module(name, bus, clock, source, broker)
         await module.start()
-        heap.settle_after_start()  # as `neopulse serve` does
+        runtime.settle_after_start()  # as `neopulse serve` does
         tasks.append(tg.create_task(module.run()))
         server.set_all_serving()
         for bridge in bridges:
@@ -200,7 +200,7 @@ async def _bare_server_main(port: int, n_ticks: int, ready: Any, stop: Any, rate
 
     batches, _ = make_batches(n_ticks, seconds_per_batch=2.0, vol_bps=12.0)
     req_cls, resp_cls = method_types(STREAM_TICKS)
-    heap.settle_after_start()
+    runtime.settle_after_start()
 
     async def stream(request: Any, context: Any):
         next_at = time.perf_counter()

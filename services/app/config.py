@@ -42,3 +42,6 @@ class AppSettings(ModuleSettings):
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     metrics_port: int = Field(default=0, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # The event loop never sleeps: one core at 100% keeps the order path in cache (lower tick-to-order
+    # latency, see README "Benchmarks"). For a monolith with a core to spare, not for split mode on 2 cores.
+    busy_poll: bool = False

@@ -15,7 +15,7 @@ from typing import Any
 
 from services.app.config import AppSettings
 from shared import config as cfg
-from shared import heap
+from shared import runtime
 from shared.bus import Bus, Topic
 from shared.clock import Clock, ManualClock, RealClock, SimClock
 from shared.component import Component
@@ -120,7 +120,9 @@ class Monolith:
                 bus_task = tg.create_task(self.bus.run(), name="bus")
                 await asyncio.sleep(0)
                 runners = await self._start_all(tg)
-                heap.settle_after_start()
+                runtime.settle_after_start()
+                if self.settings.busy_poll:
+                    runners.append(tg.create_task(runtime.busy_poll(), name="busy-poll"))
                 for fn in extra or []:
                     runners.append(tg.create_task(fn(), name=getattr(fn, "__name__", "extra")))
                 self.started.set()

@@ -21,7 +21,7 @@ from pydantic_settings import SettingsConfigDict
 
 from services.app.config import AppSettings
 from shared import config as cfg
-from shared import heap, rpc
+from shared import rpc, runtime
 from shared.bus import Bus
 from shared.clock import IST, MARKET_OPEN_IST, NS, Clock, RealClock, last_weekday
 from shared.config import ModuleSettings
@@ -152,16 +152,18 @@ class SplitProcess:
                     task.cancel()
                 return
             await component.start()
-            heap.settle_after_start()
-            module_task = tg.create_task(component.run(), name=f"{self.module}:run")
+            runtime.settle_after_start()
+            module_tasks = [tg.create_task(component.run(), name=f"{self.module}:run")]
+            if self.app.busy_poll:
+                module_tasks.append(tg.create_task(runtime.busy_poll(), name="busy-poll"))
             server.set_serving(SERVICE_OF[self.module], True)
             self.started.set()
             await stop.wait()
             # Reverse order: stop serving (streams flush), cut the bridges, stop the module, the bus.
             await server.stop()
-            for task in (module_task, *bridge_tasks):
+            for task in (*module_tasks, *bridge_tasks):
                 task.cancel()
-            await asyncio.gather(module_task, *bridge_tasks, return_exceptions=True)
+            await asyncio.gather(*module_tasks, *bridge_tasks, return_exceptions=True)
             await self.bus.drain(within_s=2.0)
             await component.stop()
             bus_task.cancel()
