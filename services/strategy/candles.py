@@ -102,7 +102,8 @@ class CandleBuilder:
         return self._fill(self.batch.candles.add(), token, bar)
 
     def _fill(self, c: market_pb2.Candle, token: int, bar: list) -> market_pb2.Candle:
-        c.token, c.exchange_segment, c.start_ns, c.symbol = token, bar[_SEGMENT], bar[_START], self.symbols.get(token, "")
+        c.token, c.exchange_segment, c.start_ns = token, bar[_SEGMENT], bar[_START]
+        c.symbol = self.symbols.get(token, "")
         c.open_paise, c.high_paise, c.low_paise, c.close_paise = bar[_OPEN], bar[_HIGH], bar[_LOW], bar[_CLOSE]
         c.volume, c.tick_count = bar[_VOLUME], bar[_COUNT]
         return c
