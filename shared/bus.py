@@ -95,6 +95,7 @@ class Bus:
         self._subs: dict[Topic, list[Subscription]] = {t: [] for t in Topic}
         self._handlers: dict[str, RequestHandler] = {}
         self._tasks: dict[Subscription, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[Any]] = set()  # work a handler started and drain() waits for
         self._running = False
         self._published = {t: PUBLISHED.labels(t.value) for t in Topic}  # labels() is slow on a hot path
         # By priority: the consumers a consumer of priority p lets go first (every priority below p).
@@ -200,12 +201,18 @@ class Bus:
             await asyncio.gather(*tasks, return_exceptions=True)
             self._tasks.clear()
 
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """Count `task` (work a handler handed off, e.g. an order placement) as part of handling: drain()
+        waits for it. The task must handle its own errors."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def drain(self, within_s: float = 5.0) -> bool:
-        """Wait until every subscriber's queue is empty (for clean shutdown and tests)."""
+        """Wait until every subscriber's queue is empty and tracked work is done (clean shutdown, tests)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within_s
-        while any(s.queue._unfinished_tasks for s in self.subscriptions()  # type: ignore[attr-defined]
-                  if s.handler is not None):
+        while self._background or any(s.queue._unfinished_tasks  # type: ignore[attr-defined]
+                                      for s in self.subscriptions() if s.handler is not None):
             if loop.time() > deadline:
                 return False
             await asyncio.sleep(0.005)

@@ -33,6 +33,8 @@ ILLEGAL = Counter("neopulse_oms_illegal_transitions", "Broker events the state m
 UNKNOWN_EVENTS = Counter("neopulse_oms_unknown_broker_events", "Broker events for orders not in the OMS book")
 LATE_FILLS = Counter("neopulse_oms_late_fills", "Broker events with more fills for an order already terminal")
 UNKNOWN_OUTCOMES = Counter("neopulse_oms_unknown_placements", "Placements whose outcome was unknown", ["result"])
+PLACEMENT_ERRORS = Counter("neopulse_oms_placement_errors",
+                           "Placements that failed inside the OMS (e.g. the ledger); the order is left to reconcile")
 
 # Broker states that only say "the broker has it".
 _ACCEPTED = frozenset({t.ORDER_STATUS_UNSPECIFIED, t.ORDER_STATUS_PENDING_NEW, t.ORDER_STATUS_SUBMITTED})
@@ -87,6 +89,7 @@ class OrderEngine:
         self._publishing = asyncio.Lock()
         self.changed = asyncio.Condition()
         self.illegal_transitions = 0
+        self._placing: set[asyncio.Task[None]] = set()
 
     async def start_sequence(self) -> None:
         self.sequencer = Sequencer(max(await self.ledger.max_sequence(), Sequencer().value))
@@ -185,7 +188,30 @@ class OrderEngine:
                                                        "client_order_id": req.client_order_id})
             self.remember(existing)
             return
-        await self.place(u.internal_id)
+        self._start_placing(u.internal_id)
+
+    def _start_placing(self, internal_id: str) -> None:
+        """Place beside the next decisions: a burst of orders goes out together (the broker's rate limiter
+        spaces the calls) instead of each waiting for the previous one's round trip to the broker.
+        Written ahead as PENDING_NEW already, in decision order; each order's lock orders its own events."""
+        task = asyncio.get_running_loop().create_task(self._place_logged(internal_id), name=f"oms:place:{internal_id}")
+        self._placing.add(task)
+        task.add_done_callback(self._placing.discard)
+        self.bus.track(task)
+
+    async def _place_logged(self, internal_id: str) -> None:
+        try:
+            await self.place(internal_id)
+        except Exception:  # the ledger or the bus failed: the order stays as recorded, reconcile finds it
+            PLACEMENT_ERRORS.inc()
+            log.exception("placement failed; the order is left as recorded for reconciliation",
+                          extra={"order_id": internal_id})
+
+    async def settle(self, within_s: float) -> int:
+        """Wait up to `within_s` for placements in flight (graceful stop); returns how many are still going."""
+        if self._placing:
+            await asyncio.wait(list(self._placing), timeout=within_s)
+        return len(self._placing)
 
     async def place(self, internal_id: str) -> None:
         async with self.lock(internal_id):

@@ -22,6 +22,8 @@ from shared.contracts import trading_pb2 as t
 
 log = logging.getLogger(__name__)
 
+STOP_WAIT_S = 10.0  # a Kotak REST call times out well within this
+
 
 class OmsModule(Component):
     name = "oms"
@@ -46,6 +48,13 @@ class OmsModule(Component):
         self.service.register()
         log.info("oms ready", extra={"broker": self.broker.name, **self.reconciled})
         self.ready.set()
+
+    async def stop(self) -> None:
+        """Let placements in flight finish (an order half-sent is worse than a slower stop)."""
+        left = await self.engine.settle(STOP_WAIT_S)
+        if left:
+            log.warning("stopping with placements still in flight; reconciliation will resolve them",
+                        extra={"count": left})
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:

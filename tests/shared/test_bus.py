@@ -152,3 +152,22 @@ async def test_a_signal_consumer_awaiting_io_does_not_hold_back_market_data(bus)
     await asyncio.wait_for(ticks_handled.wait(), 1)
     io_done.set()
     assert await bus.drain()
+
+
+async def test_drain_waits_for_work_a_handler_handed_off(bus):
+    release, done = asyncio.Event(), []
+
+    async def hand_off(signal):
+        async def place():
+            await release.wait()
+            done.append(signal.signal_id)
+        bus.track(asyncio.create_task(place()))
+
+    bus.subscribe(Topic.SIGNALS, "oms", hand_off)
+    await asyncio.sleep(0)
+    await bus.publish(Topic.SIGNALS, trading_pb2.Signal(signal_id="s"))
+
+    assert await bus.drain(within_s=0.05) is False
+    release.set()
+    assert await bus.drain()
+    assert done == ["s"]

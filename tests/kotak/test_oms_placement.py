@@ -1,0 +1,49 @@
+"""The OMS over the real SDK and the simulator: a burst of orders goes out together, not one round trip each."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.oms.config import OmsSettings
+from services.oms.ledger import MemoryLedger
+from services.oms.module import OmsModule
+from shared.bus import Bus, Topic
+from shared.clock import ManualClock
+from shared.contracts import trading_pb2 as T
+from shared.kotak.broker import KotakBroker
+from tests.helpers import eventually
+from tests.kotak.conftest import NOW_NS, settings_for
+from tests.kotak.test_broker import market_buy
+
+ACKNOWLEDGED = {T.ORDER_STATUS_OPEN, T.ORDER_STATUS_PARTIALLY_FILLED, T.ORDER_STATUS_TRADED}
+
+
+async def test_an_order_is_placed_while_the_one_before_it_still_waits_for_kotak_and_neither_twice(sim):
+    broker = KotakBroker(settings_for(sim, request_timeout_s=5.0))
+    await broker.start()
+    bus, latest = Bus(), {}
+    oms = OmsModule(bus, OmsSettings(poll_interval_s=0), broker, MemoryLedger(), ManualClock(NOW_NS))
+
+    async def collect(update: T.OrderUpdate) -> None:
+        latest[update.client_order_id] = update.status
+
+    bus.subscribe(Topic.ORDER_UPDATES, "test", collect)
+    bus_task = asyncio.create_task(bus.run())
+    await oms.start()
+    sim.delay_next("place_order", 2.0)  # Kotak takes the first order, then answers it late
+    try:
+        for coid in ("slow-first", "second"):
+            await bus.publish(Topic.ORDERS, T.RiskDecision(accepted=True, order=market_buy(coid), signal_id=coid))
+
+        await eventually(lambda: latest.get("second") in ACKNOWLEDGED)
+        assert latest["slow-first"] == T.ORDER_STATUS_SUBMITTED  # still waiting for its reply
+
+        await eventually(lambda: latest.get("slow-first") in ACKNOWLEDGED)
+        assert sim.calls["place_order"] == 2
+        assert sorted(o.tag for o in sim.exchange.orders.values()) == ["second", "slow-first"]
+    finally:
+        assert await bus.drain()
+        await oms.stop()
+        bus_task.cancel()
+        await asyncio.gather(bus_task, return_exceptions=True)
+        await broker.stop()
