@@ -46,6 +46,9 @@ class BrokerOrderEvent:
 @runtime_checkable
 class Broker(Protocol):
     name: str
+    # True when place_order answers without I/O (the paper VirtualBroker): the OMS places inline, in
+    # decision order. False (a REST broker): each placement runs as its own task beside the next decisions.
+    in_process: bool
 
     async def start(self) -> None:
         """Log in / connect. Raises ConfigError for bad credentials."""

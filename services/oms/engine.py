@@ -188,7 +188,10 @@ class OrderEngine:
                                                        "client_order_id": req.client_order_id})
             self.remember(existing)
             return
-        self._start_placing(u.internal_id)
+        if self.broker.in_process:
+            await self._place_logged(u.internal_id)  # answers at once: a task would only add work
+        else:
+            self._start_placing(u.internal_id)
 
     def _start_placing(self, internal_id: str) -> None:
         """Place beside the next decisions: a burst of orders goes out together (the broker's rate limiter

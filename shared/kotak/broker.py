@@ -27,6 +27,7 @@ S = trading_pb2
 
 class KotakBroker:
     name = "kotak"
+    in_process = False  # every call is a REST round trip
 
     def __init__(self, settings: KotakSettings, session: KotakSession | None = None) -> None:
         self.settings = settings
