@@ -138,10 +138,10 @@ class Bus:
                 sub.offer(msg)
             return
         for sub in self._subs[topic]:
-            if sub.queue.full():
-                await sub.queue.put(msg)
-            else:
+            try:
                 sub.queue.put_nowait(msg)
+            except asyncio.QueueFull:
+                await sub.queue.put(msg)
 
     def publish_nowait(self, topic: Topic, msg: Any) -> None:
         """Hot-path publish for lossy topics (ticks, candles): never waits."""
