@@ -9,7 +9,6 @@ import asyncio
 import dataclasses
 import functools
 import logging
-import uuid
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -24,6 +23,7 @@ from shared.clock import Clock
 from shared.contracts import ops_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, NeoPulseError, NotFound
+from shared.ids import IdMint
 from shared.positions import PositionBook
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ class OrderEngine:
         self._locks: dict[str, asyncio.Lock] = {}
         self._charges: dict[str, int] = {}  # cumulative broker charges seen per order
         self.sequencer = Sequencer()
+        self._mint = IdMint()
         # Sequence, ledger write and publish of every update happen under this one lock, so consumers
         # (which drop a sequence <= the last they saw) receive updates in sequence order.
         self._publishing = asyncio.Lock()
@@ -176,7 +177,7 @@ class OrderEngine:
             return
         if self.lookup(req.client_order_id) is not None:
             return
-        u = t.OrderUpdate(internal_id=str(uuid.uuid4()), client_order_id=req.client_order_id,
+        u = t.OrderUpdate(internal_id=self._mint.uuid(), client_order_id=req.client_order_id,
                           status=t.ORDER_STATUS_PENDING_NEW, request=req, ts_ns=self.clock.now_ns())
         async with self._publishing:
             u.sequence = self.sequencer.next()

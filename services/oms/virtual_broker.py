@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +39,7 @@ from shared.clock import Clock
 from shared.contracts import market_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, NotFound
+from shared.ids import IdMint
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class VirtualBroker:
         self._working: dict[int, list[VirtualOrder]] = {}  # token -> non-terminal orders, acceptance order
         self._last: dict[int, market_pb2.Tick] = {}
         self._events: asyncio.Queue[BrokerOrderEvent] = asyncio.Queue(max_events)
+        self._ids = IdMint()
 
     def __getattr__(self, attr: str) -> Any:
         # Only named reads reach the real account; anything else (a write) must be implemented here.
@@ -115,7 +116,7 @@ class VirtualBroker:
         request = t.OrderRequest()
         request.CopyFrom(order)
         status = t.ORDER_STATUS_TRIGGER_PENDING if order.order_type in STOPS else t.ORDER_STATUS_OPEN
-        vo = VirtualOrder(id=f"VB-{uuid.uuid4().hex[:16]}", request=request, status=status,
+        vo = VirtualOrder(id=f"VB-{self._ids.short()}", request=request, status=status,
                           accepted_ns=self.clock.now_ns())
         self._add(vo)
         ack = BrokerAck(vo.id, status, raw={"virtual": True, "accepted_ns": vo.accepted_ns})
