@@ -1,14 +1,17 @@
-"""Structured logging: one JSON object per line off a TTY, readable lines on one.
+"""Structured logging: one JSON object per line off a TTY, readable lines on one, written off the event loop.
 
 Context (order_id, token, strategy) goes in `extra=`, never in the message text.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import queue
 import sys
 from datetime import UTC, datetime
+from logging.handlers import QueueHandler, QueueListener
 
 CLEAR_LINE = "\r\x1b[K"
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
@@ -47,15 +50,45 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class _HandOff(QueueHandler):
+    """Puts the record on the writer thread's queue as it is: formatting and the write both happen there,
+    so a log call on the order path costs a queue put, not a JSON dump and a write(2)."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
+_writer: list[QueueListener] = []  # the running writer thread, if any
+
+
 def setup(level: str = "INFO", json_lines: bool | None = None, stream=None) -> None:
-    """Configure the root logger once per process."""
+    """Configure the root logger once per process: records go to a writer thread that formats and writes
+    them (stopped, and so flushed, at exit; `flush()` waits for it)."""
     stream = stream or sys.stderr
     if json_lines is None:
         json_lines = not stream.isatty()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+    _stop_writer()
+    records: queue.Queue[logging.LogRecord] = queue.Queue()
+    writer = QueueListener(records, handler)
+    writer.start()
+    if not _writer:
+        atexit.register(_stop_writer)
+    _writer[:] = [writer]
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_HandOff(records)]
     root.setLevel(level.upper())
     for noisy in ("httpx", "httpcore", "websockets", "asyncio", "telegram", "hpack", "neo_api_client"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def flush() -> None:
+    """Wait until every record logged so far is written (before printing a summary, in tests)."""
+    if _writer:
+        _writer[0].queue.join()  # type: ignore[attr-defined]
+
+
+def _stop_writer() -> None:
+    if _writer:
+        _writer.pop().stop()  # writes what is queued, then ends the thread
