@@ -79,11 +79,20 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def quiet_production_logs() -> None:
+    """Log as `neopulse run` does (INFO, JSON lines, the writer thread), into /dev/null instead of stderr:
+    the cost of logging is part of what is measured, the lines are not part of the output."""
+    from shared import logs
+
+    logs.setup("INFO", json_lines=True, stream=open(os.devnull, "w"))  # open for the process
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="NeoPulse benchmarks")
     parser.add_argument("--quick", action="store_true", help="shorter runs (noisier)")
     args = parser.parse_args()
     os.environ.setdefault("NEO_LOG_FILE_ENABLED", "false")
+    quiet_production_logs()
     started = time.time()
     results = asyncio.run(run_all(args.quick))
     print(table(results))

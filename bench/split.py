@@ -130,9 +130,10 @@ async def _wait_instruments(bus: Bus) -> None:
 
 def _worker(*args: Any) -> None:
     import contextlib
-    import logging
 
-    logging.disable(logging.WARNING)  # start-up reconnect warnings are expected here
+    from bench.run import quiet_production_logs
+
+    quiet_production_logs()  # as `neopulse serve` logs; start-up reconnect warnings are expected here
     with contextlib.suppress(BaseException):
         asyncio.run(_worker_main(*args))
 

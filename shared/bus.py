@@ -218,6 +218,11 @@ class Bus:
             await asyncio.sleep(0.005)
         return True
 
+    async def after_order_path(self) -> None:
+        """Wait (at most MAX_YIELDS loop turns) while signals or decisions are queued and their consumers free
+        to take them: for work that can wait, such as logging what was just published."""
+        await self._let_ahead(self._ahead_of[1])
+
     @staticmethod
     async def _let_ahead(ahead: list[Subscription]) -> None:
         """Wait while a consumer of a higher priority has messages and is free to take them: a signal is

@@ -50,34 +50,32 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-class _HandOff(QueueHandler):
-    """Puts the record on the writer thread's queue as it is: formatting and the write both happen there,
-    so a log call on the order path costs a queue put, not a JSON dump and a write(2)."""
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record
-
-
 _writer: list[QueueListener] = []  # the running writer thread, if any
 
 
 def setup(level: str = "INFO", json_lines: bool | None = None, stream=None) -> None:
-    """Configure the root logger once per process: records go to a writer thread that formats and writes
-    them (stopped, and so flushed, at exit; `flush()` waits for it)."""
+    """Configure the root logger once per process. A record is formatted where it is logged, then queued;
+    a writer thread does the write(2), so a slow stderr (a pipe nobody drains, a busy terminal) never
+    stalls the event loop. The thread holds the GIL only to write. Stopped (so flushed) at exit;
+    `flush()` waits for it."""
     stream = stream or sys.stderr
     if json_lines is None:
         json_lines = not stream.isatty()
+    # No caller file/line, thread or process lookups per record: the formats below never show them.
+    logging._srcfile = None  # type: ignore[attr-defined]  # the documented switch (logging HOWTO, "Optimization")
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    handoff = QueueHandler(records := queue.Queue())  # type: ignore[var-annotated]
+    handoff.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+    handler.setFormatter(logging.Formatter("%(message)s"))  # already formatted by the hand-off
     _stop_writer()
-    records: queue.Queue[logging.LogRecord] = queue.Queue()
     writer = QueueListener(records, handler)
     writer.start()
     if not _writer:
         atexit.register(_stop_writer)
     _writer[:] = [writer]
     root = logging.getLogger()
-    root.handlers[:] = [_HandOff(records)]
+    root.handlers[:] = [handoff]
     root.setLevel(level.upper())
     for noisy in ("httpx", "httpcore", "websockets", "asyncio", "telegram", "hpack", "neo_api_client"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

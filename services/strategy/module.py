@@ -90,6 +90,8 @@ class StrategyModule(Component):
             batch = self.engine.candles.take_batch()  # the closed candles were built inside it
             if self.settings.publish_candles:
                 self.bus.publish_nowait(Topic.CANDLES, batch)
+        if signals:
+            await self.bus.after_order_path()  # the log lines must not delay the orders
         for signal in signals:
             log.info("signal", extra={"strategy": signal.strategy, "token": signal.token,
                                       "side": trading_pb2.Side.Name(signal.side), "quantity": signal.quantity,

@@ -171,3 +171,23 @@ async def test_drain_waits_for_work_a_handler_handed_off(bus):
     release.set()
     assert await bus.drain()
     assert done == ["s"]
+
+
+async def test_after_order_path_returns_once_queued_signals_and_decisions_are_handled(bus):
+    handled = []
+
+    async def risk(signal):
+        handled.append("signal")
+        await bus.publish(Topic.ORDERS, trading_pb2.RiskDecision(signal_id=signal.signal_id))
+
+    async def oms(decision):
+        handled.append("decision")
+
+    bus.subscribe(Topic.SIGNALS, "risk", risk)
+    bus.subscribe(Topic.ORDERS, "oms", oms)
+    await asyncio.sleep(0)
+    await bus.publish(Topic.SIGNALS, trading_pb2.Signal(signal_id="s"))
+
+    await bus.after_order_path()
+
+    assert handled == ["signal", "decision"]

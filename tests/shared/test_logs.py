@@ -47,7 +47,7 @@ def test_a_terminal_line_first_clears_the_live_status_line():
     assert line.startswith(logs.CLEAR_LINE) and line.rstrip().endswith("order placed token=2885")
 
 
-def test_records_are_formatted_and_written_by_the_writer_thread_not_the_caller():
+def test_lines_are_written_by_the_writer_thread_not_the_caller():
     writers = []
 
     class Recording(io.StringIO):
