@@ -79,14 +79,17 @@ async def _writer(writer: TickWriter, batches: list[market_pb2.TickBatch], secon
     watcher = asyncio.create_task(watch())
     await asyncio.sleep(0.3)  # warm up: first partitions, pool connections
     commits.clear()
+    start_rows = writer.persisted
     await asyncio.sleep(seconds)
     for task in (feeder, runner, watcher):
         task.cancel()
     await asyncio.gather(feeder, runner, watcher, return_exceptions=True)
     # From the first to the last commit in the window: rows arrive a whole chunk at a time, so rows counted
     # over a fixed window would swing by a chunk (about 5% here) with where the window happens to end.
-    (t0, rows0), (t1, rows1) = commits[0], commits[-1]
-    return (rows1 - rows0) / (t1 - t0)
+    if len(commits) >= 2:
+        (t0, rows0), (t1, rows1) = commits[0], commits[-1]
+        return (rows1 - rows0) / (t1 - t0)
+    return (writer.persisted - start_rows) / seconds  # a window too short for two commits
 
 
 async def run(seconds: float = 3.0, background: Coroutine[Any, Any, Any] | None = None) -> dict[str, float]:
