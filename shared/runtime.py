@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import io
 import logging
+import signal
 import time
 from typing import Any
 
@@ -61,3 +63,18 @@ async def busy_poll() -> None:
     log.info("busy polling: the event loop no longer sleeps (one core at 100%)")
     while True:  # noqa: ASYNC110 - spinning is the point
         await asyncio.sleep(0)
+
+
+def dump_tasks() -> str:
+    """Every asyncio task of this loop with the stack it is parked on (what a stuck process is waiting for)."""
+    out = io.StringIO()
+    for task in sorted(asyncio.all_tasks(), key=lambda t: t.get_name()):
+        out.write(f"--- {task.get_name()}: {task.get_coro()!r}\n")
+        task.print_stack(file=out)
+    return out.getvalue()
+
+
+def install_task_dump() -> None:
+    """`kill -USR1 <pid>` logs dump_tasks() at WARNING: a hung process says where it hangs."""
+    asyncio.get_running_loop().add_signal_handler(
+        signal.SIGUSR1, lambda: log.warning("asyncio tasks (SIGUSR1)", extra={"tasks": dump_tasks()}))

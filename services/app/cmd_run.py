@@ -13,7 +13,7 @@ from typing import Any
 
 from services.app.config import AppSettings
 from shared import config as cfg
-from shared import logs
+from shared import logs, runtime
 from shared.errors import ConfigError
 
 
@@ -71,6 +71,7 @@ async def _run(settings: AppSettings, toml: dict[str, Any], args: argparse.Names
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    runtime.install_task_dump()
 
     async def announce() -> None:
         await app.started.wait()

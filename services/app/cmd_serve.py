@@ -13,7 +13,7 @@ from typing import Any
 
 from services.app.config import AppSettings
 from shared import config as cfg
-from shared import logs
+from shared import logs, runtime
 from shared.errors import ConfigError
 
 
@@ -76,6 +76,7 @@ async def _serve(module: str, app: AppSettings, split: Any, grpc_settings: Any, 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    runtime.install_task_dump()
 
     async def announce() -> None:
         await process.started.wait()

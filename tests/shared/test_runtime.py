@@ -9,6 +9,7 @@ import time
 from prometheus_client import REGISTRY
 
 from shared import runtime
+from tests.helpers import eventually
 
 
 def _pauses(generation: int) -> float:
@@ -45,3 +46,27 @@ async def test_busy_poll_keeps_the_loop_running_instead_of_sleeping_in_epoll():
 
     assert idle_share < 0.3
     assert polling_share > 0.7
+
+
+async def test_sigusr1_logs_every_task_with_the_line_it_waits_on(caplog):
+    import os
+    import signal
+
+    parked = asyncio.Event()
+
+    async def stuck_somewhere():
+        await parked.wait()
+
+    task = asyncio.create_task(stuck_somewhere(), name="stuck-somewhere")
+    runtime.install_task_dump()
+    try:
+        await asyncio.sleep(0)
+        with caplog.at_level("WARNING", logger="shared.runtime"):
+            os.kill(os.getpid(), signal.SIGUSR1)
+            await eventually(lambda: any(r.getMessage() == "asyncio tasks (SIGUSR1)" for r in caplog.records))
+    finally:
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR1)
+        task.cancel()
+
+    dump = next(r.tasks for r in caplog.records if r.getMessage() == "asyncio tasks (SIGUSR1)")
+    assert "stuck-somewhere" in dump and "await parked.wait()" in dump
