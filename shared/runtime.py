@@ -10,6 +10,7 @@ import io
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from prometheus_client import Histogram
@@ -78,3 +79,31 @@ def install_task_dump() -> None:
     """`kill -USR1 <pid>` logs dump_tasks() at WARNING: a hung process says where it hangs."""
     asyncio.get_running_loop().add_signal_handler(
         signal.SIGUSR1, lambda: log.warning("asyncio tasks (SIGUSR1)", extra={"tasks": dump_tasks()}))
+
+
+# Python 3.11's asyncio.wait_for returns the result instead of raising when a cancellation lands as the
+# awaited future completes (CPython gh-86296; rewritten in 3.12). The Kotak SDK reads its feeds through
+# wait_for(queue.get(), 1.0), so a task iterating a feed can swallow the cancel meant to stop it, keep
+# running, and hold its TaskGroup (and the process) open at shutdown. Seen here: `neopulse run` hung
+# after "stopping" in about one run in ten. The two helpers below make such a stop certain.
+
+
+async def close_when_cancelled(close: Callable[[], Awaitable[None]]) -> None:
+    """A task that waits until cancelled, then runs `close`. Start it beside a task iterating a feed: when
+    their TaskGroup is cancelled, closing the feed ends the iteration even if its cancel was swallowed."""
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await close()
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], within_s: float = 5.0) -> list[asyncio.Task[Any]]:
+    """Cancel `tasks` and wait for them, cancelling again every 100 ms (a swallowed cancel is retried at the
+    task's next await). Returns those still running after `within_s`."""
+    pending = {t for t in tasks if not t.done()}
+    deadline = time.monotonic() + within_s
+    while pending and time.monotonic() < deadline:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.1)
+    return list(pending)

@@ -15,7 +15,7 @@ from prometheus_client import Counter, Gauge
 
 from services.ingestion.config import IngestionSettings
 from services.ingestion.source import MarketSource
-from shared import rpc
+from shared import rpc, runtime
 from shared.bus import Bus, Topic
 from shared.clock import Clock, is_market_open
 from shared.component import Component
@@ -80,6 +80,8 @@ class IngestionModule(Component):
             if self.tick_sink is not None:
                 tg.create_task(self.tick_sink.run(), name="ingestion:tick-writer")
             tg.create_task(self._pump(), name="ingestion:pump")
+            # Closing the source ends the pump's iteration even if the feed swallowed the pump's cancel.
+            tg.create_task(runtime.close_when_cancelled(self.source.close), name="ingestion:close-source")
             tg.create_task(self._rate_meter(), name="ingestion:rate")
             tg.create_task(self._watchdog(), name="ingestion:watchdog")
 

@@ -15,6 +15,7 @@ from typing import Any
 from neo_api_client.websocket.orderfeed.models import OrderUpdate
 
 from services.oms.broker import BrokerAck, BrokerOrderEvent
+from shared import runtime
 from shared.contracts import market_pb2, trading_pb2
 from shared.errors import BrokerRejected, NotFound, RetryableError
 from shared.kotak import mapping
@@ -156,9 +157,10 @@ class KotakBroker:
             while True:
                 yield await queue.get()
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Cancelled again until they stop: the SDK's feed iterator can swallow one cancel (runtime.py).
+            left = await runtime.cancel_and_wait(tasks)
+            if left:
+                log.error("kotak order feed tasks did not stop", extra={"tasks": [t.get_name() for t in left]})
 
     def _merge(self, event: BrokerOrderEvent) -> BrokerOrderEvent | None:
         """The event to publish, or None when it adds nothing (a repeat, or a stale/empty feed message)."""

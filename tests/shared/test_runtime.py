@@ -70,3 +70,52 @@ async def test_sigusr1_logs_every_task_with_the_line_it_waits_on(caplog):
 
     dump = next(r.tasks for r in caplog.records if r.getMessage() == "asyncio tasks (SIGUSR1)")
     assert "stuck-somewhere" in dump and "await parked.wait()" in dump
+
+
+class SwallowingFeed:
+    """A feed whose reader swallows one cancel, as the Kotak SDK's wait_for-based iterator can on Python 3.11;
+    it ends only when the feed is closed (or a later cancel lands)."""
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+        self.swallowed = 0
+
+    async def read_forever(self) -> None:
+        while not self.closed.is_set():
+            try:
+                await asyncio.wait_for(self.closed.wait(), 0.05)
+            except asyncio.CancelledError:
+                if self.swallowed:
+                    raise
+                self.swallowed += 1  # the message "arrived" with the cancel: carry on
+            except TimeoutError:
+                pass
+
+    async def close(self) -> None:
+        self.closed.set()
+
+
+async def test_cancel_and_wait_stops_a_task_that_swallowed_the_first_cancel():
+    feed = SwallowingFeed()
+    reader = asyncio.create_task(feed.read_forever())
+    await asyncio.sleep(0)
+
+    left = await runtime.cancel_and_wait([reader], within_s=5)
+
+    assert left == [] and reader.done() and feed.swallowed == 1
+
+
+async def test_a_task_group_with_close_when_cancelled_stops_even_if_its_reader_swallows_the_cancel():
+    feed = SwallowingFeed()
+
+    async def module_run():
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(feed.read_forever())
+            tg.create_task(runtime.close_when_cancelled(feed.close))
+
+    run = asyncio.create_task(module_run())
+    await asyncio.sleep(0.01)
+    run.cancel()
+
+    await asyncio.wait_for(asyncio.gather(run, return_exceptions=True), 5)
+    assert feed.closed.is_set() and feed.swallowed == 1
