@@ -10,8 +10,9 @@ import json
 import logging
 import queue
 import sys
+import threading
 from datetime import UTC, datetime
-from logging.handlers import QueueHandler, QueueListener
+from typing import Any
 
 CLEAR_LINE = "\r\x1b[K"
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
@@ -50,30 +51,75 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-_writer: list[QueueListener] = []  # the running writer thread, if any
+class _Writer(threading.Thread):
+    """Writes the formatted lines it is handed, everything queued in one write: one wake-up (and one hold of
+    the GIL) per burst of records rather than one per record."""
+
+    STOP = object()
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(name="log-writer", daemon=True)
+        self.stream = stream
+        self.lines: queue.Queue[Any] = queue.Queue()
+
+    def run(self) -> None:
+        lines = self.lines
+        while True:
+            batch = [lines.get()]
+            while not lines.empty():
+                batch.append(lines.get_nowait())
+            text = "".join(f"{line}\n" for line in batch if line is not self.STOP)
+            try:
+                if text:
+                    self.stream.write(text)
+                    self.stream.flush()
+            except Exception:  # a closed or broken stream must not kill the writer (or the process)
+                pass
+            for _ in batch:
+                lines.task_done()
+            if self.STOP in batch:
+                return
+
+    def stop(self) -> None:
+        self.lines.put(self.STOP)
+        self.join(timeout=5)
+
+
+class _HandOff(logging.Handler):
+    """Formats a record where it is logged and hands the line to the writer thread."""
+
+    def __init__(self, writer: _Writer) -> None:
+        super().__init__()
+        self.writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.writer.lines.put_nowait(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+_writer: list[_Writer] = []  # the running writer thread, if any
 
 
 def setup(level: str = "INFO", json_lines: bool | None = None, stream=None) -> None:
-    """Configure the root logger once per process. A record is formatted where it is logged, then queued;
-    a writer thread does the write(2), so a slow stderr (a pipe nobody drains, a busy terminal) never
-    stalls the event loop. The thread holds the GIL only to write. Stopped (so flushed) at exit;
-    `flush()` waits for it."""
+    """Configure the root logger once per process. A record is formatted where it is logged and the line
+    queued; a writer thread does the write(2), so a slow stderr (a pipe nobody drains, a busy terminal)
+    never stalls the event loop. Stopped (so flushed) at exit; `flush()` waits for it."""
     stream = stream or sys.stderr
     if json_lines is None:
         json_lines = not stream.isatty()
     # No caller file/line, thread or process lookups per record: the formats below never show them.
     logging._srcfile = None  # type: ignore[attr-defined]  # the documented switch (logging HOWTO, "Optimization")
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    handoff = QueueHandler(records := queue.Queue())  # type: ignore[var-annotated]
-    handoff.setFormatter(JsonFormatter() if json_lines else TextFormatter())
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(message)s"))  # already formatted by the hand-off
     _stop_writer()
-    writer = QueueListener(records, handler)
+    writer = _Writer(stream)
     writer.start()
     if not _writer:
         atexit.register(_stop_writer)
     _writer[:] = [writer]
+    handoff = _HandOff(writer)
+    handoff.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handoff]
     root.setLevel(level.upper())
@@ -84,7 +130,7 @@ def setup(level: str = "INFO", json_lines: bool | None = None, stream=None) -> N
 def flush() -> None:
     """Wait until every record logged so far is written (before printing a summary, in tests)."""
     if _writer:
-        _writer[0].queue.join()  # type: ignore[attr-defined]
+        _writer[0].lines.join()
 
 
 def _stop_writer() -> None:
