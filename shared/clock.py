@@ -6,6 +6,7 @@ Everything that needs "now" (ticks, candles, risk hours, square-off) asks a Cloc
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta, timezone
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -36,7 +37,7 @@ class SimClock:
     """
 
     def __init__(self, day: date | None = None, speed: float = 1.0, start_ist: tuple[int, int] = MARKET_OPEN_IST):
-        day = last_weekday(day or datetime.now(IST).date())
+        day = last_trading_day(day or datetime.now(IST).date())
         start = datetime(day.year, day.month, day.day, *start_ist, tzinfo=IST)
         self.start_ns = int(start.timestamp()) * NS
         self.speed = speed
@@ -98,10 +99,30 @@ def ist_weekday(ts_ns: int) -> int:
     return (ist_day_number(ts_ns) + 3) % 7
 
 
+# Exchange holidays (IST day numbers), set once per process from config (`holidays`) by set_holidays().
+_holidays: frozenset[int] = frozenset()
+
+
+def set_holidays(days: Iterable[date]) -> None:
+    """The exchange's trading holidays for this process: the market is closed all day on them."""
+    global _holidays
+    _holidays = frozenset(d.toordinal() - _EPOCH_ORDINAL for d in days)
+
+
+def is_holiday(ts_ns: int) -> bool:
+    return ist_day_number(ts_ns) in _holidays
+
+
+def is_trading_day(day: date) -> bool:
+    """A weekday that is not a configured exchange holiday."""
+    return day.weekday() < 5 and day.toordinal() - _EPOCH_ORDINAL not in _holidays
+
+
 def is_market_open(ts_ns: int, open_ist: tuple[int, int] = MARKET_OPEN_IST,
                    close_ist: tuple[int, int] = MARKET_CLOSE_IST) -> bool:
-    """NSE cash session on a weekday (exchange holidays are not modelled)."""
-    if ist_weekday(ts_ns) >= 5:
+    """NSE cash session on a trading day (weekdays minus the configured holidays)."""
+    day_number = ist_day_number(ts_ns)
+    if (day_number + 3) % 7 >= 5 or day_number in _holidays:
         return False
     minute = ist_minute_of_day(ts_ns)
     return open_ist[0] * 60 + open_ist[1] <= minute < close_ist[0] * 60 + close_ist[1]
@@ -126,5 +147,12 @@ def day_of(ts_ns: int) -> date:
 def last_weekday(day: date) -> date:
     """The day itself, or the Friday before a weekend day."""
     while day.weekday() >= 5:
+        day -= timedelta(days=1)
+    return day
+
+
+def last_trading_day(day: date) -> date:
+    """The day itself, or the latest trading day before it (weekends and configured holidays skipped)."""
+    while not is_trading_day(day):
         day -= timedelta(days=1)
     return day

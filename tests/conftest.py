@@ -9,7 +9,7 @@ import asyncio
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -79,3 +79,12 @@ async def db_pool(database: str) -> AsyncIterator[asyncpg.Pool]:
             await asyncio.wait_for(pool.close(), 5.0)
         except TimeoutError:
             pool.terminate()
+
+
+@pytest.fixture
+def exchange_holidays() -> Iterator[Callable[..., None]]:
+    """Set this process's exchange holidays for one test (shared.clock.set_holidays); cleared after it."""
+    from shared import clock
+
+    yield lambda *days: clock.set_holidays(days)
+    clock.set_holidays(())

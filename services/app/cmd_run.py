@@ -12,8 +12,8 @@ import sys
 from typing import Any
 
 from services.app.config import AppSettings
+from shared import clock, logs, runtime
 from shared import config as cfg
-from shared import logs, runtime
 from shared.errors import ConfigError
 
 
@@ -49,6 +49,7 @@ def handle(args: argparse.Namespace) -> int:
         print(f"neopulse: {exc}", file=sys.stderr)
         return 2
     logs.setup(settings.log_level)
+    clock.set_holidays(settings.holidays)
     try:
         return asyncio.run(_run(settings, toml, args))
     except ConfigError as exc:

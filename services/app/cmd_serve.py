@@ -12,8 +12,8 @@ import sys
 from typing import Any
 
 from services.app.config import AppSettings
+from shared import clock, logs, runtime
 from shared import config as cfg
-from shared import logs, runtime
 from shared.errors import ConfigError
 
 
@@ -46,6 +46,7 @@ def handle(args: argparse.Namespace) -> int:
         print(f"neopulse: {exc}", file=sys.stderr)
         return 2
     logs.setup(app.log_level)
+    clock.set_holidays(app.holidays)
     port = args.grpc_port if args.grpc_port is not None else int(split.addr(args.module).rsplit(":", 1)[1])
     try:
         return asyncio.run(_serve(args.module, app, split, grpc_settings, toml, port, args.duration))

@@ -45,3 +45,6 @@ class AppSettings(ModuleSettings):
     # The event loop never sleeps: one core at 100% keeps the order path in cache (lower tick-to-order
     # latency, see README "Benchmarks"). For a monolith with a core to spare, not for split mode on 2 cores.
     busy_poll: bool = False
+    # Exchange trading holidays (IST dates, e.g. ["2026-01-26"]): the market counts as closed all day (risk's
+    # market-hours check, the feed stall watchdog, paper session days, the daily summary).
+    holidays: list[date] = Field(default_factory=list)

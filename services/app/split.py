@@ -23,7 +23,7 @@ from services.app.config import AppSettings
 from shared import config as cfg
 from shared import rpc, runtime
 from shared.bus import Bus
-from shared.clock import IST, MARKET_OPEN_IST, NS, Clock, RealClock, last_weekday
+from shared.clock import IST, MARKET_OPEN_IST, NS, Clock, RealClock, last_trading_day
 from shared.config import ModuleSettings
 from shared.errors import ConfigError
 from shared.grpc.auth import auth_metadata
@@ -64,7 +64,7 @@ class SessionClock:
     """SimClock with an agreed start: sim time = today's 09:15 IST + (now - wall_start) * speed."""
 
     def __init__(self, wall_start_ns: int, speed: float) -> None:
-        day = last_weekday(datetime.now(IST).date())
+        day = last_trading_day(datetime.now(IST).date())
         self.start_ns = int(datetime(day.year, day.month, day.day, *MARKET_OPEN_IST, tzinfo=IST).timestamp()) * NS
         self.wall_start_ns, self.speed = wall_start_ns, speed
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from shared.clock import day_of, ist_datetime, ist_ns, parse_hhmm
+from shared.clock import day_of, is_trading_day, ist_datetime, ist_ns, parse_hhmm
 from shared.contracts import oms_pb2, trading_pb2
 from shared.positions import PositionBook
 
@@ -63,11 +63,11 @@ def summarise(day: date, orders: list[trading_pb2.OrderUpdate],
 
 
 def next_summary_ns(now_ns: int, hhmm: str) -> int:
-    """The next weekday at `hhmm` IST strictly after now (exchange holidays are not modelled)."""
+    """The next trading day (weekdays minus configured holidays) at `hhmm` IST strictly after now."""
     hour, minute = parse_hhmm(hhmm)
     day = ist_datetime(now_ns).date()
     while True:
         due = ist_ns(day, hour, minute)
-        if due > now_ns and day.weekday() < 5:
+        if due > now_ns and is_trading_day(day):
             return due
         day += timedelta(days=1)

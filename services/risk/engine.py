@@ -20,7 +20,15 @@ from services.risk.orders import (
     square_off_orders,
 )
 from services.risk.rate import TokenBucket
-from shared.clock import Clock, day_of, is_market_open, ist_datetime, ist_day_number, ist_minute_of_day
+from shared.clock import (
+    Clock,
+    day_of,
+    is_holiday,
+    is_market_open,
+    ist_datetime,
+    ist_day_number,
+    ist_minute_of_day,
+)
 from shared.contracts import market_pb2, ops_pb2, risk_pb2, trading_pb2
 from shared.instruments import InstrumentBook
 from shared.money import fmt_inr
@@ -235,10 +243,13 @@ class RiskEngine:
 
     def check_market_hours(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
                            now: int) -> Denial | None:
-        if self.limits.enforce_market_hours and not is_market_open(now):
-            return "MARKET_CLOSED", (f"market is closed at {ist_datetime(now):%a %H:%M} IST (open 09:15-15:30 "
-                                     "IST on weekdays); enforce_market_hours is on")
-        return None
+        if not self.limits.enforce_market_hours or is_market_open(now):
+            return None
+        if is_holiday(now):
+            return "MARKET_CLOSED", (f"market is closed: {day_of(now)} is an exchange holiday (the `holidays` "
+                                     "setting); enforce_market_hours is on")
+        return "MARKET_CLOSED", (f"market is closed at {ist_datetime(now):%a %H:%M} IST (open 09:15-15:30 IST on "
+                                 "trading days); enforce_market_hours is on")
 
     def check_square_off_time(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
                               now: int) -> Denial | None:

@@ -67,3 +67,16 @@ def test_neopulse_run_with_a_bad_value_exits_2_with_one_line_naming_it(tmp_path)
 def test_live_mode_without_the_live_flag_refuses_to_start():
     result = run_cli("run", "--no-db", "--duration", "1", "--grpc-port", "0", env={"NEOPULSE_MODE": "live"})
     assert result.returncode == 2 and "--live" in result.stderr
+
+
+def test_holidays_come_from_the_config_as_dates_and_a_bad_one_names_the_field(tmp_path):
+    from datetime import date
+
+    from services.app.config import AppSettings
+    from shared import config as cfg
+    from shared.errors import ConfigError
+
+    assert cfg.load(AppSettings, {"holidays": ["2026-01-26", "2026-03-03"]}).holidays == [date(2026, 1, 26),
+                                                                                            date(2026, 3, 3)]
+    with pytest.raises(ConfigError, match="holidays"):
+        cfg.load(AppSettings, {"holidays": ["26/01/2026"]})

@@ -57,6 +57,12 @@ def test_next_summary_is_today_before_the_time_and_monday_after_friday():
     assert next_summary_ns(ist_ns(date(2026, 11, 27), 16, 0), "15:45") == ist_ns(date(2026, 11, 30), 15, 45)
 
 
+def test_no_summary_is_due_on_an_exchange_holiday(exchange_holidays):
+    exchange_holidays(date(2026, 11, 26))
+
+    assert next_summary_ns(ist_ns(DAY, 16, 0), "15:45") == ist_ns(date(2026, 11, 27), 15, 45)
+
+
 async def test_the_summary_is_sent_once_the_clock_passes_the_summary_time(bus, standins, fake_api, clock):
     standins.orders = day_orders()
     standins.positions = positions()

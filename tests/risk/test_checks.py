@@ -246,3 +246,13 @@ def test_a_replayed_client_order_id_is_denied_as_a_duplicate(engine):
     engine.decide(order(client_order_id="same"))
 
     assert engine.decide(order(client_order_id="same")).reason_code == "DUPLICATE_ORDER"
+
+
+def test_orders_on_a_configured_exchange_holiday_are_denied_saying_so(clock, exchange_holidays):
+    exchange_holidays(DAY)
+    clock.set(ist_ns(DAY, 11, 0))
+    engine = RiskEngine(limits(), clock, instruments())
+
+    decision = engine.decide(order())
+
+    assert decision.reason_code == "MARKET_CLOSED" and f"{DAY} is an exchange holiday" in decision.reason

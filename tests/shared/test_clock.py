@@ -24,3 +24,16 @@ def test_the_session_opens_at_0915_and_closes_at_1530_ist():
     close_ns = int(datetime(2026, 11, 25, 15, 30, tzinfo=IST).timestamp()) * NS
     assert (is_market_open(open_ns - 1), is_market_open(open_ns)) == (False, True)
     assert (is_market_open(close_ns - 1), is_market_open(close_ns)) == (True, False)
+
+
+def test_a_configured_exchange_holiday_is_closed_all_day_and_skipped_as_a_session_day(exchange_holidays):
+    from datetime import date
+
+    from shared.clock import ist_ns, last_trading_day
+
+    republic_day = date(2026, 1, 26)  # a Monday
+    exchange_holidays(republic_day)
+
+    assert not is_market_open(ist_ns(republic_day, 11, 0))
+    assert is_market_open(ist_ns(date(2026, 1, 27), 11, 0))
+    assert last_trading_day(republic_day) == date(2026, 1, 23)  # back over the weekend to Friday
