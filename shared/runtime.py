@@ -75,6 +75,16 @@ def dump_tasks() -> str:
     return out.getvalue()
 
 
+def stop_on_signals() -> asyncio.Event:
+    """The process's stop event: set by SIGINT or SIGTERM. Also installs the SIGUSR1 task dump."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    install_task_dump()
+    return stop
+
+
 def install_task_dump() -> None:
     """`kill -USR1 <pid>` logs dump_tasks() at WARNING: a hung process says where it hangs."""
     asyncio.get_running_loop().add_signal_handler(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from typing import Any
 
@@ -68,11 +67,7 @@ async def _run(settings: AppSettings, toml: dict[str, Any], args: argparse.Names
     serve_metrics(settings.metrics_port)
     app = Monolith(settings, toml)
     board = StatusBoard(app.bus)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    runtime.install_task_dump()
+    stop = runtime.stop_on_signals()
 
     async def announce() -> None:
         await app.started.wait()

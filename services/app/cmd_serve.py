@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from typing import Any
 
@@ -73,11 +72,7 @@ async def _serve(module: str, app: AppSettings, split: Any, grpc_settings: Any, 
 
     serve_metrics(grpc_settings.metrics_port or app.metrics_port)
     process = SplitProcess(module, app, split, grpc_settings, toml, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    runtime.install_task_dump()
+    stop = runtime.stop_on_signals()
 
     async def announce() -> None:
         await process.started.wait()
