@@ -95,8 +95,12 @@ def ist_minute_of_day(ts_ns: int) -> int:
 
 
 def ist_weekday(ts_ns: int) -> int:
-    """Monday 0 .. Sunday 6 in IST (1970-01-01 was a Thursday)."""
-    return (ist_day_number(ts_ns) + 3) % 7
+    """Monday 0 .. Sunday 6 in IST."""
+    return _weekday(ist_day_number(ts_ns))
+
+
+def _weekday(day_number: int) -> int:
+    return (day_number + 3) % 7  # 1970-01-01 was a Thursday
 
 
 # Exchange holidays (IST day numbers), set once per process from config (`holidays`) by set_holidays().
@@ -122,7 +126,7 @@ def is_market_open(ts_ns: int, open_ist: tuple[int, int] = MARKET_OPEN_IST,
                    close_ist: tuple[int, int] = MARKET_CLOSE_IST) -> bool:
     """NSE cash session on a trading day (weekdays minus the configured holidays)."""
     day_number = ist_day_number(ts_ns)
-    if (day_number + 3) % 7 >= 5 or day_number in _holidays:
+    if _weekday(day_number) >= 5 or day_number in _holidays:
         return False
     minute = ist_minute_of_day(ts_ns)
     return open_ist[0] * 60 + open_ist[1] <= minute < close_ist[0] * 60 + close_ist[1]

@@ -1,5 +1,6 @@
-"""How a NeoPulse process runs once started: the start-up heap frozen out of the collector's way, every GC
-pause timed, and (opt-in) a busy-polling event loop. Used by the monolith, `neopulse serve` and the benchmark.
+"""How a NeoPulse process runs: the start-up heap frozen out of the collector's way, every GC pause timed,
+(opt-in) a busy-polling loop, the stop signals and SIGUSR1 task dump, and stopping tasks that swallow a cancel.
+Used by the monolith, `neopulse serve`, the ingestion module, KotakBroker and the benchmark.
 """
 
 from __future__ import annotations
