@@ -1,5 +1,6 @@
 """Structured logs: one JSON object per line off a TTY with context as fields; terminal lines clear the status line."""
 
+import asyncio
 import io
 import json
 import logging
@@ -70,3 +71,69 @@ def test_lines_still_queued_at_exit_are_written():
 
     lines = [json.loads(line) for line in done.stderr.splitlines()]
     assert [line["n"] for line in lines] == list(range(200))
+
+
+class Recording(io.StringIO):
+    """A stream that says when the writer thread wrote to it."""
+
+    def __init__(self):
+        super().__init__()
+        self.wrote = threading.Event()
+
+    def write(self, text):
+        n = super().write(text)
+        self.wrote.set()
+        return n
+
+
+def messages(text: str) -> list[str]:
+    return [json.loads(line)["msg"] for line in text.splitlines()]
+
+
+async def test_info_lines_logged_on_the_loop_are_formatted_later_in_one_go():
+    out = Recording()
+    logs.setup("INFO", json_lines=True, stream=out)
+    log = logging.getLogger("neopulse.test")
+    log.info("signal one")
+    log.warning("signal two")
+
+    await asyncio.sleep(logs.DEFER_S / 4)
+    assert not out.wrote.is_set()  # kept: nothing formatted while the burst may still be running
+    assert await asyncio.to_thread(out.wrote.wait, 5)  # written after DEFER_S, no flush() needed
+    await asyncio.to_thread(logs._writer[0].lines.join)
+    assert messages(out.getvalue()) == ["signal one", "signal two"]
+
+
+async def test_an_error_line_is_written_at_once_after_the_lines_kept_before_it():
+    out = io.StringIO()
+    logs.setup("INFO", json_lines=True, stream=out)
+    log = logging.getLogger("neopulse.test")
+    log.info("order placed")
+    log.error("broker rejected")
+
+    assert not logs._handoff[0]._kept  # both handed to the writer, not waiting for the timer
+    await asyncio.to_thread(logs._writer[0].lines.join)
+    assert messages(out.getvalue()) == ["order placed", "broker rejected"]
+
+
+def test_lines_kept_when_the_loop_ends_are_written_by_flush():
+    out = io.StringIO()
+    logs.setup("INFO", json_lines=True, stream=out)
+
+    async def last_words():
+        logging.getLogger("neopulse.test").info("stopping")
+
+    asyncio.run(last_words())  # the loop is gone before its DEFER_S timer fires
+    logs.flush()
+    assert messages(out.getvalue()) == ["stopping"]
+
+
+def test_lines_kept_on_the_loop_are_written_at_exit():
+    code = ("import asyncio, logging; from shared import logs; logs.setup('INFO', json_lines=True)\n"
+            "async def main():\n"
+            "    [logging.getLogger('neopulse.test').info('last words', extra={'n': i}) for i in range(50)]\n"
+            "asyncio.run(main())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
+
+    assert [json.loads(line)["n"] for line in done.stderr.splitlines()] == list(range(50))
