@@ -76,15 +76,24 @@ def risk_rejection_notification(decision: trading_pb2.RiskDecision) -> ops_pb2.N
                                 ts_ns=decision.ts_ns, fields=fields, source=SOURCE)
 
 
+# OrderUpdate.reason_code of a REJECTED order -> (title, severity); anything else is the broker's rejection.
+_REJECTED_BY_CODE = {
+    # The OMS gave the order up without the broker's answer: it may be live there. Someone must look.
+    "OUTCOME_UNKNOWN": ("Order outcome unknown: check the broker's order book", ops_pb2.SEVERITY_CRITICAL),
+    "NOT_SENT": ("Order not sent (found unsent after a restart)", ops_pb2.SEVERITY_WARNING),
+}
+
+
 def broker_rejection_notification(update: trading_pb2.OrderUpdate) -> ops_pb2.Notification:
+    """A REJECTED order: by the broker, or given up by the OMS (reason_code says which)."""
     req = update.request
     text = f"{side_label(req.side)} {req.quantity} {req.symbol}: {update.reason or 'no reason given'}"
     if req.strategy_tag:
         text += f" [{req.strategy_tag}]"
-    fields = order_fields(req) | {"internal_id": update.internal_id}
-    return ops_pb2.Notification(kind=ops_pb2.NOTIFICATION_KIND_REJECTION, severity=ops_pb2.SEVERITY_WARNING,
-                                title="Broker rejected", text=text, ts_ns=update.ts_ns, fields=fields,
-                                source=SOURCE)
+    fields = order_fields(req) | {"internal_id": update.internal_id, "reason_code": update.reason_code}
+    title, severity = _REJECTED_BY_CODE.get(update.reason_code, ("Broker rejected", ops_pb2.SEVERITY_WARNING))
+    return ops_pb2.Notification(kind=ops_pb2.NOTIFICATION_KIND_REJECTION, severity=severity, title=title, text=text,
+                                ts_ns=update.ts_ns, fields=fields, source=SOURCE)
 
 
 def notification_html(note: ops_pb2.Notification) -> str:

@@ -17,7 +17,15 @@ from prometheus_client import Counter
 from services.oms.broker import Broker, BrokerAck, BrokerOrderEvent
 from services.oms.config import OmsSettings
 from services.oms.ledger import Ledger
-from services.oms.states import TERMINAL, IllegalTransition, allows_adoption, allows_late_fill, can_transition, name
+from services.oms.states import (
+    TERMINAL,
+    IllegalTransition,
+    ReasonCode,
+    allows_adoption,
+    allows_late_fill,
+    can_transition,
+    name,
+)
 from shared.bus import Bus, Sequencer, Topic
 from shared.clock import Clock
 from shared.contracts import ops_pb2
@@ -41,9 +49,6 @@ _ACCEPTED = frozenset({t.ORDER_STATUS_UNSPECIFIED, t.ORDER_STATUS_PENDING_NEW, t
 # Live states a fill turns into PARTIALLY_FILLED.
 _RESTING = frozenset({t.ORDER_STATUS_OPEN, t.ORDER_STATUS_TRIGGER_PENDING, t.ORDER_STATUS_MODIFY_PENDING,
                       t.ORDER_STATUS_CANCEL_PENDING, t.ORDER_STATUS_PARTIALLY_FILLED})
-# Reasons the OMS writes when it gives an order up without the broker's answer (here and in reconcile.py):
-# such an order may still turn up at the broker, and is then adopted.
-GIVEN_UP_MARKERS = ("placement outcome unknown", "the broker has no order tagged")
 NOT_YET_PLACED = frozenset({t.ORDER_STATUS_PENDING_NEW, t.ORDER_STATUS_SUBMITTED})
 
 
@@ -53,8 +58,9 @@ def _updates_counter(status: int) -> Any:
 
 
 def given_up(u: t.OrderUpdate) -> bool:
-    """REJECTED by the OMS without the broker's answer: the broker may still hold it."""
-    return u.status == t.ORDER_STATUS_REJECTED and any(marker in u.reason for marker in GIVEN_UP_MARKERS)
+    """REJECTED by the OMS without the broker's answer (here and in reconcile.py): the broker may still hold
+    it, and it is adopted if it turns up."""
+    return u.status == t.ORDER_STATUS_REJECTED and u.reason_code == ReasonCode.OUTCOME_UNKNOWN
 
 
 class OrderStateError(NeoPulseError):
@@ -132,11 +138,12 @@ class OrderEngine:
 
     # -- transitions ------------------------------------------------------------------------------
     async def transition(self, internal_id: str, status: int, *, audit: dict[str, Any], reason: str | None = None,
-                         exchange_order_id: str = "", filled: tuple[int, int] | None = None,
+                         reason_code: str = "", exchange_order_id: str = "", filled: tuple[int, int] | None = None,
                          fill: tuple[int, int, int] = (0, 0, 0),
                          allow: Callable[[int, int], bool] = can_transition) -> t.OrderUpdate:
         """Check (`allow`: the state machine, or one named exception to it), write to the ledger, then apply
-        and publish one transition. Raises IllegalTransition."""
+        and publish one transition. `reason` stays until replaced; `reason_code` is this transition's only.
+        Raises IllegalTransition."""
         cur = self.orders[internal_id]
         if not allow(cur.status, status):
             raise IllegalTransition(cur.status, status)
@@ -145,6 +152,7 @@ class OrderEngine:
         u.previous_status, u.status = cur.status, cast("t.OrderStatus", status)
         if reason is not None:
             u.reason = reason
+        u.reason_code = reason_code
         if exchange_order_id:
             u.exchange_order_id = exchange_order_id
         if filled is not None:
@@ -225,7 +233,7 @@ class OrderEngine:
                 ack = await self.broker.place_order(u.request)
             except BrokerRejected as exc:
                 await self.transition(internal_id, t.ORDER_STATUS_REJECTED, reason=str(exc),
-                                      audit={"response": {"error": str(exc)}})
+                                      reason_code=ReasonCode.BROKER_REJECTED, audit={"response": {"error": str(exc)}})
                 return
             except Exception as exc:  # a timeout or anything else: the broker may have it
                 log.warning("placement outcome unknown; looking the tag up",
@@ -239,7 +247,8 @@ class OrderEngine:
                               "reason": ack.reason, "raw": ack.raw}}
         if ack.status == t.ORDER_STATUS_REJECTED:
             await self.transition(internal_id, t.ORDER_STATUS_REJECTED, reason=ack.reason or "rejected by the broker",
-                                  exchange_order_id=ack.exchange_order_id, audit=audit)
+                                  reason_code=ReasonCode.BROKER_REJECTED, exchange_order_id=ack.exchange_order_id,
+                                  audit=audit)
             return
         # Fills and later states arrive as broker events; the acknowledgement only says the broker has it.
         status = t.ORDER_STATUS_TRIGGER_PENDING if ack.status == t.ORDER_STATUS_TRIGGER_PENDING else t.ORDER_STATUS_OPEN
@@ -265,8 +274,9 @@ class OrderEngine:
         UNKNOWN_OUTCOMES.labels("rejected").inc()
         reason = (f"placement outcome unknown ({error}); tag {tag} not found at the broker after {lookups} lookups; "
                   "not re-sent: check the broker's order book before placing it again")
-        await self.transition(internal_id, t.ORDER_STATUS_REJECTED, reason=reason, audit={"response": {
-            "error": str(error), "lookups": lookups}})
+        await self.transition(internal_id, t.ORDER_STATUS_REJECTED, reason=reason,
+                              reason_code=ReasonCode.OUTCOME_UNKNOWN,
+                              audit={"response": {"error": str(error), "lookups": lookups}})
 
     # -- cancel -----------------------------------------------------------------------------------
     async def cancel(self, order_id: str) -> t.OrderUpdate:
@@ -346,7 +356,9 @@ class OrderEngine:
             return  # nothing new
         fill = self._fill_delta(internal_id, cur, ev, delta)
         try:
-            await self.transition(internal_id, status, reason=ev.reason or None, exchange_order_id=new_id,
+            code = ReasonCode.BROKER_REJECTED if status == t.ORDER_STATUS_REJECTED else ""
+            await self.transition(internal_id, status, reason=ev.reason or None, reason_code=code,
+                                  exchange_order_id=new_id,
                                   filled=(ev.filled_quantity, ev.average_price_paise or fill[1]) if delta else None,
                                   fill=fill, audit={"event": event_audit(ev), **(audit or {})})
         except IllegalTransition as exc:
@@ -382,7 +394,8 @@ class OrderEngine:
         fill = self._fill_delta(internal_id, cur, ev, delta)
         reason = f"order found at the broker after it was given up ({name(ev.status)} there); adopted"
         try:
-            u = await self.transition(internal_id, status, reason=reason, exchange_order_id=ev.exchange_order_id,
+            u = await self.transition(internal_id, status, reason=reason, reason_code=ReasonCode.ADOPTED,
+                                      exchange_order_id=ev.exchange_order_id,
                                       filled=(ev.filled_quantity, ev.average_price_paise or fill[1]) if delta else None,
                                       fill=fill, allow=allows_adoption,
                                       audit={"adopted": {"given_up_reason": cur.reason, "event": event_audit(ev)}})

@@ -46,6 +46,7 @@ UPDATE order_ledger SET
     last_fill_price = CASE WHEN $4 THEN $11 ELSE last_fill_price END,
     last_fill_charges = CASE WHEN $4 THEN $12 ELSE last_fill_charges END,
     reason = CASE WHEN $4 THEN $13 ELSE reason END,
+    reason_code = CASE WHEN $4 THEN $17 ELSE reason_code END,
     last_sequence = CASE WHEN $4 THEN GREATEST(last_sequence, $14) ELSE last_sequence END,
     last_ts_ns = CASE WHEN $4 THEN $15 ELSE last_ts_ns END,
     updated_at = CASE WHEN $4 THEN $16 ELSE updated_at END
@@ -86,7 +87,7 @@ class PgLedger:
                 status_name(update.status), status_name(update.previous_status), update.exchange_order_id,
                 update.filled_quantity, update.average_price_paise, update.last_fill_quantity,
                 update.last_fill_price_paise, update.last_fill_charges_paise, update.reason, update.sequence,
-                update.ts_ns, ts_of(update.ts_ns))
+                update.ts_ns, ts_of(update.ts_ns), update.reason_code)
             await self._event(conn, update, audit)
 
     async def get(self, order_id: str) -> trading_pb2.OrderUpdate | None:

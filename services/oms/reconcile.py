@@ -10,7 +10,7 @@ from typing import Any
 
 from services.oms.broker import BrokerOrderEvent
 from services.oms.engine import OrderEngine, given_up
-from services.oms.states import IllegalTransition
+from services.oms.states import IllegalTransition, ReasonCode
 from shared.clock import day_of
 from shared.contracts import trading_pb2 as t
 
@@ -85,13 +85,16 @@ async def _settle(engine: OrderEngine, u: t.OrderUpdate, ev: BrokerOrderEvent | 
         await engine.apply_event_locked(u.internal_id, ev)
         return "matched"
     if u.status == t.ORDER_STATUS_PENDING_NEW:
-        await engine.transition(u.internal_id, t.ORDER_STATUS_REJECTED, reason=NOT_SENT, audit=audit)
+        await engine.transition(u.internal_id, t.ORDER_STATUS_REJECTED, reason=NOT_SENT,
+                                reason_code=ReasonCode.NOT_SENT, audit=audit)
         return "rejected"
     if u.status == t.ORDER_STATUS_SUBMITTED:
         reason = (f"sent before restart but the broker has no order tagged {u.client_order_id}; "
                   "place it again if still wanted")
-        await engine.transition(u.internal_id, t.ORDER_STATUS_REJECTED, reason=reason, audit=audit)
+        await engine.transition(u.internal_id, t.ORDER_STATUS_REJECTED, reason=reason,
+                                reason_code=ReasonCode.OUTCOME_UNKNOWN, audit=audit)
         return "rejected"
     reason = "not in the broker's order book after restart (expired or removed)"
-    await engine.transition(u.internal_id, t.ORDER_STATUS_CANCELLED, reason=reason, audit=audit)
+    await engine.transition(u.internal_id, t.ORDER_STATUS_CANCELLED, reason=reason,
+                            reason_code=ReasonCode.NOT_IN_BROKER_BOOK, audit=audit)
     return "cancelled"

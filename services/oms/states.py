@@ -8,8 +8,20 @@ from __future__ import annotations
 from services.oms.ledger import TERMINAL
 from shared.contracts import trading_pb2 as t
 
-__all__ = ["TERMINAL", "TRANSITIONS", "WORKING", "IllegalTransition", "allows_adoption", "allows_late_fill",
-           "check_transition", "is_terminal"]
+__all__ = ["TERMINAL", "TRANSITIONS", "WORKING", "IllegalTransition", "ReasonCode", "allows_adoption",
+           "allows_late_fill", "check_transition", "is_terminal"]
+
+
+class ReasonCode:
+    """OrderUpdate.reason_code values (documented in trading.proto): why the OMS or the broker ended or
+    recovered an order. Stored in order_ledger.reason_code; `reason` says the same for people."""
+
+    BROKER_REJECTED = "BROKER_REJECTED"
+    OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"  # given up: REJECTED without the broker's answer, adopted if found
+    NOT_SENT = "NOT_SENT"
+    NOT_IN_BROKER_BOOK = "NOT_IN_BROKER_BOOK"
+    ADOPTED = "ADOPTED"
+
 
 # States in which the broker holds a live order (it may still fill).
 WORKING = frozenset({t.ORDER_STATUS_OPEN, t.ORDER_STATUS_TRIGGER_PENDING, t.ORDER_STATUS_PARTIALLY_FILLED,

@@ -173,7 +173,7 @@ class RiskDecisionBatch(_message.Message):
     def __init__(self, decisions: _Optional[_Iterable[_Union[RiskDecision, _Mapping]]] = ...) -> None: ...
 
 class OrderUpdate(_message.Message):
-    __slots__ = ("internal_id", "client_order_id", "exchange_order_id", "status", "previous_status", "filled_quantity", "average_price_paise", "last_fill_quantity", "last_fill_price_paise", "reason", "request", "ts_ns", "sequence", "last_fill_charges_paise")
+    __slots__ = ("internal_id", "client_order_id", "exchange_order_id", "status", "previous_status", "filled_quantity", "average_price_paise", "last_fill_quantity", "last_fill_price_paise", "reason", "request", "ts_ns", "sequence", "last_fill_charges_paise", "reason_code")
     INTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     EXCHANGE_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -188,6 +188,7 @@ class OrderUpdate(_message.Message):
     TS_NS_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     LAST_FILL_CHARGES_PAISE_FIELD_NUMBER: _ClassVar[int]
+    REASON_CODE_FIELD_NUMBER: _ClassVar[int]
     internal_id: str
     client_order_id: str
     exchange_order_id: str
@@ -202,7 +203,8 @@ class OrderUpdate(_message.Message):
     ts_ns: int
     sequence: int
     last_fill_charges_paise: int
-    def __init__(self, internal_id: _Optional[str] = ..., client_order_id: _Optional[str] = ..., exchange_order_id: _Optional[str] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., previous_status: _Optional[_Union[OrderStatus, str]] = ..., filled_quantity: _Optional[int] = ..., average_price_paise: _Optional[int] = ..., last_fill_quantity: _Optional[int] = ..., last_fill_price_paise: _Optional[int] = ..., reason: _Optional[str] = ..., request: _Optional[_Union[OrderRequest, _Mapping]] = ..., ts_ns: _Optional[int] = ..., sequence: _Optional[int] = ..., last_fill_charges_paise: _Optional[int] = ...) -> None: ...
+    reason_code: str
+    def __init__(self, internal_id: _Optional[str] = ..., client_order_id: _Optional[str] = ..., exchange_order_id: _Optional[str] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., previous_status: _Optional[_Union[OrderStatus, str]] = ..., filled_quantity: _Optional[int] = ..., average_price_paise: _Optional[int] = ..., last_fill_quantity: _Optional[int] = ..., last_fill_price_paise: _Optional[int] = ..., reason: _Optional[str] = ..., request: _Optional[_Union[OrderRequest, _Mapping]] = ..., ts_ns: _Optional[int] = ..., sequence: _Optional[int] = ..., last_fill_charges_paise: _Optional[int] = ..., reason_code: _Optional[str] = ...) -> None: ...
 
 class OrderUpdateBatch(_message.Message):
     __slots__ = ("updates",)

@@ -37,7 +37,8 @@ def new_order(internal_id: str, client_order_id: str = "sig-1", *, strategy: str
 
 
 def transition(order: trading_pb2.OrderUpdate, status: int, sequence: int, *, fill: tuple[int, int, int] = (0, 0, 0),
-               filled: tuple[int, int] = (0, 0), exchange_id: str = "", reason: str = "") -> trading_pb2.OrderUpdate:
+               filled: tuple[int, int] = (0, 0), exchange_id: str = "", reason: str = "",
+               reason_code: str = "") -> trading_pb2.OrderUpdate:
     u = trading_pb2.OrderUpdate()
     u.CopyFrom(order)
     u.previous_status, u.status, u.sequence = order.status, status, sequence
@@ -46,6 +47,6 @@ def transition(order: trading_pb2.OrderUpdate, status: int, sequence: int, *, fi
         u.filled_quantity, u.average_price_paise = filled
     if exchange_id:
         u.exchange_order_id = exchange_id
-    u.reason = reason
+    u.reason, u.reason_code = reason, reason_code
     u.ts_ns = order.ts_ns + 1_000_000
     return u

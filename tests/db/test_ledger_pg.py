@@ -7,7 +7,9 @@ import uuid
 
 import asyncpg
 
+from services.oms.engine import given_up
 from services.oms.ledger_pg import PgLedger
+from services.oms.states import ReasonCode
 from shared.contracts import trading_pb2 as t
 from tests.db.helpers import new_order, transition
 
@@ -121,3 +123,19 @@ async def test_max_sequence_is_the_highest_sequence_recorded(db_pool):
     await ledger.record(transition(order, t.ORDER_STATUS_SUBMITTED, 42), {})
 
     assert await ledger.max_sequence() == 42
+
+
+async def test_a_given_up_order_keeps_its_reason_code_through_the_ledger(db_pool):
+    ledger = PgLedger(db_pool)
+    order = new_order(str(uuid.uuid4()), "sig-lost")
+    await ledger.insert_new(order, {})
+    submitted = transition(order, t.ORDER_STATUS_SUBMITTED, 2)
+    await ledger.record(submitted, {})
+    await ledger.record(transition(submitted, t.ORDER_STATUS_REJECTED, 3, reason="placement outcome unknown (...)",
+                                   reason_code=ReasonCode.OUTCOME_UNKNOWN), {})
+
+    row = await ledger.get("sig-lost")
+    today = await ledger.list_orders()
+
+    assert (row.status, row.reason_code) == (t.ORDER_STATUS_REJECTED, ReasonCode.OUTCOME_UNKNOWN)
+    assert [given_up(u) for u in today] == [True]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
 
 import asyncpg
@@ -87,3 +88,26 @@ async def test_a_failing_migration_leaves_nothing_half_applied(empty_db, home):
         await conn.close()
 
     assert (half, versions) == (False, [1])
+
+
+async def test_orders_given_up_before_reason_codes_existed_get_theirs_from_the_migration(empty_db, home):
+    """0002 adds order_ledger.reason_code; rows the OMS gave up on (known then only by their reason text) get
+    OUTCOME_UNKNOWN, so a restart still finds and adopts them. A broker's rejection gets no code."""
+    shutil.copy(migrate.MIGRATIONS_DIR / "0001_initial.sql", home / "0001_initial.sql")
+    conn = await asyncpg.connect(empty_db)
+    try:
+        await migrate.migrate(conn, home)  # a database from before 0002
+        for tag, reason in [("c-lost", "placement outcome unknown (timeout); tag c-lost not found at the broker"),
+                            ("c-gone", "sent before restart but the broker has no order tagged c-gone; place it"),
+                            ("c-rms", "RMS: margin exceeds")]:
+            await conn.execute(
+                "INSERT INTO order_ledger (internal_id, client_order_id, status, side, quantity, order_type, product,"
+                " token, reason, created_at, updated_at) VALUES ($1, $2, 'REJECTED', 'BUY', 1, 'LIMIT', 'MIS', 2885,"
+                " $3, now(), now())", uuid.uuid4(), tag, reason)
+        applied = await migrate.migrate(conn)
+        codes = dict(await conn.fetch("SELECT client_order_id, reason_code FROM order_ledger"))
+    finally:
+        await conn.close()
+
+    assert applied == [m.version for m in migrate.discover()][1:]
+    assert codes == {"c-lost": "OUTCOME_UNKNOWN", "c-gone": "OUTCOME_UNKNOWN", "c-rms": ""}

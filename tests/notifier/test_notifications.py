@@ -58,6 +58,18 @@ async def test_a_broker_rejection_reaches_the_chat(notifier, fake_api, bus):
     assert sent[0]["text"] == "⛔ <b>Broker rejected</b>\nBUY 10 SBIN-EQ: RMS: margin &lt; required [MOMENTUM_RSI]"
 
 
+async def test_an_order_the_oms_gave_up_on_is_a_critical_alert_not_a_rejection(notifier, fake_api, bus):
+    update = trading_pb2.OrderUpdate(status=trading_pb2.ORDER_STATUS_REJECTED, reason_code="OUTCOME_UNKNOWN",
+                                     reason="placement outcome unknown (timeout); tag sig-1 not found at the broker",
+                                     previous_status=trading_pb2.ORDER_STATUS_SUBMITTED, request=SBIN)
+    await bus.publish(Topic.ORDER_UPDATES, update)
+
+    sent = await fake_api.wait_sent(1, chat_id=CHAT)
+
+    assert sent[0]["text"].startswith("🚨 <b>Order outcome unknown: check the broker's order book</b>\n"
+                                      "BUY 10 SBIN-EQ: placement outcome unknown (timeout)")
+
+
 async def test_accepted_orders_and_updates_without_a_fill_send_nothing(notifier, fake_api, bus):
     await bus.publish(Topic.ORDERS, trading_pb2.RiskDecision(accepted=True, order=SBIN))
     await bus.publish(Topic.ORDER_UPDATES, trading_pb2.OrderUpdate(status=trading_pb2.ORDER_STATUS_OPEN,

@@ -5,6 +5,7 @@ import asyncio
 from services.oms.broker import BrokerAck
 from services.oms.charges import ChargeModel
 from services.oms.config import OmsSettings
+from services.oms.states import ReasonCode
 from services.oms.virtual_broker import VirtualBroker
 from shared.bus import Topic
 from shared.clock import ManualClock
@@ -43,10 +44,10 @@ async def test_an_order_given_up_as_unknown_that_fills_at_the_broker_is_adopted_
     traded = await oms.until_status("c-1", t.ORDER_STATUS_TRADED)
     await until(lambda: notes)
 
-    assert "placement outcome unknown" in rejected.reason
+    assert "placement outcome unknown" in rejected.reason and rejected.reason_code == ReasonCode.OUTCOME_UNKNOWN
     assert (traded.previous_status, traded.filled_quantity, traded.exchange_order_id[:3]) == (
         t.ORDER_STATUS_REJECTED, 10, "VB-")
-    assert "found at the broker after it was given up" in traded.reason
+    assert "found at the broker after it was given up" in traded.reason and traded.reason_code == ReasonCode.ADOPTED
     assert oms.module.engine.positions.net_quantity(order().token) == 10
     (note,) = notes
     assert (note.kind, note.severity, note.title) == (
@@ -63,6 +64,26 @@ async def test_an_order_the_broker_rejected_is_not_adopted_by_a_later_event(star
 
     await oms.module.engine.on_event(BrokerOrderEvent("VB-x", "c-1", t.ORDER_STATUS_OPEN))
 
+    assert rejected.reason_code == ReasonCode.BROKER_REJECTED
+    assert oms.module.engine.lookup("c-1") == rejected
+
+
+async def test_a_broker_rejection_whose_text_reads_like_giving_up_is_still_not_adopted(start_oms):
+    """Given up is a code the OMS sets, not words in a reason: the broker's text cannot make an order adoptable."""
+    from services.oms.broker import BrokerOrderEvent
+
+    class SaysOutcomeUnknown(VirtualBroker):
+        async def place_order(self, order: t.OrderRequest) -> BrokerAck:
+            return BrokerAck("EX-1", t.ORDER_STATUS_REJECTED,
+                             "placement outcome unknown: RMS the broker has no order tagged with this margin")
+
+    oms = await start_oms(broker=SaysOutcomeUnknown(None, ChargeModel.default(), ManualClock(0)))
+    await oms.bus.publish(Topic.ORDERS, accepted(order()))
+    rejected = await oms.until_status("c-1", t.ORDER_STATUS_REJECTED)
+
+    await oms.module.engine.on_event(BrokerOrderEvent("EX-1", "c-1", t.ORDER_STATUS_TRADED, filled_quantity=1))
+
+    assert rejected.reason_code == ReasonCode.BROKER_REJECTED
     assert oms.module.engine.lookup("c-1") == rejected
 
 
@@ -110,6 +131,7 @@ async def test_an_order_given_up_before_a_restart_is_adopted_from_the_brokers_bo
     given_up.CopyFrom(lost)
     given_up.status, given_up.sequence = t.ORDER_STATUS_REJECTED, 2
     given_up.reason = "placement outcome unknown and the broker has no order tagged c-lost; not placed again"
+    given_up.reason_code = ReasonCode.OUTCOME_UNKNOWN
     await ledger.record(given_up, {})
 
     oms = await start_oms(broker=KnowsTheOrder(None, ChargeModel.default(), ManualClock(0)), ledger=ledger)

@@ -99,7 +99,7 @@ async def test_a_pending_new_order_the_broker_never_saw_is_rejected_at_start_up_
 
     row = await ledger.get("c-1")
     assert row.status == S.ORDER_STATUS_REJECTED
-    assert row.reason == NOT_SENT
+    assert (row.reason, row.reason_code) == (NOT_SENT, "NOT_SENT")
     assert oms.broker.book == {}
     assert oms.module.reconciled["rejected"] == 1
 
