@@ -89,6 +89,8 @@ def order_line(o: trading_pb2.OrderUpdate) -> str:
     r = o.request
     price = fmt_inr(r.price_paise) if r.price_paise else "MKT"
     status = enum_label(trading_pb2.OrderStatus, o.status, "ORDER_STATUS_")
+    if o.reason_code == "OUTCOME_UNKNOWN":  # given up without the broker's answer: it may be live there
+        status += " ⚠️ outcome unknown, check the broker"
     return (f"{side_label(r.side)} {r.quantity} <b>{esc(r.symbol)}</b> {price} · {status} "
             f"{o.filled_quantity}/{r.quantity}" + (f" [{esc(r.strategy_tag)}]" if r.strategy_tag else ""))
 

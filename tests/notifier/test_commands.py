@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from services.notifier.module import NotifierModule
+from services.notifier.replies import order_line
 from shared import rpc
 from shared.contracts import risk_pb2, trading_pb2
 from tests.notifier.conftest import CHAT, order, settings_for, started
@@ -44,6 +45,14 @@ async def test_orders_today_lists_todays_orders(notifier, fake_api):
     reply = await ask(fake_api, "/orders today")
 
     assert reply == "BUY 10 <b>SBIN-EQ</b> MKT · TRADED 10/10 [MOMENTUM_RSI]"
+
+
+def test_an_order_given_up_is_not_listed_as_a_plain_rejection():
+    given_up = trading_pb2.OrderUpdate(status=trading_pb2.ORDER_STATUS_REJECTED, reason_code="OUTCOME_UNKNOWN",
+                                       request=trading_pb2.OrderRequest(symbol="SBIN-EQ", side=trading_pb2.SIDE_BUY,
+                                                                        quantity=10))
+
+    assert order_line(given_up) == "BUY 10 <b>SBIN-EQ</b> MKT · REJECTED ⚠️ outcome unknown, check the broker 0/10"
 
 
 async def test_orders_without_open_orders_says_so(notifier, fake_api, standins):
