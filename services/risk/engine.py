@@ -77,6 +77,8 @@ class RiskEngine:
     def __init__(self, limits: Limits, clock: Clock, instruments: InstrumentBook,
                  positions: PositionBook | None = None, square_off_retry_s: float = 30.0) -> None:
         now = clock.now_ns()
+        # This engine's run, in square-off order ids: a restarted risk module must not reuse an id.
+        self.run_tag = _base36(now // 1_000_000_000)
         self.limits = limits
         self.clock = clock
         self.instruments = instruments
@@ -182,7 +184,7 @@ class RiskEngine:
             return "INVALID_QUANTITY", f"quantity {qty} must be positive"
         if qty % lot:
             return "LOT_SIZE", f"quantity {qty} is not a multiple of lot_size {lot} of {inst.symbol}"
-        if qty > self.limits.max_order_quantity:
+        if qty > self.limits.max_order_quantity and not self._is_square_off(order):  # closing must not be capped
             return "MAX_ORDER_QUANTITY", f"quantity {qty} exceeds max_order_quantity {self.limits.max_order_quantity}"
         if inst.freeze_quantity and qty > inst.freeze_quantity:
             return "FREEZE_QUANTITY", (f"quantity {qty} exceeds the exchange freeze_quantity "
@@ -213,6 +215,8 @@ class RiskEngine:
 
     def check_order_value(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
                           now: int) -> Denial | None:
+        if self._is_square_off(order):
+            return None  # closing must not be capped: one lot may be worth more than max_order_value
         price = self._valuation_price(order)
         if price <= 0:
             return "NO_PRICE", (f"no last price for token {order.token} to value a market order; "
@@ -227,7 +231,9 @@ class RiskEngine:
         direction = 1 if order.side == BUY else -1
         worst = net + direction * (order.quantity + self._pending(order.token, order.side))
         limit = self.limits.max_position_quantity
-        if abs(worst) > limit and abs(worst) > abs(net):
+        # Past the limit only an order that shrinks the position on its own side passes (the limit may have
+        # been lowered under a position); one that grows it or flips it to the other side does not.
+        if abs(worst) > limit and (abs(worst) > abs(net) or worst * net < 0):
             return "MAX_POSITION_QUANTITY", (f"resulting position {worst} in {inst.symbol} (with open orders) "
                                              f"exceeds max_position_quantity {limit}")
         return None
@@ -326,6 +332,10 @@ class RiskEngine:
                 self.last_prices.setdefault(position.token, position.last_price_paise)
         self.evaluate_loss()
 
+    def remember_accepted(self, client_order_ids: Iterable[str]) -> None:
+        """Orders the OMS already holds (after a restart): asking for one of them again is a DUPLICATE_ORDER."""
+        self._accepted.update(cid for cid in client_order_ids if cid)
+
     def track_order(self, update: trading_pb2.OrderUpdate) -> None:
         """Count an order as open until it is terminal (also orders placed before a restart)."""
         cid = update.client_order_id or update.request.client_order_id
@@ -422,8 +432,11 @@ class RiskEngine:
         if day_number == self._day_number:
             return
         self._day_number, self._day = day_number, day_of(now)
+        # Today's P&L starts from yesterday's close: realised, less charges, plus positions held overnight at
+        # their last marks (without the marks a carried position's gain or loss since entry would count today).
+        self._mark()
         book = self.positions
-        self._day_start_pnl = book.realised_pnl_paise() - book.charges_paise()
+        self._day_start_pnl = book.realised_pnl_paise() - book.charges_paise() + book.unrealised_pnl_paise()
         self._accepted.clear()
         self._loss_level = ACTIVE
         if not self.kill_switch_engaged and self.state != ACTIVE:
@@ -450,7 +463,7 @@ class RiskEngine:
             side = trading_pb2.SIDE_SELL if pos.net_quantity > 0 else BUY
             quantity = abs(pos.net_quantity) - self._pending(pos.token, side, pos.product)
             chunk = square_off_chunk(self.limits, inst, pos.last_price_paise)
-            orders += square_off_orders(pos, inst, quantity, chunk, self._day, self._square_off_attempt)
+            orders += square_off_orders(pos, inst, quantity, chunk, self._day, self._square_off_attempt, self.run_tag)
         if orders:
             self._square_off_attempt += 1
         return orders
@@ -462,6 +475,16 @@ class RiskEngine:
             realised_pnl_paise=self.positions.realised_pnl_paise(),
             unrealised_pnl_paise=self.positions.unrealised_pnl_paise(), state_reason=self.state_reason,
             positions=self.positions.to_protos())
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, d = divmod(n, 36)
+        out = digits[d] + out
+        if not n:
+            return out
 
 
 def product_of(product: int) -> int:

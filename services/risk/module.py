@@ -60,7 +60,7 @@ class RiskModule(Component):
 
     async def start(self) -> None:
         await self.instruments.load_from(self.bus)
-        await self._load_open_orders()
+        await self._load_orders()
         await self._load_positions()
         self.bus.subscribe(Topic.SIGNALS, "risk", self._on_signal)
         self.bus.subscribe(Topic.TICKS, "risk", self._on_ticks)
@@ -72,15 +72,19 @@ class RiskModule(Component):
         log.info("risk started", extra={"instruments": len(self.instruments)})
         self.ready.set()
 
-    async def _load_open_orders(self) -> None:
-        """After a restart the OMS's open orders count again; no OMS reachable yet means none to count."""
+    async def _load_orders(self) -> None:
+        """After a restart the OMS's open orders count again, and every order it holds (the newest 10,000, open
+        or not) is a DUPLICATE_ORDER when a replayed signal asks for it: accepted again, the OMS would ignore it
+        and it would stay counted as open here. No OMS reachable yet means none to count."""
         try:
-            reply = await self.bus.call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(open_only=True, limit=10_000))
+            working = await self.bus.call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(open_only=True, limit=10_000))
+            recent = await self.bus.call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(limit=10_000))
         except (NotFound, RetryableError):
             log.info("no order service to ask for open orders; starting with none")
             return
-        for update in reply.orders:
+        for update in working.orders:
             self.engine.track_order(update)
+        self.engine.remember_accepted(u.client_order_id for u in recent.orders)
 
     async def _load_positions(self) -> None:
         """After a restart, today's positions and P&L count again against the position and loss limits."""

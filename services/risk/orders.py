@@ -52,11 +52,12 @@ def order_from_signal(signal: trading_pb2.Signal) -> trading_pb2.OrderRequest:
 
 
 def square_off_orders(pos: PositionState, inst: market_pb2.Instrument | None, quantity: int, max_chunk: int,
-                      day: date, attempt: int = 0) -> list[trading_pb2.OrderRequest]:
+                      day: date, attempt: int = 0, run: str = "") -> list[trading_pb2.OrderRequest]:
     """Market orders closing `quantity` of an intraday position, in chunks of at most `max_chunk`.
 
-    The client_order_id is deterministic per day, attempt, token and chunk: a replayed attempt is idempotent,
-    a later attempt (after a rejection) is a new order.
+    The client_order_id is deterministic per day, risk run, attempt, token and chunk: a replayed attempt is
+    idempotent, a later attempt (after a rejection) is a new order, and so is the first attempt of a restarted
+    risk module (`run` differs), which would otherwise reuse an id the OMS already holds and be ignored.
     """
     side = trading_pb2.SIDE_SELL if pos.net_quantity > 0 else trading_pb2.SIDE_BUY
     segment = pos.exchange_segment or (inst.exchange_segment if inst else "")
@@ -66,7 +67,8 @@ def square_off_orders(pos: PositionState, inst: market_pb2.Instrument | None, qu
     while remaining > 0:
         qty = min(remaining, max_chunk)
         order = trading_pb2.OrderRequest(
-            client_order_id=f"SQ-{day:%Y%m%d}-{pos.token}-{pos.product}-{n}" + (f"-r{attempt}" if attempt else ""),
+            client_order_id=(f"SQ-{day:%Y%m%d}-{pos.token}-{pos.product}-{n}" + (f"-{run}" if run else "")
+                             + (f"-r{attempt}" if attempt else "")),
             token=pos.token,
             exchange_segment=segment, symbol=symbol, side=side, quantity=qty,
             order_type=trading_pb2.ORDER_TYPE_MARKET, validity=trading_pb2.VALIDITY_DAY, strategy_tag=SQUAREOFF_TAG)

@@ -152,6 +152,16 @@ def test_an_order_shrinking_an_oversized_position_passes_the_position_limit(cloc
     assert engine.decide(order(side=SELL, quantity=100)).accepted
 
 
+def test_an_oversized_position_may_not_be_flipped_past_the_limit_to_the_other_side(clock):
+    engine = RiskEngine(limits(max_position_quantity=100), clock, instruments())
+    engine.on_order_update(fill(SELL, 200, 1290_00))
+    engine.set_limits(limits(max_position_quantity=50))
+
+    decision = engine.decide(order(side=BUY, quantity=400))  # short 200 -> long 200
+
+    assert decision.reason_code == "MAX_POSITION_QUANTITY"
+
+
 def test_max_open_orders_reached_denies_the_next_order(clock):
     engine = RiskEngine(limits(max_open_orders=2), clock, instruments())
     engine.decide(order())

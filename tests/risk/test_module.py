@@ -11,7 +11,7 @@ import pytest
 
 from services.risk.config import RiskSettings
 from services.risk.module import RiskModule
-from services.risk.orders import signal_client_order_id
+from services.risk.orders import order_from_signal, signal_client_order_id
 from shared import rpc
 from shared.bus import Bus, Topic
 from shared.clock import ManualClock, ist_ns
@@ -259,7 +259,8 @@ async def test_run_squares_off_mis_positions_at_1515_ist(risk):
     [decision] = risk.orders
     assert decision.accepted
     assert (decision.order.strategy_tag, decision.order.side, decision.order.quantity,
-            decision.order.client_order_id) == ("SQUAREOFF", SELL, 10, "SQ-20260121-2885-1-0")
+            decision.order.client_order_id) == ("SQUAREOFF", SELL, 10,
+                                                f"SQ-20260121-2885-1-0-{risk.module.engine.run_tag}")
 
 
 async def test_open_orders_the_oms_already_holds_count_after_a_restart(clock):
@@ -280,6 +281,31 @@ async def test_open_orders_the_oms_already_holds_count_after_a_restart(clock):
     state = await bus.call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())
 
     assert state.open_orders == 1
+
+
+async def test_a_replayed_signal_of_an_order_the_oms_finished_before_a_restart_is_a_duplicate(clock):
+    """Accepted again it would be ignored by the OMS (same client_order_id) and counted open here for good."""
+    bus = Bus()
+    replayed = trading_pb2.Signal(signal_id="MOMENTUM_RSI-2885-1-BUY", strategy="MOMENTUM_RSI", token=RELIANCE,
+                                  exchange_segment="nse_cm", symbol="RELIANCE-EQ", side=BUY, quantity=1,
+                                  order_type=trading_pb2.ORDER_TYPE_LIMIT, limit_price_paise=1290_00)
+    done = trading_pb2.OrderUpdate(client_order_id=order_from_signal(replayed).client_order_id,
+                                   status=trading_pb2.ORDER_STATUS_TRADED, request=order_from_signal(replayed))
+
+    async def list_instruments(request: ingestion_pb2.ListInstrumentsRequest) -> ingestion_pb2.ListInstrumentsResponse:
+        return ingestion_pb2.ListInstrumentsResponse(instruments=nse_instruments())
+
+    async def list_orders(request: oms_pb2.ListOrdersRequest) -> oms_pb2.ListOrdersResponse:
+        return oms_pb2.ListOrdersResponse(orders=[] if request.open_only else [done])
+
+    bus.handle(rpc.LIST_INSTRUMENTS, list_instruments)
+    bus.handle(rpc.LIST_ORDERS, list_orders)
+    module = RiskModule(bus, load(RiskSettings, {}), clock)
+    await module.start()
+
+    decision = module.engine.decide_signal(replayed)
+
+    assert (decision.accepted, decision.reason_code, len(module.engine.open_orders)) == (False, "DUPLICATE_ORDER", 0)
 
 
 async def test_a_restarted_risk_module_counts_the_oms_positions_against_its_limits(clock):

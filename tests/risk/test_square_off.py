@@ -33,7 +33,8 @@ def test_at_square_off_time_a_long_mis_position_gets_a_market_sell(clock):
     [sq] = engine.square_off_due()
 
     assert (sq.client_order_id, sq.side, sq.quantity, sq.order_type, sq.product, sq.strategy_tag) == (
-        "SQ-20260121-2885-1-0", SELL, 10, trading_pb2.ORDER_TYPE_MARKET, trading_pb2.PRODUCT_MIS, "SQUAREOFF")
+        f"SQ-20260121-2885-1-0-{engine.run_tag}", SELL, 10, trading_pb2.ORDER_TYPE_MARKET, trading_pb2.PRODUCT_MIS,
+        "SQUAREOFF")
 
 
 def test_a_short_mis_position_gets_a_market_buy(clock):
@@ -73,7 +74,8 @@ def test_a_rejected_square_off_is_retried_with_a_new_order_after_the_retry_inter
     clock.advance(25)
     [retry] = engine.square_off_due()
 
-    assert (retry.client_order_id, retry.side, retry.quantity) == ("SQ-20260121-2885-1-0-r1", SELL, 10)
+    assert (retry.client_order_id, retry.side, retry.quantity) == (f"SQ-20260121-2885-1-0-{engine.run_tag}-r1",
+                                                                   SELL, 10)
 
 
 def test_square_off_runs_again_the_next_day(clock):
@@ -83,7 +85,7 @@ def test_square_off_runs_again_the_next_day(clock):
 
     clock.set(ist_ns(DAY + timedelta(days=1), 15, 15))
 
-    assert [o.client_order_id for o in engine.square_off_due()] == ["SQ-20260122-2885-1-0"]
+    assert [o.client_order_id for o in engine.square_off_due()] == [f"SQ-20260122-2885-1-0-{engine.run_tag}"]
 
 
 def test_square_off_orders_pass_the_checks_even_when_halted(clock):
@@ -115,3 +117,29 @@ def test_an_open_closing_order_is_left_out_of_the_square_off_quantity(clock):
     clock.set(ist_ns(DAY, 15, 15))
 
     assert [o.quantity for o in engine.square_off_due()] == [6]
+
+
+def test_a_restarted_risk_module_squares_off_with_ids_the_oms_has_not_seen(clock):
+    """The first run's order was rejected; the restarted run's first attempt must be a new order, not the old id
+    (the OMS would ignore it as a duplicate and the position would stay open)."""
+    first_run = holding(clock, fill(BUY, 10, 1290_00))
+    clock.set(ist_ns(DAY, 15, 15))
+    [before] = first_run.square_off_due()
+    clock.advance(20)  # the restart
+
+    restarted = holding(clock, fill(BUY, 10, 1290_00))
+    [after] = restarted.square_off_due()
+
+    assert after.client_order_id != before.client_order_id
+    assert restarted.decide(after).accepted
+
+
+def test_a_square_off_lot_worth_more_than_max_order_value_still_goes_out(clock):
+    """One NIFTY lot rose above max_order_value while held: closing it must not be refused."""
+    engine = holding(clock, fill(BUY, 75, 13_000_00, token=NIFTY_FUT), max_order_value_paise=10_00_000_00)
+    engine.last_prices[NIFTY_FUT] = 14_000_00  # the lot is now worth ₹10.5 lakh
+    clock.set(ist_ns(DAY, 15, 15))
+
+    decisions = [engine.decide(o) for o in engine.square_off_due()]
+
+    assert [(d.accepted, d.order.quantity) for d in decisions] == [(True, 75)]

@@ -205,6 +205,28 @@ def test_a_new_trading_day_resets_a_loss_driven_state(clock):
     assert engine.state == ACTIVE and engine.daily_pnl_paise() == 0
 
 
+def test_a_position_held_overnight_counts_only_todays_move_against_the_loss_limits(clock):
+    """Yesterday's close is today's start: a carried position that gained yesterday and gives some back today
+    is a loss today (not a gain since entry), and one that lost yesterday does not halt today's open."""
+    engine = long_100(clock, daily_loss_reducing_paise=10_000_00, daily_loss_halt_paise=20_000_00)
+    mark(engine, 1590_00)  # +₹30,000 yesterday
+    clock.set(ist_ns(DAY + timedelta(days=1), 9, 15))
+    mark(engine, 1590_00)  # the day rolls at yesterday's mark
+
+    mark(engine, 1440_00)  # -₹15,000 today (still +₹15,000 since entry)
+
+    assert (engine.daily_pnl_paise(), engine.state) == (-15_000_00, REDUCING)
+
+    losing = long_100(clock, daily_loss_reducing_paise=10_000_00, daily_loss_halt_paise=20_000_00)
+    clock.set(ist_ns(DAY + timedelta(days=1), 15, 0))
+    mark(losing, 1040_00)  # -₹25,000 on the day it was bought
+    clock.set(ist_ns(DAY + timedelta(days=2), 9, 15))
+
+    mark(losing, 1040_00)  # unchanged overnight
+
+    assert (losing.daily_pnl_paise(), losing.state) == (0, ACTIVE)
+
+
 def test_lowering_the_loss_limit_below_the_current_loss_moves_the_state(clock):
     engine = long_100(clock, daily_loss_reducing_paise=10_000_00, daily_loss_halt_paise=20_000_00)
     mark(engine, 1278_00)  # -₹1,200: fine under ₹10,000
