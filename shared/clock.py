@@ -16,6 +16,16 @@ UTC = timezone.utc  # noqa: UP017 - kept as the name other modules import
 NS = 1_000_000_000
 MARKET_OPEN_IST = (9, 15)
 MARKET_CLOSE_IST = (15, 30)
+Session = tuple[tuple[int, int], tuple[int, int]]  # (open, close) IST, close excluded
+# Normal trading sessions by exchange segment (Kotak's names), IST; pre-open and post-close sessions are not
+# trading time here. MCX's non-agricultural contracts trade until 23:55 while the US keeps daylight time: the
+# risk module's `sessions` setting overrides these. An unknown segment gets the NSE cash session.
+SESSIONS_IST: dict[str, Session] = {
+    "nse_cm": (MARKET_OPEN_IST, MARKET_CLOSE_IST), "bse_cm": (MARKET_OPEN_IST, MARKET_CLOSE_IST),
+    "nse_fo": (MARKET_OPEN_IST, MARKET_CLOSE_IST), "bse_fo": (MARKET_OPEN_IST, MARKET_CLOSE_IST),
+    "cde_fo": ((9, 0), (17, 0)),  # NSE currency derivatives
+    "mcx_fo": ((9, 0), (23, 30)),
+}
 
 
 class Clock(Protocol):
@@ -130,6 +140,17 @@ def is_market_open(ts_ns: int, open_ist: tuple[int, int] = MARKET_OPEN_IST,
         return False
     minute = ist_minute_of_day(ts_ns)
     return open_ist[0] * 60 + open_ist[1] <= minute < close_ist[0] * 60 + close_ist[1]
+
+
+def parse_session(text: str) -> Session:
+    """'09:00-23:55' -> ((9, 0), (23, 55)); raises ValueError naming the expected form."""
+    start, sep, end = text.partition("-")
+    if not sep:
+        raise ValueError(f"expected HH:MM-HH:MM, got {text!r}")
+    opens, closes = parse_hhmm(start.strip()), parse_hhmm(end.strip())
+    if opens >= closes:
+        raise ValueError(f"the session must open before it closes, got {text!r}")
+    return opens, closes
 
 
 def parse_hhmm(text: str) -> tuple[int, int]:

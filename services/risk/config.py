@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.clock import parse_hhmm
+from shared.clock import SESSIONS_IST, Session, parse_hhmm, parse_session
 from shared.config import ModuleSettings
 from shared.contracts import risk_pb2
 from shared.errors import InvalidInput
@@ -90,6 +90,11 @@ class RiskSettings(ModuleSettings):
     # Allowed distance of limit/trigger prices from the last traded price; 0 = no band.
     price_band_bps: int = Field(default=500, ge=0, le=10_000)
     square_off_time_ist: str = "15:15"
+    # Segments whose MIS positions are squared off at their own time (MCX and currency trade past 15:30).
+    square_off_times_ist: dict[str, str] = Field(default_factory=lambda: {"mcx_fo": "23:00", "cde_fo": "16:45"})
+    # Market hours by exchange segment, over the built-in ones (shared.clock.SESSIONS_IST), e.g.
+    # {mcx_fo = "09:00-23:55"} while the US keeps daylight time.
+    sessions: dict[str, str] = Field(default_factory=dict)
     # After square_off_time, retry this often (clock seconds) while an MIS position is left unclosed.
     square_off_retry_s: float = Field(default=30.0, gt=0)
     enforce_market_hours: bool = True
@@ -102,6 +107,32 @@ class RiskSettings(ModuleSettings):
     cancel_retry_window_ms: float = Field(default=10_000.0, ge=0)
 
     _hhmm = field_validator("square_off_time_ist")(_check_hhmm)
+
+    @field_validator("square_off_times_ist")
+    @classmethod
+    def _segment_times(cls, value: dict[str, str]) -> dict[str, str]:
+        for segment, hhmm in value.items():
+            try:
+                parse_hhmm(hhmm)
+            except ValueError as exc:
+                raise ValueError(f"{segment}: {exc}") from None
+        return value
+
+    @field_validator("sessions")
+    @classmethod
+    def _sessions(cls, value: dict[str, str]) -> dict[str, str]:
+        for segment, text in value.items():
+            try:
+                parse_session(text)
+            except ValueError as exc:
+                raise ValueError(f"{segment}: {exc}") from None
+        return value
+
+    def market_sessions(self) -> dict[str, Session]:
+        return {**SESSIONS_IST, **{segment: parse_session(text) for segment, text in self.sessions.items()}}
+
+    def square_off_hhmm_by_segment(self) -> dict[str, tuple[int, int]]:
+        return {segment: parse_hhmm(hhmm) for segment, hhmm in self.square_off_times_ist.items()}
 
     @field_validator("daily_loss_halt")
     @classmethod

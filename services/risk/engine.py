@@ -5,9 +5,10 @@ Pure: no bus, no I/O. RiskModule feeds it orders, fills and prices, and publishe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from services.oms.ledger import TERMINAL
 from services.risk.config import Limits
@@ -21,7 +22,9 @@ from services.risk.orders import (
 )
 from services.risk.rate import TokenBucket
 from shared.clock import (
+    SESSIONS_IST,
     Clock,
+    Session,
     day_of,
     is_holiday,
     is_market_open,
@@ -75,8 +78,14 @@ class RiskEngine:
     """Decides every order; tracks open orders, positions and the daily loss that moves the trading state."""
 
     def __init__(self, limits: Limits, clock: Clock, instruments: InstrumentBook,
-                 positions: PositionBook | None = None, square_off_retry_s: float = 30.0) -> None:
+                 positions: PositionBook | None = None, square_off_retry_s: float = 30.0,
+                 sessions: Mapping[str, Session] | None = None,
+                 square_off_times: Mapping[str, tuple[int, int]] | None = None) -> None:
         now = clock.now_ns()
+        # Market hours by exchange segment (MCX trades into the night), and the segments whose MIS positions
+        # are squared off at their own time rather than limits.square_off_time_ist.
+        self.sessions: dict[str, Session] = {**SESSIONS_IST, **(sessions or {})}
+        self.square_off_times: dict[str, tuple[int, int]] = dict(square_off_times or {})
         # This engine's run, in square-off order ids: a restarted risk module must not reuse an id.
         self.run_tag = _base36(now // 1_000_000_000)
         self.limits = limits
@@ -249,22 +258,29 @@ class RiskEngine:
 
     def check_market_hours(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
                            now: int) -> Denial | None:
-        if not self.limits.enforce_market_hours or is_market_open(now):
+        if not self.limits.enforce_market_hours:
+            return None
+        segment = order.exchange_segment or inst.exchange_segment
+        opens, closes = self.sessions.get(segment) or self.sessions["nse_cm"]
+        if is_market_open(now, opens, closes):
             return None
         if is_holiday(now):
             return "MARKET_CLOSED", (f"market is closed: {day_of(now)} is an exchange holiday (the `holidays` "
                                      "setting); enforce_market_hours is on")
-        return "MARKET_CLOSED", (f"market is closed at {ist_datetime(now):%a %H:%M} IST (open 09:15-15:30 IST on "
+        return "MARKET_CLOSED", (f"market is closed at {ist_datetime(now):%a %H:%M} IST ({segment or 'nse_cm'} "
+                                 f"trades {opens[0]:02d}:{opens[1]:02d}-{closes[0]:02d}:{closes[1]:02d} IST on "
                                  "trading days); enforce_market_hours is on")
 
     def check_square_off_time(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
                               now: int) -> Denial | None:
-        if order.product not in (MIS, trading_pb2.PRODUCT_UNSPECIFIED) or not self._past_square_off(now):
+        segment = order.exchange_segment or inst.exchange_segment
+        if order.product not in (MIS, trading_pb2.PRODUCT_UNSPECIFIED) or not self._past_square_off(now, segment):
             return None
         if self.reduces_position(order):
             return None
-        return "SQUARE_OFF_TIME", (f"after square_off_time_ist {self.limits.square_off_time_ist} no MIS order "
-                                   "may increase a position")
+        hour, minute = self._square_off_hhmm(segment)
+        setting = f"square_off_times_ist.{segment}" if segment in self.square_off_times else "square_off_time_ist"
+        return "SQUARE_OFF_TIME", f"after {setting} {hour:02d}:{minute:02d} no MIS order may increase a position"
 
     def check_submit_rate(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
                           now: int) -> Denial | None:
@@ -308,8 +324,11 @@ class RiskEngine:
         return max((p.last_price_paise for p in self.positions.positions.values() if p.token == order.token),
                    default=0)
 
-    def _past_square_off(self, now: int) -> bool:
-        hour, minute = self.limits.square_off_hhmm
+    def _square_off_hhmm(self, segment: str) -> tuple[int, int]:
+        return self.square_off_times.get(segment) or self.limits.square_off_hhmm
+
+    def _past_square_off(self, now: int, segment: str) -> bool:
+        hour, minute = self._square_off_hhmm(segment)
         return ist_minute_of_day(now) >= hour * 60 + minute
 
     # -- order updates, prices, daily loss ------------------------------------
@@ -451,14 +470,16 @@ class RiskEngine:
         self._roll_day(now)
         if self._square_off_day != self._day:
             self._square_off_day, self._square_off_attempt, self._next_square_off_ns = self._day, 0, 0
-        if now < self._next_square_off_ns or not self._past_square_off(now):
+        if now < self._next_square_off_ns:
+            return []
+        due = [pos for pos in self.positions.positions.values() if pos.product == MIS and pos.net_quantity != 0
+               and self._past_square_off(now, self._segment_of(pos))]
+        if not due:
             return []
         self._next_square_off_ns = now + self._square_off_retry_ns
         self._mark()
         orders: list[trading_pb2.OrderRequest] = []
-        for pos in list(self.positions.positions.values()):
-            if pos.product != MIS or pos.net_quantity == 0:
-                continue
+        for pos in due:
             inst = self.instruments.get(pos.token)
             side = trading_pb2.SIDE_SELL if pos.net_quantity > 0 else BUY
             quantity = abs(pos.net_quantity) - self._pending(pos.token, side, pos.product)
@@ -467,6 +488,10 @@ class RiskEngine:
         if orders:
             self._square_off_attempt += 1
         return orders
+
+    def _segment_of(self, pos: Any) -> str:
+        inst = self.instruments.get(pos.token)
+        return pos.exchange_segment or (inst.exchange_segment if inst is not None else "")
 
     def snapshot(self) -> risk_pb2.GetRiskStateResponse:
         self._mark()

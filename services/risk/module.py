@@ -49,7 +49,8 @@ class RiskModule(Component):
         self.clock = clock
         self.instruments = InstrumentBook()
         self.engine = RiskEngine(settings.limits(), clock, self.instruments,
-                                 square_off_retry_s=settings.square_off_retry_s)
+                                 square_off_retry_s=settings.square_off_retry_s, sessions=settings.market_sessions(),
+                                 square_off_times=settings.square_off_hhmm_by_segment())
         self.sequencer = Sequencer()
         # Held from numbering a decision until it is on ORDERS: publish order is sequence order, so a
         # consumer that drops a sequence <= the last one seen never loses a decision.

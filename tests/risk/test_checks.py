@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
+from services.risk.config import RiskSettings
 from services.risk.engine import RiskEngine
 from shared.clock import ist_ns
-from shared.contracts import trading_pb2
+from shared.config import load
+from shared.contracts import market_pb2, trading_pb2
+from shared.errors import ConfigError
 from tests.risk.factories import DAY, NIFTY_FUT, RELIANCE, fill, instruments, limits, order
 
 BUY, SELL = trading_pb2.SIDE_BUY, trading_pb2.SIDE_SELL
@@ -266,3 +271,49 @@ def test_orders_on_a_configured_exchange_holiday_are_denied_saying_so(clock, exc
     decision = engine.decide(order())
 
     assert decision.reason_code == "MARKET_CLOSED" and f"{DAY} is an exchange holiday" in decision.reason
+
+
+CRUDE = 450_001  # an MCX crude oil future: trades 09:00-23:30 IST
+
+
+def with_crude(clock) -> RiskEngine:
+    book = instruments()
+    book.add(market_pb2.Instrument(token=CRUDE, symbol="CRUDEOIL26JANFUT", exchange_segment="mcx_fo",
+                                   tick_size_paise=100, lot_size=1))
+    return RiskEngine(limits(), clock, book)
+
+
+def crude_order(**fields) -> trading_pb2.OrderRequest:
+    return order(token=CRUDE, exchange_segment="mcx_fo", symbol="CRUDEOIL26JANFUT", price_paise=6_000_00,
+                 product=trading_pb2.PRODUCT_NRML, **fields)
+
+
+def test_an_mcx_order_in_the_evening_session_is_inside_market_hours(clock):
+    clock.set(ist_ns(DAY, 19, 0))
+    engine = with_crude(clock)
+
+    assert engine.decide(crude_order()).accepted
+    assert engine.decide(order()).reason_code == "MARKET_CLOSED"  # NSE closed at 15:30
+
+
+def test_an_mcx_order_after_its_close_is_denied_naming_the_segment_session(clock):
+    clock.set(ist_ns(DAY, 23, 45))
+    engine = with_crude(clock)
+
+    decision = engine.decide(crude_order())
+
+    assert decision.reason_code == "MARKET_CLOSED" and "mcx_fo trades 09:00-23:30 IST" in decision.reason
+
+
+def test_a_configured_session_replaces_the_built_in_one(clock):
+    clock.set(ist_ns(DAY, 23, 45))
+    settings = load(RiskSettings, {"risk": {"sessions": {"mcx_fo": "09:00-23:55"}}})
+    engine = with_crude(clock)
+    engine.sessions = settings.market_sessions()
+
+    assert engine.decide(crude_order()).accepted
+
+
+def test_a_malformed_session_is_a_config_error_naming_the_segment():
+    with pytest.raises(ConfigError, match=r"sessions.*mcx_fo.*HH:MM-HH:MM"):
+        load(RiskSettings, {"risk": {"sessions": {"mcx_fo": "9 to 23"}}})

@@ -6,10 +6,11 @@ from datetime import timedelta
 
 from services.risk.engine import RiskEngine
 from shared.clock import ist_ns
-from shared.contracts import trading_pb2
+from shared.contracts import market_pb2, trading_pb2
 from tests.risk.factories import DAY, NIFTY_FUT, RELIANCE, fill, instruments, limits
 
 BUY, SELL = trading_pb2.SIDE_BUY, trading_pb2.SIDE_SELL
+CRUDE = 450_001  # an MCX crude oil future
 
 
 def holding(clock, *fills: trading_pb2.OrderUpdate, **overrides) -> RiskEngine:
@@ -143,3 +144,19 @@ def test_a_square_off_lot_worth_more_than_max_order_value_still_goes_out(clock):
     decisions = [engine.decide(o) for o in engine.square_off_due()]
 
     assert [(d.accepted, d.order.quantity) for d in decisions] == [(True, 75)]
+
+
+def test_an_mcx_intraday_position_is_squared_off_at_its_segments_time_not_at_1515(clock):
+    book = instruments()
+    book.add(market_pb2.Instrument(token=CRUDE, symbol="CRUDEOIL26JANFUT", exchange_segment="mcx_fo",
+                                   tick_size_paise=100, lot_size=1))
+    engine = RiskEngine(limits(), clock, book, square_off_times={"mcx_fo": (23, 0)})
+    engine.on_order_update(fill(BUY, 10, 1290_00))
+    engine.on_order_update(fill(BUY, 5, 6_000_00, token=CRUDE))
+    clock.set(ist_ns(DAY, 15, 15))
+
+    at_1515 = [(d.order.token, d.order.quantity) for d in map(engine.decide, engine.square_off_due())]
+    clock.set(ist_ns(DAY, 23, 0))
+    at_2300 = [(d.order.token, d.order.quantity) for d in map(engine.decide, engine.square_off_due())]
+
+    assert (at_1515, at_2300) == ([(RELIANCE, 10)], [(CRUDE, 5)])
