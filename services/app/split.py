@@ -143,7 +143,8 @@ class SplitProcess:
         async with asyncio.TaskGroup() as tg:
             bus_task = tg.create_task(self.bus.run(), name="bus")
             self.bound_port = await server.start()
-            bridge_tasks = self._connect(tg, forwarder_needed)
+            module_started = asyncio.Event()  # streams are opened now, published once the module subscribed
+            bridge_tasks = self._connect(tg, forwarder_needed, module_started)
             if rpc.LIST_INSTRUMENTS in NEEDS[self.module].requests:
                 await self._wait_serving("ingestion", stop)
             if stop.is_set():  # asked to stop while waiting for ingestion: nothing started yet
@@ -152,6 +153,7 @@ class SplitProcess:
                     task.cancel()
                 return
             await component.start()
+            module_started.set()
             runtime.settle_after_start()
             module_tasks = [tg.create_task(component.run(), name=f"{self.module}:run")]
             if self.app.busy_poll:
@@ -168,7 +170,8 @@ class SplitProcess:
             await component.stop()
             bus_task.cancel()
 
-    def _connect(self, tg: asyncio.TaskGroup, forward_notifications: bool) -> list[asyncio.Task[None]]:
+    def _connect(self, tg: asyncio.TaskGroup, forward_notifications: bool,
+                 gate: asyncio.Event) -> list[asyncio.Task[None]]:
         needs, metadata = NEEDS[self.module], self._metadata()
         channels: dict[str, grpc.aio.Channel] = {}
 
@@ -185,7 +188,7 @@ class SplitProcess:
         tasks = []
         for method, fields in needs.streams:
             bridge = StreamBridge(self.bus, channel(owner(method)), method, method_types(method)[0](**fields),
-                                  metadata)
+                                  metadata, gate=gate)
             self.bridges.append(bridge)
             tasks.append(tg.create_task(bridge.run(), name=f"bridge:{method}"))
         return tasks

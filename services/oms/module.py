@@ -37,12 +37,17 @@ class OmsModule(Component):
         self.engine = OrderEngine(bus, settings, broker, ledger, clock)
         self.service = OrderService(bus, settings, self.engine)
         self.reconciled: dict[str, int] = {}
+        self._book_ready = asyncio.Event()  # sequence, positions and the ledger's orders loaded
 
     async def start(self) -> None:
+        # Decisions are queued from the first moment: risk may accept one while the ledger is still being read
+        # (in the monolith it is running already; in split mode the bridge is connected), and a topic nobody has
+        # subscribed to yet delivers to no one. They are handled once the book is ready.
+        self.bus.subscribe(Topic.ORDERS, self.name, self._on_decision)
         await self.engine.start_sequence()
         await rebuild_positions(self.engine)
         self.reconciled = await reconcile(self.engine)
-        self.bus.subscribe(Topic.ORDERS, self.name, self._on_decision)
+        self._book_ready.set()
         self.bus.subscribe(Topic.CANDLES, self.name, self._on_candles)
         self.bus.subscribe(Topic.TICKS, self.name, self._on_ticks)
         self.service.register()
@@ -63,6 +68,8 @@ class OmsModule(Component):
                 tg.create_task(self._poll(), name="oms:poll")
 
     async def _on_decision(self, decision: t.RiskDecision) -> None:
+        if not self._book_ready.is_set():
+            await self._book_ready.wait()
         if decision.accepted:
             await self.engine.accept(decision)
 

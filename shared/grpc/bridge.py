@@ -64,10 +64,15 @@ class StreamBridge:
 
     Order-path messages carry `sequence`: a reconnect resumes with after_sequence and any
     message at or below the last one seen is dropped, so no order is published twice.
+
+    With `gate`, the stream is opened at once (the server starts keeping messages for it) but nothing is
+    published before the gate is set: the local module subscribes to its topics in start(), and a message
+    published on a topic before anyone subscribed reaches no one.
     """
 
     def __init__(self, bus: Bus, channel: grpc.aio.Channel, method: str, request: Any | None = None,
-                 metadata: tuple[tuple[str, str], ...] = (), backoff: Backoff | None = None) -> None:
+                 metadata: tuple[tuple[str, str], ...] = (), backoff: Backoff | None = None,
+                 gate: asyncio.Event | None = None) -> None:
         req_cls, resp_cls = method_types(method)
         self.bus, self.method, self.topic = bus, method, rpc.STREAM_TOPICS[method]
         self.request = request if request is not None else req_cls()
@@ -79,6 +84,7 @@ class StreamBridge:
         self.published = 0
         self.attempts = 0
         self.connected = asyncio.Event()
+        self.gate = gate
         self._call = channel.unary_stream(method, request_serializer=req_cls.SerializeToString,
                                           response_deserializer=resp_cls.FromString)
 
@@ -109,6 +115,8 @@ class StreamBridge:
         log.info("upstream stream connected", extra={"method": self.method, "after_sequence": self.last_sequence})
         async for batch in call:
             self.backoff.reset()
+            if self.gate is not None and not self.gate.is_set():
+                await self.gate.wait()
             await self._publish(batch)
 
     async def _publish(self, batch: Any) -> None:

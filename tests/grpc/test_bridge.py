@@ -86,6 +86,36 @@ async def test_stream_bridge_resumes_after_upstream_restart_without_duplicates(r
     assert seen == [1, 2, 3, 4, 5]
 
 
+async def test_a_gated_bridge_keeps_what_arrives_before_the_local_module_subscribed(running):
+    """Split mode opens the streams, then starts the module (which subscribes): a decision in between is not lost."""
+    upstream, local = running(), running()
+    server = await serve(upstream, ["OrderService"])
+    channel = open_channel(f"127.0.0.1:{server.bound_port}", GrpcSettings())
+    method = rpc.method("OrderService", "StreamOrderUpdates")
+    started = asyncio.Event()
+    bridge = StreamBridge(local, channel, method, gate=started)
+    task = asyncio.create_task(bridge.run())
+    seen: list[int] = []
+
+    async def collect(msg):
+        seen.append(msg.sequence)
+
+    try:
+        await asyncio.wait_for(bridge.connected.wait(), 5)
+        await wait_for(lambda: server.hubs[method].listener_count == 1)
+        await upstream.publish(Topic.ORDER_UPDATES, update(1))  # the module is still starting
+        await asyncio.sleep(0.1)
+        local.subscribe(Topic.ORDER_UPDATES, "module", collect)  # its start() subscribes
+        started.set()
+        await upstream.publish(Topic.ORDER_UPDATES, update(2))
+        await wait_for(lambda: seen == [1, 2])
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await channel.close()
+        await server.stop(0)
+
+
 @pytest.fixture
 async def proxied(running):
     upstream, local = running(), running()

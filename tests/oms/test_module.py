@@ -3,10 +3,12 @@
 import asyncio
 
 from services.oms.charges import ChargeModel
+from services.oms.config import OmsSettings
 from services.oms.ledger import MemoryLedger
+from services.oms.module import OmsModule
 from services.oms.reconcile import NOT_SENT
 from services.oms.virtual_broker import VirtualBroker
-from shared.bus import Topic
+from shared.bus import Bus, Topic
 from shared.clock import ManualClock
 from shared.contracts import market_pb2
 from shared.contracts import trading_pb2 as t
@@ -210,3 +212,33 @@ async def test_fills_reach_the_oms_by_polling_when_the_broker_has_no_order_feed(
     traded = await oms.until_status("c-1", S.ORDER_STATUS_TRADED)
 
     assert (traded.last_fill_quantity, traded.last_fill_price_paise) == (10, 99_00)
+
+
+class SlowLedger(MemoryLedger):
+    """A ledger whose start-up read takes a database round trip or two."""
+
+    async def open_orders(self):
+        await asyncio.sleep(0.05)
+        return await super().open_orders()
+
+
+async def test_a_decision_accepted_while_the_oms_is_starting_is_placed_once_it_has_started():
+    """Risk runs already (monolith) or the bridge is connected (split): a decision can come during start()."""
+    bus, clock = Bus(), ManualClock(T0 + 1)
+    ledger = SlowLedger()
+    module = OmsModule(bus, OmsSettings(lookup_backoff_s=0, poll_interval_s=0),
+                       VirtualBroker(None, ChargeModel.default(), clock), ledger, clock)
+    runner = asyncio.create_task(bus.run())
+    try:
+        starting = asyncio.create_task(module.start())
+        await asyncio.sleep(0.01)  # start() is reading the ledger
+        await bus.publish(Topic.ORDERS, accepted(order(client_order_id="c-early")))
+        await starting
+        await bus.drain()
+
+        placed = await ledger.get("c-early")
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+    assert placed is not None and placed.status == S.ORDER_STATUS_OPEN
