@@ -9,6 +9,9 @@ Fill rules (pure functions in fill_rules.py):
   * LIMIT that is marketable (buy limit >= ask, sell limit <= bid) fills at once at the ask / bid.
   * STOP orders wait for a candle (TRIGGER_PENDING).
   * IOC: whatever did not fill on arrival is cancelled.
+- Validity: a DAY order works until the end of the IST day it was placed on. The first candle of a later day
+  cancels it ("DAY order expired at the end of <date>"); restore() leaves out a DAY order of an earlier day and
+  any IOC order, so that reconciliation cancels them as gone from the broker's book.
 - Candles (on_candle / process_candle): a candle only fills orders accepted BEFORE its start (no look-ahead).
   * LIMIT buy fills when low < limit, at min(limit, open); sell when high > limit, at max(limit, open).
   * MARKET (no tick on arrival, or a partial remainder) fills at the open.
@@ -16,8 +19,9 @@ Fill rules (pure functions in fill_rules.py):
     low <= trigger at min(trigger, open).
   * STOP_LIMIT triggers the same way, then follows the limit rule in the same candle with the trigger price
     as the reference (buy: low < limit at min(limit, max(trigger, open))); not crossing it, it stays OPEN.
-  * Quantity filled from one candle is capped by the candle's volume, shared by orders in acceptance order;
-    a remainder stays PARTIALLY_FILLED for later candles. A zero-volume candle fills nothing.
+  * Every working order is checked against every candle: a stop triggers even when orders ahead of it used up
+    the candle's volume. Only the quantity filled is capped by the volume, shared by orders in acceptance
+    order; a remainder stays PARTIALLY_FILLED for later candles. A zero-volume candle fills nothing.
 - An order fills only while it has a remainder and is not terminal: nothing is ever filled twice.
 - Each fill carries charges (charges.py); events() yields cumulative filled quantity, average price and
   charges, with the fill itself in raw["last_fill_quantity" / "last_fill_price_paise" / "last_fill_charges_paise"].
@@ -35,7 +39,7 @@ from services.oms.broker import Broker, BrokerAck, BrokerOrderEvent
 from services.oms.charges import ChargeModel
 from services.oms.fill_rules import STOPS, arrival_price, candle_price, limit_marketable
 from services.oms.states import TERMINAL, name
-from shared.clock import Clock
+from shared.clock import Clock, day_of, ist_day_number
 from shared.contracts import market_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, NotFound
@@ -47,6 +51,9 @@ log = logging.getLogger(__name__)
 READ_THROUGH = frozenset({"quotes", "quote", "scrip_master", "search_scrip", "holdings", "session"})
 _UNSURE_TRIGGER = frozenset({t.ORDER_STATUS_TRIGGER_PENDING, t.ORDER_STATUS_CANCEL_PENDING,
                              t.ORDER_STATUS_MODIFY_PENDING, t.ORDER_STATUS_SUBMITTED, t.ORDER_STATUS_PENDING_NEW})
+# Validities that end with the trading day: every one the contract has (unspecified is DAY at the broker).
+# One added later that rests across days (GTC) would not be in it.
+_DAY_BOUND = frozenset({t.VALIDITY_UNSPECIFIED, t.VALIDITY_DAY, t.VALIDITY_IOC})
 
 
 @dataclass
@@ -55,6 +62,7 @@ class VirtualOrder:
     request: t.OrderRequest
     status: int
     accepted_ns: int
+    placed_ns: int  # its DAY validity ends with this IST day (a restored order: the ledger's last update)
     filled: int = 0
     cost_paise: int = 0  # sum of quantity x price over fills
     charges_paise: int = 0
@@ -84,6 +92,7 @@ class VirtualBroker:
         self._by_tag: dict[str, VirtualOrder] = {}
         self._working: dict[int, list[VirtualOrder]] = {}  # token -> non-terminal orders, acceptance order
         self._last: dict[int, market_pb2.Tick] = {}
+        self._day = 0  # IST day number of the latest candle: a later one expires the DAY orders of earlier days
         self._events: asyncio.Queue[BrokerOrderEvent] = asyncio.Queue(max_events)
         self._ids = IdMint()
 
@@ -116,8 +125,9 @@ class VirtualBroker:
         request = t.OrderRequest()
         request.CopyFrom(order)
         status = t.ORDER_STATUS_TRIGGER_PENDING if order.order_type in STOPS else t.ORDER_STATUS_OPEN
-        vo = VirtualOrder(id=f"VB-{self._ids.short()}", request=request, status=status,
-                          accepted_ns=self.clock.now_ns())
+        now = self.clock.now_ns()
+        vo = VirtualOrder(id=f"VB-{self._ids.short()}", request=request, status=status, accepted_ns=now,
+                          placed_ns=now)
         self._add(vo)
         ack = BrokerAck(vo.id, status, raw={"virtual": True, "accepted_ns": vo.accepted_ns})
         await self._fill_on_arrival(vo)
@@ -154,17 +164,28 @@ class VirtualBroker:
         return self._event(vo) if vo is not None else None
 
     def restore(self, orders: list[t.OrderUpdate]) -> int:
-        """Re-seed the book from ledger orders after a restart (virtual ids only); returns how many."""
+        """Re-seed the book from ledger orders after a restart (virtual ids only); returns how many.
+
+        A working order whose validity ended meanwhile is left out, as a real broker's book would have dropped it
+        (reconciliation then cancels it). Its day is that of its last ledger update (ts_ns), never earlier than
+        its placement: an earlier day than today proves it was placed before today. No ts_ns proves nothing.
+        """
+        now = self.clock.now_ns()
+        today = ist_day_number(now)
         restored = 0
         for u in orders:
             if not u.exchange_order_id.startswith("VB-") or u.exchange_order_id in self.book:
+                continue
+            placed_ns = u.ts_ns or now
+            if u.status not in TERMINAL and _lapsed(u.request, placed_ns, today):
+                log.info("not restored: its validity has ended", extra={"order_id": u.internal_id})
                 continue
             request = t.OrderRequest()
             request.CopyFrom(u.request)
             # A stop that is OPEN or has fills has triggered; a pending cancel/modify does not say.
             triggered = request.order_type in STOPS and (u.filled_quantity > 0 or u.status not in _UNSURE_TRIGGER)
             vo = VirtualOrder(id=u.exchange_order_id, request=request, status=u.status,
-                              accepted_ns=self.clock.now_ns(), filled=u.filled_quantity,
+                              accepted_ns=now, placed_ns=placed_ns, filled=u.filled_quantity,
                               cost_paise=u.filled_quantity * u.average_price_paise, triggered=triggered,
                               reason=u.reason)
             # The flat brokerage of an order that already filled was charged before the restart.
@@ -186,23 +207,32 @@ class VirtualBroker:
 
     async def process_candle(self, candle: market_pb2.Candle) -> None:
         """Fill what this closed candle fills (the rules in the module docstring)."""
+        await self._expire_day_orders(ist_day_number(candle.start_ns))
         volume_left = candle.volume
         for vo in list(self._working.get(candle.token, ())):
-            if volume_left <= 0:
-                break
             if vo.status in TERMINAL or vo.accepted_ns >= candle.start_ns:
                 continue
             price, triggered = candle_price(vo.request, vo.triggered, candle)
             newly_triggered = triggered and not vo.triggered
             vo.triggered = triggered
-            if price is None:
-                if newly_triggered:
-                    vo.status = t.ORDER_STATUS_OPEN
-                    await self._emit(vo)
-                continue
-            quantity = min(vo.remaining, volume_left)
-            volume_left -= quantity
-            await self._fill(vo, quantity, price)
+            if price is not None and volume_left > 0:
+                quantity = min(vo.remaining, volume_left)
+                volume_left -= quantity
+                await self._fill(vo, quantity, price)
+            elif newly_triggered:  # triggered, but no fill from this candle (limit not crossed or no volume left)
+                vo.status = t.ORDER_STATUS_OPEN
+                await self._emit(vo)
+
+    async def _expire_day_orders(self, day: int) -> None:
+        """Cancel, once market data from a later IST day arrives, the DAY orders still working from earlier days."""
+        if day <= self._day:
+            return
+        self._day = day
+        for working in list(self._working.values()):
+            for vo in list(working):
+                if _lapsed(vo.request, vo.placed_ns, day):
+                    await self._close(vo, t.ORDER_STATUS_CANCELLED,
+                                      f"DAY order expired at the end of {day_of(vo.placed_ns).isoformat()}")
 
     def events(self) -> AsyncIterator[BrokerOrderEvent]:
         return self._iterate_events()
@@ -280,3 +310,11 @@ class VirtualBroker:
 
     async def _emit(self, vo: VirtualOrder) -> None:
         await self._events.put(self._event(vo))
+
+
+def _lapsed(request: t.OrderRequest, placed_ns: int, day: int) -> bool:
+    """Whether an order's validity has ended by IST day number `day`: an IOC order never rests in a book (what
+    did not fill on arrival was cancelled then), a DAY order rests until the end of the day it was placed on."""
+    if request.validity == t.VALIDITY_IOC:
+        return True
+    return request.validity in _DAY_BOUND and ist_day_number(placed_ns) < day

@@ -1,17 +1,23 @@
 """The VirtualBroker's fill rules, one per test, and its proxy behaviour."""
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 
 from services.oms.charges import ChargeModel
+from services.oms.ledger import MemoryLedger
+from services.oms.states import ReasonCode
 from services.oms.virtual_broker import VirtualBroker
-from shared.clock import ManualClock
+from shared.bus import Topic
+from shared.clock import ManualClock, day_of, ist_ns
+from shared.contracts import market_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, NotFound
 from tests.oms.helpers import MINUTE, T0, candle, order, tick
 
 CHARGES = ChargeModel.default()
+ONE_DAY = 24 * 60 * MINUTE
 
 
 @pytest.fixture
@@ -203,6 +209,27 @@ async def test_fill_quantity_is_capped_by_candle_volume_and_the_rest_stays_open(
     assert vo.remaining == 30
 
 
+async def test_a_stop_whose_trigger_the_candle_crossed_triggers_even_when_orders_ahead_used_up_its_volume(vb):
+    big = await place(vb, order(price=100_00, quantity=1_000, client_order_id="c-big"))
+    stop = await place(vb, order(kind=t.ORDER_TYPE_STOP_MARKET, price=0, trigger=101_00, client_order_id="c-stop"))
+
+    await vb.on_candle(candle(open_=100_00, high=101_50, low=99_00, close=101_00, volume=1_000))
+
+    assert big.status == t.ORDER_STATUS_TRADED
+    assert (stop.status, stop.filled) == (t.ORDER_STATUS_OPEN, 0)
+
+
+async def test_a_stop_triggered_in_a_used_up_candle_fills_at_the_next_candle_open_below_its_trigger(vb):
+    await place(vb, order(price=100_00, quantity=1_000, client_order_id="c-big"))
+    stop = await place(vb, order(kind=t.ORDER_TYPE_STOP_MARKET, price=0, trigger=101_00, client_order_id="c-stop"))
+    await vb.on_candle(candle(open_=100_00, high=101_50, low=99_00, close=101_00, volume=1_000))
+
+    await vb.on_candle(candle(open_=100_50, high=100_80, low=100_20, close=100_60, start_ns=T0 + 2 * MINUTE))
+
+    assert stop.status == t.ORDER_STATUS_TRADED
+    assert stop.average_price_paise == 100_50
+
+
 async def test_ioc_order_not_filled_on_arrival_is_cancelled(vb):
     await vb.on_ticks(tick(ltp=100_00, bid=99_95, ask=100_05))
 
@@ -242,9 +269,10 @@ async def test_cancel_closes_a_working_order_and_refuses_a_terminal_one(vb):
 
 async def test_restore_reseeds_working_orders_from_the_ledger_and_they_fill_again():
     vb = VirtualBroker(None, CHARGES, ManualClock(T0 + 1))
+    earlier_today = ist_ns(day_of(T0), 9, 20)
     saved = t.OrderUpdate(internal_id="i-1", client_order_id="c-9", exchange_order_id="VB-abc",
                           status=t.ORDER_STATUS_PARTIALLY_FILLED, filled_quantity=4, average_price_paise=100_00,
-                          request=order(price=100_00, quantity=10, client_order_id="c-9"))
+                          request=order(price=100_00, quantity=10, client_order_id="c-9"), ts_ns=earlier_today)
 
     assert vb.restore([saved]) == 1
     await vb.on_candle(candle(open_=99_00, high=99_50, low=98_00, close=99_00))
@@ -253,6 +281,55 @@ async def test_restore_reseeds_working_orders_from_the_ledger_and_they_fill_agai
     assert vo.status == t.ORDER_STATUS_TRADED
     assert vo.filled == 10
     assert vo.average_price_paise == (4 * 100_00 + 6 * 99_00) // 10
+
+
+async def test_restore_leaves_out_a_day_order_placed_on_an_earlier_day():
+    vb = VirtualBroker(None, CHARGES, ManualClock(T0 + 1))
+    saved = t.OrderUpdate(internal_id="i-1", client_order_id="c-9", exchange_order_id="VB-abc",
+                          status=t.ORDER_STATUS_OPEN, request=order(client_order_id="c-9"), ts_ns=T0 - ONE_DAY)
+
+    assert vb.restore([saved]) == 0
+    assert vb.book == {}
+
+
+async def test_restore_leaves_out_an_ioc_order_the_ledger_still_shows_open():
+    vb = VirtualBroker(None, CHARGES, ManualClock(T0 + 1))
+    saved = t.OrderUpdate(internal_id="i-1", client_order_id="c-9", exchange_order_id="VB-abc",
+                          status=t.ORDER_STATUS_OPEN, request=order(client_order_id="c-9", validity=t.VALIDITY_IOC),
+                          ts_ns=T0)
+
+    assert vb.restore([saved]) == 0
+    assert vb.book == {}
+
+
+async def test_a_day_order_from_an_earlier_day_is_cancelled_at_restart_and_not_filled(start_oms):
+    ledger = MemoryLedger()
+    req = order(price=100_00, quantity=10)
+    await ledger.insert_new(t.OrderUpdate(internal_id="i-1", client_order_id="c-1", request=req,
+                                          status=t.ORDER_STATUS_PENDING_NEW, ts_ns=T0 - ONE_DAY), {})
+    for status in (t.ORDER_STATUS_SUBMITTED, t.ORDER_STATUS_OPEN):
+        await ledger.record(t.OrderUpdate(internal_id="i-1", client_order_id="c-1", request=req, status=status,
+                                          exchange_order_id="VB-1", ts_ns=T0 - ONE_DAY), {})
+    oms = await start_oms(ledger=ledger)
+
+    await oms.bus.publish(Topic.CANDLES, market_pb2.CandleBatch(candles=[candle(99_00, 99_50, 98_00, 99_00)]))
+    await oms.bus.drain()
+
+    row = await ledger.get("c-1")
+    assert (row.status, row.filled_quantity) == (t.ORDER_STATUS_CANCELLED, 0)
+    assert row.reason_code == ReasonCode.NOT_IN_BROKER_BOOK
+    assert oms.broker.book == {}
+    assert oms.module.engine.positions.net_quantity(req.token) == 0
+
+
+async def test_a_day_order_still_working_when_a_new_day_starts_is_cancelled_by_its_first_candle(vb):
+    vo = await place(vb, order(price=100_00))
+    next_morning = ist_ns(day_of(T0) + timedelta(days=1), 9, 15)
+
+    await vb.on_candle(candle(open_=99_00, high=99_50, low=98_00, close=99_00, start_ns=next_morning))
+
+    assert (vo.status, vo.filled) == (t.ORDER_STATUS_CANCELLED, 0)
+    assert vo.reason == f"DAY order expired at the end of {day_of(T0).isoformat()}"
 
 
 class FakeRealBroker:
