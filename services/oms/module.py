@@ -12,7 +12,7 @@ from services.oms.broker import Broker
 from services.oms.config import OmsSettings
 from services.oms.engine import OrderEngine
 from services.oms.ledger import Ledger
-from services.oms.reconcile import rebuild_positions, reconcile
+from services.oms.reconcile import Restored, rebuild_positions, reconcile, settle
 from services.oms.service import OrderService
 from shared.bus import Bus, Topic
 from shared.clock import Clock
@@ -23,6 +23,7 @@ from shared.contracts import trading_pb2 as t
 log = logging.getLogger(__name__)
 
 STOP_WAIT_S = 10.0  # a Kotak REST call times out well within this
+SETTLE_RETRY_S = (1.0, 30.0)  # first and longest wait between order-book reads for orders restored at start
 
 
 class OmsModule(Component):
@@ -38,6 +39,8 @@ class OmsModule(Component):
         self.service = OrderService(bus, settings, self.engine)
         self.reconciled: dict[str, int] = {}
         self._book_ready = asyncio.Event()  # sequence, positions and the ledger's orders loaded
+        self._unsettled: Restored | None = None  # restored orders the broker's book could not be read for
+        self.settle_retry_s = SETTLE_RETRY_S
 
     async def start(self) -> None:
         # Decisions are queued from the first moment: risk may accept one while the ledger is still being read
@@ -46,7 +49,7 @@ class OmsModule(Component):
         self.bus.subscribe(Topic.ORDERS, self.name, self._on_decision)
         await self.engine.start_sequence()
         await rebuild_positions(self.engine)
-        self.reconciled = await reconcile(self.engine)
+        self.reconciled, self._unsettled = await reconcile(self.engine)
         self._book_ready.set()
         self.bus.subscribe(Topic.CANDLES, self.name, self._on_candles)
         self.bus.subscribe(Topic.TICKS, self.name, self._on_ticks)
@@ -64,6 +67,8 @@ class OmsModule(Component):
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._consume_events(), name="oms:broker-events")
+            if self._unsettled is not None:
+                tg.create_task(self._settle_later(self._unsettled), name="oms:settle-restored")
             if self.settings.poll_interval_s > 0:
                 tg.create_task(self._poll(), name="oms:poll")
 
@@ -83,6 +88,18 @@ class OmsModule(Component):
         mark = self.engine.positions.mark
         for tick in batch.ticks:
             mark(tick.token, tick.ltp_paise)
+
+    async def _settle_later(self, restored: Restored) -> None:
+        """Read the order book until it answers, then settle the orders restored at start (and only them: an
+        order placed since is not a restart leftover)."""
+        delay, max_s = self.settle_retry_s
+        while True:
+            await asyncio.sleep(delay)
+            counts = await settle(self.engine, *restored)
+            if not counts["unsettled"]:
+                self.reconciled.update({k: v for k, v in counts.items() if k != "open"})
+                return
+            delay = min(max_s, delay * 2)
 
     async def _consume_events(self) -> None:
         async for event in self.broker.events():

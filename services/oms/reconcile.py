@@ -1,6 +1,7 @@
 """Start-up reconciliation: the ledger's open orders against the broker's order book, and today's positions.
 
-Runs once in OmsModule.start(); adopts the broker's state and never re-sends an order on its own.
+Runs in OmsModule.start(); adopts the broker's state and never re-sends an order on its own. When the order book
+cannot be read at start, the orders stay as recorded and OmsModule.run() settles them (`settle`) once it can.
 """
 
 from __future__ import annotations
@@ -32,28 +33,41 @@ async def rebuild_positions(engine: OrderEngine, limit: int = 100_000) -> int:
     return applied
 
 
-async def reconcile(engine: OrderEngine) -> dict[str, int]:
-    """Adopt the broker's view of every open ledger order; returns counts by outcome.
+Restored = tuple[list[t.OrderUpdate], list[t.OrderUpdate]]  # the ledger's open orders, today's given-up ones
+
+
+async def reconcile(engine: OrderEngine) -> tuple[dict[str, int], Restored | None]:
+    """Adopt the broker's view of every open ledger order; returns counts by outcome, and the restored orders
+    when the order book could not be read (counted "unsettled"; `settle` them later, they alone).
 
     Today's orders given up before the restart (placement outcome unknown) are put back in the book too,
     so that one the broker turns out to have is adopted, now or when it shows up later.
     """
-    counts = {"open": 0, "matched": 0, "rejected": 0, "cancelled": 0, "adopted": 0}
     open_orders = await engine.ledger.open_orders()
     today = await engine.ledger.list_orders(limit=100_000, day=day_of(engine.clock.now_ns()))
     abandoned = [u for u in today if given_up(u)]
-    counts["open"] = len(open_orders)
     for u in [*open_orders, *abandoned]:
         engine.remember(u)
     restore = getattr(engine.broker, "restore", None)
     if callable(restore):  # VirtualBroker: its book lives only in memory
         restore(open_orders)
+    counts = await settle(engine, open_orders, abandoned)
+    counts["open"] = len(open_orders)
+    return counts, ((open_orders, abandoned) if counts["unsettled"] else None)
+
+
+async def settle(engine: OrderEngine, open_orders: list[t.OrderUpdate],
+                 abandoned: list[t.OrderUpdate]) -> dict[str, int]:
+    """Settle restored orders against one read of the broker's order book; with no book, all are "unsettled"."""
+    counts = {"open": 0, "matched": 0, "rejected": 0, "cancelled": 0, "adopted": 0, "unsettled": 0}
     if not open_orders and not abandoned:
         return counts
     try:
         book = await engine.broker.order_book()
-    except Exception:
-        log.exception("order book unavailable at start-up; open orders are reconciled by polling")
+    except Exception as exc:
+        log.warning("order book unavailable; the orders open before the restart are settled once it can be read",
+                    extra={"error": str(exc), "orders": len(open_orders)})
+        counts["unsettled"] = len(open_orders) + len(abandoned)
         return counts
     by_id = {e.exchange_order_id: e for e in book if e.exchange_order_id}
     by_tag = {e.client_order_id: e for e in book if e.client_order_id}
@@ -68,6 +82,9 @@ async def reconcile(engine: OrderEngine) -> dict[str, int]:
         ev = ev or by_tag.get(u.client_order_id)
         try:
             async with engine.lock(u.internal_id):
+                current = engine.lookup(u.internal_id)
+                if current is None or current.sequence != u.sequence:
+                    continue  # it moved on since the ledger was read (a broker event): nothing to settle
                 outcome = await _settle(engine, u, ev)
         except IllegalTransition as exc:
             log.error("reconciliation refused by the state machine: %s", exc, extra={"order_id": u.internal_id})

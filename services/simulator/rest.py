@@ -26,6 +26,10 @@ SCRIP_COLUMNS = ("pSymbol", "pExchSeg", "pTrdSymbol", "pSymbolName", "pDesc", "p
                  "dStrikePrice;", "pExpiryDate", "lLotSize", "dTickSize ", "lFreezeQty", "lPrecision")
 
 
+# What Kotak answers a list read that has no rows (kotak-neo-api issue 103).
+NO_DATA = {"stat": "Not_Ok", "errMsg": "No Data", "stCode": 5203}
+
+
 def _ok(data: Any = None, **extra: Any) -> dict:
     out = {"stat": "Ok", "stCode": 200, **extra}
     if data is not None:
@@ -138,11 +142,16 @@ async def cancel_order(request: web.Request, sim: Simulator, body: dict) -> Any:
     return {"nOrdNo": order.order_no, "stat": "Ok", "stCode": 200}
 
 
+def _rows_or_no_data(rows: list) -> Any:
+    """Kotak answers a list read with nothing in it with an error body, not an empty list."""
+    return _ok(rows) if rows else NO_DATA
+
+
 async def order_book(request: web.Request, sim: Simulator, body: dict) -> Any:
     order_no = request.match_info.get("order_no")
     orders = sim.exchange.orders.values()
     rows = [o.report() for o in orders if order_no is None or o.order_no == order_no]
-    return _ok(rows)
+    return _rows_or_no_data(rows)
 
 
 async def order_history(request: web.Request, sim: Simulator, body: dict) -> Any:
@@ -151,12 +160,12 @@ async def order_history(request: web.Request, sim: Simulator, body: dict) -> Any
 
 
 async def trade_report(request: web.Request, sim: Simulator, body: dict) -> Any:
-    return _ok(sim.exchange.trades())
+    return _rows_or_no_data(sim.exchange.trades())
 
 
 # account ------------------------------------------------------------------------
 async def positions(request: web.Request, sim: Simulator, body: dict) -> Any:
-    return _ok(sim.exchange.positions())
+    return _rows_or_no_data(sim.exchange.positions())
 
 
 async def holdings(request: web.Request, sim: Simulator, body: dict) -> Any:

@@ -24,6 +24,8 @@ from shared.kotak.session import KotakSession
 
 log = logging.getLogger(__name__)
 S = trading_pb2
+# Reads that list rows: Kotak answers "No Data" (stCode 5203) instead of an empty list when there are none.
+LIST_READS = frozenset({"order_report", "order_history", "trade_report", "positions", "holdings", "quotes"})
 
 
 class KotakBroker:
@@ -142,6 +144,8 @@ class KotakBroker:
 
     async def _read(self, method: str, *args: Any, **kwargs: Any) -> Any:
         reply = await self.session.call(method, *args, **kwargs)
+        if method in LIST_READS and mapping.no_data(reply):
+            return {"data": []}
         error = mapping.reply_error(reply)
         if error is not None:
             raise RetryableError(f"Kotak {method} failed: {self.session.scrub(error[1])}; retry later")

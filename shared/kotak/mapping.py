@@ -110,6 +110,13 @@ def reply_error(reply: Any) -> tuple[str, str] | None:
     return None
 
 
+def no_data(reply: Any) -> bool:
+    """Kotak's answer to a list read with nothing to list (an order book before the day's first order):
+    {"stat": "Not_Ok", "errMsg": "No Data", "stCode": 5203} (kotak-neo-api issue 103): an empty list, no error."""
+    return isinstance(reply, dict) and (integer(reply.get("stCode")) == 5203
+                                        or error_text(reply).strip().lower() == "no data")
+
+
 def _exception_kind(exc: BaseException) -> str:
     if isinstance(exc, ApiException):
         status = exc.status or 0

@@ -48,6 +48,13 @@ async def test_market_buy_fills_at_the_ask_and_shows_in_the_order_book(sim, brok
             for e in book] == [(ack.exchange_order_id, "coid-1", T.ORDER_STATUS_TRADED, 3, 129_005)]
 
 
+async def test_before_the_first_order_of_the_day_every_list_read_is_empty_not_an_error(sim, broker):
+    """Kotak answers an empty book with {"stat": "Not_Ok", "errMsg": "No Data", "stCode": 5203}, as the simulator
+    does: start-up reconciliation and polling must read that as nothing to list."""
+    assert (await broker.order_book(), await broker.trades(), await broker.positions()) == ([], [], [])
+    assert await broker.find_by_tag("coid-none") is None
+
+
 async def test_find_by_tag_returns_the_order_placed_with_that_client_order_id(sim, broker):
     ack = await broker.place_order(market_buy("coid-tag"))
     found = await broker.find_by_tag("coid-tag")

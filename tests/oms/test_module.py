@@ -242,3 +242,47 @@ async def test_a_decision_accepted_while_the_oms_is_starting_is_placed_once_it_h
         await asyncio.gather(runner, return_exceptions=True)
 
     assert placed is not None and placed.status == S.ORDER_STATUS_OPEN
+
+
+class BookUnreadableAtFirst(VirtualBroker):
+    """The order book fails at start-up (a network blip), then answers."""
+
+    failures = 2
+
+    async def order_book(self):
+        if self.failures:
+            self.failures -= 1
+            raise RetryableError("order book timed out")
+        return await super().order_book()
+
+
+async def test_orders_restored_while_the_book_could_not_be_read_are_settled_once_it_can_and_only_they():
+    ledger = MemoryLedger()
+    await ledger.insert_new(t.OrderUpdate(internal_id="i-gone", client_order_id="c-gone", request=order(),
+                                          status=S.ORDER_STATUS_PENDING_NEW, sequence=1), {})
+    await ledger.record(t.OrderUpdate(internal_id="i-gone", client_order_id="c-gone", request=order(),
+                                      status=S.ORDER_STATUS_OPEN, exchange_order_id="EX-1", sequence=2), {})
+    await ledger.insert_new(t.OrderUpdate(internal_id="i-unsent", client_order_id="c-unsent", request=order(),
+                                          status=S.ORDER_STATUS_PENDING_NEW, sequence=3), {})
+    bus, clock = Bus(), ManualClock(T0 + 1)
+    module = OmsModule(bus, OmsSettings(lookup_backoff_s=0, poll_interval_s=0),
+                       BookUnreadableAtFirst(None, ChargeModel.default(), clock), ledger, clock)
+    module.settle_retry_s = (0.01, 0.02)
+    tasks = [asyncio.create_task(bus.run())]
+    try:
+        await module.start()
+        unsettled = module.reconciled["unsettled"]
+        await bus.publish(Topic.ORDERS, accepted(order(client_order_id="c-new", price=10_000_00)))
+        await bus.drain()
+        tasks.append(asyncio.create_task(module.run()))
+        await until(lambda: module.reconciled["unsettled"] == 0)
+        gone, unsent, new = [await ledger.get(c) for c in ("c-gone", "c-unsent", "c-new")]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert unsettled == 2
+    assert (gone.status, gone.reason_code) == (S.ORDER_STATUS_CANCELLED, "NOT_IN_BROKER_BOOK")
+    assert (unsent.status, unsent.reason_code) == (S.ORDER_STATUS_REJECTED, "NOT_SENT")
+    assert new.status == S.ORDER_STATUS_OPEN  # placed after the restart: not a leftover to settle
