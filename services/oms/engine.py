@@ -97,9 +97,12 @@ class OrderEngine:
         self.changed = asyncio.Condition()
         self.illegal_transitions = 0
         self._placing: set[asyncio.Task[None]] = set()
+        self.applied_sequence = 0  # the last update applied to the book and positions (and then published)
 
     async def start_sequence(self) -> None:
-        self.sequencer = Sequencer(max(await self.ledger.max_sequence(), Sequencer().value))
+        recorded = await self.ledger.max_sequence()
+        self.sequencer = Sequencer(max(recorded, Sequencer().value))
+        self.applied_sequence = recorded  # rebuild_positions() then applies every fill recorded up to it
 
     # -- the book -------------------------------------------------------------------------------
     def remember(self, update: t.OrderUpdate) -> None:
@@ -169,6 +172,7 @@ class OrderEngine:
         """The caller holds self._publishing and has recorded u."""
         self.remember(u)
         self.positions.apply_update(u)
+        self.applied_sequence = max(self.applied_sequence, u.sequence)
         _updates_counter(u.status).inc()
         await self.bus.publish(Topic.ORDER_UPDATES, u)
         async with self.changed:

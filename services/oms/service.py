@@ -103,7 +103,8 @@ class OrderService:
         book = self.engine.positions
         return oms_pb2.ListPositionsResponse(
             positions=book.to_protos(), realised_pnl_paise=book.realised_pnl_paise(),
-            unrealised_pnl_paise=book.unrealised_pnl_paise(), charges_paise=book.charges_paise())
+            unrealised_pnl_paise=book.unrealised_pnl_paise(), charges_paise=book.charges_paise(),
+            as_of_sequence=self.engine.applied_sequence)
 
     async def square_off(self, request: oms_pb2.SquareOffRequest) -> oms_pb2.SquareOffResponse:
         """A market order against every open position (or the one symbol named), through risk,

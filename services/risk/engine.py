@@ -110,6 +110,9 @@ class RiskEngine:
         self._square_off_attempt = 0
         self._square_off_day: date | None = None
         self._last_update_sequence = 0
+        # After a restart: the sequence each loaded order and the loaded positions are as of.
+        self._loaded_order_sequence: dict[str, int] = {}
+        self._positions_as_of = 0
         self._checks: tuple[Check, ...] = (
             self.check_trading_state, self.check_square_off_reduces, self.check_quantity, self.check_price,
             self.check_price_band, self.check_order_value, self.check_position, self.check_open_orders,
@@ -333,27 +336,39 @@ class RiskEngine:
 
     # -- order updates, prices, daily loss ------------------------------------
     def on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
-        """Track open orders and apply the fill the update carries; a fill re-evaluates the daily loss."""
-        if update.sequence:
-            if update.sequence <= self._last_update_sequence:
+        """Track open orders and apply the fill the update carries; a fill re-evaluates the daily loss.
+        After a restart, what the OMS's snapshots already include is not applied again."""
+        seq = update.sequence
+        if seq:
+            if seq <= self._last_update_sequence:
                 return  # already seen (a resumed stream replays)
-            self._last_update_sequence = update.sequence
-        self.track_order(update)
-        if update.last_fill_quantity > 0:
+            self._last_update_sequence = seq
+        cid = update.client_order_id or update.request.client_order_id
+        if not (seq and seq <= self._loaded_order_sequence.get(cid, 0)):
+            self.track_order(update)
+        if update.last_fill_quantity > 0 and not (seq and seq <= self._positions_as_of):
             self.positions.apply_update(update)
             self.evaluate_loss()
 
-    def restore_positions(self, positions: Iterable[trading_pb2.Position]) -> None:
-        """Today's positions from the OMS after a restart; the loss limit applies to them at once."""
+    def load_orders(self, orders: Iterable[trading_pb2.OrderUpdate]) -> None:
+        """The OMS's orders after a restart: open ones count again, each one's state as of its sequence (an
+        older update of it arriving later changes nothing), and asking for any of them again is a duplicate."""
+        for update in orders:
+            self.track_order(update)
+            cid = update.client_order_id or update.request.client_order_id
+            if cid:
+                self._accepted.add(cid)
+                self._loaded_order_sequence[cid] = update.sequence
+
+    def restore_positions(self, positions: Iterable[trading_pb2.Position], as_of_sequence: int = 0) -> None:
+        """Today's positions from the OMS after a restart; the loss limit applies to them at once. They include
+        every fill up to `as_of_sequence`: those updates' fills are not applied again when they arrive."""
+        self._positions_as_of = max(self._positions_as_of, as_of_sequence)
         for position in positions:
             self.positions.restore(position)
             if position.last_price_paise:
                 self.last_prices.setdefault(position.token, position.last_price_paise)
         self.evaluate_loss()
-
-    def remember_accepted(self, client_order_ids: Iterable[str]) -> None:
-        """Orders the OMS already holds (after a restart): asking for one of them again is a DUPLICATE_ORDER."""
-        self._accepted.update(cid for cid in client_order_ids if cid)
 
     def track_order(self, update: trading_pb2.OrderUpdate) -> None:
         """Count an order as open until it is terminal (also orders placed before a restart)."""

@@ -61,8 +61,8 @@ class RiskModule(Component):
 
     async def start(self) -> None:
         await self.instruments.load_from(self.bus)
-        await self._load_orders()
         await self._load_positions()
+        await self._load_orders()
         self.bus.subscribe(Topic.SIGNALS, "risk", self._on_signal)
         self.bus.subscribe(Topic.TICKS, "risk", self._on_ticks)
         self.bus.subscribe(Topic.ORDER_UPDATES, "risk", self._on_order_update)
@@ -76,16 +76,15 @@ class RiskModule(Component):
     async def _load_orders(self) -> None:
         """After a restart the OMS's open orders count again, and every order it holds (the newest 10,000, open
         or not) is a DUPLICATE_ORDER when a replayed signal asks for it: accepted again, the OMS would ignore it
-        and it would stay counted as open here. No OMS reachable yet means none to count."""
+        and it would stay counted as open here. No OMS reachable yet means none to count. Read after the
+        positions, so that an update landing between the two reads is neither lost nor counted twice."""
         try:
             working = await self.bus.call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(open_only=True, limit=10_000))
             recent = await self.bus.call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(limit=10_000))
         except (NotFound, RetryableError):
             log.info("no order service to ask for open orders; starting with none")
             return
-        for update in working.orders:
-            self.engine.track_order(update)
-        self.engine.remember_accepted(u.client_order_id for u in recent.orders)
+        self.engine.load_orders([*recent.orders, *working.orders])
 
     async def _load_positions(self) -> None:
         """After a restart, today's positions and P&L count again against the position and loss limits."""
@@ -94,7 +93,7 @@ class RiskModule(Component):
         except (NotFound, RetryableError):
             log.info("no order service to ask for positions; starting flat")
             return
-        self.engine.restore_positions(reply.positions)
+        self.engine.restore_positions(reply.positions, reply.as_of_sequence)
 
     async def run(self) -> None:
         """The clock timer (daily loss from marks, day roll-over, square-off); owns background retries."""

@@ -70,16 +70,18 @@ class ListPositionsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ListPositionsResponse(_message.Message):
-    __slots__ = ("positions", "realised_pnl_paise", "unrealised_pnl_paise", "charges_paise")
+    __slots__ = ("positions", "realised_pnl_paise", "unrealised_pnl_paise", "charges_paise", "as_of_sequence")
     POSITIONS_FIELD_NUMBER: _ClassVar[int]
     REALISED_PNL_PAISE_FIELD_NUMBER: _ClassVar[int]
     UNREALISED_PNL_PAISE_FIELD_NUMBER: _ClassVar[int]
     CHARGES_PAISE_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     positions: _containers.RepeatedCompositeFieldContainer[_trading_pb2.Position]
     realised_pnl_paise: int
     unrealised_pnl_paise: int
     charges_paise: int
-    def __init__(self, positions: _Optional[_Iterable[_Union[_trading_pb2.Position, _Mapping]]] = ..., realised_pnl_paise: _Optional[int] = ..., unrealised_pnl_paise: _Optional[int] = ..., charges_paise: _Optional[int] = ...) -> None: ...
+    as_of_sequence: int
+    def __init__(self, positions: _Optional[_Iterable[_Union[_trading_pb2.Position, _Mapping]]] = ..., realised_pnl_paise: _Optional[int] = ..., unrealised_pnl_paise: _Optional[int] = ..., charges_paise: _Optional[int] = ..., as_of_sequence: _Optional[int] = ...) -> None: ...
 
 class SquareOffRequest(_message.Message):
     __slots__ = ("symbol",)

@@ -130,6 +130,7 @@ async def test_list_positions_shows_fills_marked_to_the_last_tick(start_oms):
     assert (pos.net_quantity, pos.average_price_paise, pos.last_price_paise) == (10, 99_00, 101_00)
     assert reply.unrealised_pnl_paise == 10 * (101_00 - 99_00)
     assert reply.charges_paise > 0
+    assert reply.as_of_sequence == oms.of("c-1")[-1].sequence  # the fill's update is in these positions
 
 
 async def test_square_off_sends_a_closing_market_order_tagged_squareoff(start_oms):

@@ -308,6 +308,40 @@ async def test_a_replayed_signal_of_an_order_the_oms_finished_before_a_restart_i
     assert (decision.accepted, decision.reason_code, len(module.engine.open_orders)) == (False, "DUPLICATE_ORDER", 0)
 
 
+async def test_fills_the_oms_snapshot_already_holds_are_not_counted_again_when_their_updates_arrive(clock):
+    """Split mode: risk's streams are opened before its start() reads the OMS's positions and orders, and the
+    updates that came meanwhile are delivered after it; the fills in them must count once."""
+    bus = Bus()
+    before = fill(BUY, 10, 1290_00, client_order_id="c-before")
+    before.sequence = 10
+    after = fill(BUY, 5, 1291_00, client_order_id="c-after")
+    after.sequence = 11
+    snapshot = trading_pb2.Position(token=RELIANCE, exchange_segment="nse_cm", symbol="RELIANCE-EQ",
+                                    product=trading_pb2.PRODUCT_MIS, net_quantity=10, average_price_paise=1290_00,
+                                    buy_quantity=10, last_price_paise=1290_00)
+
+    async def list_instruments(request: ingestion_pb2.ListInstrumentsRequest) -> ingestion_pb2.ListInstrumentsResponse:
+        return ingestion_pb2.ListInstrumentsResponse(instruments=nse_instruments())
+
+    async def list_positions(request: oms_pb2.ListPositionsRequest) -> oms_pb2.ListPositionsResponse:
+        return oms_pb2.ListPositionsResponse(positions=[snapshot], as_of_sequence=10)
+
+    async def list_orders(request: oms_pb2.ListOrdersRequest) -> oms_pb2.ListOrdersResponse:
+        return oms_pb2.ListOrdersResponse(orders=[] if request.open_only else [before])
+
+    for method, handler in ((rpc.LIST_INSTRUMENTS, list_instruments), (rpc.LIST_POSITIONS, list_positions),
+                            (rpc.LIST_ORDERS, list_orders)):
+        bus.handle(method, handler)
+    module = RiskModule(bus, load(RiskSettings, {}), clock)
+    await module.start()
+
+    for update in (before, after):  # what the gated bridge delivers once start() is done
+        module.engine.on_order_update(update)
+
+    assert module.engine.positions.net_quantity(RELIANCE) == 15
+    assert module.engine.open_orders == {}
+
+
 async def test_a_restarted_risk_module_counts_the_oms_positions_against_its_limits(clock):
     bus = Bus()
     held = trading_pb2.Position(token=RELIANCE, exchange_segment="nse_cm", symbol="RELIANCE-EQ",
