@@ -41,6 +41,7 @@ ACTIVE = risk_pb2.TRADING_STATE_ACTIVE
 REDUCING = risk_pb2.TRADING_STATE_REDUCING
 HALTED = risk_pb2.TRADING_STATE_HALTED
 BUY = trading_pb2.SIDE_BUY
+SQUARE_OFF_AFTER_CANCEL_NS = 1_000_000_000  # clock time between cancelling resting MIS orders and squaring off
 MIS = trading_pb2.PRODUCT_MIS
 
 Denial = tuple[str, str]  # (reason_code, human reason)
@@ -68,6 +69,8 @@ class OpenOrder:
     quantity: int
     filled: int = 0
     product: int = MIS
+    square_off: bool = False  # a SQUAREOFF order (the others are cancelled at square-off time)
+    segment: str = ""
 
     @property
     def remaining(self) -> int:
@@ -110,6 +113,7 @@ class RiskEngine:
         self._square_off_attempt = 0
         self._square_off_day: date | None = None
         self._last_update_sequence = 0
+        self._cancel_asked: dict[str, int] = {}  # order -> when square_off_cancels may offer it again
         # After a restart: the sequence each loaded order and the loaded positions are as of.
         self._loaded_order_sequence: dict[str, int] = {}
         self._positions_as_of = 0
@@ -131,8 +135,7 @@ class RiskEngine:
             return decision
         decision.accepted = True
         self._bucket.take(now)
-        self.open_orders[order.client_order_id] = OpenOrder(order.token, order.side, order.quantity,
-                                                            product=product_of(order.product))
+        self.open_orders[order.client_order_id] = _open_order(order)
         self._accepted.add(order.client_order_id)
         return decision
 
@@ -377,8 +380,7 @@ class RiskEngine:
             self.open_orders.pop(cid, None)
         elif cid:
             req = update.request
-            tracked = self.open_orders.setdefault(cid, OpenOrder(req.token, req.side, req.quantity,
-                                                                 product=product_of(req.product)))
+            tracked = self.open_orders.setdefault(cid, _open_order(req))
             tracked.filled = update.filled_quantity
             self._accepted.add(cid)
 
@@ -477,10 +479,28 @@ class RiskEngine:
             self._move(ACTIVE, f"new trading day {self._day}: daily loss limits reset")
 
     # -- square-off and state -------------------------------------------------
+    def square_off_cancels(self) -> list[str]:
+        """At a segment's square-off time, the working MIS orders of that segment other than square-off ones, to
+        be cancelled (as the broker's own square-off does): a resting exit far from the price would keep its
+        position open (square_off_due counts it as closing), and a resting entry could still open one. Each id is
+        offered again after square_off_retry_s while it is still working."""
+        now = self.clock.now_ns()
+        out = []
+        for cid, o in self.open_orders.items():
+            if o.square_off or o.product != MIS or now < self._cancel_asked.get(cid, 0):
+                continue
+            if self._past_square_off(now, o.segment or self._segment_of(o)):
+                self._cancel_asked[cid] = now + self._square_off_retry_ns
+                out.append(cid)
+        if out:  # the market orders follow as soon as the cancels are confirmed, not a retry interval later
+            self._next_square_off_ns = min(self._next_square_off_ns, now + SQUARE_OFF_AFTER_CANCEL_NS)
+        return out
+
     def square_off_due(self) -> list[trading_pb2.OrderRequest]:
         """At square_off_time_ist, and every square_off_retry_s after it that day while an MIS position is
         still open and not being closed by a working order: market orders closing it. A square-off order
-        that was rejected or cancelled is thus replaced; one still working is never doubled."""
+        that was rejected or cancelled is thus replaced; one still working is never doubled. Other working
+        orders are cancelled first (square_off_cancels); until they are, the position waits for them."""
         now = self.clock.now_ns()
         self._roll_day(now)
         if self._square_off_day != self._day:
@@ -497,6 +517,12 @@ class RiskEngine:
         for pos in due:
             inst = self.instruments.get(pos.token)
             side = trading_pb2.SIDE_SELL if pos.net_quantity > 0 else BUY
+            if any(not o.square_off and o.token == pos.token and o.product == pos.product
+                   for o in self.open_orders.values()):
+                # Being cancelled (square_off_cancels): a market order now could, with a late fill of one of
+                # them, close more than the position. Look again shortly.
+                self._next_square_off_ns = min(self._next_square_off_ns, now + SQUARE_OFF_AFTER_CANCEL_NS)
+                continue
             quantity = abs(pos.net_quantity) - self._pending(pos.token, side, pos.product)
             chunk = square_off_chunk(self.limits, inst, pos.last_price_paise)
             orders += square_off_orders(pos, inst, quantity, chunk, self._day, self._square_off_attempt, self.run_tag)
@@ -505,8 +531,9 @@ class RiskEngine:
         return orders
 
     def _segment_of(self, pos: Any) -> str:
+        """A position's or open order's segment: its own, else its instrument's."""
         inst = self.instruments.get(pos.token)
-        return pos.exchange_segment or (inst.exchange_segment if inst is not None else "")
+        return getattr(pos, "exchange_segment", "") or (inst.exchange_segment if inst is not None else "")
 
     def snapshot(self) -> risk_pb2.GetRiskStateResponse:
         self._mark()
@@ -515,6 +542,11 @@ class RiskEngine:
             realised_pnl_paise=self.positions.realised_pnl_paise(),
             unrealised_pnl_paise=self.positions.unrealised_pnl_paise(), state_reason=self.state_reason,
             positions=self.positions.to_protos())
+
+
+def _open_order(order: trading_pb2.OrderRequest) -> OpenOrder:
+    return OpenOrder(order.token, order.side, order.quantity, product=product_of(order.product),
+                     square_off=order.strategy_tag == SQUAREOFF_TAG, segment=order.exchange_segment)
 
 
 def _base36(n: int) -> str:

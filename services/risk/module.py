@@ -115,6 +115,9 @@ class RiskModule(Component):
 
     async def tick_timer(self) -> None:
         self.engine.evaluate_loss()
+        for order_id in self.engine.square_off_cancels():
+            log.warning("square-off: cancelling a working MIS order", extra={"order_id": order_id})
+            await self._cancel(order_id)  # refused or failed: offered again after square_off_retry_s
         for order in self.engine.square_off_due():
             decision = self.engine.decide(order)
             log.warning("square-off order", extra={"order_id": order.client_order_id, "token": order.token,
@@ -183,7 +186,7 @@ class RiskModule(Component):
         try:
             await self.bus.call(rpc.CANCEL_ORDER, oms_pb2.CancelOrderRequest(order_id=order_id))
         except Exception as exc:  # one failed cancel must not stop the others
-            log.warning("kill-switch cancel failed; will retry", extra={"order_id": order_id, "error": str(exc)})
+            log.warning("cancel failed; will retry", extra={"order_id": order_id, "error": str(exc)})
             return False
         return True
 

@@ -263,6 +263,26 @@ async def test_run_squares_off_mis_positions_at_1515_ist(risk):
                                                 f"SQ-20260121-2885-1-0-{risk.module.engine.run_tag}")
 
 
+async def test_at_square_off_time_a_resting_exit_is_cancelled_then_the_position_closed_at_market(risk):
+    await risk.bus.publish(Topic.ORDER_UPDATES, fill(BUY, 10, 1290_00))
+    exit_order = order(client_order_id="take-profit", side=trading_pb2.SIDE_SELL, price_paise=1350_00)
+    await risk.bus.publish(Topic.ORDER_UPDATES, trading_pb2.OrderUpdate(
+        client_order_id="take-profit", status=trading_pb2.ORDER_STATUS_OPEN, request=exit_order))
+    await wait_for(lambda: "take-profit" in risk.module.engine.open_orders)
+
+    risk.clock.set(ist_ns(DAY, 15, 15))
+    await wait_for(lambda: risk.cancelled == ["take-profit"])
+    assert risk.orders == []  # not while the exit may still fill
+    await risk.bus.publish(Topic.ORDER_UPDATES, trading_pb2.OrderUpdate(
+        client_order_id="take-profit", status=trading_pb2.ORDER_STATUS_CANCELLED, request=exit_order))
+    await wait_for(lambda: not risk.module.engine.open_orders)
+    risk.clock.advance(1)
+    await wait_for(lambda: risk.orders)
+
+    [decision] = risk.orders
+    assert (decision.accepted, decision.order.strategy_tag, decision.order.quantity) == (True, "SQUAREOFF", 10)
+
+
 async def test_open_orders_the_oms_already_holds_count_after_a_restart(clock):
     bus = Bus()
 

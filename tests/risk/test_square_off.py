@@ -110,14 +110,43 @@ def test_a_position_above_the_freeze_quantity_is_closed_in_chunks(clock):
     assert all(engine.decide(o).accepted for o in orders)
 
 
-def test_an_open_closing_order_is_left_out_of_the_square_off_quantity(clock):
+def test_a_resting_exit_order_is_cancelled_at_square_off_time_then_the_whole_position_is_closed(clock):
+    """A take-profit limit far from the price must not keep an intraday position open past square-off time: it is
+    cancelled (as the broker's own square-off does), and the market order follows once the cancel is confirmed,
+    never while the exit could still fill (the two together could close more than the position)."""
     engine = holding(clock, fill(BUY, 10, 1290_00))
-    engine.on_order_update(trading_pb2.OrderUpdate(
-        client_order_id="exit", status=trading_pb2.ORDER_STATUS_OPEN,
-        request=trading_pb2.OrderRequest(client_order_id="exit", token=RELIANCE, side=SELL, quantity=4)))
+    exit_order = trading_pb2.OrderRequest(client_order_id="exit", token=RELIANCE, side=SELL, quantity=10,
+                                          order_type=trading_pb2.ORDER_TYPE_LIMIT, price_paise=1350_00,
+                                          product=trading_pb2.PRODUCT_MIS, strategy_tag="MOMENTUM_RSI")
+    engine.on_order_update(trading_pb2.OrderUpdate(client_order_id="exit", status=trading_pb2.ORDER_STATUS_OPEN,
+                                                   request=exit_order))
     clock.set(ist_ns(DAY, 15, 15))
 
-    assert [o.quantity for o in engine.square_off_due()] == [6]
+    assert engine.square_off_cancels() == ["exit"]
+    assert engine.square_off_due() == []  # the exit is still working
+    assert engine.square_off_cancels() == []  # asked once per retry interval
+
+    engine.on_order_update(trading_pb2.OrderUpdate(client_order_id="exit",
+                                                   status=trading_pb2.ORDER_STATUS_CANCELLED, request=exit_order))
+    clock.advance(1)
+
+    assert [(o.side, o.quantity, o.strategy_tag) for o in engine.square_off_due()] == [(SELL, 10, "SQUAREOFF")]
+
+
+def test_orders_of_a_segment_not_yet_at_its_square_off_time_are_left_working(clock):
+    engine = holding(clock)
+    engine.on_order_update(trading_pb2.OrderUpdate(
+        client_order_id="cnc", status=trading_pb2.ORDER_STATUS_OPEN, request=trading_pb2.OrderRequest(
+            client_order_id="cnc", token=RELIANCE, side=BUY, quantity=1, product=trading_pb2.PRODUCT_CNC)))
+    engine.on_order_update(trading_pb2.OrderUpdate(
+        client_order_id="mis", status=trading_pb2.ORDER_STATUS_OPEN, request=trading_pb2.OrderRequest(
+            client_order_id="mis", token=RELIANCE, side=BUY, quantity=1, product=trading_pb2.PRODUCT_MIS)))
+    clock.set(ist_ns(DAY, 15, 14))
+    assert engine.square_off_cancels() == []
+
+    clock.set(ist_ns(DAY, 15, 15))
+
+    assert engine.square_off_cancels() == ["mis"]  # delivery orders are not the square-off's business
 
 
 def test_a_restarted_risk_module_squares_off_with_ids_the_oms_has_not_seen(clock):
