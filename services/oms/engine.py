@@ -30,7 +30,7 @@ from shared.bus import Bus, Sequencer, Topic
 from shared.clock import Clock
 from shared.contracts import ops_pb2
 from shared.contracts import trading_pb2 as t
-from shared.errors import BrokerRejected, NeoPulseError, NotFound
+from shared.errors import BrokerRejected, NeoPulseError, NotFound, RetryableError
 from shared.ids import IdMint
 from shared.positions import PositionBook
 
@@ -98,6 +98,7 @@ class OrderEngine:
         self.illegal_transitions = 0
         self._placing: set[asyncio.Task[None]] = set()
         self.applied_sequence = 0  # the last update applied to the book and positions (and then published)
+        self._cancel_unanswered: dict[str, int] = {}  # CANCEL_PENDING orders whose cancel call failed -> status before
 
     async def start_sequence(self) -> None:
         recorded = await self.ledger.max_sequence()
@@ -150,6 +151,8 @@ class OrderEngine:
         cur = self.orders[internal_id]
         if not allow(cur.status, status):
             raise IllegalTransition(cur.status, status)
+        if status != t.ORDER_STATUS_CANCEL_PENDING:
+            self._cancel_unanswered.pop(internal_id, None)
         u = t.OrderUpdate()
         u.CopyFrom(cur)
         u.previous_status, u.status = cur.status, cast("t.OrderStatus", status)
@@ -295,19 +298,26 @@ class OrderEngine:
             cur = self.orders[iid]
             if cur.status in TERMINAL:
                 raise OrderStateError(f"order {order_id} is already {name(cur.status)}; there is nothing to cancel")
-            if cur.status == t.ORDER_STATUS_CANCEL_PENDING:
+            if cur.status == t.ORDER_STATUS_CANCEL_PENDING and iid not in self._cancel_unanswered:
                 return cur  # already asked: the broker's answer or its events will finish it
             if not cur.exchange_order_id or cur.status == t.ORDER_STATUS_MODIFY_PENDING:
                 raise OrderStateError(f"order {order_id} is {name(cur.status)} and cannot be cancelled yet; "
                                       "retry in a moment")
-            before = cur.status
-            await self.transition(iid, t.ORDER_STATUS_CANCEL_PENDING, audit={"cancel_request": {"by": "user"}})
+            if cur.status == t.ORDER_STATUS_CANCEL_PENDING:  # the last cancel got no answer: send it again
+                before = self._cancel_unanswered.pop(iid)
+            else:
+                before = cur.status
+                await self.transition(iid, t.ORDER_STATUS_CANCEL_PENDING, audit={"cancel_request": {"by": "user"}})
             try:
                 ack = await self.broker.cancel_order(cur.exchange_order_id)
             except BrokerRejected as exc:  # filled or closed meanwhile: its events will say so
                 await self.transition(iid, before, reason=f"cancel refused: {exc}",
                                       audit={"cancel_response": {"error": str(exc)}})
                 raise
+            except Exception as exc:  # a timeout: the broker may or may not have cancelled it
+                self._cancel_unanswered[iid] = before
+                raise RetryableError(f"order {order_id}: the cancel got no answer ({exc}); it stays CANCEL_PENDING "
+                                     "until the broker's events say, and cancelling again sends it again") from exc
             audit = {"cancel_response": {"status": name(ack.status), "reason": ack.reason, "raw": ack.raw}}
             if ack.status == t.ORDER_STATUS_CANCELLED:
                 await self._apply_fills_before_cancel(iid, audit)
@@ -377,8 +387,8 @@ class OrderEngine:
         if ev.status != t.ORDER_STATUS_REJECTED and given_up(cur):
             await self._adopt(internal_id, cur, ev)
             return
-        if ev.filled_quantity == cur.filled_quantity:
-            return
+        if ev.filled_quantity <= cur.filled_quantity:
+            return  # a repeat, or a stale row showing fewer fills than recorded: fills never go back
         LATE_FILLS.inc()
         log.error("broker reports fills for an order already %s", name(cur.status), extra={
             "order_id": internal_id, "exchange_order_id": ev.exchange_order_id,

@@ -77,9 +77,10 @@ def can_transition(current: int, new: int) -> bool:
 
 
 def allows_late_fill(current: int, new: int) -> bool:
-    """The one exception to the table for fills: a CANCELLED order the broker reports with more fills
-    (they happened before the cancel took effect) stays CANCELLED and records them."""
-    return current == new == t.ORDER_STATUS_CANCELLED
+    """The one exception to the table for fills: a CANCELLED order the broker reports with more fills (they
+    happened before the cancel took effect) stays CANCELLED and records them; a TRADED order reported with more
+    fills than recorded (a "complete" row that came without its filled quantity) stays TRADED and records them."""
+    return current == new and current in (t.ORDER_STATUS_CANCELLED, t.ORDER_STATUS_TRADED)
 
 
 def allows_adoption(current: int, new: int) -> bool:

@@ -1,10 +1,15 @@
 """Cancels racing fills: a fill the broker made before the cancel is never lost, a repeated cancel is harmless."""
 
+import pytest
 from prometheus_client import REGISTRY
 
 from services.oms.broker import BrokerOrderEvent
+from services.oms.charges import ChargeModel
+from services.oms.virtual_broker import VirtualBroker
 from shared.bus import Topic
+from shared.clock import ManualClock
 from shared.contracts import trading_pb2 as t
+from shared.errors import RetryableError
 from tests.oms.conftest import accepted
 from tests.oms.helpers import MINUTE, T0, candle, order
 
@@ -47,3 +52,55 @@ async def test_a_fill_reported_after_the_order_was_cancelled_is_applied_and_coun
     assert (engine.lookup("c-1").status, engine.lookup("c-1").filled_quantity) == (t.ORDER_STATUS_CANCELLED, 3)
     assert engine.positions.net_quantity(order().token) == 3
 
+
+
+async def test_a_traded_event_without_its_fills_is_completed_by_the_row_that_has_them(start_oms):
+    """A "complete" row can come without fldQty (the old order feed did): the fills that follow count."""
+    oms = await start_oms()
+    opened = await open_limit_buy(oms)
+    engine = oms.module.engine
+
+    await engine.on_event(BrokerOrderEvent(opened.exchange_order_id, "c-1", t.ORDER_STATUS_TRADED))
+    await engine.on_event(BrokerOrderEvent(opened.exchange_order_id, "c-1", t.ORDER_STATUS_TRADED,
+                                           filled_quantity=10, average_price_paise=99_00))
+
+    assert (engine.lookup("c-1").status, engine.lookup("c-1").filled_quantity) == (t.ORDER_STATUS_TRADED, 10)
+    assert engine.positions.net_quantity(order().token) == 10
+
+
+async def test_a_stale_row_with_fewer_fills_never_takes_fills_back(start_oms):
+    oms = await start_oms()
+    opened = await open_limit_buy(oms)
+    engine = oms.module.engine
+    await engine.on_event(BrokerOrderEvent(opened.exchange_order_id, "c-1", t.ORDER_STATUS_CANCELLED,
+                                           filled_quantity=6, average_price_paise=99_00))
+
+    await engine.on_event(BrokerOrderEvent(opened.exchange_order_id, "c-1", t.ORDER_STATUS_CANCELLED,
+                                           filled_quantity=2, average_price_paise=99_00))
+
+    assert engine.lookup("c-1").filled_quantity == 6
+    assert engine.positions.net_quantity(order().token) == 6
+
+
+class CancelTimesOutOnce(VirtualBroker):
+    calls = 0
+
+    async def cancel_order(self, exchange_order_id: str):
+        self.calls += 1
+        if self.calls == 1:
+            raise RetryableError("cancel timed out")
+        return await super().cancel_order(exchange_order_id)
+
+
+async def test_a_cancel_that_got_no_answer_is_sent_again_when_asked_again(start_oms):
+    broker = CancelTimesOutOnce(None, ChargeModel.default(), ManualClock(0))
+    oms = await start_oms(broker=broker)
+    await open_limit_buy(oms)
+    engine = oms.module.engine
+
+    with pytest.raises(RetryableError, match="no answer"):
+        await engine.cancel("c-1")
+    assert engine.lookup("c-1").status == t.ORDER_STATUS_CANCEL_PENDING
+    final = await engine.cancel("c-1")
+
+    assert (broker.calls, final.status) == (2, t.ORDER_STATUS_CANCELLED)
