@@ -341,9 +341,13 @@ class OrderEngine:
         await self.apply_event_locked(internal_id, ev, audit)
 
     # -- broker events ----------------------------------------------------------------------------
+    def order_of(self, ev: BrokerOrderEvent) -> str | None:
+        """The internal id of the order a broker event names, if it is in the book."""
+        return self._ids.get(ev.exchange_order_id) or self._ids.get(ev.client_order_id)
+
     async def on_event(self, ev: BrokerOrderEvent) -> None:
         """Apply one broker event (cumulative fills) to the order it names, at most once per fill."""
-        iid = self._ids.get(ev.exchange_order_id) or self._ids.get(ev.client_order_id)
+        iid = self.order_of(ev)
         if iid is None:
             UNKNOWN_EVENTS.inc()
             log.debug("broker event for an order not in the book", extra={"exchange_order_id": ev.exchange_order_id})

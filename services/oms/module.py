@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 
-from services.oms.broker import Broker
+from services.oms.broker import Broker, BrokerOrderEvent
 from services.oms.config import OmsSettings
 from services.oms.engine import OrderEngine
 from services.oms.ledger import Ledger
@@ -102,11 +103,33 @@ class OmsModule(Component):
             delay = min(max_s, delay * 2)
 
     async def _consume_events(self) -> None:
-        async for event in self.broker.events():
-            try:
-                await self.engine.on_event(event)
-            except Exception:
-                log.exception("broker event failed", extra={"exchange_order_id": event.exchange_order_id})
+        """Broker events in arrival order per order. An event for an order whose lock is held (a placement
+        resolving an unknown outcome can take seconds) waits in that order's backlog, not in front of
+        every other order's fills."""
+        backlogs: dict[str, deque[BrokerOrderEvent]] = {}
+        async with asyncio.TaskGroup() as tg:
+            async for event in self.broker.events():
+                iid = self.engine.order_of(event)
+                if iid is not None and (iid in backlogs or self.engine.lock(iid).locked()):
+                    if iid not in backlogs:
+                        backlogs[iid] = deque()
+                        tg.create_task(self._drain_backlog(iid, backlogs), name=f"oms:events:{iid}")
+                    backlogs[iid].append(event)
+                    continue
+                await self._apply_event(event)
+
+    async def _drain_backlog(self, iid: str, backlogs: dict[str, deque[BrokerOrderEvent]]) -> None:
+        backlog = backlogs[iid]
+        while backlog:
+            await self._apply_event(backlog[0])  # waits for the order's lock
+            backlog.popleft()
+        del backlogs[iid]
+
+    async def _apply_event(self, event: BrokerOrderEvent) -> None:
+        try:
+            await self.engine.on_event(event)
+        except Exception:
+            log.exception("broker event failed", extra={"exchange_order_id": event.exchange_order_id})
 
     async def _poll(self) -> None:
         """Brokers without an order feed: read the order book while we have orders working there."""

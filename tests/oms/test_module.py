@@ -286,3 +286,38 @@ async def test_orders_restored_while_the_book_could_not_be_read_are_settled_once
     assert (gone.status, gone.reason_code) == (S.ORDER_STATUS_CANCELLED, "NOT_IN_BROKER_BOOK")
     assert (unsent.status, unsent.reason_code) == (S.ORDER_STATUS_REJECTED, "NOT_SENT")
     assert new.status == S.ORDER_STATUS_OPEN  # placed after the restart: not a leftover to settle
+
+
+class SlowToAnswerForOneOrder(VirtualBroker):
+    """A remote-like broker (each placement its own task) whose answer for c-slow times out although it booked
+    the order, and whose order book does not show it while the OMS looks it up."""
+
+    in_process = False
+
+    async def place_order(self, order: t.OrderRequest):
+        ack = await super().place_order(order)
+        if order.client_order_id == "c-slow":
+            raise RetryableError("place timed out")
+        return ack
+
+    async def find_by_tag(self, client_order_id: str):
+        return None
+
+
+async def test_fills_of_other_orders_are_not_held_up_while_one_placement_is_being_resolved(start_oms):
+    """Resolving an unknown placement holds that order's lock for seconds (lookups with back-off); its broker
+    events wait for it, the other orders' fills do not."""
+    broker = SlowToAnswerForOneOrder(None, ChargeModel.default(), ManualClock(0))
+    oms = await start_oms(broker=broker, settings=OmsSettings(lookup_backoff_s=0.5, unknown_outcome_lookups=3,
+                                                              poll_interval_s=0))
+    await oms.bus.publish(Topic.ORDERS, accepted(order(client_order_id="c-slow", price=100_00)))
+    await oms.until_status("c-slow", S.ORDER_STATUS_SUBMITTED)  # booked at the broker, its answer lost
+    await oms.bus.publish(Topic.ORDERS, accepted(order(client_order_id="c-fast", price=100_00)))
+    await oms.until_status("c-fast", S.ORDER_STATUS_OPEN)
+
+    await oms.bus.publish(Topic.CANDLES, market_pb2.CandleBatch(
+        candles=[candle(99_00, 99_50, 98_00, 99_00, start_ns=T0 + MINUTE)]))
+    await until(lambda: S.ORDER_STATUS_TRADED in oms.statuses("c-fast"), 0.8)  # c-slow's fill came first
+
+    assert oms.statuses("c-slow")[-1] == S.ORDER_STATUS_SUBMITTED  # still being looked up (1.5 s of back-off)
+    await until(lambda: S.ORDER_STATUS_TRADED in oms.statuses("c-slow"), 10)  # then adopted with its fill
