@@ -434,6 +434,10 @@ class OrderEngine:
                     "exchange_order_id": ev.exchange_order_id, "token": str(u.request.token),
                     "strategy": u.request.strategy_tag, "status": name(status)}))
 
+    def restore_charges(self, internal_id: str, charges_paise: int) -> None:
+        """After a restart: the charges already recorded for an order's fills (later ones are counted on top)."""
+        self._charges[internal_id] = max(self._charges.get(internal_id, 0), charges_paise)
+
     def _fill_delta(self, internal_id: str, cur: t.OrderUpdate, ev: BrokerOrderEvent,
                     delta: int) -> tuple[int, int, int]:
         """(quantity, price, charges) of the fill(s) between our cumulative state and the event's."""

@@ -38,6 +38,9 @@ class Ledger(Protocol):
     async def max_sequence(self) -> int:
         """Highest OrderUpdate.sequence recorded (the OMS continues from it after a restart)."""
 
+    async def fill_charges(self, day: date) -> dict[str, int]:
+        """Charges of the recorded fills of the orders created on `day`, by internal_id (rebuilding positions)."""
+
 
 class MemoryLedger:
     """The Ledger in process memory, for runs without a database (lost on restart) and for tests."""
@@ -97,6 +100,13 @@ class MemoryLedger:
 
     async def max_sequence(self) -> int:
         return self._max_sequence
+
+    async def fill_charges(self, day: date) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for e in self.events:
+            if e.last_fill_charges_paise and day_of(self._created_ns[e.internal_id]) == day:
+                out[e.internal_id] = out.get(e.internal_id, 0) + e.last_fill_charges_paise
+        return out
 
 
 def _copy(msg: trading_pb2.OrderUpdate) -> trading_pb2.OrderUpdate:

@@ -122,6 +122,14 @@ class PgLedger:
     async def max_sequence(self) -> int:
         return int(await self.pool.fetchval("SELECT COALESCE(MAX(sequence), 0) FROM order_events"))
 
+    async def fill_charges(self, day: date) -> dict[str, int]:
+        rows = await self.pool.fetch(
+            "SELECT e.internal_id, SUM(e.fill_charges) AS charges FROM order_events e "
+            "JOIN order_ledger o ON o.internal_id = e.internal_id "
+            "WHERE o.created_at >= $1 AND o.created_at < $2 AND e.fill_charges <> 0 GROUP BY e.internal_id",
+            day_start(day), day_start(day + timedelta(days=1)))
+        return {str(r["internal_id"]): int(r["charges"]) for r in rows}
+
     @staticmethod
     async def _event(conn: asyncpg.Connection, u: trading_pb2.OrderUpdate, audit: dict[str, Any]) -> None:
         await conn.execute(_EVENT_SQL, uuid.UUID(u.internal_id), u.sequence, status_name(u.status),

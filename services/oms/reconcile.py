@@ -21,14 +21,19 @@ NOT_SENT = "not sent before restart: the broker never saw it; place it again if 
 
 
 async def rebuild_positions(engine: OrderEngine, limit: int = 100_000) -> int:
-    """Today's filled quantities from the ledger back into the position book (charges are not stored)."""
-    orders = await engine.ledger.list_orders(limit=limit, day=day_of(engine.clock.now_ns()))
+    """Today's filled quantities and their charges from the ledger back into the position book."""
+    day = day_of(engine.clock.now_ns())
+    orders = await engine.ledger.list_orders(limit=limit, day=day)
+    charges = await engine.ledger.fill_charges(day)
     applied = 0
     for u in reversed(orders):  # oldest first, as they were filled
         if u.filled_quantity <= 0:
             continue
+        paid = charges.get(u.internal_id, 0)
         engine.positions.apply_update(t.OrderUpdate(request=u.request, last_fill_quantity=u.filled_quantity,
-                                                    last_fill_price_paise=u.average_price_paise))
+                                                    last_fill_price_paise=u.average_price_paise,
+                                                    last_fill_charges_paise=paid))
+        engine.restore_charges(u.internal_id, paid)
         applied += 1
     return applied
 

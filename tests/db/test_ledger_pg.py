@@ -10,6 +10,7 @@ import asyncpg
 from services.oms.engine import given_up
 from services.oms.ledger_pg import PgLedger
 from services.oms.states import ReasonCode
+from shared.clock import day_of
 from shared.contracts import trading_pb2 as t
 from tests.db.helpers import new_order, transition
 
@@ -139,3 +140,16 @@ async def test_a_given_up_order_keeps_its_reason_code_through_the_ledger(db_pool
 
     assert (row.status, row.reason_code) == (t.ORDER_STATUS_REJECTED, ReasonCode.OUTCOME_UNKNOWN)
     assert [given_up(u) for u in today] == [True]
+
+
+async def test_fill_charges_sums_the_recorded_fills_of_the_days_orders(db_pool):
+    ledger = PgLedger(db_pool)
+    order = new_order(str(uuid.uuid4()), "sig-charged")
+    await ledger.insert_new(order, {})
+    part = transition(order, t.ORDER_STATUS_PARTIALLY_FILLED, 2, fill=(4, 250_000, 700), filled=(4, 250_000))
+    await ledger.record(part, {})
+    await ledger.record(transition(part, t.ORDER_STATUS_TRADED, 3, fill=(6, 250_000, 900), filled=(10, 250_000)), {})
+
+    charges = await ledger.fill_charges(day_of(order.ts_ns))
+
+    assert charges == {order.internal_id: 1_600}

@@ -321,3 +321,17 @@ async def test_fills_of_other_orders_are_not_held_up_while_one_placement_is_bein
 
     assert oms.statuses("c-slow")[-1] == S.ORDER_STATUS_SUBMITTED  # still being looked up (1.5 s of back-off)
     await until(lambda: S.ORDER_STATUS_TRADED in oms.statuses("c-slow"), 10)  # then adopted with its fill
+
+
+async def test_a_restart_keeps_the_charges_of_todays_fills_in_the_positions(start_oms):
+    ledger = MemoryLedger()
+    first = await start_oms(ledger=ledger)
+    await first.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=10)))
+    await first.until_status("c-1", S.ORDER_STATUS_OPEN)
+    await first.bus.publish(Topic.CANDLES, market_pb2.CandleBatch(candles=[candle(99_00, 99_50, 98_00, 99_00)]))
+    await first.until_status("c-1", S.ORDER_STATUS_TRADED)
+    paid = first.module.engine.positions.charges_paise()
+
+    restarted = await start_oms(ledger=ledger)
+
+    assert paid > 0 and restarted.module.engine.positions.charges_paise() == paid
