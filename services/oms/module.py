@@ -15,8 +15,9 @@ from services.oms.engine import OrderEngine
 from services.oms.ledger import Ledger
 from services.oms.reconcile import Restored, rebuild_positions, reconcile, settle
 from services.oms.service import OrderService
+from services.oms.states import DAY_BOUND
 from shared.bus import Bus, Topic
-from shared.clock import Clock
+from shared.clock import Clock, ist_day_number
 from shared.component import Component
 from shared.contracts import market_pb2
 from shared.contracts import trading_pb2 as t
@@ -24,7 +25,9 @@ from shared.contracts import trading_pb2 as t
 log = logging.getLogger(__name__)
 
 STOP_WAIT_S = 10.0  # a Kotak REST call times out well within this
-SETTLE_RETRY_S = (1.0, 30.0)  # first and longest wait between order-book reads for orders restored at start
+SETTLE_RETRY_S = (1.0, 30.0)
+DAY_CHECK_S = 60.0  # how often (real seconds) to look whether a new trading day has started
+  # first and longest wait between order-book reads for orders restored at start
 
 
 class OmsModule(Component):
@@ -42,6 +45,7 @@ class OmsModule(Component):
         self._book_ready = asyncio.Event()  # sequence, positions and the ledger's orders loaded
         self._unsettled: Restored | None = None  # restored orders the broker's book could not be read for
         self.settle_retry_s = SETTLE_RETRY_S
+        self.day_check_s = DAY_CHECK_S
 
     async def start(self) -> None:
         # Decisions are queued from the first moment: risk may accept one while the ledger is still being read
@@ -72,6 +76,7 @@ class OmsModule(Component):
                 tg.create_task(self._settle_later(self._unsettled), name="oms:settle-restored")
             if self.settings.poll_interval_s > 0:
                 tg.create_task(self._poll(), name="oms:poll")
+            tg.create_task(self._expire_each_day(), name="oms:day-orders")
 
     async def _on_decision(self, decision: t.RiskDecision) -> None:
         if not self._book_ready.is_set():
@@ -89,6 +94,25 @@ class OmsModule(Component):
         mark = self.engine.positions.mark
         for tick in batch.ticks:
             mark(tick.token, tick.ltp_paise)
+
+    async def _expire_each_day(self) -> None:
+        """When a new IST trading day starts, settle the DAY orders still open from earlier days against the
+        broker's book: the broker expired them at its close, and a long-running process hears nothing of it
+        (the new day's book no longer lists them). Those it does list are matched; the rest are cancelled."""
+        day = ist_day_number(self.clock.now_ns())
+        while True:
+            await asyncio.sleep(self.day_check_s)
+            today = ist_day_number(self.clock.now_ns())
+            if today == day:
+                continue
+            stale = [u for u in self.engine.open_orders() if u.ts_ns and ist_day_number(u.ts_ns) < today
+                     and u.request.validity in DAY_BOUND]
+            counts = await settle(self.engine, stale, [])
+            if counts["unsettled"]:
+                continue  # the book could not be read: try again at the next check
+            day = today
+            if stale:
+                log.warning("open DAY orders of earlier days settled", extra=counts)
 
     async def _settle_later(self, restored: Restored) -> None:
         """Read the order book until it answers, then settle the orders restored at start (and only them: an

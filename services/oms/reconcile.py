@@ -111,12 +111,12 @@ async def _settle(engine: OrderEngine, u: t.OrderUpdate, ev: BrokerOrderEvent | 
                                 reason_code=ReasonCode.NOT_SENT, audit=audit)
         return "rejected"
     if u.status == t.ORDER_STATUS_SUBMITTED:
-        reason = (f"sent before restart but the broker has no order tagged {u.client_order_id}; "
+        reason = (f"sent, but the broker has no order tagged {u.client_order_id}; "
                   "place it again if still wanted")
         await engine.transition(u.internal_id, t.ORDER_STATUS_REJECTED, reason=reason,
                                 reason_code=ReasonCode.OUTCOME_UNKNOWN, audit=audit)
         return "rejected"
-    reason = "not in the broker's order book after restart (expired or removed)"
+    reason = "no longer in the broker's order book (expired at the end of its day, or removed)"
     await engine.transition(u.internal_id, t.ORDER_STATUS_CANCELLED, reason=reason,
                             reason_code=ReasonCode.NOT_IN_BROKER_BOOK, audit=audit)
     return "cancelled"

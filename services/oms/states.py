@@ -8,7 +8,7 @@ from __future__ import annotations
 from services.oms.ledger import TERMINAL
 from shared.contracts import trading_pb2 as t
 
-__all__ = ["TERMINAL", "TRANSITIONS", "WORKING", "IllegalTransition", "ReasonCode", "allows_adoption",
+__all__ = ["DAY_BOUND", "TERMINAL", "TRANSITIONS", "WORKING", "IllegalTransition", "ReasonCode", "allows_adoption",
            "allows_late_fill", "check_transition", "is_terminal"]
 
 
@@ -22,6 +22,9 @@ class ReasonCode:
     NOT_IN_BROKER_BOOK = "NOT_IN_BROKER_BOOK"
     ADOPTED = "ADOPTED"
 
+
+# Validities that end with the trading day (unspecified is DAY at the broker); a later GTC would not be one.
+DAY_BOUND = frozenset({t.VALIDITY_UNSPECIFIED, t.VALIDITY_DAY, t.VALIDITY_IOC})
 
 # States in which the broker holds a live order (it may still fill).
 WORKING = frozenset({t.ORDER_STATUS_OPEN, t.ORDER_STATUS_TRIGGER_PENDING, t.ORDER_STATUS_PARTIALLY_FILLED,

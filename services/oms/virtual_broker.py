@@ -38,7 +38,7 @@ from typing import Any
 from services.oms.broker import Broker, BrokerAck, BrokerOrderEvent
 from services.oms.charges import ChargeModel
 from services.oms.fill_rules import STOPS, arrival_price, candle_price, limit_marketable
-from services.oms.states import TERMINAL, name
+from services.oms.states import DAY_BOUND, TERMINAL, name
 from shared.clock import Clock, day_of, ist_day_number
 from shared.contracts import market_pb2
 from shared.contracts import trading_pb2 as t
@@ -51,9 +51,6 @@ log = logging.getLogger(__name__)
 READ_THROUGH = frozenset({"quotes", "quote", "scrip_master", "search_scrip", "holdings", "session"})
 _UNSURE_TRIGGER = frozenset({t.ORDER_STATUS_TRIGGER_PENDING, t.ORDER_STATUS_CANCEL_PENDING,
                              t.ORDER_STATUS_MODIFY_PENDING, t.ORDER_STATUS_SUBMITTED, t.ORDER_STATUS_PENDING_NEW})
-# Validities that end with the trading day: every one the contract has (unspecified is DAY at the broker).
-# One added later that rests across days (GTC) would not be in it.
-_DAY_BOUND = frozenset({t.VALIDITY_UNSPECIFIED, t.VALIDITY_DAY, t.VALIDITY_IOC})
 
 
 @dataclass
@@ -317,4 +314,4 @@ def _lapsed(request: t.OrderRequest, placed_ns: int, day: int) -> bool:
     did not fill on arrival was cancelled then), a DAY order rests until the end of the day it was placed on."""
     if request.validity == t.VALIDITY_IOC:
         return True
-    return request.validity in _DAY_BOUND and ist_day_number(placed_ns) < day
+    return request.validity in DAY_BOUND and ist_day_number(placed_ns) < day

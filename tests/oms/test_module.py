@@ -335,3 +335,37 @@ async def test_a_restart_keeps_the_charges_of_todays_fills_in_the_positions(star
     restarted = await start_oms(ledger=ledger)
 
     assert paid > 0 and restarted.module.engine.positions.charges_paise() == paid
+
+
+class NewDayBookIsEmpty(VirtualBroker):
+    """Like Kotak after midnight: yesterday's orders are gone from the book, and no event said so."""
+
+    async def order_book(self):
+        return [e for e in await super().order_book() if e.client_order_id == "c-today"]
+
+
+async def test_a_day_order_still_open_when_the_next_trading_day_starts_is_settled_as_expired():
+    bus, clock = Bus(), ManualClock(T0 + 1)
+    ledger = MemoryLedger()
+    module = OmsModule(bus, OmsSettings(lookup_backoff_s=0, poll_interval_s=0),
+                       NewDayBookIsEmpty(None, ChargeModel.default(), clock), ledger, clock)
+    module.day_check_s = 0.01
+    tasks = [asyncio.create_task(bus.run())]
+    try:
+        await module.start()
+        tasks.append(asyncio.create_task(module.run()))
+        await bus.publish(Topic.ORDERS, accepted(order(client_order_id="c-yesterday", price=90_00)))
+        await until(lambda: module.engine.lookup("c-yesterday") is not None
+                    and module.engine.lookup("c-yesterday").status == S.ORDER_STATUS_OPEN)
+        clock.advance(24 * 3600)  # the next day, before anything trades
+        await bus.publish(Topic.ORDERS, accepted(order(client_order_id="c-today", price=90_00)))
+
+        await until(lambda: module.engine.lookup("c-yesterday").status == S.ORDER_STATUS_CANCELLED)
+        expired, today = module.engine.lookup("c-yesterday"), module.engine.lookup("c-today")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert (expired.reason_code, "expired" in expired.reason) == ("NOT_IN_BROKER_BOOK", True)
+    assert today.status == S.ORDER_STATUS_OPEN
