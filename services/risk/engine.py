@@ -330,6 +330,11 @@ class RiskEngine:
         return max((p.last_price_paise for p in self.positions.positions.values() if p.token == order.token),
                    default=0)
 
+    def _past_any_square_off(self, now: int) -> bool:
+        """Past the earliest square-off time of any segment."""
+        earliest = min([self.limits.square_off_hhmm, *self.square_off_times.values()])
+        return ist_minute_of_day(now) >= earliest[0] * 60 + earliest[1]
+
     def _square_off_hhmm(self, segment: str) -> tuple[int, int]:
         return self.square_off_times.get(segment) or self.limits.square_off_hhmm
 
@@ -485,6 +490,8 @@ class RiskEngine:
         position open (square_off_due counts it as closing), and a resting entry could still open one. Each id is
         offered again after square_off_retry_s while it is still working."""
         now = self.clock.now_ns()
+        if not self._past_any_square_off(now):
+            return []  # the timer asks several times a second; most of the day there is nothing to look at
         out = []
         for cid, o in self.open_orders.items():
             if o.square_off or o.product != MIS or now < self._cancel_asked.get(cid, 0):
@@ -505,7 +512,7 @@ class RiskEngine:
         self._roll_day(now)
         if self._square_off_day != self._day:
             self._square_off_day, self._square_off_attempt, self._next_square_off_ns = self._day, 0, 0
-        if now < self._next_square_off_ns:
+        if now < self._next_square_off_ns or not self._past_any_square_off(now):
             return []
         due = [pos for pos in self.positions.positions.values() if pos.product == MIS and pos.net_quantity != 0
                and self._past_square_off(now, self._segment_of(pos))]
