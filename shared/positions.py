@@ -10,6 +10,10 @@ from typing import cast
 
 from shared.contracts import trading_pb2
 
+# OrderRequest.strategy_tag of the orders that close positions for the platform, not for a strategy: risk's
+# intraday square-off and the OMS's SquareOff request. Strategies holding the position see their fills.
+SQUAREOFF_TAG = "SQUAREOFF"
+
 
 @dataclass
 class PositionState:

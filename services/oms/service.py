@@ -16,10 +16,10 @@ from shared.bus import Bus
 from shared.contracts import oms_pb2, risk_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import InvalidInput, NotFound, RetryableError, RiskRejected
+from shared.positions import SQUAREOFF_TAG
 
 log = logging.getLogger(__name__)
 
-SQUAREOFF_TAG = "SQUAREOFF"
 _PRICED = frozenset({t.ORDER_TYPE_LIMIT, t.ORDER_TYPE_STOP_LIMIT})
 _STOPS = frozenset({t.ORDER_TYPE_STOP_LIMIT, t.ORDER_TYPE_STOP_MARKET})
 

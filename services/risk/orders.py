@@ -9,12 +9,11 @@ from datetime import date
 from typing import TYPE_CHECKING, cast
 
 from shared.contracts import market_pb2, trading_pb2
-from shared.positions import PositionState
+from shared.positions import SQUAREOFF_TAG, PositionState
 
 if TYPE_CHECKING:
     from services.risk.config import Limits
 
-SQUAREOFF_TAG = "SQUAREOFF"
 PRICED = (trading_pb2.ORDER_TYPE_LIMIT, trading_pb2.ORDER_TYPE_STOP_LIMIT)
 TRIGGERED = (trading_pb2.ORDER_TYPE_STOP_LIMIT, trading_pb2.ORDER_TYPE_STOP_MARKET)
 

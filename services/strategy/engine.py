@@ -19,10 +19,13 @@ from shared.clock import Clock
 from shared.contracts import market_pb2, strategy_pb2, trading_pb2
 from shared.errors import ConfigError, InvalidInput, NotFound
 from shared.instruments import InstrumentBook
+from shared.positions import SQUAREOFF_TAG
 
 log = logging.getLogger(__name__)
 
 PLUGIN_ERRORS = Counter("neopulse_strategy_plugin_errors", "Exceptions raised by strategy plugins", ["strategy"])
+_DONE = frozenset({trading_pb2.ORDER_STATUS_TRADED, trading_pb2.ORDER_STATUS_REJECTED,
+                   trading_pb2.ORDER_STATUS_CANCELLED})
 _SIDE_NAMES: dict[int, str] = {trading_pb2.SIDE_BUY: "BUY", trading_pb2.SIDE_SELL: "SELL"}
 
 Output = tuple[list[market_pb2.Candle], list[trading_pb2.Signal]]
@@ -131,6 +134,38 @@ class StrategyEngine:
         strategy = self.strategies.get(update.request.strategy_tag)
         if strategy is not None:
             strategy.on_order_update(update)
+        elif update.request.strategy_tag == SQUAREOFF_TAG and update.last_fill_quantity:
+            self._closed_by_platform(update)
+
+    def load_orders(self, orders: list[trading_pb2.OrderUpdate]) -> int:
+        """After a restart: the OMS's orders (its newest, any status) give each strategy back its positions
+        and its working orders; updates at or below their sequences that arrive afterwards change nothing.
+        Returns how many orders were applied."""
+        applied = 0
+        for order in sorted(orders, key=lambda u: u.sequence):
+            if not order.filled_quantity and order.status in _DONE:
+                continue
+            update = trading_pb2.OrderUpdate()
+            update.CopyFrom(order)
+            update.last_fill_quantity = order.filled_quantity  # its fills so far, as one
+            update.sequence = 0  # applied whatever the order of the list
+            self.on_order_update(update)
+            applied += 1
+        self._last_update_sequence = max([self._last_update_sequence, *(u.sequence for u in orders)])
+        return applied
+
+    def _closed_by_platform(self, update: trading_pb2.OrderUpdate) -> None:
+        """A square-off fill closes the strategies' positions it is against (a buy closes shorts, a sell longs),
+        in configuration order: otherwise a strategy would still hold what was closed for it, and its next exit
+        signal would open the opposite position."""
+        left, token = update.last_fill_quantity, update.request.token
+        closing_long = update.request.side == trading_pb2.SIDE_SELL
+        for strategy in self.strategies.values():
+            if left <= 0:
+                return
+            held = strategy.position(token)
+            if (held > 0) == closing_long and held != 0:
+                left -= strategy.closed_by_platform(token, left)
 
     def on_decision(self, decision: trading_pb2.RiskDecision) -> None:
         """A rejected signal of one of ours frees its token (otherwise it waits for the pending expiry)."""

@@ -16,7 +16,8 @@ from shared import rpc
 from shared.bus import Bus, Sequencer, Topic
 from shared.clock import Clock
 from shared.component import Component
-from shared.contracts import market_pb2, strategy_pb2, trading_pb2
+from shared.contracts import market_pb2, oms_pb2, strategy_pb2, trading_pb2
+from shared.errors import NotFound, RetryableError
 from shared.instruments import InstrumentBook
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class StrategyModule(Component):
         await self.instruments.load_from(self.bus)
         strategies = build_strategies(self.settings, self.instruments)
         self.engine = StrategyEngine(strategies, self.instruments, self.clock, self.sequencer)
+        await self._load_orders()
         self.bus.subscribe(Topic.TICKS, self.name, self._on_ticks)
         self.bus.subscribe(Topic.ORDER_UPDATES, self.name, self._on_order_update)
         self.bus.subscribe(Topic.ORDERS, self.name, self._on_decision)
@@ -52,6 +54,19 @@ class StrategyModule(Component):
         log.info("strategy ready", extra={"strategies": list(self.engine.strategies),
                                           "instruments": len(self.instruments)})
         self.ready.set()
+
+    async def _load_orders(self) -> None:
+        """After a restart each strategy gets back its positions and working orders from the OMS: without them
+        it would take itself for flat, enter again and never exit what it holds. No OMS reachable: none."""
+        assert self.engine is not None
+        try:
+            reply = await self.bus.call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(limit=10_000))
+        except (NotFound, RetryableError):
+            log.info("no order service to ask for orders; strategies start flat")
+            return
+        applied = self.engine.load_orders(list(reply.orders))
+        if applied:
+            log.info("strategy positions restored from the order service", extra={"orders": applied})
 
     async def run(self) -> None:
         """The candle-close timer: a quiet instrument's candle closes soon after its minute ends."""

@@ -137,9 +137,20 @@ class Strategy:
         """Risk refused this strategy's signal for `token`: no order will follow, so free the token now."""
         self._pending.pop(token, None)
 
+    def closed_by_platform(self, token: int, quantity: int) -> int:
+        """A square-off fill (risk's intraday square-off, a SquareOff request) closed up to `quantity` of this
+        strategy's position in `token`; returns how much of it was this strategy's."""
+        held = self._positions.get(token, 0)
+        taken = min(quantity, abs(held))
+        if taken:
+            self._positions[token] = held - taken if held > 0 else held + taken
+        return taken
+
     def on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
         """Follow this strategy's own orders: fills move the position; a terminal status frees the token."""
         token = update.request.token
+        if update.status not in _TERMINAL and token not in self._pending:  # one from before a restart
+            self._pending[token] = (0, True)
         if update.last_fill_quantity:
             signed = update.last_fill_quantity if update.request.side == trading_pb2.SIDE_BUY \
                 else -update.last_fill_quantity

@@ -77,3 +77,24 @@ def test_a_plugin_that_raises_does_not_stop_candles_or_other_strategies():
     candles, _ = engine.on_ticks([tick(SBIN), market_pb2.Tick(token=SBIN, ts_ns=T0915 + 60 * NS, ltp_paise=1)])
     assert [c.token for c in candles] == [SBIN]
     assert healthy._state[SBIN].rsi._prev == 100_00
+
+
+def filled(tag: str, side: int, quantity: int, sequence: int) -> trading_pb2.OrderUpdate:
+    return trading_pb2.OrderUpdate(
+        client_order_id=f"{tag}-{sequence}", status=trading_pb2.ORDER_STATUS_TRADED, sequence=sequence,
+        filled_quantity=quantity, last_fill_quantity=quantity, last_fill_price_paise=800_00,
+        request=trading_pb2.OrderRequest(client_order_id=f"{tag}-{sequence}", token=SBIN, side=side,
+                                         quantity=quantity, strategy_tag=tag))
+
+
+def test_a_square_off_fill_closes_the_position_the_strategies_held_for_it():
+    """Risk's intraday square-off trades under its own tag: the strategies it closed for must see it, or their
+    next exit signal (SELL 'the long') would open a short."""
+    first, second = (MomentumRsi(name, MomentumRsiParams(), frozenset({SBIN})) for name in ("rsi-a", "rsi-b"))
+    engine = engine_with(first, second)
+    engine.on_order_update(filled("rsi-a", trading_pb2.SIDE_BUY, 10, 1))
+    engine.on_order_update(filled("rsi-b", trading_pb2.SIDE_BUY, 5, 2))
+
+    engine.on_order_update(filled("SQUAREOFF", trading_pb2.SIDE_SELL, 12, 3))
+
+    assert (first.position(SBIN), second.position(SBIN)) == (0, 3)
