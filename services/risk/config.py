@@ -5,6 +5,7 @@ Config speaks rupees; Limits speaks paise and converts to and from the RiskLimit
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +17,16 @@ from shared.config import ModuleSettings
 from shared.contracts import risk_pb2
 from shared.errors import InvalidInput
 from shared.money import to_paise
+
+
+def _by_segment(value: dict[str, str], parse: Callable[[str], Any]) -> dict[str, str]:
+    """Check every segment's value with `parse`; the error names the segment."""
+    for segment, text in value.items():
+        try:
+            parse(text)
+        except ValueError as exc:
+            raise ValueError(f"{segment}: {exc}") from None
+    return value
 
 
 def _check_hhmm(value: str) -> str:
@@ -108,25 +119,8 @@ class RiskSettings(ModuleSettings):
 
     _hhmm = field_validator("square_off_time_ist")(_check_hhmm)
 
-    @field_validator("square_off_times_ist")
-    @classmethod
-    def _segment_times(cls, value: dict[str, str]) -> dict[str, str]:
-        for segment, hhmm in value.items():
-            try:
-                parse_hhmm(hhmm)
-            except ValueError as exc:
-                raise ValueError(f"{segment}: {exc}") from None
-        return value
-
-    @field_validator("sessions")
-    @classmethod
-    def _sessions(cls, value: dict[str, str]) -> dict[str, str]:
-        for segment, text in value.items():
-            try:
-                parse_session(text)
-            except ValueError as exc:
-                raise ValueError(f"{segment}: {exc}") from None
-        return value
+    _segment_times = field_validator("square_off_times_ist")(lambda value: _by_segment(value, parse_hhmm))
+    _sessions = field_validator("sessions")(lambda value: _by_segment(value, parse_session))
 
     def market_sessions(self) -> dict[str, Session]:
         return {**SESSIONS_IST, **{segment: parse_session(text) for segment, text in self.sessions.items()}}

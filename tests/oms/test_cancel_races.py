@@ -19,6 +19,12 @@ async def open_limit_buy(oms, quantity: int = 10) -> t.OrderUpdate:
     return await oms.until_status("c-1", t.ORDER_STATUS_OPEN)
 
 
+def row(opened: t.OrderUpdate, status: int, filled: int = 0) -> BrokerOrderEvent:
+    """The broker's view of the opened order: `status`, `filled` cumulative at ₹99."""
+    return BrokerOrderEvent(opened.exchange_order_id, "c-1", status, filled_quantity=filled,
+                            average_price_paise=99_00 if filled else 0)
+
+
 def late_fills() -> float:
     return REGISTRY.get_sample_value("neopulse_oms_late_fills_total") or 0.0
 
@@ -45,13 +51,11 @@ async def test_a_fill_reported_after_the_order_was_cancelled_is_applied_and_coun
     await engine.cancel("c-1")
     before = late_fills()
 
-    await engine.on_event(BrokerOrderEvent(opened.exchange_order_id, "c-1", t.ORDER_STATUS_CANCELLED,
-                                           filled_quantity=3, average_price_paise=99_00))
+    await engine.on_event(row(opened, t.ORDER_STATUS_CANCELLED, filled=3))
 
     assert late_fills() == before + 1
     assert (engine.lookup("c-1").status, engine.lookup("c-1").filled_quantity) == (t.ORDER_STATUS_CANCELLED, 3)
     assert engine.positions.net_quantity(order().token) == 3
-
 
 
 async def test_a_traded_event_without_its_fills_is_completed_by_the_row_that_has_them(start_oms):
@@ -60,9 +64,8 @@ async def test_a_traded_event_without_its_fills_is_completed_by_the_row_that_has
     opened = await open_limit_buy(oms)
     engine = oms.module.engine
 
-    await engine.on_event(BrokerOrderEvent(opened.exchange_order_id, "c-1", t.ORDER_STATUS_TRADED))
-    await engine.on_event(BrokerOrderEvent(opened.exchange_order_id, "c-1", t.ORDER_STATUS_TRADED,
-                                           filled_quantity=10, average_price_paise=99_00))
+    await engine.on_event(row(opened, t.ORDER_STATUS_TRADED))
+    await engine.on_event(row(opened, t.ORDER_STATUS_TRADED, filled=10))
 
     assert (engine.lookup("c-1").status, engine.lookup("c-1").filled_quantity) == (t.ORDER_STATUS_TRADED, 10)
     assert engine.positions.net_quantity(order().token) == 10
@@ -72,11 +75,9 @@ async def test_a_stale_row_with_fewer_fills_never_takes_fills_back(start_oms):
     oms = await start_oms()
     opened = await open_limit_buy(oms)
     engine = oms.module.engine
-    await engine.on_event(BrokerOrderEvent(opened.exchange_order_id, "c-1", t.ORDER_STATUS_CANCELLED,
-                                           filled_quantity=6, average_price_paise=99_00))
+    await engine.on_event(row(opened, t.ORDER_STATUS_CANCELLED, filled=6))
 
-    await engine.on_event(BrokerOrderEvent(opened.exchange_order_id, "c-1", t.ORDER_STATUS_CANCELLED,
-                                           filled_quantity=2, average_price_paise=99_00))
+    await engine.on_event(row(opened, t.ORDER_STATUS_CANCELLED, filled=2))
 
     assert engine.lookup("c-1").filled_quantity == 6
     assert engine.positions.net_quantity(order().token) == 6
