@@ -108,16 +108,22 @@ def notification_html(note: ops_pb2.Notification) -> str:
     return f"{body}\n{esc(note.text[:3000])}" if note.text else body
 
 
-def join_messages(parts: list[str], limit: int = MAX_MESSAGE_CHARS) -> list[str]:
+def join_messages(parts: list[str], limit: int = MAX_MESSAGE_CHARS, sep: str = "\n\n") -> list[str]:
     """Pack HTML blocks (each shorter than the limit) into as few messages as fit the Bot API limit."""
     out: list[str] = []
     current = ""
     for part in parts:
-        candidate = f"{current}\n\n{part}" if current else part
-        if len(candidate) > limit:
+        candidate = f"{current}{sep}{part}" if current else part
+        if len(candidate) > limit and current:  # a block longer than the limit alone still goes out alone
             out.append(current)
             candidate = part
         current = candidate
     if current:
         out.append(current)
     return out
+
+
+def split_lines(html: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:
+    """A reply of one line per item (positions, orders, square-off results) in messages that fit the limit,
+    cut between lines (never inside a tag)."""
+    return join_messages(html.split("\n"), limit, sep="\n") or [html]

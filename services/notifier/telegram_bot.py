@@ -5,18 +5,23 @@ Thin over services.notifier.control (which talks to the bus); polls getUpdates f
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import secrets
+import time
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, Message, Update
 from telegram.constants import ParseMode
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
+from telegram.error import RetryAfter
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, filters
 
 from services.notifier import replies
 from services.notifier.config import NotifierSettings
 from services.notifier.control import Control
-from services.notifier.messages import esc
+from services.notifier.messages import esc, split_lines
 from shared.errors import NeoPulseError
 
 log = logging.getLogger(__name__)
@@ -28,6 +33,18 @@ ADMIN_ONLY = {"kill", "unkill", "squareoff", "pause", "resume"}
 KILL, KILL_CANCEL, SQUARE_OFF, ABORT = "kill", "killc", "sq", "abort"
 ALL = "*"
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+CONFIRM_TTL_S = 120.0  # a confirm button older than this does nothing (send the command again)
+RETRY_AFTER_MAX_S = 30.0  # a reply rate-limited for longer than this is given up
+
+
+@dataclass
+class Prompt:
+    """One confirmation asked for: its buttons act once, in the chat that asked, while it is fresh."""
+
+    chat_id: int
+    target: str = ""  # the square-off symbol (ALL for every position)
+    reason: str = ""  # the kill switch reason
+    asked: float = field(default_factory=time.monotonic)
 
 
 class TelegramBot:
@@ -37,7 +54,8 @@ class TelegramBot:
         assert settings.telegram_bot_token is not None
         self.settings = settings
         self.control = control
-        self._kill_reasons: dict[int, str] = {}
+        self._prompts: dict[str, Prompt] = {}  # nonce in the buttons' callback_data -> the confirmation asked
+        self.confirm_ttl_s = CONFIRM_TTL_S
         url = settings.telegram_base_url
         self.app = (Application.builder().token(settings.telegram_bot_token.get_secret_value())
                     .base_url(f"{url}/bot").base_file_url(f"{url}/file/bot").build())
@@ -47,7 +65,8 @@ class TelegramBot:
             "resume": self._resume, "limits": self._limits, "kill": self._kill, "unkill": self._unkill,
             "squareoff": self._square_off}
         for name, action in actions.items():
-            self.app.add_handler(CommandHandler(name, self._gated(name, action)))
+            # New messages only: editing an old /unkill must not release the kill switch again.
+            self.app.add_handler(CommandHandler(name, self._gated(name, action), filters=filters.UpdateType.MESSAGE))
         self.app.add_handler(CallbackQueryHandler(self._on_button))
         self.app.add_error_handler(self._on_error)
 
@@ -94,7 +113,10 @@ class TelegramBot:
                 text, markup = f"Only admin chats may use /{name}.", None
             else:
                 text, markup = await self._answer(action, chat_id, args)
-            await update.effective_message.reply_text(text, parse_mode=ParseMode.HTML, reply_markup=markup)
+            *first, last = split_lines(text)
+            for chunk in first:
+                await _patiently(update.effective_message.reply_text, chunk, parse_mode=ParseMode.HTML)
+            await _patiently(update.effective_message.reply_text, last, parse_mode=ParseMode.HTML, reply_markup=markup)
         return handle
 
     async def _answer(self, action: Action, chat_id: int, args: list[str]) -> Reply:
@@ -144,23 +166,33 @@ class TelegramBot:
         state = await self.control.unkill(" ".join(args) or f"telegram:{chat_id} /unkill")
         return f"Kill switch released. Trading is {replies.state_label(state)}.", None
 
+    def _ask(self, prompt: Prompt) -> str:
+        """Remember a confirmation; returns the nonce its buttons carry."""
+        now = time.monotonic()
+        for nonce in [n for n, p in self._prompts.items() if now - p.asked > self.confirm_ttl_s]:
+            del self._prompts[nonce]
+        nonce = secrets.token_urlsafe(9)
+        self._prompts[nonce] = prompt
+        return nonce
+
     async def _kill(self, chat_id: int, args: list[str]) -> Reply:
-        self._kill_reasons[chat_id] = " ".join(args) or f"telegram:{chat_id} /kill"
+        nonce = self._ask(Prompt(chat_id, reason=" ".join(args) or f"telegram:{chat_id} /kill"))
         keyboard = InlineKeyboardMarkup([
-            [InlineKeyboardButton("🛑 Halt", callback_data=KILL),
-             InlineKeyboardButton("🛑 Halt + cancel open orders", callback_data=KILL_CANCEL)],
-            [InlineKeyboardButton("Keep trading", callback_data=ABORT)]])
+            [InlineKeyboardButton("🛑 Halt", callback_data=f"{KILL}:{nonce}"),
+             InlineKeyboardButton("🛑 Halt + cancel open orders", callback_data=f"{KILL_CANCEL}:{nonce}")],
+            [InlineKeyboardButton("Keep trading", callback_data=f"{ABORT}:{nonce}")]])
         return "Engage the kill switch? No new orders until /unkill.", keyboard
 
     async def _square_off(self, chat_id: int, args: list[str]) -> Reply:
         symbol = args[0].upper() if args else "ALL"
+        if symbol == ALL:
+            return "⚠️ symbol: give a trading symbol (e.g. /squareoff SBIN-EQ), or all", None
         target = ALL if symbol == "ALL" else symbol
-        if len(f"{SQUARE_OFF}:{target}".encode()) > 64:
-            return "⚠️ symbol: too long; give the trading symbol, e.g. /squareoff SBIN-EQ", None
         what = "ALL positions" if target == ALL else esc(target)
+        nonce = self._ask(Prompt(chat_id, target=target))
         keyboard = InlineKeyboardMarkup([[InlineKeyboardButton(f"Square off {symbol}",
-                                                               callback_data=f"{SQUARE_OFF}:{target}"),
-                                          InlineKeyboardButton("Cancel", callback_data=ABORT)]])
+                                                               callback_data=f"{SQUARE_OFF}:{nonce}"),
+                                          InlineKeyboardButton("Cancel", callback_data=f"{ABORT}:{nonce}")]])
         return f"Square off {what} with market orders?", keyboard
 
     # -- confirm buttons -----------------------------------------------------------
@@ -176,17 +208,35 @@ class TelegramBot:
             text: str = "Only admin chats may confirm this."
         else:
             text, _ = await self._answer(self._confirmed, chat_id, [data])
-        await query.edit_message_text(text, parse_mode=ParseMode.HTML)
+        first, *rest = split_lines(text)
+        await _patiently(query.edit_message_text, first, parse_mode=ParseMode.HTML)
+        for chunk in rest:
+            await _patiently(self.app.bot.send_message, chat_id, chunk, parse_mode=ParseMode.HTML)
 
     async def _confirmed(self, chat_id: int, args: list[str]) -> Reply:
-        data = args[0]
-        if data in (KILL, KILL_CANCEL):
-            reason = self._kill_reasons.pop(chat_id, f"telegram:{chat_id} /kill")
-            state = await self.control.kill(reason, cancel_open_orders=data == KILL_CANCEL)
-            extra = " Open orders are being cancelled." if data == KILL_CANCEL else ""
+        action, _, nonce = args[0].partition(":")
+        prompt = self._prompts.pop(nonce, None)  # a prompt's buttons act once, whichever is pressed
+        if prompt is None or prompt.chat_id != chat_id or time.monotonic() - prompt.asked > self.confirm_ttl_s:
+            return "This confirmation has expired or was already answered; nothing changed. Ask again.", None
+        if action in (KILL, KILL_CANCEL):
+            state = await self.control.kill(prompt.reason, cancel_open_orders=action == KILL_CANCEL)
+            extra = " Open orders are being cancelled." if action == KILL_CANCEL else ""
             return f"🛑 Kill switch engaged. Trading is {replies.state_label(state)}.{extra}", None
-        if data.startswith(f"{SQUARE_OFF}:"):
-            target = data.split(":", 1)[1]
-            symbol = "" if target == ALL else target
+        if action == SQUARE_OFF:
+            symbol = "" if prompt.target == ALL else prompt.target
             return replies.square_off_html(await self.control.square_off(symbol), symbol), None
         return "Cancelled; nothing changed.", None
+
+
+async def _patiently(send: Callable[..., Awaitable[Message | bool]], *args: Any, **kwargs: Any) -> None:
+    """A reply or an edit, sent again after Telegram's flood-control wait (a few times, for at most
+    RETRY_AFTER_MAX_S each); the command's answer is not dropped on a 429."""
+    for attempt in range(3):
+        try:
+            await send(*args, **kwargs)
+            return
+        except RetryAfter as exc:
+            wait = exc.retry_after if isinstance(exc.retry_after, (int, float)) else exc.retry_after.total_seconds()
+            if attempt == 2 or wait > RETRY_AFTER_MAX_S:
+                raise
+            await asyncio.sleep(wait)

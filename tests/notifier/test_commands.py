@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import html
+import re
 
+from services.notifier.messages import join_messages
 from services.notifier.module import NotifierModule
 from services.notifier.replies import order_line
 from shared import rpc
@@ -156,3 +159,49 @@ async def test_a_module_that_does_not_answer_in_time_gets_a_try_again_reply(bus,
         reply = await ask(fake_api, "/positions")
 
     assert reply == "⚠️ OrderService/ListPositions did not answer within 0.05 s; try again"
+
+
+async def test_editing_an_old_unkill_message_does_not_release_the_kill_switch_again(notifier, fake_api, standins):
+    standins.state = risk_pb2.TRADING_STATE_HALTED
+    await ask(fake_api, "/unkill")
+    standins.state = risk_pb2.TRADING_STATE_HALTED  # hours later: halted again
+    edited = fake_api._message(CHAT, "/unkill (typo fixed)", user_id=CHAT, message_id=7)
+    edited["entities"] = [{"type": "bot_command", "offset": 0, "length": 7}]
+    edited["edit_date"] = edited["date"]
+    fake_api._queue({"edited_message": edited})
+
+    await ask(fake_api, "/help")  # handled after the edit
+
+    assert len(standins.calls(rpc.SET_KILL_SWITCH)) == 1
+
+
+def telegram_length(html_text: str) -> int:
+    """What Telegram counts against its 4096 limit: the text after its HTML entities are parsed."""
+    return len(html.unescape(re.sub(r"<[^>]+>", "", html_text)))
+
+
+async def test_a_reply_longer_than_telegram_takes_comes_in_several_messages(notifier, fake_api, standins):
+    standins.positions.ClearField("positions")
+    for i in range(100):
+        standins.positions.positions.append(trading_pb2.Position(
+            symbol=f"SYMBOL{i:03d}-EQ", token=i + 1, net_quantity=10, average_price_paise=80_000,
+            last_price_paise=81_000, unrealised_pnl_paise=10_000))
+
+    fake_api.send_command(CHAT, "/positions")
+    sent = await fake_api.wait_sent(2, chat_id=CHAT)
+
+    assert all(telegram_length(m["text"]) <= 4096 for m in sent)
+    assert sum(m["text"].count("SYMBOL") for m in sent) == 100
+
+
+async def test_a_rate_limited_reply_is_sent_again_after_the_wait(notifier, fake_api):
+    fake_api.rate_limit_next = [1]
+
+    fake_api.send_command(CHAT, "/help")
+    sent = await fake_api.wait_sent(2, chat_id=CHAT, within=5)  # the 429, then the reply
+
+    assert "/status" in sent[-1]["text"]
+
+
+def test_packing_never_makes_an_empty_message():
+    assert "" not in join_messages(["x" * 5000, "y"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from services.notifier.module import NotifierModule
 from shared import rpc
 from shared.contracts import risk_pb2
@@ -14,9 +16,18 @@ def buttons(message: dict) -> list[tuple[str, str]]:
     return [(b["text"], b["callback_data"]) for row in rows for b in row]
 
 
-async def press(fake_api, data: str, chat_id: int = CHAT) -> dict:
+def button_data(fake_api, action: str, chat_id: int) -> str:
+    """The callback_data of the `action` button of the latest prompt sent to the chat (action:nonce)."""
+    for message in reversed(fake_api.sent(chat_id=chat_id)):
+        for _, data in buttons(message) if message.get("reply_markup") else []:
+            if data.split(":")[0] == action:
+                return data
+    return f"{action}:none"  # no prompt in this chat
+
+
+async def press(fake_api, action: str, chat_id: int = CHAT) -> dict:
     before = len(fake_api.sent("editMessageText"))
-    query_id = fake_api.press_button(chat_id, data)
+    query_id = fake_api.press_button(chat_id, button_data(fake_api, action, chat_id))
     edited = (await fake_api.wait_sent(before + 1, "editMessageText"))[-1]
     assert query_id in [p["callback_query_id"] for p in fake_api.sent("answerCallbackQuery")]
     return edited
@@ -27,7 +38,8 @@ async def test_kill_asks_for_confirmation_before_touching_the_kill_switch(notifi
     message = (await fake_api.wait_sent(1, chat_id=CHAT))[-1]
 
     assert message["text"] == "Engage the kill switch? No new orders until /unkill."
-    assert [data for _, data in buttons(message)] == ["kill", "killc", "abort"]
+    actions, nonces = zip(*(data.split(":") for _, data in buttons(message)), strict=True)
+    assert actions == ("kill", "killc", "abort") and len(set(nonces)) == 1
     assert standins.calls(rpc.SET_KILL_SWITCH) == []
 
 
@@ -63,7 +75,7 @@ async def test_keep_trading_button_changes_nothing(notifier, fake_api, standins)
 async def test_squareoff_of_a_symbol_runs_after_confirmation(notifier, fake_api, standins):
     await ask(fake_api, "/squareoff sbin-eq")
 
-    edited = await press(fake_api, "sq:SBIN-EQ")
+    edited = await press(fake_api, "sq")
 
     assert standins.calls(rpc.SQUARE_OFF)[-1].symbol == "SBIN-EQ"
     assert edited["text"] == ("Square-off sent 1 order(s):\n"
@@ -75,9 +87,9 @@ async def test_squareoff_all_asks_about_all_positions(notifier, fake_api, standi
     message = (await fake_api.wait_sent(1, chat_id=CHAT))[-1]
 
     assert message["text"] == "Square off ALL positions with market orders?"
-    assert buttons(message)[0] == ("Square off ALL", "sq:*")
+    assert buttons(message)[0][0] == "Square off ALL"
 
-    await press(fake_api, "sq:*")
+    await press(fake_api, "sq")
     assert standins.calls(rpc.SQUARE_OFF)[-1].symbol == ""
 
 
@@ -108,4 +120,51 @@ async def test_the_confirmation_is_published_for_audit(notifier, fake_api, comma
     await press(fake_api, "kill")
     await bus.drain()
 
-    assert [(c.name, list(c.args)) for c in commands] == [("kill", []), ("confirm", ["kill"])]
+    assert [(c.name, [a.split(":")[0] for a in c.args]) for c in commands] == [("kill", []), ("confirm", ["kill"])]
+
+
+async def test_a_confirm_button_acts_once_however_often_it_is_pressed(notifier, fake_api, standins):
+    await ask(fake_api, "/squareoff sbin-eq")
+    data = button_data(fake_api, "sq", CHAT)
+
+    await press(fake_api, "sq")
+    again = await press(fake_api, "sq")
+
+    assert len(standins.calls(rpc.SQUARE_OFF)) == 1
+    assert again["text"].startswith("This confirmation has expired or was already answered") and data
+
+
+async def test_the_other_buttons_of_an_answered_prompt_do_nothing(notifier, fake_api, standins):
+    await ask(fake_api, "/kill")
+    await press(fake_api, "abort")
+
+    await press(fake_api, "kill")
+
+    assert standins.calls(rpc.SET_KILL_SWITCH) == []
+
+
+async def test_an_old_prompt_does_nothing(notifier, fake_api, standins):
+    notifier.bot.confirm_ttl_s = 0.05
+    await ask(fake_api, "/kill")
+    await asyncio.sleep(0.1)
+
+    edited = await press(fake_api, "kill")
+
+    assert standins.calls(rpc.SET_KILL_SWITCH) == []
+    assert "expired" in edited["text"]
+
+
+async def test_a_prompt_is_answered_only_in_the_chat_that_asked(bus, standins, fake_api, clock):
+    settings = settings_for(fake_api, admin_chat_ids=[ADMIN, 2002], allowed_chat_ids=[ADMIN, 2002])
+    async for _ in started(NotifierModule(bus, settings, clock)):
+        await ask(fake_api, "/squareoff all", chat_id=ADMIN)
+        fake_api.press_button(2002, button_data(fake_api, "sq", ADMIN))
+        await fake_api.wait_sent(1, "editMessageText")
+
+    assert standins.calls(rpc.SQUARE_OFF) == []
+
+
+async def test_squareoff_of_the_wildcard_is_refused(notifier, fake_api, standins):
+    reply = await ask(fake_api, "/squareoff *")
+
+    assert reply.startswith("⚠️ symbol:") and standins.calls(rpc.SQUARE_OFF) == []
