@@ -64,8 +64,8 @@ class Control:
     async def status(self) -> SystemStatus:
         """Every part that answers; a missing module is reported, not raised."""
         status = SystemStatus(mode=self.mode, uptime_seconds=self.uptime_seconds)
-        # Asked together: a part that hangs costs one timeout, not one per part (and /kill waits behind it).
 
+        # Asked together: a part that hangs costs one timeout, not one per part (and /kill waits behind it).
         async def part(name: str, answer: Awaitable[Any]) -> Any:
             try:
                 return await answer
@@ -73,11 +73,11 @@ class Control:
                 status.unavailable[name] = str(exc)
                 return None
 
-        status.feed, status.risk, listed = await asyncio.gather(
+        answers: tuple[Any, ...] = await asyncio.gather(
             part("feed", self._call(rpc.GET_FEED_STATUS, ingestion_pb2.GetFeedStatusRequest())),
             part("risk", self._call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())),
             part("strategies", self.strategies()))
-        status.strategies = listed or []
+        status.feed, status.risk, status.strategies = answers[0], answers[1], answers[2] or []
         return status
 
     async def positions(self) -> oms_pb2.ListPositionsResponse:
