@@ -121,10 +121,15 @@ class IngestionModule(Component):
     async def _watchdog(self) -> None:
         """A socket can stay connected yet mute (Kotak after the session rollover): reconnect it."""
         stall = self.settings.stall_seconds
+        was_open = False
         while True:
             await asyncio.sleep(min(1.0, stall / 4))
+            is_open = is_market_open(self.clock.now_ns())
+            if is_open and not was_open:  # silence counts from the open, not from yesterday's last tick
+                self._last_tick_mono = max(self._last_tick_mono, time.monotonic())
+            was_open = is_open
             silent = time.monotonic() - self._last_tick_mono
-            if silent < stall or not is_market_open(self.clock.now_ns()):
+            if silent < stall or not is_open:
                 continue
             STALLS.labels(self.source.name).inc()
             log.warning("feed stalled; reconnecting", extra={"source": self.source.name, "silent_s": round(silent, 1)})

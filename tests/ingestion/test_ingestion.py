@@ -1,6 +1,7 @@
 """Ingestion on the synthetic source: ticks reach the bus and the sink; RPCs; the stall watchdog."""
 
 import asyncio
+from datetime import date
 
 import pytest
 
@@ -10,7 +11,7 @@ from services.ingestion.source import SourceStats
 from services.ingestion.synthetic import SyntheticSource, resolve_symbols
 from shared import rpc
 from shared.bus import Bus, Topic
-from shared.clock import SimClock
+from shared.clock import ManualClock, SimClock, ist_ns
 from shared.contracts import ingestion_pb2, market_pb2, ops_pb2
 from shared.errors import ConfigError
 from tests.helpers import eventually as until
@@ -116,3 +117,23 @@ async def test_a_mute_feed_during_market_hours_is_reported_and_reconnected(runni
     await asyncio.wait_for(source.reconnected.wait(), 5)
     await until(lambda: notes)
     assert notes[0].kind == ops_pb2.NOTIFICATION_KIND_FEED and source.stats.reconnects == 1
+
+
+async def test_the_quiet_before_the_open_is_not_a_stall_at_the_open(running):
+    """Silence counts from the bell: the pre-open quiet (or the night) must not fire the watchdog at 09:15."""
+    bus, notes = Bus(), []
+
+    async def on_note(note):
+        notes.append(note)
+
+    bus.subscribe(Topic.NOTIFICATIONS, "test", on_note)
+    clock = ManualClock(ist_ns(date(2025, 11, 25), 9, 10))  # a Tuesday, pre-open: a quiet feed is fine
+    source = MuteSource()
+    await running(IngestionModule(bus, IngestionSettings(stall_seconds=0.3), source, clock))
+    await asyncio.sleep(0.6)
+
+    clock.set(ist_ns(date(2025, 11, 25), 9, 15))  # the bell
+    await asyncio.sleep(0.15)  # open for less than stall_seconds
+
+    assert source.stats.reconnects == 0 and not notes
+    await until(lambda: source.stats.reconnects == 1)  # a real stall after the open still counts
