@@ -17,7 +17,7 @@ from services.ingestion.config import IngestionSettings
 from services.ingestion.source import MarketSource
 from shared import rpc, runtime
 from shared.bus import Bus, Topic
-from shared.clock import Clock, is_market_open
+from shared.clock import SESSIONS_IST, Clock, is_market_open
 from shared.component import Component
 from shared.contracts import ingestion_pb2, market_pb2, ops_pb2
 
@@ -121,10 +121,14 @@ class IngestionModule(Component):
     async def _watchdog(self) -> None:
         """A socket can stay connected yet mute (Kotak after the session rollover): reconnect it."""
         stall = self.settings.stall_seconds
+        # The feed should tick while any of its instruments' markets is open (MCX into the night).
+        sessions = {SESSIONS_IST.get(i.exchange_segment, SESSIONS_IST["nse_cm"]) for i in self.instruments}
+        sessions = sessions or {SESSIONS_IST["nse_cm"]}
         was_open = False
         while True:
             await asyncio.sleep(min(1.0, stall / 4))
-            is_open = is_market_open(self.clock.now_ns())
+            now = self.clock.now_ns()
+            is_open = any(is_market_open(now, opens, closes) for opens, closes in sessions)
             if is_open and not was_open:  # silence counts from the open, not from yesterday's last tick
                 self._last_tick_mono = max(self._last_tick_mono, time.monotonic())
             was_open = is_open

@@ -89,9 +89,10 @@ class MuteSource:
     def __init__(self):
         self.stats = SourceStats(connected=True)
         self.reconnected = asyncio.Event()
+        self.listed = [market_pb2.Instrument(token=1, symbol="X")]
 
     async def instruments(self):
-        return [market_pb2.Instrument(token=1, symbol="X")]
+        return self.listed
 
     async def batches(self):
         await asyncio.Event().wait()
@@ -137,3 +138,13 @@ async def test_the_quiet_before_the_open_is_not_a_stall_at_the_open(running):
 
     assert source.stats.reconnects == 0 and not notes
     await until(lambda: source.stats.reconnects == 1)  # a real stall after the open still counts
+
+
+async def test_an_mcx_feed_is_watched_in_the_evening_session(running):
+    bus = Bus()
+    clock = ManualClock(ist_ns(date(2025, 11, 25), 19, 0))  # NSE closed, MCX trading
+    source = MuteSource()
+    source.listed = [market_pb2.Instrument(token=450_001, symbol="CRUDEOIL26JANFUT", exchange_segment="mcx_fo")]
+    await running(IngestionModule(bus, IngestionSettings(stall_seconds=0.2), source, clock))
+
+    await until(lambda: source.stats.reconnects == 1)
