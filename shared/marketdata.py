@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass
 
 from shared.contracts import market_pb2
-from shared.money import snap_to_tick
+from shared.money import snap_to_tick, to_paise
 
 # symbol, NSE token, reference price (rupees). NSE cash: tick 0.05, lot 1, no freeze quantity.
 NSE_EQUITIES: tuple[tuple[str, int, float], ...] = (
@@ -53,7 +53,7 @@ def nse_instruments(symbols: list[str] | None = None) -> list[market_pb2.Instrum
 def reference_price_paise(symbol: str) -> int:
     for sym, _, px in NSE_EQUITIES:
         if sym == symbol:
-            return int(px * 100)
+            return to_paise(px)  # exact: int(1234.05 * 100) would be 123404
     raise KeyError(symbol)
 
 

@@ -14,6 +14,7 @@ import pyotp
 from aiohttp import web
 
 from services.simulator.exchange import rupees
+from shared.money import to_paise
 
 if TYPE_CHECKING:
     from services.simulator.server import Simulator
@@ -179,7 +180,7 @@ async def limits(request: web.Request, sim: Simulator, body: dict) -> Any:
 
 
 async def margin(request: web.Request, sim: Simulator, body: dict) -> Any:
-    qty, price = int(body.get("qty") or 0), int(float(body.get("prc") or 0) * 100)
+    qty, price = int(body.get("qty") or 0), to_paise(body.get("prc") or 0)
     return _ok(None, avlCash=rupees(sim.exchange.cash_paise), reqdMrgn=rupees(qty * price // 5),
                totMrgnUsd=rupees(sim.exchange.margin_used_paise()))
 
