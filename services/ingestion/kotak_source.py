@@ -20,7 +20,7 @@ from neo_api_client.websocket.feed.exceptions import AuthenticationError, NotCon
 from neo_api_client.websocket.feed.models import SFeedScrip, SFeedScripLite
 
 from services.ingestion.source import SourceStats
-from shared.clock import NS
+from shared.clock import NS, ist_day_number
 from shared.contracts import market_pb2
 from shared.errors import ConfigError, NeoPulseError
 from shared.kotak.config import KotakSettings
@@ -29,6 +29,8 @@ from shared.kotak.session import KotakSession
 log = logging.getLogger(__name__)
 _U16 = struct.Struct("<H")
 HEADER_SIZE = 9  # SFeed packet header (length u16, code u16, exchange, level, auction, seq, bitmask)
+# last_trade_time is epoch seconds; outside 2000..2100 it is corrupt (milliseconds would overflow int64 ns).
+_LTT_MIN_S, _LTT_MAX_S = 946_684_800, 4_102_444_800
 
 
 def frame_is_well_formed(frame: bytes) -> bool:
@@ -51,30 +53,36 @@ def _paise(rupees: float) -> int:
 
 
 def to_tick(message: Any, recv_ns: int) -> market_pb2.Tick | None:
-    """An SDK feed message (lite or market picture with depth) -> Tick in paise; None for other messages."""
+    """An SDK feed message (lite or market picture with depth) -> Tick in paise; None for other messages and
+    for an instrument not traded yet (SFeed sends last_trade_time 0 / ltp 0 for "no value"). Raises ValueError
+    for a corrupt message."""
     token = int(message.instrument_token) if getattr(message, "instrument_token", "").isdigit() else 0
-    if isinstance(message, SFeedScripLite) and token:
-        return market_pb2.Tick(token=token, exchange_segment=message.exchange_segment,
-                               ts_ns=message.last_trade_time * NS, ltp_paise=_paise(message.last_traded_price),
-                               ltq=message.last_trade_qty, close_paise=_paise(message.close_price), recv_ns=recv_ns)
-    if isinstance(message, SFeedScrip) and token:
-        tick = market_pb2.Tick(
-            token=token, exchange_segment=message.exchange_segment, ts_ns=message.last_trade_time * NS,
-            ltp_paise=_paise(message.last_traded_price), ltq=message.last_trade_qty,
-            volume=message.volume_traded_today, open_paise=_paise(message.open_price),
-            high_paise=_paise(message.high_price), low_paise=_paise(message.low_price),
-            close_paise=_paise(message.close_price), atp_paise=_paise(message.average_trade_price),
-            open_interest=message.open_interest, recv_ns=recv_ns)
-        for d in message.buy:
-            tick.bids.add(price_paise=_paise(d.price), quantity=d.quantity, orders=d.orders)
-        for d in message.sell:
-            tick.asks.add(price_paise=_paise(d.price), quantity=d.quantity, orders=d.orders)
-        if message.buy:
-            tick.bid_paise, tick.bid_qty = tick.bids[0].price_paise, tick.bids[0].quantity
-        if message.sell:
-            tick.ask_paise, tick.ask_qty = tick.asks[0].price_paise, tick.asks[0].quantity
-        return tick
-    return None
+    if not token or not isinstance(message, (SFeedScrip, SFeedScripLite)):
+        return None
+    ltt, ltp = message.last_trade_time, _paise(message.last_traded_price)
+    if ltt == 0 or ltp <= 0:
+        return None  # no trade to report: a zero price or a 1970 time would open a bogus candle
+    if not _LTT_MIN_S <= ltt < _LTT_MAX_S:
+        raise ValueError(f"last_trade_time {ltt} is not epoch seconds")
+    if isinstance(message, SFeedScripLite):
+        return market_pb2.Tick(token=token, exchange_segment=message.exchange_segment, ts_ns=ltt * NS,
+                               ltp_paise=ltp, ltq=message.last_trade_qty, close_paise=_paise(message.close_price),
+                               recv_ns=recv_ns)
+    tick = market_pb2.Tick(
+        token=token, exchange_segment=message.exchange_segment, ts_ns=ltt * NS, ltp_paise=ltp,
+        ltq=message.last_trade_qty, volume=message.volume_traded_today, open_paise=_paise(message.open_price),
+        high_paise=_paise(message.high_price), low_paise=_paise(message.low_price),
+        close_paise=_paise(message.close_price), atp_paise=_paise(message.average_trade_price),
+        open_interest=message.open_interest, recv_ns=recv_ns)
+    for d in message.buy:
+        tick.bids.add(price_paise=_paise(d.price), quantity=d.quantity, orders=d.orders)
+    for d in message.sell:
+        tick.asks.add(price_paise=_paise(d.price), quantity=d.quantity, orders=d.orders)
+    if message.buy:
+        tick.bid_paise, tick.bid_qty = tick.bids[0].price_paise, tick.bids[0].quantity
+    if message.sell:
+        tick.ask_paise, tick.ask_qty = tick.asks[0].price_paise, tick.asks[0].quantity
+    return tick
 
 
 def resolve(symbols: list[str], master: list[market_pb2.Instrument]) -> list[market_pb2.Instrument]:
@@ -105,7 +113,7 @@ class KotakFeedSource:
         self._ws: Any = None
         self._frame_no = 0
         self._frames: deque[int] = deque()  # frame number of each message queued in the SDK, in order
-        self._last: dict[tuple[int, str], tuple] = {}
+        self._last: dict[tuple[int, str], market_pb2.Tick] = {}  # last delivered tick per (token, kind)
         self._closed = False
 
     async def instruments(self) -> list[market_pb2.Instrument]:
@@ -189,24 +197,49 @@ class KotakFeedSource:
             while self._frames and self._frames[0] == frame:
                 self._frames.popleft()
                 messages.append(await anext(iterator))
-            recv_ns = time.time_ns()
-            ticks = []
-            for m in messages:
-                t = to_tick(m, recv_ns)
-                if t is not None and self._is_new(t, m.type):
-                    ticks.append(t)
+            ticks = self._new_ticks(messages, time.time_ns())
             if ticks:
                 yield market_pb2.TickBatch(ticks=ticks)
 
+    def _new_ticks(self, messages: list[Any], recv_ns: int) -> list[market_pb2.Tick]:
+        """The frame's messages as new ticks; a corrupt message is counted and skipped, its frame mates kept."""
+        ticks = []
+        for m in messages:
+            try:
+                t = to_tick(m, recv_ns)
+            except (ValueError, TypeError) as exc:
+                self.stats.malformed_packets += 1
+                log.warning("kotak feed message skipped", extra={"token": getattr(m, "instrument_token", ""),
+                                                                  "error": str(exc)})
+                continue
+            if t is not None and self._is_new(t, m.type):
+                ticks.append(t)
+        return ticks
+
     def _is_new(self, tick: market_pb2.Tick, kind: str) -> bool:
-        """False for a tick already delivered (the snapshot SFeed resends on every (re)subscribe)."""
+        """False for a tick already delivered (the snapshot SFeed resends on every (re)subscribe) or, within one
+        IST day, one with a lower cumulative volume (stale). A depth update whose volume did not grow traded
+        nothing: its ltq (the feed repeats the last trade's) becomes 0."""
         key = (tick.token, kind)
-        ident = (tick.ts_ns, tick.ltp_paise, tick.ltq, tick.volume, tick.bid_paise, tick.ask_paise,
-                 tick.bid_qty, tick.ask_qty)
         last = self._last.get(key)
-        if last == ident or (last is not None and tick.volume and tick.volume < last[3]):
+        if last is None:
+            self._last[key] = tick
+            return True
+        quote_only = False
+        if tick.volume and ist_day_number(tick.ts_ns) == ist_day_number(last.ts_ns):  # volume restarts daily
+            if tick.volume < last.volume:
+                return False
+            quote_only = tick.volume == last.volume
+        # Compare every field (OI, full depth) but recv_ns, and ltq when nothing traded: swap them in, no copy.
+        recv_ns, ltq = tick.recv_ns, tick.ltq
+        tick.recv_ns = last.recv_ns
+        if quote_only:
+            tick.ltq = last.ltq
+        same = tick == last
+        tick.recv_ns, tick.ltq = recv_ns, 0 if quote_only else ltq
+        if same:
             return False
-        self._last[key] = ident
+        self._last[key] = tick
         return True
 
     async def _drop(self) -> None:
