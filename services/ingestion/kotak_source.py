@@ -85,6 +85,15 @@ def to_tick(message: Any, recv_ns: int) -> market_pb2.Tick | None:
     return tick
 
 
+def _queued(ws: Any) -> list[Any]:
+    """Messages the SDK's websocket received but nobody read yet (its queue is not public API: none if it moved)."""
+    queue = getattr(ws, "_message_queue", None)
+    out = []
+    while queue is not None and not queue.empty():
+        out.append(queue.get_nowait())
+    return out
+
+
 def resolve(symbols: list[str], master: list[market_pb2.Instrument]) -> list[market_pb2.Instrument]:
     """The scrip-master rows for the symbols, in order; unknown symbols fail naming close matches."""
     by_symbol = {i.symbol.upper(): i for i in master}
@@ -192,6 +201,12 @@ class KotakFeedSource:
                 message = await anext(iterator)
             except StopAsyncIteration:
                 return
+            except NotConnectedError:
+                # The SDK refuses to iterate once its socket is gone, with frames it received still queued.
+                ticks = self._new_ticks(_queued(ws), time.time_ns())
+                if ticks:
+                    yield market_pb2.TickBatch(ticks=ticks)
+                raise
             frame = self._frames.popleft() if self._frames else -1
             messages = [message]
             while self._frames and self._frames[0] == frame:

@@ -133,3 +133,17 @@ async def test_stall_reconnect_logs_in_again_when_the_session_expired(sim, sourc
     after = await pending
     assert sim.logins == 2
     assert [(t.token, t.ltp_paise) for t in after.ticks] == [(RELIANCE, 129_300)]
+
+
+async def test_ticks_received_just_before_the_socket_dropped_are_not_lost(sim, source):
+    batches = source.batches()
+    await next_batch(batches)  # the subscribe snapshot
+    await sim.push_ticks([tick(RELIANCE, 129_100, volume=1_000)])
+    await sim.push_ticks([tick(RELIANCE, 129_200, volume=1_100)])
+    await asyncio.sleep(0.2)  # both frames wait in the SDK's queue; nothing has read them yet
+    await sim.drop_feeds()
+    await asyncio.sleep(0.2)
+
+    got = (await next_batch(batches)).ticks
+
+    assert [(t.token, t.ltp_paise) for t in got] == [(RELIANCE, 129_100), (RELIANCE, 129_200)]
