@@ -95,15 +95,25 @@ def _queued(ws: Any) -> list[Any]:
 
 
 def resolve(symbols: list[str], master: list[market_pb2.Instrument]) -> list[market_pb2.Instrument]:
-    """The scrip-master rows for the symbols, in order; unknown symbols fail naming close matches."""
-    by_symbol = {i.symbol.upper(): i for i in master}
-    unknown = [s for s in symbols if s.upper() not in by_symbol]
+    """The scrip-master rows for the symbols, in order: "RELIANCE-EQ" (nse_cm first when a symbol is listed in
+    several segments) or "segment:SYMBOL" (e.g. "mcx_fo:CRUDEOIL26JANFUT"); unknown ones fail naming close
+    matches."""
+    by_key = {(i.exchange_segment.lower(), i.symbol.upper()): i for i in master}
+    by_symbol: dict[str, market_pb2.Instrument] = {}
+    for i in sorted(master, key=lambda i: i.exchange_segment != "nse_cm"):
+        by_symbol.setdefault(i.symbol.upper(), i)
+
+    def find(text: str) -> market_pb2.Instrument | None:
+        segment, sep, symbol = text.partition(":")
+        return by_key.get((segment.lower(), symbol.upper())) if sep else by_symbol.get(text.upper())
+
+    unknown = [s for s in symbols if find(s) is None]
     if unknown:
         names = list(by_symbol)
-        hints = {s: difflib.get_close_matches(s.upper(), names, n=3) for s in unknown}
+        hints = {s: difflib.get_close_matches(s.rpartition(":")[2].upper(), names, n=3) for s in unknown}
         detail = "; ".join(f"{s!r} (close: {', '.join(m) or 'none'})" for s, m in hints.items())
         raise ConfigError(f"symbols: not in Kotak's scrip master: {detail}")
-    return [by_symbol[s.upper()] for s in symbols]
+    return [i for i in map(find, symbols) if i is not None]
 
 
 class KotakFeedSource:

@@ -147,3 +147,17 @@ async def test_ticks_received_just_before_the_socket_dropped_are_not_lost(sim, s
     got = (await next_batch(batches)).ticks
 
     assert [(t.token, t.ltp_paise) for t in got] == [(RELIANCE, 129_100), (RELIANCE, 129_200)]
+
+
+def test_symbols_resolve_bare_or_with_their_segment():
+    from services.ingestion.kotak_source import resolve
+
+    master = [market_pb2.Instrument(token=2885, symbol="RELIANCE-EQ", exchange_segment="nse_cm"),
+              market_pb2.Instrument(token=500325, symbol="RELIANCE-EQ", exchange_segment="bse_cm"),
+              market_pb2.Instrument(token=450001, symbol="CRUDEOIL26JANFUT", exchange_segment="mcx_fo")]
+
+    found = resolve(["RELIANCE-EQ", "bse_cm:RELIANCE-EQ", "mcx_fo:crudeoil26janfut"], master)
+
+    assert [i.token for i in found] == [2885, 500325, 450001]
+    with pytest.raises(ConfigError, match="nse_cm:CRUDEOIL26JANFUT"):
+        resolve(["nse_cm:CRUDEOIL26JANFUT"], master)
