@@ -1,6 +1,6 @@
 """Replay of stored ticks from market_ticks as a market source, paced by their own timestamps.
 
-Reads PostgreSQL (shared.db.queries) page by page; the clock it is given follows the replayed data.
+Reads market_ticks page by page (keyset on ts, seq); the clock it is given follows the replayed data.
 """
 
 from __future__ import annotations
@@ -65,27 +65,27 @@ class ReplaySource:
         await asyncio.Event().wait()
 
     async def _groups(self) -> AsyncIterator[list[market_pb2.Tick]]:
-        """Pages of stored ticks split into same-timestamp groups; pages end on a timestamp boundary."""
-        cursor, pending = self.start_ns, list[market_pb2.Tick]()
-        while cursor < self.end_ns:
-            page = await queries.ticks(self.pool, None, cursor, self.end_ns, limit=PAGE)
-            if len(page) == PAGE:
-                # The page may end inside a timestamp: leave that timestamp for the next page.
-                last_ts = page[-1].ts_ns
-                head = [t for t in page if t.ts_ns < last_ts]
-                # market_ticks keeps microseconds: the next timestamp after last_ts is 1 µs later.
-                page, cursor = (head, last_ts) if head else (page, last_ts + 1_000)
-            else:
-                cursor = self.end_ns
-            for tick in page:
-                if self._tokens and tick.token not in self._tokens:
-                    continue
-                if pending and tick.ts_ns != pending[0].ts_ns:
-                    yield pending
-                    pending = []
-                pending.append(tick)
+        """Pages of stored ticks split into same-timestamp groups; a group may span pages."""
+        pending = list[market_pb2.Tick]()
+        async for tick in self._ticks():
+            if self._tokens and tick.token not in self._tokens:
+                continue
+            if pending and tick.ts_ns != pending[0].ts_ns:
+                yield pending
+                pending = []
+            pending.append(tick)
         if pending:
             yield pending
+
+    async def _ticks(self) -> AsyncIterator[market_pb2.Tick]:
+        """Every stored tick in range in (ts, seq) order, a page at a time."""
+        page, after = await queries.ticks_page(self.pool, self.start_ns, self.end_ns, PAGE)
+        while True:
+            for tick in page:
+                yield tick
+            if after is None:
+                return
+            page, after = await queries.ticks_page(self.pool, self.start_ns, self.end_ns, PAGE, after)
 
     async def reconnect(self, reason: str) -> None:
         self.stats.reconnects += 1

@@ -33,11 +33,19 @@ COLUMNS = ("ts", "token", "seq", "exchange_segment", "ltp", "ltq", "volume", "bi
            "open", "high", "low", "close", "oi", "atp")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
+
+
+class DatabaseUnavailable(ConnectionError):
+    """No connection could be had (refused, not accepting connections, too many clients): keep the rows."""
+
+
 # The database is away (or going away): keep the rows and try again.
 TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-             asyncpg.CannotConnectNowError, asyncpg.exceptions.OperatorInterventionError)
-MAX_FAILED_ATTEMPTS = 3
+             asyncpg.CannotConnectNowError, asyncpg.exceptions.OperatorInterventionError, DatabaseUnavailable)
+MAX_FAILED_ATTEMPTS = 3  # COPYs the database refuses for the data itself, then the chunk is dropped
 HOUSEKEEPING_S = 3600.0
+HOUSEKEEPING_RETRY_S = 60.0  # after a failed pass or a partition retention had to skip
+FIRST_HOUSEKEEPING_WAIT_S = 1.0  # at start, flushing waits this long at most for partitions to be made ahead
 
 
 class _Chunk:
@@ -66,7 +74,8 @@ class TickWriter:
         self._flushing = asyncio.Lock()
         self._seq = time.time_ns()  # per-row sequence; starts at wall-clock ns so a restarted writer stays unique
         self._days: set[date] = set()
-        self._next_housekeeping = 0.0
+        self.housekeeping_passes = 0
+        self._housekept = asyncio.Event()
         self.persisted = 0
         self.rejected: dict[str, int] = {}
         self.dropped = 0
@@ -94,6 +103,15 @@ class TickWriter:
 
     # -- the writer task ----------------------------------------------------------------------------
     async def run(self) -> None:
+        """Flushes until cancelled; housekeeping (partition DDL) runs beside it so a stuck DDL never stalls writes."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._housekeeping_loop(), name="tick-writer:housekeeping")
+            await self._flush_loop()
+
+    async def _flush_loop(self) -> None:
+        # The first COPY would otherwise race the first pass for the DDL lock; never wait on it for long.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._housekept.wait(), FIRST_HOUSEKEEPING_WAIT_S)
         backoff = 0.0
         interval = self.settings.writer_flush_interval_ms / 1000
         while True:
@@ -104,7 +122,6 @@ class TickWriter:
                     await asyncio.wait_for(self._wake.wait(), interval)
             self._wake.clear()
             try:
-                await self._housekeeping()
                 await self.flush()
                 backoff = 0.0
                 self._set_connected(True)
@@ -122,7 +139,7 @@ class TickWriter:
             return await self._flush()
 
     async def _flush(self, max_s: float = 5.0) -> int:
-        """Returns after max_s under a steady stream (new chunks stop being taken), so run() can do housekeeping."""
+        """Returns after max_s under a steady stream (new chunks stop being taken), so close() stays bounded."""
         written = 0
         stop_at = time.monotonic() + max_s
         while self._chunks or (self._queue and time.monotonic() < stop_at):
@@ -225,13 +242,27 @@ class TickWriter:
                                                     "ltp_paise": t.ltp_paise, "rejected": self.rejected[reason]})
 
     async def _write(self, chunk: _Chunk) -> int:
-        missing = chunk.days - self._days
-        if missing:
-            await partitions.ensure_days(self.pool, missing)
-            self._days |= missing
+        conn = await self._connect()
         try:
-            async with self.pool.acquire() as conn:
-                await conn.copy_records_to_table("market_ticks", records=chunk.rows, columns=COLUMNS)
+            missing = chunk.days - self._days
+            if missing:
+                await partitions.ensure_days(conn, missing)
+                self._days |= missing
+            return await self._copy(conn, chunk)
+        finally:
+            await self.pool.release(conn)
+
+    async def _connect(self) -> asyncpg.Connection:
+        """A connection from the pool; any failure to get one is an outage, never a verdict on the rows."""
+        try:
+            conn: asyncpg.Connection = await self.pool.acquire()
+        except Exception as exc:
+            raise DatabaseUnavailable(f"tick writer could not get a connection: {type(exc).__name__}: {exc}") from exc
+        return conn
+
+    async def _copy(self, conn: asyncpg.Connection, chunk: _Chunk) -> int:
+        try:
+            await conn.copy_records_to_table("market_ticks", records=chunk.rows, columns=COLUMNS)
         except TRANSIENT:
             raise
         except asyncpg.UniqueViolationError:
@@ -264,17 +295,35 @@ class TickWriter:
         if self.dropped == n or self.dropped // 100_000 != (self.dropped - n) // 100_000:
             log.error("tick writer dropping ticks", extra={"reason": reason, "ticks": n, "dropped": self.dropped})
 
-    async def _housekeeping(self) -> None:
-        """Partitions ahead and retention, at start and hourly."""
-        if time.monotonic() < self._next_housekeeping:
-            return
+    async def _housekeeping_loop(self) -> None:
+        """Partitions ahead and retention, at start and hourly; a failed or incomplete pass is retried sooner."""
+        while True:
+            try:
+                delay = await self._housekeeping()
+            except Exception as exc:
+                log.warning("tick partition housekeeping failed; retrying",
+                            extra={"error": type(exc).__name__, "retry_s": HOUSEKEEPING_RETRY_S})
+                delay = HOUSEKEEPING_RETRY_S
+            self.housekeeping_passes += 1
+            self._housekept.set()
+            await asyncio.sleep(delay)
+
+    async def _housekeeping(self) -> float:
+        """One pass; returns the seconds until the next."""
         today = day_of(self.clock.now_ns())
+        cutoff = today - timedelta(days=self.settings.tick_retention_days)
         await partitions.ensure_ahead(self.pool, today, self.settings.partitions_ahead_days)
-        dropped = await partitions.drop_before(self.pool, today - timedelta(days=self.settings.tick_retention_days))
+        dropped = await partitions.drop_before(self.pool, cutoff)
         if dropped:
             log.info("old tick partitions dropped", extra={"days": [d.isoformat() for d in dropped]})
         self._days = await partitions.existing_days(self.pool)
-        self._next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+        kept = sorted(d.isoformat() for d in self._days if d < cutoff)
+        if kept:
+            # A reader (a long report, pg_dump) holds them; DROP gave up on its lock timeout rather than queue.
+            log.warning("expired tick partitions in use; retention retried later",
+                        extra={"days": kept, "retry_s": HOUSEKEEPING_RETRY_S})
+            return HOUSEKEEPING_RETRY_S
+        return HOUSEKEEPING_S
 
     def _set_connected(self, up: bool, exc: BaseException | None = None) -> None:
         if up != self.connected:

@@ -16,6 +16,7 @@ from shared.clock import IST
 PARENT = "market_ticks"
 _NAME = re.compile(r"^market_ticks_(\d{4})_(\d{2})_(\d{2})$")
 _LOCK_KEY = 0x4E50_5449_434B  # serialises DDL on market_ticks across processes
+DDL_LOCK_TIMEOUT_MS = 500  # how long retention may hold up writers to market_ticks while it waits for a lock
 
 Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
@@ -62,13 +63,23 @@ async def ensure_ahead(db: Executor, today: date, days_ahead: int) -> list[date]
     return await ensure_days(db, [today + timedelta(days=i) for i in range(days_ahead + 1)])
 
 
-async def drop_before(db: Executor, cutoff: date) -> list[date]:
-    """Drop every partition whose day is before `cutoff` (retention); returns the days dropped."""
+async def drop_before(db: Executor, cutoff: date, lock_timeout_ms: int = DDL_LOCK_TIMEOUT_MS) -> list[date]:
+    """Drop every partition whose day is before `cutoff` (retention); returns the days dropped.
+
+    A partition someone is reading (a long report, pg_dump) is skipped and stays for a later call: DROP also locks
+    market_ticks itself, so waiting for the reader would stall every insert behind it.
+    """
+    dropped = []
     async with _locked(db) as conn:
-        old = sorted(d for d in await existing_days(conn) if d < cutoff)
-        for day in old:
-            await conn.execute(f'DROP TABLE IF EXISTS "{partition_name(day)}"')
-    return old
+        for day in sorted(d for d in await existing_days(conn) if d < cutoff):
+            try:
+                async with conn.transaction():
+                    await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
+                    await conn.execute(f'DROP TABLE IF EXISTS "{partition_name(day)}"')
+            except asyncpg.LockNotAvailableError:
+                continue
+            dropped.append(day)
+    return dropped
 
 
 class _locked:

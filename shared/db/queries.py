@@ -37,11 +37,31 @@ async def ticks(pool: asyncpg.Pool, token: int | None, start_ns: int, end_ns: in
     else:
         rows = await pool.fetch("SELECT * FROM market_ticks WHERE token = $1 AND ts >= $2 AND ts < $3 "
                                 "ORDER BY ts, seq LIMIT $4", token, _ts(start_ns), _ts(end_ns), limit)
-    return [market_pb2.Tick(token=r["token"], exchange_segment=r["exchange_segment"], ts_ns=_ns(r["ts"]),
-                            ltp_paise=r["ltp"], ltq=r["ltq"], volume=r["volume"], bid_paise=r["bid"],
-                            ask_paise=r["ask"], bid_qty=r["bid_qty"], ask_qty=r["ask_qty"], open_paise=r["open"],
-                            high_paise=r["high"], low_paise=r["low"], close_paise=r["close"],
-                            open_interest=r["oi"], atp_paise=r["atp"]) for r in rows]
+    return [_tick(r) for r in rows]
+
+
+# Keyset on (ts, seq), not on ts alone: a busy second can hold more ticks than a page. "ts >= $1" repeats the
+# lower bound so that old partitions are pruned.
+_TICKS_AFTER = ("SELECT * FROM market_ticks WHERE ts >= $1 AND ts < $3 AND (ts, seq) > ($1, $2) "
+                "ORDER BY ts, seq LIMIT $4")
+TickKey = tuple[datetime, int]  # (ts, seq): where a page of ticks ended
+
+
+async def ticks_page(pool: asyncpg.Pool, start_ns: int, end_ns: int, limit: int,
+                     after: TickKey | None = None) -> tuple[list[market_pb2.Tick], TickKey | None]:
+    """All tokens' ticks with start_ns <= ts < end_ns in (ts, seq) order, `limit` at a time from after the key
+    the previous page returned; the key is None once the range is read (replay)."""
+    ts, seq = after or (_ts(start_ns), -(2**63))  # seq is a bigint: the first page starts before every seq
+    rows = await pool.fetch(_TICKS_AFTER, ts, seq, _ts(end_ns), limit)
+    return [_tick(r) for r in rows], ((rows[-1]["ts"], rows[-1]["seq"]) if len(rows) == limit else None)
+
+
+def _tick(r: asyncpg.Record) -> market_pb2.Tick:
+    return market_pb2.Tick(token=r["token"], exchange_segment=r["exchange_segment"], ts_ns=_ns(r["ts"]),
+                           ltp_paise=r["ltp"], ltq=r["ltq"], volume=r["volume"], bid_paise=r["bid"],
+                           ask_paise=r["ask"], bid_qty=r["bid_qty"], ask_qty=r["ask_qty"], open_paise=r["open"],
+                           high_paise=r["high"], low_paise=r["low"], close_paise=r["close"],
+                           open_interest=r["oi"], atp_paise=r["atp"])
 
 
 # Minutes in UTC are IST minutes too (IST = UTC+05:30). Volume of a minute = rise of the cumulative day volume

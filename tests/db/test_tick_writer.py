@@ -97,7 +97,7 @@ async def test_run_creates_partitions_ahead_and_drops_those_past_retention(db_po
                         clock=ManualClock(now))
 
     runner = asyncio.create_task(writer.run())
-    await until(lambda: writer._next_housekeeping > 0)
+    await until(lambda: writer.housekeeping_passes > 0)
     runner.cancel()
 
     days = await partitions.existing_days(db_pool)
@@ -127,6 +127,58 @@ async def test_ticks_offered_while_the_database_is_away_are_written_when_it_retu
     assert writer.connected
     assert writer.dropped == 0
     assert await _count(db_pool) == 300
+
+
+async def test_ticks_offered_while_the_database_refuses_connections_for_seconds_are_all_written(
+        db_pool, database, pg_server):
+    name = database.rsplit("/", 1)[1]
+    writer = TickWriter(db_pool, DatabaseSettings(writer_flush_interval_ms=20))
+    runner = asyncio.create_task(writer.run())
+    writer.offer(batch(100, token=1))
+    await until(lambda: writer.persisted == 100)
+    admin = await asyncpg.connect(pg_server)
+    try:
+        # "not currently accepting connections" for 1.5 s: many more retries than a refused COPY is allowed.
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+        writer.offer(batch(100, token=2))
+        await asyncio.sleep(1.5)
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        await until(lambda: writer.persisted == 200 or writer.failed > 0)
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        await admin.close()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+    assert (writer.persisted, writer.failed, writer.dropped) == (200, 0, 0)
+    assert await _count(db_pool) == 200
+
+
+async def test_ticks_are_written_while_a_reader_holds_an_expired_partition_that_retention_wants(db_pool, database):
+    now = time.time_ns()
+    today = day_of(now)
+    expired = today - timedelta(days=40)
+    await partitions.ensure_days(db_pool, [expired])
+    reader = await asyncpg.connect(database)  # a long report or pg_dump: AccessShareLock until it commits
+    tx = reader.transaction()
+    await tx.start()
+    await reader.fetchval(f'SELECT count(*) FROM "{partitions.partition_name(expired)}"')
+    writer = TickWriter(db_pool, DatabaseSettings(writer_flush_interval_ms=20, tick_retention_days=30,
+                                                  partitions_ahead_days=1), clock=ManualClock(now))
+    runner = asyncio.create_task(writer.run())
+    try:
+        writer.offer(batch(100))
+        await until(lambda: writer.persisted == 100 and writer.housekeeping_passes > 0, 5.0)
+    finally:
+        await tx.rollback()
+        await reader.close()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+    assert writer.persisted == 100
+    days = await partitions.existing_days(db_pool)
+    assert {expired, today, today + timedelta(days=1)} <= days
 
 
 async def test_close_flushes_what_is_still_pending(db_pool):

@@ -57,3 +57,20 @@ async def test_a_page_boundary_inside_a_timestamp_loses_no_tick(db_pool, monkeyp
     await source.instruments()
     seen = [t.ltp_paise async for group in source._groups() for t in group]
     assert sorted(seen) == sorted(t.ltp_paise for t in ticks)
+
+
+async def test_a_timestamp_shared_by_more_ticks_than_a_page_replays_every_tick(db_pool, monkeypatch):
+    import services.ingestion.replay as replay
+
+    monkeypatch.setattr(replay, "PAGE", 2)
+    ticks = [market_pb2.Tick(token=2885, exchange_segment="nse_cm", ts_ns=T0, ltp_paise=100 + i, ltq=1,
+                             volume=10 + i) for i in range(5)]
+    ticks.append(market_pb2.Tick(token=2885, exchange_segment="nse_cm", ts_ns=T0 + NS, ltp_paise=200, ltq=1,
+                                 volume=20))
+    await store(db_pool, ticks)
+    source = ReplaySource(db_pool, [], T0 - NS, T0 + 10 * NS, ManualClock(0), speed=0)
+    await source.instruments()
+
+    groups = [[t.ltp_paise for t in group] async for group in source._groups()]
+
+    assert groups == [[100, 101, 102, 103, 104], [200]]
