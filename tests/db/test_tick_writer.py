@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
@@ -104,24 +106,32 @@ async def test_run_creates_partitions_ahead_and_drops_those_past_retention(db_po
     assert days == {today - timedelta(days=2), today, today + timedelta(days=1), today + timedelta(days=2)}
 
 
+@contextlib.asynccontextmanager
+async def refusing_connections(pg_server: str, name: str) -> AsyncIterator[None]:
+    """The database refuses new connections and its open ones are cut, until the block ends."""
+    admin = await asyncpg.connect(pg_server)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+        yield
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        await admin.close()
+
+
 async def test_ticks_offered_while_the_database_is_away_are_written_when_it_returns(db_pool, database, pg_server):
     name = database.rsplit("/", 1)[1]
     writer = TickWriter(db_pool, DatabaseSettings(writer_flush_interval_ms=20))
     runner = asyncio.create_task(writer.run())
     writer.offer(batch(100, token=1))
     await until(lambda: writer.persisted == 100)
-    admin = await asyncpg.connect(pg_server)
     try:
-        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
-        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
-        writer.offer(batch(100, token=2))
-        await until(lambda: not writer.connected)
-        writer.offer(batch(100, token=3))
-        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        async with refusing_connections(pg_server, name):
+            writer.offer(batch(100, token=2))
+            await until(lambda: not writer.connected)
+            writer.offer(batch(100, token=3))
         await until(lambda: writer.persisted == 300)
     finally:
-        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
-        await admin.close()
         runner.cancel()
 
     assert writer.connected
@@ -136,18 +146,13 @@ async def test_ticks_offered_while_the_database_refuses_connections_for_seconds_
     runner = asyncio.create_task(writer.run())
     writer.offer(batch(100, token=1))
     await until(lambda: writer.persisted == 100)
-    admin = await asyncpg.connect(pg_server)
     try:
         # "not currently accepting connections" for 1.5 s: many more retries than a refused COPY is allowed.
-        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
-        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
-        writer.offer(batch(100, token=2))
-        await asyncio.sleep(1.5)
-        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        async with refusing_connections(pg_server, name):
+            writer.offer(batch(100, token=2))
+            await asyncio.sleep(1.5)
         await until(lambda: writer.persisted == 200 or writer.failed > 0)
     finally:
-        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
-        await admin.close()
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
 
