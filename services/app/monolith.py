@@ -176,3 +176,7 @@ def check_live_mode(settings: AppSettings, live_flag: bool, has_credentials: boo
     if settings.mode == "live" and not has_credentials:
         raise ConfigError("mode=live needs Kotak credentials: set NEOPULSE_KOTAK_CONSUMER_KEY, _MOBILE, _UCC, "
                           "_MPIN and _TOTP_SECRET (or a secrets file)")
+    if settings.mode == "live" and settings.source != "kotak":
+        # Otherwise a "live" run would trade against the bundled simulator (or paper-fill a synthetic market)
+        # while announcing itself live: square-offs and kill-switch cancels would never reach Kotak.
+        raise ConfigError(f"mode=live trades through Kotak: set NEOPULSE_SOURCE=kotak (source is {settings.source!r})")

@@ -101,7 +101,10 @@ async def prepare(pool: asyncpg.Pool, settings: DatabaseSettings, clock: Clock) 
 
 
 def where_of(database_url: str) -> str:
-    """host:port/db of a URL, for messages (never the user's password)."""
+    """host:port/db of a URL, for messages (never the user's password, even one with an unencoded "/" or "@")."""
+    scheme, sep, rest = database_url.partition("://")
+    if sep and "@" in rest:  # everything before the last "@" is credentials: never parsed, never shown
+        database_url = f"{scheme}://{rest.rsplit('@', 1)[1]}"
     try:
         parts = urlsplit(database_url)
         host = parts.hostname or "localhost"
@@ -119,8 +122,8 @@ async def ensure_database(admin_dsn: str, name: str) -> str:
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
             try:
                 await conn.execute(f'CREATE DATABASE "{name}"')
-            except asyncpg.DuplicateDatabaseError:
-                pass  # another process created it first
+            except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+                pass  # another process created it first (a concurrent CREATE reports the catalog's unique key)
     finally:
         await conn.close()
     return admin_dsn.rsplit("/", 1)[0] + f"/{name}"

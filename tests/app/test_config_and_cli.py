@@ -69,6 +69,16 @@ def test_live_mode_without_the_live_flag_refuses_to_start():
     assert result.returncode == 2 and "--live" in result.stderr
 
 
+def test_live_mode_with_the_flag_and_credentials_still_refuses_any_source_but_kotak():
+    """Otherwise it would 'trade live' against the bundled simulator, and square-offs would never reach Kotak."""
+    from services.app.monolith import check_live_mode
+
+    for source in ("simulator", "synthetic", "replay"):
+        with pytest.raises(ConfigError, match="NEOPULSE_SOURCE=kotak"):
+            check_live_mode(cfg.load(AppSettings, {"mode": "live", "source": source}), True, True)
+    check_live_mode(cfg.load(AppSettings, {"mode": "live", "source": "kotak"}), True, True)
+
+
 def test_holidays_come_from_the_config_as_dates_and_a_bad_one_names_the_field(tmp_path):
     from datetime import date
 

@@ -96,3 +96,29 @@ async def test_a_wrong_password_is_a_config_error_that_does_not_echo_it(pg_serve
 
     assert "authentication failed" in str(err.value)
     assert "wrong-secret" not in str(err.value)
+
+
+async def test_two_processes_creating_the_database_at_once_both_get_it(pg_server):
+    import uuid
+
+    import asyncpg
+
+    from shared.db.database import ensure_database
+
+    name = f"race_{uuid.uuid4().hex[:12]}"
+    try:
+        dsns = await asyncio.gather(ensure_database(pg_server, name), ensure_database(pg_server, name))
+    finally:
+        admin = await asyncpg.connect(pg_server)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+    assert dsns[0] == dsns[1] and dsns[0].endswith(f"/{name}")
+
+
+def test_a_database_url_with_an_unencoded_slash_in_its_password_never_shows_the_password():
+    from shared.db.database import where_of
+
+    shown = where_of("postgresql://neopulse:2025/Kq+9xZ@db.example:5433/neopulse")
+
+    assert shown == "db.example:5433/neopulse"

@@ -34,6 +34,18 @@ def test_split_profile_adds_the_five_modules_on_the_host_network():
     assert config.stdout.count('"network_mode": "host"') == 5
 
 
+def test_split_modules_that_store_data_use_the_shared_database():
+    """An embedded PostgreSQL inside a container would keep ticks (or orders) where nothing else can read them."""
+    import json
+
+    config = json.loads(run(str(COMPOSE), "-f", "docker-compose.yml", "--profile", "split", "config",
+                            "--format", "json").stdout)
+
+    for name in ("ingestion", "oms"):
+        assert "@127.0.0.1:5432/neopulse" in config["services"][name]["environment"]["NEOPULSE_DATABASE_URL"]
+        assert "postgres" in config["services"][name]["depends_on"]
+
+
 def test_dockerfile_passes_hadolint():
     result = run(str(HADOLINT), "deploy/Dockerfile")
 
