@@ -12,7 +12,7 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from shared.errors import ConfigError
 
@@ -81,6 +81,9 @@ def load(cls: type[S], toml: dict[str, Any] | None = None, **overrides: Any) -> 
         return cls(**overrides, _secrets_dir=secrets_dir())  # type: ignore[call-arg]  # pydantic-settings init arg
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, cls)) from None
+    except SettingsError as exc:  # an env value pydantic-settings could not even parse (a list not in JSON)
+        raise ConfigError(f"{exc}; lists and tables in environment variables are JSON, "
+                          'e.g. NEOPULSE_SYMBOLS=\'["RELIANCE-EQ", "TCS-EQ"]\'') from None
     finally:
         cls._toml_data = {}
 

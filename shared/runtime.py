@@ -118,3 +118,10 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], within_s: float = 
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=0.1)
     return list(pending)
+
+
+def first_leaf(exc: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups: what a TaskGroup's failure was about."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc

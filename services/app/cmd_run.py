@@ -56,6 +56,14 @@ def handle(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BaseExceptionGroup as group:  # a module's start or run failed inside the monolith's TaskGroup
+        cause = runtime.first_leaf(group)
+        if isinstance(cause, KeyboardInterrupt):
+            return 130
+        if not isinstance(cause, ConfigError | OSError):
+            raise
+        print(f"neopulse: {cause}", file=sys.stderr)
+        return 2 if isinstance(cause, ConfigError) else 1
 
 
 async def _run(settings: AppSettings, toml: dict[str, Any], args: argparse.Namespace) -> int:

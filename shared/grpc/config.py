@@ -61,6 +61,11 @@ class GrpcSettings(ModuleSettings):
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.max_send_message_length", self.max_message_bytes),
             ("grpc.max_receive_message_length", self.max_message_bytes),
+            # A restarted upstream is found within 5 s: the channel's own reconnect backoff (gRPC's default grows
+            # to 120 s) would otherwise override the bridges' and fail every call in between with UNAVAILABLE.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 5_000),
         ]
 
     def server_options(self) -> list[tuple[str, int]]:

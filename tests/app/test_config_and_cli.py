@@ -90,3 +90,22 @@ def test_holidays_come_from_the_config_as_dates_and_a_bad_one_names_the_field(tm
                                                                                             date(2026, 3, 3)]
     with pytest.raises(ConfigError, match="holidays"):
         cfg.load(AppSettings, {"holidays": ["26/01/2026"]})
+
+
+def test_a_busy_grpc_port_is_one_line_not_a_traceback():
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = run_cli("run", "--no-db", "--duration", "2", "--grpc-port", str(busy.getsockname()[1]))
+
+    assert result.returncode == 1 and "port is in use" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_list_setting_given_as_plain_text_is_one_line_saying_json():
+    result = run_cli("run", "--no-db", "--duration", "1", "--grpc-port", "0",
+                     env={"NEOPULSE_SYMBOLS": "RELIANCE-EQ,TCS-EQ"})
+
+    assert result.returncode == 2 and "symbols" in result.stderr and "JSON" in result.stderr
+    assert "Traceback" not in result.stderr

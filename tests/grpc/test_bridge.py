@@ -236,3 +236,11 @@ def test_a_timed_out_order_call_says_its_outcome_is_unknown_instead_of_inviting_
 def test_a_timed_out_read_is_simply_retryable():
     error = _timeout(rpc.LIST_ORDERS)
     assert isinstance(error, errors.RetryableError) and "outcome" not in str(error)
+
+
+def test_channels_look_for_a_restarted_upstream_at_least_every_five_seconds():
+    """gRPC's own reconnect backoff (to 120 s by default) would override the bridges' and fail every call
+    in between with UNAVAILABLE (measured: 24.5 s to reconnect after a 45 s outage)."""
+    options = dict(GrpcSettings().channel_options())
+
+    assert options["grpc.max_reconnect_backoff_ms"] <= 5_000
