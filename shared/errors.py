@@ -60,6 +60,12 @@ class SessionExpired(RetryableError):
     """The broker session is no longer valid; log in again."""
 
 
+class MessagesLost(NeoPulseError):
+    """A stream cannot resume where the client asked: messages after that point are gone from the replay ring."""
+
+    status = grpc.StatusCode.DATA_LOSS
+
+
 class ConfigError(NeoPulseError):
     """Bad configuration found at start-up: the process exits with this one line."""
 

@@ -18,10 +18,10 @@ from prometheus_client import Counter
 
 from shared import errors, rpc
 from shared.bus import Bus, Topic
-from shared.contracts import notifier_pb2
+from shared.contracts import notifier_pb2, ops_pb2
 from shared.grpc.auth import channel_credentials
 from shared.grpc.config import GrpcSettings
-from shared.grpc.servicers import ERROR_KEY, FIELD_KEY, REASON_KEY
+from shared.grpc.servicers import ERROR_KEY, FIELD_KEY, REASON_KEY, SEQUENCE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,9 @@ class StreamBridge:
                 await self._stream_once()
                 log.info("upstream stream ended; reconnecting", extra={"method": self.method})
             except grpc.aio.AioRpcError as err:
+                if err.code() == grpc.StatusCode.DATA_LOSS:
+                    await self._messages_lost(err)
+                    continue
                 # Warn once per outage; the retries that follow are debug noise.
                 log.log(logging.WARNING if was_connected else logging.DEBUG, "upstream stream failed; reconnecting",
                         extra={"method": self.method, "code": err.code().name, "detail": err.details()})
@@ -111,6 +114,12 @@ class StreamBridge:
             request.after_sequence = self.last_sequence
         call = self._call(request, metadata=self.metadata)
         await call.wait_for_connection()
+        if self.resumable and self.last_sequence == 0:
+            # First connection ("live from now"): remember where now was, so that a reconnect before the first
+            # message still replays what the upstream published meanwhile (a restarted upstream, say).
+            # Nothing published yet: on a reconnect, everything the upstream then holds is new to us (-1).
+            published = str(dict(await call.initial_metadata() or ()).get(SEQUENCE_KEY, ""))
+            self.last_sequence = (int(published) or -1) if published.isdigit() else 0
         self.connected.set()
         log.info("upstream stream connected", extra={"method": self.method, "after_sequence": self.last_sequence})
         async for batch in call:
@@ -118,6 +127,18 @@ class StreamBridge:
             if self.gate is not None and not self.gate.is_set():
                 await self.gate.wait()
             await self._publish(batch)
+
+    async def _messages_lost(self, err: grpc.aio.AioRpcError) -> None:
+        """The upstream no longer has what came after our resume point: say so loudly, then stream live."""
+        log.critical("upstream stream lost messages; streaming live from now", extra={
+            "method": self.method, "after_sequence": self.last_sequence, "detail": err.details()})
+        await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
+            kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=ops_pb2.SEVERITY_CRITICAL,
+            title="Order-path messages lost between processes", source="grpc-bridge",
+            text=(f"{self.method} could not resume after sequence {self.last_sequence}: {err.details()} "
+                  "Restart this module so it reloads orders and positions."),
+            fields={"method": self.method}))
+        self.last_sequence = 0
 
     async def _publish(self, batch: Any) -> None:
         if self.topic.lossy:  # ticks and candles travel on the bus as batches
@@ -151,7 +172,7 @@ def error_from_rpc(method: str, err: grpc.aio.AioRpcError) -> errors.NeoPulseErr
         return cls(trailers.get(REASON_KEY, ""), details)
     simple = {"NotFound": errors.NotFound, "BrokerRejected": errors.BrokerRejected,
               "RetryableError": errors.RetryableError, "SessionExpired": errors.SessionExpired,
-              "ConfigError": errors.ConfigError}
+              "ConfigError": errors.ConfigError, "MessagesLost": errors.MessagesLost}
     if kind in simple:
         return simple[kind](details)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED and method in ACTING_METHODS:

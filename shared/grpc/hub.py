@@ -11,6 +11,7 @@ from collections import deque
 from typing import Any
 
 from shared.bus import Bus, Topic
+from shared.errors import MessagesLost
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +64,18 @@ class Listener:
 class TopicHub:
     """Subscribes once to `topic`; keeps the last `replay_size` sequenced messages for resume."""
 
-    def __init__(self, bus: Bus, topic: Topic, replay_size: int, listener_maxsize: int = 10_000,
+    def __init__(self, bus: Bus, topic: Topic, replay_size: int, listener_maxsize: int | None = None,
                  slow_s: float = 5.0) -> None:
         self.topic = topic
+        # An order-path stream's queue is half the ring: what a cut-off stream loses (its queue and a batch in
+        # flight) is still in the ring when it resumes, unless it stays away long enough for the ring to turn.
+        if listener_maxsize is None:
+            listener_maxsize = max(1, replay_size // 2) if replay_size and not topic.lossy else 10_000
         self.listener_maxsize = listener_maxsize
         self.slow_s = slow_s
         self.ring: deque[Any] = deque(maxlen=replay_size if not topic.lossy else 0)
         self.evicted_sequence = 0  # highest sequence pushed out of the ring
+        self.last_sequence = 0  # highest sequence published on the topic
         self._listeners: list[Listener] = []
         self._sub = bus.subscribe(topic, f"grpc:{topic.value}", self._on_message)
         self._bus = bus
@@ -77,6 +83,7 @@ class TopicHub:
     async def _on_message(self, msg: Any) -> None:
         ring = self.ring
         if ring.maxlen:
+            self.last_sequence = max(self.last_sequence, sequence_of(msg))
             if len(ring) == ring.maxlen:
                 self.evicted_sequence = sequence_of(ring[0])
             ring.append(msg)
@@ -88,13 +95,17 @@ class TopicHub:
                 self.detach(listener)
 
     def attach(self, after_sequence: int = 0) -> tuple[list[Any], Listener]:
-        """Register a stream; returns the ring's messages after `after_sequence` (0 = live only)."""
+        """Register a stream; returns the ring's messages after `after_sequence` (0 = live only, -1 = all). Raises
+        MessagesLost when messages after `after_sequence` are already gone from the ring."""
         replay: list[Any] = []
-        if after_sequence > 0:
-            if after_sequence < self.evicted_sequence:
-                log.warning("resume point is older than the replay ring; some messages are gone",
-                            extra={"topic": self.topic.value, "after_sequence": after_sequence,
-                                   "oldest_kept": sequence_of(self.ring[0]) if self.ring else 0})
+        if after_sequence:  # -1: everything the ring holds
+            if self.evicted_sequence and after_sequence < self.evicted_sequence:
+                oldest = sequence_of(self.ring[0]) if self.ring else 0
+                log.error("resume point is older than the replay ring; messages are gone",
+                          extra={"topic": self.topic.value, "after_sequence": after_sequence, "oldest_kept": oldest})
+                raise MessagesLost(f"messages after sequence {after_sequence} are no longer kept (the oldest kept is "
+                                   f"{oldest}): reload the state (ListOrders, ListPositions), then stream live "
+                                   "(after_sequence 0) or from the oldest kept")
             replay = [m for m in self.ring if sequence_of(m) > after_sequence]
         listener = Listener(self.topic.lossy, self.listener_maxsize, self.slow_s)
         self._listeners.append(listener)

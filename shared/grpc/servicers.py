@@ -17,7 +17,7 @@ from google.protobuf.message_factory import GetMessageClass
 from shared import rpc
 from shared.bus import Bus
 from shared.contracts import ingestion_pb2
-from shared.errors import InvalidInput, NeoPulseError, RiskRejected, grpc_status
+from shared.errors import InvalidInput, MessagesLost, NeoPulseError, RiskRejected, grpc_status
 from shared.grpc.hub import CLOSE, Listener, TopicHub, sequence_of
 from shared.grpc.metrics import STREAM_MESSAGES, RpcTimer
 
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 ERROR_KEY = "neopulse-error"
 FIELD_KEY = "neopulse-field"
 REASON_KEY = "neopulse-reason-code"
+SEQUENCE_KEY = "neopulse-sequence"  # initial metadata of a stream: the highest sequence published before it
 MAX_BATCH = 1000  # elements per streamed batch message
 
 
@@ -154,13 +155,23 @@ def stream_handler(hub: TopicHub, method: str, batch_cls: type[Message],
             except Exception as exc:
                 timer.done(grpc_status(exc)[0])
                 await abort_with(context, method, exc)
+        after = int(getattr(request, "after_sequence", 0))
+        if after < -1:
+            timer.done(grpc.StatusCode.INVALID_ARGUMENT)
+            await abort_with(context, method, InvalidInput(
+                "after_sequence", f"must be 0 (from now), -1 (all buffered) or a sequence received, got {after}"))
         keep = element_filter(request)
-        replay, listener = hub.attach(int(getattr(request, "after_sequence", 0)))
+        try:
+            replay, listener = hub.attach(after)
+        except MessagesLost as exc:
+            timer.done(grpc.StatusCode.DATA_LOSS)
+            await abort_with(context, method, exc)
         sent = STREAM_MESSAGES.labels(method)
         code = grpc.StatusCode.CANCELLED
         try:
-            # Headers now, so a client knows the stream is live before the first message arrives.
-            await context.send_initial_metadata(())
+            # Headers now, so a client knows the stream is live before the first message arrives; with the
+            # highest sequence published so far, where a first-time client resumes from after a reconnect.
+            await context.send_initial_metadata(((SEQUENCE_KEY, str(hub.last_sequence)),))
             msgs: list[Any] | None = replay
             while msgs is not None:
                 for batch in packer.batches(msgs, keep):

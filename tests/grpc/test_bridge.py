@@ -244,3 +244,36 @@ def test_channels_look_for_a_restarted_upstream_at_least_every_five_seconds():
     options = dict(GrpcSettings().channel_options())
 
     assert options["grpc.max_reconnect_backoff_ms"] <= 5_000
+
+
+async def test_a_bridge_that_got_nothing_yet_still_gets_what_a_restarted_upstream_published_meanwhile(running):
+    """'Live from now' is where the first connection found the upstream: a reconnect replays from there."""
+    upstream, local = running(), running()
+    seen: list[int] = []
+
+    async def collect(msg):
+        seen.append(msg.sequence)
+
+    local.subscribe(Topic.ORDER_UPDATES, "collector", collect)
+    first = await serve(upstream, ["OrderService"])
+    port, method = first.bound_port, rpc.method("OrderService", "StreamOrderUpdates")
+    channel = open_channel(f"127.0.0.1:{port}", GrpcSettings())
+    bridge = StreamBridge(local, channel, method, backoff=Backoff(0.3, 0.3))
+    task = asyncio.create_task(bridge.run())
+    try:
+        await asyncio.wait_for(bridge.connected.wait(), 5)
+        await first.stop(1.0)  # nothing was published before the restart
+
+        restarted_bus = running()
+        second = await serve(restarted_bus, ["OrderService"], port=port)
+        await restarted_bus.publish(Topic.ORDER_UPDATES, update(1))  # before the bridge is back
+        await wait_for(lambda: second.hubs[method].listener_count == 1)
+        await restarted_bus.publish(Topic.ORDER_UPDATES, update(2))
+        await wait_for(lambda: seen[-1:] == [2])
+        await second.stop(0)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await channel.close()
+
+    assert seen == [1, 2]

@@ -2,10 +2,13 @@
 
 import asyncio
 
+import pytest
+
 from shared import rpc
 from shared.bus import Topic
 from shared.client import NeoPulseClient
 from shared.contracts import strategy_pb2, strategy_pb2_grpc, trading_pb2
+from shared.errors import InvalidInput, MessagesLost
 from shared.grpc.hub import TopicHub
 from tests.grpc.conftest import wait_for
 
@@ -71,3 +74,28 @@ async def test_a_stuck_order_update_stream_is_cut_off_instead_of_blocking_the_bu
     assert drained is True
     assert listener.overflowed is True and hub.listener_count == 0
     assert [u.sequence for u in hub.ring] == [1, 2, 3, 4, 5]
+
+
+async def test_a_resume_point_the_ring_no_longer_holds_ends_the_stream_with_data_loss(bus, server, addr):
+    """Carrying on from the oldest kept message would hide a gap in the order path."""
+    hub = server.hubs[rpc.method("OrderService", "StreamOrderUpdates")]
+    hub.ring = type(hub.ring)(maxlen=3)
+    for seq in range(1, 8):
+        await bus.publish(Topic.ORDER_UPDATES, trading_pb2.OrderUpdate(internal_id=f"ORD-{seq}", sequence=seq))
+    await bus.drain()
+
+    async with NeoPulseClient(addr) as client:
+        with pytest.raises(MessagesLost, match="after sequence 2 are no longer kept"):
+            await asyncio.wait_for(first_n(client.stream_order_updates(after_sequence=2), 1), 5)
+
+
+async def test_an_order_path_streams_queue_is_half_the_ring_so_a_cut_off_stream_can_resume(bus):
+    hub = TopicHub(bus, Topic.ORDER_UPDATES, replay_size=10_000)
+
+    assert hub.listener_maxsize == 5_000
+
+
+async def test_a_negative_resume_point_other_than_minus_one_is_invalid_input(bus, server, addr):
+    async with NeoPulseClient(addr) as client:
+        with pytest.raises(InvalidInput, match="after_sequence"):
+            await asyncio.wait_for(first_n(client.stream_order_updates(after_sequence=-5), 1), 5)
