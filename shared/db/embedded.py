@@ -37,11 +37,14 @@ START_TIMEOUT_S = 30.0
 
 
 class EmbeddedPostgres:
-    """One cluster in `data_dir`: data_dir/pgdata (the cluster), postgres.password, postgres.lock.
+    """One cluster in `data_dir`: data_dir/pgdata (the cluster), postgres.password, postgres.lock, postgres.users.
 
     start() initialises the cluster on first use (reused afterwards), removes a stale postmaster.pid, adopts a
     server a crashed run left running, or starts postgres on 127.0.0.1:port (a free port unless given).
-    The lock file marks the owning process; a second process finding the server running shares it instead.
+    postgres.lock (exclusive) marks the owning process; a second process finding the server running shares it
+    and holds postgres.users (shared) while it does. stop() stops the server only when nobody shares it: an
+    owner leaving while others use it leaves it running (the next start adopts it), and the last sharer to
+    leave stops a server its owner left behind.
     """
 
     def __init__(self, data_dir: Path, port: int | None = None, options: dict[str, str] | None = None) -> None:
@@ -53,14 +56,24 @@ class EmbeddedPostgres:
         self.owned = False
         self.last_error = ""
         self._lock: IO[str] | None = None
+        self._use: IO[str] | None = None  # postgres.users, held shared while this process shares the server
         self._user = SYSTEM_USER if os.geteuid() == 0 else None
 
     # -- public ----------------------------------------------------------------------------------
     def start(self) -> str:
         """Start (or share) the server; returns the superuser DSN (postgresql://postgres:…@127.0.0.1:port/postgres)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if not self._take_lock():
-            return self._share()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._take_lock():
+            # Another live process owns the server: use it once it is ready. Its owner may also be stopping
+            # it (the lock is then ours next), or starting it.
+            dsn = self._share()
+            if dsn:
+                return dsn
+            if time.monotonic() > deadline:
+                raise ConfigError(f"embedded PostgreSQL in {self.pgdata} is locked by another process but not "
+                                  f"running; stop that process or remove {self.data_dir / 'postgres.lock'}")
+            time.sleep(0.1)
         try:
             self._prepare_dirs()
             password = self._password()
@@ -76,12 +89,24 @@ class EmbeddedPostgres:
         return self.dsn
 
     def stop(self) -> None:
-        """Stop the server if this object started it (fast shutdown: sessions are ended, data is safe)."""
-        if self.owned:
-            self.owned = False
-            with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
-                self._run("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "30", "stop")
-            log.info("embedded postgres stopped", extra={"pgdata": str(self.pgdata)})
+        """Stop the server when this process started it, or shared it and its owner is gone, and nobody else
+        uses it (fast shutdown: sessions are ended, data is safe); otherwise leave it running for the others."""
+        shared, owned = self._use is not None, self.owned
+        self.owned = False
+        self._release(self._use)
+        self._use = None
+        if (owned or (shared and self._take_lock())) and self.dsn:
+            users = open(self.data_dir / "postgres.users", "a+")
+            try:
+                fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held while stopping: no one starts sharing
+            except BlockingIOError:
+                log.info("embedded postgres left running: another process uses it", extra={"pgdata": str(self.pgdata)})
+            else:
+                with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+                    self._run("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "30", "stop")
+                log.info("embedded postgres stopped", extra={"pgdata": str(self.pgdata)})
+            finally:
+                users.close()
         self._release_lock()
 
     async def __aenter__(self) -> str:
@@ -102,21 +127,30 @@ class EmbeddedPostgres:
         return True
 
     def _release_lock(self) -> None:
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
+        self._release(self._lock)
+        self._lock = None
 
-    def _share(self) -> str:
-        """Another live process owns the server: wait until it is ready and use it (never stop it)."""
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            pid, port, status = _read_pidfile(self.pgdata)
-            if pid and port and status == "ready" and _alive(pid):
-                self.dsn = _dsn(self._password(), port)
-                return self.dsn
-            time.sleep(0.1)
-        raise ConfigError(f"embedded PostgreSQL in {self.pgdata} is locked by another process but not running; "
-                          f"stop that process or remove {self.data_dir / 'postgres.lock'}")
+    @staticmethod
+    def _release(fh: IO[str] | None) -> None:
+        if fh is not None:
+            fh.close()
+
+    def _share(self) -> str | None:
+        """The running server's DSN, holding postgres.users shared from now on (its owner then leaves it running
+        for us); None while it is not ready or its owner is stopping it."""
+        use = open(self.data_dir / "postgres.users", "a+")
+        try:
+            fcntl.flock(use, fcntl.LOCK_SH | fcntl.LOCK_NB)  # not while an owner is stopping it
+        except BlockingIOError:
+            use.close()
+            return None
+        pid, port, status = _read_pidfile(self.pgdata)
+        if not (pid and port and status == "ready" and _alive(pid) and _accepts(port)):
+            use.close()
+            return None
+        self._use = use
+        self.dsn = _dsn(self._password(), port)
+        return self.dsn
 
     def _prepare_dirs(self) -> None:
         self.pgdata.mkdir(mode=0o700, exist_ok=True)

@@ -66,6 +66,22 @@ async def test_a_second_process_shares_a_running_server_without_stopping_it(home
         assert await _query(dsn, "SELECT 1") == 1
 
 
+async def test_the_owner_leaving_does_not_stop_a_server_another_process_still_uses(home):
+    """`neopulse db psql` started the server, `neopulse run` shared it, psql quit: the run keeps its database,
+    and the last one out stops it."""
+    owner, sharer = EmbeddedPostgres(home), EmbeddedPostgres(home)  # separate lock handles, as two processes
+    dsn = await asyncio.to_thread(owner.start)
+    assert await asyncio.to_thread(sharer.start) == dsn and not sharer.owned
+    pid = _read_pidfile(owner.pgdata)[0]
+
+    await asyncio.to_thread(owner.stop)
+    still_there = await _query(dsn, "SELECT 1")
+    await asyncio.to_thread(sharer.stop)
+
+    assert still_there == 1
+    assert not _alive(pid)
+
+
 async def test_open_database_without_url_starts_embedded_and_migrates(home):
     db = await open_database(None, home)
     try:
