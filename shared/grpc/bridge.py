@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -209,17 +210,34 @@ def install_unary_proxy(bus: Bus, channel: grpc.aio.Channel, method: str,
 
 class NotificationForwarder:
     """Local Topic.NOTIFICATIONS -> remote NotifierService/Notify, a few attempts each, then dropped
-    and counted: a notifier outage must never back-pressure the order path."""
+    and counted: a notifier outage must never back-pressure the order path. The bus handler only queues
+    (at most `max_pending`, the oldest shed); a task of its own does the sending."""
 
     def __init__(self, bus: Bus, channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...] = (),
-                 attempts: int = 3, timeout_s: float = 2.0) -> None:
+                 attempts: int = 3, timeout_s: float = 2.0, max_pending: int = 1_000) -> None:
         req_cls, resp_cls = method_types(rpc.NOTIFY)
         self._call = channel.unary_unary(rpc.NOTIFY, request_serializer=req_cls.SerializeToString,
                                          response_deserializer=resp_cls.FromString)
         self.metadata, self.attempts, self.timeout_s = metadata, attempts, timeout_s
         self.forwarded = 0
         self.failed = 0
-        bus.subscribe(Topic.NOTIFICATIONS, "grpc:notify-forwarder", self._forward)
+        self._pending: deque[Any] = deque(maxlen=max_pending)
+        self._sender: asyncio.Task[None] | None = None
+        self._bus = bus
+        bus.subscribe(Topic.NOTIFICATIONS, "grpc:notify-forwarder", self._queue)
+
+    async def _queue(self, notification: Any) -> None:
+        if len(self._pending) == self._pending.maxlen:
+            self.failed += 1
+            FORWARD_FAILED.inc()  # the oldest is shed: a notifier that far behind is down
+        self._pending.append(notification)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send_pending(), name="grpc:notify-sender")
+            self._bus.track(self._sender)  # drain() waits for what was handed over
+
+    async def _send_pending(self) -> None:
+        while self._pending:
+            await self._forward(self._pending.popleft())
 
     async def _forward(self, notification: Any) -> None:
         request = notifier_pb2.NotifyRequest(notification=notification)
@@ -230,7 +248,8 @@ class NotificationForwarder:
                 self.forwarded += 1
                 return
             except grpc.aio.AioRpcError as err:
-                if attempt == self.attempts or err.code() != grpc.StatusCode.UNAVAILABLE:
+                if attempt == self.attempts or err.code() not in (grpc.StatusCode.UNAVAILABLE,
+                                                                  grpc.StatusCode.DEADLINE_EXCEEDED):
                     self.failed += 1
                     FORWARD_FAILED.inc()
                     log.warning("notification not delivered to the notifier",

@@ -195,6 +195,31 @@ async def test_local_notifications_reach_the_remote_notifier(running):
     assert received == ["Order filled"]
 
 
+async def test_a_hung_notifier_never_holds_up_whoever_publishes_notifications(running):
+    """Each send to a notifier that accepts the call but never answers takes its timeouts; publishing
+    (risk's state changes, say) must not wait for them."""
+    notifier_bus, local = running(), running()
+
+    async def hang(req):
+        await asyncio.Event().wait()
+
+    notifier_bus.handle(rpc.NOTIFY, hang)
+    server = await serve(notifier_bus, ["NotifierService"])
+    channel = open_channel(f"127.0.0.1:{server.bound_port}", GrpcSettings())
+    local.default_maxsize = 5  # a small bus queue: it would fill at once if the handler waited for the sends
+    forwarder = NotificationForwarder(local, channel, timeout_s=0.2, max_pending=3)
+    try:
+        started = asyncio.get_running_loop().time()
+        for i in range(50):
+            await asyncio.wait_for(local.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(title=f"n{i}")), 1)
+        took = asyncio.get_running_loop().time() - started
+    finally:
+        await channel.close()
+        await server.stop(0)
+
+    assert took < 1.0 and forwarder.failed >= 40  # the oldest were shed, counted
+
+
 
 
 async def test_unary_proxy_works_over_tls_with_the_shared_token(running, cert):
