@@ -87,8 +87,14 @@ class TopicHub:
             if len(ring) == ring.maxlen:
                 self.evicted_sequence = sequence_of(ring[0])
             ring.append(msg)
-        for listener in list(self._listeners):
-            await listener.put(msg)
+        listeners = list(self._listeners)
+        waiting = [listener.put(msg) for listener in listeners if not listener.lossy and listener.queue.full()]
+        for listener in listeners:
+            if listener.lossy or not listener.queue.full():
+                await listener.put(msg)  # room (or sheds the oldest): no wait
+        if waiting:  # stuck streams wait side by side: K of them cost one slow_s, not K
+            await asyncio.gather(*waiting)
+        for listener in listeners:
             if listener.overflowed:
                 log.warning("order-path stream fell behind; cutting it off (it may resume with after_sequence)",
                             extra={"topic": self.topic.value})

@@ -99,3 +99,18 @@ async def test_a_negative_resume_point_other_than_minus_one_is_invalid_input(bus
     async with NeoPulseClient(addr) as client:
         with pytest.raises(InvalidInput, match="after_sequence"):
             await asyncio.wait_for(first_n(client.stream_order_updates(after_sequence=-5), 1), 5)
+
+
+async def test_several_stuck_streams_are_cut_off_together_not_one_after_another(bus):
+    hub = TopicHub(bus, Topic.ORDER_UPDATES, replay_size=100, listener_maxsize=1, slow_s=0.3)
+    stuck = [hub.attach()[1] for _ in range(4)]  # four clients that never read
+    await bus.publish(Topic.ORDER_UPDATES, trading_pb2.OrderUpdate(sequence=1))  # fills every queue
+    await bus.drain()
+
+    started = asyncio.get_running_loop().time()
+    await bus.publish(Topic.ORDER_UPDATES, trading_pb2.OrderUpdate(sequence=2))
+    await bus.drain()
+    took = asyncio.get_running_loop().time() - started
+
+    assert all(listener.overflowed for listener in stuck) and hub.listener_count == 0
+    assert took < 0.6  # one slow_s, not four
