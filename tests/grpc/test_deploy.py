@@ -46,6 +46,17 @@ def test_split_modules_that_store_data_use_the_shared_database():
         assert "postgres" in config["services"][name]["depends_on"]
 
 
+def test_split_modules_on_the_host_network_listen_on_loopback_only():
+    """With no token by default, 0.0.0.0 on the host network would put the kill switch and orders on the LAN."""
+    import json
+
+    config = json.loads(run(str(COMPOSE), "-f", "docker-compose.yml", "--profile", "split", "config",
+                            "--format", "json").stdout)
+
+    for name in ("ingestion", "strategy", "risk", "oms", "notifier"):
+        assert config["services"][name]["environment"]["NEOPULSE_GRPC_HOST"] == "127.0.0.1"
+
+
 def test_dockerfile_passes_hadolint():
     result = run(str(HADOLINT), "deploy/Dockerfile")
 
