@@ -41,6 +41,8 @@ def handle(args: argparse.Namespace) -> int:
         app = cfg.load(AppSettings, toml, **overrides)
         split = cfg.load(SplitSettings, toml)
         grpc_settings = cfg.load(GrpcSettings, toml)
+        if app.mode == "live":  # the split OMS fills on paper only: "live" here would be a paper run called live
+            raise ConfigError("mode=live runs as the monolith only (neopulse run --live); split mode paper-trades")
     except ConfigError as exc:
         print(f"neopulse: {exc}", file=sys.stderr)
         return 2

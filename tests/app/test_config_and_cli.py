@@ -109,3 +109,9 @@ def test_a_list_setting_given_as_plain_text_is_one_line_saying_json():
 
     assert result.returncode == 2 and "symbols" in result.stderr and "JSON" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_split_mode_refuses_live_mode_instead_of_paper_trading_under_that_name():
+    result = run_cli("serve", "oms", "--no-db", "--duration", "1", "--grpc-port", "0", env={"NEOPULSE_MODE": "live"})
+
+    assert result.returncode == 2 and "monolith only" in result.stderr
