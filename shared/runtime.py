@@ -10,11 +10,14 @@ import gc
 import io
 import logging
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from prometheus_client import Histogram
+
+from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +121,18 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], within_s: float = 
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=0.1)
     return list(pending)
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code of a command whose asyncio.run ended with `exc` (possibly wrapped in TaskGroup exception
+    groups): a ConfigError (2) or OSError (1) is printed as one line, Ctrl-C is 130; anything else is raised."""
+    cause = first_leaf(exc)
+    if isinstance(cause, KeyboardInterrupt):
+        return 130
+    if not isinstance(cause, ConfigError | OSError):
+        raise exc
+    print(f"neopulse: {cause}", file=sys.stderr)
+    return 2 if isinstance(cause, ConfigError) else 1
 
 
 def first_leaf(exc: BaseException) -> BaseException:

@@ -51,19 +51,8 @@ def handle(args: argparse.Namespace) -> int:
     clock.set_holidays(settings.holidays)
     try:
         return asyncio.run(_run(settings, toml, args))
-    except ConfigError as exc:
-        print(f"neopulse: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except BaseExceptionGroup as group:  # a module's start or run failed inside the monolith's TaskGroup
-        cause = runtime.first_leaf(group)
-        if isinstance(cause, KeyboardInterrupt):
-            return 130
-        if not isinstance(cause, ConfigError | OSError):
-            raise
-        print(f"neopulse: {cause}", file=sys.stderr)
-        return 2 if isinstance(cause, ConfigError) else 1
+    except BaseException as exc:  # a module's start or run failing arrives wrapped in the TaskGroup's group
+        return runtime.exit_code(exc)
 
 
 async def _run(settings: AppSettings, toml: dict[str, Any], args: argparse.Namespace) -> int:

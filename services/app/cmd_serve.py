@@ -52,13 +52,7 @@ def handle(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_serve(args.module, app, split, grpc_settings, toml, port, args.duration))
     except BaseException as exc:  # start-up errors arrive wrapped in the TaskGroup's ExceptionGroup
-        cause = runtime.first_leaf(exc)
-        if isinstance(cause, KeyboardInterrupt):
-            return 130
-        if not isinstance(cause, ConfigError | OSError):
-            raise
-        print(f"neopulse: {cause}", file=sys.stderr)
-        return 2 if isinstance(cause, ConfigError) else 1
+        return runtime.exit_code(exc)
 
 
 async def _serve(module: str, app: AppSettings, split: Any, grpc_settings: Any, toml: dict[str, Any], port: int,
