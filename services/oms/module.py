@@ -25,9 +25,8 @@ from shared.contracts import trading_pb2 as t
 log = logging.getLogger(__name__)
 
 STOP_WAIT_S = 10.0  # a Kotak REST call times out well within this
-SETTLE_RETRY_S = (1.0, 30.0)
+SETTLE_RETRY_S = (1.0, 30.0)  # first and longest wait between order-book reads for orders restored at start
 DAY_CHECK_S = 60.0  # how often (real seconds) to look whether a new trading day has started
-  # first and longest wait between order-book reads for orders restored at start
 
 
 class OmsModule(Component):
