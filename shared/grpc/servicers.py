@@ -29,6 +29,9 @@ FIELD_KEY = "neopulse-field"
 REASON_KEY = "neopulse-reason-code"
 SEQUENCE_KEY = "neopulse-sequence"  # initial metadata of a stream: the highest sequence published before it
 MAX_BATCH = 1000  # elements per streamed batch message
+# Streams filtered by instrument token: an unknown token is INVALID_ARGUMENT, not a stream that stays empty.
+TOKEN_FILTERED = frozenset({rpc.method("IngestionService", "StreamTicks"),
+                            rpc.method("StrategyService", "StreamCandles")})
 
 
 def full_name(service: ServiceDescriptor, m: MethodDescriptor) -> str:
@@ -200,7 +203,7 @@ def service_handler(bus: Bus, service: str, hubs: dict[str, TopicHub]) -> grpc.G
         req_cls, resp_cls = GetMessageClass(m.input_type), GetMessageClass(m.output_type)
         ser = {"request_deserializer": req_cls.FromString, "response_serializer": resp_cls.SerializeToString}
         if m.server_streaming:
-            validate = token_validator(bus) if name == rpc.method("IngestionService", "StreamTicks") else None
+            validate = token_validator(bus) if name in TOKEN_FILTERED else None
             handlers[m.name] = grpc.unary_stream_rpc_method_handler(
                 stream_handler(hubs[name], name, resp_cls, validate), **ser)
         else:

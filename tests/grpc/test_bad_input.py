@@ -92,3 +92,13 @@ def test_a_tick_stream_for_an_unknown_token_is_invalid_argument(channel):
     with pytest.raises(grpc.RpcError) as err:
         next(iter(stream))
     assert err.value.code() == INV and "999999" in err.value.details()
+
+
+def test_a_candle_stream_for_an_unknown_token_is_invalid_argument(channel):
+    from shared.contracts import strategy_pb2, strategy_pb2_grpc
+
+    stream = strategy_pb2_grpc.StrategyServiceStub(channel).StreamCandles(
+        strategy_pb2.StreamCandlesRequest(tokens=[999999]), timeout=5)
+    with pytest.raises(grpc.RpcError) as err:
+        next(iter(stream))
+    assert err.value.code() == INV and "999999" in err.value.details()
