@@ -24,8 +24,9 @@ class DatabaseSettings(ModuleSettings):
     # Tick writer: COPY when this many rows wait, or every flush_interval_ms, whichever comes first.
     writer_batch_rows: int = Field(default=20_000, ge=1)
     writer_flush_interval_ms: float = Field(default=200.0, gt=0)
-    # Rows held while the database is away; ticks beyond it are dropped and counted.
-    writer_buffer_rows: int = Field(default=2_000_000, ge=1)
+    # Rows held while the database is away; ticks beyond it are dropped and counted. A row takes ~650 bytes of
+    # memory here: the default is ~330 MB, a quarter of an hour of a 200-instrument depth feed.
+    writer_buffer_rows: int = Field(default=500_000, ge=1)
     # A tick this far from the writer's clock is rejected (counted) as bad data.
     max_tick_future_s: float = Field(default=86_400.0, gt=0)
     max_tick_past_s: float = Field(default=7 * 86_400.0, gt=0)
