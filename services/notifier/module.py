@@ -44,6 +44,7 @@ class NotifierModule(Component):
         self.control = Control(bus, clock, settings.mode, settings.request_timeout_seconds)
         self.bot: TelegramBot | None = None
         self.sender: TelegramSender | None = None
+        self.bot_rejected = False  # Telegram refused the token: the bot is off for this run
         if settings.telegram_enabled:
             self.bot = TelegramBot(settings, self.control)
             self.sender = TelegramSender(self.bot.send, settings.notify_chat_ids,
@@ -93,6 +94,7 @@ class NotifierModule(Component):
                 return
             except InvalidToken:
                 log.error("telegram bot token rejected; the bot stays off, notifications are only logged")
+                self.bot_rejected = True
                 return
             except Exception as exc:  # network down at start-up: keep trading, try again later
                 log.warning("telegram bot did not start; retrying", extra={"error": repr(exc)})
@@ -147,7 +149,7 @@ class NotifierModule(Component):
         sender = self.sender
         return notifier_pb2.GetSystemStatusResponse(
             mode=self.settings.mode, uptime_seconds=self.control.uptime_seconds,
-            telegram_enabled=self.bot is not None,
+            telegram_enabled=self.bot is not None and not self.bot_rejected,
             notifications_sent=sender.sent if sender else 0,
             notifications_failed=(sender.failed + sender.dropped) if sender else 0)
 

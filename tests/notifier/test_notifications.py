@@ -185,3 +185,18 @@ async def test_a_bot_api_outage_at_start_up_is_retried_and_notices_wait_for_it(b
 
     assert len(fake_api.sent("getMe")) == 3
     assert sent[0]["text"] == "📡 <b>Feed</b>\nduring the outage"
+
+
+async def test_a_rejected_token_shows_telegram_as_off_in_the_system_status(bus, clock, fake_api):
+    settings = settings_for(fake_api, telegram_bot_token="999:wrong")
+    module = NotifierModule(bus, settings, clock)
+    await module.start()
+    runner = asyncio.create_task(module.run())
+    try:
+        await wait_for(lambda: module.bot_rejected)
+        status = await bus.call(rpc.GET_SYSTEM_STATUS, notifier_pb2.GetSystemStatusRequest())
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+    assert status.telegram_enabled is False
