@@ -5,6 +5,8 @@ import grpc
 import pytest
 
 from shared.contracts import (
+    ingestion_pb2,
+    ingestion_pb2_grpc,
     notifier_pb2,
     notifier_pb2_grpc,
     oms_pb2,
@@ -72,7 +74,8 @@ CASES = [
 ]
 
 STUBS = {"strategy": strategy_pb2_grpc.StrategyServiceStub, "risk": risk_pb2_grpc.RiskServiceStub,
-         "oms": oms_pb2_grpc.OrderServiceStub, "notifier": notifier_pb2_grpc.NotifierServiceStub}
+         "oms": oms_pb2_grpc.OrderServiceStub, "notifier": notifier_pb2_grpc.NotifierServiceStub,
+         "ingestion": ingestion_pb2_grpc.IngestionServiceStub}
 
 
 @pytest.mark.parametrize(("stub", "method", "request_", "code", "needle"), CASES,
@@ -84,21 +87,12 @@ def test_bad_input_gets_the_right_status_and_a_message_naming_it(channel, stub, 
     assert needle in err.value.details() and "Traceback" not in err.value.details()
 
 
-def test_a_tick_stream_for_an_unknown_token_is_invalid_argument(channel):
-    from shared.contracts import ingestion_pb2, ingestion_pb2_grpc
-
-    stream = ingestion_pb2_grpc.IngestionServiceStub(channel).StreamTicks(
-        ingestion_pb2.StreamTicksRequest(tokens=[999999]), timeout=5)
-    with pytest.raises(grpc.RpcError) as err:
-        next(iter(stream))
-    assert err.value.code() == INV and "999999" in err.value.details()
-
-
-def test_a_candle_stream_for_an_unknown_token_is_invalid_argument(channel):
-    from shared.contracts import strategy_pb2, strategy_pb2_grpc
-
-    stream = strategy_pb2_grpc.StrategyServiceStub(channel).StreamCandles(
-        strategy_pb2.StreamCandlesRequest(tokens=[999999]), timeout=5)
+@pytest.mark.parametrize(("stub", "method", "request_"), [
+    ("ingestion", "StreamTicks", ingestion_pb2.StreamTicksRequest(tokens=[999999])),
+    ("strategy", "StreamCandles", strategy_pb2.StreamCandlesRequest(tokens=[999999])),
+])
+def test_a_market_data_stream_for_an_unknown_token_is_invalid_argument(channel, stub, method, request_):
+    stream = getattr(STUBS[stub](channel), method)(request_, timeout=5)
     with pytest.raises(grpc.RpcError) as err:
         next(iter(stream))
     assert err.value.code() == INV and "999999" in err.value.details()
