@@ -128,7 +128,8 @@ class Monolith:
                 self.started.set()
                 await self._system_note("NeoPulse started", self._describe())
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), duration)
+                    async with asyncio.timeout(duration):  # not wait_for: it can swallow a cancel (gh-86296)
+                        await stop.wait()
                 await self._stop_all(runners)
                 bus_task.cancel()
         finally:

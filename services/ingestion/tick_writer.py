@@ -110,8 +110,11 @@ class TickWriter:
 
     async def _flush_loop(self) -> None:
         # The first COPY would otherwise race the first pass for the DDL lock; never wait on it for long.
+        # asyncio.timeout, never wait_for, in this loop: on Python 3.11 wait_for can swallow the cancel that
+        # stops the writer (CPython gh-86296), and run() then never ends (seen: 1 store() in ~10 hung).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._housekept.wait(), FIRST_HOUSEKEEPING_WAIT_S)
+            async with asyncio.timeout(FIRST_HOUSEKEEPING_WAIT_S):
+                await self._housekept.wait()
         backoff = 0.0
         interval = self.settings.writer_flush_interval_ms / 1000
         while True:
@@ -119,7 +122,8 @@ class TickWriter:
                 await asyncio.sleep(backoff)
             elif self._pending < self.settings.writer_batch_rows:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), interval)
+                    async with asyncio.timeout(interval):
+                        await self._wake.wait()
             self._wake.clear()
             try:
                 await self.flush()
@@ -168,7 +172,8 @@ class TickWriter:
         """Final flush at shutdown; anything the database does not take in `grace_s` is counted as dropped."""
         error = ""
         try:
-            await asyncio.wait_for(self.flush(), grace_s)
+            async with asyncio.timeout(grace_s):
+                await self.flush()
         except (TimeoutError, *TRANSIENT) as exc:
             error = type(exc).__name__
         if self._pending:

@@ -99,7 +99,8 @@ class TelegramSender:
             if remaining <= 0:
                 break
             try:
-                batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                async with asyncio.timeout(remaining):  # not wait_for: it can swallow a cancel (gh-86296)
+                    batch.append(await self.queue.get())
             except TimeoutError:
                 break
 

@@ -134,8 +134,8 @@ class OrderEngine:
             return u is not None and u.status not in NOT_YET_PLACED
 
         try:
-            async with self.changed:
-                await asyncio.wait_for(self.changed.wait_for(placed), within_s)
+            async with self.changed, asyncio.timeout(within_s):
+                await self.changed.wait_for(placed)
         except TimeoutError:
             pass
         return self.lookup(client_order_id)

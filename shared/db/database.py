@@ -39,7 +39,8 @@ class Database:
 
     async def close(self) -> None:
         try:
-            await asyncio.wait_for(self.pool.close(), 10.0)
+            async with asyncio.timeout(10.0):
+                await self.pool.close()
         except TimeoutError:
             self.pool.terminate()
         if self.embedded is not None:

@@ -41,7 +41,8 @@ class Listener:
         if not self.lossy:
             if self.queue.full():
                 try:
-                    await asyncio.wait_for(self.queue.put(msg), self.slow_s)
+                    async with asyncio.timeout(self.slow_s):  # not wait_for: it can swallow a cancel (gh-86296)
+                        await self.queue.put(msg)
                 except TimeoutError:
                     self.overflowed = True
                     return

@@ -220,7 +220,8 @@ class KotakBroker:
                 log.warning("kotak order-book poll failed", extra={"error": self.session.scrub(str(exc))})
             self._poll_now.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poll_now.wait(), self.settings.poll_interval_s)
+                async with asyncio.timeout(self.settings.poll_interval_s):  # not wait_for (gh-86296)
+                    await self._poll_now.wait()
 
     async def on_candle(self, candle: market_pb2.Candle) -> None:
         return None

@@ -130,7 +130,7 @@ async def test_ticks_offered_while_the_database_is_away_are_written_when_it_retu
             writer.offer(batch(100, token=2))
             await until(lambda: not writer.connected)
             writer.offer(batch(100, token=3))
-        await until(lambda: writer.persisted == 300)
+        await until(lambda: writer.persisted == 300 and writer.connected)  # connected once that flush returns
     finally:
         runner.cancel()
 
