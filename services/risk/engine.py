@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
 from services.oms.ledger import TERMINAL
 from services.risk.config import Limits
@@ -496,7 +495,7 @@ class RiskEngine:
         for cid, o in self.open_orders.items():
             if o.square_off or o.product != MIS or now < self._cancel_asked.get(cid, 0):
                 continue
-            if self._past_square_off(now, o.segment or self._segment_of(o)):
+            if self._past_square_off(now, self._segment_of(o.token, o.segment)):
                 self._cancel_asked[cid] = now + self._square_off_retry_ns
                 out.append(cid)
         if out:  # the market orders follow as soon as the cancels are confirmed, not a retry interval later
@@ -515,7 +514,7 @@ class RiskEngine:
         if now < self._next_square_off_ns or not self._past_any_square_off(now):
             return []
         due = [pos for pos in self.positions.positions.values() if pos.product == MIS and pos.net_quantity != 0
-               and self._past_square_off(now, self._segment_of(pos))]
+               and self._past_square_off(now, self._segment_of(pos.token, pos.exchange_segment))]
         if not due:
             return []
         self._next_square_off_ns = now + self._square_off_retry_ns
@@ -537,10 +536,10 @@ class RiskEngine:
             self._square_off_attempt += 1
         return orders
 
-    def _segment_of(self, pos: Any) -> str:
+    def _segment_of(self, token: int, segment: str) -> str:
         """A position's or open order's segment: its own, else its instrument's."""
-        inst = self.instruments.get(pos.token)
-        return getattr(pos, "exchange_segment", "") or (inst.exchange_segment if inst is not None else "")
+        inst = self.instruments.get(token)
+        return segment or (inst.exchange_segment if inst is not None else "")
 
     def snapshot(self) -> risk_pb2.GetRiskStateResponse:
         self._mark()

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from services.strategy.candles import MINUTE_NS, CandleBuilder, Closed
 from services.strategy.config import StrategySettings
-from services.strategy.plugins import OrderIntent, Strategy, StrategyContext, strategy_class
+from services.strategy.plugins import TERMINAL, OrderIntent, Strategy, StrategyContext, strategy_class
 from shared.bus import Sequencer
 from shared.clock import Clock
 from shared.contracts import market_pb2, strategy_pb2, trading_pb2
@@ -24,8 +24,6 @@ from shared.positions import SQUAREOFF_TAG
 log = logging.getLogger(__name__)
 
 PLUGIN_ERRORS = Counter("neopulse_strategy_plugin_errors", "Exceptions raised by strategy plugins", ["strategy"])
-_DONE = frozenset({trading_pb2.ORDER_STATUS_TRADED, trading_pb2.ORDER_STATUS_REJECTED,
-                   trading_pb2.ORDER_STATUS_CANCELLED})
 _SIDE_NAMES: dict[int, str] = {trading_pb2.SIDE_BUY: "BUY", trading_pb2.SIDE_SELL: "SELL"}
 
 Output = tuple[list[market_pb2.Candle], list[trading_pb2.Signal]]
@@ -143,7 +141,7 @@ class StrategyEngine:
         Returns how many orders were applied."""
         applied = 0
         for order in sorted(orders, key=lambda u: u.sequence):
-            if not order.filled_quantity and order.status in _DONE:
+            if not order.filled_quantity and order.status in TERMINAL:
                 continue
             update = trading_pb2.OrderUpdate()
             update.CopyFrom(order)

@@ -48,7 +48,7 @@ from shared.clock import NS
 from shared.contracts import market_pb2, trading_pb2
 from shared.instruments import InstrumentBook
 
-_TERMINAL = frozenset({trading_pb2.ORDER_STATUS_TRADED, trading_pb2.ORDER_STATUS_REJECTED,
+TERMINAL = frozenset({trading_pb2.ORDER_STATUS_TRADED, trading_pb2.ORDER_STATUS_REJECTED,
                        trading_pb2.ORDER_STATUS_CANCELLED})
 # A sent signal whose order never shows up (risk rejected it: strategy does not read ORDERS) stops
 # blocking the token after this long; once its order is seen, only a terminal status releases it.
@@ -149,16 +149,14 @@ class Strategy:
     def on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
         """Follow this strategy's own orders: fills move the position; a terminal status frees the token."""
         token = update.request.token
-        if update.status not in _TERMINAL and token not in self._pending:  # one from before a restart
-            self._pending[token] = (0, True)
         if update.last_fill_quantity:
             signed = update.last_fill_quantity if update.request.side == trading_pb2.SIDE_BUY \
                 else -update.last_fill_quantity
             self._positions[token] = self._positions.get(token, 0) + signed
-        if update.status in _TERMINAL:
+        if update.status in TERMINAL:
             self._pending.pop(token, None)
-        elif token in self._pending:
-            self._pending[token] = (self._pending[token][0], True)
+        else:  # working, also one from before a restart: the token waits for it
+            self._pending[token] = (self._pending.get(token, (0, True))[0], True)
 
 
 _REGISTRY: dict[str, type[Strategy]] = {}
