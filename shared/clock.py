@@ -142,6 +142,11 @@ def is_market_open(ts_ns: int, open_ist: tuple[int, int] = MARKET_OPEN_IST,
     return open_ist[0] * 60 + open_ist[1] <= minute < close_ist[0] * 60 + close_ist[1]
 
 
+def session_of(segment: str, sessions: dict[str, Session] = SESSIONS_IST) -> Session:
+    """A segment's trading session; an unknown (or empty) segment trades the NSE cash session."""
+    return sessions.get(segment) or sessions.get("nse_cm") or (MARKET_OPEN_IST, MARKET_CLOSE_IST)
+
+
 def parse_session(text: str) -> Session:
     """'09:00-23:55' -> ((9, 0), (23, 55)); raises ValueError naming the expected form."""
     start, sep, end = text.partition("-")

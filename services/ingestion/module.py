@@ -17,7 +17,7 @@ from services.ingestion.config import IngestionSettings
 from services.ingestion.source import MarketSource
 from shared import rpc, runtime
 from shared.bus import Bus, Topic
-from shared.clock import SESSIONS_IST, Clock, is_market_open
+from shared.clock import Clock, is_market_open, session_of
 from shared.component import Component
 from shared.contracts import ingestion_pb2, market_pb2, ops_pb2
 
@@ -122,8 +122,7 @@ class IngestionModule(Component):
         """A socket can stay connected yet mute (Kotak after the session rollover): reconnect it."""
         stall = self.settings.stall_seconds
         # The feed should tick while any of its instruments' markets is open (MCX into the night).
-        sessions = {SESSIONS_IST.get(i.exchange_segment, SESSIONS_IST["nse_cm"]) for i in self.instruments}
-        sessions = sessions or {SESSIONS_IST["nse_cm"]}
+        sessions = {session_of(i.exchange_segment) for i in self.instruments} or {session_of("")}
         was_open = False
         while True:
             await asyncio.sleep(min(1.0, stall / 4))

@@ -30,6 +30,7 @@ from shared.clock import (
     ist_datetime,
     ist_day_number,
     ist_minute_of_day,
+    session_of,
 )
 from shared.contracts import market_pb2, ops_pb2, risk_pb2, trading_pb2
 from shared.instruments import InstrumentBook
@@ -266,7 +267,7 @@ class RiskEngine:
         if not self.limits.enforce_market_hours:
             return None
         segment = order.exchange_segment or inst.exchange_segment
-        opens, closes = self.sessions.get(segment) or self.sessions["nse_cm"]
+        opens, closes = session_of(segment, self.sessions)
         if is_market_open(now, opens, closes):
             return None
         if is_holiday(now):
