@@ -68,6 +68,15 @@ class PositionState:
         self.last_price_paise = self.last_price_paise or price_paise
         return realised
 
+    def start_day(self) -> None:
+        """A new trading day: today's realised P&L, charges and bought/sold quantities start from zero, and a
+        quantity held overnight is carried at its last price (as the broker's day P&L values it), so its gain or
+        loss before today is not counted again today. Its entry price is not kept."""
+        self.realised_pnl_paise = self.charges_paise = 0
+        self.buy_quantity = self.sell_quantity = 0
+        if self.net_quantity and self.last_price_paise:
+            self.open_cost_paise = self.net_quantity * self.last_price_paise
+
     def to_proto(self) -> trading_pb2.Position:
         return trading_pb2.Position(
             token=self.token, exchange_segment=self.exchange_segment, symbol=self.symbol,
@@ -78,7 +87,8 @@ class PositionState:
 
 
 class PositionBook:
-    """Positions keyed by (token, product), fed by fills and marked by last prices."""
+    """Positions keyed by (token, product), fed by fills and marked by last prices. P&L and charges are the
+    trading day's: whoever owns a book calls start_day() when a new IST day starts."""
 
     def __init__(self) -> None:
         self.positions: dict[tuple[int, int], PositionState] = {}
@@ -118,6 +128,15 @@ class PositionBook:
         pos.buy_quantity, pos.sell_quantity = position.buy_quantity, position.sell_quantity
         pos.charges_paise = position.charges_paise
         return pos
+
+    def start_day(self) -> None:
+        """A new trading day for every position (PositionState.start_day); those closed before it are dropped."""
+        held = [p for p in self.positions.values() if p.net_quantity]
+        self.positions, self._by_token = {}, {}
+        for pos in held:
+            pos.start_day()
+            self.positions[(pos.token, pos.product)] = pos
+            self._by_token.setdefault(pos.token, []).append(pos)
 
     def mark(self, token: int, price_paise: int) -> None:
         for pos in self._by_token.get(token, ()):

@@ -27,7 +27,7 @@ from services.oms.states import (
     name,
 )
 from shared.bus import Bus, Sequencer, Topic
-from shared.clock import Clock
+from shared.clock import Clock, ist_day_number
 from shared.contracts import ops_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, NeoPulseError, NotFound, RetryableError
@@ -85,6 +85,7 @@ class OrderEngine:
         self.ledger = ledger
         self.clock = clock
         self.positions = PositionBook()
+        self._positions_day = ist_day_number(clock.now_ns())
         self.orders: dict[str, t.OrderUpdate] = {}  # internal_id -> latest update
         self._ids: dict[str, str] = {}  # client_order_id and exchange_order_id -> internal_id
         self._locks: dict[str, asyncio.Lock] = {}
@@ -111,6 +112,16 @@ class OrderEngine:
         self._ids[update.client_order_id] = update.internal_id
         if update.exchange_order_id:
             self._ids[update.exchange_order_id] = update.internal_id
+
+    def roll_day(self) -> PositionBook:
+        """The position book, started on a new day when the IST date has changed (PositionBook.start_day): P&L
+        and charges are today's, quantities held overnight carried at their last price. Called before every tick
+        batch marks it and every fill lands in it, and before it is read, so yesterday's close is the base."""
+        day = ist_day_number(self.clock.now_ns())
+        if day > self._positions_day:
+            self._positions_day = day
+            self.positions.start_day()
+        return self.positions
 
     def lookup(self, order_id: str) -> t.OrderUpdate | None:
         """By internal, client or exchange id, from this run's book."""
@@ -174,7 +185,7 @@ class OrderEngine:
     async def _publish(self, u: t.OrderUpdate) -> None:
         """The caller holds self._publishing and has recorded u."""
         self.remember(u)
-        self.positions.apply_update(u)
+        self.roll_day().apply_update(u)
         self.applied_sequence = max(self.applied_sequence, u.sequence)
         _updates_counter(u.status).inc()
         await self.bus.publish(Topic.ORDER_UPDATES, u)

@@ -90,12 +90,12 @@ class OmsModule(Component):
     async def _on_ticks(self, batch: market_pb2.TickBatch) -> None:
         # Hot path: the broker keeps last prices, the position book marks only tokens it holds.
         await self.broker.on_ticks(batch)
-        mark = self.engine.positions.mark
+        mark = self.engine.roll_day().mark
         for tick in batch.ticks:
             mark(tick.token, tick.ltp_paise)
 
     async def _expire_each_day(self) -> None:
-        """When a new IST trading day starts, settle the DAY orders still open from earlier days against the
+        """When a new IST trading day starts, start the position book's day, and settle the DAY orders still open from earlier days against the
         broker's book: the broker expired them at its close, and a long-running process hears nothing of it
         (the new day's book no longer lists them). Those it does list are matched; the rest are cancelled."""
         day = ist_day_number(self.clock.now_ns())
@@ -104,6 +104,7 @@ class OmsModule(Component):
             today = ist_day_number(self.clock.now_ns())
             if today == day:
                 continue
+            self.engine.roll_day()  # overnight, before the first tick of the day marks the book
             stale = [u for u in self.engine.open_orders() if u.ts_ns and ist_day_number(u.ts_ns) < today
                      and u.request.validity in DAY_BOUND]
             counts = await settle(self.engine, stale, [])

@@ -100,7 +100,7 @@ class OrderService:
         return oms_pb2.ListOrdersResponse(orders=orders)
 
     async def list_positions(self, request: oms_pb2.ListPositionsRequest) -> oms_pb2.ListPositionsResponse:
-        book = self.engine.positions
+        book = self.engine.roll_day()
         return oms_pb2.ListPositionsResponse(
             positions=book.to_protos(), realised_pnl_paise=book.realised_pnl_paise(),
             unrealised_pnl_paise=book.unrealised_pnl_paise(), charges_paise=book.charges_paise(),
@@ -111,7 +111,7 @@ class OrderService:
         for what working exit orders do not already cover."""
         wanted = request.symbol.upper()
         placed, refused, covered = [], [], False
-        for pos in list(self.engine.positions.positions.values()):
+        for pos in list(self.engine.roll_day().positions.values()):
             if pos.net_quantity == 0 or (wanted and pos.symbol.upper() != wanted):
                 continue
             side = t.SIDE_SELL if pos.net_quantity > 0 else t.SIDE_BUY

@@ -106,7 +106,6 @@ class RiskEngine:
         self._loss_level: risk_pb2.TradingState = ACTIVE
         self._day: date = day_of(now)
         self._day_number = ist_day_number(now)
-        self._day_start_pnl = 0
         # Square-off attempts: the next one is due at this clock time; the attempt number keeps ids unique.
         self._square_off_retry_ns = int(square_off_retry_s * 1e9)
         self._next_square_off_ns = 0
@@ -390,7 +389,9 @@ class RiskEngine:
             self._accepted.add(cid)
 
     def on_ticks(self, ticks: Iterable[market_pb2.Tick]) -> None:
-        """Hot path: remember the last price per token; marks are applied when the loss is evaluated."""
+        """Hot path: remember the last price per token; marks are applied when the loss is evaluated. A new
+        day's first ticks come after the day is rolled at yesterday's marks."""
+        self._roll_day(self.clock.now_ns())
         last = self.last_prices
         for tick in ticks:
             price = tick.ltp_paise
@@ -400,8 +401,7 @@ class RiskEngine:
     def daily_pnl_paise(self) -> int:
         """Today's realised + mark-to-market P&L, net of charges."""
         book = self.positions
-        total = book.realised_pnl_paise() - book.charges_paise() + book.unrealised_pnl_paise()
-        return total - self._day_start_pnl
+        return book.realised_pnl_paise() - book.charges_paise() + book.unrealised_pnl_paise()
 
     def evaluate_loss(self) -> None:
         """Mark positions and move the state when the daily loss crosses a threshold (it never relaxes by itself)."""
@@ -473,11 +473,10 @@ class RiskEngine:
         if day_number == self._day_number:
             return
         self._day_number, self._day = day_number, day_of(now)
-        # Today's P&L starts from yesterday's close: realised, less charges, plus positions held overnight at
-        # their last marks (without the marks a carried position's gain or loss since entry would count today).
+        # Today's P&L starts from yesterday's close: positions held overnight are carried at their last marks
+        # (without them a carried position's gain or loss since entry would count today).
         self._mark()
-        book = self.positions
-        self._day_start_pnl = book.realised_pnl_paise() - book.charges_paise() + book.unrealised_pnl_paise()
+        self.positions.start_day()
         self._accepted.clear()
         self._loss_level = ACTIVE
         if not self.kill_switch_engaged and self.state != ACTIVE:

@@ -5,12 +5,13 @@ import pytest
 from services.oms.engine import OrderStateError
 from shared import rpc
 from shared.bus import Topic
+from shared.clock import NS
 from shared.contracts import market_pb2, oms_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, InvalidInput, NotFound, RiskRejected
 from tests.helpers import eventually as until
 from tests.oms.conftest import risk_stand_in
-from tests.oms.helpers import candle, order, tick
+from tests.oms.helpers import MINUTE, T0, candle, order, tick
 
 
 async def place(oms, req) -> t.OrderUpdate:
@@ -131,6 +132,36 @@ async def test_list_positions_shows_fills_marked_to_the_last_tick(start_oms):
     assert reply.unrealised_pnl_paise == 10 * (101_00 - 99_00)
     assert reply.charges_paise > 0
     assert reply.as_of_sequence == oms.of("c-1")[-1].sequence  # the fill's update is in these positions
+
+
+async def test_list_positions_on_a_later_day_is_that_days_pnl_with_held_quantity_carried_at_the_last_price(
+        start_oms):
+    """An OMS that runs across midnight: yesterday's realised P&L and charges are not today's (risk restarted
+    today counts ListPositions against today's loss limit), and a quantity held overnight is valued from
+    yesterday's last price, as the broker's day P&L is."""
+    oms = await start_oms()
+    await place(oms, order(price=100_00, quantity=10))
+    await oms.bus.publish(Topic.CANDLES, market_pb2.CandleBatch(candles=[candle(99_00, 99_50, 98_00, 99_00)]))
+    await oms.until_status("c-1", t.ORDER_STATUS_TRADED)
+    await place(oms, order(side=t.SIDE_SELL, price=100_00, quantity=4, client_order_id="c-2"))
+    await oms.bus.publish(Topic.CANDLES, market_pb2.CandleBatch(candles=[
+        candle(100_00, 101_00, 100_00, 101_00, start_ns=T0 + 2 * MINUTE)]))
+    await oms.until_status("c-2", t.ORDER_STATUS_TRADED)
+    await oms.bus.publish(Topic.TICKS, tick(ltp=101_00))
+    await oms.bus.drain()
+    yesterday = await oms.bus.call(rpc.LIST_POSITIONS, oms_pb2.ListPositionsRequest())
+    assert yesterday.realised_pnl_paise == 4 * (100_00 - 99_00) and yesterday.charges_paise > 0
+
+    oms.clock.set(T0 + 12 * 3600 * NS)  # the next IST morning
+    today = await oms.bus.call(rpc.LIST_POSITIONS, oms_pb2.ListPositionsRequest())
+
+    (pos,) = today.positions
+    assert (today.realised_pnl_paise, today.unrealised_pnl_paise, today.charges_paise) == (0, 0, 0)
+    assert (pos.net_quantity, pos.average_price_paise, pos.realised_pnl_paise) == (6, 101_00, 0)
+    await oms.bus.publish(Topic.TICKS, tick(ltp=102_00, ts_ns=T0 + 12 * 3600 * NS))
+    await oms.bus.drain()
+    later = await oms.bus.call(rpc.LIST_POSITIONS, oms_pb2.ListPositionsRequest())
+    assert later.unrealised_pnl_paise == 6 * (102_00 - 101_00)
 
 
 async def test_square_off_sends_a_closing_market_order_tagged_squareoff(start_oms):

@@ -203,6 +203,7 @@ def test_a_new_trading_day_resets_a_loss_driven_state(clock):
     engine.evaluate_loss()
 
     assert engine.state == ACTIVE and engine.daily_pnl_paise() == 0
+    assert engine.snapshot().realised_pnl_paise == 0  # GetRiskState shows today's P&L, as the limits count it
 
 
 def test_a_position_held_overnight_counts_only_todays_move_against_the_loss_limits(clock):
