@@ -90,11 +90,16 @@ class _locked:
         self.conn: asyncpg.Connection | None = None
 
     async def __aenter__(self) -> asyncpg.Connection:
-        if isinstance(self.db, asyncpg.Pool):
-            self.conn = await self.db.acquire()
-        else:
-            self.conn = self.db
-        await self.conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+        self.conn = await self.db.acquire() if isinstance(self.db, asyncpg.Pool) else self.db
+        try:
+            await self.conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+        except BaseException:
+            # A wait given up (the caller's timeout cancels it) must not keep the pool's connection: after
+            # max_size of them every query on the pool would hang. Its reset on release also drops the lock,
+            # should the server have granted it just as the wait was cancelled.
+            if isinstance(self.db, asyncpg.Pool):
+                await self.db.release(self.conn)
+            raise
         return self.conn
 
     async def __aexit__(self, *exc: object) -> None:
