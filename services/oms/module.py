@@ -95,9 +95,10 @@ class OmsModule(Component):
             mark(tick.token, tick.ltp_paise)
 
     async def _expire_each_day(self) -> None:
-        """When a new IST trading day starts, start the position book's day, and settle the DAY orders still open from earlier days against the
-        broker's book: the broker expired them at its close, and a long-running process hears nothing of it
-        (the new day's book no longer lists them). Those it does list are matched; the rest are cancelled."""
+        """When a new IST trading day starts, start the position book's day and settle the DAY orders still open
+        from earlier days against the broker's book: the broker expired them at its close, and a long-running
+        process hears nothing of it (the new day's book no longer lists them). Those it does list are matched;
+        the rest are cancelled."""
         day = ist_day_number(self.clock.now_ns())
         while True:
             await asyncio.sleep(self.day_check_s)
