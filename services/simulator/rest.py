@@ -57,6 +57,8 @@ def _route(sim: Simulator, name: str, handler: Handler, auth: str) -> Callable[[
         sim.calls[name] += 1
         fault = sim.take_fault(name)
         if fault and fault.status:
+            if fault.text:
+                return web.Response(text=fault.text, status=fault.status, content_type="text/html")
             return web.json_response(fault.body, status=fault.status)
         if auth == "trade" and not sim.session_valid(request.headers.get("Auth"), request.headers.get("Sid")):
             return web.json_response(INVALID_CREDENTIALS, status=401)
@@ -156,8 +158,9 @@ async def order_book(request: web.Request, sim: Simulator, body: dict) -> Any:
 
 
 async def order_history(request: web.Request, sim: Simulator, body: dict) -> Any:
+    """The order's states newest first, as Kotak lists them (order_history.md: complete, open, open pending...)."""
     order = sim.exchange.orders.get(str(body.get("nOrdNo")))
-    return _ok(order.history if order else [])
+    return _ok(order.history[::-1] if order else [])
 
 
 async def trade_report(request: web.Request, sim: Simulator, body: dict) -> Any:

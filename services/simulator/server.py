@@ -45,6 +45,7 @@ class Fault:
     delay_s: float = 0.0
     status: int = 0
     body: dict = field(default_factory=dict)
+    text: str = ""  # answered as it is (an HTML error page from a gateway), instead of `body` as JSON
 
 
 class Simulator:
@@ -71,6 +72,9 @@ class Simulator:
         self.reject_reason = ""
         self.reject_synchronously = False
         self.mute_order_feed = False
+        # Leave GuiOrdId (the tag) out of order-feed messages: the SDK's OrderData and Kotak's order-feed field
+        # list (order_feed.md) do not name it, so a client must not rely on the feed carrying it.
+        self.order_feed_without_tag = False
         self.feed_sockets: set[feeds.FeedClient] = set()
         self.order_sockets: set[web.WebSocketResponse] = set()
         self._runner: web.AppRunner | None = None
@@ -151,10 +155,11 @@ class Simulator:
         """Answer the next `endpoint` call late (after doing the work, so a delayed place still places)."""
         self.faults[endpoint] = Fault(delay_s=seconds)
 
-    def fail_next(self, endpoint: str, status: int = 500, body: dict | None = None) -> None:
-        """Fail the next `endpoint` call without doing the work."""
-        self.faults[endpoint] = Fault(status=status, body=body or {"stat": "Not_Ok", "emsg": "Internal server error",
-                                                                   "stCode": 500})
+    def fail_next(self, endpoint: str, status: int = 500, body: dict | None = None, text: str = "") -> None:
+        """Fail the next `endpoint` call without doing the work: answer `body` as JSON, or `text` as an HTML page
+        (what a gateway in front of Kotak answers a 502 with)."""
+        self.faults[endpoint] = Fault(status=status, text=text, body=body or {
+            "stat": "Not_Ok", "emsg": "Internal server error", "stCode": 500})
 
     def reject_next_order(self, reason: str, synchronous: bool = False) -> None:
         """Reject the next order with `reason`: at once in the place reply (Not_Ok, no order), or, like an
@@ -209,6 +214,8 @@ class Simulator:
             if data["ordSt"] in ("put order req received", "validation pending", "open pending"):
                 # The real feed leaves price and filled quantity empty in early states.
                 data["avgPrc"], data["fldQty"] = "", None
+            if self.order_feed_without_tag:
+                data.pop("GuiOrdId", None)
             text = json.dumps({"type": "order", "data": data})
             for ws in list(self.order_sockets):
                 with contextlib.suppress(ConnectionError, RuntimeError):

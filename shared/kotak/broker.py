@@ -109,6 +109,7 @@ class KotakBroker:
         return matches[-1] if matches else None
 
     async def order_history(self, exchange_order_id: str) -> list[BrokerOrderEvent]:
+        """Every state the order went through, newest first (as Kotak lists them)."""
         reply = await self._read("order_history", exchange_order_id)
         return [mapping.order_event(row) for row in mapping.rows(reply)]
 
@@ -179,6 +180,11 @@ class KotakBroker:
             if (event.status, event.filled_quantity, event.average_price_paise) == (
                     last.status, last.filled_quantity, last.average_price_paise):
                 return None
+        elif not event.client_order_id:
+            # Only the order number names it (the order feed need not carry the tag), and the OMS may not know
+            # that number yet (the place reply still on its way): publish it, but keep no record of it, so the
+            # order book's row for the same state, which has the tag, is not dropped as a repeat.
+            return event
         self._last[event.exchange_order_id] = event
         return event
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import re
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from json import JSONDecodeError
 from typing import Any
 
@@ -18,6 +20,7 @@ from services.oms.broker import BrokerOrderEvent
 from shared.contracts import market_pb2, trading_pb2
 from shared.money import to_paise, to_rupees
 
+log = logging.getLogger(__name__)
 S = trading_pb2
 # Kotak order statuses (ordSt) as the order book, history and order feed spell them.
 STATUS: dict[str, int] = {
@@ -25,6 +28,7 @@ STATUS: dict[str, int] = {
     "validation pending": S.ORDER_STATUS_SUBMITTED,
     "open pending": S.ORDER_STATUS_SUBMITTED,
     "after market order req received": S.ORDER_STATUS_SUBMITTED,
+    "modify after market order req received": S.ORDER_STATUS_SUBMITTED,
     "open": S.ORDER_STATUS_OPEN,
     "modified": S.ORDER_STATUS_OPEN,
     "trigger pending": S.ORDER_STATUS_TRIGGER_PENDING,
@@ -32,6 +36,7 @@ STATUS: dict[str, int] = {
     "traded": S.ORDER_STATUS_TRADED,
     "rejected": S.ORDER_STATUS_REJECTED,
     "cancelled": S.ORDER_STATUS_CANCELLED,
+    "cancelled after market order": S.ORDER_STATUS_CANCELLED,
     "cancel pending": S.ORDER_STATUS_CANCEL_PENDING,
     "modify pending": S.ORDER_STATUS_MODIFY_PENDING,
     "modify validation pending": S.ORDER_STATUS_MODIFY_PENDING,
@@ -44,6 +49,11 @@ PRODUCT_BACK = {v: k for k, v in PRODUCT.items()}
 VALIDITY = {S.VALIDITY_DAY: "DAY", S.VALIDITY_IOC: "IOC", S.VALIDITY_UNSPECIFIED: "DAY"}
 SIDE = {S.SIDE_BUY: "B", S.SIDE_SELL: "S"}
 ORDER_ALREADY_COMPLETE = 1021
+# What the SDK's modify_order answers for any failure but an ApiException (a timeout is one; an HTML error page
+# it cannot decode is another): the request may have reached Kotak.
+SDK_CALL_FAILED = "Exception has been occurred while connecting to API"
+# Kotak's "no value" in text fields such as rejRsn.
+NO_VALUE = frozenset({"", "--", "NA"})
 _EXPIRED = re.compile(r"invalid credentials|session (has )?expired|invalid session|invalid (access )?token|"
                       r"complete the 2fa", re.I)
 
@@ -102,6 +112,8 @@ def reply_error(reply: Any) -> tuple[str, str] | None:
         exc = reply.get(key)
         if isinstance(exc, BaseException):
             return (_exception_kind(exc), str(getattr(exc, "reason", None) or exc))
+        if exc == SDK_CALL_FAILED:
+            return ("unknown", exc)
     st_code = integer(reply.get("stCode"))
     if 500 <= st_code <= 599:
         return ("unknown", error_text(reply) or f"stCode {st_code}")
@@ -165,7 +177,12 @@ def order_event(row: dict[str, Any], ts_ns: int = 0) -> BrokerOrderEvent:
     return BrokerOrderEvent(
         exchange_order_id=str(row.get("nOrdNo", "")), client_order_id=str(row.get("GuiOrdId") or ""),
         status=status, filled_quantity=filled, average_price_paise=paise(row.get("avgPrc")) if filled else 0,
-        reason=str(row.get("rejRsn") or ""), ts_ns=ts_ns, raw=dict(row))
+        reason=_text(row.get("rejRsn")), ts_ns=ts_ns, raw=dict(row))
+
+
+def _text(value: Any) -> str:
+    text = str(value or "").strip()
+    return "" if text in NO_VALUE else text
 
 
 def rows(reply: Any) -> list[dict]:
@@ -177,26 +194,44 @@ def rows(reply: Any) -> list[dict]:
 
 
 # account ---------------------------------------------------------------------------
+def price_factor(row: dict[str, Any], terms: tuple[str, str, str, str, str] = (
+        "multiplier", "genNum", "genDen", "prcNum", "prcDen")) -> Fraction:
+    """multiplier x genNum/genDen x prcNum/prcDen of a Kotak row: what one unit of quantity at a price of 1 is
+    worth. Kotak's amounts include it, its prices do not (docs/functions/portfolio/positions.md). A blank, zero,
+    negative (the scrip master's -1) or unreadable term counts as 1."""
+    def term(key: str) -> Fraction:
+        try:
+            value = Fraction(Decimal(str(row.get(key) or "").strip()))
+        except (InvalidOperation, ValueError, OverflowError):
+            return Fraction(1)
+        return value if value > 0 else Fraction(1)
+
+    multiplier, gen_num, gen_den, prc_num, prc_den = (term(k) for k in terms)
+    return multiplier * gen_num / gen_den * prc_num / prc_den
+
+
 def position(row: dict[str, Any]) -> trading_pb2.Position:
+    """A portfolio/v2/positions row -> Position, as Kotak documents the arithmetic (positions.md): averages are
+    amount / (quantity x price factor), P&L is (sell amount - buy amount) + net quantity x LTP x price factor.
+    Exact until the one rounding to paise; realised is the closed quantity's share, unrealised the rest."""
     buy_qty = integer(row.get("flBuyQty")) + integer(row.get("cfBuyQty"))
     sell_qty = integer(row.get("flSellQty")) + integer(row.get("cfSellQty"))
     buy_amt = paise(row.get("buyAmt")) + paise(row.get("cfBuyAmt"))
     sell_amt = paise(row.get("sellAmt")) + paise(row.get("cfSellAmt"))
+    factor = price_factor(row)
     net = buy_qty - sell_qty
-    if net > 0:
-        avg = buy_amt // buy_qty
-    elif net < 0:
-        avg = sell_amt // sell_qty
-    else:
-        avg = 0
-    ltp = paise(row.get("ltp"))
+    buy_cost = Fraction(buy_amt, buy_qty) if buy_qty else Fraction(0)  # money per unit of quantity
+    sell_cost = Fraction(sell_amt, sell_qty) if sell_qty else Fraction(0)
+    open_cost = buy_cost if net > 0 else sell_cost if net < 0 else Fraction(0)
     closed = min(buy_qty, sell_qty)
-    realised = (sell_amt // sell_qty - buy_amt // buy_qty) * closed if closed else 0
+    realised = round(closed * (sell_cost - buy_cost))
+    ltp = paise(row.get("ltp"))
+    unrealised = round(sell_amt - buy_amt + net * ltp * factor) - realised if ltp and net else 0
     return trading_pb2.Position(
         token=integer(row.get("tok")), exchange_segment=str(row.get("exSeg", "")), symbol=str(row.get("trdSym", "")),
         product=PRODUCT_BACK.get(str(row.get("prod", "")), S.PRODUCT_UNSPECIFIED), net_quantity=net,
-        average_price_paise=avg, realised_pnl_paise=realised, last_price_paise=ltp,
-        unrealised_pnl_paise=(ltp - avg) * net if ltp and net else 0, buy_quantity=buy_qty, sell_quantity=sell_qty)
+        average_price_paise=round(open_cost / factor), realised_pnl_paise=realised, last_price_paise=ltp,
+        unrealised_pnl_paise=unrealised, buy_quantity=buy_qty, sell_quantity=sell_qty)
 
 
 def limits(reply: dict[str, Any]) -> dict[str, Any]:
@@ -233,18 +268,51 @@ def quote_tick(row: dict[str, Any]) -> market_pb2.Tick:
         bid_qty=integer(buy.get("quantity")), ask_paise=paise(sell.get("price")), ask_qty=integer(sell.get("quantity")))
 
 
+SCRIP_FACTOR_TERMS = ("lMultiplier", "dGenNum", "dGenDen", "dPriceNum", "dPriceDen")
+
+
 def instruments_from_csv(text: str) -> list[market_pb2.Instrument]:
-    """A scrip-master CSV -> Instruments. Cash-segment dTickSize is in paise (5.0 = ₹0.05)."""
+    """A scrip-master CSV -> Instruments. dTickSize is in paise in every segment (5.0 = Rs 0.05, 100 = Rs 1).
+
+    Left out, with one warning: a contract whose tick is not a whole number of paise or whose prices have more
+    than 2 decimals (currency derivatives: Rs 0.0025), which integer paise cannot price, and a contract with a
+    price factor (lMultiplier x dGenNum/dGenDen x dPriceNum/dPriceDen) other than 1, whose order value and P&L
+    are price x quantity x factor: an Instrument has no field for the factor, so every check and P&L of it
+    would be off by it."""
     reader = csv.DictReader(io.StringIO(text))
-    out = []
+    out, left_out = [], []
     for raw in reader:
-        row = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
+        row = {k.strip().rstrip(";"): (v or "").strip() for k, v in raw.items() if k}
         token = integer(row.get("pSymbol"))
-        if not token or not row.get("pTrdSymbol"):
+        symbol = row.get("pTrdSymbol", "")
+        if not token or not symbol:
+            continue
+        tick = _tick_paise(row.get("dTickSize"))
+        factor = price_factor(row, SCRIP_FACTOR_TERMS)
+        if tick is None or integer(row.get("lPrecision")) > 2 or factor != 1:
+            left_out.append(f"{row.get('pExchSeg', '')}:{symbol} (tick {row.get('dTickSize')!r} paise, "
+                            f"precision {row.get('lPrecision')!r}, price factor {factor})")
             continue
         out.append(market_pb2.Instrument(
-            token=token, symbol=row["pTrdSymbol"], exchange_segment=row.get("pExchSeg", ""),
-            tick_size_paise=integer(row.get("dTickSize")) or 5, lot_size=integer(row.get("lLotSize")) or 1,
+            token=token, symbol=symbol, exchange_segment=row.get("pExchSeg", ""),
+            tick_size_paise=tick, lot_size=integer(row.get("lLotSize")) or 1,
             freeze_quantity=integer(row.get("lFreezeQty")), name=row.get("pSymbolName", ""),
             isin=row.get("pISIN", "")))
+    if left_out:
+        log.warning("scrip master: contracts NeoPulse cannot price in whole paise at a price factor of 1 left out",
+                    extra={"count": len(left_out), "examples": left_out[:5]})
     return out
+
+
+def _tick_paise(value: Any) -> int | None:
+    """dTickSize -> whole paise; blank or not positive (index rows) means the cash-market 5 paise, as before;
+    None for a tick below or between paise, or unreadable."""
+    try:
+        tick = Decimal(str(value or "0"))
+    except InvalidOperation:
+        return None
+    if not tick.is_finite():
+        return None
+    if tick <= 0:
+        return 5
+    return int(tick) if tick == tick.to_integral_value() else None

@@ -94,7 +94,8 @@ async def test_cancel_of_a_completed_order_is_rejected_with_kotaks_reason(sim, b
 async def test_order_history_lists_every_state_of_the_order(sim, broker):
     ack = await broker.place_order(market_buy("coid-hist"))
     history = await broker.order_history(ack.exchange_order_id)
-    assert [e.raw["ordSt"] for e in history] == ["put order req received", "validation pending", "open", "complete"]
+    # Newest first, as Kotak lists them (order_history.md).
+    assert [e.raw["ordSt"] for e in history] == ["complete", "open", "validation pending", "put order req received"]
 
 
 async def test_trade_report_carries_the_fill_and_the_tag(sim, broker):

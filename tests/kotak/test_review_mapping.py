@@ -1,0 +1,213 @@
+"""Review of the Kotak mapping: positions with a price factor, AMO and placeholder order states, scrip-master ticks
+and price factors, a modify answered with an error page, order history order, and a fill the order feed reports
+before the place reply.
+
+Kotak's own words are the reference: docs/functions/portfolio/positions.md of Kotak-Neo/kotak-neo-python
+(average price = amount / (quantity x multiplier x genNum/genDen x prcNum/prcDen); P&L = (sell amount - buy
+amount) + net quantity x LTP x that factor) and neo_api_client/utils/positions_pnl.py, which implements it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from services.oms.config import OmsSettings
+from services.oms.ledger import MemoryLedger
+from services.oms.module import OmsModule
+from services.risk.engine import RiskEngine
+from shared.bus import Bus, Topic
+from shared.clock import ManualClock
+from shared.contracts import market_pb2
+from shared.contracts import trading_pb2 as T
+from shared.errors import RetryableError
+from shared.instruments import InstrumentBook
+from shared.kotak import mapping
+from shared.kotak.broker import KotakBroker
+from shared.positions import PositionBook
+from tests.helpers import eventually
+from tests.kotak.conftest import NOW_NS, settings_for
+from tests.kotak.test_broker import limit_buy, market_buy
+from tests.risk.factories import limits
+
+CRUDE = 451669
+
+
+def crude_position(**factor: str) -> dict[str, str]:
+    """A CRUDEOIL futures row as portfolio/v2/positions sends it: bought 2 @ 6000, sold 1 @ 6010, LTP 6005.
+    Kotak's amounts already include the price factor (amount = quantity x price x factor)."""
+    terms = {"multiplier": "1", "genNum": "1", "genDen": "1", "prcNum": "1", "prcDen": "1", **factor}
+    nf = int(terms["multiplier"]) * int(terms["genNum"]) * int(terms["prcNum"]) // (
+        int(terms["genDen"]) * int(terms["prcDen"]))
+    return {"tok": str(CRUDE), "exSeg": "mcx_fo", "trdSym": "CRUDEOIL26OCTFUT", "prod": "NRML",
+            "flBuyQty": "2", "flSellQty": "1", "cfBuyQty": "0", "cfSellQty": "0",
+            "buyAmt": f"{2 * 6000 * nf}.00", "sellAmt": f"{6010 * nf}.00", "cfBuyAmt": "0.00", "cfSellAmt": "0.00",
+            "lotSz": "1", "precision": "2", "ltp": "6005.00", **terms}
+
+
+# -- positions ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("factor", [{"multiplier": "100"}, {"multiplier": "10", "genNum": "20", "genDen": "2"},
+                                    {"prcNum": "300", "prcDen": "3"}])
+def test_a_position_with_a_price_factor_has_a_price_average_and_pnl_scaled_by_the_factor(factor):
+    pos = mapping.position(crude_position(**factor))
+
+    assert pos.net_quantity == 1
+    assert pos.average_price_paise == 6000_00  # a price, not amount per unit (Rs 6,00,000)
+    assert pos.realised_pnl_paise == 1 * 10_00 * 100  # Rs 10 a unit on 1 closed unit, x100
+    assert pos.unrealised_pnl_paise == 1 * 5_00 * 100  # Rs 5 a unit on 1 open unit, x100
+
+
+def test_position_pnl_adds_up_to_kotaks_total_without_flooring_the_average_prices():
+    """Bought 3 for Rs 300.05, sold 2 for Rs 210.00, LTP Rs 100: Kotak's P&L is 210.00 - 300.05 + 100.00 = 9.95."""
+    row = {"tok": "2885", "exSeg": "nse_cm", "trdSym": "RELIANCE-EQ", "prod": "MIS", "flBuyQty": "3",
+           "flSellQty": "2", "buyAmt": "300.05", "sellAmt": "210.00", "cfBuyQty": "0", "cfSellQty": "0",
+           "cfBuyAmt": "0.00", "cfSellAmt": "0.00", "multiplier": "1", "genNum": "1", "genDen": "1", "prcNum": "1",
+           "prcDen": "1", "ltp": "100.00"}
+
+    pos = mapping.position(row)
+
+    assert pos.realised_pnl_paise + pos.unrealised_pnl_paise == 9_95
+    assert pos.average_price_paise == 100_02  # 100.0166.. to the nearest paisa, not floored to 100.01
+
+
+# -- order states ---------------------------------------------------------------------------------------
+def test_an_after_market_order_cancelled_is_cancelled_not_an_unknown_state_the_oms_reads_as_open():
+    event = mapping.order_event({"nOrdNo": "7", "GuiOrdId": "c7", "ordSt": "cancelled after market order",
+                                 "qty": 5, "fldQty": 0, "avgPrc": "0.00"})
+
+    assert event.status == T.ORDER_STATUS_CANCELLED
+
+
+def test_modifying_an_after_market_order_keeps_it_submitted():
+    event = mapping.order_event({"nOrdNo": "7", "ordSt": "modify after market order req received", "qty": 5})
+
+    assert event.status == T.ORDER_STATUS_SUBMITTED
+
+
+@pytest.mark.parametrize("placeholder", ["--", "NA"])
+def test_kotaks_no_rejection_placeholder_is_no_reason(placeholder):
+    """Kotak's order book and history say rejRsn "--" for an order nothing rejected (order_report.md)."""
+    event = mapping.order_event({"nOrdNo": "7", "ordSt": "open", "qty": 5, "rejRsn": placeholder})
+
+    assert event.reason == ""
+
+
+# -- scrip master ---------------------------------------------------------------------------------------
+# Column names as Kotak writes them (stray space after dTickSize, lExpiryDate and lMultiplier; ";" after
+# dStrikePrice), from a recorded mcx_fo.csv header and search_scrip.md.
+HEADER = ("pSymbol,pGroup,pExchSeg,pInstType,pSymbolName,pTrdSymbol,pOptionType,pISIN,dTickSize ,lLotSize,"
+          "lExpiryDate ,lMultiplier ,lPrecision,dStrikePrice;,dGenNum,dGenDen,dPriceNum,dPriceDen,lFreezeQty")
+
+
+def master(*rows: str) -> list[market_pb2.Instrument]:
+    return mapping.instruments_from_csv("\n".join([HEADER, *rows]) + "\n")
+
+
+def test_a_tick_below_a_paisa_is_not_imported_as_five_paise():
+    """USDINR ticks Rs 0.0025 (0.25 paise, 4 decimals): integer paise cannot price it, and rounding the tick
+    to 0 and then defaulting it to 5 paise snaps every price to a grid the exchange does not use."""
+    instruments = master("1201,,cde_fo,FUTCUR,USDINR,USDINR26OCTFUT,XX,,0.250000,1,1477328400,-1,4,-1,1,1,1,1,10001",
+                         "2885,EQ,nse_cm,,RELIANCE,RELIANCE-EQ,,INE002A01018,10.000000,1,-1,-1,2,-1,1,1,1,1,100000")
+
+    assert [(i.symbol, i.tick_size_paise) for i in instruments] == [("RELIANCE-EQ", 10)]
+
+
+@pytest.mark.parametrize("terms", ["100,2,-1,1,1,1,1", "-1,2,-1,100,1,1,1", "-1,2,-1,1,1,10,1"])
+def test_a_contract_with_a_price_factor_is_not_imported_while_the_instrument_cannot_carry_it(terms):
+    """P&L, order value and margin of such a contract are price x quantity x factor; NeoPulse's Instrument has
+    no field for the factor, so importing it would value every order and fill of it wrongly."""
+    instruments = master(f"451669,,mcx_fo,FUTCOM,CRUDEOIL,CRUDEOIL26OCTFUT,XX,,100.000000,1,1476921600,{terms},"
+                         "10000",
+                         "451670,,mcx_fo,FUTCOM,CRUDEOIL,CRUDEOIL26NOVFUT,XX,,100.000000,100,1479600000,1,2,-1,1,1,1,1,"
+                         "10000")
+
+    assert [(i.symbol, i.lot_size, i.tick_size_paise) for i in instruments] == [("CRUDEOIL26NOVFUT", 100, 100)]
+
+
+# -- replies --------------------------------------------------------------------------------------------
+async def test_a_modify_answered_with_a_gateway_error_page_is_an_unknown_outcome_not_a_refusal(sim, broker):
+    """The SDK's modify_order turns any failure but ApiException (here the JSON decode of an HTML 502 page)
+    into {"Error": "Exception has been occurred while connecting to API"}: Kotak may have applied it."""
+    ack = await broker.place_order(limit_buy("coid-mod", 128_000))
+    sim.fail_next("modify_order", 502, text="<html><body>502 Bad Gateway</body></html>")
+
+    with pytest.raises(RetryableError, match="outcome unknown"):
+        await broker.modify_order(ack.exchange_order_id, price_paise=128_100)
+
+
+async def test_order_history_lists_the_newest_state_first_as_kotak_does(sim, broker):
+    """order_history.md: the rows of one order come newest first (complete, open, open pending, ...)."""
+    ack = await broker.place_order(limit_buy("coid-hist", 129_100))
+
+    history = await broker.order_history(ack.exchange_order_id)
+
+    assert [e.status for e in history][:2] == [T.ORDER_STATUS_TRADED, T.ORDER_STATUS_OPEN]
+    assert history[-1].status == T.ORDER_STATUS_SUBMITTED
+
+
+# -- needs shared/positions.py, services/risk and protos (not changed here) ---------------------------------
+@pytest.mark.xfail(strict=True, reason="shared/positions.py values fills at price x quantity; a contract whose "
+                   "Kotak rows carry multiplier x genNum/genDen x prcNum/prcDen != 1 needs that factor, and "
+                   "market.Instrument has no field for it")
+def test_the_oms_pnl_of_a_contract_with_a_price_factor_matches_kotaks():
+    kotak = mapping.position(crude_position(multiplier="100"))
+    book = PositionBook()
+    for side, quantity, price in ((T.SIDE_BUY, 2, 6000_00), (T.SIDE_SELL, 1, 6010_00)):
+        req = T.OrderRequest(token=CRUDE, side=side, quantity=quantity, product=T.PRODUCT_NRML)
+        book.apply_update(T.OrderUpdate(request=req, last_fill_quantity=quantity, last_fill_price_paise=price))
+    book.mark(CRUDE, 6005_00)
+
+    assert (book.realised_pnl_paise(), book.unrealised_pnl_paise()) == (kotak.realised_pnl_paise,
+                                                                        kotak.unrealised_pnl_paise)
+
+
+@pytest.mark.xfail(strict=True, reason="services/risk/engine.py check_order_value is price x quantity; a contract "
+                   "with a price factor is worth price x quantity x factor, and market.Instrument has no field for it")
+def test_risk_values_one_lot_of_a_contract_with_a_price_factor_at_price_times_quantity_times_factor():
+    """One lot of CRUDEOIL at Rs 6,000 a barrel, factor 100 (100 barrels): Rs 6,00,000, over a Rs 1,00,000 cap."""
+    crude = market_pb2.Instrument(token=CRUDE, symbol="CRUDEOIL26OCTFUT", exchange_segment="mcx_fo",
+                                  tick_size_paise=100, lot_size=1)
+    engine = RiskEngine(limits(max_order_value_paise=1_00_000_00), ManualClock(NOW_NS), InstrumentBook([crude]))
+    order = T.OrderRequest(client_order_id="c-crude", token=CRUDE, exchange_segment="mcx_fo",
+                           symbol="CRUDEOIL26OCTFUT", side=T.SIDE_BUY, quantity=1, order_type=T.ORDER_TYPE_LIMIT,
+                           price_paise=6000_00, product=T.PRODUCT_NRML, validity=T.VALIDITY_DAY)
+
+    denial = engine.check_order_value(order, crude, NOW_NS)
+
+    assert denial is not None and denial[0] == "MAX_ORDER_VALUE"
+
+
+# -- order events -----------------------------------------------------------------------------------------
+async def test_a_fill_the_order_feed_reports_before_the_place_reply_still_reaches_the_oms(sim):
+    """A market order fills while Kotak's place reply is still on its way, and the feed's messages carry no tag:
+    the OMS cannot tell whose order they are yet and drops them. The order book's row, which has the tag, must
+    then still be delivered, not swallowed as a repeat of what the feed said."""
+    broker = KotakBroker(settings_for(sim, request_timeout_s=5.0))
+    await broker.start()
+    bus, latest = Bus(), {}
+    oms = OmsModule(bus, OmsSettings(poll_interval_s=0), broker, MemoryLedger(), ManualClock(NOW_NS))
+
+    async def collect(update: T.OrderUpdate) -> None:
+        latest[update.client_order_id] = (update.status, update.filled_quantity)
+
+    bus.subscribe(Topic.ORDER_UPDATES, "test", collect)
+    bus_task = asyncio.create_task(bus.run())
+    await oms.start()
+    run_task = asyncio.create_task(oms.run())
+    sim.order_feed_without_tag = True
+    try:
+        await eventually(lambda: bool(sim.order_sockets))
+        sim.delay_next("place_order", 1.0)  # the feed says "complete" before the place reply arrives
+        await bus.publish(Topic.ORDERS, T.RiskDecision(accepted=True, order=market_buy("coid-race"),
+                                                       signal_id="coid-race"))
+
+        await eventually(lambda: latest.get("coid-race") == (T.ORDER_STATUS_TRADED, 3))
+    finally:
+        run_task.cancel()
+        await asyncio.gather(run_task, return_exceptions=True)
+        assert await bus.drain()
+        await oms.stop()
+        bus_task.cancel()
+        await asyncio.gather(bus_task, return_exceptions=True)
+        await broker.stop()
