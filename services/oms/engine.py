@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 UPDATES = Counter("neopulse_oms_order_updates", "Order transitions recorded and published", ["status"])
 ILLEGAL = Counter("neopulse_oms_illegal_transitions", "Broker events the state machine refused")
 UNKNOWN_EVENTS = Counter("neopulse_oms_unknown_broker_events", "Broker events for orders not in the OMS book")
+UNPRICED_FILLS = Counter("neopulse_oms_unpriced_fills", "Broker events with new fills but no price (left for later)")
 LATE_FILLS = Counter("neopulse_oms_late_fills", "Broker events with more fills for an order already terminal")
 UNKNOWN_OUTCOMES = Counter("neopulse_oms_unknown_placements", "Placements whose outcome was unknown", ["result"])
 PLACEMENT_ERRORS = Counter("neopulse_oms_placement_errors",
@@ -97,6 +98,7 @@ class OrderEngine:
         self._publishing = asyncio.Lock()
         self.changed = asyncio.Condition()
         self.illegal_transitions = 0
+        self.unpriced_fills = 0
         self._placing: set[asyncio.Task[None]] = set()
         self.applied_sequence = 0  # the last update applied to the book and positions (and then published)
         self._cancel_unanswered: dict[str, int] = {}  # CANCEL_PENDING orders whose cancel call failed -> status before
@@ -383,6 +385,8 @@ class OrderEngine:
         if delta == 0 and not new_id and (status == cur.status or (
                 cur.status == t.ORDER_STATUS_PARTIALLY_FILLED and status in _RESTING)):
             return  # nothing new
+        if self._unpriced(internal_id, ev, delta):
+            return
         fill = self._fill_delta(internal_id, cur, ev, delta)
         try:
             code = ReasonCode.BROKER_REJECTED if status == t.ORDER_STATUS_REJECTED else ""
@@ -409,6 +413,8 @@ class OrderEngine:
             "order_id": internal_id, "exchange_order_id": ev.exchange_order_id,
             "recorded_filled": cur.filled_quantity, "broker_filled": ev.filled_quantity})
         if not allows_late_fill(cur.status, cur.status) or ev.filled_quantity > cur.request.quantity:
+            return
+        if self._unpriced(internal_id, ev, ev.filled_quantity - cur.filled_quantity):
             return
         fill = self._fill_delta(internal_id, cur, ev, ev.filled_quantity - cur.filled_quantity)
         await self.transition(internal_id, cur.status, filled=(ev.filled_quantity, ev.average_price_paise or fill[1]),
@@ -444,6 +450,20 @@ class OrderEngine:
             fields={"order_id": internal_id, "client_order_id": u.client_order_id,
                     "exchange_order_id": ev.exchange_order_id, "token": str(u.request.token),
                     "strategy": u.request.strategy_tag, "status": name(status)}))
+
+    def _unpriced(self, internal_id: str, ev: BrokerOrderEvent, delta: int) -> bool:
+        """New fills without a price (Kotak leaves avgPrc empty in some rows): applied at 0 they would book a
+        gain or loss as large as their value, so the event is left alone; the next feed message or order book
+        poll that has the price applies them."""
+        if delta <= 0 or ev.average_price_paise > 0:
+            return False
+        if ev.raw.get("last_fill_quantity") == delta and int(ev.raw.get("last_fill_price_paise") or 0) > 0:
+            return False
+        self.unpriced_fills += 1
+        UNPRICED_FILLS.inc()
+        log.warning("broker reports fills without a price; waiting for a row with one", extra={
+            "order_id": internal_id, "exchange_order_id": ev.exchange_order_id, "filled": ev.filled_quantity})
+        return True
 
     def restore_charges(self, internal_id: str, charges_paise: int) -> None:
         """After a restart: the charges already recorded for an order's fills (later ones are counted on top)."""

@@ -56,6 +56,24 @@ async def test_the_fill_price_delta_is_derived_from_cumulative_averages(start_om
     assert (last.status, last.last_fill_quantity, last.last_fill_price_paise) == (t.ORDER_STATUS_TRADED, 30, 101_00)
 
 
+async def test_a_fill_reported_without_a_price_waits_for_a_row_that_has_one(start_oms):
+    """Kotak's early order states leave avgPrc empty: a fill applied at price 0 would book a phantom gain or loss
+    as large as the order's value. It is not applied (nor the order's status moved) until a row has the price."""
+    oms = await start_oms()
+    opened = await open_order(oms)
+    engine = oms.module.engine
+
+    await engine.on_event(event(opened, t.ORDER_STATUS_TRADED, 50, avg=0))
+
+    assert (engine.lookup("c-1").status, engine.lookup("c-1").filled_quantity) == (t.ORDER_STATUS_OPEN, 0)
+    assert engine.positions.net_quantity(order().token) == 0 and engine.unpriced_fills == 1
+
+    await engine.on_event(event(opened, t.ORDER_STATUS_TRADED, 50, avg=100_00))
+
+    last = engine.lookup("c-1")
+    assert (last.status, last.last_fill_quantity, last.last_fill_price_paise) == (t.ORDER_STATUS_TRADED, 50, 100_00)
+
+
 async def test_an_illegal_broker_transition_is_counted_and_the_order_kept(start_oms):
     oms = await start_oms()
     opened = await open_order(oms)
