@@ -49,6 +49,9 @@ class Broker(Protocol):
     # True when place_order answers without I/O (the paper VirtualBroker): the OMS places inline, in
     # decision order. False (a REST broker): each placement runs as its own task beside the next decisions.
     in_process: bool
+    # True when events carry each fill's charges (the VirtualBroker computes them). False (Kotak reports them
+    # only on the contract note): the OMS estimates them with the [oms] charge rates.
+    reports_charges: bool
 
     async def start(self) -> None:
         """Log in / connect. Raises ConfigError for bad credentials."""

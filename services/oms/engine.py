@@ -15,6 +15,7 @@ from typing import Any, cast
 from prometheus_client import Counter
 
 from services.oms.broker import Broker, BrokerAck, BrokerOrderEvent
+from services.oms.charges import ChargeModel
 from services.oms.config import OmsSettings
 from services.oms.ledger import Ledger
 from services.oms.states import (
@@ -91,6 +92,10 @@ class OrderEngine:
         self._ids: dict[str, str] = {}  # client_order_id and exchange_order_id -> internal_id
         self._locks: dict[str, asyncio.Lock] = {}
         self._charges: dict[str, int] = {}  # cumulative broker charges seen per order
+        # A broker that reports no charges per fill (Kotak: they come on the contract note): estimated with the
+        # [oms] rates, so that P&L and the daily loss limit count them. Brokerage so far per order (flat caps).
+        self._estimate = None if broker.reports_charges else ChargeModel.from_settings(settings)
+        self._brokerage: dict[str, int] = {}
         self.sequencer = Sequencer()
         self._mint = IdMint()
         # Sequence, ledger write and publish of every update happen under this one lock, so consumers
@@ -477,6 +482,12 @@ class OrderEngine:
         if delta <= 0:
             return (0, 0, 0)
         if ev.raw.get("last_fill_quantity") == delta:
-            return (delta, int(ev.raw["last_fill_price_paise"]), int(ev.raw.get("last_fill_charges_paise", 0)))
-        value = ev.filled_quantity * ev.average_price_paise - cur.filled_quantity * cur.average_price_paise
-        return (delta, (value + delta // 2) // delta, max(0, ev.charges_paise - seen))
+            price, charges = int(ev.raw["last_fill_price_paise"]), int(ev.raw.get("last_fill_charges_paise", 0))
+        else:
+            value = ev.filled_quantity * ev.average_price_paise - cur.filled_quantity * cur.average_price_paise
+            price, charges = (value + delta // 2) // delta, max(0, ev.charges_paise - seen)
+        if self._estimate is not None and not charges:
+            estimate = self._estimate.for_fill(cur.request, delta, price, self._brokerage.get(internal_id, 0))
+            self._brokerage[internal_id] = self._brokerage.get(internal_id, 0) + estimate.brokerage
+            charges = estimate.total
+        return (delta, price, charges)

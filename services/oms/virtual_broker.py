@@ -80,6 +80,7 @@ class VirtualOrder:
 class VirtualBroker:
     name = "virtual"
     in_process = True  # writes never leave the process
+    reports_charges = True  # each fill's charges from its ChargeModel
 
     def __init__(self, inner: Broker | None, charges: ChargeModel, clock: Clock, max_events: int = 100_000) -> None:
         self.inner = inner

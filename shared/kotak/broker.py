@@ -31,6 +31,7 @@ LIST_READS = frozenset({"order_report", "order_history", "trade_report", "positi
 class KotakBroker:
     name = "kotak"
     in_process = False  # every call is a REST round trip
+    reports_charges = False  # Kotak's charges come on the contract note, not per fill: the OMS estimates them
 
     def __init__(self, settings: KotakSettings, session: KotakSession | None = None) -> None:
         self.settings = settings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from services.oms.charges import ChargeModel
 from services.oms.config import OmsSettings
 from services.oms.ledger import MemoryLedger
 from services.oms.module import OmsModule
@@ -47,3 +48,40 @@ async def test_an_order_is_placed_while_the_one_before_it_still_waits_for_kotak_
         bus_task.cancel()
         await asyncio.gather(bus_task, return_exceptions=True)
         await broker.stop()
+
+
+async def test_a_kotak_fill_carries_the_charges_the_configured_rates_give(sim):
+    """Kotak reports no charges per fill (they come on the contract note after the day): without an estimate
+    the live P&L, and the daily loss limit with it, would leave out STT, exchange charges, stamp duty and GST."""
+    broker = KotakBroker(settings_for(sim, request_timeout_s=5.0))
+    await broker.start()
+    bus, fills = Bus(), []
+    settings = OmsSettings(poll_interval_s=0)
+    oms = OmsModule(bus, settings, broker, MemoryLedger(), ManualClock(NOW_NS))
+
+    async def collect(update: T.OrderUpdate) -> None:
+        if update.last_fill_quantity:
+            fills.append(update)
+
+    bus.subscribe(Topic.ORDER_UPDATES, "test", collect)
+    bus_task = asyncio.create_task(bus.run())
+    await oms.start()
+    run_task = asyncio.create_task(oms.run())
+    order = market_buy("coid-charges")
+    try:
+        await bus.publish(Topic.ORDERS, T.RiskDecision(accepted=True, order=order, signal_id="coid-charges"))
+
+        await eventually(lambda: sum(u.last_fill_quantity for u in fills) == order.quantity)
+    finally:
+        run_task.cancel()
+        await asyncio.gather(run_task, return_exceptions=True)
+        assert await bus.drain()
+        await oms.stop()
+        bus_task.cancel()
+        await asyncio.gather(bus_task, return_exceptions=True)
+        await broker.stop()
+
+    model = ChargeModel.from_settings(settings)
+    expected = sum(model.for_fill(order, u.last_fill_quantity, u.last_fill_price_paise).total for u in fills)
+    assert expected > 0 and sum(u.last_fill_charges_paise for u in fills) == expected
+    assert oms.engine.positions.charges_paise() == expected
