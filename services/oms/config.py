@@ -21,6 +21,9 @@ class OmsSettings(ModuleSettings):
     place_order_wait_s: float = Field(default=5.0, gt=0, le=120)
     # Poll the broker's order book for open orders this often (brokers without an order feed); 0 = never.
     poll_interval_s: float = Field(default=5.0, ge=0)
+    # Compare the broker's positions with the book this often (a broker holding real positions, not the paper
+    # VirtualBroker); a difference seen twice in a row is a critical alert. 0 = never.
+    position_check_s: float = Field(default=60.0, ge=0)
     # A placement whose outcome is unknown (timeout) is looked up by tag this many times before REJECTED.
     unknown_outcome_lookups: int = Field(default=4, ge=1, le=50)
     # First backoff between those lookups, doubled each time.

@@ -9,17 +9,26 @@ import asyncio
 import logging
 from collections import deque
 
+from prometheus_client import Gauge
+
 from services.oms.broker import Broker, BrokerOrderEvent
 from services.oms.config import OmsSettings
 from services.oms.engine import OrderEngine
 from services.oms.ledger import Ledger
-from services.oms.reconcile import Restored, rebuild_positions, reconcile, settle
+from services.oms.reconcile import (
+    PositionDifference,
+    Restored,
+    position_differences,
+    rebuild_positions,
+    reconcile,
+    settle,
+)
 from services.oms.service import OrderService
 from services.oms.states import DAY_BOUND
 from shared.bus import Bus, Topic
 from shared.clock import Clock, ist_day_number
 from shared.component import Component
-from shared.contracts import market_pb2
+from shared.contracts import market_pb2, ops_pb2
 from shared.contracts import trading_pb2 as t
 
 log = logging.getLogger(__name__)
@@ -27,6 +36,9 @@ log = logging.getLogger(__name__)
 STOP_WAIT_S = 10.0  # a Kotak REST call times out well within this
 SETTLE_RETRY_S = (1.0, 30.0)  # first and longest wait between order-book reads for orders restored at start
 DAY_CHECK_S = 60.0  # how often (real seconds) to look whether a new trading day has started
+RECHECK_S = 5.0  # a first sighting of a position difference is checked again this soon (a fill in flight)
+POSITION_DIFFERENCES = Gauge("neopulse_oms_position_differences",
+                             "Positions whose net quantity differs from the broker's on two checks in a row")
 
 
 class OmsModule(Component):
@@ -76,6 +88,8 @@ class OmsModule(Component):
             if self.settings.poll_interval_s > 0:
                 tg.create_task(self._poll(), name="oms:poll")
             tg.create_task(self._expire_each_day(), name="oms:day-orders")
+            if not self.broker.in_process and self.settings.position_check_s > 0:
+                tg.create_task(self._check_positions(), name="oms:positions")
 
     async def _on_decision(self, decision: t.RiskDecision) -> None:
         if not self._book_ready.is_set():
@@ -114,6 +128,39 @@ class OmsModule(Component):
             day = today
             if stale:
                 log.warning("open DAY orders of earlier days settled", extra=counts)
+
+    async def _check_positions(self) -> None:
+        """The broker's positions against the book's. Risk counts only the book: a position opened outside
+        NeoPulse (the broker's app) or carried from an earlier day across a restart escapes the position and
+        loss limits. A difference seen on two checks in a row (not a fill in flight) is one critical alert,
+        and again when it changes; a read that fails is retried at the next check."""
+        interval = self.settings.position_check_s
+        seen: frozenset[PositionDifference] = frozenset()
+        alerted: frozenset[PositionDifference] = frozenset()
+        while True:
+            try:
+                now = frozenset(await position_differences(self.engine))
+            except Exception as exc:
+                log.warning("broker positions could not be read for the position check", extra={"error": str(exc)})
+                await asyncio.sleep(interval)
+                continue
+            confirmed = now & seen
+            POSITION_DIFFERENCES.set(len(confirmed))
+            if confirmed - alerted:
+                await self._alert_positions(sorted(confirmed))
+            alerted, seen = confirmed, now
+            await asyncio.sleep(min(interval, RECHECK_S) if now - confirmed else interval)
+
+    async def _alert_positions(self, differences: list[PositionDifference]) -> None:
+        lines = "; ".join(d.describe(self.broker.name) for d in differences)
+        log.critical("broker positions differ from the book", extra={"differences": lines})
+        await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
+            kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=ops_pb2.SEVERITY_CRITICAL, source="oms",
+            title="Positions differ from the broker's", ts_ns=self.clock.now_ns(),
+            text=(f"{lines}. NeoPulse's risk limits and daily loss count only its own book: a position opened "
+                  "outside NeoPulse or carried from an earlier day across a restart is not covered. Check the "
+                  "broker's positions."),
+            fields={"differences": str(len(differences))}))
 
     async def _settle_later(self, restored: Restored) -> None:
         """Read the order book until it answers, then settle the orders restored at start (and only them: an

@@ -1,4 +1,5 @@
-"""Start-up reconciliation: the ledger's open orders against the broker's order book, and today's positions.
+"""Reconciliation: at start the ledger's open orders against the broker's order book, and today's positions;
+while running, the book's positions against the broker's (`position_differences`).
 
 Runs in OmsModule.start(); adopts the broker's state and never re-sends an order on its own. When the order book
 cannot be read at start, the orders stay as recorded and OmsModule.run() settles them (`settle`) once it can.
@@ -7,7 +8,7 @@ cannot be read at start, the orders stay as recorded and OmsModule.run() settles
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from services.oms.broker import BrokerOrderEvent
 from services.oms.engine import OrderEngine, given_up
@@ -120,3 +121,34 @@ async def _settle(engine: OrderEngine, u: t.OrderUpdate, ev: BrokerOrderEvent | 
     await engine.transition(u.internal_id, t.ORDER_STATUS_CANCELLED, reason=reason,
                             reason_code=ReasonCode.NOT_IN_BROKER_BOOK, audit=audit)
     return "cancelled"
+
+
+class PositionDifference(NamedTuple):
+    token: int
+    product: int
+    symbol: str
+    broker: int  # net quantity at the broker
+    ours: int  # net quantity in the OMS book
+
+    def describe(self, broker_name: str) -> str:
+        def signed(n: int) -> str:
+            return f"{n:+d}" if n else "0"
+
+        return (f"{self.symbol or self.token} {t.Product.Name(self.product).removeprefix('PRODUCT_')}: "
+                f"{broker_name.capitalize()} {signed(self.broker)}, NeoPulse {signed(self.ours)}")
+
+
+async def position_differences(engine: OrderEngine) -> list[PositionDifference]:
+    """Net quantity per (token, product) at the broker against the book's, where they differ. Raises what
+    the broker's positions read raises."""
+    theirs: dict[tuple[int, int], t.Position] = {
+        (p.token, p.product or t.PRODUCT_MIS): p for p in await engine.broker.positions()}
+    ours = engine.roll_day().positions
+    out = []
+    for key in sorted(theirs.keys() | ours.keys()):
+        broker, book = theirs.get(key), ours.get(key)
+        broker_net, our_net = (broker.net_quantity if broker else 0), (book.net_quantity if book else 0)
+        if broker_net != our_net:
+            symbol = (broker.symbol if broker else "") or (book.symbol if book else "")
+            out.append(PositionDifference(key[0], key[1], symbol, broker_net, our_net))
+    return out

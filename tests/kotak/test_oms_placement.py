@@ -10,6 +10,7 @@ from services.oms.ledger import MemoryLedger
 from services.oms.module import OmsModule
 from shared.bus import Bus, Topic
 from shared.clock import ManualClock
+from shared.contracts import ops_pb2
 from shared.contracts import trading_pb2 as T
 from shared.kotak.broker import KotakBroker
 from tests.helpers import eventually
@@ -85,3 +86,62 @@ async def test_a_kotak_fill_carries_the_charges_the_configured_rates_give(sim):
     expected = sum(model.for_fill(order, u.last_fill_quantity, u.last_fill_price_paise).total for u in fills)
     assert expected > 0 and sum(u.last_fill_charges_paise for u in fills) == expected
     assert oms.engine.positions.charges_paise() == expected
+
+
+class RunningOms:
+    """An OMS over the real SDK and the simulator, checking positions against Kotak's every 0.1 s."""
+
+    def __init__(self, sim) -> None:
+        self.sim = sim
+        self.bus = Bus()
+        self.notes: list[ops_pb2.Notification] = []
+        self.broker = KotakBroker(settings_for(sim, request_timeout_s=5.0))
+        self.oms = OmsModule(self.bus, OmsSettings(poll_interval_s=0, position_check_s=0.1), self.broker,
+                             MemoryLedger(), ManualClock(NOW_NS))
+
+    async def __aenter__(self) -> RunningOms:
+        async def collect(note: ops_pb2.Notification) -> None:
+            self.notes.append(note)
+
+        self.bus.subscribe(Topic.NOTIFICATIONS, "test", collect)
+        await self.broker.start()
+        self.tasks = [asyncio.create_task(self.bus.run())]
+        await self.oms.start()
+        self.tasks.append(asyncio.create_task(self.oms.run()))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in reversed(self.tasks):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self.oms.stop()
+        await self.broker.stop()
+
+
+async def test_a_position_the_book_does_not_know_raises_one_critical_alert_naming_it(sim):
+    """Risk counts only the OMS's book: a position opened outside NeoPulse (the Kotak app) or carried from an
+    earlier day across a restart is invisible to the position and loss limits, so the trader must hear of it."""
+    async with RunningOms(sim) as running:
+        outside = KotakBroker(settings_for(sim))
+        await outside.start()
+        try:
+            await outside.place_order(market_buy("from-the-kotak-app"))
+        finally:
+            await outside.stop()
+
+        await eventually(lambda: running.notes)
+        await asyncio.sleep(0.5)  # later checks see the same difference: no second alert
+
+    (note,) = running.notes
+    assert (note.severity, note.source) == (ops_pb2.SEVERITY_CRITICAL, "oms")
+    assert "RELIANCE-EQ MIS: Kotak +3, NeoPulse 0" in note.text
+
+
+async def test_positions_from_orders_the_oms_placed_match_the_brokers_and_raise_nothing(sim):
+    async with RunningOms(sim) as running:
+        await running.bus.publish(Topic.ORDERS, T.RiskDecision(accepted=True, order=market_buy("ours"),
+                                                               signal_id="ours"))
+        await eventually(lambda: running.oms.engine.positions.net_quantity(market_buy("ours").token) == 3)
+        await asyncio.sleep(0.5)
+
+    assert running.notes == []
