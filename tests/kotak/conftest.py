@@ -5,14 +5,21 @@ Tests push known ticks with sim.push_ticks and use the simulator's fault knobs.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
+from services.oms.config import OmsSettings
+from services.oms.ledger import MemoryLedger
+from services.oms.module import OmsModule
 from services.simulator.server import SimCredentials, Simulator
 from shared import config as cfg
-from shared.contracts import market_pb2
+from shared.bus import Bus, Topic
+from shared.clock import ManualClock
+from shared.contracts import market_pb2, ops_pb2, trading_pb2
 from shared.kotak.broker import KotakBroker
 from shared.kotak.config import KotakSettings
 
@@ -58,3 +65,42 @@ async def broker(settings: KotakSettings) -> AsyncIterator[KotakBroker]:
     yield b
     await b.stop()
 
+
+
+class RunningOms:
+    """An OMS running over the real SDK against the simulator (`async with`), collecting what it publishes."""
+
+    def __init__(self, sim: Simulator, **settings: Any) -> None:
+        self.bus = Bus()
+        self.updates: list[trading_pb2.OrderUpdate] = []
+        self.notes: list[ops_pb2.Notification] = []
+        self.broker = KotakBroker(settings_for(sim, request_timeout_s=5.0))
+        self.oms = OmsModule(self.bus, OmsSettings(**{"poll_interval_s": 0, **settings}), self.broker,
+                             MemoryLedger(), ManualClock(NOW_NS))
+
+    def latest(self, client_order_id: str) -> trading_pb2.OrderUpdate | None:
+        return next((u for u in reversed(self.updates) if u.client_order_id == client_order_id), None)
+
+    async def __aenter__(self) -> RunningOms:
+        async def on_update(update: trading_pb2.OrderUpdate) -> None:
+            self.updates.append(update)
+
+        async def on_note(note: ops_pb2.Notification) -> None:
+            self.notes.append(note)
+
+        self.bus.subscribe(Topic.ORDER_UPDATES, "test", on_update)
+        self.bus.subscribe(Topic.NOTIFICATIONS, "test", on_note)
+        await self.broker.start()
+        self.tasks = [asyncio.create_task(self.bus.run())]
+        await self.oms.start()
+        self.tasks.append(asyncio.create_task(self.oms.run()))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.tasks[1].cancel()
+        await asyncio.gather(self.tasks[1], return_exceptions=True)
+        assert await self.bus.drain()
+        await self.oms.stop()
+        self.tasks[0].cancel()
+        await asyncio.gather(self.tasks[0], return_exceptions=True)
+        await self.broker.stop()

@@ -14,7 +14,7 @@ from shared.contracts import ops_pb2
 from shared.contracts import trading_pb2 as T
 from shared.kotak.broker import KotakBroker
 from tests.helpers import eventually
-from tests.kotak.conftest import NOW_NS, settings_for
+from tests.kotak.conftest import NOW_NS, RunningOms, settings_for
 from tests.kotak.test_broker import market_buy
 
 ACKNOWLEDGED = {T.ORDER_STATUS_OPEN, T.ORDER_STATUS_PARTIALLY_FILLED, T.ORDER_STATUS_TRADED}
@@ -54,74 +54,23 @@ async def test_an_order_is_placed_while_the_one_before_it_still_waits_for_kotak_
 async def test_a_kotak_fill_carries_the_charges_the_configured_rates_give(sim):
     """Kotak reports no charges per fill (they come on the contract note after the day): without an estimate
     the live P&L, and the daily loss limit with it, would leave out STT, exchange charges, stamp duty and GST."""
-    broker = KotakBroker(settings_for(sim, request_timeout_s=5.0))
-    await broker.start()
-    bus, fills = Bus(), []
-    settings = OmsSettings(poll_interval_s=0)
-    oms = OmsModule(bus, settings, broker, MemoryLedger(), ManualClock(NOW_NS))
-
-    async def collect(update: T.OrderUpdate) -> None:
-        if update.last_fill_quantity:
-            fills.append(update)
-
-    bus.subscribe(Topic.ORDER_UPDATES, "test", collect)
-    bus_task = asyncio.create_task(bus.run())
-    await oms.start()
-    run_task = asyncio.create_task(oms.run())
     order = market_buy("coid-charges")
-    try:
-        await bus.publish(Topic.ORDERS, T.RiskDecision(accepted=True, order=order, signal_id="coid-charges"))
+    async with RunningOms(sim) as running:
+        await running.bus.publish(Topic.ORDERS, T.RiskDecision(accepted=True, order=order, signal_id="coid-charges"))
 
-        await eventually(lambda: sum(u.last_fill_quantity for u in fills) == order.quantity)
-    finally:
-        run_task.cancel()
-        await asyncio.gather(run_task, return_exceptions=True)
-        assert await bus.drain()
-        await oms.stop()
-        bus_task.cancel()
-        await asyncio.gather(bus_task, return_exceptions=True)
-        await broker.stop()
+        await eventually(lambda: sum(u.last_fill_quantity for u in running.updates) == order.quantity)
 
-    model = ChargeModel.from_settings(settings)
+    fills = [u for u in running.updates if u.last_fill_quantity]
+    model = ChargeModel.from_settings(running.oms.settings)
     expected = sum(model.for_fill(order, u.last_fill_quantity, u.last_fill_price_paise).total for u in fills)
     assert expected > 0 and sum(u.last_fill_charges_paise for u in fills) == expected
-    assert oms.engine.positions.charges_paise() == expected
-
-
-class RunningOms:
-    """An OMS over the real SDK and the simulator, checking positions against Kotak's every 0.1 s."""
-
-    def __init__(self, sim) -> None:
-        self.sim = sim
-        self.bus = Bus()
-        self.notes: list[ops_pb2.Notification] = []
-        self.broker = KotakBroker(settings_for(sim, request_timeout_s=5.0))
-        self.oms = OmsModule(self.bus, OmsSettings(poll_interval_s=0, position_check_s=0.1), self.broker,
-                             MemoryLedger(), ManualClock(NOW_NS))
-
-    async def __aenter__(self) -> RunningOms:
-        async def collect(note: ops_pb2.Notification) -> None:
-            self.notes.append(note)
-
-        self.bus.subscribe(Topic.NOTIFICATIONS, "test", collect)
-        await self.broker.start()
-        self.tasks = [asyncio.create_task(self.bus.run())]
-        await self.oms.start()
-        self.tasks.append(asyncio.create_task(self.oms.run()))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        for task in reversed(self.tasks):
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        await self.oms.stop()
-        await self.broker.stop()
+    assert running.oms.engine.positions.charges_paise() == expected
 
 
 async def test_a_position_the_book_does_not_know_raises_one_critical_alert_naming_it(sim):
     """Risk counts only the OMS's book: a position opened outside NeoPulse (the Kotak app) or carried from an
     earlier day across a restart is invisible to the position and loss limits, so the trader must hear of it."""
-    async with RunningOms(sim) as running:
+    async with RunningOms(sim, position_check_s=0.1) as running:
         outside = KotakBroker(settings_for(sim))
         await outside.start()
         try:
@@ -138,7 +87,7 @@ async def test_a_position_the_book_does_not_know_raises_one_critical_alert_namin
 
 
 async def test_positions_from_orders_the_oms_placed_match_the_brokers_and_raise_nothing(sim):
-    async with RunningOms(sim) as running:
+    async with RunningOms(sim, position_check_s=0.1) as running:
         await running.bus.publish(Topic.ORDERS, T.RiskDecision(accepted=True, order=market_buy("ours"),
                                                                signal_id="ours"))
         await eventually(lambda: running.oms.engine.positions.net_quantity(market_buy("ours").token) == 3)

@@ -9,25 +9,19 @@ amount) + net quantity x LTP x that factor) and neo_api_client/utils/positions_p
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-from services.oms.config import OmsSettings
-from services.oms.ledger import MemoryLedger
-from services.oms.module import OmsModule
 from services.risk.engine import RiskEngine
-from shared.bus import Bus, Topic
+from shared.bus import Topic
 from shared.clock import ManualClock
 from shared.contracts import market_pb2
 from shared.contracts import trading_pb2 as T
 from shared.errors import RetryableError
 from shared.instruments import InstrumentBook
 from shared.kotak import mapping
-from shared.kotak.broker import KotakBroker
 from shared.positions import PositionBook
 from tests.helpers import eventually
-from tests.kotak.conftest import NOW_NS, settings_for
+from tests.kotak.conftest import NOW_NS, RunningOms
 from tests.kotak.test_broker import limit_buy, market_buy
 from tests.risk.factories import limits
 
@@ -183,31 +177,15 @@ async def test_a_fill_the_order_feed_reports_before_the_place_reply_still_reache
     """A market order fills while Kotak's place reply is still on its way, and the feed's messages carry no tag:
     the OMS cannot tell whose order they are yet and drops them. The order book's row, which has the tag, must
     then still be delivered, not swallowed as a repeat of what the feed said."""
-    broker = KotakBroker(settings_for(sim, request_timeout_s=5.0))
-    await broker.start()
-    bus, latest = Bus(), {}
-    oms = OmsModule(bus, OmsSettings(poll_interval_s=0), broker, MemoryLedger(), ManualClock(NOW_NS))
-
-    async def collect(update: T.OrderUpdate) -> None:
-        latest[update.client_order_id] = (update.status, update.filled_quantity)
-
-    bus.subscribe(Topic.ORDER_UPDATES, "test", collect)
-    bus_task = asyncio.create_task(bus.run())
-    await oms.start()
-    run_task = asyncio.create_task(oms.run())
-    sim.order_feed_without_tag = True
-    try:
+    async with RunningOms(sim) as running:
+        sim.order_feed_without_tag = True
         await eventually(lambda: bool(sim.order_sockets))
         sim.delay_next("place_order", 1.0)  # the feed says "complete" before the place reply arrives
-        await bus.publish(Topic.ORDERS, T.RiskDecision(accepted=True, order=market_buy("coid-race"),
-                                                       signal_id="coid-race"))
+        await running.bus.publish(Topic.ORDERS, T.RiskDecision(accepted=True, order=market_buy("coid-race"),
+                                                               signal_id="coid-race"))
 
-        await eventually(lambda: latest.get("coid-race") == (T.ORDER_STATUS_TRADED, 3))
-    finally:
-        run_task.cancel()
-        await asyncio.gather(run_task, return_exceptions=True)
-        assert await bus.drain()
-        await oms.stop()
-        bus_task.cancel()
-        await asyncio.gather(bus_task, return_exceptions=True)
-        await broker.stop()
+        def traded() -> bool:
+            update = running.latest("coid-race")
+            return update is not None and (update.status, update.filled_quantity) == (T.ORDER_STATUS_TRADED, 3)
+
+        await eventually(traded)
