@@ -1,6 +1,22 @@
-"""Indian equity and F&O trading charges per fill: brokerage, STT, exchange, SEBI, stamp duty, GST.
+"""Indian trading charges per fill: brokerage, STT/CTT, exchange charges, SEBI fee, stamp duty, GST.
 
-Rates come from OmsSettings; Decimal math, each component rounded to paise. Used by the VirtualBroker.
+Rates come from OmsSettings; Decimal math. Used by the VirtualBroker, and by the OMS to estimate live fills (Kotak
+bills charges only on the contract note). Each component is rounded to paise per fill, the contract note rounds
+once per note (STT to the rupee): the two differ by at most about 3 paise a fill, and by under a rupee a note.
+
+Where the default rates come from (each a fraction of turnover; option turnover is the premium):
+- STT: delivery 0.1% both sides, intraday 0.025% sell (unchanged since 2013); futures 0.05% and options 0.15% of
+  the premium, sell side, from 1 April 2026 (Finance Act 2026, clause 143; NSE/FATAX/73524 of 31 March 2026).
+  None on currency derivatives. Exercised options pay 0.15% of the intrinsic value: not modelled (no exercise fills).
+- CTT (mcx_fo): 0.01% on non-agricultural futures sold, 0.05% of the premium on options sold.
+- Exchange: NSE transaction charge + IPFT Rs 307 / 183 / 3,553 per crore for cash / futures / options (Rs 297 / 173
+  / 3,503 + IPFT Rs 10 / 10 / 50 from 1 October 2024; NSE/FA/73061 moved the IPFT into the charge from
+  1 March 2026, same total). BSE Rs 375 per crore for group A/B scrips, nil on futures, Rs 3,250 per crore of
+  premium on SENSEX/BANKEX options. NSE currency Rs 35 per crore on futures, Rs 3,110 on option premium; MCX
+  Rs 210 per crore on futures, Rs 4,180 on option premium (exchange circulars effective 1 October 2024).
+  BSE currency (bcs_fo) is charged at NSE's currency rates.
+- SEBI fee Rs 10 per crore; stamp duty on the buy side from 1 July 2020: delivery 0.015%, intraday and options
+  0.003%, futures 0.002%, currency 0.0001%; GST 18% on brokerage + exchange charges + SEBI fee.
 """
 
 from __future__ import annotations
@@ -18,12 +34,26 @@ class Segment(enum.Enum):
     EQUITY_DELIVERY = "equity_delivery"
     FUTURES = "futures"
     OPTIONS = "options"
+    CURRENCY_FUTURES = "currency_futures"
+    CURRENCY_OPTIONS = "currency_options"
+    COMMODITY_FUTURES = "commodity_futures"
+    COMMODITY_OPTIONS = "commodity_options"
+
+
+_CURRENCY = ("cde_fo", "bcs_fo")
 
 
 def segment_of(order: trading_pb2.OrderRequest) -> Segment:
-    """F&O by exchange segment (nse_fo, bse_fo, mcx_fo, cde_fo), options by a CE/PE symbol; cash by product."""
-    if order.exchange_segment.lower().endswith("_fo"):
-        return Segment.OPTIONS if order.symbol.upper().endswith(("CE", "PE")) else Segment.FUTURES
+    """mcx_fo is commodities, cde_fo (and bcs_fo) currency, other *_fo equity F&O; options by a CE/PE symbol;
+    cash by product."""
+    exchange_segment = order.exchange_segment.lower()
+    option = order.symbol.upper().endswith(("CE", "PE"))
+    if exchange_segment == "mcx_fo":
+        return Segment.COMMODITY_OPTIONS if option else Segment.COMMODITY_FUTURES
+    if exchange_segment in _CURRENCY:
+        return Segment.CURRENCY_OPTIONS if option else Segment.CURRENCY_FUTURES
+    if exchange_segment.endswith("_fo"):
+        return Segment.OPTIONS if option else Segment.FUTURES
     if order.product == trading_pb2.PRODUCT_CNC:
         return Segment.EQUITY_DELIVERY
     return Segment.EQUITY_INTRADAY
@@ -31,7 +61,7 @@ def segment_of(order: trading_pb2.OrderRequest) -> Segment:
 
 @dataclass(frozen=True)
 class Charges:
-    """One fill's charges in paise."""
+    """One fill's charges in paise (stt is the CTT on MCX)."""
 
     brokerage: int = 0
     stt: int = 0
@@ -51,12 +81,17 @@ def _paise(value: Decimal) -> int:
 
 @dataclass(frozen=True)
 class ChargeModel:
-    """Rates as fractions of turnover (brokerage_flat_paise is per executed order)."""
+    """Rates as fractions of turnover (brokerage_flat_paise is per executed order).
+
+    `exchange` holds the NSE rates (MCX for commodities, NSE for currency); `bse_exchange` the BSE ones for
+    bse_cm and bse_fo.
+    """
 
     brokerage_flat_paise: int
     brokerage_rate: Decimal
-    stt: dict[Segment, tuple[Decimal, Decimal]]  # (buy rate, sell rate)
+    stt: dict[Segment, tuple[Decimal, Decimal]]  # (buy rate, sell rate); CTT for commodities
     exchange: dict[Segment, Decimal]
+    bse_exchange: dict[Segment, Decimal]
     sebi_fee: Decimal
     stamp_buy: dict[Segment, Decimal]
     gst: Decimal
@@ -68,13 +103,27 @@ class ChargeModel:
             brokerage_flat_paise=s.brokerage_flat_paise, brokerage_rate=s.brokerage_rate,
             stt={Segment.EQUITY_INTRADAY: (zero, s.stt_equity_intraday_sell),
                  Segment.EQUITY_DELIVERY: (s.stt_equity_delivery, s.stt_equity_delivery),
-                 Segment.FUTURES: (zero, s.stt_futures_sell), Segment.OPTIONS: (zero, s.stt_options_sell)},
+                 Segment.FUTURES: (zero, s.stt_futures_sell), Segment.OPTIONS: (zero, s.stt_options_sell),
+                 Segment.CURRENCY_FUTURES: (zero, zero), Segment.CURRENCY_OPTIONS: (zero, zero),
+                 Segment.COMMODITY_FUTURES: (zero, s.ctt_commodity_futures_sell),
+                 Segment.COMMODITY_OPTIONS: (zero, s.ctt_commodity_options_sell)},
             exchange={Segment.EQUITY_INTRADAY: s.exchange_equity, Segment.EQUITY_DELIVERY: s.exchange_equity,
-                      Segment.FUTURES: s.exchange_futures, Segment.OPTIONS: s.exchange_options},
+                      Segment.FUTURES: s.exchange_futures, Segment.OPTIONS: s.exchange_options,
+                      Segment.CURRENCY_FUTURES: s.exchange_currency_futures,
+                      Segment.CURRENCY_OPTIONS: s.exchange_currency_options,
+                      Segment.COMMODITY_FUTURES: s.exchange_mcx_futures,
+                      Segment.COMMODITY_OPTIONS: s.exchange_mcx_options},
+            bse_exchange={Segment.EQUITY_INTRADAY: s.exchange_bse_equity,
+                          Segment.EQUITY_DELIVERY: s.exchange_bse_equity,
+                          Segment.FUTURES: s.exchange_bse_futures, Segment.OPTIONS: s.exchange_bse_options},
             sebi_fee=s.sebi_fee,
             stamp_buy={Segment.EQUITY_INTRADAY: s.stamp_equity_intraday_buy,
                        Segment.EQUITY_DELIVERY: s.stamp_equity_delivery_buy,
-                       Segment.FUTURES: s.stamp_futures_buy, Segment.OPTIONS: s.stamp_options_buy},
+                       Segment.FUTURES: s.stamp_futures_buy, Segment.OPTIONS: s.stamp_options_buy,
+                       Segment.CURRENCY_FUTURES: s.stamp_currency_buy,
+                       Segment.CURRENCY_OPTIONS: s.stamp_currency_buy,
+                       Segment.COMMODITY_FUTURES: s.stamp_commodity_futures_buy,
+                       Segment.COMMODITY_OPTIONS: s.stamp_commodity_options_buy},
             gst=s.gst)
 
     @classmethod
@@ -95,7 +144,8 @@ class ChargeModel:
         brokerage = min(flat_left, _paise(turnover * self.brokerage_rate))
         stt_buy, stt_sell = self.stt[seg]
         stt = _paise(turnover * (stt_buy if buy else stt_sell))
-        exchange = _paise(turnover * self.exchange[seg])
+        exchange_rates = self.bse_exchange if order.exchange_segment.lower().startswith("bse") else self.exchange
+        exchange = _paise(turnover * exchange_rates[seg])
         sebi = _paise(turnover * self.sebi_fee)
         stamp = _paise(turnover * self.stamp_buy[seg]) if buy else 0
         gst = _paise(Decimal(brokerage + exchange + sebi) * self.gst)

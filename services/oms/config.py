@@ -29,20 +29,40 @@ class OmsSettings(ModuleSettings):
     # First backoff between those lookups, doubled each time.
     lookup_backoff_s: float = Field(default=0.5, ge=0, le=30)
 
-    # Charges (fractions of turnover unless named _paise). Brokerage: the lower of flat and percentage, per order.
+    # Charges (fractions of turnover unless named _paise; option turnover is the premium). Defaults: rates in force
+    # in 2026 (sources in services/oms/charges.py). Brokerage: the lower of flat and percentage, per executed order.
     brokerage_flat_paise: int = Field(default=2000, ge=0)
     brokerage_rate: Decimal = Field(default=Decimal("0.0003"), ge=0, lt=1)
+    # STT (Finance Act 2026 F&O rates, from 1 April 2026); cde_fo pays none.
     stt_equity_intraday_sell: Decimal = Field(default=Decimal("0.00025"), ge=0, lt=1)
     stt_equity_delivery: Decimal = Field(default=Decimal("0.001"), ge=0, lt=1)
-    stt_futures_sell: Decimal = Field(default=Decimal("0.0002"), ge=0, lt=1)
-    stt_options_sell: Decimal = Field(default=Decimal("0.001"), ge=0, lt=1)
-    exchange_equity: Decimal = Field(default=Decimal("0.0000297"), ge=0, lt=1)
-    exchange_futures: Decimal = Field(default=Decimal("0.0000173"), ge=0, lt=1)
-    exchange_options: Decimal = Field(default=Decimal("0.0003503"), ge=0, lt=1)
-    # Rs 10 per crore of turnover.
+    stt_futures_sell: Decimal = Field(default=Decimal("0.0005"), ge=0, lt=1)
+    stt_options_sell: Decimal = Field(default=Decimal("0.0015"), ge=0, lt=1)
+    # CTT on mcx_fo sells (non-agricultural futures; agricultural ones pay none: set 0 if you trade only those).
+    ctt_commodity_futures_sell: Decimal = Field(default=Decimal("0.0001"), ge=0, lt=1)
+    ctt_commodity_options_sell: Decimal = Field(default=Decimal("0.0005"), ge=0, lt=1)
+    # NSE (nse_cm, nse_fo): transaction charge + IPFT, Rs 307 / 183 / 3,553 per crore (NSE/FA/73061, 1 March 2026).
+    exchange_equity: Decimal = Field(default=Decimal("0.0000307"), ge=0, lt=1)
+    exchange_futures: Decimal = Field(default=Decimal("0.0000183"), ge=0, lt=1)
+    exchange_options: Decimal = Field(default=Decimal("0.0003553"), ge=0, lt=1)
+    # BSE (bse_cm group A/B scrips, bse_fo SENSEX/BANKEX options; SENSEX 50 and stock options pay 0.00005).
+    exchange_bse_equity: Decimal = Field(default=Decimal("0.0000375"), ge=0, lt=1)
+    exchange_bse_futures: Decimal = Field(default=Decimal("0"), ge=0, lt=1)
+    exchange_bse_options: Decimal = Field(default=Decimal("0.000325"), ge=0, lt=1)
+    # NSE currency derivatives (cde_fo) and MCX (mcx_fo), from 1 October 2024.
+    exchange_currency_futures: Decimal = Field(default=Decimal("0.0000035"), ge=0, lt=1)
+    exchange_currency_options: Decimal = Field(default=Decimal("0.000311"), ge=0, lt=1)
+    exchange_mcx_futures: Decimal = Field(default=Decimal("0.000021"), ge=0, lt=1)
+    exchange_mcx_options: Decimal = Field(default=Decimal("0.000418"), ge=0, lt=1)
+    # Rs 10 per crore of turnover, every segment.
     sebi_fee: Decimal = Field(default=Decimal("0.000001"), ge=0, lt=1)
+    # Stamp duty, buy side only (Indian Stamp Act as amended from 1 July 2020).
     stamp_equity_intraday_buy: Decimal = Field(default=Decimal("0.00003"), ge=0, lt=1)
     stamp_equity_delivery_buy: Decimal = Field(default=Decimal("0.00015"), ge=0, lt=1)
     stamp_futures_buy: Decimal = Field(default=Decimal("0.00002"), ge=0, lt=1)
     stamp_options_buy: Decimal = Field(default=Decimal("0.00003"), ge=0, lt=1)
+    stamp_currency_buy: Decimal = Field(default=Decimal("0.000001"), ge=0, lt=1)
+    stamp_commodity_futures_buy: Decimal = Field(default=Decimal("0.00002"), ge=0, lt=1)
+    stamp_commodity_options_buy: Decimal = Field(default=Decimal("0.00003"), ge=0, lt=1)
+    # GST on brokerage + exchange charges + SEBI fee (never on STT/CTT or stamp duty).
     gst: Decimal = Field(default=Decimal("0.18"), ge=0, lt=1)
