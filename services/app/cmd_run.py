@@ -74,7 +74,6 @@ async def _run(settings: AppSettings, toml: dict[str, Any], args: argparse.Names
         await board.run()
 
     await app.run(args.duration, extra=[announce], stop=stop)
-    await board.refresh_pnl()
     logs.flush()  # the last log lines before the summary, not through it
     print(board.summary(), flush=True)
     for key, value in app.info.items():

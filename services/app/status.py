@@ -1,6 +1,7 @@
 """Live one-line status and the end-of-run summary for `neopulse run`.
 
-Counts what crosses the bus (ticks, candles, signals, decisions, fills) and asks the OMS for P&L.
+Counts what crosses the bus (ticks, candles, signals, decisions, fills). P&L is this run's: its own book of the
+fills it saw, marked by the ticks (the OMS's is the trading day's, and a replay may span several days).
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from shared import rpc
 from shared.bus import Bus, Topic
-from shared.contracts import oms_pb2, trading_pb2
+from shared.contracts import trading_pb2
 from shared.money import fmt_inr
+from shared.positions import PositionBook
 
 
 @dataclass
@@ -37,7 +38,7 @@ class StatusBoard:
         self.out = out or sys.stdout
         self.c = RunCounters()
         self.started = time.monotonic()
-        self.pnl = (0, 0, 0)
+        self.book = PositionBook()  # this run's fills, never started on a new day
         bus.subscribe(Topic.TICKS, "status", self._ticks)
         bus.subscribe(Topic.CANDLES, "status", self._candles)
         bus.subscribe(Topic.SIGNALS, "status", self._signal)
@@ -46,6 +47,11 @@ class StatusBoard:
 
     async def _ticks(self, batch) -> None:
         self.c.ticks += len(batch.ticks)
+        if self.book.positions:
+            mark = self.book.mark
+            for tick in batch.ticks:
+                if tick.ltp_paise:
+                    mark(tick.token, tick.ltp_paise)
 
     async def _candles(self, batch) -> None:
         self.c.candles += len(batch.candles)
@@ -64,13 +70,13 @@ class StatusBoard:
         self.c.orders.add(u.internal_id)
         if u.last_fill_quantity > 0:
             self.c.fills += 1
+            self.book.apply_update(u)
 
-    async def refresh_pnl(self) -> None:
-        try:
-            reply = await self.bus.call(rpc.LIST_POSITIONS, oms_pb2.ListPositionsRequest())
-            self.pnl = (reply.realised_pnl_paise, reply.unrealised_pnl_paise, reply.charges_paise)
-        except Exception:  # status is best effort; the OMS may be stopping
-            pass
+    @property
+    def pnl(self) -> tuple[int, int, int]:
+        """(realised, unrealised, charges) of this run's fills, in paise."""
+        book = self.book
+        return book.realised_pnl_paise(), book.unrealised_pnl_paise(), book.charges_paise()
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
@@ -85,7 +91,6 @@ class StatusBoard:
         ticks = 0
         while True:
             await asyncio.sleep(every)
-            await self.refresh_pnl()
             ticks += 1
             if tty:
                 self.out.write("\r" + self.line() + "\x1b[K")
