@@ -9,7 +9,14 @@ Rules:
   is called at or after the end of its minute (the timer, so a quiet instrument still closes).
 - Gaps: a minute with no tick for a token produces no candle (no flat filler bars); indicators see
   the next real candle as the next value.
-- Volume is the sum of `ltq` inside the minute; tick_count counts the ticks.
+- Open and close are the prices of the minute's earliest and latest tick by `ts_ns` (arrival order
+  breaks ties: SFeed stamps whole seconds), so a tick of an earlier second that arrives late is not
+  taken for the close.
+- Volume: SFeed conflates trades (`ltq` is only the last one's), so when ticks carry the cumulative day
+  volume a candle's volume is how much that grew during the minute; the first tick seen in an IST day
+  counts its own `ltq` (the day's volume before it belongs to earlier candles), a tick whose day volume
+  is missing or not higher adds nothing (the next one's growth covers it), and a duplicated tick adds
+  nothing. Ticks without day volume at all (lite mode) add their `ltq`. tick_count counts the ticks.
 - A tick older than the token's current minute (or of a minute already closed by the timer) is
   out of order: it is counted in `late_ticks` and ignored.
 """
@@ -18,12 +25,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from shared.clock import ist_day_number
 from shared.contracts import market_pb2
 
 MINUTE_NS = 60 * 1_000_000_000
 
-# Slots of the per-token open-candle list (a list, mutated in place: no allocation per tick).
-_START, _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME, _COUNT, _CLOSED, _SEGMENT = range(9)
+# Slots of the per-token open-candle list (a list, mutated in place: no allocation per tick). _FIRST_TS and
+# _LAST_TS are the times of the ticks that set the open and the close; _DAY_VOLUME is the highest cumulative
+# day volume seen for the token this IST day (0: none yet), kept across its candles.
+_START, _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME, _COUNT, _CLOSED, _SEGMENT, _FIRST_TS, _LAST_TS, _DAY_VOLUME = range(12)
 
 Closed = tuple[market_pb2.Candle, int]  # the candle, and recv_ns of the tick that closed it (0 = timer)
 
@@ -53,30 +63,44 @@ class CandleBuilder:
             ts = t.ts_ns
             start = ts - ts % MINUTE_NS
             bar = get(t.token)
-            # Literal indexes below are the _START.._CLOSED slots: globals cost a lookup per tick.
+            # Literal indexes below are the _START.._DAY_VOLUME slots: globals cost a lookup per tick.
             if bar is not None and start == bar[0] and not bar[7]:
                 price = t.ltp_paise
                 if price > bar[2]:
                     bar[2] = price
                 elif price < bar[3]:
                     bar[3] = price
-                bar[4] = price
-                bar[5] += t.ltq
+                if ts >= bar[10]:
+                    bar[4], bar[10] = price, ts
+                elif ts < bar[9]:
+                    bar[1], bar[9] = price, ts
                 bar[6] += 1
             elif bar is None:
                 price = t.ltp_paise
-                bars[t.token] = [start, price, price, price, price, t.ltq, 1, False, t.exchange_segment]
+                bar = bars[t.token] = [start, price, price, price, price, 0, 1, False, t.exchange_segment, ts, ts, 0]
             elif start > bar[0]:
                 if not bar[7]:
                     closed.append((self._candle(t.token, bar), t.recv_ns))
+                if ist_day_number(start) != ist_day_number(bar[0]):
+                    bar[11] = 0  # the cumulative day volume starts again
                 price = t.ltp_paise
                 bar[0] = start
                 bar[1] = bar[2] = bar[3] = bar[4] = price
-                bar[5] = t.ltq
+                bar[5] = 0
                 bar[6] = 1
                 bar[7] = False
+                bar[9] = bar[10] = ts
             else:
                 late += 1
+                continue
+            day_volume = t.volume
+            if day_volume:
+                seen = bar[11]
+                if day_volume > seen:
+                    bar[5] += day_volume - seen if seen else min(t.ltq, day_volume)
+                    bar[11] = day_volume
+            elif not bar[11]:
+                bar[5] += t.ltq
         if late:
             self.late_ticks += late
         return closed

@@ -102,7 +102,14 @@ class StrategyEngine:
             ctx.now_ns = tick.ts_ns
             for strategy in self._tick_strategies:
                 if strategy.wants(tick.token):
-                    intents = strategy.on_tick(tick, ctx)  # type: ignore[attr-defined]
+                    try:
+                        intents = strategy.on_tick(tick, ctx)  # type: ignore[attr-defined]
+                    except Exception:
+                        # As on a candle: a faulty plugin must not lose the batch's candles for every strategy.
+                        PLUGIN_ERRORS.labels(strategy.name).inc()
+                        log.exception("strategy failed on a tick", extra={"strategy": strategy.name,
+                                                                          "token": tick.token})
+                        continue
                     if intents and not strategy.paused:
                         out.extend(self._emit(strategy, intents, tick.ts_ns, tick.recv_ns, tick.ts_ns))
         return out
