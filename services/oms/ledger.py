@@ -23,7 +23,10 @@ class Ledger(Protocol):
     async def record(self, update: trading_pb2.OrderUpdate, audit: dict[str, Any]) -> None:
         """Persist one transition: the row's status, fills, exchange id, reason and updated_at;
         append the update to order_events; merge `audit` (broker request/response) into metadata.
-        Audit values are JSON-able or protobuf messages (stored as their JSON form)."""
+        Audit values are JSON-able or protobuf messages (stored as their JSON form).
+        An update with a lower sequence than the order's last is kept as an event only (the order never moves
+        back); one whose (internal_id, sequence > 0) was recorded before is a no-op (a retry).
+        Raises KeyError for an order never inserted."""
 
     async def get(self, order_id: str) -> trading_pb2.OrderUpdate | None:
         """By internal_id or client_order_id."""
@@ -33,7 +36,7 @@ class Ledger(Protocol):
 
     async def list_orders(self, *, open_only: bool = False, strategy_tag: str = "", limit: int = 100,
                           day: date | None = None) -> list[trading_pb2.OrderUpdate]:
-        """Newest first."""
+        """Newest first: by creation time (microseconds), then in the order written."""
 
     async def max_sequence(self) -> int:
         """Highest OrderUpdate.sequence recorded (the OMS continues from it after a restart)."""
@@ -50,6 +53,7 @@ class MemoryLedger:
         self._by_client: dict[str, str] = {}
         self._created_ns: dict[str, int] = {}
         self.events: list[trading_pb2.OrderUpdate] = []
+        self._event_keys: set[tuple[str, int]] = set()
         self.metadata: dict[str, dict[str, Any]] = {}
         self._max_sequence = 0
 
@@ -57,35 +61,59 @@ class MemoryLedger:
         existing = self._by_client.get(order.client_order_id)
         if existing is not None:
             return _copy(self._rows[existing])
+        if order.internal_id in self._rows:  # as PgLedger: its primary key refuses the second row
+            raise ValueError(f"internal_id {order.internal_id} already belongs to another order")
         row = _copy(order)
         row.status = trading_pb2.ORDER_STATUS_PENDING_NEW
         self._rows[row.internal_id] = row
         self._by_client[row.client_order_id] = row.internal_id
         self._created_ns[row.internal_id] = row.ts_ns
         self.metadata[row.internal_id] = dict(audit)
-        self.events.append(_copy(row))
-        self._max_sequence = max(self._max_sequence, row.sequence)
+        self._append_event(row)
         return None
 
     async def record(self, update: trading_pb2.OrderUpdate, audit: dict[str, Any]) -> None:
-        if update.internal_id not in self._rows:
+        cur = self._rows.get(update.internal_id)
+        if cur is None:
             raise KeyError(f"order {update.internal_id} is not in the ledger; insert_new it first")
-        self._rows[update.internal_id] = _copy(update)
-        self.events.append(_copy(update))
+        if not self._append_event(update):
+            return  # recorded before (a retry)
+        if update.sequence and update.sequence < cur.sequence:
+            return  # older than the last update recorded: kept as an event, the row does not move back
+        row = _copy(update)
+        row.sequence = max(cur.sequence, update.sequence)  # sequence 0 (unstamped) applies but keeps the last one
+        if not row.exchange_order_id:
+            row.exchange_order_id = cur.exchange_order_id
+        self._rows[update.internal_id] = row
         self.metadata[update.internal_id].update(audit)
-        self._max_sequence = max(self._max_sequence, update.sequence)
+
+    def _append_event(self, u: trading_pb2.OrderUpdate) -> bool:
+        """As order_events: one event per (internal_id, sequence > 0); False when it is there already."""
+        key = (u.internal_id, u.sequence)
+        if u.sequence > 0 and key in self._event_keys:
+            return False
+        self._event_keys.add(key)
+        self.events.append(_copy(u))
+        self._max_sequence = max(self._max_sequence, u.sequence)
+        return True
 
     async def get(self, order_id: str) -> trading_pb2.OrderUpdate | None:
         internal_id = order_id if order_id in self._rows else self._by_client.get(order_id)
         return _copy(self._rows[internal_id]) if internal_id is not None else None
 
+    def _oldest_first(self) -> list[str]:
+        """By creation time in microseconds (as PgLedger's created_at), then in the order written."""
+        return sorted(self._rows, key=lambda internal_id: self._created_ns[internal_id] // 1000)  # stable
+
     async def open_orders(self) -> list[trading_pb2.OrderUpdate]:
-        return [_copy(r) for r in self._rows.values() if r.status not in TERMINAL]
+        return [_copy(r) for r in map(self._rows.__getitem__, self._oldest_first()) if r.status not in TERMINAL]
 
     async def list_orders(self, *, open_only: bool = False, strategy_tag: str = "", limit: int = 100,
                           day: date | None = None) -> list[trading_pb2.OrderUpdate]:
-        out = []
-        for internal_id in reversed(self._rows):  # dicts keep insertion order: newest last
+        out: list[trading_pb2.OrderUpdate] = []
+        for internal_id in reversed(self._oldest_first()):
+            if len(out) >= limit:
+                break
             row = self._rows[internal_id]
             if open_only and row.status in TERMINAL:
                 continue
@@ -94,8 +122,6 @@ class MemoryLedger:
             if day is not None and day_of(self._created_ns[internal_id]) != day:
                 continue
             out.append(_copy(row))
-            if len(out) >= limit:
-                break
         return out
 
     async def max_sequence(self) -> int:

@@ -5,11 +5,16 @@ Implements services/oms/ledger.py's Ledger protocol over an asyncpg pool; OrderU
 
 from __future__ import annotations
 
+import json
+import math
+import re
 import uuid
 from datetime import date, timedelta
 from typing import Any
 
 import asyncpg
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 
 from shared.contracts import trading_pb2
 from shared.db.orders import (
@@ -29,14 +34,17 @@ from shared.db.partitions import day_start
 _EVENT_SQL = """
 INSERT INTO order_events (internal_id, sequence, status, fill_qty, fill_price, fill_charges, payload, ts)
 VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)
-ON CONFLICT (internal_id, sequence) WHERE sequence > 0 DO NOTHING"""
+ON CONFLICT (internal_id, sequence) WHERE sequence > 0 DO NOTHING
+RETURNING event_id"""
 
 # Row fields move only forward: an update older than the last one recorded (lower sequence) is kept in
-# order_events and metadata but does not overwrite the row. Sequence 0 (unstamped) always applies.
+# order_events and metadata's audit_log but overwrites neither the row nor metadata's latest broker exchange
+# (its top-level keys). Sequence 0 (unstamped) always applies.
 _RECORD_SQL = """
 UPDATE order_ledger SET
-    metadata = metadata || ($2::jsonb - 'audit_log') || jsonb_build_object('audit_log',
-        COALESCE(metadata -> 'audit_log', '[]'::jsonb) || jsonb_build_array($3::jsonb)),
+    metadata = CASE WHEN $4 THEN metadata || ($2::jsonb - 'audit_log') ELSE metadata END
+        || jsonb_build_object('audit_log',
+                              COALESCE(metadata -> 'audit_log', '[]'::jsonb) || jsonb_build_array($3::jsonb)),
     status = CASE WHEN $4 THEN $5 ELSE status END,
     previous_status = CASE WHEN $4 THEN $6 ELSE previous_status END,
     exchange_id = CASE WHEN $4 AND $7 <> '' THEN $7 ELSE exchange_id END,
@@ -61,9 +69,9 @@ class PgLedger:
         self.pool = getattr(pool, "pool", pool)
 
     async def insert_new(self, order: trading_pb2.OrderUpdate, audit: dict[str, Any]) -> trading_pb2.OrderUpdate | None:
-        row = trading_pb2.OrderUpdate()
-        row.CopyFrom(order)
+        row = _storable(order)
         row.status = trading_pb2.ORDER_STATUS_PENDING_NEW
+        audit = _safe_audit(audit)
         async with self.pool.acquire() as conn, conn.transaction():
             inserted = await conn.fetchval(INSERT_SQL, *insert_args(row, audit))
             if inserted is None:
@@ -76,11 +84,14 @@ class PgLedger:
         return None
 
     async def record(self, update: trading_pb2.OrderUpdate, audit: dict[str, Any]) -> None:
+        update, audit = _storable(update), _safe_audit(audit)
         async with self.pool.acquire() as conn, conn.transaction():
             last = await conn.fetchval("SELECT last_sequence FROM order_ledger WHERE internal_id = $1 FOR UPDATE",
                                        uuid.UUID(update.internal_id))
             if last is None:
                 raise KeyError(f"order {update.internal_id} is not in the ledger; insert_new it first")
+            if not await self._event(conn, update, audit):
+                return  # recorded before (a retry after a lost reply): row, metadata and event are all there
             forward = update.sequence == 0 or update.sequence >= last
             await conn.execute(
                 _RECORD_SQL, uuid.UUID(update.internal_id), jsonb(audit), jsonb(log_entry(audit, update)), forward,
@@ -88,7 +99,6 @@ class PgLedger:
                 update.filled_quantity, update.average_price_paise, update.last_fill_quantity,
                 update.last_fill_price_paise, update.last_fill_charges_paise, update.reason, update.sequence,
                 update.ts_ns, ts_of(update.ts_ns), update.reason_code)
-            await self._event(conn, update, audit)
 
     async def get(self, order_id: str) -> trading_pb2.OrderUpdate | None:
         try:
@@ -104,7 +114,7 @@ class PgLedger:
 
     async def open_orders(self) -> list[trading_pb2.OrderUpdate]:
         rows = await self.pool.fetch(f"SELECT {LEDGER_COLUMNS} FROM order_ledger WHERE status <> ALL($1::text[]) "
-                                     "ORDER BY created_at, last_sequence", list(TERMINAL_NAMES))
+                                     "ORDER BY created_at, written_seq", list(TERMINAL_NAMES))
         return [row_to_update(r) for r in rows]
 
     async def list_orders(self, *, open_only: bool = False, strategy_tag: str = "", limit: int = 100,
@@ -115,7 +125,7 @@ class PgLedger:
             f"SELECT {LEDGER_COLUMNS} FROM order_ledger "
             "WHERE (NOT $1 OR status <> ALL($2::text[])) AND ($3 = '' OR strategy_tag = $3) "
             "AND ($4::timestamptz IS NULL OR (created_at >= $4 AND created_at < $5)) "
-            "ORDER BY created_at DESC, last_sequence DESC LIMIT $6",
+            "ORDER BY created_at DESC, written_seq DESC LIMIT $6",
             open_only, list(TERMINAL_NAMES), strategy_tag, lo, hi, limit)
         return [row_to_update(r) for r in rows]
 
@@ -131,7 +141,61 @@ class PgLedger:
         return {str(r["internal_id"]): int(r["charges"]) for r in rows}
 
     @staticmethod
-    async def _event(conn: asyncpg.Connection, u: trading_pb2.OrderUpdate, audit: dict[str, Any]) -> None:
-        await conn.execute(_EVENT_SQL, uuid.UUID(u.internal_id), u.sequence, status_name(u.status),
-                           u.last_fill_quantity, u.last_fill_price_paise, u.last_fill_charges_paise,
-                           payload(u, audit), ts_of(u.ts_ns))
+    async def _event(conn: asyncpg.Connection, u: trading_pb2.OrderUpdate, audit: dict[str, Any]) -> bool:
+        """Append u to order_events; False when its (internal_id, sequence) is there already."""
+        event_id = await conn.fetchval(_EVENT_SQL, uuid.UUID(u.internal_id), u.sequence, status_name(u.status),
+                                       u.last_fill_quantity, u.last_fill_price_paise, u.last_fill_charges_paise,
+                                       payload(u, audit), ts_of(u.ts_ns))
+        return event_id is not None
+
+
+# What a broker reply must not leave in the ledger: session tokens and login secrets, by key (compared lowercased,
+# without '_' and '-') or, for any key, by a value shaped like a JWT (Kotak's access tokens are JWTs). "token"
+# alone is also the instrument token ("2885"): only a value that is not a number is a secret there.
+_SECRET_KEYS = frozenset({"authorization", "auth", "sid", "editsid", "edittoken", "viewtoken", "accesstoken",
+                          "sessiontoken", "sessionid", "refreshtoken", "bearer", "jwt", "mpin", "pin", "password",
+                          "consumerkey", "consumersecret", "totp", "totpsecret", "otp"})
+_JWT = re.compile(r"^eyJ[\w-]*\.[\w-]+\.[\w-]*$")
+REDACTED = "***"
+
+
+def _secret(key: str, value: Any) -> bool:
+    k = key.lower().replace("_", "").replace("-", "")
+    return k in _SECRET_KEYS or (k == "token" and isinstance(value, str) and not value.strip().isdigit())
+
+
+def _text(s: str) -> str:
+    """s as PostgreSQL text and jsonb take it: NUL and lone surrogates (undecodable bytes) as escapes."""
+    if "\x00" in s:
+        s = s.replace("\x00", "\\u0000")
+    return s if s.isascii() else s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _safe(value: Any) -> Any:
+    """An audit value as plain JSON that jsonb accepts and that holds no secret."""
+    if isinstance(value, dict):
+        return {_text(str(k)): REDACTED if _secret(str(k), v) else _safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_safe(v) for v in value]
+    if isinstance(value, Message):
+        return _safe(MessageToDict(value, preserving_proto_field_name=True))
+    if isinstance(value, str):
+        return REDACTED if _JWT.match(value) else _text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return json.dumps(value)  # "NaN", "Infinity": jsonb has no such numbers
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _text(str(value))  # Decimal (exact), bytes (their repr), datetime, ...
+
+
+def _safe_audit(audit: dict[str, Any]) -> dict[str, Any]:
+    safe: dict[str, Any] = _safe(audit)  # a dict in, a dict out
+    return safe
+
+
+def _storable(u: trading_pb2.OrderUpdate) -> trading_pb2.OrderUpdate:
+    """A copy of u whose broker-supplied text (reason, exchange order id) PostgreSQL can store."""
+    out = trading_pb2.OrderUpdate()
+    out.CopyFrom(u)
+    out.reason, out.exchange_order_id = _text(u.reason), _text(u.exchange_order_id)
+    return out

@@ -93,7 +93,7 @@ async def orders(pool: asyncpg.Pool, day: date, strategy_tag: str = "", status: 
     rows = await pool.fetch(
         f"SELECT {LEDGER_COLUMNS} FROM order_ledger WHERE created_at >= $1 AND created_at < $2 "
         "AND ($3 = '' OR strategy_tag = $3) AND ($4 = '' OR status = $4) "
-        "ORDER BY created_at DESC, last_sequence DESC LIMIT $5",
+        "ORDER BY created_at DESC, written_seq DESC LIMIT $5",
         day_start(day), day_start(day + timedelta(days=1)), strategy_tag, status.upper(), limit)
     return [row_to_update(r) for r in rows]
 
