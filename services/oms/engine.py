@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 UPDATES = Counter("neopulse_oms_order_updates", "Order transitions recorded and published", ["status"])
 ILLEGAL = Counter("neopulse_oms_illegal_transitions", "Broker events the state machine refused")
 UNKNOWN_EVENTS = Counter("neopulse_oms_unknown_broker_events", "Broker events for orders not in the OMS book")
+WRITE_AHEAD_FAILURES = Counter("neopulse_oms_write_ahead_failures",
+                               "Accepted orders not sent because the ledger could not take them")
+WRITE_AHEAD_READBACK_S = (0.05, 0.25)  # waits before reading back an order whose insert failed (lost reply?)
 UNPRICED_FILLS = Counter("neopulse_oms_unpriced_fills", "Broker events with new fills but no price (left for later)")
 LATE_FILLS = Counter("neopulse_oms_late_fills", "Broker events with more fills for an order already terminal")
 UNKNOWN_OUTCOMES = Counter("neopulse_oms_unknown_placements", "Placements whose outcome was unknown", ["result"])
@@ -63,6 +66,14 @@ def given_up(u: t.OrderUpdate) -> bool:
     """REJECTED by the OMS without the broker's answer (here and in reconcile.py): the broker may still hold
     it, and it is adopted if it turns up."""
     return u.status == t.ORDER_STATUS_REJECTED and u.reason_code == ReasonCode.OUTCOME_UNKNOWN
+
+
+class _NotWritten(Exception):
+    """The ledger did not take an order (write-ahead failed); `error` is why."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class OrderStateError(NeoPulseError):
@@ -214,7 +225,11 @@ class OrderEngine:
                           status=t.ORDER_STATUS_PENDING_NEW, request=req, ts_ns=self.clock.now_ns())
         async with self._publishing:
             u.sequence = self.sequencer.next()
-            existing = await self.ledger.insert_new(u, {"decision": decision})
+            try:
+                existing = await self._write_ahead(u, {"decision": decision})
+            except _NotWritten as exc:
+                await self._not_written(u, exc.error)
+                return
             if existing is None:
                 await self._publish(u)
         if existing is not None:
@@ -226,6 +241,40 @@ class OrderEngine:
             await self._place_logged(u.internal_id)  # answers at once: a task would only add work
         else:
             self._start_placing(u.internal_id)
+
+    async def _write_ahead(self, u: t.OrderUpdate, audit: dict[str, Any]) -> t.OrderUpdate | None:
+        """ledger.insert_new; when it fails, the order is read back by its client id, since the insert may have
+        committed with only its reply lost: ours there means written (None), another order is the existing one,
+        none (or no answer) raises _NotWritten."""
+        try:
+            return await self.ledger.insert_new(u, audit)
+        except Exception as exc:
+            error = exc
+        for delay in WRITE_AHEAD_READBACK_S:
+            await asyncio.sleep(delay)
+            try:
+                found = await self.ledger.get(u.client_order_id)
+            except Exception:
+                continue
+            if found is None:
+                break
+            log.warning("ledger insert failed after it committed; the order goes on", extra={
+                "order_id": found.internal_id, "client_order_id": u.client_order_id, "error": str(error)})
+            return None if found.internal_id == u.internal_id else found
+        raise _NotWritten(error)
+
+    async def _not_written(self, u: t.OrderUpdate, error: Exception) -> None:
+        """Write-ahead failed: the order is never sent. Its REJECTED update (not in the ledger, which is failing;
+        a PENDING_NEW row that did commit is settled NOT_SENT at the next start) frees its slot in risk and tells
+        its strategy. The caller holds self._publishing."""
+        WRITE_AHEAD_FAILURES.inc()
+        log.error("order not sent: it could not be written to the ledger first",
+                  extra={"client_order_id": u.client_order_id, "error": f"{type(error).__name__}: {error}"})
+        u.previous_status, u.status = u.status, t.ORDER_STATUS_REJECTED
+        u.reason_code = ReasonCode.NOT_SENT
+        u.reason = (f"not sent: the order could not be written to the ledger first ({type(error).__name__}: "
+                    f"{error}); place it again once the database is back")
+        await self._publish(u)
 
     def _start_placing(self, internal_id: str) -> None:
         """Place beside the next decisions: a burst of orders goes out together (the broker's rate limiter

@@ -110,3 +110,41 @@ async def test_memory_ledger_lists_newest_first_with_filters():
     assert (await ledger.get("c-2")).status == t.ORDER_STATUS_CANCELLED
     assert await ledger.insert_new(t.OrderUpdate(internal_id="i-9", client_order_id="c-1"), {}) is not None
     assert await ledger.max_sequence() == 9
+
+
+class LostInsertReply(MemoryLedger):
+    """insert_new commits, then the connection drops before the reply arrives."""
+
+    async def insert_new(self, order, audit):
+        await super().insert_new(order, audit)
+        raise ConnectionResetError("connection lost after COMMIT")
+
+
+class RefusesInsert(MemoryLedger):
+    """The database is down: insert_new writes nothing."""
+
+    async def insert_new(self, order, audit):
+        raise ConnectionRefusedError("database unavailable")
+
+
+async def test_an_order_whose_ledger_insert_committed_but_lost_its_reply_is_placed_once(start_oms):
+    oms = await start_oms(ledger=LostInsertReply())
+
+    await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00)))
+
+    opened = await oms.until_status("c-1", t.ORDER_STATUS_OPEN)
+    assert oms.statuses("c-1")[0] == t.ORDER_STATUS_PENDING_NEW
+    assert len(oms.broker.book) == 1 and opened.exchange_order_id
+
+
+async def test_an_order_the_ledger_could_not_write_is_never_sent_and_reported_rejected(start_oms):
+    """Write-ahead: no order reaches the broker before it is in the ledger. Without an update, risk would count
+    it open for good and its strategy would wait on it."""
+    oms = await start_oms(ledger=RefusesInsert())
+
+    await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00)))
+
+    rejected = await oms.until_status("c-1", t.ORDER_STATUS_REJECTED)
+    assert rejected.reason_code == "NOT_SENT" and "ledger" in rejected.reason
+    assert oms.broker.book == {}
+    assert oms.module.engine.lookup("c-1").status == t.ORDER_STATUS_REJECTED
