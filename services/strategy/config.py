@@ -64,6 +64,10 @@ class StrategySettings(ModuleSettings):
     close_check_ms: int = Field(default=200, ge=10, le=10_000)
     # Publish closed candles on Topic.CANDLES (the OMS's virtual broker fills from them).
     publish_candles: bool = True
+    # Cancel a strategy's order still working this long after it was placed (clock seconds; 0 = never): its
+    # signal is stale, and while it works its strategy can neither enter that token again nor exit the part
+    # that filled. 5 minutes = five 1-minute candles.
+    cancel_working_after_s: float = Field(default=300.0, ge=0)
 
     @model_validator(mode="after")
     def _names_are_unique(self) -> StrategySettings:

@@ -56,6 +56,10 @@ class StrategyEngine:
         self._tick_strategies = [s for s in strategies if hasattr(s, "on_tick")]
         self._ctx = StrategyContext(instruments)
         self._last_update_sequence = 0
+        # Our strategies' orders still working: client_order_id -> (order id to cancel, clock time first seen
+        # working), and when a cancel may be asked (again) for each (see stale_orders).
+        self._working: dict[str, tuple[str, int]] = {}
+        self._cancel_at: dict[str, int] = {}
 
     # -- data ------------------------------------------------------------------
     def on_ticks(self, ticks: Any) -> Output:
@@ -138,9 +142,31 @@ class StrategyEngine:
             self._last_update_sequence = update.sequence
         strategy = self.strategies.get(update.request.strategy_tag)
         if strategy is not None:
+            self._track_working(update)
             strategy.on_order_update(update)
         elif update.request.strategy_tag == SQUAREOFF_TAG and update.last_fill_quantity:
             self._closed_by_platform(update)
+
+    def _track_working(self, update: trading_pb2.OrderUpdate) -> None:
+        cid = update.client_order_id or update.request.client_order_id
+        if not cid:
+            return
+        if update.status in TERMINAL:
+            self._working.pop(cid, None)
+            self._cancel_at.pop(cid, None)
+        elif cid not in self._working:
+            self._working[cid] = (update.internal_id or cid, self.clock.now_ns())
+
+    def stale_orders(self, now_ns: int, max_age_ns: int, retry_ns: int) -> list[str]:
+        """Order ids of our strategies' orders working for max_age_ns or longer, each offered again every retry_ns
+        while it works: its signal is stale (a limit entry the market left behind), and while it works its
+        strategy can neither enter again nor exit what part of it filled. Cancelled, it is settled by its update."""
+        out = []
+        for cid, (order_id, since) in self._working.items():
+            if now_ns - since >= max_age_ns and now_ns >= self._cancel_at.get(cid, 0):
+                self._cancel_at[cid] = now_ns + retry_ns
+                out.append(order_id)
+        return out
 
     def load_orders(self, orders: list[trading_pb2.OrderUpdate]) -> int:
         """After a restart: the OMS's orders (its newest, any status) give each strategy back its positions

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 CANDLES = Counter("neopulse_strategy_candles", "Candles closed")
 SIGNALS = Counter("neopulse_strategy_signals", "Signals published", ["strategy"])
+STALE_CANCELS = Counter("neopulse_strategy_stale_order_cancels", "Working orders cancelled for age (stale signals)")
+CANCEL_RETRY_NS = 10 * 1_000_000_000  # a stale order whose cancel was refused is offered again after this (clock)
 LATE_TICKS = Counter("neopulse_strategy_late_ticks", "Out-of-order ticks ignored (older than the open minute)")
 
 
@@ -72,11 +74,30 @@ class StrategyModule(Component):
         """The candle-close timer: a quiet instrument's candle closes soon after its minute ends."""
         interval = self.settings.close_check_ms / 1000
         grace_ns = self.settings.close_grace_ms * 1_000_000
-        while True:
-            await asyncio.sleep(interval)
-            if self.engine is not None:
-                await self._publish(self.engine.close_due(self.clock.now_ns() - grace_ns))
+        max_age_ns = int(self.settings.cancel_working_after_s * 1e9)
+        async with asyncio.TaskGroup() as tasks:
+            while True:
+                await asyncio.sleep(interval)
+                if self.engine is None:
+                    continue
+                now = self.clock.now_ns()
+                await self._publish(self.engine.close_due(now - grace_ns))
                 self._count_late()
+                if max_age_ns:
+                    for order_id in self.engine.stale_orders(now, max_age_ns, CANCEL_RETRY_NS):
+                        tasks.create_task(self._cancel_stale(order_id), name=f"strategy:cancel:{order_id}")
+
+    async def _cancel_stale(self, order_id: str) -> None:
+        """Cancel an order left working past cancel_working_after_s; refused for now (not yet acknowledged by
+        the broker, the OMS unreachable) it is offered again after CANCEL_RETRY_NS."""
+        try:
+            await self.bus.call(rpc.CANCEL_ORDER, oms_pb2.CancelOrderRequest(order_id=order_id))
+        except Exception as exc:  # refused, not yet cancellable, or the OMS unreachable: never fatal to the timer
+            log.info("stale working order not cancelled yet", extra={"order_id": order_id, "error": str(exc)})
+            return
+        STALE_CANCELS.inc()
+        log.info("working order cancelled: unfilled past cancel_working_after_s",
+                 extra={"order_id": order_id, "after_s": self.settings.cancel_working_after_s})
 
     # -- topics ----------------------------------------------------------------
     async def _on_ticks(self, batch: market_pb2.TickBatch) -> None:

@@ -5,13 +5,14 @@ from datetime import date
 
 import pytest
 
+from services.oms.engine import OrderStateError
 from services.strategy.config import StrategySettings
 from services.strategy.module import StrategyModule
 from shared import config as cfg
 from shared import rpc
 from shared.bus import Bus, Topic
 from shared.clock import NS, ManualClock, ist_ns
-from shared.contracts import ingestion_pb2, market_pb2, strategy_pb2, trading_pb2
+from shared.contracts import ingestion_pb2, market_pb2, oms_pb2, strategy_pb2, trading_pb2
 from shared.errors import InvalidInput, NotFound
 from shared.marketdata import nse_instruments
 from tests.helpers import eventually as until
@@ -21,7 +22,8 @@ SBIN = 3045
 # With rsi_period = ema_period = 3 the sixth close (100) lifts RSI from 0 to 66.7 across 60, above the EMA.
 FALLING_THEN_JUMP = [100_00, 99_00, 98_00, 97_00, 96_00, 100_00]
 SETTINGS = {"strategy": {"close_check_ms": 10, "close_grace_ms": 0, "strategies": [
-    {"name": "mom", "kind": "MOMENTUM_RSI", "symbols": ["SBIN-EQ"], "params": {"rsi_period": 3, "ema_period": 3}}]}}
+    {"name": "mom", "kind": "MOMENTUM_RSI", "symbols": ["SBIN-EQ"], "params": {"rsi_period": 3, "ema_period": 3}}],
+    "cancel_working_after_s": 60}}
 
 
 def ticks(closes, start_minute=0, closer_recv_ns=424242):
@@ -224,3 +226,61 @@ async def test_a_restarted_strategy_gets_back_its_position_and_working_order_fro
 
     assert strategy.position(SBIN) == 10
     assert strategy.is_pending(SBIN, T0915 + 3600 * NS)  # its exit is working: no new signal for SBIN
+
+
+def working(sequence, status=trading_pb2.ORDER_STATUS_OPEN, filled=0, coid="c-work", last_fill=0):
+    return trading_pb2.OrderUpdate(
+        sequence=sequence, internal_id=f"i-{coid}", client_order_id=coid, status=status, filled_quantity=filled,
+        last_fill_quantity=last_fill, request=trading_pb2.OrderRequest(client_order_id=coid, token=SBIN, quantity=2,
+                                                                    side=trading_pb2.SIDE_BUY, strategy_tag="mom"))
+
+
+def cancels_to(harness, refuse_first=0):
+    """An OMS stand-in for CancelOrder: notes each request; refuses the first `refuse_first` as not yet cancellable."""
+    asked = []
+
+    async def cancel(request):
+        asked.append(request.order_id)
+        if len(asked) <= refuse_first:
+            raise OrderStateError(f"order {request.order_id} is SUBMITTED and cannot be cancelled yet")
+        return oms_pb2.CancelOrderResponse()
+
+    harness.bus.handle(rpc.CANCEL_ORDER, cancel)
+    return asked
+
+
+async def test_a_partly_filled_entry_left_working_is_cancelled_and_the_strategy_can_exit_what_filled(harness):
+    """A limit entry the market left behind blocks its strategy: no new entry, and no exit for the part that
+    filled. Past cancel_working_after_s it is cancelled; then the exit goes out for what was bought."""
+    asked = cancels_to(harness)
+    await harness.feed(ticks(FALLING_THEN_JUMP), candles_expected=6)
+    await harness.bus.publish(Topic.ORDER_UPDATES, working(1, trading_pb2.ORDER_STATUS_PARTIALLY_FILLED, filled=1,
+                                                                    last_fill=1))
+    assert await harness.bus.drain()
+    harness.clock.advance(59)
+    await asyncio.sleep(0.05)
+    assert asked == []
+
+    harness.clock.advance(2)
+    await until(lambda: asked == ["i-c-work"])
+    await harness.bus.publish(Topic.ORDER_UPDATES, working(2, trading_pb2.ORDER_STATUS_CANCELLED, filled=1))
+    await harness.feed(ticks([95_00], start_minute=7), candles_expected=1)
+
+    assert [(s.side, s.quantity) for s in harness.signals][-1] == (trading_pb2.SIDE_SELL, 1)
+    await asyncio.sleep(0.05)
+    assert asked == ["i-c-work"]  # once
+
+
+async def test_a_refused_cancel_of_a_stale_order_is_asked_again_later_and_a_finished_one_never(harness):
+    asked = cancels_to(harness, refuse_first=1)
+    await harness.bus.publish(Topic.ORDER_UPDATES, working(1))
+    await harness.bus.publish(Topic.ORDER_UPDATES, working(2, coid="c-done"))
+    await harness.bus.publish(Topic.ORDER_UPDATES, working(3, trading_pb2.ORDER_STATUS_TRADED, filled=2,
+                                                            coid="c-done", last_fill=2))
+    assert await harness.bus.drain()
+    harness.clock.advance(61)
+    await until(lambda: asked == ["i-c-work"])
+
+    harness.clock.advance(11)
+
+    await until(lambda: asked == ["i-c-work", "i-c-work"])
