@@ -90,7 +90,9 @@ class Needs:
 
 NEEDS = {
     "ingestion": Needs(),
-    "strategy": Needs(((TICKS, {}), (UPDATES, {}), (DECISIONS, {"rejections_only": True})), (rpc.LIST_INSTRUMENTS,)),
+    # Its orders at start (positions after a restart) and cancels of orders left working too long.
+    "strategy": Needs(((TICKS, {}), (UPDATES, {}), (DECISIONS, {"rejections_only": True})),
+                      (rpc.LIST_INSTRUMENTS, rpc.LIST_ORDERS, rpc.CANCEL_ORDER)),
     "risk": Needs(((SIGNALS, {}), (TICKS, {}), (UPDATES, {})),
                   (rpc.LIST_INSTRUMENTS, rpc.CANCEL_ORDER, rpc.LIST_ORDERS, rpc.LIST_POSITIONS)),
     "oms": Needs(((DECISIONS, {}), (CANDLES, {}), (TICKS, {})), (rpc.SUBMIT_ORDER, rpc.LIST_INSTRUMENTS)),

@@ -113,6 +113,18 @@ def test_restarted_risk_module_rejoins_and_no_order_is_placed_twice(cluster, led
     assert set(client_ids) <= {r["client_order_id"] for r in asyncio.run(_ledger_rows(ledger_dsn))}
 
 
+def test_a_restarted_strategy_module_takes_its_positions_and_working_orders_back_from_the_oms(cluster):
+    """Without them it would take itself for flat: enter again, and never exit what it holds."""
+    ports, procs, start = cluster
+    wait_until(lambda: traded(ports["oms"]), timeout_s=90)
+    procs["strategy"].proc.send_signal(signal.SIGKILL)
+    procs["strategy"].proc.wait(10)
+
+    restarted = start("strategy")
+
+    restarted.wait_for_line("strategy positions restored from the order service", timeout_s=30)
+
+
 def test_every_process_stops_cleanly_on_sigterm(cluster):
     _, procs, _ = cluster
 
