@@ -1,6 +1,7 @@
 """Configuration: one pydantic-settings model per module, from a TOML file plus env vars.
 
-Priority: NEOPULSE_<MODULE>_* environment > [<module>] table of the TOML file > defaults.
+Priority: NEOPULSE_<MODULE>_* environment > [<module>] table of the TOML file > secret files > defaults.
+Every SecretStr value loaded is handed to shared.logs, which masks it in every log line.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
+from urllib.parse import unquote
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from shared import logs
 from shared.errors import ConfigError
 
 CONFIG_ENV = "NEOPULSE_CONFIG"
@@ -21,6 +24,9 @@ CONFIG_ENV = "NEOPULSE_CONFIG"
 # docker/compose secrets land in /run/secrets, which is used when it exists and this is not set.
 SECRETS_DIR_ENV = "NEOPULSE_SECRETS_DIR"
 DEFAULT_SECRETS_DIR = "/run/secrets"
+# The tables a config file may have, one per module's settings (`section`); any other table is a typo
+# ([rsik], [Risk]) that would otherwise leave every limit in it at its default, silently.
+SECTIONS = ("ingestion", "strategy", "risk", "oms", "notifier", "database", "grpc", "kotak", "split")
 
 
 class _TomlSection(PydanticBaseSettingsSource):
@@ -38,7 +44,9 @@ class _TomlSection(PydanticBaseSettingsSource):
 class ModuleSettings(BaseSettings):
     """Base for every module's settings; `section` names its TOML table ("" = top level)."""
 
-    model_config = SettingsConfigDict(extra="forbid", validate_default=True)
+    # Subclasses' model_config is merged over this one. No inf/nan in floats: `timer_interval_ms = inf` (valid
+    # TOML) would switch a check off instead of being refused.
+    model_config = SettingsConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
     section: ClassVar[str] = ""
     _toml_data: ClassVar[dict[str, Any]] = {}
 
@@ -71,14 +79,21 @@ def read_toml(path: str | Path | None) -> dict[str, Any]:
 def load(cls: type[S], toml: dict[str, Any] | None = None, **overrides: Any) -> S:
     """Build `cls` from the file's section + env, turning validation errors into one ConfigError."""
     data = toml or {}
-    section = data.get(cls.section, {}) if cls.section else {k: v for k, v in data.items() if not isinstance(v, dict)}
+    if cls.section:
+        section = data.get(cls.section, {})
+    else:  # the top level: its tables belong to the modules, and must be one of theirs
+        section = {k: v for k, v in data.items() if not isinstance(v, dict)}
+        unknown = [k for k, v in data.items() if isinstance(v, dict) and k not in SECTIONS]
+        if unknown:
+            raise ConfigError(f"unknown table [{unknown[0]}] in the config file; the tables are "
+                              + ", ".join(f"[{name}]" for name in SECTIONS))
     if not isinstance(section, dict):
         raise ConfigError(f"[{cls.section}] in the config file must be a table")
     # The source reads the section from the class for the duration of this one construction;
     # it is reset afterwards so a later direct `Cls()` never sees a stale file.
     cls._toml_data = section
     try:
-        return cls(**overrides, _secrets_dir=secrets_dir())  # type: ignore[call-arg]  # pydantic-settings init arg
+        settings = cls(**overrides, _secrets_dir=secrets_dir())  # type: ignore[call-arg]  # pydantic-settings init arg
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, cls)) from None
     except SettingsError as exc:  # an env value pydantic-settings could not even parse (a list not in JSON)
@@ -86,6 +101,22 @@ def load(cls: type[S], toml: dict[str, Any] | None = None, **overrides: Any) -> 
                           'e.g. NEOPULSE_SYMBOLS=\'["RELIANCE-EQ", "TCS-EQ"]\'') from None
     finally:
         cls._toml_data = {}
+    logs.add_secrets(*secret_values(settings))
+    return settings
+
+
+def secret_values(settings: BaseSettings) -> list[str]:
+    """The clear text of every SecretStr setting (and the password inside a URL one), for shared.logs to mask."""
+    values = []
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr) and (text := value.get_secret_value()):
+            values.append(text)
+            # scheme://user:password@host: credentials end at the last "@" (as shared.db.database.where_of reads it)
+            password = text.partition("://")[2].rpartition("@")[0].partition(":")[2]
+            if password:
+                values += [password, unquote(password)]
+    return values
 
 
 def secrets_dir() -> str | None:
@@ -99,11 +130,15 @@ def secrets_dir() -> str | None:
 
 
 def describe_validation_error(exc: ValidationError, cls: type[ModuleSettings]) -> str:
+    """One line: each error's table.field, its env var and pydantic's message (never the input value)."""
     env_prefix = cls.model_config.get("env_prefix", "")
     parts = []
     for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(settings)"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        field = ".".join(str(p) for p in err["loc"])
+        if not field:  # a rule across fields (a model validator): the message names them
+            parts.append(f"[{cls.section}]: {msg}" if cls.section else msg)
+            continue
         where = f"[{cls.section}].{field}" if cls.section else field
-        env = f"{env_prefix}{err['loc'][0]}".upper() if err["loc"] else ""
-        parts.append(f"{where} (env {env}): {err['msg']}")
+        parts.append(f"{where} (env {env_prefix.upper()}{str(err['loc'][0]).upper()}): {msg}")
     return "invalid configuration: " + "; ".join(parts)

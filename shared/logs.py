@@ -3,6 +3,10 @@
 Context (order_id, token, strategy) goes in `extra=`, never in the message text. Lines below ERROR logged on an
 event loop are formatted DEFER_S later, in one go, so a burst of orders is not delayed by its own log lines:
 pass values in `extra=` (they are read when the line is formatted), not objects that change afterwards.
+
+Secrets are masked in every line (message, context and traceback): the values shared.config loaded as SecretStr
+(see add_secrets), and credentials known by their shape: a URL's password, a Telegram bot token, an
+Authorization header.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ import asyncio
 import atexit
 import json
 import logging
+import os
 import queue
+import re
 import sys
 import threading
 from collections import deque
@@ -25,6 +31,64 @@ CLEAR_LINE = "\r\x1b[K"
 # after it rather than between its orders (or between one process's order and its gRPC send).
 DEFER_S = 0.02
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+
+MASK = "***"
+MIN_SECRET_LEN = 4  # shorter values are not masked: they would mask ordinary numbers and words
+# Credentials by shape, each after a cheap substring test (a regex search of every line would cost more than
+# formatting it): (substrings, pattern, replacement keeping group 1).
+_SHAPES = (
+    (("://",), re.compile(r"(://[^\s/@:]*:)[^\s]*@"), r"\1***@"),  # user:PASSWORD@ (to the last @, as shared.db)
+    (("/bot",), re.compile(r"(/bot)\d+:[\w-]+"), r"\1***"),  # a Telegram bot token in a Bot API URL
+    (("uthorization", "UTHORIZATION"),  # an Authorization header's value, whatever its scheme
+     re.compile(r"((?i:authorization)['\"]?\s*[:=]\s*['\"]?)[^'\",}\r\n]+"), r"\1***"),
+    (("earer ", "EARER "), re.compile(r"\b((?i:bearer) )[\w.~+/=-]+"), r"\1***"),  # Bearer TOKEN anywhere
+)
+_secrets: list[str] = []  # the values given to add_secrets, longest first
+# Every substring whose presence means a line needs scrubbing (most lines contain none): the secrets, their
+# JSON-escaped forms (what a JSON line holds), and the shapes' substrings.
+_needles: list[str] = [needle for needles, _, _ in _SHAPES for needle in needles]
+
+
+def add_secrets(*values: str) -> None:
+    """Mask these values (consumer key, MPIN, bot token, ...) in every line from now on."""
+    new = {v for v in values if len(v) >= MIN_SECRET_LEN} - set(_secrets)
+    if new:
+        _secrets[:] = sorted({*_secrets, *new}, key=len, reverse=True)
+        escaped = {json.dumps(v)[1:-1] for v in new}
+        _needles[:] = list(dict.fromkeys([*_needles, *sorted(new | escaped, key=len, reverse=True)]))
+
+
+def _suspect(text: str) -> bool:
+    for needle in _needles:
+        if needle in text:
+            return True
+    return False
+
+
+def scrub(text: str) -> str:
+    """`text` with every known secret and every credential-shaped string replaced by ***."""
+    if not _suspect(text):
+        return text
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    for needles, pattern, replacement in _SHAPES:
+        if any(needle in text for needle in needles):
+            text = pattern.sub(replacement, text)
+    return text
+
+
+def _scrubbed(value: object) -> object:
+    """A value for a JSON line with its text scrubbed; numbers stay numbers (unless one is a secret, an MPIN say)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return MASK if str(value) in _secrets else value
+    if isinstance(value, dict):
+        return {_scrubbed(k) if isinstance(k, str) else k: _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrubbed(v) for v in value]
+    return scrub(value if isinstance(value, str) else str(value))
 
 
 def _extras(record: logging.LogRecord) -> dict[str, object]:
@@ -42,7 +106,10 @@ class JsonFormatter(logging.Formatter):
         out.update(_extras(record))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
+        line = json.dumps(out, default=str)
+        if _suspect(line):  # rarely: mask field by field, so numbers stay numbers and JSON escaping hides nothing
+            line = json.dumps(_scrubbed(out), default=str)
+        return line
 
 
 class TextFormatter(logging.Formatter):
@@ -57,7 +124,7 @@ class TextFormatter(logging.Formatter):
             line += f" {extras}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return scrub(line)
 
 
 class _Writer(threading.Thread):
@@ -172,6 +239,20 @@ def setup(level: str = "INFO", json_lines: bool | None = None, stream=None) -> N
     root.setLevel(level.upper())
     for noisy in ("httpx", "httpcore", "websockets", "asyncio", "telegram", "hpack", "neo_api_client"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    _quiet_kotak_sdk()
+
+
+def _quiet_kotak_sdk() -> None:
+    """The Kotak SDK logs through its own handlers (stdout and ./logs, never through this module), with request
+    bodies whose MPIN and TOTP it masks only partly ("48***17" for a refused MPIN). Off, whether the SDK is
+    imported yet or not, unless NEO_LOG_LEVEL asks for its lines (debugging the SDK)."""
+    if "NEO_LOG_LEVEL" in os.environ:
+        return
+    os.environ["NEO_LOG_LEVEL"] = "NOLOG"  # both read when the SDK is imported
+    os.environ.setdefault("NEO_LOG_FILE_ENABLED", "false")
+    sdk = sys.modules.get("neo_api_client.logger")
+    if sdk is not None:  # already imported, and set up with its defaults: replace them
+        sdk.setup_logging(level="NOLOG", file_enabled=os.environ["NEO_LOG_FILE_ENABLED"].lower() == "true")
 
 
 def flush() -> None:

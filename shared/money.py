@@ -5,20 +5,34 @@ Floats never enter the order path; they are converted here, at the edge.
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import MAX_EMAX, MIN_EMIN, ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 
 PAISE_PER_RUPEE = 100
+# The contracts carry paise as int64: a larger amount is refused here, at the edge, not by protobuf later.
+MAX_PAISE = 2**63 - 1
+_PAISA = Decimal("0.01")
+# Room for any amount up to MAX_PAISE: rounding to the paisa happens once, exactly, whatever the input's digits
+# (the default context's 28 digits would round a long input once in the multiplication and again after it).
+_EXACT = Context(prec=40, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
 def to_paise(value: str | int | float | Decimal) -> int:
-    """Rupees (as text, int, float or Decimal) to integer paise, rounding half-even."""
+    """Rupees (as text, int, float or Decimal) to integer paise, rounding half-even ("1290.055" -> 129006).
+
+    A float goes through its shortest text form (1290.055, not its binary expansion). ValueError for anything
+    else, e.g. "1,290.05", "", NaN, infinities, or more than MAX_PAISE."""
     try:
         dec = Decimal(str(value)) if not isinstance(value, Decimal) else value
     except InvalidOperation as exc:
         raise ValueError(f"not a price: {value!r}") from exc
     if not dec.is_finite():
         raise ValueError(f"not a finite price: {value!r}")
-    return int((dec * PAISE_PER_RUPEE).to_integral_value(rounding=ROUND_HALF_EVEN))
+    if dec.adjusted() > 20:  # refused before it becomes a huge int
+        raise ValueError(f"price out of range: {value!r}")
+    paise = int(dec.quantize(_PAISA, ROUND_HALF_EVEN, _EXACT).scaleb(2, _EXACT))
+    if abs(paise) > MAX_PAISE:
+        raise ValueError(f"price out of range (at most {MAX_PAISE} paise): {value!r}")
+    return paise
 
 
 def to_rupees(paise: int) -> Decimal:

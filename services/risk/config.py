@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -16,7 +16,10 @@ from shared.clock import SESSIONS_IST, Session, parse_hhmm, parse_session
 from shared.config import ModuleSettings
 from shared.contracts import risk_pb2
 from shared.errors import InvalidInput
-from shared.money import to_paise
+from shared.money import MAX_PAISE, to_paise, to_rupees
+
+# A rupee amount in config: whole paise only (1000.105 is refused, not rounded) and within the contract's int64.
+Rupees = Annotated[Decimal, Field(gt=0, decimal_places=2, le=to_rupees(MAX_PAISE))]
 
 
 def _by_segment(value: dict[str, str], parse: Callable[[str], Any]) -> dict[str, str]:
@@ -90,14 +93,14 @@ class RiskSettings(ModuleSettings):
 
     max_order_quantity: int = Field(default=1_000, gt=0)
     # Rupees (converted to paise for the engine).
-    max_order_value: Decimal = Field(default=Decimal("1000000"), gt=0)
+    max_order_value: Rupees = Decimal("1000000")
     # Per instrument, net across products.
     max_position_quantity: int = Field(default=5_000, gt=0)
     max_open_orders: int = Field(default=50, gt=0)
     max_orders_per_second: float = Field(default=10.0, gt=0, le=10_000)
     # Daily loss in rupees (realised + mark-to-market - charges) that moves the state to REDUCING / HALTED.
-    daily_loss_reducing: Decimal = Field(default=Decimal("25000"), gt=0)
-    daily_loss_halt: Decimal = Field(default=Decimal("50000"), gt=0)
+    daily_loss_reducing: Rupees = Decimal("25000")
+    daily_loss_halt: Rupees = Decimal("50000")
     # Allowed distance of limit/trigger prices from the last traded price; 0 = no band.
     price_band_bps: int = Field(default=500, ge=0, le=10_000)
     square_off_time_ist: str = "15:15"
