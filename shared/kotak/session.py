@@ -13,6 +13,7 @@ import httpx
 import pyotp
 from neo_api_client import NeoAPI
 
+from shared import logs
 from shared.errors import ConfigError, RetryableError, SessionExpired
 from shared.kotak import mapping
 from shared.kotak.config import KotakSettings
@@ -69,6 +70,8 @@ class KotakSession:
                               "totp_secret (env NEOPULSE_KOTAK_*)")
         self.client = await asyncio.to_thread(self._login_sync)
         self.generation += 1
+        conf = self.client.configuration  # the session's tokens: masked in every log line from now on
+        logs.add_secrets(*(s for s in (conf.edit_token, conf.edit_sid, conf.view_token, conf.sid) if s))
         log.info("kotak login succeeded", extra={"ucc": self.settings.ucc, "generation": self.generation})
 
     def _totp(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from services.simulator.server import SimCredentials
+from shared import logs
 from shared.contracts import trading_pb2 as T
 from shared.errors import BrokerRejected, ConfigError, NotFound
 from shared.kotak.broker import KotakBroker
@@ -29,6 +30,14 @@ def limit_buy(coid: str, price: int, qty: int = 2) -> T.OrderRequest:
 async def test_login_with_totp_and_mpin_gives_a_trade_session(sim, broker):
     assert sim.logins == 1
     assert broker.session.client.configuration.edit_token in sim.sessions
+
+
+async def test_the_session_tokens_of_a_login_are_masked_in_every_log_line(sim, broker):
+    conf = broker.session.client.configuration
+
+    line = logs.scrub(f"reply sid={conf.edit_sid} token={conf.edit_token}")
+
+    assert conf.edit_sid not in line and conf.edit_token not in line and line.count("***") == 2
 
 
 async def test_login_with_a_wrong_mpin_raises_config_error_without_the_mpin(sim):
