@@ -41,9 +41,19 @@ def to_rupees(paise: int) -> Decimal:
 
 
 def fmt_inr(paise: int) -> str:
-    """Display form: ₹1,234.50 (negative as -₹12.00)."""
+    """Display form with Indian digit grouping (lakhs, crores): ₹1,234.50, ₹12,34,567.00; negative as -₹12.00."""
     sign = "-" if paise < 0 else ""
-    return f"{sign}₹{abs(to_rupees(paise)):,.2f}"
+    rupees, rest = divmod(abs(paise), PAISE_PER_RUPEE)
+    digits = str(rupees)
+    head, tail = digits[:-3], digits[-3:]
+    groups = []
+    while len(head) > 2:
+        head, pair = head[:-2], head[-2:]
+        groups.append(pair)
+    if head:
+        groups.append(head)
+    grouped = ",".join([*reversed(groups), tail]) if groups else tail
+    return f"{sign}₹{grouped}.{rest:02d}"
 
 
 def is_on_tick(price_paise: int, tick_paise: int) -> bool:

@@ -116,7 +116,7 @@ def test_order_value_above_max_order_value_is_denied(clock):
     decision = engine.decide(order(quantity=100))  # 100 x ₹1,290 = ₹1,29,000
 
     assert decision.reason_code == "MAX_ORDER_VALUE"
-    assert decision.reason == "order value ₹129,000.00 exceeds max_order_value ₹100,000.00"
+    assert decision.reason == "order value ₹1,29,000.00 exceeds max_order_value ₹1,00,000.00"
 
 
 def test_market_order_is_valued_at_the_last_price(clock):

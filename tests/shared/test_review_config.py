@@ -266,3 +266,10 @@ def test_the_kotak_sdk_imported_after_setup_has_no_output_of_its_own(tmp_path):
                           env=env, check=True)
 
     assert done.stdout.strip() == "[]" and not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize(("paise", "text"), [
+    (0, "₹0.00"), (123_45, "₹123.45"), (1_234_50, "₹1,234.50"), (12_345_00, "₹12,345.00"),
+    (1_23_456_00, "₹1,23,456.00"), (12_34_56_789_00, "₹12,34,56,789.00"), (-1_00_000_00, "-₹1,00,000.00")])
+def test_rupees_are_shown_with_indian_digit_grouping_lakhs_and_crores(paise, text):
+    assert fmt_inr(paise) == text
