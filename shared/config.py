@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import tomllib
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from types import UnionType
+from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin
 from urllib.parse import unquote
 
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
@@ -50,6 +52,14 @@ class ModuleSettings(BaseSettings):
     section: ClassVar[str] = ""
     _toml_data: ClassVar[dict[str, Any]] = {}
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """TOML's true/false for a number would be read as 1/0 (`price_band_bps = false`: the band off)."""
+        if isinstance(value, bool) and info.field_name and _numeric(cls.model_fields[info.field_name].annotation):
+            raise ValueError("must be a number, not true/false")
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
@@ -60,6 +70,13 @@ class ModuleSettings(BaseSettings):
 
 
 S = TypeVar("S", bound=ModuleSettings)
+
+
+def _numeric(annotation: Any) -> bool:
+    """int, float or Decimal, alone or in a union (`int | None`); never bool."""
+    if annotation in (int, float, Decimal):
+        return True
+    return any(_numeric(arg) for arg in get_args(annotation)) if get_origin(annotation) in (Union, UnionType) else False
 
 
 def read_toml(path: str | Path | None) -> dict[str, Any]:

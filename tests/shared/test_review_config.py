@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import tomllib
 from decimal import Decimal
 from pathlib import Path
 
@@ -273,3 +274,11 @@ def test_the_kotak_sdk_imported_after_setup_has_no_output_of_its_own(tmp_path):
     (1_23_456_00, "₹1,23,456.00"), (12_34_56_789_00, "₹12,34,56,789.00"), (-1_00_000_00, "-₹1,00,000.00")])
 def test_rupees_are_shown_with_indian_digit_grouping_lakhs_and_crores(paise, text):
     assert fmt_inr(paise) == text
+
+
+@pytest.mark.parametrize("setting", ["max_order_quantity = true", "price_band_bps = false"])
+def test_true_or_false_for_a_number_is_refused_not_read_as_one_or_zero(setting):
+    """TOML booleans are not numbers: `price_band_bps = false` would otherwise switch the price band off."""
+    name = setting.split(" ")[0]
+    with pytest.raises(ConfigError, match=f"risk].{name}.*a number, not true/false"):
+        load(RiskSettings, {"risk": tomllib.loads(setting)})
