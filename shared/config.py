@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from types import UnionType
 from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin
 from urllib.parse import unquote
 
-from pydantic import SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import AliasChoices, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
@@ -134,6 +135,21 @@ def secret_values(settings: BaseSettings) -> list[str]:
             if password:
                 values += [password, unquote(password)]
     return values
+
+
+def unknown_env(classes: Iterable[type[ModuleSettings]], environ: Mapping[str, str] | None = None) -> list[str]:
+    """NEOPULSE_* environment variables no setting of `classes` reads: a misspelt one
+    (NEOPULSE_RISK_DAILY_LOSS_HALTT) would leave its setting at the default without a word."""
+    known = {CONFIG_ENV, SECRETS_DIR_ENV}
+    for cls in classes:
+        prefix = str(cls.model_config.get("env_prefix", "")).upper()
+        for name, field in cls.model_fields.items():
+            known.add(f"{prefix}{name}".upper())
+            alias = field.validation_alias
+            choices = alias.choices if isinstance(alias, AliasChoices) else [alias] if alias else []
+            known |= {c.upper() for c in choices if isinstance(c, str)}
+    environ = os.environ if environ is None else environ
+    return sorted(k for k in environ if k.upper().startswith("NEOPULSE_") and k.upper() not in known)
 
 
 def secrets_dir() -> str | None:

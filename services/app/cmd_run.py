@@ -10,7 +10,7 @@ import asyncio
 import sys
 from typing import Any
 
-from services.app.config import AppSettings
+from services.app.config import AppSettings, warn_unknown_env
 from shared import clock, logs, runtime
 from shared import config as cfg
 from shared.errors import ConfigError
@@ -47,6 +47,7 @@ def handle(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"neopulse: {exc}", file=sys.stderr)
         return 2
+    warn_unknown_env()
     logs.setup(settings.log_level)
     clock.set_holidays(settings.holidays)
     try:

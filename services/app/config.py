@@ -5,6 +5,7 @@ Module settings live beside each module; this is what the process itself needs.
 
 from __future__ import annotations
 
+import sys
 from datetime import date
 from pathlib import Path
 from typing import Literal
@@ -12,7 +13,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from shared.config import ModuleSettings
+from shared.config import ModuleSettings, unknown_env
 
 
 class AppSettings(ModuleSettings):
@@ -48,3 +49,26 @@ class AppSettings(ModuleSettings):
     # Exchange trading holidays (IST dates, e.g. ["2026-01-26"]): the market counts as closed all day (risk's
     # market-hours check, the feed stall watchdog, paper session days, the daily summary).
     holidays: list[date] = Field(default_factory=list)
+
+
+def settings_classes() -> list[type[ModuleSettings]]:
+    """Every settings model of the product (one per config table, and the top level)."""
+    from services.app.split import SplitSettings
+    from services.ingestion.config import IngestionSettings
+    from services.notifier.config import NotifierSettings
+    from services.oms.config import OmsSettings
+    from services.risk.config import RiskSettings
+    from services.strategy.config import StrategySettings
+    from shared.db.config import DatabaseSettings
+    from shared.grpc.config import GrpcSettings
+    from shared.kotak.config import KotakSettings
+
+    return [AppSettings, IngestionSettings, StrategySettings, RiskSettings, OmsSettings, NotifierSettings,
+            DatabaseSettings, GrpcSettings, KotakSettings, SplitSettings]
+
+
+def warn_unknown_env() -> None:
+    """One stderr line per NEOPULSE_* variable no setting reads (a typo that would be ignored silently)."""
+    for name in unknown_env(settings_classes()):
+        print(f"neopulse: warning: {name} is not a NeoPulse setting and is ignored (a typo? the settings are in "
+              "config/example.toml)", file=sys.stderr)

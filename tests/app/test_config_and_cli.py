@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.app.config import AppSettings
+from services.app.config import settings_classes as all_settings_classes
 from shared import config as cfg
 from shared.errors import ConfigError
 
@@ -15,21 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "example.toml"
 
 
-def settings_classes():
-    from services.ingestion.config import IngestionSettings
-    from services.notifier.config import NotifierSettings
-    from services.oms.config import OmsSettings
-    from services.risk.config import RiskSettings
-    from services.strategy.config import StrategySettings
-    from shared.db.config import DatabaseSettings
-    from shared.grpc.config import GrpcSettings
-    from shared.kotak.config import KotakSettings
-
-    return [AppSettings, IngestionSettings, StrategySettings, RiskSettings, OmsSettings, NotifierSettings,
-            DatabaseSettings, GrpcSettings, KotakSettings]
-
-
-@pytest.mark.parametrize("cls", settings_classes(), ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", all_settings_classes(), ids=lambda c: c.__name__)
 def test_the_example_config_loads_into_every_settings_model(cls):
     settings = cfg.load(cls, cfg.read_toml(EXAMPLE))
     assert isinstance(settings, cls)
@@ -54,6 +41,22 @@ def test_an_invalid_setting_is_a_config_error_naming_field_and_env_var():
 def run_cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "services.app.cli", *args], capture_output=True, text=True,
                           cwd=ROOT, env={**os.environ, "NEO_LOG_FILE_ENABLED": "false", **(env or {})}, timeout=60)
+
+
+def test_only_misspelt_neopulse_variables_are_unknown():
+    environ = {"NEOPULSE_RISK_MAX_ORDER_VALUE": "1", "NEOPULSE_RISK_MAX_ORDER_VALU": "1", "DATABASE_URL": "x",
+               "NEOPULSE_DATABASE_URL": "x", "NEOPULSE_CONFIG": "x", "NEOPULSE_SPLIT_OMS_ADDR": "x", "HOME": "/"}
+
+    assert cfg.unknown_env(all_settings_classes(), environ) == ["NEOPULSE_RISK_MAX_ORDER_VALU"]
+
+
+def test_neopulse_run_warns_about_a_misspelt_variable_it_would_otherwise_ignore(tmp_path):
+    """NEOPULSE_RISK_DAILY_LOSS_HALTT would leave the halt limit at its default without a word."""
+    result = run_cli("run", "--no-db", "--source", "synthetic", "--duration", "1", "--grpc-port", "0",
+                     "--metrics-port", "0", env={"NEOPULSE_RISK_DAILY_LOSS_HALTT": "100"})
+
+    assert result.returncode == 0, result.stderr
+    assert "NEOPULSE_RISK_DAILY_LOSS_HALTT is not a NeoPulse setting" in result.stderr
 
 
 def test_neopulse_run_with_a_bad_value_exits_2_with_one_line_naming_it(tmp_path):
