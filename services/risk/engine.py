@@ -345,6 +345,8 @@ class RiskEngine:
     def on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
         """Track open orders and apply the fill the update carries; a fill re-evaluates the daily loss.
         After a restart, what the OMS's snapshots already include is not applied again."""
+        # A new day's first fill belongs to the new day: roll before applying it (as the OMS does), not after.
+        self._roll_day(self.clock.now_ns())
         seq = update.sequence
         if seq:
             if seq <= self._last_update_sequence:
@@ -360,6 +362,7 @@ class RiskEngine:
     def load_orders(self, orders: Iterable[trading_pb2.OrderUpdate]) -> None:
         """The OMS's orders after a restart: open ones count again, each one's state as of its sequence (an
         older update of it arriving later changes nothing), and asking for any of them again is a duplicate."""
+        self._roll_day(self.clock.now_ns())  # a later roll would forget them as accepted ids
         for update in orders:
             self.track_order(update)
             cid = update.client_order_id or update.request.client_order_id
@@ -370,6 +373,7 @@ class RiskEngine:
     def restore_positions(self, positions: Iterable[trading_pb2.Position], as_of_sequence: int = 0) -> None:
         """Today's positions from the OMS after a restart; the loss limit applies to them at once. They include
         every fill up to `as_of_sequence`: those updates' fills are not applied again when they arrive."""
+        self._roll_day(self.clock.now_ns())  # they are today's: a roll after them would wipe today's P&L
         self._positions_as_of = max(self._positions_as_of, as_of_sequence)
         for position in positions:
             self.positions.restore(position)
@@ -434,6 +438,7 @@ class RiskEngine:
     # -- state ----------------------------------------------------------------
     def set_kill_switch(self, engaged: bool, reason: str = "") -> None:
         """Engage: HALTED. Release: ACTIVE, or REDUCING while the daily loss is still over a threshold."""
+        self._roll_day(self.clock.now_ns())  # a release at a new day's open measures today's loss, not yesterday's
         self.kill_switch_engaged = engaged
         if engaged:
             self._move(HALTED, f"kill switch engaged: {reason or 'no reason given'}",
