@@ -100,7 +100,10 @@ class RiskEngine:
         self.kill_switch_engaged = False
         self.last_prices: dict[int, int] = {}
         self.open_orders: dict[str, OpenOrder] = {}
+        # client_order_ids accepted today and the trading day before (a replay across midnight is a duplicate
+        # too: the OMS would ignore it, and it would stay counted open here); older ones are let go.
         self._accepted: set[str] = set()
+        self._accepted_before: set[str] = set()
         self._changes: list[StateChange] = []
         self._bucket = TokenBucket(limits.max_orders_per_second, now)
         self._loss_level: risk_pb2.TradingState = ACTIVE
@@ -162,7 +165,7 @@ class RiskEngine:
     def check_identity(self, order: trading_pb2.OrderRequest) -> Denial | None:
         if not order.client_order_id:
             return "INVALID_ORDER", "client_order_id is empty; every order needs an idempotency key"
-        if order.client_order_id in self._accepted:
+        if order.client_order_id in self._accepted or order.client_order_id in self._accepted_before:
             return "DUPLICATE_ORDER", (f"client_order_id {order.client_order_id} was already accepted; "
                                        "a replayed order is not placed twice")
         if order.side not in (trading_pb2.SIDE_BUY, trading_pb2.SIDE_SELL):
@@ -482,7 +485,7 @@ class RiskEngine:
         # (without them a carried position's gain or loss since entry would count today).
         self._mark()
         self.positions.start_day()
-        self._accepted.clear()
+        self._accepted_before, self._accepted = self._accepted, set()
         self._loss_level = ACTIVE
         if not self.kill_switch_engaged and self.state != ACTIVE:
             self._move(ACTIVE, f"new trading day {self._day}: daily loss limits reset")

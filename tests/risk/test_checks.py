@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from services.risk.config import RiskSettings
@@ -261,6 +263,16 @@ def test_a_replayed_client_order_id_is_denied_as_a_duplicate(engine):
     engine.decide(order(client_order_id="same"))
 
     assert engine.decide(order(client_order_id="same")).reason_code == "DUPLICATE_ORDER"
+
+
+def test_a_client_order_id_accepted_yesterday_is_still_a_duplicate_after_midnight(engine, clock):
+    """A signal replayed across midnight (a resumed stream): the OMS ignores an id it holds, so accepted again it
+    would stay counted as an open order for good, taking a slot and holding up that token's square-off."""
+    clock.set(ist_ns(DAY, 15, 0))
+    assert engine.decide(order(client_order_id="late")).accepted
+    clock.set(ist_ns(DAY + timedelta(days=1), 9, 15))
+
+    assert engine.decide(order(client_order_id="late")).reason_code == "DUPLICATE_ORDER"
 
 
 def test_orders_on_a_configured_exchange_holiday_are_denied_saying_so(clock, exchange_holidays):
