@@ -11,7 +11,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from services.risk.config import Limits, RiskSettings
 from services.risk.engine import HALTED, RiskEngine, StateChange, state_name
@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 DECISIONS = Counter("neopulse_risk_decisions", "Risk decisions", ["accepted", "reason_code"])
 CANCEL_FAILURES = Counter("neopulse_risk_cancel_failures",
                           "Orders a kill switch could not cancel, even after retrying")
+TRADING_STATE = Gauge("neopulse_risk_trading_state", "Trading state: 1 ACTIVE, 2 REDUCING, 3 HALTED (TradingState)")
+KILL_SWITCH = Gauge("neopulse_risk_kill_switch_engaged", "1 while the kill switch is engaged")
+DAILY_PNL = Gauge("neopulse_risk_daily_pnl_paise", "Today's P&L as the loss limits count it (realised + marks - "
+                  "charges), in paise")
 MAX_CANCEL_BACKOFF_S = 2.0
 
 SEVERITY: dict[int, ops_pb2.Severity] = {risk_pb2.TRADING_STATE_ACTIVE: ops_pb2.SEVERITY_INFO,
@@ -58,6 +62,10 @@ class RiskModule(Component):
         self._loss_interval_s = settings.loss_check_interval_ms / 1000
         self._next_loss_check = 0.0
         self._tasks: asyncio.TaskGroup | None = None  # run()'s TaskGroup: background work it owns
+        engine = self.engine  # read at each scrape
+        TRADING_STATE.set_function(lambda: engine.state)
+        KILL_SWITCH.set_function(lambda: engine.kill_switch_engaged)
+        DAILY_PNL.set_function(engine.daily_pnl_paise)
 
     async def start(self) -> None:
         await self.instruments.load_from(self.bus)

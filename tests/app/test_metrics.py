@@ -16,6 +16,7 @@ WATCHED = [
     "neopulse_ingestion_ticks_total", "neopulse_ingestion_ticks_per_second", "neopulse_ingestion_feed_reconnects",
     "neopulse_bus_queue_depth_messages", "neopulse_strategy_signals_total", "neopulse_oms_order_updates_total",
     "neopulse_grpc_request_duration_seconds", "neopulse_ingestion_writer_lag_seconds",
+    "neopulse_risk_trading_state 1.0", "neopulse_risk_kill_switch_engaged 0.0", "neopulse_risk_daily_pnl_paise",
 ]
 
 
