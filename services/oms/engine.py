@@ -24,6 +24,7 @@ from services.oms.states import (
     ReasonCode,
     allows_adoption,
     allows_late_fill,
+    allows_new_exchange_id,
     can_transition,
     name,
 )
@@ -60,6 +61,16 @@ NOT_YET_PLACED = frozenset({t.ORDER_STATUS_PENDING_NEW, t.ORDER_STATUS_SUBMITTED
 @functools.cache
 def _updates_counter(status: int) -> Any:
     return UPDATES.labels(name(status))  # labels() costs more than the rest of a publish
+
+
+def _filled(cur: t.OrderUpdate, ev: BrokerOrderEvent, fill: tuple[int, int, int]) -> tuple[int, int]:
+    """(filled, average price) after `fill`: the broker's average, or, in a row without one (priced by the fill
+    itself, raw last_fill_*), the average of the fills recorded and this one. Not the fill's price: later fill
+    prices are derived from the averages."""
+    if ev.average_price_paise:
+        return ev.filled_quantity, ev.average_price_paise
+    value = cur.filled_quantity * cur.average_price_paise + fill[0] * fill[1]
+    return ev.filled_quantity, (value + ev.filled_quantity // 2) // ev.filled_quantity
 
 
 def given_up(u: t.OrderUpdate) -> bool:
@@ -436,18 +447,21 @@ class OrderEngine:
         if delta > 0 and status in _RESTING:
             status = t.ORDER_STATUS_PARTIALLY_FILLED
         new_id = ev.exchange_order_id if ev.exchange_order_id != cur.exchange_order_id else ""
-        if delta == 0 and not new_id and (status == cur.status or (
+        allow = can_transition
+        if delta == 0 and (status == cur.status or (
                 cur.status == t.ORDER_STATUS_PARTIALLY_FILLED and status in _RESTING)):
-            return  # nothing new
+            if not new_id:
+                return  # nothing new
+            status, allow = cur.status, allows_new_exchange_id  # only the broker's id for it changed
         if self._unpriced(internal_id, ev, delta):
             return
-        fill = self._fill_delta(internal_id, cur, ev, delta)
+        fill, counted = self._fill_delta(internal_id, cur, ev, delta)
         try:
             code = ReasonCode.BROKER_REJECTED if status == t.ORDER_STATUS_REJECTED else ""
             await self.transition(internal_id, status, reason=ev.reason or None, reason_code=code,
-                                  exchange_order_id=new_id,
-                                  filled=(ev.filled_quantity, ev.average_price_paise or fill[1]) if delta else None,
-                                  fill=fill, audit={"event": event_audit(ev), **(audit or {})})
+                                  exchange_order_id=new_id, filled=_filled(cur, ev, fill) if delta else None,
+                                  fill=fill, allow=allow, audit={"event": event_audit(ev), **(audit or {})})
+            counted()
         except IllegalTransition as exc:
             self.illegal_transitions += 1
             ILLEGAL.inc()
@@ -470,9 +484,10 @@ class OrderEngine:
             return
         if self._unpriced(internal_id, ev, ev.filled_quantity - cur.filled_quantity):
             return
-        fill = self._fill_delta(internal_id, cur, ev, ev.filled_quantity - cur.filled_quantity)
-        await self.transition(internal_id, cur.status, filled=(ev.filled_quantity, ev.average_price_paise or fill[1]),
-                              fill=fill, allow=allows_late_fill, audit={"late_fill": event_audit(ev)})
+        fill, counted = self._fill_delta(internal_id, cur, ev, ev.filled_quantity - cur.filled_quantity)
+        await self.transition(internal_id, cur.status, filled=_filled(cur, ev, fill), fill=fill, allow=allows_late_fill,
+                              audit={"late_fill": event_audit(ev)})
+        counted()
 
     async def _adopt(self, internal_id: str, cur: t.OrderUpdate, ev: BrokerOrderEvent) -> None:
         """REJECTED -> the broker's state for an order we gave up on, and a critical notification."""
@@ -480,18 +495,19 @@ class OrderEngine:
         status = t.ORDER_STATUS_OPEN if ev.status in _ACCEPTED else ev.status
         if status in _RESTING and status != t.ORDER_STATUS_TRIGGER_PENDING:
             status = t.ORDER_STATUS_PARTIALLY_FILLED if delta > 0 else t.ORDER_STATUS_OPEN
-        fill = self._fill_delta(internal_id, cur, ev, delta)
+        fill, counted = self._fill_delta(internal_id, cur, ev, delta)
         reason = f"order found at the broker after it was given up ({name(ev.status)} there); adopted"
         try:
             u = await self.transition(internal_id, status, reason=reason, reason_code=ReasonCode.ADOPTED,
                                       exchange_order_id=ev.exchange_order_id,
-                                      filled=(ev.filled_quantity, ev.average_price_paise or fill[1]) if delta else None,
+                                      filled=_filled(cur, ev, fill) if delta else None,
                                       fill=fill, allow=allows_adoption,
                                       audit={"adopted": {"given_up_reason": cur.reason, "event": event_audit(ev)}})
         except IllegalTransition as exc:
             ILLEGAL.inc()
             log.error("given-up order found at the broker but not adoptable: %s", exc, extra={"order_id": internal_id})
             return
+        counted()
         UNKNOWN_OUTCOMES.labels("adopted_after_giving_up").inc()
         log.critical("order found at the broker after it was given up; adopted", extra={
             "order_id": internal_id, "exchange_order_id": ev.exchange_order_id, "status": name(status)})
@@ -524,19 +540,26 @@ class OrderEngine:
         self._charges[internal_id] = max(self._charges.get(internal_id, 0), charges_paise)
 
     def _fill_delta(self, internal_id: str, cur: t.OrderUpdate, ev: BrokerOrderEvent,
-                    delta: int) -> tuple[int, int, int]:
-        """(quantity, price, charges) of the fill(s) between our cumulative state and the event's."""
+                    delta: int) -> tuple[tuple[int, int, int], Callable[[], None]]:
+        """(quantity, price, charges) of the fill(s) between our cumulative state and the event's, and what to call
+        once its transition is recorded: it counts the charges seen and the brokerage so far then, not before, so
+        that a write that fails or a transition refused leaves them for the row that brings the fill again."""
         seen = self._charges.get(internal_id, 0)
-        self._charges[internal_id] = max(seen, ev.charges_paise)
+        brokerage = self._brokerage.get(internal_id, 0)
+
+        def counted(added_brokerage: int = 0) -> None:
+            self._charges[internal_id] = max(seen, ev.charges_paise)
+            if added_brokerage:
+                self._brokerage[internal_id] = brokerage + added_brokerage
+
         if delta <= 0:
-            return (0, 0, 0)
+            return (0, 0, 0), counted
         if ev.raw.get("last_fill_quantity") == delta:
             price, charges = int(ev.raw["last_fill_price_paise"]), int(ev.raw.get("last_fill_charges_paise", 0))
         else:
             value = ev.filled_quantity * ev.average_price_paise - cur.filled_quantity * cur.average_price_paise
             price, charges = (value + delta // 2) // delta, max(0, ev.charges_paise - seen)
         if self._estimate is not None and not charges:
-            estimate = self._estimate.for_fill(cur.request, delta, price, self._brokerage.get(internal_id, 0))
-            self._brokerage[internal_id] = self._brokerage.get(internal_id, 0) + estimate.brokerage
-            charges = estimate.total
-        return (delta, price, charges)
+            estimate = self._estimate.for_fill(cur.request, delta, price, brokerage)
+            return (delta, price, estimate.total), functools.partial(counted, estimate.brokerage)
+        return (delta, price, charges), counted

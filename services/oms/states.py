@@ -9,7 +9,7 @@ from services.oms.ledger import TERMINAL
 from shared.contracts import trading_pb2 as t
 
 __all__ = ["DAY_BOUND", "TERMINAL", "TRANSITIONS", "WORKING", "IllegalTransition", "ReasonCode", "allows_adoption",
-           "allows_late_fill", "check_transition", "is_terminal"]
+           "allows_late_fill", "allows_new_exchange_id", "check_transition", "is_terminal"]
 
 
 class ReasonCode:
@@ -48,8 +48,8 @@ TRANSITIONS: dict[int, frozenset[int]] = {
     t.ORDER_STATUS_PARTIALLY_FILLED: frozenset({t.ORDER_STATUS_PARTIALLY_FILLED, t.ORDER_STATUS_TRADED,
                                                 t.ORDER_STATUS_CANCELLED, t.ORDER_STATUS_CANCEL_PENDING,
                                                 t.ORDER_STATUS_MODIFY_PENDING}),
-    # A cancel can lose the race to a fill, or be refused (back to where it was).
-    t.ORDER_STATUS_CANCEL_PENDING: _LIVE_TARGETS,
+    # A cancel can lose the race to a fill, be refused (back to where it was), or cross the exchange's rejection.
+    t.ORDER_STATUS_CANCEL_PENDING: _LIVE_TARGETS | {t.ORDER_STATUS_REJECTED},
     # A modify is acknowledged (back to a live state), overtaken by fills or by a cancel.
     t.ORDER_STATUS_MODIFY_PENDING: _LIVE_TARGETS | {t.ORDER_STATUS_REJECTED},
     t.ORDER_STATUS_TRADED: frozenset(),
@@ -84,6 +84,12 @@ def allows_late_fill(current: int, new: int) -> bool:
     happened before the cancel took effect) stays CANCELLED and records them; a TRADED order reported with more
     fills than recorded (a "complete" row that came without its filled quantity) stays TRADED and records them."""
     return current == new and current in (t.ORDER_STATUS_CANCELLED, t.ORDER_STATUS_TRADED)
+
+
+def allows_new_exchange_id(current: int, new: int) -> bool:
+    """The exception for a broker row that only gives the order a new exchange order id: a working order keeps
+    its state and records the id (cancels and order-book polls go by it)."""
+    return current == new and current in WORKING
 
 
 def allows_adoption(current: int, new: int) -> bool:

@@ -1,0 +1,449 @@
+"""Seeded fuzzing of broker events into the order book: whatever order, repetition or staleness the broker's
+events come in, and whatever cancels race them, every fill is counted once, nothing goes back, every update is
+in the ledger, and no transition the state machine forbids is published.
+
+Each seed drives a small simulated broker (`World`): it places a few orders, then randomly fills, modifies,
+rejects, cancels, re-numbers and late-fills them, while the OMS receives its events duplicated, stale, out of
+order, sometimes without a price, plus events for orders it never placed, and the user asks to cancel. At the
+end the broker's latest row of each order is delivered once more (a reconciliation poll): the book must match.
+Odd seeds also run with a ledger whose writes sometimes fail (FlakyLedger).
+A failing seed is reproduced by its test id (`pytest "...::test_random_...[seed=17]"`, its trace printed);
+the regression tests at the end are shrunk failing cases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from dataclasses import dataclass, field
+
+import pytest
+
+from services.oms.broker import BrokerAck, BrokerOrderEvent
+from services.oms.charges import ChargeModel
+from services.oms.ledger import TERMINAL, MemoryLedger
+from services.oms.states import (
+    ReasonCode,
+    allows_adoption,
+    allows_late_fill,
+    allows_new_exchange_id,
+    can_transition,
+    name,
+)
+from services.oms.virtual_broker import VirtualBroker
+from shared.clock import ManualClock
+from shared.contracts import trading_pb2 as t
+from shared.errors import BrokerRejected, NeoPulseError, RetryableError
+from tests.oms.conftest import accepted
+from tests.oms.helpers import order
+
+SEEDS = range(1500)  # ~10 s; failures were found at seeds 7, 33 and 216
+TOKENS = (2885, 1594)
+LIVE = frozenset({t.ORDER_STATUS_OPEN, t.ORDER_STATUS_PARTIALLY_FILLED, t.ORDER_STATUS_CANCEL_PENDING,
+                  t.ORDER_STATUS_MODIFY_PENDING})
+
+
+@dataclass
+class Truth:
+    """One order as the broker holds it; every change is a snapshot the OMS may hear about."""
+
+    client_order_id: str
+    exchange_order_id: str
+    quantity: int
+    status: int = t.ORDER_STATUS_OPEN
+    filled: int = 0
+    value: int = 0  # paise, sum of quantity * price of the fills
+    charges: int = 0
+    history: list[BrokerOrderEvent] = field(default_factory=list)
+
+    def snapshot(self, last_fill: tuple[int, int, int] | None = None) -> BrokerOrderEvent:
+        avg = (self.value + self.filled // 2) // self.filled if self.filled else 0
+        raw = {} if last_fill is None else {"last_fill_quantity": last_fill[0], "last_fill_price_paise": last_fill[1],
+                                            "last_fill_charges_paise": last_fill[2]}
+        ev = BrokerOrderEvent(self.exchange_order_id, self.client_order_id, self.status, self.filled, avg,
+                              charges_paise=self.charges, raw=raw)
+        self.history.append(ev)
+        return ev
+
+
+class World:
+    """The broker side of one seed: truths, the events in flight to the OMS, and the answers to cancel/lookup."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.truths: dict[str, Truth] = {}  # client_order_id -> truth
+        self.by_exchange_id: dict[str, Truth] = {}
+        self.in_flight: list[BrokerOrderEvent] = []
+        self.ids = 0
+        self.log: list[str] = []  # what the OMS was told and asked, printed when a seed fails
+
+    def note(self, what: str, ev: BrokerOrderEvent | None = None) -> None:
+        if ev is not None:
+            what += (f" {ev.client_order_id}/{ev.exchange_order_id} {name(ev.status)} filled={ev.filled_quantity}"
+                     f" avg={ev.average_price_paise} charges={ev.charges_paise} raw={ev.raw}")
+        self.log.append(what)
+
+    def change(self, truth: Truth, last_fill: tuple[int, int, int] | None = None) -> None:
+        self.in_flight.append(truth.snapshot(last_fill))
+
+    def new_id(self, truth: Truth) -> None:
+        self.ids += 1
+        truth.exchange_order_id = f"EX-{self.ids}"
+        self.by_exchange_id[truth.exchange_order_id] = truth
+
+    # -- the broker moves an order on ----------------------------------------------------------
+    def step(self, truth: Truth) -> None:
+        rng, s = self.rng, truth.status
+        roll = rng.random()
+        if s in LIVE and truth.filled < truth.quantity and roll < 0.55:
+            q = rng.randint(1, truth.quantity - truth.filled)
+            price, charges = rng.randint(99_00, 101_00), rng.randint(0, 40)
+            truth.filled += q
+            truth.value += q * price
+            truth.charges += charges
+            if truth.filled == truth.quantity:
+                truth.status = t.ORDER_STATUS_TRADED
+            elif s not in (t.ORDER_STATUS_CANCEL_PENDING, t.ORDER_STATUS_MODIFY_PENDING) or rng.random() < 0.5:
+                truth.status = t.ORDER_STATUS_PARTIALLY_FILLED
+            self.change(truth, (q, price, charges) if rng.random() < 0.5 else None)
+        elif s == t.ORDER_STATUS_OPEN and truth.filled == 0 and roll < 0.6:
+            truth.status = t.ORDER_STATUS_REJECTED
+            self.change(truth)
+        elif s in (t.ORDER_STATUS_OPEN, t.ORDER_STATUS_PARTIALLY_FILLED) and roll < 0.7:
+            truth.status = t.ORDER_STATUS_MODIFY_PENDING
+            self.change(truth)
+        elif s == t.ORDER_STATUS_MODIFY_PENDING and roll < 0.8:
+            truth.status = t.ORDER_STATUS_PARTIALLY_FILLED if truth.filled else t.ORDER_STATUS_OPEN
+            self.change(truth)
+        elif s in LIVE and roll < 0.85:
+            truth.status = t.ORDER_STATUS_CANCELLED  # expired, or the pending cancel went through
+            self.change(truth)
+        elif s == t.ORDER_STATUS_CANCELLED and truth.filled < truth.quantity and roll < 0.9:
+            q = rng.randint(1, truth.quantity - truth.filled)  # fills that happened before the cancel took effect
+            truth.filled += q
+            truth.value += q * rng.randint(99_00, 101_00)
+            self.change(truth)
+        elif s in LIVE and roll < 0.95:
+            self.new_id(truth)
+            self.change(truth)
+
+    # -- the broker's answers to the OMS -----------------------------------------------------------
+    async def cancel(self, exchange_order_id: str) -> BrokerAck:
+        await asyncio.sleep(0)
+        truth = self.by_exchange_id[exchange_order_id]
+        if truth.status in TERMINAL:
+            raise BrokerRejected(f"order {exchange_order_id} is already {name(truth.status)}")
+        how = self.rng.choice(["kotak", "virtual", "refused", "timeout-done", "timeout-lost"])
+        self.note(f"cancel {truth.client_order_id}: {how}")
+        if how == "refused":
+            raise BrokerRejected(f"order {exchange_order_id}: cancel refused")
+        if how != "timeout-lost":
+            truth.status = t.ORDER_STATUS_CANCELLED if how == "virtual" else t.ORDER_STATUS_CANCEL_PENDING
+            self.change(truth)
+        if how.startswith("timeout"):
+            raise RetryableError("cancel timed out")
+        return BrokerAck(exchange_order_id, truth.status)
+
+    async def find_by_tag(self, client_order_id: str) -> BrokerOrderEvent | None:
+        truth = self.truths.get(client_order_id)
+        roll = self.rng.random()
+        if truth is None or roll < 0.15:
+            return None
+        if roll < 0.25:
+            raise RetryableError("order book read timed out")
+        ev = self.rng.choice(truth.history) if roll < 0.5 and truth.history else truth.snapshot()  # maybe lagging
+        self.note("find_by_tag ->", ev)
+        return ev
+
+
+class FlakyLedger(MemoryLedger):
+    """A ledger whose writes sometimes fail (a database blip) while `flaky` is set: nothing of that
+    transition may reach the book, positions or charges; the broker's next row brings it again."""
+
+    rng: random.Random | None = None
+
+    async def record(self, update: t.OrderUpdate, audit: dict) -> None:
+        if self.rng is not None and self.rng.random() < 0.08:
+            raise ConnectionResetError("ledger connection lost")
+        await super().record(update, audit)
+
+
+class ScriptedBroker(VirtualBroker):
+    """Places like the VirtualBroker (acknowledged OPEN, no fills); cancels and lookups are the World's."""
+
+    world: World
+
+    async def place_order(self, order: t.OrderRequest) -> BrokerAck:
+        truth = Truth(order.client_order_id, "", order.quantity)
+        self.world.new_id(truth)
+        self.world.truths[order.client_order_id] = truth
+        truth.snapshot()
+        return BrokerAck(truth.exchange_order_id, t.ORDER_STATUS_OPEN)
+
+    async def cancel_order(self, exchange_order_id: str) -> BrokerAck:
+        return await self.world.cancel(exchange_order_id)
+
+    async def find_by_tag(self, client_order_id: str) -> BrokerOrderEvent | None:
+        return await self.world.find_by_tag(client_order_id)
+
+
+async def start_scripted(start_oms, seed: int):
+    rng = random.Random(seed)
+    broker = ScriptedBroker(None, ChargeModel.default(), ManualClock(0))
+    broker.world = World(rng)
+    oms = await start_oms(broker=broker, ledger=FlakyLedger(), risk=False)
+    return oms, broker.world, rng
+
+
+async def place(oms, rng: random.Random, n: int) -> list[t.OrderRequest]:
+    requests = []
+    for i in range(n):
+        side = rng.choice([t.SIDE_BUY, t.SIDE_SELL])
+        req = order(side=side, quantity=rng.randint(1, 30), client_order_id=f"c-{i}", token=rng.choice(TOKENS))
+        await oms.module.engine.accept(accepted(req))
+        requests.append(req)
+    return requests
+
+
+def variant(rng: random.Random, ev: BrokerOrderEvent) -> BrokerOrderEvent:
+    """The event as delivered: sometimes without its price (Kotak's early rows), sometimes only by client id."""
+    roll = rng.random()
+    if roll < 0.1:
+        return BrokerOrderEvent(ev.exchange_order_id, ev.client_order_id, ev.status, ev.filled_quantity, 0,
+                                charges_paise=ev.charges_paise, raw=dict(ev.raw))
+    if roll < 0.15:
+        return BrokerOrderEvent("", ev.client_order_id, ev.status, ev.filled_quantity, ev.average_price_paise,
+                                charges_paise=ev.charges_paise, raw=dict(ev.raw))
+    if roll < 0.2 and ev.status == t.ORDER_STATUS_TRADED:  # a "complete" row without its fills (old feed)
+        return BrokerOrderEvent(ev.exchange_order_id, ev.client_order_id, ev.status, 0, 0)
+    return ev
+
+
+async def deliver(oms, world: World, ev: BrokerOrderEvent) -> None:
+    world.note("event", ev)
+    try:
+        await oms.module.engine.on_event(ev)
+    except ConnectionResetError:  # the module logs it and goes on with the next event
+        world.note("  (ledger write failed)")
+
+
+async def fuzz(oms, world: World, rng: random.Random, steps: int) -> None:
+    engine = oms.module.engine
+    cancels: list[asyncio.Task] = []
+    truths = list(world.truths.values())
+    for _ in range(steps):
+        roll = rng.random()
+        if roll < 0.35:
+            world.step(rng.choice(truths))
+        elif roll < 0.75 and world.in_flight:
+            i = min(rng.randrange(len(world.in_flight)) for _ in range(2))  # mostly oldest first, not always
+            ev = world.in_flight[i] if rng.random() < 0.15 else world.in_flight.pop(i)  # or repeated later
+            await deliver(oms, world, variant(rng, ev))
+        elif roll < 0.85:
+            truth = rng.choice(truths)
+            if truth.history:
+                await deliver(oms, world, variant(rng, rng.choice(truth.history)))  # a stale row
+        elif roll < 0.88:
+            await deliver(oms, world, BrokerOrderEvent(f"X-{rng.randrange(99)}", f"other-{rng.randrange(99)}",
+                                                   rng.choice(list(LIVE | TERMINAL)), rng.randint(0, 5), 100_00))
+        else:
+            world.note("user cancels")
+            cancels.append(asyncio.create_task(engine.cancel(rng.choice(truths).client_order_id)))
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    for ev in rng.sample(world.in_flight, len(world.in_flight)):
+        await deliver(oms, world, ev)
+    for task in cancels:
+        try:
+            await task
+        except (NeoPulseError, ConnectionResetError):  # refused, timed out, already final, ledger blip
+            pass
+    oms.ledger.rng = None
+    for truth in truths:  # the reconciliation poll: the broker's latest row, priced
+        await deliver(oms, world, truth.snapshot())
+    await oms.bus.drain()
+
+
+# -- invariants ---------------------------------------------------------------------------------------
+def legal(before: t.OrderUpdate, u: t.OrderUpdate) -> bool:
+    """The state machine, or one of its named exceptions used for what it is for."""
+    if can_transition(u.previous_status, u.status):
+        return True
+    if allows_late_fill(u.previous_status, u.status):
+        return u.last_fill_quantity > 0
+    if allows_new_exchange_id(u.previous_status, u.status):
+        return u.exchange_order_id != before.exchange_order_id and not u.last_fill_quantity
+    return allows_adoption(u.previous_status, u.status) and u.reason_code == ReasonCode.ADOPTED
+
+
+async def check_invariants(oms, world: World, requests: list[t.OrderRequest]) -> None:
+    engine, ledger = oms.module.engine, oms.ledger
+    print("\n".join(world.log))
+    for u in oms.updates:
+        print(f"update {u.client_order_id} {name(u.previous_status)}->{name(u.status)} filled={u.filled_quantity} "
+              f"avg={u.average_price_paise} fill={u.last_fill_quantity}@{u.last_fill_price_paise}"
+              f"+{u.last_fill_charges_paise}")
+    sequences = [u.sequence for u in oms.updates]
+    assert sequences == sorted(set(sequences)), "published sequences must strictly increase"
+    recorded = {(e.internal_id, e.sequence): e for e in ledger.events}
+    for u in oms.updates:
+        assert recorded.get((u.internal_id, u.sequence)) == u, f"update {u.sequence} not in the ledger as published"
+    net = dict.fromkeys(TOKENS, 0)
+    for req in requests:
+        updates = oms.of(req.client_order_id)
+        assert updates[0].status == t.ORDER_STATUS_PENDING_NEW
+        for before, u in itertools.pairwise(updates):
+            where = f"{req.client_order_id} #{u.sequence}"
+            assert u.previous_status == before.status, f"{where}: previous_status skips a published state"
+            assert legal(before, u), f"{where}: {name(u.previous_status)} -> {name(u.status)} published"
+            if before.status in TERMINAL:
+                assert u.status == before.status or given_up(before), f"{where}: left terminal {name(before.status)}"
+            assert u.filled_quantity >= before.filled_quantity, f"{where}: filled went back"
+            assert u.last_fill_quantity == u.filled_quantity - before.filled_quantity, f"{where}: fill not the delta"
+            assert u.last_fill_charges_paise >= 0 and u.last_fill_price_paise >= 0
+        last = engine.lookup(req.client_order_id)
+        assert last == updates[-1]
+        assert last.filled_quantity <= req.quantity
+        assert sum(u.last_fill_quantity for u in updates) == last.filled_quantity, "a fill counted twice or lost"
+        assert await ledger.get(last.internal_id) == last, "the ledger row is not the book's order"
+        net[req.token] += last.filled_quantity * (1 if req.side == t.SIDE_BUY else -1)
+
+        truth = world.truths[req.client_order_id]
+        assert last.filled_quantity == truth.filled, "a fill the broker reported was lost"
+        assert (last.status in TERMINAL) == (truth.status in TERMINAL), (
+            f"book {name(last.status)} but broker {name(truth.status)}")
+        value = sum(u.last_fill_quantity * u.last_fill_price_paise for u in updates)
+        assert abs(value - truth.value) <= truth.filled + len(updates), "fill prices do not add up to the fills"
+        if truth.status != t.ORDER_STATUS_CANCELLED:  # late fills after a cancel come without charges here
+            charges = sum(u.last_fill_charges_paise for u in updates)
+            assert charges == truth.charges, "fill charges counted twice or lost"
+    for token, quantity in net.items():
+        assert engine.positions.net_quantity(token) == quantity, f"position {token} is not the sum of its fills"
+
+
+
+# Rows the state machine may refuse from a consistent broker: one pending request's row arriving while the book
+# shows the other (a stale row, or a request made elsewhere); the next rows settle the order.
+REFUSABLE = {"from CANCEL_PENDING to MODIFY_PENDING", "from MODIFY_PENDING to CANCEL_PENDING"}
+
+
+def refused_rows(caplog) -> list[str]:
+    return [r.getMessage().split("cannot go ")[-1] for r in caplog.records
+            if r.getMessage().startswith("broker event refused by the state machine")]
+
+
+def given_up(u: t.OrderUpdate) -> bool:
+    return u.status == t.ORDER_STATUS_REJECTED and u.reason_code == ReasonCode.OUTCOME_UNKNOWN
+
+
+@pytest.mark.parametrize("seed", SEEDS, ids=lambda s: f"seed={s}")
+async def test_random_broker_event_interleavings_keep_the_book_consistent(start_oms, caplog, seed):
+    oms, world, rng = await start_scripted(start_oms, seed)
+    requests = await place(oms, rng, rng.randint(1, 4))
+    oms.ledger.rng = random.Random(seed) if seed % 2 else None
+
+    await fuzz(oms, world, rng, steps=rng.randint(10, 60))
+
+    await check_invariants(oms, world, requests)
+    assert set(refused_rows(caplog)) <= REFUSABLE, "a row of a consistent broker was refused"
+
+
+# -- shrunk cases -------------------------------------------------------------------------------------
+async def open_order(oms, quantity: int = 20) -> t.OrderUpdate:
+    await oms.module.engine.accept(accepted(order(quantity=quantity)))
+    opened = oms.module.engine.lookup("c-1")
+    assert opened.status == t.ORDER_STATUS_OPEN
+    return opened
+
+
+def row(opened: t.OrderUpdate, status: int, filled: int, avg: int, **raw: int) -> BrokerOrderEvent:
+    return BrokerOrderEvent(opened.exchange_order_id, "c-1", status, filled, avg, raw=raw)
+
+
+async def test_a_fill_with_its_own_price_but_no_average_keeps_the_cumulative_average(start_oms):
+    """Seed 33: a row without avgPrc but with the fill itself (raw last_fill_*) is applied (_unpriced allows it),
+    and the order's average was set to that fill's price instead of the average of all its fills. The next row's
+    fill price is derived from the averages, so it came out wrong (₹101.70 for 4 filled at ₹99.91), and the
+    position book booked it at that price."""
+    oms = await start_oms()
+    opened = await open_order(oms)
+    engine = oms.module.engine
+
+    await engine.on_event(row(opened, t.ORDER_STATUS_PARTIALLY_FILLED, 10, 100_00))
+    await engine.on_event(row(opened, t.ORDER_STATUS_PARTIALLY_FILLED, 15, 0, last_fill_quantity=5,
+                              last_fill_price_paise=106_00))
+    assert engine.lookup("c-1").average_price_paise == 102_00  # (10 x 100 + 5 x 106) / 15
+    await engine.on_event(row(opened, t.ORDER_STATUS_TRADED, 20, 106_50))  # and 5 more at 120
+
+    last = engine.lookup("c-1")
+    assert (last.last_fill_quantity, last.last_fill_price_paise, last.average_price_paise) == (5, 120_00, 106_50)
+
+
+class CancelTimesOut(VirtualBroker):
+    async def cancel_order(self, exchange_order_id: str) -> BrokerAck:
+        raise RetryableError("cancel timed out")
+
+
+async def test_an_exchange_rejection_that_crosses_a_cancel_ends_the_order(start_oms):
+    """Seed 216: the user cancels an OPEN order, the cancel call times out (CANCEL_PENDING), and the exchange
+    rejects the order meanwhile. CANCEL_PENDING -> REJECTED was not in the table, so the rejection was refused
+    (counted as illegal) and the order stayed CANCEL_PENDING for good: open in the book and in risk, and no
+    event could ever end it. OPEN and MODIFY_PENDING already allow REJECTED; CANCEL_PENDING now does too."""
+    oms = await start_oms(broker=CancelTimesOut(None, ChargeModel.default(), ManualClock(0)))
+    opened = await open_order(oms)
+    engine = oms.module.engine
+    with pytest.raises(RetryableError):
+        await engine.cancel("c-1")
+
+    await engine.on_event(row(opened, t.ORDER_STATUS_REJECTED, 0, 0))
+
+    assert engine.lookup("c-1").status == t.ORDER_STATUS_REJECTED
+    assert engine.illegal_transitions == 0
+
+
+async def test_a_new_exchange_order_id_is_recorded_without_a_status_change(start_oms):
+    """Hundreds of seeds (the state machine refused OPEN -> OPEN): a row naming the order by its client id with
+    a new exchange id and the same status was refused, so the book kept the old id: a cancel went to an id the
+    broker no longer knows, and an order-book poll (which picks the rows of the book's exchange ids) never saw
+    its fills. It is recorded now, as a same-state update (states.allows_new_exchange_id)."""
+    oms = await start_oms()
+    opened = await open_order(oms)
+    engine = oms.module.engine
+
+    await engine.on_event(BrokerOrderEvent("EX-2", "c-1", t.ORDER_STATUS_OPEN))
+
+    last = engine.lookup("c-1")
+    assert (last.status, last.exchange_order_id, engine.illegal_transitions) == (t.ORDER_STATUS_OPEN, "EX-2", 0)
+    assert engine.lookup("EX-2") == last and opened.exchange_order_id != "EX-2"
+
+
+class FailsOnce(MemoryLedger):
+    fail = False
+
+    async def record(self, update: t.OrderUpdate, audit: dict) -> None:
+        if self.fail:
+            self.fail = False
+            raise ConnectionResetError("ledger connection lost")
+        await super().record(update, audit)
+
+
+async def test_a_fill_whose_ledger_write_failed_keeps_its_charges_when_the_row_comes_again(start_oms):
+    """Seed 7 (a flaky ledger): _fill_delta advanced the charges seen for the order before the transition
+    was written; the write failed, so the fill was not applied, and when the broker's next row brought it again
+    its charges came out as 0 (already "seen"): charges lost from P&L and the daily loss limit. (The same for a
+    transition the state machine refuses, and for the estimated brokerage of a broker without charges.)"""
+    ledger = FailsOnce()
+    oms = await start_oms(ledger=ledger)
+    opened = await open_order(oms)
+    engine = oms.module.engine
+    fill = BrokerOrderEvent(opened.exchange_order_id, "c-1", t.ORDER_STATUS_PARTIALLY_FILLED, 10, 100_00,
+                            charges_paise=30)
+    ledger.fail = True
+    with pytest.raises(ConnectionResetError):
+        await engine.on_event(fill)
+
+    await engine.on_event(fill)
+
+    last = engine.lookup("c-1")
+    assert (last.filled_quantity, last.last_fill_quantity, last.last_fill_charges_paise) == (10, 10, 30)
