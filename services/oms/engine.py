@@ -45,6 +45,7 @@ WRITE_AHEAD_FAILURES = Counter("neopulse_oms_write_ahead_failures",
                                "Accepted orders not sent because the ledger could not take them")
 WRITE_AHEAD_READBACK_S = (0.05, 0.25)  # waits before reading back an order whose insert failed (lost reply?)
 UNPRICED_FILLS = Counter("neopulse_oms_unpriced_fills", "Broker events with new fills but no price (left for later)")
+OVERFILLS = Counter("neopulse_oms_overfills", "Broker rows with more filled than the order's quantity (not booked)")
 LATE_FILLS = Counter("neopulse_oms_late_fills", "Broker events with more fills for an order already terminal")
 UNKNOWN_OUTCOMES = Counter("neopulse_oms_unknown_placements", "Placements whose outcome was unknown", ["result"])
 PLACEMENT_ERRORS = Counter("neopulse_oms_placement_errors",
@@ -126,6 +127,7 @@ class OrderEngine:
         self.changed = asyncio.Condition()
         self.illegal_transitions = 0
         self.unpriced_fills = 0
+        self.overfills = 0
         self._placing: set[asyncio.Task[None]] = set()
         self.applied_sequence = 0  # the last update applied to the book and positions (and then published)
         self._cancel_unanswered: dict[str, int] = {}  # CANCEL_PENDING orders whose cancel call failed -> status before
@@ -439,6 +441,15 @@ class OrderEngine:
         cur = self.orders[internal_id]
         if ev.filled_quantity < cur.filled_quantity:
             return  # stale: cumulative fills only move forward
+        if cur.request.quantity and ev.filled_quantity > cur.request.quantity:
+            # Never booked: a position the account may not hold would enter risk's limits and P&L. The position
+            # check (position_check_s) reports a real difference; an order modified outside NeoPulse is one.
+            self.overfills += 1
+            OVERFILLS.inc()
+            log.error("broker reports more filled than the order's quantity; not booked", extra={
+                "order_id": internal_id, "exchange_order_id": ev.exchange_order_id, "quantity": cur.request.quantity,
+                "broker_filled": ev.filled_quantity})
+            return
         if cur.status in TERMINAL:
             await self._event_for_terminal(internal_id, cur, ev)
             return

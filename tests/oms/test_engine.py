@@ -148,3 +148,17 @@ async def test_an_order_the_ledger_could_not_write_is_never_sent_and_reported_re
     assert rejected.reason_code == "NOT_SENT" and "ledger" in rejected.reason
     assert oms.broker.book == {}
     assert oms.module.engine.lookup("c-1").status == t.ORDER_STATUS_REJECTED
+
+
+async def test_a_row_with_more_filled_than_ordered_is_refused_not_booked(start_oms):
+    """A broker row (or a mis-parse of one) claiming 60 filled on a 50 order: booking it would put a position the
+    account does not hold into risk's limits and P&L. It is refused and counted; the position check reports any
+    real difference."""
+    oms = await start_oms()
+    opened = await open_order(oms)
+    engine = oms.module.engine
+
+    await engine.on_event(event(opened, t.ORDER_STATUS_TRADED, 60))
+
+    assert (engine.lookup("c-1").status, engine.lookup("c-1").filled_quantity) == (t.ORDER_STATUS_OPEN, 0)
+    assert engine.positions.net_quantity(order().token) == 0 and engine.overfills == 1
