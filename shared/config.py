@@ -35,7 +35,8 @@ SECTIONS = ("ingestion", "strategy", "risk", "oms", "notifier", "database", "grp
 class _TomlSection(PydanticBaseSettingsSource):
     def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
         super().__init__(settings_cls)
-        self._data = data
+        # An empty secret in the file is a placeholder, not a value: it must not hide the secret file.
+        self._data = {k: v for k, v in data.items() if not (v == "" and _secret_field(settings_cls, k))}
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return self._data.get(field_name), field_name, False
@@ -71,6 +72,11 @@ class ModuleSettings(BaseSettings):
 
 
 S = TypeVar("S", bound=ModuleSettings)
+
+
+def _secret_field(cls: type[BaseSettings], name: str) -> bool:
+    field = cls.model_fields.get(name)
+    return field is not None and (field.annotation is SecretStr or SecretStr in get_args(field.annotation))
 
 
 def _numeric(annotation: Any) -> bool:

@@ -282,3 +282,15 @@ def test_true_or_false_for_a_number_is_refused_not_read_as_one_or_zero(setting):
     name = setting.split(" ")[0]
     with pytest.raises(ConfigError, match=f"risk].{name}.*a number, not true/false"):
         load(RiskSettings, {"risk": tomllib.loads(setting)})
+
+
+def test_an_empty_secret_in_the_config_file_does_not_hide_the_secret_file(tmp_path, monkeypatch):
+    """A placeholder `telegram_bot_token = ""` left in the TOML took precedence over the token in the secrets
+    folder, and the bot silently stayed off."""
+    (tmp_path / "neopulse_notifier_telegram_bot_token").write_text("123456:from-the-file\n")
+    monkeypatch.setenv("NEOPULSE_SECRETS_DIR", str(tmp_path))
+    monkeypatch.delenv("NEOPULSE_NOTIFIER_TELEGRAM_BOT_TOKEN", raising=False)
+
+    settings = load(NotifierSettings, {"notifier": {"telegram_bot_token": ""}})
+
+    assert settings.telegram_bot_token.get_secret_value() == "123456:from-the-file"
