@@ -116,15 +116,20 @@ def load(cls: type[S], toml: dict[str, Any] | None = None, **overrides: Any) -> 
     # The source reads the section from the class for the duration of this one construction;
     # it is reset afterwards so a later direct `Cls()` never sees a stale file.
     cls._toml_data = section
+    # The ConfigError is raised after the except blocks: raised inside them it would keep the pydantic error,
+    # which holds the input values (a secret among them), as its __context__ for whatever reports it.
+    problem = ""
     try:
         settings = cls(**overrides, _secrets_dir=secrets_dir())  # type: ignore[call-arg]  # pydantic-settings init arg
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, cls)) from None
+        problem = describe_validation_error(exc, cls)
     except SettingsError as exc:  # an env value pydantic-settings could not even parse (a list not in JSON)
-        raise ConfigError(f"{exc}; lists and tables in environment variables are JSON, "
-                          'e.g. NEOPULSE_SYMBOLS=\'["RELIANCE-EQ", "TCS-EQ"]\'') from None
+        problem = (f"{exc}; lists and tables in environment variables are JSON, "
+                   'e.g. NEOPULSE_SYMBOLS=\'["RELIANCE-EQ", "TCS-EQ"]\'')
     finally:
         cls._toml_data = {}
+    if problem:
+        raise ConfigError(problem)
     logs.add_secrets(*secret_values(settings))
     return settings
 

@@ -294,3 +294,12 @@ def test_an_empty_secret_in_the_config_file_does_not_hide_the_secret_file(tmp_pa
     settings = load(NotifierSettings, {"notifier": {"telegram_bot_token": ""}})
 
     assert settings.telegram_bot_token.get_secret_value() == "123456:from-the-file"
+
+
+def test_a_config_error_carries_no_trace_of_the_input_values():
+    """pydantic's error holds the input values; chained to the ConfigError (even with `from None`, as its
+    __context__) an error reporter that follows chains would send a mistyped secret along."""
+    with pytest.raises(ConfigError) as info:
+        load(RiskSettings, {"risk": {"max_order_quantity": "s3cret-value"}})
+
+    assert info.value.__context__ is None and info.value.__cause__ is None
