@@ -139,13 +139,14 @@ class PositionDifference(NamedTuple):
 
 
 async def position_differences(engine: OrderEngine) -> list[PositionDifference]:
-    """Net quantity per (token, product) at the broker against the book's, where they differ. Raises what
-    the broker's positions read raises."""
+    """Net quantity per (token, product) at the broker against the book's, where they differ; delivery (CNC)
+    is left out: it moves from the broker's positions to its holdings with settlement, on its own schedule.
+    Raises what the broker's positions read raises."""
     theirs: dict[tuple[int, int], t.Position] = {
         (p.token, p.product or t.PRODUCT_MIS): p for p in await engine.broker.positions()}
     ours = engine.roll_day().positions
     out = []
-    for key in sorted(theirs.keys() | ours.keys()):
+    for key in sorted(k for k in theirs.keys() | ours.keys() if k[1] != t.PRODUCT_CNC):
         broker, book = theirs.get(key), ours.get(key)
         broker_net, our_net = (broker.net_quantity if broker else 0), (book.net_quantity if book else 0)
         if broker_net != our_net:

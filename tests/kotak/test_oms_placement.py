@@ -86,6 +86,24 @@ async def test_a_position_the_book_does_not_know_raises_one_critical_alert_namin
     assert "RELIANCE-EQ MIS: Kotak +3, NeoPulse 0" in note.text
 
 
+async def test_a_delivery_position_the_book_does_not_hold_raises_nothing(sim):
+    """CNC moves from Kotak's positions to holdings with settlement, a day after the book carried it: compared,
+    every delivery trade would page twice. Only intraday and carry-forward F&O positions are compared."""
+    async with RunningOms(sim, position_check_s=0.1) as running:
+        outside = KotakBroker(settings_for(sim))
+        await outside.start()
+        try:
+            delivery = market_buy("a-delivery-buy")
+            delivery.product = T.PRODUCT_CNC
+            await outside.place_order(delivery)
+        finally:
+            await outside.stop()
+        await eventually(lambda: any(r["prod"] == "CNC" for r in sim.exchange.positions()))
+        await asyncio.sleep(0.5)
+
+    assert running.notes == []
+
+
 async def test_positions_from_orders_the_oms_placed_match_the_brokers_and_raise_nothing(sim):
     async with RunningOms(sim, position_check_s=0.1) as running:
         await running.bus.publish(Topic.ORDERS, T.RiskDecision(accepted=True, order=market_buy("ours"),
