@@ -17,6 +17,11 @@ Rules:
   counts its own `ltq` (the day's volume before it belongs to earlier candles), a tick whose day volume
   is missing or not higher adds nothing (the next one's growth covers it), and a duplicated tick adds
   nothing. Ticks without day volume at all (lite mode) add their `ltq`. tick_count counts the ticks.
+- The SQL candles over stored ticks (shared/db/queries.py `candles_1m`, replay's view) follow the same rules,
+  with one intended difference: they count the first minute with day volume of each IST day from that tick's
+  own day volume, without its `ltq` (a query range may start mid-day). They work in time order, this in
+  arrival order: "first tick seen" is the first to arrive, so if an earlier tick of that minute arrives after
+  it (day volume not higher) it adds nothing here, while replay and SQL count the growth from it.
 - A tick older than the token's current minute (or of a minute already closed by the timer) is
   out of order: it is counted in `late_ticks` and ignored.
 """

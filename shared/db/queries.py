@@ -64,19 +64,33 @@ def _tick(r: asyncpg.Record) -> market_pb2.Tick:
                            open_interest=r["oi"], atp_paise=r["atp"])
 
 
-# Minutes in UTC are IST minutes too (IST = UTC+05:30). Volume of a minute = rise of the cumulative day volume
-# since the previous minute (for the first minute in range: since its own first tick).
+# The same rules as the live CandleBuilder (services/strategy/candles.py), over the stored ticks in time order
+# (ts, then seq: arrival order breaks ties). Minutes in UTC are IST minutes too (IST = UTC+05:30).
+# Volume, per IST day (the cumulative day volume starts again at IST midnight): a minute's volume is how much
+# the highest day volume seen grew during it; ticks without day volume (0, lite mode) add their ltq until the
+# day's first tick with day volume, and nothing after it. One intended difference: the first minute with day
+# volume of each IST day in range counts from its own lowest day volume, without that first tick's ltq (the
+# range may start mid-day, so the volume before the tick is not known to be earlier candles'); the builder,
+# which sees the whole day, adds min(ltq, day volume) of the first tick. The builder also ignores ticks that
+# arrive after their minute closed (late_ticks); the stored ticks include them.
 _CANDLES = """
-WITH m AS (
-    SELECT date_trunc('minute', ts) AS minute, max(exchange_segment) AS segment,
+WITH t AS (
+    SELECT ts, seq, ltp, ltq, volume, exchange_segment,
+           bool_or(volume > 0) OVER (PARTITION BY day ORDER BY ts, seq) AS volume_seen, day
+    FROM (SELECT *, floor((extract(epoch FROM ts) + 19800) / 86400) AS day
+          FROM market_ticks WHERE token = $1 AND ts >= $2 AND ts < $3) AS r),
+m AS (
+    SELECT day, date_trunc('minute', ts) AS minute, max(exchange_segment) AS segment,
            (array_agg(ltp ORDER BY ts, seq))[1] AS open, max(ltp) AS high, min(ltp) AS low,
-           (array_agg(ltp ORDER BY ts DESC, seq DESC))[1] AS close,
-           max(volume) AS vol_max, min(volume) AS vol_min, count(*) AS n
-    FROM market_ticks WHERE token = $1 AND ts >= $2 AND ts < $3
-    GROUP BY 1)
+           (array_agg(ltp ORDER BY ts DESC, seq DESC))[1] AS close, count(*) AS n,
+           max(volume) FILTER (WHERE volume > 0) AS vol_max, min(volume) FILTER (WHERE volume > 0) AS vol_min,
+           COALESCE(sum(ltq) FILTER (WHERE NOT volume_seen), 0) AS lite
+    FROM t GROUP BY day, minute)
 SELECT minute, segment, open, high, low, close, n,
-       GREATEST(vol_max - COALESCE(lag(vol_max) OVER (ORDER BY minute), vol_min), 0) AS volume
-FROM m ORDER BY minute"""
+       (lite + COALESCE(GREATEST(vol_max - COALESCE(max(vol_max) OVER before, vol_min), 0), 0))::bigint AS volume
+FROM m
+WINDOW before AS (PARTITION BY day ORDER BY minute ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+ORDER BY minute"""
 
 
 async def candles_1m(pool: asyncpg.Pool, token: int, start_ns: int, end_ns: int) -> list[market_pb2.Candle]:
