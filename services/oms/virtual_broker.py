@@ -21,7 +21,10 @@ Fill rules (pure functions in fill_rules.py):
     as the reference (buy: low < limit at min(limit, max(trigger, open))); not crossing it, it stays OPEN.
   * Every working order is checked against every candle: a stop triggers even when orders ahead of it used up
     the candle's volume. Only the quantity filled is capped by the volume, shared by orders in acceptance
-    order; a remainder stays PARTIALLY_FILLED for later candles. A zero-volume candle fills nothing.
+    order (a modify accepts an order anew: it queues behind the others); a remainder stays PARTIALLY_FILLED
+    for later candles. A zero-volume candle fills nothing.
+  * A candle not later than the last one processed for its token (a repeated delivery) is ignored: its volume
+    was already shared out.
 - An order fills only while it has a remainder and is not terminal: nothing is ever filled twice.
 - Each fill carries charges (charges.py); events() yields cumulative filled quantity, average price and
   charges, with the fill itself in raw["last_fill_quantity" / "last_fill_price_paise" / "last_fill_charges_paise"].
@@ -91,6 +94,7 @@ class VirtualBroker:
         self._working: dict[int, list[VirtualOrder]] = {}  # token -> non-terminal orders, acceptance order
         self._last: dict[int, market_pb2.Tick] = {}
         self._day = 0  # IST day number of the latest candle: a later one expires the DAY orders of earlier days
+        self._candle_start: dict[int, int] = {}  # token -> start_ns of the latest candle processed
         self._events: asyncio.Queue[BrokerOrderEvent] = asyncio.Queue(max_events)
         self._ids = IdMint()
 
@@ -144,7 +148,12 @@ class VirtualBroker:
             vo.request.price_paise = price_paise
         if trigger_price_paise is not None:
             vo.request.trigger_price_paise = trigger_price_paise
-        vo.accepted_ns = self.clock.now_ns()  # a modified order must not fill from a candle already under way
+        # A modified order is accepted anew: it must not fill from a candle already under way, and it queues for
+        # a candle's volume behind the orders accepted before it.
+        vo.accepted_ns = self.clock.now_ns()
+        working = self._working[vo.request.token]
+        working.remove(vo)
+        working.append(vo)
         await self._emit(vo)
         return BrokerAck(vo.id, vo.status, raw={"virtual": True, "modified": True})
 
@@ -205,6 +214,9 @@ class VirtualBroker:
 
     async def process_candle(self, candle: market_pb2.Candle) -> None:
         """Fill what this closed candle fills (the rules in the module docstring)."""
+        if candle.start_ns <= self._candle_start.get(candle.token, -1):
+            return  # delivered again (or older than one already processed): its volume is spent
+        self._candle_start[candle.token] = candle.start_ns
         await self._expire_day_orders(ist_day_number(candle.start_ns))
         volume_left = candle.volume
         for vo in list(self._working.get(candle.token, ())):
