@@ -6,6 +6,7 @@ Attaching a stream and snapshotting the ring happen together, so a resumed strea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from typing import Any
@@ -83,10 +84,11 @@ class TopicHub:
 
     async def _on_message(self, msg: Any) -> None:
         ring = self.ring
-        if ring.maxlen:
-            self.last_sequence = max(self.last_sequence, sequence_of(msg))
-            if len(ring) == ring.maxlen:
-                self.evicted_sequence = sequence_of(ring[0])
+        if not self.topic.lossy:
+            sequence = sequence_of(msg)
+            self.last_sequence = max(self.last_sequence, sequence)
+            if len(ring) == ring.maxlen:  # full: the oldest goes; a ring of 0 (replay_size = 0) keeps not even this
+                self.evicted_sequence = sequence_of(ring[0]) if ring else sequence
             ring.append(msg)
         listeners = list(self._listeners)
         waiting = [listener.put(msg) for listener in listeners if not listener.lossy and listener.queue.full()]
@@ -100,6 +102,11 @@ class TopicHub:
                 log.warning("order-path stream fell behind; cutting it off (it may resume with after_sequence)",
                             extra={"topic": self.topic.value})
                 self.detach(listener)
+                # The client may have read its queue empty since we gave up on it and now wait for the next
+                # message: wake it so its stream ends (RESOURCE_EXHAUSTED) instead of hanging open. The queue was
+                # just emptied and nothing else waits to put into it, so there is room.
+                with contextlib.suppress(asyncio.QueueFull):  # full again: its reader is awake anyway
+                    listener.queue.put_nowait(CLOSE)
 
     def attach(self, after_sequence: int = 0) -> tuple[list[Any], Listener]:
         """Register a stream; returns the ring's messages after `after_sequence` (0 = live only, -1 = all). Raises
