@@ -31,6 +31,11 @@ _U16 = struct.Struct("<H")
 HEADER_SIZE = 9  # SFeed packet header (length u16, code u16, exchange, level, auction, seq, bitmask)
 # last_trade_time is epoch seconds; outside 2000..2100 it is corrupt (milliseconds would overflow int64 ns).
 _LTT_MIN_S, _LTT_MAX_S = 946_684_800, 4_102_444_800
+# A day's cumulative volume above this is a corrupt field (the busiest NSE contracts trade ~10^9 units a day).
+MAX_DAY_VOLUME = 10**12
+# Newer trades in a row, each below the cumulative volume held, after which the held volume is taken to be the
+# wrong one (a corrupt but plausible value) rather than these stale: one such update alone is still dropped.
+STALE_RUN_RESET = 3
 
 
 def frame_is_well_formed(frame: bytes) -> bool:
@@ -65,6 +70,8 @@ def to_tick(message: Any, recv_ns: int) -> market_pb2.Tick | None:
     if not _LTT_MIN_S <= ltt < _LTT_MAX_S:
         raise ValueError(f"last_trade_time {ltt} is not epoch seconds")
     if isinstance(message, SFeedScripLite):
+        if message.last_trade_qty < 0:
+            raise ValueError("negative traded quantity")
         return market_pb2.Tick(token=token, exchange_segment=message.exchange_segment, ts_ns=ltt * NS,
                                ltp_paise=ltp, ltq=message.last_trade_qty, close_paise=_paise(message.close_price),
                                recv_ns=recv_ns)
@@ -74,6 +81,12 @@ def to_tick(message: Any, recv_ns: int) -> market_pb2.Tick | None:
         high_paise=_paise(message.high_price), low_paise=_paise(message.low_price),
         close_paise=_paise(message.close_price), atp_paise=_paise(message.average_trade_price),
         open_interest=message.open_interest, recv_ns=recv_ns)
+    if message.last_trade_qty < 0 or message.volume_traded_today < 0:
+        raise ValueError("negative traded quantity or volume")
+    if message.volume_traded_today > MAX_DAY_VOLUME:
+        raise ValueError(f"day volume {message.volume_traded_today} is not plausible")
+    if any(d.price < 0 or d.quantity < 0 or d.orders < 0 for d in (*message.buy, *message.sell)):
+        raise ValueError("negative depth price, quantity or orders")
     for d in message.buy:
         tick.bids.add(price_paise=_paise(d.price), quantity=d.quantity, orders=d.orders)
     for d in message.sell:
@@ -132,7 +145,9 @@ class KotakFeedSource:
         self._ws: Any = None
         self._frame_no = 0
         self._frames: deque[int] = deque()  # frame number of each message queued in the SDK, in order
+        self._subscribed: frozenset[tuple[str, str]] = frozenset()  # (token, segment) as the SDK spells them
         self._last: dict[tuple[int, str], market_pb2.Tick] = {}  # last delivered tick per (token, kind)
+        self._stale_run: dict[tuple[int, str], int] = {}  # newer trades dropped in a row for a lower volume
         self._closed = False
 
     async def instruments(self) -> list[market_pb2.Instrument]:
@@ -141,6 +156,7 @@ class KotakFeedSource:
                 await self.session.login()
             segments = tuple(sorted({"nse_cm", *(s.split(":")[0] for s in self.symbols if ":" in s)}))
             self._instruments = resolve(self.symbols, await self.session.scrip_master(segments))
+            self._subscribed = frozenset((str(i.token), i.exchange_segment.lower()) for i in self._instruments)
         return list(self._instruments)
 
     async def batches(self) -> AsyncIterator[market_pb2.TickBatch]:
@@ -231,6 +247,10 @@ class KotakFeedSource:
         ticks = []
         for m in messages:
             try:
+                if isinstance(m, (SFeedScrip, SFeedScripLite)) and (
+                        m.instrument_token, m.exchange_segment) not in self._subscribed:
+                    # A corrupt token or exchange id: another instrument's (or no instrument's) tick.
+                    raise ValueError(f"not subscribed: {m.exchange_segment}|{m.instrument_token}")
                 t = to_tick(m, recv_ns)
             except (ValueError, TypeError) as exc:
                 self.stats.malformed_packets += 1
@@ -253,8 +273,16 @@ class KotakFeedSource:
         quote_only = False
         if tick.volume and ist_day_number(tick.ts_ns) == ist_day_number(last.ts_ns):  # volume restarts daily
             if tick.volume < last.volume:
-                return False
+                if tick.ts_ns <= last.ts_ns or self._stale_run.get(key, 0) + 1 < STALE_RUN_RESET:
+                    self._stale_run[key] = self._stale_run.get(key, 0) + (tick.ts_ns > last.ts_ns)
+                    return False
+                # Several newer trades in a row all below the volume we hold: it is our reference that is wrong
+                # (a corrupt but plausible volume was taken), not the feed. Without this the instrument would be
+                # muted for the rest of the day.
+                log.warning("kotak feed volume went back for several newer trades; taking the feed's",
+                            extra={"token": tick.token, "held": last.volume, "now": tick.volume})
             quote_only = tick.volume == last.volume
+        self._stale_run.pop(key, None)
         # Compare every field (OI, full depth) but recv_ns, and ltq when nothing traded: swap them in, no copy.
         recv_ns, ltq = tick.recv_ns, tick.ltq
         tick.recv_ns = last.recv_ns
