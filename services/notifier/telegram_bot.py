@@ -16,7 +16,7 @@ from typing import Any
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, Message, Update
 from telegram.constants import ParseMode
 from telegram.error import RetryAfter
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, filters
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
 
 from services.notifier import replies
 from services.notifier.config import NotifierSettings
@@ -34,6 +34,9 @@ KILL, KILL_CANCEL, SQUARE_OFF, ABORT = "kill", "killc", "sq", "abort"
 ALL = "*"
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 CONFIRM_TTL_S = 120.0  # a confirm button older than this does nothing (send the command again)
+EXPIRED = "This confirmation has expired or was already answered; nothing changed. Ask again."
+MAX_SYMBOL_CHARS = 40  # longer is no trading symbol (and would not fit the prompt that quotes it)
+ERROR_CHARS = 500  # an error quoting a huge argument is cut, so its reply still fits Telegram's 4096
 RETRY_AFTER_MAX_S = 30.0  # a reply rate-limited for longer than this is given up
 
 
@@ -42,6 +45,7 @@ class Prompt:
     """One confirmation asked for: its buttons act once, in the chat that asked, while it is fresh."""
 
     chat_id: int
+    actions: frozenset[str]  # the buttons it was sent with; callback_data is the client's, so others are refused
     target: str = ""  # the square-off symbol (ALL for every position)
     reason: str = ""  # the kill switch reason
     asked: float = field(default_factory=time.monotonic)
@@ -67,6 +71,8 @@ class TelegramBot:
         for name, action in actions.items():
             # New messages only: editing an old /unkill must not release the kill switch again.
             self.app.add_handler(CommandHandler(name, self._gated(name, action), filters=filters.UpdateType.MESSAGE))
+        # Checked after the commands above: any other /command gets a pointer to /help instead of silence.
+        self.app.add_handler(MessageHandler(filters.COMMAND & filters.UpdateType.MESSAGE, self._unknown))
         self.app.add_handler(CallbackQueryHandler(self._on_button))
         self.app.add_error_handler(self._on_error)
 
@@ -119,12 +125,23 @@ class TelegramBot:
             await _patiently(update.effective_message.reply_text, last, parse_mode=ParseMode.HTML, reply_markup=markup)
         return handle
 
+    async def _unknown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None or not message.text or self._allowed(update, "unknown command") is None:
+            return
+        command, _, bot = message.text.split()[0].partition("@")
+        if bot and bot.lower() != (self.app.bot.username or "").lower():
+            return  # meant for another bot in the same group
+        await _patiently(message.reply_text, f"Unknown command {esc(command[:64])}; /help lists the commands.",
+                         parse_mode=ParseMode.HTML)
+
     async def _answer(self, action: Action, chat_id: int, args: list[str]) -> Reply:
         """Run one action; bus errors become a short readable line, never a traceback."""
         try:
             return await action(chat_id, args)
         except NeoPulseError as exc:
-            return f"⚠️ {esc(str(exc))}", None
+            text = str(exc)
+            return f"⚠️ {esc(text[:ERROR_CHARS])}{'…' if len(text) > ERROR_CHARS else ''}", None  # cut, then escape
         except Exception:
             log.exception("telegram command failed", extra={"chat_id": chat_id})
             return "⚠️ internal error; see the server log", None
@@ -176,7 +193,8 @@ class TelegramBot:
         return nonce
 
     async def _kill(self, chat_id: int, args: list[str]) -> Reply:
-        nonce = self._ask(Prompt(chat_id, reason=" ".join(args) or f"telegram:{chat_id} /kill"))
+        nonce = self._ask(Prompt(chat_id, frozenset({KILL, KILL_CANCEL, ABORT}),
+                                  reason=" ".join(args) or f"telegram:{chat_id} /kill"))
         keyboard = InlineKeyboardMarkup([
             [InlineKeyboardButton("🛑 Halt", callback_data=f"{KILL}:{nonce}"),
              InlineKeyboardButton("🛑 Halt + cancel open orders", callback_data=f"{KILL_CANCEL}:{nonce}")],
@@ -185,11 +203,11 @@ class TelegramBot:
 
     async def _square_off(self, chat_id: int, args: list[str]) -> Reply:
         symbol = args[0].upper() if args else "ALL"
-        if symbol == ALL:
+        if symbol == ALL or len(symbol) > MAX_SYMBOL_CHARS:
             return "⚠️ symbol: give a trading symbol (e.g. /squareoff SBIN-EQ), or all", None
         target = ALL if symbol == "ALL" else symbol
         what = "ALL positions" if target == ALL else esc(target)
-        nonce = self._ask(Prompt(chat_id, target=target))
+        nonce = self._ask(Prompt(chat_id, frozenset({SQUARE_OFF, ABORT}), target=target))
         keyboard = InlineKeyboardMarkup([[InlineKeyboardButton(f"Square off {symbol}",
                                                                callback_data=f"{SQUARE_OFF}:{nonce}"),
                                           InlineKeyboardButton("Cancel", callback_data=f"{ABORT}:{nonce}")]])
@@ -215,9 +233,13 @@ class TelegramBot:
 
     async def _confirmed(self, chat_id: int, args: list[str]) -> Reply:
         action, _, nonce = args[0].partition(":")
-        prompt = self._prompts.pop(nonce, None)  # a prompt's buttons act once, whichever is pressed
-        if prompt is None or prompt.chat_id != chat_id or time.monotonic() - prompt.asked > self.confirm_ttl_s:
-            return "This confirmation has expired or was already answered; nothing changed. Ask again.", None
+        prompt = self._prompts.get(nonce)
+        # Another chat's press, or an action this prompt has no button for, leaves the prompt as it was.
+        if prompt is None or prompt.chat_id != chat_id or action not in prompt.actions:
+            return EXPIRED, None
+        del self._prompts[nonce]  # a prompt's buttons act once, whichever is pressed
+        if time.monotonic() - prompt.asked > self.confirm_ttl_s:
+            return EXPIRED, None
         if action in (KILL, KILL_CANCEL):
             state = await self.control.kill(prompt.reason, cancel_open_orders=action == KILL_CANCEL)
             extra = " Open orders are being cancelled." if action == KILL_CANCEL else ""
