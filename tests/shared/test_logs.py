@@ -9,19 +9,9 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest
 from pydantic import SecretStr
 
 from shared import logs
-
-
-@pytest.fixture(autouse=True)
-def restore_root_logger():
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def emit(json_lines: bool, **extra) -> str:

@@ -35,15 +35,6 @@ MPIN = "482917"
 DB_PASSWORD = "hunter2-db-pw"
 
 
-@pytest.fixture(autouse=True)
-def restore_root_logger():
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 def log_lines(emit, level: str = "INFO") -> str:
     out = io.StringIO()
     logs.setup(level, json_lines=True, stream=out)
