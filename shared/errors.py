@@ -72,8 +72,32 @@ class ConfigError(NeoPulseError):
     status = grpc.StatusCode.INVALID_ARGUMENT
 
 
+# gRPC drops a call whose trailers pass 16 KiB (clients may refuse them from 8 KiB), and grpc-message is
+# percent-encoded (up to 3 bytes per UTF-8 byte): echoed input must not push the status past that.
+MAX_MESSAGE_BYTES = 1024
+MAX_FIELD_CHARS = 200
+
+
+def wire_field(field: str) -> str:
+    """The field path as it goes on the wire (message and neopulse-field trailer): printable ASCII, bounded.
+
+    A path may hold user input (a map key such as params.<name>); metadata values must be printable ASCII,
+    so anything else is backslash-escaped, and the message and the trailer stay identical for the bridge."""
+    safe = field if field.isascii() and field.isprintable() else field.encode("unicode_escape").decode("ascii")
+    return safe if len(safe) <= MAX_FIELD_CHARS else safe[:MAX_FIELD_CHARS] + "..."
+
+
+def _bounded(text: str) -> str:
+    raw = text.encode()
+    if len(raw) <= MAX_MESSAGE_BYTES:
+        return text
+    return raw[:MAX_MESSAGE_BYTES].decode(errors="ignore") + " ... (truncated)"
+
+
 def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """Map any exception to (status, message); unknown errors never leak their text."""
+    if isinstance(exc, InvalidInput):
+        return exc.status, _bounded(f"{wire_field(exc.field)}: {str(exc).removeprefix(exc.field + ': ')}")
     if isinstance(exc, NeoPulseError):
-        return exc.status, str(exc)
+        return exc.status, _bounded(str(exc))
     return grpc.StatusCode.INTERNAL, "internal error; see the server log"

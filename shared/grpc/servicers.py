@@ -17,7 +17,7 @@ from google.protobuf.message_factory import GetMessageClass
 from shared import rpc
 from shared.bus import Bus
 from shared.contracts import ingestion_pb2
-from shared.errors import InvalidInput, MessagesLost, NeoPulseError, RiskRejected, grpc_status
+from shared.errors import InvalidInput, MessagesLost, NeoPulseError, RiskRejected, grpc_status, wire_field
 from shared.grpc.hub import CLOSE, Listener, TopicHub, sequence_of
 from shared.grpc.metrics import STREAM_MESSAGES, RpcTimer
 
@@ -29,6 +29,7 @@ FIELD_KEY = "neopulse-field"
 REASON_KEY = "neopulse-reason-code"
 SEQUENCE_KEY = "neopulse-sequence"  # initial metadata of a stream: the highest sequence published before it
 MAX_BATCH = 1000  # elements per streamed batch message
+MAX_BATCH_BYTES = 512 * 1024  # and bytes: below the smallest max_message_bytes (1 MiB) GrpcSettings allows
 # Streams filtered by instrument token: an unknown token is INVALID_ARGUMENT, not a stream that stays empty.
 TOKEN_FILTERED = frozenset({rpc.method("IngestionService", "StreamTicks"),
                             rpc.method("StrategyService", "StreamCandles")})
@@ -43,9 +44,9 @@ def error_trailers(exc: BaseException) -> tuple[tuple[str, str], ...]:
         return ()
     trailers = [(ERROR_KEY, type(exc).__name__)]
     if isinstance(exc, InvalidInput):
-        trailers.append((FIELD_KEY, exc.field))
+        trailers.append((FIELD_KEY, wire_field(exc.field)))  # metadata must be printable ASCII
     if isinstance(exc, RiskRejected):
-        trailers.append((REASON_KEY, exc.reason_code))
+        trailers.append((REASON_KEY, wire_field(exc.reason_code)))
     return tuple(trailers)
 
 
@@ -113,7 +114,18 @@ class StreamPacker:
         return self._pack(msgs if keep is None else [m for m in msgs if keep(m)])
 
     def _pack(self, elements: list[Any]) -> list[Any]:
-        return [self.batch_cls(**{self.field: elements[i:i + MAX_BATCH]}) for i in range(0, len(elements), MAX_BATCH)]
+        """At most MAX_BATCH elements and (unless one element alone is bigger) MAX_BATCH_BYTES per batch: elements
+        echo client text (a 400 kB strategy_tag), and one batch past max_message_bytes would fail the stream."""
+        batches, start, size = [], 0, 0
+        for i, element in enumerate(elements):
+            n = element.ByteSize()
+            if i > start and (i - start >= MAX_BATCH or size + n > MAX_BATCH_BYTES):
+                batches.append(self.batch_cls(**{self.field: elements[start:i]}))
+                start, size = i, 0
+            size += n
+        if start < len(elements):
+            batches.append(self.batch_cls(**{self.field: elements[start:]}))
+        return batches
 
 
 async def _next_messages(listener: Listener) -> list[Any] | None:
