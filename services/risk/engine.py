@@ -43,6 +43,9 @@ HALTED = risk_pb2.TRADING_STATE_HALTED
 BUY = trading_pb2.SIDE_BUY
 SQUARE_OFF_AFTER_CANCEL_NS = 1_000_000_000  # clock time between cancelling resting MIS orders and squaring off
 MIS = trading_pb2.PRODUCT_MIS
+# Longest client_order_id, strategy_tag, symbol or signal_id accepted (a signal id is the strategy's name, up to
+# 64, with token, time and side): longer is not an order, and would be stored and echoed in every stream.
+MAX_TEXT_CHARS = 128
 
 Denial = tuple[str, str]  # (reason_code, human reason)
 Check = Callable[[trading_pb2.OrderRequest, market_pb2.Instrument, int], Denial | None]
@@ -165,6 +168,9 @@ class RiskEngine:
     def check_identity(self, order: trading_pb2.OrderRequest) -> Denial | None:
         if not order.client_order_id:
             return "INVALID_ORDER", "client_order_id is empty; every order needs an idempotency key"
+        for field in ("client_order_id", "strategy_tag", "symbol", "signal_id"):
+            if len(getattr(order, field)) > MAX_TEXT_CHARS:
+                return "INVALID_ORDER", f"{field} is longer than {MAX_TEXT_CHARS} characters"
         if order.client_order_id in self._accepted or order.client_order_id in self._accepted_before:
             return "DUPLICATE_ORDER", (f"client_order_id {order.client_order_id} was already accepted; "
                                        "a replayed order is not placed twice")

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from services.risk.config import RiskSettings
-from services.risk.engine import RiskEngine
+from services.risk.engine import MAX_TEXT_CHARS, RiskEngine
 from shared.clock import ist_ns
 from shared.config import load
 from shared.contracts import market_pb2, trading_pb2
@@ -273,6 +273,15 @@ def test_a_client_order_id_accepted_yesterday_is_still_a_duplicate_after_midnigh
     clock.set(ist_ns(DAY + timedelta(days=1), 9, 15))
 
     assert engine.decide(order(client_order_id="late")).reason_code == "DUPLICATE_ORDER"
+
+
+@pytest.mark.parametrize("field", ["client_order_id", "strategy_tag", "symbol", "signal_id"])
+def test_an_order_with_an_overlong_text_field_is_refused_naming_it(engine, field):
+    """Found by the gRPC request fuzz: a 400 kB strategy_tag was accepted, stored, and echoed in every stream
+    and list; a broker tag or symbol is never that long."""
+    refused = engine.decide(order(**{field: "x" * (MAX_TEXT_CHARS + 1)}))
+
+    assert (refused.accepted, refused.reason_code) == (False, "INVALID_ORDER") and field in refused.reason
 
 
 def test_orders_on_a_configured_exchange_holiday_are_denied_saying_so(clock, exchange_holidays):
