@@ -441,7 +441,7 @@ class OrderEngine:
         cur = self.orders[internal_id]
         if ev.filled_quantity < cur.filled_quantity:
             return  # stale: cumulative fills only move forward
-        if cur.request.quantity and ev.filled_quantity > cur.request.quantity:
+        if ev.filled_quantity > cur.request.quantity:
             # Never booked: a position the account may not hold would enter risk's limits and P&L. The position
             # check (position_check_s) reports a real difference; an order modified outside NeoPulse is one.
             self.overfills += 1
@@ -491,7 +491,7 @@ class OrderEngine:
         log.error("broker reports fills for an order already %s", name(cur.status), extra={
             "order_id": internal_id, "exchange_order_id": ev.exchange_order_id,
             "recorded_filled": cur.filled_quantity, "broker_filled": ev.filled_quantity})
-        if not allows_late_fill(cur.status, cur.status) or ev.filled_quantity > cur.request.quantity:
+        if not allows_late_fill(cur.status, cur.status):
             return
         if self._unpriced(internal_id, ev, ev.filled_quantity - cur.filled_quantity):
             return
