@@ -450,6 +450,8 @@ class OrderEngine:
                 "order_id": internal_id, "exchange_order_id": ev.exchange_order_id, "quantity": cur.request.quantity,
                 "broker_filled": ev.filled_quantity})
             return
+        if self._unpriced(internal_id, ev, ev.filled_quantity - cur.filled_quantity):
+            return  # before every branch: a live order, a late fill and an adoption alike
         if cur.status in TERMINAL:
             await self._event_for_terminal(internal_id, cur, ev)
             return
@@ -464,8 +466,6 @@ class OrderEngine:
             if not new_id:
                 return  # nothing new
             status, allow = cur.status, allows_new_exchange_id  # only the broker's id for it changed
-        if self._unpriced(internal_id, ev, delta):
-            return
         fill, counted = self._fill_delta(internal_id, cur, ev, delta)
         try:
             code = ReasonCode.BROKER_REJECTED if status == t.ORDER_STATUS_REJECTED else ""
@@ -492,8 +492,6 @@ class OrderEngine:
             "order_id": internal_id, "exchange_order_id": ev.exchange_order_id,
             "recorded_filled": cur.filled_quantity, "broker_filled": ev.filled_quantity})
         if not allows_late_fill(cur.status, cur.status):
-            return
-        if self._unpriced(internal_id, ev, ev.filled_quantity - cur.filled_quantity):
             return
         fill, counted = self._fill_delta(internal_id, cur, ev, ev.filled_quantity - cur.filled_quantity)
         await self.transition(internal_id, cur.status, filled=_filled(cur, ev, fill), fill=fill, allow=allows_late_fill,
