@@ -22,6 +22,7 @@ from services.oms.reconcile import (
     rebuild_positions,
     reconcile,
     settle,
+    take_carried_positions,
 )
 from services.oms.service import OrderService
 from services.oms.states import DAY_BOUND
@@ -30,6 +31,7 @@ from shared.clock import Clock, ist_day_number
 from shared.component import Component
 from shared.contracts import market_pb2, ops_pb2
 from shared.contracts import trading_pb2 as t
+from shared.money import to_rupees
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ class OmsModule(Component):
         await self.engine.start_sequence()
         await rebuild_positions(self.engine)
         self.reconciled, self._unsettled = await reconcile(self.engine)
+        await self._take_carried_positions()
         self._book_ready.set()
         self.bus.subscribe(Topic.CANDLES, self.name, self._on_candles)
         self.bus.subscribe(Topic.TICKS, self.name, self._on_ticks)
@@ -161,6 +164,32 @@ class OmsModule(Component):
                   "outside NeoPulse or carried from an earlier day across a restart is not covered. Check the "
                   "broker's positions."),
             fields={"differences": str(len(differences))}))
+
+    async def _take_carried_positions(self) -> None:
+        """Before risk can ask for positions (ListPositions) and before any decision is placed: a broker holding
+        real positions (not the paper VirtualBroker, whose positions are the real account's) and the position
+        check on. A read that fails leaves them to the position check's alert."""
+        if self.broker.in_process or self.settings.position_check_s <= 0:
+            return
+        try:
+            taken = await take_carried_positions(self.engine)
+        except Exception as exc:
+            log.warning("broker positions could not be read at start; carried positions are not in the book",
+                        extra={"error": str(exc)})
+            return
+        if not taken:
+            return
+        lines = "; ".join(f"{p.symbol or p.token} {t.Product.Name(p.product).removeprefix('PRODUCT_')}: "
+                          f"{p.net_quantity:+d} at {to_rupees(p.average_price_paise)}" for p in taken)
+        log.warning("broker positions taken into the book", extra={"positions": lines})
+        await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
+            kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=ops_pb2.SEVERITY_WARNING, source="oms",
+            title="Broker positions taken into the book", ts_ns=self.clock.now_ns(),
+            text=(f"{lines} ({self.broker.name}'s net quantity, at its last price). NeoPulse holds no order of its "
+                  "own on them today: carried from an earlier day or opened outside NeoPulse. Risk's position and "
+                  "loss limits count them from now, their P&L from that price (the last price Kotak gave, else "
+                  "the average price). Not in the order ledger."),
+            fields={"positions": str(len(taken))}))
 
     async def _settle_later(self, restored: Restored) -> None:
         """Read the order book until it answers, then settle the orders restored at start (and only them: an

@@ -1,5 +1,6 @@
-"""Reconciliation: at start the ledger's open orders against the broker's order book, and today's positions;
-while running, the book's positions against the broker's (`position_differences`).
+"""Reconciliation: at start the ledger's open orders against the broker's order book, today's positions, and the
+broker's NRML positions the book knows nothing of (`take_carried_positions`); while running, the book's positions
+against the broker's (`position_differences`).
 
 Runs in OmsModule.start(); adopts the broker's state and never re-sends an order on its own. When the order book
 cannot be read at start, the orders stay as recorded and OmsModule.run() settles them (`settle`) once it can.
@@ -141,15 +142,54 @@ class PositionDifference(NamedTuple):
 async def position_differences(engine: OrderEngine) -> list[PositionDifference]:
     """Net quantity per (token, product) at the broker against the book's, where they differ; delivery (CNC)
     is left out: it moves from the broker's positions to its holdings with settlement, on its own schedule.
+    Rows on one key are added up (a product the broker mapping does not know, e.g. Kotak's BO, counts as MIS).
     Raises what the broker's positions read raises."""
-    theirs: dict[tuple[int, int], t.Position] = {
-        (p.token, p.product or t.PRODUCT_MIS): p for p in await engine.broker.positions()}
+    theirs: dict[tuple[int, int], int] = {}
+    symbols: dict[tuple[int, int], str] = {}
+    for p in await engine.broker.positions():
+        key: tuple[int, int] = (p.token, p.product or t.PRODUCT_MIS)
+        theirs[key] = theirs.get(key, 0) + p.net_quantity
+        symbols[key] = symbols.get(key) or p.symbol
     ours = engine.roll_day().positions
     out = []
     for key in sorted(k for k in theirs.keys() | ours.keys() if k[1] != t.PRODUCT_CNC):
-        broker, book = theirs.get(key), ours.get(key)
-        broker_net, our_net = (broker.net_quantity if broker else 0), (book.net_quantity if book else 0)
+        book = ours.get(key)
+        broker_net, our_net = theirs.get(key, 0), (book.net_quantity if book else 0)
         if broker_net != our_net:
-            symbol = (broker.symbol if broker else "") or (book.symbol if book else "")
+            symbol = symbols.get(key) or (book.symbol if book else "")
             out.append(PositionDifference(key[0], key[1], symbol, broker_net, our_net))
     return out
+
+
+async def take_carried_positions(engine: OrderEngine) -> list[t.Position]:
+    """After a restart the book holds only today's fills: an NRML position carried from an earlier day (or opened
+    outside NeoPulse) is missing from it, and so from risk's position and loss limits. Each one the broker holds
+    on an instrument and product NeoPulse has no order on today, and no position in the book, is put in the book
+    at the broker's net quantity, carried at its last price as a new day carries a held quantity (its gain or loss
+    before now is not today's, so it must not count against today's loss limit; a row without a last price is
+    carried at its average price). The book only: the ledger records NeoPulse's own orders and fills. Returns what
+    was taken; raises what the positions read raises.
+
+    Left to the position check's alert: MIS (not carried: a trade made outside NeoPulse today, which risk's
+    square-off must not take over), CNC (it moves to holdings, which the broker interface does not read), rows
+    without an average price, and instruments NeoPulse traded today, where the broker's figures mix the carried
+    quantity with today's fills and the carried one's price cannot be told apart."""
+    today = await engine.ledger.list_orders(limit=100_000, day=day_of(engine.clock.now_ns()))
+    ordered = {(u.request.token, u.request.product or t.PRODUCT_MIS) for u in [*today, *engine.orders.values()]}
+    book = engine.roll_day()
+    taken = []
+    for p in await engine.broker.positions():
+        key = (p.token, p.product)
+        if p.product != t.PRODUCT_NRML or not p.net_quantity or key in ordered or key in book.positions:
+            continue
+        basis = p.last_price_paise or p.average_price_paise
+        if basis <= 0:
+            log.warning("broker position without a price; not taken into the book", extra={
+                "token": p.token, "symbol": p.symbol, "net_quantity": p.net_quantity})
+            continue
+        carried = t.Position(token=p.token, exchange_segment=p.exchange_segment, symbol=p.symbol,
+                             product=p.product, net_quantity=p.net_quantity,
+                             average_price_paise=basis, last_price_paise=basis)
+        book.restore(carried)
+        taken.append(carried)
+    return taken
