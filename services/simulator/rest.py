@@ -10,7 +10,6 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import pyotp
 from aiohttp import web
 
 from services.simulator.exchange import rupees
@@ -79,7 +78,7 @@ async def totp_login(request: web.Request, sim: Simulator, body: dict) -> Any:
     c = sim.creds
     if body.get("mobileNumber") != c.mobile or body.get("ucc") != c.ucc:
         return web.json_response({"error": [{"code": "10522", "message": "Invalid mobile number or UCC"}]}, status=400)
-    if not pyotp.TOTP(c.totp_secret).verify(str(body.get("totp", "")), valid_window=1):
+    if not sim.accept_totp(str(body.get("totp", ""))):
         return web.json_response({"error": [{"code": "10520", "message": "Invalid TOTP"}]}, status=400)
     view, sid = sim.new_view_session()
     return {"data": {"token": view, "sid": sid, "ucc": c.ucc, "kType": "View", "status": "success",

@@ -35,9 +35,13 @@ class SimCredentials:
     ucc: str = SIMULATOR_CREDENTIALS["ucc"]
     mpin: str = SIMULATOR_CREDENTIALS["mpin"]
     totp_secret: str = SIMULATOR_CREDENTIALS["totp_secret"]
+    totp_interval_s: int = 30  # Kotak's codes change every 30 s; tests of re-login shorten it
+
+    def totp(self) -> pyotp.TOTP:
+        return pyotp.TOTP(self.totp_secret, interval=self.totp_interval_s)
 
     def totp_now(self) -> str:
-        return pyotp.TOTP(self.totp_secret).now()
+        return self.totp().now()
 
 
 @dataclass
@@ -71,6 +75,10 @@ class Simulator:
         self.faults: dict[str, Fault] = {}
         self.reject_reason = ""
         self.reject_synchronously = False
+        # Kotak, like RFC 6238 asks, refuses a TOTP that already logged in once. Off by default so tests that
+        # log in twice within one 30 s step need not wait for the next code; tests of re-login turn it on.
+        self.refuse_reused_totp = False
+        self._used_totps: set[str] = set()
         self.mute_order_feed = False
         # Leave GuiOrdId (the tag) out of order-feed messages: the SDK's OrderData and Kotak's order-feed field
         # list (order_feed.md) do not name it, so a client must not rely on the feed carrying it.
@@ -138,6 +146,15 @@ class Simulator:
         self.sessions[token] = sid
         self.logins += 1
         return token
+
+    def accept_totp(self, code: str) -> bool:
+        """True when `code` is a valid TOTP now (one step of drift allowed) not already used for a login."""
+        if not self.creds.totp().verify(code, valid_window=1):
+            return False
+        if self.refuse_reused_totp and code in self._used_totps:
+            return False
+        self._used_totps.add(code)
+        return True
 
     def session_valid(self, token: str | None, sid: str | None) -> bool:
         return bool(token) and self.sessions.get(token or "") == sid

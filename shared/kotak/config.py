@@ -30,6 +30,8 @@ class KotakSettings(ModuleSettings):
     # Base32 TOTP seed (preferred: logins and re-logins need no human); or a one-time 6-digit code.
     totp_secret: SecretStr = SecretStr("")
     totp: SecretStr = SecretStr("")
+    # The period of the TOTP seed's codes (Kotak's: 30 s); a code that logged in once is refused after that.
+    totp_interval_s: int = Field(default=30, ge=1)
     environment: Literal["prod", "uat"] = "prod"
     # When set (e.g. the simulator, http://127.0.0.1:8765), every REST call is rewritten to this host
     # and the feeds default to ws://<host>/feed and ws://<host>/orders.
@@ -44,6 +46,13 @@ class KotakSettings(ModuleSettings):
     poll_interval_s: float = Field(default=2.0, gt=0)
     reconnect_initial_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
+    # After a login Kotak refused, no new attempt for this long, doubling per refusal up to the max (no hot loop;
+    # a login that could not reach Kotak waits reconnect_initial_s, doubling up to reconnect_max_s); after
+    # login_max_refusals refusals in a row (wrong MPIN/TOTP), no automatic login at all until a restart, so a
+    # changed MPIN cannot get the account locked.
+    login_backoff_initial_s: float = Field(default=30.0, gt=0)
+    login_backoff_max_s: float = Field(default=600.0, gt=0)
+    login_max_refusals: int = Field(default=3, ge=1)
 
     @property
     def has_credentials(self) -> bool:

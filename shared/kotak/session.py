@@ -1,4 +1,4 @@
-"""The Kotak Neo SDK session: TOTP + MPIN login, rate limits, and re-login once when a reply says the session expired.
+"""The Kotak Neo SDK session: TOTP + MPIN login with backoff, rate limits, re-login once when the session expired.
 
 Every SDK call runs in a worker thread (asyncio.to_thread); used by KotakBroker and KotakFeedSource.
 """
@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pyotp
 from neo_api_client import NeoAPI
+from neo_api_client.exceptions import ApiException
 
 from shared import logs
-from shared.errors import ConfigError, RetryableError, SessionExpired
+from shared.errors import ConfigError, NeoPulseError, RetryableError, SessionExpired
 from shared.kotak import mapping
 from shared.kotak.config import KotakSettings
 
@@ -38,6 +41,10 @@ class RateLimiter:
             self._next = max(loop.time(), self._next) + self.interval
 
 
+class _TotpRefused(ConfigError):
+    """Kotak refused the TOTP login step (a wrong code, or one that already logged in)."""
+
+
 class KotakSession:
     """One logged-in NeoAPI client; `call` is the only way SDK REST methods are invoked."""
 
@@ -46,6 +53,11 @@ class KotakSession:
         self.client: NeoAPI | None = None
         self.generation = 0  # bumped by every successful login
         self._login_lock = asyncio.Lock()
+        self._last_totp_step = -1  # the TOTP time step whose code last logged in (Kotak refuses it again)
+        self._failures = 0  # failed logins in a row (backoff), and how many of them Kotak refused
+        self._refusals = 0
+        self._retry_at = 0.0  # time.monotonic() before which no login is tried
+        self._last_error: NeoPulseError | None = None
         self._requests = RateLimiter(settings.requests_per_second)
         self._orders = RateLimiter(settings.orders_per_second)
 
@@ -65,26 +77,90 @@ class KotakSession:
     # login -------------------------------------------------------------------------
     async def login(self) -> None:
         """Log in (TOTP, then MPIN). Raises ConfigError for refused credentials, RetryableError if unreachable."""
+        async with self._login_lock:
+            await self._login_locked()
+
+    async def relogin(self, seen_generation: int) -> None:
+        """Log in again unless another caller already did since `seen_generation`."""
+        async with self._login_lock:
+            if self.generation == seen_generation:
+                log.warning("kotak session expired; logging in again", extra={"ucc": self.settings.ucc})
+                await self._login_locked()
+
+    async def _login_locked(self) -> None:
+        """One login attempt, unless a recent failure's backoff or the refusal limit forbids it (no hot loop)."""
         if not self.settings.has_credentials:
             raise ConfigError("[kotak] credentials are incomplete: set consumer_key, mobile, ucc, mpin and "
                               "totp_secret (env NEOPULSE_KOTAK_*)")
-        self.client = await asyncio.to_thread(self._login_sync)
+        self._check_backoff()
+        try:
+            client = await self._login_with_fresh_totp()
+        except NeoPulseError as exc:
+            self._note_failure(exc)
+            raise
+        self._failures = self._refusals = 0
+        self.client = client
         self.generation += 1
-        conf = self.client.configuration  # the session's tokens: masked in every log line from now on
+        conf = client.configuration  # the session's tokens: masked in every log line from now on
         logs.add_secrets(*(s for s in (conf.edit_token, conf.edit_sid, conf.view_token, conf.sid) if s))
         log.info("kotak login succeeded", extra={"ucc": self.settings.ucc, "generation": self.generation})
 
-    def _totp(self) -> str:
-        secret = self.settings.totp_secret.get_secret_value()
-        return pyotp.TOTP(secret).now() if secret else self.settings.totp.get_secret_value()
+    def _check_backoff(self) -> None:
+        last = self._last_error
+        if last is None:
+            return
+        if self._refusals >= self.settings.login_max_refusals:
+            raise ConfigError(f"Kotak refused the last {self._refusals} logins ({last}); automatic login stopped "
+                              "so the account is not locked: fix [kotak] mpin/totp_secret, then restart")
+        wait = self._retry_at - time.monotonic()
+        if wait > 0:
+            kind = ConfigError if isinstance(last, ConfigError) else RetryableError
+            raise kind(f"{last}; next login attempt in {wait:.0f} s")
 
-    def _login_sync(self) -> NeoAPI:
+    def _note_failure(self, exc: NeoPulseError) -> None:
+        self._failures += 1
+        self._refusals = self._refusals + 1 if isinstance(exc, ConfigError) else 0
+        s = self.settings
+        if self._refusals:  # Kotak said no: slow, an account locks after a few wrong MPINs
+            backoff = min(s.login_backoff_initial_s * 2 ** (self._refusals - 1), s.login_backoff_max_s)
+        else:  # Kotak not reached: as a feed reconnects, so orders are not held up long by a blip
+            backoff = min(s.reconnect_initial_s * 2 ** (self._failures - 1), s.reconnect_max_s)
+        self._retry_at = time.monotonic() + backoff
+        self._last_error = exc
+        log.warning("kotak login failed", extra={"error": str(exc), "retry_in_s": backoff})
+
+    async def _login_with_fresh_totp(self) -> NeoAPI:
+        """Kotak refuses a TOTP code that already logged in: a re-login inside the last login's step that is
+        refused at the TOTP step waits for the next code and tries once more."""
+        s = self.settings
+        if not s.totp_secret.get_secret_value():
+            if self._last_totp_step >= 0:
+                raise ConfigError("Kotak session expired and [kotak] totp is a one-time code that was used: set "
+                                  "[kotak] totp_secret (the TOTP seed) so NeoPulse can log in again")
+            return await asyncio.to_thread(self._login_sync, s.totp.get_secret_value(), 0)
+        totp = pyotp.TOTP(s.totp_secret.get_secret_value(), interval=s.totp_interval_s)
+        step = totp.timecode(datetime.now(UTC))
+        try:
+            return await asyncio.to_thread(self._login_sync, totp.at(step * s.totp_interval_s), step)
+        except _TotpRefused:
+            if step != self._last_totp_step:
+                raise
+        await asyncio.sleep((step + 1) * s.totp_interval_s - time.time() + 0.05)
+        step = totp.timecode(datetime.now(UTC))
+        return await asyncio.to_thread(self._login_sync, totp.at(step * s.totp_interval_s), step)
+
+    def _login_sync(self, code: str, step: int) -> NeoAPI:
         s = self.settings
         client = NeoAPI(consumer_key=s.consumer_key.get_secret_value(), environment=s.environment,
                         transport=s.transport(), timeout=s.request_timeout_s)
-        step1 = client.totp_login(mobile_number=s.mobile.get_secret_value(), ucc=s.ucc, totp=self._totp())
-        self._check_login(step1, "TOTP login")
-        step2 = client.totp_validate(mpin=s.mpin.get_secret_value())
+        try:
+            step1 = client.totp_login(mobile_number=s.mobile.get_secret_value(), ucc=s.ucc, totp=code)
+            self._check_login(step1, "TOTP login")
+            self._last_totp_step = step  # Kotak took the code: it will not take it again, whatever the MPIN does
+            step2 = client.totp_validate(mpin=s.mpin.get_secret_value())
+        except ApiException as exc:  # the SDK raises (not answers) a timeout or refused connection at login
+            raise RetryableError(f"Kotak login failed: {self.scrub(str(exc.reason))}; check the network "
+                                 "and retry") from None
         self._check_login(step2, "MPIN validate")
         return client
 
@@ -93,17 +169,13 @@ class KotakSession:
         if isinstance(data, dict) and data.get("token"):
             return
         error = mapping.reply_error(reply) or ("refused", "no token in the reply")
+        if isinstance(reply, dict) and isinstance(reply.get("Error"), str):
+            error = ("unknown", reply["Error"])  # the SDK's own "not JSON" answer: a gateway page, not Kotak's no
         text = self.scrub(error[1])
         if error[0] == "unknown":
             raise RetryableError(f"Kotak {step} failed: {text}; check the network and retry")
-        raise ConfigError(f"Kotak {step} refused: {text}; check [kotak] mobile/ucc/mpin/totp_secret")
-
-    async def relogin(self, seen_generation: int) -> None:
-        """Log in again unless another caller already did since `seen_generation`."""
-        async with self._login_lock:
-            if self.generation == seen_generation:
-                log.warning("kotak session expired; logging in again", extra={"ucc": self.settings.ucc})
-                await self.login()
+        kind = _TotpRefused if step == "TOTP login" else ConfigError
+        raise kind(f"Kotak {step} refused: {text}; check [kotak] mobile/ucc/mpin/totp_secret")
 
     # calls -------------------------------------------------------------------------
     async def call(self, method: str, *args: Any, is_order: bool = False, **kwargs: Any) -> Any:

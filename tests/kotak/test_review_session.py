@@ -1,0 +1,197 @@
+"""KotakSession under the session failures of a trading day, through the real SDK against the simulator:
+expiry mid-day, a re-login inside the TOTP step of the last login, refused or unreachable logins."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+
+import pytest
+
+from services.simulator.server import SimCredentials, Simulator
+from shared.errors import ConfigError, NeoPulseError, RetryableError
+from shared.kotak.broker import KotakBroker
+from tests.helpers import eventually
+from tests.kotak.conftest import settings_for
+from tests.kotak.test_broker import market_buy
+
+STEP_S = 2  # a short TOTP period (simulator and client agree on it) so a test waits at most one step
+
+
+@pytest.fixture
+async def strict_sim() -> Simulator:
+    """A simulator that, like Kotak, refuses a TOTP that already logged in, with a 2 s TOTP period."""
+    simulator = Simulator(tick_interval=None, credentials=SimCredentials(totp_interval_s=STEP_S))
+    simulator.refuse_reused_totp = True
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+def secrets_of(sim: Simulator) -> tuple[str, ...]:
+    c = sim.creds
+    return c.consumer_key, c.mpin, c.totp_secret, c.mobile
+
+
+def change_mpin(sim: Simulator, mpin: str) -> None:
+    """What the account holder changing the MPIN in the Neo app looks like to a running NeoPulse."""
+    sim.creds = dataclasses.replace(sim.creds, mpin=mpin)
+
+
+async def test_a_relogin_in_the_same_totp_step_as_the_login_waits_for_the_next_code(strict_sim):
+    broker = KotakBroker(settings_for(strict_sim, totp_interval_s=STEP_S))
+    await broker.start()
+    strict_sim.expire_session()
+
+    limits = await broker.limits()
+
+    assert (limits["net_paise"], strict_sim.logins) == (10_000_000_00, 2)
+
+
+async def test_an_order_refused_for_an_expired_session_is_placed_once_after_the_relogin(strict_sim):
+    broker = KotakBroker(settings_for(strict_sim, totp_interval_s=STEP_S))
+    await broker.start()
+    strict_sim.expire_session()
+
+    ack = await broker.place_order(market_buy("coid-expired"))
+
+    assert [(o.order_no, o.tag) for o in strict_sim.exchange.orders.values()] == [(ack.exchange_order_id,
+                                                                                  "coid-expired")]
+    assert (strict_sim.calls["place_order"], strict_sim.logins) == (2, 2)
+
+
+async def test_concurrent_callers_of_an_expired_session_share_one_relogin(sim, broker):
+    sim.expire_session()
+
+    results = await asyncio.gather(*(broker.limits() for _ in range(5)))
+
+    assert [r["net_paise"] for r in results] == [10_000_000_00] * 5
+    assert (sim.calls["totp_login"], sim.logins) == (2, 2)
+
+
+async def test_a_refused_relogin_is_tried_once_by_concurrent_callers_not_once_each(sim):
+    broker = KotakBroker(settings_for(sim))
+    await broker.start()
+    change_mpin(sim, "111111")
+    sim.expire_session()
+
+    results = await asyncio.gather(*(broker.limits() for _ in range(5)), return_exceptions=True)
+
+    assert all(isinstance(r, ConfigError) for r in results), results
+    assert sim.calls["totp_validate"] == 2  # the start-up login and one refused re-login
+
+
+async def test_after_a_refused_relogin_calls_fail_fast_until_the_backoff_has_passed(sim):
+    broker = KotakBroker(settings_for(sim, login_backoff_initial_s=60.0))
+    await broker.start()
+    change_mpin(sim, "111111")
+    sim.expire_session()
+    with pytest.raises(ConfigError):
+        await broker.positions()
+
+    with pytest.raises(ConfigError, match="next login attempt in") as err:
+        await broker.positions()
+
+    assert sim.calls["totp_validate"] == 2
+    assert not any(secret in str(err.value) for secret in secrets_of(sim))
+
+
+async def test_the_session_logs_in_again_once_the_backoff_has_passed(sim):
+    broker = KotakBroker(settings_for(sim, login_backoff_initial_s=0.2))
+    await broker.start()
+    change_mpin(sim, "111111")
+    sim.expire_session()
+    with pytest.raises(ConfigError):
+        await broker.positions()
+    change_mpin(sim, SimCredentials().mpin)
+
+    async def limits_answer() -> bool:
+        try:
+            return (await broker.limits())["net_paise"] == 10_000_000_00
+        except ConfigError:
+            return False
+
+    await eventually(limits_answer)
+    assert sim.logins == 2
+
+
+async def test_repeated_login_refusals_stop_automatic_logins_before_kotak_locks_the_account(sim):
+    broker = KotakBroker(settings_for(sim, login_backoff_initial_s=0.01, login_backoff_max_s=0.01))
+    await broker.start()
+    change_mpin(sim, "111111")
+    sim.expire_session()
+    for _ in range(6):
+        with pytest.raises(ConfigError):
+            await broker.limits()
+        await asyncio.sleep(0.02)  # past the backoff: only the refusal limit can stop the next attempt
+
+    with pytest.raises(ConfigError, match="restart") as err:
+        await broker.limits()
+
+    assert sim.calls["totp_validate"] == 1 + 3  # the start-up login, then three refused ones
+    assert not any(secret in str(err.value) for secret in secrets_of(sim))
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_a_login_that_cannot_reach_kotak_raises_retryable_without_secrets(sim):
+    settings = settings_for(sim, base_url=f"http://127.0.0.1:{closed_port()}")
+
+    with pytest.raises(RetryableError, match="Kotak login failed") as err:
+        await KotakBroker(settings).start()
+
+    assert not any(secret in str(err.value) for secret in secrets_of(sim))
+
+
+async def test_a_gateway_error_page_at_login_is_retryable_not_a_credentials_error(sim):
+    sim.fail_next("totp_login", status=502, text="<html><body>502 Bad Gateway</body></html>")
+
+    with pytest.raises(NeoPulseError) as err:
+        await KotakBroker(settings_for(sim)).start()
+
+    assert isinstance(err.value, RetryableError), repr(err.value)
+
+
+async def test_a_one_time_totp_is_not_sent_again_when_the_session_expires(strict_sim):
+    c = strict_sim.creds
+    broker = KotakBroker(settings_for(strict_sim, totp_secret="", totp=c.totp_now()))
+    await broker.start()
+    strict_sim.expire_session()
+
+    with pytest.raises(ConfigError, match="totp_secret"):
+        await broker.limits()
+
+    assert strict_sim.calls["totp_login"] == 1
+
+
+async def test_a_code_taken_by_a_login_whose_mpin_was_refused_is_not_sent_again(strict_sim):
+    broker = KotakBroker(settings_for(strict_sim, totp_interval_s=STEP_S, login_backoff_initial_s=0.01))
+    change_mpin(strict_sim, "111111")
+    with pytest.raises(ConfigError, match="MPIN validate refused"):
+        await broker.start()
+    change_mpin(strict_sim, SimCredentials().mpin)
+    await asyncio.sleep(0.02)  # past the backoff
+
+    await broker.start()
+
+    assert strict_sim.logins == 1
+
+
+async def test_order_events_arrive_on_the_new_session_after_expiry_and_a_feed_drop(sim, broker):
+    events = broker.events()
+    first = asyncio.ensure_future(anext(events))
+    await eventually(lambda: bool(sim.order_sockets))
+    sim.expire_session()
+    await sim.drop_feeds()
+    await eventually(lambda: sim.logins == 2 and bool(sim.order_sockets))
+
+    ack = await broker.place_order(market_buy("coid-after-relogin"))
+
+    event = await asyncio.wait_for(first, 5.0)
+    await events.aclose()
+    assert event.exchange_order_id == ack.exchange_order_id
