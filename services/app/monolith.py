@@ -100,13 +100,17 @@ class Monolith:
         from services.strategy.module import StrategyModule
 
         bus, clock, t = self.bus, self.clock, self.toml
+        # Start order: the notifier first, so that what the others announce while starting (the OMS's
+        # reconciliation and carried positions) is delivered; the instrument master; the OMS, which rebuilds
+        # today's orders and positions from the ledger and the broker; then risk and strategy, which ask the OMS
+        # for them as they start (started before it, they would take themselves for flat after a restart).
         return [
+            NotifierModule(bus, cfg.load(NotifierSettings, t, mode=self.settings.mode), clock),
             IngestionModule(bus, cfg.load(IngestionSettings, t), source, clock, tick_sink=tick_sink,
                             instrument_sink=instrument_sink),
-            StrategyModule(bus, cfg.load(StrategySettings, t), clock),
-            RiskModule(bus, cfg.load(RiskSettings, t), clock),
             OmsModule(bus, cfg.load(OmsSettings, t), broker, ledger, clock),
-            NotifierModule(bus, cfg.load(NotifierSettings, t, mode=self.settings.mode), clock),
+            RiskModule(bus, cfg.load(RiskSettings, t), clock),
+            StrategyModule(bus, cfg.load(StrategySettings, t), clock),
         ]
 
     # -- running -------------------------------------------------------------------------------

@@ -100,6 +100,13 @@ NEEDS = {
 }
 
 
+# The upstreams a module reads as it starts, waited for (health SERVING) before it starts: the instrument master,
+# and the OMS's orders and positions (risk and the strategy started without them take themselves for flat after a
+# restart). No cycle: ingestion waits for none, the OMS only for ingestion.
+STARTS_AFTER: dict[str, tuple[str, ...]] = {
+    "strategy": ("ingestion", "oms"), "risk": ("ingestion", "oms"), "oms": ("ingestion",)}
+
+
 def owner(method: str) -> str:
     """The module whose server answers `method`."""
     return rpc.SERVICES[method.split("/")[1].split(".")[-1]]
@@ -147,8 +154,8 @@ class SplitProcess:
             self.bound_port = await server.start()
             module_started = asyncio.Event()  # streams are opened now, published once the module subscribed
             bridge_tasks = self._connect(tg, forwarder_needed, module_started)
-            if rpc.LIST_INSTRUMENTS in NEEDS[self.module].requests:
-                await self._wait_serving("ingestion", stop)
+            for upstream in STARTS_AFTER.get(self.module, ()):
+                await self._wait_serving(upstream, stop)
             if stop.is_set():  # asked to stop while waiting for ingestion: nothing started yet
                 await server.stop(0)
                 for task in (*bridge_tasks, bus_task):
@@ -200,7 +207,7 @@ class SplitProcess:
         return auth_metadata(token.get_secret_value() if token else None)
 
     async def _wait_serving(self, module: str, stop: asyncio.Event) -> None:
-        """Poll the upstream's health until SERVING (ingestion has no upstreams, so no cycle)."""
+        """Poll the upstream's health until SERVING (STARTS_AFTER has no cycle)."""
         target, service = self.split.addr(module), rpc.DESCRIPTORS[SERVICE_OF[module]].full_name
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.split.upstream_wait_s

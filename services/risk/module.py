@@ -62,18 +62,22 @@ class RiskModule(Component):
         self._loss_interval_s = settings.loss_check_interval_ms / 1000
         self._next_loss_check = 0.0
         self._tasks: asyncio.TaskGroup | None = None  # run()'s TaskGroup: background work it owns
+        self._loaded = asyncio.Event()  # the OMS's positions and orders are read (start)
         engine = self.engine  # read at each scrape
         TRADING_STATE.set_function(lambda: engine.state)
         KILL_SWITCH.set_function(lambda: engine.kill_switch_engaged)
         DAILY_PNL.set_function(engine.daily_pnl_paise)
 
     async def start(self) -> None:
+        # Subscribed before the OMS's snapshots are read, applied after: an update published while they are read
+        # (the OMS runs meanwhile in the monolith) is queued, not lost, and what they include counts once.
+        self.bus.subscribe(Topic.ORDER_UPDATES, "risk", self._on_order_update)
         await self.instruments.load_from(self.bus)
         await self._load_positions()
         await self._load_orders()
+        self._loaded.set()
         self.bus.subscribe(Topic.SIGNALS, "risk", self._on_signal)
         self.bus.subscribe(Topic.TICKS, "risk", self._on_ticks)
-        self.bus.subscribe(Topic.ORDER_UPDATES, "risk", self._on_order_update)
         self.bus.handle(rpc.SUBMIT_ORDER, self.submit_order)
         self.bus.handle(rpc.GET_RISK_STATE, self.get_risk_state)
         self.bus.handle(rpc.SET_RISK_LIMITS, self.set_risk_limits)
@@ -147,6 +151,8 @@ class RiskModule(Component):
             await self._notify_changes()
 
     async def _on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
+        if not self._loaded.is_set():
+            await self._loaded.wait()
         self.engine.on_order_update(update)
         await self._notify_changes()
 

@@ -40,14 +40,18 @@ class StrategyModule(Component):
         self.sequencer = Sequencer()
         self.engine: StrategyEngine | None = None
         self._late_reported = 0
+        self._loaded = asyncio.Event()  # the OMS's orders are read (start)
 
     async def start(self) -> None:
         await self.instruments.load_from(self.bus)
         strategies = build_strategies(self.settings, self.instruments)
         self.engine = StrategyEngine(strategies, self.instruments, self.clock, self.sequencer)
-        await self._load_orders()
-        self.bus.subscribe(Topic.TICKS, self.name, self._on_ticks)
+        # As in risk: subscribed before the OMS's orders are read, applied after, so none published meanwhile is
+        # lost and those the read includes count once.
         self.bus.subscribe(Topic.ORDER_UPDATES, self.name, self._on_order_update)
+        await self._load_orders()
+        self._loaded.set()
+        self.bus.subscribe(Topic.TICKS, self.name, self._on_ticks)
         self.bus.subscribe(Topic.ORDERS, self.name, self._on_decision)
         self.bus.handle(rpc.LIST_STRATEGIES, self._list)
         self.bus.handle(rpc.PAUSE_STRATEGY, self._pause)
@@ -111,6 +115,8 @@ class StrategyModule(Component):
         self.engine.on_decision(decision)
 
     async def _on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
+        if not self._loaded.is_set():
+            await self._loaded.wait()
         assert self.engine is not None
         self.engine.on_order_update(update)
 

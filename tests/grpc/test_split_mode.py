@@ -57,15 +57,20 @@ def cluster(tmp_path_factory, ledger_dsn):
     config.write_text("\n".join(lines) + "\n")
     procs: dict[str, Proc] = {}
 
-    def start(module: str) -> Proc:
+    def launch(module: str) -> Proc:
         db = [] if module in ("oms", "ingestion") else ["--no-db"]  # the ledger and the tick store
         procs[module] = Proc(["serve", module, "--config", str(config), *db, "--speed", "60"],
                              folder / f"{module}.log")
-        procs[module].wait_for_line(f"gRPC listening on 127.0.0.1:{ports[module]}")
         return procs[module]
 
+    def start(module: str) -> Proc:
+        launch(module).wait_for_line(f"gRPC listening on 127.0.0.1:{ports[module]}")
+        return procs[module]
+
+    for module in MODULES:  # all at once, as compose starts them: each waits for what it reads as it starts
+        launch(module)
     for module in MODULES:
-        start(module)
+        procs[module].wait_for_line(f"gRPC listening on 127.0.0.1:{ports[module]}")
     yield ports, procs, start
     for proc in procs.values():
         proc.stop()
@@ -78,6 +83,18 @@ def orders(port: int) -> list[dict]:
 
 def traded(port: int) -> list[dict]:
     return [o for o in orders(port) if o["status"] == "ORDER_STATUS_TRADED"]
+
+
+def test_risk_and_strategy_start_after_the_oms_and_read_its_orders_and_positions(cluster):
+    """Launched before the OMS (as the fixture does), they wait for it: started without its snapshots they
+    would take themselves for flat after a restart."""
+    _, procs, _ = cluster
+
+    procs["risk"].wait_for_line("risk started")
+    procs["strategy"].wait_for_line("strategy ready")
+
+    for module in ("risk", "strategy"):
+        assert not [line for line in procs[module].lines if "no order service" in line], module
 
 
 def test_strategy_orders_are_filled_and_land_in_the_oms_ledger(cluster, ledger_dsn):

@@ -362,6 +362,45 @@ async def test_fills_the_oms_snapshot_already_holds_are_not_counted_again_when_t
     assert module.engine.open_orders == {}
 
 
+async def test_an_update_the_oms_publishes_while_risk_reads_its_snapshots_is_not_lost(clock):
+    """Monolith: the OMS runs while risk starts, and its ListOrders may wait on the ledger; a fill published
+    between risk's snapshots and its subscription would never reach risk (its position short for the day)."""
+    bus = Bus()
+    before = fill(BUY, 10, 1290_00, client_order_id="c-before")
+    before.sequence = 10
+    meanwhile = fill(BUY, 5, 1291_00, client_order_id="c-meanwhile")
+    meanwhile.sequence = 11
+    snapshot = trading_pb2.Position(token=RELIANCE, exchange_segment="nse_cm", symbol="RELIANCE-EQ",
+                                    product=trading_pb2.PRODUCT_MIS, net_quantity=10, average_price_paise=1290_00,
+                                    buy_quantity=10, last_price_paise=1290_00)
+
+    async def list_instruments(request: ingestion_pb2.ListInstrumentsRequest) -> ingestion_pb2.ListInstrumentsResponse:
+        return ingestion_pb2.ListInstrumentsResponse(instruments=nse_instruments())
+
+    async def list_positions(request: oms_pb2.ListPositionsRequest) -> oms_pb2.ListPositionsResponse:
+        return oms_pb2.ListPositionsResponse(positions=[snapshot], as_of_sequence=10)
+
+    async def list_orders(request: oms_pb2.ListOrdersRequest) -> oms_pb2.ListOrdersResponse:
+        if not request.open_only:  # the second read: the OMS publishes its next fill while it is under way
+            await bus.publish(Topic.ORDER_UPDATES, meanwhile)
+            await asyncio.sleep(0.01)
+        return oms_pb2.ListOrdersResponse(orders=[] if request.open_only else [before])
+
+    for method, handler in ((rpc.LIST_INSTRUMENTS, list_instruments), (rpc.LIST_POSITIONS, list_positions),
+                            (rpc.LIST_ORDERS, list_orders)):
+        bus.handle(method, handler)
+    module = RiskModule(bus, load(RiskSettings, {}), clock)
+    async with asyncio.TaskGroup() as tg:
+        running = tg.create_task(bus.run())
+        await asyncio.sleep(0)
+        await module.start()
+        await bus.drain()
+        running.cancel()
+
+    assert module.engine.positions.net_quantity(RELIANCE) == 15
+    assert module.engine.open_orders == {}
+
+
 async def test_a_restarted_risk_module_counts_the_oms_positions_against_its_limits(clock):
     bus = Bus()
     held = trading_pb2.Position(token=RELIANCE, exchange_segment="nse_cm", symbol="RELIANCE-EQ",

@@ -228,6 +228,30 @@ async def test_a_restarted_strategy_gets_back_its_position_and_working_order_fro
     assert strategy.is_pending(SBIN, T0915 + 3600 * NS)  # its exit is working: no new signal for SBIN
 
 
+async def test_a_fill_the_oms_publishes_while_the_strategy_reads_its_orders_is_not_lost():
+    """Monolith: the OMS runs while the strategy starts; a fill published during its ListOrders read (which may
+    wait on the ledger) would never reach the strategy, which would then take itself for flat."""
+    h = Harness()
+    meanwhile = update(7, qty=4)
+
+    async def list_orders(request):
+        await h.bus.publish(Topic.ORDER_UPDATES, meanwhile)
+        await asyncio.sleep(0.01)
+        return oms_pb2.ListOrdersResponse(orders=[])
+
+    h.bus.handle(rpc.LIST_ORDERS, list_orders)
+    bus_task = asyncio.create_task(h.bus.run())
+    try:
+        await asyncio.sleep(0)
+        await h.module.start()
+        assert await h.bus.drain()
+    finally:
+        bus_task.cancel()
+        await asyncio.gather(bus_task, return_exceptions=True)
+
+    assert h.strategy.position(SBIN) == 4
+
+
 def working(sequence, status=trading_pb2.ORDER_STATUS_OPEN, filled=0, coid="c-work", last_fill=0):
     return trading_pb2.OrderUpdate(
         sequence=sequence, internal_id=f"i-{coid}", client_order_id=coid, status=status, filled_quantity=filled,
