@@ -41,7 +41,7 @@ async def test_pause_sent_to_the_notifier_process_pauses_the_strategy_process(tm
         'daily_summary_time_ist = ""']) + "\n")
     procs = []
     try:
-        for module in ("ingestion", "strategy", "notifier"):
+        for module in ("ingestion", "oms", "strategy", "notifier"):  # the strategy starts after the OMS
             procs.append(await start(module, config, tmp_path, ports[module]))
         assert await asyncio.to_thread(strategy_paused, ports["strategy"]) is False
 
