@@ -66,12 +66,17 @@ class NeoPulseClient:
             raise error_from_rpc(method, err) from None
 
     async def _stream(self, method: str, call: Any, request: Any, field: str) -> AsyncIterator[Any]:
+        rpc_call = call(request, metadata=self.metadata)
         try:
-            async for batch in call(request, metadata=self.metadata):
+            async for batch in rpc_call:
                 for item in getattr(batch, field):
                     yield item
         except grpc.aio.AioRpcError as err:
             raise error_from_rpc(method, err) from None
+        finally:
+            # A caller that stops reading (aclose, break) must end the RPC too: otherwise the server keeps queueing
+            # for a stream nobody reads until the whole channel closes.
+            rpc_call.cancel()
 
     # -- market data -----------------------------------------------------------------------------
     def stream_ticks(self, tokens: list[int] | None = None) -> AsyncIterator[market_pb2.Tick]:

@@ -61,9 +61,14 @@ class SessionExpired(RetryableError):
 
 
 class MessagesLost(NeoPulseError):
-    """A stream cannot resume where the client asked: messages after that point are gone from the replay ring."""
+    """A stream cannot resume where the client asked: messages after that point are gone from the replay ring.
+    `oldest_kept` is the sequence of the oldest message still there (0: none), from which a client may go on."""
 
     status = grpc.StatusCode.DATA_LOSS
+
+    def __init__(self, message: str, oldest_kept: int = 0) -> None:
+        super().__init__(message)
+        self.oldest_kept = oldest_kept
 
 
 class ConfigError(NeoPulseError):

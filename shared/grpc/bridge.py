@@ -22,11 +22,13 @@ from shared.bus import Bus, Topic
 from shared.contracts import notifier_pb2, ops_pb2
 from shared.grpc.auth import channel_credentials
 from shared.grpc.config import GrpcSettings
-from shared.grpc.servicers import ERROR_KEY, FIELD_KEY, REASON_KEY, SEQUENCE_KEY
+from shared.grpc.servicers import ERROR_KEY, FIELD_KEY, OLDEST_KEPT_KEY, REASON_KEY, SEQUENCE_KEY
 
 log = logging.getLogger(__name__)
 
 RECONNECTS = Counter("neopulse_grpc_bridge_reconnects", "Upstream stream reconnects", ["method"])
+GAPS = Counter("neopulse_grpc_bridge_gaps", "Resumes the upstream could not serve: messages lost between them",
+               ["method"])
 DUPLICATES = Counter("neopulse_grpc_bridge_duplicates_dropped", "Stream messages dropped as already seen", ["method"])
 FORWARD_FAILED = Counter("neopulse_grpc_bridge_notifications_failed", "Notifications the notifier did not take")
 
@@ -84,6 +86,8 @@ class StreamBridge:
         self.last_sequence = 0
         self.published = 0
         self.attempts = 0
+        self.gaps = 0  # resumes the upstream could not serve (each one notified)
+        self._after_gap = False  # last_sequence was set from a DATA_LOSS, not from a message received
         self.connected = asyncio.Event()
         self.gate = gate
         self._call = channel.unary_stream(method, request_serializer=req_cls.SerializeToString,
@@ -114,6 +118,14 @@ class StreamBridge:
         if self.resumable:
             request.after_sequence = self.last_sequence
         call = self._call(request, metadata=self.metadata)
+        try:
+            await self._read(call)
+        finally:
+            # Stopped (cancelled) while waiting for room on the local bus, the call would stay open until the
+            # channel closes: the upstream would keep a listener and queue for a stream nobody reads.
+            call.cancel()
+
+    async def _read(self, call: Any) -> None:
         await call.wait_for_connection()
         if self.resumable and self.last_sequence == 0:
             # First connection ("live from now"): remember where now was, so that a reconnect before the first
@@ -125,21 +137,33 @@ class StreamBridge:
         log.info("upstream stream connected", extra={"method": self.method, "after_sequence": self.last_sequence})
         async for batch in call:
             self.backoff.reset()
+            self._after_gap = False
             if self.gate is not None and not self.gate.is_set():
                 await self.gate.wait()
             await self._publish(batch)
 
     async def _messages_lost(self, err: grpc.aio.AioRpcError) -> None:
-        """The upstream no longer has what came after our resume point: say so loudly, then stream live."""
-        log.critical("upstream stream lost messages; streaming live from now", extra={
-            "method": self.method, "after_sequence": self.last_sequence, "detail": err.details()})
+        """The upstream no longer has what came after our resume point: count it and say so loudly, then go on
+        from the oldest message it still keeps (that much is not lost), or live when it keeps none."""
+        lost_after, details = self.last_sequence, err.details() or ""
+        self.gaps += 1
+        GAPS.labels(self.method).inc()
+        oldest = _oldest_kept(err)
+        # Once only: a second DATA_LOSS from that point (the ring turned again meanwhile) goes live, no loop. Never
+        # below what was received: that would publish it twice.
+        if oldest > 1 and not self._after_gap:
+            self.last_sequence, self._after_gap = max(lost_after, oldest - 1), True
+        else:
+            self.last_sequence, self._after_gap = 0, False
+        log.critical("upstream stream lost messages; resuming with what it still keeps", extra={
+            "method": self.method, "after_sequence": lost_after, "resume_after": self.last_sequence,
+            "detail": details})
         await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
             kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=ops_pb2.SEVERITY_CRITICAL,
             title="Order-path messages lost between processes", source="grpc-bridge",
-            text=(f"{self.method} could not resume after sequence {self.last_sequence}: {err.details()} "
+            text=(f"{self.method} could not resume after sequence {lost_after}: {details} "
                   "Restart this module so it reloads orders and positions."),
-            fields={"method": self.method}))
-        self.last_sequence = 0
+            fields={"method": self.method, "after_sequence": str(lost_after)}))
 
     async def _publish(self, batch: Any) -> None:
         if self.topic.lossy:  # ticks and candles travel on the bus as batches
@@ -256,3 +280,11 @@ class NotificationForwarder:
                                 extra={"code": err.code().name, "title": notification.title})
                     return
                 await backoff.wait()
+
+
+def _oldest_kept(err: grpc.aio.AioRpcError) -> int:
+    """The oldest sequence a DATA_LOSS stream still replays (its OLDEST_KEPT_KEY trailer); 0 when not said."""
+    for key, value in err.trailing_metadata() or ():
+        if key == OLDEST_KEPT_KEY and isinstance(value, str) and value.isdigit():
+            return int(value)
+    return 0

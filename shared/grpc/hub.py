@@ -88,7 +88,8 @@ class TopicHub:
             sequence = sequence_of(msg)
             self.last_sequence = max(self.last_sequence, sequence)
             if len(ring) == ring.maxlen:  # full: the oldest goes; a ring of 0 (replay_size = 0) keeps not even this
-                self.evicted_sequence = sequence_of(ring[0]) if ring else sequence
+                # The highest ever pushed out: a repeated old message leaving last must not hide newer ones that left.
+                self.evicted_sequence = max(self.evicted_sequence, sequence_of(ring[0]) if ring else sequence)
             ring.append(msg)
         listeners = list(self._listeners)
         waiting = [listener.put(msg) for listener in listeners if not listener.lossy and listener.queue.full()]
@@ -119,7 +120,7 @@ class TopicHub:
                           extra={"topic": self.topic.value, "after_sequence": after_sequence, "oldest_kept": oldest})
                 raise MessagesLost(f"messages after sequence {after_sequence} are no longer kept (the oldest kept is "
                                    f"{oldest}): reload the state (ListOrders, ListPositions), then stream live "
-                                   "(after_sequence 0) or from the oldest kept")
+                                   "(after_sequence 0) or from the oldest kept", oldest_kept=oldest)
             replay = [m for m in self.ring if sequence_of(m) > after_sequence]
         listener = Listener(self.topic.lossy, self.listener_maxsize, self.slow_s)
         self._listeners.append(listener)

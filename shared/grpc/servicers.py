@@ -28,6 +28,7 @@ ERROR_KEY = "neopulse-error"
 FIELD_KEY = "neopulse-field"
 REASON_KEY = "neopulse-reason-code"
 SEQUENCE_KEY = "neopulse-sequence"  # initial metadata of a stream: the highest sequence published before it
+OLDEST_KEPT_KEY = "neopulse-oldest-kept"  # trailer of a DATA_LOSS: the oldest sequence the stream still replays
 MAX_BATCH = 1000  # elements per streamed batch message
 MAX_BATCH_BYTES = 512 * 1024  # and bytes: below the smallest max_message_bytes (1 MiB) GrpcSettings allows
 # Streams filtered by instrument token: an unknown token is INVALID_ARGUMENT, not a stream that stays empty.
@@ -47,6 +48,8 @@ def error_trailers(exc: BaseException) -> tuple[tuple[str, str], ...]:
         trailers.append((FIELD_KEY, wire_field(exc.field)))  # metadata must be printable ASCII
     if isinstance(exc, RiskRejected):
         trailers.append((REASON_KEY, wire_field(exc.reason_code)))
+    if isinstance(exc, MessagesLost):
+        trailers.append((OLDEST_KEPT_KEY, str(exc.oldest_kept)))
     return tuple(trailers)
 
 
