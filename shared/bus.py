@@ -39,11 +39,21 @@ class Topic(enum.StrEnum):
 
     @property
     def priority(self) -> int:
-        """Who goes first when several consumers have work: 0 the way to an order (signals, decisions),
-        1 what follows from it (order updates, notifications, commands), 2 market data."""
+        """Who goes first when several consumers have work (a subscriber may ask for another level, see
+        Priority): the order path, then what follows from it, then market data."""
         if self in (Topic.SIGNALS, Topic.ORDERS):
-            return 0
-        return 2 if self.lossy else 1
+            return Priority.ORDER_PATH
+        return Priority.MARKET_DATA if self.lossy else Priority.FOLLOW_UP
+
+
+class Priority(enum.IntEnum):
+    """Consumer levels, lowest first: a consumer with work waits (at most MAX_YIELDS loop turns) while one of a
+    lower level has work and is free to take it."""
+
+    ORDER_PATH = 0  # signals and decisions: the way to an order
+    SIGNAL_SOURCE = 1  # what makes signals: the strategy's ticks (and its own fills, in order with them)
+    FOLLOW_UP = 2  # what follows from orders sent: order updates, notifications, commands
+    MARKET_DATA = 3  # the other market-data consumers (marks, paper fills from candles, stores)
 
 
 PUBLISHED = Counter("neopulse_bus_published_messages", "Messages published", ["topic"])
@@ -67,6 +77,7 @@ class Subscription:
     dropped: int = 0
     handled: int = 0
     errors: int = 0
+    priority: int = Priority.MARKET_DATA
     holding: bool = False  # took a message, lets higher priorities go first before handling it
     busy: bool = False  # inside its handler (maybe awaiting I/O): yielding to it would not help
     _drop_counter: Any = field(default=None, repr=False)
@@ -99,24 +110,27 @@ class Bus:
         self._running = False
         self._published = {t: PUBLISHED.labels(t.value) for t in Topic}  # labels() is slow on a hot path
         # By priority: the consumers a consumer of priority p lets go first (every priority below p).
-        self._ahead_of: dict[int, list[Subscription]] = {p: [] for p in range(3)}
+        self._ahead_of: dict[int, list[Subscription]] = {p: [] for p in Priority}
 
     # -- topics ---------------------------------------------------------------
-    def subscribe(self, topic: Topic, name: str, handler: Handler, maxsize: int | None = None) -> Subscription:
-        """Call `handler` for every message on `topic`, in order, from a task the bus owns."""
-        sub = self._add(topic, name, maxsize)
+    def subscribe(self, topic: Topic, name: str, handler: Handler, maxsize: int | None = None,
+                  priority: Priority | None = None) -> Subscription:
+        """Call `handler` for every message on `topic`, in order, from a task the bus owns; `priority` is the
+        consumer's level when it is not its topic's (Priority)."""
+        sub = self._add(topic, name, maxsize, topic.priority if priority is None else priority)
         sub.handler = handler
         if self._running:
             self._start(sub)
         return sub
 
-    def _add(self, topic: Topic, name: str, maxsize: int | None) -> Subscription:
-        sub = Subscription(topic, name, asyncio.Queue(maxsize or self.default_maxsize))
+    def _add(self, topic: Topic, name: str, maxsize: int | None, priority: int | None = None) -> Subscription:
+        sub = Subscription(topic, name, asyncio.Queue(maxsize or self.default_maxsize),
+                           priority=topic.priority if priority is None else priority)
         sub._drop_counter = DROPPED.labels(topic.value, name)
         QUEUE_DEPTH.labels(topic.value, name).set_function(sub.queue.qsize)
         self._subs[topic].append(sub)
-        for priority, ahead in self._ahead_of.items():
-            if topic.priority < priority:
+        for level, ahead in self._ahead_of.items():
+            if sub.priority < level:
                 ahead.append(sub)
         return sub
 
@@ -221,7 +235,12 @@ class Bus:
     async def after_order_path(self) -> None:
         """Wait (at most MAX_YIELDS loop turns) while signals or decisions are queued and their consumers free
         to take them: for work that can wait, such as logging what was just published."""
-        await self._let_ahead(self._ahead_of[1])
+        await self._let_ahead(self._ahead_of[Priority.SIGNAL_SOURCE])
+
+    async def as_follow_up(self) -> None:
+        """Wait (at most MAX_YIELDS loop turns) as an order update's consumer would: while the order path or a
+        signal source has work. For the bookkeeping of an order already sent (its acknowledgement, its fills)."""
+        await self._let_ahead(self._ahead_of[Priority.FOLLOW_UP])
 
     @staticmethod
     async def _let_ahead(ahead: list[Subscription]) -> None:
@@ -244,7 +263,7 @@ class Bus:
         queue, handler = sub.queue, sub.handler
         assert handler is not None
         errors = HANDLER_ERRORS.labels(sub.topic.value, sub.name)
-        ahead = self._ahead_of[sub.topic.priority]
+        ahead = self._ahead_of[sub.priority]
         while True:
             msg = await queue.get()
             if ahead:

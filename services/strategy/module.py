@@ -13,7 +13,7 @@ from prometheus_client import Counter
 from services.strategy.config import StrategySettings
 from services.strategy.engine import Output, StrategyEngine, build_strategies
 from shared import rpc
-from shared.bus import Bus, Sequencer, Topic
+from shared.bus import Bus, Priority, Sequencer, Topic
 from shared.clock import Clock
 from shared.component import Component
 from shared.contracts import market_pb2, oms_pb2, strategy_pb2, trading_pb2
@@ -48,10 +48,11 @@ class StrategyModule(Component):
         self.engine = StrategyEngine(strategies, self.instruments, self.clock, self.sequencer)
         # As in risk: subscribed before the OMS's orders are read, applied after, so none published meanwhile is
         # lost and those the read includes count once.
-        self.bus.subscribe(Topic.ORDER_UPDATES, self.name, self._on_order_update)
+        # Its own fills at its ticks' level: it must know what filled before it acts on later prices.
+        self.bus.subscribe(Topic.ORDER_UPDATES, self.name, self._on_order_update, priority=Priority.SIGNAL_SOURCE)
         await self._load_orders()
         self._loaded.set()
-        self.bus.subscribe(Topic.TICKS, self.name, self._on_ticks)
+        self.bus.subscribe(Topic.TICKS, self.name, self._on_ticks, priority=Priority.SIGNAL_SOURCE)
         self.bus.subscribe(Topic.ORDERS, self.name, self._on_decision)
         self.bus.handle(rpc.LIST_STRATEGIES, self._list)
         self.bus.handle(rpc.PAUSE_STRATEGY, self._pause)
@@ -93,7 +94,10 @@ class StrategyModule(Component):
 
     async def _cancel_stale(self, order_id: str) -> None:
         """Cancel an order left working past cancel_working_after_s; refused for now (not yet acknowledged by
-        the broker, the OMS unreachable) it is offered again after CANCEL_RETRY_NS."""
+        the broker, the OMS unreachable) it is offered again after CANCEL_RETRY_NS. Housekeeping: it waits, as
+        an order update does, while signals, decisions or the ticks that make signals are queued (stale orders
+        come due together, often at a minute's close, when those are busy)."""
+        await self.bus.as_follow_up()
         try:
             await self.bus.call(rpc.CANCEL_ORDER, oms_pb2.CancelOrderRequest(order_id=order_id))
         except Exception as exc:  # refused, not yet cancellable, or the OMS unreachable: never fatal to the timer

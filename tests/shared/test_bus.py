@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from shared.bus import Bus, Topic
+from shared.bus import Bus, Priority, Topic
 from shared.contracts import market_pb2, trading_pb2
 from shared.errors import NotFound
 from tests.helpers import eventually as wait_for
@@ -191,3 +191,39 @@ async def test_after_order_path_returns_once_queued_signals_and_decisions_are_ha
     await bus.after_order_path()
 
     assert handled == ["signal", "decision"]
+
+
+async def test_a_signal_source_goes_before_the_bookkeeping_of_orders_already_sent(bus):
+    """The strategy's ticks (where the next orders come from) and its own fills, in arrival order, before the
+    other consumers of order updates (risk's, the notifier's) and before the other market data."""
+    order = []
+
+    def record(label):
+        async def handler(msg):
+            order.append(label)
+        return handler
+
+    bus.subscribe(Topic.TICKS, "oms", record("oms ticks"))
+    bus.subscribe(Topic.ORDER_UPDATES, "risk", record("risk update"))
+    bus.subscribe(Topic.ORDER_UPDATES, "strategy", record("strategy update"), priority=Priority.SIGNAL_SOURCE)
+    bus.subscribe(Topic.TICKS, "strategy", record("strategy ticks"), priority=Priority.SIGNAL_SOURCE)
+    await asyncio.sleep(0)
+    await bus.publish(Topic.ORDER_UPDATES, trading_pb2.OrderUpdate(sequence=1))
+    bus.publish_nowait(Topic.TICKS, market_pb2.TickBatch())
+    assert await bus.drain()
+    assert order == ["strategy update", "strategy ticks", "risk update", "oms ticks"]
+
+
+async def test_as_follow_up_waits_for_queued_signal_sources(bus):
+    handled = []
+
+    async def strategy(batch):
+        handled.append("ticks")
+
+    bus.subscribe(Topic.TICKS, "strategy", strategy, priority=Priority.SIGNAL_SOURCE)
+    await asyncio.sleep(0)
+    bus.publish_nowait(Topic.TICKS, market_pb2.TickBatch())
+
+    await bus.as_follow_up()
+
+    assert handled == ["ticks"]

@@ -308,3 +308,22 @@ async def test_a_refused_cancel_of_a_stale_order_is_asked_again_later_and_a_fini
     harness.clock.advance(11)
 
     await until(lambda: asked == ["i-c-work", "i-c-work"])
+
+
+async def test_a_stale_order_is_cancelled_after_the_signals_already_queued(harness):
+    """Stale orders come due together, often at a minute's close: their cancels (each a call into the OMS) must
+    not hold up the signals of that close on their way to risk."""
+    handled = []
+    asked = cancels_to(harness)
+
+    async def risk(signal):
+        handled.append(f"signal {signal.signal_id}")
+
+    harness.bus.subscribe(Topic.SIGNALS, "risk", risk)
+    await asyncio.sleep(0)
+    await harness.bus.publish(Topic.SIGNALS, trading_pb2.Signal(signal_id="s-1"))
+
+    await harness.module._cancel_stale("i-stale")
+    handled.extend(f"cancel {order_id}" for order_id in asked)
+
+    assert handled == ["signal s-1", "cancel i-stale"]
