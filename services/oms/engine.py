@@ -251,7 +251,7 @@ class OrderEngine:
             self.remember(existing)
             return
         if self.broker.in_process:
-            await self._place_logged(u.internal_id)  # answers at once: a task would only add work
+            await self._place_in_process(u.internal_id)
         else:
             self._start_placing(u.internal_id)
 
@@ -314,20 +314,62 @@ class OrderEngine:
 
     async def place(self, internal_id: str) -> None:
         async with self.lock(internal_id):
-            request = self.orders[internal_id].request
-            u = await self.transition(internal_id, t.ORDER_STATUS_SUBMITTED, audit={"request": request})
-            try:
-                ack = await self.broker.place_order(u.request)
-            except BrokerRejected as exc:
-                await self.transition(internal_id, t.ORDER_STATUS_REJECTED, reason=str(exc),
-                                      reason_code=ReasonCode.BROKER_REJECTED, audit={"response": {"error": str(exc)}})
-                return
-            except Exception as exc:  # a timeout or anything else: the broker may have it
-                log.warning("placement outcome unknown; looking the tag up",
-                            extra={"order_id": internal_id, "client_order_id": u.client_order_id, "error": str(exc)})
-                await self._resolve_unknown(internal_id, exc)
-                return
+            ack = await self._send(internal_id)
+            if ack is not None:
+                await self._on_ack(internal_id, ack)
+
+    async def _place_in_process(self, internal_id: str) -> None:
+        """Place at once (an in-process broker answers at once), and book its acknowledgement once the order path
+        is idle: the next orders of a burst go out before this one's OPEN is recorded and fanned out. The order's
+        lock is held until then, so its broker events still come after its acknowledgement."""
+        lock = self.lock(internal_id)
+        await lock.acquire()
+        try:
+            ack = await self._send(internal_id)
+        except Exception:  # the ledger or the bus failed: the order stays as recorded, reconcile finds it
+            lock.release()
+            PLACEMENT_ERRORS.inc()
+            log.exception("placement failed; the order is left as recorded for reconciliation",
+                          extra={"order_id": internal_id})
+            return
+        except BaseException:
+            lock.release()
+            raise
+        if ack is None:
+            lock.release()
+            return
+        task = asyncio.get_running_loop().create_task(self._ack_later(internal_id, ack, lock),
+                                                      name=f"oms:ack:{internal_id}")
+        self._placing.add(task)
+        task.add_done_callback(self._placing.discard)
+        self.bus.track(task)
+
+    async def _ack_later(self, internal_id: str, ack: BrokerAck, lock: asyncio.Lock) -> None:
+        try:
+            await self.bus.as_follow_up()
             await self._on_ack(internal_id, ack)
+        except Exception:  # the ledger or the bus failed: the order stays as recorded, reconcile finds it
+            PLACEMENT_ERRORS.inc()
+            log.exception("acknowledgement not recorded; the order is left as recorded for reconciliation",
+                          extra={"order_id": internal_id})
+        finally:
+            lock.release()
+
+    async def _send(self, internal_id: str) -> BrokerAck | None:
+        """SUBMITTED, then the broker call; the caller holds the order's lock. None: the outcome is settled
+        (rejected, or resolved by looking the tag up); else the broker's acknowledgement, to apply."""
+        request = self.orders[internal_id].request
+        u = await self.transition(internal_id, t.ORDER_STATUS_SUBMITTED, audit={"request": request})
+        try:
+            return await self.broker.place_order(u.request)
+        except BrokerRejected as exc:
+            await self.transition(internal_id, t.ORDER_STATUS_REJECTED, reason=str(exc),
+                                  reason_code=ReasonCode.BROKER_REJECTED, audit={"response": {"error": str(exc)}})
+        except Exception as exc:  # a timeout or anything else: the broker may have it
+            log.warning("placement outcome unknown; looking the tag up",
+                        extra={"order_id": internal_id, "client_order_id": u.client_order_id, "error": str(exc)})
+            await self._resolve_unknown(internal_id, exc)
+        return None
 
     async def _on_ack(self, internal_id: str, ack: BrokerAck) -> None:
         audit = {"response": {"exchange_order_id": ack.exchange_order_id, "status": name(ack.status),

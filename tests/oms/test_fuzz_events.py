@@ -202,6 +202,7 @@ async def place(oms, rng: random.Random, n: int) -> list[t.OrderRequest]:
         side = rng.choice([t.SIDE_BUY, t.SIDE_SELL])
         req = order(side=side, quantity=rng.randint(1, 30), client_order_id=f"c-{i}", token=rng.choice(TOKENS))
         await oms.module.engine.accept(accepted(req))
+        await oms.module.engine.settle(5.0)  # the paper broker's acknowledgement is booked after the order path
         requests.append(req)
     return requests
 
@@ -352,6 +353,7 @@ async def test_random_broker_event_interleavings_keep_the_book_consistent(start_
 # -- shrunk cases -------------------------------------------------------------------------------------
 async def open_order(oms, quantity: int = 20) -> t.OrderUpdate:
     await oms.module.engine.accept(accepted(order(quantity=quantity)))
+    await oms.module.engine.settle(5.0)  # the paper broker's acknowledgement is booked after the order path
     opened = oms.module.engine.lookup("c-1")
     assert opened.status == t.ORDER_STATUS_OPEN
     return opened

@@ -36,6 +36,29 @@ async def test_accepted_decision_goes_pending_new_submitted_open_then_traded_aft
     assert (await oms.ledger.get("c-1")).status == S.ORDER_STATUS_TRADED
 
 
+async def test_a_burst_of_decisions_is_placed_before_any_acknowledgement_is_booked(start_oms):
+    """Tick-to-order latency: with an in-process broker the OPEN of the first order (a ledger write and a fan-out)
+    waits until the burst's later orders have gone out; its broker events still come after it."""
+    oms = await start_oms()
+    placed: list[str] = []
+    place = oms.broker.place_order
+
+    async def noting(request):
+        placed.append(request.client_order_id)
+        return await place(request)
+
+    oms.broker.place_order = noting  # type: ignore[method-assign]
+    for n in (1, 2, 3):
+        await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=10, client_order_id=f"c-{n}")))
+    assert await oms.bus.drain()
+
+    seen = [(u.client_order_id, u.status) for u in oms.updates if u.status != S.ORDER_STATUS_PENDING_NEW]
+    assert placed == ["c-1", "c-2", "c-3"]
+    assert seen == [("c-1", S.ORDER_STATUS_SUBMITTED), ("c-2", S.ORDER_STATUS_SUBMITTED),
+                    ("c-3", S.ORDER_STATUS_SUBMITTED), ("c-1", S.ORDER_STATUS_OPEN), ("c-2", S.ORDER_STATUS_OPEN),
+                    ("c-3", S.ORDER_STATUS_OPEN)]
+
+
 async def test_rejected_decisions_are_ignored(start_oms):
     oms = await start_oms()
 
