@@ -149,6 +149,7 @@ class KotakFeedSource:
         self._last: dict[tuple[int, str], market_pb2.Tick] = {}  # last delivered tick per (token, kind)
         self._stale_run: dict[tuple[int, str], int] = {}  # newer trades dropped in a row for a lower volume
         self._closed = False
+        self._generation = 0  # the session login the current socket was opened with
 
     async def instruments(self) -> list[market_pb2.Instrument]:
         if self._instruments is None:
@@ -186,12 +187,15 @@ class KotakFeedSource:
             delay = min(delay * 2, self.settings.reconnect_max_s)
 
     async def _relogin(self) -> None:
+        """The session this feed's socket was opened with was refused: log in again unless another caller (the
+        broker meeting the same expiry) already did since; a second login would spend another TOTP code."""
         try:
-            await self.session.relogin(self.session.generation)
+            await self.session.relogin(self._generation)
         except NeoPulseError as exc:
             log.warning("kotak re-login failed; will retry", extra={"error": str(exc)})
 
     async def _connect(self, instruments: list[market_pb2.Instrument]) -> Any:
+        self._generation = self.session.generation  # the login whose tokens this socket presents
         ws = self.session.websocket(max_reconnect_attempts=0, max_connect_retries=0)
         ws.on_raw = self._on_raw
         ws.on_message = self._on_message

@@ -93,6 +93,20 @@ async def test_expired_session_is_renewed_when_the_feed_reconnects(sim, source):
     assert [(t.token, t.ltp_paise) for t in after.ticks] == [(TCS, 345_500)]
 
 
+async def test_a_feed_refused_after_the_broker_already_logged_in_again_does_not_log_in_a_second_time(sim, source):
+    """Both meet the same expiry: the broker's re-login renews the session, and the feed's socket, opened with
+    the old tokens, must reconnect on the new session, not spend another TOTP code (Kotak refuses a reused one)."""
+    batches = source.batches()
+    await next_batch(batches)
+    sim.expire_session()
+    await source.session.relogin(source.session.generation)  # the broker's order call met the expiry first
+    assert sim.logins == 2
+
+    await source._relogin()  # the feed's socket (opened before that login) is refused
+
+    assert sim.logins == 2
+
+
 async def test_malformed_frame_is_counted_and_skipped_and_the_connection_is_kept(sim, source):
     batches = source.batches()
     await next_batch(batches)
