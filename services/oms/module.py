@@ -157,13 +157,15 @@ class OmsModule(Component):
     async def _alert_positions(self, differences: list[PositionDifference]) -> None:
         lines = "; ".join(d.describe(self.broker.name) for d in differences)
         log.critical("broker positions differ from the book", extra={"differences": lines})
+        await self._notify(ops_pb2.SEVERITY_CRITICAL, "Positions differ from the broker's", (
+            f"{lines}. NeoPulse's risk limits and daily loss count only its own book: a position opened outside "
+            "NeoPulse or carried from an earlier day across a restart is not covered. Check the broker's positions."),
+            differences=str(len(differences)))
+
+    async def _notify(self, severity: ops_pb2.Severity, title: str, text: str, **fields: str) -> None:
         await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
-            kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=ops_pb2.SEVERITY_CRITICAL, source="oms",
-            title="Positions differ from the broker's", ts_ns=self.clock.now_ns(),
-            text=(f"{lines}. NeoPulse's risk limits and daily loss count only its own book: a position opened "
-                  "outside NeoPulse or carried from an earlier day across a restart is not covered. Check the "
-                  "broker's positions."),
-            fields={"differences": str(len(differences))}))
+            kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=severity, source="oms", title=title, text=text,
+            ts_ns=self.clock.now_ns(), fields=fields))
 
     async def _take_carried_positions(self) -> None:
         """Before risk can ask for positions (ListPositions) and before any decision is placed: a broker holding
@@ -182,14 +184,11 @@ class OmsModule(Component):
         lines = "; ".join(f"{p.symbol or p.token} {t.Product.Name(p.product).removeprefix('PRODUCT_')}: "
                           f"{p.net_quantity:+d} at {to_rupees(p.average_price_paise)}" for p in taken)
         log.warning("broker positions taken into the book", extra={"positions": lines})
-        await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
-            kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=ops_pb2.SEVERITY_WARNING, source="oms",
-            title="Broker positions taken into the book", ts_ns=self.clock.now_ns(),
-            text=(f"{lines} ({self.broker.name}'s net quantity, at its last price). NeoPulse holds no order of its "
-                  "own on them today: carried from an earlier day or opened outside NeoPulse. Risk's position and "
-                  "loss limits count them from now, their P&L from that price (the last price Kotak gave, else "
-                  "the average price). Not in the order ledger."),
-            fields={"positions": str(len(taken))}))
+        await self._notify(ops_pb2.SEVERITY_WARNING, "Broker positions taken into the book", (
+            f"{lines} ({self.broker.name}'s net quantity, at its last price). NeoPulse holds no order of its own on "
+            "them today: carried from an earlier day or opened outside NeoPulse. Risk's position and loss limits "
+            f"count them from now, their P&L from that price (the last price {self.broker.name} gave, else the "
+            "average price). Not in the order ledger."), positions=str(len(taken)))
 
     async def _settle_later(self, restored: Restored) -> None:
         """Read the order book until it answers, then settle the orders restored at start (and only them: an

@@ -1,7 +1,7 @@
 """Review of the adoption path: broker rows for orders the OMS gave up on or does not hold, and positions the
 broker carries that the book does not."""
 
-from services.oms.broker import BrokerAck, BrokerOrderEvent
+from services.oms.broker import BrokerOrderEvent
 from services.oms.charges import ChargeModel
 from services.oms.ledger import MemoryLedger
 from services.oms.states import ReasonCode
@@ -9,20 +9,9 @@ from services.oms.virtual_broker import VirtualBroker
 from shared.bus import Topic
 from shared.clock import ManualClock
 from shared.contracts import trading_pb2 as t
-from shared.errors import RetryableError
 from tests.oms.conftest import accepted
 from tests.oms.helpers import T0, order
-
-
-class LosesTheAck(VirtualBroker):
-    """Takes the order but the answer times out, and its order book does not show it yet."""
-
-    async def place_order(self, order: t.OrderRequest) -> BrokerAck:
-        await super().place_order(order)
-        raise RetryableError("place timed out")
-
-    async def find_by_tag(self, client_order_id: str):
-        return None
+from tests.oms.test_adoption import LosesTheAck
 
 
 async def given_up_order(start_oms):

@@ -328,10 +328,10 @@ async def test_a_replayed_signal_of_an_order_the_oms_finished_before_a_restart_i
     assert (decision.accepted, decision.reason_code, len(module.engine.open_orders)) == (False, "DUPLICATE_ORDER", 0)
 
 
-async def test_fills_the_oms_snapshot_already_holds_are_not_counted_again_when_their_updates_arrive(clock):
-    """Split mode: risk's streams are opened before its start() reads the OMS's positions and orders, and the
-    updates that came meanwhile are delivered after it; the fills in them must count once."""
-    bus = Bus()
+def oms_snapshot_of_ten_bought(bus: Bus, while_reading_orders: trading_pb2.OrderUpdate | None = None
+                               ) -> tuple[trading_pb2.OrderUpdate, trading_pb2.OrderUpdate]:
+    """An OMS stand-in whose snapshots (as of sequence 10) hold 10 RELIANCE bought; returns that fill and the next
+    one (5 more, sequence 11). With `while_reading_orders`, it publishes that update during its second read."""
     before = fill(BUY, 10, 1290_00, client_order_id="c-before")
     before.sequence = 10
     after = fill(BUY, 5, 1291_00, client_order_id="c-after")
@@ -347,11 +347,22 @@ async def test_fills_the_oms_snapshot_already_holds_are_not_counted_again_when_t
         return oms_pb2.ListPositionsResponse(positions=[snapshot], as_of_sequence=10)
 
     async def list_orders(request: oms_pb2.ListOrdersRequest) -> oms_pb2.ListOrdersResponse:
+        if while_reading_orders is not None and not request.open_only:
+            await bus.publish(Topic.ORDER_UPDATES, while_reading_orders)
+            await asyncio.sleep(0.01)
         return oms_pb2.ListOrdersResponse(orders=[] if request.open_only else [before])
 
     for method, handler in ((rpc.LIST_INSTRUMENTS, list_instruments), (rpc.LIST_POSITIONS, list_positions),
                             (rpc.LIST_ORDERS, list_orders)):
         bus.handle(method, handler)
+    return before, after
+
+
+async def test_fills_the_oms_snapshot_already_holds_are_not_counted_again_when_their_updates_arrive(clock):
+    """Split mode: risk's streams are opened before its start() reads the OMS's positions and orders, and the
+    updates that came meanwhile are delivered after it; the fills in them must count once."""
+    bus = Bus()
+    before, after = oms_snapshot_of_ten_bought(bus)
     module = RiskModule(bus, load(RiskSettings, {}), clock)
     await module.start()
 
@@ -366,29 +377,9 @@ async def test_an_update_the_oms_publishes_while_risk_reads_its_snapshots_is_not
     """Monolith: the OMS runs while risk starts, and its ListOrders may wait on the ledger; a fill published
     between risk's snapshots and its subscription would never reach risk (its position short for the day)."""
     bus = Bus()
-    before = fill(BUY, 10, 1290_00, client_order_id="c-before")
-    before.sequence = 10
     meanwhile = fill(BUY, 5, 1291_00, client_order_id="c-meanwhile")
     meanwhile.sequence = 11
-    snapshot = trading_pb2.Position(token=RELIANCE, exchange_segment="nse_cm", symbol="RELIANCE-EQ",
-                                    product=trading_pb2.PRODUCT_MIS, net_quantity=10, average_price_paise=1290_00,
-                                    buy_quantity=10, last_price_paise=1290_00)
-
-    async def list_instruments(request: ingestion_pb2.ListInstrumentsRequest) -> ingestion_pb2.ListInstrumentsResponse:
-        return ingestion_pb2.ListInstrumentsResponse(instruments=nse_instruments())
-
-    async def list_positions(request: oms_pb2.ListPositionsRequest) -> oms_pb2.ListPositionsResponse:
-        return oms_pb2.ListPositionsResponse(positions=[snapshot], as_of_sequence=10)
-
-    async def list_orders(request: oms_pb2.ListOrdersRequest) -> oms_pb2.ListOrdersResponse:
-        if not request.open_only:  # the second read: the OMS publishes its next fill while it is under way
-            await bus.publish(Topic.ORDER_UPDATES, meanwhile)
-            await asyncio.sleep(0.01)
-        return oms_pb2.ListOrdersResponse(orders=[] if request.open_only else [before])
-
-    for method, handler in ((rpc.LIST_INSTRUMENTS, list_instruments), (rpc.LIST_POSITIONS, list_positions),
-                            (rpc.LIST_ORDERS, list_orders)):
-        bus.handle(method, handler)
+    oms_snapshot_of_ten_bought(bus, while_reading_orders=meanwhile)
     module = RiskModule(bus, load(RiskSettings, {}), clock)
     async with asyncio.TaskGroup() as tg:
         running = tg.create_task(bus.run())
