@@ -5,13 +5,18 @@ Pure functions over the contract protos; no bus, no I/O.
 
 from __future__ import annotations
 
-from html import escape
+import re
+from html import escape, unescape
 
 from shared.contracts import ops_pb2, trading_pb2
 from shared.money import fmt_inr
 
 SOURCE = "notifier"
-MAX_MESSAGE_CHARS = 4096  # Bot API limit for one text message
+MAX_MESSAGE_CHARS = 4096  # Bot API limit for one text message, in UTF-16 code units of the visible text
+TEXT_CHARS = 3000  # a notification's text is cut here, leaving room for its title
+BLOCK_SEP = "\n\n"
+_URGENT_KINDS = {ops_pb2.NOTIFICATION_KIND_KILL_SWITCH, ops_pb2.NOTIFICATION_KIND_RISK_BREACH}
+_TAG = re.compile(r"<[^>]*>")
 
 _ICONS = {
     ops_pb2.NOTIFICATION_KIND_FILL: "✅",
@@ -28,6 +33,23 @@ _ICONS = {
 def esc(text: str) -> str:
     """Escape text for Telegram's HTML parse mode (only <, > and & are special there)."""
     return escape(text, quote=False)
+
+
+def utf16_len(text: str) -> int:
+    """Length as Telegram counts it: an emoji outside the BMP is two."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def cut(text: str, limit: int) -> str:
+    """At most `limit` UTF-16 units, ending in … when cut (never inside a surrogate pair)."""
+    if utf16_len(text) <= limit:
+        return text
+    return text.encode("utf-16-le")[:2 * (limit - 1)].decode("utf-16-le", "ignore") + "…"
+
+
+def is_urgent(note: ops_pb2.Notification) -> bool:
+    """Sent first and never shed for ordinary notices: critical ones, the kill switch and risk breaches."""
+    return note.severity == ops_pb2.SEVERITY_CRITICAL or note.kind in _URGENT_KINDS
 
 
 def enum_label(enum_type: object, value: int, prefix: str) -> str:
@@ -104,23 +126,37 @@ def notification_html(note: ops_pb2.Notification) -> str:
     title = esc(note.title[:200]) if note.title else enum_label(ops_pb2.NotificationKind, note.kind,
                                                             "NOTIFICATION_KIND_")
     body = f"{icon} <b>{title}</b>"
-    # Cut before escaping so an entity such as &amp; is never split.
-    return f"{body}\n{esc(note.text[:3000])}" if note.text else body
+    # Cut before escaping so an entity such as &amp; is never split; Telegram counts the visible UTF-16 units.
+    room = MAX_MESSAGE_CHARS - utf16_len(f"{icon} {unescape(title)}\n")
+    return f"{body}\n{esc(cut(note.text, min(TEXT_CHARS, room)))}" if note.text else body
 
 
-def join_messages(parts: list[str], limit: int = MAX_MESSAGE_CHARS, sep: str = "\n\n") -> list[str]:
-    """Pack HTML blocks (each shorter than the limit) into as few messages as fit the Bot API limit."""
-    out: list[str] = []
-    current = ""
+def plain_fallback(html: str) -> str:
+    """The visible text of a block Telegram refused, tags dropped, escaped again and cut: it always parses."""
+    return esc(cut(unescape(_TAG.sub("", html)), MAX_MESSAGE_CHARS)) or "(empty notification)"
+
+
+def group_blocks(parts: list[str], limit: int = MAX_MESSAGE_CHARS, sep: str = BLOCK_SEP) -> list[list[str]]:
+    """HTML blocks packed in order into as few groups as fit one message each (measured in UTF-16 units,
+    tags and entities included, so never short); a block longer than the limit alone goes out alone."""
+    groups: list[list[str]] = []
+    size = 0
     for part in parts:
-        candidate = f"{current}{sep}{part}" if current else part
-        if len(candidate) > limit and current:  # a block longer than the limit alone still goes out alone
-            out.append(current)
-            candidate = part
-        current = candidate
-    if current:
-        out.append(current)
-    return out
+        if groups and size == 0:  # nothing visible yet (empty lines): the part starts the group instead
+            groups[-1] = [part]
+            size = utf16_len(part)
+        elif groups and size + utf16_len(sep) + utf16_len(part) <= limit:
+            groups[-1].append(part)
+            size += utf16_len(sep) + utf16_len(part)
+        else:
+            groups.append([part])
+            size = utf16_len(part)
+    return groups
+
+
+def join_messages(parts: list[str], limit: int = MAX_MESSAGE_CHARS, sep: str = BLOCK_SEP) -> list[str]:
+    """Pack HTML blocks (each shorter than the limit) into as few messages as fit the Bot API limit."""
+    return [sep.join(group) for group in group_blocks(parts, limit, sep)]
 
 
 def split_lines(html: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:

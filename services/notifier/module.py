@@ -134,7 +134,7 @@ class NotifierModule(Component):
         extra |= {"kind": kind, "title": note.title, "text": note.text, "source": note.source}
         log.log(_LEVELS.get(note.severity, logging.INFO), "notification", extra=extra)
         if self.sender is not None:
-            self.sender.offer(messages.notification_html(note))
+            self.sender.offer(messages.notification_html(note), urgent=messages.is_urgent(note))
 
     # -- bus requests ------------------------------------------------------------------
     async def _notify(self, request: notifier_pb2.NotifyRequest) -> notifier_pb2.NotifyResponse:
@@ -172,8 +172,13 @@ class NotifierModule(Component):
         """Fetch the day's orders and positions and publish the summary as a notification."""
         try:
             summary = await self.control.daily_summary(day)
-        except NeoPulseError as exc:
+        except NeoPulseError as exc:  # the trader waits for it: say it is not coming, and why
+            day = day or day_of(self.clock.now_ns())
             log.warning("daily summary unavailable", extra={"error": str(exc)})
+            await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
+                kind=ops_pb2.NOTIFICATION_KIND_DAILY_SUMMARY, severity=ops_pb2.SEVERITY_WARNING,
+                title=f"Daily summary {day.isoformat()} unavailable", text=f"{exc}. /pnl shows the totals.",
+                ts_ns=self.clock.now_ns(), source=messages.SOURCE))
             return
         await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
             kind=ops_pb2.NOTIFICATION_KIND_DAILY_SUMMARY, severity=ops_pb2.SEVERITY_INFO,

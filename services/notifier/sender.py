@@ -1,4 +1,4 @@
-"""The outgoing Telegram queue: bounded, batched under a burst, retried, and 429-aware.
+"""The outgoing Telegram queue: bounded with urgent notices first, batched under a burst, retried, and 429-aware.
 
 Talks to the Bot API only through the `send(chat_id, html)` function it is given.
 """
@@ -6,15 +6,18 @@ Talks to the Bot API only through the `send(chat_id, html)` function it is given
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import warnings
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
+import httpx
 from prometheus_client import Counter
-from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
+from telegram.error import BadRequest, ChatMigrated, NetworkError, RetryAfter, TelegramError
 
-from services.notifier.messages import join_messages
+from services.notifier.messages import BLOCK_SEP, group_blocks, plain_fallback
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,53 @@ RETRIED = Counter("neopulse_notifier_telegram_retries", "Telegram sends retried"
 
 Send = Callable[[int, str], Awaitable[object]]
 MAX_BATCH = 50
+MAX_BACKOFF_S = 15.0  # while Telegram is unreachable, look again at least this often
+# The request never left this machine (connection refused, no route, pool full): resending cannot duplicate.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Telegram's descriptions of a text it cannot send ("can't parse entities: ...", "message is too long", ...).
+_TEXT_TROUBLE = ("parse entities", "too long", "text is empty", "must be non-empty")
+
+
+class Outcome(enum.Enum):
+    SENT = "sent"
+    REFUSED = "refused"  # a 400 about the text (its HTML, its length): it will never go through as it is
+    FAILED = "failed"  # given up: the chat is gone, or the network kept failing in ways that may duplicate
+
+
+class Lanes:
+    """The waiting HTML blocks in two FIFO lanes; urgent ones leave first and are shed last."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.urgent: deque[str] = deque()
+        self.ordinary: deque[str] = deque()
+        self.changed = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self.urgent) + len(self.ordinary)
+
+    def empty(self) -> bool:
+        return not len(self)
+
+    def put(self, html: str, urgent: bool) -> bool:
+        """Queue a block; when full, shed the oldest ordinary block (or, with none, the oldest urgent one).
+        Returns True when something was shed."""
+        shed = len(self) >= self.size
+        if shed:
+            (self.ordinary or self.urgent).popleft()
+        (self.urgent if urgent else self.ordinary).append(html)
+        self.changed.set()
+        return shed
+
+    def take(self, limit: int) -> tuple[list[str], list[str]]:
+        """Up to `limit` blocks, urgent ones first: (urgent, ordinary)."""
+        urgent = [self.urgent.popleft() for _ in range(min(limit, len(self.urgent)))]
+        ordinary = [self.ordinary.popleft() for _ in range(min(limit - len(urgent), len(self.ordinary)))]
+        return urgent, ordinary
+
+    async def wait_changed(self) -> None:
+        self.changed.clear()
+        await self.changed.wait()
 
 
 class TelegramSender:
@@ -37,103 +87,138 @@ class TelegramSender:
         self.window_seconds = window_seconds
         self.attempts = attempts
         self.backoff_seconds = backoff_seconds
-        self.queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
+        self.queue = Lanes(queue_size)
         self.sent = 0
         self.failed = 0
         self.dropped = 0
+        self._untold = 0  # notifications shed since the trader was last told so
+        self._held: tuple[list[str], list[str]] = ([], [])  # (urgent, ordinary) blocks of the batch being gathered
         self._unsent: list[str] = []
+        self._migrated: dict[int, int] = {}  # a group upgraded to a supergroup: configured id -> its new id
 
-    def offer(self, html: str) -> None:
-        """Queue one HTML block; a full queue sheds its oldest block (counted) instead of waiting."""
-        try:
-            self.queue.put_nowait(html)
-        except asyncio.QueueFull:
-            self.queue.get_nowait()
-            self.queue.task_done()
+    def offer(self, html: str, urgent: bool = False) -> None:
+        """Queue one HTML block; a full queue sheds instead of waiting (counted, and the trader is told)."""
+        if self.queue.put(html, urgent):
             self.dropped += 1
+            self._untold += 1
             DROPPED.inc()
-            self.queue.put_nowait(html)
 
     async def run(self) -> None:
-        """Forever: wait for a block, gather what arrives within the window, send it as few messages."""
+        """Forever: wait for a block, gather what arrives within the window (an urgent one ends it at once),
+        send it as few messages."""
         while True:
-            batch = [await self.queue.get()]
-            done = False
+            while self.queue.empty():
+                await self.queue.wait_changed()
+            await self._gather()
+            batch = self._release()
             try:
-                await self._gather(batch)
                 await self._send_batch(batch)
-                done = True
+            except asyncio.CancelledError:  # shutdown mid-batch: flush() sends it
+                self._unsent = batch
+                raise
             except Exception:  # a bug in sending must not end the process; the blocks are lost, counted
-                done = True
                 self.failed += len(batch)
                 FAILED.inc(len(batch))
                 log.exception("telegram send loop failed", extra={"blocks": len(batch)})
-            finally:
-                if not done:  # cancelled mid-batch (shutdown): flush() sends it
-                    self._unsent = batch
-                for _ in batch:
-                    self.queue.task_done()
 
     async def flush(self, seconds: float) -> None:
         """Send what is still waiting, at once, within `seconds` (at shutdown, when run() may be gone)."""
-        batch, self._unsent = self._unsent, []
-        while not self.queue.empty():
-            batch.append(self.queue.get_nowait())
-            self.queue.task_done()
+        self._hold(len(self.queue))
+        batch, self._unsent = self._unsent + self._release(), []
         try:
             async with asyncio.timeout(seconds):
                 await self._send_batch(batch)
         except TimeoutError:
             log.warning("telegram messages left unsent at shutdown", extra={"blocks": len(batch)})
 
-    async def _send_batch(self, batch: list[str]) -> None:
-        for text in join_messages(batch):
-            for chat_id in self.chat_ids:
-                await self.deliver(chat_id, text)
-
-    async def _gather(self, batch: list[str]) -> None:
+    async def _gather(self) -> None:
+        """Hold blocks for the next batch until the window closes, the batch is full or an urgent one is held."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.window_seconds
-        while len(batch) < MAX_BATCH:
+        self._hold(MAX_BATCH)
+        while len(self._held[0]) + len(self._held[1]) < MAX_BATCH and not self._held[0]:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                break
+                return
             try:
                 async with asyncio.timeout(remaining):  # not wait_for: it can swallow a cancel (gh-86296)
-                    batch.append(await self.queue.get())
+                    await self.queue.wait_changed()
             except TimeoutError:
-                break
+                return
+            self._hold(MAX_BATCH)
 
-    async def deliver(self, chat_id: int, text: str) -> bool:
-        """Send one message: wait out a 429's retry_after, back off on network errors, give up on the rest."""
-        failures = 0
+    def _hold(self, limit: int) -> None:
+        urgent, ordinary = self.queue.take(limit - len(self._held[0]) - len(self._held[1]))
+        self._held[0].extend(urgent)
+        self._held[1].extend(ordinary)
+
+    def _release(self) -> list[str]:
+        """The held blocks: urgent ones, then a line saying how many were shed since the last such line, then
+        the rest."""
+        (urgent, ordinary), self._held = self._held, ([], [])
+        if self._untold:
+            urgent.append(f"⚠️ <b>{self._untold} notifications dropped</b>\nThe send queue was full; /orders and "
+                          "/positions show the current state.")
+            self._untold = 0
+        return urgent + ordinary
+
+    async def _send_batch(self, batch: list[str]) -> None:
+        for group in group_blocks(batch):
+            for chat_id in self.chat_ids:
+                await self._send_group(chat_id, group)
+
+    async def _send_group(self, chat_id: int, group: list[str]) -> None:
+        """One message of joined blocks; if Telegram refuses its text, block by block, and a block it still
+        refuses as plain text: one bad block must not silence the others, and the trader still reads it."""
+        if await self.deliver(chat_id, BLOCK_SEP.join(group)) is not Outcome.REFUSED:
+            return
+        for block in group:
+            if len(group) == 1 or await self.deliver(chat_id, block) is Outcome.REFUSED:
+                await self.deliver(chat_id, plain_fallback(block))
+
+    async def deliver(self, chat_id: int, text: str) -> Outcome:
+        """Send one message: wait out a 429's retry_after, follow a migrated group, resend after network errors
+        (until it goes through when the request never left; `attempts` times when a resend may duplicate)."""
+        doubtful = tries = 0
         while True:
+            target = self._migrated.get(chat_id, chat_id)
             try:
-                await self._send(chat_id, text)
+                await self._send(target, text)
                 self.sent += 1
                 SENT.inc()
-                return True
+                return Outcome.SENT
             except RetryAfter as exc:
                 wait = retry_after_seconds(exc)
                 RETRIED.labels("rate_limited").inc()
-                log.warning("telegram rate limit, waiting", extra={"chat_id": chat_id, "retry_after_s": wait})
+                log.warning("telegram rate limit, waiting", extra={"chat_id": target, "retry_after_s": wait})
                 await asyncio.sleep(wait)
+            except ChatMigrated as exc:
+                if self._migrated.get(chat_id) == exc.new_chat_id:
+                    return self._give_up(target, exc, Outcome.FAILED)
+                self._migrated[chat_id] = exc.new_chat_id
+                log.warning("telegram group became a supergroup; replace its id in the notifier's chat ids",
+                            extra={"chat_id": chat_id, "new_chat_id": exc.new_chat_id})
             except BadRequest as exc:  # a NetworkError subclass, but resending the same text fails the same way
-                return self._give_up(chat_id, exc)
+                return self._give_up(target, exc, Outcome.REFUSED if _text_refused(exc) else Outcome.FAILED)
             except NetworkError as exc:  # includes TimedOut and 5xx
-                failures += 1
-                if failures >= self.attempts:
-                    return self._give_up(chat_id, exc)
+                tries += 1
+                doubtful += not isinstance(exc.__cause__, _NOT_SENT)
+                if doubtful >= self.attempts:
+                    return self._give_up(target, exc, Outcome.FAILED)
                 RETRIED.labels("network").inc()
-                await asyncio.sleep(self.backoff_seconds * 2 ** (failures - 1))
+                await asyncio.sleep(min(MAX_BACKOFF_S, self.backoff_seconds * 2 ** min(tries - 1, 16)))
             except TelegramError as exc:  # Forbidden, InvalidToken: retrying will not help
-                return self._give_up(chat_id, exc)
+                return self._give_up(target, exc, Outcome.FAILED)
 
-    def _give_up(self, chat_id: int, exc: Exception) -> bool:
+    def _give_up(self, chat_id: int, exc: Exception, outcome: Outcome) -> Outcome:
         self.failed += 1
         FAILED.inc()
         log.error("telegram message not delivered", extra={"chat_id": chat_id, "error": str(exc)})
-        return False
+        return outcome
+
+
+def _text_refused(exc: BadRequest) -> bool:
+    return any(words in exc.message.lower() for words in _TEXT_TROUBLE)
 
 
 def retry_after_seconds(exc: RetryAfter) -> float:

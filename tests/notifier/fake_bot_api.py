@@ -9,6 +9,7 @@ import asyncio
 import itertools
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +29,11 @@ class FakeBotApi:
         self.rate_limit_next: list[int] = []  # retry_after seconds for the next sendMessage calls
         self.error_next: list[int] = []  # HTTP status codes for the next sendMessage calls
         self.fail: dict[str, list[int]] = {}  # method -> HTTP status codes for its next calls
+        self.delay_next: list[float] = []  # the next sendMessage calls are delivered, but answered this late
+        self.migrated: dict[int, int] = {}  # a group upgraded to a supergroup: old chat id -> new chat id
+        # Telegram's check of an HTML sendMessage text: its 400 description ("Bad Request: ...") or None
+        self.check_html: Callable[[str], str | None] | None = None
+        self._port = 0
         self._runner: web.AppRunner | None = None
         self._closing = False
         self.url = ""
@@ -37,10 +43,20 @@ class FakeBotApi:
         app.router.add_post("/bot{token}/{method}", self._handle)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self._port)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self._port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{self._port}"
+
+    async def go_offline(self) -> None:
+        """A network outage: open connections close and new ones are refused until go_online()."""
+        await self.stop()
+        self._runner = None
+
+    async def go_online(self) -> None:
+        """Back on the same address, as Telegram after an outage."""
+        self._closing = False
+        await self.start()
 
     async def stop(self) -> None:
         self._closing = True  # end held long polls now instead of at their deadline
@@ -83,6 +99,15 @@ class FakeBotApi:
         method = request.match_info["method"]
         params = await _params(request)
         self.calls.append((method, params, time.monotonic()))
+        if method == "sendMessage" and int(params.get("chat_id", 0)) in self.migrated:
+            new_id = self.migrated[int(params["chat_id"])]
+            return web.json_response({"ok": False, "error_code": 400, "description": "Bad Request: group chat was "
+                                      "upgraded to a supergroup chat", "parameters": {"migrate_to_chat_id": new_id}},
+                                     status=400)
+        refusal = (self.check_html(str(params.get("text", ""))) if self.check_html and method == "sendMessage"
+                   and params.get("parse_mode") == "HTML" else None)
+        if refusal:
+            return web.json_response({"ok": False, "error_code": 400, "description": refusal}, status=400)
         if method == "sendMessage" and self.rate_limit_next:
             wait = self.rate_limit_next.pop(0)
             return web.json_response({"ok": False, "error_code": 429, "description": f"Too Many Requests: "
@@ -96,6 +121,8 @@ class FakeBotApi:
             return _ok(await self._get_updates(params))
         if method == "getMe":
             return _ok(BOT_USER)
+        if method == "sendMessage" and self.delay_next:
+            await asyncio.sleep(self.delay_next.pop(0))  # delivered (recorded above), the answer comes late
         if method in ("sendMessage", "editMessageText"):
             return _ok(self._message(int(params["chat_id"]) if "chat_id" in params else 1, params.get("text", ""),
                                      user_id=BOT_USER["id"]))
