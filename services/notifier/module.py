@@ -27,6 +27,8 @@ from shared.contracts import notifier_pb2, ops_pb2, trading_pb2
 from shared.errors import InvalidInput, NeoPulseError
 
 log = logging.getLogger(__name__)
+# Rejections that ask nothing of the trader: a replayed signal (after a restart) for an order already placed.
+QUIET_REJECTIONS = frozenset({"DUPLICATE_ORDER"})
 
 NOTIFICATIONS = Counter("neopulse_notifier_notifications", "Notifications handled", ["kind"])
 # Notification field names that would clash with LogRecord attributes are left out of the log extras.
@@ -107,8 +109,13 @@ class NotifierModule(Component):
         self.deliver(note)
 
     async def _on_decision(self, decision: trading_pb2.RiskDecision) -> None:
-        if not decision.accepted and self._fresh(Topic.ORDERS, decision.sequence):
-            self.deliver(messages.risk_rejection_notification(decision))
+        if decision.accepted or not self._fresh(Topic.ORDERS, decision.sequence):
+            return
+        if decision.reason_code in QUIET_REJECTIONS:
+            log.info("rejection not sent to Telegram", extra={"reason_code": decision.reason_code,
+                                                               "signal_id": decision.signal_id})
+            return
+        self.deliver(messages.risk_rejection_notification(decision))
 
     async def _on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
         if not self._fresh(Topic.ORDER_UPDATES, update.sequence):

@@ -48,6 +48,21 @@ async def test_a_risk_rejection_reaches_the_chat_with_its_reason(notifier, fake_
                                "BUY 10 SBIN-EQ: quantity 600 is above max_order_quantity 500 [MOMENTUM_RSI]")
 
 
+async def test_a_replayed_signal_refused_as_a_duplicate_is_not_sent_to_the_chat(notifier, fake_api, bus):
+    """After a restart the strategies see the day's candles again; their signals for orders already placed
+    are DUPLICATE_ORDER, which asks nothing of the trader. The next rejection still goes out."""
+    duplicate = trading_pb2.RiskDecision(accepted=False, reason_code="DUPLICATE_ORDER", strategy="MOMENTUM_RSI",
+                                         reason="client_order_id sig-1 was already accepted", order=SBIN, sequence=1)
+    refused = trading_pb2.RiskDecision(accepted=False, reason_code="MAX_ORDER_QUANTITY", strategy="MOMENTUM_RSI",
+                                       reason="quantity 600 is above max_order_quantity 500", order=SBIN, sequence=2)
+    await bus.publish(Topic.ORDERS, duplicate)
+    await bus.publish(Topic.ORDERS, refused)
+
+    sent = await fake_api.wait_sent(1, chat_id=CHAT)
+
+    assert [m["text"].split("\n")[0] for m in sent] == ["⛔ <b>Risk rejected MAX_ORDER_QUANTITY</b>"]
+
+
 async def test_a_broker_rejection_reaches_the_chat(notifier, fake_api, bus):
     update = trading_pb2.OrderUpdate(status=trading_pb2.ORDER_STATUS_REJECTED, reason="RMS: margin < required",
                                      previous_status=trading_pb2.ORDER_STATUS_SUBMITTED, request=SBIN)
