@@ -30,6 +30,8 @@ TICK_RATE = Gauge("neopulse_ingestion_ticks_per_second", "Ticks per second over 
 RECONNECTS = Gauge("neopulse_ingestion_feed_reconnects", "Feed reconnects since start", ["source"])
 MALFORMED = Gauge("neopulse_ingestion_malformed_packets", "Malformed feed packets counted and skipped", ["source"])
 CONNECTED = Gauge("neopulse_ingestion_feed_connected", "1 while the feed is connected", ["source"])
+SINK_ERRORS = Counter("neopulse_ingestion_tick_sink_errors", "Tick sink failures (market data went on)", ["source"])
+STALL_BACKOFF_MAX_S = 60.0  # a feed that stays mute is reconnected at least this often (a broken socket heals)
 
 
 class TickSink(Protocol):
@@ -61,6 +63,7 @@ class IngestionModule(Component):
         self.ticks_per_second = 0.0
         self.last_tick_ns = 0
         self._last_tick_mono = time.monotonic()
+        self._ended = False  # the source said it has no more ticks (end of a replay)
 
     async def start(self) -> None:
         stats, name = self.source.stats, self.source.name
@@ -78,23 +81,35 @@ class IngestionModule(Component):
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             if self.tick_sink is not None:
-                tg.create_task(self.tick_sink.run(), name="ingestion:tick-writer")
+                tg.create_task(self._run_sink(self.tick_sink), name="ingestion:tick-writer")
             tg.create_task(self._pump(), name="ingestion:pump")
             # Closing the source ends the pump's iteration even if the feed swallowed the pump's cancel.
             tg.create_task(runtime.close_when_cancelled(self.source.close), name="ingestion:close-source")
             tg.create_task(self._rate_meter(), name="ingestion:rate")
             tg.create_task(self._watchdog(), name="ingestion:watchdog")
+            done = getattr(self.source, "done", None)
+            if isinstance(done, asyncio.Event):
+                tg.create_task(self._end_of_data(done), name="ingestion:end-of-data")
 
     async def stop(self) -> None:
         await self.source.close()
         if self.tick_sink is not None:
             await self.tick_sink.close()  # flush what is buffered; unwritten ticks are counted
 
+    async def _run_sink(self, sink: TickSink) -> None:
+        """The tick store is a side path: its failure is logged and counted, never the end of market data."""
+        try:
+            await sink.run()
+        except Exception:
+            SINK_ERRORS.labels(self.source.name).inc()
+            log.exception("tick sink stopped; market data goes on without it", extra={"source": self.source.name})
+
     async def _pump(self) -> None:
         publish = self.bus.publish_nowait
         sink = self.tick_sink
         ticks_metric = TICKS.labels(self.source.name)
         batches_metric = BATCHES.labels(self.source.name)
+        lossless = getattr(self.source, "lossless", False)
         async for batch in self.source.batches():
             n = len(batch.ticks)
             if not n:
@@ -104,9 +119,38 @@ class IngestionModule(Component):
             self._last_tick_mono = time.monotonic()
             publish(Topic.TICKS, batch)
             if sink is not None:
-                sink.offer(batch)
+                self._offer(sink, batch)
             ticks_metric.inc(n)
             batches_metric.inc()
+            if lossless:
+                await self._consumers_caught_up()
+        await self._end_of_data()
+
+    async def _end_of_data(self, done: asyncio.Event | None = None) -> None:
+        """The source has no more ticks (a replay's `done`, or batches() returned): say so, stop the watchdog."""
+        if done is not None:
+            await done.wait()
+        task = asyncio.current_task()
+        if self._ended or (task is not None and task.cancelling()):  # at shutdown a closed feed is no news
+            return
+        self._ended = True
+        log.info("market source ended", extra={"source": self.source.name, "ticks": self.ticks_total})
+        await self._notify("Market data ended", f"{self.source.name}: no more ticks after {self.ticks_total}.",
+                           ops_pb2.SEVERITY_INFO)
+
+    def _offer(self, sink: TickSink, batch: market_pb2.TickBatch) -> None:
+        try:
+            sink.offer(batch)
+        except Exception:
+            SINK_ERRORS.labels(self.source.name).inc()
+            log.exception("tick sink refused a batch", extra={"source": self.source.name})
+
+    async def _consumers_caught_up(self) -> None:
+        """A replay runs as fast as the strategies take it: the tick topic would shed what they cannot keep up
+        with, and the replay clock (moved with the next batch) would close candles before their ticks arrive."""
+        for sub in self.bus.subscriptions():
+            if sub.topic is Topic.TICKS and sub.handler is not None:
+                await sub.queue.join()
 
     async def _rate_meter(self) -> None:
         gauge = TICK_RATE.labels(self.source.name)
@@ -119,33 +163,42 @@ class IngestionModule(Component):
             last, last_t = self.ticks_total, now
 
     async def _watchdog(self) -> None:
-        """A socket can stay connected yet mute (Kotak after the session rollover): reconnect it."""
+        """A socket can stay connected yet mute (Kotak after the session rollover): reconnect it, waiting twice as
+        long after each reconnect that brought nothing (up to STALL_BACKOFF_MAX_S), reported once per outage."""
         stall = self.settings.stall_seconds
         # The feed should tick while any of its instruments' markets is open (MCX into the night).
         sessions = {session_of(i.exchange_segment) for i in self.instruments} or {session_of("")}
         was_open = False
-        while True:
+        wait, stalls, ticks_at_stall = stall, 0, -1
+        while not self._ended:
             await asyncio.sleep(min(1.0, stall / 4))
             now = self.clock.now_ns()
             is_open = any(is_market_open(now, opens, closes) for opens, closes in sessions)
             if is_open and not was_open:  # silence counts from the open, not from yesterday's last tick
                 self._last_tick_mono = max(self._last_tick_mono, time.monotonic())
+                ticks_at_stall = -1
             was_open = is_open
+            if self.ticks_total != ticks_at_stall:  # ticks came, or a new session: the next silence is news
+                wait, stalls, ticks_at_stall = stall, 0, -1
             silent = time.monotonic() - self._last_tick_mono
-            if silent < stall or not is_open:
+            if silent < wait or not is_open or self._ended:
                 continue
             STALLS.labels(self.source.name).inc()
             log.warning("feed stalled; reconnecting", extra={"source": self.source.name, "silent_s": round(silent, 1)})
-            await self._notify(f"No ticks for {silent:.0f}s while the market is open; reconnecting.")
-            self._last_tick_mono = time.monotonic()
+            if not stalls:
+                await self._notify("Feed stalled", f"No ticks for {silent:.0f}s while the market is open; "
+                                                   "reconnecting.", ops_pb2.SEVERITY_WARNING)
+            stalls, ticks_at_stall = stalls + 1, self.ticks_total
             try:
                 await self.source.reconnect("stall")
             except Exception:
                 log.exception("reconnect after stall failed", extra={"source": self.source.name})
+            self._last_tick_mono = time.monotonic()  # after the reconnect: a slow one is not a new stall
+            wait = min(wait * 2, max(stall, STALL_BACKOFF_MAX_S))
 
-    async def _notify(self, text: str) -> None:
+    async def _notify(self, title: str, text: str, severity: ops_pb2.Severity) -> None:
         await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
-            kind=ops_pb2.NOTIFICATION_KIND_FEED, severity=ops_pb2.SEVERITY_WARNING, title="Feed stalled",
+            kind=ops_pb2.NOTIFICATION_KIND_FEED, severity=severity, title=title,
             text=text, ts_ns=time.time_ns(), source=self.name, fields={"source": self.source.name}))
 
     async def _list_instruments(

@@ -1,14 +1,18 @@
 """Replay of stored ticks from market_ticks as a market source, paced by their own timestamps.
 
-Reads market_ticks page by page (keyset on ts, seq); the clock it is given follows the replayed data.
+Reads market_ticks in one ordered pass (a held server-side cursor); the clock it is given follows the replayed data.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+
+import asyncpg
 
 from services.ingestion.instrument_store import load_instruments
 from services.ingestion.source import SourceStats
@@ -17,16 +21,27 @@ from shared.contracts import market_pb2
 from shared.db import queries
 from shared.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 PAGE = 20_000
+CLOCK_STEP_S = 0.05  # while a paced replay waits for the next tick, its clock moves on at least this often
+# One sort of the range, kept by the server (WITH HOLD: no transaction stays open through a paced replay). Keyset
+# pages would re-scan the day once per page: market_ticks has no index leading with ts.
+_DECLARE = ("DECLARE neopulse_replay NO SCROLL CURSOR WITH HOLD FOR SELECT * FROM market_ticks "
+            "WHERE ts >= '{start}'::timestamptz AND ts < '{end}'::timestamptz ORDER BY ts, seq")
 
 
 class ReplaySource:
     """Ticks in [start_ns, end_ns) as they were stored, `speed` times faster than they happened (0 = flat out).
 
-    Ticks sharing a timestamp travel as one batch. Ends (stays quiet) after the last tick; `done` is set.
+    Ticks sharing a timestamp travel as one batch. After the last tick the clock moves to end_ns (the range is
+    over: the last minute's candles close), `done` is set (ingestion announces it) and batches() stays quiet.
+    `lossless`: ingestion lets every tick consumer take a batch before it asks for the next, so a fast replay
+    drops nothing and its clock never runs ahead of the ticks being handled.
     """
 
     name = "replay"
+    lossless = True
 
     def __init__(self, pool: Any, symbols: list[str], start_ns: int, end_ns: int, clock: ManualClock,
                  speed: float = 1.0) -> None:
@@ -36,7 +51,7 @@ class ReplaySource:
         self.clock, self.speed = clock, speed
         self.stats = SourceStats()
         self.done = asyncio.Event()
-        self._tokens: set[int] = set()
+        self._keys: set[tuple[int, str]] = set()  # (token, segment): tokens are unique within a segment only
 
     async def instruments(self) -> list[market_pb2.Instrument]:
         stored = await load_instruments(self.pool)
@@ -44,31 +59,44 @@ class ReplaySource:
         if not chosen:
             raise ConfigError(f"replay: none of {self.symbols} is in instrument_master; run once on live or "
                               "simulated data first so ticks and instruments are stored")
-        self._tokens = {i.token for i in chosen}
+        self._keys = {(i.token, i.exchange_segment) for i in chosen}
         return chosen
 
     async def batches(self) -> AsyncIterator[market_pb2.TickBatch]:
         self.stats.connected = True
-        wall0, data0 = time.monotonic(), None
+        wall0, data0 = 0.0, None
         async for group in self._groups():
             ts = group[0].ts_ns
-            data0 = ts if data0 is None else data0
+            if data0 is None:
+                wall0, data0 = time.monotonic(), ts
             if self.speed > 0:
-                due = wall0 + (ts - data0) / 1e9 / self.speed
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                await self._wait_until(wall0 + (ts - data0) / 1e9 / self.speed, wall0, data0, ts)
+            else:
+                await asyncio.sleep(0)  # flat out, yet the loop keeps turning
             self.clock.set(ts)
             recv = time.time_ns()
             for tick in group:
                 tick.recv_ns = recv
             yield market_pb2.TickBatch(ticks=group)
+        self.clock.set(max(self.clock.now_ns(), self.end_ns))
         self.done.set()
+        log.info("replay finished", extra={"source": self.name, "end_ns": self.end_ns})
         await asyncio.Event().wait()
 
+    async def _wait_until(self, due: float, wall0: float, data0: int, next_ts: int) -> None:
+        """Sleep until `due`, moving the clock with the replayed time but never to the next tick's timestamp, so
+        a quiet instrument's candle closes at its minute's end as it would live."""
+        while (left := due - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, CLOCK_STEP_S))
+            replayed = data0 + int((time.monotonic() - wall0) * self.speed * 1e9)
+            self.clock.set(max(self.clock.now_ns(), min(replayed, next_ts - 1)))
+        await asyncio.sleep(0)
+
     async def _groups(self) -> AsyncIterator[list[market_pb2.Tick]]:
-        """Pages of stored ticks split into same-timestamp groups; a group may span pages."""
+        """Stored ticks split into same-timestamp groups; a group may span pages."""
         pending = list[market_pb2.Tick]()
         async for tick in self._ticks():
-            if self._tokens and tick.token not in self._tokens:
+            if self._keys and (tick.token, tick.exchange_segment) not in self._keys:
                 continue
             if pending and tick.ts_ns != pending[0].ts_ns:
                 yield pending
@@ -78,14 +106,18 @@ class ReplaySource:
             yield pending
 
     async def _ticks(self) -> AsyncIterator[market_pb2.Tick]:
-        """Every stored tick in range in (ts, seq) order, a page at a time."""
-        page, after = await queries.ticks_page(self.pool, self.start_ns, self.end_ns, PAGE)
-        while True:
-            for tick in page:
-                yield tick
-            if after is None:
-                return
-            page, after = await queries.ticks_page(self.pool, self.start_ns, self.end_ns, PAGE, after)
+        """Every stored tick in range in (ts, seq) order (seq: arrival order), a page at a time."""
+        start, end = queries._ts(self.start_ns).isoformat(), queries._ts(self.end_ns).isoformat()
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                await conn.execute(_DECLARE.format(start=start, end=end))
+            try:
+                while rows := await conn.fetch(f"FETCH {int(PAGE)} FROM neopulse_replay"):
+                    for row in rows:
+                        yield queries._tick(row)
+            finally:  # the pool's reset would close it too; a broken connection has nothing left to close
+                with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                    await conn.execute("CLOSE neopulse_replay")
 
     async def reconnect(self, reason: str) -> None:
         self.stats.reconnects += 1
