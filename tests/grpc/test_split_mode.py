@@ -67,13 +67,15 @@ def cluster(tmp_path_factory, ledger_dsn):
         launch(module).wait_for_line(f"gRPC listening on 127.0.0.1:{ports[module]}")
         return procs[module]
 
-    for module in MODULES:  # all at once, as compose starts them: each waits for what it reads as it starts
-        launch(module)
-    for module in MODULES:
-        procs[module].wait_for_line(f"gRPC listening on 127.0.0.1:{ports[module]}")
-    yield ports, procs, start
-    for proc in procs.values():
-        proc.stop()
+    try:
+        for module in MODULES:  # all at once, as compose starts them: each waits for what it reads as it starts
+            launch(module)
+        for module in MODULES:
+            procs[module].wait_for_line(f"gRPC listening on 127.0.0.1:{ports[module]}")
+        yield ports, procs, start
+    finally:  # also when a process never came up: none is left running
+        for proc in procs.values():
+            proc.stop()
 
 
 def orders(port: int) -> list[dict]:
