@@ -17,10 +17,10 @@ pytestmark = pytest.mark.slow
 CHAT = 4242
 
 
-async def start(module: str, config, folder, port: int) -> Proc:
+async def start(module: str, config, folder, port: int, procs: list[Proc]) -> None:
     proc = Proc(["serve", module, "--config", str(config), "--no-db", "--speed", "60"], folder / f"{module}.log")
+    procs.append(proc)  # stopped by the caller even if it never comes up
     await asyncio.to_thread(proc.wait_for_line, f"gRPC listening on 127.0.0.1:{port}")
-    return proc
 
 
 def strategy_paused(port: int) -> bool:
@@ -42,7 +42,7 @@ async def test_pause_sent_to_the_notifier_process_pauses_the_strategy_process(tm
     procs = []
     try:
         for module in ("ingestion", "oms", "strategy", "notifier"):  # the strategy starts after the OMS
-            procs.append(await start(module, config, tmp_path, ports[module]))
+            await start(module, config, tmp_path, ports[module], procs)
         assert await asyncio.to_thread(strategy_paused, ports["strategy"]) is False
 
         api.send_command(CHAT, "/pause momentum_rsi")
