@@ -1,14 +1,17 @@
 """Position and P&L accounting from fills, in integer paise. Used by risk and the OMS alike.
 
-Pure bookkeeping: no bus, no I/O.
+Pure bookkeeping: no bus, no I/O. Prices and costs are per unit of price; P&L is scaled by the price factor
+the fills' orders carry (shared/price_factor.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import cast
 
 from shared.contracts import trading_pb2
+from shared.price_factor import ONE, factor_of, price_factor
 
 # OrderRequest.strategy_tag of the orders that close positions for the platform, not for a strategy: risk's
 # intraday square-off and the OMS's SquareOff request. Strategies holding the position see their fills.
@@ -22,13 +25,20 @@ class PositionState:
     symbol: str = ""
     product: int = trading_pb2.PRODUCT_MIS
     net_quantity: int = 0
-    # Average price of the open quantity, paise (float internally would drift; keep cost).
+    # Price x quantity of the open quantity, paise, not scaled by the factor: open_cost / net is the average
+    # price (float internally would drift; keep cost).
     open_cost_paise: int = 0
     realised_pnl_paise: int = 0
     last_price_paise: int = 0
     buy_quantity: int = 0
     sell_quantity: int = 0
     charges_paise: int = 0
+    # Money = price x quantity x price_factor (1 for shares; e.g. 100 for a contract quoted per barrel whose
+    # quantity counts lots of 100 barrels).
+    price_factor: Fraction = ONE
+    # What realised_pnl_paise left out when it was rounded to paise (a fractional factor only): carried into the
+    # next fill's P&L, so fills add up to the exact total rather than a sum of rounded pieces.
+    realised_remainder: Fraction = Fraction(0)
 
     @property
     def average_price_paise(self) -> int:
@@ -38,7 +48,19 @@ class PositionState:
     def unrealised_pnl_paise(self) -> int:
         if not self.net_quantity or not self.last_price_paise:
             return 0
-        return self.net_quantity * self.last_price_paise - self.open_cost_paise
+        move = self.net_quantity * self.last_price_paise - self.open_cost_paise
+        return move if self.price_factor is ONE else round(move * self.price_factor)
+
+    def _realise(self, price_move_paise: int) -> int:
+        """Book the P&L of a closed quantity's price x quantity move: scaled by the factor, in whole paise."""
+        if self.price_factor is ONE:  # shares: exact in int (no Fraction on every fill)
+            self.realised_pnl_paise += price_move_paise
+            return price_move_paise
+        exact = price_move_paise * self.price_factor + self.realised_remainder
+        booked = round(exact)
+        self.realised_remainder = exact - booked
+        self.realised_pnl_paise += booked
+        return booked
 
     def apply_fill(self, side: int, quantity: int, price_paise: int, charges_paise: int = 0) -> int:
         """Apply one fill; returns the realised P&L (paise) this fill closed."""
@@ -56,7 +78,7 @@ class PositionState:
             closing = min(abs(signed), abs(self.net_quantity))
             avg_cost_closed = self.open_cost_paise * closing // abs(self.net_quantity)
             direction = 1 if self.net_quantity > 0 else -1
-            realised = direction * closing * price_paise - avg_cost_closed
+            realised = self._realise(direction * closing * price_paise - avg_cost_closed)
             self.open_cost_paise -= avg_cost_closed
             self.net_quantity += signed
             remainder = abs(signed) - closing
@@ -64,7 +86,6 @@ class PositionState:
                 self.open_cost_paise = 0
             if remainder:
                 self.open_cost_paise = (1 if signed > 0 else -1) * remainder * price_paise
-        self.realised_pnl_paise += realised
         self.last_price_paise = self.last_price_paise or price_paise
         return realised
 
@@ -73,6 +94,7 @@ class PositionState:
         quantity held overnight is carried at its last price (as the broker's day P&L values it), so its gain or
         loss before today is not counted again today. Its entry price is not kept."""
         self.realised_pnl_paise = self.charges_paise = 0
+        self.realised_remainder = Fraction(0)
         self.buy_quantity = self.sell_quantity = 0
         if self.net_quantity and self.last_price_paise:
             self.open_cost_paise = self.net_quantity * self.last_price_paise
@@ -83,7 +105,8 @@ class PositionState:
             product=cast(trading_pb2.Product, self.product), net_quantity=self.net_quantity,
             average_price_paise=self.average_price_paise, realised_pnl_paise=self.realised_pnl_paise,
             unrealised_pnl_paise=self.unrealised_pnl_paise, last_price_paise=self.last_price_paise,
-            buy_quantity=self.buy_quantity, sell_quantity=self.sell_quantity, charges_paise=self.charges_paise)
+            buy_quantity=self.buy_quantity, sell_quantity=self.sell_quantity, charges_paise=self.charges_paise,
+            price_factor=price_factor(self.price_factor))
 
 
 class PositionBook:
@@ -114,6 +137,8 @@ class PositionBook:
         pos = self.position(req.token, req.product or trading_pb2.PRODUCT_MIS)
         pos.exchange_segment = pos.exchange_segment or req.exchange_segment
         pos.symbol = pos.symbol or req.symbol
+        if req.HasField("price_factor"):  # the instrument's, stamped by risk; one contract, one factor
+            pos.price_factor = factor_of(req.price_factor)
         return pos.apply_fill(req.side, update.last_fill_quantity, update.last_fill_price_paise,
                               update.last_fill_charges_paise)
 
@@ -121,6 +146,7 @@ class PositionBook:
         """Re-seed one position from its snapshot (a restarted module asking the OMS)."""
         pos = self.position(position.token, position.product or trading_pb2.PRODUCT_MIS)
         pos.exchange_segment, pos.symbol = position.exchange_segment, position.symbol
+        pos.price_factor, pos.realised_remainder = factor_of(position.price_factor), Fraction(0)
         pos.net_quantity = position.net_quantity
         pos.open_cost_paise = position.net_quantity * position.average_price_paise
         pos.realised_pnl_paise = position.realised_pnl_paise

@@ -189,7 +189,8 @@ async def take_carried_positions(engine: OrderEngine) -> list[t.Position]:
             continue
         carried = t.Position(token=p.token, exchange_segment=p.exchange_segment, symbol=p.symbol,
                              product=p.product, net_quantity=p.net_quantity,
-                             average_price_paise=basis, last_price_paise=basis)
+                             average_price_paise=basis, last_price_paise=basis,
+                             price_factor=p.price_factor if p.HasField("price_factor") else None)
         book.restore(carried)
         taken.append(carried)
     return taken

@@ -36,6 +36,7 @@ from shared.contracts import market_pb2, ops_pb2, risk_pb2, trading_pb2
 from shared.instruments import InstrumentBook
 from shared.money import fmt_inr
 from shared.positions import PositionBook
+from shared.price_factor import factor_of, value_paise
 
 ACTIVE = risk_pb2.TRADING_STATE_ACTIVE
 REDUCING = risk_pb2.TRADING_STATE_REDUCING
@@ -139,6 +140,7 @@ class RiskEngine:
             decision.reason_code, decision.reason = denial
             return decision
         decision.accepted = True
+        _stamp_price_factor(decision.order, self.instruments.get(order.token))
         self._bucket.take(now)
         self.open_orders[order.client_order_id] = _open_order(order)
         self._accepted.add(order.client_order_id)
@@ -244,7 +246,8 @@ class RiskEngine:
         if price <= 0:
             return "NO_PRICE", (f"no last price for token {order.token} to value a market order; "
                                 "wait for a tick or send a limit order")
-        value, limit = price * order.quantity, self.limits.max_order_value_paise
+        value = value_paise(price, order.quantity, factor_of(inst.price_factor))
+        limit = self.limits.max_order_value_paise
         if value > limit:
             return "MAX_ORDER_VALUE", f"order value {fmt_inr(value)} exceeds max_order_value {fmt_inr(limit)}"
         return None
@@ -562,6 +565,14 @@ class RiskEngine:
             realised_pnl_paise=self.positions.realised_pnl_paise(),
             unrealised_pnl_paise=self.positions.unrealised_pnl_paise(), state_reason=self.state_reason,
             positions=self.positions.to_protos())
+
+
+def _stamp_price_factor(order: trading_pb2.OrderRequest, inst: market_pb2.Instrument | None) -> None:
+    """The instrument master's price factor on an accepted order, whatever the client sent: the OMS, its ledger
+    and every position book value the order's fills and charges by it."""
+    order.ClearField("price_factor")
+    if inst is not None and inst.HasField("price_factor"):
+        order.price_factor.CopyFrom(inst.price_factor)
 
 
 def _open_order(order: trading_pb2.OrderRequest) -> OpenOrder:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, cast
 
 from shared.contracts import market_pb2, trading_pb2
 from shared.positions import SQUAREOFF_TAG, PositionState
+from shared.price_factor import factor_of
 
 if TYPE_CHECKING:
     from services.risk.config import Limits
@@ -84,6 +85,7 @@ def square_off_chunk(limits: Limits, inst: market_pb2.Instrument | None, price_p
     chunk = limits.max_order_quantity
     if inst is not None and inst.freeze_quantity:
         chunk = min(chunk, inst.freeze_quantity)
-    if price_paise > 0:
-        chunk = min(chunk, limits.max_order_value_paise // price_paise)
+    if price_paise > 0:  # each order's value, price x quantity x factor, within max_order_value
+        factor = factor_of(inst.price_factor) if inst is not None else 1
+        chunk = min(chunk, int(limits.max_order_value_paise // (price_paise * factor)))
     return max(lot, chunk - chunk % lot)

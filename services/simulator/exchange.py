@@ -16,10 +16,12 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from datetime import datetime
+from fractions import Fraction
 
 from shared.clock import IST, NS
 from shared.contracts import market_pb2
 from shared.money import to_paise
+from shared.price_factor import factor_of
 
 OPEN, TRIGGER_PENDING, COMPLETE, REJECTED, CANCELLED = "open", "trigger pending", "complete", "rejected", "cancelled"
 TERMINAL = {COMPLETE, REJECTED, CANCELLED}
@@ -204,18 +206,24 @@ class Exchange:
             row = books.setdefault(key, {"buy_qty": 0, "sell_qty": 0, "buy_amt": 0, "sell_amt": 0, "order": f.order})
             side = "buy" if f.order.side == "B" else "sell"
             row[f"{side}_qty"] += f.quantity
-            row[f"{side}_amt"] += f.quantity * f.price
+            row[f"{side}_amt"] += f.quantity * f.price * self.price_factor(f.order.token)
         out = []
         for (token, product), row in books.items():
-            tick = self.market.get(token)
+            tick, factor = self.market.get(token), self.price_factor(token)
+            # Kotak's amounts include the price factor, its prices do not (positions.md).
             out.append({
                 "tok": str(token), "exSeg": row["order"].segment, "trdSym": row["order"].symbol,
                 "sym": row["order"].symbol.removesuffix("-EQ"), "prod": product, "flBuyQty": str(row["buy_qty"]),
-                "flSellQty": str(row["sell_qty"]), "buyAmt": rupees(row["buy_amt"]), "sellAmt": rupees(row["sell_amt"]),
-                "cfBuyQty": "0", "cfSellQty": "0", "cfBuyAmt": "0.00", "cfSellAmt": "0.00", "lotSz": "1",
-                "multiplier": "1", "genNum": "1", "genDen": "1", "prcNum": "1", "prcDen": "1", "precision": "2",
+                "flSellQty": str(row["sell_qty"]), "buyAmt": rupees(round(row["buy_amt"])),
+                "sellAmt": rupees(round(row["sell_amt"])), "cfBuyQty": "0", "cfSellQty": "0", "cfBuyAmt": "0.00",
+                "cfSellAmt": "0.00", "lotSz": "1", "multiplier": str(factor.numerator), "genNum": "1", "genDen": "1",
+                "prcNum": "1", "prcDen": str(factor.denominator), "precision": "2",
                 "ltp": rupees(tick.ltp_paise) if tick else "0.00"})
         return out
+
+    def price_factor(self, token: int) -> Fraction:
+        inst = self.instruments.get(token)
+        return factor_of(inst.price_factor) if inst is not None else Fraction(1)
 
     def margin_used_paise(self) -> int:
         return sum(f.quantity * f.price for f in self.fills if f.order.side == "B") // 5

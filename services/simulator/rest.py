@@ -14,6 +14,7 @@ from aiohttp import web
 
 from services.simulator.exchange import rupees
 from shared.money import to_paise
+from shared.price_factor import factor_of
 
 if TYPE_CHECKING:
     from services.simulator.server import Simulator
@@ -23,7 +24,8 @@ INVALID_CREDENTIALS = {"code": "900901", "message": "Invalid Credentials",
                        "description": "Invalid Credentials. Make sure you have provided the correct security"
                                       " credentials"}
 SCRIP_COLUMNS = ("pSymbol", "pExchSeg", "pTrdSymbol", "pSymbolName", "pDesc", "pISIN", "pInstType", "pOptionType",
-                 "dStrikePrice;", "pExpiryDate", "lLotSize", "dTickSize ", "lFreezeQty", "lPrecision")
+                 "dStrikePrice;", "pExpiryDate", "lLotSize", "dTickSize ", "lFreezeQty", "lPrecision", "lMultiplier ",
+                 "dGenNum", "dGenDen", "dPriceNum", "dPriceDen")
 
 
 # What Kotak answers a list read that has no rows (kotak-neo-api issue 103).
@@ -199,9 +201,11 @@ async def scrip_file(request: web.Request, sim: Simulator, body: dict) -> Any:
     lines = [",".join(SCRIP_COLUMNS)]
     for i in sim.instruments:
         if i.exchange_segment == segment:
+            factor = factor_of(i.price_factor)  # as Kotak writes it: lMultiplier -1 for none
+            multiplier = str(factor.numerator) if factor.numerator != 1 else "-1"
             lines.append(",".join(str(v) for v in (
                 i.token, i.exchange_segment, i.symbol, i.name, i.name, i.isin, "", "XX", "-1", "0", i.lot_size,
-                f"{i.tick_size_paise:.6f}", i.freeze_quantity, 2)))
+                f"{i.tick_size_paise:.6f}", i.freeze_quantity, 2, multiplier, 1, 1, 1, factor.denominator)))
     return web.Response(text="\n".join(lines) + "\n", content_type="text/csv")
 
 

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Instrument(_message.Message):
-    __slots__ = ("token", "symbol", "exchange_segment", "tick_size_paise", "lot_size", "freeze_quantity", "name", "isin", "price_band_bps")
+    __slots__ = ("token", "symbol", "exchange_segment", "tick_size_paise", "lot_size", "freeze_quantity", "name", "isin", "price_band_bps", "price_factor")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     EXCHANGE_SEGMENT_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class Instrument(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     ISIN_FIELD_NUMBER: _ClassVar[int]
     PRICE_BAND_BPS_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FACTOR_FIELD_NUMBER: _ClassVar[int]
     token: int
     symbol: str
     exchange_segment: str
@@ -26,7 +27,16 @@ class Instrument(_message.Message):
     name: str
     isin: str
     price_band_bps: int
-    def __init__(self, token: _Optional[int] = ..., symbol: _Optional[str] = ..., exchange_segment: _Optional[str] = ..., tick_size_paise: _Optional[int] = ..., lot_size: _Optional[int] = ..., freeze_quantity: _Optional[int] = ..., name: _Optional[str] = ..., isin: _Optional[str] = ..., price_band_bps: _Optional[int] = ...) -> None: ...
+    price_factor: PriceFactor
+    def __init__(self, token: _Optional[int] = ..., symbol: _Optional[str] = ..., exchange_segment: _Optional[str] = ..., tick_size_paise: _Optional[int] = ..., lot_size: _Optional[int] = ..., freeze_quantity: _Optional[int] = ..., name: _Optional[str] = ..., isin: _Optional[str] = ..., price_band_bps: _Optional[int] = ..., price_factor: _Optional[_Union[PriceFactor, _Mapping]] = ...) -> None: ...
+
+class PriceFactor(_message.Message):
+    __slots__ = ("numerator", "denominator")
+    NUMERATOR_FIELD_NUMBER: _ClassVar[int]
+    DENOMINATOR_FIELD_NUMBER: _ClassVar[int]
+    numerator: int
+    denominator: int
+    def __init__(self, numerator: _Optional[int] = ..., denominator: _Optional[int] = ...) -> None: ...
 
 class Tick(_message.Message):
     __slots__ = ("token", "exchange_segment", "ts_ns", "ltp_paise", "ltq", "volume", "bid_paise", "ask_paise", "bid_qty", "ask_qty", "open_paise", "high_paise", "low_paise", "close_paise", "open_interest", "atp_paise", "recv_ns", "bids", "asks")

@@ -22,39 +22,40 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from shared.contracts import market_pb2 as neopulse_dot_v1_dot_market__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19neopulse/v1/trading.proto\x12\x0bneopulse.v1\"\xeb\x02\n\x06Signal\x12\x11\n\tsignal_id\x18\x01 \x01(\t\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\x03\x12\x18\n\x10\x65xchange_segment\x18\x04 \x01(\t\x12\x0e\n\x06symbol\x18\x05 \x01(\t\x12\x1f\n\x04side\x18\x06 \x01(\x0e\x32\x11.neopulse.v1.Side\x12\x10\n\x08quantity\x18\x07 \x01(\x03\x12*\n\norder_type\x18\x08 \x01(\x0e\x32\x16.neopulse.v1.OrderType\x12\x19\n\x11limit_price_paise\x18\t \x01(\x03\x12\x1b\n\x13trigger_price_paise\x18\n \x01(\x03\x12%\n\x07product\x18\x0b \x01(\x0e\x32\x14.neopulse.v1.Product\x12\x0e\n\x06reason\x18\x0c \x01(\t\x12\r\n\x05ts_ns\x18\r \x01(\x03\x12\x14\n\x0ctick_recv_ns\x18\x0e \x01(\x03\x12\x10\n\x08sequence\x18\x0f \x01(\x03\"3\n\x0bSignalBatch\x12$\n\x07signals\x18\x01 \x03(\x0b\x32\x13.neopulse.v1.Signal\"\x80\x03\n\x0cOrderRequest\x12\x17\n\x0f\x63lient_order_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\x03\x12\x18\n\x10\x65xchange_segment\x18\x03 \x01(\t\x12\x0e\n\x06symbol\x18\x04 \x01(\t\x12\x1f\n\x04side\x18\x05 \x01(\x0e\x32\x11.neopulse.v1.Side\x12\x10\n\x08quantity\x18\x06 \x01(\x03\x12*\n\norder_type\x18\x07 \x01(\x0e\x32\x16.neopulse.v1.OrderType\x12\x13\n\x0bprice_paise\x18\x08 \x01(\x03\x12\x1b\n\x13trigger_price_paise\x18\t \x01(\x03\x12%\n\x07product\x18\n \x01(\x0e\x32\x14.neopulse.v1.Product\x12\'\n\x08validity\x18\x0b \x01(\x0e\x32\x15.neopulse.v1.Validity\x12\x14\n\x0cstrategy_tag\x18\x0c \x01(\t\x12\x11\n\tsignal_id\x18\r \x01(\t\x12\x14\n\x0ctick_recv_ns\x18\x0e \x01(\x03\"\xb5\x01\n\x0cRiskDecision\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x13\n\x0breason_code\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12(\n\x05order\x18\x04 \x01(\x0b\x32\x19.neopulse.v1.OrderRequest\x12\r\n\x05ts_ns\x18\x05 \x01(\x03\x12\x10\n\x08strategy\x18\x06 \x01(\t\x12\x11\n\tsignal_id\x18\x07 \x01(\t\x12\x10\n\x08sequence\x18\x08 \x01(\x03\"A\n\x11RiskDecisionBatch\x12,\n\tdecisions\x18\x01 \x03(\x0b\x32\x19.neopulse.v1.RiskDecision\"\xb7\x03\n\x0bOrderUpdate\x12\x13\n\x0binternal_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x02 \x01(\t\x12\x19\n\x11\x65xchange_order_id\x18\x03 \x01(\t\x12(\n\x06status\x18\x04 \x01(\x0e\x32\x18.neopulse.v1.OrderStatus\x12\x31\n\x0fprevious_status\x18\x05 \x01(\x0e\x32\x18.neopulse.v1.OrderStatus\x12\x17\n\x0f\x66illed_quantity\x18\x06 \x01(\x03\x12\x1b\n\x13\x61verage_price_paise\x18\x07 \x01(\x03\x12\x1a\n\x12last_fill_quantity\x18\x08 \x01(\x03\x12\x1d\n\x15last_fill_price_paise\x18\t \x01(\x03\x12\x0e\n\x06reason\x18\n \x01(\t\x12*\n\x07request\x18\x0b \x01(\x0b\x32\x19.neopulse.v1.OrderRequest\x12\r\n\x05ts_ns\x18\x0c \x01(\x03\x12\x10\n\x08sequence\x18\r \x01(\x03\x12\x1f\n\x17last_fill_charges_paise\x18\x0e \x01(\x03\x12\x13\n\x0breason_code\x18\x0f \x01(\t\"=\n\x10OrderUpdateBatch\x12)\n\x07updates\x18\x01 \x03(\x0b\x32\x18.neopulse.v1.OrderUpdate\"\xb5\x02\n\x08Position\x12\r\n\x05token\x18\x01 \x01(\x03\x12\x18\n\x10\x65xchange_segment\x18\x02 \x01(\t\x12\x0e\n\x06symbol\x18\x03 \x01(\t\x12%\n\x07product\x18\x04 \x01(\x0e\x32\x14.neopulse.v1.Product\x12\x14\n\x0cnet_quantity\x18\x05 \x01(\x03\x12\x1b\n\x13\x61verage_price_paise\x18\x06 \x01(\x03\x12\x1a\n\x12realised_pnl_paise\x18\x07 \x01(\x03\x12\x1c\n\x14unrealised_pnl_paise\x18\x08 \x01(\x03\x12\x18\n\x10last_price_paise\x18\t \x01(\x03\x12\x14\n\x0c\x62uy_quantity\x18\n \x01(\x03\x12\x15\n\rsell_quantity\x18\x0b \x01(\x03\x12\x15\n\rcharges_paise\x18\x0c \x01(\x03*9\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x0c\n\x08SIDE_BUY\x10\x01\x12\r\n\tSIDE_SELL\x10\x02*\x8b\x01\n\tOrderType\x12\x1a\n\x16ORDER_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11ORDER_TYPE_MARKET\x10\x01\x12\x14\n\x10ORDER_TYPE_LIMIT\x10\x02\x12\x19\n\x15ORDER_TYPE_STOP_LIMIT\x10\x03\x12\x1a\n\x16ORDER_TYPE_STOP_MARKET\x10\x04*V\n\x07Product\x12\x17\n\x13PRODUCT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bPRODUCT_MIS\x10\x01\x12\x0f\n\x0bPRODUCT_CNC\x10\x02\x12\x10\n\x0cPRODUCT_NRML\x10\x03*H\n\x08Validity\x12\x18\n\x14VALIDITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cVALIDITY_DAY\x10\x01\x12\x10\n\x0cVALIDITY_IOC\x10\x02*\xd3\x02\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18ORDER_STATUS_PENDING_NEW\x10\x01\x12\x1a\n\x16ORDER_STATUS_SUBMITTED\x10\x02\x12\x15\n\x11ORDER_STATUS_OPEN\x10\x03\x12 \n\x1cORDER_STATUS_TRIGGER_PENDING\x10\x04\x12!\n\x1dORDER_STATUS_PARTIALLY_FILLED\x10\x05\x12\x17\n\x13ORDER_STATUS_TRADED\x10\x06\x12\x19\n\x15ORDER_STATUS_REJECTED\x10\x07\x12\x1f\n\x1bORDER_STATUS_CANCEL_PENDING\x10\x08\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\t\x12\x1f\n\x1bORDER_STATUS_MODIFY_PENDING\x10\nb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19neopulse/v1/trading.proto\x12\x0bneopulse.v1\x1a\x18neopulse/v1/market.proto\"\xeb\x02\n\x06Signal\x12\x11\n\tsignal_id\x18\x01 \x01(\t\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\x03\x12\x18\n\x10\x65xchange_segment\x18\x04 \x01(\t\x12\x0e\n\x06symbol\x18\x05 \x01(\t\x12\x1f\n\x04side\x18\x06 \x01(\x0e\x32\x11.neopulse.v1.Side\x12\x10\n\x08quantity\x18\x07 \x01(\x03\x12*\n\norder_type\x18\x08 \x01(\x0e\x32\x16.neopulse.v1.OrderType\x12\x19\n\x11limit_price_paise\x18\t \x01(\x03\x12\x1b\n\x13trigger_price_paise\x18\n \x01(\x03\x12%\n\x07product\x18\x0b \x01(\x0e\x32\x14.neopulse.v1.Product\x12\x0e\n\x06reason\x18\x0c \x01(\t\x12\r\n\x05ts_ns\x18\r \x01(\x03\x12\x14\n\x0ctick_recv_ns\x18\x0e \x01(\x03\x12\x10\n\x08sequence\x18\x0f \x01(\x03\"3\n\x0bSignalBatch\x12$\n\x07signals\x18\x01 \x03(\x0b\x32\x13.neopulse.v1.Signal\"\xb0\x03\n\x0cOrderRequest\x12\x17\n\x0f\x63lient_order_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\x03\x12\x18\n\x10\x65xchange_segment\x18\x03 \x01(\t\x12\x0e\n\x06symbol\x18\x04 \x01(\t\x12\x1f\n\x04side\x18\x05 \x01(\x0e\x32\x11.neopulse.v1.Side\x12\x10\n\x08quantity\x18\x06 \x01(\x03\x12*\n\norder_type\x18\x07 \x01(\x0e\x32\x16.neopulse.v1.OrderType\x12\x13\n\x0bprice_paise\x18\x08 \x01(\x03\x12\x1b\n\x13trigger_price_paise\x18\t \x01(\x03\x12%\n\x07product\x18\n \x01(\x0e\x32\x14.neopulse.v1.Product\x12\'\n\x08validity\x18\x0b \x01(\x0e\x32\x15.neopulse.v1.Validity\x12\x14\n\x0cstrategy_tag\x18\x0c \x01(\t\x12\x11\n\tsignal_id\x18\r \x01(\t\x12\x14\n\x0ctick_recv_ns\x18\x0e \x01(\x03\x12.\n\x0cprice_factor\x18\x0f \x01(\x0b\x32\x18.neopulse.v1.PriceFactor\"\xb5\x01\n\x0cRiskDecision\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x13\n\x0breason_code\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12(\n\x05order\x18\x04 \x01(\x0b\x32\x19.neopulse.v1.OrderRequest\x12\r\n\x05ts_ns\x18\x05 \x01(\x03\x12\x10\n\x08strategy\x18\x06 \x01(\t\x12\x11\n\tsignal_id\x18\x07 \x01(\t\x12\x10\n\x08sequence\x18\x08 \x01(\x03\"A\n\x11RiskDecisionBatch\x12,\n\tdecisions\x18\x01 \x03(\x0b\x32\x19.neopulse.v1.RiskDecision\"\xb7\x03\n\x0bOrderUpdate\x12\x13\n\x0binternal_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x02 \x01(\t\x12\x19\n\x11\x65xchange_order_id\x18\x03 \x01(\t\x12(\n\x06status\x18\x04 \x01(\x0e\x32\x18.neopulse.v1.OrderStatus\x12\x31\n\x0fprevious_status\x18\x05 \x01(\x0e\x32\x18.neopulse.v1.OrderStatus\x12\x17\n\x0f\x66illed_quantity\x18\x06 \x01(\x03\x12\x1b\n\x13\x61verage_price_paise\x18\x07 \x01(\x03\x12\x1a\n\x12last_fill_quantity\x18\x08 \x01(\x03\x12\x1d\n\x15last_fill_price_paise\x18\t \x01(\x03\x12\x0e\n\x06reason\x18\n \x01(\t\x12*\n\x07request\x18\x0b \x01(\x0b\x32\x19.neopulse.v1.OrderRequest\x12\r\n\x05ts_ns\x18\x0c \x01(\x03\x12\x10\n\x08sequence\x18\r \x01(\x03\x12\x1f\n\x17last_fill_charges_paise\x18\x0e \x01(\x03\x12\x13\n\x0breason_code\x18\x0f \x01(\t\"=\n\x10OrderUpdateBatch\x12)\n\x07updates\x18\x01 \x03(\x0b\x32\x18.neopulse.v1.OrderUpdate\"\xe5\x02\n\x08Position\x12\r\n\x05token\x18\x01 \x01(\x03\x12\x18\n\x10\x65xchange_segment\x18\x02 \x01(\t\x12\x0e\n\x06symbol\x18\x03 \x01(\t\x12%\n\x07product\x18\x04 \x01(\x0e\x32\x14.neopulse.v1.Product\x12\x14\n\x0cnet_quantity\x18\x05 \x01(\x03\x12\x1b\n\x13\x61verage_price_paise\x18\x06 \x01(\x03\x12\x1a\n\x12realised_pnl_paise\x18\x07 \x01(\x03\x12\x1c\n\x14unrealised_pnl_paise\x18\x08 \x01(\x03\x12\x18\n\x10last_price_paise\x18\t \x01(\x03\x12\x14\n\x0c\x62uy_quantity\x18\n \x01(\x03\x12\x15\n\rsell_quantity\x18\x0b \x01(\x03\x12\x15\n\rcharges_paise\x18\x0c \x01(\x03\x12.\n\x0cprice_factor\x18\r \x01(\x0b\x32\x18.neopulse.v1.PriceFactor*9\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x0c\n\x08SIDE_BUY\x10\x01\x12\r\n\tSIDE_SELL\x10\x02*\x8b\x01\n\tOrderType\x12\x1a\n\x16ORDER_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11ORDER_TYPE_MARKET\x10\x01\x12\x14\n\x10ORDER_TYPE_LIMIT\x10\x02\x12\x19\n\x15ORDER_TYPE_STOP_LIMIT\x10\x03\x12\x1a\n\x16ORDER_TYPE_STOP_MARKET\x10\x04*V\n\x07Product\x12\x17\n\x13PRODUCT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bPRODUCT_MIS\x10\x01\x12\x0f\n\x0bPRODUCT_CNC\x10\x02\x12\x10\n\x0cPRODUCT_NRML\x10\x03*H\n\x08Validity\x12\x18\n\x14VALIDITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cVALIDITY_DAY\x10\x01\x12\x10\n\x0cVALIDITY_IOC\x10\x02*\xd3\x02\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18ORDER_STATUS_PENDING_NEW\x10\x01\x12\x1a\n\x16ORDER_STATUS_SUBMITTED\x10\x02\x12\x15\n\x11ORDER_STATUS_OPEN\x10\x03\x12 \n\x1cORDER_STATUS_TRIGGER_PENDING\x10\x04\x12!\n\x1dORDER_STATUS_PARTIALLY_FILLED\x10\x05\x12\x17\n\x13ORDER_STATUS_TRADED\x10\x06\x12\x19\n\x15ORDER_STATUS_REJECTED\x10\x07\x12\x1f\n\x1bORDER_STATUS_CANCEL_PENDING\x10\x08\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\t\x12\x1f\n\x1bORDER_STATUS_MODIFY_PENDING\x10\nb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shared.contracts.trading_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SIDE']._serialized_start=1916
-  _globals['_SIDE']._serialized_end=1973
-  _globals['_ORDERTYPE']._serialized_start=1976
-  _globals['_ORDERTYPE']._serialized_end=2115
-  _globals['_PRODUCT']._serialized_start=2117
-  _globals['_PRODUCT']._serialized_end=2203
-  _globals['_VALIDITY']._serialized_start=2205
-  _globals['_VALIDITY']._serialized_end=2277
-  _globals['_ORDERSTATUS']._serialized_start=2280
-  _globals['_ORDERSTATUS']._serialized_end=2619
-  _globals['_SIGNAL']._serialized_start=43
-  _globals['_SIGNAL']._serialized_end=406
-  _globals['_SIGNALBATCH']._serialized_start=408
-  _globals['_SIGNALBATCH']._serialized_end=459
-  _globals['_ORDERREQUEST']._serialized_start=462
-  _globals['_ORDERREQUEST']._serialized_end=846
-  _globals['_RISKDECISION']._serialized_start=849
-  _globals['_RISKDECISION']._serialized_end=1030
-  _globals['_RISKDECISIONBATCH']._serialized_start=1032
-  _globals['_RISKDECISIONBATCH']._serialized_end=1097
-  _globals['_ORDERUPDATE']._serialized_start=1100
-  _globals['_ORDERUPDATE']._serialized_end=1539
-  _globals['_ORDERUPDATEBATCH']._serialized_start=1541
-  _globals['_ORDERUPDATEBATCH']._serialized_end=1602
-  _globals['_POSITION']._serialized_start=1605
-  _globals['_POSITION']._serialized_end=1914
+  _globals['_SIDE']._serialized_start=2038
+  _globals['_SIDE']._serialized_end=2095
+  _globals['_ORDERTYPE']._serialized_start=2098
+  _globals['_ORDERTYPE']._serialized_end=2237
+  _globals['_PRODUCT']._serialized_start=2239
+  _globals['_PRODUCT']._serialized_end=2325
+  _globals['_VALIDITY']._serialized_start=2327
+  _globals['_VALIDITY']._serialized_end=2399
+  _globals['_ORDERSTATUS']._serialized_start=2402
+  _globals['_ORDERSTATUS']._serialized_end=2741
+  _globals['_SIGNAL']._serialized_start=69
+  _globals['_SIGNAL']._serialized_end=432
+  _globals['_SIGNALBATCH']._serialized_start=434
+  _globals['_SIGNALBATCH']._serialized_end=485
+  _globals['_ORDERREQUEST']._serialized_start=488
+  _globals['_ORDERREQUEST']._serialized_end=920
+  _globals['_RISKDECISION']._serialized_start=923
+  _globals['_RISKDECISION']._serialized_end=1104
+  _globals['_RISKDECISIONBATCH']._serialized_start=1106
+  _globals['_RISKDECISIONBATCH']._serialized_end=1171
+  _globals['_ORDERUPDATE']._serialized_start=1174
+  _globals['_ORDERUPDATE']._serialized_end=1613
+  _globals['_ORDERUPDATEBATCH']._serialized_start=1615
+  _globals['_ORDERUPDATEBATCH']._serialized_end=1676
+  _globals['_POSITION']._serialized_start=1679
+  _globals['_POSITION']._serialized_end=2036
 # @@protoc_insertion_point(module_scope)

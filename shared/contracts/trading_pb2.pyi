@@ -1,3 +1,4 @@
+from shared.contracts import market_pb2 as _market_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -115,7 +116,7 @@ class SignalBatch(_message.Message):
     def __init__(self, signals: _Optional[_Iterable[_Union[Signal, _Mapping]]] = ...) -> None: ...
 
 class OrderRequest(_message.Message):
-    __slots__ = ("client_order_id", "token", "exchange_segment", "symbol", "side", "quantity", "order_type", "price_paise", "trigger_price_paise", "product", "validity", "strategy_tag", "signal_id", "tick_recv_ns")
+    __slots__ = ("client_order_id", "token", "exchange_segment", "symbol", "side", "quantity", "order_type", "price_paise", "trigger_price_paise", "product", "validity", "strategy_tag", "signal_id", "tick_recv_ns", "price_factor")
     CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     EXCHANGE_SEGMENT_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +131,7 @@ class OrderRequest(_message.Message):
     STRATEGY_TAG_FIELD_NUMBER: _ClassVar[int]
     SIGNAL_ID_FIELD_NUMBER: _ClassVar[int]
     TICK_RECV_NS_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FACTOR_FIELD_NUMBER: _ClassVar[int]
     client_order_id: str
     token: int
     exchange_segment: str
@@ -144,7 +146,8 @@ class OrderRequest(_message.Message):
     strategy_tag: str
     signal_id: str
     tick_recv_ns: int
-    def __init__(self, client_order_id: _Optional[str] = ..., token: _Optional[int] = ..., exchange_segment: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[Side, str]] = ..., quantity: _Optional[int] = ..., order_type: _Optional[_Union[OrderType, str]] = ..., price_paise: _Optional[int] = ..., trigger_price_paise: _Optional[int] = ..., product: _Optional[_Union[Product, str]] = ..., validity: _Optional[_Union[Validity, str]] = ..., strategy_tag: _Optional[str] = ..., signal_id: _Optional[str] = ..., tick_recv_ns: _Optional[int] = ...) -> None: ...
+    price_factor: _market_pb2.PriceFactor
+    def __init__(self, client_order_id: _Optional[str] = ..., token: _Optional[int] = ..., exchange_segment: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[Side, str]] = ..., quantity: _Optional[int] = ..., order_type: _Optional[_Union[OrderType, str]] = ..., price_paise: _Optional[int] = ..., trigger_price_paise: _Optional[int] = ..., product: _Optional[_Union[Product, str]] = ..., validity: _Optional[_Union[Validity, str]] = ..., strategy_tag: _Optional[str] = ..., signal_id: _Optional[str] = ..., tick_recv_ns: _Optional[int] = ..., price_factor: _Optional[_Union[_market_pb2.PriceFactor, _Mapping]] = ...) -> None: ...
 
 class RiskDecision(_message.Message):
     __slots__ = ("accepted", "reason_code", "reason", "order", "ts_ns", "strategy", "signal_id", "sequence")
@@ -213,7 +216,7 @@ class OrderUpdateBatch(_message.Message):
     def __init__(self, updates: _Optional[_Iterable[_Union[OrderUpdate, _Mapping]]] = ...) -> None: ...
 
 class Position(_message.Message):
-    __slots__ = ("token", "exchange_segment", "symbol", "product", "net_quantity", "average_price_paise", "realised_pnl_paise", "unrealised_pnl_paise", "last_price_paise", "buy_quantity", "sell_quantity", "charges_paise")
+    __slots__ = ("token", "exchange_segment", "symbol", "product", "net_quantity", "average_price_paise", "realised_pnl_paise", "unrealised_pnl_paise", "last_price_paise", "buy_quantity", "sell_quantity", "charges_paise", "price_factor")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     EXCHANGE_SEGMENT_FIELD_NUMBER: _ClassVar[int]
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
@@ -226,6 +229,7 @@ class Position(_message.Message):
     BUY_QUANTITY_FIELD_NUMBER: _ClassVar[int]
     SELL_QUANTITY_FIELD_NUMBER: _ClassVar[int]
     CHARGES_PAISE_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FACTOR_FIELD_NUMBER: _ClassVar[int]
     token: int
     exchange_segment: str
     symbol: str
@@ -238,4 +242,5 @@ class Position(_message.Message):
     buy_quantity: int
     sell_quantity: int
     charges_paise: int
-    def __init__(self, token: _Optional[int] = ..., exchange_segment: _Optional[str] = ..., symbol: _Optional[str] = ..., product: _Optional[_Union[Product, str]] = ..., net_quantity: _Optional[int] = ..., average_price_paise: _Optional[int] = ..., realised_pnl_paise: _Optional[int] = ..., unrealised_pnl_paise: _Optional[int] = ..., last_price_paise: _Optional[int] = ..., buy_quantity: _Optional[int] = ..., sell_quantity: _Optional[int] = ..., charges_paise: _Optional[int] = ...) -> None: ...
+    price_factor: _market_pb2.PriceFactor
+    def __init__(self, token: _Optional[int] = ..., exchange_segment: _Optional[str] = ..., symbol: _Optional[str] = ..., product: _Optional[_Union[Product, str]] = ..., net_quantity: _Optional[int] = ..., average_price_paise: _Optional[int] = ..., realised_pnl_paise: _Optional[int] = ..., unrealised_pnl_paise: _Optional[int] = ..., last_price_paise: _Optional[int] = ..., buy_quantity: _Optional[int] = ..., sell_quantity: _Optional[int] = ..., charges_paise: _Optional[int] = ..., price_factor: _Optional[_Union[_market_pb2.PriceFactor, _Mapping]] = ...) -> None: ...

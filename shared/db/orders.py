@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from fractions import Fraction
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
@@ -14,6 +15,7 @@ from google.protobuf.message import Message
 
 from shared.clock import UTC
 from shared.contracts import trading_pb2 as t
+from shared.price_factor import factor_of, price_factor
 
 TERMINAL_NAMES = ("TRADED", "REJECTED", "CANCELLED")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -21,7 +23,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Column list shared by every SELECT that rebuilds an OrderUpdate.
 LEDGER_COLUMNS = """internal_id, client_order_id, exchange_id, strategy_tag, signal_id, status, previous_status, side,
     quantity, price, trigger, order_type, product, validity, token, exchange_segment, symbol, filled_qty, avg_price,
-    last_fill_qty, last_fill_price, last_fill_charges, reason, reason_code, last_sequence, last_ts_ns, tick_recv_ns"""
+    last_fill_qty, last_fill_price, last_fill_charges, reason, reason_code, last_sequence, last_ts_ns, tick_recv_ns,
+    price_factor_num, price_factor_den"""
 
 
 def enum_name(enum: Any, prefix: str, value: int) -> str:
@@ -68,7 +71,8 @@ def row_to_update(row: Any) -> t.OrderUpdate:
         order_type=enum_value(t.OrderType, "ORDER_TYPE_", row["order_type"]), price_paise=row["price"],
         trigger_price_paise=row["trigger"], product=enum_value(t.Product, "PRODUCT_", row["product"]),
         validity=enum_value(t.Validity, "VALIDITY_", row["validity"]), strategy_tag=row["strategy_tag"],
-        signal_id=row["signal_id"], tick_recv_ns=row["tick_recv_ns"])
+        signal_id=row["signal_id"], tick_recv_ns=row["tick_recv_ns"],
+        price_factor=price_factor(Fraction(row["price_factor_num"], row["price_factor_den"])))
     return t.OrderUpdate(
         internal_id=str(row["internal_id"]), client_order_id=row["client_order_id"],
         exchange_order_id=row["exchange_id"], status=enum_value(t.OrderStatus, "ORDER_STATUS_", row["status"]),
@@ -83,11 +87,12 @@ def row_to_update(row: Any) -> t.OrderUpdate:
 def insert_args(u: t.OrderUpdate, audit: dict[str, Any]) -> tuple[Any, ...]:
     """Arguments for INSERT_SQL, from a write-ahead OrderUpdate."""
     r = u.request
+    factor = factor_of(r.price_factor)
     return (u.internal_id, u.client_order_id, r.strategy_tag, r.signal_id, status_name(u.status),
             enum_name(t.Side, "SIDE_", r.side), r.quantity, r.price_paise, r.trigger_price_paise,
             enum_name(t.OrderType, "ORDER_TYPE_", r.order_type), enum_name(t.Product, "PRODUCT_", r.product),
             enum_name(t.Validity, "VALIDITY_", r.validity), r.token, r.exchange_segment, r.symbol, u.sequence,
-            u.ts_ns, r.tick_recv_ns, jsonb(with_log(audit, u)), ts_of(u.ts_ns))
+            u.ts_ns, r.tick_recv_ns, jsonb(with_log(audit, u)), ts_of(u.ts_ns), factor.numerator, factor.denominator)
 
 
 def with_log(audit: dict[str, Any], u: t.OrderUpdate) -> dict[str, Any]:
@@ -102,7 +107,8 @@ def log_entry(audit: dict[str, Any], u: t.OrderUpdate) -> dict[str, Any]:
 INSERT_SQL = """
 INSERT INTO order_ledger (internal_id, client_order_id, strategy_tag, signal_id, status, side, quantity, price,
     trigger, order_type, product, validity, token, exchange_segment, symbol, last_sequence, last_ts_ns, tick_recv_ns,
-    metadata, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19::jsonb, $20, $20)
+    metadata, created_at, updated_at, price_factor_num, price_factor_den)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19::jsonb, $20, $20, $21,
+    $22)
 ON CONFLICT DO NOTHING
 RETURNING internal_id"""

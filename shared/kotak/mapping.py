@@ -19,6 +19,8 @@ from neo_api_client.exceptions import ApiException
 from services.oms.broker import BrokerOrderEvent
 from shared.contracts import market_pb2, trading_pb2
 from shared.money import to_paise, to_rupees
+from shared.price_factor import price_factor as price_factor_proto
+from shared.price_factor import representable
 
 log = logging.getLogger(__name__)
 S = trading_pb2
@@ -213,7 +215,8 @@ def price_factor(row: dict[str, Any], terms: tuple[str, str, str, str, str] = (
 def position(row: dict[str, Any]) -> trading_pb2.Position:
     """A portfolio/v2/positions row -> Position, as Kotak documents the arithmetic (positions.md): averages are
     amount / (quantity x price factor), P&L is (sell amount - buy amount) + net quantity x LTP x price factor.
-    Exact until the one rounding to paise; realised is the closed quantity's share, unrealised the rest."""
+    Exact until the one rounding to paise; realised is the closed quantity's share, unrealised the rest. The
+    Position carries the factor, so a book that takes it in values later prices by it."""
     buy_qty = integer(row.get("flBuyQty")) + integer(row.get("cfBuyQty"))
     sell_qty = integer(row.get("flSellQty")) + integer(row.get("cfSellQty"))
     buy_amt = paise(row.get("buyAmt")) + paise(row.get("cfBuyAmt"))
@@ -231,7 +234,8 @@ def position(row: dict[str, Any]) -> trading_pb2.Position:
         token=integer(row.get("tok")), exchange_segment=str(row.get("exSeg", "")), symbol=str(row.get("trdSym", "")),
         product=PRODUCT_BACK.get(str(row.get("prod", "")), S.PRODUCT_UNSPECIFIED), net_quantity=net,
         average_price_paise=round(open_cost / factor), realised_pnl_paise=realised, last_price_paise=ltp,
-        unrealised_pnl_paise=unrealised, buy_quantity=buy_qty, sell_quantity=sell_qty)
+        unrealised_pnl_paise=unrealised, buy_quantity=buy_qty, sell_quantity=sell_qty,
+        price_factor=price_factor_proto(factor))
 
 
 def limits(reply: dict[str, Any]) -> dict[str, Any]:
@@ -272,13 +276,13 @@ SCRIP_FACTOR_TERMS = ("lMultiplier", "dGenNum", "dGenDen", "dPriceNum", "dPriceD
 
 
 def instruments_from_csv(text: str) -> list[market_pb2.Instrument]:
-    """A scrip-master CSV -> Instruments. dTickSize is in paise in every segment (5.0 = Rs 0.05, 100 = Rs 1).
+    """A scrip-master CSV -> Instruments. dTickSize is in paise in every segment (5.0 = Rs 0.05, 100 = Rs 1); the
+    price factor (lMultiplier x dGenNum/dGenDen x dPriceNum/dPriceDen, by which order value and P&L are
+    price x quantity x factor) is kept exactly on the Instrument.
 
     Left out, with one warning: a contract whose tick is not a whole number of paise or whose prices have more
-    than 2 decimals (currency derivatives: Rs 0.0025), which integer paise cannot price, and a contract with a
-    price factor (lMultiplier x dGenNum/dGenDen x dPriceNum/dPriceDen) other than 1, whose order value and P&L
-    are price x quantity x factor: an Instrument has no field for the factor, so every check and P&L of it
-    would be off by it."""
+    than 2 decimals (currency derivatives: Rs 0.0025), which integer paise cannot price, and one whose price factor
+    does not fit an int64 ratio."""
     reader = csv.DictReader(io.StringIO(text))
     out, left_out = [], []
     for raw in reader:
@@ -289,7 +293,7 @@ def instruments_from_csv(text: str) -> list[market_pb2.Instrument]:
             continue
         tick = _tick_paise(row.get("dTickSize"))
         factor = price_factor(row, SCRIP_FACTOR_TERMS)
-        if tick is None or integer(row.get("lPrecision")) > 2 or factor != 1:
+        if tick is None or integer(row.get("lPrecision")) > 2 or not representable(factor):
             left_out.append(f"{row.get('pExchSeg', '')}:{symbol} (tick {row.get('dTickSize')!r} paise, "
                             f"precision {row.get('lPrecision')!r}, price factor {factor})")
             continue
@@ -297,9 +301,9 @@ def instruments_from_csv(text: str) -> list[market_pb2.Instrument]:
             token=token, symbol=symbol, exchange_segment=row.get("pExchSeg", ""),
             tick_size_paise=tick, lot_size=integer(row.get("lLotSize")) or 1,
             freeze_quantity=integer(row.get("lFreezeQty")), name=row.get("pSymbolName", ""),
-            isin=row.get("pISIN", "")))
+            isin=row.get("pISIN", ""), price_factor=price_factor_proto(factor)))
     if left_out:
-        log.warning("scrip master: contracts NeoPulse cannot price in whole paise at a price factor of 1 left out",
+        log.warning("scrip master: contracts NeoPulse cannot price in whole paise left out",
                     extra={"count": len(left_out), "examples": left_out[:5]})
     return out
 

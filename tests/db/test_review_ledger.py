@@ -322,6 +322,14 @@ async def test_orders_by_day_list_ties_on_created_at_in_the_order_they_were_writ
     assert _ids(await queries.orders(db_pool, DAY)) == ["second", "first"]
 
 
+# How the OMS wrote an order before 0004 added the price factor columns.
+INSERT_BEFORE_0004 = """
+INSERT INTO order_ledger (internal_id, client_order_id, strategy_tag, signal_id, status, side, quantity, price,
+    trigger, order_type, product, validity, token, exchange_segment, symbol, last_sequence, last_ts_ns, tick_recv_ns,
+    metadata, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19::jsonb, $20, $20)"""
+
+
 async def test_orders_written_before_0003_get_their_written_order_from_it(pg_server, home):
     name = f"m_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(pg_server)
@@ -333,12 +341,12 @@ async def test_orders_written_before_0003_get_their_written_order_from_it(pg_ser
         await migrate.migrate(conn, home)  # a database from before 0003
         for tag, ts, seq in [("b", T0, 3), ("a", T0, 2), ("old", T0 - NS, 9), ("c", T0 + NS, 1)]:
             order = new_order(str(uuid.uuid4()), tag, ts_ns=ts, sequence=seq)
-            await conn.execute(INSERT_SQL, *insert_args(order, {}))
+            await conn.execute(INSERT_BEFORE_0004, *insert_args(order, {})[:20])
             await conn.execute("INSERT INTO order_events (internal_id, sequence, status, payload, ts) "
                                "VALUES ($1, $2, 'PENDING_NEW', '{}', now())", uuid.UUID(order.internal_id), seq)
         await conn.execute("UPDATE order_ledger SET last_sequence = 99 WHERE client_order_id = 'b'")
 
-        assert await migrate.migrate(conn) == [3]
+        assert await migrate.migrate(conn) == [3, 4]
         written = [r["client_order_id"] for r in await conn.fetch(
             "SELECT client_order_id FROM order_ledger ORDER BY written_seq")]
         new = new_order(str(uuid.uuid4()), "new", ts_ns=T0 + 2 * NS)

@@ -9,6 +9,8 @@ amount) + net quantity x LTP x that factor) and neo_api_client/utils/positions_p
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import pytest
 
 from services.risk.engine import RiskEngine
@@ -20,6 +22,7 @@ from shared.errors import RetryableError
 from shared.instruments import InstrumentBook
 from shared.kotak import mapping
 from shared.positions import PositionBook
+from shared.price_factor import factor_of
 from tests.helpers import eventually
 from tests.kotak.conftest import NOW_NS, RunningOms
 from tests.kotak.test_broker import limit_buy, market_buy
@@ -50,6 +53,19 @@ def test_a_position_with_a_price_factor_has_a_price_average_and_pnl_scaled_by_th
     assert pos.average_price_paise == 6000_00  # a price, not amount per unit (Rs 6,00,000)
     assert pos.realised_pnl_paise == 1 * 10_00 * 100  # Rs 10 a unit on 1 closed unit, x100
     assert pos.unrealised_pnl_paise == 1 * 5_00 * 100  # Rs 5 a unit on 1 open unit, x100
+
+
+@pytest.mark.parametrize(("factor", "expected"), [({"multiplier": "100"}, Fraction(100)),
+                                                  ({"genNum": "3", "genDen": "2"}, Fraction(3, 2))])
+def test_a_position_with_a_price_factor_carries_the_factor(factor, expected):
+    """So that the OMS's book, which takes carried positions from these rows, values later prices by it too."""
+    pos = mapping.position(crude_position(**factor))
+
+    assert factor_of(pos.price_factor) == expected
+
+
+def test_a_position_of_factor_one_leaves_the_factor_unset():
+    assert not mapping.position(crude_position()).HasField("price_factor")
 
 
 def test_position_pnl_adds_up_to_kotaks_total_without_flooring_the_average_prices():
@@ -107,16 +123,27 @@ def test_a_tick_below_a_paisa_is_not_imported_as_five_paise():
     assert [(i.symbol, i.tick_size_paise) for i in instruments] == [("RELIANCE-EQ", 10)]
 
 
-@pytest.mark.parametrize("terms", ["100,2,-1,1,1,1,1", "-1,2,-1,100,1,1,1", "-1,2,-1,1,1,10,1"])
-def test_a_contract_with_a_price_factor_is_not_imported_while_the_instrument_cannot_carry_it(terms):
-    """P&L, order value and margin of such a contract are price x quantity x factor; NeoPulse's Instrument has
-    no field for the factor, so importing it would value every order and fill of it wrongly."""
+@pytest.mark.parametrize(("terms", "factor"), [
+    ("100,2,-1,1,1,1,1", Fraction(100)), ("-1,2,-1,100,1,1,1", Fraction(100)), ("-1,2,-1,1,1,10,1", Fraction(10)),
+    ("-1,2,-1,1,1,1,100", Fraction(1, 100)), ("10,2,-1,20,3,1,1", Fraction(200, 3))])
+def test_a_contract_with_a_price_factor_is_imported_with_the_factor_exactly(terms, factor):
+    """P&L, order value and margin of such a contract are price x quantity x factor: the Instrument carries the
+    factor (multiplier x genNum/genDen x prcNum/prcDen) as an exact ratio; a contract of factor 1 leaves it unset."""
     instruments = master(f"451669,,mcx_fo,FUTCOM,CRUDEOIL,CRUDEOIL26OCTFUT,XX,,100.000000,1,1476921600,{terms},"
                          "10000",
                          "451670,,mcx_fo,FUTCOM,CRUDEOIL,CRUDEOIL26NOVFUT,XX,,100.000000,100,1479600000,1,2,-1,1,1,1,1,"
                          "10000")
 
-    assert [(i.symbol, i.lot_size, i.tick_size_paise) for i in instruments] == [("CRUDEOIL26NOVFUT", 100, 100)]
+    assert [(i.symbol, i.lot_size, i.tick_size_paise, factor_of(i.price_factor), i.HasField("price_factor"))
+            for i in instruments] == [("CRUDEOIL26OCTFUT", 1, 100, factor, True),
+                                      ("CRUDEOIL26NOVFUT", 100, 100, Fraction(1), False)]
+
+
+def test_a_contract_whose_price_factor_no_int64_ratio_holds_is_left_out():
+    instruments = master("451669,,mcx_fo,FUTCOM,CRUDEOIL,CRUDEOIL26OCTFUT,XX,,100.000000,1,1476921600,"
+                         "100000000000000000000,2,-1,1,1,1,1,10000")
+
+    assert instruments == []
 
 
 # -- replies --------------------------------------------------------------------------------------------
@@ -140,15 +167,14 @@ async def test_order_history_lists_the_newest_state_first_as_kotak_does(sim, bro
     assert history[-1].status == T.ORDER_STATUS_SUBMITTED
 
 
-# -- needs shared/positions.py, services/risk and protos (not changed here) ---------------------------------
-@pytest.mark.xfail(strict=True, reason="shared/positions.py values fills at price x quantity; a contract whose "
-                   "Kotak rows carry multiplier x genNum/genDen x prcNum/prcDen != 1 needs that factor, and "
-                   "market.Instrument has no field for it")
+# -- the factor in positions and risk ---------------------------------------------------------------------
 def test_the_oms_pnl_of_a_contract_with_a_price_factor_matches_kotaks():
+    """The orders carry the instrument's factor (risk stamps it on every order it accepts)."""
     kotak = mapping.position(crude_position(multiplier="100"))
     book = PositionBook()
     for side, quantity, price in ((T.SIDE_BUY, 2, 6000_00), (T.SIDE_SELL, 1, 6010_00)):
-        req = T.OrderRequest(token=CRUDE, side=side, quantity=quantity, product=T.PRODUCT_NRML)
+        req = T.OrderRequest(token=CRUDE, side=side, quantity=quantity, product=T.PRODUCT_NRML,
+                             price_factor=market_pb2.PriceFactor(numerator=100))
         book.apply_update(T.OrderUpdate(request=req, last_fill_quantity=quantity, last_fill_price_paise=price))
     book.mark(CRUDE, 6005_00)
 
@@ -156,12 +182,10 @@ def test_the_oms_pnl_of_a_contract_with_a_price_factor_matches_kotaks():
                                                                         kotak.unrealised_pnl_paise)
 
 
-@pytest.mark.xfail(strict=True, reason="services/risk/engine.py check_order_value is price x quantity; a contract "
-                   "with a price factor is worth price x quantity x factor, and market.Instrument has no field for it")
 def test_risk_values_one_lot_of_a_contract_with_a_price_factor_at_price_times_quantity_times_factor():
     """One lot of CRUDEOIL at Rs 6,000 a barrel, factor 100 (100 barrels): Rs 6,00,000, over a Rs 1,00,000 cap."""
     crude = market_pb2.Instrument(token=CRUDE, symbol="CRUDEOIL26OCTFUT", exchange_segment="mcx_fo",
-                                  tick_size_paise=100, lot_size=1)
+                                  tick_size_paise=100, lot_size=1, price_factor=market_pb2.PriceFactor(numerator=100))
     engine = RiskEngine(limits(max_order_value_paise=1_00_000_00), ManualClock(NOW_NS), InstrumentBook([crude]))
     order = T.OrderRequest(client_order_id="c-crude", token=CRUDE, exchange_segment="mcx_fo",
                            symbol="CRUDEOIL26OCTFUT", side=T.SIDE_BUY, quantity=1, order_type=T.ORDER_TYPE_LIMIT,

@@ -99,6 +99,28 @@ def test_mcx_futures_sell_pays_ctt_and_mcx_charges():
     assert charges == Charges(brokerage=2000, stt=5000, exchange=1050, sebi=50, stamp=0, gst=558)
 
 
+def test_the_turnover_of_a_contract_with_a_price_factor_is_price_times_quantity_times_the_factor():
+    # Sell 1 lot of CRUDEOIL quoted Rs 5,000.00 a barrel, factor 100 (100 barrels a lot): the same turnover,
+    # 5,00,00,000 paise, and so the same charges as selling 100 at a factor of 1 above.
+    crude = order(t.SIDE_SELL, t.PRODUCT_NRML, "mcx_fo", "CRUDEOIL25DECFUT")
+    crude.price_factor.numerator = 100
+
+    charges = MODEL.for_fill(crude, 1, 500_000)
+
+    assert charges == Charges(brokerage=2000, stt=5000, exchange=1050, sebi=50, stamp=0, gst=558)
+
+
+def test_a_fractional_price_factor_scales_the_turnover_exactly():
+    # Sell 3 at Rs 1,000.00 with factor 1/3: turnover exactly 1,00,000 paise (not 99,999.99..).
+    # brokerage 0.03% = 30; CTT 0.01% = 10; MCX 0.0021% = 2.1 -> 2; SEBI 0.1 -> 0; GST 18% of 32 = 5.76 -> 6.
+    third = order(t.SIDE_SELL, t.PRODUCT_NRML, "mcx_fo", "CRUDEOIL25DECFUT")
+    third.price_factor.numerator, third.price_factor.denominator = 1, 3
+
+    charges = MODEL.for_fill(third, 3, 100_000)
+
+    assert charges == Charges(brokerage=30, stt=10, exchange=2, sebi=0, stamp=0, gst=6)
+
+
 def test_mcx_futures_buy_pays_commodity_stamp_duty_and_no_ctt():
     charges = MODEL.for_fill(order(t.SIDE_BUY, t.PRODUCT_NRML, "mcx_fo", "CRUDEOIL25DECFUT"), 100, 500_000)
 

@@ -255,6 +255,19 @@ async def test_each_fill_event_carries_cumulative_fills_and_its_charges(vb):
     assert second.charges_paise == vo.charges_paise > expected
 
 
+async def test_a_paper_fill_of_a_contract_with_a_price_factor_charges_on_its_whole_turnover(vb):
+    """1 lot at Rs 100 with factor 100 is Rs 10,000 of turnover, as 100 units at a factor of 1 would be."""
+    req = order(price=100_00, quantity=1)
+    req.price_factor.numerator = 100
+    await place(vb, req)
+
+    await vb.on_candle(candle(open_=99_00, high=99_50, low=98_00, close=99_00))
+
+    event = await next_event(vb)
+    assert (event.filled_quantity, event.average_price_paise) == (1, 99_00)  # a price, not a value
+    assert event.charges_paise == CHARGES.for_fill(order(price=100_00, quantity=100), 100, 99_00).total
+
+
 async def test_cancel_closes_a_working_order_and_refuses_a_terminal_one(vb):
     vo = await place(vb, order(price=100_00))
 
