@@ -57,6 +57,33 @@ def _install_pause_timer() -> None:
     gc.callbacks.append(on_gc)
 
 
+YOUNG_THRESHOLD = 20_000  # allocations before an automatic young collection (CPython's default: 700)
+IDLE_YOUNG_AT = 200  # a young generation this full is collected as soon as the loop has nothing to run
+IDLE_CHECK_S = 0.001
+
+
+async def collect_when_idle() -> None:
+    """Do the collector's work while the loop has nothing else to run, not in the middle of a burst.
+
+    A burst of orders allocates a few thousand objects: at CPython's default threshold that is several young
+    collections (70-120 µs each, measured) inside the burst. The automatic threshold is raised far above a
+    burst's allocations, and what the young generations hold is collected here, every IDLE_CHECK_S, when no
+    other callback is ready. Measured (bench, 48 s runs at 20k ticks/s, three pairs): tick-to-order p99
+    1.58-1.77 ms without, 1.33-1.39 ms with. Started by every process after settle_after_start()."""
+    loop = asyncio.get_running_loop()
+    before = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, *before[1:])
+    ready = loop._ready  # type: ignore[attr-defined]  # asyncio's ready queue: empty = nothing else to run
+    try:
+        while True:
+            await asyncio.sleep(IDLE_CHECK_S)
+            young, older, _ = gc.get_count()
+            if young >= IDLE_YOUNG_AT and not ready:
+                gc.collect(1 if older >= before[1] else 0)
+    finally:  # the process (or a test) goes on without it: the collector's own schedule again
+        gc.set_threshold(*before)
+
+
 async def busy_poll() -> None:
     """Keep the event loop from ever sleeping in epoll: one core spins at 100%, and in exchange the code
     of the order path stays in that core's caches instead of being evicted while the process idles.

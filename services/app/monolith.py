@@ -125,6 +125,7 @@ class Monolith:
                 await asyncio.sleep(0)
                 runners = await self._start_all(tg)
                 runtime.settle_after_start()
+                runners.append(tg.create_task(runtime.collect_when_idle(), name="gc-idle"))
                 if self.settings.busy_poll:
                     runners.append(tg.create_task(runtime.busy_poll(), name="busy-poll"))
                 for fn in extra or []:

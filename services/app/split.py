@@ -164,7 +164,8 @@ class SplitProcess:
             await component.start()
             module_started.set()
             runtime.settle_after_start()
-            module_tasks = [tg.create_task(component.run(), name=f"{self.module}:run")]
+            module_tasks = [tg.create_task(component.run(), name=f"{self.module}:run"),
+                            tg.create_task(runtime.collect_when_idle(), name="gc-idle")]
             if self.app.busy_poll:
                 module_tasks.append(tg.create_task(runtime.busy_poll(), name="busy-poll"))
             server.set_serving(SERVICE_OF[self.module], True)

@@ -119,3 +119,22 @@ async def test_a_task_group_with_close_when_cancelled_stops_even_if_its_reader_s
 
     await asyncio.wait_for(asyncio.gather(run, return_exceptions=True), 5)
     assert feed.closed.is_set() and feed.swallowed == 1
+
+
+async def test_the_young_generation_is_collected_while_the_loop_idles_not_by_the_threshold():
+    """A burst's allocations stay below the raised threshold; what is left of them is collected once the loop
+    has nothing else to run."""
+    before = gc.get_threshold()
+    collector = asyncio.create_task(runtime.collect_when_idle())
+    try:
+        await asyncio.sleep(0)
+        assert gc.get_threshold()[0] == runtime.YOUNG_THRESHOLD
+        kept = [{"n": i} for i in range(5 * runtime.IDLE_YOUNG_AT)]  # a burst's survivors
+        assert gc.get_count()[0] >= len(kept)
+
+        await eventually(lambda: gc.get_count()[0] < runtime.IDLE_YOUNG_AT)
+    finally:
+        collector.cancel()
+        await asyncio.gather(collector, return_exceptions=True)
+    assert len(kept) == 5 * runtime.IDLE_YOUNG_AT
+    assert gc.get_threshold() == before  # stopped, it leaves the collector as it found it
