@@ -1,10 +1,15 @@
-"""Test helpers shared by every test package: waiting for an event without sleeping a fixed time."""
+"""Test helpers shared by every test package: waiting for an event without sleeping a fixed time, draining a
+replay."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from services.ingestion.replay import ReplaySource
 
 
 async def eventually(predicate: Callable[[], bool | Awaitable[bool]], within: float = 5.0,
@@ -20,3 +25,24 @@ async def eventually(predicate: Callable[[], bool | Awaitable[bool]], within: fl
             return
         assert loop.time() < deadline, f"condition not met within {within} s"
         await asyncio.sleep(every)
+
+
+async def replay_all(source: ReplaySource, within: float = 5.0) -> list[list[Any]]:
+    """Every tick batch (as lists of ticks) until the replay says it is done; one that never ends fails here."""
+    if source.symbols:
+        await source.instruments()
+    stream, out = source.batches(), []
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                nxt = asyncio.ensure_future(anext(stream))
+                ended = asyncio.ensure_future(source.done.wait())
+                await asyncio.wait({nxt, ended}, return_when=asyncio.FIRST_COMPLETED)
+                ended.cancel()
+                if not nxt.done():
+                    nxt.cancel()
+                    await asyncio.gather(nxt, return_exceptions=True)
+                    return out
+                out.append(list(nxt.result().ticks))
+    finally:
+        await stream.aclose()

@@ -13,11 +13,9 @@ decides which tick is "first" (test_the_first_tick_seen_not_the_earliest_decides
 
 from __future__ import annotations
 
-import asyncio
 import random
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import Iterable
 from datetime import date
-from typing import cast
 
 import pytest
 
@@ -28,6 +26,7 @@ from shared.clock import ManualClock, ist_day_number, ist_ns
 from shared.contracts import market_pb2
 from shared.db import queries
 from shared.db.config import DatabaseSettings
+from tests.helpers import replay_all
 
 DAY = date(2026, 1, 20)
 T0 = ist_ns(DAY, 23, 56)  # the window crosses IST midnight (18:30 UTC) four minutes in
@@ -148,21 +147,7 @@ async def sql_candles(pool, tokens: set[int]) -> dict[Key, Bar]:
 
 async def replayed(pool) -> list[list[market_pb2.Tick]]:
     source = ReplaySource(pool, [], T0 - MINUTE_NS, T0 + (MINUTES + 1) * MINUTE_NS, ManualClock(0), speed=0)
-    stream = cast("AsyncGenerator[market_pb2.TickBatch, None]", source.batches())
-    out: list[list[market_pb2.Tick]] = []
-    try:
-        while True:
-            nxt = asyncio.ensure_future(stream.__anext__())
-            ended = asyncio.ensure_future(source.done.wait())
-            await asyncio.wait({nxt, ended}, return_when=asyncio.FIRST_COMPLETED)
-            ended.cancel()
-            if not nxt.done():
-                nxt.cancel()
-                await asyncio.gather(nxt, return_exceptions=True)
-                return out
-            out.append(list(nxt.result().ticks))
-    finally:
-        await stream.aclose()
+    return await replay_all(source, within=60.0)
 
 
 def _with_allowance(sql: dict[Key, Bar], allowance: dict[Key, int]) -> dict[Key, Bar]:

@@ -31,23 +31,6 @@ class ListSink:
         self.closed = True
 
 
-@pytest.fixture
-async def running():
-    tasks = []
-
-    async def start(module):
-        bus = module.bus
-        tasks.append(asyncio.create_task(bus.run()))
-        await module.start()
-        tasks.append(asyncio.create_task(module.run()))
-        return module
-
-    yield start
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
 async def test_synthetic_ticks_reach_subscribers_and_the_tick_sink(running):
     bus, sink, seen = Bus(), ListSink(), []
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 from datetime import date
 
-import pytest
-
 from services.ingestion.config import IngestionSettings
 from services.ingestion.module import IngestionModule
 from services.ingestion.replay import ReplaySource
@@ -20,22 +18,6 @@ from tests.helpers import eventually
 from tests.ingestion.test_review_replay import store, tick
 
 DAY = date(2026, 1, 20)  # a Tuesday
-
-
-@pytest.fixture
-async def running():
-    tasks = []
-
-    async def start(module):
-        tasks.append(asyncio.create_task(module.bus.run()))
-        await module.start()
-        tasks.append(asyncio.create_task(module.run()))
-        return module
-
-    yield start
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def notes_of(bus: Bus) -> list[ops_pb2.Notification]:

@@ -18,7 +18,7 @@ from shared.clock import NS, ManualClock, ist_ns
 from shared.contracts import market_pb2
 from shared.db.config import DatabaseSettings
 from shared.marketdata import nse_instruments
-from tests.helpers import eventually
+from tests.helpers import eventually, replay_all
 
 DAY = date(2026, 1, 20)  # a Tuesday
 MIDNIGHT = ist_ns(DAY + timedelta(days=1), 0, 0)  # IST midnight: a partition boundary
@@ -37,26 +37,6 @@ async def store(pool: asyncpg.Pool, *batches: list[market_pb2.Tick]) -> None:
         writer.offer(market_pb2.TickBatch(ticks=batch))
     await writer.flush()
     assert writer.pending == 0 and writer.persisted == sum(len(b) for b in batches)
-
-
-async def replay_all(source: ReplaySource, within: float = 5.0) -> list[list[market_pb2.Tick]]:
-    """Every batch until the replay says it is done; a replay that never ends fails here."""
-    await source.instruments()
-    stream, out = source.batches(), []
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                nxt = asyncio.ensure_future(anext(stream))
-                ended = asyncio.ensure_future(source.done.wait())
-                await asyncio.wait({nxt, ended}, return_when=asyncio.FIRST_COMPLETED)
-                ended.cancel()
-                if not nxt.done():
-                    nxt.cancel()
-                    await asyncio.gather(nxt, return_exceptions=True)
-                    return out
-                out.append(list(nxt.result().ticks))
-    finally:
-        await stream.aclose()
 
 
 def key(t: market_pb2.Tick) -> tuple[int, int, int]:

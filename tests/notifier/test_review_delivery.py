@@ -103,7 +103,8 @@ async def flood_while_telegram_is_down(bus: Bus, api: FakeBotApi, module: Notifi
     api.fail["getMe"].clear()
 
 
-async def test_a_kill_switch_alert_is_not_shed_by_a_flood_of_fills_in_a_full_queue(bus, standins, fake_api, clock):
+async def sent_after_a_flood_in_a_full_queue(bus, fake_api, clock) -> str:
+    """30 fills and a kill switch into a queue of 5 while Telegram is down; what reaches the chat once it is back."""
     fake_api.fail["getMe"] = [502] * 1000
     module = NotifierModule(bus, settings_for(fake_api, queue_size=5, bot_start_retry_seconds=0.05), clock)
     runner = asyncio.create_task(module.run())
@@ -114,24 +115,18 @@ async def test_a_kill_switch_alert_is_not_shed_by_a_flood_of_fills_in_a_full_que
         await module.stop()
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+    return texts(fake_api)
 
-    assert "Kill switch engaged" in texts(fake_api)
+
+async def test_a_kill_switch_alert_is_not_shed_by_a_flood_of_fills_in_a_full_queue(bus, standins, fake_api, clock):
+    assert "Kill switch engaged" in await sent_after_a_flood_in_a_full_queue(bus, fake_api, clock)
 
 
 async def test_the_trader_is_told_how_many_notifications_a_full_queue_dropped(bus, standins, fake_api, clock):
-    fake_api.fail["getMe"] = [502] * 1000
-    module = NotifierModule(bus, settings_for(fake_api, queue_size=5, bot_start_retry_seconds=0.05), clock)
-    runner = asyncio.create_task(module.run())
-    try:
-        await flood_while_telegram_is_down(bus, fake_api, module, fills=30)
-        await eventually(lambda: texts(fake_api).count("✅ <b>Fill</b>") == 4)  # what fitted in the queue
-    finally:
-        await module.stop()
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
+    sent = await sent_after_a_flood_in_a_full_queue(bus, fake_api, clock)
 
-    assert "26 notifications dropped" in texts(fake_api)
-    assert texts(fake_api).count("✅ <b>Fill</b>") == 4  # the newest four, with the kill switch, filled the queue
+    assert "26 notifications dropped" in sent
+    assert sent.count("✅ <b>Fill</b>") == 4  # the newest four, with the kill switch, filled the queue
 
 
 async def test_a_critical_alert_goes_out_without_waiting_for_the_batch_window(bus, standins, fake_api, clock):
