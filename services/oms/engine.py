@@ -9,7 +9,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from prometheus_client import Counter
@@ -293,7 +293,11 @@ class OrderEngine:
         """Place beside the next decisions: a burst of orders goes out together (the broker's rate limiter
         spaces the calls) instead of each waiting for the previous one's round trip to the broker.
         Written ahead as PENDING_NEW already, in decision order; each order's lock orders its own events."""
-        task = asyncio.get_running_loop().create_task(self._place_logged(internal_id), name=f"oms:place:{internal_id}")
+        self._in_flight(self._place_logged(internal_id), f"oms:place:{internal_id}")
+
+    def _in_flight(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run placement work as a task that settle() and the bus's drain() wait for."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
         self._placing.add(task)
         task.add_done_callback(self._placing.discard)
         self.bus.track(task)
@@ -338,11 +342,7 @@ class OrderEngine:
         if ack is None:
             lock.release()
             return
-        task = asyncio.get_running_loop().create_task(self._ack_later(internal_id, ack, lock),
-                                                      name=f"oms:ack:{internal_id}")
-        self._placing.add(task)
-        task.add_done_callback(self._placing.discard)
-        self.bus.track(task)
+        self._in_flight(self._ack_later(internal_id, ack, lock), f"oms:ack:{internal_id}")
 
     async def _ack_later(self, internal_id: str, ack: BrokerAck, lock: asyncio.Lock) -> None:
         try:
