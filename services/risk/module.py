@@ -6,9 +6,10 @@ Serves RiskService requests on the bus, notifies state changes, asks the OMS to 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -56,9 +57,14 @@ class RiskModule(Component):
                                  square_off_retry_s=settings.square_off_retry_s, sessions=settings.market_sessions(),
                                  square_off_times=settings.square_off_hhmm_by_segment())
         self.sequencer = Sequencer()
-        # Held from numbering a decision until it is on ORDERS: publish order is sequence order, so a
-        # consumer that drops a sequence <= the last one seen never loses a decision.
+        # Held from deciding an order until its decision is on ORDERS: publish order is sequence order (a consumer
+        # that drops a sequence <= the last one seen never loses a decision), and an order waiting for its turn
+        # is decided by the state and limits of the moment it goes out (a kill switch engaged meanwhile halts it).
         self._publish_lock = asyncio.Lock()
+        # Held from taking state changes until they are on NOTIFICATIONS: announced in the order they happened.
+        self._notify_lock = asyncio.Lock()
+        # Counts kill-switch engagements and releases: cancels started under one stop when it is over.
+        self._kill_epoch = 0
         self._loss_interval_s = settings.loss_check_interval_ms / 1000
         self._next_loss_check = 0.0
         self._tasks: asyncio.TaskGroup | None = None  # run()'s TaskGroup: background work it owns
@@ -131,15 +137,14 @@ class RiskModule(Component):
             log.warning("square-off: cancelling a working MIS order", extra={"order_id": order_id})
             await self._cancel(order_id)  # refused or failed: offered again after square_off_retry_s
         for order in self.engine.square_off_due():
-            decision = self.engine.decide(order)
+            decision = await self._decide_and_publish(functools.partial(self.engine.decide, order))
             log.warning("square-off order", extra={"order_id": order.client_order_id, "token": order.token,
                                                    "accepted": decision.accepted, "reason": decision.reason})
-            await self._publish_decision(decision)
         await self._notify_changes()
 
     # -- topics ---------------------------------------------------------------
     async def _on_signal(self, signal: trading_pb2.Signal) -> None:
-        await self._publish_decision(self.engine.decide_signal(signal))
+        await self._decide_and_publish(functools.partial(self.engine.decide_signal, signal))
         await self._notify_changes()
 
     async def _on_ticks(self, batch: market_pb2.TickBatch) -> None:
@@ -160,8 +165,7 @@ class RiskModule(Component):
     async def submit_order(self, request: risk_pb2.SubmitOrderRequest) -> risk_pb2.SubmitOrderResponse:
         """A manual order: malformed -> InvalidInput; denied -> published rejection + RiskRejected/TradingHalted."""
         order = self._complete_manual_order(request.order)
-        decision = self.engine.decide(order)
-        await self._publish_decision(decision)
+        decision = await self._decide_uncancelled(functools.partial(self.engine.decide, order))
         await self._notify_changes()
         if not decision.accepted:
             if decision.reason_code in INPUT_FIELDS:
@@ -184,6 +188,7 @@ class RiskModule(Component):
 
     async def set_kill_switch(self, request: risk_pb2.SetKillSwitchRequest) -> risk_pb2.SetKillSwitchResponse:
         self.engine.set_kill_switch(request.engaged, request.reason)
+        self._kill_epoch += 1
         log.warning("kill switch", extra={"engaged": request.engaged, "reason": request.reason})
         await self._notify_changes()
         if request.engaged and request.cancel_open_orders:
@@ -191,10 +196,16 @@ class RiskModule(Component):
         return risk_pb2.SetKillSwitchResponse(state=self.engine.state)
 
     async def _cancel_open_orders(self) -> None:
-        """Cancel every open order now; those the OMS refuses (not yet at the broker) are retried in the background."""
-        failed = [order_id for order_id in list(self.engine.open_orders) if not await self._cancel(order_id)]
+        """Cancel every open order now; those the OMS refuses (not yet at the broker) are retried in the background.
+        Square-off orders are left working: HALTED admits them because they only close intraday positions."""
+        epoch, failed = self._kill_epoch, []
+        for order_id in [cid for cid, o in self.engine.open_orders.items() if not o.square_off]:
+            if self._kill_epoch != epoch:
+                return  # released (or engaged anew) while cancelling: the rest stay as the operator now wants
+            if not await self._cancel(order_id):
+                failed.append(order_id)
         if failed:
-            await self._in_background(self._retry_cancels(failed))
+            await self._in_background(self._retry_cancels(failed, epoch))
 
     async def _cancel(self, order_id: str) -> bool:
         try:
@@ -204,19 +215,26 @@ class RiskModule(Component):
             return False
         return True
 
-    async def _retry_cancels(self, order_ids: list[str]) -> None:
-        """Retry with a doubling delay until each order is cancelled or terminal, the switch is released or
-        cancel_retry_window_ms is over; what is left is counted, logged and a CRITICAL notification."""
+    async def _retry_cancels(self, order_ids: list[str], epoch: int) -> None:
+        """Retry with a doubling delay until each order is cancelled or terminal, the engagement `epoch` is over
+        (released, even if engaged again since: that one cancels what it asked for) or cancel_retry_window_ms is
+        over; what is left is counted, logged and a CRITICAL notification."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.cancel_retry_window_ms / 1000
         delay = self.settings.cancel_retry_backoff_ms / 1000
         left = order_ids
-        while left and loop.time() < deadline and self.engine.kill_switch_engaged:
+        while left and loop.time() < deadline and self._kill_epoch == epoch:
             await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
             delay = min(delay * 2, MAX_CANCEL_BACKOFF_S)
-            left = [o for o in left if o in self.engine.open_orders and not await self._cancel(o)]
+            still: list[str] = []
+            for order_id in left:
+                if self._kill_epoch != epoch:
+                    return
+                if order_id in self.engine.open_orders and not await self._cancel(order_id):
+                    still.append(order_id)
+            left = still
         left = [o for o in left if o in self.engine.open_orders]
-        if not left or not self.engine.kill_switch_engaged:
+        if not left or self._kill_epoch != epoch:
             return
         CANCEL_FAILURES.inc(len(left))
         log.error("kill switch could not cancel orders", extra={"order_ids": left, "count": len(left)})
@@ -257,19 +275,33 @@ class RiskModule(Component):
         return out
 
     # -- publishing -----------------------------------------------------------
-    async def _publish_decision(self, decision: trading_pb2.RiskDecision) -> None:
+    async def _decide_uncancelled(self, decide: Callable[[], trading_pb2.RiskDecision]) -> trading_pb2.RiskDecision:
+        """_decide_and_publish for a caller that may give up (an RPC deadline), which must not stop it: a decided
+        order left unpublished would count as open here all day, and a half-sent one would break sequence order.
+        Not for signals: their consumer is not cancelled while running, and a task would cost the order path a
+        loop turn."""
+        work = asyncio.get_running_loop().create_task(self._decide_and_publish(decide))
+        self.bus.track(work)  # drain() waits for it
+        return await asyncio.shield(work)
+
+    async def _decide_and_publish(self, decide: Callable[[], trading_pb2.RiskDecision]) -> trading_pb2.RiskDecision:
+        """Decide when it is this order's turn to go out, not before: no other decision, kill switch or limit
+        change can come between the checks and the publish but one that is already on its way."""
+        async with self._publish_lock:
+            decision = decide()
+            decision.sequence = self.sequencer.next()
+            await self.bus.publish(Topic.ORDERS, decision)
         DECISIONS.labels(str(decision.accepted).lower(), decision.reason_code).inc()
         if not decision.accepted:
             log.info("order rejected", extra={"order_id": decision.order.client_order_id,
                                               "strategy": decision.strategy, "reason_code": decision.reason_code,
                                               "reason": decision.reason})
-        async with self._publish_lock:
-            decision.sequence = self.sequencer.next()
-            await self.bus.publish(Topic.ORDERS, decision)
+        return decision
 
     async def _notify_changes(self) -> None:
-        for change in self.engine.pop_state_changes():
-            await self.bus.publish(Topic.NOTIFICATIONS, self._notification(change))
+        async with self._notify_lock:
+            for change in self.engine.pop_state_changes():
+                await self.bus.publish(Topic.NOTIFICATIONS, self._notification(change))
 
     def _notification(self, change: StateChange) -> ops_pb2.Notification:
         if change.kind == ops_pb2.NOTIFICATION_KIND_KILL_SWITCH:
