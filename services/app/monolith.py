@@ -24,6 +24,9 @@ from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
 LongLived = Callable[[], Coroutine[Any, Any, Any]]
+ORDER_PATH_DRAIN_S = 20.0  # decisions queued at stop are written ahead and placed within this; the rest not sent
+COMPONENT_STOP_S = 20.0  # one module's stop (the OMS waits up to 10 s for placements, twice); then it is left
+STEP_S = 5.0  # cancelling a task, draining the bus after one module's stop
 
 
 @dataclass
@@ -60,6 +63,9 @@ class Monolith:
         self.bound_port = 0
         self.started = asyncio.Event()
         self.info: dict[str, str] = {}
+        self.order_path_drain_s = ORDER_PATH_DRAIN_S
+        self.clean_stop = True  # False: a stop step ran out of time (cmd_run's exit code says so)
+        self._unstopped: list[asyncio.Task[Any]] = []
 
     # -- building ------------------------------------------------------------------------------
     async def build(self) -> None:
@@ -153,18 +159,41 @@ class Monolith:
         return runners
 
     async def _stop_all(self, runners: list[asyncio.Task[Any]]) -> None:
+        """Sources first, the order path drained, then each module in reverse start order, each bounded: the OMS
+        records what it will not place and waits for placements in flight; the bus is drained after each stop,
+        so the order updates that produced reach risk and the notifier, which stops last (and sends its queue).
+        A step that runs out of time marks the stop unclean (`clean_stop`)."""
         await self._system_note("NeoPulse stopping", "shutting down cleanly")
         if self.grpc is not None:
             await self.grpc.stop(1.0)
-        for task in runners:
-            task.cancel()
-        await asyncio.gather(*runners, return_exceptions=True)
-        await self.bus.drain(within_s=2.0)
+        owned = {f"{comp.name}:run": comp for comp in self.components}
+        # The feed and everything not a module stop now; a module's own loop (the OMS's broker events, the
+        # notifier's sender) runs until that module has stopped.
+        await self._cancel([r for r in runners if r.get_name() not in owned or r.get_name() == "ingestion:run"])
+        if not await self.bus.drain(within_s=self.order_path_drain_s):
+            log.warning("order path not drained in time; the OMS records the decisions left as not sent")
+        by_name = {r.get_name(): r for r in runners}
         for comp in reversed(self.components):
             try:
-                await comp.stop()
+                async with asyncio.timeout(COMPONENT_STOP_S):
+                    await comp.stop()
+            except TimeoutError:
+                log.error("component stop timed out", extra={"component": comp.name})
+                self.clean_stop = False
             except Exception:
                 log.exception("component stop failed", extra={"component": comp.name})
+            runner = by_name.get(f"{comp.name}:run")
+            await self._cancel([runner] if runner else [])
+            if not await self.bus.drain(within_s=STEP_S):
+                log.warning("bus not drained after a stop", extra={"component": comp.name})
+        if self._unstopped:
+            log.error("tasks that would not stop", extra={"tasks": [r.get_name() for r in self._unstopped]})
+            self.clean_stop = False
+
+    async def _cancel(self, tasks: list[asyncio.Task[Any]]) -> None:
+        for task in tasks:
+            task.cancel()
+        self._unstopped += await runtime.cancel_and_wait(tasks, STEP_S)
 
     async def _system_note(self, title: str, text: str) -> None:
         await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(

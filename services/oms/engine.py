@@ -9,7 +9,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
 
 from prometheus_client import Counter
@@ -56,6 +56,7 @@ _ACCEPTED = frozenset({t.ORDER_STATUS_UNSPECIFIED, t.ORDER_STATUS_PENDING_NEW, t
 # Live states a fill turns into PARTIALLY_FILLED.
 _RESTING = frozenset({t.ORDER_STATUS_OPEN, t.ORDER_STATUS_TRIGGER_PENDING, t.ORDER_STATUS_MODIFY_PENDING,
                       t.ORDER_STATUS_CANCEL_PENDING, t.ORDER_STATUS_PARTIALLY_FILLED})
+STOPPED_NOT_SENT = "not sent: NeoPulse was stopping before it could be placed; place it again if still wanted"
 NOT_YET_PLACED = frozenset({t.ORDER_STATUS_PENDING_NEW, t.ORDER_STATUS_SUBMITTED})
 
 
@@ -234,6 +235,18 @@ class OrderEngine:
             return
         if self.lookup(req.client_order_id) is not None:
             return
+        u = await self._written_ahead(decision)
+        if u is None:
+            return
+        if self.broker.in_process:
+            await self._place_in_process(u.internal_id)
+        else:
+            self._start_placing(u.internal_id)
+
+    async def _written_ahead(self, decision: t.RiskDecision) -> t.OrderUpdate | None:
+        """The decision's order written to the ledger as PENDING_NEW and published; None when it was not written
+        (published REJECTED NOT_SENT) or is a duplicate of an order in the ledger."""
+        req = decision.order
         u = t.OrderUpdate(internal_id=self._mint.uuid(), client_order_id=req.client_order_id,
                           status=t.ORDER_STATUS_PENDING_NEW, request=req, ts_ns=self.clock.now_ns())
         async with self._publishing:
@@ -242,18 +255,14 @@ class OrderEngine:
                 existing = await self._write_ahead(u, {"decision": decision})
             except _NotWritten as exc:
                 await self._not_written(u, exc.error)
-                return
+                return None
             if existing is None:
                 await self._publish(u)
-        if existing is not None:
-            log.info("duplicate order ignored", extra={"order_id": existing.internal_id,
-                                                       "client_order_id": req.client_order_id})
-            self.remember(existing)
-            return
-        if self.broker.in_process:
-            await self._place_in_process(u.internal_id)
-        else:
-            self._start_placing(u.internal_id)
+                return u
+        log.info("duplicate order ignored", extra={"order_id": existing.internal_id,
+                                                   "client_order_id": req.client_order_id})
+        self.remember(existing)
+        return None
 
     async def _write_ahead(self, u: t.OrderUpdate, audit: dict[str, Any]) -> t.OrderUpdate | None:
         """ledger.insert_new; when it fails, the order is read back by its client id, since the insert may have
@@ -310,10 +319,22 @@ class OrderEngine:
             log.exception("placement failed; the order is left as recorded for reconciliation",
                           extra={"order_id": internal_id})
 
-    async def settle(self, within_s: float) -> int:
-        """Wait up to `within_s` for placements in flight (graceful stop); returns how many are still going."""
-        if self._placing:
-            await asyncio.wait(list(self._placing), timeout=within_s)
+    async def settle(self, within_s: float, unplaced: Sequence[t.RiskDecision] = ()) -> int:
+        """Graceful stop: record the accepted decisions that will not be placed (`unplaced`) as REJECTED NOT_SENT,
+        then wait up to `within_s` for placements in flight, including acknowledgements they hand off. Returns how
+        many are still going."""
+        for decision in unplaced:
+            if decision.accepted and decision.order.client_order_id and not self.lookup(decision.order.client_order_id):
+                u = await self._written_ahead(decision)
+                if u is not None:
+                    await self.transition(u.internal_id, t.ORDER_STATUS_REJECTED, reason=STOPPED_NOT_SENT,
+                                          reason_code=ReasonCode.NOT_SENT, audit={"response": {"error": "stopping"}})
+        deadline = asyncio.get_running_loop().time() + within_s
+        while self._placing:  # a placement in process hands its acknowledgement to a new task
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            await asyncio.wait(list(self._placing), timeout=left)
         return len(self._placing)
 
     async def place(self, internal_id: str) -> None:

@@ -77,11 +77,34 @@ class OmsModule(Component):
         self.ready.set()
 
     async def stop(self) -> None:
-        """Let placements in flight finish (an order half-sent is worse than a slower stop)."""
-        left = await self.engine.settle(STOP_WAIT_S)
+        """Take no more decisions (those still queued are recorded as not sent), then let placements in flight
+        finish (an order half-sent is worse than a slower stop). Before the ledger closes."""
+        unplaced = await self._stop_taking_decisions(STOP_WAIT_S)
+        if unplaced:
+            log.warning("accepted decisions queued at stop recorded as not sent", extra={"count": len(unplaced)})
+        left = await self.engine.settle(STOP_WAIT_S, unplaced)
         if left:
             log.warning("stopping with placements still in flight; reconciliation will resolve them",
                         extra={"count": left})
+
+    async def _stop_taking_decisions(self, within_s: float) -> list[t.RiskDecision]:
+        """Unsubscribe from decisions once the one being handled (written ahead, maybe placing) is done; returns
+        those still queued. Cancelling the consumer mid-decision would leave an order half-written."""
+        subs = [s for s in self.bus.subscriptions() if s.topic is Topic.ORDERS and s.name == self.name]
+        queued: list[t.RiskDecision] = []
+        deadline = asyncio.get_running_loop().time() + within_s
+        for sub in subs:
+            while True:
+                while not sub.queue.empty():
+                    queued.append(sub.queue.get_nowait())
+                    sub.queue.task_done()
+                if not (sub.busy or sub.holding) or asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.005)
+            if sub.busy or sub.holding:
+                log.warning("a decision was still being handled at stop; reconciliation will settle it")
+            self.bus.unsubscribe(sub)
+        return queued
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
