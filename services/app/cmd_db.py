@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+import asyncpg
+
 from shared.db import migrate
-from shared.db.database import connect_pool, where_of
+from shared.db.database import connect_pool, schema_error, where_of
 from shared.db.embedded import POSTGRES_BIN_PATH, EmbeddedPostgres
 from shared.errors import ConfigError
 
@@ -45,6 +47,11 @@ def _main(fn: Any, args: argparse.Namespace) -> int:
         return asyncio.run(_with_pool(fn, args))
     except ConfigError as exc:
         print(f"neopulse: {exc}", file=sys.stderr)
+        return 2
+    except asyncpg.PostgresError as exc:  # a migration that fails: one line naming it, not a traceback
+        url = database_url()
+        where = where_of(url) if url else f"the embedded server in {args.data_dir}"
+        print(f"neopulse: {schema_error(exc, where)}", file=sys.stderr)
         return 2
 
 
@@ -81,7 +88,9 @@ async def _status(conn: Any, where: str) -> int:
     pending = 0
     for m in await migrate.status(conn):
         state = m.applied_at.isoformat(timespec="seconds") if m.applied_at else "pending"
-        pending += m.applied_at is None
+        if not m.known:
+            state += "  (not in this code: the database was migrated by a newer NeoPulse)"
+        pending += m.applied_at is None or not m.known
         print(f"  {m.version:04d}_{m.name}  {state}")
     return 1 if pending else 0
 

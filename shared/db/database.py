@@ -71,8 +71,7 @@ async def open_database(database_url: str | None, data_dir: Path, settings: Data
         await prepare(pool, settings, clock or RealClock())
     except asyncpg.PostgresError as exc:
         await db.close()
-        raise ConfigError(f"cannot prepare the schema on PostgreSQL at {db.where}: {_reason(exc)}; "
-                          "the user needs CREATE rights on the database") from None
+        raise ConfigError(schema_error(exc, db.where)) from None
     except BaseException:
         await db.close()
         raise
@@ -99,6 +98,17 @@ async def prepare(pool: asyncpg.Pool, settings: DatabaseSettings, clock: Clock) 
     async with pool.acquire() as conn:
         await migrate.migrate(conn)
     await partitions.ensure_ahead(pool, day_of(clock.now_ns()), settings.partitions_ahead_days)
+
+
+def schema_error(exc: asyncpg.PostgresError, where: str) -> str:
+    """One line for a failure while migrating or creating partitions: which migration, why, what to do."""
+    failed = migrate.failed_migration(exc)
+    if failed:
+        return (f"migration {failed} failed on PostgreSQL at {where}: {_reason(exc)}; it was rolled back and the "
+                "schema is as the previous migration left it; fix that migration (or the data it trips on) and retry")
+    if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+        return f"cannot prepare the schema on PostgreSQL at {where}: {_reason(exc)}; the user needs CREATE rights"
+    return f"cannot prepare the schema on PostgreSQL at {where}: {_reason(exc)}"
 
 
 def where_of(database_url: str) -> str:

@@ -165,8 +165,7 @@ class EmbeddedPostgres:
         read, execute = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
         ensure_folder_permissions(POSTGRES_BIN_PATH, read | execute)
         ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", read)
-        if self.pgdata.stat().st_uid != entry.pw_uid:
-            os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
+        _chown_tree(self.pgdata, entry.pw_uid, entry.pw_gid)
         self.pgdata.chmod(0o700)
 
     def _password(self) -> str:
@@ -213,13 +212,18 @@ class EmbeddedPostgres:
 
     def _launch(self) -> int:
         """Start on a free port (retried: another process may take it first) or on the given one."""
+        if self.port and not _bindable(self.port):
+            raise ConfigError(f"embedded PostgreSQL cannot listen on 127.0.0.1:{self.port}: the port is in use by "
+                              "another process; stop it, or choose another port (or none: a free one is picked)")
+        logfile = self.pgdata / "postgres.log"
         for attempt in range(1 if self.port else 3):
             port = self.port or _free_port()
+            since = logfile.stat().st_size if logfile.exists() else 0
             if self._launch_on(port):
                 return port
             log.warning("embedded postgres could not start; retrying", extra={"port": port, "attempt": attempt})
         raise ConfigError(f"embedded PostgreSQL did not start on 127.0.0.1:{port}: "
-                          f"{_tail(self.pgdata / 'postgres.log') or self.last_error}")
+                          f"{_tail(logfile, since) or self.last_error or 'no reason logged'} (log: {logfile})")
 
     def _launch_on(self, port: int) -> bool:
         """pg_ctl start on 127.0.0.1:port, no Unix socket (its path length limit bites in deep tmp dirs)."""
@@ -232,11 +236,13 @@ class EmbeddedPostgres:
             return False
         # We wait ourselves (not pg_ctl -w): ready in postmaster.pid, on our port, and accepting TCP.
         deadline = time.monotonic() + START_TIMEOUT_S
+        seen = 0  # a postmaster that fails (port taken) removes its pid file as it exits: remember its pid
         while time.monotonic() < deadline:
             pid, pid_port, status = _read_pidfile(self.pgdata)
             if pid and pid_port == port and status == "ready" and _accepts(port):
                 return True
-            if pid and not _alive(pid):
+            seen = pid or seen
+            if seen and not _alive(seen):
                 return False  # it died (port taken, bad option): the log says why
             time.sleep(0.02)
         with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
@@ -265,6 +271,25 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:port (SO_REUSEADDR, as postgres: a closed socket in TIME_WAIT does not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    """Give the server's user every file of the cluster (a restore or copy done as root leaves them root's)."""
+    for path in [root, *root.rglob("*")]:
+        st = path.lstat()
+        if (st.st_uid, st.st_gid) != (uid, gid):
+            os.lchown(path, uid, gid)
 
 
 def _accepts(port: int) -> bool:
@@ -305,8 +330,12 @@ def _is_postmaster_of(pid: int, pgdata: Path) -> bool:
         return False
 
 
-def _tail(path: Path, lines: int = 3) -> str:
+def _tail(path: Path, since: int = 0, lines: int = 3) -> str:
+    """The last lines written to `path` after byte `since` (this attempt's, not an earlier run's)."""
     try:
-        return " | ".join(path.read_text().strip().splitlines()[-lines:])
+        with open(path, "rb") as fh:
+            fh.seek(since)
+            text = fh.read().decode(errors="replace")
     except OSError:
         return ""
+    return " | ".join(text.strip().splitlines()[-lines:])

@@ -6,6 +6,7 @@ Talks to PostgreSQL through one asyncpg connection; a session advisory lock seri
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,10 +16,13 @@ import asyncpg
 
 from shared.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any constant works; two processes migrating the same database queue on it.
 LOCK_KEY = 0x4E454F50554C5345  # "NEOPULSE"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_FAILED_NOTE = "in migration "
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,10 @@ class Migration:
     version: int
     name: str
     sql: str
+
+    @property
+    def filename(self) -> str:
+        return f"{self.version:04d}_{self.name}.sql"
 
     @property
     def checksum(self) -> str:
@@ -37,10 +45,12 @@ class MigrationStatus:
     version: int
     name: str
     applied_at: datetime | None  # None = pending
+    known: bool = True  # False: recorded in the database, but this code has no such file (a newer version's)
 
 
-def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+def discover(directory: Path | None = None) -> list[Migration]:
     """Every NNNN_name.sql in version order; a duplicate version is a packaging error."""
+    directory = MIGRATIONS_DIR if directory is None else directory
     found: dict[int, Migration] = {}
     for path in sorted(directory.glob("*.sql")):
         match = _NAME.match(path.name)
@@ -53,34 +63,49 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[int]:
-    """Apply pending migrations, each in its own transaction; returns the versions applied now."""
+async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> list[int]:
+    """Apply pending migrations, each in its own transaction; returns the versions applied now.
+
+    A database migrated by newer code (a version recorded that this code does not have) is refused before anything
+    runs: applying older migrations on top of a newer schema could corrupt the order ledger. A migration that fails
+    is rolled back whole and re-raised with a note naming its file (failed_migration() reads it).
+    """
     migrations = discover(directory)
     await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
     try:
         await _ensure_table(conn)
         applied = await _applied(conn)
+        _refuse_unknown(migrations, applied)
         done = []
         for m in migrations:
             if m.version in applied:
-                _check_unchanged(m, applied[m.version])
+                _check_unchanged(m, applied[m.version][1])
                 continue
-            async with conn.transaction():
-                await conn.execute(m.sql)
-                await conn.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                                   m.version, m.name, m.checksum)
+            await _apply(conn, m)
             done.append(m.version)
         return done
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
 
 
-async def status(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[MigrationStatus]:
-    """Each known migration with its applied time (None while pending)."""
+def failed_migration(exc: BaseException) -> str | None:
+    """The file name of the migration `exc` was raised by, when migrate() raised it from one."""
+    for note in getattr(exc, "__notes__", ()):
+        if note.startswith(_FAILED_NOTE):
+            return str(note[len(_FAILED_NOTE):].split(" ", 1)[0])
+    return None
+
+
+async def status(conn: asyncpg.Connection, directory: Path | None = None) -> list[MigrationStatus]:
+    """Each known migration with its applied time (None while pending), and any applied one this code lacks."""
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
-    rows = await conn.fetch("SELECT version, applied_at FROM schema_migrations") if exists else []
+    rows = await conn.fetch("SELECT version, name, applied_at FROM schema_migrations") if exists else []
     when = {r["version"]: r["applied_at"] for r in rows}
-    return [MigrationStatus(m.version, m.name, when.get(m.version)) for m in discover(directory)]
+    known = [MigrationStatus(m.version, m.name, when.get(m.version)) for m in discover(directory)]
+    versions = {m.version for m in known}
+    unknown = [MigrationStatus(r["version"], r["name"], r["applied_at"], known=False)
+               for r in rows if r["version"] not in versions]
+    return sorted(known + unknown, key=lambda m: m.version)
 
 
 async def _ensure_table(conn: asyncpg.Connection) -> None:
@@ -93,11 +118,41 @@ async def _ensure_table(conn: asyncpg.Connection) -> None:
         )""")
 
 
-async def _applied(conn: asyncpg.Connection) -> dict[int, str]:
-    return {r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")}
+async def _applied(conn: asyncpg.Connection) -> dict[int, tuple[str, str]]:
+    """version -> (name, checksum) of every migration recorded."""
+    rows = await conn.fetch("SELECT version, name, checksum FROM schema_migrations")
+    return {r["version"]: (r["name"], r["checksum"]) for r in rows}
+
+
+async def _apply(conn: asyncpg.Connection, m: Migration) -> None:
+    try:
+        async with conn.transaction():
+            await conn.execute(m.sql)
+            await conn.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                               m.version, m.name, m.checksum)
+    except asyncpg.PostgresError as exc:
+        exc.add_note(f"{_FAILED_NOTE}{m.filename} (rolled back: nothing of it was applied)")
+        raise
+
+
+def _refuse_unknown(migrations: list[Migration], applied: dict[int, tuple[str, str]]) -> None:
+    """Migrations recorded that this code does not have: with none of ours pending, an older release running on a
+    newer schema (a rollback; migrations only add, with defaults), allowed with a warning; with ours pending, two
+    lines of schema history that diverged, refused before anything runs."""
+    known = {m.version for m in migrations}
+    unknown = [f"{v:04d}_{applied[v][0]}.sql" for v in sorted(applied) if v not in known]
+    if not unknown:
+        return
+    pending = [m.filename for m in migrations if m.version not in applied]
+    if not pending:
+        log.warning("the database was migrated by a newer NeoPulse; running on it", extra={"unknown": unknown})
+        return
+    raise ConfigError(f"the database has migration(s) {', '.join(unknown)} that this code does not have, and this "
+                      f"code's {', '.join(pending)} is not applied: it was migrated by a newer or another NeoPulse; "
+                      "upgrade this one (or restore a backup taken before); nothing was changed")
 
 
 def _check_unchanged(m: Migration, checksum: str) -> None:
     if checksum != m.checksum:
-        raise ConfigError(f"migration {m.version:04d}_{m.name}.sql changed after it was applied; "
+        raise ConfigError(f"migration {m.filename} changed after it was applied; "
                           "add a new migration instead of editing an applied one")

@@ -71,6 +71,10 @@ async def drop_before(db: Executor, cutoff: date, lock_timeout_ms: int = DDL_LOC
     """
     dropped = []
     async with _locked(db) as conn:
+        # Never today's or a later day, whatever the caller's clock says (a simulator's, a bad NTP): the
+        # server's clock bounds the cutoff too, so a cutoff in the future cannot delete the day's ticks.
+        server_today = await conn.fetchval("SELECT (now() AT TIME ZONE 'Asia/Kolkata')::date")
+        cutoff = min(cutoff, server_today)
         for day in sorted(d for d in await existing_days(conn) if d < cutoff):
             try:
                 async with conn.transaction():
