@@ -13,18 +13,6 @@ from shared.db import migrate
 from shared.errors import ConfigError
 
 
-@pytest.fixture
-async def empty_db(pg_server):
-    name = f"m_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_server)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield pg_server.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
-
-
 async def test_migrating_twice_applies_each_migration_once(empty_db):
     conn = await asyncpg.connect(empty_db)
     try:

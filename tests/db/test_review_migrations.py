@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import uuid
 from pathlib import Path
 
 import asyncpg
@@ -17,18 +16,6 @@ from shared.db.database import open_database
 from shared.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def empty_db(pg_server):
-    name = f"r_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_server)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield pg_server.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def _fetch(dsn: str, sql: str) -> list[asyncpg.Record]:
