@@ -64,7 +64,6 @@ class Monolith:
         self.started = asyncio.Event()
         self.info: dict[str, str] = {}
         self.order_path_drain_s = ORDER_PATH_DRAIN_S
-        self.clean_stop = True  # False: a stop step ran out of time (cmd_run's exit code says so)
         self._unstopped: list[asyncio.Task[Any]] = []
 
     # -- building ------------------------------------------------------------------------------
@@ -162,11 +161,11 @@ class Monolith:
         """Sources first, the order path drained, then each module in reverse start order, each bounded: the OMS
         records what it will not place and waits for placements in flight; the bus is drained after each stop,
         so the order updates that produced reach risk and the notifier, which stops last (and sends its queue).
-        A step that runs out of time marks the stop unclean (`clean_stop`)."""
+        A step that runs out of time is logged as an error and left behind."""
         await self._system_note("NeoPulse stopping", "shutting down cleanly")
         if self.grpc is not None:
             await self.grpc.stop(1.0)
-        owned = {f"{comp.name}:run": comp for comp in self.components}
+        owned = {f"{comp.name}:run" for comp in self.components}
         # The feed and everything not a module stop now; a module's own loop (the OMS's broker events, the
         # notifier's sender) runs until that module has stopped.
         await self._cancel([r for r in runners if r.get_name() not in owned or r.get_name() == "ingestion:run"])
@@ -179,7 +178,6 @@ class Monolith:
                     await comp.stop()
             except TimeoutError:
                 log.error("component stop timed out", extra={"component": comp.name})
-                self.clean_stop = False
             except Exception:
                 log.exception("component stop failed", extra={"component": comp.name})
             runner = by_name.get(f"{comp.name}:run")
@@ -188,7 +186,6 @@ class Monolith:
                 log.warning("bus not drained after a stop", extra={"component": comp.name})
         if self._unstopped:
             log.error("tasks that would not stop", extra={"tasks": [r.get_name() for r in self._unstopped]})
-            self.clean_stop = False
 
     async def _cancel(self, tasks: list[asyncio.Task[Any]]) -> None:
         for task in tasks:
