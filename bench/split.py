@@ -159,8 +159,11 @@ def _run_modules(names: tuple[str, ...], rate: float | None, n_ticks: int) -> di
         stop.set()
         wanted = {(n, "latencies") for n in names} | ({("strategy", "handled")} if "strategy" in names else set())
         return _expect(out, wanted, 30)
-    finally:
+    finally:  # also after a failed start: the workers started are told to stop, the others never ran
+        stop.set()
         for p in procs:
+            if p.pid is None:
+                continue
             p.join(10)
             if p.is_alive():
                 p.kill()
