@@ -133,7 +133,7 @@ async def _pipeline(batches: list, start_ns: int, rate: float | None, busy_poll:
         t0 = time.perf_counter()
         for m in modules:
             runners.append(tg.create_task(m.run()))
-        runners.append(tg.create_task(runtime.collect_when_idle()))  # as every process does
+        runners.append(tg.create_task(runtime.collect_when_idle()))  # as the monolith does
         if busy_poll:  # as the monolith does with busy_poll = true
             runners.append(tg.create_task(runtime.busy_poll()))
         await source.done.wait()

@@ -85,7 +85,6 @@ async def _worker_main(name: str, ports: dict[str, int], rate: float | None, n_t
         await module.start()
         runtime.settle_after_start()  # as `neopulse serve` does
         tasks.append(tg.create_task(module.run()))
-        tasks.append(tg.create_task(runtime.collect_when_idle()))
         server.set_all_serving()
         for bridge in bridges:
             await bridge.connected.wait()

@@ -69,7 +69,8 @@ async def collect_when_idle() -> None:
     collections (70-120 µs each, measured) inside the burst. The automatic threshold is raised far above a
     burst's allocations, and what the young generations hold is collected here, every IDLE_CHECK_S, when no
     other callback is ready. Measured (bench, 48 s runs at 20k ticks/s, three pairs): tick-to-order p99
-    1.58-1.77 ms without, 1.33-1.39 ms with. Started by every process after settle_after_start()."""
+    1.58-1.77 ms without, 1.33-1.39 ms with. Started by the monolith after settle_after_start(); not by split
+    mode's processes, whose wakeups on shared cores cost more than the collections they move (measured)."""
     loop = asyncio.get_running_loop()
     before = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, *before[1:])
