@@ -144,6 +144,24 @@ class Bus:
         if task is not None:
             task.cancel()
 
+    async def detach(self, sub: Subscription, within_s: float) -> tuple[list[Any], bool]:
+        """Stop `sub` once the message in its handler is done (waiting at most `within_s`): returns the messages
+        still queued, taken and not handled, and whether its handler finished in time. Unlike cancelling its
+        consumer, this never cuts a handler off halfway (a graceful stop)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        queued: list[Any] = []
+        while True:
+            while not sub.queue.empty():
+                queued.append(sub.queue.get_nowait())
+                sub.queue.task_done()
+            finished = not (sub.busy or sub.holding)
+            if finished or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.005)
+        self.unsubscribe(sub)
+        return queued, finished
+
     async def publish(self, topic: Topic, msg: Any) -> None:
         """Deliver to every subscriber; order-path topics wait for room (back-pressure)."""
         self._published[topic].inc()

@@ -26,7 +26,7 @@ from services.oms.reconcile import (
 )
 from services.oms.service import OrderService
 from services.oms.states import DAY_BOUND
-from shared.bus import Bus, Topic
+from shared.bus import Bus, Subscription, Topic
 from shared.clock import Clock, ist_day_number
 from shared.component import Component
 from shared.contracts import market_pb2, ops_pb2
@@ -57,6 +57,7 @@ class OmsModule(Component):
         self.reconciled: dict[str, int] = {}
         self._book_ready = asyncio.Event()  # sequence, positions and the ledger's orders loaded
         self._unsettled: Restored | None = None  # restored orders the broker's book could not be read for
+        self._decisions: Subscription | None = None  # ORDERS, from start() until stop() detaches it
         self.settle_retry_s = SETTLE_RETRY_S
         self.day_check_s = DAY_CHECK_S
 
@@ -64,7 +65,7 @@ class OmsModule(Component):
         # Decisions are queued from the first moment: risk may accept one while the ledger is still being read
         # (in the monolith it is running already; in split mode the bridge is connected), and a topic nobody has
         # subscribed to yet delivers to no one. They are handled once the book is ready.
-        self.bus.subscribe(Topic.ORDERS, self.name, self._on_decision)
+        self._decisions = self.bus.subscribe(Topic.ORDERS, self.name, self._on_decision)
         await self.engine.start_sequence()
         await rebuild_positions(self.engine)
         self.reconciled, self._unsettled = await reconcile(self.engine)
@@ -88,22 +89,14 @@ class OmsModule(Component):
                         extra={"count": left})
 
     async def _stop_taking_decisions(self, within_s: float) -> list[t.RiskDecision]:
-        """Unsubscribe from decisions once the one being handled (written ahead, maybe placing) is done; returns
-        those still queued. Cancelling the consumer mid-decision would leave an order half-written."""
-        subs = [s for s in self.bus.subscriptions() if s.topic is Topic.ORDERS and s.name == self.name]
-        queued: list[t.RiskDecision] = []
-        deadline = asyncio.get_running_loop().time() + within_s
-        for sub in subs:
-            while True:
-                while not sub.queue.empty():
-                    queued.append(sub.queue.get_nowait())
-                    sub.queue.task_done()
-                if not (sub.busy or sub.holding) or asyncio.get_running_loop().time() > deadline:
-                    break
-                await asyncio.sleep(0.005)
-            if sub.busy or sub.holding:
-                log.warning("a decision was still being handled at stop; reconciliation will settle it")
-            self.bus.unsubscribe(sub)
+        """Stop taking decisions once the one being handled (written ahead, maybe placing) is done; returns those
+        still queued. Cancelling the consumer mid-decision would leave an order half-written."""
+        if self._decisions is None:
+            return []
+        queued, finished = await self.bus.detach(self._decisions, within_s)
+        self._decisions = None
+        if not finished:
+            log.warning("a decision was still being handled at stop; reconciliation will settle it")
         return queued
 
     async def run(self) -> None:
