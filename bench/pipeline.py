@@ -7,7 +7,10 @@ offered rate, each beside a baseline measured in the same run.
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from services.ingestion.config import IngestionSettings
@@ -91,7 +94,9 @@ def _toml() -> dict[str, Any]:
     }
 
 
-async def _pipeline(batches: list, start_ns: int, rate: float | None, busy_poll: bool = False) -> dict[str, Any]:
+async def _pipeline(batches: list, start_ns: int, rate: float | None, busy_poll: bool = False,
+                    ledger: Any = None) -> dict[str, Any]:
+    """`ledger`: the OMS's order ledger (default: in memory)."""
     from services.oms.config import OmsSettings
     from services.oms.ledger import MemoryLedger
     from services.oms.module import OmsModule
@@ -109,7 +114,7 @@ async def _pipeline(batches: list, start_ns: int, rate: float | None, busy_poll:
         IngestionModule(bus, IngestionSettings(stall_seconds=3600), source, clock),
         StrategyModule(bus, cfg.load(StrategySettings, toml), clock),
         RiskModule(bus, cfg.load(RiskSettings, toml), clock),
-        OmsModule(bus, cfg.load(OmsSettings, toml), broker, MemoryLedger(), clock),
+        OmsModule(bus, cfg.load(OmsSettings, toml), broker, ledger or MemoryLedger(), clock),
     ]
     orders = [0]
     ticks_seen = [0]
@@ -210,6 +215,26 @@ async def _bare_bus(batches: list, rate: float | None, hops: int = 4) -> dict[st
         task.cancel()
     n = sum(len(b.ticks) for b in batches)
     return {"ticks": n, "seconds": elapsed, "ticks_per_s": n / elapsed, "latencies_ns": latencies}
+
+
+async def ledger_latency(seconds: float = 12.0, rate: float = 20_000) -> dict[str, Any]:
+    """Tick-to-order as `neopulse run` has it: the order ledger in PostgreSQL (embedded in a temporary directory,
+    or DATABASE_URL), written ahead of every order; beside the in-memory ledger, in the same run."""
+    from services.oms.ledger_pg import PgLedger
+    from shared.db.database import open_database
+
+    batches, start = make_batches(int(rate * seconds), seconds_per_batch=2.0 * LATENCY_BATCH / BATCH,
+                                  vol_bps=12.0, batch=LATENCY_BATCH)
+    memory = await _pipeline(batches, start, rate)
+    with tempfile.TemporaryDirectory(prefix="neopulse-bench-") as tmp:
+        db = await open_database(os.environ.get("DATABASE_URL"), Path(tmp))
+        try:
+            pg = await _pipeline(batches, start, rate, ledger=PgLedger(db.pool))
+        finally:
+            await db.close()
+    return {"orders": len(pg["latencies_ns"]), "offered_ticks_per_s": rate,
+            "pg_p50_us": pct(pg["latencies_ns"], 0.50), "pg_p99_us": pct(pg["latencies_ns"], 0.99),
+            "memory_p50_us": pct(memory["latencies_ns"], 0.50), "memory_p99_us": pct(memory["latencies_ns"], 0.99)}
 
 
 def pct(values: list[int], q: float) -> float:

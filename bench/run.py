@@ -36,6 +36,7 @@ async def run_all(quick: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     scale = 0.4 if quick else 1.0
     out["pipeline"] = await pipeline.run(throughput_ticks=int(600_000 * scale), latency_seconds=12 * scale)
+    out["ledger"] = await pipeline.ledger_latency(seconds=12 * scale)
     seconds = 3.0 * scale
     out["persistence"] = await persistence.run(seconds, background=_pipeline_load(seconds * 2 + 1))
     out["sfeed"] = await asyncio.to_thread(sfeed.run, 2.0 * scale)
@@ -63,6 +64,11 @@ def table(results: dict[str, Any]) -> str:
          f"bare bus {lat['bare_bus_p99_us']:,.0f}", f"{lat['busy_poll_p99_us'] / lat['bare_bus_p99_us']:.1f}x",
          f"< {lat['target_p99_us']:,}"),
     ]
+    led = results["ledger"]
+    for q in ("p50", "p99"):
+        rows.append((f"  same, PostgreSQL ledger: {q} µs", f"{led[f'pg_{q}_us']:,.0f}",
+                     f"memory ledger {led[f'memory_{q}_us']:,.0f}", f"{led[f'pg_{q}_us'] / led[f'memory_{q}_us']:.1f}x",
+                     ""))
     db = results["persistence"]
     rows.append(("tick persistence rows/s", f"{db['writer_rows_per_s']:,}", f"raw COPY {db['raw_rows_per_s']:,}",
                  f"{db['ratio']:.3f}", ">= 0.70 of raw"))
