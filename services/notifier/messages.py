@@ -102,7 +102,7 @@ def risk_rejection_notification(decision: trading_pb2.RiskDecision) -> ops_pb2.N
 _REJECTED_BY_CODE = {
     # The OMS gave the order up without the broker's answer: it may be live there. Someone must look.
     "OUTCOME_UNKNOWN": ("Order outcome unknown: check the broker's order book", ops_pb2.SEVERITY_CRITICAL),
-    "NOT_SENT": ("Order not sent (found unsent after a restart)", ops_pb2.SEVERITY_WARNING),
+    "NOT_SENT": ("Order not sent", ops_pb2.SEVERITY_WARNING),  # stopping, or the ledger refused it
 }
 
 

@@ -287,7 +287,7 @@ class OrderEngine:
 
     async def _not_written(self, u: t.OrderUpdate, error: Exception) -> None:
         """Write-ahead failed: the order is never sent. Its REJECTED update (not in the ledger, which is failing;
-        a PENDING_NEW row that did commit is settled NOT_SENT at the next start) frees its slot in risk and tells
+        a PENDING_NEW row that did commit is looked up at the broker at the next start) frees its slot in risk and tells
         its strategy. The caller holds self._publishing."""
         WRITE_AHEAD_FAILURES.inc()
         log.error("order not sent: it could not be written to the ledger first",
@@ -377,22 +377,33 @@ class OrderEngine:
             lock.release()
 
     async def _send(self, internal_id: str) -> BrokerAck | None:
-        """SUBMITTED, then the broker call; the caller holds the order's lock. None: the outcome is settled
-        (rejected, or resolved by looking the tag up); else the broker's acknowledgement, to apply."""
+        """The broker call; the caller holds the order's lock. None: the outcome is settled (rejected, or resolved
+        by looking the tag up); else the broker's acknowledgement, to apply (_on_ack).
+
+        The order is in the ledger (PENDING_NEW, written ahead) before it leaves; SUBMITTED is recorded after the
+        call, with its outcome, so that one ledger write, not two, stands between a decision and the broker. A
+        restart looks a PENDING_NEW order up by its tag as it does a SUBMITTED one (reconcile.py)."""
         request = self.orders[internal_id].request
-        u = await self.transition(internal_id, t.ORDER_STATUS_SUBMITTED, audit={"request": request})
         try:
-            return await self.broker.place_order(u.request)
+            return await self.broker.place_order(request)
         except BrokerRejected as exc:
+            await self._submitted(internal_id)
             await self.transition(internal_id, t.ORDER_STATUS_REJECTED, reason=str(exc),
                                   reason_code=ReasonCode.BROKER_REJECTED, audit={"response": {"error": str(exc)}})
         except Exception as exc:  # a timeout or anything else: the broker may have it
             log.warning("placement outcome unknown; looking the tag up",
-                        extra={"order_id": internal_id, "client_order_id": u.client_order_id, "error": str(exc)})
+                        extra={"order_id": internal_id, "client_order_id": request.client_order_id, "error": str(exc)})
+            await self._submitted(internal_id)
             await self._resolve_unknown(internal_id, exc)
         return None
 
+    async def _submitted(self, internal_id: str) -> None:
+        """Record that the order went to the broker (the request as sent is its audit)."""
+        request = self.orders[internal_id].request
+        await self.transition(internal_id, t.ORDER_STATUS_SUBMITTED, audit={"request": request})
+
     async def _on_ack(self, internal_id: str, ack: BrokerAck) -> None:
+        await self._submitted(internal_id)
         audit = {"response": {"exchange_order_id": ack.exchange_order_id, "status": name(ack.status),
                               "reason": ack.reason, "raw": ack.raw}}
         if ack.status == t.ORDER_STATUS_REJECTED:
@@ -518,6 +529,9 @@ class OrderEngine:
         if cur.status in TERMINAL:
             await self._event_for_terminal(internal_id, cur, ev)
             return
+        if cur.status == t.ORDER_STATUS_PENDING_NEW:  # the broker has it before its SUBMITTED was recorded
+            await self._submitted(internal_id)
+            cur = self.orders[internal_id]
         status = t.ORDER_STATUS_OPEN if ev.status in _ACCEPTED else ev.status
         delta = ev.filled_quantity - cur.filled_quantity
         if delta > 0 and status in _RESTING:

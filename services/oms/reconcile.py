@@ -19,7 +19,8 @@ from shared.contracts import trading_pb2 as t
 
 log = logging.getLogger(__name__)
 
-NOT_SENT = "not sent before restart: the broker never saw it; place it again if still wanted"
+NOT_FOUND = ("not in the broker's order book after the restart (no order tagged {}): it may never have been sent; "
+             "place it again if still wanted")
 
 
 async def rebuild_positions(engine: OrderEngine, limit: int = 100_000) -> int:
@@ -103,19 +104,13 @@ async def settle(engine: OrderEngine, open_orders: list[t.OrderUpdate],
 
 async def _settle(engine: OrderEngine, u: t.OrderUpdate, ev: BrokerOrderEvent | None) -> str:
     audit: dict[str, Any] = {"reconcile": "start-up"}
-    if ev is not None:
-        if u.status == t.ORDER_STATUS_PENDING_NEW:  # crashed after the broker call, before recording it
-            await engine.transition(u.internal_id, t.ORDER_STATUS_SUBMITTED, audit=audit)
+    if ev is not None:  # a PENDING_NEW one was sent before the crash, its SUBMITTED not yet recorded
         await engine.apply_event_locked(u.internal_id, ev)
         return "matched"
-    if u.status == t.ORDER_STATUS_PENDING_NEW:
-        await engine.transition(u.internal_id, t.ORDER_STATUS_REJECTED, reason=NOT_SENT,
-                                reason_code=ReasonCode.NOT_SENT, audit=audit)
-        return "rejected"
-    if u.status == t.ORDER_STATUS_SUBMITTED:
-        reason = (f"sent, but the broker has no order tagged {u.client_order_id}; "
-                  "place it again if still wanted")
-        await engine.transition(u.internal_id, t.ORDER_STATUS_REJECTED, reason=reason,
+    if u.status in (t.ORDER_STATUS_PENDING_NEW, t.ORDER_STATUS_SUBMITTED):
+        # PENDING_NEW: written ahead, maybe sent (SUBMITTED is recorded after the broker call). Given up, not
+        # settled: one that turns up at the broker later is adopted.
+        await engine.transition(u.internal_id, t.ORDER_STATUS_REJECTED, reason=NOT_FOUND.format(u.client_order_id),
                                 reason_code=ReasonCode.OUTCOME_UNKNOWN, audit=audit)
         return "rejected"
     reason = "no longer in the broker's order book (expired at the end of its day, or removed)"

@@ -34,7 +34,8 @@ _LIVE_TARGETS = frozenset({t.ORDER_STATUS_OPEN, t.ORDER_STATUS_TRIGGER_PENDING, 
                            t.ORDER_STATUS_TRADED, t.ORDER_STATUS_CANCELLED})
 
 TRANSITIONS: dict[int, frozenset[int]] = {
-    # Written ahead to the ledger; a crash before sending ends in REJECTED ("not sent before restart").
+    # Written ahead to the ledger, then sent; SUBMITTED is recorded after the broker call. After a crash, a
+    # PENDING_NEW order the broker does not hold ends REJECTED (outcome unknown: adopted if it turns up).
     t.ORDER_STATUS_PENDING_NEW: frozenset({t.ORDER_STATUS_SUBMITTED, t.ORDER_STATUS_REJECTED}),
     # The broker may answer with its acknowledgement or already with fills / a cancel (IOC).
     t.ORDER_STATUS_SUBMITTED: _LIVE_TARGETS | {t.ORDER_STATUS_REJECTED},

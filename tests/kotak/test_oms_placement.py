@@ -38,7 +38,7 @@ async def test_an_order_is_placed_while_the_one_before_it_still_waits_for_kotak_
             await bus.publish(Topic.ORDERS, T.RiskDecision(accepted=True, order=market_buy(coid), signal_id=coid))
 
         await eventually(lambda: latest.get("second") in ACKNOWLEDGED)
-        assert latest["slow-first"] == T.ORDER_STATUS_SUBMITTED  # still waiting for its reply
+        assert latest["slow-first"] == T.ORDER_STATUS_PENDING_NEW  # still waiting for its reply
 
         await eventually(lambda: latest.get("slow-first") in ACKNOWLEDGED)
         assert sim.calls["place_order"] == 2

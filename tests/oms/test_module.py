@@ -2,11 +2,12 @@
 
 import asyncio
 
+from services.oms.broker import BrokerOrderEvent
 from services.oms.charges import ChargeModel
 from services.oms.config import OmsSettings
 from services.oms.ledger import MemoryLedger
 from services.oms.module import OmsModule
-from services.oms.reconcile import NOT_SENT
+from services.oms.reconcile import NOT_FOUND
 from services.oms.virtual_broker import VirtualBroker
 from shared.bus import Bus, Topic
 from shared.clock import ManualClock
@@ -37,14 +38,15 @@ async def test_accepted_decision_goes_pending_new_submitted_open_then_traded_aft
 
 
 async def test_a_burst_of_decisions_is_placed_before_any_acknowledgement_is_booked(start_oms):
-    """Tick-to-order latency: with an in-process broker the OPEN of the first order (a ledger write and a fan-out)
-    waits until the burst's later orders have gone out; its broker events still come after it."""
+    """Tick-to-order latency: with an in-process broker the SUBMITTED and OPEN of the first order (ledger writes
+    and fan-outs) wait until the burst's later orders have gone out; its broker events still come after them."""
     oms = await start_oms()
-    placed: list[str] = []
+    placed: list[tuple[str, list[str]]] = []  # each order as it went out, and the ledger's statuses then
     place = oms.broker.place_order
 
     async def noting(request):
-        placed.append(request.client_order_id)
+        rows = await oms.ledger.list_orders()
+        placed.append((request.client_order_id, sorted(S.OrderStatus.Name(r.status) for r in rows)))
         return await place(request)
 
     oms.broker.place_order = noting  # type: ignore[method-assign]
@@ -53,10 +55,10 @@ async def test_a_burst_of_decisions_is_placed_before_any_acknowledgement_is_book
     assert await oms.bus.drain()
 
     seen = [(u.client_order_id, u.status) for u in oms.updates if u.status != S.ORDER_STATUS_PENDING_NEW]
-    assert placed == ["c-1", "c-2", "c-3"]
-    assert seen == [("c-1", S.ORDER_STATUS_SUBMITTED), ("c-2", S.ORDER_STATUS_SUBMITTED),
-                    ("c-3", S.ORDER_STATUS_SUBMITTED), ("c-1", S.ORDER_STATUS_OPEN), ("c-2", S.ORDER_STATUS_OPEN),
-                    ("c-3", S.ORDER_STATUS_OPEN)]
+    assert placed == [("c-1", ["ORDER_STATUS_PENDING_NEW"]), ("c-2", ["ORDER_STATUS_PENDING_NEW"] * 2),
+                      ("c-3", ["ORDER_STATUS_PENDING_NEW"] * 3)]  # each written ahead; nothing booked yet
+    assert seen == [("c-1", S.ORDER_STATUS_SUBMITTED), ("c-1", S.ORDER_STATUS_OPEN), ("c-2", S.ORDER_STATUS_SUBMITTED),
+                    ("c-2", S.ORDER_STATUS_OPEN), ("c-3", S.ORDER_STATUS_SUBMITTED), ("c-3", S.ORDER_STATUS_OPEN)]
 
 
 async def test_rejected_decisions_are_ignored(start_oms):
@@ -114,8 +116,8 @@ async def test_a_decision_already_in_the_ledger_before_a_restart_is_not_placed_a
     assert oms.updates == []
 
 
-async def test_a_pending_new_order_the_broker_never_saw_is_rejected_at_start_up_and_not_resent(start_oms):
-    ledger = MemoryLedger()  # the crash happened between the ledger insert and the broker call
+async def test_a_pending_new_order_the_broker_does_not_hold_is_given_up_at_start_up_and_not_resent(start_oms):
+    ledger = MemoryLedger()  # the crash came after the ledger insert; the broker never got the order
     await ledger.insert_new(t.OrderUpdate(internal_id="i-1", client_order_id="c-1", request=order(),
                                           status=S.ORDER_STATUS_PENDING_NEW, sequence=5), {})
 
@@ -124,7 +126,7 @@ async def test_a_pending_new_order_the_broker_never_saw_is_rejected_at_start_up_
 
     row = await ledger.get("c-1")
     assert row.status == S.ORDER_STATUS_REJECTED
-    assert (row.reason, row.reason_code) == (NOT_SENT, "NOT_SENT")
+    assert (row.reason, row.reason_code) == (NOT_FOUND.format("c-1"), "OUTCOME_UNKNOWN")  # adopted if it turns up
     assert oms.broker.book == {}
     assert oms.module.reconciled["rejected"] == 1
 
@@ -307,7 +309,7 @@ async def test_orders_restored_while_the_book_could_not_be_read_are_settled_once
 
     assert unsettled == 2
     assert (gone.status, gone.reason_code) == (S.ORDER_STATUS_CANCELLED, "NOT_IN_BROKER_BOOK")
-    assert (unsent.status, unsent.reason_code) == (S.ORDER_STATUS_REJECTED, "NOT_SENT")
+    assert (unsent.status, unsent.reason_code) == (S.ORDER_STATUS_REJECTED, "OUTCOME_UNKNOWN")  # maybe sent
     assert new.status == S.ORDER_STATUS_OPEN  # placed after the restart: not a leftover to settle
 
 
@@ -392,3 +394,51 @@ async def test_a_day_order_still_open_when_the_next_trading_day_starts_is_settle
 
     assert (expired.reason_code, "expired" in expired.reason) == ("NOT_IN_BROKER_BOOK", True)
     assert today.status == S.ORDER_STATUS_OPEN
+
+
+class HoldsOrdersSentBeforeTheCrash(VirtualBroker):
+    """The broker's book has an order the OMS sent before crashing, before it recorded SUBMITTED."""
+
+    async def order_book(self):
+        return [BrokerOrderEvent(exchange_order_id="EX-9", client_order_id="c-1", status=S.ORDER_STATUS_TRADED,
+                                 filled_quantity=10, average_price_paise=100_00)]
+
+
+async def test_a_pending_new_order_the_broker_holds_is_matched_at_start_up_with_its_submitted_recorded(start_oms):
+    ledger = MemoryLedger()  # written ahead and sent; the crash came before SUBMITTED was recorded
+    await ledger.insert_new(t.OrderUpdate(internal_id="i-1", client_order_id="c-1", request=order(quantity=10),
+                                          status=S.ORDER_STATUS_PENDING_NEW, sequence=5), {})
+
+    oms = await start_oms(broker=HoldsOrdersSentBeforeTheCrash(None, ChargeModel.default(), ManualClock(T0)),
+                          ledger=ledger)
+    await until(lambda: len(oms.updates) == 2)
+
+    assert oms.module.reconciled["matched"] == 1
+    assert [(u.status, u.filled_quantity) for u in ledger.events] == [
+        (S.ORDER_STATUS_PENDING_NEW, 0), (S.ORDER_STATUS_SUBMITTED, 0), (S.ORDER_STATUS_TRADED, 10)]
+    assert oms.module.engine.positions.net_quantity(order().token) == 10
+
+
+class SubmittedNotRecorded(MemoryLedger):
+    """The ledger fails the first SUBMITTED write (the database blinked after the order went out)."""
+
+    failed = False
+
+    async def record(self, update, audit):
+        if update.status == S.ORDER_STATUS_SUBMITTED and not self.failed:
+            self.failed = True
+            raise ConnectionError("connection reset")
+        await super().record(update, audit)
+
+
+async def test_a_fill_for_an_order_whose_submitted_was_not_recorded_records_it_first(start_oms):
+    oms = await start_oms(ledger=SubmittedNotRecorded())
+    await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=10)))
+    assert await oms.bus.drain()
+    assert oms.module.engine.lookup("c-1").status == S.ORDER_STATUS_PENDING_NEW  # at the broker all the same
+
+    await oms.bus.publish(Topic.CANDLES, market_pb2.CandleBatch(candles=[candle(101_00, 102_00, 99_00, 100_00)]))
+    await oms.until_status("c-1", S.ORDER_STATUS_TRADED)
+
+    assert [u.status for u in oms.ledger.events] == [S.ORDER_STATUS_PENDING_NEW, S.ORDER_STATUS_SUBMITTED,
+                                                     S.ORDER_STATUS_TRADED]
