@@ -80,6 +80,7 @@ class Subscription:
     priority: int = Priority.MARKET_DATA
     holding: bool = False  # took a message, lets higher priorities go first before handling it
     busy: bool = False  # inside its handler (maybe awaiting I/O): yielding to it would not help
+    max_batch: int = 0  # 0: the handler takes one message; n: a list of what is queued, up to n
     _drop_counter: Any = field(default=None, repr=False)
 
     @property
@@ -114,11 +115,13 @@ class Bus:
 
     # -- topics ---------------------------------------------------------------
     def subscribe(self, topic: Topic, name: str, handler: Handler, maxsize: int | None = None,
-                  priority: Priority | None = None) -> Subscription:
+                  priority: Priority | None = None, max_batch: int = 0) -> Subscription:
         """Call `handler` for every message on `topic`, in order, from a task the bus owns; `priority` is the
-        consumer's level when it is not its topic's (Priority)."""
+        consumer's level when it is not its topic's (Priority). With `max_batch`, the handler takes a list: the
+        messages queued when it is called, up to max_batch (a burst handled together)."""
         sub = self._add(topic, name, maxsize, topic.priority if priority is None else priority)
         sub.handler = handler
+        sub.max_batch = max_batch
         if self._running:
             self._start(sub)
         return sub
@@ -290,10 +293,16 @@ class Bus:
                     await self._let_ahead(ahead)
                 finally:
                     sub.holding = False
+            taken = 1
+            if sub.max_batch:
+                msg = [msg]
+                while taken < sub.max_batch and queue._queue:  # type: ignore[attr-defined]
+                    msg.append(queue.get_nowait())
+                    taken += 1
             sub.busy = True
             try:
                 await handler(msg)
-                sub.handled += 1
+                sub.handled += taken
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -302,7 +311,8 @@ class Bus:
                 log.exception("bus handler failed", extra={"topic": sub.topic.value, "subscriber": sub.name})
             finally:
                 sub.busy = False
-                queue.task_done()
+                for _ in range(taken):
+                    queue.task_done()
 
 
 class Sequencer:

@@ -300,8 +300,9 @@ async def _build_oms(bus: Bus, app: AppSettings, toml: dict[str, Any], clock: Cl
     ledger: Any = MemoryLedger()
     if app.use_database:
         from services.oms.ledger_pg import PgLedger
+        from shared.db.config import DatabaseSettings
 
         db = await _open_database(app, toml, clock, closers)
-        ledger = PgLedger(db.pool)
+        ledger = PgLedger(db.pool, cfg.load(DatabaseSettings, toml).ledger_durable_updates)
         log.info("oms ledger in PostgreSQL", extra={"database": db.describe()})
     return OmsModule(bus, settings, VirtualBroker(None, ChargeModel.from_settings(settings), clock), ledger, clock)

@@ -114,7 +114,7 @@ async def persistence(app: Any, settings: AppSettings, toml: dict[str, Any], res
     async def instruments(items):
         await upsert_instruments(db.pool, items)
 
-    return PgLedger(db.pool), writer, instruments
+    return PgLedger(db.pool, db_settings.ledger_durable_updates), writer, instruments
 
 
 async def start_grpc(bus: Any, toml: dict[str, Any], host: str, port: int) -> tuple[Any, int]:

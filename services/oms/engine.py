@@ -81,6 +81,9 @@ def given_up(u: t.OrderUpdate) -> bool:
     return u.status == t.ORDER_STATUS_REJECTED and u.reason_code == ReasonCode.OUTCOME_UNKNOWN
 
 
+_ONE_BY_ONE = object()  # _insert_burst: this order is still to be written on its own
+
+
 class _NotWritten(Exception):
     """The ledger did not take an order (write-ahead failed); `error` is why."""
 
@@ -227,49 +230,76 @@ class OrderEngine:
     # -- accepted decisions -> the broker ---------------------------------------------------------
     async def accept(self, decision: t.RiskDecision) -> None:
         """Write-ahead and place an accepted decision; a client_order_id seen before is ignored."""
-        if not decision.accepted:
-            return
-        req = decision.order
-        if not req.client_order_id:
-            log.error("accepted decision without client_order_id; dropped", extra={"signal_id": decision.signal_id})
-            return
-        if self.lookup(req.client_order_id) is not None:
-            return
-        u = await self._written_ahead(decision)
-        if u is None:
-            return
-        if self.broker.in_process:
-            await self._place_in_process(u.internal_id)
-        else:
-            self._start_placing(u.internal_id)
+        await self.accept_many([decision])
 
-    async def _written_ahead(self, decision: t.RiskDecision) -> t.OrderUpdate | None:
-        """The decision's order written to the ledger as PENDING_NEW and published; None when it was not written
-        (published REJECTED NOT_SENT) or is a duplicate of an order in the ledger."""
-        req = decision.order
-        u = t.OrderUpdate(internal_id=self._mint.uuid(), client_order_id=req.client_order_id,
-                          status=t.ORDER_STATUS_PENDING_NEW, request=req, ts_ns=self.clock.now_ns())
+    async def accept_many(self, decisions: Sequence[t.RiskDecision]) -> None:
+        """Write-ahead and place accepted decisions in their order; a client_order_id seen before is ignored.
+        A burst is written ahead together: one ledger transaction, so one flush to disk for all its orders."""
+        fresh: dict[str, t.RiskDecision] = {}
+        for decision in decisions:
+            if not decision.accepted:
+                continue
+            cid = decision.order.client_order_id
+            if not cid:
+                log.error("accepted decision without client_order_id; dropped", extra={"signal_id": decision.signal_id})
+            elif cid not in fresh and self.lookup(cid) is None:
+                fresh[cid] = decision
+        if not fresh:
+            return
+        for u in await self._written_ahead(list(fresh.values())):
+            if self.broker.in_process:
+                await self._place_in_process(u.internal_id)
+            else:
+                self._start_placing(u.internal_id)
+
+    async def _written_ahead(self, decisions: list[t.RiskDecision]) -> list[t.OrderUpdate]:
+        """The decisions' orders written to the ledger as PENDING_NEW and published, in order; those not written
+        (published REJECTED NOT_SENT) and duplicates of orders in the ledger are left out."""
+        now = self.clock.now_ns()
+        updates = [t.OrderUpdate(internal_id=self._mint.uuid(), client_order_id=d.order.client_order_id,
+                                 status=t.ORDER_STATUS_PENDING_NEW, request=d.order, ts_ns=now) for d in decisions]
+        audits: list[dict[str, Any]] = [{"decision": d} for d in decisions]
+        written: list[t.OrderUpdate] = []
         async with self._publishing:
-            u.sequence = self.sequencer.next()
-            try:
-                existing = await self._write_ahead(u, {"decision": decision})
-            except _NotWritten as exc:
-                await self._not_written(u, exc.error)
-                return None
-            if existing is None:
-                await self._publish(u)
-                return u
-        log.info("duplicate order ignored", extra={"order_id": existing.internal_id,
-                                                   "client_order_id": req.client_order_id})
-        self.remember(existing)
-        return None
+            for u in updates:
+                u.sequence = self.sequencer.next()
+            existing = await self._insert_burst(updates, audits)
+            for u, audit, found in zip(updates, audits, existing, strict=True):
+                if found is _ONE_BY_ONE:
+                    try:
+                        found = await self._write_ahead(u, audit)
+                    except _NotWritten as exc:
+                        await self._not_written(u, exc.error)
+                        continue
+                if found is None:
+                    await self._publish(u)
+                    written.append(u)
+                    continue
+                assert isinstance(found, t.OrderUpdate)
+                log.info("duplicate order ignored", extra={"order_id": found.internal_id,
+                                                           "client_order_id": u.client_order_id})
+                self.remember(found)
+        return written
+
+    async def _insert_burst(self, updates: list[t.OrderUpdate], audits: list[dict[str, Any]]) -> list[object]:
+        """ledger.insert_many for a burst; when it fails, _ONE_BY_ONE for each (the transaction may have committed
+        with only its reply lost, or one order in it may be at fault): _write_ahead then reads each back."""
+        if len(updates) == 1:
+            return [_ONE_BY_ONE]
+        try:
+            return list(await self.ledger.insert_many(list(zip(updates, audits, strict=True))))
+        except Exception as exc:
+            log.warning("ledger refused a burst of orders; writing them one by one",
+                        extra={"orders": len(updates), "error": f"{type(exc).__name__}: {exc}"})
+            return [_ONE_BY_ONE] * len(updates)
 
     async def _write_ahead(self, u: t.OrderUpdate, audit: dict[str, Any]) -> t.OrderUpdate | None:
         """ledger.insert_new; when it fails, the order is read back by its client id, since the insert may have
         committed with only its reply lost: ours there means written (None), another order is the existing one,
         none (or no answer) raises _NotWritten."""
         try:
-            return await self.ledger.insert_new(u, audit)
+            existing = await self.ledger.insert_new(u, audit)
+            return None if existing is None or existing.internal_id == u.internal_id else existing
         except Exception as exc:
             error = exc
         for delay in WRITE_AHEAD_READBACK_S:
@@ -323,12 +353,11 @@ class OrderEngine:
         """Graceful stop: record the accepted decisions that will not be placed (`unplaced`) as REJECTED NOT_SENT,
         then wait up to `within_s` for placements in flight, including acknowledgements they hand off. Returns how
         many are still going."""
-        for decision in unplaced:
-            if decision.accepted and decision.order.client_order_id and not self.lookup(decision.order.client_order_id):
-                u = await self._written_ahead(decision)
-                if u is not None:
-                    await self.transition(u.internal_id, t.ORDER_STATUS_REJECTED, reason=STOPPED_NOT_SENT,
-                                          reason_code=ReasonCode.NOT_SENT, audit={"response": {"error": "stopping"}})
+        fresh = {d.order.client_order_id: d for d in unplaced
+                 if d.accepted and d.order.client_order_id and not self.lookup(d.order.client_order_id)}
+        for u in await self._written_ahead(list(fresh.values())) if fresh else []:
+            await self.transition(u.internal_id, t.ORDER_STATUS_REJECTED, reason=STOPPED_NOT_SENT,
+                                  reason_code=ReasonCode.NOT_SENT, audit={"response": {"error": "stopping"}})
         deadline = asyncio.get_running_loop().time() + within_s
         while self._placing:  # a placement in process hands its acknowledgement to a new task
             left = deadline - asyncio.get_running_loop().time()

@@ -5,6 +5,7 @@ PgLedger (PostgreSQL, services/oms/ledger_pg.py) and MemoryLedger (below, no dat
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from typing import Any, Protocol
 
@@ -19,6 +20,11 @@ class Ledger(Protocol):
     async def insert_new(self, order: trading_pb2.OrderUpdate, audit: dict[str, Any]) -> trading_pb2.OrderUpdate | None:
         """Write-ahead insert (status PENDING_NEW). Returns the existing order instead
         when order.client_order_id is already in the ledger: the caller must then not place it."""
+
+    async def insert_many(self, orders: Sequence[tuple[trading_pb2.OrderUpdate, dict[str, Any]]]
+                          ) -> list[trading_pb2.OrderUpdate | None]:
+        """insert_new for a burst of orders, in one transaction (one flush to disk): all written or none (an
+        exception); for each, what insert_new returns."""
 
     async def record(self, update: trading_pb2.OrderUpdate, audit: dict[str, Any]) -> None:
         """Persist one transition: the row's status, fills, exchange id, reason and updated_at;
@@ -71,6 +77,13 @@ class MemoryLedger:
         self.metadata[row.internal_id] = dict(audit)
         self._append_event(row)
         return None
+
+    async def insert_many(self, orders: Sequence[tuple[trading_pb2.OrderUpdate, dict[str, Any]]]
+                          ) -> list[trading_pb2.OrderUpdate | None]:
+        for order, _ in orders:  # all or none, as one transaction
+            if order.client_order_id not in self._by_client and order.internal_id in self._rows:
+                raise ValueError(f"internal_id {order.internal_id} already belongs to another order")
+        return [await self.insert_new(order, audit) for order, audit in orders]
 
     async def record(self, update: trading_pb2.OrderUpdate, audit: dict[str, Any]) -> None:
         cur = self._rows.get(update.internal_id)

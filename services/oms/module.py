@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 STOP_WAIT_S = 10.0  # a Kotak REST call times out well within this
 SETTLE_RETRY_S = (1.0, 30.0)  # first and longest wait between order-book reads for orders restored at start
 DAY_CHECK_S = 60.0  # how often (real seconds) to look whether a new trading day has started
+MAX_BURST = 100  # decisions written ahead in one ledger transaction at most
 RECHECK_S = 5.0  # a first sighting of a position difference is checked again this soon (a fill in flight)
 POSITION_DIFFERENCES = Gauge("neopulse_oms_position_differences",
                              "Positions whose net quantity differs from the broker's on two checks in a row")
@@ -65,7 +66,8 @@ class OmsModule(Component):
         # Decisions are queued from the first moment: risk may accept one while the ledger is still being read
         # (in the monolith it is running already; in split mode the bridge is connected), and a topic nobody has
         # subscribed to yet delivers to no one. They are handled once the book is ready.
-        self._decisions = self.bus.subscribe(Topic.ORDERS, self.name, self._on_decision)
+        # A burst of decisions is written ahead together (one flush to disk), then placed in order.
+        self._decisions = self.bus.subscribe(Topic.ORDERS, self.name, self._on_decisions, max_batch=MAX_BURST)
         await self.engine.start_sequence()
         await rebuild_positions(self.engine)
         self.reconciled, self._unsettled = await reconcile(self.engine)
@@ -110,11 +112,10 @@ class OmsModule(Component):
             if not self.broker.in_process and self.settings.position_check_s > 0:
                 tg.create_task(self._check_positions(), name="oms:positions")
 
-    async def _on_decision(self, decision: t.RiskDecision) -> None:
+    async def _on_decisions(self, decisions: list[t.RiskDecision]) -> None:
         if not self._book_ready.is_set():
             await self._book_ready.wait()
-        if decision.accepted:
-            await self.engine.accept(decision)
+        await self.engine.accept_many(decisions)
 
     async def _on_candles(self, batch: market_pb2.CandleBatch) -> None:
         for candle in batch.candles:

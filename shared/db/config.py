@@ -30,3 +30,8 @@ class DatabaseSettings(ModuleSettings):
     # A tick this far from the writer's clock is rejected (counted) as bad data.
     max_tick_future_s: float = Field(default=86_400.0, gt=0)
     max_tick_past_s: float = Field(default=7 * 86_400.0, gt=0)
+    # Order ledger: the write-ahead of every order waits for the server's flush to disk (synchronous_commit as
+    # the server has it); the transitions after it (acknowledgements, fills, cancels) do not unless this is true:
+    # they are in the database at once, on disk within ~0.6 s, and a server crash in that window is made good by
+    # the restart's reconciliation with the broker (services/oms/ledger_pg.py). True: a flush per transition.
+    ledger_durable_updates: bool = False

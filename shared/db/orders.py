@@ -85,7 +85,7 @@ def row_to_update(row: Any) -> t.OrderUpdate:
 
 
 def insert_args(u: t.OrderUpdate, audit: dict[str, Any]) -> tuple[Any, ...]:
-    """Arguments for INSERT_SQL, from a write-ahead OrderUpdate."""
+    """One order's row values, from a write-ahead OrderUpdate (INSERT_SQL takes them as columns: insert_columns)."""
     r = u.request
     factor = factor_of(r.price_factor)
     return (u.internal_id, u.client_order_id, r.strategy_tag, r.signal_id, status_name(u.status),
@@ -104,11 +104,40 @@ def log_entry(audit: dict[str, Any], u: t.OrderUpdate) -> dict[str, Any]:
     return {"sequence": u.sequence, "status": status_name(u.status), "ts_ns": u.ts_ns, **audit}
 
 
+def insert_columns(orders: list[tuple[t.OrderUpdate, dict[str, Any]]]) -> list[list[Any]]:
+    """INSERT_SQL's arguments for write-ahead orders and their audits: one array per column, each order's row
+    values (insert_args) followed by its first event's fill and payload."""
+    rows = [(*insert_args(u, audit), u.last_fill_quantity, u.last_fill_price_paise, u.last_fill_charges_paise,
+             payload(u, audit)) for u, audit in orders]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+# The write-ahead of one order or of a burst: their rows and first events in one statement (one round trip, one
+# commit), in the order given. An order whose internal_id or client_order_id is in the ledger already is not
+# written (ON CONFLICT); the statement returns the internal_ids it wrote.
 INSERT_SQL = """
-INSERT INTO order_ledger (internal_id, client_order_id, strategy_tag, signal_id, status, side, quantity, price,
-    trigger, order_type, product, validity, token, exchange_segment, symbol, last_sequence, last_ts_ns, tick_recv_ns,
-    metadata, created_at, updated_at, price_factor_num, price_factor_den)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19::jsonb, $20, $20, $21,
-    $22)
-ON CONFLICT DO NOTHING
-RETURNING internal_id"""
+WITH new AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
+                         $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[],
+                         $15::text[], $16::bigint[], $17::bigint[], $18::bigint[], $19::text[], $20::timestamptz[],
+                         $21::bigint[], $22::bigint[], $23::bigint[], $24::bigint[], $25::bigint[], $26::text[])
+        WITH ORDINALITY AS r (internal_id, client_order_id, strategy_tag, signal_id, status, side, quantity, price,
+                              trigger, order_type, product, validity, token, exchange_segment, symbol, sequence,
+                              ts_ns, tick_recv_ns, metadata, created_at, factor_num, factor_den, fill_qty, fill_price,
+                              fill_charges, payload, n)),
+ins AS (
+    INSERT INTO order_ledger (internal_id, client_order_id, strategy_tag, signal_id, status, side, quantity, price,
+        trigger, order_type, product, validity, token, exchange_segment, symbol, last_sequence, last_ts_ns,
+        tick_recv_ns, metadata, created_at, updated_at, price_factor_num, price_factor_den)
+    SELECT internal_id, client_order_id, strategy_tag, signal_id, status, side, quantity, price, trigger, order_type,
+        product, validity, token, exchange_segment, symbol, sequence, ts_ns, tick_recv_ns, metadata::jsonb, created_at,
+        created_at, factor_num, factor_den
+    FROM new ORDER BY n
+    ON CONFLICT DO NOTHING
+    RETURNING internal_id),
+ev AS (
+    INSERT INTO order_events (internal_id, sequence, status, fill_qty, fill_price, fill_charges, payload, ts)
+    SELECT new.internal_id, sequence, status, fill_qty, fill_price, fill_charges, payload::jsonb, created_at
+    FROM new JOIN ins USING (internal_id) ORDER BY n
+    RETURNING event_id)
+SELECT array_agg(internal_id) AS written, (SELECT count(*) FROM ev) AS events FROM ins"""

@@ -153,3 +153,84 @@ async def test_fill_charges_sums_the_recorded_fills_of_the_days_orders(db_pool):
     charges = await ledger.fill_charges(day_of(order.ts_ns))
 
     assert charges == {order.internal_id: 1_600}
+
+
+async def _wal_flushes(conn: asyncpg.Connection) -> int:
+    """WAL writes the client backends made (PostgreSQL 18's pg_stat_io): a commit that waits for the WAL to
+    reach the disk writes it itself; one that does not leaves it to the WAL writer. This connection's own
+    counts are made visible first. (The test server runs with fsync off: the writes are there, the syncs not.)"""
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+    await conn.execute("SELECT 1")  # the flush happens as the statement before ends
+    return int(await conn.fetchval("SELECT coalesce(sum(writes), 0) FROM pg_stat_io "
+                                   "WHERE object = 'wal' AND backend_type = 'client backend'"))
+
+
+async def test_the_write_ahead_waits_for_the_disk_and_the_transitions_after_it_do_not(database):
+    """A flush per transition held bursts of orders up by tens of ms; the write-ahead keeps its flush."""
+    # As a production server is configured (the test server commits without waiting, for speed).
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=1, server_settings={"synchronous_commit": "on"})
+    try:
+        ledger, durable = PgLedger(pool), PgLedger(pool, durable_updates=True)
+        orders = [new_order(str(uuid.uuid4()), f"sig-flush-{n}") for n in range(40)]
+        async with pool.acquire() as conn:
+            before = await _wal_flushes(conn)
+        for order in orders:
+            await ledger.insert_new(order, {})
+        async with pool.acquire() as conn:
+            inserted = await _wal_flushes(conn)
+        for order in orders:
+            await ledger.record(transition(order, t.ORDER_STATUS_SUBMITTED, 2), {})
+        async with pool.acquire() as conn:
+            recorded = await _wal_flushes(conn)
+        for order in orders:
+            await durable.record(transition(order, t.ORDER_STATUS_OPEN, 3), {})
+        async with pool.acquire() as conn:
+            recorded_durably = await _wal_flushes(conn)
+    finally:
+        await pool.close()
+
+    assert inserted - before >= 40
+    assert recorded - inserted < 10  # the WAL writer's flushes in the background, if any
+    assert recorded_durably - recorded >= 40
+
+
+async def test_a_burst_of_orders_is_written_ahead_with_one_flush_in_the_order_given(database):
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=1, server_settings={"synchronous_commit": "on"})
+    try:
+        ledger = PgLedger(pool)
+        burst = [new_order(str(uuid.uuid4()), f"sig-burst-{n}", sequence=n + 1) for n in range(20)]
+        singles = [new_order(str(uuid.uuid4()), f"sig-single-{n}") for n in range(20)]
+        async with pool.acquire() as conn:
+            before = await _wal_flushes(conn)
+        assert await ledger.insert_many([(o, {"decision": {"n": n}}) for n, o in enumerate(burst)]) == [None] * 20
+        async with pool.acquire() as conn:
+            after_burst = await _wal_flushes(conn)
+        for o in singles:
+            await ledger.insert_new(o, {})
+        async with pool.acquire() as conn:
+            after_singles = await _wal_flushes(conn)
+            written = [r["client_order_id"] for r in await conn.fetch(
+                "SELECT client_order_id FROM order_ledger WHERE client_order_id LIKE 'sig-burst-%' ORDER BY written_seq")]
+            events = await conn.fetchval("SELECT count(*) FROM order_events e JOIN order_ledger o USING (internal_id) "
+                                         "WHERE o.client_order_id LIKE 'sig-burst-%' AND e.status = 'PENDING_NEW'")
+    finally:
+        await pool.close()
+
+    assert after_burst - before <= 2
+    assert after_singles - after_burst >= 20
+    assert written == [f"sig-burst-{n}" for n in range(20)]
+    assert events == 20
+
+
+async def test_a_burst_with_an_order_already_in_the_ledger_writes_the_others_and_returns_that_one(db_pool):
+    ledger = PgLedger(db_pool)
+    earlier = new_order(str(uuid.uuid4()), "sig-seen")
+    await ledger.insert_new(earlier, {})
+    burst = [new_order(str(uuid.uuid4()), c) for c in ("sig-a", "sig-seen", "sig-b")]
+
+    result = await ledger.insert_many([(o, {}) for o in burst])
+
+    assert result[0] is None and result[2] is None
+    assert result[1] is not None and result[1].internal_id == earlier.internal_id
+    assert {o.client_order_id for o in await ledger.open_orders()} >= {"sig-a", "sig-b", "sig-seen"}
+    assert await ledger.get(burst[1].internal_id) is None  # the refused one left no row

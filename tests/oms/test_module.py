@@ -2,6 +2,8 @@
 
 import asyncio
 
+import pytest
+
 from services.oms.broker import BrokerOrderEvent
 from services.oms.charges import ChargeModel
 from services.oms.config import OmsSettings
@@ -55,8 +57,8 @@ async def test_a_burst_of_decisions_is_placed_before_any_acknowledgement_is_book
     assert await oms.bus.drain()
 
     seen = [(u.client_order_id, u.status) for u in oms.updates if u.status != S.ORDER_STATUS_PENDING_NEW]
-    assert placed == [("c-1", ["ORDER_STATUS_PENDING_NEW"]), ("c-2", ["ORDER_STATUS_PENDING_NEW"] * 2),
-                      ("c-3", ["ORDER_STATUS_PENDING_NEW"] * 3)]  # each written ahead; nothing booked yet
+    # The burst was written ahead together, then placed in order; nothing was booked in between.
+    assert placed == [(f"c-{n}", ["ORDER_STATUS_PENDING_NEW"] * 3) for n in (1, 2, 3)]
     assert seen == [("c-1", S.ORDER_STATUS_SUBMITTED), ("c-1", S.ORDER_STATUS_OPEN), ("c-2", S.ORDER_STATUS_SUBMITTED),
                     ("c-2", S.ORDER_STATUS_OPEN), ("c-3", S.ORDER_STATUS_SUBMITTED), ("c-3", S.ORDER_STATUS_OPEN)]
 
@@ -442,3 +444,50 @@ async def test_a_fill_for_an_order_whose_submitted_was_not_recorded_records_it_f
 
     assert [u.status for u in oms.ledger.events] == [S.ORDER_STATUS_PENDING_NEW, S.ORDER_STATUS_SUBMITTED,
                                                      S.ORDER_STATUS_TRADED]
+
+
+class BurstReplyLost(MemoryLedger):
+    """The burst's transaction commits, then the connection drops before its reply arrives."""
+
+    async def insert_many(self, orders):
+        await super().insert_many(orders)
+        raise ConnectionError("connection reset")
+
+
+class BurstRefused(MemoryLedger):
+    """The burst's transaction fails and commits nothing; single inserts work."""
+
+    async def insert_many(self, orders):
+        raise ConnectionError("connection reset")
+
+
+@pytest.mark.parametrize("ledger_type", [BurstReplyLost, BurstRefused])
+async def test_a_burst_the_ledger_did_not_confirm_is_written_one_by_one_and_each_order_placed_once(
+        start_oms, ledger_type):
+    oms = await start_oms(ledger=ledger_type())
+    placed: list[str] = []
+    place = oms.broker.place_order
+
+    async def noting(request):
+        placed.append(request.client_order_id)
+        return await place(request)
+
+    oms.broker.place_order = noting  # type: ignore[method-assign]
+    for n in (1, 2, 3):
+        await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=10, client_order_id=f"c-{n}")))
+    assert await oms.bus.drain()
+
+    assert placed == ["c-1", "c-2", "c-3"]
+    assert [u.client_order_id for u in oms.updates if u.status == S.ORDER_STATUS_PENDING_NEW] == placed
+    assert sorted(u.client_order_id for u in await oms.ledger.list_orders()) == placed
+
+
+async def test_the_same_client_order_id_twice_in_a_burst_is_one_order(start_oms):
+    oms = await start_oms()
+    for _ in range(2):
+        await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=10, client_order_id="c-1")))
+    assert await oms.bus.drain()
+
+    assert len(oms.broker.book) == 1
+    assert [u.status for u in oms.updates] == [S.ORDER_STATUS_PENDING_NEW, S.ORDER_STATUS_SUBMITTED,
+                                               S.ORDER_STATUS_OPEN]

@@ -90,6 +90,28 @@ async def test_stream_yields_what_is_queued_as_one_batch(bus):
     assert all(s.name != "grpc" for s in bus.subscriptions())
 
 
+async def test_a_batch_subscriber_takes_what_is_queued_as_one_list_up_to_its_limit():
+    bus = Bus(default_maxsize=100)
+    calls: list[list[int]] = []
+
+    async def burst(decisions):
+        calls.append([d.sequence for d in decisions])
+
+    sub = bus.subscribe(Topic.ORDERS, "oms", burst, max_batch=4)
+    for i in range(6):  # queued before the consumer runs: one burst
+        await bus.publish(Topic.ORDERS, trading_pb2.RiskDecision(sequence=i))
+    task = asyncio.create_task(bus.run())
+    try:
+        assert await bus.drain(within_s=1)  # every message of a list is counted done
+        await bus.publish(Topic.ORDERS, trading_pb2.RiskDecision(sequence=6))
+        assert await bus.drain(within_s=1)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert calls == [[0, 1, 2, 3], [4, 5], [6]]
+    assert sub.handled == 7
+
+
 async def test_calling_a_request_nobody_serves_is_not_found():
     with pytest.raises(NotFound, match="PauseStrategy"):
         await Bus().call("/neopulse.v1.StrategyService/PauseStrategy", None)
