@@ -210,7 +210,8 @@ async def test_a_burst_of_orders_is_written_ahead_with_one_flush_in_the_order_gi
         async with pool.acquire() as conn:
             after_singles = await _wal_flushes(conn)
             written = [r["client_order_id"] for r in await conn.fetch(
-                "SELECT client_order_id FROM order_ledger WHERE client_order_id LIKE 'sig-burst-%' ORDER BY written_seq")]
+                "SELECT client_order_id FROM order_ledger WHERE client_order_id LIKE 'sig-burst-%' "
+                "ORDER BY written_seq")]
             events = await conn.fetchval("SELECT count(*) FROM order_events e JOIN order_ledger o USING (internal_id) "
                                          "WHERE o.client_order_id LIKE 'sig-burst-%' AND e.status = 'PENDING_NEW'")
     finally:
