@@ -23,6 +23,21 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 LOCK_KEY = 0x4E454F50554C5345  # "NEOPULSE"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _FAILED_NOTE = "in migration "
+# What a migration must not say at top level: each ends or starts the transaction the runner wraps it in, and the
+# rest of the file would then run outside it (half-applied on failure). PREPARE is checked for TRANSACTION only.
+_TRANSACTION_CONTROL = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "PREPARE"}
+# One lexical token of SQL: what can hide a ';' or a keyword (comment, string, quoted identifier, dollar-quoted
+# body), a word, or one other character. Nested /* */ comments are handled in _sql_tokens.
+_TOKEN = re.compile(r"""
+      --[^\n]*
+    | /\*
+    | [Ee]'(?:[^'\\]|\\.|'')*'?
+    | '(?:[^']|'')*'?
+    | "(?:[^"]|"")*"?
+    | \$(?P<tag>[A-Za-z_][A-Za-z0-9_]*)?\$
+    | [A-Za-z_][A-Za-z0-9_$]*
+    | \s+
+    | .""", re.VERBOSE | re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -66,11 +81,14 @@ def discover(directory: Path | None = None) -> list[Migration]:
 async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> list[int]:
     """Apply pending migrations, each in its own transaction; returns the versions applied now.
 
-    A database migrated by newer code (a version recorded that this code does not have) is refused before anything
+    A migration file with top-level transaction control (COMMIT, BEGIN...) is refused before anything runs. A
+    database migrated by newer code (a version recorded that this code does not have) is refused before anything
     runs: applying older migrations on top of a newer schema could corrupt the order ledger. A migration that fails
     is rolled back whole and re-raised with a note naming its file (failed_migration() reads it).
     """
     migrations = discover(directory)
+    for m in migrations:
+        _refuse_transaction_control(m)
     await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
     try:
         await _ensure_table(conn)
@@ -156,3 +174,83 @@ def _check_unchanged(m: Migration, checksum: str) -> None:
     if checksum != m.checksum:
         raise ConfigError(f"migration {m.filename} changed after it was applied; "
                           "add a new migration instead of editing an applied one")
+
+
+def transaction_control(sql: str) -> tuple[int, str] | None:
+    """(line, statement) of the first top-level statement in `sql` that begins, ends or prepares a transaction."""
+    for line, words, text in _statements(sql):
+        first, second = (w.upper() for w in [*words[:2], "", ""][:2])
+        if first in _TRANSACTION_CONTROL and (first != "PREPARE" or second == "TRANSACTION"):
+            return line, " ".join(text.split())[:60]
+    return None
+
+
+def _refuse_transaction_control(m: Migration) -> None:
+    found = transaction_control(m.sql)
+    if found is not None:
+        line, statement = found
+        raise ConfigError(f"migration {m.filename} line {line}: {statement} would end the transaction the migration "
+                          "runs in (each migration already runs in its own); remove it. Nothing was applied")
+
+
+def _statements(sql: str) -> list[tuple[int, list[str], str]]:
+    """Top-level statements as (line, words, text): split at ';' outside comments, strings, quoted identifiers,
+    dollar-quoted bodies and the BEGIN ATOMIC ... END body of a SQL-standard function (psql splits the same way)."""
+    out: list[tuple[int, list[str], str]] = []
+    start, words, depth = -1, list[str](), 0  # depth: BEGIN ATOMIC / CASE blocks open inside a CREATE statement
+    for pos, kind, tok in _sql_tokens(sql):
+        if kind == "word":
+            upper = tok.upper()
+            if start < 0:
+                start = pos
+            if words and words[0].upper() == "CREATE":
+                if (upper == "ATOMIC" and words[-1].upper() == "BEGIN") or (upper == "CASE" and depth):
+                    depth += 1
+                elif upper == "END" and depth:
+                    depth -= 1
+            words.append(tok)
+        elif tok == ";" and not depth:
+            if start >= 0:
+                out.append((sql.count("\n", 0, start) + 1, words, sql[start:pos]))
+            start, words = -1, []
+        elif kind == "other" and start < 0:
+            start = pos
+    if start >= 0:
+        out.append((sql.count("\n", 0, start) + 1, words, sql[start:]))
+    return out
+
+
+def _sql_tokens(sql: str) -> list[tuple[int, str, str]]:
+    """(offset, kind, text) of each token that matters for splitting: kind is 'word' or 'other' (anything else
+    outside comments; strings and quoted identifiers are 'other' too, so they start a statement but say nothing)."""
+    out: list[tuple[int, str, str]] = []
+    pos = 0
+    while pos < len(sql):
+        match = _TOKEN.match(sql, pos)
+        assert match is not None  # the last alternative matches any character
+        tok, end = match.group(), match.end()
+        if tok == "/*":
+            end = _comment_end(sql, end)
+        elif match.group("tag") is not None or tok == "$$":
+            close = sql.find(tok, end)
+            end = len(sql) if close < 0 else close + len(tok)
+            out.append((pos, "other", tok))
+        elif tok[0].isalpha() or tok[0] == "_":
+            out.append((pos, "word", tok))
+        elif not tok.isspace() and not tok.startswith("--"):
+            out.append((pos, "other", tok))
+        pos = end
+    return out
+
+
+def _comment_end(sql: str, pos: int) -> int:
+    """Offset just past the /* */ comment whose opening ends at `pos` (they nest in PostgreSQL)."""
+    depth = 1
+    while depth and pos < len(sql):
+        if sql.startswith("/*", pos):
+            depth, pos = depth + 1, pos + 2
+        elif sql.startswith("*/", pos):
+            depth, pos = depth - 1, pos + 2
+        else:
+            pos += 1
+    return pos
