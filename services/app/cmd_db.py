@@ -10,6 +10,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -96,7 +97,7 @@ async def _status(conn: Any, where: str) -> int:
 
 
 def _psql(args: argparse.Namespace) -> int:
-    """Run the bundled psql; the password goes in PGPASSWORD, never on the command line."""
+    """Run the bundled psql; passwords go through the environment or a private file, never on the command line."""
     url = database_url()
     server = None
     try:
@@ -105,15 +106,54 @@ def _psql(args: argparse.Namespace) -> int:
 
             server = EmbeddedPostgres(args.data_dir)
             url = asyncio.run(ensure_database(server.start(), EMBEDDED_DB_NAME))
-        parts = urlsplit(url)
-        netloc = f"{parts.username or ''}@{parts.hostname}:{parts.port or 5432}"
-        env = {**os.environ, "PGPASSWORD": unquote(parts.password or "")}
-        dsn = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
         extra = [a for a in args.psql_args if a != "--"] + (["-c", args.command] if args.command else [])
-        return subprocess.call([str(POSTGRES_BIN_PATH / "psql"), dsn, *extra], env=env)
+        with tempfile.TemporaryDirectory(prefix="neopulse-psql-") as private:  # mode 0700: only we can read it
+            dsn, env = psql_connection(url, Path(private))
+            return subprocess.call([str(POSTGRES_BIN_PATH / "psql"), dsn, *extra], env={**os.environ, **env})
     except ConfigError as exc:
         print(f"neopulse: {exc}", file=sys.stderr)
         return 2
     finally:
         if server is not None:
             server.stop()
+
+
+# libpq connection parameters that are secrets: anyone can read a command line (ps), only the user its environment.
+_SECRETS = ("password", "sslpassword", "oauth_client_secret")
+_SERVICE = "neopulse-psql"
+
+
+def psql_connection(url: str, private: Path) -> tuple[str, dict[str, str]]:
+    """The DSN to give psql for `url`, without its secrets, and the environment that carries them: the password in
+    PGPASSWORD; the others, which libpq reads from no environment variable, in a service file written in `private`
+    (a directory only this user can read). Every other query parameter stays in the DSN as written."""
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    password = unquote(userinfo.partition(":")[2]) if at else ""
+    kept, secrets = [], {}
+    for pair in filter(None, parts.query.split("&")):
+        key, _, value = pair.partition("=")
+        if unquote(key) in _SECRETS:
+            secrets[unquote(key)] = unquote(value)  # not unquote_plus: libpq reads '+' as itself
+        else:
+            kept.append(pair)
+    password = secrets.pop("password", password)  # libpq too lets the query's password win
+    dsn = urlunsplit((parts.scheme, (userinfo.partition(":")[0] + "@" if at else "") + hosts, parts.path,
+                      "&".join(kept), ""))
+    env = {"PGPASSWORD": password} if password else {}
+    if secrets:
+        env |= _service_file(secrets, private, has_service=any(p.startswith("service=") for p in kept))
+    return dsn, env
+
+
+def _service_file(secrets: dict[str, str], private: Path, has_service: bool) -> dict[str, str]:
+    names = ", ".join(sorted(secrets))
+    if has_service or os.environ.get("PGSERVICE"):
+        raise ConfigError(f"the database URL's {names} cannot be passed to psql safely together with a service "
+                          "(service= or PGSERVICE): put it in that service's entry in the service file instead")
+    if any("\n" in v or "\r" in v for v in secrets.values()):
+        raise ConfigError(f"the database URL's {names} contains a line break, which psql cannot be given safely")
+    path = private / "pg_service.conf"
+    path.touch(mode=0o600)
+    path.write_text(f"[{_SERVICE}]\n" + "".join(f"{k}={v}\n" for k, v in secrets.items()))
+    return {"PGSERVICEFILE": str(path), "PGSERVICE": _SERVICE}

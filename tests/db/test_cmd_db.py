@@ -1,13 +1,16 @@
-"""`neopulse db migrate` / `neopulse db status` against a database given by DATABASE_URL."""
+"""`neopulse db migrate` / `neopulse db status` / `neopulse db psql` against a database given by DATABASE_URL."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
+from services.app import cmd_db
 from services.app.cli import main
 
 
@@ -53,3 +56,61 @@ def test_db_psql_runs_a_command_on_the_database(empty_url, capfd):
 
     assert code == 0
     assert "42" in capfd.readouterr().out
+
+
+def _secrets_in_query(url: str) -> tuple[str, str]:
+    """`url` with its password moved from user:password@ to the query string, with an sslpassword beside it."""
+    parts = urlsplit(url)
+    user, _, password = parts.netloc.rpartition("@")[0].partition(":")
+    netloc = f"{user}@{parts.netloc.rpartition('@')[2]}"
+    query = f"sslmode=disable&password={quote(password, safe='')}&sslpassword=k3y%2Bx&application_name=np+psql"
+    return urlunsplit((parts.scheme, netloc, parts.path, query, "")), password
+
+
+def test_db_psql_keeps_the_secrets_of_the_url_query_off_psqls_command_line(monkeypatch):
+    monkeypatch.setenv(
+        "DATABASE_URL",
+        "postgresql://u@db.example:6432/np?password=s3cret&sslpassword=k3y%2Bx"
+        "&sslmode=require&application_name=np+psql",
+    )
+    monkeypatch.delenv("NEOPULSE_DATABASE_URL", raising=False)
+    monkeypatch.delenv("PGSERVICE", raising=False)
+    seen = {}
+
+    def fake_call(argv, env):  # psql itself is run in the test below; here only what it would be given
+        service = Path(env.get("PGSERVICEFILE", "/nonexistent"))
+        seen.update(
+            argv=argv,
+            password=env.get("PGPASSWORD"),
+            service=service.exists() and service.read_text(),
+            mode=service.exists() and service.stat().st_mode & 0o777,
+        )
+        return 0
+
+    monkeypatch.setattr(cmd_db.subprocess, "call", fake_call)
+
+    code = main(["db", "psql", "-c", "SELECT 1"])
+
+    assert code == 0
+    assert seen["argv"][1:] == [
+        "postgresql://u@db.example:6432/np?sslmode=require&application_name=np+psql",
+        "-c",
+        "SELECT 1",
+    ]
+    assert (seen["password"], seen["service"], seen["mode"]) == (
+        "s3cret",
+        "[neopulse-psql]\nsslpassword=k3y+x\n",
+        0o600,
+    )
+
+
+def test_db_psql_connects_with_the_password_given_in_the_url_query(empty_url, monkeypatch, capfd):
+    url, password = _secrets_in_query(empty_url)
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.delenv("PGSERVICE", raising=False)
+
+    code = main(["db", "psql", "-c", "SELECT current_setting('application_name') AS app"])
+
+    assert (code, password != "") == (0, True)
+    assert "np+psql" in capfd.readouterr().out  # as libpq reads it: a "+" is not a space
