@@ -1,18 +1,15 @@
 """Replay of stored ticks from market_ticks as a market source, paced by their own timestamps.
 
-Reads market_ticks in one ordered pass (a held server-side cursor); the clock it is given follows the replayed data.
+Reads market_ticks a keyset page at a time in (ts, seq) order (queries.ticks_page); its clock follows the replayed data.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
-
-import asyncpg
 
 from services.ingestion.instrument_store import load_instruments
 from services.ingestion.source import SourceStats
@@ -25,10 +22,6 @@ log = logging.getLogger(__name__)
 
 PAGE = 20_000
 CLOCK_STEP_S = 0.05  # while a paced replay waits for the next tick, its clock moves on at least this often
-# One sort of the range, kept by the server (WITH HOLD: no transaction stays open through a paced replay). Keyset
-# pages would re-scan the day once per page: market_ticks has no index leading with ts.
-_DECLARE = ("DECLARE neopulse_replay NO SCROLL CURSOR WITH HOLD FOR SELECT * FROM market_ticks "
-            "WHERE ts >= '{start}'::timestamptz AND ts < '{end}'::timestamptz ORDER BY ts, seq")
 
 
 class ReplaySource:
@@ -106,18 +99,15 @@ class ReplaySource:
             yield pending
 
     async def _ticks(self) -> AsyncIterator[market_pb2.Tick]:
-        """Every stored tick in range in (ts, seq) order (seq: arrival order), a page at a time."""
-        start, end = queries._ts(self.start_ns).isoformat(), queries._ts(self.end_ns).isoformat()
-        async with self.pool.acquire() as conn:
-            async with conn.transaction():
-                await conn.execute(_DECLARE.format(start=start, end=end))
-            try:
-                while rows := await conn.fetch(f"FETCH {int(PAGE)} FROM neopulse_replay"):
-                    for row in rows:
-                        yield queries._tick(row)
-            finally:  # the pool's reset would close it too; a broken connection has nothing left to close
-                with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-                    await conn.execute("CLOSE neopulse_replay")
+        """Every stored tick in range in (ts, seq) order (seq: arrival order), a page at a time: keyset pages on the
+        (ts, seq) index each read about a page of rows, and no connection or server-side state is held between them."""
+        key: queries.TickKey | None = None
+        while True:
+            page, key = await queries.ticks_page(self.pool, self.start_ns, self.end_ns, PAGE, after=key)
+            for tick in page:
+                yield tick
+            if key is None:
+                return
 
     async def reconnect(self, reason: str) -> None:
         self.stats.reconnects += 1
