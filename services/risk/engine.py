@@ -253,6 +253,11 @@ class RiskEngine:
         return None
 
     def check_position(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument, now: int) -> Denial | None:
+        if self._is_square_off(order):
+            # Closing an intraday position must not be refused: another product's position in the token (or a
+            # lowered limit) may put the net over the limit, and an MIS position left open is squared off by the
+            # broker anyway, later and at a worse price.
+            return None
         net = self.positions.net_quantity(order.token)
         direction = 1 if order.side == BUY else -1
         worst = net + direction * (order.quantity + self._pending(order.token, order.side))

@@ -364,7 +364,7 @@ class Fuzz:
             assert open_before < lim.max_open_orders
         net = m.net(o.token)
         worst = net + (1 if o.side == BUY else -1) * (o.quantity + m.pending(o.token, o.side))
-        assert abs(worst) <= lim.max_position_quantity or (abs(worst) <= abs(net) and worst * net >= 0), (
+        assert exempt or abs(worst) <= lim.max_position_quantity or (abs(worst) <= abs(net) and worst * net >= 0), (
             f"position {net} -> {worst} past max_position_quantity {lim.max_position_quantity}")
         if product_of(o.product) == MIS and self.past_square_off(o.token):
             assert reduces, "an MIS order past square-off time must reduce"
