@@ -1,5 +1,6 @@
 """How a NeoPulse process runs: the start-up heap frozen out of the collector's way, every GC pause timed,
-(opt-in) a busy-polling loop, the stop signals and SIGUSR1 task dump, and stopping tasks that swallow a cancel.
+(opt-in) a busy-polling loop, the stop signals and SIGUSR1 task dump, a stop bounded in time (StopGuard: a
+second signal forces the exit), and stopping tasks that swallow a cancel.
 Used by the monolith, `neopulse serve`, the ingestion module, KotakBroker and the benchmark.
 """
 
@@ -9,8 +10,10 @@ import asyncio
 import gc
 import io
 import logging
+import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -24,6 +27,9 @@ log = logging.getLogger(__name__)
 GC_PAUSES = Histogram("neopulse_gc_pause_seconds", "Garbage-collector pauses (the whole process stops)",
                       ["generation"], buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1))
 _started: list[float] = []
+EXIT_STOP_LEFT_BEHIND = 3  # stopped within the budget, but a component, task or blocking call did not stop
+EXIT_FORCED = 130  # a second SIGINT/SIGTERM ended the stop at once (130, as for Ctrl-C, whichever signal)
+FLUSH_S = 2.0  # writing the last log lines before a forced exit; a stuck stderr does not hold the exit longer
 _installed = [False]
 
 
@@ -107,12 +113,86 @@ def dump_tasks() -> str:
     return out.getvalue()
 
 
-def stop_on_signals() -> asyncio.Event:
-    """The process's stop event: set by SIGINT or SIGTERM. Also installs the SIGUSR1 task dump."""
+class StopGuard:
+    """Bounds a process's stop. begin() (the first stop signal, or the stop starting on its own) arms a deadline
+    `budget_s` away; force() ends the process at once. Both run in threads, so a blocked event loop, a task that
+    swallows its cancel or a blocking call that never returns (a hung broker call) cannot hold the process.
+    `step` names what the stop is doing, for the line logged when it is cut short."""
+
+    def __init__(self, budget_s: float | None = None) -> None:
+        self.budget_s = budget_s
+        self.step = ""
+        self._deadline: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def begin(self) -> None:
+        if self._deadline is not None or self.budget_s is None:
+            return
+        self._deadline = time.monotonic() + self.budget_s
+        self._loop = asyncio.get_running_loop()
+        timer = threading.Timer(self.budget_s, self.force, (EXIT_STOP_LEFT_BEHIND,
+                                                            f"stop did not finish within {self.budget_s:g} s"))
+        timer.daemon = True  # a clean exit does not wait for it
+        timer.start()
+
+    def within(self, limit_s: float, keep_s: float = 0.0) -> float:
+        """`limit_s`, or what is left of the budget (less `keep_s`, kept for the steps after) when that is less."""
+        if self._deadline is None:
+            return limit_s
+        return max(0.0, min(limit_s, self._deadline - keep_s - time.monotonic()))
+
+    def force(self, code: int, why: str) -> None:
+        """Log `why` with what is still running, write the logs (at most FLUSH_S), and exit with `code` now:
+        no more cancelling, closing or joining, any of which may be what hangs."""
+        fields = {"step": self.step, "exit_code": code, "still_running": self._running()}
+        last_words = threading.Thread(target=_last_words, args=(why, fields), name="last-words", daemon=True)
+        last_words.start()
+        last_words.join(FLUSH_S)
+        os._exit(code)
+
+    def _running(self) -> list[str]:
+        try:
+            tasks = asyncio.all_tasks(self._loop) if self._loop is not None else set()
+        except RuntimeError:  # the loop's task set changed while it was read from this thread
+            tasks = set()
+        return sorted(t.get_name() for t in tasks if not t.done())
+
+
+def _last_words(why: str, fields: dict[str, Any]) -> None:
+    """The lines logged so far, then `why`, written out (a thread: the caller bounds how long it waits)."""
+    from shared import logs
+
+    logs.flush()
+    log.critical("%s; exiting now", why, extra=fields)
+    logs.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+def stop_on_signals(guard: StopGuard | None = None) -> asyncio.Event:
+    """The process's stop event: set by SIGINT or SIGTERM. Also installs the SIGUSR1 task dump.
+
+    With `guard`, the first signal also arms its stop deadline, and a second one forces the exit (EXIT_FORCED).
+    The second is caught by a plain signal handler, not the loop's: it works with the event loop stuck too."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def forced(signum: int, frame: Any) -> None:
+        assert guard is not None
+        why = f"stop forced by a second signal ({signal.Signals(signum).name})"
+        threading.Thread(target=guard.force, args=(EXIT_FORCED, why), name="forced-exit", daemon=True).start()
+
+    def first() -> None:
+        stop.set()
+        if guard is None:
+            return
+        guard.begin()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, forced)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, first)
     install_task_dump()
     return stop
 

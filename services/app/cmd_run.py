@@ -1,6 +1,8 @@
 """`neopulse run`: the monolith in paper mode (or live with --live), with a live status line.
 
-Parses flags into AppSettings, runs services.app.monolith.Monolith, prints the summary.
+Parses flags into AppSettings, runs services.app.monolith.Monolith, prints the summary. Exit codes: 0 stopped
+cleanly; 2 bad config; 3 the stop left something behind (a component, task or call that did not stop in time,
+named in the log); 130 a second SIGINT/SIGTERM forced the exit (shared.runtime EXIT_*).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def handle(args: argparse.Namespace) -> int:
 
 
 async def _run(settings: AppSettings, toml: dict[str, Any], args: argparse.Namespace) -> int:
-    from services.app.monolith import Monolith, check_live_mode
+    from services.app.monolith import STOP_BUDGET_S, Monolith, check_live_mode
     from services.app.status import StatusBoard
     from shared.metrics import serve_metrics
 
@@ -65,7 +67,8 @@ async def _run(settings: AppSettings, toml: dict[str, Any], args: argparse.Names
     serve_metrics(settings.metrics_port)
     app = Monolith(settings, toml)
     board = StatusBoard(app.bus)
-    stop = runtime.stop_on_signals()
+    guard = runtime.StopGuard(STOP_BUDGET_S)
+    stop = runtime.stop_on_signals(guard)
 
     async def announce() -> None:
         await app.started.wait()
@@ -74,11 +77,13 @@ async def _run(settings: AppSettings, toml: dict[str, Any], args: argparse.Names
             print(f"{key}: {value}", flush=True)
         await board.run()
 
-    await app.run(args.duration, extra=[announce], stop=stop)
+    await app.run(args.duration, extra=[announce], stop=stop, guard=guard)
     logs.flush()  # the last log lines before the summary, not through it
     print(board.summary(), flush=True)
     for key, value in app.info.items():
         print(f"{key}: {value}")
+    if app.left_behind:  # exit now: the interpreter's own exit would wait for a blocking call that hangs
+        guard.force(runtime.EXIT_STOP_LEFT_BEHIND, f"stopped, leaving behind {', '.join(app.left_behind)}")
     return 0
 
 

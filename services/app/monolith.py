@@ -27,23 +27,22 @@ LongLived = Callable[[], Coroutine[Any, Any, Any]]
 ORDER_PATH_DRAIN_S = 20.0  # decisions queued at stop are written ahead and placed within this; the rest not sent
 COMPONENT_STOP_S = 20.0  # one module's stop (the OMS waits up to 10 s for placements, twice); then it is left
 STEP_S = 5.0  # cancelling a task, draining the bus after one module's stop
+GRPC_STOP_S = 2.0  # the gRPC server's stop (1 s grace for the calls in progress)
+STOP_BUDGET_S = 60.0  # the whole stop, signal to exit (the steps above fit in it); then the process exits anyway
+CLOSE_S = 10.0  # closing one resource (database, broker session, simulator); kept from the budget for the closing
+# Kept from the budget for each module still to stop: a step that waits its full time (every drain does while a
+# broker call hangs) cannot leave the notifier, which stops last, no time to send its queue.
+MODULE_SHARE_S = 2.0
 
 
 @dataclass
 class Resources:
-    """What the monolith opened and must close, in reverse order."""
+    """What the monolith opened and must close, in reverse order (Monolith._close)."""
 
     closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
 
     def on_close(self, fn: Callable[[], Awaitable[Any]]) -> None:
         self.closers.append(fn)
-
-    async def close(self) -> None:
-        for fn in reversed(self.closers):
-            try:
-                await fn()
-            except Exception:
-                log.exception("error while closing")
 
 
 class Monolith:
@@ -65,6 +64,8 @@ class Monolith:
         self.info: dict[str, str] = {}
         self.order_path_drain_s = ORDER_PATH_DRAIN_S
         self._unstopped: list[asyncio.Task[Any]] = []
+        self.guard = runtime.StopGuard()  # run() takes the process's, whose budget bounds the stop
+        self.left_behind: list[str] = []  # what did not stop in time: the exit code says so (cmd_run)
 
     # -- building ------------------------------------------------------------------------------
     async def build(self) -> None:
@@ -120,9 +121,12 @@ class Monolith:
 
     # -- running -------------------------------------------------------------------------------
     async def run(self, duration: float | None = None, extra: list[LongLived] | None = None,
-                  stop: asyncio.Event | None = None) -> None:
-        """Start everything, run until `duration` seconds pass or `stop` is set, then stop cleanly."""
+                  stop: asyncio.Event | None = None, guard: runtime.StopGuard | None = None) -> None:
+        """Start everything, run until `duration` seconds pass or `stop` is set, then stop cleanly, each step
+        bounded and the whole stop within `guard`'s budget; what did not stop in time is in `left_behind`."""
         stop = stop or asyncio.Event()
+        self.guard = guard or self.guard
+        before = asyncio.all_tasks()
         try:
             await self.build()
             async with asyncio.TaskGroup() as tg:
@@ -142,8 +146,10 @@ class Monolith:
                         await stop.wait()
                 await self._stop_all(runners)
                 bus_task.cancel()
+                self.guard.step = "waiting for the cancelled tasks"
         finally:
-            await self.res.close()
+            await self._close()
+        self._name_tasks_left(before)
 
     async def _start_all(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[Any]]:
         from services.app import wiring
@@ -161,36 +167,68 @@ class Monolith:
         """Sources first, the order path drained, then each module in reverse start order, each bounded: the OMS
         records what it will not place and waits for placements in flight; the bus is drained after each stop,
         so the order updates that produced reach risk and the notifier, which stops last (and sends its queue).
-        A step that runs out of time is logged as an error and left behind."""
+        No step runs into the part of the stop budget kept for the modules after it and the closing; a step that
+        runs out of time is logged as an error and left behind."""
+        self.guard.begin()
         await self._system_note("NeoPulse stopping", "shutting down cleanly")
         if self.grpc is not None:
-            await self.grpc.stop(1.0)
+            await self._step("gRPC server", self.grpc.stop(1.0), GRPC_STOP_S)
         owned = {f"{comp.name}:run" for comp in self.components}
         # The feed and everything not a module stop now; a module's own loop (the OMS's broker events, the
         # notifier's sender) runs until that module has stopped.
-        await self._cancel([r for r in runners if r.get_name() not in owned or r.get_name() == "ingestion:run"])
-        if not await self.bus.drain(within_s=self.order_path_drain_s):
+        keep = CLOSE_S + MODULE_SHARE_S * len(self.components)
+        self.guard.step = "sources"
+        await self._cancel([r for r in runners if r.get_name() not in owned or r.get_name() == "ingestion:run"], keep)
+        self.guard.step = "order path"
+        if not await self.bus.drain(within_s=self.guard.within(self.order_path_drain_s, keep)):
             log.warning("order path not drained in time; the OMS records the decisions left as not sent")
         by_name = {r.get_name(): r for r in runners}
         for comp in reversed(self.components):
-            try:
-                async with asyncio.timeout(COMPONENT_STOP_S):
-                    await comp.stop()
-            except TimeoutError:
-                log.error("component stop timed out", extra={"component": comp.name})
-            except Exception:
-                log.exception("component stop failed", extra={"component": comp.name})
+            keep -= MODULE_SHARE_S
+            await self._step(comp.name, comp.stop(), COMPONENT_STOP_S, keep)
             runner = by_name.get(f"{comp.name}:run")
-            await self._cancel([runner] if runner else [])
-            if not await self.bus.drain(within_s=STEP_S):
+            await self._cancel([runner] if runner else [], keep)
+            if not await self.bus.drain(within_s=self.guard.within(STEP_S, keep)):
                 log.warning("bus not drained after a stop", extra={"component": comp.name})
         if self._unstopped:
+            self.left_behind += [r.get_name() for r in self._unstopped]
             log.error("tasks that would not stop", extra={"tasks": [r.get_name() for r in self._unstopped]})
 
-    async def _cancel(self, tasks: list[asyncio.Task[Any]]) -> None:
+    async def _step(self, what: str, work: Awaitable[Any], limit_s: float, keep_s: float = CLOSE_S) -> bool:
+        """One stop step, for at most `limit_s` and never into the last `keep_s` of the stop budget. One out of
+        time is cancelled but not waited for (what hangs may ignore the cancel), logged as not stopped in time
+        and left behind; an error is logged. True when it finished."""
+        self.guard.step = what
+        task = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait({task}, timeout=self.guard.within(limit_s, keep_s))
+        if not done:
+            task.cancel()
+            self.left_behind.append(what)
+            log.error("did not stop in time; left behind", extra={"step": what, "within_s": limit_s})
+            return False
+        if not task.cancelled() and task.exception() is not None:
+            log.error("error while stopping", exc_info=task.exception(), extra={"step": what})
+        return True
+
+    def _name_tasks_left(self, before: set[asyncio.Task[Any]]) -> None:
+        """After everything stopped and closed, a task this run started and nobody ended (an order placement whose
+        broker call hangs, say) is left behind: named in the log, and in the exit code."""
+        self.guard.step = "stopped"
+        current = asyncio.current_task()
+        left = sorted(t.get_name() for t in asyncio.all_tasks() - before if t is not current and not t.done())
+        if left:
+            self.left_behind += left
+            log.error("did not stop in time; left behind", extra={"step": "tasks", "tasks": left})
+
+    async def _cancel(self, tasks: list[asyncio.Task[Any]], keep_s: float) -> None:
         for task in tasks:
             task.cancel()
-        self._unstopped += await runtime.cancel_and_wait(tasks, STEP_S)
+        self._unstopped += await runtime.cancel_and_wait(tasks, self.guard.within(STEP_S, keep_s))
+
+    async def _close(self) -> None:
+        """What the monolith opened, newest first, each closer bounded (the last CLOSE_S of the budget is theirs)."""
+        for fn in reversed(self.res.closers):
+            await self._step(f"closing {getattr(fn, '__qualname__', fn)}", fn(), CLOSE_S, keep_s=0.0)
 
     async def _system_note(self, title: str, text: str) -> None:
         await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(

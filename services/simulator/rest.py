@@ -68,6 +68,8 @@ def _route(sim: Simulator, name: str, handler: Handler, auth: str) -> Callable[[
         result = await handler(request, sim, await _body(request) if request.can_read_body else {})
         if fault and fault.delay_s:
             await asyncio.sleep(fault.delay_s)
+        if fault and fault.hang:
+            await sim.stopping.wait()
         if isinstance(result, web.Response):
             return result
         return web.json_response(result)
@@ -251,6 +253,24 @@ ROUTES: tuple[tuple[str, str, str, Handler, str], ...] = (
 )
 
 
+# test knobs over HTTP, for a simulator in another process (`neopulse sim`); not part of Kotak's API ---------------
+async def set_fault(request: web.Request, sim: Simulator) -> web.Response:
+    """POST /_sim/faults/{endpoint} {"hang": true} or {"delay_s": 2.5}: the next call of that endpoint."""
+    endpoint, body = request.match_info["endpoint"], await _body(request)
+    if body.get("hang"):
+        sim.hang_next(endpoint)
+    else:
+        sim.delay_next(endpoint, float(body.get("delay_s", 0.0)))
+    return web.json_response({"endpoint": endpoint, **body})
+
+
+async def call_counts(request: web.Request, sim: Simulator) -> web.Response:
+    """GET /_sim/calls: how often each endpoint was called (an order sent twice shows here)."""
+    return web.json_response(dict(sim.calls))
+
+
 def add_routes(app: web.Application, sim: Simulator) -> None:
     for method, path, name, handler, auth in ROUTES:
         app.router.add_route(method, path, _route(sim, name, handler, auth))
+    app.router.add_post("/_sim/faults/{endpoint}", lambda request: set_fault(request, sim))
+    app.router.add_get("/_sim/calls", lambda request: call_counts(request, sim))

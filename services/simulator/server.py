@@ -50,6 +50,7 @@ class Fault:
     status: int = 0
     body: dict = field(default_factory=dict)
     text: str = ""  # answered as it is (an HTML error page from a gateway), instead of `body` as JSON
+    hang: bool = False  # do the work, then never answer (until the simulator stops): a broker call that hangs
 
 
 class Simulator:
@@ -88,6 +89,7 @@ class Simulator:
         self._runner: web.AppRunner | None = None
         self._ticker: asyncio.Task | None = None
         self.lock = asyncio.Lock()
+        self.stopping = asyncio.Event()  # releases the calls hung by hang_next
 
     # lifecycle ---------------------------------------------------------------
     async def start(self) -> int:
@@ -112,6 +114,7 @@ class Simulator:
         return await feeds.orders_handler(request, self)
 
     async def stop(self) -> None:
+        self.stopping.set()
         if self._ticker:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -171,6 +174,10 @@ class Simulator:
     def delay_next(self, endpoint: str, seconds: float) -> None:
         """Answer the next `endpoint` call late (after doing the work, so a delayed place still places)."""
         self.faults[endpoint] = Fault(delay_s=seconds)
+
+    def hang_next(self, endpoint: str) -> None:
+        """Do the next `endpoint` call's work (a hung place still places), then never answer until stop()."""
+        self.faults[endpoint] = Fault(hang=True)
 
     def fail_next(self, endpoint: str, status: int = 500, body: dict | None = None, text: str = "") -> None:
         """Fail the next `endpoint` call without doing the work: answer `body` as JSON, or `text` as an HTML page

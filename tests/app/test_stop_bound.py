@@ -1,0 +1,242 @@
+"""`neopulse run` stops within its stop budget even when a broker call hangs, a second SIGTERM forces the exit at
+once, and the order whose call hung stays in the ledger for the next start to reconcile (placed once).
+
+Real parts: `neopulse sim` (its place endpoint told to hang) and `neopulse run --live` processes through the real
+SDK, embedded PostgreSQL, a manual order through grpcurl.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from services.app.monolith import STOP_BUDGET_S
+from shared.kotak.config import SIMULATOR_CREDENTIALS
+from shared.runtime import EXIT_FORCED, EXIT_STOP_LEFT_BEHIND
+from tests.grpc.procs import GRPCURL, ROOT, Proc, wait_until
+from tests.grpc.test_monolith import limit_buy_below_market
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+EXIT_SLACK_S = 10.0  # the interpreter's own exit, on two shared CPUs
+FORCED_WITHIN_S = 5.0
+CONFIG = "[strategy]\nstrategies = []\n[risk]\nenforce_market_hours = false\n"
+
+
+@pytest.fixture
+def simulator(tmp_path: Path) -> Iterator[str]:
+    """A `neopulse sim` process; yields its REST base URL."""
+    sim = Proc(["sim", "--port", "0"], tmp_path / "sim.log")
+    try:
+        yield sim.wait_for_line("REST base:").split()[-1]
+    finally:
+        sim.stop()
+
+
+def live_run(tmp_path: Path, base_url: str, database: str, monkeypatch: pytest.MonkeyPatch, name: str) -> Proc:
+    """`neopulse run --live` against the simulator: KotakBroker and the real SDK, the ledger in `database`. The SDK
+    waits 10 minutes for a reply, so a call the simulator never answers hangs for the whole test."""
+    config = tmp_path / "neopulse.toml"
+    config.write_text(CONFIG)
+    for key, value in SIMULATOR_CREDENTIALS.items():
+        monkeypatch.setenv(f"NEOPULSE_KOTAK_{key.upper()}", value)
+    monkeypatch.setenv("NEOPULSE_KOTAK_BASE_URL", base_url)
+    monkeypatch.setenv("NEOPULSE_KOTAK_REQUEST_TIMEOUT_S", "600")
+    monkeypatch.setenv("NEOPULSE_MODE", "live")
+    monkeypatch.setenv("NEOPULSE_DATABASE_URL", database)
+    proc = Proc(
+        ["run", "--live", "--source", "kotak", "--grpc-port", "0", "--metrics-port", "0", "--config", str(config)],
+        tmp_path / f"{name}.log",
+    )
+    proc.wait_for_line("gRPC listening")
+    return proc
+
+
+def grpc_addr(proc: Proc) -> str:
+    return proc.wait_for_line("gRPC listening").split()[-1]
+
+
+async def ledger(database: str) -> list[tuple[str, str, str]]:
+    conn = await asyncpg.connect(database)
+    try:
+        rows = await conn.fetch("SELECT client_order_id, status, exchange_id FROM order_ledger ORDER BY created_at")
+    finally:
+        await conn.close()
+    return [(r["client_order_id"], r["status"], r["exchange_id"] or "") for r in rows]
+
+
+async def poll_ledger(database: str, wanted: str, timeout_s: float = 60.0) -> list[tuple[str, str, str]]:
+    """The ledger once one row has status `wanted` (polled with a deadline)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = await ledger(database)
+        if any(status == wanted for _, status, _ in rows):
+            return rows
+        assert time.monotonic() < deadline, f"no {wanted} order in the ledger: {rows}"
+        await asyncio.sleep(0.2)
+
+
+def place_calls(base_url: str) -> int:
+    return httpx.get(f"{base_url}/_sim/calls").json().get("place_order", 0)
+
+
+def hang_a_placement(proc: Proc, base_url: str) -> subprocess.Popen:
+    """Tell the simulator to hang its next place call, place a manual order, and return once the simulator has
+    the call (the broker call under way). Returns the grpcurl process waiting for the order's reply."""
+    httpx.post(f"{base_url}/_sim/faults/place_order", json={"hang": True}).raise_for_status()
+    addr = grpc_addr(proc)
+    order = limit_buy_below_market(addr)
+    placing = subprocess.Popen(
+        [
+            GRPCURL,
+            "-plaintext",
+            "-max-time",
+            "120",
+            "-d",
+            json.dumps({"order": order}),
+            addr,
+            "neopulse.v1.OrderService/PlaceOrder",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_until(lambda: place_calls(base_url), 60)
+    return placing
+
+
+async def stopped(proc: Proc, within_s: float) -> tuple[int | None, float]:
+    """(exit code, seconds taken); code None when the process was still running after `within_s`."""
+    started = time.monotonic()
+    try:
+        code = await asyncio.to_thread(proc.proc.wait, within_s)
+    except subprocess.TimeoutExpired:
+        return None, time.monotonic() - started
+    return code, time.monotonic() - started
+
+
+def logged(proc: Proc, text: str) -> list[str]:
+    return [line for line in proc.lines if text in line]
+
+
+async def test_a_hung_broker_call_cannot_hold_the_stop_past_its_budget(tmp_path, simulator, database, monkeypatch):
+    proc = live_run(tmp_path, simulator, database, monkeypatch, "run")
+    placing = await asyncio.to_thread(hang_a_placement, proc, simulator)
+    try:
+        proc.proc.send_signal(signal.SIGTERM)
+        code, took = await stopped(proc, STOP_BUDGET_S + EXIT_SLACK_S)
+    finally:
+        proc.stop(5)
+        placing.kill()
+
+    assert (code, took < STOP_BUDGET_S + EXIT_SLACK_S) == (EXIT_STOP_LEFT_BEHIND, True), proc.log
+    assert any("oms:place:" in line for line in logged(proc, "did not stop in time")), proc.log
+
+
+async def test_a_second_sigterm_forces_the_exit_within_seconds(tmp_path, simulator, database, monkeypatch):
+    proc = live_run(tmp_path, simulator, database, monkeypatch, "run")
+    placing = await asyncio.to_thread(hang_a_placement, proc, simulator)
+    try:
+        proc.proc.send_signal(signal.SIGTERM)
+        proc.wait_for_line("NeoPulse stopping", 10)
+        proc.proc.send_signal(signal.SIGTERM)
+        code, took = await stopped(proc, FORCED_WITHIN_S + EXIT_SLACK_S)
+    finally:
+        proc.stop(5)
+        placing.kill()
+
+    assert (code, took < FORCED_WITHIN_S) == (EXIT_FORCED, True), proc.log
+    assert logged(proc, "stop forced by a second signal"), proc.log
+
+
+async def test_an_order_hung_at_a_forced_exit_is_adopted_once_by_the_next_start(
+    tmp_path, simulator, database, monkeypatch
+):
+    first = live_run(tmp_path, simulator, database, monkeypatch, "first")
+    placing = await asyncio.to_thread(hang_a_placement, first, simulator)
+    try:
+        first.proc.send_signal(signal.SIGTERM)
+        first.wait_for_line("NeoPulse stopping", 10)
+        first.proc.send_signal(signal.SIGTERM)
+        await stopped(first, FORCED_WITHIN_S + EXIT_SLACK_S)
+    finally:
+        first.stop(5)
+        placing.kill()
+    at_exit = await ledger(database)
+    second = live_run(tmp_path, simulator, database, monkeypatch, "second")
+    try:
+        after_restart = await poll_ledger(database, "OPEN")
+        calls = await asyncio.to_thread(place_calls, simulator)
+    finally:
+        second.stop()
+
+    assert [status for _, status, _ in at_exit] in (["PENDING_NEW"], ["SUBMITTED"])  # written ahead, not settled
+    assert ([status for _, status, _ in after_restart], bool(after_restart[0][2]), calls) == (["OPEN"], True, 1)
+
+
+# The guard alone, in a process whose event loop is blocked once the stop begins (a blocking call on the loop).
+BLOCKED_LOOP = """
+import asyncio, sys, time
+from shared import logs, runtime
+
+async def main():
+    guard = runtime.StopGuard(float(sys.argv[1]))
+    stop = runtime.stop_on_signals(guard)
+    print("ready", flush=True)
+    await stop.wait()
+    print("stopping", flush=True)
+    time.sleep(60)
+
+logs.setup("INFO")
+asyncio.run(main())
+"""
+
+
+def blocked_loop(budget_s: float) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BLOCKED_LOOP, str(budget_s)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    return proc
+
+
+def test_a_stop_with_the_event_loop_blocked_still_ends_at_the_budget():
+    proc = blocked_loop(1.0)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=1.0 + FORCED_WITHIN_S)
+    finally:
+        proc.kill()
+
+    assert (proc.returncode, time.monotonic() - started < 1.0 + FORCED_WITHIN_S) == (EXIT_STOP_LEFT_BEHIND, True)
+    assert "stop did not finish within 1 s" in err
+
+
+def test_a_second_signal_forces_the_exit_with_the_event_loop_blocked():
+    proc = blocked_loop(60.0)
+    assert proc.stdout is not None
+    proc.send_signal(signal.SIGINT)
+    assert proc.stdout.readline() == "stopping\n"
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=FORCED_WITHIN_S)
+    finally:
+        proc.kill()
+
+    assert (proc.returncode, time.monotonic() - started < FORCED_WITHIN_S) == (EXIT_FORCED, True)
+    assert "stop forced by a second signal (SIGINT)" in err
