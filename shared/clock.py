@@ -5,6 +5,7 @@ Everything that needs "now" (ticks, candles, risk hours, square-off) asks a Cloc
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta, timezone
@@ -158,6 +159,7 @@ def parse_session(text: str) -> Session:
     return opens, closes
 
 
+@functools.cache  # read per order (risk's square-off time); a handful of distinct values per process
 def parse_hhmm(text: str) -> tuple[int, int]:
     """'15:15' -> (15, 15); raises ValueError naming the expected form."""
     try:

@@ -45,6 +45,11 @@ INPUT_FIELDS = {"INVALID_QUANTITY": "order.quantity", "LOT_SIZE": "order.quantit
                 "UNKNOWN_INSTRUMENT": "order.token", "INVALID_ORDER": "order"}
 
 
+@functools.cache
+def _decisions_counter(accepted: bool, reason_code: str) -> Any:
+    return DECISIONS.labels(str(accepted).lower(), reason_code)  # labels() costs more than a decision's checks
+
+
 class RiskModule(Component):
     name = "risk"
 
@@ -291,7 +296,7 @@ class RiskModule(Component):
             decision = decide()
             decision.sequence = self.sequencer.next()
             await self.bus.publish(Topic.ORDERS, decision)
-        DECISIONS.labels(str(decision.accepted).lower(), decision.reason_code).inc()
+        _decisions_counter(decision.accepted, decision.reason_code).inc()
         if not decision.accepted:
             log.info("order rejected", extra={"order_id": decision.order.client_order_id,
                                               "strategy": decision.strategy, "reason_code": decision.reason_code,
