@@ -155,14 +155,15 @@ async def test_fill_charges_sums_the_recorded_fills_of_the_days_orders(db_pool):
     assert charges == {order.internal_id: 1_600}
 
 
-async def _wal_flushes(conn: asyncpg.Connection) -> int:
+async def _wal_flushes(pool: asyncpg.Pool) -> int:
     """WAL writes the client backends made (PostgreSQL 18's pg_stat_io): a commit that waits for the WAL to
-    reach the disk writes it itself; one that does not leaves it to the WAL writer. This connection's own
-    counts are made visible first. (The test server runs with fsync off: the writes are there, the syncs not.)"""
-    await conn.execute("SELECT pg_stat_force_next_flush()")
-    await conn.execute("SELECT 1")  # the flush happens as the statement before ends
-    return int(await conn.fetchval("SELECT coalesce(sum(writes), 0) FROM pg_stat_io "
-                                   "WHERE object = 'wal' AND backend_type = 'client backend'"))
+    reach the disk writes it itself; one that does not leaves it to the WAL writer. The pool's one connection's
+    own counts are made visible first. (The test server runs with fsync off: the writes are there, not syncs.)"""
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+        await conn.execute("SELECT 1")  # the flush happens as the statement before ends
+        return int(await conn.fetchval("SELECT coalesce(sum(writes), 0) FROM pg_stat_io "
+                                       "WHERE object = 'wal' AND backend_type = 'client backend'"))
 
 
 async def test_the_write_ahead_waits_for_the_disk_and_the_transitions_after_it_do_not(database):
@@ -172,20 +173,16 @@ async def test_the_write_ahead_waits_for_the_disk_and_the_transitions_after_it_d
     try:
         ledger, durable = PgLedger(pool), PgLedger(pool, durable_updates=True)
         orders = [new_order(str(uuid.uuid4()), f"sig-flush-{n}") for n in range(40)]
-        async with pool.acquire() as conn:
-            before = await _wal_flushes(conn)
+        before = await _wal_flushes(pool)
         for order in orders:
             await ledger.insert_new(order, {})
-        async with pool.acquire() as conn:
-            inserted = await _wal_flushes(conn)
+        inserted = await _wal_flushes(pool)
         for order in orders:
             await ledger.record(transition(order, t.ORDER_STATUS_SUBMITTED, 2), {})
-        async with pool.acquire() as conn:
-            recorded = await _wal_flushes(conn)
+        recorded = await _wal_flushes(pool)
         for order in orders:
             await durable.record(transition(order, t.ORDER_STATUS_OPEN, 3), {})
-        async with pool.acquire() as conn:
-            recorded_durably = await _wal_flushes(conn)
+        recorded_durably = await _wal_flushes(pool)
     finally:
         await pool.close()
 
@@ -200,20 +197,16 @@ async def test_a_burst_of_orders_is_written_ahead_with_one_flush_in_the_order_gi
         ledger = PgLedger(pool)
         burst = [new_order(str(uuid.uuid4()), f"sig-burst-{n}", sequence=n + 1) for n in range(20)]
         singles = [new_order(str(uuid.uuid4()), f"sig-single-{n}") for n in range(20)]
-        async with pool.acquire() as conn:
-            before = await _wal_flushes(conn)
+        before = await _wal_flushes(pool)
         assert await ledger.insert_many([(o, {"decision": {"n": n}}) for n, o in enumerate(burst)]) == [None] * 20
-        async with pool.acquire() as conn:
-            after_burst = await _wal_flushes(conn)
+        after_burst = await _wal_flushes(pool)
         for o in singles:
             await ledger.insert_new(o, {})
-        async with pool.acquire() as conn:
-            after_singles = await _wal_flushes(conn)
-            written = [r["client_order_id"] for r in await conn.fetch(
-                "SELECT client_order_id FROM order_ledger WHERE client_order_id LIKE 'sig-burst-%' "
-                "ORDER BY written_seq")]
-            events = await conn.fetchval("SELECT count(*) FROM order_events e JOIN order_ledger o USING (internal_id) "
-                                         "WHERE o.client_order_id LIKE 'sig-burst-%' AND e.status = 'PENDING_NEW'")
+        after_singles = await _wal_flushes(pool)
+        written = [r["client_order_id"] for r in await pool.fetch(
+            "SELECT client_order_id FROM order_ledger WHERE client_order_id LIKE 'sig-burst-%' ORDER BY written_seq")]
+        events = await pool.fetchval("SELECT count(*) FROM order_events e JOIN order_ledger o USING (internal_id) "
+                                     "WHERE o.client_order_id LIKE 'sig-burst-%' AND e.status = 'PENDING_NEW'")
     finally:
         await pool.close()
 
