@@ -104,9 +104,15 @@ def limits_html(r: risk_pb2.GetRiskStateResponse) -> str:
         f"{fmt_inr(r.unrealised_pnl_paise)} unrealised",
         f"Max order qty {lim.max_order_quantity} · value {fmt_inr(lim.max_order_value_paise)} · "
         f"position qty {lim.max_position_quantity}",
+        f"Max position value {_cap(lim.max_position_value_paise)} · gross exposure "
+        f"{_cap(lim.max_gross_exposure_paise)}",
         f"Daily loss: reducing at {fmt_inr(lim.daily_loss_reducing_paise)}, halt at "
         f"{fmt_inr(lim.daily_loss_halt_paise)} · square-off {esc(lim.square_off_time_ist) or '–'}",
     ])
+
+
+def _cap(paise: int) -> str:
+    return fmt_inr(paise) if paise else "no limit"
 
 
 def square_off_html(orders: list[trading_pb2.OrderUpdate], symbol: str) -> str:

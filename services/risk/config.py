@@ -20,6 +20,8 @@ from shared.money import MAX_PAISE, to_paise, to_rupees
 
 # A rupee amount in config: whole paise only (1000.105 is refused, not rounded) and within the contract's int64.
 Rupees = Annotated[Decimal, Field(gt=0, decimal_places=2, le=to_rupees(MAX_PAISE))]
+# The same where 0 turns the limit off.
+RupeesOrOff = Annotated[Decimal, Field(ge=0, decimal_places=2, le=to_rupees(MAX_PAISE))]
 
 
 def _by_segment(value: dict[str, str], parse: Callable[[str], Any]) -> dict[str, str]:
@@ -53,6 +55,10 @@ class Limits(BaseModel):
     price_band_bps: int = Field(ge=0, le=10_000)
     square_off_time_ist: str
     enforce_market_hours: bool
+    # Rupees at stake in one instrument and in all of them (RiskEngine.check_position_value/_gross_exposure);
+    # 0 = no limit.
+    max_position_value_paise: int = Field(ge=0, le=MAX_PAISE)
+    max_gross_exposure_paise: int = Field(ge=0, le=MAX_PAISE)
 
     _hhmm = field_validator("square_off_time_ist")(_check_hhmm)
 
@@ -96,6 +102,10 @@ class RiskSettings(ModuleSettings):
     max_order_value: Rupees = Decimal("1000000")
     # Per instrument, net across products.
     max_position_quantity: int = Field(default=5_000, gt=0)
+    # Rupees: most one instrument's position (with working orders on its side) may be worth, and most all of them
+    # together may be worth (each instrument at its larger side with working orders). 0 = no limit.
+    max_position_value: RupeesOrOff = Decimal(0)
+    max_gross_exposure: RupeesOrOff = Decimal(0)
     max_open_orders: int = Field(default=50, gt=0)
     max_orders_per_second: float = Field(default=10.0, gt=0, le=10_000)
     # Daily loss in rupees (realised + mark-to-market - charges) that moves the state to REDUCING / HALTED.
@@ -146,4 +156,6 @@ class RiskSettings(ModuleSettings):
             max_orders_per_second=self.max_orders_per_second,
             daily_loss_reducing_paise=to_paise(self.daily_loss_reducing),
             daily_loss_halt_paise=to_paise(self.daily_loss_halt), price_band_bps=self.price_band_bps,
-            square_off_time_ist=self.square_off_time_ist, enforce_market_hours=self.enforce_market_hours)
+            square_off_time_ist=self.square_off_time_ist, enforce_market_hours=self.enforce_market_hours,
+            max_position_value_paise=to_paise(self.max_position_value),
+            max_gross_exposure_paise=to_paise(self.max_gross_exposure))

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
+from fractions import Fraction
 
 from services.oms.ledger import TERMINAL
 from services.risk.config import Limits
@@ -36,7 +37,7 @@ from shared.contracts import market_pb2, ops_pb2, risk_pb2, trading_pb2
 from shared.instruments import InstrumentBook
 from shared.money import fmt_inr
 from shared.positions import PositionBook
-from shared.price_factor import factor_of, value_paise
+from shared.price_factor import ONE, factor_of, value_paise
 
 ACTIVE = risk_pb2.TRADING_STATE_ACTIVE
 REDUCING = risk_pb2.TRADING_STATE_REDUCING
@@ -75,6 +76,7 @@ class OpenOrder:
     product: int = MIS
     square_off: bool = False  # a SQUAREOFF order (the others are cancelled at square-off time)
     segment: str = ""
+    price: int = 0  # its limit or trigger price (0 for a market order): values it when its token has no price
 
     @property
     def remaining(self) -> int:
@@ -125,8 +127,9 @@ class RiskEngine:
         self._positions_as_of = 0
         self._checks: tuple[Check, ...] = (
             self.check_trading_state, self.check_square_off_reduces, self.check_quantity, self.check_price,
-            self.check_price_band, self.check_order_value, self.check_position, self.check_open_orders,
-            self.check_market_hours, self.check_square_off_time, self.check_submit_rate)
+            self.check_price_band, self.check_order_value, self.check_position, self.check_position_value,
+            self.check_gross_exposure, self.check_open_orders, self.check_market_hours, self.check_square_off_time,
+            self.check_submit_rate)
 
     # -- decisions ------------------------------------------------------------
     def decide(self, order: trading_pb2.OrderRequest) -> trading_pb2.RiskDecision:
@@ -258,15 +261,42 @@ class RiskEngine:
             # lowered limit) may put the net over the limit, and an MIS position left open is squared off by the
             # broker anyway, later and at a worse price.
             return None
-        net = self.positions.net_quantity(order.token)
-        direction = 1 if order.side == BUY else -1
-        worst = net + direction * (order.quantity + self._pending(order.token, order.side))
+        net, worst = self._worst_position(order)
         limit = self.limits.max_position_quantity
         # Past the limit only an order that shrinks the position on its own side passes (the limit may have
         # been lowered under a position); one that grows it or flips it to the other side does not.
-        if abs(worst) > limit and (abs(worst) > abs(net) or worst * net < 0):
+        if abs(worst) > limit and _grows(net, worst):
             return "MAX_POSITION_QUANTITY", (f"resulting position {worst} in {inst.symbol} (with open orders) "
                                              f"exceeds max_position_quantity {limit}")
+        return None
+
+    def check_position_value(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
+                             now: int) -> Denial | None:
+        """The position check in rupees: the resulting position (as check_position counts it) at the order's price."""
+        limit = self.limits.max_position_value_paise
+        if not limit or self._is_square_off(order):
+            return None  # no limit; closing must not be capped
+        net, worst = self._worst_position(order)
+        price = self._exposure_price(order)  # > 0: check_order_value refused an order without a price
+        value = value_paise(price, abs(worst), factor_of(inst.price_factor))
+        if value > limit and _grows(net, worst):
+            return "MAX_POSITION_VALUE", (f"resulting position {worst} in {inst.symbol} (with open orders) is worth "
+                                          f"{fmt_inr(value)} at {fmt_inr(price)}, over max_position_value "
+                                          f"{fmt_inr(limit)}")
+        return None
+
+    def check_gross_exposure(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
+                             now: int) -> Denial | None:
+        limit = self.limits.max_gross_exposure_paise
+        if not limit or self._is_square_off(order):
+            return None  # no limit; closing must not be capped
+        net, worst = self._worst_position(order)
+        if not _grows(net, worst):
+            return None  # shrinking a position never adds exposure on its side
+        gross = self._gross_exposure(order, self._exposure_price(order))
+        if gross > limit:
+            return "MAX_GROSS_EXPOSURE", (f"gross exposure {fmt_inr(gross)} with this order (every position and "
+                                          f"working order) exceeds max_gross_exposure {fmt_inr(limit)}")
         return None
 
     def check_open_orders(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
@@ -335,16 +365,66 @@ class RiskEngine:
         return sum(o.remaining for o in self.open_orders.values()
                    if o.token == token and o.side == side and (product is None or o.product == product))
 
+    def _worst_position(self, order: trading_pb2.OrderRequest) -> tuple[int, int]:
+        """The token's net position (across products), and where it ends if this order and every working order
+        on its side (any product) fill."""
+        net = self.positions.net_quantity(order.token)
+        direction = 1 if order.side == BUY else -1
+        return net, net + direction * (order.quantity + self._pending(order.token, order.side))
+
+    def _gross_exposure(self, order: trading_pb2.OrderRequest, price: int) -> int:
+        """Rupees at stake, in paise, if this order is accepted: every token at the larger of its two extremes (net
+        plus all working buys, or net minus all working sells; this order on its side) x price x price factor.
+        The order's token is valued at `price`; the others at their last traded price, else their positions' last
+        mark, else their average price, else their working orders' own price."""
+        nets: dict[int, int] = {}
+        marks: dict[int, int] = {}
+        costs: dict[int, int] = {}
+        factors: dict[int, Fraction] = {}
+        for pos in self.positions.positions.values():
+            token = pos.token
+            nets[token] = nets.get(token, 0) + pos.net_quantity
+            marks[token] = max(marks.get(token, 0), pos.last_price_paise)
+            costs[token] = max(costs.get(token, 0), pos.average_price_paise)
+            factors[token] = pos.price_factor
+        buys: dict[int, int] = {}
+        sells: dict[int, int] = {}
+        quoted: dict[int, int] = {}
+        for o in self.open_orders.values():
+            side = buys if o.side == BUY else sells
+            side[o.token] = side.get(o.token, 0) + o.remaining
+            quoted[o.token] = max(quoted.get(o.token, 0), o.price)
+        side = buys if order.side == BUY else sells
+        side[order.token] = side.get(order.token, 0) + order.quantity
+        gross = 0
+        for token in nets.keys() | buys.keys() | sells.keys():
+            net = nets.get(token, 0)
+            size = max(abs(net + buys.get(token, 0)), abs(net - sells.get(token, 0)))
+            if not size:
+                continue
+            inst = self.instruments.get(token)
+            factor = factor_of(inst.price_factor) if inst is not None else factors.get(token, ONE)
+            known = price if token == order.token else (self.last_prices.get(token) or marks.get(token)
+                                                        or costs.get(token) or quoted.get(token, 0))
+            gross += value_paise(known, size, factor)
+        return gross
+
     def _valuation_price(self, order: trading_pb2.OrderRequest) -> int:
-        if order.order_type in PRICED:
-            return order.price_paise
-        if order.order_type == trading_pb2.ORDER_TYPE_STOP_MARKET:
-            return order.trigger_price_paise
-        last = self.last_prices.get(order.token, 0)
+        if order.order_type in PRICED or order.order_type == trading_pb2.ORDER_TYPE_STOP_MARKET:
+            return _own_price(order)
+        return self._market_price(order.token)
+
+    def _exposure_price(self, order: trading_pb2.OrderRequest) -> int:
+        """What a position in the order's token is valued at by the exposure caps: the order's own price or the
+        market's, whichever is higher (a buy limit far below the market must not make the position look small)."""
+        return max(self._valuation_price(order), self._market_price(order.token))
+
+    def _market_price(self, token: int) -> int:
+        """The last traded price, else the position's last mark (0: none known)."""
+        last = self.last_prices.get(token, 0)
         if last:
             return last
-        return max((p.last_price_paise for p in self.positions.positions.values() if p.token == order.token),
-                   default=0)
+        return max((p.last_price_paise for p in self.positions.positions.values() if p.token == token), default=0)
 
     def _past_any_square_off(self, now: int) -> bool:
         """Past the earliest square-off time of any segment."""
@@ -582,7 +662,22 @@ def _stamp_price_factor(order: trading_pb2.OrderRequest, inst: market_pb2.Instru
 
 def _open_order(order: trading_pb2.OrderRequest) -> OpenOrder:
     return OpenOrder(order.token, order.side, order.quantity, product=product_of(order.product),
-                     square_off=order.strategy_tag == SQUAREOFF_TAG, segment=order.exchange_segment)
+                     square_off=order.strategy_tag == SQUAREOFF_TAG, segment=order.exchange_segment,
+                     price=_own_price(order))
+
+
+def _own_price(order: trading_pb2.OrderRequest) -> int:
+    """The price an order values itself at: its limit price, a stop-market order's trigger, 0 for a market order."""
+    if order.order_type in PRICED:
+        return order.price_paise
+    if order.order_type == trading_pb2.ORDER_TYPE_STOP_MARKET:
+        return order.trigger_price_paise
+    return 0
+
+
+def _grows(net: int, worst: int) -> bool:
+    """Whether going from `net` to `worst` grows the position or flips it to the other side (not only shrinks it)."""
+    return abs(worst) > abs(net) or worst * net < 0
 
 
 def _base36(n: int) -> str:

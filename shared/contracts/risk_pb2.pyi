@@ -20,7 +20,7 @@ TRADING_STATE_REDUCING: TradingState
 TRADING_STATE_HALTED: TradingState
 
 class RiskLimits(_message.Message):
-    __slots__ = ("max_order_quantity", "max_order_value_paise", "max_position_quantity", "max_open_orders", "max_orders_per_second", "daily_loss_reducing_paise", "daily_loss_halt_paise", "price_band_bps", "square_off_time_ist", "enforce_market_hours")
+    __slots__ = ("max_order_quantity", "max_order_value_paise", "max_position_quantity", "max_open_orders", "max_orders_per_second", "daily_loss_reducing_paise", "daily_loss_halt_paise", "price_band_bps", "square_off_time_ist", "enforce_market_hours", "max_position_value_paise", "max_gross_exposure_paise")
     MAX_ORDER_QUANTITY_FIELD_NUMBER: _ClassVar[int]
     MAX_ORDER_VALUE_PAISE_FIELD_NUMBER: _ClassVar[int]
     MAX_POSITION_QUANTITY_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,8 @@ class RiskLimits(_message.Message):
     PRICE_BAND_BPS_FIELD_NUMBER: _ClassVar[int]
     SQUARE_OFF_TIME_IST_FIELD_NUMBER: _ClassVar[int]
     ENFORCE_MARKET_HOURS_FIELD_NUMBER: _ClassVar[int]
+    MAX_POSITION_VALUE_PAISE_FIELD_NUMBER: _ClassVar[int]
+    MAX_GROSS_EXPOSURE_PAISE_FIELD_NUMBER: _ClassVar[int]
     max_order_quantity: int
     max_order_value_paise: int
     max_position_quantity: int
@@ -41,7 +43,9 @@ class RiskLimits(_message.Message):
     price_band_bps: int
     square_off_time_ist: str
     enforce_market_hours: bool
-    def __init__(self, max_order_quantity: _Optional[int] = ..., max_order_value_paise: _Optional[int] = ..., max_position_quantity: _Optional[int] = ..., max_open_orders: _Optional[int] = ..., max_orders_per_second: _Optional[float] = ..., daily_loss_reducing_paise: _Optional[int] = ..., daily_loss_halt_paise: _Optional[int] = ..., price_band_bps: _Optional[int] = ..., square_off_time_ist: _Optional[str] = ..., enforce_market_hours: _Optional[bool] = ...) -> None: ...
+    max_position_value_paise: int
+    max_gross_exposure_paise: int
+    def __init__(self, max_order_quantity: _Optional[int] = ..., max_order_value_paise: _Optional[int] = ..., max_position_quantity: _Optional[int] = ..., max_open_orders: _Optional[int] = ..., max_orders_per_second: _Optional[float] = ..., daily_loss_reducing_paise: _Optional[int] = ..., daily_loss_halt_paise: _Optional[int] = ..., price_band_bps: _Optional[int] = ..., square_off_time_ist: _Optional[str] = ..., enforce_market_hours: _Optional[bool] = ..., max_position_value_paise: _Optional[int] = ..., max_gross_exposure_paise: _Optional[int] = ...) -> None: ...
 
 class StreamDecisionsRequest(_message.Message):
     __slots__ = ("rejections_only", "after_sequence")

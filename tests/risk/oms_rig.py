@@ -16,10 +16,32 @@ from services.risk.engine import HALTED, REDUCING, RiskEngine, product_of, state
 from shared.bus import Topic
 from shared.contracts import market_pb2, trading_pb2
 from shared.positions import SQUAREOFF_TAG
+from shared.price_factor import factor_of, value_paise
 from tests.risk.test_fuzz_square_off import World
 
 BUY, SELL = trading_pb2.SIDE_BUY, trading_pb2.SIDE_SELL
 MIS = trading_pb2.PRODUCT_MIS
+MARKET = trading_pb2.ORDER_TYPE_MARKET
+
+
+@dataclass
+class Values:
+    """Rupees at stake when an order was decided, from risk's positions, working orders and the ticks published:
+    the order's token at its resulting position (check_position's count), and every token at its larger side."""
+
+    grows: bool  # the order grows its token's net position or flips it (else it only shrinks it)
+    position_value: int
+    gross: int
+    position_limit: int
+    gross_limit: int
+
+    def over(self) -> list[str]:
+        out = []
+        if self.grows and self.position_limit and self.position_value > self.position_limit:
+            out.append(f"position value {self.position_value} past max_position_value {self.position_limit}")
+        if self.grows and self.gross_limit and self.gross > self.gross_limit:
+            out.append(f"gross exposure {self.gross} past max_gross_exposure {self.gross_limit}")
+        return out
 
 
 @dataclass
@@ -31,6 +53,7 @@ class Decided:
     state: int
     net: int
     pending: int
+    values: Values | None = None
 
     @property
     def reduces(self) -> bool:
@@ -58,6 +81,7 @@ class Watch:
     caps: dict[int, tuple[int, int]] = field(default_factory=dict)  # token -> (long, short) exposure allowed
     open_cap: int = 0
     square_offs: Counter[tuple[int, int]] = field(default_factory=Counter)  # (token, side) -> placed since
+    wrong_value_denials: list[str] = field(default_factory=list)  # MAX_POSITION_VALUE/GROSS_EXPOSURE not over it
 
     def hook(self) -> None:
         engine, broker = self.w.risk.engine, self.w.broker
@@ -65,10 +89,14 @@ class Watch:
 
         def decide_noting(order: trading_pb2.OrderRequest) -> trading_pb2.RiskDecision:
             net, pending = risk_view(engine, order)
-            state = engine.state
+            state, values = engine.state, self.values_at_stake(order)
             decision = decide(order)
             if decision.accepted:
-                self.decided[order.client_order_id] = Decided(decision.order, state, net, pending)
+                self.decided[order.client_order_id] = Decided(decision.order, state, net, pending, values)
+            elif decision.reason_code in ("MAX_POSITION_VALUE", "MAX_GROSS_EXPOSURE") and values is not None:
+                word = "position value" if decision.reason_code == "MAX_POSITION_VALUE" else "gross exposure"
+                if not any(text.startswith(word) for text in values.over()):
+                    self.wrong_value_denials.append(f"{order.client_order_id}: {decision.reason}")
             return decision
 
         async def place_noting(order: trading_pb2.OrderRequest) -> BrokerAck:
@@ -101,6 +129,44 @@ class Watch:
         self.open_cap = max(limits.max_open_orders, len(non_square_off_open(self.w)))
         self.square_offs.clear()
 
+    def values_at_stake(self, order: trading_pb2.OrderRequest) -> Values | None:
+        """Values (None for an order of an unknown token or without a price: refused before the value caps)."""
+        engine = self.w.risk.engine
+        inst = engine.instruments.get(order.token)
+        if order.order_type != MARKET and not own_price(order):
+            return None  # refused before the value caps
+        price = max(own_price(order), self.known_price(order.token, False))  # as risk: the higher
+        if inst is None or price <= 0 or order.side not in (BUY, SELL):
+            return None
+        net = engine.positions.net_quantity(order.token)
+        buys, sells = working_sides(engine)
+        own_side = buys if order.side == BUY else sells
+        own_side[order.token] = own_side.get(order.token, 0) + order.quantity  # the order among its side's
+        worst = net + own_side[order.token] if order.side == BUY else net - own_side[order.token]
+        gross = 0
+        for token in {p.token for p in engine.positions.positions.values()} | buys.keys() | sells.keys():
+            t_net = engine.positions.net_quantity(token)
+            size = max(abs(t_net + buys.get(token, 0)), abs(t_net - sells.get(token, 0)))
+            t_inst = engine.instruments.get(token)
+            factor = factor_of(t_inst.price_factor) if t_inst is not None else factor_of(market_pb2.PriceFactor())
+            gross += value_paise(price if token == order.token else self.known_price(token, True), size, factor)
+        limits = engine.limits
+        return Values(abs(worst) > abs(net) or worst * net < 0,
+                      value_paise(price, abs(worst), factor_of(inst.price_factor)), gross,
+                      limits.max_position_value_paise, limits.max_gross_exposure_paise)
+
+    def known_price(self, token: int, fallbacks: bool) -> int:
+        """The last tick published, else risk's position marks (first fill price); with `fallbacks`, else the
+        average price, else the highest price of the token's working orders."""
+        rows = [p for p in self.w.risk.engine.positions.positions.values() if p.token == token]
+        price = self.marks.get(token) or max((p.last_price_paise for p in rows), default=0)
+        if price or not fallbacks:
+            return price
+        working = [self.decided[cid].order for cid, o in self.w.risk.engine.open_orders.items()
+                   if o.token == token and cid in self.decided]
+        return (max((p.average_price_paise for p in rows), default=0)
+                or max((own_price(o) for o in working), default=0))
+
     async def check(self) -> None:
         if self.cancel_all:  # the broker answers at once: none is refused, none retried later
             assert non_square_off_open(self.w) == [], "the kill switch left orders working"
@@ -130,6 +196,23 @@ def exposure(w: World, token: int) -> tuple[int, int]:
     buys = sum(u.request.quantity - u.filled_quantity for u in working if u.request.side == BUY)
     sells = sum(u.request.quantity - u.filled_quantity for u in working if u.request.side != BUY)
     return net + buys, sells - net
+
+
+def own_price(order: trading_pb2.OrderRequest) -> int:
+    """A limit or stop-limit order's limit price, a stop-market order's trigger; 0 for a market order."""
+    if order.order_type in (trading_pb2.ORDER_TYPE_LIMIT, trading_pb2.ORDER_TYPE_STOP_LIMIT):
+        return order.price_paise
+    return order.trigger_price_paise if order.order_type == trading_pb2.ORDER_TYPE_STOP_MARKET else 0
+
+
+def working_sides(engine: RiskEngine) -> tuple[dict[int, int], dict[int, int]]:
+    """Risk's working quantity per token on the buy side and on the sell side."""
+    buys: dict[int, int] = {}
+    sells: dict[int, int] = {}
+    for o in engine.open_orders.values():
+        side = buys if o.side == BUY else sells
+        side[o.token] = side.get(o.token, 0) + o.remaining
+    return buys, sells
 
 
 def non_square_off_open(w: World) -> list[str]:
@@ -216,10 +299,13 @@ def check_decisions(f: Watch) -> None:
     assert by_signal == f.published, "a signal was decided more or less than once per delivery"
     unexplained = [d for d in f.decisions if not d.accepted and not (d.reason_code and d.reason)]
     assert unexplained == [], f"rejections without a reason: {unexplained}"
+    assert f.wrong_value_denials == [], f"denied for a value cap it was within: {f.wrong_value_denials}"
     for order, kill in f.placed:
         seen = f.decided[order.client_order_id]
         where = f"{order.client_order_id} decided in {state_name(seen.state)} (net {seen.net}, working {seen.pending})"
         square_off = order.strategy_tag == SQUAREOFF_TAG
+        assert (square_off and seen.reduces) or seen.values is None or not seen.values.over(), (
+            f"{where}: {seen.values.over() if seen.values else ''}")
         assert not kill or square_off, f"{where}: reached the broker while the kill switch was engaged"
         assert seen.state != HALTED or (square_off and seen.reduces), f"{where}: accepted while HALTED"
         assert seen.state != REDUCING or seen.reduces, f"{where}: accepted while REDUCING, but it does not reduce"

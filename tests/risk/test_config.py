@@ -63,3 +63,39 @@ def test_a_halt_below_reducing_in_the_contract_is_invalid_input_naming_the_halt_
         Limits.from_proto(proto)
 
     assert err.value.field == "limits.daily_loss_halt_paise"
+
+
+def test_the_value_caps_are_off_by_default():
+    got = load(RiskSettings, {}).limits()
+
+    assert (got.max_position_value_paise, got.max_gross_exposure_paise) == (0, 0)
+
+
+def test_value_caps_in_rupees_from_the_toml_section_convert_to_paise():
+    got = load(RiskSettings, {"risk": {"max_position_value": "250000.50", "max_gross_exposure": 1000000}}).limits()
+
+    assert (got.max_position_value_paise, got.max_gross_exposure_paise) == (25_000_050, 100_000_000)
+
+
+@pytest.mark.parametrize("field", ["max_position_value", "max_gross_exposure"])
+def test_a_negative_value_cap_is_a_config_error_naming_the_field(field):
+    env = f"NEOPULSE_RISK_{field.upper()}"
+    with pytest.raises(ConfigError, match=rf"\[risk\]\.{field} \(env {env}\).*greater than or equal to 0"):
+        load(RiskSettings, {"risk": {field: -1}})
+
+
+@pytest.mark.parametrize("field", ["max_position_value_paise", "max_gross_exposure_paise"])
+def test_a_negative_value_cap_in_the_contract_is_invalid_input_naming_the_field(field):
+    proto = limits().to_proto()
+    setattr(proto, field, -1)
+
+    with pytest.raises(InvalidInput) as err:
+        Limits.from_proto(proto)
+
+    assert err.value.field == f"limits.{field}"
+
+
+def test_value_caps_survive_a_round_trip_through_the_contract():
+    original = limits(max_position_value_paise=5_00_000_00, max_gross_exposure_paise=20_00_000_00)
+
+    assert Limits.from_proto(original.to_proto()) == original

@@ -18,6 +18,7 @@ from services.risk.engine import ACTIVE, HALTED, REDUCING, RiskEngine
 from shared.clock import NS, ManualClock, ist_day_number, ist_minute_of_day, ist_ns
 from shared.contracts import market_pb2, trading_pb2
 from shared.instruments import InstrumentBook
+from shared.price_factor import factor_of, value_paise
 from tests.risk.factories import DAY, NIFTY_FUT, RELIANCE, fill, instruments, limits, order
 
 BUY, SELL = trading_pb2.SIDE_BUY, trading_pb2.SIDE_SELL
@@ -53,7 +54,9 @@ def random_limits(rng: random.Random) -> Limits:
                   max_open_orders=rng.choice([2, 5, 50]), max_orders_per_second=rng.choice([1.0, 10.0, 1000.0]),
                   daily_loss_reducing_paise=reducing, daily_loss_halt_paise=reducing * rng.choice([1, 2, 3]),
                   price_band_bps=rng.choice([0, 300, 2000]), square_off_time_ist=rng.choice(["15:15", "15:00"]),
-                  enforce_market_hours=rng.random() < 0.3)
+                  enforce_market_hours=rng.random() < 0.3,
+                  max_position_value_paise=rng.choice([0, 0, 5_00_000_00, 50_00_000_00, 10**12]),
+                  max_gross_exposure_paise=rng.choice([0, 0, 10_00_000_00, 1_00_00_000_00, 10**13]))
 
 
 @dataclass
@@ -126,6 +129,23 @@ class Model:
         if net == 0 or (net > 0) == (o.side == BUY):
             return False
         return self.pending(o.token, o.side, product_of(o.product)) + o.quantity <= abs(net)
+
+    def extreme(self, token: int, order: trading_pb2.OrderRequest) -> int:
+        """The larger of the token's long and short sizes if every working order on one side (and `order`) fills."""
+        buys = self.pending(token, BUY) + (order.quantity if order.token == token and order.side == BUY else 0)
+        sells = self.pending(token, SELL) + (order.quantity if order.token == token and order.side == SELL else 0)
+        net = self.net(token)
+        return max(abs(net + buys), abs(net - sells))
+
+    def gross(self, order: trading_pb2.OrderRequest, price: int, instruments: InstrumentBook) -> int:
+        """Every token's extreme at its last tick (the order's own at `price`), times its price factor."""
+        total = 0
+        for t in {t for t, _ in self.positions} | {w.request.token for w in self.working.values()} | {order.token}:
+            inst = instruments.get(t)
+            assert inst is not None
+            total += value_paise(price if t == order.token else self.ticks[t], self.extreme(t, order),
+                                 factor_of(inst.price_factor))
+        return total
 
     def pnl(self) -> int:
         return sum(p.realised - p.charges + (p.net * self.ticks[t] - p.cost if p.net else 0)
@@ -221,6 +241,10 @@ class Fuzz:
         before = {cid: w.remaining for cid, w in m.working.items()}
         decision = self.engine.decide(req) if req is not None else self.engine.decide_signal(signal)  # type: ignore[arg-type]
         o = decision.order
+        if decision.reason_code in ("MAX_POSITION_VALUE", "MAX_GROSS_EXPOSURE"):
+            position_value, gross = self.values(o)
+            assert (position_value if decision.reason_code == "MAX_POSITION_VALUE" else gross) is not None, (
+                f"{decision.reason_code} without being over it: {decision.reason}")
         if decision.accepted:
             self.check_accepted(o, len(before))
             m.working[o.client_order_id] = Working(o)
@@ -366,8 +390,30 @@ class Fuzz:
         worst = net + (1 if o.side == BUY else -1) * (o.quantity + m.pending(o.token, o.side))
         assert exempt or abs(worst) <= lim.max_position_quantity or (abs(worst) <= abs(net) and worst * net >= 0), (
             f"position {net} -> {worst} past max_position_quantity {lim.max_position_quantity}")
+        if not exempt:
+            position_value, gross = self.values(o)
+            assert position_value is None, f"position {net} -> {worst} worth {position_value} past max_position_value"
+            assert gross is None, f"gross exposure {gross} past max_gross_exposure {lim.max_gross_exposure_paise}"
         if product_of(o.product) == MIS and self.past_square_off(o.token):
             assert reduces, "an MIS order past square-off time must reduce"
+
+    def values(self, o: trading_pb2.OrderRequest) -> tuple[int | None, int | None]:
+        """The order's resulting position value and the gross exposure with it, each only when it is over its
+        (non-zero) limit and the order does not shrink its position on its side; the model as before the decision."""
+        m, lim = self.model, self.model.limits
+        net = m.net(o.token)
+        worst = net + (1 if o.side == BUY else -1) * (o.quantity + m.pending(o.token, o.side))
+        if abs(worst) <= abs(net) and worst * net >= 0:
+            return None, None
+        inst = self.instruments.get(o.token)
+        assert inst is not None
+        own = o.price_paise if o.order_type in (LIMIT, STOP_LIMIT) else (
+            o.trigger_price_paise if o.order_type == STOP_MARKET else 0)
+        price = max(own, m.ticks[o.token])  # as risk: the order's price or the market's, the higher
+        position_value = value_paise(price, abs(worst), factor_of(inst.price_factor))
+        gross = m.gross(o, price, self.instruments)
+        return (position_value if lim.max_position_value_paise and position_value > lim.max_position_value_paise
+                else None, gross if lim.max_gross_exposure_paise and gross > lim.max_gross_exposure_paise else None)
 
     def check_square_off(self, proposed: list[trading_pb2.OrderRequest]) -> None:
         m = self.model

@@ -53,6 +53,8 @@ def random_limits(rng: random.Random) -> Limits:
         price_band_bps=rng.choice([0, 200, 500]),
         square_off_time_ist=rng.choice(["15:15", "15:15", "14:45"]),
         enforce_market_hours=rng.random() < 0.7,
+        max_position_value_paise=rng.choice([0, 0, 25_000_00, 1_00_000_00, 10**11]),
+        max_gross_exposure_paise=rng.choice([0, 0, 1_00_000_00, 5_00_000_00, 10**12]),
     )
 
 

@@ -249,6 +249,18 @@ async def test_valid_limits_apply_to_the_next_order(risk):
         await risk.bus.call(rpc.SUBMIT_ORDER, risk_pb2.SubmitOrderRequest(order=order(quantity=5)))
 
 
+async def test_value_caps_set_through_the_contract_are_reported_and_enforced(risk):
+    state = await risk.bus.call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())
+    state.limits.max_position_value_paise = 10_000_00
+    state.limits.max_gross_exposure_paise = 50_000_00
+    await risk.bus.call(rpc.SET_RISK_LIMITS, risk_pb2.SetRiskLimitsRequest(limits=state.limits))
+
+    after = await risk.bus.call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())
+    with pytest.raises(RiskRejected, match=r"over max_position_value ₹10,000\.00"):
+        await risk.bus.call(rpc.SUBMIT_ORDER, risk_pb2.SubmitOrderRequest(order=order(quantity=10)))
+    assert (after.limits.max_position_value_paise, after.limits.max_gross_exposure_paise) == (10_000_00, 50_000_00)
+
+
 async def test_run_squares_off_mis_positions_at_1515_ist(risk):
     await risk.bus.publish(Topic.ORDER_UPDATES, fill(BUY, 10, 1290_00))
     await wait_for(lambda: risk.module.engine.positions.net_quantity(RELIANCE) == 10)
