@@ -89,3 +89,21 @@ class Broker(Protocol):
 
     async def on_ticks(self, batch: market_pb2.TickBatch) -> None:
         """Last prices (VirtualBroker market orders); live brokers ignore it."""
+
+
+@runtime_checkable
+class HoldsDelivery(Protocol):
+    """A broker over a real account with delivery holdings (KotakBroker); not part of Broker: most have none."""
+
+    async def holdings(self) -> list[trading_pb2.Position]:
+        """Settled delivery holdings as CNC positions: long, last price the previous close. Shares bought today
+        are in positions() until settlement."""
+        ...
+
+
+async def holdings_of(broker: Broker) -> list[trading_pb2.Position]:
+    """The account's settled delivery holdings; none for a broker without such an account, and none for an
+    in-process one (the paper VirtualBroker: its book is its own, the real account's holdings are not its)."""
+    if broker.in_process or not isinstance(broker, HoldsDelivery):
+        return []
+    return await broker.holdings()

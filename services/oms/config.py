@@ -24,6 +24,11 @@ class OmsSettings(ModuleSettings):
     # Compare the broker's positions with the book this often (a broker holding real positions, not the paper
     # VirtualBroker); a difference seen twice in a row is a critical alert. 0 = never.
     position_check_s: float = Field(default=60.0, ge=0)
+    # Take the account's settled delivery (CNC) holdings into the book at start (with the position check on): a
+    # sale of held shares then reduces a position instead of looking like a short to risk. Off by default: the
+    # holdings' price moves from the previous close would then count against the daily loss limit, which is
+    # meant for what NeoPulse trades, not for a portfolio; set the loss limits with the portfolio in mind.
+    take_holdings: bool = False
     # A placement whose outcome is unknown (timeout) is looked up by tag this many times before REJECTED.
     unknown_outcome_lookups: int = Field(default=4, ge=1, le=50)
     # First backoff between those lookups, doubled each time.

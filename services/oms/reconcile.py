@@ -1,6 +1,6 @@
 """Reconciliation: at start the ledger's open orders against the broker's order book, today's positions, and the
-broker's NRML positions the book knows nothing of (`take_carried_positions`); while running, the book's positions
-against the broker's (`position_differences`).
+broker's NRML positions and delivery holdings the book knows nothing of (`take_carried_positions`); while running,
+the book's positions against the broker's (`position_differences`).
 
 Runs in OmsModule.start(); adopts the broker's state and never re-sends an order on its own. When the order book
 cannot be read at start, the orders stay as recorded and OmsModule.run() settles them (`settle`) once it can.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, NamedTuple
 
-from services.oms.broker import BrokerOrderEvent
+from services.oms.broker import BrokerOrderEvent, holdings_of
 from services.oms.engine import OrderEngine, given_up
 from services.oms.states import IllegalTransition, ReasonCode
 from shared.clock import day_of
@@ -158,34 +158,49 @@ async def position_differences(engine: OrderEngine) -> list[PositionDifference]:
 
 async def take_carried_positions(engine: OrderEngine) -> list[t.Position]:
     """After a restart the book holds only today's fills: an NRML position carried from an earlier day (or opened
-    outside NeoPulse) is missing from it, and so from risk's position and loss limits. Each one the broker holds
-    on an instrument and product NeoPulse has no order on today, and no position in the book, is put in the book
-    at the broker's net quantity, carried at its last price as a new day carries a held quantity (its gain or loss
-    before now is not today's, so it must not count against today's loss limit; a row without a last price is
-    carried at its average price). The book only: the ledger records NeoPulse's own orders and fills. Returns what
-    was taken; raises what the positions read raises.
+    outside NeoPulse), and the delivery (CNC) shares the account holds, are missing from it, and so from risk's
+    position and loss limits (a sale of held shares would look like a short). Each one on an instrument and
+    product NeoPulse has no order on today, and no position in the book, is put in the book at the broker's
+    quantity, carried at its last price as a new day carries a held quantity (its gain or loss before now is not
+    today's, so it must not count against today's loss limit; a holding's last price is the previous close; a row
+    without one is carried at its average price). The book only: the ledger records NeoPulse's own orders and
+    fills. Returns what was taken; raises what the positions or holdings read raises (then nothing is taken).
+
+    Holdings are settled shares only: shares bought CNC today are in the broker's positions until settlement and
+    in the book from the ledger (NeoPulse's) or not at all (bought outside NeoPulse), never counted twice.
 
     Left to the position check's alert: MIS (not carried: a trade made outside NeoPulse today, which risk's
-    square-off must not take over), CNC (it moves to holdings, which the broker interface does not read), rows
-    without an average price, and instruments NeoPulse traded today, where the broker's figures mix the carried
-    quantity with today's fills and the carried one's price cannot be told apart."""
+    square-off must not take over), CNC rows of the broker's positions (today's delivery trades; the position
+    check leaves CNC out), rows without a price, and instruments NeoPulse traded today, where the broker's
+    figures mix the carried quantity with today's fills and the carried one's price cannot be told apart (for a
+    holding: a sale today may or may not have lowered it yet; logged)."""
     today = await engine.ledger.list_orders(limit=100_000, day=day_of(engine.clock.now_ns()))
     ordered = {(u.request.token, u.request.product or t.PRODUCT_MIS) for u in [*today, *engine.orders.values()]}
+    carried = [p for p in await engine.broker.positions() if p.product == t.PRODUCT_NRML]
+    held = await holdings_of(engine.broker) if engine.settings.take_holdings else []
     book = engine.roll_day()
     taken = []
-    for p in await engine.broker.positions():
+    for p in [*carried, *held]:
         key = (p.token, p.product)
-        if p.product != t.PRODUCT_NRML or not p.net_quantity or key in ordered or key in book.positions:
+        if not p.net_quantity:
+            continue
+        if key in ordered:
+            if p.product == t.PRODUCT_CNC:
+                log.warning("holding on an instrument NeoPulse traded CNC today: not taken into the book (the "
+                            "broker's figures may mix today's fills with it); risk counts only today's fills",
+                            extra={"token": p.token, "symbol": p.symbol, "quantity": p.net_quantity})
+            continue
+        if key in book.positions:
             continue
         basis = p.last_price_paise or p.average_price_paise
         if basis <= 0:
             log.warning("broker position without a price; not taken into the book", extra={
                 "token": p.token, "symbol": p.symbol, "net_quantity": p.net_quantity})
             continue
-        carried = t.Position(token=p.token, exchange_segment=p.exchange_segment, symbol=p.symbol,
-                             product=p.product, net_quantity=p.net_quantity,
-                             average_price_paise=basis, last_price_paise=basis,
-                             price_factor=p.price_factor if p.HasField("price_factor") else None)
-        book.restore(carried)
-        taken.append(carried)
+        kept = t.Position(token=p.token, exchange_segment=p.exchange_segment, symbol=p.symbol,
+                          product=p.product, net_quantity=p.net_quantity,
+                          average_price_paise=basis, last_price_paise=basis,
+                          price_factor=p.price_factor if p.HasField("price_factor") else None)
+        book.restore(kept)
+        taken.append(kept)
     return taken

@@ -86,6 +86,9 @@ class Exchange:
         self.market: dict[int, market_pb2.Tick] = {}
         self.orders: dict[str, SimOrder] = {}
         self.fills: list[Fill] = []
+        # portfolio/v1/holdings rows: seeded with hold(), or appended raw by a test (a malformed row). Settled
+        # delivery of earlier days only: a fill today stays in positions() (settlement is overnight).
+        self.holdings: list[dict] = []
         self.cash_paise = cash_paise
         self._ids = itertools.count(1)
 
@@ -220,6 +223,29 @@ class Exchange:
                 "prcNum": "1", "prcDen": str(factor.denominator), "precision": "2",
                 "ltp": rupees(tick.ltp_paise) if tick else "0.00"})
         return out
+
+    def hold(self, token: int, quantity: int, average_price_paise: int, *, closing_price_paise: int | None = None,
+             alternate_token: int | None = None) -> None:
+        """Seed a delivery holding as Kotak's holdings read lists it (docs/functions/portfolio/holdings.md of
+        kotak-neo-python; docs/Holdings.md of kotak-neo-api): prices in rupees as JSON numbers, the exchange token
+        as `exchangeIdentifier` (`instrumentToken` is another id), the previous close as `closingPrice` (default:
+        the market's close). With `alternate_token`, the same shares listed again on BSE, flagged
+        isAlternateScrip, as Kotak lists a scrip traded on both exchanges."""
+        inst = self.instruments[token]
+        tick = self.market.get(token)
+        close = closing_price_paise if closing_price_paise is not None else (
+            tick.close_paise if tick is not None and tick.close_paise else average_price_paise)
+        row = {
+            "symbol": inst.symbol.removesuffix("-EQ"), "displaySymbol": inst.symbol.removesuffix("-EQ"),
+            "averagePrice": average_price_paise / 100, "quantity": quantity, "exchangeSegment": inst.exchange_segment,
+            "exchangeIdentifier": str(token), "holdingCost": quantity * average_price_paise / 100,
+            "mktValue": quantity * close / 100, "scripId": f"{token:040x}",
+            "instrumentToken": 7000 + len(self.holdings), "instrumentType": "Equity", "isAlternateScrip": False,
+            "closingPrice": close / 100, "sellableQuantity": quantity}
+        self.holdings.append(row)
+        if alternate_token is not None:
+            self.holdings.append({**row, "exchangeSegment": "bse_cm", "exchangeIdentifier": str(alternate_token),
+                                  "instrumentToken": 7000 + len(self.holdings), "isAlternateScrip": True})
 
     def price_factor(self, token: int) -> Fraction:
         inst = self.instruments.get(token)

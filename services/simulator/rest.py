@@ -176,7 +176,8 @@ async def positions(request: web.Request, sim: Simulator, body: dict) -> Any:
 
 
 async def holdings(request: web.Request, sim: Simulator, body: dict) -> Any:
-    return {"data": []}
+    """As Kotak answers it: the rows under "data" and nothing else (holdings.md)."""
+    return {"data": list(sim.exchange.holdings)}
 
 
 async def limits(request: web.Request, sim: Simulator, body: dict) -> Any:

@@ -124,9 +124,10 @@ class KotakBroker:
     async def limits(self) -> dict[str, Any]:
         return mapping.limits(await self._read("limits"))
 
-    async def holdings(self) -> list[dict[str, Any]]:
-        """Delivery holdings of the account, as Kotak reports them."""
-        return mapping.rows(await self._read("holdings"))
+    async def holdings(self) -> list[trading_pb2.Position]:
+        """Settled delivery holdings of the account as CNC positions (shares bought today are in positions()
+        until settlement); malformed rows are logged and left out (mapping.holdings)."""
+        return mapping.holdings(mapping.rows(await self._read("holdings")))
 
     async def margin_required(self, order: trading_pb2.OrderRequest) -> dict[str, Any]:
         """Kotak's margin check for an order before placing it: required vs available, in paise."""

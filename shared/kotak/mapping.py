@@ -15,6 +15,7 @@ from json import JSONDecodeError
 from typing import Any
 
 from neo_api_client.exceptions import ApiException
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from services.oms.broker import BrokerOrderEvent
 from shared.contracts import market_pb2, trading_pb2
@@ -236,6 +237,58 @@ def position(row: dict[str, Any]) -> trading_pb2.Position:
         average_price_paise=round(open_cost / factor), realised_pnl_paise=realised, last_price_paise=ltp,
         unrealised_pnl_paise=unrealised, buy_quantity=buy_qty, sell_quantity=sell_qty,
         price_factor=price_factor_proto(factor))
+
+
+class HoldingRow(BaseModel):
+    """One row of Kotak's portfolio/v1/holdings (holdings.md): prices in rupees, usually JSON numbers.
+    `exchangeIdentifier` is the exchange token (positions' `tok`); `instrumentToken` is another id, not used."""
+
+    model_config = ConfigDict(extra="ignore")
+    token: int = Field(alias="exchangeIdentifier", gt=0)
+    exchange_segment: str = Field(alias="exchangeSegment", min_length=1)
+    symbol: str = ""
+    display_symbol: str = Field("", alias="displaySymbol")
+    quantity: int = Field(ge=0)
+    average_price: Decimal = Field(alias="averagePrice", ge=0, allow_inf_nan=False)
+    closing_price: Decimal | None = Field(None, alias="closingPrice", ge=0, allow_inf_nan=False)
+    alternate: bool = Field(False, alias="isAlternateScrip")
+
+    @field_validator("closing_price", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if value in ("", None) else value
+
+
+def holdings(reply_rows: list[dict[str, Any]]) -> list[trading_pb2.Position]:
+    """Holdings rows -> CNC Positions (long, at the holding's average price; last price the previous close).
+
+    A scrip listed on both exchanges comes twice, the second row flagged isAlternateScrip: the same shares, left
+    out. Rows with no quantity are left out; a malformed row (no token, a quantity or price that is not a number)
+    is left out and counted in one warning, never raised: the other rows still count."""
+    out, malformed = [], []
+    for raw in reply_rows:
+        try:
+            row = HoldingRow.model_validate(raw)
+            last = to_paise(row.closing_price) if row.closing_price is not None else 0
+            average = to_paise(row.average_price)
+            factor = price_factor_proto(price_factor(raw))  # equity's is 1; Kotak's rows carry no terms today
+        except ValidationError as exc:
+            bad = ", ".join(str(e["loc"][0]) for e in exc.errors() if e["loc"])
+            malformed.append(f"{raw.get('exchangeSegment', '?')}:{raw.get('exchangeIdentifier', '?')} ({bad})")
+            continue
+        except ValueError as exc:  # a price past what paise hold, a price factor past int64
+            malformed.append(f"{raw.get('exchangeSegment', '?')}:{raw.get('exchangeIdentifier', '?')} ({exc})")
+            continue
+        if row.alternate or not row.quantity:
+            continue
+        out.append(trading_pb2.Position(
+            token=row.token, exchange_segment=row.exchange_segment, symbol=row.display_symbol or row.symbol,
+            product=S.PRODUCT_CNC, net_quantity=row.quantity, buy_quantity=row.quantity,
+            average_price_paise=average, last_price_paise=last, price_factor=factor))
+    if malformed:
+        log.warning("kotak holdings: malformed rows left out", extra={"count": len(malformed),
+                                                                       "examples": malformed[:5]})
+    return out
 
 
 def limits(reply: dict[str, Any]) -> dict[str, Any]:
