@@ -116,6 +116,7 @@ async def test_limits_shows_trading_state_and_limits(notifier, fake_api):
 
     assert reply.startswith("<b>Risk</b> ACTIVE\nOpen orders 1/20")
     assert "Max order qty 500" in reply
+    assert "Max position value no limit · gross exposure ₹5,00,000.00" in reply
 
 
 async def test_unkill_re_arms_trading(notifier, fake_api, standins):
