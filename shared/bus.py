@@ -255,8 +255,11 @@ class Bus:
 
     async def after_order_path(self) -> None:
         """Wait (at most MAX_YIELDS loop turns) while signals or decisions are queued and their consumers free
-        to take them: for work that can wait, such as logging what was just published."""
+        to take them, then one loop turn more for the tasks they woke that are not bus consumers (in split mode
+        the gRPC stream carrying a signal to risk's process: ~250 µs sooner): for work that can wait, such as
+        logging what was just published."""
         await self._let_ahead(self._ahead_of[Priority.SIGNAL_SOURCE])
+        await asyncio.sleep(0)
 
     async def as_follow_up(self) -> None:
         """Wait (at most MAX_YIELDS loop turns) as an order update's consumer would: while the order path or a
