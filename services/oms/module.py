@@ -193,8 +193,8 @@ class OmsModule(Component):
         try:
             taken = await take_carried_positions(self.engine)
         except Exception as exc:
-            log.warning("broker positions could not be read at start; carried positions are not in the book",
-                        extra={"error": str(exc)})
+            log.warning("broker positions (or holdings) could not be read at start; carried positions are not in "
+                        "the book", extra={"error": str(exc)})
             return
         if not taken:
             return
