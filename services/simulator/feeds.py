@@ -113,7 +113,11 @@ async def orders_handler(request: web.Request, sim: Simulator) -> web.WebSocketR
                     await ws.send_str(json.dumps({"type": "cn", "ak": "nk", "msg": "invalid session"}))
                     break
                 sim.order_sockets.add(ws)
+                sim.order_feed_logins += 1
                 await ws.send_str(json.dumps({"type": "cn", "ak": "ok"}))
+                if sim.close_order_feeds_after_ack:  # the close right behind the acknowledgement
+                    sim.close_order_feeds_after_ack -= 1
+                    await ws.close()
     finally:
         sim.order_sockets.discard(ws)
     return ws

@@ -90,6 +90,8 @@ class Simulator:
         self._ticker: asyncio.Task | None = None
         self.lock = asyncio.Lock()
         self.stopping = asyncio.Event()  # releases the calls hung by hang_next
+        self.order_feed_logins = 0  # order-feed sockets that authenticated
+        self.close_order_feeds_after_ack = 0  # this many next order-feed sockets are closed right after their ack
 
     # lifecycle ---------------------------------------------------------------
     async def start(self) -> int:

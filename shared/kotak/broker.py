@@ -25,6 +25,7 @@ from shared.kotak.session import KotakSession
 log = logging.getLogger(__name__)
 S = trading_pb2
 # Reads that list rows: Kotak answers "No Data" (stCode 5203) instead of an empty list when there are none.
+FEED_CHECK_S = 1.0  # how often a silent order feed is checked for a socket its iterator did not see close
 LIST_READS = frozenset({"order_report", "order_history", "trade_report", "positions", "holdings", "quotes"})
 
 
@@ -198,7 +199,7 @@ class KotakBroker:
                 feed = self.session.order_feed(max_reconnect_attempts=0, max_connect_retries=0)
                 await feed.connect()
                 delay = self.settings.reconnect_initial_s
-                async for message in feed:
+                async for message in _until_closed(feed):
                     if isinstance(message, OrderUpdate):
                         event = self._merge(mapping.order_event(message.data.model_dump(by_alias=True), time.time_ns()))
                         if event is not None:
@@ -236,3 +237,28 @@ class KotakBroker:
 
     async def on_ticks(self, batch: market_pb2.TickBatch) -> None:
         return None
+
+
+async def _until_closed(feed: Any) -> AsyncIterator[Any]:
+    """The order feed's messages until its iterator ends or its socket is closed. The SDK's iterator (3.0.9) can
+    miss a close that lands between two receives: its receive loop then ends without marking the feed stopped,
+    and the iterator waits for ever (events would come only from polling, for good). Its own reconnects are off
+    here (max_reconnect_attempts=0), so a socket seen closed on an idle check is a feed to open again."""
+    messages = feed.__aiter__()
+
+    async def receive() -> Any:
+        return await messages.__anext__()
+
+    while True:
+        nxt = asyncio.ensure_future(receive())
+        try:
+            while not (await asyncio.wait({nxt}, timeout=FEED_CHECK_S))[0]:
+                if not feed.is_connected:
+                    return
+            try:
+                message = nxt.result()
+            except StopAsyncIteration:
+                return
+        finally:
+            nxt.cancel()  # a no-op once it is done
+        yield message

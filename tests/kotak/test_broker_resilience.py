@@ -93,3 +93,17 @@ async def test_credentials_never_appear_in_logs_reprs_or_errors(sim, caplog):
     texts = caplog.text + str(err.value) + repr(settings) + repr(broker) + repr(broker.session)
     for secret in (sim.creds.consumer_key, sim.creds.mpin, sim.creds.totp_secret, sim.creds.mobile, token):
         assert secret not in texts
+
+
+async def test_an_order_feed_closed_right_after_its_acknowledgement_is_connected_again(sim, broker):
+    """The SDK's order-feed iterator can miss a close that lands between two receives (its receive loop ends
+    without marking the feed stopped) and then waits forever: events would come only from polling, for good."""
+    sim.close_order_feeds_after_ack = 3
+    events = broker.events()
+    first = asyncio.ensure_future(anext(events))
+    try:
+        await wait_for(lambda: sim.order_feed_logins >= 4 and bool(sim.order_sockets), within=8.0)
+    finally:
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        await events.aclose()
