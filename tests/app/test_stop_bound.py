@@ -142,14 +142,19 @@ async def test_a_hung_broker_call_cannot_hold_the_stop_past_its_budget(tmp_path,
     assert any("oms:place:" in line for line in logged(proc, "did not stop in time")), proc.log
 
 
+async def sigterm_twice(proc: Proc) -> tuple[int | None, float]:
+    """SIGTERM, and once the stop has begun a second one: the exit code and how long the exit took."""
+    proc.proc.send_signal(signal.SIGTERM)
+    proc.wait_for_line("NeoPulse stopping", 10)
+    proc.proc.send_signal(signal.SIGTERM)
+    return await stopped(proc, FORCED_WITHIN_S + EXIT_SLACK_S)
+
+
 async def test_a_second_sigterm_forces_the_exit_within_seconds(tmp_path, simulator, database, monkeypatch):
     proc = live_run(tmp_path, simulator, database, monkeypatch, "run")
     placing = await asyncio.to_thread(hang_a_placement, proc, simulator)
     try:
-        proc.proc.send_signal(signal.SIGTERM)
-        proc.wait_for_line("NeoPulse stopping", 10)
-        proc.proc.send_signal(signal.SIGTERM)
-        code, took = await stopped(proc, FORCED_WITHIN_S + EXIT_SLACK_S)
+        code, took = await sigterm_twice(proc)
     finally:
         proc.stop(5)
         placing.kill()
@@ -164,10 +169,7 @@ async def test_an_order_hung_at_a_forced_exit_is_adopted_once_by_the_next_start(
     first = live_run(tmp_path, simulator, database, monkeypatch, "first")
     placing = await asyncio.to_thread(hang_a_placement, first, simulator)
     try:
-        first.proc.send_signal(signal.SIGTERM)
-        first.wait_for_line("NeoPulse stopping", 10)
-        first.proc.send_signal(signal.SIGTERM)
-        await stopped(first, FORCED_WITHIN_S + EXIT_SLACK_S)
+        await sigterm_twice(first)
     finally:
         first.stop(5)
         placing.kill()

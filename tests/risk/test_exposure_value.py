@@ -8,6 +8,8 @@ always pass.
 
 from __future__ import annotations
 
+import pytest
+
 from services.risk.engine import RiskEngine
 from shared.clock import ManualClock
 from shared.contracts import market_pb2, trading_pb2
@@ -107,10 +109,10 @@ def test_flipping_a_position_past_max_position_value_to_the_other_side_is_denied
     assert engine.decide(order(side=SELL, quantity=150)).reason_code == "MAX_POSITION_VALUE"  # long 50 -> short 100
 
 
-def test_a_square_off_order_is_exempt_from_max_position_value(clock):
+@pytest.mark.parametrize("cap", ["max_position_value_paise", "max_gross_exposure_paise"])
+def test_a_square_off_order_is_exempt_from_the_value_caps(clock, cap):
     """Closing the MIS short buys, and takes the token's net (NRML long 100) further over the cap."""
-    engine = engine_with(clock, fill(BUY, 100, 1290_00, product=NRML), fill(SELL, 20, 1290_00),
-                         max_position_value_paise=LAKH)
+    engine = engine_with(clock, fill(BUY, 100, 1290_00, product=NRML), fill(SELL, 20, 1290_00), **{cap: LAKH})
 
     decision = engine.decide(order(quantity=20, order_type=MARKET, price_paise=0, strategy_tag="SQUAREOFF"))
 
@@ -184,15 +186,6 @@ def test_an_order_shrinking_a_position_is_accepted_over_max_gross_exposure(clock
                          max_gross_exposure_paise=LAKH)
 
     assert engine.decide(order(side=SELL, quantity=50)).accepted
-
-
-def test_a_square_off_order_is_exempt_from_max_gross_exposure(clock):
-    engine = engine_with(clock, fill(BUY, 100, 1290_00, product=NRML), fill(SELL, 20, 1290_00),
-                         max_gross_exposure_paise=LAKH)
-
-    decision = engine.decide(order(quantity=20, order_type=MARKET, price_paise=0, strategy_tag="SQUAREOFF"))
-
-    assert (decision.accepted, decision.reason_code) == (True, "")
 
 
 def test_gross_exposure_counts_the_price_factor(clock):
