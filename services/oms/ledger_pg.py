@@ -35,12 +35,13 @@ from shared.db.partitions import day_start
 
 # Row fields move only forward: an update older than the last one recorded (lower sequence) is kept in
 # order_events and metadata's audit_log but overwrites neither the row nor metadata's latest broker exchange
-# (its top-level keys). Sequence 0 (unstamped) always applies. One statement, one round trip: the event is
-# appended unless it is there already (a retry after a lost reply: then nothing else changes), the row is
-# updated under its row lock (a concurrent record of the same order re-reads last_sequence after it), and
+# (its top-level keys). Sequence 0 (unstamped) always applies. One statement, one round trip: the row is locked
+# first (a concurrent record of the same order waits, then reads the last_sequence it left), the event appended
+# unless it is there already (a retry after a lost reply: then nothing else changes), then the row updated;
 # `known` says whether the order is in the ledger at all. {commit} sets how the statement's transaction commits.
 _RECORD_SQL = """
-WITH {commit}cur AS (SELECT 1 FROM order_ledger WHERE internal_id = $1),
+WITH {commit}cur AS (SELECT ($13 = 0 OR $13 >= last_sequence) AS fwd FROM order_ledger WHERE internal_id = $1
+                     FOR UPDATE),
 ev AS (
     INSERT INTO order_events (internal_id, sequence, status, fill_qty, fill_price, fill_charges, payload, ts)
     SELECT $1, $13, $4, $9, $10, $11, $17::jsonb, $15 FROM cur
@@ -48,24 +49,23 @@ ev AS (
     RETURNING event_id),
 upd AS (
     UPDATE order_ledger SET
-        metadata = CASE WHEN ($13 = 0 OR $13 >= last_sequence) THEN metadata || ($2::jsonb - 'audit_log')
-                        ELSE metadata END
+        metadata = CASE WHEN fwd THEN metadata || ($2::jsonb - 'audit_log') ELSE metadata END
             || jsonb_build_object('audit_log',
                                   COALESCE(metadata -> 'audit_log', '[]'::jsonb) || jsonb_build_array($3::jsonb)),
-        status = CASE WHEN ($13 = 0 OR $13 >= last_sequence) THEN $4 ELSE status END,
-        previous_status = CASE WHEN ($13 = 0 OR $13 >= last_sequence) THEN $5 ELSE previous_status END,
-        exchange_id = CASE WHEN ($13 = 0 OR $13 >= last_sequence) AND $6 <> '' THEN $6 ELSE exchange_id END,
-        filled_qty = CASE WHEN ($13 = 0 OR $13 >= last_sequence) THEN $7 ELSE filled_qty END,
-        avg_price = CASE WHEN ($13 = 0 OR $13 >= last_sequence) THEN $8 ELSE avg_price END,
-        last_fill_qty = CASE WHEN ($13 = 0 OR $13 >= last_sequence) THEN $9 ELSE last_fill_qty END,
-        last_fill_price = CASE WHEN ($13 = 0 OR $13 >= last_sequence) THEN $10 ELSE last_fill_price END,
-        last_fill_charges = CASE WHEN ($13 = 0 OR $13 >= last_sequence) THEN $11 ELSE last_fill_charges END,
-        reason = CASE WHEN ($13 = 0 OR $13 >= last_sequence) THEN $12 ELSE reason END,
-        reason_code = CASE WHEN ($13 = 0 OR $13 >= last_sequence) THEN $16 ELSE reason_code END,
-        last_sequence = CASE WHEN ($13 = 0 OR $13 >= last_sequence) THEN GREATEST(last_sequence, $13)
-                             ELSE last_sequence END,
-        last_ts_ns = CASE WHEN ($13 = 0 OR $13 >= last_sequence) THEN $14 ELSE last_ts_ns END,
-        updated_at = CASE WHEN ($13 = 0 OR $13 >= last_sequence) THEN $15 ELSE updated_at END
+        status = CASE WHEN fwd THEN $4 ELSE status END,
+        previous_status = CASE WHEN fwd THEN $5 ELSE previous_status END,
+        exchange_id = CASE WHEN fwd AND $6 <> '' THEN $6 ELSE exchange_id END,
+        filled_qty = CASE WHEN fwd THEN $7 ELSE filled_qty END,
+        avg_price = CASE WHEN fwd THEN $8 ELSE avg_price END,
+        last_fill_qty = CASE WHEN fwd THEN $9 ELSE last_fill_qty END,
+        last_fill_price = CASE WHEN fwd THEN $10 ELSE last_fill_price END,
+        last_fill_charges = CASE WHEN fwd THEN $11 ELSE last_fill_charges END,
+        reason = CASE WHEN fwd THEN $12 ELSE reason END,
+        reason_code = CASE WHEN fwd THEN $16 ELSE reason_code END,
+        last_sequence = CASE WHEN fwd THEN GREATEST(last_sequence, $13) ELSE last_sequence END,
+        last_ts_ns = CASE WHEN fwd THEN $14 ELSE last_ts_ns END,
+        updated_at = CASE WHEN fwd THEN $15 ELSE updated_at END
+    FROM cur
     WHERE internal_id = $1 AND EXISTS (SELECT 1 FROM ev)
     RETURNING 1)
 SELECT EXISTS (SELECT 1 FROM cur) AS known, (SELECT count(*) FROM upd) AS updated{commit_ref}"""
