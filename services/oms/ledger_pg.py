@@ -40,8 +40,8 @@ from shared.db.partitions import day_start
 # unless it is there already (a retry after a lost reply: then nothing else changes), then the row updated;
 # `known` says whether the order is in the ledger at all. {commit} sets how the statement's transaction commits.
 _RECORD_SQL = """
-WITH {commit}cur AS (SELECT ($13 = 0 OR $13 >= last_sequence) AS fwd FROM order_ledger WHERE internal_id = $1
-                     FOR UPDATE),
+WITH {commit}cur AS (SELECT ($13::bigint = 0 OR $13::bigint >= last_sequence) AS fwd FROM order_ledger
+                     WHERE internal_id = $1 FOR UPDATE),
 ev AS (
     INSERT INTO order_events (internal_id, sequence, status, fill_qty, fill_price, fill_charges, payload, ts)
     SELECT $1, $13, $4, $9, $10, $11, $17::jsonb, $15 FROM cur

@@ -228,3 +228,18 @@ async def test_a_burst_with_an_order_already_in_the_ledger_writes_the_others_and
     assert result[1] is not None and result[1].internal_id == earlier.internal_id
     assert {o.client_order_id for o in await ledger.open_orders()} >= {"sig-a", "sig-b", "sig-seen"}
     assert await ledger.get(burst[1].internal_id) is None  # the refused one left no row
+
+
+async def test_sequences_as_the_oms_numbers_them_fit(db_pool):
+    """The OMS's sequences start at the process start in microseconds (~1.8e15): past 32 bits."""
+    ledger = PgLedger(db_pool)
+    start = 1_795_662_222_694_711
+    order = new_order(str(uuid.uuid4()), "sig-big-sequence", sequence=start)
+    await ledger.insert_new(order, {})
+
+    await ledger.record(transition(order, t.ORDER_STATUS_SUBMITTED, start + 1), {})
+    await ledger.record(transition(order, t.ORDER_STATUS_OPEN, start + 2), {})
+
+    row = await ledger.get(order.internal_id)
+    assert (row.status, row.sequence) == (t.ORDER_STATUS_OPEN, start + 2)
+    assert await ledger.max_sequence() == start + 2
