@@ -10,6 +10,15 @@ from shared.errors import NotFound
 from tests.helpers import eventually as wait_for
 
 
+def recorder(into: list[str]):
+    """label -> a handler that appends `label` to `into` for each message (which consumer ran when)."""
+    def record(label: str):
+        async def handler(msg):
+            into.append(label)
+        return handler
+    return record
+
+
 @pytest.fixture
 async def bus():
     bus = Bus(default_maxsize=4)
@@ -137,11 +146,7 @@ async def test_queued_order_path_messages_are_handled_before_the_next_tick_batch
 
 async def test_queued_signals_and_decisions_go_before_order_updates_and_ticks(bus):
     order = []
-
-    def record(label):
-        async def handler(msg):
-            order.append(label)
-        return handler
+    record = recorder(order)
 
     bus.subscribe(Topic.TICKS, "market", record("ticks"))
     bus.subscribe(Topic.ORDER_UPDATES, "strategy", record("update"))
@@ -219,11 +224,7 @@ async def test_a_signal_source_goes_before_the_bookkeeping_of_orders_already_sen
     """The strategy's ticks (where the next orders come from) and its own fills, in arrival order, before the
     other consumers of order updates (risk's, the notifier's) and before the other market data."""
     order = []
-
-    def record(label):
-        async def handler(msg):
-            order.append(label)
-        return handler
+    record = recorder(order)
 
     bus.subscribe(Topic.TICKS, "oms", record("oms ticks"))
     bus.subscribe(Topic.ORDER_UPDATES, "risk", record("risk update"))
