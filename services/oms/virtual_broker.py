@@ -3,7 +3,9 @@
 Orders get "VB-..." ids, live in its own book and fill from the market data the OMS feeds it (ticks, candles).
 
 Fill rules (pure functions in fill_rules.py):
-- Arrival (place_order), against the last tick of the token:
+- Arrival (place_order), against the last tick of the token (the fill is decided there, at that tick's price; it
+  is booked, charges and event, once the caller yields, so that a burst of orders goes out before their fills are
+  worked out, or as soon as anything reads or changes the book):
   * MARKET fills at once, all of it, at the ask (buy) / bid (sell), or the ltp when the tick has no quote.
     With no tick yet it waits and fills at the open of the next candle.
   * LIMIT that is marketable (buy limit >= ask, sell limit <= bid) fills at once at the ask / bid.
@@ -97,6 +99,9 @@ class VirtualBroker:
         self._candle_start: dict[int, int] = {}  # token -> start_ns of the latest candle processed
         self._events: asyncio.Queue[BrokerOrderEvent] = asyncio.Queue(max_events)
         self._ids = IdMint()
+        # Fills decided on arrival, to book in placement order: (order, price, time of arrival).
+        self._arrivals: list[tuple[VirtualOrder, int, int]] = []
+        self._booking: asyncio.Task[None] | None = None
 
     def __getattr__(self, attr: str) -> Any:
         # Only named reads reach the real account; anything else (a write) must be implemented here.
@@ -109,7 +114,7 @@ class VirtualBroker:
         return None
 
     async def stop(self) -> None:
-        return None
+        await self._book_arrivals()
 
     async def positions(self) -> list[t.Position]:
         return await self.inner.positions() if self.inner is not None else []
@@ -132,13 +137,18 @@ class VirtualBroker:
                           placed_ns=now)
         self._add(vo)
         ack = BrokerAck(vo.id, status, raw={"virtual": True, "accepted_ns": vo.accepted_ns})
-        await self._fill_on_arrival(vo)
-        if vo.remaining and order.validity == t.VALIDITY_IOC and vo.status not in TERMINAL:
+        price = self._arrival_fill_price(vo)
+        if price:  # it fills in full at this price: booked after the burst (_book_arrivals)
+            self._arrivals.append((vo, price, now))
+            if self._booking is None:
+                self._booking = asyncio.get_running_loop().create_task(self._book_arrivals_soon())
+        elif order.validity == t.VALIDITY_IOC:
             await self._close(vo, t.ORDER_STATUS_CANCELLED, "IOC order not filled on arrival")
         return ack
 
     async def modify_order(self, exchange_order_id: str, *, quantity: int | None = None,
                            price_paise: int | None = None, trigger_price_paise: int | None = None) -> BrokerAck:
+        await self._book_arrivals()
         vo = self._working_order(exchange_order_id)
         if quantity is not None:
             if quantity <= vo.filled:
@@ -158,15 +168,18 @@ class VirtualBroker:
         return BrokerAck(vo.id, vo.status, raw={"virtual": True, "modified": True})
 
     async def cancel_order(self, exchange_order_id: str) -> BrokerAck:
+        await self._book_arrivals()
         vo = self._working_order(exchange_order_id)
         await self._close(vo, t.ORDER_STATUS_CANCELLED, "cancelled by request")
         return BrokerAck(vo.id, vo.status, raw={"virtual": True})
 
     # -- the book ---------------------------------------------------------------------------------
     async def order_book(self) -> list[BrokerOrderEvent]:
+        await self._book_arrivals()
         return [self._event(vo) for vo in self.book.values()]
 
     async def find_by_tag(self, client_order_id: str) -> BrokerOrderEvent | None:
+        await self._book_arrivals()
         vo = self._by_tag.get(client_order_id)
         return self._event(vo) if vo is not None else None
 
@@ -214,6 +227,7 @@ class VirtualBroker:
 
     async def process_candle(self, candle: market_pb2.Candle) -> None:
         """Fill what this closed candle fills (the rules in the module docstring)."""
+        await self._book_arrivals()
         if candle.start_ns <= self._candle_start.get(candle.token, -1):
             return  # delivered again (or older than one already processed): its volume is spent
         self._candle_start[candle.token] = candle.start_ns
@@ -249,20 +263,38 @@ class VirtualBroker:
 
     async def _iterate_events(self) -> AsyncIterator[BrokerOrderEvent]:
         while True:
+            await self._book_arrivals()
             yield await self._events.get()
 
     # -- internals --------------------------------------------------------------------------------
-    async def _fill_on_arrival(self, vo: VirtualOrder) -> None:
+    def _arrival_fill_price(self, vo: VirtualOrder) -> int:
+        """The price a MARKET or marketable LIMIT order fills at in full on arrival; 0: it does not."""
         kind = vo.request.order_type
         if kind not in (t.ORDER_TYPE_MARKET, t.ORDER_TYPE_LIMIT):
-            return
+            return 0
         price = arrival_price(vo.request.side, self._last.get(vo.request.token))
         if price <= 0:
-            return
+            return 0
         if kind == t.ORDER_TYPE_MARKET or limit_marketable(vo.request.side, vo.request.price_paise, price):
-            await self._fill(vo, vo.remaining, price)
+            return price
+        return 0
 
-    async def _fill(self, vo: VirtualOrder, quantity: int, price_paise: int) -> None:
+    async def _book_arrivals_soon(self) -> None:
+        try:
+            await self._book_arrivals()
+        except Exception:  # never expected (the fills are decided); left for the next read of the book
+            log.exception("arrival fills not booked yet")
+        finally:
+            self._booking = None
+
+    async def _book_arrivals(self) -> None:
+        """Book the fills decided on arrival, in placement order: every read or change of the book does this
+        first, so nothing sees an order that filled on arrival as still working."""
+        while self._arrivals:
+            vo, price, at_ns = self._arrivals.pop(0)
+            await self._fill(vo, vo.remaining, price, at_ns)
+
+    async def _fill(self, vo: VirtualOrder, quantity: int, price_paise: int, at_ns: int = 0) -> None:
         if quantity <= 0 or vo.status in TERMINAL:
             return
         quantity = min(quantity, vo.remaining)
@@ -275,7 +307,7 @@ class VirtualBroker:
         vo.status = t.ORDER_STATUS_TRADED if vo.remaining == 0 else t.ORDER_STATUS_PARTIALLY_FILLED
         if vo.status in TERMINAL:
             self._retire(vo)
-        await self._emit(vo)
+        await self._emit(vo, at_ns)
         vo.last_fill = (0, 0, 0)
 
     async def _close(self, vo: VirtualOrder, status: int, reason: str) -> None:
@@ -309,17 +341,17 @@ class VirtualBroker:
         if vo in working:
             working.remove(vo)
 
-    def _event(self, vo: VirtualOrder) -> BrokerOrderEvent:
+    def _event(self, vo: VirtualOrder, at_ns: int = 0) -> BrokerOrderEvent:
         qty, price, charges = vo.last_fill
         return BrokerOrderEvent(
             exchange_order_id=vo.id, client_order_id=vo.request.client_order_id, status=vo.status,
             filled_quantity=vo.filled, average_price_paise=vo.average_price_paise, reason=vo.reason,
-            charges_paise=vo.charges_paise, ts_ns=self.clock.now_ns(),
+            charges_paise=vo.charges_paise, ts_ns=at_ns or self.clock.now_ns(),
             raw={"virtual": True, "last_fill_quantity": qty, "last_fill_price_paise": price,
                  "last_fill_charges_paise": charges})
 
-    async def _emit(self, vo: VirtualOrder) -> None:
-        await self._events.put(self._event(vo))
+    async def _emit(self, vo: VirtualOrder, at_ns: int = 0) -> None:
+        await self._events.put(self._event(vo, at_ns))
 
 
 def _lapsed(request: t.OrderRequest, placed_ns: int, day: int) -> bool:

@@ -13,6 +13,7 @@ printed); the regression tests at the end are shrunk failing cases.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -388,6 +389,7 @@ class Run:
     async def check(self) -> int:
         """The step's events against the model's, the invariants, and the book; returns the quantity filled."""
         got = []
+        await asyncio.sleep(0)  # a loop turn, as any caller gives: fills decided on arrival are booked after it
         while not self.vb._events.empty():
             got.append(await anext(self.events))
         expected, self.model.out = self.model.out, []

@@ -31,6 +31,7 @@ async def next_event(vb):
 
 async def place(vb, req):
     ack = await vb.place_order(req)
+    await asyncio.sleep(0)  # a loop turn, as any caller gives: a fill decided on arrival is booked after it
     return vb.book[ack.exchange_order_id]
 
 
@@ -84,6 +85,40 @@ async def test_marketable_buy_limit_fills_on_arrival_at_the_ask(vb):
 
     assert vo.status == t.ORDER_STATUS_TRADED
     assert vo.average_price_paise == 100_05
+
+
+async def test_a_burst_goes_out_before_its_arrival_fills_are_booked_at_the_prices_of_arrival(vb):
+    """The OMS places a burst of orders without yielding: their fills (charges, events) are worked out after it,
+    at the prices each order arrived at, and nothing that reads or changes the book sees them unfilled."""
+    await vb.on_ticks(tick(ltp=100_00, bid=99_95, ask=100_05))
+    first = await vb.place_order(order(kind=t.ORDER_TYPE_MARKET, price=0, client_order_id="c-1"))
+    arrived_ns = vb.clock.now_ns()
+    vb.clock.advance(0.001)
+    await vb.on_ticks(tick(ltp=101_00, bid=100_95, ask=101_05))
+    second = await vb.place_order(order(kind=t.ORDER_TYPE_MARKET, price=0, client_order_id="c-2"))
+    vb.clock.advance(0.001)
+    await vb.on_ticks(tick(ltp=102_00, bid=101_95, ask=102_05))
+    assert vb._events.empty()  # no fill worked out inside the burst
+
+    with pytest.raises(BrokerRejected, match="TRADED"):  # a cancel after it arrived is too late, as at an exchange
+        await vb.cancel_order(first.exchange_order_id)
+
+    events = [await next_event(vb), await next_event(vb)]
+    assert [(e.exchange_order_id, e.status, e.average_price_paise) for e in events] == [
+        (first.exchange_order_id, t.ORDER_STATUS_TRADED, 100_05),
+        (second.exchange_order_id, t.ORDER_STATUS_TRADED, 101_05)]
+    assert all(e.charges_paise > 0 for e in events)
+    assert [e.ts_ns for e in events] == [arrived_ns, arrived_ns + 1_000_000]
+
+
+async def test_arrival_fills_are_booked_on_the_next_loop_turn_without_any_reader(vb):
+    await vb.on_ticks(tick(ltp=100_00, bid=99_95, ask=100_05))
+    ack = await vb.place_order(order(kind=t.ORDER_TYPE_MARKET, price=0))
+
+    await asyncio.sleep(0)
+
+    assert vb._events.qsize() == 1
+    assert vb.book[ack.exchange_order_id].status == t.ORDER_STATUS_TRADED
 
 
 async def test_marketable_sell_limit_fills_on_arrival_at_the_bid(vb):
