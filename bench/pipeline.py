@@ -10,6 +10,7 @@ import asyncio
 import os
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,11 @@ def _toml() -> dict[str, Any]:
 
 
 async def _pipeline(batches: list, start_ns: int, rate: float | None, busy_poll: bool = False,
-                    ledger: Any = None) -> dict[str, Any]:
-    """`ledger`: the OMS's order ledger (default: in memory)."""
+                    ledger: Any = None, drive: Callable[[Bus, Any], Awaitable[None]] | None = None,
+                    strategies: bool = True) -> dict[str, Any]:
+    """`ledger`: the OMS's order ledger (default: in memory). `drive(bus, broker)`: run until it returns instead
+    of until the batches are played (it publishes what it measures). `strategies=False`: no strategy configured
+    (no signal but those `drive` publishes)."""
     from services.oms.config import OmsSettings
     from services.oms.ledger import MemoryLedger
     from services.oms.module import OmsModule
@@ -109,6 +113,8 @@ async def _pipeline(batches: list, start_ns: int, rate: float | None, busy_poll:
     bus, clock = Bus(default_maxsize=100_000), ManualClock(start_ns)
     source = PacedSource(batches, clock, bus, rate)
     toml = _toml()
+    if not strategies:
+        toml["strategy"] = {"strategies": []}
     broker = timed_broker(clock)
     modules = [
         IngestionModule(bus, IngestionSettings(stall_seconds=3600), source, clock),
@@ -141,7 +147,7 @@ async def _pipeline(batches: list, start_ns: int, rate: float | None, busy_poll:
         runners.append(tg.create_task(runtime.collect_when_idle()))  # as the monolith does
         if busy_poll:  # as the monolith does with busy_poll = true
             runners.append(tg.create_task(runtime.busy_poll()))
-        await source.done.wait()
+        await (drive(bus, broker) if drive is not None else source.done.wait())
         await bus.drain(within_s=60)
         elapsed = time.perf_counter() - t0
         for r in [*runners, bus_task]:

@@ -1,6 +1,6 @@
 """Run every benchmark, print one table, write JSON under bench/results/.
 
-Sections: monolith pipeline, tick persistence, SFeed decode, split mode (when present).
+Sections: monolith pipeline, the order path's burst cost, tick persistence, SFeed decode, split mode (when present).
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ def _pipeline_load(seconds: float) -> Any:
 
 
 async def run_all(quick: bool) -> dict[str, Any]:
-    from bench import persistence, pipeline, sfeed
+    from bench import burst, persistence, pipeline, sfeed
 
     out: dict[str, Any] = {}
     scale = 0.4 if quick else 1.0
     out["pipeline"] = await pipeline.run(throughput_ticks=int(600_000 * scale), latency_seconds=12 * scale)
     out["ledger"] = await pipeline.ledger_latency(seconds=12 * scale)
+    out["burst"] = await burst.run(bursts=int(400 * scale))
     seconds = 3.0 * scale
     out["persistence"] = await persistence.run(seconds, background=_pipeline_load(seconds * 2 + 1))
     out["sfeed"] = await asyncio.to_thread(sfeed.run, 2.0 * scale)
@@ -69,6 +70,10 @@ def table(results: dict[str, Any]) -> str:
         rows.append((f"  same, PostgreSQL ledger: {q} µs", f"{led[f'pg_{q}_us']:,.0f}",
                      f"memory ledger {led[f'memory_{q}_us']:,.0f}", f"{led[f'pg_{q}_us'] / led[f'memory_{q}_us']:.1f}x",
                      ""))
+    bu = results["burst"]
+    path, bare = bu["order_path_p50_us"], bu["bare_bus_p50_us"]
+    rows.append((f"order path: {bu['size']} signals -> orders placed, p50 µs", f"{path:,.0f}", f"bare bus {bare:,.0f}",
+                 f"{path / bare:.1f}x", ""))
     db = results["persistence"]
     rows.append(("tick persistence rows/s", f"{db['writer_rows_per_s']:,}", f"raw COPY {db['raw_rows_per_s']:,}",
                  f"{db['ratio']:.3f}", ">= 0.70 of raw"))
