@@ -59,7 +59,7 @@ def handle(args: argparse.Namespace) -> int:
 
 
 async def _run(settings: AppSettings, toml: dict[str, Any], args: argparse.Namespace) -> int:
-    from services.app.monolith import STOP_BUDGET_S, Monolith, check_live_mode
+    from services.app.monolith import Monolith, check_live_mode
     from services.app.status import StatusBoard
     from shared.metrics import serve_metrics
 
@@ -67,7 +67,7 @@ async def _run(settings: AppSettings, toml: dict[str, Any], args: argparse.Names
     serve_metrics(settings.metrics_port)
     app = Monolith(settings, toml)
     board = StatusBoard(app.bus)
-    guard = runtime.StopGuard(STOP_BUDGET_S)
+    guard = runtime.StopGuard(settings.stop_budget_s)
     stop = runtime.stop_on_signals(guard)
 
     async def announce() -> None:

@@ -58,14 +58,13 @@ def handle(args: argparse.Namespace) -> int:
 
 async def _serve(module: str, app: AppSettings, split: Any, grpc_settings: Any, toml: dict[str, Any], port: int,
                  duration: float | None) -> int:
-    from services.app.monolith import STOP_BUDGET_S
     from services.app.split import SplitProcess
     from shared.metrics import serve_metrics
 
     serve_metrics(grpc_settings.metrics_port or app.metrics_port)
     process = SplitProcess(module, app, split, grpc_settings, toml, port)
     # As `neopulse run`: a signal arms the stop's deadline (then exit 3), a second one forces the exit (130).
-    stop = runtime.stop_on_signals(runtime.StopGuard(STOP_BUDGET_S))
+    stop = runtime.stop_on_signals(runtime.StopGuard(app.stop_budget_s))
 
     async def announce() -> None:
         await process.started.wait()

@@ -46,6 +46,9 @@ class AppSettings(ModuleSettings):
     # The event loop never sleeps: one core at 100% keeps the order path in cache (lower tick-to-order
     # latency, see README "Benchmarks"). For a monolith with a core to spare, not for split mode on 2 cores.
     busy_poll: bool = False
+    # The whole stop, first signal to exit, however a broker call, a database write or a handler hangs; then the
+    # process exits anyway (exit code 3). The service manager must allow more (compose: stop_grace_period).
+    stop_budget_s: float = Field(default=60.0, ge=10, le=600)
     # Exchange trading holidays (IST dates, e.g. ["2026-01-26"]): the market counts as closed all day (risk's
     # market-hours check, the feed stall watchdog, paper session days, the daily summary).
     holidays: list[date] = Field(default_factory=list)

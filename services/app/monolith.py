@@ -28,7 +28,6 @@ ORDER_PATH_DRAIN_S = 20.0  # decisions queued at stop are written ahead and plac
 COMPONENT_STOP_S = 20.0  # one module's stop (the OMS waits up to 10 s for placements, twice); then it is left
 STEP_S = 5.0  # cancelling a task, draining the bus after one module's stop
 GRPC_STOP_S = 2.0  # the gRPC server's stop (1 s grace for the calls in progress)
-STOP_BUDGET_S = 60.0  # the whole stop, signal to exit (the steps above fit in it); then the process exits anyway
 CLOSE_S = 10.0  # closing one resource (database, broker session, simulator); kept from the budget for the closing
 # Kept from the budget for each module still to stop: a step that waits its full time (every drain does while a
 # broker call hangs) cannot leave the notifier, which stops last, no time to send its queue.

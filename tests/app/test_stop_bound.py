@@ -20,7 +20,6 @@ import asyncpg
 import httpx
 import pytest
 
-from services.app.monolith import STOP_BUDGET_S
 from shared.kotak.config import SIMULATOR_CREDENTIALS
 from shared.runtime import EXIT_FORCED, EXIT_STOP_LEFT_BEHIND
 from tests.grpc.procs import GRPCURL, ROOT, Proc, wait_until
@@ -28,6 +27,7 @@ from tests.grpc.test_monolith import limit_buy_below_market
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
+STOP_BUDGET_S = 15.0  # set for these runs (default 60 s): the hung-call test waits it out
 EXIT_SLACK_S = 10.0  # the interpreter's own exit, on two shared CPUs
 FORCED_WITHIN_S = 5.0
 CONFIG = "[strategy]\nstrategies = []\n[risk]\nenforce_market_hours = false\n"
@@ -53,6 +53,7 @@ def live_run(tmp_path: Path, base_url: str, database: str, monkeypatch: pytest.M
     monkeypatch.setenv("NEOPULSE_KOTAK_BASE_URL", base_url)
     monkeypatch.setenv("NEOPULSE_KOTAK_REQUEST_TIMEOUT_S", "600")
     monkeypatch.setenv("NEOPULSE_MODE", "live")
+    monkeypatch.setenv("NEOPULSE_STOP_BUDGET_S", str(STOP_BUDGET_S))
     monkeypatch.setenv("NEOPULSE_DATABASE_URL", database)
     proc = Proc(
         ["run", "--live", "--source", "kotak", "--grpc-port", "0", "--metrics-port", "0", "--config", str(config)],
