@@ -22,13 +22,13 @@ from shared.marketdata import nse_instruments
 GAP_S = 0.004  # between bursts: the loop idles, a tick batch or two goes through
 
 
-def _signals(burst: int, size: int, start: int) -> list[trading_pb2.Signal]:
+def _signals(burst: int, size: int) -> list[trading_pb2.Signal]:
     """`size` market orders on different instruments, buying on even bursts and selling on odd ones (flat after
     every second burst: no position or exposure cap is reached however many bursts run)."""
     side = trading_pb2.SIDE_BUY if burst % 2 == 0 else trading_pb2.SIDE_SELL
     out = []
     for j, inst in enumerate(nse_instruments()[:size]):
-        n = start + j
+        n = burst * size + j
         out.append(trading_pb2.Signal(
             signal_id=f"burst-{n}", strategy="burst", token=inst.token, exchange_segment=inst.exchange_segment,
             symbol=inst.symbol, side=side, quantity=inst.lot_size or 1, order_type=trading_pb2.ORDER_TYPE_MARKET,
@@ -44,7 +44,7 @@ async def _order_path(bursts: int, size: int) -> list[int]:
     async def drive(bus: Bus, broker: Any) -> None:
         await asyncio.sleep(0.2)  # instruments, first prices
         for b in range(bursts):
-            signals = _signals(b, size, b * size)
+            signals = _signals(b, size)
             placed = len(broker.latencies) + size
             t0 = time.perf_counter_ns()
             for s in signals:
@@ -79,7 +79,7 @@ async def _bare(bursts: int, size: int) -> list[int]:
         task = tg.create_task(bus.run())
         await asyncio.sleep(0)
         for b in range(bursts):
-            signals = _signals(b, size, b * size)
+            signals = _signals(b, size)
             done.clear()
             t0 = time.perf_counter_ns()
             for s in signals:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -100,7 +101,7 @@ class VirtualBroker:
         self._events: asyncio.Queue[BrokerOrderEvent] = asyncio.Queue(max_events)
         self._ids = IdMint()
         # Fills decided on arrival, to book in placement order: (order, price, time of arrival).
-        self._arrivals: list[tuple[VirtualOrder, int, int]] = []
+        self._arrivals: deque[tuple[VirtualOrder, int, int]] = deque()
         self._booking: asyncio.Task[None] | None = None
 
     def __getattr__(self, attr: str) -> Any:
@@ -291,7 +292,7 @@ class VirtualBroker:
         """Book the fills decided on arrival, in placement order: every read or change of the book does this
         first, so nothing sees an order that filled on arrival as still working."""
         while self._arrivals:
-            vo, price, at_ns = self._arrivals.pop(0)
+            vo, price, at_ns = self._arrivals.popleft()
             await self._fill(vo, vo.remaining, price, at_ns)
 
     async def _fill(self, vo: VirtualOrder, quantity: int, price_paise: int, at_ns: int = 0) -> None:
