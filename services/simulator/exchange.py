@@ -252,4 +252,6 @@ class Exchange:
         return factor_of(inst.price_factor) if inst is not None else Fraction(1)
 
     def margin_used_paise(self) -> int:
-        return sum(f.quantity * f.price for f in self.fills if f.order.side == "B") // 5
+        """A fifth of what the buys are worth (a contract's lot at its price factor: 100 barrels, not 1)."""
+        return int(sum(f.quantity * f.price * self.price_factor(f.order.token) for f in self.fills
+                       if f.order.side == "B") / 5)

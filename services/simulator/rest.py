@@ -188,7 +188,9 @@ async def limits(request: web.Request, sim: Simulator, body: dict) -> Any:
 
 async def margin(request: web.Request, sim: Simulator, body: dict) -> Any:
     qty, price = int(body.get("qty") or 0), to_paise(body.get("prc") or 0)
-    return _ok(None, avlCash=rupees(sim.exchange.cash_paise), reqdMrgn=rupees(qty * price // 5),
+    token = str(body.get("tok") or "")
+    worth = qty * price * (sim.exchange.price_factor(int(token)) if token.isdigit() else 1)  # a lot at its factor
+    return _ok(None, avlCash=rupees(sim.exchange.cash_paise), reqdMrgn=rupees(int(worth / 5)),
                totMrgnUsd=rupees(sim.exchange.margin_used_paise()))
 
 

@@ -78,3 +78,19 @@ async def test_a_carried_position_taken_into_the_oms_book_is_valued_by_its_facto
 
     (position,) = listed.positions
     assert (position.unrealised_pnl_paise, listed.unrealised_pnl_paise) == (-10_00 * 100, -10_00 * 100)
+
+
+async def test_the_simulators_margin_values_a_lot_by_its_factor(sim, broker):
+    """2 lots at Rs 6,000 a barrel, 100 barrels a lot: Rs 12 lakh of contract value, a fifth of it as margin (the
+    simulator's flat rate), both in the margin check before the order and in the limits after its fill."""
+    margin = await broker.session.call("margin_required", exchange_segment="mcx_fo", price="6000.00",
+                                       order_type="L", product="NRML", quantity="2", instrument_token=str(CRUDE),
+                                       transaction_type="B")
+    buy = T.OrderRequest(client_order_id="crude-m", token=CRUDE, exchange_segment="mcx_fo",
+                         symbol="CRUDEOIL26OCTFUT", side=T.SIDE_BUY, quantity=2, order_type=T.ORDER_TYPE_MARKET,
+                         product=T.PRODUCT_NRML, validity=T.VALIDITY_DAY)
+    await broker.place_order(buy)  # filled at the ask, Rs 6,001
+    limits = await broker.limits()
+
+    assert margin["data"]["reqdMrgn"] == "240000.00"
+    assert limits["margin_used_paise"] == 2 * 6001_00 * 100 // 5
