@@ -14,6 +14,7 @@ Matching model (documented contract of the simulator):
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
@@ -251,7 +252,10 @@ class Exchange:
         inst = self.instruments.get(token)
         return factor_of(inst.price_factor) if inst is not None else Fraction(1)
 
+    def margin_paise(self, trades: Iterable[tuple[int, int, int]]) -> int:
+        """The simulator's flat margin on (token, quantity, price) trades: a fifth of what they are worth together
+        (a contract's lot at its price factor: 100 barrels, not 1)."""
+        return int(sum(quantity * price * self.price_factor(token) for token, quantity, price in trades) / 5)
+
     def margin_used_paise(self) -> int:
-        """A fifth of what the buys are worth (a contract's lot at its price factor: 100 barrels, not 1)."""
-        return int(sum(f.quantity * f.price * self.price_factor(f.order.token) for f in self.fills
-                       if f.order.side == "B") / 5)
+        return self.margin_paise((f.order.token, f.quantity, f.price) for f in self.fills if f.order.side == "B")

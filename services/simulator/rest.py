@@ -189,8 +189,8 @@ async def limits(request: web.Request, sim: Simulator, body: dict) -> Any:
 async def margin(request: web.Request, sim: Simulator, body: dict) -> Any:
     qty, price = int(body.get("qty") or 0), to_paise(body.get("prc") or 0)
     token = str(body.get("tok") or "")
-    worth = qty * price * (sim.exchange.price_factor(int(token)) if token.isdigit() else 1)  # a lot at its factor
-    return _ok(None, avlCash=rupees(sim.exchange.cash_paise), reqdMrgn=rupees(int(worth / 5)),
+    required = sim.exchange.margin_paise([(int(token) if token.isdigit() else 0, qty, price)])
+    return _ok(None, avlCash=rupees(sim.exchange.cash_paise), reqdMrgn=rupees(required),
                totMrgnUsd=rupees(sim.exchange.margin_used_paise()))
 
 
