@@ -34,7 +34,9 @@ TRADING_STATE = Gauge("neopulse_risk_trading_state", "Trading state: 1 ACTIVE, 2
 KILL_SWITCH = Gauge("neopulse_risk_kill_switch_engaged", "1 while the kill switch is engaged")
 DAILY_PNL = Gauge("neopulse_risk_daily_pnl_paise", "Today's P&L as the loss limits count it (realised + marks - "
                   "charges), in paise")
+SIGNAL_ERRORS = Counter("neopulse_risk_signal_errors", "Signals dropped because deciding them raised (a bug; logged)")
 MAX_CANCEL_BACKOFF_S = 2.0
+MAX_BURST = 100  # signals decided in one handler call at most
 
 SEVERITY: dict[int, ops_pb2.Severity] = {risk_pb2.TRADING_STATE_ACTIVE: ops_pb2.SEVERITY_INFO,
             risk_pb2.TRADING_STATE_REDUCING: ops_pb2.SEVERITY_WARNING, HALTED: ops_pb2.SEVERITY_CRITICAL}
@@ -87,7 +89,7 @@ class RiskModule(Component):
         await self._load_positions()
         await self._load_orders()
         self._loaded.set()
-        self.bus.subscribe(Topic.SIGNALS, "risk", self._on_signal)
+        self.bus.subscribe(Topic.SIGNALS, "risk", self._on_signals, max_batch=MAX_BURST)
         self.bus.subscribe(Topic.TICKS, "risk", self._on_ticks)
         self.bus.handle(rpc.SUBMIT_ORDER, self.submit_order)
         self.bus.handle(rpc.GET_RISK_STATE, self.get_risk_state)
@@ -148,8 +150,25 @@ class RiskModule(Component):
         await self._notify_changes()
 
     # -- topics ---------------------------------------------------------------
-    async def _on_signal(self, signal: trading_pb2.Signal) -> None:
-        await self._decide_and_publish(functools.partial(self.engine.decide_signal, signal))
+    async def _on_signals(self, signals: list[trading_pb2.Signal]) -> None:
+        """The signals queued (a minute's close publishes several at once), decided and published in their order
+        under one hold of the publish lock; counting and logging the decisions waits until all are out. A signal
+        whose decision fails is logged and counted, and the others go on (as when each was its own message)."""
+        decided = []
+        async with self._publish_lock:
+            for signal in signals:
+                try:
+                    decision = self.engine.decide_signal(signal)
+                except Exception:
+                    SIGNAL_ERRORS.inc()
+                    log.exception("risk decision failed; signal dropped", extra={"signal_id": signal.signal_id,
+                                                                               "strategy": signal.strategy})
+                    continue
+                decision.sequence = self.sequencer.next()
+                await self.bus.publish(Topic.ORDERS, decision)
+                decided.append(decision)
+        for decision in decided:
+            self._count(decision)
         await self._notify_changes()
 
     async def _on_ticks(self, batch: market_pb2.TickBatch) -> None:
@@ -296,12 +315,16 @@ class RiskModule(Component):
             decision = decide()
             decision.sequence = self.sequencer.next()
             await self.bus.publish(Topic.ORDERS, decision)
+        self._count(decision)
+        return decision
+
+    @staticmethod
+    def _count(decision: trading_pb2.RiskDecision) -> None:
         _decisions_counter(decision.accepted, decision.reason_code).inc()
         if not decision.accepted:
             log.info("order rejected", extra={"order_id": decision.order.client_order_id,
                                               "strategy": decision.strategy, "reason_code": decision.reason_code,
                                               "reason": decision.reason})
-        return decision
 
     async def _notify_changes(self) -> None:
         async with self._notify_lock:

@@ -111,6 +111,29 @@ async def test_a_replayed_signal_is_not_accepted_twice(risk):
     assert [(d.accepted, d.reason_code) for d in risk.orders] == [(True, ""), (False, "DUPLICATE_ORDER")]
 
 
+async def test_a_burst_of_signals_is_decided_in_order_and_one_that_fails_loses_none_of_the_others(risk, monkeypatch):
+    from services.risk import module as risk_module
+
+    decide = risk.module.engine.decide_signal
+
+    def failing(s: trading_pb2.Signal) -> trading_pb2.RiskDecision:
+        if s.signal_id == "bug":
+            raise RuntimeError("a bug in a check")
+        return decide(s)
+
+    monkeypatch.setattr(risk.module.engine, "decide_signal", failing)
+    errors = risk_module.SIGNAL_ERRORS._value.get()
+    for sid, price in (("first", 1290_00), ("bug", 1290_00), ("second", 1290_02), ("third", 1289_00)):
+        await risk.bus.publish(Topic.SIGNALS, signal(signal_id=sid, limit_price_paise=price))  # queued together
+    await wait_for(lambda: len(risk.orders) == 3)
+    await asyncio.sleep(0.01)
+
+    assert [(d.signal_id, d.accepted, d.reason_code) for d in risk.orders] == [
+        ("first", True, ""), ("second", False, "TICK_SIZE"), ("third", True, "")]
+    assert [d.sequence for d in risk.orders] == sorted(d.sequence for d in risk.orders)
+    assert risk_module.SIGNAL_ERRORS._value.get() == errors + 1
+
+
 @pytest.mark.parametrize(("change", "bad_field"), [
     ({"quantity": 0}, "order.quantity"),
     ({"side": trading_pb2.SIDE_UNSPECIFIED}, "order.side"),
