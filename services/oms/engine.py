@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
 
@@ -104,6 +105,15 @@ def event_audit(ev: BrokerOrderEvent) -> dict[str, Any]:
             "charges_paise": ev.charges_paise, "raw": ev.raw}
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Placed:
+    """An order an in-process broker took, its acknowledgement to book, and the order's lock held until then."""
+
+    internal_id: str
+    ack: BrokerAck
+    lock: asyncio.Lock
+
+
 class OrderEngine:
     """One order book for the process. Per-order locks keep placement, cancel and events from interleaving."""
 
@@ -128,6 +138,9 @@ class OrderEngine:
         # Sequence, ledger write and publish of every update happen under this one lock, so consumers
         # (which drop a sequence <= the last they saw) receive updates in sequence order.
         self._publishing = asyncio.Lock()
+        # PENDING_NEW updates written ahead and in the book (remember), applied and published after their burst's
+        # placements (_publish_written): under _publishing, before anything else is published.
+        self._written: deque[t.OrderUpdate] = deque()
         self.changed = asyncio.Condition()
         self.illegal_transitions = 0
         self.unpriced_fills = 0
@@ -212,10 +225,17 @@ class OrderEngine:
         u.last_fill_quantity, u.last_fill_price_paise, u.last_fill_charges_paise = fill
         u.ts_ns = self.clock.now_ns()
         async with self._publishing:
+            await self._publish_written()
             u.sequence = self.sequencer.next()
             await self.ledger.record(u, audit)
             await self._publish(u)
         return u
+
+    async def _publish_written(self) -> None:
+        """Apply and publish the PENDING_NEW updates written ahead and not yet published, in sequence order.
+        The caller holds self._publishing."""
+        while self._written:
+            await self._publish(self._written.popleft())
 
     async def _publish(self, u: t.OrderUpdate) -> None:
         """The caller holds self._publishing and has recorded u."""
@@ -234,7 +254,9 @@ class OrderEngine:
 
     async def accept_many(self, decisions: Sequence[t.RiskDecision]) -> None:
         """Write-ahead and place accepted decisions in their order; a client_order_id seen before is ignored.
-        A burst is written ahead together: one ledger transaction, so one flush to disk for all its orders."""
+        A burst is written ahead together: one ledger transaction, so one flush to disk for all its orders. Its
+        PENDING_NEW updates are fanned out once its orders are placed, and an in-process broker's
+        acknowledgements booked after that, once the order path is idle: neither stands before the next order."""
         fresh: dict[str, t.RiskDecision] = {}
         for decision in decisions:
             if not decision.accepted:
@@ -246,15 +268,26 @@ class OrderEngine:
                 fresh[cid] = decision
         if not fresh:
             return
-        for u in await self._written_ahead(list(fresh.values())):
-            if self.broker.in_process:
-                await self._place_in_process(u.internal_id)
-            else:
-                self._start_placing(u.internal_id)
+        acks: list[_Placed] = []
+        try:
+            for u in await self._written_ahead(list(fresh.values())):
+                if self.broker.in_process:
+                    placed = await self._place_in_process(u.internal_id)
+                    if placed is not None:
+                        acks.append(placed)
+                else:
+                    self._start_placing(u.internal_id)
+        finally:
+            async with self._publishing:
+                await self._publish_written()
+            if acks:
+                self._in_flight(self._acks_later(acks), "oms:acks")
 
     async def _written_ahead(self, decisions: list[t.RiskDecision]) -> list[t.OrderUpdate]:
-        """The decisions' orders written to the ledger as PENDING_NEW and published, in order; those not written
-        (published REJECTED NOT_SENT) and duplicates of orders in the ledger are left out."""
+        """The decisions' orders written to the ledger as PENDING_NEW and put in the book, in order; those not
+        written (published REJECTED NOT_SENT) and duplicates of orders in the ledger are left out. Their PENDING_NEW
+        updates are applied and published by the next _publish_written: after the burst's placements (accept_many),
+        and before any other update (transition), so consumers still see every order's updates in sequence order."""
         now = self.clock.now_ns()
         updates = [t.OrderUpdate(internal_id=self._mint.uuid(), client_order_id=d.order.client_order_id,
                                  status=t.ORDER_STATUS_PENDING_NEW, request=d.order, ts_ns=now) for d in decisions]
@@ -272,7 +305,8 @@ class OrderEngine:
                         await self._not_written(u, exc.error)
                         continue
                 if found is None:
-                    await self._publish(u)
+                    self.remember(u)  # placing reads it from the book; applied and published after the burst
+                    self._written.append(u)
                     written.append(u)
                     continue
                 assert isinstance(found, t.OrderUpdate)
@@ -326,6 +360,7 @@ class OrderEngine:
         u.reason_code = ReasonCode.NOT_SENT
         u.reason = (f"not sent: the order could not be written to the ledger first ({type(error).__name__}: "
                     f"{error}); place it again once the database is back")
+        await self._publish_written()
         await self._publish(u)
 
     def _start_placing(self, internal_id: str) -> None:
@@ -372,10 +407,11 @@ class OrderEngine:
             if ack is not None:
                 await self._on_ack(internal_id, ack)
 
-    async def _place_in_process(self, internal_id: str) -> None:
-        """Place at once (an in-process broker answers at once), and book its acknowledgement once the order path
-        is idle: the next orders of a burst go out before this one's OPEN is recorded and fanned out. The order's
-        lock is held until then, so its broker events still come after its acknowledgement."""
+    async def _place_in_process(self, internal_id: str) -> _Placed | None:
+        """Place at once (an in-process broker answers at once); its acknowledgement is returned, to be booked
+        once the order path is idle (_acks_later): the next orders of a burst go out before this one's OPEN is
+        recorded and fanned out. The order's lock stays held until then, so its broker events still come after
+        its acknowledgement."""
         lock = self.lock(internal_id)
         await lock.acquire()
         try:
@@ -385,25 +421,35 @@ class OrderEngine:
             PLACEMENT_ERRORS.inc()
             log.exception("placement failed; the order is left as recorded for reconciliation",
                           extra={"order_id": internal_id})
-            return
+            return None
         except BaseException:
             lock.release()
             raise
         if ack is None:
             lock.release()
-            return
-        self._in_flight(self._ack_later(internal_id, ack, lock), f"oms:ack:{internal_id}")
+            return None
+        return _Placed(internal_id, ack, lock)
 
-    async def _ack_later(self, internal_id: str, ack: BrokerAck, lock: asyncio.Lock) -> None:
+    async def _acks_later(self, acks: list[_Placed]) -> None:
+        """Book a burst's acknowledgements in order, one task for the burst; before each, the order path goes
+        first (a burst's bookkeeping must not hold up the next signal's order). Each order's lock is released
+        once its acknowledgement is booked, or not (cancelled: the rest are released unbooked)."""
+        pending = deque(acks)
         try:
-            await self.bus.as_follow_up()
-            await self._on_ack(internal_id, ack)
-        except Exception:  # the ledger or the bus failed: the order stays as recorded, reconcile finds it
-            PLACEMENT_ERRORS.inc()
-            log.exception("acknowledgement not recorded; the order is left as recorded for reconciliation",
-                          extra={"order_id": internal_id})
+            while pending:
+                placed = pending[0]
+                try:
+                    await self.bus.as_follow_up()
+                    await self._on_ack(placed.internal_id, placed.ack)
+                except Exception:  # the ledger or the bus failed: the order stays as recorded, reconcile finds it
+                    PLACEMENT_ERRORS.inc()
+                    log.exception("acknowledgement not recorded; the order is left as recorded for reconciliation",
+                                  extra={"order_id": placed.internal_id})
+                finally:
+                    pending.popleft().lock.release()
         finally:
-            lock.release()
+            for placed in pending:
+                placed.lock.release()
 
     async def _send(self, internal_id: str) -> BrokerAck | None:
         """The broker call; the caller holds the order's lock. None: the outcome is settled (rejected, or resolved
