@@ -270,9 +270,9 @@ def run(seconds: float = 4.0) -> dict[str, Any]:
     n_ticks = int(100_000 * seconds)
     bare = _bare(n_ticks)
     split = _split_throughput(n_ticks)
-    # Three times as long as the throughput runs: the p99 then rests on ~300 orders, not ~100.
+    # Six times as long as the throughput runs: the p99 then rests on ~700 orders, not ~100.
     bare_lat = _bare(int(20_000 * seconds), 20_000)["latencies_ns"]
-    latency = _tick_to_order(3 * seconds, 20_000)
+    latency = _tick_to_order(6 * seconds, 20_000)
     latency.update(bare_p50_us=pct(bare_lat, 0.50), bare_p99_us=pct(bare_lat, 0.99))
     ratio = split["ticks_per_s"] / bare["ticks_per_s"]
     return {
