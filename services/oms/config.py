@@ -19,7 +19,8 @@ class OmsSettings(ModuleSettings):
 
     # PlaceOrder / SquareOff wait this long for the order to reach the OMS book after risk accepts it.
     place_order_wait_s: float = Field(default=5.0, gt=0, le=120)
-    # Poll the broker's order book for open orders this often (brokers without an order feed); 0 = never.
+    # Poll the broker's order book for open orders this often (a safety net for a broker's order feed, or the only
+    # way for a broker without one; never the paper VirtualBroker, whose events cannot go missing); 0 = never.
     poll_interval_s: float = Field(default=5.0, ge=0)
     # Compare the broker's positions with the book this often (a broker holding real positions, not the paper
     # VirtualBroker); a difference seen twice in a row is a critical alert. 0 = never.

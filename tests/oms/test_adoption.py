@@ -88,7 +88,9 @@ async def test_a_broker_rejection_whose_text_reads_like_giving_up_is_still_not_a
 
 
 class LosesTheAckWithoutAFeed(LosesTheAck):
-    """The same, for a broker the OMS polls: no order feed, only the order book."""
+    """The same, for a broker the OMS polls: no order feed, only the order book (outside the process)."""
+
+    in_process = False
 
     def events(self):
         return self._silent()

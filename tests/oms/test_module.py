@@ -216,8 +216,37 @@ async def test_an_unknown_outcome_placement_never_found_is_rejected_after_the_co
     assert broker.book == {}
 
 
+class CountsBookReads(VirtualBroker):
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.book_reads = 0
+
+    async def order_book(self):
+        self.book_reads += 1
+        return await super().order_book()
+
+
+async def test_the_paper_brokers_book_is_not_polled_its_events_cannot_go_missing(start_oms):
+    from services.oms.config import OmsSettings
+
+    broker = CountsBookReads(None, ChargeModel.default(), ManualClock(T0 + 1))
+    oms = await start_oms(broker=broker, settings=OmsSettings(poll_interval_s=0.01, lookup_backoff_s=0))
+    await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=10)))
+    await oms.until_status("c-1", S.ORDER_STATUS_OPEN)
+    read_at_start = broker.book_reads
+
+    await asyncio.sleep(0.1)  # ten poll intervals with an order working
+
+    assert broker.book_reads == read_at_start
+    await oms.bus.publish(Topic.CANDLES, market_pb2.CandleBatch(candles=[candle(99_00, 99_50, 98_00, 99_00)]))
+    await oms.until_status("c-1", S.ORDER_STATUS_TRADED)  # its fills come as events
+
+
 class NoOrderFeed(VirtualBroker):
-    """A broker that pushes no events: the OMS learns of fills only by polling its order book."""
+    """A broker that pushes no events: the OMS learns of fills only by polling its order book. Outside the
+    process, as such a broker is (the OMS polls no in-process broker)."""
+
+    in_process = False
 
     def events(self):
         return self._silence()
