@@ -164,8 +164,7 @@ class RiskModule(Component):
                     log.exception("risk decision failed; signal dropped", extra={"signal_id": signal.signal_id,
                                                                                "strategy": signal.strategy})
                     continue
-                decision.sequence = self.sequencer.next()
-                await self.bus.publish(Topic.ORDERS, decision)
+                await self._publish_decision(decision)
                 decided.append(decision)
         for decision in decided:
             self._count(decision)
@@ -313,10 +312,14 @@ class RiskModule(Component):
         change can come between the checks and the publish but one that is already on its way."""
         async with self._publish_lock:
             decision = decide()
-            decision.sequence = self.sequencer.next()
-            await self.bus.publish(Topic.ORDERS, decision)
+            await self._publish_decision(decision)
         self._count(decision)
         return decision
+
+    async def _publish_decision(self, decision: trading_pb2.RiskDecision) -> None:
+        """Sequence and publish; the caller holds self._publish_lock (publish order is sequence order)."""
+        decision.sequence = self.sequencer.next()
+        await self.bus.publish(Topic.ORDERS, decision)
 
     @staticmethod
     def _count(decision: trading_pb2.RiskDecision) -> None:
