@@ -153,7 +153,7 @@ class SplitProcess:
             bus_task = tg.create_task(self.bus.run(), name="bus")
             self.bound_port = await server.start()
             module_started = asyncio.Event()  # streams are opened now, published once the module subscribed
-            bridge_tasks = self._connect(tg, forwarder_needed, module_started)
+            bridge_tasks = self._connect(tg, forwarder_needed, module_started, await self._resume_points(component))
             for upstream in STARTS_AFTER.get(self.module, ()):
                 await self._wait_serving(upstream, stop)
             if stop.is_set():  # asked to stop while waiting for ingestion: nothing started yet
@@ -181,8 +181,20 @@ class SplitProcess:
             await component.stop()
             bus_task.cancel()
 
+    async def _resume_points(self, component: Any) -> dict[str, int]:
+        """Streams to take from after a sequence instead of live from now. The OMS: risk's decisions after the last
+        one in its ledger, so that those risk made while the OMS was down (or restarting) are not lost; the
+        replay's duplicates are refused by the ledger, and a decision too old to place is recorded as not sent
+        ([oms] max_decision_age_s)."""
+        if self.module != "oms":
+            return {}
+        last = await component.ledger.last_decision_sequence()
+        if last:
+            log.info("risk's decisions resume after the last one in the ledger", extra={"after_sequence": last})
+        return {DECISIONS: last} if last else {}
+
     def _connect(self, tg: asyncio.TaskGroup, forward_notifications: bool,
-                 gate: asyncio.Event) -> list[asyncio.Task[None]]:
+                 gate: asyncio.Event, resume: dict[str, int]) -> list[asyncio.Task[None]]:
         needs, metadata = NEEDS[self.module], self._metadata()
         channels: dict[str, grpc.aio.Channel] = {}
 
@@ -200,6 +212,8 @@ class SplitProcess:
         for method, fields in needs.streams:
             bridge = StreamBridge(self.bus, channel(owner(method)), method, method_types(method)[0](**fields),
                                   metadata, gate=gate)
+            if not fields and method in resume:  # not the notifier's rejections-only view of the same stream
+                bridge.last_sequence = resume[method]
             self.bridges.append(bridge)
             tasks.append(tg.create_task(bridge.run(), name=f"bridge:{method}"))
         return tasks

@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
@@ -266,6 +267,13 @@ class OrderEngine:
                 log.error("accepted decision without client_order_id; dropped", extra={"signal_id": decision.signal_id})
             elif cid not in fresh and self.lookup(cid) is None:
                 fresh[cid] = decision
+        too_old = [d for d in fresh.values() if self._age_s(d) > self.settings.max_decision_age_s > 0]
+        if too_old:
+            for d in too_old:
+                del fresh[d.order.client_order_id]
+            log.warning("accepted decisions too old to place; recorded as not sent", extra={
+                "count": len(too_old), "oldest_s": round(max(map(self._age_s, too_old)), 1)})
+            await self._not_sent(too_old, self._too_old_reason, "too old")
         if not fresh:
             return
         acks: list[_Placed] = []
@@ -282,6 +290,18 @@ class OrderEngine:
                 await self._publish_written()
             if acks:
                 self._in_flight(self._acks_later(acks), "oms:acks")
+
+    @staticmethod
+    def _age_s(decision: t.RiskDecision) -> float:
+        """Seconds since the tick the decision's signal came from arrived (wall clock, as the tick was stamped);
+        0 for an order with no tick behind it (manual, square-off)."""
+        recv_ns = decision.order.tick_recv_ns
+        return (time.time_ns() - recv_ns) / 1e9 if recv_ns else 0.0
+
+    def _too_old_reason(self, decision: t.RiskDecision) -> str:
+        return (f"not sent: its signal came from a tick {self._age_s(decision):.1f} s old, more than [oms] "
+                f"max_decision_age_s {self.settings.max_decision_age_s:g} s (the OMS was down or held up); the "
+                "market has moved since")
 
     async def _written_ahead(self, decisions: list[t.RiskDecision]) -> list[t.OrderUpdate]:
         """The decisions' orders written to the ledger as PENDING_NEW and put in the book, in order; those not
@@ -384,15 +404,23 @@ class OrderEngine:
             log.exception("placement failed; the order is left as recorded for reconciliation",
                           extra={"order_id": internal_id})
 
+    async def _not_sent(self, decisions: list[t.RiskDecision], reason: Callable[[t.RiskDecision], str],
+                        error: str) -> None:
+        """Accepted decisions that will not be placed, in the ledger as orders REJECTED NOT_SENT (written ahead, then
+        rejected): risk frees their slots, their strategies learn of it, and the ledger has every accepted order.
+        Those the ledger holds already (a replay) are left as they are."""
+        by_client = {d.order.client_order_id: d for d in decisions}
+        for u in await self._written_ahead(decisions) if decisions else []:
+            await self.transition(u.internal_id, t.ORDER_STATUS_REJECTED, reason=reason(by_client[u.client_order_id]),
+                                  reason_code=ReasonCode.NOT_SENT, audit={"response": {"error": error}})
+
     async def settle(self, within_s: float, unplaced: Sequence[t.RiskDecision] = ()) -> int:
         """Graceful stop: record the accepted decisions that will not be placed (`unplaced`) as REJECTED NOT_SENT,
         then wait up to `within_s` for placements in flight, including acknowledgements they hand off. Returns how
         many are still going."""
         fresh = {d.order.client_order_id: d for d in unplaced
                  if d.accepted and d.order.client_order_id and not self.lookup(d.order.client_order_id)}
-        for u in await self._written_ahead(list(fresh.values())) if fresh else []:
-            await self.transition(u.internal_id, t.ORDER_STATUS_REJECTED, reason=STOPPED_NOT_SENT,
-                                  reason_code=ReasonCode.NOT_SENT, audit={"response": {"error": "stopping"}})
+        await self._not_sent(list(fresh.values()), lambda _: STOPPED_NOT_SENT, "stopping")
         deadline = asyncio.get_running_loop().time() + within_s
         while self._placing:  # a placement in process hands its acknowledgement to a new task
             left = deadline - asyncio.get_running_loop().time()

@@ -47,6 +47,10 @@ class Ledger(Protocol):
     async def max_sequence(self) -> int:
         """Highest OrderUpdate.sequence recorded (the OMS continues from it after a restart)."""
 
+    async def last_decision_sequence(self) -> int:
+        """Highest sequence of the risk decisions written ahead, 0 for none (a restarted OMS in split mode takes
+        risk's decisions from after it: those made while it was away are not lost)."""
+
     async def fill_charges(self, day: date) -> dict[str, int]:
         """Charges of the recorded fills of the orders created on `day`, by internal_id (rebuilding positions)."""
 
@@ -139,6 +143,9 @@ class MemoryLedger:
 
     async def max_sequence(self) -> int:
         return self._max_sequence
+
+    async def last_decision_sequence(self) -> int:
+        return max((audit["decision"].sequence for audit in self.metadata.values() if "decision" in audit), default=0)
 
     async def fill_charges(self, day: date) -> dict[str, int]:
         out: dict[str, int] = {}

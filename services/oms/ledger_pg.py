@@ -178,6 +178,13 @@ class PgLedger:
     async def max_sequence(self) -> int:
         return int(await self.pool.fetchval("SELECT COALESCE(MAX(sequence), 0) FROM order_events"))
 
+    async def last_decision_sequence(self) -> int:
+        # Risk's sequences only grow (a restarted risk starts above what it published before), and orders are
+        # written ahead in decision order: the newest orders hold the highest; no scan of the whole history.
+        return int(await self.pool.fetchval(
+            "SELECT COALESCE(MAX((metadata -> 'decision' ->> 'sequence')::bigint), 0) FROM "
+            "(SELECT metadata FROM order_ledger ORDER BY created_at DESC, written_seq DESC LIMIT 1000) AS recent"))
+
     async def fill_charges(self, day: date) -> dict[str, int]:
         rows = await self.pool.fetch(
             "SELECT e.internal_id, SUM(e.fill_charges) AS charges FROM order_events e "

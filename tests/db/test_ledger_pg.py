@@ -126,6 +126,18 @@ async def test_max_sequence_is_the_highest_sequence_recorded(db_pool):
     assert await ledger.max_sequence() == 42
 
 
+async def test_last_decision_sequence_is_the_highest_of_the_risk_decisions_written_ahead(db_pool):
+    ledger = PgLedger(db_pool)
+    base = 9_000_000_000_000_000  # above any other test's decisions in this database
+    for n, sequence in enumerate((base + 9, base + 5)):
+        order = new_order(str(uuid.uuid4()), f"sig-decided-{n}")
+        await ledger.insert_new(order, {"decision": t.RiskDecision(accepted=True, sequence=sequence,
+                                                                   order=order.request)})
+    await ledger.insert_new(new_order(str(uuid.uuid4()), "sig-no-decision"), {})
+
+    assert await ledger.last_decision_sequence() == base + 9
+
+
 async def test_a_given_up_order_keeps_its_reason_code_through_the_ledger(db_pool):
     ledger = PgLedger(db_pool)
     order = new_order(str(uuid.uuid4()), "sig-lost")

@@ -2,6 +2,7 @@
 the OMS ledger, ticks the tick store (PostgreSQL); a module killed and restarted rejoins, no order twice."""
 
 import asyncio
+import json
 import signal
 import time
 import uuid
@@ -142,6 +143,31 @@ def test_a_restarted_strategy_module_takes_its_positions_and_working_orders_back
     restarted = start("strategy")
 
     restarted.wait_for_line("strategy positions restored from the order service", timeout_s=30)
+
+
+def test_a_restarted_oms_takes_the_decisions_risk_made_while_it_was_down(cluster, ledger_dsn):
+    """Risk counts an accepted decision as an open order until the OMS reports on it: one the OMS never hears of
+    would hold a slot all day, and its order would never be placed. A restarted OMS takes risk's decisions from
+    after the last one in its ledger, not live from its start."""
+    ports, procs, start = cluster
+    wait_until(lambda: orders(ports["oms"]), timeout_s=90)  # the OMS has written decisions ahead
+    procs["oms"].proc.send_signal(signal.SIGKILL)
+    procs["oms"].proc.wait(10)
+    order = {"client_order_id": "while-the-oms-was-down", "token": "2885", "exchange_segment": "nse_cm",
+             "side": "SIDE_BUY", "quantity": "1", "order_type": "ORDER_TYPE_MARKET", "product": "PRODUCT_CNC"}
+
+    decided = grpcurl_json("-d", json.dumps({"order": order}), f"127.0.0.1:{ports['risk']}",
+                           "neopulse.v1.RiskService/SubmitOrder")
+    assert decided["decision"]["accepted"]
+    start("oms")
+
+    placed = wait_until(lambda: [o for o in orders(ports["oms"]) if o["client_order_id"] == order["client_order_id"]],
+                        timeout_s=60)
+    assert len(placed) == 1
+    assert placed[0]["status"] in ("ORDER_STATUS_OPEN", "ORDER_STATUS_TRADED", "ORDER_STATUS_PARTIALLY_FILLED")
+    client_ids = [o["client_order_id"] for o in orders(ports["oms"])]
+    assert len(client_ids) == len(set(client_ids))
+    assert order["client_order_id"] in {r["client_order_id"] for r in asyncio.run(_ledger_rows(ledger_dsn))}
 
 
 def test_every_process_stops_cleanly_on_sigterm(cluster):

@@ -1,5 +1,7 @@
 """Broker events into the order book: each fill applied once, stale and illegal events refused, never raised."""
 
+import time
+
 from services.oms.broker import BrokerOrderEvent
 from services.oms.ledger import MemoryLedger
 from shared.bus import Topic
@@ -162,3 +164,46 @@ async def test_a_row_with_more_filled_than_ordered_is_refused_not_booked(start_o
 
     assert (engine.lookup("c-1").status, engine.lookup("c-1").filled_quantity) == (t.ORDER_STATUS_OPEN, 0)
     assert engine.positions.net_quantity(order().token) == 0 and engine.overfills == 1
+
+
+async def test_the_memory_ledgers_last_decision_sequence_is_the_highest_written_ahead():
+    ledger = MemoryLedger()
+    assert await ledger.last_decision_sequence() == 0
+    for i, sequence in enumerate((19, 15)):
+        decision = accepted(order(client_order_id=f"c-{i}"))
+        decision.sequence = sequence
+        await ledger.insert_new(t.OrderUpdate(internal_id=f"i-{i}", client_order_id=f"c-{i}"), {"decision": decision})
+    await ledger.insert_new(t.OrderUpdate(internal_id="i-9", client_order_id="c-9"), {})
+
+    assert await ledger.last_decision_sequence() == 19
+
+
+def aged(client_order_id: str, age_s: float) -> t.RiskDecision:
+    decision = accepted(order(client_order_id=client_order_id, kind=t.ORDER_TYPE_MARKET, price=0))
+    decision.order.tick_recv_ns = time.time_ns() - int(age_s * 1e9)
+    return decision
+
+
+async def test_a_decision_from_a_tick_older_than_max_decision_age_is_recorded_not_sent_and_never_placed(start_oms):
+    from services.oms.config import OmsSettings
+
+    oms = await start_oms(settings=OmsSettings(max_decision_age_s=5, poll_interval_s=0, lookup_backoff_s=0))
+    for decision in (aged("old", 30), aged("fresh", 0.01), accepted(order(client_order_id="manual"))):
+        await oms.bus.publish(Topic.ORDERS, decision)  # queued together: one burst
+    old = await oms.until_status("old", t.ORDER_STATUS_REJECTED)
+    for tag in ("fresh", "manual"):  # no tick behind a manual order: no age
+        await oms.until_status(tag, t.ORDER_STATUS_OPEN)
+
+    assert oms.statuses("old") == [t.ORDER_STATUS_PENDING_NEW, t.ORDER_STATUS_REJECTED]
+    assert old.reason_code == "NOT_SENT" and "max_decision_age_s 5 s" in old.reason and "30." in old.reason
+    assert (await oms.ledger.get("old")).status == t.ORDER_STATUS_REJECTED
+    assert await oms.broker.find_by_tag("old") is None
+
+
+async def test_with_max_decision_age_zero_an_old_decision_is_placed(start_oms):
+    from services.oms.config import OmsSettings
+
+    oms = await start_oms(settings=OmsSettings(max_decision_age_s=0, poll_interval_s=0, lookup_backoff_s=0))
+    await oms.bus.publish(Topic.ORDERS, aged("old", 3600))
+
+    await oms.until_status("old", t.ORDER_STATUS_OPEN)
