@@ -212,8 +212,7 @@ class SplitProcess:
         for method, fields in needs.streams:
             bridge = StreamBridge(self.bus, channel(owner(method)), method, method_types(method)[0](**fields),
                                   metadata, gate=gate)
-            if not fields and method in resume:  # not the notifier's rejections-only view of the same stream
-                bridge.last_sequence = resume[method]
+            bridge.last_sequence = resume.get(method, 0)
             self.bridges.append(bridge)
             tasks.append(tg.create_task(bridge.run(), name=f"bridge:{method}"))
         return tasks
