@@ -66,7 +66,9 @@ class StreamBridge:
     """Subscribes to a remote server stream and republishes each message on the local bus.
 
     Order-path messages carry `sequence`: a reconnect resumes with after_sequence and any
-    message at or below the last one seen is dropped, so no order is published twice.
+    message at or below the last one seen is dropped, so no order is published twice. The first
+    connection is live from now, unless the caller sets `last_sequence` before run() from a durable
+    resume point (the OMS: the last risk decision in its ledger).
 
     With `gate`, the stream is opened at once (the server starts keeping messages for it) but nothing is
     published before the gate is set: the local module subscribes to its topics in start(), and a message
