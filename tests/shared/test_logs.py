@@ -94,6 +94,28 @@ async def test_info_lines_logged_on_the_loop_are_formatted_later_in_one_go():
     assert messages(out.getvalue()) == ["signal one", "signal two"]
 
 
+async def test_kept_lines_are_formatted_in_slices_that_let_other_callbacks_run(monkeypatch):
+    monkeypatch.setattr(logs, "SLICE_S", 0.0)  # one record per slice
+    out = io.StringIO()
+    logs.setup("INFO", json_lines=True, stream=out)
+    log = logging.getLogger("neopulse.test")
+    for i in range(20):
+        log.info(f"line {i}")
+    kept = logs._handoff[0]._kept
+    seen = []
+    while kept:  # a task with work in every loop turn, as the next tick batch would be
+        seen.append(len(kept))
+        await asyncio.sleep(0)
+    between = [n for n in seen if 0 < n < 20]
+    assert len(between) >= 10  # the burst's lines went out a few at a time, others running in between
+    log.info("line 20")
+    for _ in range(3):
+        await asyncio.sleep(0)
+    log.error("line 21")  # an error still writes what is kept, then itself
+    await asyncio.to_thread(logs._writer[0].lines.join)
+    assert messages(out.getvalue()) == [f"line {i}" for i in range(22)]
+
+
 async def test_an_error_line_is_written_at_once_after_the_lines_kept_before_it():
     out = io.StringIO()
     logs.setup("INFO", json_lines=True, stream=out)
