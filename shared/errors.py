@@ -50,6 +50,14 @@ class BrokerRejected(NeoPulseError):
     status = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class NotSent(NeoPulseError):
+    """An order request (place, modify, cancel) certainly did not reach the broker and will not be sent: refused
+    for an expired session that could not be renewed, or gone stale while it was; the message says why. Unlike
+    an unknown outcome, there is nothing to look up."""
+
+    status = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class RetryableError(NeoPulseError):
     """A transient failure (network, timeout, rate limit): the same call may succeed later."""
 

@@ -33,14 +33,14 @@ async def market_and_broker(settings: AppSettings, toml: dict[str, Any], clock: 
     if settings.source == "replay":
         return await _replay(settings, clock, database, info), VirtualBroker(None, ChargeModel.from_settings(oms),
                                                                              clock)
-    inner, source = await _kotak(settings, toml, clock, res, info)
+    inner, source = await _kotak(settings, toml, clock, res, info, oms.max_decision_age_s)
     if settings.mode == "live":
         return source, inner
     return source, VirtualBroker(inner, ChargeModel.from_settings(oms), clock)
 
 
 async def _kotak(settings: AppSettings, toml: dict[str, Any], clock: Clock, res: Any,
-                 info: dict[str, str]) -> tuple[Any, Any]:
+                 info: dict[str, str], max_order_age_s: float) -> tuple[Any, Any]:
     """KotakBroker + SFeed source through the real SDK: against Kotak, or the in-process simulator."""
     from services.ingestion.kotak_source import KotakFeedSource
     from shared.kotak.broker import KotakBroker
@@ -58,7 +58,7 @@ async def _kotak(settings: AppSettings, toml: dict[str, Any], clock: Clock, res:
         res.on_close(sim.stop)
         kotak = kotak.for_simulator(f"http://127.0.0.1:{port}")
         info["simulator"] = f"http://127.0.0.1:{port} (feed ws://127.0.0.1:{port}/feed)"
-    broker = KotakBroker(kotak)
+    broker = KotakBroker(kotak, max_order_age_s=max_order_age_s)
     await broker.start()
     res.on_close(broker.stop)
     source = KotakFeedSource(kotak, settings.symbols, session=broker.session)

@@ -5,6 +5,7 @@ Nothing above the OMS knows which broker runs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -43,6 +44,12 @@ class BrokerOrderEvent:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
+def order_age_s(order: trading_pb2.OrderRequest) -> float:
+    """Seconds since the tick the order's signal came from arrived (wall clock, as the tick was stamped); 0 for
+    an order with no tick behind it (manual, square-off). [oms] max_decision_age_s caps it."""
+    return (time.time_ns() - order.tick_recv_ns) / 1e9 if order.tick_recv_ns else 0.0
+
+
 @runtime_checkable
 class Broker(Protocol):
     name: str
@@ -61,8 +68,9 @@ class Broker(Protocol):
     async def place_order(self, order: trading_pb2.OrderRequest) -> BrokerAck:
         """Place once. order.client_order_id is sent as the broker tag.
 
-        Raises BrokerRejected (refused), RetryableError (outcome unknown: the caller
-        must look the tag up with find_by_tag before any retry).
+        Raises BrokerRejected (refused), NotSent (certainly not placed, e.g. gone stale while the session was
+        renewed), RetryableError (outcome unknown: the caller must look the tag up with find_by_tag before any
+        retry).
         """
 
     async def modify_order(self, exchange_order_id: str, *, quantity: int | None = None,

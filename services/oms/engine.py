@@ -9,14 +9,13 @@ import asyncio
 import dataclasses
 import functools
 import logging
-import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
 
 from prometheus_client import Counter
 
-from services.oms.broker import Broker, BrokerAck, BrokerOrderEvent
+from services.oms.broker import Broker, BrokerAck, BrokerOrderEvent, order_age_s
 from services.oms.charges import ChargeModel
 from services.oms.config import OmsSettings
 from services.oms.ledger import Ledger
@@ -34,7 +33,7 @@ from shared.bus import Bus, Sequencer, Topic
 from shared.clock import Clock, ist_day_number
 from shared.contracts import ops_pb2
 from shared.contracts import trading_pb2 as t
-from shared.errors import BrokerRejected, NeoPulseError, NotFound, RetryableError
+from shared.errors import BrokerRejected, NeoPulseError, NotFound, NotSent, RetryableError
 from shared.ids import IdMint
 from shared.positions import PositionBook
 
@@ -267,12 +266,13 @@ class OrderEngine:
                 log.error("accepted decision without client_order_id; dropped", extra={"signal_id": decision.signal_id})
             elif cid not in fresh and self.lookup(cid) is None:
                 fresh[cid] = decision
-        too_old = [d for d in fresh.values() if self._age_s(d) > self.settings.max_decision_age_s > 0]
+        max_age = self.settings.max_decision_age_s
+        too_old = [d for d in fresh.values() if max_age and order_age_s(d.order) > max_age]
         if too_old:
             for d in too_old:
                 del fresh[d.order.client_order_id]
             log.warning("accepted decisions too old to place; recorded as not sent", extra={
-                "count": len(too_old), "oldest_s": round(max(map(self._age_s, too_old)), 1)})
+                "count": len(too_old), "oldest_s": round(max(order_age_s(d.order) for d in too_old), 1)})
             await self._not_sent(too_old, self._too_old_reason, "too old")
         if not fresh:
             return
@@ -291,15 +291,8 @@ class OrderEngine:
             if acks:
                 self._in_flight(self._acks_later(acks), "oms:acks")
 
-    @staticmethod
-    def _age_s(decision: t.RiskDecision) -> float:
-        """Seconds since the tick the decision's signal came from arrived (wall clock, as the tick was stamped);
-        0 for an order with no tick behind it (manual, square-off)."""
-        recv_ns = decision.order.tick_recv_ns
-        return (time.time_ns() - recv_ns) / 1e9 if recv_ns else 0.0
-
     def _too_old_reason(self, decision: t.RiskDecision) -> str:
-        return (f"not sent: its signal came from a tick {self._age_s(decision):.1f} s old, more than [oms] "
+        return (f"not sent: its signal came from a tick {order_age_s(decision.order):.1f} s old, more than [oms] "
                 f"max_decision_age_s {self.settings.max_decision_age_s:g} s (the OMS was down or held up); the "
                 "market has moved since")
 
@@ -489,6 +482,9 @@ class OrderEngine:
         request = self.orders[internal_id].request
         try:
             return await self.broker.place_order(request)
+        except NotSent as exc:  # certainly not at the broker: nothing to look up
+            await self.transition(internal_id, t.ORDER_STATUS_REJECTED, reason=str(exc),
+                                  reason_code=ReasonCode.NOT_SENT, audit={"response": {"error": str(exc)}})
         except BrokerRejected as exc:
             await self._submitted(internal_id)
             await self.transition(internal_id, t.ORDER_STATUS_REJECTED, reason=str(exc),
@@ -567,7 +563,7 @@ class OrderEngine:
                 await self.transition(iid, t.ORDER_STATUS_CANCEL_PENDING, audit={"cancel_request": {"by": "user"}})
             try:
                 ack = await self.broker.cancel_order(cur.exchange_order_id)
-            except BrokerRejected as exc:  # filled or closed meanwhile: its events will say so
+            except (BrokerRejected, NotSent) as exc:  # refused (filled or closed meanwhile: its events will say so)
                 await self.transition(iid, before, reason=f"cancel refused: {exc}",
                                       audit={"cancel_response": {"error": str(exc)}})
                 raise

@@ -10,14 +10,15 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 from neo_api_client.websocket.orderfeed.models import OrderUpdate
 
-from services.oms.broker import BrokerAck, BrokerOrderEvent
+from services.oms.broker import BrokerAck, BrokerOrderEvent, order_age_s
 from shared import runtime
 from shared.contracts import market_pb2, trading_pb2
-from shared.errors import BrokerRejected, NotFound, RetryableError
+from shared.errors import BrokerRejected, NotFound, NotSent, RetryableError
 from shared.kotak import mapping
 from shared.kotak.config import KotakSettings
 from shared.kotak.session import KotakSession
@@ -34,9 +35,13 @@ class KotakBroker:
     in_process = False  # every call is a REST round trip
     reports_charges = False  # Kotak's charges come on the contract note, not per fill: the OMS estimates them
 
-    def __init__(self, settings: KotakSettings, session: KotakSession | None = None) -> None:
+    def __init__(self, settings: KotakSettings, session: KotakSession | None = None,
+                 max_order_age_s: float = 0.0) -> None:
+        """`max_order_age_s` ([oms] max_decision_age_s; 0 = off): an order refused for an expired session is sent
+        again after the re-login only while its tick is no older than this."""
         self.settings = settings
         self.session = session or KotakSession(settings)
+        self.max_order_age_s = max_order_age_s
         self._last: dict[str, BrokerOrderEvent] = {}
         self._poll_now = asyncio.Event()
 
@@ -52,7 +57,8 @@ class KotakBroker:
     # orders ------------------------------------------------------------------------
     async def place_order(self, order: trading_pb2.OrderRequest) -> BrokerAck:
         """Place once with client_order_id as the tag; an unknown outcome is resolved by tag, never by resending."""
-        reply = await self.session.call("place_order", is_order=True, **mapping.place_params(order))
+        reply = await self.session.call("place_order", is_order=True, before_retry=partial(self._still_fresh, order),
+                                        **mapping.place_params(order))
         error = mapping.reply_error(reply)
         if error is None and reply.get("nOrdNo"):
             return BrokerAck(str(reply["nOrdNo"]), S.ORDER_STATUS_SUBMITTED, raw=reply)
@@ -68,6 +74,14 @@ class KotakBroker:
         raise RetryableError(f"order {order.client_order_id}: place_order outcome unknown ({text}) and the tag is "
                              "not in the order book yet; look it up with find_by_tag before any retry")
 
+    def _still_fresh(self, order: trading_pb2.OrderRequest) -> None:
+        """Before an order refused for an expired session is sent again: not if it went stale meanwhile."""
+        age = order_age_s(order)
+        if self.max_order_age_s and age > self.max_order_age_s:
+            raise NotSent(f"order {order.client_order_id}: not sent: Kotak refused it for an expired session and "
+                          f"by the time the session was renewed its signal's tick was {age:.1f} s old, more than "
+                          f"[oms] max_decision_age_s {self.max_order_age_s:g} s")
+
     async def _find_quietly(self, tag: str) -> BrokerOrderEvent | None:
         try:
             return await self.find_by_tag(tag)
@@ -78,7 +92,8 @@ class KotakBroker:
                            price_paise: int | None = None, trigger_price_paise: int | None = None) -> BrokerAck:
         current = await self._order(exchange_order_id)
         params = mapping.modify_params(current, quantity, price_paise, trigger_price_paise)
-        reply = await self.session.call("modify_order", is_order=True, **params)
+        # A modify is re-sent after a re-login as it is (before_retry named so **params cannot be taken for it).
+        reply = await self.session.call("modify_order", is_order=True, before_retry=None, **params)
         return self._ack(exchange_order_id, reply, "modify", S.ORDER_STATUS_MODIFY_PENDING)
 
     async def cancel_order(self, exchange_order_id: str) -> BrokerAck:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +18,7 @@ from neo_api_client import NeoAPI
 from neo_api_client.exceptions import ApiException
 
 from shared import logs
-from shared.errors import ConfigError, NeoPulseError, RetryableError, SessionExpired
+from shared.errors import ConfigError, NeoPulseError, NotSent, RetryableError, SessionExpired
 from shared.kotak import mapping
 from shared.kotak.config import KotakSettings
 
@@ -178,14 +179,26 @@ class KotakSession:
         raise kind(f"Kotak {step} refused: {text}; check [kotak] mobile/ucc/mpin/totp_secret")
 
     # calls -------------------------------------------------------------------------
-    async def call(self, method: str, *args: Any, is_order: bool = False, **kwargs: Any) -> Any:
-        """NeoAPI.<method>(...) off the loop; on a session-expired reply, re-login once and retry once."""
+    async def call(self, method: str, *args: Any, is_order: bool = False,
+                   before_retry: Callable[[], None] | None = None, **kwargs: Any) -> Any:
+        """NeoAPI.<method>(...) off the loop; on a session-expired reply, re-login once and retry once.
+        `before_retry` runs after the re-login, before the call is made again, and may raise to not make it (a
+        re-login can take a TOTP step, 30 s: an order may have gone stale meanwhile). An order call whose re-login
+        fails raises NotSent: Kotak refused it, so it is certainly not placed (nothing to look up)."""
         if self.client is None:
             await self.relogin(self.generation)
         generation = self.generation
         reply = await self._invoke(method, is_order, *args, **kwargs)
         if mapping.is_session_expired(reply):
-            await self.relogin(generation)
+            try:
+                await self.relogin(generation)
+            except NeoPulseError as exc:
+                if not is_order:
+                    raise
+                raise NotSent(f"Kotak {method}: not sent: refused for an expired session, and logging in again "
+                              f"failed: {exc}") from exc
+            if before_retry is not None:
+                before_retry()
             reply = await self._invoke(method, is_order, *args, **kwargs)
             if mapping.is_session_expired(reply):
                 raise SessionExpired(f"Kotak {method}: session still invalid after logging in again")

@@ -74,9 +74,9 @@ class RunningOms:
         self.bus = Bus()
         self.updates: list[trading_pb2.OrderUpdate] = []
         self.notes: list[ops_pb2.Notification] = []
-        self.broker = KotakBroker(settings_for(sim, request_timeout_s=5.0))
-        self.oms = OmsModule(self.bus, OmsSettings(**{"poll_interval_s": 0, **settings}), self.broker,
-                             MemoryLedger(), ManualClock(NOW_NS))
+        oms = OmsSettings(**{"poll_interval_s": 0, **settings})
+        self.broker = KotakBroker(settings_for(sim, request_timeout_s=5.0), max_order_age_s=oms.max_decision_age_s)
+        self.oms = OmsModule(self.bus, oms, self.broker, MemoryLedger(), ManualClock(NOW_NS))
 
     def latest(self, client_order_id: str) -> trading_pb2.OrderUpdate | None:
         return next((u for u in reversed(self.updates) if u.client_order_id == client_order_id), None)

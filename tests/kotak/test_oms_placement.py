@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
+
+import pytest
 
 from services.oms.charges import ChargeModel
 from services.oms.config import OmsSettings
@@ -12,10 +15,12 @@ from shared.bus import Bus, Topic
 from shared.clock import ManualClock
 from shared.contracts import ops_pb2
 from shared.contracts import trading_pb2 as T
+from shared.errors import NotSent
 from shared.kotak.broker import KotakBroker
 from tests.helpers import eventually
 from tests.kotak.conftest import NOW_NS, RunningOms, settings_for
-from tests.kotak.test_broker import market_buy
+from tests.kotak.test_broker import limit_buy, market_buy
+from tests.kotak.test_review_session import change_mpin
 
 ACKNOWLEDGED = {T.ORDER_STATUS_OPEN, T.ORDER_STATUS_PARTIALLY_FILLED, T.ORDER_STATUS_TRADED}
 
@@ -65,6 +70,41 @@ async def test_a_kotak_fill_carries_the_charges_the_configured_rates_give(sim):
     expected = sum(model.for_fill(order, u.last_fill_quantity, u.last_fill_price_paise).total for u in fills)
     assert expected > 0 and sum(u.last_fill_charges_paise for u in fills) == expected
     assert running.oms.engine.positions.charges_paise() == expected
+
+
+async def test_an_order_gone_stale_while_kotak_renewed_the_session_ends_not_sent_and_is_not_looked_up(sim, caplog):
+    """Refused for an expired session, then older than max_decision_age_s once the session is renewed: the OMS
+    records it REJECTED NOT_SENT at once, never SUBMITTED, never sent again and never searched for by its tag."""
+    order = market_buy("coid-stale")
+    order.tick_recv_ns = time.time_ns()
+    async with RunningOms(sim, max_decision_age_s=1.0) as running:
+        sim.expire_session()
+        sim.delay_next("totp_validate", 1.2)
+        await running.bus.publish(Topic.ORDERS, T.RiskDecision(accepted=True, order=order, signal_id="coid-stale"))
+        await eventually(lambda: [u.status for u in running.updates] == [T.ORDER_STATUS_PENDING_NEW,
+                                                                         T.ORDER_STATUS_REJECTED])
+
+    last = running.latest("coid-stale")
+    assert last is not None and last.reason_code == "NOT_SENT" and "max_decision_age_s 1 s" in last.reason
+    assert (sim.calls["place_order"], dict(sim.exchange.orders)) == (1, {})
+    assert not [r.getMessage() for r in caplog.records if "outcome unknown" in r.getMessage()]
+
+
+async def test_a_cancel_refused_for_an_expired_session_that_cannot_be_renewed_leaves_the_order_as_it_was(sim):
+    """Kotak refused the cancel, so it certainly did not reach the exchange: the order is OPEN again (not left
+    CANCEL_PENDING waiting for an answer that will never come) and the caller is told why."""
+    async with RunningOms(sim) as running:
+        await running.bus.publish(Topic.ORDERS, T.RiskDecision(accepted=True, order=limit_buy("coid-keep", 120_000),
+                                                               signal_id="coid-keep"))
+        await eventually(lambda: (u := running.latest("coid-keep")) is not None and u.status == T.ORDER_STATUS_OPEN)
+        change_mpin(sim, "111111")
+        sim.expire_session()
+
+        with pytest.raises(NotSent, match="cancel_order: not sent"):
+            await running.oms.engine.cancel("coid-keep")
+
+        await eventually(lambda: running.latest("coid-keep").status == T.ORDER_STATUS_OPEN)
+        assert [o.status for o in sim.exchange.orders.values()] == ["open"]
 
 
 async def test_a_position_the_book_does_not_know_raises_one_critical_alert_naming_it(sim):

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
+import time
 
 import pytest
 
 from services.simulator.server import SimCredentials, Simulator
-from shared.errors import ConfigError, NeoPulseError, RetryableError
+from shared.errors import ConfigError, NeoPulseError, NotSent, RetryableError
 from shared.kotak.broker import KotakBroker
 from tests.helpers import eventually
 from tests.kotak.conftest import settings_for
@@ -59,6 +60,52 @@ async def test_an_order_refused_for_an_expired_session_is_placed_once_after_the_
     assert [(o.order_no, o.tag) for o in strict_sim.exchange.orders.values()] == [(ack.exchange_order_id,
                                                                                   "coid-expired")]
     assert (strict_sim.calls["place_order"], strict_sim.logins) == (2, 2)
+
+
+def fresh_market_buy(coid: str, age_s: float = 0.0):
+    """A strategy's order whose tick arrived `age_s` ago."""
+    order = market_buy(coid)
+    order.tick_recv_ns = time.time_ns() - int(age_s * 1e9)
+    return order
+
+
+async def test_an_order_gone_stale_while_the_session_was_renewed_is_not_sent_again(sim):
+    broker = KotakBroker(settings_for(sim), max_order_age_s=1.0)
+    await broker.start()
+    sim.expire_session()
+    sim.delay_next("totp_validate", 1.2)  # the re-login takes longer than the order may wait
+
+    with pytest.raises(NotSent, match=r"not sent: .*expired session.* s old, more than \[oms\] max_decision_age_s 1 s"):
+        await broker.place_order(fresh_market_buy("coid-stale", age_s=0.1))
+
+    assert (sim.calls["place_order"], sim.logins, dict(sim.exchange.orders)) == (1, 2, {})
+
+
+async def test_an_order_still_fresh_after_the_relogin_is_sent_again_once(sim):
+    broker = KotakBroker(settings_for(sim), max_order_age_s=5.0)
+    await broker.start()
+    sim.expire_session()
+    sim.delay_next("totp_validate", 0.2)
+
+    ack = await broker.place_order(fresh_market_buy("coid-fresh", age_s=0.1))
+
+    assert [(o.order_no, o.tag) for o in sim.exchange.orders.values()] == [(ack.exchange_order_id, "coid-fresh")]
+    assert sim.calls["place_order"] == 2
+
+
+async def test_an_order_refused_for_an_expired_session_that_cannot_be_renewed_is_not_sent(sim):
+    """Kotak refused it, so it is certainly not placed: NotSent, not an unknown outcome to look up."""
+    broker = KotakBroker(settings_for(sim))
+    await broker.start()
+    change_mpin(sim, "111111")
+    sim.expire_session()
+
+    with pytest.raises(NotSent, match="not sent: refused for an expired session, and logging in again failed"):
+        await broker.place_order(market_buy("coid-no-session"))
+
+    assert (sim.calls["place_order"], sim.calls["order_book"], dict(sim.exchange.orders)) == (1, 0, {})
+    with pytest.raises(ConfigError):  # a read is not an order: its refused re-login is the error
+        await broker.limits()
 
 
 async def test_concurrent_callers_of_an_expired_session_share_one_relogin(sim, broker):
