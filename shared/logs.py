@@ -200,27 +200,22 @@ class _HandOff(logging.Handler):
 
     def _write_slice(self) -> None:
         """Format kept records for about SLICE_S (at least one), then go on in a callback of its own."""
-        kept = self._kept
-        deadline = time.perf_counter() + SLICE_S
-        while kept:
-            try:
-                record = kept.popleft()
-            except IndexError:  # another thread took the last one
-                return
-            self._put(record)
-            if kept and time.perf_counter() >= deadline:
-                asyncio.get_running_loop().call_soon(self._write_slice)
-                return
+        if self.write_kept(until=time.perf_counter() + SLICE_S):
+            asyncio.get_running_loop().call_soon(self._write_slice)
 
-    def write_kept(self) -> None:
-        """Format and queue every kept record now (oldest first)."""
+    def write_kept(self, until: float = float("inf")) -> bool:
+        """Format and queue the kept records now (oldest first): all, or at least one and until perf_counter()
+        passes `until`. True when some are left."""
         kept = self._kept
         while kept:
             try:
                 record = kept.popleft()
             except IndexError:  # another thread took the last one
-                return
+                return False
             self._put(record)
+            if kept and time.perf_counter() >= until:
+                return True
+        return False
 
     def _put(self, record: logging.LogRecord) -> None:
         try:
