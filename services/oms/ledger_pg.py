@@ -6,6 +6,7 @@ Implements services/oms/ledger.py's Ledger protocol over an asyncpg pool; OrderU
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import re
@@ -15,7 +16,6 @@ from datetime import date, timedelta
 from typing import Any
 
 import asyncpg
-from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from shared.contracts import trading_pb2
@@ -32,6 +32,7 @@ from shared.db.orders import (
     ts_of,
 )
 from shared.db.partitions import day_start
+from shared.db.protojson import message_dict
 
 # Row fields move only forward: an update older than the last one recorded (lower sequence) is kept in
 # order_events and metadata's audit_log but overwrites neither the row nor metadata's latest broker exchange
@@ -204,9 +205,18 @@ _JWT = re.compile(r"^eyJ[\w-]*\.[\w-]+\.[\w-]*$")
 REDACTED = "***"
 
 
-def _secret(key: str, value: Any) -> bool:
+_PLAIN, _SECRET, _TOKEN = 0, 1, 2  # what a key says about its value
+
+
+@functools.lru_cache(maxsize=4096)
+def _key(key: str) -> tuple[str, int]:
+    """(The key as jsonb takes it, what it says about its value): keys repeat (field names), so worked out once."""
     k = key.lower().replace("_", "").replace("-", "")
-    return k in _SECRET_KEYS or (k == "token" and isinstance(value, str) and not value.strip().isdigit())
+    return _text(key), _SECRET if k in _SECRET_KEYS else _TOKEN if k == "token" else _PLAIN
+
+
+def _secret(kind: int, value: Any) -> bool:
+    return kind == _SECRET or (kind == _TOKEN and isinstance(value, str) and not value.strip().isdigit())
 
 
 def _text(s: str) -> str:
@@ -218,18 +228,22 @@ def _text(s: str) -> str:
 
 def _safe(value: Any) -> Any:
     """An audit value as plain JSON that jsonb accepts and that holds no secret."""
+    if isinstance(value, str):
+        return REDACTED if value.startswith("eyJ") and _JWT.match(value) else _text(value)
     if isinstance(value, dict):
-        return {_text(str(k)): REDACTED if _secret(str(k), v) else _safe(v) for k, v in value.items()}
+        out = {}
+        for k, v in value.items():
+            name, kind = _key(str(k))
+            out[name] = REDACTED if kind and _secret(kind, v) else _safe(v)
+        return out
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, Message):
+        return _safe(message_dict(value))
     if isinstance(value, list | tuple):
         return [_safe(v) for v in value]
-    if isinstance(value, Message):
-        return _safe(MessageToDict(value, preserving_proto_field_name=True))
-    if isinstance(value, str):
-        return REDACTED if _JWT.match(value) else _text(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return json.dumps(value)  # "NaN", "Infinity": jsonb has no such numbers
-    if value is None or isinstance(value, bool | int | float):
-        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else json.dumps(value)  # "NaN", "Infinity": jsonb has no such numbers
     return _text(str(value))  # Decimal (exact), bytes (their repr), datetime, ...
 
 

@@ -10,11 +10,11 @@ from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from shared.clock import UTC
 from shared.contracts import trading_pb2 as t
+from shared.db.protojson import message_dict
 from shared.price_factor import factor_of, price_factor
 
 TERMINAL_NAMES = ("TRADED", "REJECTED", "CANCELLED")
@@ -50,7 +50,7 @@ def _json_default(value: Any) -> Any:
     # Audit entries may carry protobuf messages as they are: converting them here, on the way to the
     # database, keeps that cost off the order path of runs that keep no database.
     if isinstance(value, Message):
-        return MessageToDict(value, preserving_proto_field_name=True)
+        return message_dict(value)
     return str(value)
 
 
@@ -60,7 +60,7 @@ def jsonb(value: dict[str, Any]) -> str:
 
 def payload(update: t.OrderUpdate, audit: dict[str, Any]) -> str:
     """One order_events payload: the whole update plus the broker exchange that caused it."""
-    return jsonb({"update": MessageToDict(update, preserving_proto_field_name=True), "audit": audit})
+    return jsonb({"update": message_dict(update), "audit": audit})
 
 
 def row_to_update(row: Any) -> t.OrderUpdate:
