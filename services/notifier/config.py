@@ -35,7 +35,8 @@ class NotifierSettings(ModuleSettings):
     polling_timeout_seconds: float = Field(default=10.0, ge=0, le=60)
     # Notifications arriving within this window go out as one message (Bot API rate limits).
     batch_window_seconds: float = Field(default=2.0, ge=0, le=60)
-    # Bounded outgoing queue; when full the oldest waiting notification is dropped and counted.
+    # Bounded outgoing queue; when full the oldest ordinary notification (or an ordinary newcomer, when all queued
+    # are urgent) is dropped and counted: urgent ones (kill switch, risk breaches, critical) are dropped last.
     queue_size: int = Field(default=1000, ge=1)
     # Attempts per message on transient errors (a 429's retry_after wait does not count).
     send_attempts: int = Field(default=5, ge=1, le=20)

@@ -57,14 +57,17 @@ class Lanes:
         return not len(self)
 
     def put(self, html: str, urgent: bool) -> bool:
-        """Queue a block; when full, shed the oldest ordinary block (or, with none, the oldest urgent one).
-        Returns True when something was shed."""
-        shed = len(self) >= self.size
-        if shed:
+        """Queue a block; when full, shed the oldest ordinary block, or with none queued an ordinary newcomer
+        itself (urgent blocks are shed last), or for an urgent newcomer the oldest urgent block. Returns True
+        when a block was shed."""
+        full = len(self) >= self.size
+        if full and not urgent and not self.ordinary:
+            return True  # every queued block is urgent: the ordinary newcomer is the one shed
+        if full:
             (self.ordinary or self.urgent).popleft()
         (self.urgent if urgent else self.ordinary).append(html)
         self.changed.set()
-        return shed
+        return full
 
     def take(self, limit: int) -> tuple[list[str], list[str]]:
         """Up to `limit` blocks, urgent ones first: (urgent, ordinary)."""
