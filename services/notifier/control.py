@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from services.notifier.messages import cut
 from services.notifier.summary import DailySummary, summarise
 from shared import rpc
 from shared.bus import Bus, Topic
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 TERMINAL = {trading_pb2.ORDER_STATUS_TRADED, trading_pb2.ORDER_STATUS_REJECTED, trading_pb2.ORDER_STATUS_CANCELLED}
 SUMMARY_ORDER_LIMIT = 5000
+REASON_CHARS = 200  # risk keeps a kill switch reason as given and quotes it in every /status and /limits
 
 
 @dataclass
@@ -113,11 +115,12 @@ class Control:
     async def kill(self, reason: str, cancel_open_orders: bool) -> int:
         """Engage the kill switch; returns the new TradingState."""
         resp = await self._call(rpc.SET_KILL_SWITCH, risk_pb2.SetKillSwitchRequest(
-            engaged=True, reason=reason, cancel_open_orders=cancel_open_orders))
+            engaged=True, reason=cut(reason, REASON_CHARS), cancel_open_orders=cancel_open_orders))
         return resp.state
 
     async def unkill(self, reason: str) -> int:
-        resp = await self._call(rpc.SET_KILL_SWITCH, risk_pb2.SetKillSwitchRequest(engaged=False, reason=reason))
+        request = risk_pb2.SetKillSwitchRequest(engaged=False, reason=cut(reason, REASON_CHARS))
+        resp = await self._call(rpc.SET_KILL_SWITCH, request)
         return resp.state
 
     async def square_off(self, symbol: str = "") -> list[trading_pb2.OrderUpdate]:

@@ -6,7 +6,7 @@ Pure functions; every name that came from elsewhere is escaped.
 from __future__ import annotations
 
 from services.notifier.control import SystemStatus
-from services.notifier.messages import enum_label, esc, side_label
+from services.notifier.messages import cut, enum_label, esc, side_label
 from services.notifier.summary import DailySummary
 from shared.contracts import oms_pb2, risk_pb2, strategy_pb2, trading_pb2
 from shared.money import fmt_inr
@@ -22,6 +22,7 @@ HELP = """<b>NeoPulse bot</b>
 /kill [reason] – halt trading (asks to confirm)
 /unkill – re-arm trading
 /squareoff [SYMBOL|all] – close positions (asks to confirm)"""
+REASON_CHARS = 300  # a reason quoted in a reply (risk keeps the kill switch's whole) is cut, so the reply fits
 
 
 def state_label(state: int) -> str:
@@ -40,12 +41,17 @@ def status_html(s: SystemStatus) -> str:
         lines.append(f"Feed: {esc(s.feed.source)} {state} · {s.feed.ticks_per_second:.1f} ticks/s · "
                      f"{s.feed.ticks_total} ticks")
     if s.risk is not None:
-        reason = f" ({esc(s.risk.state_reason)})" if s.risk.state_reason else ""
-        lines.append(f"Trading: {state_label(s.risk.state)}{reason} · open orders {s.risk.open_orders}")
+        lines.append(f"Trading: {state_label(s.risk.state)}{_reason(s.risk.state_reason)} · "
+                     f"open orders {s.risk.open_orders}")
     if s.strategies:
         lines.append("Strategies: " + ", ".join(_strategy_short(x) for x in s.strategies))
-    lines += [f"{part}: unavailable ({esc(why)})" for part, why in s.unavailable.items()]
+    lines += [f"{part}: unavailable{_reason(why)}" for part, why in s.unavailable.items()]
     return "\n".join(lines)
+
+
+def _reason(text: str) -> str:
+    """A reason as ' (text)', cut to REASON_CHARS before it is escaped (so no entity is split); '' for none."""
+    return f" ({esc(cut(text, REASON_CHARS))})" if text else ""
 
 
 def _strategy_short(info: strategy_pb2.StrategyInfo) -> str:
@@ -97,9 +103,8 @@ def order_line(o: trading_pb2.OrderUpdate) -> str:
 
 def limits_html(r: risk_pb2.GetRiskStateResponse) -> str:
     lim = r.limits
-    reason = f" ({esc(r.state_reason)})" if r.state_reason else ""
     return "\n".join([
-        f"<b>Risk</b> {state_label(r.state)}{reason}",
+        f"<b>Risk</b> {state_label(r.state)}{_reason(r.state_reason)}",
         f"Open orders {r.open_orders}/{lim.max_open_orders} · P&amp;L {fmt_inr(r.realised_pnl_paise)} realised, "
         f"{fmt_inr(r.unrealised_pnl_paise)} unrealised",
         f"Max order qty {lim.max_order_quantity} · value {fmt_inr(lim.max_order_value_paise)} · "

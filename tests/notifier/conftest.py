@@ -39,6 +39,7 @@ class Standins:
         self.requests: list[tuple[str, Any]] = []
         self.paused: set[str] = set()
         self.state = risk_pb2.TRADING_STATE_ACTIVE
+        self.state_reason = ""
         self.orders: list[trading_pb2.OrderUpdate] = [order()]
         self.positions = oms_pb2.ListPositionsResponse(
             positions=[trading_pb2.Position(symbol="SBIN-EQ", token=3045, net_quantity=10,
@@ -52,9 +53,9 @@ class Standins:
             rpc.PAUSE_STRATEGY: lambda r: self._pause(r.name, True),
             rpc.RESUME_STRATEGY: lambda r: self._pause(r.name, False),
             rpc.GET_RISK_STATE: lambda r: risk_pb2.GetRiskStateResponse(
-                state=self.state, open_orders=1, limits=risk_pb2.RiskLimits(max_order_quantity=500,
-                                                                           max_open_orders=20,
-                                                                           max_gross_exposure_paise=5_00_000_00)),
+                state=self.state, state_reason=self.state_reason, open_orders=1,
+                limits=risk_pb2.RiskLimits(max_order_quantity=500, max_open_orders=20,
+                                           max_gross_exposure_paise=5_00_000_00)),
             rpc.SET_KILL_SWITCH: self._kill,
             rpc.LIST_ORDERS: lambda r: oms_pb2.ListOrdersResponse(orders=[
                 o for o in self.orders if not r.open_only or o.status == trading_pb2.ORDER_STATUS_OPEN]),

@@ -119,6 +119,26 @@ async def test_limits_shows_trading_state_and_limits(notifier, fake_api):
     assert "Max position value no limit · gross exposure ₹5,00,000.00" in reply
 
 
+async def test_status_quotes_a_huge_kill_reason_cut_so_telegram_takes_it(notifier, fake_api, standins):
+    standins.state = risk_pb2.TRADING_STATE_HALTED
+    standins.state_reason = "kill switch engaged: " + "x<y>&z" * 700  # risk keeps the /kill reason whole
+
+    reply = await ask(fake_api, "/status")
+
+    assert "Trading: HALTED (kill switch engaged: x&lt;y&gt;&amp;z" in reply and "…) · open orders 1" in reply
+    assert telegram_length(reply) <= 4096
+
+
+async def test_limits_quotes_a_huge_kill_reason_cut_so_telegram_takes_it(notifier, fake_api, standins):
+    standins.state = risk_pb2.TRADING_STATE_HALTED
+    standins.state_reason = "kill switch engaged: " + "🚀" * 4000
+
+    reply = await ask(fake_api, "/limits")
+
+    assert reply.startswith("<b>Risk</b> HALTED (kill switch engaged: 🚀🚀") and "🚀…)\nOpen orders 1/20" in reply
+    assert telegram_length(reply) <= 4096
+
+
 async def test_unkill_re_arms_trading(notifier, fake_api, standins):
     standins.state = risk_pb2.TRADING_STATE_HALTED
 

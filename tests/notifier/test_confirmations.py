@@ -63,6 +63,14 @@ async def test_halt_and_cancel_button_also_cancels_open_orders(notifier, fake_ap
     assert standins.calls(rpc.SET_KILL_SWITCH)[-1].cancel_open_orders is True
 
 
+async def test_a_huge_kill_reason_is_cut_before_risk_keeps_it(notifier, fake_api, standins):
+    await ask(fake_api, "/kill " + "Ω" * 4000)
+
+    await press(fake_api, "kill")
+
+    assert standins.calls(rpc.SET_KILL_SWITCH)[-1].reason == "Ω" * 199 + "…"
+
+
 async def test_keep_trading_button_changes_nothing(notifier, fake_api, standins):
     await ask(fake_api, "/kill")
 

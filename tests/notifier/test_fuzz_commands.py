@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from services.notifier.messages import MAX_MESSAGE_CHARS
+from services.notifier.control import REASON_CHARS
+from services.notifier.messages import MAX_MESSAGE_CHARS, cut
 from services.notifier.module import NotifierModule
 from shared import rpc
 from shared.bus import Bus
@@ -275,10 +276,10 @@ class Fuzz:
             method = rpc.PAUSE_STRATEGY if name == "pause" else rpc.RESUME_STRATEGY
             self.model.expected += [(method, " ".join(args).strip())] * times
         elif name == "unkill":
-            self.model.expected += [(rpc.SET_KILL_SWITCH, (False, " ".join(args) or f"telegram:{chat} /unkill",
-                                                           False))] * times
+            reason = cut(" ".join(args), REASON_CHARS) or f"telegram:{chat} /unkill"
+            self.model.expected += [(rpc.SET_KILL_SWITCH, (False, reason, False))] * times
         elif name in ("kill", "squareoff"):
-            detail = " ".join(args) or f"telegram:{chat} /kill"
+            detail = cut(" ".join(args), REASON_CHARS) or f"telegram:{chat} /kill"
             if name == "squareoff":
                 symbol = args[0].upper() if args else "ALL"
                 detail = "" if symbol == "ALL" else symbol
