@@ -46,7 +46,8 @@ class NotifierSettings(ModuleSettings):
     daily_summary_time_ist: str = "15:45"
     # How often the summary schedule looks at the clock (seconds of real time).
     summary_check_seconds: float = Field(default=5.0, gt=0, le=300)
-    # A bus request (a command) that takes longer fails with a short "try again" reply.
+    # A bus request (a command) that takes longer fails with a short reply: "try again" for a read, "may still be
+    # in progress, check ..." for a change (kill switch, square-off, pause/resume).
     request_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     # Wait before trying again when the bot cannot reach the Bot API at start-up.
     bot_start_retry_seconds: float = Field(default=30.0, gt=0, le=3600)

@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 TERMINAL = {trading_pb2.ORDER_STATUS_TRADED, trading_pb2.ORDER_STATUS_REJECTED, trading_pb2.ORDER_STATUS_CANCELLED}
 SUMMARY_ORDER_LIMIT = 5000
 REASON_CHARS = 200  # risk keeps a kill switch reason as given and quotes it in every /status and /limits
+# Calls that change something -> where to look when one does not answer in time: the module may finish the change
+# after we stop waiting (or have done it already), so "try again" could repeat it.
+CHECK_AFTER_TIMEOUT = {rpc.SET_KILL_SWITCH: "/status", rpc.SQUARE_OFF: "/positions and /orders",
+                       rpc.PAUSE_STRATEGY: "/strategies", rpc.RESUME_STRATEGY: "/strategies"}
 
 
 @dataclass
@@ -51,13 +55,18 @@ class Control:
         self._started = time.monotonic()
 
     async def _call(self, method: str, request: Any) -> Any:
-        """A bus request with a deadline, so a stuck module cannot hang the bot."""
+        """A bus request with a deadline, so a stuck module cannot hang the bot; a change that times out is
+        reported as possibly in progress, with where to check, never as "try again"."""
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 return await self.bus.call(method, request)
         except TimeoutError:
-            service = method.rsplit(".", 1)[-1]
-            raise RetryableError(f"{service} did not answer within {self.timeout_seconds:g} s; try again") from None
+            late = f"{method.rsplit('.', 1)[-1]} did not answer within {self.timeout_seconds:g} s"
+            where = CHECK_AFTER_TIMEOUT.get(method)
+            if where is None:
+                raise RetryableError(f"{late}; try again") from None
+            raise RetryableError(f"{late}; it may still be in progress, or done: check {where} before "
+                                 "asking again") from None
 
     @property
     def uptime_seconds(self) -> int:
