@@ -11,6 +11,7 @@ from services.notifier.summary import DailySummary
 from shared.contracts import oms_pb2, risk_pb2, strategy_pb2, trading_pb2
 from shared.money import fmt_inr
 
+# /unkill in <code>: Telegram makes a bare /command a link that sends it on one tap; safety is not released that way.
 HELP = """<b>NeoPulse bot</b>
 /status – mode, feed, uptime, strategies
 /positions – open positions
@@ -20,7 +21,7 @@ HELP = """<b>NeoPulse bot</b>
 /pause NAME, /resume NAME – a strategy
 /limits – risk state and limits
 /kill [reason] – halt trading (asks to confirm)
-/unkill – re-arm trading
+<code>/unkill</code> – re-arm trading (asks to confirm)
 /squareoff [SYMBOL|all] – close positions (asks to confirm)"""
 REASON_CHARS = 300  # a reason quoted in a reply (risk keeps the kill switch's whole) is cut, so the reply fits
 

@@ -30,7 +30,7 @@ Reply = tuple[str, InlineKeyboardMarkup | None]
 Action = Callable[[int, list[str]], Awaitable[Reply]]
 PtbCallback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
 ADMIN_ONLY = {"kill", "unkill", "squareoff", "pause", "resume"}
-KILL, KILL_CANCEL, SQUARE_OFF, ABORT = "kill", "killc", "sq", "abort"
+KILL, KILL_CANCEL, UNKILL, SQUARE_OFF, ABORT = "kill", "killc", "unkill", "sq", "abort"
 ALL = "*"
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 CONFIRM_TTL_S = 120.0  # a confirm button older than this does nothing (send the command again)
@@ -47,7 +47,7 @@ class Prompt:
     chat_id: int
     actions: frozenset[str]  # the buttons it was sent with; callback_data is the client's, so others are refused
     target: str = ""  # the square-off symbol (ALL for every position)
-    reason: str = ""  # the kill switch reason
+    reason: str = ""  # the kill switch reason (engaging or releasing it)
     asked: float = field(default_factory=time.monotonic)
 
 
@@ -179,10 +179,6 @@ class TelegramBot:
     async def _resume(self, chat_id: int, args: list[str]) -> Reply:
         return replies.strategy_changed_html(await self.control.resume(" ".join(args))), None
 
-    async def _unkill(self, chat_id: int, args: list[str]) -> Reply:
-        state = await self.control.unkill(" ".join(args) or f"telegram:{chat_id} /unkill")
-        return f"Kill switch released. Trading is {replies.state_label(state)}.", None
-
     def _ask(self, prompt: Prompt) -> str:
         """Remember a confirmation; returns the nonce its buttons carry."""
         now = time.monotonic()
@@ -199,7 +195,17 @@ class TelegramBot:
             [InlineKeyboardButton("🛑 Halt", callback_data=f"{KILL}:{nonce}"),
              InlineKeyboardButton("🛑 Halt + cancel open orders", callback_data=f"{KILL_CANCEL}:{nonce}")],
             [InlineKeyboardButton("Keep trading", callback_data=f"{ABORT}:{nonce}")]])
-        return "Engage the kill switch? No new orders until /unkill.", keyboard
+        # No /command in a prompt's text: Telegram makes it a link, and one tap would send it.
+        return "Engage the kill switch? No new orders until it is released.", keyboard
+
+    async def _unkill(self, chat_id: int, args: list[str]) -> Reply:
+        """Releasing the kill switch asks first too: a stray tap on a /unkill link must not re-arm trading."""
+        nonce = self._ask(Prompt(chat_id, frozenset({UNKILL, ABORT}),
+                                  reason=" ".join(args) or f"telegram:{chat_id} /unkill"))
+        keyboard = InlineKeyboardMarkup([[InlineKeyboardButton("▶️ Release, trade again",
+                                                               callback_data=f"{UNKILL}:{nonce}"),
+                                          InlineKeyboardButton("Stay halted", callback_data=f"{ABORT}:{nonce}")]])
+        return "Release the kill switch? Strategies may place new orders again.", keyboard
 
     async def _square_off(self, chat_id: int, args: list[str]) -> Reply:
         symbol = args[0].upper() if args else "ALL"
@@ -244,6 +250,9 @@ class TelegramBot:
             state = await self.control.kill(prompt.reason, cancel_open_orders=action == KILL_CANCEL)
             extra = " Open orders are being cancelled." if action == KILL_CANCEL else ""
             return f"🛑 Kill switch engaged. Trading is {replies.state_label(state)}.{extra}", None
+        if action == UNKILL:
+            state = await self.control.unkill(prompt.reason)
+            return f"Kill switch released. Trading is {replies.state_label(state)}.", None
         if action == SQUARE_OFF:
             symbol = "" if prompt.target == ALL else prompt.target
             return replies.square_off_html(await self.control.square_off(symbol), symbol), None

@@ -1,8 +1,9 @@
-"""Dangerous commands: /kill and /squareoff ask first, act on the confirm button, and obey admin chats."""
+"""Dangerous commands: /kill, /unkill and /squareoff ask first, act on the confirm button, and obey admin chats."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 
 from services.notifier.module import NotifierModule
 from shared import rpc
@@ -37,7 +38,7 @@ async def test_kill_asks_for_confirmation_before_touching_the_kill_switch(notifi
     fake_api.send_command(CHAT, "/kill feed looks wrong")
     message = (await fake_api.wait_sent(1, chat_id=CHAT))[-1]
 
-    assert message["text"] == "Engage the kill switch? No new orders until /unkill."
+    assert message["text"] == "Engage the kill switch? No new orders until it is released."
     actions, nonces = zip(*(data.split(":") for _, data in buttons(message)), strict=True)
     assert actions == ("kill", "killc", "abort") and len(set(nonces)) == 1
     assert standins.calls(rpc.SET_KILL_SWITCH) == []
@@ -105,6 +106,48 @@ async def test_keep_trading_button_changes_nothing(notifier, fake_api, standins)
 
     assert edited["text"] == "Cancelled; nothing changed."
     assert standins.calls(rpc.SET_KILL_SWITCH) == []
+
+
+async def test_unkill_asks_for_confirmation_before_releasing_the_kill_switch(notifier, fake_api, standins):
+    standins.state = risk_pb2.TRADING_STATE_HALTED
+
+    fake_api.send_command(CHAT, "/unkill")
+    message = (await fake_api.wait_sent(1, chat_id=CHAT))[-1]
+
+    assert message["text"] == "Release the kill switch? Strategies may place new orders again."
+    assert [data.split(":")[0] for _, data in buttons(message)] == ["unkill", "abort"]
+    assert standins.calls(rpc.SET_KILL_SWITCH) == [] and standins.state == risk_pb2.TRADING_STATE_HALTED
+
+
+async def test_release_button_re_arms_trading_with_the_given_reason(notifier, fake_api, standins):
+    standins.state = risk_pb2.TRADING_STATE_HALTED
+    await ask(fake_api, "/unkill feed is back")
+
+    edited = await press(fake_api, "unkill")
+
+    assert edited["text"] == "Kill switch released. Trading is ACTIVE."
+    request = standins.calls(rpc.SET_KILL_SWITCH)[-1]
+    assert (request.engaged, request.reason) == (False, "feed is back")
+
+
+async def test_stay_halted_button_leaves_the_kill_switch_engaged(notifier, fake_api, standins):
+    standins.state = risk_pb2.TRADING_STATE_HALTED
+    await ask(fake_api, "/unkill")
+
+    edited = await press(fake_api, "abort")
+
+    assert edited["text"] == "Cancelled; nothing changed."
+    assert standins.calls(rpc.SET_KILL_SWITCH) == []
+
+
+async def test_no_prompt_or_help_offers_unkill_as_a_one_tap_command(notifier, fake_api):
+    kill_prompt = await ask(fake_api, "/kill")
+    help_text = await ask(fake_api, "/help")
+
+    # Telegram turns a bare /command into a link that sends it; inside <code> it is only text.
+    tappable = [re.sub(r"<code>.*?</code>", "", text) for text in (kill_prompt, help_text)]
+    assert [("/unkill" in text) for text in tappable] == [False, False]
+    assert "<code>/unkill</code>" in help_text
 
 
 async def test_squareoff_of_a_symbol_runs_after_confirmation(notifier, fake_api, standins):

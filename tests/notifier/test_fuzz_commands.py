@@ -43,7 +43,8 @@ COMMANDS = ["status", "positions", "orders", "pnl", "strategies", "pause", "resu
 UNKNOWN = ["foo", "kil", "squareof", "sq", "buy", "sell", "admin", "x" * 40]
 ADMIN_ONLY = {"kill", "unkill", "squareoff", "pause", "resume"}
 MUTATING = {rpc.SET_KILL_SWITCH, rpc.SQUARE_OFF, rpc.PAUSE_STRATEGY, rpc.RESUME_STRATEGY}
-ACTIONS = ["kill", "killc", "sq", "abort", "nope", ""]
+ACTIONS = ["kill", "killc", "unkill", "sq", "abort", "nope", ""]
+BUTTONS = {"kill": ["kill", "killc", "abort"], "unkill": ["unkill", "abort"], "squareoff": ["sq", "abort"]}
 # Telegram's HTML parse mode: these tags (and their attributes), nested and closed; <, > and & only as entities.
 TAGS = {"b": set(), "strong": set(), "i": set(), "em": set(), "u": set(), "ins": set(), "s": set(), "strike": set(),
         "del": set(), "span": {"class"}, "tg-spoiler": set(), "a": {"href"}, "tg-emoji": {"emoji-id"},
@@ -142,8 +143,8 @@ class Asked:
     """A confirmation prompt the bot sent, as the fuzz model sees it."""
 
     chat_id: int
-    command: str  # kill or squareoff
-    detail: str  # the kill reason or the square-off symbol (as sent to SquareOff)
+    command: str  # kill, unkill or squareoff
+    detail: str  # the kill switch reason or the square-off symbol (as sent to SquareOff)
     live: bool = True
     stale: bool = False
 
@@ -192,7 +193,7 @@ def random_button(rng: random.Random, model: Model) -> str:
     roll = rng.random()
     if roll < 0.45 and model.prompts:
         nonce = rng.choice(list(model.prompts))
-        action = rng.choice(["kill", "killc", "abort"] if model.prompts[nonce].command == "kill" else ["sq", "abort"])
+        action = rng.choice(BUTTONS[model.prompts[nonce].command])
         return f"{action}:{nonce}"
     if roll < 0.6 and model.used:
         return rng.choice(model.used)  # replayed
@@ -275,11 +276,8 @@ class Fuzz:
         if name in ("pause", "resume") and " ".join(args).strip():
             method = rpc.PAUSE_STRATEGY if name == "pause" else rpc.RESUME_STRATEGY
             self.model.expected += [(method, " ".join(args).strip())] * times
-        elif name == "unkill":
-            reason = cut(" ".join(args), REASON_CHARS) or f"telegram:{chat} /unkill"
-            self.model.expected += [(rpc.SET_KILL_SWITCH, (False, reason, False))] * times
-        elif name in ("kill", "squareoff"):
-            detail = cut(" ".join(args), REASON_CHARS) or f"telegram:{chat} /kill"
+        elif name in ("kill", "unkill", "squareoff"):
+            detail = cut(" ".join(args), REASON_CHARS) or f"telegram:{chat} /{name}"
             if name == "squareoff":
                 symbol = args[0].upper() if args else "ALL"
                 detail = "" if symbol == "ALL" else symbol
@@ -296,14 +294,15 @@ class Fuzz:
             return
         action, _, nonce = data.partition(":")
         asked = self.model.prompts.get(nonce)
-        buttons = {"kill": {"kill", "killc", "abort"}, "squareoff": {"sq", "abort"}}
-        if asked is None or not asked.live or asked.chat_id != chat or action not in buttons[asked.command]:
+        if asked is None or not asked.live or asked.chat_id != chat or action not in BUTTONS[asked.command]:
             return  # another chat's press, or a button the prompt was not sent with, leaves the prompt alone
         asked.live = False
         if asked.stale:
             return
         if action in ("kill", "killc") and asked.command == "kill":
             self.model.expected.append((rpc.SET_KILL_SWITCH, (True, asked.detail, action == "killc")))
+        elif action == "unkill" and asked.command == "unkill":
+            self.model.expected.append((rpc.SET_KILL_SWITCH, (False, asked.detail, False)))
         elif action == "sq" and asked.command == "squareoff":
             self.model.expected.append((rpc.SQUARE_OFF, asked.detail))
 
