@@ -198,8 +198,15 @@ class RiskEngine:
 
     def check_square_off_reduces(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
                                  now: int) -> Denial | None:
-        """A SQUAREOFF order only ever closes: with its side's working orders it may not flip or open a position."""
-        if order.strategy_tag != SQUAREOFF_TAG or self.reduces_position(order):
+        """A SQUAREOFF order closes at market and only ever closes: with its side's working orders it may not flip or
+        open a position. A resting SQUAREOFF limit would count as closing its position without ever filling: square-off
+        time would wait for it instead of closing, and the kill switch would leave it working."""
+        if order.strategy_tag != SQUAREOFF_TAG:
+            return None
+        if order.order_type != trading_pb2.ORDER_TYPE_MARKET:
+            return "INVALID_ORDER", (f"{SQUAREOFF_TAG} orders close at market; a {_type_name(order)} order may not "
+                                     f"carry the tag (leave strategy_tag empty for MANUAL)")
+        if self.reduces_position(order):
             return None
         return "REDUCE_ONLY", (f"{SQUAREOFF_TAG} orders are reduce-only; {order.quantity} more with working "
                                f"orders on the same side would not shrink the net position "

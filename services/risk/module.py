@@ -215,7 +215,11 @@ class RiskModule(Component):
         log.warning("kill switch", extra={"engaged": request.engaged, "reason": request.reason})
         await self._notify_changes()
         if request.engaged and request.cancel_open_orders:
-            await self._cancel_open_orders()
+            # To the end even if the caller gives up (a request timeout, an RPC deadline: in the monolith the
+            # handler runs in the caller's task): a cancel round cut halfway leaves most orders working.
+            work = asyncio.get_running_loop().create_task(self._cancel_open_orders(), name="risk:kill:cancels")
+            self.bus.track(work)  # drain() waits for it
+            await asyncio.shield(work)
         return risk_pb2.SetKillSwitchResponse(state=self.engine.state)
 
     async def _cancel_open_orders(self) -> None:
@@ -287,11 +291,18 @@ class RiskModule(Component):
         inst = self.instruments.get(order.token)
         if inst is None:
             raise InvalidInput("order.token", f"{order.token} is not in the instrument master; check the symbol")
+        # Risk checks the token's instrument; the broker places the symbol on the segment: they must be one.
+        if order.symbol and order.symbol.upper() != inst.symbol.upper():
+            raise InvalidInput("order.symbol", f"{order.symbol} is not token {order.token}, which is {inst.symbol}; "
+                               "send the token and symbol of one instrument, or the token alone")
+        if order.exchange_segment and order.exchange_segment.lower() != inst.exchange_segment.lower():
+            raise InvalidInput("order.exchange_segment", f"{order.exchange_segment} is not where token {order.token} "
+                               f"({inst.symbol}) trades: {inst.exchange_segment}")
         out = trading_pb2.OrderRequest()
         out.CopyFrom(order)
         out.client_order_id = out.client_order_id or f"man-{self.sequencer.next()}"
-        out.exchange_segment = out.exchange_segment or inst.exchange_segment
-        out.symbol = out.symbol or inst.symbol
+        out.exchange_segment = inst.exchange_segment
+        out.symbol = inst.symbol
         out.product = out.product or trading_pb2.PRODUCT_MIS
         out.validity = out.validity or trading_pb2.VALIDITY_DAY
         out.strategy_tag = out.strategy_tag or "MANUAL"

@@ -20,7 +20,7 @@ class TokenBucket:
     def _refill(self, now_ns: int) -> None:
         elapsed = max(0, now_ns - self._last_ns)
         self.tokens = min(self.capacity, self.tokens + elapsed * self.rate / NS)
-        self._last_ns = max(self._last_ns, now_ns)
+        self._last_ns = now_ns  # a clock stepped back (NTP) refills from there, not only once it is past again
 
     def ready(self, now_ns: int) -> bool:
         self._refill(now_ns)

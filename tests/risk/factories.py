@@ -40,6 +40,12 @@ def order(**fields: Any) -> trading_pb2.OrderRequest:
     return trading_pb2.OrderRequest(**base)
 
 
+def square_off(**fields: Any) -> trading_pb2.OrderRequest:
+    """A SQUAREOFF order: market, as risk and the OMS send them (the tag on anything else is refused)."""
+    return order(**{"strategy_tag": "SQUAREOFF", "order_type": trading_pb2.ORDER_TYPE_MARKET, "price_paise": 0,
+                    **fields})
+
+
 def fill(side: int, quantity: int, price_paise: int, token: int = RELIANCE,
          status: int = trading_pb2.ORDER_STATUS_TRADED, client_order_id: str = "",
          product: int = trading_pb2.PRODUCT_MIS) -> trading_pb2.OrderUpdate:

@@ -207,6 +207,18 @@ def test_the_submit_rate_refills_as_the_clock_moves(clock):
     assert engine.decide(order()).accepted
 
 
+def test_the_submit_rate_refills_after_the_clock_steps_back(clock):
+    """A wall clock corrected backwards (NTP) by a minute must not refuse every order for that minute."""
+    engine = RiskEngine(limits(max_orders_per_second=2), clock, instruments())
+    engine.decide(order())
+    engine.decide(order())
+    clock.set(clock.now_ns() - 60 * 10**9)
+    assert engine.decide(order()).reason_code == "RATE_LIMIT"  # no time has passed that the bucket can see
+    clock.advance(0.5)
+
+    assert engine.decide(order()).accepted  # not only 60 s later, once the clock is past where it was
+
+
 def test_a_denied_order_does_not_use_up_the_submit_rate(clock):
     engine = RiskEngine(limits(max_orders_per_second=1), clock, instruments())
     engine.decide(order(quantity=0))

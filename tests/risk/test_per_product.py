@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from shared.clock import ist_ns
 from shared.contracts import trading_pb2
-from tests.risk.factories import DAY, fill, holding, order
+from tests.risk.factories import DAY, fill, holding, order, square_off
 
 BUY, SELL = trading_pb2.SIDE_BUY, trading_pb2.SIDE_SELL
 MIS, CNC = trading_pb2.PRODUCT_MIS, trading_pb2.PRODUCT_CNC
@@ -49,7 +49,7 @@ def test_an_unspecified_product_counts_as_mis_for_reduce_only(clock):
     engine = holding(clock, fill(BUY, 100, 1290_00, product=MIS), fill(SELL, 100, 1290_00, product=CNC))
     engine.set_kill_switch(True, "stop")
 
-    decision = engine.decide(order(side=SELL, quantity=100, strategy_tag="SQUAREOFF",
+    decision = engine.decide(square_off(side=SELL, quantity=100,
                                    product=trading_pb2.PRODUCT_UNSPECIFIED))
 
     assert decision.accepted

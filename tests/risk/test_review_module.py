@@ -19,7 +19,7 @@ from shared.bus import Bus, Subscription, Topic
 from shared.clock import ManualClock, ist_ns
 from shared.config import load
 from shared.contracts import ingestion_pb2, oms_pb2, risk_pb2, trading_pb2
-from shared.errors import NeoPulseError, RiskRejected, TradingHalted
+from shared.errors import InvalidInput, NeoPulseError, RiskRejected, TradingHalted
 from shared.marketdata import nse_instruments
 from tests.helpers import eventually
 from tests.risk.factories import DAY, fill, order
@@ -110,6 +110,44 @@ async def test_state_notifications_keep_the_order_of_the_state_changes_when_thei
 
     assert [n.fields["state"] for n in got] == ["HALTED", "ACTIVE", "HALTED"]
     assert module.engine.state == risk_pb2.TRADING_STATE_HALTED
+
+
+async def test_the_kill_switch_cancels_every_open_order_even_when_its_caller_gives_up(clock):
+    """In the monolith a request handler runs in the caller's task: a caller's timeout (Telegram's 10 s) used to cut
+    the cancel round halfway, leaving most orders working with the switch engaged."""
+    bus, cancelled = Bus(), []
+
+    async def slow_cancel(request: oms_pb2.CancelOrderRequest) -> oms_pb2.CancelOrderResponse:
+        await asyncio.sleep(0.02)  # a broker round trip
+        cancelled.append(request.order_id)
+        return oms_pb2.CancelOrderResponse()
+
+    bus.handle(rpc.CANCEL_ORDER, slow_cancel)
+    module = await _started(bus, clock)
+    for cid in ("a", "b", "c", "d", "e"):
+        await bus.call(rpc.SUBMIT_ORDER, submit(cid))
+
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.03):
+            await bus.call(rpc.SET_KILL_SWITCH, kill(True, cancel=True))
+
+    assert module.engine.state == risk_pb2.TRADING_STATE_HALTED
+    await eventually(lambda: sorted(cancelled) == ["a", "b", "c", "d", "e"])
+    assert await bus.drain()
+
+
+def test_a_manual_orders_symbol_and_segment_must_be_its_tokens(clock):
+    module = RiskModule(Bus(), load(RiskSettings, {}), clock)
+    module.instruments.add(next(i for i in nse_instruments() if i.symbol == "RELIANCE-EQ"))
+    reliance = module.instruments.by_symbol("RELIANCE-EQ")
+
+    for field, value in (("symbol", "NIFTY26JANFUT"), ("exchange_segment", "mcx_fo")):
+        with pytest.raises(InvalidInput, match=field) as err:
+            module._complete_manual_order(order(token=reliance.token, **{field: value}))
+        assert "RELIANCE-EQ" in str(err.value)
+
+    out = module._complete_manual_order(order(token=reliance.token, symbol="reliance-eq", exchange_segment=""))
+    assert (out.symbol, out.exchange_segment) == ("RELIANCE-EQ", "nse_cm")
 
 
 class SlowOms:

@@ -7,7 +7,7 @@ from datetime import timedelta
 from services.risk.engine import ACTIVE, HALTED, REDUCING, RiskEngine
 from shared.clock import ist_ns
 from shared.contracts import market_pb2, ops_pb2, trading_pb2
-from tests.risk.factories import DAY, RELIANCE, fill, instruments, limits, order
+from tests.risk.factories import DAY, RELIANCE, fill, instruments, limits, order, square_off
 
 BUY, SELL = trading_pb2.SIDE_BUY, trading_pb2.SIDE_SELL
 # Reducing at a ₹1,000 loss, halted at ₹2,000.
@@ -139,14 +139,14 @@ def test_halted_accepts_a_squareoff_order_that_reduces_the_position(clock):
     engine = long_100(clock)
     engine.set_kill_switch(True, "test")
 
-    assert engine.decide(order(side=SELL, quantity=100, strategy_tag="SQUAREOFF")).accepted
+    assert engine.decide(square_off(side=SELL, quantity=100)).accepted
 
 
 def test_halted_denies_a_squareoff_tagged_order_that_opens_a_position(clock):
     engine = long_100(clock)
     engine.set_kill_switch(True, "test")
 
-    assert engine.decide(order(side=BUY, quantity=10, strategy_tag="SQUAREOFF")).reason_code == "TRADING_HALTED"
+    assert engine.decide(square_off(side=BUY, quantity=10)).reason_code == "TRADING_HALTED"
 
 
 def test_engaging_the_kill_switch_halts_and_surfaces_a_kill_switch_change(engine):
