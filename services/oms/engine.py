@@ -10,10 +10,10 @@ import dataclasses
 import functools
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, cast
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from services.oms.broker import Broker, BrokerAck, BrokerOrderEvent, order_age_s
 from services.oms.charges import ChargeModel
@@ -51,6 +51,11 @@ LATE_FILLS = Counter("neopulse_oms_late_fills", "Broker events with more fills f
 UNKNOWN_OUTCOMES = Counter("neopulse_oms_unknown_placements", "Placements whose outcome was unknown", ["result"])
 PLACEMENT_ERRORS = Counter("neopulse_oms_placement_errors",
                            "Placements that failed inside the OMS (e.g. the ledger); the order is left to reconcile")
+UNRECORDED_ATTEMPTS = Counter("neopulse_oms_unrecorded_attempts",
+                              "Attempts to apply a broker event or acknowledgement that failed (e.g. the ledger)")
+UNRECORDED_ORDERS = Gauge("neopulse_oms_unrecorded_orders",
+                          "Orders with a broker event or acknowledgement not yet recorded, being applied again")
+LEDGER_RETRY_S = (0.5, 30.0)  # first and longest wait before applying again what the ledger did not take
 
 # Broker states that only say "the broker has it".
 _ACCEPTED = frozenset({t.ORDER_STATUS_UNSPECIFIED, t.ORDER_STATUS_PENDING_NEW, t.ORDER_STATUS_SUBMITTED})
@@ -148,6 +153,8 @@ class OrderEngine:
         self._placing: set[asyncio.Task[None]] = set()
         self.applied_sequence = 0  # the last update applied to the book and positions (and then published)
         self._cancel_unanswered: dict[str, int] = {}  # CANCEL_PENDING orders whose cancel call failed -> status before
+        self._unrecorded: set[str] = set()  # orders whose broker event or acknowledgement is being applied again
+        self.ledger_retry_s = LEDGER_RETRY_S
 
     async def start_sequence(self) -> None:
         recorded = await self.ledger.max_sequence()
@@ -210,8 +217,6 @@ class OrderEngine:
         cur = self.orders[internal_id]
         if not allow(cur.status, status):
             raise IllegalTransition(cur.status, status)
-        if status != t.ORDER_STATUS_CANCEL_PENDING:
-            self._cancel_unanswered.pop(internal_id, None)
         u = t.OrderUpdate()
         u.CopyFrom(cur)
         u.previous_status, u.status = cur.status, cast("t.OrderStatus", status)
@@ -227,9 +232,28 @@ class OrderEngine:
         async with self._publishing:
             await self._publish_written()
             u.sequence = self.sequencer.next()
-            await self.ledger.record(u, audit)
+            try:
+                await self.ledger.record(u, audit)
+            except Exception:
+                if not await self._recorded_after_all(u):
+                    raise  # the book stays as it was: the caller may apply the same news again
+            if status != t.ORDER_STATUS_CANCEL_PENDING:
+                self._cancel_unanswered.pop(internal_id, None)
             await self._publish(u)
         return u
+
+    async def _recorded_after_all(self, u: t.OrderUpdate) -> bool:
+        """Whether a write that raised did commit, with only its reply lost (a dropped connection): the order's
+        row then carries its sequence. Writing it again under a new sequence would record its fill twice."""
+        try:
+            row = await self.ledger.get(u.internal_id)
+        except Exception:
+            return False
+        if row is None or row.sequence != u.sequence:
+            return False
+        log.warning("ledger write failed after it committed; the update goes on", extra={
+            "order_id": u.internal_id, "status": name(u.status)})
+        return True
 
     async def _publish_written(self) -> None:
         """Apply and publish the PENDING_NEW updates written ahead and not yet published, in sequence order.
@@ -426,7 +450,8 @@ class OrderEngine:
         async with self.lock(internal_id):
             ack = await self._send(internal_id)
             if ack is not None:
-                await self._on_ack(internal_id, ack)
+                await self.until_recorded(internal_id, functools.partial(self._on_ack, internal_id, ack),
+                                          "acknowledgement")
 
     async def _place_in_process(self, internal_id: str) -> _Placed | None:
         """Place at once (an in-process broker answers at once); its acknowledgement is returned, to be booked
@@ -454,18 +479,17 @@ class OrderEngine:
     async def _acks_later(self, acks: list[_Placed]) -> None:
         """Book a burst's acknowledgements in order, one task for the burst; before each, the order path goes
         first (a burst's bookkeeping must not hold up the next signal's order). Each order's lock is released
-        once its acknowledgement is booked, or not (cancelled: the rest are released unbooked)."""
+        once its acknowledgement is booked (applied again until the ledger takes it: the broker will not say it
+        again), or not (cancelled: the rest are released unbooked)."""
         pending = deque(acks)
         try:
             while pending:
                 placed = pending[0]
                 try:
                     await self.bus.as_follow_up()
-                    await self._on_ack(placed.internal_id, placed.ack)
-                except Exception:  # the ledger or the bus failed: the order stays as recorded, reconcile finds it
-                    PLACEMENT_ERRORS.inc()
-                    log.exception("acknowledgement not recorded; the order is left as recorded for reconciliation",
-                                  extra={"order_id": placed.internal_id})
+                    await self.until_recorded(placed.internal_id,
+                                              functools.partial(self._on_ack, placed.internal_id, placed.ack),
+                                              "acknowledgement")
                 finally:
                     pending.popleft().lock.release()
         finally:
@@ -502,7 +526,8 @@ class OrderEngine:
         await self.transition(internal_id, t.ORDER_STATUS_SUBMITTED, audit={"request": request})
 
     async def _on_ack(self, internal_id: str, ack: BrokerAck) -> None:
-        await self._submitted(internal_id)
+        if self.orders[internal_id].status == t.ORDER_STATUS_PENDING_NEW:  # applied again: SUBMITTED may be in
+            await self._submitted(internal_id)
         audit = {"response": {"exchange_order_id": ack.exchange_order_id, "status": name(ack.status),
                               "reason": ack.reason, "raw": ack.raw}}
         if ack.status == t.ORDER_STATUS_REJECTED:
@@ -563,9 +588,15 @@ class OrderEngine:
                 await self.transition(iid, t.ORDER_STATUS_CANCEL_PENDING, audit={"cancel_request": {"by": "user"}})
             try:
                 ack = await self.broker.cancel_order(cur.exchange_order_id)
-            except (BrokerRejected, NotSent) as exc:  # refused (filled or closed meanwhile: its events will say so)
+            except (BrokerRejected, NotSent) as exc:  # refused: filled or closed meanwhile, or not sent
                 await self.transition(iid, before, reason=f"cancel refused: {exc}",
                                       audit={"cancel_response": {"error": str(exc)}})
+                if isinstance(exc, BrokerRejected):  # its events should say why; the book may have missed them
+                    try:
+                        await self._read_back(iid, {"cancel_refused": str(exc)}, closed_too=True)
+                    except Exception as error:  # the ledger: the order's events are applied again until recorded
+                        log.warning("the broker's view of an order refusing a cancel was not applied", extra={
+                            "order_id": iid, "error": f"{type(error).__name__}: {error}"})
                 raise
             except Exception as exc:  # a timeout: the broker may or may not have cancelled it
                 self._cancel_unanswered[iid] = before
@@ -573,25 +604,81 @@ class OrderEngine:
                                      "until the broker's events say, and cancelling again sends it again") from exc
             audit = {"cancel_response": {"status": name(ack.status), "reason": ack.reason, "raw": ack.raw}}
             if ack.status == t.ORDER_STATUS_CANCELLED:
-                await self._apply_fills_before_cancel(iid, audit)
+                # The broker may have filled part of it before the cancel, with the fill event still queued for us.
+                await self._read_back(iid, audit, closed_too=False)
                 if self.orders[iid].status not in TERMINAL:
                     await self.transition(iid, t.ORDER_STATUS_CANCELLED, reason=ack.reason or "cancelled", audit=audit)
             return self.orders[iid]
 
-    async def _apply_fills_before_cancel(self, internal_id: str, audit: dict[str, Any]) -> None:
-        """The broker may have filled part of the order before the cancel, with the fill event still queued
-        for us: read its view of the order and apply those fills first (the caller holds the order's lock)."""
+    async def _read_back(self, internal_id: str, audit: dict[str, Any], *, closed_too: bool) -> None:
+        """Read the broker's view of the order by its tag and apply it where it is ahead of the book: more fills,
+        or (`closed_too`) closed there while open here. The caller holds the order's lock. A lookup that fails is
+        logged: the order's queued events (or a late fill) still say so."""
         cur = self.orders[internal_id]
         try:
             ev = await self.broker.find_by_tag(cur.client_order_id)
-        except Exception as exc:  # the queued events (or a late fill) will still say so
-            log.warning("order lookup after cancel failed", extra={"order_id": internal_id, "error": str(exc)})
+        except Exception as exc:
+            log.warning("order lookup by tag failed", extra={"order_id": internal_id, "error": str(exc)})
             return
-        if ev is None or ev.filled_quantity <= cur.filled_quantity:
+        if ev is None or (ev.filled_quantity <= cur.filled_quantity and not (closed_too and ev.status in TERMINAL)):
             return
         if ev.status not in TERMINAL:  # a lagging order book must not take the order back to OPEN
             ev = dataclasses.replace(ev, status=t.ORDER_STATUS_PARTIALLY_FILLED)
         await self.apply_event_locked(internal_id, ev, audit)
+
+    # -- news the ledger did not take ---------------------------------------------------------------
+    async def until_recorded(self, internal_id: str, apply: Callable[[], Awaitable[None]], what: str) -> None:
+        """Run `apply` (the transitions one broker event or acknowledgement makes) until it succeeds, waiting
+        longer after each failure: an in-process broker says nothing twice and is not polled, so news dropped on
+        a ledger error would be lost for good. Running it again is safe: transition() records before it touches
+        the book, so a failed write leaves the book where it was, and the next run works out the transitions
+        still missing. The first failure is a critical alert; the recovery is logged."""
+        delay, longest = self.ledger_retry_s
+        failures = 0
+        while True:
+            try:
+                await apply()
+                break
+            except IllegalTransition as exc:  # not the ledger: the same news would be refused again
+                ILLEGAL.inc()
+                log.error("broker news refused by the state machine: %s", exc, extra={"order_id": internal_id})
+                break
+            except Exception as exc:
+                failures += 1
+                UNRECORDED_ATTEMPTS.inc()
+                await self._not_recorded(internal_id, what, failures, exc)
+            await asyncio.sleep(delay)
+            delay = min(longest, delay * 2)
+        if failures:
+            self._unrecorded.discard(internal_id)
+            UNRECORDED_ORDERS.set(len(self._unrecorded))
+            log.warning("broker news recorded after failed attempts", extra={
+                "order_id": internal_id, "what": what, "attempts": failures + 1,
+                "still_unrecorded": len(self._unrecorded)})
+
+    async def _not_recorded(self, internal_id: str, what: str, failures: int, error: Exception) -> None:
+        u = self.orders.get(internal_id)
+        extra = {"order_id": internal_id, "client_order_id": u.client_order_id if u else "", "what": what,
+                 "attempts": failures, "error": f"{type(error).__name__}: {error}"}
+        if failures > 1:
+            log.error("broker news still not recorded; applying it again", extra=extra)
+            return
+        first = not self._unrecorded
+        self._unrecorded.add(internal_id)
+        UNRECORDED_ORDERS.set(len(self._unrecorded))
+        log.critical("broker news not recorded (the ledger failed); applying it again until it is", extra=extra,
+                     exc_info=error)
+        if first:  # one alert while orders wait, not one per order
+            await self.notify(ops_pb2.SEVERITY_CRITICAL, "Order updates not recorded", (
+                f"The broker's {what} for order {extra['client_order_id']} could not be recorded ({extra['error']}); "
+                "the OMS shows the order as it was and applies it again, with back-off, until the ledger takes it "
+                "(other orders' updates may wait too). Check the database; the OMS logs each one it records."),
+                order_id=internal_id, client_order_id=str(extra["client_order_id"]))
+
+    async def notify(self, severity: ops_pb2.Severity, title: str, text: str, **fields: str) -> None:
+        await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
+            kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=severity, source="oms", title=title, text=text,
+            ts_ns=self.clock.now_ns(), fields=fields))
 
     # -- broker events ----------------------------------------------------------------------------
     def order_of(self, ev: BrokerOrderEvent) -> str | None:

@@ -6,6 +6,7 @@ Owns the OrderEngine (ledger + broker); publishes ORDER_UPDATES; asks RiskServic
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 
@@ -176,15 +177,10 @@ class OmsModule(Component):
     async def _alert_positions(self, differences: list[PositionDifference]) -> None:
         lines = "; ".join(d.describe(self.broker.name) for d in differences)
         log.critical("broker positions differ from the book", extra={"differences": lines})
-        await self._notify(ops_pb2.SEVERITY_CRITICAL, "Positions differ from the broker's", (
+        await self.engine.notify(ops_pb2.SEVERITY_CRITICAL, "Positions differ from the broker's", (
             f"{lines}. NeoPulse's risk limits and daily loss count only its own book: a position opened outside "
             "NeoPulse or carried from an earlier day across a restart is not covered. Check the broker's positions."),
             differences=str(len(differences)))
-
-    async def _notify(self, severity: ops_pb2.Severity, title: str, text: str, **fields: str) -> None:
-        await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
-            kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=severity, source="oms", title=title, text=text,
-            ts_ns=self.clock.now_ns(), fields=fields))
 
     async def _take_carried_positions(self) -> None:
         """Before risk can ask for positions (ListPositions) and before any decision is placed: a broker holding
@@ -203,7 +199,7 @@ class OmsModule(Component):
         lines = "; ".join(f"{p.symbol or p.token} {t.Product.Name(p.product).removeprefix('PRODUCT_')}: "
                           f"{p.net_quantity:+d} at {to_rupees(p.average_price_paise)}" for p in taken)
         log.warning("broker positions taken into the book", extra={"positions": lines})
-        await self._notify(ops_pb2.SEVERITY_WARNING, "Broker positions taken into the book", (
+        await self.engine.notify(ops_pb2.SEVERITY_WARNING, "Broker positions taken into the book", (
             f"{lines} ({self.broker.name}'s net quantity, at its last price). NeoPulse holds no order of its own on "
             "them today: carried from an earlier day or opened outside NeoPulse. Risk's position and loss limits "
             f"count them from now, their P&L from that price (the last price {self.broker.name} gave, else the "
@@ -224,31 +220,36 @@ class OmsModule(Component):
     async def _consume_events(self) -> None:
         """Broker events in arrival order per order. An event for an order whose lock is held (a placement
         resolving an unknown outcome can take seconds) waits in that order's backlog, not in front of
-        every other order's fills."""
+        every other order's fills; so does one that failed (the ledger), applied again until it is recorded,
+        before that order's later events."""
         backlogs: dict[str, deque[BrokerOrderEvent]] = {}
         async with asyncio.TaskGroup() as tg:
+            def hold(iid: str, event: BrokerOrderEvent) -> None:
+                if iid not in backlogs:
+                    backlogs[iid] = deque()
+                    tg.create_task(self._drain_backlog(iid, backlogs), name=f"oms:events:{iid}")
+                backlogs[iid].append(event)
+
             async for event in self.broker.events():
                 iid = self.engine.order_of(event)
                 if iid is not None and (iid in backlogs or self.engine.lock(iid).locked()):
-                    if iid not in backlogs:
-                        backlogs[iid] = deque()
-                        tg.create_task(self._drain_backlog(iid, backlogs), name=f"oms:events:{iid}")
-                    backlogs[iid].append(event)
+                    hold(iid, event)
                     continue
-                await self._apply_event(event)
+                try:
+                    await self.engine.on_event(event)
+                except Exception as exc:
+                    log.warning("broker event not applied; applying it again", extra={
+                        "order_id": iid, "exchange_order_id": event.exchange_order_id, "error": str(exc)})
+                    if iid is not None:
+                        hold(iid, event)
 
     async def _drain_backlog(self, iid: str, backlogs: dict[str, deque[BrokerOrderEvent]]) -> None:
         backlog = backlogs[iid]
-        while backlog:
-            await self._apply_event(backlog[0])  # waits for the order's lock
+        while backlog:  # each waits for the order's lock, and is applied until the ledger takes it
+            await self.engine.until_recorded(iid, functools.partial(self.engine.on_event, backlog[0]),
+                                             "broker event")
             backlog.popleft()
         del backlogs[iid]
-
-    async def _apply_event(self, event: BrokerOrderEvent) -> None:
-        try:
-            await self.engine.on_event(event)
-        except Exception:
-            log.exception("broker event failed", extra={"exchange_order_id": event.exchange_order_id})
 
     async def _poll(self) -> None:
         """Brokers without an order feed: read the order book while we have orders working there."""

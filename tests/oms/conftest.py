@@ -15,7 +15,7 @@ from services.oms.virtual_broker import VirtualBroker
 from shared import rpc
 from shared.bus import Bus, Topic
 from shared.clock import ManualClock
-from shared.contracts import risk_pb2
+from shared.contracts import ops_pb2, risk_pb2
 from shared.contracts import trading_pb2 as t
 from tests.helpers import eventually as until
 from tests.oms.helpers import T0
@@ -29,6 +29,7 @@ class Oms:
     ledger: MemoryLedger
     clock: ManualClock
     updates: list[t.OrderUpdate] = field(default_factory=list)
+    notifications: list[ops_pb2.Notification] = field(default_factory=list)
 
     def of(self, client_order_id: str) -> list[t.OrderUpdate]:
         return [u for u in self.updates if u.client_order_id == client_order_id]
@@ -75,7 +76,11 @@ async def start_oms():
         async def collect(update):
             oms.updates.append(update)
 
+        async def notified(notification):
+            oms.notifications.append(notification)
+
         bus.subscribe(Topic.ORDER_UPDATES, "test", collect)
+        bus.subscribe(Topic.NOTIFICATIONS, "test", notified)
         if risk:
             risk_stand_in(bus)
         tasks.append(asyncio.create_task(bus.run()))

@@ -1,5 +1,7 @@
 """Cancels racing fills: a fill the broker made before the cancel is never lost, a repeated cancel is harmless."""
 
+import asyncio
+
 import pytest
 from prometheus_client import REGISTRY
 
@@ -9,7 +11,7 @@ from services.oms.virtual_broker import VirtualBroker
 from shared.bus import Topic
 from shared.clock import ManualClock
 from shared.contracts import trading_pb2 as t
-from shared.errors import RetryableError
+from shared.errors import BrokerRejected, RetryableError
 from tests.oms.conftest import accepted
 from tests.oms.helpers import MINUTE, T0, candle, order
 
@@ -105,3 +107,31 @@ async def test_a_cancel_that_got_no_answer_is_sent_again_when_asked_again(start_
     final = await engine.cancel("c-1")
 
     assert (broker.calls, final.status) == (2, t.ORDER_STATUS_CANCELLED)
+
+
+class NoOrderFeed(VirtualBroker):
+    """A broker outside the process whose order feed says nothing (a gap in it), and is not polled here."""
+
+    in_process = False
+
+    def events(self):
+        return self._silence()
+
+    async def _silence(self):
+        await asyncio.Event().wait()
+        yield  # pragma: no cover
+
+
+async def test_a_cancel_refused_for_an_order_the_broker_filled_brings_its_fill_into_the_book(start_oms):
+    broker = NoOrderFeed(None, ChargeModel.default(), ManualClock(T0 + 1))
+    oms = await start_oms(broker=broker)
+    await open_limit_buy(oms)
+    engine = oms.module.engine
+    await broker.process_candle(candle(99_00, 99_50, 98_00, 99_00))  # TRADED there; no event reaches the OMS
+
+    with pytest.raises(BrokerRejected, match="already TRADED"):
+        await engine.cancel("c-1")
+
+    assert (engine.lookup("c-1").status, engine.lookup("c-1").filled_quantity) == (t.ORDER_STATUS_TRADED, 10)
+    assert (await oms.ledger.get("c-1")).status == t.ORDER_STATUS_TRADED
+    assert engine.positions.net_quantity(order().token) == 10

@@ -450,31 +450,6 @@ async def test_a_pending_new_order_the_broker_holds_is_matched_at_start_up_with_
     assert oms.module.engine.positions.net_quantity(order().token) == 10
 
 
-class SubmittedNotRecorded(MemoryLedger):
-    """The ledger fails the first SUBMITTED write (the database blinked after the order went out)."""
-
-    failed = False
-
-    async def record(self, update, audit):
-        if update.status == S.ORDER_STATUS_SUBMITTED and not self.failed:
-            self.failed = True
-            raise ConnectionError("connection reset")
-        await super().record(update, audit)
-
-
-async def test_a_fill_for_an_order_whose_submitted_was_not_recorded_records_it_first(start_oms):
-    oms = await start_oms(ledger=SubmittedNotRecorded())
-    await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=10)))
-    assert await oms.bus.drain()
-    assert oms.module.engine.lookup("c-1").status == S.ORDER_STATUS_PENDING_NEW  # at the broker all the same
-
-    await oms.bus.publish(Topic.CANDLES, market_pb2.CandleBatch(candles=[candle(101_00, 102_00, 99_00, 100_00)]))
-    await oms.until_status("c-1", S.ORDER_STATUS_TRADED)
-
-    assert [u.status for u in oms.ledger.events] == [S.ORDER_STATUS_PENDING_NEW, S.ORDER_STATUS_SUBMITTED,
-                                                     S.ORDER_STATUS_TRADED]
-
-
 class BurstReplyLost(MemoryLedger):
     """The burst's transaction commits, then the connection drops before its reply arrives."""
 

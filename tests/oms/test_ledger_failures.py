@@ -1,0 +1,101 @@
+"""The ledger failing under a running OMS (a dropped PostgreSQL connection): no broker news is lost, nothing is
+recorded twice, and the OMS keeps running."""
+
+from collections.abc import Callable
+
+from services.oms.ledger import MemoryLedger
+from shared.bus import Topic
+from shared.contracts import market_pb2, ops_pb2
+from shared.contracts import trading_pb2 as t
+from tests.helpers import eventually as until
+from tests.oms.conftest import accepted
+from tests.oms.helpers import MINUTE, T0, candle, order
+
+FAST_RETRY_S = (0.05, 0.1)
+
+
+class FailingLedger(MemoryLedger):
+    """A MemoryLedger whose record() fails `failures` times for the updates `when` picks: before writing (the
+    connection dropped), or after (`after_commit`: committed, the reply lost)."""
+
+    def __init__(self, when: Callable[[t.OrderUpdate], bool], failures: int = 1, after_commit: bool = False) -> None:
+        super().__init__()
+        self.when, self.failures, self.after_commit = when, failures, after_commit
+
+    async def record(self, update, audit):
+        if self.failures and self.when(update):
+            self.failures -= 1
+            if self.after_commit:
+                await super().record(update, audit)
+            raise ConnectionResetError("connection to the database lost")
+        await super().record(update, audit)
+
+
+def fills(update: t.OrderUpdate) -> bool:
+    return update.last_fill_quantity > 0
+
+
+def candles(*batch: market_pb2.Candle) -> market_pb2.CandleBatch:
+    return market_pb2.CandleBatch(candles=list(batch))
+
+
+async def start_failing(start_oms, ledger: FailingLedger):
+    oms = await start_oms(ledger=ledger)
+    oms.module.engine.ledger_retry_s = FAST_RETRY_S
+    return oms
+
+
+async def test_a_fill_the_ledger_fails_to_record_is_applied_again_until_it_is(start_oms):
+    oms = await start_failing(start_oms, FailingLedger(fills, failures=3))
+    await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=10)))
+    await oms.until_status("c-1", t.ORDER_STATUS_OPEN)
+
+    await oms.bus.publish(Topic.CANDLES, candles(candle(101_00, 102_00, 99_00, 100_00)))
+    traded = await oms.until_status("c-1", t.ORDER_STATUS_TRADED)
+
+    assert (traded.filled_quantity, traded.last_fill_quantity) == (10, 10)
+    assert (await oms.ledger.get("c-1")).status == t.ORDER_STATUS_TRADED
+    assert [u.last_fill_quantity for u in oms.ledger.events if u.last_fill_quantity] == [10]
+    assert oms.module.engine.positions.net_quantity(order().token) == 10
+    await until(lambda: oms.notifications)
+    assert [(n.severity, n.title) for n in oms.notifications] == [
+        (ops_pb2.SEVERITY_CRITICAL, "Order updates not recorded")]
+
+
+async def test_an_orders_later_fill_waits_for_the_earlier_one_the_ledger_failed_to_record(start_oms):
+    oms = await start_failing(start_oms, FailingLedger(fills, failures=2))
+    await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=10)))
+    await oms.until_status("c-1", t.ORDER_STATUS_OPEN)
+
+    await oms.bus.publish(Topic.CANDLES, candles(candle(99_00, 99_50, 98_00, 99_00, volume=4)))
+    await oms.bus.publish(Topic.CANDLES, candles(candle(98_00, 99_00, 97_00, 98_50, start_ns=T0 + 2 * MINUTE)))
+    await oms.until_status("c-1", t.ORDER_STATUS_TRADED)
+
+    assert [(u.status, u.last_fill_quantity, u.last_fill_price_paise) for u in oms.of("c-1") if u.last_fill_quantity] \
+        == [(t.ORDER_STATUS_PARTIALLY_FILLED, 4, 99_00), (t.ORDER_STATUS_TRADED, 6, 98_00)]
+
+
+async def test_a_fill_whose_write_committed_but_lost_its_reply_is_recorded_once(start_oms):
+    oms = await start_failing(start_oms, FailingLedger(fills, after_commit=True))
+    await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=10)))
+    await oms.until_status("c-1", t.ORDER_STATUS_OPEN)
+
+    await oms.bus.publish(Topic.CANDLES, candles(candle(101_00, 102_00, 99_00, 100_00)))
+    traded = await oms.until_status("c-1", t.ORDER_STATUS_TRADED)
+
+    recorded = [u for u in oms.ledger.events if u.last_fill_quantity]
+    assert [(u.sequence, u.last_fill_quantity) for u in recorded] == [(traded.sequence, 10)]
+    assert oms.module.engine.positions.net_quantity(order().token) == 10
+
+
+async def test_an_acknowledgement_the_ledger_failed_to_record_is_recorded_again_before_the_orders_fill(start_oms):
+    oms = await start_failing(start_oms, FailingLedger(lambda u: u.status == t.ORDER_STATUS_SUBMITTED, failures=2))
+    await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=10)))
+    await until(lambda: oms.notifications)  # the broker has it; the OMS's book does not say so yet
+
+    await oms.bus.publish(Topic.CANDLES, candles(candle(101_00, 102_00, 99_00, 100_00)))
+    await oms.until_status("c-1", t.ORDER_STATUS_TRADED)
+
+    statuses = [t.ORDER_STATUS_PENDING_NEW, t.ORDER_STATUS_SUBMITTED, t.ORDER_STATUS_OPEN, t.ORDER_STATUS_TRADED]
+    assert oms.statuses("c-1") == statuses
+    assert [u.status for u in oms.ledger.events] == statuses
