@@ -147,7 +147,7 @@ class OmsModule(Component):
                      and u.request.validity in DAY_BOUND]
             counts = await settle(self.engine, stale, [])
             if counts["unsettled"]:
-                continue  # the book could not be read: try again at the next check
+                continue  # the book could not be read, or an order not settled (the ledger): again at the next check
             day = today
             if stale:
                 log.warning("open DAY orders of earlier days settled", extra=counts)
@@ -206,8 +206,8 @@ class OmsModule(Component):
             "average price). Not in the order ledger."), positions=str(len(taken)))
 
     async def _settle_later(self, restored: Restored) -> None:
-        """Read the order book until it answers, then settle the orders restored at start (and only them: an
-        order placed since is not a restart leftover)."""
+        """Settle the orders restored at start (and only them: an order placed since is not a restart leftover),
+        again with back-off until the order book answers and the ledger takes every one."""
         delay, max_s = self.settle_retry_s
         while True:
             await asyncio.sleep(delay)

@@ -3,13 +3,16 @@ broker's NRML positions and delivery holdings the book knows nothing of (`take_c
 the book's positions against the broker's (`position_differences`).
 
 Runs in OmsModule.start(); adopts the broker's state and never re-sends an order on its own. When the order book
-cannot be read at start, the orders stay as recorded and OmsModule.run() settles them (`settle`) once it can.
+cannot be read at start (or the ledger fails an order's settling), the orders stay as recorded and OmsModule.run()
+settles them (`settle`) once it can.
 """
 
 from __future__ import annotations
 
 import logging
 from typing import Any, NamedTuple
+
+from prometheus_client import Counter
 
 from services.oms.broker import BrokerOrderEvent, holdings_of
 from services.oms.engine import OrderEngine, given_up
@@ -19,6 +22,8 @@ from shared.contracts import trading_pb2 as t
 
 log = logging.getLogger(__name__)
 
+SETTLE_FAILURES = Counter("neopulse_oms_settle_failures",
+                          "Orders whose settling against the broker's book failed (e.g. the ledger); tried again")
 NOT_FOUND = ("not in the broker's order book after the restart (no order tagged {}): it may never have been sent; "
              "place it again if still wanted")
 
@@ -66,7 +71,8 @@ async def reconcile(engine: OrderEngine) -> tuple[dict[str, int], Restored | Non
 
 async def settle(engine: OrderEngine, open_orders: list[t.OrderUpdate],
                  abandoned: list[t.OrderUpdate]) -> dict[str, int]:
-    """Settle restored orders against one read of the broker's order book; with no book, all are "unsettled"."""
+    """Settle restored orders against one read of the broker's order book; with no book, all are "unsettled", and
+    so is each order whose settling fails (the ledger). Orders settled already are left alone when called again."""
     counts = {"open": 0, "matched": 0, "rejected": 0, "cancelled": 0, "adopted": 0, "unsettled": 0}
     if not open_orders and not abandoned:
         return counts
@@ -82,8 +88,12 @@ async def settle(engine: OrderEngine, open_orders: list[t.OrderUpdate],
     for u in abandoned:
         ev = by_tag.get(u.client_order_id)
         if ev is not None and ev.status != t.ORDER_STATUS_REJECTED:
-            async with engine.lock(u.internal_id):
-                await engine.apply_event_locked(u.internal_id, ev)
+            try:
+                async with engine.lock(u.internal_id):
+                    await engine.apply_event_locked(u.internal_id, ev)
+            except Exception as exc:
+                _not_settled(counts, u, exc)
+                continue
             counts["adopted"] += 1
     for u in open_orders:
         ev = by_id.get(u.exchange_order_id) if u.exchange_order_id else None
@@ -97,9 +107,21 @@ async def settle(engine: OrderEngine, open_orders: list[t.OrderUpdate],
         except IllegalTransition as exc:
             log.error("reconciliation refused by the state machine: %s", exc, extra={"order_id": u.internal_id})
             continue
+        except Exception as exc:
+            _not_settled(counts, u, exc)
+            continue
         counts[outcome] = counts.get(outcome, 0) + 1
     log.info("reconciled open orders", extra=counts)
     return counts
+
+
+def _not_settled(counts: dict[str, int], u: t.OrderUpdate, error: Exception) -> None:
+    """One order that failed to settle (the ledger, most likely) is "unsettled": the caller settles again at its
+    next check, and the others are settled meanwhile."""
+    SETTLE_FAILURES.inc()
+    log.error("order not settled against the broker's book; settled again at the next check", extra={
+        "order_id": u.internal_id, "client_order_id": u.client_order_id, "error": f"{type(error).__name__}: {error}"})
+    counts["unsettled"] += 1
 
 
 async def _settle(engine: OrderEngine, u: t.OrderUpdate, ev: BrokerOrderEvent | None) -> str:

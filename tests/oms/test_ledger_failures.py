@@ -1,10 +1,16 @@
 """The ledger failing under a running OMS (a dropped PostgreSQL connection): no broker news is lost, nothing is
 recorded twice, and the OMS keeps running."""
 
+import asyncio
 from collections.abc import Callable
 
+from services.oms.charges import ChargeModel
+from services.oms.config import OmsSettings
 from services.oms.ledger import MemoryLedger
-from shared.bus import Topic
+from services.oms.module import OmsModule
+from services.oms.virtual_broker import VirtualBroker
+from shared.bus import Bus, Topic
+from shared.clock import ManualClock
 from shared.contracts import market_pb2, ops_pb2
 from shared.contracts import trading_pb2 as t
 from tests.helpers import eventually as until
@@ -99,3 +105,68 @@ async def test_an_acknowledgement_the_ledger_failed_to_record_is_recorded_again_
     statuses = [t.ORDER_STATUS_PENDING_NEW, t.ORDER_STATUS_SUBMITTED, t.ORDER_STATUS_OPEN, t.ORDER_STATUS_TRADED]
     assert oms.statuses("c-1") == statuses
     assert [u.status for u in oms.ledger.events] == statuses
+
+
+def cancels(update: t.OrderUpdate) -> bool:
+    return update.status == t.ORDER_STATUS_CANCELLED
+
+
+class NewDayBook(VirtualBroker):
+    """Like Kotak on a new day: the orders of earlier days are gone from its book, and no event said so."""
+
+    async def order_book(self):
+        return [e for e in await super().order_book() if e.client_order_id != "c-yesterday"]
+
+
+async def test_a_ledger_error_while_expiring_earlier_days_orders_is_retried_and_the_oms_keeps_running():
+    bus, clock = Bus(), ManualClock(T0 + 1)
+    ledger = FailingLedger(cancels)
+    module = OmsModule(bus, OmsSettings(lookup_backoff_s=0, poll_interval_s=0),
+                       NewDayBook(None, ChargeModel.default(), clock), ledger, clock)
+    module.day_check_s = 0.01
+    tasks = [asyncio.create_task(bus.run())]
+    try:
+        await module.start()
+        tasks.append(asyncio.create_task(module.run()))
+        await bus.publish(Topic.ORDERS, accepted(order(client_order_id="c-yesterday", price=90_00)))
+        await until(lambda: getattr(module.engine.lookup("c-yesterday"), "status", 0) == t.ORDER_STATUS_OPEN)
+        clock.advance(24 * 3600)  # the next day: the first settle's CANCELLED write fails
+
+        await until(lambda: module.engine.lookup("c-yesterday").status == t.ORDER_STATUS_CANCELLED)
+        await bus.publish(Topic.ORDERS, accepted(order(client_order_id="c-today", price=100_00)))
+        await until(lambda: getattr(module.engine.lookup("c-today"), "status", 0) == t.ORDER_STATUS_OPEN)
+        await module.broker.process_candle(candle(99_00, 99_50, 98_00, 99_00, start_ns=clock.now_ns() + MINUTE))
+        await until(lambda: module.engine.lookup("c-today").status == t.ORDER_STATUS_TRADED)  # events still applied
+        running = not tasks[-1].done()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert ledger.failures == 0 and running
+    assert (await ledger.get("c-yesterday")).reason_code == "NOT_IN_BROKER_BOOK"
+
+
+async def test_a_ledger_error_while_settling_restored_orders_at_start_is_retried_after_start():
+    ledger = FailingLedger(cancels)
+    await ledger.insert_new(t.OrderUpdate(internal_id="i-gone", client_order_id="c-gone", request=order(),
+                                          status=t.ORDER_STATUS_PENDING_NEW, sequence=1), {})
+    await ledger.record(t.OrderUpdate(internal_id="i-gone", client_order_id="c-gone", request=order(),
+                                      status=t.ORDER_STATUS_OPEN, exchange_order_id="EX-1", sequence=2), {})
+    bus, clock = Bus(), ManualClock(T0 + 1)
+    module = OmsModule(bus, OmsSettings(lookup_backoff_s=0, poll_interval_s=0),
+                       VirtualBroker(None, ChargeModel.default(), clock), ledger, clock)
+    module.settle_retry_s = (0.01, 0.02)
+    tasks = [asyncio.create_task(bus.run())]
+    try:
+        await module.start()  # not in the broker's book: cancelled, but the ledger fails that write
+        unsettled = module.reconciled["unsettled"]
+        tasks.append(asyncio.create_task(module.run()))
+        await until(lambda: module.reconciled["unsettled"] == 0)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert unsettled == 1
+    assert (await ledger.get("c-gone")).status == t.ORDER_STATUS_CANCELLED
