@@ -36,6 +36,8 @@ MAX_DAY_VOLUME = 10**12
 # Newer trades in a row, each below the cumulative volume held, after which the held volume is taken to be the
 # wrong one (a corrupt but plausible value) rather than these stale: one such update alone is still dropped.
 STALE_RUN_RESET = 3
+# Queued behind the SDK's last message once its receive loop has ended (KotakFeedSource._watch_receiver).
+_RECEIVER_DONE = object()
 
 
 def frame_is_well_formed(frame: bytes) -> bool:
@@ -103,7 +105,9 @@ def _queued(ws: Any) -> list[Any]:
     queue = getattr(ws, "_message_queue", None)
     out = []
     while queue is not None and not queue.empty():
-        out.append(queue.get_nowait())
+        item = queue.get_nowait()
+        if item is not _RECEIVER_DONE:
+            out.append(item)
     return out
 
 
@@ -150,6 +154,7 @@ class KotakFeedSource:
         self._stale_run: dict[tuple[int, str], int] = {}  # newer trades dropped in a row for a lower volume
         self._closed = False
         self._generation = 0  # the session login the current socket was opened with
+        self._unwatched_logged = False  # the SDK's receive loop could not be watched: said once
 
     async def instruments(self) -> list[market_pb2.Instrument]:
         if self._instruments is None:
@@ -203,6 +208,7 @@ class KotakFeedSource:
         self._ws = ws
         self._frames.clear()
         await ws.connect()
+        self._watch_receiver(ws)
         tokens = [WsToken(i.exchange_segment, str(i.token)) for i in instruments]
         if self.mode == "lite":
             await ws.subscribe_scrips_lite(tokens)
@@ -211,6 +217,19 @@ class KotakFeedSource:
         self.stats.connected = True
         log.info("kotak feed subscribed", extra={"instruments": len(tokens), "mode": self.mode})
         return ws
+
+    def _watch_receiver(self, ws: Any) -> None:
+        """End the read when the SDK's receive loop ends. A close right behind a data frame ends that loop without
+        its disconnect handling (it finds the socket closed before it reads again), and the SDK's iterator then
+        waits on an empty queue forever. A marker queued behind the loop's last message ends the read once it has
+        taken all that was received. Both are SDK internals: without them only the stall watchdog notices."""
+        task, queue = getattr(ws, "_receive_task", None), getattr(ws, "_message_queue", None)
+        if isinstance(task, asyncio.Future) and isinstance(queue, asyncio.Queue):
+            task.add_done_callback(lambda _: queue.put_nowait(_RECEIVER_DONE))
+        elif not self._unwatched_logged:
+            self._unwatched_logged = True
+            log.warning("kotak feed cannot watch the SDK's receive loop (SDK internals changed); a socket closed "
+                        "right behind a data frame is noticed by the stall watchdog only")
 
     def _on_raw(self, raw: Any) -> None:
         self._frame_no += 1
@@ -237,6 +256,10 @@ class KotakFeedSource:
                 if ticks:
                     yield market_pb2.TickBatch(ticks=ticks)
                 raise
+            if message is _RECEIVER_DONE:
+                if not getattr(ws, "_stopped", True):
+                    log.warning("kotak feed socket closed without the SDK noticing; reconnecting")
+                raise NotConnectedError("the SDK's receive loop ended")
             frame = self._frames.popleft() if self._frames else -1
             messages = [message]
             while self._frames and self._frames[0] == frame:

@@ -279,3 +279,31 @@ async def test_an_update_changing_only_a_deeper_depth_level_is_delivered(sim, so
     await sim.push_ticks([deep_tick(fifth_bid_qty=99)])  # only the fifth bid's quantity moved
     [got] = (await next_batch(batches)).ticks
     assert (got.token, got.bids[4].quantity) == (RELIANCE, 99)
+
+
+# -- sockets that end in ways the SDK does not report
+async def test_a_close_right_behind_a_data_frame_delivers_the_frame_and_reconnects_at_once(sim, source):
+    batches = source.batches()
+    await next_batch(batches)
+    # Sent in one turn of the loop, the frame and the close reach the SDK's socket together: its receive loop reads
+    # the frame, finds the socket closed and ends without its disconnect handling; its iterator never ends.
+    await sim.push_ticks([tick(RELIANCE, 129_100, volume=1_000)])
+    await sim.drop_feeds()
+    last = await next_batch(batches)
+    pending = asyncio.ensure_future(next_batch(batches))
+    await wait_for(lambda: source.stats.reconnects == 1 and subscribed(sim), within=2)
+    await sim.push_ticks([tick(RELIANCE, 129_200, volume=1_100)])
+    after = await pending
+    got = [(t.token, t.ltp_paise) for b in (last, after) for t in b.ticks]
+    assert got == [(RELIANCE, 129_100), (RELIANCE, 129_200)]
+
+
+def test_an_sdk_socket_whose_receive_loop_cannot_be_watched_is_reported_once(settings, caplog):
+    source = KotakFeedSource(settings, ["RELIANCE-EQ"])
+
+    source._watch_receiver(object())
+    source._watch_receiver(object())
+
+    assert [r.getMessage() for r in caplog.records if "receive loop" in r.getMessage()] == [
+        "kotak feed cannot watch the SDK's receive loop (SDK internals changed); a socket closed right behind a "
+        "data frame is noticed by the stall watchdog only"]
