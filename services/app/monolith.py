@@ -101,6 +101,7 @@ class Monolith:
         from services.oms.module import OmsModule
         from services.risk.config import RiskSettings
         from services.risk.module import RiskModule
+        from services.risk.state import PgRiskState
         from services.strategy.config import StrategySettings
         from services.strategy.module import StrategyModule
 
@@ -114,7 +115,8 @@ class Monolith:
             IngestionModule(bus, cfg.load(IngestionSettings, t), source, clock, tick_sink=tick_sink,
                             instrument_sink=instrument_sink),
             OmsModule(bus, cfg.load(OmsSettings, t), broker, ledger, clock),
-            RiskModule(bus, cfg.load(RiskSettings, t), clock),
+            RiskModule(bus, cfg.load(RiskSettings, t), clock,
+                       PgRiskState(self.database.pool) if self.database is not None else None),
             StrategyModule(bus, cfg.load(StrategySettings, t), clock),
         ]
 

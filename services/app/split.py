@@ -264,8 +264,10 @@ async def build_module(module: str, bus: Bus, app: AppSettings, toml: dict[str, 
     if module == "risk":
         from services.risk.config import RiskSettings
         from services.risk.module import RiskModule
+        from services.risk.state import PgRiskState
 
-        return RiskModule(bus, cfg.load(RiskSettings, toml), clock)
+        state = PgRiskState((await _open_database(app, toml, clock, closers)).pool) if app.use_database else None
+        return RiskModule(bus, cfg.load(RiskSettings, toml), clock, state)
     from services.notifier.config import NotifierSettings
     from services.notifier.module import NotifierModule
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from fractions import Fraction
+from typing import Any
 
 from services.oms.ledger import TERMINAL
 from services.risk.config import Limits
@@ -55,6 +56,9 @@ Check = Callable[[trading_pb2.OrderRequest, market_pb2.Instrument, int], Denial 
 
 def state_name(state: int) -> str:
     return risk_pb2.TradingState.Name(state).removeprefix("TRADING_STATE_")
+
+
+RESTORED = " (before a restart)"  # a day's state as a restarted risk module found it saved
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class RiskEngine:
         self.state: risk_pb2.TradingState = ACTIVE
         self.state_reason = ""
         self.kill_switch_engaged = False
+        self._kill_reason = ""
         self.last_prices: dict[int, int] = {}
         self.open_orders: dict[str, OpenOrder] = {}
         # client_order_ids accepted today and the trading day before (a replay across midnight is a duplicate
@@ -544,6 +549,7 @@ class RiskEngine:
         """Engage: HALTED. Release: ACTIVE, or REDUCING while the daily loss is still over a threshold."""
         self._roll_day(self.clock.now_ns())  # a release at a new day's open measures today's loss, not yesterday's
         self.kill_switch_engaged = engaged
+        self._kill_reason = reason if engaged else ""
         if engaged:
             self._move(HALTED, f"kill switch engaged: {reason or 'no reason given'}",
                        kind=ops_pb2.NOTIFICATION_KIND_KILL_SWITCH, always=True)
@@ -558,6 +564,29 @@ class RiskEngine:
             self._move(REDUCING, f"kill switch released; daily loss {fmt_inr(loss)} still over "
                                  f"daily_loss_reducing {fmt_inr(self.limits.daily_loss_reducing_paise)}",
                        kind=ops_pb2.NOTIFICATION_KIND_KILL_SWITCH, always=True)
+
+    def durable_state(self) -> dict[str, Any]:
+        """What must outlive a restart (RiskModule saves it on every state change): the kill switch with its reason,
+        and the day's state (a daily-loss REDUCING or HALTED holds for the rest of the day, whatever prices do)."""
+        return {"kill_switch": self.kill_switch_engaged, "kill_reason": self._kill_reason,
+                "day": self._day.isoformat(), "state": risk_pb2.TradingState.Name(self.state),
+                "loss_level": risk_pb2.TradingState.Name(self._loss_level), "reason": self.state_reason}
+
+    def restore_durable_state(self, saved: dict[str, Any]) -> None:
+        """After a restart: the kill switch engaged again if it was; today's daily-loss state kept if it was worse
+        than what today's P&L gives now (yesterday's is not: a new day resets the loss limits)."""
+        if saved.get("kill_switch"):
+            self.set_kill_switch(True, str(saved.get("kill_reason") or ""))
+            return
+        if saved.get("day") != self._day.isoformat():
+            return
+        names = risk_pb2.TradingState.keys()
+        level = risk_pb2.TradingState.Value(saved["loss_level"]) if saved.get("loss_level") in names else ACTIVE
+        state = risk_pb2.TradingState.Value(saved["state"]) if saved.get("state") in names else ACTIVE
+        self._loss_level = max(self._loss_level, level)
+        if state > self.state:
+            reason = str(saved.get("reason") or "the daily loss")
+            self._move(state, reason if reason.endswith(RESTORED) else reason + RESTORED)
 
     def set_limits(self, limits: Limits) -> None:
         """Replace the limits whole; new loss thresholds take effect at once."""

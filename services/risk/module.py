@@ -16,6 +16,7 @@ from prometheus_client import Counter, Gauge
 
 from services.risk.config import Limits, RiskSettings
 from services.risk.engine import HALTED, RiskEngine, StateChange, state_name
+from services.risk.state import MemoryRiskState, RiskStateStore
 from shared import rpc
 from shared.bus import Bus, Sequencer, Topic
 from shared.clock import Clock
@@ -35,6 +36,8 @@ KILL_SWITCH = Gauge("neopulse_risk_kill_switch_engaged", "1 while the kill switc
 DAILY_PNL = Gauge("neopulse_risk_daily_pnl_paise", "Today's P&L as the loss limits count it (realised + marks - "
                   "charges), in paise")
 SIGNAL_ERRORS = Counter("neopulse_risk_signal_errors", "Signals dropped because deciding them raised (a bug; logged)")
+STATE_SAVE_ERRORS = Counter("neopulse_risk_state_save_errors",
+                            "Kill switch / trading state changes not saved (they would not survive a restart)")
 MAX_CANCEL_BACKOFF_S = 2.0
 MAX_BURST = 100  # signals decided in one handler call at most
 
@@ -55,9 +58,12 @@ def _decisions_counter(accepted: bool, reason_code: str) -> Any:
 class RiskModule(Component):
     name = "risk"
 
-    def __init__(self, bus: Bus, settings: RiskSettings, clock: Clock) -> None:
+    def __init__(self, bus: Bus, settings: RiskSettings, clock: Clock, state: RiskStateStore | None = None) -> None:
+        """`state`: where the kill switch and the day's trading state are kept across restarts (the database's
+        risk_state table when there is one; in memory otherwise)."""
         super().__init__(bus)
         self.settings = settings
+        self.state_store: RiskStateStore = state if state is not None else MemoryRiskState()
         self.clock = clock
         self.instruments = InstrumentBook()
         self.engine = RiskEngine(settings.limits(), clock, self.instruments,
@@ -88,6 +94,7 @@ class RiskModule(Component):
         await self.instruments.load_from(self.bus)
         await self._load_positions()
         await self._load_orders()
+        await self._restore_state()
         self._loaded.set()
         self.bus.subscribe(Topic.SIGNALS, "risk", self._on_signals, max_batch=MAX_BURST)
         self.bus.subscribe(Topic.TICKS, "risk", self._on_ticks)
@@ -110,6 +117,18 @@ class RiskModule(Component):
             log.info("no order service to ask for open orders; starting with none")
             return
         self.engine.load_orders([*recent.orders, *working.orders])
+
+    async def _restore_state(self) -> None:
+        """After a restart: an engaged kill switch stays engaged, and a daily-loss REDUCING or HALTED holds for the
+        rest of its day, as if risk had not restarted (announced, as any state change)."""
+        saved = await self.state_store.load()
+        if saved is not None:
+            self.engine.restore_durable_state(saved)
+            log.info("risk state restored", extra={"state": state_name(self.engine.state),
+                                                   "kill_switch": self.engine.kill_switch_engaged})
+        elif not self.state_store.durable:
+            log.info("no database: the kill switch and the day's trading state last until this process stops")
+        await self._notify_changes()
 
     async def _load_positions(self) -> None:
         """After a restart, today's positions and P&L count again against the position and loss limits."""
@@ -341,9 +360,28 @@ class RiskModule(Component):
                                               "reason": decision.reason})
 
     async def _notify_changes(self) -> None:
+        """Save the state (before anyone is told of it), then announce each change, in the order they happened."""
         async with self._notify_lock:
-            for change in self.engine.pop_state_changes():
+            changes = self.engine.pop_state_changes()
+            if not changes:
+                return
+            await self._save_state()
+            for change in changes:
                 await self.bus.publish(Topic.NOTIFICATIONS, self._notification(change))
+
+    async def _save_state(self) -> None:
+        """A failed save (the database down) leaves the state in force here, said loudly: it would not survive a
+        restart."""
+        try:
+            await self.state_store.save(self.engine.durable_state())
+        except Exception as exc:
+            STATE_SAVE_ERRORS.inc()
+            log.exception("risk state not saved; it will not survive a restart")
+            await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
+                kind=ops_pb2.NOTIFICATION_KIND_RISK_BREACH, severity=ops_pb2.SEVERITY_CRITICAL,
+                title="Risk state not saved", source="risk", ts_ns=self.clock.now_ns(),
+                text=f"Trading is {state_name(self.engine.state)} here, but saving it failed ({type(exc).__name__}): "
+                     "a restart now would not keep it. Check the database."))
 
     def _notification(self, change: StateChange) -> ops_pb2.Notification:
         if change.kind == ops_pb2.NOTIFICATION_KIND_KILL_SWITCH:

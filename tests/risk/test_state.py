@@ -246,3 +246,53 @@ def test_an_already_seen_order_update_sequence_is_ignored(clock):
     engine.on_order_update(update)
 
     assert engine.positions.net_quantity(RELIANCE) == 10
+
+
+def restarted(engine: RiskEngine, clock, **overrides) -> RiskEngine:
+    """A new engine (a restarted risk module) holding the same position, given what the first one saved."""
+    again = long_100(clock, **overrides)
+    again.restore_durable_state(engine.durable_state())
+    return again
+
+
+def test_an_engaged_kill_switch_is_engaged_again_after_a_restart(clock):
+    engine = long_100(clock)
+    engine.set_kill_switch(True, "runaway strategy")
+
+    again = restarted(engine, clock)
+
+    assert (again.state, again.kill_switch_engaged) == (HALTED, True)
+    assert again.state_reason == "kill switch engaged: runaway strategy"
+    assert restarted(again, clock).state_reason == again.state_reason  # a second restart adds nothing to it
+
+
+def test_a_released_kill_switch_stays_released_after_a_restart(clock):
+    engine = long_100(clock)
+    engine.set_kill_switch(True, "lunch")
+    engine.set_kill_switch(False, "back")
+
+    assert restarted(engine, clock).state == ACTIVE
+
+
+def test_a_loss_halt_holds_after_a_restart_though_the_price_has_recovered(clock):
+    """Without a restart a recovering price does not lift it; a restart must not either."""
+    engine = long_100(clock)
+    mark(engine, 1265_00)  # -₹2,500: halted
+    mark(engine, 1289_00)  # -₹100 now
+
+    again = restarted(engine, clock)
+    again.last_prices[RELIANCE] = 1289_00
+    again.evaluate_loss()
+
+    assert again.state == HALTED and again.state_reason.endswith("(before a restart)")
+    assert again.decide(order(side=BUY, quantity=10)).reason_code == "TRADING_HALTED"
+
+
+def test_yesterdays_loss_state_is_not_restored_on_a_new_day(clock):
+    engine = long_100(clock)
+    mark(engine, 1265_00)
+
+    clock.set(ist_ns(DAY + timedelta(days=1), 9, 30))
+    again = restarted(engine, clock)
+
+    assert again.state == ACTIVE
