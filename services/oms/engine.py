@@ -425,11 +425,18 @@ class OrderEngine:
                         error: str) -> None:
         """Accepted decisions that will not be placed, in the ledger as orders REJECTED NOT_SENT (written ahead, then
         rejected): risk frees their slots, their strategies learn of it, and the ledger has every accepted order.
-        Those the ledger holds already (a replay) are left as they are."""
+        Those the ledger holds already (a replay) are left as they are. Never raises: a REJECTED the ledger does not
+        take leaves its order PENDING_NEW, never sent, for reconciliation (and the caller's other orders go on)."""
         by_client = {d.order.client_order_id: d for d in decisions}
         for u in await self._written_ahead(decisions) if decisions else []:
-            await self.transition(u.internal_id, t.ORDER_STATUS_REJECTED, reason=reason(by_client[u.client_order_id]),
-                                  reason_code=ReasonCode.NOT_SENT, audit={"response": {"error": error}})
+            try:
+                await self.transition(u.internal_id, t.ORDER_STATUS_REJECTED,
+                                      reason=reason(by_client[u.client_order_id]), reason_code=ReasonCode.NOT_SENT,
+                                      audit={"response": {"error": error}})
+            except Exception:
+                PLACEMENT_ERRORS.inc()
+                log.exception("order not sent, but its REJECTED was not recorded; left PENDING_NEW for reconciliation",
+                              extra={"order_id": u.internal_id, "client_order_id": u.client_order_id})
 
     async def settle(self, within_s: float, unplaced: Sequence[t.RiskDecision] = ()) -> int:
         """Graceful stop: record the accepted decisions that will not be placed (`unplaced`) as REJECTED NOT_SENT,

@@ -2,6 +2,7 @@
 recorded twice, and the OMS keeps running."""
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from services.oms.charges import ChargeModel
@@ -170,3 +171,24 @@ async def test_a_ledger_error_while_settling_restored_orders_at_start_is_retried
 
     assert unsettled == 1
     assert (await ledger.get("c-gone")).status == t.ORDER_STATUS_CANCELLED
+
+
+def from_tick_aged(client_order_id: str, age_s: float) -> t.RiskDecision:
+    decision = accepted(order(client_order_id=client_order_id, price=100_00))
+    decision.order.tick_recv_ns = time.time_ns() - int(age_s * 1e9)
+    return decision
+
+
+async def test_a_ledger_error_recording_a_too_old_decision_does_not_stop_the_fresh_ones_of_its_burst(start_oms):
+    oms = await start_oms(ledger=FailingLedger(lambda u: u.status == t.ORDER_STATUS_REJECTED),
+                          settings=OmsSettings(max_decision_age_s=5, poll_interval_s=0, lookup_backoff_s=0))
+    for decision in (from_tick_aged("old", 60), from_tick_aged("fresh-1", 0), from_tick_aged("fresh-2", 0)):
+        await oms.bus.publish(Topic.ORDERS, decision)  # queued together: one burst
+
+    for tag in ("fresh-1", "fresh-2"):
+        await oms.until_status(tag, t.ORDER_STATUS_OPEN)
+    assert await oms.bus.drain()
+
+    assert (await oms.ledger.get("fresh-1")).status == t.ORDER_STATUS_OPEN
+    assert oms.statuses("old") == [t.ORDER_STATUS_PENDING_NEW]  # never sent; left for reconciliation
+    assert await oms.broker.find_by_tag("old") is None
