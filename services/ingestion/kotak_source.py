@@ -243,31 +243,36 @@ class KotakFeedSource:
         self.stats.malformed_packets += 1
 
     async def _read(self, ws: Any) -> AsyncIterator[market_pb2.TickBatch]:
-        """One TickBatch per feed frame: the run of already-queued messages decoded from the same frame."""
+        """One TickBatch per feed frame: the run of already-queued messages decoded from the same frame. Once the
+        socket is gone, a last batch of what was received but not yet read, then NotConnectedError."""
         iterator = aiter(ws)
         while True:
+            messages: list[Any] = []
             try:
-                message = await anext(iterator)
-            except StopAsyncIteration:
-                return
-            except NotConnectedError:
-                # The SDK refuses to iterate once its socket is gone, with frames it received still queued.
-                ticks = self._new_ticks(_queued(ws), time.time_ns())
+                await self._take_frame(ws, iterator, messages)
+            except (NotConnectedError, StopAsyncIteration):
+                # The SDK refuses to iterate once its socket is gone, with frames it received still queued; a
+                # drop while a frame is being split leaves its first messages taken and the rest queued.
+                ticks = self._new_ticks(messages + _queued(ws), time.time_ns())
                 if ticks:
                     yield market_pb2.TickBatch(ticks=ticks)
-                raise
-            if message is _RECEIVER_DONE:
-                if not getattr(ws, "_stopped", True):
-                    log.warning("kotak feed socket closed without the SDK noticing; reconnecting")
-                raise NotConnectedError("the SDK's receive loop ended")
-            frame = self._frames.popleft() if self._frames else -1
-            messages = [message]
-            while self._frames and self._frames[0] == frame:
-                self._frames.popleft()
-                messages.append(await anext(iterator))
+                raise NotConnectedError("kotak feed socket closed") from None
             ticks = self._new_ticks(messages, time.time_ns())
             if ticks:
                 yield market_pb2.TickBatch(ticks=ticks)
+
+    async def _take_frame(self, ws: Any, iterator: AsyncIterator[Any], messages: list[Any]) -> None:
+        """Append the next frame's messages to `messages`, in place: a drop midway keeps what was taken."""
+        message = await anext(iterator)
+        if message is _RECEIVER_DONE:
+            if not getattr(ws, "_stopped", True):
+                log.warning("kotak feed socket closed without the SDK noticing; reconnecting")
+            raise NotConnectedError("the SDK's receive loop ended")
+        messages.append(message)
+        frame = self._frames.popleft() if self._frames else -1
+        while self._frames and self._frames[0] == frame:
+            self._frames.popleft()
+            messages.append(await anext(iterator))
 
     def _new_ticks(self, messages: list[Any], recv_ns: int) -> list[market_pb2.Tick]:
         """The frame's messages as new ticks; a corrupt message is counted and skipped, its frame mates kept."""

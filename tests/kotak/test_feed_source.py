@@ -307,3 +307,17 @@ def test_an_sdk_socket_whose_receive_loop_cannot_be_watched_is_reported_once(set
     assert [r.getMessage() for r in caplog.records if "receive loop" in r.getMessage()] == [
         "kotak feed cannot watch the SDK's receive loop (SDK internals changed); a socket closed right behind a "
         "data frame is noticed by the stall watchdog only"]
+
+
+async def test_a_drop_while_a_frame_is_being_split_delivers_the_whole_frame(sim, source):
+    batches = source.batches()
+    await next_batch(batches)
+    n = 300
+    frame = b"".join(codec.encode_market_picture(tick((RELIANCE, TCS)[i % 2], 129_000 + i, ts_ns=NOW_NS + i * 10**9,
+                                                      volume=1_000_000 + i)) for i in range(n))
+    pending = asyncio.ensure_future(next_batch(batches))
+    await sim.send_raw_feed_frame(frame)
+    await wait_for(lambda: 0 < len(source._frames) < n, every=0)  # the read has taken part of the frame
+    await sim.drop_feeds()
+    batch = await pending
+    assert [t.ltp_paise for t in batch.ticks] == [129_000 + i for i in range(n)]
