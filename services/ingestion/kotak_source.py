@@ -150,8 +150,9 @@ class KotakFeedSource:
         self._frame_no = 0
         self._frames: deque[int] = deque()  # frame number of each message queued in the SDK, in order
         self._subscribed: frozenset[tuple[str, str]] = frozenset()  # (token, segment) as the SDK spells them
-        self._last: dict[tuple[int, str], market_pb2.Tick] = {}  # last delivered tick per (token, kind)
-        self._stale_run: dict[tuple[int, str], int] = {}  # newer trades dropped in a row for a lower volume
+        # Last delivered tick per (segment, token, kind): a token is unique within its segment only.
+        self._last: dict[tuple[str, int, str], market_pb2.Tick] = {}
+        self._stale_run: dict[tuple[str, int, str], int] = {}  # newer trades dropped in a row for a lower volume
         self._closed = False
         self._generation = 0  # the session login the current socket was opened with
         self._unwatched_logged = False  # the SDK's receive loop could not be watched: said once
@@ -297,7 +298,7 @@ class KotakFeedSource:
         """False for a tick already delivered (the snapshot SFeed resends on every (re)subscribe) or, within one
         IST day, one with a lower cumulative volume (stale). A depth update whose volume did not grow traded
         nothing: its ltq (the feed repeats the last trade's) becomes 0."""
-        key = (tick.token, kind)
+        key = (tick.exchange_segment, tick.token, kind)
         last = self._last.get(key)
         if last is None:
             self._last[key] = tick

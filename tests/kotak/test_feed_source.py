@@ -321,3 +321,19 @@ async def test_a_drop_while_a_frame_is_being_split_delivers_the_whole_frame(sim,
     await sim.drop_feeds()
     batch = await pending
     assert [t.ltp_paise for t in batch.ticks] == [129_000 + i for i in range(n)]
+
+
+async def test_instruments_sharing_a_token_in_two_segments_are_deduplicated_apart(sim, settings):
+    sim.instruments.append(market_pb2.Instrument(token=RELIANCE, symbol="BSESCRIP", exchange_segment="bse_cm",
+                                                 tick_size_paise=5, lot_size=1))  # tokens repeat across segments
+    source = KotakFeedSource(settings, ["RELIANCE-EQ", "bse_cm:BSESCRIP"])
+    batches = source.batches()
+    await next_batch(batches)
+    await sim.push_ticks([tick(RELIANCE, 129_100, volume=5_000_000)])
+    await next_batch(batches)
+    bse = tick(RELIANCE, 4_550, ts_ns=NOW_NS + 10**9, volume=20_000, bid=4_545, ask=4_555)  # below NSE's volume
+    bse.exchange_segment = "bse_cm"
+    await sim.push_ticks([bse])
+    batch = await next_batch(batches)
+    await source.close()
+    assert [(t.exchange_segment, t.token, t.ltp_paise) for t in batch.ticks] == [("bse_cm", RELIANCE, 4_550)]
