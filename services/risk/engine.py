@@ -640,6 +640,28 @@ class RiskEngine:
             self._next_square_off_ns = min(self._next_square_off_ns, now + SQUARE_OFF_AFTER_CANCEL_NS)
         return out
 
+    def loss_cancels(self) -> list[str]:
+        """While the daily loss holds trading at REDUCING or HALTED: the working orders that would grow a position
+        (resting entries), to be cancelled: the state refuses such orders, and one left working could still fill
+        and grow the loss the limit stopped. Exits and square-off orders are kept. Each id is offered again after
+        square_off_retry_s while it is still working. (The kill switch alone cancels only when asked to.)"""
+        if self.state == ACTIVE or self._loss_level == ACTIVE:
+            return []
+        now = self.clock.now_ns()
+        out = []
+        for cid, o in self.open_orders.items():
+            if o.square_off or now < self._cancel_asked.get(cid, 0) or not self._grows(o):
+                continue
+            self._cancel_asked[cid] = now + self._square_off_retry_ns
+            out.append(cid)
+        return out
+
+    def _grows(self, o: OpenOrder) -> bool:
+        """The order, filled, would grow its position (of its product): a buy when flat or long, a sell when flat or
+        short, or one larger than the position it closes (it would open the other side)."""
+        net = self._net(o.token, o.product)
+        return net == 0 or (net > 0) == (o.side == BUY) or o.remaining > abs(net)
+
     def square_off_due(self) -> list[trading_pb2.OrderRequest]:
         """At square_off_time_ist, and every square_off_retry_s after it that day while an MIS position is
         still open and not being closed by a working order: market orders closing it. A square-off order

@@ -162,6 +162,10 @@ class RiskModule(Component):
         for order_id in self.engine.square_off_cancels():
             log.warning("square-off: cancelling a working MIS order", extra={"order_id": order_id})
             await self._cancel(order_id)  # refused or failed: offered again after square_off_retry_s
+        for order_id in self.engine.loss_cancels():
+            log.warning("daily loss: cancelling a working order that would grow a position",
+                        extra={"order_id": order_id, "state": state_name(self.engine.state)})
+            await self._cancel(order_id)  # likewise
         for order in self.engine.square_off_due():
             decision = await self._decide_and_publish(functools.partial(self.engine.decide, order))
             log.warning("square-off order", extra={"order_id": order.client_order_id, "token": order.token,

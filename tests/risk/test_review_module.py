@@ -263,3 +263,30 @@ async def test_a_manual_order_decided_before_its_caller_gives_up_is_still_publis
 
     assert [d.order.client_order_id for d in got] == ["first", "second"]
     assert caller.cancelled()
+
+
+async def test_a_daily_loss_halt_cancels_the_resting_entries_through_the_oms(clock):
+    bus, cancels = Bus(), []
+
+    async def cancel(request: oms_pb2.CancelOrderRequest) -> oms_pb2.CancelOrderResponse:
+        cancels.append(request.order_id)
+        return oms_pb2.CancelOrderResponse()
+
+    bus.handle(rpc.CANCEL_ORDER, cancel)
+    module = await _started(bus, clock, timer_interval_ms=2, daily_loss_reducing=1_000, daily_loss_halt=2_000)
+    tasks = [asyncio.create_task(bus.run()), asyncio.create_task(module.run())]
+    try:
+        module.engine.on_order_update(fill(trading_pb2.SIDE_BUY, 100, 1290_00))
+        await bus.call(rpc.SUBMIT_ORDER, submit("entry", quantity=10, price_paise=1240_00))
+        await bus.call(rpc.SUBMIT_ORDER, submit("exit", side=trading_pb2.SIDE_SELL, quantity=100, price_paise=1300_00))
+        await asyncio.sleep(0.02)
+        assert cancels == []
+
+        module.engine.last_prices[2885] = 1265_00  # -₹2,500 at the next mark (the timer's)
+        await eventually(lambda: module.engine.state == risk_pb2.TRADING_STATE_HALTED)
+
+        await eventually(lambda: cancels == ["entry"])
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

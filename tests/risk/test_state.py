@@ -296,3 +296,28 @@ def test_yesterdays_loss_state_is_not_restored_on_a_new_day(clock):
     again = restarted(engine, clock)
 
     assert again.state == ACTIVE
+
+
+def test_a_loss_state_cancels_the_resting_entries_and_keeps_the_exits(clock):
+    """A resting entry left working under REDUCING or HALTED could still fill and grow the loss the limit stopped."""
+    engine = long_100(clock)
+    for cid, side, quantity, price in (("entry", BUY, 10, 1240_00), ("exit", SELL, 100, 1300_00),
+                                       ("flip", SELL, 150, 1310_00)):
+        assert engine.decide(order(client_order_id=cid, side=side, quantity=quantity, price_paise=price)).accepted
+    assert engine.loss_cancels() == []  # ACTIVE
+
+    mark(engine, 1278_00)  # -₹1,200: REDUCING
+    assert engine.loss_cancels() == ["entry", "flip"]  # the flip would open a short
+    assert engine.loss_cancels() == []  # offered again only after square_off_retry_s
+    mark(engine, 1265_00)  # HALTED
+    clock.advance(engine._square_off_retry_ns / 1e9)
+
+    assert engine.loss_cancels() == ["entry", "flip"]
+
+
+def test_the_kill_switch_alone_cancels_nothing_by_itself(clock):
+    engine = long_100(clock)
+    assert engine.decide(order(client_order_id="entry", side=BUY, quantity=10, price_paise=1240_00)).accepted
+    engine.set_kill_switch(True, "halt, keep my orders")
+
+    assert engine.loss_cancels() == []
