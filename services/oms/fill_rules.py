@@ -5,15 +5,17 @@ No state, no I/O: virtual_broker.py decides when to call them; the rules are doc
 
 from __future__ import annotations
 
+from shared.clock import ist_day_number
 from shared.contracts import market_pb2
 from shared.contracts import trading_pb2 as t
 
 STOPS = frozenset({t.ORDER_TYPE_STOP_MARKET, t.ORDER_TYPE_STOP_LIMIT})
 
 
-def arrival_price(side: int, tick: market_pb2.Tick | None) -> int:
-    """What a marketable order pays on arrival: the ask (buy) / bid (sell), else the ltp; 0 = no price."""
-    if tick is None:
+def arrival_price(side: int, tick: market_pb2.Tick | None, now_ns: int) -> int:
+    """What a marketable order pays on arrival (at `now_ns`): the ask (buy) / bid (sell), else the ltp; 0 = no
+    price. A tick of an earlier IST day is no price: yesterday's last quote is not where the market opens."""
+    if tick is None or ist_day_number(tick.ts_ns) < ist_day_number(now_ns):
         return 0
     quote = tick.ask_paise if side == t.SIDE_BUY else tick.bid_paise
     return quote or tick.ltp_paise

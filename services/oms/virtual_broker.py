@@ -7,8 +7,10 @@ Fill rules (pure functions in fill_rules.py):
   is booked, charges and event, once the caller yields, so that a burst of orders goes out before their fills are
   worked out, or as soon as anything reads or changes the book):
   * MARKET fills at once, all of it, at the ask (buy) / bid (sell), or the ltp when the tick has no quote.
-    With no tick yet it waits and fills at the open of the next candle.
-  * LIMIT that is marketable (buy limit >= ask, sell limit <= bid) fills at once at the ask / bid.
+    With no tick yet, or only one of an earlier IST day (yesterday's close, before today's first tick), it
+    waits and fills at the open of the next candle.
+  * LIMIT that is marketable (buy limit >= ask, sell limit <= bid) fills at once at the ask / bid; not against
+    a tick of an earlier IST day (it rests, and candles fill it).
   * STOP orders wait for a candle (TRIGGER_PENDING).
   * IOC: whatever did not fill on arrival is cancelled.
 - Validity: a DAY order works until the end of the IST day it was placed on. The first candle of a later day
@@ -273,7 +275,7 @@ class VirtualBroker:
         kind = vo.request.order_type
         if kind not in (t.ORDER_TYPE_MARKET, t.ORDER_TYPE_LIMIT):
             return 0
-        price = arrival_price(vo.request.side, self._last.get(vo.request.token))
+        price = arrival_price(vo.request.side, self._last.get(vo.request.token), vo.accepted_ns)
         if price <= 0:
             return 0
         if kind == t.ORDER_TYPE_MARKET or limit_marketable(vo.request.side, vo.request.price_paise, price):

@@ -40,9 +40,10 @@ BUY = t.SIDE_BUY
 
 
 # -- the reference: the documented rules, written out ------------------------------------------------------
-def arrival_price(side: int, tk: market_pb2.Tick | None) -> int:
-    """A marketable order pays the ask (buy) / bid (sell), or the ltp when the tick has no such quote; 0: none."""
-    if tk is None:
+def arrival_price(side: int, tk: market_pb2.Tick | None, now: int) -> int:
+    """A marketable order pays the ask (buy) / bid (sell), or the ltp when the tick has no such quote; 0: none,
+    or only a tick of an earlier IST day."""
+    if tk is None or ist_day_number(tk.ts_ns) < ist_day_number(now):
         return 0
     quote = tk.ask_paise if side == BUY else tk.bid_paise
     return quote if quote > 0 else tk.ltp_paise
@@ -138,7 +139,7 @@ class Model:
         if req.client_order_id:
             self.tags.add(req.client_order_id)
         # Arrival: MARKET fills all at the touch; a marketable LIMIT (buy limit >= ask, sell limit <= bid) too.
-        px = arrival_price(req.side, self.last_tick.get(req.token))
+        px = arrival_price(req.side, self.last_tick.get(req.token), now)
         if px > 0:
             marketable = req.price_paise >= px if req.side == BUY else req.price_paise <= px
             if req.order_type == t.ORDER_TYPE_MARKET or (req.order_type == t.ORDER_TYPE_LIMIT and marketable):

@@ -156,6 +156,35 @@ async def test_market_order_without_a_tick_fills_at_the_next_candle_open(vb):
     assert vo.average_price_paise == 100_10
 
 
+async def yesterdays_close_then_the_next_morning(vb) -> int:
+    """The last tick of a day (15:29:59 IST), then the clock at 09:15:00.5 the next morning; returns that time."""
+    close_ns = ist_ns(day_of(T0), 15, 29, 59)
+    vb.clock.set(close_ns)
+    await vb.on_ticks(tick(ltp=100_00, bid=99_95, ask=100_05, ts_ns=close_ns))
+    morning_ns = ist_ns(day_of(T0) + timedelta(days=1), 9, 15) + 500_000_000
+    vb.clock.set(morning_ns)
+    return morning_ns
+
+
+async def test_market_order_ignores_yesterdays_last_tick_and_fills_at_the_next_candle_open(vb):
+    morning_ns = await yesterdays_close_then_the_next_morning(vb)
+
+    vo = await place(vb, order(kind=t.ORDER_TYPE_MARKET, price=0))
+    assert (vo.status, vo.filled) == (t.ORDER_STATUS_OPEN, 0)
+    await vb.on_candle(candle(open_=103_00, high=104_00, low=102_00, close=103_50,
+                              start_ns=morning_ns - 500_000_000 + MINUTE))
+
+    assert (vo.status, vo.average_price_paise) == (t.ORDER_STATUS_TRADED, 103_00)
+
+
+async def test_a_limit_marketable_only_against_yesterdays_last_tick_rests(vb):
+    await yesterdays_close_then_the_next_morning(vb)
+
+    vo = await place(vb, order(price=100_10))
+
+    assert (vo.status, vo.filled) == (t.ORDER_STATUS_OPEN, 0)
+
+
 async def test_market_order_filled_on_arrival_is_not_filled_again_by_the_next_candle(vb):
     await vb.on_ticks(tick(ltp=100_00, bid=99_95, ask=100_05))
     vo = await place(vb, order(kind=t.ORDER_TYPE_MARKET, price=0, quantity=10))
