@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
 import logging
 import struct
 import time
@@ -19,10 +18,10 @@ from neo_api_client.websocket.feed import WsToken
 from neo_api_client.websocket.feed.exceptions import AuthenticationError, NotConnectedError
 from neo_api_client.websocket.feed.models import SFeedScrip, SFeedScripLite
 
-from services.ingestion.source import SourceStats
+from services.ingestion.source import SourceStats, resolve
 from shared.clock import NS, ist_day_number
 from shared.contracts import market_pb2
-from shared.errors import ConfigError, NeoPulseError
+from shared.errors import NeoPulseError
 from shared.kotak.config import KotakSettings
 from shared.kotak.session import KotakSession
 
@@ -111,28 +110,6 @@ def _queued(ws: Any) -> list[Any]:
     return out
 
 
-def resolve(symbols: list[str], master: list[market_pb2.Instrument]) -> list[market_pb2.Instrument]:
-    """The scrip-master rows for the symbols, in order: "RELIANCE-EQ" (nse_cm first when a symbol is listed in
-    several segments) or "segment:SYMBOL" (e.g. "mcx_fo:CRUDEOIL26JANFUT"); unknown ones fail naming close
-    matches."""
-    by_key = {(i.exchange_segment.lower(), i.symbol.upper()): i for i in master}
-    by_symbol: dict[str, market_pb2.Instrument] = {}
-    for i in sorted(master, key=lambda i: i.exchange_segment != "nse_cm"):
-        by_symbol.setdefault(i.symbol.upper(), i)
-
-    def find(text: str) -> market_pb2.Instrument | None:
-        segment, sep, symbol = text.partition(":")
-        return by_key.get((segment.lower(), symbol.upper())) if sep else by_symbol.get(text.upper())
-
-    unknown = [s for s in symbols if find(s) is None]
-    if unknown:
-        names = list(by_symbol)
-        hints = {s: difflib.get_close_matches(s.rpartition(":")[2].upper(), names, n=3) for s in unknown}
-        detail = "; ".join(f"{s!r} (close: {', '.join(m) or 'none'})" for s, m in hints.items())
-        raise ConfigError(f"symbols: not in Kotak's scrip master: {detail}")
-    return [i for i in map(find, symbols) if i is not None]
-
-
 class KotakFeedSource:
     """MarketSource over the SDK's SFeedWebSocket. mode: "depth" (market picture, 5 levels) or "lite"."""
 
@@ -162,7 +139,8 @@ class KotakFeedSource:
             if self.session.client is None:
                 await self.session.login()
             segments = tuple(sorted({"nse_cm", *(s.split(":")[0] for s in self.symbols if ":" in s)}))
-            self._instruments = resolve(self.symbols, await self.session.scrip_master(segments))
+            self._instruments = resolve(self.symbols, await self.session.scrip_master(segments),
+                                        "Kotak's scrip master")
             self._subscribed = frozenset((str(i.token), i.exchange_segment.lower()) for i in self._instruments)
         return list(self._instruments)
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from services.ingestion.instrument_store import load_instruments
-from services.ingestion.source import SourceStats
+from services.ingestion.source import SourceStats, resolve
 from shared.clock import ManualClock
 from shared.contracts import market_pb2
 from shared.db import queries
@@ -48,10 +48,12 @@ class ReplaySource:
 
     async def instruments(self) -> list[market_pb2.Instrument]:
         stored = await load_instruments(self.pool)
-        chosen = [i for i in stored if not self.symbols or i.symbol in self.symbols]
-        if not chosen:
-            raise ConfigError(f"replay: none of {self.symbols} is in instrument_master; run once on live or "
-                              "simulated data first so ticks and instruments are stored")
+        if not stored:
+            raise ConfigError("replay: instrument_master is empty; run once on live or simulated data first so "
+                              "ticks and instruments are stored")
+        chosen = stored
+        if self.symbols:  # the symbols the live source takes, resolved alike: "segment:SYMBOL", or nse_cm first
+            chosen = resolve(self.symbols, stored, "instrument_master (stored by earlier live or simulated runs)")
         self._keys = {(i.token, i.exchange_segment) for i in chosen}
         return chosen
 

@@ -1,15 +1,18 @@
-"""The market-source interface ingestion reads from: synthetic, Kotak SFeed (SDK), replay.
+"""The market-source interface ingestion reads from (synthetic, Kotak SFeed (SDK), replay), and the one way
+configured symbols resolve against an instrument master (Kotak's scrip master live, instrument_master in replay).
 
 A source owns its connection (reconnects, resubscribes); ingestion owns the bus side.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
 from shared.contracts import market_pb2
+from shared.errors import ConfigError
 
 
 @dataclass
@@ -36,3 +39,26 @@ class MarketSource(Protocol):
         """Drop and re-establish the connection (stall watchdog); re-login if the session expired."""
 
     async def close(self) -> None: ...
+
+
+def resolve(symbols: list[str], master: list[market_pb2.Instrument],
+            master_name: str = "the instrument master") -> list[market_pb2.Instrument]:
+    """The instrument-master rows for the symbols, in order: "RELIANCE-EQ" (nse_cm first when a symbol is listed in
+    several segments) or "segment:SYMBOL" (e.g. "mcx_fo:CRUDEOIL26JANFUT"); unknown ones fail naming close
+    matches and `master_name`, the master they were looked up in."""
+    by_key = {(i.exchange_segment.lower(), i.symbol.upper()): i for i in master}
+    by_symbol: dict[str, market_pb2.Instrument] = {}
+    for i in sorted(master, key=lambda i: i.exchange_segment != "nse_cm"):
+        by_symbol.setdefault(i.symbol.upper(), i)
+
+    def find(text: str) -> market_pb2.Instrument | None:
+        segment, sep, symbol = text.partition(":")
+        return by_key.get((segment.lower(), symbol.upper())) if sep else by_symbol.get(text.upper())
+
+    unknown = [s for s in symbols if find(s) is None]
+    if unknown:
+        names = list(by_symbol)
+        hints = {s: difflib.get_close_matches(s.rpartition(":")[2].upper(), names, n=3) for s in unknown}
+        detail = "; ".join(f"{s!r} (close: {', '.join(m) or 'none'})" for s, m in hints.items())
+        raise ConfigError(f"symbols: not in {master_name}: {detail}")
+    return [i for i in map(find, symbols) if i is not None]

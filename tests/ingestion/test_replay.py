@@ -74,3 +74,15 @@ async def test_a_timestamp_shared_by_more_ticks_than_a_page_replays_every_tick(d
     groups = [[t.ltp_paise for t in group] async for group in source._groups()]
 
     assert groups == [[100, 101, 102, 103, 104], [200]]
+
+
+async def test_replay_resolves_symbols_as_the_live_feed_does(db_pool):
+    await upsert_instruments(db_pool, [
+        market_pb2.Instrument(token=2885, symbol="RELIANCE-EQ", exchange_segment="nse_cm", tick_size_paise=5),
+        market_pb2.Instrument(token=500325, symbol="RELIANCE-EQ", exchange_segment="bse_cm", tick_size_paise=5),
+        market_pb2.Instrument(token=450001, symbol="CRUDEOIL26JANFUT", exchange_segment="mcx_fo", tick_size_paise=100)])
+    source = ReplaySource(db_pool, ["RELIANCE-EQ", "mcx_fo:CRUDEOIL26JANFUT"], T0, T0 + NS, ManualClock(0))
+
+    chosen = await source.instruments()
+
+    assert [(i.exchange_segment, i.token) for i in chosen] == [("nse_cm", 2885), ("mcx_fo", 450001)]

@@ -166,7 +166,7 @@ async def test_ticks_received_just_before_the_socket_dropped_are_not_lost(sim, s
 
 
 def test_symbols_resolve_bare_or_with_their_segment():
-    from services.ingestion.kotak_source import resolve
+    from services.ingestion.source import resolve
 
     master = [market_pb2.Instrument(token=2885, symbol="RELIANCE-EQ", exchange_segment="nse_cm"),
               market_pb2.Instrument(token=500325, symbol="RELIANCE-EQ", exchange_segment="bse_cm"),
