@@ -148,8 +148,7 @@ class ChargeModel:
         is left of it (pass the brokerage already charged to the order).
         """
         seg = segment_of(order)
-        factor = factor_of(order.price_factor)
-        turnover = quantity * price_paise if factor is ONE else quantity * price_paise * factor
+        turnover = _turnover(order, quantity, price_paise)
         buy = order.side == trading_pb2.SIDE_BUY
         flat_left = max(0, self.brokerage_flat_paise - brokerage_so_far_paise)
         brokerage = min(flat_left, _paise(turnover, self.brokerage_rate))
@@ -161,3 +160,16 @@ class ChargeModel:
         stamp = _paise(turnover, self.stamp_buy[seg]) if buy else 0
         gst = _paise(brokerage + exchange + sebi, self.gst)
         return Charges(brokerage=brokerage, stt=stt, exchange=exchange, sebi=sebi, stamp=stamp, gst=gst)
+
+    def brokerage_paid(self, order: trading_pb2.OrderRequest, filled_quantity: int, average_price_paise: int) -> int:
+        """The brokerage an order's fills so far have paid, rebuilt from its cumulative fill (after a restart, to
+        pass to for_fill): min(flat, rate x filled value), as the fills paid it, to within their rounding."""
+        if filled_quantity <= 0:
+            return 0
+        turnover = _turnover(order, filled_quantity, average_price_paise)
+        return min(self.brokerage_flat_paise, _paise(turnover, self.brokerage_rate))
+
+
+def _turnover(order: trading_pb2.OrderRequest, quantity: int, price_paise: int) -> Fraction | int:
+    factor = factor_of(order.price_factor)
+    return quantity * price_paise if factor is ONE else quantity * price_paise * factor

@@ -814,9 +814,14 @@ class OrderEngine:
             "order_id": internal_id, "exchange_order_id": ev.exchange_order_id, "filled": ev.filled_quantity})
         return True
 
-    def restore_charges(self, internal_id: str, charges_paise: int) -> None:
-        """After a restart: the charges already recorded for an order's fills (later ones are counted on top)."""
-        self._charges[internal_id] = max(self._charges.get(internal_id, 0), charges_paise)
+    def restore_charges(self, order: t.OrderUpdate, charges_paise: int) -> None:
+        """After a restart: the charges already recorded for an order's fills (later ones are counted on top), and,
+        when they are estimated, the brokerage they paid towards the flat cap (later fills pay only the rest)."""
+        iid = order.internal_id
+        self._charges[iid] = max(self._charges.get(iid, 0), charges_paise)
+        if self._estimate is not None:
+            self._brokerage[iid] = self._estimate.brokerage_paid(order.request, order.filled_quantity,
+                                                                 order.average_price_paise)
 
     def _fill_delta(self, internal_id: str, cur: t.OrderUpdate, ev: BrokerOrderEvent,
                     delta: int) -> tuple[tuple[int, int, int], Callable[[], None]]:

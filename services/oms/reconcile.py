@@ -41,7 +41,7 @@ async def rebuild_positions(engine: OrderEngine, limit: int = 100_000) -> int:
         engine.positions.apply_update(t.OrderUpdate(request=u.request, last_fill_quantity=u.filled_quantity,
                                                     last_fill_price_paise=u.average_price_paise,
                                                     last_fill_charges_paise=paid))
-        engine.restore_charges(u.internal_id, paid)
+        engine.restore_charges(u, paid)
         applied += 1
     return applied
 

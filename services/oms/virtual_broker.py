@@ -211,8 +211,8 @@ class VirtualBroker:
                               accepted_ns=now, placed_ns=placed_ns, filled=u.filled_quantity,
                               cost_paise=u.filled_quantity * u.average_price_paise, triggered=triggered,
                               reason=u.reason)
-            # The flat brokerage of an order that already filled was charged before the restart.
-            vo.brokerage_paise = self.charges.brokerage_flat_paise if vo.filled else 0
+            # Its fills before the restart paid brokerage towards the flat cap: later fills pay only the rest.
+            vo.brokerage_paise = self.charges.brokerage_paid(request, vo.filled, u.average_price_paise)
             if vo.status not in TERMINAL:
                 vo.status = self._resting_status(vo)
             self._add(vo)

@@ -3,11 +3,17 @@
 import time
 
 from services.oms.broker import BrokerOrderEvent
+from services.oms.charges import ChargeModel
+from services.oms.config import OmsSettings
+from services.oms.engine import OrderEngine
 from services.oms.ledger import MemoryLedger
-from shared.bus import Topic
+from services.oms.reconcile import rebuild_positions
+from services.oms.virtual_broker import VirtualBroker
+from shared.bus import Bus, Topic
+from shared.clock import ManualClock
 from shared.contracts import trading_pb2 as t
 from tests.oms.conftest import accepted
-from tests.oms.helpers import order
+from tests.oms.helpers import T0, order
 
 
 async def open_order(oms) -> t.OrderUpdate:
@@ -207,3 +213,40 @@ async def test_with_max_decision_age_zero_an_old_decision_is_placed(start_oms):
     await oms.bus.publish(Topic.ORDERS, aged("old", 3600))
 
     await oms.until_status("old", t.ORDER_STATUS_OPEN)
+
+
+class ChargesOnTheContractNote(VirtualBroker):
+    """Reports no charges per fill, as Kotak (they come on the contract note): the OMS estimates them."""
+
+    reports_charges = False
+
+
+async def test_after_a_restart_the_estimated_brokerage_of_a_part_filled_order_counts_what_its_fills_paid():
+    ledger, clock = MemoryLedger(), ManualClock(T0 + 1)
+    request = order(price=1000_00, quantity=1000)
+
+    def engine() -> OrderEngine:
+        return OrderEngine(Bus(), OmsSettings(), ChargesOnTheContractNote(None, ChargeModel.default(), clock), ledger,
+                           clock)
+
+    def filled(quantity: int) -> BrokerOrderEvent:
+        status = t.ORDER_STATUS_TRADED if quantity == request.quantity else t.ORDER_STATUS_PARTIALLY_FILLED
+        return BrokerOrderEvent("X-1", "c-1", status, filled_quantity=quantity, average_price_paise=1000_00)
+
+    first = engine()
+    placed = t.OrderUpdate(internal_id="i-1", client_order_id="c-1", status=t.ORDER_STATUS_PENDING_NEW,
+                           request=request, ts_ns=T0)
+    await ledger.insert_new(placed, {})
+    first.remember(placed)
+    await first.on_event(filled(500))  # Rs 5 lakh: 0.03% is Rs 150, so the flat Rs 20 brokerage is paid
+    restarted = engine()
+    await restarted.start_sequence()
+    await rebuild_positions(restarted)
+    for u in await ledger.open_orders():
+        restarted.remember(u)
+
+    await restarted.on_event(filled(1000))
+
+    rest = ChargeModel.default().for_fill(request, 500, 1000_00, brokerage_so_far_paise=2000)
+    assert rest.brokerage == 0
+    assert restarted.lookup("c-1").last_fill_charges_paise == rest.total

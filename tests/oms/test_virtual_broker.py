@@ -360,6 +360,23 @@ async def test_restore_reseeds_working_orders_from_the_ledger_and_they_fill_agai
     assert vo.average_price_paise == (4 * 100_00 + 6 * 99_00) // 10
 
 
+async def test_a_part_filled_order_restored_after_a_restart_pays_only_the_rest_of_its_brokerage():
+    vb = VirtualBroker(None, CHARGES, ManualClock(T0 + 1))
+    req = order(price=100_00, quantity=100, client_order_id="c-9")
+    saved = t.OrderUpdate(internal_id="i-1", client_order_id="c-9", exchange_order_id="VB-abc",
+                          status=t.ORDER_STATUS_PARTIALLY_FILLED, filled_quantity=10, average_price_paise=100_00,
+                          request=req, ts_ns=T0)
+    paid = CHARGES.for_fill(req, 10, 100_00).brokerage  # 0.03% of Rs 1,000: 30 paise, under the flat Rs 20
+
+    vb.restore([saved])
+    await vb.on_candle(candle(open_=100_00, high=101_00, low=99_00, close=100_00))
+
+    rest = await next_event(vb)
+    assert (rest.filled_quantity, rest.raw["last_fill_quantity"]) == (100, 90)
+    assert rest.raw["last_fill_charges_paise"] == CHARGES.for_fill(req, 90, 100_00, paid).total
+    assert vb.book["VB-abc"].brokerage_paise == CHARGES.for_fill(req, 100, 100_00).brokerage
+
+
 async def test_restore_leaves_out_a_day_order_placed_on_an_earlier_day():
     vb = VirtualBroker(None, CHARGES, ManualClock(T0 + 1))
     saved = t.OrderUpdate(internal_id="i-1", client_order_id="c-9", exchange_order_id="VB-abc",
