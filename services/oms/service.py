@@ -11,6 +11,7 @@ from typing import cast
 
 from services.oms.config import OmsSettings
 from services.oms.engine import OrderEngine
+from services.oms.states import name
 from shared import rpc
 from shared.bus import Bus
 from shared.contracts import oms_pb2, risk_pb2
@@ -64,6 +65,13 @@ class OrderService:
     async def place_order(self, request: oms_pb2.PlaceOrderRequest) -> oms_pb2.PlaceOrderResponse:
         if not request.HasField("order"):
             raise InvalidInput("order", "is required")
+        cid = request.order.client_order_id
+        existing = (self.engine.lookup(cid) or await self.engine.ledger.get(cid)) if cid else None
+        if existing is not None:
+            # Risk knows the ids of the orders it accepted lately, not every order ever (one reused days later
+            # would be accepted, ignored here as a duplicate and counted by risk as open for good).
+            raise RiskRejected("DUPLICATE_ORDER", f"client_order_id {cid} is order {existing.internal_id} "
+                               f"({name(existing.status)}); a client_order_id places one order, ever: use a new one")
         return oms_pb2.PlaceOrderResponse(order=await self._submit(validated(request.order)))
 
     async def _submit(self, order: t.OrderRequest) -> t.OrderUpdate:

@@ -3,6 +3,7 @@
 import pytest
 
 from services.oms.engine import OrderStateError
+from services.oms.ledger import MemoryLedger
 from shared import rpc
 from shared.bus import Topic
 from shared.clock import NS
@@ -270,3 +271,31 @@ async def test_square_off_sends_only_what_a_working_exit_order_leaves_uncovered(
 
     (sq,) = reply.orders
     assert (sq.request.side, sq.request.quantity) == (t.SIDE_SELL, 40)
+
+
+async def test_place_order_with_a_client_order_id_already_used_is_refused_as_a_duplicate(start_oms):
+    oms = await start_oms()
+    first = await place(oms, order(price=100_00))
+
+    with pytest.raises(RiskRejected) as info:
+        await place(oms, order(price=101_00))
+
+    assert info.value.reason_code == "DUPLICATE_ORDER" and first.internal_id in str(info.value)
+    assert len(oms.broker.book) == 1
+
+
+async def test_a_client_order_id_used_days_ago_is_refused_before_risk_would_take_it_for_new(start_oms):
+    """Risk remembers the ids of recent orders only: one reused days later was accepted there, ignored by the OMS
+    as a duplicate, and counted by risk as an open order for good."""
+    ledger = MemoryLedger()
+    old = t.OrderUpdate(internal_id="old-internal", client_order_id="my-exit", status=t.ORDER_STATUS_PENDING_NEW,
+                        request=order(client_order_id="my-exit"), ts_ns=T0 - 2 * 86_400 * NS)
+    await ledger.insert_new(old, {})
+    old.status = t.ORDER_STATUS_TRADED
+    await ledger.record(old, {})
+    oms = await start_oms(ledger=ledger)
+
+    with pytest.raises(RiskRejected, match=r"old-internal \(TRADED\)") as info:
+        await place(oms, order(client_order_id="my-exit"))
+
+    assert info.value.reason_code == "DUPLICATE_ORDER" and oms.broker.book == {}
