@@ -35,6 +35,9 @@ MAX_DAY_VOLUME = 10**12
 # Newer trades in a row, each below the cumulative volume held, after which the held volume is taken to be the
 # wrong one (a corrupt but plausible value) rather than these stale: one such update alone is still dropped.
 STALE_RUN_RESET = 3
+# A connection that stayed up this long resets the reconnect backoff. Connecting, subscribing and the first tick (the
+# subscribe snapshot) prove nothing: a server can accept, answer with a snapshot and close at once.
+STABLE_AFTER_S = 10.0
 # Queued behind the SDK's last message once its receive loop has ended (KotakFeedSource._watch_receiver).
 _RECEIVER_DONE = object()
 
@@ -148,9 +151,10 @@ class KotakFeedSource:
         instruments = await self.instruments()
         delay = self.settings.reconnect_initial_s
         while not self._closed:
+            up_since = 0.0
             try:
                 ws = await self._connect(instruments)
-                delay = self.settings.reconnect_initial_s
+                up_since = time.monotonic()
                 async for batch in self._read(ws):
                     yield batch
             except AuthenticationError:
@@ -166,6 +170,8 @@ class KotakFeedSource:
                 await self._drop()
             if self._closed:
                 return
+            if up_since and time.monotonic() - up_since >= STABLE_AFTER_S:
+                delay = self.settings.reconnect_initial_s  # it held: a new outage, not the same server refusing
             self.stats.reconnects += 1
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.settings.reconnect_max_s)

@@ -67,6 +67,9 @@ async def _control(client: FeedClient, sim: Simulator, data: dict) -> None:
         packets = [codec.encode(t, level, 0) for t in snapshot]
         if packets:
             await client.ws.send_bytes(codec.batch(packets))
+        if sim.close_feeds_after_subscribe:  # a server that accepts, then refuses: closed right after the snapshot
+            sim.close_feeds_after_subscribe -= 1
+            await client.ws.close()
     elif event in UNSUBSCRIBE_LEVELS:
         for token in tokens:
             client.subs.get(token, set()).discard(UNSUBSCRIBE_LEVELS[event])

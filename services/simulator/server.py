@@ -92,6 +92,7 @@ class Simulator:
         self.stopping = asyncio.Event()  # releases the calls hung by hang_next
         self.order_feed_logins = 0  # order-feed sockets that authenticated
         self.close_order_feeds_after_ack = 0  # this many next order-feed sockets are closed right after their ack
+        self.close_feeds_after_subscribe = 0  # this many next /feed subscribes are answered, then the socket closed
 
     # lifecycle ---------------------------------------------------------------
     async def start(self) -> int:

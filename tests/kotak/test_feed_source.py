@@ -4,6 +4,7 @@ packets, reconnect without duplicates, session expiry, malformed frames, unknown
 from __future__ import annotations
 
 import asyncio
+import itertools
 import struct
 
 import pytest
@@ -13,7 +14,7 @@ from services.simulator import sfeed_codec as codec
 from shared.contracts import market_pb2
 from shared.errors import ConfigError
 from tests.helpers import eventually as wait_for
-from tests.kotak.conftest import NOW_NS, RELIANCE, TCS, tick
+from tests.kotak.conftest import NOW_NS, RELIANCE, TCS, settings_for, tick
 
 
 def depth_tick() -> market_pb2.Tick:
@@ -337,3 +338,50 @@ async def test_instruments_sharing_a_token_in_two_segments_are_deduplicated_apar
     batch = await next_batch(batches)
     await source.close()
     assert [(t.exchange_segment, t.token, t.ltp_paise) for t in batch.ticks] == [("bse_cm", RELIANCE, 4_550)]
+
+
+async def read_all(batches) -> None:
+    async for _ in batches:
+        pass
+
+
+async def reconnect_gaps(source: KotakFeedSource, count: int, within: float = 3.0) -> list[float]:
+    """Seconds between the source's next `count` + 1 reconnects (polled every 2 ms)."""
+    loop, marks = asyncio.get_running_loop(), []
+    async with asyncio.timeout(within):
+        while len(marks) <= count:
+            if source.stats.reconnects > len(marks):
+                marks.append(loop.time())
+            await asyncio.sleep(0.002)
+    return [b - a for a, b in itertools.pairwise(marks)]
+
+
+async def test_a_server_that_closes_each_connection_at_once_is_retried_with_growing_waits(sim):
+    source = KotakFeedSource(settings_for(sim, reconnect_initial_s=0.05, reconnect_max_s=0.4), ["RELIANCE-EQ"])
+    sim.close_feeds_after_subscribe = 100  # accepts auth and subscribe, sends the snapshot, then closes
+    reading = asyncio.ensure_future(read_all(source.batches()))
+    gaps = await reconnect_gaps(source, 3)
+    reading.cancel()
+    await asyncio.gather(reading, return_exceptions=True)
+    await source.close()
+    assert [round(g, 2) >= wait for g, wait in zip(gaps, (0.05, 0.1, 0.2), strict=True)] == [True, True, True]
+
+
+async def test_a_connection_that_held_starts_the_backoff_again(sim, monkeypatch):
+    from services.ingestion import kotak_source
+
+    monkeypatch.setattr(kotak_source, "STABLE_AFTER_S", 0.3)
+    source = KotakFeedSource(settings_for(sim, reconnect_initial_s=0.05, reconnect_max_s=0.4), ["RELIANCE-EQ"])
+    sim.close_feeds_after_subscribe = 3  # three refusals in a row: the next wait would be 0.4 s
+    reading = asyncio.ensure_future(read_all(source.batches()))
+    await wait_for(lambda: source.stats.reconnects == 3 and source.stats.connected)
+    await asyncio.sleep(0.35)  # the fourth connection holds past STABLE_AFTER_S
+    await sim.drop_feeds()
+    await wait_for(lambda: source.stats.reconnects == 4)
+    dropped = asyncio.get_running_loop().time()
+    await wait_for(lambda: source.stats.connected)
+    waited = asyncio.get_running_loop().time() - dropped
+    reading.cancel()
+    await asyncio.gather(reading, return_exceptions=True)
+    await source.close()
+    assert waited < 0.3
