@@ -21,7 +21,7 @@ from neo_api_client.websocket.feed.models import SFeedScrip, SFeedScripLite
 from services.ingestion.source import SourceStats, resolve
 from shared.clock import NS, ist_day_number
 from shared.contracts import market_pb2
-from shared.errors import NeoPulseError
+from shared.errors import ConfigError, NeoPulseError
 from shared.kotak.config import KotakSettings
 from shared.kotak.session import KotakSession
 
@@ -142,10 +142,19 @@ class KotakFeedSource:
             if self.session.client is None:
                 await self.session.login()
             segments = tuple(sorted({"nse_cm", *(s.split(":")[0] for s in self.symbols if ":" in s)}))
-            self._instruments = resolve(self.symbols, await self.session.scrip_master(segments),
-                                        "Kotak's scrip master")
-            self._subscribed = frozenset((str(i.token), i.exchange_segment.lower()) for i in self._instruments)
+            instruments = resolve(self.symbols, await self.session.scrip_master(segments), "Kotak's scrip master")
+            # The SDK refuses a subscribe past its cap (SubscriptionError) on every connection: no retry helps.
+            cap = getattr(self._socket(), "max_subscriptions", None)
+            if isinstance(cap, int) and len(instruments) > cap:
+                raise ConfigError(f"symbols: {len(instruments)} instruments, but the Kotak feed subscribes at most "
+                                  f"{cap} on one connection; configure {cap} symbols or fewer")
+            self._instruments = instruments
+            self._subscribed = frozenset((str(i.token), i.exchange_segment.lower()) for i in instruments)
         return list(self._instruments)
+
+    def _socket(self) -> Any:
+        """A new SDK feed socket, not connected. batches() reconnects on its own: the SDK's retries are off."""
+        return self.session.websocket(max_reconnect_attempts=0, max_connect_retries=0)
 
     async def batches(self) -> AsyncIterator[market_pb2.TickBatch]:
         instruments = await self.instruments()
@@ -186,7 +195,7 @@ class KotakFeedSource:
 
     async def _connect(self, instruments: list[market_pb2.Instrument]) -> Any:
         self._generation = self.session.generation  # the login whose tokens this socket presents
-        ws = self.session.websocket(max_reconnect_attempts=0, max_connect_retries=0)
+        ws = self._socket()
         ws.on_raw = self._on_raw
         ws.on_message = self._on_message
         ws.on_error = self._on_error

@@ -385,3 +385,14 @@ async def test_a_connection_that_held_starts_the_backoff_again(sim, monkeypatch)
     await asyncio.gather(reading, return_exceptions=True)
     await source.close()
     assert waited < 0.3
+
+
+async def test_more_symbols_than_the_feed_can_subscribe_fail_at_once_naming_cap_and_count(settings, monkeypatch):
+    source = KotakFeedSource(settings, ["RELIANCE-EQ", "TCS-EQ"])
+    await source.session.login()
+    make_socket = source.session.websocket
+    monkeypatch.setattr(source.session, "websocket", lambda **kw: make_socket(**kw, max_subscriptions=1))
+
+    with pytest.raises(ConfigError, match=r"2 instruments.* at most 1 "):
+        await asyncio.wait_for(anext(source.batches()), 2)
+    assert source.stats.reconnects == 0
