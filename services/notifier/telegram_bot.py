@@ -13,10 +13,18 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, Message, Update
+from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, Message, Update
 from telegram.constants import ParseMode
-from telegram.error import RetryAfter
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
+from telegram.error import RetryAfter, TelegramError
+from telegram.ext import (
+    Application,
+    BaseUpdateProcessor,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
 
 from services.notifier import replies
 from services.notifier.config import NotifierSettings
@@ -38,6 +46,7 @@ EXPIRED = "This confirmation has expired or was already answered; nothing change
 MAX_SYMBOL_CHARS = 40  # longer is no trading symbol (and would not fit the prompt that quotes it)
 ERROR_CHARS = 500  # an error quoting a huge argument is cut, so its reply still fits Telegram's 4096
 RETRY_AFTER_MAX_S = 30.0  # a reply rate-limited for longer than this is given up
+MAX_CONCURRENT_UPDATES = 256  # updates in hand at once (PTB's default); an allowed chat's commands take turns
 
 
 @dataclass
@@ -51,6 +60,33 @@ class Prompt:
     asked: float = field(default_factory=time.monotonic)
 
 
+class ButtonsFirst(BaseUpdateProcessor):
+    """Messages from allowed chats are handled one at a time, in the order they came, so commands act in order
+    (a /pause, then a /resume). A confirm-button press is handled at once, beside them: a Halt never waits behind
+    a reply sitting out Telegram's flood control (up to 2 x RETRY_AFTER_MAX_S) or a command waiting on a slow
+    module. Presses need no turn: each acts on its own prompt, and a prompt is taken with no await in between
+    (TelegramBot._confirmed), so it acts once. Other chats' updates, which are only logged, do not queue either."""
+
+    def __init__(self, is_allowed: Callable[[int], bool]) -> None:
+        super().__init__(MAX_CONCURRENT_UPDATES)
+        self._is_allowed = is_allowed
+        self._turn = asyncio.Lock()  # FIFO: updates take it in the order PTB starts them, the order they came
+
+    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        chat = update.effective_chat if isinstance(update, Update) else None
+        if isinstance(update, Update) and update.callback_query is None and chat and self._is_allowed(chat.id):
+            async with self._turn:
+                await coroutine
+        else:
+            await coroutine
+
+    async def initialize(self) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+
 class TelegramBot:
     """Owns the PTB Application: start() begins polling, stop() ends it, send() delivers one HTML message."""
 
@@ -62,7 +98,8 @@ class TelegramBot:
         self.confirm_ttl_s = CONFIRM_TTL_S
         url = settings.telegram_base_url
         self.app = (Application.builder().token(settings.telegram_bot_token.get_secret_value())
-                    .base_url(f"{url}/bot").base_file_url(f"{url}/file/bot").build())
+                    .base_url(f"{url}/bot").base_file_url(f"{url}/file/bot")
+                    .concurrent_updates(ButtonsFirst(settings.is_allowed)).build())
         actions: dict[str, Action] = {
             "start": self._help, "help": self._help, "status": self._status, "positions": self._positions,
             "orders": self._orders, "pnl": self._pnl, "strategies": self._strategies, "pause": self._pause,
@@ -225,15 +262,35 @@ class TelegramBot:
         chat_id = self._allowed(update, "button")
         if chat_id is None or query is None:
             return
-        await query.answer()
         data = query.data or ""
-        await self.control.audit("confirm", [data], f"telegram:{chat_id}")
-        if not self.settings.is_admin(chat_id):
-            text: str = "Only admin chats may confirm this."
-        else:
-            text, _ = await self._answer(self._confirmed, chat_id, [data])
+        async with asyncio.TaskGroup() as tg:
+            # Beside the action, not before it: Telegram refusing or delaying the acknowledgement ("query is too
+            # old", a 429, a timeout) must neither lose nor hold up a confirmed Halt.
+            tg.create_task(self._acknowledge(query, chat_id))
+            await self.control.audit("confirm", [data], f"telegram:{chat_id}")
+            if not self.settings.is_admin(chat_id):
+                text: str = "Only admin chats may confirm this."
+            else:
+                text, _ = await self._answer(self._confirmed, chat_id, [data])
+            await self._tell_outcome(query, chat_id, text)
+
+    async def _acknowledge(self, query: CallbackQuery, chat_id: int) -> None:
+        """Stop the client's spinner; best effort (the outcome is told by editing the prompt)."""
+        try:
+            await query.answer()
+        except Exception as exc:  # whatever PTB raises here must not cancel the action beside it
+            log.warning("button press not acknowledged; acted on anyway", extra={"chat_id": chat_id,
+                                                                                  "error": str(exc)})
+
+    async def _tell_outcome(self, query: CallbackQuery, chat_id: int, text: str) -> None:
+        """The prompt edited into what happened; when Telegram will not edit it (deleted, say), a new message."""
         first, *rest = split_lines(text)
-        await _patiently(query.edit_message_text, first, parse_mode=ParseMode.HTML)
+        try:
+            await _patiently(query.edit_message_text, first, parse_mode=ParseMode.HTML)
+        except TelegramError as exc:
+            log.warning("prompt not edited; the outcome goes as a new message", extra={"chat_id": chat_id,
+                                                                                        "error": str(exc)})
+            rest.insert(0, first)
         for chunk in rest:
             await _patiently(self.app.bot.send_message, chat_id, chunk, parse_mode=ParseMode.HTML)
 

@@ -30,6 +30,7 @@ class FakeBotApi:
         self.error_next: list[int] = []  # HTTP status codes for the next sendMessage calls
         self.fail: dict[str, list[int]] = {}  # method -> HTTP status codes for its next calls
         self.delay_next: list[float] = []  # the next sendMessage calls are delivered, but answered this late
+        self.hold: dict[str, asyncio.Event] = {}  # method -> its calls are answered only once the event is set
         self.migrated: dict[int, int] = {}  # a group upgraded to a supergroup: old chat id -> new chat id
         # Telegram's check of an HTML sendMessage text: its 400 description ("Bad Request: ...") or None
         self.check_html: Callable[[str], str | None] | None = None
@@ -61,6 +62,8 @@ class FakeBotApi:
     async def stop(self) -> None:
         self._closing = True  # end held long polls now instead of at their deadline
         self._new_update.set()
+        for gate in self.hold.values():
+            gate.set()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -121,6 +124,8 @@ class FakeBotApi:
             return _ok(await self._get_updates(params))
         if method == "getMe":
             return _ok(BOT_USER)
+        if method in self.hold:
+            await self.hold[method].wait()  # handled (recorded above), the answer comes when the test says
         if method == "sendMessage" and self.delay_next:
             await asyncio.sleep(self.delay_next.pop(0))  # delivered (recorded above), the answer comes late
         if method in ("sendMessage", "editMessageText"):

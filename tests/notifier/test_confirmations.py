@@ -8,6 +8,7 @@ import re
 from services.notifier.module import NotifierModule
 from shared import rpc
 from shared.contracts import risk_pb2
+from tests.helpers import eventually
 from tests.notifier.conftest import ADMIN, CHAT, settings_for, started
 from tests.notifier.test_commands import ask
 
@@ -30,7 +31,7 @@ async def press(fake_api, action: str, chat_id: int = CHAT) -> dict:
     before = len(fake_api.sent("editMessageText"))
     query_id = fake_api.press_button(chat_id, button_data(fake_api, action, chat_id))
     edited = (await fake_api.wait_sent(before + 1, "editMessageText"))[-1]
-    assert query_id in [p["callback_query_id"] for p in fake_api.sent("answerCallbackQuery")]
+    await eventually(lambda: query_id in [p["callback_query_id"] for p in fake_api.sent("answerCallbackQuery")])
     return edited
 
 
@@ -246,3 +247,62 @@ async def test_squareoff_of_the_wildcard_is_refused(notifier, fake_api, standins
     reply = await ask(fake_api, "/squareoff *")
 
     assert reply.startswith("⚠️ symbol:") and standins.calls(rpc.SQUARE_OFF) == []
+
+
+# -- Telegram's weather around a press ------------------------------------------------------------------------
+async def test_a_halt_is_done_and_told_when_telegram_refuses_to_acknowledge_the_press(notifier, fake_api, standins):
+    await ask(fake_api, "/kill")
+    fake_api.fail["answerCallbackQuery"] = [400]  # "query is too old and response timeout expired"
+
+    edited = await press(fake_api, "kill")
+
+    assert edited["text"] == "🛑 Kill switch engaged. Trading is HALTED."
+    assert standins.state == risk_pb2.TRADING_STATE_HALTED
+
+
+async def test_a_halt_does_not_wait_for_telegram_to_take_the_acknowledgement(notifier, fake_api, standins):
+    await ask(fake_api, "/kill")
+    fake_api.hold["answerCallbackQuery"] = answered = asyncio.Event()
+
+    fake_api.press_button(CHAT, button_data(fake_api, "kill", CHAT))
+    edited = (await fake_api.wait_sent(1, "editMessageText"))[-1]
+    await fake_api.wait_sent(1, "answerCallbackQuery")  # asked, and still unanswered
+    answered.set()
+
+    assert edited["text"] == "🛑 Kill switch engaged. Trading is HALTED."
+
+
+async def test_the_outcome_comes_as_a_new_message_when_the_prompt_cannot_be_edited(notifier, fake_api, standins):
+    await ask(fake_api, "/kill")
+    fake_api.fail["editMessageText"] = [400]  # "message to edit not found": the trader deleted the prompt
+
+    fake_api.press_button(CHAT, button_data(fake_api, "kill", CHAT))
+    sent = await fake_api.wait_sent(2, chat_id=CHAT)
+
+    assert sent[-1]["text"] == "🛑 Kill switch engaged. Trading is HALTED."
+
+
+async def test_a_halt_press_does_not_wait_behind_a_reply_sitting_out_a_429(notifier, fake_api, standins):
+    await ask(fake_api, "/kill")
+    fake_api.rate_limit_next = [3]
+    fake_api.send_command(CHAT, "/status")
+    await fake_api.wait_sent(2, chat_id=CHAT)  # the /status reply got its 429 and waits 3 s
+
+    fake_api.press_button(CHAT, button_data(fake_api, "kill", CHAT))
+    edited = (await fake_api.wait_sent(1, "editMessageText", within=2))[-1]
+
+    assert edited["text"] == "🛑 Kill switch engaged. Trading is HALTED."
+    assert len(fake_api.sent(chat_id=CHAT)) == 2  # the /status reply is still waiting
+
+
+async def test_commands_of_a_chat_act_and_answer_in_the_order_sent_while_a_reply_waits_out_a_429(notifier, fake_api,
+                                                                                               standins):
+    fake_api.rate_limit_next = [1]
+
+    fake_api.send_command(CHAT, "/pause MOMENTUM_RSI")
+    fake_api.send_command(CHAT, "/resume MOMENTUM_RSI")
+    sent = await fake_api.wait_sent(3, chat_id=CHAT)  # the 429, then both replies
+
+    assert [m["text"] for m in sent[1:]] == ["<b>MOMENTUM_RSI</b> is paused.", "<b>MOMENTUM_RSI</b> is running."]
+    assert [name for name, _ in standins.requests] == [rpc.PAUSE_STRATEGY, rpc.RESUME_STRATEGY]
+    await eventually(lambda: standins.paused == set())

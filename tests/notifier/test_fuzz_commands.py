@@ -28,6 +28,7 @@ from shared.bus import Bus
 from shared.clock import ManualClock
 from shared.contracts import oms_pb2
 from shared.errors import NotFound
+from tests.helpers import eventually
 from tests.notifier.conftest import ADMIN, CHAT, STRANGER, Standins, order, settings_for, started
 from tests.notifier.fake_bot_api import FakeBotApi, _params
 from tests.notifier.test_commands import ask
@@ -213,10 +214,13 @@ class Fuzz:
         return self.rng.choice([CHAT, CHAT, ADMIN, ADMIN, ADMIN2, STRANGER])
 
     async def settle(self) -> None:
-        """Wait until the bot has handled everything queued (updates are handled in order)."""
+        """Wait until the bot has handled everything queued: the probe's /help reply shows that every update before
+        it was taken up, and none is still in hand (button presses are handled beside the commands)."""
         before = len(self.api.sent(chat_id=PROBE))
         self.api.send_command(PROBE, "/help")
         await self.api.wait_sent(before + 1, chat_id=PROBE)
+        processor = self.module.bot.app.update_processor
+        await eventually(lambda: processor.current_concurrent_updates == 0)
 
     async def step(self) -> None:
         roll = self.rng.random()
