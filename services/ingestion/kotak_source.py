@@ -17,6 +17,8 @@ from typing import Any, Literal
 from neo_api_client.websocket.feed import WsToken
 from neo_api_client.websocket.feed.exceptions import AuthenticationError, NotConnectedError
 from neo_api_client.websocket.feed.models import SFeedScrip, SFeedScripLite
+from neo_api_client.websocket.feed.protocol import decode_packet, split_batch
+from websockets.exceptions import ConnectionClosed
 
 from services.ingestion.source import SourceStats, resolve
 from shared.clock import NS, ist_day_number
@@ -38,6 +40,8 @@ STALE_RUN_RESET = 3
 # A connection that stayed up this long resets the reconnect backoff. Connecting, subscribing and the first tick (the
 # subscribe snapshot) prove nothing: a server can accept, answer with a snapshot and close at once.
 STABLE_AFTER_S = 10.0
+# How long the frames a socket received after the SDK stopped reading it are read for (they are buffered already).
+UNREAD_WITHIN_S = 1.0
 # Queued behind the SDK's last message once its receive loop has ended (KotakFeedSource._watch_receiver).
 _RECEIVER_DONE = object()
 
@@ -261,12 +265,41 @@ class KotakFeedSource:
         if message is _RECEIVER_DONE:
             if not getattr(ws, "_stopped", True):
                 log.warning("kotak feed socket closed without the SDK noticing; reconnecting")
+                messages += await self._unread(ws)
             raise NotConnectedError("the SDK's receive loop ended")
         messages.append(message)
         frame = self._frames.popleft() if self._frames else -1
         while self._frames and self._frames[0] == frame:
             self._frames.popleft()
             messages.append(await anext(iterator))
+
+    async def _unread(self, ws: Any) -> list[Any]:
+        """Messages of the frames left in the websocket connection when the SDK's receive loop stopped without its
+        disconnect handling: it stops at the first frame it reads once the close has arrived, and frames that came
+        with that one wait behind it. Decoded as the SDK decodes them; an SDK internal (none if it moved)."""
+        conn, messages = getattr(ws, "_ws", None), []
+        try:
+            async with asyncio.timeout(UNREAD_WITHIN_S):
+                while conn is not None:
+                    raw = await conn.recv()
+                    self._on_raw(raw)
+                    if isinstance(raw, (bytes, bytearray)):
+                        messages += self._decode(bytes(raw), ws.dividers)
+        except (ConnectionClosed, TimeoutError, AttributeError):
+            pass  # all read (or the connection is not what we know): the read ends with what it has
+        return messages
+
+    def _decode(self, frame: bytes, dividers: dict[int, int]) -> list[Any]:
+        out = []
+        for packet in split_batch(frame):
+            try:
+                message = decode_packet(packet, dividers)
+            except Exception:  # the SDK's own receive loop counts and skips a packet it cannot decode
+                self.stats.malformed_packets += 1
+                continue
+            if message is not None:
+                out.append(message)
+        return out
 
     def _new_ticks(self, messages: list[Any], recv_ns: int) -> list[market_pb2.Tick]:
         """The frame's messages as new ticks; a corrupt message is counted and skipped, its frame mates kept."""

@@ -299,6 +299,20 @@ async def test_a_close_right_behind_a_data_frame_delivers_the_frame_and_reconnec
     assert got == [(RELIANCE, 129_100), (RELIANCE, 129_200)]
 
 
+
+async def test_frames_received_between_the_last_one_read_and_the_close_are_delivered(sim, source):
+    batches = source.batches()
+    await next_batch(batches)
+    # Three frames and the close in one loop turn: the SDK's receive loop reads the first, finds the socket closed
+    # and stops reading; the other two wait in the websocket connection. (Raw frames: the reconnect's snapshot
+    # does not carry them.)
+    for i in range(3):
+        await sim.send_raw_feed_frame(codec.encode_market_picture(tick(RELIANCE, 129_100 + i, volume=1_000 + i)))
+    await sim.drop_feeds()
+    got = [t.ltp_paise for t in (await next_batch(batches)).ticks]
+    got += [t.ltp_paise for t in (await next_batch(batches)).ticks]
+    assert got == [129_100, 129_101, 129_102]
+
 def test_an_sdk_socket_whose_receive_loop_cannot_be_watched_is_reported_once(settings, caplog):
     source = KotakFeedSource(settings, ["RELIANCE-EQ"])
 
