@@ -78,9 +78,10 @@ class NotifierModule(Component):
                     tg.create_task(self.sender.run(), name="notifier:sender")
 
     async def stop(self) -> None:
-        """Send what is still queued (the "stopping" notice), then stop polling; safe if run() never started."""
-        if self.sender is not None and self.bot_started.is_set():
-            await self.sender.flush(seconds=5.0)
+        """End the send loop and send what it had and what is still queued (the "stopping" notice), then stop
+        polling; safe if run() never started (what was queued for a bot that never started is counted)."""
+        if self.sender is not None:
+            await self.sender.stop(seconds=5.0 if self.bot_started.is_set() else 0.0)
         if self.bot is not None:
             try:
                 await self.bot.stop()

@@ -6,12 +6,14 @@ Talks to the Bot API only through the `send(chat_id, html)` function it is given
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
 import httpx
 from prometheus_client import Counter
@@ -96,7 +98,11 @@ class TelegramSender:
         self.dropped = 0
         self._untold = 0  # notifications shed since the trader was last told so
         self._held: tuple[list[str], list[str]] = ([], [])  # (urgent, ordinary) blocks of the batch being gathered
-        self._unsent: list[str] = []
+        # (chat_id, blocks) messages of the batch in hand, each until it is delivered or given up: what stop() sends
+        # when it ends run() mid-batch
+        self._pending: deque[tuple[int, list[str]]] = deque()
+        self._runner: asyncio.Task[Any] | None = None
+        self._wire = asyncio.Lock()  # held while a request is on its way to Telegram
         self._migrated: dict[int, int] = {}  # a group upgraded to a supergroup: configured id -> its new id
 
     def offer(self, html: str, urgent: bool = False) -> None:
@@ -107,8 +113,9 @@ class TelegramSender:
             DROPPED.inc()
 
     async def run(self) -> None:
-        """Forever: wait for a block, gather what arrives within the window (an urgent one ends it at once),
-        send it as few messages."""
+        """Forever, as its own task (stop() ends that task): wait for a block, gather what arrives within the
+        window (an urgent one ends it at once), send it as few messages."""
+        self._runner = asyncio.current_task()
         while True:
             while self.queue.empty():
                 await self.queue.wait_changed()
@@ -116,23 +123,48 @@ class TelegramSender:
             batch = self._release()
             try:
                 await self._send_batch(batch)
-            except asyncio.CancelledError:  # shutdown mid-batch: flush() sends it
-                self._unsent = batch
-                raise
             except Exception:  # a bug in sending must not end the process; the blocks are lost, counted
+                self._pending.clear()
                 self.failed += len(batch)
                 FAILED.inc(len(batch))
                 log.exception("telegram send loop failed", extra={"blocks": len(batch)})
 
-    async def flush(self, seconds: float) -> None:
-        """Send what is still waiting, at once, within `seconds` (at shutdown, when run() may be gone)."""
-        self._hold(len(self.queue))
-        batch, self._unsent = self._unsent + self._release(), []
-        try:
-            async with asyncio.timeout(seconds):
-                await self._send_batch(batch)
-        except TimeoutError:
-            log.warning("telegram messages left unsent at shutdown", extra={"blocks": len(batch)})
+    async def stop(self, seconds: float) -> None:
+        """At shutdown: end run() and wait until it has ended, then send what it had in hand, what it held for its
+        next batch and the whole queue; all within `seconds` (0: the bot is not running, send nothing). What does
+        not go out is counted as failed and logged."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        await self._end_run(deadline)
+        urgent, ordinary = self.queue.take(len(self.queue))
+        self._held[0].extend(urgent)
+        self._held[1].extend(ordinary)
+        self._pending.extend(self._messages(self._release()))
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await self._send_pending()
+        if self._pending:
+            left = len(self._pending)
+            self.failed += left
+            FAILED.inc(left)
+            log.error("telegram messages left unsent at shutdown", extra={
+                "messages": left, "blocks": sum(len(blocks) for _, blocks in self._pending)})
+            self._pending.clear()
+
+    async def _end_run(self, deadline: float) -> None:
+        """Cancel run() and wait for it. A request it has on the wire is let finish first (until the deadline), so
+        that message is neither lost nor sent twice; a wait (a 429's, a back-off, the batch window) is cut short."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        holding = False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                holding = await self._wire.acquire()  # FIFO: run() cannot start another request meanwhile
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        if holding:
+            self._wire.release()
 
     async def _gather(self) -> None:
         """Hold blocks for the next batch until the window closes, the batch is full or an urgent one is held."""
@@ -166,9 +198,17 @@ class TelegramSender:
         return urgent + ordinary
 
     async def _send_batch(self, batch: list[str]) -> None:
-        for group in group_blocks(batch):
-            for chat_id in self.chat_ids:
-                await self._send_group(chat_id, group)
+        self._pending.extend(self._messages(batch))
+        await self._send_pending()
+
+    def _messages(self, batch: list[str]) -> list[tuple[int, list[str]]]:
+        """The batch packed into messages, each for every chat: (chat_id, blocks) in sending order."""
+        return [(chat_id, group) for group in group_blocks(batch) for chat_id in self.chat_ids]
+
+    async def _send_pending(self) -> None:
+        while self._pending:
+            await self._send_group(*self._pending[0])
+            self._pending.popleft()  # delivered or given up (counted there); not before, so a cancel keeps it
 
     async def _send_group(self, chat_id: int, group: list[str]) -> None:
         """One message of joined blocks; if Telegram refuses its text, block by block, and a block it still
@@ -186,7 +226,8 @@ class TelegramSender:
         while True:
             target = self._migrated.get(chat_id, chat_id)
             try:
-                await self._send(target, text)
+                async with self._wire:
+                    await self._send(target, text)
                 self.sent += 1
                 SENT.inc()
                 return Outcome.SENT

@@ -1,11 +1,19 @@
-"""The send queue on its own: what a full queue sheds, and what stop() still sends and counts.
+"""The send queue: what a full queue sheds, and what a stop still sends, or counts and logs.
 
-Pure TelegramSender with a plain send function; the Bot API paths are in test_review_delivery.py.
+The stops run the notifier (or its sender) on the real python-telegram-bot against the fake Bot API.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+from services.notifier.module import NotifierModule
 from services.notifier.sender import TelegramSender
+from shared.contracts import ops_pb2
+from tests.helpers import eventually
+from tests.notifier.conftest import CHAT, settings_for, started
+from tests.notifier.test_review_delivery import running_sender
 
 
 async def record(chat_id: int, html: str) -> None:
@@ -37,3 +45,83 @@ def test_an_urgent_block_offered_to_a_full_queue_sheds_an_ordinary_one_first():
 
     assert list(sender.queue.urgent) == ["🛑 kill switch", "⚠️ risk breach"]
     assert list(sender.queue.ordinary) == [] and sender.dropped == 1
+
+
+# -- a stop ---------------------------------------------------------------------------------------------------
+def notice(title: str) -> ops_pb2.Notification:
+    return ops_pb2.Notification(kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=ops_pb2.SEVERITY_INFO, title=title)
+
+
+def delivered(fake_api, after: int = 0) -> str:
+    return "\n\n".join(p["text"] for p in fake_api.sent(chat_id=CHAT)[after:])
+
+
+async def test_a_stop_while_a_batch_is_gathered_sends_it_and_everything_queued_behind_it(bus, standins, fake_api,
+                                                                                        clock):
+    settings = settings_for(fake_api, batch_window_seconds=30)
+    async for module in started(NotifierModule(bus, settings, clock)):
+        module.deliver(notice("Fill A"))
+        await eventually(lambda m=module: m.sender.queue.empty())  # the send loop holds A for its batch
+        for name in ("Fill B", "Fill C", "NeoPulse stopping"):
+            module.deliver(notice(name))
+
+        await module.stop()  # as the monolith does: while the module's run() is still going
+        sent = delivered(fake_api)
+
+    assert [name in sent for name in ("Fill A", "Fill B", "Fill C", "NeoPulse stopping")] == [True] * 4
+    assert module.sender.failed == 0
+
+
+async def test_a_stop_while_a_message_waits_out_a_429_still_sends_it(bus, standins, fake_api, clock):
+    fake_api.rate_limit_next = [3]
+    async for module in started(NotifierModule(bus, settings_for(fake_api), clock)):
+        module.deliver(notice("Fill X"))
+        await fake_api.wait_sent(1, chat_id=CHAT)  # refused with a 429: the send loop waits 3 s
+        module.deliver(notice("NeoPulse stopping"))
+
+        await module.stop()
+        sent = delivered(fake_api, after=1)
+
+    assert "Fill X" in sent and "NeoPulse stopping" in sent
+    assert module.sender.failed == 0
+
+
+async def test_a_stop_lets_a_request_on_the_wire_finish_so_its_message_is_neither_lost_nor_sent_twice(fake_api):
+    fake_api.hold["sendMessage"] = answered = asyncio.Event()
+    async for sender in running_sender(fake_api):
+        sender.offer("✅ <b>Fill</b>\nBUY 10 SBIN-EQ")
+        await fake_api.wait_sent(1, chat_id=CHAT)  # Telegram has it; its answer is on the way
+        stopping = asyncio.create_task(sender.stop(seconds=5.0))
+        done, _ = await asyncio.wait({stopping}, timeout=0.2)
+        answered.set()
+        await stopping
+
+    assert done == set()  # the stop waited for the answer
+    assert len(fake_api.sent(chat_id=CHAT)) == 1 and (sender.sent, sender.failed) == (1, 0)
+
+
+async def test_what_a_stop_cannot_send_in_time_is_counted_and_logged(fake_api, caplog):
+    fake_api.rate_limit_next = [30, 30]
+    async for sender in running_sender(fake_api):
+        sender.offer("✅ <b>Fill</b>\nBUY 10 SBIN-EQ")
+        await fake_api.wait_sent(1, chat_id=CHAT)  # a 429: wait 30 s
+
+        await sender.stop(seconds=0.2)
+
+    assert sender.failed == 1
+    assert [(r.levelno, r.messages, r.blocks) for r in caplog.records
+            if r.getMessage() == "telegram messages left unsent at shutdown"] == [(logging.ERROR, 1, 1)]
+
+
+async def test_what_was_queued_for_a_bot_that_never_started_is_counted_at_stop(bus, standins, fake_api, clock):
+    fake_api.fail["getMe"] = [502] * 1000  # Telegram unreachable for the whole run
+    module = NotifierModule(bus, settings_for(fake_api, bot_start_retry_seconds=0.05), clock)
+    await module.start()
+    runner = asyncio.create_task(module.run())
+    module.deliver(notice("Fill A"))
+
+    await module.stop()
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+
+    assert module.sender is not None and module.sender.failed == 1 and fake_api.sent() == []
