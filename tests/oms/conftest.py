@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -44,6 +46,47 @@ class Oms:
 
 def accepted(order: t.OrderRequest) -> t.RiskDecision:
     return t.RiskDecision(accepted=True, order=order, strategy=order.strategy_tag, signal_id=order.signal_id)
+
+
+class NoOrderFeed(VirtualBroker):
+    """A broker outside the process whose order feed says nothing (a gap in it): the OMS learns of its fills only
+    by polling or reading its book (the OMS polls no in-process broker)."""
+
+    in_process = False
+
+    def events(self):
+        return self._silence()
+
+    async def _silence(self):
+        await asyncio.Event().wait()
+        yield  # pragma: no cover
+
+
+class NewDayBook(VirtualBroker):
+    """Like Kotak on a new day: the earlier day's order ("c-yesterday") is gone from its book, and no event said so."""
+
+    async def order_book(self):
+        return [e for e in await super().order_book() if e.client_order_id != "c-yesterday"]
+
+
+@contextlib.asynccontextmanager
+async def running_on_new_day_book(ledger: MemoryLedger) -> AsyncIterator[tuple[Bus, ManualClock, OmsModule,
+                                                                                asyncio.Task]]:
+    """An OmsModule over a NewDayBook that checks for a new day every 10 ms, started and running (its run task
+    last); stopped after."""
+    bus, clock = Bus(), ManualClock(T0 + 1)
+    module = OmsModule(bus, OmsSettings(lookup_backoff_s=0, poll_interval_s=0),
+                       NewDayBook(None, ChargeModel.default(), clock), ledger, clock)
+    module.day_check_s = 0.01
+    tasks = [asyncio.create_task(bus.run())]
+    try:
+        await module.start()
+        tasks.append(asyncio.create_task(module.run()))
+        yield bus, clock, module, tasks[-1]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def risk_stand_in(bus: Bus, reject_code: str = ""):

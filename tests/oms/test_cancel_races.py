@@ -1,6 +1,5 @@
 """Cancels racing fills: a fill the broker made before the cancel is never lost, a repeated cancel is harmless."""
 
-import asyncio
 
 import pytest
 from prometheus_client import REGISTRY
@@ -12,7 +11,7 @@ from shared.bus import Topic
 from shared.clock import ManualClock
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, RetryableError
-from tests.oms.conftest import accepted
+from tests.oms.conftest import NoOrderFeed, accepted
 from tests.oms.helpers import MINUTE, T0, candle, order
 
 
@@ -107,19 +106,6 @@ async def test_a_cancel_that_got_no_answer_is_sent_again_when_asked_again(start_
     final = await engine.cancel("c-1")
 
     assert (broker.calls, final.status) == (2, t.ORDER_STATUS_CANCELLED)
-
-
-class NoOrderFeed(VirtualBroker):
-    """A broker outside the process whose order feed says nothing (a gap in it), and is not polled here."""
-
-    in_process = False
-
-    def events(self):
-        return self._silence()
-
-    async def _silence(self):
-        await asyncio.Event().wait()
-        yield  # pragma: no cover
 
 
 async def test_a_cancel_refused_for_an_order_the_broker_filled_brings_its_fill_into_the_book(start_oms):

@@ -15,7 +15,7 @@ from shared.clock import ManualClock
 from shared.contracts import market_pb2, ops_pb2
 from shared.contracts import trading_pb2 as t
 from tests.helpers import eventually as until
-from tests.oms.conftest import accepted
+from tests.oms.conftest import accepted, running_on_new_day_book
 from tests.oms.helpers import MINUTE, T0, candle, order
 
 FAST_RETRY_S = (0.05, 0.1)
@@ -112,23 +112,9 @@ def cancels(update: t.OrderUpdate) -> bool:
     return update.status == t.ORDER_STATUS_CANCELLED
 
 
-class NewDayBook(VirtualBroker):
-    """Like Kotak on a new day: the orders of earlier days are gone from its book, and no event said so."""
-
-    async def order_book(self):
-        return [e for e in await super().order_book() if e.client_order_id != "c-yesterday"]
-
-
 async def test_a_ledger_error_while_expiring_earlier_days_orders_is_retried_and_the_oms_keeps_running():
-    bus, clock = Bus(), ManualClock(T0 + 1)
     ledger = FailingLedger(cancels)
-    module = OmsModule(bus, OmsSettings(lookup_backoff_s=0, poll_interval_s=0),
-                       NewDayBook(None, ChargeModel.default(), clock), ledger, clock)
-    module.day_check_s = 0.01
-    tasks = [asyncio.create_task(bus.run())]
-    try:
-        await module.start()
-        tasks.append(asyncio.create_task(module.run()))
+    async with running_on_new_day_book(ledger) as (bus, clock, module, run):
         await bus.publish(Topic.ORDERS, accepted(order(client_order_id="c-yesterday", price=90_00)))
         await until(lambda: getattr(module.engine.lookup("c-yesterday"), "status", 0) == t.ORDER_STATUS_OPEN)
         clock.advance(24 * 3600)  # the next day: the first settle's CANCELLED write fails
@@ -138,11 +124,7 @@ async def test_a_ledger_error_while_expiring_earlier_days_orders_is_retried_and_
         await until(lambda: getattr(module.engine.lookup("c-today"), "status", 0) == t.ORDER_STATUS_OPEN)
         await module.broker.process_candle(candle(99_00, 99_50, 98_00, 99_00, start_ns=clock.now_ns() + MINUTE))
         await until(lambda: module.engine.lookup("c-today").status == t.ORDER_STATUS_TRADED)  # events still applied
-        running = not tasks[-1].done()
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        running = not run.done()
 
     assert ledger.failures == 0 and running
     assert (await ledger.get("c-yesterday")).reason_code == "NOT_IN_BROKER_BOOK"

@@ -17,7 +17,7 @@ from shared.contracts import market_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import RetryableError
 from tests.helpers import eventually as until
-from tests.oms.conftest import accepted
+from tests.oms.conftest import NoOrderFeed, accepted, running_on_new_day_book
 from tests.oms.helpers import MINUTE, T0, candle, order
 
 S = t  # statuses read better as S.ORDER_STATUS_...
@@ -242,20 +242,6 @@ async def test_the_paper_brokers_book_is_not_polled_its_events_cannot_go_missing
     await oms.until_status("c-1", S.ORDER_STATUS_TRADED)  # its fills come as events
 
 
-class NoOrderFeed(VirtualBroker):
-    """A broker that pushes no events: the OMS learns of fills only by polling its order book. Outside the
-    process, as such a broker is (the OMS polls no in-process broker)."""
-
-    in_process = False
-
-    def events(self):
-        return self._silence()
-
-    async def _silence(self):
-        await asyncio.Event().wait()
-        yield  # pragma: no cover
-
-
 async def test_fills_reach_the_oms_by_polling_when_the_broker_has_no_order_feed(start_oms):
     from services.oms.config import OmsSettings
 
@@ -393,23 +379,8 @@ async def test_a_restart_keeps_the_charges_of_todays_fills_in_the_positions(star
     assert paid > 0 and restarted.module.engine.positions.charges_paise() == paid
 
 
-class NewDayBookIsEmpty(VirtualBroker):
-    """Like Kotak after midnight: yesterday's orders are gone from the book, and no event said so."""
-
-    async def order_book(self):
-        return [e for e in await super().order_book() if e.client_order_id == "c-today"]
-
-
 async def test_a_day_order_still_open_when_the_next_trading_day_starts_is_settled_as_expired():
-    bus, clock = Bus(), ManualClock(T0 + 1)
-    ledger = MemoryLedger()
-    module = OmsModule(bus, OmsSettings(lookup_backoff_s=0, poll_interval_s=0),
-                       NewDayBookIsEmpty(None, ChargeModel.default(), clock), ledger, clock)
-    module.day_check_s = 0.01
-    tasks = [asyncio.create_task(bus.run())]
-    try:
-        await module.start()
-        tasks.append(asyncio.create_task(module.run()))
+    async with running_on_new_day_book(MemoryLedger()) as (bus, clock, module, _):
         await bus.publish(Topic.ORDERS, accepted(order(client_order_id="c-yesterday", price=90_00)))
         await until(lambda: module.engine.lookup("c-yesterday") is not None
                     and module.engine.lookup("c-yesterday").status == S.ORDER_STATUS_OPEN)
@@ -418,10 +389,6 @@ async def test_a_day_order_still_open_when_the_next_trading_day_starts_is_settle
 
         await until(lambda: module.engine.lookup("c-yesterday").status == S.ORDER_STATUS_CANCELLED)
         expired, today = module.engine.lookup("c-yesterday"), module.engine.lookup("c-today")
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
     assert (expired.reason_code, "expired" in expired.reason) == ("NOT_IN_BROKER_BOOK", True)
     assert today.status == S.ORDER_STATUS_OPEN
