@@ -13,7 +13,14 @@ from pydantic import ValidationError
 
 from services.strategy.candles import MINUTE_NS, CandleBuilder, Closed
 from services.strategy.config import StrategySettings
-from services.strategy.plugins import TERMINAL, OrderIntent, Strategy, StrategyContext, strategy_class
+from services.strategy.plugins import (
+    TERMINAL,
+    OrderIntent,
+    Strategy,
+    StrategyContext,
+    outcome_unknown,
+    strategy_class,
+)
 from shared.bus import Sequencer
 from shared.clock import Clock
 from shared.contracts import market_pb2, strategy_pb2, trading_pb2
@@ -174,8 +181,8 @@ class StrategyEngine:
         Returns how many orders were applied."""
         applied = 0
         for order in sorted(orders, key=lambda u: u.sequence):
-            if not order.filled_quantity and order.status in TERMINAL:
-                continue
+            if not order.filled_quantity and order.status in TERMINAL and not outcome_unknown(order):
+                continue  # nothing to restore (one given up with its outcome unknown still blocks its token)
             update = trading_pb2.OrderUpdate()
             update.CopyFrom(order)
             update.last_fill_quantity = order.filled_quantity  # its fills so far, as one
@@ -217,7 +224,11 @@ class StrategyEngine:
         return strategy
 
     def set_paused(self, name: str, paused: bool) -> Strategy:
+        """Pause or resume; a resume of a paused strategy also releases its tokens blocked by orders of unknown
+        outcome (Strategy.release_unknown): the operator's way out once the broker's order book is checked."""
         strategy = self.get(name)
+        if strategy.paused and not paused:
+            strategy.release_unknown()
         strategy.paused = paused
         return strategy
 

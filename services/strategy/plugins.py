@@ -39,6 +39,7 @@ calls ``reset()`` when a field listed in ``reset_on`` changed.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -48,11 +49,21 @@ from shared.clock import NS
 from shared.contracts import market_pb2, trading_pb2
 from shared.instruments import InstrumentBook
 
+log = logging.getLogger(__name__)
+
 TERMINAL = frozenset({trading_pb2.ORDER_STATUS_TRADED, trading_pb2.ORDER_STATUS_REJECTED,
                        trading_pb2.ORDER_STATUS_CANCELLED})
 # A sent signal whose order never shows up (risk rejected it: strategy does not read ORDERS) stops
 # blocking the token after this long; once its order is seen, only a terminal status releases it.
 PENDING_EXPIRY_NS = 180 * NS
+# OrderUpdate.reason_code of an order the OMS gave up on (placement outcome unknown: REJECTED, but the broker may
+# hold it and it is adopted if it turns up) and of that adoption (trading.proto).
+OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
+
+
+def outcome_unknown(update: trading_pb2.OrderUpdate) -> bool:
+    """The OMS gave this order up without the broker's answer: it may yet be live there."""
+    return update.status == trading_pb2.ORDER_STATUS_REJECTED and update.reason_code == OUTCOME_UNKNOWN
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +103,8 @@ class Strategy:
         self.signals_emitted = 0
         self._positions: dict[int, int] = {}
         self._pending: dict[int, tuple[int, bool]] = {}  # token -> (expiry ns, order seen)
+        # token -> ids of its orders REJECTED with OUTCOME_UNKNOWN and not adopted (yet): see on_order_update.
+        self._unknown: dict[int, set[str]] = {}
         self.reset()
 
     # -- the plugin's part -----------------------------------------------------
@@ -119,6 +132,8 @@ class Strategy:
         return self._positions.get(token, 0)
 
     def is_pending(self, token: int, now_ns: int) -> bool:
+        if self._unknown.get(token):
+            return True
         pending = self._pending.get(token)
         if pending is None:
             return False
@@ -146,9 +161,31 @@ class Strategy:
             self._positions[token] = held - taken if held > 0 else held + taken
         return taken
 
+    def release_unknown(self) -> None:
+        """The operator resumed the strategy: tokens blocked by orders of unknown outcome trade again (the manual
+        way out, after checking the broker's order book; an adoption that comes later is still applied)."""
+        for token, order_ids in self._unknown.items():
+            log.warning("token released by the operator with orders of unknown outcome",
+                        extra={"strategy": self.name, "token": token, "order_id": ", ".join(sorted(order_ids))})
+        self._unknown.clear()
+
     def on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
-        """Follow this strategy's own orders: fills move the position; a terminal status frees the token."""
+        """Follow this strategy's own orders: fills move the position; a terminal status frees the token, except
+        REJECTED with OUTCOME_UNKNOWN: the broker may hold that order (the OMS adopts it if it turns up), so sending
+        it again could fill twice (an exit of a long 10 becoming a short 10). The token stays blocked until an
+        update adopts the order, or the operator pauses and resumes the strategy (release_unknown)."""
         token = update.request.token
+        order_id = update.client_order_id or update.request.client_order_id or update.internal_id
+        unknown = self._unknown.get(token)
+        if unknown is not None:
+            unknown.discard(order_id)  # any later update of it (ADOPTED) is the broker's word: applied as usual
+            if not unknown:
+                del self._unknown[token]
+        if outcome_unknown(update):
+            self._unknown.setdefault(token, set()).add(order_id)
+            log.warning("order outcome unknown: token blocked until the OMS adopts the order or the strategy is "
+                        "paused and resumed; check the broker's order book",
+                        extra={"strategy": self.name, "token": token, "order_id": order_id})
         if update.last_fill_quantity:
             signed = update.last_fill_quantity if update.request.side == trading_pb2.SIDE_BUY \
                 else -update.last_fill_quantity

@@ -98,3 +98,74 @@ def test_a_square_off_fill_closes_the_position_the_strategies_held_for_it():
     engine.on_order_update(filled("SQUAREOFF", trading_pb2.SIDE_SELL, 12, 3))
 
     assert (first.position(SBIN), second.position(SBIN)) == (0, 3)
+
+
+M = 60 * NS
+
+
+class Market:
+    """Drives one engine with MOMENTUM_RSI on SBIN, one candle per call, and stamps order updates."""
+
+    def __init__(self):
+        self.strategy = MomentumRsi("mom", MomentumRsiParams(rsi_period=3, ema_period=3), frozenset({SBIN}))
+        self.engine = engine_with(self.strategy)
+        self.minute = self.sequence = 0
+
+    def candle(self, price):
+        start = T0915 + self.minute * M
+        self.minute += 1
+        _, signals = self.engine.on_ticks([
+            market_pb2.Tick(token=SBIN, exchange_segment="nse_cm", ts_ns=start + NS, ltp_paise=price, ltq=1),
+            market_pb2.Tick(token=SBIN, exchange_segment="nse_cm", ts_ns=start + M, ltp_paise=price, ltq=1)])
+        return signals
+
+    def update(self, coid, side, status, fill=0, reason_code=""):
+        self.sequence += 1
+        self.engine.on_order_update(trading_pb2.OrderUpdate(
+            internal_id=f"i-{coid}", client_order_id=coid, status=status, sequence=self.sequence,
+            last_fill_quantity=fill, filled_quantity=fill, reason_code=reason_code,
+            request=trading_pb2.OrderRequest(client_order_id=coid, token=SBIN, side=side, quantity=10,
+                                             strategy_tag="mom", product=trading_pb2.PRODUCT_MIS)))
+
+    def long_10_with_exit_given_up(self):
+        for price in (100_00, 101_00, 102_00, 103_00, 104_00):
+            self.candle(price)
+        self.update("entry", trading_pb2.SIDE_BUY, trading_pb2.ORDER_STATUS_TRADED, fill=10)
+        (exit_signal,) = self.candle(99_00)  # close below the EMA: exit the long
+        self.update("exit-1", trading_pb2.SIDE_SELL, trading_pb2.ORDER_STATUS_PENDING_NEW)
+        self.update("exit-1", trading_pb2.SIDE_SELL, trading_pb2.ORDER_STATUS_REJECTED, reason_code="OUTCOME_UNKNOWN")
+        return exit_signal
+
+
+def test_an_exit_of_unknown_outcome_keeps_its_token_blocked_until_the_oms_adopts_it(caplog):
+    market = Market()
+    market.long_10_with_exit_given_up()
+
+    assert market.candle(98_00) == []  # no second exit while the first may be live at the broker
+    market.update("exit-1", trading_pb2.SIDE_SELL, trading_pb2.ORDER_STATUS_TRADED, fill=10, reason_code="ADOPTED")
+
+    assert market.strategy.position(SBIN) == 0
+    assert not market.strategy.is_pending(SBIN, T0915 + 3600 * NS)
+    assert [r.order_id for r in caplog.records if r.levelname == "WARNING"] == ["exit-1"]
+
+
+def test_an_operator_resume_releases_a_token_blocked_by_an_order_of_unknown_outcome():
+    market = Market()
+    market.long_10_with_exit_given_up()
+
+    market.engine.set_paused("mom", True)
+    market.engine.set_paused("mom", False)
+
+    assert [(s.side, s.quantity) for s in market.candle(98_00)] == [(trading_pb2.SIDE_SELL, 10)]
+
+
+def test_a_restart_keeps_the_token_of_an_order_of_unknown_outcome_blocked():
+    market = Market()
+    given_up = trading_pb2.OrderUpdate(
+        internal_id="i-x", client_order_id="x", status=trading_pb2.ORDER_STATUS_REJECTED, sequence=3,
+        reason_code="OUTCOME_UNKNOWN", request=trading_pb2.OrderRequest(
+            client_order_id="x", token=SBIN, side=trading_pb2.SIDE_SELL, quantity=10, strategy_tag="mom"))
+
+    market.engine.load_orders([given_up])
+
+    assert market.strategy.is_pending(SBIN, T0915 + 3600 * NS)
