@@ -28,7 +28,14 @@ from shared.contracts import (
 )
 from shared.contracts import trading_pb2 as t
 from shared.grpc.auth import auth_metadata, channel_credentials
-from shared.grpc.bridge import error_from_rpc
+from shared.grpc.bridge import OutcomeUnknown, error_from_rpc
+
+__all__ = ["NeoPulseClient", "OutcomeUnknown", "new_client_order_id"]
+
+
+def new_client_order_id() -> str:
+    """A fresh id for a manual order; keep it to retry that order (a retry with it is never a second order)."""
+    return f"manual-{uuid.uuid4().hex[:16]}"
 
 
 class NeoPulseClient:
@@ -59,11 +66,11 @@ class NeoPulseClient:
     async def close(self) -> None:
         await self.channel.close()
 
-    async def _unary(self, method: str, call: Any, request: Any) -> Any:
+    async def _unary(self, method: str, call: Any, request: Any, client_order_id: str = "") -> Any:
         try:
             return await call(request, metadata=self.metadata, timeout=self.timeout_s)
         except grpc.aio.AioRpcError as err:
-            raise error_from_rpc(method, err) from None
+            raise error_from_rpc(method, err, client_order_id) from None
 
     async def _stream(self, method: str, call: Any, request: Any, field: str) -> AsyncIterator[Any]:
         rpc_call = call(request, metadata=self.metadata)
@@ -94,13 +101,19 @@ class NeoPulseClient:
                           price_paise: int = 0, order_type: t.OrderType = t.ORDER_TYPE_LIMIT,
                           product: t.Product = t.PRODUCT_MIS, trigger_price_paise: int = 0,
                           client_order_id: str | None = None, strategy_tag: str = "MANUAL") -> t.OrderUpdate:
-        """A manual order through risk; returns the order as the OMS booked it. Prices in paise."""
+        """A manual order through risk; returns the order as the OMS booked it. Prices in paise.
+
+        The order's client_order_id is `client_order_id`, or one minted once here. When the call ends without an
+        answer (OutcomeUnknown: a timeout, the server stopping or crashing mid-call) the order may have been placed:
+        look it up by `err.client_order_id`, and retry only with that id, which the OMS refuses as DUPLICATE_ORDER
+        if the first call placed it."""
+        cid = client_order_id or new_client_order_id()
         order = t.OrderRequest(
-            client_order_id=client_order_id or f"manual-{uuid.uuid4().hex[:16]}", token=instrument.token,
+            client_order_id=cid, token=instrument.token,
             exchange_segment=instrument.exchange_segment, symbol=instrument.symbol, side=side, quantity=quantity,
             order_type=order_type, price_paise=price_paise, trigger_price_paise=trigger_price_paise,
             product=product, validity=t.VALIDITY_DAY, strategy_tag=strategy_tag)
-        reply = await self._unary("PlaceOrder", self.orders.PlaceOrder, oms_pb2.PlaceOrderRequest(order=order))
+        reply = await self._unary("PlaceOrder", self.orders.PlaceOrder, oms_pb2.PlaceOrderRequest(order=order), cid)
         return reply.order
 
     async def cancel_order(self, order_id: str) -> t.OrderUpdate:

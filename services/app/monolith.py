@@ -27,7 +27,7 @@ LongLived = Callable[[], Coroutine[Any, Any, Any]]
 ORDER_PATH_DRAIN_S = 20.0  # decisions queued at stop are written ahead and placed within this; the rest not sent
 COMPONENT_STOP_S = 20.0  # one module's stop (the OMS waits up to 10 s for placements, twice); then it is left
 STEP_S = 5.0  # cancelling a task, draining the bus after one module's stop
-GRPC_STOP_S = 2.0  # the gRPC server's stop (1 s grace for the calls in progress)
+GRPC_STOP_S = 2.0  # the gRPC server's stop, beyond the grace it gives the calls in progress
 CLOSE_S = 10.0  # closing one resource (database, broker session, simulator); kept from the budget for the closing
 # Kept from the budget for each module still to stop: a step that waits its full time (every drain does while a
 # broker call hangs) cannot leave the notifier, which stops last, no time to send its queue.
@@ -173,7 +173,10 @@ class Monolith:
         self.guard.begin()
         await self._system_note("NeoPulse stopping", "shutting down cleanly")
         if self.grpc is not None:
-            await self._step("gRPC server", self.grpc.stop(1.0), GRPC_STOP_S)
+            from services.app.split import acting_grace_s
+
+            grace = acting_grace_s(self.toml, 0.0)  # calls in progress (a PlaceOrder waiting for the book) finish
+            await self._step("gRPC server", self.grpc.stop(grace), grace + GRPC_STOP_S)
         owned = {f"{comp.name}:run" for comp in self.components}
         # The feed and everything not a module stop now; a module's own loop (the OMS's broker events, the
         # notifier's sender) runs until that module has stopped.

@@ -107,6 +107,15 @@ STARTS_AFTER: dict[str, tuple[str, ...]] = {
     "strategy": ("ingestion", "oms"), "risk": ("ingestion", "oms"), "oms": ("ingestion",)}
 
 
+def acting_grace_s(toml: dict[str, Any], shutdown_grace_s: float) -> float:
+    """Seconds a stopping gRPC server gives the calls in flight: at least the slowest acting handler (the OMS's
+    PlaceOrder waits up to [oms] place_order_wait_s for the book) and a second to answer. Cut short, a call that
+    acted answers UNAVAILABLE, an unknown outcome for its caller."""
+    from services.oms.config import OmsSettings
+
+    return max(shutdown_grace_s, cfg.load(OmsSettings, toml).place_order_wait_s + 1.0)
+
+
 def owner(method: str) -> str:
     """The module whose server answers `method`."""
     return rpc.SERVICES[method.split("/")[1].split(".")[-1]]
@@ -173,7 +182,7 @@ class SplitProcess:
             self.started.set()
             await stop.wait()
             # Reverse order: stop serving (streams flush), cut the bridges, stop the module, the bus.
-            await server.stop()
+            await server.stop(acting_grace_s(self.toml, self.grpc_settings.shutdown_grace_s))
             for task in (*module_tasks, *bridge_tasks):
                 task.cancel()
             await asyncio.gather(*module_tasks, *bridge_tasks, return_exceptions=True)

@@ -182,13 +182,34 @@ class StreamBridge:
             self.published += 1
 
 
-# Unary RPCs that change orders or trading state: a timeout leaves their outcome unknown.
+# Unary RPCs that change orders or trading state: a timeout, a stop or a crash mid-call leaves their outcome unknown.
 ACTING_METHODS = frozenset({rpc.SUBMIT_ORDER, rpc.PLACE_ORDER, rpc.CANCEL_ORDER, rpc.SQUARE_OFF,
                             rpc.SET_KILL_SWITCH, rpc.SET_RISK_LIMITS})
+_ACTING_NAMES = frozenset(m.rsplit("/", 1)[-1] for m in ACTING_METHODS)
+# The call reached the server, which may have acted before it ended: the server stopping or crashing mid-call gives
+# UNAVAILABLE or CANCELLED just as a deadline gives DEADLINE_EXCEEDED.
+_UNKNOWN_OUTCOME = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE,
+                              grpc.StatusCode.CANCELLED})
 
 
-def error_from_rpc(method: str, err: grpc.aio.AioRpcError) -> errors.NeoPulseError:
-    """The shared.errors exception a remote handler raised, rebuilt from status and trailers."""
+class OutcomeUnknown(errors.RetryableError):
+    """An acting call (ACTING_METHODS) ended without an answer: it may or may not have acted. Look the order up by
+    `client_order_id` (empty when the call names none) before retrying, and retry only with that same id: a second
+    call with it is refused as DUPLICATE_ORDER if the first one was placed."""
+
+    def __init__(self, message: str, client_order_id: str = "") -> None:
+        super().__init__(message)
+        self.client_order_id = client_order_id
+
+
+def is_acting(method: str) -> bool:
+    """`method` (full name or bare, as "PlaceOrder") changes orders or trading state."""
+    return method.rsplit("/", 1)[-1] in _ACTING_NAMES
+
+
+def error_from_rpc(method: str, err: grpc.aio.AioRpcError, client_order_id: str = "") -> errors.NeoPulseError:
+    """The shared.errors exception a remote handler raised, rebuilt from status and trailers. `client_order_id`:
+    the order an acting call was about, named in an outcome-unknown error."""
     trailers = dict(err.trailing_metadata() or ())
     kind, details, code = trailers.get(ERROR_KEY, ""), err.details() or "", err.code()
     if kind == "InvalidInput" or (not kind and code == grpc.StatusCode.INVALID_ARGUMENT):
@@ -200,13 +221,16 @@ def error_from_rpc(method: str, err: grpc.aio.AioRpcError) -> errors.NeoPulseErr
     simple = {"NotFound": errors.NotFound, "BrokerRejected": errors.BrokerRejected,
               "RetryableError": errors.RetryableError, "SessionExpired": errors.SessionExpired,
               "ConfigError": errors.ConfigError, "MessagesLost": errors.MessagesLost}
-    if kind in simple:
+    if kind in simple:  # said by the server's code: a RetryableError there (not serving yet) did not act
         return simple[kind](details)
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED and method in ACTING_METHODS:
-        # The remote may have acted before the deadline: a blind retry could place a second order.
-        return errors.RetryableError(
-            f"{method} did not answer in time ({code.name}); its outcome is unknown: check GetOrder/ListOrders "
-            "before trying again, and retry only with the same client_order_id")
+    if code in _UNKNOWN_OUTCOME and is_acting(method):
+        # The remote may have acted before the call ended: a blind retry could place a second order.
+        order = f"order {client_order_id}: " if client_order_id else ""
+        lookup = (f"look it up with GetOrder/ListOrders by client_order_id {client_order_id}" if client_order_id
+                  else "check GetOrder/ListOrders")
+        return OutcomeUnknown(
+            f"{order}{method} ended without an answer ({code.name}); its outcome is unknown: {lookup} before "
+            "trying again, and retry only with the same client_order_id", client_order_id)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return errors.RetryableError(f"{method} is unreachable ({code.name}); it is retried or try again later")
     if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED):
@@ -229,7 +253,8 @@ def install_unary_proxy(bus: Bus, channel: grpc.aio.Channel, method: str,
         try:
             return await call(request, metadata=metadata, timeout=timeout_s)
         except grpc.aio.AioRpcError as err:
-            raise error_from_rpc(method, err) from None
+            order = getattr(request, "order", None)  # SubmitOrder, PlaceOrder: the order an unknown outcome is about
+            raise error_from_rpc(method, err, getattr(order, "client_order_id", "")) from None
 
     bus.handle(method, proxy)
 

@@ -246,10 +246,22 @@ async def test_unary_proxy_works_over_tls_with_the_shared_token(running, cert):
     assert reply.order.internal_id == KNOWN_ORDER
 
 
-def _timeout(method: str):
-    err = grpc.aio.AioRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(),
-                               details="Deadline Exceeded")
+def _timeout(method: str, code: grpc.StatusCode = grpc.StatusCode.DEADLINE_EXCEEDED, trailers=()):
+    err = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailers), details=code.name)
     return error_from_rpc(method, err)
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED])
+@pytest.mark.parametrize("method", [rpc.PLACE_ORDER, rpc.SUBMIT_ORDER, rpc.SET_KILL_SWITCH, "PlaceOrder"])
+def test_an_order_call_cut_off_by_a_stop_or_crash_says_its_outcome_is_unknown(method, code):
+    error = _timeout(method, code)
+    assert isinstance(error, errors.RetryableError) and "outcome is unknown" in str(error)
+    assert "retried or try again later" not in str(error)
+
+
+def test_an_order_call_refused_before_acting_is_simply_retryable():
+    error = _timeout(rpc.PLACE_ORDER, grpc.StatusCode.UNAVAILABLE, (("neopulse-error", "RetryableError"),))
+    assert isinstance(error, errors.RetryableError) and "outcome" not in str(error)
 
 
 def test_a_timed_out_order_call_says_its_outcome_is_unknown_instead_of_inviting_a_retry():

@@ -7,7 +7,7 @@ from pydantic import SecretStr
 
 from shared import errors, rpc
 from shared.bus import Topic
-from shared.client import NeoPulseClient
+from shared.client import NeoPulseClient, OutcomeUnknown
 from shared.contracts import market_pb2, risk_pb2
 from shared.grpc.config import GrpcSettings
 from tests.grpc.conftest import KNOWN_ORDER, register_test_handlers, start_server, wait_for
@@ -80,3 +80,49 @@ async def test_each_rpc_is_counted_by_method_and_status_code(addr):
 
     assert REGISTRY.get_sample_value("neopulse_grpc_requests_total", labels) == before + 1
     assert REGISTRY.get_sample_value("neopulse_grpc_request_duration_seconds_count", labels) >= 1
+
+
+async def test_a_place_order_cut_off_by_a_stop_is_an_unknown_outcome_whose_retry_is_refused_as_a_duplicate(bus):
+    """The OMS acted (the order is booked) but the server stopped before it answered: the client must not be told
+    to simply retry, and its retry with the id the error carries must not be a second order."""
+    booked: list[str] = []
+    answering = asyncio.Event()  # never set: the handler is still waiting for the book when the server stops
+
+    async def place_order(req):
+        cid = req.order.client_order_id
+        if cid in booked:  # as the OMS does
+            raise errors.RiskRejected("DUPLICATE_ORDER", f"client_order_id {cid} is already an order")
+        booked.append(cid)
+        await answering.wait()
+
+    bus.handle(rpc.PLACE_ORDER, place_order)
+    first = await start_server(bus)
+    reliance = market_pb2.Instrument(token=2885, symbol="RELIANCE-EQ", exchange_segment="nse_cm")
+    async with NeoPulseClient(f"127.0.0.1:{first.bound_port}") as client:
+        call = asyncio.create_task(client.place_order(reliance, 1, 1, price_paise=250_000))
+        await wait_for(lambda: len(booked) == 1)
+        await first.stop(0.1)
+        with pytest.raises(OutcomeUnknown) as cut_off:
+            await call
+    second = await start_server(bus)
+    try:
+        async with NeoPulseClient(f"127.0.0.1:{second.bound_port}") as client:
+            with pytest.raises(errors.RiskRejected) as retried:
+                await client.place_order(reliance, 1, 1, price_paise=250_000,
+                                         client_order_id=cut_off.value.client_order_id)
+    finally:
+        await second.stop(0)
+
+    assert cut_off.value.client_order_id == booked[0]
+    assert f"client_order_id {booked[0]}" in str(cut_off.value) and "outcome is unknown" in str(cut_off.value)
+    assert retried.value.reason_code == "DUPLICATE_ORDER" and booked == [cut_off.value.client_order_id]
+
+
+def test_a_stopping_server_waits_for_the_slowest_acting_handler_in_the_monolith_and_split_processes():
+    from services.app.split import acting_grace_s
+    from services.oms.config import OmsSettings
+
+    toml = {"oms": {"place_order_wait_s": 7.0}}
+
+    assert acting_grace_s({}, 0.0) > OmsSettings().place_order_wait_s
+    assert acting_grace_s(toml, GrpcSettings().shutdown_grace_s) > 7.0
