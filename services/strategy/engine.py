@@ -130,15 +130,16 @@ class StrategyEngine:
         out = []
         for intent in intents:
             inst = self.instruments.get(intent.token)
+            signal_id = f"{strategy.name}-{intent.token}-{at_ns}-{_SIDE_NAMES.get(intent.side, str(intent.side))}"
             out.append(trading_pb2.Signal(
-                signal_id=f"{strategy.name}-{intent.token}-{at_ns}-{_SIDE_NAMES.get(intent.side, str(intent.side))}",
+                signal_id=signal_id,
                 strategy=strategy.name, token=intent.token,
                 exchange_segment=inst.exchange_segment if inst is not None else "",
                 symbol=inst.symbol if inst is not None else "", side=intent.side, quantity=intent.quantity,
                 order_type=intent.order_type, limit_price_paise=intent.limit_price_paise, product=intent.product,
                 reason=intent.reason, ts_ns=self.clock.now_ns(), tick_recv_ns=recv_ns,
                 sequence=self.sequencer.next()))
-            strategy.mark_sent(intent, now_ns)
+            strategy.mark_sent(intent, now_ns, signal_id)
         return out
 
     def on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
@@ -206,11 +207,14 @@ class StrategyEngine:
                 left -= strategy.closed_by_platform(token, left)
 
     def on_decision(self, decision: trading_pb2.RiskDecision) -> None:
-        """A rejected signal of one of ours frees its token (otherwise it waits for the pending expiry)."""
-        if decision.accepted or decision.reason_code == "DUPLICATE_ORDER":  # a duplicate's original is live
-            return
+        """Risk's answer to a signal of ours: a rejection frees its token (otherwise it waits for the pending
+        expiry); an acceptance keeps it blocked until the order's terminal update, however late that comes."""
         strategy = self.strategies.get(decision.strategy)
-        if strategy is not None and decision.order.token:
+        if strategy is None or not decision.order.token:
+            return
+        if decision.accepted:
+            strategy.on_accepted(decision.order.token, decision.signal_id)
+        elif decision.reason_code != "DUPLICATE_ORDER":  # a duplicate's original is live
             strategy.on_rejected(decision.order.token)
 
     # -- control -----------------------------------------------------------------

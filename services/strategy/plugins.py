@@ -53,8 +53,9 @@ log = logging.getLogger(__name__)
 
 TERMINAL = frozenset({trading_pb2.ORDER_STATUS_TRADED, trading_pb2.ORDER_STATUS_REJECTED,
                        trading_pb2.ORDER_STATUS_CANCELLED})
-# A sent signal whose order never shows up (risk rejected it: strategy does not read ORDERS) stops
-# blocking the token after this long; once its order is seen, only a terminal status releases it.
+# A sent signal whose order never shows up (risk's decision lost, e.g. risk restarting) stops blocking the token
+# after this long; once risk accepted it or its order is seen, only a terminal update (or a NOT_SENT one, which
+# the OMS always publishes for an accepted order it does not place) releases it.
 PENDING_EXPIRY_NS = 180 * NS
 # OrderUpdate.reason_code of an order the OMS gave up on (placement outcome unknown: REJECTED, but the broker may
 # hold it and it is adopted if it turns up) and of that adoption (trading.proto).
@@ -102,7 +103,8 @@ class Strategy:
         self.paused = False
         self.signals_emitted = 0
         self._positions: dict[int, int] = {}
-        self._pending: dict[int, tuple[int, bool]] = {}  # token -> (expiry ns, order seen)
+        self._pending: dict[int, tuple[int, bool]] = {}  # token -> (expiry ns, accepted or order seen)
+        self._pending_signal: dict[int, str] = {}  # token -> signal_id of the pending signal, if the module gave one
         # token -> ids of its orders REJECTED with OUTCOME_UNKNOWN and not adopted (yet): see on_order_update.
         self._unknown: dict[int, set[str]] = {}
         self.reset()
@@ -143,10 +145,18 @@ class Strategy:
         del self._pending[token]
         return False
 
-    def mark_sent(self, intent: OrderIntent, now_ns: int) -> None:
+    def mark_sent(self, intent: OrderIntent, now_ns: int, signal_id: str = "") -> None:
         """The module sent this intent as a signal: block the token until its order finishes."""
         self._pending[intent.token] = (now_ns + PENDING_EXPIRY_NS, False)
+        self._pending_signal[intent.token] = signal_id
         self.signals_emitted += 1
+
+    def on_accepted(self, token: int, signal_id: str) -> None:
+        """Risk accepted the pending signal for `token`: its order will come (the OMS may be restarting, its backlog
+        waiting), so the token no longer frees itself by time; a decision for an earlier signal changes nothing."""
+        pending = self._pending.get(token)
+        if pending is not None and self._pending_signal.get(token, "") in ("", signal_id):
+            self._pending[token] = (pending[0], True)
 
     def on_rejected(self, token: int) -> None:
         """Risk refused this strategy's signal for `token`: no order will follow, so free the token now."""

@@ -169,3 +169,47 @@ def test_a_restart_keeps_the_token_of_an_order_of_unknown_outcome_blocked():
     market.engine.load_orders([given_up])
 
     assert market.strategy.is_pending(SBIN, T0915 + 3600 * NS)
+
+
+def accepted(signal):
+    return trading_pb2.RiskDecision(accepted=True, strategy=signal.strategy, signal_id=signal.signal_id,
+                                    order=trading_pb2.OrderRequest(token=signal.token, side=signal.side,
+                                                                   quantity=signal.quantity))
+
+
+def long_10_with_an_exit_signal(market):
+    for price in (100_00, 101_00, 102_00, 103_00, 104_00):
+        market.candle(price)
+    market.update("entry", trading_pb2.SIDE_BUY, trading_pb2.ORDER_STATUS_TRADED, fill=10)
+    (exit_signal,) = market.candle(99_00)
+    return exit_signal
+
+
+def test_an_exit_risk_accepted_does_not_expire_while_its_order_is_not_yet_in_the_oms():
+    market = Market()
+    market.engine.on_decision(accepted(long_10_with_an_exit_signal(market)))
+
+    later = [market.candle(price) for price in (98_00, 97_00, 96_00, 95_00, 94_00)]  # 5 minutes > pending expiry
+
+    assert later == [[]] * 5
+
+
+def test_an_accepted_exit_not_sent_by_the_oms_frees_its_token():
+    market = Market()
+    market.engine.on_decision(accepted(long_10_with_an_exit_signal(market)))
+
+    market.update("exit-1", trading_pb2.SIDE_SELL, trading_pb2.ORDER_STATUS_REJECTED, reason_code="NOT_SENT")
+
+    assert [(s.side, s.quantity) for s in market.candle(98_00)] == [(trading_pb2.SIDE_SELL, 10)]
+
+
+def test_an_acceptance_of_an_earlier_signal_does_not_hold_the_pending_one_past_its_expiry():
+    market = Market()
+    exit_signal = long_10_with_an_exit_signal(market)
+    earlier = trading_pb2.Signal()
+    earlier.CopyFrom(exit_signal)
+    earlier.signal_id = "mom-3045-0-BUY"
+
+    market.engine.on_decision(accepted(earlier))
+
+    assert not market.strategy.is_pending(SBIN, T0915 + 3600 * NS)
