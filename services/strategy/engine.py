@@ -194,17 +194,18 @@ class StrategyEngine:
         return applied
 
     def _closed_by_platform(self, update: trading_pb2.OrderUpdate) -> None:
-        """A square-off fill closes the strategies' positions it is against (a buy closes shorts, a sell longs),
-        in configuration order: otherwise a strategy would still hold what was closed for it, and its next exit
-        signal would open the opposite position."""
-        left, token = update.last_fill_quantity, update.request.token
+        """A square-off fill closes the strategies' positions it is against (a buy closes shorts, a sell longs) of
+        its product (a square-off of the user's CNC holding closes no MIS position), in configuration order:
+        otherwise a strategy would still hold what was closed for it, and its next exit signal would open the
+        opposite position."""
+        left, token, product = update.last_fill_quantity, update.request.token, update.request.product
         closing_long = update.request.side == trading_pb2.SIDE_SELL
         for strategy in self.strategies.values():
             if left <= 0:
                 return
-            held = strategy.position(token)
+            held = strategy.position_in(token, product)
             if (held > 0) == closing_long and held != 0:
-                left -= strategy.closed_by_platform(token, left)
+                left -= strategy.closed_by_platform(token, left, product)
 
     def on_decision(self, decision: trading_pb2.RiskDecision) -> None:
         """Risk's answer to a signal of ours: a rejection frees its token (otherwise it waits for the pending

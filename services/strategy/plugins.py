@@ -102,7 +102,9 @@ class Strategy:
         self.tokens = tokens  # empty = every instrument
         self.paused = False
         self.signals_emitted = 0
-        self._positions: dict[int, int] = {}
+        # (token, product) -> net quantity: a square-off closes one product's position (intraday MIS, not the
+        # user's CNC holding of the same token), so the product of each fill is kept.
+        self._positions: dict[tuple[int, int], int] = {}
         self._pending: dict[int, tuple[int, bool]] = {}  # token -> (expiry ns, accepted or order seen)
         self._pending_signal: dict[int, str] = {}  # token -> signal_id of the pending signal, if the module gave one
         # token -> ids of its orders REJECTED with OUTCOME_UNKNOWN and not adopted (yet): see on_order_update.
@@ -131,7 +133,13 @@ class Strategy:
             self.reset()
 
     def position(self, token: int) -> int:
-        return self._positions.get(token, 0)
+        """Net quantity in `token` over all products (the plugin's view)."""
+        get = self._positions.get
+        return sum(get((token, product), 0) for product in _PRODUCTS)
+
+    def position_in(self, token: int, product: int) -> int:
+        """Net quantity in `token` held under `product` (unspecified counts as MIS, as everywhere)."""
+        return self._positions.get((token, _product(product)), 0)
 
     def is_pending(self, token: int, now_ns: int) -> bool:
         if self._unknown.get(token):
@@ -162,13 +170,14 @@ class Strategy:
         """Risk refused this strategy's signal for `token`: no order will follow, so free the token now."""
         self._pending.pop(token, None)
 
-    def closed_by_platform(self, token: int, quantity: int) -> int:
-        """A square-off fill (risk's intraday square-off, a SquareOff request) closed up to `quantity` of this
-        strategy's position in `token`; returns how much of it was this strategy's."""
-        held = self._positions.get(token, 0)
+    def closed_by_platform(self, token: int, quantity: int, product: int) -> int:
+        """A square-off fill (risk's intraday square-off, a SquareOff request) of `product` closed up to `quantity`
+        of this strategy's position in `token` under that product; returns how much of it was this strategy's."""
+        key = (token, _product(product))
+        held = self._positions.get(key, 0)
         taken = min(quantity, abs(held))
         if taken:
-            self._positions[token] = held - taken if held > 0 else held + taken
+            self._positions[key] = held - taken if held > 0 else held + taken
         return taken
 
     def release_unknown(self) -> None:
@@ -199,11 +208,20 @@ class Strategy:
         if update.last_fill_quantity:
             signed = update.last_fill_quantity if update.request.side == trading_pb2.SIDE_BUY \
                 else -update.last_fill_quantity
-            self._positions[token] = self._positions.get(token, 0) + signed
+            key = (token, _product(update.request.product))
+            self._positions[key] = self._positions.get(key, 0) + signed
         if update.status in TERMINAL:
             self._pending.pop(token, None)
         else:  # working, also one from before a restart: the token waits for it
             self._pending[token] = (self._pending.get(token, (0, True))[0], True)
+
+
+_PRODUCTS = (trading_pb2.PRODUCT_MIS, trading_pb2.PRODUCT_CNC, trading_pb2.PRODUCT_NRML)
+
+
+def _product(product: int) -> int:
+    """The product a fill counts under: unspecified means MIS (the default everywhere, as in risk)."""
+    return product or trading_pb2.PRODUCT_MIS
 
 
 _REGISTRY: dict[str, type[Strategy]] = {}

@@ -213,3 +213,31 @@ def test_an_acceptance_of_an_earlier_signal_does_not_hold_the_pending_one_past_i
     market.engine.on_decision(accepted(earlier))
 
     assert not market.strategy.is_pending(SBIN, T0915 + 3600 * NS)
+
+
+def square_off(product, quantity, sequence):
+    return trading_pb2.OrderUpdate(
+        internal_id=f"i-sq-{sequence}", client_order_id=f"SQUAREOFF-{sequence}", sequence=sequence,
+        status=trading_pb2.ORDER_STATUS_TRADED, last_fill_quantity=quantity, filled_quantity=quantity,
+        request=trading_pb2.OrderRequest(client_order_id=f"SQUAREOFF-{sequence}", token=SBIN, quantity=quantity,
+                                         side=trading_pb2.SIDE_SELL, strategy_tag="SQUAREOFF", product=product))
+
+
+def test_a_square_off_of_the_users_delivery_holding_leaves_the_strategys_intraday_long():
+    market = Market()
+    market.update("entry", trading_pb2.SIDE_BUY, trading_pb2.ORDER_STATUS_TRADED, fill=10)  # MIS
+    market.sequence += 1
+
+    market.engine.on_order_update(square_off(trading_pb2.PRODUCT_CNC, 50, market.sequence))
+
+    assert market.strategy.position(SBIN) == 10
+
+
+def test_a_square_off_of_unspecified_product_closes_the_strategys_intraday_long():
+    market = Market()
+    market.update("entry", trading_pb2.SIDE_BUY, trading_pb2.ORDER_STATUS_TRADED, fill=10)  # MIS
+    market.sequence += 1
+
+    market.engine.on_order_update(square_off(trading_pb2.PRODUCT_UNSPECIFIED, 4, market.sequence))
+
+    assert market.strategy.position(SBIN) == 6
