@@ -106,6 +106,7 @@ class Monolith:
         from services.strategy.module import StrategyModule
 
         bus, clock, t = self.bus, self.clock, self.toml
+        replay = self.settings.source == "replay"  # its state is its own: never the real ledger's or risk's
         # Start order: the notifier first, so that what the others announce while starting (the OMS's
         # reconciliation and carried positions) is delivered; the instrument master; the OMS, which rebuilds
         # today's orders and positions from the ledger and the broker; then risk and strategy, which ask the OMS
@@ -116,7 +117,7 @@ class Monolith:
                             instrument_sink=instrument_sink),
             OmsModule(bus, cfg.load(OmsSettings, t), broker, ledger, clock),
             RiskModule(bus, cfg.load(RiskSettings, t), clock,
-                       PgRiskState(self.database.pool) if self.database is not None else None),
+                       PgRiskState(self.database.pool) if self.database is not None and not replay else None),
             StrategyModule(bus, cfg.load(StrategySettings, t), clock),
         ]
 

@@ -114,6 +114,9 @@ async def persistence(app: Any, settings: AppSettings, toml: dict[str, Any], res
     async def instruments(items):
         await upsert_instruments(db.pool, items)
 
+    if settings.source == "replay":  # reads the stored ticks; its paper orders must not touch the real ledger
+        info["ledger"] = "in memory (a replay never reads or writes the order ledger)"
+        return MemoryLedger(), writer, instruments
     return PgLedger(db.pool, db_settings.ledger_durable_updates), writer, instruments
 
 

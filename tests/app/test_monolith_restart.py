@@ -65,3 +65,55 @@ async def test_after_a_restart_risk_counts_the_position_the_oms_rebuilt_from_the
     (state,) = seen
     assert [(p.symbol, p.product, p.net_quantity) for p in state.positions if p.net_quantity] == [
         ("SBIN-EQ", trading_pb2.PRODUCT_MIS, 1)]
+
+
+async def test_a_replay_on_the_same_database_leaves_the_order_ledger_and_risk_state_alone(database):
+    """A replay reads the stored ticks; its paper orders are its own. It once shared the ledger: it reconciled the
+    real run's open orders into its own paper broker, filled them from the replayed candles and wrote its orders
+    into today's ledger, where the next real start counted them as positions."""
+    import asyncpg
+
+    from services.app.monolith import Monolith
+
+    first = Monolith(settings(database), {"strategy": {"strategies": []}})
+
+    async def rest_a_limit_and_halt() -> None:
+        listed = await first.bus.call(rpc.LIST_INSTRUMENTS, ingestion_pb2.ListInstrumentsRequest())
+        sbin = next(i for i in listed.instruments if i.symbol == "SBIN-EQ")
+        await place_once_priced(first.bus, sbin)  # a market buy, so ticks (and a last price) are stored
+        paid = 0
+        for _ in range(400):  # until it fills
+            orders = await first.bus.call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest())
+            paid = max(o.average_price_paise for o in orders.orders)
+            if paid:
+                break
+            await asyncio.sleep(0.05)
+        tick = sbin.tick_size_paise
+        low = trading_pb2.OrderRequest(client_order_id="resting", token=sbin.token, side=trading_pb2.SIDE_BUY,
+                                       quantity=1, order_type=trading_pb2.ORDER_TYPE_LIMIT,
+                                       price_paise=paid * 96 // 100 // tick * tick)  # 4% below: rests
+        await first.bus.call(rpc.PLACE_ORDER, oms_pb2.PlaceOrderRequest(order=low))
+        await first.bus.call(rpc.SET_KILL_SWITCH, risk_pb2.SetKillSwitchRequest(engaged=True, reason="keep"))
+
+    await run_until(first, rest_a_limit_and_halt)
+    conn = await asyncpg.connect(database)
+    try:
+        before = await conn.fetch("SELECT client_order_id, status, filled_qty FROM order_ledger ORDER BY 1")
+        risk_before = await conn.fetchval("SELECT value FROM risk_state")
+        replay = Monolith(AppSettings(source="replay", use_database=True, database_url=database, grpc_port=0,
+                                      speed=600.0, symbols=["SBIN-EQ"]), {})
+        states: list[int] = []
+
+        async def let_it_trade() -> None:
+            await asyncio.sleep(2.0)
+            states.append((await replay.bus.call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())).state)
+
+        await run_until(replay, let_it_trade)
+        after = await conn.fetch("SELECT client_order_id, status, filled_qty FROM order_ledger ORDER BY 1")
+        risk_after = await conn.fetchval("SELECT value FROM risk_state")
+    finally:
+        await conn.close()
+
+    assert ("resting", "OPEN", 0) in [tuple(r) for r in before]
+    assert [tuple(r) for r in after] == [tuple(r) for r in before]
+    assert risk_after == risk_before and states == [risk_pb2.TRADING_STATE_ACTIVE]  # the real switch is not its
