@@ -176,12 +176,12 @@ class StrategyEngine:
                 out.append(order_id)
         return out
 
-    def load_orders(self, orders: list[trading_pb2.OrderUpdate]) -> int:
-        """After a restart: the OMS's orders (its newest, any status) give each strategy back its positions
-        and its working orders; updates at or below their sequences that arrive afterwards change nothing.
-        Returns how many orders were applied."""
+    def load_orders(self, orders: list[trading_pb2.OrderUpdate], keep_order: bool = False) -> int:
+        """After a restart: the OMS's orders (their latest rows, any status; restore.py chooses them) give each
+        strategy back its positions and its working orders, applied by sequence (or as listed, keep_order);
+        updates at or below their sequences that arrive afterwards change nothing. Returns how many were applied."""
         applied = 0
-        for order in sorted(orders, key=lambda u: u.sequence):
+        for order in orders if keep_order else sorted(orders, key=lambda u: u.sequence):
             if not order.filled_quantity and order.status in TERMINAL and not outcome_unknown(order):
                 continue  # nothing to restore (one given up with its outcome unknown still blocks its token)
             update = trading_pb2.OrderUpdate()
@@ -228,13 +228,15 @@ class StrategyEngine:
             raise NotFound(f"no strategy named {name!r}; configured: {known}")
         return strategy
 
-    def set_paused(self, name: str, paused: bool) -> Strategy:
-        """Pause or resume; a resume of a paused strategy also releases its tokens blocked by orders of unknown
-        outcome (Strategy.release_unknown): the operator's way out once the broker's order book is checked."""
+    def set_paused(self, name: str, paused: bool, reason: str = "") -> Strategy:
+        """Pause (with the module's reason, or none: the operator's) or resume; a resume of a paused strategy also
+        releases its tokens blocked by orders of unknown outcome (Strategy.release_unknown): the operator's way
+        out once the broker's order book is checked."""
         strategy = self.get(name)
         if strategy.paused and not paused:
             strategy.release_unknown()
         strategy.paused = paused
+        strategy.pause_reason = reason if paused else ""
         return strategy
 
     def set_params(self, name: str, changes: dict[str, str]) -> Strategy:

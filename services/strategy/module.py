@@ -10,15 +10,17 @@ import logging
 
 from prometheus_client import Counter
 
+from services.strategy import restore
 from services.strategy.config import StrategySettings
 from services.strategy.engine import Output, StrategyEngine, build_strategies
 from shared import rpc
 from shared.bus import Bus, Priority, Sequencer, Topic
-from shared.clock import Clock
+from shared.clock import Clock, ist_day_number
 from shared.component import Component
-from shared.contracts import market_pb2, oms_pb2, strategy_pb2, trading_pb2
+from shared.contracts import market_pb2, oms_pb2, ops_pb2, strategy_pb2, trading_pb2
 from shared.errors import NotFound, RetryableError
 from shared.instruments import InstrumentBook
+from shared.positions import SQUAREOFF_TAG
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +66,40 @@ class StrategyModule(Component):
 
     async def _load_orders(self) -> None:
         """After a restart each strategy gets back its positions and working orders from the OMS: without them
-        it would take itself for flat, enter again and never exit what it holds. No OMS reachable: none."""
-        assert self.engine is not None
+        it would take itself for flat, enter again and never exit what it holds. No OMS reachable: none. A
+        strategy whose positions cannot be restored exactly (restore.py) starts paused, with the reason."""
+        engine = self.engine
+        assert engine is not None
         try:
-            reply = await self.bus.call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(limit=10_000))
+            own = {name: await self._list_orders(name) for name in engine.strategies}
+            squareoffs = await self._list_orders(SQUAREOFF_TAG)
         except (NotFound, RetryableError):
             log.info("no order service to ask for orders; strategies start flat")
             return
-        applied = self.engine.load_orders(list(reply.orders))
+        today = ist_day_number(self.clock.now_ns())
+        chosen = restore.plan(engine.strategies.values(), own, squareoffs, SQUAREOFF_TAG, today, restore.RESTORE_LIMIT)
+        applied = engine.load_orders(chosen.orders)
+        refused = {**restore.ambiguous(engine.strategies.values(), self.instruments, self.clock, chosen.orders,
+                                       SQUAREOFF_TAG), **chosen.refused}
         if applied:
             log.info("strategy positions restored from the order service", extra={"orders": applied})
+        for name, reason in refused.items():
+            await self._start_paused(name, reason)
+
+    async def _list_orders(self, strategy_tag: str) -> list[trading_pb2.OrderUpdate]:
+        request = oms_pb2.ListOrdersRequest(strategy_tag=strategy_tag, limit=restore.RESTORE_LIMIT)
+        return list((await self.bus.call(rpc.LIST_ORDERS, request)).orders)
+
+    async def _start_paused(self, name: str, reason: str) -> None:
+        assert self.engine is not None
+        self.engine.set_paused(name, True, reason)
+        text = (f"Strategy {name} starts paused: {reason}. Check its positions at the broker (the OMS's "
+                "ListPositions) and close or adopt them, then resume it.")
+        log.error("strategy starts paused: its positions cannot be restored exactly",
+                  extra={"strategy": name, "reason": reason})
+        await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
+            kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=ops_pb2.SEVERITY_CRITICAL, source=self.name,
+            title="Strategy paused at start", text=text, ts_ns=self.clock.now_ns(), fields={"strategy": name}))
 
     async def run(self) -> None:
         """The candle-close timer: a quiet instrument's candle closes soon after its minute ends."""

@@ -65,6 +65,7 @@ class MomentumRsi(Strategy):
     kind = "MOMENTUM_RSI"
     Params = MomentumRsiParams
     reset_on = frozenset({"rsi_period", "ema_period"})
+    intraday_only = True  # every intent is MIS (_intent)
     params: MomentumRsiParams
 
     def reset(self) -> None:

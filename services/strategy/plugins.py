@@ -95,12 +95,15 @@ class Strategy:
     Params: ClassVar[type[BaseModel]]
     # Params whose change discards indicator state (warm-up starts again).
     reset_on: ClassVar[frozenset[str]] = frozenset()
+    # Trades intraday products (MIS) only: after a restart only today's orders give back its positions.
+    intraday_only: ClassVar[bool] = False
 
     def __init__(self, name: str, params: BaseModel, tokens: frozenset[int] = frozenset()) -> None:
         self.name = name
         self.params = params
         self.tokens = tokens  # empty = every instrument
         self.paused = False
+        self.pause_reason = ""  # why the module paused it (e.g. at start: positions not restorable); "" = operator
         self.signals_emitted = 0
         # (token, product) -> net quantity: a square-off closes one product's position (intraday MIS, not the
         # user's CNC holding of the same token), so the product of each fill is kept.
@@ -136,6 +139,10 @@ class Strategy:
         """Net quantity in `token` over all products (the plugin's view)."""
         get = self._positions.get
         return sum(get((token, product), 0) for product in _PRODUCTS)
+
+    def positions(self) -> dict[tuple[int, int], int]:
+        """(token, product) -> net quantity, a copy."""
+        return dict(self._positions)
 
     def position_in(self, token: int, product: int) -> int:
         """Net quantity in `token` held under `product` (unspecified counts as MIS, as everywhere)."""

@@ -205,11 +205,11 @@ async def test_a_restarted_strategy_gets_back_its_position_and_working_order_fro
 
     h = Harness()
     bought = trading_pb2.OrderUpdate(
-        client_order_id="c-1", status=trading_pb2.ORDER_STATUS_TRADED, sequence=5, filled_quantity=10,
+        client_order_id="c-1", status=trading_pb2.ORDER_STATUS_TRADED, sequence=5, filled_quantity=10, ts_ns=T0915,
         request=trading_pb2.OrderRequest(client_order_id="c-1", token=SBIN, side=trading_pb2.SIDE_BUY, quantity=10,
                                          strategy_tag="mom"))
     exiting = trading_pb2.OrderUpdate(
-        client_order_id="c-2", status=trading_pb2.ORDER_STATUS_OPEN, sequence=6,
+        client_order_id="c-2", status=trading_pb2.ORDER_STATUS_OPEN, sequence=6, ts_ns=T0915,
         request=trading_pb2.OrderRequest(client_order_id="c-2", token=SBIN, side=trading_pb2.SIDE_SELL, quantity=10,
                                          strategy_tag="mom"))
 
