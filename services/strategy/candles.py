@@ -16,7 +16,11 @@ Rules:
   volume a candle's volume is how much that grew during the minute; the first tick seen in an IST day
   counts its own `ltq` (the day's volume before it belongs to earlier candles), a tick whose day volume
   is missing or not higher adds nothing (the next one's growth covers it), and a duplicated tick adds
-  nothing. Ticks without day volume at all (lite mode) add their `ltq`. tick_count counts the ticks.
+  nothing. A tick newer (by ts_ns) than the one whose day volume is held that carries a lower one is a
+  correction ingestion accepted (its stale-volume reset): its `ltq` counts and its day volume becomes the base,
+  or every later candle would have volume 0 until the feed passed the old maximum (and the paper broker, which
+  fills at most a candle's volume, would fill nothing). Ticks without day volume at all (lite mode) add their
+  `ltq`. tick_count counts the ticks.
 - The SQL candles over stored ticks (shared/db/queries.py `candles_1m`, replay's view) follow the same rules,
   with one intended difference: they count the first minute with day volume of each IST day from that tick's
   own day volume, without its `ltq` (a query range may start mid-day). They work in time order, this in
@@ -36,9 +40,11 @@ from shared.contracts import market_pb2
 MINUTE_NS = 60 * 1_000_000_000
 
 # Slots of the per-token open-candle list (a list, mutated in place: no allocation per tick). _FIRST_TS and
-# _LAST_TS are the times of the ticks that set the open and the close; _DAY_VOLUME is the highest cumulative
-# day volume seen for the token this IST day (0: none yet), kept across its candles.
-_START, _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME, _COUNT, _CLOSED, _SEGMENT, _FIRST_TS, _LAST_TS, _DAY_VOLUME = range(12)
+# _LAST_TS are the times of the ticks that set the open and the close; _DAY_VOLUME is the cumulative day volume
+# the token's candles count from this IST day (0: none yet), kept across its candles, and _DAY_VOLUME_TS the time
+# of the tick that carried it.
+(_START, _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME, _COUNT, _CLOSED, _SEGMENT, _FIRST_TS, _LAST_TS, _DAY_VOLUME,
+ _DAY_VOLUME_TS) = range(13)
 
 Closed = tuple[market_pb2.Candle, int]  # the candle, and recv_ns of the tick that closed it (0 = timer)
 
@@ -68,7 +74,7 @@ class CandleBuilder:
             ts = t.ts_ns
             start = ts - ts % MINUTE_NS
             bar = get(t.token)
-            # Literal indexes below are the _START.._DAY_VOLUME slots: globals cost a lookup per tick.
+            # Literal indexes below are the _START.._DAY_VOLUME_TS slots: globals cost a lookup per tick.
             if bar is not None and start == bar[0] and not bar[7]:
                 price = t.ltp_paise
                 if price > bar[2]:
@@ -82,7 +88,7 @@ class CandleBuilder:
                 bar[6] += 1
             elif bar is None:
                 price = t.ltp_paise
-                bar = bars[t.token] = [start, price, price, price, price, 0, 1, False, t.exchange_segment, ts, ts, 0]
+                bar = bars[t.token] = [start, price, price, price, price, 0, 1, False, t.exchange_segment, ts, ts, 0, 0]
             elif start > bar[0]:
                 if not bar[7]:
                     closed.append((self._candle(t.token, bar), t.recv_ns))
@@ -103,7 +109,10 @@ class CandleBuilder:
                 seen = bar[11]
                 if day_volume > seen:
                     bar[5] += day_volume - seen if seen else min(t.ltq, day_volume)
-                    bar[11] = day_volume
+                    bar[11], bar[12] = day_volume, ts
+                elif day_volume < seen and ts > bar[12]:  # a correction, not a late tick: re-base on it
+                    bar[5] += min(t.ltq, day_volume)
+                    bar[11], bar[12] = day_volume, ts
             elif not bar[11]:
                 bar[5] += t.ltq
         if late:

@@ -102,3 +102,28 @@ def test_closed_candles_are_gathered_in_one_batch_that_take_batch_hands_over_and
     assert [ohlcv(c) for c in batch.candles] == [ohlcv(c) for c, _ in closed]
     assert [c.token for c in batch.candles] == [1, 2]
     assert len(builder.take_batch().candles) == 0
+
+
+def vtick(second, day_volume, ltq=100):
+    return market_pb2.Tick(token=SBIN, exchange_segment="nse_cm", ts_ns=T0915 + second * NS, ltp_paise=500_00,
+                           ltq=ltq, volume=day_volume)
+
+
+def test_a_newer_tick_with_a_lower_day_volume_rebases_so_later_candles_count_their_trades():
+    """Ingestion takes the feed's lower volume after a corrupt high one (its stale-volume reset)."""
+    builder = CandleBuilder()
+    builder.on_ticks([vtick(0, 1_000), vtick(10, 1_100), vtick(20, 990_000)])  # 09:15: a corrupt day volume
+    builder.on_ticks([vtick(70, 1_200), vtick(80, 1_300), vtick(90, 1_400)])  # 09:16: the corrected volume
+
+    closed = builder.on_ticks([vtick(130, 1_600)]) + builder.on_ticks([vtick(190, 1_800)])
+
+    assert [c.volume for c, _ in closed] == [100 + 100 + 100, 200]  # 09:16: the first one's ltq, then growth
+
+
+def test_a_late_tick_with_a_lower_day_volume_adds_nothing_and_keeps_the_base():
+    builder = CandleBuilder()
+    builder.on_ticks([vtick(5, 1_000), vtick(6, 1_200), vtick(4, 1_100)])  # the 4 s tick arrives last
+
+    (candle, _), = builder.on_ticks([vtick(61, 1_300)])
+
+    assert candle.volume == 100 + 200
