@@ -67,6 +67,8 @@ class StrategyEngine:
         # working), and when a cancel may be asked (again) for each (see stale_orders).
         self._working: dict[str, tuple[str, int]] = {}
         self._cancel_at: dict[str, int] = {}
+        # (strategy, token) -> (tick ts_ns, signals emitted at it): see _signal_id.
+        self._tick_emits: dict[tuple[str, int], tuple[int, int]] = {}
 
     # -- data ------------------------------------------------------------------
     def on_ticks(self, ticks: Any) -> Output:
@@ -122,15 +124,15 @@ class StrategyEngine:
                                                                           "token": tick.token})
                         continue
                     if intents and not strategy.paused:
-                        out.extend(self._emit(strategy, intents, tick.ts_ns, tick.recv_ns, tick.ts_ns))
+                        out.extend(self._emit(strategy, intents, tick.ts_ns, tick.recv_ns, tick.ts_ns, by_tick=True))
         return out
 
     def _emit(self, strategy: Strategy, intents: list[OrderIntent], at_ns: int, recv_ns: int,
-              now_ns: int) -> list[trading_pb2.Signal]:
+              now_ns: int, by_tick: bool = False) -> list[trading_pb2.Signal]:
         out = []
         for intent in intents:
             inst = self.instruments.get(intent.token)
-            signal_id = f"{strategy.name}-{intent.token}-{at_ns}-{_SIDE_NAMES.get(intent.side, str(intent.side))}"
+            signal_id = self._signal_id(strategy.name, intent, at_ns, by_tick)
             out.append(trading_pb2.Signal(
                 signal_id=signal_id,
                 strategy=strategy.name, token=intent.token,
@@ -141,6 +143,20 @@ class StrategyEngine:
                 sequence=self.sequencer.next()))
             strategy.mark_sent(intent, now_ns, signal_id)
         return out
+
+    def _signal_id(self, name: str, intent: OrderIntent, at_ns: int, by_tick: bool) -> str:
+        """name-token-time-side: deterministic, so a replay of the same data gives the same ids (and risk's client
+        order ids, the orders' idempotency keys). A candle's time is its minute, one signal per candle and token.
+        SFeed stamps ticks in whole seconds, so the second and later signals of a strategy and token at one tick
+        time get -2, -3, ... (otherwise they would share an id and risk would reject them as DUPLICATE_ORDER)."""
+        base = f"{name}-{intent.token}-{at_ns}-{_SIDE_NAMES.get(intent.side, str(intent.side))}"
+        if not by_tick:
+            return base
+        key = (name, intent.token)
+        last_ns, count = self._tick_emits.get(key, (at_ns, 0))
+        count = count + 1 if last_ns == at_ns else 1
+        self._tick_emits[key] = (at_ns, count)
+        return base if count == 1 else f"{base}-{count}"
 
     def on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
         """Hand an order update to the strategy it belongs to (strategy_tag); repeats are dropped."""

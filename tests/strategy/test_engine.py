@@ -241,3 +241,40 @@ def test_a_square_off_of_unspecified_product_closes_the_strategys_intraday_long(
     market.engine.on_order_update(square_off(trading_pb2.PRODUCT_UNSPECIFIED, 4, market.sequence))
 
     assert market.strategy.position(SBIN) == 6
+
+
+class FlipEveryTick(Strategy):
+    """A test plugin: on each tick with nothing pending, buys one share when flat and sells it when long."""
+
+    kind = "FLIP_EVERY_TICK"
+    Params = NoParams
+
+    def on_candle(self, candle, ctx):
+        return []
+
+    def on_tick(self, tick, ctx):
+        if self.is_pending(tick.token, ctx.now_ns):
+            return []
+        side = trading_pb2.SIDE_SELL if self.position(tick.token) > 0 else trading_pb2.SIDE_BUY
+        return [OrderIntent(tick.token, side, 1, trading_pb2.ORDER_TYPE_MARKET)]
+
+
+def flip_in_one_second(engine):
+    """Three signals on ticks stamped with the same second, each filled before the next tick."""
+    ids = []
+    for n in range(3):
+        _, (signal,) = engine.on_ticks([tick(SBIN)])
+        ids.append(signal.signal_id)
+        engine.on_order_update(trading_pb2.OrderUpdate(
+            status=trading_pb2.ORDER_STATUS_TRADED, sequence=n + 1, last_fill_quantity=1, client_order_id=f"c{n}",
+            request=trading_pb2.OrderRequest(client_order_id=f"c{n}", token=SBIN, side=signal.side,
+                                             strategy_tag="flip")))
+    return ids
+
+
+def test_tick_signals_of_one_strategy_token_and_second_get_distinct_ids_the_same_on_a_replay():
+    ids = flip_in_one_second(engine_with(FlipEveryTick("flip", NoParams(), frozenset({SBIN}))))
+
+    assert ids == [f"flip-{SBIN}-{T0915 + NS}-BUY", f"flip-{SBIN}-{T0915 + NS}-SELL-2",
+                   f"flip-{SBIN}-{T0915 + NS}-BUY-3"]
+    assert flip_in_one_second(engine_with(FlipEveryTick("flip", NoParams(), frozenset({SBIN})))) == ids
