@@ -39,25 +39,31 @@ class DatabaseUnavailable(ConnectionError):
     """No connection could be had (refused, not accepting connections, too many clients): keep the rows."""
 
 
-# The database is away (or going away): keep the rows and try again.
+# The database is away, or cannot take rows now (disk full, out of memory: class 53; read-only, as during a
+# failover or maintenance: 25006). Nothing is wrong with the rows: keep them (bounded by the buffer), try again.
 TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-             asyncpg.CannotConnectNowError, asyncpg.exceptions.OperatorInterventionError, DatabaseUnavailable)
-MAX_FAILED_ATTEMPTS = 3  # COPYs the database refuses for the data itself, then the chunk is dropped
+             asyncpg.CannotConnectNowError, asyncpg.exceptions.OperatorInterventionError,
+             asyncpg.exceptions.InsufficientResourcesError, asyncpg.exceptions.ReadOnlySQLTransactionError,
+             DatabaseUnavailable)
+# Refused for the rows themselves (a NUL in a text, a number out of range): split the chunk to find the bad rows.
+DATA_ERRORS = (asyncpg.exceptions.DataError, asyncpg.exceptions.IntegrityConstraintViolationError)
+GIVE_UP_S = 30.0  # a chunk refused that long for another reason (privileges, a schema change) is dropped
 HOUSEKEEPING_S = 3600.0
 HOUSEKEEPING_RETRY_S = 60.0  # after a failed pass or a partition retention had to skip
 FIRST_HOUSEKEEPING_WAIT_S = 1.0  # at start, flushing waits this long at most for partitions to be made ahead
 
 
 class _Chunk:
-    """Rows converted for one COPY, kept until it commits (retried as-is: same seq, so a replay is detectable)."""
+    """Rows converted for one COPY, kept until they commit (retried with the same seq, so a replay is detectable)."""
 
-    __slots__ = ("days", "failures", "oldest_offer", "rows")
+    __slots__ = ("days", "failing_since", "oldest_offer", "rows", "split")
 
     def __init__(self, rows: list[tuple[Any, ...]], days: set[date], oldest_offer: float) -> None:
-        self.rows = rows
+        self.rows = rows  # those not yet committed nor refused
         self.days = days
         self.oldest_offer = oldest_offer
-        self.failures = 0
+        self.failing_since: float | None = None  # monotonic time of the first refusal
+        self.split = False  # part of it may have committed on its own: a duplicate no longer means all of it
 
 
 class TickWriter:
@@ -271,23 +277,84 @@ class TickWriter:
         except TRANSIENT:
             raise
         except asyncpg.UniqueViolationError:
+            if chunk.split:
+                return await self._isolate(conn, chunk)
             # Rows carry their seq from the first attempt: a duplicate means that attempt committed
             # (the reply was lost with the connection), so the chunk is already stored.
             log.info("tick chunk already committed by an earlier attempt", extra={"rows": len(chunk.rows)})
         except asyncpg.CheckViolationError:
             self._days.clear()  # a partition went away under us (retention elsewhere): re-check next time
             return self._failed(chunk, "no partition")
+        except DATA_ERRORS:
+            return await self._isolate(conn, chunk)
         except asyncpg.PostgresError as exc:
             return self._failed(chunk, str(exc))
-        self.persisted += len(chunk.rows)
-        PERSISTED.inc(len(chunk.rows))
+        return self._stored(chunk, len(chunk.rows))
+
+    def _stored(self, chunk: _Chunk, n: int) -> int:
+        self.persisted += n
+        PERSISTED.inc(n)
         LAG.set(time.monotonic() - chunk.oldest_offer)
-        return len(chunk.rows)
+        return n
+
+    async def _isolate(self, conn: asyncpg.Connection, chunk: _Chunk) -> int:
+        """A chunk refused for its data: COPY halves of it, and halves of those refused, down to the bad rows.
+
+        Stores the good rows, counts the bad ones as rejected. Each piece leaves the chunk as it is settled, so a
+        retry after an outage resends only the rest (and then a duplicate marks a piece whose reply was lost).
+        """
+        chunk.split = True
+        if chunk.failing_since is None:
+            chunk.failing_since = time.monotonic()
+        pieces = deque(_halves(chunk.rows))
+        written = 0
+        try:
+            while pieces and time.monotonic() - chunk.failing_since < GIVE_UP_S:
+                rows = pieces[0]
+                try:
+                    await conn.copy_records_to_table("market_ticks", records=rows, columns=COLUMNS)
+                except TRANSIENT:
+                    raise
+                except DATA_ERRORS as exc:
+                    pieces.popleft()
+                    if len(rows) > 1:
+                        pieces.extendleft(reversed(_halves(rows)))
+                    elif isinstance(exc, asyncpg.UniqueViolationError):
+                        written += self._settle(chunk, rows, stored=True)  # an earlier attempt committed it
+                    else:
+                        self._settle(chunk, rows, stored=False)
+                        self._refused(rows[0], exc)
+                    continue
+                except asyncpg.PostgresError as exc:
+                    chunk.rows = [row for piece in pieces for row in piece]
+                    return written + self._failed(chunk, str(exc))
+                pieces.popleft()
+                written += self._settle(chunk, rows, stored=True)
+        finally:
+            chunk.rows = [row for piece in pieces for row in piece]
+        if chunk.rows:
+            return written + self._failed(chunk, "bad rows not isolated in time")
+        return written
+
+    def _settle(self, chunk: _Chunk, rows: list[tuple[Any, ...]], stored: bool) -> int:
+        """Rows taken off a chunk, stored or refused, are no longer pending; returns the rows stored."""
+        self._pending -= len(rows)
+        return self._stored(chunk, len(rows)) if stored else 0
+
+    def _refused(self, row: tuple[Any, ...], exc: Exception) -> None:
+        self.rejected["database"] = self.rejected.get("database", 0) + 1
+        REJECTED.labels("database").inc()
+        n = self.rejected["database"]
+        if n in (1, 10, 100) or n % 10_000 == 0:
+            log.warning("tick refused by the database", extra={"token": row[1], "ts": row[0].isoformat(),
+                                                                "error": str(exc), "rejected": n})
 
     def _failed(self, chunk: _Chunk, why: str) -> int:
-        """A non-transient error: retry the same rows a few times, then count them as lost."""
-        chunk.failures += 1
-        if chunk.failures < MAX_FAILED_ATTEMPTS:
+        """Refused, not for one row's data: retry the same rows with back-off, after GIVE_UP_S count them as lost."""
+        now = time.monotonic()
+        if chunk.failing_since is None:
+            chunk.failing_since = now
+        if now - chunk.failing_since < GIVE_UP_S:
             raise _Retry(why)
         log.error("tick chunk refused by the database; dropping it", extra={"rows": len(chunk.rows), "error": why})
         self.failed += len(chunk.rows)
@@ -344,3 +411,7 @@ class TickWriter:
 class _Retry(asyncpg.InterfaceError):
     """Internal: a non-transient failure to retry with back-off (counts as TRANSIENT in run())."""
 
+
+def _halves(rows: list[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
+    mid = len(rows) // 2
+    return [rows[:mid], rows[mid:]] if mid else [rows]

@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
+import pytest
 
+from services.ingestion import tick_writer
 from services.ingestion.tick_writer import TickWriter
 from shared.clock import NS, ManualClock, day_of
 from shared.contracts import market_pb2
@@ -230,3 +232,76 @@ async def test_ticks_the_database_never_takes_before_shutdown_are_counted_as_dro
     await writer.close(grace_s=1.0)
 
     assert (writer.dropped, writer.pending) == (7, 0)
+
+
+async def test_a_tick_the_database_refuses_for_its_data_is_counted_and_the_rest_of_its_chunk_stored(db_pool):
+    writer = TickWriter(db_pool)
+    now = time.time_ns()
+    bad = tick(token=11536, ts_ns=now + 500_000)
+    bad.exchange_segment = "nse_cm\x00"  # PostgreSQL text cannot hold a NUL: the whole COPY is refused
+    good = batch(999, start_ns=now).ticks
+    writer.offer(market_pb2.TickBatch(ticks=[*good[:500], bad, *good[500:]]))
+
+    written = await writer.flush()
+
+    assert (written, writer.rejected, writer.failed, writer.pending) == (999, {"database": 1}, 0, 0)
+    assert await _count(db_pool) == 999
+
+
+@contextlib.asynccontextmanager
+async def refusing_rows(pool: asyncpg.Pool, sqlstate: str) -> AsyncIterator[asyncpg.Pool]:
+    """Every insert into market_ticks fails with `sqlstate` until the block ends; counts refusals in a sequence."""
+    await pool.execute(f"""
+        CREATE SEQUENCE refusals;
+        CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM nextval('refusals'); RAISE EXCEPTION 'refused for the test' USING ERRCODE = '{sqlstate}'; END $$;
+        CREATE TRIGGER refuse BEFORE INSERT ON market_ticks FOR EACH ROW EXECUTE FUNCTION refuse()""")
+    try:
+        yield pool
+    finally:
+        await pool.execute("DROP TRIGGER refuse ON market_ticks")
+
+
+async def _refusals(pool: asyncpg.Pool) -> int:
+    return int(await pool.fetchval("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM refusals"))
+
+
+async def _refused_at_least(pool: asyncpg.Pool, n: int) -> bool:
+    return await _refusals(pool) >= n
+
+
+@pytest.mark.parametrize("sqlstate", ["disk_full", "out_of_memory", "read_only_sql_transaction"])
+async def test_ticks_offered_while_the_database_cannot_write_are_kept_and_written_when_it_can(db_pool, sqlstate):
+    writer = TickWriter(db_pool, DatabaseSettings(writer_flush_interval_ms=20))
+    runner = asyncio.create_task(writer.run())
+    try:
+        async with refusing_rows(db_pool, sqlstate):
+            writer.offer(batch(100, token=1))
+            await until(lambda: not writer.connected)
+            writer.offer(batch(100, token=2))
+            await until(lambda: _refused_at_least(db_pool, 6))  # twice the tries a refused chunk used to get
+        await until(lambda: writer.persisted == 200 or writer.failed > 0)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+    assert (writer.persisted, writer.failed, writer.dropped) == (200, 0, 0)
+    assert await _count(db_pool) == 200
+
+
+async def test_a_chunk_refused_for_another_reason_is_retried_until_the_give_up_time_then_counted(
+        db_pool, monkeypatch):
+    monkeypatch.setattr(tick_writer, "GIVE_UP_S", 1.0)
+    writer = TickWriter(db_pool, DatabaseSettings(writer_flush_interval_ms=20))
+    runner = asyncio.create_task(writer.run())
+    try:
+        async with refusing_rows(db_pool, "insufficient_privilege"):
+            writer.offer(batch(100))
+            await until(lambda: writer.failed > 0)
+            refusals = await _refusals(db_pool)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+    assert (writer.failed, writer.persisted, writer.pending) == (100, 0, 0)
+    assert refusals > 3
