@@ -232,7 +232,7 @@ class StrategyEngine:
         if decision.accepted:
             strategy.on_accepted(decision.order.token, decision.signal_id)
         elif decision.reason_code != "DUPLICATE_ORDER":  # a duplicate's original is live
-            strategy.on_rejected(decision.order.token)
+            strategy.on_rejected(decision.order.token, decision.signal_id)
 
     # -- control -----------------------------------------------------------------
     def get(self, name: str) -> Strategy:

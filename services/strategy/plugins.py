@@ -170,12 +170,17 @@ class Strategy:
         """Risk accepted the pending signal for `token`: its order will come (the OMS may be restarting, its backlog
         waiting), so the token no longer frees itself by time; a decision for an earlier signal changes nothing."""
         pending = self._pending.get(token)
-        if pending is not None and self._pending_signal.get(token, "") in ("", signal_id):
+        if pending is not None and self._is_pending_signal(token, signal_id):
             self._pending[token] = (pending[0], True)
 
-    def on_rejected(self, token: int) -> None:
-        """Risk refused this strategy's signal for `token`: no order will follow, so free the token now."""
-        self._pending.pop(token, None)
+    def on_rejected(self, token: int, signal_id: str = "") -> None:
+        """Risk refused the pending signal for `token`: no order will follow, so free the token now; a late
+        rejection of an earlier signal frees nothing (the pending one's order may be on its way)."""
+        if self._is_pending_signal(token, signal_id):
+            self._pending.pop(token, None)
+
+    def _is_pending_signal(self, token: int, signal_id: str) -> bool:
+        return self._pending_signal.get(token, "") in ("", signal_id)
 
     def closed_by_platform(self, token: int, quantity: int, product: int) -> int:
         """A square-off fill (risk's intraday square-off, a SquareOff request) of `product` closed up to `quantity`

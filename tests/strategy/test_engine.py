@@ -215,6 +215,19 @@ def test_an_acceptance_of_an_earlier_signal_does_not_hold_the_pending_one_past_i
     assert not market.strategy.is_pending(SBIN, T0915 + 3600 * NS)
 
 
+def test_a_late_rejection_of_an_earlier_signal_does_not_free_the_pending_one():
+    market = Market()
+    exit_signal = long_10_with_an_exit_signal(market)
+    market.engine.on_decision(accepted(exit_signal))
+    earlier = trading_pb2.RiskDecision()
+    earlier.CopyFrom(accepted(exit_signal))
+    earlier.accepted, earlier.reason_code, earlier.signal_id = False, "RATE_LIMIT", "mom-3045-0-BUY"
+
+    market.engine.on_decision(earlier)
+
+    assert market.strategy.is_pending(SBIN, T0915 + 3600 * NS)  # the exit's order is still to come: no second exit
+
+
 def square_off(product, quantity, sequence):
     return trading_pb2.OrderUpdate(
         internal_id=f"i-sq-{sequence}", client_order_id=f"SQUAREOFF-{sequence}", sequence=sequence,
