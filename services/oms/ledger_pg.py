@@ -34,6 +34,9 @@ from shared.db.orders import (
 from shared.db.partitions import day_start
 from shared.db.protojson import message_dict
 
+# Asked at every OMS start: answered from the index order_events_sequence (migration 0007), not a table scan.
+MAX_SEQUENCE_SQL = "SELECT COALESCE(MAX(sequence), 0) FROM order_events"
+
 # Row fields move only forward: an update older than the last one recorded (lower sequence) is kept in
 # order_events and metadata's audit_log but overwrites neither the row nor metadata's latest broker exchange
 # (its top-level keys). Sequence 0 (unstamped) always applies. One statement, one round trip: the row is locked
@@ -177,7 +180,7 @@ class PgLedger:
         return [row_to_update(r) for r in rows]
 
     async def max_sequence(self) -> int:
-        return int(await self.pool.fetchval("SELECT COALESCE(MAX(sequence), 0) FROM order_events"))
+        return int(await self.pool.fetchval(MAX_SEQUENCE_SQL))
 
     async def last_decision_sequence(self) -> int:
         # Risk's sequences only grow (a restarted risk starts above what it published before), and orders are

@@ -8,7 +8,7 @@ import uuid
 import asyncpg
 
 from services.oms.engine import given_up
-from services.oms.ledger_pg import PgLedger
+from services.oms.ledger_pg import MAX_SEQUENCE_SQL, PgLedger
 from services.oms.states import ReasonCode
 from shared.clock import day_of
 from shared.contracts import trading_pb2 as t
@@ -255,3 +255,18 @@ async def test_sequences_as_the_oms_numbers_them_fit(db_pool):
     row = await ledger.get(order.internal_id)
     assert (row.status, row.sequence) == (t.ORDER_STATUS_OPEN, start + 2)
     assert await ledger.max_sequence() == start + 2
+
+
+async def test_max_sequence_reads_an_index_not_every_event(db_pool):
+    ledger = PgLedger(db_pool)
+    order = new_order(str(uuid.uuid4()), sequence=1)
+    await ledger.insert_new(order, {})
+    await db_pool.execute("""
+        INSERT INTO order_events (internal_id, sequence, status, payload, ts)
+        SELECT $1::uuid, g, 'OPEN', '{}', now() FROM generate_series(2, 50000) g""", order.internal_id)
+    await db_pool.execute("ANALYZE order_events")
+
+    plan = "\n".join(r[0] for r in await db_pool.fetch(f"EXPLAIN {MAX_SEQUENCE_SQL}"))
+
+    assert "order_events_sequence" in plan and "Seq Scan" not in plan, plan
+    assert await ledger.max_sequence() == 50_000
