@@ -6,6 +6,7 @@ Talks to PostgreSQL (asyncpg) and shared/db/embedded.py; bad URLs become one-lin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,10 +95,15 @@ async def connect_pool(database_url: str, settings: DatabaseSettings | None = No
 
 
 async def prepare(pool: asyncpg.Pool, settings: DatabaseSettings, clock: Clock) -> None:
-    """Migrations, then today's and the next days' tick partitions."""
+    """Migrations, then today's and the next days' tick partitions.
+
+    A reader holding market_ticks (psql, pg_dump) does not hold up start-up: ensure_days has logged who it is, and
+    the tick writer makes the partitions on its next housekeeping pass, or on the fly for the ticks it writes.
+    """
     async with pool.acquire() as conn:
         await migrate.migrate(conn)
-    await partitions.ensure_ahead(pool, day_of(clock.now_ns()), settings.partitions_ahead_days)
+    with contextlib.suppress(asyncpg.LockNotAvailableError):
+        await partitions.ensure_ahead(pool, day_of(clock.now_ns()), settings.partitions_ahead_days)
 
 
 def schema_error(exc: asyncpg.PostgresError, where: str) -> str:

@@ -5,6 +5,7 @@ Talks to PostgreSQL over one asyncpg connection or pool; safe to call from sever
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import date, datetime, timedelta
 from typing import TypeAlias
@@ -13,10 +14,12 @@ import asyncpg
 
 from shared.clock import IST
 
+log = logging.getLogger(__name__)
+
 PARENT = "market_ticks"
 _NAME = re.compile(r"^market_ticks_(\d{4})_(\d{2})_(\d{2})$")
 _LOCK_KEY = 0x4E50_5449_434B  # serialises DDL on market_ticks across processes
-DDL_LOCK_TIMEOUT_MS = 500  # how long retention may hold up writers to market_ticks while it waits for a lock
+DDL_LOCK_TIMEOUT_MS = 500  # how long partition DDL may hold up writers to market_ticks while it waits for a lock
 
 Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
@@ -44,18 +47,45 @@ async def existing_days(db: Executor) -> set[date]:
     return days
 
 
-async def ensure_days(db: Executor, days: set[date] | list[date]) -> list[date]:
-    """Create the partitions for `days` that are missing; returns the days created."""
+async def ensure_days(db: Executor, days: set[date] | list[date],
+                      lock_timeout_ms: int = DDL_LOCK_TIMEOUT_MS) -> list[date]:
+    """Create the partitions for `days` that are missing; returns the days created.
+
+    CREATE ... PARTITION OF locks market_ticks itself: behind an open reader (psql, pg_dump) it would wait for good
+    and every tick COPY would queue behind it. It gives up after `lock_timeout_ms`, logs who holds the table and
+    raises LockNotAvailableError: the caller tries again later (partitions are made days ahead).
+    """
     wanted = sorted(set(days))
     if not wanted:
         return []
+    created: list[date] = []
     async with _locked(db) as conn:
         missing = [d for d in wanted if d not in await existing_days(conn)]
         for day in missing:
             lower, upper = day_start(day).isoformat(), day_start(day + timedelta(days=1)).isoformat()
-            await conn.execute(f'CREATE TABLE IF NOT EXISTS "{partition_name(day)}" PARTITION OF {PARENT} '
-                               f"FOR VALUES FROM ('{lower}') TO ('{upper}')")
-    return missing
+            try:
+                async with conn.transaction():
+                    await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
+                    await conn.execute(f'CREATE TABLE IF NOT EXISTS "{partition_name(day)}" PARTITION OF {PARENT} '
+                                       f"FOR VALUES FROM ('{lower}') TO ('{upper}')")
+            except asyncpg.LockNotAvailableError:
+                log.warning("tick partitions not created: market_ticks is in use; retried later",
+                            extra={"days": [d.isoformat() for d in missing if d not in created],
+                                   "lock_timeout_ms": lock_timeout_ms, "holders": await _holders(conn)})
+                raise
+            created.append(day)
+    return created
+
+
+async def _holders(conn: asyncpg.Connection) -> list[dict[str, object]]:
+    """Who holds a lock on market_ticks (pid, user, application, since when): what an operator needs to act."""
+    rows = await conn.fetch("""
+        SELECT a.pid, a.usename, a.application_name, a.client_addr::text AS client, a.state,
+               a.xact_start::text AS since
+        FROM pg_stat_activity a
+        WHERE a.pid <> pg_backend_pid() AND a.pid IN (
+            SELECT l.pid FROM pg_locks l WHERE l.relation = $1::regclass AND l.granted)""", PARENT)
+    return [dict(r) for r in rows]
 
 
 async def ensure_ahead(db: Executor, today: date, days_ahead: int) -> list[date]:

@@ -1,8 +1,12 @@
-"""Small helpers for the database tests: polling with a deadline, tick and order factories."""
+"""Small helpers for the database tests: polling with a deadline, tick and order factories, an open reader."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
+
+import asyncpg
 
 from shared.contracts import market_pb2, trading_pb2
 from tests.helpers import eventually
@@ -50,3 +54,17 @@ def transition(order: trading_pb2.OrderUpdate, status: int, sequence: int, *, fi
     u.reason, u.reason_code = reason, reason_code
     u.ts_ns = order.ts_ns + 1_000_000
     return u
+
+
+@contextlib.asynccontextmanager
+async def reading_market_ticks(database: str) -> AsyncIterator[int]:
+    """An analyst's psql session: a read of market_ticks in a transaction left open; yields its backend pid."""
+    reader = await asyncpg.connect(database)
+    tx = reader.transaction()
+    await tx.start()
+    await reader.fetchval("SELECT count(*) FROM market_ticks WHERE ts > now() - interval '1 hour'")
+    try:
+        yield reader.get_server_pid()
+    finally:
+        await tx.rollback()
+        await reader.close()

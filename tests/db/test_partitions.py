@@ -1,16 +1,21 @@
-"""Partition retention: an expired day someone is reading is skipped, not waited for, and dropped later."""
+"""Partition DDL never waits for good behind a reader: retention skips the day, creation gives up and retries."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from datetime import timedelta
 
 import asyncpg
+import pytest
 
 from shared.clock import day_of
 from shared.db import partitions
+from shared.db.config import DatabaseSettings
+from shared.db.database import open_database
+from tests.db.helpers import reading_market_ticks
 
 
 async def test_retention_skips_a_partition_a_reader_holds_and_drops_it_on_a_later_pass(db_pool, database):
@@ -51,3 +56,27 @@ async def test_ddl_that_gives_up_waiting_for_the_lock_returns_its_connection_to_
 
     assert created == [day]
     assert await db_pool.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted") == 0
+
+
+async def test_creating_a_partition_behind_a_reader_gives_up_names_the_reader_and_succeeds_later(
+        db_pool, database, caplog):
+    day = day_of(time.time_ns()) + timedelta(days=5)
+    async with reading_market_ticks(database) as reader_pid:
+        with caplog.at_level(logging.WARNING, logger="shared.db.partitions"), \
+                pytest.raises(asyncpg.LockNotAvailableError):
+            await asyncio.wait_for(partitions.ensure_days(db_pool, [day]), 5.0)
+
+    created = await partitions.ensure_days(db_pool, [day])
+
+    assert [h["pid"] for r in caplog.records for h in getattr(r, "holders", [])] == [reader_pid]
+    assert created == [day]
+
+
+async def test_start_up_with_a_reader_on_market_ticks_does_not_wait_for_it(db_pool, database, home):
+    today = day_of(time.time_ns())
+    async with reading_market_ticks(database):
+        db = await asyncio.wait_for(open_database(database, home, DatabaseSettings(partitions_ahead_days=3)), 5.0)
+        await db.close()
+
+    assert db.where.endswith(database.rsplit("/", 1)[1])
+    assert today + timedelta(days=3) not in await partitions.existing_days(db_pool)  # left to the tick writer

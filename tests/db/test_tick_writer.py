@@ -17,7 +17,7 @@ from shared.clock import NS, ManualClock, day_of
 from shared.contracts import market_pb2
 from shared.db import partitions
 from shared.db.config import DatabaseSettings
-from tests.db.helpers import batch, tick, until
+from tests.db.helpers import batch, reading_market_ticks, tick, until
 
 
 async def _count(pool: asyncpg.Pool) -> int:
@@ -305,3 +305,18 @@ async def test_a_chunk_refused_for_another_reason_is_retried_until_the_give_up_t
 
     assert (writer.failed, writer.persisted, writer.pending) == (100, 0, 0)
     assert refusals > 3
+
+
+async def test_ticks_are_written_while_a_reader_holds_market_ticks_and_partitions_ahead_are_due(db_pool, database):
+    await partitions.ensure_days(db_pool, [day_of(time.time_ns())])  # only today's: the days ahead are due
+    writer = TickWriter(db_pool, DatabaseSettings(writer_flush_interval_ms=20, partitions_ahead_days=3))
+    async with reading_market_ticks(database):
+        runner = asyncio.create_task(writer.run())
+        try:
+            writer.offer(batch(100))
+            await until(lambda: writer.persisted == 100 and writer.housekeeping_passes > 0, 5.0)
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+
+    assert await _count(db_pool) == 100
