@@ -1,6 +1,7 @@
 """`neopulse db migrate|status|psql`: apply or list schema migrations, or open psql on the database.
 
-Uses DATABASE_URL / NEOPULSE_DATABASE_URL, or the embedded server in --data-dir (default .neopulse).
+The database is found as `neopulse run` finds it (AppSettings: environment, secrets dir, --config TOML), else
+the embedded server in --data-dir (default: the settings' data_dir, .neopulse).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
+from services.app.config import AppSettings
+from shared import config as cfg
 from shared.db import migrate
 from shared.db.database import connect_pool, schema_error, where_of
 from shared.db.embedded import POSTGRES_BIN_PATH, EmbeddedPostgres
@@ -29,40 +32,47 @@ def add_parser(sub: Any) -> None:
     for name, helptext, handler in (("migrate", "apply pending migrations", _migrate),
                                     ("status", "list migrations and whether each is applied", _status)):
         q = db_sub.add_parser(name, help=helptext)
-        q.add_argument("--data-dir", type=Path, default=Path(os.environ.get("NEOPULSE_DATA_DIR", ".neopulse")),
-                       help="embedded PostgreSQL home when DATABASE_URL is not set (default .neopulse)")
+        _add_database_args(q)
         q.set_defaults(handler=lambda args, fn=handler: _main(fn, args))
     q = db_sub.add_parser("psql", help="psql on the database (more psql arguments after --)")
-    q.add_argument("--data-dir", type=Path, default=Path(os.environ.get("NEOPULSE_DATA_DIR", ".neopulse")))
+    _add_database_args(q)
     q.add_argument("-c", "--command", help="run one SQL command and exit")
     q.add_argument("psql_args", nargs=argparse.REMAINDER)
     q.set_defaults(handler=_psql)
 
 
-def database_url() -> str | None:
-    return os.environ.get("NEOPULSE_DATABASE_URL") or os.environ.get("DATABASE_URL") or None
+def _add_database_args(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--config", help="TOML config file (also NEOPULSE_CONFIG): its database_url and data_dir")
+    q.add_argument("--data-dir", type=Path, help="embedded PostgreSQL home when no database URL is set "
+                                                 "(default: data_dir of the settings, .neopulse)")
+
+
+def database(args: argparse.Namespace) -> tuple[str | None, Path]:
+    """The database URL as `neopulse run` resolves it (environment, secrets dir, config file), and the data dir."""
+    settings = cfg.load(AppSettings, cfg.read_toml(args.config))
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    return url or None, args.data_dir or settings.data_dir
 
 
 def _main(fn: Any, args: argparse.Namespace) -> int:
     try:
-        return asyncio.run(_with_pool(fn, args))
+        url, data_dir = database(args)
+        return asyncio.run(_with_pool(fn, url, data_dir))
     except ConfigError as exc:
         print(f"neopulse: {exc}", file=sys.stderr)
         return 2
     except asyncpg.PostgresError as exc:  # a migration that fails: one line naming it, not a traceback
-        url = database_url()
-        where = where_of(url) if url else f"the embedded server in {args.data_dir}"
+        where = where_of(url) if url else f"the embedded server in {data_dir}"
         print(f"neopulse: {schema_error(exc, where)}", file=sys.stderr)
         return 2
 
 
-async def _with_pool(fn: Any, args: argparse.Namespace) -> int:
-    url = database_url()
+async def _with_pool(fn: Any, url: str | None, data_dir: Path) -> int:
     server = None
     if url is None:
         from shared.db.database import EMBEDDED_DB_NAME, ensure_database
 
-        server = EmbeddedPostgres(args.data_dir)
+        server = EmbeddedPostgres(data_dir)
         admin = await asyncio.to_thread(server.start)
         url = await ensure_database(admin, EMBEDDED_DB_NAME)
     try:
@@ -98,13 +108,13 @@ async def _status(conn: Any, where: str) -> int:
 
 def _psql(args: argparse.Namespace) -> int:
     """Run the bundled psql; passwords go through the environment or a private file, never on the command line."""
-    url = database_url()
     server = None
     try:
+        url, data_dir = database(args)
         if url is None:
             from shared.db.database import EMBEDDED_DB_NAME, ensure_database
 
-            server = EmbeddedPostgres(args.data_dir)
+            server = EmbeddedPostgres(data_dir)
             url = asyncio.run(ensure_database(server.start(), EMBEDDED_DB_NAME))
         extra = [a for a in args.psql_args if a != "--"] + (["-c", args.command] if args.command else [])
         with tempfile.TemporaryDirectory(prefix="neopulse-psql-") as private:  # mode 0700: only we can read it

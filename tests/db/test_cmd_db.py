@@ -114,3 +114,37 @@ def test_db_psql_connects_with_the_password_given_in_the_url_query(empty_url, mo
 
     assert (code, password != "") == (0, True)
     assert "np+psql" in capfd.readouterr().out  # as libpq reads it: a "+" is not a space
+
+
+def test_db_status_finds_the_database_url_in_the_secrets_dir_as_run_does(empty_url, home, monkeypatch, capsys):
+    secrets = home / "secrets"
+    secrets.mkdir()
+    (secrets / "NEOPULSE_DATABASE_URL").write_text(empty_url)  # a compose secret, not the environment
+    monkeypatch.delenv("DATABASE_URL")
+    monkeypatch.setenv("NEOPULSE_SECRETS_DIR", str(secrets))
+
+    code = main(["db", "status", "--data-dir", str(home / "data")])
+
+    assert code == 1  # the real database's migrations are pending
+    assert capsys.readouterr().out.startswith(f"127.0.0.1:{urlsplit(empty_url).port}/{empty_url.rsplit('/', 1)[1]}")
+    assert not (home / "data").exists()  # no embedded cluster made on the side
+
+
+def test_db_migrate_takes_the_database_url_from_the_config_file(empty_url, home, monkeypatch):
+    config = home / "neopulse.toml"
+    config.write_text(f'database_url = "{empty_url}"\ndata_dir = "{home / "data"}"\n')
+    monkeypatch.delenv("DATABASE_URL")
+
+    code = main(["db", "migrate", "--config", str(config)])
+
+    assert code == 0
+    assert asyncio.run(_applied(empty_url)) >= 7
+    assert not (home / "data").exists()
+
+
+async def _applied(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM schema_migrations"))
+    finally:
+        await conn.close()
