@@ -181,14 +181,23 @@ class SplitProcess:
             server.set_serving(SERVICE_OF[self.module], True)
             self.started.set()
             await stop.wait()
-            # Reverse order: stop serving (streams flush), cut the bridges, stop the module, the bus.
-            await server.stop(acting_grace_s(self.toml, self.grpc_settings.shutdown_grace_s))
-            for task in (*module_tasks, *bridge_tasks):
-                task.cancel()
-            await asyncio.gather(*module_tasks, *bridge_tasks, return_exceptions=True)
-            await self.bus.drain(within_s=2.0)
-            await component.stop()
+            await self._stop(server, component, module_tasks, bridge_tasks)
             bus_task.cancel()
+
+    async def _stop(self, server: GrpcServer, component: Any, module_tasks: list[asyncio.Task[Any]],
+                    bridge_tasks: list[asyncio.Task[None]]) -> None:
+        """Reverse order, with the streams out open to the end: what the module publishes while it stops (risk: the
+        decision of a SubmitOrder in flight; the OMS: NOT_SENT settles, fills) is in the hubs' rings, which die with
+        this process, so it must reach the connected streams before they close."""
+        # NOT_SERVING, no new calls; those in flight finish (an OMS PlaceOrder needs its decisions bridge for that).
+        await server.stop_serving(acting_grace_s(self.toml, self.grpc_settings.shutdown_grace_s))
+        for task in (*module_tasks, *bridge_tasks):  # then no more input, the module's loop ends
+            task.cancel()
+        await asyncio.gather(*module_tasks, *bridge_tasks, return_exceptions=True)
+        await self.bus.drain(within_s=2.0)
+        await component.stop()
+        await self.bus.drain(within_s=2.0)  # what the stop published is in the hubs
+        await server.stop()  # the streams take what the hubs hold (within [grpc] shutdown_grace_s), then end
 
     async def _resume_points(self, component: Any) -> dict[str, int]:
         """Streams to take from after a sequence instead of live from now. The OMS: risk's decisions after the last

@@ -22,7 +22,7 @@ from shared.bus import Bus, Topic
 from shared.contracts import notifier_pb2, ops_pb2
 from shared.grpc.auth import channel_credentials
 from shared.grpc.config import GrpcSettings
-from shared.grpc.servicers import ERROR_KEY, FIELD_KEY, OLDEST_KEPT_KEY, REASON_KEY, SEQUENCE_KEY
+from shared.grpc.servicers import ERROR_KEY, FIELD_KEY, INCARNATION_KEY, OLDEST_KEPT_KEY, REASON_KEY, SEQUENCE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,8 @@ class StreamBridge:
         self.attempts = 0
         self.gaps = 0  # resumes the upstream could not serve (each one notified)
         self._after_gap = False  # last_sequence was set from a DATA_LOSS, not from a message received
+        self.upstream = ""  # the incarnation of the upstream stream last connected to
+        self._ended_cleanly = False  # that stream ended OK: its server stopped after sending us all it had
         self.connected = asyncio.Event()
         self.gate = gate
         self._call = channel.unary_stream(method, request_serializer=req_cls.SerializeToString,
@@ -122,6 +124,7 @@ class StreamBridge:
         call = self._call(request, metadata=self.metadata)
         try:
             await self._read(call)
+            self._ended_cleanly = True
         finally:
             # Stopped (cancelled) while waiting for room on the local bus, the call would stay open until the
             # channel closes: the upstream would keep a listener and queue for a stream nobody reads.
@@ -129,12 +132,14 @@ class StreamBridge:
 
     async def _read(self, call: Any) -> None:
         await call.wait_for_connection()
+        headers = dict(await call.initial_metadata() or ())
         if self.resumable and self.last_sequence == 0:
             # First connection ("live from now"): remember where now was, so that a reconnect before the first
             # message still replays what the upstream published meanwhile (a restarted upstream, say).
             # Nothing published yet: on a reconnect, everything the upstream then holds is new to us (-1).
-            published = str(dict(await call.initial_metadata() or ()).get(SEQUENCE_KEY, ""))
+            published = str(headers.get(SEQUENCE_KEY, ""))
             self.last_sequence = (int(published) or -1) if published.isdigit() else 0
+        await self._check_incarnation(headers)
         self.connected.set()
         log.info("upstream stream connected", extra={"method": self.method, "after_sequence": self.last_sequence})
         async for batch in call:
@@ -144,12 +149,26 @@ class StreamBridge:
                 await self.gate.wait()
             await self._publish(batch)
 
+    async def _check_incarnation(self, headers: dict[str, Any]) -> None:
+        """A stream from another incarnation of the upstream (it restarted) replays only what the new process
+        published: if the old one did not end our stream cleanly (a crash, a stop that could not wait for us, an
+        outage across the restart), what it published after our resume point died with its ring, unless the new
+        ring reaches back to that point. Say so loudly, as for a DATA_LOSS, and go on from where we are."""
+        incarnation = str(headers.get(INCARNATION_KEY, ""))
+        previous, self.upstream = self.upstream, incarnation or self.upstream
+        if not (previous and incarnation and incarnation != previous) or self._ended_cleanly:
+            self._ended_cleanly = False
+            return
+        oldest = str(headers.get(OLDEST_KEPT_KEY, ""))
+        covered = oldest.isdigit() and 0 < int(oldest) <= self.last_sequence
+        if self.resumable and self.last_sequence > 0 and not covered:
+            await self._report_lost(self.last_sequence, "the upstream restarted without ending this stream cleanly; "
+                                    "what it published after that point and did not send is gone.", "restarted")
+
     async def _messages_lost(self, err: grpc.aio.AioRpcError) -> None:
         """The upstream no longer has what came after our resume point: count it and say so loudly, then go on
         from the oldest message it still keeps (that much is not lost), or live when it keeps none."""
-        lost_after, details = self.last_sequence, err.details() or ""
-        self.gaps += 1
-        GAPS.labels(self.method).inc()
+        lost_after = self.last_sequence
         oldest = _oldest_kept(err)
         # Once only: a second DATA_LOSS from that point (the ring turned again meanwhile) goes live, no loop. Never
         # below what was received: that would publish it twice.
@@ -157,15 +176,20 @@ class StreamBridge:
             self.last_sequence, self._after_gap = max(lost_after, oldest - 1), True
         else:
             self.last_sequence, self._after_gap = 0, False
+        await self._report_lost(lost_after, err.details() or "", "evicted")
+
+    async def _report_lost(self, lost_after: int, details: str, cause: str) -> None:
+        self.gaps += 1
+        GAPS.labels(self.method).inc()
         log.critical("upstream stream lost messages; resuming with what it still keeps", extra={
             "method": self.method, "after_sequence": lost_after, "resume_after": self.last_sequence,
-            "detail": details})
+            "detail": details, "cause": cause})
         await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
             kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=ops_pb2.SEVERITY_CRITICAL,
             title="Order-path messages lost between processes", source="grpc-bridge",
             text=(f"{self.method} could not resume after sequence {lost_after}: {details} "
                   "Restart this module so it reloads orders and positions."),
-            fields={"method": self.method, "after_sequence": str(lost_after)}))
+            fields={"method": self.method, "after_sequence": str(lost_after), "cause": cause}))
 
     async def _publish(self, batch: Any) -> None:
         if self.topic.lossy:  # ticks and candles travel on the bus as batches

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections import deque
 from typing import Any
 
@@ -79,6 +80,9 @@ class TopicHub:
         self.evicted_sequence = 0  # highest sequence pushed out of the ring
         self.last_sequence = 0  # highest sequence published on the topic
         self._listeners: list[Listener] = []
+        # Which incarnation of the stream this is: a ring dies with its process, so a client resuming from a point
+        # an earlier incarnation gave it cannot be told here what it missed (StreamBridge compares the two).
+        self.incarnation = uuid.uuid4().hex
         self._sub = bus.subscribe(topic, f"grpc:{topic.value}", self._on_message)
         self._bus = bus
 
@@ -125,6 +129,11 @@ class TopicHub:
         listener = Listener(self.topic.lossy, self.listener_maxsize, self.slow_s)
         self._listeners.append(listener)
         return replay, listener
+
+    @property
+    def oldest_kept(self) -> int:
+        """The sequence of the oldest message in the ring; 0 when it is empty."""
+        return sequence_of(self.ring[0]) if self.ring else 0
 
     @property
     def listener_count(self) -> int:

@@ -17,7 +17,7 @@ from shared.bus import Bus
 from shared.grpc.auth import BearerTokenInterceptor, server_credentials
 from shared.grpc.config import GrpcSettings
 from shared.grpc.hub import TopicHub
-from shared.grpc.servicers import service_handler
+from shared.grpc.servicers import CallGate, service_handler
 
 __all__ = ["GrpcServer", "GrpcSettings"]
 
@@ -73,6 +73,7 @@ class GrpcServer:
         for name in ["", *(qualified(n) for n in self.services)]:
             self.health.set_now(name, NOT_SERVING)
         self._serving: dict[str, bool] = {s: False for s in self.services}
+        self.gates = {s: CallGate() for s in self.services}
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> int:
@@ -80,7 +81,8 @@ class GrpcServer:
         s = self.settings
         interceptors = [BearerTokenInterceptor(s.auth_token.get_secret_value())] if s.auth_token else []
         server = grpc.aio.server(interceptors=interceptors, options=s.server_options())
-        server.add_generic_rpc_handlers([service_handler(self.bus, name, self.hubs) for name in self.services])
+        server.add_generic_rpc_handlers([service_handler(self.bus, name, self.hubs, self.gates[name])
+                                         for name in self.services])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             [*(qualified(n) for n in self.services), health.SERVICE_NAME, reflection.SERVICE_NAME], server)
@@ -115,16 +117,35 @@ class GrpcServer:
         for name in self.services:
             self.set_serving(name, True)
 
+    async def stop_serving(self, within_s: float) -> bool:
+        """The first step of a stop: report NOT_SERVING, refuse new unary calls (UNAVAILABLE, not run) and wait at
+        most `within_s` for those in flight. Streams stay open: what the module publishes while it stops still
+        reaches them (stop() flushes them). True when no call is left in flight."""
+        await asyncio.gather(*self.health.watch_tasks, return_exceptions=True)
+        await self.health.enter_graceful_shutdown()
+        for gate in self.gates.values():
+            gate.open = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        idle = [await gate.idle(max(0.0, deadline - loop.time())) for gate in self.gates.values()]
+        if not all(idle):
+            log.error("gRPC calls still in flight at stop; their callers get an unknown outcome",
+                      extra={"calls": sum(g.in_flight for g in self.gates.values())})
+        return all(idle)
+
     async def stop(self, grace: float | None = None) -> None:
-        """Report NOT_SERVING, let open streams flush and end, then stop within `grace` seconds."""
+        """Stop serving (stop_serving, if not done yet), let open streams take what the hubs hold and end, then stop
+        within `grace` seconds: calls and streams still open then are cancelled."""
         if self._server is None:
             return
         grace = self.settings.shutdown_grace_s if grace is None else grace
-        await asyncio.gather(*self.health.watch_tasks, return_exceptions=True)
-        await self.health.enter_graceful_shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        if all(gate.open for gate in self.gates.values()):
+            await self.stop_serving(grace)
         for hub in self.hubs.values():
             hub.close()
-        await self._server.stop(grace)
+        await self._server.stop(max(0.0, deadline - loop.time()))
         for hub in self.hubs.values():
             hub.unsubscribe()
         self._server = None

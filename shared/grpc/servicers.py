@@ -5,6 +5,8 @@ Errors map through shared.errors.grpc_status; unknown exceptions become INTERNAL
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -17,7 +19,15 @@ from google.protobuf.message_factory import GetMessageClass
 from shared import rpc
 from shared.bus import Bus
 from shared.contracts import ingestion_pb2
-from shared.errors import InvalidInput, MessagesLost, NeoPulseError, RiskRejected, grpc_status, wire_field
+from shared.errors import (
+    InvalidInput,
+    MessagesLost,
+    NeoPulseError,
+    RetryableError,
+    RiskRejected,
+    grpc_status,
+    wire_field,
+)
 from shared.grpc.hub import CLOSE, Listener, TopicHub, sequence_of
 from shared.grpc.metrics import STREAM_MESSAGES, RpcTimer
 
@@ -28,7 +38,9 @@ ERROR_KEY = "neopulse-error"
 FIELD_KEY = "neopulse-field"
 REASON_KEY = "neopulse-reason-code"
 SEQUENCE_KEY = "neopulse-sequence"  # initial metadata of a stream: the highest sequence published before it
-OLDEST_KEPT_KEY = "neopulse-oldest-kept"  # trailer of a DATA_LOSS: the oldest sequence the stream still replays
+# Trailer of a DATA_LOSS, and initial metadata of a stream: the oldest sequence the stream still replays.
+OLDEST_KEPT_KEY = "neopulse-oldest-kept"
+INCARNATION_KEY = "neopulse-incarnation"  # initial metadata of a stream: which server (process) serves it
 MAX_BATCH = 1000  # elements per streamed batch message
 MAX_BATCH_BYTES = 512 * 1024  # and bytes: below the smallest max_message_bytes (1 MiB) GrpcSettings allows
 # Streams filtered by instrument token: an unknown token is INVALID_ARGUMENT, not a stream that stays empty.
@@ -60,17 +72,57 @@ async def abort_with(context: grpc.aio.ServicerContext, method: str, exc: BaseEx
     await context.abort(code, message, trailing_metadata=error_trailers(exc))
 
 
-def unary_handler(bus: Bus, method: str) -> Callable[[Any, grpc.aio.ServicerContext], Any]:
+class CallGate:
+    """Lets a service's unary calls in only while it is open, and counts those in flight, so that a stopping server
+    waits for them (an acting call cut short is an unknown outcome for its caller) and takes no new ones."""
+
+    def __init__(self) -> None:
+        self.open = True
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> bool:
+        if not self.open:
+            return False
+        self.in_flight += 1
+        self._idle.clear()
+        return True
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if not self.in_flight:
+            self._idle.set()
+
+    async def idle(self, within_s: float) -> bool:
+        """Wait until no call is in flight, at most `within_s`; True when none is."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within_s):  # not wait_for: it can swallow a cancel (gh-86296)
+                await self._idle.wait()
+        return not self.in_flight
+
+
+def unary_handler(bus: Bus, method: str,
+                  gate: CallGate | None = None) -> Callable[[Any, grpc.aio.ServicerContext], Any]:
+    gate = gate or CallGate()
+
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
         timer = RpcTimer(method)
-        if not bus.has_handler(method):
-            timer.done(grpc.StatusCode.UNIMPLEMENTED)
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not served by this process")
+        if not gate.enter():
+            timer.done(grpc.StatusCode.UNAVAILABLE)
+            await abort_with(context, method, RetryableError(
+                f"{method} was not run: this process is stopping; call again once it serves (health SERVING)"))
         try:
-            response = await bus.call(method, request)
-        except Exception as exc:
-            timer.done(grpc_status(exc)[0])
-            await abort_with(context, method, exc)
+            if not bus.has_handler(method):
+                timer.done(grpc.StatusCode.UNIMPLEMENTED)
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not served by this process")
+            try:
+                response = await bus.call(method, request)
+            except Exception as exc:
+                timer.done(grpc_status(exc)[0])
+                await abort_with(context, method, exc)
+        finally:
+            gate.leave()
         timer.done(grpc.StatusCode.OK)
         return response
 
@@ -181,6 +233,7 @@ def stream_handler(hub: TopicHub, method: str, batch_cls: type[Message],
         keep = element_filter(request)
         try:
             replay, listener = hub.attach(after)
+            oldest = hub.oldest_kept
         except MessagesLost as exc:
             timer.done(grpc.StatusCode.DATA_LOSS)
             await abort_with(context, method, exc)
@@ -189,7 +242,8 @@ def stream_handler(hub: TopicHub, method: str, batch_cls: type[Message],
         try:
             # Headers now, so a client knows the stream is live before the first message arrives; with the
             # highest sequence published so far, where a first-time client resumes from after a reconnect.
-            await context.send_initial_metadata(((SEQUENCE_KEY, str(hub.last_sequence)),))
+            await context.send_initial_metadata(((SEQUENCE_KEY, str(hub.last_sequence)),
+                                                  (OLDEST_KEPT_KEY, str(oldest)), (INCARNATION_KEY, hub.incarnation)))
             msgs: list[Any] | None = replay
             while msgs is not None:
                 for batch in packer.batches(msgs, keep):
@@ -209,8 +263,10 @@ def stream_handler(hub: TopicHub, method: str, batch_cls: type[Message],
     return handle
 
 
-def service_handler(bus: Bus, service: str, hubs: dict[str, TopicHub]) -> grpc.GenericRpcHandler:
-    """The generic handler for one service of shared.rpc.DESCRIPTORS."""
+def service_handler(bus: Bus, service: str, hubs: dict[str, TopicHub],
+                    gate: CallGate | None = None) -> grpc.GenericRpcHandler:
+    """The generic handler for one service of shared.rpc.DESCRIPTORS; its unary calls pass `gate`."""
+    gate = gate or CallGate()
     desc = rpc.DESCRIPTORS[service]
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for m in desc.methods:
@@ -222,5 +278,5 @@ def service_handler(bus: Bus, service: str, hubs: dict[str, TopicHub]) -> grpc.G
             handlers[m.name] = grpc.unary_stream_rpc_method_handler(
                 stream_handler(hubs[name], name, resp_cls, validate), **ser)
         else:
-            handlers[m.name] = grpc.unary_unary_rpc_method_handler(unary_handler(bus, name), **ser)
+            handlers[m.name] = grpc.unary_unary_rpc_method_handler(unary_handler(bus, name, gate), **ser)
     return grpc.method_handlers_generic_handler(desc.full_name, handlers)

@@ -319,7 +319,7 @@ async def test_without_a_replay_ring_neopulse_sequence_is_still_the_highest_publ
     pending = asyncio.ensure_future(stream.__anext__())
     await asyncio.sleep(0)
 
-    assert ctx.metadata == {SEQUENCE_KEY: "3"}
+    assert ctx.metadata[SEQUENCE_KEY] == "3"
     pending.cancel()
     await stop(task)
 
