@@ -25,33 +25,26 @@ def sequence_of(msg: Any) -> int:
 
 
 class Listener:
-    """One open gRPC stream's queue. Market data sheds the oldest; the order path waits for room,
-    but a client stuck for `slow_s` is cut off (it resumes from the ring) rather than stall trading."""
+    """One open gRPC stream's queue. Market data sheds the oldest; an order-path stream whose queue is full is cut
+    off at once (it resumes from the ring, which keeps twice its queue): one stuck client never holds the fan-out,
+    so never delays the others (the OMS's decisions bridge) by even a moment."""
 
-    def __init__(self, lossy: bool, maxsize: int, slow_s: float = 5.0) -> None:
+    def __init__(self, lossy: bool, maxsize: int) -> None:
         self.lossy = lossy
         self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
-        self.slow_s = slow_s
         self.closed = False
         self.overflowed = False
         self.detached = False
         self.dropped = 0
 
-    async def put(self, msg: Any) -> None:
+    def put(self, msg: Any) -> None:
+        """Queue `msg` without waiting; an order-path queue that is full marks the stream `overflowed` instead."""
         if self.detached:
             return
-        if not self.lossy:
-            if self.queue.full():
-                try:
-                    async with asyncio.timeout(self.slow_s):  # not wait_for: it can swallow a cancel (gh-86296)
-                        await self.queue.put(msg)
-                except TimeoutError:
-                    self.overflowed = True
-                    return
-            else:
-                self.queue.put_nowait(msg)
-            return
         if self.queue.full():
+            if not self.lossy:
+                self.overflowed = True
+                return
             self.queue.get_nowait()
             self.dropped += 1
         self.queue.put_nowait(msg)
@@ -67,15 +60,13 @@ class Listener:
 class TopicHub:
     """Subscribes once to `topic`; keeps the last `replay_size` sequenced messages for resume."""
 
-    def __init__(self, bus: Bus, topic: Topic, replay_size: int, listener_maxsize: int | None = None,
-                 slow_s: float = 5.0) -> None:
+    def __init__(self, bus: Bus, topic: Topic, replay_size: int, listener_maxsize: int | None = None) -> None:
         self.topic = topic
         # An order-path stream's queue is half the ring: what a cut-off stream loses (its queue and a batch in
         # flight) is still in the ring when it resumes, unless it stays away long enough for the ring to turn.
         if listener_maxsize is None:
             listener_maxsize = max(1, replay_size // 2) if replay_size and not topic.lossy else 10_000
         self.listener_maxsize = listener_maxsize
-        self.slow_s = slow_s
         self.ring: deque[Any] = deque(maxlen=replay_size if not topic.lossy else 0)
         self.evicted_sequence = 0  # highest sequence pushed out of the ring
         self.last_sequence = 0  # highest sequence published on the topic
@@ -95,22 +86,15 @@ class TopicHub:
                 # The highest ever pushed out: a repeated old message leaving last must not hide newer ones that left.
                 self.evicted_sequence = max(self.evicted_sequence, sequence_of(ring[0]) if ring else sequence)
             ring.append(msg)
-        listeners = list(self._listeners)
-        waiting = [listener.put(msg) for listener in listeners if not listener.lossy and listener.queue.full()]
-        for listener in listeners:
-            if listener.lossy or not listener.queue.full():
-                await listener.put(msg)  # room (or sheds the oldest): no wait
-        if waiting:  # stuck streams wait side by side: K of them cost one slow_s, not K
-            await asyncio.gather(*waiting)
-        for listener in listeners:
+        for listener in list(self._listeners):
+            listener.put(msg)  # never waits
             if listener.overflowed:
                 log.warning("order-path stream fell behind; cutting it off (it may resume with after_sequence)",
                             extra={"topic": self.topic.value})
                 self.detach(listener)
-                # The client may have read its queue empty since we gave up on it and now wait for the next
-                # message: wake it so its stream ends (RESOURCE_EXHAUSTED) instead of hanging open. The queue was
-                # just emptied and nothing else waits to put into it, so there is room.
-                with contextlib.suppress(asyncio.QueueFull):  # full again: its reader is awake anyway
+                # Its reader may be waiting for the next message: wake it so its stream ends (RESOURCE_EXHAUSTED)
+                # instead of hanging open. detach() just emptied the queue, so there is room.
+                with contextlib.suppress(asyncio.QueueFull):
                     listener.queue.put_nowait(CLOSE)
 
     def attach(self, after_sequence: int = 0) -> tuple[list[Any], Listener]:
@@ -126,7 +110,7 @@ class TopicHub:
                                    f"{oldest}): reload the state (ListOrders, ListPositions), then stream live "
                                    "(after_sequence 0) or from the oldest kept", oldest_kept=oldest)
             replay = [m for m in self.ring if sequence_of(m) > after_sequence]
-        listener = Listener(self.topic.lossy, self.listener_maxsize, self.slow_s)
+        listener = Listener(self.topic.lossy, self.listener_maxsize)
         self._listeners.append(listener)
         return replay, listener
 
@@ -142,7 +126,7 @@ class TopicHub:
     def detach(self, listener: Listener) -> None:
         if listener in self._listeners:
             self._listeners.remove(listener)
-        # Nothing reads this queue any more: empty it, which also unblocks a fan-out waiting for room.
+        # Nothing reads this queue any more: empty it.
         listener.closed = listener.detached = True
         while not listener.queue.empty():
             listener.queue.get_nowait()

@@ -24,7 +24,7 @@ from shared.grpc.config import GrpcSettings
 from shared.grpc.server import GrpcServer
 
 TOKEN = "fuzz-token"
-SLOW_S = 0.05  # a hub cuts off an order-path stream whose queue stays full this long
+SLOW_S = 0.05  # a stall long enough for a hub to cut off an order-path stream (its queue full)
 FIRST_S, MAX_S = 0.01, 0.1  # the bridges' reconnect backoff
 METHODS = {
     Topic.ORDER_UPDATES: rpc.method("OrderService", "StreamOrderUpdates"),
@@ -176,8 +176,6 @@ class Harness:
     async def start_upstream(self) -> None:
         bus = Bus()
         server = GrpcServer(bus, SERVICES, self.settings, host="127.0.0.1")
-        for hub in server.hubs.values():
-            hub.slow_s = SLOW_S
         await server.start()
         server.set_all_serving()
         assert server.bound_port is not None

@@ -11,7 +11,7 @@ from tests.grpc.conftest import wait_for
 
 async def test_closing_an_order_update_stream_ends_it_on_the_server_while_the_client_stays_open(bus, server, addr):
     """aclose() (or leaving an `async for`) left the RPC running until the channel closed: the server kept a listener
-    queueing order updates nobody read, and held its fan-out for slow_s when the queue filled."""
+    queueing order updates nobody read until its queue filled."""
     hub = server.hubs[rpc.method("OrderService", "StreamOrderUpdates")]
     async with NeoPulseClient(addr) as client:
         updates = client.stream_order_updates()
