@@ -73,7 +73,8 @@ class GrpcServer:
         for name in ["", *(qualified(n) for n in self.services)]:
             self.health.set_now(name, NOT_SERVING)
         self._serving: dict[str, bool] = {s: False for s in self.services}
-        self.gates = {s: CallGate() for s in self.services}
+        self.gates = {s: CallGate(open=False) for s in self.services}  # opened by set_serving
+        self._stopping = False
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> int:
@@ -110,6 +111,7 @@ class GrpcServer:
         if service not in self._serving:
             raise ValueError(f"{service} is not served here; served: {self.services}")
         self._serving[service] = serving
+        self.gates[service].open = serving and not self._stopping
         self.health.set_now(qualified(service), SERVING if serving else NOT_SERVING)
         self.health.set_now("", SERVING if all(self._serving.values()) else NOT_SERVING)
 
@@ -121,6 +123,7 @@ class GrpcServer:
         """The first step of a stop: report NOT_SERVING, refuse new unary calls (UNAVAILABLE, not run) and wait at
         most `within_s` for those in flight. Streams stay open: what the module publishes while it stops still
         reaches them (stop() flushes them). True when no call is left in flight."""
+        self._stopping = True
         await asyncio.gather(*self.health.watch_tasks, return_exceptions=True)
         await self.health.enter_graceful_shutdown()
         for gate in self.gates.values():
@@ -141,7 +144,7 @@ class GrpcServer:
         grace = self.settings.shutdown_grace_s if grace is None else grace
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        if all(gate.open for gate in self.gates.values()):
+        if not self._stopping:
             await self.stop_serving(grace)
         for hub in self.hubs.values():
             hub.close()

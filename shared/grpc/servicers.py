@@ -73,11 +73,12 @@ async def abort_with(context: grpc.aio.ServicerContext, method: str, exc: BaseEx
 
 
 class CallGate:
-    """Lets a service's unary calls in only while it is open, and counts those in flight, so that a stopping server
-    waits for them (an acting call cut short is an unknown outcome for its caller) and takes no new ones."""
+    """Lets a service's unary calls in only while it is open (its module serving: started, not stopping), and counts
+    those in flight, so that a stopping server waits for them (an acting call cut short is an unknown outcome for
+    its caller). Refused calls are UNAVAILABLE, not run: a module not yet started must not answer "no such order"."""
 
-    def __init__(self) -> None:
-        self.open = True
+    def __init__(self, open: bool = True) -> None:
+        self.open = open
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -111,7 +112,8 @@ def unary_handler(bus: Bus, method: str,
         if not gate.enter():
             timer.done(grpc.StatusCode.UNAVAILABLE)
             await abort_with(context, method, RetryableError(
-                f"{method} was not run: this process is stopping; call again once it serves (health SERVING)"))
+                f"{method} was not run: this process is starting or stopping; call again once it serves "
+                "(health SERVING)"))
         try:
             if not bus.has_handler(method):
                 timer.done(grpc.StatusCode.UNIMPLEMENTED)

@@ -232,6 +232,7 @@ async def test_unary_proxy_works_over_tls_with_the_shared_token(running, cert):
     register_test_handlers(upstream)
     server = GrpcServer(upstream, ["OrderService"], settings)
     await server.start()
+    server.set_all_serving()
     channel = open_channel(f"127.0.0.1:{server.bound_port}", settings)
     install_unary_proxy(local, channel, rpc.GET_ORDER, auth_metadata("split-token"))
     install_unary_proxy(anonymous, channel, rpc.GET_ORDER)

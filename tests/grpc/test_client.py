@@ -126,3 +126,21 @@ def test_a_stopping_server_waits_for_the_slowest_acting_handler_in_the_monolith_
 
     assert acting_grace_s({}, 0.0) > OmsSettings().place_order_wait_s
     assert acting_grace_s(toml, GrpcSettings().shutdown_grace_s) > 7.0
+
+
+async def test_a_server_whose_module_has_not_started_says_try_again_not_that_the_order_does_not_exist(bus):
+    """A split process binds before its module registers its handlers (up to a minute, waiting for upstreams):
+    'order ORD-1 does not exist' from a restarting OMS is a wrong answer, not a pause."""
+    server = await start_server(bus, ready=False)
+    try:
+        async with NeoPulseClient(f"127.0.0.1:{server.bound_port}") as client:
+            with pytest.raises(errors.RetryableError) as starting:
+                await client.get_order(KNOWN_ORDER)
+            register_test_handlers(bus)  # the module starts
+            server.set_all_serving()
+            order = await client.get_order(KNOWN_ORDER)
+    finally:
+        await server.stop(0)
+
+    assert not isinstance(starting.value, errors.NotFound) and "starting" in str(starting.value)
+    assert order.internal_id == KNOWN_ORDER
