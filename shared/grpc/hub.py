@@ -86,6 +86,10 @@ class TopicHub:
                 # The highest ever pushed out: a repeated old message leaving last must not hide newer ones that left.
                 self.evicted_sequence = max(self.evicted_sequence, sequence_of(ring[0]) if ring else sequence)
             ring.append(msg)
+        if any(not listener.lossy and listener.queue.full() for listener in self._listeners):
+            # The bus hands over what it queued without a loop turn in between: give the streams' readers one turn
+            # to take their queues (up to MAX_BATCH each) before calling a stream stuck. One turn, never slow_s.
+            await asyncio.sleep(0)
         for listener in list(self._listeners):
             listener.put(msg)  # never waits
             if listener.overflowed:

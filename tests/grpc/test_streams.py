@@ -125,3 +125,23 @@ async def test_a_stuck_order_path_stream_is_cut_off_at_once_and_never_delays_the
 
     assert stuck.overflowed and hub.listener_count == 1
     assert received == [1, 2, 3, 4, 5] and took < 0.5
+
+
+async def test_a_burst_bigger_than_a_streams_queue_does_not_cut_off_a_stream_that_reads(bus):
+    """The bus hands a subscriber what it queued without a loop turn in between: the stream's reader must get one
+    before its full queue is taken for a stuck client."""
+    hub = TopicHub(bus, Topic.ORDERS, replay_size=4)  # a stream's queue holds 2
+    _, listener = hub.attach()
+    received: list[int] = []
+
+    async def read() -> None:
+        while True:
+            received.append((await listener.queue.get()).sequence)
+
+    reader = asyncio.create_task(read())
+    for seq in range(1, 11):
+        await bus.publish(Topic.ORDERS, trading_pb2.RiskDecision(sequence=seq))
+    await wait_for(lambda: len(received) == 10, 2.0)
+    reader.cancel()
+
+    assert not listener.overflowed and received == list(range(1, 11))
