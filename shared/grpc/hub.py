@@ -86,12 +86,14 @@ class TopicHub:
                 # The highest ever pushed out: a repeated old message leaving last must not hide newer ones that left.
                 self.evicted_sequence = max(self.evicted_sequence, sequence_of(ring[0]) if ring else sequence)
             ring.append(msg)
-        if any(not listener.lossy and listener.queue.full() for listener in self._listeners):
+        # Those attached now: one attaching from here on has `msg` in its replay or (live only) counted as before it.
+        listeners = list(self._listeners)
+        if any(not listener.lossy and listener.queue.full() for listener in listeners):
             # The bus hands over what it queued without a loop turn in between: give the streams' readers one turn
             # to take their queues (up to MAX_BATCH each) before calling a stream stuck. One turn, never slow_s.
             await asyncio.sleep(0)
-        for listener in list(self._listeners):
-            listener.put(msg)  # never waits
+        for listener in listeners:
+            listener.put(msg)  # never waits; nothing once detached
             if listener.overflowed:
                 log.warning("order-path stream fell behind; cutting it off (it may resume with after_sequence)",
                             extra={"topic": self.topic.value})
