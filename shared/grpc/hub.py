@@ -69,6 +69,8 @@ class TopicHub:
         self.listener_maxsize = listener_maxsize
         self.ring: deque[Any] = deque(maxlen=replay_size if not topic.lossy else 0)
         self.evicted_sequence = 0  # highest sequence pushed out of the ring
+        self.evicted_rejection = 0  # of those, the highest rejected decision (accepted false)
+        self.evicted_by_strategy: dict[str, int] = {}  # and the highest of each strategy's messages
         self.last_sequence = 0  # highest sequence published on the topic
         self._listeners: list[Listener] = []
         # Which incarnation of the stream this is: a ring dies with its process, so a client resuming from a point
@@ -83,8 +85,7 @@ class TopicHub:
             sequence = sequence_of(msg)
             self.last_sequence = max(self.last_sequence, sequence)
             if len(ring) == ring.maxlen:  # full: the oldest goes; a ring of 0 (replay_size = 0) keeps not even this
-                # The highest ever pushed out: a repeated old message leaving last must not hide newer ones that left.
-                self.evicted_sequence = max(self.evicted_sequence, sequence_of(ring[0]) if ring else sequence)
+                self._evicted(ring[0] if ring else msg)
             ring.append(msg)
         # Those attached now: one attaching from here on has `msg` in its replay or (live only) counted as before it.
         listeners = list(self._listeners)
@@ -103,12 +104,35 @@ class TopicHub:
                 with contextlib.suppress(asyncio.QueueFull):
                     listener.queue.put_nowait(CLOSE)
 
-    def attach(self, after_sequence: int = 0) -> tuple[list[Any], Listener]:
+    def _evicted(self, msg: Any) -> None:
+        # The highest ever pushed out: a repeated old message leaving last must not hide newer ones that left. Also
+        # per stream filter, so a filtered stream (rejections only, some strategies), whose resume point moves only
+        # with what passes its filter, is not told of a loss when all that left was filtered out for it.
+        sequence = sequence_of(msg)
+        self.evicted_sequence = max(self.evicted_sequence, sequence)
+        if getattr(msg, "accepted", True) is False:
+            self.evicted_rejection = max(self.evicted_rejection, sequence)
+        strategy = getattr(msg, "strategy", None)
+        if isinstance(strategy, str):
+            self.evicted_by_strategy[strategy] = max(self.evicted_by_strategy.get(strategy, 0), sequence)
+
+    def evicted_for(self, request: Any) -> int:
+        """The highest evicted sequence a stream of `request` (its rejections_only, strategies) would have sent."""
+        if getattr(request, "rejections_only", False):
+            return self.evicted_rejection
+        strategies = list(getattr(request, "strategies", ()))
+        if strategies:
+            return max(self.evicted_by_strategy.get(name, 0) for name in strategies)
+        return self.evicted_sequence
+
+    def attach(self, after_sequence: int = 0, evicted: int | None = None) -> tuple[list[Any], Listener]:
         """Register a stream; returns the ring's messages after `after_sequence` (0 = live only, -1 = all). Raises
-        MessagesLost when messages after `after_sequence` are already gone from the ring."""
+        MessagesLost when messages after `after_sequence` are already gone from the ring; `evicted`: the highest
+        gone that the stream's filter passes (evicted_for), when not all of them."""
         replay: list[Any] = []
+        evicted = self.evicted_sequence if evicted is None else evicted
         if after_sequence:  # -1: everything the ring holds
-            if self.evicted_sequence and after_sequence < self.evicted_sequence:
+            if evicted and after_sequence < evicted:
                 oldest = sequence_of(self.ring[0]) if self.ring else 0
                 log.error("resume point is older than the replay ring; messages are gone",
                           extra={"topic": self.topic.value, "after_sequence": after_sequence, "oldest_kept": oldest})

@@ -234,7 +234,7 @@ def stream_handler(hub: TopicHub, method: str, batch_cls: type[Message],
                 "after_sequence", f"must be 0 (from now), -1 (all buffered) or a sequence received, got {after}"))
         keep = element_filter(request)
         try:
-            replay, listener = hub.attach(after)
+            replay, listener = hub.attach(after, hub.evicted_for(request))
             oldest = hub.oldest_kept
         except MessagesLost as exc:
             timer.done(grpc.StatusCode.DATA_LOSS)

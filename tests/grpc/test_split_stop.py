@@ -1,13 +1,18 @@
-"""A split process stopping: what its module publishes while it stops reaches the streams still connected, and a
-bridge that reaches a restarted upstream which did not end its stream cleanly says messages may be lost."""
+"""A split process stopping: what its module publishes while it stops reaches the streams still connected; a bridge
+that reaches a restarted upstream which did not end its stream cleanly says messages may be lost, and a filtered
+bridge is told of a loss only when something it would have got is gone."""
 
 import asyncio
+
+import pytest
 
 from shared import rpc
 from shared.bus import Bus, Topic
 from shared.contracts import ops_pb2, risk_pb2, trading_pb2
+from shared.errors import MessagesLost
 from shared.grpc.bridge import Backoff, StreamBridge, install_unary_proxy, open_channel
 from shared.grpc.config import GrpcSettings
+from shared.grpc.hub import TopicHub
 from shared.grpc.server import GrpcServer
 from tests.grpc.bridge_rig import Proxy
 from tests.grpc.conftest import wait_for
@@ -163,3 +168,73 @@ async def test_a_bridge_reaching_an_upstream_restarted_after_a_clean_stop_report
         await channel.close()
 
     assert bridge.gaps == 0
+
+
+async def test_a_rejections_only_bridge_resumes_after_a_blip_without_a_false_loss_when_only_accepted_ones_left():
+    """Its resume point moves only with rejections: after replay_size accepted decisions any reconnect asked for an
+    evicted sequence and raised a CRITICAL 'Order-path messages lost' though it had missed nothing."""
+    risk_bus, local = Bus(), Bus()
+    tasks = [asyncio.create_task(b.run()) for b in (risk_bus, local)]
+    seen: list[int] = []
+    notes: list[ops_pb2.Notification] = []
+
+    async def collect(d):
+        seen.append(d.sequence)
+
+    async def note(n):
+        notes.append(n)
+
+    local.subscribe(Topic.ORDERS, "strategy", collect)
+    local.subscribe(Topic.NOTIFICATIONS, "notes", note)
+    settings = GrpcSettings(replay_size=10)
+    server = GrpcServer(risk_bus, ["RiskService"], settings)
+    proxy = Proxy()
+    await proxy.start()
+    proxy.target_port = await server.start()
+    server.set_all_serving()
+    channel = open_channel(f"127.0.0.1:{proxy.port}", settings)
+    bridge = StreamBridge(local, channel, DECISIONS, risk_pb2.StreamDecisionsRequest(rejections_only=True),
+                          backoff=Backoff(0.05, 0.1))
+    tasks.append(asyncio.create_task(bridge.run()))
+    try:
+        await wait_for(lambda: server.hubs[DECISIONS].listener_count == 1)
+        await risk_bus.publish(Topic.ORDERS, trading_pb2.RiskDecision(accepted=False, sequence=1))
+        hub = server.hubs[DECISIONS]
+        for seq in range(2, 40):  # a normal stretch of accepted decisions pushes the rejection out of the ring
+            await risk_bus.publish(Topic.ORDERS, decision(f"c{seq}", seq))
+            await risk_bus.drain()
+        await wait_for(lambda: seen == [1])
+        assert hub.evicted_sequence > 1
+        proxy.cut()  # a network blip
+        await wait_for(lambda: server.hubs[DECISIONS].listener_count == 0)
+        await wait_for(lambda: server.hubs[DECISIONS].listener_count == 1)
+        await risk_bus.publish(Topic.ORDERS, trading_pb2.RiskDecision(accepted=False, reason_code="MAX_LOSS",
+                                                                      sequence=40))
+        await wait_for(lambda: seen == [1, 40])
+    finally:
+        await server.stop(0)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await channel.close()
+        await proxy.stop()
+
+    assert bridge.gaps == 0 and notes == []
+
+
+async def test_a_filtered_stream_whose_evicted_messages_it_would_have_got_is_still_data_loss():
+    bus = Bus()
+    task = asyncio.create_task(bus.run())
+    hub = TopicHub(bus, Topic.ORDERS, replay_size=2)
+    for seq, accepted in ((1, False), (2, False), (3, True), (4, True)):
+        await bus.publish(Topic.ORDERS, trading_pb2.RiskDecision(accepted=accepted, sequence=seq))
+    await bus.drain()
+    rejections = risk_pb2.StreamDecisionsRequest(rejections_only=True, after_sequence=1)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+    assert hub.evicted_for(rejections) == 2
+    with pytest.raises(MessagesLost):
+        hub.attach(1, hub.evicted_for(rejections))
+    replay, _ = hub.attach(2, hub.evicted_for(rejections))  # nothing it would have got is gone after 2
+    assert [d.sequence for d in replay] == [3, 4]
