@@ -2,6 +2,7 @@
 
 from datetime import date
 
+import pytest
 from pydantic import BaseModel, ConfigDict
 
 from services.strategy.engine import StrategyEngine
@@ -236,24 +237,18 @@ def square_off(product, quantity, sequence):
                                          side=trading_pb2.SIDE_SELL, strategy_tag="SQUAREOFF", product=product))
 
 
-def test_a_square_off_of_the_users_delivery_holding_leaves_the_strategys_intraday_long():
+@pytest.mark.parametrize(("product", "quantity", "left"), [
+    (trading_pb2.PRODUCT_CNC, 50, 10),  # the user's delivery holding: the strategy's intraday long is untouched
+    (trading_pb2.PRODUCT_UNSPECIFIED, 4, 6),  # unspecified is MIS: it closes part of the strategy's long
+], ids=["delivery-leaves-the-intraday-long", "unspecified-closes-the-intraday-long"])
+def test_a_square_off_fill_closes_only_strategy_positions_of_its_product(product, quantity, left):
     market = Market()
     market.update("entry", trading_pb2.SIDE_BUY, trading_pb2.ORDER_STATUS_TRADED, fill=10)  # MIS
     market.sequence += 1
 
-    market.engine.on_order_update(square_off(trading_pb2.PRODUCT_CNC, 50, market.sequence))
+    market.engine.on_order_update(square_off(product, quantity, market.sequence))
 
-    assert market.strategy.position(SBIN) == 10
-
-
-def test_a_square_off_of_unspecified_product_closes_the_strategys_intraday_long():
-    market = Market()
-    market.update("entry", trading_pb2.SIDE_BUY, trading_pb2.ORDER_STATUS_TRADED, fill=10)  # MIS
-    market.sequence += 1
-
-    market.engine.on_order_update(square_off(trading_pb2.PRODUCT_UNSPECIFIED, 4, market.sequence))
-
-    assert market.strategy.position(SBIN) == 6
+    assert market.strategy.position(SBIN) == left
 
 
 class FlipEveryTick(Strategy):
