@@ -27,8 +27,9 @@ from shared.contracts import (
     strategy_pb2_grpc,
 )
 from shared.contracts import trading_pb2 as t
+from shared.errors import OutcomeUnknown
 from shared.grpc.auth import auth_metadata, channel_credentials
-from shared.grpc.bridge import OutcomeUnknown, error_from_rpc
+from shared.grpc.bridge import error_from_rpc
 
 __all__ = ["NeoPulseClient", "OutcomeUnknown", "new_client_order_id"]
 

@@ -64,6 +64,17 @@ class RetryableError(NeoPulseError):
     status = grpc.StatusCode.UNAVAILABLE
 
 
+class OutcomeUnknown(RetryableError):
+    """An order call (place, cancel, kill switch...) ended without an answer, or after it acted without finishing:
+    it may or may not have acted. Look the order up by `client_order_id` (empty when the call names none) before
+    trying again, and retry only with that same id: a second call with it is refused as DUPLICATE_ORDER if the
+    first one was placed."""
+
+    def __init__(self, message: str, client_order_id: str = "") -> None:
+        super().__init__(message)
+        self.client_order_id = client_order_id
+
+
 class SessionExpired(RetryableError):
     """The broker session is no longer valid; log in again."""
 

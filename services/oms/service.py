@@ -16,7 +16,7 @@ from shared import rpc
 from shared.bus import Bus
 from shared.contracts import oms_pb2, risk_pb2
 from shared.contracts import trading_pb2 as t
-from shared.errors import InvalidInput, NotFound, RetryableError, RiskRejected
+from shared.errors import InvalidInput, NotFound, OutcomeUnknown, RetryableError, RiskRejected
 from shared.positions import SQUAREOFF_TAG
 
 log = logging.getLogger(__name__)
@@ -82,9 +82,10 @@ class OrderService:
             raise RiskRejected(decision.reason_code, decision.reason or "rejected by risk")
         client_order_id = decision.order.client_order_id or order.client_order_id
         update = await self.engine.wait_placed(client_order_id, self.settings.place_order_wait_s)
-        if update is None:
-            raise RetryableError(f"order {client_order_id} was accepted by risk but has not reached the OMS yet; "
-                                 f"look it up with GetOrder {client_order_id}")
+        if update is None:  # it may still be placed: its decision is on its way
+            raise OutcomeUnknown(f"order {client_order_id} was accepted by risk but has not reached the OMS yet; "
+                                 f"look it up with GetOrder {client_order_id} before trying again, and retry only "
+                                 "with the same client_order_id", client_order_id)
         return update
 
     async def cancel_order(self, request: oms_pb2.CancelOrderRequest) -> oms_pb2.CancelOrderResponse:

@@ -22,7 +22,15 @@ from shared.bus import Bus, Topic
 from shared.contracts import notifier_pb2, ops_pb2
 from shared.grpc.auth import channel_credentials
 from shared.grpc.config import GrpcSettings
-from shared.grpc.servicers import ERROR_KEY, FIELD_KEY, INCARNATION_KEY, OLDEST_KEPT_KEY, REASON_KEY, SEQUENCE_KEY
+from shared.grpc.servicers import (
+    ERROR_KEY,
+    FIELD_KEY,
+    INCARNATION_KEY,
+    OLDEST_KEPT_KEY,
+    ORDER_KEY,
+    REASON_KEY,
+    SEQUENCE_KEY,
+)
 
 log = logging.getLogger(__name__)
 
@@ -216,16 +224,6 @@ _UNKNOWN_OUTCOME = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode
                               grpc.StatusCode.CANCELLED})
 
 
-class OutcomeUnknown(errors.RetryableError):
-    """An acting call (ACTING_METHODS) ended without an answer: it may or may not have acted. Look the order up by
-    `client_order_id` (empty when the call names none) before retrying, and retry only with that same id: a second
-    call with it is refused as DUPLICATE_ORDER if the first one was placed."""
-
-    def __init__(self, message: str, client_order_id: str = "") -> None:
-        super().__init__(message)
-        self.client_order_id = client_order_id
-
-
 def is_acting(method: str) -> bool:
     """`method` (full name or bare, as "PlaceOrder") changes orders or trading state."""
     return method.rsplit("/", 1)[-1] in _ACTING_NAMES
@@ -247,12 +245,14 @@ def error_from_rpc(method: str, err: grpc.aio.AioRpcError, client_order_id: str 
               "ConfigError": errors.ConfigError, "MessagesLost": errors.MessagesLost}
     if kind in simple:  # said by the server's code: a RetryableError there (not serving yet) did not act
         return simple[kind](details)
+    if kind == "OutcomeUnknown":  # said by the server's code: it acted, or may have
+        return errors.OutcomeUnknown(details, trailers.get(ORDER_KEY, "") or client_order_id)
     if code in _UNKNOWN_OUTCOME and is_acting(method):
         # The remote may have acted before the call ended: a blind retry could place a second order.
         order = f"order {client_order_id}: " if client_order_id else ""
         lookup = (f"look it up with GetOrder/ListOrders by client_order_id {client_order_id}" if client_order_id
                   else "check GetOrder/ListOrders")
-        return OutcomeUnknown(
+        return errors.OutcomeUnknown(
             f"{order}{method} ended without an answer ({code.name}); its outcome is unknown: {lookup} before "
             "trying again, and retry only with the same client_order_id", client_order_id)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):

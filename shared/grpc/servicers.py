@@ -23,6 +23,7 @@ from shared.errors import (
     InvalidInput,
     MessagesLost,
     NeoPulseError,
+    OutcomeUnknown,
     RetryableError,
     RiskRejected,
     grpc_status,
@@ -40,6 +41,7 @@ REASON_KEY = "neopulse-reason-code"
 SEQUENCE_KEY = "neopulse-sequence"  # initial metadata of a stream: the highest sequence published before it
 # Trailer of a DATA_LOSS, and initial metadata of a stream: the oldest sequence the stream still replays.
 OLDEST_KEPT_KEY = "neopulse-oldest-kept"
+ORDER_KEY = "neopulse-client-order-id"  # trailer of an OutcomeUnknown: the order to look up
 INCARNATION_KEY = "neopulse-incarnation"  # initial metadata of a stream: which server (process) serves it
 MAX_BATCH = 1000  # elements per streamed batch message
 MAX_BATCH_BYTES = 512 * 1024  # and bytes: below the smallest max_message_bytes (1 MiB) GrpcSettings allows
@@ -62,6 +64,8 @@ def error_trailers(exc: BaseException) -> tuple[tuple[str, str], ...]:
         trailers.append((REASON_KEY, wire_field(exc.reason_code)))
     if isinstance(exc, MessagesLost):
         trailers.append((OLDEST_KEPT_KEY, str(exc.oldest_kept)))
+    if isinstance(exc, OutcomeUnknown) and exc.client_order_id:
+        trailers.append((ORDER_KEY, wire_field(exc.client_order_id)))
     return tuple(trailers)
 
 

@@ -118,6 +118,25 @@ async def test_a_place_order_cut_off_by_a_stop_is_an_unknown_outcome_whose_retry
     assert retried.value.reason_code == "DUPLICATE_ORDER" and booked == [cut_off.value.client_order_id]
 
 
+async def test_an_order_the_oms_says_may_still_be_placed_reaches_the_client_as_an_unknown_outcome_with_its_id(bus):
+    """Accepted by risk, not yet in the OMS's book when PlaceOrder stops waiting: the order may still go out. A plain
+    RetryableError would tell the caller it did not act."""
+    async def place_order(req):
+        raise errors.OutcomeUnknown("order c-9 was accepted by risk but has not reached the OMS yet", "c-9")
+
+    bus.handle(rpc.PLACE_ORDER, place_order)
+    server = await start_server(bus)
+    reliance = market_pb2.Instrument(token=2885, symbol="RELIANCE-EQ", exchange_segment="nse_cm")
+    try:
+        async with NeoPulseClient(f"127.0.0.1:{server.bound_port}") as client:
+            with pytest.raises(OutcomeUnknown) as info:
+                await client.place_order(reliance, 1, 1, price_paise=250_000, client_order_id="c-9")
+    finally:
+        await server.stop(0)
+
+    assert info.value.client_order_id == "c-9" and "has not reached the OMS yet" in str(info.value)
+
+
 def test_a_stopping_server_waits_for_the_slowest_acting_handler_in_the_monolith_and_split_processes():
     from services.app.split import acting_grace_s
     from services.oms.config import OmsSettings

@@ -182,10 +182,10 @@ async def test_square_off_sends_a_closing_market_order_tagged_squareoff(start_om
     await until(lambda: oms.module.engine.positions.net_quantity(order().token) == 0)
 
 
-async def test_place_order_accepted_by_risk_but_never_in_the_book_is_retryable(start_oms):
+async def test_place_order_accepted_by_risk_but_never_in_the_book_is_an_unknown_outcome_naming_the_order(start_oms):
     from services.oms.config import OmsSettings
     from shared.contracts import risk_pb2
-    from shared.errors import RetryableError
+    from shared.errors import OutcomeUnknown
 
     oms = await start_oms(risk=False, settings=OmsSettings(place_order_wait_s=0.05, poll_interval_s=0))
 
@@ -194,10 +194,10 @@ async def test_place_order_accepted_by_risk_but_never_in_the_book_is_retryable(s
 
     oms.bus.handle(rpc.SUBMIT_ORDER, accept_without_publishing)
 
-    with pytest.raises(RetryableError) as info:
+    with pytest.raises(OutcomeUnknown) as info:  # it may still be placed: its decision is on its way
         await place(oms, order())
 
-    assert "GetOrder c-1" in str(info.value)
+    assert "GetOrder c-1" in str(info.value) and info.value.client_order_id == "c-1"
 
 
 async def test_a_cancel_the_broker_refuses_puts_the_order_back_and_reports_why(start_oms):
