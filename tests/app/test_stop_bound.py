@@ -96,7 +96,8 @@ def hang_a_placement(proc: Proc, base_url: str) -> subprocess.Popen:
     the call (the broker call under way). Returns the grpcurl process waiting for the order's reply."""
     httpx.post(f"{base_url}/_sim/faults/place_order", json={"hang": True}).raise_for_status()
     addr = grpc_addr(proc)
-    order = limit_buy_below_market(addr)
+    # Delivery: a live run keeps the real clock, and after 15:15 IST risk refuses an MIS order that opens a position.
+    order = {**limit_buy_below_market(addr), "product": "PRODUCT_CNC"}
     placing = subprocess.Popen(
         [
             GRPCURL,
