@@ -10,7 +10,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge
 
@@ -27,6 +27,7 @@ from shared.instruments import InstrumentBook
 from shared.money import fmt_inr
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DECISIONS = Counter("neopulse_risk_decisions", "Risk decisions", ["accepted", "reason_code"])
 CANCEL_FAILURES = Counter("neopulse_risk_cancel_failures",
@@ -240,9 +241,7 @@ class RiskModule(Component):
         if request.engaged and request.cancel_open_orders:
             # To the end even if the caller gives up (a request timeout, an RPC deadline: in the monolith the
             # handler runs in the caller's task): a cancel round cut halfway leaves most orders working.
-            work = asyncio.get_running_loop().create_task(self._cancel_open_orders(), name="risk:kill:cancels")
-            self.bus.track(work)  # drain() waits for it
-            await asyncio.shield(work)
+            await self._to_the_end(self._cancel_open_orders(), "risk:kill:cancels")
         return risk_pb2.SetKillSwitchResponse(state=self.engine.state)
 
     async def _cancel_open_orders(self) -> None:
@@ -337,9 +336,13 @@ class RiskModule(Component):
         order left unpublished would count as open here all day, and a half-sent one would break sequence order.
         Not for signals: their consumer is not cancelled while running, and a task would cost the order path a
         loop turn."""
-        work = asyncio.get_running_loop().create_task(self._decide_and_publish(decide))
-        self.bus.track(work)  # drain() waits for it
-        return await asyncio.shield(work)
+        return await self._to_the_end(self._decide_and_publish(decide), "risk:manual-order")
+
+    async def _to_the_end(self, work: Coroutine[Any, Any, T], name: str) -> T:
+        """Run `work` to its end even if the caller is cancelled: its own task, shielded, which drain() waits for."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self.bus.track(task)
+        return await asyncio.shield(task)
 
     async def _decide_and_publish(self, decide: Callable[[], trading_pb2.RiskDecision]) -> trading_pb2.RiskDecision:
         """Decide when it is this order's turn to go out, not before: no other decision, kill switch or limit
