@@ -11,9 +11,33 @@ import logging
 from shared import rpc
 from shared.bus import Bus
 from shared.contracts import ingestion_pb2, market_pb2
-from shared.errors import NotFound, RetryableError
+from shared.errors import ConfigError, NotFound, RetryableError
 
 log = logging.getLogger(__name__)
+
+
+def one_per_token(instruments: list[market_pb2.Instrument]) -> list[market_pb2.Instrument]:
+    """The instruments to trade, each once; raises ConfigError when two of them share a token.
+
+    Tokens are unique within an exchange segment only (an NSE F&O contract and an MCX one may carry the same
+    number), but NeoPulse keys an instrument by its token alone: candles, last prices, positions and the
+    risk checks of one would be taken for the other's. Refused at start, naming both, rather than mixed."""
+    seen: dict[int, market_pb2.Instrument] = {}
+    out = []
+    for inst in instruments:
+        other = seen.get(inst.token)
+        if other is None:
+            seen[inst.token] = inst
+            out.append(inst)
+        elif other.exchange_segment != inst.exchange_segment or other.symbol != inst.symbol:
+            raise ConfigError(
+                f"symbols: {_named(other)} and {_named(inst)} share token {inst.token}; NeoPulse keys instruments "
+                "by token, so it trades one of them at a time: leave one out of symbols")
+    return out
+
+
+def _named(inst: market_pb2.Instrument) -> str:
+    return f"{inst.exchange_segment}:{inst.symbol}" if inst.exchange_segment else inst.symbol
 
 
 class InstrumentBook:

@@ -20,6 +20,7 @@ from shared.bus import Bus, Topic
 from shared.clock import Clock, is_market_open, session_of
 from shared.component import Component
 from shared.contracts import ingestion_pb2, market_pb2, ops_pb2
+from shared.instruments import one_per_token
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class IngestionModule(Component):
         RECONNECTS.labels(name).set_function(lambda: stats.reconnects)
         MALFORMED.labels(name).set_function(lambda: stats.malformed_packets)
         CONNECTED.labels(name).set_function(lambda: float(stats.connected))
-        self.instruments = await self.source.instruments()
+        self.instruments = one_per_token(await self.source.instruments())
         if self.instrument_sink is not None:
             await self.instrument_sink(self.instruments)
         self.bus.handle(rpc.LIST_INSTRUMENTS, self._list_instruments)

@@ -131,3 +131,26 @@ async def test_an_mcx_feed_is_watched_in_the_evening_session(running):
     await running(IngestionModule(bus, IngestionSettings(stall_seconds=0.2), source, clock))
 
     await until(lambda: source.stats.reconnects == 1)
+
+
+class ListedSource(MuteSource):
+    def __init__(self, listed):
+        super().__init__()
+        self.listed = listed
+
+
+async def test_two_instruments_sharing_a_token_refuse_to_start_naming_both():
+    # Tokens repeat across segments; NeoPulse keys an instrument by token, so trading both would mix them up.
+    listed = [market_pb2.Instrument(token=35001, symbol="NIFTY26JANFUT", exchange_segment="nse_fo"),
+              market_pb2.Instrument(token=35001, symbol="GOLDM26FEBFUT", exchange_segment="mcx_fo")]
+    module = IngestionModule(Bus(), IngestionSettings(), ListedSource(listed), ManualClock(0))
+    with pytest.raises(ConfigError, match="nse_fo:NIFTY26JANFUT and mcx_fo:GOLDM26FEBFUT share token 35001"):
+        await module.start()
+    assert not module.ready.is_set()
+
+
+async def test_an_instrument_listed_twice_is_traded_once():
+    reliance = market_pb2.Instrument(token=2885, symbol="RELIANCE-EQ", exchange_segment="nse_cm")
+    module = IngestionModule(Bus(), IngestionSettings(), ListedSource([reliance, reliance, reliance]), ManualClock(0))
+    await module.start()
+    assert [i.token for i in module.instruments] == [2885]
