@@ -39,13 +39,14 @@ class DatabaseUnavailable(ConnectionError):
     """No connection could be had (refused, not accepting connections, too many clients): keep the rows."""
 
 
-# The database is away, or cannot take rows now (disk full, out of memory: class 53; read-only, as during a
-# failover or maintenance: 25006; a reader holds market_ticks so a partition cannot be made: 55P03). Nothing is
-# wrong with the rows: keep them (bounded by the buffer), try again.
+# The database is away, or cannot take rows now (disk full, out of memory: class 53; its disk failing a read or
+# write: class 58; read-only, as during a failover or maintenance: 25006; a reader holds market_ticks so a
+# partition cannot be made: 55P03). Nothing is wrong with the rows: keep them (bounded by the buffer), try again.
 TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
              asyncpg.CannotConnectNowError, asyncpg.exceptions.OperatorInterventionError,
-             asyncpg.exceptions.InsufficientResourcesError, asyncpg.exceptions.ReadOnlySQLTransactionError,
-             asyncpg.exceptions.LockNotAvailableError, DatabaseUnavailable)
+             asyncpg.exceptions.InsufficientResourcesError, asyncpg.exceptions.PostgresSystemError,
+             asyncpg.exceptions.ReadOnlySQLTransactionError, asyncpg.exceptions.LockNotAvailableError,
+             DatabaseUnavailable)
 # Refused for the rows themselves (a NUL in a text, a number out of range): split the chunk to find the bad rows.
 DATA_ERRORS = (asyncpg.exceptions.DataError, asyncpg.exceptions.IntegrityConstraintViolationError)
 GIVE_UP_S = 30.0  # a chunk refused that long for another reason (privileges, a schema change) is dropped

@@ -270,8 +270,10 @@ async def _refused_at_least(pool: asyncpg.Pool, n: int) -> bool:
     return await _refusals(pool) >= n
 
 
-@pytest.mark.parametrize("sqlstate", ["disk_full", "out_of_memory", "read_only_sql_transaction"])
-async def test_ticks_offered_while_the_database_cannot_write_are_kept_and_written_when_it_can(db_pool, sqlstate):
+@pytest.mark.parametrize("sqlstate", ["disk_full", "out_of_memory", "io_error", "read_only_sql_transaction"])
+async def test_ticks_offered_while_the_database_cannot_write_are_kept_and_written_when_it_can(db_pool, sqlstate,
+                                                                                          monkeypatch):
+    monkeypatch.setattr(tick_writer, "GIVE_UP_S", 0.3)  # what other refusals get: these outlast it
     writer = TickWriter(db_pool, DatabaseSettings(writer_flush_interval_ms=20))
     runner = asyncio.create_task(writer.run())
     try:
@@ -280,6 +282,7 @@ async def test_ticks_offered_while_the_database_cannot_write_are_kept_and_writte
             await until(lambda: not writer.connected)
             writer.offer(batch(100, token=2))
             await until(lambda: _refused_at_least(db_pool, 6))  # twice the tries a refused chunk used to get
+            await asyncio.sleep(0.5)
         await until(lambda: writer.persisted == 200 or writer.failed > 0)
     finally:
         runner.cancel()
