@@ -98,6 +98,11 @@ class _NotWritten(Exception):
         self.error = error
 
 
+class BookMoved(RetryableError):
+    """An order's earlier write, whose outcome was unknown, turned out recorded: the book has moved on to it, and
+    the transition the caller worked out from the book before is stale. Applying the same news again is right."""
+
+
 class OrderStateError(NeoPulseError):
     """The order is in a state that does not allow the request (e.g. cancelling a TRADED order)."""
 
@@ -154,6 +159,9 @@ class OrderEngine:
         self.applied_sequence = 0  # the last update applied to the book and positions (and then published)
         self._cancel_unanswered: dict[str, int] = {}  # CANCEL_PENDING orders whose cancel call failed -> status before
         self._unrecorded: set[str] = set()  # orders whose broker event or acknowledgement is being applied again
+        # Orders whose last write raised and could not be read back: it may have committed. Settled (read back)
+        # before anything more is written for the order, never written again under a new sequence.
+        self._unknown_writes: dict[str, t.OrderUpdate] = {}
         self.ledger_retry_s = LEDGER_RETRY_S
 
     async def start_sequence(self) -> None:
@@ -213,47 +221,79 @@ class OrderEngine:
                          allow: Callable[[int, int], bool] = can_transition) -> t.OrderUpdate:
         """Check (`allow`: the state machine, or one named exception to it), write to the ledger, then apply
         and publish one transition. `reason` stays until replaced; `reason_code` is this transition's only.
-        Raises IllegalTransition."""
-        cur = self.orders[internal_id]
-        if not allow(cur.status, status):
-            raise IllegalTransition(cur.status, status)
-        u = t.OrderUpdate()
-        u.CopyFrom(cur)
-        u.previous_status, u.status = cur.status, cast("t.OrderStatus", status)
-        if reason is not None:
-            u.reason = reason
-        u.reason_code = reason_code
-        if exchange_order_id:
-            u.exchange_order_id = exchange_order_id
-        if filled is not None:
-            u.filled_quantity, u.average_price_paise = filled
-        u.last_fill_quantity, u.last_fill_price_paise, u.last_fill_charges_paise = fill
-        u.ts_ns = self.clock.now_ns()
+        Raises IllegalTransition; BookMoved when the order's last write, whose outcome was unknown, turns out
+        recorded (the caller worked this one out from the book before it)."""
         async with self._publishing:
             await self._publish_written()
+            await self._settle_unknown_write(internal_id)
+            cur = self.orders[internal_id]
+            if not allow(cur.status, status):
+                raise IllegalTransition(cur.status, status)
+            u = t.OrderUpdate()
+            u.CopyFrom(cur)
+            u.previous_status, u.status = cur.status, cast("t.OrderStatus", status)
+            if reason is not None:
+                u.reason = reason
+            u.reason_code = reason_code
+            if exchange_order_id:
+                u.exchange_order_id = exchange_order_id
+            if filled is not None:
+                u.filled_quantity, u.average_price_paise = filled
+            u.last_fill_quantity, u.last_fill_price_paise, u.last_fill_charges_paise = fill
+            u.ts_ns = self.clock.now_ns()
             u.sequence = self.sequencer.next()
             try:
                 await self.ledger.record(u, audit)
             except Exception:
                 if not await self._recorded_after_all(u):
                     raise  # the book stays as it was: the caller may apply the same news again
-            if status != t.ORDER_STATUS_CANCEL_PENDING:
-                self._cancel_unanswered.pop(internal_id, None)
-            await self._publish(u)
+            await self._applied(u)
         return u
 
     async def _recorded_after_all(self, u: t.OrderUpdate) -> bool:
         """Whether a write that raised did commit, with only its reply lost (a dropped connection): the order's
-        row then carries its sequence. Writing it again under a new sequence would record its fill twice."""
+        row then carries its sequence. Writing it again under a new sequence would record its fill twice, so
+        when the row cannot be read either, the write is kept as unknown and settled before the order's next."""
         try:
             row = await self.ledger.get(u.internal_id)
         except Exception:
+            self._unknown_writes[u.internal_id] = u
             return False
         if row is None or row.sequence != u.sequence:
             return False
         log.warning("ledger write failed after it committed; the update goes on", extra={
             "order_id": u.internal_id, "status": name(u.status)})
         return True
+
+    async def _settle_unknown_write(self, internal_id: str) -> None:
+        """Before anything more is written for an order: whether its last write, which raised and could not be
+        read back, committed after all. Not known yet: raises (nothing is written). Not committed: the book,
+        which never had it, is right. Committed: the book moves on to it, and BookMoved tells the caller to work
+        its transition out again from there. The caller holds self._publishing."""
+        u = self._unknown_writes.get(internal_id)
+        if u is None:
+            return
+        try:
+            row = await self.ledger.get(internal_id)
+        except Exception as exc:
+            raise RetryableError(f"order {u.client_order_id}: whether the ledger took its {name(u.status)} is "
+                                 f"still unknown ({type(exc).__name__}: {exc}); nothing more is recorded for it "
+                                 "until the ledger answers") from exc
+        del self._unknown_writes[internal_id]
+        if row is None or row.sequence != u.sequence:
+            return
+        log.warning("ledger write found committed after its reply and read-back were lost; the update goes on",
+                    extra={"order_id": internal_id, "status": name(u.status), "recorded_sequence": u.sequence})
+        u.sequence = self.sequencer.next()  # published after others' updates: consumers keep only newer sequences
+        await self._applied(u)
+        raise BookMoved(f"order {u.client_order_id}: its {name(u.status)} turned out recorded; work the next "
+                        "transition out from it")
+
+    async def _applied(self, u: t.OrderUpdate) -> None:
+        """A recorded transition into the book and out to consumers. The caller holds self._publishing."""
+        if u.status != t.ORDER_STATUS_CANCEL_PENDING:
+            self._cancel_unanswered.pop(u.internal_id, None)
+        await self._publish(u)
 
     async def _publish_written(self) -> None:
         """Apply and publish the PENDING_NEW updates written ahead and not yet published, in sequence order.
@@ -639,7 +679,8 @@ class OrderEngine:
         longer after each failure: an in-process broker says nothing twice and is not polled, so news dropped on
         a ledger error would be lost for good. Running it again is safe: transition() records before it touches
         the book, so a failed write leaves the book where it was, and the next run works out the transitions
-        still missing. The first failure is a critical alert; the recovery is logged."""
+        still missing (a write that may have committed is settled first: BookMoved). The first failure is a
+        critical alert; the recovery is logged."""
         delay, longest = self.ledger_retry_s
         failures = 0
         while True:
@@ -650,6 +691,8 @@ class OrderEngine:
                 ILLEGAL.inc()
                 log.error("broker news refused by the state machine: %s", exc, extra={"order_id": internal_id})
                 break
+            except BookMoved:
+                continue  # the ledger answers again: what is still missing is worked out from the book at once
             except Exception as exc:
                 failures += 1
                 UNRECORDED_ATTEMPTS.inc()

@@ -5,13 +5,16 @@ import asyncio
 import time
 from collections.abc import Callable
 
+import pytest
+
 from services.oms.charges import ChargeModel
 from services.oms.config import OmsSettings
-from services.oms.ledger import MemoryLedger
+from services.oms.ledger import Ledger, MemoryLedger
+from services.oms.ledger_pg import PgLedger
 from services.oms.module import OmsModule
 from services.oms.virtual_broker import VirtualBroker
 from shared.bus import Bus, Topic
-from shared.clock import ManualClock
+from shared.clock import ManualClock, day_of
 from shared.contracts import market_pb2, ops_pb2
 from shared.contracts import trading_pb2 as t
 from tests.helpers import eventually as until
@@ -46,7 +49,32 @@ def candles(*batch: market_pb2.Candle) -> market_pb2.CandleBatch:
     return market_pb2.CandleBatch(candles=list(batch))
 
 
-async def start_failing(start_oms, ledger: FailingLedger):
+class DroppedConnection(PgLedger):
+    """PostgreSQL whose connection drops during the first fill's write, after it commits (`committed`) or before:
+    that write raises, and so does the read-back of the order that follows it (the connection is still down); the
+    ledger answers again after."""
+
+    def __init__(self, pool, committed: bool) -> None:
+        super().__init__(pool)
+        self.committed, self.dropped, self.reads_to_fail = committed, False, 0
+
+    async def record(self, update, audit):
+        if not fills(update) or self.dropped:
+            await super().record(update, audit)
+            return
+        if self.committed:
+            await super().record(update, audit)
+        self.dropped, self.reads_to_fail = True, 1
+        raise ConnectionResetError("connection to the database lost")
+
+    async def get(self, order_id):
+        if self.reads_to_fail:
+            self.reads_to_fail -= 1
+            raise ConnectionResetError("connection to the database lost")
+        return await super().get(order_id)
+
+
+async def start_failing(start_oms, ledger: Ledger):
     oms = await start_oms(ledger=ledger)
     oms.module.engine.ledger_retry_s = FAST_RETRY_S
     return oms
@@ -92,6 +120,24 @@ async def test_a_fill_whose_write_committed_but_lost_its_reply_is_recorded_once(
 
     recorded = [u for u in oms.ledger.events if u.last_fill_quantity]
     assert [(u.sequence, u.last_fill_quantity) for u in recorded] == [(traded.sequence, 10)]
+    assert oms.module.engine.positions.net_quantity(order().token) == 10
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["committed", "not-committed"])
+async def test_a_fill_whose_write_and_read_back_both_lost_their_reply_is_recorded_once(start_oms, db_pool, committed):
+    ledger = DroppedConnection(db_pool, committed)
+    oms = await start_failing(start_oms, ledger)
+    await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=10)))
+    await oms.until_status("c-1", t.ORDER_STATUS_OPEN)
+
+    await oms.bus.publish(Topic.CANDLES, candles(candle(101_00, 102_00, 99_00, 100_00)))
+    traded = await oms.until_status("c-1", t.ORDER_STATUS_TRADED)
+    assert await oms.bus.drain()
+
+    booked = await db_pool.fetch("SELECT fill_qty, fill_charges FROM order_events WHERE fill_qty > 0")
+    assert [(r["fill_qty"], r["fill_charges"]) for r in booked] == [(10, traded.last_fill_charges_paise)]
+    assert await ledger.fill_charges(day_of(T0)) == {traded.internal_id: traded.last_fill_charges_paise}
+    assert [u.last_fill_quantity for u in oms.of("c-1") if u.last_fill_quantity] == [10]
     assert oms.module.engine.positions.net_quantity(order().token) == 10
 
 
