@@ -116,12 +116,12 @@ def event_audit(ev: BrokerOrderEvent) -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class _Placed:
-    """An order an in-process broker took, its acknowledgement to book, and the order's lock held until then."""
+class _Unbooked:
+    """A broker's acknowledgement of an order, taken and not yet booked; `settled` is set once it is (or given
+    up at a stop). The order's broker events wait for it; a cancel books it first (it needs the exchange id)."""
 
-    internal_id: str
     ack: BrokerAck
-    lock: asyncio.Lock
+    settled: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
 
 class OrderEngine:
@@ -159,6 +159,7 @@ class OrderEngine:
         self.applied_sequence = 0  # the last update applied to the book and positions (and then published)
         self._cancel_unanswered: dict[str, int] = {}  # CANCEL_PENDING orders whose cancel call failed -> status before
         self._unrecorded: set[str] = set()  # orders whose broker event or acknowledgement is being applied again
+        self._unbooked: dict[str, _Unbooked] = {}  # acknowledgements taken from the broker, not yet booked
         # Orders whose last write raised and could not be read back: it may have committed. Settled (read back)
         # before anything more is written for the order, never written again under a new sequence.
         self._unknown_writes: dict[str, t.OrderUpdate] = {}
@@ -193,6 +194,10 @@ class OrderEngine:
 
     def lock(self, internal_id: str) -> asyncio.Lock:
         return self._locks.setdefault(internal_id, asyncio.Lock())
+
+    def busy(self, internal_id: str) -> bool:
+        """Whether a broker event for the order would wait: its lock is held, or its acknowledgement not booked."""
+        return self.lock(internal_id).locked() or internal_id in self._unbooked
 
     def open_orders(self) -> list[t.OrderUpdate]:
         return [u for u in self.orders.values() if u.status not in TERMINAL]
@@ -340,13 +345,12 @@ class OrderEngine:
             await self._not_sent(too_old, self._too_old_reason, "too old")
         if not fresh:
             return
-        acks: list[_Placed] = []
+        acks: list[str] = []
         try:
             for u in await self._written_ahead(list(fresh.values())):
                 if self.broker.in_process:
-                    placed = await self._place_in_process(u.internal_id)
-                    if placed is not None:
-                        acks.append(placed)
+                    if await self._place_in_process(u.internal_id):
+                        acks.append(u.internal_id)
                 else:
                     self._start_placing(u.internal_id)
         finally:
@@ -496,52 +500,68 @@ class OrderEngine:
     async def place(self, internal_id: str) -> None:
         async with self.lock(internal_id):
             ack = await self._send(internal_id)
-            if ack is not None:
-                await self.until_recorded(internal_id, functools.partial(self._on_ack, internal_id, ack),
-                                          "acknowledgement")
+            if ack is None:
+                return
+            self._unbooked[internal_id] = _Unbooked(ack)
+        await self._book(internal_id)
 
-    async def _place_in_process(self, internal_id: str) -> _Placed | None:
-        """Place at once (an in-process broker answers at once); its acknowledgement is returned, to be booked
+    async def _place_in_process(self, internal_id: str) -> bool:
+        """Place at once (an in-process broker answers at once); True when its acknowledgement is left to book
         once the order path is idle (_acks_later): the next orders of a burst go out before this one's OPEN is
-        recorded and fanned out. The order's lock stays held until then, so its broker events still come after
-        its acknowledgement."""
-        lock = self.lock(internal_id)
-        await lock.acquire()
-        try:
-            ack = await self._send(internal_id)
-        except Exception:  # the ledger or the bus failed: the order stays as recorded, reconcile finds it
-            lock.release()
-            PLACEMENT_ERRORS.inc()
-            log.exception("placement failed; the order is left as recorded for reconciliation",
-                          extra={"order_id": internal_id})
-            return None
-        except BaseException:
-            lock.release()
-            raise
-        if ack is None:
-            lock.release()
-            return None
-        return _Placed(internal_id, ack, lock)
+        recorded and fanned out. Its broker events wait for it meanwhile (busy)."""
+        async with self.lock(internal_id):
+            try:
+                ack = await self._send(internal_id)
+            except Exception:  # the ledger or the bus failed: the order stays as recorded, reconcile finds it
+                PLACEMENT_ERRORS.inc()
+                log.exception("placement failed; the order is left as recorded for reconciliation",
+                              extra={"order_id": internal_id})
+                return False
+            if ack is None:
+                return False
+            self._unbooked[internal_id] = _Unbooked(ack)
+            return True
 
-    async def _acks_later(self, acks: list[_Placed]) -> None:
+    async def _acks_later(self, internal_ids: list[str]) -> None:
         """Book a burst's acknowledgements in order, one task for the burst; before each, the order path goes
-        first (a burst's bookkeeping must not hold up the next signal's order). Each order's lock is released
-        once its acknowledgement is booked (applied again until the ledger takes it: the broker will not say it
-        again), or not (cancelled: the rest are released unbooked)."""
-        pending = deque(acks)
+        first (a burst's bookkeeping must not hold up the next signal's order). Cancelled (a stop), the rest are
+        given up unbooked: their orders' events then go ahead (they carry the broker's state too)."""
+        pending = deque(internal_ids)
         try:
             while pending:
-                placed = pending[0]
-                try:
-                    await self.bus.as_follow_up()
-                    await self.until_recorded(placed.internal_id,
-                                              functools.partial(self._on_ack, placed.internal_id, placed.ack),
-                                              "acknowledgement")
-                finally:
-                    pending.popleft().lock.release()
+                await self.bus.as_follow_up()
+                await self._book(pending[0])
+                pending.popleft()
         finally:
-            for placed in pending:
-                placed.lock.release()
+            for internal_id in pending:
+                self._booked(internal_id)
+
+    async def _book(self, internal_id: str) -> None:
+        """Book an order's acknowledgement, applied again until the ledger takes it (the broker will not say it
+        again). Each attempt takes the order's lock and the back-off between them does not hold it: a cancel of the
+        order (the kill switch's too) need not wait for the ledger; it books the acknowledgement first."""
+        try:
+            await self.until_recorded(internal_id, functools.partial(self._book_locking, internal_id),
+                                      "acknowledgement")
+        finally:
+            self._booked(internal_id)
+
+    async def _book_locking(self, internal_id: str) -> None:
+        async with self.lock(internal_id):
+            await self._book_unbooked(internal_id)
+
+    async def _book_unbooked(self, internal_id: str) -> None:
+        """Book the order's acknowledgement if it is still unbooked. The caller holds the order's lock."""
+        unbooked = self._unbooked.get(internal_id)
+        if unbooked is not None:
+            await self._on_ack(internal_id, unbooked.ack)
+            self._booked(internal_id)
+
+    def _booked(self, internal_id: str) -> None:
+        """The order's acknowledgement is booked (or given up): its broker events go ahead."""
+        unbooked = self._unbooked.pop(internal_id, None)
+        if unbooked is not None:
+            unbooked.settled.set()
 
     async def _send(self, internal_id: str) -> BrokerAck | None:
         """The broker call; the caller holds the order's lock. None: the outcome is settled (rejected, or resolved
@@ -573,7 +593,10 @@ class OrderEngine:
         await self.transition(internal_id, t.ORDER_STATUS_SUBMITTED, audit={"request": request})
 
     async def _on_ack(self, internal_id: str, ack: BrokerAck) -> None:
-        if self.orders[internal_id].status == t.ORDER_STATUS_PENDING_NEW:  # applied again: SUBMITTED may be in
+        status = self.orders[internal_id].status
+        if status not in NOT_YET_PLACED:
+            return  # applied again after a write found recorded (BookMoved): nothing left to book
+        if status == t.ORDER_STATUS_PENDING_NEW:  # applied again: SUBMITTED may be in
             await self._submitted(internal_id)
         audit = {"response": {"exchange_order_id": ack.exchange_order_id, "status": name(ack.status),
                               "reason": ack.reason, "raw": ack.raw}}
@@ -620,6 +643,7 @@ class OrderEngine:
             self.remember(cur)
         iid = cur.internal_id
         async with self.lock(iid):
+            await self._acknowledged(iid, order_id)
             cur = self.orders[iid]
             if cur.status in TERMINAL:
                 raise OrderStateError(f"order {order_id} is already {name(cur.status)}; there is nothing to cancel")
@@ -656,6 +680,17 @@ class OrderEngine:
                 if self.orders[iid].status not in TERMINAL:
                     await self.transition(iid, t.ORDER_STATUS_CANCELLED, reason=ack.reason or "cancelled", audit=audit)
             return self.orders[iid]
+
+    async def _acknowledged(self, internal_id: str, order_id: str) -> None:
+        """Before a cancel: the broker's acknowledgement of the order, if it is still being applied again (the ledger
+        refused it), booked now; the cancel needs its exchange id, and a state the ledger has. Not booked, the
+        cancel is not sent (it is recorded before it goes). The caller holds the order's lock."""
+        try:
+            await self._book_unbooked(internal_id)
+        except Exception as exc:
+            raise RetryableError(f"order {order_id}: the broker's acknowledgement of it is not recorded yet "
+                                 f"({type(exc).__name__}: {exc}), so the cancel was not sent; the order is working "
+                                 "at the broker: cancel again once the ledger is back") from exc
 
     async def _read_back(self, internal_id: str, audit: dict[str, Any], *, closed_too: bool) -> None:
         """Read the broker's view of the order by its tag and apply it where it is ahead of the book: more fills,
@@ -742,6 +777,9 @@ class OrderEngine:
             UNKNOWN_EVENTS.inc()
             log.debug("broker event for an order not in the book", extra={"exchange_order_id": ev.exchange_order_id})
             return
+        unbooked = self._unbooked.get(iid)
+        if unbooked is not None:  # the broker's news in the order it gave it: its acknowledgement first
+            await unbooked.settled.wait()
         async with self.lock(iid):
             await self.apply_event_locked(iid, ev)
 

@@ -232,7 +232,7 @@ class OmsModule(Component):
 
             async for event in self.broker.events():
                 iid = self.engine.order_of(event)
-                if iid is not None and (iid in backlogs or self.engine.lock(iid).locked()):
+                if iid is not None and (iid in backlogs or self.engine.busy(iid)):
                     hold(iid, event)
                     continue
                 try:

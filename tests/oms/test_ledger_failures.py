@@ -17,6 +17,7 @@ from shared.bus import Bus, Topic
 from shared.clock import ManualClock, day_of
 from shared.contracts import market_pb2, ops_pb2
 from shared.contracts import trading_pb2 as t
+from shared.errors import RetryableError
 from tests.helpers import eventually as until
 from tests.oms.conftest import accepted, running_on_new_day_book
 from tests.oms.helpers import MINUTE, T0, candle, order
@@ -152,6 +153,57 @@ async def test_an_acknowledgement_the_ledger_failed_to_record_is_recorded_again_
     statuses = [t.ORDER_STATUS_PENDING_NEW, t.ORDER_STATUS_SUBMITTED, t.ORDER_STATUS_OPEN, t.ORDER_STATUS_TRADED]
     assert oms.statuses("c-1") == statuses
     assert [u.status for u in oms.ledger.events] == statuses
+
+
+class Outage(PgLedger):
+    """PostgreSQL refusing the transitions `down` picks (the connection drops before the statement reaches it)."""
+
+    def __init__(self, pool, down: Callable[[t.OrderUpdate], bool]) -> None:
+        super().__init__(pool)
+        self.down = down
+
+    async def record(self, update, audit):
+        if self.down(update):
+            raise ConnectionResetError("connection to the database lost")
+        await super().record(update, audit)
+
+
+async def acknowledged_but_not_recorded(start_oms, ledger: Outage):
+    """An order the broker took whose OPEN the ledger refused; its next attempt is a minute away."""
+    oms = await start_oms(ledger=ledger)
+    oms.module.engine.ledger_retry_s = (60.0, 60.0)
+    await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=10)))
+    await until(lambda: oms.notifications)
+    return oms
+
+
+async def test_a_cancel_goes_ahead_while_the_orders_acknowledgement_waits_to_be_recorded_again(start_oms, db_pool):
+    refused: list[t.OrderUpdate] = []
+    oms = await acknowledged_but_not_recorded(start_oms, Outage(db_pool, lambda u: not refused and (
+        u.status == t.ORDER_STATUS_OPEN and not refused.append(u))))  # the first OPEN only
+
+    async with asyncio.timeout(5):  # not a minute: the back-off does not hold the order
+        cancelled = await oms.module.engine.cancel("c-1")
+
+    assert cancelled.status == t.ORDER_STATUS_CANCELLED
+    await oms.until_status("c-1", t.ORDER_STATUS_CANCELLED)
+    assert oms.statuses("c-1") == [t.ORDER_STATUS_PENDING_NEW, t.ORDER_STATUS_SUBMITTED, t.ORDER_STATUS_OPEN,
+                                   t.ORDER_STATUS_CANCEL_PENDING, t.ORDER_STATUS_CANCELLED]
+    assert (await oms.ledger.get("c-1")).status == t.ORDER_STATUS_CANCELLED
+    assert (await oms.broker.find_by_tag("c-1")).status == t.ORDER_STATUS_CANCELLED
+
+
+async def test_a_cancel_while_the_ledger_still_refuses_the_acknowledgement_is_refused_at_once_and_not_sent(
+        start_oms, db_pool):
+    down = Outage(db_pool, lambda u: u.status != t.ORDER_STATUS_SUBMITTED)  # OPEN and the cancel's writes
+    oms = await acknowledged_but_not_recorded(start_oms, down)
+
+    with pytest.raises(RetryableError, match="not sent"):
+        async with asyncio.timeout(5):
+            await oms.module.engine.cancel("c-1")
+
+    assert (await oms.broker.find_by_tag("c-1")).status == t.ORDER_STATUS_OPEN  # cancelled only once recorded first
+    assert (await oms.ledger.get("c-1")).status == t.ORDER_STATUS_SUBMITTED
 
 
 def cancels(update: t.OrderUpdate) -> bool:
