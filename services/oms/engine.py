@@ -635,7 +635,8 @@ class OrderEngine:
 
     # -- cancel -----------------------------------------------------------------------------------
     async def cancel(self, order_id: str) -> t.OrderUpdate:
-        """CANCEL_PENDING, then the broker's answer. Raises NotFound, OrderStateError, BrokerRejected."""
+        """CANCEL_PENDING, then the broker's answer. Raises NotFound, OrderStateError, BrokerRejected,
+        RetryableError (no answer, or the ledger: then nothing is sent)."""
         cur = self.lookup(order_id) or await self.ledger.get(order_id)
         if cur is None:
             raise NotFound(f"no order {order_id!r}; list orders to find its internal or client id")
@@ -643,43 +644,62 @@ class OrderEngine:
             self.remember(cur)
         iid = cur.internal_id
         async with self.lock(iid):
-            await self._acknowledged(iid, order_id)
-            cur = self.orders[iid]
-            if cur.status in TERMINAL:
-                raise OrderStateError(f"order {order_id} is already {name(cur.status)}; there is nothing to cancel")
-            if cur.status == t.ORDER_STATUS_CANCEL_PENDING and iid not in self._cancel_unanswered:
-                return cur  # already asked: the broker's answer or its events will finish it
-            if not cur.exchange_order_id or cur.status == t.ORDER_STATUS_MODIFY_PENDING:
-                raise OrderStateError(f"order {order_id} is {name(cur.status)} and cannot be cancelled yet; "
-                                      "retry in a moment")
-            if cur.status == t.ORDER_STATUS_CANCEL_PENDING:  # the last cancel got no answer: send it again
-                before = self._cancel_unanswered.pop(iid)
-            else:
-                before = cur.status
-                await self.transition(iid, t.ORDER_STATUS_CANCEL_PENDING, audit={"cancel_request": {"by": "user"}})
-            try:
-                ack = await self.broker.cancel_order(cur.exchange_order_id)
-            except (BrokerRejected, NotSent) as exc:  # refused: filled or closed meanwhile, or not sent
-                await self.transition(iid, before, reason=f"cancel refused: {exc}",
-                                      audit={"cancel_response": {"error": str(exc)}})
-                if isinstance(exc, BrokerRejected):  # its events should say why; the book may have missed them
-                    try:
-                        await self._read_back(iid, {"cancel_refused": str(exc)}, closed_too=True)
-                    except Exception as error:  # the ledger: the order's events are applied again until recorded
-                        log.warning("the broker's view of an order refusing a cancel was not applied", extra={
-                            "order_id": iid, "error": f"{type(error).__name__}: {error}"})
-                raise
-            except Exception as exc:  # a timeout: the broker may or may not have cancelled it
-                self._cancel_unanswered[iid] = before
-                raise RetryableError(f"order {order_id}: the cancel got no answer ({exc}); it stays CANCEL_PENDING "
-                                     "until the broker's events say, and cancelling again sends it again") from exc
-            audit = {"cancel_response": {"status": name(ack.status), "reason": ack.reason, "raw": ack.raw}}
-            if ack.status == t.ORDER_STATUS_CANCELLED:
-                # The broker may have filled part of it before the cancel, with the fill event still queued for us.
-                await self._read_back(iid, audit, closed_too=False)
-                if self.orders[iid].status not in TERMINAL:
-                    await self.transition(iid, t.ORDER_STATUS_CANCELLED, reason=ack.reason or "cancelled", audit=audit)
-            return self.orders[iid]
+            while True:
+                try:
+                    return await self._cancel_locked(iid, order_id)
+                except BookMoved:
+                    continue  # a write whose outcome was unknown turned out recorded: decide again from it
+
+    async def _cancel_locked(self, iid: str, order_id: str) -> t.OrderUpdate:
+        """cancel() from the book as it is; the caller holds the order's lock."""
+        await self._acknowledged(iid, order_id)
+        cur = self.orders[iid]
+        if cur.status in TERMINAL:
+            raise OrderStateError(f"order {order_id} is already {name(cur.status)}; there is nothing to cancel")
+        if cur.status == t.ORDER_STATUS_CANCEL_PENDING and iid not in self._cancel_unanswered:
+            return cur  # already asked: the broker's answer or its events will finish it
+        if not cur.exchange_order_id or cur.status == t.ORDER_STATUS_MODIFY_PENDING:
+            raise OrderStateError(f"order {order_id} is {name(cur.status)} and cannot be cancelled yet; "
+                                  "retry in a moment")
+        if cur.status == t.ORDER_STATUS_CANCEL_PENDING:  # the last cancel got no answer: send it again
+            before = self._cancel_unanswered.pop(iid)
+        else:
+            before = cur.status
+            await self._cancel_pending(iid, before)
+        try:
+            ack = await self.broker.cancel_order(cur.exchange_order_id)
+        except (BrokerRejected, NotSent) as exc:  # refused: filled or closed meanwhile, or not sent
+            await self.transition(iid, before, reason=f"cancel refused: {exc}",
+                                  audit={"cancel_response": {"error": str(exc)}})
+            if isinstance(exc, BrokerRejected):  # its events should say why; the book may have missed them
+                try:
+                    await self._read_back(iid, {"cancel_refused": str(exc)}, closed_too=True)
+                except Exception as error:  # the ledger: the order's events are applied again until recorded
+                    log.warning("the broker's view of an order refusing a cancel was not applied", extra={
+                        "order_id": iid, "error": f"{type(error).__name__}: {error}"})
+            raise
+        except Exception as exc:  # a timeout: the broker may or may not have cancelled it
+            self._cancel_unanswered[iid] = before
+            raise RetryableError(f"order {order_id}: the cancel got no answer ({exc}); it stays CANCEL_PENDING "
+                                 "until the broker's events say, and cancelling again sends it again") from exc
+        audit = {"cancel_response": {"status": name(ack.status), "reason": ack.reason, "raw": ack.raw}}
+        if ack.status == t.ORDER_STATUS_CANCELLED:
+            # The broker may have filled part of it before the cancel, with the fill event still queued for us.
+            await self._read_back(iid, audit, closed_too=False)
+            if self.orders[iid].status not in TERMINAL:
+                await self.transition(iid, t.ORDER_STATUS_CANCELLED, reason=ack.reason or "cancelled", audit=audit)
+        return self.orders[iid]
+
+    async def _cancel_pending(self, internal_id: str, before: int) -> None:
+        """Record the cancel before it goes. A write whose outcome is unknown may turn out recorded (BookMoved at
+        the next attempt): the order is then CANCEL_PENDING with no cancel sent, so it counts as unanswered, and
+        cancelling again sends it."""
+        try:
+            await self.transition(internal_id, t.ORDER_STATUS_CANCEL_PENDING, audit={"cancel_request": {"by": "user"}})
+        except Exception:
+            if internal_id in self._unknown_writes:
+                self._cancel_unanswered[internal_id] = before
+            raise
 
     async def _acknowledged(self, internal_id: str, order_id: str) -> None:
         """Before a cancel: the broker's acknowledgement of the order, if it is still being applied again (the ledger
@@ -687,6 +707,8 @@ class OrderEngine:
         cancel is not sent (it is recorded before it goes). The caller holds the order's lock."""
         try:
             await self._book_unbooked(internal_id)
+        except BookMoved:
+            raise  # booked, or part of it: cancel() decides again from the book
         except Exception as exc:
             raise RetryableError(f"order {order_id}: the broker's acknowledgement of it is not recorded yet "
                                  f"({type(exc).__name__}: {exc}), so the cancel was not sent; the order is working "

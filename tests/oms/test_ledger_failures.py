@@ -51,16 +51,16 @@ def candles(*batch: market_pb2.Candle) -> market_pb2.CandleBatch:
 
 
 class DroppedConnection(PgLedger):
-    """PostgreSQL whose connection drops during the first fill's write, after it commits (`committed`) or before:
-    that write raises, and so does the read-back of the order that follows it (the connection is still down); the
-    ledger answers again after."""
+    """PostgreSQL whose connection drops during the first write `when` picks (a fill's), after it commits
+    (`committed`) or before: that write raises, and so does the read-back of the order that follows it (the
+    connection is still down); the ledger answers again after."""
 
-    def __init__(self, pool, committed: bool) -> None:
+    def __init__(self, pool, committed: bool, when: Callable[[t.OrderUpdate], bool] = fills) -> None:
         super().__init__(pool)
-        self.committed, self.dropped, self.reads_to_fail = committed, False, 0
+        self.committed, self.when, self.dropped, self.reads_to_fail = committed, when, False, 0
 
     async def record(self, update, audit):
-        if not fills(update) or self.dropped:
+        if not self.when(update) or self.dropped:
             await super().record(update, audit)
             return
         if self.committed:
@@ -204,6 +204,24 @@ async def test_a_cancel_while_the_ledger_still_refuses_the_acknowledgement_is_re
 
     assert (await oms.broker.find_by_tag("c-1")).status == t.ORDER_STATUS_OPEN  # cancelled only once recorded first
     assert (await oms.ledger.get("c-1")).status == t.ORDER_STATUS_SUBMITTED
+
+
+async def test_a_cancel_whose_cancel_pending_turned_out_recorded_after_all_is_sent_when_cancelled_again(
+        start_oms, db_pool):
+    ledger = DroppedConnection(db_pool, committed=True, when=lambda u: u.status == t.ORDER_STATUS_CANCEL_PENDING)
+    oms = await start_failing(start_oms, ledger)
+    await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=10)))
+    await oms.until_status("c-1", t.ORDER_STATUS_OPEN)
+    with pytest.raises(ConnectionResetError):  # CANCEL_PENDING may or may not be in: the cancel is not sent
+        await oms.module.engine.cancel("c-1")
+    assert (await oms.broker.find_by_tag("c-1")).status == t.ORDER_STATUS_OPEN
+
+    cancelled = await oms.module.engine.cancel("c-1")  # it was in: sent now
+
+    assert cancelled.status == t.ORDER_STATUS_CANCELLED
+    assert (await oms.broker.find_by_tag("c-1")).status == t.ORDER_STATUS_CANCELLED
+    events = await db_pool.fetch("SELECT status FROM order_events ORDER BY event_id")
+    assert [e["status"] for e in events] == ["PENDING_NEW", "SUBMITTED", "OPEN", "CANCEL_PENDING", "CANCELLED"]
 
 
 def cancels(update: t.OrderUpdate) -> bool:
