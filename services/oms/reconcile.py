@@ -56,14 +56,15 @@ async def reconcile(engine: OrderEngine) -> tuple[dict[str, int], Restored | Non
     Today's orders given up before the restart (placement outcome unknown) are put back in the book too,
     so that one the broker turns out to have is adopted, now or when it shows up later.
     """
+    day = day_of(engine.clock.now_ns())
     open_orders = await engine.ledger.open_orders()
-    today = await engine.ledger.list_orders(limit=100_000, day=day_of(engine.clock.now_ns()))
+    today = await engine.ledger.list_orders(limit=100_000, day=day)
     abandoned = [u for u in today if given_up(u)]
     for u in [*open_orders, *abandoned]:
         engine.remember(u)
     restore = getattr(engine.broker, "restore", None)
-    if callable(restore):  # VirtualBroker: its book lives only in memory
-        restore(open_orders)
+    if callable(restore):  # VirtualBroker: its book lives only in memory; the orders it keeps working are today's
+        restore(open_orders, await engine.ledger.fill_charges(day))
     counts = await settle(engine, open_orders, abandoned)
     counts["open"] = len(open_orders)
     return counts, ((open_orders, abandoned) if counts["unsettled"] else None)

@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,8 +186,11 @@ class VirtualBroker:
         vo = self._by_tag.get(client_order_id)
         return self._event(vo) if vo is not None else None
 
-    def restore(self, orders: list[t.OrderUpdate]) -> int:
-        """Re-seed the book from ledger orders after a restart (virtual ids only); returns how many.
+    def restore(self, orders: list[t.OrderUpdate], charges: Mapping[str, int] | None = None) -> int:
+        """Re-seed the book from ledger orders after a restart (virtual ids only); returns how many. `charges`: what
+        the ledger recorded for each one's fills, by internal_id (Ledger.fill_charges). Its events report charges
+        cumulative, as a broker does; without those from before the restart, a reader of the book (the OMS, from
+        the cumulative charges when an event does not carry the fill's own) would count later fills' charges short.
 
         A working order whose validity ended meanwhile is left out, as a real broker's book would have dropped it
         (reconciliation then cancels it). Its day is that of its last ledger update (ts_ns), never earlier than
@@ -209,7 +212,8 @@ class VirtualBroker:
             triggered = request.order_type in STOPS and (u.filled_quantity > 0 or u.status not in _UNSURE_TRIGGER)
             vo = VirtualOrder(id=u.exchange_order_id, request=request, status=u.status,
                               accepted_ns=now, placed_ns=placed_ns, filled=u.filled_quantity,
-                              cost_paise=u.filled_quantity * u.average_price_paise, triggered=triggered,
+                              cost_paise=u.filled_quantity * u.average_price_paise,
+                              charges_paise=(charges or {}).get(u.internal_id, 0), triggered=triggered,
                               reason=u.reason)
             # Its fills before the restart paid brokerage towards the flat cap: later fills pay only the rest.
             vo.brokerage_paise = self.charges.brokerage_paid(request, vo.filled, u.average_price_paise)

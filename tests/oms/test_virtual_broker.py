@@ -377,6 +377,22 @@ async def test_a_part_filled_order_restored_after_a_restart_pays_only_the_rest_o
     assert vb.book["VB-abc"].brokerage_paise == CHARGES.for_fill(req, 100, 100_00).brokerage
 
 
+async def test_a_part_filled_order_restored_after_a_restart_reports_its_charges_from_before_it_too():
+    vb = VirtualBroker(None, CHARGES, ManualClock(T0 + 1))
+    req = order(price=100_00, quantity=10, client_order_id="c-9")
+    saved = t.OrderUpdate(internal_id="i-1", client_order_id="c-9", exchange_order_id="VB-abc",
+                          status=t.ORDER_STATUS_PARTIALLY_FILLED, filled_quantity=4, average_price_paise=100_00,
+                          request=req, ts_ns=T0)
+    before = CHARGES.for_fill(req, 4, 100_00).total
+
+    vb.restore([saved], charges={"i-1": before})
+    await vb.on_candle(candle(open_=99_00, high=99_50, low=98_00, close=99_00))
+
+    rest = await next_event(vb)
+    assert rest.charges_paise == before + rest.raw["last_fill_charges_paise"]  # cumulative, as before the restart
+    assert (await vb.find_by_tag("c-9")).charges_paise == before + rest.raw["last_fill_charges_paise"]
+
+
 async def test_restore_leaves_out_a_day_order_placed_on_an_earlier_day():
     vb = VirtualBroker(None, CHARGES, ManualClock(T0 + 1))
     saved = t.OrderUpdate(internal_id="i-1", client_order_id="c-9", exchange_order_id="VB-abc",
