@@ -152,8 +152,9 @@ class NeoPulseClient:
         reply = await self._unary("ListStrategies", self.strategy.ListStrategies, strategy_pb2.ListStrategiesRequest())
         return list(reply.strategies)
 
-    async def pause_strategy(self, name: str) -> strategy_pb2.StrategyInfo:
-        request = strategy_pb2.PauseStrategyRequest(name=name)
+    async def pause_strategy(self, name: str, reason: str = "") -> strategy_pb2.StrategyInfo:
+        """Pause a strategy; `reason` (why, or who asks) is listed with it until it is resumed."""
+        request = strategy_pb2.PauseStrategyRequest(name=name, reason=reason)
         return (await self._unary("PauseStrategy", self.strategy.PauseStrategy, request)).strategy
 
     async def resume_strategy(self, name: str) -> strategy_pb2.StrategyInfo:

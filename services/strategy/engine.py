@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 PLUGIN_ERRORS = Counter("neopulse_strategy_plugin_errors", "Exceptions raised by strategy plugins", ["strategy"])
 _SIDE_NAMES: dict[int, str] = {trading_pb2.SIDE_BUY: "BUY", trading_pb2.SIDE_SELL: "SELL"}
+OPERATOR_PAUSE = "no reason given"  # the pause_reason of a PauseStrategy without one (paused_by says who)
 
 Output = tuple[list[market_pb2.Candle], list[trading_pb2.Signal]]
 
@@ -244,15 +245,21 @@ class StrategyEngine:
             raise NotFound(f"no strategy named {name!r}; configured: {known}")
         return strategy
 
-    def set_paused(self, name: str, paused: bool, reason: str = "") -> Strategy:
-        """Pause (with the module's reason, or none: the operator's) or resume; a resume of a paused strategy also
-        releases its tokens blocked by orders of unknown outcome (Strategy.release_unknown): the operator's way
-        out once the broker's order book is checked."""
+    def set_paused(self, name: str, paused: bool, reason: str = "",
+                   by: strategy_pb2.PausedBy = strategy_pb2.PAUSED_BY_OPERATOR) -> Strategy:
+        """Pause, saying why, by whom and when (ListStrategies shows it), or resume, which clears that. Pausing a
+        paused strategy keeps the first reason: NeoPulse's "positions not restored" stays true whoever pauses it
+        again. A resume of a paused strategy also releases its tokens blocked by orders of unknown outcome
+        (Strategy.release_unknown): the operator's way out once the broker's order book is checked."""
         strategy = self.get(name)
-        if strategy.paused and not paused:
+        if paused == strategy.paused:
+            return strategy
+        if not paused:
             strategy.release_unknown()
         strategy.paused = paused
-        strategy.pause_reason = reason if paused else ""
+        strategy.pause_reason = (reason or OPERATOR_PAUSE) if paused else ""
+        strategy.paused_by = by if paused else strategy_pb2.PAUSED_BY_UNSPECIFIED
+        strategy.paused_at_ns = self.clock.now_ns() if paused else 0
         return strategy
 
     def set_params(self, name: str, changes: dict[str, str]) -> Strategy:
@@ -279,7 +286,9 @@ class StrategyEngine:
         params = {k: _param_text(v) for k, v in strategy.params.model_dump().items()}
         return strategy_pb2.StrategyInfo(name=strategy.name, kind=strategy.kind, paused=strategy.paused,
                                          params=params, tokens=sorted(strategy.tokens),
-                                         signals_emitted=strategy.signals_emitted)
+                                         signals_emitted=strategy.signals_emitted,
+                                         pause_reason=strategy.pause_reason, paused_by=strategy.paused_by,
+                                         paused_at_ns=strategy.paused_at_ns)
 
 
 def _param_text(value: Any) -> str:

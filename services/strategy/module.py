@@ -18,7 +18,7 @@ from shared.bus import Bus, Priority, Sequencer, Topic
 from shared.clock import Clock, ist_day_number
 from shared.component import Component
 from shared.contracts import market_pb2, oms_pb2, ops_pb2, strategy_pb2, trading_pb2
-from shared.errors import NotFound, RetryableError
+from shared.errors import InvalidInput, NotFound, RetryableError
 from shared.instruments import InstrumentBook
 from shared.positions import SQUAREOFF_TAG
 
@@ -28,6 +28,7 @@ CANDLES = Counter("neopulse_strategy_candles", "Candles closed")
 SIGNALS = Counter("neopulse_strategy_signals", "Signals published", ["strategy"])
 STALE_CANCELS = Counter("neopulse_strategy_stale_order_cancels", "Working orders cancelled for age (stale signals)")
 CANCEL_RETRY_NS = 10 * 1_000_000_000  # a stale order whose cancel was refused is offered again after this (clock)
+MAX_REASON_CHARS = 500  # PauseStrategyRequest.reason: kept, and shown in every ListStrategies and /strategies
 LATE_TICKS = Counter("neopulse_strategy_late_ticks", "Out-of-order ticks ignored (older than the open minute)")
 
 
@@ -92,7 +93,8 @@ class StrategyModule(Component):
 
     async def _start_paused(self, name: str, reason: str) -> None:
         assert self.engine is not None
-        self.engine.set_paused(name, True, reason)
+        self.engine.set_paused(name, True, f"its positions could not be restored at start: {reason}",
+                               by=strategy_pb2.PAUSED_BY_NEOPULSE)
         text = (f"Strategy {name} starts paused: {reason}. Check its positions at the broker (the OMS's "
                 "ListPositions) and close or adopt them, then resume it.")
         log.error("strategy starts paused: its positions cannot be restored exactly",
@@ -187,8 +189,10 @@ class StrategyModule(Component):
 
     async def _pause(self, request: strategy_pb2.PauseStrategyRequest) -> strategy_pb2.PauseStrategyResponse:
         engine = self._engine()
-        strategy = engine.set_paused(request.name, True)
-        log.info("strategy paused", extra={"strategy": strategy.name})
+        if len(request.reason) > MAX_REASON_CHARS:
+            raise InvalidInput("reason", f"is longer than {MAX_REASON_CHARS} characters; say why in fewer words")
+        strategy = engine.set_paused(request.name, True, request.reason)
+        log.info("strategy paused", extra={"strategy": strategy.name, "reason": strategy.pause_reason})
         return strategy_pb2.PauseStrategyResponse(strategy=engine.info(strategy))
 
     async def _resume(self, request: strategy_pb2.ResumeStrategyRequest) -> strategy_pb2.ResumeStrategyResponse:

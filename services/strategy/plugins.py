@@ -46,7 +46,7 @@ from typing import ClassVar
 from pydantic import BaseModel
 
 from shared.clock import NS
-from shared.contracts import market_pb2, trading_pb2
+from shared.contracts import market_pb2, strategy_pb2, trading_pb2
 from shared.instruments import InstrumentBook
 
 log = logging.getLogger(__name__)
@@ -102,8 +102,11 @@ class Strategy:
         self.name = name
         self.params = params
         self.tokens = tokens  # empty = every instrument
+        # Set together by StrategyEngine.set_paused: why, by whom (strategy_pb2.PausedBy) and when (clock ns).
         self.paused = False
-        self.pause_reason = ""  # why the module paused it (e.g. at start: positions not restorable); "" = operator
+        self.pause_reason = ""
+        self.paused_by: strategy_pb2.PausedBy = strategy_pb2.PAUSED_BY_UNSPECIFIED
+        self.paused_at_ns = 0
         self.signals_emitted = 0
         # (token, product) -> net quantity: a square-off closes one product's position (intraday MIS, not the
         # user's CNC holding of the same token), so the product of each fill is kept.

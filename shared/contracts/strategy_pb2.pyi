@@ -1,12 +1,22 @@
 from shared.contracts import market_pb2 as _market_pb2
 from shared.contracts import trading_pb2 as _trading_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class PausedBy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PAUSED_BY_UNSPECIFIED: _ClassVar[PausedBy]
+    PAUSED_BY_OPERATOR: _ClassVar[PausedBy]
+    PAUSED_BY_NEOPULSE: _ClassVar[PausedBy]
+PAUSED_BY_UNSPECIFIED: PausedBy
+PAUSED_BY_OPERATOR: PausedBy
+PAUSED_BY_NEOPULSE: PausedBy
 
 class StreamSignalsRequest(_message.Message):
     __slots__ = ("strategies", "after_sequence")
@@ -23,7 +33,7 @@ class StreamCandlesRequest(_message.Message):
     def __init__(self, tokens: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class StrategyInfo(_message.Message):
-    __slots__ = ("name", "kind", "paused", "params", "tokens", "signals_emitted")
+    __slots__ = ("name", "kind", "paused", "params", "tokens", "signals_emitted", "pause_reason", "paused_by", "paused_at_ns")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -37,13 +47,19 @@ class StrategyInfo(_message.Message):
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     SIGNALS_EMITTED_FIELD_NUMBER: _ClassVar[int]
+    PAUSE_REASON_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_BY_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_AT_NS_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     paused: bool
     params: _containers.ScalarMap[str, str]
     tokens: _containers.RepeatedScalarFieldContainer[int]
     signals_emitted: int
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., paused: _Optional[bool] = ..., params: _Optional[_Mapping[str, str]] = ..., tokens: _Optional[_Iterable[int]] = ..., signals_emitted: _Optional[int] = ...) -> None: ...
+    pause_reason: str
+    paused_by: PausedBy
+    paused_at_ns: int
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., paused: _Optional[bool] = ..., params: _Optional[_Mapping[str, str]] = ..., tokens: _Optional[_Iterable[int]] = ..., signals_emitted: _Optional[int] = ..., pause_reason: _Optional[str] = ..., paused_by: _Optional[_Union[PausedBy, str]] = ..., paused_at_ns: _Optional[int] = ...) -> None: ...
 
 class ListStrategiesRequest(_message.Message):
     __slots__ = ()
@@ -56,10 +72,12 @@ class ListStrategiesResponse(_message.Message):
     def __init__(self, strategies: _Optional[_Iterable[_Union[StrategyInfo, _Mapping]]] = ...) -> None: ...
 
 class PauseStrategyRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "reason")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class PauseStrategyResponse(_message.Message):
     __slots__ = ("strategy",)

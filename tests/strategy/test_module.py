@@ -115,6 +115,42 @@ async def test_a_paused_strategy_emits_nothing_but_keeps_its_indicators_warm(har
     assert [(s.side, s.limit_price_paise) for s in harness.signals] == [(trading_pb2.SIDE_BUY, 103_00)]
 
 
+async def test_list_strategies_says_an_operator_paused_a_strategy_when_and_why(harness):
+    harness.clock.set(T0915 + 90 * NS)
+    await harness.bus.call(rpc.PAUSE_STRATEGY, strategy_pb2.PauseStrategyRequest(name="mom",
+                                                                               reason="telegram:42 /pause"))
+
+    (info,) = (await harness.bus.call(rpc.LIST_STRATEGIES, strategy_pb2.ListStrategiesRequest())).strategies
+
+    assert (info.paused, info.paused_by, info.pause_reason, info.paused_at_ns) == (
+        True, strategy_pb2.PAUSED_BY_OPERATOR, "telegram:42 /pause", T0915 + 90 * NS)
+
+
+async def test_a_pause_without_a_reason_is_listed_as_the_operators(harness):
+    await harness.bus.call(rpc.PAUSE_STRATEGY, strategy_pb2.PauseStrategyRequest(name="mom"))
+
+    (info,) = (await harness.bus.call(rpc.LIST_STRATEGIES, strategy_pb2.ListStrategiesRequest())).strategies
+
+    assert (info.paused_by, info.pause_reason) == (strategy_pb2.PAUSED_BY_OPERATOR, "no reason given")
+
+
+async def test_resume_clears_why_who_and_when(harness):
+    await harness.bus.call(rpc.PAUSE_STRATEGY, strategy_pb2.PauseStrategyRequest(name="mom", reason="lunch"))
+
+    reply = await harness.bus.call(rpc.RESUME_STRATEGY, strategy_pb2.ResumeStrategyRequest(name="mom"))
+
+    assert (reply.strategy.paused, reply.strategy.pause_reason, reply.strategy.paused_by,
+            reply.strategy.paused_at_ns) == (False, "", strategy_pb2.PAUSED_BY_UNSPECIFIED, 0)
+
+
+async def test_a_pause_reason_longer_than_the_limit_is_refused_naming_the_field(harness):
+    with pytest.raises(InvalidInput) as err:
+        await harness.bus.call(rpc.PAUSE_STRATEGY, strategy_pb2.PauseStrategyRequest(name="mom", reason="x" * 501))
+
+    assert err.value.field == "reason"
+    assert not harness.strategy.paused
+
+
 async def test_list_strategies_shows_kind_state_params_and_tokens(harness):
     reply = await harness.bus.call(rpc.LIST_STRATEGIES, strategy_pb2.ListStrategiesRequest())
     (info,) = reply.strategies

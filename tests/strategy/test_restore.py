@@ -14,7 +14,7 @@ from shared import config as cfg
 from shared import rpc
 from shared.bus import Bus, Topic
 from shared.clock import ManualClock, ist_ns
-from shared.contracts import ingestion_pb2, trading_pb2
+from shared.contracts import ingestion_pb2, strategy_pb2, trading_pb2
 from shared.marketdata import nse_instruments
 
 YESTERDAY = ist_ns(date(2026, 1, 19), 9, 15)
@@ -56,6 +56,11 @@ class Oms:
 
 
 async def restart(oms):
+    module, notifications = await restarted_module(oms)
+    return module.engine.strategies["mom"], notifications
+
+
+async def restarted_module(oms):
     bus = Bus()
     module = StrategyModule(bus, cfg.load(StrategySettings, SETTINGS), ManualClock(TODAY + 3600 * 10**9))
     notifications = []
@@ -76,7 +81,7 @@ async def restart(oms):
     finally:
         bus_task.cancel()
         await asyncio.gather(bus_task, return_exceptions=True)
-    return module.engine.strategies["mom"], notifications
+    return module, notifications
 
 
 async def test_a_ledger_past_the_read_limit_does_not_give_a_strategy_a_position_it_does_not_have():
@@ -115,6 +120,34 @@ async def test_a_strategy_whose_orders_of_today_fill_the_read_starts_paused_and_
 
     assert strategy.paused and "limit=3" in strategy.pause_reason
     assert [(n.fields["strategy"], n.title) for n in notifications] == [("mom", "Strategy paused at start")]
+
+
+async def test_list_strategies_says_a_strategy_paused_at_start_was_paused_by_neopulse_when_and_why(monkeypatch):
+    monkeypatch.setattr(restore, "RESTORE_LIMIT", 3)
+    oms = Oms()
+    for i, side in enumerate((BUY, SELL, BUY)):
+        await oms.order(f"c{i}", "mom", side, 10, TODAY + i)
+    module, _ = await restarted_module(oms)
+
+    (info,) = (await module.bus.call(rpc.LIST_STRATEGIES, strategy_pb2.ListStrategiesRequest())).strategies
+
+    assert (info.paused, info.paused_by, info.paused_at_ns) == (True, strategy_pb2.PAUSED_BY_NEOPULSE,
+                                                                 TODAY + 3600 * 10**9)
+    assert info.pause_reason.startswith("its positions could not be restored at start: its orders were read with "
+                                        "ListOrders(limit=3) and the reply was full")
+
+
+async def test_a_strategy_paused_at_start_keeps_neopulses_reason_when_the_operator_pauses_it_too(monkeypatch):
+    monkeypatch.setattr(restore, "RESTORE_LIMIT", 3)
+    oms = Oms()
+    for i, side in enumerate((BUY, SELL, BUY)):
+        await oms.order(f"c{i}", "mom", side, 10, TODAY + i)
+    module, _ = await restarted_module(oms)
+
+    reply = await module.bus.call(rpc.PAUSE_STRATEGY, strategy_pb2.PauseStrategyRequest(name="mom", reason="me"))
+
+    assert reply.strategy.paused_by == strategy_pb2.PAUSED_BY_NEOPULSE
+    assert reply.strategy.pause_reason.startswith("its positions could not be restored at start")
 
 
 async def test_a_square_off_between_two_fills_of_a_strategy_order_pauses_it_rather_than_guess():
