@@ -110,8 +110,10 @@ class Control:
         resp = await self._call(rpc.LIST_STRATEGIES, strategy_pb2.ListStrategiesRequest())
         return list(resp.strategies)
 
-    async def pause(self, name: str) -> strategy_pb2.StrategyInfo:
-        resp = await self._call(rpc.PAUSE_STRATEGY, strategy_pb2.PauseStrategyRequest(name=_named(name)))
+    async def pause(self, name: str, reason: str = "") -> strategy_pb2.StrategyInfo:
+        """Pause a strategy; `reason` (why, or who asked) is what /strategies shows for it."""
+        request = strategy_pb2.PauseStrategyRequest(name=_named(name), reason=cut(reason, REASON_CHARS))
+        resp = await self._call(rpc.PAUSE_STRATEGY, request)
         return resp.strategy
 
     async def resume(self, name: str) -> strategy_pb2.StrategyInfo:

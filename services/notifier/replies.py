@@ -8,6 +8,7 @@ from __future__ import annotations
 from services.notifier.control import SystemStatus
 from services.notifier.messages import cut, enum_label, esc, side_label
 from services.notifier.summary import DailySummary
+from shared.clock import ist_datetime
 from shared.contracts import oms_pb2, risk_pb2, strategy_pb2, trading_pb2
 from shared.money import fmt_inr
 
@@ -63,8 +64,19 @@ def strategies_html(infos: list[strategy_pb2.StrategyInfo]) -> str:
     if not infos:
         return "No strategies."
     rows = [f"{'⏸' if i.paused else '▶️'} <b>{esc(i.name)}</b> {esc(i.kind)} · {len(i.tokens)} tokens · "
-            f"{i.signals_emitted} signals" for i in infos]
+            f"{i.signals_emitted} signals{_paused(i)}" for i in infos]
     return "\n".join(rows)
+
+
+def _paused(info: strategy_pb2.StrategyInfo) -> str:
+    """'\n   paused 20 Jan 09:15 IST by NeoPulse: why' for a paused strategy, so "I paused it" and "NeoPulse paused it
+    after a restart" read differently; '' for a running one."""
+    if not info.paused:
+        return ""
+    who = "NeoPulse" if info.paused_by == strategy_pb2.PAUSED_BY_NEOPULSE else "the operator"
+    when = f" {ist_datetime(info.paused_at_ns):%d %b %H:%M} IST" if info.paused_at_ns else ""
+    why = f": {esc(cut(info.pause_reason, REASON_CHARS))}" if info.pause_reason else ""
+    return f"\n   paused{when} by {who}{why}"
 
 
 def strategy_changed_html(info: strategy_pb2.StrategyInfo) -> str:

@@ -211,7 +211,8 @@ class TelegramBot:
 
     # -- commands that change things -----------------------------------------------
     async def _pause(self, chat_id: int, args: list[str]) -> Reply:
-        return replies.strategy_changed_html(await self.control.pause(" ".join(args))), None
+        info = await self.control.pause(" ".join(args), reason=f"telegram:{chat_id} /pause")  # who, for /strategies
+        return replies.strategy_changed_html(info), None
 
     async def _resume(self, chat_id: int, args: list[str]) -> Reply:
         return replies.strategy_changed_html(await self.control.resume(" ".join(args))), None

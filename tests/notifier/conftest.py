@@ -38,6 +38,7 @@ class Standins:
     def __init__(self, bus: Bus) -> None:
         self.requests: list[tuple[str, Any]] = []
         self.paused: set[str] = set()
+        self.pauses: dict[str, tuple[int, str, int]] = {}  # name -> (paused_by, pause_reason, paused_at_ns)
         self.state = risk_pb2.TRADING_STATE_ACTIVE
         self.state_reason = ""
         self.orders: list[trading_pb2.OrderUpdate] = [order()]
@@ -50,7 +51,7 @@ class Standins:
             rpc.GET_FEED_STATUS: lambda r: ingestion_pb2.GetFeedStatusResponse(
                 source="simulator", connected=True, ticks_total=1234, ticks_per_second=56.5),
             rpc.LIST_STRATEGIES: lambda r: strategy_pb2.ListStrategiesResponse(strategies=[self._info("MOMENTUM_RSI")]),
-            rpc.PAUSE_STRATEGY: lambda r: self._pause(r.name, True),
+            rpc.PAUSE_STRATEGY: lambda r: self._pause(r.name, True, r.reason),
             rpc.RESUME_STRATEGY: lambda r: self._pause(r.name, False),
             rpc.GET_RISK_STATE: lambda r: risk_pb2.GetRiskStateResponse(
                 state=self.state, state_reason=self.state_reason, open_orders=1,
@@ -77,12 +78,16 @@ class Standins:
         return [r for n, r in self.requests if n == name]
 
     def _info(self, name: str) -> strategy_pb2.StrategyInfo:
+        by, reason, at = self.pauses.get(name, (0, "", 0)) if name in self.paused else (0, "", 0)
         return strategy_pb2.StrategyInfo(name=name, kind="MOMENTUM_RSI", paused=name in self.paused,
-                                         tokens=[3045], signals_emitted=7)
+                                         tokens=[3045], signals_emitted=7, paused_by=by, pause_reason=reason,
+                                         paused_at_ns=at)
 
-    def _pause(self, name: str, paused: bool) -> Any:
+    def _pause(self, name: str, paused: bool, reason: str = "") -> Any:
         if name != "MOMENTUM_RSI":
             raise NotFound(f"strategy {name} does not exist; /strategies lists them")
+        if paused and name not in self.paused:
+            self.pauses[name] = (strategy_pb2.PAUSED_BY_OPERATOR, reason, DAY_START)
         (self.paused.add if paused else self.paused.discard)(name)
         cls = strategy_pb2.PauseStrategyResponse if paused else strategy_pb2.ResumeStrategyResponse
         return cls(strategy=self._info(name))

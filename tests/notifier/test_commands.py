@@ -10,8 +10,8 @@ from services.notifier.messages import join_messages
 from services.notifier.module import NotifierModule
 from services.notifier.replies import order_line
 from shared import rpc
-from shared.contracts import risk_pb2, trading_pb2
-from tests.notifier.conftest import CHAT, order, settings_for, started
+from shared.contracts import risk_pb2, strategy_pb2, trading_pb2
+from tests.notifier.conftest import CHAT, DAY_START, order, settings_for, started
 
 
 async def ask(fake_api, text: str, chat_id: int = CHAT) -> str:
@@ -81,6 +81,28 @@ async def test_strategies_lists_state_and_signal_count(notifier, fake_api):
     reply = await ask(fake_api, "/strategies")
 
     assert reply == "▶️ <b>MOMENTUM_RSI</b> MOMENTUM_RSI · 1 tokens · 7 signals"
+
+
+async def test_strategies_says_neopulse_paused_one_at_start_when_and_why(notifier, fake_api, standins):
+    standins.paused.add("MOMENTUM_RSI")
+    standins.pauses["MOMENTUM_RSI"] = (strategy_pb2.PAUSED_BY_NEOPULSE, "its positions could not be restored at "
+                                       "start: a square-off filled while <one> of its orders was filling", DAY_START)
+
+    reply = await ask(fake_api, "/strategies")
+
+    assert reply == ("⏸ <b>MOMENTUM_RSI</b> MOMENTUM_RSI · 1 tokens · 7 signals\n   paused 25 Nov 11:00 IST by "
+                     "NeoPulse: its positions could not be restored at start: a square-off filled while &lt;one&gt; "
+                     "of its orders was filling")
+
+
+async def test_strategies_says_an_operator_paused_one_from_which_chat(notifier, fake_api, standins):
+    await ask(fake_api, "/pause MOMENTUM_RSI")
+
+    reply = await ask(fake_api, "/strategies")
+
+    assert reply == ("⏸ <b>MOMENTUM_RSI</b> MOMENTUM_RSI · 1 tokens · 7 signals\n   paused 25 Nov 11:00 IST by "
+                     f"the operator: telegram:{CHAT} /pause")
+    assert standins.calls(rpc.PAUSE_STRATEGY)[-1].reason == f"telegram:{CHAT} /pause"
 
 
 async def test_pause_asks_the_strategy_module_and_confirms(notifier, fake_api, standins):
