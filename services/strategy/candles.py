@@ -16,11 +16,12 @@ Rules:
   volume a candle's volume is how much that grew during the minute; the first tick seen in an IST day
   counts its own `ltq` (the day's volume before it belongs to earlier candles), a tick whose day volume
   is missing or not higher adds nothing (the next one's growth covers it), and a duplicated tick adds
-  nothing. A tick newer (by ts_ns) than the one whose day volume is held that carries a lower one is a
+  nothing. A tick newer (by ts_ns) than the newest one that carried the held day volume, with a lower one, is a
   correction ingestion accepted (its stale-volume reset): its `ltq` counts and its day volume becomes the base,
   or every later candle would have volume 0 until the feed passed the old maximum (and the paper broker, which
-  fills at most a candle's volume, would fill nothing). Ticks without day volume at all (lite mode) add their
-  `ltq`. tick_count counts the ticks.
+  fills at most a candle's volume, would fill nothing); a lower one not newer is late (as in ingestion, whose
+  stale rule compares with the last tick it passed on, one repeating the volume included) and adds nothing.
+  Ticks without day volume at all (lite mode) add their `ltq`. tick_count counts the ticks.
 - The SQL candles over stored ticks (shared/db/queries.py `candles_1m`, replay's view) follow the same rules,
   with one intended difference: they count the first minute with day volume of each IST day from that tick's
   own day volume, without its `ltq` (a query range may start mid-day). They work in time order, this in
@@ -42,7 +43,7 @@ MINUTE_NS = 60 * 1_000_000_000
 # Slots of the per-token open-candle list (a list, mutated in place: no allocation per tick). _FIRST_TS and
 # _LAST_TS are the times of the ticks that set the open and the close; _DAY_VOLUME is the cumulative day volume
 # the token's candles count from this IST day (0: none yet), kept across its candles, and _DAY_VOLUME_TS the time
-# of the tick that carried it.
+# of the newest tick that carried it.
 (_START, _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME, _COUNT, _CLOSED, _SEGMENT, _FIRST_TS, _LAST_TS, _DAY_VOLUME,
  _DAY_VOLUME_TS) = range(13)
 
@@ -110,9 +111,11 @@ class CandleBuilder:
                 if day_volume > seen:
                     bar[5] += day_volume - seen if seen else min(t.ltq, day_volume)
                     bar[11], bar[12] = day_volume, ts
-                elif day_volume < seen and ts > bar[12]:  # a correction, not a late tick: re-base on it
-                    bar[5] += min(t.ltq, day_volume)
-                    bar[11], bar[12] = day_volume, ts
+                elif ts > bar[12]:  # newer than the tick the held day volume came with
+                    if day_volume < seen:  # a correction, not a late tick: re-base on it
+                        bar[5] += min(t.ltq, day_volume)
+                        bar[11] = day_volume
+                    bar[12] = ts  # an equal one is newer evidence: a lower one of its time is late (ingestion's rule)
             elif not bar[11]:
                 bar[5] += t.ltq
         if late:

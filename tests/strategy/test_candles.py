@@ -127,3 +127,14 @@ def test_a_late_tick_with_a_lower_day_volume_adds_nothing_and_keeps_the_base():
     (candle, _), = builder.on_ticks([vtick(61, 1_300)])
 
     assert candle.volume == 100 + 200
+
+
+def test_a_lower_day_volume_of_the_same_second_as_a_newer_tick_repeating_the_held_one_is_late_not_a_correction():
+    """Ingestion's rule: a lower day volume not newer than the last tick it passed on (a quote update repeating the
+    held volume included) is stale; the builder held the time of the tick that first carried it and re-based."""
+    builder = CandleBuilder()
+    builder.on_ticks([vtick(1, 1_000), vtick(5, 1_000, ltq=0), vtick(5, 40, ltq=10), vtick(10, 1_050)])
+
+    (candle, _), = builder.on_ticks([vtick(61, 1_060)])
+
+    assert candle.volume == 100 + 50  # the first tick's ltq, then the growth to 1,050; the 40 adds nothing
