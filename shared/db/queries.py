@@ -70,30 +70,42 @@ def _tick(r: asyncpg.Record) -> market_pb2.Tick:
 
 # The same rules as the live CandleBuilder (services/strategy/candles.py), over the stored ticks in time order
 # (ts, then seq: arrival order breaks ties). Minutes in UTC are IST minutes too (IST = UTC+05:30).
-# Volume, per IST day (the cumulative day volume starts again at IST midnight): a minute's volume is how much
-# the highest day volume seen grew during it; ticks without day volume (0, lite mode) add their ltq until the
-# day's first tick with day volume, and nothing after it. One intended difference: the first minute with day
-# volume of each IST day in range counts from its own lowest day volume, without that first tick's ltq (the
-# range may start mid-day, so the volume before the tick is not known to be earlier candles'); the builder,
-# which sees the whole day, adds min(ltq, day volume) of the first tick. The builder also ignores ticks that
-# arrive after their minute closed (late_ticks); the stored ticks include them.
+# Volume, per IST day (the cumulative day volume starts again at IST midnight), from the ticks with day volume
+# taken one instant (ts) at a time: the volume held is the highest day volume of the last instant before. An
+# instant whose first tick is not below it adds how far its highest day volume passes it; one whose first tick is
+# below it (a feed restart ingestion passed on: newer than the held one) adds that tick's ltq (at most its day
+# volume) and how far its highest day volume passes the tick's, and re-bases on it. Later ticks of an instant below
+# its highest add nothing (the builder: not newer than the tick it holds). Ticks without day volume (0, lite mode)
+# add their ltq until the day's first tick with day volume, and nothing after it. One intended difference: the
+# first instant with day volume of each IST day in range counts from its first tick's day volume, without that
+# tick's ltq (the range may start mid-day, so the volume before the tick is not known to be earlier candles');
+# the builder, which sees the whole day, adds min(ltq, day volume) of the first tick. The builder also ignores
+# ticks that arrive after their minute closed (late_ticks); the stored ticks include them.
 _CANDLES = """
 WITH t AS (
     SELECT ts, seq, ltp, ltq, volume, exchange_segment,
            bool_or(volume > 0) OVER (PARTITION BY day ORDER BY ts, seq) AS volume_seen, day
     FROM (SELECT *, floor((extract(epoch FROM ts) + 19800) / 86400) AS day
           FROM market_ticks WHERE token = $1 AND ts >= $2 AND ts < $3) AS r),
+i AS (
+    SELECT day, ts, (array_agg(volume ORDER BY seq))[1] AS first, (array_agg(ltq ORDER BY seq))[1] AS first_ltq,
+           max(volume) AS high
+    FROM t WHERE volume > 0 GROUP BY day, ts),
+grew AS (
+    SELECT day, date_trunc('minute', ts) AS minute,
+           sum(CASE WHEN held IS NULL THEN high - first
+                    WHEN first >= held THEN high - held
+                    ELSE least(first_ltq, first) + high - first END) AS volume
+    FROM (SELECT *, lag(high) OVER (PARTITION BY day ORDER BY ts) AS held FROM i) AS x
+    GROUP BY day, minute),
 m AS (
     SELECT day, date_trunc('minute', ts) AS minute, max(exchange_segment) AS segment,
            (array_agg(ltp ORDER BY ts, seq))[1] AS open, max(ltp) AS high, min(ltp) AS low,
            (array_agg(ltp ORDER BY ts DESC, seq DESC))[1] AS close, count(*) AS n,
-           max(volume) FILTER (WHERE volume > 0) AS vol_max, min(volume) FILTER (WHERE volume > 0) AS vol_min,
            COALESCE(sum(ltq) FILTER (WHERE NOT volume_seen), 0) AS lite
     FROM t GROUP BY day, minute)
-SELECT minute, segment, open, high, low, close, n,
-       (lite + COALESCE(GREATEST(vol_max - COALESCE(max(vol_max) OVER before, vol_min), 0), 0))::bigint AS volume
-FROM m
-WINDOW before AS (PARTITION BY day ORDER BY minute ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+SELECT minute, segment, open, high, low, close, n, (lite + COALESCE(grew.volume, 0))::bigint AS volume
+FROM m LEFT JOIN grew USING (day, minute)
 ORDER BY minute"""
 
 

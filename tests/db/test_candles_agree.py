@@ -8,7 +8,9 @@ whether its range starts at that tick, counts that minute's volume from the tick
 
 The builder works in arrival order, the SQL and replay in time order; the generator keeps a token's ticks in
 time order up to and including the minute of its first tick with day volume each day, where arrival order
-decides which tick is "first" (test_the_first_tick_seen_not_the_earliest_decides_the_days_base shows why).
+decides which tick is "first" (test_the_first_tick_seen_not_the_earliest_decides_the_days_base shows why), and in
+the minute of a feed restart (a lower day volume), where a tick of the old counter arriving after one of the new
+is taken by the builder for growth.
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ def _tick(token: int, ts_ns: int, ltp: int, ltq: int, volume: int) -> market_pb2
 
 def generate(seed: int) -> list[list[market_pb2.Tick]]:
     """Batches of ticks in arrival order: a few tokens over MINUTES minutes across IST midnight, with gaps,
-    equal timestamps, duplicates, ticks without day volume (and whole days of them: lite mode), and ticks of
-    a minute arriving out of order once the day's first tick with day volume is behind."""
+    equal timestamps, duplicates, ticks without day volume (and whole days of them: lite mode), feed restarts (a
+    minute from which the day volume is lower), and ticks of a minute arriving out of order once the day's first
+    tick with day volume is behind, except in a restart's minute."""
     rng = random.Random(seed)
     per_minute: dict[int, list[list[market_pb2.Tick]]] = {}
     for token in rng.sample([2885, 3045, 11536, 1594], rng.randint(1, 3)):
@@ -58,6 +61,9 @@ def generate(seed: int) -> list[list[market_pb2.Tick]]:
                 day, base_seen = ist_day_number(start), False
                 volume = rng.choice([0, rng.randint(1, 100_000)])  # the day's volume before our first tick
                 lite = rng.random() < 0.2
+            restart = base_seen and not lite and rng.random() < 0.15
+            if restart:
+                volume = rng.randint(0, volume // 2)  # a feed restart: from this minute on a lower day volume
             offsets = sorted(rng.randrange(0, 60_000) for _ in range(rng.randint(1, 6)))
             ticks: list[market_pb2.Tick] = []
             for i, off in enumerate(offsets):
@@ -79,7 +85,7 @@ def generate(seed: int) -> list[list[market_pb2.Tick]]:
                     dup = market_pb2.Tick()
                     dup.CopyFrom(t)
                     ticks.append(dup)  # a duplicate, right behind it
-            if base_seen and rng.random() < 0.5:
+            if base_seen and not restart and rng.random() < 0.5:
                 rng.shuffle(ticks)  # out of order within the minute
             base_seen = base_seen or any(t.volume for t in ticks)
             per_minute.setdefault(m, []).append(ticks)
@@ -238,3 +244,25 @@ def test_the_first_tick_seen_not_the_earliest_decides_the_days_base():
     early, late = _tick(2885, _at(0, 5), 100, 5, 900), _tick(2885, _at(0, 10), 101, 5, 1_000)
     assert [c[5] for c in build([[late], [early]]).values()] == [5]
     assert [c[5] for c in build([[early], [late]]).values()] == [105]
+
+
+async def test_a_newer_tick_with_a_lower_day_volume_rebases_sql_candles_too(db_pool):
+    """SQL was wrong: it measured each minute against the highest day volume seen, so after a feed restart (a newer
+    tick with a lower day volume, which ingestion passes on) every later minute had volume 0 until the new counter
+    passed the old maximum; the builder counts the newer tick's ltq and re-bases on its day volume."""
+    batches = [[_tick(2885, _at(0, 1), 100, 5, 1_000), _tick(2885, _at(0, 2), 101, 5, 1_100)],
+               [_tick(2885, _at(1, 1), 102, 5, 1_150), _tick(2885, _at(1, 30), 103, 10, 40),  # the restart
+                _tick(2885, _at(1, 40), 104, 5, 60)],
+               [_tick(2885, _at(2, 1), 105, 5, 90)]]
+    await check(db_pool, batches)
+    assert await _sql_volumes(db_pool, 2885) == [(0, 100), (1, 50 + 10 + 20), (2, 30)]
+
+
+async def test_a_lower_day_volume_of_the_same_second_as_a_repeat_of_the_held_one_adds_nothing_in_sql_too(db_pool):
+    """The builder took the 40 for a correction (newer than the tick that first carried 1,000) and then counted the
+    old counter's growth to 1,050 again; now it is late, as in ingestion and in the SQL's instants."""
+    batches = [[_tick(2885, _at(0, 1), 100, 5, 1_000), _tick(2885, _at(0, 5), 100, 0, 1_000),
+                _tick(2885, _at(0, 5), 101, 10, 40), _tick(2885, _at(0, 10), 102, 5, 1_050)],
+               [_tick(2885, _at(1, 1), 103, 5, 1_060)]]
+    await check(db_pool, batches)
+    assert await _sql_volumes(db_pool, 2885) == [(0, 50), (1, 10)]
