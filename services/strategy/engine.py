@@ -262,8 +262,9 @@ class StrategyEngine:
         strategy.paused_at_ns = self.clock.now_ns() if paused else 0
         return strategy
 
-    def set_params(self, name: str, changes: dict[str, str]) -> Strategy:
-        """Validate the whole new parameter set, then apply it at once; nothing changes on error."""
+    def set_params(self, name: str, changes: dict[str, str]) -> tuple[Strategy, list[trading_pb2.Signal]]:
+        """Validate the whole new parameter set, then apply it at once (nothing changes on error); returns the
+        strategy and the exit signals the new params call for now (_exits_due)."""
         strategy = self.get(name)
         if not changes:
             raise InvalidInput("params", "no parameters given; pass at least one name=value")
@@ -280,7 +281,24 @@ class StrategyEngine:
             loc = ".".join(str(p) for p in err["loc"])
             raise InvalidInput(f"params.{loc}" if loc else "params", err["msg"]) from None
         strategy.apply_params(params)
-        return strategy
+        return strategy, self._exits_due(strategy)
+
+    def _exits_due(self, strategy: Strategy) -> list[trading_pb2.Signal]:
+        """A re-parametrised strategy (its indicators warmed up again after a period change) checks its exits at
+        once: a position whose exit the new params call for is not left for the token's next candle. Only intents
+        that close part or all of a position go out (a cross in the replayed closes is no entry now)."""
+        now = self.clock.now_ns()
+        self._ctx.now_ns = now
+        try:
+            intents = strategy.exits_due(self._ctx)
+        except Exception:
+            PLUGIN_ERRORS.labels(strategy.name).inc()
+            log.exception("strategy failed checking its exits", extra={"strategy": strategy.name})
+            return []
+        exits = [i for i in intents if 0 < i.quantity <= _closable(strategy, i)]
+        if not exits or strategy.paused:
+            return []
+        return self._emit(strategy, exits, now, 0, now)
 
     def info(self, strategy: Strategy) -> strategy_pb2.StrategyInfo:
         params = {k: _param_text(v) for k, v in strategy.params.model_dump().items()}
@@ -289,6 +307,12 @@ class StrategyEngine:
                                          signals_emitted=strategy.signals_emitted,
                                          pause_reason=strategy.pause_reason, paused_by=strategy.paused_by,
                                          paused_at_ns=strategy.paused_at_ns)
+
+
+def _closable(strategy: Strategy, intent: OrderIntent) -> int:
+    """How much of the strategy's position in the intent's token and product the intent's side closes."""
+    held = strategy.position_in(intent.token, intent.product)
+    return held if intent.side == trading_pb2.SIDE_SELL else -held
 
 
 def _param_text(value: Any) -> str:

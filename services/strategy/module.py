@@ -204,6 +204,8 @@ class StrategyModule(Component):
     async def _set_params(self, request: strategy_pb2.SetStrategyParamsRequest
                           ) -> strategy_pb2.SetStrategyParamsResponse:
         engine = self._engine()
-        strategy = engine.set_params(request.name, dict(request.params))
+        strategy, exits = engine.set_params(request.name, dict(request.params))
         log.info("strategy params set", extra={"strategy": strategy.name, "params": dict(request.params)})
+        if exits:
+            await self._publish(([], exits))
         return strategy_pb2.SetStrategyParamsResponse(strategy=engine.info(strategy))

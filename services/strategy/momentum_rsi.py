@@ -12,10 +12,13 @@ Rules, on each closed candle of a token (after warm-up: rsi_period + 1 and ema_p
 - Short: BUY the whole position back when RSI rises above `exit_short_rsi` or the close rises above the EMA.
 - Never pyramids: while a signal's order is in flight, or a position is open, no new entry.
 Orders are MIS; LIMIT at the candle close snapped to the tick size, or MARKET.
+A period change (SetStrategyParams) warms the new indicators up at once from the latest closes of each token,
+kept for that (as many as the longest valid periods need), and then checks the exits (exits_due); it never enters.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -25,14 +28,18 @@ from services.strategy.plugins import OrderIntent, Strategy, StrategyContext, re
 from shared.contracts import market_pb2, trading_pb2
 from shared.money import snap_to_tick
 
+MAX_RSI_PERIOD, MAX_EMA_PERIOD = 200, 500
+# Closes kept per token: the most any valid periods need to be warm (RSI period + 1, and one more for the cross).
+WARM_UP_CLOSES = max(MAX_RSI_PERIOD + 2, MAX_EMA_PERIOD)
+
 
 class MomentumRsiParams(BaseModel):
     """Defaults are tuned so the seeded synthetic market trades within minutes of warm-up."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    rsi_period: int = Field(default=7, ge=2, le=200)
-    ema_period: int = Field(default=9, ge=1, le=500)
+    rsi_period: int = Field(default=7, ge=2, le=MAX_RSI_PERIOD)
+    ema_period: int = Field(default=9, ge=1, le=MAX_EMA_PERIOD)
     entry_long_rsi: float = Field(default=60.0, gt=0, lt=100)
     exit_long_rsi: float = Field(default=50.0, gt=0, lt=100)
     entry_short_rsi: float = Field(default=40.0, gt=0, lt=100)
@@ -52,12 +59,20 @@ class MomentumRsiParams(BaseModel):
 
 
 class _TokenState:
-    __slots__ = ("ema", "prev_rsi", "rsi")
+    __slots__ = ("close", "ema", "prev_rsi", "rsi")
 
     def __init__(self, rsi_period: int, ema_period: int) -> None:
         self.rsi = RSI(rsi_period)
         self.ema = EMA(ema_period)
         self.prev_rsi: float | None = None
+        self.close = 0
+
+    def update(self, close: int) -> float | None:
+        """Take a candle's close; returns the RSI before it (None: not warm yet)."""
+        prev, self.prev_rsi = self.prev_rsi, self.rsi.update(close)
+        self.ema.update(close)
+        self.close = close
+        return prev
 
 
 @register
@@ -68,47 +83,79 @@ class MomentumRsi(Strategy):
     intraday_only = True  # every intent is MIS (_intent)
     params: MomentumRsiParams
 
+    def __init__(self, name: str, params: MomentumRsiParams, tokens: frozenset[int] = frozenset()) -> None:
+        # Each token's latest closes, kept across resets: a period change warms the new indicators up from them at
+        # once, instead of leaving the strategy blind, exits included, for a whole warm-up.
+        self._closes: dict[int, deque[int]] = {}
+        super().__init__(name, params, tokens)
+
     def reset(self) -> None:
+        p = self.params
         self._state: dict[int, _TokenState] = {}
+        for token, closes in self._closes.items():
+            state = self._state[token] = _TokenState(p.rsi_period, p.ema_period)
+            for close in closes:
+                state.update(close)
 
     def on_candle(self, candle: market_pb2.Candle, ctx: StrategyContext) -> list[OrderIntent]:
         p = self.params
-        token = candle.token
+        token, close = candle.token, candle.close_paise
+        closes = self._closes.get(token)
+        if closes is None:
+            closes = self._closes[token] = deque(maxlen=WARM_UP_CLOSES)
+        closes.append(close)
         state = self._state.get(token)
         if state is None:
             state = self._state[token] = _TokenState(p.rsi_period, p.ema_period)
-        close = candle.close_paise
-        rsi = state.rsi.update(close)
-        ema = state.ema.update(close)
-        prev, state.prev_rsi = state.prev_rsi, rsi
+        prev = state.update(close)
+        rsi, ema = state.rsi.value, state.ema.value
         if rsi is None or ema is None or self.is_pending(token, ctx.now_ns):
             return []
-        pos = self.position(token)
-        if pos > 0 and (rsi < p.exit_long_rsi or close < ema):
-            return [self._intent(candle, ctx, trading_pb2.SIDE_SELL, pos, f"exit long: RSI {rsi:.1f}, EMA {ema:.0f}")]
-        if pos < 0 and (rsi > p.exit_short_rsi or close > ema):
-            return [self._intent(candle, ctx, trading_pb2.SIDE_BUY, -pos, f"exit short: RSI {rsi:.1f}, EMA {ema:.0f}")]
-        if pos != 0 or prev is None:
+        exit_ = self._exit(token, close, rsi, ema, ctx)
+        if exit_ is not None:
+            return [exit_]
+        if self.position(token) != 0 or prev is None:
             return []
         if prev < p.entry_long_rsi <= rsi and close > ema:
-            return [self._intent(candle, ctx, trading_pb2.SIDE_BUY, self._entry_quantity(token, ctx),
+            return [self._intent(token, close, ctx, trading_pb2.SIDE_BUY, self._entry_quantity(token, ctx),
                                  f"RSI crossed above {p.entry_long_rsi:g} ({rsi:.1f}), close above EMA {ema:.0f}")]
         if p.allow_short and prev > p.entry_short_rsi >= rsi and close < ema:
-            return [self._intent(candle, ctx, trading_pb2.SIDE_SELL, self._entry_quantity(token, ctx),
+            return [self._intent(token, close, ctx, trading_pb2.SIDE_SELL, self._entry_quantity(token, ctx),
                                  f"RSI crossed below {p.entry_short_rsi:g} ({rsi:.1f}), close below EMA {ema:.0f}")]
         return []
+
+    def exits_due(self, ctx: StrategyContext) -> list[OrderIntent]:
+        """The exits the indicators (warmed up again after a period change) call for at each token's latest close."""
+        out = []
+        for token, state in self._state.items():
+            rsi, ema = state.rsi.value, state.ema.value
+            if rsi is None or ema is None or self.is_pending(token, ctx.now_ns):
+                continue
+            exit_ = self._exit(token, state.close, rsi, ema, ctx)
+            if exit_ is not None:
+                out.append(exit_)
+        return out
+
+    def _exit(self, token: int, close: int, rsi: float, ema: float, ctx: StrategyContext) -> OrderIntent | None:
+        p, pos = self.params, self.position(token)
+        if pos > 0 and (rsi < p.exit_long_rsi or close < ema):
+            reason = f"exit long: RSI {rsi:.1f}, EMA {ema:.0f}"
+            return self._intent(token, close, ctx, trading_pb2.SIDE_SELL, pos, reason)
+        if pos < 0 and (rsi > p.exit_short_rsi or close > ema):
+            reason = f"exit short: RSI {rsi:.1f}, EMA {ema:.0f}"
+            return self._intent(token, close, ctx, trading_pb2.SIDE_BUY, -pos, reason)
+        return None
 
     def _entry_quantity(self, token: int, ctx: StrategyContext) -> int:
         inst = ctx.instruments.get(token)
         lot = inst.lot_size if inst is not None and inst.lot_size > 0 else 1
         return max(lot, self.params.quantity - self.params.quantity % lot)
 
-    def _intent(self, candle: market_pb2.Candle, ctx: StrategyContext, side: trading_pb2.Side, quantity: int,
+    def _intent(self, token: int, close: int, ctx: StrategyContext, side: trading_pb2.Side, quantity: int,
                 reason: str) -> OrderIntent:
         if self.params.order_type == "MARKET":
-            return OrderIntent(candle.token, side, quantity, trading_pb2.ORDER_TYPE_MARKET, 0,
-                               trading_pb2.PRODUCT_MIS, reason)
-        inst = ctx.instruments.get(candle.token)
+            return OrderIntent(token, side, quantity, trading_pb2.ORDER_TYPE_MARKET, 0, trading_pb2.PRODUCT_MIS, reason)
+        inst = ctx.instruments.get(token)
         tick = inst.tick_size_paise if inst is not None else 0
-        return OrderIntent(candle.token, side, quantity, trading_pb2.ORDER_TYPE_LIMIT,
-                           snap_to_tick(candle.close_paise, tick), trading_pb2.PRODUCT_MIS, reason)
+        return OrderIntent(token, side, quantity, trading_pb2.ORDER_TYPE_LIMIT, snap_to_tick(close, tick),
+                           trading_pb2.PRODUCT_MIS, reason)

@@ -34,7 +34,10 @@ plugin can refuse to pyramid and exit with the opposite side. The module decides
 intent is sent (a paused strategy still sees every candle but sends nothing) and turns it into a
 ``trading_pb2.Signal``. Parameters change at run time through ``SetStrategyParams``: the module
 validates the whole new set with ``Params`` first, then calls ``apply_params``, which by default
-calls ``reset()`` when a field listed in ``reset_on`` changed.
+calls ``reset()`` when a field listed in ``reset_on`` changed. ``reset()`` should warm the new
+indicators up from what the plugin keeps (MOMENTUM_RSI keeps its latest closes): a strategy left
+cold sees no exit either until it is warm again. Then the engine asks ``exits_due(ctx)`` and
+sends at once the exits of open positions the new params call for (never an entry).
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ class Strategy:
 
     kind: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]]
-    # Params whose change discards indicator state (warm-up starts again).
+    # Params whose change rebuilds indicator state (reset(); warm it up again from what the plugin keeps).
     reset_on: ClassVar[frozenset[str]] = frozenset()
     # Trades intraday products (MIS) only: after a restart only today's orders give back its positions.
     intraday_only: ClassVar[bool] = False
@@ -123,6 +126,11 @@ class Strategy:
 
     def on_candle(self, candle: market_pb2.Candle, ctx: StrategyContext) -> list[OrderIntent]:
         raise NotImplementedError
+
+    def exits_due(self, ctx: StrategyContext) -> list[OrderIntent]:
+        """After new params (apply_params): the exits of open positions they call for now, at the latest candle
+        seen, rather than at the token's next one. Only exits: the engine sends nothing else from here."""
+        return []
 
     # Plugins that need every tick define `on_tick(self, tick, ctx) -> list[OrderIntent]`; the
     # module calls it only for plugins that define it, so candle-only strategies cost nothing per tick.

@@ -109,7 +109,9 @@ class StrategyServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetStrategyParams(self, request, context):
-        """SetStrategyParams re-parametrises a running strategy; all or nothing.
+        """SetStrategyParams re-parametrises a running strategy; all or nothing. A period change warms its indicators up
+        again from the latest closes it keeps; then an open position whose exit the new params call for at the latest
+        candle is exited at once (a signal), not at the token's next candle. It never enters from there.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

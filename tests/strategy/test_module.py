@@ -214,6 +214,71 @@ async def test_a_long_position_is_exited_with_a_sell_of_its_size(harness):
     assert [(s.side, s.quantity) for s in harness.signals] == [(trading_pb2.SIDE_BUY, 1), (trading_pb2.SIDE_SELL, 1)]
 
 
+async def set_params(harness, **params):
+    request = strategy_pb2.SetStrategyParamsRequest(name="mom", params={k: str(v) for k, v in params.items()})
+    reply = await harness.bus.call(rpc.SET_STRATEGY_PARAMS, request)
+    assert await harness.bus.drain()
+    return reply.strategy
+
+
+async def test_after_a_period_change_the_next_candle_can_exit_a_long_position(harness):
+    """The period change used to discard the indicators: RSI(4) needed five new candles, and until then the
+    strategy checked no exit however far the price fell. Now they are warmed up again from the closes kept."""
+    await harness.feed(ticks(FALLING_THEN_JUMP), candles_expected=6)
+    await harness.bus.publish(Topic.ORDER_UPDATES, update(1, qty=1))
+    await set_params(harness, rsi_period=4)
+
+    await harness.feed(ticks([95_00], start_minute=6), candles_expected=1)
+
+    assert [(s.side, s.quantity) for s in harness.signals] == [(trading_pb2.SIDE_BUY, 1), (trading_pb2.SIDE_SELL, 1)]
+
+
+async def test_a_period_change_sends_at_once_the_exit_the_warmed_up_indicators_call_for(harness):
+    """Long after the jump to 100 (above EMA(3) 98.5); EMA(10) over the same closes is 101.6: the close is below it."""
+    await harness.feed(ticks([110_00, 108_00, 106_00, 104_00, 102_00, *FALLING_THEN_JUMP]), candles_expected=11)
+    await harness.bus.publish(Topic.ORDER_UPDATES, update(1, qty=1))
+    assert await harness.bus.drain()
+    harness.clock.set(T0915 + 11 * 60 * NS + 7 * NS)  # in the open minute 11: the timer closes nothing
+
+    await set_params(harness, ema_period=10)
+
+    _, sell = harness.signals
+    assert (sell.side, sell.quantity, sell.limit_price_paise, sell.signal_id) == (
+        trading_pb2.SIDE_SELL, 1, 100_00, f"mom-{SBIN}-{T0915 + 11 * 60 * NS + 7 * NS}-SELL")
+    assert sell.reason.startswith("exit long") and "EMA 10164" in sell.reason
+
+
+async def test_a_threshold_change_also_sends_at_once_the_exit_it_calls_for(harness):
+    await harness.feed(ticks(FALLING_THEN_JUMP), candles_expected=6)
+    await harness.bus.publish(Topic.ORDER_UPDATES, update(1, qty=1))
+    assert await harness.bus.drain()
+
+    await set_params(harness, entry_long_rsi=80, exit_long_rsi=70)  # RSI 66.7 is below the new exit level
+
+    assert [(s.side, s.quantity) for s in harness.signals] == [(trading_pb2.SIDE_BUY, 1), (trading_pb2.SIDE_SELL, 1)]
+
+
+async def test_a_paused_strategy_sends_no_exit_on_new_params(harness):
+    await harness.feed(ticks(FALLING_THEN_JUMP), candles_expected=6)
+    await harness.bus.publish(Topic.ORDER_UPDATES, update(1, qty=1))
+    await harness.bus.call(rpc.PAUSE_STRATEGY, strategy_pb2.PauseStrategyRequest(name="mom"))
+
+    await set_params(harness, entry_long_rsi=80, exit_long_rsi=70)
+
+    assert [s.side for s in harness.signals] == [trading_pb2.SIDE_BUY]
+
+
+async def test_a_period_change_never_sends_an_entry_the_replayed_closes_call_for(harness):
+    await set_params(harness, rsi_period=4)
+    await harness.feed(ticks(FALLING_THEN_JUMP), candles_expected=6)  # RSI(4) 57.1: no cross of 60
+
+    await set_params(harness, rsi_period=3)  # RSI(3) over the same closes crosses 60 at the last one
+
+    assert harness.signals == []
+    await harness.feed(ticks([99_00, 103_00], start_minute=6), candles_expected=2)  # warm: a new cross enters
+    assert [(s.side, s.limit_price_paise) for s in harness.signals] == [(trading_pb2.SIDE_BUY, 103_00)]
+
+
 async def test_a_rejected_signal_frees_its_token_at_once(harness):
     await harness.feed(ticks(FALLING_THEN_JUMP), candles_expected=6)
     (signal,) = harness.signals

@@ -135,15 +135,33 @@ def test_an_order_seen_open_keeps_the_token_blocked_until_it_is_terminal():
     assert strategy.position(SBIN) == 0
 
 
-def test_changing_a_period_restarts_the_warm_up_but_changing_a_threshold_does_not():
+def test_changing_a_threshold_keeps_the_indicators_and_changing_a_period_warms_them_up_again_from_the_closes():
     strategy = make()
     feed(strategy, FALLING_THEN_JUMP[:5])
     strategy.apply_params(MomentumRsiParams(rsi_period=3, ema_period=3, entry_long_rsi=65))
     assert feed(strategy, [100_00], start_minute=5)[0][0].side == trading_pb2.SIDE_BUY
-    strategy2 = make()
-    feed(strategy2, FALLING_THEN_JUMP[:5])
-    strategy2.apply_params(MomentumRsiParams(rsi_period=4, ema_period=3))
-    assert feed(strategy2, [100_00], start_minute=5)[0] == []
+    rewarmed, fresh = make(), make(rsi_period=4)
+    feed(rewarmed, FALLING_THEN_JUMP[:5])
+    feed(fresh, FALLING_THEN_JUMP[:5])
+    rewarmed.apply_params(MomentumRsiParams(rsi_period=4, ema_period=3))
+    assert rewarmed._state[SBIN].rsi.value == fresh._state[SBIN].rsi.value == 0.0  # RSI(4) of 5 falling closes
+
+
+def test_exits_due_is_the_exit_of_an_open_position_at_the_latest_close_and_never_an_entry():
+    long, flat = make(), make()
+    for strategy in (long, flat):
+        feed(strategy, [110_00, 108_00, 106_00, 104_00, 102_00, *FALLING_THEN_JUMP])  # a buy at the last one
+        strategy.on_rejected(SBIN)
+    fill(long, trading_pb2.SIDE_BUY, 2)
+    ctx = StrategyContext(InstrumentBook(nse_instruments(["SBIN-EQ"])), now_ns=T0915 + 12 * 60 * NS)
+    assert long.exits_due(ctx) == flat.exits_due(ctx) == []  # 100 is above EMA(3) 98.5
+    for strategy in (long, flat):
+        strategy.apply_params(MomentumRsiParams(rsi_period=3, ema_period=10))  # EMA(10) 101.6
+
+    (intent,) = long.exits_due(ctx)
+
+    assert (intent.side, intent.quantity, intent.limit_price_paise) == (trading_pb2.SIDE_SELL, 2, 100_00)
+    assert flat.exits_due(ctx) == []
 
 
 def test_exit_thresholds_must_sit_inside_the_entry_thresholds():

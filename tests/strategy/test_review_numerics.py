@@ -13,7 +13,13 @@ import pytest
 from services.strategy.candles import CandleBuilder
 from services.strategy.engine import StrategyEngine
 from services.strategy.indicators import EMA, RSI, SMA
-from services.strategy.momentum_rsi import MomentumRsi, MomentumRsiParams
+from services.strategy.momentum_rsi import (
+    MAX_EMA_PERIOD,
+    MAX_RSI_PERIOD,
+    WARM_UP_CLOSES,
+    MomentumRsi,
+    MomentumRsiParams,
+)
 from services.strategy.plugins import OrderIntent, Strategy, StrategyContext
 from shared.clock import NS, ManualClock, ist_ns
 from shared.contracts import market_pb2, trading_pb2
@@ -358,17 +364,26 @@ def test_changing_thresholds_mid_stream_keeps_the_indicators_as_if_they_had_alwa
     assert changed._state[SBIN].rsi.value == pytest.approx(reference_rsi(closes, 7)[-1], rel=1e-9)
 
 
-def test_changing_a_period_mid_stream_restarts_indicators_as_a_fresh_strategy_fed_from_then():
+def test_changing_a_period_mid_stream_warms_the_indicators_up_as_if_that_period_had_always_been_set():
     closes = closes_with_flats_and_gaps(32, 200)
     changed = MomentumRsi("mom", MomentumRsiParams())
     run(changed, closes[:100])
     flat = changed.position(SBIN) == 0
     changed.apply_params(MomentumRsiParams(rsi_period=5, ema_period=12))
-    rest = closes[100:]
-    assert changed._state == {}
-    run(changed, rest, fill=flat)
-    assert changed._state[SBIN].rsi.value == pytest.approx(reference_rsi(rest, 5)[-1], rel=1e-9)
-    assert changed._state[SBIN].ema.value == pytest.approx(reference_ema(rest, 12)[-1], rel=1e-9)
+    assert changed._state[SBIN].rsi.value == pytest.approx(reference_rsi(closes[:100], 5)[-1], rel=1e-9)
+    run(changed, closes[100:], fill=flat, first=100)
+    assert changed._state[SBIN].rsi.value == pytest.approx(reference_rsi(closes, 5)[-1], rel=1e-9)
+    assert changed._state[SBIN].ema.value == pytest.approx(reference_ema(closes, 12)[-1], rel=1e-9)
+
+
+def test_a_period_change_warms_up_from_the_latest_closes_kept_only():
+    closes = closes_with_flats_and_gaps(33, WARM_UP_CLOSES + 300)
+    changed = MomentumRsi("mom", MomentumRsiParams())
+    run(changed, closes, fill=False)
+    changed.apply_params(MomentumRsiParams(rsi_period=MAX_RSI_PERIOD, ema_period=MAX_EMA_PERIOD))
+    kept = closes[-WARM_UP_CLOSES:]
+    assert changed._state[SBIN].rsi.value == pytest.approx(reference_rsi(kept, MAX_RSI_PERIOD)[-1], rel=1e-9)
+    assert changed._state[SBIN].ema.value == pytest.approx(reference_ema(kept, MAX_EMA_PERIOD)[-1], rel=1e-9)
 
 
 def test_a_limit_price_off_the_tick_grid_is_snapped_onto_it():
