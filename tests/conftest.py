@@ -1,6 +1,7 @@
 """Shared fixtures: one embedded PostgreSQL per test session, a fresh migrated database per test, a pool on it.
 
-pg_server (session, sync) -> admin DSN; database (async) -> DSN of a new database; db_pool -> asyncpg pool on it.
+pg_server (session, sync) -> admin DSN; database (async) -> DSN of a new database; db_pool -> asyncpg pool on it;
+procs -> tests.grpc.procs.Procs, whose processes are all stopped when the test ends.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 
 from shared.db import migrate
 from shared.db.embedded import EmbeddedPostgres
+from tests.grpc.procs import Procs
 
 TEMPLATE = "neopulse_test_template"
 # Test data is throwaway: skip the disk flushes that make every commit wait.
@@ -88,3 +90,13 @@ def exchange_holidays() -> Iterator[Callable[..., None]]:
 
     yield lambda *days: clock.set_holidays(days)
     clock.set_holidays(())
+
+
+@pytest.fixture
+def procs() -> Iterator[Procs]:
+    """Start a test's processes through this: each is stopped when the test ends, whatever happened in it."""
+    started = Procs()
+    try:
+        yield started
+    finally:
+        started.stop_all()

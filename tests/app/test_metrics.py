@@ -1,17 +1,11 @@
 """A running monolith serves Prometheus metrics for the things an operator watches."""
 
-import asyncio
-import os
-import sys
-from pathlib import Path
-
 import httpx
 import pytest
 
 from shared.ports import free_loopback_port as free_port
 from tests.helpers import eventually
 
-ROOT = Path(__file__).resolve().parents[2]
 WATCHED = [
     "neopulse_ingestion_ticks_total", "neopulse_ingestion_ticks_per_second", "neopulse_ingestion_feed_reconnects",
     "neopulse_bus_queue_depth_messages", "neopulse_strategy_signals_total", "neopulse_oms_order_updates_total",
@@ -21,14 +15,11 @@ WATCHED = [
 
 
 @pytest.mark.slow
-async def test_the_metrics_endpoint_shows_ticks_queues_signals_orders_rpc_latency_and_writer_lag(tmp_path):
+async def test_the_metrics_endpoint_shows_ticks_queues_signals_orders_rpc_latency_and_writer_lag(tmp_path, procs):
     port, grpc_port = free_port(), free_port()
     (tmp_path / "c.toml").write_text(f'data_dir = "{tmp_path / "data"}"\n')
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.app.cli", "run", "--source", "synthetic", "--speed", "60", "--duration",
-        "60", "--metrics-port", str(port), "--grpc-port", str(grpc_port), "--config", str(tmp_path / "c.toml"),
-        cwd=ROOT, env={**os.environ, "NEO_LOG_FILE_ENABLED": "false"}, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL)
+    procs.neopulse(["run", "--source", "synthetic", "--speed", "60", "--duration", "60", "--metrics-port", str(port),
+                    "--grpc-port", str(grpc_port), "--config", str(tmp_path / "c.toml")], tmp_path / "run.log")
     text = ""
 
     async def all_there() -> bool:
@@ -40,9 +31,6 @@ async def test_the_metrics_endpoint_shows_ticks_queues_signals_orders_rpc_latenc
             return False
         return all(name in text for name in WATCHED) and "neopulse_oms_order_updates_total{" in text
 
-    try:
-        await eventually(all_there, within=60, every=0.5)
-    finally:
-        proc.terminate()
-        await asyncio.wait_for(proc.wait(), 30)
+    await eventually(all_there, within=60, every=0.5)
+
     assert [n for n in WATCHED if n not in text] == []

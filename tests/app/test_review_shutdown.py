@@ -16,7 +16,6 @@ import pytest
 from services.app.config import AppSettings
 from shared.bus import Topic
 from shared.contracts import trading_pb2 as t
-from tests.grpc.procs import Proc
 from tests.oms.helpers import order
 
 pytestmark = pytest.mark.slow
@@ -94,15 +93,12 @@ async def test_decisions_the_order_path_had_no_time_for_are_recorded_not_sent_an
             ("REJECTED", "NOT_SENT") in statuses) == (BURST, True, True)
 
 
-def test_a_single_sigterm_stops_cleanly_with_exit_code_zero(tmp_path):
-    proc = Proc(["run", "--no-db", "--source", "synthetic", "--grpc-port", "0", "--metrics-port", "0"],
-                tmp_path / "run.log")
-    try:
-        proc.wait_for_line("gRPC listening")
-        started = time.monotonic()
-        proc.proc.send_signal(signal.SIGTERM)
-        code = proc.proc.wait(60)
-    finally:
-        proc.stop()
+def test_a_single_sigterm_stops_cleanly_with_exit_code_zero(tmp_path, procs):
+    proc = procs.neopulse(["run", "--no-db", "--source", "synthetic", "--grpc-port", "0", "--metrics-port", "0"],
+                          tmp_path / "run.log")
+    proc.wait_for_line("gRPC listening")
+    started = time.monotonic()
+    proc.proc.send_signal(signal.SIGTERM)
+    code = proc.proc.wait(60)
 
     assert (code, time.monotonic() - started < 30) == (0, True)

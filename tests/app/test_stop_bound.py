@@ -2,7 +2,8 @@
 once, and the order whose call hung stays in the ledger for the next start to reconcile (placed once).
 
 Real parts: `neopulse sim` (its place endpoint told to hang) and `neopulse run --live` processes through the real
-SDK, embedded PostgreSQL, a manual order through grpcurl.
+SDK, embedded PostgreSQL, a manual order through grpcurl. Every process is started through the `procs` fixture: none
+outlives its test, whether it passes or fails.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -22,7 +22,7 @@ import pytest
 
 from shared.kotak.config import SIMULATOR_CREDENTIALS
 from shared.runtime import EXIT_FORCED, EXIT_STOP_LEFT_BEHIND
-from tests.grpc.procs import GRPCURL, ROOT, Proc, wait_until
+from tests.grpc.procs import GRPCURL, ROOT, Proc, Procs, wait_until
 from tests.grpc.test_monolith import limit_buy_below_market
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -34,16 +34,13 @@ CONFIG = "[strategy]\nstrategies = []\n[risk]\nenforce_market_hours = false\n"
 
 
 @pytest.fixture
-def simulator(tmp_path: Path) -> Iterator[str]:
-    """A `neopulse sim` process; yields its REST base URL."""
-    sim = Proc(["sim", "--port", "0"], tmp_path / "sim.log")
-    try:
-        yield sim.wait_for_line("REST base:").split()[-1]
-    finally:
-        sim.stop()
+def simulator(tmp_path: Path, procs: Procs) -> str:
+    """A `neopulse sim` process; its REST base URL."""
+    return procs.neopulse(["sim", "--port", "0"], tmp_path / "sim.log").wait_for_line("REST base:").split()[-1]
 
 
-def live_run(tmp_path: Path, base_url: str, database: str, monkeypatch: pytest.MonkeyPatch, name: str) -> Proc:
+def live_run(procs: Procs, tmp_path: Path, base_url: str, database: str, monkeypatch: pytest.MonkeyPatch,
+             name: str) -> Proc:
     """`neopulse run --live` against the simulator: KotakBroker and the real SDK, the ledger in `database`. The SDK
     waits 10 minutes for a reply, so a call the simulator never answers hangs for the whole test."""
     config = tmp_path / "neopulse.toml"
@@ -55,7 +52,7 @@ def live_run(tmp_path: Path, base_url: str, database: str, monkeypatch: pytest.M
     monkeypatch.setenv("NEOPULSE_MODE", "live")
     monkeypatch.setenv("NEOPULSE_STOP_BUDGET_S", str(STOP_BUDGET_S))
     monkeypatch.setenv("NEOPULSE_DATABASE_URL", database)
-    proc = Proc(
+    proc = procs.neopulse(
         ["run", "--live", "--source", "kotak", "--grpc-port", "0", "--metrics-port", "0", "--config", str(config)],
         tmp_path / f"{name}.log",
     )
@@ -91,14 +88,14 @@ def place_calls(base_url: str) -> int:
     return httpx.get(f"{base_url}/_sim/calls").json().get("place_order", 0)
 
 
-def hang_a_placement(proc: Proc, base_url: str) -> subprocess.Popen:
-    """Tell the simulator to hang its next place call, place a manual order, and return once the simulator has
-    the call (the broker call under way). Returns the grpcurl process waiting for the order's reply."""
+def hang_a_placement(procs: Procs, proc: Proc, base_url: str) -> None:
+    """Tell the simulator to hang its next place call, place a manual order (grpcurl, left waiting for the order's
+    reply), and return once the simulator has the call (the broker call under way)."""
     httpx.post(f"{base_url}/_sim/faults/place_order", json={"hang": True}).raise_for_status()
     addr = grpc_addr(proc)
     # Delivery: a live run keeps the real clock, and after 15:15 IST risk refuses an MIS order that opens a position.
     order = {**limit_buy_below_market(addr), "product": "PRODUCT_CNC"}
-    placing = subprocess.Popen(
+    procs.popen(
         [
             GRPCURL,
             "-plaintext",
@@ -113,7 +110,6 @@ def hang_a_placement(proc: Proc, base_url: str) -> subprocess.Popen:
         stderr=subprocess.DEVNULL,
     )
     wait_until(lambda: place_calls(base_url), 60)
-    return placing
 
 
 async def stopped(proc: Proc, within_s: float) -> tuple[int | None, float]:
@@ -130,15 +126,13 @@ def logged(proc: Proc, text: str) -> list[str]:
     return [line for line in proc.lines if text in line]
 
 
-async def test_a_hung_broker_call_cannot_hold_the_stop_past_its_budget(tmp_path, simulator, database, monkeypatch):
-    proc = live_run(tmp_path, simulator, database, monkeypatch, "run")
-    placing = await asyncio.to_thread(hang_a_placement, proc, simulator)
-    try:
-        proc.proc.send_signal(signal.SIGTERM)
-        code, took = await stopped(proc, STOP_BUDGET_S + EXIT_SLACK_S)
-    finally:
-        proc.stop(5)
-        placing.kill()
+async def test_a_hung_broker_call_cannot_hold_the_stop_past_its_budget(tmp_path, procs, simulator, database,
+                                                                     monkeypatch):
+    proc = live_run(procs, tmp_path, simulator, database, monkeypatch, "run")
+    await asyncio.to_thread(hang_a_placement, procs, proc, simulator)
+
+    proc.proc.send_signal(signal.SIGTERM)
+    code, took = await stopped(proc, STOP_BUDGET_S + EXIT_SLACK_S)
 
     assert (code, took < STOP_BUDGET_S + EXIT_SLACK_S) == (EXIT_STOP_LEFT_BEHIND, True), proc.log
     assert any("oms:place:" in line for line in logged(proc, "did not stop in time")), proc.log
@@ -152,36 +146,27 @@ async def sigterm_twice(proc: Proc) -> tuple[int | None, float]:
     return await stopped(proc, FORCED_WITHIN_S + EXIT_SLACK_S)
 
 
-async def test_a_second_sigterm_forces_the_exit_within_seconds(tmp_path, simulator, database, monkeypatch):
-    proc = live_run(tmp_path, simulator, database, monkeypatch, "run")
-    placing = await asyncio.to_thread(hang_a_placement, proc, simulator)
-    try:
-        code, took = await sigterm_twice(proc)
-    finally:
-        proc.stop(5)
-        placing.kill()
+async def test_a_second_sigterm_forces_the_exit_within_seconds(tmp_path, procs, simulator, database, monkeypatch):
+    proc = live_run(procs, tmp_path, simulator, database, monkeypatch, "run")
+    await asyncio.to_thread(hang_a_placement, procs, proc, simulator)
+
+    code, took = await sigterm_twice(proc)
 
     assert (code, took < FORCED_WITHIN_S) == (EXIT_FORCED, True), proc.log
     assert logged(proc, "stop forced by a second signal"), proc.log
 
 
 async def test_an_order_hung_at_a_forced_exit_is_adopted_once_by_the_next_start(
-    tmp_path, simulator, database, monkeypatch
+    tmp_path, procs, simulator, database, monkeypatch
 ):
-    first = live_run(tmp_path, simulator, database, monkeypatch, "first")
-    placing = await asyncio.to_thread(hang_a_placement, first, simulator)
-    try:
-        await sigterm_twice(first)
-    finally:
-        first.stop(5)
-        placing.kill()
+    first = live_run(procs, tmp_path, simulator, database, monkeypatch, "first")
+    await asyncio.to_thread(hang_a_placement, procs, first, simulator)
+    await sigterm_twice(first)
+    first.stop(5)  # gone before the next start, even if the second signal did not end it
     at_exit = await ledger(database)
-    second = live_run(tmp_path, simulator, database, monkeypatch, "second")
-    try:
-        after_restart = await poll_ledger(database, "OPEN")
-        calls = await asyncio.to_thread(place_calls, simulator)
-    finally:
-        second.stop()
+    live_run(procs, tmp_path, simulator, database, monkeypatch, "second")
+    after_restart = await poll_ledger(database, "OPEN")
+    calls = await asyncio.to_thread(place_calls, simulator)
 
     assert [status for _, status, _ in at_exit] in (["PENDING_NEW"], ["SUBMITTED"])  # written ahead, not settled
     assert ([status for _, status, _ in after_restart], bool(after_restart[0][2]), calls) == (["OPEN"], True, 1)
@@ -205,8 +190,8 @@ asyncio.run(main())
 """
 
 
-def blocked_loop(budget_s: float) -> subprocess.Popen:
-    proc = subprocess.Popen(
+def blocked_loop(procs: Procs, budget_s: float) -> subprocess.Popen:
+    proc = procs.popen(
         [sys.executable, "-c", BLOCKED_LOOP, str(budget_s)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -217,30 +202,24 @@ def blocked_loop(budget_s: float) -> subprocess.Popen:
     return proc
 
 
-def test_a_stop_with_the_event_loop_blocked_still_ends_at_the_budget():
-    proc = blocked_loop(1.0)
+def test_a_stop_with_the_event_loop_blocked_still_ends_at_the_budget(procs):
+    proc = blocked_loop(procs, 1.0)
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    try:
-        _, err = proc.communicate(timeout=1.0 + FORCED_WITHIN_S)
-    finally:
-        proc.kill()
+    _, err = proc.communicate(timeout=1.0 + FORCED_WITHIN_S)
 
     assert (proc.returncode, time.monotonic() - started < 1.0 + FORCED_WITHIN_S) == (EXIT_STOP_LEFT_BEHIND, True)
     assert "stop did not finish within 1 s" in err
 
 
-def test_a_second_signal_forces_the_exit_with_the_event_loop_blocked():
-    proc = blocked_loop(60.0)
+def test_a_second_signal_forces_the_exit_with_the_event_loop_blocked(procs):
+    proc = blocked_loop(procs, 60.0)
     assert proc.stdout is not None
     proc.send_signal(signal.SIGINT)
     assert proc.stdout.readline() == "stopping\n"
     started = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    try:
-        _, err = proc.communicate(timeout=FORCED_WITHIN_S)
-    finally:
-        proc.kill()
+    _, err = proc.communicate(timeout=FORCED_WITHIN_S)
 
     assert (proc.returncode, time.monotonic() - started < FORCED_WITHIN_S) == (EXIT_FORCED, True)
     assert "stop forced by a second signal (SIGINT)" in err

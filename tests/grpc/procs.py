@@ -1,4 +1,5 @@
-"""Helpers to run `neopulse` processes in tests: readiness lines, grpcurl, polling (ports: shared.ports).
+"""Helpers to run `neopulse` processes in tests: readiness lines, grpcurl, polling (ports: shared.ports), and Procs,
+which stops every process a test started whatever the test did (the `procs` fixture, tests/conftest.py).
 
 Used by the monolith and split-mode tests; everything here is synchronous (the servers are other processes).
 """
@@ -12,22 +13,33 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 GRPCURL = str(ROOT / ".venv" / "bin" / "grpcurl")
 
 
-class Proc:
-    """A `neopulse` subprocess whose output is collected; `wait_for_line` blocks until a line appears."""
+FORCED_EXIT_WAIT_S = 10.0  # a second SIGTERM forces a neopulse process out (shared.runtime) within seconds
 
-    def __init__(self, args: list[str], log: Path) -> None:
-        env = {**os.environ, "NEO_LOG_FILE_ENABLED": "false"}
+
+class Proc:
+    """A `neopulse` subprocess whose output is collected; `wait_for_line` blocks until a line appears. `env` is
+    added to this process's environment (a None value removes the variable)."""
+
+    def __init__(self, args: list[str], log: Path, env: Mapping[str, str | None] | None = None) -> None:
+        environ = {**os.environ, "NEO_LOG_FILE_ENABLED": "false"}
+        for key, value in (env or {}).items():
+            if value is None:
+                environ.pop(key, None)
+            else:
+                environ[key] = value
         self.log = log
         self.lines: list[str] = []
         self._eof = False
         self._cond = threading.Condition()
-        self.proc = subprocess.Popen([sys.executable, "-m", "services.app.cli", *args], cwd=ROOT, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "services.app.cli", *args], cwd=ROOT, env=environ,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=self._pump, daemon=True).start()
 
@@ -55,14 +67,61 @@ class Proc:
                     raise AssertionError(f"{text!r} not printed; see {self.log}:\n" + "".join(self.lines[-20:]))
                 self._cond.wait(min(left, 0.5))
 
+    def output(self, timeout_s: float) -> tuple[int, str]:
+        """Wait for the process to exit (TimeoutExpired after `timeout_s`): its exit code and everything it printed."""
+        code = self.proc.wait(timeout_s)
+        with self._cond:
+            while not self._eof:
+                self._cond.wait(0.5)
+            return code, "".join(self.lines)
+
     def stop(self, timeout_s: float = 20.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        """SIGTERM and wait `timeout_s`; then a second SIGTERM (neopulse's forced exit, which still says what was
+        running); SIGKILL only when that does not end it either."""
+        return end(self.proc, timeout_s, signal.SIGTERM, signal.SIGTERM)
+
+
+def end(proc: subprocess.Popen, timeout_s: float, *signals: signal.Signals) -> int:
+    """Send each of `signals` in turn until `proc` exits (waiting `timeout_s` after the first, FORCED_EXIT_WAIT_S
+    after the others), then SIGKILL; returns its exit code."""
+    for i, sig in enumerate(signals):
+        if proc.poll() is not None:
+            break
+        proc.send_signal(sig)
         try:
-            return self.proc.wait(timeout_s)
+            return proc.wait(timeout_s if i == 0 else FORCED_EXIT_WAIT_S)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+            continue
+    if proc.poll() is None:
+        proc.kill()
+    return proc.wait()
+
+
+class Procs:
+    """The processes one test starts: stop_all() (the `procs` fixture's teardown) ends each, newest first, whether
+    the test passed, failed an assertion or timed out."""
+
+    def __init__(self) -> None:
+        self._started: list[Proc | subprocess.Popen] = []
+
+    def neopulse(self, args: list[str], log: Path, env: Mapping[str, str | None] | None = None) -> Proc:
+        proc = Proc(args, log, env)
+        self._started.append(proc)
+        return proc
+
+    def popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen:
+        """Any other process (grpcurl, a script): subprocess.Popen(argv, **kwargs), ended with SIGTERM then SIGKILL."""
+        proc = subprocess.Popen(argv, **kwargs)
+        self._started.append(proc)
+        return proc
+
+    def stop_all(self, timeout_s: float = 20.0) -> None:
+        while self._started:
+            proc = self._started.pop()
+            if isinstance(proc, Proc):
+                proc.stop(timeout_s)
+            else:
+                end(proc, timeout_s, signal.SIGTERM)
 
 
 def grpcurl(*args: str, timeout_s: float = 30.0) -> subprocess.CompletedProcess:
