@@ -141,8 +141,9 @@ class NotifierModule(Component):
         extra = {k: v for k, v in note.fields.items() if k not in _RESERVED}
         extra |= {"kind": kind, "title": note.title, "text": note.text, "source": note.source}
         log.log(_LEVELS.get(note.severity, logging.INFO), "notification", extra=extra)
-        if self.sender is not None:
-            self.sender.offer(messages.notification_html(note), urgent=messages.is_urgent(note))
+        if self.sender is not None and not self.sender.offer(messages.notification_html(note),
+                                                             urgent=messages.is_urgent(note)):
+            log.error("notification not sent to Telegram: it came after the notifier stopped", extra=extra)
 
     # -- bus requests ------------------------------------------------------------------
     async def _notify(self, request: notifier_pb2.NotifyRequest) -> notifier_pb2.NotifyResponse:
@@ -159,7 +160,7 @@ class NotifierModule(Component):
             mode=self.settings.mode, uptime_seconds=self.control.uptime_seconds,
             telegram_enabled=self.bot is not None and not self.bot_rejected,
             notifications_sent=sender.sent if sender else 0,
-            notifications_failed=(sender.failed + sender.dropped) if sender else 0)
+            notifications_failed=(sender.failed + sender.dropped + sender.late) if sender else 0)
 
     # -- daily summary -----------------------------------------------------------------
     async def _summary_loop(self) -> None:

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 SENT = Counter("neopulse_notifier_telegram_sent_messages", "Telegram messages delivered")
 FAILED = Counter("neopulse_notifier_telegram_failed_messages", "Telegram messages given up on")
 DROPPED = Counter("neopulse_notifier_dropped_notifications", "Notifications dropped from a full send queue")
+LATE = Counter("neopulse_notifier_late_notifications", "Notifications offered after the send queue stopped: not sent")
 RETRIED = Counter("neopulse_notifier_telegram_retries", "Telegram sends retried", ["reason"])
 
 Send = Callable[[int, str], Awaitable[object]]
@@ -96,6 +97,8 @@ class TelegramSender:
         self.sent = 0
         self.failed = 0
         self.dropped = 0
+        self.late = 0  # offered after stop(): never sent
+        self.closed = False  # stop() has ended: nothing more goes out
         self._untold = 0  # notifications shed since the trader was last told so
         self._held: tuple[list[str], list[str]] = ([], [])  # (urgent, ordinary) blocks of the batch being gathered
         # (chat_id, blocks) messages of the batch in hand, each until it is delivered or given up: what stop() sends
@@ -105,12 +108,18 @@ class TelegramSender:
         self._wire = asyncio.Lock()  # held while a request is on its way to Telegram
         self._migrated: dict[int, int] = {}  # a group upgraded to a supergroup: configured id -> its new id
 
-    def offer(self, html: str, urgent: bool = False) -> None:
-        """Queue one HTML block; a full queue sheds instead of waiting (counted, and the trader is told)."""
+    def offer(self, html: str, urgent: bool = False) -> bool:
+        """Queue one HTML block; a full queue sheds instead of waiting (counted, and the trader is told). False once
+        stop() has ended: the block is not sent, only counted (the caller logs what it was)."""
+        if self.closed:
+            self.late += 1
+            LATE.inc()
+            return False
         if self.queue.put(html, urgent):
             self.dropped += 1
             self._untold += 1
             DROPPED.inc()
+        return True
 
     async def run(self) -> None:
         """Forever, as its own task (stop() ends that task): wait for a block, gather what arrives within the
@@ -131,25 +140,32 @@ class TelegramSender:
 
     async def stop(self, seconds: float) -> None:
         """At shutdown: end run() and wait until it has ended, then send what it had in hand, what it held for its
-        next batch and the whole queue; all within `seconds` (0: the bot is not running, send nothing). What does
-        not go out is counted as failed and logged."""
+        next batch, the whole queue and what is offered meanwhile (the last alerts of modules stopping before the
+        notifier); all within `seconds` (0: the bot is not running, send nothing). Then the sender is closed. What
+        does not go out is counted as failed and logged."""
         deadline = asyncio.get_running_loop().time() + seconds
         await self._end_run(deadline)
-        urgent, ordinary = self.queue.take(len(self.queue))
-        self._held[0].extend(urgent)
-        self._held[1].extend(ordinary)
-        self._pending.extend(self._messages(self._release()))
         if seconds > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(deadline):
-                    await self._send_pending()
-        if self._pending:
+                    while self._take_all():
+                        await self._send_pending()
+        self.closed = True
+        if self._take_all():
             left = len(self._pending)
             self.failed += left
             FAILED.inc(left)
             log.error("telegram messages left unsent at shutdown", extra={
                 "messages": left, "blocks": sum(len(blocks) for _, blocks in self._pending)})
             self._pending.clear()
+
+    def _take_all(self) -> bool:
+        """Move the queue and the held blocks into the messages to send; True when there is any to send."""
+        urgent, ordinary = self.queue.take(len(self.queue))
+        self._held[0].extend(urgent)
+        self._held[1].extend(ordinary)
+        self._pending.extend(self._messages(self._release()))
+        return bool(self._pending)
 
     async def _end_run(self, deadline: float) -> None:
         """Cancel run() and wait for it. A request it has on the wire is let finish first (until the deadline), so

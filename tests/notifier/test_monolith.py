@@ -12,7 +12,9 @@ import pytest
 
 from services.app.config import AppSettings
 from shared import rpc
-from shared.contracts import ingestion_pb2, oms_pb2, trading_pb2
+from shared.bus import Topic
+from shared.component import Component
+from shared.contracts import ingestion_pb2, oms_pb2, ops_pb2, trading_pb2
 from shared.errors import RiskRejected
 from tests.notifier.conftest import CHAT
 from tests.notifier.fake_bot_api import TOKEN
@@ -84,6 +86,55 @@ async def test_the_monolith_start_and_stop_notices_reach_telegram(fake_api):
     texts = [p["text"] for p in fake_api.sent(chat_id=CHAT)]
     assert texts[0].startswith("⚙️ <b>NeoPulse started</b>\nmode paper, source synthetic")
     assert texts[-1] == "⚙️ <b>NeoPulse stopping</b>\nshutting down cleanly"
+
+
+class LateAlert(Component):
+    """Stands in for a module whose last alert comes while the notifier is stopping: work its stop does not wait for
+    (a broker call answering late, a cancel retried in the background) publishes it once the notifier's stop is
+    sending its queue, here held on the wire by the fake Bot API until the alert is in the notifier's hands."""
+
+    name = "late-alert"
+
+    def __init__(self, bus, fake_api, answer: asyncio.Event) -> None:
+        super().__init__(bus)
+        self.fake_api, self.answer = fake_api, answer
+        self.work: asyncio.Task | None = None
+
+    async def stop(self) -> None:
+        self.work = asyncio.create_task(self._alert_once_the_notifier_sends())
+
+    async def _alert_once_the_notifier_sends(self) -> None:
+        await self.fake_api.wait_sent(1, chat_id=CHAT, within=30)
+        await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
+            kind=ops_pb2.NOTIFICATION_KIND_KILL_SWITCH, severity=ops_pb2.SEVERITY_CRITICAL,
+            title="Kill switch: 1 open order(s) NOT cancelled", text="cancel it by hand", source="risk"))
+        await self.bus.drain(5.0)
+        self.answer.set()
+
+
+async def test_an_alert_published_while_the_notifier_stops_still_reaches_telegram(fake_api):
+    from services.app.monolith import Monolith
+
+    fake_api.hold["sendMessage"] = answer = asyncio.Event()
+    toml = notifier_toml(fake_api)
+    toml["notifier"]["batch_window_seconds"] = 30  # the notices wait for their batch: the notifier's stop sends them
+
+    class WithLateAlert(Monolith):
+        def _modules(self, *parts):
+            return [*super()._modules(*parts), LateAlert(self.bus, fake_api, answer)]
+
+    app = WithLateAlert(paper_settings(), toml)
+    stop = asyncio.Event()
+
+    async def stop_once_started() -> None:
+        await app.started.wait()
+        stop.set()
+
+    await asyncio.wait_for(app.run(extra=[stop_once_started], stop=stop), 60)
+
+    texts = [p["text"] for p in fake_api.sent(chat_id=CHAT)]
+    assert [("NeoPulse stopping" in t, "Kill switch: 1 open order(s) NOT cancelled" in t) for t in texts] == [
+        (True, False), (False, True)]
 
 
 async def place_once_priced(bus, instrument, within: float = 20.0) -> None:

@@ -1,4 +1,4 @@
-"""The send queue: what a full queue sheds, and what a stop still sends, or counts and logs.
+"""The send queue: what a full queue sheds, and what a stop still sends, or counts and logs (so is what comes after).
 
 The stops run the notifier (or its sender) on the real python-telegram-bot against the fake Bot API.
 """
@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+
+from prometheus_client import REGISTRY
 
 from services.notifier.module import NotifierModule
 from services.notifier.sender import TelegramSender
@@ -125,3 +127,18 @@ async def test_what_was_queued_for_a_bot_that_never_started_is_counted_at_stop(b
     await asyncio.gather(runner, return_exceptions=True)
 
     assert module.sender is not None and module.sender.failed == 1 and fake_api.sent() == []
+
+
+async def test_a_notification_that_comes_after_the_stop_is_logged_and_counted_as_not_sent(bus, standins, fake_api,
+                                                                                          clock, caplog):
+    before = REGISTRY.get_sample_value("neopulse_notifier_late_notifications_total") or 0.0
+    async for module in started(NotifierModule(bus, settings_for(fake_api), clock)):
+        await module.stop()
+
+        module.deliver(notice("Kill switch: 1 open order(s) NOT cancelled"))
+
+    assert module.sender is not None and (module.sender.late, fake_api.sent(chat_id=CHAT)) == (1, [])
+    assert (REGISTRY.get_sample_value("neopulse_notifier_late_notifications_total") or 0.0) - before == 1
+    assert [(r.levelno, r.title) for r in caplog.records
+            if r.getMessage() == "notification not sent to Telegram: it came after the notifier stopped"] == [
+        (logging.ERROR, "Kill switch: 1 open order(s) NOT cancelled")]
