@@ -60,6 +60,8 @@ PUBLISHED = Counter("neopulse_bus_published_messages", "Messages published", ["t
 DROPPED = Counter("neopulse_bus_dropped_messages", "Messages dropped from a full lossy queue", ["topic", "subscriber"])
 HANDLER_ERRORS = Counter("neopulse_bus_handler_errors", "Handler exceptions (logged, not fatal)",
                          ["topic", "subscriber"])
+UNDELIVERED = Counter("neopulse_bus_undelivered_messages", "Messages no subscriber will handle: published after the "
+                      "bus stopped, or still queued when it stopped (logged)", ["topic"])
 QUEUE_DEPTH = Gauge("neopulse_bus_queue_depth_messages", "Messages waiting per subscriber", ["topic", "subscriber"])
 
 MAX_YIELDS = 16  # loop turns a consumer waits at most for higher-priority ones (each turn runs them all)
@@ -109,6 +111,7 @@ class Bus:
         self._tasks: dict[Subscription, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()  # work a handler started and drain() waits for
         self._running = False
+        self._stopped = False  # run() has ended: what is published now reaches no handler
         self._published = {t: PUBLISHED.labels(t.value) for t in Topic}  # labels() is slow on a hot path
         # By priority: the consumers a consumer of priority p lets go first (every priority below p).
         self._ahead_of: dict[int, list[Subscription]] = {p: [] for p in Priority}
@@ -166,8 +169,13 @@ class Bus:
         return queued, finished
 
     async def publish(self, topic: Topic, msg: Any) -> None:
-        """Deliver to every subscriber; order-path topics wait for room (back-pressure)."""
+        """Deliver to every subscriber; order-path topics wait for room (back-pressure). Once the bus has stopped,
+        nothing is delivered: a message of a topic that never drops is counted and logged as undelivered."""
         self._published[topic].inc()
+        if self._stopped:
+            if not topic.lossy:
+                self._undelivered(topic, [msg])
+            return
         if topic.lossy:
             for sub in self._subs[topic]:
                 sub.offer(msg)
@@ -221,7 +229,7 @@ class Bus:
     # -- lifecycle ------------------------------------------------------------
     async def run(self) -> None:
         """Run every subscriber's consumer until cancelled (owned by the process TaskGroup)."""
-        self._running = True
+        self._running, self._stopped = True, False
         for subs in self._subs.values():
             for sub in subs:
                 if sub.handler is not None and sub not in self._tasks:
@@ -229,12 +237,32 @@ class Bus:
         try:
             await asyncio.Event().wait()
         finally:
-            self._running = False
+            self._running, self._stopped = False, True
             tasks = list(self._tasks.values())
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._tasks.clear()
+            self._drop_unhandled()
+
+    def _drop_unhandled(self) -> None:
+        """At stop: what is still queued for a handler of a topic that never drops is taken out, counted and logged
+        (a message a stopping module published after the last drain; a notification the trader will not get)."""
+        for sub in self.subscriptions():
+            if sub.handler is None or sub.topic.lossy or sub.queue.empty():
+                continue
+            left = []
+            while not sub.queue.empty():
+                left.append(sub.queue.get_nowait())
+                sub.queue.task_done()
+            self._undelivered(sub.topic, left, sub.name)
+
+    @staticmethod
+    def _undelivered(topic: Topic, msgs: list[Any], subscriber: str = "") -> None:
+        UNDELIVERED.labels(topic.value).inc(len(msgs))
+        log.error("messages not delivered: the bus has stopped", extra={
+            "topic": topic.value, "subscriber": subscriber, "count": len(msgs),
+            "messages": [getattr(m, "title", "") or type(m).__name__ for m in msgs]})  # a notification: its title
 
     def track(self, task: asyncio.Task[Any]) -> None:
         """Count `task` (work a handler handed off, e.g. an order placement) as part of handling: drain()

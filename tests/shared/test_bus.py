@@ -1,11 +1,13 @@
-"""The bus: fan-out, lossy market topics, back-pressure on the order path, handler errors."""
+"""The bus: fan-out, lossy market topics, back-pressure on the order path, handler errors, a stopped bus."""
 
 import asyncio
+import logging
 
 import pytest
+from prometheus_client import REGISTRY
 
 from shared.bus import Bus, Priority, Topic
-from shared.contracts import market_pb2, trading_pb2
+from shared.contracts import market_pb2, ops_pb2, trading_pb2
 from shared.errors import NotFound
 from tests.helpers import eventually as wait_for
 
@@ -250,3 +252,52 @@ async def test_as_follow_up_waits_for_queued_signal_sources(bus):
     await bus.as_follow_up()
 
     assert handled == ["ticks"]
+
+
+# -- a stopped bus ------------------------------------------------------------------------------------------
+def undelivered(topic: Topic) -> float:
+    return REGISTRY.get_sample_value("neopulse_bus_undelivered_messages_total", {"topic": topic.value}) or 0.0
+
+
+def undelivered_logs(caplog) -> list[tuple[int, str, list[str]]]:
+    return [(r.levelno, r.subscriber, r.messages) for r in caplog.records
+            if r.getMessage() == "messages not delivered: the bus has stopped"]
+
+
+async def stopped(bus: Bus) -> None:
+    runner = asyncio.create_task(bus.run())
+    await asyncio.sleep(0)
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_a_notification_published_after_the_bus_stopped_is_counted_and_logged_not_lost_silently(caplog):
+    bus, handled = Bus(), []
+
+    async def notifier(note):
+        handled.append(note)
+
+    bus.subscribe(Topic.NOTIFICATIONS, "notifier", notifier)
+    await stopped(bus)
+    before = undelivered(Topic.NOTIFICATIONS)
+
+    await bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(title="Kill switch: 1 open order(s) NOT cancelled"))
+
+    assert (handled, undelivered(Topic.NOTIFICATIONS) - before) == ([], 1)
+    assert undelivered_logs(caplog) == [(logging.ERROR, "", ["Kill switch: 1 open order(s) NOT cancelled"])]
+
+
+async def test_what_is_still_queued_for_a_handler_when_the_bus_stops_is_counted_and_logged(caplog):
+    bus, release = Bus(), asyncio.Event()
+    bus.subscribe(Topic.ORDER_UPDATES, "risk", lambda update: release.wait())  # busy with the first update
+    runner = asyncio.create_task(bus.run())
+    for i in (1, 2, 3):
+        await bus.publish(Topic.ORDER_UPDATES, trading_pb2.OrderUpdate(sequence=i))
+    await wait_for(lambda: bus.subscriptions()[0].busy)
+    before = undelivered(Topic.ORDER_UPDATES)
+
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+
+    assert undelivered(Topic.ORDER_UPDATES) - before == 2
+    assert undelivered_logs(caplog) == [(logging.ERROR, "risk", ["OrderUpdate", "OrderUpdate"])]
