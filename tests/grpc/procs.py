@@ -76,8 +76,8 @@ class Proc:
             return code, "".join(self.lines)
 
     def stop(self, timeout_s: float = 20.0) -> int:
-        """SIGTERM and wait `timeout_s`; then a second SIGTERM (neopulse's forced exit, which still says what was
-        running); SIGKILL only when that does not end it either."""
+        """SIGTERM and wait `timeout_s`; then a second SIGTERM (neopulse's forced exit, which still stops the
+        embedded PostgreSQL it started); SIGKILL only when that does not end it either."""
         return end(self.proc, timeout_s, signal.SIGTERM, signal.SIGTERM)
 
 
