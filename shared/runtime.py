@@ -222,8 +222,13 @@ def _last_words(why: str, fields: dict[str, Any], cleanup: threading.Thread, dea
     sys.stderr.flush()
 
 
+# SIGHUP too: the terminal a `neopulse run` was started from went away (an SSH session dropped). Its default
+# action would end the process on the spot, with no clean stop and the embedded PostgreSQL left running.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def stop_on_signals(guard: StopGuard | None = None) -> asyncio.Event:
-    """The process's stop event: set by SIGINT or SIGTERM. Also installs the SIGUSR1 task dump.
+    """The process's stop event: set by SIGINT, SIGTERM or SIGHUP. Also installs the SIGUSR1 task dump.
 
     With `guard`, the first signal also arms its stop deadline, and a second one forces the exit (EXIT_FORCED).
     The second is caught by a plain signal handler, not the loop's: it works with the event loop stuck too."""
@@ -240,11 +245,11 @@ def stop_on_signals(guard: StopGuard | None = None) -> asyncio.Event:
         if guard is None:
             return
         guard.begin()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
             signal.signal(sig, forced)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, first)
     install_task_dump()
     return stop

@@ -93,12 +93,14 @@ async def test_decisions_the_order_path_had_no_time_for_are_recorded_not_sent_an
             ("REJECTED", "NOT_SENT") in statuses) == (BURST, True, True)
 
 
-def test_a_single_sigterm_stops_cleanly_with_exit_code_zero(tmp_path, procs):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_single_stop_signal_stops_cleanly_with_exit_code_zero(tmp_path, procs, sig):
+    """SIGHUP too: the terminal `neopulse run` was started from went away (an SSH session dropped)."""
     proc = procs.neopulse(["run", "--no-db", "--source", "synthetic", "--grpc-port", "0", "--metrics-port", "0"],
                           tmp_path / "run.log")
     proc.wait_for_line("gRPC listening")
     started = time.monotonic()
-    proc.proc.send_signal(signal.SIGTERM)
+    proc.proc.send_signal(sig)
     code = proc.proc.wait(60)
 
     assert (code, time.monotonic() - started < 30) == (0, True)
