@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -158,6 +159,8 @@ class Monolith:
 
         self.grpc, self.bound_port = await wiring.start_grpc(self.bus, self.toml, self.settings.grpc_host,
                                                              self.grpc_port)
+        # Stopped by _stop_all; this is for a module that fails to start (stopping it again does nothing).
+        self.res.on_close(functools.partial(self.grpc.stop, 0))
         runners = []
         for comp in self.components:
             await comp.start()

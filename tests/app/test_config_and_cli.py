@@ -106,6 +106,18 @@ def test_a_busy_grpc_port_is_one_line_not_a_traceback():
     assert result.returncode == 1 and "port is in use" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("mode", ["run", "serve"])
+def test_a_symbol_the_feed_does_not_know_is_one_line_after_the_grpc_server_started(mode):
+    """Found once the feed's scrip master is read, after the gRPC server is up: that server is stopped too, not left
+    to the interpreter's exit (a traceback of 'Event loop is closed' under the one line)."""
+    args = ["run", "--no-db"] if mode == "run" else ["serve", "ingestion"]
+    result = run_cli(*args, "--duration", "2", "--grpc-port", "0", env={"NEOPULSE_SYMBOLS": '["FOO-EQ"]',
+                                                                         "NEOPULSE_USE_DATABASE": "false"})
+
+    assert result.returncode == 2, result.stderr
+    assert "FOO-EQ" in result.stderr and "Traceback" not in result.stderr and "never awaited" not in result.stderr
+
+
 def test_a_list_setting_given_as_plain_text_is_one_line_saying_json():
     result = run_cli("run", "--no-db", "--duration", "1", "--grpc-port", "0",
                      env={"NEOPULSE_SYMBOLS": "RELIANCE-EQ,TCS-EQ"})
