@@ -267,32 +267,39 @@ class RiskModule(Component):
     async def _retry_cancels(self, order_ids: list[str], epoch: int) -> None:
         """Retry with a doubling delay until each order is cancelled or terminal, the engagement `epoch` is over
         (released, even if engaged again since: that one cancels what it asked for) or cancel_retry_window_ms is
-        over; what is left is counted, logged and a CRITICAL notification."""
+        over; what is left is counted, logged and a CRITICAL notification. Cut short by a stop, so is what is left
+        then (the notifier stops last and sends it)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.cancel_retry_window_ms / 1000
+        window_s = self.settings.cancel_retry_window_ms / 1000
+        deadline = loop.time() + window_s
         delay = self.settings.cancel_retry_backoff_ms / 1000
         left = order_ids
-        while left and loop.time() < deadline and self._kill_epoch == epoch:
-            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
-            delay = min(delay * 2, MAX_CANCEL_BACKOFF_S)
-            still: list[str] = []
-            for order_id in left:
-                if self._kill_epoch != epoch:
-                    return
-                if order_id in self.engine.open_orders and not await self._cancel(order_id):
-                    still.append(order_id)
-            left = still
-        left = [o for o in left if o in self.engine.open_orders]
+        try:
+            while left and loop.time() < deadline and self._kill_epoch == epoch:
+                await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+                delay = min(delay * 2, MAX_CANCEL_BACKOFF_S)
+                still: list[str] = []
+                for order_id in left:
+                    if self._kill_epoch != epoch:
+                        return
+                    if order_id in self.engine.open_orders and not await self._cancel(order_id):
+                        still.append(order_id)
+                left = still
+        except asyncio.CancelledError:
+            await self._not_cancelled(left, epoch, "NeoPulse stopped while retrying them")
+            raise
+        await self._not_cancelled(left, epoch, f"the OMS refused to cancel them for {window_s:g} s")
+
+    async def _not_cancelled(self, order_ids: list[str], epoch: int, why: str) -> None:
+        left = [o for o in order_ids if o in self.engine.open_orders]
         if not left or self._kill_epoch != epoch:
             return
         CANCEL_FAILURES.inc(len(left))
-        log.error("kill switch could not cancel orders", extra={"order_ids": left, "count": len(left)})
+        log.error("kill switch could not cancel orders", extra={"order_ids": left, "count": len(left), "why": why})
         await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
             kind=ops_pb2.NOTIFICATION_KIND_KILL_SWITCH, severity=ops_pb2.SEVERITY_CRITICAL,
             title=f"Kill switch: {len(left)} open order(s) NOT cancelled",
-            text=(f"the OMS refused to cancel {', '.join(left)} for "
-                  f"{self.settings.cancel_retry_window_ms / 1000:g} s; check the broker's order book and cancel "
-                  "them by hand"),
+            text=f"{', '.join(left)}: {why}; check the broker's order book and cancel them by hand",
             ts_ns=self.clock.now_ns(), source="risk", fields={"order_ids": ",".join(left)}))
 
     def _complete_manual_order(self, order: trading_pb2.OrderRequest) -> trading_pb2.OrderRequest:

@@ -208,6 +208,24 @@ async def test_an_order_the_kill_switch_cannot_cancel_is_a_critical_notification
     assert risk.cancels.count("refused") > 1
 
 
+async def test_a_stop_during_the_kill_switchs_cancel_retries_still_names_the_orders_left_working(risk):
+    risk.module.settings = risk.module.settings.model_copy(update={"cancel_retry_window_ms": 60_000})
+    await risk.bus.call(rpc.SUBMIT_ORDER, risk_pb2.SubmitOrderRequest(order=order(client_order_id="refused")))
+    await risk.bus.call(rpc.SET_KILL_SWITCH, risk_pb2.SetKillSwitchRequest(
+        engaged=True, reason="runaway", cancel_open_orders=True))
+    await wait_for(lambda: risk.cancels.count("refused") > 1)  # retrying, well inside its window
+
+    runner = next(t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "RiskModule.run")
+    runner.cancel()  # the process stops: run()'s task group, and the retries in it, are cancelled
+    await asyncio.gather(runner, return_exceptions=True)
+    await wait_for(lambda: len(risk.notes) == 2)
+
+    note = risk.notes[1]
+    assert (note.kind, note.severity, note.fields["order_ids"]) == (
+        ops_pb2.NOTIFICATION_KIND_KILL_SWITCH, ops_pb2.SEVERITY_CRITICAL, "refused")
+    assert "stopped" in note.text
+
+
 async def test_releasing_the_kill_switch_reports_active(risk):
     await risk.bus.call(rpc.SET_KILL_SWITCH, risk_pb2.SetKillSwitchRequest(engaged=True))
 
