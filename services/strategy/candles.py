@@ -28,7 +28,8 @@ Rules:
   arrival order: "first tick seen" is the first to arrive, so if an earlier tick of that minute arrives after
   it (day volume not higher) it adds nothing here, while replay and SQL count the growth from it.
 - A tick older than the token's current minute (or of a minute already closed by the timer) is
-  out of order: it is counted in `late_ticks` and ignored.
+  out of order: it is counted in `late_ticks` and ignored. So is, after a warm start, a tick of a minute whose
+  stored candle the strategies were fed (`closed_before`).
 """
 
 from __future__ import annotations
@@ -130,6 +131,16 @@ class CandleBuilder:
                 bar[_CLOSED] = True
                 closed.append((self._candle(token, bar), 0))
         return closed
+
+    def closed_before(self, token: int, segment: str, start_ns: int) -> None:
+        """The token's candles before the minute starting at `start_ns` were closed elsewhere (the warm-up fed
+        them from the stored ticks): a tick of an earlier minute is late from now on, not the first of a second
+        candle for a minute already seen. A candle of that minute or a later one is kept; an earlier one dropped."""
+        bar = self._bars.get(token)
+        if bar is not None and bar[_START] >= start_ns:
+            return
+        # A closed bar of the minute before: the next tick opens its own minute and closes nothing.
+        self._bars[token] = [start_ns - MINUTE_NS, 0, 0, 0, 0, 0, 0, True, segment, 0, 0, 0, 0]
 
     def open_candle(self, token: int) -> market_pb2.Candle | None:
         """The token's candle in progress, or None (for inspection and tests)."""

@@ -6,6 +6,7 @@ Transport-free (no bus): the module feeds it and publishes what it returns; the 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import Counter
@@ -109,6 +110,44 @@ class StrategyEngine:
                 if intents and not strategy.paused:
                     signals.extend(self._emit(strategy, intents, candle.start_ns, recv_ns, ctx.now_ns))
         return candles, signals
+
+    def closes_needed(self) -> dict[int, int]:
+        """Every traded token (a strategy's symbols; every instrument for one without) -> the most closes a
+        strategy trading it needs warm (Strategy.closes_needed)."""
+        every = [inst.token for inst in self.instruments]
+        out: dict[int, int] = {}
+        for strategy in self.strategies.values():
+            need = strategy.closes_needed()
+            for token in strategy.tokens or every:
+                out[token] = max(out.get(token, 0), need)
+        return out
+
+    def warm_up(self, candles: list[market_pb2.Candle], tokens: Iterable[int], cutoff_ns: int) -> None:
+        """Feed stored candles (closed before cutoff_ns) to the strategies in time order, as they would have come
+        live, with ctx.warm_up set; what they return is dropped: a warm-up never trades. Then the candle builder
+        takes the ticks of `tokens` before cutoff_ns as late: their candles are fed."""
+        ctx, failed = self._ctx, set()
+        ctx.warm_up = True
+        try:
+            for candle in sorted(candles, key=lambda c: c.start_ns):
+                candle.symbol = self.candles.symbols.get(candle.token, "")
+                ctx.now_ns = candle.start_ns + MINUTE_NS
+                for strategy in self.strategies.values():
+                    if not strategy.wants(candle.token):
+                        continue
+                    try:
+                        strategy.on_candle(candle, ctx)
+                    except Exception:
+                        PLUGIN_ERRORS.labels(strategy.name).inc()
+                        if strategy.name not in failed:  # once, not once per stored candle
+                            failed.add(strategy.name)
+                            log.exception("strategy failed on a warm-up candle", extra={"strategy": strategy.name,
+                                                                                        "token": candle.token})
+        finally:
+            ctx.warm_up = False
+        for token in tokens:
+            inst = self.instruments.get(token)
+            self.candles.closed_before(token, inst.exchange_segment if inst is not None else "", cutoff_ns)
 
     def _run_on_tick(self, ticks: Any) -> list[trading_pb2.Signal]:
         ctx, out = self._ctx, []
@@ -282,6 +321,11 @@ class StrategyEngine:
             raise InvalidInput(f"params.{loc}" if loc else "params", err["msg"]) from None
         strategy.apply_params(params)
         return strategy, self._exits_due(strategy)
+
+    def exits_due(self) -> list[trading_pb2.Signal]:
+        """At start, once the strategies are warm and their positions restored: the exits due now, of every
+        strategy not paused, rather than at each token's next candle."""
+        return [signal for strategy in self.strategies.values() for signal in self._exits_due(strategy)]
 
     def _exits_due(self, strategy: Strategy) -> list[trading_pb2.Signal]:
         """A re-parametrised strategy (its indicators warmed up again after a period change) checks its exits at

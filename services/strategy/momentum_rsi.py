@@ -14,6 +14,7 @@ Rules, on each closed candle of a token (after warm-up: rsi_period + 1 and ema_p
 Orders are MIS; LIMIT at the candle close snapped to the tick size, or MARKET.
 A period change (SetStrategyParams) warms the new indicators up at once from the latest closes of each token,
 kept for that (as many as the longest valid periods need), and then checks the exits (exits_due); it never enters.
+At start the stored candles warm it up the same way (closes_needed: the longer of the two warm-ups).
 """
 
 from __future__ import annotations
@@ -124,8 +125,13 @@ class MomentumRsi(Strategy):
                                  f"RSI crossed below {p.entry_short_rsi:g} ({rsi:.1f}), close below EMA {ema:.0f}")]
         return []
 
+    def closes_needed(self) -> int:
+        """RSI needs rsi_period + 1 closes for a value and one more for the cross; the EMA ema_period."""
+        return max(self.params.rsi_period + 2, self.params.ema_period)
+
     def exits_due(self, ctx: StrategyContext) -> list[OrderIntent]:
-        """The exits the indicators (warmed up again after a period change) call for at each token's latest close."""
+        """The exits the indicators (warmed up again after a period change, or from stored candles at start) call
+        for at each token's latest close."""
         out = []
         for token, state in self._state.items():
             rsi, ema = state.rsi.value, state.ema.value

@@ -38,6 +38,12 @@ calls ``reset()`` when a field listed in ``reset_on`` changed. ``reset()`` shoul
 indicators up from what the plugin keeps (MOMENTUM_RSI keeps its latest closes): a strategy left
 cold sees no exit either until it is warm again. Then the engine asks ``exits_due(ctx)`` and
 sends at once the exits of open positions the new params call for (never an entry).
+
+At start (with a database) the module warms every strategy up from the stored ticks: the 1-minute candles each
+traded token closed before now, today's and, while fewer than ``closes_needed()`` (override it when your
+indicators need more than the day's candles), whole earlier trading days'. They go through ``on_candle`` with
+``ctx.warm_up`` set and whatever it returns is dropped: a warm-up never trades. After the positions are restored
+the engine asks ``exits_due(ctx)`` once, so a position whose exit is already due goes out at once.
 """
 
 from __future__ import annotations
@@ -85,10 +91,12 @@ class OrderIntent:
 
 @dataclass(slots=True)
 class StrategyContext:
-    """What a strategy may look at while deciding: the instruments and the candle's close time."""
+    """What a strategy may look at while deciding: the instruments, the candle's close time, and whether the candle
+    is a stored one fed at start to warm the indicators up (what on_candle returns for it is dropped)."""
 
     instruments: InstrumentBook
     now_ns: int = 0
+    warm_up: bool = False
 
 
 class Strategy:
@@ -128,9 +136,15 @@ class Strategy:
         raise NotImplementedError
 
     def exits_due(self, ctx: StrategyContext) -> list[OrderIntent]:
-        """After new params (apply_params): the exits of open positions they call for now, at the latest candle
-        seen, rather than at the token's next one. Only exits: the engine sends nothing else from here."""
+        """After new params (apply_params), and at start after the warm-up and the restored positions: the exits of
+        open positions due now, at the latest candle seen, rather than at the token's next one. Only exits: the
+        engine sends nothing else from here."""
         return []
+
+    def closes_needed(self) -> int:
+        """Closes per token this strategy needs before it decides anything (with the current params): the warm-up
+        at start reads earlier trading days' candles until it has this many. 0: today's candles are enough."""
+        return 0
 
     # Plugins that need every tick define `on_tick(self, tick, ctx) -> list[OrderIntent]`; the
     # module calls it only for plugins that define it, so candle-only strategies cost nothing per tick.

@@ -286,3 +286,15 @@ def test_tick_signals_of_one_strategy_token_and_second_get_distinct_ids_the_same
     assert ids == [f"flip-{SBIN}-{T0915 + NS}-BUY", f"flip-{SBIN}-{T0915 + NS}-SELL-2",
                    f"flip-{SBIN}-{T0915 + NS}-BUY-3"]
     assert flip_in_one_second(engine_with(FlipEveryTick("flip", NoParams(), frozenset({SBIN})))) == ids
+
+
+def test_the_closes_a_token_needs_warm_are_the_most_any_strategy_trading_it_needs():
+    engine = engine_with(MomentumRsi("short", MomentumRsiParams(rsi_period=14, ema_period=9), frozenset({SBIN})),
+                         MomentumRsi("long", MomentumRsiParams(rsi_period=3, ema_period=50), frozenset({SBIN, TCS})),
+                         BuyEveryTick("every", NoParams()))
+
+    needs = engine.closes_needed()
+
+    assert (needs[SBIN], needs[TCS]) == (50, 50)
+    assert len(needs) == len(nse_instruments())  # "every" has no symbols: every instrument is traded, needing 0
+    assert BuyEveryTick("every", NoParams()).closes_needed() == 0

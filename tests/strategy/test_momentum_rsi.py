@@ -5,7 +5,7 @@ from datetime import date
 import pytest
 from pydantic import ValidationError
 
-from services.strategy.momentum_rsi import MomentumRsi, MomentumRsiParams
+from services.strategy.momentum_rsi import MomentumRsi, MomentumRsiParams, _TokenState
 from services.strategy.plugins import PENDING_EXPIRY_NS, StrategyContext
 from shared.clock import NS, ist_ns
 from shared.contracts import market_pb2, trading_pb2
@@ -167,3 +167,15 @@ def test_exits_due_is_the_exit_of_an_open_position_at_the_latest_close_and_never
 def test_exit_thresholds_must_sit_inside_the_entry_thresholds():
     with pytest.raises(ValidationError, match="exit_long_rsi must be below entry_long_rsi"):
         MomentumRsiParams(entry_long_rsi=55, exit_long_rsi=56)
+
+
+@pytest.mark.parametrize(("rsi_period", "ema_period", "needed"), [(14, 9, 16), (3, 50, 50), (7, 9, 9)])
+def test_the_closes_needed_are_those_after_which_a_cross_above_the_ema_can_be_told(rsi_period, ema_period, needed):
+    assert make(rsi_period=rsi_period, ema_period=ema_period).closes_needed() == needed
+
+    def decides_after(n):
+        state = _TokenState(rsi_period, ema_period)
+        prev = [state.update(100_00 + i * 7 % 300) for i in range(n)][-1]  # the RSI before the last close
+        return prev is not None and state.ema.value is not None
+
+    assert (decides_after(needed - 1), decides_after(needed)) == (False, True)
