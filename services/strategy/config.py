@@ -68,6 +68,10 @@ class StrategySettings(ModuleSettings):
     # signal is stale, and while it works its strategy can neither enter that token again nor exit the part
     # that filled. 5 minutes = five 1-minute candles.
     cancel_working_after_s: float = Field(default=300.0, ge=0)
+    # At start, with a database: the strategies are warmed up from the candles of the stored ticks (today's, and
+    # earlier days' as far as their warm-ups need) within this many seconds; slower or failing, they start cold
+    # (a WARNING says so) and warm up on live candles. 0 = always start cold.
+    warm_up_timeout_s: float = Field(default=20.0, ge=0, le=600)
 
     @model_validator(mode="after")
     def _names_are_unique(self) -> StrategySettings:

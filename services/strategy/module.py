@@ -1,21 +1,23 @@
 """The strategy module: ticks in, candles and signals out, strategies controlled over the bus.
 
 Consumes TICKS, ORDER_UPDATES and rejections on ORDERS; publishes CANDLES and SIGNALS; serves StrategyService.
+At start it reads the stored candles (warmup.py) when it has a database.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from prometheus_client import Counter
 
-from services.strategy import restore
+from services.strategy import restore, warmup
 from services.strategy.config import StrategySettings
 from services.strategy.engine import Output, StrategyEngine, build_strategies
 from shared import rpc
 from shared.bus import Bus, Priority, Sequencer, Topic
-from shared.clock import Clock, ist_day_number
+from shared.clock import Clock, ist_day_number, minute_start_ns
 from shared.component import Component
 from shared.contracts import market_pb2, oms_pb2, ops_pb2, strategy_pb2, trading_pb2
 from shared.errors import InvalidInput, NotFound, RetryableError
@@ -35,10 +37,12 @@ LATE_TICKS = Counter("neopulse_strategy_late_ticks", "Out-of-order ticks ignored
 class StrategyModule(Component):
     name = "strategy"
 
-    def __init__(self, bus: Bus, settings: StrategySettings, clock: Clock) -> None:
+    def __init__(self, bus: Bus, settings: StrategySettings, clock: Clock,
+                 history: warmup.CandleHistory | None = None) -> None:
         super().__init__(bus)
         self.settings = settings
         self.clock = clock
+        self.history = history  # the stored candles to warm up from; None: no database (or a replay)
         self.instruments = InstrumentBook()
         self.sequencer = Sequencer()
         self.engine: StrategyEngine | None = None
@@ -49,6 +53,8 @@ class StrategyModule(Component):
         await self.instruments.load_from(self.bus)
         strategies = build_strategies(self.settings, self.instruments)
         self.engine = StrategyEngine(strategies, self.instruments, self.clock, self.sequencer)
+        # Warm before its positions come back (a warm-up sees flat strategies, and order updates need not wait).
+        await self._warm_up()
         # As in risk: subscribed before the OMS's orders are read, applied after, so none published meanwhile is
         # lost and those the read includes count once.
         # Its own fills at its ticks' level: it must know what filled before it acts on later prices.
@@ -61,9 +67,52 @@ class StrategyModule(Component):
         self.bus.handle(rpc.PAUSE_STRATEGY, self._pause)
         self.bus.handle(rpc.RESUME_STRATEGY, self._resume)
         self.bus.handle(rpc.SET_STRATEGY_PARAMS, self._set_params)
+        exits = self.engine.exits_due()  # a restored position whose exit is due goes out now, through risk
+        if exits:
+            log.info("exits due at start", extra={"signals": len(exits)})
+            await self._publish(([], exits))
         log.info("strategy ready", extra={"strategies": list(self.engine.strategies),
                                           "instruments": len(self.instruments)})
         self.ready.set()
+
+    async def _warm_up(self) -> None:
+        """Feed the strategies the candles their tokens closed before now, from the stored ticks, so that after a
+        restart they decide (exits of restored positions included) at once rather than after a whole warm-up of
+        live candles. Bounded by warm_up_timeout_s; without a database, or when the read is slow or fails, they
+        start cold and warm up on live candles. The candle of the current minute is still open: it is built from
+        the live ticks that come after (those that came before are lost, as in a cold start)."""
+        engine, limit = self.engine, self.settings.warm_up_timeout_s
+        assert engine is not None
+        needs = engine.closes_needed()
+        if self.history is None or not limit or not needs:
+            why = "no database" if self.history is None else "warm_up_timeout_s = 0" if not limit else ""
+            if why:
+                log.info("strategies start cold: their indicators warm up on live candles", extra={"reason": why})
+            return
+        started, cutoff = time.monotonic(), minute_start_ns(self.clock.now_ns())
+        try:
+            async with asyncio.timeout(limit):
+                candles = await warmup.read(self.history, needs, cutoff)
+                later = minute_start_ns(self.clock.now_ns())
+                if later > cutoff:  # a minute closed while reading: its candles too, or the builder misses them
+                    candles += await warmup.read_since(self.history, needs, cutoff, later)
+                    cutoff = later
+        except TimeoutError:
+            log.warning("strategies start cold: reading the stored candles took longer than warm_up_timeout_s",
+                        extra={"timeout_s": limit, "tokens": len(needs)})
+            return
+        except Exception as exc:
+            first = exc.exceptions[0] if isinstance(exc, ExceptionGroup) else exc  # one token's read failed
+            log.warning("strategies start cold: the stored candles could not be read",
+                        extra={"error": f"{type(first).__name__}: {first}", "tokens": len(needs)})
+            return
+        engine.warm_up(candles, needs, cutoff)
+        elapsed = time.monotonic() - started
+        extra = {"tokens": len(needs), "candles": len(candles), "elapsed_s": round(elapsed, 3)}
+        if elapsed > limit / 2:
+            log.warning("strategies warmed up from the stored candles, close to warm_up_timeout_s", extra=extra)
+        else:
+            log.info("strategies warmed up from the stored candles", extra=extra)
 
     async def _load_orders(self) -> None:
         """After a restart each strategy gets back its positions and working orders from the OMS: without them

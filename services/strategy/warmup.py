@@ -1,0 +1,77 @@
+"""The warm start: the 1-minute candles each traded token closed before now, read from the stored ticks.
+
+Reads market_ticks through shared/db/queries.candles_1m (the SQL twin of candles.py's builder); the module hands
+what it reads to the engine (StrategyEngine.warm_up) before the strategy takes its first live tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any, Protocol
+
+from shared.clock import day_of, ist_ns, last_trading_day
+from shared.contracts import market_pb2
+from shared.db import queries
+
+# Earlier trading days read at most, per token, for a strategy whose warm-up today's candles do not fill: two hold
+# the longest MOMENTUM_RSI warm-up (502 closes; an NSE day has 375), the rest cover days NeoPulse did not run.
+LOOKBACK_DAYS = 5
+# Tokens read at once: the pool also serves the tick writer and the order ledger (monolith) while this runs.
+CONCURRENT_READS = 4
+
+
+class CandleHistory(Protocol):
+    async def candles(self, token: int, start_ns: int, end_ns: int) -> list[market_pb2.Candle]:
+        """The token's 1-minute candles of the ticks with start_ns <= ts < end_ns, oldest first."""
+        ...
+
+
+class StoredCandles:
+    """Candles from market_ticks (ingestion's tick writer stores every tick there)."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+
+    async def candles(self, token: int, start_ns: int, end_ns: int) -> list[market_pb2.Candle]:
+        return await queries.candles_1m(self.pool, token, start_ns, end_ns)
+
+
+async def read(history: CandleHistory, needs: dict[int, int], cutoff_ns: int) -> list[market_pb2.Candle]:
+    """Each token's candles that closed before `cutoff_ns` (a minute's start: the candle of that minute is still
+    open): all of today's (IST), and whole earlier trading days' while the token has fewer closes than it needs
+    (`needs`: token -> closes), up to LOOKBACK_DAYS of them. Whole days, so that the indicators come out as those
+    of a strategy that saw the same candles live. Oldest first per token."""
+    gate = asyncio.Semaphore(CONCURRENT_READS)
+
+    async def one(token: int, need: int) -> list[market_pb2.Candle]:
+        async with gate:
+            return await _token(history, token, need, cutoff_ns)
+
+    async with asyncio.TaskGroup() as tasks:
+        reads = [tasks.create_task(one(token, need)) for token, need in needs.items()]
+    return [candle for task in reads for candle in task.result()]
+
+
+async def read_since(history: CandleHistory, tokens: Iterable[int], start_ns: int,
+                     cutoff_ns: int) -> list[market_pb2.Candle]:
+    """The candles of the minutes that closed while `read` ran (start_ns <= minute < cutoff_ns)."""
+    out = []
+    for token in tokens:
+        out.extend(await history.candles(token, start_ns, cutoff_ns))
+    return out
+
+
+async def _token(history: CandleHistory, token: int, need: int, cutoff_ns: int) -> list[market_pb2.Candle]:
+    day = day_of(cutoff_ns)
+    days = [await history.candles(token, ist_ns(day, 0, 0), cutoff_ns)]
+    have = len(days[0])
+    for _ in range(LOOKBACK_DAYS):
+        if have >= need:
+            break
+        end = ist_ns(day, 0, 0)
+        day = last_trading_day(day - timedelta(days=1))
+        days.append(await history.candles(token, ist_ns(day, 0, 0), end))
+        have += len(days[-1])
+    return [candle for candles in reversed(days) for candle in candles]
