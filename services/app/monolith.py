@@ -105,6 +105,7 @@ class Monolith:
         from services.risk.state import PgRiskState
         from services.strategy.config import StrategySettings
         from services.strategy.module import StrategyModule
+        from services.strategy.warmup import StoredCandles
 
         bus, clock, t = self.bus, self.clock, self.toml
         replay = self.settings.source == "replay"  # its state is its own: never the real ledger's or risk's
@@ -119,7 +120,8 @@ class Monolith:
             OmsModule(bus, cfg.load(OmsSettings, t), broker, ledger, clock),
             RiskModule(bus, cfg.load(RiskSettings, t), clock,
                        PgRiskState(self.database.pool) if self.database is not None and not replay else None),
-            StrategyModule(bus, cfg.load(StrategySettings, t), clock),
+            StrategyModule(bus, cfg.load(StrategySettings, t), clock,
+                           StoredCandles(self.database.pool) if self.database is not None and not replay else None),
         ]
 
     # -- running -------------------------------------------------------------------------------
