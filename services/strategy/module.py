@@ -85,7 +85,8 @@ class StrategyModule(Component):
         assert engine is not None
         needs = engine.closes_needed()
         if self.history is None or not limit or not needs:
-            why = "no database" if self.history is None else "warm_up_timeout_s = 0" if not limit else ""
+            why = "no stored ticks to read (no database, or a replay)" if self.history is None \
+                else "warm_up_timeout_s = 0" if not limit else ""
             if why:
                 log.info("strategies start cold: their indicators warm up on live candles", extra={"reason": why})
             return

@@ -59,7 +59,8 @@ def cluster(tmp_path_factory, ledger_dsn):
     procs: dict[str, Proc] = {}
 
     def launch(module: str) -> Proc:
-        db = [] if module in ("oms", "ingestion") else ["--no-db"]  # the ledger and the tick store
+        # The ledger, the tick store, and the stored ticks' candles the strategy warms up from.
+        db = [] if module in ("oms", "ingestion", "strategy") else ["--no-db"]
         procs[module] = Proc(["serve", module, "--config", str(config), *db, "--speed", "60"],
                              folder / f"{module}.log")
         return procs[module]
@@ -95,6 +96,8 @@ def test_risk_and_strategy_start_after_the_oms_and_read_its_orders_and_positions
 
     procs["risk"].wait_for_line("risk started")
     procs["strategy"].wait_for_line("strategy ready")
+    # Its own pool: it read the stored ticks before its first live one (none of them closed yet: 0 candles).
+    assert [line for line in procs["strategy"].lines if "strategies warmed up from the stored candles" in line]
 
     for module in ("risk", "strategy"):
         assert not [line for line in procs[module].lines if "no order service" in line], module

@@ -243,7 +243,8 @@ async def test_without_a_database_the_strategies_start_cold_and_say_so_once(rest
     r = await restarted(settings(SMALL), M0915 + 6 * MINUTE_NS, None)
 
     cold = [rec for rec in caplog.records if rec.getMessage().startswith("strategies start cold")]
-    assert [(rec.levelname, rec.reason) for rec in cold] == [("INFO", "no database")]
+    assert [(rec.levelname, rec.reason) for rec in cold] == [
+        ("INFO", "no stored ticks to read (no database, or a replay)")]
     assert r.strategy._state == {}
 
 
