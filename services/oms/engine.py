@@ -157,7 +157,12 @@ class OrderEngine:
         self.overfills = 0
         self._placing: set[asyncio.Task[None]] = set()
         self.applied_sequence = 0  # the last update applied to the book and positions (and then published)
-        self._cancel_unanswered: dict[str, int] = {}  # CANCEL_PENDING orders whose cancel call failed -> status before
+        # Orders whose last cancel the broker does not hold (no answer, or refused and not undone) while the book
+        # may show CANCEL_PENDING -> the status before it: cancelling again sends it, not "asked already".
+        self._cancel_unanswered: dict[str, int] = {}
+        # Orders whose cancel went to the broker without a recorded CANCEL_PENDING -> why: "asked already" to the
+        # next cancel, and said in the audit of the order's next transition recorded.
+        self._cancel_sent: dict[str, str] = {}
         self._unrecorded: set[str] = set()  # orders whose broker event or acknowledgement is being applied again
         self._unbooked: dict[str, _Unbooked] = {}  # acknowledgements taken from the broker, not yet booked
         # Orders whose last write raised and could not be read back: it may have committed. Settled (read back)
@@ -247,11 +252,16 @@ class OrderEngine:
             u.last_fill_quantity, u.last_fill_price_paise, u.last_fill_charges_paise = fill
             u.ts_ns = self.clock.now_ns()
             u.sequence = self.sequencer.next()
+            unrecorded_cancel = self._cancel_sent.get(internal_id) if self._cancel_sent else None
+            if unrecorded_cancel:
+                audit = {**audit, "cancel_sent_unrecorded": unrecorded_cancel}
             try:
                 await self.ledger.record(u, audit)
             except Exception:
                 if not await self._recorded_after_all(u):
                     raise  # the book stays as it was: the caller may apply the same news again
+            if unrecorded_cancel:
+                self._cancel_sent.pop(internal_id, None)
             await self._applied(u)
         return u
 
@@ -635,8 +645,11 @@ class OrderEngine:
 
     # -- cancel -----------------------------------------------------------------------------------
     async def cancel(self, order_id: str) -> t.OrderUpdate:
-        """CANCEL_PENDING, then the broker's answer. Raises NotFound, OrderStateError, BrokerRejected,
-        RetryableError (no answer, or the ledger: then nothing is sent)."""
+        """CANCEL_PENDING, the cancel, then the broker's answer. The cancel goes to the broker even when the ledger
+        refuses CANCEL_PENDING (or its outcome is unknown): a cancel only takes exposure away, the kill switch must
+        work with the database down, and the broker's answer and events are recorded when the ledger takes them;
+        the order stays as recorded until then. Raises NotFound, OrderStateError, BrokerRejected / NotSent (refused
+        or not sent), RetryableError (no answer: cancelling again sends it again)."""
         cur = self.lookup(order_id) or await self.ledger.get(order_id)
         if cur is None:
             raise NotFound(f"no order {order_id!r}; list orders to find its internal or client id")
@@ -646,73 +659,131 @@ class OrderEngine:
         async with self.lock(iid):
             while True:
                 try:
-                    return await self._cancel_locked(iid, order_id)
+                    ack = await self._send_cancel(iid, order_id)
+                    break
                 except BookMoved:
                     continue  # a write whose outcome was unknown turned out recorded: decide again from it
+            if ack is not None:
+                await self._cancel_answered(iid, ack)
+            return self.orders[iid]
 
-    async def _cancel_locked(self, iid: str, order_id: str) -> t.OrderUpdate:
-        """cancel() from the book as it is; the caller holds the order's lock."""
-        await self._acknowledged(iid, order_id)
+    async def _send_cancel(self, iid: str, order_id: str) -> BrokerAck | None:
+        """Decide from the book as it is and send the cancel: the broker's answer, or None when the cancel is at
+        the broker already (its answer or its events will finish the order). The caller holds the order's lock."""
+        unbooked = await self._acknowledged(iid)
         cur = self.orders[iid]
         if cur.status in TERMINAL:
             raise OrderStateError(f"order {order_id} is already {name(cur.status)}; there is nothing to cancel")
-        if cur.status == t.ORDER_STATUS_CANCEL_PENDING and iid not in self._cancel_unanswered:
-            return cur  # already asked: the broker's answer or its events will finish it
-        if not cur.exchange_order_id or cur.status == t.ORDER_STATUS_MODIFY_PENDING:
+        if unbooked is not None and unbooked.status == t.ORDER_STATUS_REJECTED:
+            raise OrderStateError(f"order {order_id} was rejected by the broker (not recorded yet); there is "
+                                  "nothing to cancel")
+        asked = cur.status == t.ORDER_STATUS_CANCEL_PENDING or iid in self._cancel_sent
+        if asked and iid not in self._cancel_unanswered:
+            return None
+        exchange_order_id = unbooked.exchange_order_id if unbooked is not None else cur.exchange_order_id
+        if not exchange_order_id or cur.status == t.ORDER_STATUS_MODIFY_PENDING:
             raise OrderStateError(f"order {order_id} is {name(cur.status)} and cannot be cancelled yet; "
                                   "retry in a moment")
-        if cur.status == t.ORDER_STATUS_CANCEL_PENDING:  # the last cancel got no answer: send it again
+        if cur.status == t.ORDER_STATUS_CANCEL_PENDING:  # the last cancel got no answer: sent again
             before = self._cancel_unanswered.pop(iid)
         else:
             before = cur.status
-            await self._cancel_pending(iid, before)
+            unrecorded = ("cancel sent before the order's acknowledgement was recorded (the ledger refused it)"
+                          if unbooked is not None else await self._cancel_pending(iid))
+            self._cancel_unanswered.pop(iid, None)  # after the write: BookMoved may show CANCEL_PENDING, unanswered
+            if unrecorded:
+                self._cancel_sent[iid] = unrecorded  # in the audit of the order's next transition recorded
+                log.critical("cancel sent to the broker without its CANCEL_PENDING recorded", extra={
+                    "order_id": iid, "client_order_id": cur.client_order_id, "why": unrecorded})
         try:
-            ack = await self.broker.cancel_order(cur.exchange_order_id)
+            return await self.broker.cancel_order(exchange_order_id)
         except (BrokerRejected, NotSent) as exc:  # refused: filled or closed meanwhile, or not sent
-            await self.transition(iid, before, reason=f"cancel refused: {exc}",
-                                  audit={"cancel_response": {"error": str(exc)}})
-            if isinstance(exc, BrokerRejected):  # its events should say why; the book may have missed them
-                try:
-                    await self._read_back(iid, {"cancel_refused": str(exc)}, closed_too=True)
-                except Exception as error:  # the ledger: the order's events are applied again until recorded
-                    log.warning("the broker's view of an order refusing a cancel was not applied", extra={
-                        "order_id": iid, "error": f"{type(error).__name__}: {error}"})
+            self._cancel_sent.pop(iid, None)
+            await self._cancel_refused(iid, before, exc)
             raise
         except Exception as exc:  # a timeout: the broker may or may not have cancelled it
+            self._cancel_sent.pop(iid, None)
             self._cancel_unanswered[iid] = before
-            raise RetryableError(f"order {order_id}: the cancel got no answer ({exc}); it stays CANCEL_PENDING "
-                                 "until the broker's events say, and cancelling again sends it again") from exc
-        audit = {"cancel_response": {"status": name(ack.status), "reason": ack.reason, "raw": ack.raw}}
-        if ack.status == t.ORDER_STATUS_CANCELLED:
-            # The broker may have filled part of it before the cancel, with the fill event still queued for us.
-            await self._read_back(iid, audit, closed_too=False)
-            if self.orders[iid].status not in TERMINAL:
-                await self.transition(iid, t.ORDER_STATUS_CANCELLED, reason=ack.reason or "cancelled", audit=audit)
-        return self.orders[iid]
+            raise RetryableError(f"order {order_id}: the cancel got no answer ({exc}); the broker's events will say "
+                                 "whether it went, and cancelling again sends it again") from exc
 
-    async def _cancel_pending(self, internal_id: str, before: int) -> None:
-        """Record the cancel before it goes. A write whose outcome is unknown may turn out recorded (BookMoved at
-        the next attempt): the order is then CANCEL_PENDING with no cancel sent, so it counts as unanswered, and
-        cancelling again sends it."""
+    async def _cancel_pending(self, internal_id: str) -> str:
+        """Record the cancel before it goes; "" once recorded, else why not (the cancel goes all the same). A write
+        whose outcome is unknown may turn out recorded when the order's next write settles it (BookMoved)."""
         try:
             await self.transition(internal_id, t.ORDER_STATUS_CANCEL_PENDING, audit={"cancel_request": {"by": "user"}})
-        except Exception:
+        except (BookMoved, IllegalTransition):
+            raise  # not the ledger refusing it: cancel() decides again, or the state machine says no
+        except Exception as exc:
             if internal_id in self._unknown_writes:
-                self._cancel_unanswered[internal_id] = before
-            raise
+                return ("cancel sent while it was unknown whether the ledger took the order's last write "
+                        f"(CANCEL_PENDING or one before it: {type(exc).__name__})")
+            return f"cancel sent while the ledger refused CANCEL_PENDING ({type(exc).__name__}: {exc})"
+        return ""
 
-    async def _acknowledged(self, internal_id: str, order_id: str) -> None:
+    async def _cancel_refused(self, internal_id: str, before: int, exc: Exception) -> None:
+        """A cancel the broker refused (filled or closed meanwhile) or that was not sent: a recorded CANCEL_PENDING
+        goes back to where it was. Not undone (the ledger, or a CANCEL_PENDING whose outcome is unknown), the order
+        counts as unanswered: cancelling again sends it, instead of answering "asked already" for a cancel that the
+        broker does not hold. A refusal's reason is then read from the broker: the book may have missed it."""
+        undone = False
+        if self.orders[internal_id].status == t.ORDER_STATUS_CANCEL_PENDING:
+            try:
+                await self.transition(internal_id, before, reason=f"cancel refused: {exc}",
+                                      audit={"cancel_response": {"error": str(exc)}})
+                undone = True
+            except Exception as error:
+                log.error("a refused cancel was not recorded; the order stays CANCEL_PENDING and cancelling it "
+                          "again sends it again", extra={
+                              "order_id": internal_id, "error": f"{type(error).__name__}: {error}"})
+        if not undone:
+            self._cancel_unanswered[internal_id] = before
+        if isinstance(exc, BrokerRejected):
+            try:
+                await self._read_back(internal_id, {"cancel_refused": str(exc)}, closed_too=True)
+            except Exception as error:  # the ledger: the order's events are applied again until recorded
+                log.warning("the broker's view of an order refusing a cancel was not applied", extra={
+                    "order_id": internal_id, "error": f"{type(error).__name__}: {error}"})
+
+    async def _cancel_answered(self, internal_id: str, ack: BrokerAck) -> None:
+        """Record the broker's answer to a cancel it took: the order's acknowledgement first if still unbooked, and,
+        when the answer is CANCELLED, a fill made before it (its event may still be queued) and the CANCELLED. Not
+        recorded (the ledger), it is left to the order's events, applied again until the ledger takes them: the
+        cancel is at the broker, and the order stays as recorded. The caller holds the order's lock."""
+        audit = {"cancel_response": {"status": name(ack.status), "reason": ack.reason, "raw": ack.raw}}
+        while True:
+            try:
+                await self._book_unbooked(internal_id)
+                if ack.status == t.ORDER_STATUS_CANCELLED:
+                    await self._read_back(internal_id, audit, closed_too=False)
+                    if self.orders[internal_id].status not in TERMINAL:
+                        await self.transition(internal_id, t.ORDER_STATUS_CANCELLED, reason=ack.reason or "cancelled",
+                                              audit=audit)
+                return
+            except BookMoved:
+                continue  # worked out again from the book, never sent again
+            except Exception as exc:
+                log.error("the broker's answer to a cancel was not recorded; the order's events will be", extra={
+                    "order_id": internal_id, "answer": name(ack.status), "error": f"{type(exc).__name__}: {exc}"})
+                return
+
+    async def _acknowledged(self, internal_id: str) -> BrokerAck | None:
         """Before a cancel: the broker's acknowledgement of the order, if it is still being applied again (the ledger
-        refused it), booked now; the cancel needs its exchange id, and a state the ledger has. Not booked, the
-        cancel is not sent (it is recorded before it goes). The caller holds the order's lock."""
+        refused it), booked now; the cancel needs its exchange id. Still not booked: the acknowledgement, returned,
+        and the cancel goes by its exchange id all the same; the order stays as recorded until it is booked. The
+        caller holds the order's lock."""
         try:
             await self._book_unbooked(internal_id)
         except BookMoved:
             raise  # booked, or part of it: cancel() decides again from the book
         except Exception as exc:
-            raise RetryableError(f"order {order_id}: the broker's acknowledgement of it is not recorded yet "
-                                 f"({type(exc).__name__}: {exc}), so the cancel was not sent; the order is working "
-                                 "at the broker: cancel again once the ledger is back") from exc
+            unbooked = self._unbooked.get(internal_id)
+            if unbooked is None:
+                raise
+            log.warning("the order's acknowledgement is still not recorded; the cancel goes by its exchange id",
+                        extra={"order_id": internal_id, "error": f"{type(exc).__name__}: {exc}"})
+            return unbooked.ack
+        return None
 
     async def _read_back(self, internal_id: str, audit: dict[str, Any], *, closed_too: bool) -> None:
         """Read the broker's view of the order by its tag and apply it where it is ahead of the book: more fills,
