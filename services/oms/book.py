@@ -1,0 +1,281 @@
+"""The OMS order book: orders by id, per-order locks, the sequencer; each transition checked, written to the
+ledger, then applied to the book and positions and published on ORDER_UPDATES.
+
+The base of the engine's parts (engine.py); talks to a Ledger and the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any, cast
+
+from prometheus_client import Counter
+
+from services.oms.broker import Broker, BrokerAck
+from services.oms.charges import ChargeModel
+from services.oms.config import OmsSettings
+from services.oms.ledger import Ledger
+from services.oms.states import TERMINAL, IllegalTransition, ReasonCode, can_transition, name
+from shared.bus import Bus, Sequencer, Topic
+from shared.clock import Clock, ist_day_number
+from shared.contracts import ops_pb2
+from shared.contracts import trading_pb2 as t
+from shared.errors import BrokerRejected, NeoPulseError, RetryableError
+from shared.ids import IdMint
+from shared.positions import PositionBook
+
+log = logging.getLogger(__name__)
+
+UPDATES = Counter("neopulse_oms_order_updates", "Order transitions recorded and published", ["status"])
+LEDGER_RETRY_S = (0.5, 30.0)  # first and longest wait before applying again what the ledger did not take
+NOT_YET_PLACED = frozenset({t.ORDER_STATUS_PENDING_NEW, t.ORDER_STATUS_SUBMITTED})
+
+
+@functools.cache
+def _updates_counter(status: int) -> Any:
+    return UPDATES.labels(name(status))  # labels() costs more than the rest of a publish
+
+
+def given_up(u: t.OrderUpdate) -> bool:
+    """REJECTED by the OMS without the broker's answer (here and in reconcile.py): the broker may still hold
+    it, and it is adopted if it turns up."""
+    return u.status == t.ORDER_STATUS_REJECTED and u.reason_code == ReasonCode.OUTCOME_UNKNOWN
+
+
+class BookMoved(RetryableError):
+    """An order's earlier write, whose outcome was unknown, turned out recorded: the book has moved on to it, and
+    the transition the caller worked out from the book before is stale. Applying the same news again is right."""
+
+
+class OrderStateError(NeoPulseError):
+    """The order is in a state that does not allow the request (e.g. cancelling a TRADED order)."""
+
+    status = BrokerRejected.status  # FAILED_PRECONDITION, without importing grpc here
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Unbooked:
+    """A broker's acknowledgement of an order, taken and not yet booked; `settled` is set once it is (or given
+    up at a stop). The order's broker events wait for it; a cancel books it first (it needs the exchange id)."""
+
+    ack: BrokerAck
+    settled: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+
+class OrderBook:
+    """The book and its state (every part's, kept here in one place). Per-order locks keep placement, cancel and
+    events from interleaving; transition() is the one way an order changes."""
+
+    def __init__(self, bus: Bus, settings: OmsSettings, broker: Broker, ledger: Ledger, clock: Clock) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.broker = broker
+        self.ledger = ledger
+        self.clock = clock
+        self.positions = PositionBook()
+        self._positions_day = ist_day_number(clock.now_ns())
+        self.orders: dict[str, t.OrderUpdate] = {}  # internal_id -> latest update
+        self._ids: dict[str, str] = {}  # client_order_id and exchange_order_id -> internal_id
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._charges: dict[str, int] = {}  # cumulative broker charges seen per order
+        # A broker that reports no charges per fill (Kotak: they come on the contract note): estimated with the
+        # [oms] rates, so that P&L and the daily loss limit count them. Brokerage so far per order (flat caps).
+        self._estimate = None if broker.reports_charges else ChargeModel.from_settings(settings)
+        self._brokerage: dict[str, int] = {}
+        self.sequencer = Sequencer()
+        self._mint = IdMint()
+        # Sequence, ledger write and publish of every update happen under this one lock, so consumers
+        # (which drop a sequence <= the last they saw) receive updates in sequence order.
+        self._publishing = asyncio.Lock()
+        # PENDING_NEW updates written ahead and in the book (remember), applied and published after their burst's
+        # placements (_publish_written): under _publishing, before anything else is published.
+        self._written: deque[t.OrderUpdate] = deque()
+        self.changed = asyncio.Condition()
+        self.illegal_transitions = 0
+        self.unpriced_fills = 0
+        self.overfills = 0
+        self._placing: set[asyncio.Task[None]] = set()
+        self.applied_sequence = 0  # the last update applied to the book and positions (and then published)
+        # Orders whose last cancel the broker does not hold (no answer, or refused and not undone) while the book
+        # may show CANCEL_PENDING -> the status before it: cancelling again sends it, not "asked already".
+        self._cancel_unanswered: dict[str, int] = {}
+        # Orders whose cancel went to the broker without a recorded CANCEL_PENDING -> why: "asked already" to the
+        # next cancel, and said in the audit of the order's next transition recorded.
+        self._cancel_sent: dict[str, str] = {}
+        self._unrecorded: set[str] = set()  # orders whose broker event or acknowledgement is being applied again
+        self._unbooked: dict[str, _Unbooked] = {}  # acknowledgements taken from the broker, not yet booked
+        # Orders whose last write raised and could not be read back: it may have committed. Settled (read back)
+        # before anything more is written for the order, never written again under a new sequence.
+        self._unknown_writes: dict[str, t.OrderUpdate] = {}
+        self.ledger_retry_s = LEDGER_RETRY_S
+
+    async def start_sequence(self) -> None:
+        recorded = await self.ledger.max_sequence()
+        self.sequencer = Sequencer(max(recorded, Sequencer().value))
+        self.applied_sequence = recorded  # rebuild_positions() then applies every fill recorded up to it
+
+    # -- the book -------------------------------------------------------------------------------
+    def remember(self, update: t.OrderUpdate) -> None:
+        self.orders[update.internal_id] = update
+        self._ids[update.client_order_id] = update.internal_id
+        if update.exchange_order_id:
+            self._ids[update.exchange_order_id] = update.internal_id
+
+    def roll_day(self) -> PositionBook:
+        """The position book, started on a new day when the IST date has changed (PositionBook.start_day): P&L
+        and charges are today's, quantities held overnight carried at their last price. Called before every tick
+        batch marks it and every fill lands in it, and before it is read, so yesterday's close is the base."""
+        day = ist_day_number(self.clock.now_ns())
+        if day > self._positions_day:
+            self._positions_day = day
+            self.positions.start_day()
+        return self.positions
+
+    def lookup(self, order_id: str) -> t.OrderUpdate | None:
+        """By internal, client or exchange id, from this run's book."""
+        iid = order_id if order_id in self.orders else self._ids.get(order_id)
+        return self.orders.get(iid) if iid else None
+
+    def lock(self, internal_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(internal_id, asyncio.Lock())
+
+    def busy(self, internal_id: str) -> bool:
+        """Whether a broker event for the order would wait: its lock is held, or its acknowledgement not booked."""
+        return self.lock(internal_id).locked() or internal_id in self._unbooked
+
+    def open_orders(self) -> list[t.OrderUpdate]:
+        return [u for u in self.orders.values() if u.status not in TERMINAL]
+
+    def given_up_tags(self) -> set[str]:
+        """client_order_ids of orders REJECTED without the broker's answer (they may still appear there)."""
+        return {u.client_order_id for u in self.orders.values() if given_up(u)}
+
+    async def wait_placed(self, client_order_id: str, within_s: float) -> t.OrderUpdate | None:
+        """The order's latest update once it is past SUBMITTED (or whatever it is at the deadline)."""
+        def placed() -> bool:
+            u = self.lookup(client_order_id)
+            return u is not None and u.status not in NOT_YET_PLACED
+
+        try:
+            async with self.changed, asyncio.timeout(within_s):
+                await self.changed.wait_for(placed)
+        except TimeoutError:
+            pass
+        return self.lookup(client_order_id)
+
+    # -- transitions ----------------------------------------------------------------------------
+    async def transition(self, internal_id: str, status: int, *, audit: dict[str, Any], reason: str | None = None,
+                         reason_code: str = "", exchange_order_id: str = "", filled: tuple[int, int] | None = None,
+                         fill: tuple[int, int, int] = (0, 0, 0),
+                         allow: Callable[[int, int], bool] = can_transition) -> t.OrderUpdate:
+        """Check (`allow`: the state machine, or one named exception to it), write to the ledger, then apply
+        and publish one transition. `reason` stays until replaced; `reason_code` is this transition's only.
+        Raises IllegalTransition; BookMoved when the order's last write, whose outcome was unknown, turns out
+        recorded (the caller worked this one out from the book before it)."""
+        async with self._publishing:
+            await self._publish_written()
+            await self._settle_unknown_write(internal_id)
+            cur = self.orders[internal_id]
+            if not allow(cur.status, status):
+                raise IllegalTransition(cur.status, status)
+            u = t.OrderUpdate()
+            u.CopyFrom(cur)
+            u.previous_status, u.status = cur.status, cast("t.OrderStatus", status)
+            if reason is not None:
+                u.reason = reason
+            u.reason_code = reason_code
+            if exchange_order_id:
+                u.exchange_order_id = exchange_order_id
+            if filled is not None:
+                u.filled_quantity, u.average_price_paise = filled
+            u.last_fill_quantity, u.last_fill_price_paise, u.last_fill_charges_paise = fill
+            u.ts_ns = self.clock.now_ns()
+            u.sequence = self.sequencer.next()
+            unrecorded_cancel = self._cancel_sent.get(internal_id) if self._cancel_sent else None
+            if unrecorded_cancel:
+                audit = {**audit, "cancel_sent_unrecorded": unrecorded_cancel}
+            try:
+                await self.ledger.record(u, audit)
+            except Exception:
+                if not await self._recorded_after_all(u):
+                    raise  # the book stays as it was: the caller may apply the same news again
+            if unrecorded_cancel:
+                self._cancel_sent.pop(internal_id, None)
+            await self._applied(u)
+        return u
+
+    async def _recorded_after_all(self, u: t.OrderUpdate) -> bool:
+        """Whether a write that raised did commit, with only its reply lost (a dropped connection): the order's
+        row then carries its sequence. Writing it again under a new sequence would record its fill twice, so
+        when the row cannot be read either, the write is kept as unknown and settled before the order's next."""
+        try:
+            row = await self.ledger.get(u.internal_id)
+        except Exception:
+            self._unknown_writes[u.internal_id] = u
+            return False
+        if row is None or row.sequence != u.sequence:
+            return False
+        log.warning("ledger write failed after it committed; the update goes on", extra={
+            "order_id": u.internal_id, "status": name(u.status)})
+        return True
+
+    async def _settle_unknown_write(self, internal_id: str) -> None:
+        """Before anything more is written for an order: whether its last write, which raised and could not be
+        read back, committed after all. Not known yet: raises (nothing is written). Not committed: the book,
+        which never had it, is right. Committed: the book moves on to it, and BookMoved tells the caller to work
+        its transition out again from there. The caller holds self._publishing."""
+        u = self._unknown_writes.get(internal_id)
+        if u is None:
+            return
+        try:
+            row = await self.ledger.get(internal_id)
+        except Exception as exc:
+            raise RetryableError(f"order {u.client_order_id}: whether the ledger took its {name(u.status)} is "
+                                 f"still unknown ({type(exc).__name__}: {exc}); nothing more is recorded for it "
+                                 "until the ledger answers") from exc
+        del self._unknown_writes[internal_id]
+        if row is None or row.sequence != u.sequence:
+            return
+        log.warning("ledger write found committed after its reply and read-back were lost; the update goes on",
+                    extra={"order_id": internal_id, "status": name(u.status), "recorded_sequence": u.sequence})
+        u.sequence = self.sequencer.next()  # published after others' updates: consumers keep only newer sequences
+        await self._applied(u)
+        raise BookMoved(f"order {u.client_order_id}: its {name(u.status)} turned out recorded; work the next "
+                        "transition out from it")
+
+    async def _applied(self, u: t.OrderUpdate) -> None:
+        """A recorded transition into the book and out to consumers. The caller holds self._publishing."""
+        if u.status != t.ORDER_STATUS_CANCEL_PENDING:
+            self._cancel_unanswered.pop(u.internal_id, None)
+        await self._publish(u)
+
+    async def _publish_written(self) -> None:
+        """Apply and publish the PENDING_NEW updates written ahead and not yet published, in sequence order.
+        The caller holds self._publishing."""
+        while self._written:
+            await self._publish(self._written.popleft())
+
+    async def _publish(self, u: t.OrderUpdate) -> None:
+        """The caller holds self._publishing and has recorded u."""
+        self.remember(u)
+        self.roll_day().apply_update(u)
+        self.applied_sequence = max(self.applied_sequence, u.sequence)
+        _updates_counter(u.status).inc()
+        await self.bus.publish(Topic.ORDER_UPDATES, u)
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def _submitted(self, internal_id: str) -> None:
+        """Record that the order went to the broker (the request as sent is its audit)."""
+        request = self.orders[internal_id].request
+        await self.transition(internal_id, t.ORDER_STATUS_SUBMITTED, audit={"request": request})
+
+    async def notify(self, severity: ops_pb2.Severity, title: str, text: str, **fields: str) -> None:
+        await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
+            kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=severity, source="oms", title=title, text=text,
+            ts_ns=self.clock.now_ns(), fields=fields))
