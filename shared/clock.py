@@ -57,6 +57,10 @@ class SimClock:
     def now_ns(self) -> int:
         return self.start_ns + int((time.monotonic_ns() - self._t0) * self.speed)
 
+    def resume_at(self, start_ns: int) -> None:
+        """Go on from `start_ns` (later in the same session) from now on, instead of from the opening."""
+        self.start_ns, self._t0 = start_ns, time.monotonic_ns()
+
 
 class ManualClock:
     """A clock tests and replays move by hand."""

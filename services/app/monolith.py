@@ -12,13 +12,24 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from services.app.config import AppSettings
 from shared import config as cfg
 from shared import runtime
 from shared.bus import Bus, Topic
-from shared.clock import Clock, ManualClock, RealClock, SimClock
+from shared.clock import (
+    MARKET_CLOSE_IST,
+    Clock,
+    ManualClock,
+    RealClock,
+    SimClock,
+    day_of,
+    ist_datetime,
+    ist_ns,
+    minute_start_ns,
+)
 from shared.component import Component
 from shared.contracts import ops_pb2
 from shared.errors import ConfigError
@@ -29,6 +40,8 @@ ORDER_PATH_DRAIN_S = 20.0  # decisions queued at stop are written ahead and plac
 COMPONENT_STOP_S = 20.0  # one module's stop (the OMS waits up to 10 s for placements, twice); then it is left
 STEP_S = 5.0  # cancelling a task, draining the bus after one module's stop
 GRPC_STOP_S = 2.0  # the gRPC server's stop, beyond the grace it gives the calls in progress
+MINUTE_NS = 60 * 1_000_000_000
+RESUME_AT_LEAST_NS = 5 * MINUTE_NS  # a simulated session resumed with less of it left starts at the open again
 CLOSE_S = 10.0  # closing one resource (database, broker session, simulator); kept from the budget for the closing
 # Kept from the budget for each module still to stop: a step that waits its full time (every drain does while a
 # broker call hangs) cannot leave the notifier, which stops last, no time to send its queue.
@@ -77,10 +90,35 @@ class Monolith:
         if s.source == "replay":
             self.clock = ManualClock(0)  # follows the replayed ticks
         ledger, tick_sink, instrument_sink = await self._persistence()
+        if isinstance(self.clock, SimClock) and self.database is not None:
+            await self._resume_simulated_session(self.clock)
         source, broker = await self._market_and_broker()
         if s.source == "replay":
             tick_sink = instrument_sink = None  # the ticks are already stored
         self.components = self._modules(source, broker, ledger, tick_sink, instrument_sink)
+
+    async def _resume_simulated_session(self, clock: SimClock) -> None:
+        """A simulated session on a database that holds an earlier run's session of the same day goes on a minute
+        after that run's last tick, instead of trading its minutes again: their signals would repeat the earlier
+        orders' ids (refused by risk as DUPLICATE_ORDER), and the positions restored from the ledger would come from
+        a time still to come. Once that session has run to its close, it starts at the open again, with a warning."""
+        from shared.db.queries import latest_tick_ns
+
+        assert self.database is not None
+        opening = clock.start_ns
+        day = day_of(opening)
+        latest = await latest_tick_ns(self.database.pool, ist_ns(day, 0, 0), ist_ns(day + timedelta(days=1), 0, 0))
+        if latest is None or latest < opening:
+            return
+        resume, close = minute_start_ns(latest) + MINUTE_NS, ist_ns(day, *MARKET_CLOSE_IST)
+        if resume + RESUME_AT_LEAST_NS <= close:
+            clock.resume_at(resume)
+            log.info("simulated session resumes after the earlier run's last tick", extra={
+                "day": day.isoformat(), "at_ist": ist_datetime(resume).strftime("%H:%M")})
+        else:
+            log.warning("today's simulated session in this database ran to its close; it starts at the open again, "
+                        "and the strategies' signals that repeat the earlier run's are refused as duplicates (a "
+                        "fresh --data-dir or database gives a fresh session)", extra={"day": day.isoformat()})
 
     async def _market_and_broker(self) -> tuple[Any, Any]:
         from services.app import wiring

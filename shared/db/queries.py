@@ -60,6 +60,12 @@ async def ticks_page(pool: asyncpg.Pool, start_ns: int, end_ns: int, limit: int,
     return [_tick(r) for r in rows], ((rows[-1]["ts"], rows[-1]["seq"]) if len(rows) == limit else None)
 
 
+async def latest_tick_ns(pool: asyncpg.Pool, start_ns: int, end_ns: int) -> int | None:
+    """The time of the newest tick stored in [start_ns, end_ns), or None."""
+    ts = await pool.fetchval("SELECT max(ts) FROM market_ticks WHERE ts >= $1 AND ts < $2", _ts(start_ns), _ts(end_ns))
+    return None if ts is None else _ns(ts)
+
+
 def _tick(r: asyncpg.Record) -> market_pb2.Tick:
     return market_pb2.Tick(token=r["token"], exchange_segment=r["exchange_segment"], ts_ns=_ns(r["ts"]),
                            ltp_paise=r["ltp"], ltq=r["ltq"], volume=r["volume"], bid_paise=r["bid"],

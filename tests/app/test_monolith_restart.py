@@ -11,6 +11,7 @@ import asyncio
 import pytest
 
 from services.app.config import AppSettings
+from services.app.monolith import Monolith
 from shared import rpc
 from shared.contracts import ingestion_pb2, oms_pb2, risk_pb2, trading_pb2
 from tests.notifier.test_monolith import place_once_priced
@@ -37,8 +38,6 @@ async def run_until(app, work) -> None:
 
 
 async def test_after_a_restart_risk_counts_the_position_the_oms_rebuilt_from_the_ledger(database):
-    from services.app.monolith import Monolith
-
     first = Monolith(settings(database), {"strategy": {"strategies": []}})
 
     async def buy_one() -> None:
@@ -72,8 +71,6 @@ async def test_a_replay_on_the_same_database_leaves_the_order_ledger_and_risk_st
     real run's open orders into its own paper broker, filled them from the replayed candles and wrote its orders
     into today's ledger, where the next real start counted them as positions."""
     import asyncpg
-
-    from services.app.monolith import Monolith
 
     first = Monolith(settings(database), {"strategy": {"strategies": []}})
 
@@ -117,3 +114,52 @@ async def test_a_replay_on_the_same_database_leaves_the_order_ledger_and_risk_st
     assert ("resting", "OPEN", 0) in [tuple(r) for r in before]
     assert [tuple(r) for r in after] == [tuple(r) for r in before]
     assert risk_after == risk_before and states == [risk_pb2.TRADING_STATE_ACTIVE]  # the real switch is not its
+
+
+async def store_tick_at(database: str, hour: int, minute: int) -> None:
+    """One tick of today's simulated session (the day a SimClock opens) stored at hour:minute:30 IST."""
+    import asyncpg
+
+    from shared.clock import SimClock, day_of, ist_ns
+    from shared.db import partitions
+
+    day = day_of(SimClock().start_ns)
+    conn = await asyncpg.connect(database)
+    try:
+        await partitions.ensure_days(conn, [day])
+        await conn.execute(
+            "INSERT INTO market_ticks (ts, token, seq, exchange_segment, ltp, ltq, volume, bid, ask, bid_qty, ask_qty,"
+            " open, high, low, close, oi, atp) VALUES (to_timestamp($1::float8), 3045, 1, 'nse_cm', 60000, 1, 1, 0, 0,"
+            " 0, 0, 0, 0, 0, 0, 0, 0)", (ist_ns(day, hour, minute, 30)) / 1e9)
+    finally:
+        await conn.close()
+
+
+async def simulated_time_at_start(database: str) -> tuple[int, int]:
+    from shared.clock import ist_datetime
+
+    app = Monolith(settings(database), {"strategy": {"strategies": []}})
+    seen: list[int] = []
+
+    async def note_the_time() -> None:
+        seen.append(app.clock.now_ns())
+
+    await run_until(app, note_the_time)
+    at = ist_datetime(seen[0])
+    return at.hour, at.minute
+
+
+@pytest.mark.parametrize(("stored", "starts"), [(None, (9, 15)), ((10, 42), (10, 43)), ((15, 27), (9, 15))],
+                         ids=["fresh", "earlier-run", "ran-to-close"])
+async def test_a_simulated_session_resumes_after_the_last_tick_an_earlier_run_stored_today(database, stored, starts,
+                                                                                         caplog):
+    """A second `make run` the same day: trading the same minutes again would repeat the earlier orders' signal ids
+    (refused as DUPLICATE_ORDER) next to positions restored from a time still to come."""
+    if stored is not None:
+        await store_tick_at(database, *stored)
+
+    hour, minute = await simulated_time_at_start(database)
+
+    late_by = hour * 60 + minute - (starts[0] * 60 + starts[1])
+    assert 0 <= late_by <= 2, (hour, minute)  # the start itself takes a second or two: a minute or two at speed 60
+    assert ("ran to its close" in caplog.text) == (stored == (15, 27))
