@@ -6,18 +6,14 @@ import json
 
 import pytest
 
-from services.strategy import restore
 from tests.grpc.conftest import grpcurl, start_server
-from tests.strategy.test_restore import BUY, SELL, TODAY, Oms, restarted_module
+from tests.strategy.test_restore import TODAY, orders_filling_the_read, restarted_module
 
 
 @pytest.fixture
 async def addr(monkeypatch):
     """A strategy module that started paused (its orders of today fill the ListOrders read), behind a gRPC server."""
-    monkeypatch.setattr(restore, "RESTORE_LIMIT", 3)
-    oms = Oms()
-    for i, side in enumerate((BUY, SELL, BUY)):
-        await oms.order(f"c{i}", "mom", side, 10, TODAY + i)
+    oms = await orders_filling_the_read(monkeypatch)
     module, _ = await restarted_module(oms)
     bus_task = asyncio.create_task(module.bus.run())
     server = await start_server(module.bus)

@@ -110,11 +110,17 @@ async def test_an_intraday_strategy_restores_todays_orders_only(monkeypatch):
     assert (strategy.position(SBIN), strategy.paused) == (6, False)
 
 
-async def test_a_strategy_whose_orders_of_today_fill_the_read_starts_paused_and_says_why(monkeypatch):
+async def orders_filling_the_read(monkeypatch) -> Oms:
+    """An OMS whose orders of today for "mom" fill restore's ListOrders read (limit 3): not provably all of them."""
     monkeypatch.setattr(restore, "RESTORE_LIMIT", 3)
     oms = Oms()
     for i, side in enumerate((BUY, SELL, BUY)):
         await oms.order(f"c{i}", "mom", side, 10, TODAY + i)
+    return oms
+
+
+async def test_a_strategy_whose_orders_of_today_fill_the_read_starts_paused_and_says_why(monkeypatch):
+    oms = await orders_filling_the_read(monkeypatch)
 
     strategy, notifications = await restart(oms)
 
@@ -123,10 +129,7 @@ async def test_a_strategy_whose_orders_of_today_fill_the_read_starts_paused_and_
 
 
 async def test_list_strategies_says_a_strategy_paused_at_start_was_paused_by_neopulse_when_and_why(monkeypatch):
-    monkeypatch.setattr(restore, "RESTORE_LIMIT", 3)
-    oms = Oms()
-    for i, side in enumerate((BUY, SELL, BUY)):
-        await oms.order(f"c{i}", "mom", side, 10, TODAY + i)
+    oms = await orders_filling_the_read(monkeypatch)
     module, _ = await restarted_module(oms)
 
     (info,) = (await module.bus.call(rpc.LIST_STRATEGIES, strategy_pb2.ListStrategiesRequest())).strategies
@@ -138,10 +141,7 @@ async def test_list_strategies_says_a_strategy_paused_at_start_was_paused_by_neo
 
 
 async def test_a_strategy_paused_at_start_keeps_neopulses_reason_when_the_operator_pauses_it_too(monkeypatch):
-    monkeypatch.setattr(restore, "RESTORE_LIMIT", 3)
-    oms = Oms()
-    for i, side in enumerate((BUY, SELL, BUY)):
-        await oms.order(f"c{i}", "mom", side, 10, TODAY + i)
+    oms = await orders_filling_the_read(monkeypatch)
     module, _ = await restarted_module(oms)
 
     reply = await module.bus.call(rpc.PAUSE_STRATEGY, strategy_pb2.PauseStrategyRequest(name="mom", reason="me"))
