@@ -157,6 +157,7 @@ class SplitProcess:
         component = await self._build_module(clock)
         server = GrpcServer(self.bus, [SERVICE_OF[self.module]], self.grpc_settings,
                             host=self.app.grpc_host, port=self.grpc_port)
+        await self._declare_previous(server, component)
         forwarder_needed = self.module != "notifier"
         async with asyncio.TaskGroup() as tg:
             bus_task = tg.create_task(self.bus.run(), name="bus")
@@ -198,6 +199,17 @@ class SplitProcess:
         await component.stop()
         await self.bus.drain(within_s=2.0)  # what the stop published is in the hubs
         await server.stop()  # the streams take what the hubs hold (within [grpc] shutdown_grace_s), then end
+
+    async def _declare_previous(self, server: GrpcServer, component: Any) -> None:
+        """Before any stream is served: how far this module's earlier processes got, where it keeps a record, so a
+        bridge that comes back to it after a crash reports a loss only when there was one (StreamBridge). The OMS
+        records every order update in its ledger before publishing it (all but a REJECTED NOT_SENT for an order
+        whose write-ahead the ledger refused: it is not in the ledger, nor ever sent)."""
+        if self.module == "oms" and component.ledger.durable:
+            recorded = await component.ledger.max_sequence()
+            server.hubs[UPDATES].previous = {"all": recorded}
+            log.info("order updates: earlier processes recorded up to this sequence",
+                     extra={"previous_sequence": recorded})
 
     async def _resume_points(self, component: Any) -> dict[str, int]:
         """Streams to take from after a sequence instead of live from now. The OMS: risk's decisions after the last

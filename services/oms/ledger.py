@@ -17,6 +17,8 @@ TERMINAL = frozenset({trading_pb2.ORDER_STATUS_TRADED, trading_pb2.ORDER_STATUS_
 
 
 class Ledger(Protocol):
+    durable: bool  # survives the process: what it recorded is there for the next one
+
     async def insert_new(self, order: trading_pb2.OrderUpdate, audit: dict[str, Any]) -> trading_pb2.OrderUpdate | None:
         """Write-ahead insert (status PENDING_NEW). Returns the existing order instead
         when order.client_order_id is already in the ledger: the caller must then not place it."""
@@ -57,6 +59,8 @@ class Ledger(Protocol):
 
 class MemoryLedger:
     """The Ledger in process memory, for runs without a database (lost on restart) and for tests."""
+
+    durable = False
 
     def __init__(self) -> None:
         self._rows: dict[str, trading_pb2.OrderUpdate] = {}

@@ -92,6 +92,8 @@ class PgLedger:
     (PENDING_NEW and SUBMITTED orders are looked up by tag, open ones by exchange id). Waiting for a flush per
     transition (0.3-4 ms each on these machines, one after another) held bursts of orders up by tens of ms."""
 
+    durable = True
+
     def __init__(self, pool: asyncpg.Pool, durable_updates: bool = False) -> None:
         self.pool = getattr(pool, "pool", pool)
         self.durable_updates = durable_updates

@@ -28,6 +28,7 @@ from shared.grpc.servicers import (
     INCARNATION_KEY,
     OLDEST_KEPT_KEY,
     ORDER_KEY,
+    PREVIOUS_KEY,
     REASON_KEY,
     SEQUENCE_KEY,
 )
@@ -160,8 +161,10 @@ class StreamBridge:
     async def _check_incarnation(self, headers: dict[str, Any]) -> None:
         """A stream from another incarnation of the upstream (it restarted) replays only what the new process
         published: if the old one did not end our stream cleanly (a crash, a stop that could not wait for us, an
-        outage across the restart), what it published after our resume point died with its ring, unless the new
-        ring reaches back to that point. Say so loudly, as for a DATA_LOSS, and go on from where we are."""
+        outage across the restart), what it published after our resume point and did not send died with its ring,
+        unless the new ring reaches back to that point. The new process says how far its earlier ones got where it
+        keeps a record (PREVIOUS_KEY; the OMS: its ledger): a loss is reported only when they published past our
+        resume point. Where it keeps none, a loss cannot be ruled out: said loudly, as for a DATA_LOSS."""
         incarnation = str(headers.get(INCARNATION_KEY, ""))
         previous, self.upstream = self.upstream, incarnation or self.upstream
         if not (previous and incarnation and incarnation != previous) or self._ended_cleanly:
@@ -169,9 +172,25 @@ class StreamBridge:
             return
         oldest = str(headers.get(OLDEST_KEPT_KEY, ""))
         covered = oldest.isdigit() and 0 < int(oldest) <= self.last_sequence
-        if self.resumable and self.last_sequence > 0 and not covered:
-            await self._report_lost(self.last_sequence, "the upstream restarted without ending this stream cleanly; "
-                                    "what it published after that point and did not send is gone.", "restarted")
+        if not self.resumable or self.last_sequence <= 0 or covered:
+            return
+        await self._restarted_past(self.last_sequence, str(headers.get(PREVIOUS_KEY, "")),
+                                   "the upstream restarted without ending this stream cleanly")
+
+    async def _restarted_past(self, resume: int, recorded: str, how: str) -> None:
+        """Report what an upstream's earlier incarnation published after `resume` that its new ring does not hold:
+        `recorded` is how far it got (PREVIOUS_KEY), or "" when it keeps no record."""
+        if not recorded.isdigit():
+            await self._report_lost(resume, f"{how}, and it keeps no record of what it published before (its "
+                                    "sequences are not durable): whether it published anything after that point "
+                                    "that never arrived here cannot be ruled out.", "unrecorded")
+        elif int(recorded) > resume:
+            await self._report_lost(resume, f"{how}; before that it had recorded messages up to sequence "
+                                    f"{recorded}: those after this point never arrived here, and its new process does "
+                                    "not hold them.", "restarted")
+        else:
+            log.info("upstream restarted; everything it published before had arrived", extra={
+                "method": self.method, "after_sequence": resume, "previous_sequence": int(recorded)})
 
     async def _messages_lost(self, err: grpc.aio.AioRpcError) -> None:
         """The upstream no longer has what came after our resume point: count it and say so loudly, then go on
@@ -189,14 +208,18 @@ class StreamBridge:
     async def _report_lost(self, lost_after: int, details: str, cause: str) -> None:
         self.gaps += 1
         GAPS.labels(self.method).inc()
-        log.critical("upstream stream lost messages; resuming with what it still keeps", extra={
-            "method": self.method, "after_sequence": lost_after, "resume_after": self.last_sequence,
-            "detail": details, "cause": cause})
+        certain = cause != "unrecorded"
+        log.critical("upstream stream lost messages; resuming with what it still keeps" if certain else
+                     "upstream stream may have lost messages; resuming with what it keeps", extra={
+                         "method": self.method, "after_sequence": lost_after, "resume_after": self.last_sequence,
+                         "detail": details, "cause": cause})
         await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
-            kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=ops_pb2.SEVERITY_CRITICAL,
-            title="Order-path messages lost between processes", source="grpc-bridge",
-            text=(f"{self.method} could not resume after sequence {lost_after}: {details} "
-                  "Restart this module so it reloads orders and positions."),
+            kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=ops_pb2.SEVERITY_CRITICAL, source="grpc-bridge",
+            title="Order-path messages lost between processes" if certain else
+                  "Order-path messages may have been lost between processes",
+            text=(f"{self.method} could not resume after sequence {lost_after}: {details} " + (
+                "Restart this module so it reloads orders and positions." if certain else
+                "To be sure of orders and positions, restart this module so it reloads them.")),
             fields={"method": self.method, "after_sequence": str(lost_after), "cause": cause}))
 
     async def _publish(self, batch: Any) -> None:

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 from shared.bus import Bus, Topic
@@ -76,6 +77,9 @@ class TopicHub:
         # Which incarnation of the stream this is: a ring dies with its process, so a client resuming from a point
         # an earlier incarnation gave it cannot be told here what it missed (StreamBridge compares the two).
         self.incarnation = uuid.uuid4().hex
+        # The highest sequence earlier incarnations published, by kind of stream (see previous_for); None when they
+        # kept no record, so a client whose resume point an earlier one gave it cannot be told whether it missed any.
+        self.previous: Mapping[str, int] | None = None
         self._sub = bus.subscribe(topic, f"grpc:{topic.value}", self._on_message)
         self._bus = bus
 
@@ -124,6 +128,13 @@ class TopicHub:
         if strategies:
             return max(self.evicted_by_strategy.get(name, 0) for name in strategies)
         return self.evicted_sequence
+
+    def previous_for(self, request: Any) -> int | None:
+        """The highest sequence earlier incarnations published that a stream of `request` would have got: "all", or
+        "rejections" for rejections_only; None when not recorded (for a `strategies` filter, never)."""
+        if self.previous is None or list(getattr(request, "strategies", ())):
+            return None
+        return self.previous.get("rejections" if getattr(request, "rejections_only", False) else "all")
 
     def attach(self, after_sequence: int = 0, evicted: int | None = None) -> tuple[list[Any], Listener]:
         """Register a stream; returns the ring's messages after `after_sequence` (0 = live only, -1 = all). Raises

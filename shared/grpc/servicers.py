@@ -43,6 +43,9 @@ SEQUENCE_KEY = "neopulse-sequence"  # initial metadata of a stream: the highest 
 OLDEST_KEPT_KEY = "neopulse-oldest-kept"
 ORDER_KEY = "neopulse-client-order-id"  # trailer of an OutcomeUnknown: the order to look up
 INCARNATION_KEY = "neopulse-incarnation"  # initial metadata of a stream: which server (process) serves it
+# Initial metadata of a stream whose server keeps a durable record of its sequences (the OMS: its ledger): the highest
+# sequence its earlier incarnations published that this stream would carry. Absent: no record, a loss is not ruled out.
+PREVIOUS_KEY = "neopulse-previous-sequence"
 MAX_BATCH = 1000  # elements per streamed batch message
 MAX_BATCH_BYTES = 512 * 1024  # and bytes: below the smallest max_message_bytes (1 MiB) GrpcSettings allows
 # Streams filtered by instrument token: an unknown token is INVALID_ARGUMENT, not a stream that stays empty.
@@ -219,6 +222,16 @@ def token_validator(bus: Bus) -> Validator:
     return validate
 
 
+def stream_headers(hub: TopicHub, request: Any, oldest: int) -> tuple[tuple[str, str], ...]:
+    """A stream's initial metadata: what a client needs to resume it, and to tell whether a restart lost anything."""
+    headers = [(SEQUENCE_KEY, str(hub.last_sequence)), (OLDEST_KEPT_KEY, str(oldest)),
+               (INCARNATION_KEY, hub.incarnation)]
+    previous = hub.previous_for(request)
+    if previous is not None:
+        headers.append((PREVIOUS_KEY, str(previous)))
+    return tuple(headers)
+
+
 def stream_handler(hub: TopicHub, method: str, batch_cls: type[Message],
                    validate: Validator | None = None) -> Callable[..., AsyncIterator[Any]]:
     packer = StreamPacker(batch_cls, hub.topic.lossy)
@@ -248,8 +261,7 @@ def stream_handler(hub: TopicHub, method: str, batch_cls: type[Message],
         try:
             # Headers now, so a client knows the stream is live before the first message arrives; with the
             # highest sequence published so far, where a first-time client resumes from after a reconnect.
-            await context.send_initial_metadata(((SEQUENCE_KEY, str(hub.last_sequence)),
-                                                  (OLDEST_KEPT_KEY, str(oldest)), (INCARNATION_KEY, hub.incarnation)))
+            await context.send_initial_metadata(stream_headers(hub, request, oldest))
             msgs: list[Any] | None = replay
             while msgs is not None:
                 for batch in packer.batches(msgs, keep):

@@ -2,7 +2,8 @@
 
 Three order-path bridges (order updates, validated orders, signals) read one upstream through a TCP proxy that
 can cut every connection at a random byte or refuse connections for a while. The upstream restarts (gracefully
-or as a crash, then sometimes repeating what it had published), its ring overflows while the bridges are away,
+or as a crash, then sometimes repeating what it had published; for order updates it says how far its earlier
+processes got instead, as the OMS does from its ledger), its ring overflows while the bridges are away,
 the local consumers stall, the bridges' token goes wrong for a while. Checked on the local bus: no message twice,
 order kept, every message missing covered by a reported gap (or lost in a crashed upstream's unsent tail, which
 no protocol can replay), no reconnect storm, a catch-up within a deadline, and a shutdown that leaves no stream.

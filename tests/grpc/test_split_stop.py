@@ -132,7 +132,7 @@ async def test_a_bridge_reaching_a_restarted_upstream_that_did_not_end_its_strea
 
     assert bridge.gaps == 1
     assert [(n.severity, n.fields["after_sequence"], n.fields["cause"]) for n in notes] == [
-        (ops_pb2.SEVERITY_CRITICAL, "1", "restarted")]
+        (ops_pb2.SEVERITY_CRITICAL, "1", "unrecorded")]
 
 
 async def test_a_bridge_reaching_an_upstream_restarted_after_a_clean_stop_reports_nothing_lost():

@@ -1,0 +1,85 @@
+"""Split mode for real, a module killed and started again: its peers' bridges report an order-path loss exactly
+when one happened. Ingestion, the OMS (ledger in PostgreSQL) and risk as `neopulse serve` processes; no strategy,
+so the only orders are those the test submits and the processes are quiet in between."""
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from shared.ports import free_loopback_port as free_port
+from tests.grpc.procs import Proc, grpcurl_json, wait_until
+from tests.grpc.test_split_mode import _create_database
+
+pytestmark = pytest.mark.slow
+MODULES = ("ingestion", "oms", "risk")
+ORDER = {"token": "2885", "exchange_segment": "nse_cm", "side": "SIDE_BUY", "quantity": "1",
+         "order_type": "ORDER_TYPE_MARKET", "product": "PRODUCT_CNC"}
+LOST = "lost messages"  # in the CRITICAL log line of a bridge that reports a loss (or a possible one)
+
+
+@pytest.fixture
+def trio(tmp_path, pg_server) -> Iterator[tuple[dict[str, int], dict[str, Proc], Callable[[str], Proc]]]:
+    """(ports, processes, start(module)): the three running; start() launches one again and waits for its port."""
+    dsn = asyncio.run(_create_database(pg_server))
+    ports = {m: free_port() for m in MODULES}
+    config = tmp_path / "split.toml"
+    lines = [f'database_url = "{dsn}"', "[split]", f"session_wall_start_ns = {time.time_ns()}"]
+    config.write_text("\n".join([*lines, *(f'{m}_addr = "127.0.0.1:{p}"' for m, p in ports.items())]) + "\n")
+    procs: dict[str, Proc] = {}
+
+    def start(module: str) -> Proc:
+        db = [] if module in ("oms", "ingestion") else ["--no-db"]
+        procs[module] = Proc(["serve", module, "--config", str(config), *db, "--speed", "60"],
+                             tmp_path / f"{module}.log")
+        procs[module].wait_for_line(f"gRPC listening on 127.0.0.1:{ports[module]}")
+        return procs[module]
+
+    try:
+        for module in MODULES:
+            start(module)
+        procs["risk"].wait_for_line("risk started")
+        wait_for_stream(procs["oms"], "RiskService/StreamDecisions")  # decisions reach it from now on
+        yield ports, procs, start
+    finally:
+        for proc in procs.values():
+            proc.stop()
+
+
+def wait_for_stream(proc: Proc, method: str, timeout_s: float = 30.0) -> None:
+    wait_until(lambda: [line for line in proc.lines if "upstream stream connected" in line and method in line],
+               timeout_s)
+
+
+def kill(proc: Proc) -> None:
+    proc.proc.send_signal(signal.SIGKILL)
+    proc.proc.wait(10)
+
+
+def submit(port: int, client_order_id: str) -> dict:
+    return grpcurl_json("-d", json.dumps({"order": {**ORDER, "client_order_id": client_order_id}}),
+                        f"127.0.0.1:{port}", "neopulse.v1.RiskService/SubmitOrder")["decision"]
+
+
+def risk_holds(port: int, quantity: int) -> bool:
+    """Risk has applied the fills of its orders up to `quantity` (their last update reached it)."""
+    state = grpcurl_json(f"127.0.0.1:{port}", "neopulse.v1.RiskService/GetRiskState")
+    return sum(int(p.get("net_quantity", 0)) for p in state.get("positions", [])) == quantity
+
+
+def test_risk_reports_nothing_lost_when_the_oms_crashes_after_it_received_every_update(trio):
+    """Risk's order-update bridge reported 'Order-path messages lost' after every crash of the OMS, though it had
+    every update the OMS recorded: the new OMS now says how far its ledger got."""
+    ports, procs, start = trio
+    assert submit(ports["risk"], "before-the-crash")["accepted"]
+    wait_until(lambda: risk_holds(ports["risk"], 1), timeout_s=60)  # TRADED, the OMS's last update, reached risk
+    kill(procs["oms"])
+
+    start("oms")
+
+    line = procs["risk"].wait_for_line("everything it published before had arrived", timeout_s=30)
+    assert "StreamOrderUpdates" in line
+    assert not [line for line in procs["risk"].lines if LOST in line]

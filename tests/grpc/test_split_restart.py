@@ -1,0 +1,157 @@
+"""A bridge coming back to an upstream that restarted without ending its stream cleanly: it reports a loss when the
+upstream's earlier process got past its resume point (the upstream keeps a record: the OMS's ledger), nothing when it
+did not, and says a loss cannot be ruled out when the upstream keeps no record."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from shared import rpc
+from shared.bus import Bus, Topic
+from shared.contracts import ops_pb2, trading_pb2
+from shared.grpc.bridge import Backoff, StreamBridge, open_channel
+from shared.grpc.config import GrpcSettings
+from shared.grpc.server import GrpcServer
+from tests.grpc.bridge_rig import Proxy
+from tests.grpc.conftest import wait_for
+
+UPDATES = rpc.method("OrderService", "StreamOrderUpdates")
+DECISIONS = rpc.method("RiskService", "StreamDecisions")
+SERVICE = {UPDATES: "OrderService", DECISIONS: "RiskService"}
+
+
+def update(seq: int) -> trading_pb2.OrderUpdate:
+    return trading_pb2.OrderUpdate(internal_id=f"ORD-{seq}", sequence=seq)
+
+
+def decision(seq: int) -> trading_pb2.RiskDecision:
+    return trading_pb2.RiskDecision(accepted=True, sequence=seq)
+
+
+class Restarting:
+    """One bridge into a local bus from an upstream process (bus + GrpcServer) behind a proxy; the upstream can
+    crash and come back as a new process. What the bridge publishes and the notifications are collected."""
+
+    def __init__(self, method: str) -> None:
+        self.method, self.topic = method, rpc.STREAM_TOPICS[method]
+        self.local, self.proxy = Bus(), Proxy()
+        self.seen: list[int] = []
+        self.notes: list[ops_pb2.Notification] = []
+        self.tasks: list[asyncio.Task[None]] = [asyncio.create_task(self.local.run())]
+        self.upstream: tuple[Bus, GrpcServer] | None = None
+
+    async def start(self, last_sequence: int = 0, previous: dict[str, int] | None = None) -> None:
+        """The upstream (declaring `previous`), then the bridge, resuming after `last_sequence` (0: live)."""
+        self.local.subscribe(self.topic, "consumer", self._collect)
+        self.local.subscribe(Topic.NOTIFICATIONS, "notes", self._note)
+        await self.proxy.start()
+        await self.start_upstream(previous)
+        self.channel = open_channel(f"127.0.0.1:{self.proxy.port}", GrpcSettings())
+        self.bridge = StreamBridge(self.local, self.channel, self.method, backoff=Backoff(0.05, 0.1))
+        self.bridge.last_sequence = last_sequence
+        self.tasks.append(asyncio.create_task(self.bridge.run()))
+        await self.attached()
+
+    async def start_upstream(self, previous: dict[str, int] | None = None) -> None:
+        bus = Bus()
+        self.tasks.append(asyncio.create_task(bus.run()))
+        server = GrpcServer(bus, [SERVICE[self.method]], GrpcSettings())
+        server.hubs[self.method].previous = previous  # what split.py declares before the server starts
+        self.proxy.target_port = await server.start()
+        server.set_all_serving()
+        self.upstream = (bus, server)
+
+    async def attached(self) -> None:
+        assert self.upstream is not None
+        hub = self.upstream[1].hubs[self.method]
+        await wait_for(lambda: hub.listener_count == 1)
+
+    async def publish(self, *msgs: Any) -> None:
+        assert self.upstream is not None
+        for msg in msgs:
+            await self.upstream[0].publish(self.topic, msg)
+
+    async def crash_and_restart(self, previous: dict[str, int] | None) -> None:
+        """The upstream dies without ending the stream; a new process comes back declaring `previous`."""
+        assert self.upstream is not None
+        self.proxy.refusing = True
+        self.proxy.cut()
+        await self.upstream[1].stop(0)
+        await self.start_upstream(previous)
+        self.proxy.refusing = False
+        await self.attached()
+
+    async def close(self) -> None:
+        if self.upstream is not None:
+            await self.upstream[1].stop(0)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if hasattr(self, "channel"):
+            await self.channel.close()
+        await self.proxy.stop()
+
+    async def _collect(self, msg: Any) -> None:
+        self.seen.append(msg.sequence)
+
+    async def _note(self, note: ops_pb2.Notification) -> None:
+        self.notes.append(note)
+
+
+async def test_a_bridge_that_had_everything_a_crashed_oms_recorded_reports_nothing_lost():
+    """After every crash of the OMS, its order-update bridges reported 'Order-path messages lost' though they had
+    received every update it recorded: the new OMS's ring did not reach back, and nothing said how far the old got."""
+    rig = Restarting(UPDATES)
+    try:
+        await rig.start()
+        await rig.publish(update(1), update(2), update(3))
+        await wait_for(lambda: rig.seen == [1, 2, 3])
+
+        await rig.crash_and_restart(previous={"all": 3})  # its ledger: up to 3
+        await rig.publish(update(10))
+        await wait_for(lambda: rig.seen == [1, 2, 3, 10])
+    finally:
+        await rig.close()
+
+    assert rig.notes == [] and rig.bridge.gaps == 0
+
+
+async def test_a_bridge_missing_what_a_crashed_oms_recorded_reports_the_loss():
+    rig = Restarting(UPDATES)
+    try:
+        await rig.start()
+        await rig.publish(update(1), update(2))
+        await wait_for(lambda: rig.seen == [1, 2])
+
+        await rig.crash_and_restart(previous={"all": 3})  # 3 was recorded, never sent to us
+        await rig.publish(update(10))
+        await wait_for(lambda: rig.seen == [1, 2, 10])
+    finally:
+        await rig.close()
+
+    assert rig.bridge.gaps == 1
+    note = rig.notes[0]
+    assert (note.severity, note.title, note.fields["after_sequence"], note.fields["cause"]) == (
+        ops_pb2.SEVERITY_CRITICAL, "Order-path messages lost between processes", "2", "restarted")
+    assert "recorded messages up to sequence 3" in note.text
+
+
+async def test_a_bridge_back_from_a_crashed_upstream_without_a_record_says_a_loss_cannot_be_ruled_out():
+    rig = Restarting(DECISIONS)  # risk's sequences are not durable
+    try:
+        await rig.start()
+        await rig.publish(decision(1))
+        await wait_for(lambda: rig.seen == [1])
+
+        await rig.crash_and_restart(previous=None)
+        await rig.publish(decision(10))
+        await wait_for(lambda: rig.seen == [1, 10])
+    finally:
+        await rig.close()
+
+    assert rig.bridge.gaps == 1
+    note = rig.notes[0]
+    assert (note.severity, note.title, note.fields["after_sequence"], note.fields["cause"]) == (
+        ops_pb2.SEVERITY_CRITICAL, "Order-path messages may have been lost between processes", "1", "unrecorded")
+    assert "cannot be ruled out" in note.text
