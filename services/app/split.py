@@ -215,13 +215,15 @@ class SplitProcess:
         """Streams to take from after a sequence instead of live from now. The OMS: risk's decisions after the last
         one in its ledger, so that those risk made while the OMS was down (or restarting) are not lost; the
         replay's duplicates are refused by the ledger, and a decision too old to place is recorded as not sent
-        ([oms] max_decision_age_s)."""
+        ([oms] max_decision_age_s). A durable ledger with none: every decision risk still holds (-1), as none was
+        ever taken; an OMS without a database forgets what it took, so it takes only what comes from now on."""
         if self.module != "oms":
             return {}
         last = await component.ledger.last_decision_sequence()
         if last:
             log.info("risk's decisions resume after the last one in the ledger", extra={"after_sequence": last})
-        return {DECISIONS: last} if last else {}
+            return {DECISIONS: last}
+        return {DECISIONS: -1} if component.ledger.durable else {}
 
     def _connect(self, tg: asyncio.TaskGroup, forward_notifications: bool,
                  gate: asyncio.Event, resume: dict[str, int]) -> list[asyncio.Task[None]]:

@@ -77,7 +77,7 @@ class StreamBridge:
     Order-path messages carry `sequence`: a reconnect resumes with after_sequence and any
     message at or below the last one seen is dropped, so no order is published twice. The first
     connection is live from now, unless the caller sets `last_sequence` before run() from a durable
-    resume point (the OMS: the last risk decision in its ledger).
+    resume point (the OMS: the last risk decision in its ledger; -1, all the upstream holds, when it has none).
 
     With `gate`, the stream is opened at once (the server starts keeping messages for it) but nothing is
     published before the gate is set: the local module subscribes to its topics in start(), and a message

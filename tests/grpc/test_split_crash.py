@@ -83,3 +83,22 @@ def test_risk_reports_nothing_lost_when_the_oms_crashes_after_it_received_every_
     line = procs["risk"].wait_for_line("everything it published before had arrived", timeout_s=30)
     assert "StreamOrderUpdates" in line
     assert not [line for line in procs["risk"].lines if LOST in line]
+
+
+def orders(port: int) -> list[dict]:
+    return grpcurl_json("-d", '{"limit": 1000}', f"127.0.0.1:{port}", "neopulse.v1.OrderService/ListOrders").get(
+        "orders", [])
+
+
+def test_an_oms_that_never_took_a_decision_takes_those_risk_made_before_it_connected(trio):
+    """With no decision in its ledger the OMS streamed risk's decisions live from its connection: one risk accepted
+    while the OMS was down (or before its stream was back) was never placed, and nothing said so."""
+    ports, procs, start = trio
+    kill(procs["oms"])  # before its first order: its ledger holds no decision
+    assert submit(ports["risk"], "while-the-new-oms-was-down")["accepted"]
+
+    start("oms")
+
+    placed = wait_until(lambda: [o for o in orders(ports["oms"])
+                                 if o["client_order_id"] == "while-the-new-oms-was-down"], timeout_s=30)
+    assert len(placed) == 1
