@@ -95,7 +95,9 @@ NEEDS = {
                       (rpc.LIST_INSTRUMENTS, rpc.LIST_ORDERS, rpc.CANCEL_ORDER)),
     "risk": Needs(((SIGNALS, {}), (TICKS, {}), (UPDATES, {})),
                   (rpc.LIST_INSTRUMENTS, rpc.CANCEL_ORDER, rpc.LIST_ORDERS, rpc.LIST_POSITIONS)),
-    "oms": Needs(((DECISIONS, {}), (CANDLES, {}), (TICKS, {})), (rpc.SUBMIT_ORDER, rpc.LIST_INSTRUMENTS)),
+    # Only accepted decisions: the ledger's last one is where a restarted OMS resumes.
+    "oms": Needs(((DECISIONS, {"accepted_only": True}), (CANDLES, {}), (TICKS, {})),
+                 (rpc.SUBMIT_ORDER, rpc.LIST_INSTRUMENTS)),
     "notifier": Needs(((DECISIONS, {"rejections_only": True}), (UPDATES, {})), COMMANDS),
 }
 

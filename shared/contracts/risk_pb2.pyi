@@ -48,12 +48,14 @@ class RiskLimits(_message.Message):
     def __init__(self, max_order_quantity: _Optional[int] = ..., max_order_value_paise: _Optional[int] = ..., max_position_quantity: _Optional[int] = ..., max_open_orders: _Optional[int] = ..., max_orders_per_second: _Optional[float] = ..., daily_loss_reducing_paise: _Optional[int] = ..., daily_loss_halt_paise: _Optional[int] = ..., price_band_bps: _Optional[int] = ..., square_off_time_ist: _Optional[str] = ..., enforce_market_hours: _Optional[bool] = ..., max_position_value_paise: _Optional[int] = ..., max_gross_exposure_paise: _Optional[int] = ...) -> None: ...
 
 class StreamDecisionsRequest(_message.Message):
-    __slots__ = ("rejections_only", "after_sequence")
+    __slots__ = ("rejections_only", "after_sequence", "accepted_only")
     REJECTIONS_ONLY_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_ONLY_FIELD_NUMBER: _ClassVar[int]
     rejections_only: bool
     after_sequence: int
-    def __init__(self, rejections_only: _Optional[bool] = ..., after_sequence: _Optional[int] = ...) -> None: ...
+    accepted_only: bool
+    def __init__(self, rejections_only: _Optional[bool] = ..., after_sequence: _Optional[int] = ..., accepted_only: _Optional[bool] = ...) -> None: ...
 
 class SubmitOrderRequest(_message.Message):
     __slots__ = ("order",)

@@ -71,6 +71,7 @@ class TopicHub:
         self.ring: deque[Any] = deque(maxlen=replay_size if not topic.lossy else 0)
         self.evicted_sequence = 0  # highest sequence pushed out of the ring
         self.evicted_rejection = 0  # of those, the highest rejected decision (accepted false)
+        self.evicted_acceptance = 0  # and the highest accepted one
         self.evicted_by_strategy: dict[str, int] = {}  # and the highest of each strategy's messages
         self.last_sequence = 0  # highest sequence published on the topic
         self._listeners: list[Listener] = []
@@ -114,16 +115,22 @@ class TopicHub:
         # with what passes its filter, is not told of a loss when all that left was filtered out for it.
         sequence = sequence_of(msg)
         self.evicted_sequence = max(self.evicted_sequence, sequence)
-        if getattr(msg, "accepted", True) is False:
+        accepted = getattr(msg, "accepted", None)
+        if accepted is False:
             self.evicted_rejection = max(self.evicted_rejection, sequence)
+        elif accepted:
+            self.evicted_acceptance = max(self.evicted_acceptance, sequence)
         strategy = getattr(msg, "strategy", None)
         if isinstance(strategy, str):
             self.evicted_by_strategy[strategy] = max(self.evicted_by_strategy.get(strategy, 0), sequence)
 
     def evicted_for(self, request: Any) -> int:
-        """The highest evicted sequence a stream of `request` (its rejections_only, strategies) would have sent."""
+        """The highest evicted sequence a stream of `request` (its rejections_only, accepted_only, strategies) would
+        have sent."""
         if getattr(request, "rejections_only", False):
             return self.evicted_rejection
+        if getattr(request, "accepted_only", False):
+            return self.evicted_acceptance
         strategies = list(getattr(request, "strategies", ()))
         if strategies:
             return max(self.evicted_by_strategy.get(name, 0) for name in strategies)
@@ -131,10 +138,13 @@ class TopicHub:
 
     def previous_for(self, request: Any) -> int | None:
         """The highest sequence earlier incarnations published that a stream of `request` would have got: "all", or
-        "rejections" for rejections_only; None when not recorded (for a `strategies` filter, never)."""
+        "rejections" for rejections_only, "accepted" for accepted_only; None when not recorded (for a `strategies`
+        filter, never)."""
         if self.previous is None or list(getattr(request, "strategies", ())):
             return None
-        return self.previous.get("rejections" if getattr(request, "rejections_only", False) else "all")
+        if getattr(request, "rejections_only", False):
+            return self.previous.get("rejections")
+        return self.previous.get("accepted" if getattr(request, "accepted_only", False) else "all")
 
     def attach(self, after_sequence: int = 0, evicted: int | None = None) -> tuple[list[Any], Listener]:
         """Register a stream; returns the ring's messages after `after_sequence` (0 = live only, -1 = all). Raises

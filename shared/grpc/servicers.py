@@ -139,14 +139,15 @@ def unary_handler(bus: Bus, method: str,
 
 
 def element_filter(request: Any) -> Callable[[Any], bool] | None:
-    """The request's filters (tokens, strategies, rejections_only, after_sequence) as one predicate;
+    """The request's filters (tokens, strategies, rejections_only, accepted_only, after_sequence) as one predicate;
     None when the request filters nothing (the hot path passes batches through untouched)."""
     fields = request.DESCRIPTOR.fields_by_name
     tokens = set(request.tokens) if "tokens" in fields else set()
     strategies = set(request.strategies) if "strategies" in fields else set()
     rejections_only = bool(getattr(request, "rejections_only", False))
+    accepted_only = bool(getattr(request, "accepted_only", False))
     after = int(getattr(request, "after_sequence", 0))
-    if not (tokens or strategies or rejections_only or after):
+    if not (tokens or strategies or rejections_only or accepted_only or after):
         return None
 
     def keep(msg: Any) -> bool:
@@ -154,7 +155,7 @@ def element_filter(request: Any) -> Callable[[Any], bool] | None:
             return False
         if strategies and msg.strategy not in strategies:
             return False
-        if rejections_only and msg.accepted:
+        if (rejections_only and msg.accepted) or (accepted_only and not msg.accepted):
             return False
         return not (after and sequence_of(msg) <= after)
 
@@ -222,6 +223,17 @@ def token_validator(bus: Bus) -> Validator:
     return validate
 
 
+def check_stream_request(request: Any) -> None:
+    """Raises InvalidInput for a resume point or filters no stream serves."""
+    after = int(getattr(request, "after_sequence", 0))
+    if after < -1:
+        raise InvalidInput("after_sequence",
+                           f"must be 0 (from now), -1 (all buffered) or a sequence received, got {after}")
+    if getattr(request, "accepted_only", False) and getattr(request, "rejections_only", False):
+        raise InvalidInput("accepted_only",
+                           "cannot be combined with rejections_only: set one of them, or neither for all")
+
+
 def stream_headers(hub: TopicHub, request: Any, oldest: int) -> tuple[tuple[str, str], ...]:
     """A stream's initial metadata: what a client needs to resume it, and to tell whether a restart lost anything."""
     headers = [(SEQUENCE_KEY, str(hub.last_sequence)), (OLDEST_KEPT_KEY, str(oldest)),
@@ -238,17 +250,14 @@ def stream_handler(hub: TopicHub, method: str, batch_cls: type[Message],
 
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         timer = RpcTimer(method)
-        if validate is not None:
-            try:
+        try:
+            check_stream_request(request)
+            if validate is not None:
                 await validate(request)
-            except Exception as exc:
-                timer.done(grpc_status(exc)[0])
-                await abort_with(context, method, exc)
+        except Exception as exc:
+            timer.done(grpc_status(exc)[0])
+            await abort_with(context, method, exc)
         after = int(getattr(request, "after_sequence", 0))
-        if after < -1:
-            timer.done(grpc.StatusCode.INVALID_ARGUMENT)
-            await abort_with(context, method, InvalidInput(
-                "after_sequence", f"must be 0 (from now), -1 (all buffered) or a sequence received, got {after}"))
         keep = element_filter(request)
         try:
             replay, listener = hub.attach(after, hub.evicted_for(request))

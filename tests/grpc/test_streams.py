@@ -2,6 +2,7 @@
 
 import asyncio
 
+import grpc
 import pytest
 
 from shared import rpc
@@ -61,6 +62,53 @@ async def test_decision_stream_with_rejections_only_skips_accepted_orders(bus, s
         call.cancel()
 
     assert [d.reason_code for d in batch.decisions] == ["MAX_QTY"]
+
+
+async def test_decision_stream_with_accepted_only_skips_rejections(bus, server, addr):
+    from shared.contracts import risk_pb2, risk_pb2_grpc
+
+    hub = server.hubs[rpc.method("RiskService", "StreamDecisions")]
+    async with NeoPulseClient(addr) as client:
+        call = risk_pb2_grpc.RiskServiceStub(client.channel).StreamDecisions(
+            risk_pb2.StreamDecisionsRequest(accepted_only=True))
+        await wait_for(lambda: hub.listener_count == 1)
+        await bus.publish(Topic.ORDERS, trading_pb2.RiskDecision(accepted=False, reason_code="MAX_QTY", sequence=1))
+        await bus.publish(Topic.ORDERS, trading_pb2.RiskDecision(accepted=True, sequence=2))
+        batch = await asyncio.wait_for(call.read(), 5)
+        call.cancel()
+
+    assert [(d.accepted, d.sequence) for d in batch.decisions] == [(True, 2)]
+
+
+async def test_a_decision_stream_asking_for_accepted_and_rejections_only_is_invalid_input(bus, server, addr):
+    from shared.contracts import risk_pb2, risk_pb2_grpc
+
+    async with NeoPulseClient(addr) as client:
+        call = risk_pb2_grpc.RiskServiceStub(client.channel).StreamDecisions(
+            risk_pb2.StreamDecisionsRequest(accepted_only=True, rejections_only=True))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await asyncio.wait_for(call.read(), 5)
+
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "accepted_only" in (err.value.details() or "")
+
+
+async def test_an_accepted_only_stream_resumes_when_only_rejections_left_the_ring(bus):
+    """The OMS resumes after the last accepted decision in its ledger: rejections pushed out of the ring since
+    are nothing it would have got, so no DATA_LOSS; an accepted one pushed out is."""
+    from shared.contracts import risk_pb2
+
+    hub = TopicHub(bus, Topic.ORDERS, replay_size=2)
+    for seq, accepted in ((1, True), (2, False), (3, False), (4, True), (5, False)):
+        await bus.publish(Topic.ORDERS, trading_pb2.RiskDecision(accepted=accepted, sequence=seq))
+    await bus.drain()
+    accepted_only = risk_pb2.StreamDecisionsRequest(accepted_only=True)
+
+    replay, _ = hub.attach(1, hub.evicted_for(accepted_only))  # 2 and 3 are gone: rejections
+    with pytest.raises(MessagesLost):
+        hub.attach(-1, hub.evicted_for(accepted_only))  # everything it holds: 1 is gone
+
+    assert [d.sequence for d in replay] == [4, 5]  # the stream's filter then drops 5
 
 
 async def test_a_stuck_order_update_stream_is_cut_off_instead_of_blocking_the_bus(bus):
