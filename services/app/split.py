@@ -22,7 +22,7 @@ from pydantic_settings import SettingsConfigDict
 from services.app.config import AppSettings
 from shared import config as cfg
 from shared import rpc, runtime
-from shared.bus import Bus
+from shared.bus import Bus, Sequencer
 from shared.clock import IST, MARKET_OPEN_IST, NS, Clock, RealClock, last_trading_day
 from shared.config import ModuleSettings
 from shared.errors import ConfigError
@@ -156,10 +156,12 @@ class SplitProcess:
 
     async def _run(self, stop: asyncio.Event) -> None:
         clock = self.clock()
+        # A module's Sequencer starts at its start time (microseconds): all it publishes is above this.
+        started_at = Sequencer().value
         component = await self._build_module(clock)
         server = GrpcServer(self.bus, [SERVICE_OF[self.module]], self.grpc_settings,
                             host=self.app.grpc_host, port=self.grpc_port)
-        await self._declare_previous(server, component)
+        await self._declare_previous(server, component, started_at)
         forwarder_needed = self.module != "notifier"
         async with asyncio.TaskGroup() as tg:
             bus_task = tg.create_task(self.bus.run(), name="bus")
@@ -202,16 +204,23 @@ class SplitProcess:
         await self.bus.drain(within_s=2.0)  # what the stop published is in the hubs
         await server.stop()  # the streams take what the hubs hold (within [grpc] shutdown_grace_s), then end
 
-    async def _declare_previous(self, server: GrpcServer, component: Any) -> None:
-        """Before any stream is served: how far this module's earlier processes got, where it keeps a record, so a
-        bridge that comes back to it after a crash reports a loss only when there was one (StreamBridge). The OMS
-        records every order update in its ledger before publishing it (all but a REJECTED NOT_SENT for an order
-        whose write-ahead the ledger refused: it is not in the ledger, nor ever sent)."""
+    async def _declare_previous(self, server: GrpcServer, component: Any, started_at: int) -> None:
+        """Before any stream is served: where this process's sequences start, and how far its module's earlier
+        processes got where it keeps a record, so that a bridge whose resume point an earlier process gave reports a
+        loss only when there was one (StreamBridge). The OMS records every order update in its ledger before
+        publishing it (all but a REJECTED NOT_SENT for an order whose write-ahead the ledger refused: it is not in
+        the ledger, nor ever sent); risk saves how far its decisions went when it stops cleanly."""
+        for hub in server.hubs.values():
+            hub.started_at = started_at
         if self.module == "oms" and component.ledger.durable:
-            recorded = await component.ledger.max_sequence()
-            server.hubs[UPDATES].previous = {"all": recorded}
-            log.info("order updates: earlier processes recorded up to this sequence",
-                     extra={"previous_sequence": recorded})
+            recorded = {"all": await component.ledger.max_sequence()}
+            server.hubs[UPDATES].previous = recorded
+        elif self.module == "risk" and (published := await component.restore_published()) is not None:
+            recorded = server.hubs[DECISIONS].previous = dict(published.highest)
+            server.hubs[DECISIONS].unknown_below = published.unknown_below
+        else:
+            return
+        log.info("earlier processes of this module got to these sequences", extra={"previous_sequence": recorded})
 
     async def _resume_points(self, component: Any) -> dict[str, int]:
         """Streams to take from after a sequence instead of live from now. The OMS: risk's decisions after the last

@@ -16,7 +16,7 @@ from prometheus_client import Counter, Gauge
 
 from services.risk.config import Limits, RiskSettings
 from services.risk.engine import HALTED, RiskEngine, StateChange, state_name
-from services.risk.state import MemoryRiskState, RiskStateStore
+from services.risk.state import MemoryRiskState, Published, RiskStateStore, stopped_cleanly
 from shared import rpc
 from shared.bus import Bus, Sequencer, Topic
 from shared.clock import Clock
@@ -71,6 +71,7 @@ class RiskModule(Component):
                                  square_off_retry_s=settings.square_off_retry_s, sessions=settings.market_sessions(),
                                  square_off_times=settings.square_off_hhmm_by_segment())
         self.sequencer = Sequencer()
+        self.published = Published(self.sequencer.value)  # saved with the state: where the decisions got to
         # Held from deciding an order until its decision is on ORDERS: publish order is sequence order (a consumer
         # that drops a sequence <= the last one seen never loses a decision), and an order waiting for its turn
         # is decided by the state and limits of the moment it goes out (a kill switch engaged meanwhile halts it).
@@ -123,10 +124,13 @@ class RiskModule(Component):
         """After a restart: an engaged kill switch stays engaged, and a daily-loss REDUCING or HALTED holds for the
         rest of its day, as if risk had not restarted (announced, as any state change)."""
         saved = await self.state_store.load()
+        self.published.carry_over(saved)
         if saved is not None:
             self.engine.restore_durable_state(saved)
             log.info("risk state restored", extra={"state": state_name(self.engine.state),
                                                    "kill_switch": self.engine.kill_switch_engaged})
+            if stopped_cleanly(saved):  # the record is this process's from now on: a crash must not pass for a stop
+                await self.state_store.save(self.published.saved_with(self.engine.durable_state(), stopped=False))
         elif not self.state_store.durable:
             log.info("no database: the kill switch and the day's trading state last until this process stops")
         await self._notify_changes()
@@ -363,6 +367,7 @@ class RiskModule(Component):
     async def _publish_decision(self, decision: trading_pb2.RiskDecision) -> None:
         """Sequence and publish; the caller holds self._publish_lock (publish order is sequence order)."""
         decision.sequence = self.sequencer.next()
+        self.published.note(decision.sequence, decision.accepted)
         await self.bus.publish(Topic.ORDERS, decision)
 
     @staticmethod
@@ -383,11 +388,25 @@ class RiskModule(Component):
             for change in changes:
                 await self.bus.publish(Topic.NOTIFICATIONS, self._notification(change))
 
-    async def _save_state(self) -> None:
+    async def restore_published(self) -> Published | None:
+        """How far the decisions of this module's earlier processes got, from the record they left; None without a
+        database. Split mode asks before its server starts, to tell the OMS's bridge (start() takes it over too)."""
+        if not self.state_store.durable:
+            return None
+        self.published.carry_over(await self.state_store.load())
+        return self.published
+
+    async def stop(self) -> None:
+        """Save the state with how far the decisions went: none are published from here on (split mode has stopped
+        the inputs), so the next process can tell the OMS whether any it never received are gone."""
+        async with self._notify_lock:
+            await self._save_state(stopped=True)
+
+    async def _save_state(self, stopped: bool = False) -> None:
         """A failed save (the database down) leaves the state in force here, said loudly: it would not survive a
         restart."""
         try:
-            await self.state_store.save(self.engine.durable_state())
+            await self.state_store.save(self.published.saved_with(self.engine.durable_state(), stopped))
         except Exception as exc:
             STATE_SAVE_ERRORS.inc()
             log.exception("risk state not saved; it will not survive a restart")

@@ -31,6 +31,7 @@ from shared.grpc.servicers import (
     PREVIOUS_KEY,
     REASON_KEY,
     SEQUENCE_KEY,
+    STARTED_AT_KEY,
 )
 
 log = logging.getLogger(__name__)
@@ -142,13 +143,13 @@ class StreamBridge:
     async def _read(self, call: Any) -> None:
         await call.wait_for_connection()
         headers = dict(await call.initial_metadata() or ())
+        await self._check_incarnation(headers)
         if self.resumable and self.last_sequence == 0:
             # First connection ("live from now"): remember where now was, so that a reconnect before the first
             # message still replays what the upstream published meanwhile (a restarted upstream, say).
             # Nothing published yet: on a reconnect, everything the upstream then holds is new to us (-1).
             published = str(headers.get(SEQUENCE_KEY, ""))
             self.last_sequence = (int(published) or -1) if published.isdigit() else 0
-        await self._check_incarnation(headers)
         self.connected.set()
         log.info("upstream stream connected", extra={"method": self.method, "after_sequence": self.last_sequence})
         async for batch in call:
@@ -162,20 +163,25 @@ class StreamBridge:
         """A stream from another incarnation of the upstream (it restarted) replays only what the new process
         published: if the old one did not end our stream cleanly (a crash, a stop that could not wait for us, an
         outage across the restart), what it published after our resume point and did not send died with its ring,
-        unless the new ring reaches back to that point. The new process says how far its earlier ones got where it
-        keeps a record (PREVIOUS_KEY; the OMS: its ledger): a loss is reported only when they published past our
+        unless the new ring reaches back to that point. So too on a first connection from a resume point of our own
+        records (the OMS: its ledger) that the upstream's earlier process gave: all this one publishes is above
+        STARTED_AT_KEY. The new process says how far its earlier ones got where it keeps a record (PREVIOUS_KEY; the
+        OMS: its ledger; risk: what it saved at a clean stop): a loss is reported only when they got past our
         resume point. Where it keeps none, a loss cannot be ruled out: said loudly, as for a DATA_LOSS."""
         incarnation = str(headers.get(INCARNATION_KEY, ""))
         previous, self.upstream = self.upstream, incarnation or self.upstream
-        if not (previous and incarnation and incarnation != previous) or self._ended_cleanly:
-            self._ended_cleanly = False
-            return
-        oldest = str(headers.get(OLDEST_KEPT_KEY, ""))
-        covered = oldest.isdigit() and 0 < int(oldest) <= self.last_sequence
-        if not self.resumable or self.last_sequence <= 0 or covered:
-            return
-        await self._restarted_past(self.last_sequence, str(headers.get(PREVIOUS_KEY, "")),
-                                   "the upstream restarted without ending this stream cleanly")
+        ended_cleanly, self._ended_cleanly = self._ended_cleanly, False
+        resume = self.last_sequence
+        if not self.resumable or resume <= 0 or 0 < _header_int(headers, OLDEST_KEPT_KEY) <= resume:
+            return  # nothing to resume from, or the new ring reaches back to it
+        recorded = str(headers.get(PREVIOUS_KEY, ""))
+        if previous:
+            if incarnation and incarnation != previous and not ended_cleanly:
+                await self._restarted_past(resume, recorded, "the upstream restarted without ending this stream "
+                                           "cleanly")
+        elif resume <= _header_int(headers, STARTED_AT_KEY):
+            await self._restarted_past(resume, recorded, "the upstream restarted after this process took that "
+                                       "resume point from its own records")
 
     async def _restarted_past(self, resume: int, recorded: str, how: str) -> None:
         """Report what an upstream's earlier incarnation published after `resume` that its new ring does not hold:
@@ -185,9 +191,9 @@ class StreamBridge:
                                     "sequences are not durable): whether it published anything after that point "
                                     "that never arrived here cannot be ruled out.", "unrecorded")
         elif int(recorded) > resume:
-            await self._report_lost(resume, f"{how}; before that it had recorded messages up to sequence "
-                                    f"{recorded}: those after this point never arrived here, and its new process does "
-                                    "not hold them.", "restarted")
+            await self._report_lost(resume, f"{how}; its earlier process got to sequence {recorded}: what it "
+                                    "published after this point never arrived here, and the new one does not hold "
+                                    "it.", "restarted")
         else:
             log.info("upstream restarted; everything it published before had arrived", extra={
                 "method": self.method, "after_sequence": resume, "previous_sequence": int(recorded)})
@@ -354,6 +360,12 @@ class NotificationForwarder:
                                 extra={"code": err.code().name, "title": notification.title})
                     return
                 await backoff.wait()
+
+
+def _header_int(headers: dict[str, Any], key: str) -> int:
+    """A number the upstream sent in its initial metadata; 0 when it did not."""
+    value = str(headers.get(key, ""))
+    return int(value) if value.isdigit() else 0
 
 
 def _oldest_kept(err: grpc.aio.AioRpcError) -> int:

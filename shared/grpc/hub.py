@@ -81,6 +81,10 @@ class TopicHub:
         # The highest sequence earlier incarnations published, by kind of stream (see previous_for); None when they
         # kept no record, so a client whose resume point an earlier one gave it cannot be told whether it missed any.
         self.previous: Mapping[str, int] | None = None
+        self.unknown_below = 0  # an earlier one that kept no record may have published below it (risk after a crash)
+        # Every sequence this incarnation publishes is above it (0: not said): a resume point at or below it came
+        # from an earlier one.
+        self.started_at = 0
         self._sub = bus.subscribe(topic, f"grpc:{topic.value}", self._on_message)
         self._bus = bus
 
@@ -139,8 +143,9 @@ class TopicHub:
     def previous_for(self, request: Any) -> int | None:
         """The highest sequence earlier incarnations published that a stream of `request` would have got: "all", or
         "rejections" for rejections_only, "accepted" for accepted_only; None when not recorded (for a `strategies`
-        filter, never)."""
-        if self.previous is None or list(getattr(request, "strategies", ())):
+        filter, never), or not for all after its resume point (it is below `unknown_below`)."""
+        after = int(getattr(request, "after_sequence", 0))
+        if self.previous is None or list(getattr(request, "strategies", ())) or 0 < after < self.unknown_below:
             return None
         if getattr(request, "rejections_only", False):
             return self.previous.get("rejections")

@@ -46,6 +46,8 @@ INCARNATION_KEY = "neopulse-incarnation"  # initial metadata of a stream: which 
 # Initial metadata of a stream whose server keeps a durable record of its sequences (the OMS: its ledger): the highest
 # sequence its earlier incarnations published that this stream would carry. Absent: no record, a loss is not ruled out.
 PREVIOUS_KEY = "neopulse-previous-sequence"
+# Initial metadata of a stream: every sequence this server (process) publishes is above it.
+STARTED_AT_KEY = "neopulse-started-at"
 MAX_BATCH = 1000  # elements per streamed batch message
 MAX_BATCH_BYTES = 512 * 1024  # and bytes: below the smallest max_message_bytes (1 MiB) GrpcSettings allows
 # Streams filtered by instrument token: an unknown token is INVALID_ARGUMENT, not a stream that stays empty.
@@ -241,6 +243,8 @@ def stream_headers(hub: TopicHub, request: Any, oldest: int) -> tuple[tuple[str,
     previous = hub.previous_for(request)
     if previous is not None:
         headers.append((PREVIOUS_KEY, str(previous)))
+    if hub.started_at:
+        headers.append((STARTED_AT_KEY, str(hub.started_at)))
     return tuple(headers)
 
 

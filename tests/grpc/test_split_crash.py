@@ -1,6 +1,6 @@
-"""Split mode for real, a module killed and started again: its peers' bridges report an order-path loss exactly
-when one happened. Ingestion, the OMS (ledger in PostgreSQL) and risk as `neopulse serve` processes; no strategy,
-so the only orders are those the test submits and the processes are quiet in between."""
+"""Split mode for real, modules killed or stopped and started again: their peers' bridges report an order-path loss
+exactly when one happened. Ingestion, the OMS (its ledger) and risk (its state) as `neopulse serve` processes on one
+PostgreSQL; no strategy, so the only orders are those the test submits and the processes are quiet in between."""
 
 import asyncio
 import json
@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from shared.ports import free_loopback_port as free_port
-from tests.grpc.procs import Proc, grpcurl_json, wait_until
+from tests.grpc.procs import Proc, grpcurl, grpcurl_json, wait_until
 from tests.grpc.test_split_mode import _create_database
 
 pytestmark = pytest.mark.slow
@@ -22,8 +22,9 @@ LOST = "lost messages"  # in the CRITICAL log line of a bridge that reports a lo
 
 
 @pytest.fixture
-def trio(tmp_path, pg_server) -> Iterator[tuple[dict[str, int], dict[str, Proc], Callable[[str], Proc]]]:
-    """(ports, processes, start(module)): the three running; start() launches one again and waits for its port."""
+def trio(tmp_path, pg_server) -> Iterator[tuple[dict[str, int], dict[str, Proc], Callable[..., None]]]:
+    """(ports, processes, start(*modules)): the three running; start() launches some again (all at once: risk waits
+    for the OMS) and waits for their ports."""
     dsn = asyncio.run(_create_database(pg_server))
     ports = {m: free_port() for m in MODULES}
     config = tmp_path / "split.toml"
@@ -31,16 +32,15 @@ def trio(tmp_path, pg_server) -> Iterator[tuple[dict[str, int], dict[str, Proc],
     config.write_text("\n".join([*lines, *(f'{m}_addr = "127.0.0.1:{p}"' for m, p in ports.items())]) + "\n")
     procs: dict[str, Proc] = {}
 
-    def start(module: str) -> Proc:
-        db = [] if module in ("oms", "ingestion") else ["--no-db"]
-        procs[module] = Proc(["serve", module, "--config", str(config), *db, "--speed", "60"],
-                             tmp_path / f"{module}.log")
-        procs[module].wait_for_line(f"gRPC listening on 127.0.0.1:{ports[module]}")
-        return procs[module]
+    def start(*modules: str) -> None:
+        for module in modules:
+            procs[module] = Proc(["serve", module, "--config", str(config), "--speed", "60"],
+                                 tmp_path / f"{module}.log")
+        for module in modules:
+            procs[module].wait_for_line(f"gRPC listening on 127.0.0.1:{ports[module]}")
 
     try:
-        for module in MODULES:
-            start(module)
+        start(*MODULES)
         procs["risk"].wait_for_line("risk started")
         wait_for_stream(procs["oms"], "RiskService/StreamDecisions")  # decisions reach it from now on
         yield ports, procs, start
@@ -102,3 +102,40 @@ def test_an_oms_that_never_took_a_decision_takes_those_risk_made_before_it_conne
     placed = wait_until(lambda: [o for o in orders(ports["oms"])
                                  if o["client_order_id"] == "while-the-new-oms-was-down"], timeout_s=30)
     assert len(placed) == 1
+
+
+def test_an_oms_started_after_risk_restarted_is_told_of_a_decision_it_never_received(trio):
+    """The OMS resumes risk's decisions after the last one in its ledger, but a risk restarted meanwhile holds none
+    of its predecessor's: a decision accepted while the OMS was down was never placed, and nothing said so. A risk
+    that stops cleanly now saves how far its decisions went, and the OMS's bridge compares."""
+    ports, procs, start = trio
+    assert submit(ports["risk"], "placed")["accepted"]
+    wait_until(lambda: orders(ports["oms"]), timeout_s=30)  # in the ledger: where a restarted OMS resumes
+    kill(procs["oms"])
+    assert submit(ports["risk"], "never-placed")["accepted"]
+    assert procs["risk"].stop() == 0
+
+    start("risk", "oms")
+
+    line = procs["oms"].wait_for_line(LOST, timeout_s=30)
+    assert "StreamDecisions" in line and '"cause": "restarted"' in line
+    assert [o["client_order_id"] for o in orders(ports["oms"])] == ["placed"]
+
+
+def test_risk_and_the_oms_stopped_and_started_again_report_nothing_lost(trio):
+    """As every morning: the OMS resumes from its ledger's last decision, risk is a new process. Its last decision
+    before the stop was a rejection, which the OMS never takes: not a loss either."""
+    ports, procs, start = trio
+    assert submit(ports["risk"], "placed")["accepted"]
+    too_big = {"order": {**ORDER, "client_order_id": "refused", "quantity": "100000"}}
+    assert grpcurl("-d", json.dumps(too_big), f"127.0.0.1:{ports['risk']}",
+                   "neopulse.v1.RiskService/SubmitOrder").returncode != 0  # rejected: a decision all the same
+    wait_until(lambda: risk_holds(ports["risk"], 1), timeout_s=60)
+    assert procs["risk"].stop() == 0 and procs["oms"].stop() == 0
+
+    start("risk", "oms")
+
+    line = procs["oms"].wait_for_line("everything it published before had arrived", timeout_s=30)
+    assert "StreamDecisions" in line  # risk's saved record, compared
+    wait_for_stream(procs["risk"], "OrderService/StreamOrderUpdates")
+    assert not [line for m in ("oms", "risk") for line in procs[m].lines if LOST in line]

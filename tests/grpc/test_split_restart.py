@@ -1,6 +1,7 @@
-"""A bridge coming back to an upstream that restarted without ending its stream cleanly: it reports a loss when the
-upstream's earlier process got past its resume point (the upstream keeps a record: the OMS's ledger), nothing when it
-did not, and says a loss cannot be ruled out when the upstream keeps no record."""
+"""A bridge coming back to an upstream that restarted without ending its stream cleanly, or connecting first from a
+resume point of its own records (the OMS: its ledger) to an upstream that restarted since: it reports a loss when
+the upstream's earlier process got past that point (the upstream keeps a record: the OMS's ledger, risk's clean
+stop), nothing when it did not, and says a loss cannot be ruled out when the upstream keeps no record."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from shared import rpc
 from shared.bus import Bus, Topic
-from shared.contracts import ops_pb2, trading_pb2
+from shared.contracts import ops_pb2, risk_pb2, trading_pb2
 from shared.grpc.bridge import Backoff, StreamBridge, open_channel
 from shared.grpc.config import GrpcSettings
 from shared.grpc.server import GrpcServer
@@ -41,23 +42,27 @@ class Restarting:
         self.tasks: list[asyncio.Task[None]] = [asyncio.create_task(self.local.run())]
         self.upstream: tuple[Bus, GrpcServer] | None = None
 
-    async def start(self, last_sequence: int = 0, previous: dict[str, int] | None = None) -> None:
-        """The upstream (declaring `previous`), then the bridge, resuming after `last_sequence` (0: live)."""
+    async def start(self, last_sequence: int = 0, previous: dict[str, int] | None = None, started_at: int = 0,
+                    request: Any | None = None, unknown_below: int = 0) -> None:
+        """The upstream (declaring `previous`, `unknown_below` and `started_at`), then the bridge with `request`,
+        resuming after `last_sequence` (0: live)."""
         self.local.subscribe(self.topic, "consumer", self._collect)
         self.local.subscribe(Topic.NOTIFICATIONS, "notes", self._note)
         await self.proxy.start()
-        await self.start_upstream(previous)
+        await self.start_upstream(previous, started_at, unknown_below)
         self.channel = open_channel(f"127.0.0.1:{self.proxy.port}", GrpcSettings())
-        self.bridge = StreamBridge(self.local, self.channel, self.method, backoff=Backoff(0.05, 0.1))
+        self.bridge = StreamBridge(self.local, self.channel, self.method, request, backoff=Backoff(0.05, 0.1))
         self.bridge.last_sequence = last_sequence
         self.tasks.append(asyncio.create_task(self.bridge.run()))
         await self.attached()
 
-    async def start_upstream(self, previous: dict[str, int] | None = None) -> None:
+    async def start_upstream(self, previous: dict[str, int] | None = None, started_at: int = 0,
+                             unknown_below: int = 0) -> None:
         bus = Bus()
         self.tasks.append(asyncio.create_task(bus.run()))
         server = GrpcServer(bus, [SERVICE[self.method]], GrpcSettings())
-        server.hubs[self.method].previous = previous  # what split.py declares before the server starts
+        hub = server.hubs[self.method]  # what split.py declares before the server starts
+        hub.previous, hub.started_at, hub.unknown_below = previous, started_at, unknown_below
         self.proxy.target_port = await server.start()
         server.set_all_serving()
         self.upstream = (bus, server)
@@ -134,7 +139,7 @@ async def test_a_bridge_missing_what_a_crashed_oms_recorded_reports_the_loss():
     note = rig.notes[0]
     assert (note.severity, note.title, note.fields["after_sequence"], note.fields["cause"]) == (
         ops_pb2.SEVERITY_CRITICAL, "Order-path messages lost between processes", "2", "restarted")
-    assert "recorded messages up to sequence 3" in note.text
+    assert "got to sequence 3" in note.text
 
 
 async def test_a_bridge_back_from_a_crashed_upstream_without_a_record_says_a_loss_cannot_be_ruled_out():
@@ -155,3 +160,80 @@ async def test_a_bridge_back_from_a_crashed_upstream_without_a_record_says_a_los
     assert (note.severity, note.title, note.fields["after_sequence"], note.fields["cause"]) == (
         ops_pb2.SEVERITY_CRITICAL, "Order-path messages may have been lost between processes", "1", "unrecorded")
     assert "cannot be ruled out" in note.text
+
+
+# The OMS starts, resuming risk's accepted decisions after the last one in its ledger (4); the risk it reaches started
+# at 100, so it did not make 4: its predecessor did, and what that one made after 4 is not in this one's ring.
+ACCEPTED_ONLY = risk_pb2.StreamDecisionsRequest(accepted_only=True)
+
+
+async def test_an_oms_resuming_from_its_ledger_is_told_when_the_risk_before_a_restart_accepted_more():
+    """Risk accepted decision 5 while the OMS was down, then restarted: the OMS, resuming after 4 from its ledger,
+    connected to the new risk, got nothing, and nothing said so. The order was never placed."""
+    rig = Restarting(DECISIONS)
+    try:
+        await rig.start(last_sequence=4, started_at=100, request=ACCEPTED_ONLY,
+                        previous={"all": 6, "accepted": 5, "rejections": 6})
+        await rig.publish(decision(101))
+        await wait_for(lambda: rig.seen == [101])
+    finally:
+        await rig.close()
+
+    assert rig.bridge.gaps == 1
+    note = rig.notes[0]
+    assert (note.title, note.fields["after_sequence"], note.fields["cause"]) == (
+        "Order-path messages lost between processes", "4", "restarted")
+    assert "got to sequence 5" in note.text
+
+
+async def test_an_oms_resuming_from_its_ledger_after_risk_restarted_cleanly_with_nothing_more_reports_nothing():
+    """Risk's last decisions before its stop were rejections (6): nothing the OMS takes."""
+    rig = Restarting(DECISIONS)
+    try:
+        await rig.start(last_sequence=4, started_at=100, request=ACCEPTED_ONLY,
+                        previous={"all": 6, "accepted": 4, "rejections": 6})
+        await rig.publish(decision(101))
+        await wait_for(lambda: rig.seen == [101])
+    finally:
+        await rig.close()
+
+    assert rig.notes == [] and rig.bridge.gaps == 0
+
+
+async def test_an_oms_resuming_from_its_ledger_after_risk_crashed_says_a_loss_cannot_be_ruled_out():
+    rig = Restarting(DECISIONS)
+    try:
+        await rig.start(last_sequence=4, started_at=100, request=ACCEPTED_ONLY, previous=None)
+        await rig.publish(decision(101))
+        await wait_for(lambda: rig.seen == [101])
+    finally:
+        await rig.close()
+
+    assert [(n.fields["after_sequence"], n.fields["cause"]) for n in rig.notes] == [("4", "unrecorded")]
+
+
+async def test_an_oms_resuming_from_before_a_risk_crash_is_told_a_loss_cannot_be_ruled_out_after_a_clean_stop():
+    """Risk crashed (a process before 50), then one started at 50 and stopped cleanly: its record cannot say what
+    the crashed one published after 4."""
+    rig = Restarting(DECISIONS)
+    try:
+        await rig.start(last_sequence=4, started_at=100, request=ACCEPTED_ONLY, unknown_below=50,
+                        previous={"all": 60, "accepted": 4, "rejections": 60})
+        await rig.publish(decision(101))
+        await wait_for(lambda: rig.seen == [101])
+    finally:
+        await rig.close()
+
+    assert [(n.fields["after_sequence"], n.fields["cause"]) for n in rig.notes] == [("4", "unrecorded")]
+
+
+async def test_an_oms_resuming_from_its_ledger_to_the_same_risk_process_reports_nothing():
+    rig = Restarting(DECISIONS)
+    try:
+        await rig.start(last_sequence=4, started_at=1, request=ACCEPTED_ONLY, previous=None)  # it made 4
+        await rig.publish(decision(5))
+        await wait_for(lambda: rig.seen == [5])
+    finally:
+        await rig.close()
+
+    assert rig.notes == [] and rig.bridge.gaps == 0

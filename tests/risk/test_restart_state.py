@@ -1,5 +1,6 @@
 """The kill switch and the day's trading state outlive a restart of the risk module: saved in PostgreSQL
-(risk_state, migration 0006) on every change, read back at start. A real Bus, RiskModule and database."""
+(risk_state, migration 0006) on every change, read back at start; so does how far its decisions went when it
+stopped cleanly (what split mode tells the OMS's bridge). A real Bus, RiskModule and database."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ import pytest
 
 from services.risk.config import RiskSettings
 from services.risk.module import RiskModule
-from services.risk.state import PgRiskState
+from services.risk.state import PgRiskState, Published
 from shared import rpc
 from shared.bus import Bus, Topic
 from shared.clock import ManualClock
 from shared.config import load
-from shared.contracts import ingestion_pb2, ops_pb2, risk_pb2
-from shared.errors import TradingHalted
+from shared.contracts import ingestion_pb2, ops_pb2, risk_pb2, trading_pb2
+from shared.errors import RiskRejected, TradingHalted
 from shared.marketdata import nse_instruments
 from tests.helpers import eventually
 from tests.risk.factories import order
@@ -87,3 +88,63 @@ async def test_a_state_that_cannot_be_saved_is_in_force_and_a_critical_alert(clo
         assert alert.severity == ops_pb2.SEVERITY_CRITICAL and "restart" in alert.text
     finally:
         await _stop(task)
+
+
+async def _decide(bus: Bus, accepted: int, rejected: int) -> list[trading_pb2.RiskDecision]:
+    """`accepted` orders risk accepts, then `rejected` it refuses (too big); the decisions it published."""
+    decisions: list[trading_pb2.RiskDecision] = []
+
+    async def collect(d: trading_pb2.RiskDecision) -> None:
+        decisions.append(d)
+
+    bus.subscribe(Topic.ORDERS, "oms", collect)
+    for _ in range(accepted):
+        await bus.call(rpc.SUBMIT_ORDER, risk_pb2.SubmitOrderRequest(order=order()))
+    for _ in range(rejected):
+        with pytest.raises(RiskRejected):
+            await bus.call(rpc.SUBMIT_ORDER, risk_pb2.SubmitOrderRequest(order=order(quantity=100_000)))
+    await bus.drain()
+    return decisions
+
+
+async def _next_process_record(clock: ManualClock, db_pool: Any) -> tuple[RiskModule, Published | None]:
+    """What the next risk process tells before its server starts (split mode asks it then)."""
+    module = RiskModule(Bus(), load(RiskSettings, {}), clock, PgRiskState(db_pool))
+    return module, await module.restore_published()
+
+
+async def test_a_risk_that_stopped_cleanly_tells_the_next_one_how_far_its_decisions_went(db_pool, clock):
+    bus, module, _, task = await _risk(clock, PgRiskState(db_pool))
+    accepted, rejected = await _decide(bus, accepted=1, rejected=1)
+    await module.stop()
+    await _stop(task)
+
+    _, record = await _next_process_record(clock, db_pool)
+
+    assert record is not None
+    assert record.highest == {"all": rejected.sequence, "accepted": accepted.sequence, "rejections": rejected.sequence}
+    assert record.unknown_below < accepted.sequence  # only before the first process on this database
+
+
+async def test_the_record_outlives_a_process_that_decided_nothing_and_a_crash_makes_all_before_it_unknown(
+        db_pool, clock):
+    """A later clean stop must not wipe what an earlier process published (the OMS may still miss it); after a crash
+    nothing before the next process is known for sure; and the record must not drop the kill switch saved with it."""
+    bus, module, _, task = await _risk(clock, PgRiskState(db_pool))
+    [accepted] = await _decide(bus, accepted=1, rejected=0)
+    await module.stop()
+    await _stop(task)
+    _, module, _, task = await _risk(clock, PgRiskState(db_pool))  # decides nothing, stops cleanly
+    await module.stop()
+    await _stop(task)
+    bus, _, _, task = await _risk(clock, PgRiskState(db_pool))
+    await bus.call(rpc.SET_KILL_SWITCH, risk_pb2.SetKillSwitchRequest(engaged=True, reason="runaway strategy"))
+    await _stop(task)  # a crash: no stop()
+
+    after_crash, record = await _next_process_record(clock, db_pool)
+
+    assert record is not None and record.highest["accepted"] == accepted.sequence
+    assert record.unknown_below == after_crash.sequencer.value  # all the crashed process could have published
+    _, module, _, task = await _risk(clock, PgRiskState(db_pool))
+    await _stop(task)
+    assert module.engine.kill_switch_engaged
