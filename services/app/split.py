@@ -207,9 +207,11 @@ class SplitProcess:
     async def _declare_previous(self, server: GrpcServer, component: Any, started_at: int) -> None:
         """Before any stream is served: where this process's sequences start, and how far its module's earlier
         processes got where it keeps a record, so that a bridge whose resume point an earlier process gave reports a
-        loss only when there was one (StreamBridge). The OMS records every order update in its ledger before
-        publishing it (all but a REJECTED NOT_SENT for an order whose write-ahead the ledger refused: it is not in
-        the ledger, nor ever sent); risk saves how far its decisions went when it stops cleanly."""
+        loss only when there was one (StreamBridge). The OMS records every order update in its ledger, under its
+        sequence, before publishing it; not so a REJECTED NOT_SENT for an order whose write-ahead the ledger refused
+        (never in the ledger, nor sent), nor a write found committed after its reply was lost (published under a new
+        sequence): a crash just after one of those, unreceived, goes unreported. Risk saves how far its decisions
+        went when it stops cleanly."""
         for hub in server.hubs.values():
             hub.started_at = started_at
         if self.module == "oms" and component.ledger.durable:
