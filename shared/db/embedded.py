@@ -14,6 +14,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -122,9 +123,14 @@ class EmbeddedPostgres:
             except BlockingIOError:
                 log.info("embedded postgres left running: another process uses it", extra={"pgdata": str(self.pgdata)})
             else:
-                waiting = ("-w", "-t", "30") if wait else ("-W",)
-                with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
-                    self._run("pg_ctl", "-D", str(self.pgdata), "-m", "fast", *waiting, "stop")
+                if wait:
+                    with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+                        self._run("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "30", "stop")
+                else:  # what pg_ctl -m fast sends, without starting a program: the process has seconds left at most
+                    pid = _read_pidfile(self.pgdata)[0]
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        if pid:
+                            os.kill(pid, signal.SIGINT)
                 log.info("embedded postgres stopped" if wait else "embedded postgres stopping",
                          extra={"pgdata": str(self.pgdata)})
             finally:
