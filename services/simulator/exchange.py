@@ -3,12 +3,17 @@
 Pure state (no I/O); the server turns its Kotak-shaped dicts into REST replies and order-feed messages.
 
 Matching model (documented contract of the simulator):
-- MKT orders fill in full at once at the touch: a buy at the ask, a sell at the bid.
-- L (limit) orders fill in full at the touch when it crosses the limit (buy: ask <= price, sell: bid >= price),
-  on arrival or at any later market update; a marketable limit therefore fills at the better touch price.
+- Orders take the quantity the market shows, not more: a buy takes the asks (the depth rows of the last tick, or
+  its touch), a sell the bids, best price first, each row at its own price and at most its quantity. What one order
+  takes is gone for the next until the next tick shows the market again. A fill is one trade (one trade-book row);
+  an order partly filled stays "open" with fldQty < qty, as Kotak shows it. A row of quantity 0 (a tick without
+  sizes) is taken as deep enough for any order.
+- MKT orders take what the other side shows on arrival; as on NSE, the rest becomes a limit order at the last
+  traded price (an L order from then on). A market order with nothing on the other side waits for one.
+- L (limit) orders take the rows at or better than their price, on arrival or at any later market update.
 - SL / SL-M orders wait ("trigger pending") until the last price reaches the trigger (buy: ltp >= trigger,
   sell: ltp <= trigger), then behave as L / MKT.
-- No partial fills, no queue position, no price bands; every order is for the day.
+- No queue position behind other traders, no price bands; DAY orders last the day.
 """
 
 from __future__ import annotations
@@ -53,9 +58,12 @@ class SimOrder:
     status: str = OPEN
     filled: int = 0
     avg_price: int = 0
+    traded_value: int = 0  # paise x quantity over the order's fills, for an exact average
+    cancelled: int = 0
     reason: str = ""
     ts_ns: int = 0
     history: list[dict] = field(default_factory=list)
+    sent: int = 0  # history entries already sent on the order feed
 
     def report(self) -> dict:
         """The order as Kotak's order book shows it (strings where Kotak sends strings)."""
@@ -63,9 +71,10 @@ class SimOrder:
             "nOrdNo": self.order_no, "GuiOrdId": self.tag, "tok": str(self.token), "exSeg": self.segment,
             "trdSym": self.symbol, "sym": self.symbol.removesuffix("-EQ"), "trnsTp": self.side,
             "prcTp": self.order_type, "prod": self.product, "vldt": self.validity, "qty": self.quantity,
-            "fldQty": self.filled, "unFldSz": self.quantity - self.filled, "prc": rupees(self.price),
-            "trgPrc": rupees(self.trigger), "avgPrc": rupees(self.avg_price), "ordSt": self.status,
-            "rejRsn": self.reason, "ordDtTm": ist_text(self.ts_ns), "exOrdId": f"1100000{self.order_no[-8:]}",
+            "fldQty": self.filled, "unFldSz": self.quantity - self.filled, "cnlQty": self.cancelled,
+            "prc": rupees(self.price), "trgPrc": rupees(self.trigger), "avgPrc": rupees(self.avg_price),
+            "ordSt": self.status, "rejRsn": self.reason, "ordDtTm": ist_text(self.ts_ns),
+            "exOrdId": f"1100000{self.order_no[-8:]}",
         }
 
 
@@ -78,6 +87,16 @@ class Fill:
     ts_ns: int
 
 
+_DEEP = 2**62  # a row that shows no quantity: deep enough for any order
+
+
+def _rows(tick: market_pb2.Tick) -> dict[str, list[list[int]]]:
+    """The rows a buy ("B") and a sell ("S") can take from a tick: its depth, or else its touch."""
+    asks = [(r.price_paise, r.quantity) for r in tick.asks] or [(tick.ask_paise, tick.ask_qty)]
+    bids = [(r.price_paise, r.quantity) for r in tick.bids] or [(tick.bid_paise, tick.bid_qty)]
+    return {"B": [[p, q or _DEEP] for p, q in asks if p > 0], "S": [[p, q or _DEEP] for p, q in bids if p > 0]}
+
+
 class Exchange:
     """Markets, orders and the account of the one simulated client."""
 
@@ -85,6 +104,9 @@ class Exchange:
         self.instruments = {i.token: i for i in instruments}
         self.by_symbol = {i.symbol: i for i in instruments}
         self.market: dict[int, market_pb2.Tick] = {}
+        # What the last tick of each token shows and our orders have not taken yet: side of the order ->
+        # [price, quantity] rows, best first (a buy takes the asks).
+        self.liquidity: dict[int, dict[str, list[list[int]]]] = {}
         self.orders: dict[str, SimOrder] = {}
         self.fills: list[Fill] = []
         # portfolio/v1/holdings rows: seeded with hold(), or appended raw by a test (a malformed row). Settled
@@ -94,17 +116,17 @@ class Exchange:
         self._ids = itertools.count(1)
 
     # market ----------------------------------------------------------------
-    def update_market(self, ticks: list[market_pb2.Tick]) -> list[Fill]:
-        """Record the latest tick per token and match every resting order against it."""
+    def update_market(self, ticks: list[market_pb2.Tick]) -> list[SimOrder]:
+        """Record the latest tick per token and match every resting order against it, oldest first; the orders
+        that changed (filled, triggered) are returned."""
         for t in ticks:
             self.market[t.token] = t
-        fills = []
+            self.liquidity[t.token] = _rows(t)
+        changed = []
         for order in list(self.orders.values()):
-            if order.status not in TERMINAL:
-                fill = self._try_match(order, order.ts_ns if not ticks else ticks[-1].ts_ns)
-                if fill:
-                    fills.append(fill)
-        return fills
+            if order.status not in TERMINAL and self._try_match(order, order.ts_ns if not ticks else ticks[-1].ts_ns):
+                changed.append(order)
+        return changed
 
     # orders ----------------------------------------------------------------
     def new_order_no(self) -> str:
@@ -134,8 +156,9 @@ class Exchange:
         self._log(order, order.status)
         return order
 
-    def match_new(self, order: SimOrder) -> Fill | None:
-        return None if order.status in TERMINAL else self._try_match(order, order.ts_ns)
+    def match_new(self, order: SimOrder) -> bool:
+        """Match an order that just arrived (or was modified); True when it changed."""
+        return order.status not in TERMINAL and self._try_match(order, order.ts_ns)
 
     def modify(self, order_no: str, body: dict) -> SimOrder:
         order = self._live(order_no)
@@ -153,7 +176,7 @@ class Exchange:
 
     def cancel(self, order_no: str) -> SimOrder:
         order = self._live(order_no)
-        order.status = CANCELLED
+        order.status, order.cancelled = CANCELLED, order.quantity - order.filled
         self._log(order, CANCELLED)
         return order
 
@@ -170,30 +193,45 @@ class Exchange:
         entry["ordSt"] = status
         order.history.append(entry)
 
-    def _try_match(self, order: SimOrder, ts_ns: int) -> Fill | None:
+    def _try_match(self, order: SimOrder, ts_ns: int) -> bool:
+        """Trigger and fill what the market allows; True when the order changed."""
         tick = self.market.get(order.token)
         if tick is None:
-            return None
+            return False
         buy = order.side == "B"
+        changed = False
         if order.status == TRIGGER_PENDING:
             hit = tick.ltp_paise >= order.trigger if buy else tick.ltp_paise <= order.trigger
             if not hit:
-                return None
-            order.status = OPEN
+                return False
+            order.status, changed = OPEN, True
             self._log(order, OPEN)
-        touch = tick.ask_paise if buy else tick.bid_paise
-        if touch <= 0:
-            return None
-        if order.order_type in ("L", "SL") and (touch > order.price if buy else touch < order.price):
-            return None
-        qty = order.quantity - order.filled
-        order.avg_price = (order.avg_price * order.filled + touch * qty) // order.quantity
-        order.filled = order.quantity
-        order.status = COMPLETE
-        self._log(order, COMPLETE)
-        fill = Fill(order, qty, touch, f"{len(self.fills) + 1:010d}", ts_ns or tick.ts_ns)
-        self.fills.append(fill)
-        return fill
+        limit = order.price if order.order_type in ("L", "SL") else None
+        last_price = 0
+        for row in self.liquidity.get(order.token, {}).get(order.side, []):
+            remaining = order.quantity - order.filled
+            price, size = row
+            if not remaining or (limit is not None and (price > limit if buy else price < limit)):
+                break
+            take = min(remaining, size)
+            if take <= 0:
+                continue
+            row[1] -= take
+            self._fill(order, take, price, ts_ns or tick.ts_ns)
+            last_price, changed = price, True
+        if last_price and order.status == OPEN and limit is None:
+            # NSE: the unfilled rest of a market order becomes a limit order at the last traded price.
+            order.order_type, order.price = ("SL" if order.order_type == "SL-M" else "L"), last_price
+        return changed
+
+    def _fill(self, order: SimOrder, quantity: int, price: int, ts_ns: int) -> None:
+        order.filled += quantity
+        order.traded_value += quantity * price
+        order.avg_price = round(order.traded_value / order.filled)
+        if order.filled == order.quantity:
+            order.status = COMPLETE
+        self._log(order, order.status)
+        self.fills.append(Fill(order, quantity, price, f"{len(self.fills) + 1:010d}", ts_ns))
 
     # account ---------------------------------------------------------------
     def trades(self) -> list[dict]:

@@ -128,11 +128,10 @@ async def modify_order(request: web.Request, sim: Simulator, body: dict) -> Any:
         return _not_ok("order not found", 1009)
     except LookupError:
         return _not_ok("order is completed", 1021)
-    await sim.publish_order(order, count=2)
+    await sim.publish_order(order)
     async with sim.lock:
-        fill = sim.exchange.match_new(order)
-    if fill:
-        await sim.publish_order(order)
+        sim.exchange.match_new(order)
+    await sim.publish_order(order)
     return {"nOrdNo": order.order_no, "stat": "Ok", "stCode": 200}
 
 

@@ -17,7 +17,7 @@ import pyotp
 from aiohttp import web
 
 from services.simulator import feeds, rest
-from services.simulator.exchange import Exchange, Fill, SimOrder
+from services.simulator.exchange import Exchange, SimOrder
 from shared.clock import Clock, SimClock
 from shared.contracts import market_pb2
 from shared.kotak.config import SIMULATOR_CREDENTIALS
@@ -212,9 +212,9 @@ class Simulator:
     async def push_ticks(self, ticks: list[market_pb2.Tick]) -> None:
         """Make these the market: match resting orders, then stream them to subscribers."""
         async with self.lock:
-            fills = self.exchange.update_market(ticks)
-        for fill in fills:
-            await self.publish_order(fill.order)
+            changed = self.exchange.update_market(ticks)
+        for order in changed:
+            await self.publish_order(order)
         for client in list(self.feed_sockets):
             await client.send_ticks(ticks)
 
@@ -232,11 +232,12 @@ class Simulator:
             await asyncio.sleep(self.tick_interval or 1.0)
 
     # order feed ----------------------------------------------------------------
-    async def publish_order(self, order: SimOrder, count: int = 1) -> None:
-        """Send the order's newest `count` history entries to every order-feed socket."""
+    async def publish_order(self, order: SimOrder) -> None:
+        """Send the order's history entries not sent yet to every order-feed socket (a muted feed loses them)."""
+        entries, order.sent = order.history[order.sent:], len(order.history)
         if self.mute_order_feed:
             return
-        for entry in order.history[-count:]:
+        for entry in entries:
             data = dict(entry)
             if data["ordSt"] in ("put order req received", "validation pending", "open pending"):
                 # The real feed leaves price and filled quantity empty in early states.
@@ -248,10 +249,8 @@ class Simulator:
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await ws.send_str(text)
 
-    async def after_place(self, order: SimOrder) -> Fill | None:
-        await self.publish_order(order, count=len(order.history))
+    async def after_place(self, order: SimOrder) -> None:
+        await self.publish_order(order)
         async with self.lock:
-            fill = self.exchange.match_new(order)
-        if fill:
-            await self.publish_order(order)
-        return fill
+            self.exchange.match_new(order)
+        await self.publish_order(order)
