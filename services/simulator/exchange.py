@@ -13,6 +13,7 @@ Matching model (documented contract of the simulator):
 - L (limit) orders take the rows at or better than their price, on arrival or at any later market update.
 - SL / SL-M orders wait ("trigger pending") until the last price reaches the trigger (buy: ltp >= trigger,
   sell: ltp <= trigger), then behave as L / MKT.
+- IOC orders are matched once when they enter the book; whatever did not fill is cancelled (cnlQty).
 - No queue position behind other traders, no price bands; DAY orders last the day.
 """
 
@@ -194,10 +195,10 @@ class Exchange:
         order.history.append(entry)
 
     def _try_match(self, order: SimOrder, ts_ns: int) -> bool:
-        """Trigger and fill what the market allows; True when the order changed."""
+        """Trigger, fill and (IOC) cancel what the market allows; True when the order changed."""
         tick = self.market.get(order.token)
         if tick is None:
-            return False
+            return self._expire_ioc(order)
         buy = order.side == "B"
         changed = False
         if order.status == TRIGGER_PENDING:
@@ -219,10 +220,10 @@ class Exchange:
             row[1] -= take
             self._fill(order, take, price, ts_ns or tick.ts_ns)
             last_price, changed = price, True
-        if last_price and order.status == OPEN and limit is None:
+        if last_price and order.status == OPEN and order.validity != "IOC" and limit is None:
             # NSE: the unfilled rest of a market order becomes a limit order at the last traded price.
             order.order_type, order.price = ("SL" if order.order_type == "SL-M" else "L"), last_price
-        return changed
+        return self._expire_ioc(order) or changed
 
     def _fill(self, order: SimOrder, quantity: int, price: int, ts_ns: int) -> None:
         order.filled += quantity
@@ -232,6 +233,14 @@ class Exchange:
             order.status = COMPLETE
         self._log(order, order.status)
         self.fills.append(Fill(order, quantity, price, f"{len(self.fills) + 1:010d}", ts_ns))
+
+    def _expire_ioc(self, order: SimOrder) -> bool:
+        """An IOC order in the book does not rest: what it did not fill on entering is cancelled."""
+        if order.validity != "IOC" or order.status != OPEN:
+            return False
+        order.status, order.cancelled = CANCELLED, order.quantity - order.filled
+        self._log(order, CANCELLED)
+        return True
 
     # account ---------------------------------------------------------------
     def trades(self) -> list[dict]:
