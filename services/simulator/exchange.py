@@ -14,6 +14,9 @@ Matching model (documented contract of the simulator):
 - SL / SL-M orders wait ("trigger pending") until the last price reaches the trigger (buy: ltp >= trigger,
   sell: ltp <= trigger), then behave as L / MKT.
 - IOC orders are matched once when they enter the book; whatever did not fill is cancelled (cnlQty).
+- The market is open in each segment's session (shared.clock.SESSIONS_IST, weekdays but holidays): a regular order
+  (am "NO") placed while its segment is closed is rejected; an after-market order (am "YES") waits ("after market
+  order req received") for the first tick of the session.
 - No queue position behind other traders, no price bands; DAY orders last the day.
 """
 
@@ -25,12 +28,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
 
-from shared.clock import IST, NS
+from shared.clock import IST, NS, is_market_open, session_of
 from shared.contracts import market_pb2
 from shared.money import to_paise
 from shared.price_factor import factor_of
 
 OPEN, TRIGGER_PENDING, COMPLETE, REJECTED, CANCELLED = "open", "trigger pending", "complete", "rejected", "cancelled"
+AMO_RECEIVED = "after market order req received"
 TERMINAL = {COMPLETE, REJECTED, CANCELLED}
 
 
@@ -123,9 +127,14 @@ class Exchange:
         for t in ticks:
             self.market[t.token] = t
             self.liquidity[t.token] = _rows(t)
+        ticked = {t.token for t in ticks}
         changed = []
         for order in list(self.orders.values()):
-            if order.status not in TERMINAL and self._try_match(order, order.ts_ns if not ticks else ticks[-1].ts_ns):
+            released = order.status == AMO_RECEIVED and order.token in ticked
+            if released:
+                self._enter_book(order)
+            if order.status not in TERMINAL | {AMO_RECEIVED} and (
+                    self._try_match(order, order.ts_ns if not ticks else ticks[-1].ts_ns) or released):
                 changed.append(order)
         return changed
 
@@ -150,16 +159,29 @@ class Exchange:
         self.orders[order.order_no] = order
         self._log(order, "put order req received")
         self._log(order, "validation pending")
+        closed = not is_market_open(ts_ns, *session_of(inst.exchange_segment))
         if reject_reason:
             order.status, order.reason = REJECTED, reject_reason
+        elif closed and str(body.get("am", "NO")).upper() != "YES":
+            (opens, closes) = session_of(inst.exchange_segment)
+            order.status, order.reason = REJECTED, (
+                f"market is closed: {inst.exchange_segment} trades {opens[0]:02d}:{opens[1]:02d}-"
+                f"{closes[0]:02d}:{closes[1]:02d} IST on trading days; place it then, or as an AMO (am YES)")
+        elif closed:
+            order.status = AMO_RECEIVED
         else:
-            order.status = TRIGGER_PENDING if order.order_type in ("SL", "SL-M") else OPEN
+            self._enter_book(order)
+            return order
         self._log(order, order.status)
         return order
 
+    def _enter_book(self, order: SimOrder) -> None:
+        order.status = TRIGGER_PENDING if order.order_type in ("SL", "SL-M") else OPEN
+        self._log(order, order.status)
+
     def match_new(self, order: SimOrder) -> bool:
         """Match an order that just arrived (or was modified); True when it changed."""
-        return order.status not in TERMINAL and self._try_match(order, order.ts_ns)
+        return order.status not in TERMINAL | {AMO_RECEIVED} and self._try_match(order, order.ts_ns)
 
     def modify(self, order_no: str, body: dict) -> SimOrder:
         order = self._live(order_no)

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from services.simulator import feeds, rest
 from services.simulator.exchange import Exchange, SimOrder
-from shared.clock import Clock, SimClock
+from shared.clock import Clock, SimClock, is_market_open, session_of
 from shared.contracts import market_pb2
 from shared.kotak.config import SIMULATOR_CREDENTIALS
 from shared.marketdata import SyntheticMarket, nse_instruments
@@ -68,6 +68,7 @@ class Simulator:
         self.instruments = instruments or nse_instruments()
         self.market = SyntheticMarket(self.instruments, seed=seed)
         self.exchange = Exchange(self.instruments)
+        self._segments = {i.exchange_segment for i in self.instruments}
         self.tick_interval = tick_interval
         self.sessions: dict[str, str] = {}  # trade token -> sid
         self._view: dict[str, str] = {}  # view token -> sid
@@ -219,7 +220,13 @@ class Simulator:
             await client.send_ticks(ticks)
 
     async def step(self) -> list[market_pb2.Tick]:
-        ticks = self.market.next_ticks(self.clock.now_ns(), len(self.instruments))
+        """The next market step. Like SFeed, no ticks for an instrument while its segment is closed (outside its
+        session, weekends, holidays): the clock of a paper run goes on past 15:30, the market does not."""
+        now = self.clock.now_ns()
+        if not any(is_market_open(now, *session_of(seg)) for seg in self._segments):
+            return []
+        ticks = [t for t in self.market.next_ticks(now, len(self.instruments))
+                 if is_market_open(now, *session_of(t.exchange_segment))]
         await self.push_ticks(ticks)
         return ticks
 
