@@ -17,14 +17,19 @@ Matching model (documented contract of the simulator):
 - The market is open in each segment's session (shared.clock.SESSIONS_IST, weekdays but holidays): a regular order
   (am "NO") placed while its segment is closed is rejected; an after-market order (am "YES") waits ("after market
   order req received") for the first tick of the session.
-- No queue position behind other traders, no price bands; DAY orders last the day.
+- Orders the exchange would not take are refused as it does: a quantity that is not a whole number of lots at once
+  (Not_Ok, stCode 1009 "please provide valid quantity", as Kotak answers it); a price or trigger off the tick size,
+  outside the day's price band (the instrument's price_band_bps around the previous close; the band SFeed sends)
+  or a quantity above the freeze quantity as an order "rejected" with its reason. A modify that would break a rule
+  is refused (Not_Ok) and leaves the order as it was.
+- No queue position behind other traders; DAY orders last the day.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from fractions import Fraction
 
@@ -102,6 +107,14 @@ def _rows(tick: market_pb2.Tick) -> dict[str, list[list[int]]]:
     return {"B": [[p, q or _DEEP] for p, q in asks if p > 0], "S": [[p, q or _DEEP] for p, q in bids if p > 0]}
 
 
+class OrderRefused(ValueError):
+    """Refused at once (a Not_Ok reply, no order), with Kotak's stCode."""
+
+    def __init__(self, message: str, st_code: int = 1005) -> None:
+        super().__init__(message)
+        self.st_code = st_code
+
+
 class Exchange:
     """Markets, orders and the account of the one simulated client."""
 
@@ -148,8 +161,8 @@ class Exchange:
         if inst is None:
             raise ValueError(f"invalid trading symbol {body.get('ts')!r}")
         quantity = int(body.get("qt") or 0)
-        if quantity <= 0:
-            raise ValueError("quantity must be positive")
+        if quantity <= 0 or quantity % (inst.lot_size or 1):
+            raise OrderRefused("please provide valid quantity", 1009)
         order = SimOrder(
             order_no=self.new_order_no(), tag=body.get("ig") or "", token=inst.token, segment=inst.exchange_segment,
             symbol=inst.symbol, side=body.get("tt", "B"), order_type=body.get("pt", "MKT"),
@@ -160,6 +173,7 @@ class Exchange:
         self._log(order, "put order req received")
         self._log(order, "validation pending")
         closed = not is_market_open(ts_ns, *session_of(inst.exchange_segment))
+        reject_reason = reject_reason or self.refusal(order)
         if reject_reason:
             order.status, order.reason = REJECTED, reject_reason
         elif closed and str(body.get("am", "NO")).upper() != "YES":
@@ -183,16 +197,42 @@ class Exchange:
         """Match an order that just arrived (or was modified); True when it changed."""
         return order.status not in TERMINAL | {AMO_RECEIVED} and self._try_match(order, order.ts_ns)
 
+    def refusal(self, order: SimOrder) -> str:
+        """Why the exchange would reject the order ("" when it would take it): tick size, price band, freeze."""
+        inst = self.instruments[order.token]
+        tick, band = inst.tick_size_paise, inst.price_band_bps
+        close = self.market[order.token].close_paise if order.token in self.market else 0
+        prices = ([("price", order.price)] if order.order_type in ("L", "SL") else []) + (
+            [("trigger price", order.trigger)] if order.order_type in ("SL", "SL-M") else [])
+        for name, price in prices:
+            if tick > 0 and price % tick:
+                return f"{name} {rupees(price)} is not a multiple of the tick size {rupees(tick)}"
+            low, high = close * (10_000 - band) // 10_000, close * (10_000 + band) // 10_000
+            if band and close and not low <= price <= high:
+                return f"{name} {rupees(price)} is outside the price band {rupees(low)}-{rupees(high)}"
+        if inst.freeze_quantity and order.quantity > inst.freeze_quantity:
+            return f"quantity {order.quantity} exceeds the freeze quantity {inst.freeze_quantity}"
+        return ""
+
     def modify(self, order_no: str, body: dict) -> SimOrder:
         order = self._live(order_no)
+        changed = replace(order, history=[])
         if body.get("qt"):
-            order.quantity = int(body["qt"])
+            changed.quantity = int(body["qt"])
         if body.get("pr") not in (None, ""):
-            order.price = to_paise(body["pr"])
+            changed.price = to_paise(body["pr"])
         if body.get("tp") not in (None, ""):
-            order.trigger = to_paise(body["tp"])
+            changed.trigger = to_paise(body["tp"])
         if body.get("pt"):
-            order.order_type = body["pt"]
+            changed.order_type = body["pt"]
+        lot = self.instruments[order.token].lot_size or 1
+        if changed.quantity <= order.filled or changed.quantity % lot:
+            raise OrderRefused("please provide valid quantity", 1009)
+        reason = self.refusal(changed)
+        if reason:
+            raise OrderRefused(f"modification rejected: {reason}")
+        order.quantity, order.price, order.trigger, order.order_type = (
+            changed.quantity, changed.price, changed.trigger, changed.order_type)
         self._log(order, "modified")
         self._log(order, order.status)
         return order

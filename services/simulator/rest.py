@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from services.simulator.exchange import rupees
+from services.simulator.exchange import OrderRefused, rupees
 from shared.money import to_paise
 from shared.price_factor import factor_of
 
@@ -114,6 +114,8 @@ async def place_order(request: web.Request, sim: Simulator, body: dict) -> Any:
     try:
         async with sim.lock:
             order = sim.exchange.place(body, sim.clock.now_ns(), reject_reason=reason)
+    except OrderRefused as exc:
+        return _not_ok(str(exc), exc.st_code)
     except ValueError as exc:
         return _not_ok(str(exc))
     await sim.after_place(order)
@@ -124,6 +126,8 @@ async def modify_order(request: web.Request, sim: Simulator, body: dict) -> Any:
     try:
         async with sim.lock:
             order = sim.exchange.modify(str(body.get("no")), body)
+    except OrderRefused as exc:
+        return _not_ok(str(exc), exc.st_code)
     except KeyError:
         return _not_ok("order not found", 1009)
     except LookupError:
