@@ -46,6 +46,20 @@ def test_split_modules_that_store_data_use_the_shared_database():
         assert "postgres" in config["services"][name]["depends_on"]
 
 
+def test_split_risk_and_strategy_use_the_shared_database_not_one_inside_their_container():
+    """Without a URL each starts an embedded PostgreSQL in its container: risk's kill switch and daily-loss state
+    (risk_state) would be lost with the container, and the strategy's warm start would read no stored ticks."""
+    import json
+
+    config = json.loads(run(str(COMPOSE), "-f", "docker-compose.yml", "--profile", "split", "config",
+                            "--format", "json").stdout)
+
+    for name in ("risk", "strategy"):
+        service = config["services"][name]
+        assert "@127.0.0.1:5432/neopulse" in service["environment"].get("NEOPULSE_DATABASE_URL", ""), name
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy", name
+
+
 def test_split_modules_on_the_host_network_listen_on_loopback_only():
     """With no token by default, 0.0.0.0 on the host network would put the kill switch and orders on the LAN."""
     import json
