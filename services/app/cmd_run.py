@@ -59,11 +59,13 @@ def handle(args: argparse.Namespace) -> int:
 
 
 async def _run(settings: AppSettings, toml: dict[str, Any], args: argparse.Namespace) -> int:
-    from services.app.monolith import Monolith, check_live_mode
+    from services.app.monolith import Monolith, check_kotak_source, check_live_mode
     from services.app.status import StatusBoard
     from shared.metrics import serve_metrics
 
-    check_live_mode(settings, args.live, _has_kotak_credentials(toml))
+    missing = _missing_kotak_credentials(toml)
+    check_live_mode(settings, args.live, not missing)
+    check_kotak_source(settings, missing)
     serve_metrics(settings.metrics_port)
     app = Monolith(settings, toml)
     board = StatusBoard(app.bus)
@@ -87,9 +89,7 @@ async def _run(settings: AppSettings, toml: dict[str, Any], args: argparse.Names
     return 0
 
 
-def _has_kotak_credentials(toml: dict[str, Any]) -> bool:
-    try:
-        from shared.kotak.config import KotakSettings
-    except ModuleNotFoundError:
-        return False
-    return bool(cfg.load(KotakSettings, toml).has_credentials)
+def _missing_kotak_credentials(toml: dict[str, Any]) -> list[str]:
+    from shared.kotak.config import KotakSettings
+
+    return cfg.load(KotakSettings, toml).missing_credentials()

@@ -288,6 +288,14 @@ class Monolith:
         return f"mode {s.mode}, source {s.source}, {len(s.symbols)} symbols, gRPC :{self.bound_port}"
 
 
+def check_kotak_source(settings: AppSettings, missing_credentials: list[str]) -> None:
+    """source=kotak asks for Kotak's real market: without a login it must not quietly become the simulator's."""
+    if settings.source == "kotak" and missing_credentials:
+        raise ConfigError(f"source=kotak needs Kotak credentials; not set: {', '.join(missing_credentials)} (the "
+                          "environment, or files of those names in NEOPULSE_SECRETS_DIR); for the bundled simulator "
+                          "set NEOPULSE_SOURCE=simulator")
+
+
 def check_live_mode(settings: AppSettings, live_flag: bool, has_credentials: bool) -> None:
     if settings.mode == "live" and not live_flag:
         raise ConfigError("mode=live needs the explicit --live flag; without it NeoPulse only paper-trades")

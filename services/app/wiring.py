@@ -47,9 +47,11 @@ async def _kotak(settings: AppSettings, toml: dict[str, Any], clock: Clock, res:
     from shared.kotak.config import KotakSettings
 
     kotak = cfg.load(KotakSettings, toml)
-    if settings.source == "simulator" or not kotak.has_credentials:
-        if settings.source == "kotak":
-            log.warning("no Kotak credentials configured: using the bundled simulator")
+    if settings.source == "kotak":
+        from services.app.monolith import check_kotak_source
+
+        check_kotak_source(settings, kotak.missing_credentials())
+    else:
         from services.simulator.server import Simulator
 
         # A market step every 50 ms: at 60x that is a tick per instrument every 3 simulated seconds.

@@ -56,9 +56,14 @@ class KotakSettings(ModuleSettings):
 
     @property
     def has_credentials(self) -> bool:
-        return bool(self.consumer_key.get_secret_value() and self.mobile.get_secret_value() and self.ucc
-                    and self.mpin.get_secret_value()
-                    and (self.totp_secret.get_secret_value() or self.totp.get_secret_value()))
+        return not self.missing_credentials()
+
+    def missing_credentials(self) -> list[str]:
+        """The environment variables of the login's credentials that are not set (names, never values)."""
+        given = {"CONSUMER_KEY": self.consumer_key.get_secret_value(), "MOBILE": self.mobile.get_secret_value(),
+                 "UCC": self.ucc, "MPIN": self.mpin.get_secret_value(),
+                 "TOTP_SECRET": self.totp_secret.get_secret_value() or self.totp.get_secret_value()}
+        return [f"NEOPULSE_KOTAK_{name}" for name, value in given.items() if not value]
 
     def for_simulator(self, base_url: str) -> KotakSettings:
         """These settings pointed at a simulator at base_url, with the simulator's login (rates and timeouts kept)."""

@@ -130,3 +130,16 @@ def test_split_mode_refuses_live_mode_instead_of_paper_trading_under_that_name()
     result = run_cli("serve", "oms", "--no-db", "--duration", "1", "--grpc-port", "0", env={"NEOPULSE_MODE": "live"})
 
     assert result.returncode == 2 and "monolith only" in result.stderr
+
+
+def test_paper_trading_on_kotak_with_a_credential_missing_refuses_instead_of_running_on_the_simulator(tmp_path):
+    """source=kotak asks for Kotak's real market: with the MPIN missing it ran the bundled simulator's made-up
+    prices instead (a WARNING in the log, nothing else), paper-filling against them and storing them as ticks."""
+    env = {"NEOPULSE_SECRETS_DIR": str(tmp_path), "NEOPULSE_KOTAK_CONSUMER_KEY": "ck-Zq81xLm2",
+           "NEOPULSE_KOTAK_UCC": "AB123", "NEOPULSE_KOTAK_MOBILE": "+919800000000",
+           "NEOPULSE_KOTAK_TOTP_SECRET": "JBSWY3DPEHPK3PXP"}
+    result = run_cli("run", "--no-db", "--source", "kotak", "--duration", "1", "--grpc-port", "0", env=env)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "NEOPULSE_KOTAK_MPIN" in result.stderr and "Traceback" not in result.stderr
+    assert "ck-Zq81xLm2" not in result.stderr + result.stdout and "simulator:" not in result.stdout
