@@ -43,6 +43,9 @@ def handle(args: argparse.Namespace) -> int:
         grpc_settings = cfg.load(GrpcSettings, toml)
         if app.mode == "live":  # the split OMS fills on paper only: "live" here would be a paper run called live
             raise ConfigError("mode=live runs as the monolith only (neopulse run --live); split mode paper-trades")
+        if app.source in ("kotak", "replay"):  # split ingestion only generates ticks: it would store made-up ones
+            raise ConfigError(f"source={app.source} runs as the monolith only (neopulse run); split mode's ingestion "
+                              "generates a synthetic market: set NEOPULSE_SOURCE=synthetic")
     except ConfigError as exc:
         print(f"neopulse: {exc}", file=sys.stderr)
         return 2

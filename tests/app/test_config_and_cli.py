@@ -143,3 +143,14 @@ def test_paper_trading_on_kotak_with_a_credential_missing_refuses_instead_of_run
     assert result.returncode == 2, result.stdout + result.stderr
     assert "NEOPULSE_KOTAK_MPIN" in result.stderr and "Traceback" not in result.stderr
     assert "ck-Zq81xLm2" not in result.stderr + result.stdout and "simulator:" not in result.stdout
+
+
+@pytest.mark.parametrize("source", ["kotak", "replay"])
+def test_split_mode_refuses_a_source_it_would_replace_by_a_synthetic_market(source):
+    """Split-mode ingestion only generates ticks: Kotak's feed or a replay asked for got made-up prices instead,
+    stored in the shared market_ticks as if they were the day's market."""
+    result = run_cli("serve", "ingestion", "--no-db", "--duration", "1", "--grpc-port", "0",
+                     env={"NEOPULSE_SOURCE": source})
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"source={source}" in result.stderr and "Traceback" not in result.stderr
