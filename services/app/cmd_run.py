@@ -12,7 +12,7 @@ import asyncio
 import sys
 from typing import Any
 
-from services.app.config import AppSettings, warn_unknown_env
+from services.app.config import AppSettings, tcp_port, warn_unknown_env
 from shared import clock, logs, runtime
 from shared import config as cfg
 from shared.errors import ConfigError
@@ -24,8 +24,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--duration", type=float, help="seconds to run; default until Ctrl-C")
     p.add_argument("--speed", type=float, help="simulated session clock speed (60 = one minute per second)")
     p.add_argument("--source", choices=["simulator", "synthetic", "kotak", "replay"], help="market data source")
-    p.add_argument("--grpc-port", type=int, help="gRPC port of the monolith (0 = any free port)")
-    p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0 = off)")
+    p.add_argument("--grpc-port", type=tcp_port, help="gRPC port of the monolith (0 = any free port)")
+    p.add_argument("--metrics-port", type=tcp_port, help="Prometheus /metrics port (0 = off)")
     p.add_argument("--no-db", action="store_true", help="run without PostgreSQL (in-memory ledger, no tick store)")
     p.add_argument("--live", action="store_true", help="allow mode=live: real orders through KotakBroker")
     p.set_defaults(handler=handle)

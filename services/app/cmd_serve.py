@@ -10,7 +10,7 @@ import asyncio
 import sys
 from typing import Any
 
-from services.app.config import AppSettings, warn_unknown_env
+from services.app.config import AppSettings, tcp_port, warn_unknown_env
 from shared import clock, logs, runtime
 from shared import config as cfg
 from shared.errors import ConfigError
@@ -21,7 +21,7 @@ def add_parser(sub: Any) -> None:
 
     p = sub.add_parser("serve", help="run one module in its own process (split mode)")
     p.add_argument("module", choices=MODULES, help="the module this process runs")
-    p.add_argument("--grpc-port", type=int, help="this module's gRPC port; default from [split].<module>_addr")
+    p.add_argument("--grpc-port", type=tcp_port, help="this module's gRPC port; default from [split].<module>_addr")
     p.add_argument("--config", help="TOML config file (also NEOPULSE_CONFIG); upstream addresses in [split]")
     p.add_argument("--speed", type=float, help="simulated session clock speed (needs [split].session_wall_start_ns)")
     p.add_argument("--no-db", action="store_true", help="oms: in-memory ledger instead of PostgreSQL")

@@ -11,6 +11,7 @@ import contextlib
 import signal
 from typing import Any
 
+from services.app.config import tcp_port
 from services.simulator.server import Simulator
 from shared import logs
 from shared.clock import SimClock
@@ -19,7 +20,7 @@ from shared.clock import SimClock
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("sim", help="run the Kotak Neo simulator (the real SDK talks to it)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8765, help="port for REST and both websockets (0 = any free port)")
+    p.add_argument("--port", type=tcp_port, default=8765, help="port for REST and both websockets (0 = any free port)")
     p.add_argument("--seed", type=int, default=7, help="seed of the synthetic market")
     p.add_argument("--speed", type=float, default=1.0, help="session clock speed (60 = one minute per second)")
     p.set_defaults(handler=handle)

@@ -5,6 +5,7 @@ Module settings live beside each module; this is what the process itself needs.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from datetime import date
 from pathlib import Path
@@ -52,6 +53,17 @@ class AppSettings(ModuleSettings):
     # Exchange trading holidays (IST dates, e.g. ["2026-01-26"]): the market counts as closed all day (risk's
     # market-hours check, the feed stall watchdog, paper session days, the daily summary).
     holidays: list[date] = Field(default_factory=list)
+
+
+def tcp_port(text: str) -> int:
+    """argparse type of a port flag: 0-65535, or a usage error naming the flag (a larger number would wrap)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port 0-65535 (0 = any free port), got {text!r}")
+    return port
 
 
 def settings_classes() -> list[type[ModuleSettings]]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.app.config import AppSettings
@@ -55,6 +55,14 @@ class SplitSettings(ModuleSettings):
     session_wall_start_ns: int = Field(default=0, ge=0)
     # Seconds to wait for ingestion (the instrument list) before starting a module that needs it.
     upstream_wait_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("ingestion_addr", "strategy_addr", "risk_addr", "oms_addr", "notifier_addr")
+    @classmethod
+    def _host_and_port(cls, value: str) -> str:
+        host, colon, port = value.rpartition(":")
+        if not (colon and host and port.isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError(f"expected host:port with a port 1-65535, got {value!r}")
+        return value
 
     def addr(self, module: str) -> str:
         return str(getattr(self, f"{module}_addr"))

@@ -154,3 +154,21 @@ def test_split_mode_refuses_a_source_it_would_replace_by_a_synthetic_market(sour
 
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"source={source}" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("args", "flag"), [(["serve", "oms", "--no-db", "--grpc-port", "70000"], "--grpc-port"),
+                                            (["sim", "--port", "99999"], "--port")])
+def test_a_port_flag_out_of_range_is_one_line_naming_it_not_another_port(args, flag):
+    """`serve --grpc-port 70000` listened on 4464 (70000 - 65536) without a word; `sim --port 99999` crashed."""
+    result = run_cli(*args)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert flag in result.stderr and "Traceback" not in result.stderr and "gRPC serving" not in result.stderr
+
+
+@pytest.mark.parametrize("addr", ["oms", "127.0.0.1:70000", "127.0.0.1:"])
+def test_a_split_address_without_a_valid_port_is_one_line_naming_it(addr):
+    result = run_cli("serve", "oms", "--no-db", "--duration", "1", env={"NEOPULSE_SPLIT_OMS_ADDR": addr})
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "[split].oms_addr (env NEOPULSE_SPLIT_OMS_ADDR)" in result.stderr and "Traceback" not in result.stderr
