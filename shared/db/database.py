@@ -87,7 +87,7 @@ async def connect_pool(database_url: str, settings: DatabaseSettings | None = No
     try:
         pool = await asyncpg.create_pool(database_url, min_size=min(settings.pool_min_size, settings.pool_max_size),
                                          max_size=settings.pool_max_size, timeout=settings.connect_timeout_s)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError, OverflowError) as exc:
         raise ConfigError(f"cannot connect to PostgreSQL at {where}: {_reason(exc)}; "
                           "check DATABASE_URL (NEOPULSE_DATABASE_URL) or unset it to use the embedded server") from None
     assert pool is not None
@@ -157,5 +157,7 @@ def _reason(exc: BaseException) -> str:
         return "timed out"
     if isinstance(exc, ValueError):
         return "the URL is malformed"
+    if isinstance(exc, OverflowError):  # the socket's own check: asyncpg passes the URL's port on unchecked
+        return "the URL's port is out of range (1-65535)"
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text

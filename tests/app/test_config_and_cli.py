@@ -172,3 +172,11 @@ def test_a_split_address_without_a_valid_port_is_one_line_naming_it(addr):
 
     assert result.returncode == 2, result.stdout + result.stderr
     assert "[split].oms_addr (env NEOPULSE_SPLIT_OMS_ADDR)" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_database_url_with_a_port_out_of_range_is_one_line_without_the_password():
+    result = run_cli("db", "status", env={"NEOPULSE_DATABASE_URL": "postgresql://np:Pw-7731x@127.0.0.1:99999/np"})
+
+    assert result.returncode == 2, result.stderr
+    assert "NEOPULSE_DATABASE_URL" in result.stderr and "port" in result.stderr
+    assert "Traceback" not in result.stderr and "Pw-7731x" not in result.stderr
