@@ -113,6 +113,8 @@ class OrderBook:
         # before anything more is written for the order, never written again under a new sequence.
         self._unknown_writes: dict[str, t.OrderUpdate] = {}
         self.ledger_retry_s = LEDGER_RETRY_S
+        # Set when another OMS took the order ledger (services/oms/lease.py): decisions are then recorded as not sent.
+        self.ledger_taken = ""
 
     async def start_sequence(self) -> None:
         recorded = await self.ledger.max_sequence()

@@ -15,6 +15,7 @@ from prometheus_client import Gauge
 from services.oms.broker import Broker, BrokerOrderEvent
 from services.oms.config import OmsSettings
 from services.oms.engine import OrderEngine
+from services.oms.lease import LedgerLease
 from services.oms.ledger import Ledger
 from services.oms.reconcile import (
     PositionDifference,
@@ -62,6 +63,8 @@ class OmsModule(Component):
         self._decisions: Subscription | None = None  # ORDERS, from start() until stop() detaches it
         self.settle_retry_s = SETTLE_RETRY_S
         self.day_check_s = DAY_CHECK_S
+        # One OMS per durable ledger (PostgreSQL): taken before the ledger is read, kept while running.
+        self.lease = LedgerLease(ledger.pool) if ledger.durable and hasattr(ledger, "pool") else None
 
     async def start(self) -> None:
         # Decisions are queued from the first moment: risk may accept one while the ledger is still being read
@@ -69,6 +72,8 @@ class OmsModule(Component):
         # subscribed to yet delivers to no one. They are handled once the book is ready.
         # A burst of decisions is written ahead together (one flush to disk), then placed in order.
         self._decisions = self.bus.subscribe(Topic.ORDERS, self.name, self._on_decisions, max_batch=MAX_BURST)
+        if self.lease is not None:
+            await self.lease.take()  # raises ConfigError naming the OMS that has the ledger
         await self.engine.start_sequence()
         await rebuild_positions(self.engine)
         self.reconciled, self._unsettled = await reconcile(self.engine)
@@ -90,6 +95,8 @@ class OmsModule(Component):
         if left:
             log.warning("stopping with placements still in flight; reconciliation will resolve them",
                         extra={"count": left})
+        if self.lease is not None:
+            await self.lease.release()
 
     async def _stop_taking_decisions(self, within_s: float) -> list[t.RiskDecision]:
         """Stop taking decisions once the one being handled (written ahead, maybe placing) is done; returns those
@@ -112,8 +119,19 @@ class OmsModule(Component):
                 # only hold the loop (~1.2 ms with the benchmark's ~250 orders, longer as the day's book grows).
                 tg.create_task(self._poll(), name="oms:poll")
             tg.create_task(self._expire_each_day(), name="oms:day-orders")
+            if self.lease is not None:
+                tg.create_task(self.lease.keep(self._ledger_taken), name="oms:ledger-lease")
             if not self.broker.in_process and self.settings.position_check_s > 0:
                 tg.create_task(self._check_positions(), name="oms:positions")
+
+    async def _ledger_taken(self, holder: str) -> None:
+        """Another OMS took the ledger while this one's lock connection was gone: this one stops placing orders."""
+        self.engine.ledger_taken = holder
+        log.critical("another OMS took the order ledger; this one records every decision as not sent",
+                     extra={"holder": holder})
+        await self.engine.notify(ops_pb2.SEVERITY_CRITICAL, "Order ledger taken by another OMS", (
+            f"While this OMS's database connection was gone, {holder} took the order ledger. This OMS now places "
+            "nothing (decisions are recorded as not sent); stop one of the two."), holder=holder)
 
     async def _on_decisions(self, decisions: list[t.RiskDecision]) -> None:
         if not self._book_ready.is_set():

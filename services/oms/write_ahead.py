@@ -59,6 +59,11 @@ class WriteAhead(Placement):
                 log.error("accepted decision without client_order_id; dropped", extra={"signal_id": decision.signal_id})
             elif cid not in fresh and self.lookup(cid) is None:
                 fresh[cid] = decision
+        if self.ledger_taken and fresh:
+            log.critical("accepted decisions not placed: another OMS holds the order ledger", extra={
+                "count": len(fresh), "holder": self.ledger_taken})
+            await self._not_sent(list(fresh.values()), self._ledger_taken_reason, "ledger taken")
+            return
         max_age = self.settings.max_decision_age_s
         too_old = [d for d in fresh.values() if max_age and order_age_s(d.order) > max_age]
         if too_old:
@@ -82,6 +87,10 @@ class WriteAhead(Placement):
                 await self._publish_written()
             if acks:
                 self._in_flight(self._acks_later(acks), "oms:acks")
+
+    def _ledger_taken_reason(self, decision: t.RiskDecision) -> str:
+        return (f"not sent: another OMS holds the order ledger ({self.ledger_taken}); two would place and book orders "
+                "on one ledger")
 
     def _too_old_reason(self, decision: t.RiskDecision) -> str:
         return (f"not sent: its signal came from a tick {order_age_s(decision.order):.1f} s old, more than [oms] "

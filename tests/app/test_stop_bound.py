@@ -218,6 +218,19 @@ async def test_after_a_sigkill_the_next_start_adopts_the_embedded_postgres_left_
     await eventually(lambda: not _alive(orphan), within=SERVER_DOWN_S)
 
 
+def test_a_second_run_on_the_same_data_dir_refuses_to_trade_the_ledger_the_first_is_using(tmp_path, procs,
+                                                                                          embedded_home):
+    """Both would place and book orders on one order ledger: the second exits 2, naming the first."""
+    first = paper_run(procs, tmp_path, embedded_home, "first")
+    first.wait_for_line("gRPC listening")
+
+    code, out = paper_run(procs, tmp_path, embedded_home, "second", "--duration", "30").output(120)
+
+    assert code == 2, out[-3000:]
+    assert "another OMS holds this database's order ledger: neopulse-oms" in out
+    assert first.proc.poll() is None  # the first trades on
+
+
 # The guard alone, in a process whose event loop is blocked once the stop begins (a blocking call on the loop).
 BLOCKED_LOOP = """
 import asyncio, sys, time

@@ -129,9 +129,14 @@ async def start_oms():
         tasks.append(asyncio.create_task(bus.run()))
         await oms.module.start()
         tasks.append(asyncio.create_task(oms.module.run()))
+        started.append(oms.module)
         return oms
 
+    started: list[OmsModule] = []
     yield start
     for task in reversed(tasks):
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    for module in started:  # a PgLedger's lease holds a connection of its own until released
+        if module.lease is not None:
+            await module.lease.release()

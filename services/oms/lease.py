@@ -1,0 +1,102 @@
+"""One OMS per order ledger: a PostgreSQL advisory lock, held on a connection of its own while the OMS runs.
+
+Two OMS processes on one ledger (a second `neopulse run` on the same data dir, a compose file starting the monolith
+beside split mode, a restart while the old process still runs) would each place orders, reconcile the other's as
+unknown and book fills into the same rows. The second refuses to start, naming the holder. The server drops a
+dead session's locks, so a crashed OMS does not hold the ledger; a connection that dies under a running OMS (the
+database restarted) is replaced and the lock taken again, and if another OMS took it meanwhile this one is told
+to stop placing orders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from shared.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+LEASE_KEY = 0x6E656F70756C7365  # "neopulse" in ASCII, as the advisory lock's bigint key
+WAIT_S = 10.0  # at start: a previous OMS still stopping (its stop drains placements) is waited for this long
+CHECK_S = 5.0  # how often the lock's connection is checked while the OMS runs
+_HOLDER_SQL = """
+SELECT a.application_name || ' (server pid ' || a.pid || ', connected since ' || a.backend_start::text || ')'
+FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND ((l.classid::bigint << 32) | l.objid::bigint) = $1
+LIMIT 1"""
+
+
+class LedgerLease:
+    def __init__(self, pool: asyncpg.Pool, wait_s: float = WAIT_S, check_s: float = CHECK_S) -> None:
+        self.pool = pool
+        self.wait_s, self.check_s = wait_s, check_s
+        self.name = f"neopulse-oms {socket.gethostname()} pid {os.getpid()}"
+        self._conn: asyncpg.Connection | None = None
+
+    async def take(self) -> None:
+        """Take the ledger or raise ConfigError naming the OMS that holds it (after waiting up to wait_s)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_s
+        while not await self._try():
+            if loop.time() >= deadline:
+                holder = await self.pool.fetchval(_HOLDER_SQL, LEASE_KEY) or "a session that just ended"
+                raise ConfigError(f"another OMS holds this database's order ledger: {holder}; two would place and "
+                                  "book orders on one ledger. Stop it, or give this run its own database (--data-dir "
+                                  "or DATABASE_URL)")
+            await asyncio.sleep(0.5)
+        log.info("order ledger lease taken", extra={"holder": self.name})
+
+    async def _try(self) -> bool:
+        # A connection of its own, with the pool's settings (asyncpg 0.32, pinned): held for the whole run, it must
+        # not take one of the pool's, nor hold up the pool's close at the end.
+        conn = await self.pool._get_new_connection()
+        try:
+            await conn.execute("SELECT set_config('application_name', $1, false)", self.name)  # named to a second OMS
+            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEASE_KEY):
+                self._conn = conn
+                return True
+        except BaseException:
+            conn.terminate()
+            raise
+        await conn.close()
+        return False
+
+    async def keep(self, lost: Callable[[str], Awaitable[None]]) -> None:
+        """While the OMS runs: check the lock's connection; when it died, take the lock again on another one. When
+        another OMS holds the ledger by then, `lost` is told who (once) and this returns."""
+        while True:
+            await asyncio.sleep(self.check_s)
+            if self._conn is not None:
+                try:
+                    await self._conn.fetchval("SELECT 1")
+                    continue
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.error("order ledger lease: its connection died; taking it again", extra={"error": str(exc)})
+                    self._conn.terminate()
+                    self._conn = None
+            try:
+                if await self._try():
+                    log.warning("order ledger lease taken again")
+                    continue
+                holder = await self.pool.fetchval(_HOLDER_SQL, LEASE_KEY)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("order ledger lease: the database is not answering yet", extra={"error": str(exc)})
+                continue
+            await lost(holder or "another session")
+            return
+
+    async def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            await asyncio.wait_for(conn.close(), 5.0)  # the session ends, and its lock with it
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            conn.terminate()

@@ -1,0 +1,101 @@
+"""One OMS per order ledger (services/oms/lease.py), on a real PostgreSQL: a second OMS refuses to start naming the
+first; the ledger is free again once the first stops or its process dies; an OMS whose lock connection died while
+another took the ledger places nothing more."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import pytest
+
+from services.oms.lease import LEASE_KEY, LedgerLease
+from services.oms.ledger_pg import PgLedger
+from shared.contracts import trading_pb2 as t
+from shared.errors import ConfigError
+from tests.helpers import eventually
+from tests.oms.conftest import accepted
+from tests.oms.helpers import order
+
+
+async def test_a_second_oms_on_the_same_ledger_refuses_to_start_naming_the_first(db_pool):
+    first = LedgerLease(db_pool)
+    await first.take()
+    try:
+        with pytest.raises(ConfigError, match=r"another OMS holds this database's order ledger: neopulse-oms .* pid"):
+            await LedgerLease(db_pool, wait_s=0.2).take()
+    finally:
+        await first.release()
+
+    second = LedgerLease(db_pool, wait_s=0.2)
+    await second.take()  # free once the first let go
+    await second.release()
+
+
+async def test_the_ledger_of_an_oms_whose_process_died_is_free_for_the_next(database, db_pool):
+    """The server drops a dead session's locks: a crashed OMS does not keep the next one from starting."""
+    code = ("import asyncio, asyncpg, sys\n"
+            "async def main():\n"
+            f"    conn = await asyncpg.connect({database!r})\n"
+            f"    await conn.fetchval('SELECT pg_advisory_lock({LEASE_KEY})')\n"
+            "    print('held', flush=True)\n"
+            "    await asyncio.sleep(60)\n"
+            "asyncio.run(main())\n")
+    holder = await asyncio.create_subprocess_exec(sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and await holder.stdout.readline() == b"held\n"
+        with pytest.raises(ConfigError):
+            await LedgerLease(db_pool, wait_s=0.2).take()
+        holder.kill()
+        await holder.wait()
+        lease = LedgerLease(db_pool, wait_s=5.0)
+        await lease.take()
+        await lease.release()
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+            await holder.wait()
+
+
+async def test_an_oms_whose_lock_connection_died_while_another_took_the_ledger_places_nothing_more(start_oms,
+                                                                                                   db_pool):
+    oms = await start_oms(ledger=PgLedger(db_pool))
+    lease = oms.module.lease
+    assert lease is not None
+    lease.check_s = 0.05
+    other = LedgerLease(db_pool, wait_s=5.0)
+    other_took = asyncio.create_task(other.take())  # waits for the first to let go
+    pid = lease._conn.get_server_pid()
+    await db_pool.execute("SELECT pg_terminate_backend($1)", pid)  # the database dropped that session
+    await other_took
+    try:
+        await eventually(lambda: oms.module.engine.ledger_taken != "")
+        await oms.module.engine.accept_many([accepted(order(client_order_id="after-taken"))])
+
+        row = await PgLedger(db_pool).get("after-taken")
+        assert row is not None and (row.status, row.reason_code) == (t.ORDER_STATUS_REJECTED, "NOT_SENT")
+        assert "another OMS holds the order ledger" in row.reason and not oms.broker.book
+        assert any(n.title == "Order ledger taken by another OMS" for n in oms.notifications)
+    finally:
+        await other.release()
+
+
+async def test_an_oms_whose_lock_connection_died_takes_the_ledger_again_when_no_one_else_did(start_oms, db_pool):
+    oms = await start_oms(ledger=PgLedger(db_pool))
+    lease = oms.module.lease
+    assert lease is not None and lease._conn is not None
+    lease.check_s = 0.05
+    old = lease._conn.get_server_pid()
+
+    await db_pool.execute("SELECT pg_terminate_backend($1)", old)
+    await eventually(lambda: lease._conn is not None and lease._conn.get_server_pid() != old)
+
+    assert oms.module.engine.ledger_taken == ""
+    holders = await db_pool.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+    assert holders == 1
+
+
+async def test_a_memory_ledger_takes_no_lease(start_oms):
+    oms = await start_oms()
+    assert oms.module.lease is None
+
