@@ -110,8 +110,9 @@ class OrderBook:
         self._unrecorded: set[str] = set()  # orders whose broker event or acknowledgement is being applied again
         self._unbooked: dict[str, _Unbooked] = {}  # acknowledgements taken from the broker, not yet booked
         # Orders whose last write raised and could not be read back: it may have committed. Settled (read back)
-        # before anything more is written for the order, never written again under a new sequence.
-        self._unknown_writes: dict[str, t.OrderUpdate] = {}
+        # before anything more is written for the order, never written again under a new sequence. With each, what
+        # to call if it turns out recorded (transition's `recorded`: a fill's charges counted as booked).
+        self._unknown_writes: dict[str, tuple[t.OrderUpdate, Callable[[], None] | None]] = {}
         self.ledger_retry_s = LEDGER_RETRY_S
         # Set when another OMS took the order ledger (services/oms/lease.py): decisions are then recorded as not sent.
         self.ledger_taken = ""
@@ -174,9 +175,11 @@ class OrderBook:
     async def transition(self, internal_id: str, status: int, *, audit: dict[str, Any], reason: str | None = None,
                          reason_code: str = "", exchange_order_id: str = "", filled: tuple[int, int] | None = None,
                          fill: tuple[int, int, int] = (0, 0, 0),
-                         allow: Callable[[int, int], bool] = can_transition) -> t.OrderUpdate:
+                         allow: Callable[[int, int], bool] = can_transition,
+                         recorded: Callable[[], None] | None = None) -> t.OrderUpdate:
         """Check (`allow`: the state machine, or one named exception to it), write to the ledger, then apply
         and publish one transition. `reason` stays until replaced; `reason_code` is this transition's only.
+        `recorded` is called once the ledger has it: now, or when a write of unknown outcome is found committed.
         Raises IllegalTransition; BookMoved when the order's last write, whose outcome was unknown, turns out
         recorded (the caller worked this one out from the book before it)."""
         async with self._publishing:
@@ -204,21 +207,23 @@ class OrderBook:
             try:
                 await self.ledger.record(u, audit)
             except Exception:
-                if not await self._recorded_after_all(u):
+                if not await self._recorded_after_all(u, recorded):
                     raise  # the book stays as it was: the caller may apply the same news again
+            if recorded is not None:
+                recorded()
             if unrecorded_cancel:
                 self._cancel_sent.pop(internal_id, None)
             await self._applied(u)
         return u
 
-    async def _recorded_after_all(self, u: t.OrderUpdate) -> bool:
+    async def _recorded_after_all(self, u: t.OrderUpdate, recorded: Callable[[], None] | None) -> bool:
         """Whether a write that raised did commit, with only its reply lost (a dropped connection): the order's
         row then carries its sequence. Writing it again under a new sequence would record its fill twice, so
         when the row cannot be read either, the write is kept as unknown and settled before the order's next."""
         try:
             row = await self.ledger.get(u.internal_id)
         except Exception:
-            self._unknown_writes[u.internal_id] = u
+            self._unknown_writes[u.internal_id] = (u, recorded)
             return False
         if row is None or row.sequence != u.sequence:
             return False
@@ -231,9 +236,10 @@ class OrderBook:
         read back, committed after all. Not known yet: raises (nothing is written). Not committed: the book,
         which never had it, is right. Committed: the book moves on to it, and BookMoved tells the caller to work
         its transition out again from there. The caller holds self._publishing."""
-        u = self._unknown_writes.get(internal_id)
-        if u is None:
+        unknown = self._unknown_writes.get(internal_id)
+        if unknown is None:
             return
+        u, recorded = unknown
         try:
             row = await self.ledger.get(internal_id)
         except Exception as exc:
@@ -245,6 +251,8 @@ class OrderBook:
             return
         log.warning("ledger write found committed after its reply and read-back were lost; the update goes on",
                     extra={"order_id": internal_id, "status": name(u.status), "recorded_sequence": u.sequence})
+        if recorded is not None:
+            recorded()  # its fill's charges are booked: the news applied again must not count them for the next fill
         u.sequence = self.sequencer.next()  # published after others' updates: consumers keep only newer sequences
         await self._applied(u)
         raise BookMoved(f"order {u.client_order_id}: its {name(u.status)} turned out recorded; work the next "

@@ -177,8 +177,8 @@ class BrokerNews(OrderBook):
             code = ReasonCode.BROKER_REJECTED if status == t.ORDER_STATUS_REJECTED else ""
             await self.transition(internal_id, status, reason=ev.reason or None, reason_code=code,
                                   exchange_order_id=new_id, filled=_filled(cur, ev, fill) if delta else None,
-                                  fill=fill, allow=allow, audit={"event": event_audit(ev), **(audit or {})})
-            counted()
+                                  fill=fill, allow=allow, audit={"event": event_audit(ev), **(audit or {})},
+                                  recorded=counted)
         except IllegalTransition as exc:
             self.illegal_transitions += 1
             ILLEGAL.inc()
@@ -201,8 +201,7 @@ class BrokerNews(OrderBook):
             return
         fill, counted = self._fill_delta(internal_id, cur, ev, ev.filled_quantity - cur.filled_quantity)
         await self.transition(internal_id, cur.status, filled=_filled(cur, ev, fill), fill=fill, allow=allows_late_fill,
-                              audit={"late_fill": event_audit(ev)})
-        counted()
+                              audit={"late_fill": event_audit(ev)}, recorded=counted)
 
     async def _adopt(self, internal_id: str, cur: t.OrderUpdate, ev: BrokerOrderEvent) -> None:
         """REJECTED -> the broker's state for an order we gave up on, and a critical notification."""
@@ -217,12 +216,12 @@ class BrokerNews(OrderBook):
                                       exchange_order_id=ev.exchange_order_id,
                                       filled=_filled(cur, ev, fill) if delta else None,
                                       fill=fill, allow=allows_adoption,
-                                      audit={"adopted": {"given_up_reason": cur.reason, "event": event_audit(ev)}})
+                                      audit={"adopted": {"given_up_reason": cur.reason, "event": event_audit(ev)}},
+                                      recorded=counted)
         except IllegalTransition as exc:
             ILLEGAL.inc()
             log.error("given-up order found at the broker but not adoptable: %s", exc, extra={"order_id": internal_id})
             return
-        counted()
         UNKNOWN_OUTCOMES.labels("adopted_after_giving_up").inc()
         log.critical("order found at the broker after it was given up; adopted", extra={
             "order_id": internal_id, "exchange_order_id": ev.exchange_order_id, "status": name(status)})
@@ -263,8 +262,9 @@ class BrokerNews(OrderBook):
     def _fill_delta(self, internal_id: str, cur: t.OrderUpdate, ev: BrokerOrderEvent,
                     delta: int) -> tuple[tuple[int, int, int], Callable[[], None]]:
         """(quantity, price, charges) of the fill(s) between our cumulative state and the event's, and what to call
-        once its transition is recorded: it counts the charges seen and the brokerage so far then, not before, so
-        that a write that fails or a transition refused leaves them for the row that brings the fill again."""
+        once its transition is recorded (transition's `recorded`, also for a write found committed later): it
+        counts the charges seen and the brokerage so far then, not before, so that a write that fails or a
+        transition refused leaves them for the row that brings the fill again."""
         seen = self._charges.get(internal_id, 0)
         brokerage = self._brokerage.get(internal_id, 0)
 
