@@ -39,9 +39,13 @@ class LedgerLease:
         self.wait_s, self.check_s = wait_s, check_s
         self.name = f"neopulse-oms {socket.gethostname()} pid {os.getpid()}"
         self._conn: asyncpg.Connection | None = None
+        # Set by release(): keep() (still running while the monolith stops the OMS, before it cancels run()) must
+        # not take the lock back once it was let go.
+        self._released = False
 
     async def take(self) -> None:
         """Take the ledger or raise ConfigError naming the OMS that holds it (after waiting up to wait_s)."""
+        self._released = False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait_s
         while not await self._try():
@@ -59,7 +63,7 @@ class LedgerLease:
         conn = await self.pool._get_new_connection()
         try:
             await conn.execute("SELECT set_config('application_name', $1, false)", self.name)  # named to a second OMS
-            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEASE_KEY):
+            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEASE_KEY) and not self._released:
                 self._conn = conn
                 return True
         except BaseException:
@@ -70,33 +74,47 @@ class LedgerLease:
 
     async def keep(self, lost: Callable[[str], Awaitable[None]]) -> None:
         """While the OMS runs: check the lock's connection; when it died, take the lock again on another one. When
-        another OMS holds the ledger by then, `lost` is told who (once) and this returns."""
+        another OMS holds the ledger by then, `lost` is told who (once) and this returns; so it does once released.
+        An error is logged and the check repeated: one escaping would end the OMS's run()."""
         while True:
             await asyncio.sleep(self.check_s)
-            if self._conn is not None:
+            if self._released:
+                return
+            conn = self._conn  # release() may drop it while the check is on the wire
+            if conn is not None:
                 try:
-                    await self._conn.fetchval("SELECT 1")
+                    await conn.fetchval("SELECT 1")
                     continue
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    log.error("order ledger lease: its connection died; taking it again", extra={"error": str(exc)})
-                    self._conn.terminate()
-                    self._conn = None
+                except Exception as exc:
+                    if self._released:
+                        return
+                    log.error("order ledger lease: its connection died; taking it again", extra={
+                        "error": f"{type(exc).__name__}: {exc}"})
+                    conn.terminate()
+                    if self._conn is conn:
+                        self._conn = None
             try:
                 if await self._try():
                     log.warning("order ledger lease taken again")
                     continue
+                if self._released:
+                    return
                 holder = await self.pool.fetchval(_HOLDER_SQL, LEASE_KEY)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("order ledger lease: the database is not answering yet", extra={"error": str(exc)})
+            except Exception as exc:
+                log.warning("order ledger lease: the database is not answering yet", extra={
+                    "error": f"{type(exc).__name__}: {exc}"})
                 continue
             await lost(holder or "another session")
             return
 
     async def release(self) -> None:
+        self._released = True
         conn, self._conn = self._conn, None
         if conn is None:
             return
         try:
             await asyncio.wait_for(conn.close(), 5.0)  # the session ends, and its lock with it
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            conn.terminate()
+        except BaseException as exc:
+            conn.terminate()  # so it does when the socket closes (a stop cut short too)
+            if not isinstance(exc, Exception):
+                raise

@@ -99,3 +99,58 @@ async def test_a_memory_ledger_takes_no_lease(start_oms):
     oms = await start_oms()
     assert oms.module.lease is None
 
+
+
+async def advisory_locks(db_pool) -> int:
+    return await db_pool.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+
+
+async def test_an_oms_stopped_while_its_run_goes_on_does_not_take_the_ledger_again(start_oms, db_pool):
+    """The monolith stops a module before it cancels its run(): the lease's keep() must not take back the lock
+    that stop() released (the next OMS on this ledger would then refuse to start)."""
+    oms = await start_oms(ledger=PgLedger(db_pool))
+    lease = oms.module.lease
+    assert lease is not None
+    lease.check_s = 0.01
+
+    await oms.module.stop()
+    await asyncio.sleep(0.2)  # a few of keep()'s checks
+
+    assert await advisory_locks(db_pool) == 0
+    assert lease._conn is None
+
+
+class CheckHeldUp:
+    """The lease's connection, its liveness check held up until `go` is set (a slow round trip)."""
+
+    def __init__(self, conn) -> None:
+        self.conn, self.checking, self.go = conn, asyncio.Event(), asyncio.Event()
+
+    async def fetchval(self, *args, **kwargs):
+        self.checking.set()
+        await self.go.wait()
+        return await self.conn.fetchval(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
+async def test_a_lease_released_while_its_check_is_on_the_wire_ends_its_keep_without_an_error(db_pool):
+    """An error escaping keep() would end the OMS's run() (and the monolith's task group with it)."""
+    lease = LedgerLease(db_pool, check_s=0.01)
+    await lease.take()
+    held_up = lease._conn = CheckHeldUp(lease._conn)
+    lost: list[str] = []
+
+    async def told(holder: str) -> None:
+        lost.append(holder)
+
+    keep = asyncio.create_task(lease.keep(told))
+    await held_up.checking.wait()
+    await lease.release()
+    held_up.go.set()
+
+    async with asyncio.timeout(2):
+        assert await keep is None
+    assert (lost, await advisory_locks(db_pool)) == ([], 0)
+
