@@ -88,15 +88,17 @@ class OmsModule(Component):
     async def stop(self) -> None:
         """Take no more decisions (those still queued are recorded as not sent), then let placements in flight
         finish (an order half-sent is worse than a slower stop). Before the ledger closes."""
-        unplaced = await self._stop_taking_decisions(STOP_WAIT_S)
-        if unplaced:
-            log.warning("accepted decisions queued at stop recorded as not sent", extra={"count": len(unplaced)})
-        left = await self.engine.settle(STOP_WAIT_S, unplaced)
-        if left:
-            log.warning("stopping with placements still in flight; reconciliation will resolve them",
-                        extra={"count": left})
-        if self.lease is not None:
-            await self.lease.release()
+        try:
+            unplaced = await self._stop_taking_decisions(STOP_WAIT_S)
+            if unplaced:
+                log.warning("accepted decisions queued at stop recorded as not sent", extra={"count": len(unplaced)})
+            left = await self.engine.settle(STOP_WAIT_S, unplaced)
+            if left:
+                log.warning("stopping with placements still in flight; reconciliation will resolve them",
+                            extra={"count": left})
+        finally:  # a stop cut short (the process's stop budget) or failing still lets the next OMS start
+            if self.lease is not None:
+                await self.lease.release()
 
     async def _stop_taking_decisions(self, within_s: float) -> list[t.RiskDecision]:
         """Stop taking decisions once the one being handled (written ahead, maybe placing) is done; returns those

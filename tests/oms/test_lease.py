@@ -9,8 +9,11 @@ import sys
 
 import pytest
 
+from services.oms.charges import ChargeModel
 from services.oms.lease import LEASE_KEY, LedgerLease
 from services.oms.ledger_pg import PgLedger
+from services.oms.virtual_broker import VirtualBroker
+from shared.bus import Topic
 from shared.contracts import trading_pb2 as t
 from shared.errors import ConfigError
 from tests.helpers import eventually
@@ -154,3 +157,24 @@ async def test_a_lease_released_while_its_check_is_on_the_wire_ends_its_keep_wit
         assert await keep is None
     assert (lost, await advisory_locks(db_pool)) == ([], 0)
 
+
+class PlacesForever(VirtualBroker):
+    """A broker outside the process whose place_order call never comes back (a REST call hanging)."""
+
+    in_process = False
+
+    async def place_order(self, order):
+        await asyncio.Event().wait()
+
+
+async def test_an_oms_stop_cut_short_while_a_placement_hangs_still_releases_the_ledger(start_oms, db_pool):
+    oms = await start_oms(ledger=PgLedger(db_pool), broker=PlacesForever(None, ChargeModel.default(), None))
+    await oms.bus.publish(Topic.ORDERS, accepted(order(client_order_id="hangs")))
+    await eventually(lambda: oms.module.engine._placing)
+
+    stopping = asyncio.create_task(oms.module.stop())  # waits up to STOP_WAIT_S for the placement
+    await asyncio.sleep(0.1)
+    stopping.cancel()  # the process's stop budget ran out (monolith: _step)
+    await asyncio.gather(stopping, return_exceptions=True)
+
+    assert await advisory_locks(db_pool) == 0
