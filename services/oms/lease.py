@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 LEASE_KEY = 0x6E656F70756C7365  # "neopulse" in ASCII, as the advisory lock's bigint key
 WAIT_S = 10.0  # at start: a previous OMS still stopping (its stop drains placements) is waited for this long
 CHECK_S = 5.0  # how often the lock's connection is checked while the OMS runs
+ANSWER_S = 5.0  # a check not answered within this is a connection gone silent (the network broke, unheard of)
 _HOLDER_SQL = """
-SELECT a.application_name || ' (server pid ' || a.pid || ', connected since ' || a.backend_start::text || ')'
+SELECT a.pid, a.application_name || ' (server pid ' || a.pid || ', connected since ' || a.backend_start::text || ')'
 FROM pg_locks l JOIN pg_stat_activity a USING (pid)
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
   AND ((l.classid::bigint << 32) | l.objid::bigint) = $1
@@ -36,12 +37,13 @@ LIMIT 1"""
 class LedgerLease:
     def __init__(self, pool: asyncpg.Pool, wait_s: float = WAIT_S, check_s: float = CHECK_S) -> None:
         self.pool = pool
-        self.wait_s, self.check_s = wait_s, check_s
+        self.wait_s, self.check_s, self.answer_s = wait_s, check_s, ANSWER_S
         self.name = f"neopulse-oms {socket.gethostname()} pid {os.getpid()}"
         self._conn: asyncpg.Connection | None = None
         # Set by release(): keep() (still running while the monolith stops the OMS, before it cancels run()) must
         # not take the lock back once it was let go.
         self._released = False
+        self._pid = 0  # the server pid of the lock's session: it may live on after its connection went silent
 
     async def take(self) -> None:
         """Take the ledger or raise ConfigError naming the OMS that holds it (after waiting up to wait_s)."""
@@ -50,7 +52,8 @@ class LedgerLease:
         deadline = loop.time() + self.wait_s
         while not await self._try():
             if loop.time() >= deadline:
-                holder = await self.pool.fetchval(_HOLDER_SQL, LEASE_KEY) or "a session that just ended"
+                row = await self.pool.fetchrow(_HOLDER_SQL, LEASE_KEY)
+                holder = row[1] if row else "a session that just ended"
                 raise ConfigError(f"another OMS holds this database's order ledger: {holder}; two would place and "
                                   "book orders on one ledger. Stop it, or give this run its own database (--data-dir "
                                   "or DATABASE_URL)")
@@ -64,7 +67,7 @@ class LedgerLease:
         try:
             await conn.execute("SELECT set_config('application_name', $1, false)", self.name)  # named to a second OMS
             if await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEASE_KEY) and not self._released:
-                self._conn = conn
+                self._conn, self._pid = conn, conn.get_server_pid()
                 return True
         except BaseException:
             conn.terminate()
@@ -83,7 +86,7 @@ class LedgerLease:
             conn = self._conn  # release() may drop it while the check is on the wire
             if conn is not None:
                 try:
-                    await conn.fetchval("SELECT 1")
+                    await conn.fetchval("SELECT 1", timeout=self.answer_s)
                     continue
                 except Exception as exc:
                     if self._released:
@@ -99,12 +102,19 @@ class LedgerLease:
                     continue
                 if self._released:
                     return
-                holder = await self.pool.fetchval(_HOLDER_SQL, LEASE_KEY)
+                row = await self.pool.fetchrow(_HOLDER_SQL, LEASE_KEY)
+                if row is not None and row[0] == self._pid and row[1].startswith(f"{self.name} ("):
+                    # Its own session, alive on the server behind a connection gone silent: no other OMS can take
+                    # the ledger while it lives, so this one goes on, ends it, and takes the lock at the next check.
+                    log.warning("order ledger lease: held by this OMS's own stale session; ending it", extra={
+                        "server_pid": self._pid})
+                    await self.pool.fetchval("SELECT pg_terminate_backend($1)", self._pid)
+                    continue
             except Exception as exc:
                 log.warning("order ledger lease: the database is not answering yet", extra={
                     "error": f"{type(exc).__name__}: {exc}"})
                 continue
-            await lost(holder or "another session")
+            await lost(row[1] if row else "another session")
             return
 
     async def release(self) -> None:

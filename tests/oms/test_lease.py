@@ -178,3 +178,47 @@ async def test_an_oms_stop_cut_short_while_a_placement_hangs_still_releases_the_
     await asyncio.gather(stopping, return_exceptions=True)
 
     assert await advisory_locks(db_pool) == 0
+
+
+class HalfOpen:
+    """The lease's connection after the network between it and the server broke without either side hearing of
+    it: the check never comes back, and closing it reaches no one (the server's session, and its lock, live on)."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+
+    async def fetchval(self, *args, **kwargs):
+        async with asyncio.timeout(kwargs.get("timeout")):  # as asyncpg's `timeout` does
+            await asyncio.Event().wait()
+
+    def terminate(self) -> None:
+        pass
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
+async def test_a_lease_whose_connection_went_silent_takes_the_ledger_back_from_its_own_stale_session(db_pool):
+    lease = LedgerLease(db_pool, check_s=0.02)
+    lease.answer_s = 0.1
+    await lease.take()
+    stale = lease._conn
+    lease._conn = HalfOpen(stale)
+    lost: list[str] = []
+
+    async def told(holder: str) -> None:
+        lost.append(holder)
+
+    keep = asyncio.create_task(lease.keep(told))
+    try:
+        await eventually(lambda: isinstance(lease._conn, type(stale)) and lease._conn is not stale)
+
+        assert lost == [] and not keep.done()
+        assert stale.is_closed() or not await db_pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", stale.get_server_pid())
+        assert await advisory_locks(db_pool) == 1
+    finally:
+        keep.cancel()
+        await asyncio.gather(keep, return_exceptions=True)
+        await lease.release()
+        stale.terminate()
