@@ -85,6 +85,10 @@ class Cancelling(Placement):
             self._cancel_unanswered[iid] = before
             raise RetryableError(f"order {order_id}: the cancel got no answer ({exc}); the broker's events will say "
                                  "whether it went, and cancelling again sends it again") from exc
+        except BaseException:  # the caller gave up with the call on the wire (a deadline): as with no answer, not
+            self._cancel_sent.pop(iid, None)  # "asked already" to the next cancel for a cancel the broker may lack
+            self._cancel_unanswered[iid] = before
+            raise
 
     async def _cancel_pending(self, internal_id: str) -> str:
         """Record the cancel before it goes; "" once recorded, else why not (the cancel goes all the same). A write

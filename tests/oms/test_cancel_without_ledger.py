@@ -1,6 +1,7 @@
 """Cancels with the ledger down: a cancel, and so the kill switch, reaches the broker even when the ledger refuses
 its CANCEL_PENDING; the order stays as recorded until the broker's answer or events are, and nothing is lost."""
 
+import asyncio
 import json
 
 import pytest
@@ -166,3 +167,34 @@ async def test_the_kill_switch_cancels_every_working_order_while_the_ledger_is_d
     ledger.down = nothing
     await until(lambda: not risk.engine.open_orders)  # the broker's events recorded, and so risk hears of them
     assert [oms.module.engine.lookup(tag).status for tag in ("c-1", "c-2")] == [CANCELLED, CANCELLED]
+
+
+class CancelHangsOnce(VirtualBroker):
+    """A broker whose first cancel call never answers: the caller gives up on it (a gRPC deadline, a timeout)."""
+
+    cancels = 0
+
+    async def cancel_order(self, exchange_order_id: str):
+        self.cancels += 1
+        if self.cancels == 1:
+            await asyncio.Event().wait()
+        return await super().cancel_order(exchange_order_id)
+
+
+@pytest.mark.parametrize("ledger_down", [False, True], ids=["cancel-pending-recorded", "ledger-refusing"])
+async def test_a_cancel_whose_caller_gave_up_during_the_broker_call_is_sent_when_asked_again(
+        start_oms, db_pool, ledger_down):
+    ledger = Outage(db_pool, nothing)
+    broker = CancelHangsOnce(None, ChargeModel.default(), ManualClock(T0 + 1))
+    oms = await working(start_oms, ledger, "c-1", broker=broker)
+    if ledger_down:
+        ledger.down = lambda u: u.status == t.ORDER_STATUS_CANCEL_PENDING
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await oms.module.engine.cancel("c-1")
+
+    again = await oms.module.engine.cancel("c-1")  # not "asked already": the broker may never have had it
+
+    assert broker.cancels == 2
+    assert (await oms.broker.find_by_tag("c-1")).status == CANCELLED
+    assert again.status == CANCELLED
