@@ -83,10 +83,10 @@ class WriteAhead(Placement):
                 else:
                     self._start_placing(u.internal_id)
         finally:
-            async with self._publishing:
-                await self._publish_written()
-            if acks:
+            if acks:  # first: its orders' broker events wait until their acknowledgements are booked (or given up)
                 self._in_flight(self._acks_later(acks), "oms:acks")
+            async with self._publishing:  # before any booking: transition() publishes what is written first
+                await self._publish_written()
 
     def _ledger_taken_reason(self, decision: t.RiskDecision) -> str:
         return (f"not sent: another OMS holds the order ledger ({self.ledger_taken}); two would place and book orders "
