@@ -68,7 +68,7 @@ async def _run(settings: AppSettings, toml: dict[str, Any], args: argparse.Names
     check_kotak_source(settings, missing)
     serve_metrics(settings.metrics_port)
     app = Monolith(settings, toml)
-    board = StatusBoard(app.bus)
+    board = StatusBoard(app.bus, now_ns=lambda: app.clock.now_ns())
     guard = runtime.StopGuard(settings.stop_budget_s)
     stop = runtime.stop_on_signals(guard)
 
@@ -81,6 +81,7 @@ async def _run(settings: AppSettings, toml: dict[str, Any], args: argparse.Names
 
     await app.run(args.duration, extra=[announce], stop=stop, guard=guard)
     logs.flush()  # the last log lines before the summary, not through it
+    await board.refresh()  # the day's book as the run left it
     print(board.summary(), flush=True)
     for key, value in app.info.items():
         print(f"{key}: {value}")

@@ -1,43 +1,98 @@
-"""The run's status line and summary: what this run traded, whatever the days it spans."""
+"""The run's status line and summary: this run's counts, the trading day's positions and P&L as the OMS books them.
+
+The OMS is the handler of OrderService/ListPositions on the bus (the one thing the board asks it); a run resumed
+after a restart is tested end to end in test_run_summary_restart.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import re
+from collections.abc import AsyncIterator
+from datetime import date
+
+import pytest
 
 from services.app.status import StatusBoard
+from shared import rpc
 from shared.bus import Bus, Topic
-from shared.contracts import market_pb2
+from shared.clock import ist_ns
+from shared.contracts import oms_pb2
 from shared.contracts import trading_pb2 as t
 
 TOKEN = 2885
+MONDAY, TUESDAY = ist_ns(date(2026, 1, 19), 10, 0), ist_ns(date(2026, 1, 20), 10, 0)
+DAY_BOOK = oms_pb2.ListPositionsResponse(
+    positions=[t.Position(token=TOKEN, symbol="RELIANCE-EQ", product=t.PRODUCT_MIS, net_quantity=-3,
+                          average_price_paise=1290_05),
+               t.Position(token=1594, symbol="INFY-EQ", product=t.PRODUCT_MIS, net_quantity=0)],
+    realised_pnl_paise=40_00, unrealised_pnl_paise=-12_50, charges_paise=1_20)
 
 
-def fill(side: int, quantity: int, price: int, charges: int, coid: str) -> t.OrderUpdate:
-    req = t.OrderRequest(client_order_id=coid, token=TOKEN, exchange_segment="nse_cm", symbol="RELIANCE-EQ",
-                         side=side, quantity=quantity, product=t.PRODUCT_CNC)
+def fill(coid: str, ts_ns: int) -> t.OrderUpdate:
+    req = t.OrderRequest(client_order_id=coid, token=TOKEN, side=t.SIDE_SELL, quantity=1, product=t.PRODUCT_MIS)
     return t.OrderUpdate(internal_id=coid, client_order_id=coid, request=req, status=t.ORDER_STATUS_TRADED,
-                         last_fill_quantity=quantity, last_fill_price_paise=price, last_fill_charges_paise=charges)
+                         last_fill_quantity=1, last_fill_price_paise=1290_00, ts_ns=ts_ns)
 
 
-async def test_the_summary_counts_every_fill_of_the_run_across_trading_days():
-    """A replay over several days: the OMS's P&L is each day's (it starts a new day at midnight), the run's
-    summary is the whole run's."""
+@pytest.fixture
+async def bus() -> AsyncIterator[Bus]:
     bus = Bus()
-    board = StatusBoard(bus, out=io.StringIO())
     task = asyncio.create_task(bus.run())
-    try:
-        await bus.publish(Topic.ORDER_UPDATES, fill(t.SIDE_BUY, 10, 100_00, 30, "day-1"))  # day 1
-        await bus.publish(Topic.ORDER_UPDATES, fill(t.SIDE_SELL, 4, 110_00, 20, "day-2"))  # the next day
-        bus.publish_nowait(Topic.TICKS, market_pb2.TickBatch(ticks=[market_pb2.Tick(token=TOKEN, ltp_paise=105_00)]))
-        assert await bus.drain()
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    yield bus
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
+
+def with_oms(bus: Bus) -> Bus:
+    async def list_positions(_request: oms_pb2.ListPositionsRequest) -> oms_pb2.ListPositionsResponse:
+        return DAY_BOOK
+
+    bus.handle(rpc.LIST_POSITIONS, list_positions)
+    return bus
+
+
+async def test_the_summary_shows_the_day_the_oms_books_and_this_runs_counts(bus):
+    board = StatusBoard(with_oms(bus), now_ns=lambda: TUESDAY, out=io.StringIO())
+    await bus.publish(Topic.ORDER_UPDATES, fill("a", TUESDAY))
+    assert await bus.drain()
+
+    await board.refresh()
     summary = board.summary()
 
-    assert "realised P&L" in summary and "₹40.00" in summary  # 4 x (110 - 100)
-    assert "₹30.00" in summary  # unrealised: 6 x (105 - 100)
-    assert "₹0.50" in summary  # charges 30 + 20 paise
-    assert "₹69.50" in summary  # net
+    assert "trading day 2026-01-20" in summary
+    assert "RELIANCE-EQ MIS" in summary and "-3 @ ₹1,290.05" in summary and "INFY-EQ" not in summary  # open only
+    assert [line.split()[-1] for line in summary.splitlines() if "P&L" in line or "charges" in line] == [
+        "₹40.00", "-₹12.50", "₹1.20", "₹26.30"]
+    assert re.search(r"^\s+fills\s+1$", summary, re.M)  # this run's
+    assert "also filled" not in summary
+
+
+async def test_the_status_line_shows_the_days_net_pnl(bus):
+    board = StatusBoard(with_oms(bus), now_ns=lambda: TUESDAY, out=io.StringIO())
+
+    await board.refresh()
+
+    assert board.line().endswith("day P&L ₹26.30")
+
+
+async def test_a_run_that_filled_on_an_earlier_day_says_the_days_figures_leave_those_fills_out(bus):
+    """A run spanning midnight (a fast simulated session, a live run left on): the OMS's book starts each day
+    anew, as the broker's day P&L does."""
+    board = StatusBoard(with_oms(bus), now_ns=lambda: TUESDAY, out=io.StringIO())
+    await bus.publish(Topic.ORDER_UPDATES, fill("a", MONDAY))
+    await bus.publish(Topic.ORDER_UPDATES, fill("b", TUESDAY))
+    assert await bus.drain()
+
+    await board.refresh()
+
+    assert "this run also filled orders on 2026-01-19: their P&L is not in the day's figures" in board.summary()
+
+
+async def test_without_an_oms_the_pnl_is_not_shown_as_zero(bus):
+    board = StatusBoard(bus, now_ns=lambda: TUESDAY, out=io.StringIO())
+
+    await board.refresh()
+
+    assert "n/a" in board.summary() and "₹0.00" not in board.summary() and board.line().endswith("day P&L n/a")
