@@ -12,7 +12,7 @@ import asyncio
 import sys
 from typing import Any
 
-from services.app.config import AppSettings, tcp_port, warn_unknown_env
+from services.app.config import AppSettings, duration_s, tcp_port, warn_unknown_env
 from shared import clock, logs, runtime
 from shared import config as cfg
 from shared.errors import ConfigError
@@ -21,7 +21,7 @@ from shared.errors import ConfigError
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("run", help="run all modules in one process (paper trading by default)")
     p.add_argument("--config", help="TOML config file (also NEOPULSE_CONFIG)")
-    p.add_argument("--duration", type=float, help="seconds to run; default until Ctrl-C")
+    p.add_argument("--duration", type=duration_s, help="seconds to run; default until Ctrl-C")
     p.add_argument("--speed", type=float, help="simulated session clock speed (60 = one minute per second)")
     p.add_argument("--source", choices=["simulator", "synthetic", "kotak", "replay"], help="market data source")
     p.add_argument("--grpc-port", type=tcp_port, help="gRPC port of the monolith (0 = any free port)")

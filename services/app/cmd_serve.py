@@ -10,7 +10,7 @@ import asyncio
 import sys
 from typing import Any
 
-from services.app.config import AppSettings, tcp_port, warn_unknown_env
+from services.app.config import AppSettings, duration_s, tcp_port, warn_unknown_env
 from shared import clock, logs, runtime
 from shared import config as cfg
 from shared.errors import ConfigError
@@ -25,7 +25,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--config", help="TOML config file (also NEOPULSE_CONFIG); upstream addresses in [split]")
     p.add_argument("--speed", type=float, help="simulated session clock speed (needs [split].session_wall_start_ns)")
     p.add_argument("--no-db", action="store_true", help="oms: in-memory ledger instead of PostgreSQL")
-    p.add_argument("--duration", type=float, help="seconds to run; default until SIGTERM/SIGINT")
+    p.add_argument("--duration", type=duration_s, help="seconds to run; default until SIGTERM/SIGINT")
     p.set_defaults(handler=handle)
 
 

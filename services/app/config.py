@@ -6,6 +6,7 @@ Module settings live beside each module; this is what the process itself needs.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from datetime import date
 from pathlib import Path
@@ -64,6 +65,18 @@ def tcp_port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"expected a port 0-65535 (0 = any free port), got {text!r}")
     return port
+
+
+def duration_s(text: str) -> float:
+    """argparse type of --duration: seconds above 0, or a usage error naming the flag (-1 or nan ran nothing and
+    exited 0 at once, as if the run had been made; inf is no duration: leave the flag out to run until stopped)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"expected seconds above 0 (leave it out to run until stopped), got {text!r}")
+    return seconds
 
 
 def settings_classes() -> list[type[ModuleSettings]]:

@@ -166,6 +166,18 @@ def test_a_port_flag_out_of_range_is_one_line_naming_it_not_another_port(args, f
     assert flag in result.stderr and "Traceback" not in result.stderr and "gRPC serving" not in result.stderr
 
 
+@pytest.mark.parametrize("command", [["run"], ["serve", "oms"]], ids=["run", "serve"])
+@pytest.mark.parametrize("duration", ["-1", "nan", "0", "inf", "ten"])
+def test_a_duration_that_is_not_seconds_above_zero_is_a_usage_error_naming_the_flag(command, duration):
+    """`run --duration -1` (or nan) ran nothing and exited 0 at once, as if a run had been made."""
+    result = run_cli(*command, "--no-db", "--grpc-port", "0", "--duration", duration)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    (error,) = [line for line in result.stderr.splitlines() if "error" in line]
+    assert "--duration" in error and repr(duration) in error
+    assert "Traceback" not in result.stderr and "gRPC" not in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("addr", ["oms", "127.0.0.1:70000", "127.0.0.1:"])
 def test_a_split_address_without_a_valid_port_is_one_line_naming_it(addr):
     result = run_cli("serve", "oms", "--no-db", "--duration", "1", env={"NEOPULSE_SPLIT_OMS_ADDR": addr})
