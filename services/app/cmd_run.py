@@ -74,7 +74,7 @@ async def _run(settings: AppSettings, toml: dict[str, Any], args: argparse.Names
 
     async def announce() -> None:
         await app.started.wait()
-        print(f"gRPC listening on {settings.grpc_host}:{app.bound_port}", flush=True)
+        print(f"gRPC listening on {app.grpc.host}:{app.bound_port}", flush=True)
         for key, value in app.info.items():
             print(f"{key}: {value}", flush=True)
         await board.run()

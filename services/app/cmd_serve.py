@@ -71,7 +71,7 @@ async def _serve(module: str, app: AppSettings, split: Any, grpc_settings: Any, 
 
     async def announce() -> None:
         await process.started.wait()
-        print(f"gRPC listening on {app.grpc_host}:{process.bound_port} ({module})", flush=True)
+        print(f"gRPC listening on {grpc_settings.host}:{process.bound_port} ({module})", flush=True)
         if duration is not None:
             await asyncio.sleep(duration)
             stop.set()

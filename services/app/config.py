@@ -10,9 +10,9 @@ import math
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.config import ModuleSettings, unknown_env
@@ -41,7 +41,7 @@ class AppSettings(ModuleSettings):
         default=None, validation_alias=AliasChoices("database_url", "NEOPULSE_DATABASE_URL", "DATABASE_URL"))
     use_database: bool = True
     data_dir: Path = Path(".neopulse")
-    grpc_host: str = "127.0.0.1"
+    # The interface the gRPC server listens on is [grpc] host (env NEOPULSE_GRPC_HOST): one setting, not two.
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     metrics_port: int = Field(default=0, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -54,6 +54,17 @@ class AppSettings(ModuleSettings):
     # Exchange trading holidays (IST dates, e.g. ["2026-01-26"]): the market counts as closed all day (risk's
     # market-hours check, the feed stall watchdog, paper session days, the daily summary).
     holidays: list[date] = Field(default_factory=list)
+
+
+    @model_validator(mode="before")
+    @classmethod
+    def _grpc_host_is_in_its_table(cls, data: Any) -> Any:
+        """A top-level grpc_host once decided the interface and hid [grpc] host, which did nothing; now that [grpc]
+        host decides, one left at the top level is refused rather than ignored in its turn."""
+        if isinstance(data, dict) and "grpc_host" in data:
+            raise ValueError("grpc_host at the top level of the config file is not read: move it to host under "
+                             "[grpc] (env NEOPULSE_GRPC_HOST), the one setting of the gRPC server's interface")
+        return data
 
 
 def tcp_port(text: str) -> int:

@@ -197,8 +197,7 @@ class Monolith:
     async def _start_all(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[Any]]:
         from services.app import wiring
 
-        self.grpc, self.bound_port = await wiring.start_grpc(self.bus, self.toml, self.settings.grpc_host,
-                                                             self.grpc_port)
+        self.grpc, self.bound_port = await wiring.start_grpc(self.bus, self.toml, self.grpc_port)
         # Stopped by _stop_all; this is for a module that fails to start (stopping it again does nothing).
         self.res.on_close(functools.partial(self.grpc.stop, 0))
         runners = []

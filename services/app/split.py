@@ -167,8 +167,7 @@ class SplitProcess:
         # A module's Sequencer starts at its start time (microseconds): all it publishes is above this.
         started_at = Sequencer().value
         component = await self._build_module(clock)
-        server = GrpcServer(self.bus, [SERVICE_OF[self.module]], self.grpc_settings,
-                            host=self.app.grpc_host, port=self.grpc_port)
+        server = GrpcServer(self.bus, [SERVICE_OF[self.module]], self.grpc_settings, port=self.grpc_port)
         await self._declare_previous(server, component, started_at)
         forwarder_needed = self.module != "notifier"
         async with asyncio.TaskGroup() as tg:

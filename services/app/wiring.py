@@ -122,11 +122,11 @@ async def persistence(app: Any, settings: AppSettings, toml: dict[str, Any], res
     return PgLedger(db.pool, db_settings.ledger_durable_updates), writer, instruments
 
 
-async def start_grpc(bus: Any, toml: dict[str, Any], host: str, port: int) -> tuple[Any, int]:
-    """One gRPC server exposing all five services over the bus (reflection + health), NOT_SERVING until
-    the caller marks it ready; started before the modules so stream replay rings see every message."""
+async def start_grpc(bus: Any, toml: dict[str, Any], port: int) -> tuple[Any, int]:
+    """One gRPC server exposing all five services over the bus (reflection + health), on [grpc] host, NOT_SERVING
+    until the caller marks it ready; started before the modules so stream replay rings see every message."""
     from shared.grpc.server import GrpcServer, GrpcSettings
     from shared.rpc import SERVICES
 
-    server = GrpcServer(bus, list(SERVICES), cfg.load(GrpcSettings, toml), host=host, port=port)
+    server = GrpcServer(bus, list(SERVICES), cfg.load(GrpcSettings, toml), port=port)
     return server, await server.start()

@@ -106,6 +106,38 @@ def test_a_busy_grpc_port_is_one_line_not_a_traceback():
     assert result.returncode == 1 and "port is in use" in result.stderr and "Traceback" not in result.stderr
 
 
+def health_at(addr: str) -> str:
+    from tests.grpc.procs import grpcurl
+
+    result = grpcurl("-max-time", "5", addr, "grpc.health.v1.Health/Check")
+    return result.stdout if result.returncode == 0 else "unreachable"
+
+
+@pytest.mark.parametrize("command", [["run", "--source", "synthetic"], ["serve", "ingestion"]], ids=["run", "serve"])
+def test_the_grpc_server_listens_on_the_host_under_grpc_in_the_config_file(command, tmp_path, procs):
+    """[grpc] host = "0.0.0.0" (config/example.toml documents it) still served on 127.0.0.1: a top-level grpc_host
+    of its default always won. 127.0.0.2 is loopback too, and tells the two apart."""
+    config = tmp_path / "grpc.toml"
+    config.write_text('use_database = false\n[grpc]\nhost = "127.0.0.2"\n')
+    proc = procs.neopulse([*command, "--config", str(config), "--grpc-port", "0"], tmp_path / "out.log")
+
+    port = proc.wait_for_line("gRPC listening on ").split()[3].rsplit(":", 1)[1]
+
+    assert "SERVING" in health_at(f"127.0.0.2:{port}")
+    assert health_at(f"127.0.0.1:{port}") == "unreachable"
+
+
+def test_a_grpc_host_left_at_the_top_level_of_the_config_file_is_one_line_naming_where_it_goes(tmp_path):
+    config = tmp_path / "old.toml"
+    config.write_text('grpc_host = "0.0.0.0"\n')
+
+    result = run_cli("run", "--no-db", "--config", str(config), "--duration", "1", "--grpc-port", "0")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "grpc_host" in result.stderr and "[grpc]" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("mode", ["run", "serve"])
 def test_a_symbol_the_feed_does_not_know_is_one_line_after_the_grpc_server_started(mode):
     """Found once the feed's scrip master is read, after the gRPC server is up: that server is stopped too, not left
