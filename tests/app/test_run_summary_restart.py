@@ -96,11 +96,11 @@ async def test_a_resumed_run_summarises_the_day_the_ledger_books_not_only_its_ow
 
     assert code == 0, out[-3000:]
     summary = out[out.rindex("NeoPulse run summary"):]
-    conn = await asyncpg.connect(database)
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=1)
     try:
-        (manual,) = await day_pnl(conn, day_of(SimClock().start_ns))  # type: ignore[arg-type]
+        (manual,) = await day_pnl(pool, day_of(SimClock().start_ns))
     finally:
-        await conn.close()
+        await pool.close()
     assert manual.open_quantity == 1
     assert rupees_in(summary, "realised P&L") == manual.realised_paise
     assert rupees_in(summary, "charges") == manual.charges_paise
