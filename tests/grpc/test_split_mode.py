@@ -164,10 +164,11 @@ def test_a_restarted_oms_takes_the_decisions_risk_made_while_it_was_down(cluster
     assert decided["decision"]["accepted"]
     start("oms")
 
-    placed = wait_until(lambda: [o for o in orders(ports["oms"]) if o["client_order_id"] == order["client_order_id"]],
-                        timeout_s=60)
+    at_the_broker = ("ORDER_STATUS_OPEN", "ORDER_STATUS_TRADED", "ORDER_STATUS_PARTIALLY_FILLED")
+    # Listed from its write-ahead (PENDING_NEW, then SUBMITTED): at the broker once its acknowledgement is booked.
+    placed = wait_until(lambda: [o for o in orders(ports["oms"]) if o["client_order_id"] == order["client_order_id"]
+                                 and o["status"] in at_the_broker], timeout_s=60)
     assert len(placed) == 1
-    assert placed[0]["status"] in ("ORDER_STATUS_OPEN", "ORDER_STATUS_TRADED", "ORDER_STATUS_PARTIALLY_FILLED")
     client_ids = [o["client_order_id"] for o in orders(ports["oms"])]
     assert len(client_ids) == len(set(client_ids))
     assert order["client_order_id"] in {r["client_order_id"] for r in asyncio.run(_ledger_rows(ledger_dsn))}
