@@ -208,8 +208,25 @@ class SplitProcess:
         await asyncio.gather(*module_tasks, *bridge_tasks, return_exceptions=True)
         await self.bus.drain(within_s=2.0)
         await component.stop()
+        await self._keep_accounted(component)
         await self.bus.drain(within_s=2.0)  # what the stop published is in the hubs
         await server.stop()  # the streams take what the hubs hold (within [grpc] shutdown_grace_s), then end
+
+    async def _keep_accounted(self, component: Any) -> None:
+        """The OMS, stopped cleanly (every decision it took is in its ledger, placed or not sent): keep where risk's
+        process started, once its bridge checked what the earlier ones published (StreamBridge.accounted_below).
+        Not after a crash, nor a stop that left a decision half-handled: one not yet written ahead would be
+        skipped."""
+        if self.module != "oms" or not component.ledger.durable or not component.decisions_settled:
+            return
+        accounted = max((b.accounted_below for b in self.bridges if b.method == DECISIONS), default=0)
+        if not accounted:
+            return
+        try:
+            await component.ledger.save_decisions_accounted(accounted)
+        except Exception:
+            log.warning("where risk's decisions were accounted for was not kept; the next start may report a loss "
+                        "again", exc_info=True)
 
     async def _declare_previous(self, server: GrpcServer, component: Any, started_at: int) -> None:
         """Before any stream is served: where this process's sequences start, and how far its module's earlier
@@ -224,7 +241,7 @@ class SplitProcess:
         if self.module == "oms" and component.ledger.durable:
             recorded = {"all": await component.ledger.max_sequence()}
             server.hubs[UPDATES].previous = recorded
-        elif self.module == "risk" and (published := await component.restore_published()) is not None:
+        elif self.module == "risk" and (published := await component.restore_published(started_at)) is not None:
             recorded = server.hubs[DECISIONS].previous = dict(published.highest)
             server.hubs[DECISIONS].unknown_below = published.unknown_below
         else:
@@ -239,7 +256,9 @@ class SplitProcess:
         ever taken; an OMS without a database forgets what it took, so it takes only what comes from now on."""
         if self.module != "oms":
             return {}
-        last = await component.ledger.last_decision_sequence()
+        # Or after where the OMS that stopped last had every earlier decision received or reported lost: a loss
+        # already reported is not reported again at every start until the next order.
+        last = max(await component.ledger.last_decision_sequence(), await component.ledger.decisions_accounted())
         if last:
             log.info("risk's decisions resume after the last one in the ledger", extra={"after_sequence": last})
             return {DECISIONS: last}

@@ -53,6 +53,14 @@ class Ledger(Protocol):
         """Highest sequence of the risk decisions written ahead, 0 for none (a restarted OMS in split mode takes
         risk's decisions from after it: those made while it was away are not lost)."""
 
+    async def decisions_accounted(self) -> int:
+        """What save_decisions_accounted kept last, 0 for nothing: split mode resumes risk's decisions after the higher
+        of it and last_decision_sequence."""
+
+    async def save_decisions_accounted(self, sequence: int) -> None:
+        """Keep `sequence`, below which every risk decision was received or reported lost (split mode, at a clean
+        stop), so that the next OMS does not report a loss again."""
+
     async def fill_charges(self, day: date) -> dict[str, int]:
         """Charges of the recorded fills of the orders created on `day`, by internal_id (rebuilding positions)."""
 
@@ -70,6 +78,7 @@ class MemoryLedger:
         self._event_keys: set[tuple[str, int]] = set()
         self.metadata: dict[str, dict[str, Any]] = {}
         self._max_sequence = 0
+        self._accounted = 0
 
     async def insert_new(self, order: trading_pb2.OrderUpdate, audit: dict[str, Any]) -> trading_pb2.OrderUpdate | None:
         existing = self._by_client.get(order.client_order_id)
@@ -150,6 +159,12 @@ class MemoryLedger:
 
     async def last_decision_sequence(self) -> int:
         return max((audit["decision"].sequence for audit in self.metadata.values() if "decision" in audit), default=0)
+
+    async def decisions_accounted(self) -> int:
+        return self._accounted
+
+    async def save_decisions_accounted(self, sequence: int) -> None:
+        self._accounted = max(self._accounted, sequence)
 
     async def fill_charges(self, day: date) -> dict[str, int]:
         out: dict[str, int] = {}

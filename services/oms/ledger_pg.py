@@ -36,6 +36,7 @@ from shared.db.protojson import message_dict
 
 # Asked at every OMS start: answered from the index order_events_sequence (migration 0007), not a table scan.
 MAX_SEQUENCE_SQL = "SELECT COALESCE(MAX(sequence), 0) FROM order_events"
+_DECISIONS = "risk-decisions"  # oms_resume_points (migration 0008): risk's StreamDecisions
 
 # Row fields move only forward: an update older than the last one recorded (lower sequence) is kept in
 # order_events and metadata's audit_log but overwrites neither the row nor metadata's latest broker exchange
@@ -190,6 +191,16 @@ class PgLedger:
         return int(await self.pool.fetchval(
             "SELECT COALESCE(MAX((metadata -> 'decision' ->> 'sequence')::bigint), 0) FROM "
             "(SELECT metadata FROM order_ledger ORDER BY created_at DESC, written_seq DESC LIMIT 1000) AS recent"))
+
+    async def decisions_accounted(self) -> int:
+        value = await self.pool.fetchval("SELECT after_sequence FROM oms_resume_points WHERE name = $1", _DECISIONS)
+        return int(value or 0)
+
+    async def save_decisions_accounted(self, sequence: int) -> None:
+        await self.pool.execute(
+            "INSERT INTO oms_resume_points (name, after_sequence) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET "
+            "after_sequence = GREATEST(oms_resume_points.after_sequence, EXCLUDED.after_sequence), updated_at = now()",
+            _DECISIONS, sequence)
 
     async def fill_charges(self, day: date) -> dict[str, int]:
         rows = await self.pool.fetch(

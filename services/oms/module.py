@@ -61,6 +61,7 @@ class OmsModule(Component):
         self._book_ready = asyncio.Event()  # sequence, positions and the ledger's orders loaded
         self._unsettled: Restored | None = None  # restored orders the broker's book could not be read for
         self._decisions: Subscription | None = None  # ORDERS, from start() until stop() detaches it
+        self.decisions_settled = False  # stop() left every decision it took in the ledger (placed or not sent)
         self.settle_retry_s = SETTLE_RETRY_S
         self.day_check_s = DAY_CHECK_S
         # One OMS per durable ledger (PostgreSQL): taken before the ledger is read, kept while running.
@@ -107,6 +108,7 @@ class OmsModule(Component):
             return []
         queued, finished = await self.bus.detach(self._decisions, within_s)
         self._decisions = None
+        self.decisions_settled = finished
         if not finished:
             log.warning("a decision was still being handled at stop; reconciliation will settle it")
         return queued

@@ -388,11 +388,15 @@ class RiskModule(Component):
             for change in changes:
                 await self.bus.publish(Topic.NOTIFICATIONS, self._notification(change))
 
-    async def restore_published(self) -> Published | None:
+    async def restore_published(self, started_at: int = 0) -> Published | None:
         """How far the decisions of this module's earlier processes got, from the record they left; None without a
-        database. Split mode asks before its server starts, to tell the OMS's bridge (start() takes it over too)."""
+        database. Split mode asks before its server starts, to tell the OMS's bridge (start() takes it over too);
+        `started_at`, where its streams say this process starts: one that crashed before published below it (a
+        resume point the OMS took at it is this process's)."""
         if not self.state_store.durable:
             return None
+        if started_at:
+            self.published.unknown_below = min(self.published.unknown_below, started_at)
         self.published.carry_over(await self.state_store.load())
         return self.published
 

@@ -102,6 +102,9 @@ class StreamBridge:
         self._after_gap = False  # last_sequence was set from a DATA_LOSS, not from a message received
         self.upstream = ""  # the incarnation of the upstream stream last connected to
         self._ended_cleanly = False  # that stream ended OK: its server stopped after sending us all it had
+        # Where the upstream process last connected to started (its STARTED_AT_KEY), once checked: all its earlier
+        # processes published was received here or reported lost (the OMS keeps it at a clean stop).
+        self.accounted_below = 0
         self.connected = asyncio.Event()
         self.gate = gate
         self._call = channel.unary_stream(method, request_serializer=req_cls.SerializeToString,
@@ -172,20 +175,26 @@ class StreamBridge:
         previous, self.upstream = self.upstream, incarnation or self.upstream
         ended_cleanly, self._ended_cleanly = self._ended_cleanly, False
         resume = self.last_sequence
-        if not self.resumable or resume <= 0 or 0 < _header_int(headers, OLDEST_KEPT_KEY) <= resume:
-            return  # nothing to resume from, or the new ring reaches back to it
-        recorded = str(headers.get(PREVIOUS_KEY, ""))
-        if previous:
-            if incarnation and incarnation != previous and not ended_cleanly:
-                await self._restarted_past(resume, recorded, "the upstream restarted without ending this stream "
-                                           "cleanly")
-        elif resume <= _header_int(headers, STARTED_AT_KEY):
-            await self._restarted_past(resume, recorded, "the upstream restarted after this process took that "
-                                       "resume point from its own records")
+        if not self.resumable:
+            return
+        if resume <= 0 or 0 < _header_int(headers, OLDEST_KEPT_KEY) <= resume:
+            pass  # nothing to resume from, or the new ring reaches back to it
+        elif not previous:
+            if resume <= _header_int(headers, STARTED_AT_KEY):
+                await self._restarted_past(resume, headers, "the upstream restarted after this process took that "
+                                           "resume point from its own records")
+        elif incarnation and incarnation != previous:
+            if ended_cleanly:
+                # All the process before sent us is here, but one between the two (started and gone while we were
+                # away) is not ruled out: the next process of ours checks again from where we are accounted.
+                return
+            await self._restarted_past(resume, headers, "the upstream restarted without ending this stream cleanly")
+        self.accounted_below = max(self.accounted_below, _header_int(headers, STARTED_AT_KEY))
 
-    async def _restarted_past(self, resume: int, recorded: str, how: str) -> None:
+    async def _restarted_past(self, resume: int, headers: dict[str, Any], how: str) -> None:
         """Report what an upstream's earlier incarnation published after `resume` that its new ring does not hold:
-        `recorded` is how far it got (PREVIOUS_KEY), or "" when it keeps no record."""
+        how far it got is its PREVIOUS_KEY header, absent when it keeps no record."""
+        recorded = str(headers.get(PREVIOUS_KEY, ""))
         if not recorded.isdigit():
             await self._report_lost(resume, f"{how}, and it keeps no record of what it published before (its "
                                     "sequences are not durable): whether it published anything after that point "

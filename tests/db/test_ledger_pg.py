@@ -270,3 +270,12 @@ async def test_max_sequence_reads_an_index_not_every_event(db_pool):
 
     assert "order_events_sequence" in plan and "Seq Scan" not in plan, plan
     assert await ledger.max_sequence() == 50_000
+
+
+async def test_where_risks_decisions_were_accounted_for_is_kept_and_never_moves_back(db_pool):
+    ledger = PgLedger(db_pool)
+    base = 9_100_000_000_000_000  # above anything another test keeps in this database
+    await ledger.save_decisions_accounted(base + 7)
+    await ledger.save_decisions_accounted(base + 3)  # an OMS that connected to an older risk process
+
+    assert await PgLedger(db_pool).decisions_accounted() == base + 7

@@ -139,3 +139,54 @@ def test_risk_and_the_oms_stopped_and_started_again_report_nothing_lost(trio):
     assert "StreamDecisions" in line  # risk's saved record, compared
     wait_for_stream(procs["risk"], "OrderService/StreamOrderUpdates")
     assert not [line for m in ("oms", "risk") for line in procs[m].lines if LOST in line]
+
+
+def test_a_loss_reported_once_is_not_reported_again_when_the_oms_is_restarted(trio):
+    """The OMS resumed from its ledger's last decision at every start, so a loss it had reported was reported again
+    at each start until its next order: restarted as the alert says, or the next morning, it raised the same CRITICAL.
+    It now keeps, at a clean stop, the point up to which risk's decisions were received or reported."""
+    ports, procs, start = trio
+    assert submit(ports["risk"], "placed")["accepted"]
+    wait_until(lambda: orders(ports["oms"]), timeout_s=30)
+    kill(procs["oms"])
+    assert submit(ports["risk"], "never-placed")["accepted"]
+    assert procs["risk"].stop() == 0
+    start("risk", "oms")
+    assert "StreamDecisions" in procs["oms"].wait_for_line(LOST, timeout_s=30)  # reported: once is right
+    assert procs["oms"].stop() == 0
+
+    start("oms")
+
+    wait_for_stream(procs["oms"], "RiskService/StreamDecisions")
+    assert not [line for line in procs["oms"].lines if LOST in line]
+
+
+def test_a_possible_loss_after_a_risk_crash_is_not_reported_again_when_the_oms_is_restarted(trio):
+    ports, procs, start = trio
+    assert submit(ports["risk"], "placed")["accepted"]
+    wait_until(lambda: orders(ports["oms"]), timeout_s=30)
+    kill(procs["risk"])
+    start("risk")
+    assert '"cause": "unrecorded"' in procs["oms"].wait_for_line(LOST, timeout_s=30)  # it may have been lost
+    assert procs["oms"].stop() == 0
+
+    start("oms")
+
+    wait_for_stream(procs["oms"], "RiskService/StreamDecisions")
+    assert not [line for line in procs["oms"].lines if LOST in line]
+
+
+def test_a_decision_risk_accepted_after_the_oms_stopped_cleanly_is_still_reported(trio):
+    """Where a cleanly stopped OMS keeps its decisions accounted for is where risk's process started: what that
+    process accepted later, while the OMS was down, is still compared with risk's record."""
+    ports, procs, start = trio
+    assert submit(ports["risk"], "placed")["accepted"]
+    wait_until(lambda: orders(ports["oms"]), timeout_s=30)
+    assert procs["oms"].stop() == 0
+    assert submit(ports["risk"], "never-placed")["accepted"]
+    assert procs["risk"].stop() == 0
+
+    start("risk", "oms")
+
+    line = procs["oms"].wait_for_line(LOST, timeout_s=30)
+    assert "StreamDecisions" in line and '"cause": "restarted"' in line
