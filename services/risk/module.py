@@ -16,6 +16,7 @@ from prometheus_client import Counter, Gauge
 
 from services.risk.config import Limits, RiskSettings
 from services.risk.engine import HALTED, RiskEngine, StateChange, state_name
+from services.risk.orders import manual_order
 from services.risk.state import MemoryRiskState, Published, RiskStateStore, stopped_cleanly
 from shared import rpc
 from shared.bus import Bus, Sequencer, Topic
@@ -215,7 +216,7 @@ class RiskModule(Component):
     # -- requests -------------------------------------------------------------
     async def submit_order(self, request: risk_pb2.SubmitOrderRequest) -> risk_pb2.SubmitOrderResponse:
         """A manual order: malformed -> InvalidInput; denied -> published rejection + RiskRejected/TradingHalted."""
-        order = self._complete_manual_order(request.order)
+        order = manual_order(request.order, self.instruments, self.sequencer)
         decision = await self._decide_uncancelled(functools.partial(self.engine.decide, order))
         await self._notify_changes()
         if not decision.accepted:
@@ -305,41 +306,6 @@ class RiskModule(Component):
             title=f"Kill switch: {len(left)} open order(s) NOT cancelled",
             text=f"{', '.join(left)}: {why}; check the broker's order book and cancel them by hand",
             ts_ns=self.clock.now_ns(), source="risk", fields={"order_ids": ",".join(left)}))
-
-    def _complete_manual_order(self, order: trading_pb2.OrderRequest) -> trading_pb2.OrderRequest:
-        """Validate the shape of a manual order (InvalidInput names the field) and fill what may be defaulted."""
-        if order.quantity <= 0:
-            raise InvalidInput("order.quantity", f"must be positive, got {order.quantity}")
-        if order.side == trading_pb2.SIDE_UNSPECIFIED:
-            raise InvalidInput("order.side", "is unspecified; use SIDE_BUY or SIDE_SELL")
-        if order.order_type == trading_pb2.ORDER_TYPE_UNSPECIFIED:
-            raise InvalidInput("order.order_type", "is unspecified; use MARKET, LIMIT, STOP_LIMIT or STOP_MARKET")
-        if order.order_type in (trading_pb2.ORDER_TYPE_LIMIT, trading_pb2.ORDER_TYPE_STOP_LIMIT) \
-                and order.price_paise <= 0:
-            raise InvalidInput("order.price_paise", f"must be positive for a limit order, got {order.price_paise}")
-        if order.order_type in (trading_pb2.ORDER_TYPE_STOP_LIMIT, trading_pb2.ORDER_TYPE_STOP_MARKET) \
-                and order.trigger_price_paise <= 0:
-            raise InvalidInput("order.trigger_price_paise",
-                               f"must be positive for a stop order, got {order.trigger_price_paise}")
-        inst = self.instruments.get(order.token)
-        if inst is None:
-            raise InvalidInput("order.token", f"{order.token} is not in the instrument master; check the symbol")
-        # Risk checks the token's instrument; the broker places the symbol on the segment: they must be one.
-        if order.symbol and order.symbol.upper() != inst.symbol.upper():
-            raise InvalidInput("order.symbol", f"{order.symbol} is not token {order.token}, which is {inst.symbol}; "
-                               "send the token and symbol of one instrument, or the token alone")
-        if order.exchange_segment and order.exchange_segment.lower() != inst.exchange_segment.lower():
-            raise InvalidInput("order.exchange_segment", f"{order.exchange_segment} is not where token {order.token} "
-                               f"({inst.symbol}) trades: {inst.exchange_segment}")
-        out = trading_pb2.OrderRequest()
-        out.CopyFrom(order)
-        out.client_order_id = out.client_order_id or f"man-{self.sequencer.next()}"
-        out.exchange_segment = inst.exchange_segment
-        out.symbol = inst.symbol
-        out.product = out.product or trading_pb2.PRODUCT_MIS
-        out.validity = out.validity or trading_pb2.VALIDITY_DAY
-        out.strategy_tag = out.strategy_tag or "MANUAL"
-        return out
 
     # -- publishing -----------------------------------------------------------
     async def _decide_uncancelled(self, decide: Callable[[], trading_pb2.RiskDecision]) -> trading_pb2.RiskDecision:

@@ -1,4 +1,5 @@
-"""Orders risk builds itself: a Signal turned into an OrderRequest, and the intraday square-off orders.
+"""Orders risk builds itself: a Signal turned into an OrderRequest, a manual order completed, and the intraday
+square-off orders.
 
 Pure functions over contracts and positions; the engine checks whatever they produce like any order.
 """
@@ -8,7 +9,10 @@ from __future__ import annotations
 from datetime import date
 from typing import TYPE_CHECKING, cast
 
+from shared.bus import Sequencer
 from shared.contracts import market_pb2, trading_pb2
+from shared.errors import InvalidInput
+from shared.instruments import InstrumentBook
 from shared.positions import SQUAREOFF_TAG, PositionState
 from shared.price_factor import factor_of
 
@@ -89,3 +93,41 @@ def square_off_chunk(limits: Limits, inst: market_pb2.Instrument | None, price_p
         factor = factor_of(inst.price_factor) if inst is not None else 1
         chunk = min(chunk, int(limits.max_order_value_paise // (price_paise * factor)))
     return max(lot, chunk - chunk % lot)
+
+
+def manual_order(order: trading_pb2.OrderRequest, instruments: InstrumentBook,
+                 ids: Sequencer) -> trading_pb2.OrderRequest:
+    """A manual order (SubmitOrder) checked for its shape (InvalidInput names the field) and completed: what may be
+    defaulted, the instrument's symbol and segment, a client_order_id from `ids` when it has none."""
+    if order.quantity <= 0:
+        raise InvalidInput("order.quantity", f"must be positive, got {order.quantity}")
+    if order.side == trading_pb2.SIDE_UNSPECIFIED:
+        raise InvalidInput("order.side", "is unspecified; use SIDE_BUY or SIDE_SELL")
+    if order.order_type == trading_pb2.ORDER_TYPE_UNSPECIFIED:
+        raise InvalidInput("order.order_type", "is unspecified; use MARKET, LIMIT, STOP_LIMIT or STOP_MARKET")
+    if order.order_type in (trading_pb2.ORDER_TYPE_LIMIT, trading_pb2.ORDER_TYPE_STOP_LIMIT) \
+            and order.price_paise <= 0:
+        raise InvalidInput("order.price_paise", f"must be positive for a limit order, got {order.price_paise}")
+    if order.order_type in (trading_pb2.ORDER_TYPE_STOP_LIMIT, trading_pb2.ORDER_TYPE_STOP_MARKET) \
+            and order.trigger_price_paise <= 0:
+        raise InvalidInput("order.trigger_price_paise",
+                           f"must be positive for a stop order, got {order.trigger_price_paise}")
+    inst = instruments.get(order.token)
+    if inst is None:
+        raise InvalidInput("order.token", f"{order.token} is not in the instrument master; check the symbol")
+    # Risk checks the token's instrument; the broker places the symbol on the segment: they must be one.
+    if order.symbol and order.symbol.upper() != inst.symbol.upper():
+        raise InvalidInput("order.symbol", f"{order.symbol} is not token {order.token}, which is {inst.symbol}; "
+                           "send the token and symbol of one instrument, or the token alone")
+    if order.exchange_segment and order.exchange_segment.lower() != inst.exchange_segment.lower():
+        raise InvalidInput("order.exchange_segment", f"{order.exchange_segment} is not where token {order.token} "
+                           f"({inst.symbol}) trades: {inst.exchange_segment}")
+    out = trading_pb2.OrderRequest()
+    out.CopyFrom(order)
+    out.client_order_id = out.client_order_id or f"man-{ids.next()}"
+    out.exchange_segment = inst.exchange_segment
+    out.symbol = inst.symbol
+    out.product = out.product or trading_pb2.PRODUCT_MIS
+    out.validity = out.validity or trading_pb2.VALIDITY_DAY
+    out.strategy_tag = out.strategy_tag or "MANUAL"
+    return out

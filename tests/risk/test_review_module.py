@@ -14,6 +14,7 @@ import pytest
 
 from services.risk.config import RiskSettings
 from services.risk.module import RiskModule
+from services.risk.orders import manual_order
 from shared import rpc
 from shared.bus import Bus, Subscription, Topic
 from shared.clock import ManualClock, ist_ns
@@ -143,10 +144,11 @@ def test_a_manual_orders_symbol_and_segment_must_be_its_tokens(clock):
 
     for field, value in (("symbol", "NIFTY26JANFUT"), ("exchange_segment", "mcx_fo")):
         with pytest.raises(InvalidInput, match=field) as err:
-            module._complete_manual_order(order(token=reliance.token, **{field: value}))
+            manual_order(order(token=reliance.token, **{field: value}), module.instruments, module.sequencer)
         assert "RELIANCE-EQ" in str(err.value)
 
-    out = module._complete_manual_order(order(token=reliance.token, symbol="reliance-eq", exchange_segment=""))
+    out = manual_order(order(token=reliance.token, symbol="reliance-eq", exchange_segment=""), module.instruments,
+                       module.sequencer)
     assert (out.symbol, out.exchange_segment) == ("RELIANCE-EQ", "nse_cm")
 
 
