@@ -37,6 +37,16 @@ async def run_until(app, work) -> None:
     await asyncio.wait_for(app.run(extra=[body], stop=stop), 60)
 
 
+async def until_holding(app: Monolith, quantity: int) -> None:
+    """Until the OMS books a position of `quantity` (a market order filled), polled for up to 20 s."""
+    for _ in range(400):
+        positions = await app.bus.call(rpc.LIST_POSITIONS, oms_pb2.ListPositionsRequest())
+        if any(p.net_quantity == quantity for p in positions.positions):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the market order never filled")
+
+
 async def test_after_a_restart_risk_counts_the_position_the_oms_rebuilt_from_the_ledger(database):
     first = Monolith(settings(database), {"strategy": {"strategies": []}})
 
@@ -44,12 +54,7 @@ async def test_after_a_restart_risk_counts_the_position_the_oms_rebuilt_from_the
         listed = await first.bus.call(rpc.LIST_INSTRUMENTS, ingestion_pb2.ListInstrumentsRequest())
         sbin = next(i for i in listed.instruments if i.symbol == "SBIN-EQ")
         await place_once_priced(first.bus, sbin)
-        for _ in range(400):
-            positions = await first.bus.call(rpc.LIST_POSITIONS, oms_pb2.ListPositionsRequest())
-            if any(p.net_quantity == 1 for p in positions.positions):
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError("the market order never filled")
+        await until_holding(first, 1)
 
     await run_until(first, buy_one)
 

@@ -21,7 +21,7 @@ from shared.contracts import ingestion_pb2, oms_pb2
 from shared.db.queries import day_pnl
 from shared.errors import RiskRejected
 from shared.ports import free_loopback_port
-from tests.app.test_monolith_restart import run_until, settings
+from tests.app.test_monolith_restart import run_until, settings, until_holding
 from tests.grpc.procs import grpcurl, grpcurl_json, wait_until
 from tests.notifier.test_monolith import manual_order
 
@@ -44,12 +44,7 @@ async def buy_two_sbin(database: str) -> None:
             except RiskRejected as exc:  # no last price before the first tick
                 assert exc.reason_code == "NO_PRICE", str(exc)
                 await asyncio.sleep(0.05)
-        for _ in range(400):
-            positions = await app.bus.call(rpc.LIST_POSITIONS, oms_pb2.ListPositionsRequest())
-            if any(p.net_quantity == 2 for p in positions.positions):
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError("the market order never filled")
+        await until_holding(app, 2)
 
     await run_until(app, buy)
 
