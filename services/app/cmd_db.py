@@ -36,7 +36,8 @@ def add_parser(sub: Any) -> None:
         q.set_defaults(handler=lambda args, fn=handler: _main(fn, args))
     q = db_sub.add_parser("psql", help="psql on the database (more psql arguments after --)")
     _add_database_args(q)
-    q.add_argument("-c", "--command", help="run one SQL command and exit")
+    q.add_argument("-c", "--command", action="append", default=[],
+                   help="run an SQL command and exit; repeat to run several, in order (as psql does)")
     q.add_argument("psql_args", nargs=argparse.REMAINDER)
     q.set_defaults(handler=_psql)
 
@@ -116,7 +117,7 @@ def _psql(args: argparse.Namespace) -> int:
 
             server = EmbeddedPostgres(data_dir)
             url = asyncio.run(ensure_database(server.start(), EMBEDDED_DB_NAME))
-        extra = [a for a in args.psql_args if a != "--"] + (["-c", args.command] if args.command else [])
+        extra = [a for a in args.psql_args if a != "--"] + [arg for sql in args.command for arg in ("-c", sql)]
         with tempfile.TemporaryDirectory(prefix="neopulse-psql-") as private:  # mode 0700: only we can read it
             dsn, env = psql_connection(url, Path(private))
             return subprocess.call([str(POSTGRES_BIN_PATH / "psql"), dsn, *extra], env={**os.environ, **env})

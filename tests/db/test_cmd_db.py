@@ -58,6 +58,13 @@ def test_db_psql_runs_a_command_on_the_database(empty_url, capfd):
     assert "42" in capfd.readouterr().out
 
 
+def test_db_psql_runs_every_command_given_in_order(empty_url, capfd):
+    code = main(["db", "psql", "-c", "SELECT 'first' AS one", "-c", "SELECT 'second' AS two"])
+
+    out = capfd.readouterr().out
+    assert code == 0 and "first" in out and "second" in out and out.index("first") < out.index("second")
+
+
 def _secrets_in_query(url: str) -> tuple[str, str]:
     """`url` with its password moved from user:password@ to the query string, with an sslpassword beside it."""
     parts = urlsplit(url)
