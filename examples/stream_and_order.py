@@ -14,8 +14,11 @@ from shared.contracts import trading_pb2 as t
 
 async def main(target: str, token: str | None, tls_ca: str | None, symbol: str, ticks: int) -> None:
     async with NeoPulseClient(target, token=token, tls_ca=tls_ca) as client:
-        instruments = {i.symbol: i for i in await client.list_instruments()}
-        inst = instruments[symbol]
+        instruments = {i.symbol.upper(): i for i in await client.list_instruments()}
+        inst = instruments.get(symbol.upper())
+        if inst is None:
+            traded = ", ".join(sorted(instruments))
+            raise SystemExit(f"--symbol {symbol} is not traded by this server; it trades {traded}")
         last_price = 0
         stream = client.stream_ticks([inst.token])
         async for tick in stream:
@@ -40,6 +43,8 @@ if __name__ == "__main__":
     parser.add_argument("--token", help="bearer token when the server has [grpc].auth_token")
     parser.add_argument("--tls-ca", help="CA certificate (PEM) when the server uses TLS")
     parser.add_argument("--symbol", default="RELIANCE-EQ")
-    parser.add_argument("--ticks", type=int, default=5)
+    parser.add_argument("--ticks", type=int, default=5, help="ticks to print before the order (at least 1)")
     args = parser.parse_args()
+    if args.ticks < 1:
+        parser.error("--ticks must be at least 1 (the order is priced off the last tick)")
     asyncio.run(main(args.target, args.token, args.tls_ca, args.symbol, args.ticks))

@@ -107,3 +107,18 @@ def test_python_example_streams_ticks_then_places_and_cancels_an_order(addr):
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("RELIANCE-EQ ltp") == 2
     assert "ORDER_STATUS_OPEN" in result.stdout and "cancelled" in result.stdout
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--symbol", "NOSUCH-EQ"], "--symbol NOSUCH-EQ is not traded by this server"),
+    (["--ticks", "0"], "--ticks must be at least 1")])
+def test_python_example_refuses_a_symbol_the_server_does_not_trade_or_no_ticks_in_one_line(addr, args, says):
+    import subprocess
+    import sys
+
+    from tests.grpc.procs import ROOT
+
+    result = subprocess.run([sys.executable, "examples/stream_and_order.py", "--target", addr, *args],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    assert result.returncode != 0 and says in result.stderr and "Traceback" not in result.stderr, result.stderr
