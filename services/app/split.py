@@ -236,17 +236,20 @@ class SplitProcess:
         (never in the ledger, nor sent), nor a write found committed after its reply was lost (published under a new
         sequence): a crash just after one of those, unreceived, goes unreported. Risk saves how far its decisions
         went when it stops cleanly."""
-        for hub in server.hubs.values():
-            hub.started_at = started_at
+        recorded: dict[str, int] | None = None
         if self.module == "oms" and component.ledger.durable:
             recorded = {"all": await component.ledger.max_sequence()}
             server.hubs[UPDATES].previous = recorded
         elif self.module == "risk" and (published := await component.restore_published(started_at)) is not None:
             recorded = server.hubs[DECISIONS].previous = dict(published.highest)
             server.hubs[DECISIONS].unknown_below = published.unknown_below
-        else:
-            return
-        log.info("earlier processes of this module got to these sequences", extra={"previous_sequence": recorded})
+        # Numbered above what the earlier processes recorded, should this host's clock be behind theirs (the module
+        # does so too: Book.start_sequence, RiskModule._carry_over).
+        started_at = max([started_at, *(recorded or {}).values()])
+        for hub in server.hubs.values():
+            hub.started_at = started_at
+        if recorded is not None:
+            log.info("earlier processes of this module got to these sequences", extra={"previous_sequence": recorded})
 
     async def _resume_points(self, component: Any) -> dict[str, int]:
         """Streams to take from after a sequence instead of live from now. The OMS: risk's decisions after the last

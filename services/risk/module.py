@@ -125,7 +125,7 @@ class RiskModule(Component):
         """After a restart: an engaged kill switch stays engaged, and a daily-loss REDUCING or HALTED holds for the
         rest of its day, as if risk had not restarted (announced, as any state change)."""
         saved = await self.state_store.load()
-        self.published.carry_over(saved)
+        self._carry_over(saved)
         if saved is not None:
             self.engine.restore_durable_state(saved)
             log.info("risk state restored", extra={"state": state_name(self.engine.state),
@@ -363,8 +363,15 @@ class RiskModule(Component):
             return None
         if started_at:
             self.published.unknown_below = min(self.published.unknown_below, started_at)
-        self.published.carry_over(await self.state_store.load())
+        self._carry_over(await self.state_store.load())
         return self.published
+
+    def _carry_over(self, saved: dict[str, Any] | None) -> None:
+        """Take over the earlier processes' record, and number the decisions above all they published: the sequence
+        starts at this process's start time, and a clock stepped back since would number below them, where a
+        consumer resuming after their last drops a decision as already seen."""
+        self.published.carry_over(saved)
+        self.sequencer.value = max(self.sequencer.value, self.published.highest["all"])
 
     async def stop(self) -> None:
         """Save the state with how far the decisions went: none are published from here on (split mode has stopped

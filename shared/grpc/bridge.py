@@ -40,6 +40,8 @@ RECONNECTS = Counter("neopulse_grpc_bridge_reconnects", "Upstream stream reconne
 GAPS = Counter("neopulse_grpc_bridge_gaps", "Resumes the upstream could not serve: messages lost between them",
                ["method"])
 DUPLICATES = Counter("neopulse_grpc_bridge_duplicates_dropped", "Stream messages dropped as already seen", ["method"])
+REWINDS = Counter("neopulse_grpc_bridge_rewinds", "Restarted upstreams numbering below the resume point (their clock "
+                  "behind the earlier process's): streamed again from where they started", ["method"])
 FORWARD_FAILED = Counter("neopulse_grpc_bridge_notifications_failed", "Notifications the notifier did not take")
 
 
@@ -70,6 +72,10 @@ class Backoff:
     async def wait(self) -> None:
         await asyncio.sleep(self.next_s * random.uniform(0.8, 1.2))
         self.next_s = min(self.max_s, self.next_s * 2)
+
+
+class _Rewind(Exception):
+    """The upstream's process numbers below our resume point: stream it again from where it started."""
 
 
 class StreamBridge:
@@ -118,6 +124,8 @@ class StreamBridge:
             try:
                 await self._stream_once()
                 log.info("upstream stream ended; reconnecting", extra={"method": self.method})
+            except _Rewind:
+                continue
             except grpc.aio.AioRpcError as err:
                 if err.code() == grpc.StatusCode.DATA_LOSS:
                     await self._messages_lost(err)
@@ -170,26 +178,35 @@ class StreamBridge:
         records (the OMS: its ledger) that the upstream's earlier process gave: all this one publishes is above
         STARTED_AT_KEY. The new process says how far its earlier ones got where it keeps a record (PREVIOUS_KEY; the
         OMS: its ledger; risk: what it saved at a clean stop): a loss is reported only when they got past our
-        resume point. Where it keeps none, a loss cannot be ruled out: said loudly, as for a DATA_LOSS."""
+        resume point. Where it keeps none, a loss cannot be ruled out: said loudly, as for a DATA_LOSS. A process
+        that numbers below our resume point, which it never got to, is streamed again from its start (_rewind)."""
         incarnation = str(headers.get(INCARNATION_KEY, ""))
         previous, self.upstream = self.upstream, incarnation or self.upstream
         ended_cleanly, self._ended_cleanly = self._ended_cleanly, False
         resume = self.last_sequence
         if not self.resumable:
             return
-        if resume <= 0 or 0 < _header_int(headers, OLDEST_KEPT_KEY) <= resume:
+        started_at = _header_int(headers, STARTED_AT_KEY)
+        # This process numbers from its start, below our resume point, which it never got to: an earlier one, its
+        # clock ahead of this one's, gave that point (a clock stepped back, another host).
+        overlap = 0 < started_at < resume and resume > _header_int(headers, SEQUENCE_KEY)
+        if resume <= 0 or (0 < _header_int(headers, OLDEST_KEPT_KEY) <= resume and not overlap):
             pass  # nothing to resume from, or the new ring reaches back to it
         elif not previous:
-            if resume <= _header_int(headers, STARTED_AT_KEY):
+            if resume <= started_at or overlap:
                 await self._restarted_past(resume, headers, "the upstream restarted after this process took that "
                                            "resume point from its own records")
         elif incarnation and incarnation != previous:
             if ended_cleanly:
                 # All the process before sent us is here, but one between the two (started and gone while we were
                 # away) is not ruled out: the next process of ours checks again from where we are accounted.
+                if overlap:
+                    self._rewind(resume, started_at)
                 return
             await self._restarted_past(resume, headers, "the upstream restarted without ending this stream cleanly")
-        self.accounted_below = max(self.accounted_below, _header_int(headers, STARTED_AT_KEY))
+        self.accounted_below = max(self.accounted_below, started_at)
+        if overlap:
+            self._rewind(resume, started_at)
 
     async def _restarted_past(self, resume: int, headers: dict[str, Any], how: str) -> None:
         """Report what an upstream's earlier incarnation published after `resume` that its new ring does not hold:
@@ -206,6 +223,17 @@ class StreamBridge:
         else:
             log.info("upstream restarted; everything it published before had arrived", extra={
                 "method": self.method, "after_sequence": resume, "previous_sequence": int(recorded)})
+
+    def _rewind(self, resume: int, started_at: int) -> None:
+        """The upstream's process numbers from its start time, below our resume point: all it published up to that
+        point would be dropped here as already seen, orders and fills among them. Stream it again from where it
+        started: none of that was received from it (its own sequences never got as far as our resume point)."""
+        REWINDS.labels(self.method).inc()
+        log.warning("upstream restarted numbering below this stream's resume point (its clock is behind the one "
+                    "before it); streaming it again from where it started", extra={
+                        "method": self.method, "after_sequence": resume, "started_at": started_at})
+        self.last_sequence = started_at
+        raise _Rewind
 
     async def _messages_lost(self, err: grpc.aio.AioRpcError) -> None:
         """The upstream no longer has what came after our resume point: count it and say so loudly, then go on

@@ -315,3 +315,106 @@ async def test_a_bridge_that_got_nothing_yet_still_gets_what_a_restarted_upstrea
         await channel.close()
 
     assert seen == [1, 2]
+
+
+async def _restarted_below(running, resume_from_records: int, previous: int | None) -> tuple[list[int], list[str]]:
+    """An OrderService that started numbering at 500, below where the bridge resumes: (sequences delivered,
+    notifications). `resume_from_records`: the bridge resumes from its own records (a restarted OMS); 0, it first
+    streams from an earlier process numbered from 1000 (its clock ahead), which stops cleanly after 1001 and 1002."""
+    local = running()
+    seen: list[int] = []
+    notes: list[str] = []
+
+    async def collect(msg):
+        seen.append(msg.sequence)
+
+    async def note(msg):
+        notes.append(msg.title)
+
+    local.subscribe(Topic.ORDER_UPDATES, "collector", collect)
+    local.subscribe(Topic.NOTIFICATIONS, "notes", note)
+    method = rpc.method("OrderService", "StreamOrderUpdates")
+    upstream = running()
+    server = await serve(upstream, ["OrderService"])
+    port = server.bound_port
+    channel = open_channel(f"127.0.0.1:{port}", GrpcSettings())
+    bridge = StreamBridge(local, channel, method, backoff=Backoff(0.05, 0.2))
+    bridge.last_sequence = resume_from_records
+    task = asyncio.create_task(bridge.run())
+    try:
+        if not resume_from_records:
+            server.hubs[method].started_at = 1000
+            await wait_for(lambda: server.hubs[method].listener_count == 1)
+            for seq in (1001, 1002):
+                await upstream.publish(Topic.ORDER_UPDATES, update(seq))
+            await wait_for(lambda: seen == [1001, 1002])
+            await server.stop(1.0)
+            upstream = running()
+            server = await serve(upstream, ["OrderService"], port=port)
+        server.hubs[method].started_at = 500
+        server.hubs[method].previous = None if previous is None else {"all": previous}
+        await upstream.publish(Topic.ORDER_UPDATES, update(501))  # before the bridge is there
+        await wait_for(lambda: server.hubs[method].listener_count == 1)
+        await upstream.publish(Topic.ORDER_UPDATES, update(502))
+        await wait_for(lambda: seen[-1:] == [502])
+        await server.stop(0)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await channel.close()
+    return seen, notes
+
+
+async def test_an_upstream_restarted_on_a_clock_behind_the_last_one_is_streamed_from_its_start(running):
+    """Sequences start at a process's start time: one whose clock is behind its predecessor's (stepped back, another
+    host) numbered below the resume point, and all it published up to there (orders, fills) was dropped as seen."""
+    seen, notes = await _restarted_below(running, resume_from_records=0, previous=1002)
+
+    assert seen == [1001, 1002, 501, 502]
+    assert notes == []  # the one before ended the stream cleanly: nothing lost
+
+
+async def test_a_bridge_resuming_from_its_records_takes_all_an_upstream_numbering_below_them_published(running):
+    seen, notes = await _restarted_below(running, resume_from_records=1002, previous=1002)
+
+    assert seen == [501, 502]
+    assert notes == []  # its earlier processes got to 1002: all had arrived
+
+
+async def test_an_upstream_numbering_below_the_resume_point_keeping_no_record_may_have_lost_some(running):
+    seen, notes = await _restarted_below(running, resume_from_records=1002, previous=None)
+
+    assert seen == [501, 502]
+    assert notes == ["Order-path messages may have been lost between processes"]
+
+
+async def test_a_resume_point_the_running_upstream_gave_is_not_streamed_again(running):
+    """A restarted OMS resumes from its ledger's last decision, which the risk process still running published:
+    not taken for a point from an earlier process numbering above this one."""
+    upstream, local = running(), running()
+    seen: list[int] = []
+
+    async def collect(msg):
+        seen.append(msg.sequence)
+
+    local.subscribe(Topic.ORDER_UPDATES, "collector", collect)
+    method = rpc.method("OrderService", "StreamOrderUpdates")
+    server = await serve(upstream, ["OrderService"])
+    server.hubs[method].started_at = 1000
+    for seq in (1001, 1002):
+        await upstream.publish(Topic.ORDER_UPDATES, update(seq))
+    channel = open_channel(f"127.0.0.1:{server.bound_port}", GrpcSettings())
+    bridge = StreamBridge(local, channel, method, backoff=Backoff(0.05, 0.2))
+    bridge.last_sequence = 1001
+    task = asyncio.create_task(bridge.run())
+    try:
+        await wait_for(lambda: seen == [1002])
+        await upstream.publish(Topic.ORDER_UPDATES, update(1003))
+        await wait_for(lambda: seen[-1:] == [1003])
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await channel.close()
+        await server.stop(0)
+
+    assert seen == [1002, 1003]

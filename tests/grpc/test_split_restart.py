@@ -43,13 +43,16 @@ class Restarting:
         self.upstream: tuple[Bus, GrpcServer] | None = None
 
     async def start(self, last_sequence: int = 0, previous: dict[str, int] | None = None, started_at: int = 0,
-                    request: Any | None = None, unknown_below: int = 0) -> None:
-        """The upstream (declaring `previous`, `unknown_below` and `started_at`), then the bridge with `request`,
-        resuming after `last_sequence` (0: live)."""
+                    request: Any | None = None, unknown_below: int = 0, made: tuple[Any, ...] = ()) -> None:
+        """The upstream (declaring `previous`, `unknown_below` and `started_at`; having published `made`), then the
+        bridge with `request`, resuming after `last_sequence` (0: live)."""
         self.local.subscribe(self.topic, "consumer", self._collect)
         self.local.subscribe(Topic.NOTIFICATIONS, "notes", self._note)
         await self.proxy.start()
         await self.start_upstream(previous, started_at, unknown_below)
+        await self.publish(*made)
+        assert self.upstream is not None
+        await self.upstream[0].drain()  # in its hub's ring
         self.channel = open_channel(f"127.0.0.1:{self.proxy.port}", GrpcSettings())
         self.bridge = StreamBridge(self.local, self.channel, self.method, request, backoff=Backoff(0.05, 0.1))
         self.bridge.last_sequence = last_sequence
@@ -230,7 +233,8 @@ async def test_an_oms_resuming_from_before_a_risk_crash_is_told_a_loss_cannot_be
 async def test_an_oms_resuming_from_its_ledger_to_the_same_risk_process_reports_nothing():
     rig = Restarting(DECISIONS)
     try:
-        await rig.start(last_sequence=4, started_at=1, request=ACCEPTED_ONLY, previous=None)  # it made 4
+        await rig.start(last_sequence=4, started_at=1, request=ACCEPTED_ONLY, previous=None,
+                        made=tuple(decision(n) for n in range(2, 5)))  # it made 4, the last one in the ledger
         await rig.publish(decision(5))
         await wait_for(lambda: rig.seen == [5])
     finally:

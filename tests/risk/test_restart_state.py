@@ -126,6 +126,27 @@ async def test_a_risk_that_stopped_cleanly_tells_the_next_one_how_far_its_decisi
     assert record.unknown_below < accepted.sequence  # only before the first process on this database
 
 
+async def test_a_risk_on_a_clock_behind_the_last_ones_numbers_its_decisions_above_theirs(db_pool, clock):
+    """Decisions are numbered from the process's start time: on a clock behind its predecessor's (stepped back,
+    another host) they came below those already out, and the OMS's bridge, resuming after the last one it took,
+    dropped them as already seen."""
+    bus, module, _, task = await _risk(clock, PgRiskState(db_pool))
+    module.sequencer.value += 3_600_000_000  # its clock an hour ahead of this one
+    [before] = await _decide(bus, accepted=1, rejected=0)
+    await module.stop()
+    await _stop(task)
+
+    told, _ = await _next_process_record(clock, db_pool)
+    bus, _, _, task = await _risk(clock, PgRiskState(db_pool))
+    try:
+        [after] = await _decide(bus, accepted=1, rejected=0)
+    finally:
+        await _stop(task)
+
+    assert told.sequencer.value >= before.sequence  # split mode: what its streams say it starts above
+    assert after.sequence > before.sequence
+
+
 async def test_the_record_outlives_a_process_that_decided_nothing_and_a_crash_makes_all_before_it_unknown(
         db_pool, clock):
     """A later clean stop must not wipe what an earlier process published (the OMS may still miss it); after a crash
