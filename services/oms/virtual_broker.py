@@ -8,7 +8,8 @@ Fill rules (pure functions in fill_rules.py):
   worked out, or as soon as anything reads or changes the book):
   * MARKET fills at once, all of it, at the ask (buy) / bid (sell), or the ltp when the tick has no quote.
     With no tick yet, or only one of an earlier IST day (yesterday's close, before today's first tick), it
-    waits and fills at the open of the next candle.
+    waits: it fills the same way at the token's next tick of its day (on_ticks), or at the open of the next
+    candle should that come first.
   * LIMIT that is marketable (buy limit >= ask, sell limit <= bid) fills at once at the ask / bid; not against
     a tick of an earlier IST day (it rests, and candles fill it).
   * STOP orders wait for a candle (TRIGGER_PENDING).
@@ -105,6 +106,8 @@ class VirtualBroker:
         # Fills decided on arrival, to book in placement order: (order, price, time of arrival).
         self._arrivals: deque[tuple[VirtualOrder, int, int]] = deque()
         self._booking: asyncio.Task[None] | None = None
+        # MARKET orders that found no tick of their day on arrival: token -> orders, to fill at its next tick.
+        self._awaiting_tick: dict[int, list[VirtualOrder]] = {}
 
     def __getattr__(self, attr: str) -> Any:
         # Only named reads reach the real account; anything else (a write) must be implemented here.
@@ -147,6 +150,8 @@ class VirtualBroker:
                 self._booking = asyncio.get_running_loop().create_task(self._book_arrivals_soon())
         elif order.validity == t.VALIDITY_IOC:
             await self._close(vo, t.ORDER_STATUS_CANCELLED, "IOC order not filled on arrival")
+        elif order.order_type == t.ORDER_TYPE_MARKET:
+            self._awaiting_tick.setdefault(order.token, []).append(vo)
         return ack
 
     async def modify_order(self, exchange_order_id: str, *, quantity: int | None = None,
@@ -219,6 +224,8 @@ class VirtualBroker:
             vo.brokerage_paise = self.charges.brokerage_paid(request, vo.filled, u.average_price_paise)
             if vo.status not in TERMINAL:
                 vo.status = self._resting_status(vo)
+                if request.order_type == t.ORDER_TYPE_MARKET and not vo.filled:
+                    self._awaiting_tick.setdefault(request.token, []).append(vo)
             self._add(vo)
             restored += 1
         return restored
@@ -228,6 +235,26 @@ class VirtualBroker:
         last = self._last
         for tick in batch.ticks:
             last[tick.token] = tick
+        if self._awaiting_tick:
+            await self._fill_awaiting(batch.ticks)
+
+    async def _fill_awaiting(self, ticks: Any) -> None:
+        """MARKET orders that found no tick of their day on arrival fill in full at the first one of their token
+        after it, at its ask (buy) / bid (sell) or ltp, as they would have on arrival. Not one that filled from a
+        candle meanwhile (a partial remainder fills at the next candle's open), nor one cancelled."""
+        await self._book_arrivals()
+        for tick in ticks:
+            waiting = self._awaiting_tick.pop(tick.token, None)
+            if not waiting:
+                continue
+            for vo in waiting:
+                if vo.status in TERMINAL or vo.filled:
+                    continue
+                price = arrival_price(vo.request.side, tick, vo.accepted_ns)
+                if price:
+                    await self._fill(vo, vo.remaining, price)
+                else:  # a tick of an earlier day, delivered late: it waits for one of its own day
+                    self._awaiting_tick.setdefault(tick.token, []).append(vo)
 
     async def on_candle(self, candle: market_pb2.Candle) -> None:
         await self.process_candle(candle)
@@ -344,9 +371,13 @@ class VirtualBroker:
             self._working.setdefault(vo.request.token, []).append(vo)
 
     def _retire(self, vo: VirtualOrder) -> None:
-        working = self._working.get(vo.request.token, [])
-        if vo in working:
-            working.remove(vo)
+        token = vo.request.token
+        for orders in (self._working, self._awaiting_tick):
+            waiting = orders.get(token, [])
+            if vo in waiting:
+                waiting.remove(vo)
+        if token in self._awaiting_tick and not self._awaiting_tick[token]:
+            del self._awaiting_tick[token]
 
     def _event(self, vo: VirtualOrder, at_ns: int = 0) -> BrokerOrderEvent:
         qty, price, charges = vo.last_fill

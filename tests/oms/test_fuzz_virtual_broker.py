@@ -84,6 +84,7 @@ class Expected:
     brokerage: int = 0
     reason: str = ""
     queue: int = 0  # when it was (last) accepted, in arrival order: equal clock readings do not tie
+    awaiting_tick: bool = False  # a MARKET order that found no tick on arrival: the next one of its token fills it
 
     @property
     def remaining(self) -> int:
@@ -147,6 +148,24 @@ class Model:
         # IOC: what did not fill on arrival is cancelled at once.
         if req.validity == t.VALIDITY_IOC and o.status not in TERMINAL:
             self.close(o, "IOC order not filled on arrival")
+        o.awaiting_tick = req.order_type == t.ORDER_TYPE_MARKET and not o.filled and o.status not in TERMINAL
+
+    def ticks(self, ticks: list[market_pb2.Tick]) -> None:
+        """The last tick of each token; a MARKET order still waiting for one of its day fills at it, in full, as on
+        arrival (not once a candle filled part of it)."""
+        for k in ticks:
+            self.last_tick[k.token] = k
+        for k in ticks:
+            for o in self.orders.values():
+                if not o.awaiting_tick or o.request.token != k.token:
+                    continue
+                if o.status in TERMINAL or o.filled:
+                    o.awaiting_tick = False
+                    continue
+                px = arrival_price(o.request.side, k, o.accepted_ns)
+                if px > 0:
+                    o.awaiting_tick = False
+                    self.fill(o, o.remaining, px)
 
     def candle(self, c: market_pb2.Candle) -> None:
         if c.start_ns <= self.candle_start.get(c.token, -1):
@@ -341,8 +360,7 @@ class Run:
         self.trace.append("ticks " + ", ".join(f"tok={k.token} ltp={k.ltp_paise} bid={k.bid_paise} ask={k.ask_paise}"
                                                for k in batch.ticks))
         await self.vb.on_ticks(batch)
-        for k in batch.ticks:
-            self.model.last_tick[k.token] = k
+        self.model.ticks(list(batch.ticks))
         await self.check()
 
     def pick(self) -> Expected | None:

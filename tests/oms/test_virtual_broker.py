@@ -156,6 +156,30 @@ async def test_market_order_without_a_tick_fills_at_the_next_candle_open(vb):
     assert vo.average_price_paise == 100_10
 
 
+async def test_market_order_without_a_tick_fills_at_the_next_tick_of_its_token(vb):
+    """Filling only at the next candle, a market order placed before the OMS had a tick waited up to a minute, and
+    forever where no candles reach the OMS (split mode without a strategy process)."""
+    vo = await place(vb, order(kind=t.ORDER_TYPE_MARKET, price=0, quantity=10))
+    await vb.on_ticks(tick(ltp=101_00, bid=100_95, ask=101_05, token=999))  # another instrument's
+    assert (vo.status, vo.filled) == (t.ORDER_STATUS_OPEN, 0)
+
+    await vb.on_ticks(tick(ltp=100_00, bid=99_95, ask=100_05))
+    await vb.on_candle(candle(open_=90_00, high=110_00, low=80_00, close=95_00, start_ns=T0 + MINUTE))
+
+    assert (vo.status, vo.filled, vo.average_price_paise) == (t.ORDER_STATUS_TRADED, 10, 100_05)
+    assert [e.filled_quantity for e in [await next_event(vb) for _ in range(1)]] == [10]
+    assert vb._events.empty()  # filled once: the candle after it found it traded
+
+
+async def test_a_cancelled_market_order_is_not_filled_by_the_next_tick(vb):
+    vo = await place(vb, order(kind=t.ORDER_TYPE_MARKET, price=0))
+    await vb.cancel_order(vo.id)
+
+    await vb.on_ticks(tick(ltp=100_00, bid=99_95, ask=100_05))
+
+    assert (vo.status, vo.filled) == (t.ORDER_STATUS_CANCELLED, 0)
+
+
 async def yesterdays_close_then_the_next_morning(vb) -> int:
     """The last tick of a day (15:29:59 IST), then the clock at 09:15:00.5 the next morning; returns that time."""
     close_ns = ist_ns(day_of(T0), 15, 29, 59)
@@ -175,6 +199,17 @@ async def test_market_order_ignores_yesterdays_last_tick_and_fills_at_the_next_c
                               start_ns=morning_ns - 500_000_000 + MINUTE))
 
     assert (vo.status, vo.average_price_paise) == (t.ORDER_STATUS_TRADED, 103_00)
+
+
+async def test_a_market_order_waiting_for_the_morning_fills_at_its_first_tick_not_a_late_one_of_yesterday(vb):
+    morning_ns = await yesterdays_close_then_the_next_morning(vb)
+    vo = await place(vb, order(kind=t.ORDER_TYPE_MARKET, price=0))
+
+    await vb.on_ticks(tick(ltp=100_00, bid=99_95, ask=100_05, ts_ns=morning_ns - 12 * 3600 * 10**9))  # yesterday's
+    assert (vo.status, vo.filled) == (t.ORDER_STATUS_OPEN, 0)
+    await vb.on_ticks(tick(ltp=102_00, bid=101_95, ask=102_05, ts_ns=morning_ns + 1))
+
+    assert (vo.status, vo.average_price_paise) == (t.ORDER_STATUS_TRADED, 102_05)
 
 
 async def test_a_limit_marketable_only_against_yesterdays_last_tick_rests(vb):
