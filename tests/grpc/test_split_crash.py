@@ -60,8 +60,17 @@ def kill(proc: Proc) -> None:
 
 
 def submit(port: int, client_order_id: str) -> dict:
-    return grpcurl_json("-d", json.dumps({"order": {**ORDER, "client_order_id": client_order_id}}),
-                        f"127.0.0.1:{port}", "neopulse.v1.RiskService/SubmitOrder")["decision"]
+    """Risk's decision on a market order; refused (FailedPrecondition) until risk has the instrument's first tick to
+    value it at, so asked again until then."""
+    def decided() -> dict | None:
+        result = grpcurl("-d", json.dumps({"order": {**ORDER, "client_order_id": client_order_id}}),
+                         f"127.0.0.1:{port}", "neopulse.v1.RiskService/SubmitOrder")
+        if result.returncode and "no last price" in result.stderr:
+            return None
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["decision"]
+
+    return wait_until(decided, timeout_s=30)
 
 
 def risk_holds(port: int, quantity: int) -> bool:
