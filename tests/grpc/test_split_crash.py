@@ -199,3 +199,20 @@ def test_a_decision_risk_accepted_after_the_oms_stopped_cleanly_is_still_reporte
 
     line = procs["oms"].wait_for_line(LOST, timeout_s=30)
     assert "StreamDecisions" in line and '"cause": "restarted"' in line
+
+
+def test_risk_restarted_cleanly_while_the_oms_runs_loses_nothing_and_reports_nothing(trio):
+    """The OMS's bridge finds a new risk process after a clean stop: its record ends where the stream did (nothing to
+    report), and the new process's decisions, numbered above the old one's, are placed (none dropped as seen)."""
+    ports, procs, start = trio
+    assert submit(ports["risk"], "before")["accepted"]
+    wait_until(lambda: orders(ports["oms"]), timeout_s=30)
+    assert procs["risk"].stop() == 0
+
+    start("risk")
+
+    wait_until(lambda: len([line for line in procs["oms"].lines if "upstream stream connected" in line
+                            and "RiskService/StreamDecisions" in line]) >= 2, timeout_s=30)
+    assert submit(ports["risk"], "after")["accepted"]
+    wait_until(lambda: {o["client_order_id"] for o in orders(ports["oms"])} == {"before", "after"}, timeout_s=30)
+    assert not [line for m in ("oms", "risk") for line in procs[m].lines if LOST in line]

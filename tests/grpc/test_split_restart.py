@@ -90,6 +90,14 @@ class Restarting:
         self.proxy.refusing = False
         await self.attached()
 
+    async def stop_and_restart(self, previous: dict[str, int] | None) -> None:
+        """The upstream stops cleanly (every stream ends after it had all), and a new process comes back
+        declaring `previous`."""
+        assert self.upstream is not None
+        await self.upstream[1].stop(1.0)
+        await self.start_upstream(previous)
+        await self.attached()
+
     async def close(self) -> None:
         if self.upstream is not None:
             await self.upstream[1].stop(0)
@@ -239,5 +247,38 @@ async def test_an_oms_resuming_from_its_ledger_to_the_same_risk_process_reports_
         await wait_for(lambda: rig.seen == [5])
     finally:
         await rig.close()
+
+    assert rig.notes == [] and rig.bridge.gaps == 0
+
+
+async def _away_while_a_process_came_and_went(previous: dict[str, int]) -> Restarting:
+    """Risk stops cleanly after decisions 1 and 2 reached the bridge; the next process declares `previous`."""
+    rig = Restarting(DECISIONS)
+    try:
+        await rig.start()
+        await rig.publish(decision(1), decision(2))
+        await wait_for(lambda: rig.seen == [1, 2])
+        await rig.stop_and_restart(previous=previous)
+        await rig.publish(decision(10))
+        await wait_for(lambda: rig.seen == [1, 2, 10])
+    finally:
+        await rig.close()
+    return rig
+
+
+async def test_a_process_that_published_between_two_clean_restarts_while_the_bridge_was_away_is_reported():
+    """Risk stopped cleanly, and a process started, accepted decision 3 and stopped while the OMS's bridge was away:
+    the one it then reached said its earlier processes got to 3, and nothing was reported until the OMS restarted."""
+    rig = await _away_while_a_process_came_and_went({"all": 3, "accepted": 3, "rejections": 0})
+
+    assert rig.bridge.gaps == 1
+    note = rig.notes[0]
+    assert (note.title, note.fields["after_sequence"], note.fields["cause"]) == (
+        "Order-path messages lost between processes", "2", "restarted")
+    assert "got to sequence 3" in note.text
+
+
+async def test_a_clean_restart_whose_record_ends_where_the_stream_did_reports_nothing():
+    rig = await _away_while_a_process_came_and_went({"all": 2, "accepted": 2, "rejections": 0})
 
     assert rig.notes == [] and rig.bridge.gaps == 0
