@@ -395,6 +395,18 @@ async def test_restore_reseeds_working_orders_from_the_ledger_and_they_fill_agai
     assert vo.average_price_paise == (4 * 100_00 + 6 * 99_00) // 10
 
 
+async def test_a_market_order_restored_unfilled_fills_at_the_next_tick():
+    vb = VirtualBroker(None, CHARGES, ManualClock(T0 + 1))
+    saved = t.OrderUpdate(internal_id="i-1", client_order_id="c-9", exchange_order_id="VB-abc",
+                          status=t.ORDER_STATUS_OPEN, ts_ns=ist_ns(day_of(T0), 9, 20),
+                          request=order(kind=t.ORDER_TYPE_MARKET, price=0, client_order_id="c-9"))
+
+    assert vb.restore([saved]) == 1
+    await vb.on_ticks(tick(ltp=100_00, bid=99_95, ask=100_05, ts_ns=T0 + 2))
+
+    assert (vb.book["VB-abc"].status, vb.book["VB-abc"].average_price_paise) == (t.ORDER_STATUS_TRADED, 100_05)
+
+
 async def test_a_part_filled_order_restored_after_a_restart_pays_only_the_rest_of_its_brokerage():
     vb = VirtualBroker(None, CHARGES, ManualClock(T0 + 1))
     req = order(price=100_00, quantity=100, client_order_id="c-9")
