@@ -278,5 +278,12 @@ async def call_counts(request: web.Request, sim: Simulator) -> web.Response:
 def add_routes(app: web.Application, sim: Simulator) -> None:
     for method, path, name, handler, auth in ROUTES:
         app.router.add_route(method, path, _route(sim, name, handler, auth))
-    app.router.add_post("/_sim/faults/{endpoint}", lambda request: set_fault(request, sim))
-    app.router.add_get("/_sim/calls", lambda request: call_counts(request, sim))
+
+    async def faults(request: web.Request) -> web.Response:  # aiohttp deprecates plain functions as handlers
+        return await set_fault(request, sim)
+
+    async def calls(request: web.Request) -> web.Response:
+        return await call_counts(request, sim)
+
+    app.router.add_post("/_sim/faults/{endpoint}", faults)
+    app.router.add_get("/_sim/calls", calls)
