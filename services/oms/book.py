@@ -144,6 +144,26 @@ class OrderBook:
         iid = order_id if order_id in self.orders else self._ids.get(order_id)
         return self.orders.get(iid) if iid else None
 
+    def forget_ended(self, before_ns: int) -> int:
+        """Drop from memory the orders that ended before `before_ns` (an earlier IST day): a process running for weeks
+        holds the orders it works on, not every order it ever saw. Looked up by id (GetOrder, a cancel, a decision
+        replayed), such an order is read from the ledger, which keeps them all. Not one still being settled: given up
+        (the broker may still show it), a write or broker news not recorded yet, a cancel unanswered, its lock held.
+        Returns how many."""
+        settling = (self._unknown_writes.keys() | self._unbooked.keys() | self._unrecorded
+                    | self._cancel_sent.keys() | self._cancel_unanswered.keys())
+        ended = [iid for iid, u in self.orders.items()
+                 if u.status in TERMINAL and u.ts_ns < before_ns and iid not in settling and not given_up(u)
+                 and not (iid in self._locks and self._locks[iid].locked())]
+        for iid in ended:
+            u = self.orders.pop(iid)
+            for key in (u.client_order_id, u.exchange_order_id):
+                if self._ids.get(key) == iid:
+                    del self._ids[key]
+            for per_order in (self._locks, self._charges, self._brokerage):
+                per_order.pop(iid, None)
+        return len(ended)
+
     def lock(self, internal_id: str) -> asyncio.Lock:
         return self._locks.setdefault(internal_id, asyncio.Lock())
 

@@ -136,6 +136,9 @@ class BrokerNews(OrderBook):
         if unbooked is not None:  # the broker's news in the order it gave it: its acknowledgement first
             await unbooked.settled.wait()
         async with self.lock(iid):
+            if iid not in self.orders:  # ended on an earlier day and dropped from memory meanwhile (forget_ended)
+                UNKNOWN_EVENTS.inc()
+                return
             await self.apply_event_locked(iid, ev)
 
     async def apply_event_locked(self, internal_id: str, ev: BrokerOrderEvent,

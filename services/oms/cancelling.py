@@ -36,6 +36,8 @@ class Cancelling(Placement):
             self.remember(cur)
         iid = cur.internal_id
         async with self.lock(iid):
+            if iid not in self.orders:  # dropped from memory (forget_ended) while this waited for the lock
+                self.remember(cur)
             while True:
                 try:
                     ack = await self._send_cancel(iid, order_id)

@@ -29,7 +29,7 @@ from services.oms.reconcile import (
 from services.oms.service import OrderService
 from services.oms.states import DAY_BOUND
 from shared.bus import Bus, Subscription, Topic
-from shared.clock import Clock, ist_day_number
+from shared.clock import Clock, day_of, ist_day_number, ist_ns
 from shared.component import Component
 from shared.contracts import market_pb2, ops_pb2
 from shared.contracts import trading_pb2 as t
@@ -173,6 +173,9 @@ class OmsModule(Component):
             day = today
             if stale:
                 log.warning("open DAY orders of earlier days settled", extra=counts)
+            forgotten = self.engine.forget_ended(ist_ns(day_of(self.clock.now_ns()), 0, 0))
+            log.info("orders ended on earlier days dropped from memory (the ledger keeps them)",
+                     extra={"orders": forgotten, "in_memory": len(self.engine.orders)})
 
     async def _check_positions(self) -> None:
         """The broker's positions against the book's. Risk counts only the book: a position opened outside

@@ -291,6 +291,15 @@ class VirtualBroker:
                 if _lapsed(vo.request, vo.placed_ns, day):
                     await self._close(vo, t.ORDER_STATUS_CANCELLED,
                                       f"DAY order expired at the end of {day_of(vo.placed_ns).isoformat()}")
+        self._forget_ended(day)
+
+    def _forget_ended(self, day: int) -> None:
+        """Drop the orders of earlier days that have ended, as a broker's new day's book does: a paper account
+        running for weeks holds its working orders, not every order it ever took (the OMS's ledger keeps them)."""
+        for vo in [vo for vo in self.book.values() if vo.status in TERMINAL and ist_day_number(vo.placed_ns) < day]:
+            del self.book[vo.id]
+            if self._by_tag.get(vo.request.client_order_id) is vo:
+                del self._by_tag[vo.request.client_order_id]
 
     def events(self) -> AsyncIterator[BrokerOrderEvent]:
         return self._iterate_events()

@@ -27,7 +27,7 @@ from services.oms.virtual_broker import VirtualBroker
 from shared.clock import NS, ManualClock, day_of, ist_day_number, ist_ns, minute_start_ns
 from shared.contracts import market_pb2
 from shared.contracts import trading_pb2 as t
-from shared.errors import BrokerRejected
+from shared.errors import BrokerRejected, NotFound
 from tests.oms.helpers import MINUTE, T0, candle, order, tick
 
 SEEDS = range(2000)  # ~6 s; failures were found at seeds 18 and 42
@@ -98,11 +98,14 @@ class Expected:
 @dataclass
 class Model:
     orders: dict[str, Expected] = field(default_factory=dict)  # placement order
-    tags: set[str] = field(default_factory=set)
     last_tick: dict[int, market_pb2.Tick] = field(default_factory=dict)
     candle_start: dict[int, int] = field(default_factory=dict)  # token -> start of its latest candle
     out: list[tuple] = field(default_factory=list)  # events expected from the current step
     arrivals: int = 0
+    day: int = 0  # IST day of the latest candle: the orders of earlier days that ended are gone from the book
+
+    def dropped(self, o: Expected) -> bool:
+        return o.status in TERMINAL and ist_day_number(o.placed_ns) < self.day
 
     def accept(self, o: Expected, now: int) -> None:
         self.arrivals += 1
@@ -129,7 +132,9 @@ class Model:
                 if o.status not in TERMINAL and (token is None or o.request.token == token)]
 
     def refuses(self, req: t.OrderRequest) -> bool:
-        return req.quantity <= 0 or (bool(req.client_order_id) and req.client_order_id in self.tags)
+        # A tag is refused while its order is in the book (not once it ended on an earlier day and was dropped).
+        return req.quantity <= 0 or (bool(req.client_order_id) and any(
+            o.request.client_order_id == req.client_order_id and not self.dropped(o) for o in self.orders.values()))
 
     def place(self, vid: str, req: t.OrderRequest, now: int) -> None:
         status = t.ORDER_STATUS_TRIGGER_PENDING if req.order_type in STOPS else t.ORDER_STATUS_OPEN
@@ -137,8 +142,6 @@ class Model:
         o.request.CopyFrom(req)
         self.accept(o, now)
         self.orders[vid] = o
-        if req.client_order_id:
-            self.tags.add(req.client_order_id)
         # Arrival: MARKET fills all at the touch; a marketable LIMIT (buy limit >= ask, sell limit <= bid) too.
         px = arrival_price(req.side, self.last_tick.get(req.token), now)
         if px > 0:
@@ -172,6 +175,7 @@ class Model:
             return  # a repeated candle: its volume was shared out already
         self.candle_start[c.token] = c.start_ns
         day = ist_day_number(c.start_ns)
+        self.day = max(self.day, day)
         # A DAY order works until the end of its IST day: a candle of a later day cancels it first.
         for o in self.working():
             if o.request.validity != t.VALIDITY_IOC and ist_day_number(o.placed_ns) < day:
@@ -371,7 +375,10 @@ class Run:
         if o is None:
             return
         self.trace.append(f"cancel {o.id}")
-        if o.status in TERMINAL:
+        if self.model.dropped(o):
+            with pytest.raises(NotFound):
+                await self.vb.cancel_order(o.id)
+        elif o.status in TERMINAL:
             with pytest.raises(BrokerRejected):
                 await self.vb.cancel_order(o.id)
         else:
@@ -390,7 +397,10 @@ class Run:
         trigger = rng.choice((None, self.price(tok))) if o.request.order_type in STOPS else None
         self.clock.advance(rng.choice((0, 0.001, 0.5)))
         self.trace.append(f"modify {o.id} q={quantity} px={price} trig={trigger} at {self.clock.now_ns()}")
-        if o.status in TERMINAL or (quantity is not None and quantity <= o.filled):
+        if self.model.dropped(o):
+            with pytest.raises(NotFound):
+                await self.vb.modify_order(o.id, quantity=quantity, price_paise=price, trigger_price_paise=trigger)
+        elif o.status in TERMINAL or (quantity is not None and quantity <= o.filled):
             with pytest.raises(BrokerRejected):
                 await self.vb.modify_order(o.id, quantity=quantity, price_paise=price, trigger_price_paise=trigger)
         else:
@@ -427,6 +437,9 @@ class Run:
             by_order_expected[e[0]].append(e)
         assert by_order_got == by_order_expected, "events differ from the documented rules"
         for o in self.model.orders.values():
+            if self.model.dropped(o):
+                assert o.id not in self.vb.book, f"{o.id} of an earlier day, ended, still in the book"
+                continue
             vo = self.vb.book[o.id]
             assert (vo.status, vo.filled, vo.average_price_paise, vo.charges_paise) == \
                 (o.status, o.filled, o.average, o.charges), f"book of {o.id}"

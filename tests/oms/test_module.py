@@ -11,9 +11,10 @@ from services.oms.ledger import MemoryLedger
 from services.oms.module import OmsModule
 from services.oms.reconcile import NOT_FOUND
 from services.oms.virtual_broker import VirtualBroker
+from shared import rpc
 from shared.bus import Bus, Topic
 from shared.clock import ManualClock
-from shared.contracts import market_pb2
+from shared.contracts import market_pb2, oms_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import RetryableError
 from tests.helpers import eventually as until
@@ -392,6 +393,30 @@ async def test_a_day_order_still_open_when_the_next_trading_day_starts_is_settle
 
     assert (expired.reason_code, "expired" in expired.reason) == ("NOT_IN_BROKER_BOOK", True)
     assert today.status == S.ORDER_STATUS_OPEN
+
+
+async def test_orders_ended_on_an_earlier_day_leave_memory_but_not_the_ledger_nor_idempotency():
+    """A long-running OMS kept every order it had seen, and its lock, for the life of the process."""
+    ledger = MemoryLedger()
+    async with running_on_new_day_book(ledger) as (bus, clock, module, _):
+        await bus.publish(Topic.ORDERS, accepted(order(client_order_id="c-filled", price=100_00)))
+        await bus.publish(Topic.ORDERS, accepted(order(client_order_id="c-working", price=90_00)))
+        await until(lambda: module.engine.lookup("c-working") is not None
+                    and module.engine.lookup("c-working").status == S.ORDER_STATUS_OPEN)
+        await bus.publish(Topic.CANDLES, market_pb2.CandleBatch(candles=[candle(99_00, 99_50, 98_00, 99_00)]))
+        await until(lambda: module.engine.lookup("c-filled").status == S.ORDER_STATUS_TRADED)
+        filled = module.engine.lookup("c-filled")
+        recorded = [u for u in ledger.events if u.client_order_id == "c-filled"]
+
+        clock.advance(24 * 3600)
+        await until(lambda: module.engine.lookup("c-filled") is None)
+        await bus.publish(Topic.ORDERS, accepted(order(client_order_id="c-filled", price=100_00)))  # replayed
+        await bus.drain()
+
+        assert module.engine.lookup("c-working").status == S.ORDER_STATUS_OPEN  # the broker's book still has it
+        assert (await bus.call(rpc.GET_ORDER, oms_pb2.GetOrderRequest(order_id="c-filled"))).order == filled
+        placed = [vo for vo in module.broker.book.values() if vo.request.client_order_id == "c-filled"]
+        assert len(placed) == 1 and [u for u in ledger.events if u.client_order_id == "c-filled"] == recorded
 
 
 class HoldsOrdersSentBeforeTheCrash(VirtualBroker):

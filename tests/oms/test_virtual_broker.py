@@ -489,6 +489,22 @@ async def test_a_day_order_still_working_when_a_new_day_starts_is_cancelled_by_i
     assert vo.reason == f"DAY order expired at the end of {day_of(T0).isoformat()}"
 
 
+async def test_a_new_days_first_candle_drops_the_orders_of_earlier_days_that_ended_from_the_book(vb):
+    """A paper account running for weeks kept every order it ever took, as no broker's book does."""
+    filled = await place(vb, order(price=100_00, client_order_id="c-filled"))
+    await vb.on_candle(candle(open_=99_00, high=99_50, low=98_00, close=99_00))
+    expiring = await place(vb, order(price=90_00, client_order_id="c-expiring"))
+    next_morning = ist_ns(day_of(T0) + timedelta(days=1), 9, 15)
+    vb.clock.set(next_morning - 1)
+    today = await place(vb, order(price=90_00, client_order_id="c-today"))
+
+    await vb.on_candle(candle(open_=99_00, high=99_50, low=98_00, close=99_00, start_ns=next_morning))
+
+    assert (filled.status, expiring.status) == (t.ORDER_STATUS_TRADED, t.ORDER_STATUS_CANCELLED)
+    assert list(vb.book) == [today.id]
+    assert await vb.find_by_tag("c-filled") is None and (await vb.find_by_tag("c-today")) is not None
+
+
 class FakeRealBroker:
     """Stands in for the real account (a network broker cannot run here); only reads are used."""
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from services.oms.broker import BrokerAck
 from services.oms.ledger import TERMINAL
 from services.oms.states import name as status_name
+from services.oms.virtual_broker import VirtualOrder
 from services.risk.engine import HALTED, REDUCING, RiskEngine, product_of, state_name
 from shared.bus import Topic
 from shared.contracts import market_pb2, trading_pb2
@@ -71,6 +72,8 @@ class Watch:
     decisions: list[trading_pb2.RiskDecision] = field(default_factory=list)
     decided: dict[str, Decided] = field(default_factory=dict)
     placed: list[tuple[trading_pb2.OrderRequest, bool]] = field(default_factory=list)  # (order, kill engaged)
+    # Every order the broker took, by client_order_id: its book drops those that ended on an earlier day.
+    at_broker: dict[str, VirtualOrder] = field(default_factory=dict)
     published: Counter[str] = field(default_factory=Counter)  # signal_id -> times published
     kill: bool = False
     rolled: bool = False  # a new IST day started: P&L and charges restarted from zero
@@ -105,7 +108,9 @@ class Watch:
             self.placed.append((copy, self.kill))
             if order.strategy_tag == SQUAREOFF_TAG:
                 self.square_offs[(order.token, order.side)] += order.quantity
-            return await place(order)
+            ack = await place(order)
+            self.at_broker[order.client_order_id] = broker.book[ack.exchange_order_id]
+            return ack
 
         engine.decide = decide_noting  # type: ignore[method-assign]
         broker.place_order = place_noting  # type: ignore[method-assign]
@@ -225,7 +230,7 @@ async def check_broker_and_ledger(f: Watch) -> None:
     w = f.w
     twice = [cid for cid, n in Counter(o.client_order_id for o, _ in f.placed).items() if n > 1]
     assert not twice, f"client_order_id placed at the broker more than once: {twice}"
-    at_broker = {vo.request.client_order_id: vo for vo in w.broker.book.values()}
+    at_broker = f.at_broker
     accepted = [d.order.client_order_id for d in f.decisions if d.accepted]
     assert len(accepted) == len(set(accepted)), "risk accepted one client_order_id twice"
     assert set(at_broker) == set(accepted), (
@@ -254,7 +259,7 @@ def check_fills(f: Watch) -> None:
     for e in {(e.internal_id, e.sequence): e for e in w.ledger.events}.values():
         filled[e.client_order_id] += e.last_fill_quantity
     expected: Counter[tuple[int, int]] = Counter()
-    for vo in w.broker.book.values():
+    for vo in f.at_broker.values():
         cid, req = vo.request.client_order_id, vo.request
         assert filled[cid] == vo.filled, f"{cid}: ledger fill events add up to {filled[cid]}, broker filled {vo.filled}"
         expected[(req.token, product_of(req.product))] += vo.filled if req.side == BUY else -vo.filled
@@ -262,7 +267,7 @@ def check_fills(f: Watch) -> None:
         held = {key: p.net_quantity for key, p in book.positions.items() if p.net_quantity}
         assert held == {k: v for k, v in expected.items() if v}, f"{name} positions {held} != broker fills {expected}"
     if not f.rolled:
-        charges = sum(vo.charges_paise for vo in w.broker.book.values())
+        charges = sum(vo.charges_paise for vo in f.at_broker.values())
         assert w.oms.engine.positions.charges_paise() == charges, "OMS charges differ from the broker's"
 
 
