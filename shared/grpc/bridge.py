@@ -32,6 +32,7 @@ from shared.grpc.servicers import (
     REASON_KEY,
     SEQUENCE_KEY,
     STARTED_AT_KEY,
+    UNKNOWN_BELOW_KEY,
 )
 
 log = logging.getLogger(__name__)
@@ -197,16 +198,19 @@ class StreamBridge:
                 await self._restarted_past(resume, headers, "the upstream restarted after this process took that "
                                            "resume point from its own records")
         elif incarnation and incarnation != previous:
-            if ended_cleanly and not _header_int(headers, PREVIOUS_KEY) > resume:
-                # All the process before sent us is here, and the earlier ones' record says no more; but one between
-                # the two that kept no record of itself (a crash, started and gone while we were away) is not ruled
-                # out: the next process of ours checks again from where we are accounted.
+            between = (_header_int(headers, PREVIOUS_KEY) > resume
+                       or _header_int(headers, UNKNOWN_BELOW_KEY) > resume)
+            if ended_cleanly and not between:
+                # All the process before sent us is here, and the earlier ones' record says no more (nor that one
+                # crashed after our point); one keeping no record at all is not ruled out: the next process of ours
+                # checks again from where we are accounted.
                 if overlap:
                     self._rewind(resume, started_at)
                 return
-            # Ended cleanly, yet the earlier processes got past our resume point: one between the two published it.
-            await self._restarted_past(resume, headers, "the upstream restarted after a process between the two "
-                                       "(started and stopped while this stream was away) published more"
+            # Ended cleanly, yet the earlier processes' record goes past our resume point, or says one after it
+            # crashed: a process between the two, started and gone while this stream was away.
+            await self._restarted_past(resume, headers, "the upstream restarted after a process between the two, "
+                                       "started and gone while this stream was away"
                                        if ended_cleanly else "the upstream restarted without ending this stream "
                                        "cleanly")
         self.accounted_below = max(self.accounted_below, started_at)

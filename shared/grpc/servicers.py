@@ -48,6 +48,9 @@ INCARNATION_KEY = "neopulse-incarnation"  # initial metadata of a stream: which 
 PREVIOUS_KEY = "neopulse-previous-sequence"
 # Initial metadata of a stream: every sequence this server (process) publishes is above it.
 STARTED_AT_KEY = "neopulse-started-at"
+# Initial metadata of a stream whose server keeps a record of its sequences: an earlier process that left none (risk
+# after a crash) may have published below it, so the record says nothing of a resume point below it.
+UNKNOWN_BELOW_KEY = "neopulse-unknown-below"
 MAX_BATCH = 1000  # elements per streamed batch message
 MAX_BATCH_BYTES = 512 * 1024  # and bytes: below the smallest max_message_bytes (1 MiB) GrpcSettings allows
 # Streams filtered by instrument token: an unknown token is INVALID_ARGUMENT, not a stream that stays empty.
@@ -245,6 +248,8 @@ def stream_headers(hub: TopicHub, request: Any, oldest: int) -> tuple[tuple[str,
         headers.append((PREVIOUS_KEY, str(previous)))
     if hub.started_at:
         headers.append((STARTED_AT_KEY, str(hub.started_at)))
+    if hub.previous is not None and hub.unknown_below:
+        headers.append((UNKNOWN_BELOW_KEY, str(hub.unknown_below)))
     return tuple(headers)
 
 

@@ -90,12 +90,12 @@ class Restarting:
         self.proxy.refusing = False
         await self.attached()
 
-    async def stop_and_restart(self, previous: dict[str, int] | None) -> None:
+    async def stop_and_restart(self, previous: dict[str, int] | None, unknown_below: int = 0) -> None:
         """The upstream stops cleanly (every stream ends after it had all), and a new process comes back
-        declaring `previous`."""
+        declaring `previous` and `unknown_below`."""
         assert self.upstream is not None
         await self.upstream[1].stop(1.0)
-        await self.start_upstream(previous)
+        await self.start_upstream(previous, unknown_below=unknown_below)
         await self.attached()
 
     async def close(self) -> None:
@@ -251,14 +251,15 @@ async def test_an_oms_resuming_from_its_ledger_to_the_same_risk_process_reports_
     assert rig.notes == [] and rig.bridge.gaps == 0
 
 
-async def _away_while_a_process_came_and_went(previous: dict[str, int]) -> Restarting:
-    """Risk stops cleanly after decisions 1 and 2 reached the bridge; the next process declares `previous`."""
+async def _away_while_a_process_came_and_went(previous: dict[str, int], unknown_below: int = 0) -> Restarting:
+    """Risk stops cleanly after decisions 1 and 2 reached the bridge; the next process declares `previous` and
+    `unknown_below`."""
     rig = Restarting(DECISIONS)
     try:
         await rig.start()
         await rig.publish(decision(1), decision(2))
         await wait_for(lambda: rig.seen == [1, 2])
-        await rig.stop_and_restart(previous=previous)
+        await rig.stop_and_restart(previous=previous, unknown_below=unknown_below)
         await rig.publish(decision(10))
         await wait_for(lambda: rig.seen == [1, 2, 10])
     finally:
@@ -280,5 +281,21 @@ async def test_a_process_that_published_between_two_clean_restarts_while_the_bri
 
 async def test_a_clean_restart_whose_record_ends_where_the_stream_did_reports_nothing():
     rig = await _away_while_a_process_came_and_went({"all": 2, "accepted": 2, "rejections": 0})
+
+    assert rig.notes == [] and rig.bridge.gaps == 0
+
+
+async def test_a_process_that_crashed_between_two_clean_restarts_while_the_bridge_was_away_may_have_lost_some():
+    """As above, but the process between crashed: the next one's record says nothing after 50, where it started."""
+    rig = await _away_while_a_process_came_and_went({"all": 2, "accepted": 2, "rejections": 0}, unknown_below=50)
+
+    assert rig.bridge.gaps == 1
+    note = rig.notes[0]
+    assert (note.title, note.fields["after_sequence"], note.fields["cause"]) == (
+        "Order-path messages may have been lost between processes", "2", "unrecorded")
+
+
+async def test_a_record_unknown_only_below_the_resume_point_reports_nothing_after_a_clean_restart():
+    rig = await _away_while_a_process_came_and_went({"all": 2, "accepted": 2, "rejections": 0}, unknown_below=1)
 
     assert rig.notes == [] and rig.bridge.gaps == 0
