@@ -44,6 +44,9 @@ MAX_BURST = 100  # decisions written ahead in one ledger transaction at most
 RECHECK_S = 5.0  # a first sighting of a position difference is checked again this soon (a fill in flight)
 POSITION_DIFFERENCES = Gauge("neopulse_oms_position_differences",
                              "Positions whose net quantity differs from the broker's on two checks in a row")
+ORDERS_IN_MEMORY = Gauge("neopulse_oms_orders_in_memory",
+                         "Orders the OMS holds in memory: today's and those still worked on (earlier days' that ended "
+                         "are dropped at the day roll; the ledger keeps them)")
 
 
 class OmsModule(Component):
@@ -57,6 +60,8 @@ class OmsModule(Component):
         self.clock = clock
         self.engine = OrderEngine(bus, settings, broker, ledger, clock)
         self.service = OrderService(bus, settings, self.engine)
+        orders = self.engine.orders  # read at each scrape (the dict itself: forget_ended changes it in place)
+        ORDERS_IN_MEMORY.set_function(lambda: len(orders))
         self.reconciled: dict[str, int] = {}
         self._book_ready = asyncio.Event()  # sequence, positions and the ledger's orders loaded
         self._unsettled: Restored | None = None  # restored orders the broker's book could not be read for

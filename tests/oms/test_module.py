@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+from prometheus_client import REGISTRY
 
 from services.oms.broker import BrokerOrderEvent
 from services.oms.charges import ChargeModel
@@ -408,8 +409,11 @@ async def test_orders_ended_on_an_earlier_day_leave_memory_but_not_the_ledger_no
         filled = module.engine.lookup("c-filled")
         recorded = [u for u in ledger.events if u.client_order_id == "c-filled"]
 
+        assert REGISTRY.get_sample_value("neopulse_oms_orders_in_memory") == 2
+
         clock.advance(24 * 3600)
         await until(lambda: module.engine.lookup("c-filled") is None)
+        assert REGISTRY.get_sample_value("neopulse_oms_orders_in_memory") == 1
         await bus.publish(Topic.ORDERS, accepted(order(client_order_id="c-filled", price=100_00)))  # replayed
         await bus.drain()
 
