@@ -231,6 +231,8 @@ async def check_broker_and_ledger(f: Watch) -> None:
     twice = [cid for cid, n in Counter(o.client_order_id for o, _ in f.placed).items() if n > 1]
     assert not twice, f"client_order_id placed at the broker more than once: {twice}"
     at_broker = f.at_broker
+    taken = {vo.id for vo in at_broker.values()}
+    assert [vo.id for vo in w.broker.book.values() if vo.id not in taken] == [], "the broker holds orders never placed"
     accepted = [d.order.client_order_id for d in f.decisions if d.accepted]
     assert len(accepted) == len(set(accepted)), "risk accepted one client_order_id twice"
     assert set(at_broker) == set(accepted), (
