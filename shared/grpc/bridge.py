@@ -191,6 +191,7 @@ class StreamBridge:
         # This process numbers from its start, below our resume point, which it never got to: an earlier one, its
         # clock ahead of this one's, gave that point (a clock stepped back, another host).
         overlap = 0 < started_at < resume and resume > _header_int(headers, SEQUENCE_KEY)
+        accounted = True  # all the processes before this one published up to its start arrived or were reported
         if resume <= 0 or (0 < _header_int(headers, OLDEST_KEPT_KEY) <= resume and not overlap):
             pass  # nothing to resume from, or the new ring reaches back to it
         elif not previous:
@@ -198,22 +199,20 @@ class StreamBridge:
                 await self._restarted_past(resume, headers, "the upstream restarted after this process took that "
                                            "resume point from its own records")
         elif incarnation and incarnation != previous:
-            between = (_header_int(headers, PREVIOUS_KEY) > resume
-                       or _header_int(headers, UNKNOWN_BELOW_KEY) > resume)
-            if ended_cleanly and not between:
+            if not ended_cleanly:
+                await self._restarted_past(resume, headers, "the upstream restarted without ending this stream "
+                                           "cleanly")
+            elif _header_int(headers, PREVIOUS_KEY) > resume or _header_int(headers, UNKNOWN_BELOW_KEY) > resume:
+                # The earlier processes' record goes past our point, or says one after it crashed.
+                await self._restarted_past(resume, headers, "the upstream restarted after a process between the two, "
+                                           "started and gone while this stream was away")
+            else:
                 # All the process before sent us is here, and the earlier ones' record says no more (nor that one
                 # crashed after our point); one keeping no record at all is not ruled out: the next process of ours
                 # checks again from where we are accounted.
-                if overlap:
-                    self._rewind(resume, started_at)
-                return
-            # Ended cleanly, yet the earlier processes' record goes past our resume point, or says one after it
-            # crashed: a process between the two, started and gone while this stream was away.
-            await self._restarted_past(resume, headers, "the upstream restarted after a process between the two, "
-                                       "started and gone while this stream was away"
-                                       if ended_cleanly else "the upstream restarted without ending this stream "
-                                       "cleanly")
-        self.accounted_below = max(self.accounted_below, started_at)
+                accounted = False
+        if accounted:
+            self.accounted_below = max(self.accounted_below, started_at)
         if overlap:
             self._rewind(resume, started_at)
 
