@@ -381,12 +381,14 @@ class VirtualBroker:
 
     def _retire(self, vo: VirtualOrder) -> None:
         token = vo.request.token
-        for orders in (self._working, self._awaiting_tick):
-            waiting = orders.get(token, [])
-            if vo in waiting:
-                waiting.remove(vo)
-        if token in self._awaiting_tick and not self._awaiting_tick[token]:
-            del self._awaiting_tick[token]
+        working = self._working.get(token, [])
+        if vo in working:
+            working.remove(vo)
+        waiting = self._awaiting_tick.get(token, [])
+        if vo in waiting:
+            waiting.remove(vo)
+            if not waiting:  # none left: on_ticks goes back to checking nothing
+                del self._awaiting_tick[token]
 
     def _event(self, vo: VirtualOrder, at_ns: int = 0) -> BrokerOrderEvent:
         qty, price, charges = vo.last_fill
