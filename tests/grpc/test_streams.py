@@ -48,36 +48,41 @@ async def test_signal_stream_sends_only_the_requested_strategies(bus, server, ad
     assert [(s.strategy, s.sequence) for s in batch.signals] == [("orb", 2)]
 
 
-async def test_decision_stream_with_rejections_only_skips_accepted_orders(bus, server, addr):
-    from shared.contracts import risk_pb2, risk_pb2_grpc
+async def first_decisions(bus, server, addr, request, *published: trading_pb2.RiskDecision) -> list:
+    """The decisions of the first batch a StreamDecisions(`request`) sends once `published` are on the bus."""
+    from shared.contracts import risk_pb2_grpc
 
     hub = server.hubs[rpc.method("RiskService", "StreamDecisions")]
     async with NeoPulseClient(addr) as client:
-        call = risk_pb2_grpc.RiskServiceStub(client.channel).StreamDecisions(
-            risk_pb2.StreamDecisionsRequest(rejections_only=True))
+        call = risk_pb2_grpc.RiskServiceStub(client.channel).StreamDecisions(request)
         await wait_for(lambda: hub.listener_count == 1)
-        await bus.publish(Topic.ORDERS, trading_pb2.RiskDecision(accepted=True, sequence=1))
-        await bus.publish(Topic.ORDERS, trading_pb2.RiskDecision(accepted=False, reason_code="MAX_QTY", sequence=2))
+        for decision in published:
+            await bus.publish(Topic.ORDERS, decision)
         batch = await asyncio.wait_for(call.read(), 5)
         call.cancel()
+    return list(batch.decisions)
 
-    assert [d.reason_code for d in batch.decisions] == ["MAX_QTY"]
+
+async def test_decision_stream_with_rejections_only_skips_accepted_orders(bus, server, addr):
+    from shared.contracts import risk_pb2
+
+    decisions = await first_decisions(
+        bus, server, addr, risk_pb2.StreamDecisionsRequest(rejections_only=True),
+        trading_pb2.RiskDecision(accepted=True, sequence=1),
+        trading_pb2.RiskDecision(accepted=False, reason_code="MAX_QTY", sequence=2))
+
+    assert [d.reason_code for d in decisions] == ["MAX_QTY"]
 
 
 async def test_decision_stream_with_accepted_only_skips_rejections(bus, server, addr):
-    from shared.contracts import risk_pb2, risk_pb2_grpc
+    from shared.contracts import risk_pb2
 
-    hub = server.hubs[rpc.method("RiskService", "StreamDecisions")]
-    async with NeoPulseClient(addr) as client:
-        call = risk_pb2_grpc.RiskServiceStub(client.channel).StreamDecisions(
-            risk_pb2.StreamDecisionsRequest(accepted_only=True))
-        await wait_for(lambda: hub.listener_count == 1)
-        await bus.publish(Topic.ORDERS, trading_pb2.RiskDecision(accepted=False, reason_code="MAX_QTY", sequence=1))
-        await bus.publish(Topic.ORDERS, trading_pb2.RiskDecision(accepted=True, sequence=2))
-        batch = await asyncio.wait_for(call.read(), 5)
-        call.cancel()
+    decisions = await first_decisions(
+        bus, server, addr, risk_pb2.StreamDecisionsRequest(accepted_only=True),
+        trading_pb2.RiskDecision(accepted=False, reason_code="MAX_QTY", sequence=1),
+        trading_pb2.RiskDecision(accepted=True, sequence=2))
 
-    assert [(d.accepted, d.sequence) for d in batch.decisions] == [(True, 2)]
+    assert [(d.accepted, d.sequence) for d in decisions] == [(True, 2)]
 
 
 async def test_a_decision_stream_asking_for_accepted_and_rejections_only_is_invalid_input(bus, server, addr):
