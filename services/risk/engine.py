@@ -495,6 +495,7 @@ class RiskEngine:
         cid = update.client_order_id or update.request.client_order_id
         if update.status in TERMINAL:
             self.open_orders.pop(cid, None)
+            self._cancel_asked.pop(cid, None)  # ended: nothing more to cancel (a long run holds only working ones)
         elif cid:
             req = update.request
             tracked = self.open_orders.setdefault(cid, _open_order(req))

@@ -131,6 +131,7 @@ def test_a_resting_exit_order_is_cancelled_at_square_off_time_then_the_whole_pos
     clock.advance(1)
 
     assert [(o.side, o.quantity, o.strategy_tag) for o in engine.square_off_due()] == [(SELL, 10, "SQUAREOFF")]
+    assert engine._cancel_asked == {}  # an ended order's retry time is not kept: a run of weeks holds no more
 
 
 def test_orders_of_a_segment_not_yet_at_its_square_off_time_are_left_working(clock):
