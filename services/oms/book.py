@@ -83,6 +83,9 @@ class OrderBook:
         self._ids: dict[str, str] = {}  # client_order_id and exchange_order_id -> internal_id
         self._locks: dict[str, asyncio.Lock] = {}
         self._charges: dict[str, int] = {}  # cumulative broker charges seen per order
+        # What this run booked of each order's fills (quantity x price, paise): a fill priced from the broker's
+        # averages is what they add to it. Not there: filled x average, as rebuild_positions books it after a restart.
+        self._fill_value: dict[str, int] = {}
         # A broker that reports no charges per fill (Kotak: they come on the contract note): estimated with the
         # [oms] rates, so that P&L and the daily loss limit count them. Brokerage so far per order (flat caps).
         self._estimate = None if broker.reports_charges else ChargeModel.from_settings(settings)
@@ -160,7 +163,7 @@ class OrderBook:
             for key in (u.client_order_id, u.exchange_order_id):
                 if self._ids.get(key) == iid:
                     del self._ids[key]
-            for per_order in (self._locks, self._charges, self._brokerage):
+            for per_order in (self._locks, self._charges, self._brokerage, self._fill_value):
                 per_order.pop(iid, None)
         return len(ended)
 

@@ -266,23 +266,35 @@ class BrokerNews(OrderBook):
                     delta: int) -> tuple[tuple[int, int, int], Callable[[], None]]:
         """(quantity, price, charges) of the fill(s) between our cumulative state and the event's, and what to call
         once its transition is recorded (transition's `recorded`, also for a write found committed later): it
-        counts the charges seen and the brokerage so far then, not before, so that a write that fails or a
-        transition refused leaves them for the row that brings the fill again."""
+        counts the charges seen, the brokerage and the value booked so far then, not before, so that a write that
+        fails or a transition refused leaves them for the row that brings the fill again.
+
+        A row that says the fill itself (raw last_fill_*) gives its price. Otherwise the price is what the row's
+        average adds to the value booked so far: against our own booked value, not our average times our filled
+        quantity, so that the broker's averages being rounded (and fills priced exactly in between) never adds up
+        over an order's fills: their sum stays within the last average's rounding of what the broker says."""
         seen = self._charges.get(internal_id, 0)
         brokerage = self._brokerage.get(internal_id, 0)
+        booked = self._fill_value.get(internal_id)
+        if booked is None:
+            booked = cur.filled_quantity * cur.average_price_paise
+        if delta <= 0:
+            price, charges = 0, 0
+        elif ev.raw.get("last_fill_quantity") == delta:
+            price, charges = int(ev.raw["last_fill_price_paise"]), int(ev.raw.get("last_fill_charges_paise", 0))
+        else:
+            value = ev.filled_quantity * ev.average_price_paise - booked
+            price, charges = (value + delta // 2) // delta, max(0, ev.charges_paise - seen)
 
         def counted(added_brokerage: int = 0) -> None:
             self._charges[internal_id] = max(seen, ev.charges_paise)
             if added_brokerage:
                 self._brokerage[internal_id] = brokerage + added_brokerage
+            if delta > 0:
+                self._fill_value[internal_id] = booked + delta * price
 
         if delta <= 0:
             return (0, 0, 0), counted
-        if ev.raw.get("last_fill_quantity") == delta:
-            price, charges = int(ev.raw["last_fill_price_paise"]), int(ev.raw.get("last_fill_charges_paise", 0))
-        else:
-            value = ev.filled_quantity * ev.average_price_paise - cur.filled_quantity * cur.average_price_paise
-            price, charges = (value + delta // 2) // delta, max(0, ev.charges_paise - seen)
         if self._estimate is not None and not charges:
             estimate = self._estimate.for_fill(cur.request, delta, price, brokerage)
             return (delta, price, estimate.total), functools.partial(counted, estimate.brokerage)

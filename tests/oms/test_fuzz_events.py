@@ -382,6 +382,29 @@ async def test_a_fill_with_its_own_price_but_no_average_keeps_the_cumulative_ave
     assert (last.last_fill_quantity, last.last_fill_price_paise, last.average_price_paise) == (5, 120_00, 106_50)
 
 
+async def test_fills_priced_from_rounded_averages_between_exact_ones_keep_their_prices(start_oms):
+    """Seed 28316: rows with the fill itself (raw last_fill_*) between rows with only the broker's average (rounded
+    to the paisa). A fill priced from the averages took what the new average adds to our average times our filled
+    quantity; after an exactly priced fill, that product is not what was booked (the average is rounded, the fill
+    was not), and each such mix added its rounding on top: the last 10 here, filled at ₹99.99, were booked at
+    ₹100.02, and the order's fills 40 paise over what it cost. Against the value booked, they come out right."""
+    oms = await start_oms()
+    opened = await open_order(oms, quantity=36)
+    engine = oms.module.engine
+    # Filled: 6 at 99.95, 10 at 99.99, 10 at 100.00, 10 at 99.99 (₹3,599.50 in all); the averages are the broker's.
+    await engine.on_event(row(opened, t.ORDER_STATUS_PARTIALLY_FILLED, 6, 99_95, last_fill_quantity=6,
+                              last_fill_price_paise=99_95))
+    await engine.on_event(row(opened, t.ORDER_STATUS_PARTIALLY_FILLED, 16, 99_98))
+    await engine.on_event(row(opened, t.ORDER_STATUS_PARTIALLY_FILLED, 26, 99_98, last_fill_quantity=10,
+                              last_fill_price_paise=100_00))
+    await engine.on_event(row(opened, t.ORDER_STATUS_TRADED, 36, 99_99))
+    await oms.bus.drain()
+
+    fills = [(u.last_fill_quantity, u.last_fill_price_paise) for u in oms.of("c-1") if u.last_fill_quantity]
+    assert fills == [(6, 99_95), (10, 100_00), (10, 100_00), (10, 99_99)]  # the second: 99.98 x 16 less the first
+    assert abs(sum(q * p for q, p in fills) - 3_599_50) <= 36 // 2  # the last average's rounding, no more
+
+
 class CancelTimesOut(VirtualBroker):
     async def cancel_order(self, exchange_order_id: str) -> BrokerAck:
         raise RetryableError("cancel timed out")
