@@ -29,7 +29,8 @@ Rules:
   it (day volume not higher) it adds nothing here, while replay and SQL count the growth from it.
 - A tick older than the token's current minute (or of a minute already closed by the timer) is
   out of order: it is counted in `late_ticks` and ignored. So is, after a warm start, a tick of a minute whose
-  stored candle the strategies were fed (`closed_before`).
+  stored candle the strategies were fed (`closed_before`). A warm start also resumes the candle of the minute
+  in progress from its stored ticks (`resume`).
 """
 
 from __future__ import annotations
@@ -141,6 +142,20 @@ class CandleBuilder:
             return
         # A closed bar of the minute before: the next tick opens its own minute and closes nothing.
         self._bars[token] = [start_ns - MINUTE_NS, 0, 0, 0, 0, 0, 0, True, segment, 0, 0, 0, 0]
+
+    def resume(self, candle: market_pb2.Candle) -> None:
+        """The candle of the minute in progress as far as the stored ticks have it (a warm start): the live ticks
+        carry it on, so the candle that closes is the minute's, not just what came after the restart. Its open stays
+        (the live ticks are later), the next live tick sets its close. The day volume its ticks reached is not known:
+        the first live tick counts its own `ltq`, as the first tick of a day does. Kept: a bar of that minute or a
+        later one the builder has from live ticks."""
+        bar = self._bars.get(candle.token)
+        if bar is not None and (bar[_START] > candle.start_ns or (bar[_START] == candle.start_ns and not bar[_CLOSED])):
+            return
+        start = candle.start_ns
+        self._bars[candle.token] = [start, candle.open_paise, candle.high_paise, candle.low_paise, candle.close_paise,
+                                    candle.volume, candle.tick_count, False, candle.exchange_segment, start, start, 0,
+                                    0]
 
     def open_candle(self, token: int) -> market_pb2.Candle | None:
         """The token's candle in progress, or None (for inspection and tests)."""

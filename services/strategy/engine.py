@@ -122,10 +122,12 @@ class StrategyEngine:
                 out[token] = max(out.get(token, 0), need)
         return out
 
-    def warm_up(self, candles: list[market_pb2.Candle], tokens: Iterable[int], cutoff_ns: int) -> None:
+    def warm_up(self, candles: list[market_pb2.Candle], tokens: Iterable[int], cutoff_ns: int,
+                open_candles: Iterable[market_pb2.Candle] = ()) -> None:
         """Feed stored candles (closed before cutoff_ns) to the strategies in time order, as they would have come
         live, with ctx.warm_up set; what they return is dropped: a warm-up never trades. Then the candle builder
-        takes the ticks of `tokens` before cutoff_ns as late: their candles are fed."""
+        takes the ticks of `tokens` before cutoff_ns as late: their candles are fed. `open_candles`: the minute
+        from cutoff_ns as far as stored (warmup.read_open), which the live ticks carry on."""
         ctx, failed = self._ctx, set()
         ctx.warm_up = True
         try:
@@ -148,6 +150,9 @@ class StrategyEngine:
         for token in tokens:
             inst = self.instruments.get(token)
             self.candles.closed_before(token, inst.exchange_segment if inst is not None else "", cutoff_ns)
+        for candle in open_candles:
+            candle.symbol = self.candles.symbols.get(candle.token, "")
+            self.candles.resume(candle)
 
     def _run_on_tick(self, ticks: Any) -> list[trading_pb2.Signal]:
         ctx, out = self._ctx, []

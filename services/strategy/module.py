@@ -79,8 +79,8 @@ class StrategyModule(Component):
         """Feed the strategies the candles their tokens closed before now, from the stored ticks, so that after a
         restart they decide (exits of restored positions included) at once rather than after a whole warm-up of
         live candles. Bounded by warm_up_timeout_s; without a database, or when the read is slow or fails, they
-        start cold and warm up on live candles. The candle of the current minute is still open: it is built from
-        the live ticks that come after (those that came before are lost, as in a cold start)."""
+        start cold and warm up on live candles. The candle of the current minute is still open: the live ticks carry
+        on from its stored ones (without a database, it is built from the live ticks alone)."""
         engine, limit = self.engine, self.settings.warm_up_timeout_s
         assert engine is not None
         needs = engine.closes_needed()
@@ -98,6 +98,8 @@ class StrategyModule(Component):
                 if later > cutoff:  # a minute closed while reading: its candles too, or the builder misses them
                     candles += await warmup.read_since(self.history, needs, cutoff, later)
                     cutoff = later
+                # Every instrument's, not just the traded ones': the OMS's paper fills work from every candle.
+                open_now = await warmup.read_open(self.history, [i.token for i in self.instruments], cutoff)
         except TimeoutError:
             log.warning("strategies start cold: reading the stored candles took longer than warm_up_timeout_s",
                         extra={"timeout_s": limit, "tokens": len(needs)})
@@ -107,9 +109,10 @@ class StrategyModule(Component):
             log.warning("strategies start cold: the stored candles could not be read",
                         extra={"error": f"{type(first).__name__}: {first}", "tokens": len(needs)})
             return
-        engine.warm_up(candles, needs, cutoff)
+        engine.warm_up(candles, needs, cutoff, open_now)
         elapsed = time.monotonic() - started
-        extra = {"tokens": len(needs), "candles": len(candles), "elapsed_s": round(elapsed, 3)}
+        extra = {"tokens": len(needs), "candles": len(candles), "open_candles": len(open_now),
+                 "elapsed_s": round(elapsed, 3)}
         if elapsed > limit / 2:
             log.warning("strategies warmed up from the stored candles, close to warm_up_timeout_s", extra=extra)
         else:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any, Protocol
 
+from services.strategy.candles import MINUTE_NS
 from shared.clock import day_of, ist_ns, last_trading_day
 from shared.contracts import market_pb2
 from shared.db import queries
@@ -61,6 +62,22 @@ async def read_since(history: CandleHistory, tokens: Iterable[int], start_ns: in
     for token in tokens:
         out.extend(await history.candles(token, start_ns, cutoff_ns))
     return out
+
+
+async def read_open(history: CandleHistory, tokens: Iterable[int], cutoff_ns: int) -> list[market_pb2.Candle]:
+    """The candle of the minute starting at `cutoff_ns` (still open) as far as the stored ticks have it, for each
+    token with ticks in it. Read from the minute before, so that its volume is counted from the day volume that
+    minute reached (a range's first minute has no earlier tick to count from)."""
+    gate = asyncio.Semaphore(CONCURRENT_READS)
+
+    async def one(token: int) -> list[market_pb2.Candle]:
+        async with gate:
+            candles = await history.candles(token, cutoff_ns - MINUTE_NS, cutoff_ns + MINUTE_NS)
+        return [candle for candle in candles if candle.start_ns == cutoff_ns]
+
+    async with asyncio.TaskGroup() as tasks:
+        reads = [tasks.create_task(one(token)) for token in tokens]
+    return [candle for task in reads for candle in task.result()]
 
 
 async def _token(history: CandleHistory, token: int, need: int, cutoff_ns: int) -> list[market_pb2.Candle]:

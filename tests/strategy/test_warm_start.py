@@ -144,7 +144,7 @@ def live_twin(strategy_settings: StrategySettings, ticks: list[market_pb2.Tick],
     for i in range(0, len(ticks), 7):  # in batches, as the feed delivers them
         engine.on_ticks(ticks[i:i + 7])
     engine.close_due(now_ns)
-    return engine.strategies["mom"]
+    return engine.strategies["mom"], engine.candles
 
 
 def indicators(strategy, token: int) -> tuple:
@@ -169,10 +169,11 @@ async def test_after_a_restart_the_indicators_are_those_of_a_strategy_that_saw_t
 
     r = await restarted(both, now, StoredCandles(db_pool))
 
-    twin = live_twin(both, live_ticks, now)
+    twin, twin_candles = live_twin(both, live_ticks, now)
     for token in (SBIN, TCS):
         assert indicators(r.strategy, token) == indicators(twin, token)
         assert indicators(r.strategy, token)[1] is not None  # warm: RSI(14) has a value
+        assert r.module.engine.candles.open_candle(token) == twin_candles.open_candle(token) is not None  # 09:27
     assert r.signals == []
 
 
@@ -216,6 +217,27 @@ async def test_a_tick_of_a_minute_the_warm_up_fed_is_late_not_a_second_candle(db
     assert [(c.start_ns, c.close_paise) for c in r.candles] == [(M0915 + 6 * MINUTE_NS, 97_00)]
     assert r.module.engine.candles.late_ticks == 1
     assert list(r.strategy._closes[SBIN]) == [*FALLING_THEN_JUMP, 97_00]
+
+
+async def test_the_candle_of_the_minute_in_progress_goes_on_from_its_stored_ticks(db_pool, restarted):
+    """Restarted at 09:21:30, the 09:21 candle was built from the live ticks alone: its open, high, low and volume
+    those of the last half minute (the OMS's paper fills look at the high and low). It goes on from the stored ticks
+    of the minute, for every instrument, traded or not."""
+    in_progress = [market_pb2.Tick(token=token, exchange_segment="nse_cm", ts_ns=M0915 + 6 * MINUTE_NS + s * NS,
+                                   ltp_paise=p, ltq=10) for token in (SBIN, TCS) for s, p in
+                   ((5, 100_00), (10, 104_00), (20, 97_00))]
+    await store(db_pool, [*minute_ticks(FALLING_THEN_JUMP), *in_progress])
+    r = await restarted(settings(SMALL), M0915 + 6 * MINUTE_NS + 30 * NS, StoredCandles(db_pool))
+
+    live = [market_pb2.Tick(token=token, exchange_segment="nse_cm", ts_ns=M0915 + 6 * MINUTE_NS + 40 * NS,
+                            ltp_paise=99_00, ltq=10) for token in (SBIN, TCS)]
+    await r.feed([*live, *minute_ticks([99_50], start_ns=M0915 + 7 * MINUTE_NS),
+                  *minute_ticks([99_50], start_ns=M0915 + 7 * MINUTE_NS, token=TCS)])
+
+    assert sorted((c.token, c.start_ns, c.open_paise, c.high_paise, c.low_paise, c.close_paise, c.volume,
+                   c.tick_count) for c in r.candles) == [
+        (token, M0915 + 6 * MINUTE_NS, 100_00, 104_00, 97_00, 99_00, 40, 4) for token in sorted((SBIN, TCS))]
+    assert list(r.strategy._closes[SBIN]) == [*FALLING_THEN_JUMP, 99_00]
 
 
 async def test_the_minutes_that_close_while_the_candles_are_read_are_read_too(db_pool, restarted):
