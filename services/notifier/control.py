@@ -30,7 +30,8 @@ REASON_CHARS = 200  # risk keeps a kill switch reason as given and quotes it in 
 # Calls that change something -> where to look when one does not answer in time: the module may finish the change
 # after we stop waiting (or have done it already), so "try again" could repeat it.
 CHECK_AFTER_TIMEOUT = {rpc.SET_KILL_SWITCH: "/status", rpc.SQUARE_OFF: "/positions and /orders",
-                       rpc.PAUSE_STRATEGY: "/strategies", rpc.RESUME_STRATEGY: "/strategies"}
+                       rpc.PAUSE_STRATEGY: "/strategies", rpc.RESUME_STRATEGY: "/strategies",
+                       rpc.CANCEL_ORDER: "/orders"}
 
 
 @dataclass
@@ -105,6 +106,14 @@ class Control:
             today = day_of(self.clock.now_ns())
             orders = [o for o in orders if day_of(o.ts_ns) == today]
         return orders[:limit]
+
+    async def order(self, order_id: str) -> trading_pb2.OrderUpdate:
+        """One order by its client, internal or exchange id."""
+        return (await self._call(rpc.GET_ORDER, oms_pb2.GetOrderRequest(order_id=order_id))).order
+
+    async def cancel(self, order_id: str) -> trading_pb2.OrderUpdate:
+        """Cancel one order at the broker; the order as the OMS has it then (CANCEL_PENDING, or CANCELLED)."""
+        return (await self._call(rpc.CANCEL_ORDER, oms_pb2.CancelOrderRequest(order_id=order_id))).order
 
     async def strategies(self) -> list[strategy_pb2.StrategyInfo]:
         resp = await self._call(rpc.LIST_STRATEGIES, strategy_pb2.ListStrategiesRequest())

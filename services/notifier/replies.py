@@ -23,7 +23,11 @@ HELP = """<b>NeoPulse bot</b>
 /limits – risk state and limits
 /kill [reason] – halt trading (asks to confirm)
 <code>/unkill</code> – re-arm trading (asks to confirm)
-/squareoff [SYMBOL|all] – close positions (asks to confirm)"""
+/squareoff [SYMBOL|all] – close positions (asks to confirm)
+/cancel ORDER – cancel an order, by the id /orders shows (asks to confirm)"""
+# Order states with nothing left to cancel (the OMS's TERMINAL, as the contract defines them).
+ENDED = frozenset({trading_pb2.ORDER_STATUS_TRADED, trading_pb2.ORDER_STATUS_REJECTED,
+                   trading_pb2.ORDER_STATUS_CANCELLED})
 REASON_CHARS = 300  # a reason quoted in a reply (risk keeps the kill switch's whole) is cut, so the reply fits
 
 
@@ -99,9 +103,10 @@ def pnl_html(resp: oms_pb2.ListPositionsResponse) -> str:
 
 
 def orders_html(orders: list[trading_pb2.OrderUpdate], which: str) -> str:
+    """One line an order, ending with its id (tap to copy, for /cancel)."""
     if not orders:
         return f"No {which} orders."
-    return "\n".join(order_line(o) for o in orders)
+    return "\n".join(f"{order_line(o)} · <code>{esc(o.client_order_id)}</code>" for o in orders)
 
 
 def order_line(o: trading_pb2.OrderUpdate) -> str:

@@ -37,13 +37,14 @@ log = logging.getLogger(__name__)
 Reply = tuple[str, InlineKeyboardMarkup | None]
 Action = Callable[[int, list[str]], Awaitable[Reply]]
 PtbCallback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
-ADMIN_ONLY = {"kill", "unkill", "squareoff", "pause", "resume"}
-KILL, KILL_CANCEL, UNKILL, SQUARE_OFF, ABORT = "kill", "killc", "unkill", "sq", "abort"
+ADMIN_ONLY = {"kill", "unkill", "squareoff", "pause", "resume", "cancel"}
+KILL, KILL_CANCEL, UNKILL, SQUARE_OFF, CANCEL, ABORT = "kill", "killc", "unkill", "sq", "cx", "abort"
 ALL = "*"
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 CONFIRM_TTL_S = 120.0  # a confirm button older than this does nothing (send the command again)
 EXPIRED = "This confirmation has expired or was already answered; nothing changed. Ask again."
 MAX_SYMBOL_CHARS = 40  # longer is no trading symbol (and would not fit the prompt that quotes it)
+MAX_ORDER_ID_CHARS = 64  # longer is no order id: client ids are at most 64 characters (risk checks them)
 ERROR_CHARS = 500  # an error quoting a huge argument is cut, so its reply still fits Telegram's 4096
 RETRY_AFTER_MAX_S = 30.0  # a reply rate-limited for longer than this is given up
 MAX_CONCURRENT_UPDATES = 256  # updates in hand at once (PTB's default); an allowed chat's commands take turns
@@ -55,7 +56,7 @@ class Prompt:
 
     chat_id: int
     actions: frozenset[str]  # the buttons it was sent with; callback_data is the client's, so others are refused
-    target: str = ""  # the square-off symbol (ALL for every position)
+    target: str = ""  # the square-off symbol (ALL for every position), or the order to cancel
     reason: str = ""  # the kill switch reason (engaging or releasing it)
     asked: float = field(default_factory=time.monotonic)
 
@@ -104,7 +105,7 @@ class TelegramBot:
             "start": self._help, "help": self._help, "status": self._status, "positions": self._positions,
             "orders": self._orders, "pnl": self._pnl, "strategies": self._strategies, "pause": self._pause,
             "resume": self._resume, "limits": self._limits, "kill": self._kill, "unkill": self._unkill,
-            "squareoff": self._square_off}
+            "squareoff": self._square_off, "cancel": self._cancel}
         for name, action in actions.items():
             # New messages only: editing an old /unkill must not release the kill switch again.
             self.app.add_handler(CommandHandler(name, self._gated(name, action), filters=filters.UpdateType.MESSAGE))
@@ -257,6 +258,18 @@ class TelegramBot:
                                           InlineKeyboardButton("Cancel", callback_data=f"{ABORT}:{nonce}")]])
         return f"Square off {what} with market orders?", keyboard
 
+    async def _cancel(self, chat_id: int, args: list[str]) -> Reply:
+        """Shows the order and asks; an order already ended is said at once (nothing to confirm)."""
+        if len(args) != 1 or len(args[0]) > MAX_ORDER_ID_CHARS:
+            return "⚠️ order: give one order's id, as /orders shows it (e.g. /cancel sig-1a2b3c)", None
+        order = await self.control.order(args[0])
+        if order.status in replies.ENDED:
+            return f"Nothing to cancel: {replies.order_line(order)}", None
+        nonce = self._ask(Prompt(chat_id, frozenset({CANCEL, ABORT}), target=order.internal_id))
+        keyboard = InlineKeyboardMarkup([[InlineKeyboardButton("Cancel the order", callback_data=f"{CANCEL}:{nonce}"),
+                                          InlineKeyboardButton("Keep it", callback_data=f"{ABORT}:{nonce}")]])
+        return f"Cancel this order?\n{replies.order_line(order)}", keyboard
+
     # -- confirm buttons -----------------------------------------------------------
     async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
@@ -314,7 +327,9 @@ class TelegramBot:
         if action == SQUARE_OFF:
             symbol = "" if prompt.target == ALL else prompt.target
             return replies.square_off_html(await self.control.square_off(symbol), symbol), None
-        return "Cancelled; nothing changed.", None
+        if action == CANCEL:
+            return f"Cancel sent: {replies.order_line(await self.control.cancel(prompt.target))}", None
+        return ("Order kept; nothing changed." if CANCEL in prompt.actions else "Cancelled; nothing changed."), None
 
 
 async def _patiently(send: Callable[..., Awaitable[Message | bool]], *args: Any, **kwargs: Any) -> None:

@@ -27,9 +27,10 @@ def order(symbol: str = "SBIN-EQ", side: int = trading_pb2.SIDE_BUY, qty: int = 
           avg: int = 80_000, status: int = trading_pb2.ORDER_STATUS_TRADED, tag: str = "MOMENTUM_RSI",
           ts_ns: int = DAY_START, token: int = 3045) -> trading_pb2.OrderUpdate:
     return trading_pb2.OrderUpdate(
-        internal_id=f"id-{symbol}-{ts_ns}", status=status, filled_quantity=filled, average_price_paise=avg,
-        ts_ns=ts_ns, request=trading_pb2.OrderRequest(symbol=symbol, token=token, side=side, quantity=qty,
-                                                      strategy_tag=tag, product=trading_pb2.PRODUCT_MIS))
+        internal_id=f"id-{symbol}-{ts_ns}", client_order_id=f"c-{symbol}", status=status, filled_quantity=filled,
+        average_price_paise=avg, ts_ns=ts_ns,
+        request=trading_pb2.OrderRequest(symbol=symbol, token=token, side=side, quantity=qty, strategy_tag=tag,
+                                         product=trading_pb2.PRODUCT_MIS))
 
 
 class Standins:
@@ -61,6 +62,8 @@ class Standins:
             rpc.LIST_ORDERS: lambda r: oms_pb2.ListOrdersResponse(orders=[
                 o for o in self.orders if not r.open_only or o.status == trading_pb2.ORDER_STATUS_OPEN]),
             rpc.LIST_POSITIONS: lambda r: self.positions,
+            rpc.GET_ORDER: lambda r: oms_pb2.GetOrderResponse(order=self._order(r.order_id)),
+            rpc.CANCEL_ORDER: self._cancel,
             rpc.SQUARE_OFF: lambda r: oms_pb2.SquareOffResponse(orders=[order(
                 symbol=r.symbol or "SBIN-EQ", side=trading_pb2.SIDE_SELL, filled=0, avg=0,
                 status=trading_pb2.ORDER_STATUS_OPEN, tag="SQUAREOFF")]),
@@ -91,6 +94,17 @@ class Standins:
         (self.paused.add if paused else self.paused.discard)(name)
         cls = strategy_pb2.PauseStrategyResponse if paused else strategy_pb2.ResumeStrategyResponse
         return cls(strategy=self._info(name))
+
+    def _order(self, order_id: str) -> trading_pb2.OrderUpdate:
+        for o in self.orders:
+            if order_id in (o.internal_id, o.client_order_id):
+                return o
+        raise NotFound(f"no order {order_id!r}; list orders to find its internal or client id")
+
+    def _cancel(self, request: oms_pb2.CancelOrderRequest) -> oms_pb2.CancelOrderResponse:
+        o = self._order(request.order_id)
+        o.status = trading_pb2.ORDER_STATUS_CANCELLED
+        return oms_pb2.CancelOrderResponse(order=o)
 
     def _kill(self, request: risk_pb2.SetKillSwitchRequest) -> risk_pb2.SetKillSwitchResponse:
         self.state = risk_pb2.TRADING_STATE_HALTED if request.engaged else risk_pb2.TRADING_STATE_ACTIVE

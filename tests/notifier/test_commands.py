@@ -25,7 +25,7 @@ async def test_help_lists_every_command(notifier, fake_api):
     reply = await ask(fake_api, "/help")
 
     for command in ("/status", "/positions", "/orders", "/pnl", "/strategies", "/pause", "/resume", "/kill",
-                    "/unkill", "/squareoff", "/limits"):
+                    "/unkill", "/squareoff", "/limits", "/cancel"):
         assert command in reply
 
 
@@ -47,7 +47,7 @@ async def test_positions_shows_each_open_position_with_its_pnl(notifier, fake_ap
 async def test_orders_today_lists_todays_orders(notifier, fake_api):
     reply = await ask(fake_api, "/orders today")
 
-    assert reply == "BUY 10 <b>SBIN-EQ</b> MKT · TRADED 10/10 [MOMENTUM_RSI]"
+    assert reply == "BUY 10 <b>SBIN-EQ</b> MKT · TRADED 10/10 [MOMENTUM_RSI] · <code>c-SBIN-EQ</code>"
 
 
 def test_an_order_given_up_is_not_listed_as_a_plain_rejection():

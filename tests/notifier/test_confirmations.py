@@ -1,4 +1,5 @@
-"""Dangerous commands: /kill, /unkill and /squareoff ask first, act on the confirm button, and obey admin chats."""
+"""Dangerous commands: /kill, /unkill, /squareoff and /cancel ask first, act on the confirm button, and obey admin
+chats."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import re
 
 from services.notifier.module import NotifierModule
 from shared import rpc
-from shared.contracts import risk_pb2
+from shared.contracts import risk_pb2, trading_pb2
 from tests.helpers import eventually
-from tests.notifier.conftest import ADMIN, CHAT, settings_for, started
+from tests.notifier.conftest import ADMIN, CHAT, order, settings_for, started
 from tests.notifier.test_commands import ask
 
 
@@ -306,3 +307,46 @@ async def test_commands_of_a_chat_act_and_answer_in_the_order_sent_while_a_reply
     assert [m["text"] for m in sent[1:]] == ["<b>MOMENTUM_RSI</b> is paused.", "<b>MOMENTUM_RSI</b> is running."]
     assert [name for name, _ in standins.requests] == [rpc.PAUSE_STRATEGY, rpc.RESUME_STRATEGY]
     await eventually(lambda: standins.paused == set())
+
+
+async def test_cancel_shows_the_order_and_cancels_it_on_the_confirm_button(notifier, fake_api, standins):
+    standins.orders = [order(status=trading_pb2.ORDER_STATUS_OPEN, filled=0, avg=0)]
+    fake_api.send_command(CHAT, "/cancel c-SBIN-EQ")
+    message = (await fake_api.wait_sent(1, chat_id=CHAT))[-1]
+
+    assert message["text"] == "Cancel this order?\nBUY 10 <b>SBIN-EQ</b> MKT · OPEN 0/10 [MOMENTUM_RSI]"
+    assert [text for text, _ in buttons(message)] == ["Cancel the order", "Keep it"]
+    assert standins.calls(rpc.CANCEL_ORDER) == []
+
+    edited = await press(fake_api, "cx")
+
+    assert edited["text"] == "Cancel sent: BUY 10 <b>SBIN-EQ</b> MKT · CANCELLED 0/10 [MOMENTUM_RSI]"
+    assert standins.calls(rpc.CANCEL_ORDER)[-1].order_id == "id-SBIN-EQ-" + str(standins.orders[0].ts_ns)
+
+
+async def test_keeping_the_order_cancels_nothing(notifier, fake_api, standins):
+    standins.orders = [order(status=trading_pb2.ORDER_STATUS_OPEN, filled=0, avg=0)]
+    await ask(fake_api, "/cancel c-SBIN-EQ")
+
+    edited = await press(fake_api, "abort")
+
+    assert edited["text"] == "Order kept; nothing changed."
+    assert standins.calls(rpc.CANCEL_ORDER) == []
+
+
+async def test_cancel_of_an_ended_or_unknown_order_says_so_without_asking(notifier, fake_api, standins):
+    assert await ask(fake_api, "/cancel c-SBIN-EQ") == (
+        "Nothing to cancel: BUY 10 <b>SBIN-EQ</b> MKT · TRADED 10/10 [MOMENTUM_RSI]")
+    assert await ask(fake_api, "/cancel nope") == (
+        "⚠️ no order 'nope'; list orders to find its internal or client id")
+    assert (await ask(fake_api, "/cancel")).startswith("⚠️ order: give one order's id, as /orders shows it")
+    assert standins.calls(rpc.CANCEL_ORDER) == []
+
+
+async def test_with_admins_set_a_non_admin_chat_cannot_cancel(bus, standins, fake_api, clock):
+    standins.orders = [order(status=trading_pb2.ORDER_STATUS_OPEN, filled=0, avg=0)]
+    settings = settings_for(fake_api, allowed_chat_ids=[CHAT, ADMIN], admin_chat_ids=[ADMIN])
+    async for _ in started(NotifierModule(bus, settings, clock)):
+        assert await ask(fake_api, "/cancel c-SBIN-EQ") == "Only admin chats may use /cancel."
+
+    assert standins.calls(rpc.GET_ORDER) == standins.calls(rpc.CANCEL_ORDER) == []

@@ -70,6 +70,47 @@ async def test_a_monolith_fill_and_rejection_reach_telegram(fake_api):
     assert "Risk rejected MAX_ORDER_QUANTITY" in rejection
 
 
+async def test_a_resting_order_is_cancelled_from_telegram(fake_api):
+    """/orders shows the order's id; /cancel with it asks, and the confirm button cancels it at the paper broker
+    through the real OMS."""
+    from services.app.monolith import Monolith
+    from tests.notifier.test_confirmations import buttons, press
+
+    app = Monolith(paper_settings(), notifier_toml(fake_api))
+    stop = asyncio.Event()
+    seen: dict[str, str] = {}
+
+    async def trader() -> None:
+        try:
+            await app.started.wait()
+            instruments = await app.bus.call(rpc.LIST_INSTRUMENTS, ingestion_pb2.ListInstrumentsRequest())
+            sbin = next(i for i in instruments.instruments if i.symbol == "SBIN-EQ")
+            bought = await place_once_priced(app.bus, sbin)  # its fill price: the limit goes 4% below it
+            last = await filled(app.bus, bought)
+            limit = last.average_price_paise * 96 // 100 // 5 * 5
+            resting = manual_order(sbin, 1, "rest-1")
+            resting.order_type, resting.price_paise = trading_pb2.ORDER_TYPE_LIMIT, limit
+            await app.bus.call(rpc.PLACE_ORDER, oms_pb2.PlaceOrderRequest(order=resting))
+            # Notifications (the fill above) go to the same chat: the replies are picked out by what they say.
+            fake_api.send_command(CHAT, "/orders")
+            seen["orders"] = (await reply(fake_api, lambda m: "rest-1" in m["text"]))["text"]
+            fake_api.send_command(CHAT, "/cancel rest-1")
+            seen["prompt"] = await reply(fake_api, lambda m: bool(m.get("reply_markup")))
+            seen["done"] = (await press(fake_api, "cx"))["text"]
+            seen["status"] = trading_pb2.OrderStatus.Name((await app.bus.call(
+                rpc.GET_ORDER, oms_pb2.GetOrderRequest(order_id="rest-1"))).order.status)
+        finally:
+            stop.set()
+
+    await asyncio.wait_for(app.run(extra=[trader], stop=stop), 60)
+
+    assert "<code>rest-1</code>" in seen["orders"]
+    assert seen["prompt"]["text"].startswith("Cancel this order?\nBUY 1 <b>SBIN-EQ</b> ₹")
+    assert [text for text, _ in buttons(seen["prompt"])] == ["Cancel the order", "Keep it"]
+    assert seen["done"].startswith("Cancel sent: BUY 1 <b>SBIN-EQ</b>") and "CANCELLED 0/1" in seen["done"]
+    assert seen["status"] == "ORDER_STATUS_CANCELLED"
+
+
 async def test_the_monolith_start_and_stop_notices_reach_telegram(fake_api):
     from services.app.monolith import Monolith
 
@@ -137,14 +178,15 @@ async def test_an_alert_published_while_the_notifier_stops_still_reaches_telegra
         (True, False), (False, True)]
 
 
-async def place_once_priced(bus, instrument, within: float = 20.0) -> None:
-    """A market order needs a last price at risk; until the first tick arrives it is refused with NO_PRICE."""
+async def place_once_priced(bus, instrument, within: float = 20.0) -> str:
+    """A market order needs a last price at risk; until the first tick arrives it is refused with NO_PRICE. Returns
+    the client id of the one placed."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     for attempt in itertools.count():
         try:
             await bus.call(rpc.PLACE_ORDER, oms_pb2.PlaceOrderRequest(order=manual_order(instrument, 1, f"s{attempt}")))
-            return
+            return f"s{attempt}"
         except RiskRejected as exc:
             assert exc.reason_code == "NO_PRICE" and loop.time() < deadline, str(exc)
             await asyncio.sleep(0.05)
@@ -159,3 +201,26 @@ async def wait_for_texts(fake_api, texts: list[str], needles: list[str], within:
             return
         assert loop.time() < deadline, f"not all of {needles} arrived: {texts}"
         await asyncio.sleep(0.05)
+
+
+async def reply(fake_api, wanted, within: float = 30.0) -> dict:
+    """The first message sent to the chat that `wanted` says is the one."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not (found := [m for m in fake_api.sent(chat_id=CHAT) if wanted(m)]):
+        assert loop.time() < deadline, f"no such reply among {[m['text'] for m in fake_api.sent(chat_id=CHAT)]}"
+        await asyncio.sleep(0.05)
+    return found[0]
+
+
+async def filled(bus, order_id: str, within: float = 20.0) -> trading_pb2.OrderUpdate:
+    """The order once it has a fill (a paper market order fills at the next tick)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    for _ in itertools.count():
+        order = (await bus.call(rpc.GET_ORDER, oms_pb2.GetOrderRequest(order_id=order_id))).order
+        if order.filled_quantity:
+            return order
+        assert loop.time() < deadline, f"order {order_id} did not fill: {order}"
+        await asyncio.sleep(0.05)
+    raise AssertionError("unreachable")
