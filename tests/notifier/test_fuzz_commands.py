@@ -4,8 +4,9 @@ Each step queues one or two random updates (commands with odd arguments, edited 
 fresh, replayed, stale, forged or other-chat confirmation data) from allowed, admin and unknown chats, then waits
 until the bot has handled them and checks the promises: nothing escapes a handler, every reply is HTML Telegram
 accepts, unknown chats get nothing, admin-only actions stay admin-only, and the order path (the stand-in
-SetKillSwitch / SquareOff handlers) sees exactly the actions confirmed by a fresh button of the chat that asked,
-once each. A failing seed is in the test id; rerun it alone and shrink it into a named test below.
+SetKillSwitch / SquareOff / CancelOrder handlers) sees exactly the actions confirmed by a fresh button of the chat
+that asked, once each (a cancel, of the order its prompt showed). A failing seed is in the test id; rerun it alone
+and shrink it into a named test below.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from services.notifier.module import NotifierModule
 from shared import rpc
 from shared.bus import Bus
 from shared.clock import ManualClock
-from shared.contracts import oms_pb2
+from shared.contracts import oms_pb2, trading_pb2
 from shared.errors import NotFound
 from tests.helpers import eventually
 from tests.notifier.conftest import ADMIN, CHAT, STRANGER, Standins, order, settings_for, started
@@ -40,12 +41,17 @@ STEPS = 70
 # FUZZ_SEEDS=5,6,7 runs other seeds (e.g. FUZZ_SEEDS=$(seq -s, 100 130) for a longer hunt).
 SEEDS = [int(s) for s in os.environ.get("FUZZ_SEEDS", "").split(",") if s] or [1, 2, 3, 20261125]
 COMMANDS = ["status", "positions", "orders", "pnl", "strategies", "pause", "resume", "kill", "unkill", "squareoff",
-            "limits", "help", "start"]
+            "limits", "help", "start", "cancel"]
 UNKNOWN = ["foo", "kil", "squareof", "sq", "buy", "sell", "admin", "x" * 40]
-ADMIN_ONLY = {"kill", "unkill", "squareoff", "pause", "resume"}
-MUTATING = {rpc.SET_KILL_SWITCH, rpc.SQUARE_OFF, rpc.PAUSE_STRATEGY, rpc.RESUME_STRATEGY}
-ACTIONS = ["kill", "killc", "unkill", "sq", "abort", "nope", ""]
-BUTTONS = {"kill": ["kill", "killc", "abort"], "unkill": ["unkill", "abort"], "squareoff": ["sq", "abort"]}
+ADMIN_ONLY = {"kill", "unkill", "squareoff", "pause", "resume", "cancel"}
+MUTATING = {rpc.SET_KILL_SWITCH, rpc.SQUARE_OFF, rpc.PAUSE_STRATEGY, rpc.RESUME_STRATEGY, rpc.CANCEL_ORDER}
+ACTIONS = ["kill", "killc", "unkill", "sq", "cx", "abort", "nope", ""]
+BUTTONS = {"kill": ["kill", "killc", "abort"], "unkill": ["unkill", "abort"], "squareoff": ["sq", "abort"],
+           "cancel": ["cx", "abort"]}
+# The stand-in OMS's orders (client ids c-SYMBOL): working ones until a confirmed /cancel ends them.
+WORKING = ["INFY-EQ", "TCS-EQ", "M&M-EQ"]
+ORDER_IDS = ["c-SBIN-EQ", *(f"c-{s}" for s in WORKING), "c-NOSUCH-EQ", "c-infy-eq"]
+ENDED = {trading_pb2.ORDER_STATUS_TRADED, trading_pb2.ORDER_STATUS_REJECTED, trading_pb2.ORDER_STATUS_CANCELLED}
 # Telegram's HTML parse mode: these tags (and their attributes), nested and closed; <, > and & only as entities.
 TAGS = {"b": set(), "strong": set(), "i": set(), "em": set(), "u": set(), "ins": set(), "s": set(), "strike": set(),
         "del": set(), "span": {"class"}, "tg-spoiler": set(), "a": {"href"}, "tg-emoji": {"emoji-id"},
@@ -144,8 +150,8 @@ class Asked:
     """A confirmation prompt the bot sent, as the fuzz model sees it."""
 
     chat_id: int
-    command: str  # kill, unkill or squareoff
-    detail: str  # the kill switch reason or the square-off symbol (as sent to SquareOff)
+    command: str  # kill, unkill, squareoff or cancel
+    detail: str  # the kill switch reason, the square-off symbol (as sent to SquareOff) or the order's internal id
     live: bool = True
     stale: bool = False
 
@@ -166,6 +172,8 @@ def request_key(method: str, request: Any) -> Any:
         return (request.engaged, request.reason, request.cancel_open_orders)
     if method == rpc.SQUARE_OFF:
         return request.symbol
+    if method == rpc.CANCEL_ORDER:
+        return request.order_id
     return request.name
 
 
@@ -184,6 +192,8 @@ def random_command(rng: random.Random) -> tuple[str, str, bool]:
     shown = name.upper() if rng.random() < 0.1 else name  # Telegram commands are case-insensitive
     suffix, ours = rng.choice([("", True)] * 6 + [("@neopulse_test_bot", True), ("@other_bot", False)])
     args = [random_arg(rng) for _ in range(rng.choice([0, 0, 1, 1, 1, 2, 3]))]
+    if name == "cancel" and rng.random() < 0.6:
+        args = [rng.choice(ORDER_IDS)]
     text = " ".join([f"/{shown}{suffix}", *args])[:4096]
     if rng.random() < 0.05:  # a very long message: Telegram's maximum
         text = (text + " " + "Ω" * 4096)[:4096]
@@ -200,7 +210,8 @@ def random_button(rng: random.Random, model: Model) -> str:
         return rng.choice(model.used)  # replayed
     if roll < 0.75 and model.prompts:  # right nonce, wrong action
         return f"{rng.choice(ACTIONS)}:{rng.choice(list(model.prompts))}"
-    forged = rng.choice(["kill:", "sq:none", "kill:" + "A" * 12, ":", "", "sq:a:b", "kill:<b>", random_arg(rng)])
+    forged = rng.choice(["kill:", "sq:none", "cx:none", "kill:" + "A" * 12, ":", "", "sq:a:b", "kill:<b>",
+                         random_arg(rng)])
     return forged[:64]
 
 
@@ -280,17 +291,26 @@ class Fuzz:
         if name in ("pause", "resume") and " ".join(args).strip():
             method = rpc.PAUSE_STRATEGY if name == "pause" else rpc.RESUME_STRATEGY
             self.model.expected += [(method, " ".join(args).strip())] * times
-        elif name in ("kill", "unkill", "squareoff"):
+        elif name in ("kill", "unkill", "squareoff", "cancel"):
             detail = cut(" ".join(args), REASON_CHARS) or f"telegram:{chat} /{name}"
             if name == "squareoff":
                 symbol = args[0].upper() if args else "ALL"
                 detail = "" if symbol == "ALL" else symbol
+            asking = 0
+            if name == "cancel":  # asks only for a working order named exactly by its id
+                named = [o for o in self.standins.orders if args == [o.client_order_id]]
+                asking = times if named and named[0].status not in ENDED else 0
+                detail = named[0].internal_id if named else ""
+            asked = 0
             for _, params, _ in self.api.calls[calls_before:]:
                 rows = (params.get("reply_markup") or {}).get("inline_keyboard", [])
                 nonces = {b["callback_data"].partition(":")[2] for row in rows for b in row}
                 if rows and int(params["chat_id"]) == chat:
                     assert len(nonces) == 1, rows
                     self.model.prompts[nonces.pop()] = Asked(chat, name, detail)
+                    asked += 1
+            if name == "cancel":
+                assert asked == asking, f"/cancel {args} asked {asked} times, not {asking}"
 
     def expect_press(self, chat: int, data: str) -> None:
         self.model.used.append(data)
@@ -309,6 +329,8 @@ class Fuzz:
             self.model.expected.append((rpc.SET_KILL_SWITCH, (False, asked.detail, False)))
         elif action == "sq" and asked.command == "squareoff":
             self.model.expected.append((rpc.SQUARE_OFF, asked.detail))
+        elif action == "cx" and asked.command == "cancel":
+            self.model.expected.append((rpc.CANCEL_ORDER, asked.detail))
 
     def check(self, calls_before: int, requests_before: int, expect: dict[int, int],
               refusals: list[tuple[int, str]]) -> None:
@@ -357,6 +379,7 @@ async def test_random_updates_keep_every_promise(seed, bus, standins, strict_api
     allowed = [CHAT, PROBE] if with_admins else [CHAT, ADMIN, ADMIN2, PROBE]
     admins = [ADMIN, ADMIN2] if with_admins else []
     square_off_known_symbols(standins, bus)
+    standins.orders += [order(symbol=s, status=trading_pb2.ORDER_STATUS_OPEN, filled=0) for s in WORKING]
     model = Model(admins=set(admins) or set(allowed), allowed=set(allowed) | set(admins))
     settings = settings_for(strict_api, allowed_chat_ids=allowed, admin_chat_ids=admins)
     async for module in started(NotifierModule(bus, settings, clock)):
