@@ -25,9 +25,6 @@ HELP = """<b>NeoPulse bot</b>
 <code>/unkill</code> – re-arm trading (asks to confirm)
 /squareoff [SYMBOL|all] – close positions (asks to confirm)
 /cancel ORDER – cancel an order, by the id /orders shows (asks to confirm)"""
-# Order states with nothing left to cancel (the OMS's TERMINAL, as the contract defines them).
-ENDED = frozenset({trading_pb2.ORDER_STATUS_TRADED, trading_pb2.ORDER_STATUS_REJECTED,
-                   trading_pb2.ORDER_STATUS_CANCELLED})
 REASON_CHARS = 300  # a reason quoted in a reply (risk keeps the kill switch's whole) is cut, so the reply fits
 
 

@@ -28,7 +28,7 @@ from telegram.ext import (
 
 from services.notifier import replies
 from services.notifier.config import NotifierSettings
-from services.notifier.control import Control
+from services.notifier.control import TERMINAL, Control
 from services.notifier.messages import esc, split_lines
 from shared.errors import NeoPulseError
 
@@ -263,7 +263,7 @@ class TelegramBot:
         if len(args) != 1 or len(args[0]) > MAX_ORDER_ID_CHARS:
             return "⚠️ order: give one order's id, as /orders shows it (e.g. /cancel sig-1a2b3c)", None
         order = await self.control.order(args[0])
-        if order.status in replies.ENDED:
+        if order.status in TERMINAL:
             return f"Nothing to cancel: {replies.order_line(order)}", None
         nonce = self._ask(Prompt(chat_id, frozenset({CANCEL, ABORT}), target=order.internal_id))
         keyboard = InlineKeyboardMarkup([[InlineKeyboardButton("Cancel the order", callback_data=f"{CANCEL}:{nonce}"),

@@ -152,10 +152,9 @@ class CandleBuilder:
         bar = self._bars.get(candle.token)
         if bar is not None and (bar[_START] > candle.start_ns or (bar[_START] == candle.start_ns and not bar[_CLOSED])):
             return
-        start = candle.start_ns
-        self._bars[candle.token] = [start, candle.open_paise, candle.high_paise, candle.low_paise, candle.close_paise,
-                                    candle.volume, candle.tick_count, False, candle.exchange_segment, start, start, 0,
-                                    0]
+        start, c = candle.start_ns, candle
+        self._bars[c.token] = [start, c.open_paise, c.high_paise, c.low_paise, c.close_paise, c.volume, c.tick_count,
+                               False, c.exchange_segment, start, start, 0, 0]
 
     def open_candle(self, token: int) -> market_pb2.Candle | None:
         """The token's candle in progress, or None (for inspection and tests)."""

@@ -151,7 +151,6 @@ class StrategyEngine:
             inst = self.instruments.get(token)
             self.candles.closed_before(token, inst.exchange_segment if inst is not None else "", cutoff_ns)
         for candle in open_candles:
-            candle.symbol = self.candles.symbols.get(candle.token, "")
             self.candles.resume(candle)
 
     def _run_on_tick(self, ticks: Any) -> list[trading_pb2.Signal]:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from services.notifier.control import REASON_CHARS
+from services.notifier.control import REASON_CHARS, TERMINAL
 from services.notifier.messages import MAX_MESSAGE_CHARS, cut
 from services.notifier.module import NotifierModule
 from shared import rpc
@@ -51,7 +51,6 @@ BUTTONS = {"kill": ["kill", "killc", "abort"], "unkill": ["unkill", "abort"], "s
 # The stand-in OMS's orders (client ids c-SYMBOL): working ones until a confirmed /cancel ends them.
 WORKING = ["INFY-EQ", "TCS-EQ", "M&M-EQ"]
 ORDER_IDS = ["c-SBIN-EQ", *(f"c-{s}" for s in WORKING), "c-NOSUCH-EQ", "c-infy-eq"]
-ENDED = {trading_pb2.ORDER_STATUS_TRADED, trading_pb2.ORDER_STATUS_REJECTED, trading_pb2.ORDER_STATUS_CANCELLED}
 # Telegram's HTML parse mode: these tags (and their attributes), nested and closed; <, > and & only as entities.
 TAGS = {"b": set(), "strong": set(), "i": set(), "em": set(), "u": set(), "ins": set(), "s": set(), "strike": set(),
         "del": set(), "span": {"class"}, "tg-spoiler": set(), "a": {"href"}, "tg-emoji": {"emoji-id"},
@@ -299,7 +298,7 @@ class Fuzz:
             asking = 0
             if name == "cancel":  # asks only for a working order named exactly by its id
                 named = [o for o in self.standins.orders if args == [o.client_order_id]]
-                asking = times if named and named[0].status not in ENDED else 0
+                asking = times if named and named[0].status not in TERMINAL else 0
                 detail = named[0].internal_id if named else ""
             asked = 0
             for _, params, _ in self.api.calls[calls_before:]:
