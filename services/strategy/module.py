@@ -84,11 +84,10 @@ class StrategyModule(Component):
         engine, limit = self.engine, self.settings.warm_up_timeout_s
         assert engine is not None
         needs = engine.closes_needed()
-        if self.history is None or not limit or not needs:
+        if self.history is None or not limit:  # no strategy (needs empty): the minute in progress is read still
             why = "no stored ticks to read (no database, or a replay)" if self.history is None \
-                else "warm_up_timeout_s = 0" if not limit else ""
-            if why:
-                log.info("strategies start cold: their indicators warm up on live candles", extra={"reason": why})
+                else "warm_up_timeout_s = 0"
+            log.info("strategies start cold: their indicators warm up on live candles", extra={"reason": why})
             return
         started, cutoff = time.monotonic(), minute_start_ns(self.clock.now_ns())
         try:

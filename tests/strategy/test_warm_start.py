@@ -219,15 +219,19 @@ async def test_a_tick_of_a_minute_the_warm_up_fed_is_late_not_a_second_candle(db
     assert list(r.strategy._closes[SBIN]) == [*FALLING_THEN_JUMP, 97_00]
 
 
-async def test_the_candle_of_the_minute_in_progress_goes_on_from_its_stored_ticks(db_pool, restarted):
+@pytest.mark.parametrize("traded", [True, False], ids=["a strategy", "no strategy"])
+async def test_the_candle_of_the_minute_in_progress_goes_on_from_its_stored_ticks(db_pool, restarted, traded):
     """Restarted at 09:21:30, the 09:21 candle was built from the live ticks alone: its open, high, low and volume
     those of the last half minute (the OMS's paper fills look at the high and low). It goes on from the stored ticks
-    of the minute, for every instrument, traded or not."""
+    of the minute, for every instrument, traded or not, and with no strategy configured (manual paper trading)."""
     in_progress = [market_pb2.Tick(token=token, exchange_segment="nse_cm", ts_ns=M0915 + 6 * MINUTE_NS + s * NS,
                                    ltp_paise=p, ltq=10) for token in (SBIN, TCS) for s, p in
                    ((5, 100_00), (10, 104_00), (20, 97_00))]
     await store(db_pool, [*minute_ticks(FALLING_THEN_JUMP), *in_progress])
-    r = await restarted(settings(SMALL), M0915 + 6 * MINUTE_NS + 30 * NS, StoredCandles(db_pool))
+    no_strategy = cfg.load(StrategySettings, {"strategy": {"close_check_ms": 10, "close_grace_ms": 0,
+                                                           "strategies": []}})
+    r = await restarted(settings(SMALL) if traded else no_strategy, M0915 + 6 * MINUTE_NS + 30 * NS,
+                        StoredCandles(db_pool))
 
     live = [market_pb2.Tick(token=token, exchange_segment="nse_cm", ts_ns=M0915 + 6 * MINUTE_NS + 40 * NS,
                             ltp_paise=99_00, ltq=10) for token in (SBIN, TCS)]
@@ -237,7 +241,8 @@ async def test_the_candle_of_the_minute_in_progress_goes_on_from_its_stored_tick
     assert sorted((c.token, c.start_ns, c.open_paise, c.high_paise, c.low_paise, c.close_paise, c.volume,
                    c.tick_count) for c in r.candles) == [
         (token, M0915 + 6 * MINUTE_NS, 100_00, 104_00, 97_00, 99_00, 40, 4) for token in sorted((SBIN, TCS))]
-    assert list(r.strategy._closes[SBIN]) == [*FALLING_THEN_JUMP, 99_00]
+    if traded:
+        assert list(r.strategy._closes[SBIN]) == [*FALLING_THEN_JUMP, 99_00]
 
 
 async def test_the_minutes_that_close_while_the_candles_are_read_are_read_too(db_pool, restarted):
