@@ -7,7 +7,7 @@ what it reads to the engine (StrategyEngine.warm_up) before the strategy takes i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -44,15 +44,7 @@ async def read(history: CandleHistory, needs: dict[int, int], cutoff_ns: int) ->
     open): all of today's (IST), and whole earlier trading days' while the token has fewer closes than it needs
     (`needs`: token -> closes), up to LOOKBACK_DAYS of them. Whole days, so that the indicators come out as those
     of a strategy that saw the same candles live. Oldest first per token."""
-    gate = asyncio.Semaphore(CONCURRENT_READS)
-
-    async def one(token: int, need: int) -> list[market_pb2.Candle]:
-        async with gate:
-            return await _token(history, token, need, cutoff_ns)
-
-    async with asyncio.TaskGroup() as tasks:
-        reads = [tasks.create_task(one(token, need)) for token, need in needs.items()]
-    return [candle for task in reads for candle in task.result()]
+    return await _each(needs, lambda token: _token(history, token, needs[token], cutoff_ns))
 
 
 async def read_since(history: CandleHistory, tokens: Iterable[int], start_ns: int,
@@ -68,12 +60,21 @@ async def read_open(history: CandleHistory, tokens: Iterable[int], cutoff_ns: in
     """The candle of the minute starting at `cutoff_ns` (still open) as far as the stored ticks have it, for each
     token with ticks in it. Read from the minute before, so that its volume is counted from the day volume that
     minute reached (a range's first minute has no earlier tick to count from)."""
+    async def one(token: int) -> list[market_pb2.Candle]:
+        candles = await history.candles(token, cutoff_ns - MINUTE_NS, cutoff_ns + MINUTE_NS)
+        return [candle for candle in candles if candle.start_ns == cutoff_ns]
+
+    return await _each(tokens, one)
+
+
+async def _each(tokens: Iterable[int],
+                read_one: Callable[[int], Awaitable[list[market_pb2.Candle]]]) -> list[market_pb2.Candle]:
+    """`read_one` of every token, CONCURRENT_READS at a time; their candles, token after token."""
     gate = asyncio.Semaphore(CONCURRENT_READS)
 
     async def one(token: int) -> list[market_pb2.Candle]:
         async with gate:
-            candles = await history.candles(token, cutoff_ns - MINUTE_NS, cutoff_ns + MINUTE_NS)
-        return [candle for candle in candles if candle.start_ns == cutoff_ns]
+            return await read_one(token)
 
     async with asyncio.TaskGroup() as tasks:
         reads = [tasks.create_task(one(token)) for token in tokens]
