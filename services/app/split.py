@@ -11,7 +11,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import grpc
@@ -23,7 +22,7 @@ from services.app.config import AppSettings
 from shared import config as cfg
 from shared import rpc, runtime
 from shared.bus import Bus, Sequencer
-from shared.clock import IST, MARKET_OPEN_IST, NS, Clock, RealClock, last_trading_day
+from shared.clock import MARKET_OPEN_IST, Clock, RealClock, day_of, ist_ns, last_trading_day
 from shared.config import ModuleSettings
 from shared.errors import ConfigError
 from shared.grpc.auth import auth_metadata
@@ -69,11 +68,13 @@ class SplitSettings(ModuleSettings):
 
 
 class SessionClock:
-    """SimClock with an agreed start: sim time = today's 09:15 IST + (now - wall_start) * speed."""
+    """SimClock with an agreed start: sim time = 09:15 IST of the session day + (now - wall_start) * speed. The
+    session day is that of wall_start (its last trading day), not of the process's own start: processes started
+    either side of midnight IST run one session, not two a day apart (a market order found no tick of its day)."""
 
     def __init__(self, wall_start_ns: int, speed: float) -> None:
-        day = last_trading_day(datetime.now(IST).date())
-        self.start_ns = int(datetime(day.year, day.month, day.day, *MARKET_OPEN_IST, tzinfo=IST).timestamp()) * NS
+        day = last_trading_day(day_of(wall_start_ns))
+        self.start_ns = ist_ns(day, *MARKET_OPEN_IST)
         self.wall_start_ns, self.speed = wall_start_ns, speed
 
     def now_ns(self) -> int:

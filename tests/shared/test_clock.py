@@ -37,3 +37,18 @@ def test_a_configured_exchange_holiday_is_closed_all_day_and_skipped_as_a_sessio
     assert not is_market_open(ist_ns(republic_day, 11, 0))
     assert is_market_open(ist_ns(date(2026, 1, 27), 11, 0))
     assert last_trading_day(republic_day) == date(2026, 1, 23)  # back over the weekend to Friday
+
+
+def test_split_processes_started_either_side_of_midnight_ist_run_the_same_simulated_session():
+    """The session day came from each process's own start: a risk or OMS restarted after midnight IST ran the next
+    day's session beside an ingestion still on the last one (a market order waited for a tick of its own day)."""
+    from datetime import date
+
+    from services.app.split import SessionClock
+    from shared.clock import ist_ns
+
+    wall_start = ist_ns(date(2026, 11, 25), 23, 59, 59)  # a Wednesday, a second before midnight IST
+    clock = SessionClock(wall_start, speed=60)  # this process starts now, any day after it
+
+    assert clock.start_ns == ist_ns(date(2026, 11, 25), 9, 15)
+    assert SessionClock(ist_ns(date(2026, 11, 28), 10, 0), speed=60).start_ns == ist_ns(date(2026, 11, 27), 9, 15)
