@@ -147,6 +147,7 @@ class SplitProcess:
     started: asyncio.Event = field(default_factory=asyncio.Event)
     bridges: list[StreamBridge] = field(default_factory=list)
     _closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+    _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)  # one per upstream module
 
     def clock(self) -> Clock:
         if self.app.mode == "live" or not self.split.session_wall_start_ns:
@@ -178,6 +179,7 @@ class SplitProcess:
             bridge_tasks = self._connect(tg, forwarder_needed, module_started, await self._resume_points(component))
             for upstream in STARTS_AFTER.get(self.module, ()):
                 await self._wait_serving(upstream, stop)
+            await self._wait_streams_open(stop)
             if stop.is_set():  # asked to stop while waiting for ingestion: nothing started yet
                 await server.stop(0)
                 for task in (*bridge_tasks, bus_task):
@@ -270,15 +272,7 @@ class SplitProcess:
 
     def _connect(self, tg: asyncio.TaskGroup, forward_notifications: bool,
                  gate: asyncio.Event, resume: dict[str, int]) -> list[asyncio.Task[None]]:
-        needs, metadata = NEEDS[self.module], self._metadata()
-        channels: dict[str, grpc.aio.Channel] = {}
-
-        def channel(module: str) -> grpc.aio.Channel:
-            if module not in channels:
-                channels[module] = open_channel(self.split.addr(module), self.grpc_settings)
-                self._closers.append(channels[module].close)
-            return channels[module]
-
+        needs, metadata, channel = NEEDS[self.module], self._metadata(), self._channel
         for method in needs.requests:
             install_unary_proxy(self.bus, channel(owner(method)), method, metadata)
         if forward_notifications:
@@ -292,26 +286,50 @@ class SplitProcess:
             tasks.append(tg.create_task(bridge.run(), name=f"bridge:{method}"))
         return tasks
 
+    def _channel(self, module: str) -> grpc.aio.Channel:
+        if module not in self._channels:
+            self._channels[module] = open_channel(self.split.addr(module), self.grpc_settings)
+            self._closers.append(self._channels[module].close)
+        return self._channels[module]
+
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         token = self.grpc_settings.auth_token
         return auth_metadata(token.get_secret_value() if token else None)
 
     async def _wait_serving(self, module: str, stop: asyncio.Event) -> None:
-        """Poll the upstream's health until SERVING (STARTS_AFTER has no cycle)."""
+        """Poll the upstream's health until SERVING (STARTS_AFTER has no cycle), on the channel the bridges use: it
+        is connected when this returns."""
         target, service = self.split.addr(module), rpc.DESCRIPTORS[SERVICE_OF[module]].full_name
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.split.upstream_wait_s
-        async with open_channel(target, self.grpc_settings) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while not stop.is_set():
-                with contextlib.suppress(grpc.aio.AioRpcError):
-                    reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2.0)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
+        stub = health_pb2_grpc.HealthStub(self._channel(module))
+        while not stop.is_set():
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            if loop.time() > deadline:
+                raise ConfigError(f"{module} at {target} is not serving after {self.split.upstream_wait_s}s; "
+                                  f"start it or fix [split].{module}_addr")
+            await asyncio.sleep(0.2)
+
+    async def _wait_streams_open(self, stop: asyncio.Event) -> None:
+        """The order-path streams from the upstreams the module starts after (risk's and the strategy's order
+        updates) open before it starts. Their first connection is live from that point, and the module reads
+        the OMS's orders and positions as it starts: updates published in between, before a stream's next try
+        (seconds apart after an upstream that was slow to listen), reached neither, and the module counted
+        those orders as working and their fills as never made."""
+        waited = [b for b in self.bridges if b.resumable and owner(b.method) in STARTS_AFTER.get(self.module, ())]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.split.upstream_wait_s
+        for bridge in waited:
+            while not (bridge.connected.is_set() or stop.is_set()):
+                bridge.backoff.retry_now()  # the upstream serves: no need to sit out the backoff
                 if loop.time() > deadline:
-                    raise ConfigError(f"{module} at {target} is not serving after {self.split.upstream_wait_s}s; "
-                                          f"start it or fix [split].{module}_addr")
-                await asyncio.sleep(0.2)
+                    raise ConfigError(f"{bridge.method} did not open within {self.split.upstream_wait_s}s though "
+                                      f"{owner(bridge.method)} serves; its log says why (auth token?)")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(bridge.connected.wait(), 0.2)
 
     async def _build_module(self, clock: Clock) -> Any:
         return await build_module(self.module, self.bus, self.app, self.toml, clock, self._closers)

@@ -6,6 +6,7 @@ Talks to the local Bus and to remote NeoPulse gRPC servers (generic calls, no ge
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections import deque
@@ -66,12 +67,19 @@ class Backoff:
 
     def __init__(self, first_s: float = 0.1, max_s: float = 5.0) -> None:
         self.first_s, self.max_s, self.next_s = first_s, max_s, first_s
+        self._now = asyncio.Event()
 
     def reset(self) -> None:
         self.next_s = self.first_s
 
+    def retry_now(self) -> None:
+        """End the wait under way, or the next one, at once (the upstream is known to serve now)."""
+        self._now.set()
+
     async def wait(self) -> None:
-        await asyncio.sleep(self.next_s * random.uniform(0.8, 1.2))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._now.wait(), self.next_s * random.uniform(0.8, 1.2))
+        self._now.clear()
         self.next_s = min(self.max_s, self.next_s * 2)
 
 

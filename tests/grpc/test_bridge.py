@@ -418,3 +418,16 @@ async def test_a_resume_point_the_running_upstream_gave_is_not_streamed_again(ru
         await server.stop(0)
 
     assert seen == [1002, 1003]
+
+
+async def test_a_backoff_told_the_upstream_serves_retries_at_once():
+    """A split process starts its module once its order-path streams are open: the bridge must not sit out a
+    backoff that grew while the upstream was not listening yet."""
+    backoff = Backoff(first_s=30, max_s=30)
+    waiting = asyncio.create_task(backoff.wait())
+    await asyncio.sleep(0.05)
+
+    backoff.retry_now()
+
+    await asyncio.wait_for(waiting, 5)
+    assert backoff.next_s == 30

@@ -23,8 +23,8 @@ LOST = "lost messages"  # in the CRITICAL log line of a bridge that reports a lo
 
 @pytest.fixture
 def trio(tmp_path, pg_server) -> Iterator[tuple[dict[str, int], dict[str, Proc], Callable[..., None]]]:
-    """(ports, processes, start(*modules)): the three running; start() launches some again (all at once: risk waits
-    for the OMS) and waits for their ports."""
+    """(ports, processes, start(*modules, wait=True)): the three running; start() launches some again (all at once:
+    risk waits for the OMS) and waits for their ports (or not: wait=False)."""
     dsn = asyncio.run(_create_database(pg_server))
     ports = {m: free_port() for m in MODULES}
     config = tmp_path / "split.toml"
@@ -32,11 +32,11 @@ def trio(tmp_path, pg_server) -> Iterator[tuple[dict[str, int], dict[str, Proc],
     config.write_text("\n".join([*lines, *(f'{m}_addr = "127.0.0.1:{p}"' for m, p in ports.items())]) + "\n")
     procs: dict[str, Proc] = {}
 
-    def start(*modules: str) -> None:
+    def start(*modules: str, wait: bool = True) -> None:
         for module in modules:
             procs[module] = Proc(["serve", module, "--config", str(config), "--speed", "60"],
                                  tmp_path / f"{module}.log")
-        for module in modules:
+        for module in modules if wait else ():
             procs[module].wait_for_line(f"gRPC listening on 127.0.0.1:{ports[module]}")
 
     try:
@@ -216,3 +216,19 @@ def test_risk_restarted_cleanly_while_the_oms_runs_loses_nothing_and_reports_not
     assert submit(ports["risk"], "after")["accepted"]
     wait_until(lambda: {o["client_order_id"] for o in orders(ports["oms"])} == {"before", "after"}, timeout_s=30)
     assert not [line for m in ("oms", "risk") for line in procs[m].lines if LOST in line]
+
+
+def test_risk_started_before_the_oms_listened_gets_the_updates_of_its_first_orders(trio):
+    """Risk's order-update stream, opened live, retried an OMS not yet listening at ever longer intervals; risk
+    started as soon as the OMS served and took an order before the stream's next try: the order's fill was
+    published before the stream opened, so risk never had it and counted the order as open and its position as
+    flat (CI saw it under load). Risk now starts once its streams from the OMS are open."""
+    ports, procs, start = trio
+    assert procs["risk"].stop() == 0 and procs["oms"].stop() == 0
+    start("risk", wait=False)
+    time.sleep(7)  # risk waits for the OMS; its stream's tries are seconds apart by now
+    start("oms")
+
+    procs["risk"].wait_for_line(f"gRPC listening on 127.0.0.1:{ports['risk']}")
+    assert submit(ports["risk"], "first")["accepted"]
+    wait_until(lambda: risk_holds(ports["risk"], 1), timeout_s=20)
