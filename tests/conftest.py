@@ -21,6 +21,7 @@ import pytest
 
 from shared.db import migrate
 from shared.db.embedded import EmbeddedPostgres, _alive, _read_pidfile
+from tests.grpc import procs as neopulse_procs
 from tests.grpc.procs import Procs
 
 TEMPLATE = "neopulse_test_template"
@@ -93,6 +94,22 @@ def exchange_holidays() -> Iterator[Callable[..., None]]:
 
     yield lambda *days: clock.set_holidays(days)
     clock.set_holidays(())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    neopulse_procs.STARTED.clear()  # those of the tests before (reported), before this one's fixtures start any
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A failed test that started neopulse processes reports the end of each one's output: its logs are in
+    tmp_path, which CI does not keep."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for proc in neopulse_procs.STARTED:
+            report.sections.append((f"neopulse {' '.join(proc.args[:2])} (last lines)", proc.tail()))
 
 
 @pytest.fixture

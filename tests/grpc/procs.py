@@ -22,6 +22,9 @@ GRPCURL = str(ROOT / ".venv" / "bin" / "grpcurl")
 
 
 FORCED_EXIT_WAIT_S = 10.0  # a second SIGTERM forces a neopulse process out (shared.runtime) within seconds
+# Every Proc the running test started (tests/conftest.py: the end of each one's output goes with a failure's report,
+# as CI keeps no tmp_path).
+STARTED: list[Proc] = []
 
 
 class Proc:
@@ -41,6 +44,8 @@ class Proc:
         self._cond = threading.Condition()
         self.proc = subprocess.Popen([sys.executable, "-m", "services.app.cli", *args], cwd=ROOT, env=environ,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.args = args
+        STARTED.append(self)
         threading.Thread(target=self._pump, daemon=True).start()
 
     def _pump(self) -> None:
@@ -66,6 +71,10 @@ class Proc:
                 if left <= 0 or self._eof:
                     raise AssertionError(f"{text!r} not printed; see {self.log}:\n" + "".join(self.lines[-20:]))
                 self._cond.wait(min(left, 0.5))
+
+    def tail(self, lines: int = 15, width: int = 400) -> str:
+        with self._cond:
+            return "".join(line if len(line) <= width else line[:width] + "...\n" for line in self.lines[-lines:])
 
     def output(self, timeout_s: float) -> tuple[int, str]:
         """Wait for the process to exit (TimeoutExpired after `timeout_s`): its exit code and everything it printed."""
