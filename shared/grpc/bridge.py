@@ -84,7 +84,8 @@ class Backoff:
 
 
 class _Rewind(Exception):
-    """The upstream's process numbers below our resume point: stream it again from where it started."""
+    """Stream the upstream again from the resume point just set: where its process started (it numbers below our
+    resume point, or it started after this bridge first asked)."""
 
 
 class StreamBridge:
@@ -92,8 +93,9 @@ class StreamBridge:
 
     Order-path messages carry `sequence`: a reconnect resumes with after_sequence and any
     message at or below the last one seen is dropped, so no order is published twice. The first
-    connection is live from now, unless the caller sets `last_sequence` before run() from a durable
-    resume point (the OMS: the last risk decision in its ledger; -1, all the upstream holds, when it has none).
+    connection is live from now (from the upstream's start when an earlier try found it not listening), unless
+    the caller sets `last_sequence` before run() from a durable resume point (the OMS: the last risk decision
+    in its ledger; -1, all the upstream holds, when it has none).
 
     With `gate`, the stream is opened at once (the server starts keeping messages for it) but nothing is
     published before the gate is set: the local module subscribes to its topics in start(), and a message
@@ -120,6 +122,9 @@ class StreamBridge:
         # Where the upstream process last connected to started (its STARTED_AT_KEY), once checked: all its earlier
         # processes published was received here or reported lost (the OMS keeps it at a clean stop).
         self.accounted_below = 0
+        # An attempt before the first connection failed: the upstream process reached next was not listening when
+        # this bridge first asked, so all it publishes came since (_first_connection).
+        self._refused_first = False
         self.connected = asyncio.Event()
         self.gate = gate
         self._call = channel.unary_stream(method, request_serializer=req_cls.SerializeToString,
@@ -139,6 +144,7 @@ class StreamBridge:
                 if err.code() == grpc.StatusCode.DATA_LOSS:
                     await self._messages_lost(err)
                     continue
+                self._refused_first = self._refused_first or not self.upstream
                 # Warn once per outage; the retries that follow are debug noise.
                 log.log(logging.WARNING if was_connected else logging.DEBUG, "upstream stream failed; reconnecting",
                         extra={"method": self.method, "code": err.code().name, "detail": err.details()})
@@ -165,11 +171,7 @@ class StreamBridge:
         headers = dict(await call.initial_metadata() or ())
         await self._check_incarnation(headers)
         if self.resumable and self.last_sequence == 0:
-            # First connection ("live from now"): remember where now was, so that a reconnect before the first
-            # message still replays what the upstream published meanwhile (a restarted upstream, say).
-            # Nothing published yet: on a reconnect, everything the upstream then holds is new to us (-1).
-            published = str(headers.get(SEQUENCE_KEY, ""))
-            self.last_sequence = (int(published) or -1) if published.isdigit() else 0
+            self._first_connection(headers)
         self.connected.set()
         log.info("upstream stream connected", extra={"method": self.method, "after_sequence": self.last_sequence})
         async for batch in call:
@@ -178,6 +180,25 @@ class StreamBridge:
             if self.gate is not None and not self.gate.is_set():
                 await self.gate.wait()
             await self._publish(batch)
+
+    def _first_connection(self, headers: dict[str, Any]) -> None:
+        """Live from now: remember where now was, so that a reconnect before the first message still replays what
+        the upstream published meanwhile (a restarted upstream, say). Nothing published yet: on a reconnect,
+        everything the upstream then holds is new to us (-1).
+
+        Not when an earlier try found no upstream listening: all this process published came after this bridge
+        first asked for it, and its tries are seconds apart by then (Backoff). Live from now skipped what it
+        published in between: the notifier missed the first fills of an OMS that started after it. Streamed from
+        the upstream's start instead (all it holds, when it does not say), as a rewind."""
+        published = _header_int(headers, SEQUENCE_KEY)
+        if self._refused_first and published > 0:
+            self._refused_first = False
+            self.last_sequence = _header_int(headers, STARTED_AT_KEY) or -1
+            log.info("upstream started after this stream was first asked for; streaming all it published", extra={
+                "method": self.method, "after_sequence": self.last_sequence})
+            raise _Rewind
+        self._refused_first = False
+        self.last_sequence = (published or -1) if str(headers.get(SEQUENCE_KEY, "")).isdigit() else 0
 
     async def _check_incarnation(self, headers: dict[str, Any]) -> None:
         """A stream from another incarnation of the upstream (it restarted) replays only what the new process

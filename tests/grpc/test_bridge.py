@@ -18,6 +18,7 @@ from shared.grpc.bridge import (
 )
 from shared.grpc.config import GrpcSettings
 from shared.grpc.server import GrpcServer
+from shared.ports import free_loopback_port as free_port
 from tests.grpc.conftest import KNOWN_ORDER, register_test_handlers, wait_for
 
 
@@ -431,3 +432,35 @@ async def test_a_backoff_told_the_upstream_serves_retries_at_once():
 
     await asyncio.wait_for(waiting, 5)
     assert backoff.next_s == 30
+
+
+async def test_a_stream_first_asked_for_before_its_upstream_listened_gets_all_that_upstream_published(running):
+    """A first connection is live from that point. A bridge whose try found no upstream listening tried again seconds
+    later, and what the upstream published in between reached no one: the notifier, started before the OMS, missed
+    its first fills. All that upstream published came after the bridge first asked: it now takes all of it."""
+    upstream, local = running(), running()
+    seen: list[int] = []
+
+    async def collect(msg):
+        seen.append(msg.sequence)
+
+    local.subscribe(Topic.ORDER_UPDATES, "collector", collect)
+    port = free_port()
+    channel = open_channel(f"127.0.0.1:{port}", GrpcSettings())
+    bridge = StreamBridge(local, channel, rpc.method("OrderService", "StreamOrderUpdates"), backoff=Backoff(3, 3))
+    task = asyncio.create_task(bridge.run())
+    try:
+        await asyncio.sleep(0.5)  # refused: nothing listens yet
+        server = await serve(upstream, ["OrderService"], port=port)
+        for seq in (1, 2):  # before the bridge's next try
+            await upstream.publish(Topic.ORDER_UPDATES, update(seq))
+        await asyncio.wait_for(bridge.connected.wait(), 10)
+        await upstream.publish(Topic.ORDER_UPDATES, update(3))
+        await wait_for(lambda: seen[-1:] == [3])
+        await server.stop(0)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await channel.close()
+
+    assert seen == [1, 2, 3]
