@@ -52,7 +52,8 @@ class SplitSettings(ModuleSettings):
     # Paper runs at speed != 1 need one session clock in all five processes: the wall-clock time
     # (unix ns) at which the simulated 09:15 IST began. 0 = real time.
     session_wall_start_ns: int = Field(default=0, ge=0)
-    # Seconds to wait for ingestion (the instrument list) before starting a module that needs it.
+    # Seconds to wait for each upstream a module starts after (STARTS_AFTER) to serve, then for the order-update
+    # streams from it to open.
     upstream_wait_s: float = Field(default=60.0, gt=0)
 
     @field_validator("ingestion_addr", "strategy_addr", "risk_addr", "oms_addr", "notifier_addr")
@@ -177,9 +178,13 @@ class SplitProcess:
             self.bound_port = await server.start()
             module_started = asyncio.Event()  # streams are opened now, published once the module subscribed
             bridge_tasks = self._connect(tg, forwarder_needed, module_started, await self._resume_points(component))
-            for upstream in STARTS_AFTER.get(self.module, ()):
-                await self._wait_serving(upstream, stop)
-            await self._wait_streams_open(stop)
+            try:
+                for upstream in STARTS_AFTER.get(self.module, ()):
+                    await self._wait_serving(upstream, stop)
+                await self._wait_streams_open(stop)
+            except Exception:  # not serving, a stream refused: the server too stops before the loop closes
+                await server.stop(0)
+                raise
             if stop.is_set():  # asked to stop while waiting for ingestion: nothing started yet
                 await server.stop(0)
                 for task in (*bridge_tasks, bus_task):
@@ -327,9 +332,11 @@ class SplitProcess:
                 bridge.backoff.retry_now()  # the upstream serves: no need to sit out the backoff
                 if loop.time() > deadline:
                     raise ConfigError(f"{bridge.method} did not open within {self.split.upstream_wait_s}s though "
-                                      f"{owner(bridge.method)} serves; its log says why (auth token?)")
+                                      f"{owner(bridge.method)} serves ({bridge.last_error or 'no answer'}); check "
+                                      "that [grpc] auth_token and TLS are the same in every process")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(bridge.connected.wait(), 0.2)
+                    async with asyncio.timeout(0.2):
+                        await bridge.connected.wait()
 
     async def _build_module(self, clock: Clock) -> Any:
         return await build_module(self.module, self.bus, self.app, self.toml, clock, self._closers)

@@ -78,7 +78,8 @@ class Backoff:
 
     async def wait(self) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._now.wait(), self.next_s * random.uniform(0.8, 1.2))
+            async with asyncio.timeout(self.next_s * random.uniform(0.8, 1.2)):  # not wait_for: gh-86296
+                await self._now.wait()
         self._now.clear()
         self.next_s = min(self.max_s, self.next_s * 2)
 
@@ -125,6 +126,7 @@ class StreamBridge:
         # An attempt before the first connection failed: the upstream process reached next was not listening when
         # this bridge first asked, so all it publishes came since (_first_connection).
         self._refused_first = False
+        self.last_error = ""  # "CODE: details" of the last failed try, for a caller waiting for `connected`
         self.connected = asyncio.Event()
         self.gate = gate
         self._call = channel.unary_stream(method, request_serializer=req_cls.SerializeToString,
@@ -145,6 +147,7 @@ class StreamBridge:
                     await self._messages_lost(err)
                     continue
                 self._refused_first = self._refused_first or not self.upstream
+                self.last_error = f"{err.code().name}: {err.details()}"
                 # Warn once per outage; the retries that follow are debug noise.
                 log.log(logging.WARNING if was_connected else logging.DEBUG, "upstream stream failed; reconnecting",
                         extra={"method": self.method, "code": err.code().name, "detail": err.details()})

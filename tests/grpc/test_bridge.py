@@ -464,3 +464,17 @@ async def test_a_stream_first_asked_for_before_its_upstream_listened_gets_all_th
         await channel.close()
 
     assert seen == [1, 2, 3]
+
+
+async def test_a_backoff_cancelled_as_it_is_told_to_retry_is_cancelled_all_the_same():
+    """asyncio.wait_for returned the finished wait instead (gh-86296): the bridge went on retrying, and the split
+    process that cancelled it to exit hung."""
+    backoff = Backoff(first_s=30, max_s=30)
+    waiting = asyncio.create_task(backoff.wait())
+    await asyncio.sleep(0.05)
+
+    backoff.retry_now()
+    waiting.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await waiting

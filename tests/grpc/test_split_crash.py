@@ -23,8 +23,8 @@ LOST = "lost messages"  # in the CRITICAL log line of a bridge that reports a lo
 
 @pytest.fixture
 def trio(tmp_path, pg_server) -> Iterator[tuple[dict[str, int], dict[str, Proc], Callable[..., None]]]:
-    """(ports, processes, start(*modules, wait=True)): the three running; start() launches some again (all at once:
-    risk waits for the OMS) and waits for their ports (or not: wait=False)."""
+    """(ports, processes, start(*modules, wait=True, env=None)): the three running; start() launches some again (all
+    at once: risk waits for the OMS; `env` added to theirs) and waits for their ports (or not: wait=False)."""
     dsn = asyncio.run(_create_database(pg_server))
     ports = {m: free_port() for m in MODULES}
     config = tmp_path / "split.toml"
@@ -32,10 +32,10 @@ def trio(tmp_path, pg_server) -> Iterator[tuple[dict[str, int], dict[str, Proc],
     config.write_text("\n".join([*lines, *(f'{m}_addr = "127.0.0.1:{p}"' for m, p in ports.items())]) + "\n")
     procs: dict[str, Proc] = {}
 
-    def start(*modules: str, wait: bool = True) -> None:
+    def start(*modules: str, wait: bool = True, env: dict[str, str] | None = None) -> None:
         for module in modules:
             procs[module] = Proc(["serve", module, "--config", str(config), "--speed", "60"],
-                                 tmp_path / f"{module}.log")
+                                 tmp_path / f"{module}.log", env)
         for module in modules if wait else ():
             procs[module].wait_for_line(f"gRPC listening on 127.0.0.1:{ports[module]}")
 
@@ -232,3 +232,18 @@ def test_risk_started_before_the_oms_listened_gets_the_updates_of_its_first_orde
     procs["risk"].wait_for_line(f"gRPC listening on 127.0.0.1:{ports['risk']}")
     assert submit(ports["risk"], "first")["accepted"]
     wait_until(lambda: risk_holds(ports["risk"], 1), timeout_s=20)
+
+
+def test_risk_refused_its_streams_by_the_oms_stops_with_the_reason_instead_of_running_blind(trio):
+    """The OMS asks for a token risk does not have: its health answers (no token needed), its streams do not. Risk
+    started all the same and ran without ever seeing an order update, its log full of retries. It now stops."""
+    _, procs, start = trio
+    assert procs["risk"].stop() == 0 and procs["oms"].stop() == 0
+    start("oms", env={"NEOPULSE_GRPC_AUTH_TOKEN": "the-oms-token"})
+
+    start("risk", wait=False, env={"NEOPULSE_SPLIT_UPSTREAM_WAIT_S": "3"})
+
+    code, output = procs["risk"].output(timeout_s=60)
+    assert code == 2
+    assert "StreamOrderUpdates did not open within 3.0s though oms serves (UNAUTHENTICATED" in output
+    assert "risk started" not in output

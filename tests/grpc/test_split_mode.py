@@ -180,3 +180,18 @@ def test_every_process_stops_cleanly_on_sigterm(cluster):
     codes = {m: procs[m].stop() for m in MODULES}
 
     assert codes == dict.fromkeys(MODULES, 0)
+
+
+def test_a_process_whose_upstream_never_serves_exits_with_the_reason_and_nothing_else(procs, tmp_path):
+    """It exited 2 with the reason, then Python's 'Event loop is closed' traceback from its gRPC server, never
+    stopped, followed: the reason scrolled away under it."""
+    config = tmp_path / "split.toml"
+    config.write_text("[split]\n" + "".join(f'{m}_addr = "127.0.0.1:{free_port()}"\n' for m in MODULES))
+    risk = procs.neopulse(["serve", "risk", "--config", str(config), "--no-db"], tmp_path / "risk.log",
+                          env={"NEOPULSE_SPLIT_UPSTREAM_WAIT_S": "1"})
+
+    code, output = risk.output(timeout_s=60)
+
+    assert code == 2
+    assert "neopulse: ingestion at 127.0.0.1:" in output and "is not serving after 1.0s" in output
+    assert "Traceback" not in output and "Event loop is closed" not in output
