@@ -9,6 +9,11 @@ from __future__ import annotations
 import itertools
 import uuid
 
+# Longest client_order_id, strategy_tag, symbol or signal_id accepted (a signal id is the strategy's name, up to
+# 64, with token, time and side): longer is not an order, and would be stored and echoed in every stream. Risk
+# refuses an order with a longer one; an id longer than this names no order.
+MAX_TEXT_CHARS = 128
+
 
 class IdMint:
     """UUID-shaped ids (the ledger's uuid column takes them), unique across processes and restarts: 90 random

@@ -31,6 +31,7 @@ from services.notifier.config import NotifierSettings
 from services.notifier.control import TERMINAL, Control
 from services.notifier.messages import esc, split_lines
 from shared.errors import NeoPulseError
+from shared.ids import MAX_TEXT_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,6 @@ NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 CONFIRM_TTL_S = 120.0  # a confirm button older than this does nothing (send the command again)
 EXPIRED = "This confirmation has expired or was already answered; nothing changed. Ask again."
 MAX_SYMBOL_CHARS = 40  # longer is no trading symbol (and would not fit the prompt that quotes it)
-MAX_ORDER_ID_CHARS = 64  # longer is no order id: client ids are at most 64 characters (risk checks them)
 ERROR_CHARS = 500  # an error quoting a huge argument is cut, so its reply still fits Telegram's 4096
 RETRY_AFTER_MAX_S = 30.0  # a reply rate-limited for longer than this is given up
 MAX_CONCURRENT_UPDATES = 256  # updates in hand at once (PTB's default); an allowed chat's commands take turns
@@ -260,7 +260,7 @@ class TelegramBot:
 
     async def _cancel(self, chat_id: int, args: list[str]) -> Reply:
         """Shows the order and asks; an order already ended is said at once (nothing to confirm)."""
-        if len(args) != 1 or len(args[0]) > MAX_ORDER_ID_CHARS:
+        if len(args) != 1 or len(args[0]) > MAX_TEXT_CHARS:
             return "⚠️ order: give one order's id, as /orders shows it (e.g. /cancel sig-1a2b3c)", None
         order = await self.control.order(args[0])
         if order.status in TERMINAL:

@@ -35,6 +35,7 @@ from shared.clock import (
     session_of,
 )
 from shared.contracts import market_pb2, ops_pb2, risk_pb2, trading_pb2
+from shared.ids import MAX_TEXT_CHARS
 from shared.instruments import InstrumentBook
 from shared.money import fmt_inr
 from shared.positions import PositionBook
@@ -46,9 +47,6 @@ HALTED = risk_pb2.TRADING_STATE_HALTED
 BUY = trading_pb2.SIDE_BUY
 SQUARE_OFF_AFTER_CANCEL_NS = 1_000_000_000  # clock time between cancelling resting MIS orders and squaring off
 MIS = trading_pb2.PRODUCT_MIS
-# Longest client_order_id, strategy_tag, symbol or signal_id accepted (a signal id is the strategy's name, up to
-# 64, with token, time and side): longer is not an order, and would be stored and echoed in every stream.
-MAX_TEXT_CHARS = 128
 
 Denial = tuple[str, str]  # (reason_code, human reason)
 Check = Callable[[trading_pb2.OrderRequest, market_pb2.Instrument, int], Denial | None]

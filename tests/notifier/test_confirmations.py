@@ -9,6 +9,7 @@ import re
 from services.notifier.module import NotifierModule
 from shared import rpc
 from shared.contracts import risk_pb2, trading_pb2
+from shared.ids import MAX_TEXT_CHARS
 from tests.helpers import eventually
 from tests.notifier.conftest import ADMIN, CHAT, order, settings_for, started
 from tests.notifier.test_commands import ask
@@ -350,3 +351,13 @@ async def test_with_admins_set_a_non_admin_chat_cannot_cancel(bus, standins, fak
         assert await ask(fake_api, "/cancel c-SBIN-EQ") == "Only admin chats may use /cancel."
 
     assert standins.calls(rpc.GET_ORDER) == standins.calls(rpc.CANCEL_ORDER) == []
+
+
+async def test_cancel_takes_any_id_risk_accepts_and_refuses_only_a_longer_one(notifier, fake_api, standins):
+    """/cancel refused ids over 64 characters, though risk accepts client ids up to 128: such an order could not
+    be cancelled from Telegram."""
+    long_id = "c" * MAX_TEXT_CHARS
+    assert await ask(fake_api, f"/cancel {long_id}") == (
+        f"⚠️ no order '{long_id}'; list orders to find its internal or client id")
+    assert (await ask(fake_api, f"/cancel {long_id}x")).startswith("⚠️ order: give one order's id")
+    assert [r.order_id for r in standins.calls(rpc.GET_ORDER)] == [long_id]
