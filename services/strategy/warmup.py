@@ -50,10 +50,7 @@ async def read(history: CandleHistory, needs: dict[int, int], cutoff_ns: int) ->
 async def read_since(history: CandleHistory, tokens: Iterable[int], start_ns: int,
                      cutoff_ns: int) -> list[market_pb2.Candle]:
     """The candles of the minutes that closed while `read` ran (start_ns <= minute < cutoff_ns)."""
-    out = []
-    for token in tokens:
-        out.extend(await history.candles(token, start_ns, cutoff_ns))
-    return out
+    return await _each(tokens, lambda token: history.candles(token, start_ns, cutoff_ns))
 
 
 async def read_open(history: CandleHistory, tokens: Iterable[int], cutoff_ns: int) -> list[market_pb2.Candle]:
