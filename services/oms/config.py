@@ -27,8 +27,10 @@ class OmsSettings(ModuleSettings):
     # way for a broker without one; never the paper VirtualBroker, whose events cannot go missing); 0 = never.
     poll_interval_s: float = Field(default=5.0, ge=0)
     # Compare the broker's positions with the book this often (a broker holding real positions, not the paper
-    # VirtualBroker); a difference seen twice in a row is a critical alert. 0 = never.
+    # VirtualBroker); a difference still there this long after it was first seen is a critical alert (one that
+    # goes away sooner was a fill the broker counted before its event reached the book). 0 = never.
     position_check_s: float = Field(default=60.0, ge=0)
+    position_grace_s: float = Field(default=5.0, gt=0, le=600)
     # Take the account's settled delivery (CNC) holdings into the book at start (with the position check on): a
     # sale of held shares then reduces a position instead of looking like a short to risk. Off by default: the
     # holdings' price moves from the previous close would then count against the daily loss limit, which is

@@ -41,7 +41,6 @@ STOP_WAIT_S = 10.0  # a Kotak REST call times out well within this
 SETTLE_RETRY_S = (1.0, 30.0)  # first and longest wait between order-book reads for orders restored at start
 DAY_CHECK_S = 60.0  # how often (real seconds) to look whether a new trading day has started
 MAX_BURST = 100  # decisions written ahead in one ledger transaction at most
-RECHECK_S = 5.0  # a first sighting of a position difference is checked again this soon (a fill in flight)
 POSITION_DIFFERENCES = Gauge("neopulse_oms_position_differences",
                              "Positions whose net quantity differs from the broker's on two checks in a row")
 ORDERS_IN_MEMORY = Gauge("neopulse_oms_orders_in_memory",
@@ -185,24 +184,29 @@ class OmsModule(Component):
     async def _check_positions(self) -> None:
         """The broker's positions against the book's. Risk counts only the book: a position opened outside
         NeoPulse (the broker's app) or carried from an earlier day across a restart escapes the position and
-        loss limits. A difference seen on two checks in a row (not a fill in flight) is one critical alert,
-        and again when it changes; a read that fails is retried at the next check."""
-        interval = self.settings.position_check_s
-        seen: frozenset[PositionDifference] = frozenset()
+        loss limits. A difference still seen `position_grace_s` after its first sighting (not a fill the broker
+        counted before its event reached the book: that one is gone by then, however short the check interval)
+        is one critical alert, and again when it changes; a read that fails is retried at the next check."""
+        interval, grace = self.settings.position_check_s, self.settings.position_grace_s
+        loop = asyncio.get_running_loop()
+        first_seen: dict[PositionDifference, float] = {}
         alerted: frozenset[PositionDifference] = frozenset()
         while True:
             try:
-                now = frozenset(await position_differences(self.engine))
+                differences = await position_differences(self.engine)
             except Exception as exc:
                 log.warning("broker positions could not be read for the position check", extra={"error": str(exc)})
                 await asyncio.sleep(interval)
                 continue
-            confirmed = now & seen
+            now = loop.time()
+            first_seen = {d: first_seen.get(d, now) for d in differences}
+            confirmed = frozenset(d for d, seen in first_seen.items() if now - seen >= grace)
             POSITION_DIFFERENCES.set(len(confirmed))
             if confirmed - alerted:
                 await self._alert_positions(sorted(confirmed))
-            alerted, seen = confirmed, now
-            await asyncio.sleep(min(interval, RECHECK_S) if now - confirmed else interval)
+            alerted = confirmed
+            due = [seen + grace - now for d, seen in first_seen.items() if d not in confirmed]
+            await asyncio.sleep(min(interval, *due) if due else interval)
 
     async def _alert_positions(self, differences: list[PositionDifference]) -> None:
         lines = "; ".join(d.describe(self.broker.name) for d in differences)

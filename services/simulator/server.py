@@ -82,6 +82,11 @@ class Simulator:
         self.refuse_reused_totp = False
         self._used_totps: set[str] = set()
         self.mute_order_feed = False
+        # Send order-feed messages this late, in order (the REST answers and the positions are not held back):
+        # Kotak's positions can count a fill before its order-feed message reaches the client.
+        self.order_feed_delay_s = 0.0
+        self._late_orders: asyncio.Queue[tuple[float, str]] = asyncio.Queue()
+        self._late_sender: asyncio.Task | None = None
         # Leave GuiOrdId (the tag) out of order-feed messages: the SDK's OrderData and Kotak's order-feed field
         # list (order_feed.md) do not name it, so a client must not rely on the feed carrying it.
         self.order_feed_without_tag = False
@@ -119,10 +124,11 @@ class Simulator:
 
     async def stop(self) -> None:
         self.stopping.set()
-        if self._ticker:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        for task in (self._ticker, self._late_sender):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.drop_feeds()
         if self._runner:
             await self._runner.cleanup()
@@ -252,9 +258,24 @@ class Simulator:
             if self.order_feed_without_tag:
                 data.pop("GuiOrdId", None)
             text = json.dumps({"type": "order", "data": data})
-            for ws in list(self.order_sockets):
-                with contextlib.suppress(ConnectionError, RuntimeError):
-                    await ws.send_str(text)
+            if self.order_feed_delay_s > 0 or self._late_sender is not None:  # once late, all in one line
+                self._late_orders.put_nowait((asyncio.get_running_loop().time() + self.order_feed_delay_s, text))
+                if self._late_sender is None:
+                    self._late_sender = asyncio.create_task(self._send_late(), name="simulator-late-orders")
+            else:
+                await self._send_order_text(text)
+
+    async def _send_order_text(self, text: str) -> None:
+        for ws in list(self.order_sockets):
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_str(text)
+
+    async def _send_late(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due, text = await self._late_orders.get()
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            await self._send_order_text(text)
 
     async def after_place(self, order: SimOrder) -> None:
         await self.publish_order(order)

@@ -70,12 +70,14 @@ async def broker(settings: KotakSettings) -> AsyncIterator[KotakBroker]:
 class RunningOms:
     """An OMS running over the real SDK against the simulator (`async with`), collecting what it publishes."""
 
-    def __init__(self, sim: Simulator, **settings: Any) -> None:
+    def __init__(self, sim: Simulator, kotak: dict[str, Any] | None = None, **settings: Any) -> None:
         self.bus = Bus()
         self.updates: list[trading_pb2.OrderUpdate] = []
         self.notes: list[ops_pb2.Notification] = []
-        oms = OmsSettings(**{"poll_interval_s": 0, **settings})
-        self.broker = KotakBroker(settings_for(sim, request_timeout_s=5.0), max_order_age_s=oms.max_decision_age_s)
+        # A grace as short as the tests' position checks (0.1 s): a difference that lasts alerts within 0.3 s.
+        oms = OmsSettings(**{"poll_interval_s": 0, "position_grace_s": 0.3, **settings})
+        self.broker = KotakBroker(settings_for(sim, **{"request_timeout_s": 5.0, **(kotak or {})}),
+                                  max_order_age_s=oms.max_decision_age_s)
         self.oms = OmsModule(self.bus, oms, self.broker, MemoryLedger(), ManualClock(NOW_NS))
 
     def latest(self, client_order_id: str) -> trading_pb2.OrderUpdate | None:

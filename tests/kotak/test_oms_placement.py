@@ -145,10 +145,15 @@ async def test_a_delivery_position_the_book_does_not_hold_raises_nothing(sim):
 
 
 async def test_positions_from_orders_the_oms_placed_match_the_brokers_and_raise_nothing(sim):
-    async with RunningOms(sim, position_check_s=0.1) as running:
+    """Kotak's positions can count a fill before its order-feed message reaches the OMS (a CI host once took
+    longer than two 0.1 s checks): a difference that goes away within `position_grace_s` is a fill in flight."""
+    sim.order_feed_delay_s = 0.6
+    async with RunningOms(sim, kotak={"poll_interval_s": 30.0}, position_check_s=0.1, position_grace_s=1.5) as running:
+        await eventually(lambda: sim.calls["order_book"] == 1)  # the broker's first poll, then none: the feed tells
         await running.bus.publish(Topic.ORDERS, T.RiskDecision(accepted=True, order=market_buy("ours"),
                                                                signal_id="ours"))
+        await eventually(lambda: any(r["flBuyQty"] == "3" for r in sim.exchange.positions()))
         await eventually(lambda: running.oms.engine.positions.net_quantity(market_buy("ours").token) == 3)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(2.0)  # past the grace: a difference that stayed would have alerted
 
     assert running.notes == []
