@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from shared.grpc.servicers import (
     PREVIOUS_KEY,
     REASON_KEY,
     SEQUENCE_KEY,
+    SINCE_KEY,
     STARTED_AT_KEY,
     UNKNOWN_BELOW_KEY,
 )
@@ -126,6 +128,8 @@ class StreamBridge:
         # An attempt before the first connection failed: the upstream process reached next was not listening when
         # this bridge first asked, so all it publishes came since (_first_connection).
         self._refused_first = False
+        self._first_try_us = 0  # when this bridge first asked (wall clock, microseconds)
+        self._since_us = 0  # the rewind after a refused first try streams only what was published since that
         self.last_error = ""  # "CODE: details" of the last failed try, for a caller waiting for `connected`
         self.connected = asyncio.Event()
         self.gate = gate
@@ -136,6 +140,8 @@ class StreamBridge:
         """Forever: stream, republish, and on any break reconnect with backoff (cancel to stop)."""
         while True:
             was_connected = self.connected.is_set() or not self.attempts
+            if not self.attempts:
+                self._first_try_us = time.time_ns() // 1000
             self.attempts += 1
             try:
                 await self._stream_once()
@@ -160,7 +166,8 @@ class StreamBridge:
         request.CopyFrom(self.request)
         if self.resumable:
             request.after_sequence = self.last_sequence
-        call = self._call(request, metadata=self.metadata)
+        metadata = (*self.metadata, (SINCE_KEY, str(self._since_us))) if self._since_us else self.metadata
+        call = self._call(request, metadata=metadata)
         try:
             await self._read(call)
             self._ended_cleanly = True
@@ -180,6 +187,7 @@ class StreamBridge:
         async for batch in call:
             self.backoff.reset()
             self._after_gap = False
+            self._since_us = 0  # the rewind's first message is here: from now on by sequence alone
             if self.gate is not None and not self.gate.is_set():
                 await self.gate.wait()
             await self._publish(batch)
@@ -189,14 +197,17 @@ class StreamBridge:
         the upstream published meanwhile (a restarted upstream, say). Nothing published yet: on a reconnect,
         everything the upstream then holds is new to us (-1).
 
-        Not when an earlier try found no upstream listening: all this process published came after this bridge
-        first asked for it, and its tries are seconds apart by then (Backoff). Live from now skipped what it
-        published in between: the notifier missed the first fills of an OMS that started after it. Streamed from
-        the upstream's start instead (all it holds, when it does not say), as a rewind."""
+        Not when an earlier try failed: its tries are seconds apart by then (Backoff), and live from now skipped
+        what the upstream published in between (the notifier missed the first fills of an OMS that started after
+        it). Streamed instead, as a rewind, from the upstream's start (all it holds, when it does not say), but only
+        what it published since this bridge first asked (SINCE_KEY): an upstream running all along (the first try
+        failed for another reason) would otherwise send its whole ring again, every fill of the day a second
+        notification from a restarted notifier. The upstream's clock is this host's (split mode runs on one)."""
         published = _header_int(headers, SEQUENCE_KEY)
         if self._refused_first and published > 0:
             self._refused_first = False
             self.last_sequence = _header_int(headers, STARTED_AT_KEY) or -1
+            self._since_us = self._first_try_us
             log.info("upstream started after this stream was first asked for; streaming all it published", extra={
                 "method": self.method, "after_sequence": self.last_sequence})
             raise _Rewind

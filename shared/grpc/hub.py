@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import Mapping
@@ -69,6 +70,9 @@ class TopicHub:
             listener_maxsize = max(1, replay_size // 2) if replay_size and not topic.lossy else 10_000
         self.listener_maxsize = listener_maxsize
         self.ring: deque[Any] = deque(maxlen=replay_size if not topic.lossy else 0)
+        # When each message of the ring was published (wall clock, microseconds): a client that first asked at some
+        # time and connected later streams only what came since (attach's since_us; StreamBridge).
+        self.ring_us: deque[int] = deque(maxlen=self.ring.maxlen)
         self.evicted_sequence = 0  # highest sequence pushed out of the ring
         self.evicted_rejection = 0  # of those, the highest rejected decision (accepted false)
         self.evicted_acceptance = 0  # and the highest accepted one
@@ -96,6 +100,7 @@ class TopicHub:
             if len(ring) == ring.maxlen:  # full: the oldest goes; a ring of 0 (replay_size = 0) keeps not even this
                 self._evicted(ring[0] if ring else msg)
             ring.append(msg)
+            self.ring_us.append(time.time_ns() // 1000)
         # Those attached now: one attaching from here on has `msg` in its replay or (live only) counted as before it.
         listeners = list(self._listeners)
         if any(not listener.lossy and listener.queue.full() for listener in listeners):
@@ -151,21 +156,26 @@ class TopicHub:
             return self.previous.get("rejections")
         return self.previous.get("accepted" if getattr(request, "accepted_only", False) else "all")
 
-    def attach(self, after_sequence: int = 0, evicted: int | None = None) -> tuple[list[Any], Listener]:
-        """Register a stream; returns the ring's messages after `after_sequence` (0 = live only, -1 = all). Raises
-        MessagesLost when messages after `after_sequence` are already gone from the ring; `evicted`: the highest
-        gone that the stream's filter passes (evicted_for), when not all of them."""
+    def attach(self, after_sequence: int = 0, evicted: int | None = None,
+               since_us: int = 0) -> tuple[list[Any], Listener]:
+        """Register a stream; returns the ring's messages after `after_sequence` (0 = live only, -1 = all), and with
+        `since_us` only those published since then (wall clock, microseconds). Raises MessagesLost when messages it
+        would return are already gone from the ring; `evicted`: the highest gone that the stream's filter passes
+        (evicted_for), when not all of them."""
         replay: list[Any] = []
         evicted = self.evicted_sequence if evicted is None else evicted
         if after_sequence:  # -1: everything the ring holds
-            if evicted and after_sequence < evicted:
+            # Those gone were published before the oldest kept: none since `since_us` when that one is older.
+            before_since = bool(since_us and self.ring_us and self.ring_us[0] < since_us)
+            if evicted and after_sequence < evicted and not before_since:
                 oldest = sequence_of(self.ring[0]) if self.ring else 0
                 log.error("resume point is older than the replay ring; messages are gone",
                           extra={"topic": self.topic.value, "after_sequence": after_sequence, "oldest_kept": oldest})
                 raise MessagesLost(f"messages after sequence {after_sequence} are no longer kept (the oldest kept is "
                                    f"{oldest}): reload the state (ListOrders, ListPositions), then stream live "
                                    "(after_sequence 0) or from the oldest kept", oldest_kept=oldest)
-            replay = [m for m in self.ring if sequence_of(m) > after_sequence]
+            replay = [m for m, at in zip(self.ring, self.ring_us, strict=True)
+                      if sequence_of(m) > after_sequence and at >= since_us]
         listener = Listener(self.topic.lossy, self.listener_maxsize)
         self._listeners.append(listener)
         return replay, listener

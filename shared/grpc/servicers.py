@@ -51,6 +51,9 @@ STARTED_AT_KEY = "neopulse-started-at"
 # Initial metadata of a stream whose server keeps a record of its sequences: an earlier process that left none (risk
 # after a crash) may have published below it, so the record says nothing of a resume point below it.
 UNKNOWN_BELOW_KEY = "neopulse-unknown-below"
+# Request metadata of a stream resumed from a point before the client first asked for it (StreamBridge, whose first
+# try found no one listening): replay only what was published since then (wall clock, microseconds).
+SINCE_KEY = "neopulse-since-us"
 MAX_BATCH = 1000  # elements per streamed batch message
 MAX_BATCH_BYTES = 512 * 1024  # and bytes: below the smallest max_message_bytes (1 MiB) GrpcSettings allows
 # Streams filtered by instrument token: an unknown token is INVALID_ARGUMENT, not a stream that stays empty.
@@ -253,6 +256,11 @@ def stream_headers(hub: TopicHub, request: Any, oldest: int) -> tuple[tuple[str,
     return tuple(headers)
 
 
+def _since_us(context: grpc.aio.ServicerContext) -> int:
+    value = next((v for k, v in context.invocation_metadata() or () if k == SINCE_KEY), "")
+    return int(value) if isinstance(value, str) and value.isdigit() else 0
+
+
 def stream_handler(hub: TopicHub, method: str, batch_cls: type[Message],
                    validate: Validator | None = None) -> Callable[..., AsyncIterator[Any]]:
     packer = StreamPacker(batch_cls, hub.topic.lossy)
@@ -269,7 +277,7 @@ def stream_handler(hub: TopicHub, method: str, batch_cls: type[Message],
         after = int(getattr(request, "after_sequence", 0))
         keep = element_filter(request)
         try:
-            replay, listener = hub.attach(after, hub.evicted_for(request))
+            replay, listener = hub.attach(after, hub.evicted_for(request), since_us=_since_us(context))
             oldest = hub.oldest_kept
         except MessagesLost as exc:
             timer.done(grpc.StatusCode.DATA_LOSS)

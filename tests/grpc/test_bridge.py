@@ -466,6 +466,42 @@ async def test_a_stream_first_asked_for_before_its_upstream_listened_gets_all_th
     assert seen == [1, 2, 3]
 
 
+async def test_a_stream_whose_first_try_failed_gets_only_what_its_upstream_published_since_it_first_asked(running):
+    """The rewind after a failed first try streamed the upstream's whole ring: a notifier restarted beside an OMS
+    running all day, its first try failed, sent every fill of the day again. (The upstream's module publishes here
+    before its server listens, so that the first try fails while it runs.)"""
+    upstream, local = running(), running()
+    seen: list[int] = []
+
+    async def collect(msg):
+        seen.append(msg.sequence)
+
+    local.subscribe(Topic.ORDER_UPDATES, "collector", collect)
+    port = free_port()
+    server = GrpcServer(upstream, ["OrderService"], GrpcSettings(), port=port)  # its hubs keep what is published
+    for seq in (1, 2):  # before the bridge first asks
+        await upstream.publish(Topic.ORDER_UPDATES, update(seq))
+    assert await upstream.drain()
+    channel = open_channel(f"127.0.0.1:{port}", GrpcSettings())
+    bridge = StreamBridge(local, channel, rpc.method("OrderService", "StreamOrderUpdates"), backoff=Backoff(1, 1))
+    task = asyncio.create_task(bridge.run())
+    try:
+        await wait_for(lambda: bridge.last_error)  # refused: not listening yet
+        await upstream.publish(Topic.ORDER_UPDATES, update(3))  # after it asked, before it connected
+        await server.start()
+        server.set_all_serving()
+        await asyncio.wait_for(bridge.connected.wait(), 10)
+        await upstream.publish(Topic.ORDER_UPDATES, update(4))
+        await wait_for(lambda: seen[-1:] == [4])
+        await server.stop(0)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await channel.close()
+
+    assert seen == [3, 4]
+
+
 async def test_a_backoff_cancelled_as_it_is_told_to_retry_is_cancelled_all_the_same():
     """asyncio.wait_for returned the finished wait instead (gh-86296): the bridge went on retrying, and the split
     process that cancelled it to exit hung."""

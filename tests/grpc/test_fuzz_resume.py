@@ -38,13 +38,16 @@ class Aborted(Exception):
 
 
 class FakeContext:
-    """The two ServicerContext calls a stream handler makes. Records what the hub had taken in when the stream
-    attached (both calls come right after hub.attach, with no await in between)."""
+    """The ServicerContext calls a stream handler makes. Records what the hub had taken in when the stream attached
+    (send_initial_metadata and abort come right after hub.attach, with no await in between)."""
 
     def __init__(self, processed: list[int]) -> None:
         self._processed = processed
         self.seen_at_attach: list[int] | None = None
         self.metadata: dict[str, str] = {}
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
 
     def _snapshot(self) -> None:
         if self.seen_at_attach is None:

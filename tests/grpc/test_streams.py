@@ -1,6 +1,7 @@
 """Server streams: resume from the replay ring, request filters, and slow order-path clients cut off."""
 
 import asyncio
+import time
 
 import grpc
 import pytest
@@ -132,7 +133,7 @@ async def test_a_stuck_order_update_stream_is_cut_off_instead_of_blocking_the_bu
 async def test_a_resume_point_the_ring_no_longer_holds_ends_the_stream_with_data_loss(bus, server, addr):
     """Carrying on from the oldest kept message would hide a gap in the order path."""
     hub = server.hubs[rpc.method("OrderService", "StreamOrderUpdates")]
-    hub.ring = type(hub.ring)(maxlen=3)
+    hub.ring, hub.ring_us = type(hub.ring)(maxlen=3), type(hub.ring_us)(maxlen=3)
     for seq in range(1, 8):
         await bus.publish(Topic.ORDER_UPDATES, trading_pb2.OrderUpdate(internal_id=f"ORD-{seq}", sequence=seq))
     await bus.drain()
@@ -140,6 +141,25 @@ async def test_a_resume_point_the_ring_no_longer_holds_ends_the_stream_with_data
     async with NeoPulseClient(addr) as client:
         with pytest.raises(MessagesLost, match="after sequence 2 are no longer kept"):
             await asyncio.wait_for(first_n(client.stream_order_updates(after_sequence=2), 1), 5)
+
+
+async def test_a_resume_since_a_time_is_not_lost_for_what_left_the_ring_before_that_time(bus):
+    """A bridge whose first try failed streams what was published since it first asked (StreamBridge): messages
+    that left the ring before then were never its to get."""
+    hub = TopicHub(bus, Topic.ORDER_UPDATES, replay_size=3)
+    for seq in range(1, 6):  # 1 and 2 leave the ring
+        await bus.publish(Topic.ORDER_UPDATES, trading_pb2.OrderUpdate(sequence=seq))
+    assert await bus.drain()
+    await asyncio.sleep(0.002)
+    since_us = time.time_ns() // 1000
+    await bus.publish(Topic.ORDER_UPDATES, trading_pb2.OrderUpdate(sequence=6))
+    assert await bus.drain()
+
+    replay, _ = hub.attach(-1, since_us=since_us)
+
+    assert [u.sequence for u in replay] == [6]
+    with pytest.raises(MessagesLost):  # since a time before the oldest kept left the ring: maybe lost
+        hub.attach(-1, since_us=since_us - 10_000_000)
 
 
 async def test_an_order_path_streams_queue_is_half_the_ring_so_a_cut_off_stream_can_resume(bus):
