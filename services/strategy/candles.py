@@ -30,7 +30,8 @@ Rules:
 - A tick older than the token's current minute (or of a minute already closed by the timer) is
   out of order: it is counted in `late_ticks` and ignored. So is, after a warm start, a tick of a minute whose
   stored candle the strategies were fed (`closed_before`). A warm start also resumes the candle of the minute
-  in progress from its stored ticks (`resume`).
+  in progress from its stored ticks (`resume`), and the day volume they reached (`hold_day_volume`), so the
+  first live tick counts its growth from there.
 """
 
 from __future__ import annotations
@@ -146,15 +147,25 @@ class CandleBuilder:
     def resume(self, candle: market_pb2.Candle) -> None:
         """The candle of the minute in progress as far as the stored ticks have it (a warm start): the live ticks
         carry it on, so the candle that closes is the minute's, not just what came after the restart. Its open stays
-        (the live ticks are later), the next live tick sets its close. The day volume its ticks reached is not known:
-        the first live tick counts its own `ltq`, as the first tick of a day does. Kept: a bar of that minute or a
-        later one the builder has from live ticks."""
+        (the live ticks are later), the next live tick sets its close. The day volume its ticks reached comes after
+        (`hold_day_volume`). Kept: a bar of that minute or a later one the builder has from live ticks."""
         bar = self._bars.get(candle.token)
         if bar is not None and (bar[_START] > candle.start_ns or (bar[_START] == candle.start_ns and not bar[_CLOSED])):
             return
         start, c = candle.start_ns, candle
         self._bars[c.token] = [start, c.open_paise, c.high_paise, c.low_paise, c.close_paise, c.volume, c.tick_count,
                                False, c.exchange_segment, start, start, 0, 0]
+
+    def hold_day_volume(self, token: int, day_volume: int, ts_ns: int) -> None:
+        """A warm start: the cumulative day volume the stored ticks reached (carried by the newest, at `ts_ns`), so
+        that the first live tick counts its growth from there instead of its own `ltq` as a day's first tick does
+        (what traded between the last stored tick and it would be missed). After `closed_before` and `resume`;
+        not over a day volume the token's bar holds already (from live ticks: newer). A bar of an earlier IST day
+        forgets it at the new day's first tick, as it forgets any day volume."""
+        bar = self._bars.get(token)
+        if bar is None or bar[_DAY_VOLUME]:
+            return
+        bar[_DAY_VOLUME], bar[_DAY_VOLUME_TS] = day_volume, ts_ns
 
     def open_candle(self, token: int) -> market_pb2.Candle | None:
         """The token's candle in progress, or None (for inspection and tests)."""

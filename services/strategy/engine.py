@@ -6,7 +6,7 @@ Transport-free (no bus): the module feeds it and publishes what it returns; the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client import Counter
@@ -123,11 +123,13 @@ class StrategyEngine:
         return out
 
     def warm_up(self, candles: list[market_pb2.Candle], tokens: Iterable[int], cutoff_ns: int,
-                open_candles: Iterable[market_pb2.Candle] = ()) -> None:
+                open_candles: Iterable[market_pb2.Candle] = (),
+                day_volumes: Mapping[int, tuple[int, int]] | None = None) -> None:
         """Feed stored candles (closed before cutoff_ns) to the strategies in time order, as they would have come
         live, with ctx.warm_up set; what they return is dropped: a warm-up never trades. Then the candle builder
         takes the ticks of `tokens` before cutoff_ns as late: their candles are fed. `open_candles`: the minute
-        from cutoff_ns as far as stored (warmup.read_open), which the live ticks carry on."""
+        from cutoff_ns as far as stored (warmup.read_open), which the live ticks carry on; `day_volumes`: the day
+        volume each token's stored ticks reached and when, which the live ticks' candle volumes count from."""
         ctx, failed = self._ctx, set()
         ctx.warm_up = True
         try:
@@ -152,6 +154,8 @@ class StrategyEngine:
             self.candles.closed_before(token, inst.exchange_segment if inst is not None else "", cutoff_ns)
         for candle in open_candles:
             self.candles.resume(candle)
+        for token, (day_volume, ts_ns) in (day_volumes or {}).items():
+            self.candles.hold_day_volume(token, day_volume, ts_ns)
 
     def _run_on_tick(self, ticks: Any) -> list[trading_pb2.Signal]:
         ctx, out = self._ctx, []

@@ -98,7 +98,8 @@ class StrategyModule(Component):
                     candles += await warmup.read_since(self.history, needs, cutoff, later)
                     cutoff = later
                 # Every instrument's, not just the traded ones': the OMS's paper fills work from every candle.
-                open_now = await warmup.read_open(self.history, [i.token for i in self.instruments], cutoff)
+                open_now, day_volumes = await warmup.read_open(self.history, [i.token for i in self.instruments],
+                                                               cutoff)
         except TimeoutError:
             log.warning("strategies start cold: reading the stored candles took longer than warm_up_timeout_s",
                         extra={"timeout_s": limit, "tokens": len(needs)})
@@ -108,7 +109,7 @@ class StrategyModule(Component):
             log.warning("strategies start cold: the stored candles could not be read",
                         extra={"error": f"{type(first).__name__}: {first}", "tokens": len(needs)})
             return
-        engine.warm_up(candles, needs, cutoff, open_now)
+        engine.warm_up(candles, needs, cutoff, open_now, day_volumes)
         elapsed = time.monotonic() - started
         extra = {"tokens": len(needs), "candles": len(candles), "open_candles": len(open_now),
                  "elapsed_s": round(elapsed, 3)}

@@ -28,6 +28,11 @@ class CandleHistory(Protocol):
         """The token's 1-minute candles of the ticks with start_ns <= ts < end_ns, oldest first."""
         ...
 
+    async def day_volume(self, token: int, start_ns: int, end_ns: int) -> tuple[int, int] | None:
+        """The cumulative day volume the token's ticks with start_ns <= ts < end_ns reached, and the time of the tick
+        that carried it (queries.day_volume_reached); None if none carried one."""
+        ...
+
 
 class StoredCandles:
     """Candles from market_ticks (ingestion's tick writer stores every tick there)."""
@@ -37,6 +42,9 @@ class StoredCandles:
 
     async def candles(self, token: int, start_ns: int, end_ns: int) -> list[market_pb2.Candle]:
         return await queries.candles_1m(self.pool, token, start_ns, end_ns)
+
+    async def day_volume(self, token: int, start_ns: int, end_ns: int) -> tuple[int, int] | None:
+        return await queries.day_volume_reached(self.pool, token, start_ns, end_ns)
 
 
 async def read(history: CandleHistory, needs: dict[int, int], cutoff_ns: int) -> list[market_pb2.Candle]:
@@ -53,15 +61,24 @@ async def read_since(history: CandleHistory, tokens: Iterable[int], start_ns: in
     return await _each(tokens, lambda token: history.candles(token, start_ns, cutoff_ns))
 
 
-async def read_open(history: CandleHistory, tokens: Iterable[int], cutoff_ns: int) -> list[market_pb2.Candle]:
+async def read_open(history: CandleHistory, tokens: Iterable[int],
+                    cutoff_ns: int) -> tuple[list[market_pb2.Candle], dict[int, tuple[int, int]]]:
     """The candle of the minute starting at `cutoff_ns` (still open) as far as the stored ticks have it, for each
     token with ticks in it. Read from the minute before, so that its volume is counted from the day volume that
-    minute reached (a range's first minute has no earlier tick to count from)."""
+    minute reached (a range's first minute has no earlier tick to count from). And for each token whose ticks
+    carried one today, the day volume they reached and when (token -> (volume, ts_ns)): the first live tick's
+    candle volume is its growth from there, not its own `ltq` (what traded since the last stored tick)."""
+    end_ns, day_start_ns = cutoff_ns + MINUTE_NS, ist_ns(day_of(cutoff_ns), 0, 0)
+    reached: dict[int, tuple[int, int]] = {}
+
     async def one(token: int) -> list[market_pb2.Candle]:
-        candles = await history.candles(token, cutoff_ns - MINUTE_NS, cutoff_ns + MINUTE_NS)
+        candles = await history.candles(token, cutoff_ns - MINUTE_NS, end_ns)
+        held = await history.day_volume(token, day_start_ns, end_ns)
+        if held is not None:
+            reached[token] = held
         return [candle for candle in candles if candle.start_ns == cutoff_ns]
 
-    return await _each(tokens, one)
+    return await _each(tokens, one), reached
 
 
 async def _each(tokens: Iterable[int],

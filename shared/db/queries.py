@@ -115,6 +115,20 @@ FROM m LEFT JOIN grew USING (day, minute)
 ORDER BY minute"""
 
 
+# The newest second with a day volume, and the highest of that second: what _CANDLES's `grew` holds after it.
+_DAY_VOLUME = """
+SELECT ts, max(volume) AS volume FROM market_ticks
+WHERE token = $1 AND ts >= $2 AND ts < $3 AND volume > 0
+GROUP BY ts ORDER BY ts DESC LIMIT 1"""
+
+
+async def day_volume_reached(pool: asyncpg.Pool, token: int, start_ns: int, end_ns: int) -> tuple[int, int] | None:
+    """The cumulative day volume `token`'s stored ticks with start_ns <= ts < end_ns reached, as the candle builder
+    holds it after them (the highest of the newest tick time that carried one), and that time; None if none did."""
+    row = await pool.fetchrow(_DAY_VOLUME, token, _ts(start_ns), _ts(end_ns))
+    return (int(row["volume"]), _ns(row["ts"])) if row else None
+
+
 async def candles_1m(pool: asyncpg.Pool, token: int, start_ns: int, end_ns: int) -> list[market_pb2.Candle]:
     """1-minute OHLCV candles of `token` built from stored ticks, oldest first."""
     rows = await pool.fetch(_CANDLES, token, _ts(start_ns), _ts(end_ns))

@@ -138,3 +138,14 @@ def test_a_lower_day_volume_of_the_same_second_as_a_newer_tick_repeating_the_hel
     (candle, _), = builder.on_ticks([vtick(61, 1_060)])
 
     assert candle.volume == 100 + 50  # the first tick's ltq, then the growth to 1,050; the 40 adds nothing
+
+
+def test_a_day_volume_held_from_the_stored_ticks_never_replaces_one_the_live_ticks_gave():
+    """A warm start holds the day volume its stored ticks reached (hold_day_volume): not once a live tick of the day
+    gave the token's bar one, which is newer."""
+    builder = CandleBuilder()
+    builder.on_ticks([vtick(0, 1_000)])  # live first: its ltq, and the day volume held from it
+    builder.hold_day_volume(SBIN, 900, T0915 - NS)
+    builder.on_ticks([vtick(10, 1_100)])
+
+    assert builder.open_candle(SBIN).volume == 100 + 100

@@ -245,6 +245,25 @@ async def test_the_candle_of_the_minute_in_progress_goes_on_from_its_stored_tick
         assert list(r.strategy._closes[SBIN]) == [*FALLING_THEN_JUMP, 99_00]
 
 
+def vtick(minute: int, second: int, day_volume: int, ltq: int) -> market_pb2.Tick:
+    return market_pb2.Tick(token=SBIN, exchange_segment="nse_cm", ts_ns=M0915 + minute * MINUTE_NS + second * NS,
+                           ltp_paise=100_00, ltq=ltq, volume=day_volume)
+
+
+@pytest.mark.parametrize("minute", [6, 7], ids=["its minute's ticks stored", "none of its minute stored"])
+async def test_after_a_restart_a_candle_counts_what_traded_since_the_last_stored_tick(db_pool, restarted, minute):
+    """The first live tick counted its own `ltq`, as a day's first tick does: what traded between the last stored tick
+    and it was missing from the candle's volume (the paper broker fills at most a candle's volume). Its volume is
+    the day volume's growth over the minute, as without a restart."""
+    await store(db_pool, [vtick(5, 5, 1_000, 10), vtick(6, 5, 1_050, 10), vtick(6, 10, 1_100, 10)])
+    r = await restarted(settings(SMALL), M0915 + minute * MINUTE_NS + 30 * NS, StoredCandles(db_pool))
+
+    await r.feed([vtick(minute, 40, 1_500, 20), vtick(minute + 1, 5, 1_600, 5)])
+
+    (candle,) = r.candles
+    assert (candle.start_ns, candle.volume) == (M0915 + minute * MINUTE_NS, 500 if minute == 6 else 400)
+
+
 async def test_the_minutes_that_close_while_the_candles_are_read_are_read_too(db_pool, restarted):
     await store(db_pool, minute_ticks(FALLING_THEN_JUMP))
     stored = StoredCandles(db_pool)
@@ -256,6 +275,9 @@ async def test_the_minutes_that_close_while_the_candles_are_read_are_read_too(db
         async def candles(self, token, start_ns, end_ns):
             clock_of[0].set(M0915 + 6 * MINUTE_NS + 5 * NS)
             return await stored.candles(token, start_ns, end_ns)
+
+        async def day_volume(self, token, start_ns, end_ns):
+            return await stored.day_volume(token, start_ns, end_ns)
 
     r = Restarted(settings(SMALL), M0915 + 5 * MINUTE_NS + 30 * NS, MinuteTurns())
     clock_of.append(r.clock)
