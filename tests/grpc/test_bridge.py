@@ -1,6 +1,8 @@
 """Split-mode bridges between two real buses over a real gRPC server: streams, proxies, notifications."""
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -43,6 +45,9 @@ async def serve(bus: Bus, services: list[str], port: int = 0) -> GrpcServer:
     await server.start()
     server.set_all_serving()
     return server
+
+
+UPDATES = rpc.method("OrderService", "StreamOrderUpdates")
 
 
 def update(seq: int) -> trading_pb2.OrderUpdate:
@@ -285,35 +290,41 @@ def test_channels_look_for_a_restarted_upstream_at_least_every_five_seconds():
     assert options["grpc.max_reconnect_backoff_ms"] <= 5_000
 
 
-async def test_a_bridge_that_got_nothing_yet_still_gets_what_a_restarted_upstream_published_meanwhile(running):
-    """'Live from now' is where the first connection found the upstream: a reconnect replays from there."""
-    upstream, local = running(), running()
+@contextlib.asynccontextmanager
+async def updates_bridged(local: Bus, port: int, backoff: Backoff) -> AsyncIterator[tuple[StreamBridge, list[int]]]:
+    """A running StreamOrderUpdates bridge from 127.0.0.1:`port` into `local`, and the sequences it delivered."""
     seen: list[int] = []
 
     async def collect(msg):
         seen.append(msg.sequence)
 
     local.subscribe(Topic.ORDER_UPDATES, "collector", collect)
-    first = await serve(upstream, ["OrderService"])
-    port, method = first.bound_port, rpc.method("OrderService", "StreamOrderUpdates")
     channel = open_channel(f"127.0.0.1:{port}", GrpcSettings())
-    bridge = StreamBridge(local, channel, method, backoff=Backoff(0.3, 0.3))
+    bridge = StreamBridge(local, channel, UPDATES, backoff=backoff)
     task = asyncio.create_task(bridge.run())
     try:
-        await asyncio.wait_for(bridge.connected.wait(), 5)
-        await first.stop(1.0)  # nothing was published before the restart
-
-        restarted_bus = running()
-        second = await serve(restarted_bus, ["OrderService"], port=port)
-        await restarted_bus.publish(Topic.ORDER_UPDATES, update(1))  # before the bridge is back
-        await wait_for(lambda: second.hubs[method].listener_count == 1)
-        await restarted_bus.publish(Topic.ORDER_UPDATES, update(2))
-        await wait_for(lambda: seen[-1:] == [2])
-        await second.stop(0)
+        yield bridge, seen
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await channel.close()
+
+
+async def test_a_bridge_that_got_nothing_yet_still_gets_what_a_restarted_upstream_published_meanwhile(running):
+    """'Live from now' is where the first connection found the upstream: a reconnect replays from there."""
+    upstream, local = running(), running()
+    first = await serve(upstream, ["OrderService"])
+    async with updates_bridged(local, first.bound_port, Backoff(0.3, 0.3)) as (bridge, seen):
+        await asyncio.wait_for(bridge.connected.wait(), 5)
+        await first.stop(1.0)  # nothing was published before the restart
+
+        restarted_bus = running()
+        second = await serve(restarted_bus, ["OrderService"], port=first.bound_port)
+        await restarted_bus.publish(Topic.ORDER_UPDATES, update(1))  # before the bridge is back
+        await wait_for(lambda: second.hubs[UPDATES].listener_count == 1)
+        await restarted_bus.publish(Topic.ORDER_UPDATES, update(2))
+        await wait_for(lambda: seen[-1:] == [2])
+        await second.stop(0)
 
     assert seen == [1, 2]
 
@@ -438,18 +449,8 @@ async def test_a_stream_first_asked_for_before_its_upstream_listened_gets_all_th
     """A first connection is live from that point. A bridge whose try found no upstream listening tried again seconds
     later, and what the upstream published in between reached no one: the notifier, started before the OMS, missed
     its first fills. All that upstream published came after the bridge first asked: it now takes all of it."""
-    upstream, local = running(), running()
-    seen: list[int] = []
-
-    async def collect(msg):
-        seen.append(msg.sequence)
-
-    local.subscribe(Topic.ORDER_UPDATES, "collector", collect)
-    port = free_port()
-    channel = open_channel(f"127.0.0.1:{port}", GrpcSettings())
-    bridge = StreamBridge(local, channel, rpc.method("OrderService", "StreamOrderUpdates"), backoff=Backoff(3, 3))
-    task = asyncio.create_task(bridge.run())
-    try:
+    upstream, local, port = running(), running(), free_port()
+    async with updates_bridged(local, port, Backoff(3, 3)) as (bridge, seen):
         await asyncio.sleep(0.5)  # refused: nothing listens yet
         server = await serve(upstream, ["OrderService"], port=port)
         for seq in (1, 2):  # before the bridge's next try
@@ -458,10 +459,6 @@ async def test_a_stream_first_asked_for_before_its_upstream_listened_gets_all_th
         await upstream.publish(Topic.ORDER_UPDATES, update(3))
         await wait_for(lambda: seen[-1:] == [3])
         await server.stop(0)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await channel.close()
 
     assert seen == [1, 2, 3]
 
@@ -470,22 +467,12 @@ async def test_a_stream_whose_first_try_failed_gets_only_what_its_upstream_publi
     """The rewind after a failed first try streamed the upstream's whole ring: a notifier restarted beside an OMS
     running all day, its first try failed, sent every fill of the day again. (The upstream's module publishes here
     before its server listens, so that the first try fails while it runs.)"""
-    upstream, local = running(), running()
-    seen: list[int] = []
-
-    async def collect(msg):
-        seen.append(msg.sequence)
-
-    local.subscribe(Topic.ORDER_UPDATES, "collector", collect)
-    port = free_port()
+    upstream, local, port = running(), running(), free_port()
     server = GrpcServer(upstream, ["OrderService"], GrpcSettings(), port=port)  # its hubs keep what is published
     for seq in (1, 2):  # before the bridge first asks
         await upstream.publish(Topic.ORDER_UPDATES, update(seq))
     assert await upstream.drain()
-    channel = open_channel(f"127.0.0.1:{port}", GrpcSettings())
-    bridge = StreamBridge(local, channel, rpc.method("OrderService", "StreamOrderUpdates"), backoff=Backoff(1, 1))
-    task = asyncio.create_task(bridge.run())
-    try:
+    async with updates_bridged(local, port, Backoff(1, 1)) as (bridge, seen):
         await wait_for(lambda: bridge.last_error)  # refused: not listening yet
         await upstream.publish(Topic.ORDER_UPDATES, update(3))  # after it asked, before it connected
         await server.start()
@@ -494,10 +481,6 @@ async def test_a_stream_whose_first_try_failed_gets_only_what_its_upstream_publi
         await upstream.publish(Topic.ORDER_UPDATES, update(4))
         await wait_for(lambda: seen[-1:] == [4])
         await server.stop(0)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await channel.close()
 
     assert seen == [3, 4]
 
