@@ -143,6 +143,13 @@ def grpcurl_json(*args: str) -> dict:
     return json.loads(result.stdout or "{}")
 
 
+def ctl(*args: str, env: Mapping[str, str] | None = None, timeout_s: float = 60.0) -> subprocess.CompletedProcess:
+    """`neopulse ctl ARGS` run to its end: its exit code, stdout and stderr."""
+    environ = {**os.environ, "NEO_LOG_FILE_ENABLED": "false", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "services.app.cli", "ctl", *args], cwd=ROOT, env=environ,
+                          capture_output=True, text=True, timeout=timeout_s)
+
+
 def wait_until(predicate, timeout_s: float = 30.0, every_s: float = 0.2):
     deadline = time.monotonic() + timeout_s
     while True:

@@ -24,8 +24,8 @@ def addr(tmp_path_factory):
         proc.stop()
 
 
-def first_tick(addr: str) -> dict:
-    result = grpcurl("-max-time", "3", addr, "neopulse.v1.IngestionService/StreamTicks")
+def first_tick(addr: str, *auth: str) -> dict:
+    result = grpcurl(*auth, "-max-time", "3", addr, "neopulse.v1.IngestionService/StreamTicks")
     return json.loads(result.stdout.split("\n}\n")[0] + "\n}")["ticks"][0]
 
 
@@ -52,10 +52,11 @@ def test_tick_stream_delivers_synthetic_ticks(addr):
     assert int(tick["token"]) > 0 and int(tick["ltp_paise"]) > 0
 
 
-def limit_buy_below_market(addr: str) -> dict:
-    tick = first_tick(addr)
+def limit_buy_below_market(addr: str, *auth: str) -> dict:
+    """A manual limit buy that rests; `auth`: grpcurl's -H for a server that wants a token."""
+    tick = first_tick(addr, *auth)
     token = int(tick["token"])
-    instruments = grpcurl_json(addr, "neopulse.v1.IngestionService/ListInstruments")["instruments"]
+    instruments = grpcurl_json(*auth, addr, "neopulse.v1.IngestionService/ListInstruments")["instruments"]
     inst = next(i for i in instruments if int(i["token"]) == token)
     tick_size = int(inst.get("tick_size_paise", 5))
     price = int(tick["ltp_paise"]) * 96 // 100 // tick_size * tick_size  # 4 % below (band 5 %): rests

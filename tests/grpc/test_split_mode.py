@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from shared.ports import free_loopback_port as free_port
-from tests.grpc.procs import Proc, grpcurl_json, wait_until
+from tests.grpc.procs import Proc, ctl, grpcurl_json, wait_until
 
 pytestmark = pytest.mark.slow
 MODULES = ("ingestion", "strategy", "risk", "oms", "notifier")
@@ -101,6 +101,24 @@ def test_risk_and_strategy_start_after_the_oms_and_read_its_orders_and_positions
 
     for module in ("risk", "strategy"):
         assert not [line for line in procs[module].lines if "no order service" in line], module
+
+
+def test_ctl_reads_each_module_at_its_split_address(cluster, tmp_path):
+    """`neopulse ctl --split` finds every module where [split] says it listens: feed (ingestion), trading state
+    (risk), strategies, orders (the OMS), mode and uptime (the notifier)."""
+    ports, procs, _ = cluster
+    config = tmp_path / "ctl.toml"
+    config.write_text("[split]\n" + "".join(f'{m}_addr = "127.0.0.1:{p}"\n' for m, p in ports.items()))
+    procs["risk"].wait_for_line("risk started")
+
+    status = ctl("--split", "--config", str(config), "status")
+    orders = ctl("--split", "--config", str(config), "orders", "today")
+
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith("NeoPulse paper · up ")
+    assert "Feed: synthetic connected" in status.stdout and "Trading: ACTIVE" in status.stdout
+    assert "Strategies: momentum_rsi" in status.stdout and "unavailable" not in status.stdout
+    assert orders.returncode == 0, orders.stderr
 
 
 def test_strategy_orders_are_filled_and_land_in_the_oms_ledger(cluster, ledger_dsn):
