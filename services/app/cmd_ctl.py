@@ -15,21 +15,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import html
-import math
 import os
 import re
 import sys
 from typing import Any
 
+from services.app.config import positive_s
 from shared import config as cfg
-from shared.errors import ConfigError, NeoPulseError
+from shared.errors import ConfigError, NeoPulseError, OutcomeUnknown
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 # The module each command but status talks to: it must be reachable first (status says which parts answer).
 MODULE_OF = {"positions": "oms", "pnl": "oms", "orders": "oms", "order": "oms", "cancel": "oms", "squareoff": "oms",
              "strategies": "strategy", "pause": "strategy", "resume": "strategy",
-             "limits": "risk", "halt": "risk", "release": "risk"}
-CHECK_WITH = {"cancel": "orders", "squareoff": "positions", "pause": "strategies", "resume": "strategies"}
+             "limits": "risk", "halt": "risk", "release": "risk", "buy": "oms", "sell": "oms"}
+CHECK_WITH = {"cancel": "orders", "squareoff": "positions", "pause": "strategies", "resume": "strategies",
+              "buy": "orders today", "sell": "orders today"}
 _TAG = re.compile(r"<[^>]+>")
 
 
@@ -40,7 +41,7 @@ def add_parser(sub: Any) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--target", metavar="HOST:PORT", help="every service at this address (a monolith)")
     where.add_argument("--split", action="store_true", help="each module at its [split] address (split mode)")
-    p.add_argument("--timeout", type=_seconds, default=10.0, help="seconds to wait for each answer (default 10)")
+    p.add_argument("--timeout", type=positive_s, default=10.0, help="seconds to wait for each answer (default 10)")
     cmds = p.add_subparsers(dest="ctl_command", required=True, metavar="COMMAND")
     for name, helptext in (("status", "mode, feed, trading state, strategies"), ("positions", "open positions"),
                            ("pnl", "realised, unrealised, charges"), ("strategies", "strategies and their state"),
@@ -62,17 +63,44 @@ def add_parser(sub: Any) -> None:
     q.add_argument("reason", nargs="*")
     q = cmds.add_parser("squareoff", help="close positions with market orders")
     q.add_argument("symbol", help="a trading symbol (e.g. SBIN-EQ), or all")
+    for side in ("buy", "sell"):
+        q = cmds.add_parser(side, help=f"a manual {side} order, through risk's checks")
+        q.add_argument("symbol", help="a trading symbol, e.g. SBIN-EQ")
+        q.add_argument("quantity", type=_count)
+        how = q.add_mutually_exclusive_group(required=True)
+        how.add_argument("--limit", type=_rupees, metavar="PRICE", help="a limit order at PRICE rupees, e.g. 812.50")
+        how.add_argument("--market", action="store_true", help="a market order")
+        q.add_argument("--stop", type=_rupees, metavar="TRIGGER",
+                       help="a stop order that triggers at TRIGGER rupees (stop-limit with --limit, else stop-market)")
+        q.add_argument("--product", choices=("MIS", "CNC", "NRML"), default="MIS", help="default MIS (intraday)")
+        q.add_argument("--segment", help="the exchange segment (nse_cm, bse_cm, ...) of a symbol listed on several")
+        q.add_argument("--id", dest="client_order_id", type=_order_id,
+                       help="the order's client id (default: a new one); an order whose outcome was unknown is "
+                            "retried with its id, and never placed twice")
     p.set_defaults(handler=handle)
 
 
-def _seconds(text: str) -> float:
+def _rupees(text: str) -> int:
+    """A price in rupees with at most two decimals, as paise: never rounded (812.555 is a typo, not 812.56)."""
+    from decimal import Decimal, InvalidOperation
+
+    from shared.money import to_paise
+
     try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {text!r}")
-    return seconds
+        price = Decimal(text)
+    except InvalidOperation:
+        price = Decimal("NaN")
+    if not (price.is_finite() and price > 0 and int(price.as_tuple().exponent) >= -2):
+        raise argparse.ArgumentTypeError(f"expected rupees above 0 with at most two decimals (812.50), got {text!r}")
+    return to_paise(price)
+
+
+def _order_id(text: str) -> str:
+    from shared.ids import MAX_TEXT_CHARS
+
+    if not text.strip() or len(text) > MAX_TEXT_CHARS:
+        raise argparse.ArgumentTypeError(f"expected an id of 1-{MAX_TEXT_CHARS} characters, got {text!r}")
+    return text.strip()
 
 
 def _count(text: str) -> int:
@@ -91,6 +119,9 @@ def handle(args: argparse.Namespace) -> int:
         text = asyncio.run(_run(args, targets, grpc_settings))
     except NeoPulseError as exc:
         print(f"neopulse ctl: {exc}", file=sys.stderr)
+        if isinstance(exc, OutcomeUnknown) and exc.client_order_id:
+            print(f"neopulse ctl: look it up: neopulse ctl order {exc.client_order_id}; retry only with "
+                  f"--id {exc.client_order_id}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:  # a change asked for may have been made: the message says where to look
         print(f"neopulse ctl: interrupted; a change it asked for may have been made: check with "
@@ -134,7 +165,7 @@ async def _run(args: argparse.Namespace, targets: dict[str, str], grpc_settings:
     token = grpc_settings.auth_token
     metadata = auth_metadata(token.get_secret_value() if token else None)
     try:
-        for method in (*COMMANDS, rpc.GET_FEED_STATUS, rpc.GET_SYSTEM_STATUS):
+        for method in (*COMMANDS, rpc.GET_FEED_STATUS, rpc.LIST_INSTRUMENTS, rpc.GET_SYSTEM_STATUS):
             addr = targets[owner(method)]
             if addr not in channels:
                 channels[addr] = open_channel(addr, grpc_settings)
@@ -211,11 +242,47 @@ async def _command(args: argparse.Namespace, control: Any, bus: Any) -> str:
     if command == "release":
         state = await control.unkill(" ".join(args.reason) or "neopulse ctl release")
         return f"Kill switch released. Trading is {replies.state_label(state)}."
+    if command in ("buy", "sell"):
+        return await _place(args, bus)
     symbol = args.symbol.strip().upper()
     if not symbol:
         raise NeoPulseError("symbol: give a trading symbol (e.g. SBIN-EQ), or all")
     target = "" if symbol == "ALL" else symbol
     return replies.square_off_html(await control.square_off(target), target)
+
+
+async def _place(args: argparse.Namespace, bus: Any) -> str:
+    """A manual order (strategy_tag MANUAL) as the OMS's PlaceOrder takes it: through risk, then placed."""
+    from services.notifier import replies
+    from shared import rpc
+    from shared.client import new_client_order_id
+    from shared.contracts import ingestion_pb2, oms_pb2
+    from shared.contracts import trading_pb2 as t
+    from shared.errors import InvalidInput, NotFound
+
+    symbol = args.symbol.strip().upper()
+    listed = (await bus.call(rpc.LIST_INSTRUMENTS, ingestion_pb2.ListInstrumentsRequest())).instruments
+    named = [i for i in listed if i.symbol.upper() == symbol]
+    found = [i for i in named if not args.segment or i.exchange_segment == args.segment]
+    if not found:
+        where = f" on {args.segment} (it is on {', '.join(i.exchange_segment for i in named)})" if named else ""
+        raise NotFound(f"no instrument {symbol!r}{where}; the instruments NeoPulse trades are those ingestion lists "
+                       "(ListInstruments), e.g. " + ", ".join(i.symbol for i in listed[:5]))
+    if len(found) > 1:
+        raise InvalidInput("symbol", f"{symbol} is on {', '.join(i.exchange_segment for i in found)}: add --segment")
+    inst = found[0]
+    if args.limit is not None:
+        order_type = t.ORDER_TYPE_STOP_LIMIT if args.stop else t.ORDER_TYPE_LIMIT
+    else:
+        order_type = t.ORDER_TYPE_STOP_MARKET if args.stop else t.ORDER_TYPE_MARKET
+    cid = args.client_order_id or new_client_order_id()
+    order = t.OrderRequest(
+        client_order_id=cid, token=inst.token, exchange_segment=inst.exchange_segment, symbol=inst.symbol,
+        side=t.SIDE_BUY if args.ctl_command == "buy" else t.SIDE_SELL, quantity=args.quantity,
+        order_type=order_type, price_paise=args.limit or 0, trigger_price_paise=args.stop or 0,
+        product=t.Product.Value(f"PRODUCT_{args.product}"), validity=t.VALIDITY_DAY, strategy_tag="MANUAL")
+    placed = (await bus.call(rpc.PLACE_ORDER, oms_pb2.PlaceOrderRequest(order=order))).order
+    return f"Placed: {replies.order_line(placed)} · {cid}"
 
 
 def _plain(text: str) -> str:

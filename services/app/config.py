@@ -81,12 +81,17 @@ def tcp_port(text: str) -> int:
 def duration_s(text: str) -> float:
     """argparse type of --duration: seconds above 0, or a usage error naming the flag (-1 or nan ran nothing and
     exited 0 at once, as if the run had been made; inf is no duration: leave the flag out to run until stopped)."""
+    return positive_s(text, " (leave it out to run until stopped)")
+
+
+def positive_s(text: str, hint: str = "") -> float:
+    """argparse type of a flag in seconds: finite and above 0, or a usage error (`hint` ends its message)."""
     try:
         seconds = float(text)
     except ValueError:
         seconds = math.nan
     if not (math.isfinite(seconds) and seconds > 0):
-        raise argparse.ArgumentTypeError(f"expected seconds above 0 (leave it out to run until stopped), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected seconds above 0{hint}, got {text!r}")
     return seconds
 
 

@@ -50,16 +50,54 @@ def test_status_shows_the_running_systems_mode_feed_trading_state_and_strategies
     assert "<b>" not in out and "&amp;" not in ok(target, "pnl")  # the bot's HTML, as text
 
 
-def test_an_order_is_shown_and_cancelled_by_its_id_and_a_second_cancel_says_there_is_nothing_to_cancel(target):
-    order = limit_buy_below_market(target, *BEARER)
-    placed = grpcurl_json(*BEARER, "-d", json.dumps({"order": order}), target,
-                          "neopulse.v1.OrderService/PlaceOrder")["order"]
-    coid = placed["client_order_id"]
+def resting_buy(target: str) -> tuple[str, str]:
+    """A symbol, and a limit price in rupees 3 % under its last price: inside risk's 5 % band, and unfilled for
+    the seconds a test needs (the synthetic market drifts at most ~0.25 % a second)."""
+    order = limit_buy_below_market(target, *BEARER, below_bps=300)
+    return order["symbol"], f"{order['price_paise'] / 100:.2f}"
 
-    assert coid in ok(target, "orders")
-    assert ok(target, "order", coid).startswith(f"BUY 1 {order['symbol']} ")
-    assert ok(target, "cancel", coid).startswith("Cancel sent: ")
-    assert ok(target, "cancel", coid).startswith("Nothing to cancel: ")
+
+def test_a_manual_order_is_placed_shown_and_cancelled_by_its_id_and_a_second_cancel_says_nothing_to_cancel(target):
+    symbol, price = resting_buy(target)
+
+    placed = ok(target, "buy", symbol, "1", "--limit", price, "--id", "ctl-cancel-1")
+    cancelled = ok(target, "cancel", "ctl-cancel-1")
+
+    assert placed.startswith(f"Placed: BUY 1 {symbol} ₹") and "OPEN 0/1 [MANUAL] · ctl-cancel-1" in placed
+    assert cancelled.startswith("Cancel sent: ")
+    assert ok(target, "cancel", "ctl-cancel-1").startswith("Nothing to cancel: ")
+    assert "CANCELLED 0/1 [MANUAL]" in ok(target, "order", "ctl-cancel-1")
+
+
+def test_an_order_id_given_twice_is_placed_once(target):
+    """--id is how an order whose outcome was unknown is retried: the OMS refuses an id it has (DUPLICATE_ORDER)."""
+    symbol, price = resting_buy(target)
+    assert ok(target, "buy", symbol, "1", "--limit", price, "--id", "ctl-twice").startswith("Placed: ")
+
+    again = run(target, "buy", symbol, "1", "--limit", price, "--id", "ctl-twice")
+
+    assert again.returncode == 1 and "ctl-twice" in again.stderr
+    assert ok(target, "orders").count("ctl-twice") == 1
+    ok(target, "cancel", "ctl-twice")
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (("buy", "NO-SUCH-EQ", "1", "--market"), "no instrument 'NO-SUCH-EQ'"),
+    (("buy", "SBIN-EQ", "1", "--limit", "1.00"), "price_band_bps"),  # risk's reason, as it gave it
+])
+def test_an_order_refused_exits_1_with_the_reason(target, args, said):
+    result = run(target, *args)
+
+    assert result.returncode == 1 and said in result.stderr
+
+
+@pytest.mark.parametrize("args", [("buy", "SBIN-EQ", "1"), ("buy", "SBIN-EQ", "1", "--limit", "812.555"),
+                                  ("sell", "SBIN-EQ", "0", "--market"), ("buy", "SBIN-EQ", "1", "--limit", "-5")])
+def test_an_order_without_a_price_kind_or_with_a_malformed_number_is_a_usage_error(args):
+    """No implicit market order; a price is never rounded (812.555 is a typo)."""
+    result = ctl("--target", "127.0.0.1:1", *args)
+
+    assert result.returncode == 2 and ": error: " in result.stderr
 
 
 def test_halt_stops_trading_with_its_reason_and_cancels_open_orders_and_release_rearms(target):

@@ -52,14 +52,15 @@ def test_tick_stream_delivers_synthetic_ticks(addr):
     assert int(tick["token"]) > 0 and int(tick["ltp_paise"]) > 0
 
 
-def limit_buy_below_market(addr: str, *auth: str) -> dict:
-    """A manual limit buy that rests; `auth`: grpcurl's -H for a server that wants a token."""
+def limit_buy_below_market(addr: str, *auth: str, below_bps: int = 400) -> dict:
+    """A manual limit buy that rests, `below_bps` under the last price (risk's band allows 500); `auth`: grpcurl's -H
+    for a server that wants a token."""
     tick = first_tick(addr, *auth)
     token = int(tick["token"])
     instruments = grpcurl_json(*auth, addr, "neopulse.v1.IngestionService/ListInstruments")["instruments"]
     inst = next(i for i in instruments if int(i["token"]) == token)
     tick_size = int(inst.get("tick_size_paise", 5))
-    price = int(tick["ltp_paise"]) * 96 // 100 // tick_size * tick_size  # 4 % below (band 5 %): rests
+    price = int(tick["ltp_paise"]) * (10_000 - below_bps) // 10_000 // tick_size * tick_size
     return {"token": token, "exchange_segment": inst["exchange_segment"], "symbol": inst["symbol"],
             "side": "SIDE_BUY", "quantity": 1, "order_type": "ORDER_TYPE_LIMIT", "price_paise": price,
             "product": "PRODUCT_MIS", "validity": "VALIDITY_DAY", "strategy_tag": "MANUAL"}
