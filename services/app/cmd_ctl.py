@@ -77,6 +77,8 @@ def add_parser(sub: Any) -> None:
         q.add_argument("--id", dest="client_order_id", type=_order_id,
                        help="the order's client id (default: a new one); an order whose outcome was unknown is "
                             "retried with its id, and never placed twice")
+    q = cmds.add_parser("watch", help="notifications as they come (fills, rejections, alerts) until interrupted")
+    q.add_argument("--for", dest="for_s", type=positive_s, metavar="SECONDS", help="stop after this long")
     p.set_defaults(handler=handle)
 
 
@@ -115,6 +117,8 @@ def handle(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"neopulse ctl: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.ctl_command == "watch":
+        return _watch_until_stopped(args, targets, grpc_settings)
     try:
         text = asyncio.run(_run(args, targets, grpc_settings))
     except NeoPulseError as exc:
@@ -132,6 +136,60 @@ def handle(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # `neopulse ctl orders | head -1`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+def _watch_until_stopped(args: argparse.Namespace, targets: dict[str, str], grpc_settings: Any) -> int:
+    try:
+        asyncio.run(_watch(args, targets["notifier"], grpc_settings))
+    except NeoPulseError as exc:
+        print(f"neopulse ctl: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `neopulse ctl watch | grep -m1 Fill`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+async def _watch(args: argparse.Namespace, addr: str, grpc_settings: Any) -> None:
+    """Every notification the notifier sends from now on, a line each, until --for ends (or forever); a broken
+    stream is opened again (what was sent meanwhile is not replayed: notifications are not kept)."""
+    import grpc
+
+    from services.notifier.messages import notification_html
+    from shared import rpc
+    from shared.clock import ist_datetime
+    from shared.grpc.auth import auth_metadata
+    from shared.grpc.bridge import error_from_rpc, method_types, open_channel
+
+    method = rpc.method("NotifierService", "StreamNotifications")
+    req_cls, batch_cls = method_types(method)
+    token = grpc_settings.auth_token
+    metadata = auth_metadata(token.get_secret_value() if token else None)
+    channel = open_channel(addr, grpc_settings)
+    call = channel.unary_stream(method, request_serializer=req_cls.SerializeToString,
+                                response_deserializer=batch_cls.FromString)
+    try:
+        await _reachable(channel, "notifier", addr, args.timeout)
+        print(f"watching the notifications of {addr}", flush=True)
+        async with asyncio.timeout(args.for_s):
+            while True:
+                try:
+                    async for batch in call(req_cls(), metadata=metadata):
+                        for note in batch.notifications:
+                            block = _plain(notification_html(note)).replace("\n", " · ")
+                            print(f"{ist_datetime(note.ts_ns):%H:%M:%S} {block}", flush=True)
+                    why = "the stream ended (the notifier stopping?)"
+                except grpc.aio.AioRpcError as err:
+                    if err.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                        raise error_from_rpc(method, err) from None
+                    why = f"the stream broke ({err.code().name})"
+                print(f"neopulse ctl: {why}; opening it again", file=sys.stderr, flush=True)
+                await asyncio.sleep(1.0)
+    except TimeoutError:
+        pass  # --for ended
+    finally:
+        await channel.close()
 
 
 def _targets(args: argparse.Namespace) -> tuple[dict[str, str], Any]:

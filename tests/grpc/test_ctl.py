@@ -166,3 +166,23 @@ def test_without_a_target_it_finds_the_monolith_where_the_settings_say_it_serves
 
     assert result.returncode == 0, result.stderr
     assert "Feed: synthetic connected" in result.stdout
+
+
+def test_watch_prints_each_notification_as_it_comes_until_its_time_is_up(target, tmp_path):
+    watch = Proc(["ctl", "--target", target, "watch", "--for", "15"], tmp_path / "watch.log", env=AUTH)
+    try:
+        watch.wait_for_line("watching the notifications of")
+        ok(target, "halt", "watched")
+        ok(target, "release")
+        watch.wait_for_line("Kill switch: trading ACTIVE")
+
+        assert watch.proc.wait(timeout=30) == 0
+    finally:
+        watch.stop()
+    assert any("🚨 Kill switch: trading HALTED · kill switch engaged: watched" in line for line in watch.lines)
+
+
+def test_watch_with_nothing_listening_exits_1():
+    result = ctl("--target", f"127.0.0.1:{free_port()}", "--timeout", "1", "watch")
+
+    assert result.returncode == 1 and "cannot reach the notifier" in result.stderr
