@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import html
+import math
 import os
 import re
 import sys
@@ -44,9 +45,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--timeout", type=positive_s, default=10.0, help="seconds to wait for each answer (default 10)")
     cmds = p.add_subparsers(dest="ctl_command", required=True, metavar="COMMAND")
     for name, helptext in (("status", "mode, feed, trading state, strategies"), ("positions", "open positions"),
-                           ("pnl", "realised, unrealised, charges"), ("strategies", "strategies and their state"),
-                           ("limits", "risk state and limits")):
+                           ("pnl", "realised, unrealised, charges"), ("strategies", "strategies and their state")):
         cmds.add_parser(name, help=helptext)
+    q = cmds.add_parser("limits", help="risk state and limits; --set changes limits")
+    q.add_argument("--set", dest="changes", action="append", type=_limit, default=[], metavar="NAME=VALUE",
+                   help="change one limit (repeatable), the others as they are: e.g. max_order_quantity=500, "
+                        "daily_loss_halt_paise=5000000 (paise, as RiskLimits names them)")
     q = cmds.add_parser("orders", help="open orders (default) or today's")
     q.add_argument("which", nargs="?", default="open", choices=("open", "today"))
     q.add_argument("--limit", type=_count, default=50, help="at most this many, newest first (default 50)")
@@ -103,6 +107,40 @@ def _order_id(text: str) -> str:
     if not text.strip() or len(text) > MAX_TEXT_CHARS:
         raise argparse.ArgumentTypeError(f"expected an id of 1-{MAX_TEXT_CHARS} characters, got {text!r}")
     return text.strip()
+
+
+def _limit(text: str) -> tuple[str, Any]:
+    """NAME=VALUE of a RiskLimits field, the value in the field's type (a usage error names what is wrong)."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    from shared.contracts import risk_pb2
+
+    name, eq, value = text.partition("=")
+    fields = risk_pb2.RiskLimits.DESCRIPTOR.fields_by_name
+    field = fields.get(name.strip())
+    if not eq or field is None:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE with NAME one of {', '.join(fields)}; got {text!r}")
+    value = value.strip()
+    try:
+        if field.type == FieldDescriptor.TYPE_BOOL:
+            if value.lower() not in ("true", "false"):
+                raise ValueError(value)
+            return field.name, value.lower() == "true"
+        if field.type == FieldDescriptor.TYPE_DOUBLE:
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError(value)
+            return field.name, number
+        if field.type == FieldDescriptor.TYPE_INT64:
+            number = int(value)
+            if not -(2**63) <= number < 2**63:
+                raise ValueError(value)
+            return field.name, number
+    except ValueError:
+        kind = {FieldDescriptor.TYPE_BOOL: "true or false", FieldDescriptor.TYPE_DOUBLE: "a number"}.get(
+            field.type, "a whole number")
+        raise argparse.ArgumentTypeError(f"{field.name}: expected {kind}, got {value!r}") from None
+    return field.name, value
 
 
 def _count(text: str) -> int:
@@ -292,6 +330,8 @@ async def _command(args: argparse.Namespace, control: Any, bus: Any) -> str:
     if command == "resume":
         return replies.strategy_changed_html(await control.resume(args.name))
     if command == "limits":
+        if args.changes:
+            await _set_limits(bus, dict(args.changes))
         return replies.limits_html(await control.risk_state())
     if command == "halt":
         state = await control.kill(" ".join(args.reason) or "neopulse ctl halt", cancel_open_orders=args.cancel_orders)
@@ -307,6 +347,17 @@ async def _command(args: argparse.Namespace, control: Any, bus: Any) -> str:
         raise NeoPulseError("symbol: give a trading symbol (e.g. SBIN-EQ), or all")
     target = "" if symbol == "ALL" else symbol
     return replies.square_off_html(await control.square_off(target), target)
+
+
+async def _set_limits(bus: Any, changes: dict[str, Any]) -> None:
+    """The limits risk has, with `changes` made: SetRiskLimits replaces them whole (risk checks them all)."""
+    from shared import rpc
+    from shared.contracts import risk_pb2
+
+    limits = (await bus.call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())).limits
+    for name, value in changes.items():
+        setattr(limits, name, value)
+    await bus.call(rpc.SET_RISK_LIMITS, risk_pb2.SetRiskLimitsRequest(limits=limits))
 
 
 async def _place(args: argparse.Namespace, bus: Any) -> str:

@@ -186,3 +186,27 @@ def test_watch_with_nothing_listening_exits_1():
     result = ctl("--target", f"127.0.0.1:{free_port()}", "--timeout", "1", "watch")
 
     assert result.returncode == 1 and "cannot reach the notifier" in result.stderr
+
+
+def test_limits_set_changes_the_named_limits_and_keeps_the_others(target):
+    before = ok(target, "limits")
+
+    after = ok(target, "limits", "--set", "max_order_quantity=7", "--set", "daily_loss_halt_paise=6000000")
+    refused = run(target, "limits", "--set", "daily_loss_halt_paise=-5")
+    ok(target, "limits", "--set", "max_order_quantity=1000", "--set", "daily_loss_halt_paise=5000000")
+
+    def kept(text: str) -> list[str]:  # the other limits: position value and exposure, reducing, square-off
+        lines = text.splitlines()
+        return [next(line for line in lines if line.startswith("Max position value")),
+                *next(line for line in lines if line.startswith("Daily loss")).split(", halt at ")[:1],
+                next(line for line in lines if line.startswith("Daily loss")).split(" · ")[-1]]
+
+    assert "Max order qty 7 ·" in after and "halt at ₹60,000.00 ·" in after
+    assert kept(after) == kept(before)
+    assert refused.returncode == 1 and "daily_loss_halt_paise" in refused.stderr
+
+
+def test_limits_set_with_an_unknown_name_is_a_usage_error_naming_the_limits():
+    result = ctl("--target", "127.0.0.1:1", "limits", "--set", "max_oder_quantity=5")
+
+    assert result.returncode == 2 and "max_order_quantity" in result.stderr
