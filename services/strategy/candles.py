@@ -59,6 +59,8 @@ class CandleBuilder:
     def __init__(self, symbols: dict[int, str] | None = None) -> None:
         self.symbols: dict[int, str] = dict(symbols or {})
         self._bars: dict[int, list] = {}
+        # Day volumes held for tokens without a bar yet (hold_day_volume): taken by the token's first bar.
+        self._held: dict[int, tuple[int, int]] = {}
         self.late_ticks = 0
         # Closed candles are built inside the batch that will carry them (no copy when it is published).
         self.batch = market_pb2.CandleBatch()
@@ -93,6 +95,10 @@ class CandleBuilder:
             elif bar is None:
                 price = t.ltp_paise
                 bar = bars[t.token] = [start, price, price, price, price, 0, 1, False, t.exchange_segment, ts, ts, 0, 0]
+                if self._held:
+                    held = self._held.pop(t.token, None)
+                    if held is not None and ist_day_number(held[1]) == ist_day_number(ts):
+                        bar[11], bar[12] = held
             elif start > bar[0]:
                 if not bar[7]:
                     closed.append((self._candle(t.token, bar), t.recv_ns))
@@ -163,9 +169,10 @@ class CandleBuilder:
         not over a day volume the token's bar holds already (from live ticks: newer). A bar of an earlier IST day
         forgets it at the new day's first tick, as it forgets any day volume."""
         bar = self._bars.get(token)
-        if bar is None or bar[_DAY_VOLUME]:
-            return
-        bar[_DAY_VOLUME], bar[_DAY_VOLUME_TS] = day_volume, ts_ns
+        if bar is None:  # no candle of it stored nor read: its first live tick's bar takes it, on the same day
+            self._held[token] = (day_volume, ts_ns)
+        elif not bar[_DAY_VOLUME]:
+            bar[_DAY_VOLUME], bar[_DAY_VOLUME_TS] = day_volume, ts_ns
 
     def open_candle(self, token: int) -> market_pb2.Candle | None:
         """The token's candle in progress, or None (for inspection and tests)."""

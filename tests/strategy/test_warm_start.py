@@ -245,8 +245,8 @@ async def test_the_candle_of_the_minute_in_progress_goes_on_from_its_stored_tick
         assert list(r.strategy._closes[SBIN]) == [*FALLING_THEN_JUMP, 99_00]
 
 
-def vtick(minute: int, second: int, day_volume: int, ltq: int) -> market_pb2.Tick:
-    return market_pb2.Tick(token=SBIN, exchange_segment="nse_cm", ts_ns=M0915 + minute * MINUTE_NS + second * NS,
+def vtick(minute: int, second: int, day_volume: int, ltq: int, token: int = SBIN) -> market_pb2.Tick:
+    return market_pb2.Tick(token=token, exchange_segment="nse_cm", ts_ns=M0915 + minute * MINUTE_NS + second * NS,
                            ltp_paise=100_00, ltq=ltq, volume=day_volume)
 
 
@@ -262,6 +262,18 @@ async def test_after_a_restart_a_candle_counts_what_traded_since_the_last_stored
 
     (candle,) = r.candles
     assert (candle.start_ns, candle.volume) == (M0915 + minute * MINUTE_NS, 500 if minute == 6 else 400)
+
+
+async def test_so_does_the_candle_of_an_instrument_no_strategy_trades(db_pool, restarted):
+    """The paper broker fills from every instrument's candles; one no strategy trades, with no tick stored in the
+    minute in progress, has no candle the warm start resumes: its first live tick's candle takes the day volume."""
+    await store(db_pool, [vtick(5, 5, 1_000, 10, TCS), vtick(6, 10, 1_100, 10, TCS)])
+    r = await restarted(settings(SMALL), M0915 + 7 * MINUTE_NS + 30 * NS, StoredCandles(db_pool))
+
+    await r.feed([vtick(7, 40, 1_500, 20, TCS), vtick(8, 5, 1_600, 5, TCS)])
+
+    (candle,) = r.candles
+    assert (candle.token, candle.start_ns, candle.volume) == (TCS, M0915 + 7 * MINUTE_NS, 400)
 
 
 async def test_the_minutes_that_close_while_the_candles_are_read_are_read_too(db_pool, restarted):
