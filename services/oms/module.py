@@ -42,7 +42,7 @@ SETTLE_RETRY_S = (1.0, 30.0)  # first and longest wait between order-book reads 
 DAY_CHECK_S = 60.0  # how often (real seconds) to look whether a new trading day has started
 MAX_BURST = 100  # decisions written ahead in one ledger transaction at most
 POSITION_DIFFERENCES = Gauge("neopulse_oms_position_differences",
-                             "Positions whose net quantity differs from the broker's on two checks in a row")
+                             "Positions whose net quantity has differed from the broker's for position_grace_s")
 ORDERS_IN_MEMORY = Gauge("neopulse_oms_orders_in_memory",
                          "Orders the OMS holds in memory: today's and those still worked on (earlier days' that ended "
                          "are dropped at the day roll; the ledger keeps them)")

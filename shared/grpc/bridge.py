@@ -208,8 +208,8 @@ class StreamBridge:
             self._refused_first = False
             self.last_sequence = _header_int(headers, STARTED_AT_KEY) or -1
             self._since_us = self._first_try_us
-            log.info("upstream started after this stream was first asked for; streaming all it published", extra={
-                "method": self.method, "after_sequence": self.last_sequence})
+            log.info("a first try failed; streaming what the upstream published since it", extra={
+                "method": self.method, "after_sequence": self.last_sequence, "since_us": self._since_us})
             raise _Rewind
         self._refused_first = False
         self.last_sequence = (published or -1) if str(headers.get(SEQUENCE_KEY, "")).isdigit() else 0

@@ -52,7 +52,7 @@ STARTED_AT_KEY = "neopulse-started-at"
 # after a crash) may have published below it, so the record says nothing of a resume point below it.
 UNKNOWN_BELOW_KEY = "neopulse-unknown-below"
 # Request metadata of a stream resumed from a point before the client first asked for it (StreamBridge, whose first
-# try found no one listening): replay only what was published since then (wall clock, microseconds).
+# try failed): replay only what was published since then (wall clock, microseconds).
 SINCE_KEY = "neopulse-since-us"
 MAX_BATCH = 1000  # elements per streamed batch message
 MAX_BATCH_BYTES = 512 * 1024  # and bytes: below the smallest max_message_bytes (1 MiB) GrpcSettings allows
