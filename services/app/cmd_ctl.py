@@ -2,8 +2,9 @@
 
 The bot's own Control (services/notifier/control.py) behind a local bus whose requests go to the running system's
 services (split mode's unary proxies), and the bot's replies as plain text. So `ctl` answers what /status, /orders
-or /kill answer, and works where the bot does not (no Telegram configured, or Telegram unreachable). The command
-line is the confirmation: halt, release, cancel and square-off act at once, without the bot's buttons.
+or /kill answer, and works where the bot does not (no Telegram configured, or Telegram unreachable). It also
+places manual orders (buy, sell: through risk, as PlaceOrder does), changes risk limits (limits --set) and
+follows the notifications (watch). The command line is the confirmation: what it is told, it does at once.
 
 The services are found as the running system serves them: the monolith at [grpc].host and `grpc_port` (the same
 settings and --config as `neopulse run`), each split module at its [split] address with --split, or all at
