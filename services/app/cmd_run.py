@@ -75,6 +75,8 @@ async def _run(settings: AppSettings, toml: dict[str, Any], args: argparse.Names
     async def announce() -> None:
         await app.started.wait()
         print(f"gRPC listening on {app.grpc.host}:{app.bound_port}", flush=True)
+        print(f"control: neopulse ctl --target {app.grpc.host}:{app.bound_port} status  (halt, orders, positions, "
+              "watch, ...: neopulse ctl --help)", flush=True)
         for key, value in app.info.items():
             print(f"{key}: {value}", flush=True)
         await board.run()

@@ -27,6 +27,7 @@ def target(tmp_path_factory):
                  "--no-db"], log, env=AUTH)
     try:
         proc.wait_for_line(f"gRPC listening on 127.0.0.1:{port}")
+        proc.wait_for_line(f"control: neopulse ctl --target 127.0.0.1:{port} status", timeout_s=5)  # run says how
         yield f"127.0.0.1:{port}"
     finally:
         proc.stop()
