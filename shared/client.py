@@ -5,7 +5,6 @@ Wraps the generated stubs; gRPC errors come back as shared.errors types (Invalid
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
@@ -30,13 +29,9 @@ from shared.contracts import trading_pb2 as t
 from shared.errors import OutcomeUnknown
 from shared.grpc.auth import auth_metadata, channel_credentials
 from shared.grpc.bridge import error_from_rpc
+from shared.ids import new_client_order_id
 
 __all__ = ["NeoPulseClient", "OutcomeUnknown", "new_client_order_id"]
-
-
-def new_client_order_id() -> str:
-    """A fresh id for a manual order; keep it to retry that order (a retry with it is never a second order)."""
-    return f"manual-{uuid.uuid4().hex[:16]}"
 
 
 class NeoPulseClient:

@@ -15,6 +15,11 @@ import uuid
 MAX_TEXT_CHARS = 128
 
 
+def new_client_order_id() -> str:
+    """A fresh id for a manual order; keep it to retry that order (a retry with it is never a second order)."""
+    return f"manual-{uuid.uuid4().hex[:16]}"
+
+
 class IdMint:
     """UUID-shaped ids (the ledger's uuid column takes them), unique across processes and restarts: 90 random
     bits drawn at start (version 4 and variant bits kept) followed by a 32-bit counter."""

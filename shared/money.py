@@ -35,6 +35,18 @@ def to_paise(value: str | int | float | Decimal) -> int:
     return paise
 
 
+def exact_paise(text: str) -> int:
+    """A price a person typed, in rupees: above 0, with at most two decimals, taken as given (812.555 is a typo,
+    not 812.56: never rounded). ValueError saying what is expected."""
+    try:
+        price = Decimal(text.strip())
+    except InvalidOperation:
+        price = Decimal("NaN")
+    if not (price.is_finite() and price > 0 and int(price.as_tuple().exponent) >= -2):
+        raise ValueError(f"expected rupees above 0 with at most two decimals (812.50), got {text!r}")
+    return to_paise(price)
+
+
 def to_rupees(paise: int) -> Decimal:
     """Integer paise to Decimal rupees with two places."""
     return (Decimal(paise) / PAISE_PER_RUPEE).quantize(Decimal("0.01"))

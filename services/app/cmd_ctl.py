@@ -88,18 +88,12 @@ def add_parser(sub: Any) -> None:
 
 
 def _rupees(text: str) -> int:
-    """A price in rupees with at most two decimals, as paise: never rounded (812.555 is a typo, not 812.56)."""
-    from decimal import Decimal, InvalidOperation
-
-    from shared.money import to_paise
+    from shared.money import exact_paise
 
     try:
-        price = Decimal(text)
-    except InvalidOperation:
-        price = Decimal("NaN")
-    if not (price.is_finite() and price > 0 and int(price.as_tuple().exponent) >= -2):
-        raise argparse.ArgumentTypeError(f"expected rupees above 0 with at most two decimals (812.50), got {text!r}")
-    return to_paise(price)
+        return exact_paise(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _order_id(text: str) -> str:
@@ -342,7 +336,7 @@ async def _command(args: argparse.Namespace, control: Any, bus: Any) -> str:
         state = await control.unkill(" ".join(args.reason) or "neopulse ctl release")
         return f"Kill switch released. Trading is {replies.state_label(state)}."
     if command in ("buy", "sell"):
-        return await _place(args, bus)
+        return await _place(args, control)
     symbol = args.symbol.strip().upper()
     if not symbol:
         raise NeoPulseError("symbol: give a trading symbol (e.g. SBIN-EQ), or all")
@@ -361,38 +355,17 @@ async def _set_limits(bus: Any, changes: dict[str, Any]) -> None:
     await bus.call(rpc.SET_RISK_LIMITS, risk_pb2.SetRiskLimitsRequest(limits=limits))
 
 
-async def _place(args: argparse.Namespace, bus: Any) -> str:
+async def _place(args: argparse.Namespace, control: Any) -> str:
     """A manual order (strategy_tag MANUAL) as the OMS's PlaceOrder takes it: through risk, then placed."""
     from services.notifier import replies
-    from shared import rpc
-    from shared.client import new_client_order_id
-    from shared.contracts import ingestion_pb2, oms_pb2
     from shared.contracts import trading_pb2 as t
-    from shared.errors import InvalidInput, NotFound
 
-    symbol = args.symbol.strip().upper()
-    listed = (await bus.call(rpc.LIST_INSTRUMENTS, ingestion_pb2.ListInstrumentsRequest())).instruments
-    named = [i for i in listed if i.symbol.upper() == symbol]
-    found = [i for i in named if not args.segment or i.exchange_segment == args.segment]
-    if not found:
-        where = f" on {args.segment} (it is on {', '.join(i.exchange_segment for i in named)})" if named else ""
-        raise NotFound(f"no instrument {symbol!r}{where}; the instruments NeoPulse trades are those ingestion lists "
-                       "(ListInstruments), e.g. " + ", ".join(i.symbol for i in listed[:5]))
-    if len(found) > 1:
-        raise InvalidInput("symbol", f"{symbol} is on {', '.join(i.exchange_segment for i in found)}: add --segment")
-    inst = found[0]
-    if args.limit is not None:
-        order_type = t.ORDER_TYPE_STOP_LIMIT if args.stop else t.ORDER_TYPE_LIMIT
-    else:
-        order_type = t.ORDER_TYPE_STOP_MARKET if args.stop else t.ORDER_TYPE_MARKET
-    cid = args.client_order_id or new_client_order_id()
-    order = t.OrderRequest(
-        client_order_id=cid, token=inst.token, exchange_segment=inst.exchange_segment, symbol=inst.symbol,
-        side=t.SIDE_BUY if args.ctl_command == "buy" else t.SIDE_SELL, quantity=args.quantity,
-        order_type=order_type, price_paise=args.limit or 0, trigger_price_paise=args.stop or 0,
-        product=t.Product.Value(f"PRODUCT_{args.product}"), validity=t.VALIDITY_DAY, strategy_tag="MANUAL")
-    placed = (await bus.call(rpc.PLACE_ORDER, oms_pb2.PlaceOrderRequest(order=order))).order
-    return f"Placed: {replies.order_line(placed)} · {cid}"
+    order = await control.manual_order(
+        args.symbol, t.SIDE_BUY if args.ctl_command == "buy" else t.SIDE_SELL, args.quantity,
+        limit_paise=args.limit or 0, stop_paise=args.stop or 0, product=t.Product.Value(f"PRODUCT_{args.product}"),
+        segment=args.segment or "", client_order_id=args.client_order_id or "")
+    placed = await control.place(order)
+    return f"Placed: {replies.order_line(placed)} · {order.client_order_id}"
 
 
 def _plain(text: str) -> str:

@@ -20,7 +20,8 @@ from shared import rpc
 from shared.bus import Bus, Topic
 from shared.clock import Clock, day_of
 from shared.contracts import ingestion_pb2, oms_pb2, ops_pb2, risk_pb2, strategy_pb2, trading_pb2
-from shared.errors import InvalidInput, NeoPulseError, RetryableError
+from shared.errors import InvalidInput, NeoPulseError, NotFound, OutcomeUnknown, RetryableError
+from shared.ids import new_client_order_id
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ REASON_CHARS = 200  # risk keeps a kill switch reason as given and quotes it in 
 # after we stop waiting (or have done it already), so "try again" could repeat it.
 CHECK_AFTER_TIMEOUT = {rpc.SET_KILL_SWITCH: "/status", rpc.SQUARE_OFF: "/positions and /orders",
                        rpc.PAUSE_STRATEGY: "/strategies", rpc.RESUME_STRATEGY: "/strategies",
-                       rpc.CANCEL_ORDER: "/orders"}
+                       rpc.CANCEL_ORDER: "/orders", rpc.PLACE_ORDER: "/orders"}
 
 
 @dataclass
@@ -142,6 +143,47 @@ class Control:
         request = risk_pb2.SetKillSwitchRequest(engaged=False, reason=cut(reason, REASON_CHARS))
         resp = await self._call(rpc.SET_KILL_SWITCH, request)
         return resp.state
+
+    async def manual_order(self, symbol: str, side: trading_pb2.Side, quantity: int, *, limit_paise: int = 0,
+                           stop_paise: int = 0, product: trading_pb2.Product = trading_pb2.PRODUCT_MIS,
+                           segment: str = "", client_order_id: str = "") -> trading_pb2.OrderRequest:
+        """A manual order on `symbol` (strategy_tag MANUAL) as PlaceOrder takes it, not placed yet: a limit order at
+        `limit_paise`, else a market order; a stop order triggering at `stop_paise` when given. The symbol is looked
+        up in ingestion's instruments (`segment` picks one listed on several); the client order id is
+        `client_order_id`, or a new one."""
+        wanted = symbol.strip().upper()
+        listed = (await self._call(rpc.LIST_INSTRUMENTS, ingestion_pb2.ListInstrumentsRequest())).instruments
+        named = [i for i in listed if i.symbol.upper() == wanted]
+        found = [i for i in named if not segment or i.exchange_segment == segment]
+        if not found:
+            where = f" on {segment} (it is on {', '.join(i.exchange_segment for i in named)})" if named else ""
+            raise NotFound(f"no instrument {cut(wanted, 40)!r}{where}; the instruments NeoPulse trades are those "
+                           "ingestion lists, e.g. " + ", ".join(i.symbol for i in listed[:5]))
+        if len(found) > 1:
+            raise InvalidInput("symbol", f"{wanted} is on {', '.join(i.exchange_segment for i in found)}: name the "
+                                         "segment")
+        inst = found[0]
+        if limit_paise:
+            order_type = trading_pb2.ORDER_TYPE_STOP_LIMIT if stop_paise else trading_pb2.ORDER_TYPE_LIMIT
+        else:
+            order_type = trading_pb2.ORDER_TYPE_STOP_MARKET if stop_paise else trading_pb2.ORDER_TYPE_MARKET
+        return trading_pb2.OrderRequest(
+            client_order_id=client_order_id or new_client_order_id(), token=inst.token,
+            exchange_segment=inst.exchange_segment, symbol=inst.symbol, side=side, quantity=quantity,
+            order_type=order_type, price_paise=limit_paise, trigger_price_paise=stop_paise, product=product,
+            validity=trading_pb2.VALIDITY_DAY, strategy_tag="MANUAL")
+
+    async def place(self, order: trading_pb2.OrderRequest) -> trading_pb2.OrderUpdate:
+        """Place a manual order (through risk, as PlaceOrder does); the order as the OMS booked it. No answer in time:
+        OutcomeUnknown naming the order's id (it may have been placed: look it up, retry only with that id)."""
+        try:
+            return (await self._call(rpc.PLACE_ORDER, oms_pb2.PlaceOrderRequest(order=order))).order
+        except OutcomeUnknown:
+            raise
+        except RetryableError as exc:
+            if "did not answer" not in str(exc):
+                raise  # refused before acting (a module not serving yet)
+            raise OutcomeUnknown(f"{exc} (order {order.client_order_id})", order.client_order_id) from None
 
     async def square_off(self, symbol: str = "") -> list[trading_pb2.OrderUpdate]:
         """Close one symbol's position (or all with "") with market orders."""

@@ -24,7 +24,8 @@ HELP = """<b>NeoPulse bot</b>
 /kill [reason] – halt trading (asks to confirm)
 <code>/unkill</code> – re-arm trading (asks to confirm)
 /squareoff [SYMBOL|all] – close positions (asks to confirm)
-/cancel ORDER – cancel an order, by the id /orders shows (asks to confirm)"""
+/cancel ORDER – cancel an order, by the id /orders shows (asks to confirm)
+/buy SYMBOL QTY PRICE|mkt [CNC|NRML], /sell ... – a manual order through risk (asks to confirm)"""
 REASON_CHARS = 300  # a reason quoted in a reply (risk keeps the kill switch's whole) is cut, so the reply fits
 
 

@@ -30,21 +30,24 @@ from services.notifier import replies
 from services.notifier.config import NotifierSettings
 from services.notifier.control import TERMINAL, Control
 from services.notifier.messages import esc, split_lines
+from shared.contracts import trading_pb2
 from shared.errors import NeoPulseError
 from shared.ids import MAX_TEXT_CHARS
+from shared.money import exact_paise, fmt_inr
 
 log = logging.getLogger(__name__)
 
 Reply = tuple[str, InlineKeyboardMarkup | None]
 Action = Callable[[int, list[str]], Awaitable[Reply]]
 PtbCallback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
-ADMIN_ONLY = {"kill", "unkill", "squareoff", "pause", "resume", "cancel"}
-KILL, KILL_CANCEL, UNKILL, SQUARE_OFF, CANCEL, ABORT = "kill", "killc", "unkill", "sq", "cx", "abort"
+ADMIN_ONLY = {"kill", "unkill", "squareoff", "pause", "resume", "cancel", "buy", "sell"}
+KILL, KILL_CANCEL, UNKILL, SQUARE_OFF, CANCEL, PLACE, ABORT = "kill", "killc", "unkill", "sq", "cx", "place", "abort"
 ALL = "*"
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 CONFIRM_TTL_S = 120.0  # a confirm button older than this does nothing (send the command again)
 EXPIRED = "This confirmation has expired or was already answered; nothing changed. Ask again."
 MAX_SYMBOL_CHARS = 40  # longer is no trading symbol (and would not fit the prompt that quotes it)
+MAX_QUANTITY = 10**9  # a manual order's quantity below this (risk's max_order_quantity decides; int64 holds it)
 ERROR_CHARS = 500  # an error quoting a huge argument is cut, so its reply still fits Telegram's 4096
 RETRY_AFTER_MAX_S = 30.0  # a reply rate-limited for longer than this is given up
 MAX_CONCURRENT_UPDATES = 256  # updates in hand at once (PTB's default); an allowed chat's commands take turns
@@ -58,6 +61,7 @@ class Prompt:
     actions: frozenset[str]  # the buttons it was sent with; callback_data is the client's, so others are refused
     target: str = ""  # the square-off symbol (ALL for every position), or the order to cancel
     reason: str = ""  # the kill switch reason (engaging or releasing it)
+    order: trading_pb2.OrderRequest | None = None  # the manual order to place, its client id minted at the ask
     asked: float = field(default_factory=time.monotonic)
 
 
@@ -105,7 +109,7 @@ class TelegramBot:
             "start": self._help, "help": self._help, "status": self._status, "positions": self._positions,
             "orders": self._orders, "pnl": self._pnl, "strategies": self._strategies, "pause": self._pause,
             "resume": self._resume, "limits": self._limits, "kill": self._kill, "unkill": self._unkill,
-            "squareoff": self._square_off, "cancel": self._cancel}
+            "squareoff": self._square_off, "cancel": self._cancel, "buy": self._buy, "sell": self._sell}
         for name, action in actions.items():
             # New messages only: editing an old /unkill must not release the kill switch again.
             self.app.add_handler(CommandHandler(name, self._gated(name, action), filters=filters.UpdateType.MESSAGE))
@@ -270,6 +274,38 @@ class TelegramBot:
                                           InlineKeyboardButton("Keep it", callback_data=f"{ABORT}:{nonce}")]])
         return f"Cancel this order?\n{replies.order_line(order)}", keyboard
 
+    async def _buy(self, chat_id: int, args: list[str]) -> Reply:
+        return await self._manual_order(chat_id, args, trading_pb2.SIDE_BUY)
+
+    async def _sell(self, chat_id: int, args: list[str]) -> Reply:
+        return await self._manual_order(chat_id, args, trading_pb2.SIDE_SELL)
+
+    async def _manual_order(self, chat_id: int, args: list[str], side: trading_pb2.Side) -> Reply:
+        """Shows the order and asks; it is placed by the confirm button, never by the command. A limit price in
+        rupees (two decimals at most, never rounded) or mkt; MIS unless CNC or NRML follows."""
+        verb = "Buy" if side == trading_pb2.SIDE_BUY else "Sell"
+        usage = (f"⚠️ give SYMBOL QUANTITY and a limit price in rupees or mkt, e.g. /{verb.lower()} SBIN-EQ 1 812.50 "
+                 "(MIS; add CNC or NRML for another product)")
+        if not 3 <= len(args) <= 4 or len(args[0]) > MAX_SYMBOL_CHARS or not args[1].isdigit():
+            return usage, None
+        quantity, product = int(args[1]), (args[3].upper() if len(args) == 4 else "MIS")
+        if not 0 < quantity < MAX_QUANTITY or product not in ("MIS", "CNC", "NRML"):
+            return usage, None
+        limit = 0
+        if args[2].lower() != "mkt":
+            try:
+                limit = exact_paise(args[2][:MAX_SYMBOL_CHARS])
+            except ValueError:
+                return usage, None
+        order = await self.control.manual_order(args[0], side, quantity, limit_paise=limit,
+                                                product=trading_pb2.Product.Value(f"PRODUCT_{product}"))
+        nonce = self._ask(Prompt(chat_id, frozenset({PLACE, ABORT}), order=order))
+        keyboard = InlineKeyboardMarkup([[InlineKeyboardButton(f"{verb} {quantity} {order.symbol}",
+                                                               callback_data=f"{PLACE}:{nonce}"),
+                                          InlineKeyboardButton("Don't", callback_data=f"{ABORT}:{nonce}")]])
+        price = f"at {fmt_inr(limit)}" if limit else "at market"
+        return f"{verb} {quantity} <b>{esc(order.symbol)}</b> {price}, {product}?", keyboard
+
     # -- confirm buttons -----------------------------------------------------------
     async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
@@ -329,6 +365,11 @@ class TelegramBot:
             return replies.square_off_html(await self.control.square_off(symbol), symbol), None
         if action == CANCEL:
             return f"Cancel sent: {replies.order_line(await self.control.cancel(prompt.target))}", None
+        if action == PLACE and prompt.order is not None:
+            placed = await self.control.place(prompt.order)
+            return f"Placed: {replies.order_line(placed)} · <code>{esc(prompt.order.client_order_id)}</code>", None
+        if PLACE in prompt.actions:
+            return "Not placed; nothing changed.", None
         return ("Order kept; nothing changed." if CANCEL in prompt.actions else "Cancelled; nothing changed."), None
 
 

@@ -13,7 +13,7 @@ from services.notifier.module import NotifierModule
 from shared import rpc
 from shared.bus import Bus, Topic
 from shared.clock import ManualClock, ist_ns
-from shared.contracts import ingestion_pb2, oms_pb2, risk_pb2, strategy_pb2, trading_pb2
+from shared.contracts import ingestion_pb2, market_pb2, oms_pb2, risk_pb2, strategy_pb2, trading_pb2
 from shared.errors import NotFound
 from tests.notifier.fake_bot_api import TOKEN, FakeBotApi
 
@@ -64,6 +64,12 @@ class Standins:
             rpc.LIST_POSITIONS: lambda r: self.positions,
             rpc.GET_ORDER: lambda r: oms_pb2.GetOrderResponse(order=self._order(r.order_id)),
             rpc.CANCEL_ORDER: self._cancel,
+            rpc.LIST_INSTRUMENTS: lambda r: ingestion_pb2.ListInstrumentsResponse(instruments=[
+                market_pb2.Instrument(token=3045, exchange_segment="nse_cm", symbol="SBIN-EQ", tick_size_paise=5),
+                market_pb2.Instrument(token=11536, exchange_segment="nse_cm", symbol="TCS-EQ", tick_size_paise=5)]),
+            rpc.PLACE_ORDER: lambda r: oms_pb2.PlaceOrderResponse(order=trading_pb2.OrderUpdate(
+                internal_id=f"id-{r.order.client_order_id}", client_order_id=r.order.client_order_id,
+                status=trading_pb2.ORDER_STATUS_OPEN, request=r.order)),
             rpc.SQUARE_OFF: lambda r: oms_pb2.SquareOffResponse(orders=[order(
                 symbol=r.symbol or "SBIN-EQ", side=trading_pb2.SIDE_SELL, filled=0, avg=0,
                 status=trading_pb2.ORDER_STATUS_OPEN, tag="SQUAREOFF")]),

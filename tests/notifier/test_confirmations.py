@@ -75,28 +75,29 @@ async def test_a_huge_kill_reason_is_cut_before_risk_keeps_it(notifier, fake_api
     assert standins.calls(rpc.SET_KILL_SWITCH)[-1].reason == "Ω" * 199 + "…"
 
 
+async def confirmed_unanswered(bus, fake_api, clock, method: str, command: str, action: str) -> dict:
+    """`command` asked and its `action` button pressed while `method`'s module never answers (0.05 s deadline): the
+    prompt as edited with the outcome."""
+    async def slow(request):
+        await asyncio.Event().wait()  # still at it (risk cancelling open orders, say)
+
+    bus._handlers[method] = slow
+    async for _ in started(NotifierModule(bus, settings_for(fake_api, request_timeout_seconds=0.05), clock)):
+        await ask(fake_api, command)
+        edited = await press(fake_api, action)
+    return edited
+
+
 async def test_a_halt_that_risk_does_not_answer_in_time_is_reported_as_maybe_in_progress(bus, standins, fake_api,
                                                                                           clock):
-    async def slow(request):
-        await asyncio.Event().wait()  # risk is still engaging the switch (cancelling open orders, say)
-
-    bus._handlers[rpc.SET_KILL_SWITCH] = slow
-    async for _ in started(NotifierModule(bus, settings_for(fake_api, request_timeout_seconds=0.05), clock)):
-        await ask(fake_api, "/kill")
-        edited = await press(fake_api, "killc")
+    edited = await confirmed_unanswered(bus, fake_api, clock, rpc.SET_KILL_SWITCH, "/kill", "killc")
 
     assert edited["text"] == ("⚠️ RiskService/SetKillSwitch did not answer within 0.05 s; it may still be in "
                               "progress, or done: check /status before asking again")
 
 
 async def test_a_square_off_that_does_not_answer_in_time_says_where_to_check(bus, standins, fake_api, clock):
-    async def slow(request):
-        await asyncio.Event().wait()
-
-    bus._handlers[rpc.SQUARE_OFF] = slow
-    async for _ in started(NotifierModule(bus, settings_for(fake_api, request_timeout_seconds=0.05), clock)):
-        await ask(fake_api, "/squareoff all")
-        edited = await press(fake_api, "sq")
+    edited = await confirmed_unanswered(bus, fake_api, clock, rpc.SQUARE_OFF, "/squareoff all", "sq")
 
     assert "may still be in progress, or done: check /positions and /orders" in edited["text"]
     assert "try again" not in edited["text"]

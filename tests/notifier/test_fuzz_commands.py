@@ -29,6 +29,7 @@ from shared.bus import Bus
 from shared.clock import ManualClock
 from shared.contracts import oms_pb2, trading_pb2
 from shared.errors import NotFound
+from shared.money import exact_paise
 from tests.helpers import eventually
 from tests.notifier.conftest import ADMIN, CHAT, STRANGER, Standins, order, settings_for, started
 from tests.notifier.fake_bot_api import FakeBotApi, _params
@@ -41,13 +42,19 @@ STEPS = 70
 # FUZZ_SEEDS=5,6,7 runs other seeds (e.g. FUZZ_SEEDS=$(seq -s, 100 130) for a longer hunt).
 SEEDS = [int(s) for s in os.environ.get("FUZZ_SEEDS", "").split(",") if s] or [1, 2, 3, 20261125]
 COMMANDS = ["status", "positions", "orders", "pnl", "strategies", "pause", "resume", "kill", "unkill", "squareoff",
-            "limits", "help", "start", "cancel"]
-UNKNOWN = ["foo", "kil", "squareof", "sq", "buy", "sell", "admin", "x" * 40]
-ADMIN_ONLY = {"kill", "unkill", "squareoff", "pause", "resume", "cancel"}
-MUTATING = {rpc.SET_KILL_SWITCH, rpc.SQUARE_OFF, rpc.PAUSE_STRATEGY, rpc.RESUME_STRATEGY, rpc.CANCEL_ORDER}
-ACTIONS = ["kill", "killc", "unkill", "sq", "cx", "abort", "nope", ""]
+            "limits", "help", "start", "cancel", "buy", "sell"]
+UNKNOWN = ["foo", "kil", "squareof", "sq", "buyy", "place", "admin", "x" * 40]
+ADMIN_ONLY = {"kill", "unkill", "squareoff", "pause", "resume", "cancel", "buy", "sell"}
+MUTATING = {rpc.SET_KILL_SWITCH, rpc.SQUARE_OFF, rpc.PAUSE_STRATEGY, rpc.RESUME_STRATEGY, rpc.CANCEL_ORDER,
+            rpc.PLACE_ORDER}
+ACTIONS = ["kill", "killc", "unkill", "sq", "cx", "place", "abort", "nope", ""]
 BUTTONS = {"kill": ["kill", "killc", "abort"], "unkill": ["unkill", "abort"], "squareoff": ["sq", "abort"],
-           "cancel": ["cx", "abort"]}
+           "cancel": ["cx", "abort"], "buy": ["place", "abort"], "sell": ["place", "abort"]}
+# What /buy and /sell take: the stand-in ingestion's symbols (any case), quantities and prices, good and bad.
+LISTED = {"SBIN-EQ": 3045, "TCS-EQ": 11536}
+ORDER_ARGS = [(["SBIN-EQ", "sbin-eq", "TCS-EQ"], ["NOSUCH-EQ", "<b>SBIN</b>"]),  # (good, bad) choices by position
+              (["1", "5"], ["0", "-1", "1.5", "10" * 12]),
+              (["812.50", "mkt", "MKT", "1e3"], ["812.555", "0", "-5", "nan", "<"]), (["", "CNC", "nrml"], ["BO"])]
 # The stand-in OMS's orders (client ids c-SYMBOL): working ones until a confirmed /cancel ends them.
 WORKING = ["INFY-EQ", "TCS-EQ", "M&M-EQ"]
 ORDER_IDS = ["c-SBIN-EQ", *(f"c-{s}" for s in WORKING), "c-NOSUCH-EQ", "c-infy-eq"]
@@ -149,8 +156,10 @@ class Asked:
     """A confirmation prompt the bot sent, as the fuzz model sees it."""
 
     chat_id: int
-    command: str  # kill, unkill, squareoff or cancel
-    detail: str  # the kill switch reason, the square-off symbol (as sent to SquareOff) or the order's internal id
+    command: str  # kill, unkill, squareoff, cancel, buy or sell
+    # the kill switch reason, the square-off symbol (as sent to SquareOff), the order's internal id, or the manual
+    # order as request_key gives it
+    detail: Any
     live: bool = True
     stale: bool = False
 
@@ -173,7 +182,28 @@ def request_key(method: str, request: Any) -> Any:
         return request.symbol
     if method == rpc.CANCEL_ORDER:
         return request.order_id
+    if method == rpc.PLACE_ORDER:
+        o = request.order
+        return (o.symbol, o.side, o.quantity, o.order_type, o.price_paise, o.product, o.strategy_tag)
     return request.name
+
+
+def manual_order(name: str, args: list[str]) -> tuple | None:
+    """The order /buy or /sell with `args` asks to place (as request_key gives it), or None when it asks nothing."""
+    if not 3 <= len(args) <= 4 or len(args[0]) > 40 or not args[1].isdigit() or not 0 < int(args[1]) < 10**9:
+        return None
+    product = args[3].upper() if len(args) == 4 else "MIS"
+    if product not in ("MIS", "CNC", "NRML") or args[0].upper() not in LISTED:
+        return None
+    price = 0
+    if args[2].lower() != "mkt":
+        try:
+            price = exact_paise(args[2])
+        except ValueError:
+            return None
+    return (args[0].upper(), trading_pb2.SIDE_BUY if name == "buy" else trading_pb2.SIDE_SELL, int(args[1]),
+            trading_pb2.ORDER_TYPE_LIMIT if price else trading_pb2.ORDER_TYPE_MARKET, price,
+            trading_pb2.Product.Value(f"PRODUCT_{product}"), "MANUAL")
 
 
 def random_arg(rng: random.Random) -> str:
@@ -193,6 +223,9 @@ def random_command(rng: random.Random) -> tuple[str, str, bool]:
     args = [random_arg(rng) for _ in range(rng.choice([0, 0, 1, 1, 1, 2, 3]))]
     if name == "cancel" and rng.random() < 0.6:
         args = [rng.choice(ORDER_IDS)]
+    if name in ("buy", "sell") and rng.random() < 0.7:
+        args = [rng.choice(good if rng.random() < 0.85 else bad) for good, bad in ORDER_ARGS]
+        args = [a for a in args if a] if rng.random() < 0.9 else args[:rng.randint(0, 3)]
     text = " ".join([f"/{shown}{suffix}", *args])[:4096]
     if rng.random() < 0.05:  # a very long message: Telegram's maximum
         text = (text + " " + "Ω" * 4096)[:4096]
@@ -290,7 +323,7 @@ class Fuzz:
         if name in ("pause", "resume") and " ".join(args).strip():
             method = rpc.PAUSE_STRATEGY if name == "pause" else rpc.RESUME_STRATEGY
             self.model.expected += [(method, " ".join(args).strip())] * times
-        elif name in ("kill", "unkill", "squareoff", "cancel"):
+        elif name in ("kill", "unkill", "squareoff", "cancel", "buy", "sell"):
             detail = cut(" ".join(args), REASON_CHARS) or f"telegram:{chat} /{name}"
             if name == "squareoff":
                 symbol = args[0].upper() if args else "ALL"
@@ -300,6 +333,9 @@ class Fuzz:
                 named = [o for o in self.standins.orders if args == [o.client_order_id]]
                 asking = times if named and named[0].status not in TERMINAL else 0
                 detail = named[0].internal_id if named else ""
+            if name in ("buy", "sell"):  # asks only for a well-formed order on a listed symbol
+                detail = manual_order(name, args)
+                asking = times if detail is not None else 0
             asked = 0
             for _, params, _ in self.api.calls[calls_before:]:
                 rows = (params.get("reply_markup") or {}).get("inline_keyboard", [])
@@ -308,8 +344,8 @@ class Fuzz:
                     assert len(nonces) == 1, rows
                     self.model.prompts[nonces.pop()] = Asked(chat, name, detail)
                     asked += 1
-            if name == "cancel":
-                assert asked == asking, f"/cancel {args} asked {asked} times, not {asking}"
+            if name in ("cancel", "buy", "sell"):
+                assert asked == asking, f"/{name} {args} asked {asked} times, not {asking}"
 
     def expect_press(self, chat: int, data: str) -> None:
         self.model.used.append(data)
@@ -330,6 +366,8 @@ class Fuzz:
             self.model.expected.append((rpc.SQUARE_OFF, asked.detail))
         elif action == "cx" and asked.command == "cancel":
             self.model.expected.append((rpc.CANCEL_ORDER, asked.detail))
+        elif action == "place" and asked.command in ("buy", "sell"):
+            self.model.expected.append((rpc.PLACE_ORDER, asked.detail))
 
     def check(self, calls_before: int, requests_before: int, expect: dict[int, int],
               refusals: list[tuple[int, str]]) -> None:

@@ -1,0 +1,104 @@
+"""/buy and /sell: a manual order shown with its price and product, placed (through the OMS's PlaceOrder, so risk
+checks it) only by the confirm button, once; admin chats only; bad arguments get the usage, not an order."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.notifier.module import NotifierModule
+from shared import rpc
+from shared.contracts import trading_pb2
+from shared.errors import RiskRejected
+from tests.notifier.conftest import ADMIN, settings_for, started
+from tests.notifier.test_commands import ask
+from tests.notifier.test_confirmations import buttons, confirmed_unanswered, press
+
+
+async def test_buy_shows_the_order_and_places_it_on_the_confirm_button(notifier, fake_api, standins):
+    reply = await ask(fake_api, "/buy sbin-eq 2 812.50")
+    assert reply == "Buy 2 <b>SBIN-EQ</b> at ₹812.50, MIS?"
+    assert standins.calls(rpc.PLACE_ORDER) == []
+
+    edited = await press(fake_api, "place")
+
+    (request,) = standins.calls(rpc.PLACE_ORDER)
+    o = request.order
+    assert (o.symbol, o.token, o.exchange_segment, o.side, o.quantity, o.order_type, o.price_paise, o.product,
+            o.validity, o.strategy_tag) == ("SBIN-EQ", 3045, "nse_cm", trading_pb2.SIDE_BUY, 2,
+                                            trading_pb2.ORDER_TYPE_LIMIT, 81_250, trading_pb2.PRODUCT_MIS,
+                                            trading_pb2.VALIDITY_DAY, "MANUAL")
+    assert edited["text"] == (f"Placed: BUY 2 <b>SBIN-EQ</b> ₹812.50 · OPEN 0/2 [MANUAL] · "
+                              f"<code>{o.client_order_id}</code>")
+    assert o.client_order_id.startswith("manual-")
+
+
+async def test_sell_at_market_as_delivery(notifier, fake_api, standins):
+    assert await ask(fake_api, "/sell TCS-EQ 5 mkt cnc") == "Sell 5 <b>TCS-EQ</b> at market, CNC?"
+
+    await press(fake_api, "place")
+
+    (request,) = standins.calls(rpc.PLACE_ORDER)
+    assert (request.order.side, request.order.order_type, request.order.price_paise, request.order.product) == (
+        trading_pb2.SIDE_SELL, trading_pb2.ORDER_TYPE_MARKET, 0, trading_pb2.PRODUCT_CNC)
+
+
+async def test_the_other_button_places_nothing_and_a_second_press_places_nothing_more(notifier, fake_api, standins):
+    await ask(fake_api, "/buy SBIN-EQ 1 812.50")
+    assert (await press(fake_api, "abort"))["text"] == "Not placed; nothing changed."
+
+    await ask(fake_api, "/buy SBIN-EQ 1 812.50")
+    await press(fake_api, "place")
+    again = await press(fake_api, "place")
+
+    assert len(standins.calls(rpc.PLACE_ORDER)) == 1
+    assert again["text"].startswith("This confirmation has expired or was already answered")
+
+
+@pytest.mark.parametrize("command", [
+    "/buy", "/buy SBIN-EQ", "/buy SBIN-EQ 1", "/buy SBIN-EQ one 812.50", "/buy SBIN-EQ 0 812.50",
+    "/buy SBIN-EQ 1 812.555", "/buy SBIN-EQ 1 -5", "/buy SBIN-EQ 1 nan", "/buy SBIN-EQ 1 812.50 BO",
+    "/buy SBIN-EQ 99999999999999999999 812.50", "/buy SBIN-EQ 1 812.50 MIS extra"])
+async def test_bad_arguments_get_the_usage_and_no_prompt(notifier, fake_api, standins, command):
+    reply = await ask(fake_api, command)
+
+    assert reply.startswith("⚠️ give SYMBOL QUANTITY and a limit price in rupees or mkt, e.g. /buy SBIN-EQ 1 812.50")
+    assert "reply_markup" not in fake_api.sent()[-1] and standins.calls(rpc.PLACE_ORDER) == []
+
+
+async def test_an_unknown_symbol_is_said_and_nothing_asked(notifier, fake_api, standins):
+    reply = await ask(fake_api, "/buy NOSUCH-EQ 1 10")
+
+    assert reply.startswith("⚠️ no instrument 'NOSUCH-EQ'") and "SBIN-EQ" in reply
+    assert standins.calls(rpc.PLACE_ORDER) == []
+
+
+async def test_risk_refusing_the_order_is_the_outcome_told(notifier, fake_api, standins, bus):
+    async def refuse(request):
+        raise RiskRejected("PRICE_BAND", "price_paise 81250 is 900 bps from the last price; price_band_bps 500")
+
+    bus._handlers[rpc.PLACE_ORDER] = refuse
+    await ask(fake_api, "/buy SBIN-EQ 1 812.50")
+
+    edited = await press(fake_api, "place")
+
+    assert edited["text"].startswith("⚠️ ") and "price_band_bps 500" in edited["text"]
+
+
+async def test_a_placement_not_answered_in_time_names_the_order_to_look_up(bus, standins, fake_api, clock):
+    edited = await confirmed_unanswered(bus, fake_api, clock, rpc.PLACE_ORDER, "/buy SBIN-EQ 1 812.50", "place")
+
+    cid = edited["text"].rsplit("(order ", 1)[1].rstrip(")")
+    assert "may still be in progress, or done: check /orders" in edited["text"] and cid.startswith("manual-")
+
+
+async def test_with_admins_set_a_non_admin_chat_cannot_buy(bus, standins, fake_api, clock):
+    async for _ in started(NotifierModule(bus, settings_for(fake_api, admin_chat_ids=[ADMIN]), clock)):
+        reply = await ask(fake_api, "/buy SBIN-EQ 1 812.50")
+
+    assert reply == "Only admin chats may use /buy." and standins.calls(rpc.PLACE_ORDER) == []
+
+
+async def test_the_prompt_buttons_name_the_order(notifier, fake_api, standins):
+    await ask(fake_api, "/sell SBIN-EQ 3 mkt")
+
+    assert [text for text, _ in buttons(fake_api.sent()[-1])] == ["Sell 3 SBIN-EQ", "Don't"]
