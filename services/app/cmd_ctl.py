@@ -139,7 +139,7 @@ def _limit(text: str) -> tuple[str, Any]:
 
 
 def _count(text: str) -> int:
-    if not (text.isdigit() and int(text) >= 1):
+    if not (text.isascii() and text.isdigit() and int(text) >= 1):
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
     return int(text)
 

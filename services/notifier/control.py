@@ -56,9 +56,10 @@ class Control:
         self.mode = mode
         self._started = time.monotonic()
 
-    async def _call(self, method: str, request: Any) -> Any:
+    async def _call(self, method: str, request: Any, client_order_id: str = "") -> Any:
         """A bus request with a deadline, so a stuck module cannot hang the bot; a change that times out is
-        reported as possibly in progress, with where to check, never as "try again"."""
+        reported as possibly in progress, with where to check, never as "try again" (an order's placement as
+        OutcomeUnknown naming `client_order_id`, the id to look it up by and to retry with)."""
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 return await self.bus.call(method, request)
@@ -67,6 +68,10 @@ class Control:
             where = CHECK_AFTER_TIMEOUT.get(method)
             if where is None:
                 raise RetryableError(f"{late}; try again") from None
+            if client_order_id:
+                raise OutcomeUnknown(f"{late}; it may still be in progress, or done: check {where} for order "
+                                     f"{client_order_id} before asking again, and retry only with that id",
+                                     client_order_id) from None
             raise RetryableError(f"{late}; it may still be in progress, or done: check {where} before "
                                  "asking again") from None
 
@@ -176,14 +181,8 @@ class Control:
     async def place(self, order: trading_pb2.OrderRequest) -> trading_pb2.OrderUpdate:
         """Place a manual order (through risk, as PlaceOrder does); the order as the OMS booked it. No answer in time:
         OutcomeUnknown naming the order's id (it may have been placed: look it up, retry only with that id)."""
-        try:
-            return (await self._call(rpc.PLACE_ORDER, oms_pb2.PlaceOrderRequest(order=order))).order
-        except OutcomeUnknown:
-            raise
-        except RetryableError as exc:
-            if "did not answer" not in str(exc):
-                raise  # refused before acting (a module not serving yet)
-            raise OutcomeUnknown(f"{exc} (order {order.client_order_id})", order.client_order_id) from None
+        request = oms_pb2.PlaceOrderRequest(order=order)
+        return (await self._call(rpc.PLACE_ORDER, request, order.client_order_id)).order
 
     async def square_off(self, symbol: str = "") -> list[trading_pb2.OrderUpdate]:
         """Close one symbol's position (or all with "") with market orders."""

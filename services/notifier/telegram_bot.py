@@ -286,7 +286,7 @@ class TelegramBot:
         verb = "Buy" if side == trading_pb2.SIDE_BUY else "Sell"
         usage = (f"⚠️ give SYMBOL QUANTITY and a limit price in rupees or mkt, e.g. /{verb.lower()} SBIN-EQ 1 812.50 "
                  "(MIS; add CNC or NRML for another product)")
-        if not 3 <= len(args) <= 4 or len(args[0]) > MAX_SYMBOL_CHARS or not args[1].isdigit():
+        if not 3 <= len(args) <= 4 or max(map(len, args)) > MAX_SYMBOL_CHARS or not _whole(args[1]):
             return usage, None
         quantity, product = int(args[1]), (args[3].upper() if len(args) == 4 else "MIS")
         if not 0 < quantity < MAX_QUANTITY or product not in ("MIS", "CNC", "NRML"):
@@ -294,7 +294,7 @@ class TelegramBot:
         limit = 0
         if args[2].lower() != "mkt":
             try:
-                limit = exact_paise(args[2][:MAX_SYMBOL_CHARS])
+                limit = exact_paise(args[2])
             except ValueError:
                 return usage, None
         order = await self.control.manual_order(args[0], side, quantity, limit_paise=limit,
@@ -371,6 +371,11 @@ class TelegramBot:
         if PLACE in prompt.actions:
             return "Not placed; nothing changed.", None
         return ("Order kept; nothing changed." if CANCEL in prompt.actions else "Cancelled; nothing changed."), None
+
+
+def _whole(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes '²', which int() refuses."""
+    return text.isascii() and text.isdigit()
 
 
 async def _patiently(send: Callable[..., Awaitable[Message | bool]], *args: Any, **kwargs: Any) -> None:

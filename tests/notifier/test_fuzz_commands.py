@@ -53,7 +53,7 @@ BUTTONS = {"kill": ["kill", "killc", "abort"], "unkill": ["unkill", "abort"], "s
 # What /buy and /sell take: the stand-in ingestion's symbols (any case), quantities and prices, good and bad.
 LISTED = {"SBIN-EQ": 3045, "TCS-EQ": 11536}
 ORDER_ARGS = [(["SBIN-EQ", "sbin-eq", "TCS-EQ"], ["NOSUCH-EQ", "<b>SBIN</b>"]),  # (good, bad) choices by position
-              (["1", "5"], ["0", "-1", "1.5", "10" * 12]),
+              (["1", "5"], ["0", "-1", "1.5", "10" * 12, "²", "５"]),
               (["812.50", "mkt", "MKT", "1e3"], ["812.555", "0", "-5", "nan", "<"]), (["", "CNC", "nrml"], ["BO"])]
 # The stand-in OMS's orders (client ids c-SYMBOL): working ones until a confirmed /cancel ends them.
 WORKING = ["INFY-EQ", "TCS-EQ", "M&M-EQ"]
@@ -190,7 +190,9 @@ def request_key(method: str, request: Any) -> Any:
 
 def manual_order(name: str, args: list[str]) -> tuple | None:
     """The order /buy or /sell with `args` asks to place (as request_key gives it), or None when it asks nothing."""
-    if not 3 <= len(args) <= 4 or len(args[0]) > 40 or not args[1].isdigit() or not 0 < int(args[1]) < 10**9:
+    if not 3 <= len(args) <= 4 or max(map(len, args)) > 40 or not (args[1].isascii() and args[1].isdigit()):
+        return None
+    if not 0 < int(args[1]) < 10**9:
         return None
     product = args[3].upper() if len(args) == 4 else "MIS"
     if product not in ("MIS", "CNC", "NRML") or args[0].upper() not in LISTED:

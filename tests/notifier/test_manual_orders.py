@@ -57,7 +57,8 @@ async def test_the_other_button_places_nothing_and_a_second_press_places_nothing
 @pytest.mark.parametrize("command", [
     "/buy", "/buy SBIN-EQ", "/buy SBIN-EQ 1", "/buy SBIN-EQ one 812.50", "/buy SBIN-EQ 0 812.50",
     "/buy SBIN-EQ 1 812.555", "/buy SBIN-EQ 1 -5", "/buy SBIN-EQ 1 nan", "/buy SBIN-EQ 1 812.50 BO",
-    "/buy SBIN-EQ 99999999999999999999 812.50", "/buy SBIN-EQ 1 812.50 MIS extra"])
+    "/buy SBIN-EQ 99999999999999999999 812.50", "/buy SBIN-EQ 1 812.50 MIS extra", "/buy SBIN-EQ ² 812.50",
+    "/buy SBIN-EQ 1 812." + "0" * 60])
 async def test_bad_arguments_get_the_usage_and_no_prompt(notifier, fake_api, standins, command):
     reply = await ask(fake_api, command)
 
@@ -87,8 +88,8 @@ async def test_risk_refusing_the_order_is_the_outcome_told(notifier, fake_api, s
 async def test_a_placement_not_answered_in_time_names_the_order_to_look_up(bus, standins, fake_api, clock):
     edited = await confirmed_unanswered(bus, fake_api, clock, rpc.PLACE_ORDER, "/buy SBIN-EQ 1 812.50", "place")
 
-    cid = edited["text"].rsplit("(order ", 1)[1].rstrip(")")
-    assert "may still be in progress, or done: check /orders" in edited["text"] and cid.startswith("manual-")
+    cid = edited["text"].split("check /orders for order ", 1)[1].split(" ", 1)[0]
+    assert cid.startswith("manual-") and "retry only with that id" in edited["text"]
 
 
 async def test_with_admins_set_a_non_admin_chat_cannot_buy(bus, standins, fake_api, clock):
