@@ -238,7 +238,7 @@ def _targets(args: argparse.Namespace) -> tuple[dict[str, str], Any]:
         return {m: split.addr(m) for m in MODULES}, grpc_settings
     target = args.target or f"{grpc_settings.host}:{cfg.load(AppSettings, toml).grpc_port}"
     host, colon, port = target.rpartition(":")
-    if not (colon and host and port.isdigit() and 1 <= int(port) <= 65535):
+    if not (colon and host and port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
         raise ConfigError(f"--target: expected host:port with a port 1-65535, got {target!r}")
     return {m: target for m in MODULES}, grpc_settings
 

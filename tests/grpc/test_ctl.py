@@ -143,8 +143,9 @@ def test_nothing_listening_exits_1_saying_nothing_was_sent():
     assert "cannot reach the risk at" in result.stderr and "nothing was sent" in result.stderr
 
 
-def test_a_malformed_target_exits_2():
-    result = ctl("--target", "no-port-here", "status")
+@pytest.mark.parametrize("target", ["no-port-here", "host:²", "host:0", "host:70000", ":50051"])
+def test_a_malformed_target_exits_2(target):
+    result = ctl("--target", target, "status")
 
     assert result.returncode == 2 and "--target: expected host:port" in result.stderr
 
