@@ -22,8 +22,9 @@ BEARER = ("-H", f"authorization: Bearer {TOKEN}")
 def target(tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("ctl") / "run.log"
-    # Speed 1, prices at their real pace: a limit buy 4 % below the market still rests when it is placed.
-    proc = Proc(["run", "--grpc-port", str(port), "--duration", "120", "--source", "synthetic", "--speed", "1",
+    # Speed 1, prices at their real pace: a limit buy a few % below the market rests. Its duration outlasts the
+    # module's tests on a slow host (the fixture stops it at the end).
+    proc = Proc(["run", "--grpc-port", str(port), "--duration", "900", "--source", "synthetic", "--speed", "1",
                  "--no-db"], log, env=AUTH)
     try:
         proc.wait_for_line(f"gRPC listening on 127.0.0.1:{port}")
