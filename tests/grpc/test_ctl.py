@@ -3,6 +3,7 @@ Telegram bot's commands from a terminal, as processes, with their exit codes."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -171,18 +172,26 @@ def test_without_a_target_it_finds_the_monolith_where_the_settings_say_it_serves
     assert "Feed: synthetic connected" in result.stdout
 
 
-def test_watch_prints_each_notification_as_it_comes_until_its_time_is_up(target, tmp_path):
-    watch = Proc(["ctl", "--target", target, "watch", "--for", "15"], tmp_path / "watch.log", env=AUTH)
+def test_watch_prints_each_notification_as_it_comes_until_interrupted(target, tmp_path):
+    watch = Proc(["ctl", "--target", target, "watch"], tmp_path / "watch.log", env=AUTH)
     try:
         watch.wait_for_line("watching the notifications of")
         ok(target, "halt", "watched")
         ok(target, "release")
         watch.wait_for_line("Kill switch: trading ACTIVE")
+        watch.proc.send_signal(signal.SIGINT)
 
-        assert watch.proc.wait(timeout=30) == 0
+        assert watch.proc.wait(timeout=30) == 130
     finally:
         watch.stop()
     assert any("🚨 Kill switch: trading HALTED · kill switch engaged: watched" in line for line in watch.lines)
+    assert not any("Traceback" in line for line in watch.lines)
+
+
+def test_watch_for_a_while_ends_by_itself(target):
+    result = ctl("--target", target, "watch", "--for", "1", env=AUTH)
+
+    assert result.returncode == 0 and result.stdout.startswith("watching the notifications of")
 
 
 def test_watch_with_nothing_listening_exits_1():
