@@ -29,9 +29,10 @@ from shared.errors import ConfigError, NeoPulseError, OutcomeUnknown
 EXIT_FAILED, EXIT_USAGE = 1, 2
 # The module each command but status talks to: it must be reachable first (status says which parts answer).
 MODULE_OF = {"positions": "oms", "pnl": "oms", "orders": "oms", "order": "oms", "cancel": "oms", "squareoff": "oms",
-             "strategies": "strategy", "pause": "strategy", "resume": "strategy",
+             "strategies": "strategy", "pause": "strategy", "resume": "strategy", "params": "strategy",
              "limits": "risk", "halt": "risk", "release": "risk", "buy": "oms", "sell": "oms"}
 CHECK_WITH = {"cancel": "orders", "squareoff": "positions", "pause": "strategies", "resume": "strategies",
+              "params": "params NAME",
               "buy": "orders today", "sell": "orders today"}
 _TAG = re.compile(r"<[^>]+>")
 
@@ -61,6 +62,9 @@ def add_parser(sub: Any) -> None:
     q.add_argument("name")
     q.add_argument("reason", nargs="*", help="why (shown by strategies)")
     cmds.add_parser("resume", help="resume a strategy").add_argument("name")
+    q = cmds.add_parser("params", help="a strategy's parameters; NAME=VALUE changes them (all or nothing)")
+    q.add_argument("name")
+    q.add_argument("changes", nargs="*", type=_param, metavar="NAME=VALUE")
     q = cmds.add_parser("halt", help="engage the kill switch: no new orders until released")
     q.add_argument("--cancel-orders", action="store_true", help="also cancel every open order")
     q.add_argument("reason", nargs="*", help="why (shown by status and limits)")
@@ -136,6 +140,13 @@ def _limit(text: str) -> tuple[str, Any]:
             field.type, "a whole number")
         raise argparse.ArgumentTypeError(f"{field.name}: expected {kind}, got {value!r}") from None
     return field.name, value
+
+
+def _param(text: str) -> tuple[str, str]:
+    name, eq, value = text.partition("=")
+    if not (eq and name.strip() and value.strip()):
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, e.g. rsi_period=10, got {text!r}")
+    return name.strip(), value.strip()
 
 
 def _count(text: str) -> int:
@@ -324,6 +335,8 @@ async def _command(args: argparse.Namespace, control: Any, bus: Any) -> str:
         return replies.strategy_changed_html(await control.pause(args.name, reason=reason))
     if command == "resume":
         return replies.strategy_changed_html(await control.resume(args.name))
+    if command == "params":
+        return await _params(args, control, bus)
     if command == "limits":
         if args.changes:
             await _set_limits(bus, dict(args.changes))
@@ -342,6 +355,24 @@ async def _command(args: argparse.Namespace, control: Any, bus: Any) -> str:
         raise NeoPulseError("symbol: give a trading symbol (e.g. SBIN-EQ), or all")
     target = "" if symbol == "ALL" else symbol
     return replies.square_off_html(await control.square_off(target), target)
+
+
+async def _params(args: argparse.Namespace, control: Any, bus: Any) -> str:
+    """The strategy's parameters, after SetStrategyParams made `args.changes` (validated whole by the strategy)."""
+    from shared import rpc
+    from shared.contracts import strategy_pb2
+    from shared.errors import NotFound
+
+    if args.changes:
+        request = strategy_pb2.SetStrategyParamsRequest(name=args.name, params=dict(args.changes))
+        info = (await bus.call(rpc.SET_STRATEGY_PARAMS, request)).strategy
+    else:
+        strategies = await control.strategies()
+        info = next((s for s in strategies if s.name == args.name), None)
+        if info is None:
+            raise NotFound(f"no strategy named {args.name!r}; configured: {', '.join(s.name for s in strategies)}")
+    listed = ", ".join(f"{key}={value}" for key, value in sorted(info.params.items()))
+    return f"{info.name} ({info.kind}){' paused' if info.paused else ''}: {listed or 'no parameters'}"
 
 
 async def _set_limits(bus: Any, changes: dict[str, Any]) -> None:

@@ -222,3 +222,20 @@ def test_limits_set_with_an_unknown_name_is_a_usage_error_naming_the_limits():
     result = ctl("--target", "127.0.0.1:1", "limits", "--set", "max_oder_quantity=5")
 
     assert result.returncode == 2 and "max_order_quantity" in result.stderr
+
+
+def params_of(text: str) -> dict[str, str]:
+    """`params`'s line as name -> value."""
+    return dict(item.split("=", 1) for item in text.split(": ", 1)[1].strip().split(", "))
+
+
+def test_params_shows_a_strategys_parameters_and_changes_those_named(target):
+    before = params_of(ok(target, "params", "momentum_rsi"))
+
+    after = params_of(ok(target, "params", "momentum_rsi", "rsi_period=10"))
+    refused = run(target, "params", "momentum_rsi", "rsi_period=1", "ema_period=5")  # all or nothing
+    kept = params_of(ok(target, "params", "momentum_rsi"))
+    ok(target, "params", "momentum_rsi", f"rsi_period={before['rsi_period']}")
+
+    assert after == {**before, "rsi_period": "10"} == kept
+    assert refused.returncode == 1 and "params.rsi_period" in refused.stderr
