@@ -276,11 +276,26 @@ async def _run(args: argparse.Namespace, targets: dict[str, str], grpc_settings:
         module = MODULE_OF.get(args.ctl_command)
         if module is not None:
             await _reachable(channels[targets[module]], module, targets[module], args.timeout)
-        # The mode and uptime are the running system's (its notifier's), not this command's.
-        return _plain(await _command(args, Control(bus, RealClock(), "", args.timeout), bus))
+        # The mode and uptime are the running system's (its notifier's), not this command's; so is "today".
+        clock = await _system_clock(bus) if args.ctl_command == "orders" and args.which == "today" else RealClock()
+        return _plain(await _command(args, Control(bus, clock, "", args.timeout), bus))
     finally:
         for channel in channels.values():
             await channel.close()
+
+
+async def _system_clock(bus: Any) -> Any:
+    """The running system's time as its feed last stamped a tick: a paper session's simulated day is not always
+    the calendar's (a weekend or holiday runs the last trading day). The real clock when the feed has none."""
+    from shared import rpc
+    from shared.clock import ManualClock, RealClock
+    from shared.contracts import ingestion_pb2
+
+    try:
+        feed = await bus.call(rpc.GET_FEED_STATUS, ingestion_pb2.GetFeedStatusRequest())
+    except NeoPulseError:
+        return RealClock()
+    return ManualClock(feed.last_tick_ns) if feed.last_tick_ns > 0 else RealClock()
 
 
 async def _reachable(channel: Any, module: str, addr: str, timeout_s: float) -> None:

@@ -6,9 +6,11 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import datetime
 
 import pytest
 
+from shared.clock import IST
 from shared.ports import free_loopback_port as free_port
 from tests.grpc.procs import ROOT, Proc, ctl, grpcurl_json, wait_until
 from tests.grpc.test_monolith import limit_buy_below_market
@@ -16,6 +18,9 @@ from tests.grpc.test_monolith import limit_buy_below_market
 pytestmark = pytest.mark.slow
 TOKEN = "ctl-test-token"
 AUTH = {"NEOPULSE_GRPC_AUTH_TOKEN": TOKEN}
+# Today a holiday: the paper session runs the last trading day before it, as on a weekend (`orders today` is the
+# session's day, not the calendar's).
+HOLIDAY = {"NEOPULSE_HOLIDAYS": json.dumps([str(datetime.now(IST).date())])}
 BEARER = ("-H", f"authorization: Bearer {TOKEN}")
 
 
@@ -26,7 +31,7 @@ def target(tmp_path_factory):
     # Speed 1, prices at their real pace: a limit buy a few % below the market rests. Its duration outlasts the
     # module's tests on a slow host (the fixture stops it at the end).
     proc = Proc(["run", "--grpc-port", str(port), "--duration", "900", "--source", "synthetic", "--speed", "1",
-                 "--no-db"], log, env=AUTH)
+                 "--no-db"], log, env={**AUTH, **HOLIDAY})
     try:
         proc.wait_for_line(f"gRPC listening on 127.0.0.1:{port}")
         proc.wait_for_line(f"control: neopulse ctl --target 127.0.0.1:{port} status", timeout_s=5)  # run says how
@@ -70,6 +75,7 @@ def test_a_manual_order_is_placed_shown_and_cancelled_by_its_id_and_a_second_can
     assert cancelled.startswith("Cancel sent: ")
     assert ok(target, "cancel", "ctl-cancel-1").startswith("Nothing to cancel: ")
     assert "CANCELLED 0/1 [MANUAL]" in ok(target, "order", "ctl-cancel-1")
+    assert "ctl-cancel-1" in ok(target, "orders", "today")  # the paper session's day (a holiday's eve here)
 
 
 def test_an_order_id_given_twice_is_placed_once(target):
