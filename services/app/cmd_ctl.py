@@ -19,6 +19,7 @@ import html
 import math
 import os
 import re
+import signal
 import sys
 from typing import Any
 
@@ -188,52 +189,65 @@ def _watch_until_stopped(args: argparse.Namespace, targets: dict[str, str], grpc
     except NeoPulseError as exc:
         print(f"neopulse ctl: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        return 130
     except BrokenPipeError:  # `neopulse ctl watch | grep -m1 Fill`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
 async def _watch(args: argparse.Namespace, addr: str, grpc_settings: Any) -> None:
-    """Every notification the notifier sends from now on, a line each, until --for ends (or forever); a broken
-    stream is opened again (what was sent meanwhile is not replayed: notifications are not kept)."""
+    """Every notification the notifier sends from now on, a line each, until --for ends, SIGINT (Ctrl-C) or SIGTERM
+    (also when started with SIGINT ignored, as a script's background job is); a broken stream is opened again
+    (what was sent meanwhile is not replayed: notifications are not kept)."""
+    from shared.grpc.bridge import open_channel
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    channel = open_channel(addr, grpc_settings)
+    try:
+        await _reachable(channel, "notifier", addr, args.timeout)
+        print(f"watching the notifications of {addr}", flush=True)
+        follower = asyncio.create_task(_follow(channel, grpc_settings))
+        stopped = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({follower, stopped}, timeout=args.for_s, return_when=asyncio.FIRST_COMPLETED)
+        for task in (follower, stopped):
+            task.cancel()
+        await asyncio.gather(follower, stopped, return_exceptions=True)
+        if follower in done:
+            follower.result()  # the reason it ended (a refused token)
+    finally:
+        await channel.close()
+
+
+async def _follow(channel: Any, grpc_settings: Any) -> None:
     import grpc
 
     from services.notifier.messages import notification_html
     from shared import rpc
     from shared.clock import ist_datetime
     from shared.grpc.auth import auth_metadata
-    from shared.grpc.bridge import error_from_rpc, method_types, open_channel
+    from shared.grpc.bridge import error_from_rpc, method_types
 
     method = rpc.method("NotifierService", "StreamNotifications")
     req_cls, batch_cls = method_types(method)
     token = grpc_settings.auth_token
     metadata = auth_metadata(token.get_secret_value() if token else None)
-    channel = open_channel(addr, grpc_settings)
     call = channel.unary_stream(method, request_serializer=req_cls.SerializeToString,
                                 response_deserializer=batch_cls.FromString)
-    try:
-        await _reachable(channel, "notifier", addr, args.timeout)
-        print(f"watching the notifications of {addr}", flush=True)
-        async with asyncio.timeout(args.for_s):
-            while True:
-                try:
-                    async for batch in call(req_cls(), metadata=metadata):
-                        for note in batch.notifications:
-                            block = _plain(notification_html(note)).replace("\n", " · ")
-                            print(f"{ist_datetime(note.ts_ns):%H:%M:%S} {block}", flush=True)
-                    why = "the stream ended (the notifier stopping?)"
-                except grpc.aio.AioRpcError as err:
-                    if err.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-                        raise error_from_rpc(method, err) from None
-                    why = f"the stream broke ({err.code().name})"
-                print(f"neopulse ctl: {why}; opening it again", file=sys.stderr, flush=True)
-                await asyncio.sleep(1.0)
-    except TimeoutError:
-        pass  # --for ended
-    finally:
-        await channel.close()
+    while True:
+        try:
+            async for batch in call(req_cls(), metadata=metadata):
+                for note in batch.notifications:
+                    block = _plain(notification_html(note)).replace("\n", " · ")
+                    print(f"{ist_datetime(note.ts_ns):%H:%M:%S} {block}", flush=True)
+            why = "the stream ended (the notifier stopping?)"
+        except grpc.aio.AioRpcError as err:
+            if err.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                raise error_from_rpc(method, err) from None
+            why = f"the stream broke ({err.code().name})"
+        print(f"neopulse ctl: {why}; opening it again", file=sys.stderr, flush=True)
+        await asyncio.sleep(1.0)
 
 
 def _targets(args: argparse.Namespace) -> tuple[dict[str, str], Any]:

@@ -31,7 +31,8 @@ class Proc:
     """A `neopulse` subprocess whose output is collected; `wait_for_line` blocks until a line appears. `env` is
     added to this process's environment (a None value removes the variable)."""
 
-    def __init__(self, args: list[str], log: Path, env: Mapping[str, str | None] | None = None) -> None:
+    def __init__(self, args: list[str], log: Path, env: Mapping[str, str | None] | None = None,
+                 sigint_ignored: bool = False) -> None:
         environ = {**os.environ, "NEO_LOG_FILE_ENABLED": "false"}
         for key, value in (env or {}).items():
             if value is None:
@@ -42,8 +43,11 @@ class Proc:
         self.lines: list[str] = []
         self._eof = False
         self._cond = threading.Condition()
+        # sigint_ignored: started as a background job of a script is (SIGINT ignored), whatever runs the tests.
+        ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
         self.proc = subprocess.Popen([sys.executable, "-m", "services.app.cli", *args], cwd=ROOT, env=environ,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     preexec_fn=ignore)
         self.args = args
         STARTED.append(self)
         threading.Thread(target=self._pump, daemon=True).start()

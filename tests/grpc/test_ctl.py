@@ -178,16 +178,18 @@ def test_without_a_target_it_finds_the_monolith_where_the_settings_say_it_serves
     assert "Feed: synthetic connected" in result.stdout
 
 
-def test_watch_prints_each_notification_as_it_comes_until_interrupted(target, tmp_path):
-    watch = Proc(["ctl", "--target", target, "watch"], tmp_path / "watch.log", env=AUTH)
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_watch_prints_each_notification_as_it_comes_until_stopped(target, tmp_path, stop):
+    """Stopped by Ctrl-C even when started with SIGINT ignored, as a script's background job (CI's) is."""
+    watch = Proc(["ctl", "--target", target, "watch"], tmp_path / "watch.log", env=AUTH, sigint_ignored=True)
     try:
         watch.wait_for_line("watching the notifications of")
         ok(target, "halt", "watched")
         ok(target, "release")
         watch.wait_for_line("Kill switch: trading ACTIVE")
-        watch.proc.send_signal(signal.SIGINT)
+        watch.proc.send_signal(stop)
 
-        assert watch.proc.wait(timeout=30) == 130
+        assert watch.proc.wait(timeout=30) == 0
     finally:
         watch.stop()
     assert any("🚨 Kill switch: trading HALTED · kill switch engaged: watched" in line for line in watch.lines)
