@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
 from services.app.config import AppSettings, duration_s, tcp_port, warn_unknown_env
@@ -75,8 +76,9 @@ async def _run(settings: AppSettings, toml: dict[str, Any], args: argparse.Names
     async def announce() -> None:
         await app.started.wait()
         print(f"gRPC listening on {app.grpc.host}:{app.bound_port}", flush=True)
-        print(f"control: neopulse ctl --target {app.grpc.host}:{app.bound_port} status  (halt, orders, positions, "
-              "watch, ...: neopulse ctl --help)", flush=True)
+        ctl = _neopulse_command()
+        print(f"control: {ctl} ctl --target {app.grpc.host}:{app.bound_port} status  (halt, orders, positions, "
+              f"watch, ...: {ctl} ctl --help)", flush=True)
         for key, value in app.info.items():
             print(f"{key}: {value}", flush=True)
         await board.run()
@@ -96,3 +98,15 @@ def _missing_kotak_credentials(toml: dict[str, Any]) -> list[str]:
     from shared.kotak.config import KotakSettings
 
     return cfg.load(KotakSettings, toml).missing_credentials()
+
+
+def _neopulse_command() -> str:
+    """How to run `neopulse` from here: the console script beside this interpreter (`make run` puts it in .venv/bin,
+    not on PATH), relative to the working directory when under it."""
+    script = Path(sys.executable).parent / "neopulse"
+    if not script.exists():
+        return "neopulse"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)

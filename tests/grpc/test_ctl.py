@@ -34,7 +34,8 @@ def target(tmp_path_factory):
                  "--no-db"], log, env={**AUTH, **HOLIDAY})
     try:
         proc.wait_for_line(f"gRPC listening on 127.0.0.1:{port}")
-        proc.wait_for_line(f"control: neopulse ctl --target 127.0.0.1:{port} status", timeout_s=5)  # run says how
+        # run says how, with the console script beside its interpreter (.venv/bin: not on PATH after make run)
+        proc.wait_for_line(f"control: .venv/bin/neopulse ctl --target 127.0.0.1:{port} status", timeout_s=5)
         yield f"127.0.0.1:{port}"
     finally:
         proc.stop()
