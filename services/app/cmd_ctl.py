@@ -19,7 +19,6 @@ import html
 import math
 import os
 import re
-import signal
 import sys
 from typing import Any
 
@@ -195,15 +194,13 @@ def _watch_until_stopped(args: argparse.Namespace, targets: dict[str, str], grpc
 
 
 async def _watch(args: argparse.Namespace, addr: str, grpc_settings: Any) -> None:
-    """Every notification the notifier sends from now on, a line each, until --for ends, SIGINT (Ctrl-C) or SIGTERM
-    (also when started with SIGINT ignored, as a script's background job is); a broken stream is opened again
-    (what was sent meanwhile is not replayed: notifications are not kept)."""
+    """Every notification the notifier sends from now on, a line each, until --for ends, or SIGINT (Ctrl-C), SIGTERM
+    or SIGHUP (also when started with SIGINT ignored, as a script's background job is); a broken stream is opened
+    again (what was sent meanwhile is not replayed: notifications are not kept)."""
+    from shared import runtime
     from shared.grpc.bridge import open_channel
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = runtime.stop_on_signals()  # SIGINT, SIGTERM, SIGHUP: installed, so an inherited SIG_IGN does not hold
     channel = open_channel(addr, grpc_settings)
     try:
         await _reachable(channel, "notifier", addr, args.timeout)
