@@ -250,7 +250,7 @@ async def _follow(channel: Any, grpc_settings: Any) -> None:
 def _targets(args: argparse.Namespace) -> tuple[dict[str, str], Any]:
     """module -> host:port of its gRPC server, and the [grpc] settings (auth, TLS)."""
     from services.app.config import AppSettings
-    from services.app.split import MODULES, SplitSettings
+    from services.app.split import MODULES, SplitSettings, host_and_port
     from shared.grpc.config import GrpcSettings
 
     toml = cfg.read_toml(args.config)
@@ -259,10 +259,10 @@ def _targets(args: argparse.Namespace) -> tuple[dict[str, str], Any]:
         split = cfg.load(SplitSettings, toml)
         return {m: split.addr(m) for m in MODULES}, grpc_settings
     target = args.target or f"{grpc_settings.host}:{cfg.load(AppSettings, toml).grpc_port}"
-    host, colon, port = target.rpartition(":")
-    if not (colon and host and port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
-        raise ConfigError(f"--target: expected host:port with a port 1-65535, got {target!r}")
-    return {m: target for m in MODULES}, grpc_settings
+    try:
+        return {m: host_and_port(target) for m in MODULES}, grpc_settings
+    except ValueError as exc:
+        raise ConfigError(f"--target: {exc}") from None
 
 
 async def _run(args: argparse.Namespace, targets: dict[str, str], grpc_settings: Any) -> str:

@@ -59,13 +59,18 @@ class SplitSettings(ModuleSettings):
     @field_validator("ingestion_addr", "strategy_addr", "risk_addr", "oms_addr", "notifier_addr")
     @classmethod
     def _host_and_port(cls, value: str) -> str:
-        host, colon, port = value.rpartition(":")
-        if not (colon and host and port.isdigit() and 1 <= int(port) <= 65535):
-            raise ValueError(f"expected host:port with a port 1-65535, got {value!r}")
-        return value
+        return host_and_port(value)
 
     def addr(self, module: str) -> str:
         return str(getattr(self, f"{module}_addr"))
+
+
+def host_and_port(value: str) -> str:
+    """`value` when it is host:port with a port 1-65535 (ASCII digits); else ValueError saying so."""
+    host, colon, port = value.rpartition(":")
+    if not (colon and host and port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"expected host:port with a port 1-65535, got {value!r}")
+    return value
 
 
 class SessionClock:

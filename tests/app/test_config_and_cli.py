@@ -224,3 +224,11 @@ def test_a_database_url_with_a_port_out_of_range_is_one_line_without_the_passwor
     assert result.returncode == 2, result.stderr
     assert "NEOPULSE_DATABASE_URL" in result.stderr and "port" in result.stderr
     assert "Traceback" not in result.stderr and "Pw-7731x" not in result.stderr
+
+
+@pytest.mark.parametrize("addr", ["localhost", "127.0.0.1:0", "127.0.0.1:65536", ":18064", "127.0.0.1:²"])
+def test_a_split_address_without_a_host_and_a_port_is_refused_naming_it(addr):
+    from services.app.split import SplitSettings
+
+    with pytest.raises(ConfigError, match="oms_addr"):
+        cfg.load(SplitSettings, {"split": {"oms_addr": addr}})
