@@ -35,6 +35,7 @@ CHECK_WITH = {"cancel": "orders", "squareoff": "positions", "pause": "strategies
               "params": "params NAME",
               "buy": "orders today", "sell": "orders today"}
 _TAG = re.compile(r"<[^>]+>")
+NOT_REACHED = "Is NeoPulse running (make run), and are --target / --split / --config those it serves on?"
 
 
 def add_parser(sub: Any) -> None:
@@ -223,13 +224,11 @@ async def _follow(channel: Any, grpc_settings: Any) -> None:
     from services.notifier.messages import notification_html
     from shared import rpc
     from shared.clock import ist_datetime
-    from shared.grpc.auth import auth_metadata
     from shared.grpc.bridge import error_from_rpc, method_types
 
     method = rpc.method("NotifierService", "StreamNotifications")
     req_cls, batch_cls = method_types(method)
-    token = grpc_settings.auth_token
-    metadata = auth_metadata(token.get_secret_value() if token else None)
+    metadata = grpc_settings.client_metadata()
     call = channel.unary_stream(method, request_serializer=req_cls.SerializeToString,
                                 response_deserializer=batch_cls.FromString)
     while True:
@@ -271,12 +270,10 @@ async def _run(args: argparse.Namespace, targets: dict[str, str], grpc_settings:
     from shared import rpc
     from shared.bus import Bus
     from shared.clock import RealClock
-    from shared.grpc.auth import auth_metadata
     from shared.grpc.bridge import install_unary_proxy, open_channel
 
     bus, channels = Bus(), {}
-    token = grpc_settings.auth_token
-    metadata = auth_metadata(token.get_secret_value() if token else None)
+    metadata = grpc_settings.client_metadata()
     try:
         for method in (*COMMANDS, rpc.GET_FEED_STATUS, rpc.LIST_INSTRUMENTS, rpc.GET_SYSTEM_STATUS):
             addr = targets[owner(method)]
@@ -316,9 +313,8 @@ async def _reachable(channel: Any, module: str, addr: str, timeout_s: float) -> 
         async with asyncio.timeout(timeout_s):
             await channel.channel_ready()
     except TimeoutError:
-        raise NeoPulseError(f"cannot reach the {module} at {addr} within {timeout_s:g} s; nothing was sent. Is "
-                            "NeoPulse running (make run), and are --target / --split / --config those it serves "
-                            "on?") from None
+        raise NeoPulseError(f"cannot reach the {module} at {addr} within {timeout_s:g} s; nothing was sent. "
+                            f"{NOT_REACHED}") from None
 
 
 async def _command(args: argparse.Namespace, control: Any, bus: Any) -> str:
@@ -332,8 +328,7 @@ async def _command(args: argparse.Namespace, control: Any, bus: Any) -> str:
         status = await control.status()
         if len(status.unavailable) == 3:  # feed, risk, strategies: nothing answered
             raise NeoPulseError("no NeoPulse service answered: " + "; ".join(
-                f"{part}: {why}" for part, why in status.unavailable.items()) + ". Is it running (make run), and "
-                "are --target / --split / --config those it serves on?")
+                f"{part}: {why}" for part, why in status.unavailable.items()) + f". {NOT_REACHED}")
         try:
             system = await bus.call(rpc.GET_SYSTEM_STATUS, notifier_pb2.GetSystemStatusRequest())
             status.mode, status.uptime_seconds = system.mode, system.uptime_seconds

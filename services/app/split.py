@@ -25,7 +25,6 @@ from shared.bus import Bus, Sequencer
 from shared.clock import MARKET_OPEN_IST, Clock, RealClock, day_of, ist_ns, last_trading_day
 from shared.config import ModuleSettings
 from shared.errors import ConfigError
-from shared.grpc.auth import auth_metadata
 from shared.grpc.bridge import NotificationForwarder, StreamBridge, install_unary_proxy, method_types, open_channel
 from shared.grpc.config import GrpcSettings
 from shared.grpc.server import GrpcServer
@@ -282,7 +281,7 @@ class SplitProcess:
 
     def _connect(self, tg: asyncio.TaskGroup, forward_notifications: bool,
                  gate: asyncio.Event, resume: dict[str, int]) -> list[asyncio.Task[None]]:
-        needs, metadata, channel = NEEDS[self.module], self._metadata(), self._channel
+        needs, metadata, channel = NEEDS[self.module], self.grpc_settings.client_metadata(), self._channel
         for method in needs.requests:
             install_unary_proxy(self.bus, channel(owner(method)), method, metadata)
         if forward_notifications:
@@ -301,10 +300,6 @@ class SplitProcess:
             self._channels[module] = open_channel(self.split.addr(module), self.grpc_settings)
             self._closers.append(self._channels[module].close)
         return self._channels[module]
-
-    def _metadata(self) -> tuple[tuple[str, str], ...]:
-        token = self.grpc_settings.auth_token
-        return auth_metadata(token.get_secret_value() if token else None)
 
     async def _wait_serving(self, module: str, stop: asyncio.Event) -> None:
         """Poll the upstream's health until SERVING (STARTS_AFTER has no cycle), on the channel the bridges use: it

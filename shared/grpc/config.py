@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.config import ModuleSettings
+from shared.grpc.auth import auth_metadata
 
 MIB = 1024 * 1024
 
@@ -51,6 +52,10 @@ class GrpcSettings(ModuleSettings):
     @property
     def tls(self) -> bool:
         return self.tls_cert_file is not None
+
+    def client_metadata(self) -> tuple[tuple[str, str], ...]:
+        """What a client of these servers sends with every call: the bearer token, when one is set."""
+        return auth_metadata(self.auth_token.get_secret_value() if self.auth_token else None)
 
     def channel_options(self) -> list[tuple[str, int]]:
         """Options shared by servers and the bridges' client channels."""
