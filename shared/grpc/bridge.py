@@ -88,7 +88,7 @@ class Backoff:
 
 class _Rewind(Exception):
     """Stream the upstream again from the resume point just set: where its process started (it numbers below our
-    resume point, or it started after this bridge first asked)."""
+    resume point, or a first try failed: then only what it published since that try)."""
 
 
 class StreamBridge:
@@ -96,7 +96,7 @@ class StreamBridge:
 
     Order-path messages carry `sequence`: a reconnect resumes with after_sequence and any
     message at or below the last one seen is dropped, so no order is published twice. The first
-    connection is live from now (from the upstream's start when an earlier try found it not listening), unless
+    connection is live from now (from the first try, when an earlier try failed: _first_connection), unless
     the caller sets `last_sequence` before run() from a durable resume point (the OMS: the last risk decision
     in its ledger; -1, all the upstream holds, when it has none).
 
@@ -125,8 +125,8 @@ class StreamBridge:
         # Where the upstream process last connected to started (its STARTED_AT_KEY), once checked: all its earlier
         # processes published was received here or reported lost (the OMS keeps it at a clean stop).
         self.accounted_below = 0
-        # An attempt before the first connection failed: the upstream process reached next was not listening when
-        # this bridge first asked, so all it publishes came since (_first_connection).
+        # An attempt before the first connection failed: the first connection streams what the upstream published
+        # since this bridge first asked, not live from then (_first_connection).
         self._refused_first = False
         self._first_try_us = 0  # when this bridge first asked (wall clock, microseconds)
         self._since_us = 0  # the rewind after a refused first try streams only what was published since that
