@@ -111,7 +111,7 @@ NEEDS = {
                   (rpc.LIST_INSTRUMENTS, rpc.CANCEL_ORDER, rpc.LIST_ORDERS, rpc.LIST_POSITIONS)),
     # Only accepted decisions: the ledger's last one is where a restarted OMS resumes.
     "oms": Needs(((DECISIONS, {"accepted_only": True}), (CANDLES, {}), (TICKS, {})),
-                 (rpc.SUBMIT_ORDER, rpc.LIST_INSTRUMENTS)),
+                 (rpc.SUBMIT_ORDER, rpc.CHECK_MODIFY, rpc.LIST_INSTRUMENTS)),
     "notifier": Needs(((DECISIONS, {"rejections_only": True}), (UPDATES, {})), COMMANDS),
 }
 

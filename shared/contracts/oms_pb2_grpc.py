@@ -51,6 +51,11 @@ class OrderServiceStub:
                 request_serializer=neopulse_dot_v1_dot_oms__pb2.CancelOrderRequest.SerializeToString,
                 response_deserializer=neopulse_dot_v1_dot_oms__pb2.CancelOrderResponse.FromString,
                 _registered_method=True)
+        self.ModifyOrder = channel.unary_unary(
+                '/neopulse.v1.OrderService/ModifyOrder',
+                request_serializer=neopulse_dot_v1_dot_oms__pb2.ModifyOrderRequest.SerializeToString,
+                response_deserializer=neopulse_dot_v1_dot_oms__pb2.ModifyOrderResponse.FromString,
+                _registered_method=True)
         self.GetOrder = channel.unary_unary(
                 '/neopulse.v1.OrderService/GetOrder',
                 request_serializer=neopulse_dot_v1_dot_oms__pb2.GetOrderRequest.SerializeToString,
@@ -93,6 +98,13 @@ class OrderServiceServicer:
 
     def CancelOrder(self, request, context):
         """CancelOrder cancels an open order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ModifyOrder(self, request, context):
+        """ModifyOrder changes a working order's quantity, limit price or trigger price, checked by risk first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -143,6 +155,11 @@ def add_OrderServiceServicer_to_server(servicer, server):
                     servicer.CancelOrder,
                     request_deserializer=neopulse_dot_v1_dot_oms__pb2.CancelOrderRequest.FromString,
                     response_serializer=neopulse_dot_v1_dot_oms__pb2.CancelOrderResponse.SerializeToString,
+            ),
+            'ModifyOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModifyOrder,
+                    request_deserializer=neopulse_dot_v1_dot_oms__pb2.ModifyOrderRequest.FromString,
+                    response_serializer=neopulse_dot_v1_dot_oms__pb2.ModifyOrderResponse.SerializeToString,
             ),
             'GetOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOrder,
@@ -247,6 +264,33 @@ class OrderService:
             '/neopulse.v1.OrderService/CancelOrder',
             neopulse_dot_v1_dot_oms__pb2.CancelOrderRequest.SerializeToString,
             neopulse_dot_v1_dot_oms__pb2.CancelOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModifyOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neopulse.v1.OrderService/ModifyOrder',
+            neopulse_dot_v1_dot_oms__pb2.ModifyOrderRequest.SerializeToString,
+            neopulse_dot_v1_dot_oms__pb2.ModifyOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,

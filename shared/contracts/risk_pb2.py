@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from shared.contracts import trading_pb2 as neopulse_dot_v1_dot_trading__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16neopulse/v1/risk.proto\x12\x0bneopulse.v1\x1a\x19neopulse/v1/trading.proto\"\xf7\x02\n\nRiskLimits\x12\x1a\n\x12max_order_quantity\x18\x01 \x01(\x03\x12\x1d\n\x15max_order_value_paise\x18\x02 \x01(\x03\x12\x1d\n\x15max_position_quantity\x18\x03 \x01(\x03\x12\x17\n\x0fmax_open_orders\x18\x04 \x01(\x03\x12\x1d\n\x15max_orders_per_second\x18\x05 \x01(\x01\x12!\n\x19\x64\x61ily_loss_reducing_paise\x18\x06 \x01(\x03\x12\x1d\n\x15\x64\x61ily_loss_halt_paise\x18\x07 \x01(\x03\x12\x16\n\x0eprice_band_bps\x18\x08 \x01(\x03\x12\x1b\n\x13square_off_time_ist\x18\t \x01(\t\x12\x1c\n\x14\x65nforce_market_hours\x18\n \x01(\x08\x12 \n\x18max_position_value_paise\x18\x0b \x01(\x03\x12 \n\x18max_gross_exposure_paise\x18\x0c \x01(\x03\"`\n\x16StreamDecisionsRequest\x12\x17\n\x0frejections_only\x18\x01 \x01(\x08\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x12\x15\n\raccepted_only\x18\x03 \x01(\x08\">\n\x12SubmitOrderRequest\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.neopulse.v1.OrderRequest\"B\n\x13SubmitOrderResponse\x12+\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x19.neopulse.v1.RiskDecision\"\x15\n\x13GetRiskStateRequest\"\xf8\x01\n\x14GetRiskStateResponse\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.neopulse.v1.TradingState\x12\'\n\x06limits\x18\x02 \x01(\x0b\x32\x17.neopulse.v1.RiskLimits\x12\x13\n\x0bopen_orders\x18\x03 \x01(\x03\x12\x1a\n\x12realised_pnl_paise\x18\x04 \x01(\x03\x12\x1c\n\x14unrealised_pnl_paise\x18\x05 \x01(\x03\x12\x14\n\x0cstate_reason\x18\x06 \x01(\t\x12(\n\tpositions\x18\x07 \x03(\x0b\x32\x15.neopulse.v1.Position\"?\n\x14SetRiskLimitsRequest\x12\'\n\x06limits\x18\x01 \x01(\x0b\x32\x17.neopulse.v1.RiskLimits\"@\n\x15SetRiskLimitsResponse\x12\'\n\x06limits\x18\x01 \x01(\x0b\x32\x17.neopulse.v1.RiskLimits\"S\n\x14SetKillSwitchRequest\x12\x0f\n\x07\x65ngaged\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x1a\n\x12\x63\x61ncel_open_orders\x18\x03 \x01(\x08\"A\n\x15SetKillSwitchResponse\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.neopulse.v1.TradingState*}\n\x0cTradingState\x12\x1d\n\x19TRADING_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14TRADING_STATE_ACTIVE\x10\x01\x12\x1a\n\x16TRADING_STATE_REDUCING\x10\x02\x12\x18\n\x14TRADING_STATE_HALTED\x10\x03\x32\xbe\x03\n\x0bRiskService\x12X\n\x0fStreamDecisions\x12#.neopulse.v1.StreamDecisionsRequest\x1a\x1e.neopulse.v1.RiskDecisionBatch0\x01\x12P\n\x0bSubmitOrder\x12\x1f.neopulse.v1.SubmitOrderRequest\x1a .neopulse.v1.SubmitOrderResponse\x12S\n\x0cGetRiskState\x12 .neopulse.v1.GetRiskStateRequest\x1a!.neopulse.v1.GetRiskStateResponse\x12V\n\rSetRiskLimits\x12!.neopulse.v1.SetRiskLimitsRequest\x1a\".neopulse.v1.SetRiskLimitsResponse\x12V\n\rSetKillSwitch\x12!.neopulse.v1.SetKillSwitchRequest\x1a\".neopulse.v1.SetKillSwitchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16neopulse/v1/risk.proto\x12\x0bneopulse.v1\x1a\x19neopulse/v1/trading.proto\"\xf7\x02\n\nRiskLimits\x12\x1a\n\x12max_order_quantity\x18\x01 \x01(\x03\x12\x1d\n\x15max_order_value_paise\x18\x02 \x01(\x03\x12\x1d\n\x15max_position_quantity\x18\x03 \x01(\x03\x12\x17\n\x0fmax_open_orders\x18\x04 \x01(\x03\x12\x1d\n\x15max_orders_per_second\x18\x05 \x01(\x01\x12!\n\x19\x64\x61ily_loss_reducing_paise\x18\x06 \x01(\x03\x12\x1d\n\x15\x64\x61ily_loss_halt_paise\x18\x07 \x01(\x03\x12\x16\n\x0eprice_band_bps\x18\x08 \x01(\x03\x12\x1b\n\x13square_off_time_ist\x18\t \x01(\t\x12\x1c\n\x14\x65nforce_market_hours\x18\n \x01(\x08\x12 \n\x18max_position_value_paise\x18\x0b \x01(\x03\x12 \n\x18max_gross_exposure_paise\x18\x0c \x01(\x03\"`\n\x16StreamDecisionsRequest\x12\x17\n\x0frejections_only\x18\x01 \x01(\x08\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x12\x15\n\raccepted_only\x18\x03 \x01(\x08\">\n\x12SubmitOrderRequest\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.neopulse.v1.OrderRequest\"B\n\x13SubmitOrderResponse\x12+\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x19.neopulse.v1.RiskDecision\"W\n\x12\x43heckModifyRequest\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.neopulse.v1.OrderRequest\x12\x17\n\x0f\x66illed_quantity\x18\x02 \x01(\x03\"B\n\x13\x43heckModifyResponse\x12+\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x19.neopulse.v1.RiskDecision\"\x15\n\x13GetRiskStateRequest\"\xf8\x01\n\x14GetRiskStateResponse\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.neopulse.v1.TradingState\x12\'\n\x06limits\x18\x02 \x01(\x0b\x32\x17.neopulse.v1.RiskLimits\x12\x13\n\x0bopen_orders\x18\x03 \x01(\x03\x12\x1a\n\x12realised_pnl_paise\x18\x04 \x01(\x03\x12\x1c\n\x14unrealised_pnl_paise\x18\x05 \x01(\x03\x12\x14\n\x0cstate_reason\x18\x06 \x01(\t\x12(\n\tpositions\x18\x07 \x03(\x0b\x32\x15.neopulse.v1.Position\"?\n\x14SetRiskLimitsRequest\x12\'\n\x06limits\x18\x01 \x01(\x0b\x32\x17.neopulse.v1.RiskLimits\"@\n\x15SetRiskLimitsResponse\x12\'\n\x06limits\x18\x01 \x01(\x0b\x32\x17.neopulse.v1.RiskLimits\"S\n\x14SetKillSwitchRequest\x12\x0f\n\x07\x65ngaged\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x1a\n\x12\x63\x61ncel_open_orders\x18\x03 \x01(\x08\"A\n\x15SetKillSwitchResponse\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.neopulse.v1.TradingState*}\n\x0cTradingState\x12\x1d\n\x19TRADING_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14TRADING_STATE_ACTIVE\x10\x01\x12\x1a\n\x16TRADING_STATE_REDUCING\x10\x02\x12\x18\n\x14TRADING_STATE_HALTED\x10\x03\x32\x90\x04\n\x0bRiskService\x12X\n\x0fStreamDecisions\x12#.neopulse.v1.StreamDecisionsRequest\x1a\x1e.neopulse.v1.RiskDecisionBatch0\x01\x12P\n\x0bSubmitOrder\x12\x1f.neopulse.v1.SubmitOrderRequest\x1a .neopulse.v1.SubmitOrderResponse\x12P\n\x0b\x43heckModify\x12\x1f.neopulse.v1.CheckModifyRequest\x1a .neopulse.v1.CheckModifyResponse\x12S\n\x0cGetRiskState\x12 .neopulse.v1.GetRiskStateRequest\x1a!.neopulse.v1.GetRiskStateResponse\x12V\n\rSetRiskLimits\x12!.neopulse.v1.SetRiskLimitsRequest\x1a\".neopulse.v1.SetRiskLimitsResponse\x12V\n\rSetKillSwitch\x12!.neopulse.v1.SetKillSwitchRequest\x1a\".neopulse.v1.SetKillSwitchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shared.contracts.risk_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRADINGSTATE']._serialized_start=1231
-  _globals['_TRADINGSTATE']._serialized_end=1356
+  _globals['_TRADINGSTATE']._serialized_start=1388
+  _globals['_TRADINGSTATE']._serialized_end=1513
   _globals['_RISKLIMITS']._serialized_start=67
   _globals['_RISKLIMITS']._serialized_end=442
   _globals['_STREAMDECISIONSREQUEST']._serialized_start=444
@@ -42,18 +42,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITORDERREQUEST']._serialized_end=604
   _globals['_SUBMITORDERRESPONSE']._serialized_start=606
   _globals['_SUBMITORDERRESPONSE']._serialized_end=672
-  _globals['_GETRISKSTATEREQUEST']._serialized_start=674
-  _globals['_GETRISKSTATEREQUEST']._serialized_end=695
-  _globals['_GETRISKSTATERESPONSE']._serialized_start=698
-  _globals['_GETRISKSTATERESPONSE']._serialized_end=946
-  _globals['_SETRISKLIMITSREQUEST']._serialized_start=948
-  _globals['_SETRISKLIMITSREQUEST']._serialized_end=1011
-  _globals['_SETRISKLIMITSRESPONSE']._serialized_start=1013
-  _globals['_SETRISKLIMITSRESPONSE']._serialized_end=1077
-  _globals['_SETKILLSWITCHREQUEST']._serialized_start=1079
-  _globals['_SETKILLSWITCHREQUEST']._serialized_end=1162
-  _globals['_SETKILLSWITCHRESPONSE']._serialized_start=1164
-  _globals['_SETKILLSWITCHRESPONSE']._serialized_end=1229
-  _globals['_RISKSERVICE']._serialized_start=1359
-  _globals['_RISKSERVICE']._serialized_end=1805
+  _globals['_CHECKMODIFYREQUEST']._serialized_start=674
+  _globals['_CHECKMODIFYREQUEST']._serialized_end=761
+  _globals['_CHECKMODIFYRESPONSE']._serialized_start=763
+  _globals['_CHECKMODIFYRESPONSE']._serialized_end=829
+  _globals['_GETRISKSTATEREQUEST']._serialized_start=831
+  _globals['_GETRISKSTATEREQUEST']._serialized_end=852
+  _globals['_GETRISKSTATERESPONSE']._serialized_start=855
+  _globals['_GETRISKSTATERESPONSE']._serialized_end=1103
+  _globals['_SETRISKLIMITSREQUEST']._serialized_start=1105
+  _globals['_SETRISKLIMITSREQUEST']._serialized_end=1168
+  _globals['_SETRISKLIMITSRESPONSE']._serialized_start=1170
+  _globals['_SETRISKLIMITSRESPONSE']._serialized_end=1234
+  _globals['_SETKILLSWITCHREQUEST']._serialized_start=1236
+  _globals['_SETKILLSWITCHREQUEST']._serialized_end=1319
+  _globals['_SETKILLSWITCHRESPONSE']._serialized_start=1321
+  _globals['_SETKILLSWITCHRESPONSE']._serialized_end=1386
+  _globals['_RISKSERVICE']._serialized_start=1516
+  _globals['_RISKSERVICE']._serialized_end=2044
 # @@protoc_insertion_point(module_scope)

@@ -69,6 +69,20 @@ class SubmitOrderResponse(_message.Message):
     decision: _trading_pb2.RiskDecision
     def __init__(self, decision: _Optional[_Union[_trading_pb2.RiskDecision, _Mapping]] = ...) -> None: ...
 
+class CheckModifyRequest(_message.Message):
+    __slots__ = ("order", "filled_quantity")
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    FILLED_QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    order: _trading_pb2.OrderRequest
+    filled_quantity: int
+    def __init__(self, order: _Optional[_Union[_trading_pb2.OrderRequest, _Mapping]] = ..., filled_quantity: _Optional[int] = ...) -> None: ...
+
+class CheckModifyResponse(_message.Message):
+    __slots__ = ("decision",)
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    decision: _trading_pb2.RiskDecision
+    def __init__(self, decision: _Optional[_Union[_trading_pb2.RiskDecision, _Mapping]] = ...) -> None: ...
+
 class GetRiskStateRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -46,6 +46,11 @@ class RiskServiceStub:
                 request_serializer=neopulse_dot_v1_dot_risk__pb2.SubmitOrderRequest.SerializeToString,
                 response_deserializer=neopulse_dot_v1_dot_risk__pb2.SubmitOrderResponse.FromString,
                 _registered_method=True)
+        self.CheckModify = channel.unary_unary(
+                '/neopulse.v1.RiskService/CheckModify',
+                request_serializer=neopulse_dot_v1_dot_risk__pb2.CheckModifyRequest.SerializeToString,
+                response_deserializer=neopulse_dot_v1_dot_risk__pb2.CheckModifyResponse.FromString,
+                _registered_method=True)
         self.GetRiskState = channel.unary_unary(
                 '/neopulse.v1.RiskService/GetRiskState',
                 request_serializer=neopulse_dot_v1_dot_risk__pb2.GetRiskStateRequest.SerializeToString,
@@ -76,6 +81,14 @@ class RiskServiceServicer:
 
     def SubmitOrder(self, request, context):
         """SubmitOrder checks a manual order; accepted orders go on to the OMS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckModify(self, request, context):
+        """CheckModify checks a working order as a change would leave it (OrderService.ModifyOrder asks it first).
+        An accepted change is not published: the OMS's order updates carry it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -114,6 +127,11 @@ def add_RiskServiceServicer_to_server(servicer, server):
                     servicer.SubmitOrder,
                     request_deserializer=neopulse_dot_v1_dot_risk__pb2.SubmitOrderRequest.FromString,
                     response_serializer=neopulse_dot_v1_dot_risk__pb2.SubmitOrderResponse.SerializeToString,
+            ),
+            'CheckModify': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckModify,
+                    request_deserializer=neopulse_dot_v1_dot_risk__pb2.CheckModifyRequest.FromString,
+                    response_serializer=neopulse_dot_v1_dot_risk__pb2.CheckModifyResponse.SerializeToString,
             ),
             'GetRiskState': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRiskState,
@@ -186,6 +204,33 @@ class RiskService:
             '/neopulse.v1.RiskService/SubmitOrder',
             neopulse_dot_v1_dot_risk__pb2.SubmitOrderRequest.SerializeToString,
             neopulse_dot_v1_dot_risk__pb2.SubmitOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckModify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neopulse.v1.RiskService/CheckModify',
+            neopulse_dot_v1_dot_risk__pb2.CheckModifyRequest.SerializeToString,
+            neopulse_dot_v1_dot_risk__pb2.CheckModifyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -332,7 +332,8 @@ class StreamBridge:
 
 
 # Unary RPCs that change orders or trading state: a timeout, a stop or a crash mid-call leaves their outcome unknown.
-ACTING_METHODS = frozenset({rpc.SUBMIT_ORDER, rpc.PLACE_ORDER, rpc.CANCEL_ORDER, rpc.SQUARE_OFF,
+ACTING_METHODS = frozenset({rpc.SUBMIT_ORDER, rpc.CHECK_MODIFY, rpc.PLACE_ORDER, rpc.CANCEL_ORDER,
+                            rpc.MODIFY_ORDER, rpc.SQUARE_OFF,
                             rpc.SET_KILL_SWITCH, rpc.SET_RISK_LIMITS})
 _ACTING_NAMES = frozenset(m.rsplit("/", 1)[-1] for m in ACTING_METHODS)
 # The call reached the server, which may have acted before it ended: the server stopping or crashing mid-call gives
