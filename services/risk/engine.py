@@ -133,6 +133,8 @@ class RiskEngine:
             self.check_price_band, self.check_order_value, self.check_position, self.check_position_value,
             self.check_gross_exposure, self.check_open_orders, self.check_market_hours, self.check_square_off_time,
             self.check_submit_rate)
+        # A change of a working order: the checks of a new order but the count of open orders (it adds none).
+        self._change_checks = tuple(c for c in self._checks if c != self.check_open_orders)
 
     # -- decisions ------------------------------------------------------------
     def decide(self, order: trading_pb2.OrderRequest) -> trading_pb2.RiskDecision:
@@ -151,6 +153,63 @@ class RiskEngine:
         self.open_orders[order.client_order_id] = _open_order(order)
         self._accepted.add(order.client_order_id)
         return decision
+
+    def decide_modify(self, order: trading_pb2.OrderRequest, filled: int) -> trading_pb2.RiskDecision:
+        """Accept or reject a change of a working order: `order` is the order with its new terms, `filled` units of it
+        are done. The whole order's quantity and value are checked as a new order's would be; the rest still to fill
+        is what the position, exposure, state and time checks count, in place of what the order works now. Accepted,
+        it counts at the larger of its old and new quantity and price until the OMS's next update of it says which
+        terms the broker holds."""
+        now = self.clock.now_ns()
+        self._roll_day(now)
+        decision = trading_pb2.RiskDecision(order=order, ts_ns=now, strategy=order.strategy_tag,
+                                            signal_id=order.signal_id)
+        denial = self._first_change_denial(order, filled, now)
+        if denial is not None:
+            decision.reason_code, decision.reason = denial
+            return decision
+        decision.accepted = True
+        _stamp_price_factor(decision.order, self.instruments.get(order.token))
+        self._bucket.take(now)
+        tracked = self.open_orders[order.client_order_id]
+        tracked.quantity = max(tracked.quantity, order.quantity)
+        tracked.price = max(tracked.price, _own_price(order))
+        return decision
+
+    def _first_change_denial(self, order: trading_pb2.OrderRequest, filled: int, now: int) -> Denial | None:
+        cid = order.client_order_id
+        tracked = self.open_orders.get(cid)
+        if tracked is None:
+            return "NOT_WORKING", (f"order {cid or '(no client_order_id)'} is not a working order here; only an "
+                                   "order still open at the broker can be changed")
+        if (order.token, order.side, product_of(order.product)) != (tracked.token, tracked.side, tracked.product):
+            return "INVALID_ORDER", (f"order {cid}: a change keeps the instrument, side and product; cancel it and "
+                                     "place a new order instead")
+        if not filled < order.quantity:
+            return "INVALID_QUANTITY", (f"quantity {order.quantity} must stay above the {filled} units already "
+                                        "filled; cancel the rest instead")
+        if self.state == HALTED:
+            return "TRADING_HALTED", (f"trading is HALTED ({self.state_reason}); a working order may be cancelled, "
+                                      "not changed")
+        inst = self.instruments.get(order.token)
+        if inst is None:
+            return "UNKNOWN_INSTRUMENT", f"token {order.token} is not in the instrument master"
+        for whole in (self.check_quantity, self.check_order_value):
+            denial = whole(order, inst, now)
+            if denial is not None:
+                return denial
+        rest = trading_pb2.OrderRequest()
+        rest.CopyFrom(order)
+        rest.quantity = order.quantity - filled
+        del self.open_orders[cid]  # counted as the change leaves it, not twice
+        try:
+            for check in self._change_checks:
+                denial = check(rest, inst, now)
+                if denial is not None:
+                    return denial
+        finally:
+            self.open_orders[cid] = tracked
+        return None
 
     def decide_signal(self, signal: trading_pb2.Signal) -> trading_pb2.RiskDecision:
         if not signal.signal_id:
@@ -497,6 +556,8 @@ class RiskEngine:
         elif cid:
             req = update.request
             tracked = self.open_orders.setdefault(cid, _open_order(req))
+            if req.quantity:  # the terms the OMS holds now: a change (ModifyOrder) moves them
+                tracked.quantity, tracked.price = req.quantity, _own_price(req)
             tracked.filled = update.filled_quantity
             self._accepted.add(cid)
 

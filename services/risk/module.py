@@ -102,6 +102,7 @@ class RiskModule(Component):
         self.bus.subscribe(Topic.SIGNALS, "risk", self._on_signals, max_batch=MAX_BURST)
         self.bus.subscribe(Topic.TICKS, "risk", self._on_ticks)
         self.bus.handle(rpc.SUBMIT_ORDER, self.submit_order)
+        self.bus.handle(rpc.CHECK_MODIFY, self.check_modify)
         self.bus.handle(rpc.GET_RISK_STATE, self.get_risk_state)
         self.bus.handle(rpc.SET_RISK_LIMITS, self.set_risk_limits)
         self.bus.handle(rpc.SET_KILL_SWITCH, self.set_kill_switch)
@@ -219,12 +220,21 @@ class RiskModule(Component):
         order = manual_order(request.order, self.instruments, self.sequencer)
         decision = await self._decide_uncancelled(functools.partial(self.engine.decide, order))
         await self._notify_changes()
-        if not decision.accepted:
-            if decision.reason_code in INPUT_FIELDS:
-                raise InvalidInput(INPUT_FIELDS[decision.reason_code], decision.reason)
-            error = TradingHalted if decision.reason_code in HALT_CODES else RiskRejected
-            raise error(decision.reason_code, decision.reason)
+        _raise_denial(decision)
         return risk_pb2.SubmitOrderResponse(decision=decision)
+
+    async def check_modify(self, request: risk_pb2.CheckModifyRequest) -> risk_pb2.CheckModifyResponse:
+        """A change of a working order (the OMS's ModifyOrder asks): denied -> RiskRejected/TradingHalted, or
+        InvalidInput for a malformed one; nothing is published either way (the OMS's updates carry the change)."""
+        if not request.HasField("order") or not request.order.client_order_id:
+            raise InvalidInput("order", "the order with its new terms is required, client_order_id naming it")
+        if request.filled_quantity < 0:
+            raise InvalidInput("filled_quantity", f"must be 0 or more, got {request.filled_quantity}")
+        decision = self.engine.decide_modify(request.order, request.filled_quantity)
+        self._count(decision)
+        await self._notify_changes()
+        _raise_denial(decision)
+        return risk_pb2.CheckModifyResponse(decision=decision)
 
     async def get_risk_state(self, request: risk_pb2.GetRiskStateRequest) -> risk_pb2.GetRiskStateResponse:
         return self.engine.snapshot()
@@ -404,3 +414,14 @@ class RiskModule(Component):
             text=change.reason, ts_ns=self.clock.now_ns(), source="risk",
             fields={"state": state_name(change.state), "previous_state": state_name(change.previous),
                     "daily_pnl": fmt_inr(pnl)})
+
+
+def _raise_denial(decision: trading_pb2.RiskDecision) -> None:
+    """A denied order request as the error its caller gets: InvalidInput for a malformed order, TradingHalted,
+    or RiskRejected with the reason code."""
+    if decision.accepted:
+        return
+    if decision.reason_code in INPUT_FIELDS:
+        raise InvalidInput(INPUT_FIELDS[decision.reason_code], decision.reason)
+    error = TradingHalted if decision.reason_code in HALT_CODES else RiskRejected
+    raise error(decision.reason_code, decision.reason)
