@@ -112,6 +112,9 @@ class OrderBook:
         self._cancel_sent: dict[str, str] = {}
         self._unrecorded: set[str] = set()  # orders whose broker event or acknowledgement is being applied again
         self._unbooked: dict[str, _Unbooked] = {}  # acknowledgements taken from the broker, not yet booked
+        # Orders changed lately (ModifyOrder) -> the terms the change replaced and until when (time.monotonic) a
+        # broker row showing them is taken as read before the change (broker_news.STALE_TERMS_S).
+        self._replaced_terms: dict[str, tuple[tuple[int, int, int], float]] = {}
         # Orders whose last write raised and could not be read back: it may have committed. Settled (read back)
         # before anything more is written for the order, never written again under a new sequence. With each, what
         # to call if it turns out recorded (transition's `recorded`: a fill's charges counted as booked).
@@ -163,7 +166,7 @@ class OrderBook:
             for key in (u.client_order_id, u.exchange_order_id):
                 if self._ids.get(key) == iid:
                     del self._ids[key]
-            for per_order in (self._locks, self._charges, self._brokerage, self._fill_value):
+            for per_order in (self._locks, self._charges, self._brokerage, self._fill_value, self._replaced_terms):
                 per_order.pop(iid, None)
         return len(ended)
 
@@ -197,11 +200,12 @@ class OrderBook:
     # -- transitions ----------------------------------------------------------------------------
     async def transition(self, internal_id: str, status: int, *, audit: dict[str, Any], reason: str | None = None,
                          reason_code: str = "", exchange_order_id: str = "", filled: tuple[int, int] | None = None,
-                         fill: tuple[int, int, int] = (0, 0, 0),
+                         fill: tuple[int, int, int] = (0, 0, 0), terms: tuple[int, int, int] | None = None,
                          allow: Callable[[int, int], bool] = can_transition,
                          recorded: Callable[[], None] | None = None) -> t.OrderUpdate:
         """Check (`allow`: the state machine, or one named exception to it), write to the ledger, then apply
         and publish one transition. `reason` stays until replaced; `reason_code` is this transition's only.
+        `terms` (quantity, price, trigger) replaces the order's terms in its request (a change, or the broker's report).
         `recorded` is called once the ledger has it: now, or when a write of unknown outcome is found committed.
         Raises IllegalTransition; BookMoved when the order's last write, whose outcome was unknown, turns out
         recorded (the caller worked this one out from the book before it)."""
@@ -222,6 +226,8 @@ class OrderBook:
             if filled is not None:
                 u.filled_quantity, u.average_price_paise = filled
             u.last_fill_quantity, u.last_fill_price_paise, u.last_fill_charges_paise = fill
+            if terms is not None:
+                u.request.quantity, u.request.price_paise, u.request.trigger_price_paise = terms
             u.ts_ns = self.clock.now_ns()
             u.sequence = self.sequencer.next()
             unrecorded_cancel = self._cancel_sent.get(internal_id) if self._cancel_sent else None

@@ -31,6 +31,8 @@ class BrokerOrderEvent:
     derives each fill as the difference from what it has applied (a repeated event is a no-op).
     A broker that knows the fill itself may add raw["last_fill_quantity"], raw["last_fill_price_paise"]
     and raw["last_fill_charges_paise"] (the VirtualBroker does); the OMS prefers them when they agree.
+    quantity, price_paise and trigger_price_paise are the order's terms as the broker holds them now (0: not
+    reported); the OMS takes them where they differ from its own (a change made elsewhere, or its answer lost).
     """
 
     exchange_order_id: str
@@ -42,6 +44,9 @@ class BrokerOrderEvent:
     charges_paise: int = 0
     ts_ns: int = 0
     raw: dict[str, Any] = field(default_factory=dict)
+    quantity: int = 0
+    price_paise: int = 0
+    trigger_price_paise: int = 0
 
 
 def order_age_s(order: trading_pb2.OrderRequest) -> float:

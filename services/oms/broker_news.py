@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,13 +17,14 @@ from prometheus_client import Counter, Gauge
 
 from services.oms.book import BookMoved, OrderBook, given_up
 from services.oms.broker import BrokerOrderEvent
+from services.oms.fill_rules import PRICED, STOPS
 from services.oms.states import (
     TERMINAL,
     IllegalTransition,
     ReasonCode,
     allows_adoption,
     allows_late_fill,
-    allows_new_exchange_id,
+    allows_working_news,
     can_transition,
     name,
 )
@@ -31,6 +33,9 @@ from shared.contracts import ops_pb2
 from shared.contracts import trading_pb2 as t
 
 log = logging.getLogger(__name__)
+# A broker row showing the terms a change of ours replaced, this soon after the broker took the change, was read
+# before it (an order-book poll's snapshot): not taken as the broker changing them back.
+STALE_TERMS_S = 5.0
 
 ILLEGAL = Counter("neopulse_oms_illegal_transitions", "Broker events the state machine refused")
 UNKNOWN_EVENTS = Counter("neopulse_oms_unknown_broker_events", "Broker events for orders not in the OMS book")
@@ -62,7 +67,24 @@ def _filled(cur: t.OrderUpdate, ev: BrokerOrderEvent, fill: tuple[int, int, int]
 def event_audit(ev: BrokerOrderEvent) -> dict[str, Any]:
     return {"exchange_order_id": ev.exchange_order_id, "status": name(ev.status), "filled_quantity":
             ev.filled_quantity, "average_price_paise": ev.average_price_paise, "reason": ev.reason,
-            "charges_paise": ev.charges_paise, "raw": ev.raw}
+            "charges_paise": ev.charges_paise, "quantity": ev.quantity, "price_paise": ev.price_paise,
+            "trigger_price_paise": ev.trigger_price_paise, "raw": ev.raw}
+
+
+Terms = tuple[int, int, int]  # an order's quantity, price_paise and trigger_price_paise
+
+
+def terms_of(request: t.OrderRequest) -> Terms:
+    return request.quantity, request.price_paise, request.trigger_price_paise
+
+
+def reported_terms(request: t.OrderRequest, ev: BrokerOrderEvent) -> Terms:
+    """The order's terms as a broker row gives them: each the row reports (a price only for an order type that has
+    one: a market order's row may show its fill price), the request's for the others."""
+    return (ev.quantity or request.quantity,
+            ev.price_paise if ev.price_paise and request.order_type in PRICED else request.price_paise,
+            ev.trigger_price_paise if ev.trigger_price_paise and request.order_type in STOPS
+            else request.trigger_price_paise)
 
 
 class BrokerNews(OrderBook):
@@ -147,7 +169,8 @@ class BrokerNews(OrderBook):
         cur = self.orders[internal_id]
         if ev.filled_quantity < cur.filled_quantity:
             return  # stale: cumulative fills only move forward
-        if ev.filled_quantity > cur.request.quantity:
+        terms = self._terms_news(internal_id, cur, ev)
+        if ev.filled_quantity > (terms[0] if terms else cur.request.quantity):
             # Never booked: a position the account may not hold would enter risk's limits and P&L. The position
             # check (position_check_s) reports a real difference; an order modified outside NeoPulse is one.
             self.overfills += 1
@@ -172,16 +195,16 @@ class BrokerNews(OrderBook):
         allow = can_transition
         if delta == 0 and (status == cur.status or (
                 cur.status == t.ORDER_STATUS_PARTIALLY_FILLED and status in _RESTING)):
-            if not new_id:
+            if not new_id and terms is None:
                 return  # nothing new
-            status, allow = cur.status, allows_new_exchange_id  # only the broker's id for it changed
+            status, allow = cur.status, allows_working_news  # only the broker's id or terms for it changed
         fill, counted = self._fill_delta(internal_id, cur, ev, delta)
         try:
             code = ReasonCode.BROKER_REJECTED if status == t.ORDER_STATUS_REJECTED else ""
             await self.transition(internal_id, status, reason=ev.reason or None, reason_code=code,
                                   exchange_order_id=new_id, filled=_filled(cur, ev, fill) if delta else None,
-                                  fill=fill, allow=allow, audit={"event": event_audit(ev), **(audit or {})},
-                                  recorded=counted)
+                                  fill=fill, terms=terms, allow=allow, recorded=counted,
+                                  audit={"event": event_audit(ev), **(audit or {})})
         except IllegalTransition as exc:
             self.illegal_transitions += 1
             ILLEGAL.inc()
@@ -237,6 +260,24 @@ class BrokerNews(OrderBook):
             fields={"order_id": internal_id, "client_order_id": u.client_order_id,
                     "exchange_order_id": ev.exchange_order_id, "token": str(u.request.token),
                     "strategy": u.request.strategy_tag, "status": name(status)}))
+
+    def _terms_news(self, internal_id: str, cur: t.OrderUpdate, ev: BrokerOrderEvent) -> Terms | None:
+        """The terms a broker row gives a working order, where they differ from the book's; None otherwise. Not from a
+        row of a change still pending there (it may show either terms), nor a row showing the terms a change of ours
+        replaced within STALE_TERMS_S of the broker's answer to it (read before the change: a poll's snapshot)."""
+        if cur.status in TERMINAL or ev.status == t.ORDER_STATUS_MODIFY_PENDING:
+            return None
+        reported = reported_terms(cur.request, ev)
+        if reported == terms_of(cur.request):
+            return None
+        replaced = self._replaced_terms.get(internal_id)
+        if replaced is not None and time.monotonic() >= replaced[1]:
+            del self._replaced_terms[internal_id]
+        elif replaced is not None and reported == replaced[0]:
+            return None  # even after rows showing the change: a poll's snapshot may be older than the feed's news
+        log.warning("the broker reports other terms for the order; the book takes them", extra={
+            "order_id": internal_id, "book": terms_of(cur.request), "broker": reported})
+        return reported
 
     def _unpriced(self, internal_id: str, ev: BrokerOrderEvent, delta: int) -> bool:
         """New fills without a price (Kotak leaves avgPrc empty in some rows): applied at 0 they would book a

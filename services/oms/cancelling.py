@@ -13,7 +13,7 @@ from typing import Any
 from services.oms.book import BookMoved, OrderStateError
 from services.oms.broker import BrokerAck
 from services.oms.placement import Placement
-from services.oms.states import TERMINAL, IllegalTransition, name
+from services.oms.states import TERMINAL, WORKING, IllegalTransition, name
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, NotFound, NotSent, RetryableError
 
@@ -62,7 +62,7 @@ class Cancelling(Placement):
         if asked and iid not in self._cancel_unanswered:
             return None
         exchange_order_id = unbooked.exchange_order_id if unbooked is not None else cur.exchange_order_id
-        if not exchange_order_id or cur.status == t.ORDER_STATUS_MODIFY_PENDING:
+        if not exchange_order_id:
             raise OrderStateError(f"order {order_id} is {name(cur.status)} and cannot be cancelled yet; "
                                   "retry in a moment")
         if cur.status == t.ORDER_STATUS_CANCEL_PENDING:  # the last cancel got no answer: sent again
@@ -170,17 +170,24 @@ class Cancelling(Placement):
             return unbooked.ack
         return None
 
-    async def _read_back(self, internal_id: str, audit: dict[str, Any], *, closed_too: bool) -> None:
+    async def _read_back(self, internal_id: str, audit: dict[str, Any], *, closed_too: bool,
+                         terms_too: bool = False) -> None:
         """Read the broker's view of the order by its tag and apply it where it is ahead of the book: more fills,
-        or (`closed_too`) closed there while open here. The caller holds the order's lock. A lookup that fails is
-        logged: the order's queued events (or a late fill) still say so."""
+        (`closed_too`) closed there while open here, or (`terms_too`: after a change that got no answer) a state
+        other than MODIFY_PENDING there, whose terms say whether the change holds. The caller holds the order's lock.
+        A lookup that fails is logged: the order's queued events (or a late fill) still say so."""
         cur = self.orders[internal_id]
         try:
             ev = await self.broker.find_by_tag(cur.client_order_id)
         except Exception as exc:
             log.warning("order lookup by tag failed", extra={"order_id": internal_id, "error": str(exc)})
             return
-        if ev is None or (ev.filled_quantity <= cur.filled_quantity and not (closed_too and ev.status in TERMINAL)):
+        if ev is None:
+            return
+        if terms_too and ev.status in WORKING and ev.status != t.ORDER_STATUS_MODIFY_PENDING:
+            await self.apply_event_locked(internal_id, ev, audit)
+            return
+        if ev.filled_quantity <= cur.filled_quantity and not (closed_too and ev.status in TERMINAL):
             return
         if ev.status not in TERMINAL:  # a lagging order book must not take the order back to OPEN
             ev = dataclasses.replace(ev, status=t.ORDER_STATUS_PARTIALLY_FILLED)

@@ -8,18 +8,19 @@ one before it (methods found through the class, so no call goes through an extra
     placement.py     the broker call, acknowledgements, placements of unknown outcome
     write_ahead.py   accepted decisions written ahead (PENDING_NEW), then placed; decisions not sent
     cancelling.py    cancels, sent even while the ledger refuses them
+    modifying.py     changes of a working order's terms, written ahead (MODIFY_PENDING), then sent
 """
 
 from __future__ import annotations
 
 from services.oms.book import NOT_YET_PLACED, BookMoved, OrderStateError, given_up
 from services.oms.broker_news import event_audit
-from services.oms.cancelling import Cancelling
+from services.oms.modifying import Modifying
 from services.oms.write_ahead import STOPPED_NOT_SENT, WriteAhead
 
 __all__ = ["NOT_YET_PLACED", "STOPPED_NOT_SENT", "BookMoved", "OrderEngine", "OrderStateError", "event_audit",
            "given_up"]
 
 
-class OrderEngine(WriteAhead, Cancelling):
+class OrderEngine(WriteAhead, Modifying):
     """One order book for the process. Per-order locks keep placement, cancel and events from interleaving."""

@@ -10,6 +10,7 @@ from shared.contracts import market_pb2
 from shared.contracts import trading_pb2 as t
 
 STOPS = frozenset({t.ORDER_TYPE_STOP_MARKET, t.ORDER_TYPE_STOP_LIMIT})
+PRICED = frozenset({t.ORDER_TYPE_LIMIT, t.ORDER_TYPE_STOP_LIMIT})  # order types with a limit price
 
 
 def arrival_price(side: int, tick: market_pb2.Tick | None, now_ns: int) -> int:

@@ -40,10 +40,12 @@ _DECISIONS = "risk-decisions"  # oms_resume_points (migration 0008): risk's Stre
 
 # Row fields move only forward: an update older than the last one recorded (lower sequence) is kept in
 # order_events and metadata's audit_log but overwrites neither the row nor metadata's latest broker exchange
-# (its top-level keys). Sequence 0 (unstamped) always applies. One statement, one round trip: the row is locked
-# first (a concurrent record of the same order waits, then reads the last_sequence it left), the event appended
-# unless it is there already (a retry after a lost reply: then nothing else changes), then the row updated;
-# `known` says whether the order is in the ledger at all. {commit} sets how the statement's transaction commits.
+# (its top-level keys). The order's terms (quantity, price, trigger) move with the row: a change (ModifyOrder) or
+# the broker's report rewrites them. Sequence 0 (unstamped) always applies. One statement, one round trip: the row
+# is locked first (a concurrent record of the same order waits, then reads the last_sequence it left), the event
+# appended unless it is there already (a retry after a lost reply: then nothing else changes), then the row
+# updated; `known` says whether the order is in the ledger at all. {commit} sets how the statement's transaction
+# commits.
 _RECORD_SQL = """
 WITH {commit}cur AS (SELECT ($13::bigint = 0 OR $13::bigint >= last_sequence) AS fwd FROM order_ledger
                      WHERE internal_id = $1 FOR UPDATE),
@@ -67,6 +69,9 @@ upd AS (
         last_fill_charges = CASE WHEN fwd THEN $11 ELSE last_fill_charges END,
         reason = CASE WHEN fwd THEN $12 ELSE reason END,
         reason_code = CASE WHEN fwd THEN $16 ELSE reason_code END,
+        quantity = CASE WHEN fwd THEN $18 ELSE quantity END,
+        price = CASE WHEN fwd THEN $19 ELSE price END,
+        trigger = CASE WHEN fwd THEN $20 ELSE trigger END,
         last_sequence = CASE WHEN fwd THEN GREATEST(last_sequence, $13) ELSE last_sequence END,
         last_ts_ns = CASE WHEN fwd THEN $14 ELSE last_ts_ns END,
         updated_at = CASE WHEN fwd THEN $15 ELSE updated_at END
@@ -148,7 +153,8 @@ class PgLedger:
             status_name(update.status), status_name(update.previous_status), update.exchange_order_id,
             update.filled_quantity, update.average_price_paise, update.last_fill_quantity,
             update.last_fill_price_paise, update.last_fill_charges_paise, update.reason, update.sequence,
-            update.ts_ns, ts_of(update.ts_ns), update.reason_code, payload(update, audit))
+            update.ts_ns, ts_of(update.ts_ns), update.reason_code, payload(update, audit),
+            update.request.quantity, update.request.price_paise, update.request.trigger_price_paise)
         if row is None or not row["known"]:
             raise KeyError(f"order {update.internal_id} is not in the ledger; insert_new it first")
         # Not updated: recorded before (a retry after a lost reply), row, metadata and event are all there.

@@ -1,4 +1,5 @@
-"""OrderService's unary requests on the bus: place (through risk), cancel, get, list, positions, square-off.
+"""OrderService's unary requests on the bus: place (through risk), cancel, modify (checked by risk), get, list,
+positions, square-off.
 
 Transport-free: the gRPC layer maps the shared.errors raised here; the OrderEngine does the work.
 """
@@ -11,6 +12,7 @@ from typing import cast
 
 from services.oms.config import OmsSettings
 from services.oms.engine import OrderEngine
+from services.oms.fill_rules import PRICED, STOPS
 from services.oms.states import name
 from shared import rpc
 from shared.bus import Bus
@@ -21,8 +23,6 @@ from shared.positions import SQUAREOFF_TAG
 
 log = logging.getLogger(__name__)
 
-_PRICED = frozenset({t.ORDER_TYPE_LIMIT, t.ORDER_TYPE_STOP_LIMIT})
-_STOPS = frozenset({t.ORDER_TYPE_STOP_LIMIT, t.ORDER_TYPE_STOP_MARKET})
 
 
 def validated(order: t.OrderRequest) -> t.OrderRequest:
@@ -35,9 +35,9 @@ def validated(order: t.OrderRequest) -> t.OrderRequest:
         raise InvalidInput("order.quantity", "must be a positive number of units (a multiple of the lot size)")
     if order.order_type == t.ORDER_TYPE_UNSPECIFIED:
         raise InvalidInput("order.order_type", "set MARKET, LIMIT, STOP_LIMIT or STOP_MARKET")
-    if order.price_paise < 0 or (order.order_type in _PRICED and order.price_paise == 0):
+    if order.price_paise < 0 or (order.order_type in PRICED and order.price_paise == 0):
         raise InvalidInput("order.price_paise", "a limit price in paise above 0 is required for LIMIT and STOP_LIMIT")
-    if order.trigger_price_paise < 0 or (order.order_type in _STOPS and order.trigger_price_paise == 0):
+    if order.trigger_price_paise < 0 or (order.order_type in STOPS and order.trigger_price_paise == 0):
         raise InvalidInput("order.trigger_price_paise", "a trigger price in paise above 0 is required for stops")
     out = t.OrderRequest()
     out.CopyFrom(order)
@@ -57,6 +57,7 @@ class OrderService:
     def register(self) -> None:
         self.bus.handle(rpc.PLACE_ORDER, self.place_order)
         self.bus.handle(rpc.CANCEL_ORDER, self.cancel_order)
+        self.bus.handle(rpc.MODIFY_ORDER, self.modify_order)
         self.bus.handle(rpc.GET_ORDER, self.get_order)
         self.bus.handle(rpc.LIST_ORDERS, self.list_orders)
         self.bus.handle(rpc.LIST_POSITIONS, self.list_positions)
@@ -92,6 +93,16 @@ class OrderService:
         if not request.order_id:
             raise InvalidInput("order_id", "give the internal_id or client_order_id of the order")
         return oms_pb2.CancelOrderResponse(order=await self.engine.cancel(request.order_id))
+
+    async def modify_order(self, request: oms_pb2.ModifyOrderRequest) -> oms_pb2.ModifyOrderResponse:
+        if not request.order_id:
+            raise InvalidInput("order_id", "give the internal_id or client_order_id of the order")
+        change = (request.quantity, request.price_paise, request.trigger_price_paise)
+        return oms_pb2.ModifyOrderResponse(order=await self.engine.modify(request.order_id, change, self._check_change))
+
+    async def _check_change(self, order: t.OrderRequest, filled: int) -> None:
+        """Risk's word on an order with its new terms (RiskRejected, TradingHalted or InvalidInput when it says no)."""
+        await self.bus.call(rpc.CHECK_MODIFY, risk_pb2.CheckModifyRequest(order=order, filled_quantity=filled))
 
     async def get_order(self, request: oms_pb2.GetOrderRequest) -> oms_pb2.GetOrderResponse:
         if not request.order_id:

@@ -9,7 +9,7 @@ from services.oms.ledger import TERMINAL
 from shared.contracts import trading_pb2 as t
 
 __all__ = ["DAY_BOUND", "TERMINAL", "TRANSITIONS", "WORKING", "IllegalTransition", "ReasonCode", "allows_adoption",
-           "allows_late_fill", "allows_new_exchange_id", "check_transition", "is_terminal"]
+           "allows_late_fill", "allows_working_news", "check_transition", "is_terminal"]
 
 
 class ReasonCode:
@@ -51,8 +51,9 @@ TRANSITIONS: dict[int, frozenset[int]] = {
                                                 t.ORDER_STATUS_MODIFY_PENDING}),
     # A cancel can lose the race to a fill, be refused (back to where it was), or cross the exchange's rejection.
     t.ORDER_STATUS_CANCEL_PENDING: _LIVE_TARGETS | {t.ORDER_STATUS_REJECTED},
-    # A modify is acknowledged (back to a live state), overtaken by fills or by a cancel.
-    t.ORDER_STATUS_MODIFY_PENDING: _LIVE_TARGETS | {t.ORDER_STATUS_REJECTED},
+    # A modify is acknowledged (back to a live state), overtaken by fills or by a cancel; an order whose modify got
+    # no answer may be cancelled (a cancel must always be possible).
+    t.ORDER_STATUS_MODIFY_PENDING: _LIVE_TARGETS | {t.ORDER_STATUS_REJECTED, t.ORDER_STATUS_CANCEL_PENDING},
     t.ORDER_STATUS_TRADED: frozenset(),
     t.ORDER_STATUS_REJECTED: frozenset(),
     t.ORDER_STATUS_CANCELLED: frozenset(),
@@ -87,9 +88,10 @@ def allows_late_fill(current: int, new: int) -> bool:
     return current == new and current in (t.ORDER_STATUS_CANCELLED, t.ORDER_STATUS_TRADED)
 
 
-def allows_new_exchange_id(current: int, new: int) -> bool:
-    """The exception for a broker row that only gives the order a new exchange order id: a working order keeps
-    its state and records the id (cancels and order-book polls go by it)."""
+def allows_working_news(current: int, new: int) -> bool:
+    """The exception for a broker row that only gives the order a new exchange order id or new terms (quantity,
+    price, trigger: a change made elsewhere, or one whose answer was lost): a working order keeps its state and
+    records them (cancels and order-book polls go by the id; fills, risk and P&L by the terms)."""
     return current == new and current in WORKING
 
 

@@ -397,7 +397,9 @@ class VirtualBroker:
             filled_quantity=vo.filled, average_price_paise=vo.average_price_paise, reason=vo.reason,
             charges_paise=vo.charges_paise, ts_ns=at_ns or self.clock.now_ns(),
             raw={"virtual": True, "last_fill_quantity": qty, "last_fill_price_paise": price,
-                 "last_fill_charges_paise": charges})
+                 "last_fill_charges_paise": charges},
+            quantity=vo.request.quantity, price_paise=vo.request.price_paise,
+            trigger_price_paise=vo.request.trigger_price_paise)
 
     async def _emit(self, vo: VirtualOrder, at_ns: int = 0) -> None:
         await self._events.put(self._event(vo, at_ns))

@@ -180,7 +180,8 @@ def order_event(row: dict[str, Any], ts_ns: int = 0) -> BrokerOrderEvent:
     return BrokerOrderEvent(
         exchange_order_id=str(row.get("nOrdNo", "")), client_order_id=str(row.get("GuiOrdId") or ""),
         status=status, filled_quantity=filled, average_price_paise=paise(row.get("avgPrc")) if filled else 0,
-        reason=_text(row.get("rejRsn")), ts_ns=ts_ns, raw=dict(row))
+        reason=_text(row.get("rejRsn")), ts_ns=ts_ns, raw=dict(row), quantity=quantity,
+        price_paise=paise(row.get("prc")), trigger_price_paise=paise(row.get("trgPrc")))
 
 
 def _text(value: Any) -> str:

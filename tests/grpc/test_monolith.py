@@ -77,6 +77,26 @@ def test_manual_order_is_placed_then_cancelled(addr):
     assert cancelled["status"] in ("ORDER_STATUS_CANCELLED", "ORDER_STATUS_CANCEL_PENDING")
 
 
+def test_manual_order_is_changed_then_a_change_with_nothing_in_it_is_invalid_argument(addr):
+    order = limit_buy_below_market(addr, below_bps=450)
+    placed = grpcurl_json("-d", json.dumps({"order": order}), addr, "neopulse.v1.OrderService/PlaceOrder")["order"]
+    new_price = order["price_paise"] + 100  # a rupee up: on the tick size, still resting
+
+    changed = grpcurl_json("-d", json.dumps({"order_id": placed["client_order_id"], "quantity": 3,
+                                             "price_paise": new_price}),
+                           addr, "neopulse.v1.OrderService/ModifyOrder")["order"]
+    empty = grpcurl("-d", json.dumps({"order_id": placed["client_order_id"]}), addr,
+                    "neopulse.v1.OrderService/ModifyOrder")
+    got = grpcurl_json("-d", json.dumps({"order_id": placed["internal_id"]}), addr,
+                       "neopulse.v1.OrderService/GetOrder")["order"]
+    grpcurl_json("-d", json.dumps({"order_id": placed["internal_id"]}), addr, "neopulse.v1.OrderService/CancelOrder")
+
+    assert changed["status"] == "ORDER_STATUS_OPEN"
+    assert (int(changed["request"]["quantity"]), int(changed["request"]["price_paise"])) == (3, new_price)
+    assert (int(got["request"]["quantity"]), int(got["request"]["price_paise"])) == (3, new_price)
+    assert "Code: InvalidArgument" in empty.stderr and "quantity" in empty.stderr
+
+
 def test_order_with_zero_quantity_is_invalid_argument_naming_the_field(addr):
     order = {**limit_buy_below_market(addr), "quantity": 0}
 

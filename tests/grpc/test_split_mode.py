@@ -11,7 +11,8 @@ import asyncpg
 import pytest
 
 from shared.ports import free_loopback_port as free_port
-from tests.grpc.procs import Proc, ctl, grpcurl_json, wait_until
+from tests.grpc.procs import Proc, ctl, grpcurl, grpcurl_json, wait_until
+from tests.grpc.test_monolith import limit_buy_below_market
 
 pytestmark = pytest.mark.slow
 MODULES = ("ingestion", "strategy", "risk", "oms", "notifier")
@@ -119,6 +120,26 @@ def test_ctl_reads_each_module_at_its_split_address(cluster, tmp_path):
     assert "Feed: synthetic connected" in status.stdout and "Trading: ACTIVE" in status.stdout
     assert "Strategies: momentum_rsi" in status.stdout and "unavailable" not in status.stdout
     assert orders.returncode == 0, orders.stderr
+
+
+def test_a_manual_order_is_changed_at_the_oms_after_risk_across_processes_checked_it(cluster, ledger_dsn):
+    """ModifyOrder at the OMS's port: the OMS asks risk (its own process) with CheckModify, then changes the order."""
+    ports, procs, _ = cluster
+    procs["risk"].wait_for_line("risk started")
+    oms = f"127.0.0.1:{ports['oms']}"
+    order = limit_buy_below_market(f"127.0.0.1:{ports['ingestion']}", below_bps=450)
+    placed = grpcurl_json("-d", json.dumps({"order": order}), oms, "neopulse.v1.OrderService/PlaceOrder")["order"]
+
+    changed = grpcurl_json("-d", json.dumps({"order_id": placed["client_order_id"], "quantity": 2,
+                                             "price_paise": order["price_paise"] + 100}),
+                           oms, "neopulse.v1.OrderService/ModifyOrder")["order"]
+    too_big = grpcurl("-d", json.dumps({"order_id": placed["client_order_id"], "quantity": 10**7}), oms,
+                      "neopulse.v1.OrderService/ModifyOrder")
+    grpcurl_json("-d", json.dumps({"order_id": placed["internal_id"]}), oms, "neopulse.v1.OrderService/CancelOrder")
+
+    assert (int(changed["request"]["quantity"]), int(changed["request"]["price_paise"])) == (
+        2, order["price_paise"] + 100)
+    assert "Code: FailedPrecondition" in too_big.stderr and "exceeds max_order_quantity" in too_big.stderr
 
 
 def test_strategy_orders_are_filled_and_land_in_the_oms_ledger(cluster, ledger_dsn):

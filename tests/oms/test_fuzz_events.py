@@ -27,7 +27,7 @@ from services.oms.states import (
     ReasonCode,
     allows_adoption,
     allows_late_fill,
-    allows_new_exchange_id,
+    allows_working_news,
     can_transition,
     name,
 )
@@ -273,7 +273,7 @@ def legal(before: t.OrderUpdate, u: t.OrderUpdate) -> bool:
         return True
     if allows_late_fill(u.previous_status, u.status):
         return u.last_fill_quantity > 0
-    if allows_new_exchange_id(u.previous_status, u.status):
+    if allows_working_news(u.previous_status, u.status):
         return u.exchange_order_id != before.exchange_order_id and not u.last_fill_quantity
     return allows_adoption(u.previous_status, u.status) and u.reason_code == ReasonCode.ADOPTED
 
@@ -431,7 +431,7 @@ async def test_a_new_exchange_order_id_is_recorded_without_a_status_change(start
     """Hundreds of seeds (the state machine refused OPEN -> OPEN): a row naming the order by its client id with
     a new exchange id and the same status was refused, so the book kept the old id: a cancel went to an id the
     broker no longer knows, and an order-book poll (which picks the rows of the book's exchange ids) never saw
-    its fills. It is recorded now, as a same-state update (states.allows_new_exchange_id)."""
+    its fills. It is recorded now, as a same-state update (states.allows_working_news)."""
     oms = await start_oms()
     opened = await open_order(oms)
     engine = oms.module.engine

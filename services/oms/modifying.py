@@ -1,0 +1,184 @@
+"""Changing a working order (ModifyOrder): its new terms checked (risk, through the caller's `check`), MODIFY_PENDING
+written ahead with them, the change sent, the broker's answer recorded.
+
+Builds on cancelling (cancelling.py); talks to the Broker. The broker's own reports of an order's terms (a change
+made elsewhere, or one whose answer was lost) are applied with its other news (broker_news.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from services.oms.book import BookMoved, OrderStateError
+from services.oms.broker import BrokerAck
+from services.oms.broker_news import STALE_TERMS_S, Terms, terms_of
+from services.oms.cancelling import Cancelling
+from services.oms.fill_rules import PRICED, STOPS
+from services.oms.states import TERMINAL, IllegalTransition, name
+from shared.contracts import trading_pb2 as t
+from shared.errors import BrokerRejected, InvalidInput, NotFound, NotSent, RetryableError
+
+log = logging.getLogger(__name__)
+
+# States in which the broker works the order and has answered every request of ours: a change may be sent.
+CHANGEABLE = frozenset({t.ORDER_STATUS_OPEN, t.ORDER_STATUS_TRIGGER_PENDING, t.ORDER_STATUS_PARTIALLY_FILLED})
+TERM_NAMES = ("quantity", "price_paise", "trigger_price_paise")
+# Asks risk whether the order may carry its new terms (the request with them, units filled); raises if not.
+Check = Callable[[t.OrderRequest, int], Awaitable[object]]
+
+
+def terms_audit(terms: Terms) -> dict[str, int]:
+    return dict(zip(TERM_NAMES, terms, strict=True))
+
+
+def changed_terms(request: t.OrderRequest, filled: int, change: Terms) -> Terms:
+    """The order's terms with `change` (0 keeps a term) applied; InvalidInput names a change that cannot be."""
+    quantity, price, trigger = change
+    for field, value in zip(TERM_NAMES, change, strict=True):
+        if value < 0:
+            raise InvalidInput(field, f"must be positive (or 0 to keep it), got {value}")
+    if not any(change):
+        raise InvalidInput("quantity", "give the new quantity, price_paise or trigger_price_paise (0 keeps one)")
+    kind = t.OrderType.Name(request.order_type).removeprefix("ORDER_TYPE_")
+    if price and request.order_type not in PRICED:
+        raise InvalidInput("price_paise", f"a {kind} order has no limit price; cancel it and place a limit order")
+    if trigger and request.order_type not in STOPS:
+        raise InvalidInput("trigger_price_paise", f"a {kind} order has no trigger price")
+    if quantity and quantity <= filled:
+        raise InvalidInput("quantity", f"{quantity} must stay above the {filled} units already filled (the new "
+                                       "total, filled units included); cancel the rest instead")
+    old = terms_of(request)
+    return quantity or old[0], price or old[1], trigger or old[2]
+
+
+class Modifying(Cancelling):
+    """Changes working orders at the broker, one change at a time per order, each written ahead."""
+
+    async def modify(self, order_id: str, change: Terms, check: Check) -> t.OrderUpdate:
+        """MODIFY_PENDING with the new terms, the change, then the broker's answer: the order back in its live state
+        with the new terms, or (refused) with the old ones. Terms it has already are no change (a retry after an
+        unknown outcome): the order is returned as it is. Raises NotFound, InvalidInput, OrderStateError, what `check`
+        raises, BrokerRejected / NotSent (refused or not sent: the old terms hold), RetryableError (not written ahead:
+        nothing sent; or no answer: the order stays MODIFY_PENDING until the broker's book says which terms hold)."""
+        cur = self.lookup(order_id) or await self.ledger.get(order_id)
+        if cur is None:
+            raise NotFound(f"no order {order_id!r}; list orders to find its internal or client id")
+        if cur.internal_id not in self.orders:
+            self.remember(cur)
+        # Its own task, to the end whoever stops waiting: once MODIFY_PENDING is recorded the change goes and its
+        # answer is recorded, under the order's lock.
+        task = asyncio.get_running_loop().create_task(self._modify_locked(cur, order_id, change, check))
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())  # told to the caller, if any
+        self.bus.track(task)
+        return await asyncio.shield(task)
+
+    async def _modify_locked(self, cur: t.OrderUpdate, order_id: str, change: Terms, check: Check) -> t.OrderUpdate:
+        iid = cur.internal_id
+        async with self.lock(iid):
+            if iid not in self.orders:  # dropped from memory (forget_ended) while this waited for the lock
+                self.remember(cur)
+            while True:
+                try:
+                    new = await self._modify_pending(iid, order_id, change, check)
+                    break
+                except BookMoved:
+                    continue  # a write whose outcome was unknown turned out recorded: decide again from it
+            if new is None:
+                return self.orders[iid]
+            return await self._send_modify(iid, order_id, *new)
+
+    async def _modify_pending(self, iid: str, order_id: str, change: Terms,
+                              check: Check) -> tuple[int, Terms, Terms] | None:
+        """Decide from the book as it is and record MODIFY_PENDING with the new terms: (the status before it, the old
+        terms, the new), or None when the order has those terms already. The caller holds the order's lock."""
+        try:
+            await self._book_unbooked(iid)  # the change goes by the exchange id its acknowledgement brings
+        except BookMoved:
+            raise
+        except Exception as exc:
+            if iid in self._unbooked:
+                raise RetryableError(f"order {order_id}: its acknowledgement is not recorded yet ({exc}); nothing "
+                                     "was sent, retry in a moment") from exc
+            raise
+        cur = self.orders[iid]
+        if cur.status in TERMINAL:
+            raise OrderStateError(f"order {order_id} is already {name(cur.status)}; there is nothing to change")
+        old = terms_of(cur.request)
+        new = changed_terms(cur.request, cur.filled_quantity, change)
+        if new == old:
+            return None  # also a retry of a change still MODIFY_PENDING: the same terms are not sent twice
+        pending = iid in self._cancel_sent or iid in self._cancel_unanswered
+        if cur.status not in CHANGEABLE or pending or not cur.exchange_order_id:
+            raise OrderStateError(f"order {order_id} is {name(cur.status)}{' with a cancel under way' * pending} "
+                                  "and cannot be changed now; retry once the broker has answered")
+        request = t.OrderRequest()
+        request.CopyFrom(cur.request)
+        request.quantity, request.price_paise, request.trigger_price_paise = new
+        await check(request, cur.filled_quantity)
+        before = cur.status
+        try:
+            await self.transition(iid, t.ORDER_STATUS_MODIFY_PENDING, terms=new, audit={
+                "modify_request": {"from": terms_audit(old), "to": terms_audit(new)}})
+        except (BookMoved, IllegalTransition):
+            raise
+        except Exception as exc:
+            raise RetryableError(f"order {order_id}: the change was not sent: the ledger did not take MODIFY_PENDING "
+                                 f"({type(exc).__name__}: {exc}); the order keeps its terms") from exc
+        return before, old, new
+
+    async def _send_modify(self, iid: str, order_id: str, before: int, old: Terms, new: Terms) -> t.OrderUpdate:
+        """Send the change recorded MODIFY_PENDING and record the broker's answer. The caller holds the order's lock."""
+        cur = self.orders[iid]
+        sent = {field: value for field, value, was in zip(TERM_NAMES, new, old, strict=True) if value != was}
+        try:
+            ack = await self.broker.modify_order(cur.exchange_order_id, **sent)
+        except (BrokerRejected, NotSent) as exc:  # refused (filled, closed, or a rule of the exchange) or not sent
+            await self._modify_refused(iid, before, old, exc)
+            raise
+        except Exception as exc:  # a timeout: the broker may or may not have the change
+            try:
+                await self._read_back(iid, {"modify_unanswered": f"{type(exc).__name__}: {exc}"}, closed_too=True,
+                                      terms_too=True)
+            except Exception as error:  # the ledger: the order stays MODIFY_PENDING until the broker's next row
+                log.error("the broker's view of an order whose change got no answer was not applied", extra={
+                    "order_id": iid, "error": f"{type(error).__name__}: {error}"})
+            raise RetryableError(f"order {order_id}: the change got no answer ({exc}); GetOrder shows the terms the "
+                                 "broker reports, and asking for the same terms again sends nothing twice") from exc
+        self._replaced_terms[iid] = (old, time.monotonic() + STALE_TERMS_S)
+        await self._modify_answered(iid, before, ack)
+        return self.orders[iid]
+
+    async def _modify_refused(self, iid: str, before: int, old: Terms, exc: Exception) -> None:
+        """The broker refused the change (or it was not sent): the order goes back to where it was, with its old terms.
+        Not recorded (the ledger), it stays MODIFY_PENDING with the new ones until the broker's next row of it."""
+        try:
+            await self.transition(iid, before, terms=old, reason=f"change refused: {exc}",
+                                  audit={"modify_response": {"error": str(exc)}})
+        except Exception as error:
+            log.error("a refused change was not recorded; the broker's next report of the order settles it", extra={
+                "order_id": iid, "error": f"{type(error).__name__}: {error}"})
+
+    async def _modify_answered(self, iid: str, before: int, ack: BrokerAck) -> None:
+        """The broker took the change: the order back in its live state (the one the answer names, else the one before
+        the change) with the new terms. An answer that the order has ended is checked against the broker's book."""
+        audit: dict[str, Any] = {"modify_response": {"status": name(ack.status), "reason": ack.reason, "raw": ack.raw}}
+        while True:
+            try:
+                if ack.status in TERMINAL:
+                    await self._read_back(iid, audit, closed_too=True)
+                    return
+                status = ack.status if ack.status in CHANGEABLE else before
+                if status == t.ORDER_STATUS_OPEN and self.orders[iid].filled_quantity:
+                    status = t.ORDER_STATUS_PARTIALLY_FILLED
+                await self.transition(iid, status, audit=audit)
+                return
+            except BookMoved:
+                continue
+            except Exception as exc:
+                log.error("the broker's answer to a change was not recorded; its next report of the order will be",
+                          extra={"order_id": iid, "error": f"{type(exc).__name__}: {exc}"})
+                return
