@@ -10,6 +10,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -186,8 +187,10 @@ class KotakBroker:
                 log.error("kotak order feed tasks did not stop", extra={"tasks": [t.get_name() for t in left]})
 
     def _merge(self, event: BrokerOrderEvent) -> BrokerOrderEvent | None:
-        """The event to publish, or None when it adds nothing (a repeat, or a stale/empty feed message)."""
+        """The event to publish, or None when it adds nothing (a repeat, or a stale/empty feed message). A row whose
+        only news is the order's terms (a change made in Kotak's app, say) is not a repeat."""
         last = self._last.get(event.exchange_order_id)
+        remembered = event
         if last is not None:
             if last.status in mapping.TERMINAL and event.status not in mapping.TERMINAL:
                 return None
@@ -195,15 +198,18 @@ class KotakBroker:
                 return None  # stale row; the feed leaves fldQty empty in early states
             if not event.client_order_id:
                 event.client_order_id = last.client_order_id
-            if (event.status, event.filled_quantity, event.average_price_paise) == (
-                    last.status, last.filled_quantity, last.average_price_paise):
+            terms = _terms(event, last)
+            if (event.status, event.filled_quantity, event.average_price_paise, terms) == (
+                    last.status, last.filled_quantity, last.average_price_paise, _terms(last, last)):
                 return None
+            # Remembered with the terms last shown: a row that leaves one empty (0) says nothing of it.
+            remembered = replace(event, quantity=terms[0], price_paise=terms[1], trigger_price_paise=terms[2])
         elif not event.client_order_id:
             # Only the order number names it (the order feed need not carry the tag), and the OMS may not know
             # that number yet (the place reply still on its way): publish it, but keep no record of it, so the
             # order book's row for the same state, which has the tag, is not dropped as a repeat.
             return event
-        self._last[event.exchange_order_id] = event
+        self._last[event.exchange_order_id] = remembered
         return event
 
     async def _feed_loop(self, queue: asyncio.Queue[BrokerOrderEvent]) -> None:
@@ -252,6 +258,12 @@ class KotakBroker:
 
     async def on_ticks(self, batch: market_pb2.TickBatch) -> None:
         return None
+
+
+def _terms(event: BrokerOrderEvent, last: BrokerOrderEvent) -> tuple[int, int, int]:
+    """The order's quantity, price and trigger as a row shows them; one it leaves empty (0), as `last` showed it."""
+    return (event.quantity or last.quantity, event.price_paise or last.price_paise,
+            event.trigger_price_paise or last.trigger_price_paise)
 
 
 async def _until_closed(feed: Any) -> AsyncIterator[Any]:
