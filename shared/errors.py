@@ -58,6 +58,13 @@ class NotSent(NeoPulseError):
     status = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class OrderStateError(NeoPulseError):
+    """The order is in a state that does not allow the request (cancelling a TRADED order, changing one whose last
+    request the broker has not answered yet); the message says which state and what to do."""
+
+    status = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class RetryableError(NeoPulseError):
     """A transient failure (network, timeout, rate limit): the same call may succeed later."""
 

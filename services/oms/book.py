@@ -25,7 +25,7 @@ from shared.bus import Bus, Sequencer, Topic
 from shared.clock import Clock, ist_day_number
 from shared.contracts import ops_pb2
 from shared.contracts import trading_pb2 as t
-from shared.errors import BrokerRejected, NeoPulseError, RetryableError
+from shared.errors import RetryableError
 from shared.ids import IdMint
 from shared.positions import PositionBook
 
@@ -50,12 +50,6 @@ def given_up(u: t.OrderUpdate) -> bool:
 class BookMoved(RetryableError):
     """An order's earlier write, whose outcome was unknown, turned out recorded: the book has moved on to it, and
     the transition the caller worked out from the book before is stale. Applying the same news again is right."""
-
-
-class OrderStateError(NeoPulseError):
-    """The order is in a state that does not allow the request (e.g. cancelling a TRADED order)."""
-
-    status = BrokerRejected.status  # FAILED_PRECONDITION, without importing grpc here
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -17,7 +17,6 @@ from prometheus_client import Counter, Gauge
 
 from services.oms.book import BookMoved, OrderBook, given_up
 from services.oms.broker import BrokerOrderEvent
-from services.oms.fill_rules import PRICED, STOPS
 from services.oms.states import (
     TERMINAL,
     IllegalTransition,
@@ -31,6 +30,7 @@ from services.oms.states import (
 from shared.bus import Topic
 from shared.contracts import ops_pb2
 from shared.contracts import trading_pb2 as t
+from shared.order_terms import PRICED, STOPS, Terms, terms_of
 
 log = logging.getLogger(__name__)
 # A broker row showing the terms a change of ours replaced, this soon after the broker took the change, was read
@@ -69,13 +69,6 @@ def event_audit(ev: BrokerOrderEvent) -> dict[str, Any]:
             ev.filled_quantity, "average_price_paise": ev.average_price_paise, "reason": ev.reason,
             "charges_paise": ev.charges_paise, "quantity": ev.quantity, "price_paise": ev.price_paise,
             "trigger_price_paise": ev.trigger_price_paise, "raw": ev.raw}
-
-
-Terms = tuple[int, int, int]  # an order's quantity, price_paise and trigger_price_paise
-
-
-def terms_of(request: t.OrderRequest) -> Terms:
-    return request.quantity, request.price_paise, request.trigger_price_paise
 
 
 def reported_terms(request: t.OrderRequest, ev: BrokerOrderEvent) -> Terms:

@@ -10,12 +10,12 @@ import dataclasses
 import logging
 from typing import Any
 
-from services.oms.book import BookMoved, OrderStateError
+from services.oms.book import BookMoved
 from services.oms.broker import BrokerAck
 from services.oms.placement import Placement
 from services.oms.states import TERMINAL, WORKING, IllegalTransition, name
 from shared.contracts import trading_pb2 as t
-from shared.errors import BrokerRejected, NotFound, NotSent, RetryableError
+from shared.errors import BrokerRejected, NotFound, NotSent, OrderStateError, RetryableError
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,11 @@ one before it (methods found through the class, so no call goes through an extra
 
 from __future__ import annotations
 
-from services.oms.book import NOT_YET_PLACED, BookMoved, OrderStateError, given_up
+from services.oms.book import NOT_YET_PLACED, BookMoved, given_up
 from services.oms.broker_news import event_audit
 from services.oms.modifying import Modifying
 from services.oms.write_ahead import STOPPED_NOT_SENT, WriteAhead
+from shared.errors import OrderStateError
 
 __all__ = ["NOT_YET_PLACED", "STOPPED_NOT_SENT", "BookMoved", "OrderEngine", "OrderStateError", "event_audit",
            "given_up"]

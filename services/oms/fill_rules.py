@@ -9,9 +9,6 @@ from shared.clock import ist_day_number
 from shared.contracts import market_pb2
 from shared.contracts import trading_pb2 as t
 
-STOPS = frozenset({t.ORDER_TYPE_STOP_MARKET, t.ORDER_TYPE_STOP_LIMIT})
-PRICED = frozenset({t.ORDER_TYPE_LIMIT, t.ORDER_TYPE_STOP_LIMIT})  # order types with a limit price
-
 
 def arrival_price(side: int, tick: market_pb2.Tick | None, now_ns: int) -> int:
     """What a marketable order pays on arrival (at `now_ns`): the ask (buy) / bid (sell), else the ltp; 0 = no

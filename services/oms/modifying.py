@@ -13,46 +13,25 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from services.oms.book import BookMoved, OrderStateError
+from services.oms.book import BookMoved
 from services.oms.broker import BrokerAck
-from services.oms.broker_news import STALE_TERMS_S, Terms, terms_of
+from services.oms.broker_news import STALE_TERMS_S
 from services.oms.cancelling import Cancelling
-from services.oms.fill_rules import PRICED, STOPS
 from services.oms.states import TERMINAL, IllegalTransition, name
 from shared.contracts import trading_pb2 as t
-from shared.errors import BrokerRejected, InvalidInput, NotFound, NotSent, RetryableError
+from shared.errors import BrokerRejected, NotFound, NotSent, OrderStateError, RetryableError
+from shared.order_terms import TERM_NAMES, Terms, changed_terms, terms_of
 
 log = logging.getLogger(__name__)
 
 # States in which the broker works the order and has answered every request of ours: a change may be sent.
 CHANGEABLE = frozenset({t.ORDER_STATUS_OPEN, t.ORDER_STATUS_TRIGGER_PENDING, t.ORDER_STATUS_PARTIALLY_FILLED})
-TERM_NAMES = ("quantity", "price_paise", "trigger_price_paise")
 # Asks risk whether the order may carry its new terms (the request with them, units filled); raises if not.
 Check = Callable[[t.OrderRequest, int], Awaitable[object]]
 
 
 def terms_audit(terms: Terms) -> dict[str, int]:
     return dict(zip(TERM_NAMES, terms, strict=True))
-
-
-def changed_terms(request: t.OrderRequest, filled: int, change: Terms) -> Terms:
-    """The order's terms with `change` (0 keeps a term) applied; InvalidInput names a change that cannot be."""
-    quantity, price, trigger = change
-    for field, value in zip(TERM_NAMES, change, strict=True):
-        if value < 0:
-            raise InvalidInput(field, f"must be positive (or 0 to keep it), got {value}")
-    if not any(change):
-        raise InvalidInput("quantity", "give the new quantity, price_paise or trigger_price_paise (0 keeps one)")
-    kind = t.OrderType.Name(request.order_type).removeprefix("ORDER_TYPE_")
-    if price and request.order_type not in PRICED:
-        raise InvalidInput("price_paise", f"a {kind} order has no limit price; cancel it and place a limit order")
-    if trigger and request.order_type not in STOPS:
-        raise InvalidInput("trigger_price_paise", f"a {kind} order has no trigger price")
-    if quantity and quantity <= filled:
-        raise InvalidInput("quantity", f"{quantity} must stay above the {filled} units already filled (the new "
-                                       "total, filled units included); cancel the rest instead")
-    old = terms_of(request)
-    return quantity or old[0], price or old[1], trigger or old[2]
 
 
 class Modifying(Cancelling):

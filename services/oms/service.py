@@ -12,13 +12,13 @@ from typing import cast
 
 from services.oms.config import OmsSettings
 from services.oms.engine import OrderEngine
-from services.oms.fill_rules import PRICED, STOPS
 from services.oms.states import name
 from shared import rpc
 from shared.bus import Bus
 from shared.contracts import oms_pb2, risk_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import InvalidInput, NotFound, OutcomeUnknown, RetryableError, RiskRejected
+from shared.order_terms import PRICED, STOPS
 from shared.positions import SQUAREOFF_TAG
 
 log = logging.getLogger(__name__)

@@ -3,9 +3,9 @@
 Orders get "VB-..." ids, live in its own book and fill from the market data the OMS feeds it (ticks, candles).
 
 Fill rules (pure functions in fill_rules.py):
-- Arrival (place_order), against the last tick of the token (the fill is decided there, at that tick's price; it
-  is booked, charges and event, once the caller yields, so that a burst of orders goes out before their fills are
-  worked out, or as soon as anything reads or changes the book):
+- Arrival (place_order, and modify_order: a changed order arrives anew), against the last tick of the token (the
+  fill is decided there, at that tick's price; it is booked, charges and event, once the caller yields, so that a
+  burst of orders goes out before their fills are worked out, or as soon as anything reads or changes the book):
   * MARKET fills at once, all of it, at the ask (buy) / bid (sell), or the ltp when the tick has no quote.
     With no tick yet, or only one of an earlier IST day (yesterday's close, before today's first tick), it
     waits: it fills the same way at the token's next tick of its day (on_ticks), or at the open of the next
@@ -46,13 +46,14 @@ from typing import Any
 
 from services.oms.broker import Broker, BrokerAck, BrokerOrderEvent
 from services.oms.charges import ChargeModel
-from services.oms.fill_rules import STOPS, arrival_price, candle_price, limit_marketable
+from services.oms.fill_rules import arrival_price, candle_price, limit_marketable
 from services.oms.states import DAY_BOUND, TERMINAL, name
 from shared.clock import Clock, day_of, ist_day_number
 from shared.contracts import market_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, NotFound
 from shared.ids import IdMint
+from shared.order_terms import STOPS
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +144,8 @@ class VirtualBroker:
                           placed_ns=now)
         self._add(vo)
         ack = BrokerAck(vo.id, status, raw={"virtual": True, "accepted_ns": vo.accepted_ns})
-        price = self._arrival_fill_price(vo)
-        if price:  # it fills in full at this price: booked after the burst (_book_arrivals)
-            self._arrivals.append((vo, price, now))
-            if self._booking is None:
-                self._booking = asyncio.get_running_loop().create_task(self._book_arrivals_soon())
+        if self._fills_on_arrival(vo):
+            pass
         elif order.validity == t.VALIDITY_IOC:
             await self._close(vo, t.ORDER_STATUS_CANCELLED, "IOC order not filled on arrival")
         elif order.order_type == t.ORDER_TYPE_MARKET:
@@ -173,6 +171,7 @@ class VirtualBroker:
         working.remove(vo)
         working.append(vo)
         await self._emit(vo)
+        self._fills_on_arrival(vo)  # a change that makes a limit marketable trades at once, as a new order would
         return BrokerAck(vo.id, vo.status, raw={"virtual": True, "modified": True})
 
     async def cancel_order(self, exchange_order_id: str) -> BrokerAck:
@@ -310,6 +309,17 @@ class VirtualBroker:
             yield await self._events.get()
 
     # -- internals --------------------------------------------------------------------------------
+    def _fills_on_arrival(self, vo: VirtualOrder) -> bool:
+        """Whether the order fills its remainder on arrival (placed, or changed): the fill is decided now, at the last
+        tick's price, and booked after the burst (_book_arrivals)."""
+        price = self._arrival_fill_price(vo)
+        if not price:
+            return False
+        self._arrivals.append((vo, price, self.clock.now_ns()))
+        if self._booking is None:
+            self._booking = asyncio.get_running_loop().create_task(self._book_arrivals_soon())
+        return True
+
     def _arrival_fill_price(self, vo: VirtualOrder) -> int:
         """The price a MARKET or marketable LIMIT order fills at in full on arrival; 0: it does not."""
         kind = vo.request.order_type

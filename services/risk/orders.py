@@ -13,13 +13,13 @@ from shared.bus import Sequencer
 from shared.contracts import market_pb2, trading_pb2
 from shared.errors import InvalidInput
 from shared.instruments import InstrumentBook
+from shared.order_terms import PRICED
 from shared.positions import SQUAREOFF_TAG, PositionState
 from shared.price_factor import factor_of
 
 if TYPE_CHECKING:
     from services.risk.config import Limits
 
-PRICED = (trading_pb2.ORDER_TYPE_LIMIT, trading_pb2.ORDER_TYPE_STOP_LIMIT)
 TRIGGERED = (trading_pb2.ORDER_TYPE_STOP_LIMIT, trading_pb2.ORDER_TYPE_STOP_MARKET)
 
 

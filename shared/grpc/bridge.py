@@ -358,7 +358,8 @@ def error_from_rpc(method: str, err: grpc.aio.AioRpcError, client_order_id: str 
     if kind in ("RiskRejected", "TradingHalted"):
         cls = errors.TradingHalted if kind == "TradingHalted" else errors.RiskRejected
         return cls(trailers.get(REASON_KEY, ""), details)
-    simple = {"NotFound": errors.NotFound, "BrokerRejected": errors.BrokerRejected,
+    simple = {"NotFound": errors.NotFound, "BrokerRejected": errors.BrokerRejected, "NotSent": errors.NotSent,
+              "OrderStateError": errors.OrderStateError,
               "RetryableError": errors.RetryableError, "SessionExpired": errors.SessionExpired,
               "ConfigError": errors.ConfigError, "MessagesLost": errors.MessagesLost}
     if kind in simple:  # said by the server's code: a RetryableError there (not serving yet) did not act

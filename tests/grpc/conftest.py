@@ -16,7 +16,7 @@ import pytest
 from shared import rpc
 from shared.bus import Bus
 from shared.contracts import ingestion_pb2, market_pb2, oms_pb2, risk_pb2, trading_pb2
-from shared.errors import InvalidInput, NotFound, TradingHalted
+from shared.errors import InvalidInput, NotFound, NotSent, OrderStateError, TradingHalted
 from shared.grpc.config import GrpcSettings
 from shared.grpc.server import GrpcServer
 from tests.helpers import eventually
@@ -65,6 +65,11 @@ def register_test_handlers(bus: Bus) -> None:
     async def cancel_order(req):
         raise RuntimeError("secret detail from /srv/neopulse/services/oms/ledger.py line 42")
 
+    async def modify_order(req):
+        if req.order_id == KNOWN_ORDER:
+            raise OrderStateError(f"order {KNOWN_ORDER} is already TRADED; there is nothing to change")
+        raise NotSent("the session expired and could not be renewed; the change was not sent")
+
     async def set_kill_switch(req):
         state = risk_pb2.TRADING_STATE_HALTED if req.engaged else risk_pb2.TRADING_STATE_ACTIVE
         return risk_pb2.SetKillSwitchResponse(state=state)
@@ -73,6 +78,7 @@ def register_test_handlers(bus: Bus) -> None:
     bus.handle(rpc.GET_ORDER, get_order)
     bus.handle(rpc.PLACE_ORDER, place_order)
     bus.handle(rpc.CANCEL_ORDER, cancel_order)
+    bus.handle(rpc.MODIFY_ORDER, modify_order)
     bus.handle(rpc.SET_KILL_SWITCH, set_kill_switch)
 
 

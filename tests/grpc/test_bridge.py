@@ -128,7 +128,7 @@ async def proxied(running):
     register_test_handlers(upstream)
     server = await serve(upstream, ["OrderService"])
     channel = open_channel(f"127.0.0.1:{server.bound_port}", GrpcSettings())
-    for method in (rpc.GET_ORDER, rpc.PLACE_ORDER, rpc.CANCEL_ORDER):
+    for method in (rpc.GET_ORDER, rpc.PLACE_ORDER, rpc.CANCEL_ORDER, rpc.MODIFY_ORDER):
         install_unary_proxy(local, channel, method)
     yield local
     await channel.close()
@@ -159,6 +159,15 @@ async def test_unary_proxy_raises_trading_halted_with_its_reason_code(proxied):
         await proxied.call(rpc.PLACE_ORDER, oms_pb2.PlaceOrderRequest())
 
     assert caught.value.reason_code == "KILL_SWITCH"
+
+
+async def test_unary_proxy_raises_the_order_state_error_and_not_sent_the_remote_raised_not_a_risk_refusal(proxied):
+    """Both are FAILED_PRECONDITION on the wire, as a risk refusal is: the trailer says which (a client catching
+    RiskRejected must not take a TRADED order's refused change for risk's word)."""
+    with pytest.raises(errors.OrderStateError, match="already TRADED"):
+        await proxied.call(rpc.MODIFY_ORDER, oms_pb2.ModifyOrderRequest(order_id=KNOWN_ORDER, quantity=2))
+    with pytest.raises(errors.NotSent, match="was not sent"):
+        await proxied.call(rpc.MODIFY_ORDER, oms_pb2.ModifyOrderRequest(order_id="other", quantity=2))
 
 
 async def test_unary_proxy_turns_a_remote_crash_into_a_generic_error(proxied):

@@ -142,16 +142,21 @@ class Model:
         o.request.CopyFrom(req)
         self.accept(o, now)
         self.orders[vid] = o
-        # Arrival: MARKET fills all at the touch; a marketable LIMIT (buy limit >= ask, sell limit <= bid) too.
+        self.arrive(o, now)
+        # IOC: what did not fill on arrival is cancelled at once.
+        if req.validity == t.VALIDITY_IOC and o.status not in TERMINAL:
+            self.close(o, "IOC order not filled on arrival")
+        o.awaiting_tick = req.order_type == t.ORDER_TYPE_MARKET and not o.filled and o.status not in TERMINAL
+
+    def arrive(self, o: Expected, now: int) -> None:
+        """Arrival (placed, or changed): MARKET fills all at the touch; a marketable LIMIT (buy limit >= ask, sell
+        limit <= bid) too."""
+        req = o.request
         px = arrival_price(req.side, self.last_tick.get(req.token), now)
         if px > 0:
             marketable = req.price_paise >= px if req.side == BUY else req.price_paise <= px
             if req.order_type == t.ORDER_TYPE_MARKET or (req.order_type == t.ORDER_TYPE_LIMIT and marketable):
                 self.fill(o, o.remaining, px)
-        # IOC: what did not fill on arrival is cancelled at once.
-        if req.validity == t.VALIDITY_IOC and o.status not in TERMINAL:
-            self.close(o, "IOC order not filled on arrival")
-        o.awaiting_tick = req.order_type == t.ORDER_TYPE_MARKET and not o.filled and o.status not in TERMINAL
 
     def ticks(self, ticks: list[market_pb2.Tick]) -> None:
         """The last tick of each token; a MARKET order still waiting for one of its day fills at it, in full, as on
@@ -413,6 +418,7 @@ class Run:
                 o.request.trigger_price_paise = trigger
             self.model.accept(o, self.clock.now_ns())
             self.model.emit(o)
+            self.model.arrive(o, self.clock.now_ns())  # a change that makes a limit marketable trades at once
         await self.check()
 
     async def check(self) -> int:

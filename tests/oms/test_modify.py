@@ -20,7 +20,6 @@ from services.oms.config import OmsSettings
 from services.oms.engine import OrderStateError
 from services.oms.ledger import MemoryLedger
 from services.oms.ledger_pg import PgLedger
-from services.oms.modifying import changed_terms
 from services.oms.module import OmsModule
 from services.oms.virtual_broker import VirtualBroker
 from services.risk.config import RiskSettings
@@ -33,6 +32,7 @@ from shared.contracts import ingestion_pb2, oms_pb2, risk_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import InvalidInput, RetryableError, RiskRejected, TradingHalted
 from shared.marketdata import nse_instruments
+from shared.order_terms import changed_terms
 from tests.helpers import eventually as until
 from tests.risk.factories import DAY
 from tests.risk.test_fuzz_square_off import World
@@ -289,13 +289,13 @@ async def test_a_change_made_outside_neopulse_is_taken_from_the_broker_and_its_f
     w = await make_world()
     placed = await resting_buy(w, quantity=10)
 
-    await w.broker.modify_order(placed.exchange_order_id, quantity=40, price_paise=PX + 5_00)
+    await w.broker.modify_order(placed.exchange_order_id, quantity=40, price_paise=PX - 5_00)
     await until(lambda: w.oms.engine.lookup(placed.internal_id).request.quantity == 40)
 
     news = w.oms.engine.lookup(placed.internal_id)
     assert (news.previous_status, news.status) == (t.ORDER_STATUS_OPEN, t.ORDER_STATUS_OPEN)
-    assert terms(news.request) == (40, PX + 5_00, 0)
-    assert terms((await w.ledger.get(placed.internal_id)).request) == (40, PX + 5_00, 0)
+    assert terms(news.request) == (40, PX - 5_00, 0)
+    assert terms((await w.ledger.get(placed.internal_id)).request) == (40, PX - 5_00, 0)
     assert w.risk.engine.open_orders[placed.client_order_id].quantity == 40
     w.clock.advance(61)
     await w.candle(RELIANCE, random.Random(1))
@@ -353,3 +353,17 @@ async def test_a_caller_that_stops_waiting_leaves_the_change_to_finish_and_be_re
     now = w.oms.engine.lookup(placed.internal_id)
     assert terms(now.request) == terms(at_broker(w, placed)) == (10, PX - 5_00, 0)
     assert terms((await w.ledger.get(placed.internal_id)).request) == (10, PX - 5_00, 0)
+
+
+async def test_a_change_that_makes_a_limit_marketable_trades_at_once_as_a_new_order_would(make_world):
+    """Paper trading as the exchange does it: a buy raised to the ask fills on the change, at the ask, not at the
+    next candle's close (the VirtualBroker used to leave it resting until a candle crossed it)."""
+    w = await make_world()
+    placed = await resting_buy(w)
+
+    await modify(w, placed.client_order_id, price=PX + 10_00)  # the last tick asks PX + 5
+
+    await until(lambda: w.oms.engine.lookup(placed.internal_id).status == t.ORDER_STATUS_TRADED)
+    done = w.oms.engine.lookup(placed.internal_id)
+    assert (done.filled_quantity, done.average_price_paise) == (10, PX + 5)
+    assert w.oms.engine.positions.net_quantity(RELIANCE) == 10

@@ -1,0 +1,39 @@
+"""An order's terms (quantity, limit price, trigger price) and what a change of them may be: one rule for the OMS,
+which decides (services/oms/modifying.py), and the skins, which ask a trader to confirm before they send one.
+"""
+
+from __future__ import annotations
+
+from shared.contracts import trading_pb2 as t
+from shared.errors import InvalidInput
+
+Terms = tuple[int, int, int]  # quantity, price_paise, trigger_price_paise, as in an OrderRequest
+TERM_NAMES = ("quantity", "price_paise", "trigger_price_paise")
+PRICED = frozenset({t.ORDER_TYPE_LIMIT, t.ORDER_TYPE_STOP_LIMIT})  # order types with a limit price
+STOPS = frozenset({t.ORDER_TYPE_STOP_LIMIT, t.ORDER_TYPE_STOP_MARKET})  # ... and with a trigger price
+
+
+def terms_of(request: t.OrderRequest) -> Terms:
+    return request.quantity, request.price_paise, request.trigger_price_paise
+
+
+def changed_terms(request: t.OrderRequest, filled: int, change: Terms, names: tuple[str, str, str] = TERM_NAMES
+                  ) -> Terms:
+    """The order's terms with `change` made (0 keeps a term; the quantity is the new total, filled units included).
+    InvalidInput, naming the term as `names` call them, for a change the order cannot take."""
+    quantity, price, trigger = change
+    for field, value in zip(names, change, strict=True):
+        if value < 0:
+            raise InvalidInput(field, f"must be positive (or 0 to keep it), got {value}")
+    if not any(change):
+        raise InvalidInput(names[0], f"give the new {', '.join(names)} (0 keeps one)")
+    kind = t.OrderType.Name(request.order_type).removeprefix("ORDER_TYPE_")
+    if price and request.order_type not in PRICED:
+        raise InvalidInput(names[1], f"a {kind} order has no limit price; cancel it and place a limit order")
+    if trigger and request.order_type not in STOPS:
+        raise InvalidInput(names[2], f"a {kind} order has no trigger price")
+    if quantity and quantity <= filled:
+        raise InvalidInput(names[0], f"{quantity} must stay above the {filled} units already filled (the new total, "
+                                     "filled units included); cancel the rest instead")
+    old = terms_of(request)
+    return quantity or old[0], price or old[1], trigger or old[2]
