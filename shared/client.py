@@ -116,6 +116,18 @@ class NeoPulseClient:
         reply = await self._unary("CancelOrder", self.orders.CancelOrder, oms_pb2.CancelOrderRequest(order_id=order_id))
         return reply.order
 
+    async def modify_order(self, order_id: str, *, quantity: int = 0, price_paise: int = 0,
+                           trigger_price_paise: int = 0) -> t.OrderUpdate:
+        """Change a working order (by internal or client id) at the broker, checked by risk first; 0 keeps a term,
+        `quantity` is the new total, units already filled included. Returns the order after the broker's answer,
+        its request carrying the new terms. Refused, the old terms hold: InvalidInput (naming the field), NotFound,
+        RiskRejected / TradingHalted (risk's reason_code), BrokerRejected; an ended order, one not changeable now or
+        a change not sent come as RiskRejected with reason_code REMOTE_PRECONDITION. No answer (RetryableError,
+        OutcomeUnknown): get_order shows which terms hold, and asking again for the same terms sends nothing twice."""
+        request = oms_pb2.ModifyOrderRequest(order_id=order_id, quantity=quantity, price_paise=price_paise,
+                                             trigger_price_paise=trigger_price_paise)
+        return (await self._unary("ModifyOrder", self.orders.ModifyOrder, request)).order
+
     async def get_order(self, order_id: str) -> t.OrderUpdate:
         reply = await self._unary("GetOrder", self.orders.GetOrder, oms_pb2.GetOrderRequest(order_id=order_id))
         return reply.order

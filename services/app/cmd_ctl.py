@@ -3,8 +3,9 @@
 The bot's own Control (services/notifier/control.py) behind a local bus whose requests go to the running system's
 services (split mode's unary proxies), and the bot's replies as plain text. So `ctl` answers what /status, /orders
 or /kill answer, and works where the bot does not (no Telegram configured, or Telegram unreachable). It also
-places manual orders (buy, sell: through risk, as PlaceOrder does), changes risk limits (limits --set) and
-follows the notifications (watch). The command line is the confirmation: what it is told, it does at once.
+places manual orders (buy, sell: through risk, as PlaceOrder does) and changes them (modify: checked by risk too),
+changes risk limits (limits --set) and follows the notifications (watch). The command line is the confirmation:
+what it is told, it does at once.
 
 The services are found as the running system serves them: the monolith at [grpc].host and `grpc_port` (the same
 settings and --config as `neopulse run`), each split module at its [split] address with --split, or all at
@@ -16,12 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import html
-import math
 import os
 import re
 import sys
 from typing import Any
 
+from services.app import ctl_args as arg
 from services.app.config import positive_s
 from shared import config as cfg
 from shared.errors import ConfigError, NeoPulseError, OutcomeUnknown
@@ -30,9 +31,9 @@ EXIT_FAILED, EXIT_USAGE = 1, 2
 # The module each command but status talks to: it must be reachable first (status says which parts answer).
 MODULE_OF = {"positions": "oms", "pnl": "oms", "orders": "oms", "order": "oms", "cancel": "oms", "squareoff": "oms",
              "strategies": "strategy", "pause": "strategy", "resume": "strategy", "params": "strategy",
-             "limits": "risk", "halt": "risk", "release": "risk", "buy": "oms", "sell": "oms"}
+             "limits": "risk", "halt": "risk", "release": "risk", "buy": "oms", "sell": "oms", "modify": "oms"}
 CHECK_WITH = {"cancel": "orders", "squareoff": "positions", "pause": "strategies", "resume": "strategies",
-              "params": "params NAME",
+              "params": "params NAME", "modify": "order ORDER_ID",
               "buy": "orders today", "sell": "orders today"}
 _TAG = re.compile(r"<[^>]+>")
 NOT_REACHED = "Is NeoPulse running (make run), and are --target / --split / --config those it serves on?"
@@ -51,21 +52,28 @@ def add_parser(sub: Any) -> None:
                            ("pnl", "realised, unrealised, charges"), ("strategies", "strategies and their state")):
         cmds.add_parser(name, help=helptext)
     q = cmds.add_parser("limits", help="risk state and limits; --set changes limits")
-    q.add_argument("--set", dest="changes", action="append", type=_limit, default=[], metavar="NAME=VALUE",
+    q.add_argument("--set", dest="changes", action="append", type=arg.limit_change, default=[], metavar="NAME=VALUE",
                    help="change one limit (repeatable), the others as they are: e.g. max_order_quantity=500, "
                         "daily_loss_halt_paise=5000000 (paise, as RiskLimits names them)")
     q = cmds.add_parser("orders", help="open orders (default) or today's")
     q.add_argument("which", nargs="?", default="open", choices=("open", "today"))
-    q.add_argument("--limit", type=_count, default=50, help="at most this many, newest first (default 50)")
+    q.add_argument("--limit", type=arg.count, default=50, help="at most this many, newest first (default 50)")
     cmds.add_parser("order", help="one order").add_argument("order_id", help="its client, internal or exchange id")
     cmds.add_parser("cancel", help="cancel an order at the broker").add_argument("order_id")
+    q = cmds.add_parser("modify", help="change a working order's quantity, limit price or trigger, through risk",
+                        description="A working order changed at the broker, checked by risk first. What is not "
+                                    "given is kept; asking for the terms the order has already sends nothing.")
+    q.add_argument("order_id", type=arg.order_id, help="its client or internal id, as orders shows it")
+    q.add_argument("--quantity", type=arg.count, default=0, help="the new total, units already filled included")
+    q.add_argument("--price", type=arg.rupees, default=0, metavar="RUPEES", help="the new limit price, e.g. 812.50")
+    q.add_argument("--trigger", type=arg.rupees, default=0, metavar="RUPEES", help="a stop order's new trigger price")
     q = cmds.add_parser("pause", help="pause a strategy")
     q.add_argument("name")
     q.add_argument("reason", nargs="*", help="why (shown by strategies)")
     cmds.add_parser("resume", help="resume a strategy").add_argument("name")
     q = cmds.add_parser("params", help="a strategy's parameters; NAME=VALUE changes them (all or nothing)")
     q.add_argument("name")
-    q.add_argument("changes", nargs="*", type=_param, metavar="NAME=VALUE")
+    q.add_argument("changes", nargs="*", type=arg.param_change, metavar="NAME=VALUE")
     q = cmds.add_parser("halt", help="engage the kill switch: no new orders until released")
     q.add_argument("--cancel-orders", action="store_true", help="also cancel every open order")
     q.add_argument("reason", nargs="*", help="why (shown by status and limits)")
@@ -76,84 +84,20 @@ def add_parser(sub: Any) -> None:
     for side in ("buy", "sell"):
         q = cmds.add_parser(side, help=f"a manual {side} order, through risk's checks")
         q.add_argument("symbol", help="a trading symbol, e.g. SBIN-EQ")
-        q.add_argument("quantity", type=_count)
+        q.add_argument("quantity", type=arg.count)
         how = q.add_mutually_exclusive_group(required=True)
-        how.add_argument("--limit", type=_rupees, metavar="PRICE", help="a limit order at PRICE rupees, e.g. 812.50")
+        how.add_argument("--limit", type=arg.rupees, metavar="PRICE", help="a limit order at PRICE rupees, e.g. 812.50")
         how.add_argument("--market", action="store_true", help="a market order")
-        q.add_argument("--stop", type=_rupees, metavar="TRIGGER",
+        q.add_argument("--stop", type=arg.rupees, metavar="TRIGGER",
                        help="a stop order that triggers at TRIGGER rupees (stop-limit with --limit, else stop-market)")
         q.add_argument("--product", choices=("MIS", "CNC", "NRML"), default="MIS", help="default MIS (intraday)")
         q.add_argument("--segment", help="the exchange segment (nse_cm, bse_cm, ...) of a symbol listed on several")
-        q.add_argument("--id", dest="client_order_id", type=_order_id,
+        q.add_argument("--id", dest="client_order_id", type=arg.order_id,
                        help="the order's client id (default: a new one); an order whose outcome was unknown is "
                             "retried with its id, and never placed twice")
     q = cmds.add_parser("watch", help="notifications as they come (fills, rejections, alerts) until interrupted")
     q.add_argument("--for", dest="for_s", type=positive_s, metavar="SECONDS", help="stop after this long")
     p.set_defaults(handler=handle)
-
-
-def _rupees(text: str) -> int:
-    from shared.money import exact_paise
-
-    try:
-        return exact_paise(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _order_id(text: str) -> str:
-    from shared.ids import MAX_TEXT_CHARS
-
-    if not text.strip() or len(text) > MAX_TEXT_CHARS:
-        raise argparse.ArgumentTypeError(f"expected an id of 1-{MAX_TEXT_CHARS} characters, got {text!r}")
-    return text.strip()
-
-
-def _limit(text: str) -> tuple[str, Any]:
-    """NAME=VALUE of a RiskLimits field, the value in the field's type (a usage error names what is wrong)."""
-    from google.protobuf.descriptor import FieldDescriptor
-
-    from shared.contracts import risk_pb2
-
-    name, eq, value = text.partition("=")
-    fields = risk_pb2.RiskLimits.DESCRIPTOR.fields_by_name
-    field = fields.get(name.strip())
-    if not eq or field is None:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE with NAME one of {', '.join(fields)}; got {text!r}")
-    value = value.strip()
-    try:
-        if field.type == FieldDescriptor.TYPE_BOOL:
-            if value.lower() not in ("true", "false"):
-                raise ValueError(value)
-            return field.name, value.lower() == "true"
-        if field.type == FieldDescriptor.TYPE_DOUBLE:
-            number = float(value)
-            if not math.isfinite(number):
-                raise ValueError(value)
-            return field.name, number
-        if field.type == FieldDescriptor.TYPE_INT64:
-            number = int(value)
-            if not -(2**63) <= number < 2**63:
-                raise ValueError(value)
-            return field.name, number
-    except ValueError:
-        kind = {FieldDescriptor.TYPE_BOOL: "true or false", FieldDescriptor.TYPE_DOUBLE: "a number"}.get(
-            field.type, "a whole number")
-        raise argparse.ArgumentTypeError(f"{field.name}: expected {kind}, got {value!r}") from None
-    return field.name, value
-
-
-def _param(text: str) -> tuple[str, str]:
-    name, eq, value = text.partition("=")
-    if not (eq and name.strip() and value.strip()):
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, e.g. rsi_period=10, got {text!r}")
-    return name.strip(), value.strip()
-
-
-def _count(text: str) -> int:
-    if not (text.isascii() and text.isdigit() and int(text) >= 1):
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return int(text)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -164,6 +108,10 @@ def handle(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.ctl_command == "watch":
         return _watch_until_stopped(args, targets, grpc_settings)
+    if args.ctl_command == "modify" and not (args.quantity or args.price or args.trigger):
+        print("neopulse ctl modify: error: give --quantity, --price or --trigger (what is not given is kept)",
+              file=sys.stderr)
+        return EXIT_USAGE
     try:
         text = asyncio.run(_run(args, targets, grpc_settings))
     except NeoPulseError as exc:
@@ -349,6 +297,9 @@ async def _command(args: argparse.Namespace, control: Any, bus: Any) -> str:
         if order.status in TERMINAL:
             return f"Nothing to cancel: {replies.order_line(order)}"
         return f"Cancel sent: {replies.order_line(await control.cancel(order.internal_id))}"
+    if command == "modify":
+        order = await control.modify(args.order_id, args.quantity, args.price, args.trigger)
+        return f"{replies.modified_html(order)} · {order.client_order_id}"
     if command == "strategies":
         return replies.strategies_html(await control.strategies())
     if command == "pause":

@@ -32,7 +32,7 @@ REASON_CHARS = 200  # risk keeps a kill switch reason as given and quotes it in 
 # after we stop waiting (or have done it already), so "try again" could repeat it.
 CHECK_AFTER_TIMEOUT = {rpc.SET_KILL_SWITCH: "/status", rpc.SQUARE_OFF: "/positions and /orders",
                        rpc.PAUSE_STRATEGY: "/strategies", rpc.RESUME_STRATEGY: "/strategies",
-                       rpc.CANCEL_ORDER: "/orders", rpc.PLACE_ORDER: "/orders"}
+                       rpc.CANCEL_ORDER: "/orders", rpc.MODIFY_ORDER: "/orders", rpc.PLACE_ORDER: "/orders"}
 
 
 @dataclass
@@ -120,6 +120,15 @@ class Control:
     async def cancel(self, order_id: str) -> trading_pb2.OrderUpdate:
         """Cancel one order at the broker; the order as the OMS has it then (CANCEL_PENDING, or CANCELLED)."""
         return (await self._call(rpc.CANCEL_ORDER, oms_pb2.CancelOrderRequest(order_id=order_id))).order
+
+    async def modify(self, order_id: str, quantity: int = 0, price_paise: int = 0,
+                     trigger_price_paise: int = 0) -> trading_pb2.OrderUpdate:
+        """Change a working order's terms at the broker, checked by risk first; 0 keeps a term, `quantity` is the new
+        total (filled units included). The order as the OMS has it then: its new terms, or as it was when it had
+        them already (asking again for the same terms sends nothing twice)."""
+        request = oms_pb2.ModifyOrderRequest(order_id=order_id, quantity=quantity, price_paise=price_paise,
+                                             trigger_price_paise=trigger_price_paise)
+        return (await self._call(rpc.MODIFY_ORDER, request)).order
 
     async def strategies(self) -> list[strategy_pb2.StrategyInfo]:
         resp = await self._call(rpc.LIST_STRATEGIES, strategy_pb2.ListStrategiesRequest())

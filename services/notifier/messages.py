@@ -10,11 +10,13 @@ from html import escape, unescape
 
 from shared.contracts import ops_pb2, trading_pb2
 from shared.money import fmt_inr
+from shared.order_terms import Terms, terms_of
 
 SOURCE = "notifier"
 MAX_MESSAGE_CHARS = 4096  # Bot API limit for one text message, in UTF-16 code units of the visible text
 TEXT_CHARS = 3000  # a notification's text is cut here, leaving room for its title
 BLOCK_SEP = "\n\n"
+TERM_LABELS = ("qty", "price", "trigger")
 _URGENT_KINDS = {ops_pb2.NOTIFICATION_KIND_KILL_SWITCH, ops_pb2.NOTIFICATION_KIND_RISK_BREACH}
 _TAG = re.compile(r"<[^>]*>")
 
@@ -70,6 +72,18 @@ def order_fields(req: trading_pb2.OrderRequest) -> dict[str, str]:
             "strategy": req.strategy_tag, "side": side_label(req.side), "quantity": str(req.quantity)}
 
 
+def terms_change(old: Terms, new: Terms) -> str:
+    """The terms that differ, as a trader reads them: 'qty 10 → 20, price ₹100.00 → ₹101.00' ('' if none does)."""
+    return ", ".join(f"{label} {_term(label, was)} → {_term(label, now)}"
+                     for label, was, now in zip(TERM_LABELS, old, new, strict=True) if was != now)
+
+
+def _term(label: str, value: int) -> str:
+    if label == "qty":
+        return str(value)
+    return fmt_inr(value) if value else ("MKT" if label == "price" else "none")
+
+
 def fill_notification(update: trading_pb2.OrderUpdate) -> ops_pb2.Notification:
     req = update.request
     text = (f"{side_label(req.side)} {update.last_fill_quantity} {req.symbol} @ "
@@ -82,6 +96,20 @@ def fill_notification(update: trading_pb2.OrderUpdate) -> ops_pb2.Notification:
                                   "charges_paise": str(update.last_fill_charges_paise)}
     return ops_pb2.Notification(kind=ops_pb2.NOTIFICATION_KIND_FILL, severity=ops_pb2.SEVERITY_INFO,
                                 title="Fill", text=text, ts_ns=update.ts_ns, fields=fields, source=SOURCE)
+
+
+def modified_notification(update: trading_pb2.OrderUpdate, old: Terms) -> ops_pb2.Notification:
+    """A working order whose terms changed from `old`: a change the broker took, or one made elsewhere (Kotak's app)."""
+    req = update.request
+    text = f"{side_label(req.side)} {req.symbol}: {terms_change(old, terms_of(req))}"
+    if req.strategy_tag:
+        text += f" [{req.strategy_tag}]"
+    fields = order_fields(req) | {"internal_id": update.internal_id, "price_paise": str(req.price_paise),
+                                  "trigger_price_paise": str(req.trigger_price_paise),
+                                  "previous_quantity": str(old[0]), "previous_price_paise": str(old[1]),
+                                  "previous_trigger_price_paise": str(old[2])}
+    return ops_pb2.Notification(kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=ops_pb2.SEVERITY_INFO,
+                                title="Order modified", text=text, ts_ns=update.ts_ns, fields=fields, source=SOURCE)
 
 
 def risk_rejection_notification(decision: trading_pb2.RiskDecision) -> ops_pb2.Notification:

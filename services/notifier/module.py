@@ -1,4 +1,4 @@
-"""NotifierModule: turns notifications, rejections and fills into log lines and Telegram messages.
+"""NotifierModule: turns notifications, rejections, fills and changed orders into log lines and Telegram messages.
 
 Subscribes NOTIFICATIONS, ORDERS and ORDER_UPDATES; serves NotifierService/Notify and GetSystemStatus on the bus.
 """
@@ -16,6 +16,7 @@ from telegram.error import InvalidToken
 from services.notifier import messages, replies
 from services.notifier.config import NotifierSettings
 from services.notifier.control import Control
+from services.notifier.order_terms import TermsWatch
 from services.notifier.sender import TelegramSender
 from services.notifier.summary import next_summary_ns
 from services.notifier.telegram_bot import TelegramBot
@@ -56,6 +57,7 @@ class NotifierModule(Component):
         self.bot_started = asyncio.Event()
         self.handled = 0
         self._last_sequence = {Topic.ORDERS: 0, Topic.ORDER_UPDATES: 0}
+        self.terms = TermsWatch()  # each working order's terms, to tell a change made from a same-state update
 
     async def start(self) -> None:
         self.bus.subscribe(Topic.NOTIFICATIONS, self.name, self._on_notification)
@@ -125,6 +127,9 @@ class NotifierModule(Component):
             self.deliver(messages.fill_notification(update))
         if update.status == trading_pb2.ORDER_STATUS_REJECTED != update.previous_status:
             self.deliver(messages.broker_rejection_notification(update))
+        replaced = self.terms.changed(update)
+        if replaced is not None:
+            self.deliver(messages.modified_notification(update, replaced))
 
     def _fresh(self, topic: Topic, sequence: int) -> bool:
         """False for a replayed message (a bridge resuming a stream); unsequenced ones always pass."""

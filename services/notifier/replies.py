@@ -25,7 +25,8 @@ HELP = """<b>NeoPulse bot</b>
 <code>/unkill</code> – re-arm trading (asks to confirm)
 /squareoff [SYMBOL|all] – close positions (asks to confirm)
 /cancel ORDER – cancel an order, by the id /orders shows (asks to confirm)
-/buy SYMBOL QTY PRICE|mkt [CNC|NRML], /sell ... – a manual order through risk (asks to confirm)"""
+/buy SYMBOL QTY PRICE|mkt [CNC|NRML], /sell ... – a manual order through risk (asks to confirm)
+/modify ORDER [qty=N] [price=RUPEES] [trigger=RUPEES] – change a working order (asks to confirm)"""
 REASON_CHARS = 300  # a reason quoted in a reply (risk keeps the kill switch's whole) is cut, so the reply fits
 
 
@@ -110,11 +111,19 @@ def orders_html(orders: list[trading_pb2.OrderUpdate], which: str) -> str:
 def order_line(o: trading_pb2.OrderUpdate) -> str:
     r = o.request
     price = fmt_inr(r.price_paise) if r.price_paise else "MKT"
+    if r.trigger_price_paise:
+        price += f" trigger {fmt_inr(r.trigger_price_paise)}"
     status = enum_label(trading_pb2.OrderStatus, o.status, "ORDER_STATUS_")
     if o.reason_code == "OUTCOME_UNKNOWN":  # given up without the broker's answer: it may be live there
         status += " ⚠️ outcome unknown, check the broker"
     return (f"{side_label(r.side)} {r.quantity} <b>{esc(r.symbol)}</b> {price} · {status} "
             f"{o.filled_quantity}/{r.quantity}" + (f" [{esc(r.strategy_tag)}]" if r.strategy_tag else ""))
+
+
+def modified_html(o: trading_pb2.OrderUpdate) -> str:
+    """The answer to a change: the order with its terms as the OMS has them after the broker's answer."""
+    sent = o.status == trading_pb2.ORDER_STATUS_MODIFY_PENDING  # the broker has not said yet which terms hold
+    return f"{'Change sent' if sent else 'Modified'}: {order_line(o)}"
 
 
 def limits_html(r: risk_pb2.GetRiskStateResponse) -> str:

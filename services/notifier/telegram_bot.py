@@ -26,28 +26,29 @@ from telegram.ext import (
     filters,
 )
 
-from services.notifier import replies
+from services.notifier import order_args, replies
 from services.notifier.config import NotifierSettings
 from services.notifier.control import TERMINAL, Control
-from services.notifier.messages import esc, split_lines
+from services.notifier.messages import esc, split_lines, terms_change
+from services.notifier.order_args import MAX_SYMBOL_CHARS
 from shared.contracts import trading_pb2
 from shared.errors import NeoPulseError
 from shared.ids import MAX_TEXT_CHARS
-from shared.money import exact_paise, fmt_inr
+from shared.money import fmt_inr
+from shared.order_terms import changed_terms, terms_of
 
 log = logging.getLogger(__name__)
 
 Reply = tuple[str, InlineKeyboardMarkup | None]
 Action = Callable[[int, list[str]], Awaitable[Reply]]
 PtbCallback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
-ADMIN_ONLY = {"kill", "unkill", "squareoff", "pause", "resume", "cancel", "buy", "sell"}
+ADMIN_ONLY = {"kill", "unkill", "squareoff", "pause", "resume", "cancel", "buy", "sell", "modify"}
 KILL, KILL_CANCEL, UNKILL, SQUARE_OFF, CANCEL, PLACE, ABORT = "kill", "killc", "unkill", "sq", "cx", "place", "abort"
+MODIFY = "mod"
 ALL = "*"
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 CONFIRM_TTL_S = 120.0  # a confirm button older than this does nothing (send the command again)
 EXPIRED = "This confirmation has expired or was already answered; nothing changed. Ask again."
-MAX_SYMBOL_CHARS = 40  # longer is no trading symbol (and would not fit the prompt that quotes it)
-MAX_QUANTITY = 10**9  # a manual order's quantity below this (risk's max_order_quantity decides; int64 holds it)
 ERROR_CHARS = 500  # an error quoting a huge argument is cut, so its reply still fits Telegram's 4096
 RETRY_AFTER_MAX_S = 30.0  # a reply rate-limited for longer than this is given up
 MAX_CONCURRENT_UPDATES = 256  # updates in hand at once (PTB's default); an allowed chat's commands take turns
@@ -59,9 +60,10 @@ class Prompt:
 
     chat_id: int
     actions: frozenset[str]  # the buttons it was sent with; callback_data is the client's, so others are refused
-    target: str = ""  # the square-off symbol (ALL for every position), or the order to cancel
+    target: str = ""  # the square-off symbol (ALL for every position), or the order to cancel or change
     reason: str = ""  # the kill switch reason (engaging or releasing it)
     order: trading_pb2.OrderRequest | None = None  # the manual order to place, its client id minted at the ask
+    change: tuple[int, int, int] = (0, 0, 0)  # the order's new quantity, price, trigger (paise); 0 keeps one
     asked: float = field(default_factory=time.monotonic)
 
 
@@ -109,7 +111,8 @@ class TelegramBot:
             "start": self._help, "help": self._help, "status": self._status, "positions": self._positions,
             "orders": self._orders, "pnl": self._pnl, "strategies": self._strategies, "pause": self._pause,
             "resume": self._resume, "limits": self._limits, "kill": self._kill, "unkill": self._unkill,
-            "squareoff": self._square_off, "cancel": self._cancel, "buy": self._buy, "sell": self._sell}
+            "squareoff": self._square_off, "cancel": self._cancel, "buy": self._buy, "sell": self._sell,
+            "modify": self._modify}
         for name, action in actions.items():
             # New messages only: editing an old /unkill must not release the kill switch again.
             self.app.add_handler(CommandHandler(name, self._gated(name, action), filters=filters.UpdateType.MESSAGE))
@@ -284,27 +287,36 @@ class TelegramBot:
         """Shows the order and asks; it is placed by the confirm button, never by the command. A limit price in
         rupees (two decimals at most, never rounded) or mkt; MIS unless CNC or NRML follows."""
         verb = "Buy" if side == trading_pb2.SIDE_BUY else "Sell"
-        usage = (f"⚠️ give SYMBOL QUANTITY and a limit price in rupees or mkt, e.g. /{verb.lower()} SBIN-EQ 1 812.50 "
-                 "(MIS; add CNC or NRML for another product)")
-        if not 3 <= len(args) <= 4 or max(map(len, args)) > MAX_SYMBOL_CHARS or not _whole(args[1]):
-            return usage, None
-        quantity, product = int(args[1]), (args[3].upper() if len(args) == 4 else "MIS")
-        if not 0 < quantity < MAX_QUANTITY or product not in ("MIS", "CNC", "NRML"):
-            return usage, None
-        limit = 0
-        if args[2].lower() != "mkt":
-            try:
-                limit = exact_paise(args[2])
-            except ValueError:
-                return usage, None
-        order = await self.control.manual_order(args[0], side, quantity, limit_paise=limit,
-                                                product=trading_pb2.Product.Value(f"PRODUCT_{product}"))
+        asked = order_args.manual_order(args)
+        if asked is None:
+            return (f"⚠️ give SYMBOL QUANTITY and a limit price in rupees or mkt, e.g. /{verb.lower()} SBIN-EQ 1 "
+                    "812.50 (MIS; add CNC or NRML for another product)"), None
+        order = await self.control.manual_order(asked.symbol, side, asked.quantity, limit_paise=asked.limit_paise,
+                                                product=trading_pb2.Product.Value(f"PRODUCT_{asked.product}"))
         nonce = self._ask(Prompt(chat_id, frozenset({PLACE, ABORT}), order=order))
-        keyboard = InlineKeyboardMarkup([[InlineKeyboardButton(f"{verb} {quantity} {order.symbol}",
+        keyboard = InlineKeyboardMarkup([[InlineKeyboardButton(f"{verb} {asked.quantity} {order.symbol}",
                                                                callback_data=f"{PLACE}:{nonce}"),
                                           InlineKeyboardButton("Don't", callback_data=f"{ABORT}:{nonce}")]])
-        price = f"at {fmt_inr(limit)}" if limit else "at market"
-        return f"{verb} {quantity} <b>{esc(order.symbol)}</b> {price}, {product}?", keyboard
+        price = f"at {fmt_inr(asked.limit_paise)}" if asked.limit_paise else "at market"
+        return f"{verb} {asked.quantity} <b>{esc(order.symbol)}</b> {price}, {asked.product}?", keyboard
+
+    async def _modify(self, chat_id: int, args: list[str]) -> Reply:
+        """Shows the order's terms, what changes, and asks (a raised quantity or a mistyped price adds risk, as an
+        order does); an order ended, or with those terms already, is said at once (nothing to confirm)."""
+        asked = order_args.order_change(args)
+        if asked is None:
+            return ("⚠️ give the order's id, as /orders shows it, and what to change: qty=N (the new total), "
+                    "price=RUPEES, trigger=RUPEES, e.g. /modify sig-1a2b3c qty=20 price=812.50"), None
+        order = await self.control.order(asked[0])
+        old = terms_of(order.request)
+        new = old if order.status in TERMINAL else changed_terms(order.request, order.filled_quantity, asked[1],
+                                                                 names=order_args.CHANGE_NAMES)
+        if new == old:
+            return f"Nothing to change: {replies.order_line(order)}", None
+        nonce = self._ask(Prompt(chat_id, frozenset({MODIFY, ABORT}), target=order.internal_id, change=asked[1]))
+        keyboard = InlineKeyboardMarkup([[InlineKeyboardButton("Modify the order", callback_data=f"{MODIFY}:{nonce}"),
+                                          InlineKeyboardButton("Keep it", callback_data=f"{ABORT}:{nonce}")]])
+        return f"Modify this order?\n{replies.order_line(order)}\n{terms_change(old, new)}", keyboard
 
     # -- confirm buttons -----------------------------------------------------------
     async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -368,14 +380,11 @@ class TelegramBot:
         if action == PLACE and prompt.order is not None:
             placed = await self.control.place(prompt.order)
             return f"Placed: {replies.order_line(placed)} · <code>{esc(prompt.order.client_order_id)}</code>", None
-        if PLACE in prompt.actions:
-            return "Not placed; nothing changed.", None
+        if action == MODIFY:
+            return replies.modified_html(await self.control.modify(prompt.target, *prompt.change)), None
+        if PLACE in prompt.actions or MODIFY in prompt.actions:
+            return f"Not {'placed' if PLACE in prompt.actions else 'modified'}; nothing changed.", None
         return ("Order kept; nothing changed." if CANCEL in prompt.actions else "Cancelled; nothing changed."), None
-
-
-def _whole(text: str) -> bool:
-    """ASCII digits only: str.isdigit() also takes '²', which int() refuses."""
-    return text.isascii() and text.isdigit()
 
 
 async def _patiently(send: Callable[..., Awaitable[Message | bool]], *args: Any, **kwargs: Any) -> None:

@@ -8,7 +8,7 @@ from pydantic import SecretStr
 from shared import errors, rpc
 from shared.bus import Topic
 from shared.client import NeoPulseClient, OutcomeUnknown
-from shared.contracts import market_pb2, risk_pb2
+from shared.contracts import market_pb2, oms_pb2, risk_pb2, trading_pb2
 from shared.grpc.config import GrpcSettings
 from tests.grpc.conftest import KNOWN_ORDER, register_test_handlers, start_server, wait_for
 
@@ -163,3 +163,31 @@ async def test_a_server_whose_module_has_not_started_says_try_again_not_that_the
 
     assert not isinstance(starting.value, errors.NotFound) and "starting" in str(starting.value)
     assert order.internal_id == KNOWN_ORDER
+
+
+async def test_client_modifies_an_order_sending_only_the_terms_given_and_a_refusal_names_the_field(bus):
+    asked = []
+
+    async def modify_order(request):  # the OMS's ModifyOrder as the bus serves it (its checks: tests/oms)
+        asked.append(request)
+        if request.price_paise and not request.quantity:
+            raise errors.InvalidInput("price_paise", "a MARKET order has no limit price; cancel it and place a "
+                                                     "limit order")
+        changed = trading_pb2.OrderRequest(quantity=request.quantity, price_paise=request.price_paise)
+        return oms_pb2.ModifyOrderResponse(order=trading_pb2.OrderUpdate(internal_id=request.order_id,
+                                                                         request=changed))
+
+    bus.handle(rpc.MODIFY_ORDER, modify_order)
+    server = await start_server(bus)
+    try:
+        async with NeoPulseClient(f"127.0.0.1:{server.bound_port}") as client:
+            order = await client.modify_order(KNOWN_ORDER, quantity=20, price_paise=81_300)
+            with pytest.raises(errors.InvalidInput) as refused:
+                await client.modify_order(KNOWN_ORDER, price_paise=81_300)
+    finally:
+        await server.stop(0)
+
+    assert [(r.order_id, r.quantity, r.price_paise, r.trigger_price_paise) for r in asked] == [
+        (KNOWN_ORDER, 20, 81_300, 0), (KNOWN_ORDER, 0, 81_300, 0)]
+    assert (order.internal_id, order.request.quantity, order.request.price_paise) == (KNOWN_ORDER, 20, 81_300)
+    assert refused.value.field == "price_paise" and "has no limit price" in str(refused.value)

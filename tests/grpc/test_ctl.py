@@ -11,6 +11,7 @@ from datetime import datetime
 import pytest
 
 from shared.clock import IST
+from shared.money import exact_paise, fmt_inr
 from shared.ports import free_loopback_port as free_port
 from tests.grpc.procs import ROOT, Proc, ctl, grpcurl_json, wait_until
 from tests.grpc.test_monolith import limit_buy_below_market
@@ -22,6 +23,9 @@ AUTH = {"NEOPULSE_GRPC_AUTH_TOKEN": TOKEN}
 # session's day, not the calendar's).
 HOLIDAY = {"NEOPULSE_HOLIDAYS": json.dumps([str(datetime.now(IST).date())])}
 BEARER = ("-H", f"authorization: Bearer {TOKEN}")
+# The synthetic walk's trend, at its steepest, moves a price ~1 % a second at the default volatility; a fifth of it
+# keeps a price read seconds before an order or a change inside risk's 5 % band.
+CALM = {"NEOPULSE_INGESTION_VOLATILITY_BPS": "0.2"}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +35,7 @@ def target(tmp_path_factory):
     # Speed 1, prices at their real pace: a limit buy a few % below the market rests. Its duration outlasts the
     # module's tests on a slow host (the fixture stops it at the end).
     proc = Proc(["run", "--grpc-port", str(port), "--duration", "900", "--source", "synthetic", "--speed", "1",
-                 "--no-db"], log, env={**AUTH, **HOLIDAY})
+                 "--no-db"], log, env={**AUTH, **HOLIDAY, **CALM})
     try:
         proc.wait_for_line(f"gRPC listening on 127.0.0.1:{port}")
         # run says how, with the console script beside its interpreter (.venv/bin: not on PATH after make run)
@@ -89,6 +93,78 @@ def test_an_order_id_given_twice_is_placed_once(target):
     assert again.returncode == 1 and "ctl-twice" in again.stderr
     assert ok(target, "orders").count("ctl-twice") == 1
     ok(target, "cancel", "ctl-twice")
+
+
+def test_modify_changes_a_resting_orders_quantity_and_price_and_order_shows_the_new_terms(target):
+    symbol, price = resting_buy(target)
+    placed = exact_paise(price)
+    lower = placed - max(10, placed // 1000 // 10 * 10)  # ~0.1 % further from the market, on any tick size
+    ok(target, "buy", symbol, "1", "--limit", price, "--id", "ctl-modify-1")
+
+    modified = ok(target, "modify", "ctl-modify-1", "--quantity", "2", "--price", f"{lower / 100:.2f}")
+    shown = ok(target, "order", "ctl-modify-1")
+    ok(target, "cancel", "ctl-modify-1")
+
+    terms = f"BUY 2 {symbol} {fmt_inr(lower)} · OPEN 0/2 [MANUAL]"
+    assert modified.strip() == f"Modified: {terms} · ctl-modify-1"
+    assert shown.startswith(f"{terms} · ctl-modify-1 · ")
+
+
+def refused_change(target: str, order_id: str, placing: tuple[str, ...], change: tuple[str, ...]) -> tuple:
+    """The exit of `modify ORDER_ID *change` on an order placed with `placing` (then cancelled), and the order as
+    `order` showed it before the cancel."""
+    ok(target, *placing, "--id", order_id)
+    refused = run(target, "modify", order_id, *change)
+    shown = ok(target, "order", order_id)
+    ok(target, "cancel", order_id)
+    return refused, shown
+
+
+def test_a_trigger_for_a_limit_order_exits_1_with_the_reason_and_changes_nothing(target):
+    symbol, price = resting_buy(target)
+
+    refused, shown = refused_change(target, "ctl-modify-2", ("buy", symbol, "1", "--limit", price),
+                                    ("--trigger", price, "--quantity", "5"))
+
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "trigger_price_paise: a LIMIT order has no trigger price" in refused.stderr
+    assert shown.startswith(f"BUY 1 {symbol} ₹") and "trigger" not in shown
+
+
+def test_a_limit_price_for_a_stop_market_order_exits_1_with_the_reason(target):
+    above = limit_buy_below_market(target, *BEARER, below_bps=-300)  # a buy stop 3 % above: waits for a rise
+    symbol, trigger = above["symbol"], f"{above['price_paise'] / 100:.2f}"
+
+    refused, shown = refused_change(target, "ctl-modify-3", ("buy", symbol, "1", "--market", "--stop", trigger),
+                                    ("--price", trigger))
+
+    assert refused.returncode == 1 and "price_paise: a STOP_MARKET order has no limit price" in refused.stderr
+    assert f"BUY 1 {symbol} MKT trigger {fmt_inr(above['price_paise'])} · TRIGGER_PENDING 0/1" in shown
+
+
+def test_a_change_of_an_ended_order_exits_1_saying_so(target):
+    symbol, price = resting_buy(target)
+    ok(target, "buy", symbol, "1", "--limit", price, "--id", "ctl-modify-4")
+    ok(target, "cancel", "ctl-modify-4")
+
+    refused = run(target, "modify", "ctl-modify-4", "--quantity", "2")
+
+    assert refused.returncode == 1
+    assert "order ctl-modify-4 is already CANCELLED; there is nothing to change" in refused.stderr
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (("ctl-x",), "give --quantity, --price or --trigger (what is not given is kept)"),
+    (("ctl-x", "--price", "812.555"), "argument --price: expected rupees above 0 with at most two decimals"),
+    (("ctl-x", "--quantity", "0"), "argument --quantity: expected a whole number of at least 1"),
+    (("ctl-x", "--trigger", "-5"), "argument --trigger: expected rupees above 0"),
+    (("--price", "812.50"), "the following arguments are required: order_id"),
+])
+def test_a_modify_without_a_change_or_with_a_malformed_number_is_a_usage_error(args, said):
+    """Nothing is sent (no server at the target): a change is never guessed, and a price is never rounded."""
+    result = ctl("--target", "127.0.0.1:1", "modify", *args)
+
+    assert result.returncode == 2 and said in result.stderr
 
 
 @pytest.mark.parametrize(("args", "said"), [

@@ -25,12 +25,14 @@ DAY_START = ist_ns(__import__("datetime").date(2026, 11, 25), 11, 0)
 
 def order(symbol: str = "SBIN-EQ", side: int = trading_pb2.SIDE_BUY, qty: int = 10, filled: int = 10,
           avg: int = 80_000, status: int = trading_pb2.ORDER_STATUS_TRADED, tag: str = "MOMENTUM_RSI",
-          ts_ns: int = DAY_START, token: int = 3045) -> trading_pb2.OrderUpdate:
+          ts_ns: int = DAY_START, token: int = 3045, order_type: int = trading_pb2.ORDER_TYPE_UNSPECIFIED,
+          price: int = 0, trigger: int = 0) -> trading_pb2.OrderUpdate:
     return trading_pb2.OrderUpdate(
         internal_id=f"id-{symbol}-{ts_ns}", client_order_id=f"c-{symbol}", status=status, filled_quantity=filled,
         average_price_paise=avg, ts_ns=ts_ns,
         request=trading_pb2.OrderRequest(symbol=symbol, token=token, side=side, quantity=qty, strategy_tag=tag,
-                                         product=trading_pb2.PRODUCT_MIS))
+                                         product=trading_pb2.PRODUCT_MIS, order_type=order_type, price_paise=price,
+                                         trigger_price_paise=trigger))
 
 
 class Standins:
@@ -64,6 +66,7 @@ class Standins:
             rpc.LIST_POSITIONS: lambda r: self.positions,
             rpc.GET_ORDER: lambda r: oms_pb2.GetOrderResponse(order=self._order(r.order_id)),
             rpc.CANCEL_ORDER: self._cancel,
+            rpc.MODIFY_ORDER: self._modify,
             rpc.LIST_INSTRUMENTS: lambda r: ingestion_pb2.ListInstrumentsResponse(instruments=[
                 market_pb2.Instrument(token=3045, exchange_segment="nse_cm", symbol="SBIN-EQ", tick_size_paise=5),
                 market_pb2.Instrument(token=11536, exchange_segment="nse_cm", symbol="TCS-EQ", tick_size_paise=5)]),
@@ -111,6 +114,14 @@ class Standins:
         o = self._order(request.order_id)
         o.status = trading_pb2.ORDER_STATUS_CANCELLED
         return oms_pb2.CancelOrderResponse(order=o)
+
+    def _modify(self, request: oms_pb2.ModifyOrderRequest) -> oms_pb2.ModifyOrderResponse:
+        """The change made as asked (the OMS's checks are its own tests'): each term given replaces the order's."""
+        o = self._order(request.order_id)
+        r = o.request
+        r.quantity, r.price_paise = request.quantity or r.quantity, request.price_paise or r.price_paise
+        r.trigger_price_paise = request.trigger_price_paise or r.trigger_price_paise
+        return oms_pb2.ModifyOrderResponse(order=o)
 
     def _kill(self, request: risk_pb2.SetKillSwitchRequest) -> risk_pb2.SetKillSwitchResponse:
         self.state = risk_pb2.TRADING_STATE_HALTED if request.engaged else risk_pb2.TRADING_STATE_ACTIVE

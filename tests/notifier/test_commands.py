@@ -25,7 +25,7 @@ async def test_help_lists_every_command(notifier, fake_api):
     reply = await ask(fake_api, "/help")
 
     for command in ("/status", "/positions", "/orders", "/pnl", "/strategies", "/pause", "/resume", "/kill",
-                    "/unkill", "/squareoff", "/limits", "/cancel"):
+                    "/unkill", "/squareoff", "/limits", "/cancel", "/buy", "/sell", "/modify"):
         assert command in reply
 
 

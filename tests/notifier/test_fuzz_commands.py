@@ -4,9 +4,9 @@ Each step queues one or two random updates (commands with odd arguments, edited 
 fresh, replayed, stale, forged or other-chat confirmation data) from allowed, admin and unknown chats, then waits
 until the bot has handled them and checks the promises: nothing escapes a handler, every reply is HTML Telegram
 accepts, unknown chats get nothing, admin-only actions stay admin-only, and the order path (the stand-in
-SetKillSwitch / SquareOff / CancelOrder handlers) sees exactly the actions confirmed by a fresh button of the chat
-that asked, once each (a cancel, of the order its prompt showed). A failing seed is in the test id; rerun it alone
-and shrink it into a named test below.
+SetKillSwitch / SquareOff / CancelOrder / PlaceOrder / ModifyOrder handlers) sees exactly the actions confirmed by a
+fresh button of the chat that asked, once each (a cancel or a change, of the order its prompt showed). A failing
+seed is in the test id; rerun it alone and shrink it into a named test below.
 """
 
 from __future__ import annotations
@@ -42,22 +42,35 @@ STEPS = 70
 # FUZZ_SEEDS=5,6,7 runs other seeds (e.g. FUZZ_SEEDS=$(seq -s, 100 130) for a longer hunt).
 SEEDS = [int(s) for s in os.environ.get("FUZZ_SEEDS", "").split(",") if s] or [1, 2, 3, 20261125]
 COMMANDS = ["status", "positions", "orders", "pnl", "strategies", "pause", "resume", "kill", "unkill", "squareoff",
-            "limits", "help", "start", "cancel", "buy", "sell"]
-UNKNOWN = ["foo", "kil", "squareof", "sq", "buyy", "place", "admin", "x" * 40]
-ADMIN_ONLY = {"kill", "unkill", "squareoff", "pause", "resume", "cancel", "buy", "sell"}
+            "limits", "help", "start", "cancel", "buy", "sell", "modify"]
+# A /modify asks only for a well-formed change that fits a working order: sent more often, so that some are confirmed.
+ASKED = [*COMMANDS, "modify", "modify", "modify"]
+UNKNOWN = ["foo", "kil", "squareof", "sq", "buyy", "place", "admin", "modfy", "mod", "x" * 40]
+ADMIN_ONLY = {"kill", "unkill", "squareoff", "pause", "resume", "cancel", "buy", "sell", "modify"}
 MUTATING = {rpc.SET_KILL_SWITCH, rpc.SQUARE_OFF, rpc.PAUSE_STRATEGY, rpc.RESUME_STRATEGY, rpc.CANCEL_ORDER,
-            rpc.PLACE_ORDER}
-ACTIONS = ["kill", "killc", "unkill", "sq", "cx", "place", "abort", "nope", ""]
+            rpc.PLACE_ORDER, rpc.MODIFY_ORDER}
+ACTIONS = ["kill", "killc", "unkill", "sq", "cx", "place", "mod", "abort", "nope", ""]
 BUTTONS = {"kill": ["kill", "killc", "abort"], "unkill": ["unkill", "abort"], "squareoff": ["sq", "abort"],
-           "cancel": ["cx", "abort"], "buy": ["place", "abort"], "sell": ["place", "abort"]}
+           "cancel": ["cx", "abort"], "buy": ["place", "abort"], "sell": ["place", "abort"], "modify": ["mod", "abort"]}
 # What /buy and /sell take: the stand-in ingestion's symbols (any case), quantities and prices, good and bad.
 LISTED = {"SBIN-EQ": 3045, "TCS-EQ": 11536}
 ORDER_ARGS = [(["SBIN-EQ", "sbin-eq", "TCS-EQ"], ["NOSUCH-EQ", "<b>SBIN</b>"]),  # (good, bad) choices by position
               (["1", "5"], ["0", "-1", "1.5", "10" * 12, "²", "５"]),
               (["812.50", "mkt", "MKT", "1e3"], ["812.555", "0", "-5", "nan", "<"]), (["", "CNC", "nrml"], ["BO"])]
-# The stand-in OMS's orders (client ids c-SYMBOL): working ones until a confirmed /cancel ends them.
-WORKING = ["INFY-EQ", "TCS-EQ", "M&M-EQ"]
-ORDER_IDS = ["c-SBIN-EQ", *(f"c-{s}" for s in WORKING), "c-NOSUCH-EQ", "c-infy-eq"]
+# The stand-in OMS's orders (client ids c-SYMBOL): working ones until a confirmed /cancel ends them, with terms a
+# confirmed /modify changes: (symbol, status, order type, quantity, filled, price, trigger).
+WORKING = [("INFY-EQ", trading_pb2.ORDER_STATUS_OPEN, trading_pb2.ORDER_TYPE_LIMIT, 10, 0, 150_000, 0),
+           ("TCS-EQ", trading_pb2.ORDER_STATUS_PARTIALLY_FILLED, trading_pb2.ORDER_TYPE_STOP_LIMIT, 10, 4, 400_000,
+            399_000),
+           ("M&M-EQ", trading_pb2.ORDER_STATUS_OPEN, trading_pb2.ORDER_TYPE_MARKET, 10, 0, 0, 0)]
+ORDER_IDS = ["c-SBIN-EQ", *(f"c-{w[0]}" for w in WORKING), "c-NOSUCH-EQ", "c-infy-eq"]
+# What /modify takes after the id: (name, good values, bad values); names as typed, in any case, some unknown.
+CHANGES = [(["qty", "QTY", "quantity"], ["5", "20", "30", "10", "4"], ["0", "-1", "1.5", "²", "", "9" * 20]),
+           (["price", "Price"], ["1501", "4010.05", "1e3", "1500"], ["0", "nan", "1.555", "<"]),
+           (["trigger", "TRIGGER"], ["3990.5", "4005", "3990"], ["0", "x"])]
+CHANGE_AT = {"qty": 0, "quantity": 0, "price": 1, "trigger": 2}
+PRICED = {trading_pb2.ORDER_TYPE_LIMIT, trading_pb2.ORDER_TYPE_STOP_LIMIT}
+STOPS = {trading_pb2.ORDER_TYPE_STOP_LIMIT, trading_pb2.ORDER_TYPE_STOP_MARKET}
 # Telegram's HTML parse mode: these tags (and their attributes), nested and closed; <, > and & only as entities.
 TAGS = {"b": set(), "strong": set(), "i": set(), "em": set(), "u": set(), "ins": set(), "s": set(), "strike": set(),
         "del": set(), "span": {"class"}, "tg-spoiler": set(), "a": {"href"}, "tg-emoji": {"emoji-id"},
@@ -156,9 +169,9 @@ class Asked:
     """A confirmation prompt the bot sent, as the fuzz model sees it."""
 
     chat_id: int
-    command: str  # kill, unkill, squareoff, cancel, buy or sell
+    command: str  # kill, unkill, squareoff, cancel, buy, sell or modify
     # the kill switch reason, the square-off symbol (as sent to SquareOff), the order's internal id, or the manual
-    # order as request_key gives it
+    # order or the change as request_key gives it
     detail: Any
     live: bool = True
     stale: bool = False
@@ -182,6 +195,8 @@ def request_key(method: str, request: Any) -> Any:
         return request.symbol
     if method == rpc.CANCEL_ORDER:
         return request.order_id
+    if method == rpc.MODIFY_ORDER:
+        return (request.order_id, request.quantity, request.price_paise, request.trigger_price_paise)
     if method == rpc.PLACE_ORDER:
         o = request.order
         return (o.symbol, o.side, o.quantity, o.order_type, o.price_paise, o.product, o.strategy_tag)
@@ -208,6 +223,37 @@ def manual_order(name: str, args: list[str]) -> tuple | None:
             trading_pb2.Product.Value(f"PRODUCT_{product}"), "MANUAL")
 
 
+def order_change(args: list[str], orders: list[trading_pb2.OrderUpdate]) -> tuple | None:
+    """The change /modify with `args` asks to make (as request_key gives it), or None when it asks nothing: malformed,
+    an order not named by its id, ended, one the change does not fit, or with those terms already."""
+    if not 2 <= len(args) <= 4 or len(args[0]) > 128 or any(len(a) > 40 for a in args[1:]):
+        return None
+    change = [0, 0, 0]
+    for arg in args[1:]:
+        name, eq, value = arg.partition("=")
+        at = CHANGE_AT.get(name.lower())
+        if not eq or at is None or change[at]:
+            return None
+        if at == 0 and not (value.isascii() and value.isdigit() and 0 < int(value) < 10**9):
+            return None
+        try:
+            change[at] = int(value) if at == 0 else exact_paise(value)
+        except ValueError:
+            return None
+    named = [o for o in orders if args[0] in (o.client_order_id, o.internal_id)]
+    if not named or named[0].status in TERMINAL:
+        return None
+    o, (quantity, price, trigger) = named[0], change
+    fits = ((not price or o.request.order_type in PRICED) and (not trigger or o.request.order_type in STOPS)
+            and (not quantity or quantity > o.filled_quantity))
+    if not fits:
+        return None
+    old = (o.request.quantity, o.request.price_paise, o.request.trigger_price_paise)
+    if tuple(new or was for new, was in zip(change, old, strict=True)) == old:
+        return None
+    return (o.internal_id, *change)
+
+
 def random_arg(rng: random.Random) -> str:
     roll = rng.random()
     if roll < 0.75:
@@ -219,7 +265,7 @@ def random_arg(rng: random.Random) -> str:
 
 def random_command(rng: random.Random) -> tuple[str, str, bool]:
     """(message text, command name, addressed to this bot)."""
-    name = rng.choice(COMMANDS) if rng.random() < 0.85 else rng.choice(UNKNOWN)
+    name = rng.choice(ASKED) if rng.random() < 0.85 else rng.choice(UNKNOWN)
     shown = name.upper() if rng.random() < 0.1 else name  # Telegram commands are case-insensitive
     suffix, ours = rng.choice([("", True)] * 6 + [("@neopulse_test_bot", True), ("@other_bot", False)])
     args = [random_arg(rng) for _ in range(rng.choice([0, 0, 1, 1, 1, 2, 3]))]
@@ -228,6 +274,11 @@ def random_command(rng: random.Random) -> tuple[str, str, bool]:
     if name in ("buy", "sell") and rng.random() < 0.7:
         args = [rng.choice(good if rng.random() < 0.85 else bad) for good, bad in ORDER_ARGS]
         args = [a for a in args if a] if rng.random() < 0.9 else args[:rng.randint(0, 3)]
+    if name == "modify" and rng.random() < 0.8:
+        picked = rng.sample(CHANGES, rng.choice([1, 1, 1, 2, 3]))
+        named = f"c-{rng.choice(WORKING)[0]}" if rng.random() < 0.7 else rng.choice(ORDER_IDS)
+        args = [named] + [f"{rng.choice(names)}={rng.choice(good if rng.random() < 0.9 else bad)}"
+                          for names, good, bad in picked] + (["size=5"] if rng.random() < 0.05 else [])
     text = " ".join([f"/{shown}{suffix}", *args])[:4096]
     if rng.random() < 0.05:  # a very long message: Telegram's maximum
         text = (text + " " + "Ω" * 4096)[:4096]
@@ -325,7 +376,7 @@ class Fuzz:
         if name in ("pause", "resume") and " ".join(args).strip():
             method = rpc.PAUSE_STRATEGY if name == "pause" else rpc.RESUME_STRATEGY
             self.model.expected += [(method, " ".join(args).strip())] * times
-        elif name in ("kill", "unkill", "squareoff", "cancel", "buy", "sell"):
+        elif name in ("kill", "unkill", "squareoff", "cancel", "buy", "sell", "modify"):
             detail = cut(" ".join(args), REASON_CHARS) or f"telegram:{chat} /{name}"
             if name == "squareoff":
                 symbol = args[0].upper() if args else "ALL"
@@ -338,6 +389,9 @@ class Fuzz:
             if name in ("buy", "sell"):  # asks only for a well-formed order on a listed symbol
                 detail = manual_order(name, args)
                 asking = times if detail is not None else 0
+            if name == "modify":  # asks only for a well-formed change that fits a working order named by its id
+                detail = order_change(args, self.standins.orders)
+                asking = times if detail is not None else 0
             asked = 0
             for _, params, _ in self.api.calls[calls_before:]:
                 rows = (params.get("reply_markup") or {}).get("inline_keyboard", [])
@@ -346,7 +400,7 @@ class Fuzz:
                     assert len(nonces) == 1, rows
                     self.model.prompts[nonces.pop()] = Asked(chat, name, detail)
                     asked += 1
-            if name in ("cancel", "buy", "sell"):
+            if name in ("cancel", "buy", "sell", "modify"):
                 assert asked == asking, f"/{name} {args} asked {asked} times, not {asking}"
 
     def expect_press(self, chat: int, data: str) -> None:
@@ -370,6 +424,8 @@ class Fuzz:
             self.model.expected.append((rpc.CANCEL_ORDER, asked.detail))
         elif action == "place" and asked.command in ("buy", "sell"):
             self.model.expected.append((rpc.PLACE_ORDER, asked.detail))
+        elif action == "mod" and asked.command == "modify":
+            self.model.expected.append((rpc.MODIFY_ORDER, asked.detail))
 
     def check(self, calls_before: int, requests_before: int, expect: dict[int, int],
               refusals: list[tuple[int, str]]) -> None:
@@ -418,7 +474,8 @@ async def test_random_updates_keep_every_promise(seed, bus, standins, strict_api
     allowed = [CHAT, PROBE] if with_admins else [CHAT, ADMIN, ADMIN2, PROBE]
     admins = [ADMIN, ADMIN2] if with_admins else []
     square_off_known_symbols(standins, bus)
-    standins.orders += [order(symbol=s, status=trading_pb2.ORDER_STATUS_OPEN, filled=0) for s in WORKING]
+    standins.orders += [order(symbol=s, status=status, order_type=kind, qty=qty, filled=filled, price=price,
+                              trigger=trigger) for s, status, kind, qty, filled, price, trigger in WORKING]
     model = Model(admins=set(admins) or set(allowed), allowed=set(allowed) | set(admins))
     settings = settings_for(strict_api, allowed_chat_ids=allowed, admin_chat_ids=admins)
     async for module in started(NotifierModule(bus, settings, clock)):

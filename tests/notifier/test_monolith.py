@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,7 @@ from shared.bus import Topic
 from shared.component import Component
 from shared.contracts import ingestion_pb2, oms_pb2, ops_pb2, trading_pb2
 from shared.errors import RiskRejected
+from shared.money import fmt_inr
 from tests.notifier.conftest import CHAT
 from tests.notifier.fake_bot_api import TOKEN
 
@@ -109,6 +111,47 @@ async def test_a_resting_order_is_cancelled_from_telegram(fake_api):
     assert [text for text, _ in buttons(seen["prompt"])] == ["Cancel the order", "Keep it"]
     assert seen["done"].startswith("Cancel sent: BUY 1 <b>SBIN-EQ</b>") and "CANCELLED 0/1" in seen["done"]
     assert seen["status"] == "ORDER_STATUS_CANCELLED"
+
+
+async def test_a_resting_order_is_modified_from_telegram_and_the_change_is_notified(fake_api):
+    """/modify asks with the terms before and after; the confirm button changes the order at the paper broker through
+    risk and the real OMS, the reply shows the new terms, and the chat hears of the change once."""
+    from services.app.monolith import Monolith
+    from tests.notifier.test_confirmations import press
+
+    calm = {"ingestion": {"volatility_bps": 0.2}}  # the price stays inside risk's 5 % band for the change
+    app = Monolith(paper_settings(), notifier_toml(fake_api) | calm)
+    stop = asyncio.Event()
+    seen: dict[str, Any] = {}
+
+    async def trader() -> None:
+        try:
+            await app.started.wait()
+            instruments = await app.bus.call(rpc.LIST_INSTRUMENTS, ingestion_pb2.ListInstrumentsRequest())
+            sbin = next(i for i in instruments.instruments if i.symbol == "SBIN-EQ")
+            last = await filled(app.bus, await place_once_priced(app.bus, sbin))
+            seen["limit"] = last.average_price_paise * 97 // 100 // 5 * 5
+            seen["lower"] = seen["limit"] - 10
+            resting = manual_order(sbin, 1, "rest-2")
+            resting.order_type, resting.price_paise = trading_pb2.ORDER_TYPE_LIMIT, seen["limit"]
+            await app.bus.call(rpc.PLACE_ORDER, oms_pb2.PlaceOrderRequest(order=resting))
+            fake_api.send_command(CHAT, f"/modify rest-2 qty=2 price={seen['lower'] / 100:.2f}")
+            seen["prompt"] = (await reply(fake_api, lambda m: bool(m.get("reply_markup"))))["text"]
+            seen["done"] = (await press(fake_api, "mod"))["text"]
+            seen["order"] = (await app.bus.call(rpc.GET_ORDER, oms_pb2.GetOrderRequest(order_id="rest-2"))).order
+            seen["told"] = (await reply(fake_api, lambda m: "Order modified" in m["text"]))["text"]
+        finally:
+            stop.set()
+
+    await asyncio.wait_for(app.run(extra=[trader], stop=stop), 60)
+
+    was, now = fmt_inr(seen["limit"]), fmt_inr(seen["lower"])
+    assert seen["prompt"] == (f"Modify this order?\nBUY 1 <b>SBIN-EQ</b> {was} · OPEN 0/1 [MANUAL]\n"
+                              f"qty 1 → 2, price {was} → {now}")
+    assert seen["done"] == f"Modified: BUY 2 <b>SBIN-EQ</b> {now} · OPEN 0/2 [MANUAL]"
+    assert (seen["order"].request.quantity, seen["order"].request.price_paise) == (2, seen["lower"])
+    assert f"⚙️ <b>Order modified</b>\nBUY SBIN-EQ: qty 1 → 2, price {was} → {now} [MANUAL]" in seen["told"]
+    assert sum("Order modified" in p["text"] for p in fake_api.sent(chat_id=CHAT)) == 1
 
 
 async def test_the_monolith_start_and_stop_notices_reach_telegram(fake_api):

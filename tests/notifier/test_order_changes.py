@@ -1,0 +1,109 @@
+"""A working order's changed terms reach the chats once, as "Order modified: qty 10 → 20, ..."; the updates of a change
+still pending, refused, or that move only the status, a fill or the exchange id along say nothing of terms."""
+
+from __future__ import annotations
+
+from services.notifier.order_terms import TermsWatch
+from shared.bus import Bus, Topic
+from shared.contracts import ops_pb2, trading_pb2
+from tests.helpers import eventually
+from tests.notifier.conftest import CHAT
+from tests.notifier.fake_bot_api import FakeBotApi
+
+S = trading_pb2
+MARKER = "marker"
+
+
+def update(status: int, previous: int, qty: int = 10, price: int = 150_000, trigger: int = 0, iid: str = "o-1",
+           **extra: object) -> trading_pb2.OrderUpdate:
+    request = S.OrderRequest(symbol="INFY-EQ", token=1594, side=S.SIDE_BUY, quantity=qty, price_paise=price,
+                             trigger_price_paise=trigger, order_type=S.ORDER_TYPE_LIMIT, strategy_tag="MANUAL",
+                             client_order_id=f"c-{iid}")
+    return S.OrderUpdate(internal_id=iid, client_order_id=f"c-{iid}", status=status, previous_status=previous,
+                         request=request, **extra)
+
+
+PLACED = [update(S.ORDER_STATUS_PENDING_NEW, S.ORDER_STATUS_UNSPECIFIED),
+          update(S.ORDER_STATUS_OPEN, S.ORDER_STATUS_PENDING_NEW, exchange_order_id="NSE-1")]
+
+
+async def told(bus: Bus, fake_api: FakeBotApi, *updates: trading_pb2.OrderUpdate) -> list[str]:
+    """The notification blocks the chat got for `updates` (published in order), up to a marker published after them."""
+    for u in updates:
+        await bus.publish(Topic.ORDER_UPDATES, u)
+    await bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(kind=ops_pb2.NOTIFICATION_KIND_FEED, title=MARKER))
+    await eventually(lambda: any(MARKER in m["text"] for m in fake_api.sent(chat_id=CHAT)))
+    blocks = [b for m in fake_api.sent(chat_id=CHAT) for b in m["text"].split("\n\n")]
+    return blocks[:-1]
+
+
+async def test_a_change_the_broker_took_is_told_once_with_the_terms_before_and_after(notifier, fake_api, bus):
+    blocks = await told(bus, fake_api, *PLACED,
+                        update(S.ORDER_STATUS_MODIFY_PENDING, S.ORDER_STATUS_OPEN, qty=20, price=150_150),
+                        update(S.ORDER_STATUS_OPEN, S.ORDER_STATUS_MODIFY_PENDING, qty=20, price=150_150))
+
+    assert blocks == ["⚙️ <b>Order modified</b>\nBUY INFY-EQ: qty 10 → 20, price ₹1,500.00 → ₹1,501.50 [MANUAL]"]
+
+
+async def test_a_refused_change_says_nothing_of_terms(notifier, fake_api, bus):
+    """The one who asked hears the refusal as the answer to the request; the order is as it was."""
+    blocks = await told(bus, fake_api, *PLACED,
+                        update(S.ORDER_STATUS_MODIFY_PENDING, S.ORDER_STATUS_OPEN, qty=20),
+                        update(S.ORDER_STATUS_OPEN, S.ORDER_STATUS_MODIFY_PENDING, reason="change refused: RMS"))
+
+    assert blocks == []
+
+
+async def test_same_state_updates_say_nothing_unless_the_terms_moved(notifier, fake_api, bus):
+    """The OMS publishes OPEN -> OPEN when only the exchange id changes, and when the broker reports other terms (a
+    change made in Kotak's app, say): only the latter is news."""
+    blocks = await told(bus, fake_api, *PLACED,
+                        update(S.ORDER_STATUS_OPEN, S.ORDER_STATUS_OPEN, exchange_order_id="NSE-2"),
+                        update(S.ORDER_STATUS_OPEN, S.ORDER_STATUS_OPEN, price=149_000))
+
+    assert blocks == ["⚙️ <b>Order modified</b>\nBUY INFY-EQ: price ₹1,500.00 → ₹1,490.00 [MANUAL]"]
+
+
+async def test_a_fill_of_a_changed_order_is_told_as_a_fill_and_not_again_as_a_change(notifier, fake_api, bus):
+    changed = [update(S.ORDER_STATUS_MODIFY_PENDING, S.ORDER_STATUS_OPEN, qty=20),
+               update(S.ORDER_STATUS_OPEN, S.ORDER_STATUS_MODIFY_PENDING, qty=20)]
+    filled = update(S.ORDER_STATUS_PARTIALLY_FILLED, S.ORDER_STATUS_OPEN, qty=20, filled_quantity=5,
+                    last_fill_quantity=5, last_fill_price_paise=150_000)
+
+    blocks = await told(bus, fake_api, *PLACED, *changed, filled)
+
+    assert [b.split("\n")[0] for b in blocks] == ["⚙️ <b>Order modified</b>", "✅ <b>Fill</b>"]
+    assert blocks[1].endswith("(filled 5/20) [MANUAL]")
+
+
+def test_an_order_first_seen_working_is_remembered_from_then_on():
+    """Placed before the notifier started: what it had before is unknown, so its first update says nothing."""
+    watch = TermsWatch()
+
+    first = watch.changed(update(S.ORDER_STATUS_OPEN, S.ORDER_STATUS_OPEN, qty=20))
+    later = watch.changed(update(S.ORDER_STATUS_OPEN, S.ORDER_STATUS_OPEN, qty=30))
+
+    assert (first, later) == (None, (20, 150_000, 0))
+
+
+def test_a_change_pending_or_cancel_pending_is_not_taken_as_the_terms_worked():
+    watch = TermsWatch()
+    for u in PLACED:
+        watch.changed(u)
+
+    pending = [watch.changed(update(S.ORDER_STATUS_MODIFY_PENDING, S.ORDER_STATUS_OPEN, qty=20)),
+               watch.changed(update(S.ORDER_STATUS_CANCEL_PENDING, S.ORDER_STATUS_MODIFY_PENDING, qty=20))]
+    back = watch.changed(update(S.ORDER_STATUS_OPEN, S.ORDER_STATUS_CANCEL_PENDING, qty=10))
+
+    assert pending == [None, None] and back is None
+
+
+def test_ended_orders_are_forgotten_and_the_oldest_go_first_past_the_bound():
+    watch = TermsWatch(max_orders=2)
+    for iid in ("a", "b", "c"):
+        watch.changed(update(S.ORDER_STATUS_OPEN, S.ORDER_STATUS_PENDING_NEW, iid=iid))
+    watch.changed(update(S.ORDER_STATUS_CANCELLED, S.ORDER_STATUS_OPEN, iid="c"))
+
+    assert len(watch) == 1
+    assert watch.changed(update(S.ORDER_STATUS_OPEN, S.ORDER_STATUS_OPEN, qty=5, iid="b")) == (10, 150_000, 0)
+    assert watch.changed(update(S.ORDER_STATUS_OPEN, S.ORDER_STATUS_OPEN, qty=5, iid="a")) is None  # evicted
