@@ -29,11 +29,7 @@ class Cancelling(Placement):
         work with the database down, and the broker's answer and events are recorded when the ledger takes them;
         the order stays as recorded until then. Raises NotFound, OrderStateError, BrokerRejected / NotSent (refused
         or not sent), RetryableError (no answer: cancelling again sends it again)."""
-        cur = self.lookup(order_id) or await self.ledger.get(order_id)
-        if cur is None:
-            raise NotFound(f"no order {order_id!r}; list orders to find its internal or client id")
-        if cur.internal_id not in self.orders:
-            self.remember(cur)
+        cur = await self.order_in_book(order_id)
         iid = cur.internal_id
         async with self.lock(iid):
             if iid not in self.orders:  # dropped from memory (forget_ended) while this waited for the lock
@@ -47,6 +43,16 @@ class Cancelling(Placement):
             if ack is not None:
                 await self._cancel_answered(iid, ack)
             return self.orders[iid]
+
+    async def order_in_book(self, order_id: str) -> t.OrderUpdate:
+        """The order by internal, client or exchange id, from the book or else the ledger (then taken into the book:
+        an order of an earlier day, dropped from memory). Raises NotFound."""
+        cur = self.lookup(order_id) or await self.ledger.get(order_id)
+        if cur is None:
+            raise NotFound(f"no order {order_id!r}; list orders to find its internal or client id")
+        if cur.internal_id not in self.orders:
+            self.remember(cur)
+        return cur
 
     async def _send_cancel(self, iid: str, order_id: str) -> BrokerAck | None:
         """Decide from the book as it is and send the cancel: the broker's answer, or None when the cancel is at

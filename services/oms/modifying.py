@@ -19,7 +19,7 @@ from services.oms.broker_news import STALE_TERMS_S
 from services.oms.cancelling import Cancelling
 from services.oms.states import TERMINAL, IllegalTransition, name
 from shared.contracts import trading_pb2 as t
-from shared.errors import BrokerRejected, NotFound, NotSent, OrderStateError, RetryableError
+from shared.errors import BrokerRejected, NotSent, OrderStateError, RetryableError
 from shared.order_terms import TERM_NAMES, Terms, changed_terms, terms_of
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,7 @@ class Modifying(Cancelling):
         unknown outcome): the order is returned as it is. Raises NotFound, InvalidInput, OrderStateError, what `check`
         raises, BrokerRejected / NotSent (refused or not sent: the old terms hold), RetryableError (not written ahead:
         nothing sent; or no answer: the order stays MODIFY_PENDING until the broker's book says which terms hold)."""
-        cur = self.lookup(order_id) or await self.ledger.get(order_id)
-        if cur is None:
-            raise NotFound(f"no order {order_id!r}; list orders to find its internal or client id")
-        if cur.internal_id not in self.orders:
-            self.remember(cur)
+        cur = await self.order_in_book(order_id)
         # Its own task, to the end whoever stops waiting: once MODIFY_PENDING is recorded the change goes and its
         # answer is recorded, under the order's lock.
         task = asyncio.get_running_loop().create_task(self._modify_locked(cur, order_id, change, check))

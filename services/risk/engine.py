@@ -5,6 +5,7 @@ Pure: no bus, no I/O. RiskModule feeds it orders, fills and prices, and publishe
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -139,17 +140,9 @@ class RiskEngine:
     # -- decisions ------------------------------------------------------------
     def decide(self, order: trading_pb2.OrderRequest) -> trading_pb2.RiskDecision:
         """Accept or reject one order; an accepted order counts as open until a terminal update."""
-        now = self.clock.now_ns()
-        self._roll_day(now)
-        decision = trading_pb2.RiskDecision(order=order, ts_ns=now, strategy=order.strategy_tag,
-                                            signal_id=order.signal_id)
-        denial = self._first_denial(order, now)
-        if denial is not None:
-            decision.reason_code, decision.reason = denial
+        decision = self._decision(order, self._first_denial)
+        if not decision.accepted:
             return decision
-        decision.accepted = True
-        _stamp_price_factor(decision.order, self.instruments.get(order.token))
-        self._bucket.take(now)
         self.open_orders[order.client_order_id] = _open_order(order)
         self._accepted.add(order.client_order_id)
         return decision
@@ -160,23 +153,32 @@ class RiskEngine:
         is what the position, exposure, state and time checks count, in place of what the order works now. Accepted,
         it counts at the larger of its old and new quantity and price until the OMS's next update of it says which
         terms the broker holds."""
+        decision = self._decision(order, functools.partial(self._first_change_denial, filled=filled))
+        if not decision.accepted:
+            return decision
+        tracked = self.open_orders[order.client_order_id]
+        tracked.quantity = max(tracked.quantity, order.quantity)
+        tracked.price = max(tracked.price, _own_price(order))
+        return decision
+
+    def _decision(self, order: trading_pb2.OrderRequest,
+                  first_denial: Callable[[trading_pb2.OrderRequest, int], Denial | None]) -> trading_pb2.RiskDecision:
+        """The decision on `order` at the clock's now (the day rolled first): the first denial, or accepted, stamped
+        with the instrument's price factor and counted against the submit rate."""
         now = self.clock.now_ns()
         self._roll_day(now)
         decision = trading_pb2.RiskDecision(order=order, ts_ns=now, strategy=order.strategy_tag,
                                             signal_id=order.signal_id)
-        denial = self._first_change_denial(order, filled, now)
+        denial = first_denial(order, now)
         if denial is not None:
             decision.reason_code, decision.reason = denial
             return decision
         decision.accepted = True
         _stamp_price_factor(decision.order, self.instruments.get(order.token))
         self._bucket.take(now)
-        tracked = self.open_orders[order.client_order_id]
-        tracked.quantity = max(tracked.quantity, order.quantity)
-        tracked.price = max(tracked.price, _own_price(order))
         return decision
 
-    def _first_change_denial(self, order: trading_pb2.OrderRequest, filled: int, now: int) -> Denial | None:
+    def _first_change_denial(self, order: trading_pb2.OrderRequest, now: int, *, filled: int) -> Denial | None:
         cid = order.client_order_id
         tracked = self.open_orders.get(cid)
         if tracked is None:
