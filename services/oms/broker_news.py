@@ -162,10 +162,10 @@ class BrokerNews(OrderBook):
         cur = self.orders[internal_id]
         if ev.filled_quantity < cur.filled_quantity:
             return  # stale: cumulative fills only move forward
-        terms = self._terms_news(internal_id, cur, ev)
-        if ev.filled_quantity > (terms[0] if terms else cur.request.quantity):
+        if ev.filled_quantity > max(cur.request.quantity, ev.quantity):
             # Never booked: a position the account may not hold would enter risk's limits and P&L. The position
-            # check (position_check_s) reports a real difference; an order modified outside NeoPulse is one.
+            # check (position_check_s) reports a real difference. A row within the quantity it reports is booked:
+            # the order was changed elsewhere (Kotak's app), whether or not the book has its new terms yet.
             self.overfills += 1
             OVERFILLS.inc()
             log.error("broker reports more filled than the order's quantity; not booked", extra={
@@ -177,6 +177,7 @@ class BrokerNews(OrderBook):
         if cur.status in TERMINAL:
             await self._event_for_terminal(internal_id, cur, ev)
             return
+        terms = self._terms_news(internal_id, cur, ev)
         if cur.status == t.ORDER_STATUS_PENDING_NEW:  # the broker has it before its SUBMITTED was recorded
             await self._submitted(internal_id)
             cur = self.orders[internal_id]
@@ -220,7 +221,8 @@ class BrokerNews(OrderBook):
             return
         fill, counted = self._fill_delta(internal_id, cur, ev, ev.filled_quantity - cur.filled_quantity)
         await self.transition(internal_id, cur.status, filled=_filled(cur, ev, fill), fill=fill, allow=allows_late_fill,
-                              audit={"late_fill": event_audit(ev)}, recorded=counted)
+                              terms=self._terms_news(internal_id, cur, ev), audit={"late_fill": event_audit(ev)},
+                              recorded=counted)
 
     async def _adopt(self, internal_id: str, cur: t.OrderUpdate, ev: BrokerOrderEvent) -> None:
         """REJECTED -> the broker's state for an order we gave up on, and a critical notification."""
@@ -255,10 +257,11 @@ class BrokerNews(OrderBook):
                     "strategy": u.request.strategy_tag, "status": name(status)}))
 
     def _terms_news(self, internal_id: str, cur: t.OrderUpdate, ev: BrokerOrderEvent) -> Terms | None:
-        """The terms a broker row gives a working order, where they differ from the book's; None otherwise. Not from a
+        """The terms a broker row gives the order, where they differ from the book's; None otherwise. Not from a
         row of a change still pending there (it may show either terms), nor a row showing the terms a change of ours
-        replaced within STALE_TERMS_S of the broker's answer to it (read before the change: a poll's snapshot)."""
-        if cur.status in TERMINAL or ev.status == t.ORDER_STATUS_MODIFY_PENDING:
+        replaced within STALE_TERMS_S of the broker's answer to it (read before the change: a poll's snapshot), unless
+        the row has filled more than the change left (then the change did not hold)."""
+        if ev.status == t.ORDER_STATUS_MODIFY_PENDING:
             return None
         reported = reported_terms(cur.request, ev)
         if reported == terms_of(cur.request):
@@ -266,7 +269,7 @@ class BrokerNews(OrderBook):
         replaced = self._replaced_terms.get(internal_id)
         if replaced is not None and time.monotonic() >= replaced[1]:
             del self._replaced_terms[internal_id]
-        elif replaced is not None and reported == replaced[0]:
+        elif replaced is not None and reported == replaced[0] and ev.filled_quantity <= cur.request.quantity:
             return None  # even after rows showing the change: a poll's snapshot may be older than the feed's news
         log.warning("the broker reports other terms for the order; the book takes them", extra={
             "order_id": internal_id, "book": terms_of(cur.request), "broker": reported})

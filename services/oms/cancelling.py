@@ -195,6 +195,8 @@ class Cancelling(Placement):
             return
         if ev.filled_quantity <= cur.filled_quantity and not (closed_too and ev.status in TERMINAL):
             return
+        if ev.status == t.ORDER_STATUS_MODIFY_PENDING:  # its fills, not the terms of a change not in force yet
+            ev = dataclasses.replace(ev, quantity=0, price_paise=0, trigger_price_paise=0)
         if ev.status not in TERMINAL:  # a lagging order book must not take the order back to OPEN
             ev = dataclasses.replace(ev, status=t.ORDER_STATUS_PARTIALLY_FILLED)
         await self.apply_event_locked(internal_id, ev, audit)

@@ -1,12 +1,15 @@
 """Seeded fuzzing of broker events into the order book: whatever order, repetition or staleness the broker's
-events come in, and whatever cancels race them, every fill is counted once, nothing goes back, every update is
-in the ledger, and no transition the state machine forbids is published.
+events come in, and whatever cancels and changes race them, every fill is counted once, nothing goes back, every
+update is in the ledger, the order's terms are only ever the user's or the broker's, and no transition the state
+machine forbids is published.
 
-Each seed drives a small simulated broker (`World`): it places a few orders, then randomly fills, modifies,
-rejects, cancels, re-numbers and late-fills them, while the OMS receives its events duplicated, stale, out of
-order, sometimes without a price, plus events for orders it never placed, and the user asks to cancel. At the
-end the broker's latest row of each order is delivered once more (a reconciliation poll): the book must match.
-Odd seeds also run with a ledger whose writes sometimes fail (FlakyLedger).
+Each seed drives a small simulated broker (`World`): it places a few limit orders, then randomly fills, changes (as
+in Kotak's app: at once, or through a MODIFY_PENDING row), rejects, cancels, re-numbers and late-fills them, while
+the OMS receives its events duplicated, stale (with the terms they showed then), out of order, sometimes without a
+price or terms, plus events for orders it never placed, and the user asks to cancel and to change orders. At the
+end every change still pending is answered and the broker's latest row of each order is delivered once more (a
+reconciliation poll): the book must match, terms included. Odd seeds also run with a ledger whose writes sometimes
+fail (FlakyLedger).
 A failing seed is reproduced by its test id (`pytest "...::test_random_...[seed=17]"`, its trace printed);
 the regression tests at the end are shrunk failing cases.
 """
@@ -14,9 +17,11 @@ the regression tests at the end are shrunk failing cases.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -38,10 +43,16 @@ from shared.errors import BrokerRejected, NeoPulseError, RetryableError
 from tests.oms.conftest import accepted
 from tests.oms.helpers import order
 
-SEEDS = range(1500)  # ~10 s; failures were found at seeds 7, 33 and 216
+SEEDS = range(1500)  # ~10 s; failures were found at seeds 7, 33, 216, 192 and (in wider runs) 420498
 TOKENS = (2885, 1594)
+PRICES = (99_50, 100_00, 100_50)  # few, so that a change often goes back to terms the order had before
 LIVE = frozenset({t.ORDER_STATUS_OPEN, t.ORDER_STATUS_PARTIALLY_FILLED, t.ORDER_STATUS_CANCEL_PENDING,
                   t.ORDER_STATUS_MODIFY_PENDING})
+TERM_NAMES = ("quantity", "price_paise", "trigger_price_paise")
+
+
+def terms(request: t.OrderRequest) -> tuple[int, int, int]:
+    return request.quantity, request.price_paise, request.trigger_price_paise
 
 
 @dataclass
@@ -51,24 +62,51 @@ class Truth:
     client_order_id: str
     exchange_order_id: str
     quantity: int
+    price: int  # paise: the fuzz's orders are limit orders
     status: int = t.ORDER_STATUS_OPEN
     filled: int = 0
     value: int = 0  # paise, sum of quantity * price of the fills
     charges: int = 0
+    pending: tuple[int, int] | None = None  # a change at the exchange, not in force yet (MODIFY_PENDING)
+    shows_pending: bool = False  # whether its MODIFY_PENDING rows show the pending terms (Kotak's show either)
+    held: set[tuple[int, int]] = field(default_factory=set)  # every (quantity, price) it was in force with
     history: list[BrokerOrderEvent] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.held.add((self.quantity, self.price))
 
     def snapshot(self, last_fill: tuple[int, int, int] | None = None) -> BrokerOrderEvent:
         avg = (self.value + self.filled // 2) // self.filled if self.filled else 0
         raw = {} if last_fill is None else {"last_fill_quantity": last_fill[0], "last_fill_price_paise": last_fill[1],
                                             "last_fill_charges_paise": last_fill[2]}
+        shown = (self.quantity, self.price)
+        if self.status == t.ORDER_STATUS_MODIFY_PENDING and self.pending and self.shows_pending:
+            shown = self.pending
         ev = BrokerOrderEvent(self.exchange_order_id, self.client_order_id, self.status, self.filled, avg,
-                              charges_paise=self.charges, raw=raw)
+                              charges_paise=self.charges, raw=raw, quantity=shown[0], price_paise=shown[1])
         self.history.append(ev)
         return ev
 
+    def set_terms(self, new: tuple[int, int]) -> None:
+        self.quantity, self.price = new
+        self.held.add(new)
+
+    def change_pending(self, new: tuple[int, int], *, shows: bool) -> None:
+        """A change sent to the exchange, not in force until it answers (MODIFY_PENDING)."""
+        self.status, self.pending, self.shows_pending = t.ORDER_STATUS_MODIFY_PENDING, new, shows
+
+    def change_answered(self) -> None:
+        """The exchange answers the change pending: in force while its quantity is still above the filled (fills
+        went on meanwhile, by the old terms), refused otherwise; the order is live again."""
+        if self.pending is not None and self.pending[0] > self.filled:
+            self.set_terms(self.pending)
+        self.pending = None
+        self.status = t.ORDER_STATUS_PARTIALLY_FILLED if self.filled else t.ORDER_STATUS_OPEN
+
 
 class World:
-    """The broker side of one seed: truths, the events in flight to the OMS, and the answers to cancel/lookup."""
+    """The broker side of one seed: truths, the events in flight to the OMS, and the answers to cancel, modify and
+    lookup."""
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
@@ -81,7 +119,8 @@ class World:
     def note(self, what: str, ev: BrokerOrderEvent | None = None) -> None:
         if ev is not None:
             what += (f" {ev.client_order_id}/{ev.exchange_order_id} {name(ev.status)} filled={ev.filled_quantity}"
-                     f" avg={ev.average_price_paise} charges={ev.charges_paise} raw={ev.raw}")
+                     f" avg={ev.average_price_paise} charges={ev.charges_paise} raw={ev.raw}"
+                     f" terms={ev.quantity}@{ev.price_paise}")
         self.log.append(what)
 
     def change(self, truth: Truth, last_fill: tuple[int, int, int] | None = None) -> None:
@@ -92,32 +131,44 @@ class World:
         truth.exchange_order_id = f"EX-{self.ids}"
         self.by_exchange_id[truth.exchange_order_id] = truth
 
+    def new_terms(self, truth: Truth) -> tuple[int, int]:
+        """A change made in Kotak's app: the quantity up, or down but above the filled, and/or the price."""
+        rng = self.rng
+        quantity = truth.quantity if rng.random() < 0.4 else rng.randint(truth.filled + 1, truth.quantity + 10)
+        return quantity, truth.price if rng.random() < 0.4 else rng.choice(PRICES)
+
     # -- the broker moves an order on ----------------------------------------------------------
     def step(self, truth: Truth) -> None:
         rng, s = self.rng, truth.status
         roll = rng.random()
-        if s in LIVE and truth.filled < truth.quantity and roll < 0.55:
+        if s in LIVE and truth.filled < truth.quantity and roll < 0.5:
             q = rng.randint(1, truth.quantity - truth.filled)
             price, charges = rng.randint(99_00, 101_00), rng.randint(0, 40)
             truth.filled += q
             truth.value += q * price
             truth.charges += charges
             if truth.filled == truth.quantity:
-                truth.status = t.ORDER_STATUS_TRADED
-            elif s not in (t.ORDER_STATUS_CANCEL_PENDING, t.ORDER_STATUS_MODIFY_PENDING) or rng.random() < 0.5:
+                truth.status, truth.pending = t.ORDER_STATUS_TRADED, None
+            elif s == t.ORDER_STATUS_MODIFY_PENDING and rng.random() < 0.5:
+                truth.change_answered()
+            elif s != t.ORDER_STATUS_MODIFY_PENDING and (s != t.ORDER_STATUS_CANCEL_PENDING or rng.random() < 0.5):
                 truth.status = t.ORDER_STATUS_PARTIALLY_FILLED
             self.change(truth, (q, price, charges) if rng.random() < 0.5 else None)
-        elif s == t.ORDER_STATUS_OPEN and truth.filled == 0 and roll < 0.6:
+        elif s == t.ORDER_STATUS_OPEN and truth.filled == 0 and roll < 0.55:
             truth.status = t.ORDER_STATUS_REJECTED
             self.change(truth)
-        elif s in (t.ORDER_STATUS_OPEN, t.ORDER_STATUS_PARTIALLY_FILLED) and roll < 0.7:
-            truth.status = t.ORDER_STATUS_MODIFY_PENDING
+        elif s in (t.ORDER_STATUS_OPEN, t.ORDER_STATUS_PARTIALLY_FILLED) and roll < 0.7:  # changed in Kotak's app
+            new = self.new_terms(truth)
+            if rng.random() < 0.5:
+                truth.set_terms(new)  # in force at once: a row in its live state with the new terms
+            else:
+                truth.change_pending(new, shows=rng.random() < 0.5)
             self.change(truth)
         elif s == t.ORDER_STATUS_MODIFY_PENDING and roll < 0.8:
-            truth.status = t.ORDER_STATUS_PARTIALLY_FILLED if truth.filled else t.ORDER_STATUS_OPEN
+            truth.change_answered()
             self.change(truth)
         elif s in LIVE and roll < 0.85:
-            truth.status = t.ORDER_STATUS_CANCELLED  # expired, or the pending cancel went through
+            truth.status, truth.pending = t.ORDER_STATUS_CANCELLED, None  # expired, or the pending cancel went through
             self.change(truth)
         elif s == t.ORDER_STATUS_CANCELLED and truth.filled < truth.quantity and roll < 0.9:
             q = rng.randint(1, truth.quantity - truth.filled)  # fills that happened before the cancel took effect
@@ -140,10 +191,35 @@ class World:
             raise BrokerRejected(f"order {exchange_order_id}: cancel refused")
         if how != "timeout-lost":
             truth.status = t.ORDER_STATUS_CANCELLED if how == "virtual" else t.ORDER_STATUS_CANCEL_PENDING
+            truth.pending = None
             self.change(truth)
         if how.startswith("timeout"):
             raise RetryableError("cancel timed out")
         return BrokerAck(exchange_order_id, truth.status)
+
+    async def modify(self, exchange_order_id: str, change: dict[str, int]) -> BrokerAck:
+        """Refused for an order not OPEN or PARTIALLY_FILLED here (ended, a cancel or another change pending) and
+        for a quantity not above its filled; else taken (in force at once, or pending), refused, or no answer."""
+        await asyncio.sleep(0)
+        rng, truth = self.rng, self.by_exchange_id[exchange_order_id]
+        assert set(change) <= {"quantity", "price_paise"}, f"a limit order changed by {change}"
+        new = (change.get("quantity", truth.quantity), change.get("price_paise", truth.price))
+        if truth.status not in (t.ORDER_STATUS_OPEN, t.ORDER_STATUS_PARTIALLY_FILLED) or new[0] <= truth.filled:
+            self.note(f"modify {truth.client_order_id} {change}: refused ({name(truth.status)}, filled {truth.filled})")
+            raise BrokerRejected(f"order {exchange_order_id} is {name(truth.status)}, filled {truth.filled}")
+        how = rng.choice(["done", "pending", "refused", "timeout-done", "timeout-lost"])
+        self.note(f"modify {truth.client_order_id} {change}: {how}")
+        if how == "refused":
+            raise BrokerRejected(f"order {exchange_order_id}: change refused by the exchange")
+        if how != "timeout-lost":
+            if how == "pending" or (how == "timeout-done" and rng.random() < 0.3):
+                truth.change_pending(new, shows=rng.random() < 0.5)
+            else:
+                truth.set_terms(new)
+            self.change(truth)
+        if how.startswith("timeout"):
+            raise rng.choice([RetryableError("modify timed out"), TimeoutError("read timed out")])
+        return BrokerAck(exchange_order_id, t.ORDER_STATUS_MODIFY_PENDING if rng.random() < 0.5 else truth.status)
 
     async def find_by_tag(self, client_order_id: str) -> BrokerOrderEvent | None:
         truth = self.truths.get(client_order_id)
@@ -159,23 +235,29 @@ class World:
 
 class FlakyLedger(MemoryLedger):
     """A ledger whose writes sometimes fail (a database blip) while `flaky` is set: nothing of that
-    transition may reach the book, positions or charges; the broker's next row brings it again."""
+    transition may reach the book, positions or charges; the broker's next row brings it again. Keeps each
+    update's audit (why it was written) by (internal_id, sequence)."""
 
     rng: random.Random | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.audits: dict[tuple[str, int], dict[str, Any]] = {}
 
     async def record(self, update: t.OrderUpdate, audit: dict) -> None:
         if self.rng is not None and self.rng.random() < 0.08:
             raise ConnectionResetError("ledger connection lost")
         await super().record(update, audit)
+        self.audits[(update.internal_id, update.sequence)] = audit
 
 
 class ScriptedBroker(VirtualBroker):
-    """Places like the VirtualBroker (acknowledged OPEN, no fills); cancels and lookups are the World's."""
+    """Places like the VirtualBroker (acknowledged OPEN, no fills); cancels, changes and lookups are the World's."""
 
     world: World
 
     async def place_order(self, order: t.OrderRequest) -> BrokerAck:
-        truth = Truth(order.client_order_id, "", order.quantity)
+        truth = Truth(order.client_order_id, "", order.quantity, order.price_paise)
         self.world.new_id(truth)
         self.world.truths[order.client_order_id] = truth
         truth.snapshot()
@@ -183,6 +265,9 @@ class ScriptedBroker(VirtualBroker):
 
     async def cancel_order(self, exchange_order_id: str) -> BrokerAck:
         return await self.world.cancel(exchange_order_id)
+
+    async def modify_order(self, exchange_order_id: str, **change: int) -> BrokerAck:
+        return await self.world.modify(exchange_order_id, change)
 
     async def find_by_tag(self, client_order_id: str) -> BrokerOrderEvent | None:
         return await self.world.find_by_tag(client_order_id)
@@ -208,16 +293,18 @@ async def place(oms, rng: random.Random, n: int) -> list[t.OrderRequest]:
 
 
 def variant(rng: random.Random, ev: BrokerOrderEvent) -> BrokerOrderEvent:
-    """The event as delivered: sometimes without its price (Kotak's early rows), sometimes only by client id."""
+    """The event as delivered: sometimes without its price (Kotak's early rows) or its terms, sometimes only by
+    client id."""
     roll = rng.random()
     if roll < 0.1:
-        return BrokerOrderEvent(ev.exchange_order_id, ev.client_order_id, ev.status, ev.filled_quantity, 0,
-                                charges_paise=ev.charges_paise, raw=dict(ev.raw))
+        return dataclasses.replace(ev, average_price_paise=0, raw=dict(ev.raw))
     if roll < 0.15:
-        return BrokerOrderEvent("", ev.client_order_id, ev.status, ev.filled_quantity, ev.average_price_paise,
-                                charges_paise=ev.charges_paise, raw=dict(ev.raw))
+        return dataclasses.replace(ev, exchange_order_id="", raw=dict(ev.raw))
     if roll < 0.2 and ev.status == t.ORDER_STATUS_TRADED:  # a "complete" row without its fills (old feed)
-        return BrokerOrderEvent(ev.exchange_order_id, ev.client_order_id, ev.status, 0, 0)
+        return BrokerOrderEvent(ev.exchange_order_id, ev.client_order_id, ev.status, 0, 0, quantity=ev.quantity,
+                                price_paise=ev.price_paise)
+    if roll < 0.25:
+        return dataclasses.replace(ev, quantity=0, price_paise=0, raw=dict(ev.raw))
     return ev
 
 
@@ -229,9 +316,18 @@ async def deliver(oms, world: World, ev: BrokerOrderEvent) -> None:
         world.note("  (ledger write failed)")
 
 
+async def no_check(request: t.OrderRequest, filled: int) -> None:
+    """Risk's word on a change: yes."""
+
+
+def user_change(rng: random.Random) -> tuple[int, int, int]:
+    """A new total quantity and/or price (0 keeps one); sometimes none, or not above the filled: InvalidInput."""
+    return rng.choice([0, rng.randint(1, 40)]), rng.choice([0, *PRICES]), 0
+
+
 async def fuzz(oms, world: World, rng: random.Random, steps: int) -> None:
     engine = oms.module.engine
-    cancels: list[asyncio.Task] = []
+    asked: list[asyncio.Task] = []  # the user's cancels and changes
     truths = list(world.truths.values())
     for _ in range(steps):
         roll = rng.random()
@@ -248,20 +344,36 @@ async def fuzz(oms, world: World, rng: random.Random, steps: int) -> None:
         elif roll < 0.88:
             await deliver(oms, world, BrokerOrderEvent(f"X-{rng.randrange(99)}", f"other-{rng.randrange(99)}",
                                                    rng.choice(list(LIVE | TERMINAL)), rng.randint(0, 5), 100_00))
-        else:
+        elif roll < 0.93:
             world.note("user cancels")
-            cancels.append(asyncio.create_task(engine.cancel(rng.choice(truths).client_order_id)))
+            asked.append(asyncio.create_task(engine.cancel(rng.choice(truths).client_order_id)))
+            await asyncio.sleep(0)
+        else:
+            client_order_id, change = rng.choice(truths).client_order_id, user_change(rng)
+            world.note(f"user modifies {client_order_id} to {change}")
+            asked.append(asyncio.create_task(engine.modify(client_order_id, change, no_check)))
             await asyncio.sleep(0)
         await asyncio.sleep(0)
     for ev in rng.sample(world.in_flight, len(world.in_flight)):
         await deliver(oms, world, ev)
-    for task in cancels:
+    for task in asked:
         try:
             await task
-        except (NeoPulseError, ConnectionResetError):  # refused, timed out, already final, ledger blip
+        except (NeoPulseError, ConnectionResetError):  # refused, invalid, timed out, already final, ledger blip
             pass
+    await reconcile(oms, world, truths)
+
+
+async def reconcile(oms, world: World, truths: list[Truth]) -> None:
+    """The reconciliation poll: every change still pending answered by the exchange, then the broker's latest row of
+    each order, priced. It comes later than STALE_TERMS_S after the OMS's last change in real life (this fuzz runs in
+    well under it), so no row of it is taken for one read before that change: the replaced terms are forgotten."""
+    for truth in truths:
+        if truth.status == t.ORDER_STATUS_MODIFY_PENDING:
+            truth.change_answered()
+    oms.module.engine._replaced_terms.clear()
     oms.ledger.rng = None
-    for truth in truths:  # the reconciliation poll: the broker's latest row, priced
+    for truth in truths:
         await deliver(oms, world, truth.snapshot())
     await oms.bus.drain()
 
@@ -274,17 +386,79 @@ def legal(before: t.OrderUpdate, u: t.OrderUpdate) -> bool:
     if allows_late_fill(u.previous_status, u.status):
         return u.last_fill_quantity > 0
     if allows_working_news(u.previous_status, u.status):
-        return u.exchange_order_id != before.exchange_order_id and not u.last_fill_quantity
+        news = u.exchange_order_id != before.exchange_order_id or terms(u.request) != terms(before.request)
+        return news and not u.last_fill_quantity
     return allows_adoption(u.previous_status, u.status) and u.reason_code == ReasonCode.ADOPTED
 
 
+def check_terms_sources(updates: list[t.OrderUpdate], audits: dict, truth: Truth) -> None:
+    """Terms change only by the user's change (MODIFY_PENDING written ahead with them, or the old ones back when it
+    was refused) or by a broker row other than MODIFY_PENDING showing terms the broker held."""
+    asked_from = None  # the terms the user's last change replaced
+    for before, u in itertools.pairwise(updates):
+        where, audit = f"{u.client_order_id} #{u.sequence}", audits[(u.internal_id, u.sequence)]
+        old, new = terms(before.request), terms(u.request)
+        if "modify_request" in audit:
+            asked_from = tuple(audit["modify_request"]["from"][k] for k in TERM_NAMES)
+            assert asked_from == old and u.status == t.ORDER_STATUS_MODIFY_PENDING, f"{where}: not the change asked"
+            assert new == tuple(audit["modify_request"]["to"][k] for k in TERM_NAMES), f"{where}: not the change asked"
+        elif new == old:
+            continue
+        elif "error" in audit.get("modify_response", {}):
+            assert before.status == t.ORDER_STATUS_MODIFY_PENDING and new == asked_from, f"{where}: refusal's terms"
+        else:
+            row = audit.get("event") or audit.get("late_fill")
+            assert row is not None, f"{where}: terms {old} -> {new} neither the user's nor the broker's"
+            assert row["status"] != "MODIFY_PENDING", f"{where}: terms taken from a MODIFY_PENDING row"
+            shown = tuple(row[k] or was for k, was in zip(TERM_NAMES, old, strict=True))
+            assert new == shown, f"{where}: terms {new} are not the row's {shown}"
+            assert new[:2] in truth.held, f"{where}: terms {new} taken that the broker never held ({truth.held})"
+
+
+def check_order(oms, world: World, req: t.OrderRequest) -> t.OrderUpdate:
+    """One order's published updates, its book row and the broker's truth agree; returns its last update."""
+    engine, updates = oms.module.engine, oms.of(req.client_order_id)
+    assert updates[0].status == t.ORDER_STATUS_PENDING_NEW
+    for before, u in itertools.pairwise(updates):
+        where = f"{req.client_order_id} #{u.sequence}"
+        assert u.previous_status == before.status, f"{where}: previous_status skips a published state"
+        assert legal(before, u), f"{where}: {name(u.previous_status)} -> {name(u.status)} published"
+        if before.status in TERMINAL:
+            assert u.status == before.status or given_up(before), f"{where}: left terminal {name(before.status)}"
+        assert u.filled_quantity >= before.filled_quantity, f"{where}: filled went back"
+        assert u.last_fill_quantity == u.filled_quantity - before.filled_quantity, f"{where}: fill not the delta"
+        assert u.last_fill_charges_paise >= 0 and u.last_fill_price_paise >= 0
+    truth = world.truths[req.client_order_id]
+    check_terms_sources(updates, oms.ledger.audits, truth)
+    last = engine.lookup(req.client_order_id)
+    assert last == updates[-1]
+    assert last.filled_quantity <= min(last.request.quantity, truth.quantity), "filled more than the order's quantity"
+    assert sum(u.last_fill_quantity for u in updates) == last.filled_quantity, "a fill counted twice or lost"
+    assert (last.status in TERMINAL) == (truth.status in TERMINAL), (
+        f"book {name(last.status)} but broker {name(truth.status)}")
+    # An ended order keeps the terms it ended with: rows for it change none (its fills are checked above); the end
+    # may be our cancel's answer, which shows none.
+    if truth.status not in TERMINAL:
+        assert terms(last.request) == (truth.quantity, truth.price, 0), "the book's terms are not the broker's"
+    if truth.status in LIVE - {t.ORDER_STATUS_MODIFY_PENDING}:
+        assert last.status != t.ORDER_STATUS_MODIFY_PENDING, f"left MODIFY_PENDING, broker {name(truth.status)}"
+    assert last.filled_quantity == truth.filled, "a fill the broker reported was lost"
+    value = sum(u.last_fill_quantity * u.last_fill_price_paise for u in updates)
+    assert abs(value - truth.value) <= truth.filled + len(updates), "fill prices do not add up to the fills"
+    if truth.status != t.ORDER_STATUS_CANCELLED:  # late fills after a cancel come without charges here
+        charges = sum(u.last_fill_charges_paise for u in updates)
+        assert charges == truth.charges, "fill charges counted twice or lost"
+    return last
+
+
 async def check_invariants(oms, world: World, requests: list[t.OrderRequest]) -> None:
+    """Every invariant, for every order."""
     engine, ledger = oms.module.engine, oms.ledger
     print("\n".join(world.log))
     for u in oms.updates:
         print(f"update {u.client_order_id} {name(u.previous_status)}->{name(u.status)} filled={u.filled_quantity} "
               f"avg={u.average_price_paise} fill={u.last_fill_quantity}@{u.last_fill_price_paise}"
-              f"+{u.last_fill_charges_paise}")
+              f"+{u.last_fill_charges_paise} terms={u.request.quantity}@{u.request.price_paise}")
     sequences = [u.sequence for u in oms.updates]
     assert sequences == sorted(set(sequences)), "published sequences must strictly increase"
     recorded = {(e.internal_id, e.sequence): e for e in ledger.events}
@@ -292,41 +466,17 @@ async def check_invariants(oms, world: World, requests: list[t.OrderRequest]) ->
         assert recorded.get((u.internal_id, u.sequence)) == u, f"update {u.sequence} not in the ledger as published"
     net = dict.fromkeys(TOKENS, 0)
     for req in requests:
-        updates = oms.of(req.client_order_id)
-        assert updates[0].status == t.ORDER_STATUS_PENDING_NEW
-        for before, u in itertools.pairwise(updates):
-            where = f"{req.client_order_id} #{u.sequence}"
-            assert u.previous_status == before.status, f"{where}: previous_status skips a published state"
-            assert legal(before, u), f"{where}: {name(u.previous_status)} -> {name(u.status)} published"
-            if before.status in TERMINAL:
-                assert u.status == before.status or given_up(before), f"{where}: left terminal {name(before.status)}"
-            assert u.filled_quantity >= before.filled_quantity, f"{where}: filled went back"
-            assert u.last_fill_quantity == u.filled_quantity - before.filled_quantity, f"{where}: fill not the delta"
-            assert u.last_fill_charges_paise >= 0 and u.last_fill_price_paise >= 0
-        last = engine.lookup(req.client_order_id)
-        assert last == updates[-1]
-        assert last.filled_quantity <= req.quantity
-        assert sum(u.last_fill_quantity for u in updates) == last.filled_quantity, "a fill counted twice or lost"
+        last = check_order(oms, world, req)
         assert await ledger.get(last.internal_id) == last, "the ledger row is not the book's order"
         net[req.token] += last.filled_quantity * (1 if req.side == t.SIDE_BUY else -1)
-
-        truth = world.truths[req.client_order_id]
-        assert last.filled_quantity == truth.filled, "a fill the broker reported was lost"
-        assert (last.status in TERMINAL) == (truth.status in TERMINAL), (
-            f"book {name(last.status)} but broker {name(truth.status)}")
-        value = sum(u.last_fill_quantity * u.last_fill_price_paise for u in updates)
-        assert abs(value - truth.value) <= truth.filled + len(updates), "fill prices do not add up to the fills"
-        if truth.status != t.ORDER_STATUS_CANCELLED:  # late fills after a cancel come without charges here
-            charges = sum(u.last_fill_charges_paise for u in updates)
-            assert charges == truth.charges, "fill charges counted twice or lost"
     for token, quantity in net.items():
         assert engine.positions.net_quantity(token) == quantity, f"position {token} is not the sum of its fills"
 
 
-
-# Rows the state machine may refuse from a consistent broker: one pending request's row arriving while the book
-# shows the other (a stale row, or a request made elsewhere); the next rows settle the order.
-REFUSABLE = {"from CANCEL_PENDING to MODIFY_PENDING", "from MODIFY_PENDING to CANCEL_PENDING"}
+# Rows the state machine may refuse from a consistent broker: a cancel's row arriving while the book shows a change
+# pending there (a stale row, or a change made elsewhere); the next rows settle the order. (MODIFY_PENDING ->
+# CANCEL_PENDING is legal: an order whose change got no answer may be cancelled.)
+REFUSABLE = {"from CANCEL_PENDING to MODIFY_PENDING"}
 
 
 def refused_rows(caplog) -> list[str]:
@@ -472,3 +622,55 @@ async def test_a_fill_whose_ledger_write_failed_keeps_its_charges_when_the_row_c
 
     last = engine.lookup("c-1")
     assert (last.filled_quantity, last.last_fill_quantity, last.last_fill_charges_paise) == (10, 10, 30)
+
+
+async def test_late_fills_of_an_ended_order_grown_elsewhere_are_booked(start_oms):
+    """Seeds 192, 262, 350, 527, 1462 and more: a row for an order already ended in the book is checked against the
+    book's quantity (_terms_news gives no terms for an ended order), not the quantity the row reports. An order grown
+    in Kotak's app (10 -> 20) that ended in the book before the row with its new terms came (our cancel answered
+    CANCELLED, which shows no terms; or its last rows' terms taken for ones read before our own change, within
+    STALE_TERMS_S) has its fills beyond 10 refused as overfills for good: no later row or poll books them, and the
+    position, P&L and risk miss them."""
+    oms = await start_oms()
+    opened = await open_order(oms, quantity=10)
+    engine = oms.module.engine
+    assert (await engine.cancel("c-1")).status == t.ORDER_STATUS_CANCELLED  # the VirtualBroker's answer
+
+    await engine.on_event(BrokerOrderEvent(opened.exchange_order_id, "c-1", t.ORDER_STATUS_CANCELLED, 15, 100_00,
+                                           quantity=20, price_paise=100_00))  # filled before the cancel took effect
+
+    assert engine.lookup("c-1").filled_quantity == 15
+
+
+class ChangePendingThere(VirtualBroker):
+    """Kotak with a change made in its app still pending at the exchange: it refuses a cancel meanwhile, and its row
+    (MODIFY_PENDING) shows the new terms, not in force yet."""
+
+    row: BrokerOrderEvent | None = None
+
+    async def cancel_order(self, exchange_order_id: str) -> BrokerAck:
+        raise BrokerRejected(f"order {exchange_order_id}: cancel refused, a change is pending")
+
+    async def find_by_tag(self, client_order_id: str) -> BrokerOrderEvent | None:
+        return self.row
+
+
+async def test_a_modify_pending_row_read_back_gives_its_fills_but_not_its_terms(start_oms):
+    """Seeds 420498, 425630, 106904, 902778 (not in SEEDS): after a refused cancel (or a cancel answered CANCELLED, or
+    a change that got no answer), the OMS reads the order back by tag and, when the row has more fills, applies it
+    with its status made PARTIALLY_FILLED (cancelling._read_back: a lagging book must not take the order back to OPEN).
+    A MODIFY_PENDING row then passes for a PARTIALLY_FILLED one, and the terms it shows, those of a change not in
+    force yet, go into the book, against the rule that no MODIFY_PENDING row sets them (broker_news._terms_news):
+    terms the broker never held when the change does not go through (seed 425630: 14 -> 15 pending, the order traded
+    at 14 and the book showed 15 until the TRADED row)."""
+    broker = ChangePendingThere(None, ChargeModel.default(), ManualClock(0))
+    oms = await start_oms(broker=broker)
+    opened = await open_order(oms)
+    engine = oms.module.engine
+    broker.row = BrokerOrderEvent(opened.exchange_order_id, "c-1", t.ORDER_STATUS_MODIFY_PENDING, 5, 100_00,
+                                  quantity=30, price_paise=101_00)
+    with pytest.raises(BrokerRejected):
+        await engine.cancel("c-1")
+
+    last = engine.lookup("c-1")
+    assert (last.filled_quantity, last.request.quantity, last.request.price_paise) == (5, 20, 100_00)
