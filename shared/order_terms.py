@@ -13,6 +13,25 @@ PRICED = frozenset({t.ORDER_TYPE_LIMIT, t.ORDER_TYPE_STOP_LIMIT})  # order types
 STOPS = frozenset({t.ORDER_TYPE_STOP_LIMIT, t.ORDER_TYPE_STOP_MARKET})  # ... and with a trigger price
 
 
+_CHOICES = (("order_type", t.OrderType), ("product", t.Product), ("validity", t.Validity))
+
+
+def unknown_choice(order: t.OrderRequest) -> tuple[str, str] | None:
+    """The first of order_type, product and validity holding a number the contract does not name (a proto3 enum
+    takes any), as (field, what to send instead); None when all are known. Such an order is never placed."""
+    for field, enum in _CHOICES:
+        value = getattr(order, field)
+        if value not in enum.values():
+            return field, f"{value} is not one the contract defines; use one of {', '.join(enum.keys()[1:])}"
+    return None
+
+
+def kind_name(request: t.OrderRequest) -> str:
+    """LIMIT, MARKET, ... (a number the contract does not name, as the number)."""
+    value = request.order_type
+    return t.OrderType.Name(value).removeprefix("ORDER_TYPE_") if value in t.OrderType.values() else str(value)
+
+
 def terms_of(request: t.OrderRequest) -> Terms:
     return request.quantity, request.price_paise, request.trigger_price_paise
 
@@ -27,7 +46,7 @@ def changed_terms(request: t.OrderRequest, filled: int, change: Terms, names: tu
             raise InvalidInput(field, f"must be positive (or 0 to keep it), got {value}")
     if not any(change):
         raise InvalidInput(names[0], f"give the new {', '.join(names)} (0 keeps one)")
-    kind = t.OrderType.Name(request.order_type).removeprefix("ORDER_TYPE_")
+    kind = kind_name(request)
     if price and request.order_type not in PRICED:
         raise InvalidInput(names[1], f"a {kind} order has no limit price; cancel it and place a limit order")
     if trigger and request.order_type not in STOPS:

@@ -18,7 +18,7 @@ from shared.bus import Bus
 from shared.contracts import oms_pb2, risk_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import InvalidInput, NotFound, OutcomeUnknown, RetryableError, RiskRejected
-from shared.order_terms import PRICED, STOPS
+from shared.order_terms import PRICED, STOPS, unknown_choice
 from shared.positions import SQUAREOFF_TAG
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,9 @@ def validated(order: t.OrderRequest) -> t.OrderRequest:
         raise InvalidInput("order.price_paise", "a limit price in paise above 0 is required for LIMIT and STOP_LIMIT")
     if order.trigger_price_paise < 0 or (order.order_type in STOPS and order.trigger_price_paise == 0):
         raise InvalidInput("order.trigger_price_paise", "a trigger price in paise above 0 is required for stops")
+    unknown = unknown_choice(order)
+    if unknown is not None:
+        raise InvalidInput(f"order.{unknown[0]}", unknown[1])
     out = t.OrderRequest()
     out.CopyFrom(order)
     out.client_order_id = out.client_order_id or f"manual-{uuid.uuid4().hex[:20]}"

@@ -39,6 +39,7 @@ from shared.contracts import market_pb2, ops_pb2, risk_pb2, trading_pb2
 from shared.ids import MAX_TEXT_CHARS
 from shared.instruments import InstrumentBook
 from shared.money import fmt_inr
+from shared.order_terms import unknown_choice
 from shared.positions import PositionBook
 from shared.price_factor import ONE, factor_of, value_paise
 
@@ -247,6 +248,9 @@ class RiskEngine:
             return "INVALID_ORDER", "side is unspecified; use BUY or SELL"
         if order.order_type == trading_pb2.ORDER_TYPE_UNSPECIFIED:
             return "INVALID_ORDER", "order_type is unspecified; use MARKET, LIMIT, STOP_LIMIT or STOP_MARKET"
+        unknown = unknown_choice(order)
+        if unknown is not None:
+            return "INVALID_ORDER", f"{unknown[0]}: {unknown[1]}"
         return None
 
     def check_trading_state(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,

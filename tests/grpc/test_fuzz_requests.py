@@ -305,6 +305,8 @@ def well_formed(rng: random.Random, rig: Rig, seed: int) -> list[tuple[str, Mess
         (rpc.SET_RISK_LIMITS, risk_pb2.SetRiskLimitsRequest(limits=rig.limits)),
         (rpc.SET_KILL_SWITCH, risk_pb2.SetKillSwitchRequest(engaged=True, reason="fuzz", cancel_open_orders=True)),
         (rpc.SET_STRATEGY_PARAMS, strategy_pb2.SetStrategyParamsRequest(name="momentum_rsi", params=rig.params)),
+        (rpc.MODIFY_ORDER, oms_pb2.ModifyOrderRequest(order_id=f"fuzz-{seed}-place", quantity=rng.randint(1, 4),
+                                                      price_paise=rng.choice([0, 100_000, 100_500]))),
         (rpc.CANCEL_ORDER, oms_pb2.CancelOrderRequest(order_id=f"fuzz-{seed}-place")),
         (rpc.GET_ORDER, oms_pb2.GetOrderRequest(order_id=f"fuzz-{seed}-place")),
         (rpc.SQUARE_OFF, oms_pb2.SquareOffRequest(symbol=inst.symbol)),

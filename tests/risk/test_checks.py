@@ -12,7 +12,7 @@ from shared.clock import ist_ns
 from shared.config import load
 from shared.contracts import market_pb2, trading_pb2
 from shared.errors import ConfigError
-from tests.risk.factories import DAY, NIFTY_FUT, RELIANCE, fill, instruments, limits, order
+from tests.risk.factories import DAY, NIFTY_FUT, RELIANCE, fill, holding, instruments, limits, order
 
 BUY, SELL = trading_pb2.SIDE_BUY, trading_pb2.SIDE_SELL
 MARKET, LIMIT = trading_pb2.ORDER_TYPE_MARKET, trading_pb2.ORDER_TYPE_LIMIT
@@ -350,3 +350,14 @@ def test_a_configured_session_replaces_the_built_in_one(clock):
 def test_a_malformed_session_is_a_config_error_naming_the_segment():
     with pytest.raises(ConfigError, match=r"sessions.*mcx_fo.*HH:MM-HH:MM"):
         load(RiskSettings, {"risk": {"sessions": {"mcx_fo": "9 to 23"}}})
+
+
+@pytest.mark.parametrize("field", ["order_type", "product", "validity"])
+def test_an_order_with_an_enum_number_the_contract_does_not_define_is_invalid(clock, field):
+    """A proto3 enum field takes any number (a client's bug, or a newer contract): such an order is never placed."""
+    engine = holding(clock)
+
+    decision = engine.decide(order(**{field: 99}))
+
+    assert (decision.accepted, decision.reason_code) == (False, "INVALID_ORDER")
+    assert decision.reason.startswith(f"{field}: 99 is not one the contract defines")
