@@ -11,8 +11,8 @@ import dataclasses
 import functools
 import logging
 from collections import deque
-from collections.abc import Callable
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 from prometheus_client import Counter
 
@@ -30,6 +30,7 @@ from shared.ids import IdMint
 from shared.positions import PositionBook
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 UPDATES = Counter("neopulse_oms_order_updates", "Order transitions recorded and published", ["status"])
 LEDGER_RETRY_S = (0.5, 30.0)  # first and longest wait before applying again what the ledger did not take
@@ -190,6 +191,16 @@ class OrderBook:
         except TimeoutError:
             pass
         return self.lookup(client_order_id)
+
+    @staticmethod
+    async def decided_again(decide: Callable[[], Awaitable[T]]) -> T:
+        """`decide()`, decided again from the book while it raises BookMoved (a write whose outcome was unknown turned
+        out recorded): a request is worked out from the order as recorded, never sent twice."""
+        while True:
+            try:
+                return await decide()
+            except BookMoved:
+                continue
 
     # -- transitions ----------------------------------------------------------------------------
     async def transition(self, internal_id: str, status: int, *, audit: dict[str, Any], reason: str | None = None,

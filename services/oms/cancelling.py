@@ -34,12 +34,7 @@ class Cancelling(Placement):
         async with self.lock(iid):
             if iid not in self.orders:  # dropped from memory (forget_ended) while this waited for the lock
                 self.remember(cur)
-            while True:
-                try:
-                    ack = await self._send_cancel(iid, order_id)
-                    break
-                except BookMoved:
-                    continue  # a write whose outcome was unknown turned out recorded: decide again from it
+            ack = await self.decided_again(lambda: self._send_cancel(iid, order_id))
             if ack is not None:
                 await self._cancel_answered(iid, ack)
             return self.orders[iid]

@@ -56,12 +56,7 @@ class Modifying(Cancelling):
         async with self.lock(iid):
             if iid not in self.orders:  # dropped from memory (forget_ended) while this waited for the lock
                 self.remember(cur)
-            while True:
-                try:
-                    new = await self._modify_pending(iid, order_id, change, check)
-                    break
-                except BookMoved:
-                    continue  # a write whose outcome was unknown turned out recorded: decide again from it
+            new = await self.decided_again(lambda: self._modify_pending(iid, order_id, change, check))
             if new is None:
                 return self.orders[iid]
             return await self._send_modify(iid, order_id, *new)
