@@ -121,8 +121,8 @@ class NeoPulseClient:
         """Change a working order (by internal or client id) at the broker, checked by risk first; 0 keeps a term,
         `quantity` is the new total, units already filled included. Returns the order after the broker's answer,
         its request carrying the new terms. Refused, the old terms hold: InvalidInput (naming the field), NotFound,
-        RiskRejected / TradingHalted (risk's reason_code), BrokerRejected; an ended order, one not changeable now or
-        a change not sent come as RiskRejected with reason_code REMOTE_PRECONDITION. No answer (RetryableError,
+        RiskRejected / TradingHalted (risk's reason_code), BrokerRejected, OrderStateError (ended, or not changeable
+        now: a request of ours still unanswered), NotSent. No answer (RetryableError,
         OutcomeUnknown): get_order shows which terms hold, and asking again for the same terms sends nothing twice."""
         request = oms_pb2.ModifyOrderRequest(order_id=order_id, quantity=quantity, price_paise=price_paise,
                                              trigger_price_paise=trigger_price_paise)
