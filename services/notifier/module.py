@@ -16,10 +16,10 @@ from telegram.error import InvalidToken
 from services.notifier import messages, replies
 from services.notifier.config import NotifierSettings
 from services.notifier.control import Control
-from services.notifier.order_terms import TermsWatch
 from services.notifier.sender import TelegramSender
 from services.notifier.summary import next_summary_ns
 from services.notifier.telegram_bot import TelegramBot
+from services.notifier.terms_watch import TermsWatch
 from shared import rpc
 from shared.bus import Bus, Topic
 from shared.clock import Clock, day_of

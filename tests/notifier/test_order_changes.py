@@ -3,7 +3,7 @@ still pending, refused, or that move only the status, a fill or the exchange id 
 
 from __future__ import annotations
 
-from services.notifier.order_terms import TermsWatch
+from services.notifier.terms_watch import TermsWatch
 from shared.bus import Bus, Topic
 from shared.contracts import ops_pb2, trading_pb2
 from tests.helpers import eventually
