@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 GRPCURL = str(ROOT / ".venv" / "bin" / "grpcurl")
 
 
+# The synthetic walk's trend, at its steepest, moves a price ~1 % a second at the default volatility (more at --speed
+# 60); a fifth of it keeps a price read seconds before an order or a change inside risk's 5 % band on a busy machine.
+CALM = {"NEOPULSE_INGESTION_VOLATILITY_BPS": "0.2"}
 FORCED_EXIT_WAIT_S = 10.0  # a second SIGTERM forces a neopulse process out (shared.runtime) within seconds
 # Every Proc the running test started (tests/conftest.py: the end of each one's output goes with a failure's report,
 # as CI keeps no tmp_path).

@@ -13,7 +13,7 @@ import pytest
 from shared.clock import IST
 from shared.money import exact_paise, fmt_inr
 from shared.ports import free_loopback_port as free_port
-from tests.grpc.procs import ROOT, Proc, ctl, grpcurl_json, wait_until
+from tests.grpc.procs import CALM, ROOT, Proc, ctl, grpcurl_json, wait_until
 from tests.grpc.test_monolith import limit_buy_below_market
 
 pytestmark = pytest.mark.slow
@@ -23,9 +23,6 @@ AUTH = {"NEOPULSE_GRPC_AUTH_TOKEN": TOKEN}
 # session's day, not the calendar's).
 HOLIDAY = {"NEOPULSE_HOLIDAYS": json.dumps([str(datetime.now(IST).date())])}
 BEARER = ("-H", f"authorization: Bearer {TOKEN}")
-# The synthetic walk's trend, at its steepest, moves a price ~1 % a second at the default volatility; a fifth of it
-# keeps a price read seconds before an order or a change inside risk's 5 % band.
-CALM = {"NEOPULSE_INGESTION_VOLATILITY_BPS": "0.2"}
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from shared.ports import free_loopback_port as free_port
-from tests.grpc.procs import Proc, grpcurl, grpcurl_json
+from tests.grpc.procs import CALM, Proc, grpcurl, grpcurl_json
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +16,7 @@ def addr(tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("monolith") / "run.log"
     proc = Proc(["run", "--grpc-port", str(port), "--duration", "90", "--source", "synthetic", "--speed", "60",
-                 "--no-db"], log)
+                 "--no-db"], log, env=CALM)
     try:
         proc.wait_for_line(f"gRPC listening on 127.0.0.1:{port}")
         yield f"127.0.0.1:{port}"
@@ -24,9 +24,19 @@ def addr(tmp_path_factory):
         proc.stop()
 
 
-def first_tick(addr: str, *auth: str) -> dict:
-    result = grpcurl(*auth, "-max-time", "3", addr, "neopulse.v1.IngestionService/StreamTicks")
+def first_tick(addr: str, *auth: str, token: int = 0) -> dict:
+    """The first tick streamed (of `token` only, when given)."""
+    request = ("-d", json.dumps({"tokens": [token]})) if token else ()
+    result = grpcurl(*auth, "-max-time", "3", *request, addr, "neopulse.v1.IngestionService/StreamTicks")
     return json.loads(result.stdout.split("\n}\n")[0] + "\n}")["ticks"][0]
+
+
+def price_below(addr: str, order: dict, below_bps: int) -> int:
+    """A limit price `below_bps` under the order's instrument's price now, in whole rupees (on any tick size): read
+    again, since the synthetic walk at --speed 60 moves a price by percents in the seconds a busy machine takes
+    between two calls."""
+    ltp = int(first_tick(addr, token=order["token"])["ltp_paise"])
+    return ltp * (10_000 - below_bps) // 10_000 // 100 * 100
 
 
 def test_list_shows_the_five_services(addr):
@@ -78,9 +88,9 @@ def test_manual_order_is_placed_then_cancelled(addr):
 
 
 def test_manual_order_is_changed_then_a_change_with_nothing_in_it_is_invalid_argument(addr):
-    order = limit_buy_below_market(addr, below_bps=450)
+    order = limit_buy_below_market(addr)
     placed = grpcurl_json("-d", json.dumps({"order": order}), addr, "neopulse.v1.OrderService/PlaceOrder")["order"]
-    new_price = order["price_paise"] + 100  # a rupee up: on the tick size, still resting
+    new_price = price_below(addr, order, 300)  # still resting, well inside risk's band of the price now
 
     changed = grpcurl_json("-d", json.dumps({"order_id": placed["client_order_id"], "quantity": 3,
                                              "price_paise": new_price}),

@@ -12,7 +12,7 @@ import pytest
 
 from shared.ports import free_loopback_port as free_port
 from tests.grpc.procs import Proc, ctl, grpcurl, grpcurl_json, wait_until
-from tests.grpc.test_monolith import limit_buy_below_market
+from tests.grpc.test_monolith import limit_buy_below_market, price_below
 
 pytestmark = pytest.mark.slow
 MODULES = ("ingestion", "strategy", "risk", "oms", "notifier")
@@ -127,18 +127,22 @@ def test_a_manual_order_is_changed_at_the_oms_after_risk_across_processes_checke
     ports, procs, _ = cluster
     procs["risk"].wait_for_line("risk started")
     oms = f"127.0.0.1:{ports['oms']}"
-    order = limit_buy_below_market(f"127.0.0.1:{ports['ingestion']}", below_bps=450)
+    ingestion = f"127.0.0.1:{ports['ingestion']}"
+    order = limit_buy_below_market(ingestion)
     placed = grpcurl_json("-d", json.dumps({"order": order}), oms, "neopulse.v1.OrderService/PlaceOrder")["order"]
-
-    changed = grpcurl_json("-d", json.dumps({"order_id": placed["client_order_id"], "quantity": 2,
-                                             "price_paise": order["price_paise"] + 100}),
-                           oms, "neopulse.v1.OrderService/ModifyOrder")["order"]
+    for _ in range(5):  # the walk at --speed 60 can leave risk's band between reading a price and sending it
+        new_price = price_below(ingestion, order, 300)
+        answer = grpcurl("-d", json.dumps({"order_id": placed["client_order_id"], "quantity": 2,
+                                           "price_paise": new_price}), oms, "neopulse.v1.OrderService/ModifyOrder")
+        if "price_band_bps" not in answer.stderr:
+            break
+    assert answer.returncode == 0, answer.stderr
+    changed = json.loads(answer.stdout)["order"]
     too_big = grpcurl("-d", json.dumps({"order_id": placed["client_order_id"], "quantity": 10**7}), oms,
                       "neopulse.v1.OrderService/ModifyOrder")
     grpcurl_json("-d", json.dumps({"order_id": placed["internal_id"]}), oms, "neopulse.v1.OrderService/CancelOrder")
 
-    assert (int(changed["request"]["quantity"]), int(changed["request"]["price_paise"])) == (
-        2, order["price_paise"] + 100)
+    assert (int(changed["request"]["quantity"]), int(changed["request"]["price_paise"])) == (2, new_price)
     assert "Code: FailedPrecondition" in too_big.stderr and "exceeds max_order_quantity" in too_big.stderr
 
 
