@@ -104,9 +104,10 @@ class Needs:
 
 NEEDS = {
     "ingestion": Needs(),
-    # Its orders at start (positions after a restart) and cancels of orders left working too long.
+    # Its orders at start (positions after a restart), cancels of orders left working too long, and its strategies'
+    # changes of their working orders.
     "strategy": Needs(((TICKS, {}), (UPDATES, {}), (DECISIONS, {"rejections_only": True})),
-                      (rpc.LIST_INSTRUMENTS, rpc.LIST_ORDERS, rpc.CANCEL_ORDER)),
+                      (rpc.LIST_INSTRUMENTS, rpc.LIST_ORDERS, rpc.CANCEL_ORDER, rpc.MODIFY_ORDER)),
     "risk": Needs(((SIGNALS, {}), (TICKS, {}), (UPDATES, {})),
                   (rpc.LIST_INSTRUMENTS, rpc.CANCEL_ORDER, rpc.LIST_ORDERS, rpc.LIST_POSITIONS)),
     # Only accepted decisions: the ledger's last one is where a restarted OMS resumes.

@@ -6,8 +6,8 @@ Transport-free (no bus): the module feeds it and publishes what it returns; the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from prometheus_client import Counter
 from pydantic import ValidationError
@@ -16,6 +16,8 @@ from services.strategy.candles import MINUTE_NS, CandleBuilder, Closed
 from services.strategy.config import StrategySettings
 from services.strategy.plugins import (
     TERMINAL,
+    Decision,
+    OrderChange,
     OrderIntent,
     Strategy,
     StrategyContext,
@@ -24,7 +26,7 @@ from services.strategy.plugins import (
 )
 from shared.bus import Sequencer
 from shared.clock import Clock
-from shared.contracts import market_pb2, strategy_pb2, trading_pb2
+from shared.contracts import market_pb2, oms_pb2, strategy_pb2, trading_pb2
 from shared.errors import ConfigError, InvalidInput, NotFound
 from shared.instruments import InstrumentBook
 from shared.positions import SQUAREOFF_TAG
@@ -36,6 +38,14 @@ _SIDE_NAMES: dict[int, str] = {trading_pb2.SIDE_BUY: "BUY", trading_pb2.SIDE_SEL
 OPERATOR_PAUSE = "no reason given"  # the pause_reason of a PauseStrategy without one (paused_by says who)
 
 Output = tuple[list[market_pb2.Candle], list[trading_pb2.Signal]]
+
+
+class Change(NamedTuple):
+    """A strategy's change of its working order, to send as the OMS's ModifyOrder."""
+
+    strategy: str
+    reason: str
+    request: oms_pb2.ModifyOrderRequest
 
 
 def build_strategies(settings: StrategySettings, instruments: InstrumentBook) -> list[Strategy]:
@@ -71,6 +81,10 @@ class StrategyEngine:
         self._cancel_at: dict[str, int] = {}
         # (strategy, token) -> (tick ts_ns, signals emitted at it): see _signal_id.
         self._tick_emits: dict[tuple[str, int], tuple[int, int]] = {}
+        # The strategies' changes of their working orders, for the module to send (take_changes), and the order ids
+        # whose change is being sent (change_sent): one at a time per order.
+        self._changes: list[Change] = []
+        self._changing: set[str] = set()
 
     # -- data ------------------------------------------------------------------
     def on_ticks(self, ticks: Any) -> Output:
@@ -175,10 +189,13 @@ class StrategyEngine:
                         out.extend(self._emit(strategy, intents, tick.ts_ns, tick.recv_ns, tick.ts_ns, by_tick=True))
         return out
 
-    def _emit(self, strategy: Strategy, intents: list[OrderIntent], at_ns: int, recv_ns: int,
+    def _emit(self, strategy: Strategy, intents: Sequence[Decision], at_ns: int, recv_ns: int,
               now_ns: int, by_tick: bool = False) -> list[trading_pb2.Signal]:
         out = []
         for intent in intents:
+            if isinstance(intent, OrderChange):
+                self._change(strategy, intent)
+                continue
             inst = self.instruments.get(intent.token)
             signal_id = self._signal_id(strategy.name, intent, at_ns, by_tick)
             out.append(trading_pb2.Signal(
@@ -191,6 +208,38 @@ class StrategyEngine:
                 sequence=self.sequencer.next()))
             strategy.mark_sent(intent, now_ns, signal_id)
         return out
+
+    def _change(self, strategy: Strategy, change: OrderChange) -> None:
+        """Queue a strategy's change of its working order (take_changes), as the OMS's ModifyOrder with the terms
+        that differ from the order's; dropped when there is no such order, nothing differs, or a change of the
+        order is still in flight (ours being sent, or one pending at the broker)."""
+        working = strategy.working_order(change.token)
+        if working is None or working.changing or working.order_id in self._changing:
+            log.debug("order change not sent: no working order, or a change of it in flight",
+                      extra={"strategy": strategy.name, "token": change.token})
+            return
+        terms = [new if new and new != old else 0 for new, old in (
+            (change.quantity, working.quantity), (change.limit_price_paise, working.limit_price_paise),
+            (change.trigger_price_paise, working.trigger_price_paise))]
+        if not any(terms):
+            return
+        working.changes += 1
+        self._changing.add(working.order_id)
+        self._changes.append(Change(strategy.name, change.reason, oms_pb2.ModifyOrderRequest(
+            order_id=working.order_id, quantity=terms[0], price_paise=terms[1], trigger_price_paise=terms[2])))
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self._changes)
+
+    def take_changes(self) -> list[Change]:
+        """The order changes the strategies asked for since the last call, to send (each then change_sent)."""
+        out, self._changes = self._changes, []
+        return out
+
+    def change_sent(self, order_id: str) -> None:
+        """The OMS answered a change of `order_id` (either way): the order's strategy may ask another."""
+        self._changing.discard(order_id)
 
     def _signal_id(self, name: str, intent: OrderIntent, at_ns: int, by_tick: bool) -> str:
         """name-token-time-side: deterministic, so a replay of the same data gives the same ids (and risk's client

@@ -14,7 +14,7 @@ from prometheus_client import Counter
 
 from services.strategy import restore, warmup
 from services.strategy.config import StrategySettings
-from services.strategy.engine import Output, StrategyEngine, build_strategies
+from services.strategy.engine import Change, Output, StrategyEngine, build_strategies
 from shared import rpc
 from shared.bus import Bus, Priority, Sequencer, Topic
 from shared.clock import Clock, ist_day_number, minute_start_ns
@@ -31,6 +31,8 @@ SIGNALS = Counter("neopulse_strategy_signals", "Signals published", ["strategy"]
 STALE_CANCELS = Counter("neopulse_strategy_stale_order_cancels", "Working orders cancelled for age (stale signals)")
 CANCEL_RETRY_NS = 10 * 1_000_000_000  # a stale order whose cancel was refused is offered again after this (clock)
 MAX_REASON_CHARS = 500  # PauseStrategyRequest.reason: kept, and shown in every ListStrategies and /strategies
+ORDER_CHANGES = Counter("neopulse_strategy_order_changes", "Strategies' changes of their working orders sent to the "
+                        "OMS, by its answer (made, or refused)", ["strategy", "outcome"])
 LATE_TICKS = Counter("neopulse_strategy_late_ticks", "Out-of-order ticks ignored (older than the open minute)")
 
 
@@ -48,6 +50,7 @@ class StrategyModule(Component):
         self.engine: StrategyEngine | None = None
         self._late_reported = 0
         self._loaded = asyncio.Event()  # the OMS's orders are read (start)
+        self._changes: asyncio.Queue[Change] = asyncio.Queue()  # strategies' order changes, sent by run()
 
     async def start(self) -> None:
         await self.instruments.load_from(self.bus)
@@ -162,6 +165,7 @@ class StrategyModule(Component):
         grace_ns = self.settings.close_grace_ms * 1_000_000
         max_age_ns = int(self.settings.cancel_working_after_s * 1e9)
         async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._send_changes(tasks), name="strategy:changes")
             while True:
                 await asyncio.sleep(interval)
                 if self.engine is None:
@@ -188,11 +192,39 @@ class StrategyModule(Component):
         log.info("working order cancelled: unfilled past cancel_working_after_s",
                  extra={"order_id": order_id, "after_s": self.settings.cancel_working_after_s})
 
+    async def _send_changes(self, tasks: asyncio.TaskGroup) -> None:
+        """Each strategy's change of its working order goes to the OMS as a ModifyOrder of its own (a slow answer
+        holds no other change up); the OMS has risk check it."""
+        while True:
+            change = await self._changes.get()
+            tasks.create_task(self._send_change(change), name=f"strategy:change:{change.request.order_id}")
+
+    async def _send_change(self, change: Change) -> None:
+        """A change refused (by risk, the broker, or an order that ended meanwhile) is logged and counted: the
+        strategy sees its order's terms unchanged and may ask again at its next decision."""
+        assert self.engine is not None
+        request = change.request
+        try:
+            await self.bus.call(rpc.MODIFY_ORDER, request)
+        except Exception as exc:  # refused, its outcome unknown, or the OMS unreachable: its updates will tell
+            ORDER_CHANGES.labels(change.strategy, "refused").inc()
+            log.info("strategy's order change not made", extra={
+                "strategy": change.strategy, "order_id": request.order_id, "error": str(exc)})
+            return
+        finally:
+            self.engine.change_sent(request.order_id)
+        ORDER_CHANGES.labels(change.strategy, "made").inc()
+        log.info("strategy's order changed", extra={
+            "strategy": change.strategy, "order_id": request.order_id, "quantity": request.quantity,
+            "price_paise": request.price_paise, "trigger_price_paise": request.trigger_price_paise,
+            "reason": change.reason})
+
     # -- topics ----------------------------------------------------------------
     async def _on_ticks(self, batch: market_pb2.TickBatch) -> None:
-        assert self.engine is not None
-        candles, signals = self.engine.on_ticks(batch.ticks)
-        if candles or signals:
+        engine = self.engine
+        assert engine is not None
+        candles, signals = engine.on_ticks(batch.ticks)
+        if candles or signals or engine.has_changes:
             await self._publish((candles, signals))
 
     async def _on_decision(self, decision: trading_pb2.RiskDecision) -> None:
@@ -206,15 +238,19 @@ class StrategyModule(Component):
         self.engine.on_order_update(update)
 
     async def _publish(self, output: Output) -> None:
+        engine = self.engine
+        assert engine is not None
         candles, signals = output
         # Signals first: the order path is woken before the candle consumers (the OMS's paper fills).
         for signal in signals:
             SIGNALS.labels(signal.strategy).inc()
             await self.bus.publish(Topic.SIGNALS, signal)
+        if engine.has_changes:
+            for change in engine.take_changes():
+                self._changes.put_nowait(change)
         if candles:
             CANDLES.inc(len(candles))
-            assert self.engine is not None
-            batch = self.engine.candles.take_batch()  # the closed candles were built inside it
+            batch = engine.candles.take_batch()  # the closed candles were built inside it
             if self.settings.publish_candles:
                 self.bus.publish_nowait(Topic.CANDLES, batch)
         if signals:

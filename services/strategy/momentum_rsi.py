@@ -12,6 +12,9 @@ Rules, on each closed candle of a token (after warm-up: rsi_period + 1 and ema_p
 - Short: BUY the whole position back when RSI rises above `exit_short_rsi` or the close rises above the EMA.
 - Never pyramids: while a signal's order is in flight, or a position is open, no new entry.
 Orders are MIS; LIMIT at the candle close snapped to the tick size, or MARKET.
+- With `max_reprices` above 0, a LIMIT order still working at a candle's close is moved to that close (the OMS's
+  ModifyOrder, which risk checks), at most that many times per order: an exit always, an entry only while the
+  close stays on its trend's side of the EMA.
 A period change (SetStrategyParams) warms the new indicators up at once from the latest closes of each token,
 kept for that (as many as the longest valid periods need), and then checks the exits (exits_due); it never enters.
 At start the stored candles warm it up the same way (closes_needed: the longer of the two warm-ups).
@@ -25,7 +28,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.strategy.indicators import EMA, RSI
-from services.strategy.plugins import OrderIntent, Strategy, StrategyContext, register
+from services.strategy.plugins import Decision, OrderChange, OrderIntent, Strategy, StrategyContext, register
 from shared.contracts import market_pb2, trading_pb2
 from shared.money import snap_to_tick
 
@@ -49,6 +52,9 @@ class MomentumRsiParams(BaseModel):
     # Shares per entry; rounded down to the instrument's lot size (at least one lot).
     quantity: int = Field(default=1, ge=1, le=1_000_000)
     order_type: Literal["LIMIT", "MARKET"] = "LIMIT"
+    # A LIMIT order still working at a candle's close is moved to that close, at most this many times per order
+    # (0: never; it then works until it fills or [strategy] cancel_working_after_s cancels it). See _reprice.
+    max_reprices: int = Field(default=0, ge=0, le=100)
 
     @model_validator(mode="after")
     def _thresholds_are_ordered(self) -> MomentumRsiParams:
@@ -98,7 +104,7 @@ class MomentumRsi(Strategy):
             for close in closes:
                 state.update(close)
 
-    def on_candle(self, candle: market_pb2.Candle, ctx: StrategyContext) -> list[OrderIntent]:
+    def on_candle(self, candle: market_pb2.Candle, ctx: StrategyContext) -> list[Decision]:
         p = self.params
         token, close = candle.token, candle.close_paise
         closes = self._closes.get(token)
@@ -110,8 +116,11 @@ class MomentumRsi(Strategy):
             state = self._state[token] = _TokenState(p.rsi_period, p.ema_period)
         prev = state.update(close)
         rsi, ema = state.rsi.value, state.ema.value
-        if rsi is None or ema is None or self.is_pending(token, ctx.now_ns):
+        if rsi is None or ema is None:
             return []
+        if self.is_pending(token, ctx.now_ns):
+            change = self._reprice(token, close, ema, ctx)
+            return [] if change is None else [change]
         exit_ = self._exit(token, close, rsi, ema, ctx)
         if exit_ is not None:
             return [exit_]
@@ -151,6 +160,26 @@ class MomentumRsi(Strategy):
             reason = f"exit short: RSI {rsi:.1f}, EMA {ema:.0f}"
             return self._intent(token, close, ctx, trading_pb2.SIDE_BUY, -pos, reason)
         return None
+
+    def _reprice(self, token: int, close: int, ema: float, ctx: StrategyContext) -> OrderChange | None:
+        """A LIMIT order of ours still working at a candle's close follows the market to that close (snapped to the
+        tick), up to max_reprices times per order: an exit always (the position is to close), an entry only while
+        the close stays on its trend's side of the EMA (above for a buy, below for a sell)."""
+        most, working = self.params.max_reprices, self.working_order(token)
+        if (not most or working is None or working.order_type != trading_pb2.ORDER_TYPE_LIMIT or working.changing
+                or working.changes >= most or working.remaining <= 0):
+            return None
+        inst = ctx.instruments.get(token)
+        price = snap_to_tick(close, inst.tick_size_paise if inst is not None else 0)
+        if price == working.limit_price_paise:
+            return None
+        held, buying = self.position(token), working.side == trading_pb2.SIDE_BUY
+        exiting = held < 0 if buying else held > 0
+        if not exiting and buying != (close > ema):
+            return None
+        what = "exit" if exiting else "entry"
+        return OrderChange(token, limit_price_paise=price,
+                           reason=f"{what} repriced to the close ({working.changes + 1} of {most}), EMA {ema:.0f}")
 
     def _entry_quantity(self, token: int, ctx: StrategyContext) -> int:
         inst = ctx.instruments.get(token)

@@ -30,7 +30,10 @@ How to add a strategy
 What the base class gives you: ``self.position(token)`` (net quantity from this strategy's
 fills, read from ORDER_UPDATES whose ``strategy_tag`` is the strategy's name) and
 ``self.is_pending(token, now_ns)`` (a signal was sent and its order has not finished), so a
-plugin can refuse to pyramid and exit with the opposite side. The module decides whether an
+plugin can refuse to pyramid and exit with the opposite side; ``self.working_order(token)`` (its
+order there while it works: terms, fills, status, how often the plugin changed it), which an
+``OrderChange`` returned beside or instead of intents changes (a limit moved after the market, a
+quantity cut, a stop's trigger trailed; the OMS's ModifyOrder, checked by risk). The module decides whether an
 intent is sent (a paused strategy still sees every candle but sends nothing) and turns it into a
 ``trading_pb2.Signal``. Parameters change at run time through ``SetStrategyParams``: the module
 validates the whole new set with ``Params`` first, then calls ``apply_params``, which by default
@@ -89,6 +92,49 @@ class OrderIntent:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class OrderChange:
+    """Change the strategy's working order in `token` (see Strategy.working_order): 0 keeps a term; the quantity is
+    the new total, filled units included. The module sends it as the OMS's ModifyOrder, which risk checks as it
+    checks a new order; a term equal to the order's own is not sent, and nothing goes while a change of the order
+    is in flight."""
+
+    token: int
+    limit_price_paise: int = 0
+    quantity: int = 0
+    trigger_price_paise: int = 0
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class WorkingOrder:
+    """The strategy's latest order in a token while it works, as its last update showed it (terms included: a
+    change takes effect when an update shows it). `changes`: the changes the strategy asked of it since the
+    strategy started."""
+
+    order_id: str
+    side: int
+    order_type: int
+    quantity: int
+    filled_quantity: int
+    limit_price_paise: int
+    trigger_price_paise: int
+    status: int
+    changes: int = 0
+
+    @property
+    def changing(self) -> bool:
+        """A change of it is pending at the broker (the OMS answers the next one when this one is settled)."""
+        return self.status == trading_pb2.ORDER_STATUS_MODIFY_PENDING
+
+    @property
+    def remaining(self) -> int:
+        return self.quantity - self.filled_quantity
+
+
+Decision = OrderIntent | OrderChange  # what a plugin returns: new orders, and changes of its working ones
+
+
 @dataclass(slots=True)
 class StrategyContext:
     """What a strategy may look at while deciding: the instruments, the candle's close time, and whether the candle
@@ -126,13 +172,14 @@ class Strategy:
         self._pending_signal: dict[int, str] = {}  # token -> signal_id of the pending signal, if the module gave one
         # token -> ids of its orders REJECTED with OUTCOME_UNKNOWN and not adopted (yet): see on_order_update.
         self._unknown: dict[int, set[str]] = {}
+        self._working: dict[int, WorkingOrder] = {}  # token -> its latest order while it works (working_order)
         self.reset()
 
     # -- the plugin's part -----------------------------------------------------
     def reset(self) -> None:
         """Build (or rebuild) per-token indicator state from self.params."""
 
-    def on_candle(self, candle: market_pb2.Candle, ctx: StrategyContext) -> list[OrderIntent]:
+    def on_candle(self, candle: market_pb2.Candle, ctx: StrategyContext) -> list[Decision]:
         raise NotImplementedError
 
     def exits_due(self, ctx: StrategyContext) -> list[OrderIntent]:
@@ -146,7 +193,7 @@ class Strategy:
         at start reads earlier trading days' candles until it has this many. 0: today's candles are enough."""
         return 0
 
-    # Plugins that need every tick define `on_tick(self, tick, ctx) -> list[OrderIntent]`; the
+    # Plugins that need every tick define `on_tick(self, tick, ctx) -> list[Decision]`; the
     # module calls it only for plugins that define it, so candle-only strategies cost nothing per tick.
 
     # -- provided --------------------------------------------------------------
@@ -172,6 +219,11 @@ class Strategy:
     def position_in(self, token: int, product: int) -> int:
         """Net quantity in `token` held under `product` (unspecified counts as MIS, as everywhere)."""
         return self._positions.get((token, _product(product)), 0)
+
+    def working_order(self, token: int) -> WorkingOrder | None:
+        """This strategy's order in `token` while it works (the latest, should there be two), else None: what an
+        OrderChange changes."""
+        return self._working.get(token)
 
     def is_pending(self, token: int, now_ns: int) -> bool:
         if self._unknown.get(token):
@@ -249,8 +301,19 @@ class Strategy:
             self._positions[key] = self._positions.get(key, 0) + signed
         if update.status in TERMINAL:
             self._pending.pop(token, None)
+            working = self._working.get(token)
+            if working is not None and working.order_id == order_id:
+                del self._working[token]
         else:  # working, also one from before a restart: the token waits for it
             self._pending[token] = (self._pending.get(token, (0, True))[0], True)
+            self._note_working(token, order_id, update)
+
+    def _note_working(self, token: int, order_id: str, update: trading_pb2.OrderUpdate) -> None:
+        r = update.request
+        working = self._working.get(token)
+        changes = working.changes if working is not None and working.order_id == order_id else 0
+        self._working[token] = WorkingOrder(order_id, r.side, r.order_type, r.quantity, update.filled_quantity,
+                                            r.price_paise, r.trigger_price_paise, update.status, changes)
 
 
 _PRODUCTS = (trading_pb2.PRODUCT_MIS, trading_pb2.PRODUCT_CNC, trading_pb2.PRODUCT_NRML)

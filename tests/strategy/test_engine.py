@@ -7,9 +7,9 @@ from pydantic import BaseModel, ConfigDict
 
 from services.strategy.engine import StrategyEngine
 from services.strategy.momentum_rsi import MomentumRsi, MomentumRsiParams
-from services.strategy.plugins import OrderIntent, Strategy, StrategyContext
+from services.strategy.plugins import Decision, OrderChange, OrderIntent, Strategy, StrategyContext
 from shared.clock import NS, ManualClock, ist_ns
-from shared.contracts import market_pb2, trading_pb2
+from shared.contracts import market_pb2, oms_pb2, trading_pb2
 from shared.instruments import InstrumentBook
 from shared.marketdata import nse_instruments
 
@@ -298,3 +298,75 @@ def test_the_closes_a_token_needs_warm_are_the_most_any_strategy_trading_it_need
     assert (needs[SBIN], needs[TCS]) == (50, 50)
     assert len(needs) == len(nse_instruments())  # "every" has no symbols: every instrument is traded, needing 0
     assert BuyEveryTick("every", NoParams()).closes_needed() == 0
+
+
+class ChangeOnCandle(Strategy):
+    """A test plugin: on each candle, returns the OrderChange a test set (OrderChange: see plugins.py)."""
+
+    kind = "CHANGE_ON_CANDLE"
+    Params = NoParams
+
+    def reset(self) -> None:
+        self.change: OrderChange | None = None
+
+    def on_candle(self, candle: market_pb2.Candle, ctx: StrategyContext) -> list[Decision]:
+        return [] if self.change is None else [self.change]
+
+
+class Changer:
+    def __init__(self):
+        self.strategy = ChangeOnCandle("chg", NoParams(), frozenset({SBIN}))
+        self.engine = engine_with(self.strategy)
+        self.minute = 0
+
+    def working(self, status=trading_pb2.ORDER_STATUS_OPEN, quantity=10, price=100_00, trigger=0, filled=0):
+        self.engine.on_order_update(trading_pb2.OrderUpdate(
+            internal_id="i-1", client_order_id="c-1", status=status, filled_quantity=filled,
+            request=trading_pb2.OrderRequest(client_order_id="c-1", token=SBIN, side=trading_pb2.SIDE_BUY,
+                                             quantity=quantity, order_type=trading_pb2.ORDER_TYPE_STOP_LIMIT,
+                                             price_paise=price, trigger_price_paise=trigger, strategy_tag="chg")))
+
+    def ask(self, **change) -> list:
+        self.strategy.change = OrderChange(SBIN, **change)
+        self.minute += 1
+        self.engine.on_closed([(market_pb2.Candle(token=SBIN, start_ns=T0915 + self.minute * 60 * NS), 0)])
+        return [(c.strategy, c.reason, c.request) for c in self.engine.take_changes()]
+
+
+def test_a_change_goes_out_as_the_oms_modify_order_of_the_working_order_with_only_the_terms_that_differ():
+    c = Changer()
+    c.working(quantity=10, price=100_00, trigger=99_00)
+    assert c.ask(limit_price_paise=101_00, quantity=10, trigger_price_paise=99_50, reason="trail") == [
+        ("chg", "trail", oms_pb2.ModifyOrderRequest(order_id="c-1", price_paise=101_00, trigger_price_paise=99_50))]
+    assert c.strategy.working_order(SBIN).changes == 1
+
+
+def test_nothing_goes_without_a_working_order_or_with_nothing_to_change():
+    c = Changer()
+    assert c.ask(limit_price_paise=101_00) == []
+    c.working(price=100_00, quantity=10)
+    assert c.ask(limit_price_paise=100_00, quantity=10) == []
+    c.working(status=trading_pb2.ORDER_STATUS_TRADED, filled=10)
+    assert c.strategy.working_order(SBIN) is None
+    assert c.ask(limit_price_paise=101_00) == []
+
+
+def test_one_change_of_an_order_at_a_time():
+    c = Changer()
+    c.working()
+    assert len(c.ask(limit_price_paise=101_00)) == 1
+    assert c.ask(limit_price_paise=102_00) == []  # the first is being sent
+    c.engine.change_sent("c-1")
+    c.working(status=trading_pb2.ORDER_STATUS_MODIFY_PENDING, price=101_00)
+    assert c.ask(limit_price_paise=102_00) == []  # pending at the broker
+    c.working(price=101_00)
+    assert [r.price_paise for _, _, r in c.ask(limit_price_paise=102_00)] == [102_00]
+    assert c.strategy.working_order(SBIN).changes == 2  # counted across its updates
+
+
+def test_a_paused_strategy_changes_nothing():
+    c = Changer()
+    c.working()
+    c.strategy.paused = True
+    assert c.ask(limit_price_paise=101_00) == []
+    assert c.strategy.working_order(SBIN).changes == 0

@@ -5,9 +5,10 @@ from datetime import date
 import pytest
 from pydantic import ValidationError
 
+from services.strategy.engine import StrategyEngine
 from services.strategy.momentum_rsi import MomentumRsi, MomentumRsiParams, _TokenState
 from services.strategy.plugins import PENDING_EXPIRY_NS, StrategyContext
-from shared.clock import NS, ist_ns
+from shared.clock import NS, ManualClock, ist_ns
 from shared.contracts import market_pb2, trading_pb2
 from shared.instruments import InstrumentBook
 from shared.marketdata import nse_instruments
@@ -179,3 +180,70 @@ def test_the_closes_needed_are_those_after_which_a_cross_above_the_ema_can_be_to
         return prev is not None and state.ema.value is not None
 
     assert (decides_after(needed - 1), decides_after(needed)) == (False, True)
+
+
+class Reprices:
+    """MOMENTUM_RSI with max_reprices in a StrategyEngine (which counts the changes it sends), one candle a call."""
+
+    def __init__(self, max_reprices=2, **params):
+        self.strategy = make(max_reprices=max_reprices, **params)
+        self.engine = StrategyEngine([self.strategy], InstrumentBook(nse_instruments(["SBIN-EQ"])),
+                                     ManualClock(T0915))
+        self.minute = 0
+
+    def candle(self, close):
+        start = T0915 + self.minute * 60 * NS
+        self.minute += 1
+        candle = market_pb2.Candle(token=SBIN, start_ns=start, open_paise=close, high_paise=close, low_paise=close,
+                                   close_paise=close)
+        _, signals = self.engine.on_closed([(candle, 0)])
+        changes = [c.request.price_paise for c in self.engine.take_changes()]
+        for change in changes:  # the OMS made it: the order's next update shows the new price
+            self.engine.change_sent("c-1")
+            self.order(self.side, price=change, filled=self.filled)
+        return signals, changes
+
+    def order(self, side, price, status=trading_pb2.ORDER_STATUS_OPEN, filled=0, kind=trading_pb2.ORDER_TYPE_LIMIT):
+        self.side, self.filled = side, filled
+        self.engine.on_order_update(trading_pb2.OrderUpdate(
+            client_order_id="c-1", status=status, filled_quantity=filled,
+            request=trading_pb2.OrderRequest(client_order_id="c-1", token=SBIN, side=side, quantity=1,
+                                             order_type=kind, price_paise=price, strategy_tag="mom")))
+
+
+def test_a_resting_entry_follows_the_close_while_it_stays_above_the_ema_at_most_max_reprices_times():
+    r = Reprices(max_reprices=2)
+    for close in FALLING_THEN_JUMP:
+        signals, _ = r.candle(close)
+    assert [s.limit_price_paise for s in signals] == [100_00]
+    r.order(trading_pb2.SIDE_BUY, price=100_00)
+    assert r.candle(101_00) == ([], [101_00])  # EMA 99.75
+    assert r.candle(101_00) == ([], [])  # the order is at the close already
+    assert r.candle(102_00) == ([], [102_00])
+    assert r.candle(103_00) == ([], [])  # two changes were all it may have
+    assert r.strategy.working_order(SBIN).limit_price_paise == 102_00
+
+
+def test_an_entry_is_not_chased_below_its_ema_and_a_market_order_never():
+    r = Reprices()
+    for close in FALLING_THEN_JUMP:
+        r.candle(close)
+    r.order(trading_pb2.SIDE_BUY, price=100_00)
+    assert r.candle(97_00) == ([], [])  # EMA 97.75: the trend the entry was for is gone
+    r.order(trading_pb2.SIDE_BUY, price=0, kind=trading_pb2.ORDER_TYPE_MARKET)
+    assert r.candle(101_00) == ([], [])
+
+
+def test_an_exit_follows_the_close_whatever_the_trend():
+    r = Reprices(max_reprices=3)
+    for close in FALLING_THEN_JUMP:
+        r.candle(close)
+    r.engine.on_order_update(trading_pb2.OrderUpdate(  # the entry filled
+        client_order_id="entry", status=trading_pb2.ORDER_STATUS_TRADED, filled_quantity=1, last_fill_quantity=1,
+        request=trading_pb2.OrderRequest(token=SBIN, side=trading_pb2.SIDE_BUY, strategy_tag="mom")))
+    assert r.strategy.position(SBIN) == 1
+    signals, _ = r.candle(97_00)  # below the EMA: exit the long
+    assert [(s.side, s.limit_price_paise) for s in signals] == [(trading_pb2.SIDE_SELL, 97_00)]
+    r.order(trading_pb2.SIDE_SELL, price=97_00)
+    assert r.candle(95_00) == ([], [95_00])  # the market fell away from the exit: it follows
+    assert r.candle(98_00) == ([], [98_00])  # and back up above the EMA (96.38): an exit still follows
