@@ -223,7 +223,7 @@ async def _run(args: argparse.Namespace, targets: dict[str, str], grpc_settings:
     bus, channels = Bus(), {}
     metadata = grpc_settings.client_metadata()
     try:
-        for method in (*COMMANDS, rpc.GET_FEED_STATUS, rpc.LIST_INSTRUMENTS, rpc.GET_SYSTEM_STATUS):
+        for method in (*COMMANDS, rpc.GET_SYSTEM_STATUS):
             addr = targets[owner(method)]
             if addr not in channels:
                 channels[addr] = open_channel(addr, grpc_settings)

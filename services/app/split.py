@@ -90,7 +90,8 @@ S = rpc.method
 TICKS, CANDLES = S("IngestionService", "StreamTicks"), S("StrategyService", "StreamCandles")
 SIGNALS, DECISIONS = S("StrategyService", "StreamSignals"), S("RiskService", "StreamDecisions")
 UPDATES = S("OrderService", "StreamOrderUpdates")
-COMMANDS = tuple(rpc.method(s, m.name) for s in ("StrategyService", "RiskService", "OrderService")
+# What the notifier's Control asks (Telegram's commands, and the feed and instruments /status and /buy read).
+COMMANDS = tuple(rpc.method(s, m.name) for s in ("IngestionService", "StrategyService", "RiskService", "OrderService")
                  for m in rpc.DESCRIPTORS[s].methods if not m.server_streaming)
 
 
