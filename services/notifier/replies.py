@@ -27,6 +27,20 @@ HELP = """<b>NeoPulse bot</b>
 /cancel ORDER – cancel an order, by the id /orders shows (asks to confirm)
 /buy SYMBOL QTY PRICE|mkt [CNC|NRML], /sell ... – a manual order through risk (asks to confirm)
 /modify ORDER [qty=N] [price=RUPEES] [trigger=RUPEES] – change a working order (asks to confirm)"""
+# The command menu Telegram shows by the message box (setMyCommands), in /help's order. Not /unkill: a menu entry is
+# sent on one tap, and like /help this leaves re-arming trading to be typed (it still asks to confirm).
+MENU = (
+    ("status", "Mode, feed, uptime, strategies"), ("positions", "Open positions"),
+    ("orders", "[open|today] Orders"), ("pnl", "Realised, unrealised, charges"),
+    ("strategies", "Strategies and their state"), ("pause", "NAME: pause a strategy"),
+    ("resume", "NAME: resume a strategy"), ("limits", "Risk state and limits"),
+    ("kill", "[reason] Halt trading (asks to confirm)"),
+    ("squareoff", "[SYMBOL|all] Close positions (asks to confirm)"),
+    ("cancel", "ORDER: cancel an order (asks to confirm)"),
+    ("buy", "SYMBOL QTY PRICE|mkt [CNC|NRML]: a manual buy (asks to confirm)"),
+    ("sell", "SYMBOL QTY PRICE|mkt [CNC|NRML]: a manual sell (asks to confirm)"),
+    ("modify", "ORDER [qty=N] [price=RUPEES] [trigger=RUPEES]: change a working order (asks to confirm)"),
+    ("help", "What the bot can do"))
 REASON_CHARS = 300  # a reason quoted in a reply (risk keeps the kill switch's whole) is cut, so the reply fits
 
 

@@ -13,7 +13,15 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, Message, Update
+from telegram import (
+    BotCommand,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    LinkPreviewOptions,
+    Message,
+    Update,
+)
 from telegram.constants import ParseMode
 from telegram.error import RetryAfter, TelegramError
 from telegram.ext import (
@@ -113,6 +121,7 @@ class TelegramBot:
             "resume": self._resume, "limits": self._limits, "kill": self._kill, "unkill": self._unkill,
             "squareoff": self._square_off, "cancel": self._cancel, "buy": self._buy, "sell": self._sell,
             "modify": self._modify}
+        self.commands = tuple(actions)
         for name, action in actions.items():
             # New messages only: editing an old /unkill must not release the kill switch again.
             self.app.add_handler(CommandHandler(name, self._gated(name, action), filters=filters.UpdateType.MESSAGE))
@@ -124,6 +133,10 @@ class TelegramBot:
     async def start(self) -> None:
         await self.app.initialize()
         await self.app.start()
+        try:  # the menu helps; a bot without it still takes every command
+            await self.app.bot.set_my_commands([BotCommand(name, text) for name, text in replies.MENU])
+        except TelegramError as exc:
+            log.warning("telegram command menu not set", extra={"error": str(exc)})
         assert self.app.updater is not None
         # Commands sent while the bot was down are dropped: a stale /resume or /unkill must not act hours later.
         await self.app.updater.start_polling(timeout=int(self.settings.polling_timeout_seconds),

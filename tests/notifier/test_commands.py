@@ -29,6 +29,23 @@ async def test_help_lists_every_command(notifier, fake_api):
         assert command in reply
 
 
+async def test_the_bot_sets_its_command_menu_to_every_command_but_start_and_unkill(notifier, fake_api):
+    """Telegram shows the menu beside the message box. /unkill stays out: a menu entry is sent on one tap."""
+    (menu,) = fake_api.sent("setMyCommands")
+    names = [c["command"] for c in menu["commands"]]
+
+    assert sorted(names) == sorted(set(notifier.bot.commands) - {"start", "unkill"})
+    help_text = await ask(fake_api, "/help")
+    assert [n for n in names if f"/{n}" not in help_text] == ["help"]  # /help is the list itself
+
+
+async def test_a_bot_whose_menu_is_refused_still_starts_and_answers(bus, standins, fake_api, clock):
+    fake_api.fail["setMyCommands"] = [400]
+    async for module in started(NotifierModule(bus, settings_for(fake_api), clock)):
+        assert module.bot_started.is_set()
+        assert (await ask(fake_api, "/status")).startswith("<b>NeoPulse</b> paper")
+
+
 async def test_status_reports_mode_feed_rate_trading_state_and_strategies(notifier, fake_api):
     reply = await ask(fake_api, "/status")
 
