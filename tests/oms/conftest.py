@@ -20,6 +20,7 @@ from shared.clock import ManualClock
 from shared.contracts import ops_pb2, risk_pb2
 from shared.contracts import trading_pb2 as t
 from tests.helpers import eventually as until
+from tests.helpers import stop_worlds
 from tests.oms.helpers import T0
 
 
@@ -134,9 +135,4 @@ async def start_oms():
 
     started: list[OmsModule] = []
     yield start
-    for task in reversed(tasks):
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for module in started:  # a PgLedger's lease holds a connection of its own until released
-        if module.lease is not None:
-            await module.lease.release()
+    await stop_worlds(tasks, started)

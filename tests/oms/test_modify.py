@@ -34,6 +34,7 @@ from shared.errors import InvalidInput, RetryableError, RiskRejected, TradingHal
 from shared.marketdata import nse_instruments
 from shared.order_terms import changed_terms
 from tests.helpers import eventually as until
+from tests.helpers import stop_worlds
 from tests.risk.factories import DAY
 from tests.risk.test_fuzz_square_off import World
 
@@ -92,12 +93,7 @@ async def make_world(request, db_pool) -> AsyncIterator:
         return w
 
     yield make
-    for task in reversed(tasks):
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for module in modules:
-        if module.lease is not None:
-            await module.lease.release()
+    await stop_worlds(tasks, modules)
 
 
 async def resting_buy(w: World, quantity: int = 10, price: int = PX - 10_00,

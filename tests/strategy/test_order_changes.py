@@ -35,6 +35,7 @@ from shared.contracts import ingestion_pb2, market_pb2
 from shared.contracts import trading_pb2 as t
 from shared.marketdata import nse_instruments
 from tests.helpers import eventually as until
+from tests.helpers import stop_worlds
 
 T0915 = ist_ns(date(2026, 1, 20), 9, 15)
 SBIN = 3045
@@ -120,12 +121,7 @@ async def make_world(request, db_pool) -> AsyncIterator:
         return w
 
     yield make
-    for task in reversed(tasks):
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for w in worlds:
-        if w.oms.lease is not None:
-            await w.oms.lease.release()
+    await stop_worlds(tasks, [w.oms for w in worlds])
 
 
 async def resting_entry(w: World) -> t.OrderUpdate:
