@@ -56,6 +56,10 @@ def cluster(tmp_path_factory, ledger_dsn):
     config = folder / "split.toml"
     lines = [f'database_url = "{ledger_dsn}"', "[split]", f"session_wall_start_ns = {time.time_ns()}"]
     lines += [f'{m}_addr = "127.0.0.1:{p}"' for m, p in ports.items()]
+    # The walk at --speed 60 and full volatility (the strategy's fills need it) moves a price by percents in the
+    # seconds a busy machine takes between reading it and risk checking a manual order 3-4% away: a band of 30%
+    # keeps those tests about the order, not the race. No test here is about the band.
+    lines += ["[risk]", "price_band_bps = 3000"]
     config.write_text("\n".join(lines) + "\n")
     procs: dict[str, Proc] = {}
 
@@ -129,24 +133,22 @@ def test_a_manual_order_is_changed_at_the_oms_after_risk_across_processes_checke
     procs["risk"].wait_for_line("risk started")
     oms = f"127.0.0.1:{ports['oms']}"
     ingestion = f"127.0.0.1:{ports['ingestion']}"
-    # The walk at --speed 60 (full volatility: other tests need the strategy's fills) can leave risk's band between
-    # reading a price and sending it, or fall to a resting buy and fill it first: tried again from a new order then.
+    # The walk at --speed 60 (full volatility: other tests need the strategy's fills) can fall to a resting buy and
+    # fill it first: tried again from a new order then.
     def modify(order_id: str, **change: int):
         return grpcurl("-d", json.dumps({"order_id": order_id, **change}), oms, "neopulse.v1.OrderService/ModifyOrder")
 
     for _ in range(5):
         order = limit_buy_below_market(ingestion)
         placing = grpcurl("-d", json.dumps({"order": order}), oms, "neopulse.v1.OrderService/PlaceOrder")
-        if "price_band_bps" in placing.stderr:
-            continue
+        assert placing.returncode == 0, placing.stderr
         placed = json.loads(placing.stdout)["order"]
         too_big = modify(placed["client_order_id"], quantity=10**7)
         new_price = price_below(ingestion, order, 300)
         answer = modify(placed["client_order_id"], quantity=2, price_paise=new_price)
         grpcurl("-d", json.dumps({"order_id": placed["internal_id"]}), oms, "neopulse.v1.OrderService/CancelOrder")
-        if not any(raced in r.stderr for r in (too_big, answer) for raced in ("price_band_bps", "already TRADED")):
+        if not any("already TRADED" in r.stderr for r in (too_big, answer)):
             break
-    assert placing.returncode == 0, placing.stderr
     assert answer.returncode == 0, answer.stderr
     changed = json.loads(answer.stdout)["order"]
 
