@@ -7,6 +7,9 @@ STAMP  := $(VENV)/.installed-stamp
 DURATION ?=
 SPEED    ?= 60
 RUN_ARGS ?=
+# make test: pytest workers (pytest-xdist). Each test file runs whole on one worker (its module fixtures, e.g. a split
+# cluster, start once); 0 runs the suite in this process. The slowest tests mostly wait on processes and servers.
+TEST_WORKERS ?= 2
 
 .PHONY: install run test bench proto lint clean sim psql
 
@@ -28,7 +31,7 @@ psql: install
 	$(VENV)/bin/neopulse db psql --data-dir .neopulse
 
 test: install
-	NEO_LOG_FILE_ENABLED=false $(PY) -m pytest -q $(TEST_ARGS)
+	NEO_LOG_FILE_ENABLED=false $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 $(TEST_ARGS)
 
 bench: install
 	NEO_LOG_FILE_ENABLED=false $(PY) -m bench.run $(BENCH_ARGS)
