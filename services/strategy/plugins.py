@@ -172,7 +172,10 @@ class Strategy:
         self._pending_signal: dict[int, str] = {}  # token -> signal_id of the pending signal, if the module gave one
         # token -> ids of its orders REJECTED with OUTCOME_UNKNOWN and not adopted (yet): see on_order_update.
         self._unknown: dict[int, set[str]] = {}
-        self._working: dict[int, WorkingOrder] = {}  # token -> its latest order while it works (working_order)
+        # Its orders while they work (order id -> view), and each token's latest (working_order): a token may have two
+        # at once (one from before a restart), and a view keeps its count of changes whichever is updated last.
+        self._orders: dict[str, WorkingOrder] = {}
+        self._latest: dict[int, str] = {}
         self.reset()
 
     # -- the plugin's part -----------------------------------------------------
@@ -223,7 +226,8 @@ class Strategy:
     def working_order(self, token: int) -> WorkingOrder | None:
         """This strategy's order in `token` while it works (the latest, should there be two), else None: what an
         OrderChange changes."""
-        return self._working.get(token)
+        order_id = self._latest.get(token)
+        return None if order_id is None else self._orders.get(order_id)
 
     def is_pending(self, token: int, now_ns: int) -> bool:
         if self._unknown.get(token):
@@ -301,19 +305,20 @@ class Strategy:
             self._positions[key] = self._positions.get(key, 0) + signed
         if update.status in TERMINAL:
             self._pending.pop(token, None)
-            working = self._working.get(token)
-            if working is not None and working.order_id == order_id:
-                del self._working[token]
+            self._orders.pop(order_id, None)
+            if self._latest.get(token) == order_id:
+                del self._latest[token]
         else:  # working, also one from before a restart: the token waits for it
             self._pending[token] = (self._pending.get(token, (0, True))[0], True)
             self._note_working(token, order_id, update)
 
     def _note_working(self, token: int, order_id: str, update: trading_pb2.OrderUpdate) -> None:
         r = update.request
-        working = self._working.get(token)
-        changes = working.changes if working is not None and working.order_id == order_id else 0
-        self._working[token] = WorkingOrder(order_id, r.side, r.order_type, r.quantity, update.filled_quantity,
-                                            r.price_paise, r.trigger_price_paise, update.status, changes)
+        before = self._orders.get(order_id)
+        self._orders[order_id] = WorkingOrder(order_id, r.side, r.order_type, r.quantity, update.filled_quantity,
+                                              r.price_paise, r.trigger_price_paise, update.status,
+                                              before.changes if before is not None else 0)
+        self._latest[token] = order_id
 
 
 _PRODUCTS = (trading_pb2.PRODUCT_MIS, trading_pb2.PRODUCT_CNC, trading_pb2.PRODUCT_NRML)
