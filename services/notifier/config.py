@@ -42,6 +42,9 @@ class NotifierSettings(ModuleSettings):
     send_attempts: int = Field(default=5, ge=1, le=20)
     # First back-off after a transient send error, doubled per attempt.
     retry_backoff_seconds: float = Field(default=0.5, ge=0, le=60)
+    # "Order modified" in Telegram for a strategy's orders too (a strategy repricing its orders, MOMENTUM_RSI's
+    # max_reprices, would send one each); logged either way. A manual order's change is always sent.
+    strategy_order_changes: bool = False
     # Daily summary after the close, IST "HH:MM" on weekdays; "" turns it off.
     daily_summary_time_ist: str = "15:45"
     # How often the summary schedule looks at the clock (seconds of real time).

@@ -129,7 +129,8 @@ class NotifierModule(Component):
             self.deliver(messages.broker_rejection_notification(update))
         replaced = self.terms.changed(update)
         if replaced is not None:
-            self.deliver(messages.modified_notification(update, replaced))
+            routine = bool(update.request.signal_id) and not self.settings.strategy_order_changes
+            self.deliver(messages.modified_notification(update, replaced), telegram=not routine)
 
     def _fresh(self, topic: Topic, sequence: int) -> bool:
         """False for a replayed message (a bridge resuming a stream); unsequenced ones always pass."""
@@ -138,15 +139,15 @@ class NotifierModule(Component):
         self._last_sequence[topic] = max(sequence, self._last_sequence[topic])
         return True
 
-    def deliver(self, note: ops_pb2.Notification) -> None:
-        """Log it (fields as structured extras) and queue it for Telegram; never waits."""
+    def deliver(self, note: ops_pb2.Notification, telegram: bool = True) -> None:
+        """Log it (fields as structured extras) and queue it for Telegram (unless `telegram` is False); never waits."""
         self.handled += 1
         kind = messages.enum_label(ops_pb2.NotificationKind, note.kind, "NOTIFICATION_KIND_")
         NOTIFICATIONS.labels(kind).inc()
         extra = {k: v for k, v in note.fields.items() if k not in _RESERVED}
         extra |= {"kind": kind, "title": note.title, "text": note.text, "source": note.source}
-        log.log(_LEVELS.get(note.severity, logging.INFO), "notification", extra=extra)
-        if self.sender is not None and not self.sender.offer(messages.notification_html(note),
+        log.log(_LEVELS.get(note.severity, logging.INFO), "notification", extra=extra | {"telegram": telegram})
+        if telegram and self.sender is not None and not self.sender.offer(messages.notification_html(note),
                                                              urgent=messages.is_urgent(note)):
             log.error("notification not sent to Telegram: it came after the notifier stopped", extra=extra)
 

@@ -3,11 +3,12 @@ still pending, refused, or that move only the status, a fill or the exchange id 
 
 from __future__ import annotations
 
+from services.notifier.module import NotifierModule
 from services.notifier.terms_watch import TermsWatch
 from shared.bus import Bus, Topic
 from shared.contracts import ops_pb2, trading_pb2
 from tests.helpers import eventually
-from tests.notifier.conftest import CHAT
+from tests.notifier.conftest import CHAT, settings_for, started
 from tests.notifier.fake_bot_api import FakeBotApi
 
 S = trading_pb2
@@ -43,6 +44,29 @@ async def test_a_change_the_broker_took_is_told_once_with_the_terms_before_and_a
                         update(S.ORDER_STATUS_OPEN, S.ORDER_STATUS_MODIFY_PENDING, qty=20, price=150_150))
 
     assert blocks == ["⚙️ <b>Order modified</b>\nBUY INFY-EQ: qty 10 → 20, price ₹1,500.00 → ₹1,501.50 [MANUAL]"]
+
+
+def strategys(u: trading_pb2.OrderUpdate) -> trading_pb2.OrderUpdate:
+    u.request.strategy_tag, u.request.signal_id = "momentum_rsi", "momentum_rsi-1594-1-BUY"
+    return u
+
+
+REPRICED = [strategys(u) for u in (*PLACED, update(S.ORDER_STATUS_MODIFY_PENDING, S.ORDER_STATUS_OPEN, price=150_150),
+                                    update(S.ORDER_STATUS_OPEN, S.ORDER_STATUS_MODIFY_PENDING, price=150_150))]
+
+
+async def test_a_strategys_order_changed_is_logged_not_sent_unless_configured(notifier, fake_api, bus, caplog):
+    """A strategy repricing its orders (MOMENTUM_RSI's max_reprices) would send a message each."""
+    assert await told(bus, fake_api, *REPRICED) == []
+    (logged,) = [r for r in caplog.records if getattr(r, "title", "") == "Order modified"]
+    assert (logged.telegram, logged.previous_price_paise, logged.price_paise) == (False, "150000", "150150")
+
+
+async def test_a_strategys_order_changed_is_sent_with_strategy_order_changes_on(bus, standins, fake_api, clock):
+    async for _ in started(NotifierModule(bus, settings_for(fake_api, strategy_order_changes=True), clock)):
+        blocks = await told(bus, fake_api, *REPRICED)
+
+    assert blocks == ["⚙️ <b>Order modified</b>\nBUY INFY-EQ: price ₹1,500.00 → ₹1,501.50 [momentum_rsi]"]
 
 
 async def test_a_refused_change_says_nothing_of_terms(notifier, fake_api, bus):
