@@ -60,6 +60,10 @@ def cluster(tmp_path_factory, ledger_dsn):
     # seconds a busy machine takes between reading it and risk checking a manual order 3-4% away: a band of 30%
     # keeps those tests about the order, not the race. No test here is about the band.
     lines += ["[risk]", "price_band_bps = 3000"]
+    # The strategy moves its resting limits to each candle's close (at most 3 times an order): its ModifyOrder goes
+    # to the OMS's process, which asks risk's.
+    lines += ["[[strategy.strategies]]", 'name = "momentum_rsi"', 'kind = "MOMENTUM_RSI"',
+              "[strategy.strategies.params]", "max_reprices = 3"]
     config.write_text("\n".join(lines) + "\n")
     procs: dict[str, Proc] = {}
 
@@ -154,6 +158,30 @@ def test_a_manual_order_is_changed_at_the_oms_after_risk_across_processes_checke
 
     assert (int(changed["request"]["quantity"]), int(changed["request"]["price_paise"])) == (2, new_price)
     assert "Code: FailedPrecondition" in too_big.stderr and "exceeds max_order_quantity" in too_big.stderr
+
+
+async def _audit(dsn: str, client_order_id: str) -> list[dict]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        found = await conn.fetchval("SELECT metadata -> 'audit_log' FROM order_ledger WHERE client_order_id = $1",
+                                    client_order_id)
+        return json.loads(found) if found else []
+    finally:
+        await conn.close()
+
+
+def test_a_strategy_moves_its_resting_order_through_the_oms_and_risk_processes(cluster, ledger_dsn):
+    """MOMENTUM_RSI with max_reprices: the strategy's process asks the OMS's (ModifyOrder), which asks risk's
+    (CheckModify) and records the change ahead in the ledger."""
+    _, procs, _ = cluster
+
+    line = wait_until(lambda: next((x for x in procs["strategy"].lines if "strategy's order changed" in x), None),
+                      timeout_s=120)
+
+    changed = json.loads(line[line.index("{"):])
+    audit = asyncio.run(_audit(ledger_dsn, changed["order_id"]))
+    asked = [entry["modify_request"] for entry in audit if "modify_request" in entry]
+    assert asked and int(asked[0]["to"]["price_paise"]) == changed["price_paise"], audit
 
 
 def test_strategy_orders_are_filled_and_land_in_the_oms_ledger(cluster, ledger_dsn):
