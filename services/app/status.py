@@ -31,6 +31,7 @@ class RunCounters:
     accepted: int = 0
     rejected: int = 0
     fills: int = 0
+    changes: int = 0  # changes of working orders recorded and sent (MODIFY_PENDING): a strategy's reprices, ModifyOrder
     fill_days: set[date] = field(default_factory=set)  # IST days of this run's fills (by the OMS's clock)
     rejection_reasons: dict[str, int] = field(default_factory=dict)
 
@@ -72,6 +73,8 @@ class StatusBoard:
             self.c.rejection_reasons[d.reason_code] = self.c.rejection_reasons.get(d.reason_code, 0) + 1
 
     async def _update(self, u: trading_pb2.OrderUpdate) -> None:
+        if u.status == trading_pb2.ORDER_STATUS_MODIFY_PENDING != u.previous_status:
+            self.c.changes += 1
         if u.last_fill_quantity > 0:
             self.c.fills += 1
             if u.ts_ns:
@@ -119,6 +122,8 @@ class StatusBoard:
             ("orders accepted by risk", f"{c.accepted:,}"), ("rejected by risk", f"{c.rejected:,}"),
             ("fills", f"{c.fills:,}"),
         ]
+        if c.changes:
+            run_rows.append(("orders changed (sent)", f"{c.changes:,}"))
         run_rows += [(f"  rejected: {code or 'unknown'}", str(n)) for code, n in sorted(c.rejection_reasons.items())]
         day_rows = self._day_rows()
         width = max(len(k) for k, _ in run_rows + day_rows)

@@ -69,6 +69,19 @@ async def test_the_summary_shows_the_day_the_oms_books_and_this_runs_counts(bus)
     assert "also filled" not in summary
 
 
+async def test_the_summary_counts_the_changes_of_working_orders_sent_once_each_and_only_when_there_were(bus):
+    board = StatusBoard(with_oms(bus), now_ns=lambda: TUESDAY, out=io.StringIO())
+    assert "orders changed" not in board.summary()
+    for status, previous in ((t.ORDER_STATUS_MODIFY_PENDING, t.ORDER_STATUS_OPEN),
+                             (t.ORDER_STATUS_MODIFY_PENDING, t.ORDER_STATUS_MODIFY_PENDING),  # a fill while pending
+                             (t.ORDER_STATUS_OPEN, t.ORDER_STATUS_MODIFY_PENDING),
+                             (t.ORDER_STATUS_MODIFY_PENDING, t.ORDER_STATUS_PARTIALLY_FILLED)):
+        await bus.publish(Topic.ORDER_UPDATES, t.OrderUpdate(internal_id="a", status=status, previous_status=previous))
+    assert await bus.drain()
+
+    assert re.search(r"^\s+orders changed \(sent\)\s+2$", board.summary(), re.M)
+
+
 async def test_the_status_line_shows_the_days_net_pnl(bus):
     board = StatusBoard(with_oms(bus), now_ns=lambda: TUESDAY, out=io.StringIO())
 
