@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from prometheus_client import Counter
 from pydantic import ValidationError
 
 from services.strategy.candles import MINUTE_NS, CandleBuilder, Closed
 from services.strategy.config import StrategySettings
+from services.strategy.orders import WorkingOrders
 from services.strategy.plugins import (
     TERMINAL,
     Decision,
@@ -26,7 +27,7 @@ from services.strategy.plugins import (
 )
 from shared.bus import Sequencer
 from shared.clock import Clock
-from shared.contracts import market_pb2, oms_pb2, strategy_pb2, trading_pb2
+from shared.contracts import market_pb2, strategy_pb2, trading_pb2
 from shared.errors import ConfigError, InvalidInput, NotFound
 from shared.instruments import InstrumentBook
 from shared.positions import SQUAREOFF_TAG
@@ -38,14 +39,6 @@ _SIDE_NAMES: dict[int, str] = {trading_pb2.SIDE_BUY: "BUY", trading_pb2.SIDE_SEL
 OPERATOR_PAUSE = "no reason given"  # the pause_reason of a PauseStrategy without one (paused_by says who)
 
 Output = tuple[list[market_pb2.Candle], list[trading_pb2.Signal]]
-
-
-class Change(NamedTuple):
-    """A strategy's change of its working order, to send as the OMS's ModifyOrder."""
-
-    strategy: str
-    reason: str
-    request: oms_pb2.ModifyOrderRequest
 
 
 def build_strategies(settings: StrategySettings, instruments: InstrumentBook) -> list[Strategy]:
@@ -75,16 +68,9 @@ class StrategyEngine:
         self._tick_strategies = [s for s in strategies if hasattr(s, "on_tick")]
         self._ctx = StrategyContext(instruments)
         self._last_update_sequence = 0
-        # Our strategies' orders still working: client_order_id -> (order id to cancel, clock time first seen
-        # working), and when a cancel may be asked (again) for each (see stale_orders).
-        self._working: dict[str, tuple[str, int]] = {}
-        self._cancel_at: dict[str, int] = {}
+        self.orders = WorkingOrders()  # its strategies' working orders: stale ones to cancel, changes to send
         # (strategy, token) -> (tick ts_ns, signals emitted at it): see _signal_id.
         self._tick_emits: dict[tuple[str, int], tuple[int, int]] = {}
-        # The strategies' changes of their working orders, for the module to send (take_changes), and the order ids
-        # whose change is being sent (change_sent): one at a time per order.
-        self._changes: list[Change] = []
-        self._changing: set[str] = set()
 
     # -- data ------------------------------------------------------------------
     def on_ticks(self, ticks: Any) -> Output:
@@ -194,7 +180,7 @@ class StrategyEngine:
         out = []
         for intent in intents:
             if isinstance(intent, OrderChange):
-                self._change(strategy, intent)
+                self.orders.ask(strategy, intent)
                 continue
             inst = self.instruments.get(intent.token)
             signal_id = self._signal_id(strategy.name, intent, at_ns, by_tick)
@@ -208,38 +194,6 @@ class StrategyEngine:
                 sequence=self.sequencer.next()))
             strategy.mark_sent(intent, now_ns, signal_id)
         return out
-
-    def _change(self, strategy: Strategy, change: OrderChange) -> None:
-        """Queue a strategy's change of its working order (take_changes), as the OMS's ModifyOrder with the terms
-        that differ from the order's; dropped when there is no such order, nothing differs, or a change of the
-        order is still in flight (ours being sent, or one pending at the broker)."""
-        working = strategy.working_order(change.token)
-        if working is None or working.changing or working.order_id in self._changing:
-            log.debug("order change not sent: no working order, or a change of it in flight",
-                      extra={"strategy": strategy.name, "token": change.token})
-            return
-        terms = [new if new and new != old else 0 for new, old in (
-            (change.quantity, working.quantity), (change.limit_price_paise, working.limit_price_paise),
-            (change.trigger_price_paise, working.trigger_price_paise))]
-        if not any(terms):
-            return
-        working.changes += 1
-        self._changing.add(working.order_id)
-        self._changes.append(Change(strategy.name, change.reason, oms_pb2.ModifyOrderRequest(
-            order_id=working.order_id, quantity=terms[0], price_paise=terms[1], trigger_price_paise=terms[2])))
-
-    @property
-    def has_changes(self) -> bool:
-        return bool(self._changes)
-
-    def take_changes(self) -> list[Change]:
-        """The order changes the strategies asked for since the last call, to send (each then change_sent)."""
-        out, self._changes = self._changes, []
-        return out
-
-    def change_sent(self, order_id: str) -> None:
-        """The OMS answered a change of `order_id` (either way): the order's strategy may ask another."""
-        self._changing.discard(order_id)
 
     def _signal_id(self, name: str, intent: OrderIntent, at_ns: int, by_tick: bool) -> str:
         """name-token-time-side: deterministic, so a replay of the same data gives the same ids (and risk's client
@@ -263,31 +217,10 @@ class StrategyEngine:
             self._last_update_sequence = update.sequence
         strategy = self.strategies.get(update.request.strategy_tag)
         if strategy is not None:
-            self._track_working(update)
+            self.orders.track(update, self.clock.now_ns())
             strategy.on_order_update(update)
         elif update.request.strategy_tag == SQUAREOFF_TAG and update.last_fill_quantity:
             self._closed_by_platform(update)
-
-    def _track_working(self, update: trading_pb2.OrderUpdate) -> None:
-        cid = update.client_order_id or update.request.client_order_id
-        if not cid:
-            return
-        if update.status in TERMINAL:
-            self._working.pop(cid, None)
-            self._cancel_at.pop(cid, None)
-        elif cid not in self._working:
-            self._working[cid] = (update.internal_id or cid, self.clock.now_ns())
-
-    def stale_orders(self, now_ns: int, max_age_ns: int, retry_ns: int) -> list[str]:
-        """Order ids of our strategies' orders working for max_age_ns or longer, each offered again every retry_ns
-        while it works: its signal is stale (a limit entry the market left behind), and while it works its
-        strategy can neither enter again nor exit what part of it filled. Cancelled, it is settled by its update."""
-        out = []
-        for cid, (order_id, since) in self._working.items():
-            if now_ns - since >= max_age_ns and now_ns >= self._cancel_at.get(cid, 0):
-                self._cancel_at[cid] = now_ns + retry_ns
-                out.append(order_id)
-        return out
 
     def load_orders(self, orders: list[trading_pb2.OrderUpdate], keep_order: bool = False) -> int:
         """After a restart: the OMS's orders (their latest rows, any status; restore.py chooses them) give each

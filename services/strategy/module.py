@@ -14,7 +14,8 @@ from prometheus_client import Counter
 
 from services.strategy import restore, warmup
 from services.strategy.config import StrategySettings
-from services.strategy.engine import Change, Output, StrategyEngine, build_strategies
+from services.strategy.engine import Output, StrategyEngine, build_strategies
+from services.strategy.orders import Change
 from shared import rpc
 from shared.bus import Bus, Priority, Sequencer, Topic
 from shared.clock import Clock, ist_day_number, minute_start_ns
@@ -50,7 +51,8 @@ class StrategyModule(Component):
         self.engine: StrategyEngine | None = None
         self._late_reported = 0
         self._loaded = asyncio.Event()  # the OMS's orders are read (start)
-        self._changes: asyncio.Queue[Change] = asyncio.Queue()  # strategies' order changes, sent by run()
+        # Strategies' order changes, sent by run(). Bounded by the working orders: one change of an order at a time.
+        self._changes: asyncio.Queue[Change] = asyncio.Queue()
 
     async def start(self) -> None:
         await self.instruments.load_from(self.bus)
@@ -174,7 +176,7 @@ class StrategyModule(Component):
                 await self._publish(self.engine.close_due(now - grace_ns))
                 self._count_late()
                 if max_age_ns:
-                    for order_id in self.engine.stale_orders(now, max_age_ns, CANCEL_RETRY_NS):
+                    for order_id in self.engine.orders.stale(now, max_age_ns, CANCEL_RETRY_NS):
                         tasks.create_task(self._cancel_stale(order_id), name=f"strategy:cancel:{order_id}")
 
     async def _cancel_stale(self, order_id: str) -> None:
@@ -212,7 +214,7 @@ class StrategyModule(Component):
                 "strategy": change.strategy, "order_id": request.order_id, "error": str(exc)})
             return
         finally:
-            self.engine.change_sent(request.order_id)
+            self.engine.orders.change_sent(request.order_id)
         ORDER_CHANGES.labels(change.strategy, "made").inc()
         log.info("strategy's order changed", extra={
             "strategy": change.strategy, "order_id": request.order_id, "quantity": request.quantity,
@@ -224,7 +226,7 @@ class StrategyModule(Component):
         engine = self.engine
         assert engine is not None
         candles, signals = engine.on_ticks(batch.ticks)
-        if candles or signals or engine.has_changes:
+        if candles or signals or engine.orders.has_changes:
             await self._publish((candles, signals))
 
     async def _on_decision(self, decision: trading_pb2.RiskDecision) -> None:
@@ -245,8 +247,8 @@ class StrategyModule(Component):
         for signal in signals:
             SIGNALS.labels(signal.strategy).inc()
             await self.bus.publish(Topic.SIGNALS, signal)
-        if engine.has_changes:
-            for change in engine.take_changes():
+        if engine.orders.has_changes:
+            for change in engine.orders.take_changes():
                 self._changes.put_nowait(change)
         if candles:
             CANDLES.inc(len(candles))

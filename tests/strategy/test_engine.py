@@ -330,7 +330,7 @@ class Changer:
         self.strategy.change = OrderChange(SBIN, **change)
         self.minute += 1
         self.engine.on_closed([(market_pb2.Candle(token=SBIN, start_ns=T0915 + self.minute * 60 * NS), 0)])
-        return [(c.strategy, c.reason, c.request) for c in self.engine.take_changes()]
+        return [(c.strategy, c.reason, c.request) for c in self.engine.orders.take_changes()]
 
 
 def test_a_change_goes_out_as_the_oms_modify_order_of_the_working_order_with_only_the_terms_that_differ():
@@ -356,7 +356,7 @@ def test_one_change_of_an_order_at_a_time():
     c.working()
     assert len(c.ask(limit_price_paise=101_00)) == 1
     assert c.ask(limit_price_paise=102_00) == []  # the first is being sent
-    c.engine.change_sent("c-1")
+    c.engine.orders.change_sent("c-1")
     c.working(status=trading_pb2.ORDER_STATUS_MODIFY_PENDING, price=101_00)
     assert c.ask(limit_price_paise=102_00) == []  # pending at the broker
     c.working(price=101_00)

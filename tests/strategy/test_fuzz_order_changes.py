@@ -111,7 +111,7 @@ def test_changes_go_only_for_a_working_order_one_at_a_time_with_the_terms_that_d
         elif roll < 0.35 and model.in_flight:  # the OMS answers a change
             order_id = rng.choice(sorted(model.in_flight))
             model.in_flight.discard(order_id)
-            engine.change_sent(order_id)
+            engine.orders.change_sent(order_id)
         elif roll < 0.40:
             plugin.paused = not plugin.paused
         else:  # a candle: the plugin asks changes of its tokens
@@ -123,7 +123,7 @@ def test_changes_go_only_for_a_working_order_one_at_a_time_with_the_terms_that_d
             plugin.asks[token] = [asked]
             minute += 1
             engine.on_closed([(market_pb2.Candle(token=token, start_ns=T0915 + minute * 60 * NS), 0)])
-            went = engine.take_changes()
+            went = engine.orders.take_changes()
             order_id = model.latest.get(token)
             o = model.orders.get(order_id) if order_id else None
             allowed = (o is not None and not plugin.paused and o.status != t.ORDER_STATUS_MODIFY_PENDING

@@ -197,9 +197,9 @@ class Reprices:
         candle = market_pb2.Candle(token=SBIN, start_ns=start, open_paise=close, high_paise=close, low_paise=close,
                                    close_paise=close)
         _, signals = self.engine.on_closed([(candle, 0)])
-        changes = [c.request.price_paise for c in self.engine.take_changes()]
+        changes = [c.request.price_paise for c in self.engine.orders.take_changes()]
         for change in changes:  # the OMS made it: the order's next update shows the new price
-            self.engine.change_sent("c-1")
+            self.engine.orders.change_sent("c-1")
             self.order(self.side, price=change, filled=self.filled)
         return signals, changes
 

@@ -1,0 +1,89 @@
+"""The strategies' working orders as the strategy module handles them: those left working too long (to cancel) and
+the changes the strategies ask of theirs (to send as the OMS's ModifyOrder), one change of an order at a time.
+
+No I/O: the engine feeds it order updates and the plugins' OrderChanges; the module sends what it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+from services.strategy.plugins import TERMINAL, OrderChange, Strategy
+from shared.contracts import oms_pb2, trading_pb2
+
+log = logging.getLogger(__name__)
+
+
+class Change(NamedTuple):
+    """A strategy's change of its working order, to send as the OMS's ModifyOrder."""
+
+    strategy: str
+    reason: str
+    request: oms_pb2.ModifyOrderRequest
+
+
+class WorkingOrders:
+    def __init__(self) -> None:
+        # Our strategies' orders still working: client_order_id -> (order id to cancel, clock time first seen
+        # working), and when a cancel may be asked (again) for each (see stale).
+        self._working: dict[str, tuple[str, int]] = {}
+        self._cancel_at: dict[str, int] = {}
+        # The changes asked, for the module to send (take_changes), and the order ids whose change is being sent
+        # (change_sent).
+        self._changes: list[Change] = []
+        self._changing: set[str] = set()
+
+    def track(self, update: trading_pb2.OrderUpdate, now_ns: int) -> None:
+        """An update of one of our strategies' orders (at clock time `now_ns`)."""
+        cid = update.client_order_id or update.request.client_order_id
+        if not cid:
+            return
+        if update.status in TERMINAL:
+            self._working.pop(cid, None)
+            self._cancel_at.pop(cid, None)
+        elif cid not in self._working:
+            self._working[cid] = (update.internal_id or cid, now_ns)
+
+    def stale(self, now_ns: int, max_age_ns: int, retry_ns: int) -> list[str]:
+        """Order ids of our strategies' orders working for max_age_ns or longer, each offered again every retry_ns
+        while it works: its signal is stale (a limit entry the market left behind), and while it works its
+        strategy can neither enter again nor exit what part of it filled. Cancelled, it is settled by its update."""
+        out = []
+        for cid, (order_id, since) in self._working.items():
+            if now_ns - since >= max_age_ns and now_ns >= self._cancel_at.get(cid, 0):
+                self._cancel_at[cid] = now_ns + retry_ns
+                out.append(order_id)
+        return out
+
+    def ask(self, strategy: Strategy, change: OrderChange) -> None:
+        """Queue a strategy's change of its working order (take_changes), as the OMS's ModifyOrder with the terms
+        that differ from the order's; dropped when there is no such order, nothing differs, or a change of the
+        order is still in flight (ours being sent, or one pending at the broker)."""
+        working = strategy.working_order(change.token)
+        if working is None or working.changing or working.order_id in self._changing:
+            log.debug("order change not sent: no working order, or a change of it in flight",
+                      extra={"strategy": strategy.name, "token": change.token})
+            return
+        terms = [new if new and new != old else 0 for new, old in (
+            (change.quantity, working.quantity), (change.limit_price_paise, working.limit_price_paise),
+            (change.trigger_price_paise, working.trigger_price_paise))]
+        if not any(terms):
+            return
+        working.changes += 1
+        self._changing.add(working.order_id)
+        self._changes.append(Change(strategy.name, change.reason, oms_pb2.ModifyOrderRequest(
+            order_id=working.order_id, quantity=terms[0], price_paise=terms[1], trigger_price_paise=terms[2])))
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self._changes)
+
+    def take_changes(self) -> list[Change]:
+        """The order changes the strategies asked for since the last call, to send (each then change_sent)."""
+        out, self._changes = self._changes, []
+        return out
+
+    def change_sent(self, order_id: str) -> None:
+        """The OMS answered a change of `order_id` (either way): the order's strategy may ask another."""
+        self._changing.discard(order_id)
