@@ -148,7 +148,7 @@ class NotifierModule(Component):
         extra |= {"kind": kind, "title": note.title, "text": note.text, "source": note.source}
         log.log(_LEVELS.get(note.severity, logging.INFO), "notification", extra=extra | {"telegram": telegram})
         if telegram and self.sender is not None and not self.sender.offer(messages.notification_html(note),
-                                                             urgent=messages.is_urgent(note)):
+                                                                          urgent=messages.is_urgent(note)):
             log.error("notification not sent to Telegram: it came after the notifier stopped", extra=extra)
 
     # -- bus requests ------------------------------------------------------------------

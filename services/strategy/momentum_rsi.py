@@ -11,10 +11,10 @@ Rules, on each closed candle of a token (after warm-up: rsi_period + 1 and ema_p
 - Long: SELL the whole position when RSI falls below `exit_long_rsi` or the close falls below the EMA.
 - Short: BUY the whole position back when RSI rises above `exit_short_rsi` or the close rises above the EMA.
 - Never pyramids: while a signal's order is in flight, or a position is open, no new entry.
-Orders are MIS; LIMIT at the candle close snapped to the tick size, or MARKET.
 - With `max_reprices` above 0, a LIMIT order still working at a candle's close is moved to that close (the OMS's
   ModifyOrder, which risk checks), at most that many times per order: an exit always, an entry only while the
   close stays on its trend's side of the EMA.
+Orders are MIS; LIMIT at the candle close snapped to the tick size, or MARKET.
 A period change (SetStrategyParams) warms the new indicators up at once from the latest closes of each token,
 kept for that (as many as the longest valid periods need), and then checks the exits (exits_due); it never enters.
 At start the stored candles warm it up the same way (closes_needed: the longer of the two warm-ups).

@@ -108,9 +108,8 @@ class OrderChange:
 
 @dataclass(slots=True)
 class WorkingOrder:
-    """The strategy's latest order in a token while it works, as its last update showed it (terms included: a
-    change takes effect when an update shows it). `changes`: the changes the strategy asked of it since the
-    strategy started."""
+    """One of the strategy's orders while it works, as its last update showed it (terms included: a change takes
+    effect when an update shows it). `changes`: the changes the strategy asked of it since the strategy started."""
 
     order_id: str
     side: int
