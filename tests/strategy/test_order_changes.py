@@ -102,7 +102,9 @@ async def make_world(request, db_pool) -> AsyncIterator:
         risk_module = RiskModule(bus, cfg.load(RiskSettings, {}, loss_check_interval_ms=0,
                                                max_orders_per_second=10_000, **risk), clock)
         strategy = StrategyModule(bus, cfg.load(StrategySettings, {"strategy": {
-            "close_check_ms": 10, "close_grace_ms": 0, "cancel_working_after_s": 0, "strategies": [
+            # Candles close by their next minute's tick: the clock jumps a minute ahead of a batch as it is fed,
+            # and a timer closing at once could take a minute before the batch's ticks of that minute came in.
+            "close_check_ms": 10, "close_grace_ms": 60_000, "cancel_working_after_s": 0, "strategies": [
                 {"name": "mom", "kind": "MOMENTUM_RSI", "symbols": ["SBIN-EQ"],
                  "params": {"rsi_period": 3, "ema_period": 3, "max_reprices": max_reprices}}]}}), clock)
         w = World(bus, clock, strategy, ledger, oms)
