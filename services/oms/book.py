@@ -110,6 +110,9 @@ class OrderBook:
         # Orders changed lately (ModifyOrder) -> the terms the change replaced and until when (time.monotonic) a
         # broker row showing them is taken as read before the change (broker_news.STALE_TERMS_S).
         self._replaced_terms: dict[str, tuple[tuple[int, int, int], float]] = {}
+        # Orders changed by us in this run -> every terms a change of ours moved them from or to: a broker row showing
+        # one of them is a change of ours that did not hold, or a row read before it, never a change made elsewhere.
+        self._sent_terms: dict[str, set[tuple[int, int, int]]] = {}
         # Orders whose last write raised and could not be read back: it may have committed. Settled (read back)
         # before anything more is written for the order, never written again under a new sequence. With each, what
         # to call if it turns out recorded (transition's `recorded`: a fill's charges counted as booked).
@@ -161,7 +164,8 @@ class OrderBook:
             for key in (u.client_order_id, u.exchange_order_id):
                 if self._ids.get(key) == iid:
                     del self._ids[key]
-            for per_order in (self._locks, self._charges, self._brokerage, self._fill_value, self._replaced_terms):
+            for per_order in (self._locks, self._charges, self._brokerage, self._fill_value, self._replaced_terms,
+                              self._sent_terms):
                 per_order.pop(iid, None)
         return len(ended)
 
@@ -207,10 +211,12 @@ class OrderBook:
                          reason_code: str = "", exchange_order_id: str = "", filled: tuple[int, int] | None = None,
                          fill: tuple[int, int, int] = (0, 0, 0), terms: tuple[int, int, int] | None = None,
                          allow: Callable[[int, int], bool] = can_transition,
-                         recorded: Callable[[], None] | None = None) -> t.OrderUpdate:
+                         recorded: Callable[[], None] | None = None, change_sent: bool = False,
+                         by_hand: bool = False) -> t.OrderUpdate:
         """Check (`allow`: the state machine, or one named exception to it), write to the ledger, then apply
         and publish one transition. `reason` stays until replaced; `reason_code` is this transition's only.
         `terms` (quantity, price, trigger) replaces the order's terms in its request (a change, or the broker's report).
+        `change_sent` counts a change of ours (changes_sent); `by_hand` marks the order changed by hand (it stays so).
         `recorded` is called once the ledger has it: now, or when a write of unknown outcome is found committed.
         Raises IllegalTransition; BookMoved when the order's last write, whose outcome was unknown, turns out
         recorded (the caller worked this one out from the book before it)."""
@@ -233,6 +239,10 @@ class OrderBook:
             u.last_fill_quantity, u.last_fill_price_paise, u.last_fill_charges_paise = fill
             if terms is not None:
                 u.request.quantity, u.request.price_paise, u.request.trigger_price_paise = terms
+            if change_sent:
+                u.changes_sent += 1
+            if by_hand:
+                u.changed_by_hand = True
             u.ts_ns = self.clock.now_ns()
             u.sequence = self.sequencer.next()
             unrecorded_cancel = self._cancel_sent.get(internal_id) if self._cancel_sent else None

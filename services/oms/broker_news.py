@@ -193,11 +193,14 @@ class BrokerNews(OrderBook):
                 return  # nothing new
             status, allow = cur.status, allows_working_news  # only the broker's id or terms for it changed
         fill, counted = self._fill_delta(internal_id, cur, ev, delta)
+        elsewhere = terms is not None and self._changed_elsewhere(internal_id, terms)
         try:
             code = ReasonCode.BROKER_REJECTED if status == t.ORDER_STATUS_REJECTED else ""
+            if elsewhere and not code:
+                code = ReasonCode.CHANGED_AT_BROKER
             await self.transition(internal_id, status, reason=ev.reason or None, reason_code=code,
                                   exchange_order_id=new_id, filled=_filled(cur, ev, fill) if delta else None,
-                                  fill=fill, terms=terms, allow=allow, recorded=counted,
+                                  fill=fill, terms=terms, allow=allow, recorded=counted, by_hand=elsewhere,
                                   audit={"event": event_audit(ev), **(audit or {})})
         except IllegalTransition as exc:
             self.illegal_transitions += 1
@@ -274,6 +277,15 @@ class BrokerNews(OrderBook):
         log.warning("the broker reports other terms for the order; the book takes them", extra={
             "order_id": internal_id, "book": terms_of(cur.request), "broker": reported})
         return reported
+
+    def _changed_elsewhere(self, internal_id: str, terms: Terms) -> bool:
+        """Whether terms a broker row gives the order (other than the book's) were set outside NeoPulse: none that a
+        change of ours in this run moved the order from or to (a change of ours that did not hold, read back)."""
+        if terms in self._sent_terms.get(internal_id, ()):
+            return False
+        log.warning("the order was changed outside NeoPulse; its strategy leaves it from now on", extra={
+            "order_id": internal_id, "broker": terms})
+        return True
 
     def _unpriced(self, internal_id: str, ev: BrokerOrderEvent, delta: int) -> bool:
         """New fills without a price (Kotak leaves avgPrc empty in some rows): applied at 0 they would book a

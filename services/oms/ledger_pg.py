@@ -72,6 +72,8 @@ upd AS (
         quantity = CASE WHEN fwd THEN $18 ELSE quantity END,
         price = CASE WHEN fwd THEN $19 ELSE price END,
         trigger = CASE WHEN fwd THEN $20 ELSE trigger END,
+        changes_sent = CASE WHEN fwd THEN $21 ELSE changes_sent END,
+        changed_by_hand = CASE WHEN fwd THEN $22 ELSE changed_by_hand END,
         last_sequence = CASE WHEN fwd THEN GREATEST(last_sequence, $13) ELSE last_sequence END,
         last_ts_ns = CASE WHEN fwd THEN $14 ELSE last_ts_ns END,
         updated_at = CASE WHEN fwd THEN $15 ELSE updated_at END
@@ -154,7 +156,8 @@ class PgLedger:
             update.filled_quantity, update.average_price_paise, update.last_fill_quantity,
             update.last_fill_price_paise, update.last_fill_charges_paise, update.reason, update.sequence,
             update.ts_ns, ts_of(update.ts_ns), update.reason_code, payload(update, audit),
-            update.request.quantity, update.request.price_paise, update.request.trigger_price_paise)
+            update.request.quantity, update.request.price_paise, update.request.trigger_price_paise,
+            update.changes_sent, update.changed_by_hand)
         if row is None or not row["known"]:
             raise KeyError(f"order {update.internal_id} is not in the ledger; insert_new it first")
         # Not updated: recorded before (a retry after a lost reply), row, metadata and event are all there.

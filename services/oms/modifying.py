@@ -19,7 +19,7 @@ from services.oms.broker_news import STALE_TERMS_S
 from services.oms.cancelling import Cancelling
 from services.oms.states import TERMINAL, IllegalTransition, name
 from shared.contracts import trading_pb2 as t
-from shared.errors import BrokerRejected, NotSent, OrderStateError, RetryableError
+from shared.errors import BrokerRejected, InvalidInput, NotSent, OrderStateError, RetryableError
 from shared.order_terms import TERM_NAMES, Terms, changed_terms, terms_of
 
 log = logging.getLogger(__name__)
@@ -37,32 +37,38 @@ def terms_audit(terms: Terms) -> dict[str, int]:
 class Modifying(Cancelling):
     """Changes working orders at the broker, one change at a time per order, each written ahead."""
 
-    async def modify(self, order_id: str, change: Terms, check: Check) -> t.OrderUpdate:
+    async def modify(self, order_id: str, change: Terms, check: Check, strategy: str = "") -> t.OrderUpdate:
         """MODIFY_PENDING with the new terms, the change, then the broker's answer: the order back in its live state
         with the new terms, or (refused) with the old ones. Terms it has already are no change (a retry after an
         unknown outcome): the order is returned as it is. Raises NotFound, InvalidInput, OrderStateError, what `check`
         raises, BrokerRejected / NotSent (refused or not sent: the old terms hold), RetryableError (not written ahead:
-        nothing sent; or no answer: the order stays MODIFY_PENDING until the broker's book says which terms hold)."""
+        nothing sent; or no answer: the order stays MODIFY_PENDING until the broker's book says which terms hold).
+        `strategy`: the strategy asking, which must be the order's; empty for a trader's change, which marks the order
+        changed by hand. A strategy's change of an order changed by hand raises OrderStateError."""
         cur = await self.order_in_book(order_id)
+        if strategy and strategy != cur.request.strategy_tag:
+            raise InvalidInput("strategy_tag", f"order {order_id} is {cur.request.strategy_tag or 'no strategy'}'s, "
+                                               f"not {strategy}'s")
         # Its own task, to the end whoever stops waiting: once MODIFY_PENDING is recorded the change goes and its
         # answer is recorded, under the order's lock.
-        task = asyncio.get_running_loop().create_task(self._modify_locked(cur, order_id, change, check))
+        task = asyncio.get_running_loop().create_task(self._modify_locked(cur, order_id, change, check, strategy))
         task.add_done_callback(lambda done: done.cancelled() or done.exception())  # told to the caller, if any
         self.bus.track(task)
         return await asyncio.shield(task)
 
-    async def _modify_locked(self, cur: t.OrderUpdate, order_id: str, change: Terms, check: Check) -> t.OrderUpdate:
+    async def _modify_locked(self, cur: t.OrderUpdate, order_id: str, change: Terms, check: Check,
+                             strategy: str) -> t.OrderUpdate:
         iid = cur.internal_id
         async with self.lock(iid):
             if iid not in self.orders:  # dropped from memory (forget_ended) while this waited for the lock
                 self.remember(cur)
-            new = await self.decided_again(lambda: self._modify_pending(iid, order_id, change, check))
+            new = await self.decided_again(lambda: self._modify_pending(iid, order_id, change, check, strategy))
             if new is None:
                 return self.orders[iid]
             return await self._send_modify(iid, order_id, *new)
 
-    async def _modify_pending(self, iid: str, order_id: str, change: Terms,
-                              check: Check) -> tuple[int, Terms, Terms] | None:
+    async def _modify_pending(self, iid: str, order_id: str, change: Terms, check: Check,
+                              strategy: str) -> tuple[int, Terms, Terms] | None:
         """Decide from the book as it is and record MODIFY_PENDING with the new terms: (the status before it, the old
         terms, the new), or None when the order has those terms already. The caller holds the order's lock."""
         try:
@@ -77,6 +83,9 @@ class Modifying(Cancelling):
         cur = self.orders[iid]
         if cur.status in TERMINAL:
             raise OrderStateError(f"order {order_id} is already {name(cur.status)}; there is nothing to change")
+        if strategy and cur.changed_by_hand:
+            raise OrderStateError(f"order {order_id} was changed by hand; its strategy {strategy} leaves it to the "
+                                  "trader")
         old = terms_of(cur.request)
         new = changed_terms(cur.request, cur.filled_quantity, change)
         if new == old:
@@ -90,9 +99,12 @@ class Modifying(Cancelling):
         request.quantity, request.price_paise, request.trigger_price_paise = new
         await check(request, cur.filled_quantity)
         before = cur.status
+        self._sent_terms.setdefault(iid, set()).update((old, new))
         try:
-            await self.transition(iid, t.ORDER_STATUS_MODIFY_PENDING, terms=new, audit={
-                "modify_request": {"from": terms_audit(old), "to": terms_audit(new)}})
+            await self.transition(iid, t.ORDER_STATUS_MODIFY_PENDING, terms=new, change_sent=True,
+                                  by_hand=not strategy, audit={
+                                      "modify_request": {"from": terms_audit(old), "to": terms_audit(new),
+                                                         "by": strategy or "hand"}})
         except (BookMoved, IllegalTransition):
             raise
         except Exception as exc:

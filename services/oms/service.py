@@ -101,7 +101,8 @@ class OrderService:
         if not request.order_id:
             raise InvalidInput("order_id", "give the internal_id or client_order_id of the order")
         change = (request.quantity, request.price_paise, request.trigger_price_paise)
-        return oms_pb2.ModifyOrderResponse(order=await self.engine.modify(request.order_id, change, self._check_change))
+        return oms_pb2.ModifyOrderResponse(order=await self.engine.modify(request.order_id, change, self._check_change,
+                                                                          request.strategy_tag))
 
     async def _check_change(self, order: t.OrderRequest, filled: int) -> None:
         """Risk's word on an order with its new terms (RiskRejected, TradingHalted or InvalidInput when it says no)."""

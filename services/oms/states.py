@@ -21,6 +21,7 @@ class ReasonCode:
     NOT_SENT = "NOT_SENT"
     NOT_IN_BROKER_BOOK = "NOT_IN_BROKER_BOOK"
     ADOPTED = "ADOPTED"
+    CHANGED_AT_BROKER = "CHANGED_AT_BROKER"  # the broker reports terms NeoPulse never sent (Kotak's app)
 
 
 # Validities that end with the trading day (unspecified is DAY at the broker); a later GTC would not be one.

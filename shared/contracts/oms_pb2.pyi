@@ -38,16 +38,18 @@ class CancelOrderResponse(_message.Message):
     def __init__(self, order: _Optional[_Union[_trading_pb2.OrderUpdate, _Mapping]] = ...) -> None: ...
 
 class ModifyOrderRequest(_message.Message):
-    __slots__ = ("order_id", "quantity", "price_paise", "trigger_price_paise")
+    __slots__ = ("order_id", "quantity", "price_paise", "trigger_price_paise", "strategy_tag")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
     PRICE_PAISE_FIELD_NUMBER: _ClassVar[int]
     TRIGGER_PRICE_PAISE_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_TAG_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     quantity: int
     price_paise: int
     trigger_price_paise: int
-    def __init__(self, order_id: _Optional[str] = ..., quantity: _Optional[int] = ..., price_paise: _Optional[int] = ..., trigger_price_paise: _Optional[int] = ...) -> None: ...
+    strategy_tag: str
+    def __init__(self, order_id: _Optional[str] = ..., quantity: _Optional[int] = ..., price_paise: _Optional[int] = ..., trigger_price_paise: _Optional[int] = ..., strategy_tag: _Optional[str] = ...) -> None: ...
 
 class ModifyOrderResponse(_message.Message):
     __slots__ = ("order",)

@@ -176,7 +176,7 @@ class RiskDecisionBatch(_message.Message):
     def __init__(self, decisions: _Optional[_Iterable[_Union[RiskDecision, _Mapping]]] = ...) -> None: ...
 
 class OrderUpdate(_message.Message):
-    __slots__ = ("internal_id", "client_order_id", "exchange_order_id", "status", "previous_status", "filled_quantity", "average_price_paise", "last_fill_quantity", "last_fill_price_paise", "reason", "request", "ts_ns", "sequence", "last_fill_charges_paise", "reason_code")
+    __slots__ = ("internal_id", "client_order_id", "exchange_order_id", "status", "previous_status", "filled_quantity", "average_price_paise", "last_fill_quantity", "last_fill_price_paise", "reason", "request", "ts_ns", "sequence", "last_fill_charges_paise", "reason_code", "changes_sent", "changed_by_hand")
     INTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     EXCHANGE_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -192,6 +192,8 @@ class OrderUpdate(_message.Message):
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     LAST_FILL_CHARGES_PAISE_FIELD_NUMBER: _ClassVar[int]
     REASON_CODE_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_SENT_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_BY_HAND_FIELD_NUMBER: _ClassVar[int]
     internal_id: str
     client_order_id: str
     exchange_order_id: str
@@ -207,7 +209,9 @@ class OrderUpdate(_message.Message):
     sequence: int
     last_fill_charges_paise: int
     reason_code: str
-    def __init__(self, internal_id: _Optional[str] = ..., client_order_id: _Optional[str] = ..., exchange_order_id: _Optional[str] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., previous_status: _Optional[_Union[OrderStatus, str]] = ..., filled_quantity: _Optional[int] = ..., average_price_paise: _Optional[int] = ..., last_fill_quantity: _Optional[int] = ..., last_fill_price_paise: _Optional[int] = ..., reason: _Optional[str] = ..., request: _Optional[_Union[OrderRequest, _Mapping]] = ..., ts_ns: _Optional[int] = ..., sequence: _Optional[int] = ..., last_fill_charges_paise: _Optional[int] = ..., reason_code: _Optional[str] = ...) -> None: ...
+    changes_sent: int
+    changed_by_hand: bool
+    def __init__(self, internal_id: _Optional[str] = ..., client_order_id: _Optional[str] = ..., exchange_order_id: _Optional[str] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., previous_status: _Optional[_Union[OrderStatus, str]] = ..., filled_quantity: _Optional[int] = ..., average_price_paise: _Optional[int] = ..., last_fill_quantity: _Optional[int] = ..., last_fill_price_paise: _Optional[int] = ..., reason: _Optional[str] = ..., request: _Optional[_Union[OrderRequest, _Mapping]] = ..., ts_ns: _Optional[int] = ..., sequence: _Optional[int] = ..., last_fill_charges_paise: _Optional[int] = ..., reason_code: _Optional[str] = ..., changes_sent: _Optional[int] = ..., changed_by_hand: _Optional[bool] = ...) -> None: ...
 
 class OrderUpdateBatch(_message.Message):
     __slots__ = ("updates",)

@@ -24,7 +24,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LEDGER_COLUMNS = """internal_id, client_order_id, exchange_id, strategy_tag, signal_id, status, previous_status, side,
     quantity, price, trigger, order_type, product, validity, token, exchange_segment, symbol, filled_qty, avg_price,
     last_fill_qty, last_fill_price, last_fill_charges, reason, reason_code, last_sequence, last_ts_ns, tick_recv_ns,
-    price_factor_num, price_factor_den"""
+    price_factor_num, price_factor_den, changes_sent, changed_by_hand"""
 
 
 def enum_name(enum: Any, prefix: str, value: int) -> str:
@@ -80,8 +80,8 @@ def row_to_update(row: Any) -> t.OrderUpdate:
         filled_quantity=row["filled_qty"], average_price_paise=row["avg_price"],
         last_fill_quantity=row["last_fill_qty"], last_fill_price_paise=row["last_fill_price"],
         last_fill_charges_paise=row["last_fill_charges"], reason=row["reason"], reason_code=row["reason_code"],
-        request=req,
-        ts_ns=row["last_ts_ns"], sequence=row["last_sequence"])
+        request=req, ts_ns=row["last_ts_ns"], sequence=row["last_sequence"], changes_sent=row["changes_sent"],
+        changed_by_hand=row["changed_by_hand"])
 
 
 def insert_args(u: t.OrderUpdate, audit: dict[str, Any]) -> tuple[Any, ...]:

@@ -125,9 +125,14 @@ async def test_a_resting_buy_raised_but_still_below_the_ask_rests_at_kotak_with_
         changed = await running.modify("coid-raise", quantity=5, price_paise=125_000)
 
         kotak = await running.at_kotak("coid-raise")
+        await running.polls(2)  # Kotak's rows of the change, as the feed and the order book bring them
         recorded = await running.recorded("coid-raise")
     assert (changed.internal_id, changed.status, terms(changed.request), changed.filled_quantity) == (
         placed.internal_id, T.ORDER_STATUS_OPEN, (5, 125_000), 0)
+    # A trader's change (no strategy_tag): counted and marked by hand, never taken for one made in Kotak's app.
+    assert (changed.changes_sent, changed.changed_by_hand) == (1, True)
+    assert (recorded.changes_sent, recorded.changed_by_hand) == (1, True)
+    assert [u.reason_code for u in running.updates if u.reason_code] == []
     assert (kotak.status, kotak.quantity, kotak.price_paise, kotak.filled_quantity) == (
         T.ORDER_STATUS_OPEN, 5, 125_000, 0)
     assert (recorded.status, terms(recorded.request)) == (T.ORDER_STATUS_OPEN, (5, 125_000))
@@ -191,6 +196,8 @@ async def test_a_change_made_in_kotaks_app_is_taken_into_the_book_as_a_same_stat
     assert (taken.previous_status, taken.status, taken.filled_quantity) == (T.ORDER_STATUS_OPEN, T.ORDER_STATUS_OPEN, 0)
     assert (recorded.status, terms(recorded.request)) == (T.ORDER_STATUS_OPEN, (6, 121_000))
     assert sim.calls["modify_order"] == 1  # the app's: the OMS sent nothing
+    assert (taken.reason_code, taken.changes_sent, taken.changed_by_hand) == ("CHANGED_AT_BROKER", 0, True)
+    assert (recorded.reason_code, recorded.changed_by_hand) == ("CHANGED_AT_BROKER", True)
 
 
 async def test_with_the_order_feed_silent_the_order_book_poll_brings_a_change_made_in_kotaks_app(sim):
