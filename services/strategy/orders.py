@@ -58,11 +58,12 @@ class WorkingOrders:
 
     def ask(self, strategy: Strategy, change: OrderChange) -> None:
         """Queue a strategy's change of its working order (take_changes), as the OMS's ModifyOrder with the terms
-        that differ from the order's; dropped when there is no such order, nothing differs, or a change of the
-        order is still in flight (ours being sent, or one pending at the broker)."""
+        that differ from the order's; dropped when there is no such order, nothing differs, a change of the
+        order is still in flight (ours being sent, or one pending at the broker), or a trader has changed the order
+        (changed_by_hand: theirs from then on; the OMS would refuse it too)."""
         working = strategy.working_order(change.token)
-        if working is None or working.changing or working.order_id in self._changing:
-            log.debug("order change not sent: no working order, or a change of it in flight",
+        if working is None or working.changing or working.order_id in self._changing or working.changed_by_hand:
+            log.debug("order change not sent: no working order, a change of it in flight, or changed by hand",
                       extra={"strategy": strategy.name, "token": change.token})
             return
         terms = [new if new and new != old else 0 for new, old in (
@@ -73,7 +74,8 @@ class WorkingOrders:
         working.changes += 1
         self._changing.add(working.order_id)
         self._changes.append(Change(strategy.name, change.reason, oms_pb2.ModifyOrderRequest(
-            order_id=working.order_id, quantity=terms[0], price_paise=terms[1], trigger_price_paise=terms[2])))
+            order_id=working.order_id, quantity=terms[0], price_paise=terms[1], trigger_price_paise=terms[2],
+            strategy_tag=strategy.name)))
 
     @property
     def has_changes(self) -> bool:

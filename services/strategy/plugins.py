@@ -109,7 +109,9 @@ class OrderChange:
 @dataclass(slots=True)
 class WorkingOrder:
     """One of the strategy's orders while it works, as its last update showed it (terms included: a change takes
-    effect when an update shows it). `changes`: the changes the strategy asked of it since the strategy started."""
+    effect when an update shows it). `changes`: the changes asked of it, the OMS's count (OrderUpdate.changes_sent,
+    kept across restarts) or, while the OMS's answer is on its way, the strategy's own. `changed_by_hand`: a trader
+    changed it (in Telegram, a gRPC client or Kotak's app); the strategy's changes of it are not sent."""
 
     order_id: str
     side: int
@@ -120,6 +122,7 @@ class WorkingOrder:
     trigger_price_paise: int
     status: int
     changes: int = 0
+    changed_by_hand: bool = False
 
     @property
     def changing(self) -> bool:
@@ -314,9 +317,10 @@ class Strategy:
     def _note_working(self, token: int, order_id: str, update: trading_pb2.OrderUpdate) -> None:
         r = update.request
         before = self._orders.get(order_id)
-        self._orders[order_id] = WorkingOrder(order_id, r.side, r.order_type, r.quantity, update.filled_quantity,
-                                              r.price_paise, r.trigger_price_paise, update.status,
-                                              before.changes if before is not None else 0)
+        self._orders[order_id] = WorkingOrder(
+            order_id, r.side, r.order_type, r.quantity, update.filled_quantity, r.price_paise, r.trigger_price_paise,
+            update.status, max(update.changes_sent, before.changes if before is not None else 0),
+            update.changed_by_hand or (before is not None and before.changed_by_hand))
         self._latest[token] = order_id
 
 

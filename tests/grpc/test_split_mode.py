@@ -182,6 +182,7 @@ def test_a_strategy_moves_its_resting_order_through_the_oms_and_risk_processes(c
     audit = asyncio.run(_audit(ledger_dsn, changed["order_id"]))
     asked = [entry["modify_request"] for entry in audit if "modify_request" in entry]
     assert asked and int(asked[0]["to"]["price_paise"]) == changed["price_paise"], audit
+    assert asked[0]["by"] == changed["strategy"], audit  # its own change (strategy_tag over gRPC), not by hand
 
 
 def test_strategy_orders_are_filled_and_land_in_the_oms_ledger(cluster, ledger_dsn):

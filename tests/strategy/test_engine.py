@@ -319,9 +319,11 @@ class Changer:
         self.engine = engine_with(self.strategy)
         self.minute = 0
 
-    def working(self, status=trading_pb2.ORDER_STATUS_OPEN, quantity=10, price=100_00, trigger=0, filled=0):
+    def working(self, status=trading_pb2.ORDER_STATUS_OPEN, quantity=10, price=100_00, trigger=0, filled=0,
+                changes_sent=0, changed_by_hand=False):
         self.engine.on_order_update(trading_pb2.OrderUpdate(
             internal_id="i-1", client_order_id="c-1", status=status, filled_quantity=filled,
+            changes_sent=changes_sent, changed_by_hand=changed_by_hand,
             request=trading_pb2.OrderRequest(client_order_id="c-1", token=SBIN, side=trading_pb2.SIDE_BUY,
                                              quantity=quantity, order_type=trading_pb2.ORDER_TYPE_STOP_LIMIT,
                                              price_paise=price, trigger_price_paise=trigger, strategy_tag="chg")))
@@ -337,7 +339,8 @@ def test_a_change_goes_out_as_the_oms_modify_order_of_the_working_order_with_onl
     c = Changer()
     c.working(quantity=10, price=100_00, trigger=99_00)
     assert c.ask(limit_price_paise=101_00, quantity=10, trigger_price_paise=99_50, reason="trail") == [
-        ("chg", "trail", oms_pb2.ModifyOrderRequest(order_id="c-1", price_paise=101_00, trigger_price_paise=99_50))]
+        ("chg", "trail", oms_pb2.ModifyOrderRequest(order_id="c-1", price_paise=101_00, trigger_price_paise=99_50,
+                                                    strategy_tag="chg"))]
     assert c.strategy.working_order(SBIN).changes == 1
 
 
@@ -370,3 +373,24 @@ def test_a_paused_strategy_changes_nothing():
     c.strategy.paused = True
     assert c.ask(limit_price_paise=101_00) == []
     assert c.strategy.working_order(SBIN).changes == 0
+
+
+def test_the_count_goes_on_from_the_omss_after_a_restart_and_the_strategys_own_while_the_oms_answers():
+    c = Changer()
+    c.working(changes_sent=3)  # the order as ListOrders gives it back after a restart: changed 3 times before
+    assert c.strategy.working_order(SBIN).changes == 3
+    assert len(c.ask(limit_price_paise=101_00)) == 1
+    assert c.strategy.working_order(SBIN).changes == 4  # asked; the OMS's count follows with its update
+    c.engine.orders.change_sent("c-1")
+    c.working(price=101_00, changes_sent=4)
+    assert c.strategy.working_order(SBIN).changes == 4
+
+
+def test_an_order_changed_by_hand_is_left_to_the_trader():
+    c = Changer()
+    c.working()
+    c.working(price=99_00, changes_sent=1, changed_by_hand=True)  # a trader's /modify, or Kotak's app
+    assert c.strategy.working_order(SBIN).changed_by_hand
+    assert c.ask(limit_price_paise=101_00) == []
+    c.working(price=99_00, changes_sent=1)  # an update that does not say it again (sticky in the OMS too)
+    assert c.ask(limit_price_paise=101_00) == []

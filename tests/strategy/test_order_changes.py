@@ -31,7 +31,7 @@ from shared import config as cfg
 from shared import rpc
 from shared.bus import Bus, Topic
 from shared.clock import NS, ManualClock, ist_ns
-from shared.contracts import ingestion_pb2, market_pb2
+from shared.contracts import ingestion_pb2, market_pb2, oms_pb2
 from shared.contracts import trading_pb2 as t
 from shared.marketdata import nse_instruments
 from tests.helpers import eventually as until
@@ -182,3 +182,25 @@ async def test_without_max_reprices_a_resting_entry_is_never_changed(make_world)
     await w.bus.drain()
     assert (w.order().status, w.order().request.price_paise) == (t.ORDER_STATUS_OPEN, 100_00)
     assert not any(u.status == t.ORDER_STATUS_MODIFY_PENDING for u in w.updates)
+
+
+async def test_a_traders_change_takes_the_order_over_and_the_strategy_moves_it_no_more(make_world):
+    """The strategy's own change is counted and not by hand; a trader's (ModifyOrder without strategy_tag, as
+    Telegram's /modify sends it) marks the order, and the next candles leave it where the trader put it."""
+    w = await make_world(max_reprices=5)
+    await resting_entry(w)
+    await w.feed(minutes(6, [101_00]))
+    await until(lambda: w.order().request.price_paise == 101_00 and w.order().status == t.ORDER_STATUS_OPEN)
+    own = w.order()
+    assert (own.changes_sent, own.changed_by_hand) == (1, False)
+
+    await w.bus.call(rpc.MODIFY_ORDER, oms_pb2.ModifyOrderRequest(order_id=own.client_order_id, price_paise=99_00))
+    await until(lambda: w.plugin.working_order(SBIN).changed_by_hand)
+    await w.feed(minutes(7, [101_50, 102_00]))
+    await w.bus.drain()
+
+    last = w.order()
+    assert (last.status, last.request.price_paise, last.changes_sent, last.changed_by_hand) == (
+        t.ORDER_STATUS_OPEN, 99_00, 2, True)
+    stored = await w.ledger.get(own.client_order_id)
+    assert (stored.request.price_paise, stored.changes_sent, stored.changed_by_hand) == (99_00, 2, True)
