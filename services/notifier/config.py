@@ -43,7 +43,8 @@ class NotifierSettings(ModuleSettings):
     # First back-off after a transient send error, doubled per attempt.
     retry_backoff_seconds: float = Field(default=0.5, ge=0, le=60)
     # "Order modified" in Telegram for a strategy's orders too (a strategy repricing its orders, MOMENTUM_RSI's
-    # max_reprices, would send one each); logged either way. A manual order's change is always sent.
+    # max_reprices, would send one each); logged either way. A change by hand is always sent: of a manual order, and
+    # a trader's change of a strategy's order (in Telegram, a gRPC client or Kotak's app: the strategy leaves it).
     strategy_order_changes: bool = False
     # Daily summary after the close, IST "HH:MM" on weekdays; "" turns it off.
     daily_summary_time_ist: str = "15:45"

@@ -17,6 +17,7 @@ MAX_MESSAGE_CHARS = 4096  # Bot API limit for one text message, in UTF-16 code u
 TEXT_CHARS = 3000  # a notification's text is cut here, leaving room for its title
 BLOCK_SEP = "\n\n"
 TERM_LABELS = ("qty", "price", "trigger")
+CHANGED_AT_BROKER = "CHANGED_AT_BROKER"  # OrderUpdate.reason_code: terms the broker reports, NeoPulse never sent
 _URGENT_KINDS = {ops_pb2.NOTIFICATION_KIND_KILL_SWITCH, ops_pb2.NOTIFICATION_KIND_RISK_BREACH}
 _TAG = re.compile(r"<[^>]*>")
 
@@ -99,15 +100,23 @@ def fill_notification(update: trading_pb2.OrderUpdate) -> ops_pb2.Notification:
 
 
 def modified_notification(update: trading_pb2.OrderUpdate, old: Terms) -> ops_pb2.Notification:
-    """A working order whose terms changed from `old`: a change the broker took, or one made elsewhere (Kotak's app)."""
+    """A working order whose terms changed from `old`: a change the broker took, or one made elsewhere (Kotak's app:
+    reason_code CHANGED_AT_BROKER, a warning of its own)."""
     req = update.request
     text = f"{side_label(req.side)} {req.symbol}: {terms_change(old, terms_of(req))}"
     if req.strategy_tag:
         text += f" [{req.strategy_tag}]"
+    outside = update.reason_code == CHANGED_AT_BROKER
+    if update.changed_by_hand and req.signal_id:
+        text += f"\nChanged by hand: {req.strategy_tag} leaves this order to you."
     fields = order_fields(req) | {"internal_id": update.internal_id, "price_paise": str(req.price_paise),
                                   "trigger_price_paise": str(req.trigger_price_paise),
                                   "previous_quantity": str(old[0]), "previous_price_paise": str(old[1]),
                                   "previous_trigger_price_paise": str(old[2])}
+    if outside:  # not through NeoPulse: Kotak's app or another tool on the account
+        return ops_pb2.Notification(kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=ops_pb2.SEVERITY_WARNING,
+                                    title="Order changed outside NeoPulse", text=text, ts_ns=update.ts_ns,
+                                    fields=fields | {"reason_code": CHANGED_AT_BROKER}, source=SOURCE)
     return ops_pb2.Notification(kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=ops_pb2.SEVERITY_INFO,
                                 title="Order modified", text=text, ts_ns=update.ts_ns, fields=fields, source=SOURCE)
 

@@ -129,7 +129,8 @@ class NotifierModule(Component):
             self.deliver(messages.broker_rejection_notification(update))
         replaced = self.terms.changed(update)
         if replaced is not None:
-            routine = bool(update.request.signal_id) and not self.settings.strategy_order_changes
+            routine = (bool(update.request.signal_id) and not update.changed_by_hand
+                       and not self.settings.strategy_order_changes)
             self.deliver(messages.modified_notification(update, replaced), telegram=not routine)
 
     def _fresh(self, topic: Topic, sequence: int) -> bool:

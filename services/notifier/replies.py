@@ -130,8 +130,9 @@ def order_line(o: trading_pb2.OrderUpdate) -> str:
     status = enum_label(trading_pb2.OrderStatus, o.status, "ORDER_STATUS_")
     if o.reason_code == "OUTCOME_UNKNOWN":  # given up without the broker's answer: it may be live there
         status += " ⚠️ outcome unknown, check the broker"
+    tag = esc(r.strategy_tag) + (", changed by hand" if o.changed_by_hand and r.signal_id else "")
     return (f"{side_label(r.side)} {r.quantity} <b>{esc(r.symbol)}</b> {price} · {status} "
-            f"{o.filled_quantity}/{r.quantity}" + (f" [{esc(r.strategy_tag)}]" if r.strategy_tag else ""))
+            f"{o.filled_quantity}/{r.quantity}" + (f" [{tag}]" if r.strategy_tag else ""))
 
 
 def modified_html(o: trading_pb2.OrderUpdate) -> str:

@@ -75,6 +75,15 @@ def test_an_order_given_up_is_not_listed_as_a_plain_rejection():
     assert order_line(given_up) == "BUY 10 <b>SBIN-EQ</b> MKT · REJECTED ⚠️ outcome unknown, check the broker 0/10"
 
 
+def test_a_strategys_order_a_trader_took_over_says_so():
+    taken = trading_pb2.OrderUpdate(status=trading_pb2.ORDER_STATUS_OPEN, changed_by_hand=True,
+                                    request=trading_pb2.OrderRequest(
+        symbol="SBIN-EQ", side=trading_pb2.SIDE_BUY, quantity=10, order_type=trading_pb2.ORDER_TYPE_LIMIT,
+        price_paise=800_00, strategy_tag="MOMENTUM_RSI", signal_id="MOMENTUM_RSI-3045-1-BUY"))
+
+    assert order_line(taken) == "BUY 10 <b>SBIN-EQ</b> ₹800.00 · OPEN 0/10 [MOMENTUM_RSI, changed by hand]"
+
+
 async def test_orders_without_open_orders_says_so(notifier, fake_api, standins):
     reply = await ask(fake_api, "/orders")
 

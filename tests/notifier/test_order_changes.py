@@ -69,6 +69,31 @@ async def test_a_strategys_order_changed_is_sent_with_strategy_order_changes_on(
     assert blocks == ["⚙️ <b>Order modified</b>\nBUY INFY-EQ: price ₹1,500.00 → ₹1,501.50 [momentum_rsi]"]
 
 
+async def test_a_traders_change_of_a_strategys_order_is_sent_and_says_the_strategy_leaves_it(notifier, fake_api, bus):
+    """By hand (a gRPC client, or Telegram): not the strategy's routine repricing, so it is sent with the default
+    strategy_order_changes = false."""
+    by_hand = [strategys(u) for u in (
+        update(S.ORDER_STATUS_MODIFY_PENDING, S.ORDER_STATUS_OPEN, price=150_150, changes_sent=1, changed_by_hand=True),
+        update(S.ORDER_STATUS_OPEN, S.ORDER_STATUS_MODIFY_PENDING, price=150_150, changes_sent=1,
+               changed_by_hand=True))]
+
+    blocks = await told(bus, fake_api, *REPRICED[:2], *by_hand)
+
+    assert blocks == ["⚙️ <b>Order modified</b>\nBUY INFY-EQ: price ₹1,500.00 → ₹1,501.50 [momentum_rsi]\n"
+                      "Changed by hand: momentum_rsi leaves this order to you."]
+
+
+async def test_a_change_made_outside_neopulse_is_a_warning_of_its_own(notifier, fake_api, bus, caplog):
+    outside = update(S.ORDER_STATUS_OPEN, S.ORDER_STATUS_OPEN, qty=30, reason_code="CHANGED_AT_BROKER",
+                     changed_by_hand=True)
+
+    blocks = await told(bus, fake_api, *PLACED, outside)
+
+    assert blocks == ["⚙️ <b>Order changed outside NeoPulse</b>\nBUY INFY-EQ: qty 10 → 30 [MANUAL]"]
+    (logged,) = [r for r in caplog.records if getattr(r, "title", "") == "Order changed outside NeoPulse"]
+    assert (logged.levelname, logged.reason_code, logged.previous_quantity) == ("WARNING", "CHANGED_AT_BROKER", "10")
+
+
 async def test_a_refused_change_says_nothing_of_terms(notifier, fake_api, bus):
     """The one who asked hears the refusal as the answer to the request; the order is as it was."""
     blocks = await told(bus, fake_api, *PLACED,
