@@ -56,19 +56,30 @@ def legal(before: t.OrderUpdate, u: t.OrderUpdate) -> bool:
     return allows_adoption(u.previous_status, u.status) and u.reason_code == ReasonCode.ADOPTED
 
 
-def check_terms_sources(updates: list[t.OrderUpdate], audits: dict, truth: Truth) -> None:
+def check_terms_sources(updates: list[t.OrderUpdate], audits: dict, truth: Truth, user_asked: bool) -> None:
     """Terms change only by the user's change (MODIFY_PENDING written ahead with them, or the old ones back when it
-    was refused) or by a broker row other than MODIFY_PENDING showing terms the broker held."""
+    was refused) or by a broker row other than MODIFY_PENDING showing terms the broker held. Who changed them:
+    changes_sent counts the user's changes written ahead, each marks the order changed by hand (no strategy asked
+    it), the mark never goes, and a row's terms are CHANGED_AT_BROKER unless a change of ours had them (asked for
+    or replaced; `user_asked`: the user asked any change of the order, written ahead or not)."""
     asked_from = None  # the terms the user's last change replaced
+    ours: set[tuple[int, int, int]] = set()  # every terms a change of ours written ahead moved the order from or to
     for before, u in itertools.pairwise(updates):
         where, audit = f"{u.client_order_id} #{u.sequence}", audits[(u.internal_id, u.sequence)]
         old, new = terms(before.request), terms(u.request)
-        if "modify_request" in audit:
+        asked = "modify_request" in audit
+        assert u.changes_sent == before.changes_sent + asked, f"{where}: changes_sent {u.changes_sent} not counted"
+        assert u.changed_by_hand >= before.changed_by_hand, f"{where}: the changed-by-hand mark went"
+        from_row = not asked and new != old and "error" not in audit.get("modify_response", {})
+        assert from_row or u.reason_code != ReasonCode.CHANGED_AT_BROKER, f"{where}: CHANGED_AT_BROKER, no row's terms"
+        if asked:
             asked_from = tuple(audit["modify_request"]["from"][k] for k in TERM_NAMES)
             assert asked_from == old and u.status == t.ORDER_STATUS_MODIFY_PENDING, f"{where}: not the change asked"
             assert new == tuple(audit["modify_request"]["to"][k] for k in TERM_NAMES), f"{where}: not the change asked"
+            assert u.changed_by_hand and audit["modify_request"]["by"] == "hand", f"{where}: a user's change"
+            ours |= {old, new}
         elif new == old:
-            continue
+            assert u.changed_by_hand == before.changed_by_hand, f"{where}: marked changed by hand, terms unchanged"
         elif "error" in audit.get("modify_response", {}):
             assert before.status == t.ORDER_STATUS_MODIFY_PENDING and new == asked_from, f"{where}: refusal's terms"
         else:
@@ -78,6 +89,15 @@ def check_terms_sources(updates: list[t.OrderUpdate], audits: dict, truth: Truth
             shown = tuple(row[k] or was for k, was in zip(TERM_NAMES, old, strict=True))
             assert new == shown, f"{where}: terms {new} are not the row's {shown}"
             assert new[:2] in truth.held, f"{where}: terms {new} taken that the broker never held ({truth.held})"
+            if "late_fill" in audit:
+                continue  # an ended order's terms: nobody's to change any more
+            if new in ours:
+                assert u.reason_code != ReasonCode.CHANGED_AT_BROKER, (
+                    f"{where}: terms {new} of a change of ours taken for one made elsewhere")
+            elif not user_asked:
+                assert u.changed_by_hand and u.reason_code in (ReasonCode.CHANGED_AT_BROKER,
+                                                               ReasonCode.BROKER_REJECTED), (
+                    f"{where}: terms {new} no change of ours had, not marked CHANGED_AT_BROKER")
 
 
 def check_order(oms, world: World, req: t.OrderRequest) -> t.OrderUpdate:
@@ -94,7 +114,8 @@ def check_order(oms, world: World, req: t.OrderRequest) -> t.OrderUpdate:
         assert u.last_fill_quantity == u.filled_quantity - before.filled_quantity, f"{where}: fill not the delta"
         assert u.last_fill_charges_paise >= 0 and u.last_fill_price_paise >= 0
     truth = world.truths[req.client_order_id]
-    check_terms_sources(updates, oms.ledger.audits, truth)
+    user_asked = any(line.startswith(f"user modifies {req.client_order_id} ") for line in world.log)
+    check_terms_sources(updates, oms.ledger.audits, truth, user_asked)
     last = engine.lookup(req.client_order_id)
     assert last == updates[-1]
     assert last.filled_quantity <= min(last.request.quantity, truth.quantity), "filled more than the order's quantity"

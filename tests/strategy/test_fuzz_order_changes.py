@@ -5,8 +5,9 @@ answers (change_sent) coming late or not yet, pauses. Checked against a model of
 - a change goes only for the strategy's latest working order in the token, never while one of it is in flight (sent
   and not answered) or pending at the broker (its last update MODIFY_PENDING), never for an ended order;
 - only the terms that differ from the order's, and at least one;
-- none from a paused strategy;
-- the order's `changes` counts exactly the changes that went out for it.
+- none from a paused strategy, none for an order changed by hand (a trader's change: the mark stays);
+- the order's `changes` counts the changes that went out for it on top of the OMS's count (changes_sent: a
+  trader's changes too, and those from before a restart) as its updates bring it.
 
 One test id per seed; SEEDS widens the run.
 """
@@ -59,6 +60,8 @@ class Order:
     terms: tuple[int, int, int]
     filled: int = 0
     status: int = t.ORDER_STATUS_OPEN
+    changes_sent: int = 0  # the OMS's count, as its updates carry it
+    by_hand: bool = False
 
 
 @dataclass
@@ -66,12 +69,15 @@ class Model:
     orders: dict[str, Order] = field(default_factory=dict)
     latest: dict[int, str] = field(default_factory=dict)  # token -> the order id of its latest update, while it works
     in_flight: set[str] = field(default_factory=set)
-    sent: dict[str, int] = field(default_factory=dict)  # order id -> changes that went out for it
+    # order id -> its changes: the highest changes_sent its updates brought, and one more each change that went out
+    changes: dict[str, int] = field(default_factory=dict)
+    by_hand: dict[str, bool] = field(default_factory=dict)  # order id -> an update given has said changed by hand
 
 
 def update(order_id: str, o: Order) -> t.OrderUpdate:
     quantity, price, trigger = o.terms
-    return t.OrderUpdate(client_order_id=order_id, status=o.status, filled_quantity=o.filled, request=t.OrderRequest(
+    return t.OrderUpdate(client_order_id=order_id, status=o.status, filled_quantity=o.filled,
+                         changes_sent=o.changes_sent, changed_by_hand=o.by_hand, request=t.OrderRequest(
         client_order_id=order_id, token=o.token, side=t.SIDE_BUY, quantity=quantity,
         order_type=t.ORDER_TYPE_STOP_LIMIT, price_paise=price, trigger_price_paise=trigger, strategy_tag="fz"))
 
@@ -101,8 +107,13 @@ def test_changes_go_only_for_a_working_order_one_at_a_time_with_the_terms_that_d
             o.status = rng.choice((*WORKING, t.ORDER_STATUS_MODIFY_PENDING, *ENDED))
             if rng.random() < 0.3:
                 o.terms = terms()  # a change made, or the broker's own report
+            if rng.random() < 0.1:  # a trader's change (or Kotak's app), or the count from before a restart
+                o.changes_sent += rng.randint(0, 2)
+                o.by_hand = o.by_hand or rng.random() < 0.7
             o.filled = min(o.terms[0] - 1, o.filled + rng.randint(0, 2)) if o.status not in ENDED else o.filled
             engine.on_order_update(update(order_id, o))
+            model.changes[order_id] = max(model.changes.get(order_id, 0), o.changes_sent)
+            model.by_hand[order_id] = o.by_hand
             if o.status in ENDED:
                 if model.latest.get(o.token) == order_id:
                     del model.latest[o.token]
@@ -112,6 +123,8 @@ def test_changes_go_only_for_a_working_order_one_at_a_time_with_the_terms_that_d
             order_id = rng.choice(sorted(model.in_flight))
             model.in_flight.discard(order_id)
             engine.orders.change_sent(order_id)
+            if rng.random() < 0.7:  # written ahead: the OMS counts it in its next update of the order
+                model.orders[order_id].changes_sent += 1
         elif roll < 0.40:
             plugin.paused = not plugin.paused
         else:  # a candle: the plugin asks changes of its tokens
@@ -127,7 +140,7 @@ def test_changes_go_only_for_a_working_order_one_at_a_time_with_the_terms_that_d
             order_id = model.latest.get(token)
             o = model.orders.get(order_id) if order_id else None
             allowed = (o is not None and not plugin.paused and o.status != t.ORDER_STATUS_MODIFY_PENDING
-                       and order_id not in model.in_flight)
+                       and order_id not in model.in_flight and not model.by_hand.get(order_id, False))
             if not went:
                 differ = o is not None and any(new and new != old for new, old in zip(
                     (asked.quantity, asked.limit_price_paise, asked.trigger_price_paise), o.terms, strict=True))
@@ -143,9 +156,10 @@ def test_changes_go_only_for_a_working_order_one_at_a_time_with_the_terms_that_d
                                                         asked.trigger_price_paise), strict=True):
                 assert new == (wanted if wanted and wanted != old else 0), (seed, sent, o.terms, asked)
             model.in_flight.add(order_id)
-            model.sent[order_id] = model.sent.get(order_id, 0) + 1
+            model.changes[order_id] = model.changes.get(order_id, 0) + 1
         for token in TOKENS:  # the plugin's view matches the model's
             view, order_id = plugin.working_order(token), model.latest.get(token)
             assert (view.order_id if view else None) == order_id, seed
             if view is not None:
-                assert view.changes == model.sent.get(order_id, 0), (seed, view, model.sent)
+                assert view.changes == model.changes.get(order_id, 0), (seed, view, model.changes)
+                assert view.changed_by_hand == model.by_hand.get(order_id, False), (seed, view)
