@@ -133,6 +133,11 @@ class OrderBook:
         if update.exchange_order_id:
             self._ids[update.exchange_order_id] = update.internal_id
 
+    def restore_changed_terms(self, terms: dict[str, set[tuple[int, int, int]]]) -> None:
+        """After a restart: the terms changes of ours moved each order from or to (Ledger.changed_terms)."""
+        for iid, seen in terms.items():
+            self._sent_terms.setdefault(iid, set()).update(seen)
+
     def roll_day(self) -> PositionBook:
         """The position book, started on a new day when the IST date has changed (PositionBook.start_day): P&L
         and charges are today's, quantities held overnight carried at their last price. Called before every tick

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from shared.clock import day_of
 from shared.contracts import trading_pb2
+from shared.order_terms import Terms
 
 TERMINAL = frozenset({trading_pb2.ORDER_STATUS_TRADED, trading_pb2.ORDER_STATUS_REJECTED,
                       trading_pb2.ORDER_STATUS_CANCELLED})
@@ -63,6 +64,17 @@ class Ledger(Protocol):
 
     async def fill_charges(self, day: date) -> dict[str, int]:
         """Charges of the recorded fills of the orders created on `day`, by internal_id (rebuilding positions)."""
+
+    async def changed_terms(self, internal_ids: Sequence[str]) -> dict[str, set[Terms]]:
+        """For each of these orders changed by NeoPulse: every terms a change of it (MODIFY_PENDING, its audit's
+        modify_request) moved it from or to. After a restart, a broker row showing one of them is a change of ours
+        that did not hold, not one made elsewhere."""
+
+
+def modify_terms(request: dict[str, Any]) -> set[Terms]:
+    """The terms an audit's modify_request moved the order from and to."""
+    return {(int(terms["quantity"]), int(terms["price_paise"]), int(terms["trigger_price_paise"]))
+            for terms in (request["from"], request["to"])}
 
 
 class MemoryLedger:
@@ -165,6 +177,11 @@ class MemoryLedger:
 
     async def save_decisions_accounted(self, sequence: int) -> None:
         self._accounted = max(self._accounted, sequence)
+
+    async def changed_terms(self, internal_ids: Sequence[str]) -> dict[str, set[Terms]]:
+        # Not durable: only the order's last change is kept (its metadata), which is what a test of it needs.
+        return {iid: modify_terms(self.metadata[iid]["modify_request"]) for iid in internal_ids
+                if "modify_request" in self.metadata.get(iid, {})}
 
     async def fill_charges(self, day: date) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 from google.protobuf.message import Message
 
+from services.oms.ledger import modify_terms
 from shared.contracts import trading_pb2
 from shared.db.orders import (
     INSERT_SQL,
@@ -33,6 +34,7 @@ from shared.db.orders import (
 )
 from shared.db.partitions import day_start
 from shared.db.protojson import message_dict
+from shared.order_terms import Terms
 
 # Asked at every OMS start: answered from the index order_events_sequence (migration 0007), not a table scan.
 MAX_SEQUENCE_SQL = "SELECT COALESCE(MAX(sequence), 0) FROM order_events"
@@ -190,6 +192,16 @@ class PgLedger:
             "ORDER BY created_at DESC, written_seq DESC LIMIT $6",
             open_only, list(TERMINAL_NAMES), strategy_tag, lo, hi, limit)
         return [row_to_update(r) for r in rows]
+
+    async def changed_terms(self, internal_ids: Sequence[str]) -> dict[str, set[Terms]]:
+        rows = await self.pool.fetch(
+            "SELECT internal_id, entry -> 'modify_request' AS request FROM order_ledger, "
+            "jsonb_array_elements(metadata -> 'audit_log') AS entry "
+            "WHERE internal_id = ANY($1::uuid[]) AND entry ? 'modify_request'", [uuid.UUID(i) for i in internal_ids])
+        out: dict[str, set[Terms]] = {}
+        for r in rows:
+            out.setdefault(str(r["internal_id"]), set()).update(modify_terms(json.loads(r["request"])))
+        return out
 
     async def max_sequence(self) -> int:
         return int(await self.pool.fetchval(MAX_SEQUENCE_SQL))

@@ -62,6 +62,7 @@ async def reconcile(engine: OrderEngine) -> tuple[dict[str, int], Restored | Non
     abandoned = [u for u in today if given_up(u)]
     for u in [*open_orders, *abandoned]:
         engine.remember(u)
+    engine.restore_changed_terms(await engine.ledger.changed_terms([u.internal_id for u in open_orders]))
     restore = getattr(engine.broker, "restore", None)
     if callable(restore):  # VirtualBroker: its book lives only in memory; the orders it keeps working are today's
         restore(open_orders, await engine.ledger.fill_charges(day))

@@ -12,6 +12,7 @@ import pytest
 from services.oms.broker import BrokerAck, BrokerOrderEvent
 from services.oms.charges import ChargeModel
 from services.oms.ledger_pg import PgLedger
+from services.oms.modifying import terms_audit
 from services.oms.states import ReasonCode
 from services.oms.virtual_broker import VirtualBroker
 from shared import rpc
@@ -52,6 +53,8 @@ async def test_each_change_the_strategy_sends_is_counted_in_every_later_update_a
     assert after == [(t.ORDER_STATUS_MODIFY_PENDING, (1, False)), (t.ORDER_STATUS_OPEN, (1, False)),
                      (t.ORDER_STATUS_MODIFY_PENDING, (2, False)), (t.ORDER_STATUS_OPEN, (2, False))]
     assert marks(await w.ledger.get(placed.internal_id)) == (2, False)
+    seen = (await w.ledger.changed_terms([placed.internal_id]))[placed.internal_id]  # what a restart takes back
+    assert seen >= {(10, PX - 9_00, 0), (10, PX - 8_00, 0)}  # in memory: the last change's; PostgreSQL: each's
 
 
 class RefusesChanges(VirtualBroker):
@@ -157,3 +160,33 @@ async def test_a_restarted_oms_goes_on_from_the_count_and_the_mark_in_its_postgr
     with pytest.raises(OrderStateError, match="changed by hand"):
         await oms.bus.call(rpc.MODIFY_ORDER, oms_pb2.ModifyOrderRequest(order_id="c-1", price_paise=101_00,
                                                                         strategy_tag="TEST"))
+
+
+class ChangeNotHeld(NoOrderFeed):
+    """After the restart the broker's book shows c-1 with its terms before our last change: the change did not hold
+    (refused by the exchange while NeoPulse was down)."""
+
+    async def order_book(self) -> list[BrokerOrderEvent]:
+        return [BrokerOrderEvent("VB-1", "c-1", t.ORDER_STATUS_OPEN, quantity=10, price_paise=100_00)]
+
+
+async def test_after_a_restart_the_terms_before_a_change_of_ours_that_did_not_hold_are_not_a_change_by_hand(
+        start_oms, db_pool):
+    ledger = PgLedger(db_pool)
+    u = t.OrderUpdate(internal_id="00000000-0000-4000-8000-0000000000c2", client_order_id="c-1",
+                      request=order(price=100_00, quantity=10), status=t.ORDER_STATUS_PENDING_NEW, ts_ns=T0, sequence=1)
+    await ledger.insert_new(u, {})
+    u.previous_status, u.status, u.sequence, u.exchange_order_id = u.status, t.ORDER_STATUS_OPEN, 2, "VB-1"
+    await ledger.record(u, {})
+    u.previous_status, u.status, u.sequence, u.changes_sent = u.status, t.ORDER_STATUS_MODIFY_PENDING, 3, 1
+    u.request.price_paise = 101_00
+    await ledger.record(u, {"modify_request": {"from": terms_audit((10, 100_00, 0)), "to": terms_audit((10, 101_00, 0)),
+                                               "by": "TEST"}})
+
+    oms = await start_oms(broker=ChangeNotHeld(None, ChargeModel.default(), ManualClock(T0 + 1)), ledger=ledger)
+
+    now = oms.module.engine.lookup("c-1")
+    assert (now.status, terms(now.request), now.reason_code, marks(now)) == (
+        t.ORDER_STATUS_OPEN, (10, 100_00, 0), "", (1, False))
+    assert await ledger.changed_terms(["00000000-0000-4000-8000-0000000000c2"]) == {
+        "00000000-0000-4000-8000-0000000000c2": {(10, 100_00, 0), (10, 101_00, 0)}}
