@@ -30,6 +30,8 @@ SCRIP_COLUMNS = ("pSymbol", "pExchSeg", "pTrdSymbol", "pSymbolName", "pDesc", "p
 
 # What Kotak answers a list read that has no rows (kotak-neo-api issue 103).
 NO_DATA = {"stat": "Not_Ok", "errMsg": "No Data", "stCode": 5203}
+# Kotak's answer over its rate limit, HTTP 429 (kotak-neo-python issue 35).
+THROTTLED = {"code": 429, "error": "Rate limit exceeded", "message": "too many request received"}
 
 
 def _ok(data: Any = None, **extra: Any) -> dict:
@@ -56,6 +58,8 @@ def _route(sim: Simulator, name: str, handler: Handler, auth: str) -> Callable[[
 
     async def wrapped(request: web.Request) -> web.Response:
         sim.calls[name] += 1
+        if sim.throttles(name):
+            return web.json_response(THROTTLED, status=429)
         fault = sim.take_fault(name)
         if fault and fault.status:
             if fault.text:
@@ -261,9 +265,12 @@ ROUTES: tuple[tuple[str, str, str, Handler, str], ...] = (
 
 # test knobs over HTTP, for a simulator in another process (`neopulse sim`); not part of Kotak's API ---------------
 async def set_fault(request: web.Request, sim: Simulator) -> web.Response:
-    """POST /_sim/faults/{endpoint} {"hang": true} or {"delay_s": 2.5}: the next call of that endpoint."""
+    """POST /_sim/faults/{endpoint} {"hang": true}, {"delay_s": 2.5} or {"throttle": 3}: the next call (or calls)
+    of that endpoint."""
     endpoint, body = request.match_info["endpoint"], await _body(request)
-    if body.get("hang"):
+    if body.get("throttle"):
+        sim.throttle_next(endpoint, int(body["throttle"]))
+    elif body.get("hang"):
         sim.hang_next(endpoint)
     else:
         sim.delay_next(endpoint, float(body.get("delay_s", 0.0)))

@@ -10,7 +10,8 @@ import contextlib
 import json
 import logging
 import secrets
-from collections import Counter
+import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import pyotp
@@ -24,6 +25,7 @@ from shared.kotak.config import SIMULATOR_CREDENTIALS
 from shared.marketdata import SyntheticMarket, nse_instruments
 
 log = logging.getLogger(__name__)
+ORDER_ENDPOINTS = frozenset({"place_order", "modify_order", "cancel_order"})  # Kotak's order rate limit
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,11 @@ class Simulator:
         self.calls: Counter[str] = Counter()
         self.logins = 0
         self.faults: dict[str, Fault] = {}
+        # Kotak's rate limit on order requests (place, modify, cancel): over this many in a second, HTTP 429 and
+        # nothing done (0: no limit). And order requests to answer 429 whatever the rate (throttle_next).
+        self.order_quota_per_s = 0
+        self._order_times: deque[float] = deque()
+        self._throttle: Counter[str] = Counter()
         self.reject_reason = ""
         self.reject_synchronously = False
         # Kotak, like RFC 6238 asks, refuses a TOTP that already logged in once. Off by default so tests that
@@ -194,6 +201,26 @@ class Simulator:
         (what a gateway in front of Kotak answers a 502 with)."""
         self.faults[endpoint] = Fault(status=status, text=text, body=body or {
             "stat": "Not_Ok", "emsg": "Internal server error", "stCode": 500})
+
+    def throttle_next(self, endpoint: str, times: int = 1) -> None:
+        """Answer the next `times` calls of `endpoint` with Kotak's 429 (over its rate limit), doing nothing."""
+        self._throttle[endpoint] += times
+
+    def throttles(self, endpoint: str) -> bool:
+        """Whether this call of `endpoint` is over Kotak's rate limit (a 429): throttle_next's, or order requests
+        beyond order_quota_per_s in the last second (a throttled one does not count towards it)."""
+        if self._throttle[endpoint] > 0:
+            self._throttle[endpoint] -= 1
+            return True
+        if endpoint not in ORDER_ENDPOINTS or not self.order_quota_per_s:
+            return False
+        now = time.monotonic()
+        while self._order_times and now - self._order_times[0] >= 1.0:
+            self._order_times.popleft()
+        if len(self._order_times) >= self.order_quota_per_s:
+            return True
+        self._order_times.append(now)
+        return False
 
     def reject_next_order(self, reason: str, synchronous: bool = False) -> None:
         """Reject the next order with `reason`: at once in the place reply (Not_Ok, no order), or, like an

@@ -75,13 +75,14 @@ class KotakBroker:
         raise RetryableError(f"order {order.client_order_id}: place_order outcome unknown ({text}) and the tag is "
                              "not in the order book yet; look it up with find_by_tag before any retry")
 
-    def _still_fresh(self, order: trading_pb2.OrderRequest) -> None:
-        """Before an order refused for an expired session is sent again: not if it went stale meanwhile."""
+    def _still_fresh(self, order: trading_pb2.OrderRequest, why: str) -> None:
+        """Before an order Kotak refused (`why`: an expired session, or throttled) is sent again: not if it went stale
+        meanwhile."""
         age = order_age_s(order)
         if self.max_order_age_s and age > self.max_order_age_s:
-            raise NotSent(f"order {order.client_order_id}: not sent: Kotak refused it for an expired session and "
-                          f"by the time the session was renewed its signal's tick was {age:.1f} s old, more than "
-                          f"[oms] max_decision_age_s {self.max_order_age_s:g} s")
+            raise NotSent(f"order {order.client_order_id}: not sent: {why}, and by the time it could go again its "
+                          f"signal's tick was {age:.1f} s old, more than [oms] max_decision_age_s "
+                          f"{self.max_order_age_s:g} s")
 
     async def _find_quietly(self, tag: str) -> BrokerOrderEvent | None:
         try:

@@ -42,6 +42,12 @@ class KotakSettings(ModuleSettings):
     # Kotak's documented limits are per second; stay under them.
     orders_per_second: float = Field(default=8.0, gt=0)
     requests_per_second: float = Field(default=15.0, gt=0)
+    # An order request (place, modify, cancel) Kotak throttled (HTTP 429: another app on the account, or limits
+    # lower than ours) reached nothing: it is sent again after throttle_backoff_s, doubling, at most
+    # throttle_retries times (a placement only while its signal is fresh: [oms] max_decision_age_s). The order
+    # limiter is held for every order request meanwhile. Then it is not sent (NOT_SENT).
+    throttle_retries: int = Field(default=2, ge=0, le=5)
+    throttle_backoff_s: float = Field(default=1.0, gt=0, le=10)
     # Order-book polling that fills the order feed's gaps.
     poll_interval_s: float = Field(default=2.0, gt=0)
     reconnect_initial_s: float = Field(default=0.5, gt=0)

@@ -125,6 +125,17 @@ def reply_error(reply: Any) -> tuple[str, str] | None:
     return None
 
 
+def throttled(reply: Any) -> bool:
+    """Kotak's answer to a request over its rate limit (HTTP 429): {"code": 429, "error": "Rate limit exceeded",
+    "message": "too many request received"} (kotak-neo-python issue 35). It took nothing: the request may go again."""
+    if not isinstance(reply, dict):
+        return False
+    if 429 in (integer(reply.get("code")), integer(reply.get("stCode")), integer(reply.get("status_code"))):
+        return True
+    exc = reply.get("error") or reply.get("Error")
+    return isinstance(exc, ApiException) and exc.status == 429
+
+
 def no_data(reply: Any) -> bool:
     """Kotak's answer to a list read with nothing to list (an order book before the day's first order):
     {"stat": "Not_Ok", "errMsg": "No Data", "stCode": 5203} (kotak-neo-api issue 103): an empty list, no error."""

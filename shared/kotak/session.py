@@ -16,6 +16,7 @@ import httpx
 import pyotp
 from neo_api_client import NeoAPI
 from neo_api_client.exceptions import ApiException
+from prometheus_client import Counter
 
 from shared import logs
 from shared.errors import ConfigError, NeoPulseError, NotSent, RetryableError, SessionExpired
@@ -23,6 +24,9 @@ from shared.kotak import mapping
 from shared.kotak.config import KotakSettings
 
 log = logging.getLogger(__name__)
+
+THROTTLED = Counter("neopulse_kotak_throttled_requests", "Order requests Kotak throttled (HTTP 429), each answer",
+                    ["method"])
 
 
 class RateLimiter:
@@ -40,6 +44,10 @@ class RateLimiter:
             if wait > 0:
                 await asyncio.sleep(wait)
             self._next = max(loop.time(), self._next) + self.interval
+
+    def hold(self, seconds: float) -> None:
+        """No call for `seconds` from now (the broker said its limit was hit: a 429)."""
+        self._next = max(self._next, asyncio.get_running_loop().time() + seconds)
 
 
 class _TotpRefused(ConfigError):
@@ -180,11 +188,12 @@ class KotakSession:
 
     # calls -------------------------------------------------------------------------
     async def call(self, method: str, *args: Any, is_order: bool = False,
-                   before_retry: Callable[[], None] | None = None, **kwargs: Any) -> Any:
-        """NeoAPI.<method>(...) off the loop; on a session-expired reply, re-login once and retry once.
-        `before_retry` runs after the re-login, before the call is made again, and may raise to not make it (a
-        re-login can take a TOTP step, 30 s: an order may have gone stale meanwhile). An order call whose re-login
-        fails raises NotSent: Kotak refused it, so it is certainly not placed (nothing to look up)."""
+                   before_retry: Callable[[str], None] | None = None, **kwargs: Any) -> Any:
+        """NeoAPI.<method>(...) off the loop; on a session-expired reply, re-login once and retry once; an order
+        call Kotak throttled (429) is sent again after a wait (_through_throttling). `before_retry(why)` runs before
+        the call is made again and may raise to not make it (a re-login can take a TOTP step, 30 s: an order may
+        have gone stale meanwhile). An order call whose re-login fails raises NotSent: Kotak refused it, so it is
+        certainly not placed (nothing to look up)."""
         if self.client is None:
             await self.relogin(self.generation)
         generation = self.generation
@@ -198,11 +207,35 @@ class KotakSession:
                 raise NotSent(f"Kotak {method}: not sent: refused for an expired session, and logging in again "
                               f"failed: {exc}") from exc
             if before_retry is not None:
-                before_retry()
+                before_retry("Kotak refused it for an expired session")
             reply = await self._invoke(method, is_order, *args, **kwargs)
             if mapping.is_session_expired(reply):
                 raise SessionExpired(f"Kotak {method}: session still invalid after logging in again")
+        if is_order and mapping.throttled(reply):
+            reply = await self._through_throttling(method, reply, before_retry, *args, **kwargs)
         return reply
+
+    async def _through_throttling(self, method: str, reply: Any, before_retry: Callable[[str], None] | None,
+                                  *args: Any, **kwargs: Any) -> Any:
+        """An order call Kotak throttled took nothing there: sent again after throttle_backoff_s (doubling), at most
+        throttle_retries times, with every order call held back meanwhile. Raises NotSent when it stays throttled."""
+        s = self.settings
+        for attempt in range(s.throttle_retries):
+            wait = s.throttle_backoff_s * 2 ** attempt
+            THROTTLED.labels(method).inc()
+            log.warning("kotak throttled an order request (429); sending it again", extra={
+                "method": method, "retry_in_s": wait, "attempt": attempt + 1})
+            self._orders.hold(wait)
+            await asyncio.sleep(wait)
+            if before_retry is not None:
+                before_retry("Kotak throttled it (429: over its rate limit)")
+            reply = await self._invoke(method, True, *args, **kwargs)
+            if not mapping.throttled(reply):
+                return reply
+        THROTTLED.labels(method).inc()
+        raise NotSent(f"Kotak {method}: not sent: Kotak throttled it (429: over its rate limit) "
+                      f"{s.throttle_retries + 1} times; [kotak] orders_per_second is {s.orders_per_second:g}, and "
+                      "another app on the account counts too")
 
     async def _invoke(self, method: str, is_order: bool, *args: Any, **kwargs: Any) -> Any:
         await (self._orders if is_order else self._requests).acquire()
