@@ -67,10 +67,10 @@ async def test_a_placement_kotak_keeps_throttling_ends_not_sent_and_is_not_looke
 
 async def test_a_placement_gone_stale_while_throttled_is_not_sent_again(sim):
     order = market_buy("coid-429-stale")
-    order.tick_recv_ns = time.time_ns()
     async with RunningOms(sim, kotak={"throttle_backoff_s": 1.2}, max_decision_age_s=1.0) as running:
         sim.throttle_next("place_order", 1)
 
+        order.tick_recv_ns = time.time_ns()
         await place(running, order)
         await eventually(lambda: (u := running.latest("coid-429-stale")) is not None
                          and u.status == T.ORDER_STATUS_REJECTED, within=5)
