@@ -14,7 +14,7 @@ RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 MODULES = ("shared.bus", "shared.runtime", "shared.grpc.metrics", "shared.grpc.bridge", "services.ingestion.module",
            "services.ingestion.tick_writer", "services.strategy.module", "services.strategy.engine",
            "services.risk.module", "services.oms.engine", "services.oms.module", "services.notifier.module",
-           "services.notifier.sender")
+           "services.notifier.sender", "shared.kotak.session")
 METRIC = re.compile(r"\bneopulse_[a-z_]+")
 
 
