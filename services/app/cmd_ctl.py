@@ -308,11 +308,10 @@ async def _command(args: argparse.Namespace, control: Any, bus: Any) -> str:
     if command == "resume":
         return replies.strategy_changed_html(await control.resume(args.name))
     if command == "params":
-        return await _params(args, control, bus)
+        return await _params(args, control)
     if command == "limits":
-        if args.changes:
-            await _set_limits(bus, dict(args.changes))
-        return replies.limits_html(await control.risk_state())
+        return replies.limits_html(await (control.set_limits(dict(args.changes)) if args.changes
+                                          else control.risk_state()))
     if command == "halt":
         state = await control.kill(" ".join(args.reason) or "neopulse ctl halt", cancel_open_orders=args.cancel_orders)
         extra = " Open orders are being cancelled." if args.cancel_orders else ""
@@ -329,33 +328,12 @@ async def _command(args: argparse.Namespace, control: Any, bus: Any) -> str:
     return replies.square_off_html(await control.square_off(target), target)
 
 
-async def _params(args: argparse.Namespace, control: Any, bus: Any) -> str:
+async def _params(args: argparse.Namespace, control: Any) -> str:
     """The strategy's parameters, after SetStrategyParams made `args.changes` (validated whole by the strategy)."""
-    from shared import rpc
-    from shared.contracts import strategy_pb2
-    from shared.errors import NotFound
+    from services.notifier import replies
 
-    if args.changes:
-        request = strategy_pb2.SetStrategyParamsRequest(name=args.name, params=dict(args.changes))
-        info = (await bus.call(rpc.SET_STRATEGY_PARAMS, request)).strategy
-    else:
-        strategies = await control.strategies()
-        info = next((s for s in strategies if s.name == args.name), None)
-        if info is None:
-            raise NotFound(f"no strategy named {args.name!r}; configured: {', '.join(s.name for s in strategies)}")
-    listed = ", ".join(f"{key}={value}" for key, value in sorted(info.params.items()))
-    return f"{info.name} ({info.kind}){' paused' if info.paused else ''}: {listed or 'no parameters'}"
-
-
-async def _set_limits(bus: Any, changes: dict[str, Any]) -> None:
-    """The limits risk has, with `changes` made: SetRiskLimits replaces them whole (risk checks them all)."""
-    from shared import rpc
-    from shared.contracts import risk_pb2
-
-    limits = (await bus.call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())).limits
-    for name, value in changes.items():
-        setattr(limits, name, value)
-    await bus.call(rpc.SET_RISK_LIMITS, risk_pb2.SetRiskLimitsRequest(limits=limits))
+    info = await (control.set_params(args.name, dict(args.changes)) if args.changes else control.strategy(args.name))
+    return replies.params_html(info)
 
 
 async def _place(args: argparse.Namespace, control: Any) -> str:

@@ -144,8 +144,30 @@ class Control:
         resp = await self._call(rpc.RESUME_STRATEGY, strategy_pb2.ResumeStrategyRequest(name=_named(name)))
         return resp.strategy
 
+    async def strategy(self, name: str) -> strategy_pb2.StrategyInfo:
+        """One strategy by name (NotFound lists the configured ones)."""
+        strategies = await self.strategies()
+        found = next((s for s in strategies if s.name == name), None)
+        if found is None:
+            raise NotFound(f"no strategy named {name!r}; configured: {', '.join(s.name for s in strategies)}")
+        return found
+
+    async def set_params(self, name: str, changes: dict[str, str]) -> strategy_pb2.StrategyInfo:
+        """Change some of a strategy's parameters; the strategy checks them all with the rest (all or nothing)."""
+        request = strategy_pb2.SetStrategyParamsRequest(name=_named(name), params=changes)
+        return (await self._call(rpc.SET_STRATEGY_PARAMS, request)).strategy
+
     async def risk_state(self) -> risk_pb2.GetRiskStateResponse:
         return await self._call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())
+
+    async def set_limits(self, changes: dict[str, Any]) -> risk_pb2.GetRiskStateResponse:
+        """The limits risk has, with `changes` made (SetRiskLimits replaces them whole; risk checks them all and
+        takes none when one is wrong); the risk state after."""
+        limits = (await self.risk_state()).limits
+        for name, value in changes.items():
+            setattr(limits, name, value)
+        await self._call(rpc.SET_RISK_LIMITS, risk_pb2.SetRiskLimitsRequest(limits=limits))
+        return await self.risk_state()
 
     async def kill(self, reason: str, cancel_open_orders: bool) -> int:
         """Engage the kill switch; returns the new TradingState."""

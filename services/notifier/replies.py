@@ -20,7 +20,8 @@ HELP = """<b>NeoPulse bot</b>
 /pnl – realised, unrealised, charges
 /strategies – strategies and their state
 /pause NAME, /resume NAME – a strategy
-/limits – risk state and limits
+/limits [NAME=VALUE ...] – risk state and limits; changes ask to confirm
+/params NAME [NAME=VALUE ...] – a strategy's parameters; changes ask to confirm
 /kill [reason] – halt trading (asks to confirm)
 <code>/unkill</code> – re-arm trading (asks to confirm)
 /squareoff [SYMBOL|all] – close positions (asks to confirm)
@@ -33,7 +34,9 @@ MENU = (
     ("status", "Mode, feed, uptime, strategies"), ("positions", "Open positions"),
     ("orders", "[open|today] Orders"), ("pnl", "Realised, unrealised, charges"),
     ("strategies", "Strategies and their state"), ("pause", "NAME: pause a strategy"),
-    ("resume", "NAME: resume a strategy"), ("limits", "Risk state and limits"),
+    ("resume", "NAME: resume a strategy"),
+    ("limits", "[NAME=VALUE ...] Risk state and limits; changes ask to confirm"),
+    ("params", "NAME [NAME=VALUE ...] A strategy's parameters; changes ask to confirm"),
     ("kill", "[reason] Halt trading (asks to confirm)"),
     ("squareoff", "[SYMBOL|all] Close positions (asks to confirm)"),
     ("cancel", "ORDER: cancel an order (asks to confirm)"),
@@ -139,6 +142,12 @@ def modified_html(o: trading_pb2.OrderUpdate) -> str:
     """The answer to a change: the order with its terms as the OMS has them after the broker's answer."""
     sent = o.status == trading_pb2.ORDER_STATUS_MODIFY_PENDING  # the broker has not said yet which terms hold
     return f"{'Change sent' if sent else 'Modified'}: {order_line(o)}"
+
+
+def params_html(info: strategy_pb2.StrategyInfo) -> str:
+    """A strategy's parameters, NAME=VALUE in name order."""
+    listed = ", ".join(f"{key}={value}" for key, value in sorted(info.params.items()))
+    return f"{esc(info.name)} ({esc(info.kind)}){' paused' if info.paused else ''}: {esc(listed) or 'no parameters'}"
 
 
 def limits_html(r: risk_pb2.GetRiskStateResponse) -> str:

@@ -34,7 +34,7 @@ from telegram.ext import (
     filters,
 )
 
-from services.notifier import order_args, replies
+from services.notifier import order_args, replies, setting_args
 from services.notifier.config import NotifierSettings
 from services.notifier.control import TERMINAL, Control
 from services.notifier.messages import esc, split_lines, terms_change
@@ -51,8 +51,11 @@ Reply = tuple[str, InlineKeyboardMarkup | None]
 Action = Callable[[int, list[str]], Awaitable[Reply]]
 PtbCallback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
 ADMIN_ONLY = {"kill", "unkill", "squareoff", "pause", "resume", "cancel", "buy", "sell", "modify"}
+# Commands that only show unless given changes (after this many arguments that say what to show); with changes
+# they are admin chats' only, and ask to confirm.
+ADMIN_TO_CHANGE = {"limits": 0, "params": 1}
 KILL, KILL_CANCEL, UNKILL, SQUARE_OFF, CANCEL, PLACE, ABORT = "kill", "killc", "unkill", "sq", "cx", "place", "abort"
-MODIFY = "mod"
+MODIFY, LIMITS, PARAMS = "mod", "lim", "par"
 ALL = "*"
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 CONFIRM_TTL_S = 120.0  # a confirm button older than this does nothing (send the command again)
@@ -72,6 +75,7 @@ class Prompt:
     reason: str = ""  # the kill switch reason (engaging or releasing it)
     order: trading_pb2.OrderRequest | None = None  # the manual order to place, its client id minted at the ask
     change: tuple[int, int, int] = (0, 0, 0)  # the order's new quantity, price, trigger (paise); 0 keeps one
+    settings: dict[str, Any] = field(default_factory=dict)  # risk limits, or the strategy `target`'s parameters, to set
     asked: float = field(default_factory=time.monotonic)
 
 
@@ -120,7 +124,7 @@ class TelegramBot:
             "orders": self._orders, "pnl": self._pnl, "strategies": self._strategies, "pause": self._pause,
             "resume": self._resume, "limits": self._limits, "kill": self._kill, "unkill": self._unkill,
             "squareoff": self._square_off, "cancel": self._cancel, "buy": self._buy, "sell": self._sell,
-            "modify": self._modify}
+            "modify": self._modify, "params": self._params}
         self.commands = tuple(actions)
         for name, action in actions.items():
             # New messages only: editing an old /unkill must not release the kill switch again.
@@ -175,6 +179,8 @@ class TelegramBot:
             await self.control.audit(name, args, f"telegram:{chat_id}")
             if name in ADMIN_ONLY and not self.settings.is_admin(chat_id):
                 text, markup = f"Only admin chats may use /{name}.", None
+            elif name in ADMIN_TO_CHANGE and args[ADMIN_TO_CHANGE[name]:] and not self.settings.is_admin(chat_id):
+                text, markup = f"Only admin chats may change what /{name} shows.", None
             else:
                 text, markup = await self._answer(action, chat_id, args)
             *first, last = split_lines(text)
@@ -228,7 +234,39 @@ class TelegramBot:
         return replies.strategies_html(await self.control.strategies()), None
 
     async def _limits(self, chat_id: int, args: list[str]) -> Reply:
-        return replies.limits_html(await self.control.risk_state()), None
+        """The risk state and limits; given NAME=VALUE pairs, the changes shown and asked to confirm (all or none)."""
+        state = await self.control.risk_state()
+        if not args:
+            return replies.limits_html(state), None
+        try:
+            changes = dict(setting_args.limit_change(a) for a in args)
+        except ValueError as exc:
+            return f"⚠️ {esc(str(exc)[:ERROR_CHARS])} (e.g. /limits max_order_quantity=500)", None
+        nonce = self._ask(Prompt(chat_id, frozenset({LIMITS, ABORT}), settings=changes))
+        keyboard = InlineKeyboardMarkup([[InlineKeyboardButton("Change the limits", callback_data=f"{LIMITS}:{nonce}"),
+                                          InlineKeyboardButton("Keep them", callback_data=f"{ABORT}:{nonce}")]])
+        was = {name: getattr(state.limits, name) for name in changes}
+        lines = "\n".join(f"{name}: {esc(str(was[name]))} → {esc(str(value))}" for name, value in changes.items())
+        return f"Change these risk limits?\n{lines}", keyboard
+
+    async def _params(self, chat_id: int, args: list[str]) -> Reply:
+        """A strategy's parameters; given NAME=VALUE pairs after its name, the changes shown and asked to confirm
+        (the strategy checks them all with the rest when they are set: all or none)."""
+        if not args:
+            return "⚠️ give a strategy's name, as /strategies shows it, e.g. /params momentum_rsi", None
+        info = await self.control.strategy(args[0])
+        if not args[1:]:
+            return replies.params_html(info), None
+        try:
+            changes = dict(setting_args.param_change(a) for a in args[1:])
+        except ValueError as exc:
+            return f"⚠️ {esc(str(exc)[:ERROR_CHARS])}", None
+        nonce = self._ask(Prompt(chat_id, frozenset({PARAMS, ABORT}), target=info.name, settings=changes))
+        keyboard = InlineKeyboardMarkup([[InlineKeyboardButton("Change them", callback_data=f"{PARAMS}:{nonce}"),
+                                          InlineKeyboardButton("Keep them", callback_data=f"{ABORT}:{nonce}")]])
+        lines = "\n".join(f"{esc(name)}: {esc(info.params.get(name, '(not set)'))} → {esc(value)}"
+                          for name, value in changes.items())
+        return f"Change {esc(info.name)}'s parameters?\n{lines}", keyboard
 
     # -- commands that change things -----------------------------------------------
     async def _pause(self, chat_id: int, args: list[str]) -> Reply:
@@ -395,8 +433,15 @@ class TelegramBot:
             return f"Placed: {replies.order_line(placed)} · <code>{esc(prompt.order.client_order_id)}</code>", None
         if action == MODIFY:
             return replies.modified_html(await self.control.modify(prompt.target, *prompt.change)), None
+        if action == LIMITS:
+            return f"Limits changed.\n{replies.limits_html(await self.control.set_limits(prompt.settings))}", None
+        if action == PARAMS:
+            info = await self.control.set_params(prompt.target, prompt.settings)
+            return f"Parameters changed: {replies.params_html(info)}", None
         if PLACE in prompt.actions or MODIFY in prompt.actions:
             return f"Not {'placed' if PLACE in prompt.actions else 'modified'}; nothing changed.", None
+        if LIMITS in prompt.actions or PARAMS in prompt.actions:
+            return "Kept; nothing changed.", None
         return ("Order kept; nothing changed." if CANCEL in prompt.actions else "Cancelled; nothing changed."), None
 
 
