@@ -35,11 +35,12 @@ class WorkingOrders:
         self._changing: set[str] = set()
 
     def track(self, update: trading_pb2.OrderUpdate, now_ns: int) -> None:
-        """An update of one of our strategies' orders (at clock time `now_ns`)."""
+        """An update of one of our strategies' orders (at clock time `now_ns`). An order changed by hand is the
+        trader's from then on: not cancelled as stale either."""
         cid = update.client_order_id or update.request.client_order_id
         if not cid:
             return
-        if update.status in TERMINAL:
+        if update.status in TERMINAL or update.changed_by_hand:
             self._working.pop(cid, None)
             self._cancel_at.pop(cid, None)
         elif cid not in self._working:

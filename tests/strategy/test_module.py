@@ -353,9 +353,10 @@ async def test_a_fill_the_oms_publishes_while_the_strategy_reads_its_orders_is_n
     assert h.strategy.position(SBIN) == 4
 
 
-def working(sequence, status=trading_pb2.ORDER_STATUS_OPEN, filled=0, coid="c-work", last_fill=0):
+def working(sequence, status=trading_pb2.ORDER_STATUS_OPEN, filled=0, coid="c-work", last_fill=0, by_hand=False):
     return trading_pb2.OrderUpdate(
         sequence=sequence, internal_id=f"i-{coid}", client_order_id=coid, status=status, filled_quantity=filled,
+        changed_by_hand=by_hand,
         last_fill_quantity=last_fill, request=trading_pb2.OrderRequest(client_order_id=coid, token=SBIN, quantity=2,
                                                                     side=trading_pb2.SIDE_BUY, strategy_tag="mom"))
 
@@ -409,6 +410,23 @@ async def test_a_refused_cancel_of_a_stale_order_is_asked_again_later_and_a_fini
     harness.clock.advance(11)
 
     await until(lambda: asked == ["i-c-work", "i-c-work"])
+
+
+async def test_an_order_a_trader_changed_is_not_cancelled_as_stale(harness):
+    """The trader took it over (moved its price by hand): it works as long as they want, not cancelled
+    cancel_working_after_s after its strategy placed it; an order of the strategy's own is still cancelled."""
+    asked = cancels_to(harness)
+    await harness.bus.publish(Topic.ORDER_UPDATES, working(1, coid="c-taken"))
+    await harness.bus.publish(Topic.ORDER_UPDATES, working(2, coid="c-own"))
+    await harness.bus.publish(Topic.ORDER_UPDATES, working(3, coid="c-taken", by_hand=True))
+    assert await harness.bus.drain()
+
+    harness.clock.advance(61)
+
+    await until(lambda: asked == ["i-c-own"])
+    harness.clock.advance(120)
+    await asyncio.sleep(0.05)
+    assert asked.count("i-c-taken") == 0
 
 
 async def test_a_stale_order_is_cancelled_after_the_signals_already_queued(harness):
