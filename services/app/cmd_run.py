@@ -67,7 +67,7 @@ async def _run(settings: AppSettings, toml: dict[str, Any], args: argparse.Names
     missing = _missing_kotak_credentials(toml)
     check_live_mode(settings, args.live, not missing)
     check_kotak_source(settings, missing)
-    serve_metrics(settings.metrics_port)
+    serve_metrics(settings.metrics_port, settings.metrics_host)
     app = Monolith(settings, toml)
     board = StatusBoard(app.bus, now_ns=lambda: app.clock.now_ns())
     guard = runtime.StopGuard(settings.stop_budget_s)

@@ -64,7 +64,7 @@ async def _serve(module: str, app: AppSettings, split: Any, grpc_settings: Any, 
     from services.app.split import SplitProcess
     from shared.metrics import serve_metrics
 
-    serve_metrics(grpc_settings.metrics_port or app.metrics_port)
+    serve_metrics(grpc_settings.metrics_port or app.metrics_port, app.metrics_host)
     process = SplitProcess(module, app, split, grpc_settings, toml, port)
     # As `neopulse run`: a signal arms the stop's deadline (then exit 3), a second one forces the exit (130).
     stop = runtime.stop_on_signals(runtime.StopGuard(app.stop_budget_s))

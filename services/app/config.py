@@ -44,6 +44,9 @@ class AppSettings(ModuleSettings):
     # The interface the gRPC server listens on is [grpc] host (env NEOPULSE_GRPC_HOST): one setting, not two.
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    # The interface /metrics listens on: loopback, as the metrics name P&L and positions and ask no token. In a
+    # container, 0.0.0.0, with the port published on the host's loopback only (docker-compose.yml).
+    metrics_host: str = "127.0.0.1"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # The event loop never sleeps: one core at 100% keeps the order path in cache (lower tick-to-order
     # latency, see README "Benchmarks"). For a monolith with a core to spare, not for split mode on 2 cores.
