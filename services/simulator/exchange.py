@@ -173,7 +173,7 @@ class Exchange:
         self._log(order, "put order req received")
         self._log(order, "validation pending")
         closed = not is_market_open(ts_ns, *session_of(inst.exchange_segment))
-        reject_reason = reject_reason or self.refusal(order)
+        reject_reason = reject_reason or self.refusal(order) or self.rms_refusal(order)
         if reject_reason:
             order.status, order.reason = REJECTED, reject_reason
         elif closed and str(body.get("am", "NO")).upper() != "YES":
@@ -213,6 +213,31 @@ class Exchange:
         if inst.freeze_quantity and order.quantity > inst.freeze_quantity:
             return f"quantity {order.quantity} exceeds the freeze quantity {inst.freeze_quantity}"
         return ""
+
+    def rms_refusal(self, order: SimOrder) -> str:
+        """Kotak's RMS: an order that would take more margin than the account has left is rejected, with its
+        reason in the order book ("" when there is margin enough). A buy takes margin; a sell only for what it sells
+        beyond the token's long position (a short). What is left: the cash, less the margin of today's buys
+        (margin_used_paise, as the limits report it) and of the buys still working."""
+        price = order.price if order.order_type in ("L", "SL") else order.trigger or self._last_price(order.token)
+        held = sum(f.quantity if f.order.side == "B" else -f.quantity
+                   for f in self.fills if f.order.token == order.token)
+        adding = order.quantity if order.side == "B" else max(0, order.quantity - max(0, held))
+        if not adding or not price:
+            return ""
+        needed = self.margin_paise([(order.token, adding, price)])
+        working = self.margin_paise(
+            (o.token, o.quantity - o.filled - o.cancelled, o.price or self._last_price(o.token))
+            for o in self.orders.values() if o is not order and o.side == "B" and o.status not in TERMINAL)
+        available = self.cash_paise - self.margin_used_paise() - working
+        if needed <= available:
+            return ""
+        return (f"RMS:Margin Exceeds,Required:{rupees(needed)}, Available:{rupees(max(available, 0))} for entity "
+                "account across exchange across segment across product")
+
+    def _last_price(self, token: int) -> int:
+        tick = self.market.get(token)
+        return tick.ltp_paise if tick is not None else 0
 
     def modify(self, order_no: str, body: dict) -> SimOrder:
         order = self._live(order_no)
@@ -367,4 +392,15 @@ class Exchange:
         return int(sum(quantity * price * self.price_factor(token) for token, quantity, price in trades) / 5)
 
     def margin_used_paise(self) -> int:
-        return self.margin_paise((f.order.token, f.quantity, f.price) for f in self.fills if f.order.side == "B")
+        """The margin today's positions hold: each token's net quantity at the average price of its fills on that
+        side (a position bought and sold again holds none)."""
+        fills: dict[int, list[Fill]] = {}
+        for f in self.fills:
+            fills.setdefault(f.order.token, []).append(f)
+        held = []
+        for token, token_fills in fills.items():
+            net = sum(f.quantity if f.order.side == "B" else -f.quantity for f in token_fills)
+            side = [f for f in token_fills if (f.order.side == "B") == (net > 0)]
+            if net and side:
+                held.append((token, abs(net), sum(f.quantity * f.price for f in side) // sum(f.quantity for f in side)))
+        return self.margin_paise(held)
