@@ -283,7 +283,7 @@ class BrokerNews(OrderBook):
         change of ours in this run moved the order from or to (a change of ours that did not hold, read back)."""
         if terms in self._sent_terms.get(internal_id, ()):
             return False
-        log.warning("the order was changed outside NeoPulse; its strategy leaves it from now on", extra={
+        log.warning("the order was changed outside NeoPulse (CHANGED_AT_BROKER): changed by hand from now on", extra={
             "order_id": internal_id, "broker": terms})
         return True
 
