@@ -29,7 +29,8 @@ from shared.errors import ConfigError, NeoPulseError, OutcomeUnknown
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 # The module each command but status talks to: it must be reachable first (status says which parts answer).
-MODULE_OF = {"positions": "oms", "pnl": "oms", "orders": "oms", "order": "oms", "cancel": "oms", "squareoff": "oms",
+MODULE_OF = {"positions": "oms", "pnl": "oms", "orders": "oms", "order": "oms", "history": "oms", "cancel": "oms",
+             "squareoff": "oms",
              "strategies": "strategy", "pause": "strategy", "resume": "strategy", "params": "strategy",
              "limits": "risk", "halt": "risk", "release": "risk", "buy": "oms", "sell": "oms", "modify": "oms"}
 CHECK_WITH = {"cancel": "orders", "squareoff": "positions", "pause": "strategies", "resume": "strategies",
@@ -59,6 +60,8 @@ def add_parser(sub: Any) -> None:
     q.add_argument("which", nargs="?", default="open", choices=("open", "today"))
     q.add_argument("--limit", type=arg.count, default=50, help="at most this many, newest first (default 50)")
     cmds.add_parser("order", help="one order").add_argument("order_id", help="its client, internal or exchange id")
+    cmds.add_parser("history", help="one order's transitions, oldest first, and who or what moved each").add_argument(
+        "order_id", help="its client, internal or exchange id")
     cmds.add_parser("cancel", help="cancel an order at the broker").add_argument("order_id")
     q = cmds.add_parser("modify", help="change a working order's quantity, limit price or trigger, through risk",
                         description="A working order changed at the broker, checked by risk first. What is not "
@@ -292,6 +295,8 @@ async def _command(args: argparse.Namespace, control: Any, bus: Any) -> str:
     if command == "order":
         order = await control.order(args.order_id)
         return f"{replies.order_line(order)} · {order.client_order_id} · {order.internal_id}"
+    if command == "history":
+        return replies.history_html(await control.history(args.order_id))
     if command == "cancel":
         order = await control.order(args.order_id)
         if order.status in TERMINAL:

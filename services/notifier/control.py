@@ -117,6 +117,11 @@ class Control:
         """One order by its client, internal or exchange id."""
         return (await self._call(rpc.GET_ORDER, oms_pb2.GetOrderRequest(order_id=order_id))).order
 
+    async def history(self, order_id: str) -> list[oms_pb2.OrderHistoryEntry]:
+        """Every transition recorded for one order (by its client, internal or exchange id), oldest first."""
+        request = oms_pb2.GetOrderHistoryRequest(order_id=order_id)
+        return list((await self._call(rpc.GET_ORDER_HISTORY, request)).entries)
+
     async def cancel(self, order_id: str) -> trading_pb2.OrderUpdate:
         """Cancel one order at the broker; the order as the OMS has it then (CANCEL_PENDING, or CANCELLED)."""
         return (await self._call(rpc.CANCEL_ORDER, oms_pb2.CancelOrderRequest(order_id=order_id))).order

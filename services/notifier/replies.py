@@ -5,6 +5,8 @@ Pure functions; every name that came from elsewhere is escaped.
 
 from __future__ import annotations
 
+import json
+
 from services.notifier.control import SystemStatus
 from services.notifier.messages import cut, enum_label, esc, side_label
 from services.notifier.summary import DailySummary
@@ -17,6 +19,7 @@ HELP = """<b>NeoPulse bot</b>
 /status – mode, feed, uptime, strategies
 /positions – open positions
 /orders [open|today] – orders
+/history ORDER – an order's transitions and who or what moved each
 /pnl – realised, unrealised, charges
 /strategies – strategies and their state
 /pause NAME, /resume NAME – a strategy
@@ -32,7 +35,8 @@ HELP = """<b>NeoPulse bot</b>
 # sent on one tap, and like /help this leaves re-arming trading to be typed (it still asks to confirm).
 MENU = (
     ("status", "Mode, feed, uptime, strategies"), ("positions", "Open positions"),
-    ("orders", "[open|today] Orders"), ("pnl", "Realised, unrealised, charges"),
+    ("orders", "[open|today] Orders"), ("history", "ORDER: an order's transitions"),
+    ("pnl", "Realised, unrealised, charges"),
     ("strategies", "Strategies and their state"), ("pause", "NAME: pause a strategy"),
     ("resume", "NAME: resume a strategy"),
     ("limits", "[NAME=VALUE ...] Risk state and limits; changes ask to confirm"),
@@ -136,6 +140,49 @@ def order_line(o: trading_pb2.OrderUpdate) -> str:
     tag = esc(r.strategy_tag) + (", changed by hand" if o.changed_by_hand and r.signal_id else "")
     return (f"{side_label(r.side)} {r.quantity} <b>{esc(r.symbol)}</b> {price} · {status} "
             f"{o.filled_quantity}/{r.quantity}" + (f" [{tag}]" if r.strategy_tag else ""))
+
+
+def history_html(entries: list[oms_pb2.OrderHistoryEntry]) -> str:
+    """An order's transitions, one line each (IST time, status, fills, terms, and who or what moved it)."""
+    if not entries:
+        return "No history recorded for this order."
+    first = entries[0].update
+    lines = [f"History of <code>{esc(first.client_order_id)}</code>: {side_label(first.request.side)} "
+             f"<b>{esc(first.request.symbol)}</b>" + (f" [{esc(first.request.strategy_tag)}]"
+                                                      if first.request.strategy_tag else "")]
+    for entry in entries:
+        u, r = entry.update, entry.update.request
+        price = fmt_inr(r.price_paise) if r.price_paise else "MKT"
+        if r.trigger_price_paise:
+            price += f" trigger {fmt_inr(r.trigger_price_paise)}"
+        line = (f"{ist_datetime(u.ts_ns):%H:%M:%S} {enum_label(trading_pb2.OrderStatus, u.status, 'ORDER_STATUS_')} "
+                f"· {u.filled_quantity}/{r.quantity} · {price}")
+        if u.last_fill_quantity:
+            line += f" · filled {u.last_fill_quantity} @ {fmt_inr(u.last_fill_price_paise)}"
+        cause = _cause(entry.audit_json)
+        if u.reason_code or cause:
+            line += f" · {esc(u.reason_code or cause)}"
+        if u.reason and u.status in (trading_pb2.ORDER_STATUS_REJECTED, trading_pb2.ORDER_STATUS_CANCELLED):
+            line += f": {esc(cut(u.reason, 120))}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _cause(audit_json: str) -> str:
+    """Who or what moved an order, from its audit: a change asked (by a strategy, or by hand), the broker's word,
+    a reconciliation at start."""
+    try:
+        audit = json.loads(audit_json or "{}")
+    except ValueError:
+        return ""
+    if "modify_request" in audit:
+        by = audit["modify_request"].get("by", "")
+        return "change by hand" if by in ("", "hand") else f"change by {by}"
+    if "reconcile" in audit:
+        return "reconciled at start"
+    if "event" in audit or "late_fill" in audit:
+        return "broker"
+    return ""
 
 
 def modified_html(o: trading_pb2.OrderUpdate) -> str:

@@ -124,7 +124,7 @@ class TelegramBot:
             "orders": self._orders, "pnl": self._pnl, "strategies": self._strategies, "pause": self._pause,
             "resume": self._resume, "limits": self._limits, "kill": self._kill, "unkill": self._unkill,
             "squareoff": self._square_off, "cancel": self._cancel, "buy": self._buy, "sell": self._sell,
-            "modify": self._modify, "params": self._params}
+            "modify": self._modify, "params": self._params, "history": self._history}
         self.commands = tuple(actions)
         for name, action in actions.items():
             # New messages only: editing an old /unkill must not release the kill switch again.
@@ -226,6 +226,11 @@ class TelegramBot:
     async def _orders(self, chat_id: int, args: list[str]) -> Reply:
         which = args[0].lower() if args else "open"
         return replies.orders_html(await self.control.orders(which), which), None
+
+    async def _history(self, chat_id: int, args: list[str]) -> Reply:
+        if len(args) != 1 or len(args[0]) > MAX_TEXT_CHARS:
+            return "⚠️ order: give one order's id, as /orders shows it (e.g. /history sig-1a2b3c)", None
+        return replies.history_html(await self.control.history(args[0])), None
 
     async def _pnl(self, chat_id: int, args: list[str]) -> Reply:
         return replies.pnl_html(await self.control.positions()), None

@@ -65,6 +65,9 @@ class Ledger(Protocol):
     async def fill_charges(self, day: date) -> dict[str, int]:
         """Charges of the recorded fills of the orders created on `day`, by internal_id (rebuilding positions)."""
 
+    async def history(self, internal_id: str) -> list[tuple[trading_pb2.OrderUpdate, dict[str, Any]]]:
+        """Every transition recorded for the order, oldest first (by sequence), each with its audit."""
+
     async def changed_terms(self, internal_ids: Sequence[str]) -> dict[str, set[Terms]]:
         """For each of these orders changed by NeoPulse: every terms a change of it (MODIFY_PENDING, its audit's
         modify_request) moved it from or to. After a restart, a broker row showing one of them is a change of ours
@@ -87,6 +90,7 @@ class MemoryLedger:
         self._by_client: dict[str, str] = {}
         self._created_ns: dict[str, int] = {}
         self.events: list[trading_pb2.OrderUpdate] = []
+        self._event_audits: list[dict[str, Any]] = []  # each event's audit, as order_events' payload keeps it
         self._event_keys: set[tuple[str, int]] = set()
         self.metadata: dict[str, dict[str, Any]] = {}
         self._max_sequence = 0
@@ -104,7 +108,7 @@ class MemoryLedger:
         self._by_client[row.client_order_id] = row.internal_id
         self._created_ns[row.internal_id] = row.ts_ns
         self.metadata[row.internal_id] = dict(audit)
-        self._append_event(row)
+        self._append_event(row, audit)
         return None
 
     async def insert_many(self, orders: Sequence[tuple[trading_pb2.OrderUpdate, dict[str, Any]]]
@@ -118,7 +122,7 @@ class MemoryLedger:
         cur = self._rows.get(update.internal_id)
         if cur is None:
             raise KeyError(f"order {update.internal_id} is not in the ledger; insert_new it first")
-        if not self._append_event(update):
+        if not self._append_event(update, audit):
             return  # recorded before (a retry)
         if update.sequence and update.sequence < cur.sequence:
             return  # older than the last update recorded: kept as an event, the row does not move back
@@ -129,13 +133,14 @@ class MemoryLedger:
         self._rows[update.internal_id] = row
         self.metadata[update.internal_id].update(audit)
 
-    def _append_event(self, u: trading_pb2.OrderUpdate) -> bool:
+    def _append_event(self, u: trading_pb2.OrderUpdate, audit: dict[str, Any]) -> bool:
         """As order_events: one event per (internal_id, sequence > 0); False when it is there already."""
         key = (u.internal_id, u.sequence)
         if u.sequence > 0 and key in self._event_keys:
             return False
         self._event_keys.add(key)
         self.events.append(_copy(u))
+        self._event_audits.append(dict(audit))
         self._max_sequence = max(self._max_sequence, u.sequence)
         return True
 
@@ -177,6 +182,11 @@ class MemoryLedger:
 
     async def save_decisions_accounted(self, sequence: int) -> None:
         self._accounted = max(self._accounted, sequence)
+
+    async def history(self, internal_id: str) -> list[tuple[trading_pb2.OrderUpdate, dict[str, Any]]]:
+        found = [(i, _copy(e), a) for i, (e, a) in enumerate(zip(self.events, self._event_audits, strict=True))
+                 if e.internal_id == internal_id]
+        return [(e, a) for _, e, a in sorted(found, key=lambda f: (f[1].sequence, f[0]))]
 
     async def changed_terms(self, internal_ids: Sequence[str]) -> dict[str, set[Terms]]:
         # Not durable: only the order's last change is kept (its metadata), which is what a test of it needs.

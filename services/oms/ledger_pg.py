@@ -16,6 +16,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import asyncpg
+from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from services.oms.ledger import modify_terms
@@ -192,6 +193,16 @@ class PgLedger:
             "ORDER BY created_at DESC, written_seq DESC LIMIT $6",
             open_only, list(TERMINAL_NAMES), strategy_tag, lo, hi, limit)
         return [row_to_update(r) for r in rows]
+
+    async def history(self, internal_id: str) -> list[tuple[trading_pb2.OrderUpdate, dict[str, Any]]]:
+        rows = await self.pool.fetch("SELECT payload FROM order_events WHERE internal_id = $1 "
+                                     "ORDER BY sequence, event_id", uuid.UUID(internal_id))
+        out = []
+        for r in rows:
+            payload = json.loads(r["payload"])
+            out.append((json_format.ParseDict(payload["update"], trading_pb2.OrderUpdate(), ignore_unknown_fields=True),
+                        payload.get("audit") or {}))
+        return out
 
     async def changed_terms(self, internal_ids: Sequence[str]) -> dict[str, set[Terms]]:
         rows = await self.pool.fetch(

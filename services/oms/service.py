@@ -6,9 +6,12 @@ Transport-free: the gRPC layer maps the shared.errors raised here; the OrderEngi
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from typing import cast
+
+from google.protobuf.message import Message
 
 from services.oms.config import OmsSettings
 from services.oms.engine import OrderEngine
@@ -17,6 +20,7 @@ from shared import rpc
 from shared.bus import Bus
 from shared.contracts import oms_pb2, risk_pb2
 from shared.contracts import trading_pb2 as t
+from shared.db.protojson import message_dict
 from shared.errors import InvalidInput, NotFound, OutcomeUnknown, RetryableError, RiskRejected
 from shared.order_terms import PRICED, STOPS, unknown_choice
 from shared.positions import SQUAREOFF_TAG
@@ -62,6 +66,7 @@ class OrderService:
         self.bus.handle(rpc.CANCEL_ORDER, self.cancel_order)
         self.bus.handle(rpc.MODIFY_ORDER, self.modify_order)
         self.bus.handle(rpc.GET_ORDER, self.get_order)
+        self.bus.handle(rpc.GET_ORDER_HISTORY, self.get_order_history)
         self.bus.handle(rpc.LIST_ORDERS, self.list_orders)
         self.bus.handle(rpc.LIST_POSITIONS, self.list_positions)
         self.bus.handle(rpc.SQUARE_OFF, self.square_off)
@@ -116,6 +121,17 @@ class OrderService:
             raise NotFound(f"no order {request.order_id!r}; list orders to find its internal or client id")
         return oms_pb2.GetOrderResponse(order=order)
 
+    async def get_order_history(self, request: oms_pb2.GetOrderHistoryRequest) -> oms_pb2.GetOrderHistoryResponse:
+        if not request.order_id:
+            raise InvalidInput("order_id", "give the internal_id or client_order_id of the order")
+        order = self.engine.lookup(request.order_id) or await self.engine.ledger.get(request.order_id)
+        if order is None:
+            raise NotFound(f"no order {request.order_id!r}; list orders to find its internal or client id")
+        history = await self.engine.ledger.history(order.internal_id)
+        return oms_pb2.GetOrderHistoryResponse(entries=[oms_pb2.OrderHistoryEntry(
+            update=update, audit_json=json.dumps(audit, default=_jsonable, ensure_ascii=False))
+            for update, audit in history])
+
     async def list_orders(self, request: oms_pb2.ListOrdersRequest) -> oms_pb2.ListOrdersResponse:
         if request.limit < 0:
             raise InvalidInput("limit", "must be 0 (default 100) or positive")
@@ -164,3 +180,9 @@ class OrderService:
         return sum(u.request.quantity - u.filled_quantity for u in self.engine.open_orders()
                    if u.request.token == token and u.request.side == side
                    and (u.request.product or t.PRODUCT_MIS) == product)
+
+
+def _jsonable(value: object) -> object:
+    """An audit value JSON cannot take as it is: a protobuf message (a risk decision kept in memory) as its JSON
+    form, anything else as its text."""
+    return message_dict(value) if isinstance(value, Message) else str(value)

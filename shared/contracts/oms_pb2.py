@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from shared.contracts import trading_pb2 as neopulse_dot_v1_dot_trading__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15neopulse/v1/oms.proto\x12\x0bneopulse.v1\x1a\x19neopulse/v1/trading.proto\"3\n\x19StreamOrderUpdatesRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\"=\n\x11PlaceOrderRequest\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.neopulse.v1.OrderRequest\"=\n\x12PlaceOrderResponse\x12\'\n\x05order\x18\x01 \x01(\x0b\x32\x18.neopulse.v1.OrderUpdate\"&\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\">\n\x13\x43\x61ncelOrderResponse\x12\'\n\x05order\x18\x01 \x01(\x0b\x32\x18.neopulse.v1.OrderUpdate\"\x80\x01\n\x12ModifyOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x13\n\x0bprice_paise\x18\x03 \x01(\x03\x12\x1b\n\x13trigger_price_paise\x18\x04 \x01(\x03\x12\x14\n\x0cstrategy_tag\x18\x05 \x01(\t\">\n\x13ModifyOrderResponse\x12\'\n\x05order\x18\x01 \x01(\x0b\x32\x18.neopulse.v1.OrderUpdate\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\";\n\x10GetOrderResponse\x12\'\n\x05order\x18\x01 \x01(\x0b\x32\x18.neopulse.v1.OrderUpdate\"K\n\x11ListOrdersRequest\x12\x11\n\topen_only\x18\x01 \x01(\x08\x12\x14\n\x0cstrategy_tag\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\">\n\x12ListOrdersResponse\x12(\n\x06orders\x18\x01 \x03(\x0b\x32\x18.neopulse.v1.OrderUpdate\"\x16\n\x14ListPositionsRequest\"\xaa\x01\n\x15ListPositionsResponse\x12(\n\tpositions\x18\x01 \x03(\x0b\x32\x15.neopulse.v1.Position\x12\x1a\n\x12realised_pnl_paise\x18\x02 \x01(\x03\x12\x1c\n\x14unrealised_pnl_paise\x18\x03 \x01(\x03\x12\x15\n\rcharges_paise\x18\x04 \x01(\x03\x12\x16\n\x0e\x61s_of_sequence\x18\x05 \x01(\x03\"\"\n\x10SquareOffRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\"=\n\x11SquareOffResponse\x12(\n\x06orders\x18\x01 \x03(\x0b\x32\x18.neopulse.v1.OrderUpdate2\x9c\x05\n\x0cOrderService\x12]\n\x12StreamOrderUpdates\x12&.neopulse.v1.StreamOrderUpdatesRequest\x1a\x1d.neopulse.v1.OrderUpdateBatch0\x01\x12M\n\nPlaceOrder\x12\x1e.neopulse.v1.PlaceOrderRequest\x1a\x1f.neopulse.v1.PlaceOrderResponse\x12P\n\x0b\x43\x61ncelOrder\x12\x1f.neopulse.v1.CancelOrderRequest\x1a .neopulse.v1.CancelOrderResponse\x12P\n\x0bModifyOrder\x12\x1f.neopulse.v1.ModifyOrderRequest\x1a .neopulse.v1.ModifyOrderResponse\x12G\n\x08GetOrder\x12\x1c.neopulse.v1.GetOrderRequest\x1a\x1d.neopulse.v1.GetOrderResponse\x12M\n\nListOrders\x12\x1e.neopulse.v1.ListOrdersRequest\x1a\x1f.neopulse.v1.ListOrdersResponse\x12V\n\rListPositions\x12!.neopulse.v1.ListPositionsRequest\x1a\".neopulse.v1.ListPositionsResponse\x12J\n\tSquareOff\x12\x1d.neopulse.v1.SquareOffRequest\x1a\x1e.neopulse.v1.SquareOffResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15neopulse/v1/oms.proto\x12\x0bneopulse.v1\x1a\x19neopulse/v1/trading.proto\"3\n\x19StreamOrderUpdatesRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\"=\n\x11PlaceOrderRequest\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.neopulse.v1.OrderRequest\"=\n\x12PlaceOrderResponse\x12\'\n\x05order\x18\x01 \x01(\x0b\x32\x18.neopulse.v1.OrderUpdate\"&\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\">\n\x13\x43\x61ncelOrderResponse\x12\'\n\x05order\x18\x01 \x01(\x0b\x32\x18.neopulse.v1.OrderUpdate\"\x80\x01\n\x12ModifyOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x13\n\x0bprice_paise\x18\x03 \x01(\x03\x12\x1b\n\x13trigger_price_paise\x18\x04 \x01(\x03\x12\x14\n\x0cstrategy_tag\x18\x05 \x01(\t\">\n\x13ModifyOrderResponse\x12\'\n\x05order\x18\x01 \x01(\x0b\x32\x18.neopulse.v1.OrderUpdate\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\";\n\x10GetOrderResponse\x12\'\n\x05order\x18\x01 \x01(\x0b\x32\x18.neopulse.v1.OrderUpdate\"*\n\x16GetOrderHistoryRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"Q\n\x11OrderHistoryEntry\x12(\n\x06update\x18\x01 \x01(\x0b\x32\x18.neopulse.v1.OrderUpdate\x12\x12\n\naudit_json\x18\x02 \x01(\t\"J\n\x17GetOrderHistoryResponse\x12/\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1e.neopulse.v1.OrderHistoryEntry\"K\n\x11ListOrdersRequest\x12\x11\n\topen_only\x18\x01 \x01(\x08\x12\x14\n\x0cstrategy_tag\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\">\n\x12ListOrdersResponse\x12(\n\x06orders\x18\x01 \x03(\x0b\x32\x18.neopulse.v1.OrderUpdate\"\x16\n\x14ListPositionsRequest\"\xaa\x01\n\x15ListPositionsResponse\x12(\n\tpositions\x18\x01 \x03(\x0b\x32\x15.neopulse.v1.Position\x12\x1a\n\x12realised_pnl_paise\x18\x02 \x01(\x03\x12\x1c\n\x14unrealised_pnl_paise\x18\x03 \x01(\x03\x12\x15\n\rcharges_paise\x18\x04 \x01(\x03\x12\x16\n\x0e\x61s_of_sequence\x18\x05 \x01(\x03\"\"\n\x10SquareOffRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\"=\n\x11SquareOffResponse\x12(\n\x06orders\x18\x01 \x03(\x0b\x32\x18.neopulse.v1.OrderUpdate2\xfa\x05\n\x0cOrderService\x12]\n\x12StreamOrderUpdates\x12&.neopulse.v1.StreamOrderUpdatesRequest\x1a\x1d.neopulse.v1.OrderUpdateBatch0\x01\x12M\n\nPlaceOrder\x12\x1e.neopulse.v1.PlaceOrderRequest\x1a\x1f.neopulse.v1.PlaceOrderResponse\x12P\n\x0b\x43\x61ncelOrder\x12\x1f.neopulse.v1.CancelOrderRequest\x1a .neopulse.v1.CancelOrderResponse\x12P\n\x0bModifyOrder\x12\x1f.neopulse.v1.ModifyOrderRequest\x1a .neopulse.v1.ModifyOrderResponse\x12G\n\x08GetOrder\x12\x1c.neopulse.v1.GetOrderRequest\x1a\x1d.neopulse.v1.GetOrderResponse\x12\\\n\x0fGetOrderHistory\x12#.neopulse.v1.GetOrderHistoryRequest\x1a$.neopulse.v1.GetOrderHistoryResponse\x12M\n\nListOrders\x12\x1e.neopulse.v1.ListOrdersRequest\x1a\x1f.neopulse.v1.ListOrdersResponse\x12V\n\rListPositions\x12!.neopulse.v1.ListPositionsRequest\x1a\".neopulse.v1.ListPositionsResponse\x12J\n\tSquareOff\x12\x1d.neopulse.v1.SquareOffRequest\x1a\x1e.neopulse.v1.SquareOffResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,18 +50,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETORDERREQUEST']._serialized_end=578
   _globals['_GETORDERRESPONSE']._serialized_start=580
   _globals['_GETORDERRESPONSE']._serialized_end=639
-  _globals['_LISTORDERSREQUEST']._serialized_start=641
-  _globals['_LISTORDERSREQUEST']._serialized_end=716
-  _globals['_LISTORDERSRESPONSE']._serialized_start=718
-  _globals['_LISTORDERSRESPONSE']._serialized_end=780
-  _globals['_LISTPOSITIONSREQUEST']._serialized_start=782
-  _globals['_LISTPOSITIONSREQUEST']._serialized_end=804
-  _globals['_LISTPOSITIONSRESPONSE']._serialized_start=807
-  _globals['_LISTPOSITIONSRESPONSE']._serialized_end=977
-  _globals['_SQUAREOFFREQUEST']._serialized_start=979
-  _globals['_SQUAREOFFREQUEST']._serialized_end=1013
-  _globals['_SQUAREOFFRESPONSE']._serialized_start=1015
-  _globals['_SQUAREOFFRESPONSE']._serialized_end=1076
-  _globals['_ORDERSERVICE']._serialized_start=1079
-  _globals['_ORDERSERVICE']._serialized_end=1747
+  _globals['_GETORDERHISTORYREQUEST']._serialized_start=641
+  _globals['_GETORDERHISTORYREQUEST']._serialized_end=683
+  _globals['_ORDERHISTORYENTRY']._serialized_start=685
+  _globals['_ORDERHISTORYENTRY']._serialized_end=766
+  _globals['_GETORDERHISTORYRESPONSE']._serialized_start=768
+  _globals['_GETORDERHISTORYRESPONSE']._serialized_end=842
+  _globals['_LISTORDERSREQUEST']._serialized_start=844
+  _globals['_LISTORDERSREQUEST']._serialized_end=919
+  _globals['_LISTORDERSRESPONSE']._serialized_start=921
+  _globals['_LISTORDERSRESPONSE']._serialized_end=983
+  _globals['_LISTPOSITIONSREQUEST']._serialized_start=985
+  _globals['_LISTPOSITIONSREQUEST']._serialized_end=1007
+  _globals['_LISTPOSITIONSRESPONSE']._serialized_start=1010
+  _globals['_LISTPOSITIONSRESPONSE']._serialized_end=1180
+  _globals['_SQUAREOFFREQUEST']._serialized_start=1182
+  _globals['_SQUAREOFFREQUEST']._serialized_end=1216
+  _globals['_SQUAREOFFRESPONSE']._serialized_start=1218
+  _globals['_SQUAREOFFRESPONSE']._serialized_end=1279
+  _globals['_ORDERSERVICE']._serialized_start=1282
+  _globals['_ORDERSERVICE']._serialized_end=2044
 # @@protoc_insertion_point(module_scope)

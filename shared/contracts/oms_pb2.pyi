@@ -69,6 +69,26 @@ class GetOrderResponse(_message.Message):
     order: _trading_pb2.OrderUpdate
     def __init__(self, order: _Optional[_Union[_trading_pb2.OrderUpdate, _Mapping]] = ...) -> None: ...
 
+class GetOrderHistoryRequest(_message.Message):
+    __slots__ = ("order_id",)
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    def __init__(self, order_id: _Optional[str] = ...) -> None: ...
+
+class OrderHistoryEntry(_message.Message):
+    __slots__ = ("update", "audit_json")
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_JSON_FIELD_NUMBER: _ClassVar[int]
+    update: _trading_pb2.OrderUpdate
+    audit_json: str
+    def __init__(self, update: _Optional[_Union[_trading_pb2.OrderUpdate, _Mapping]] = ..., audit_json: _Optional[str] = ...) -> None: ...
+
+class GetOrderHistoryResponse(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[OrderHistoryEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[OrderHistoryEntry, _Mapping]]] = ...) -> None: ...
+
 class ListOrdersRequest(_message.Message):
     __slots__ = ("open_only", "strategy_tag", "limit")
     OPEN_ONLY_FIELD_NUMBER: _ClassVar[int]

@@ -61,6 +61,11 @@ class OrderServiceStub:
                 request_serializer=neopulse_dot_v1_dot_oms__pb2.GetOrderRequest.SerializeToString,
                 response_deserializer=neopulse_dot_v1_dot_oms__pb2.GetOrderResponse.FromString,
                 _registered_method=True)
+        self.GetOrderHistory = channel.unary_unary(
+                '/neopulse.v1.OrderService/GetOrderHistory',
+                request_serializer=neopulse_dot_v1_dot_oms__pb2.GetOrderHistoryRequest.SerializeToString,
+                response_deserializer=neopulse_dot_v1_dot_oms__pb2.GetOrderHistoryResponse.FromString,
+                _registered_method=True)
         self.ListOrders = channel.unary_unary(
                 '/neopulse.v1.OrderService/ListOrders',
                 request_serializer=neopulse_dot_v1_dot_oms__pb2.ListOrdersRequest.SerializeToString,
@@ -117,6 +122,13 @@ class OrderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetOrderHistory(self, request, context):
+        """GetOrderHistory returns every transition recorded for one order, oldest first, each with what caused it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListOrders(self, request, context):
         """ListOrders lists orders, newest first.
         """
@@ -165,6 +177,11 @@ def add_OrderServiceServicer_to_server(servicer, server):
                     servicer.GetOrder,
                     request_deserializer=neopulse_dot_v1_dot_oms__pb2.GetOrderRequest.FromString,
                     response_serializer=neopulse_dot_v1_dot_oms__pb2.GetOrderResponse.SerializeToString,
+            ),
+            'GetOrderHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOrderHistory,
+                    request_deserializer=neopulse_dot_v1_dot_oms__pb2.GetOrderHistoryRequest.FromString,
+                    response_serializer=neopulse_dot_v1_dot_oms__pb2.GetOrderHistoryResponse.SerializeToString,
             ),
             'ListOrders': grpc.unary_unary_rpc_method_handler(
                     servicer.ListOrders,
@@ -318,6 +335,33 @@ class OrderService:
             '/neopulse.v1.OrderService/GetOrder',
             neopulse_dot_v1_dot_oms__pb2.GetOrderRequest.SerializeToString,
             neopulse_dot_v1_dot_oms__pb2.GetOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOrderHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neopulse.v1.OrderService/GetOrderHistory',
+            neopulse_dot_v1_dot_oms__pb2.GetOrderHistoryRequest.SerializeToString,
+            neopulse_dot_v1_dot_oms__pb2.GetOrderHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

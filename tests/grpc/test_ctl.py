@@ -102,9 +102,16 @@ def test_modify_changes_a_resting_orders_quantity_and_price_and_order_shows_the_
     shown = ok(target, "order", "ctl-modify-1")
     ok(target, "cancel", "ctl-modify-1")
 
+    history = ok(target, "history", "ctl-modify-1").strip().splitlines()
+
     terms = f"BUY 2 {symbol} {fmt_inr(lower)} · OPEN 0/2 [MANUAL]"
     assert modified.strip() == f"Modified: {terms} · ctl-modify-1"
     assert shown.startswith(f"{terms} · ctl-modify-1 · ")
+    assert history[0] == f"History of ctl-modify-1: BUY {symbol} [MANUAL]"
+    statuses = [line.split(" ")[1] for line in history[1:]]
+    assert statuses[:2] == ["PENDING_NEW", "SUBMITTED"] and statuses[-2:] == ["CANCEL_PENDING", "CANCELLED"]
+    assert next(line for line in history if "MODIFY_PENDING" in line).endswith(
+        f"MODIFY_PENDING · 0/2 · {fmt_inr(lower)} · change by hand")
 
 
 def refused_change(target: str, order_id: str, placing: tuple[str, ...], change: tuple[str, ...]) -> tuple:
@@ -202,6 +209,7 @@ def test_a_paused_strategy_shows_who_paused_it_and_why_until_resumed(target):
 
 @pytest.mark.parametrize(("args", "said"), [
     (("order", "no-such-order"), "no order 'no-such-order'"),
+    (("history", "no-such-order"), "no order 'no-such-order'"),
     (("pause", "no-such-strategy"), "no strategy named 'no-such-strategy'; configured: momentum_rsi"),
 ])
 def test_an_unknown_id_or_name_exits_1_saying_so(target, args, said):

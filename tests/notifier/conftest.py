@@ -65,6 +65,8 @@ class Standins:
                 o for o in self.orders if not r.open_only or o.status == trading_pb2.ORDER_STATUS_OPEN]),
             rpc.LIST_POSITIONS: lambda r: self.positions,
             rpc.GET_ORDER: lambda r: oms_pb2.GetOrderResponse(order=self._order(r.order_id)),
+            rpc.GET_ORDER_HISTORY: lambda r: oms_pb2.GetOrderHistoryResponse(entries=[oms_pb2.OrderHistoryEntry(
+                update=self._order(r.order_id), audit_json='{"event": {}}')]),
             rpc.CANCEL_ORDER: self._cancel,
             rpc.MODIFY_ORDER: self._modify,
             rpc.LIST_INSTRUMENTS: lambda r: ingestion_pb2.ListInstrumentsResponse(instruments=[

@@ -67,6 +67,15 @@ async def test_orders_today_lists_todays_orders(notifier, fake_api):
     assert reply == "BUY 10 <b>SBIN-EQ</b> MKT · TRADED 10/10 [MOMENTUM_RSI] · <code>c-SBIN-EQ</code>"
 
 
+async def test_history_shows_an_orders_transitions_and_asks_for_an_id(notifier, fake_api):
+    reply = await ask(fake_api, "/history c-SBIN-EQ")
+    nameless = await ask(fake_api, "/history")
+
+    assert reply.splitlines() == ["History of <code>c-SBIN-EQ</code>: BUY <b>SBIN-EQ</b> [MOMENTUM_RSI]",
+                                  "11:00:00 TRADED · 10/10 · MKT · broker"]
+    assert nameless.startswith("⚠️ order: give one order's id")
+
+
 def test_an_order_given_up_is_not_listed_as_a_plain_rejection():
     given_up = trading_pb2.OrderUpdate(status=trading_pb2.ORDER_STATUS_REJECTED, reason_code="OUTCOME_UNKNOWN",
                                        request=trading_pb2.OrderRequest(symbol="SBIN-EQ", side=trading_pb2.SIDE_BUY,

@@ -7,8 +7,11 @@ On one Bus with the real RiskModule, OmsModule and VirtualBroker (see test_modif
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from services.notifier import replies
 from services.oms.broker import BrokerAck, BrokerOrderEvent
 from services.oms.charges import ChargeModel
 from services.oms.ledger_pg import PgLedger
@@ -19,7 +22,7 @@ from shared import rpc
 from shared.clock import ManualClock
 from shared.contracts import oms_pb2
 from shared.contracts import trading_pb2 as t
-from shared.errors import BrokerRejected, InvalidInput, OrderStateError, RiskRejected
+from shared.errors import BrokerRejected, InvalidInput, NotFound, OrderStateError, RiskRejected
 from tests.helpers import eventually as until
 from tests.oms.conftest import NoOrderFeed
 from tests.oms.helpers import T0, order
@@ -190,3 +193,37 @@ async def test_after_a_restart_the_terms_before_a_change_of_ours_that_did_not_ho
         t.ORDER_STATUS_OPEN, (10, 100_00, 0), "", (1, False))
     assert await ledger.changed_terms(["00000000-0000-4000-8000-0000000000c2"]) == {
         "00000000-0000-4000-8000-0000000000c2": {(10, 100_00, 0), (10, 101_00, 0)}}
+
+
+async def test_an_orders_history_shows_each_transition_and_who_changed_it(make_world):
+    """GetOrderHistory: every transition the ledger recorded (in memory and in PostgreSQL), oldest first, each with
+    its audit; /history and `ctl history` show who or what moved each."""
+    w = await make_world()
+    placed = await resting_buy(w)
+    await change(w, placed.client_order_id, STRATEGY, price=PX - 9_00)
+    await change(w, placed.client_order_id, price=PX - 8_00)
+
+    reply = await w.bus.call(rpc.GET_ORDER_HISTORY, oms_pb2.GetOrderHistoryRequest(order_id=placed.client_order_id))
+
+    entries = list(reply.entries)
+    assert [(e.update.status, marks(e.update)) for e in entries] == [
+        (t.ORDER_STATUS_PENDING_NEW, (0, False)), (t.ORDER_STATUS_SUBMITTED, (0, False)),
+        (t.ORDER_STATUS_OPEN, (0, False)),
+        (t.ORDER_STATUS_MODIFY_PENDING, (1, False)), (t.ORDER_STATUS_OPEN, (1, False)),
+        (t.ORDER_STATUS_MODIFY_PENDING, (2, True)), (t.ORDER_STATUS_OPEN, (2, True))]
+    assert [json.loads(e.audit_json).get("modify_request", {}).get("by") for e in entries] == [
+        None, None, None, STRATEGY, None, "hand", None]
+    assert "decision" in json.loads(entries[0].audit_json)  # the write-ahead keeps risk's decision
+    shown = replies.history_html(entries).splitlines()
+    assert shown[0] == f"History of <code>{placed.client_order_id}</code>: BUY <b>RELIANCE-EQ</b> [{STRATEGY}]"
+    assert [line.rsplit(" · ", 1)[-1] for line in shown if "MODIFY_PENDING" in line] == [
+        f"change by {STRATEGY}", "change by hand"]
+
+
+async def test_the_history_of_an_unknown_order_is_not_found_and_of_none_invalid(make_world):
+    w = await make_world()
+
+    with pytest.raises(NotFound, match="no order 'nope'"):
+        await w.bus.call(rpc.GET_ORDER_HISTORY, oms_pb2.GetOrderHistoryRequest(order_id="nope"))
+    with pytest.raises(InvalidInput, match="order_id"):
+        await w.bus.call(rpc.GET_ORDER_HISTORY, oms_pb2.GetOrderHistoryRequest())
