@@ -114,6 +114,7 @@ async def test_terms_changed_in_the_brokers_app_mark_the_order_changed_at_the_br
 
     await w.broker.modify_order(placed.exchange_order_id, quantity=20, price_paise=PX - 5_00)  # Kotak's app
     await until(lambda: w.oms.engine.lookup(placed.internal_id).request.quantity == 20)
+    await w.settle()  # the book has it at once; the test's subscriber once the bus has handed it over
 
     news = [u for u in w.updates if terms(u.request) == (20, PX - 5_00, 0)]
     assert [(u.reason_code, marks(u)) for u in news] == [(ReasonCode.CHANGED_AT_BROKER, (0, True))]
