@@ -114,19 +114,19 @@ class OrderService:
         await self.bus.call(rpc.CHECK_MODIFY, risk_pb2.CheckModifyRequest(order=order, filled_quantity=filled))
 
     async def get_order(self, request: oms_pb2.GetOrderRequest) -> oms_pb2.GetOrderResponse:
-        if not request.order_id:
+        return oms_pb2.GetOrderResponse(order=await self._order(request.order_id))
+
+    async def _order(self, order_id: str) -> t.OrderUpdate:
+        """By internal, client or exchange id: this run's book, else the ledger (an order of an earlier day)."""
+        if not order_id:
             raise InvalidInput("order_id", "give the internal_id or client_order_id of the order")
-        order = self.engine.lookup(request.order_id) or await self.engine.ledger.get(request.order_id)
+        order = self.engine.lookup(order_id) or await self.engine.ledger.get(order_id)
         if order is None:
-            raise NotFound(f"no order {request.order_id!r}; list orders to find its internal or client id")
-        return oms_pb2.GetOrderResponse(order=order)
+            raise NotFound(f"no order {order_id!r}; list orders to find its internal or client id")
+        return order
 
     async def get_order_history(self, request: oms_pb2.GetOrderHistoryRequest) -> oms_pb2.GetOrderHistoryResponse:
-        if not request.order_id:
-            raise InvalidInput("order_id", "give the internal_id or client_order_id of the order")
-        order = self.engine.lookup(request.order_id) or await self.engine.ledger.get(request.order_id)
-        if order is None:
-            raise NotFound(f"no order {request.order_id!r}; list orders to find its internal or client id")
+        order = await self._order(request.order_id)
         history = await self.engine.ledger.history(order.internal_id)
         return oms_pb2.GetOrderHistoryResponse(entries=[oms_pb2.OrderHistoryEntry(
             update=update, audit_json=json.dumps(audit, default=_jsonable, ensure_ascii=False))
