@@ -214,21 +214,24 @@ class Exchange:
             return f"quantity {order.quantity} exceeds the freeze quantity {inst.freeze_quantity}"
         return ""
 
-    def rms_refusal(self, order: SimOrder) -> str:
+    def rms_refusal(self, order: SimOrder, instead_of: SimOrder | None = None) -> str:
         """Kotak's RMS: an order that would take more margin than the account has left is rejected, with its
-        reason in the order book ("" when there is margin enough). A buy takes margin; a sell only for what it sells
-        beyond the token's long position (a short). What is left: the cash, less the margin of today's buys
-        (margin_used_paise, as the limits report it) and of the buys still working."""
+        reason ("" when there is margin enough). A buy takes margin for what is left to fill; a sell only for what
+        it sells beyond the token's long position (a short). What is left: the cash, less the margin of the
+        positions held (margin_used_paise, as the limits report it) and of the buys still working. `instead_of`:
+        the order a change would replace (its own margin is not counted twice)."""
         price = order.price if order.order_type in ("L", "SL") else order.trigger or self._last_price(order.token)
         held = sum(f.quantity if f.order.side == "B" else -f.quantity
                    for f in self.fills if f.order.token == order.token)
-        adding = order.quantity if order.side == "B" else max(0, order.quantity - max(0, held))
+        rest = order.quantity - order.filled
+        adding = rest if order.side == "B" else max(0, rest - max(0, held))
         if not adding or not price:
             return ""
         needed = self.margin_paise([(order.token, adding, price)])
         working = self.margin_paise(
             (o.token, o.quantity - o.filled - o.cancelled, o.price or self._last_price(o.token))
-            for o in self.orders.values() if o is not order and o.side == "B" and o.status not in TERMINAL)
+            for o in self.orders.values()
+            if o is not order and o is not instead_of and o.side == "B" and o.status not in TERMINAL)
         available = self.cash_paise - self.margin_used_paise() - working
         if needed <= available:
             return ""
@@ -253,7 +256,7 @@ class Exchange:
         lot = self.instruments[order.token].lot_size or 1
         if changed.quantity <= order.filled or changed.quantity % lot:
             raise OrderRefused("please provide valid quantity", 1009)
-        reason = self.refusal(changed)
+        reason = self.refusal(changed) or self.rms_refusal(changed, instead_of=order)
         if reason:
             raise OrderRefused(f"modification rejected: {reason}")
         order.quantity, order.price, order.trigger, order.order_type = (

@@ -6,8 +6,11 @@ what is held needs none."""
 
 from __future__ import annotations
 
+import pytest
+
 from shared.bus import Topic
 from shared.contracts import trading_pb2 as T
+from shared.errors import BrokerRejected
 from tests.helpers import eventually
 from tests.kotak.conftest import RunningOms
 from tests.kotak.test_broker import limit_buy, market_buy
@@ -71,3 +74,21 @@ async def test_a_position_bought_and_sold_again_holds_no_margin(sim):
 
     assert held == 3 * sim.exchange.fills[0].price // 5
     assert sim.exchange.margin_used_paise() == 0
+
+
+async def no_check(request: T.OrderRequest, filled: int) -> None:
+    """Risk's word on a change: yes (RMS is the broker's own check here)."""
+
+
+async def test_a_change_beyond_the_margin_is_refused_and_the_order_keeps_its_terms(sim):
+    sim.exchange.cash_paise = CASH
+    async with RunningOms(sim) as running:
+        await placed(running, limit_buy("coid-grow", PRICE, qty=2), T.ORDER_STATUS_OPEN)
+        grown = await running.oms.engine.modify("coid-grow", (4, 0, 0), no_check)  # 4 x 240 of 1,000: fits
+        with pytest.raises(BrokerRejected, match=r"RMS:Margin Exceeds,Required:1200.00, Available:1000.00"):
+            await running.oms.engine.modify("coid-grow", (5, 0, 0), no_check)
+        await eventually(lambda: running.latest("coid-grow").status == T.ORDER_STATUS_OPEN)
+        kept = running.latest("coid-grow")
+
+    assert (grown.request.quantity, kept.request.quantity) == (4, 4)
+    assert [o.quantity for o in sim.exchange.orders.values()] == [4]
