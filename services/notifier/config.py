@@ -35,6 +35,9 @@ class NotifierSettings(ModuleSettings):
     polling_timeout_seconds: float = Field(default=10.0, ge=0, le=60)
     # Notifications arriving within this window go out as one message (Bot API rate limits).
     batch_window_seconds: float = Field(default=2.0, ge=0, le=60)
+    # A group chat's messages go at least this far apart (the Bot API takes about 20 a minute in one group; past
+    # that it answers 429 and makes every message wait).
+    group_interval_seconds: float = Field(default=3.0, ge=0, le=60)
     # Bounded outgoing queue; when full the oldest ordinary notification (or an ordinary newcomer, when all queued
     # are urgent) is dropped and counted: urgent ones (kill switch, risk breaches, critical) are dropped last.
     queue_size: int = Field(default=1000, ge=1)

@@ -87,8 +87,12 @@ class TelegramSender:
     """offer() never waits (the trading path calls it); run() drains the queue at the Bot API's pace."""
 
     def __init__(self, send: Send, chat_ids: Sequence[int], *, window_seconds: float, queue_size: int,
-                 attempts: int, backoff_seconds: float) -> None:
+                 attempts: int, backoff_seconds: float, group_interval_seconds: float = 0.0) -> None:
         self._send = send
+        # The Bot API takes about 20 messages a minute in one group: a group's messages go this far apart (a
+        # private chat's are paced by the batch window). Negative chat ids are groups.
+        self.group_interval_seconds = group_interval_seconds
+        self._next_at: dict[int, float] = {}  # group chat id -> loop time before which nothing more goes to it
         self.chat_ids = list(chat_ids)
         self.window_seconds = window_seconds
         self.attempts = attempts
@@ -241,11 +245,14 @@ class TelegramSender:
         doubtful = tries = 0
         while True:
             target = self._migrated.get(chat_id, chat_id)
+            await self._pace(target)
             try:
                 async with self._wire:
                     await self._send(target, text)
                 self.sent += 1
                 SENT.inc()
+                if target < 0 and self.group_interval_seconds:
+                    self._next_at[target] = asyncio.get_running_loop().time() + self.group_interval_seconds
                 return Outcome.SENT
             except RetryAfter as exc:
                 wait = retry_after_seconds(exc)
@@ -269,6 +276,12 @@ class TelegramSender:
                 await asyncio.sleep(min(MAX_BACKOFF_S, self.backoff_seconds * 2 ** min(tries - 1, 16)))
             except TelegramError as exc:  # Forbidden, InvalidToken: retrying will not help
                 return self._give_up(target, exc, Outcome.FAILED)
+
+    async def _pace(self, chat_id: int) -> None:
+        """Wait until the group may take another message (group_interval_seconds after the last one)."""
+        wait = self._next_at.get(chat_id, 0.0) - asyncio.get_running_loop().time()
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     def _give_up(self, chat_id: int, exc: Exception, outcome: Outcome) -> Outcome:
         self.failed += 1

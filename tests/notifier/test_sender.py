@@ -142,3 +142,32 @@ async def test_a_notification_that_comes_after_the_stop_is_logged_and_counted_as
     assert [(r.levelno, r.title) for r in caplog.records
             if r.getMessage() == "notification not sent to Telegram: it came after the notifier stopped"] == [
         (logging.ERROR, "Kill switch: 1 open order(s) NOT cancelled")]
+
+
+# -- pace -----------------------------------------------------------------------------------------------------
+GROUP, PRIVATE = -1001234, 42
+
+
+async def test_a_groups_messages_go_at_least_the_group_interval_apart():
+    """Telegram takes about 20 messages a minute in a group: past that it answers 429, and the sender, which sends
+    one message at a time, makes every chat's wait. Paced, a group's wait is only as long as the interval."""
+    times: dict[int, list[float]] = {GROUP: [], PRIVATE: []}
+    loop = asyncio.get_running_loop()
+
+    async def send(chat_id: int, html: str) -> None:
+        times[chat_id].append(loop.time())
+
+    sender = TelegramSender(send, [PRIVATE, GROUP], window_seconds=0.01, queue_size=100, attempts=3,
+                            backoff_seconds=0.01, group_interval_seconds=0.5)
+    runner = asyncio.create_task(sender.run())
+    try:
+        for i in range(3):
+            sender.offer(f"✅ fill {i}")
+            await eventually(lambda n=i: len(times[PRIVATE]) == n + 1)
+        await eventually(lambda: len(times[GROUP]) == 3)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+    group_gaps = [b - a for a, b in zip(times[GROUP], times[GROUP][1:], strict=False)]
+    assert min(group_gaps) >= 0.5 - 0.01
