@@ -42,6 +42,7 @@ class Outcome(enum.Enum):
     SENT = "sent"
     REFUSED = "refused"  # a 400 about the text (its HTML, its length): it will never go through as it is
     FAILED = "failed"  # given up: the chat is gone, or the network kept failing in ways that may duplicate
+    DEFERRED = "deferred"  # a 429: the chat takes nothing until its retry_after; the other chats' messages go first
 
 
 class Lanes:
@@ -92,7 +93,8 @@ class TelegramSender:
         # The Bot API takes about 20 messages a minute in one group: a group's messages go this far apart (a
         # private chat's are paced by the batch window). Negative chat ids are groups.
         self.group_interval_seconds = group_interval_seconds
-        self._next_at: dict[int, float] = {}  # group chat id -> loop time before which nothing more goes to it
+        # chat id -> loop time before which nothing more goes to it: a group's pace, a 429's retry_after
+        self._next_at: dict[int, float] = {}
         self.chat_ids = list(chat_ids)
         self.window_seconds = window_seconds
         self.attempts = attempts
@@ -130,17 +132,19 @@ class TelegramSender:
         window (an urgent one ends it at once), send it as few messages."""
         self._runner = asyncio.current_task()
         while True:
-            while self.queue.empty():
-                await self.queue.wait_changed()
-            await self._gather()
-            batch = self._release()
+            if not self._pending or not self.queue.empty():  # else: messages a chat's wait holds back, none new
+                while self.queue.empty():
+                    await self.queue.wait_changed()
+                await self._gather()
+                self._pending.extend(self._messages(self._release()))
             try:
-                await self._send_batch(batch)
-            except Exception:  # a bug in sending must not end the process; the blocks are lost, counted
+                await self._send_pending(until_offered=True)
+            except Exception:  # a bug in sending must not end the process; the messages are lost, counted
+                lost = len(self._pending)
                 self._pending.clear()
-                self.failed += len(batch)
-                FAILED.inc(len(batch))
-                log.exception("telegram send loop failed", extra={"blocks": len(batch)})
+                self.failed += lost
+                FAILED.inc(lost)
+                log.exception("telegram send loop failed", extra={"messages": lost})
 
     async def stop(self, seconds: float) -> None:
         """At shutdown: end run() and wait until it has ended, then send what it had in hand, what it held for its
@@ -217,31 +221,59 @@ class TelegramSender:
             self._untold = 0
         return urgent + ordinary
 
-    async def _send_batch(self, batch: list[str]) -> None:
-        self._pending.extend(self._messages(batch))
-        await self._send_pending()
-
     def _messages(self, batch: list[str]) -> list[tuple[int, list[str]]]:
         """The batch packed into messages, each for every chat: (chat_id, blocks) in sending order."""
         return [(chat_id, group) for group in group_blocks(batch) for chat_id in self.chat_ids]
 
-    async def _send_pending(self) -> None:
+    async def _send_pending(self, until_offered: bool = False) -> None:
+        """Send the messages in hand, each chat's in order; a chat that may take none yet (a 429's retry_after, a
+        group's pace) does not hold up the others': a kill-switch alert to one chat never waits out another's.
+        `until_offered` (the send loop): when every message left waits for its chat, return as soon as a new block
+        is offered, so that its batch is gathered and sent to the chats that can take it (the ones left keep their
+        place, first for their chat)."""
+        loop = asyncio.get_running_loop()
         while self._pending:
-            await self._send_group(*self._pending[0])
-            self._pending.popleft()  # delivered or given up (counted there); not before, so a cancel keeps it
+            now, waiting = loop.time(), set()
+            for i, (chat_id, group) in enumerate(self._pending):
+                target = self._migrated.get(chat_id, chat_id)
+                if target in waiting or self._next_at.get(target, 0.0) > now:
+                    waiting.add(target)  # and its later messages wait behind it
+                    continue
+                if await self._send_group(chat_id, group):
+                    del self._pending[i]  # delivered or given up (counted there); not before, so a cancel keeps it
+                break
+            else:
+                wait = min(self._next_at[t] for t in waiting) - now
+                if not until_offered:
+                    await asyncio.sleep(wait)
+                    continue
+                if not self.queue.empty():
+                    return
+                try:
+                    async with asyncio.timeout(wait):  # not wait_for: it can swallow a cancel (gh-86296)
+                        await self.queue.wait_changed()
+                except TimeoutError:
+                    continue
+                return
 
-    async def _send_group(self, chat_id: int, group: list[str]) -> None:
+    async def _send_group(self, chat_id: int, group: list[str]) -> bool:
         """One message of joined blocks; if Telegram refuses its text, block by block, and a block it still
-        refuses as plain text: one bad block must not silence the others, and the trader still reads it."""
-        if await self.deliver(chat_id, BLOCK_SEP.join(group)) is not Outcome.REFUSED:
-            return
+        refuses as plain text: one bad block must not silence the others, and the trader still reads it. False when
+        a 429 deferred it (nothing of it sent): it is sent again once the chat's retry_after is over."""
+        outcome = await self.deliver(chat_id, BLOCK_SEP.join(group), defer=True)
+        if outcome is Outcome.DEFERRED:
+            return False
+        if outcome is not Outcome.REFUSED:
+            return True
         for block in group:
             if len(group) == 1 or await self.deliver(chat_id, block) is Outcome.REFUSED:
                 await self.deliver(chat_id, plain_fallback(block))
+        return True
 
-    async def deliver(self, chat_id: int, text: str) -> Outcome:
-        """Send one message: wait out a 429's retry_after, follow a migrated group, resend after network errors
-        (until it goes through when the request never left; `attempts` times when a resend may duplicate)."""
+    async def deliver(self, chat_id: int, text: str, defer: bool = False) -> Outcome:
+        """Send one message: wait out a 429's retry_after (`defer`: return DEFERRED instead, the chat marked busy
+        until then), follow a migrated group, resend after network errors (until it goes through when the request
+        never left; `attempts` times when a resend may duplicate)."""
         doubtful = tries = 0
         while True:
             target = self._migrated.get(chat_id, chat_id)
@@ -258,6 +290,9 @@ class TelegramSender:
                 wait = retry_after_seconds(exc)
                 RETRIED.labels("rate_limited").inc()
                 log.warning("telegram rate limit, waiting", extra={"chat_id": target, "retry_after_s": wait})
+                self._next_at[target] = asyncio.get_running_loop().time() + wait
+                if defer:
+                    return Outcome.DEFERRED
                 await asyncio.sleep(wait)
             except ChatMigrated as exc:
                 if self._migrated.get(chat_id) == exc.new_chat_id:

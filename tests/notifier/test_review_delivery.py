@@ -72,7 +72,8 @@ def accepted(api: FakeBotApi) -> str:
     return "\n\n".join(p["text"] for p in api.sent(chat_id=CHAT) if not telegram_refusal(p["text"]))
 
 
-async def running_sender(api: FakeBotApi, attempts: int = 3) -> AsyncIterator[TelegramSender]:
+async def running_sender(api: FakeBotApi, attempts: int = 3,
+                         chat_ids: tuple[int, ...] = (CHAT,)) -> AsyncIterator[TelegramSender]:
     """A TelegramSender over a real PTB Bot with short timeouts, sending as TelegramBot.send does."""
     bot = Bot(TOKEN, base_url=f"{api.url}/bot", request=HTTPXRequest(read_timeout=0.3, connect_timeout=0.3))
     await bot.initialize()
@@ -80,7 +81,7 @@ async def running_sender(api: FakeBotApi, attempts: int = 3) -> AsyncIterator[Te
     async def send(chat_id: int, html: str) -> object:
         return await bot.send_message(chat_id, html, parse_mode=ParseMode.HTML)
 
-    sender = TelegramSender(send, [CHAT], window_seconds=0.05, queue_size=100, attempts=attempts,
+    sender = TelegramSender(send, list(chat_ids), window_seconds=0.05, queue_size=100, attempts=attempts,
                             backoff_seconds=0.01)
     task = asyncio.create_task(sender.run())
     try:

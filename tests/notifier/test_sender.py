@@ -171,3 +171,22 @@ async def test_a_groups_messages_go_at_least_the_group_interval_apart():
 
     group_gaps = [b - a for a, b in zip(times[GROUP], times[GROUP][1:], strict=False)]
     assert min(group_gaps) >= 0.5 - 0.01
+
+
+async def test_one_chats_429_does_not_hold_up_the_other_chats_messages_and_its_own_go_after_it(fake_api):
+    """A group's flood wait (retry_after 30 s): the kill-switch alert still reaches the trader's private chat at once;
+    the group gets its messages, in order, once its wait is over."""
+    fake_api.rate_limit_next = [1]  # the first message, to the group (sent first), is told to wait 1 s
+    async for sender in running_sender(fake_api, chat_ids=(GROUP, CHAT)):
+        sender.offer("✅ <b>Fill</b>\nBUY 10 SBIN-EQ")
+        await fake_api.wait_sent(1, chat_id=CHAT)
+        sender.offer("🛑 <b>Kill switch engaged</b>", urgent=True)
+        await fake_api.wait_sent(2, chat_id=CHAT)
+        private_done = [t for m, p, t in fake_api.calls if m == "sendMessage" and int(p["chat_id"]) == CHAT][-1]
+        await fake_api.wait_sent(3, chat_id=GROUP)  # the refused one, then both after the wait
+
+    to_group = [(p["text"], t) for m, p, t in fake_api.calls if m == "sendMessage" and int(p["chat_id"]) == GROUP]
+    assert [text.split("\n")[0] for text, _ in to_group] == ["✅ <b>Fill</b>"] * 2 + ["🛑 <b>Kill switch engaged</b>"]
+    assert private_done < to_group[1][1]  # the private chat's alert went while the group waited
+    assert to_group[1][1] - to_group[0][1] >= 1.0 - 0.05
+    assert sender.failed == 0
