@@ -197,14 +197,18 @@ class TelegramSender:
         self._hold(MAX_BATCH)
         while len(self._held[0]) + len(self._held[1]) < MAX_BATCH and not self._held[0]:
             remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            try:
-                async with asyncio.timeout(remaining):  # not wait_for: it can swallow a cancel (gh-86296)
-                    await self.queue.wait_changed()
-            except TimeoutError:
+            if remaining <= 0 or not await self._offered_within(remaining):
                 return
             self._hold(MAX_BATCH)
+
+    async def _offered_within(self, seconds: float) -> bool:
+        """Whether a block is offered within `seconds` (False: the time ran out first)."""
+        try:
+            async with asyncio.timeout(seconds):  # not wait_for: it can swallow a cancel (gh-86296)
+                await self.queue.wait_changed()
+        except TimeoutError:
+            return False
+        return True
 
     def _hold(self, limit: int) -> None:
         urgent, ordinary = self.queue.take(limit - len(self._held[0]) - len(self._held[1]))
@@ -247,14 +251,8 @@ class TelegramSender:
                 if not until_offered:
                     await asyncio.sleep(wait)
                     continue
-                if not self.queue.empty():
+                if not self.queue.empty() or await self._offered_within(wait):
                     return
-                try:
-                    async with asyncio.timeout(wait):  # not wait_for: it can swallow a cancel (gh-86296)
-                        await self.queue.wait_changed()
-                except TimeoutError:
-                    continue
-                return
 
     async def _send_group(self, chat_id: int, group: list[str]) -> bool:
         """One message of joined blocks; if Telegram refuses its text, block by block, and a block it still
