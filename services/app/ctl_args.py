@@ -6,16 +6,24 @@ Prices in rupees become exact paise (never rounded); limits and parameters are N
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def _usage_error(parse: Callable[[str], T], text: str) -> T:
+    """parse(text), its ValueError (whose message says what is expected) made argparse's usage error."""
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def rupees(text: str) -> int:
     from shared.money import exact_paise
 
-    try:
-        return exact_paise(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return _usage_error(exact_paise, text)
 
 
 def order_id(text: str) -> str:
@@ -30,19 +38,13 @@ def limit_change(text: str) -> tuple[str, Any]:
     """NAME=VALUE of a RiskLimits field, the value in the field's type (a usage error names what is wrong)."""
     from services.notifier import setting_args
 
-    try:
-        return setting_args.limit_change(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return _usage_error(setting_args.limit_change, text)
 
 
 def param_change(text: str) -> tuple[str, str]:
     from services.notifier import setting_args
 
-    try:
-        return setting_args.param_change(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return _usage_error(setting_args.param_change, text)
 
 
 def count(text: str) -> int:
