@@ -1,6 +1,6 @@
 """The simulator's two websockets: SFeed market data (/feed, native_batch) and the order feed (/orders).
 
-Called by aiohttp; reads the Simulator's sessions and market, encodes with sfeed_codec.
+Called by aiohttp; reads the Simulator's sessions, market and indices, encodes with sfeed_codec.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from aiohttp import WSMsgType, web
 
 from services.simulator import sfeed_codec as codec
+from services.simulator.indices import IndexBoard
 from shared.contracts import market_pb2
 
 if TYPE_CHECKING:
@@ -22,14 +23,16 @@ SUBSCRIBE_LEVELS = {"subscribeScripsLite": codec.LEVEL_LITE, "subscribeScrips": 
                     "subscribeDepth": codec.LEVEL_DEPTH, "subscribeFullDepth": codec.LEVEL_DEPTH}
 UNSUBSCRIBE_LEVELS = {"unsubscribeScripsLite": codec.LEVEL_LITE, "unsubscribeScrips": codec.LEVEL_TOUCH_LINE,
                       "unsubscribeDepth": codec.LEVEL_DEPTH, "unsubscribeFullDepth": codec.LEVEL_DEPTH}
+INDEX_EVENTS = frozenset({"subscribeIndices", "unsubscribeIndices", "snapshotIndices"})
 
 
 class FeedClient:
-    """One connected /feed socket and its subscriptions (token -> levels)."""
+    """One connected /feed socket and its subscriptions (scrips: token -> levels; indices: index tokens)."""
 
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self.ws = ws
         self.subs: dict[int, set[int]] = {}
+        self.index_subs: set[int] = set()
         self.seq = 0
 
     async def send_ticks(self, ticks: list[market_pb2.Tick]) -> None:
@@ -38,6 +41,17 @@ class FeedClient:
             for level in sorted(self.subs.get(tick.token, ())):
                 self.seq += 1
                 packets.append(codec.encode(tick, level, self.seq))
+        await self._send(packets)
+
+    async def send_indices(self, readings: list[market_pb2.Tick], board: IndexBoard) -> None:
+        packets = []
+        for reading in readings:
+            if reading.token in self.index_subs:
+                self.seq += 1
+                packets.append(codec.encode_index(reading, board.specs[reading.token].name, self.seq))
+        await self._send(packets)
+
+    async def _send(self, packets: list[bytes]) -> None:
         if packets and not self.ws.closed:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await self.ws.send_bytes(codec.batch(packets))
@@ -54,6 +68,9 @@ def _tokens(inputtoken: str) -> list[int]:
 
 async def _control(client: FeedClient, sim: Simulator, data: dict) -> None:
     event = data.get("event", "")
+    if event in INDEX_EVENTS:
+        await _index_control(client, sim, event, str(data.get("inputtoken", "")))
+        return
     tokens = _tokens(str(data.get("inputtoken", "")))
     if event in SUBSCRIBE_LEVELS:
         level = SUBSCRIBE_LEVELS[event]
@@ -67,12 +84,47 @@ async def _control(client: FeedClient, sim: Simulator, data: dict) -> None:
         packets = [codec.encode(t, level, 0) for t in snapshot]
         if packets:
             await client.ws.send_bytes(codec.batch(packets))
-        if sim.close_feeds_after_subscribe:  # a server that accepts, then refuses: closed right after the snapshot
-            sim.close_feeds_after_subscribe -= 1
-            await client.ws.close()
+        await _close_if_faulted(client, sim)
     elif event in UNSUBSCRIBE_LEVELS:
         for token in tokens:
             client.subs.get(token, set()).discard(UNSUBSCRIBE_LEVELS[event])
+
+
+def _index_names(inputtoken: str) -> list[tuple[str, str]]:
+    """The "segment|Name" items as sent (Kotak subscribes indices by name; a name may hold spaces and "&")."""
+    out = []
+    for item in inputtoken.split(","):
+        segment, sep, name = item.partition("|")
+        if sep and name.strip():
+            out.append((segment, name))
+    return out
+
+
+async def _index_control(client: FeedClient, sim: Simulator, event: str, inputtoken: str) -> None:
+    """subscribeIndices / snapshotIndices: the ack (keyed by the names as sent), then the current readings;
+    unsubscribeIndices. An unknown name is left out, as an unknown scrip token is."""
+    found = {f"{segment}|{name}": spec for segment, name in _index_names(inputtoken)
+             if (spec := sim.indices.find(segment, name)) is not None}
+    tokens = {spec.token for spec in found.values()}
+    if event == "unsubscribeIndices":
+        client.index_subs -= tokens
+        return
+    if event == "subscribeIndices":
+        client.index_subs |= tokens
+    symbols = {key: spec.name for key, spec in found.items()}
+    await client.ws.send_str(json.dumps({"message_code": codec.MSG_SUBSCRIBE_ACK, "trading_symbols": symbols}))
+    readings = [sim.indices.current(sim.indices.specs[t], sim.clock.now_ns()) for t in sorted(tokens)]
+    packets = [codec.encode_index(r, sim.indices.specs[r.token].name, 0) for r in readings]
+    if packets:
+        await client.ws.send_bytes(codec.batch(packets))
+    if event == "subscribeIndices":
+        await _close_if_faulted(client, sim)
+
+
+async def _close_if_faulted(client: FeedClient, sim: Simulator) -> None:
+    if sim.close_feeds_after_subscribe:  # a server that accepts, then refuses: closed right after the snapshot
+        sim.close_feeds_after_subscribe -= 1
+        await client.ws.close()
 
 
 async def feed_handler(request: web.Request, sim: Simulator) -> web.WebSocketResponse:

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from services.simulator import feeds, rest
 from services.simulator.exchange import Exchange, SimOrder
+from services.simulator.indices import IndexBoard
 from shared.clock import Clock, SimClock, is_market_open, session_of
 from shared.contracts import market_pb2
 from shared.kotak.config import SIMULATOR_CREDENTIALS
@@ -70,6 +71,7 @@ class Simulator:
         self.instruments = instruments or nse_instruments()
         self.market = SyntheticMarket(self.instruments, seed=seed)
         self.exchange = Exchange(self.instruments)
+        self.indices = IndexBoard.for_instruments(self.instruments)  # Nifty 50, Nifty Bank, from the constituents
         self._segments = {i.exchange_segment for i in self.instruments}
         self.tick_interval = tick_interval
         self.sessions: dict[str, str] = {}  # trade token -> sid
@@ -244,13 +246,24 @@ class Simulator:
 
     # market ------------------------------------------------------------------
     async def push_ticks(self, ticks: list[market_pb2.Tick]) -> None:
-        """Make these the market: match resting orders, then stream them to subscribers."""
+        """Make these the market: match resting orders, then stream them to subscribers, and the readings of the
+        indices they move to the indices' subscribers."""
         async with self.lock:
             changed = self.exchange.update_market(ticks)
+            readings = self.indices.update(ticks)
         for order in changed:
             await self.publish_order(order)
         for client in list(self.feed_sockets):
             await client.send_ticks(ticks)
+            await client.send_indices(readings, self.indices)
+
+    async def push_index_ticks(self, exact: list[market_pb2.Tick]) -> None:
+        """Make these the indices' readings exactly (token = the index token, ltp_paise = the value, close_paise =
+        the previous close) and stream them to the indices' subscribers. KeyError for a token that is no index."""
+        async with self.lock:
+            readings = [self.indices.set_reading(r) for r in exact]
+        for client in list(self.feed_sockets):
+            await client.send_indices(readings, self.indices)
 
     async def step(self) -> list[market_pb2.Tick]:
         """The next market step. Like SFeed, no ticks for an instrument while its segment is closed (outside its

@@ -12,6 +12,7 @@ from shared.contracts import market_pb2
 
 # Wire constants, as the SDK's decoder reads them.
 MSG_MARKET_PICTURE = 7208
+MSG_INDEX = 7207
 MSG_AUTH_RESPONSE = 1117
 MSG_SUBSCRIBE_ACK = 1109
 LEVEL_LITE = 1
@@ -25,6 +26,8 @@ _HEADER = struct.Struct("<HHbBBBB")
 _MINI_BODY = struct.Struct("<IqIqIiiIBI")
 _MP_BODY = struct.Struct("<IqqqqqIIIIIqIIIIhiIdiIIIIIBI")
 _DEPTH_ROW = struct.Struct("<qii")
+_INDEX_BODY = struct.Struct("<IiiiiiQiiidBi21s")
+INDEX_PRECISION = 2  # index values have two decimals
 HEADER_SIZE = _HEADER.size
 
 
@@ -68,6 +71,21 @@ def encode_market_picture(tick: market_pb2.Tick, level: int = LEVEL_DEPTH, seq: 
     header = _HEADER.pack(size, MSG_MARKET_PICTURE, EXCHANGE_IDS.get(tick.exchange_segment, 1), level, 0,
                           seq & 0xFF, 0)
     return header + body + rows
+
+
+def encode_index(tick: market_pb2.Tick, name: str, seq: int = 0) -> bytes:
+    """One IndexMessage packet: the index value travels as ltp_paise, close_paise is the previous close.
+
+    The decoder routes it by message code alone, so the level byte is 0. The SDK reads the index multiplier as a
+    price (wire / divider): DIVIDER reads as 1."""
+    close = tick.close_paise
+    body = _INDEX_BODY.pack(
+        tick.token, tick.open_paise, close, tick.high_paise, tick.low_paise, tick.ltp_paise, tick.ts_ns // NS,
+        max(tick.high_paise, close * 12 // 10), min(tick.low_paise or close, close * 8 // 10),
+        _pct(tick.ltp_paise, close), 0.0, INDEX_PRECISION, DIVIDER, name.encode())
+    size = HEADER_SIZE + len(body)
+    header = _HEADER.pack(size, MSG_INDEX, EXCHANGE_IDS.get(tick.exchange_segment, 1), 0, 0, seq & 0xFF, 0)
+    return header + body
 
 
 def encode(tick: market_pb2.Tick, level: int, seq: int = 0) -> bytes:
