@@ -36,6 +36,12 @@ def one_per_token(instruments: list[market_pb2.Instrument]) -> list[market_pb2.I
     return out
 
 
+def not_tradable(inst: market_pb2.Instrument) -> str:
+    """Why an index cannot be ordered (risk's denial and the strategy configuration's error say it alike)."""
+    return (f"{_named(inst)} (token {inst.token}) is an index: it has a value and candles, but it cannot be traded; "
+            "trade one of its futures or an ETF that tracks it")
+
+
 def _named(inst: market_pb2.Instrument) -> str:
     return f"{inst.exchange_segment}:{inst.symbol}" if inst.exchange_segment else inst.symbol
 

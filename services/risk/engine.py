@@ -37,7 +37,7 @@ from shared.clock import (
 )
 from shared.contracts import market_pb2, ops_pb2, risk_pb2, trading_pb2
 from shared.ids import MAX_TEXT_CHARS
-from shared.instruments import InstrumentBook
+from shared.instruments import InstrumentBook, not_tradable
 from shared.money import fmt_inr
 from shared.order_terms import unknown_choice
 from shared.positions import PositionBook
@@ -228,6 +228,8 @@ class RiskEngine:
         inst = self.instruments.get(order.token)
         if inst is None:
             return "UNKNOWN_INSTRUMENT", f"token {order.token} is not in the instrument master"
+        if inst.is_index:
+            return "NOT_TRADABLE", not_tradable(inst)
         for check in self._checks:
             denial = check(order, inst, now)
             if denial is not None:

@@ -49,7 +49,7 @@ HALT_CODES = frozenset({"TRADING_HALTED"})
 # Denials that mean the order itself is malformed (INVALID_ARGUMENT), not that a limit refused it.
 INPUT_FIELDS = {"INVALID_QUANTITY": "order.quantity", "LOT_SIZE": "order.quantity",
                 "INVALID_PRICE": "order.price_paise", "TICK_SIZE": "order.price_paise",
-                "UNKNOWN_INSTRUMENT": "order.token", "INVALID_ORDER": "order"}
+                "UNKNOWN_INSTRUMENT": "order.token", "NOT_TRADABLE": "order.token", "INVALID_ORDER": "order"}
 
 
 @functools.cache

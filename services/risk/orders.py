@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, cast
 from shared.bus import Sequencer
 from shared.contracts import market_pb2, trading_pb2
 from shared.errors import InvalidInput
-from shared.instruments import InstrumentBook
+from shared.instruments import InstrumentBook, not_tradable
 from shared.order_terms import PRICED
 from shared.positions import SQUAREOFF_TAG, PositionState
 from shared.price_factor import factor_of
@@ -115,6 +115,8 @@ def manual_order(order: trading_pb2.OrderRequest, instruments: InstrumentBook,
     inst = instruments.get(order.token)
     if inst is None:
         raise InvalidInput("order.token", f"{order.token} is not in the instrument master; check the symbol")
+    if inst.is_index:
+        raise InvalidInput("order.token", not_tradable(inst))
     # Risk checks the token's instrument; the broker places the symbol on the segment: they must be one.
     if order.symbol and order.symbol.upper() != inst.symbol.upper():
         raise InvalidInput("order.symbol", f"{order.symbol} is not token {order.token}, which is {inst.symbol}; "

@@ -29,7 +29,7 @@ from shared.bus import Sequencer
 from shared.clock import Clock
 from shared.contracts import market_pb2, strategy_pb2, trading_pb2
 from shared.errors import ConfigError, InvalidInput, NotFound
-from shared.instruments import InstrumentBook
+from shared.instruments import InstrumentBook, not_tradable
 from shared.positions import SQUAREOFF_TAG
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ def build_strategies(settings: StrategySettings, instruments: InstrumentBook) ->
             if inst is None:
                 raise ConfigError(f"[strategy] strategy {cfg.name!r}: unknown symbol {symbol!r}; "
                                   "use a trading symbol ingestion lists, e.g. RELIANCE-EQ")
+            if inst.is_index:
+                raise ConfigError(f"[strategy] strategy {cfg.name!r}: symbol {symbol!r}: {not_tradable(inst)}")
             tokens.add(inst.token)
         cls = strategy_class(cfg.kind)
         out.append(cls(cfg.name, cls.Params.model_validate(cfg.params), frozenset(tokens)))
@@ -66,6 +68,9 @@ class StrategyEngine:
         self.sequencer = sequencer or Sequencer()
         self.candles = CandleBuilder({i.token: i.symbol for i in instruments})
         self._tick_strategies = [s for s in strategies if hasattr(s, "on_tick")]
+        # Indices (Nifty 50): their candles are built and published, but no strategy trades them (a strategy's
+        # symbols cannot name one; one without symbols trades every instrument but these).
+        self._indices = frozenset(i.token for i in instruments if i.is_index)
         self._ctx = StrategyContext(instruments)
         self._last_update_sequence = 0
         self.orders = WorkingOrders()  # its strategies' working orders: stale ones to cancel, changes to send
@@ -93,8 +98,11 @@ class StrategyEngine:
     def on_closed(self, closed: list[Closed]) -> Output:
         ctx = self._ctx
         candles, signals = [], []
+        indices = self._indices
         for candle, recv_ns in closed:
             candles.append(candle)
+            if candle.token in indices:
+                continue
             ctx.now_ns = candle.start_ns + MINUTE_NS
             for strategy in self.strategies.values():
                 if not strategy.wants(candle.token):
@@ -114,7 +122,7 @@ class StrategyEngine:
     def closes_needed(self) -> dict[int, int]:
         """Every traded token (a strategy's symbols; every instrument for one without) -> the most closes a
         strategy trading it needs warm (Strategy.closes_needed)."""
-        every = [inst.token for inst in self.instruments]
+        every = [inst.token for inst in self.instruments if not inst.is_index]
         out: dict[int, int] = {}
         for strategy in self.strategies.values():
             need = strategy.closes_needed()
@@ -135,6 +143,8 @@ class StrategyEngine:
         try:
             for candle in sorted(candles, key=lambda c: c.start_ns):
                 candle.symbol = self.candles.symbols.get(candle.token, "")
+                if candle.token in self._indices:
+                    continue
                 ctx.now_ns = candle.start_ns + MINUTE_NS
                 for strategy in self.strategies.values():
                     if not strategy.wants(candle.token):
@@ -158,8 +168,10 @@ class StrategyEngine:
             self.candles.hold_day_volume(token, day_volume, ts_ns)
 
     def _run_on_tick(self, ticks: Any) -> list[trading_pb2.Signal]:
-        ctx, out = self._ctx, []
+        ctx, out, indices = self._ctx, [], self._indices
         for tick in ticks:
+            if tick.token in indices:
+                continue
             ctx.now_ns = tick.ts_ns
             for strategy in self._tick_strategies:
                 if strategy.wants(tick.token):
