@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.config import ModuleSettings, unknown_env
@@ -31,6 +31,10 @@ class AppSettings(ModuleSettings):
     symbols: list[str] = Field(default_factory=lambda: [
         "RELIANCE-EQ", "TCS-EQ", "INFY-EQ", "HDFCBANK-EQ", "SBIN-EQ", "ICICIBANK-EQ", "ITC-EQ", "LT-EQ",
         "AXISBANK-EQ", "BHARTIARTL-EQ"])
+    # Indices to follow, as Kotak spells them: "Nifty 50", "Nifty Bank" (nse_cm), "bse_cm:SENSEX". Their values
+    # come as ticks (stored, and built into candles like any instrument's); never traded. Sources simulator and
+    # kotak, and replay of a day one of them stored.
+    indices: list[str] = Field(default_factory=list)
     # Simulated session clock speed for paper runs on generated data (1 = real time, 60 = a minute a second).
     speed: float = Field(default=1.0, gt=0, le=10_000)
     seed: int = 7
@@ -58,6 +62,22 @@ class AppSettings(ModuleSettings):
     # market-hours check, the feed stall watchdog, paper session days, the daily summary).
     holidays: list[date] = Field(default_factory=list)
 
+
+    @field_validator("indices")
+    @classmethod
+    def _indices_are_names(cls, value: list[str]) -> list[str]:
+        from services.ingestion.source import parse_index
+
+        for text in value:
+            parse_index(text)  # a ConfigError (a ValueError) naming the entry
+        return value
+
+    @model_validator(mode="after")
+    def _indices_have_a_source(self) -> AppSettings:
+        if self.indices and self.source == "synthetic":
+            raise ValueError("indices: the synthetic source has none; use source = \"simulator\" or \"kotak\" "
+                             "(or leave indices empty)")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -63,7 +63,7 @@ async def _kotak(settings: AppSettings, toml: dict[str, Any], clock: Clock, res:
     broker = KotakBroker(kotak, max_order_age_s=max_order_age_s)
     await broker.start()
     res.on_close(broker.stop)
-    source = KotakFeedSource(kotak, settings.symbols, session=broker.session)
+    source = KotakFeedSource(kotak, settings.symbols, session=broker.session, indices=settings.indices)
     return broker, source
 
 
@@ -85,7 +85,7 @@ async def _replay(settings: AppSettings, clock: Any, database: Any, info: dict[s
         day = latest.astimezone(IST).date()
     info["replay"] = f"{day} at {settings.speed:g}x"
     return ReplaySource(database.pool, settings.symbols, ist_ns(day, 0, 0), ist_ns(day, 23, 59, 59), clock,
-                        settings.speed)
+                        settings.speed, indices=settings.indices)
 
 
 async def persistence(app: Any, settings: AppSettings, toml: dict[str, Any], res: Any,

@@ -16,11 +16,11 @@ from typing import Any, Literal
 
 from neo_api_client.websocket.feed import WsToken
 from neo_api_client.websocket.feed.exceptions import AuthenticationError, NotConnectedError
-from neo_api_client.websocket.feed.models import SFeedScrip, SFeedScripLite
+from neo_api_client.websocket.feed.models import SFeedIndex, SFeedScrip, SFeedScripLite
 from neo_api_client.websocket.feed.protocol import decode_packet, split_batch
 from websockets.exceptions import ConnectionClosed
 
-from services.ingestion.source import SourceStats, resolve
+from services.ingestion.source import SourceStats, parse_index, resolve
 from shared.clock import NS, ist_day_number
 from shared.contracts import market_pb2
 from shared.errors import ConfigError, NeoPulseError
@@ -66,10 +66,12 @@ def _paise(rupees: float) -> int:
 
 
 def to_tick(message: Any, recv_ns: int) -> market_pb2.Tick | None:
-    """An SDK feed message (lite or market picture with depth) -> Tick in paise; None for other messages and
-    for an instrument not traded yet (SFeed sends last_trade_time 0 / ltp 0 for "no value"). Raises ValueError
-    for a corrupt message."""
+    """An SDK feed message (lite, market picture with depth, or an index's) -> Tick in paise; None for other
+    messages and for an instrument not traded yet (SFeed sends last_trade_time 0 / ltp 0 for "no value"). Raises
+    ValueError for a corrupt message."""
     token = int(message.instrument_token) if getattr(message, "instrument_token", "").isdigit() else 0
+    if token and isinstance(message, SFeedIndex):
+        return _index_tick(message, token, recv_ns)
     if not token or not isinstance(message, (SFeedScrip, SFeedScripLite)):
         return None
     ltt, ltp = message.last_trade_time, _paise(message.last_traded_price)
@@ -106,6 +108,22 @@ def to_tick(message: Any, recv_ns: int) -> market_pb2.Tick | None:
     return tick
 
 
+def _index_tick(message: SFeedIndex, token: int, recv_ns: int) -> market_pb2.Tick | None:
+    """An index's reading: its value as ltp_paise (index values have two decimals, as paise do), the day's open,
+    high and low, the previous close; no volume. Stamped with its last_trade_time, or with its arrival when the feed
+    leaves that at 0 (an index does not trade: its time is when it was computed)."""
+    value = _paise(message.last_traded_price)
+    if value <= 0:
+        return None
+    ltt = message.last_trade_time
+    if ltt and not _LTT_MIN_S <= ltt < _LTT_MAX_S:
+        raise ValueError(f"last_trade_time {ltt} is not epoch seconds")
+    return market_pb2.Tick(token=token, exchange_segment=message.exchange_segment, ts_ns=ltt * NS if ltt else recv_ns,
+                           ltp_paise=value, open_paise=_paise(message.open_price),
+                           high_paise=_paise(message.high_price), low_paise=_paise(message.low_price),
+                           close_paise=_paise(message.close_price), recv_ns=recv_ns)
+
+
 def _queued(ws: Any) -> list[Any]:
     """Messages the SDK's websocket received but nobody read yet (its queue is not public API: none if it moved)."""
     queue = getattr(ws, "_message_queue", None)
@@ -123,9 +141,10 @@ class KotakFeedSource:
     name = "kotak"
 
     def __init__(self, settings: KotakSettings, symbols: list[str], *, session: KotakSession | None = None,
-                 mode: Literal["depth", "lite"] = "depth") -> None:
+                 mode: Literal["depth", "lite"] = "depth", indices: list[str] | None = None) -> None:
         self.settings = settings
         self.symbols = symbols
+        self.indices = [parse_index(i) for i in indices or []]  # (segment, name as Kotak spells it)
         self.session = session or KotakSession(settings)
         self.mode = mode
         self.stats = SourceStats()
@@ -152,9 +171,52 @@ class KotakFeedSource:
             if isinstance(cap, int) and len(instruments) > cap:
                 raise ConfigError(f"symbols: {len(instruments)} instruments, but the Kotak feed subscribes at most "
                                   f"{cap} on one connection; configure {cap} symbols or fewer")
+            instruments += await self._index_instruments()
             self._instruments = instruments
             self._subscribed = frozenset((str(i.token), i.exchange_segment.lower()) for i in instruments)
         return list(self._instruments)
+
+    async def _index_instruments(self) -> list[market_pb2.Instrument]:
+        """The configured indices as instruments. SFeed subscribes an index by its name and streams it under a number
+        of its own (26000 for Nifty 50), which candles, stored ticks and the other modules key it by: a snapshot of
+        the indices, asked at start on a socket of its own, says which. One that gives no reading within
+        request_timeout_s is a ConfigError naming it (a misspelt name gets no answer)."""
+        if not self.indices:
+            return []
+        wanted = {(segment, name.lower()): name for segment, name in self.indices}
+        found: dict[tuple[str, str], market_pb2.Instrument] = {}
+        ws = self._socket()
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                await ws.connect()
+                await ws.snapshot([WsToken(segment, name) for segment, name in self.indices], intent="index")
+                async for message in ws:
+                    if not isinstance(message, SFeedIndex) or not message.instrument_token.isdigit():
+                        continue
+                    for said in {message.name.lower(), (message.trading_symbol or "").lower()} - {""}:
+                        key = (message.exchange_segment.lower(), said)
+                        if key in wanted and key not in found:
+                            found[key] = market_pb2.Instrument(  # spelt as Kotak's feed spells it, if it does
+                                token=int(message.instrument_token),
+                                symbol=message.name if message.name.lower() == key[1] else wanted[key],
+                                exchange_segment=message.exchange_segment.lower(), name=message.name or wanted[key],
+                                tick_size_paise=1, lot_size=1, is_index=True)
+                    if len(found) == len(wanted):
+                        break
+        except TimeoutError:
+            pass  # what did not answer is named below
+        except Exception as exc:
+            raise NeoPulseError(f"indices: the Kotak feed could not be asked for them: "
+                                f"{self.session.scrub(repr(exc))}") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        missing = [f"{segment}:{name}" for (segment, key), name in wanted.items() if (segment, key) not in found]
+        if missing:
+            raise ConfigError(f"indices: no reading from the Kotak feed within {self.settings.request_timeout_s:g} s "
+                              f"for {', '.join(missing)}; write each as Kotak spells it, e.g. \"Nifty 50\", "
+                              "\"Nifty Bank\"")
+        return [found[(segment, name.lower())] for segment, name in self.indices]
 
     def _socket(self) -> Any:
         """A new SDK feed socket, not connected. batches() reconnects on its own: the SDK's retries are off."""
@@ -212,6 +274,8 @@ class KotakFeedSource:
             await ws.subscribe_scrips_lite(tokens)
         else:
             await ws.subscribe_depth(tokens)
+        if self.indices:  # by name, as SFeed asks; they stream under their numbers (_index_instruments)
+            await ws.subscribe_index([WsToken(segment, name) for segment, name in self.indices])
         self.stats.connected = True
         log.info("kotak feed subscribed", extra={"instruments": len(tokens), "mode": self.mode})
         return ws
@@ -306,7 +370,7 @@ class KotakFeedSource:
         ticks = []
         for m in messages:
             try:
-                if isinstance(m, (SFeedScrip, SFeedScripLite)) and (
+                if isinstance(m, (SFeedScrip, SFeedScripLite, SFeedIndex)) and (
                         m.instrument_token, m.exchange_segment) not in self._subscribed:
                     # A corrupt token or exchange id: another instrument's (or no instrument's) tick.
                     raise ValueError(f"not subscribed: {m.exchange_segment}|{m.instrument_token}")

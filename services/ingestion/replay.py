@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from services.ingestion.instrument_store import load_instruments
-from services.ingestion.source import SourceStats, resolve
+from services.ingestion.source import SourceStats, parse_index, resolve
 from shared.clock import ManualClock
 from shared.contracts import market_pb2
 from shared.db import queries
@@ -37,10 +37,12 @@ class ReplaySource:
     lossless = True
 
     def __init__(self, pool: Any, symbols: list[str], start_ns: int, end_ns: int, clock: ManualClock,
-                 speed: float = 1.0) -> None:
+                 speed: float = 1.0, indices: list[str] | None = None) -> None:
         if end_ns <= start_ns:
             raise ConfigError("replay: the end of the range must be after its start")
         self.pool, self.symbols, self.start_ns, self.end_ns = pool, symbols, start_ns, end_ns
+        # Stored as the live source named them (symbol = the index's name): "segment:name" resolves them alike.
+        self.indices = [":".join(parse_index(i)) for i in indices or []]
         self.clock, self.speed = clock, speed
         self.stats = SourceStats()
         self.done = asyncio.Event()
@@ -53,7 +55,8 @@ class ReplaySource:
                               "ticks and instruments are stored")
         chosen = stored
         if self.symbols:  # the symbols the live source takes, resolved alike: "segment:SYMBOL", or nse_cm first
-            chosen = resolve(self.symbols, stored, "instrument_master (stored by earlier live or simulated runs)")
+            chosen = resolve(self.symbols + self.indices, stored,
+                             "instrument_master (stored by earlier live or simulated runs)")
         self._keys = {(i.token, i.exchange_segment) for i in chosen}
         return chosen
 

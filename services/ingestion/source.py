@@ -62,3 +62,13 @@ def resolve(symbols: list[str], master: list[market_pb2.Instrument],
         detail = "; ".join(f"{s!r} (close: {', '.join(m) or 'none'})" for s, m in hints.items())
         raise ConfigError(f"symbols: not in {master_name}: {detail}")
     return [i for i in map(find, symbols) if i is not None]
+
+
+def parse_index(text: str) -> tuple[str, str]:
+    """An [app] indices entry -> (segment, name): "Nifty 50" is on nse_cm; "bse_cm:SENSEX" names its segment."""
+    segment, sep, name = text.partition(":")
+    segment, name = (segment.strip().lower(), name.strip()) if sep else ("nse_cm", text.strip())
+    if not name or not segment:
+        raise ConfigError(f"indices: {text!r} is not an index name; write it as Kotak spells it, e.g. \"Nifty 50\" "
+                          "or \"bse_cm:SENSEX\"")
+    return segment, name
