@@ -55,8 +55,23 @@ def build_strategies(settings: StrategySettings, instruments: InstrumentBook) ->
                 raise ConfigError(f"[strategy] strategy {cfg.name!r}: symbol {symbol!r}: {not_tradable(inst)}")
             tokens.add(inst.token)
         cls = strategy_class(cfg.kind)
-        out.append(cls(cfg.name, cls.Params.model_validate(cfg.params), frozenset(tokens)))
+        strategy = cls(cfg.name, cls.Params.model_validate(cfg.params), frozenset(tokens))
+        unknown = unknown_indices(strategy.indices(), instruments)
+        if unknown:
+            raise ConfigError(f"[strategy] strategy {cfg.name!r}: {unknown}")
+        out.append(strategy)
     return out
+
+
+def unknown_indices(symbols: Iterable[str], instruments: InstrumentBook) -> str:
+    """Why the indices a strategy's params name are not all indices NeoPulse follows, or "" when they are."""
+    for symbol in sorted(symbols):
+        inst = instruments.by_symbol(symbol)
+        if inst is None or not inst.is_index:
+            known = ", ".join(i.symbol for i in instruments if i.is_index) or "none: list some in [app] indices"
+            what = "is not an index" if inst is not None else "is not followed"
+            return f"index {symbol!r} {what}; indices followed: {known}"
+    return ""
 
 
 class StrategyEngine:
@@ -102,6 +117,7 @@ class StrategyEngine:
         for candle, recv_ns in closed:
             candles.append(candle)
             if candle.token in indices:
+                self._index_candle(candle)
                 continue
             ctx.now_ns = candle.start_ns + MINUTE_NS
             for strategy in self.strategies.values():
@@ -119,14 +135,29 @@ class StrategyEngine:
                     signals.extend(self._emit(strategy, intents, candle.start_ns, recv_ns, ctx.now_ns))
         return candles, signals
 
+    def _index_candle(self, candle: market_pb2.Candle) -> None:
+        """An index's closed candle to the strategies that read it (Strategy.indices), never to on_candle."""
+        ctx = self._ctx
+        ctx.now_ns = candle.start_ns + MINUTE_NS
+        name = candle.symbol.upper()
+        for strategy in self.strategies.values():
+            if any(name == s.upper() for s in strategy.indices()):
+                try:
+                    strategy.on_index_candle(candle, ctx)
+                except Exception:
+                    PLUGIN_ERRORS.labels(strategy.name).inc()
+                    log.exception("strategy failed on an index candle", extra={"strategy": strategy.name,
+                                                                              "token": candle.token})
+
     def closes_needed(self) -> dict[int, int]:
-        """Every traded token (a strategy's symbols; every instrument for one without) -> the most closes a
-        strategy trading it needs warm (Strategy.closes_needed)."""
+        """Every traded token (a strategy's symbols; every instrument for one without) and every index a strategy
+        reads -> the most closes a strategy trading or reading it needs warm (Strategy.closes_needed)."""
         every = [inst.token for inst in self.instruments if not inst.is_index]
         out: dict[int, int] = {}
         for strategy in self.strategies.values():
             need = strategy.closes_needed()
-            for token in strategy.tokens or every:
+            read = [inst.token for inst in map(self.instruments.by_symbol, strategy.indices()) if inst is not None]
+            for token in [*(strategy.tokens or every), *read]:
                 out[token] = max(out.get(token, 0), need)
         return out
 
@@ -144,6 +175,7 @@ class StrategyEngine:
             for candle in sorted(candles, key=lambda c: c.start_ns):
                 candle.symbol = self.candles.symbols.get(candle.token, "")
                 if candle.token in self._indices:
+                    self._index_candle(candle)
                     continue
                 ctx.now_ns = candle.start_ns + MINUTE_NS
                 for strategy in self.strategies.values():
@@ -321,6 +353,9 @@ class StrategyEngine:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])
             raise InvalidInput(f"params.{loc}" if loc else "params", err["msg"]) from None
+        unknown = unknown_indices(type(strategy).indices_of(params), self.instruments)
+        if unknown:
+            raise InvalidInput("params", unknown)
         strategy.apply_params(params)
         return strategy, self._exits_due(strategy)
 

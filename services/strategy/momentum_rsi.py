@@ -11,6 +11,9 @@ Rules, on each closed candle of a token (after warm-up: rsi_period + 1 and ema_p
 - Long: SELL the whole position when RSI falls below `exit_long_rsi` or the close falls below the EMA.
 - Short: BUY the whole position back when RSI rises above `exit_short_rsi` or the close rises above the EMA.
 - Never pyramids: while a signal's order is in flight, or a position is open, no new entry.
+- With `trend_index` (an index NeoPulse follows, e.g. "Nifty 50"), entries also go with the market: a long only
+  while the index's last close is above its EMA(`trend_ema_period`) of 1-minute closes, a short only while below;
+  until that EMA is warm, no entry. Exits never wait for it.
 - With `max_reprices` above 0, a LIMIT order still working at a candle's close is moved to that close (the OMS's
   ModifyOrder, which risk checks), at most that many times per order: an exit always, an entry only while the
   close stays on its trend's side of the EMA.
@@ -55,6 +58,10 @@ class MomentumRsiParams(BaseModel):
     # A LIMIT order still working at a candle's close is moved to that close, at most this many times per order
     # (0: never; it then works until it fills or [strategy] cancel_working_after_s cancels it). See _reprice.
     max_reprices: int = Field(default=0, ge=0, le=100)
+    # The market's trend an entry must go with: an index's symbol as [app] indices names it ("" = none), and the
+    # period of the EMA of its 1-minute closes that says which way it goes.
+    trend_index: str = Field(default="", max_length=64)
+    trend_ema_period: int = Field(default=20, ge=1, le=MAX_EMA_PERIOD)
 
     @model_validator(mode="after")
     def _thresholds_are_ordered(self) -> MomentumRsiParams:
@@ -86,7 +93,7 @@ class _TokenState:
 class MomentumRsi(Strategy):
     kind = "MOMENTUM_RSI"
     Params = MomentumRsiParams
-    reset_on = frozenset({"rsi_period", "ema_period"})
+    reset_on = frozenset({"rsi_period", "ema_period", "trend_index", "trend_ema_period"})
     intraday_only = True  # every intent is MIS (_intent)
     params: MomentumRsiParams
 
@@ -94,7 +101,13 @@ class MomentumRsi(Strategy):
         # Each token's latest closes, kept across resets: a period change warms the new indicators up from them at
         # once, instead of leaving the strategy blind, exits included, for a whole warm-up.
         self._closes: dict[int, deque[int]] = {}
+        self._index_closes: dict[str, deque[int]] = {}  # the same, for each index read (by upper-case symbol)
         super().__init__(name, params, tokens)
+
+    @classmethod
+    def indices_of(cls, params: BaseModel) -> frozenset[str]:
+        trend = getattr(params, "trend_index", "")
+        return frozenset({trend}) if trend else frozenset()
 
     def reset(self) -> None:
         p = self.params
@@ -103,6 +116,30 @@ class MomentumRsi(Strategy):
             state = self._state[token] = _TokenState(p.rsi_period, p.ema_period)
             for close in closes:
                 state.update(close)
+        self._trend = EMA(p.trend_ema_period)
+        self._trend_close = 0
+        for close in self._index_closes.get(p.trend_index.upper(), ()):
+            self._trend.update(close)
+            self._trend_close = close
+
+    def on_index_candle(self, candle: market_pb2.Candle, ctx: StrategyContext) -> None:
+        name = candle.symbol.upper()
+        closes = self._index_closes.get(name)
+        if closes is None:
+            closes = self._index_closes[name] = deque(maxlen=MAX_EMA_PERIOD)
+        closes.append(candle.close_paise)
+        if name == self.params.trend_index.upper():
+            self._trend.update(candle.close_paise)
+            self._trend_close = candle.close_paise
+
+    def _with_the_market(self, side: trading_pb2.Side) -> bool:
+        """Whether an entry on `side` goes with trend_index's trend (always, without one; never before it is warm)."""
+        if not self.params.trend_index:
+            return True
+        ema = self._trend.value
+        if ema is None:
+            return False
+        return self._trend_close > ema if side == trading_pb2.SIDE_BUY else self._trend_close < ema
 
     def on_candle(self, candle: market_pb2.Candle, ctx: StrategyContext) -> list[Decision]:
         p = self.params
@@ -126,17 +163,20 @@ class MomentumRsi(Strategy):
             return [exit_]
         if self.position(token) != 0 or prev is None:
             return []
-        if prev < p.entry_long_rsi <= rsi and close > ema:
+        if prev < p.entry_long_rsi <= rsi and close > ema and self._with_the_market(trading_pb2.SIDE_BUY):
             return [self._intent(token, close, ctx, trading_pb2.SIDE_BUY, self._entry_quantity(token, ctx),
                                  f"RSI crossed above {p.entry_long_rsi:g} ({rsi:.1f}), close above EMA {ema:.0f}")]
-        if p.allow_short and prev > p.entry_short_rsi >= rsi and close < ema:
+        if (p.allow_short and prev > p.entry_short_rsi >= rsi and close < ema
+                and self._with_the_market(trading_pb2.SIDE_SELL)):
             return [self._intent(token, close, ctx, trading_pb2.SIDE_SELL, self._entry_quantity(token, ctx),
                                  f"RSI crossed below {p.entry_short_rsi:g} ({rsi:.1f}), close below EMA {ema:.0f}")]
         return []
 
     def closes_needed(self) -> int:
-        """RSI needs rsi_period + 1 closes for a value and one more for the cross; the EMA ema_period."""
-        return max(self.params.rsi_period + 2, self.params.ema_period)
+        """RSI needs rsi_period + 1 closes for a value and one more for the cross; the EMA ema_period; the trend
+        index's EMA trend_ema_period (of the index's closes: the engine reads that many of them too)."""
+        p = self.params
+        return max(p.rsi_period + 2, p.ema_period, p.trend_ema_period if p.trend_index else 0)
 
     def exits_due(self, ctx: StrategyContext) -> list[OrderIntent]:
         """The exits the indicators (warmed up again after a period change, or from stored candles at start) call

@@ -198,6 +198,20 @@ class Strategy:
         at start reads earlier trading days' candles until it has this many. 0: today's candles are enough."""
         return 0
 
+    @classmethod
+    def indices_of(cls, params: BaseModel) -> frozenset[str]:
+        """The indices (their symbols: "Nifty 50") whose candles the strategy reads with these params, as
+        on_index_candle; the engine refuses one that is not an index it follows. Warmed up from the same stored
+        days as its own tokens at start (closes_needed)."""
+        return frozenset()
+
+    def indices(self) -> frozenset[str]:
+        return self.indices_of(self.params)
+
+    def on_index_candle(self, candle: market_pb2.Candle, ctx: StrategyContext) -> None:
+        """A closed candle of an index (candle.symbol, one of indices()): context only, an index is never traded.
+        Called live and at the warm-up, in time order with the other candles of its minute."""
+
     # Plugins that need every tick define `on_tick(self, tick, ctx) -> list[Decision]`; the
     # module calls it only for plugins that define it, so candle-only strategies cost nothing per tick.
 

@@ -8,11 +8,12 @@ import pytest
 
 from services.strategy.config import StrategySettings
 from services.strategy.engine import StrategyEngine, build_strategies
+from services.strategy.momentum_rsi import MomentumRsi, MomentumRsiParams
 from services.strategy.plugins import OrderIntent, Strategy, StrategyContext
 from shared.clock import NS, ManualClock, ist_ns
 from shared.config import load
 from shared.contracts import market_pb2, trading_pb2
-from shared.errors import ConfigError
+from shared.errors import ConfigError, InvalidInput
 from shared.instruments import InstrumentBook
 from shared.marketdata import nse_instruments
 from tests.strategy.test_engine import BuyEveryTick, NoParams
@@ -90,3 +91,76 @@ def test_a_strategy_configured_to_trade_an_index_is_refused_naming_it():
     with pytest.raises(ConfigError, match=r"strategy 'idx': symbol 'nifty 50': nse_cm:Nifty 50 \(token 26000\) is "
                                           r"an index: .* cannot be traded"):
         build_strategies(settings, book())
+
+
+# -- MOMENTUM_RSI's trend_index: entries go with the market ------------------------------------------------------
+# SBIN's closes that make MOMENTUM_RSI (periods 3) buy at the last one (tests/strategy/test_momentum_rsi.py).
+FALLING_THEN_JUMP = [100_00, 99_00, 98_00, 97_00, 96_00, 100_00]
+
+
+def momentum(**params) -> MomentumRsi:
+    return MomentumRsi("mom", MomentumRsiParams(**{"rsi_period": 3, "ema_period": 3, "trend_index": "Nifty 50",
+                                                   "trend_ema_period": 3, **params}))
+
+
+def candle(token: int, minute: int, close: int, symbol: str = "") -> market_pb2.Candle:
+    return market_pb2.Candle(token=token, symbol=symbol, start_ns=T0915 + minute * MINUTE, open_paise=close,
+                             high_paise=close, low_paise=close, close_paise=close)
+
+
+def buys_with_the_index_at(index_closes: list[int], **params) -> list[int]:
+    """The tokens MOMENTUM_RSI signals for as SBIN's closes go FALLING_THEN_JUMP, the index's closes beside them
+    (each minute's index candle closing first)."""
+    engine = StrategyEngine([momentum(**params)], book(), ManualClock(T0915))
+    signals = []
+    for minute, close in enumerate(FALLING_THEN_JUMP):
+        closed = [(candle(SBIN, minute, close, "SBIN-EQ"), 0)]
+        if minute < len(index_closes):
+            closed.insert(0, (candle(NIFTY, minute, index_closes[minute], "Nifty 50"), 0))
+        signals += engine.on_closed(closed)[1]
+    return [s.token for s in signals]
+
+
+def test_momentum_rsi_buys_while_its_trend_index_is_above_its_ema():
+    assert buys_with_the_index_at([24_000_00, 24_010_00, 24_020_00, 24_030_00, 24_040_00, 24_050_00]) == [SBIN]
+
+
+def test_momentum_rsi_does_not_buy_against_its_trend_index():
+    assert buys_with_the_index_at([24_050_00, 24_040_00, 24_030_00, 24_020_00, 24_010_00, 24_000_00]) == []
+
+
+def test_momentum_rsi_does_not_enter_before_its_trend_index_is_warm():
+    assert buys_with_the_index_at([24_000_00, 24_010_00]) == []  # two closes: its EMA(3) has no value yet
+
+
+def test_momentum_rsi_without_a_trend_index_buys_whatever_an_index_does():
+    assert buys_with_the_index_at([24_050_00, 24_040_00, 24_030_00, 24_020_00, 24_010_00, 24_000_00],
+                                  trend_index="") == [SBIN]
+
+
+def test_the_warm_up_reads_the_trend_index_closes_too():
+    strategy = momentum(trend_ema_period=5)
+    engine = StrategyEngine([strategy], book(), ManualClock(T0915))
+    stored = [candle(NIFTY, m, 24_000_00 + m * 100, "") for m in range(5)]
+
+    engine.warm_up(stored, [SBIN, NIFTY], T0915 + 5 * MINUTE)
+
+    assert engine.closes_needed() == {SBIN: 5, NIFTY: 5}
+    assert strategy._trend.value is not None and strategy._trend_close == 24_004_00
+
+
+@pytest.mark.parametrize(("index", "why"), [
+    ("Nifty IT", "index 'Nifty IT' is not followed; indices followed: Nifty 50"),
+    ("SBIN-EQ", "index 'SBIN-EQ' is not an index; indices followed: Nifty 50")])
+def test_a_trend_index_not_followed_is_refused_at_start_and_at_run_time(index, why):
+    settings = load(StrategySettings, {"strategy": {"strategies": [
+        {"name": "mom", "kind": "MOMENTUM_RSI", "params": {"trend_index": index}}]}})
+    engine = StrategyEngine([momentum(trend_index="")], book(), ManualClock(T0915))
+
+    with pytest.raises(ConfigError) as at_start:
+        build_strategies(settings, book())
+    with pytest.raises(InvalidInput) as at_run_time:
+        engine.set_params("mom", {"trend_index": index})
+
+    assert str(at_start.value) == f"[strategy] strategy 'mom': {why}"
+    assert why in str(at_run_time.value) and engine.get("mom").params.trend_index == ""
