@@ -168,9 +168,11 @@ class KotakFeedSource:
             instruments = resolve(self.symbols, await self.session.scrip_master(segments), "Kotak's scrip master")
             # The SDK refuses a subscribe past its cap (SubscriptionError) on every connection: no retry helps.
             cap = getattr(self._socket(), "max_subscriptions", None)
-            if isinstance(cap, int) and len(instruments) > cap:
-                raise ConfigError(f"symbols: {len(instruments)} instruments, but the Kotak feed subscribes at most "
-                                  f"{cap} on one connection; configure {cap} symbols or fewer")
+            wanted = len(instruments) + len(self.indices)  # the SDK's cap counts every subscription, indices too
+            if isinstance(cap, int) and wanted > cap:
+                indices = f" and {len(self.indices)} indices" if self.indices else ""
+                raise ConfigError(f"symbols: {len(instruments)} instruments{indices}, but the Kotak feed subscribes at "
+                                  f"most {cap} on one connection; configure {cap} symbols and indices or fewer")
             instruments += await self._index_instruments()
             self._instruments = instruments
             self._subscribed = frozenset((str(i.token), i.exchange_segment.lower()) for i in instruments)

@@ -64,3 +64,16 @@ async def test_an_index_name_the_feed_does_not_know_stops_the_start_naming_it(si
             await source.instruments()
     finally:
         await source.close()
+
+
+async def test_the_feed_s_subscription_cap_counts_the_indices_too(sim, settings, monkeypatch):
+    """The SDK refuses a subscribe past its cap on every connection, whatever the kind: refused at start instead."""
+    source = KotakFeedSource(settings, ["RELIANCE-EQ"], indices=["Nifty 50"])
+    await source.session.login()
+    make_socket = source.session.websocket
+    monkeypatch.setattr(source.session, "websocket", lambda **kw: make_socket(**kw, max_subscriptions=1))
+    try:
+        with pytest.raises(ConfigError, match=r"1 instruments and 1 indices, but the Kotak feed subscribes at most 1 "):
+            await source.instruments()
+    finally:
+        await source.close()
