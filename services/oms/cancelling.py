@@ -14,6 +14,7 @@ from services.oms.book import BookMoved
 from services.oms.broker import BrokerAck
 from services.oms.placement import Placement
 from services.oms.states import TERMINAL, WORKING, IllegalTransition, name
+from shared.contracts import ops_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, NotFound, NotSent, OrderStateError, RetryableError
 
@@ -77,6 +78,13 @@ class Cancelling(Placement):
                 self._cancel_sent[iid] = unrecorded  # in the audit of the order's next transition recorded
                 log.critical("cancel sent to the broker without its CANCEL_PENDING recorded", extra={
                     "order_id": iid, "client_order_id": cur.client_order_id, "why": unrecorded})
+                # The trader's own word of it: the order still shows as it was recorded, so a /cancel (or the kill
+                # switch) seems to have done nothing until the ledger takes the broker's answer.
+                await self.notify(ops_pb2.SEVERITY_WARNING, "Cancel sent, not recorded", (
+                    f"Order {cur.client_order_id} ({cur.request.symbol}): the cancel went to the broker, but the "
+                    f"ledger did not record it ({unrecorded}). The order shows {name(cur.status)} until the ledger "
+                    "takes the broker's answer; cancelling it again sends nothing more."),
+                    order_id=iid, client_order_id=cur.client_order_id)
         try:
             return await self.broker.cancel_order(exchange_order_id)
         except (BrokerRejected, NotSent) as exc:  # refused: filled or closed meanwhile, or not sent

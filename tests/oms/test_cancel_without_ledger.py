@@ -14,7 +14,7 @@ from shared import rpc
 from shared.bus import Topic
 from shared.clock import ManualClock
 from shared.config import load
-from shared.contracts import ingestion_pb2, risk_pb2
+from shared.contracts import ingestion_pb2, ops_pb2, risk_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import NotSent
 from shared.marketdata import nse_instruments
@@ -60,6 +60,23 @@ async def test_a_cancel_reaches_the_broker_while_the_ledger_refuses_its_cancel_p
     assert (await oms.broker.find_by_tag("c-1")).status == CANCELLED
     assert answered.status == again.status == OPEN  # as recorded until the ledger takes the broker's news
     assert (await oms.ledger.get("c-1")).status == OPEN
+
+
+async def test_a_cancel_sent_without_its_cancel_pending_says_so_to_the_trader_once(start_oms, db_pool):
+    ledger = Outage(db_pool, nothing)
+    oms = await working(start_oms, ledger, "c-1")
+    ledger.down = everything
+
+    await oms.module.engine.cancel("c-1")
+    await oms.module.engine.cancel("c-1")  # asked already: nothing sent, nothing said again
+    await until(lambda: oms.notifications)
+    await asyncio.sleep(0.05)
+
+    [note] = [n for n in oms.notifications if n.title.startswith("Cancel")]  # beside "Order updates not recorded"
+    assert (note.severity, note.title, note.fields["client_order_id"]) == (
+        ops_pb2.SEVERITY_WARNING, "Cancel sent, not recorded", "c-1")
+    assert "the cancel went to the broker, but the ledger did not record it (cancel sent while the ledger refused " \
+           "CANCEL_PENDING" in note.text and "shows OPEN until" in note.text
 
 
 async def test_a_cancel_sent_without_its_cancel_pending_is_recorded_from_the_brokers_event_once_the_ledger_is_back(
