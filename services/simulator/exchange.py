@@ -39,6 +39,7 @@ from shared.money import to_paise
 from shared.price_factor import factor_of
 
 OPEN, TRIGGER_PENDING, COMPLETE, REJECTED, CANCELLED = "open", "trigger pending", "complete", "rejected", "cancelled"
+CANCEL_PENDING = "cancel pending"  # a cancel on its way to the exchange: the order may still fill meanwhile
 AMO_RECEIVED = "after market order req received"
 TERMINAL = {COMPLETE, REJECTED, CANCELLED}
 
@@ -74,6 +75,7 @@ class SimOrder:
     ts_ns: int = 0
     history: list[dict] = field(default_factory=list)
     sent: int = 0  # history entries already sent on the order feed
+    untriggered: bool = False  # a stop whose cancel is pending before it triggered: it does not trigger meanwhile
 
     def report(self) -> dict:
         """The order as Kotak's order book shows it (strings where Kotak sends strings)."""
@@ -244,6 +246,8 @@ class Exchange:
 
     def modify(self, order_no: str, body: dict) -> SimOrder:
         order = self._live(order_no)
+        if order.status == CANCEL_PENDING:
+            raise OrderRefused("order is cancel pending; it cannot be modified", 1021)
         changed = replace(order, history=[])
         if body.get("qt"):
             changed.quantity = int(body["qt"])
@@ -265,11 +269,28 @@ class Exchange:
         self._log(order, order.status)
         return order
 
-    def cancel(self, order_no: str) -> SimOrder:
+    def cancel(self, order_no: str, pending: bool = False) -> SimOrder:
+        """Cancel the order's rest; `pending`: only ask the exchange (CANCEL_PENDING, still filling meanwhile), as
+        Kotak's cancel does, and `finish_cancel` later. A second cancel while one is pending is refused."""
         order = self._live(order_no)
+        if order.status == CANCEL_PENDING:
+            raise OrderRefused("order is already cancel pending", 1021)
+        if pending:
+            order.untriggered = order.status == TRIGGER_PENDING
+            order.status = CANCEL_PENDING
+            self._log(order, CANCEL_PENDING)
+            return order
         order.status, order.cancelled = CANCELLED, order.quantity - order.filled
         self._log(order, CANCELLED)
         return order
+
+    def finish_cancel(self, order: SimOrder) -> bool:
+        """The exchange cancels a pending cancel's order (what it has not filled meanwhile); False if it is done."""
+        if order.status != CANCEL_PENDING:
+            return False
+        order.status, order.cancelled = CANCELLED, order.quantity - order.filled
+        self._log(order, CANCELLED)
+        return True
 
     def _live(self, order_no: str) -> SimOrder:
         order = self.orders.get(order_no)
@@ -291,6 +312,8 @@ class Exchange:
             return self._expire_ioc(order)
         buy = order.side == "B"
         changed = False
+        if order.untriggered and order.status == CANCEL_PENDING:
+            return False
         if order.status == TRIGGER_PENDING:
             hit = tick.ltp_paise >= order.trigger if buy else tick.ltp_paise <= order.trigger
             if not hit:

@@ -146,12 +146,16 @@ async def modify_order(request: web.Request, sim: Simulator, body: dict) -> Any:
 async def cancel_order(request: web.Request, sim: Simulator, body: dict) -> Any:
     try:
         async with sim.lock:
-            order = sim.exchange.cancel(str(body.get("on")))
+            order = sim.exchange.cancel(str(body.get("on")), pending=sim.cancel_pending_s > 0)
+    except OrderRefused as exc:
+        return _not_ok(str(exc), exc.st_code)
     except KeyError:
         return _not_ok("order not found", 1009)
     except LookupError:
         return _not_ok("order is completed", 1021)
     await sim.publish_order(order)
+    if sim.cancel_pending_s > 0:
+        sim.finish_cancel_later(order)
     return {"nOrdNo": order.order_no, "stat": "Ok", "stCode": 200}
 
 

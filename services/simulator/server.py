@@ -91,6 +91,10 @@ class Simulator:
         self.refuse_reused_totp = False
         self._used_totps: set[str] = set()
         self.mute_order_feed = False
+        # A cancel reaches the exchange this long after Kotak took it (0: at once): the order is "cancel pending"
+        # meanwhile, may still fill, and a second cancel of it is refused.
+        self.cancel_pending_s = 0.0
+        self._cancels: set[asyncio.Task] = set()
         # Send order-feed messages this late, in order (the REST answers and the positions are not held back):
         # Kotak's positions can count a fill before its order-feed message reaches the client.
         self.order_feed_delay_s = 0.0
@@ -133,7 +137,7 @@ class Simulator:
 
     async def stop(self) -> None:
         self.stopping.set()
-        for task in (self._ticker, self._late_sender):
+        for task in (self._ticker, self._late_sender, *self._cancels):
             if task:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -316,6 +320,19 @@ class Simulator:
             due, text = await self._late_orders.get()
             await asyncio.sleep(max(0.0, due - loop.time()))
             await self._send_order_text(text)
+
+    def finish_cancel_later(self, order: SimOrder) -> None:
+        """The exchange's side of a pending cancel, cancel_pending_s from now."""
+        async def finish() -> None:
+            await asyncio.sleep(self.cancel_pending_s)
+            async with self.lock:
+                done = self.exchange.finish_cancel(order)
+            if done:
+                await self.publish_order(order)
+
+        task = asyncio.create_task(finish(), name="simulator-cancel")
+        self._cancels.add(task)
+        task.add_done_callback(self._cancels.discard)
 
     async def after_place(self, order: SimOrder) -> None:
         await self.publish_order(order)
