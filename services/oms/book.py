@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
@@ -105,6 +106,11 @@ class OrderBook:
         # Orders whose cancel went to the broker without a recorded CANCEL_PENDING -> why: "asked already" to the
         # next cancel, and said in the audit of the order's next transition recorded.
         self._cancel_sent: dict[str, str] = {}
+        # Orders whose cancel the broker took and has not finished -> until when (time.monotonic) it counts as under
+        # way: a fill moves such an order from CANCEL_PENDING to PARTIALLY_FILLED, and a cancel asked meanwhile is
+        # "asked already", not a second one (Kotak refuses it). Past that, a cancel the exchange may have dropped is
+        # sent again. Ended by the order's end, or by a live state other than a fill's (the cancel did not hold).
+        self._cancel_working: dict[str, float] = {}
         self._unrecorded: set[str] = set()  # orders whose broker event or acknowledgement is being applied again
         self._unbooked: dict[str, _Unbooked] = {}  # acknowledgements taken from the broker, not yet booked
         # Orders changed lately (ModifyOrder) -> the terms the change replaced and until when (time.monotonic) a
@@ -170,9 +176,19 @@ class OrderBook:
                 if self._ids.get(key) == iid:
                     del self._ids[key]
             for per_order in (self._locks, self._charges, self._brokerage, self._fill_value, self._replaced_terms,
-                              self._sent_terms):
+                              self._sent_terms, self._cancel_working):
                 per_order.pop(iid, None)
         return len(ended)
+
+    def cancel_under_way(self, internal_id: str) -> bool:
+        """The broker took a cancel of the order lately and has not finished it (see _cancel_working)."""
+        until = self._cancel_working.get(internal_id)
+        if until is None:
+            return False
+        if until > time.monotonic():
+            return True
+        del self._cancel_working[internal_id]
+        return False
 
     def lock(self, internal_id: str) -> asyncio.Lock:
         return self._locks.setdefault(internal_id, asyncio.Lock())
@@ -311,6 +327,8 @@ class OrderBook:
         """A recorded transition into the book and out to consumers. The caller holds self._publishing."""
         if u.status != t.ORDER_STATUS_CANCEL_PENDING:
             self._cancel_unanswered.pop(u.internal_id, None)
+            if u.status != t.ORDER_STATUS_PARTIALLY_FILLED:
+                self._cancel_working.pop(u.internal_id, None)
         await self._publish(u)
 
     async def _publish_written(self) -> None:

@@ -49,6 +49,9 @@ UNRECORDED_ORDERS = Gauge("neopulse_oms_unrecorded_orders",
                           "Orders with a broker event or acknowledgement not yet recorded, being applied again")
 # Broker states that only say "the broker has it".
 _ACCEPTED = frozenset({t.ORDER_STATUS_UNSPECIFIED, t.ORDER_STATUS_PENDING_NEW, t.ORDER_STATUS_SUBMITTED})
+# A row in one of these without new fills, for an order whose cancel is under way (Book.cancel_under_way), was read
+# or sent before the cancel: Kotak's order feed lags its REST answer. It does not take CANCEL_PENDING back.
+_BEFORE_CANCEL = frozenset({t.ORDER_STATUS_OPEN, t.ORDER_STATUS_TRIGGER_PENDING, t.ORDER_STATUS_PARTIALLY_FILLED})
 # Live states a fill turns into PARTIALLY_FILLED.
 _RESTING = frozenset({t.ORDER_STATUS_OPEN, t.ORDER_STATUS_TRIGGER_PENDING, t.ORDER_STATUS_MODIFY_PENDING,
                       t.ORDER_STATUS_CANCEL_PENDING, t.ORDER_STATUS_PARTIALLY_FILLED})
@@ -177,6 +180,9 @@ class BrokerNews(OrderBook):
         if cur.status in TERMINAL:
             await self._event_for_terminal(internal_id, cur, ev)
             return
+        if (cur.status == t.ORDER_STATUS_CANCEL_PENDING and ev.filled_quantity == cur.filled_quantity
+                and (ev.status in _BEFORE_CANCEL or ev.status in _ACCEPTED) and self.cancel_under_way(internal_id)):
+            return  # from before the cancel: once it has been under way too long, such a row says it did not hold
         terms = self._terms_news(internal_id, cur, ev)
         if cur.status == t.ORDER_STATUS_PENDING_NEW:  # the broker has it before its SUBMITTED was recorded
             await self._submitted(internal_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from typing import Any
 
 from services.oms.book import BookMoved
@@ -19,6 +20,9 @@ from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, NotFound, NotSent, OrderStateError, RetryableError
 
 log = logging.getLogger(__name__)
+# How long a cancel the broker took counts as under way while the order fills meanwhile (Book._cancel_working):
+# a cancel asked again within it is "asked already"; after it, sent again.
+CANCEL_SETTLE_S = 5.0
 
 
 class Cancelling(Placement):
@@ -60,7 +64,7 @@ class Cancelling(Placement):
         if unbooked is not None and unbooked.status == t.ORDER_STATUS_REJECTED:
             raise OrderStateError(f"order {order_id} was rejected by the broker (not recorded yet); there is "
                                   "nothing to cancel")
-        asked = cur.status == t.ORDER_STATUS_CANCEL_PENDING or iid in self._cancel_sent
+        asked = cur.status == t.ORDER_STATUS_CANCEL_PENDING or iid in self._cancel_sent or self.cancel_under_way(iid)
         if asked and iid not in self._cancel_unanswered:
             return None
         exchange_order_id = unbooked.exchange_order_id if unbooked is not None else cur.exchange_order_id
@@ -85,19 +89,23 @@ class Cancelling(Placement):
                     f"ledger did not record it ({unrecorded}). The order shows {name(cur.status)} until the ledger "
                     "takes the broker's answer; cancelling it again sends nothing more."),
                     order_id=iid, client_order_id=cur.client_order_id)
+        self._cancel_working[iid] = time.monotonic() + CANCEL_SETTLE_S  # on its way, then under way at the broker
         try:
             return await self.broker.cancel_order(exchange_order_id)
         except (BrokerRejected, NotSent) as exc:  # refused: filled or closed meanwhile, or not sent
             self._cancel_sent.pop(iid, None)
+            self._cancel_working.pop(iid, None)
             await self._cancel_refused(iid, before, exc)
             raise
         except Exception as exc:  # a timeout: the broker may or may not have cancelled it
             self._cancel_sent.pop(iid, None)
+            self._cancel_working.pop(iid, None)
             self._cancel_unanswered[iid] = before
             raise RetryableError(f"order {order_id}: the cancel got no answer ({exc}); the broker's events will say "
                                  "whether it went, and cancelling again sends it again") from exc
         except BaseException:  # the caller gave up with the call on the wire (a deadline): as with no answer, not
             self._cancel_sent.pop(iid, None)  # "asked already" to the next cancel for a cancel the broker may lack
+            self._cancel_working.pop(iid, None)
             self._cancel_unanswered[iid] = before
             raise
 

@@ -90,7 +90,7 @@ class Modifying(Cancelling):
         new = changed_terms(cur.request, cur.filled_quantity, change)
         if new == old:
             return None  # also a retry of a change still MODIFY_PENDING: the same terms are not sent twice
-        pending = iid in self._cancel_sent or iid in self._cancel_unanswered
+        pending = iid in self._cancel_sent or iid in self._cancel_unanswered or self.cancel_under_way(iid)
         if cur.status not in CHANGEABLE or pending or not cur.exchange_order_id:
             raise OrderStateError(f"order {order_id} is {name(cur.status)}{' with a cancel under way' * pending} "
                                   "and cannot be changed now; retry once the broker has answered")
