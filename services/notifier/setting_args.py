@@ -42,8 +42,30 @@ def limit_change(text: str) -> tuple[str, Any]:
 
 
 def param_change(text: str) -> tuple[str, str]:
-    """NAME=VALUE of a strategy parameter (the strategy checks the value when it is set)."""
+    """NAME=VALUE of a strategy parameter (the strategy checks the value when it is set). An empty value is one:
+    `trend_index=` clears a text parameter (a number's is refused when it is set, naming it)."""
     name, eq, value = text.partition("=")
-    if not (eq and name.strip() and value.strip()):
+    if not (eq and name.strip()):
         raise ValueError(f"expected NAME=VALUE, e.g. rsi_period=10, got {text!r}")
-    return name.strip(), value.strip()
+    return name.strip(), _unquoted(value.strip())
+
+
+def param_changes(words: list[str]) -> dict[str, str]:
+    """NAME=VALUE pairs as a chat splits them into words: a word without "=" goes on the value before it, so that
+    `trend_index=Nifty 50` is one change (quotes around a value are dropped too: `trend_index="Nifty 50"`)."""
+    pairs: list[list[str]] = []
+    for word in words:
+        if "=" in word or not pairs:
+            pairs.append(list(param_change(word)))
+        else:
+            pairs[-1][1] = f"{pairs[-1][1]} {word}".strip()
+    return {name: _unquoted(value) for name, value in pairs}
+
+
+_QUOTES = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019"}  # phones type curly ones
+
+
+def _unquoted(value: str) -> str:
+    if len(value) >= 2 and _QUOTES.get(value[0]) == value[-1]:
+        return value[1:-1]
+    return value

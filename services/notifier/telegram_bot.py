@@ -263,7 +263,7 @@ class TelegramBot:
         if not args[1:]:
             return replies.params_html(info), None
         try:
-            changes = dict(setting_args.param_change(a) for a in args[1:])
+            changes = setting_args.param_changes(args[1:])
         except ValueError as exc:
             return f"⚠️ {esc(str(exc)[:ERROR_CHARS])}", None
         nonce = self._ask(Prompt(chat_id, frozenset({PARAMS, ABORT}), target=info.name, settings=changes))

@@ -17,12 +17,14 @@ from shared import config as cfg
 from shared import rpc
 from shared.bus import Bus
 from shared.clock import ManualClock
-from shared.contracts import ingestion_pb2
+from shared.contracts import ingestion_pb2, market_pb2
 from shared.marketdata import nse_instruments
 from tests.notifier.conftest import ADMIN, CHAT, settings_for, started
 from tests.notifier.test_commands import ask
 from tests.notifier.test_confirmations import press
 
+NIFTY_50 = market_pb2.Instrument(token=26000, symbol="Nifty 50", exchange_segment="nse_cm", tick_size_paise=1,
+                                 lot_size=1, is_index=True)
 STRATEGY = {"strategy": {"strategies": [{"name": "mom", "kind": "MOMENTUM_RSI", "symbols": ["SBIN-EQ"],
                                          "params": {"rsi_period": 14, "quantity": 1}}]}}
 
@@ -30,7 +32,7 @@ STRATEGY = {"strategy": {"strategies": [{"name": "mom", "kind": "MOMENTUM_RSI", 
 @pytest.fixture
 async def modules(bus: Bus, clock: ManualClock) -> AsyncIterator[tuple[RiskModule, StrategyModule]]:
     async def list_instruments(_: ingestion_pb2.ListInstrumentsRequest) -> ingestion_pb2.ListInstrumentsResponse:
-        return ingestion_pb2.ListInstrumentsResponse(instruments=nse_instruments(["SBIN-EQ"]))
+        return ingestion_pb2.ListInstrumentsResponse(instruments=[*nse_instruments(["SBIN-EQ"]), NIFTY_50])
 
     bus.handle(rpc.LIST_INSTRUMENTS, list_instruments)
     risk = RiskModule(bus, cfg.load(RiskSettings, {}, max_order_quantity=500), clock)
@@ -112,6 +114,30 @@ async def test_a_parameter_the_strategy_refuses_changes_none_of_them(bot, module
 
     assert edited["text"].startswith("⚠️") and "quantity" in edited["text"]
     assert strategy.engine.strategies["mom"].params.rsi_period == 14
+
+
+@pytest.mark.parametrize("typed", ["trend_index=Nifty 50", 'trend_index="Nifty 50"',
+                                   "trend_index=\u201cNifty 50\u201d"])
+async def test_a_parameter_value_with_a_space_is_one_change_quoted_or_not(bot, modules, fake_api, typed):
+    _, strategy = modules
+
+    prompt = await ask(fake_api, f"/params mom {typed} rsi_period=10", chat_id=ADMIN)
+    await press(fake_api, "par", chat_id=ADMIN)
+
+    assert prompt.endswith("trend_index:  → Nifty 50\nrsi_period: 14 → 10")
+    params = strategy.engine.strategies["mom"].params
+    assert (params.trend_index, params.rsi_period) == ("Nifty 50", 10)
+
+
+async def test_an_empty_value_clears_a_text_parameter(bot, modules, fake_api):
+    _, strategy = modules
+    await ask(fake_api, "/params mom trend_index=Nifty 50", chat_id=ADMIN)
+    await press(fake_api, "par", chat_id=ADMIN)
+
+    await ask(fake_api, "/params mom trend_index=", chat_id=ADMIN)
+    await press(fake_api, "par", chat_id=ADMIN)
+
+    assert strategy.engine.strategies["mom"].params.trend_index == ""
 
 
 async def test_params_of_an_unknown_strategy_or_without_a_name_says_so(bot, fake_api):
