@@ -46,9 +46,6 @@ def handle(args: argparse.Namespace) -> int:
         if app.source in ("kotak", "replay"):  # split ingestion only generates ticks: it would store made-up ones
             raise ConfigError(f"source={app.source} runs as the monolith only (neopulse run); split mode's ingestion "
                               "generates a synthetic market: set NEOPULSE_SOURCE=synthetic")
-        if app.indices:  # the synthetic market has none: they would be asked for and never come
-            raise ConfigError("indices run as the monolith only (neopulse run): split mode's ingestion generates a "
-                              "synthetic market, which has no index; leave indices empty (NEOPULSE_INDICES='[]')")
     except ConfigError as exc:
         print(f"neopulse: {exc}", file=sys.stderr)
         return 2

@@ -32,8 +32,8 @@ class AppSettings(ModuleSettings):
         "RELIANCE-EQ", "TCS-EQ", "INFY-EQ", "HDFCBANK-EQ", "SBIN-EQ", "ICICIBANK-EQ", "ITC-EQ", "LT-EQ",
         "AXISBANK-EQ", "BHARTIARTL-EQ"])
     # Indices to follow, as Kotak spells them: "Nifty 50", "Nifty Bank" (nse_cm), "bse_cm:SENSEX". Their values
-    # come as ticks (stored, and built into candles like any instrument's); never traded. Sources simulator and
-    # kotak, and replay of a day one of them stored.
+    # come as ticks (stored, and built into candles like any instrument's); never traded. Kotak's feed has them all;
+    # the simulator and the synthetic source Nifty 50 and Nifty Bank; a replay those its day stored.
     indices: list[str] = Field(default_factory=list)
     # Simulated session clock speed for paper runs on generated data (1 = real time, 60 = a minute a second).
     speed: float = Field(default=1.0, gt=0, le=10_000)
@@ -71,13 +71,6 @@ class AppSettings(ModuleSettings):
         for text in value:
             parse_index(text)  # a ConfigError (a ValueError) naming the entry
         return value
-
-    @model_validator(mode="after")
-    def _indices_have_a_source(self) -> AppSettings:
-        if self.indices and self.source == "synthetic":
-            raise ValueError("indices: the synthetic source has none; use source = \"simulator\" or \"kotak\" "
-                             "(or leave indices empty)")
-        return self
 
     @model_validator(mode="before")
     @classmethod

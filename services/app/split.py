@@ -353,7 +353,7 @@ async def build_module(module: str, bus: Bus, app: AppSettings, toml: dict[str, 
         from services.ingestion.synthetic import SyntheticSource
 
         settings = cfg.load(IngestionSettings, toml)
-        source = SyntheticSource(settings, clock, app.symbols, seed=app.seed)
+        source = SyntheticSource(settings, clock, app.symbols, seed=app.seed, indices=app.indices)
         writer, instrument_sink = await _tick_store(app, toml, clock, closers)
         return IngestionModule(bus, settings, source, clock, tick_sink=writer, instrument_sink=instrument_sink)
     if module == "oms":

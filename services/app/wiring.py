@@ -28,7 +28,7 @@ async def market_and_broker(settings: AppSettings, toml: dict[str, Any], clock: 
     if settings.source == "synthetic":
         from services.ingestion.synthetic import SyntheticSource
 
-        source = SyntheticSource(ingestion, clock, settings.symbols, seed=settings.seed)
+        source = SyntheticSource(ingestion, clock, settings.symbols, seed=settings.seed, indices=settings.indices)
         return source, VirtualBroker(None, ChargeModel.from_settings(oms), clock)
     if settings.source == "replay":
         return await _replay(settings, clock, database, info), VirtualBroker(None, ChargeModel.from_settings(oms),

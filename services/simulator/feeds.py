@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 from aiohttp import WSMsgType, web
 
 from services.simulator import sfeed_codec as codec
-from services.simulator.indices import IndexBoard
 from shared.contracts import market_pb2
+from shared.indices import IndexBoard
 
 if TYPE_CHECKING:
     from services.simulator.server import Simulator

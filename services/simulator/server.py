@@ -19,9 +19,9 @@ from aiohttp import web
 
 from services.simulator import feeds, rest
 from services.simulator.exchange import Exchange, SimOrder
-from services.simulator.indices import IndexBoard
 from shared.clock import Clock, SimClock, is_market_open, session_of
 from shared.contracts import market_pb2
+from shared.indices import IndexBoard
 from shared.kotak.config import SIMULATOR_CREDENTIALS
 from shared.marketdata import SyntheticMarket, nse_instruments
 

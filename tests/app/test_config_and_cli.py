@@ -188,14 +188,6 @@ def test_split_mode_refuses_a_source_it_would_replace_by_a_synthetic_market(sour
     assert f"source={source}" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_split_mode_refuses_indices_its_synthetic_market_does_not_have():
-    result = run_cli("serve", "ingestion", "--no-db", "--duration", "1", "--grpc-port", "0",
-                     env={"NEOPULSE_INDICES": '["Nifty 50"]'})
-
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "indices run as the monolith only" in result.stderr and "Traceback" not in result.stderr
-
-
 @pytest.mark.parametrize(("args", "flag"), [(["serve", "oms", "--no-db", "--grpc-port", "70000"], "--grpc-port"),
                                             (["sim", "--port", "99999"], "--port")])
 def test_a_port_flag_out_of_range_is_one_line_naming_it_not_another_port(args, flag):

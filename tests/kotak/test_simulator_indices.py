@@ -17,10 +17,10 @@ from neo_api_client.websocket.feed.models import SFeedIndex, SFeedScrip
 from neo_api_client.websocket.feed.protocol import decode_packet, split_batch
 
 from services.simulator import sfeed_codec as codec
-from services.simulator.indices import IndexBoard
 from services.simulator.server import Simulator
 from shared.clock import NS, ManualClock
 from shared.contracts import market_pb2
+from shared.indices import IndexBoard
 from shared.kotak.session import KotakSession
 from shared.marketdata import nse_instruments
 from tests.helpers import eventually

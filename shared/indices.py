@@ -1,6 +1,7 @@
-"""The simulator's indices (Nifty 50, Nifty Bank): each index's reading, computed from its constituents' ticks.
+"""Generated indices (Nifty 50, Nifty Bank): each index's reading, computed from its constituents' ticks.
 
-Pure state (no I/O); the server feeds it the market's ticks and streams the readings as SFeed IndexMessages.
+Pure state (no I/O). The Kotak simulator feeds it its market's ticks and streams the readings as SFeed
+IndexMessages; the synthetic source adds the readings of the indices configured to its tick batches.
 
 Index model (documented contract of the simulator): an index is its base value times the mean, over its
 constituents, of each constituent's last price over its previous close (tick.close_paise); a constituent not
@@ -74,6 +75,11 @@ class IndexBoard:
     @classmethod
     def for_instruments(cls, instruments: Iterable[market_pb2.Instrument]) -> IndexBoard:
         return cls(default_indices(instruments))
+
+    def instrument(self, spec: IndexSpec) -> market_pb2.Instrument:
+        """The index as an instrument (Instrument.is_index), as ingestion lists it: its value has two decimals."""
+        return market_pb2.Instrument(token=spec.token, symbol=spec.name, exchange_segment=spec.exchange_segment,
+                                     name=spec.name, tick_size_paise=1, lot_size=1, is_index=True)
 
     def find(self, exchange_segment: str, name: str) -> IndexSpec | None:
         """The index Kotak calls `name` in that segment (any case: "nifty bank" is Nifty Bank), or None."""
