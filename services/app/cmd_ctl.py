@@ -32,6 +32,7 @@ EXIT_FAILED, EXIT_USAGE = 1, 2
 MODULE_OF = {"positions": "oms", "pnl": "oms", "orders": "oms", "order": "oms", "history": "oms", "cancel": "oms",
              "squareoff": "oms",
              "strategies": "strategy", "pause": "strategy", "resume": "strategy", "params": "strategy",
+             "quote": "strategy",
              "limits": "risk", "halt": "risk", "release": "risk", "buy": "oms", "sell": "oms", "modify": "oms"}
 CHECK_WITH = {"cancel": "orders", "squareoff": "positions", "pause": "strategies", "resume": "strategies",
               "params": "params NAME", "modify": "order ORDER_ID",
@@ -70,6 +71,8 @@ def add_parser(sub: Any) -> None:
     q.add_argument("--quantity", type=arg.count, default=0, help="the new total, units already filled included")
     q.add_argument("--price", type=arg.rupees, default=0, metavar="RUPEES", help="the new limit price, e.g. 812.50")
     q.add_argument("--trigger", type=arg.rupees, default=0, metavar="RUPEES", help="a stop order's new trigger price")
+    cmds.add_parser("quote", help="prices now: of these symbols (an index's name in one argument: \"Nifty 50\"), "
+                    "else of every instrument, the indices first").add_argument("symbols", nargs="*")
     q = cmds.add_parser("pause", help="pause a strategy")
     q.add_argument("name")
     q.add_argument("reason", nargs="*", help="why (shown by strategies)")
@@ -307,6 +310,8 @@ async def _command(args: argparse.Namespace, control: Any, bus: Any) -> str:
         return f"{replies.modified_html(order)} · {order.client_order_id}"
     if command == "strategies":
         return replies.strategies_html(await control.strategies())
+    if command == "quote":
+        return replies.quotes_html(await control.quotes(args.symbols), asked=True, most=None)
     if command == "pause":
         reason = " ".join(args.reason) or "neopulse ctl pause"
         return replies.strategy_changed_html(await control.pause(args.name, reason=reason))

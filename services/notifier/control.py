@@ -149,6 +149,12 @@ class Control:
         resp = await self._call(rpc.RESUME_STRATEGY, strategy_pb2.ResumeStrategyRequest(name=_named(name)))
         return resp.strategy
 
+    async def quotes(self, symbols: list[str]) -> list[strategy_pb2.Quote]:
+        """The latest tick of each symbol (every instrument, the indices first, for none); NotFound names one
+        unknown."""
+        resp = await self._call(rpc.GET_QUOTES, strategy_pb2.GetQuotesRequest(symbols=symbols))
+        return list(resp.quotes)
+
     async def strategy(self, name: str) -> strategy_pb2.StrategyInfo:
         """One strategy by name (NotFound lists the configured ones)."""
         strategies = await self.strategies()

@@ -23,6 +23,7 @@ HELP = """<b>NeoPulse bot</b>
 /pnl – realised, unrealised, charges
 /strategies – strategies and their state
 /pause NAME, /resume NAME – a strategy
+/quote [SYMBOL, ...] – prices now (the indices followed, when none is named)
 /limits [NAME=VALUE ...] – risk state and limits; changes ask to confirm
 /params NAME [NAME=VALUE ...] – a strategy's parameters; changes ask to confirm
 /kill [reason] – halt trading (asks to confirm)
@@ -38,7 +39,7 @@ MENU = (
     ("orders", "[open|today] Orders"), ("history", "ORDER: an order's transitions"),
     ("pnl", "Realised, unrealised, charges"),
     ("strategies", "Strategies and their state"), ("pause", "NAME: pause a strategy"),
-    ("resume", "NAME: resume a strategy"),
+    ("resume", "NAME: resume a strategy"), ("quote", "[SYMBOL ...] Prices now"),
     ("limits", "[NAME=VALUE ...] Risk state and limits; changes ask to confirm"),
     ("params", "NAME [NAME=VALUE ...] A strategy's parameters; changes ask to confirm"),
     ("kill", "[reason] Halt trading (asks to confirm)"),
@@ -189,6 +190,38 @@ def modified_html(o: trading_pb2.OrderUpdate) -> str:
     """The answer to a change: the order with its terms as the OMS has them after the broker's answer."""
     sent = o.status == trading_pb2.ORDER_STATUS_MODIFY_PENDING  # the broker has not said yet which terms hold
     return f"{'Change sent' if sent else 'Modified'}: {order_line(o)}"
+
+
+QUOTE_LINES = 25  # a /quote reply's lines at most (one message)
+
+
+def quotes_html(quotes: list[strategy_pb2.Quote], asked: bool, most: int | None = QUOTE_LINES) -> str:
+    """One line per quote: price (an index's without ₹), change from the previous close, and the tick's IST time;
+    at most `most` lines. Not `asked` for symbols: the indices, or (none followed) every instrument."""
+    if not asked:
+        quotes = [q for q in quotes if q.instrument.is_index] or quotes
+    shown = quotes if most is None else quotes[:most]
+    lines = [quote_line(q) for q in shown] or ["No instruments."]
+    if len(quotes) > len(shown):
+        lines.append(f"… and {len(quotes) - len(shown)} more: name one to see it")
+    return "\n".join(lines)
+
+
+def quote_line(q: strategy_pb2.Quote) -> str:
+    name = f"<b>{esc(q.instrument.symbol)}</b>"
+    if not q.HasField("tick") or not q.tick.ltp_paise:
+        return f"{name} no tick yet"
+    t = q.tick
+
+    def money(paise: int) -> str:
+        return fmt_inr(paise).replace("₹", "") if q.instrument.is_index else fmt_inr(paise)
+
+    line = f"{name} {money(t.ltp_paise)}"
+    if t.close_paise:
+        change = t.ltp_paise - t.close_paise
+        arrow = "▲" if change > 0 else "▼" if change < 0 else "="
+        line += f" {arrow} {money(abs(change))} ({change * 100 / t.close_paise:+.2f}%)"
+    return f"{line} · {ist_datetime(t.ts_ns):%H:%M:%S}"
 
 
 def params_html(info: strategy_pb2.StrategyInfo) -> str:

@@ -40,7 +40,7 @@ from services.notifier.control import TERMINAL, Control
 from services.notifier.messages import esc, split_lines, terms_change
 from services.notifier.order_args import MAX_SYMBOL_CHARS
 from shared.contracts import trading_pb2
-from shared.errors import NeoPulseError
+from shared.errors import NeoPulseError, NotFound
 from shared.ids import MAX_TEXT_CHARS
 from shared.money import fmt_inr
 from shared.order_terms import changed_terms, terms_of
@@ -124,7 +124,7 @@ class TelegramBot:
             "orders": self._orders, "pnl": self._pnl, "strategies": self._strategies, "pause": self._pause,
             "resume": self._resume, "limits": self._limits, "kill": self._kill, "unkill": self._unkill,
             "squareoff": self._square_off, "cancel": self._cancel, "buy": self._buy, "sell": self._sell,
-            "modify": self._modify, "params": self._params, "history": self._history}
+            "modify": self._modify, "params": self._params, "history": self._history, "quote": self._quote}
         self.commands = tuple(actions)
         for name, action in actions.items():
             # New messages only: editing an old /unkill must not release the kill switch again.
@@ -253,6 +253,21 @@ class TelegramBot:
         was = {name: getattr(state.limits, name) for name in changes}
         lines = "\n".join(f"{name}: {esc(str(was[name]))} → {esc(str(value))}" for name, value in changes.items())
         return f"Change these risk limits?\n{lines}", keyboard
+
+    async def _quote(self, chat_id: int, args: list[str]) -> Reply:
+        """Prices now: of the symbols named, else the indices. An index's name holds spaces: the words are one name
+        when they name one (/quote Nifty 50), else one symbol each; commas separate names (/quote Nifty 50, SBIN-EQ)."""
+        text = " ".join(args)
+        if "," in text:
+            symbols = [s.strip() for s in text.split(",") if s.strip()]
+        elif len(args) > 1:
+            try:
+                return replies.quotes_html(await self.control.quotes([text]), asked=True), None
+            except NotFound:
+                symbols = args
+        else:
+            symbols = args
+        return replies.quotes_html(await self.control.quotes(symbols), asked=bool(symbols)), None
 
     async def _params(self, chat_id: int, args: list[str]) -> Reply:
         """A strategy's parameters; given NAME=VALUE pairs after its name, the changes shown and asked to confirm

@@ -46,9 +46,9 @@ MINUTE_NS = 60 * 1_000_000_000
 # Slots of the per-token open-candle list (a list, mutated in place: no allocation per tick). _FIRST_TS and
 # _LAST_TS are the times of the ticks that set the open and the close; _DAY_VOLUME is the cumulative day volume
 # the token's candles count from this IST day (0: none yet), kept across its candles, and _DAY_VOLUME_TS the time
-# of the newest tick that carried it.
+# of the newest tick that carried it. _TICK is the latest tick taken (by arrival, a late one not), for quotes.
 (_START, _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME, _COUNT, _CLOSED, _SEGMENT, _FIRST_TS, _LAST_TS, _DAY_VOLUME,
- _DAY_VOLUME_TS) = range(13)
+ _DAY_VOLUME_TS, _TICK) = range(14)
 
 Closed = tuple[market_pb2.Candle, int]  # the candle, and recv_ns of the tick that closed it (0 = timer)
 
@@ -80,7 +80,7 @@ class CandleBuilder:
             ts = t.ts_ns
             start = ts - ts % MINUTE_NS
             bar = get(t.token)
-            # Literal indexes below are the _START.._DAY_VOLUME_TS slots: globals cost a lookup per tick.
+            # Literal indexes below are the _START.._TICK slots: globals cost a lookup per tick.
             if bar is not None and start == bar[0] and not bar[7]:
                 price = t.ltp_paise
                 if price > bar[2]:
@@ -94,7 +94,8 @@ class CandleBuilder:
                 bar[6] += 1
             elif bar is None:
                 price = t.ltp_paise
-                bar = bars[t.token] = [start, price, price, price, price, 0, 1, False, t.exchange_segment, ts, ts, 0, 0]
+                bar = bars[t.token] = [start, price, price, price, price, 0, 1, False, t.exchange_segment, ts, ts, 0, 0,
+                                       None]
                 if self._held:
                     held = self._held.pop(t.token, None)
                     if held is not None and ist_day_number(held[1]) == ist_day_number(ts):
@@ -114,6 +115,7 @@ class CandleBuilder:
             else:
                 late += 1
                 continue
+            bar[13] = t
             day_volume = t.volume
             if day_volume:
                 seen = bar[11]
@@ -148,7 +150,7 @@ class CandleBuilder:
         if bar is not None and bar[_START] >= start_ns:
             return
         # A closed bar of the minute before: the next tick opens its own minute and closes nothing.
-        self._bars[token] = [start_ns - MINUTE_NS, 0, 0, 0, 0, 0, 0, True, segment, 0, 0, 0, 0]
+        self._bars[token] = [start_ns - MINUTE_NS, 0, 0, 0, 0, 0, 0, True, segment, 0, 0, 0, 0, None]
 
     def resume(self, candle: market_pb2.Candle) -> None:
         """The candle of the minute in progress as far as the stored ticks have it (a warm start): the live ticks
@@ -160,7 +162,7 @@ class CandleBuilder:
             return
         start, c = candle.start_ns, candle
         self._bars[c.token] = [start, c.open_paise, c.high_paise, c.low_paise, c.close_paise, c.volume, c.tick_count,
-                               False, c.exchange_segment, start, start, 0, 0]
+                               False, c.exchange_segment, start, start, 0, 0, None]
 
     def hold_day_volume(self, token: int, day_volume: int, ts_ns: int) -> None:
         """A warm start: the cumulative day volume the stored ticks reached (carried by the newest, at `ts_ns`), so
@@ -173,6 +175,11 @@ class CandleBuilder:
             self._held[token] = (day_volume, ts_ns)
         elif not bar[_DAY_VOLUME]:
             bar[_DAY_VOLUME], bar[_DAY_VOLUME_TS] = day_volume, ts_ns
+
+    def last_tick(self, token: int) -> market_pb2.Tick | None:
+        """The latest tick of the token taken (a quote), or None before its first."""
+        bar = self._bars.get(token)
+        return bar[_TICK] if bar is not None else None
 
     def open_candle(self, token: int) -> market_pb2.Candle | None:
         """The token's candle in progress, or None (for inspection and tests)."""

@@ -31,6 +31,7 @@ CANDLES = Counter("neopulse_strategy_candles", "Candles closed")
 SIGNALS = Counter("neopulse_strategy_signals", "Signals published", ["strategy"])
 STALE_CANCELS = Counter("neopulse_strategy_stale_order_cancels", "Working orders cancelled for age (stale signals)")
 CANCEL_RETRY_NS = 10 * 1_000_000_000  # a stale order whose cancel was refused is offered again after this (clock)
+MAX_QUOTES = 200  # GetQuotesRequest.symbols
 MAX_REASON_CHARS = 500  # PauseStrategyRequest.reason: kept, and shown in every ListStrategies and /strategies
 ORDER_CHANGES = Counter("neopulse_strategy_order_changes", "Strategies' changes of their working orders sent to the "
                         "OMS, by its answer (made, or refused)", ["strategy", "outcome"])
@@ -72,6 +73,7 @@ class StrategyModule(Component):
         self.bus.handle(rpc.PAUSE_STRATEGY, self._pause)
         self.bus.handle(rpc.RESUME_STRATEGY, self._resume)
         self.bus.handle(rpc.SET_STRATEGY_PARAMS, self._set_params)
+        self.bus.handle(rpc.GET_QUOTES, self._quotes)
         exits = self.engine.exits_due()  # a restored position whose exit is due goes out now, through risk
         if exits:
             log.info("exits due at start", extra={"signals": len(exits)})
@@ -277,6 +279,29 @@ class StrategyModule(Component):
     async def _list(self, request: strategy_pb2.ListStrategiesRequest) -> strategy_pb2.ListStrategiesResponse:
         engine = self._engine()
         return strategy_pb2.ListStrategiesResponse(strategies=[engine.info(s) for s in engine.strategies.values()])
+
+    async def _quotes(self, request: strategy_pb2.GetQuotesRequest) -> strategy_pb2.GetQuotesResponse:
+        """The latest tick of each instrument asked for (every one, the indices first, when none is named)."""
+        engine = self._engine()
+        if len(request.symbols) > MAX_QUOTES:
+            raise InvalidInput("symbols", f"{len(request.symbols)} of them; ask for at most {MAX_QUOTES} at a time")
+        if request.symbols:
+            chosen = []
+            for symbol in request.symbols:
+                inst = self.instruments.by_symbol(symbol)
+                if inst is None:
+                    raise NotFound(f"no instrument {symbol!r}; ListInstruments shows the symbols NeoPulse follows")
+                chosen.append(inst)
+        else:
+            chosen = sorted(self.instruments, key=lambda i: (not i.is_index, i.exchange_segment, i.symbol))
+        out = strategy_pb2.GetQuotesResponse()
+        for inst in chosen:
+            quote = out.quotes.add()
+            quote.instrument.CopyFrom(inst)
+            tick = engine.candles.last_tick(inst.token)
+            if tick is not None:
+                quote.tick.CopyFrom(tick)
+        return out
 
     async def _pause(self, request: strategy_pb2.PauseStrategyRequest) -> strategy_pb2.PauseStrategyResponse:
         engine = self._engine()

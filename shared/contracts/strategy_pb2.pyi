@@ -117,3 +117,23 @@ class SetStrategyParamsResponse(_message.Message):
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     strategy: StrategyInfo
     def __init__(self, strategy: _Optional[_Union[StrategyInfo, _Mapping]] = ...) -> None: ...
+
+class GetQuotesRequest(_message.Message):
+    __slots__ = ("symbols",)
+    SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    symbols: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, symbols: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetQuotesResponse(_message.Message):
+    __slots__ = ("quotes",)
+    QUOTES_FIELD_NUMBER: _ClassVar[int]
+    quotes: _containers.RepeatedCompositeFieldContainer[Quote]
+    def __init__(self, quotes: _Optional[_Iterable[_Union[Quote, _Mapping]]] = ...) -> None: ...
+
+class Quote(_message.Message):
+    __slots__ = ("instrument", "tick")
+    INSTRUMENT_FIELD_NUMBER: _ClassVar[int]
+    TICK_FIELD_NUMBER: _ClassVar[int]
+    instrument: _market_pb2.Instrument
+    tick: _market_pb2.Tick
+    def __init__(self, instrument: _Optional[_Union[_market_pb2.Instrument, _Mapping]] = ..., tick: _Optional[_Union[_market_pb2.Tick, _Mapping]] = ...) -> None: ...

@@ -67,6 +67,11 @@ class StrategyServiceStub:
                 request_serializer=neopulse_dot_v1_dot_strategy__pb2.SetStrategyParamsRequest.SerializeToString,
                 response_deserializer=neopulse_dot_v1_dot_strategy__pb2.SetStrategyParamsResponse.FromString,
                 _registered_method=True)
+        self.GetQuotes = channel.unary_unary(
+                '/neopulse.v1.StrategyService/GetQuotes',
+                request_serializer=neopulse_dot_v1_dot_strategy__pb2.GetQuotesRequest.SerializeToString,
+                response_deserializer=neopulse_dot_v1_dot_strategy__pb2.GetQuotesResponse.FromString,
+                _registered_method=True)
 
 
 class StrategyServiceServicer:
@@ -117,6 +122,14 @@ class StrategyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetQuotes(self, request, context):
+        """GetQuotes gives the latest tick the strategy module took of each instrument asked for: its price now, the
+        day's open, high and low and the previous close as the feed reports them (an index's value too).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StrategyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +162,11 @@ def add_StrategyServiceServicer_to_server(servicer, server):
                     servicer.SetStrategyParams,
                     request_deserializer=neopulse_dot_v1_dot_strategy__pb2.SetStrategyParamsRequest.FromString,
                     response_serializer=neopulse_dot_v1_dot_strategy__pb2.SetStrategyParamsResponse.SerializeToString,
+            ),
+            'GetQuotes': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQuotes,
+                    request_deserializer=neopulse_dot_v1_dot_strategy__pb2.GetQuotesRequest.FromString,
+                    response_serializer=neopulse_dot_v1_dot_strategy__pb2.GetQuotesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -314,6 +332,33 @@ class StrategyService:
             '/neopulse.v1.StrategyService/SetStrategyParams',
             neopulse_dot_v1_dot_strategy__pb2.SetStrategyParamsRequest.SerializeToString,
             neopulse_dot_v1_dot_strategy__pb2.SetStrategyParamsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQuotes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neopulse.v1.StrategyService/GetQuotes',
+            neopulse_dot_v1_dot_strategy__pb2.GetQuotesRequest.SerializeToString,
+            neopulse_dot_v1_dot_strategy__pb2.GetQuotesResponse.FromString,
             options,
             channel_credentials,
             insecure,

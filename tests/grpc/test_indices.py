@@ -17,7 +17,7 @@ from shared.contracts import market_pb2
 from shared.db.embedded import EmbeddedPostgres
 from shared.marketdata import nse_instruments
 from shared.ports import free_loopback_port as free_port
-from tests.grpc.procs import CALM, grpcurl, grpcurl_json
+from tests.grpc.procs import CALM, ctl, grpcurl, grpcurl_json
 
 NIFTY_50, NIFTY_BANK = 26000, 26009
 
@@ -38,6 +38,9 @@ def test_a_run_with_indices_lists_streams_stores_and_refuses_to_trade_them(tmp_p
     order = {"token": NIFTY_50, "side": "SIDE_BUY", "quantity": 1, "order_type": "ORDER_TYPE_LIMIT",
              "price_paise": 2_400_000}
     refused = grpcurl("-d", json.dumps({"order": order}), addr, "neopulse.v1.OrderService/PlaceOrder")
+    quotes = grpcurl_json("-d", json.dumps({"symbols": ["nifty bank", "Nifty 50"]}), addr,
+                          "neopulse.v1.StrategyService/GetQuotes")["quotes"]
+    quoted = ctl("--target", addr, "quote", "Nifty 50")
     run.stop()
 
     indices = [(int(i["token"]), i["symbol"]) for i in listed if i.get("is_index")]
@@ -46,6 +49,10 @@ def test_a_run_with_indices_lists_streams_stores_and_refuses_to_trade_them(tmp_p
     first = json.loads(ticks.stdout.split("\n}\n")[0] + "\n}")["ticks"][0]
     assert (int(first["token"]), int(first["ltp_paise"]) > 0, "volume" in first) == (NIFTY_50, True, False)
     assert "Code: InvalidArgument" in refused.stderr and "is an index" in refused.stderr, refused.stderr
+    assert [(q["instrument"]["symbol"], int(q["tick"]["token"])) for q in quotes] == [("Nifty Bank", NIFTY_BANK),
+                                                                                    ("Nifty 50", NIFTY_50)]
+    assert all(int(q["tick"]["ltp_paise"]) > 0 and int(q["tick"]["close_paise"]) > 0 for q in quotes)
+    assert quoted.returncode == 0 and quoted.stdout.startswith("Nifty 50 ") and "%)" in quoted.stdout, quoted
     stored, index_ticks = asyncio.run(_stored(embedded_home))
     assert stored == {NIFTY_50: True, NIFTY_BANK: True} and index_ticks > 0
 
