@@ -123,12 +123,14 @@ def test_ctl_reads_each_module_at_its_split_address(cluster, tmp_path):
 
     status = ctl("--split", "--config", str(config), "status")
     orders = ctl("--split", "--config", str(config), "orders", "today")
+    quoted = ctl("--split", "--config", str(config), "quote", "RELIANCE-EQ")
 
     assert status.returncode == 0, status.stderr
     assert status.stdout.startswith("NeoPulse paper · up ")
     assert "Feed: synthetic connected" in status.stdout and "Trading: ACTIVE" in status.stdout
     assert "Strategies: momentum_rsi" in status.stdout and "unavailable" not in status.stdout
     assert orders.returncode == 0, orders.stderr
+    assert quoted.returncode == 0 and quoted.stdout.startswith("RELIANCE-EQ ₹"), quoted.stdout + quoted.stderr
 
 
 def test_a_manual_order_is_changed_at_the_oms_after_risk_across_processes_checked_it(cluster, ledger_dsn):
