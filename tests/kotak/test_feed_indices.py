@@ -10,6 +10,7 @@ import pytest
 from services.ingestion.kotak_source import KotakFeedSource
 from shared.contracts import market_pb2
 from shared.errors import ConfigError
+from tests.helpers import eventually
 from tests.kotak.conftest import NOW_NS, RELIANCE, TCS, settings_for, tick
 
 NIFTY_50 = 26000
@@ -77,3 +78,23 @@ async def test_the_feed_s_subscription_cap_counts_the_indices_too(sim, settings,
             await source.instruments()
     finally:
         await source.close()
+
+
+async def test_a_reconnected_feed_subscribes_its_indices_again(sim, settings):
+    source = KotakFeedSource(settings, ["RELIANCE-EQ"], indices=["Nifty 50"])
+    batches = source.batches()
+    try:
+        await next_ticks(batches, NIFTY_50)  # the subscribe's answer
+        await sim.drop_feeds()
+        pending = asyncio.ensure_future(next_ticks(batches, NIFTY_50))
+        await eventually(lambda: source.stats.reconnects == 1
+                         and any(c.index_subs == {NIFTY_50} for c in sim.feed_sockets))
+        await sim.push_ticks([tick(RELIANCE, 141_350, ts_ns=NOW_NS + 120 * 10**9)])
+        ticks = await pending
+    finally:
+        await source.close()
+
+    # The new subscribe's answer (the reading as it was) is old news already delivered: the first new one is the
+    # reading RELIANCE moved: 24,000 x (1.1 + 345,000 / 128,500 + 48) / 50 = 24,856.72 (the fixture's TCS at
+    # Rs 3,450 over a close of Rs 1,285).
+    assert [(t.ts_ns, t.ltp_paise) for t in ticks] == [(NOW_NS + 120 * 10**9, 2_485_672)]
