@@ -5,7 +5,8 @@ Read by shared/kotak/session.py; secrets are SecretStr and never leave this obje
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -84,8 +85,8 @@ class KotakSettings(ModuleSettings):
         values = (self.consumer_key, self.mobile, self.mpin, self.totp_secret, self.totp)
         return [v.get_secret_value() for v in values if len(v.get_secret_value()) >= 4]
 
-    def transport(self) -> httpx.BaseTransport | None:
-        return RewriteTransport(self.base_url) if self.base_url else None
+    def transport(self) -> httpx.BaseTransport:
+        return RewriteTransport(self.base_url) if self.base_url else KotakTransport()
 
     def resolved_feed_url(self) -> str | None:
         return self.feed_url or (_ws_url(self.base_url, "/feed") if self.base_url else None)
@@ -100,10 +101,37 @@ def _ws_url(base_url: str, path: str) -> str:
     return f"{scheme}://{parts.netloc}{path}"
 
 
-class RewriteTransport(httpx.HTTPTransport):
+class KotakTransport(httpx.HTTPTransport):
+    """The SDK's transport. An HTTP 429 whose body is not JSON (a gateway's HTML page) is given Kotak's own 429 body,
+    {"code": 429, "error": "Rate limit exceeded", ...}: the SDK then hands it over as a reply (mapping.throttled, a
+    request that took nothing and may go again) instead of failing to decode it, which read as an unknown outcome.
+    HTTP/2 and the pool's limits are the SDK's own (it leaves them to a transport it is given)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("http2", True)
+        kwargs.setdefault("limits", httpx.Limits(max_connections=20, max_keepalive_connections=10))
+        super().__init__(**kwargs)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if response.status_code != 429:
+            return response
+        response.read()
+        try:
+            json.loads(response.content)
+            return response
+        except ValueError:
+            pass
+        text = response.text[:200]
+        response.close()
+        return httpx.Response(429, json={"code": 429, "error": "Rate limit exceeded", "message": text},
+                              request=request)
+
+
+class RewriteTransport(KotakTransport):
     """Sends every request to one base URL, keeping path and query (login, config service, REST, scrip files)."""
 
-    def __init__(self, base_url: str, **kwargs) -> None:
+    def __init__(self, base_url: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         parts = urlsplit(base_url)
         self._scheme = parts.scheme or "http"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from shared import config as cfg
-from shared.kotak.config import KotakSettings
+from shared.kotak.config import KotakSettings, KotakTransport, RewriteTransport
 
 
 def test_env_overrides_the_toml_and_secrets_stay_hidden(monkeypatch):
@@ -24,5 +24,8 @@ def test_base_url_gives_the_feed_urls_and_a_rewriting_transport():
     settings = cfg.load(KotakSettings, {}, base_url="http://127.0.0.1:8765")
     assert (settings.resolved_feed_url(), settings.resolved_order_feed_url()) == (
         "ws://127.0.0.1:8765/feed", "ws://127.0.0.1:8765/orders")
-    assert settings.transport() is not None
-    assert cfg.load(KotakSettings, {}).transport() is None
+    assert isinstance(settings.transport(), RewriteTransport)
+    # Kotak's own host: the transport that reads a 429 page as Kotak's 429, with the SDK's HTTP/2 and pool limits
+    # (which the SDK leaves to a transport it is given).
+    kotak = cfg.load(KotakSettings, {}).transport()
+    assert type(kotak) is KotakTransport and kotak._pool._http2 and kotak._pool._max_connections == 20

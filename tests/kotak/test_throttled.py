@@ -51,6 +51,22 @@ async def test_a_placement_kotak_throttled_goes_again_and_is_placed_once(sim):
                                                    T.ORDER_STATUS_OPEN]
 
 
+async def test_a_429_that_is_an_html_page_is_kotaks_throttle_too_and_the_placement_goes_again(sim, caplog):
+    """A gateway in front of Kotak can answer 429 with a page, not Kotak's JSON: the SDK could not decode it, and the
+    placement read as an unknown outcome (looked up, given up) though nothing was placed."""
+    before = throttled("place_order")
+    async with RunningOms(sim, kotak=FAST) as running:
+        sim.fail_next("place_order", status=429, text="<html><body><h1>429 Too Many Requests</h1></body></html>")
+
+        await place(running, limit_buy("coid-429-html", 120_000))
+        await eventually(lambda: (u := running.latest("coid-429-html")) is not None
+                         and u.status == T.ORDER_STATUS_OPEN)
+
+    assert (sim.calls["place_order"], tags(sim)) == (2, ["coid-429-html"])
+    assert throttled("place_order") == before + 1
+    assert not [r.getMessage() for r in caplog.records if "outcome unknown" in r.getMessage()]
+
+
 async def test_a_placement_kotak_keeps_throttling_ends_not_sent_and_is_not_looked_up(sim, caplog):
     async with RunningOms(sim, kotak={**FAST, "throttle_retries": 2}) as running:
         sim.throttle_next("place_order", 3)
