@@ -4,10 +4,12 @@ an index under a number of its own), streamed as ticks of their value, a misspel
 from __future__ import annotations
 
 import asyncio
+import struct
 
 import pytest
 
 from services.ingestion.kotak_source import KotakFeedSource
+from services.simulator import sfeed_codec as codec
 from shared.contracts import market_pb2
 from shared.errors import ConfigError
 from tests.helpers import eventually
@@ -98,3 +100,30 @@ async def test_a_reconnected_feed_subscribes_its_indices_again(sim, settings):
     # reading RELIANCE moved: 24,000 x (1.1 + 345,000 / 128,500 + 48) / 50 = 24,856.72 (the fixture's TCS at
     # Rs 3,450 over a close of Rs 1,285).
     assert [(t.ts_ns, t.ltp_paise) for t in ticks] == [(NOW_NS + 120 * 10**9, 2_485_672)]
+
+
+async def test_a_corrupt_or_unasked_index_packet_is_counted_and_skipped_keeping_its_frame_mates(sim, settings):
+    source = KotakFeedSource(settings, ["RELIANCE-EQ"], indices=["Nifty 50"])
+    batches = source.batches()
+    try:
+        await next_ticks(batches, NIFTY_50)
+        reading = market_pb2.Tick(token=NIFTY_50, exchange_segment="nse_cm", ts_ns=NOW_NS + 60 * 10**9,
+                                  ltp_paise=2_410_000, open_paise=2_400_000, high_paise=2_410_000,
+                                  low_paise=2_400_000, close_paise=2_400_000)
+        corrupt = bytearray(codec.encode_index(reading, "Nifty 50"))
+        struct.pack_into("<Q", corrupt, codec.HEADER_SIZE + 24, 1_764_049_560_000)  # ms where SFeed sends seconds
+        unasked = market_pb2.Tick()
+        unasked.CopyFrom(reading)
+        unasked.token = 26009  # Nifty Bank: not subscribed
+        good = market_pb2.Tick()
+        good.CopyFrom(reading)
+        good.ltp_paise = 2_411_000
+        await sim.send_raw_feed_frame(bytes(corrupt) + codec.encode_index(unasked, "Nifty Bank")
+                                      + codec.encode_index(good, "Nifty 50"))
+        [got] = await next_ticks(batches, NIFTY_50)
+        stats = source.stats
+    finally:
+        await source.close()
+
+    assert got.ltp_paise == 2_411_000
+    assert (stats.malformed_packets, stats.reconnects) == (2, 0)
