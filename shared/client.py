@@ -168,6 +168,11 @@ class NeoPulseClient:
         request = strategy_pb2.ResumeStrategyRequest(name=name)
         return (await self._unary("ResumeStrategy", self.strategy.ResumeStrategy, request)).strategy
 
+    async def quotes(self, symbols: list[str] | None = None) -> list[strategy_pb2.Quote]:
+        """The latest tick of each symbol (an index's name too: "Nifty 50"); none: every instrument, indices first."""
+        request = strategy_pb2.GetQuotesRequest(symbols=symbols or [])
+        return list((await self._unary("GetQuotes", self.strategy.GetQuotes, request)).quotes)
+
     async def system_status(self) -> notifier_pb2.GetSystemStatusResponse:
         return await self._unary("GetSystemStatus", self.notifier.GetSystemStatus,
                                  notifier_pb2.GetSystemStatusRequest())

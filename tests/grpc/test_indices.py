@@ -12,8 +12,9 @@ import pytest
 
 from services.ingestion.instrument_store import load_instruments, upsert_instruments
 from services.ingestion.replay import ReplaySource
+from shared.client import NeoPulseClient
 from shared.clock import NS, ManualClock
-from shared.contracts import market_pb2
+from shared.contracts import market_pb2, strategy_pb2
 from shared.db.embedded import EmbeddedPostgres
 from shared.marketdata import nse_instruments
 from shared.ports import free_loopback_port as free_port
@@ -41,6 +42,7 @@ def test_a_run_with_indices_lists_streams_stores_and_refuses_to_trade_them(tmp_p
     quotes = grpcurl_json("-d", json.dumps({"symbols": ["nifty bank", "Nifty 50"]}), addr,
                           "neopulse.v1.StrategyService/GetQuotes")["quotes"]
     quoted = ctl("--target", addr, "quote", "Nifty 50")
+    typed = asyncio.run(_quotes(addr))
     run.stop()
 
     indices = [(int(i["token"]), i["symbol"]) for i in listed if i.get("is_index")]
@@ -53,8 +55,17 @@ def test_a_run_with_indices_lists_streams_stores_and_refuses_to_trade_them(tmp_p
                                                                                     ("Nifty 50", NIFTY_50)]
     assert all(int(q["tick"]["ltp_paise"]) > 0 and int(q["tick"]["close_paise"]) > 0 for q in quotes)
     assert quoted.returncode == 0 and quoted.stdout.startswith("Nifty 50 ") and "%)" in quoted.stdout, quoted
+    assert [(q.instrument.symbol, q.instrument.is_index) for q in typed[:2]] == [("Nifty 50", True),
+                                                                                ("Nifty Bank", True)]
+    assert all(q.instrument.is_index is False for q in typed[2:]) and typed[0].tick.ltp_paise > 0
     stored, index_ticks = asyncio.run(_stored(embedded_home))
     assert stored == {NIFTY_50: True, NIFTY_BANK: True} and index_ticks > 0
+
+
+async def _quotes(addr: str) -> list[strategy_pb2.Quote]:
+    """Every instrument's quote through the typed client (shared/client.py)."""
+    async with NeoPulseClient(addr) as client:
+        return await client.quotes()
 
 
 async def _stored(data_dir: Path) -> tuple[dict[int, bool], int]:
