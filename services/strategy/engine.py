@@ -136,18 +136,17 @@ class StrategyEngine:
         return candles, signals
 
     def _index_candle(self, candle: market_pb2.Candle) -> None:
-        """An index's closed candle to the strategies that read it (Strategy.indices), never to on_candle."""
+        """An index's closed candle to every strategy's on_index_candle (never to on_candle): those it reads now
+        (Strategy.indices), and others it may keep, so that params naming another one later start warm."""
         ctx = self._ctx
         ctx.now_ns = candle.start_ns + MINUTE_NS
-        name = candle.symbol.upper()
         for strategy in self.strategies.values():
-            if any(name == s.upper() for s in strategy.indices()):
-                try:
-                    strategy.on_index_candle(candle, ctx)
-                except Exception:
-                    PLUGIN_ERRORS.labels(strategy.name).inc()
-                    log.exception("strategy failed on an index candle", extra={"strategy": strategy.name,
-                                                                              "token": candle.token})
+            try:
+                strategy.on_index_candle(candle, ctx)
+            except Exception:
+                PLUGIN_ERRORS.labels(strategy.name).inc()
+                log.exception("strategy failed on an index candle", extra={"strategy": strategy.name,
+                                                                          "token": candle.token})
 
     def closes_needed(self) -> dict[int, int]:
         """Every traded token (a strategy's symbols; every instrument for one without) and every index a strategy

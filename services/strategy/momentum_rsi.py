@@ -124,7 +124,7 @@ class MomentumRsi(Strategy):
 
     def on_index_candle(self, candle: market_pb2.Candle, ctx: StrategyContext) -> None:
         name = candle.symbol.upper()
-        closes = self._index_closes.get(name)
+        closes = self._index_closes.get(name)  # every index's: a trend_index changed to another starts warm
         if closes is None:
             closes = self._index_closes[name] = deque(maxlen=MAX_EMA_PERIOD)
         closes.append(candle.close_paise)

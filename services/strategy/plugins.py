@@ -209,8 +209,9 @@ class Strategy:
         return self.indices_of(self.params)
 
     def on_index_candle(self, candle: market_pb2.Candle, ctx: StrategyContext) -> None:
-        """A closed candle of an index (candle.symbol, one of indices()): context only, an index is never traded.
-        Called live and at the warm-up, in time order with the other candles of its minute."""
+        """A closed candle of an index followed (candle.symbol: one of indices(), or another a later change of params
+        may name): context only, an index is never traded. Called live and at the warm-up (for the indices read),
+        in time order with the other candles of its minute."""
 
     # Plugins that need every tick define `on_tick(self, tick, ctx) -> list[Decision]`; the
     # module calls it only for plugins that define it, so candle-only strategies cost nothing per tick.

@@ -164,3 +164,14 @@ def test_a_trend_index_not_followed_is_refused_at_start_and_at_run_time(index, w
 
     assert str(at_start.value) == f"[strategy] strategy 'mom': {why}"
     assert why in str(at_run_time.value) and engine.get("mom").params.trend_index == ""
+
+
+def test_a_trend_index_named_at_run_time_is_warm_from_the_closes_kept_before():
+    strategy = momentum(trend_index="")
+    engine = StrategyEngine([strategy], book(), ManualClock(T0915))
+    for minute in range(3):
+        engine.on_closed([(candle(NIFTY, minute, 24_000_00 + minute * 100, "Nifty 50"), 0)])
+
+    engine.set_params("mom", {"trend_index": "Nifty 50"})
+
+    assert strategy._trend.value is not None and strategy._trend_close == 24_002_00
