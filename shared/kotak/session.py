@@ -189,8 +189,8 @@ class KotakSession:
     # calls -------------------------------------------------------------------------
     async def call(self, method: str, *args: Any, is_order: bool = False,
                    before_retry: Callable[[str], None] | None = None, **kwargs: Any) -> Any:
-        """NeoAPI.<method>(...) off the loop; on a session-expired reply, re-login once and retry once; an order
-        call Kotak throttled (429) is sent again after a wait (_through_throttling). `before_retry(why)` runs before
+        """NeoAPI.<method>(...) off the loop; on a session-expired reply, re-login once and retry once; a call Kotak
+        throttled (429) is made again after a wait (_through_throttling). `before_retry(why)` runs before
         the call is made again and may raise to not make it (a re-login can take a TOTP step, 30 s: an order may
         have gone stale meanwhile). An order call whose re-login fails raises NotSent: Kotak refused it, so it is
         certainly not placed (nothing to look up)."""
@@ -211,28 +211,34 @@ class KotakSession:
             reply = await self._invoke(method, is_order, *args, **kwargs)
             if mapping.is_session_expired(reply):
                 raise SessionExpired(f"Kotak {method}: session still invalid after logging in again")
-        if is_order and mapping.throttled(reply):
-            reply = await self._through_throttling(method, reply, before_retry, *args, **kwargs)
+        if mapping.throttled(reply):
+            reply = await self._through_throttling(method, is_order, reply, before_retry, *args, **kwargs)
         return reply
 
-    async def _through_throttling(self, method: str, reply: Any, before_retry: Callable[[str], None] | None,
-                                  *args: Any, **kwargs: Any) -> Any:
-        """An order call Kotak throttled took nothing there: sent again after throttle_backoff_s (doubling), at most
-        throttle_retries times, with every order call held back meanwhile. Raises NotSent when it stays throttled."""
+    async def _through_throttling(self, method: str, is_order: bool, reply: Any,
+                                  before_retry: Callable[[str], None] | None, *args: Any, **kwargs: Any) -> Any:
+        """A call Kotak throttled took nothing there: made again after throttle_backoff_s (doubling), at most
+        throttle_retries times, with every call of its kind (order requests, or reads) held back meanwhile. Raises
+        NotSent for an order request that stays throttled, RetryableError for a read (the book's lookups: an order's
+        outcome is not given up on a 429; a poll comes again anyway)."""
         s = self.settings
+        limiter, what = (self._orders, "an order request") if is_order else (self._requests, "a read")
         for attempt in range(s.throttle_retries):
             wait = s.throttle_backoff_s * 2 ** attempt
             THROTTLED.labels(method).inc()
-            log.warning("kotak throttled an order request (429); sending it again", extra={
+            log.warning(f"kotak throttled {what} (429); making it again", extra={
                 "method": method, "retry_in_s": wait, "attempt": attempt + 1})
-            self._orders.hold(wait)
+            limiter.hold(wait)
             await asyncio.sleep(wait)
             if before_retry is not None:
                 before_retry("Kotak throttled it (429: over its rate limit)")
-            reply = await self._invoke(method, True, *args, **kwargs)
+            reply = await self._invoke(method, is_order, *args, **kwargs)
             if not mapping.throttled(reply):
                 return reply
         THROTTLED.labels(method).inc()
+        if not is_order:
+            raise RetryableError(f"Kotak {method}: throttled (429: over its rate limit) {s.throttle_retries + 1} "
+                                 f"times; [kotak] requests_per_second is {s.requests_per_second:g}; retry later")
         raise NotSent(f"Kotak {method}: not sent: Kotak throttled it (429: over its rate limit) "
                       f"{s.throttle_retries + 1} times; [kotak] orders_per_second is {s.orders_per_second:g}, and "
                       "another app on the account counts too")

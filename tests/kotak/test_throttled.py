@@ -16,10 +16,11 @@ from prometheus_client import REGISTRY
 
 from shared.bus import Topic
 from shared.contracts import trading_pb2 as T
-from shared.errors import NotSent
+from shared.errors import NotSent, RetryableError
+from shared.kotak.broker import KotakBroker
 from shared.kotak.session import RateLimiter
 from tests.helpers import eventually
-from tests.kotak.conftest import RunningOms
+from tests.kotak.conftest import RunningOms, settings_for
 from tests.kotak.test_broker import limit_buy, market_buy
 
 FAST = {"throttle_backoff_s": 0.05}  # the tests' wait between tries (Kotak's: 1 s, its limit being per second)
@@ -185,3 +186,34 @@ async def test_a_change_kotak_throttled_goes_again_and_one_it_keeps_throttling_l
         now = running.latest("coid-429-mod")
     assert (now.status, now.request.price_paise, now.changes_sent) == (T.ORDER_STATUS_OPEN, 119_000, 2)
     assert [o.price for o in sim.exchange.orders.values()] == [119_000]  # paise
+
+
+async def test_a_read_kotak_throttled_is_made_again_after_the_wait(sim):
+    """The OMS looks an order up by its tag when a placement's answer was lost: a 429 there must not read as "not
+    at the broker" (nor fail the lookup while Kotak would answer a second later)."""
+    before = throttled("order_report")
+    broker = KotakBroker(settings_for(sim, **FAST))
+    await broker.start()
+    try:
+        await broker.place_order(limit_buy("coid-429-read", 120_000))
+        sim.throttle_next("order_book", 2)
+        calls = sim.calls["order_book"]
+
+        found = await broker.find_by_tag("coid-429-read")
+    finally:
+        await broker.stop()
+
+    assert found is not None and found.status == T.ORDER_STATUS_OPEN
+    assert (sim.calls["order_book"] - calls, throttled("order_report") - before) == (3, 2)
+
+
+async def test_a_read_kotak_keeps_throttling_is_a_retryable_error_not_an_answer(sim):
+    broker = KotakBroker(settings_for(sim, **FAST, throttle_retries=1))
+    await broker.start()
+    try:
+        sim.throttle_next("order_book", 2)
+
+        with pytest.raises(RetryableError, match=r"order_report: throttled \(429: over its rate limit\) 2 times"):
+            await broker.find_by_tag("coid-nothing")
+    finally:
+        await broker.stop()
