@@ -42,6 +42,7 @@ class SystemStatus:
     feed: ingestion_pb2.GetFeedStatusResponse | None = None
     risk: risk_pb2.GetRiskStateResponse | None = None
     strategies: list[strategy_pb2.StrategyInfo] = field(default_factory=list)
+    indices: list[strategy_pb2.Quote] = field(default_factory=list)  # the indices followed, as quoted now
     # part -> short reason, for the parts that did not answer (module down, not in this process)
     unavailable: dict[str, str] = field(default_factory=dict)
 
@@ -91,11 +92,18 @@ class Control:
                 status.unavailable[name] = str(exc)
                 return None
 
+        async def indices() -> list[strategy_pb2.Quote]:
+            try:
+                return [q for q in await self.quotes([]) if q.instrument.is_index]
+            except NeoPulseError:
+                return []  # the strategy module's: said once, as "strategies"
+
         answers: tuple[Any, ...] = await asyncio.gather(
             part("feed", self._call(rpc.GET_FEED_STATUS, ingestion_pb2.GetFeedStatusRequest())),
             part("risk", self._call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())),
-            part("strategies", self.strategies()))
-        status.feed, status.risk, status.strategies = answers[0], answers[1], answers[2] or []
+            part("strategies", self.strategies()), indices())
+        status.feed, status.risk, status.strategies, status.indices = (answers[0], answers[1], answers[2] or [],
+                                                                       answers[3])
         return status
 
     async def positions(self) -> oms_pb2.ListPositionsResponse:

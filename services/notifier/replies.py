@@ -16,7 +16,7 @@ from shared.money import fmt_inr
 
 # /unkill in <code>: Telegram makes a bare /command a link that sends it on one tap; safety is not released that way.
 HELP = """<b>NeoPulse bot</b>
-/status – mode, feed, uptime, strategies
+/status – mode, feed, indices, uptime, strategies
 /positions – open positions
 /orders [open|today] – orders
 /history ORDER – an order's transitions and who or what moved each
@@ -67,6 +67,7 @@ def status_html(s: SystemStatus) -> str:
         state = "connected" if s.feed.connected else "DISCONNECTED"
         lines.append(f"Feed: {esc(s.feed.source)} {state} · {s.feed.ticks_per_second:.1f} ticks/s · "
                      f"{s.feed.ticks_total} ticks")
+    lines += [quote_line(q) for q in s.indices]
     if s.risk is not None:
         lines.append(f"Trading: {state_label(s.risk.state)}{_reason(s.risk.state_reason)} · "
                      f"open orders {s.risk.open_orders}")

@@ -92,3 +92,12 @@ def test_the_candle_builder_keeps_the_latest_tick_it_took_and_not_a_late_one():
     builder.on_ticks([first, newer, late])
 
     assert builder.last_tick(SBIN) is newer and builder.last_tick(NIFTY_50) is None
+
+
+async def test_status_shows_the_indices_followed(bot, modules, fake_api):  # noqa: F811
+    _, strategy = modules
+    await published(strategy.bus, tick(NIFTY_50, 24_096_00, 24_000_00))
+
+    reply = await ask(fake_api, "/status")
+
+    assert "\n<b>Nifty 50</b> 24,096.00 ▲ 96.00 (+0.40%) · 10:31:05\n" in f"{reply}\n", reply
