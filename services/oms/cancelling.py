@@ -41,8 +41,21 @@ class Cancelling(Placement):
                 self.remember(cur)
             ack = await self.decided_again(lambda: self._send_cancel(iid, order_id))
             if ack is not None:
+                unrecorded = self._cancel_sent.get(iid)
                 await self._cancel_answered(iid, ack)
+                if unrecorded:
+                    await self._cancel_unrecorded(iid, unrecorded)
             return self.orders[iid]
+
+    async def _cancel_unrecorded(self, iid: str, why: str) -> None:
+        """The trader's own word of a cancel the broker took without its CANCEL_PENDING recorded: the order still
+        shows as it was recorded, so a /cancel (or the kill switch) would seem to have done nothing. Said once the
+        cancel is out, so the notification never holds it up."""
+        cur = self.orders[iid]
+        await self.notify(ops_pb2.SEVERITY_WARNING, "Cancel sent, not recorded", (
+            f"Order {cur.client_order_id} ({cur.request.symbol}): the cancel went to the broker, but the ledger did "
+            f"not record it ({why}). The order shows {name(cur.status)} until the ledger takes the broker's "
+            "answer; cancelling it again sends nothing more."), order_id=iid, client_order_id=cur.client_order_id)
 
     async def order_in_book(self, order_id: str) -> t.OrderUpdate:
         """The order by internal, client or exchange id, from the book or else the ledger (then taken into the book:
@@ -82,13 +95,6 @@ class Cancelling(Placement):
                 self._cancel_sent[iid] = unrecorded  # in the audit of the order's next transition recorded
                 log.critical("cancel sent to the broker without its CANCEL_PENDING recorded", extra={
                     "order_id": iid, "client_order_id": cur.client_order_id, "why": unrecorded})
-                # The trader's own word of it: the order still shows as it was recorded, so a /cancel (or the kill
-                # switch) seems to have done nothing until the ledger takes the broker's answer.
-                await self.notify(ops_pb2.SEVERITY_WARNING, "Cancel sent, not recorded", (
-                    f"Order {cur.client_order_id} ({cur.request.symbol}): the cancel went to the broker, but the "
-                    f"ledger did not record it ({unrecorded}). The order shows {name(cur.status)} until the ledger "
-                    "takes the broker's answer; cancelling it again sends nothing more."),
-                    order_id=iid, client_order_id=cur.client_order_id)
         self._cancel_working[iid] = time.monotonic() + CANCEL_SETTLE_S  # on its way, then under way at the broker
         try:
             return await self.broker.cancel_order(exchange_order_id)

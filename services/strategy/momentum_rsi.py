@@ -101,7 +101,7 @@ class MomentumRsi(Strategy):
         # Each token's latest closes, kept across resets: a period change warms the new indicators up from them at
         # once, instead of leaving the strategy blind, exits included, for a whole warm-up.
         self._closes: dict[int, deque[int]] = {}
-        self._index_closes: dict[str, deque[int]] = {}  # the same, for each index read (by upper-case symbol)
+        self._index_closes: dict[str, deque[int]] = {}  # the same, for each index followed (by upper-case symbol)
         super().__init__(name, params, tokens)
 
     @classmethod
@@ -141,6 +141,12 @@ class MomentumRsi(Strategy):
             return False
         return self._trend_close > ema if side == trading_pb2.SIDE_BUY else self._trend_close < ema
 
+    def _trend_said(self, where: str) -> str:
+        """An entry's reason names the trend it went with (its Telegram notification shows it)."""
+        if not self.params.trend_index:
+            return ""
+        return f", {self.params.trend_index} {where} its EMA {self._trend.value or 0:.0f}"
+
     def on_candle(self, candle: market_pb2.Candle, ctx: StrategyContext) -> list[Decision]:
         p = self.params
         token, close = candle.token, candle.close_paise
@@ -165,11 +171,13 @@ class MomentumRsi(Strategy):
             return []
         if prev < p.entry_long_rsi <= rsi and close > ema and self._with_the_market(trading_pb2.SIDE_BUY):
             return [self._intent(token, close, ctx, trading_pb2.SIDE_BUY, self._entry_quantity(token, ctx),
-                                 f"RSI crossed above {p.entry_long_rsi:g} ({rsi:.1f}), close above EMA {ema:.0f}")]
+                                 f"RSI crossed above {p.entry_long_rsi:g} ({rsi:.1f}), close above EMA {ema:.0f}"
+                                 + self._trend_said("above"))]
         if (p.allow_short and prev > p.entry_short_rsi >= rsi and close < ema
                 and self._with_the_market(trading_pb2.SIDE_SELL)):
             return [self._intent(token, close, ctx, trading_pb2.SIDE_SELL, self._entry_quantity(token, ctx),
-                                 f"RSI crossed below {p.entry_short_rsi:g} ({rsi:.1f}), close below EMA {ema:.0f}")]
+                                 f"RSI crossed below {p.entry_short_rsi:g} ({rsi:.1f}), close below EMA {ema:.0f}"
+                                 + self._trend_said("below"))]
         return []
 
     def closes_needed(self) -> int:

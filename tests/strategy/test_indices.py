@@ -125,6 +125,19 @@ def test_momentum_rsi_buys_while_its_trend_index_is_above_its_ema():
     assert buys_with_the_index_at([24_000_00, 24_010_00, 24_020_00, 24_030_00, 24_040_00, 24_050_00]) == [SBIN]
 
 
+def test_an_entry_with_a_trend_index_says_so_in_its_reason():
+    engine = StrategyEngine([momentum()], book(), ManualClock(T0915))
+    signals = []
+    for minute, close in enumerate(FALLING_THEN_JUMP):
+        index = candle(NIFTY, minute, 24_000_00 + minute * 10_00, "Nifty 50")
+        signals += engine.on_closed([(index, 0), (candle(SBIN, minute, close, "SBIN-EQ"), 0)])[1]
+
+    # The index's EMA(3) in paise: seeded at the mean of its first three closes (2,401,000), then half way to each
+    # next close: 2,402,000, 2,403,000, 2,404,000 at the sixth, under the close of 2,405,000.
+    [signal] = signals
+    assert signal.reason.endswith(", Nifty 50 above its EMA 2404000"), signal.reason
+
+
 def test_momentum_rsi_does_not_buy_against_its_trend_index():
     assert buys_with_the_index_at([24_050_00, 24_040_00, 24_030_00, 24_020_00, 24_010_00, 24_000_00]) == []
 
