@@ -18,6 +18,7 @@ from fractions import Fraction
 
 from shared.clock import ist_day_number
 from shared.contracts import market_pb2
+from shared.instruments import index_instrument
 
 # Kotak's index names and tokens (nse_cm), as the SDK subscribes them ("nse_cm|Nifty 50").
 NIFTY_50, NIFTY_BANK = "Nifty 50", "Nifty Bank"
@@ -77,9 +78,7 @@ class IndexBoard:
         return cls(default_indices(instruments))
 
     def instrument(self, spec: IndexSpec) -> market_pb2.Instrument:
-        """The index as an instrument (Instrument.is_index), as ingestion lists it: its value has two decimals."""
-        return market_pb2.Instrument(token=spec.token, symbol=spec.name, exchange_segment=spec.exchange_segment,
-                                     name=spec.name, tick_size_paise=1, lot_size=1, is_index=True)
+        return index_instrument(spec.token, spec.name, spec.exchange_segment)
 
     def find(self, exchange_segment: str, name: str) -> IndexSpec | None:
         """The index Kotak calls `name` in that segment (any case: "nifty bank" is Nifty Bank), or None."""

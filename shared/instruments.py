@@ -36,6 +36,12 @@ def one_per_token(instruments: list[market_pb2.Instrument]) -> list[market_pb2.I
     return out
 
 
+def index_instrument(token: int, symbol: str, exchange_segment: str, name: str = "") -> market_pb2.Instrument:
+    """An index as ingestion lists it (Instrument.is_index): its value has two decimals, as paise do."""
+    return market_pb2.Instrument(token=token, symbol=symbol, exchange_segment=exchange_segment, name=name or symbol,
+                                 tick_size_paise=1, lot_size=1, is_index=True)
+
+
 def not_tradable(inst: market_pb2.Instrument) -> str:
     """Why an index cannot be ordered (risk's denial and the strategy configuration's error say it alike)."""
     return (f"{_named(inst)} (token {inst.token}) is an index: it has a value and candles, but it cannot be traded; "

@@ -24,6 +24,7 @@ from services.ingestion.source import SourceStats, parse_index, resolve
 from shared.clock import NS, ist_day_number
 from shared.contracts import market_pb2
 from shared.errors import ConfigError, NeoPulseError
+from shared.instruments import index_instrument
 from shared.kotak.config import KotakSettings
 from shared.kotak.session import KotakSession
 
@@ -198,11 +199,10 @@ class KotakFeedSource:
                     for said in {message.name.lower(), (message.trading_symbol or "").lower()} - {""}:
                         key = (message.exchange_segment.lower(), said)
                         if key in wanted and key not in found:
-                            found[key] = market_pb2.Instrument(  # spelt as Kotak's feed spells it, if it does
-                                token=int(message.instrument_token),
-                                symbol=message.name if message.name.lower() == key[1] else wanted[key],
-                                exchange_segment=message.exchange_segment.lower(), name=message.name or wanted[key],
-                                tick_size_paise=1, lot_size=1, is_index=True)
+                            found[key] = index_instrument(  # spelt as Kotak's feed spells it, if it does
+                                int(message.instrument_token),
+                                message.name if message.name.lower() == key[1] else wanted[key],
+                                message.exchange_segment.lower(), message.name)
                     if len(found) == len(wanted):
                         break
         except TimeoutError:
