@@ -111,6 +111,11 @@ class OrderBook:
         # "asked already", not a second one (Kotak refuses it). Past that, a cancel the exchange may have dropped is
         # sent again. Ended by the order's end, or by a live state other than a fill's (the cancel did not hold).
         self._cancel_working: dict[str, float] = {}
+        # Broker rows held back while the order's cancel was under way (BrokerNews.apply_event_locked), applied when
+        # that wait is over unless newer news of the order came first: KotakBroker passes a repeated row on once,
+        # so a row held back and then dropped would leave the order CANCEL_PENDING after a refused cancel.
+        self._held_rows: dict[str, Any] = {}
+        self.held_rows_changed = asyncio.Event()
         self._unrecorded: set[str] = set()  # orders whose broker event or acknowledgement is being applied again
         self._unbooked: dict[str, _Unbooked] = {}  # acknowledgements taken from the broker, not yet booked
         # Orders changed lately (ModifyOrder) -> the terms the change replaced and until when (time.monotonic) a
@@ -329,6 +334,7 @@ class OrderBook:
             self._cancel_unanswered.pop(u.internal_id, None)
             if u.status != t.ORDER_STATUS_PARTIALLY_FILLED:
                 self._cancel_working.pop(u.internal_id, None)
+        self._held_rows.pop(u.internal_id, None)  # newer news of the order than the row held back
         await self._publish(u)
 
     async def _publish_written(self) -> None:

@@ -138,6 +138,24 @@ class BrokerNews(OrderBook):
                 "(other orders' updates may wait too). Check the database; the OMS logs each one it records."),
                 order_id=internal_id, client_order_id=str(extra["client_order_id"]))
 
+    async def apply_held_rows(self) -> float | None:
+        """Apply the rows held back whose cancel's wait is over (unless newer news of the order came meanwhile);
+        returns the seconds until the next one is due, or None when none is held."""
+        now, due = time.monotonic(), None
+        for iid, ev in list(self._held_rows.items()):
+            until = self._cancel_working.get(iid, 0.0)
+            if until > now:
+                due = until - now if due is None else min(due, until - now)
+                continue
+            del self._held_rows[iid]
+            await self.until_recorded(iid, functools.partial(self._apply_held, iid, ev), "order event held back")
+        return due
+
+    async def _apply_held(self, internal_id: str, ev: BrokerOrderEvent) -> None:
+        async with self.lock(internal_id):
+            if internal_id in self.orders:  # not dropped from memory meanwhile (forget_ended)
+                await self.apply_event_locked(internal_id, ev)
+
     # -- broker events --------------------------------------------------------------------------
     def order_of(self, ev: BrokerOrderEvent) -> str | None:
         """The internal id of the order a broker event names, if it is in the book."""
@@ -182,7 +200,11 @@ class BrokerNews(OrderBook):
             return
         if (cur.status == t.ORDER_STATUS_CANCEL_PENDING and ev.filled_quantity == cur.filled_quantity
                 and (ev.status in _BEFORE_CANCEL or ev.status in _ACCEPTED) and self.cancel_under_way(internal_id)):
-            return  # from before the cancel: once it has been under way too long, such a row says it did not hold
+            # Likely from before the cancel; but an exchange that refused the cancel says the same: held back, and
+            # applied when the wait is over unless newer news came (apply_held_rows).
+            self._held_rows[internal_id] = ev
+            self.held_rows_changed.set()
+            return
         terms = self._terms_news(internal_id, cur, ev)
         if cur.status == t.ORDER_STATUS_PENDING_NEW:  # the broker has it before its SUBMITTED was recorded
             await self._submitted(internal_id)

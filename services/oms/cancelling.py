@@ -21,7 +21,8 @@ from shared.errors import BrokerRejected, NotFound, NotSent, OrderStateError, Re
 
 log = logging.getLogger(__name__)
 # How long a cancel the broker took counts as under way while the order fills meanwhile (Book._cancel_working):
-# a cancel asked again within it is "asked already"; after it, sent again.
+# a cancel asked again within it is "asked already", and a row from before it is held back; after it, the cancel
+# is sent again if asked, and a row held back is applied.
 CANCEL_SETTLE_S = 5.0
 
 

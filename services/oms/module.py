@@ -6,6 +6,7 @@ Owns the OrderEngine (ledger + broker); publishes ORDER_UPDATES; asks RiskServic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections import deque
@@ -127,10 +128,25 @@ class OmsModule(Component):
                 # only hold the loop (~1.2 ms with the benchmark's ~250 orders, longer as the day's book grows).
                 tg.create_task(self._poll(), name="oms:poll")
             tg.create_task(self._expire_each_day(), name="oms:day-orders")
+            tg.create_task(self._apply_held_rows(), name="oms:held-rows")
             if self.lease is not None:
                 tg.create_task(self.lease.keep(self._ledger_taken), name="oms:ledger-lease")
             if not self.broker.in_process and self.settings.position_check_s > 0:
                 tg.create_task(self._check_positions(), name="oms:positions")
+
+    async def _apply_held_rows(self) -> None:
+        """Broker rows held back while an order's cancel was under way, applied once that wait is over."""
+        engine = self.engine
+        while True:
+            engine.held_rows_changed.clear()
+            try:
+                due = await engine.apply_held_rows()
+            except Exception:
+                log.exception("held broker rows not applied; trying again")
+                due = 1.0
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(due):  # None: until a row is held
+                    await engine.held_rows_changed.wait()
 
     async def _ledger_taken(self, holder: str) -> None:
         """Another OMS took the ledger while this one's lock connection was gone: this one stops placing orders."""

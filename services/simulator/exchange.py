@@ -284,12 +284,16 @@ class Exchange:
         self._log(order, CANCELLED)
         return order
 
-    def finish_cancel(self, order: SimOrder) -> bool:
-        """The exchange cancels a pending cancel's order (what it has not filled meanwhile); False if it is done."""
+    def finish_cancel(self, order: SimOrder, refuse: str = "") -> bool:
+        """The exchange cancels a pending cancel's order (what it has not filled meanwhile), or with `refuse`
+        refuses the cancel: the order works on as before, the reason in its row. False if it is done already."""
         if order.status != CANCEL_PENDING:
             return False
-        order.status, order.cancelled = CANCELLED, order.quantity - order.filled
-        self._log(order, CANCELLED)
+        if refuse:
+            order.status, order.reason = (TRIGGER_PENDING if order.untriggered else OPEN), refuse
+        else:
+            order.status, order.cancelled = CANCELLED, order.quantity - order.filled
+        self._log(order, order.status)
         return True
 
     def _live(self, order_no: str) -> SimOrder:

@@ -94,6 +94,7 @@ class Simulator:
         # A cancel reaches the exchange this long after Kotak took it (0: at once): the order is "cancel pending"
         # meanwhile, may still fill, and a second cancel of it is refused.
         self.cancel_pending_s = 0.0
+        self.refuse_pending_cancels = ""  # set: the exchange refuses pending cancels with this reason
         self._cancels: set[asyncio.Task] = set()
         # Send order-feed messages this late, in order (the REST answers and the positions are not held back):
         # Kotak's positions can count a fill before its order-feed message reaches the client.
@@ -326,7 +327,7 @@ class Simulator:
         async def finish() -> None:
             await asyncio.sleep(self.cancel_pending_s)
             async with self.lock:
-                done = self.exchange.finish_cancel(order)
+                done = self.exchange.finish_cancel(order, self.refuse_pending_cancels)
             if done:
                 await self.publish_order(order)
 

@@ -84,3 +84,25 @@ async def test_an_order_feed_row_from_before_the_cancel_does_not_take_the_order_
         assert after[after.index(T.ORDER_STATUS_CANCEL_PENDING):] == [T.ORDER_STATUS_CANCEL_PENDING,
                                                                       T.ORDER_STATUS_CANCELLED]
         assert sim.calls["cancel_order"] == 1
+
+
+async def test_a_cancel_the_exchange_refuses_shows_the_order_open_again_once_the_wait_is_over(sim, monkeypatch):
+    """The exchange's "open" row comes while the cancel is under way, looking like one from before it: held back,
+    and applied when the wait is over. Kotak's order feed sends it once (and the OMS's poll of the order book is
+    off here): a row held back and then dropped would leave the order CANCEL_PENDING for good."""
+    monkeypatch.setattr(cancelling, "CANCEL_SETTLE_S", 0.3)
+    sim.cancel_pending_s, sim.refuse_pending_cancels = 0.1, "cancel rejected by the exchange"
+    async with RunningOms(sim) as running:
+        await running.bus.publish(Topic.ORDERS, T.RiskDecision(accepted=True, order=limit_buy("c-1", 128_000),
+                                                               signal_id="c-1"))
+        await eventually(lambda: (u := running.latest("c-1")) is not None and u.status == T.ORDER_STATUS_OPEN)
+
+        await running.oms.engine.cancel("c-1")
+        await eventually(lambda: sim.exchange.orders["251125000000001"].status == "open")  # refused
+        await eventually(lambda: running.latest("c-1").status == T.ORDER_STATUS_OPEN, within=5)
+
+        statuses = [u.status for u in running.updates if u.client_order_id == "c-1"]
+        assert statuses[-2:] == [T.ORDER_STATUS_CANCEL_PENDING, T.ORDER_STATUS_OPEN]
+        again = await running.oms.engine.cancel("c-1")  # goes again: the first did not hold
+
+    assert again.status == T.ORDER_STATUS_CANCEL_PENDING and sim.calls["cancel_order"] == 2
