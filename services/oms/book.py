@@ -17,7 +17,7 @@ from typing import Any, TypeVar, cast
 
 from prometheus_client import Counter
 
-from services.oms.broker import Broker, BrokerAck
+from services.oms.broker import Broker, BrokerAck, BrokerOrderEvent
 from services.oms.charges import ChargeModel
 from services.oms.config import OmsSettings
 from services.oms.ledger import Ledger
@@ -114,7 +114,7 @@ class OrderBook:
         # Broker rows held back while the order's cancel was under way (BrokerNews.apply_event_locked), applied when
         # that wait is over unless newer news of the order came first: KotakBroker passes a repeated row on once,
         # so a row held back and then dropped would leave the order CANCEL_PENDING after a refused cancel.
-        self._held_rows: dict[str, Any] = {}
+        self._held_rows: dict[str, BrokerOrderEvent] = {}
         self.held_rows_changed = asyncio.Event()
         self._unrecorded: set[str] = set()  # orders whose broker event or acknowledgement is being applied again
         self._unbooked: dict[str, _Unbooked] = {}  # acknowledgements taken from the broker, not yet booked
