@@ -12,15 +12,21 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from types import UnionType
-from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, TypeVar, Union, get_args, get_origin
 from urllib.parse import unquote
 
-from pydantic import AliasChoices, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from shared import logs
 from shared.errors import ConfigError
+from shared.money import MAX_PAISE, to_rupees
+
+# A rupee amount in config: whole paise only (1000.105 is refused, not rounded) and within the contract's int64.
+Rupees = Annotated[Decimal, Field(gt=0, decimal_places=2, le=to_rupees(MAX_PAISE))]
+# The same where 0 turns the limit off.
+RupeesOrOff = Annotated[Decimal, Field(ge=0, decimal_places=2, le=to_rupees(MAX_PAISE))]
 
 CONFIG_ENV = "NEOPULSE_CONFIG"
 # A directory of secret files, one per setting, named like its env var (NEOPULSE_KOTAK_MPIN, ...):

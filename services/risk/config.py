@@ -7,21 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.clock import SESSIONS_IST, Session, parse_hhmm, parse_session
-from shared.config import ModuleSettings
+from shared.config import ModuleSettings, Rupees, RupeesOrOff
 from shared.contracts import risk_pb2
 from shared.errors import InvalidInput
-from shared.money import MAX_PAISE, to_paise, to_rupees
-
-# A rupee amount in config: whole paise only (1000.105 is refused, not rounded) and within the contract's int64.
-Rupees = Annotated[Decimal, Field(gt=0, decimal_places=2, le=to_rupees(MAX_PAISE))]
-# The same where 0 turns the limit off.
-RupeesOrOff = Annotated[Decimal, Field(ge=0, decimal_places=2, le=to_rupees(MAX_PAISE))]
+from shared.money import MAX_PAISE, to_paise
 
 
 def _by_segment(value: dict[str, str], parse: Callable[[str], Any]) -> dict[str, str]:
