@@ -84,3 +84,9 @@ def snap_to_tick(price_paise: int, tick_paise: int, *, up: bool | None = None) -
     if up is False:
         return low
     return low + tick_paise if (price_paise - low) * 2 >= tick_paise else low
+
+
+def margin_exceeded(required_paise: int, available_paise: int) -> str:
+    """Kotak's RMS refusal of an order the account has not the margin for (its simulator's and the paper account's)."""
+    return (f"RMS:Margin Exceeds,Required:{to_rupees(required_paise)}, Available:{to_rupees(max(available_paise, 0))} "
+            "for entity account across exchange across segment across product")

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from shared.contracts import market_pb2, trading_pb2
+from shared.contracts import market_pb2, oms_pb2, trading_pb2
 
 
 @dataclass
@@ -92,6 +92,9 @@ class Broker(Protocol):
     async def positions(self) -> list[trading_pb2.Position]: ...
 
     async def limits(self) -> dict[str, Any]: ...
+
+    async def funds(self) -> oms_pb2.GetFundsResponse:
+        """What the account has to trade with (OrderService/GetFunds)."""
 
     def events(self) -> AsyncIterator[BrokerOrderEvent]:
         """Order state changes pushed by the broker (order feed, virtual fills), forever."""

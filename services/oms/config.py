@@ -1,4 +1,5 @@
-"""OMS settings: charge rates, PlaceOrder wait, broker polling and unknown-outcome lookups (env NEOPULSE_OMS_).
+"""OMS settings: charge rates, the paper account, PlaceOrder wait, broker polling and unknown-outcome lookups (env
+NEOPULSE_OMS_).
 
 Read by the OMS module and by ChargeModel.from_settings (the VirtualBroker's charges).
 """
@@ -6,11 +7,13 @@ Read by the OMS module and by ChargeModel.from_settings (the VirtualBroker's cha
 from __future__ import annotations
 
 from decimal import Decimal
+from fractions import Fraction
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.config import ModuleSettings
+from shared.config import ModuleSettings, Rupees
+from shared.contracts import trading_pb2 as t
 
 
 class OmsSettings(ModuleSettings):
@@ -40,6 +43,14 @@ class OmsSettings(ModuleSettings):
     unknown_outcome_lookups: int = Field(default=4, ge=1, le=50)
     # First backoff between those lookups, doubled each time.
     lookup_backoff_s: float = Field(default=0.5, ge=0, le=30)
+
+    # The paper account (mode paper, the VirtualBroker; services/oms/paper.py): its capital, and the margin each
+    # product takes as a fraction of what its positions and working orders are worth. An order needing more margin
+    # than is left is REJECTED, as the broker's RMS would ("RMS:Margin Exceeds"); an exit never is.
+    paper_capital: Rupees = Decimal("1000000")
+    paper_margin_mis: Decimal = Field(default=Decimal("0.2"), gt=0, le=1)
+    paper_margin_cnc: Decimal = Field(default=Decimal("1"), gt=0, le=1)
+    paper_margin_nrml: Decimal = Field(default=Decimal("0.2"), gt=0, le=1)
 
     # Charges (fractions of turnover unless named _paise; option turnover is the premium). Defaults: rates in force
     # in 2026 (sources in services/oms/charges.py). Brokerage: the lower of flat and percentage, per executed order.
@@ -78,3 +89,8 @@ class OmsSettings(ModuleSettings):
     stamp_commodity_options_buy: Decimal = Field(default=Decimal("0.00003"), ge=0, lt=1)
     # GST on brokerage + exchange charges + SEBI fee (never on STT/CTT or stamp duty).
     gst: Decimal = Field(default=Decimal("0.18"), ge=0, lt=1)
+
+    def paper_rates(self) -> dict[int, Fraction]:
+        """Product -> the paper account's margin rate."""
+        return {t.PRODUCT_MIS: Fraction(self.paper_margin_mis), t.PRODUCT_CNC: Fraction(self.paper_margin_cnc),
+                t.PRODUCT_NRML: Fraction(self.paper_margin_nrml)}

@@ -18,6 +18,7 @@ from services.oms.config import OmsSettings
 from services.oms.engine import OrderEngine
 from services.oms.lease import LedgerLease
 from services.oms.ledger import Ledger
+from services.oms.paper import PaperAccount
 from services.oms.reconcile import (
     PositionDifference,
     Restored,
@@ -29,12 +30,13 @@ from services.oms.reconcile import (
 )
 from services.oms.service import OrderService
 from services.oms.states import DAY_BOUND
+from services.oms.virtual_broker import VirtualBroker
 from shared.bus import Bus, Subscription, Topic
 from shared.clock import Clock, day_of, ist_day_number, ist_ns
 from shared.component import Component
 from shared.contracts import market_pb2, ops_pb2
 from shared.contracts import trading_pb2 as t
-from shared.money import to_rupees
+from shared.money import to_paise, to_rupees
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,9 @@ class OmsModule(Component):
         self.clock = clock
         self.engine = OrderEngine(bus, settings, broker, ledger, clock)
         self.service = OrderService(bus, settings, self.engine)
+        if isinstance(broker, VirtualBroker):  # paper trading: an account of its own, on this book's positions
+            broker.account = PaperAccount(to_paise(settings.paper_capital), settings.paper_rates(),
+                                          self.engine.roll_day)
         orders = self.engine.orders  # read at each scrape (the dict itself: forget_ended changes it in place)
         ORDERS_IN_MEMORY.set_function(lambda: len(orders))
         self.reconciled: dict[str, int] = {}

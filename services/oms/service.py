@@ -70,6 +70,7 @@ class OrderService:
         self.bus.handle(rpc.LIST_ORDERS, self.list_orders)
         self.bus.handle(rpc.LIST_POSITIONS, self.list_positions)
         self.bus.handle(rpc.SQUARE_OFF, self.square_off)
+        self.bus.handle(rpc.GET_FUNDS, self.get_funds)
 
     async def place_order(self, request: oms_pb2.PlaceOrderRequest) -> oms_pb2.PlaceOrderResponse:
         if not request.HasField("order"):
@@ -145,6 +146,9 @@ class OrderService:
             positions=book.to_protos(), realised_pnl_paise=book.realised_pnl_paise(),
             unrealised_pnl_paise=book.unrealised_pnl_paise(), charges_paise=book.charges_paise(),
             as_of_sequence=self.engine.applied_sequence)
+
+    async def get_funds(self, request: oms_pb2.GetFundsRequest) -> oms_pb2.GetFundsResponse:
+        return await self.engine.broker.funds()
 
     async def square_off(self, request: oms_pb2.SquareOffRequest) -> oms_pb2.SquareOffResponse:
         """A market order against every open position (or the one symbol named), through risk,

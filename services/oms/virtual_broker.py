@@ -31,6 +31,8 @@ Fill rules (pure functions in fill_rules.py):
   * A candle not later than the last one processed for its token (a repeated delivery) is ignored: its volume
     was already shared out.
 - An order fills only while it has a remainder and is not terminal: nothing is ever filled twice.
+- Funds (services/oms/paper.py): with a PaperAccount, an order (or a change) needing more margin than the account has
+  left is refused as the broker's RMS would refuse it; funds() reports the account.
 - Each fill carries charges (charges.py); events() yields cumulative filled quantity, average price and
   charges, with the fill itself in raw["last_fill_quantity" / "last_fill_price_paise" / "last_fill_charges_paise"].
 """
@@ -40,16 +42,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from services.oms.broker import Broker, BrokerAck, BrokerOrderEvent
 from services.oms.charges import ChargeModel
 from services.oms.fill_rules import arrival_price, candle_price, limit_marketable
+from services.oms.paper import PaperAccount
 from services.oms.states import DAY_BOUND, TERMINAL, name
 from shared.clock import Clock, day_of, ist_day_number
-from shared.contracts import market_pb2
+from shared.contracts import market_pb2, oms_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, NotFound
 from shared.ids import IdMint
@@ -109,6 +112,7 @@ class VirtualBroker:
         self._booking: asyncio.Task[None] | None = None
         # MARKET orders that found no tick of their day on arrival: token -> orders, to fill at its next tick.
         self._awaiting_tick: dict[int, list[VirtualOrder]] = {}
+        self.account: PaperAccount | None = None  # the OMS opens it on its book: margin and funds
 
     def __getattr__(self, attr: str) -> Any:
         # Only named reads reach the real account; anything else (a write) must be implemented here.
@@ -129,6 +133,13 @@ class VirtualBroker:
     async def limits(self) -> dict[str, Any]:
         return await self.inner.limits() if self.inner is not None else {"virtual": True}
 
+    async def funds(self) -> oms_pb2.GetFundsResponse:
+        """The paper account's, never the real one's."""
+        if self.account is None:
+            raise NotFound("this VirtualBroker has no paper account")
+        await self._book_arrivals()
+        return self.account.funds(self._working_terms(), self._last, self.clock.now_ns())
+
     # -- writes ---------------------------------------------------------------------------------
     async def place_order(self, order: t.OrderRequest) -> BrokerAck:
         if order.quantity <= 0:
@@ -136,6 +147,10 @@ class VirtualBroker:
         if order.client_order_id and order.client_order_id in self._by_tag:
             placed = self._by_tag[order.client_order_id].id
             raise BrokerRejected(f"tag {order.client_order_id} was already placed as {placed}")
+        if self.account is not None:
+            refusal = self.account.refusal(order, order.quantity, self._working_terms(), self._last)
+            if refusal:
+                raise BrokerRejected(refusal)
         request = t.OrderRequest()
         request.CopyFrom(order)
         status = t.ORDER_STATUS_TRIGGER_PENDING if order.order_type in STOPS else t.ORDER_STATUS_OPEN
@@ -156,9 +171,14 @@ class VirtualBroker:
                            price_paise: int | None = None, trigger_price_paise: int | None = None) -> BrokerAck:
         await self._book_arrivals()
         vo = self._working_order(exchange_order_id)
+        if quantity is not None and quantity <= vo.filled:
+            raise BrokerRejected(f"order {vo.id}: quantity {quantity} must exceed the filled {vo.filled}")
+        if self.account is not None and quantity is not None:
+            refusal = self.account.refusal(vo.request, quantity - vo.filled, self._working_terms(vo), self._last,
+                                           replacing=(vo.request, vo.remaining))
+            if refusal:
+                raise BrokerRejected(refusal)
         if quantity is not None:
-            if quantity <= vo.filled:
-                raise BrokerRejected(f"order {vo.id}: quantity {quantity} must exceed the filled {vo.filled}")
             vo.request.quantity = quantity
         if price_paise is not None:
             vo.request.price_paise = price_paise
@@ -309,6 +329,13 @@ class VirtualBroker:
             yield await self._events.get()
 
     # -- internals --------------------------------------------------------------------------------
+    def _working_terms(self, leaving_out: VirtualOrder | None = None) -> Iterator[tuple[t.OrderRequest, int]]:
+        """Each working order's terms and what is left of it to fill (for the paper account)."""
+        for working in self._working.values():
+            for vo in working:
+                if vo is not leaving_out and vo.status not in TERMINAL:
+                    yield vo.request, vo.remaining
+
     def _fills_on_arrival(self, vo: VirtualOrder) -> bool:
         """Whether the order fills its remainder on arrival (placed, or changed): the fill is decided now, at the last
         tick's price, and booked after the burst (_book_arrivals)."""

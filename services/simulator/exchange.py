@@ -35,7 +35,7 @@ from fractions import Fraction
 
 from shared.clock import IST, NS, is_market_open, session_of
 from shared.contracts import market_pb2
-from shared.money import to_paise
+from shared.money import margin_exceeded, to_paise
 from shared.price_factor import factor_of
 
 OPEN, TRIGGER_PENDING, COMPLETE, REJECTED, CANCELLED = "open", "trigger pending", "complete", "rejected", "cancelled"
@@ -237,8 +237,7 @@ class Exchange:
         available = self.cash_paise - self.margin_used_paise() - working
         if needed <= available:
             return ""
-        return (f"RMS:Margin Exceeds,Required:{rupees(needed)}, Available:{rupees(max(available, 0))} for entity "
-                "account across exchange across segment across product")
+        return margin_exceeded(needed, available)
 
     def _last_price(self, token: int) -> int:
         tick = self.market.get(token)

@@ -134,3 +134,25 @@ class SquareOffResponse(_message.Message):
     ORDERS_FIELD_NUMBER: _ClassVar[int]
     orders: _containers.RepeatedCompositeFieldContainer[_trading_pb2.OrderUpdate]
     def __init__(self, orders: _Optional[_Iterable[_Union[_trading_pb2.OrderUpdate, _Mapping]]] = ...) -> None: ...
+
+class GetFundsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetFundsResponse(_message.Message):
+    __slots__ = ("account", "available_paise", "margin_used_paise", "total_paise", "realised_pnl_paise", "unrealised_pnl_paise", "as_of_ns")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_PAISE_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_USED_PAISE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_PAISE_FIELD_NUMBER: _ClassVar[int]
+    REALISED_PNL_PAISE_FIELD_NUMBER: _ClassVar[int]
+    UNREALISED_PNL_PAISE_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_NS_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    available_paise: int
+    margin_used_paise: int
+    total_paise: int
+    realised_pnl_paise: int
+    unrealised_pnl_paise: int
+    as_of_ns: int
+    def __init__(self, account: _Optional[str] = ..., available_paise: _Optional[int] = ..., margin_used_paise: _Optional[int] = ..., total_paise: _Optional[int] = ..., realised_pnl_paise: _Optional[int] = ..., unrealised_pnl_paise: _Optional[int] = ..., as_of_ns: _Optional[int] = ...) -> None: ...

@@ -81,6 +81,11 @@ class OrderServiceStub:
                 request_serializer=neopulse_dot_v1_dot_oms__pb2.SquareOffRequest.SerializeToString,
                 response_deserializer=neopulse_dot_v1_dot_oms__pb2.SquareOffResponse.FromString,
                 _registered_method=True)
+        self.GetFunds = channel.unary_unary(
+                '/neopulse.v1.OrderService/GetFunds',
+                request_serializer=neopulse_dot_v1_dot_oms__pb2.GetFundsRequest.SerializeToString,
+                response_deserializer=neopulse_dot_v1_dot_oms__pb2.GetFundsResponse.FromString,
+                _registered_method=True)
 
 
 class OrderServiceServicer:
@@ -150,6 +155,13 @@ class OrderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFunds(self, request, context):
+        """GetFunds returns the trading account's funds: the broker's (live), or the paper account's (paper mode).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -197,6 +209,11 @@ def add_OrderServiceServicer_to_server(servicer, server):
                     servicer.SquareOff,
                     request_deserializer=neopulse_dot_v1_dot_oms__pb2.SquareOffRequest.FromString,
                     response_serializer=neopulse_dot_v1_dot_oms__pb2.SquareOffResponse.SerializeToString,
+            ),
+            'GetFunds': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFunds,
+                    request_deserializer=neopulse_dot_v1_dot_oms__pb2.GetFundsRequest.FromString,
+                    response_serializer=neopulse_dot_v1_dot_oms__pb2.GetFundsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -443,6 +460,33 @@ class OrderService:
             '/neopulse.v1.OrderService/SquareOff',
             neopulse_dot_v1_dot_oms__pb2.SquareOffRequest.SerializeToString,
             neopulse_dot_v1_dot_oms__pb2.SquareOffResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFunds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neopulse.v1.OrderService/GetFunds',
+            neopulse_dot_v1_dot_oms__pb2.GetFundsRequest.SerializeToString,
+            neopulse_dot_v1_dot_oms__pb2.GetFundsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -18,7 +18,7 @@ from neo_api_client.websocket.orderfeed.models import OrderUpdate
 
 from services.oms.broker import BrokerAck, BrokerOrderEvent, order_age_s
 from shared import runtime
-from shared.contracts import market_pb2, trading_pb2
+from shared.contracts import market_pb2, oms_pb2, trading_pb2
 from shared.errors import BrokerRejected, NotFound, NotSent, RetryableError
 from shared.kotak import mapping
 from shared.kotak.config import KotakSettings
@@ -141,6 +141,9 @@ class KotakBroker:
 
     async def limits(self) -> dict[str, Any]:
         return mapping.limits(await self._read("limits"))
+
+    async def funds(self) -> oms_pb2.GetFundsResponse:
+        return mapping.funds(await self._read("limits"), time.time_ns())
 
     async def holdings(self) -> list[trading_pb2.Position]:
         """Settled delivery holdings of the account as CNC positions (shares bought today are in positions()

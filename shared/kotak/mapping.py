@@ -18,7 +18,7 @@ from neo_api_client.exceptions import ApiException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from services.oms.broker import BrokerOrderEvent
-from shared.contracts import market_pb2, trading_pb2
+from shared.contracts import market_pb2, oms_pb2, trading_pb2
 from shared.money import to_paise, to_rupees
 from shared.price_factor import price_factor as price_factor_proto
 from shared.price_factor import representable
@@ -306,6 +306,15 @@ def holdings(reply_rows: list[dict[str, Any]]) -> list[trading_pb2.Position]:
 def limits(reply: dict[str, Any]) -> dict[str, Any]:
     return {"net_paise": paise(reply.get("Net")), "margin_used_paise": paise(reply.get("MarginUsed")),
             "collateral_paise": paise(reply.get("CollateralValue")), "raw": reply}
+
+
+def funds(reply: dict[str, Any], now_ns: int) -> oms_pb2.GetFundsResponse:
+    """Kotak's limits (all segments, exchanges and products): CollateralValue is what the account trades on, Net
+    what is left of it, MarginUsed what positions and orders hold."""
+    return oms_pb2.GetFundsResponse(
+        account="kotak", available_paise=paise(reply.get("Net")), margin_used_paise=paise(reply.get("MarginUsed")),
+        total_paise=paise(reply.get("CollateralValue")), realised_pnl_paise=paise(reply.get("RealizedMtomPrsnt")),
+        unrealised_pnl_paise=paise(reply.get("UnrealizedMtomPrsnt")), as_of_ns=now_ns)
 
 
 def margin_params(order: trading_pb2.OrderRequest) -> dict[str, str]:
