@@ -140,6 +140,10 @@ class NeoPulseClient:
     async def list_positions(self) -> oms_pb2.ListPositionsResponse:
         return await self._unary("ListPositions", self.orders.ListPositions, oms_pb2.ListPositionsRequest())
 
+    async def funds(self) -> oms_pb2.GetFundsResponse:
+        """The account's funds: the broker's (live) or the paper account's."""
+        return await self._unary("GetFunds", self.orders.GetFunds, oms_pb2.GetFundsRequest())
+
     def stream_order_updates(self, after_sequence: int = 0) -> AsyncIterator[t.OrderUpdate]:
         return self._stream("StreamOrderUpdates", self.orders.StreamOrderUpdates,
                             oms_pb2.StreamOrderUpdatesRequest(after_sequence=after_sequence), "updates")

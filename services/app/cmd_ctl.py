@@ -30,7 +30,7 @@ from shared.errors import ConfigError, NeoPulseError, OutcomeUnknown
 EXIT_FAILED, EXIT_USAGE = 1, 2
 # The module each command but status talks to: it must be reachable first (status says which parts answer).
 MODULE_OF = {"positions": "oms", "pnl": "oms", "orders": "oms", "order": "oms", "history": "oms", "cancel": "oms",
-             "squareoff": "oms",
+             "squareoff": "oms", "funds": "oms",
              "strategies": "strategy", "pause": "strategy", "resume": "strategy", "params": "strategy",
              "quote": "strategy",
              "limits": "risk", "halt": "risk", "release": "risk", "buy": "oms", "sell": "oms", "modify": "oms"}
@@ -51,7 +51,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--timeout", type=positive_s, default=10.0, help="seconds to wait for each answer (default 10)")
     cmds = p.add_subparsers(dest="ctl_command", required=True, metavar="COMMAND")
     for name, helptext in (("status", "mode, feed, trading state, strategies"), ("positions", "open positions"),
-                           ("pnl", "realised, unrealised, charges"), ("strategies", "strategies and their state")):
+                           ("pnl", "realised, unrealised, charges"), ("funds", "margin available and used"),
+                           ("strategies", "strategies and their state")):
         cmds.add_parser(name, help=helptext)
     q = cmds.add_parser("limits", help="risk state and limits; --set changes limits")
     q.add_argument("--set", dest="changes", action="append", type=arg.limit_change, default=[], metavar="NAME=VALUE",
@@ -293,6 +294,8 @@ async def _command(args: argparse.Namespace, control: Any, bus: Any) -> str:
     if command in ("positions", "pnl"):
         positions = await control.positions()
         return replies.positions_html(positions) if command == "positions" else replies.pnl_html(positions)
+    if command == "funds":
+        return replies.funds_html(await control.funds())
     if command == "orders":
         return replies.orders_html(await control.orders(args.which, args.limit), args.which)
     if command == "order":

@@ -109,6 +109,9 @@ class Control:
     async def positions(self) -> oms_pb2.ListPositionsResponse:
         return await self._call(rpc.LIST_POSITIONS, oms_pb2.ListPositionsRequest())
 
+    async def funds(self) -> oms_pb2.GetFundsResponse:
+        return await self._call(rpc.GET_FUNDS, oms_pb2.GetFundsRequest())
+
     async def orders(self, which: str = "open", limit: int = 20) -> list[trading_pb2.OrderUpdate]:
         """Open orders, or today's (IST) orders, newest first."""
         if which not in ("open", "today"):

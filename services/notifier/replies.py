@@ -21,6 +21,7 @@ HELP = """<b>NeoPulse bot</b>
 /orders [open|today] – orders
 /history ORDER – an order's transitions and who or what moved each
 /pnl – realised, unrealised, charges
+/funds – margin available and used (the paper account's in paper mode)
 /strategies – strategies and their state
 /pause NAME, /resume NAME – a strategy
 /quote [SYMBOL, ...] – prices now (the indices followed, when none is named)
@@ -37,7 +38,7 @@ HELP = """<b>NeoPulse bot</b>
 MENU = (
     ("status", "Mode, feed, uptime, strategies"), ("positions", "Open positions"),
     ("orders", "[open|today] Orders"), ("history", "ORDER: an order's transitions"),
-    ("pnl", "Realised, unrealised, charges"),
+    ("pnl", "Realised, unrealised, charges"), ("funds", "Margin available and used"),
     ("strategies", "Strategies and their state"), ("pause", "NAME: pause a strategy"),
     ("resume", "NAME: resume a strategy"), ("quote", "[SYMBOL ...] Prices now"),
     ("limits", "[NAME=VALUE ...] Risk state and limits; changes ask to confirm"),
@@ -122,6 +123,13 @@ def pnl_html(resp: oms_pb2.ListPositionsResponse) -> str:
     net = resp.realised_pnl_paise + resp.unrealised_pnl_paise - resp.charges_paise
     return (f"<b>P&amp;L</b> net {fmt_inr(net)}\nRealised {fmt_inr(resp.realised_pnl_paise)} · "
             f"unrealised {fmt_inr(resp.unrealised_pnl_paise)} · charges {fmt_inr(resp.charges_paise)}")
+
+
+def funds_html(f: oms_pb2.GetFundsResponse) -> str:
+    when = f" at {ist_datetime(f.as_of_ns):%H:%M:%S}" if f.as_of_ns else ""
+    return (f"<b>Funds</b> ({esc(f.account)} account{when})\nAvailable {fmt_inr(f.available_paise)} of "
+            f"{fmt_inr(f.total_paise)} · margin used {fmt_inr(f.margin_used_paise)}\n"
+            f"Today: realised {fmt_inr(f.realised_pnl_paise)} · unrealised {fmt_inr(f.unrealised_pnl_paise)}")
 
 
 def orders_html(orders: list[trading_pb2.OrderUpdate], which: str) -> str:

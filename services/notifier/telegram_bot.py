@@ -124,7 +124,8 @@ class TelegramBot:
             "orders": self._orders, "pnl": self._pnl, "strategies": self._strategies, "pause": self._pause,
             "resume": self._resume, "limits": self._limits, "kill": self._kill, "unkill": self._unkill,
             "squareoff": self._square_off, "cancel": self._cancel, "buy": self._buy, "sell": self._sell,
-            "modify": self._modify, "params": self._params, "history": self._history, "quote": self._quote}
+            "modify": self._modify, "params": self._params, "history": self._history, "quote": self._quote,
+            "funds": self._funds}
         self.commands = tuple(actions)
         for name, action in actions.items():
             # New messages only: editing an old /unkill must not release the kill switch again.
@@ -234,6 +235,9 @@ class TelegramBot:
 
     async def _pnl(self, chat_id: int, args: list[str]) -> Reply:
         return replies.pnl_html(await self.control.positions()), None
+
+    async def _funds(self, chat_id: int, args: list[str]) -> Reply:
+        return replies.funds_html(await self.control.funds()), None
 
     async def _strategies(self, chat_id: int, args: list[str]) -> Reply:
         return replies.strategies_html(await self.control.strategies()), None

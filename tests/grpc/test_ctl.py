@@ -1,6 +1,7 @@
 """`neopulse ctl` against the real monolith (`neopulse run --source synthetic --no-db`, an auth token set): the
 Telegram bot's commands from a terminal, as processes, with their exit codes."""
 
+import asyncio
 import json
 import os
 import signal
@@ -10,7 +11,9 @@ from datetime import datetime
 
 import pytest
 
+from shared.client import NeoPulseClient
 from shared.clock import IST
+from shared.contracts import oms_pb2
 from shared.money import exact_paise, fmt_inr
 from shared.ports import free_loopback_port as free_port
 from tests.grpc.procs import CALM, ROOT, Proc, ctl, grpcurl_json, wait_until
@@ -58,6 +61,28 @@ def test_status_shows_the_running_systems_mode_feed_trading_state_and_strategies
     assert out.startswith("NeoPulse paper · up ")
     assert "Feed: synthetic connected" in out and "Trading: ACTIVE" in out and "Strategies: momentum_rsi" in out
     assert "<b>" not in out and "&amp;" not in ok(target, "pnl")  # the bot's HTML, as text
+
+
+def test_funds_shows_the_paper_account_as_get_funds_reports_it(target):
+    """Read over gRPC with grpcurl and through ctl: Rs 10,00,000 of paper capital (the default), give or take the
+    strategies' P&L and charges today."""
+    got = grpcurl_json(*BEARER, target, "neopulse.v1.OrderService/GetFunds")
+    out = ok(target, "funds")
+    typed = asyncio.run(_funds(target))
+
+    total, used = int(got["total_paise"]), int(got.get("margin_used_paise", 0))
+    assert got["account"] == "paper" and int(got["as_of_ns"]) > 0
+    assert int(got["available_paise"]) == total - used
+    assert abs(total - 10_00_000_00) < 10_000_00
+    lines = out.splitlines()
+    assert lines[0].startswith("Funds (paper account at ") and lines[1].startswith("Available ₹")
+    assert " of ₹" in lines[1] and " · margin used ₹" in lines[1] and lines[2].startswith("Today: realised ")
+    assert typed.account == "paper" and typed.available_paise == typed.total_paise - typed.margin_used_paise
+
+
+async def _funds(target: str) -> oms_pb2.GetFundsResponse:
+    async with NeoPulseClient(target, token=TOKEN) as client:
+        return await client.funds()
 
 
 def resting_buy(target: str) -> tuple[str, str]:

@@ -124,6 +124,7 @@ def test_ctl_reads_each_module_at_its_split_address(cluster, tmp_path):
     status = ctl("--split", "--config", str(config), "status")
     orders = ctl("--split", "--config", str(config), "orders", "today")
     quoted = ctl("--split", "--config", str(config), "quote", "RELIANCE-EQ")
+    funds = ctl("--split", "--config", str(config), "funds")
 
     assert status.returncode == 0, status.stderr
     assert status.stdout.startswith("NeoPulse paper · up ")
@@ -131,6 +132,7 @@ def test_ctl_reads_each_module_at_its_split_address(cluster, tmp_path):
     assert "Strategies: momentum_rsi" in status.stdout and "unavailable" not in status.stdout
     assert orders.returncode == 0, orders.stderr
     assert quoted.returncode == 0 and quoted.stdout.startswith("RELIANCE-EQ ₹"), quoted.stdout + quoted.stderr
+    assert funds.returncode == 0 and funds.stdout.startswith("Funds (paper account at "), funds.stdout + funds.stderr
 
 
 def test_a_manual_order_is_changed_at_the_oms_after_risk_across_processes_checked_it(cluster, ledger_dsn):

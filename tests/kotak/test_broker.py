@@ -132,6 +132,19 @@ async def test_limits_report_net_cash_and_margin_used_in_paise(sim, broker):
     assert (limits["margin_used_paise"], limits["net_paise"]) == (used, 10_000_000_00 - used)
 
 
+async def test_funds_are_kotaks_limits_in_paise(sim, broker):
+    before = await broker.funds()
+    await broker.place_order(market_buy("coid-funds", qty=10))
+    after = await broker.funds()
+
+    used = 10 * 129_005 // 5
+    assert (before.account, before.total_paise, before.margin_used_paise, before.available_paise) == (
+        "kotak", 10_000_000_00, 0, 10_000_000_00)
+    assert (after.total_paise, after.margin_used_paise, after.available_paise) == (
+        10_000_000_00, used, 10_000_000_00 - used)
+    assert after.as_of_ns > 0
+
+
 async def test_quotes_return_the_simulators_last_prices(sim, broker):
     ticks = await broker.quotes([("nse_cm", RELIANCE), ("nse_cm", TCS)])
     assert [(t.token, t.ltp_paise, t.bid_paise, t.ask_paise) for t in ticks] == [

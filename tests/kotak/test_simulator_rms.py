@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from shared import rpc
 from shared.bus import Topic
+from shared.contracts import oms_pb2
 from shared.contracts import trading_pb2 as T
 from shared.errors import BrokerRejected
 from tests.helpers import eventually
@@ -92,3 +94,14 @@ async def test_a_change_beyond_the_margin_is_refused_and_the_order_keeps_its_ter
 
     assert (grown.request.quantity, kept.request.quantity) == (4, 4)
     assert [o.quantity for o in sim.exchange.orders.values()] == [4]
+
+
+async def test_get_funds_reports_kotaks_limits_through_the_oms_live(sim):
+    sim.exchange.cash_paise = CASH
+    async with RunningOms(sim) as running:
+        await placed(running, market_buy("coid-held", qty=1), T.ORDER_STATUS_TRADED)
+        funds = await running.bus.call(rpc.GET_FUNDS, oms_pb2.GetFundsRequest())
+
+    used = 129_005 // 5  # a share bought at the ask: a fifth of it held
+    assert (funds.account, funds.total_paise, funds.margin_used_paise, funds.available_paise) == (
+        "kotak", CASH, used, CASH - used)

@@ -12,7 +12,7 @@ from services.notifier.config import NotifierSettings
 from services.notifier.module import NotifierModule
 from shared import rpc
 from shared.bus import Bus, Topic
-from shared.clock import ManualClock, ist_ns
+from shared.clock import NS, ManualClock, ist_ns
 from shared.contracts import ingestion_pb2, market_pb2, oms_pb2, risk_pb2, strategy_pb2, trading_pb2
 from shared.errors import NotFound
 from tests.notifier.fake_bot_api import TOKEN, FakeBotApi
@@ -64,6 +64,9 @@ class Standins:
             rpc.LIST_ORDERS: lambda r: oms_pb2.ListOrdersResponse(orders=[
                 o for o in self.orders if not r.open_only or o.status == trading_pb2.ORDER_STATUS_OPEN]),
             rpc.LIST_POSITIONS: lambda r: self.positions,
+            rpc.GET_FUNDS: lambda r: oms_pb2.GetFundsResponse(
+                account="kotak", available_paise=-1_234_50, margin_used_paise=1_01_234_50, total_paise=1_00_000_00,
+                realised_pnl_paise=-500_00, unrealised_pnl_paise=250_00, as_of_ns=DAY_START + 210 * 60 * NS),
             rpc.GET_ORDER: lambda r: oms_pb2.GetOrderResponse(order=self._order(r.order_id)),
             rpc.GET_ORDER_HISTORY: lambda r: oms_pb2.GetOrderHistoryResponse(entries=[oms_pb2.OrderHistoryEntry(
                 update=self._order(r.order_id), audit_json='{"event": {}}')]),

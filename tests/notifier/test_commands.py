@@ -25,7 +25,7 @@ async def test_help_lists_every_command(notifier, fake_api):
     reply = await ask(fake_api, "/help")
 
     for command in ("/status", "/positions", "/orders", "/pnl", "/strategies", "/pause", "/resume", "/kill",
-                    "/unkill", "/squareoff", "/limits", "/cancel", "/buy", "/sell", "/modify"):
+                    "/unkill", "/squareoff", "/limits", "/cancel", "/buy", "/sell", "/modify", "/funds"):
         assert command in reply
 
 
@@ -110,6 +110,13 @@ async def test_pnl_shows_net_realised_unrealised_and_charges(notifier, fake_api)
     reply = await ask(fake_api, "/pnl")
 
     assert reply == "<b>P&amp;L</b> net ₹138.00\nRealised ₹50.00 · unrealised ₹100.00 · charges ₹12.00"
+
+
+async def test_funds_shows_what_is_available_of_the_total_and_todays_pnl(notifier, fake_api):
+    reply = await ask(fake_api, "/funds")
+
+    assert reply == ("<b>Funds</b> (kotak account at 14:30:00)\nAvailable -₹1,234.50 of ₹1,00,000.00 · margin used "
+                     "₹1,01,234.50\nToday: realised -₹500.00 · unrealised ₹250.00")
 
 
 async def test_strategies_lists_state_and_signal_count(notifier, fake_api):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from typing import Any
 
 import pytest
@@ -152,6 +153,43 @@ async def test_a_resting_order_is_modified_from_telegram_and_the_change_is_notif
     assert (seen["order"].request.quantity, seen["order"].request.price_paise) == (2, seen["lower"])
     assert f"⚙️ <b>Order modified</b>\nBUY SBIN-EQ: qty 1 → 2, price {was} → {now} [MANUAL]" in seen["told"]
     assert sum("Order modified" in p["text"] for p in fake_api.sent(chat_id=CHAT)) == 1
+
+
+async def test_funds_shows_the_paper_account_and_an_order_beyond_it_is_refused_as_the_brokers_rms_would(fake_api):
+    """A Rs 2,000 paper account: a market buy of 100 SBIN (~Rs 800: Rs 16,000 of margin) is REJECTED with the RMS's
+    text, which the chat hears; /funds shows what is left after a share bought."""
+    from services.app.monolith import Monolith
+
+    app = Monolith(paper_settings(), notifier_toml(fake_api) | {"oms": {"paper_capital": 2000}})
+    stop = asyncio.Event()
+    seen: dict[str, Any] = {}
+
+    async def trader() -> None:
+        try:
+            await app.started.wait()
+            instruments = await app.bus.call(rpc.LIST_INSTRUMENTS, ingestion_pb2.ListInstrumentsRequest())
+            sbin = next(i for i in instruments.instruments if i.symbol == "SBIN-EQ")
+            seen["bought"] = await filled(app.bus, await place_once_priced(app.bus, sbin))
+            await app.bus.call(rpc.PLACE_ORDER, oms_pb2.PlaceOrderRequest(order=manual_order(sbin, 100, "big")))
+            seen["told"] = (await reply(fake_api, lambda m: "RMS:Margin Exceeds" in m["text"]))["text"]
+            seen["order"] = (await app.bus.call(rpc.GET_ORDER, oms_pb2.GetOrderRequest(order_id="big"))).order
+            fake_api.send_command(CHAT, "/funds")
+            seen["funds"] = (await reply(fake_api, lambda m: m["text"].startswith("<b>Funds</b>")))["text"]
+            seen["grpc"] = await app.bus.call(rpc.GET_FUNDS, oms_pb2.GetFundsRequest())
+        finally:
+            stop.set()
+
+    await asyncio.wait_for(app.run(extra=[trader], stop=stop), 60)
+
+    assert (seen["order"].status, seen["order"].reason_code) == (trading_pb2.ORDER_STATUS_REJECTED, "BROKER_REJECTED")
+    assert seen["order"].reason.startswith("RMS:Margin Exceeds,Required:")
+    assert "BUY 100 SBIN-EQ" in seen["told"]
+    funds = seen["grpc"]
+    assert funds.account == "paper" and funds.total_paise <= 2_000_00  # less today's charges and any loss
+    assert 0 < funds.margin_used_paise <= seen["bought"].average_price_paise  # a fifth of a share, give or take
+    rupees = r"-?₹[\d,]+\.\d\d"
+    assert re.fullmatch(rf"<b>Funds</b> \(paper account at \d\d:\d\d:\d\d\)\nAvailable {rupees} of {rupees} · "
+                        rf"margin used {rupees}\nToday: realised {rupees} · unrealised {rupees}", seen["funds"])
 
 
 async def test_the_monolith_start_and_stop_notices_reach_telegram(fake_api):
