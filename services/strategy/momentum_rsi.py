@@ -10,6 +10,9 @@ Rules, on each closed candle of a token (after warm-up: rsi_period + 1 and ema_p
     below the EMA, if `allow_short`.
 - Long: SELL the whole position when RSI falls below `exit_long_rsi` or the close falls below the EMA.
 - Short: BUY the whole position back when RSI rises above `exit_short_rsi` or the close rises above the EMA.
+- An entry's size: `quantity` rounded down to whole lots (at least one); or, with `order_value` set, as many whole
+  lots as that many rupees buy at the entry candle's close (a contract at its price factor). An instrument one lot
+  of which costs more than `order_value` is not entered (said once in the log): the budget is a ceiling.
 - Never pyramids: while a signal's order is in flight, or a position is open, no new entry.
 - With `trend_index` (an index NeoPulse follows, e.g. "Nifty 50"), entries also go with the market: a long only
   while the index's last close is above its EMA(`trend_ema_period`) of 1-minute closes, a short only while below;
@@ -25,15 +28,22 @@ At start the stored candles warm it up the same way (closes_needed: the longer o
 
 from __future__ import annotations
 
+import logging
+import math
 from collections import deque
+from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.strategy.indicators import EMA, RSI
 from services.strategy.plugins import Decision, OrderChange, OrderIntent, Strategy, StrategyContext, register
+from shared.config import RupeesOrOff
 from shared.contracts import market_pb2, trading_pb2
-from shared.money import snap_to_tick
+from shared.money import fmt_inr, snap_to_tick, to_paise
+from shared.price_factor import ONE, factor_of
+
+log = logging.getLogger(__name__)
 
 MAX_RSI_PERIOD, MAX_EMA_PERIOD = 200, 500
 # Closes kept per token: the most any valid periods need to be warm (RSI period + 1, and one more for the cross).
@@ -54,6 +64,9 @@ class MomentumRsiParams(BaseModel):
     allow_short: bool = True
     # Shares per entry; rounded down to the instrument's lot size (at least one lot).
     quantity: int = Field(default=1, ge=1, le=1_000_000)
+    # Rupees per entry instead (0: off): whole lots worth at most this at the close. Sizes a list of instruments
+    # from Rs 100 to Rs 10,000 alike.
+    order_value: RupeesOrOff = Decimal(0)
     order_type: Literal["LIMIT", "MARKET"] = "LIMIT"
     # A LIMIT order still working at a candle's close is moved to that close, at most this many times per order
     # (0: never; it then works until it fills or [strategy] cancel_working_after_s cancels it). See _reprice.
@@ -102,6 +115,7 @@ class MomentumRsi(Strategy):
         # once, instead of leaving the strategy blind, exits included, for a whole warm-up.
         self._closes: dict[int, deque[int]] = {}
         self._index_closes: dict[str, deque[int]] = {}  # the same, for each index followed (by upper-case symbol)
+        self._too_dear: set[tuple[int, Decimal]] = set()  # (token, order_value) said to cost more than a lot
         super().__init__(name, params, tokens)
 
     @classmethod
@@ -170,15 +184,16 @@ class MomentumRsi(Strategy):
         if self.position(token) != 0 or prev is None:
             return []
         if prev < p.entry_long_rsi <= rsi and close > ema and self._with_the_market(trading_pb2.SIDE_BUY):
-            return [self._intent(token, close, ctx, trading_pb2.SIDE_BUY, self._entry_quantity(token, ctx),
-                                 f"RSI crossed above {p.entry_long_rsi:g} ({rsi:.1f}), close above EMA {ema:.0f}"
-                                 + self._trend_said("above"))]
-        if (p.allow_short and prev > p.entry_short_rsi >= rsi and close < ema
-                and self._with_the_market(trading_pb2.SIDE_SELL)):
-            return [self._intent(token, close, ctx, trading_pb2.SIDE_SELL, self._entry_quantity(token, ctx),
-                                 f"RSI crossed below {p.entry_short_rsi:g} ({rsi:.1f}), close below EMA {ema:.0f}"
-                                 + self._trend_said("below"))]
-        return []
+            side, reason = trading_pb2.SIDE_BUY, (f"RSI crossed above {p.entry_long_rsi:g} ({rsi:.1f}), close above "
+                                                  f"EMA {ema:.0f}" + self._trend_said("above"))
+        elif (p.allow_short and prev > p.entry_short_rsi >= rsi and close < ema
+              and self._with_the_market(trading_pb2.SIDE_SELL)):
+            side, reason = trading_pb2.SIDE_SELL, (f"RSI crossed below {p.entry_short_rsi:g} ({rsi:.1f}), close below "
+                                                   f"EMA {ema:.0f}" + self._trend_said("below"))
+        else:
+            return []
+        quantity = self._entry_quantity(token, ctx, close)
+        return [self._intent(token, close, ctx, side, quantity, reason)] if quantity else []
 
     def closes_needed(self) -> int:
         """RSI needs rsi_period + 1 closes for a value and one more for the cross; the EMA ema_period; the trend
@@ -229,10 +244,20 @@ class MomentumRsi(Strategy):
         return OrderChange(token, limit_price_paise=price,
                            reason=f"{what} repriced to the close ({working.changes + 1} of {most}), EMA {ema:.0f}")
 
-    def _entry_quantity(self, token: int, ctx: StrategyContext) -> int:
+    def _entry_quantity(self, token: int, ctx: StrategyContext, close: int) -> int:
+        """Units to enter with at `close`: whole lots (0: one lot costs more than order_value)."""
         inst = ctx.instruments.get(token)
         lot = inst.lot_size if inst is not None and inst.lot_size > 0 else 1
-        return max(lot, self.params.quantity - self.params.quantity % lot)
+        if not self.params.order_value:
+            return max(lot, self.params.quantity - self.params.quantity % lot)
+        lot_cost = lot * close * (factor_of(inst.price_factor) if inst is not None else ONE)
+        lots = int(to_paise(self.params.order_value) // lot_cost) if lot_cost > 0 else 0
+        if not lots and not ctx.warm_up and (token, self.params.order_value) not in self._too_dear:
+            self._too_dear.add((token, self.params.order_value))
+            log.info("an entry left out: one lot costs more than order_value", extra={
+                "strategy": self.name, "token": token, "lot_cost": fmt_inr(math.ceil(lot_cost)),
+                "order_value": str(self.params.order_value)})
+        return lots * lot
 
     def _intent(self, token: int, close: int, ctx: StrategyContext, side: trading_pb2.Side, quantity: int,
                 reason: str) -> OrderIntent:

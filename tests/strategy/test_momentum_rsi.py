@@ -1,6 +1,7 @@
 """MOMENTUM_RSI on crafted candle series: entries on RSI crosses with the EMA, exits, no pyramiding."""
 
 from datetime import date
+from decimal import Decimal
 
 import pytest
 from pydantic import ValidationError
@@ -10,6 +11,7 @@ from services.strategy.momentum_rsi import MomentumRsi, MomentumRsiParams, _Toke
 from services.strategy.plugins import PENDING_EXPIRY_NS, StrategyContext
 from shared.clock import NS, ManualClock, ist_ns
 from shared.contracts import market_pb2, trading_pb2
+from shared.errors import InvalidInput
 from shared.instruments import InstrumentBook
 from shared.marketdata import nse_instruments
 
@@ -75,7 +77,52 @@ def test_market_orders_carry_no_price():
 def test_quantity_is_rounded_down_to_whole_lots():
     strategy = make(quantity=7)
     ctx = StrategyContext(InstrumentBook([market_pb2.Instrument(token=SBIN, lot_size=5, tick_size_paise=5)]))
-    assert strategy._entry_quantity(SBIN, ctx) == 5
+    assert strategy._entry_quantity(SBIN, ctx, 100_00) == 5
+
+
+def test_an_order_value_buys_as_many_whole_lots_as_it_can_at_the_close_whatever_the_quantity():
+    (intent,) = feed(make(order_value=1_050, quantity=3), FALLING_THEN_JUMP)[5]  # Rs 1,050 at Rs 100: 10 shares
+    assert (intent.side, intent.quantity) == (trading_pb2.SIDE_BUY, 10)
+    (short,) = feed(make(order_value=1_000), RISING_THEN_DROP)[5]  # exactly 10
+    assert short.quantity == 10
+
+    lots = StrategyContext(InstrumentBook([market_pb2.Instrument(token=SBIN, lot_size=75, tick_size_paise=5)]))
+    assert make(order_value=20_000)._entry_quantity(SBIN, lots, 100_00) == 150  # 2 lots of Rs 7,500; not 3
+
+
+def test_an_order_value_counts_a_contracts_price_factor():
+    barrels = market_pb2.Instrument(token=SBIN, lot_size=1, tick_size_paise=100)
+    barrels.price_factor.numerator = 100  # quoted per barrel, traded in lots of 100 barrels
+    ctx = StrategyContext(InstrumentBook([barrels]))
+    assert make(order_value=1_500_000)._entry_quantity(SBIN, ctx, 5_000_00) == 3  # Rs 5,00,000 a contract
+
+
+def test_an_instrument_one_lot_of_which_costs_more_than_the_order_value_is_not_entered_and_the_log_says_so(caplog):
+    strategy = make(order_value="99.99")
+
+    out = feed(strategy, FALLING_THEN_JUMP)
+    feed(strategy, RISING_THEN_DROP, start_minute=6)
+
+    assert out[5] == []
+    said = [r for r in caplog.records if r.getMessage() == "an entry left out: one lot costs more than order_value"]
+    assert len(said) == 1 and (said[0].token, said[0].lot_cost, said[0].order_value) == (SBIN, "₹100.00", "99.99")
+
+
+def test_an_order_value_is_set_at_run_time_in_rupees_and_a_malformed_one_changes_nothing():
+    strategy = make()
+    engine = StrategyEngine([strategy], InstrumentBook(nse_instruments(["SBIN-EQ"])), ManualClock(T0915))
+
+    engine.set_params("mom", {"order_value": "25000.50"})
+    with pytest.raises(InvalidInput, match="order_value"):
+        engine.set_params("mom", {"order_value": "lots"})
+
+    assert strategy.params.order_value == Decimal("25000.50")
+    assert engine.set_params("mom", {"order_value": "0"})[0].params.order_value == 0  # back to quantity
+
+
+def test_an_order_value_with_fractions_of_a_paisa_is_refused():
+    with pytest.raises(ValidationError, match="order_value"):
+        make(order_value="100.005")
 
 
 def test_a_limit_price_is_snapped_to_the_tick_size():
