@@ -275,7 +275,8 @@ class StrategyEngine:
                 continue  # nothing to restore (one given up with its outcome unknown still blocks its token)
             update = trading_pb2.OrderUpdate()
             update.CopyFrom(order)
-            update.last_fill_quantity = order.filled_quantity  # its fills so far, as one
+            update.last_fill_quantity = order.filled_quantity  # its fills so far, as one, at their average price
+            update.last_fill_price_paise = order.average_price_paise
             update.sequence = 0  # applied whatever the order of the list
             self.on_order_update(update)
             applied += 1

@@ -10,6 +10,9 @@ Rules, on each closed candle of a token (after warm-up: rsi_period + 1 and ema_p
     below the EMA, if `allow_short`.
 - Long: SELL the whole position when RSI falls below `exit_long_rsi` or the close falls below the EMA.
 - Short: BUY the whole position back when RSI rises above `exit_short_rsi` or the close rises above the EMA.
+- Either, first of all: with `stop_loss_pct`, exit at the market when a close is that much against the entry price
+  (the average of the fills that opened the position); with `target_pct`, when a close is that much in its favour.
+  Both are read on 1-minute closes, as everything here: a close can go past them, and the exit goes after it.
 - An entry's size: `quantity` rounded down to whole lots (at least one); or, with `order_value` set, as many whole
   lots as that many rupees buy at the entry candle's close (a contract at its price factor). An instrument one lot
   of which costs more than `order_value` is not entered (said once in the log): the budget is a ceiling.
@@ -75,6 +78,9 @@ class MomentumRsiParams(BaseModel):
     # period of the EMA of its 1-minute closes that says which way it goes.
     trend_index: str = Field(default="", max_length=64)
     trend_ema_period: int = Field(default=20, ge=1, le=MAX_EMA_PERIOD)
+    # Exit when a close is this many % against the entry (at the market) or in its favour (0: off).
+    stop_loss_pct: float = Field(default=0.0, ge=0, lt=100)
+    target_pct: float = Field(default=0.0, ge=0, le=1_000)
 
     @model_validator(mode="after")
     def _thresholds_are_ordered(self) -> MomentumRsiParams:
@@ -216,12 +222,34 @@ class MomentumRsi(Strategy):
 
     def _exit(self, token: int, close: int, rsi: float, ema: float, ctx: StrategyContext) -> OrderIntent | None:
         p, pos = self.params, self.position(token)
+        if not pos:
+            return None
+        side = trading_pb2.SIDE_SELL if pos > 0 else trading_pb2.SIDE_BUY
+        stop = self._stop_or_target(token, close, pos)
+        if stop is not None:
+            reason, at_market = stop
+            if at_market:
+                return OrderIntent(token, side, abs(pos), trading_pb2.ORDER_TYPE_MARKET, 0, trading_pb2.PRODUCT_MIS,
+                                   reason)
+            return self._intent(token, close, ctx, side, abs(pos), reason)
         if pos > 0 and (rsi < p.exit_long_rsi or close < ema):
-            reason = f"exit long: RSI {rsi:.1f}, EMA {ema:.0f}"
-            return self._intent(token, close, ctx, trading_pb2.SIDE_SELL, pos, reason)
+            return self._intent(token, close, ctx, side, pos, f"exit long: RSI {rsi:.1f}, EMA {ema:.0f}")
         if pos < 0 and (rsi > p.exit_short_rsi or close > ema):
-            reason = f"exit short: RSI {rsi:.1f}, EMA {ema:.0f}"
-            return self._intent(token, close, ctx, trading_pb2.SIDE_BUY, -pos, reason)
+            return self._intent(token, close, ctx, side, -pos, f"exit short: RSI {rsi:.1f}, EMA {ema:.0f}")
+        return None
+
+    def _stop_or_target(self, token: int, close: int, pos: int) -> tuple[str, bool] | None:
+        """The stop loss's reason (at the market: True) or the target's (False) when `close` reached one."""
+        p, entry = self.params, self.entry_price(token)
+        if not entry or not (p.stop_loss_pct or p.target_pct):
+            return None
+        gain_pct = (close - entry) * 100 / entry * (1 if pos > 0 else -1)
+        said = f"close {fmt_inr(close)}, {abs(gain_pct):.2f}% {'over' if close > entry else 'under'} the entry " \
+               f"{fmt_inr(entry)}"
+        if p.stop_loss_pct and gain_pct <= -p.stop_loss_pct:
+            return f"stop loss {p.stop_loss_pct:g}%: {said}", True
+        if p.target_pct and gain_pct >= p.target_pct:
+            return f"target {p.target_pct:g}%: {said}", False
         return None
 
     def _reprice(self, token: int, close: int, ema: float, ctx: StrategyContext) -> OrderChange | None:

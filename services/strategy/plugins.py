@@ -28,7 +28,8 @@ How to add a strategy
    (empty = every instrument) and ``params = { lookback = 30 }``.
 
 What the base class gives you: ``self.position(token)`` (net quantity from this strategy's
-fills, read from ORDER_UPDATES whose ``strategy_tag`` is the strategy's name) and
+fills, read from ORDER_UPDATES whose ``strategy_tag`` is the strategy's name), ``self.entry_price(token)`` (the
+average price of the fills that opened it) and
 ``self.is_pending(token, now_ns)`` (a signal was sent and its order has not finished), so a
 plugin can refuse to pyramid and exit with the opposite side; ``self.working_order(token)`` (its
 order there while it works: terms, fills, status, how often the plugin changed it), which an
@@ -170,6 +171,7 @@ class Strategy:
         # (token, product) -> net quantity: a square-off closes one product's position (intraday MIS, not the
         # user's CNC holding of the same token), so the product of each fill is kept.
         self._positions: dict[tuple[int, int], int] = {}
+        self._entries: dict[tuple[int, int], int] = {}  # (token, product) -> the open position's average price, paise
         self._pending: dict[int, tuple[int, bool]] = {}  # token -> (expiry ns, accepted or order seen)
         self._pending_signal: dict[int, str] = {}  # token -> signal_id of the pending signal, if the module gave one
         # token -> ids of its orders REJECTED with OUTCOME_UNKNOWN and not adopted (yet): see on_order_update.
@@ -240,6 +242,11 @@ class Strategy:
         """Net quantity in `token` held under `product` (unspecified counts as MIS, as everywhere)."""
         return self._positions.get((token, _product(product)), 0)
 
+    def entry_price(self, token: int, product: int = trading_pb2.PRODUCT_MIS) -> int:
+        """The average price (paise) of the fills that opened and added to this strategy's position in `token` under
+        `product` (fills that reduced it do not move it; one that turned it over starts it again); 0 when flat."""
+        return self._entries.get((token, _product(product)), 0)
+
     def working_order(self, token: int) -> WorkingOrder | None:
         """This strategy's order in `token` while it works (the latest, should there be two), else None: what an
         OrderChange changes."""
@@ -288,6 +295,8 @@ class Strategy:
         taken = min(quantity, abs(held))
         if taken:
             self._positions[key] = held - taken if held > 0 else held + taken
+            if not self._positions[key]:
+                self._entries.pop(key, None)
         return taken
 
     def release_unknown(self) -> None:
@@ -319,7 +328,9 @@ class Strategy:
             signed = update.last_fill_quantity if update.request.side == trading_pb2.SIDE_BUY \
                 else -update.last_fill_quantity
             key = (token, _product(update.request.product))
-            self._positions[key] = self._positions.get(key, 0) + signed
+            held = self._positions.get(key, 0)
+            self._positions[key] = held + signed
+            self._note_entry(key, held, signed, update.last_fill_price_paise)
         if update.status in TERMINAL:
             self._pending.pop(token, None)
             self._orders.pop(order_id, None)
@@ -328,6 +339,16 @@ class Strategy:
         else:  # working, also one from before a restart: the token waits for it
             self._pending[token] = (self._pending.get(token, (0, True))[0], True)
             self._note_working(token, order_id, update)
+
+    def _note_entry(self, key: tuple[int, int], held: int, signed: int, price_paise: int) -> None:
+        now = held + signed
+        if not now:
+            self._entries.pop(key, None)
+        elif not held or (held > 0) != (now > 0):  # opened, or turned over: the rest of this fill opened it
+            self._entries[key] = price_paise
+        elif (held > 0) == (signed > 0) and price_paise:  # added to: the average of what it holds
+            entry = self._entries.get(key, price_paise)
+            self._entries[key] = (entry * abs(held) + price_paise * abs(signed) + abs(now) // 2) // abs(now)
 
     def _note_working(self, token: int, order_id: str, update: trading_pb2.OrderUpdate) -> None:
         r = update.request

@@ -14,6 +14,7 @@ from shared.contracts import market_pb2, trading_pb2
 from shared.errors import InvalidInput
 from shared.instruments import InstrumentBook
 from shared.marketdata import nse_instruments
+from shared.positions import SQUAREOFF_TAG
 
 T0915 = ist_ns(date(2026, 1, 20), 9, 15)
 SBIN = 3045
@@ -145,6 +146,92 @@ def test_no_second_entry_while_the_position_is_open():
     fill(strategy, trading_pb2.SIDE_BUY, 1)
     assert strategy.position(SBIN) == 1
     assert feed(strategy, [99_00, 103_00], start_minute=6) == [[], []]
+
+
+def test_a_close_past_the_stop_loss_exits_at_the_market_before_the_indicators_would():
+    """Without a stop the close of 99 keeps the long (test_no_second_entry_while_the_position_is_open)."""
+    strategy = make(stop_loss_pct=0.5)
+    feed(strategy, FALLING_THEN_JUMP)
+    fill(strategy, trading_pb2.SIDE_BUY, 1)
+
+    (intent,), = feed(strategy, [99_00], start_minute=6)
+
+    assert (intent.side, intent.quantity, intent.order_type, intent.limit_price_paise) == (
+        trading_pb2.SIDE_SELL, 1, trading_pb2.ORDER_TYPE_MARKET, 0)
+    assert intent.reason == "stop loss 0.5%: close ₹99.00, 1.00% under the entry ₹100.00"
+
+
+def test_a_close_short_of_the_stop_loss_does_not_exit():
+    strategy = make(stop_loss_pct=1.5)
+    feed(strategy, FALLING_THEN_JUMP)
+    fill(strategy, trading_pb2.SIDE_BUY, 1)
+
+    assert feed(strategy, [99_00], start_minute=6) == [[]]
+
+
+def test_a_close_at_the_target_takes_the_profit_as_the_strategys_orders_go():
+    strategy = make(target_pct=2)
+    feed(strategy, FALLING_THEN_JUMP)
+    fill(strategy, trading_pb2.SIDE_BUY, 1)
+
+    assert feed(strategy, [101_90], start_minute=6) == [[]]  # still rising: the indicators hold it
+    (intent,), = feed(strategy, [102_00], start_minute=7)
+
+    assert (intent.side, intent.order_type, intent.limit_price_paise) == (
+        trading_pb2.SIDE_SELL, trading_pb2.ORDER_TYPE_LIMIT, 102_00)
+    assert intent.reason == "target 2%: close ₹102.00, 2.00% over the entry ₹100.00"
+
+
+def test_a_shorts_stop_loss_is_a_close_above_its_entry():
+    strategy = make(stop_loss_pct=1)
+    feed(strategy, RISING_THEN_DROP)
+    fill(strategy, trading_pb2.SIDE_SELL, 1)
+
+    (intent,), = feed(strategy, [101_50], start_minute=6)
+
+    assert (intent.side, intent.quantity, intent.order_type) == (trading_pb2.SIDE_BUY, 1, trading_pb2.ORDER_TYPE_MARKET)
+    assert intent.reason == "stop loss 1%: close ₹101.50, 1.50% over the entry ₹100.00"
+
+
+def test_the_entry_price_is_the_average_of_the_fills_that_built_the_position():
+    strategy = make()
+
+    def filled(side, quantity, price):
+        strategy.on_order_update(trading_pb2.OrderUpdate(
+            status=trading_pb2.ORDER_STATUS_TRADED, last_fill_quantity=quantity, last_fill_price_paise=price,
+            request=trading_pb2.OrderRequest(token=SBIN, side=side, strategy_tag="mom")))
+        return strategy.entry_price(SBIN)
+
+    assert filled(trading_pb2.SIDE_BUY, 10, 100_00) == 100_00
+    assert filled(trading_pb2.SIDE_BUY, 30, 104_00) == 103_00
+    assert filled(trading_pb2.SIDE_SELL, 15, 90_00) == 103_00  # a reduction leaves it
+    assert filled(trading_pb2.SIDE_SELL, 35, 95_00) == 95_00  # long 25 turned into short 10, at this fill
+    assert filled(trading_pb2.SIDE_BUY, 10, 96_00) == 0  # flat
+
+
+def test_a_restart_gives_the_entry_price_back_from_the_orders_average_fill_price():
+    strategy = make()
+    engine = StrategyEngine([strategy], InstrumentBook(nse_instruments(["SBIN-EQ"])), ManualClock(T0915))
+
+    engine.load_orders([trading_pb2.OrderUpdate(
+        client_order_id="o-1", sequence=3, status=trading_pb2.ORDER_STATUS_TRADED, filled_quantity=4,
+        average_price_paise=101_25, last_fill_quantity=1, last_fill_price_paise=102_00,
+        request=trading_pb2.OrderRequest(token=SBIN, side=trading_pb2.SIDE_BUY, quantity=4, strategy_tag="mom",
+                                         product=trading_pb2.PRODUCT_MIS))])
+
+    assert (strategy.position(SBIN), strategy.entry_price(SBIN)) == (4, 101_25)
+
+
+def test_a_square_off_that_closes_the_position_forgets_its_entry_price():
+    strategy = make(stop_loss_pct=0.5)
+    engine = StrategyEngine([strategy], InstrumentBook(nse_instruments(["SBIN-EQ"])), ManualClock(T0915))
+    fill(strategy, trading_pb2.SIDE_BUY, 2)
+
+    engine.on_order_update(trading_pb2.OrderUpdate(
+        status=trading_pb2.ORDER_STATUS_TRADED, last_fill_quantity=2, last_fill_price_paise=90_00,
+        request=trading_pb2.OrderRequest(token=SBIN, side=trading_pb2.SIDE_SELL, strategy_tag=SQUAREOFF_TAG)))
+
+    assert (strategy.position(SBIN), strategy.entry_price(SBIN)) == (0, 0)
 
 
 def test_exits_a_long_with_a_sell_of_the_whole_position_when_rsi_falls_below_the_exit_level():
