@@ -51,6 +51,10 @@ class OmsSettings(ModuleSettings):
     paper_margin_mis: Decimal = Field(default=Decimal("0.2"), gt=0, le=1)
     paper_margin_cnc: Decimal = Field(default=Decimal("1"), gt=0, le=1)
     paper_margin_nrml: Decimal = Field(default=Decimal("0.2"), gt=0, le=1)
+    # Read the account's funds this often (the gauge neopulse_funds_rupees; live, one read of the broker's limits)
+    # and warn once, until it recovers, when what is available falls under low_funds_pct of the total. 0 = never.
+    funds_check_s: float = Field(default=60.0, ge=0)
+    low_funds_pct: float = Field(default=10.0, ge=0, le=100)
 
     # Charges (fractions of turnover unless named _paise; option turnover is the premium). Defaults: rates in force
     # in 2026 (sources in services/oms/charges.py). Brokerage: the lower of flat and percentage, per executed order.

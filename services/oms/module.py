@@ -36,7 +36,7 @@ from shared.clock import Clock, day_of, ist_day_number, ist_ns
 from shared.component import Component
 from shared.contracts import market_pb2, ops_pb2
 from shared.contracts import trading_pb2 as t
-from shared.money import to_paise, to_rupees
+from shared.money import fmt_inr, to_paise, to_rupees
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ DAY_CHECK_S = 60.0  # how often (real seconds) to look whether a new trading day
 MAX_BURST = 100  # decisions written ahead in one ledger transaction at most
 POSITION_DIFFERENCES = Gauge("neopulse_oms_position_differences",
                              "Positions whose net quantity has differed from the broker's for position_grace_s")
+FUNDS = Gauge("neopulse_funds_rupees", "The trading account's funds at the last read (OrderService/GetFunds): "
+              "available, margin_used, total", ["kind"])
 ORDERS_IN_MEMORY = Gauge("neopulse_oms_orders_in_memory",
                          "Orders the OMS holds in memory: today's and those still worked on (earlier days' that ended "
                          "are dropped at the day roll; the ledger keeps them)")
@@ -138,6 +140,30 @@ class OmsModule(Component):
                 tg.create_task(self.lease.keep(self._ledger_taken), name="oms:ledger-lease")
             if not self.broker.in_process and self.settings.position_check_s > 0:
                 tg.create_task(self._check_positions(), name="oms:positions")
+            if self.settings.funds_check_s > 0:
+                tg.create_task(self._watch_funds(), name="oms:funds")
+
+    async def _watch_funds(self) -> None:
+        """The account's funds as gauges, and a warning when what is left to trade with runs low: orders needing
+        more are refused by the broker's RMS (the paper account's too), strategies' entries among them."""
+        low = False
+        while True:
+            try:
+                funds = await self.broker.funds()
+            except Exception as exc:
+                log.warning("the account's funds could not be read", extra={"error": f"{type(exc).__name__}: {exc}"})
+            else:
+                for kind, paise in (("available", funds.available_paise), ("margin_used", funds.margin_used_paise),
+                                    ("total", funds.total_paise)):
+                    FUNDS.labels(kind).set(paise / 100)
+                short = funds.available_paise * 100 < funds.total_paise * self.settings.low_funds_pct
+                if short and not low:
+                    await self.engine.notify(ops_pb2.SEVERITY_WARNING, "Funds running low", (
+                        f"{fmt_inr(funds.available_paise)} available of {fmt_inr(funds.total_paise)} "
+                        f"({fmt_inr(funds.margin_used_paise)} held as margin) in the {funds.account} account. The "
+                        "broker refuses orders that need more; exits still go."), account=funds.account)
+                low = short
+            await asyncio.sleep(self.settings.funds_check_s)
 
     async def _apply_held_rows(self) -> None:
         """Broker rows held back while an order's cancel was under way, applied once that wait is over."""

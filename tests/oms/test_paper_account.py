@@ -4,20 +4,23 @@ text and is in the ledger, an exit always goes, and OrderService/GetFunds report
 
 from __future__ import annotations
 
+import asyncio
 import re
 from fractions import Fraction
 
 import pytest
+from prometheus_client import REGISTRY
 
 from services.oms.config import OmsSettings
 from services.oms.paper import PaperAccount
 from shared import rpc
 from shared.bus import Topic
-from shared.contracts import market_pb2, oms_pb2, risk_pb2
+from shared.contracts import market_pb2, oms_pb2, ops_pb2, risk_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, NotFound
 from shared.positions import PositionBook
 from shared.price_factor import price_factor
+from tests.helpers import eventually as until
 from tests.oms.conftest import accepted
 from tests.oms.helpers import TOKEN, order, tick
 
@@ -277,3 +280,30 @@ async def test_a_virtual_broker_without_an_account_says_so(start_oms):
 
     with pytest.raises(NotFound, match="no paper account"):
         await funds(oms)
+
+
+async def test_funds_running_low_is_warned_once_until_they_recover_and_the_gauges_follow(start_oms):
+    oms = await start_oms(settings=OmsSettings(lookup_backoff_s=0, poll_interval_s=0, paper_capital=50_000,
+                                               funds_check_s=0.02, low_funds_pct=10))
+    await oms.bus.publish(Topic.TICKS, tick(1_000 * RUPEE, bid=999 * RUPEE, ask=1_000 * RUPEE))
+
+    async def trade(side: int, cid: str) -> None:
+        await oms.bus.publish(Topic.ORDERS, accepted(order(side, kind=t.ORDER_TYPE_MARKET, quantity=240, price=0,
+                                                           client_order_id=cid)))
+        await oms.until_status(cid, t.ORDER_STATUS_TRADED)
+
+    def warnings() -> list[ops_pb2.Notification]:
+        return [n for n in oms.notifications if n.title == "Funds running low"]
+
+    await until(lambda: REGISTRY.get_sample_value("neopulse_funds_rupees", {"kind": "available"}) == 50_000)
+    await trade(t.SIDE_BUY, "in-1")  # Rs 48,000 of margin: under 10 % left
+    await until(lambda: warnings())
+    await asyncio.sleep(0.1)  # several reads later, still low: said once
+    (warned,) = warnings()
+    await trade(t.SIDE_SELL, "out-1")
+    await until(lambda: REGISTRY.get_sample_value("neopulse_funds_rupees", {"kind": "margin_used"}) == 0)
+    await trade(t.SIDE_BUY, "in-2")
+    await until(lambda: len(warnings()) == 2)
+
+    assert warned.severity == ops_pb2.SEVERITY_WARNING and warned.fields["account"] == "paper"
+    assert " available of ₹" in warned.text and "(₹48,000.00 held as margin) in the paper account" in warned.text
