@@ -246,7 +246,12 @@ class Control:
         day = day or day_of(self.clock.now_ns())
         orders = await self._call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(limit=SUMMARY_ORDER_LIMIT))
         positions = await self.positions()
-        return summarise(day, list(orders.orders), positions)
+        summary = summarise(day, list(orders.orders), positions)
+        try:
+            summary.funds = await self.funds()
+        except NeoPulseError as exc:  # the broker's limits unread: the day's trades are the summary
+            log.warning("the daily summary goes without the account's funds", extra={"error": str(exc)})
+        return summary
 
     async def audit(self, name: str, args: list[str], origin: str) -> ops_pb2.Command:
         """Publish the command as it entered the system on Topic.COMMANDS."""

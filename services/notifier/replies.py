@@ -272,4 +272,7 @@ def summary_text(s: DailySummary) -> str:
     for name, day in sorted(s.strategies.items()):
         lines.append(f"• {name}: {day.trades} trades, {fmt_inr(day.realised_pnl_paise)} realised, "
                      f"{fmt_inr(day.unrealised_pnl_paise)} open")
+    if s.funds is not None:
+        lines.append(f"Funds ({s.funds.account}): {fmt_inr(s.funds.available_paise)} available of "
+                     f"{fmt_inr(s.funds.total_paise)}")
     return "\n".join(lines)

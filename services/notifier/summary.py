@@ -30,6 +30,7 @@ class DailySummary:
     unrealised_pnl_paise: int = 0
     charges_paise: int = 0
     strategies: dict[str, StrategyDay] = field(default_factory=dict)
+    funds: oms_pb2.GetFundsResponse | None = None  # the account's at the time of the summary, when it answered
 
     @property
     def net_pnl_paise(self) -> int:

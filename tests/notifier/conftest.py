@@ -50,6 +50,10 @@ class Standins:
                                             average_price_paise=80_000, last_price_paise=81_000,
                                             unrealised_pnl_paise=10_000)],
             realised_pnl_paise=5_000, unrealised_pnl_paise=10_000, charges_paise=1_200)
+        # GetFunds' answer, or the error it raises
+        self.funds: oms_pb2.GetFundsResponse | Exception = oms_pb2.GetFundsResponse(
+            account="kotak", available_paise=-1_234_50, margin_used_paise=1_01_234_50, total_paise=1_00_000_00,
+            realised_pnl_paise=-500_00, unrealised_pnl_paise=250_00, as_of_ns=DAY_START + 210 * 60 * NS)
         handlers = {
             rpc.GET_FEED_STATUS: lambda r: ingestion_pb2.GetFeedStatusResponse(
                 source="simulator", connected=True, ticks_total=1234, ticks_per_second=56.5),
@@ -64,9 +68,7 @@ class Standins:
             rpc.LIST_ORDERS: lambda r: oms_pb2.ListOrdersResponse(orders=[
                 o for o in self.orders if not r.open_only or o.status == trading_pb2.ORDER_STATUS_OPEN]),
             rpc.LIST_POSITIONS: lambda r: self.positions,
-            rpc.GET_FUNDS: lambda r: oms_pb2.GetFundsResponse(
-                account="kotak", available_paise=-1_234_50, margin_used_paise=1_01_234_50, total_paise=1_00_000_00,
-                realised_pnl_paise=-500_00, unrealised_pnl_paise=250_00, as_of_ns=DAY_START + 210 * 60 * NS),
+            rpc.GET_FUNDS: lambda r: self._funds(),
             rpc.GET_ORDER: lambda r: oms_pb2.GetOrderResponse(order=self._order(r.order_id)),
             rpc.GET_ORDER_HISTORY: lambda r: oms_pb2.GetOrderHistoryResponse(entries=[oms_pb2.OrderHistoryEntry(
                 update=self._order(r.order_id), audit_json='{"event": {}}')]),
@@ -90,6 +92,11 @@ class Standins:
             self.requests.append((name, request))
             return fn(request)
         return handle
+
+    def _funds(self) -> oms_pb2.GetFundsResponse:
+        if isinstance(self.funds, Exception):
+            raise self.funds
+        return self.funds
 
     def calls(self, name: str) -> list[Any]:
         return [r for n, r in self.requests if n == name]

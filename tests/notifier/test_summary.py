@@ -12,7 +12,7 @@ from services.notifier.summary import StrategyDay, next_summary_ns, summarise
 from shared.clock import ist_ns
 from shared.config import load
 from shared.contracts import oms_pb2, trading_pb2
-from shared.errors import ConfigError
+from shared.errors import ConfigError, RetryableError
 from tests.notifier.conftest import CHAT, order, settings_for, started
 
 DAY = date(2026, 11, 25)  # a Wednesday
@@ -76,7 +76,22 @@ async def test_the_summary_is_sent_once_the_clock_passes_the_summary_time(bus, s
                                "Trades 3 · net ₹125.00\n"
                                "Realised ₹100.00 · unrealised ₹50.00 · charges ₹25.00\n"
                                "• MOMENTUM_RSI: 2 trades, ₹100.00 realised, ₹0.00 open\n"
-                               "• manual: 1 trades, ₹0.00 realised, ₹50.00 open")
+                               "• manual: 1 trades, ₹0.00 realised, ₹50.00 open\n"
+                               "Funds (kotak): -₹1,234.50 available of ₹1,00,000.00")
+
+
+async def test_a_summary_whose_funds_the_oms_cannot_read_goes_without_them(bus, standins, fake_api, clock):
+    standins.orders = day_orders()
+    standins.positions = positions()
+
+    standins.funds = RetryableError("kotak limits: timed out")
+    clock.set(ist_ns(DAY, 15, 44))
+    settings = settings_for(fake_api, daily_summary_time_ist="15:45", summary_check_seconds=0.01)
+    async for _ in started(NotifierModule(bus, settings, clock)):
+        clock.set(ist_ns(DAY, 15, 46))
+        sent = await fake_api.wait_sent(1, chat_id=CHAT)
+
+    assert sent[0]["text"].endswith("• manual: 1 trades, ₹0.00 realised, ₹50.00 open")
 
 
 def test_summary_time_must_be_hh_mm():
