@@ -54,9 +54,7 @@ async def test_a_monolith_fill_and_rejection_reach_telegram(fake_api):
 
     async def trader() -> None:
         try:
-            await app.started.wait()
-            instruments = await app.bus.call(rpc.LIST_INSTRUMENTS, ingestion_pb2.ListInstrumentsRequest())
-            sbin = next(i for i in instruments.instruments if i.symbol == "SBIN-EQ")
+            sbin = await started_sbin(app)
             with pytest.raises(RiskRejected) as rejected:
                 await app.bus.call(rpc.PLACE_ORDER, oms_pb2.PlaceOrderRequest(order=manual_order(sbin, 5000, "big")))
             assert rejected.value.reason_code == "MAX_ORDER_QUANTITY"
@@ -85,9 +83,7 @@ async def test_a_resting_order_is_cancelled_from_telegram(fake_api):
 
     async def trader() -> None:
         try:
-            await app.started.wait()
-            instruments = await app.bus.call(rpc.LIST_INSTRUMENTS, ingestion_pb2.ListInstrumentsRequest())
-            sbin = next(i for i in instruments.instruments if i.symbol == "SBIN-EQ")
+            sbin = await started_sbin(app)
             bought = await place_once_priced(app.bus, sbin)  # its fill price: the limit goes 4% below it
             last = await filled(app.bus, bought)
             limit = last.average_price_paise * 96 // 100 // 5 * 5
@@ -127,9 +123,7 @@ async def test_a_resting_order_is_modified_from_telegram_and_the_change_is_notif
 
     async def trader() -> None:
         try:
-            await app.started.wait()
-            instruments = await app.bus.call(rpc.LIST_INSTRUMENTS, ingestion_pb2.ListInstrumentsRequest())
-            sbin = next(i for i in instruments.instruments if i.symbol == "SBIN-EQ")
+            sbin = await started_sbin(app)
             last = await filled(app.bus, await place_once_priced(app.bus, sbin))
             seen["limit"] = last.average_price_paise * 97 // 100 // 5 * 5
             seen["lower"] = seen["limit"] - 10
@@ -166,9 +160,7 @@ async def test_funds_shows_the_paper_account_and_an_order_beyond_it_is_refused_a
 
     async def trader() -> None:
         try:
-            await app.started.wait()
-            instruments = await app.bus.call(rpc.LIST_INSTRUMENTS, ingestion_pb2.ListInstrumentsRequest())
-            sbin = next(i for i in instruments.instruments if i.symbol == "SBIN-EQ")
+            sbin = await started_sbin(app)
             seen["bought"] = await filled(app.bus, await place_once_priced(app.bus, sbin))
             await app.bus.call(rpc.PLACE_ORDER, oms_pb2.PlaceOrderRequest(order=manual_order(sbin, 100, "big")))
             seen["told"] = (await reply(fake_api, lambda m: "RMS:Margin Exceeds" in m["text"]))["text"]
@@ -257,6 +249,13 @@ async def test_an_alert_published_while_the_notifier_stops_still_reaches_telegra
     texts = [p["text"] for p in fake_api.sent(chat_id=CHAT)]
     assert [("NeoPulse stopping" in t, "Kill switch: 1 open order(s) NOT cancelled" in t) for t in texts] == [
         (True, False), (False, True)]
+
+
+async def started_sbin(app):
+    """SBIN-EQ's instrument, once the monolith has started."""
+    await app.started.wait()
+    instruments = await app.bus.call(rpc.LIST_INSTRUMENTS, ingestion_pb2.ListInstrumentsRequest())
+    return next(i for i in instruments.instruments if i.symbol == "SBIN-EQ")
 
 
 async def place_once_priced(bus, instrument, within: float = 20.0) -> str:
