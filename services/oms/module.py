@@ -18,7 +18,7 @@ from services.oms.config import OmsSettings
 from services.oms.engine import OrderEngine
 from services.oms.lease import LedgerLease
 from services.oms.ledger import Ledger
-from services.oms.paper import PaperAccount
+from services.oms.paper import RECOUNT_S, PaperAccount
 from services.oms.reconcile import (
     PositionDifference,
     Restored,
@@ -142,6 +142,15 @@ class OmsModule(Component):
                 tg.create_task(self._check_positions(), name="oms:positions")
             if self.settings.funds_check_s > 0:
                 tg.create_task(self._watch_funds(), name="oms:funds")
+            if isinstance(self.broker, VirtualBroker) and self.broker.account is not None:
+                tg.create_task(self._recount_paper_funds(self.broker), name="oms:paper-funds")
+
+    @staticmethod
+    async def _recount_paper_funds(broker: VirtualBroker) -> None:
+        """What the paper account has left, counted between orders rather than before one (~100 us)."""
+        while True:
+            broker.recount_funds()
+            await asyncio.sleep(RECOUNT_S / 2)
 
     async def _watch_funds(self) -> None:
         """The account's funds as gauges, and a warning when what is left to trade with runs low: orders needing

@@ -8,10 +8,11 @@
   `paper_margin_cnc` (100%: delivery is paid in full), `paper_margin_nrml` (20%, about what futures take).
 - An order that would raise the margin held above the total is refused with the broker's text ("RMS:Margin
   Exceeds,Required:..."). One that does not raise it, an exit, is never refused, however much the account lost.
-- Working all that out takes ~100 us with 50 positions, too long for every order of a burst. So what is left is
-  worked out afresh for an order that might not fit in what was left at the last count, less the most each order
-  since could take (all its units), or when that count is a second old. In between, prices may have moved the
-  account by a second's worth, as a broker's RMS, which marks positions to market every few seconds, allows.
+- Working all that out takes ~100 us with 50 positions, too long for every order of a burst. So the OMS counts
+  what is left every RECOUNT_S / 2, off the order path (recount), and an order that surely fits in it, less the
+  most each order since could take (all its units), goes at once. One that might not fit, or any order when the
+  count is RECOUNT_S old, is worked out afresh. In between, prices may have moved the account by a second's worth,
+  as a broker's RMS, which marks positions to market every few seconds, allows.
 
 Positions are the OMS's book: a fill counts once the OMS has booked it, milliseconds after the VirtualBroker made it.
 """
@@ -73,15 +74,25 @@ class PaperAccount:
             realised_pnl_paise=book.realised_pnl_paise(),
             unrealised_pnl_paise=book.unrealised_pnl_paise(), as_of_ns=now_ns)
 
+    def recount(self, working: Iterable[tuple[t.OrderRequest, int]], last: Mapping[int, market_pb2.Tick]) -> None:
+        """Count what is left now, for the orders of the next RECOUNT_S."""
+        book = self.positions()
+        self._headroom_paise = self.total_paise(book) - self._margin(self._exposures(book, working, last))
+        self._counted_until = time.monotonic() + RECOUNT_S
+
     def refusal(self, order: t.OrderRequest, quantity: int, working: Iterable[tuple[t.OrderRequest, int]],
                 last: Mapping[int, market_pb2.Tick], replacing: tuple[t.OrderRequest, int] | None = None) -> str:
         """The RMS's text refusing `quantity` units of `order` (its remainder) beside the `working` orders (the order
         itself left out), or "" when the account has the margin. `replacing`: the order's terms and remainder before
         a change, which its new ones replace."""
-        if replacing is None:
-            most = _value(quantity, _Exposure(price_paise=_order_price(order, last), factor=factor_of(
-                order.price_factor)), self.rates.get(order.product or t.PRODUCT_MIS, ONE))
-            if most <= self._headroom_paise and time.monotonic() < self._counted_until:
+        if replacing is None and time.monotonic() < self._counted_until:
+            rate = self.rates.get(order.product or t.PRODUCT_MIS, ONE)
+            most = quantity * _order_price(order, last)  # the most it could take: all its units
+            if order.HasField("price_factor"):
+                most = math.ceil(most * factor_of(order.price_factor) * rate)
+            else:
+                most = -(-most * rate.numerator // rate.denominator)
+            if most <= self._headroom_paise:
                 self._headroom_paise -= most
                 return ""
         book = self.positions()

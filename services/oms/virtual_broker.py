@@ -140,6 +140,11 @@ class VirtualBroker:
         await self._book_arrivals()
         return self.account.funds(self._working_terms(), self._last, self.clock.now_ns())
 
+    def recount_funds(self) -> None:
+        """The paper account counts what is left, so that orders need not (services/oms/paper.py)."""
+        if self.account is not None:
+            self.account.recount(self._working_terms(), self._last)
+
     # -- writes ---------------------------------------------------------------------------------
     async def place_order(self, order: t.OrderRequest) -> BrokerAck:
         if order.quantity <= 0:

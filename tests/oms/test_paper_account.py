@@ -179,6 +179,29 @@ def test_orders_in_a_burst_take_the_most_they_could_from_what_was_left_and_one_t
     assert len(counts) == 2
 
 
+def test_a_count_made_between_orders_serves_the_orders_after_it_without_counting_again(monkeypatch):
+    paper, book = account(50_000)
+    long(book, 100, 1_000 * RUPEE)
+    paper.recount([(buy(100), 100)], last(1_000 * RUPEE))  # Rs 40,000 held: Rs 10,000 left
+    counts = []
+    exposures = PaperAccount._exposures
+    monkeypatch.setattr(PaperAccount, "_exposures", lambda *args: counts.append(1) or exposures(*args))
+
+    assert paper.refusal(buy(50), 50, [(buy(100), 100)], last(1_000 * RUPEE)) == ""
+    assert counts == []
+    assert paper.refusal(buy(1), 1, [(buy(100), 100), (buy(50), 50)], last(1_000 * RUPEE)).startswith(
+        "RMS:Margin Exceeds,Required:200.00, Available:0.00")
+    assert counts == [1]
+
+
+async def test_the_oms_keeps_the_paper_accounts_count_fresh(paper_oms, monkeypatch):
+    counted = []
+    recount = PaperAccount.recount
+    monkeypatch.setattr(PaperAccount, "recount", lambda *args: counted.append(1) or recount(*args))
+
+    await until(lambda: len(counted) >= 2, within=3)  # every half second
+
+
 def test_a_count_of_what_is_left_serves_for_a_second_at_most(monkeypatch):
     now = [100.0]
     monkeypatch.setattr("services.oms.paper.time.monotonic", lambda: now[0])
