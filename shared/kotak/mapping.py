@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from services.oms.broker import BrokerOrderEvent
 from shared.contracts import market_pb2, oms_pb2, trading_pb2
+from shared.errors import NeoPulseError
 from shared.money import to_paise, to_rupees
 from shared.price_factor import price_factor as price_factor_proto
 from shared.price_factor import representable
@@ -310,7 +311,9 @@ def limits(reply: dict[str, Any]) -> dict[str, Any]:
 
 def funds(reply: dict[str, Any], now_ns: int) -> oms_pb2.GetFundsResponse:
     """Kotak's limits (all segments, exchanges and products): CollateralValue is what the account trades on, Net
-    what is left of it, MarginUsed what positions and orders hold."""
+    what is left of it, MarginUsed what positions and orders hold. A reply without Net is not read as no money."""
+    if reply.get("Net") in (None, ""):
+        raise NeoPulseError(f"Kotak's limits reply carries no Net: {sorted(reply)[:20]}")
     return oms_pb2.GetFundsResponse(
         account="kotak", available_paise=paise(reply.get("Net")), margin_used_paise=paise(reply.get("MarginUsed")),
         total_paise=paise(reply.get("CollateralValue")), realised_pnl_paise=paise(reply.get("RealizedMtomPrsnt")),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from neo_api_client.exceptions import ApiException
 
 from shared.contracts import trading_pb2 as T
+from shared.errors import NeoPulseError
 from shared.kotak import mapping
 
 
@@ -43,3 +45,20 @@ def test_limit_order_request_maps_to_sdk_place_arguments_with_the_tag():
         "exchange_segment": "nse_cm", "product": "CNC", "price": "3450.05", "order_type": "L", "quantity": "4",
         "validity": "IOC", "trading_symbol": "TCS-EQ", "transaction_type": "S", "trigger_price": "0.00",
         "tag": "sig-1"}
+
+
+def test_funds_come_from_kotaks_limits_in_paise():
+    """The reply's shape as Kotak's Limits API documents it (strings of rupees)."""
+    reply = {"Category": "CLIENT_MTF", "CollateralValue": "10197.48", "Net": "10157.08", "MarginUsed": "40.4",
+             "RealizedMtomPrsnt": "-12.5", "UnrealizedMtomPrsnt": "3", "stCode": 200, "stat": "Ok"}
+
+    funds = mapping.funds(reply, now_ns=9)
+
+    assert (funds.account, funds.total_paise, funds.available_paise, funds.margin_used_paise,
+            funds.realised_pnl_paise, funds.unrealised_pnl_paise, funds.as_of_ns) == (
+        "kotak", 10_197_48, 10_157_08, 40_40, -12_50, 3_00, 9)
+
+
+def test_a_limits_reply_without_net_is_an_error_not_an_empty_account():
+    with pytest.raises(NeoPulseError, match="carries no Net"):
+        mapping.funds({"stat": "Ok", "CollateralValue": "100"}, now_ns=0)
