@@ -17,6 +17,10 @@ Rules, on each closed candle of a token (after warm-up: rsi_period + 1 and ema_p
   lots as that many rupees buy at the entry candle's close (a contract at its price factor). An instrument one lot
   of which costs more than `order_value` is not entered (said once in the log): the budget is a ceiling.
 - Never pyramids: while a signal's order is in flight, or a position is open, no new entry.
+- When to enter: only on a close from `entry_from_ist` up to (not at) `entry_until_ist` (IST "HH:MM", "" for no
+  bound): say not in the open's first minutes, nor so near the intraday square-off that an entry has no time.
+  With `max_positions`, no entry while that many tokens hold a position or an entry on its way. Exits are never
+  held back.
 - With `trend_index` (an index NeoPulse follows, e.g. "Nifty 50"), entries also go with the market: a long only
   while the index's last close is above its EMA(`trend_ema_period`) of 1-minute closes, a short only while below;
   until that EMA is warm, no entry. Exits never wait for it.
@@ -37,16 +41,22 @@ from collections import deque
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.strategy.indicators import EMA, RSI
 from services.strategy.plugins import Decision, OrderChange, OrderIntent, Strategy, StrategyContext, register
+from shared.clock import ist_minute_of_day, parse_hhmm
 from shared.config import RupeesOrOff
 from shared.contracts import market_pb2, trading_pb2
 from shared.money import fmt_inr, snap_to_tick, to_paise
 from shared.price_factor import ONE, factor_of
 
 log = logging.getLogger(__name__)
+
+
+def _minutes(hhmm: str) -> int:
+    hour, minute = parse_hhmm(hhmm)
+    return hour * 60 + minute
 
 MAX_RSI_PERIOD, MAX_EMA_PERIOD = 200, 500
 # Closes kept per token: the most any valid periods need to be warm (RSI period + 1, and one more for the cross).
@@ -78,9 +88,29 @@ class MomentumRsiParams(BaseModel):
     # period of the EMA of its 1-minute closes that says which way it goes.
     trend_index: str = Field(default="", max_length=64)
     trend_ema_period: int = Field(default=20, ge=1, le=MAX_EMA_PERIOD)
+    # Entries only on closes in [entry_from_ist, entry_until_ist) IST, "HH:MM" ("": no bound); and in at most
+    # max_positions tokens at once (0: no limit).
+    entry_from_ist: str = ""
+    entry_until_ist: str = ""
+    max_positions: int = Field(default=0, ge=0, le=10_000)
     # Exit when a close is this many % against the entry (at the market) or in its favour (0: off).
     stop_loss_pct: float = Field(default=0.0, ge=0, lt=100)
     target_pct: float = Field(default=0.0, ge=0, le=1_000)
+
+    @field_validator("entry_from_ist", "entry_until_ist")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        if value:
+            parse_hhmm(value)  # ValueError: expected HH:MM
+        return value
+
+    @model_validator(mode="after")
+    def _entry_window_is_one(self) -> MomentumRsiParams:
+        if self.entry_from_ist and self.entry_until_ist and \
+                parse_hhmm(self.entry_from_ist) >= parse_hhmm(self.entry_until_ist):
+            raise ValueError(f"entry_from_ist {self.entry_from_ist} must be before entry_until_ist "
+                             f"{self.entry_until_ist}")
+        return self
 
     @model_validator(mode="after")
     def _thresholds_are_ordered(self) -> MomentumRsiParams:
@@ -198,8 +228,25 @@ class MomentumRsi(Strategy):
                                                    f"EMA {ema:.0f}" + self._trend_said("below"))
         else:
             return []
+        if not self._may_enter(ctx.now_ns):
+            return []
         quantity = self._entry_quantity(token, ctx, close)
         return [self._intent(token, close, ctx, side, quantity, reason)] if quantity else []
+
+    def _may_enter(self, now_ns: int) -> bool:
+        """Within the entry window, and below max_positions."""
+        p = self.params
+        if p.entry_from_ist or p.entry_until_ist:
+            minute = ist_minute_of_day(now_ns)
+            if p.entry_from_ist and minute < _minutes(p.entry_from_ist):
+                return False
+            if p.entry_until_ist and minute >= _minutes(p.entry_until_ist):
+                return False
+        if p.max_positions:
+            taken = {token for (token, _), held in self.positions().items() if held}
+            taken.update(token for token in self.pending_tokens() if self.is_pending(token, now_ns))
+            return len(taken) < p.max_positions
+        return True
 
     def closes_needed(self) -> int:
         """RSI needs rsi_period + 1 closes for a value and one more for the cross; the EMA ema_period; the trend

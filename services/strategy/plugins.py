@@ -253,6 +253,11 @@ class Strategy:
         order_id = self._latest.get(token)
         return None if order_id is None else self._orders.get(order_id)
 
+    def pending_tokens(self) -> list[int]:
+        """Tokens with a signal or order of this strategy's under way, or one whose time may have run out (is_pending
+        says which)."""
+        return [*self._pending, *self._unknown]
+
     def is_pending(self, token: int, now_ns: int) -> bool:
         if self._unknown.get(token):
             return True

@@ -234,6 +234,47 @@ def test_a_square_off_that_closes_the_position_forgets_its_entry_price():
     assert (strategy.position(SBIN), strategy.entry_price(SBIN)) == (0, 0)
 
 
+@pytest.mark.parametrize(("window", "enters"), [
+    ({"entry_from_ist": "09:21"}, True), ({"entry_from_ist": "09:22"}, False),
+    ({"entry_until_ist": "09:22"}, True), ({"entry_until_ist": "09:21"}, False),
+    ({"entry_from_ist": "09:15", "entry_until_ist": "15:00"}, True)])
+def test_entries_go_only_on_closes_inside_the_entry_window(window, enters):
+    """FALLING_THEN_JUMP's entry comes on the close of the 09:20 candle, at 09:21 IST."""
+    assert bool(feed(make(**window), FALLING_THEN_JUMP)[5]) is enters
+
+
+def test_an_exit_goes_whatever_the_entry_window_says():
+    strategy = make(stop_loss_pct=0.5, entry_until_ist="09:22")
+    feed(strategy, FALLING_THEN_JUMP)
+    fill(strategy, trading_pb2.SIDE_BUY, 1)
+
+    (exit_,), = feed(strategy, [99_00], start_minute=7)  # closes at 09:23
+
+    assert exit_.side == trading_pb2.SIDE_SELL
+
+
+@pytest.mark.parametrize(("window", "said"), [
+    ({"entry_from_ist": "9.20"}, "expected HH:MM"), ({"entry_until_ist": "24:00"}, "expected HH:MM"),
+    ({"entry_from_ist": "15:00", "entry_until_ist": "09:20"}, "must be before entry_until_ist")])
+def test_a_malformed_or_empty_entry_window_is_refused(window, said):
+    with pytest.raises(ValidationError, match=said):
+        make(**window)
+
+
+def test_no_entry_while_max_positions_tokens_hold_a_position_or_an_entry_on_its_way():
+    strategy = make(max_positions=1)
+    other = 2885
+
+    (first,), = feed(strategy, FALLING_THEN_JUMP)[5:]
+    assert feed(strategy, FALLING_THEN_JUMP, token=other)[5] == []  # SBIN's entry is on its way
+    fill(strategy, trading_pb2.SIDE_BUY, 1)
+    assert feed(strategy, FALLING_THEN_JUMP, start_minute=6, token=other)[5] == []  # SBIN is held
+    fill(strategy, trading_pb2.SIDE_SELL, 1)  # out of SBIN
+
+    (second,), = feed(strategy, FALLING_THEN_JUMP, start_minute=12, token=other)[5:]
+    assert (first.token, second.token) == (SBIN, other)
+
+
 def test_exits_a_long_with_a_sell_of_the_whole_position_when_rsi_falls_below_the_exit_level():
     strategy = make(quantity=3)
     feed(strategy, FALLING_THEN_JUMP)
