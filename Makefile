@@ -11,7 +11,7 @@ RUN_ARGS ?=
 # cluster, start once); 0 runs the suite in this process. The slowest tests mostly wait on processes and servers.
 TEST_WORKERS ?= 2
 
-.PHONY: install run test bench proto lint clean sim psql
+.PHONY: install run test bench backtest proto lint clean sim psql
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ test: install
 
 bench: install
 	NEO_LOG_FILE_ENABLED=false $(PY) -m bench.run $(BENCH_ARGS)
+
+# make backtest BACKTEST_ARGS="--from 2026-11-02 --to 2026-11-27": the strategies over the stored days.
+backtest: install
+	NEO_LOG_FILE_ENABLED=false $(PY) -m services.app.cli backtest $(BACKTEST_ARGS)
 
 proto: install
 	$(PY) tools/gen_protos.py

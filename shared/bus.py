@@ -281,6 +281,25 @@ class Bus:
             await asyncio.sleep(0.005)
         return True
 
+    async def quiet(self, turns: int = 3) -> None:
+        """Until every subscriber has handled what it was given and what that published in turn, tracked work is
+        done, and `turns` loop turns more have queued nothing new (the tasks handlers started have run). A
+        backtest's replay waits for this before its next batch: the pipeline at rest, the same ticks give the same
+        orders however busy the machine."""
+        calm = 0
+        while calm < turns:
+            busy = [s for s in self.subscriptions()
+                    if s.handler is not None and s.queue._unfinished_tasks]  # type: ignore[attr-defined]
+            if busy or self._background:
+                calm = 0
+                for sub in busy:
+                    await sub.queue.join()
+                if self._background:
+                    await asyncio.wait(set(self._background))
+            else:
+                calm += 1
+                await asyncio.sleep(0)
+
     async def after_order_path(self) -> None:
         """Wait (at most MAX_YIELDS loop turns) while signals or decisions are queued and their consumers free
         to take them, then one loop turn more for the tasks they woke that are not bus consumers (in split mode

@@ -23,12 +23,19 @@ class Component:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self.ready = asyncio.Event()
+        # A backtest drives the components' clock timers itself, a turn after every replayed batch (on_clock), so
+        # that what they do falls at the same point of the data on every run; their own timers then do nothing.
+        self.clock_driven = False
 
     async def start(self) -> None:
         self.ready.set()
 
     async def run(self) -> None:
         """Long-lived work; the default has none."""
+        return None
+
+    async def on_clock(self) -> None:
+        """One turn of the component's clock timer, for a backtest's replay (clock_driven); the default has none."""
         return None
 
     async def stop(self) -> None:

@@ -1,4 +1,5 @@
-"""The `neopulse` command: run (monolith), serve (one module), sim (Kotak simulator), db, ctl (a running one).
+"""The `neopulse` command: run (monolith), backtest (stored days), serve (one module), sim (Kotak simulator), db,
+ctl (a running one).
 
 Each subcommand lives in its own services/app/cmd_*.py with add_parser(subparsers).
 """
@@ -9,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("cmd_run", "cmd_serve", "cmd_sim", "cmd_db", "cmd_ctl")
+SUBCOMMANDS = ("cmd_run", "cmd_backtest", "cmd_serve", "cmd_sim", "cmd_db", "cmd_ctl")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,8 +35,9 @@ class AppSettings(ModuleSettings):
     # come as ticks (stored, and built into candles like any instrument's); never traded. Kotak's feed has them all;
     # the simulator and the synthetic source Nifty 50 and Nifty Bank; a replay those its day stored.
     indices: list[str] = Field(default_factory=list)
-    # Simulated session clock speed for paper runs on generated data (1 = real time, 60 = a minute a second).
-    speed: float = Field(default=1.0, gt=0, le=10_000)
+    # Simulated session clock speed for paper runs on generated data (1 = real time, 60 = a minute a second); a
+    # replay's pace, where 0 is as fast as the pipeline takes it (a backtest's).
+    speed: float = Field(default=1.0, ge=0, le=10_000)
     seed: int = 7
     # source = "replay": the IST trading day to replay from market_ticks (default: the latest stored day).
     replay_day: date | None = None
@@ -71,6 +72,12 @@ class AppSettings(ModuleSettings):
         for text in value:
             parse_index(text)  # a ConfigError (a ValueError) naming the entry
         return value
+
+    @model_validator(mode="after")
+    def _no_standing_clock(self) -> AppSettings:
+        if self.speed == 0 and self.source != "replay":
+            raise ValueError("speed 0 (as fast as it goes) is for source = replay; a generated session needs a pace")
+        return self
 
     @model_validator(mode="before")
     @classmethod

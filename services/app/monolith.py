@@ -79,6 +79,10 @@ class Monolith:
         self._unstopped: list[asyncio.Task[Any]] = []
         self.guard = runtime.StopGuard()  # run() takes the process's, whose budget bounds the stop
         self.left_behind: list[str] = []  # what did not stop in time: the exit code says so (cmd_run)
+        # Notifier settings over the config's and the environment's: a backtest's turns Telegram off.
+        self.notifier_overrides: dict[str, Any] = {}
+        # A backtest: a replay's next batch waits for the whole pipeline at rest (IngestionModule.settle_batches).
+        self.settle_batches = False
 
     # -- building ------------------------------------------------------------------------------
     async def build(self) -> None:
@@ -96,6 +100,11 @@ class Monolith:
         if s.source == "replay":
             tick_sink = instrument_sink = None  # the ticks are already stored
         self.components = self._modules(source, broker, ledger, tick_sink, instrument_sink)
+        if self.settle_batches:  # a backtest: every timer turns after every replayed batch, at its clock
+            ingestion = next(c for c in self.components if c.name == "ingestion")
+            for comp in self.components:
+                comp.clock_driven = True
+            ingestion.clock_hooks = [c.on_clock for c in self.components if c is not ingestion]  # type: ignore[attr-defined]
 
     async def _resume_simulated_session(self, clock: SimClock) -> None:
         """A simulated session on a database that holds an earlier run's session of the same day goes on a minute
@@ -152,9 +161,10 @@ class Monolith:
         # today's orders and positions from the ledger and the broker; then risk and strategy, which ask the OMS
         # for them as they start (started before it, they would take themselves for flat after a restart).
         return [
-            NotifierModule(bus, cfg.load(NotifierSettings, t, mode=self.settings.mode), clock),
+            NotifierModule(bus, cfg.load(NotifierSettings, t, mode=self.settings.mode, **self.notifier_overrides),
+                           clock),
             IngestionModule(bus, cfg.load(IngestionSettings, t), source, clock, tick_sink=tick_sink,
-                            instrument_sink=instrument_sink),
+                            instrument_sink=instrument_sink, settle_batches=self.settle_batches),
             OmsModule(bus, cfg.load(OmsSettings, t), broker, ledger, clock),
             RiskModule(bus, cfg.load(RiskSettings, t), clock,
                        PgRiskState(self.database.pool) if self.database is not None and not replay else None),

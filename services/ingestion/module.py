@@ -52,7 +52,8 @@ class IngestionModule(Component):
     name = "ingestion"
 
     def __init__(self, bus: Bus, settings: IngestionSettings, source: MarketSource, clock: Clock,
-                 tick_sink: TickSink | None = None, instrument_sink: InstrumentSink | None = None) -> None:
+                 tick_sink: TickSink | None = None, instrument_sink: InstrumentSink | None = None,
+                 settle_batches: bool = False) -> None:
         super().__init__(bus)
         self.settings = settings
         self.source = source
@@ -65,6 +66,12 @@ class IngestionModule(Component):
         self.last_tick_ns = 0
         self._last_tick_mono = time.monotonic()
         self._ended = False  # the source said it has no more ticks (end of a replay)
+        # A lossless source's next batch waits for the whole pipeline at rest (Bus.quiet), not only for the tick
+        # consumers: a backtest, whose results must not depend on how busy the machine is.
+        self.settle_batches = settle_batches
+        # With settle_batches: the other components' clock timers (Component.on_clock), a turn after every batch.
+        self.clock_hooks: list[Callable[[], Awaitable[None]]] = []
+        self.ended = asyncio.Event()  # set then, once the consumers have taken every tick (a backtest's day is over)
 
     async def start(self) -> None:
         stats, name = self.source.stats, self.source.name
@@ -124,17 +131,27 @@ class IngestionModule(Component):
             ticks_metric.inc(n)
             batches_metric.inc()
             if lossless:
-                await self._consumers_caught_up()
+                await (self._settle() if self.settle_batches else self._consumers_caught_up())
         await self._end_of_data()
+
+    async def _settle(self) -> None:
+        """The pipeline at rest, a turn of every clock timer at the clock of the batch just taken, and at rest again."""
+        await self.bus.quiet()
+        for hook in self.clock_hooks:
+            await hook()
+        await self.bus.quiet()
 
     async def _end_of_data(self, done: asyncio.Event | None = None) -> None:
         """The source has no more ticks (a replay's `done`, or batches() returned): say so, stop the watchdog."""
         if done is not None:
             await done.wait()
+            if self.settle_batches:  # the clock has moved to the end of the range: the last minute's turn
+                await self._settle()
         task = asyncio.current_task()
         if self._ended or (task is not None and task.cancelling()):  # at shutdown a closed feed is no news
             return
         self._ended = True
+        self.ended.set()
         log.info("market source ended", extra={"source": self.source.name, "ticks": self.ticks_total})
         await self._notify("Market data ended", f"{self.source.name}: no more ticks after {self.ticks_total}.",
                            ops_pb2.SEVERITY_INFO)

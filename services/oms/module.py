@@ -66,7 +66,7 @@ class OmsModule(Component):
         self.service = OrderService(bus, settings, self.engine)
         if isinstance(broker, VirtualBroker):  # paper trading: an account of its own, on this book's positions
             broker.account = PaperAccount(to_paise(settings.paper_capital), settings.paper_rates(),
-                                          self.engine.roll_day)
+                                          self.engine.roll_day, clock.now_ns)
         orders = self.engine.orders  # read at each scrape (the dict itself: forget_ended changes it in place)
         ORDERS_IN_MEMORY.set_function(lambda: len(orders))
         self.reconciled: dict[str, int] = {}
@@ -140,9 +140,10 @@ class OmsModule(Component):
                 tg.create_task(self.lease.keep(self._ledger_taken), name="oms:ledger-lease")
             if not self.broker.in_process and self.settings.position_check_s > 0:
                 tg.create_task(self._check_positions(), name="oms:positions")
-            if self.settings.funds_check_s > 0:
+            if self.settings.funds_check_s > 0 and not self.clock_driven:
                 tg.create_task(self._watch_funds(), name="oms:funds")
-            if isinstance(self.broker, VirtualBroker) and self.broker.account is not None:
+            # Clock-driven (a backtest), what is left is counted on the order path, at the replay's clock.
+            if isinstance(self.broker, VirtualBroker) and self.broker.account is not None and not self.clock_driven:
                 tg.create_task(self._recount_paper_funds(self.broker), name="oms:paper-funds")
 
     @staticmethod

@@ -20,11 +20,11 @@ Positions are the OMS's book: a fill counts once the OMS has booked it, millisec
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
+from shared.clock import NS
 from shared.contracts import market_pb2, oms_pb2
 from shared.contracts import trading_pb2 as t
 from shared.money import margin_exceeded
@@ -32,7 +32,8 @@ from shared.positions import PositionBook
 from shared.price_factor import ONE, factor_of
 
 Key = tuple[int, int]  # token, product
-RECOUNT_S = 1.0  # the longest a count of what is left is used for (real seconds)
+RECOUNT_S = 1.0  # the longest a count of what is left is used for (the clock's seconds)
+RECOUNT_NS = int(RECOUNT_S * NS)
 
 
 @dataclass(slots=True)
@@ -52,13 +53,14 @@ class _Exposure:
 
 class PaperAccount:
     def __init__(self, capital_paise: int, rates: Mapping[int, Fraction],
-                 positions: Callable[[], PositionBook]) -> None:
+                 positions: Callable[[], PositionBook], now_ns: Callable[[], int]) -> None:
         self.capital_paise = capital_paise
         self.rates = dict(rates)
         self.positions = positions  # the OMS's book, rolled to today
+        self.now_ns = now_ns  # the market's clock: a replay's counts age with its prices, not with the machine
         # What was left at the last count, less the most each order accepted since could take; good until then.
         self._headroom_paise = 0
-        self._counted_until = 0.0  # time.monotonic()
+        self._counted_until = 0  # ns, the clock's
 
     def total_paise(self, book: PositionBook) -> int:
         return (self.capital_paise + book.realised_pnl_paise() - book.charges_paise()
@@ -78,14 +80,14 @@ class PaperAccount:
         """Count what is left now, for the orders of the next RECOUNT_S."""
         book = self.positions()
         self._headroom_paise = self.total_paise(book) - self._margin(self._exposures(book, working, last))
-        self._counted_until = time.monotonic() + RECOUNT_S
+        self._counted_until = self.now_ns() + RECOUNT_NS
 
     def refusal(self, order: t.OrderRequest, quantity: int, working: Iterable[tuple[t.OrderRequest, int]],
                 last: Mapping[int, market_pb2.Tick], replacing: tuple[t.OrderRequest, int] | None = None) -> str:
         """The RMS's text refusing `quantity` units of `order` (its remainder) beside the `working` orders (the order
         itself left out), or "" when the account has the margin. `replacing`: the order's terms and remainder before
         a change, which its new ones replace."""
-        if replacing is None and time.monotonic() < self._counted_until:
+        if replacing is None and self.now_ns() < self._counted_until:
             rate = self.rates.get(order.product or t.PRODUCT_MIS, ONE)
             most = quantity * _order_price(order, last)  # the most it could take: all its units
             if order.HasField("price_factor"):
@@ -109,7 +111,7 @@ class PaperAccount:
         available = self.total_paise(book) - self._margin(exposures) - _value(before, mine, rate)
         if needed > available:
             return margin_exceeded(needed, available)
-        self._headroom_paise, self._counted_until = available - needed, time.monotonic() + RECOUNT_S
+        self._headroom_paise, self._counted_until = available - needed, self.now_ns() + RECOUNT_NS
         return ""
 
     def _exposures(self, book: PositionBook, working: Iterable[tuple[t.OrderRequest, int]],

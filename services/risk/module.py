@@ -152,7 +152,8 @@ class RiskModule(Component):
             self._tasks = tasks
             try:
                 while True:
-                    await self.tick_timer()
+                    if not self.clock_driven:
+                        await self.tick_timer()
                     await asyncio.sleep(self.settings.timer_interval_ms / 1000)
             finally:
                 self._tasks = None
@@ -163,6 +164,9 @@ class RiskModule(Component):
             await work
         else:
             self._tasks.create_task(work)
+
+    async def on_clock(self) -> None:
+        await self.tick_timer()
 
     async def tick_timer(self) -> None:
         self.engine.evaluate_loss()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import Counter
 
@@ -166,20 +168,28 @@ class StrategyModule(Component):
     async def run(self) -> None:
         """The candle-close timer: a quiet instrument's candle closes soon after its minute ends."""
         interval = self.settings.close_check_ms / 1000
-        grace_ns = self.settings.close_grace_ms * 1_000_000
-        max_age_ns = int(self.settings.cancel_working_after_s * 1e9)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._send_changes(tasks), name="strategy:changes")
             while True:
                 await asyncio.sleep(interval)
-                if self.engine is None:
-                    continue
-                now = self.clock.now_ns()
-                await self._publish(self.engine.close_due(now - grace_ns))
-                self._count_late()
-                if max_age_ns:
-                    for order_id in self.engine.orders.stale(now, max_age_ns, CANCEL_RETRY_NS):
-                        tasks.create_task(self._cancel_stale(order_id), name=f"strategy:cancel:{order_id}")
+                if not self.clock_driven:
+                    await self._timer_turn(tasks.create_task)
+
+    async def on_clock(self) -> None:
+        await self._timer_turn(lambda work, name: self.bus.track(asyncio.create_task(work, name=name)))
+
+    async def _timer_turn(self, spawn: Callable[..., Any]) -> None:
+        """Close the candles whose minute is over (with close_grace_ms for late ticks), and cancel the orders left
+        working past cancel_working_after_s (each in a task of its own, from `spawn`)."""
+        if self.engine is None:
+            return
+        now = self.clock.now_ns()
+        await self._publish(self.engine.close_due(now - self.settings.close_grace_ms * 1_000_000))
+        self._count_late()
+        max_age_ns = int(self.settings.cancel_working_after_s * 1e9)
+        if max_age_ns:
+            for order_id in self.engine.orders.stale(now, max_age_ns, CANCEL_RETRY_NS):
+                spawn(self._cancel_stale(order_id), name=f"strategy:cancel:{order_id}")
 
     async def _cancel_stale(self, order_id: str) -> None:
         """Cancel an order left working past cancel_working_after_s; refused for now (not yet acknowledged by

@@ -15,6 +15,7 @@ from services.oms.config import OmsSettings
 from services.oms.paper import PaperAccount
 from shared import rpc
 from shared.bus import Topic
+from shared.clock import ManualClock
 from shared.contracts import market_pb2, oms_pb2, ops_pb2, risk_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, NotFound
@@ -22,16 +23,17 @@ from shared.positions import PositionBook
 from shared.price_factor import price_factor
 from tests.helpers import eventually as until
 from tests.oms.conftest import accepted
-from tests.oms.helpers import TOKEN, order, tick
+from tests.oms.helpers import T0, TOKEN, order, tick
 
 RATES = {t.PRODUCT_MIS: Fraction(1, 5), t.PRODUCT_CNC: Fraction(1), t.PRODUCT_NRML: Fraction(1, 5)}
 RUPEE = 100
 TEXT_END = " for entity account across exchange across segment across product"
 
 
-def account(capital_rupees: int, book: PositionBook | None = None) -> tuple[PaperAccount, PositionBook]:
-    book = book or PositionBook()
-    return PaperAccount(capital_rupees * RUPEE, RATES, lambda: book), book
+def account(capital_rupees: int, book: PositionBook | None = None,
+            clock: ManualClock | None = None) -> tuple[PaperAccount, PositionBook]:
+    book, clock = book or PositionBook(), clock or ManualClock(T0)
+    return PaperAccount(capital_rupees * RUPEE, RATES, lambda: book, clock.now_ns), book
 
 
 def last(ltp_paise: int, token: int = TOKEN) -> dict[int, market_pb2.Tick]:
@@ -202,17 +204,16 @@ async def test_the_oms_keeps_the_paper_accounts_count_fresh(paper_oms, monkeypat
     await until(lambda: len(counted) >= 2, within=3)  # every half second
 
 
-def test_a_count_of_what_is_left_serves_for_a_second_at_most(monkeypatch):
-    now = [100.0]
-    monkeypatch.setattr("services.oms.paper.time.monotonic", lambda: now[0])
-    paper, book = account(50_000)
+def test_a_count_of_what_is_left_serves_for_a_second_of_the_markets_clock_at_most():
+    clock = ManualClock(T0)
+    paper, book = account(50_000, clock=clock)
     assert paper.refusal(buy(100), 100, [], last(1_000 * RUPEE)) == ""  # counted: Rs 30,000 left after it
     long(book, 100, 1_000 * RUPEE)
     book.mark(TOKEN, 700 * RUPEE)  # Rs 30,000 lost: Rs 6,000 left in truth (50,000 - 30,000 - 100 x 700 / 5)
 
-    now[0] += 0.9
+    clock.advance(0.9)
     assert paper.refusal(buy(140), 140, [], last(700 * RUPEE)) == ""  # Rs 19,600 of the count's Rs 30,000
-    now[0] += 0.2
+    clock.advance(0.2)
     assert paper.refusal(buy(50), 50, [], last(700 * RUPEE)) == (  # Rs 7,000: within the count, but it is stale
         "RMS:Margin Exceeds,Required:7000.00, Available:6000.00" + TEXT_END)
 

@@ -1,0 +1,246 @@
+"""`neopulse backtest`: the configured strategies over stored market days, paper-traded, and what they made.
+
+Each IST day from --from to --to (default: the latest day market_ticks holds) that has stored ticks is replayed as
+fast as the pipeline takes it through the whole monolith: the strategies as configured, risk with its limits and
+the intraday square-off, the OMS with the VirtualBroker's fill rules, charges and paper account. Each day starts
+afresh (flat, cold indicators, risk ACTIVE), as a monolith started that morning without stored candles would, and
+its orders stay in memory: the order ledger and the risk state in the database are never touched.
+
+Prints a table (a line a day: trades, realised and unrealised P&L, charges, net; then each strategy, the days won,
+the worst drawdown of the days' running net) and writes it as JSON with --json. Exit codes: 0 done; 2 bad config
+or no stored day in the range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from services.app.config import AppSettings, warn_unknown_env
+from services.notifier.summary import DailySummary, summarise
+from shared import clock, logs, rpc, runtime
+from shared import config as cfg
+from shared.contracts import oms_pb2
+from shared.errors import ConfigError
+from shared.money import fmt_inr
+
+MAX_DAYS = 366
+# After the day's last tick the book must stay still this long: the last candles' orders and risk's square-off
+# (its timer looks every timer_interval_ms, 200) are done.
+SETTLE_S = 1.0
+SETTLE_WITHIN_S = 30.0
+DAY_WITHIN_S = 3_600.0  # a day that takes longer is stopped: something is wrong
+
+
+@dataclass
+class DayResult:
+    day: str
+    trades: int
+    realised_pnl_paise: int
+    unrealised_pnl_paise: int
+    charges_paise: int
+    net_pnl_paise: int
+    strategies: dict[str, dict[str, int]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("backtest", help="the strategies over stored market days, paper-traded, and what they made",
+                       description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--config", help="TOML config file (also NEOPULSE_CONFIG): the strategies, risk and OMS settings")
+    p.add_argument("--from", dest="first", type=date.fromisoformat, metavar="YYYY-MM-DD",
+                   help="the first IST day (default: the latest stored day)")
+    p.add_argument("--to", dest="last", type=date.fromisoformat, metavar="YYYY-MM-DD",
+                   help="the last IST day (default: --from)")
+    p.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    try:
+        toml = cfg.read_toml(args.config)
+        settings = cfg.load(AppSettings, toml)
+        if args.first and args.last and args.last < args.first:
+            raise ConfigError(f"--to {args.last} is before --from {args.first}")
+        if args.first and (args.last or args.first) - args.first > timedelta(days=MAX_DAYS):
+            raise ConfigError(f"at most {MAX_DAYS} days at a time")
+        if not settings.use_database:
+            raise ConfigError("a backtest reads market_ticks: it needs the database (use_database = true)")
+    except ConfigError as exc:
+        print(f"neopulse: {exc}", file=sys.stderr)
+        return 2
+    warn_unknown_env()
+    logs.setup("ERROR")  # a day's fills, notices and square-off warnings would bury the report
+    clock.set_holidays(settings.holidays)
+    try:
+        results = asyncio.run(backtest(settings, toml, args.first, args.last))
+    except ConfigError as exc:
+        print(f"neopulse: {exc}", file=sys.stderr)
+        return 2
+    except BaseException as exc:
+        return runtime.exit_code(exc)
+    print(report(results))
+    if args.json is not None:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
+    return 0
+
+
+async def backtest(settings: AppSettings, toml: dict[str, Any], first: date | None, last: date | None,
+                   progress: Any = None) -> list[DayResult]:
+    """Every stored day of the range, one after another, on one database (the embedded server started once)."""
+    from shared.db.database import EMBEDDED_DB_NAME, ensure_database
+    from shared.db.embedded import EmbeddedPostgres
+
+    embedded = None
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    if url is None:
+        embedded = EmbeddedPostgres(settings.data_dir)
+        url = await ensure_database(await asyncio.to_thread(embedded.start), EMBEDDED_DB_NAME)
+    try:
+        days = await stored_days(url, first, last)
+        results = []
+        for day in days:
+            results.append(await run_day(settings, toml, url, day))
+            if progress is not None:
+                progress(results[-1])
+        return results
+    finally:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+async def stored_days(url: str, first: date | None, last: date | None) -> list[date]:
+    """The IST days of [first, last] with ticks in market_ticks; ConfigError when there is none."""
+    import asyncpg
+
+    from shared.clock import IST, ist_ns
+
+    conn = await asyncpg.connect(url)
+    try:
+        if first is None:
+            latest = await conn.fetchval("SELECT max(ts) FROM market_ticks")
+            if latest is None:
+                raise ConfigError("market_ticks is empty: run on the simulator or Kotak first, so ticks are stored")
+            first = latest.astimezone(IST).date()
+        last = last or first
+        days = []
+        day = first
+        while day <= last:
+            start, end = ist_ns(day, 0, 0), ist_ns(day + timedelta(days=1), 0, 0)
+            if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM market_ticks WHERE ts >= to_timestamp($1::float8) "
+                                   "AND ts < to_timestamp($2::float8))", start / 1e9, end / 1e9):
+                days.append(day)
+            day += timedelta(days=1)
+    finally:
+        await conn.close()
+    if not days:
+        raise ConfigError(f"no ticks stored from {first} to {last}")
+    return days
+
+
+async def run_day(settings: AppSettings, toml: dict[str, Any], url: str, day: date) -> DayResult:
+    """One day replayed through a monolith of its own (no Telegram, any free gRPC port), read once it is still."""
+    from services.app.monolith import Monolith
+
+    day_settings = settings.model_copy(update={
+        "source": "replay", "replay_day": day, "speed": 0.0, "database_url": SecretStr(url),
+        "grpc_port": 0, "metrics_port": 0, "busy_poll": False})
+    app = Monolith(day_settings, toml)
+    # Its fills are not the trader's: nothing goes to Telegram, whatever the config or the environment say.
+    app.notifier_overrides = {"telegram_bot_token": None, "telegram_bot_token_file": None,
+                              "daily_summary_time_ist": ""}
+    app.settle_batches = True  # the same days, the same results
+    stop = asyncio.Event()
+    out: list[DaySummaryAndTime] = []
+    began = time.monotonic()
+
+    async def replay_then_read() -> None:
+        try:
+            await app.started.wait()
+            ingestion = next(c for c in app.components if c.name == "ingestion")
+            await ingestion.ended.wait()  # type: ignore[attr-defined]
+            out.append(DaySummaryAndTime(await _still_then_summary(app, day), time.monotonic() - began))
+        finally:
+            stop.set()
+
+    await asyncio.wait_for(app.run(extra=[replay_then_read], stop=stop), DAY_WITHIN_S)
+    if not out:
+        raise RuntimeError(f"the backtest of {day} ended without its results; see the log")
+    return day_result(day, out[0].summary, out[0].seconds)
+
+
+@dataclass
+class DaySummaryAndTime:
+    summary: DailySummary
+    seconds: float
+
+
+async def _still_then_summary(app: Any, day: date) -> DailySummary:
+    """The day's orders and positions once the OMS has applied nothing new for SETTLE_S (the orders of the last
+    candles, closed when the replay's clock moved to the end of the day, and their fills)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SETTLE_WITHIN_S
+    seen = -1
+    while True:
+        await app.bus.drain()
+        positions = await app.bus.call(rpc.LIST_POSITIONS, oms_pb2.ListPositionsRequest())
+        if positions.as_of_sequence == seen or loop.time() > deadline:
+            break
+        seen = positions.as_of_sequence
+        await asyncio.sleep(SETTLE_S)
+    orders = await app.bus.call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(limit=1_000_000))
+    return summarise(day, list(orders.orders), positions)
+
+
+def day_result(day: date, s: DailySummary, seconds: float) -> DayResult:
+    return DayResult(
+        day=day.isoformat(), trades=s.trades, realised_pnl_paise=s.realised_pnl_paise,
+        unrealised_pnl_paise=s.unrealised_pnl_paise, charges_paise=s.charges_paise, net_pnl_paise=s.net_pnl_paise,
+        strategies={name: {"trades": d.trades, "realised_pnl_paise": d.realised_pnl_paise,
+                           "unrealised_pnl_paise": d.unrealised_pnl_paise} for name, d in s.strategies.items()},
+        seconds=round(seconds, 1))
+
+
+def max_drawdown_paise(results: list[DayResult]) -> int:
+    """The deepest fall of the running net from its best so far (0 when it never fell)."""
+    running = best = worst = 0
+    for r in results:
+        running += r.net_pnl_paise
+        best = max(best, running)
+        worst = max(worst, best - running)
+    return worst
+
+
+def report(results: list[DayResult]) -> str:
+    rows = [("day", "trades", "realised", "unrealised", "charges", "net")]
+    rows += [(r.day, str(r.trades), fmt_inr(r.realised_pnl_paise), fmt_inr(r.unrealised_pnl_paise),
+              fmt_inr(r.charges_paise), fmt_inr(r.net_pnl_paise)) for r in results]
+    total = sum(r.net_pnl_paise for r in results)
+    rows.append(("total", str(sum(r.trades for r in results)), fmt_inr(sum(r.realised_pnl_paise for r in results)),
+                 fmt_inr(sum(r.unrealised_pnl_paise for r in results)),
+                 fmt_inr(sum(r.charges_paise for r in results)), fmt_inr(total)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths,
+                                                                                                  strict=True)))
+             for row in rows]
+    strategies: dict[str, list[int]] = {}
+    for r in results:
+        for name, d in r.strategies.items():
+            acc = strategies.setdefault(name, [0, 0])
+            acc[0] += d["trades"]
+            acc[1] += d["realised_pnl_paise"] + d["unrealised_pnl_paise"]
+    lines += [f"{name}: {trades} trades, {fmt_inr(pnl)} before charges"
+              for name, (trades, pnl) in sorted(strategies.items())]
+    won = sum(r.net_pnl_paise > 0 for r in results)
+    lines.append(f"days won {won} of {len(results)} · worst drawdown {fmt_inr(max_drawdown_paise(results))} · "
+                 f"net {fmt_inr(total)}")
+    return "\n".join(lines)

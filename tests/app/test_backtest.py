@@ -1,0 +1,157 @@
+"""`neopulse backtest` as a process, on days of synthetic ticks stored in a real PostgreSQL: the whole monolith
+replays each day (MOMENTUM_RSI, risk, the OMS with the VirtualBroker) and reports what it made. Its orders never
+reach the order ledger, and the same days give the same report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from datetime import date
+
+import asyncpg
+import pytest
+
+from services.app.cmd_backtest import DayResult, max_drawdown_paise, report
+from services.ingestion.instrument_store import upsert_instruments
+from services.ingestion.tick_writer import TickWriter
+from shared.clock import NS, ManualClock, ist_ns
+from shared.contracts import market_pb2
+from shared.db.config import DatabaseSettings
+from shared.marketdata import SyntheticMarket, nse_instruments
+from tests.grpc.procs import ROOT
+from tests.notifier.fake_bot_api import FakeBotApi
+
+SYMBOLS = ["RELIANCE-EQ", "TCS-EQ", "INFY-EQ", "SBIN-EQ", "ITC-EQ"]
+THURSDAY, FRIDAY = date(2026, 11, 19), date(2026, 11, 20)
+# Market orders: LIMIT orders at a trending synthetic market's close mostly go unfilled, and the test wants trades.
+STRATEGY = """
+[[strategy.strategies]]
+name = "momentum_rsi"
+kind = "MOMENTUM_RSI"
+[strategy.strategies.params]
+order_type = "MARKET"
+"""
+
+
+async def store_session(database: str, day: date, minutes: int, seed: int, at: tuple[int, int] = (9, 15)) -> None:
+    """`minutes` of the day's session from `at` IST, a tick of every symbol each second, as ingestion stores them."""
+    instruments = nse_instruments(SYMBOLS)
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
+    try:
+        await upsert_instruments(pool, instruments)
+        start = ist_ns(day, *at)
+        writer = TickWriter(pool, DatabaseSettings(), clock=ManualClock(start))
+        market = SyntheticMarket(instruments, seed=seed, vol_bps=2.0)
+        for second in range(minutes * 60):
+            writer.offer(market_pb2.TickBatch(ticks=market.next_ticks(start + second * NS, len(SYMBOLS))))
+        await writer.close(grace_s=60)
+        assert writer.persisted == minutes * 60 * len(SYMBOLS)
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+async def bot_api():
+    api = FakeBotApi()
+    await api.start()
+    yield api
+    await api.stop()
+
+
+async def backtest(database: str, *args: str, bot_api: str = "") -> subprocess.CompletedProcess:
+    """`neopulse backtest ARGS`, with a Telegram bot configured (at `bot_api`): a backtest must not use it."""
+    env = {**os.environ, "NEO_LOG_FILE_ENABLED": "false", "NEOPULSE_DATABASE_URL": database,
+           "NEOPULSE_SYMBOLS": json.dumps(SYMBOLS), "NEOPULSE_NOTIFIER_TELEGRAM_BOT_TOKEN": "123456:TEST-token",
+           "NEOPULSE_NOTIFIER_TELEGRAM_BASE_URL": bot_api or "http://127.0.0.1:9",
+           "NEOPULSE_NOTIFIER_ALLOWED_CHAT_IDS": "[42]"}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.app.cli", "backtest", *args,
+                                                cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 600)
+    assert proc.returncode is not None
+    return subprocess.CompletedProcess(proc.pid, proc.returncode, out.decode(), err.decode())
+
+
+@pytest.mark.slow
+async def test_a_backtest_replays_each_stored_day_reports_it_and_leaves_the_ledger_and_telegram_alone(
+        database, tmp_path, bot_api):
+    await store_session(database, THURSDAY, minutes=45, seed=5)
+    await store_session(database, FRIDAY, minutes=40, seed=6, at=(14, 45))  # through the 15:15 square-off
+    out, config = tmp_path / "results.json", tmp_path / "strategies.toml"
+    config.write_text(STRATEGY)
+
+    done = await backtest(database, "--config", str(config), "--from", "2026-11-18", "--to", "2026-11-20",
+                          "--json", str(out), bot_api=bot_api.url)
+    again = await backtest(database, "--config", str(config), "--from", "2026-11-19", "--to", "2026-11-20")
+
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text())
+    assert [r["day"] for r in results] == ["2026-11-19", "2026-11-20"]  # the 18th has no ticks
+    thursday, friday = results
+    for r in results:
+        assert r["trades"] > 0 and r["strategies"]["momentum_rsi"]["trades"] > 0
+        assert r["net_pnl_paise"] == r["realised_pnl_paise"] + r["unrealised_pnl_paise"] - r["charges_paise"] != 0
+    assert set(thursday["strategies"]) == {"momentum_rsi"}  # its ticks end at 10:00, before the square-off
+    assert friday["strategies"]["SQUAREOFF"]["trades"] > 0 and friday["unrealised_pnl_paise"] == 0  # squared off
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["day", "trades", "realised", "unrealised", "charges", "net"]
+    assert lines[1].startswith("2026-11-19") and lines[2].startswith("2026-11-20") and lines[3].startswith("total")
+    assert lines[4].startswith("SQUAREOFF: ") and lines[5].startswith("momentum_rsi: ")
+    assert lines[6].startswith("days won ")
+    assert again.returncode == 0 and again.stdout == done.stdout  # the same days, the same report
+    assert bot_api.calls == []
+    conn = await asyncpg.connect(database)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM order_ledger") == 0
+    finally:
+        await conn.close()
+
+
+@pytest.mark.slow
+async def test_a_range_without_stored_ticks_exits_2_saying_so(database):
+    done = await backtest(database, "--from", "2026-11-16", "--to", "2026-11-17")
+
+    assert done.returncode == 2
+    assert "no ticks stored from 2026-11-16 to 2026-11-17" in done.stderr
+
+
+def test_to_before_from_is_a_usage_error():
+    done = subprocess.run([sys.executable, "-m", "services.app.cli", "backtest", "--from", "2026-11-20", "--to",
+                           "2026-11-19"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "NEO_LOG_FILE_ENABLED": "false"})
+
+    assert done.returncode == 2 and "--to 2026-11-19 is before --from 2026-11-20" in done.stderr
+
+
+def day(net: int, name: str = "d") -> DayResult:
+    return DayResult(day=name, trades=1, realised_pnl_paise=net, unrealised_pnl_paise=0, charges_paise=0,
+                     net_pnl_paise=net, strategies={"s": {"trades": 1, "realised_pnl_paise": net,
+                                                          "unrealised_pnl_paise": 0}})
+
+
+def test_the_worst_drawdown_is_the_deepest_fall_of_the_running_net_from_its_best():
+    assert max_drawdown_paise([day(100), day(-300), day(50), day(-100), day(500)]) == 350  # 100 -> -250
+    assert max_drawdown_paise([day(-100), day(-50)]) == 150  # from 0, before any gain
+    assert max_drawdown_paise([day(10), day(20)]) == 0
+
+
+def test_the_report_has_a_line_a_day_the_totals_each_strategy_and_the_days_won():
+    lines = report([day(1_000_00, "2026-11-19"), day(-250_50, "2026-11-20")]).splitlines()
+
+    assert lines[1].split() == ["2026-11-19", "1", "₹1,000.00", "₹0.00", "₹0.00", "₹1,000.00"]
+    assert lines[3].split() == ["total", "2", "₹749.50", "₹0.00", "₹0.00", "₹749.50"]
+    assert lines[4:] == ["s: 2 trades, ₹749.50 before charges",
+                         "days won 1 of 2 · worst drawdown ₹250.50 · net ₹749.50"]
+
+
+def test_speed_0_is_for_a_replay_only():
+    from services.app.config import AppSettings
+    from shared import config as cfg
+    from shared.errors import ConfigError
+
+    assert cfg.load(AppSettings, {}, source="replay", speed=0).speed == 0
+    with pytest.raises(ConfigError, match=r"speed 0 .* is for source = replay"):
+        cfg.load(AppSettings, {}, source="synthetic", speed=0)
