@@ -19,6 +19,7 @@ from shared.db.embedded import EmbeddedPostgres
 from shared.marketdata import nse_instruments
 from shared.ports import free_loopback_port as free_port
 from tests.grpc.procs import CALM, ctl, grpcurl, grpcurl_json
+from tests.grpc.test_monolith import first_tick
 
 NIFTY_50, NIFTY_BANK = 26000, 26009
 
@@ -34,8 +35,7 @@ def test_a_run_with_indices_lists_streams_stores_and_refuses_to_trade_them(tmp_p
     run.wait_for_line(f"gRPC listening on {addr}")
 
     listed = grpcurl_json(addr, "neopulse.v1.IngestionService/ListInstruments")["instruments"]
-    ticks = grpcurl("-max-time", "5", "-d", json.dumps({"tokens": [NIFTY_50]}), addr,
-                    "neopulse.v1.IngestionService/StreamTicks")
+    first = first_tick(addr, token=NIFTY_50)
     order = {"token": NIFTY_50, "side": "SIDE_BUY", "quantity": 1, "order_type": "ORDER_TYPE_LIMIT",
              "price_paise": 2_400_000}
     refused = grpcurl("-d", json.dumps({"order": order}), addr, "neopulse.v1.OrderService/PlaceOrder")
@@ -48,7 +48,6 @@ def test_a_run_with_indices_lists_streams_stores_and_refuses_to_trade_them(tmp_p
     indices = [(int(i["token"]), i["symbol"]) for i in listed if i.get("is_index")]
     assert indices == [(NIFTY_50, "Nifty 50"), (NIFTY_BANK, "Nifty Bank")]
     assert len(listed) > len(indices)  # the stocks too, not marked
-    first = json.loads(ticks.stdout.split("\n}\n")[0] + "\n}")["ticks"][0]
     assert (int(first["token"]), int(first["ltp_paise"]) > 0, "volume" in first) == (NIFTY_50, True, False)
     assert "Code: InvalidArgument" in refused.stderr and "is an index" in refused.stderr, refused.stderr
     assert [(q["instrument"]["symbol"], int(q["tick"]["token"])) for q in quotes] == [("Nifty Bank", NIFTY_BANK),

@@ -24,11 +24,15 @@ def addr(tmp_path_factory):
         proc.stop()
 
 
-def first_tick(addr: str, *auth: str, token: int = 0) -> dict:
-    """The first tick streamed (of `token` only, when given)."""
+def first_tick(addr: str, *auth: str, token: int = 0, tries: int = 4) -> dict:
+    """The first tick streamed (of `token` only, when given), with grpcurl; asked again when none came in 3 s (a
+    machine busy with other tests' processes can hold a fresh grpcurl and the stream's first batch that long)."""
     request = ("-d", json.dumps({"tokens": [token]})) if token else ()
-    result = grpcurl(*auth, "-max-time", "3", *request, addr, "neopulse.v1.IngestionService/StreamTicks")
-    return json.loads(result.stdout.split("\n}\n")[0] + "\n}")["ticks"][0]
+    for _ in range(tries):
+        result = grpcurl(*auth, "-max-time", "3", *request, addr, "neopulse.v1.IngestionService/StreamTicks")
+        if result.stdout.strip():
+            return json.loads(result.stdout.split("\n}\n")[0] + "\n}")["ticks"][0]
+    raise AssertionError(f"no tick streamed in {tries} tries of 3 s: {result.stderr}")
 
 
 def price_below(addr: str, order: dict, below_bps: int) -> int:

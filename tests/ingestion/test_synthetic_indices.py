@@ -5,7 +5,7 @@ the ticks that moved them; one it does not have is refused naming those it has. 
 from __future__ import annotations
 
 import asyncio
-import json
+import time
 from fractions import Fraction
 
 import pytest
@@ -15,7 +15,8 @@ from services.ingestion.synthetic import SyntheticSource
 from shared.clock import SimClock
 from shared.errors import ConfigError
 from shared.ports import free_loopback_port as free_port
-from tests.grpc.procs import grpcurl, grpcurl_json
+from tests.grpc.procs import grpcurl_json
+from tests.grpc.test_monolith import first_tick
 
 HDFCBANK, SBIN, TCS, NIFTY_50, NIFTY_BANK = 1333, 3045, 11536, 26000, 26009
 
@@ -58,15 +59,16 @@ def test_split_mode_ingestion_serves_its_indices(tmp_path, procs):
     addr = f"127.0.0.1:{port}"
     proc = procs.neopulse(["serve", "ingestion", "--no-db", "--grpc-port", str(port), "--speed", "60",
                            "--duration", "60"], tmp_path / "ingestion.log",
-                          env={"NEOPULSE_INDICES": '["Nifty 50"]', "NEOPULSE_INGESTION_TICKS_PER_SECOND": "2000"})
+                          env={"NEOPULSE_INDICES": '["Nifty 50"]', "NEOPULSE_INGESTION_TICKS_PER_SECOND": "2000",
+                               # a session clock from 09:15 IST: without it the market is the real one, closed
+                               # outside 09:15-15:30 IST (the test once failed whenever CI ran after the close)
+                               "NEOPULSE_SPLIT_SESSION_WALL_START_NS": str(time.time_ns())})
     proc.wait_for_line(f"gRPC listening on {addr}")
 
     listed = grpcurl_json(addr, "neopulse.v1.IngestionService/ListInstruments")["instruments"]
-    ticks = grpcurl("-max-time", "5", "-d", json.dumps({"tokens": [NIFTY_50]}), addr,
-                    "neopulse.v1.IngestionService/StreamTicks")
+    first = first_tick(addr, token=NIFTY_50)
 
     assert [(int(i["token"]), i["symbol"]) for i in listed if i.get("is_index")] == [(NIFTY_50, "Nifty 50")]
-    first = json.loads(ticks.stdout.split("\n}\n")[0] + "\n}")["ticks"][0]
     assert int(first["token"]) == NIFTY_50 and int(first["ltp_paise"]) > 0
 
 
