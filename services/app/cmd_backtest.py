@@ -60,7 +60,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--from", dest="first", type=date.fromisoformat, metavar="YYYY-MM-DD",
                    help="the first IST day (default: the latest stored day)")
     p.add_argument("--to", dest="last", type=date.fromisoformat, metavar="YYYY-MM-DD",
-                   help="the last IST day (default: --from)")
+                   help="the last IST day (default: --from; alone, that one day)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     p.set_defaults(handler=handle)
 
@@ -126,6 +126,7 @@ async def stored_days(url: str, first: date | None, last: date | None) -> list[d
 
     conn = await asyncpg.connect(url)
     try:
+        first = first or last
         if first is None:
             latest = await conn.fetchval("SELECT max(ts) FROM market_ticks")
             if latest is None:
@@ -152,7 +153,7 @@ async def run_day(settings: AppSettings, toml: dict[str, Any], url: str, day: da
     from services.app.monolith import Monolith
 
     day_settings = settings.model_copy(update={
-        "source": "replay", "replay_day": day, "speed": 0.0, "database_url": SecretStr(url),
+        "mode": "paper", "source": "replay", "replay_day": day, "speed": 0.0, "database_url": SecretStr(url),
         "grpc_port": 0, "metrics_port": 0, "busy_poll": False})
     app = Monolith(day_settings, toml)
     # Its fills are not the trader's: nothing goes to Telegram, whatever the config or the environment say.

@@ -113,9 +113,11 @@ async def test_a_backtest_replays_each_stored_day_reports_it_and_leaves_the_ledg
 @pytest.mark.slow
 async def test_a_range_without_stored_ticks_exits_2_saying_so(database):
     done = await backtest(database, "--from", "2026-11-16", "--to", "2026-11-17")
+    alone = await backtest(database, "--to", "2026-11-17")  # that one day
 
     assert done.returncode == 2
     assert "no ticks stored from 2026-11-16 to 2026-11-17" in done.stderr
+    assert alone.returncode == 2 and "no ticks stored from 2026-11-17 to 2026-11-17" in alone.stderr
 
 
 def test_to_before_from_is_a_usage_error():
