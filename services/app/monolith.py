@@ -168,8 +168,9 @@ class Monolith:
             OmsModule(bus, cfg.load(OmsSettings, t), broker, ledger, clock),
             RiskModule(bus, cfg.load(RiskSettings, t), clock,
                        PgRiskState(self.database.pool) if self.database is not None and not replay else None),
+            # A replay's clock starts at its day's midnight: the warm-up reads the days before it only.
             StrategyModule(bus, cfg.load(StrategySettings, t), clock,
-                           StoredCandles(self.database.pool) if self.database is not None and not replay else None),
+                           StoredCandles(self.database.pool) if self.database is not None else None),
         ]
 
     # -- running -------------------------------------------------------------------------------

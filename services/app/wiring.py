@@ -83,7 +83,10 @@ async def _replay(settings: AppSettings, clock: Any, database: Any, info: dict[s
         from shared.clock import IST
 
         day = latest.astimezone(IST).date()
-    info["replay"] = f"{day} at {settings.speed:g}x"
+    info["replay"] = f"{day} at {settings.speed:g}x" if settings.speed else f"{day} as fast as it goes"
+    # The day's midnight until its first tick: the strategies warm up from the stored days before it, as a live
+    # start that morning would, and never from the day itself.
+    clock.set(ist_ns(day, 0, 0))
     return ReplaySource(database.pool, settings.symbols, ist_ns(day, 0, 0), ist_ns(day, 23, 59, 59), clock,
                         settings.speed, indices=settings.indices)
 

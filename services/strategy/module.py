@@ -48,7 +48,7 @@ class StrategyModule(Component):
         super().__init__(bus)
         self.settings = settings
         self.clock = clock
-        self.history = history  # the stored candles to warm up from; None: no database (or a replay)
+        self.history = history  # the stored candles to warm up from; None: no database
         self.instruments = InstrumentBook()
         self.sequencer = Sequencer()
         self.engine: StrategyEngine | None = None
@@ -94,7 +94,7 @@ class StrategyModule(Component):
         assert engine is not None
         needs = engine.closes_needed()
         if self.history is None or not limit:  # no strategy (needs empty): the minute in progress is read still
-            why = "no stored ticks to read (no database, or a replay)" if self.history is None \
+            why = "no stored ticks to read (no database)" if self.history is None \
                 else "warm_up_timeout_s = 0"
             log.info("strategies start cold: their indicators warm up on live candles", extra={"reason": why})
             return
