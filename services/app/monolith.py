@@ -105,6 +105,7 @@ class Monolith:
             for comp in self.components:
                 comp.clock_driven = True
             ingestion.clock_hooks = [c.on_clock for c in self.components if c is not ingestion]  # type: ignore[attr-defined]
+            ingestion.start_gate = self.started  # type: ignore[attr-defined]  # set once every module has started
 
     async def _resume_simulated_session(self, clock: SimClock) -> None:
         """A simulated session on a database that holds an earlier run's session of the same day goes on a minute

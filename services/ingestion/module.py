@@ -71,6 +71,9 @@ class IngestionModule(Component):
         self.settle_batches = settle_batches
         # With settle_batches: the other components' clock timers (Component.on_clock), a turn after every batch.
         self.clock_hooks: list[Callable[[], Awaitable[None]]] = []
+        # Set: the first batch waits for it (a backtest's: every module started, the strategies warmed up; the ticks
+        # a module still starting would take, or not, were the same replay's two runs' difference).
+        self.start_gate: asyncio.Event | None = None
         self.ended = asyncio.Event()  # set then, once the consumers have taken every tick (a backtest's day is over)
 
     async def start(self) -> None:
@@ -118,6 +121,8 @@ class IngestionModule(Component):
         ticks_metric = TICKS.labels(self.source.name)
         batches_metric = BATCHES.labels(self.source.name)
         lossless = getattr(self.source, "lossless", False)
+        if self.start_gate is not None:
+            await self.start_gate.wait()
         async for batch in self.source.batches():
             n = len(batch.ticks)
             if not n:

@@ -305,7 +305,7 @@ async def test_without_a_database_the_strategies_start_cold_and_say_so_once(rest
 
     cold = [rec for rec in caplog.records if rec.getMessage().startswith("strategies start cold")]
     assert [(rec.levelname, rec.reason) for rec in cold] == [
-        ("INFO", "no stored ticks to read (no database, or a replay)")]
+        ("INFO", "no stored ticks to read (no database)")]
     assert r.strategy._state == {}
 
 
