@@ -94,8 +94,8 @@ def handle(args: argparse.Namespace) -> int:
     return 0
 
 
-async def backtest(settings: AppSettings, toml: dict[str, Any], first: date | None, last: date | None,
-                   progress: Any = None) -> list[DayResult]:
+async def backtest(settings: AppSettings, toml: dict[str, Any], first: date | None,
+                   last: date | None) -> list[DayResult]:
     """Every stored day of the range, one after another, on one database (the embedded server started once)."""
     from shared.db.database import EMBEDDED_DB_NAME, ensure_database
     from shared.db.embedded import EmbeddedPostgres
@@ -106,13 +106,7 @@ async def backtest(settings: AppSettings, toml: dict[str, Any], first: date | No
         embedded = EmbeddedPostgres(settings.data_dir)
         url = await ensure_database(await asyncio.to_thread(embedded.start), EMBEDDED_DB_NAME)
     try:
-        days = await stored_days(url, first, last)
-        results = []
-        for day in days:
-            results.append(await run_day(settings, toml, url, day))
-            if progress is not None:
-                progress(results[-1])
-        return results
+        return [await run_day(settings, toml, url, day) for day in await stored_days(url, first, last)]
     finally:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
@@ -122,16 +116,14 @@ async def stored_days(url: str, first: date | None, last: date | None) -> list[d
     """The IST days of [first, last] with ticks in market_ticks; ConfigError when there is none."""
     import asyncpg
 
-    from shared.clock import IST, ist_ns
+    from shared.clock import ist_ns
+    from shared.db.queries import latest_tick_day
 
     conn = await asyncpg.connect(url)
     try:
-        first = first or last
+        first = first or last or await latest_tick_day(conn)
         if first is None:
-            latest = await conn.fetchval("SELECT max(ts) FROM market_ticks")
-            if latest is None:
-                raise ConfigError("market_ticks is empty: run on the simulator or Kotak first, so ticks are stored")
-            first = latest.astimezone(IST).date()
+            raise ConfigError("market_ticks is empty: run on the simulator or Kotak first, so ticks are stored")
         last = last or first
         days = []
         day = first
@@ -161,7 +153,7 @@ async def run_day(settings: AppSettings, toml: dict[str, Any], url: str, day: da
                               "daily_summary_time_ist": ""}
     app.settle_batches = True  # the same days, the same results
     stop = asyncio.Event()
-    out: list[DaySummaryAndTime] = []
+    out: list[DayResult] = []
     began = time.monotonic()
 
     async def replay_then_read() -> None:
@@ -169,20 +161,14 @@ async def run_day(settings: AppSettings, toml: dict[str, Any], url: str, day: da
             await app.started.wait()
             ingestion = next(c for c in app.components if c.name == "ingestion")
             await ingestion.ended.wait()  # type: ignore[attr-defined]
-            out.append(DaySummaryAndTime(await _still_then_summary(app, day), time.monotonic() - began))
+            out.append(day_result(day, await _still_then_summary(app, day), time.monotonic() - began))
         finally:
             stop.set()
 
     await asyncio.wait_for(app.run(extra=[replay_then_read], stop=stop), DAY_WITHIN_S)
     if not out:
         raise RuntimeError(f"the backtest of {day} ended without its results; see the log")
-    return day_result(day, out[0].summary, out[0].seconds)
-
-
-@dataclass
-class DaySummaryAndTime:
-    summary: DailySummary
-    seconds: float
+    return out[0]
 
 
 async def _still_then_summary(app: Any, day: date) -> DailySummary:

@@ -71,18 +71,14 @@ async def _replay(settings: AppSettings, clock: Any, database: Any, info: dict[s
     """Stored ticks of one IST day, paced at `speed` (paper orders only: replays never reach a broker)."""
     from services.ingestion.replay import ReplaySource
     from shared.clock import ist_ns
+    from shared.db.queries import latest_tick_day
     from shared.errors import ConfigError
 
     if database is None:
         raise ConfigError("source=replay reads market_ticks: it needs the database (drop --no-db)")
-    day = settings.replay_day
+    day = settings.replay_day or await latest_tick_day(database.pool)
     if day is None:
-        latest = await database.pool.fetchval("SELECT max(ts) FROM market_ticks")
-        if latest is None:
-            raise ConfigError("source=replay: market_ticks is empty; run once on the simulator or Kotak first")
-        from shared.clock import IST
-
-        day = latest.astimezone(IST).date()
+        raise ConfigError("source=replay: market_ticks is empty; run once on the simulator or Kotak first")
     info["replay"] = f"{day} at {settings.speed:g}x" if settings.speed else f"{day} as fast as it goes"
     # The day's midnight until its first tick: the strategies warm up from the stored days before it, as a live
     # start that morning would, and never from the day itself.

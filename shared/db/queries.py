@@ -10,7 +10,7 @@ from datetime import date, datetime, timedelta
 
 import asyncpg
 
-from shared.clock import UTC
+from shared.clock import IST, UTC
 from shared.contracts import market_pb2, trading_pb2
 from shared.db.orders import LEDGER_COLUMNS, enum_value, row_to_update
 from shared.db.partitions import day_start
@@ -64,6 +64,12 @@ async def latest_tick_ns(pool: asyncpg.Pool, start_ns: int, end_ns: int) -> int 
     """The time of the newest tick stored in [start_ns, end_ns), or None."""
     ts = await pool.fetchval("SELECT max(ts) FROM market_ticks WHERE ts >= $1 AND ts < $2", _ts(start_ns), _ts(end_ns))
     return None if ts is None else _ns(ts)
+
+
+async def latest_tick_day(db: asyncpg.Pool | asyncpg.Connection) -> date | None:
+    """The IST day of the newest tick stored, or None when market_ticks is empty (a replay's default day)."""
+    ts = await db.fetchval("SELECT max(ts) FROM market_ticks")
+    return None if ts is None else ts.astimezone(IST).date()
 
 
 def _tick(r: asyncpg.Record) -> market_pb2.Tick:
