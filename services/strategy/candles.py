@@ -47,8 +47,9 @@ MINUTE_NS = 60 * 1_000_000_000
 # _LAST_TS are the times of the ticks that set the open and the close; _DAY_VOLUME is the cumulative day volume
 # the token's candles count from this IST day (0: none yet), kept across its candles, and _DAY_VOLUME_TS the time
 # of the newest tick that carried it. _TICK is the latest tick taken (by arrival, a late one not), for quotes.
+# _WATCH: the token's watched prices (low, high) or None (watch).
 (_START, _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME, _COUNT, _CLOSED, _SEGMENT, _FIRST_TS, _LAST_TS, _DAY_VOLUME,
- _DAY_VOLUME_TS, _TICK) = range(14)
+ _DAY_VOLUME_TS, _TICK, _WATCH) = range(15)
 
 Closed = tuple[market_pb2.Candle, int]  # the candle, and recv_ns of the tick that closed it (0 = timer)
 
@@ -62,6 +63,9 @@ class CandleBuilder:
         # Day volumes held for tokens without a bar yet (hold_day_volume): taken by the token's first bar.
         self._held: dict[int, tuple[int, int]] = {}
         self.late_ticks = 0
+        # token -> (low, high): a tick at or below low, or at or above high, goes to `reached` (watch).
+        self._watch: dict[int, tuple[int, int]] = {}
+        self.reached: list[market_pb2.Tick] = []
         # Closed candles are built inside the batch that will carry them (no copy when it is published).
         self.batch = market_pb2.CandleBatch()
 
@@ -70,9 +74,22 @@ class CandleBuilder:
         batch, self.batch = self.batch, market_pb2.CandleBatch()
         return batch
 
+    def watch(self, token: int, levels: tuple[int, int] | None) -> None:
+        """From now on the ticks of `token` priced at or below levels[0], or at or above levels[1], are also put in
+        `reached` (in arrival order; the caller empties it), until watch(token, None). Checked in the candle loop
+        itself: a second pass over every tick would cost the strategy module a fifth of its ticks/s."""
+        if levels is None:
+            self._watch.pop(token, None)
+        else:
+            self._watch[token] = levels
+        bar = self._bars.get(token)
+        if bar is not None:
+            bar[_WATCH] = levels
+
     def on_ticks(self, ticks: Iterable[market_pb2.Tick]) -> list[Closed]:
         """Fold ticks (in arrival order) into their candles; returns the candles a later minute closed."""
         closed: list[Closed] = []
+        reached = self.reached
         bars = self._bars
         get = bars.get
         late = 0
@@ -95,7 +112,7 @@ class CandleBuilder:
             elif bar is None:
                 price = t.ltp_paise
                 bar = bars[t.token] = [start, price, price, price, price, 0, 1, False, t.exchange_segment, ts, ts, 0, 0,
-                                       None]
+                                       None, self._watch.get(t.token)]
                 if self._held:
                     held = self._held.pop(t.token, None)
                     if held is not None and ist_day_number(held[1]) == ist_day_number(ts):
@@ -116,6 +133,9 @@ class CandleBuilder:
                 late += 1
                 continue
             bar[13] = t
+            watch = bar[14]
+            if watch is not None and not watch[0] < price < watch[1]:
+                reached.append(t)
             day_volume = t.volume
             if day_volume:
                 seen = bar[11]
@@ -150,7 +170,8 @@ class CandleBuilder:
         if bar is not None and bar[_START] >= start_ns:
             return
         # A closed bar of the minute before: the next tick opens its own minute and closes nothing.
-        self._bars[token] = [start_ns - MINUTE_NS, 0, 0, 0, 0, 0, 0, True, segment, 0, 0, 0, 0, None]
+        self._bars[token] = [start_ns - MINUTE_NS, 0, 0, 0, 0, 0, 0, True, segment, 0, 0, 0, 0, None,
+                             self._watch.get(token)]
 
     def resume(self, candle: market_pb2.Candle) -> None:
         """The candle of the minute in progress as far as the stored ticks have it (a warm start): the live ticks
@@ -162,7 +183,7 @@ class CandleBuilder:
             return
         start, c = candle.start_ns, candle
         self._bars[c.token] = [start, c.open_paise, c.high_paise, c.low_paise, c.close_paise, c.volume, c.tick_count,
-                               False, c.exchange_segment, start, start, 0, 0, None]
+                               False, c.exchange_segment, start, start, 0, 0, None, self._watch.get(c.token)]
 
     def hold_day_volume(self, token: int, day_volume: int, ts_ns: int) -> None:
         """A warm start: the cumulative day volume the stored ticks reached (carried by the newest, at `ts_ns`), so

@@ -91,6 +91,10 @@ class StrategyEngine:
         self.orders = WorkingOrders()  # its strategies' working orders: stale ones to cancel, changes to send
         # (strategy, token) -> (tick ts_ns, signals emitted at it): see _signal_id.
         self._tick_emits: dict[tuple[str, int], tuple[int, int]] = {}
+        # token -> the strategies watching its ticks' prices (Strategy.price_levels), each with its (low, high);
+        # and the (strategy, token) pairs whose level a tick reached, to be asked again at the token's next close.
+        self._levels: dict[int, tuple[tuple[Strategy, int, int], ...]] = {}
+        self._reached: set[tuple[str, int]] = set()
 
     # -- data ------------------------------------------------------------------
     def on_ticks(self, ticks: Any) -> Output:
@@ -99,6 +103,10 @@ class StrategyEngine:
         if self._tick_strategies:
             signals.extend(self._run_on_tick(ticks))
         closed = self.candles.on_ticks(ticks)
+        reached = self.candles.reached
+        if reached:
+            signals.extend(self._run_levels(reached))
+            reached.clear()
         if not closed:
             return [], signals
         candles, more = self.on_closed(closed)
@@ -133,6 +141,8 @@ class StrategyEngine:
                     continue
                 if intents and not strategy.paused:
                     signals.extend(self._emit(strategy, intents, candle.start_ns, recv_ns, ctx.now_ns))
+                if self._reached and (strategy.name, candle.token) in self._reached:
+                    self._watch(strategy, candle.token)
         return candles, signals
 
     def _index_candle(self, candle: market_pb2.Candle) -> None:
@@ -198,6 +208,64 @@ class StrategyEngine:
         for token, (day_volume, ts_ns) in (day_volumes or {}).items():
             self.candles.hold_day_volume(token, day_volume, ts_ns)
 
+    def _run_levels(self, reached: list[market_pb2.Tick]) -> list[trading_pb2.Signal]:
+        """The ticks that reached a watched price level (a stop loss, a target: Strategy.price_levels; the candle
+        builder picks them out) go to each strategy whose own level they reach, its on_price_level; the token is
+        then not watched for it until its next order update or close."""
+        ctx, levels, out = self._ctx, self._levels, []
+        for tick in reached:
+            price = tick.ltp_paise
+            for strategy, low, high in levels.get(tick.token, ()):
+                if low < price < high or price <= 0 or strategy.paused:
+                    continue
+                ctx.now_ns = tick.ts_ns
+                self._unwatch(strategy, tick.token)
+                try:
+                    intents = strategy.on_price_level(tick, ctx)
+                except Exception:
+                    PLUGIN_ERRORS.labels(strategy.name).inc()
+                    log.exception("strategy failed on a price level", extra={"strategy": strategy.name,
+                                                                            "token": tick.token})
+                    continue
+                if intents:
+                    out.extend(self._emit(strategy, intents, tick.ts_ns, tick.recv_ns, tick.ts_ns, by_tick=True))
+        return out
+
+    def _watch(self, strategy: Strategy, token: int) -> None:
+        """Ask `strategy` (again) which prices of `token` to watch."""
+        self._reached.discard((strategy.name, token))
+        others = tuple(w for w in self._levels.get(token, ()) if w[0] is not strategy)
+        try:
+            levels = strategy.price_levels(token)
+        except Exception:
+            PLUGIN_ERRORS.labels(strategy.name).inc()
+            log.exception("strategy failed giving its price levels", extra={"strategy": strategy.name,
+                                                                            "token": token})
+            levels = None
+        self._set_watching(token, others if levels is None else (*others, (strategy, *levels)))
+
+    def _unwatch(self, strategy: Strategy, token: int) -> None:
+        self._reached.add((strategy.name, token))
+        self._set_watching(token, tuple(w for w in self._levels.get(token, ()) if w[0] is not strategy))
+
+    def _set_watching(self, token: int, watching: tuple[tuple[Strategy, int, int], ...]) -> None:
+        """The candle builder picks out the ticks that may reach one of the levels: at or below the highest low, at
+        or above the lowest high (_run_levels checks each strategy's own)."""
+        if watching:
+            self._levels[token] = watching
+            self.candles.watch(token, (max(w[1] for w in watching), min(w[2] for w in watching)))
+        else:
+            self._levels.pop(token, None)
+            self.candles.watch(token, None)
+
+    def _watch_all(self, strategy: Strategy) -> None:
+        """Ask `strategy` again about every token it holds or watches (its params changed, its positions came
+        back)."""
+        held = {token for (token, _), quantity in strategy.positions().items() if quantity}
+        watched = {token for token, watching in self._levels.items() if any(w[0] is strategy for w in watching)}
+        for token in sorted(held | watched):
+            self._watch(strategy, token)
+
     def _run_on_tick(self, ticks: Any) -> list[trading_pb2.Signal]:
         ctx, out, indices = self._ctx, [], self._indices
         for tick in ticks:
@@ -262,6 +330,7 @@ class StrategyEngine:
         if strategy is not None:
             self.orders.track(update, self.clock.now_ns())
             strategy.on_order_update(update)
+            self._watch(strategy, update.request.token)
         elif update.request.strategy_tag == SQUAREOFF_TAG and update.last_fill_quantity:
             self._closed_by_platform(update)
 
@@ -296,6 +365,7 @@ class StrategyEngine:
             held = strategy.position_in(token, product)
             if (held > 0) == closing_long and held != 0:
                 left -= strategy.closed_by_platform(token, left, product)
+                self._watch(strategy, token)
 
     def on_decision(self, decision: trading_pb2.RiskDecision) -> None:
         """Risk's answer to a signal of ours: a rejection frees its token (otherwise it waits for the pending
@@ -357,6 +427,7 @@ class StrategyEngine:
         if unknown:
             raise InvalidInput("params", unknown)
         strategy.apply_params(params)
+        self._watch_all(strategy)
         return strategy, self._exits_due(strategy)
 
     def exits_due(self) -> list[trading_pb2.Signal]:

@@ -10,9 +10,10 @@ Rules, on each closed candle of a token (after warm-up: rsi_period + 1 and ema_p
     below the EMA, if `allow_short`.
 - Long: SELL the whole position when RSI falls below `exit_long_rsi` or the close falls below the EMA.
 - Short: BUY the whole position back when RSI rises above `exit_short_rsi` or the close rises above the EMA.
-- Either, first of all: with `stop_loss_pct`, exit at the market when a close is that much against the entry price
-  (the average of the fills that opened the position); with `target_pct`, when a close is that much in its favour.
-  Both are read on 1-minute closes, as everything here: a close can go past them, and the exit goes after it.
+- Either, first of all: with `stop_loss_pct`, exit at the market when a tick's price is that much against the entry
+  price (the average of the fills that opened the position); with `target_pct`, when one is that much in its favour.
+  Both are watched on every tick (price_levels), not only at the closes; a stop loss reached while a LIMIT exit works
+  moves that exit to the tick's price. A close past either (a restart, a change of params) exits too.
 - An entry's size: `quantity` rounded down to whole lots (at least one); or, with `order_value` set, as many whole
   lots as that many rupees buy at the entry candle's close (a contract at its price factor). An instrument one lot
   of which costs more than `order_value` is not entered (said once in the log): the budget is a ceiling.
@@ -61,6 +62,7 @@ def _minutes(hhmm: str) -> int:
 MAX_RSI_PERIOD, MAX_EMA_PERIOD = 200, 500
 # Closes kept per token: the most any valid periods need to be warm (RSI period + 1, and one more for the cross).
 WARM_UP_CLOSES = max(MAX_RSI_PERIOD + 2, MAX_EMA_PERIOD)
+NEVER = 2**62  # a price level no tick reaches (a target turned off)
 
 
 class MomentumRsiParams(BaseModel):
@@ -274,30 +276,69 @@ class MomentumRsi(Strategy):
         side = trading_pb2.SIDE_SELL if pos > 0 else trading_pb2.SIDE_BUY
         stop = self._stop_or_target(token, close, pos)
         if stop is not None:
-            reason, at_market = stop
-            if at_market:
-                return OrderIntent(token, side, abs(pos), trading_pb2.ORDER_TYPE_MARKET, 0, trading_pb2.PRODUCT_MIS,
-                                   reason)
-            return self._intent(token, close, ctx, side, abs(pos), reason)
+            return self._exit_at(token, side, abs(pos), close, ctx, *stop)
         if pos > 0 and (rsi < p.exit_long_rsi or close < ema):
             return self._intent(token, close, ctx, side, pos, f"exit long: RSI {rsi:.1f}, EMA {ema:.0f}")
         if pos < 0 and (rsi > p.exit_short_rsi or close > ema):
             return self._intent(token, close, ctx, side, -pos, f"exit short: RSI {rsi:.1f}, EMA {ema:.0f}")
         return None
 
-    def _stop_or_target(self, token: int, close: int, pos: int) -> tuple[str, bool] | None:
-        """The stop loss's reason (at the market: True) or the target's (False) when `close` reached one."""
+    def price_levels(self, token: int) -> tuple[int, int] | None:
+        """The stop loss and the target of the position in `token` (_levels): read on every tick, not only at the
+        closes."""
+        return self._levels(token, self.position(token))
+
+    def on_price_level(self, tick: market_pb2.Tick, ctx: StrategyContext) -> list[Decision]:
+        """A tick reached the stop loss or the target: the exit goes now (as _exit's would at a close). While an
+        order of ours works in the token, nothing new goes; a stop loss moves a LIMIT exit still working to the
+        tick's price instead (it would otherwise wait there while the market runs away)."""
+        token, pos = tick.token, self.position(tick.token)
+        hit = self._stop_or_target(token, tick.ltp_paise, pos, "tick")
+        if hit is None:
+            return []
+        reason, at_market = hit
+        side = trading_pb2.SIDE_SELL if pos > 0 else trading_pb2.SIDE_BUY
+        if self.is_pending(token, ctx.now_ns):
+            working = self.working_order(token)
+            if (not at_market or working is None or working.side != side or working.remaining <= 0
+                    or working.order_type != trading_pb2.ORDER_TYPE_LIMIT):
+                return []
+            inst = ctx.instruments.get(token)
+            price = snap_to_tick(tick.ltp_paise, inst.tick_size_paise if inst is not None else 0)
+            return [OrderChange(token, limit_price_paise=price, reason=f"{reason}; the working exit moved to it")]
+        return [self._exit_at(token, side, abs(pos), tick.ltp_paise, ctx, reason, at_market)]
+
+    def _exit_at(self, token: int, side: trading_pb2.Side, quantity: int, price: int, ctx: StrategyContext,
+                 reason: str, at_market: bool) -> OrderIntent:
+        if at_market:
+            return OrderIntent(token, side, quantity, trading_pb2.ORDER_TYPE_MARKET, 0, trading_pb2.PRODUCT_MIS, reason)
+        return self._intent(token, price, ctx, side, quantity, reason)
+
+    def _levels(self, token: int, pos: int) -> tuple[int, int] | None:
+        """(low, high) paise: a price at or below low, or at or above high, exits the position `pos` in `token`. A
+        long's low is its stop loss and its high its target, a short's the other way round; one turned off is 0 (low)
+        or NEVER (high). Whole paise, exactly: a price at or below low is at least stop_loss_pct under the entry."""
         p, entry = self.params, self.entry_price(token)
-        if not entry or not (p.stop_loss_pct or p.target_pct):
+        if not pos or not entry or not (p.stop_loss_pct or p.target_pct):
             return None
-        gain_pct = (close - entry) * 100 / entry * (1 if pos > 0 else -1)
-        said = f"close {fmt_inr(close)}, {abs(gain_pct):.2f}% {'over' if close > entry else 'under'} the entry " \
+        under, over = (p.stop_loss_pct, p.target_pct) if pos > 0 else (p.target_pct, p.stop_loss_pct)
+        low = math.floor(entry * (100 - Decimal(repr(under))) / 100) if under else 0
+        high = math.ceil(entry * (100 + Decimal(repr(over))) / 100) if over else NEVER
+        return low, high
+
+    def _stop_or_target(self, token: int, price: int, pos: int, what: str = "close") -> tuple[str, bool] | None:
+        """The stop loss's reason (at the market: True) or the target's (False) when `price` (a close, a tick's)
+        reached one."""
+        levels = self._levels(token, pos)
+        if levels is None or price <= 0 or levels[0] < price < levels[1]:
+            return None
+        p, entry = self.params, self.entry_price(token)
+        gain_pct = (price - entry) * 100 / entry * (1 if pos > 0 else -1)
+        said = f"{what} {fmt_inr(price)}, {abs(gain_pct):.2f}% {'over' if price > entry else 'under'} the entry " \
                f"{fmt_inr(entry)}"
-        if p.stop_loss_pct and gain_pct <= -p.stop_loss_pct:
+        if (price <= levels[0]) if pos > 0 else (price >= levels[1]):
             return f"stop loss {p.stop_loss_pct:g}%: {said}", True
-        if p.target_pct and gain_pct >= p.target_pct:
-            return f"target {p.target_pct:g}%: {said}", False
-        return None
+        return f"target {p.target_pct:g}%: {said}", False
 
     def _reprice(self, token: int, close: int, ema: float, ctx: StrategyContext) -> OrderChange | None:
         """A LIMIT order of ours still working at a candle's close follows the market to that close (snapped to the

@@ -218,6 +218,18 @@ class Strategy:
     # Plugins that need every tick define `on_tick(self, tick, ctx) -> list[Decision]`; the
     # module calls it only for plugins that define it, so candle-only strategies cost nothing per tick.
 
+    def price_levels(self, token: int) -> tuple[int, int] | None:
+        """Prices (paise) to watch in `token`'s ticks: (low, high), a tick's last price at or below low, or at or
+        above high, calls on_price_level (a stop loss, a target). None: nothing to watch. The engine asks again
+        whenever the token's position, orders or the params change, and at each of the token's closes; a tick of
+        a token nobody watches costs one dict lookup."""
+        return None
+
+    def on_price_level(self, tick: market_pb2.Tick, ctx: StrategyContext) -> list[Decision]:
+        """A tick reached one of price_levels(tick.token). After this the token is not watched until the engine
+        asks price_levels again (its next order update or close): one call, not one per tick past the level."""
+        return []
+
     # -- provided --------------------------------------------------------------
     def wants(self, token: int) -> bool:
         return not self.tokens or token in self.tokens

@@ -110,6 +110,55 @@ async def test_a_backtest_replays_each_stored_day_reports_it_and_leaves_the_ledg
         await conn.close()
 
 
+async def store_ticks(database: str, day: date, prices: list[tuple[int, int]]) -> None:
+    """SBIN-EQ ticks of `day` from 09:30 IST: (second from then, price in paise)."""
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
+    try:
+        await upsert_instruments(pool, nse_instruments(SYMBOLS))
+        start = ist_ns(day, 9, 30)
+        writer = TickWriter(pool, DatabaseSettings(), clock=ManualClock(start))
+        for second, price in prices:
+            writer.offer(market_pb2.TickBatch(ticks=[market_pb2.Tick(
+                token=3045, exchange_segment="nse_cm", ts_ns=start + second * NS, ltp_paise=price, ltq=1,
+                volume=second + 1)]))
+        await writer.close(grace_s=60)
+    finally:
+        await pool.close()
+
+
+@pytest.mark.slow
+async def test_a_stop_loss_exits_at_the_tick_that_reaches_it_not_at_the_minutes_close(database, tmp_path):
+    """An entry at 100.00 (RSI(3) crossing 60 above its EMA at 09:35's close); at 09:36:30 a tick at 98.90, 1.1%
+    under, then the minute closes at 101.00. With the stop read on closes only, that close is no stop and the
+    position stays open; on ticks it exits at the market there: a loss of Rs 0.80 or Rs 1.10 a share (the paper
+    broker fills at the last price it has: the 99.20 before, or the 98.90 itself)."""
+    minutes = [100_00, 99_00, 98_00, 97_00, 96_00, 100_00]
+    prices = [(m * 60 + 5, price) for m, price in enumerate(minutes)]
+    prices += [(360, 100_00), (370, 100_00), (380, 99_20), (390, 98_90), (391, 98_90), (400, 101_00),
+               (419, 101_00), (425, 101_00), (480, 101_00), (540, 101_00)]
+    await store_ticks(database, THURSDAY, prices)
+    config = tmp_path / "stop.toml"
+    config.write_text("""
+[[strategy.strategies]]
+name = "stopped"
+kind = "MOMENTUM_RSI"
+symbols = ["SBIN-EQ"]
+[strategy.strategies.params]
+rsi_period = 3
+ema_period = 3
+order_type = "MARKET"
+stop_loss_pct = 1
+""")
+    out = tmp_path / "stop.json"
+
+    done = await backtest(database, "--config", str(config), "--to", "2026-11-19", "--json", str(out))
+
+    assert done.returncode == 0, done.stderr
+    (result,) = json.loads(out.read_text())
+    assert (result["trades"], result["unrealised_pnl_paise"]) == (2, 0), done.stdout
+    assert result["realised_pnl_paise"] in (-80, -110), done.stdout
+
+
 @pytest.mark.slow
 async def test_a_range_without_stored_ticks_exits_2_saying_so(database):
     done = await backtest(database, "--from", "2026-11-16", "--to", "2026-11-17")

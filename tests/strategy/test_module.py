@@ -214,6 +214,26 @@ async def test_a_long_position_is_exited_with_a_sell_of_its_size(harness):
     assert [(s.side, s.quantity) for s in harness.signals] == [(trading_pb2.SIDE_BUY, 1), (trading_pb2.SIDE_SELL, 1)]
 
 
+async def test_a_tick_past_the_stop_loss_sends_the_exit_before_its_minute_closes(harness):
+    await harness.feed(ticks(FALLING_THEN_JUMP), candles_expected=6)
+    await set_params(harness, stop_loss_pct=1)
+    fill_at_100 = update(1, qty=1)
+    fill_at_100.last_fill_price_paise = 100_00
+    await harness.bus.publish(Topic.ORDER_UPDATES, fill_at_100)
+    assert await harness.bus.drain()
+    closes_before = len(harness.candles)
+
+    harness.bus.publish_nowait(Topic.TICKS, market_pb2.TickBatch(ticks=[market_pb2.Tick(
+        token=SBIN, exchange_segment="nse_cm", ts_ns=T0915 + 6 * 60 * NS + 30 * NS, ltp_paise=98_90, ltq=1)]))
+    await until(lambda: len(harness.signals) == 2)
+
+    exit_ = harness.signals[1]
+    assert (exit_.side, exit_.quantity, exit_.order_type, exit_.reason) == (
+        trading_pb2.SIDE_SELL, 1, trading_pb2.ORDER_TYPE_MARKET,
+        "stop loss 1%: tick ₹98.90, 1.10% under the entry ₹100.00")
+    assert len(harness.candles) == closes_before  # 09:21's candle is still open
+
+
 async def set_params(harness, **params):
     request = strategy_pb2.SetStrategyParamsRequest(name="mom", params={k: str(v) for k, v in params.items()})
     reply = await harness.bus.call(rpc.SET_STRATEGY_PARAMS, request)

@@ -1,0 +1,219 @@
+"""Stop loss and target on every tick (Strategy.price_levels): MOMENTUM_RSI's exits go at the tick that reaches one,
+not at the minute's close, once per reach, and the engine watches only the tokens a strategy holds."""
+
+from datetime import date
+
+from services.strategy.engine import StrategyEngine
+from services.strategy.momentum_rsi import MomentumRsi, MomentumRsiParams
+from shared.clock import NS, ManualClock, ist_ns
+from shared.contracts import market_pb2, trading_pb2
+from shared.instruments import InstrumentBook
+from shared.marketdata import nse_instruments
+from shared.positions import SQUAREOFF_TAG
+
+T0930 = ist_ns(date(2026, 1, 20), 9, 30)
+SBIN = 3045
+BUY, SELL = trading_pb2.SIDE_BUY, trading_pb2.SIDE_SELL
+MARKET, LIMIT = trading_pb2.ORDER_TYPE_MARKET, trading_pb2.ORDER_TYPE_LIMIT
+
+
+class Desk:
+    """One engine with MOMENTUM_RSI on SBIN (its indicators cold: only the levels can exit), fed ticks a second
+    apart from 09:30 IST, and order updates stamped in sequence."""
+
+    def __init__(self, **params):
+        self.strategy = MomentumRsi("mom", MomentumRsiParams(**params), frozenset({SBIN}))
+        self.engine = StrategyEngine([self.strategy], InstrumentBook(nse_instruments(["SBIN-EQ"])),
+                                     ManualClock(T0930))
+        self.second = self.sequence = 0
+
+    def ticks(self, *prices):
+        out = []
+        for price in prices:
+            self.second += 1
+            out.append(market_pb2.Tick(token=SBIN, exchange_segment="nse_cm", ts_ns=T0930 + self.second * NS,
+                                       ltp_paise=price, ltq=1, recv_ns=self.second))
+        return self.engine.on_ticks(out)[1]
+
+    def update(self, coid, side, status, fill=0, price=100_00, quantity=10, order_type=LIMIT, limit=100_00,
+               tag="mom"):
+        self.sequence += 1
+        self.engine.on_order_update(trading_pb2.OrderUpdate(
+            internal_id=f"i-{coid}", client_order_id=coid, status=status, sequence=self.sequence,
+            last_fill_quantity=fill, last_fill_price_paise=price, filled_quantity=fill,
+            request=trading_pb2.OrderRequest(client_order_id=coid, token=SBIN, side=side, quantity=quantity,
+                                             order_type=order_type, price_paise=limit, strategy_tag=tag,
+                                             product=trading_pb2.PRODUCT_MIS)))
+
+    def hold(self, side=BUY, quantity=10, price=100_00):
+        self.update("entry", side, trading_pb2.ORDER_STATUS_TRADED, fill=quantity, price=price, quantity=quantity)
+
+
+def described(signals):
+    return [(s.side, s.quantity, s.order_type, s.limit_price_paise, s.reason) for s in signals]
+
+
+def test_a_tick_at_the_stop_loss_exits_the_long_at_the_market_then_and_once():
+    desk = Desk(stop_loss_pct=1)
+    desk.hold()
+
+    assert desk.ticks(99_50, 99_01) == []
+    signals = desk.ticks(99_00, 98_50, 97_00)
+
+    assert described(signals) == [(SELL, 10, MARKET, 0, "stop loss 1%: tick ₹99.00, 1.00% under the entry ₹100.00")]
+    # By the tick: its id carries the tick's time (not a minute's), its latency runs from that tick's arrival.
+    assert (signals[0].signal_id, signals[0].tick_recv_ns) == (f"mom-{SBIN}-{T0930 + 3 * NS}-SELL", 3)
+
+
+def test_a_tick_at_the_target_takes_the_profit_as_the_strategys_orders_go():
+    desk = Desk(target_pct=2, stop_loss_pct=1)
+    desk.hold()
+
+    assert desk.ticks(101_99) == []
+    assert described(desk.ticks(102_05)) == [
+        (SELL, 10, LIMIT, 102_05, "target 2%: tick ₹102.05, 2.05% over the entry ₹100.00")]
+
+    market = Desk(target_pct=2, order_type="MARKET")
+    market.hold()
+    assert [(s.order_type, s.limit_price_paise) for s in market.ticks(102_00)] == [(MARKET, 0)]
+
+
+def test_a_shorts_stop_loss_is_a_tick_above_its_entry_and_its_target_one_below():
+    stopped = Desk(stop_loss_pct=1, target_pct=2)
+    stopped.hold(SELL)
+    assert stopped.ticks(100_99, 99_00) == []
+    assert described(stopped.ticks(101_00)) == [
+        (BUY, 10, MARKET, 0, "stop loss 1%: tick ₹101.00, 1.00% over the entry ₹100.00")]
+
+    taken = Desk(stop_loss_pct=1, target_pct=2)
+    taken.hold(SELL)
+    assert described(taken.ticks(98_00)) == [
+        (BUY, 10, LIMIT, 98_00, "target 2%: tick ₹98.00, 2.00% under the entry ₹100.00")]
+
+
+def test_the_levels_are_exact_to_the_paisa():
+    """0.1% under 123.45 is 123.32655: 123.32 is past it, 123.33 (0.097% under) is not (the levels are whole paise,
+    compared with a tick's price as integers)."""
+    desk = Desk(stop_loss_pct=0.1)
+    desk.hold(price=123_45)
+
+    assert desk.ticks(123_33) == []
+    assert [s.quantity for s in desk.ticks(123_32)] == [10]
+
+
+def test_an_exit_that_ends_without_closing_the_position_lets_the_stop_fire_again_and_a_fill_moves_it():
+    desk = Desk(stop_loss_pct=1)
+    desk.hold()
+    (first,) = desk.ticks(98_90)
+    desk.update("stop-1", SELL, trading_pb2.ORDER_STATUS_OPEN, order_type=MARKET, limit=0)
+    assert desk.ticks(98_80) == []  # its exit works: nothing more
+
+    desk.update("stop-1", SELL, trading_pb2.ORDER_STATUS_CANCELLED, fill=4, price=98_80, order_type=MARKET, limit=0)
+    (again,) = desk.ticks(98_70)
+
+    assert (first.quantity, again.quantity) == (10, 6)
+
+
+def test_a_stop_reached_while_a_limit_exit_works_moves_that_exit_to_the_tick():
+    desk = Desk(stop_loss_pct=1)
+    desk.hold()
+    desk.update("exit-1", SELL, trading_pb2.ORDER_STATUS_OPEN, limit=100_50)  # the indicators' exit, resting above
+
+    assert desk.ticks(98_95) == []
+    (change,) = desk.engine.orders.take_changes()
+
+    assert (change.request.order_id, change.request.price_paise, change.reason) == (
+        "exit-1", 98_95,
+        "stop loss 1%: tick ₹98.95, 1.05% under the entry ₹100.00; the working exit moved to it")
+
+
+def test_a_rejected_stop_exit_is_sent_again_at_the_tokens_next_close_not_at_every_tick():
+    desk = Desk(stop_loss_pct=1)
+    desk.hold()
+    (signal,) = desk.ticks(98_90)
+    desk.engine.on_decision(trading_pb2.RiskDecision(
+        accepted=False, reason_code="PRICE_BAND", strategy="mom", signal_id=signal.signal_id,
+        order=trading_pb2.OrderRequest(token=SBIN, strategy_tag="mom")))
+
+    assert desk.ticks(*[98_80] * 20) == []
+    desk.engine.close_due(T0930 + 60 * NS)  # 09:30's candle closes (the indicators are cold: no exit from it)
+    desk.second = 60
+    assert len(desk.ticks(98_70)) == 1
+
+
+def test_a_paused_strategy_sends_no_stop_exit_and_a_resumed_one_does_at_its_next_tick():
+    desk = Desk(stop_loss_pct=1)
+    desk.hold()
+    desk.engine.set_paused("mom", True)
+    assert desk.ticks(98_00) == []
+
+    desk.engine.set_paused("mom", False)
+    assert len(desk.ticks(98_10)) == 1
+
+
+def test_a_restored_position_is_watched_from_its_average_fill_price():
+    desk = Desk(stop_loss_pct=1)
+    desk.engine.load_orders([trading_pb2.OrderUpdate(
+        client_order_id="o-1", sequence=3, status=trading_pb2.ORDER_STATUS_TRADED, filled_quantity=4,
+        average_price_paise=101_00, request=trading_pb2.OrderRequest(
+            token=SBIN, side=BUY, quantity=4, strategy_tag="mom", product=trading_pb2.PRODUCT_MIS))])
+
+    assert desk.ticks(100_00) == []
+    assert described(desk.ticks(99_99)) == [
+        (SELL, 4, MARKET, 0, "stop loss 1%: tick ₹99.99, 1.00% under the entry ₹101.00")]
+
+
+def test_a_stop_set_at_run_time_watches_the_open_position_and_one_turned_off_stops_watching():
+    desk = Desk()
+    desk.hold()
+    assert desk.ticks(95_00) == []  # no stop: the indicators (cold here) decide
+
+    desk.engine.set_params("mom", {"stop_loss_pct": "6"})
+    assert desk.ticks(94_50) == []
+    desk.engine.set_params("mom", {"stop_loss_pct": "4"})
+    assert [s.quantity for s in desk.ticks(95_90)] == [10]
+
+    off = Desk(stop_loss_pct=1)
+    off.hold()
+    off.engine.set_params("mom", {"stop_loss_pct": "0"})
+    assert off.ticks(90_00) == []
+
+
+def test_nothing_is_watched_once_flat_or_squared_off():
+    desk = Desk(stop_loss_pct=1, target_pct=1)
+    assert desk.engine._levels == {}  # flat: a tick costs one lookup
+    desk.hold()
+    assert SBIN in desk.engine._levels
+
+    desk.update("sq", SELL, trading_pb2.ORDER_STATUS_TRADED, fill=10, tag=SQUAREOFF_TAG)
+
+    assert desk.engine._levels == {}
+    assert desk.ticks(98_00, 102_00) == []
+
+
+def test_the_candle_builder_picks_out_the_watched_ticks_whatever_made_the_tokens_candle():
+    """A watch set before the token's candle is made by a tick, by a warm start's closed_before, or by its resume of
+    the minute in progress, holds for it; another token's ticks, and ticks inside the levels, are not picked."""
+    from services.strategy.candles import CandleBuilder
+
+    minute = T0930 - T0930 % (60 * NS)
+    for make in (lambda b: None, lambda b: b.closed_before(SBIN, "nse_cm", minute),
+                 lambda b: b.resume(market_pb2.Candle(token=SBIN, exchange_segment="nse_cm", start_ns=minute,
+                                                      open_paise=100_00, high_paise=100_00, low_paise=100_00,
+                                                      close_paise=100_00, tick_count=1))):
+        builder = CandleBuilder()
+        builder.watch(SBIN, (99_00, 102_00))
+        make(builder)
+        prices = [(SBIN, 100_00), (11536, 90_00), (SBIN, 99_00), (SBIN, 101_95), (SBIN, 102_00)]
+        builder.on_ticks([market_pb2.Tick(token=token, exchange_segment="nse_cm", ts_ns=minute + (i + 1) * NS,
+                                          ltp_paise=price, ltq=1) for i, (token, price) in enumerate(prices)])
+
+        assert [t.ltp_paise for t in builder.reached] == [99_00, 102_00]
+        builder.reached.clear()
+        builder.watch(SBIN, None)
+        builder.on_ticks([market_pb2.Tick(token=SBIN, exchange_segment="nse_cm", ts_ns=minute + 10 * NS,
+                                          ltp_paise=50_00, ltq=1)])
+        builder.closed_before(SBIN, "nse_cm", minute + 120 * NS)  # a candle made again: no watch comes back
+        builder.on_ticks([market_pb2.Tick(token=SBIN, exchange_segment="nse_cm", ts_ns=minute + 130 * NS,
+                                          ltp_paise=50_00, ltq=1)])
+        assert builder.reached == []
