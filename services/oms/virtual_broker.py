@@ -8,12 +8,15 @@ Fill rules (pure functions in fill_rules.py):
   burst of orders goes out before their fills are worked out, or as soon as anything reads or changes the book):
   * MARKET fills at once, all of it, at the ask (buy) / bid (sell), or the ltp when the tick has no quote.
     With no tick yet, or only one of an earlier IST day (yesterday's close, before today's first tick), it
-    waits: it fills the same way at the token's next tick of its day (on_ticks), or at the open of the next
-    candle should that come first.
+    waits: it fills the same way at the token's next ticks of its day (the latest of the batch that brings them,
+    on_ticks), or at the open of the next candle should that come first.
   * LIMIT that is marketable (buy limit >= ask, sell limit <= bid) fills at once at the ask / bid; not against
     a tick of an earlier IST day (it rests, and candles fill it).
   * STOP orders wait for a candle (TRIGGER_PENDING).
   * IOC: whatever did not fill on arrival is cancelled.
+  * An order made from a tick this broker has not taken yet (OrderRequest.tick_recv_ns newer than the token's last
+    tick here: signals overtake the market data on the way) arrives at the token's last tick of the batch that
+    carries it: never at a price from before the tick its signal came from.
 - Validity: a DAY order works until the end of the IST day it was placed on. The first candle of a later day
   cancels it ("DAY order expired at the end of <date>"); restore() leaves out a DAY order of an earlier day and
   any IOC order, so that reconciliation cancels them as gone from the broker's book.
@@ -164,7 +167,9 @@ class VirtualBroker:
                           placed_ns=now)
         self._add(vo)
         ack = BrokerAck(vo.id, status, raw={"virtual": True, "accepted_ns": vo.accepted_ns})
-        if self._fills_on_arrival(vo):
+        if self._ahead_of_its_tick(order):
+            self._awaiting_tick.setdefault(order.token, []).append(vo)
+        elif self._fills_on_arrival(vo):
             pass
         elif order.validity == t.VALIDITY_IOC:
             await self._close(vo, t.ORDER_STATUS_CANCELLED, "IOC order not filled on arrival")
@@ -263,22 +268,37 @@ class VirtualBroker:
             await self._fill_awaiting(batch.ticks)
 
     async def _fill_awaiting(self, ticks: Any) -> None:
-        """MARKET orders that found no tick of their day on arrival fill in full at the first one of their token
-        after it, at its ask (buy) / bid (sell) or ltp, as they would have on arrival. Not one that filled from a
-        candle meanwhile (a partial remainder fills at the next candle's open), nor one cancelled."""
+        """The orders waiting for a tick of their token (_awaiting_tick) are decided at its latest one in this
+        batch, as they would have been on arrival: a MARKET order fills in full at its ask (buy) / bid (sell) or
+        ltp, a marketable LIMIT at that price; an IOC order that does not is cancelled, a LIMIT rests. Not one that
+        filled from a candle meanwhile (a partial remainder fills at the next candle's open), nor one cancelled. A
+        tick of an earlier IST day (delivered late), or one older than the tick that made the order, is no price
+        yet: the order waits on."""
         await self._book_arrivals()
-        for tick in ticks:
-            waiting = self._awaiting_tick.pop(tick.token, None)
-            if not waiting:
-                continue
-            for vo in waiting:
+        awaiting, last = self._awaiting_tick, self._last
+        for token in dict.fromkeys(tick.token for tick in ticks if tick.token in awaiting):
+            tick = last[token]
+            for vo in awaiting.pop(token):
                 if vo.status in TERMINAL or vo.filled:
                     continue
                 price = arrival_price(vo.request.side, tick, vo.accepted_ns)
-                if price:
+                if not price or tick.recv_ns < vo.request.tick_recv_ns:
+                    awaiting.setdefault(token, []).append(vo)
+                elif vo.request.order_type == t.ORDER_TYPE_MARKET or limit_marketable(
+                        vo.request.side, vo.request.price_paise, price):
                     await self._fill(vo, vo.remaining, price)
-                else:  # a tick of an earlier day, delivered late: it waits for one of its own day
-                    self._awaiting_tick.setdefault(tick.token, []).append(vo)
+                elif vo.request.validity == t.VALIDITY_IOC:
+                    await self._close(vo, t.ORDER_STATUS_CANCELLED, "IOC order not filled on arrival")
+
+    def _ahead_of_its_tick(self, order: t.OrderRequest) -> bool:
+        """A MARKET or LIMIT order made from a tick this broker has not taken yet (its ticks come on their own
+        stream, the order may overtake them): deciding it at the tick before would fill it at a price the market
+        had already left (a stop loss's exit filled above the tick that reached the stop). It is decided at the
+        token's next ticks instead (_fill_awaiting). Orders without a tick (manual, square-off) are not held."""
+        if not order.tick_recv_ns or order.order_type not in (t.ORDER_TYPE_MARKET, t.ORDER_TYPE_LIMIT):
+            return False
+        tick = self._last.get(order.token)
+        return tick is None or tick.recv_ns < order.tick_recv_ns
 
     async def on_candle(self, candle: market_pb2.Candle) -> None:
         await self.process_candle(candle)

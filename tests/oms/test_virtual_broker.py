@@ -14,7 +14,7 @@ from shared.clock import ManualClock, day_of, ist_ns
 from shared.contracts import market_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, NotFound
-from tests.oms.helpers import MINUTE, T0, candle, order, tick
+from tests.oms.helpers import MINUTE, T0, TOKEN, candle, order, tick
 
 CHARGES = ChargeModel.default()
 ONE_DAY = 24 * 60 * MINUTE
@@ -169,6 +169,51 @@ async def test_market_order_without_a_tick_fills_at_the_next_tick_of_its_token(v
     assert (vo.status, vo.filled, vo.average_price_paise) == (t.ORDER_STATUS_TRADED, 10, 100_05)
     assert [e.filled_quantity for e in [await next_event(vb) for _ in range(1)]] == [10]
     assert vb._events.empty()  # filled once: the candle after it found it traded
+
+
+def made_at(request, recv_ns):
+    """The order as risk passes a strategy's on: with the arrival time of the tick that made its signal."""
+    request.tick_recv_ns = recv_ns
+    return request
+
+
+def ticks_received(recv_ns, *prices):
+    """One batch as ingestion passes it on: the ticks (ltp, bid, ask) of one receipt."""
+    return market_pb2.TickBatch(ticks=[market_pb2.Tick(
+        token=TOKEN, exchange_segment="nse_cm", ts_ns=T0, ltp_paise=ltp, bid_paise=bid, ask_paise=ask,
+        recv_ns=recv_ns) for ltp, bid, ask in prices])
+
+
+async def test_an_order_made_from_a_tick_the_broker_has_not_taken_fills_at_that_batchs_last_tick_not_before():
+    """The paper broker takes ticks on a stream of its own; a strategy's order made from a tick can reach it first
+    (signals go ahead of market data). It used to fill at the tick before: a stop loss's exit at 98.90 filled at
+    the 99.20 the market had left. Now it waits for the batch that carried its tick and fills at the token's last
+    tick in it; an order from a tick the broker has (or without one: manual) fills on arrival as ever."""
+    vb = VirtualBroker(None, CHARGES, ManualClock(T0 + 1))
+    await vb.on_ticks(ticks_received(1_000, (99_20, 99_15, 99_25)))
+    sell = await place(vb, made_at(order(side=t.SIDE_SELL, kind=t.ORDER_TYPE_MARKET, price=0, client_order_id="s"),
+                                   2_000))
+    marketable = await place(vb, made_at(order(side=t.SIDE_SELL, price=98_50, client_order_id="l"), 2_000))
+    resting = await place(vb, made_at(order(side=t.SIDE_SELL, price=99_50, client_order_id="r", quantity=1), 2_000))
+    ioc = await place(vb, made_at(order(side=t.SIDE_SELL, price=99_50, client_order_id="i",
+                                        validity=t.VALIDITY_IOC), 2_000))
+    manual = await place(vb, order(side=t.SIDE_SELL, kind=t.ORDER_TYPE_MARKET, price=0, client_order_id="m"))
+    assert [vo.filled for vo in (sell, marketable, resting, ioc)] == [0, 0, 0, 0]
+    assert (manual.filled, manual.average_price_paise) == (10, 99_15)  # no tick of its own: as ever
+    await vb.on_ticks(ticks_received(1_500, (99_10, 99_05, 99_15)))  # a batch from before its tick
+    assert [vo.filled for vo in (sell, marketable, resting, ioc)] == [0, 0, 0, 0]
+
+    await vb.on_ticks(ticks_received(2_000, (99_00, 98_95, 99_05), (98_90, 98_85, 98_95)))
+    await asyncio.sleep(0)
+
+    assert [(vo.status, vo.average_price_paise) for vo in (sell, marketable, resting, ioc)] == [
+        (t.ORDER_STATUS_TRADED, 98_85), (t.ORDER_STATUS_TRADED, 98_85), (t.ORDER_STATUS_OPEN, 0),
+        (t.ORDER_STATUS_CANCELLED, 0)]
+    assert ioc.reason == "IOC order not filled on arrival"
+
+    taken = await place(vb, made_at(order(side=t.SIDE_SELL, kind=t.ORDER_TYPE_MARKET, price=0, client_order_id="t"),
+                                    2_000))
+    assert (taken.filled, taken.average_price_paise) == (10, 98_85)  # its tick already taken: on arrival
 
 
 async def test_a_cancelled_market_order_is_not_filled_by_the_next_tick(vb):
