@@ -142,7 +142,7 @@ class StrategyEngine:
                 if intents and not strategy.paused:
                     signals.extend(self._emit(strategy, intents, candle.start_ns, recv_ns, ctx.now_ns))
                 if self._reached and (strategy.name, candle.token) in self._reached:
-                    self._watch(strategy, candle.token)
+                    self._watch(strategy, candle.token, ctx.now_ns)
         return candles, signals
 
     def _index_candle(self, candle: market_pb2.Candle) -> None:
@@ -210,8 +210,9 @@ class StrategyEngine:
 
     def _run_levels(self, reached: list[market_pb2.Tick]) -> list[trading_pb2.Signal]:
         """The ticks that reached a watched price level (a stop loss, a target: Strategy.price_levels; the candle
-        builder picks them out) go to each strategy whose own level they reach, its on_price_level; the token is
-        then not watched for it until its next order update or close."""
+        builder picks them out) go to each strategy whose own level they reach, its on_price_level. Deciding
+        something, the token is then not watched for it until its next order update or close; nothing, it is asked
+        for its levels again at once."""
         ctx, levels, out = self._ctx, self._levels, []
         for tick in reached:
             price = tick.ltp_paise
@@ -229,14 +230,16 @@ class StrategyEngine:
                     continue
                 if intents:
                     out.extend(self._emit(strategy, intents, tick.ts_ns, tick.recv_ns, tick.ts_ns, by_tick=True))
+                else:
+                    self._watch(strategy, tick.token, tick.ts_ns)
         return out
 
-    def _watch(self, strategy: Strategy, token: int) -> None:
-        """Ask `strategy` (again) which prices of `token` to watch."""
+    def _watch(self, strategy: Strategy, token: int, now_ns: int = 0) -> None:
+        """Ask `strategy` (again) which prices of `token` to watch (at `now_ns`, default the clock's)."""
         self._reached.discard((strategy.name, token))
         others = tuple(w for w in self._levels.get(token, ()) if w[0] is not strategy)
         try:
-            levels = strategy.price_levels(token)
+            levels = strategy.price_levels(token, now_ns or self.clock.now_ns())
         except Exception:
             PLUGIN_ERRORS.labels(strategy.name).inc()
             log.exception("strategy failed giving its price levels", extra={"strategy": strategy.name,

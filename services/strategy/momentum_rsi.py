@@ -12,8 +12,10 @@ Rules, on each closed candle of a token (after warm-up: rsi_period + 1 and ema_p
 - Short: BUY the whole position back when RSI rises above `exit_short_rsi` or the close rises above the EMA.
 - Either, first of all: with `stop_loss_pct`, exit at the market when a tick's price is that much against the entry
   price (the average of the fills that opened the position); with `target_pct`, when one is that much in its favour.
-  Both are watched on every tick (price_levels), not only at the closes; a stop loss reached while a LIMIT exit works
-  moves that exit to the tick's price. A close past either (a restart, a change of params) exits too.
+  With `trailing_stop_pct`, at the market when a tick is that much off the best price a tick reached since the entry
+  (the entry price until one beats it, and after a restart). All are watched on every tick (price_levels), not only
+  at the closes; a stop reached while a LIMIT exit works moves that exit to the tick's price. A close past one (a
+  restart, a change of params) exits too.
 - An entry's size: `quantity` rounded down to whole lots (at least one); or, with `order_value` set, as many whole
   lots as that many rupees buy at the entry candle's close (a contract at its price factor). An instrument one lot
   of which costs more than `order_value` is not entered (said once in the log): the budget is a ceiling.
@@ -65,6 +67,17 @@ WARM_UP_CLOSES = max(MAX_RSI_PERIOD + 2, MAX_EMA_PERIOD)
 NEVER = 2**62  # a price level no tick reaches (a target turned off)
 
 
+def _moved(price: int, pct: float) -> int:
+    """`price` moved by `pct` % (down when negative), in whole paise on the far side: floor going down, ceil going
+    up, so that a price at or past it is at least `pct` % away, exactly (Decimal: 0.1% is not a binary fraction)."""
+    moved = price * (100 + Decimal(repr(pct))) / 100
+    return math.floor(moved) if pct < 0 else math.ceil(moved)
+
+
+def _exit_side(pos: int) -> trading_pb2.Side:
+    return trading_pb2.SIDE_SELL if pos > 0 else trading_pb2.SIDE_BUY
+
+
 class MomentumRsiParams(BaseModel):
     """Defaults are tuned so the seeded synthetic market trades within minutes of warm-up."""
 
@@ -98,6 +111,8 @@ class MomentumRsiParams(BaseModel):
     # Exit when a close is this many % against the entry (at the market) or in its favour (0: off).
     stop_loss_pct: float = Field(default=0.0, ge=0, lt=100)
     target_pct: float = Field(default=0.0, ge=0, le=1_000)
+    # Exit at the market when a tick is this many % off the best price since the entry (0: off).
+    trailing_stop_pct: float = Field(default=0.0, ge=0, lt=100)
 
     @field_validator("entry_from_ist", "entry_until_ist")
     @classmethod
@@ -154,6 +169,8 @@ class MomentumRsi(Strategy):
         self._closes: dict[int, deque[int]] = {}
         self._index_closes: dict[str, deque[int]] = {}  # the same, for each index followed (by upper-case symbol)
         self._too_dear: set[tuple[int, Decimal]] = set()  # (token, order_value) said to cost more than a lot
+        # token -> (entry price, long, the best price a tick reached since): for the trailing stop (_best_price).
+        self._best: dict[int, tuple[int, bool, int]] = {}
         super().__init__(name, params, tokens)
 
     @classmethod
@@ -273,7 +290,7 @@ class MomentumRsi(Strategy):
         p, pos = self.params, self.position(token)
         if not pos:
             return None
-        side = trading_pb2.SIDE_SELL if pos > 0 else trading_pb2.SIDE_BUY
+        side = _exit_side(pos)
         stop = self._stop_or_target(token, close, pos)
         if stop is not None:
             return self._exit_at(token, side, abs(pos), close, ctx, *stop)
@@ -283,30 +300,55 @@ class MomentumRsi(Strategy):
             return self._intent(token, close, ctx, side, -pos, f"exit short: RSI {rsi:.1f}, EMA {ema:.0f}")
         return None
 
-    def price_levels(self, token: int) -> tuple[int, int] | None:
-        """The stop loss and the target of the position in `token` (_levels): read on every tick, not only at the
-        closes."""
-        return self._levels(token, self.position(token))
+    def price_levels(self, token: int, now_ns: int) -> tuple[int, int] | None:
+        """The stop loss and the target of the position in `token` (_exit_levels), watched on every tick, and with
+        a trailing stop the price of a new best too (on_price_level moves the stop up to it). While an exit of ours
+        works as a LIMIT order, only the stop (which moves it); while anything else of ours works, nothing."""
+        pos = self.position(token)
+        levels = self._exit_levels(token, pos)
+        if levels is None:
+            self._best.pop(token, None)  # flat: the next position's best starts at its entry
+            return None
+        low, high, _ = levels
+        if self.is_pending(token, now_ns):
+            working = self.working_order(token)
+            if (working is None or working.side != _exit_side(pos) or working.remaining <= 0
+                    or working.order_type != trading_pb2.ORDER_TYPE_LIMIT):
+                return None
+            return (low, NEVER) if pos > 0 else (0, high)
+        if self.params.trailing_stop_pct:
+            best = self._best_price(token, pos)
+            if pos > 0:
+                high = min(high, best + 1)
+            else:
+                low = max(low, best - 1)
+        return low, high
 
     def on_price_level(self, tick: market_pb2.Tick, ctx: StrategyContext) -> list[Decision]:
-        """A tick reached the stop loss or the target: the exit goes now (as _exit's would at a close). While an
-        order of ours works in the token, nothing new goes; a stop loss moves a LIMIT exit still working to the
-        tick's price instead (it would otherwise wait there while the market runs away)."""
-        token, pos = tick.token, self.position(tick.token)
-        hit = self._stop_or_target(token, tick.ltp_paise, pos, "tick")
+        """A tick reached the stop loss, the trailing stop or the target: the exit goes now (as _exit's would at a
+        close). A new best price moves the trailing stop. While an order of ours works in the token, nothing new
+        goes; a stop moves a LIMIT exit still working to the tick's price instead (it would otherwise wait there
+        while the market runs away)."""
+        token, price = tick.token, tick.ltp_paise
+        pos = self.position(token)
+        if self.params.trailing_stop_pct and pos and price > 0:
+            best = self._best_price(token, pos)
+            if (price > best) if pos > 0 else (price < best):
+                self._best[token] = (self.entry_price(token), pos > 0, price)
+        hit = self._stop_or_target(token, price, pos, "tick")
         if hit is None:
             return []
         reason, at_market = hit
-        side = trading_pb2.SIDE_SELL if pos > 0 else trading_pb2.SIDE_BUY
+        side = _exit_side(pos)
         if self.is_pending(token, ctx.now_ns):
             working = self.working_order(token)
             if (not at_market or working is None or working.side != side or working.remaining <= 0
                     or working.order_type != trading_pb2.ORDER_TYPE_LIMIT):
                 return []
             inst = ctx.instruments.get(token)
-            price = snap_to_tick(tick.ltp_paise, inst.tick_size_paise if inst is not None else 0)
-            return [OrderChange(token, limit_price_paise=price, reason=f"{reason}; the working exit moved to it")]
-        return [self._exit_at(token, side, abs(pos), tick.ltp_paise, ctx, reason, at_market)]
+            moved = snap_to_tick(price, inst.tick_size_paise if inst is not None else 0)
+            return [OrderChange(token, limit_price_paise=moved, reason=f"{reason}; the working exit moved to it")]
+        return [self._exit_at(token, side, abs(pos), price, ctx, reason, at_market)]
 
     def _exit_at(self, token: int, side: trading_pb2.Side, quantity: int, price: int, ctx: StrategyContext,
                  reason: str, at_market: bool) -> OrderIntent:
@@ -314,29 +356,50 @@ class MomentumRsi(Strategy):
             return OrderIntent(token, side, quantity, trading_pb2.ORDER_TYPE_MARKET, 0, trading_pb2.PRODUCT_MIS, reason)
         return self._intent(token, price, ctx, side, quantity, reason)
 
-    def _levels(self, token: int, pos: int) -> tuple[int, int] | None:
-        """(low, high) paise: a price at or below low, or at or above high, exits the position `pos` in `token`. A
-        long's low is its stop loss and its high its target, a short's the other way round; one turned off is 0 (low)
-        or NEVER (high). Whole paise, exactly: a price at or below low is at least stop_loss_pct under the entry."""
+    def _best_price(self, token: int, pos: int) -> int:
+        """The best price of the position `pos` in `token` since its entry that a tick reached (the highest for a
+        long, the lowest for a short; the entry price until one beats it, and after a restart)."""
+        entry, kept = self.entry_price(token), self._best.get(token)
+        if kept is None or kept[:2] != (entry, pos > 0):
+            return entry
+        return kept[2]
+
+    def _exit_levels(self, token: int, pos: int) -> tuple[int, int, bool] | None:
+        """(low, high, trailing) paise: a price at or below low, or at or above high, exits the position `pos` in
+        `token`. A long's low is its stop (the fixed stop loss, or the trailing stop under the best price once that
+        is higher: `trailing` says so) and its high its target; a short's the other way round. One turned off is 0
+        (low) or NEVER (high). Whole paise, exactly: a price at or below low is at least stop_loss_pct under."""
         p, entry = self.params, self.entry_price(token)
-        if not pos or not entry or not (p.stop_loss_pct or p.target_pct):
+        if not pos or not entry or not (p.stop_loss_pct or p.target_pct or p.trailing_stop_pct):
             return None
-        under, over = (p.stop_loss_pct, p.target_pct) if pos > 0 else (p.target_pct, p.stop_loss_pct)
-        low = math.floor(entry * (100 - Decimal(repr(under))) / 100) if under else 0
-        high = math.ceil(entry * (100 + Decimal(repr(over))) / 100) if over else NEVER
-        return low, high
+        best = self._best_price(token, pos) if p.trailing_stop_pct else 0
+        if pos > 0:
+            fixed = _moved(entry, -p.stop_loss_pct) if p.stop_loss_pct else 0
+            trail = _moved(best, -p.trailing_stop_pct) if p.trailing_stop_pct else 0
+            return max(fixed, trail), _moved(entry, p.target_pct) if p.target_pct else NEVER, trail > fixed
+        fixed = _moved(entry, p.stop_loss_pct) if p.stop_loss_pct else NEVER
+        trail = _moved(best, p.trailing_stop_pct) if p.trailing_stop_pct else NEVER
+        return _moved(entry, -p.target_pct) if p.target_pct else 0, min(fixed, trail), trail < fixed
 
     def _stop_or_target(self, token: int, price: int, pos: int, what: str = "close") -> tuple[str, bool] | None:
-        """The stop loss's reason (at the market: True) or the target's (False) when `price` (a close, a tick's)
-        reached one."""
-        levels = self._levels(token, pos)
+        """The reason of the stop loss or the trailing stop (at the market: True) or of the target (False) when
+        `price` (a close, a tick's) reached one."""
+        levels = self._exit_levels(token, pos)
         if levels is None or price <= 0 or levels[0] < price < levels[1]:
             return None
+        low, high, trailing = levels
         p, entry = self.params, self.entry_price(token)
+        stopped = price <= low if pos > 0 else price >= high
+        if stopped and trailing:
+            best = self._best_price(token, pos)
+            off_pct = abs(price - best) * 100 / best
+            return (f"trailing stop {p.trailing_stop_pct:g}%: {what} {fmt_inr(price)}, {off_pct:.2f}% "
+                    f"{'under' if pos > 0 else 'over'} the best {fmt_inr(best)} since the entry {fmt_inr(entry)}",
+                    True)
         gain_pct = (price - entry) * 100 / entry * (1 if pos > 0 else -1)
         said = f"{what} {fmt_inr(price)}, {abs(gain_pct):.2f}% {'over' if price > entry else 'under'} the entry " \
                f"{fmt_inr(entry)}"
-        if (price <= levels[0]) if pos > 0 else (price >= levels[1]):
+        if stopped:
             return f"stop loss {p.stop_loss_pct:g}%: {said}", True
         return f"target {p.target_pct:g}%: {said}", False
 

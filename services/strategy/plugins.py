@@ -218,16 +218,18 @@ class Strategy:
     # Plugins that need every tick define `on_tick(self, tick, ctx) -> list[Decision]`; the
     # module calls it only for plugins that define it, so candle-only strategies cost nothing per tick.
 
-    def price_levels(self, token: int) -> tuple[int, int] | None:
+    def price_levels(self, token: int, now_ns: int) -> tuple[int, int] | None:
         """Prices (paise) to watch in `token`'s ticks: (low, high), a tick's last price at or below low, or at or
-        above high, calls on_price_level (a stop loss, a target). None: nothing to watch. The engine asks again
-        whenever the token's position, orders or the params change, and at each of the token's closes; a tick of
-        a token nobody watches costs one dict lookup."""
+        above high, calls on_price_level (a stop loss, a target, a trailing stop's next best price). None: nothing
+        to watch. The engine asks whenever the token's position, orders or the params change, at each of the
+        token's closes, and after an on_price_level that decided nothing; a tick of a token nobody watches costs
+        nothing more than its candle."""
         return None
 
     def on_price_level(self, tick: market_pb2.Tick, ctx: StrategyContext) -> list[Decision]:
-        """A tick reached one of price_levels(tick.token). After this the token is not watched until the engine
-        asks price_levels again (its next order update or close): one call, not one per tick past the level."""
+        """A tick reached one of price_levels(tick.token). Deciding nothing, the engine asks price_levels again at
+        once (a trailing stop moves); deciding something, the token is not watched for it until its next order
+        update or close: one exit per reach, not one per tick past the level."""
         return []
 
     # -- provided --------------------------------------------------------------

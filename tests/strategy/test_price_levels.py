@@ -217,3 +217,68 @@ def test_the_candle_builder_picks_out_the_watched_ticks_whatever_made_the_tokens
         builder.on_ticks([market_pb2.Tick(token=SBIN, exchange_segment="nse_cm", ts_ns=minute + 130 * NS,
                                           ltp_paise=50_00, ltq=1)])
         assert builder.reached == []
+
+
+def test_a_trailing_stop_follows_the_best_price_since_the_entry_and_exits_a_tick_that_far_off_it():
+    desk = Desk(trailing_stop_pct=1, stop_loss_pct=2)
+    desk.hold()
+
+    assert desk.ticks(100_50, 101_00, 102_00, 101_50, 101_00) == []  # 1% under 102.00 is 100.98
+    assert described(desk.ticks(100_98)) == [(SELL, 10, MARKET, 0, "trailing stop 1%: tick ₹100.98, 1.00% under "
+                                                                    "the best ₹102.00 since the entry ₹100.00")]
+
+    short = Desk(trailing_stop_pct=1)
+    short.hold(SELL)
+    assert short.ticks(99_00, 98_00, 98_97) == []  # 1% over 98.00 is 98.98
+    assert described(short.ticks(98_98)) == [(BUY, 10, MARKET, 0, "trailing stop 1%: tick ₹98.98, 1.00% over "
+                                                                  "the best ₹98.00 since the entry ₹100.00")]
+
+
+def test_until_a_tick_beats_the_entry_the_tighter_of_the_stop_loss_and_the_trailing_stop_holds():
+    trailing = Desk(trailing_stop_pct=1, stop_loss_pct=2)
+    trailing.hold()
+    assert [s.reason for s in trailing.ticks(99_00)] == [
+        "trailing stop 1%: tick ₹99.00, 1.00% under the best ₹100.00 since the entry ₹100.00"]
+
+    fixed = Desk(trailing_stop_pct=3, stop_loss_pct=1)
+    fixed.hold()
+    assert [s.reason for s in fixed.ticks(101_00, 99_00)] == [
+        "stop loss 1%: tick ₹99.00, 1.00% under the entry ₹100.00"]  # the trail is at 97.97
+
+
+def test_a_new_position_trails_from_its_own_entry_not_the_best_of_the_last_one():
+    desk = Desk(trailing_stop_pct=1)
+    desk.hold()
+    desk.ticks(105_00)
+    desk.update("out", SELL, trading_pb2.ORDER_STATUS_TRADED, fill=10, price=104_00)
+    desk.update("in-again", BUY, trading_pb2.ORDER_STATUS_TRADED, fill=10, price=100_00)  # the same entry price
+
+    assert desk.ticks(103_95) == []  # 1% under the old best 105.00; under this entry's 100.00 it is 99.00
+    assert len(desk.ticks(99_00)) == 1
+
+
+def test_the_trailing_stop_is_moved_only_by_ticks_that_beat_the_best_not_every_tick():
+    class Counting(MomentumRsi):
+        calls = 0
+
+        def on_price_level(self, tick, ctx):
+            Counting.calls += 1
+            return super().on_price_level(tick, ctx)
+
+    desk = Desk(trailing_stop_pct=1)
+    desk.strategy.__class__ = Counting
+    desk.hold()
+
+    assert desk.ticks(100_50, 100_20, 100_40, 100_50, 100_60, 100_10, 100_30) == []
+
+    assert Counting.calls == 2  # 100.50 and 100.60
+
+
+def test_a_trailing_stop_set_at_run_time_trails_from_the_entry():
+    desk = Desk()
+    desk.hold()
+    desk.engine.set_params("mom", {"trailing_stop_pct": "0.5"})
+
+    assert desk.ticks(101_00, 100_50) == []  # 0.5% under 101.00 is 100.49
+    assert [s.reason for s in desk.ticks(100_49)] == [
+        "trailing stop 0.5%: tick ₹100.49, 0.50% under the best ₹101.00 since the entry ₹100.00"]
