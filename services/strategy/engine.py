@@ -141,6 +141,8 @@ class StrategyEngine:
                     continue
                 if intents and not strategy.paused:
                     signals.extend(self._emit(strategy, intents, candle.start_ns, recv_ns, ctx.now_ns))
+                if strategy._relevel:
+                    self._take_relevels(strategy, ctx.now_ns)
                 if self._reached and (strategy.name, candle.token) in self._reached:
                     self._watch(strategy, candle.token, ctx.now_ns)
         return candles, signals
@@ -200,6 +202,9 @@ class StrategyEngine:
                                                                                         "token": candle.token})
         finally:
             ctx.warm_up = False
+        now = self.clock.now_ns()
+        for strategy in self.strategies.values():
+            self._take_relevels(strategy, now)
         for token in tokens:
             inst = self.instruments.get(token)
             self.candles.closed_before(token, inst.exchange_segment if inst is not None else "", cutoff_ns)
@@ -260,6 +265,12 @@ class StrategyEngine:
         else:
             self._levels.pop(token, None)
             self.candles.watch(token, None)
+
+    def _take_relevels(self, strategy: Strategy, now_ns: int) -> None:
+        """Ask again about the tokens whose levels the strategy said changed (Strategy.levels_changed)."""
+        tokens, strategy._relevel = strategy._relevel, set()
+        for token in sorted(tokens):
+            self._watch(strategy, token, now_ns)
 
     def _watch_all(self, strategy: Strategy) -> None:
         """Ask `strategy` again about every token it holds or watches (its params changed, its positions came

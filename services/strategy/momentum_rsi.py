@@ -39,7 +39,6 @@ At start the stored candles warm it up the same way (closes_needed: the longer o
 from __future__ import annotations
 
 import logging
-import math
 from collections import deque
 from decimal import Decimal
 from typing import Literal
@@ -47,12 +46,20 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.strategy.indicators import EMA, RSI
-from services.strategy.plugins import Decision, OrderChange, OrderIntent, Strategy, StrategyContext, register
+from services.strategy.plugins import (
+    NEVER,
+    Decision,
+    OrderChange,
+    OrderIntent,
+    Strategy,
+    StrategyContext,
+    moved_by_pct,
+    register,
+)
 from shared.clock import ist_minute_of_day, parse_hhmm
 from shared.config import RupeesOrOff
 from shared.contracts import market_pb2, trading_pb2
-from shared.money import fmt_inr, snap_to_tick, to_paise
-from shared.price_factor import ONE, factor_of
+from shared.money import fmt_inr, snap_to_tick
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +71,6 @@ def _minutes(hhmm: str) -> int:
 MAX_RSI_PERIOD, MAX_EMA_PERIOD = 200, 500
 # Closes kept per token: the most any valid periods need to be warm (RSI period + 1, and one more for the cross).
 WARM_UP_CLOSES = max(MAX_RSI_PERIOD + 2, MAX_EMA_PERIOD)
-NEVER = 2**62  # a price level no tick reaches (a target turned off)
-
-
-def _moved(price: int, pct: float) -> int:
-    """`price` moved by `pct` % (down when negative), in whole paise on the far side: floor going down, ceil going
-    up, so that a price at or past it is at least `pct` % away, exactly (Decimal: 0.1% is not a binary fraction)."""
-    moved = price * (100 + Decimal(repr(pct))) / 100
-    return math.floor(moved) if pct < 0 else math.ceil(moved)
 
 
 def _exit_side(pos: int) -> trading_pb2.Side:
@@ -168,7 +167,6 @@ class MomentumRsi(Strategy):
         # once, instead of leaving the strategy blind, exits included, for a whole warm-up.
         self._closes: dict[int, deque[int]] = {}
         self._index_closes: dict[str, deque[int]] = {}  # the same, for each index followed (by upper-case symbol)
-        self._too_dear: set[tuple[int, Decimal]] = set()  # (token, order_value) said to cost more than a lot
         # token -> (entry price, long, the best price a tick reached since): for the trailing stop (_best_price).
         self._best: dict[int, tuple[int, bool, int]] = {}
         super().__init__(name, params, tokens)
@@ -249,7 +247,7 @@ class MomentumRsi(Strategy):
             return []
         if not self._may_enter(ctx.now_ns):
             return []
-        quantity = self._entry_quantity(token, ctx, close)
+        quantity = self.entry_quantity(token, ctx, close, self.params.quantity, self.params.order_value)
         return [self._intent(token, close, ctx, side, quantity, reason)] if quantity else []
 
     def _may_enter(self, now_ns: int) -> bool:
@@ -374,12 +372,12 @@ class MomentumRsi(Strategy):
             return None
         best = self._best_price(token, pos) if p.trailing_stop_pct else 0
         if pos > 0:
-            fixed = _moved(entry, -p.stop_loss_pct) if p.stop_loss_pct else 0
-            trail = _moved(best, -p.trailing_stop_pct) if p.trailing_stop_pct else 0
-            return max(fixed, trail), _moved(entry, p.target_pct) if p.target_pct else NEVER, trail > fixed
-        fixed = _moved(entry, p.stop_loss_pct) if p.stop_loss_pct else NEVER
-        trail = _moved(best, p.trailing_stop_pct) if p.trailing_stop_pct else NEVER
-        return _moved(entry, -p.target_pct) if p.target_pct else 0, min(fixed, trail), trail < fixed
+            fixed = moved_by_pct(entry, -p.stop_loss_pct) if p.stop_loss_pct else 0
+            trail = moved_by_pct(best, -p.trailing_stop_pct) if p.trailing_stop_pct else 0
+            return max(fixed, trail), moved_by_pct(entry, p.target_pct) if p.target_pct else NEVER, trail > fixed
+        fixed = moved_by_pct(entry, p.stop_loss_pct) if p.stop_loss_pct else NEVER
+        trail = moved_by_pct(best, p.trailing_stop_pct) if p.trailing_stop_pct else NEVER
+        return moved_by_pct(entry, -p.target_pct) if p.target_pct else 0, min(fixed, trail), trail < fixed
 
     def _stop_or_target(self, token: int, price: int, pos: int, what: str = "close") -> tuple[str, bool] | None:
         """The reason of the stop loss or the trailing stop (at the market: True) or of the target (False) when
@@ -422,21 +420,6 @@ class MomentumRsi(Strategy):
         what = "exit" if exiting else "entry"
         return OrderChange(token, limit_price_paise=price,
                            reason=f"{what} repriced to the close ({working.changes + 1} of {most}), EMA {ema:.0f}")
-
-    def _entry_quantity(self, token: int, ctx: StrategyContext, close: int) -> int:
-        """Units to enter with at `close`: whole lots (0: one lot costs more than order_value)."""
-        inst = ctx.instruments.get(token)
-        lot = inst.lot_size if inst is not None and inst.lot_size > 0 else 1
-        if not self.params.order_value:
-            return max(lot, self.params.quantity - self.params.quantity % lot)
-        lot_cost = lot * close * (factor_of(inst.price_factor) if inst is not None else ONE)
-        lots = int(to_paise(self.params.order_value) // lot_cost) if lot_cost > 0 else 0
-        if not lots and not ctx.warm_up and (token, self.params.order_value) not in self._too_dear:
-            self._too_dear.add((token, self.params.order_value))
-            log.info("an entry left out: one lot costs more than order_value", extra={
-                "strategy": self.name, "token": token, "lot_cost": fmt_inr(math.ceil(lot_cost)),
-                "order_value": str(self.params.order_value)})
-        return lots * lot
 
     def _intent(self, token: int, close: int, ctx: StrategyContext, side: trading_pb2.Side, quantity: int,
                 reason: str) -> OrderIntent:

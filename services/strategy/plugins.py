@@ -53,7 +53,9 @@ the engine asks ``exits_due(ctx)`` once, so a position whose exit is already due
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import ClassVar
 
 from pydantic import BaseModel
@@ -61,6 +63,8 @@ from pydantic import BaseModel
 from shared.clock import NS
 from shared.contracts import market_pb2, strategy_pb2, trading_pb2
 from shared.instruments import InstrumentBook
+from shared.money import fmt_inr, to_paise
+from shared.price_factor import ONE, factor_of
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,16 @@ PENDING_EXPIRY_NS = 180 * NS
 # OrderUpdate.reason_code of an order the OMS gave up on (placement outcome unknown: REJECTED, but the broker may
 # hold it and it is adopted if it turns up) and of that adoption (trading.proto).
 OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
+
+
+NEVER = 2**62  # a price level no tick reaches (price_levels: a target turned off)
+
+
+def moved_by_pct(price: int, pct: float) -> int:
+    """`price` moved by `pct` % (down when negative), in whole paise on the far side: floor going down, ceil going
+    up, so that a price at or past it is at least `pct` % away, exactly (Decimal: 0.1% is not a binary fraction)."""
+    moved = price * (100 + Decimal(repr(pct))) / 100
+    return math.floor(moved) if pct < 0 else math.ceil(moved)
 
 
 def outcome_unknown(update: trading_pb2.OrderUpdate) -> bool:
@@ -180,6 +194,8 @@ class Strategy:
         # at once (one from before a restart), and a view keeps its count of changes whichever is updated last.
         self._orders: dict[str, WorkingOrder] = {}
         self._latest: dict[int, str] = {}
+        self._too_dear: set[tuple[int, Decimal]] = set()  # (token, order_value) said to cost more than a lot
+        self._relevel: set[int] = set()  # tokens whose price levels to ask again (levels_changed)
         self.reset()
 
     # -- the plugin's part -----------------------------------------------------
@@ -260,6 +276,29 @@ class Strategy:
         """The average price (paise) of the fills that opened and added to this strategy's position in `token` under
         `product` (fills that reduced it do not move it; one that turned it over starts it again); 0 when flat."""
         return self._entries.get((token, _product(product)), 0)
+
+    def entry_quantity(self, token: int, ctx: StrategyContext, price: int, quantity: int,
+                       order_value: Decimal) -> int:
+        """Units to enter `token` with at `price` (paise): `quantity` rounded down to whole lots (at least one); or,
+        with `order_value` (rupees) set, as many whole lots as that buys at `price` (a contract at its price factor),
+        0 when one lot costs more (said once per token and budget in the log: the budget is a ceiling)."""
+        inst = ctx.instruments.get(token)
+        lot = inst.lot_size if inst is not None and inst.lot_size > 0 else 1
+        if not order_value:
+            return max(lot, quantity - quantity % lot)
+        lot_cost = lot * price * (factor_of(inst.price_factor) if inst is not None else ONE)
+        lots = int(to_paise(order_value) // lot_cost) if lot_cost > 0 else 0
+        if not lots and not ctx.warm_up and (token, order_value) not in self._too_dear:
+            self._too_dear.add((token, order_value))
+            log.info("an entry left out: one lot costs more than order_value", extra={
+                "strategy": self.name, "token": token, "lot_cost": fmt_inr(math.ceil(lot_cost)),
+                "order_value": str(order_value)})
+        return lots * lot
+
+    def levels_changed(self, token: int) -> None:
+        """The prices to watch in `token` changed outside an order update or a price level (an opening range
+        completed at a close): the engine asks price_levels again after the plugin's call."""
+        self._relevel.add(token)
 
     def working_order(self, token: int) -> WorkingOrder | None:
         """This strategy's order in `token` while it works (the latest, should there be two), else None: what an
@@ -399,7 +438,7 @@ def register(cls: type[Strategy]) -> type[Strategy]:
 
 
 def _load_builtins() -> None:
-    from services.strategy import momentum_rsi  # noqa: F401  (registers MOMENTUM_RSI)
+    from services.strategy import momentum_rsi, orb  # noqa: F401  (registers MOMENTUM_RSI and ORB)
 
 
 def strategy_class(kind: str) -> type[Strategy]:

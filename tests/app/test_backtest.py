@@ -161,6 +161,33 @@ stop_loss_pct = 1
 
 
 @pytest.mark.slow
+async def test_an_opening_range_breakout_enters_at_the_break_and_takes_its_target_in_a_backtest(database, tmp_path):
+    """ORB on a 3-minute range from 09:30 (99.00-101.00): the tick at 101.00 after it buys, the one at 105.00 (twice
+    the risk of 2.00 above the entry) sells; both MARKET orders fill at the ticks that made them: Rs 4.00."""
+    prices = [(5, 100_00), (40, 101_00), (70, 99_00), (150, 100_50), (185, 100_80), (200, 101_00), (230, 103_00),
+              (260, 105_00), (300, 104_00), (400, 104_00), (540, 104_00)]
+    await store_ticks(database, THURSDAY, prices)
+    config = tmp_path / "orb.toml"
+    config.write_text("""
+[[strategy.strategies]]
+name = "orb"
+kind = "ORB"
+symbols = ["SBIN-EQ"]
+[strategy.strategies.params]
+session_start_ist = "09:30"
+range_minutes = 3
+""")
+    out = tmp_path / "orb.json"
+
+    done = await backtest(database, "--config", str(config), "--to", "2026-11-19", "--json", str(out))
+
+    assert done.returncode == 0, done.stderr
+    (result,) = json.loads(out.read_text())
+    assert (result["trades"], result["realised_pnl_paise"], result["unrealised_pnl_paise"]) == (2, 400, 0), \
+        done.stdout
+
+
+@pytest.mark.slow
 async def test_a_range_without_stored_ticks_exits_2_saying_so(database):
     done = await backtest(database, "--from", "2026-11-16", "--to", "2026-11-17")
     alone = await backtest(database, "--to", "2026-11-17")  # that one day

@@ -78,7 +78,7 @@ def test_market_orders_carry_no_price():
 def test_quantity_is_rounded_down_to_whole_lots():
     strategy = make(quantity=7)
     ctx = StrategyContext(InstrumentBook([market_pb2.Instrument(token=SBIN, lot_size=5, tick_size_paise=5)]))
-    assert strategy._entry_quantity(SBIN, ctx, 100_00) == 5
+    assert strategy.entry_quantity(SBIN, ctx, 100_00, 7, Decimal(0)) == 5
 
 
 def test_an_order_value_buys_as_many_whole_lots_as_it_can_at_the_close_whatever_the_quantity():
@@ -88,14 +88,14 @@ def test_an_order_value_buys_as_many_whole_lots_as_it_can_at_the_close_whatever_
     assert short.quantity == 10
 
     lots = StrategyContext(InstrumentBook([market_pb2.Instrument(token=SBIN, lot_size=75, tick_size_paise=5)]))
-    assert make(order_value=20_000)._entry_quantity(SBIN, lots, 100_00) == 150  # 2 lots of Rs 7,500; not 3
+    assert make().entry_quantity(SBIN, lots, 100_00, 1, Decimal(20_000)) == 150  # 2 lots of Rs 7,500; not 3
 
 
 def test_an_order_value_counts_a_contracts_price_factor():
     barrels = market_pb2.Instrument(token=SBIN, lot_size=1, tick_size_paise=100)
     barrels.price_factor.numerator = 100  # quoted per barrel, traded in lots of 100 barrels
     ctx = StrategyContext(InstrumentBook([barrels]))
-    assert make(order_value=1_500_000)._entry_quantity(SBIN, ctx, 5_000_00) == 3  # Rs 5,00,000 a contract
+    assert make().entry_quantity(SBIN, ctx, 5_000_00, 1, Decimal(1_500_000)) == 3  # Rs 5,00,000 a contract
 
 
 def test_an_instrument_one_lot_of_which_costs_more_than_the_order_value_is_not_entered_and_the_log_says_so(caplog):

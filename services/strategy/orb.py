@@ -1,0 +1,232 @@
+"""ORB: the opening range breakout. One trade per token a day, entered at the tick that breaks the range.
+
+A plugin (see plugins.py). Rules, per token and IST day:
+- The opening range: the highest high and the lowest low of the token's 1-minute candles from `session_start_ist`
+  (09:15, NSE's open; MCX opens at 09:00) for `range_minutes` (15). It is complete at the close of its last minute's
+  candle, or of any later one. A token with no candle inside it has no range that day; neither has one whose range
+  is wider than `max_range_pct` of its low (0: any width), since its stop would be too far away.
+- Entry, once the range is complete and until `entry_until_ist` (14:30), flat, with no order of this strategy's
+  working in the token and none filled in it yet that day: BUY at the first tick at or above the range's high (plus
+  `buffer_pct`), or SELL (a short, with `allow_short`) at the first at or below its low (minus `buffer_pct`). Watched
+  on every tick (price_levels), not at the closes. Sized as `quantity` units (whole lots) or, with `order_value`
+  (rupees), as many whole lots as that buys at the tick's price.
+- Exits, on every tick: the stop is the range's other side (a long's at its low), or `stop_loss_pct` from the entry
+  price when set; the target `target_r` times the risk (entry to stop) beyond the entry (0: none). Both at the market
+  (a target as `order_type` says). What is left at 15:15 the intraday square-off (risk) closes.
+- A rejected entry is tried again at the next tick past the range after the token's next close; a second trade the
+  same day never goes (its fills say the token traded, also after a restart, from the day's orders).
+Orders are MIS; MARKET, or LIMIT at the tick's price with `order_type = "LIMIT"`. After a restart the day's stored
+candles give the range back (the warm-up), and the OMS's orders the position and its entry price.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from services.strategy.plugins import (
+    NEVER,
+    Decision,
+    OrderIntent,
+    Strategy,
+    StrategyContext,
+    moved_by_pct,
+    register,
+)
+from shared.clock import ist_day_number, ist_minute_of_day, parse_hhmm
+from shared.config import RupeesOrOff
+from shared.contracts import market_pb2, trading_pb2
+from shared.money import fmt_inr, snap_to_tick
+
+
+def _minutes(hhmm: str) -> int:
+    hour, minute = parse_hhmm(hhmm)
+    return hour * 60 + minute
+
+
+def _hhmm(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+class OrbParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    session_start_ist: str = "09:15"
+    range_minutes: int = Field(default=15, ge=1, le=375)
+    entry_until_ist: str = "14:30"
+    # A break must go this many % past the range (0: the range itself).
+    buffer_pct: float = Field(default=0.0, ge=0, lt=10)
+    # No trade on a day whose range is wider than this many % of its low (0: any).
+    max_range_pct: float = Field(default=0.0, ge=0, lt=100)
+    allow_short: bool = True
+    quantity: int = Field(default=1, ge=1, le=1_000_000)
+    order_value: RupeesOrOff = Decimal(0)
+    order_type: Literal["LIMIT", "MARKET"] = "MARKET"
+    # The stop this many % from the entry instead of the range's other side (0: the range).
+    stop_loss_pct: float = Field(default=0.0, ge=0, lt=100)
+    # The target: this many times the risk (entry to stop) beyond the entry (0: none).
+    target_r: float = Field(default=2.0, ge=0, le=100)
+
+    @field_validator("session_start_ist", "entry_until_ist")
+    @classmethod
+    def _is_hhmm(cls, value: str) -> str:
+        parse_hhmm(value)  # ValueError: expected HH:MM
+        return value
+
+    @model_validator(mode="after")
+    def _entries_after_the_range(self) -> OrbParams:
+        end = _minutes(self.session_start_ist) + self.range_minutes
+        if _minutes(self.entry_until_ist) <= end:
+            raise ValueError(f"entry_until_ist {self.entry_until_ist} must be after the range ends "
+                             f"({_hhmm(end)}: session_start_ist + range_minutes)")
+        return self
+
+
+@dataclass(slots=True)
+class _Range:
+    day: int
+    high: int = 0
+    low: int = NEVER
+    complete: bool = False
+
+
+@register
+class OpeningRangeBreakout(Strategy):
+    kind = "ORB"
+    Params = OrbParams
+    intraday_only = True  # every intent is MIS
+    params: OrbParams
+
+    def __init__(self, name: str, params: OrbParams, tokens: frozenset[int] = frozenset()) -> None:
+        self._ranges: dict[int, _Range] = {}
+        self._traded: dict[int, int] = {}  # token -> the IST day its last entry filled on
+        super().__init__(name, params, tokens)
+
+    # -- the range -----------------------------------------------------------------------------
+    def on_candle(self, candle: market_pb2.Candle, ctx: StrategyContext) -> list[Decision]:
+        p, token = self.params, candle.token
+        day, minute = ist_day_number(candle.start_ns), ist_minute_of_day(candle.start_ns)
+        start = _minutes(p.session_start_ist)
+        end = start + p.range_minutes
+        r = self._ranges.get(token)
+        if r is None or r.day != day:
+            r = self._ranges[token] = _Range(day)
+        if start <= minute < end:
+            r.high, r.low = max(r.high, candle.high_paise), min(r.low, candle.low_paise)
+        if not r.complete and r.high and minute >= end - 1:
+            r.complete = True
+            self.levels_changed(token)
+        return []
+
+    def _range_today(self, token: int, now_ns: int) -> _Range | None:
+        """The token's opening range of `now_ns`'s day, once complete and not too wide."""
+        r, p = self._ranges.get(token), self.params
+        if r is None or not r.complete or r.day != ist_day_number(now_ns):
+            return None
+        if p.max_range_pct and (r.high - r.low) * 100 > p.max_range_pct * r.low:
+            return None
+        return r
+
+    # -- what to watch -------------------------------------------------------------------------
+    def price_levels(self, token: int, now_ns: int) -> tuple[int, int] | None:
+        """Flat: the range's breaks, while an entry may go. Holding: the stop and the target (_exits)."""
+        if self.is_pending(token, now_ns):
+            return None
+        pos = self.position(token)
+        if pos:
+            exits = self._exits(token, pos, now_ns)
+            return None if exits is None else (exits[0], exits[1])
+        return self._breaks(token, now_ns)
+
+    def _breaks(self, token: int, now_ns: int) -> tuple[int, int] | None:
+        p = self.params
+        r = self._range_today(token, now_ns)
+        if r is None or self._traded.get(token) == r.day or ist_minute_of_day(now_ns) >= _minutes(p.entry_until_ist):
+            return None
+        low = moved_by_pct(r.low, -p.buffer_pct) if p.allow_short else 0
+        return low, moved_by_pct(r.high, p.buffer_pct)
+
+    def _exits(self, token: int, pos: int, now_ns: int) -> tuple[int, int, str] | None:
+        """(low, high, what the stop is) for the position `pos`: a long's low is its stop and its high its target,
+        a short's the other way round. None: no stop known (no range today and no stop_loss_pct)."""
+        p, entry = self.params, self.entry_price(token)
+        if not entry:
+            return None
+        long = pos > 0
+        if p.stop_loss_pct:
+            stop, said = moved_by_pct(entry, -p.stop_loss_pct if long else p.stop_loss_pct), \
+                f"stop loss {p.stop_loss_pct:g}%"
+        else:
+            r = self._ranges.get(token)
+            if r is None or not r.complete or r.day != ist_day_number(now_ns):
+                return None
+            stop, said = (r.low, "the range's low") if long else (r.high, "the range's high")
+        risk = entry - stop if long else stop - entry
+        if long:
+            target = entry + round(risk * p.target_r) if p.target_r and risk > 0 else NEVER
+            return stop, target, said
+        target = entry - round(risk * p.target_r) if p.target_r and risk > 0 else 0
+        return target, stop, said
+
+    # -- decisions -----------------------------------------------------------------------------
+    def on_price_level(self, tick: market_pb2.Tick, ctx: StrategyContext) -> list[Decision]:
+        token, price = tick.token, tick.ltp_paise
+        if self.is_pending(token, ctx.now_ns):
+            return []
+        pos = self.position(token)
+        if pos:
+            return self._exit(token, pos, price, ctx)
+        levels = self._breaks(token, ctx.now_ns)
+        if levels is None:
+            return []
+        r = self._ranges[token]
+        if price >= levels[1]:
+            side, way = trading_pb2.SIDE_BUY, "above"
+        elif price <= levels[0]:
+            side, way = trading_pb2.SIDE_SELL, "below"
+        else:
+            return []
+        quantity = self.entry_quantity(token, ctx, price, self.params.quantity, self.params.order_value)
+        if not quantity:
+            return []
+        start = _minutes(self.params.session_start_ist)
+        reason = (f"broke {way} the opening range {fmt_inr(r.low)}-{fmt_inr(r.high)} "
+                  f"({_hhmm(start)}-{_hhmm(start + self.params.range_minutes)} IST): tick {fmt_inr(price)}")
+        return [self._order(token, side, quantity, price, ctx, reason, self.params.order_type == "MARKET")]
+
+    def _exit(self, token: int, pos: int, price: int, ctx: StrategyContext) -> list[Decision]:
+        exits = self._exits(token, pos, ctx.now_ns)
+        if exits is None or exits[0] < price < exits[1]:
+            return []
+        low, high, said = exits
+        side = trading_pb2.SIDE_SELL if pos > 0 else trading_pb2.SIDE_BUY
+        stopped = price <= low if pos > 0 else price >= high
+        if stopped:
+            stop = low if pos > 0 else high
+            reason = f"stop at {said} {fmt_inr(stop)}: tick {fmt_inr(price)}"
+        else:
+            target = high if pos > 0 else low
+            reason = f"target {self.params.target_r:g}R {fmt_inr(target)}: tick {fmt_inr(price)}"
+        at_market = stopped or self.params.order_type == "MARKET"
+        return [self._order(token, side, abs(pos), price, ctx, reason, at_market)]
+
+    @staticmethod
+    def _order(token: int, side: trading_pb2.Side, quantity: int, price: int, ctx: StrategyContext, reason: str,
+               at_market: bool) -> OrderIntent:
+        if at_market:
+            return OrderIntent(token, side, quantity, trading_pb2.ORDER_TYPE_MARKET, 0, trading_pb2.PRODUCT_MIS, reason)
+        inst = ctx.instruments.get(token)
+        limit = snap_to_tick(price, inst.tick_size_paise if inst is not None else 0)
+        return OrderIntent(token, side, quantity, trading_pb2.ORDER_TYPE_LIMIT, limit, trading_pb2.PRODUCT_MIS, reason)
+
+    def on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
+        """An entry's fill marks its token traded that day (one trade a day, after a restart too)."""
+        token = update.request.token
+        opening = update.last_fill_quantity and not self.position(token)
+        super().on_order_update(update)
+        if opening:
+            r = self._ranges.get(token)
+            self._traded[token] = ist_day_number(update.ts_ns) if update.ts_ns else (r.day if r is not None else 0)

@@ -1,0 +1,217 @@
+"""ORB, the opening range breakout, through the engine on crafted ticks: the range from the first minutes' candles,
+the entry at the tick that breaks it, the stop at its other side and the target in R, one trade a token a day."""
+
+import re
+from datetime import date
+
+import pytest
+from pydantic import ValidationError
+
+from services.strategy.engine import StrategyEngine, build_strategies
+from services.strategy.orb import OpeningRangeBreakout, OrbParams
+from shared.clock import NS, ManualClock, ist_ns
+from shared.contracts import market_pb2, trading_pb2
+from shared.instruments import InstrumentBook
+from shared.marketdata import nse_instruments
+
+DAY = date(2026, 1, 20)
+SBIN = 3045
+BUY, SELL = trading_pb2.SIDE_BUY, trading_pb2.SIDE_SELL
+MARKET, LIMIT = trading_pb2.ORDER_TYPE_MARKET, trading_pb2.ORDER_TYPE_LIMIT
+# A 3-minute range (09:15-09:18 IST): high 101.00, low 99.00.
+RANGE = [("09:15:05", 100_00), ("09:15:40", 101_00), ("09:16:10", 99_00), ("09:17:30", 100_50)]
+
+
+def at(hhmmss: str, day: date = DAY) -> int:
+    hour, minute, second = map(int, hhmmss.split(":"))
+    return ist_ns(day, hour, minute) + second * NS
+
+
+class Desk:
+    def __init__(self, **params):
+        self.strategy = OpeningRangeBreakout("orb", OrbParams(**{"range_minutes": 3, **params}), frozenset({SBIN}))
+        self.clock = ManualClock(at("09:15:00"))
+        self.engine = StrategyEngine([self.strategy], InstrumentBook(nse_instruments(["SBIN-EQ"])), self.clock)
+        self.sequence = 0
+
+    def ticks(self, *timed, day: date = DAY):
+        out = [market_pb2.Tick(token=SBIN, exchange_segment="nse_cm", ts_ns=at(when, day), ltp_paise=price, ltq=1)
+               for when, price in timed]
+        self.clock.set(out[-1].ts_ns)
+        return self.engine.on_ticks(out)[1]
+
+    def filled(self, signal, price, day: date = DAY):
+        self.sequence += 1
+        self.engine.on_order_update(trading_pb2.OrderUpdate(
+            client_order_id=signal.signal_id, status=trading_pb2.ORDER_STATUS_TRADED, sequence=self.sequence,
+            last_fill_quantity=signal.quantity, last_fill_price_paise=price, filled_quantity=signal.quantity,
+            ts_ns=self.clock.now_ns(), request=trading_pb2.OrderRequest(
+                client_order_id=signal.signal_id, token=SBIN, side=signal.side, quantity=signal.quantity,
+                strategy_tag="orb", product=trading_pb2.PRODUCT_MIS)))
+
+    def rejected(self, signal):
+        self.engine.on_decision(trading_pb2.RiskDecision(
+            accepted=False, reason_code="PRICE_BAND", strategy="orb", signal_id=signal.signal_id,
+            order=trading_pb2.OrderRequest(token=SBIN, strategy_tag="orb")))
+
+
+def described(signals):
+    return [(s.side, s.quantity, s.order_type, s.limit_price_paise, s.reason) for s in signals]
+
+
+def test_a_tick_at_the_ranges_high_after_the_range_buys_at_the_market():
+    desk = Desk()
+    assert desk.ticks(*RANGE, ("09:17:50", 101_00)) == []  # inside the range's minutes: part of it
+
+    assert desk.ticks(("09:18:02", 100_80)) == []  # closes 09:17: the range is complete
+    signals = desk.ticks(("09:18:20", 100_95), ("09:18:21", 101_00), ("09:18:22", 101_20))
+
+    assert described(signals) == [
+        (BUY, 1, MARKET, 0, "broke above the opening range ₹99.00-₹101.00 (09:15-09:18 IST): tick ₹101.00")]
+    assert signals[0].signal_id == f"orb-{SBIN}-{at('09:18:21')}-BUY"
+
+
+def test_a_tick_at_the_ranges_low_sells_short_unless_shorts_are_not_allowed():
+    desk = Desk()
+    desk.ticks(*RANGE, ("09:18:02", 100_00))
+    assert [(s.side, s.reason) for s in desk.ticks(("09:19:00", 98_95))] == [
+        (SELL, "broke below the opening range ₹99.00-₹101.00 (09:15-09:18 IST): tick ₹98.95")]
+
+    longs_only = Desk(allow_short=False)
+    longs_only.ticks(*RANGE, ("09:18:02", 100_00))
+    assert longs_only.ticks(("09:19:00", 98_00)) == []
+
+
+def test_a_buffer_asks_the_break_to_go_that_far_past_the_range():
+    desk = Desk(buffer_pct=0.5)  # 101.00 + 0.5% = 101.505: 101.51
+    desk.ticks(*RANGE, ("09:18:02", 100_00))
+
+    assert desk.ticks(("09:18:10", 101_50)) == []
+    assert len(desk.ticks(("09:18:11", 101_51))) == 1
+
+
+def test_the_stop_is_the_ranges_other_side_and_the_target_twice_the_risk():
+    stopped = Desk()
+    stopped.ticks(*RANGE, ("09:18:02", 100_00))
+    (entry,) = stopped.ticks(("09:18:10", 101_00))
+    stopped.filled(entry, 101_00)
+    assert stopped.ticks(("09:18:30", 99_05), ("09:18:40", 104_95)) == []
+    assert described(stopped.ticks(("09:19:00", 99_00))) == [
+        (SELL, 1, MARKET, 0, "stop at the range's low ₹99.00: tick ₹99.00")]
+
+    taken = Desk(order_type="LIMIT")
+    taken.ticks(*RANGE, ("09:18:02", 100_00))
+    (entry,) = taken.ticks(("09:18:10", 101_10))
+    assert (entry.order_type, entry.limit_price_paise) == (LIMIT, 101_10)
+    taken.filled(entry, 101_00)
+    assert described(taken.ticks(("09:20:00", 105_05))) == [  # risk 2.00 from the fill at 101.00: target 105.00
+        (SELL, 1, LIMIT, 105_05, "target 2R ₹105.00: tick ₹105.05")]
+
+
+def test_a_shorts_stop_is_the_ranges_high_and_stop_loss_pct_puts_it_nearer():
+    short = Desk(target_r=0)
+    short.ticks(*RANGE, ("09:18:02", 100_00))
+    (entry,) = short.ticks(("09:18:10", 99_00))
+    short.filled(entry, 99_00)
+    assert short.ticks(("09:18:20", 90_00)) == []  # no target
+    assert [s.reason for s in short.ticks(("09:18:30", 101_00))] == ["stop at the range's high ₹101.00: tick ₹101.00"]
+
+    tight = Desk(stop_loss_pct=1)  # from 101.00: 99.99; the target 2R: 103.02
+    tight.ticks(*RANGE, ("09:18:02", 100_00))
+    (entry,) = tight.ticks(("09:18:10", 101_00))
+    tight.filled(entry, 101_00)
+    assert tight.ticks(("09:18:20", 100_00), ("09:18:21", 103_01)) == []
+    assert [s.reason for s in tight.ticks(("09:18:30", 103_02))] == ["target 2R ₹103.02: tick ₹103.02"]
+
+
+def test_one_trade_a_token_a_day_and_a_new_range_the_next_day():
+    desk = Desk()
+    desk.ticks(*RANGE, ("09:18:02", 100_00))
+    (entry,) = desk.ticks(("09:18:10", 101_00))
+    desk.filled(entry, 101_00)
+    (exit_,) = desk.ticks(("09:18:30", 99_00))
+    desk.filled(exit_, 99_00)
+
+    assert desk.ticks(("09:19:10", 101_50), ("09:20:10", 98_00), ("09:21:10", 102_00)) == []
+
+    tomorrow = date(2026, 1, 21)
+    desk.ticks(("09:15:05", 200_00), ("09:17:05", 202_00), ("09:18:02", 201_00), day=tomorrow)
+    assert [s.side for s in desk.ticks(("09:18:10", 202_00), day=tomorrow)] == [BUY]
+
+
+def test_no_entry_after_entry_until_nor_on_a_range_wider_than_max_range_pct():
+    late = Desk(entry_until_ist="09:20")
+    late.ticks(*RANGE, ("09:18:02", 100_00))
+    assert late.ticks(("09:20:00", 101_00)) == []
+
+    wide = Desk(max_range_pct=2)  # 99.00 to 101.00 is 2.02% of 99.00
+    wide.ticks(*RANGE, ("09:18:02", 100_00))
+    assert wide.ticks(("09:18:10", 101_00)) == []
+
+
+def test_a_rejected_entry_goes_again_after_the_tokens_next_close_not_at_every_tick():
+    desk = Desk()
+    desk.ticks(*RANGE, ("09:18:02", 100_00))
+    (first,) = desk.ticks(("09:18:10", 101_00))
+    desk.rejected(first)
+
+    assert desk.ticks(("09:18:20", 101_10), ("09:18:30", 101_20)) == []
+    assert desk.ticks(("09:19:01", 100_90)) == []  # closes 09:18: the breaks are watched again
+    assert [s.side for s in desk.ticks(("09:19:02", 101_05))] == [BUY]
+
+
+def test_no_range_from_a_start_after_it_and_a_warm_start_gives_it_back_from_the_stored_candles():
+    late = Desk()
+    late.ticks(("09:20:05", 100_00), ("09:21:05", 102_00), ("09:22:05", 95_00))
+    assert late.ticks(("09:23:05", 110_00)) == []
+
+    desk = Desk()
+    stored = [market_pb2.Candle(token=SBIN, start_ns=at(f"09:{m}:00"), open_paise=100_00, high_paise=high,
+                                low_paise=low, close_paise=100_00, volume=10, tick_count=3)
+              for m, high, low in ((15, 100_50, 99_50), (16, 101_00, 99_00), (17, 100_20, 99_80), (18, 100_40, 99_90))]
+    desk.clock.set(at("09:19:00"))
+    desk.engine.warm_up(stored, [SBIN], at("09:19:00"))
+
+    assert [s.reason for s in desk.ticks(("09:19:10", 101_00))] == [
+        "broke above the opening range ₹99.00-₹101.00 (09:15-09:18 IST): tick ₹101.00"]
+
+
+def test_a_restart_after_the_days_trade_trades_no_more_that_day():
+    desk = Desk()
+    desk.ticks(*RANGE, ("09:18:02", 100_00))
+    desk.engine.load_orders([trading_pb2.OrderUpdate(
+        client_order_id="o-1", sequence=3, status=trading_pb2.ORDER_STATUS_TRADED, filled_quantity=1,
+        average_price_paise=101_00, ts_ns=at("09:18:10"), request=trading_pb2.OrderRequest(
+            token=SBIN, side=BUY, quantity=1, strategy_tag="orb", product=trading_pb2.PRODUCT_MIS)),
+        trading_pb2.OrderUpdate(
+        client_order_id="o-2", sequence=4, status=trading_pb2.ORDER_STATUS_TRADED, filled_quantity=1,
+        average_price_paise=99_00, ts_ns=at("09:18:40"), request=trading_pb2.OrderRequest(
+            token=SBIN, side=SELL, quantity=1, strategy_tag="orb", product=trading_pb2.PRODUCT_MIS))])
+
+    assert desk.ticks(("09:19:10", 101_50), ("09:20:10", 98_00)) == []
+
+
+def test_order_value_sizes_the_entry_at_the_breaking_ticks_price():
+    desk = Desk(order_value=1_000)
+    desk.ticks(*RANGE, ("09:18:02", 100_00))
+    assert [s.quantity for s in desk.ticks(("09:18:10", 101_00))] == [9]
+
+
+@pytest.mark.parametrize(("params", "said"), [
+    ({"entry_until_ist": "09:18"}, "entry_until_ist 09:18 must be after the range ends (09:18"),
+    ({"session_start_ist": "9h15"}, "HH:MM"),
+    ({"range_minutes": 0}, "greater than or equal to 1")])
+def test_bad_params_are_refused_naming_them(params, said):
+    with pytest.raises(ValidationError, match=re.escape(said)):
+        OrbParams(**{"range_minutes": 3, **params})
+
+
+def test_orb_is_configured_by_its_kind():
+    settings_strategies = [{"name": "orb", "kind": "ORB", "symbols": ["SBIN-EQ"], "params": {"range_minutes": 30}}]
+    from services.strategy.config import StrategySettings
+    from shared import config as cfg
+
+    (strategy,) = build_strategies(cfg.load(StrategySettings, {"strategy": {"strategies": settings_strategies}}),
+                                   InstrumentBook(nse_instruments(["SBIN-EQ"])))
+
+    assert isinstance(strategy, OpeningRangeBreakout) and strategy.params.range_minutes == 30
