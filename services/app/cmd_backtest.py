@@ -7,14 +7,16 @@ afresh (flat, cold indicators, risk ACTIVE), as a monolith started that morning 
 its orders stay in memory: the order ledger and the risk state in the database are never touched.
 
 Prints a table (a line a day: trades, realised and unrealised P&L, charges, net; then each strategy, the days won,
-the worst drawdown of the days' running net) and writes it as JSON with --json. Exit codes: 0 done; 2 bad config
-or no stored day in the range.
+the worst drawdown of the days' running net) and writes it as JSON with --json; --trades writes every filled order
+as a CSV row (day, IST time of its last fill, strategy, symbol, side, quantity, average price, the reason its
+strategy gave). Exit codes: 0 done; 2 bad config or no stored day in the range.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import json
 import sys
 import time
@@ -29,7 +31,8 @@ from services.app.config import AppSettings, warn_unknown_env
 from services.notifier.summary import DailySummary, summarise
 from shared import clock, logs, rpc, runtime
 from shared import config as cfg
-from shared.contracts import oms_pb2
+from shared.bus import Topic
+from shared.contracts import oms_pb2, trading_pb2
 from shared.errors import ConfigError
 from shared.money import fmt_inr
 
@@ -51,6 +54,11 @@ class DayResult:
     net_pnl_paise: int
     strategies: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: float = 0.0
+    # Each filled order, in the order of their last fills: FILL_FIELDS.
+    fills: list[dict[str, Any]] = field(default_factory=list)
+
+
+FILL_FIELDS = ("day", "time_ist", "strategy", "symbol", "side", "quantity", "price_paise", "reason")
 
 
 def add_parser(sub: Any) -> None:
@@ -62,6 +70,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--to", dest="last", type=date.fromisoformat, metavar="YYYY-MM-DD",
                    help="the last IST day (default: --from; alone, that one day)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
+    p.add_argument("--trades", type=Path, metavar="PATH", help="also write every filled order here, as CSV")
     p.set_defaults(handler=handle)
 
 
@@ -91,7 +100,21 @@ def handle(args: argparse.Namespace) -> int:
     print(report(results))
     if args.json is not None:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
+    if args.trades is not None:
+        write_trades(args.trades, results)
     return 0
+
+
+def write_trades(path: Path, results: list[DayResult]) -> None:
+    """Every day's filled orders as CSV, the price in rupees."""
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow([*FILL_FIELDS[:-2], "price", "reason"])
+        for r in results:
+            for fill in r.fills:
+                row = [fill[name] for name in FILL_FIELDS]
+                row[-2] = f"{fill['price_paise'] / 100:.2f}"
+                writer.writerow(row)
 
 
 async def backtest(settings: AppSettings, toml: dict[str, Any], first: date | None,
@@ -152,6 +175,12 @@ async def run_day(settings: AppSettings, toml: dict[str, Any], url: str, day: da
     app.notifier_overrides = {"telegram_bot_token": None, "telegram_bot_token_file": None,
                               "daily_summary_time_ist": ""}
     app.settle_batches = True  # the same days, the same results
+    reasons: dict[str, str] = {}  # signal_id -> the reason its strategy gave, for the trade list
+
+    async def note(signal: trading_pb2.Signal) -> None:
+        reasons[signal.signal_id] = signal.reason
+
+    app.bus.subscribe(Topic.SIGNALS, "backtest:reasons", note)
     stop = asyncio.Event()
     out: list[DayResult] = []
     began = time.monotonic()
@@ -161,7 +190,8 @@ async def run_day(settings: AppSettings, toml: dict[str, Any], url: str, day: da
             await app.started.wait()
             ingestion = next(c for c in app.components if c.name == "ingestion")
             await ingestion.ended.wait()  # type: ignore[attr-defined]
-            out.append(day_result(day, await _still_then_summary(app, day), time.monotonic() - began))
+            summary, orders = await _still_then_summary(app, day)
+            out.append(day_result(day, summary, time.monotonic() - began, fills(day, orders, reasons)))
         finally:
             stop.set()
 
@@ -171,7 +201,7 @@ async def run_day(settings: AppSettings, toml: dict[str, Any], url: str, day: da
     return out[0]
 
 
-async def _still_then_summary(app: Any, day: date) -> DailySummary:
+async def _still_then_summary(app: Any, day: date) -> tuple[DailySummary, list[trading_pb2.OrderUpdate]]:
     """The day's orders and positions once the OMS has applied nothing new for SETTLE_S (the orders of the last
     candles, closed when the replay's clock moved to the end of the day, and their fills)."""
     loop = asyncio.get_running_loop()
@@ -184,17 +214,33 @@ async def _still_then_summary(app: Any, day: date) -> DailySummary:
             break
         seen = positions.as_of_sequence
         await asyncio.sleep(SETTLE_S)
-    orders = await app.bus.call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(limit=1_000_000))
-    return summarise(day, list(orders.orders), positions)
+    orders = list((await app.bus.call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(limit=1_000_000))).orders)
+    return summarise(day, orders, positions), orders
 
 
-def day_result(day: date, s: DailySummary, seconds: float) -> DayResult:
+def fills(day: date, orders: list[trading_pb2.OrderUpdate], reasons: dict[str, str]) -> list[dict[str, Any]]:
+    """The day's filled orders (FILL_FIELDS), by the time of their last fill; an order without a strategy's signal
+    (the square-off) gives its tag as its reason."""
+    out = []
+    for order in sorted(orders, key=lambda o: (o.ts_ns, o.sequence)):
+        if order.filled_quantity <= 0:
+            continue
+        req = order.request
+        out.append({"day": day.isoformat(), "time_ist": clock.ist_datetime(order.ts_ns).strftime("%H:%M:%S"),
+                    "strategy": req.strategy_tag, "symbol": req.symbol,
+                    "side": trading_pb2.Side.Name(req.side).removeprefix("SIDE_"),
+                    "quantity": order.filled_quantity, "price_paise": order.average_price_paise,
+                    "reason": reasons.get(req.signal_id, req.strategy_tag)})
+    return out
+
+
+def day_result(day: date, s: DailySummary, seconds: float, filled: list[dict[str, Any]] | None = None) -> DayResult:
     return DayResult(
         day=day.isoformat(), trades=s.trades, realised_pnl_paise=s.realised_pnl_paise,
         unrealised_pnl_paise=s.unrealised_pnl_paise, charges_paise=s.charges_paise, net_pnl_paise=s.net_pnl_paise,
         strategies={name: {"trades": d.trades, "realised_pnl_paise": d.realised_pnl_paise,
                            "unrealised_pnl_paise": d.unrealised_pnl_paise} for name, d in s.strategies.items()},
-        seconds=round(seconds, 1))
+        seconds=round(seconds, 1), fills=filled or [])
 
 
 def max_drawdown_paise(results: list[DayResult]) -> int:

@@ -5,6 +5,7 @@ reach the order ledger, and the same days give the same report."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import os
 import subprocess
@@ -83,8 +84,9 @@ async def test_a_backtest_replays_each_stored_day_reports_it_and_leaves_the_ledg
     out, config = tmp_path / "results.json", tmp_path / "strategies.toml"
     config.write_text(STRATEGY)
 
+    trades = tmp_path / "trades.csv"
     done = await backtest(database, "--config", str(config), "--from", "2026-11-18", "--to", "2026-11-20",
-                          "--json", str(out), bot_api=bot_api.url)
+                          "--json", str(out), "--trades", str(trades), bot_api=bot_api.url)
     again = await backtest(database, "--config", str(config), "--from", "2026-11-19", "--to", "2026-11-20")
 
     assert done.returncode == 0, done.stderr
@@ -102,6 +104,11 @@ async def test_a_backtest_replays_each_stored_day_reports_it_and_leaves_the_ledg
     assert lines[4].startswith("SQUAREOFF: ") and lines[5].startswith("momentum_rsi: ")
     assert lines[6].startswith("days won ")
     assert again.returncode == 0 and again.stdout == done.stdout  # the same days, the same report
+    rows = list(csv.DictReader(trades.read_text().splitlines()))
+    assert len(rows) == sum(len(r["fills"]) for r in results) >= thursday["trades"] + friday["trades"]
+    assert {row["day"] for row in rows} == {"2026-11-19", "2026-11-20"}
+    assert all(row["reason"].startswith(("RSI crossed", "exit ")) for row in rows if row["strategy"] == "momentum_rsi")
+    assert {row["reason"] for row in rows if row["strategy"] == "SQUAREOFF"} == {"SQUAREOFF"}
     assert bot_api.calls == []
     conn = await asyncpg.connect(database)
     try:
@@ -177,14 +184,21 @@ symbols = ["SBIN-EQ"]
 session_start_ist = "09:30"
 range_minutes = 3
 """)
-    out = tmp_path / "orb.json"
+    out, trades = tmp_path / "orb.json", tmp_path / "orb.csv"
 
-    done = await backtest(database, "--config", str(config), "--to", "2026-11-19", "--json", str(out))
+    done = await backtest(database, "--config", str(config), "--to", "2026-11-19", "--json", str(out),
+                          "--trades", str(trades))
 
     assert done.returncode == 0, done.stderr
     (result,) = json.loads(out.read_text())
     assert (result["trades"], result["realised_pnl_paise"], result["unrealised_pnl_paise"]) == (2, 400, 0), \
         done.stdout
+    assert list(csv.reader(trades.read_text().splitlines())) == [
+        ["day", "time_ist", "strategy", "symbol", "side", "quantity", "price", "reason"],
+        ["2026-11-19", "09:33:20", "orb", "SBIN-EQ", "BUY", "1", "101.00",
+         "broke above the opening range ₹99.00-₹101.00 (09:30-09:33 IST): tick ₹101.00"],
+        ["2026-11-19", "09:34:20", "orb", "SBIN-EQ", "SELL", "1", "105.00", "target 2R ₹105.00: tick ₹105.00"]]
+    assert [fill["price_paise"] for fill in result["fills"]] == [101_00, 105_00]
 
 
 @pytest.mark.slow
