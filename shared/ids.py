@@ -13,6 +13,7 @@ import uuid
 # 64, with token, time and side): longer is not an order, and would be stored and echoed in every stream. Risk
 # refuses an order with a longer one; an id longer than this names no order.
 MAX_TEXT_CHARS = 128
+MAX_REASON_CHARS = 256  # OrderRequest.reason: why an order was placed
 
 
 def new_client_order_id() -> str:

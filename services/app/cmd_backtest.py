@@ -8,8 +8,8 @@ its orders stay in memory: the order ledger and the risk state in the database a
 
 Prints a table (a line a day: trades, realised and unrealised P&L, charges, net; then each strategy, the days won,
 the worst drawdown of the days' running net) and writes it as JSON with --json; --trades writes every filled order
-as a CSV row (day, IST time of its last fill, strategy, symbol, side, quantity, average price, the reason its
-strategy gave). Exit codes: 0 done; 2 bad config or no stored day in the range.
+as a CSV row (day, IST time of its last fill, strategy, symbol, side, quantity, average price, why it was placed:
+OrderRequest.reason). Exit codes: 0 done; 2 bad config or no stored day in the range.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from services.app.config import AppSettings, warn_unknown_env
 from services.notifier.summary import DailySummary, summarise
 from shared import clock, logs, rpc, runtime
 from shared import config as cfg
-from shared.bus import Topic
 from shared.contracts import oms_pb2, trading_pb2
 from shared.errors import ConfigError
 from shared.money import fmt_inr
@@ -175,12 +174,6 @@ async def run_day(settings: AppSettings, toml: dict[str, Any], url: str, day: da
     app.notifier_overrides = {"telegram_bot_token": None, "telegram_bot_token_file": None,
                               "daily_summary_time_ist": ""}
     app.settle_batches = True  # the same days, the same results
-    reasons: dict[str, str] = {}  # signal_id -> the reason its strategy gave, for the trade list
-
-    async def note(signal: trading_pb2.Signal) -> None:
-        reasons[signal.signal_id] = signal.reason
-
-    app.bus.subscribe(Topic.SIGNALS, "backtest:reasons", note)
     stop = asyncio.Event()
     out: list[DayResult] = []
     began = time.monotonic()
@@ -191,7 +184,7 @@ async def run_day(settings: AppSettings, toml: dict[str, Any], url: str, day: da
             ingestion = next(c for c in app.components if c.name == "ingestion")
             await ingestion.ended.wait()  # type: ignore[attr-defined]
             summary, orders = await _still_then_summary(app, day)
-            out.append(day_result(day, summary, time.monotonic() - began, fills(day, orders, reasons)))
+            out.append(day_result(day, summary, time.monotonic() - began, fills(day, orders)))
         finally:
             stop.set()
 
@@ -218,9 +211,8 @@ async def _still_then_summary(app: Any, day: date) -> tuple[DailySummary, list[t
     return summarise(day, orders, positions), orders
 
 
-def fills(day: date, orders: list[trading_pb2.OrderUpdate], reasons: dict[str, str]) -> list[dict[str, Any]]:
-    """The day's filled orders (FILL_FIELDS), by the time of their last fill; an order without a strategy's signal
-    (the square-off) gives its tag as its reason."""
+def fills(day: date, orders: list[trading_pb2.OrderUpdate]) -> list[dict[str, Any]]:
+    """The day's filled orders (FILL_FIELDS), by the time of their last fill, each with why it was placed."""
     out = []
     for order in sorted(orders, key=lambda o: (o.ts_ns, o.sequence)):
         if order.filled_quantity <= 0:
@@ -230,7 +222,7 @@ def fills(day: date, orders: list[trading_pb2.OrderUpdate], reasons: dict[str, s
                     "strategy": req.strategy_tag, "symbol": req.symbol,
                     "side": trading_pb2.Side.Name(req.side).removeprefix("SIDE_"),
                     "quantity": order.filled_quantity, "price_paise": order.average_price_paise,
-                    "reason": reasons.get(req.signal_id, req.strategy_tag)})
+                    "reason": req.reason})
     return out
 
 

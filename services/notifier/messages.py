@@ -91,6 +91,8 @@ def fill_notification(update: trading_pb2.OrderUpdate) -> ops_pb2.Notification:
             f"{fmt_inr(update.last_fill_price_paise)} (filled {update.filled_quantity}/{req.quantity})")
     if req.strategy_tag:
         text += f" [{req.strategy_tag}]"
+    if req.reason:
+        text += f"\n{req.reason}"
     fields = order_fields(req) | {"internal_id": update.internal_id,
                                   "fill_quantity": str(update.last_fill_quantity),
                                   "fill_price_paise": str(update.last_fill_price_paise),

@@ -22,6 +22,7 @@ from shared.contracts import oms_pb2, risk_pb2
 from shared.contracts import trading_pb2 as t
 from shared.db.protojson import message_dict
 from shared.errors import InvalidInput, NotFound, OutcomeUnknown, RetryableError, RiskRejected
+from shared.ids import MAX_REASON_CHARS
 from shared.order_terms import PRICED, STOPS, unknown_choice
 from shared.positions import SQUAREOFF_TAG
 
@@ -46,6 +47,8 @@ def validated(order: t.OrderRequest) -> t.OrderRequest:
     unknown = unknown_choice(order)
     if unknown is not None:
         raise InvalidInput(f"order.{unknown[0]}", unknown[1])
+    if len(order.reason) > MAX_REASON_CHARS:
+        raise InvalidInput("order.reason", f"is longer than {MAX_REASON_CHARS} characters; say why in fewer words")
     out = t.OrderRequest()
     out.CopyFrom(order)
     out.client_order_id = out.client_order_id or f"manual-{uuid.uuid4().hex[:20]}"
@@ -167,7 +170,7 @@ class OrderService:
                 client_order_id=f"{SQUAREOFF_TAG}-{pos.token}-{uuid.uuid4().hex[:12]}", token=pos.token,
                 exchange_segment=pos.exchange_segment, symbol=pos.symbol, side=side, quantity=quantity,
                 order_type=t.ORDER_TYPE_MARKET, product=cast("t.Product", pos.product), validity=t.VALIDITY_DAY,
-                strategy_tag=SQUAREOFF_TAG)
+                strategy_tag=SQUAREOFF_TAG, reason="square-off asked for (SquareOff)")
             try:
                 placed.append(await self._submit(order))
             except (RiskRejected, RetryableError) as exc:

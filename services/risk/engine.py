@@ -36,7 +36,7 @@ from shared.clock import (
     session_of,
 )
 from shared.contracts import market_pb2, ops_pb2, risk_pb2, trading_pb2
-from shared.ids import MAX_TEXT_CHARS
+from shared.ids import MAX_REASON_CHARS, MAX_TEXT_CHARS
 from shared.instruments import InstrumentBook, not_tradable
 from shared.money import fmt_inr
 from shared.order_terms import unknown_choice
@@ -243,6 +243,8 @@ class RiskEngine:
         for field in ("client_order_id", "strategy_tag", "symbol", "signal_id"):
             if len(getattr(order, field)) > MAX_TEXT_CHARS:
                 return "INVALID_ORDER", f"{field} is longer than {MAX_TEXT_CHARS} characters"
+        if len(order.reason) > MAX_REASON_CHARS:
+            return "INVALID_ORDER", f"reason is longer than {MAX_REASON_CHARS} characters"
         if order.client_order_id in self._accepted or order.client_order_id in self._accepted_before:
             return "DUPLICATE_ORDER", (f"client_order_id {order.client_order_id} was already accepted; "
                                        "a replayed order is not placed twice")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, cast
 from shared.bus import Sequencer
 from shared.contracts import market_pb2, trading_pb2
 from shared.errors import InvalidInput
+from shared.ids import MAX_REASON_CHARS
 from shared.instruments import InstrumentBook, not_tradable
 from shared.order_terms import PRICED
 from shared.positions import SQUAREOFF_TAG, PositionState
@@ -52,7 +53,7 @@ def order_from_signal(signal: trading_pb2.Signal) -> trading_pb2.OrderRequest:
         quantity=signal.quantity, order_type=signal.order_type, price_paise=signal.limit_price_paise,
         trigger_price_paise=signal.trigger_price_paise, product=signal.product or trading_pb2.PRODUCT_MIS,
         validity=trading_pb2.VALIDITY_DAY, strategy_tag=signal.strategy, signal_id=signal.signal_id,
-        tick_recv_ns=signal.tick_recv_ns)
+        tick_recv_ns=signal.tick_recv_ns, reason=signal.reason[:MAX_REASON_CHARS])
 
 
 def square_off_orders(pos: PositionState, inst: market_pb2.Instrument | None, quantity: int, max_chunk: int,
@@ -75,7 +76,8 @@ def square_off_orders(pos: PositionState, inst: market_pb2.Instrument | None, qu
                              + (f"-r{attempt}" if attempt else "")),
             token=pos.token,
             exchange_segment=segment, symbol=symbol, side=side, quantity=qty,
-            order_type=trading_pb2.ORDER_TYPE_MARKET, validity=trading_pb2.VALIDITY_DAY, strategy_tag=SQUAREOFF_TAG)
+            order_type=trading_pb2.ORDER_TYPE_MARKET, validity=trading_pb2.VALIDITY_DAY, strategy_tag=SQUAREOFF_TAG,
+            reason="intraday square-off")
         order.product = cast("trading_pb2.Product", pos.product)  # PositionState keeps a plain int
         orders.append(order)
         remaining -= qty

@@ -116,7 +116,7 @@ class SignalBatch(_message.Message):
     def __init__(self, signals: _Optional[_Iterable[_Union[Signal, _Mapping]]] = ...) -> None: ...
 
 class OrderRequest(_message.Message):
-    __slots__ = ("client_order_id", "token", "exchange_segment", "symbol", "side", "quantity", "order_type", "price_paise", "trigger_price_paise", "product", "validity", "strategy_tag", "signal_id", "tick_recv_ns", "price_factor")
+    __slots__ = ("client_order_id", "token", "exchange_segment", "symbol", "side", "quantity", "order_type", "price_paise", "trigger_price_paise", "product", "validity", "strategy_tag", "signal_id", "tick_recv_ns", "price_factor", "reason")
     CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     EXCHANGE_SEGMENT_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +132,7 @@ class OrderRequest(_message.Message):
     SIGNAL_ID_FIELD_NUMBER: _ClassVar[int]
     TICK_RECV_NS_FIELD_NUMBER: _ClassVar[int]
     PRICE_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     client_order_id: str
     token: int
     exchange_segment: str
@@ -147,7 +148,8 @@ class OrderRequest(_message.Message):
     signal_id: str
     tick_recv_ns: int
     price_factor: _market_pb2.PriceFactor
-    def __init__(self, client_order_id: _Optional[str] = ..., token: _Optional[int] = ..., exchange_segment: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[Side, str]] = ..., quantity: _Optional[int] = ..., order_type: _Optional[_Union[OrderType, str]] = ..., price_paise: _Optional[int] = ..., trigger_price_paise: _Optional[int] = ..., product: _Optional[_Union[Product, str]] = ..., validity: _Optional[_Union[Validity, str]] = ..., strategy_tag: _Optional[str] = ..., signal_id: _Optional[str] = ..., tick_recv_ns: _Optional[int] = ..., price_factor: _Optional[_Union[_market_pb2.PriceFactor, _Mapping]] = ...) -> None: ...
+    reason: str
+    def __init__(self, client_order_id: _Optional[str] = ..., token: _Optional[int] = ..., exchange_segment: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[Side, str]] = ..., quantity: _Optional[int] = ..., order_type: _Optional[_Union[OrderType, str]] = ..., price_paise: _Optional[int] = ..., trigger_price_paise: _Optional[int] = ..., product: _Optional[_Union[Product, str]] = ..., validity: _Optional[_Union[Validity, str]] = ..., strategy_tag: _Optional[str] = ..., signal_id: _Optional[str] = ..., tick_recv_ns: _Optional[int] = ..., price_factor: _Optional[_Union[_market_pb2.PriceFactor, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RiskDecision(_message.Message):
     __slots__ = ("accepted", "reason_code", "reason", "order", "ts_ns", "strategy", "signal_id", "sequence")

@@ -24,7 +24,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LEDGER_COLUMNS = """internal_id, client_order_id, exchange_id, strategy_tag, signal_id, status, previous_status, side,
     quantity, price, trigger, order_type, product, validity, token, exchange_segment, symbol, filled_qty, avg_price,
     last_fill_qty, last_fill_price, last_fill_charges, reason, reason_code, last_sequence, last_ts_ns, tick_recv_ns,
-    price_factor_num, price_factor_den, changes_sent, changed_by_hand"""
+    price_factor_num, price_factor_den, changes_sent, changed_by_hand, request_reason"""
 
 
 def enum_name(enum: Any, prefix: str, value: int) -> str:
@@ -72,7 +72,8 @@ def row_to_update(row: Any) -> t.OrderUpdate:
         trigger_price_paise=row["trigger"], product=enum_value(t.Product, "PRODUCT_", row["product"]),
         validity=enum_value(t.Validity, "VALIDITY_", row["validity"]), strategy_tag=row["strategy_tag"],
         signal_id=row["signal_id"], tick_recv_ns=row["tick_recv_ns"],
-        price_factor=price_factor(Fraction(row["price_factor_num"], row["price_factor_den"])))
+        price_factor=price_factor(Fraction(row["price_factor_num"], row["price_factor_den"])),
+        reason=row["request_reason"])
     return t.OrderUpdate(
         internal_id=str(row["internal_id"]), client_order_id=row["client_order_id"],
         exchange_order_id=row["exchange_id"], status=enum_value(t.OrderStatus, "ORDER_STATUS_", row["status"]),
@@ -92,7 +93,8 @@ def insert_args(u: t.OrderUpdate, audit: dict[str, Any]) -> tuple[Any, ...]:
             enum_name(t.Side, "SIDE_", r.side), r.quantity, r.price_paise, r.trigger_price_paise,
             enum_name(t.OrderType, "ORDER_TYPE_", r.order_type), enum_name(t.Product, "PRODUCT_", r.product),
             enum_name(t.Validity, "VALIDITY_", r.validity), r.token, r.exchange_segment, r.symbol, u.sequence,
-            u.ts_ns, r.tick_recv_ns, jsonb(with_log(audit, u)), ts_of(u.ts_ns), factor.numerator, factor.denominator)
+            u.ts_ns, r.tick_recv_ns, jsonb(with_log(audit, u)), ts_of(u.ts_ns), factor.numerator, factor.denominator,
+            r.reason)
 
 
 def with_log(audit: dict[str, Any], u: t.OrderUpdate) -> dict[str, Any]:
@@ -120,18 +122,19 @@ WITH new AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
                          $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[],
                          $15::text[], $16::bigint[], $17::bigint[], $18::bigint[], $19::text[], $20::timestamptz[],
-                         $21::bigint[], $22::bigint[], $23::bigint[], $24::bigint[], $25::bigint[], $26::text[])
+                         $21::bigint[], $22::bigint[], $23::text[], $24::bigint[], $25::bigint[], $26::bigint[],
+                         $27::text[])
         WITH ORDINALITY AS r (internal_id, client_order_id, strategy_tag, signal_id, status, side, quantity, price,
                               trigger, order_type, product, validity, token, exchange_segment, symbol, sequence,
-                              ts_ns, tick_recv_ns, metadata, created_at, factor_num, factor_den, fill_qty, fill_price,
-                              fill_charges, payload, n)),
+                              ts_ns, tick_recv_ns, metadata, created_at, factor_num, factor_den, request_reason,
+                              fill_qty, fill_price, fill_charges, payload, n)),
 ins AS (
     INSERT INTO order_ledger (internal_id, client_order_id, strategy_tag, signal_id, status, side, quantity, price,
         trigger, order_type, product, validity, token, exchange_segment, symbol, last_sequence, last_ts_ns,
-        tick_recv_ns, metadata, created_at, updated_at, price_factor_num, price_factor_den)
+        tick_recv_ns, metadata, created_at, updated_at, price_factor_num, price_factor_den, request_reason)
     SELECT internal_id, client_order_id, strategy_tag, signal_id, status, side, quantity, price, trigger, order_type,
         product, validity, token, exchange_segment, symbol, sequence, ts_ns, tick_recv_ns, metadata::jsonb, created_at,
-        created_at, factor_num, factor_den
+        created_at, factor_num, factor_den, request_reason
     FROM new ORDER BY n
     ON CONFLICT DO NOTHING
     RETURNING internal_id),

@@ -108,7 +108,7 @@ async def test_a_backtest_replays_each_stored_day_reports_it_and_leaves_the_ledg
     assert len(rows) == sum(len(r["fills"]) for r in results) >= thursday["trades"] + friday["trades"]
     assert {row["day"] for row in rows} == {"2026-11-19", "2026-11-20"}
     assert all(row["reason"].startswith(("RSI crossed", "exit ")) for row in rows if row["strategy"] == "momentum_rsi")
-    assert {row["reason"] for row in rows if row["strategy"] == "SQUAREOFF"} == {"SQUAREOFF"}
+    assert {row["reason"] for row in rows if row["strategy"] == "SQUAREOFF"} == {"intraday square-off"}
     assert bot_api.calls == []
     conn = await asyncpg.connect(database)
     try:

@@ -31,6 +31,19 @@ async def test_a_write_ahead_order_is_pending_new_after_a_crash_before_the_broke
     assert open_orders[0].request == order.request
 
 
+async def test_why_an_order_was_placed_is_kept_with_it_in_the_ledger(db_pool):
+    ledger = PgLedger(db_pool)
+    order = new_order(str(uuid.uuid4()), "sig-why")
+    order.request.reason = "trailing stop 1%: tick ₹100.98, 1.00% under the best ₹102.00 since the entry ₹100.00"
+    await ledger.insert_many([(order, {})])
+
+    (listed,) = await ledger.list_orders(strategy_tag=order.request.strategy_tag)
+
+    assert listed.request.reason == order.request.reason
+    assert await db_pool.fetchval("SELECT request_reason FROM order_ledger WHERE internal_id = $1",
+                                  uuid.UUID(order.internal_id)) == order.request.reason
+
+
 async def test_insert_new_twice_with_one_client_order_id_returns_the_existing_order(db_pool):
     ledger = PgLedger(db_pool)
     first = new_order(str(uuid.uuid4()), "sig-dup")

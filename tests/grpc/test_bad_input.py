@@ -68,6 +68,8 @@ CASES = [
     ("oms", "PlaceOrder", oms_pb2.PlaceOrderRequest(order=good_order(side=trading_pb2.SIDE_UNSPECIFIED)),
      INV, "side"),
     ("oms", "PlaceOrder", oms_pb2.PlaceOrderRequest(order=good_order(price_paise=100_003)), INV, "tick"),
+    ("oms", "PlaceOrder", oms_pb2.PlaceOrderRequest(order=good_order(reason="x" * 257)), INV, "order.reason"),
+    ("risk", "SubmitOrder", risk_pb2.SubmitOrderRequest(order=good_order(reason="x" * 257)), INV, "reason"),
     # proto3 enums take any number: one the contract does not define is never placed (Kotak would get garbage).
     ("oms", "PlaceOrder", oms_pb2.PlaceOrderRequest(order=good_order(order_type=2147483647)), INV, "order_type"),
     ("risk", "SubmitOrder", risk_pb2.SubmitOrderRequest(order=good_order(validity=7)), INV, "validity"),

@@ -37,12 +37,12 @@ def notifier_toml(fake_api) -> dict:
                          "batch_window_seconds": 0.05, "polling_timeout_seconds": 1, "daily_summary_time_ist": ""}}
 
 
-def manual_order(instrument, quantity: int, cid: str) -> trading_pb2.OrderRequest:
+def manual_order(instrument, quantity: int, cid: str, reason: str = "") -> trading_pb2.OrderRequest:
     return trading_pb2.OrderRequest(
         client_order_id=cid, token=instrument.token, exchange_segment=instrument.exchange_segment,
         symbol=instrument.symbol, side=trading_pb2.SIDE_BUY, quantity=quantity,
         order_type=trading_pb2.ORDER_TYPE_MARKET, product=trading_pb2.PRODUCT_MIS,
-        validity=trading_pb2.VALIDITY_DAY, strategy_tag="MANUAL")
+        validity=trading_pb2.VALIDITY_DAY, strategy_tag="MANUAL", reason=reason)
 
 
 async def test_a_monolith_fill_and_rejection_reach_telegram(fake_api):
@@ -67,7 +67,7 @@ async def test_a_monolith_fill_and_rejection_reach_telegram(fake_api):
 
     fill = next(t for t in texts if "<b>Fill</b>" in t and "BUY 1 SBIN-EQ" in t)
     rejection = next(t for t in texts if "Risk rejected" in t and "BUY 5000 SBIN-EQ" in t)
-    assert "(filled 1/1) [MANUAL]" in fill
+    assert "(filled 1/1) [MANUAL]\na trader's note: hedge" in fill  # why it was placed, kept with the order
     assert "Risk rejected MAX_ORDER_QUANTITY" in rejection
 
 
@@ -265,7 +265,8 @@ async def place_once_priced(bus, instrument, within: float = 20.0) -> str:
     deadline = loop.time() + within
     for attempt in itertools.count():
         try:
-            await bus.call(rpc.PLACE_ORDER, oms_pb2.PlaceOrderRequest(order=manual_order(instrument, 1, f"s{attempt}")))
+            await bus.call(rpc.PLACE_ORDER, oms_pb2.PlaceOrderRequest(
+                order=manual_order(instrument, 1, f"s{attempt}", reason="a trader's note: hedge")))
             return f"s{attempt}"
         except RiskRejected as exc:
             assert exc.reason_code == "NO_PRICE" and loop.time() < deadline, str(exc)

@@ -37,6 +37,17 @@ async def test_a_fill_reaches_the_chat(notifier, fake_api, bus):
     assert sent[0]["parse_mode"] == "HTML"
 
 
+async def test_a_fill_says_why_its_order_was_placed_escaped_for_telegram(notifier, fake_api, bus):
+    update = fill()
+    update.request.reason = "stop loss 1%: tick ₹98.90 <1.10% under> the entry ₹100.00"
+    await bus.publish(Topic.ORDER_UPDATES, update)
+
+    sent = await fake_api.wait_sent(1, chat_id=CHAT)
+
+    assert sent[0]["text"] == ("✅ <b>Fill</b>\nBUY 10 SBIN-EQ @ ₹800.50 (filled 10/10) [MOMENTUM_RSI]\n"
+                               "stop loss 1%: tick ₹98.90 &lt;1.10% under&gt; the entry ₹100.00")
+
+
 async def test_a_risk_rejection_reaches_the_chat_with_its_reason(notifier, fake_api, bus):
     decision = trading_pb2.RiskDecision(accepted=False, reason_code="MAX_ORDER_QUANTITY", strategy="MOMENTUM_RSI",
                                         reason="quantity 600 is above max_order_quantity 500", order=SBIN)

@@ -11,7 +11,7 @@ import pytest
 
 from services.risk.config import RiskSettings
 from services.risk.module import RiskModule
-from services.risk.orders import order_from_signal, signal_client_order_id
+from services.risk.orders import order_from_signal, signal_client_order_id, square_off_orders
 from shared import rpc
 from shared.bus import Bus, Topic
 from shared.clock import ManualClock, ist_ns
@@ -19,6 +19,7 @@ from shared.config import load
 from shared.contracts import ingestion_pb2, market_pb2, oms_pb2, ops_pb2, risk_pb2, trading_pb2
 from shared.errors import InvalidInput, NeoPulseError, NotFound, RiskRejected, TradingHalted
 from shared.marketdata import nse_instruments
+from shared.positions import PositionState
 from tests.helpers import eventually as wait_for
 from tests.risk.factories import DAY, RELIANCE, fill, order
 
@@ -94,6 +95,14 @@ async def test_a_signal_becomes_an_accepted_decision_on_orders(risk):
     got = decision.order
     assert (got.client_order_id, got.strategy_tag, got.signal_id, got.tick_recv_ns, got.quantity, got.price_paise) \
         == (signal_client_order_id("momentum-2885-1"), "MOMENTUM_RSI", "momentum-2885-1", 123, 5, 1290_00)
+
+
+def test_an_order_says_why_it_was_placed_a_signals_reason_cut_to_the_limit_and_a_square_offs():
+    assert order_from_signal(signal(reason="stop loss 1%: tick ₹98.90")).reason == "stop loss 1%: tick ₹98.90"
+    assert order_from_signal(signal(reason="x" * 300)).reason == "x" * 256  # never refused for its length
+    position = PositionState(token=RELIANCE, product=trading_pb2.PRODUCT_MIS, net_quantity=10)
+    (order,) = square_off_orders(position, None, 10, 100, DAY)
+    assert order.reason == "intraday square-off"
 
 
 async def test_a_signal_off_the_tick_size_becomes_a_rejection_on_orders(risk):
