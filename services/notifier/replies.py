@@ -160,6 +160,8 @@ def history_html(entries: list[oms_pb2.OrderHistoryEntry]) -> str:
     lines = [f"History of <code>{esc(first.client_order_id)}</code>: {side_label(first.request.side)} "
              f"<b>{esc(first.request.symbol)}</b>" + (f" [{esc(first.request.strategy_tag)}]"
                                                       if first.request.strategy_tag else "")]
+    if first.request.reason:
+        lines.append(f"Why: {esc(first.request.reason)}")
     for entry in entries:
         u, r = entry.update, entry.update.request
         price = fmt_inr(r.price_paise) if r.price_paise else "MKT"

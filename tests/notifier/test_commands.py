@@ -8,9 +8,9 @@ import re
 
 from services.notifier.messages import join_messages
 from services.notifier.module import NotifierModule
-from services.notifier.replies import order_line
+from services.notifier.replies import history_html, order_line
 from shared import rpc
-from shared.contracts import risk_pb2, strategy_pb2, trading_pb2
+from shared.contracts import oms_pb2, risk_pb2, strategy_pb2, trading_pb2
 from tests.notifier.conftest import CHAT, DAY_START, order, settings_for, started
 
 
@@ -74,6 +74,16 @@ async def test_history_shows_an_orders_transitions_and_asks_for_an_id(notifier, 
     assert reply.splitlines() == ["History of <code>c-SBIN-EQ</code>: BUY <b>SBIN-EQ</b> [MOMENTUM_RSI]",
                                   "11:00:00 TRADED · 10/10 · MKT · broker"]
     assert nameless.startswith("⚠️ order: give one order's id")
+
+
+def test_history_says_why_the_order_was_placed():
+    placed = trading_pb2.OrderUpdate(
+        client_order_id="c-1", status=trading_pb2.ORDER_STATUS_OPEN, request=trading_pb2.OrderRequest(
+            symbol="SBIN-EQ", side=trading_pb2.SIDE_SELL, quantity=10, strategy_tag="mom",
+            reason="stop loss 1%: tick ₹98.90 <1.10% under>"))
+
+    assert history_html([oms_pb2.OrderHistoryEntry(update=placed)]).splitlines()[:2] == [
+        "History of <code>c-1</code>: SELL <b>SBIN-EQ</b> [mom]", "Why: stop loss 1%: tick ₹98.90 &lt;1.10% under&gt;"]
 
 
 def test_an_order_given_up_is_not_listed_as_a_plain_rejection():
