@@ -48,11 +48,8 @@ def summarise(day: date, orders: list[trading_pb2.OrderUpdate],
     for order in sorted(orders, key=lambda o: (o.ts_ns, o.sequence)):
         if order.filled_quantity <= 0 or day_of(order.ts_ns) != day:
             continue
-        req = order.request
-        tag = req.strategy_tag or MANUAL
-        book = books.setdefault(tag, PositionBook())
-        book.position(req.token, req.product or trading_pb2.PRODUCT_MIS).apply_fill(
-            req.side, order.filled_quantity, order.average_price_paise)
+        tag = order.request.strategy_tag or MANUAL
+        books.setdefault(tag, PositionBook()).apply_update(as_one_fill(order))
         summary.strategies.setdefault(tag, StrategyDay()).trades += 1
         summary.trades += 1
     for tag, book in books.items():
@@ -61,6 +58,15 @@ def summarise(day: date, orders: list[trading_pb2.OrderUpdate],
         summary.strategies[tag].realised_pnl_paise = book.realised_pnl_paise()
         summary.strategies[tag].unrealised_pnl_paise = book.unrealised_pnl_paise()
     return summary
+
+
+def as_one_fill(order: trading_pb2.OrderUpdate) -> trading_pb2.OrderUpdate:
+    """An order's fills so far as one fill at their average price (its request's price factor included: a
+    contract's P&L is its price move times the factor)."""
+    out = trading_pb2.OrderUpdate(last_fill_quantity=order.filled_quantity,
+                                  last_fill_price_paise=order.average_price_paise)
+    out.request.CopyFrom(order.request)
+    return out
 
 
 def next_summary_ns(now_ns: int, hhmm: str) -> int:

@@ -44,6 +44,18 @@ def test_summary_replays_each_strategys_filled_orders_of_the_day():
                                   "manual": StrategyDay(trades=1, unrealised_pnl_paise=5_000)}
 
 
+def test_a_contracts_pnl_in_the_summary_is_its_price_move_times_its_price_factor():
+    """Crude oil is quoted per barrel and traded by the contract of 100 barrels: Rs 10 a barrel is Rs 1,000."""
+    crude = [order("CRUDEOIL", side, filled=1, avg=avg, token=4321, ts_ns=ist_ns(DAY, hour, 0))
+             for side, avg, hour in ((BUY, 5_000_00, 10), (SELL, 5_010_00, 11))]
+    for o in crude:
+        o.request.price_factor.numerator = 100
+
+    summary = summarise(DAY, crude, oms_pb2.ListPositionsResponse())
+
+    assert summary.strategies["MOMENTUM_RSI"].realised_pnl_paise == 1_000_00
+
+
 def test_summary_totals_and_charges_come_from_the_oms_positions():
     summary = summarise(DAY, day_orders(), positions())
 
