@@ -28,12 +28,13 @@ from typing import Any
 from pydantic import SecretStr
 
 from services.app.config import AppSettings, warn_unknown_env
-from services.notifier.summary import DailySummary, summarise
+from services.notifier.summary import MANUAL, DailySummary, as_one_fill, summarise
 from shared import clock, logs, rpc, runtime
 from shared import config as cfg
 from shared.contracts import oms_pb2, trading_pb2
 from shared.errors import ConfigError
 from shared.money import fmt_inr
+from shared.positions import SQUAREOFF_TAG, PositionBook
 
 MAX_DAYS = 366
 # After the day's last tick the book must stay still this long: the last candles' orders and risk's square-off
@@ -184,7 +185,7 @@ async def run_day(settings: AppSettings, toml: dict[str, Any], url: str, day: da
             ingestion = next(c for c in app.components if c.name == "ingestion")
             await ingestion.ended.wait()  # type: ignore[attr-defined]
             summary, orders = await _still_then_summary(app, day)
-            out.append(day_result(day, summary, time.monotonic() - began, fills(day, orders)))
+            out.append(day_result(day, summary, time.monotonic() - began, fills(day, orders), round_trips(orders)))
         finally:
             stop.set()
 
@@ -226,13 +227,61 @@ def fills(day: date, orders: list[trading_pb2.OrderUpdate]) -> list[dict[str, An
     return out
 
 
-def day_result(day: date, s: DailySummary, seconds: float, filled: list[dict[str, Any]] | None = None) -> DayResult:
+def round_trips(orders: list[trading_pb2.OrderUpdate]) -> dict[str, list[int]]:
+    """Each strategy's round trips of the day (a position opened and brought back to flat, or turned over): the P&L
+    of each before charges, paise, in the order they closed. A square-off's fill closes the strategies' positions it
+    is against, in the order the strategies first traded that day (the strategy engine goes by configuration order,
+    which the orders do not carry); a position still open at the end is no round trip."""
+    books: dict[str, PositionBook] = {}
+    running: dict[tuple[str, int, int], int] = {}  # (strategy, token, product) -> P&L of the open round trip
+    out: dict[str, list[int]] = {}
+
+    def book(tag: str, update: trading_pb2.OrderUpdate) -> int:
+        """Apply a fill to `tag`'s book; returns how much of it was against tag's position (0: none)."""
+        req = update.request
+        key = (req.token, req.product or trading_pb2.PRODUCT_MIS)
+        pos = books.setdefault(tag, PositionBook()).position(*key)
+        before = pos.net_quantity
+        realised = books[tag].apply_update(update)
+        after = pos.net_quantity
+        trip = (tag, *key)
+        running[trip] = running.get(trip, 0) + realised
+        if before and (after == 0 or (after > 0) != (before > 0)):
+            out.setdefault(tag, []).append(running.pop(trip))
+        against = before and (before > 0) != (req.side == trading_pb2.SIDE_BUY)
+        return min(abs(before), update.last_fill_quantity) if against else 0
+
+    for order in sorted((o for o in orders if o.filled_quantity > 0), key=lambda o: (o.ts_ns, o.sequence)):
+        fill, tag = as_one_fill(order), order.request.strategy_tag or MANUAL
+        if tag != SQUAREOFF_TAG:
+            book(tag, fill)
+            continue
+        key = (fill.request.token, fill.request.product or trading_pb2.PRODUCT_MIS)
+        for name in list(books):
+            held = books[name].positions.get(key)
+            if fill.last_fill_quantity <= 0 or held is None or not held.net_quantity \
+                    or (held.net_quantity > 0) == (fill.request.side == trading_pb2.SIDE_BUY):
+                continue
+            part = trading_pb2.OrderUpdate()
+            part.CopyFrom(fill)
+            part.last_fill_quantity = min(fill.last_fill_quantity, abs(held.net_quantity))
+            fill.last_fill_quantity -= book(name, part)
+    return out
+
+
+def day_result(day: date, s: DailySummary, seconds: float, filled: list[dict[str, Any]] | None = None,
+               trips: dict[str, list[int]] | None = None) -> DayResult:
+    strategies: dict[str, dict[str, int]] = {}
+    for name, d in s.strategies.items():
+        mine = (trips or {}).get(name, [])
+        strategies[name] = {"trades": d.trades, "realised_pnl_paise": d.realised_pnl_paise,
+                            "unrealised_pnl_paise": d.unrealised_pnl_paise,
+                            "round_trips_won": sum(p > 0 for p in mine), "round_trips_lost": sum(p <= 0 for p in mine),
+                            "won_paise": sum(p for p in mine if p > 0), "lost_paise": sum(p for p in mine if p <= 0)}
     return DayResult(
         day=day.isoformat(), trades=s.trades, realised_pnl_paise=s.realised_pnl_paise,
         unrealised_pnl_paise=s.unrealised_pnl_paise, charges_paise=s.charges_paise, net_pnl_paise=s.net_pnl_paise,
-        strategies={name: {"trades": d.trades, "realised_pnl_paise": d.realised_pnl_paise,
-                           "unrealised_pnl_paise": d.unrealised_pnl_paise} for name, d in s.strategies.items()},
-        seconds=round(seconds, 1), fills=filled or [])
+        strategies=strategies, seconds=round(seconds, 1), fills=filled or [])
 
 
 def max_drawdown_paise(results: list[DayResult]) -> int:
@@ -243,6 +292,23 @@ def max_drawdown_paise(results: list[DayResult]) -> int:
         best = max(best, running)
         worst = max(worst, best - running)
     return worst
+
+
+def strategy_line(name: str, d: dict[str, int]) -> str:
+    """'name: N trades, Rs X before charges', then its round trips' record: how many, how many won, the average win
+    and loss, and the profit factor (won / lost; "-" with nothing lost)."""
+    pnl = d["realised_pnl_paise"] + d["unrealised_pnl_paise"]
+    line = f"{name}: {d['trades']} trades, {fmt_inr(pnl)} before charges"
+    won, lost = d.get("round_trips_won", 0), d.get("round_trips_lost", 0)
+    if not won + lost:
+        return line
+    line += f" · {won + lost} round trip{'s' if won + lost != 1 else ''}, {won * 100 // (won + lost)}% won"
+    if won:
+        line += f", average win {fmt_inr(d['won_paise'] // won)}"
+    if lost:
+        line += f", average loss {fmt_inr(d['lost_paise'] // lost)}"
+    factor = f"{d['won_paise'] / -d['lost_paise']:.2f}" if d["lost_paise"] else "-"
+    return line + f", profit factor {factor}"
 
 
 def report(results: list[DayResult]) -> str:
@@ -257,14 +323,13 @@ def report(results: list[DayResult]) -> str:
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths,
                                                                                                   strict=True)))
              for row in rows]
-    strategies: dict[str, list[int]] = {}
+    strategies: dict[str, dict[str, int]] = {}
     for r in results:
         for name, d in r.strategies.items():
-            acc = strategies.setdefault(name, [0, 0])
-            acc[0] += d["trades"]
-            acc[1] += d["realised_pnl_paise"] + d["unrealised_pnl_paise"]
-    lines += [f"{name}: {trades} trades, {fmt_inr(pnl)} before charges"
-              for name, (trades, pnl) in sorted(strategies.items())]
+            acc = strategies.setdefault(name, {})
+            for key, value in d.items():
+                acc[key] = acc.get(key, 0) + value
+    lines += [strategy_line(name, acc) for name, acc in sorted(strategies.items())]
     won = sum(r.net_pnl_paise > 0 for r in results)
     lines.append(f"days won {won} of {len(results)} · worst drawdown {fmt_inr(max_drawdown_paise(results))} · "
                  f"net {fmt_inr(total)}")
