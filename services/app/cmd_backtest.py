@@ -9,7 +9,9 @@ its orders stay in memory: the order ledger and the risk state in the database a
 Prints a table (a line a day: trades, realised and unrealised P&L, charges, net; then each strategy, the days won,
 the worst drawdown of the days' running net) and writes it as JSON with --json; --trades writes every filled order
 as a CSV row (day, IST time of its last fill, strategy, symbol, side, quantity, average price, why it was placed:
-OrderRequest.reason). Exit codes: 0 done; 2 bad config or no stored day in the range.
+OrderRequest.reason). With --set NAME.PARAM=V1,V2 (repeatable) it runs every combination of those values of the
+strategies' parameters over the same days and prints one line per combination instead (a sweep). Exit codes: 0
+done; 2 bad config or no stored day in the range.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import itertools
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,6 +41,7 @@ from shared.money import fmt_inr
 from shared.positions import SQUAREOFF_TAG, PositionBook
 
 MAX_DAYS = 366
+MAX_VARIANTS = 64  # combinations of --set values in one sweep
 # After the day's last tick the book must stay still this long: the last candles' orders and risk's square-off
 # (its timer looks every timer_interval_ms, 200) are done.
 SETTLE_S = 1.0
@@ -71,6 +76,9 @@ def add_parser(sub: Any) -> None:
                    help="the last IST day (default: --from; alone, that one day)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     p.add_argument("--trades", type=Path, metavar="PATH", help="also write every filled order here, as CSV")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME.PARAM=V1[,V2...]",
+                   help="a strategy's parameter at each of these values (repeatable: every combination runs, over "
+                        "the same days, and the report compares them)")
     p.set_defaults(handler=handle)
 
 
@@ -84,6 +92,7 @@ def handle(args: argparse.Namespace) -> int:
             raise ConfigError(f"at most {MAX_DAYS} days at a time")
         if not settings.use_database:
             raise ConfigError("a backtest reads market_ticks: it needs the database (use_database = true)")
+        runs = variants(toml, args.sets)
     except ConfigError as exc:
         print(f"neopulse: {exc}", file=sys.stderr)
         return 2
@@ -91,35 +100,90 @@ def handle(args: argparse.Namespace) -> int:
     logs.setup("ERROR")  # a day's fills, notices and square-off warnings would bury the report
     clock.set_holidays(settings.holidays)
     try:
-        results = asyncio.run(backtest(settings, toml, args.first, args.last))
+        results = asyncio.run(backtest(settings, [variant for _, variant in runs], args.first, args.last))
     except ConfigError as exc:
         print(f"neopulse: {exc}", file=sys.stderr)
         return 2
     except BaseException as exc:
         return runtime.exit_code(exc)
-    print(report(results))
+    swept = [(label, days) for (label, _), days in zip(runs, results, strict=True)]
+    print(sweep_report(swept) if args.sets else report(results[0]))
     if args.json is not None:
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
+        doc: Any = ([{"set": label, "days": [asdict(r) for r in days]} for label, days in swept] if args.sets
+                    else [asdict(r) for r in results[0]])
+        args.json.write_text(json.dumps(doc, indent=2))
     if args.trades is not None:
-        write_trades(args.trades, results)
+        write_trades(args.trades, swept, with_set=bool(args.sets))
     return 0
 
 
-def write_trades(path: Path, results: list[DayResult]) -> None:
-    """Every day's filled orders as CSV, the price in rupees."""
+def variants(toml: dict[str, Any], sets: list[str]) -> list[tuple[dict[str, str], dict[str, Any]]]:
+    """Each combination of the --set values (NAME.PARAM=V1,V2,...) as (its label, the config to run): the
+    strategies of the config (or the default one) with those parameters. Every one is validated here, before any
+    day runs: a ConfigError names the bad --set or parameter."""
+    if not sets:
+        return [({}, toml)]
+    from services.strategy.config import StrategySettings
+    from services.strategy.plugins import strategy_class
+
+    if os.environ.get("NEOPULSE_STRATEGY_STRATEGIES"):
+        raise ConfigError("--set changes the strategies of the config file; NEOPULSE_STRATEGY_STRATEGIES would "
+                          "replace them: unset it")
+    strategies = [s.model_dump() for s in cfg.load(StrategySettings, toml).strategies]
+    by_name = {s["name"]: s for s in strategies}
+    axes = []
+    for text in sets:
+        target, _, values = text.partition("=")
+        name, _, param = target.partition(".")
+        if not name or not param or not values.strip():
+            raise ConfigError(f"--set {text!r}: expected NAME.PARAM=VALUE[,VALUE...], "
+                              "e.g. momentum_rsi.stop_loss_pct=0.5,1,2")
+        if name not in by_name:
+            raise ConfigError(f"--set {text}: no strategy named {name!r}; configured: {', '.join(by_name)}")
+        known = strategy_class(by_name[name]["kind"]).Params.model_fields
+        if param not in known:
+            raise ConfigError(f"--set {text}: {by_name[name]['kind']} has no parameter {param!r}; known: "
+                              f"{', '.join(known)}")
+        axes.append([(target, value.strip()) for value in values.split(",")])
+    combos = list(itertools.product(*axes))
+    if len(combos) > MAX_VARIANTS:
+        raise ConfigError(f"--set makes {len(combos)} combinations; at most {MAX_VARIANTS} at a time")
+    out = []
+    for combo in combos:
+        configs = [{**s, "params": dict(s["params"])} for s in strategies]
+        for target, value in combo:
+            name, _, param = target.partition(".")
+            next(c for c in configs if c["name"] == name)["params"][param] = value
+        variant = {**toml, "strategy": {**toml.get("strategy", {}), "strategies": configs}}
+        try:
+            cfg.load(StrategySettings, variant)
+        except ConfigError as exc:
+            raise ConfigError(f"--set {' '.join(f'{t}={v}' for t, v in combo)}: {exc}") from None
+        out.append((dict(combo), variant))
+    return out
+
+
+def write_trades(path: Path, runs: list[tuple[dict[str, str], list[DayResult]]], with_set: bool = False) -> None:
+    """Every day's filled orders as CSV, the price in rupees; in a sweep, each row first says its combination."""
     with path.open("w", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow([*FILL_FIELDS[:-2], "price", "reason"])
-        for r in results:
-            for fill in r.fills:
-                row = [fill[name] for name in FILL_FIELDS]
-                row[-2] = f"{fill['price_paise'] / 100:.2f}"
-                writer.writerow(row)
+        writer.writerow([*(["set"] if with_set else []), *FILL_FIELDS[:-2], "price", "reason"])
+        for label, results in runs:
+            for r in results:
+                for fill in r.fills:
+                    row = [fill[name] for name in FILL_FIELDS]
+                    row[-2] = f"{fill['price_paise'] / 100:.2f}"
+                    writer.writerow([*([set_label(label)] if with_set else []), *row])
 
 
-async def backtest(settings: AppSettings, toml: dict[str, Any], first: date | None,
-                   last: date | None) -> list[DayResult]:
-    """Every stored day of the range, one after another, on one database (the embedded server started once)."""
+def set_label(label: dict[str, str]) -> str:
+    return " ".join(f"{target}={value}" for target, value in label.items())
+
+
+async def backtest(settings: AppSettings, tomls: list[dict[str, Any]], first: date | None,
+                   last: date | None) -> list[list[DayResult]]:
+    """Every stored day of the range, one after another, for each config (a sweep's combinations), on one database
+    (the embedded server started once)."""
     from shared.db.database import EMBEDDED_DB_NAME, ensure_database
     from shared.db.embedded import EmbeddedPostgres
 
@@ -129,7 +193,8 @@ async def backtest(settings: AppSettings, toml: dict[str, Any], first: date | No
         embedded = EmbeddedPostgres(settings.data_dir)
         url = await ensure_database(await asyncio.to_thread(embedded.start), EMBEDDED_DB_NAME)
     try:
-        return [await run_day(settings, toml, url, day) for day in await stored_days(url, first, last)]
+        days = await stored_days(url, first, last)
+        return [[await run_day(settings, toml, url, day) for day in days] for toml in tomls]
     finally:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
@@ -309,6 +374,27 @@ def strategy_line(name: str, d: dict[str, int]) -> str:
         line += f", average loss {fmt_inr(d['lost_paise'] // lost)}"
     factor = f"{d['won_paise'] / -d['lost_paise']:.2f}" if d["lost_paise"] else "-"
     return line + f", profit factor {factor}"
+
+
+def sweep_report(runs: list[tuple[dict[str, str], list[DayResult]]]) -> str:
+    """A line per combination of a sweep: its values, trades, net, days won, worst drawdown, and the round trips of
+    all its strategies (how many, the share won, the profit factor)."""
+    targets = list(runs[0][0])
+    rows = [(*targets, "trades", "net", "days won", "drawdown", "round trips", "won", "profit factor")]
+    for label, days in runs:
+        won = lost = won_paise = lost_paise = 0
+        for r in days:
+            for d in r.strategies.values():
+                won, lost = won + d.get("round_trips_won", 0), lost + d.get("round_trips_lost", 0)
+                won_paise, lost_paise = won_paise + d.get("won_paise", 0), lost_paise + d.get("lost_paise", 0)
+        rows.append((*(label[t] for t in targets), str(sum(r.trades for r in days)),
+                     fmt_inr(sum(r.net_pnl_paise for r in days)),
+                     f"{sum(r.net_pnl_paise > 0 for r in days)} of {len(days)}", fmt_inr(max_drawdown_paise(days)),
+                     str(won + lost), f"{won * 100 // (won + lost)}%" if won + lost else "-",
+                     f"{won_paise / -lost_paise:.2f}" if lost_paise else "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) if i < len(targets) else cell.rjust(w)
+                               for i, (cell, w) in enumerate(zip(row, widths, strict=True))) for row in rows)
 
 
 def report(results: list[DayResult]) -> str:

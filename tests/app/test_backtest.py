@@ -8,6 +8,7 @@ import asyncio
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import date
@@ -15,12 +16,20 @@ from datetime import date
 import asyncpg
 import pytest
 
-from services.app.cmd_backtest import DayResult, max_drawdown_paise, report, round_trips, strategy_line
+from services.app.cmd_backtest import (
+    DayResult,
+    max_drawdown_paise,
+    report,
+    round_trips,
+    strategy_line,
+    variants,
+)
 from services.ingestion.instrument_store import upsert_instruments
 from services.ingestion.tick_writer import TickWriter
 from shared.clock import NS, ManualClock, ist_ns
 from shared.contracts import market_pb2, trading_pb2
 from shared.db.config import DatabaseSettings
+from shared.errors import ConfigError
 from shared.marketdata import SyntheticMarket, nse_instruments
 from tests.grpc.procs import ROOT
 from tests.notifier.fake_bot_api import FakeBotApi
@@ -167,15 +176,9 @@ stop_loss_pct = 1
     assert result["realised_pnl_paise"] == -110, done.stdout
 
 
-@pytest.mark.slow
-async def test_an_opening_range_breakout_enters_at_the_break_and_takes_its_target_in_a_backtest(database, tmp_path):
-    """ORB on a 3-minute range from 09:30 (99.00-101.00): the tick at 101.00 after it buys, the one at 105.00 (twice
-    the risk of 2.00 above the entry) sells; both MARKET orders fill at the ticks that made them: Rs 4.00."""
-    prices = [(5, 100_00), (40, 101_00), (70, 99_00), (150, 100_50), (185, 100_80), (200, 101_00), (230, 103_00),
+ORB_PRICES = [(5, 100_00), (40, 101_00), (70, 99_00), (150, 100_50), (185, 100_80), (200, 101_00), (230, 103_00),
               (260, 105_00), (300, 104_00), (400, 104_00), (540, 104_00)]
-    await store_ticks(database, THURSDAY, prices)
-    config = tmp_path / "orb.toml"
-    config.write_text("""
+ORB = """
 [[strategy.strategies]]
 name = "orb"
 kind = "ORB"
@@ -183,7 +186,16 @@ symbols = ["SBIN-EQ"]
 [strategy.strategies.params]
 session_start_ist = "09:30"
 range_minutes = 3
-""")
+"""
+
+
+@pytest.mark.slow
+async def test_an_opening_range_breakout_enters_at_the_break_and_takes_its_target_in_a_backtest(database, tmp_path):
+    """ORB on a 3-minute range from 09:30 (99.00-101.00): the tick at 101.00 after it buys, the one at 105.00 (twice
+    the risk of 2.00 above the entry) sells; both MARKET orders fill at the ticks that made them: Rs 4.00."""
+    await store_ticks(database, THURSDAY, ORB_PRICES)
+    config = tmp_path / "orb.toml"
+    config.write_text(ORB)
     out, trades = tmp_path / "orb.json", tmp_path / "orb.csv"
 
     done = await backtest(database, "--config", str(config), "--to", "2026-11-19", "--json", str(out),
@@ -269,6 +281,54 @@ def test_a_strategys_line_gives_its_round_trips_record():
 
     assert line == ("a: 5 trades, ₹25.00 before charges · 2 round trips, 50% won, average win ₹30.00, average loss "
                     "-₹5.00, profit factor 6.00")
+
+
+@pytest.mark.slow
+async def test_a_sweep_runs_each_combination_of_the_set_values_over_the_same_days(database, tmp_path):
+    """ORB's day above with a target of 2R (taken: two trades) and with none (the position left open: one)."""
+    await store_ticks(database, THURSDAY, ORB_PRICES)
+    config, out, trades = tmp_path / "orb.toml", tmp_path / "sweep.json", tmp_path / "sweep.csv"
+    config.write_text(ORB)
+
+    done = await backtest(database, "--config", str(config), "--to", "2026-11-19", "--set", "orb.target_r=2,0",
+                          "--set", "orb.buffer_pct=0", "--json", str(out), "--trades", str(trades))
+
+    assert done.returncode == 0, done.stderr
+    lines = [line.split() for line in done.stdout.splitlines()]
+    assert lines[0][:4] == ["orb.target_r", "orb.buffer_pct", "trades", "net"]
+    assert [(row[0], row[1], row[2]) for row in lines[1:]] == [("2", "0", "2"), ("0", "0", "1")]
+    assert lines[1][-3:] == ["1", "100%", "-"]  # one round trip, won
+    runs = json.loads(out.read_text())
+    assert [run["set"] for run in runs] == [{"orb.target_r": "2", "orb.buffer_pct": "0"},
+                                             {"orb.target_r": "0", "orb.buffer_pct": "0"}]
+    assert [run["days"][0]["trades"] for run in runs] == [2, 1]
+    rows = list(csv.DictReader(trades.read_text().splitlines()))
+    assert [row["set"] for row in rows] == ["orb.target_r=2 orb.buffer_pct=0"] * 2 + ["orb.target_r=0 orb.buffer_pct=0"]
+
+
+@pytest.mark.parametrize(("sets", "said"), [
+    (["momentum_rsi.stop_loss_pct"], "expected NAME.PARAM=VALUE[,VALUE...]"),
+    (["nobody.stop_loss_pct=1"], "no strategy named 'nobody'; configured: momentum_rsi"),
+    (["momentum_rsi.no_such=1"], "MOMENTUM_RSI has no parameter 'no_such'; known: rsi_period"),
+    (["momentum_rsi.rsi_period=7,-3"], "--set momentum_rsi.rsi_period=-3: "),
+    (["momentum_rsi.rsi_period=" + ",".join(map(str, range(2, 12))), "momentum_rsi.ema_period=" +
+      ",".join(map(str, range(2, 12)))], "100 combinations; at most 64")])
+def test_a_bad_set_is_a_config_error_naming_it(sets, said):
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        variants({}, sets)
+
+
+def test_each_combination_of_the_set_values_is_a_config_of_its_own():
+    runs = variants({"strategy": {"close_grace_ms": 500}},
+                    ["momentum_rsi.stop_loss_pct=0.5, 1", "momentum_rsi.order_type=MARKET"])
+
+    assert [label for label, _ in runs] == [
+        {"momentum_rsi.stop_loss_pct": "0.5", "momentum_rsi.order_type": "MARKET"},
+        {"momentum_rsi.stop_loss_pct": "1", "momentum_rsi.order_type": "MARKET"}]
+    strategy = runs[1][1]["strategy"]
+    assert strategy["close_grace_ms"] == 500
+    assert strategy["strategies"][0]["params"] == {"stop_loss_pct": "1", "order_type": "MARKET"}
+    assert variants({"a": 1}, []) == [({}, {"a": 1})]
 
 
 def test_speed_0_is_for_a_replay_only():
