@@ -107,7 +107,7 @@ class MomentumRsiParams(BaseModel):
     entry_from_ist: str = ""
     entry_until_ist: str = ""
     max_positions: int = Field(default=0, ge=0, le=10_000)
-    # Exit when a close is this many % against the entry (at the market) or in its favour (0: off).
+    # Exit at the first tick this many % against the entry (at the market) or in its favour (0: off).
     stop_loss_pct: float = Field(default=0.0, ge=0, lt=100)
     target_pct: float = Field(default=0.0, ge=0, le=1_000)
     # Exit at the market when a tick is this many % off the best price since the entry (0: off).

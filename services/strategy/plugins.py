@@ -1,6 +1,7 @@
 """The strategy plugin interface: the Strategy base class, order intents, and the registry by kind.
 
-Plugins see closed candles (and optionally ticks) and their own order updates; they never touch the bus.
+Plugins see closed candles (and optionally ticks, or only the ticks that reach prices they name) and their own order
+updates; they never touch the bus.
 
 How to add a strategy
 ---------------------
@@ -42,6 +43,14 @@ calls ``reset()`` when a field listed in ``reset_on`` changed. ``reset()`` shoul
 indicators up from what the plugin keeps (MOMENTUM_RSI keeps its latest closes): a strategy left
 cold sees no exit either until it is warm again. Then the engine asks ``exits_due(ctx)`` and
 sends at once the exits of open positions the new params call for (never an entry).
+
+To act on ticks rather than closes (a stop loss, a breakout), name the prices to wait for: ``price_levels(token,
+now_ns)`` returns (low, high) and ``on_price_level(tick, ctx)`` gets the first tick at or past either. The candle
+builder picks those ticks out in its own loop, so a token nobody watches costs nothing more. The engine asks for
+the levels whenever the token's position or orders change, at the token's closes after a level was reached, after
+an ``on_price_level`` that decided nothing (a trailing stop moving), and when the plugin calls
+``levels_changed(token)`` (ORB, once its opening range is complete). ``entry_quantity`` sizes an entry in whole lots
+from a quantity or a budget in rupees.
 
 At start (with a database) the module warms every strategy up from the stored ticks: the 1-minute candles each
 traded token closed before now, today's and, while fewer than ``closes_needed()`` (override it when your
