@@ -5,13 +5,14 @@ Validated against the plugin registry at load time, so a bad kind or parameter s
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.strategy.plugins import strategy_class
-from shared.config import ModuleSettings
+from shared.config import ModuleSettings, RupeesOrOff
 
 
 class StrategyConfig(BaseModel):
@@ -24,6 +25,9 @@ class StrategyConfig(BaseModel):
     # Trading symbols (e.g. "RELIANCE-EQ"); empty = every instrument ingestion lists.
     symbols: list[str] = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict)
+    # Rupees (0: off): once its day's P&L (realised + unrealised - charges of its own fills) is this far under
+    # zero, the strategy is paused, its working orders cancelled and its positions closed at the market.
+    max_daily_loss: RupeesOrOff = Decimal(0)
 
     @model_validator(mode="after")
     def _kind_and_params_are_known(self) -> StrategyConfig:

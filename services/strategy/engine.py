@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 from prometheus_client import Counter
 from pydantic import ValidationError
@@ -26,10 +27,11 @@ from services.strategy.plugins import (
     strategy_class,
 )
 from shared.bus import Sequencer
-from shared.clock import Clock
+from shared.clock import NS, Clock, ist_day_number
 from shared.contracts import market_pb2, strategy_pb2, trading_pb2
 from shared.errors import ConfigError, InvalidInput, NotFound
 from shared.instruments import InstrumentBook, not_tradable
+from shared.money import fmt_inr, to_paise
 from shared.positions import SQUAREOFF_TAG
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,17 @@ _SIDE_NAMES: dict[int, str] = {trading_pb2.SIDE_BUY: "BUY", trading_pb2.SIDE_SEL
 OPERATOR_PAUSE = "no reason given"  # the pause_reason of a PauseStrategy without one (paused_by says who)
 
 Output = tuple[list[market_pb2.Candle], list[trading_pb2.Signal]]
+CANCEL_AGAIN_NS = 10 * NS  # a close-out's cancel of a working order is asked again after this (clock)
+CLOSE_AGAIN_NS = 5 * NS  # and its exit of a position, should it have been refused
+
+
+@dataclass
+class LossTurn:
+    """What a loss_turn asks the module to do: the strategies stopped now (name, why), the exits, the cancels."""
+
+    stopped: list[tuple[str, str]] = field(default_factory=list)
+    signals: list[trading_pb2.Signal] = field(default_factory=list)
+    cancels: list[str] = field(default_factory=list)
 
 
 def build_strategies(settings: StrategySettings, instruments: InstrumentBook) -> list[Strategy]:
@@ -56,6 +69,7 @@ def build_strategies(settings: StrategySettings, instruments: InstrumentBook) ->
             tokens.add(inst.token)
         cls = strategy_class(cfg.kind)
         strategy = cls(cfg.name, cls.Params.model_validate(cfg.params), frozenset(tokens))
+        strategy.max_daily_loss_paise = to_paise(cfg.max_daily_loss)
         unknown = unknown_indices(strategy.indices(), instruments)
         if unknown:
             raise ConfigError(f"[strategy] strategy {cfg.name!r}: {unknown}")
@@ -95,6 +109,10 @@ class StrategyEngine:
         # and the (strategy, token) pairs whose level a tick reached, to be asked again at the token's next close.
         self._levels: dict[int, tuple[tuple[Strategy, int, int], ...]] = {}
         self._reached: set[tuple[str, int]] = set()
+        # max_daily_loss: the strategies being closed out, and when to ask again for a cancel or an exit.
+        self._closing: set[str] = set()
+        self._cancel_after: dict[str, int] = {}
+        self._close_after: dict[tuple[str, int, int], int] = {}
 
     # -- data ------------------------------------------------------------------
     def on_ticks(self, ticks: Any) -> Output:
@@ -378,8 +396,65 @@ class StrategyEngine:
                 return
             held = strategy.position_in(token, product)
             if (held > 0) == closing_long and held != 0:
-                left -= strategy.closed_by_platform(token, left, product)
+                taken = strategy.closed_by_platform(token, left, product)
+                left -= taken
+                share = trading_pb2.OrderUpdate()
+                share.CopyFrom(update)
+                share.last_fill_quantity = taken
+                share.last_fill_charges_paise = 0  # the square-off's, not the strategy's own fills'
+                strategy.book_fill(share)
                 self._watch(strategy, token)
+
+    def loss_turn(self, now_ns: int) -> LossTurn:
+        """The strategies with a max_daily_loss: one whose day's P&L (day_pnl, at the candle builder's last prices)
+        fell to minus that or under is stopped, once a day: paused (by NeoPulse, saying why) and closed out. Closing
+        out goes on at each turn until it is flat: its working orders are cancelled (again after CANCEL_AGAIN_NS),
+        and each position with no order of its working is sent a MARKET exit (again after CLOSE_AGAIN_NS, should
+        that one be refused)."""
+        out = LossTurn()
+        today = ist_day_number(now_ns)
+        for strategy in self.strategies.values():
+            if not strategy.max_daily_loss_paise:
+                continue
+            if strategy.loss_stopped_day != today and strategy.name not in self._closing:
+                pnl = strategy.day_pnl(now_ns, self._last_price)
+                if pnl > -strategy.max_daily_loss_paise:
+                    continue
+                strategy.loss_stopped_day = today
+                self._closing.add(strategy.name)
+                text = (f"daily loss limit {fmt_inr(strategy.max_daily_loss_paise)} reached ({fmt_inr(pnl)} today): "
+                        "its working orders are cancelled and its positions closed at the market")
+                strategy.paused = False  # the first reason kept by set_paused must be this one
+                self.set_paused(strategy.name, True, text, by=strategy_pb2.PAUSED_BY_NEOPULSE)
+                out.stopped.append((strategy.name, text))
+            if strategy.name in self._closing:
+                self._close_out(strategy, now_ns, out)
+        return out
+
+    def _close_out(self, strategy: Strategy, now_ns: int, out: LossTurn) -> None:
+        working = strategy.working_orders()
+        for order in working:
+            if now_ns >= self._cancel_after.get(order.order_id, 0):
+                self._cancel_after[order.order_id] = now_ns + CANCEL_AGAIN_NS
+                out.cancels.append(order.order_id)
+        exits = []
+        for (token, product), held in strategy.positions().items():
+            key = (strategy.name, token, product)
+            # A token with an order of its working (being cancelled) or a signal under way is pending.
+            if not held or strategy.is_pending(token, now_ns) or now_ns < self._close_after.get(key, 0):
+                continue
+            self._close_after[key] = now_ns + CLOSE_AGAIN_NS
+            exits.append(OrderIntent(token, trading_pb2.SIDE_SELL if held > 0 else trading_pb2.SIDE_BUY, abs(held),
+                                     trading_pb2.ORDER_TYPE_MARKET, 0, cast("trading_pb2.Product", product),
+                                     f"close-out: {strategy.pause_reason}"[:200]))
+        if exits:
+            out.signals.extend(self._emit(strategy, exits, now_ns, 0, now_ns))
+        if not working and not any(strategy.positions().values()):
+            self._closing.discard(strategy.name)
+
+    def _last_price(self, token: int) -> int:
+        tick = self.candles.last_tick(token)
+        return tick.ltp_paise if tick is not None else 0
 
     def on_decision(self, decision: trading_pb2.RiskDecision) -> None:
         """Risk's answer to a signal of ours: a rejection frees its token (otherwise it waits for the pending
@@ -413,6 +488,7 @@ class StrategyEngine:
             return strategy
         if not paused:
             strategy.release_unknown()
+            self._closing.discard(name)  # a close-out for its loss limit ends: the operator resumed it
         strategy.paused = paused
         strategy.pause_reason = (reason or OPERATOR_PAUSE) if paused else ""
         strategy.paused_by = by if paused else strategy_pb2.PAUSED_BY_UNSPECIFIED

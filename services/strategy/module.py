@@ -179,8 +179,9 @@ class StrategyModule(Component):
         await self._timer_turn(lambda work, name: self.bus.track(asyncio.create_task(work, name=name)))
 
     async def _timer_turn(self, spawn: Callable[..., Any]) -> None:
-        """Close the candles whose minute is over (with close_grace_ms for late ticks), and cancel the orders left
-        working past cancel_working_after_s (each in a task of its own, from `spawn`)."""
+        """Close the candles whose minute is over (with close_grace_ms for late ticks), cancel the orders left
+        working past cancel_working_after_s (each in a task of its own, from `spawn`), and stop and close out the
+        strategies past their max_daily_loss (StrategyEngine.loss_turn)."""
         if self.engine is None:
             return
         now = self.clock.now_ns()
@@ -190,20 +191,34 @@ class StrategyModule(Component):
         if max_age_ns:
             for order_id in self.engine.orders.stale(now, max_age_ns, CANCEL_RETRY_NS):
                 spawn(self._cancel_stale(order_id), name=f"strategy:cancel:{order_id}")
+        losses = self.engine.loss_turn(now)
+        for name, text in losses.stopped:
+            log.error("strategy stopped: daily loss limit reached", extra={"strategy": name, "reason": text})
+            await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
+                kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=ops_pb2.SEVERITY_CRITICAL, source=self.name,
+                title="Strategy stopped: daily loss limit", text=f"{name}: {text}. Resume it to trade it again today.",
+                ts_ns=now, fields={"strategy": name}))
+        for order_id in losses.cancels:
+            spawn(self._cancel_stale(order_id, stale=False), name=f"strategy:close-out:{order_id}")
+        if losses.signals:
+            await self._publish(([], losses.signals))
 
-    async def _cancel_stale(self, order_id: str) -> None:
-        """Cancel an order left working past cancel_working_after_s; refused for now (not yet acknowledged by
-        the broker, the OMS unreachable) it is offered again after CANCEL_RETRY_NS. Housekeeping: it waits, as
-        an order update does, while signals, decisions or the ticks that make signals are queued (stale orders
-        come due together, often at a minute's close, when those are busy)."""
+    async def _cancel_stale(self, order_id: str, stale: bool = True) -> None:
+        """Cancel an order left working past cancel_working_after_s (or, not `stale`, one of a strategy its loss limit
+        stopped); refused for now (not yet acknowledged by the broker, the OMS unreachable) it is offered again
+        after CANCEL_RETRY_NS. Housekeeping: it waits, as an order update does, while signals, decisions or the
+        ticks that make signals are queued (stale orders come due together, often at a minute's close, when those
+        are busy)."""
         await self.bus.as_follow_up()
         try:
             await self.bus.call(rpc.CANCEL_ORDER, oms_pb2.CancelOrderRequest(order_id=order_id))
         except Exception as exc:  # refused, not yet cancellable, or the OMS unreachable: never fatal to the timer
-            log.info("stale working order not cancelled yet", extra={"order_id": order_id, "error": str(exc)})
+            log.info("working order not cancelled yet", extra={"order_id": order_id, "error": str(exc)})
             return
-        STALE_CANCELS.inc()
-        log.info("working order cancelled: unfilled past cancel_working_after_s",
+        if stale:
+            STALE_CANCELS.inc()
+        log.info("working order cancelled: " + ("unfilled past cancel_working_after_s" if stale
+                                                else "its strategy's daily loss limit"),
                  extra={"order_id": order_id, "after_s": self.settings.cancel_working_after_s})
 
     async def _send_changes(self, tasks: asyncio.TaskGroup) -> None:

@@ -63,16 +63,18 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import ClassVar
 
 from pydantic import BaseModel
 
-from shared.clock import NS
+from shared.clock import NS, ist_day_number
 from shared.contracts import market_pb2, strategy_pb2, trading_pb2
 from shared.instruments import InstrumentBook
 from shared.money import fmt_inr, to_paise
+from shared.positions import PositionBook
 from shared.price_factor import ONE, factor_of
 
 log = logging.getLogger(__name__)
@@ -205,6 +207,11 @@ class Strategy:
         self._latest: dict[int, str] = {}
         self._too_dear: set[tuple[int, Decimal]] = set()  # (token, order_value) said to cost more than a lot
         self._relevel: set[int] = set()  # tokens whose price levels to ask again (levels_changed)
+        # Its day's P&L, from its own fills (and the square-offs' of its positions): for max_daily_loss.
+        self.max_daily_loss_paise = 0
+        self.loss_stopped_day = 0  # the IST day the limit stopped it (once a day: a resume is the operator's call)
+        self.book = PositionBook()
+        self._book_day = 0
         self.reset()
 
     # -- the plugin's part -----------------------------------------------------
@@ -304,10 +311,35 @@ class Strategy:
                 "order_value": str(order_value)})
         return lots * lot
 
+    def book_fill(self, update: trading_pb2.OrderUpdate) -> None:
+        """Count a fill of its own (or a square-off's of its position) in its day's P&L (day_pnl)."""
+        self._roll_book(ist_day_number(update.ts_ns) if update.ts_ns else self._book_day)
+        self.book.apply_update(update)
+
+    def day_pnl(self, now_ns: int, last_price: Callable[[int], int]) -> int:
+        """Its P&L of `now_ns`'s IST day, paise: realised and charges of the day's fills, and what it holds valued at
+        `last_price(token)` (0: no price yet, left at its last known)."""
+        self._roll_book(ist_day_number(now_ns))
+        for token in {token for token, _ in self.book.positions}:
+            price = last_price(token)
+            if price:
+                self.book.mark(token, price)
+        return self.book.realised_pnl_paise() + self.book.unrealised_pnl_paise() - self.book.charges_paise()
+
+    def _roll_book(self, day: int) -> None:
+        if day > self._book_day:
+            if self._book_day:
+                self.book.start_day()
+            self._book_day = day
+
     def levels_changed(self, token: int) -> None:
         """The prices to watch in `token` changed outside an order update or a price level (an opening range
         completed at a close): the engine asks price_levels again after the plugin's call."""
         self._relevel.add(token)
+
+    def working_orders(self) -> list[WorkingOrder]:
+        """Its orders while they work (a copy of the list)."""
+        return list(self._orders.values())
 
     def working_order(self, token: int) -> WorkingOrder | None:
         """This strategy's order in `token` while it works (the latest, should there be two), else None: what an
@@ -392,6 +424,7 @@ class Strategy:
                         "paused and resumed; check the broker's order book",
                         extra={"strategy": self.name, "token": token, "order_id": order_id})
         if update.last_fill_quantity:
+            self.book_fill(update)
             signed = update.last_fill_quantity if update.request.side == trading_pb2.SIDE_BUY \
                 else -update.last_fill_quantity
             key = (token, _product(update.request.product))
