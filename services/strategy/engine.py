@@ -151,11 +151,8 @@ class StrategyEngine:
                     continue
                 try:
                     intents = strategy.on_candle(candle, ctx)
-                except Exception:
-                    # One faulty plugin must not stop candles or the other strategies.
-                    PLUGIN_ERRORS.labels(strategy.name).inc()
-                    log.exception("strategy failed on a candle", extra={"strategy": strategy.name,
-                                                                        "token": candle.token})
+                except Exception:  # one faulty plugin must not stop candles or the other strategies
+                    _failed(strategy, "on a candle", candle.token)
                     continue
                 if intents and not strategy.paused:
                     signals.extend(self._emit(strategy, intents, candle.start_ns, recv_ns, ctx.now_ns))
@@ -174,9 +171,7 @@ class StrategyEngine:
             try:
                 strategy.on_index_candle(candle, ctx)
             except Exception:
-                PLUGIN_ERRORS.labels(strategy.name).inc()
-                log.exception("strategy failed on an index candle", extra={"strategy": strategy.name,
-                                                                          "token": candle.token})
+                _failed(strategy, "on an index candle", candle.token)
 
     def closes_needed(self) -> dict[int, int]:
         """Every traded token (a strategy's symbols; every instrument for one without) and every index a strategy
@@ -247,9 +242,7 @@ class StrategyEngine:
                 try:
                     intents = strategy.on_price_level(tick, ctx)
                 except Exception:
-                    PLUGIN_ERRORS.labels(strategy.name).inc()
-                    log.exception("strategy failed on a price level", extra={"strategy": strategy.name,
-                                                                            "token": tick.token})
+                    _failed(strategy, "on a price level", tick.token)
                     continue
                 if intents:
                     out.extend(self._emit(strategy, intents, tick.ts_ns, tick.recv_ns, tick.ts_ns, by_tick=True))
@@ -264,9 +257,7 @@ class StrategyEngine:
         try:
             levels = strategy.price_levels(token, now_ns or self.clock.now_ns())
         except Exception:
-            PLUGIN_ERRORS.labels(strategy.name).inc()
-            log.exception("strategy failed giving its price levels", extra={"strategy": strategy.name,
-                                                                            "token": token})
+            _failed(strategy, "giving its price levels", token)
             levels = None
         self._set_watching(token, others if levels is None else (*others, (strategy, *levels)))
 
@@ -308,11 +299,8 @@ class StrategyEngine:
                 if strategy.wants(tick.token):
                     try:
                         intents = strategy.on_tick(tick, ctx)  # type: ignore[attr-defined]
-                    except Exception:
-                        # As on a candle: a faulty plugin must not lose the batch's candles for every strategy.
-                        PLUGIN_ERRORS.labels(strategy.name).inc()
-                        log.exception("strategy failed on a tick", extra={"strategy": strategy.name,
-                                                                          "token": tick.token})
+                    except Exception:  # as on a candle: a faulty plugin must not lose the batch's candles
+                        _failed(strategy, "on a tick", tick.token)
                         continue
                     if intents and not strategy.paused:
                         out.extend(self._emit(strategy, intents, tick.ts_ns, tick.recv_ns, tick.ts_ns, by_tick=True))
@@ -534,8 +522,7 @@ class StrategyEngine:
         try:
             intents = strategy.exits_due(self._ctx)
         except Exception:
-            PLUGIN_ERRORS.labels(strategy.name).inc()
-            log.exception("strategy failed checking its exits", extra={"strategy": strategy.name})
+            _failed(strategy, "checking its exits")
             return []
         exits = [i for i in intents if 0 < i.quantity <= _closable(strategy, i)]
         if not exits or strategy.paused:
@@ -549,6 +536,12 @@ class StrategyEngine:
                                          signals_emitted=strategy.signals_emitted,
                                          pause_reason=strategy.pause_reason, paused_by=strategy.paused_by,
                                          paused_at_ns=strategy.paused_at_ns)
+
+
+def _failed(strategy: Strategy, what: str, token: int = 0) -> None:
+    """A plugin raised: counted and logged with its traceback; never fatal to the candles or the other strategies."""
+    PLUGIN_ERRORS.labels(strategy.name).inc()
+    log.exception("strategy failed %s", what, extra={"strategy": strategy.name, "token": token})
 
 
 def _closable(strategy: Strategy, intent: OrderIntent) -> int:
