@@ -212,7 +212,7 @@ class MomentumRsi(Strategy):
         """An entry's reason names the trend it went with (its Telegram notification shows it)."""
         if not self.params.trend_index:
             return ""
-        return f", {self.params.trend_index} {where} its EMA {self._trend.value or 0:.0f}"
+        return f", {self.params.trend_index} {where} its EMA {fmt_inr(round(self._trend.value or 0))}"
 
     def on_candle(self, candle: market_pb2.Candle, ctx: StrategyContext) -> list[Decision]:
         p = self.params
@@ -238,11 +238,11 @@ class MomentumRsi(Strategy):
             return []
         if prev < p.entry_long_rsi <= rsi and close > ema and self._with_the_market(trading_pb2.SIDE_BUY):
             side, reason = trading_pb2.SIDE_BUY, (f"RSI crossed above {p.entry_long_rsi:g} ({rsi:.1f}), close above "
-                                                  f"EMA {ema:.0f}" + self._trend_said("above"))
+                                                  f"EMA {fmt_inr(round(ema))}" + self._trend_said("above"))
         elif (p.allow_short and prev > p.entry_short_rsi >= rsi and close < ema
               and self._with_the_market(trading_pb2.SIDE_SELL)):
             side, reason = trading_pb2.SIDE_SELL, (f"RSI crossed below {p.entry_short_rsi:g} ({rsi:.1f}), close below "
-                                                   f"EMA {ema:.0f}" + self._trend_said("below"))
+                                                   f"EMA {fmt_inr(round(ema))}" + self._trend_said("below"))
         else:
             return []
         if not self._may_enter(ctx.now_ns):
@@ -293,9 +293,9 @@ class MomentumRsi(Strategy):
         if stop is not None:
             return self._exit_at(token, side, abs(pos), close, ctx, *stop)
         if pos > 0 and (rsi < p.exit_long_rsi or close < ema):
-            return self._intent(token, close, ctx, side, pos, f"exit long: RSI {rsi:.1f}, EMA {ema:.0f}")
+            return self._intent(token, close, ctx, side, pos, f"exit long: RSI {rsi:.1f}, EMA {fmt_inr(round(ema))}")
         if pos < 0 and (rsi > p.exit_short_rsi or close > ema):
-            return self._intent(token, close, ctx, side, -pos, f"exit short: RSI {rsi:.1f}, EMA {ema:.0f}")
+            return self._intent(token, close, ctx, side, -pos, f"exit short: RSI {rsi:.1f}, EMA {fmt_inr(round(ema))}")
         return None
 
     def price_levels(self, token: int, now_ns: int) -> tuple[int, int] | None:
@@ -418,8 +418,8 @@ class MomentumRsi(Strategy):
         if not exiting and buying != (close > ema):
             return None
         what = "exit" if exiting else "entry"
-        return OrderChange(token, limit_price_paise=price,
-                           reason=f"{what} repriced to the close ({working.changes + 1} of {most}), EMA {ema:.0f}")
+        said = f"{what} repriced to the close ({working.changes + 1} of {most}), EMA {fmt_inr(round(ema))}"
+        return OrderChange(token, limit_price_paise=price, reason=said)
 
     def _intent(self, token: int, close: int, ctx: StrategyContext, side: trading_pb2.Side, quantity: int,
                 reason: str) -> OrderIntent:

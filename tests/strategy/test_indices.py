@@ -135,7 +135,7 @@ def test_an_entry_with_a_trend_index_says_so_in_its_reason():
     # The index's EMA(3) in paise: seeded at the mean of its first three closes (2,401,000), then half way to each
     # next close: 2,402,000, 2,403,000, 2,404,000 at the sixth, under the close of 2,405,000.
     [signal] = signals
-    assert signal.reason.endswith(", Nifty 50 above its EMA 2404000"), signal.reason
+    assert signal.reason.endswith(", Nifty 50 above its EMA ₹24,040.00"), signal.reason
 
 
 def test_momentum_rsi_does_not_buy_against_its_trend_index():

@@ -265,7 +265,7 @@ async def test_a_period_change_sends_at_once_the_exit_the_warmed_up_indicators_c
     _, sell = harness.signals
     assert (sell.side, sell.quantity, sell.limit_price_paise, sell.signal_id) == (
         trading_pb2.SIDE_SELL, 1, 100_00, f"mom-{SBIN}-{T0915 + 11 * 60 * NS + 7 * NS}-SELL")
-    assert sell.reason.startswith("exit long") and "EMA 10164" in sell.reason
+    assert sell.reason.startswith("exit long") and "EMA ₹101.64" in sell.reason
 
 
 async def test_a_threshold_change_also_sends_at_once_the_exit_it_calls_for(harness):
