@@ -91,7 +91,9 @@ def strategies_html(infos: list[strategy_pb2.StrategyInfo]) -> str:
     if not infos:
         return "No strategies."
     rows = [f"{'⏸' if i.paused else '▶️'} <b>{esc(i.name)}</b> {esc(i.kind)} · {len(i.tokens)} tokens · "
-            f"{i.signals_emitted} signals{_paused(i)}" for i in infos]
+            f"{i.signals_emitted} signals · today {fmt_inr(i.day_pnl_paise)}"
+            + (f" (loss limit {fmt_inr(i.max_daily_loss_paise)})" if i.max_daily_loss_paise else "") + _paused(i)
+            for i in infos]
     return "\n".join(rows)
 
 

@@ -535,7 +535,9 @@ class StrategyEngine:
                                          params=params, tokens=sorted(strategy.tokens),
                                          signals_emitted=strategy.signals_emitted,
                                          pause_reason=strategy.pause_reason, paused_by=strategy.paused_by,
-                                         paused_at_ns=strategy.paused_at_ns)
+                                         paused_at_ns=strategy.paused_at_ns,
+                                         day_pnl_paise=strategy.day_pnl(self.clock.now_ns(), self._last_price),
+                                         max_daily_loss_paise=strategy.max_daily_loss_paise)
 
 
 def _failed(strategy: Strategy, what: str, token: int = 0) -> None:

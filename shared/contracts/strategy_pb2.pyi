@@ -33,7 +33,7 @@ class StreamCandlesRequest(_message.Message):
     def __init__(self, tokens: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class StrategyInfo(_message.Message):
-    __slots__ = ("name", "kind", "paused", "params", "tokens", "signals_emitted", "pause_reason", "paused_by", "paused_at_ns")
+    __slots__ = ("name", "kind", "paused", "params", "tokens", "signals_emitted", "pause_reason", "paused_by", "paused_at_ns", "day_pnl_paise", "max_daily_loss_paise")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,8 @@ class StrategyInfo(_message.Message):
     PAUSE_REASON_FIELD_NUMBER: _ClassVar[int]
     PAUSED_BY_FIELD_NUMBER: _ClassVar[int]
     PAUSED_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    DAY_PNL_PAISE_FIELD_NUMBER: _ClassVar[int]
+    MAX_DAILY_LOSS_PAISE_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     paused: bool
@@ -59,7 +61,9 @@ class StrategyInfo(_message.Message):
     pause_reason: str
     paused_by: PausedBy
     paused_at_ns: int
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., paused: _Optional[bool] = ..., params: _Optional[_Mapping[str, str]] = ..., tokens: _Optional[_Iterable[int]] = ..., signals_emitted: _Optional[int] = ..., pause_reason: _Optional[str] = ..., paused_by: _Optional[_Union[PausedBy, str]] = ..., paused_at_ns: _Optional[int] = ...) -> None: ...
+    day_pnl_paise: int
+    max_daily_loss_paise: int
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., paused: _Optional[bool] = ..., params: _Optional[_Mapping[str, str]] = ..., tokens: _Optional[_Iterable[int]] = ..., signals_emitted: _Optional[int] = ..., pause_reason: _Optional[str] = ..., paused_by: _Optional[_Union[PausedBy, str]] = ..., paused_at_ns: _Optional[int] = ..., day_pnl_paise: _Optional[int] = ..., max_daily_loss_paise: _Optional[int] = ...) -> None: ...
 
 class ListStrategiesRequest(_message.Message):
     __slots__ = ()

@@ -8,7 +8,7 @@ import re
 
 from services.notifier.messages import join_messages
 from services.notifier.module import NotifierModule
-from services.notifier.replies import history_html, order_line
+from services.notifier.replies import history_html, order_line, strategies_html
 from shared import rpc
 from shared.contracts import oms_pb2, risk_pb2, strategy_pb2, trading_pb2
 from tests.notifier.conftest import CHAT, DAY_START, order, settings_for, started
@@ -76,6 +76,13 @@ async def test_history_shows_an_orders_transitions_and_asks_for_an_id(notifier, 
     assert nameless.startswith("⚠️ order: give one order's id")
 
 
+def test_strategies_give_each_ones_pnl_today_and_its_loss_limit():
+    info = strategy_pb2.StrategyInfo(name="orb", kind="ORB", tokens=[3045], signals_emitted=2, day_pnl_paise=-120_50,
+                                     max_daily_loss_paise=500_00)
+
+    assert strategies_html([info]) == "▶️ <b>orb</b> ORB · 1 tokens · 2 signals · today -₹120.50 (loss limit ₹500.00)"
+
+
 def test_history_says_why_the_order_was_placed():
     placed = trading_pb2.OrderUpdate(
         client_order_id="c-1", status=trading_pb2.ORDER_STATUS_OPEN, request=trading_pb2.OrderRequest(
@@ -132,7 +139,7 @@ async def test_funds_shows_what_is_available_of_the_total_and_todays_pnl(notifie
 async def test_strategies_lists_state_and_signal_count(notifier, fake_api):
     reply = await ask(fake_api, "/strategies")
 
-    assert reply == "▶️ <b>MOMENTUM_RSI</b> MOMENTUM_RSI · 1 tokens · 7 signals"
+    assert reply == "▶️ <b>MOMENTUM_RSI</b> MOMENTUM_RSI · 1 tokens · 7 signals · today ₹0.00"
 
 
 async def test_strategies_says_neopulse_paused_one_at_start_when_and_why(notifier, fake_api, standins):
@@ -142,9 +149,9 @@ async def test_strategies_says_neopulse_paused_one_at_start_when_and_why(notifie
 
     reply = await ask(fake_api, "/strategies")
 
-    assert reply == ("⏸ <b>MOMENTUM_RSI</b> MOMENTUM_RSI · 1 tokens · 7 signals\n   paused 25 Nov 11:00 IST by "
-                     "NeoPulse: its positions could not be restored at start: a square-off filled while &lt;one&gt; "
-                     "of its orders was filling")
+    assert reply == ("⏸ <b>MOMENTUM_RSI</b> MOMENTUM_RSI · 1 tokens · 7 signals · today ₹0.00\n"
+                     "   paused 25 Nov 11:00 IST by NeoPulse: its positions could not be restored at start: a "
+                     "square-off filled while &lt;one&gt; of its orders was filling")
 
 
 async def test_strategies_says_an_operator_paused_one_from_which_chat(notifier, fake_api, standins):
@@ -152,8 +159,8 @@ async def test_strategies_says_an_operator_paused_one_from_which_chat(notifier, 
 
     reply = await ask(fake_api, "/strategies")
 
-    assert reply == ("⏸ <b>MOMENTUM_RSI</b> MOMENTUM_RSI · 1 tokens · 7 signals\n   paused 25 Nov 11:00 IST by "
-                     f"the operator: telegram:{CHAT} /pause")
+    assert reply == ("⏸ <b>MOMENTUM_RSI</b> MOMENTUM_RSI · 1 tokens · 7 signals · today ₹0.00\n"
+                     f"   paused 25 Nov 11:00 IST by the operator: telegram:{CHAT} /pause")
     assert standins.calls(rpc.PAUSE_STRATEGY)[-1].reason == f"telegram:{CHAT} /pause"
 
 

@@ -59,6 +59,8 @@ def test_past_its_limit_a_strategy_is_paused_and_its_position_closed_at_the_mark
     desk.update("entry", BUY, trading_pb2.ORDER_STATUS_TRADED, fill=100)
     desk.tick(96_00)
     assert desk.turn().stopped == []  # -400.00
+    info = desk.engine.info(desk.strategy)
+    assert (info.day_pnl_paise, info.max_daily_loss_paise) == (-400_00, 500_00)  # ListStrategies, /strategies
 
     desk.tick(94_90)  # -510.00
     turn = desk.turn()
