@@ -1,10 +1,11 @@
 """ORB: the opening range breakout. One trade per token a day, entered at the tick that breaks the range.
 
 A plugin (see plugins.py). Rules, per token and IST day:
-- The opening range: the highest high and the lowest low of the token's 1-minute candles from `session_start_ist`
-  (09:15, NSE's open; MCX opens at 09:00) for `range_minutes` (15). It is complete at the close of its last minute's
-  candle, or of any later one. A token with no candle inside it has no range that day; neither has one whose range
-  is wider than `max_range_pct` of its low (0: any width), since its stop would be too far away.
+- The opening range: the highest high and the lowest low of the token's 1-minute candles from its exchange's open
+  (09:15 for NSE and BSE, 09:00 for MCX and currencies; `session_start_ist` sets another) for `range_minutes`
+  (15). It is complete at the close of its last minute's candle, or of any later one. A token with no candle inside
+  it has no range that day; neither has one whose range is wider than `max_range_pct` of its low (0: any width),
+  since its stop would be too far away.
 - Entry, once the range is complete and until `entry_until_ist` (14:30), flat, with no order of this strategy's
   working in the token and none filled in it yet that day: BUY at the first tick at or above the range's high (plus
   `buffer_pct`), or SELL (a short, with `allow_short`) at the first at or below its low (minus `buffer_pct`). Watched
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from services.strategy.plugins import (
     NEVER,
@@ -36,7 +37,7 @@ from services.strategy.plugins import (
     moved_by_pct,
     register,
 )
-from shared.clock import ist_day_number, ist_minute_of_day, parse_hhmm
+from shared.clock import ist_day_number, ist_minute_of_day, parse_hhmm, session_of
 from shared.config import RupeesOrOff
 from shared.contracts import market_pb2, trading_pb2
 from shared.money import fmt_inr, snap_to_tick
@@ -51,10 +52,20 @@ def _hhmm(minutes: int) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
+def _open_of(segment: str) -> int:
+    """The IST minute of the day the segment's normal session opens (NSE's for an unknown one)."""
+    (hour, minute), _ = session_of(segment)
+    return hour * 60 + minute
+
+
+LATEST_OPEN = "09:15"  # the latest of the segments' opens: what entry_until_ist is checked against by default
+
+
 class OrbParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    session_start_ist: str = "09:15"
+    # The range starts at this IST time ("HH:MM"); "": at the open of each token's exchange segment.
+    session_start_ist: str = ""
     range_minutes: int = Field(default=15, ge=1, le=375)
     entry_until_ist: str = "14:30"
     # A break must go this many % past the range (0: the range itself).
@@ -72,22 +83,24 @@ class OrbParams(BaseModel):
 
     @field_validator("session_start_ist", "entry_until_ist")
     @classmethod
-    def _is_hhmm(cls, value: str) -> str:
-        parse_hhmm(value)  # ValueError: expected HH:MM
+    def _is_hhmm(cls, value: str, info: ValidationInfo) -> str:
+        if value or info.field_name == "entry_until_ist":
+            parse_hhmm(value)  # ValueError: expected HH:MM
         return value
 
     @model_validator(mode="after")
     def _entries_after_the_range(self) -> OrbParams:
-        end = _minutes(self.session_start_ist) + self.range_minutes
+        end = _minutes(self.session_start_ist or LATEST_OPEN) + self.range_minutes
         if _minutes(self.entry_until_ist) <= end:
             raise ValueError(f"entry_until_ist {self.entry_until_ist} must be after the range ends "
-                             f"({_hhmm(end)}: session_start_ist + range_minutes)")
+                             f"({_hhmm(end)}: the session's start + range_minutes)")
         return self
 
 
 @dataclass(slots=True)
 class _Range:
     day: int
+    start: int  # its first minute, IST minutes of the day
     high: int = 0
     low: int = NEVER
     complete: bool = False
@@ -109,11 +122,11 @@ class OpeningRangeBreakout(Strategy):
     def on_candle(self, candle: market_pb2.Candle, ctx: StrategyContext) -> list[Decision]:
         p, token = self.params, candle.token
         day, minute = ist_day_number(candle.start_ns), ist_minute_of_day(candle.start_ns)
-        start = _minutes(p.session_start_ist)
+        start = _minutes(p.session_start_ist) if p.session_start_ist else _open_of(candle.exchange_segment)
         end = start + p.range_minutes
         r = self._ranges.get(token)
         if r is None or r.day != day:
-            r = self._ranges[token] = _Range(day)
+            r = self._ranges[token] = _Range(day, start)
         if start <= minute < end:
             r.high, r.low = max(r.high, candle.high_paise), min(r.low, candle.low_paise)
         if not r.complete and r.high and minute >= end - 1:
@@ -192,9 +205,8 @@ class OpeningRangeBreakout(Strategy):
         quantity = self.entry_quantity(token, ctx, price, self.params.quantity, self.params.order_value)
         if not quantity:
             return []
-        start = _minutes(self.params.session_start_ist)
         reason = (f"broke {way} the opening range {fmt_inr(r.low)}-{fmt_inr(r.high)} "
-                  f"({_hhmm(start)}-{_hhmm(start + self.params.range_minutes)} IST): tick {fmt_inr(price)}")
+                  f"({_hhmm(r.start)}-{_hhmm(r.start + self.params.range_minutes)} IST): tick {fmt_inr(price)}")
         return [self._order(token, side, quantity, price, ctx, reason, self.params.order_type == "MARKET")]
 
     def _exit(self, token: int, pos: int, price: int, ctx: StrategyContext) -> list[Decision]:

@@ -215,3 +215,26 @@ def test_orb_is_configured_by_its_kind():
                                    InstrumentBook(nse_instruments(["SBIN-EQ"])))
 
     assert isinstance(strategy, OpeningRangeBreakout) and strategy.params.range_minutes == 30
+
+
+def test_the_range_starts_at_each_tokens_exchange_open_unless_session_start_ist_says_otherwise():
+    crude = market_pb2.Instrument(token=4321, exchange_segment="mcx_fo", symbol="CRUDEOIL", lot_size=1,
+                                  tick_size_paise=100)
+    strategy = OpeningRangeBreakout("orb", OrbParams(range_minutes=3))
+    clock = ManualClock(at("09:00:00"))
+    engine = StrategyEngine([strategy], InstrumentBook([crude]), clock)
+
+    def ticks(*timed):
+        out = [market_pb2.Tick(token=4321, exchange_segment="mcx_fo", ts_ns=at(when), ltp_paise=price, ltq=1)
+               for when, price in timed]
+        clock.set(out[-1].ts_ns)
+        return engine.on_ticks(out)[1]
+
+    ticks(("09:00:05", 5_000_00), ("09:01:05", 5_020_00), ("09:02:05", 4_990_00), ("09:03:01", 5_000_00))
+    assert [s.reason for s in ticks(("09:03:10", 5_020_00))] == [
+        "broke above the opening range ₹4,990.00-₹5,020.00 (09:00-09:03 IST): tick ₹5,020.00"]
+
+    later = Desk(session_start_ist="09:16")  # NSE's would be 09:15: 09:15's candle is no part of it
+    later.ticks(*RANGE, ("09:18:30", 100_50), ("09:19:02", 100_00))
+    assert [s.reason for s in later.ticks(("09:19:10", 100_50))] == [
+        "broke above the opening range ₹99.00-₹100.50 (09:16-09:19 IST): tick ₹100.50"]
