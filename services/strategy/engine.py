@@ -8,10 +8,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, cast
 
 from prometheus_client import Counter
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from services.strategy.candles import MINUTE_NS, CandleBuilder, Closed
 from services.strategy.config import StrategySettings
@@ -28,6 +29,7 @@ from services.strategy.plugins import (
 )
 from shared.bus import Sequencer
 from shared.clock import NS, Clock, ist_day_number
+from shared.config import RupeesOrOff
 from shared.contracts import market_pb2, strategy_pb2, trading_pb2
 from shared.errors import ConfigError, InvalidInput, NotFound
 from shared.instruments import InstrumentBook, not_tradable
@@ -41,6 +43,8 @@ _SIDE_NAMES: dict[int, str] = {trading_pb2.SIDE_BUY: "BUY", trading_pb2.SIDE_SEL
 OPERATOR_PAUSE = "no reason given"  # the pause_reason of a PauseStrategy without one (paused_by says who)
 
 Output = tuple[list[market_pb2.Candle], list[trading_pb2.Signal]]
+LOSS_LIMIT = "max_daily_loss"  # SetStrategyParams sets the loss limit under this name, beside the plugin's
+_RUPEES: TypeAdapter[Decimal] = TypeAdapter(RupeesOrOff)
 CANCEL_AGAIN_NS = 10 * NS  # a close-out's cancel of a working order is asked again after this (clock)
 CLOSE_AGAIN_NS = 5 * NS  # and its exit of a position, should it have been refused
 
@@ -485,15 +489,23 @@ class StrategyEngine:
 
     def set_params(self, name: str, changes: dict[str, str]) -> tuple[Strategy, list[trading_pb2.Signal]]:
         """Validate the whole new parameter set, then apply it at once (nothing changes on error); returns the
-        strategy and the exit signals the new params call for now (_exits_due)."""
+        strategy and the exit signals the new params call for now (_exits_due). `max_daily_loss` (rupees) is the
+        engine's, not the plugin's: it sets the strategy's loss limit (loss_turn)."""
         strategy = self.get(name)
         if not changes:
             raise InvalidInput("params", "no parameters given; pass at least one name=value")
+        changes = dict(changes)
+        limit = strategy.max_daily_loss_paise
+        if LOSS_LIMIT in changes:
+            try:
+                limit = to_paise(_RUPEES.validate_python(changes.pop(LOSS_LIMIT)))
+            except ValidationError as exc:
+                raise InvalidInput(f"params.{LOSS_LIMIT}", f"{exc.errors()[0]['msg']} (rupees, 0: off)") from None
         fields = type(strategy.params).model_fields
         for key in changes:
             if key not in fields:
                 raise InvalidInput(f"params.{key}", f"unknown parameter for {strategy.kind}; "
-                                   f"known: {', '.join(fields)}")
+                                   f"known: {', '.join([*fields, LOSS_LIMIT])}")
         merged = {**strategy.params.model_dump(), **changes}
         try:
             params = strategy_class(strategy.kind).Params.model_validate(merged)
@@ -504,6 +516,7 @@ class StrategyEngine:
         unknown = unknown_indices(type(strategy).indices_of(params), self.instruments)
         if unknown:
             raise InvalidInput("params", unknown)
+        strategy.max_daily_loss_paise = limit
         strategy.apply_params(params)
         self._watch_all(strategy)
         return strategy, self._exits_due(strategy)

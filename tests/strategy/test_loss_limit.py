@@ -15,7 +15,7 @@ from shared import rpc
 from shared.bus import Bus, Topic
 from shared.clock import ManualClock, ist_ns
 from shared.contracts import ingestion_pb2, market_pb2, oms_pb2, ops_pb2, strategy_pb2, trading_pb2
-from shared.errors import ConfigError
+from shared.errors import ConfigError, InvalidInput
 from shared.instruments import InstrumentBook
 from shared.marketdata import nse_instruments
 from tests.helpers import eventually as until
@@ -211,3 +211,22 @@ async def test_the_module_notifies_the_stop_and_sends_the_close_out():
         for task in (run_task, bus_task):
             task.cancel()
         await asyncio.gather(run_task, bus_task, return_exceptions=True)
+
+
+def test_the_loss_limit_is_set_at_run_time_with_the_params_in_rupees_and_a_bad_one_changes_nothing():
+    desk = Desk(limit_paise=0)
+    desk.update("entry", BUY, trading_pb2.ORDER_STATUS_TRADED, fill=100)
+    desk.tick(94_00)
+    assert desk.turn().stopped == []
+
+    with pytest.raises(InvalidInput, match=r"params.max_daily_loss: .*decimal places.*\(rupees, 0: off\)"):
+        desk.engine.set_params("mom", {"max_daily_loss": "500.005", "stop_loss_pct": "1"})
+    assert (desk.strategy.max_daily_loss_paise, desk.strategy.params.stop_loss_pct) == (0, 0)
+    with pytest.raises(InvalidInput, match=r"known: .*, max_daily_loss"):
+        desk.engine.set_params("mom", {"max_daily_loss": "500", "no_such": "1"})
+    assert desk.strategy.max_daily_loss_paise == 0
+
+    strategy, _ = desk.engine.set_params("mom", {"max_daily_loss": "500"})
+
+    assert desk.engine.info(strategy).max_daily_loss_paise == 500_00
+    assert [name for name, _ in desk.turn().stopped] == ["mom"]
