@@ -544,6 +544,7 @@ class StrategyEngine:
 
     def info(self, strategy: Strategy) -> strategy_pb2.StrategyInfo:
         params = {k: _param_text(v) for k, v in strategy.params.model_dump().items()}
+        params[LOSS_LIMIT] = str(Decimal(strategy.max_daily_loss_paise) / 100)  # what SetStrategyParams takes
         return strategy_pb2.StrategyInfo(name=strategy.name, kind=strategy.kind, paused=strategy.paused,
                                          params=params, tokens=sorted(strategy.tokens),
                                          signals_emitted=strategy.signals_emitted,

@@ -228,5 +228,6 @@ def test_the_loss_limit_is_set_at_run_time_with_the_params_in_rupees_and_a_bad_o
 
     strategy, _ = desk.engine.set_params("mom", {"max_daily_loss": "500"})
 
-    assert desk.engine.info(strategy).max_daily_loss_paise == 500_00
+    info = desk.engine.info(strategy)
+    assert (info.max_daily_loss_paise, info.params["max_daily_loss"]) == (500_00, "500")  # /params lists it
     assert [name for name, _ in desk.turn().stopped] == ["mom"]
