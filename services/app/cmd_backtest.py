@@ -124,6 +124,7 @@ def variants(toml: dict[str, Any], sets: list[str]) -> list[tuple[dict[str, str]
     if not sets:
         return [({}, toml)]
     from services.strategy.config import StrategySettings
+    from services.strategy.engine import LOSS_LIMIT
     from services.strategy.plugins import strategy_class
 
     if os.environ.get("NEOPULSE_STRATEGY_STRATEGIES"):
@@ -140,7 +141,7 @@ def variants(toml: dict[str, Any], sets: list[str]) -> list[tuple[dict[str, str]
                               "e.g. momentum_rsi.stop_loss_pct=0.5,1,2")
         if name not in by_name:
             raise ConfigError(f"--set {text}: no strategy named {name!r}; configured: {', '.join(by_name)}")
-        known = strategy_class(by_name[name]["kind"]).Params.model_fields
+        known = [*strategy_class(by_name[name]["kind"]).Params.model_fields, LOSS_LIMIT]
         if param not in known:
             raise ConfigError(f"--set {text}: {by_name[name]['kind']} has no parameter {param!r}; known: "
                               f"{', '.join(known)}")
@@ -153,7 +154,11 @@ def variants(toml: dict[str, Any], sets: list[str]) -> list[tuple[dict[str, str]
         configs = [{**s, "params": dict(s["params"])} for s in strategies]
         for target, value in combo:
             name, _, param = target.partition(".")
-            next(c for c in configs if c["name"] == name)["params"][param] = value
+            config = next(c for c in configs if c["name"] == name)
+            if param == LOSS_LIMIT:  # the strategy's, not its plugin's
+                config[param] = value
+            else:
+                config["params"][param] = value
         variant = {**toml, "strategy": {**toml.get("strategy", {}), "strategies": configs}}
         try:
             cfg.load(StrategySettings, variant)

@@ -320,14 +320,16 @@ def test_a_bad_set_is_a_config_error_naming_it(sets, said):
 
 def test_each_combination_of_the_set_values_is_a_config_of_its_own():
     runs = variants({"strategy": {"close_grace_ms": 500}},
-                    ["momentum_rsi.stop_loss_pct=0.5, 1", "momentum_rsi.order_type=MARKET"])
+                    ["momentum_rsi.stop_loss_pct=0.5, 1", "momentum_rsi.order_type=MARKET",
+                     "momentum_rsi.max_daily_loss=2500"])
 
-    assert [label for label, _ in runs] == [
-        {"momentum_rsi.stop_loss_pct": "0.5", "momentum_rsi.order_type": "MARKET"},
-        {"momentum_rsi.stop_loss_pct": "1", "momentum_rsi.order_type": "MARKET"}]
+    fixed = {"momentum_rsi.order_type": "MARKET", "momentum_rsi.max_daily_loss": "2500"}
+    assert [label for label, _ in runs] == [{"momentum_rsi.stop_loss_pct": "0.5", **fixed},
+                                            {"momentum_rsi.stop_loss_pct": "1", **fixed}]
     strategy = runs[1][1]["strategy"]
     assert strategy["close_grace_ms"] == 500
     assert strategy["strategies"][0]["params"] == {"stop_loss_pct": "1", "order_type": "MARKET"}
+    assert strategy["strategies"][0]["max_daily_loss"] == "2500"  # the strategy's limit, beside its params
     assert variants({"a": 1}, []) == [({}, {"a": 1})]
 
 
