@@ -231,3 +231,16 @@ def test_the_loss_limit_is_set_at_run_time_with_the_params_in_rupees_and_a_bad_o
     info = desk.engine.info(strategy)
     assert (info.max_daily_loss_paise, info.params["max_daily_loss"]) == (500_00, "500")  # /params lists it
     assert [name for name, _ in desk.turn().stopped] == ["mom"]
+
+
+def test_after_a_restart_the_days_orders_give_the_pnl_back_and_a_strategy_still_past_its_limit_is_stopped_again():
+    desk = Desk()
+    at = desk.clock.now_ns()
+    desk.engine.load_orders([trading_pb2.OrderUpdate(
+        client_order_id=coid, sequence=n, status=trading_pb2.ORDER_STATUS_TRADED, filled_quantity=100,
+        average_price_paise=price, ts_ns=at, request=trading_pb2.OrderRequest(
+            token=SBIN, side=side, quantity=100, strategy_tag="mom", product=trading_pb2.PRODUCT_MIS))
+        for n, (coid, side, price) in enumerate((("in", BUY, 100_00), ("out", SELL, 94_80)), start=1)])
+
+    assert desk.strategy.day_pnl(at, lambda token: 0) == -520_00
+    assert [name for name, _ in desk.turn().stopped] == ["mom"]
