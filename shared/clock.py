@@ -175,6 +175,12 @@ def parse_hhmm(text: str) -> tuple[int, int]:
     return hour, minute
 
 
+def hhmm_minutes(text: str) -> int:
+    """'09:15' -> 555, minutes of the day (as ist_minute_of_day counts them); ValueError as parse_hhmm."""
+    hour, minute = parse_hhmm(text)
+    return hour * 60 + minute
+
+
 def day_of(ts_ns: int) -> date:
     """The IST trading day a timestamp belongs to."""
     return date.fromordinal(_EPOCH_ORDINAL + ist_day_number(ts_ns))

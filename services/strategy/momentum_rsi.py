@@ -56,17 +56,13 @@ from services.strategy.plugins import (
     moved_by_pct,
     register,
 )
-from shared.clock import ist_minute_of_day, parse_hhmm
+from shared.clock import hhmm_minutes, ist_minute_of_day, parse_hhmm
 from shared.config import RupeesOrOff
 from shared.contracts import market_pb2, trading_pb2
 from shared.money import fmt_inr, snap_to_tick
 
 log = logging.getLogger(__name__)
 
-
-def _minutes(hhmm: str) -> int:
-    hour, minute = parse_hhmm(hhmm)
-    return hour * 60 + minute
 
 MAX_RSI_PERIOD, MAX_EMA_PERIOD = 200, 500
 # Closes kept per token: the most any valid periods need to be warm (RSI period + 1, and one more for the cross).
@@ -255,9 +251,9 @@ class MomentumRsi(Strategy):
         p = self.params
         if p.entry_from_ist or p.entry_until_ist:
             minute = ist_minute_of_day(now_ns)
-            if p.entry_from_ist and minute < _minutes(p.entry_from_ist):
+            if p.entry_from_ist and minute < hhmm_minutes(p.entry_from_ist):
                 return False
-            if p.entry_until_ist and minute >= _minutes(p.entry_until_ist):
+            if p.entry_until_ist and minute >= hhmm_minutes(p.entry_until_ist):
                 return False
         if p.max_positions:
             taken = {token for (token, _), held in self.positions().items() if held}
@@ -291,7 +287,9 @@ class MomentumRsi(Strategy):
         side = _exit_side(pos)
         stop = self._stop_or_target(token, close, pos)
         if stop is not None:
-            return self._exit_at(token, side, abs(pos), close, ctx, *stop)
+            reason, at_market = stop
+            return self.mis_order(token, side, abs(pos), close, ctx, reason,
+                                  at_market or self.params.order_type == "MARKET")
         if pos > 0 and (rsi < p.exit_long_rsi or close < ema):
             return self._intent(token, close, ctx, side, pos, f"exit long: RSI {rsi:.1f}, EMA {fmt_inr(round(ema))}")
         if pos < 0 and (rsi > p.exit_short_rsi or close > ema):
@@ -346,13 +344,8 @@ class MomentumRsi(Strategy):
             inst = ctx.instruments.get(token)
             moved = snap_to_tick(price, inst.tick_size_paise if inst is not None else 0)
             return [OrderChange(token, limit_price_paise=moved, reason=f"{reason}; the working exit moved to it")]
-        return [self._exit_at(token, side, abs(pos), price, ctx, reason, at_market)]
-
-    def _exit_at(self, token: int, side: trading_pb2.Side, quantity: int, price: int, ctx: StrategyContext,
-                 reason: str, at_market: bool) -> OrderIntent:
-        if at_market:
-            return OrderIntent(token, side, quantity, trading_pb2.ORDER_TYPE_MARKET, 0, trading_pb2.PRODUCT_MIS, reason)
-        return self._intent(token, price, ctx, side, quantity, reason)
+        return [self.mis_order(token, side, abs(pos), price, ctx, reason,
+                               at_market or self.params.order_type == "MARKET")]
 
     def _best_price(self, token: int, pos: int) -> int:
         """The best price of the position `pos` in `token` since its entry that a tick reached (the highest for a
@@ -423,9 +416,5 @@ class MomentumRsi(Strategy):
 
     def _intent(self, token: int, close: int, ctx: StrategyContext, side: trading_pb2.Side, quantity: int,
                 reason: str) -> OrderIntent:
-        if self.params.order_type == "MARKET":
-            return OrderIntent(token, side, quantity, trading_pb2.ORDER_TYPE_MARKET, 0, trading_pb2.PRODUCT_MIS, reason)
-        inst = ctx.instruments.get(token)
-        tick = inst.tick_size_paise if inst is not None else 0
-        return OrderIntent(token, side, quantity, trading_pb2.ORDER_TYPE_LIMIT, snap_to_tick(close, tick),
-                           trading_pb2.PRODUCT_MIS, reason)
+        """An order as order_type says: at the market, or a LIMIT at `close` (snapped to the tick)."""
+        return self.mis_order(token, side, quantity, close, ctx, reason, self.params.order_type == "MARKET")

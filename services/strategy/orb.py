@@ -31,21 +31,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from services.strategy.plugins import (
     NEVER,
     Decision,
-    OrderIntent,
     Strategy,
     StrategyContext,
     moved_by_pct,
     register,
 )
-from shared.clock import ist_day_number, ist_minute_of_day, parse_hhmm, session_of
+from shared.clock import hhmm_minutes, ist_day_number, ist_minute_of_day, parse_hhmm, session_of
 from shared.config import RupeesOrOff
 from shared.contracts import market_pb2, trading_pb2
-from shared.money import fmt_inr, snap_to_tick
-
-
-def _minutes(hhmm: str) -> int:
-    hour, minute = parse_hhmm(hhmm)
-    return hour * 60 + minute
+from shared.money import fmt_inr
 
 
 def _hhmm(minutes: int) -> str:
@@ -90,8 +84,8 @@ class OrbParams(BaseModel):
 
     @model_validator(mode="after")
     def _entries_after_the_range(self) -> OrbParams:
-        end = _minutes(self.session_start_ist or LATEST_OPEN) + self.range_minutes
-        if _minutes(self.entry_until_ist) <= end:
+        end = hhmm_minutes(self.session_start_ist or LATEST_OPEN) + self.range_minutes
+        if hhmm_minutes(self.entry_until_ist) <= end:
             raise ValueError(f"entry_until_ist {self.entry_until_ist} must be after the range ends "
                              f"({_hhmm(end)}: the session's start + range_minutes)")
         return self
@@ -122,7 +116,7 @@ class OpeningRangeBreakout(Strategy):
     def on_candle(self, candle: market_pb2.Candle, ctx: StrategyContext) -> list[Decision]:
         p, token = self.params, candle.token
         day, minute = ist_day_number(candle.start_ns), ist_minute_of_day(candle.start_ns)
-        start = _minutes(p.session_start_ist) if p.session_start_ist else _open_of(candle.exchange_segment)
+        start = hhmm_minutes(p.session_start_ist) if p.session_start_ist else _open_of(candle.exchange_segment)
         end = start + p.range_minutes
         r = self._ranges.get(token)
         if r is None or r.day != day:
@@ -157,7 +151,9 @@ class OpeningRangeBreakout(Strategy):
     def _breaks(self, token: int, now_ns: int) -> tuple[int, int] | None:
         p = self.params
         r = self._range_today(token, now_ns)
-        if r is None or self._traded.get(token) == r.day or ist_minute_of_day(now_ns) >= _minutes(p.entry_until_ist):
+        if r is None or self._traded.get(token) == r.day:
+            return None
+        if ist_minute_of_day(now_ns) >= hhmm_minutes(p.entry_until_ist):
             return None
         low = moved_by_pct(r.low, -p.buffer_pct) if p.allow_short else 0
         return low, moved_by_pct(r.high, p.buffer_pct)
@@ -207,7 +203,7 @@ class OpeningRangeBreakout(Strategy):
             return []
         reason = (f"broke {way} the opening range {fmt_inr(r.low)}-{fmt_inr(r.high)} "
                   f"({_hhmm(r.start)}-{_hhmm(r.start + self.params.range_minutes)} IST): tick {fmt_inr(price)}")
-        return [self._order(token, side, quantity, price, ctx, reason, self.params.order_type == "MARKET")]
+        return [self.mis_order(token, side, quantity, price, ctx, reason, self.params.order_type == "MARKET")]
 
     def _exit(self, token: int, pos: int, price: int, ctx: StrategyContext) -> list[Decision]:
         exits = self._exits(token, pos, ctx.now_ns)
@@ -223,16 +219,7 @@ class OpeningRangeBreakout(Strategy):
             target = high if pos > 0 else low
             reason = f"target {self.params.target_r:g}R {fmt_inr(target)}: tick {fmt_inr(price)}"
         at_market = stopped or self.params.order_type == "MARKET"
-        return [self._order(token, side, abs(pos), price, ctx, reason, at_market)]
-
-    @staticmethod
-    def _order(token: int, side: trading_pb2.Side, quantity: int, price: int, ctx: StrategyContext, reason: str,
-               at_market: bool) -> OrderIntent:
-        if at_market:
-            return OrderIntent(token, side, quantity, trading_pb2.ORDER_TYPE_MARKET, 0, trading_pb2.PRODUCT_MIS, reason)
-        inst = ctx.instruments.get(token)
-        limit = snap_to_tick(price, inst.tick_size_paise if inst is not None else 0)
-        return OrderIntent(token, side, quantity, trading_pb2.ORDER_TYPE_LIMIT, limit, trading_pb2.PRODUCT_MIS, reason)
+        return [self.mis_order(token, side, abs(pos), price, ctx, reason, at_market)]
 
     def on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
         """An entry's fill marks its token traded that day (one trade a day, after a restart too)."""

@@ -73,7 +73,7 @@ from pydantic import BaseModel
 from shared.clock import NS, ist_day_number
 from shared.contracts import market_pb2, strategy_pb2, trading_pb2
 from shared.instruments import InstrumentBook
-from shared.money import fmt_inr, to_paise
+from shared.money import fmt_inr, snap_to_tick, to_paise
 from shared.positions import PositionBook
 from shared.price_factor import ONE, factor_of
 
@@ -331,6 +331,16 @@ class Strategy:
             if self._book_day:
                 self.book.start_day()
             self._book_day = day
+
+    @staticmethod
+    def mis_order(token: int, side: trading_pb2.Side, quantity: int, price: int, ctx: StrategyContext, reason: str,
+                  at_market: bool) -> OrderIntent:
+        """An intraday (MIS) order: at the market, or a LIMIT at `price` snapped to the instrument's tick size."""
+        if at_market:
+            return OrderIntent(token, side, quantity, trading_pb2.ORDER_TYPE_MARKET, 0, trading_pb2.PRODUCT_MIS, reason)
+        inst = ctx.instruments.get(token)
+        limit = snap_to_tick(price, inst.tick_size_paise if inst is not None else 0)
+        return OrderIntent(token, side, quantity, trading_pb2.ORDER_TYPE_LIMIT, limit, trading_pb2.PRODUCT_MIS, reason)
 
     def levels_changed(self, token: int) -> None:
         """The prices to watch in `token` changed outside an order update or a price level (an opening range
