@@ -416,8 +416,7 @@ class StrategyEngine:
                 self._closing.add(strategy.name)
                 text = (f"daily loss limit {fmt_inr(strategy.max_daily_loss_paise)} reached ({fmt_inr(pnl)} today): "
                         "its working orders are cancelled and its positions closed at the market")
-                strategy.paused = False  # the first reason kept by set_paused must be this one
-                self.set_paused(strategy.name, True, text, by=strategy_pb2.PAUSED_BY_NEOPULSE)
+                self.set_paused(strategy.name, True, text, by=strategy_pb2.PAUSED_BY_NEOPULSE, replace=True)
                 out.stopped.append((strategy.name, text))
             if strategy.name in self._closing:
                 self._close_out(strategy, now_ns, out)
@@ -470,13 +469,14 @@ class StrategyEngine:
         return strategy
 
     def set_paused(self, name: str, paused: bool, reason: str = "",
-                   by: strategy_pb2.PausedBy = strategy_pb2.PAUSED_BY_OPERATOR) -> Strategy:
+                   by: strategy_pb2.PausedBy = strategy_pb2.PAUSED_BY_OPERATOR, replace: bool = False) -> Strategy:
         """Pause, saying why, by whom and when (ListStrategies shows it), or resume, which clears that. Pausing a
         paused strategy keeps the first reason: NeoPulse's "positions not restored" stays true whoever pauses it
-        again. A resume of a paused strategy also releases its tokens blocked by orders of unknown outcome
+        again; unless `replace` (the loss limit's stop, which closes out what it holds, says more than any earlier
+        pause). A resume of a paused strategy also releases its tokens blocked by orders of unknown outcome
         (Strategy.release_unknown): the operator's way out once the broker's order book is checked."""
         strategy = self.get(name)
-        if paused == strategy.paused:
+        if paused == strategy.paused and not (paused and replace):
             return strategy
         if not paused:
             strategy.release_unknown()

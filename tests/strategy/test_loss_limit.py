@@ -244,3 +244,15 @@ def test_after_a_restart_the_days_orders_give_the_pnl_back_and_a_strategy_still_
 
     assert desk.strategy.day_pnl(at, lambda token: 0) == -520_00
     assert [name for name, _ in desk.turn().stopped] == ["mom"]
+
+
+def test_the_stop_of_a_strategy_the_operator_had_paused_says_the_loss_limit_and_closes_it_out():
+    desk = Desk()
+    desk.update("entry", BUY, trading_pb2.ORDER_STATUS_TRADED, fill=100)
+    desk.engine.set_paused("mom", True, "lunch")
+    desk.tick(94_90)
+
+    turn = desk.turn()
+
+    info = desk.engine.info(desk.strategy)
+    assert (info.paused_by, info.pause_reason, len(turn.signals)) == (strategy_pb2.PAUSED_BY_NEOPULSE, STOPPED, 1)
