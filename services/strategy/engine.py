@@ -20,6 +20,7 @@ from services.strategy.orders import WorkingOrders
 from services.strategy.plugins import (
     TERMINAL,
     Decision,
+    OrderCancel,
     OrderChange,
     OrderIntent,
     Strategy,
@@ -47,6 +48,12 @@ LOSS_LIMIT = "max_daily_loss"  # SetStrategyParams sets the loss limit under thi
 _RUPEES: TypeAdapter[Decimal] = TypeAdapter(RupeesOrOff)
 CANCEL_AGAIN_NS = 10 * NS  # a close-out's cancel of a working order is asked again after this (clock)
 CLOSE_AGAIN_NS = 5 * NS  # and its exit of a position, should it have been refused
+# A stop's exit (or its cancel or change of a working order: Strategy.stop_exit) refused, by risk, the OMS or the
+# broker: the token's ticks are taken again after this long (tick time), twice as long after each refusal in a row
+# up to the most (a refusal that holds, the kill switch, costs a rejection a minute, not one a tick), from the first
+# after a fill again. Other decisions of a level (an entry, a target) are asked again at the token's next close.
+LEVEL_RETRY_NS = 1 * NS
+LEVEL_RETRY_MOST_NS = 60 * NS
 
 
 @dataclass
@@ -113,6 +120,10 @@ class StrategyEngine:
         # and the (strategy, token) pairs whose level a tick reached, to be asked again at the token's next close.
         self._levels: dict[int, tuple[tuple[Strategy, int, int], ...]] = {}
         self._reached: set[tuple[str, int]] = set()
+        # (strategy, token) -> the signal id of the last signal a level decided (to know its refusal), and, after a
+        # refusal, (tick time before which its levels are not taken, the wait after that one): see _refused.
+        self._level_signals: dict[tuple[str, int], str] = {}
+        self._holds: dict[tuple[str, int], tuple[int, int]] = {}
         # max_daily_loss: the strategies being closed out, and when to ask again for a cancel or an exit.
         self._closing: set[str] = set()
         self._cancel_after: dict[str, int] = {}
@@ -235,11 +246,14 @@ class StrategyEngine:
         builder picks them out) go to each strategy whose own level they reach, its on_price_level. Deciding
         something, the token is then not watched for it until its next order update or close; nothing, it is asked
         for its levels again at once."""
-        ctx, levels, out = self._ctx, self._levels, []
+        ctx, levels, holds, out = self._ctx, self._levels, self._holds, []
         for tick in reached:
             price = tick.ltp_paise
             for strategy, low, high in levels.get(tick.token, ()):
                 if low < price < high or price <= 0 or strategy.paused:
+                    continue
+                key = (strategy.name, tick.token)
+                if holds and key in holds and tick.ts_ns < holds[key][0]:
                     continue
                 ctx.now_ns = tick.ts_ns
                 self._unwatch(strategy, tick.token)
@@ -249,7 +263,10 @@ class StrategyEngine:
                     _failed(strategy, "on a price level", tick.token)
                     continue
                 if intents:
-                    out.extend(self._emit(strategy, intents, tick.ts_ns, tick.recv_ns, tick.ts_ns, by_tick=True))
+                    signals = self._emit(strategy, intents, tick.ts_ns, tick.recv_ns, tick.ts_ns, by_tick=True)
+                    if signals:
+                        self._level_signals[key] = signals[-1].signal_id
+                        out.extend(signals)
                 else:
                     self._watch(strategy, tick.token, tick.ts_ns)
         return out
@@ -263,6 +280,8 @@ class StrategyEngine:
         except Exception:
             _failed(strategy, "giving its price levels", token)
             levels = None
+        if levels is None and self._holds:
+            self._holds.pop((strategy.name, token), None)
         self._set_watching(token, others if levels is None else (*others, (strategy, *levels)))
 
     def _unwatch(self, strategy: Strategy, token: int) -> None:
@@ -317,6 +336,9 @@ class StrategyEngine:
             if isinstance(intent, OrderChange):
                 self.orders.ask(strategy, intent)
                 continue
+            if isinstance(intent, OrderCancel):
+                self.orders.cancel(strategy, intent)
+                continue
             inst = self.instruments.get(intent.token)
             signal_id = self._signal_id(strategy.name, intent, at_ns, by_tick)
             out.append(trading_pb2.Signal(
@@ -354,6 +376,12 @@ class StrategyEngine:
         if strategy is not None:
             self.orders.track(update, self.clock.now_ns())
             strategy.on_order_update(update)
+            key = (strategy.name, update.request.token)
+            if update.last_fill_quantity:
+                self._holds.pop(key, None)
+            elif (update.status == trading_pb2.ORDER_STATUS_REJECTED and update.request.signal_id
+                  and update.request.signal_id == self._level_signals.get(key)):
+                self._refused(strategy, update.request.token)
             self._watch(strategy, update.request.token)
         elif update.request.strategy_tag == SQUAREOFF_TAG and update.last_fill_quantity:
             self._closed_by_platform(update)
@@ -453,10 +481,34 @@ class StrategyEngine:
         strategy = self.strategies.get(decision.strategy)
         if strategy is None or not decision.order.token:
             return
+        token = decision.order.token
         if decision.accepted:
-            strategy.on_accepted(decision.order.token, decision.signal_id)
+            strategy.on_accepted(token, decision.signal_id)
         elif decision.reason_code != "DUPLICATE_ORDER":  # a duplicate's original is live
-            strategy.on_rejected(decision.order.token, decision.signal_id)
+            strategy.on_rejected(token, decision.signal_id)
+            if decision.signal_id and decision.signal_id == self._level_signals.get((strategy.name, token)) \
+                    and self._refused(strategy, token):
+                self._watch(strategy, token)
+
+    def level_refused(self, name: str, token: int) -> None:
+        """The OMS refused a change or cancel a strategy asked for: if a price level decided it for a stop (the
+        token is not watched for the strategy since), the token is watched again, after the wait of _refused."""
+        strategy = self.strategies.get(name)
+        if strategy is not None and (name, token) in self._reached and self._refused(strategy, token):
+            self._watch(strategy, token)
+
+    def _refused(self, strategy: Strategy, token: int) -> bool:
+        """What a level decided was refused: with a stop due (Strategy.due_stop), the token's ticks count again from
+        LEVEL_RETRY_NS after its last tick, twice as long after each refusal in a row (up to LEVEL_RETRY_MOST_NS),
+        until a fill. False (nothing done) without one."""
+        if not strategy.due_stop(token):
+            return False
+        key = (strategy.name, token)
+        held = self._holds.get(key)
+        wait = min(held[1] * 2, LEVEL_RETRY_MOST_NS) if held is not None else LEVEL_RETRY_NS
+        last = self.candles.last_tick(token)
+        self._holds[key] = ((last.ts_ns if last is not None else 0) + wait, wait)
+        return True
 
     # -- control -----------------------------------------------------------------
     def get(self, name: str) -> Strategy:

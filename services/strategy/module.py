@@ -35,8 +35,8 @@ STALE_CANCELS = Counter("neopulse_strategy_stale_order_cancels", "Working orders
 CANCEL_RETRY_NS = 10 * 1_000_000_000  # a stale order whose cancel was refused is offered again after this (clock)
 MAX_QUOTES = 200  # GetQuotesRequest.symbols
 MAX_REASON_CHARS = 500  # PauseStrategyRequest.reason: kept, and shown in every ListStrategies and /strategies
-ORDER_CHANGES = Counter("neopulse_strategy_order_changes", "Strategies' changes of their working orders sent to the "
-                        "OMS, by its answer (made, or refused)", ["strategy", "outcome"])
+ORDER_CHANGES = Counter("neopulse_strategy_order_changes", "Strategies' changes and cancels of their working orders "
+                        "sent to the OMS, by its answer (made, or refused)", ["strategy", "kind", "outcome"])
 LATE_TICKS = Counter("neopulse_strategy_late_ticks", "Out-of-order ticks ignored (older than the open minute)")
 
 
@@ -229,20 +229,31 @@ class StrategyModule(Component):
             tasks.create_task(self._send_change(change), name=f"strategy:change:{change.request.order_id}")
 
     async def _send_change(self, change: Change) -> None:
-        """A change refused (by risk, the broker, or an order that ended meanwhile) is logged and counted: the
-        strategy sees its order's terms unchanged and may ask again at its next decision."""
+        """A change or cancel refused (by risk, the broker, or an order that ended meanwhile) is logged and counted:
+        the strategy sees its order unchanged and may ask again at its next decision (one a price level made, at
+        the level's next tick after a wait: StrategyEngine.level_refused)."""
         assert self.engine is not None
         request = change.request
+        cancel = isinstance(request, oms_pb2.CancelOrderRequest)
+        what = "cancel" if cancel else "change"
         try:
-            await self.bus.call(rpc.MODIFY_ORDER, request)
+            if isinstance(request, oms_pb2.CancelOrderRequest):
+                await self.bus.call(rpc.CANCEL_ORDER, request)
+            else:
+                await self.bus.call(rpc.MODIFY_ORDER, request)
         except Exception as exc:  # refused, its outcome unknown, or the OMS unreachable: its updates will tell
-            ORDER_CHANGES.labels(change.strategy, "refused").inc()
-            log.info("strategy's order change not made", extra={
-                "strategy": change.strategy, "order_id": request.order_id, "error": str(exc)})
-            return
-        finally:
             self.engine.orders.change_sent(request.order_id)
-        ORDER_CHANGES.labels(change.strategy, "made").inc()
+            self.engine.level_refused(change.strategy, change.token)
+            ORDER_CHANGES.labels(change.strategy, what, "refused").inc()
+            log.info(f"strategy's order {what} not made", extra={
+                "strategy": change.strategy, "order_id": request.order_id, "error": str(exc), "reason": change.reason})
+            return
+        self.engine.orders.change_sent(request.order_id)
+        ORDER_CHANGES.labels(change.strategy, what, "made").inc()
+        if cancel:
+            log.info("strategy's order cancelled", extra={
+                "strategy": change.strategy, "order_id": request.order_id, "reason": change.reason})
+            return
         log.info("strategy's order changed", extra={
             "strategy": change.strategy, "order_id": request.order_id, "quantity": request.quantity,
             "price_paise": request.price_paise, "trigger_price_paise": request.trigger_price_paise,

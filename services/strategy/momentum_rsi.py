@@ -14,7 +14,9 @@ Rules, on each closed candle of a token (after warm-up: rsi_period + 1 and ema_p
   price (the average of the fills that opened the position); with `target_pct`, when one is that much in its favour.
   With `trailing_stop_pct`, at the market when a tick is that much off the best price a tick reached since the entry
   (the entry price until one beats it, and after a restart). All are watched on every tick (price_levels), not only
-  at the closes; a stop reached while a LIMIT exit works moves that exit to the tick's price. A close past one (a
+  at the closes; a stop reached while a LIMIT exit works moves that exit to the tick's price, and one reached while
+  a LIMIT entry works with part of it filled cancels the rest of it, then exits what filled. A stop once reached
+  stays due until the position is flat (a refused exit goes again, whatever the price). A close past one (a
   restart, a change of params) exits too.
 - An entry's size: `quantity` rounded down to whole lots (at least one); or, with `order_value` set, as many whole
   lots as that many rupees buy at the entry candle's close (a contract at its price factor). An instrument one lot
@@ -47,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from services.strategy.indicators import EMA, RSI
 from services.strategy.plugins import (
+    EVERY_TICK,
     NEVER,
     Decision,
     OrderChange,
@@ -298,8 +301,9 @@ class MomentumRsi(Strategy):
 
     def price_levels(self, token: int, now_ns: int) -> tuple[int, int] | None:
         """The stop loss and the target of the position in `token` (_exit_levels), watched on every tick, and with
-        a trailing stop the price of a new best too (on_price_level moves the stop up to it). While an exit of ours
-        works as a LIMIT order, only the stop (which moves it); while anything else of ours works, nothing."""
+        a trailing stop the price of a new best too (on_price_level moves the stop up to it). While an order of ours
+        works, only the stop (stop_while_working: a LIMIT exit is moved, an entry partly filled cancelled); once a
+        stop was reached, every tick until the position is flat (stop_exit)."""
         pos = self.position(token)
         levels = self._exit_levels(token, pos)
         if levels is None:
@@ -307,11 +311,9 @@ class MomentumRsi(Strategy):
             return None
         low, high, _ = levels
         if self.is_pending(token, now_ns):
-            working = self.working_order(token)
-            if (working is None or working.side != _exit_side(pos) or working.remaining <= 0
-                    or working.order_type != trading_pb2.ORDER_TYPE_LIMIT):
-                return None
-            return (low, NEVER) if pos > 0 else (0, high)
+            return self.stop_while_working(token, low if pos > 0 else (high if high != NEVER else 0))
+        if self.due_stop(token):
+            return EVERY_TICK
         if self.params.trailing_stop_pct:
             best = self._best_price(token, pos)
             if pos > 0:
@@ -322,11 +324,13 @@ class MomentumRsi(Strategy):
 
     def on_price_level(self, tick: market_pb2.Tick, ctx: StrategyContext) -> list[Decision]:
         """A tick reached the stop loss, the trailing stop or the target: the exit goes now (as _exit's would at a
-        close). A new best price moves the trailing stop. While an order of ours works in the token, nothing new
-        goes; a stop moves a LIMIT exit still working to the tick's price instead (it would otherwise wait there
-        while the market runs away)."""
+        close); a stop's at the market, through stop_exit (which, while an order of ours works in the token, moves a
+        LIMIT exit or cancels an entry partly filled first). A new best price moves the trailing stop."""
         token, price = tick.token, tick.ltp_paise
         pos = self.position(token)
+        due = self.due_stop(token)
+        if due:
+            return self.stop_exit(token, price, due, ctx)
         if self.params.trailing_stop_pct and pos and price > 0:
             best = self._best_price(token, pos)
             if (price > best) if pos > 0 else (price < best):
@@ -335,17 +339,12 @@ class MomentumRsi(Strategy):
         if hit is None:
             return []
         reason, at_market = hit
-        side = _exit_side(pos)
+        if at_market:
+            return self.stop_exit(token, price, reason, ctx)
         if self.is_pending(token, ctx.now_ns):
-            working = self.working_order(token)
-            if (not at_market or working is None or working.side != side or working.remaining <= 0
-                    or working.order_type != trading_pb2.ORDER_TYPE_LIMIT):
-                return []
-            inst = ctx.instruments.get(token)
-            moved = snap_to_tick(price, inst.tick_size_paise if inst is not None else 0)
-            return [OrderChange(token, limit_price_paise=moved, reason=f"{reason}; the working exit moved to it")]
-        return [self.mis_order(token, side, abs(pos), price, ctx, reason,
-                               at_market or self.params.order_type == "MARKET")]
+            return []
+        return [self.mis_order(token, _exit_side(pos), abs(pos), price, ctx, reason,
+                               self.params.order_type == "MARKET")]
 
     def _best_price(self, token: int, pos: int) -> int:
         """The best price of the position `pos` in `token` since its entry that a tick reached (the highest for a

@@ -13,7 +13,9 @@ A plugin (see plugins.py). Rules, per token and IST day:
   (rupees), as many whole lots as that buys at the tick's price.
 - Exits, on every tick: the stop is the range's other side (a long's at its low), or `stop_loss_pct` from the entry
   price when set; the target `target_r` times the risk (entry to stop) beyond the entry (0: none). Both at the market
-  (a target as `order_type` says). What is left at 15:15 the intraday square-off (risk) closes.
+  (a target as `order_type` says). The stop is watched while an order of ours works too: it moves a LIMIT exit to
+  the tick's price, or cancels the rest of a LIMIT entry part of which filled and then exits what filled; once
+  reached it stays due until the position is flat. What is left at 15:15 the intraday square-off (risk) closes.
 - A rejected entry is tried again at the next tick past the range after the token's next close; a second trade the
   same day never goes (its fills say the token traded, also after a restart, from the day's orders).
 Orders are MIS; MARKET, or LIMIT at the tick's price with `order_type = "LIMIT"`. After a restart the day's stored
@@ -29,6 +31,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from services.strategy.plugins import (
+    EVERY_TICK,
     NEVER,
     Decision,
     Strategy,
@@ -139,11 +142,16 @@ class OpeningRangeBreakout(Strategy):
 
     # -- what to watch -------------------------------------------------------------------------
     def price_levels(self, token: int, now_ns: int) -> tuple[int, int] | None:
-        """Flat: the range's breaks, while an entry may go. Holding: the stop and the target (_exits)."""
-        if self.is_pending(token, now_ns):
-            return None
+        """Flat: the range's breaks, while an entry may go. Holding: the stop and the target (_exits); the stop alone
+        while an order of ours works (Strategy.stop_while_working); every tick once the stop was reached, until
+        flat (Strategy.stop_exit)."""
         pos = self.position(token)
+        if self.is_pending(token, now_ns):
+            exits = self._exits(token, pos, now_ns) if pos else None
+            return None if exits is None else self.stop_while_working(token, exits[0] if pos > 0 else exits[1])
         if pos:
+            if self.due_stop(token):
+                return EVERY_TICK
             exits = self._exits(token, pos, now_ns)
             return None if exits is None else (exits[0], exits[1])
         return self._breaks(token, now_ns)
@@ -183,11 +191,11 @@ class OpeningRangeBreakout(Strategy):
     # -- decisions -----------------------------------------------------------------------------
     def on_price_level(self, tick: market_pb2.Tick, ctx: StrategyContext) -> list[Decision]:
         token, price = tick.token, tick.ltp_paise
-        if self.is_pending(token, ctx.now_ns):
-            return []
         pos = self.position(token)
         if pos:
             return self._exit(token, pos, price, ctx)
+        if self.is_pending(token, ctx.now_ns):
+            return []
         levels = self._breaks(token, ctx.now_ns)
         if levels is None:
             return []
@@ -206,20 +214,24 @@ class OpeningRangeBreakout(Strategy):
         return [self.mis_order(token, side, quantity, price, ctx, reason, self.params.order_type == "MARKET")]
 
     def _exit(self, token: int, pos: int, price: int, ctx: StrategyContext) -> list[Decision]:
+        """The stop (at the market, through stop_exit: also while an order of ours works) or the target (not while
+        one works) the tick at `price` reached."""
+        due = self.due_stop(token)
+        if due:
+            return self.stop_exit(token, price, due, ctx)
         exits = self._exits(token, pos, ctx.now_ns)
         if exits is None or exits[0] < price < exits[1]:
             return []
         low, high, said = exits
-        side = trading_pb2.SIDE_SELL if pos > 0 else trading_pb2.SIDE_BUY
-        stopped = price <= low if pos > 0 else price >= high
-        if stopped:
+        if price <= low if pos > 0 else price >= high:
             stop = low if pos > 0 else high
-            reason = f"stop at {said} {fmt_inr(stop)}: tick {fmt_inr(price)}"
-        else:
-            target = high if pos > 0 else low
-            reason = f"target {self.params.target_r:g}R {fmt_inr(target)}: tick {fmt_inr(price)}"
-        at_market = stopped or self.params.order_type == "MARKET"
-        return [self.mis_order(token, side, abs(pos), price, ctx, reason, at_market)]
+            return self.stop_exit(token, price, f"stop at {said} {fmt_inr(stop)}: tick {fmt_inr(price)}", ctx)
+        if self.is_pending(token, ctx.now_ns):
+            return []
+        target = high if pos > 0 else low
+        reason = f"target {self.params.target_r:g}R {fmt_inr(target)}: tick {fmt_inr(price)}"
+        side = trading_pb2.SIDE_SELL if pos > 0 else trading_pb2.SIDE_BUY
+        return [self.mis_order(token, side, abs(pos), price, ctx, reason, self.params.order_type == "MARKET")]
 
     def on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
         """An entry's fill marks its token traded that day (one trade a day, after a restart too)."""

@@ -1,7 +1,9 @@
 """The strategies' working orders as the strategy module handles them: those left working too long (to cancel) and
-the changes the strategies ask of theirs (to send as the OMS's ModifyOrder), one change of an order at a time.
+the changes and cancels the strategies ask of theirs (to send as the OMS's ModifyOrder and CancelOrder), one of
+them per order at a time.
 
-No I/O: the engine feeds it order updates and the plugins' OrderChanges; the module sends what it returns.
+No I/O: the engine feeds it order updates and the plugins' OrderChanges and OrderCancels; the module sends what it
+returns.
 """
 
 from __future__ import annotations
@@ -9,18 +11,20 @@ from __future__ import annotations
 import logging
 from typing import NamedTuple
 
-from services.strategy.plugins import TERMINAL, OrderChange, Strategy
+from services.strategy.plugins import TERMINAL, OrderCancel, OrderChange, Strategy
 from shared.contracts import oms_pb2, trading_pb2
 
 log = logging.getLogger(__name__)
 
 
 class Change(NamedTuple):
-    """A strategy's change of its working order, to send as the OMS's ModifyOrder."""
+    """A strategy's change of its working order in `token`, to send as the OMS's ModifyOrder, or its cancel, as
+    CancelOrder."""
 
     strategy: str
     reason: str
-    request: oms_pb2.ModifyOrderRequest
+    request: oms_pb2.ModifyOrderRequest | oms_pb2.CancelOrderRequest
+    token: int = 0
 
 
 class WorkingOrders:
@@ -76,17 +80,31 @@ class WorkingOrders:
         self._changing.add(working.order_id)
         self._changes.append(Change(strategy.name, change.reason, oms_pb2.ModifyOrderRequest(
             order_id=working.order_id, quantity=terms[0], price_paise=terms[1], trigger_price_paise=terms[2],
-            strategy_tag=strategy.name)))
+            strategy_tag=strategy.name), change.token))
+
+    def cancel(self, strategy: Strategy, cancel: OrderCancel) -> None:
+        """Queue a strategy's cancel of its working order (take_changes, as the OMS's CancelOrder); dropped as a
+        change is (ask), and while the broker has a cancel of it pending."""
+        working = strategy.working_order(cancel.token)
+        if (working is None or working.order_id in self._changing or working.changed_by_hand
+                or working.status == trading_pb2.ORDER_STATUS_CANCEL_PENDING):
+            log.debug("order cancel not sent: no working order, a change or cancel of it in flight, or changed by "
+                      "hand", extra={"strategy": strategy.name, "token": cancel.token})
+            return
+        self._changing.add(working.order_id)
+        self._changes.append(Change(strategy.name, cancel.reason, oms_pb2.CancelOrderRequest(
+            order_id=working.order_id), cancel.token))
 
     @property
     def has_changes(self) -> bool:
         return bool(self._changes)
 
     def take_changes(self) -> list[Change]:
-        """The order changes the strategies asked for since the last call, to send (each then change_sent)."""
+        """The order changes and cancels the strategies asked for since the last call, to send (each then
+        change_sent)."""
         out, self._changes = self._changes, []
         return out
 
     def change_sent(self, order_id: str) -> None:
-        """The OMS answered a change of `order_id` (either way): the order's strategy may ask another."""
+        """The OMS answered a change or cancel of `order_id` (either way): the order's strategy may ask another."""
         self._changing.discard(order_id)

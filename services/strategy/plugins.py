@@ -50,7 +50,9 @@ builder picks those ticks out in its own loop, so a token nobody watches costs n
 the levels whenever the token's position or orders change, at the token's closes after a level was reached, after
 an ``on_price_level`` that decided nothing (a trailing stop moving), and when the plugin calls
 ``levels_changed(token)`` (ORB, once its opening range is complete). ``entry_quantity`` sizes an entry in whole lots
-from a quantity or a budget in rupees.
+from a quantity or a budget in rupees. A stop is best left to ``stop_exit`` (exit at the market; while an order of
+the strategy's works, move a LIMIT exit or cancel a part-filled entry with an ``OrderCancel`` first; due until flat,
+a refusal retried within seconds) with ``stop_while_working`` and ``due_stop`` in ``price_levels``.
 
 At start (with a database) the module warms every strategy up from the stored ticks: the 1-minute candles each
 traded token closed before now, today's and, while fewer than ``closes_needed()`` (override it when your
@@ -91,6 +93,7 @@ OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
 
 
 NEVER = 2**62  # a price level no tick reaches (price_levels: a target turned off)
+EVERY_TICK = (NEVER, 0)  # price_levels: levels every tick reaches (a stop already due: Strategy.stop_exit)
 
 
 def moved_by_pct(price: int, pct: float) -> int:
@@ -132,6 +135,15 @@ class OrderChange:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class OrderCancel:
+    """Cancel the strategy's working order in `token` (see Strategy.working_order): the OMS's CancelOrder. Not sent
+    while a change or cancel of the order is in flight, nor for an order a trader has changed (changed_by_hand)."""
+
+    token: int
+    reason: str = ""
+
+
 @dataclass(slots=True)
 class WorkingOrder:
     """One of the strategy's orders while it works, as its last update showed it (terms included: a change takes
@@ -160,7 +172,7 @@ class WorkingOrder:
         return self.quantity - self.filled_quantity
 
 
-Decision = OrderIntent | OrderChange  # what a plugin returns: new orders, and changes of its working ones
+Decision = OrderIntent | OrderChange | OrderCancel  # what a plugin returns: new orders, changes of its working ones
 
 
 @dataclass(slots=True)
@@ -207,6 +219,7 @@ class Strategy:
         self._latest: dict[int, str] = {}
         self._too_dear: set[tuple[int, Decimal]] = set()  # (token, order_value) said to cost more than a lot
         self._relevel: set[int] = set()  # tokens whose price levels to ask again (levels_changed)
+        self._stop_due: dict[int, str] = {}  # token -> why: a stop reached, its position not yet flat (stop_exit)
         # Its day's P&L, from its own fills (and the square-offs' of its positions): for max_daily_loss.
         self.max_daily_loss_paise = 0
         self.loss_stopped_day = 0  # the IST day the limit stopped it (once a day: a resume is the operator's call)
@@ -347,6 +360,52 @@ class Strategy:
         completed at a close): the engine asks price_levels again after the plugin's call."""
         self._relevel.add(token)
 
+    def due_stop(self, token: int) -> str:
+        """Why a stop of the position in `token` was reached, while that position is not yet flat (stop_exit); ""
+        when none is due."""
+        return self._stop_due.get(token, "")
+
+    def stop_exit(self, token: int, price: int, reason: str, ctx: StrategyContext) -> list[Decision]:
+        """A tick at `price` reached the stop of the position in `token` (`reason` says which): it exits, all of it,
+        at the market. The stop stays due until the position is flat: price_levels should then return EVERY_TICK
+        while no order of ours works in the token (after a refusal, after a cancel), and on_price_level this again,
+        with due_stop's reason, whatever the price has done since. While an order of ours works there:
+        - a LIMIT exit is moved to `price` (it would otherwise wait there while the market runs away);
+        - an entry, part of it filled, is cancelled first (its fills are the position to protect, and the rest of it
+          would only add to it); the exit goes at the token's first tick after;
+        - a MARKET exit, a signal on its way, an order a trader changed by hand: nothing."""
+        pos = self.position(token)
+        if not pos:
+            return []
+        self._stop_due[token] = reason
+        side = trading_pb2.SIDE_SELL if pos > 0 else trading_pb2.SIDE_BUY
+        if not self.is_pending(token, ctx.now_ns):
+            return [self.mis_order(token, side, abs(pos), price, ctx, reason, True)]
+        working = self.working_order(token)
+        if working is None or working.remaining <= 0 or working.changed_by_hand:
+            return []
+        if working.side != side:
+            if working.status == trading_pb2.ORDER_STATUS_CANCEL_PENDING:
+                return []
+            return [OrderCancel(token, f"{reason}; the rest of the entry cancelled, then the position exits")]
+        if working.order_type != trading_pb2.ORDER_TYPE_LIMIT:
+            return []
+        inst = ctx.instruments.get(token)
+        moved = snap_to_tick(price, inst.tick_size_paise if inst is not None else 0)
+        return [OrderChange(token, limit_price_paise=moved, reason=f"{reason}; the working exit moved to it")]
+
+    def stop_while_working(self, token: int, stop: int) -> tuple[int, int] | None:
+        """price_levels while a signal or order of ours is under way in `token` (is_pending), for the position held
+        there with its stop at `stop` (paise; 0 for none): the stop alone while stop_exit has something to do at it
+        (a LIMIT exit working, or an entry with part of it filled), else nothing."""
+        pos, working = self.position(token), self.working_order(token)
+        if not pos or not stop or working is None or working.remaining <= 0 or working.changed_by_hand:
+            return None
+        exiting = working.side == (trading_pb2.SIDE_SELL if pos > 0 else trading_pb2.SIDE_BUY)
+        if exiting and working.order_type != trading_pb2.ORDER_TYPE_LIMIT:
+            return None
+        return (stop, NEVER) if pos > 0 else (0, stop)
+
     def working_orders(self) -> list[WorkingOrder]:
         """Its orders while they work (a copy of the list)."""
         return list(self._orders.values())
@@ -406,6 +465,8 @@ class Strategy:
             self._positions[key] = held - taken if held > 0 else held + taken
             if not self._positions[key]:
                 self._entries.pop(key, None)
+            if not self.position(token):
+                self._stop_due.pop(token, None)
         return taken
 
     def release_unknown(self) -> None:
@@ -441,6 +502,8 @@ class Strategy:
             held = self._positions.get(key, 0)
             self._positions[key] = held + signed
             self._note_entry(key, held, signed, update.last_fill_price_paise)
+            if not self.position(token):
+                self._stop_due.pop(token, None)
         if update.status in TERMINAL:
             self._pending.pop(token, None)
             self._orders.pop(order_id, None)

@@ -124,6 +124,47 @@ def test_a_shorts_stop_is_the_ranges_high_and_stop_loss_pct_puts_it_nearer():
     assert [s.reason for s in tight.ticks(("09:18:30", 103_02))] == ["target 2R ₹103.02: tick ₹103.02"]
 
 
+def test_the_stop_is_watched_while_a_limit_order_works_a_target_exit_moved_to_it_an_entrys_rest_cancelled():
+    """Before, nothing was watched while an order of ORB's worked: a LIMIT target exit left resting as the market
+    turned let the position run through its stop, as did a LIMIT entry part of which had filled."""
+    desk = Desk(order_type="LIMIT")
+    desk.ticks(*RANGE, ("09:18:02", 100_00))
+    (entry,) = desk.ticks(("09:18:10", 101_00))
+    desk.filled(entry, 101_00)
+    (target,) = desk.ticks(("09:18:20", 105_00))
+    working(desk, target, trading_pb2.ORDER_STATUS_OPEN)  # resting at 105.00: the market fell back
+    assert desk.ticks(("09:18:30", 100_00)) == []
+
+    assert desk.ticks(("09:18:40", 98_95)) == []
+    (moved,) = desk.engine.orders.take_changes()
+    assert (moved.request.order_id, moved.request.price_paise, moved.reason) == (
+        target.signal_id, 98_95, "stop at the range's low ₹99.00: tick ₹98.95; the working exit moved to it")
+
+    part = Desk(order_type="LIMIT")
+    part.ticks(*RANGE, ("09:18:02", 100_00))
+    (entry,) = part.ticks(("09:18:10", 101_00))
+    working(part, entry, trading_pb2.ORDER_STATUS_PARTIALLY_FILLED, quantity=10, filled=4)
+    assert part.ticks(("09:18:40", 99_00)) == []
+    (cancel,) = part.engine.orders.take_changes()
+    assert (cancel.request.order_id, cancel.reason) == (
+        entry.signal_id, "stop at the range's low ₹99.00: tick ₹99.00; the rest of the entry cancelled, then the "
+        "position exits")
+    working(part, entry, trading_pb2.ORDER_STATUS_CANCELLED, quantity=10, filled=0)
+    assert described(part.ticks(("09:18:50", 99_50))) == [
+        (SELL, 4, MARKET, 0, "stop at the range's low ₹99.00: tick ₹99.00")]
+
+
+def working(desk, signal, status, quantity=1, filled=0):
+    """An update of the order of `signal` (a LIMIT at its price): `filled` more of it filled at that price."""
+    desk.sequence += 1
+    desk.engine.on_order_update(trading_pb2.OrderUpdate(
+        client_order_id=signal.signal_id, status=status, sequence=desk.sequence, last_fill_quantity=filled,
+        last_fill_price_paise=signal.limit_price_paise, filled_quantity=filled, ts_ns=desk.clock.now_ns(),
+        request=trading_pb2.OrderRequest(
+            client_order_id=signal.signal_id, token=SBIN, side=signal.side, quantity=quantity, order_type=LIMIT,
+            price_paise=signal.limit_price_paise, strategy_tag="orb", product=trading_pb2.PRODUCT_MIS)))
+
+
 def test_one_trade_a_token_a_day_and_a_new_range_the_next_day():
     desk = Desk()
     desk.ticks(*RANGE, ("09:18:02", 100_00))

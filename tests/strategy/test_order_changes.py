@@ -55,7 +55,7 @@ def minutes(first: int, prices: list[int]) -> list[market_pb2.Tick]:
 
 def changes_counted(outcome: str) -> float:
     return REGISTRY.get_sample_value("neopulse_strategy_order_changes_total",
-                                     {"strategy": "mom", "outcome": outcome}) or 0.0
+                                     {"strategy": "mom", "kind": "change", "outcome": outcome}) or 0.0
 
 
 @dataclass
@@ -72,8 +72,9 @@ class World:
         await self.bus.publish(Topic.TICKS, market_pb2.TickBatch(ticks=ticks))
         await self.bus.drain()
 
-    def order(self) -> t.OrderUpdate:
-        (cid,) = {u.client_order_id for u in self.updates}
+    def order(self, cid: str = "") -> t.OrderUpdate:
+        if not cid:
+            (cid,) = {u.client_order_id for u in self.updates}
         found = self.oms.engine.lookup(cid)
         assert found is not None
         return found
@@ -89,7 +90,7 @@ async def make_world(request, db_pool) -> AsyncIterator:
     tasks: list[asyncio.Task] = []
     worlds: list[World] = []
 
-    async def make(max_reprices: int, **risk: object) -> World:
+    async def make(max_reprices: int, params: dict | None = None, **risk: object) -> World:
         bus, clock = Bus(), ManualClock(T0915)
 
         async def list_instruments(_: ingestion_pb2.ListInstrumentsRequest) -> ingestion_pb2.ListInstrumentsResponse:
@@ -106,7 +107,8 @@ async def make_world(request, db_pool) -> AsyncIterator:
             # and a timer closing at once could take a minute before the batch's ticks of that minute came in.
             "close_check_ms": 10, "close_grace_ms": 60_000, "cancel_working_after_s": 0, "strategies": [
                 {"name": "mom", "kind": "MOMENTUM_RSI", "symbols": ["SBIN-EQ"],
-                 "params": {"rsi_period": 3, "ema_period": 3, "max_reprices": max_reprices}}]}}), clock)
+                 "params": {"rsi_period": 3, "ema_period": 3, "max_reprices": max_reprices, **(params or {})}}]}}),
+                                  clock)
         w = World(bus, clock, strategy, ledger, oms)
 
         async def collect(update: t.OrderUpdate) -> None:
@@ -204,3 +206,39 @@ async def test_a_traders_change_takes_the_order_over_and_the_strategy_moves_it_n
         t.ORDER_STATUS_OPEN, 99_00, 2, True)
     stored = await w.ledger.get(own.client_order_id)
     assert (stored.request.price_paise, stored.changes_sent, stored.changed_by_hand) == (99_00, 2, True)
+
+
+async def test_a_stop_reached_while_the_entry_works_part_filled_cancels_its_rest_and_exits_what_filled(make_world):
+    """A LIMIT entry of 10 at 100.00 rests; minute 7 dips to 99.90 on a volume of 4: the paper broker fills 4 of it
+    (a candle fills at most its volume). Minute 8 falls through the stop (1% under 99.90 is 98.90): the rest of the
+    entry is cancelled and the 4 exit at the market at the next tick, with the stop's reason, in the ledger too."""
+    w = await make_world(max_reprices=0, params={"quantity": 10, "stop_loss_pct": 1})
+    entry = await resting_entry(w)
+    await w.feed([tick(6, 30, 100_50), thin_tick(7, 10, 99_90, ltq=4), tick(8, 0, 100_20)])
+    await until(lambda: w.plugin.position(SBIN) == 4)
+    assert w.order(entry.client_order_id).status == t.ORDER_STATUS_PARTIALLY_FILLED
+
+    await w.feed([tick(8, 10, 98_80)])
+    await until(lambda: w.order(entry.client_order_id).status == t.ORDER_STATUS_CANCELLED)
+    await w.feed([tick(8, 20, 99_10)])
+    await until(lambda: w.plugin.position(SBIN) == 0)
+
+    cancelled = w.order(entry.client_order_id)
+    assert (cancelled.filled_quantity, cancelled.average_price_paise) == (4, 99_90)
+    (exit_id,) = {u.client_order_id for u in w.updates} - {entry.client_order_id}
+    done = w.order(exit_id)
+    assert (done.status, done.request.side, done.request.order_type, done.filled_quantity) == (
+        t.ORDER_STATUS_TRADED, t.SIDE_SELL, t.ORDER_TYPE_MARKET, 4)
+    assert done.average_price_paise == 99_10 - 25  # at the bid of the tick after the cancel
+    assert done.request.reason == "stop loss 1%: tick ₹98.80, 1.10% under the entry ₹99.90"
+    stored = await w.ledger.get(exit_id)
+    assert (stored.status, stored.request.reason) == (t.ORDER_STATUS_TRADED, done.request.reason)
+    assert (await w.ledger.get(entry.client_order_id)).status == t.ORDER_STATUS_CANCELLED
+    assert REGISTRY.get_sample_value("neopulse_strategy_order_changes_total",
+                                     {"strategy": "mom", "kind": "cancel", "outcome": "made"})
+
+
+def thin_tick(minute: int, second: int, price: int, ltq: int) -> market_pb2.Tick:
+    out = tick(minute, second, price)
+    out.ltq = ltq
+    return out

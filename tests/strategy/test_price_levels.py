@@ -6,7 +6,7 @@ from datetime import date
 from services.strategy.engine import StrategyEngine
 from services.strategy.momentum_rsi import MomentumRsi, MomentumRsiParams
 from shared.clock import NS, ManualClock, ist_ns
-from shared.contracts import market_pb2, trading_pb2
+from shared.contracts import market_pb2, oms_pb2, trading_pb2
 from shared.instruments import InstrumentBook
 from shared.marketdata import nse_instruments
 from shared.positions import SQUAREOFF_TAG
@@ -34,6 +34,18 @@ class Desk:
             out.append(market_pb2.Tick(token=SBIN, exchange_segment="nse_cm", ts_ns=T0930 + self.second * NS,
                                        ltp_paise=price, ltq=1, recv_ns=self.second))
         return self.engine.on_ticks(out)[1]
+
+    def at(self, *ticks):
+        """Ticks at (seconds after 09:30, price); the next of `ticks` goes on from the last whole second."""
+        out = [market_pb2.Tick(token=SBIN, exchange_segment="nse_cm", ts_ns=T0930 + round(at * NS), ltp_paise=price,
+                               ltq=1, recv_ns=1) for at, price in ticks]
+        self.second = int(ticks[-1][0])
+        return self.engine.on_ticks(out)[1]
+
+    def reject(self, signal, code="MAX_ORDERS_PER_SECOND"):
+        self.engine.on_decision(trading_pb2.RiskDecision(
+            accepted=False, reason_code=code, strategy="mom", signal_id=signal.signal_id,
+            order=trading_pb2.OrderRequest(token=SBIN, strategy_tag="mom")))
 
     def update(self, coid, side, status, fill=0, price=100_00, quantity=10, order_type=LIMIT, limit=100_00,
                tag="mom"):
@@ -127,18 +139,149 @@ def test_a_stop_reached_while_a_limit_exit_works_moves_that_exit_to_the_tick():
         "stop loss 1%: tick ₹98.95, 1.05% under the entry ₹100.00; the working exit moved to it")
 
 
-def test_a_rejected_stop_exit_is_sent_again_at_the_tokens_next_close_not_at_every_tick():
+def test_a_refused_stop_exit_goes_again_a_second_later_whatever_the_price_then_and_twice_as_late_each_time():
+    """Risk refused the stop's exit (its orders-per-second limit at a busy close): the position is still to close.
+    The exit goes again at the first tick a second after the last one, even at a price back above the stop; each
+    refusal in a row doubles the wait (a refusal that holds, the kill switch, costs one a minute, not one a
+    tick); a fill starts it again at a second."""
     desk = Desk(stop_loss_pct=1)
     desk.hold()
-    (signal,) = desk.ticks(98_90)
-    desk.engine.on_decision(trading_pb2.RiskDecision(
-        accepted=False, reason_code="PRICE_BAND", strategy="mom", signal_id=signal.signal_id,
-        order=trading_pb2.OrderRequest(token=SBIN, strategy_tag="mom")))
+    (first,) = desk.at((1, 98_90))
+    desk.reject(first)
 
-    assert desk.ticks(*[98_80] * 20) == []
+    assert desk.at((1.5, 98_80), (1.99, 98_70)) == []
+    (second,) = desk.at((2, 99_50))
+    assert described([second]) == [(SELL, 10, MARKET, 0, "stop loss 1%: tick ₹98.90, 1.10% under the entry ₹100.00")]
+    assert second.signal_id != first.signal_id
+    desk.reject(second)
+    assert desk.at((3, 98_00), (3.99, 98_00)) == []
+    (third,) = desk.at((4, 98_00))
+    desk.reject(third)
+    assert desk.at((7.99, 98_00)) == []
+    (fourth,) = desk.at((8, 98_00))
+
+    # Accepted, part of it filled, the rest cancelled by the broker: the rest goes, and a refusal of it waits 1 s.
+    desk.engine.on_decision(trading_pb2.RiskDecision(
+        accepted=True, strategy="mom", signal_id=fourth.signal_id,
+        order=trading_pb2.OrderRequest(token=SBIN, strategy_tag="mom")))
+    desk.update("stop-4", SELL, trading_pb2.ORDER_STATUS_CANCELLED, fill=4, price=98_00, order_type=MARKET, limit=0)
+    (rest,) = desk.at((9, 98_10))
+    assert rest.quantity == 6
+    desk.reject(rest)
+    assert len(desk.at((10, 98_10))) == 1
+
+
+def test_a_stop_is_due_no_more_once_flat_the_next_position_has_its_own():
+    desk = Desk(stop_loss_pct=1)
+    desk.hold()
+    assert len(desk.ticks(98_90)) == 1
+    desk.update("stop", SELL, trading_pb2.ORDER_STATUS_TRADED, fill=10, price=98_90, order_type=MARKET, limit=0)
+    desk.update("again", BUY, trading_pb2.ORDER_STATUS_TRADED, fill=10, price=98_00)
+
+    assert desk.ticks(97_50, 98_50) == []  # inside the new position's levels: 1% under 98.00 is 97.02
+    assert [s.reason for s in desk.ticks(97_00)] == ["stop loss 1%: tick ₹97.00, 1.02% under the entry ₹98.00"]
+
+    squared = Desk(stop_loss_pct=1)
+    entry_part_filled(squared)
+    squared.ticks(98_90)
+    squared.update("entry", BUY, trading_pb2.ORDER_STATUS_CANCELLED, price=0)
+    squared.update("sq", SELL, trading_pb2.ORDER_STATUS_TRADED, fill=4, price=98_90, tag=SQUAREOFF_TAG)
+    squared.update("again", BUY, trading_pb2.ORDER_STATUS_TRADED, fill=10, price=98_00)
+    assert squared.ticks(98_50) == []
+
+
+def test_the_wait_after_refused_stop_exits_tops_out_at_a_minute():
+    desk = Desk(stop_loss_pct=1)
+    desk.hold()
+    at, sent = 1.0, []
+    (signal,) = desk.at((at, 98_00))
+    for _ in range(9):
+        desk.reject(signal, "TRADING_HALTED")
+        while not (signals := desk.at((at := at + 0.5, 98_00))):
+            pass
+        sent.append(at)
+        (signal,) = signals
+    assert [b - a for a, b in zip([1.0, *sent], sent, strict=False)] == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+
+
+def test_a_refused_target_is_not_sent_again_before_the_tokens_next_close():
+    desk = Desk(target_pct=1)
+    desk.hold()
+    (signal,) = desk.ticks(101_00)
+    desk.reject(signal, "PRICE_BAND")
+
+    assert desk.ticks(*[101_10] * 5) == []
     desk.engine.close_due(T0930 + 60 * NS)  # 09:30's candle closes (the indicators are cold: no exit from it)
     desk.second = 60
-    assert len(desk.ticks(98_70)) == 1
+    assert len(desk.ticks(101_20)) == 1
+
+
+def entry_part_filled(desk, side=BUY, price=100_00):
+    """A LIMIT entry of 10 at `price`, 4 of it filled there, the rest working."""
+    desk.update("entry", side, trading_pb2.ORDER_STATUS_OPEN, limit=price)
+    desk.update("entry", side, trading_pb2.ORDER_STATUS_PARTIALLY_FILLED, fill=4, price=price, limit=price)
+
+
+def test_a_stop_reached_while_a_limit_entry_works_part_filled_cancels_the_rest_then_exits_what_filled():
+    """A long of 4 of a LIMIT entry of 10, the rest still working: before, nothing watched its stop until the
+    entry ended (filled, or cancelled as stale after cancel_working_after_s), however far the price fell."""
+    desk = Desk(stop_loss_pct=1)
+    entry_part_filled(desk)
+
+    assert desk.ticks(99_50, 99_01) == []
+    assert desk.ticks(98_90) == []  # no new order while the entry works: its rest is cancelled first
+    (cancel,) = desk.engine.orders.take_changes()
+    assert (cancel.request, cancel.token, cancel.reason) == (
+        oms_pb2.CancelOrderRequest(order_id="entry"), SBIN,
+        "stop loss 1%: tick ₹98.90, 1.10% under the entry ₹100.00; the rest of the entry cancelled, then the "
+        "position exits")
+    assert desk.ticks(98_50, 98_40) == []
+    assert desk.engine.orders.take_changes() == []  # asked once
+
+    desk.update("entry", BUY, trading_pb2.ORDER_STATUS_CANCELLED, price=0)
+    # The first tick after: the stop is due, whatever the price does meanwhile (here back above it).
+    assert described(desk.ticks(99_60)) == [
+        (SELL, 4, MARKET, 0, "stop loss 1%: tick ₹98.90, 1.10% under the entry ₹100.00")]
+
+
+def test_an_entry_that_fills_before_its_cancel_lands_exits_whole_and_a_shorts_works_the_same():
+    desk = Desk(stop_loss_pct=1)
+    entry_part_filled(desk, SELL)
+    assert desk.ticks(101_00) == []
+    (cancel,) = desk.engine.orders.take_changes()
+    desk.engine.orders.change_sent(cancel.request.order_id)
+
+    desk.update("entry", SELL, trading_pb2.ORDER_STATUS_TRADED, fill=6, price=100_00)  # the cancel came too late
+
+    assert described(desk.ticks(100_50)) == [
+        (BUY, 10, MARKET, 0, "stop loss 1%: tick ₹101.00, 1.00% over the entry ₹100.00")]
+
+
+def test_a_refused_cancel_of_the_entry_is_asked_again_a_second_later():
+    desk = Desk(stop_loss_pct=1)
+    entry_part_filled(desk)
+    assert desk.at((1, 98_90)) == []
+    (cancel,) = desk.engine.orders.take_changes()
+
+    desk.engine.orders.change_sent(cancel.request.order_id)  # as the module does when the OMS refuses it
+    desk.engine.level_refused("mom", SBIN)
+
+    assert desk.at((1.5, 98_80)) == [] and desk.engine.orders.take_changes() == []
+    assert desk.at((2, 98_80)) == []
+    assert [c.request for c in desk.engine.orders.take_changes()] == [oms_pb2.CancelOrderRequest(order_id="entry")]
+
+
+def test_an_entry_a_trader_changed_by_hand_is_not_cancelled_by_the_stop():
+    desk = Desk(stop_loss_pct=1)
+    entry_part_filled(desk)
+    desk.engine.on_order_update(trading_pb2.OrderUpdate(
+        internal_id="i-entry", client_order_id="entry", status=trading_pb2.ORDER_STATUS_PARTIALLY_FILLED,
+        sequence=99, filled_quantity=4, changed_by_hand=True, request=trading_pb2.OrderRequest(
+            client_order_id="entry", token=SBIN, side=BUY, quantity=10, order_type=LIMIT, price_paise=99_50,
+            strategy_tag="mom", product=trading_pb2.PRODUCT_MIS)))
+
+    assert desk.ticks(98_00) == []
+    assert desk.engine.orders.take_changes() == []
 
 
 def test_a_paused_strategy_sends_no_stop_exit_and_a_resumed_one_does_at_its_next_tick():
