@@ -67,10 +67,21 @@ async def test_an_oms_whose_lock_connection_died_while_another_took_the_ledger_p
     assert lease is not None
     lease.check_s = 0.05
     other = LedgerLease(db_pool, wait_s=5.0)
+    # The first OMS tries to take the lock again only once the other has it: otherwise its check (every 50 ms from
+    # the first one, up to 5 s after start) could take it back in a gap of the other's tries (every 0.5 s), and the
+    # other never got it (seen on a loaded CI machine).
+    other_has_it, take_again = asyncio.Event(), lease._try
+
+    async def after_the_other() -> bool:
+        await other_has_it.wait()
+        return await take_again()
+
+    lease._try = after_the_other  # type: ignore[method-assign]
     other_took = asyncio.create_task(other.take())  # waits for the first to let go
     pid = lease._conn.get_server_pid()
     await db_pool.execute("SELECT pg_terminate_backend($1)", pid)  # the database dropped that session
     await other_took
+    other_has_it.set()
     try:
         await eventually(lambda: oms.module.engine.ledger_taken != "")
         await oms.module.engine.accept_many([accepted(order(client_order_id="after-taken"))])
