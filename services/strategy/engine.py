@@ -404,6 +404,29 @@ class StrategyEngine:
         self._last_update_sequence = max([self._last_update_sequence, *(u.sequence for u in orders)])
         return applied
 
+    def since_entries(self) -> dict[str, dict[int, int]]:
+        """Each strategy's Strategy.since_entries(), those with any."""
+        out = {}
+        for name, strategy in self.strategies.items():
+            try:
+                since = strategy.since_entries()
+            except Exception:
+                _failed(strategy, "naming its entries' times")
+                continue
+            if since:
+                out[name] = since
+        return out
+
+    def restore_extremes(self, name: str, token: int, high: int, low: int) -> None:
+        """After a restart: the highest and lowest price of `token` since the entry of strategy `name`'s position
+        there (Strategy.since_entries), and the levels it watches with them."""
+        strategy = self.strategies[name]
+        try:
+            strategy.restore_extremes(token, high, low)
+        except Exception:
+            _failed(strategy, "restoring its best prices", token)
+        self._watch(strategy, token)
+
     def _closed_by_platform(self, update: trading_pb2.OrderUpdate) -> None:
         """A square-off fill closes the strategies' positions it is against (a buy closes shorts, a sell longs) of
         its product (a square-off of the user's CNC holding closes no MIS position), in configuration order:

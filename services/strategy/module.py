@@ -146,8 +146,31 @@ class StrategyModule(Component):
                                        SQUAREOFF_TAG), **chosen.refused}
         if applied:
             log.info("strategy positions restored from the order service", extra={"orders": applied})
+            await self._restore_extremes()
         for name, reason in refused.items():
             await self._start_paused(name, reason)
+
+    async def _restore_extremes(self) -> None:
+        """The restored positions' highest and lowest prices since their entries, from the stored ticks, for the
+        strategies that want them (Strategy.since_entries: a trailing stop would otherwise trail from the entry
+        price again, looser than before the restart). Bounded by warm_up_timeout_s; failing, they trail from the
+        entry, said in the log."""
+        engine, history, limit = self.engine, self.history, self.settings.warm_up_timeout_s
+        assert engine is not None
+        wanted = engine.since_entries()
+        if not wanted or history is None or not limit:
+            return
+        now = self.clock.now_ns()
+        try:
+            async with asyncio.timeout(limit):
+                for name, since in wanted.items():
+                    for token, start_ns in since.items():
+                        extremes = await history.price_range(token, start_ns, now + 1)
+                        if extremes is not None:
+                            engine.restore_extremes(name, token, *extremes)
+        except Exception as exc:  # the database down or slow: the stops trail from the entries
+            log.warning("the best prices since the restored entries could not be read: trailing stops trail from "
+                        "the entry prices", extra={"error": f"{type(exc).__name__}: {exc}", "strategies": list(wanted)})
 
     async def _list_orders(self, strategy_tag: str) -> list[trading_pb2.OrderUpdate]:
         request = oms_pb2.ListOrdersRequest(strategy_tag=strategy_tag, limit=restore.RESTORE_LIMIT)

@@ -13,11 +13,11 @@ Rules, on each closed candle of a token (after warm-up: rsi_period + 1 and ema_p
 - Either, first of all: with `stop_loss_pct`, exit at the market when a tick's price is that much against the entry
   price (the average of the fills that opened the position); with `target_pct`, when one is that much in its favour.
   With `trailing_stop_pct`, at the market when a tick is that much off the best price a tick reached since the entry
-  (the entry price until one beats it, and after a restart). All are watched on every tick (price_levels), not only
-  at the closes; a stop reached while a LIMIT exit works moves that exit to the tick's price, and one reached while
-  a LIMIT entry works with part of it filled cancels the rest of it, then exits what filled. A stop once reached
-  stays due until the position is flat (a refused exit goes again, whatever the price). A close past one (a
-  restart, a change of params) exits too.
+  (the entry price until one beats it; after a restart, the best of the stored ticks since the entry). All are
+  watched on every tick (price_levels), not only at the closes; a stop reached while a LIMIT exit works moves that
+  exit to the tick's price, and one reached while a LIMIT entry works with part of it filled cancels the rest of
+  it, then exits what filled. A stop once reached stays due until the position is flat (a refused exit goes again,
+  whatever the price). A close past one (a restart, a change of params) exits too.
 - An entry's size: `quantity` rounded down to whole lots (at least one); or, with `order_value` set, as many whole
   lots as that many rupees buy at the entry candle's close (a contract at its price factor). An instrument one lot
   of which costs more than `order_value` is not entered (said once in the log): the budget is a ceiling.
@@ -346,9 +346,25 @@ class MomentumRsi(Strategy):
         return [self.mis_order(token, _exit_side(pos), abs(pos), price, ctx, reason,
                                self.params.order_type == "MARKET")]
 
+    def since_entries(self) -> dict[int, int]:
+        """With a trailing stop, the held tokens whose entry time is known: after a restart their best price since
+        the entry comes back from the stored ticks (restore_extremes)."""
+        if not self.params.trailing_stop_pct:
+            return {}
+        held = {token for (token, _), quantity in self.positions().items() if quantity}
+        return {token: when for token in sorted(held) if (when := self.entry_time(token))}
+
+    def restore_extremes(self, token: int, high: int, low: int) -> None:
+        pos, entry = self.position(token), self.entry_price(token)
+        if not pos or not entry:
+            return
+        best = max(entry, high) if pos > 0 else min(entry, low or entry)
+        self._best[token] = (entry, pos > 0, best)
+
     def _best_price(self, token: int, pos: int) -> int:
         """The best price of the position `pos` in `token` since its entry that a tick reached (the highest for a
-        long, the lowest for a short; the entry price until one beats it, and after a restart)."""
+        long, the lowest for a short; the entry price until one beats it; after a restart, from the stored ticks
+        since the entry: restore_extremes)."""
         entry, kept = self.entry_price(token), self._best.get(token)
         if kept is None or kept[:2] != (entry, pos > 0):
             return entry

@@ -209,6 +209,7 @@ class Strategy:
         # user's CNC holding of the same token), so the product of each fill is kept.
         self._positions: dict[tuple[int, int], int] = {}
         self._entries: dict[tuple[int, int], int] = {}  # (token, product) -> the open position's average price, paise
+        self._entered_at: dict[tuple[int, int], int] = {}  # (token, product) -> when that price was last set, ns
         self._pending: dict[int, tuple[int, bool]] = {}  # token -> (expiry ns, accepted or order seen)
         self._pending_signal: dict[int, str] = {}  # token -> signal_id of the pending signal, if the module gave one
         # token -> ids of its orders REJECTED with OUTCOME_UNKNOWN and not adopted (yet): see on_order_update.
@@ -271,6 +272,15 @@ class Strategy:
         nothing more than its candle."""
         return None
 
+    def since_entries(self) -> dict[int, int]:
+        """After a restart, once its positions are back: the tokens whose highest and lowest price since their entry
+        the plugin wants (token -> entry_time), for a trailing stop. The module reads them from the stored ticks and
+        hands them to restore_extremes (not at all without a database, or when the read fails)."""
+        return {}
+
+    def restore_extremes(self, token: int, high: int, low: int) -> None:
+        """The highest and lowest price (paise) of `token`'s stored ticks since since_entries()[token]."""
+
     def on_price_level(self, tick: market_pb2.Tick, ctx: StrategyContext) -> list[Decision]:
         """A tick reached one of price_levels(tick.token). Deciding nothing, the engine asks price_levels again at
         once (a trailing stop moves); deciding something, the token is not watched for it until its next order
@@ -305,6 +315,11 @@ class Strategy:
         """The average price (paise) of the fills that opened and added to this strategy's position in `token` under
         `product` (fills that reduced it do not move it; one that turned it over starts it again); 0 when flat."""
         return self._entries.get((token, _product(product)), 0)
+
+    def entry_time(self, token: int, product: int = trading_pb2.PRODUCT_MIS) -> int:
+        """When the entry price was last set (the update of the fill that opened or added to the position, ns; after
+        a restart, the last update of the order that did); 0 when flat or not known."""
+        return self._entered_at.get((token, _product(product)), 0)
 
     def entry_quantity(self, token: int, ctx: StrategyContext, price: int, quantity: int,
                        order_value: Decimal) -> int:
@@ -465,6 +480,7 @@ class Strategy:
             self._positions[key] = held - taken if held > 0 else held + taken
             if not self._positions[key]:
                 self._entries.pop(key, None)
+                self._entered_at.pop(key, None)
             if not self.position(token):
                 self._stop_due.pop(token, None)
         return taken
@@ -501,7 +517,7 @@ class Strategy:
             key = (token, _product(update.request.product))
             held = self._positions.get(key, 0)
             self._positions[key] = held + signed
-            self._note_entry(key, held, signed, update.last_fill_price_paise)
+            self._note_entry(key, held, signed, update.last_fill_price_paise, update.ts_ns)
             if not self.position(token):
                 self._stop_due.pop(token, None)
         if update.status in TERMINAL:
@@ -513,15 +529,18 @@ class Strategy:
             self._pending[token] = (self._pending.get(token, (0, True))[0], True)
             self._note_working(token, order_id, update)
 
-    def _note_entry(self, key: tuple[int, int], held: int, signed: int, price_paise: int) -> None:
+    def _note_entry(self, key: tuple[int, int], held: int, signed: int, price_paise: int, ts_ns: int) -> None:
         now = held + signed
         if not now:
             self._entries.pop(key, None)
+            self._entered_at.pop(key, None)
         elif not held or (held > 0) != (now > 0):  # opened, or turned over: the rest of this fill opened it
             self._entries[key] = price_paise
+            self._entered_at[key] = ts_ns
         elif (held > 0) == (signed > 0) and price_paise:  # added to: the average of what it holds
             entry = self._entries.get(key, price_paise)
             self._entries[key] = (entry * abs(held) + price_paise * abs(signed) + abs(now) // 2) // abs(now)
+            self._entered_at[key] = ts_ns
 
     def _note_working(self, token: int, order_id: str, update: trading_pb2.OrderUpdate) -> None:
         r = update.request

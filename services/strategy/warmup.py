@@ -33,6 +33,10 @@ class CandleHistory(Protocol):
         that carried it (queries.day_volume_reached); None if none carried one."""
         ...
 
+    async def price_range(self, token: int, start_ns: int, end_ns: int) -> tuple[int, int] | None:
+        """The highest and lowest price of the token's ticks with start_ns <= ts < end_ns; None if it has none."""
+        ...
+
 
 class StoredCandles:
     """Candles from market_ticks (ingestion's tick writer stores every tick there)."""
@@ -45,6 +49,9 @@ class StoredCandles:
 
     async def day_volume(self, token: int, start_ns: int, end_ns: int) -> tuple[int, int] | None:
         return await queries.day_volume_reached(self.pool, token, start_ns, end_ns)
+
+    async def price_range(self, token: int, start_ns: int, end_ns: int) -> tuple[int, int] | None:
+        return await queries.price_range(self.pool, token, start_ns, end_ns)
 
 
 async def read(history: CandleHistory, needs: dict[int, int], cutoff_ns: int) -> list[market_pb2.Candle]:

@@ -135,6 +135,15 @@ async def day_volume_reached(pool: asyncpg.Pool, token: int, start_ns: int, end_
     return (int(row["volume"]), _ns(row["ts"])) if row else None
 
 
+async def price_range(pool: asyncpg.Pool, token: int, start_ns: int, end_ns: int) -> tuple[int, int] | None:
+    """The highest and lowest last price (paise) of `token`'s stored ticks with start_ns <= ts < end_ns; None if it
+    has none there."""
+    row = await pool.fetchrow("SELECT max(ltp) AS high, min(ltp) AS low FROM market_ticks "
+                              "WHERE token = $1 AND ts >= $2 AND ts < $3 AND ltp > 0",
+                              token, _ts(start_ns), _ts(end_ns))
+    return (int(row["high"]), int(row["low"])) if row is not None and row["high"] is not None else None
+
+
 async def candles_1m(pool: asyncpg.Pool, token: int, start_ns: int, end_ns: int) -> list[market_pb2.Candle]:
     """1-minute OHLCV candles of `token` built from stored ticks, oldest first."""
     rows = await pool.fetch(_CANDLES, token, _ts(start_ns), _ts(end_ns))

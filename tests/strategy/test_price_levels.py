@@ -425,3 +425,19 @@ def test_a_trailing_stop_set_at_run_time_trails_from_the_entry():
     assert desk.ticks(101_00, 100_50) == []  # 0.5% under 101.00 is 100.49
     assert [s.reason for s in desk.ticks(100_49)] == [
         "trailing stop 0.5%: tick ₹100.49, 0.50% under the best ₹101.00 since the entry ₹100.00"]
+
+
+def test_a_restored_short_trails_from_the_lowest_price_since_its_entry_and_says_when_it_entered():
+    desk = Desk(trailing_stop_pct=1)
+    desk.engine.load_orders([trading_pb2.OrderUpdate(
+        client_order_id="o-1", sequence=3, status=trading_pb2.ORDER_STATUS_TRADED, filled_quantity=4,
+        average_price_paise=100_00, ts_ns=T0930 - 600 * NS, request=trading_pb2.OrderRequest(
+            token=SBIN, side=SELL, quantity=4, strategy_tag="mom", product=trading_pb2.PRODUCT_MIS))])
+    assert desk.engine.since_entries() == {"mom": {SBIN: T0930 - 600 * NS}}
+
+    desk.engine.restore_extremes("mom", SBIN, 101_00, 96_00)  # 1% over 96.00: 96.96
+
+    assert desk.ticks(96_95) == []
+    assert [s.reason for s in desk.ticks(96_96)] == [
+        "trailing stop 1%: tick ₹96.96, 1.00% over the best ₹96.00 since the entry ₹100.00"]
+    assert Desk(stop_loss_pct=1).engine.since_entries() == {}  # no trailing stop: nothing to read

@@ -193,6 +193,32 @@ async def test_a_restored_long_whose_exit_holds_at_the_last_close_is_exited_righ
     assert sell.reason.startswith("exit long") and sell.signal_id == f"mom-{SBIN}-{now}-SELL"
 
 
+async def test_a_restored_long_trails_from_the_best_stored_tick_since_its_entry(db_pool, restarted):
+    """A long entered at 100.00 at 09:20:10 with a 1% trailing stop; the stored ticks rose to 104.00 at 09:21:05
+    (and 105.00 at 09:20:01, before the entry: not its best). Before, a restart trailed from the entry again (a stop
+    at 99.00, four rupees looser than before it); now from 104.00: 102.96. A live tick at 102.90 exits."""
+    ticks = minute_ticks(FALLING_THEN_JUMP)
+    ticks.insert(-1, market_pb2.Tick(token=SBIN, exchange_segment="nse_cm", ts_ns=M0915 + 5 * MINUTE_NS + NS,
+                                     ltp_paise=105_00, ltq=1))
+    ticks += [market_pb2.Tick(token=SBIN, exchange_segment="nse_cm", ts_ns=M0915 + 6 * MINUTE_NS + second * NS,
+                              ltp_paise=price, ltq=1) for second, price in ((5, 104_00), (30, 103_50))]
+    await store(db_pool, ticks)
+    oms = Oms()
+    await oms.order("entry", "mom", trading_pb2.SIDE_BUY, 1, M0915 + 5 * MINUTE_NS + 10 * NS)
+    filled = await oms.ledger.get("entry")
+    filled.average_price_paise, filled.sequence = 100_00, oms.next()
+    await oms.ledger.record(filled, {})
+
+    r = await restarted(settings({**SMALL, "trailing_stop_pct": 1}), M0915 + 7 * MINUTE_NS + 30 * NS,
+                        StoredCandles(db_pool), oms)
+    assert r.signals == []
+    await r.feed([market_pb2.Tick(token=SBIN, exchange_segment="nse_cm", ts_ns=M0915 + 7 * MINUTE_NS + 40 * NS,
+                                  ltp_paise=102_90, ltq=1)])
+
+    assert [(s.side, s.reason) for s in r.signals] == [(trading_pb2.SIDE_SELL, (
+        "trailing stop 1%: tick ₹102.90, 1.06% under the best ₹104.00 since the entry ₹100.00"))]
+
+
 async def test_the_warm_up_sends_no_entry_and_leaves_the_token_free_to_enter_live(db_pool, restarted):
     """The stored closes cross RSI 60 above the EMA at their last candle: that is history, not an entry now. The
     next live cross enters (warm at once, and the warm-up marked nothing pending)."""
@@ -333,3 +359,18 @@ async def test_a_read_slower_than_the_timeout_starts_the_strategies_cold_with_a_
     assert warning.getMessage() == ("strategies start cold: reading the stored candles took longer than "
                                     "warm_up_timeout_s")
     assert r.strategy._state == {} and r.module.ready.is_set()
+
+
+async def test_a_failing_read_of_the_best_prices_leaves_the_trailing_stop_at_the_entry_with_a_warning(
+        database, restarted, caplog):
+    pool = await asyncpg.create_pool(database, min_size=0, max_size=1)
+    await pool.close()  # every read fails (the warm-up's too: it starts cold and says so)
+    oms = Oms()
+    await oms.order("entry", "mom", trading_pb2.SIDE_BUY, 1, M0915 + 5 * MINUTE_NS + 10 * NS)
+
+    r = await restarted(settings({**SMALL, "trailing_stop_pct": 1}), M0915 + 6 * MINUTE_NS, StoredCandles(pool), oms)
+
+    warnings = [rec.getMessage() for rec in caplog.records if rec.levelname == "WARNING"]
+    assert warnings[-1] == ("the best prices since the restored entries could not be read: trailing stops trail "
+                            "from the entry prices")
+    assert r.strategy.position(SBIN) == 1 and r.module.ready.is_set()
