@@ -153,6 +153,7 @@ class Monolith:
         from services.risk.state import PgRiskState
         from services.strategy.config import StrategySettings
         from services.strategy.module import StrategyModule
+        from services.strategy.state import PgStrategyState
         from services.strategy.warmup import StoredCandles
 
         bus, clock, t = self.bus, self.clock, self.toml
@@ -171,7 +172,8 @@ class Monolith:
                        PgRiskState(self.database.pool) if self.database is not None and not replay else None),
             # A replay's clock starts at its day's midnight: the warm-up reads the days before it only.
             StrategyModule(bus, cfg.load(StrategySettings, t), clock,
-                           StoredCandles(self.database.pool) if self.database is not None else None),
+                           StoredCandles(self.database.pool) if self.database is not None else None,
+                           PgStrategyState(self.database.pool) if self.database is not None and not replay else None),
         ]
 
     # -- running -------------------------------------------------------------------------------

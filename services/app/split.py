@@ -361,11 +361,15 @@ async def build_module(module: str, bus: Bus, app: AppSettings, toml: dict[str, 
     if module == "strategy":
         from services.strategy.config import StrategySettings
         from services.strategy.module import StrategyModule
+        from services.strategy.state import PgStrategyState
         from services.strategy.warmup import StoredCandles
 
-        # Its own pool, as risk's and the OMS's: the warm start reads the stored ticks (ingestion serves no candles).
-        history = StoredCandles((await _open_database(app, toml, clock, closers)).pool) if app.use_database else None
-        return StrategyModule(bus, cfg.load(StrategySettings, toml), clock, history)
+        # Its own pool, as risk's and the OMS's: the warm start reads the stored ticks (ingestion serves no candles),
+        # and the strategies' pauses and run-time params are kept in strategy_state.
+        if not app.use_database:
+            return StrategyModule(bus, cfg.load(StrategySettings, toml), clock)
+        pool = (await _open_database(app, toml, clock, closers)).pool
+        return StrategyModule(bus, cfg.load(StrategySettings, toml), clock, StoredCandles(pool), PgStrategyState(pool))
     if module == "risk":
         from services.risk.config import RiskSettings
         from services.risk.module import RiskModule

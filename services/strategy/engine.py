@@ -57,6 +57,17 @@ LEVEL_RETRY_MOST_NS = 60 * NS
 
 
 @dataclass
+class Restored:
+    """What restore_state put back of a strategy: the params changed at run time it applied, those it dropped (why),
+    why they were not valid (the strategy then starts paused), whether a pause was put back."""
+
+    params: dict[str, str] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)
+    invalid: str = ""
+    paused: bool = False
+
+
+@dataclass
 class LossTurn:
     """What a loss_turn asks the module to do: the strategies stopped now (name, why), the exits, the cancels."""
 
@@ -128,6 +139,10 @@ class StrategyEngine:
         self._closing: set[str] = set()
         self._cancel_after: dict[str, int] = {}
         self._close_after: dict[tuple[str, int, int], int] = {}
+        # The params as the config file gives them (as ListStrategies shows them), and those changed at run time:
+        # name -> param -> (the value given, the config's value then). See durable_state.
+        self._config_params = {s.name: _params_text(s) for s in strategies}
+        self._overrides: dict[str, dict[str, tuple[str, str]]] = {}
 
     # -- data ------------------------------------------------------------------
     def on_ticks(self, ticks: Any) -> Output:
@@ -569,7 +584,7 @@ class StrategyEngine:
         strategy = self.get(name)
         if not changes:
             raise InvalidInput("params", "no parameters given; pass at least one name=value")
-        changes = dict(changes)
+        given, changes = dict(changes), dict(changes)
         limit = strategy.max_daily_loss_paise
         if LOSS_LIMIT in changes:
             try:
@@ -593,8 +608,69 @@ class StrategyEngine:
             raise InvalidInput("params", unknown)
         strategy.max_daily_loss_paise = limit
         strategy.apply_params(params)
+        config, kept = self._config_params.get(name, {}), self._overrides.setdefault(name, {})
+        for key, value in given.items():
+            kept[key] = (value, config.get(key, ""))
         self._watch_all(strategy)
         return strategy, self._exits_due(strategy)
+
+    def durable_state(self, name: str) -> dict[str, Any]:
+        """What of strategy `name` outlives a restart (services/strategy/state.py), JSON-ready: its pause, the params
+        changed at run time (each with the config's value it replaced), the day its loss limit stopped it and
+        whether the close-out that followed goes on."""
+        strategy = self.get(name)
+        return {"paused": strategy.paused, "paused_by": strategy_pb2.PausedBy.Name(strategy.paused_by),
+                "pause_reason": strategy.pause_reason, "paused_at_ns": strategy.paused_at_ns,
+                "loss_stopped_day": strategy.loss_stopped_day, "closing": name in self._closing,
+                "params": {key: {"value": value, "config": config}
+                           for key, (value, config) in self._overrides.get(name, {}).items()}}
+
+    def restore_state(self, name: str, saved: dict[str, Any], now_ns: int) -> Restored:
+        """At start, before the warm-up: put back what durable_state saved of strategy `name`.
+        - The params changed at run time, all at once (as SetStrategyParams), but not one whose config value has
+          changed since (the config file edited after: its value holds). Not valid with this config (a bound
+          changed), none is applied and the strategy starts paused by NeoPulse, saying which.
+        - A pause, with its reason, who and when.
+        - Today's loss-limit stop: a strategy the operator resumed after it is not stopped again today; one still
+          paused by it goes on closing out.
+        A malformed saved state (an older version, a hand edit) restores what it can and says what it could not."""
+        strategy = self.get(name)
+        out = Restored()
+        params = saved.get("params")
+        if isinstance(params, dict):
+            config = self._config_params.get(name, {})
+            apply = {}
+            for key, entry in sorted(params.items()):
+                if not isinstance(entry, dict) or not isinstance(entry.get("value"), str):
+                    out.dropped[key] = "not understood"
+                elif config.get(key) != entry.get("config"):
+                    out.dropped[key] = f"the config's value changed since (was {entry.get('config')!r}, now " \
+                                       f"{config.get(key)!r}): the config's holds"
+                else:
+                    apply[key] = entry["value"]
+            if apply:
+                try:
+                    self.set_params(name, apply)
+                    out.params = apply
+                except (InvalidInput, NotFound) as exc:
+                    said = ", ".join(f"{k}={v}" for k, v in apply.items())
+                    out.invalid = f"its parameters changed at run time ({said}) are not valid now: {exc}"
+        today = ist_day_number(now_ns)
+        if saved.get("loss_stopped_day") == today:
+            strategy.loss_stopped_day = today
+        if saved.get("paused") is True:
+            by = saved.get("paused_by")
+            who = strategy_pb2.PausedBy.Value(by) if by in strategy_pb2.PausedBy.keys() \
+                else strategy_pb2.PAUSED_BY_OPERATOR
+            self.set_paused(name, True, str(saved.get("pause_reason") or ""), by=who)
+            if isinstance(saved.get("paused_at_ns"), int) and saved["paused_at_ns"]:
+                strategy.paused_at_ns = saved["paused_at_ns"]
+            out.paused = True
+            if saved.get("closing") is True and strategy.loss_stopped_day == today:
+                self._closing.add(name)
+        if out.invalid:
+            self.set_paused(name, True, out.invalid, by=strategy_pb2.PAUSED_BY_NEOPULSE)
+        return out
 
     def exits_due(self) -> list[trading_pb2.Signal]:
         """At start, once the strategies are warm and their positions restored: the exits due now, of every
@@ -618,10 +694,8 @@ class StrategyEngine:
         return self._emit(strategy, exits, now, 0, now)
 
     def info(self, strategy: Strategy) -> strategy_pb2.StrategyInfo:
-        params = {k: _param_text(v) for k, v in strategy.params.model_dump().items()}
-        params[LOSS_LIMIT] = str(Decimal(strategy.max_daily_loss_paise) / 100)  # what SetStrategyParams takes
         return strategy_pb2.StrategyInfo(name=strategy.name, kind=strategy.kind, paused=strategy.paused,
-                                         params=params, tokens=sorted(strategy.tokens),
+                                         params=_params_text(strategy), tokens=sorted(strategy.tokens),
                                          signals_emitted=strategy.signals_emitted,
                                          pause_reason=strategy.pause_reason, paused_by=strategy.paused_by,
                                          paused_at_ns=strategy.paused_at_ns,
@@ -639,6 +713,13 @@ def _closable(strategy: Strategy, intent: OrderIntent) -> int:
     """How much of the strategy's position in the intent's token and product the intent's side closes."""
     held = strategy.position_in(intent.token, intent.product)
     return held if intent.side == trading_pb2.SIDE_SELL else -held
+
+
+def _params_text(strategy: Strategy) -> dict[str, str]:
+    """The strategy's params as ListStrategies shows them and SetStrategyParams takes them, its loss limit included."""
+    params = {k: _param_text(v) for k, v in strategy.params.model_dump().items()}
+    params[LOSS_LIMIT] = str(Decimal(strategy.max_daily_loss_paise) / 100)
+    return params
 
 
 def _param_text(value: Any) -> str:

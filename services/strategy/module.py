@@ -18,6 +18,7 @@ from services.strategy import restore, warmup
 from services.strategy.config import StrategySettings
 from services.strategy.engine import Output, StrategyEngine, build_strategies
 from services.strategy.orders import Change
+from services.strategy.state import MemoryStrategyState, StrategyStateStore
 from shared import rpc
 from shared.bus import Bus, Priority, Sequencer, Topic
 from shared.clock import Clock, ist_day_number, minute_start_ns
@@ -38,17 +39,20 @@ MAX_REASON_CHARS = 500  # PauseStrategyRequest.reason: kept, and shown in every 
 ORDER_CHANGES = Counter("neopulse_strategy_order_changes", "Strategies' changes and cancels of their working orders "
                         "sent to the OMS, by its answer (made, or refused)", ["strategy", "kind", "outcome"])
 LATE_TICKS = Counter("neopulse_strategy_late_ticks", "Out-of-order ticks ignored (older than the open minute)")
+STATE_SAVE_ERRORS = Counter("neopulse_strategy_state_save_errors", "Strategy states (pause, run-time params) not saved")
 
 
 class StrategyModule(Component):
     name = "strategy"
 
     def __init__(self, bus: Bus, settings: StrategySettings, clock: Clock,
-                 history: warmup.CandleHistory | None = None) -> None:
+                 history: warmup.CandleHistory | None = None, state: StrategyStateStore | None = None) -> None:
         super().__init__(bus)
         self.settings = settings
         self.clock = clock
         self.history = history  # the stored candles to warm up from; None: no database
+        # Each strategy's pause, run-time params and loss-limit day (state.py); in memory without a database.
+        self.state_store: StrategyStateStore = state if state is not None else MemoryStrategyState()
         self.instruments = InstrumentBook()
         self.sequencer = Sequencer()
         self.engine: StrategyEngine | None = None
@@ -61,6 +65,7 @@ class StrategyModule(Component):
         await self.instruments.load_from(self.bus)
         strategies = build_strategies(self.settings, self.instruments)
         self.engine = StrategyEngine(strategies, self.instruments, self.clock, self.sequencer)
+        await self._restore_state()  # run-time params first: they may change what the warm-up reads
         # Warm before its positions come back (a warm-up sees flat strategies, and order updates need not wait).
         await self._warm_up()
         # As in risk: subscribed before the OMS's orders are read, applied after, so none published meanwhile is
@@ -83,6 +88,55 @@ class StrategyModule(Component):
         log.info("strategy ready", extra={"strategies": list(self.engine.strategies),
                                           "instruments": len(self.instruments)})
         self.ready.set()
+
+    async def _restore_state(self) -> None:
+        """Each strategy's pause, run-time params and loss-limit day as saved before the restart
+        (StrategyEngine.restore_state). The database not answering: the strategies start as the config says, and a
+        CRITICAL notification says so (a pause set before would not hold)."""
+        engine = self.engine
+        assert engine is not None
+        try:
+            saved = await self.state_store.load()
+        except Exception as exc:
+            log.exception("strategy states not read: the strategies start as the config says")
+            await self._critical("Strategy states not read", "The pauses and parameters set on the strategies "
+                                 f"before this start could not be read ({type(exc).__name__}): they start as the "
+                                 "config says, none paused. Check them (/strategies) and the database.")
+            return
+        for name, state in saved.items():
+            if name not in engine.strategies or not isinstance(state, dict):
+                continue
+            done = engine.restore_state(name, state, self.clock.now_ns())
+            extra = {"strategy": name, "params": done.params, "paused": done.paused}
+            if done.params or done.paused:
+                log.info("strategy state restored", extra=extra)
+            for key, why in done.dropped.items():
+                log.warning("strategy parameter set at run time not restored", extra={
+                    "strategy": name, "param": key, "reason": why})
+            if done.invalid:
+                log.error("strategy starts paused: its run-time parameters are not valid now", extra={
+                    "strategy": name, "reason": done.invalid})
+                await self._critical("Strategy paused at start", f"Strategy {name}: {done.invalid}. Set them again "
+                                     "(/params) and resume it.", name)
+                await self._save_state(name)
+
+    async def _save_state(self, name: str) -> None:
+        """Save what of strategy `name` outlives a restart. A failed save (the database down) leaves it in force
+        here, said loudly: it would not survive a restart."""
+        assert self.engine is not None
+        try:
+            await self.state_store.save(name, self.engine.durable_state(name))
+        except Exception as exc:
+            STATE_SAVE_ERRORS.inc()
+            log.exception("strategy state not saved; it will not survive a restart", extra={"strategy": name})
+            await self._critical("Strategy state not saved", f"Strategy {name}: its pause and parameters are in force "
+                                 f"here, but saving them failed ({type(exc).__name__}): a restart now would not keep "
+                                 "them. Check the database.", name)
+
+    async def _critical(self, title: str, text: str, name: str = "") -> None:
+        await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
+            kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=ops_pb2.SEVERITY_CRITICAL, source=self.name,
+            title=title, text=text, ts_ns=self.clock.now_ns(), fields={"strategy": name} if name else {}))
 
     async def _warm_up(self) -> None:
         """Feed the strategies the candles their tokens closed before now, from the stored ticks, so that after a
@@ -184,9 +238,8 @@ class StrategyModule(Component):
                 "ListPositions) and close or adopt them, then resume it.")
         log.error("strategy starts paused: its positions cannot be restored exactly",
                   extra={"strategy": name, "reason": reason})
-        await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
-            kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=ops_pb2.SEVERITY_CRITICAL, source=self.name,
-            title="Strategy paused at start", text=text, ts_ns=self.clock.now_ns(), fields={"strategy": name}))
+        await self._critical("Strategy paused at start", text, name)
+        await self._save_state(name)
 
     async def run(self) -> None:
         """The candle-close timer: a quiet instrument's candle closes soon after its minute ends."""
@@ -217,10 +270,9 @@ class StrategyModule(Component):
         losses = self.engine.loss_turn(now)
         for name, text in losses.stopped:
             log.error("strategy stopped: daily loss limit reached", extra={"strategy": name, "reason": text})
-            await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
-                kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=ops_pb2.SEVERITY_CRITICAL, source=self.name,
-                title="Strategy stopped: daily loss limit", text=f"{name}: {text}. Resume it to trade it again today.",
-                ts_ns=now, fields={"strategy": name}))
+            await self._critical("Strategy stopped: daily loss limit",
+                                 f"{name}: {text}. Resume it to trade it again today.", name)
+            await self._save_state(name)
         for order_id in losses.cancels:
             spawn(self._cancel_stale(order_id, stale=False), name=f"strategy:close-out:{order_id}")
         if losses.signals:
@@ -368,12 +420,14 @@ class StrategyModule(Component):
             raise InvalidInput("reason", f"is longer than {MAX_REASON_CHARS} characters; say why in fewer words")
         strategy = engine.set_paused(request.name, True, request.reason)
         log.info("strategy paused", extra={"strategy": strategy.name, "reason": strategy.pause_reason})
+        await self._save_state(strategy.name)
         return strategy_pb2.PauseStrategyResponse(strategy=engine.info(strategy))
 
     async def _resume(self, request: strategy_pb2.ResumeStrategyRequest) -> strategy_pb2.ResumeStrategyResponse:
         engine = self._engine()
         strategy = engine.set_paused(request.name, False)
         log.info("strategy resumed", extra={"strategy": strategy.name})
+        await self._save_state(strategy.name)
         return strategy_pb2.ResumeStrategyResponse(strategy=engine.info(strategy))
 
     async def _set_params(self, request: strategy_pb2.SetStrategyParamsRequest
@@ -381,6 +435,7 @@ class StrategyModule(Component):
         engine = self._engine()
         strategy, exits = engine.set_params(request.name, dict(request.params))
         log.info("strategy params set", extra={"strategy": strategy.name, "params": dict(request.params)})
+        await self._save_state(strategy.name)
         if exits:
             await self._publish(([], exits))
         return strategy_pb2.SetStrategyParamsResponse(strategy=engine.info(strategy))

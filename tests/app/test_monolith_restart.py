@@ -121,6 +121,44 @@ async def test_a_replay_on_the_same_database_leaves_the_order_ledger_and_risk_st
     assert risk_after == risk_before and states == [risk_pb2.TRADING_STATE_ACTIVE]  # the real switch is not its
 
 
+async def test_a_strategy_paused_before_a_restart_starts_paused_and_a_replay_neither_sees_nor_changes_it(database):
+    """The monolith keeps its strategies' pauses in the database (strategy_state): the next run starts the strategy
+    paused, with the reason; a replay on the same database runs its strategies as configured and saves nothing."""
+    import asyncpg
+
+    from shared.contracts import strategy_pb2
+
+    first = Monolith(settings(database), {})
+
+    async def pause() -> None:
+        await first.bus.call(rpc.PAUSE_STRATEGY, strategy_pb2.PauseStrategyRequest(
+            name="momentum_rsi", reason="results due"))
+
+    await run_until(first, pause)
+    seen: list[strategy_pb2.StrategyInfo] = []
+
+    def asking(app: Monolith):
+        async def ask() -> None:
+            listed = await app.bus.call(rpc.LIST_STRATEGIES, strategy_pb2.ListStrategiesRequest())
+            seen.extend(listed.strategies)
+        return ask
+
+    second = Monolith(settings(database), {})
+    await run_until(second, asking(second))
+    replay = Monolith(AppSettings(source="replay", use_database=True, database_url=database, grpc_port=0,
+                                  speed=600.0, symbols=["SBIN-EQ"]), {})
+    conn = await asyncpg.connect(database)
+    try:
+        saved = await conn.fetchval("SELECT value FROM strategy_state WHERE name = 'momentum_rsi'")
+        await run_until(replay, asking(replay))
+        assert await conn.fetchval("SELECT value FROM strategy_state WHERE name = 'momentum_rsi'") == saved
+    finally:
+        await conn.close()
+
+    assert [(s.name, s.paused, s.pause_reason) for s in seen] == [
+        ("momentum_rsi", True, "results due"), ("momentum_rsi", False, "")]
+
+
 async def store_tick_at(database: str, hour: int, minute: int) -> None:
     """One tick of today's simulated session (the day a SimClock opens) stored at hour:minute:30 IST."""
     import asyncpg
