@@ -93,8 +93,17 @@ def strategies_html(infos: list[strategy_pb2.StrategyInfo]) -> str:
     rows = [f"{'⏸' if i.paused else '▶️'} <b>{esc(i.name)}</b> {esc(i.kind)} · {len(i.tokens)} tokens · "
             f"{i.signals_emitted} signals · today {fmt_inr(i.day_pnl_paise)}"
             + (f" (loss limit {fmt_inr(i.max_daily_loss_paise)})" if i.max_daily_loss_paise else "") + _paused(i)
+            + "".join(_held(p) for p in i.positions)
             for i in infos]
     return "\n".join(rows)
+
+
+def _held(p: strategy_pb2.StrategyPosition) -> str:
+    """'\n   SBIN-EQ +10 @ ₹100.00 · stop ₹99.00 · target ₹102.00': a position of the strategy's and what exits it."""
+    exits = (f" · stop {fmt_inr(p.stop_paise)}" if p.stop_paise else " · no stop") + \
+        (f" · target {fmt_inr(p.target_paise)}" if p.target_paise else "") + \
+        (" · <b>stop reached</b>, exiting" if p.stop_reached else "")
+    return f"\n   {esc(p.symbol or str(p.token))} {p.net_quantity:+d} @ {fmt_inr(p.entry_price_paise)}{exits}"
 
 
 def _paused(info: strategy_pb2.StrategyInfo) -> str:

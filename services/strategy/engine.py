@@ -694,13 +694,33 @@ class StrategyEngine:
         return self._emit(strategy, exits, now, 0, now)
 
     def info(self, strategy: Strategy) -> strategy_pb2.StrategyInfo:
+        now = self.clock.now_ns()
         return strategy_pb2.StrategyInfo(name=strategy.name, kind=strategy.kind, paused=strategy.paused,
                                          params=_params_text(strategy), tokens=sorted(strategy.tokens),
                                          signals_emitted=strategy.signals_emitted,
                                          pause_reason=strategy.pause_reason, paused_by=strategy.paused_by,
                                          paused_at_ns=strategy.paused_at_ns,
-                                         day_pnl_paise=strategy.day_pnl(self.clock.now_ns(), self._last_price),
-                                         max_daily_loss_paise=strategy.max_daily_loss_paise)
+                                         day_pnl_paise=strategy.day_pnl(now, self._last_price),
+                                         max_daily_loss_paise=strategy.max_daily_loss_paise,
+                                         positions=self._positions_of(strategy, now))
+
+    def _positions_of(self, strategy: Strategy, now_ns: int) -> list[strategy_pb2.StrategyPosition]:
+        out = []
+        for (token, product), held in sorted(strategy.positions().items()):
+            if not held:
+                continue
+            try:
+                stop, target = strategy.exit_prices(token, now_ns)
+            except Exception:
+                _failed(strategy, "giving its exit prices", token)
+                stop = target = 0
+            inst = self.instruments.get(token)
+            out.append(strategy_pb2.StrategyPosition(
+                token=token, symbol=inst.symbol if inst is not None else "",
+                product=cast("trading_pb2.Product", product), net_quantity=held,
+                entry_price_paise=strategy.entry_price(token, product), stop_paise=stop, target_paise=target,
+                stop_reached=bool(strategy.due_stop(token))))
+        return out
 
 
 def _failed(strategy: Strategy, what: str, token: int = 0) -> None:

@@ -20,7 +20,9 @@ Rules, on each closed candle of a token (after warm-up: rsi_period + 1 and ema_p
   whatever the price). A close past one (a restart, a change of params) exits too.
 - An entry's size: `quantity` rounded down to whole lots (at least one); or, with `order_value` set, as many whole
   lots as that many rupees buy at the entry candle's close (a contract at its price factor). An instrument one lot
-  of which costs more than `order_value` is not entered (said once in the log): the budget is a ceiling.
+  of which costs more than `order_value` is not entered (said once in the log): the budget is a ceiling. With
+  `risk_per_trade` (and a stop), as many whole lots as lose at most that many rupees at the entry's stop, capped by
+  `order_value` when set; none when one lot would lose more.
 - Never pyramids: while a signal's order is in flight, or a position is open, no new entry.
 - When to enter: only on a close from `entry_from_ist` up to (not at) `entry_until_ist` (IST "HH:MM", "" for no
   bound): say not in the open's first minutes, nor so near the intraday square-off that an entry has no time.
@@ -93,6 +95,10 @@ class MomentumRsiParams(BaseModel):
     # Rupees per entry instead (0: off): whole lots worth at most this at the close. Sizes a list of instruments
     # from Rs 100 to Rs 10,000 alike.
     order_value: RupeesOrOff = Decimal(0)
+    # Rupees lost at the stop per entry instead of `quantity` (0: off): whole lots whose loss at the entry's stop
+    # (the tighter of stop_loss_pct and trailing_stop_pct, which it needs) is at most this; no more than
+    # order_value buys when that is set.
+    risk_per_trade: RupeesOrOff = Decimal(0)
     order_type: Literal["LIMIT", "MARKET"] = "LIMIT"
     # A LIMIT order still working at a candle's close is moved to that close, at most this many times per order
     # (0: never; it then works until it fills or [strategy] cancel_working_after_s cancels it). See _reprice.
@@ -125,6 +131,12 @@ class MomentumRsiParams(BaseModel):
                 parse_hhmm(self.entry_from_ist) >= parse_hhmm(self.entry_until_ist):
             raise ValueError(f"entry_from_ist {self.entry_from_ist} must be before entry_until_ist "
                              f"{self.entry_until_ist}")
+        return self
+
+    @model_validator(mode="after")
+    def _risk_needs_a_stop(self) -> MomentumRsiParams:
+        if self.risk_per_trade and not (self.stop_loss_pct or self.trailing_stop_pct):
+            raise ValueError("risk_per_trade sizes an entry by its stop: set stop_loss_pct or trailing_stop_pct too")
         return self
 
     @model_validator(mode="after")
@@ -246,8 +258,17 @@ class MomentumRsi(Strategy):
             return []
         if not self._may_enter(ctx.now_ns):
             return []
-        quantity = self.entry_quantity(token, ctx, close, self.params.quantity, self.params.order_value)
+        stop = self._entry_stop(close, side)
+        quantity = self.entry_quantity(token, ctx, close, p.quantity, p.order_value, p.risk_per_trade, stop)
+        reason += self.sized_by_risk(p.risk_per_trade, stop)
         return [self._intent(token, close, ctx, side, quantity, reason)] if quantity else []
+
+    def _entry_stop(self, price: int, side: trading_pb2.Side) -> int:
+        """The stop of an entry at `price` (the tighter of stop_loss_pct and trailing_stop_pct), 0 without one."""
+        pct = min((x for x in (self.params.stop_loss_pct, self.params.trailing_stop_pct) if x), default=0.0)
+        if not pct:
+            return 0
+        return moved_by_pct(price, -pct if side == trading_pb2.SIDE_BUY else pct)
 
     def _may_enter(self, now_ns: int) -> bool:
         """Within the entry window, and below max_positions."""
@@ -345,6 +366,15 @@ class MomentumRsi(Strategy):
             return []
         return [self.mis_order(token, _exit_side(pos), abs(pos), price, ctx, reason,
                                self.params.order_type == "MARKET")]
+
+    def exit_prices(self, token: int, now_ns: int) -> tuple[int, int]:
+        pos = self.position(token)
+        levels = self._exit_levels(token, pos)
+        if levels is None:
+            return 0, 0
+        low, high, _ = levels
+        stop, target = (low, high) if pos > 0 else (high, low)
+        return (stop if 0 < stop < NEVER else 0), (target if 0 < target < NEVER else 0)
 
     def since_entries(self) -> dict[int, int]:
         """With a trailing stop, the held tokens whose entry time is known: after a restart their best price since

@@ -10,7 +10,8 @@ A plugin (see plugins.py). Rules, per token and IST day:
   working in the token and none filled in it yet that day: BUY at the first tick at or above the range's high (plus
   `buffer_pct`), or SELL (a short, with `allow_short`) at the first at or below its low (minus `buffer_pct`). Watched
   on every tick (price_levels), not at the closes. Sized as `quantity` units (whole lots) or, with `order_value`
-  (rupees), as many whole lots as that buys at the tick's price.
+  (rupees), as many whole lots as that buys at the tick's price; with `risk_per_trade` (rupees), as many as lose at
+  most that at the stop (capped by `order_value` when set).
 - Exits, on every tick: the stop is the range's other side (a long's at its low), or `stop_loss_pct` from the entry
   price when set; the target `target_r` times the risk (entry to stop) beyond the entry (0: none). Both at the market
   (a target as `order_type` says). The stop is watched while an order of ours works too: it moves a LIMIT exit to
@@ -72,6 +73,9 @@ class OrbParams(BaseModel):
     allow_short: bool = True
     quantity: int = Field(default=1, ge=1, le=1_000_000)
     order_value: RupeesOrOff = Decimal(0)
+    # Rupees lost at the stop per entry instead of `quantity` (0: off): whole lots whose loss at the stop (the range's
+    # other side, or stop_loss_pct) is at most this; no more than order_value buys when that is set.
+    risk_per_trade: RupeesOrOff = Decimal(0)
     order_type: Literal["LIMIT", "MARKET"] = "MARKET"
     # The stop this many % from the entry instead of the range's other side (0: the range).
     stop_loss_pct: float = Field(default=0.0, ge=0, lt=100)
@@ -166,6 +170,14 @@ class OpeningRangeBreakout(Strategy):
         low = moved_by_pct(r.low, -p.buffer_pct) if p.allow_short else 0
         return low, moved_by_pct(r.high, p.buffer_pct)
 
+    def exit_prices(self, token: int, now_ns: int) -> tuple[int, int]:
+        pos = self.position(token)
+        exits = self._exits(token, pos, now_ns) if pos else None
+        if exits is None:
+            return 0, 0
+        stop, target = (exits[0], exits[1]) if pos > 0 else (exits[1], exits[0])
+        return stop, (target if 0 < target < NEVER else 0)
+
     def _exits(self, token: int, pos: int, now_ns: int) -> tuple[int, int, str] | None:
         """(low, high, what the stop is) for the position `pos`: a long's low is its stop and its high its target,
         a short's the other way round. None: no stop known (no range today and no stop_loss_pct)."""
@@ -206,11 +218,17 @@ class OpeningRangeBreakout(Strategy):
             side, way = trading_pb2.SIDE_SELL, "below"
         else:
             return []
-        quantity = self.entry_quantity(token, ctx, price, self.params.quantity, self.params.order_value)
+        p = self.params
+        if not p.stop_loss_pct:
+            stop = r.low if side == trading_pb2.SIDE_BUY else r.high
+        else:
+            stop = moved_by_pct(price, -p.stop_loss_pct if side == trading_pb2.SIDE_BUY else p.stop_loss_pct)
+        quantity = self.entry_quantity(token, ctx, price, p.quantity, p.order_value, p.risk_per_trade, stop)
         if not quantity:
             return []
         reason = (f"broke {way} the opening range {fmt_inr(r.low)}-{fmt_inr(r.high)} "
-                  f"({_hhmm(r.start)}-{_hhmm(r.start + self.params.range_minutes)} IST): tick {fmt_inr(price)}")
+                  f"({_hhmm(r.start)}-{_hhmm(r.start + self.params.range_minutes)} IST): tick {fmt_inr(price)}"
+                  + self.sized_by_risk(p.risk_per_trade, stop))
         return [self.mis_order(token, side, quantity, price, ctx, reason, self.params.order_type == "MARKET")]
 
     def _exit(self, token: int, pos: int, price: int, ctx: StrategyContext) -> list[Decision]:

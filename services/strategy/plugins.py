@@ -219,6 +219,7 @@ class Strategy:
         self._orders: dict[str, WorkingOrder] = {}
         self._latest: dict[int, str] = {}
         self._too_dear: set[tuple[int, Decimal]] = set()  # (token, order_value) said to cost more than a lot
+        self._too_risky: set[tuple[int, Decimal]] = set()  # (token, risk_per_trade) said to be less than a lot risks
         self._relevel: set[int] = set()  # tokens whose price levels to ask again (levels_changed)
         self._stop_due: dict[int, str] = {}  # token -> why: a stop reached, its position not yet flat (stop_exit)
         # Its day's P&L, from its own fills (and the square-offs' of its positions): for max_daily_loss.
@@ -272,6 +273,11 @@ class Strategy:
         nothing more than its candle."""
         return None
 
+    def exit_prices(self, token: int, now_ns: int) -> tuple[int, int]:
+        """(stop, target) paise of the position in `token`, as ListStrategies shows them: the price at or past which
+        it exits at the market, and the one at or past which it takes its profit; 0 for none."""
+        return 0, 0
+
     def since_entries(self) -> dict[int, int]:
         """After a restart, once its positions are back: the tokens whose highest and lowest price since their entry
         the plugin wants (token -> entry_time), for a trailing stop. The module reads them from the stored ticks and
@@ -322,22 +328,42 @@ class Strategy:
         return self._entered_at.get((token, _product(product)), 0)
 
     def entry_quantity(self, token: int, ctx: StrategyContext, price: int, quantity: int,
-                       order_value: Decimal) -> int:
+                       order_value: Decimal, risk: Decimal = Decimal(0), stop: int = 0) -> int:
         """Units to enter `token` with at `price` (paise): `quantity` rounded down to whole lots (at least one); or,
         with `order_value` (rupees) set, as many whole lots as that buys at `price` (a contract at its price factor),
-        0 when one lot costs more (said once per token and budget in the log: the budget is a ceiling)."""
+        0 when one lot costs more (said once per token and budget in the log: the budget is a ceiling). With `risk`
+        (rupees) set, instead of `quantity`: as many whole lots as lose at most that at the stop `stop` (paise) from
+        `price` (0 when one lot would lose more, or `stop` is no distance away; said once), no more than
+        `order_value` buys when that is set too."""
         inst = ctx.instruments.get(token)
         lot = inst.lot_size if inst is not None and inst.lot_size > 0 else 1
-        if not order_value:
+        factor = factor_of(inst.price_factor) if inst is not None else ONE
+        if not order_value and not risk:
             return max(lot, quantity - quantity % lot)
-        lot_cost = lot * price * (factor_of(inst.price_factor) if inst is not None else ONE)
-        lots = int(to_paise(order_value) // lot_cost) if lot_cost > 0 else 0
-        if not lots and not ctx.warm_up and (token, order_value) not in self._too_dear:
-            self._too_dear.add((token, order_value))
-            log.info("an entry left out: one lot costs more than order_value", extra={
-                "strategy": self.name, "token": token, "lot_cost": fmt_inr(math.ceil(lot_cost)),
-                "order_value": str(order_value)})
-        return lots * lot
+        lots: int | None = None
+        if order_value:
+            lot_cost = lot * price * factor
+            lots = int(to_paise(order_value) // lot_cost) if lot_cost > 0 else 0
+            if not lots and not ctx.warm_up and (token, order_value) not in self._too_dear:
+                self._too_dear.add((token, order_value))
+                log.info("an entry left out: one lot costs more than order_value", extra={
+                    "strategy": self.name, "token": token, "lot_cost": fmt_inr(math.ceil(lot_cost)),
+                    "order_value": str(order_value)})
+        if risk:
+            lot_risk = lot * abs(price - stop) * factor
+            at_risk = int(to_paise(risk) // lot_risk) if lot_risk > 0 else 0
+            if not at_risk and not ctx.warm_up and (token, risk) not in self._too_risky:
+                self._too_risky.add((token, risk))
+                log.info("an entry left out: one lot loses more than risk_per_trade at its stop", extra={
+                    "strategy": self.name, "token": token, "lot_risk": fmt_inr(math.ceil(lot_risk)),
+                    "risk_per_trade": str(risk)})
+            lots = at_risk if lots is None else min(lots, at_risk)
+        return (lots or 0) * lot
+
+    @staticmethod
+    def sized_by_risk(risk: Decimal, stop: int) -> str:
+        """What an entry's reason adds when risk_per_trade sized it ("" when it did not)."""
+        return f"; sized to risk {fmt_inr(to_paise(risk))} to the stop {fmt_inr(stop)}" if risk else ""
 
     def book_fill(self, update: trading_pb2.OrderUpdate) -> None:
         """Count a fill of its own (or a square-off's of its position) in its day's P&L (day_pnl)."""

@@ -26,7 +26,7 @@ from shared.contracts import market_pb2 as neopulse_dot_v1_dot_market__pb2
 from shared.contracts import trading_pb2 as neopulse_dot_v1_dot_trading__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aneopulse/v1/strategy.proto\x12\x0bneopulse.v1\x1a\x18neopulse/v1/market.proto\x1a\x19neopulse/v1/trading.proto\"B\n\x14StreamSignalsRequest\x12\x12\n\nstrategies\x18\x01 \x03(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"&\n\x14StreamCandlesRequest\x12\x0e\n\x06tokens\x18\x01 \x03(\x03\"\xd4\x02\n\x0cStrategyInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06paused\x18\x03 \x01(\x08\x12\x35\n\x06params\x18\x04 \x03(\x0b\x32%.neopulse.v1.StrategyInfo.ParamsEntry\x12\x0e\n\x06tokens\x18\x05 \x03(\x03\x12\x17\n\x0fsignals_emitted\x18\x06 \x01(\x03\x12\x14\n\x0cpause_reason\x18\x07 \x01(\t\x12(\n\tpaused_by\x18\x08 \x01(\x0e\x32\x15.neopulse.v1.PausedBy\x12\x14\n\x0cpaused_at_ns\x18\t \x01(\x03\x12\x15\n\rday_pnl_paise\x18\n \x01(\x03\x12\x1c\n\x14max_daily_loss_paise\x18\x0b \x01(\x03\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x17\n\x15ListStrategiesRequest\"G\n\x16ListStrategiesResponse\x12-\n\nstrategies\x18\x01 \x03(\x0b\x32\x19.neopulse.v1.StrategyInfo\"4\n\x14PauseStrategyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"D\n\x15PauseStrategyResponse\x12+\n\x08strategy\x18\x01 \x01(\x0b\x32\x19.neopulse.v1.StrategyInfo\"%\n\x15ResumeStrategyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\x16ResumeStrategyResponse\x12+\n\x08strategy\x18\x01 \x01(\x0b\x32\x19.neopulse.v1.StrategyInfo\"\x9a\x01\n\x18SetStrategyParamsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x41\n\x06params\x18\x02 \x03(\x0b\x32\x31.neopulse.v1.SetStrategyParamsRequest.ParamsEntry\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"H\n\x19SetStrategyParamsResponse\x12+\n\x08strategy\x18\x01 \x01(\x0b\x32\x19.neopulse.v1.StrategyInfo\"#\n\x10GetQuotesRequest\x12\x0f\n\x07symbols\x18\x01 \x03(\t\"7\n\x11GetQuotesResponse\x12\"\n\x06quotes\x18\x01 \x03(\x0b\x32\x12.neopulse.v1.Quote\"U\n\x05Quote\x12+\n\ninstrument\x18\x01 \x01(\x0b\x32\x17.neopulse.v1.Instrument\x12\x1f\n\x04tick\x18\x02 \x01(\x0b\x32\x11.neopulse.v1.Tick*U\n\x08PausedBy\x12\x19\n\x15PAUSED_BY_UNSPECIFIED\x10\x00\x12\x16\n\x12PAUSED_BY_OPERATOR\x10\x01\x12\x16\n\x12PAUSED_BY_NEOPULSE\x10\x02\x32\xef\x04\n\x0fStrategyService\x12N\n\rStreamSignals\x12!.neopulse.v1.StreamSignalsRequest\x1a\x18.neopulse.v1.SignalBatch0\x01\x12N\n\rStreamCandles\x12!.neopulse.v1.StreamCandlesRequest\x1a\x18.neopulse.v1.CandleBatch0\x01\x12Y\n\x0eListStrategies\x12\".neopulse.v1.ListStrategiesRequest\x1a#.neopulse.v1.ListStrategiesResponse\x12V\n\rPauseStrategy\x12!.neopulse.v1.PauseStrategyRequest\x1a\".neopulse.v1.PauseStrategyResponse\x12Y\n\x0eResumeStrategy\x12\".neopulse.v1.ResumeStrategyRequest\x1a#.neopulse.v1.ResumeStrategyResponse\x12\x62\n\x11SetStrategyParams\x12%.neopulse.v1.SetStrategyParamsRequest\x1a&.neopulse.v1.SetStrategyParamsResponse\x12J\n\tGetQuotes\x12\x1d.neopulse.v1.GetQuotesRequest\x1a\x1e.neopulse.v1.GetQuotesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aneopulse/v1/strategy.proto\x12\x0bneopulse.v1\x1a\x18neopulse/v1/market.proto\x1a\x19neopulse/v1/trading.proto\"B\n\x14StreamSignalsRequest\x12\x12\n\nstrategies\x18\x01 \x03(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"&\n\x14StreamCandlesRequest\x12\x0e\n\x06tokens\x18\x01 \x03(\x03\"\x86\x03\n\x0cStrategyInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06paused\x18\x03 \x01(\x08\x12\x35\n\x06params\x18\x04 \x03(\x0b\x32%.neopulse.v1.StrategyInfo.ParamsEntry\x12\x0e\n\x06tokens\x18\x05 \x03(\x03\x12\x17\n\x0fsignals_emitted\x18\x06 \x01(\x03\x12\x14\n\x0cpause_reason\x18\x07 \x01(\t\x12(\n\tpaused_by\x18\x08 \x01(\x0e\x32\x15.neopulse.v1.PausedBy\x12\x14\n\x0cpaused_at_ns\x18\t \x01(\x03\x12\x15\n\rday_pnl_paise\x18\n \x01(\x03\x12\x1c\n\x14max_daily_loss_paise\x18\x0b \x01(\x03\x12\x30\n\tpositions\x18\x0c \x03(\x0b\x32\x1d.neopulse.v1.StrategyPosition\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc9\x01\n\x10StrategyPosition\x12\r\n\x05token\x18\x01 \x01(\x03\x12\x0e\n\x06symbol\x18\x02 \x01(\t\x12%\n\x07product\x18\x03 \x01(\x0e\x32\x14.neopulse.v1.Product\x12\x14\n\x0cnet_quantity\x18\x04 \x01(\x03\x12\x19\n\x11\x65ntry_price_paise\x18\x05 \x01(\x03\x12\x12\n\nstop_paise\x18\x06 \x01(\x03\x12\x14\n\x0ctarget_paise\x18\x07 \x01(\x03\x12\x14\n\x0cstop_reached\x18\x08 \x01(\x08\"\x17\n\x15ListStrategiesRequest\"G\n\x16ListStrategiesResponse\x12-\n\nstrategies\x18\x01 \x03(\x0b\x32\x19.neopulse.v1.StrategyInfo\"4\n\x14PauseStrategyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"D\n\x15PauseStrategyResponse\x12+\n\x08strategy\x18\x01 \x01(\x0b\x32\x19.neopulse.v1.StrategyInfo\"%\n\x15ResumeStrategyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\x16ResumeStrategyResponse\x12+\n\x08strategy\x18\x01 \x01(\x0b\x32\x19.neopulse.v1.StrategyInfo\"\x9a\x01\n\x18SetStrategyParamsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x41\n\x06params\x18\x02 \x03(\x0b\x32\x31.neopulse.v1.SetStrategyParamsRequest.ParamsEntry\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"H\n\x19SetStrategyParamsResponse\x12+\n\x08strategy\x18\x01 \x01(\x0b\x32\x19.neopulse.v1.StrategyInfo\"#\n\x10GetQuotesRequest\x12\x0f\n\x07symbols\x18\x01 \x03(\t\"7\n\x11GetQuotesResponse\x12\"\n\x06quotes\x18\x01 \x03(\x0b\x32\x12.neopulse.v1.Quote\"U\n\x05Quote\x12+\n\ninstrument\x18\x01 \x01(\x0b\x32\x17.neopulse.v1.Instrument\x12\x1f\n\x04tick\x18\x02 \x01(\x0b\x32\x11.neopulse.v1.Tick*U\n\x08PausedBy\x12\x19\n\x15PAUSED_BY_UNSPECIFIED\x10\x00\x12\x16\n\x12PAUSED_BY_OPERATOR\x10\x01\x12\x16\n\x12PAUSED_BY_NEOPULSE\x10\x02\x32\xef\x04\n\x0fStrategyService\x12N\n\rStreamSignals\x12!.neopulse.v1.StreamSignalsRequest\x1a\x18.neopulse.v1.SignalBatch0\x01\x12N\n\rStreamCandles\x12!.neopulse.v1.StreamCandlesRequest\x1a\x18.neopulse.v1.CandleBatch0\x01\x12Y\n\x0eListStrategies\x12\".neopulse.v1.ListStrategiesRequest\x1a#.neopulse.v1.ListStrategiesResponse\x12V\n\rPauseStrategy\x12!.neopulse.v1.PauseStrategyRequest\x1a\".neopulse.v1.PauseStrategyResponse\x12Y\n\x0eResumeStrategy\x12\".neopulse.v1.ResumeStrategyRequest\x1a#.neopulse.v1.ResumeStrategyResponse\x12\x62\n\x11SetStrategyParams\x12%.neopulse.v1.SetStrategyParamsRequest\x1a&.neopulse.v1.SetStrategyParamsResponse\x12J\n\tGetQuotes\x12\x1d.neopulse.v1.GetQuotesRequest\x1a\x1e.neopulse.v1.GetQuotesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,40 +37,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STRATEGYINFO_PARAMSENTRY']._serialized_options = b'8\001'
   _globals['_SETSTRATEGYPARAMSREQUEST_PARAMSENTRY']._loaded_options = None
   _globals['_SETSTRATEGYPARAMSREQUEST_PARAMSENTRY']._serialized_options = b'8\001'
-  _globals['_PAUSEDBY']._serialized_start=1291
-  _globals['_PAUSEDBY']._serialized_end=1376
+  _globals['_PAUSEDBY']._serialized_start=1545
+  _globals['_PAUSEDBY']._serialized_end=1630
   _globals['_STREAMSIGNALSREQUEST']._serialized_start=96
   _globals['_STREAMSIGNALSREQUEST']._serialized_end=162
   _globals['_STREAMCANDLESREQUEST']._serialized_start=164
   _globals['_STREAMCANDLESREQUEST']._serialized_end=202
   _globals['_STRATEGYINFO']._serialized_start=205
-  _globals['_STRATEGYINFO']._serialized_end=545
-  _globals['_STRATEGYINFO_PARAMSENTRY']._serialized_start=500
-  _globals['_STRATEGYINFO_PARAMSENTRY']._serialized_end=545
-  _globals['_LISTSTRATEGIESREQUEST']._serialized_start=547
-  _globals['_LISTSTRATEGIESREQUEST']._serialized_end=570
-  _globals['_LISTSTRATEGIESRESPONSE']._serialized_start=572
-  _globals['_LISTSTRATEGIESRESPONSE']._serialized_end=643
-  _globals['_PAUSESTRATEGYREQUEST']._serialized_start=645
-  _globals['_PAUSESTRATEGYREQUEST']._serialized_end=697
-  _globals['_PAUSESTRATEGYRESPONSE']._serialized_start=699
-  _globals['_PAUSESTRATEGYRESPONSE']._serialized_end=767
-  _globals['_RESUMESTRATEGYREQUEST']._serialized_start=769
-  _globals['_RESUMESTRATEGYREQUEST']._serialized_end=806
-  _globals['_RESUMESTRATEGYRESPONSE']._serialized_start=808
-  _globals['_RESUMESTRATEGYRESPONSE']._serialized_end=877
-  _globals['_SETSTRATEGYPARAMSREQUEST']._serialized_start=880
-  _globals['_SETSTRATEGYPARAMSREQUEST']._serialized_end=1034
-  _globals['_SETSTRATEGYPARAMSREQUEST_PARAMSENTRY']._serialized_start=500
-  _globals['_SETSTRATEGYPARAMSREQUEST_PARAMSENTRY']._serialized_end=545
-  _globals['_SETSTRATEGYPARAMSRESPONSE']._serialized_start=1036
-  _globals['_SETSTRATEGYPARAMSRESPONSE']._serialized_end=1108
-  _globals['_GETQUOTESREQUEST']._serialized_start=1110
-  _globals['_GETQUOTESREQUEST']._serialized_end=1145
-  _globals['_GETQUOTESRESPONSE']._serialized_start=1147
-  _globals['_GETQUOTESRESPONSE']._serialized_end=1202
-  _globals['_QUOTE']._serialized_start=1204
-  _globals['_QUOTE']._serialized_end=1289
-  _globals['_STRATEGYSERVICE']._serialized_start=1379
-  _globals['_STRATEGYSERVICE']._serialized_end=2002
+  _globals['_STRATEGYINFO']._serialized_end=595
+  _globals['_STRATEGYINFO_PARAMSENTRY']._serialized_start=550
+  _globals['_STRATEGYINFO_PARAMSENTRY']._serialized_end=595
+  _globals['_STRATEGYPOSITION']._serialized_start=598
+  _globals['_STRATEGYPOSITION']._serialized_end=799
+  _globals['_LISTSTRATEGIESREQUEST']._serialized_start=801
+  _globals['_LISTSTRATEGIESREQUEST']._serialized_end=824
+  _globals['_LISTSTRATEGIESRESPONSE']._serialized_start=826
+  _globals['_LISTSTRATEGIESRESPONSE']._serialized_end=897
+  _globals['_PAUSESTRATEGYREQUEST']._serialized_start=899
+  _globals['_PAUSESTRATEGYREQUEST']._serialized_end=951
+  _globals['_PAUSESTRATEGYRESPONSE']._serialized_start=953
+  _globals['_PAUSESTRATEGYRESPONSE']._serialized_end=1021
+  _globals['_RESUMESTRATEGYREQUEST']._serialized_start=1023
+  _globals['_RESUMESTRATEGYREQUEST']._serialized_end=1060
+  _globals['_RESUMESTRATEGYRESPONSE']._serialized_start=1062
+  _globals['_RESUMESTRATEGYRESPONSE']._serialized_end=1131
+  _globals['_SETSTRATEGYPARAMSREQUEST']._serialized_start=1134
+  _globals['_SETSTRATEGYPARAMSREQUEST']._serialized_end=1288
+  _globals['_SETSTRATEGYPARAMSREQUEST_PARAMSENTRY']._serialized_start=550
+  _globals['_SETSTRATEGYPARAMSREQUEST_PARAMSENTRY']._serialized_end=595
+  _globals['_SETSTRATEGYPARAMSRESPONSE']._serialized_start=1290
+  _globals['_SETSTRATEGYPARAMSRESPONSE']._serialized_end=1362
+  _globals['_GETQUOTESREQUEST']._serialized_start=1364
+  _globals['_GETQUOTESREQUEST']._serialized_end=1399
+  _globals['_GETQUOTESRESPONSE']._serialized_start=1401
+  _globals['_GETQUOTESRESPONSE']._serialized_end=1456
+  _globals['_QUOTE']._serialized_start=1458
+  _globals['_QUOTE']._serialized_end=1543
+  _globals['_STRATEGYSERVICE']._serialized_start=1633
+  _globals['_STRATEGYSERVICE']._serialized_end=2256
 # @@protoc_insertion_point(module_scope)

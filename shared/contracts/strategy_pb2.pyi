@@ -33,7 +33,7 @@ class StreamCandlesRequest(_message.Message):
     def __init__(self, tokens: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class StrategyInfo(_message.Message):
-    __slots__ = ("name", "kind", "paused", "params", "tokens", "signals_emitted", "pause_reason", "paused_by", "paused_at_ns", "day_pnl_paise", "max_daily_loss_paise")
+    __slots__ = ("name", "kind", "paused", "params", "tokens", "signals_emitted", "pause_reason", "paused_by", "paused_at_ns", "day_pnl_paise", "max_daily_loss_paise", "positions")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,7 @@ class StrategyInfo(_message.Message):
     PAUSED_AT_NS_FIELD_NUMBER: _ClassVar[int]
     DAY_PNL_PAISE_FIELD_NUMBER: _ClassVar[int]
     MAX_DAILY_LOSS_PAISE_FIELD_NUMBER: _ClassVar[int]
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     paused: bool
@@ -63,7 +64,28 @@ class StrategyInfo(_message.Message):
     paused_at_ns: int
     day_pnl_paise: int
     max_daily_loss_paise: int
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., paused: _Optional[bool] = ..., params: _Optional[_Mapping[str, str]] = ..., tokens: _Optional[_Iterable[int]] = ..., signals_emitted: _Optional[int] = ..., pause_reason: _Optional[str] = ..., paused_by: _Optional[_Union[PausedBy, str]] = ..., paused_at_ns: _Optional[int] = ..., day_pnl_paise: _Optional[int] = ..., max_daily_loss_paise: _Optional[int] = ...) -> None: ...
+    positions: _containers.RepeatedCompositeFieldContainer[StrategyPosition]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., paused: _Optional[bool] = ..., params: _Optional[_Mapping[str, str]] = ..., tokens: _Optional[_Iterable[int]] = ..., signals_emitted: _Optional[int] = ..., pause_reason: _Optional[str] = ..., paused_by: _Optional[_Union[PausedBy, str]] = ..., paused_at_ns: _Optional[int] = ..., day_pnl_paise: _Optional[int] = ..., max_daily_loss_paise: _Optional[int] = ..., positions: _Optional[_Iterable[_Union[StrategyPosition, _Mapping]]] = ...) -> None: ...
+
+class StrategyPosition(_message.Message):
+    __slots__ = ("token", "symbol", "product", "net_quantity", "entry_price_paise", "stop_paise", "target_paise", "stop_reached")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    NET_QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_PRICE_PAISE_FIELD_NUMBER: _ClassVar[int]
+    STOP_PAISE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_PAISE_FIELD_NUMBER: _ClassVar[int]
+    STOP_REACHED_FIELD_NUMBER: _ClassVar[int]
+    token: int
+    symbol: str
+    product: _trading_pb2.Product
+    net_quantity: int
+    entry_price_paise: int
+    stop_paise: int
+    target_paise: int
+    stop_reached: bool
+    def __init__(self, token: _Optional[int] = ..., symbol: _Optional[str] = ..., product: _Optional[_Union[_trading_pb2.Product, str]] = ..., net_quantity: _Optional[int] = ..., entry_price_paise: _Optional[int] = ..., stop_paise: _Optional[int] = ..., target_paise: _Optional[int] = ..., stop_reached: _Optional[bool] = ...) -> None: ...
 
 class ListStrategiesRequest(_message.Message):
     __slots__ = ()

@@ -83,6 +83,20 @@ def test_strategies_give_each_ones_pnl_today_and_its_loss_limit():
     assert strategies_html([info]) == "▶️ <b>orb</b> ORB · 1 tokens · 2 signals · today -₹120.50 (loss limit ₹500.00)"
 
 
+def test_strategies_list_each_position_with_its_stop_and_target():
+    info = strategy_pb2.StrategyInfo(name="orb", kind="ORB", tokens=[3045], positions=[
+        strategy_pb2.StrategyPosition(symbol="SBIN-EQ", net_quantity=10, entry_price_paise=101_00, stop_paise=99_00,
+                                      target_paise=105_00),
+        strategy_pb2.StrategyPosition(symbol="TCS-EQ", net_quantity=-2, entry_price_paise=3_500_00,
+                                      stop_paise=3_535_00, stop_reached=True),
+        strategy_pb2.StrategyPosition(token=11536, net_quantity=1, entry_price_paise=100_00)])
+
+    assert strategies_html([info]).splitlines()[1:] == [
+        "   SBIN-EQ +10 @ ₹101.00 · stop ₹99.00 · target ₹105.00",
+        "   TCS-EQ -2 @ ₹3,500.00 · stop ₹3,535.00 · <b>stop reached</b>, exiting",
+        "   11536 +1 @ ₹100.00 · no stop"]
+
+
 def test_history_says_why_the_order_was_placed():
     placed = trading_pb2.OrderUpdate(
         client_order_id="c-1", status=trading_pb2.ORDER_STATUS_OPEN, request=trading_pb2.OrderRequest(

@@ -91,6 +91,32 @@ def test_an_order_value_buys_as_many_whole_lots_as_it_can_at_the_close_whatever_
     assert make().entry_quantity(SBIN, lots, 100_00, 1, Decimal(20_000)) == 150  # 2 lots of Rs 7,500; not 3
 
 
+def test_risk_per_trade_sizes_the_entry_to_lose_that_much_at_its_stop_capped_by_the_order_value():
+    """A close of 100.00 and a 1% stop: 1.00 a share at risk; Rs 500 buys 500 shares' worth of risk. A 0.5%
+    trailing stop is the tighter: 0.50 a share, 1,000 shares. Rs 20,000 of order_value buys 200 of them."""
+    (intent,) = feed(make(risk_per_trade=500, stop_loss_pct=1, quantity=3), FALLING_THEN_JUMP)[5]
+    assert (intent.side, intent.quantity) == (trading_pb2.SIDE_BUY, 500)
+    assert intent.reason.endswith("; sized to risk ₹500.00 to the stop ₹99.00")
+    (short,) = feed(make(risk_per_trade=500, stop_loss_pct=1, trailing_stop_pct=0.5), RISING_THEN_DROP)[5]
+    assert (short.side, short.quantity) == (trading_pb2.SIDE_SELL, 1000)
+    (capped,) = feed(make(risk_per_trade=500, stop_loss_pct=1, order_value=20_000), FALLING_THEN_JUMP)[5]
+    assert capped.quantity == 200
+
+    lots = StrategyContext(InstrumentBook([market_pb2.Instrument(token=SBIN, lot_size=75, tick_size_paise=5)]))
+    assert make().entry_quantity(SBIN, lots, 100_00, 1, Decimal(0), Decimal(200), 99_00) == 150  # 75 risk Rs 75
+
+
+def test_an_entry_one_lot_of_which_loses_more_than_risk_per_trade_is_left_out_and_a_stop_is_needed(caplog):
+    strategy = make(risk_per_trade="0.99", stop_loss_pct=1)
+    assert feed(strategy, FALLING_THEN_JUMP)[5] == []
+    said = [r for r in caplog.records
+            if r.getMessage() == "an entry left out: one lot loses more than risk_per_trade at its stop"]
+    assert len(said) == 1 and (said[0].lot_risk, said[0].risk_per_trade) == ("₹1.00", "0.99")
+
+    with pytest.raises(ValidationError, match="risk_per_trade sizes an entry by its stop"):
+        make(risk_per_trade=500)
+
+
 def test_an_order_value_counts_a_contracts_price_factor():
     barrels = market_pb2.Instrument(token=SBIN, lot_size=1, tick_size_paise=100)
     barrels.price_factor.numerator = 100  # quoted per barrel, traded in lots of 100 barrels

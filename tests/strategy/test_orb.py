@@ -238,6 +238,28 @@ def test_order_value_sizes_the_entry_at_the_breaking_ticks_price():
     assert [s.quantity for s in desk.ticks(("09:18:10", 101_00))] == [9]
 
 
+def test_risk_per_trade_sizes_the_entry_by_its_distance_to_the_stop():
+    """A break at 101.00 of the range 99.00-101.00: 2.00 a share to the range's low; Rs 1,000 risks 500 shares.
+    With stop_loss_pct 0.5 the stop is 100.49: 0.51 a share, 1,960 shares; capped by Rs 1,00,000 of value: 990."""
+    for params, quantity in (({}, 500), ({"stop_loss_pct": 0.5}, 1960),
+                             ({"stop_loss_pct": 0.5, "order_value": 100_000}, 990)):
+        desk = Desk(risk_per_trade=1_000, **params)
+        desk.ticks(*RANGE, ("09:18:02", 100_00))
+        (entry,) = desk.ticks(("09:18:10", 101_00))
+        assert entry.quantity == quantity, params
+    assert entry.reason.endswith("tick ₹101.00; sized to risk ₹1,000.00 to the stop ₹100.49")
+
+
+def test_its_position_is_listed_with_the_ranges_other_side_as_its_stop_and_its_target():
+    desk = Desk()
+    desk.ticks(*RANGE, ("09:18:02", 100_00))
+    (entry,) = desk.ticks(("09:18:10", 101_00))
+    desk.filled(entry, 101_00)
+
+    (held,) = desk.engine.info(desk.strategy).positions
+    assert (held.net_quantity, held.entry_price_paise, held.stop_paise, held.target_paise) == (1, 101_00, 99_00, 105_00)
+
+
 @pytest.mark.parametrize(("params", "said"), [
     ({"entry_until_ist": "09:18"}, "entry_until_ist 09:18 must be after the range ends (09:18"),
     ({"session_start_ist": "9h15"}, "HH:MM"),

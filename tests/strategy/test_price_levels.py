@@ -441,3 +441,20 @@ def test_a_restored_short_trails_from_the_lowest_price_since_its_entry_and_says_
     assert [s.reason for s in desk.ticks(96_96)] == [
         "trailing stop 1%: tick ₹96.96, 1.00% over the best ₹96.00 since the entry ₹100.00"]
     assert Desk(stop_loss_pct=1).engine.since_entries() == {}  # no trailing stop: nothing to read
+
+
+def test_list_strategies_shows_each_position_with_its_stop_and_target_where_they_are_now():
+    desk = Desk(stop_loss_pct=1, target_pct=2, trailing_stop_pct=1.5)
+    desk.hold()
+    desk.ticks(103_00)  # the best: the trail (101.45) is now above the fixed stop (99.00)
+
+    (held,) = desk.engine.info(desk.strategy).positions
+    assert (held.symbol, held.product, held.net_quantity, held.entry_price_paise, held.stop_paise, held.target_paise,
+            held.stop_reached) == ("SBIN-EQ", trading_pb2.PRODUCT_MIS, 10, 100_00, 101_45, 102_00, False)
+
+    short = Desk(stop_loss_pct=1)
+    short.hold(SELL)
+    short.ticks(101_00)  # reached: its exit under way
+    (held,) = short.engine.info(short.strategy).positions
+    assert (held.net_quantity, held.stop_paise, held.target_paise, held.stop_reached) == (-10, 101_00, 0, True)
+    assert Desk(stop_loss_pct=1).engine.info(Desk().strategy).positions == []
