@@ -137,7 +137,7 @@ class StrategyEngine:
         self._holds: dict[tuple[str, int], tuple[int, int]] = {}
         # max_daily_loss: the strategies being closed out, and when to ask again for a cancel or an exit.
         self._closing: set[str] = set()
-        self._cancel_after: dict[str, int] = {}
+        self._cancel_after: dict[tuple[str, str], int] = {}  # (strategy, order id) -> when
         self._close_after: dict[tuple[str, int, int], int] = {}
         # The params as the config file gives them (as ListStrategies shows them), and those changed at run time:
         # name -> param -> (the value given, the config's value then). See durable_state.
@@ -491,8 +491,8 @@ class StrategyEngine:
     def _close_out(self, strategy: Strategy, now_ns: int, out: LossTurn) -> None:
         working = strategy.working_orders()
         for order in working:
-            if now_ns >= self._cancel_after.get(order.order_id, 0):
-                self._cancel_after[order.order_id] = now_ns + CANCEL_AGAIN_NS
+            if now_ns >= self._cancel_after.get((strategy.name, order.order_id), 0):
+                self._cancel_after[strategy.name, order.order_id] = now_ns + CANCEL_AGAIN_NS
                 out.cancels.append(order.order_id)
         exits = []
         for (token, product), held in strategy.positions().items():
@@ -507,7 +507,11 @@ class StrategyEngine:
         if exits:
             out.signals.extend(self._emit(strategy, exits, now_ns, 0, now_ns))
         if not working and not any(strategy.positions().values()):
-            self._closing.discard(strategy.name)
+            self._closing.discard(strategy.name)  # flat: its retry times go with it
+            for order_key in [k for k in self._cancel_after if k[0] == strategy.name]:
+                del self._cancel_after[order_key]
+            for key in [k for k in self._close_after if k[0] == strategy.name]:
+                del self._close_after[key]
 
     def _last_price(self, token: int) -> int:
         tick = self.candles.last_tick(token)

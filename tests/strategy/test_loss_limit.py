@@ -92,7 +92,12 @@ def test_its_working_orders_are_cancelled_first_and_a_position_with_one_working_
 
     desk.update("exit-limit", SELL, trading_pb2.ORDER_STATUS_CANCELLED)
     desk.update("tcs-entry", BUY, trading_pb2.ORDER_STATUS_CANCELLED, token=TCS, quantity=1)
-    assert [(s.token, s.quantity) for s in desk.turn().signals] == [(SBIN, 100)]
+    (exit_,) = desk.turn().signals
+    assert (exit_.token, exit_.quantity) == (SBIN, 100)
+
+    desk.update(exit_.signal_id, SELL, trading_pb2.ORDER_STATUS_TRADED, fill=100, price=94_00)
+    desk.turn()  # flat: the close-out ends, and its times to ask again go with it
+    assert (desk.engine._closing, desk.engine._cancel_after, desk.engine._close_after) == (set(), {}, {})
 
 
 def test_the_days_realised_pnl_and_charges_count_and_the_next_day_starts_again():
