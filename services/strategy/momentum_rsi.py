@@ -31,6 +31,8 @@ Rules, on each closed candle of a token (after warm-up: rsi_period + 1 and ema_p
 - With `trend_index` (an index NeoPulse follows, e.g. "Nifty 50"), entries also go with the market: a long only
   while the index's last close is above its EMA(`trend_ema_period`) of 1-minute closes, a short only while below;
   until that EMA is warm, no entry. Exits never wait for it.
+- With `exit_at_ist` ("HH:MM"), from then each position exits at the market at its token's first close (as a stop:
+  a part-filled entry is cancelled first), an entry still working is cancelled, and none is made that day.
 - With `max_reprices` above 0, a LIMIT order still working at a candle's close is moved to that close (the OMS's
   ModifyOrder, which risk checks), at most that many times per order: an exit always, an entry only while the
   close stays on its trend's side of the EMA.
@@ -112,13 +114,16 @@ class MomentumRsiParams(BaseModel):
     entry_from_ist: str = ""
     entry_until_ist: str = ""
     max_positions: int = Field(default=0, ge=0, le=10_000)
+    # From this IST time ("HH:MM", "" = never) its positions exit at the market at each token's first close, its
+    # working entries are cancelled, and it enters no more that day (before the platform's 15:15 square-off).
+    exit_at_ist: str = ""
     # Exit at the first tick this many % against the entry (at the market) or in its favour (0: off).
     stop_loss_pct: float = Field(default=0.0, ge=0, lt=100)
     target_pct: float = Field(default=0.0, ge=0, le=1_000)
     # Exit at the market when a tick is this many % off the best price since the entry (0: off).
     trailing_stop_pct: float = Field(default=0.0, ge=0, lt=100)
 
-    @field_validator("entry_from_ist", "entry_until_ist")
+    @field_validator("entry_from_ist", "entry_until_ist", "exit_at_ist")
     @classmethod
     def _hhmm(cls, value: str) -> str:
         if value:
@@ -237,6 +242,9 @@ class MomentumRsi(Strategy):
             state = self._state[token] = _TokenState(p.rsi_period, p.ema_period)
         prev = state.update(close)
         rsi, ema = state.rsi.value, state.ema.value
+        timed = self.time_exit(token, close, ctx, p.exit_at_ist)
+        if timed is not None:
+            return timed
         if rsi is None or ema is None:
             return []
         if self.is_pending(token, ctx.now_ns):

@@ -16,7 +16,9 @@ A plugin (see plugins.py). Rules, per token and IST day:
   price when set; the target `target_r` times the risk (entry to stop) beyond the entry (0: none). Both at the market
   (a target as `order_type` says). The stop is watched while an order of ours works too: it moves a LIMIT exit to
   the tick's price, or cancels the rest of a LIMIT entry part of which filled and then exits what filled; once
-  reached it stays due until the position is flat. What is left at 15:15 the intraday square-off (risk) closes.
+  reached it stays due until the position is flat. With `exit_at_ist`, from then the position exits at the market at
+  its token's first close (and an entry still working is cancelled). What is left at 15:15 the intraday square-off
+  (risk) closes.
 - A rejected entry is tried again at the next tick past the range after the token's next close; a second trade the
   same day never goes (its fills say the token traded, also after a restart, from the day's orders).
 Orders are MIS; MARKET, or LIMIT at the tick's price with `order_type = "LIMIT"`. After a restart the day's stored
@@ -66,6 +68,9 @@ class OrbParams(BaseModel):
     session_start_ist: str = ""
     range_minutes: int = Field(default=15, ge=1, le=375)
     entry_until_ist: str = "14:30"
+    # From this IST time ("HH:MM", "" = never: the platform's 15:15 square-off) its positions exit at the market at
+    # each token's first close, and an entry still working is cancelled. After entry_until_ist.
+    exit_at_ist: str = ""
     # A break must go this many % past the range (0: the range itself).
     buffer_pct: float = Field(default=0.0, ge=0, lt=10)
     # No trade on a day whose range is wider than this many % of its low (0: any).
@@ -82,7 +87,7 @@ class OrbParams(BaseModel):
     # The target: this many times the risk (entry to stop) beyond the entry (0: none).
     target_r: float = Field(default=2.0, ge=0, le=100)
 
-    @field_validator("session_start_ist", "entry_until_ist")
+    @field_validator("session_start_ist", "entry_until_ist", "exit_at_ist")
     @classmethod
     def _is_hhmm(cls, value: str, info: ValidationInfo) -> str:
         if value or info.field_name == "entry_until_ist":
@@ -95,6 +100,9 @@ class OrbParams(BaseModel):
         if hhmm_minutes(self.entry_until_ist) <= end:
             raise ValueError(f"entry_until_ist {self.entry_until_ist} must be after the range ends "
                              f"({_hhmm(end)}: the session's start + range_minutes)")
+        if self.exit_at_ist and hhmm_minutes(self.exit_at_ist) < hhmm_minutes(self.entry_until_ist):
+            raise ValueError(f"exit_at_ist {self.exit_at_ist} must not be before entry_until_ist "
+                             f"{self.entry_until_ist}")
         return self
 
 
@@ -133,7 +141,7 @@ class OpeningRangeBreakout(Strategy):
         if not r.complete and r.high and minute >= end - 1:
             r.complete = True
             self.levels_changed(token)
-        return []
+        return self.time_exit(token, candle.close_paise, ctx, p.exit_at_ist) or []
 
     def _range_today(self, token: int, now_ns: int) -> _Range | None:
         """The token's opening range of `now_ns`'s day, once complete and not too wide."""

@@ -72,7 +72,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel
 
-from shared.clock import NS, ist_day_number
+from shared.clock import NS, hhmm_minutes, ist_day_number, ist_minute_of_day
 from shared.contracts import market_pb2, strategy_pb2, trading_pb2
 from shared.instruments import InstrumentBook
 from shared.money import fmt_inr, snap_to_tick, to_paise
@@ -434,6 +434,21 @@ class Strategy:
         inst = ctx.instruments.get(token)
         moved = snap_to_tick(price, inst.tick_size_paise if inst is not None else 0)
         return [OrderChange(token, limit_price_paise=moved, reason=f"{reason}; the working exit moved to it")]
+
+    def time_exit(self, token: int, price: int, ctx: StrategyContext, at_ist: str) -> list[Decision] | None:
+        """None before `at_ist` ("HH:MM" IST, "" for never) on ctx.now_ns's day. From then: the position in `token`
+        exits at the market as a stop would (stop_exit, with the reason "time exit at HH:MM IST": a part-filled entry
+        cancelled first, due until flat); an entry still working with nothing filled is cancelled."""
+        if not at_ist or ist_minute_of_day(ctx.now_ns) < hhmm_minutes(at_ist):
+            return None
+        reason = f"time exit at {at_ist} IST"
+        if self.position(token):
+            return self.stop_exit(token, price, self.due_stop(token) or reason, ctx)
+        working = self.working_order(token)
+        if working is None or working.remaining <= 0 or working.changed_by_hand or \
+                working.status == trading_pb2.ORDER_STATUS_CANCEL_PENDING:
+            return []
+        return [OrderCancel(token, f"{reason}: the entry cancelled")]
 
     def stop_while_working(self, token: int, stop: int) -> tuple[int, int] | None:
         """price_levels while a signal or order of ours is under way in `token` (is_pending), for the position held

@@ -216,6 +216,26 @@ async def test_an_opening_range_breakout_enters_at_the_break_and_takes_its_targe
 
 
 @pytest.mark.slow
+async def test_an_orb_trade_leaves_at_exit_at_ist_in_a_backtest(database, tmp_path):
+    """ORB without a target and exit_at_ist 09:35: the break at 101.00 buys; the tick at 09:35:00 (104.00) closes
+    09:34's candle, the time exit sells at the market there: Rs 3.00."""
+    await store_ticks(database, THURSDAY, ORB_PRICES)
+    config = tmp_path / "orb.toml"
+    config.write_text(ORB + 'target_r = 0\nentry_until_ist = "09:34"\nexit_at_ist = "09:35"\n')
+    out, trades = tmp_path / "orb.json", tmp_path / "orb.csv"
+
+    done = await backtest(database, "--config", str(config), "--to", "2026-11-19", "--json", str(out),
+                          "--trades", str(trades))
+
+    assert done.returncode == 0, done.stderr
+    (result,) = json.loads(out.read_text())
+    assert (result["trades"], result["realised_pnl_paise"], result["unrealised_pnl_paise"]) == (2, 300, 0), \
+        done.stdout
+    assert [row[1:] for row in csv.reader(trades.read_text().splitlines())][2] == [
+        "09:35:00", "orb", "SBIN-EQ", "SELL", "1", "104.00", "time exit at 09:35 IST"]
+
+
+@pytest.mark.slow
 async def test_a_range_without_stored_ticks_exits_2_saying_so(database):
     done = await backtest(database, "--from", "2026-11-16", "--to", "2026-11-17")
     alone = await backtest(database, "--to", "2026-11-17")  # that one day

@@ -117,6 +117,37 @@ def test_an_entry_one_lot_of_which_loses_more_than_risk_per_trade_is_left_out_an
         make(risk_per_trade=500)
 
 
+AT_1459 = (14 * 60 + 59) - (9 * 60 + 15)  # feed's start_minute of the 14:59 candle (it closes at 15:00)
+
+
+def test_from_exit_at_ist_a_position_exits_at_the_market_at_its_tokens_first_close_and_nothing_enters():
+    strategy = make(exit_at_ist="15:00")
+    fill(strategy, trading_pb2.SIDE_BUY, 5)
+
+    assert feed(strategy, [101_00], start_minute=AT_1459 - 1) == [[]]  # closes 14:59: not yet
+    (out,) = feed(strategy, [101_50], start_minute=AT_1459)
+    assert [(i.side, i.quantity, i.order_type, i.reason) for i in out] == [
+        (trading_pb2.SIDE_SELL, 5, trading_pb2.ORDER_TYPE_MARKET, "time exit at 15:00 IST")]
+
+    late = make(exit_at_ist="15:00")
+    assert feed(late, FALLING_THEN_JUMP, start_minute=AT_1459)[5] == []  # the cross, after 15:00: no entry
+    with pytest.raises(ValidationError, match="HH:MM"):
+        make(exit_at_ist="3pm")
+
+
+def test_at_exit_at_ist_an_entry_still_working_is_cancelled():
+    strategy = make(exit_at_ist="15:00")
+    strategy.on_order_update(trading_pb2.OrderUpdate(
+        client_order_id="e", status=trading_pb2.ORDER_STATUS_OPEN, request=trading_pb2.OrderRequest(
+            client_order_id="e", token=SBIN, side=trading_pb2.SIDE_BUY, quantity=5, strategy_tag="mom",
+            order_type=trading_pb2.ORDER_TYPE_LIMIT, price_paise=100_00)))
+
+    (out,) = feed(strategy, [101_00], start_minute=AT_1459)
+
+    assert [(type(d).__name__, d.token, d.reason) for d in out] == [
+        ("OrderCancel", SBIN, "time exit at 15:00 IST: the entry cancelled")]
+
+
 def test_an_order_value_counts_a_contracts_price_factor():
     barrels = market_pb2.Instrument(token=SBIN, lot_size=1, tick_size_paise=100)
     barrels.price_factor.numerator = 100  # quoted per barrel, traded in lots of 100 barrels

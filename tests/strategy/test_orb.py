@@ -260,6 +260,18 @@ def test_its_position_is_listed_with_the_ranges_other_side_as_its_stop_and_its_t
     assert (held.net_quantity, held.entry_price_paise, held.stop_paise, held.target_paise) == (1, 101_00, 99_00, 105_00)
 
 
+def test_from_exit_at_ist_its_position_exits_at_the_market_at_the_tokens_first_close():
+    desk = Desk(exit_at_ist="14:45", target_r=0)
+    desk.ticks(*RANGE, ("09:18:02", 100_00))
+    (entry,) = desk.ticks(("09:18:10", 101_00))
+    desk.filled(entry, 101_00)
+
+    assert desk.ticks(("14:44:30", 102_00)) == []
+    assert described(desk.ticks(("14:45:01", 102_10))) == [(SELL, 1, MARKET, 0, "time exit at 14:45 IST")]
+    with pytest.raises(ValidationError, match="exit_at_ist 14:00 must not be before entry_until_ist 14:30"):
+        OrbParams(exit_at_ist="14:00")
+
+
 @pytest.mark.parametrize(("params", "said"), [
     ({"entry_until_ist": "09:18"}, "entry_until_ist 09:18 must be after the range ends (09:18"),
     ({"session_start_ist": "9h15"}, "HH:MM"),
