@@ -223,15 +223,24 @@ def test_restarted_risk_module_rejoins_and_no_order_is_placed_twice(cluster, led
 
 
 def test_a_restarted_strategy_module_takes_its_positions_and_working_orders_back_from_the_oms(cluster):
-    """Without them it would take itself for flat: enter again, and never exit what it holds."""
+    """Without them it would take itself for flat: enter again, and never exit what it holds. A pause set before
+    the crash holds after it (strategy_state in the database), with its reason."""
     ports, procs, start = cluster
     wait_until(lambda: traded(ports["oms"]), timeout_s=90)
+    strategy = f"127.0.0.1:{ports['strategy']}"
+    grpcurl("-d", '{"name": "momentum_rsi", "reason": "before the crash"}', strategy,
+            "neopulse.v1.StrategyService/PauseStrategy")
     procs["strategy"].proc.send_signal(signal.SIGKILL)
     procs["strategy"].proc.wait(10)
 
     restarted = start("strategy")
 
-    restarted.wait_for_line("strategy positions restored from the order service", timeout_s=30)
+    try:
+        restarted.wait_for_line("strategy positions restored from the order service", timeout_s=30)
+        (info,) = grpcurl_json(strategy, "neopulse.v1.StrategyService/ListStrategies")["strategies"]
+        assert (info.get("paused"), info.get("pause_reason")) == (True, "before the crash")
+    finally:  # the other tests want it trading
+        grpcurl("-d", '{"name": "momentum_rsi"}', strategy, "neopulse.v1.StrategyService/ResumeStrategy")
 
 
 def test_a_restarted_oms_takes_the_decisions_risk_made_while_it_was_down(cluster, ledger_dsn):
