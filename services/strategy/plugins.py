@@ -68,7 +68,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import ClassVar
+from fractions import Fraction
+from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
@@ -340,25 +341,27 @@ class Strategy:
         factor = factor_of(inst.price_factor) if inst is not None else ONE
         if not order_value and not risk:
             return max(lot, quantity - quantity % lot)
-        lots: int | None = None
+        lots = []
         if order_value:
-            lot_cost = lot * price * factor
-            lots = int(to_paise(order_value) // lot_cost) if lot_cost > 0 else 0
-            if not lots and not ctx.warm_up and (token, order_value) not in self._too_dear:
-                self._too_dear.add((token, order_value))
-                log.info("an entry left out: one lot costs more than order_value", extra={
-                    "strategy": self.name, "token": token, "lot_cost": fmt_inr(math.ceil(lot_cost)),
-                    "order_value": str(order_value)})
+            lots.append(self._lots_within(token, ctx, order_value, lot * price * factor, self._too_dear,
+                                          ("order_value", "lot_cost", "one lot costs more than order_value")))
         if risk:
-            lot_risk = lot * abs(price - stop) * factor
-            at_risk = int(to_paise(risk) // lot_risk) if lot_risk > 0 else 0
-            if not at_risk and not ctx.warm_up and (token, risk) not in self._too_risky:
-                self._too_risky.add((token, risk))
-                log.info("an entry left out: one lot loses more than risk_per_trade at its stop", extra={
-                    "strategy": self.name, "token": token, "lot_risk": fmt_inr(math.ceil(lot_risk)),
-                    "risk_per_trade": str(risk)})
-            lots = at_risk if lots is None else min(lots, at_risk)
-        return (lots or 0) * lot
+            lots.append(self._lots_within(token, ctx, risk, lot * abs(price - stop) * factor, self._too_risky, (
+                "risk_per_trade", "lot_risk", "one lot loses more than risk_per_trade at its stop")))
+        return min(lots) * lot
+
+    def _lots_within(self, token: int, ctx: StrategyContext, budget: Decimal, per_lot: Fraction, said: set[Any],
+                     names: tuple[str, str, str]) -> int:
+        """Whole lots of `per_lot` paise each that `budget` rupees allow; none (said once per token and budget in
+        the log, as names says: the budget's name, the lot's, why) when not one."""
+        lots = int(to_paise(budget) // per_lot) if per_lot > 0 else 0
+        if not lots and not ctx.warm_up and (token, budget) not in said:
+            said.add((token, budget))
+            budget_name, lot_name, why = names
+            log.info(f"an entry left out: {why}", extra={"strategy": self.name, "token": token,
+                                                          lot_name: fmt_inr(math.ceil(per_lot)),
+                                                          budget_name: str(budget)})
+        return lots
 
     @staticmethod
     def sized_by_risk(risk: Decimal, stop: int) -> str:

@@ -193,19 +193,11 @@ range_minutes = 3
 async def test_an_opening_range_breakout_enters_at_the_break_and_takes_its_target_in_a_backtest(database, tmp_path):
     """ORB on a 3-minute range from 09:30 (99.00-101.00): the tick at 101.00 after it buys, the one at 105.00 (twice
     the risk of 2.00 above the entry) sells; both MARKET orders fill at the ticks that made them: Rs 4.00."""
-    await store_ticks(database, THURSDAY, ORB_PRICES)
-    config = tmp_path / "orb.toml"
-    config.write_text(ORB)
-    out, trades = tmp_path / "orb.json", tmp_path / "orb.csv"
+    done, result, trades = await orb_backtest(database, tmp_path, ORB)
 
-    done = await backtest(database, "--config", str(config), "--to", "2026-11-19", "--json", str(out),
-                          "--trades", str(trades))
-
-    assert done.returncode == 0, done.stderr
-    (result,) = json.loads(out.read_text())
     assert (result["trades"], result["realised_pnl_paise"], result["unrealised_pnl_paise"]) == (2, 400, 0), \
         done.stdout
-    assert list(csv.reader(trades.read_text().splitlines())) == [
+    assert trades == [
         ["day", "time_ist", "strategy", "symbol", "side", "quantity", "price", "reason"],
         ["2026-11-19", "09:33:20", "orb", "SBIN-EQ", "BUY", "1", "101.00",
          "broke above the opening range ₹99.00-₹101.00 (09:30-09:33 IST): tick ₹101.00"],
@@ -219,9 +211,21 @@ async def test_an_opening_range_breakout_enters_at_the_break_and_takes_its_targe
 async def test_an_orb_trade_leaves_at_exit_at_ist_in_a_backtest(database, tmp_path):
     """ORB without a target and exit_at_ist 09:35: the break at 101.00 buys; the tick at 09:35:00 (104.00) closes
     09:34's candle, the time exit sells at the market there: Rs 3.00."""
+    done, result, trades = await orb_backtest(
+        database, tmp_path, ORB + 'target_r = 0\nentry_until_ist = "09:34"\nexit_at_ist = "09:35"\n')
+
+    assert (result["trades"], result["realised_pnl_paise"], result["unrealised_pnl_paise"]) == (2, 300, 0), \
+        done.stdout
+    assert trades[2][1:] == ["09:35:00", "orb", "SBIN-EQ", "SELL", "1", "104.00", "time exit at 09:35 IST"]
+
+
+async def orb_backtest(database: str, tmp_path, config_text: str) -> tuple[subprocess.CompletedProcess, dict,
+                                                                           list[list[str]]]:
+    """A backtest of ORB_PRICES stored for Thursday with `config_text`: the process, its day's JSON result and its
+    trade CSV's rows (the header first)."""
     await store_ticks(database, THURSDAY, ORB_PRICES)
     config = tmp_path / "orb.toml"
-    config.write_text(ORB + 'target_r = 0\nentry_until_ist = "09:34"\nexit_at_ist = "09:35"\n')
+    config.write_text(config_text)
     out, trades = tmp_path / "orb.json", tmp_path / "orb.csv"
 
     done = await backtest(database, "--config", str(config), "--to", "2026-11-19", "--json", str(out),
@@ -229,10 +233,7 @@ async def test_an_orb_trade_leaves_at_exit_at_ist_in_a_backtest(database, tmp_pa
 
     assert done.returncode == 0, done.stderr
     (result,) = json.loads(out.read_text())
-    assert (result["trades"], result["realised_pnl_paise"], result["unrealised_pnl_paise"]) == (2, 300, 0), \
-        done.stdout
-    assert [row[1:] for row in csv.reader(trades.read_text().splitlines())][2] == [
-        "09:35:00", "orb", "SBIN-EQ", "SELL", "1", "104.00", "time exit at 09:35 IST"]
+    return done, result, list(csv.reader(trades.read_text().splitlines()))
 
 
 @pytest.mark.slow
