@@ -21,20 +21,34 @@ MAX_CHANGE_CHARS = 40  # one NAME=VALUE: longer is no quantity or price
 
 @dataclass(frozen=True)
 class ManualOrder:
-    """A manual order as /buy or /sell give it: `limit_paise` 0 is a market order."""
+    """A manual order as /buy or /sell give it: `limit_paise` 0 is a market order; `trigger_paise` makes it a stop
+    order (SL: with a limit; SL-M: at market)."""
 
     symbol: str
     quantity: int
     limit_paise: int
     product: str
+    trigger_paise: int = 0
 
 
 def manual_order(args: list[str]) -> ManualOrder | None:
-    """SYMBOL QUANTITY PRICE|mkt [MIS|CNC|NRML]; None when malformed (the caller replies with the usage)."""
-    if not 3 <= len(args) <= 4 or max(map(len, args)) > MAX_SYMBOL_CHARS or not whole(args[1]):
+    """SYMBOL QUANTITY PRICE|mkt, then in any order [trigger=RUPEES] [MIS|CNC|NRML]; None when malformed (the caller
+    replies with the usage)."""
+    if not 3 <= len(args) <= 5 or max(map(len, args)) > MAX_SYMBOL_CHARS or not whole(args[1]):
         return None
-    quantity, product = int(args[1]), (args[3].upper() if len(args) == 4 else "MIS")
-    if not 0 < quantity < MAX_QUANTITY or product not in PRODUCTS:
+    quantity, product, trigger = int(args[1]), "", 0
+    for arg in args[3:]:
+        name, eq, value = arg.partition("=")
+        if eq and name.lower() == "trigger" and not trigger:
+            try:
+                trigger = exact_paise(value)
+            except ValueError:
+                return None
+        elif not eq and arg.upper() in PRODUCTS and not product:
+            product = arg.upper()
+        else:
+            return None
+    if not 0 < quantity < MAX_QUANTITY:
         return None
     limit = 0
     if args[2].lower() != "mkt":
@@ -42,7 +56,7 @@ def manual_order(args: list[str]) -> ManualOrder | None:
             limit = exact_paise(args[2])
         except ValueError:
             return None
-    return ManualOrder(args[0], quantity, limit, product)
+    return ManualOrder(args[0], quantity, limit, product or "MIS", trigger)
 
 
 def order_change(args: list[str]) -> tuple[str, Terms] | None:

@@ -31,7 +31,8 @@ HELP = """<b>NeoPulse bot</b>
 <code>/unkill</code> – re-arm trading (asks to confirm)
 /squareoff [SYMBOL|all] – close positions (asks to confirm)
 /cancel ORDER – cancel an order, by the id /orders shows (asks to confirm)
-/buy SYMBOL QTY PRICE|mkt [CNC|NRML], /sell ... – a manual order through risk (asks to confirm)
+/buy SYMBOL QTY PRICE|mkt [trigger=RUPEES] [CNC|NRML], /sell ... – a manual order through risk, a stop order with
+a trigger (asks to confirm)
 /modify ORDER [qty=N] [price=RUPEES] [trigger=RUPEES] – change a working order (asks to confirm)"""
 # The command menu Telegram shows by the message box (setMyCommands), in /help's order. Not /unkill: a menu entry is
 # sent on one tap, and like /help this leaves re-arming trading to be typed (it still asks to confirm).

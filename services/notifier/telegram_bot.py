@@ -360,19 +360,23 @@ class TelegramBot:
 
     async def _manual_order(self, chat_id: int, args: list[str], side: trading_pb2.Side) -> Reply:
         """Shows the order and asks; it is placed by the confirm button, never by the command. A limit price in
-        rupees (two decimals at most, never rounded) or mkt; MIS unless CNC or NRML follows."""
+        rupees (two decimals at most, never rounded) or mkt; a stop order with trigger=RUPEES (SL, or SL-M at mkt);
+        MIS unless CNC or NRML follows."""
         verb = "Buy" if side == trading_pb2.SIDE_BUY else "Sell"
         asked = order_args.manual_order(args)
         if asked is None:
             return (f"⚠️ give SYMBOL QUANTITY and a limit price in rupees or mkt, e.g. /{verb.lower()} SBIN-EQ 1 "
-                    "812.50 (MIS; add CNC or NRML for another product)"), None
+                    "812.50 (MIS; add CNC or NRML for another product, trigger=RUPEES for a stop order)"), None
         order = await self.control.manual_order(asked.symbol, side, asked.quantity, limit_paise=asked.limit_paise,
+                                                stop_paise=asked.trigger_paise,
                                                 product=trading_pb2.Product.Value(f"PRODUCT_{asked.product}"))
         nonce = self._ask(Prompt(chat_id, frozenset({PLACE, ABORT}), order=order))
         keyboard = InlineKeyboardMarkup([[InlineKeyboardButton(f"{verb} {asked.quantity} {order.symbol}",
                                                                callback_data=f"{PLACE}:{nonce}"),
                                           InlineKeyboardButton("Don't", callback_data=f"{ABORT}:{nonce}")]])
         price = f"at {fmt_inr(asked.limit_paise)}" if asked.limit_paise else "at market"
+        if asked.trigger_paise:
+            price += f" once it trades at {fmt_inr(asked.trigger_paise)} (a stop order)"
         return f"{verb} {asked.quantity} <b>{esc(order.symbol)}</b> {price}, {asked.product}?", keyboard
 
     async def _modify(self, chat_id: int, args: list[str]) -> Reply:

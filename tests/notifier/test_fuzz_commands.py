@@ -56,7 +56,9 @@ BUTTONS = {"kill": ["kill", "killc", "abort"], "unkill": ["unkill", "abort"], "s
 LISTED = {"SBIN-EQ": 3045, "TCS-EQ": 11536}
 ORDER_ARGS = [(["SBIN-EQ", "sbin-eq", "TCS-EQ"], ["NOSUCH-EQ", "<b>SBIN</b>"]),  # (good, bad) choices by position
               (["1", "5"], ["0", "-1", "1.5", "10" * 12, "²", "５"]),
-              (["812.50", "mkt", "MKT", "1e3"], ["812.555", "0", "-5", "nan", "<"]), (["", "CNC", "nrml"], ["BO"])]
+              (["812.50", "mkt", "MKT", "1e3"], ["812.555", "0", "-5", "nan", "<"]),
+              (["", "trigger=811", "TRIGGER=812.50"], ["trigger=", "trigger=0", "trigger=x", "stop=5"]),
+              (["", "CNC", "nrml"], ["BO"])]
 # The stand-in OMS's orders (client ids c-SYMBOL): working ones until a confirmed /cancel ends them, with terms a
 # confirmed /modify changes: (symbol, status, order type, quantity, filled, price, trigger).
 WORKING = [("INFY-EQ", trading_pb2.ORDER_STATUS_OPEN, trading_pb2.ORDER_TYPE_LIMIT, 10, 0, 150_000, 0),
@@ -199,18 +201,30 @@ def request_key(method: str, request: Any) -> Any:
         return (request.order_id, request.quantity, request.price_paise, request.trigger_price_paise)
     if method == rpc.PLACE_ORDER:
         o = request.order
-        return (o.symbol, o.side, o.quantity, o.order_type, o.price_paise, o.product, o.strategy_tag)
+        return (o.symbol, o.side, o.quantity, o.order_type, o.price_paise, o.trigger_price_paise, o.product,
+                o.strategy_tag)
     return request.name
 
 
 def manual_order(name: str, args: list[str]) -> tuple | None:
     """The order /buy or /sell with `args` asks to place (as request_key gives it), or None when it asks nothing."""
-    if not 3 <= len(args) <= 4 or max(map(len, args)) > 40 or not (args[1].isascii() and args[1].isdigit()):
+    if not 3 <= len(args) <= 5 or max(map(len, args)) > 40 or not (args[1].isascii() and args[1].isdigit()):
         return None
     if not 0 < int(args[1]) < 10**9:
         return None
-    product = args[3].upper() if len(args) == 4 else "MIS"
-    if product not in ("MIS", "CNC", "NRML") or args[0].upper() not in LISTED:
+    product, trigger = "", 0
+    for arg in args[3:]:
+        key, eq, value = arg.partition("=")
+        if eq and key.lower() == "trigger" and not trigger:
+            try:
+                trigger = exact_paise(value)
+            except ValueError:
+                return None
+        elif not eq and arg.upper() in ("MIS", "CNC", "NRML") and not product:
+            product = arg.upper()
+        else:
+            return None
+    if args[0].upper() not in LISTED:
         return None
     price = 0
     if args[2].lower() != "mkt":
@@ -218,9 +232,11 @@ def manual_order(name: str, args: list[str]) -> tuple | None:
             price = exact_paise(args[2])
         except ValueError:
             return None
+    kinds = {(True, False): trading_pb2.ORDER_TYPE_LIMIT, (False, False): trading_pb2.ORDER_TYPE_MARKET,
+             (True, True): trading_pb2.ORDER_TYPE_STOP_LIMIT, (False, True): trading_pb2.ORDER_TYPE_STOP_MARKET}
     return (args[0].upper(), trading_pb2.SIDE_BUY if name == "buy" else trading_pb2.SIDE_SELL, int(args[1]),
-            trading_pb2.ORDER_TYPE_LIMIT if price else trading_pb2.ORDER_TYPE_MARKET, price,
-            trading_pb2.Product.Value(f"PRODUCT_{product}"), "MANUAL")
+            kinds[bool(price), bool(trigger)], price, trigger, trading_pb2.Product.Value(f"PRODUCT_{product or 'MIS'}"),
+            "MANUAL")
 
 
 def order_change(args: list[str], orders: list[trading_pb2.OrderUpdate]) -> tuple | None:
@@ -273,6 +289,8 @@ def random_command(rng: random.Random) -> tuple[str, str, bool]:
         args = [rng.choice(ORDER_IDS)]
     if name in ("buy", "sell") and rng.random() < 0.7:
         args = [rng.choice(good if rng.random() < 0.85 else bad) for good, bad in ORDER_ARGS]
+        if rng.random() < 0.3:  # the product before the trigger: either order is taken
+            args[3], args[4] = args[4], args[3]
         args = [a for a in args if a] if rng.random() < 0.9 else args[:rng.randint(0, 3)]
     if name == "modify" and rng.random() < 0.8:
         picked = rng.sample(CHANGES, rng.choice([1, 1, 1, 2, 3]))

@@ -42,6 +42,22 @@ async def test_sell_at_market_as_delivery(notifier, fake_api, standins):
         trading_pb2.SIDE_SELL, trading_pb2.ORDER_TYPE_MARKET, 0, trading_pb2.PRODUCT_CNC)
 
 
+async def test_a_trigger_makes_a_stop_order_at_market_or_with_its_limit(notifier, fake_api, standins):
+    """A trader's own stop under a position: SL-M at mkt, SL with a limit price; product and trigger in any order."""
+    assert await ask(fake_api, "/sell SBIN-EQ 10 mkt trigger=798.50") == (
+        "Sell 10 <b>SBIN-EQ</b> at market once it trades at ₹798.50 (a stop order), MIS?")
+    await press(fake_api, "place")
+    assert await ask(fake_api, "/sell SBIN-EQ 10 798 nrml TRIGGER=798.50") == (
+        "Sell 10 <b>SBIN-EQ</b> at ₹798.00 once it trades at ₹798.50 (a stop order), NRML?")
+    await press(fake_api, "place")
+
+    market, limit = (r.order for r in standins.calls(rpc.PLACE_ORDER))
+    assert (market.order_type, market.price_paise, market.trigger_price_paise, market.product) == (
+        trading_pb2.ORDER_TYPE_STOP_MARKET, 0, 798_50, trading_pb2.PRODUCT_MIS)
+    assert (limit.order_type, limit.price_paise, limit.trigger_price_paise, limit.product) == (
+        trading_pb2.ORDER_TYPE_STOP_LIMIT, 798_00, 798_50, trading_pb2.PRODUCT_NRML)
+
+
 async def test_the_other_button_places_nothing_and_a_second_press_places_nothing_more(notifier, fake_api, standins):
     await ask(fake_api, "/buy SBIN-EQ 1 812.50")
     assert (await press(fake_api, "abort"))["text"] == "Not placed; nothing changed."
@@ -58,7 +74,9 @@ async def test_the_other_button_places_nothing_and_a_second_press_places_nothing
     "/buy", "/buy SBIN-EQ", "/buy SBIN-EQ 1", "/buy SBIN-EQ one 812.50", "/buy SBIN-EQ 0 812.50",
     "/buy SBIN-EQ 1 812.555", "/buy SBIN-EQ 1 -5", "/buy SBIN-EQ 1 nan", "/buy SBIN-EQ 1 812.50 BO",
     "/buy SBIN-EQ 99999999999999999999 812.50", "/buy SBIN-EQ 1 812.50 MIS extra", "/buy SBIN-EQ ² 812.50",
-    "/buy SBIN-EQ 1 812." + "0" * 60])
+    "/buy SBIN-EQ 1 812." + "0" * 60, "/buy SBIN-EQ 1 mkt trigger=", "/buy SBIN-EQ 1 mkt trigger=1.005",
+    "/buy SBIN-EQ 1 mkt trigger=5 trigger=6", "/buy SBIN-EQ 1 mkt MIS CNC", "/buy SBIN-EQ 1 mkt stop=5",
+    "/buy SBIN-EQ 1 mkt trigger=5 MIS extra"])
 async def test_bad_arguments_get_the_usage_and_no_prompt(notifier, fake_api, standins, command):
     reply = await ask(fake_api, command)
 
