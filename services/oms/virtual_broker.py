@@ -12,7 +12,7 @@ Fill rules (pure functions in fill_rules.py):
     on_ticks), or at the open of the next candle should that come first.
   * LIMIT that is marketable (buy limit >= ask, sell limit <= bid) fills at once at the ask / bid; not against
     a tick of an earlier IST day (it rests, and candles fill it).
-  * STOP orders wait for a candle (TRIGGER_PENDING).
+  * STOP orders wait for a tick or a candle to trigger them (TRIGGER_PENDING).
   * IOC: whatever did not fill on arrival is cancelled.
   * An order made from a tick this broker has not taken yet (OrderRequest.tick_recv_ns newer than the token's last
     tick here: signals overtake the market data on the way) arrives at the token's last tick of the batch that
@@ -20,6 +20,10 @@ Fill rules (pure functions in fill_rules.py):
 - Validity: a DAY order works until the end of the IST day it was placed on. The first candle of a later day
   cancels it ("DAY order expired at the end of <date>"); restore() leaves out a DAY order of an earlier day and
   any IOC order, so that reconciliation cancels them as gone from the broker's book.
+- Ticks (on_ticks): a stop order is triggered by the first tick at or through its trigger (a buy's ltp at or above
+  it, a sell's at or below) taken after the order (not of a second before it was accepted): a STOP_MARKET fills at
+  once, all of it, at that tick's ask (buy) / bid (sell) or ltp; a STOP_LIMIT becomes a limit, filling there when
+  marketable at that price, else resting for the candles (below).
 - Candles (on_candle / process_candle): a candle only fills orders accepted BEFORE its start (no look-ahead).
   * LIMIT buy fills when low < limit, at min(limit, open); sell when high > limit, at max(limit, open).
   * MARKET (no tick on arrival, or a partial remainder) fills at the open.
@@ -54,7 +58,7 @@ from services.oms.charges import ChargeModel
 from services.oms.fill_rules import arrival_price, candle_price, limit_marketable
 from services.oms.paper import PaperAccount
 from services.oms.states import DAY_BOUND, TERMINAL, name
-from shared.clock import Clock, day_of, ist_day_number
+from shared.clock import NS, Clock, day_of, ist_day_number
 from shared.contracts import market_pb2, oms_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, NotFound
@@ -115,6 +119,8 @@ class VirtualBroker:
         self._booking: asyncio.Task[None] | None = None
         # MARKET orders that found no tick of their day on arrival: token -> orders, to fill at its next tick.
         self._awaiting_tick: dict[int, list[VirtualOrder]] = {}
+        # Stop orders not triggered yet: token -> orders, checked against its ticks (_trigger_stops).
+        self._stops: dict[int, list[VirtualOrder]] = {}
         self.account: PaperAccount | None = None  # the OMS opens it on its book: margin and funds
 
     def __getattr__(self, attr: str) -> Any:
@@ -266,6 +272,35 @@ class VirtualBroker:
             last[tick.token] = tick
         if self._awaiting_tick:
             await self._fill_awaiting(batch.ticks)
+        if self._stops:
+            await self._trigger_stops(batch.ticks)
+
+    async def _trigger_stops(self, ticks: Any) -> None:
+        """The stop orders the batch's ticks trigger, tick by tick (the rules in the module docstring)."""
+        await self._book_arrivals()
+        stops = self._stops
+        for tick in ticks:
+            waiting = stops.get(tick.token)
+            if not waiting or tick.ltp_paise <= 0:
+                continue
+            for vo in list(waiting):
+                if vo.status in TERMINAL:
+                    self._untrack_stop(vo)
+                    continue
+                request = vo.request
+                buying = request.side == t.SIDE_BUY
+                if (tick.ltp_paise < request.trigger_price_paise if buying
+                        else tick.ltp_paise > request.trigger_price_paise) or tick.ts_ns // NS < vo.accepted_ns // NS:
+                    continue
+                self._untrack_stop(vo)
+                vo.triggered = True
+                price = arrival_price(request.side, tick, tick.ts_ns) or tick.ltp_paise
+                if request.order_type == t.ORDER_TYPE_STOP_MARKET or limit_marketable(
+                        request.side, request.price_paise, price):
+                    await self._fill(vo, vo.remaining, price, tick.ts_ns)
+                else:
+                    vo.status = t.ORDER_STATUS_OPEN
+                    await self._emit(vo, tick.ts_ns)
 
     async def _fill_awaiting(self, ticks: Any) -> None:
         """The orders waiting for a tick of their token (_awaiting_tick) are decided at its latest one in this
@@ -317,6 +352,8 @@ class VirtualBroker:
             price, triggered = candle_price(vo.request, vo.triggered, candle)
             newly_triggered = triggered and not vo.triggered
             vo.triggered = triggered
+            if newly_triggered:
+                self._untrack_stop(vo)
             if price is not None and volume_left > 0:
                 quantity = min(vo.remaining, volume_left)
                 volume_left -= quantity
@@ -440,6 +477,15 @@ class VirtualBroker:
             self._by_tag[vo.request.client_order_id] = vo
         if vo.status not in TERMINAL:
             self._working.setdefault(vo.request.token, []).append(vo)
+            if vo.request.order_type in STOPS and not vo.triggered:
+                self._stops.setdefault(vo.request.token, []).append(vo)
+
+    def _untrack_stop(self, vo: VirtualOrder) -> None:
+        waiting = self._stops.get(vo.request.token)
+        if waiting is not None and vo in waiting:
+            waiting.remove(vo)
+            if not waiting:  # none left: on_ticks goes back to checking nothing
+                del self._stops[vo.request.token]
 
     def _retire(self, vo: VirtualOrder) -> None:
         token = vo.request.token
@@ -451,6 +497,7 @@ class VirtualBroker:
             waiting.remove(vo)
             if not waiting:  # none left: on_ticks goes back to checking nothing
                 del self._awaiting_tick[token]
+        self._untrack_stop(vo)
 
     def _event(self, vo: VirtualOrder, at_ns: int = 0) -> BrokerOrderEvent:
         qty, price, charges = vo.last_fill

@@ -10,7 +10,7 @@ from services.oms.ledger import MemoryLedger
 from services.oms.states import ReasonCode
 from services.oms.virtual_broker import VirtualBroker
 from shared.bus import Topic
-from shared.clock import ManualClock, day_of, ist_ns
+from shared.clock import NS, ManualClock, day_of, ist_ns
 from shared.contracts import market_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, NotFound
@@ -333,6 +333,56 @@ async def test_stop_limit_that_triggers_without_crossing_its_limit_becomes_open_
     assert triggered == t.ORDER_STATUS_OPEN
     assert vo.status == t.ORDER_STATUS_TRADED
     assert vo.average_price_paise == 100_00
+
+
+async def test_a_sell_stop_market_fills_at_the_bid_of_the_first_tick_at_its_trigger_not_at_the_minutes_candle(vb):
+    """A trader's stop under a position used to trigger only when the minute's candle closed: a minute late, at a
+    price worked out from the candle. A real exchange triggers it at the first trade at the trigger."""
+    vo = await place(vb, order(side=t.SIDE_SELL, kind=t.ORDER_TYPE_STOP_MARKET, price=0, trigger=99_00))
+    await vb.on_ticks(tick(ltp=99_05, bid=99_00, ask=99_10))
+    assert vo.status == t.ORDER_STATUS_TRIGGER_PENDING  # 99.05 is above it, though its bid is at it
+
+    await vb.on_ticks(tick(ltp=98_95, bid=98_90, ask=99_00, ts_ns=T0 + 5 * NS))
+
+    assert (vo.status, vo.filled, vo.average_price_paise) == (t.ORDER_STATUS_TRADED, 10, 98_90)
+    event = await next_event(vb)
+    assert (event.status, event.ts_ns) == (t.ORDER_STATUS_TRADED, T0 + 5 * NS)
+    await vb.on_candle(candle(open_=100_00, high=100_50, low=98_00, close=99_00))
+    assert vb._events.empty() and vo.filled == 10  # the candle after it finds it traded
+
+
+async def test_a_buy_stop_limit_triggered_by_a_tick_fills_there_when_marketable_or_rests_as_a_limit(vb):
+    marketable = await place(vb, order(kind=t.ORDER_TYPE_STOP_LIMIT, price=101_50, trigger=101_00))
+    resting = await place(vb, order(kind=t.ORDER_TYPE_STOP_LIMIT, price=101_00, trigger=101_00, client_order_id="c-2"))
+
+    await vb.on_ticks(tick(ltp=101_00, bid=100_95, ask=101_05))
+
+    assert (marketable.status, marketable.average_price_paise) == (t.ORDER_STATUS_TRADED, 101_05)
+    assert (resting.status, resting.filled, resting.triggered) == (t.ORDER_STATUS_OPEN, 0, True)
+    await vb.on_candle(candle(open_=101_20, high=101_40, low=100_90, close=101_00, start_ns=T0 + MINUTE))
+    assert (resting.status, resting.average_price_paise) == (t.ORDER_STATUS_TRADED, 101_00)  # the limit rule
+
+
+async def test_a_stop_is_not_triggered_by_a_tick_from_before_it_nor_once_cancelled_and_a_restored_one_is(vb):
+    early = VirtualBroker(None, CHARGES, ManualClock(T0 + 10 * NS))
+    vo = await place(early, order(side=t.SIDE_SELL, kind=t.ORDER_TYPE_STOP_MARKET, price=0, trigger=99_00))
+    await early.on_ticks(tick(ltp=98_00, ts_ns=T0 + 9 * NS))  # a second before it was accepted, delivered late
+    assert vo.status == t.ORDER_STATUS_TRIGGER_PENDING
+
+    cancelled = await place(vb, order(side=t.SIDE_SELL, kind=t.ORDER_TYPE_STOP_MARKET, price=0, trigger=99_00))
+    await vb.cancel_order(cancelled.id)
+    assert vb._stops == {}  # on_ticks checks nothing more
+    await vb.on_ticks(tick(ltp=98_00))
+    assert (cancelled.status, cancelled.filled) == (t.ORDER_STATUS_CANCELLED, 0)
+
+    restarted = VirtualBroker(None, CHARGES, ManualClock(T0 + 1))
+    restarted.restore([t.OrderUpdate(
+        internal_id="i-1", client_order_id="c-r", exchange_order_id="VB-r", status=t.ORDER_STATUS_TRIGGER_PENDING,
+        ts_ns=T0, request=order(side=t.SIDE_SELL, kind=t.ORDER_TYPE_STOP_MARKET, price=0, trigger=99_00,
+                                client_order_id="c-r"))])
+    await restarted.on_ticks(tick(ltp=98_50, bid=98_45))
+    (restored,) = restarted.book.values()
+    assert (restored.status, restored.average_price_paise) == (t.ORDER_STATUS_TRADED, 98_45)
 
 
 async def test_a_candle_that_started_before_the_order_was_accepted_does_not_fill_it(vb):
