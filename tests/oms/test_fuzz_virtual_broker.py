@@ -160,7 +160,10 @@ class Model:
 
     def ticks(self, ticks: list[market_pb2.Tick]) -> None:
         """The last tick of each token; a MARKET order still waiting for one of its day fills at it, in full, as on
-        arrival (not once a candle filled part of it)."""
+        arrival (not once a candle filled part of it). Then, tick by tick, the stops not triggered yet: the first
+        tick at or through the trigger (ltp: a buy's at or above, a sell's at or below), not of a second before the
+        order was (last) accepted, triggers one; a STOP_MARKET fills all at that tick's touch, a STOP_LIMIT there
+        when its limit is marketable at it, else it rests (OPEN) as a limit."""
         for k in ticks:
             self.last_tick[k.token] = k
         for k in ticks:
@@ -174,6 +177,23 @@ class Model:
                 if px > 0:
                     o.awaiting_tick = False
                     self.fill(o, o.remaining, px)
+        for k in ticks:
+            for o in self.orders.values():
+                req = o.request
+                if (req.token != k.token or req.order_type not in STOPS or o.triggered or o.status in TERMINAL
+                        or k.ltp_paise <= 0 or k.ts_ns // NS < o.accepted_ns // NS):
+                    continue
+                if not (k.ltp_paise >= req.trigger_price_paise if req.side == BUY
+                        else k.ltp_paise <= req.trigger_price_paise):
+                    continue
+                o.triggered = True
+                px = arrival_price(req.side, k, k.ts_ns)
+                marketable = req.price_paise >= px if req.side == BUY else req.price_paise <= px
+                if req.order_type == t.ORDER_TYPE_STOP_MARKET or marketable:
+                    self.fill(o, o.remaining, px)
+                else:
+                    o.status = t.ORDER_STATUS_OPEN
+                    self.emit(o)
 
     def candle(self, c: market_pb2.Candle) -> None:
         if c.start_ns <= self.candle_start.get(c.token, -1):
