@@ -18,6 +18,11 @@ from shared.price_factor import ONE, factor_of, price_factor
 SQUAREOFF_TAG = "SQUAREOFF"
 
 
+def exit_side(held: int) -> trading_pb2.Side:
+    """The side that closes a position of `held` (positive: long)."""
+    return trading_pb2.SIDE_SELL if held > 0 else trading_pb2.SIDE_BUY
+
+
 @dataclass
 class PositionState:
     token: int

@@ -24,7 +24,7 @@ from shared.db.protojson import message_dict
 from shared.errors import InvalidInput, NotFound, OutcomeUnknown, RetryableError, RiskRejected
 from shared.ids import MAX_REASON_CHARS
 from shared.order_terms import PRICED, STOPS, unknown_choice
-from shared.positions import SQUAREOFF_TAG
+from shared.positions import SQUAREOFF_TAG, exit_side
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class OrderService:
         for pos in list(self.engine.roll_day().positions.values()):
             if pos.net_quantity == 0 or (wanted and pos.symbol.upper() != wanted):
                 continue
-            side = t.SIDE_SELL if pos.net_quantity > 0 else t.SIDE_BUY
+            side = exit_side(pos.net_quantity)
             quantity = abs(pos.net_quantity) - self._working_quantity(pos.token, pos.product, side)
             if quantity <= 0:
                 covered = True

@@ -15,7 +15,7 @@ from shared.errors import InvalidInput
 from shared.ids import MAX_REASON_CHARS
 from shared.instruments import InstrumentBook, not_tradable
 from shared.order_terms import PRICED
-from shared.positions import SQUAREOFF_TAG, PositionState
+from shared.positions import SQUAREOFF_TAG, PositionState, exit_side
 from shared.price_factor import factor_of
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def square_off_orders(pos: PositionState, inst: market_pb2.Instrument | None, qu
     idempotent, a later attempt (after a rejection) is a new order, and so is the first attempt of a restarted
     risk module (`run` differs), which would otherwise reuse an id the OMS already holds and be ignored.
     """
-    side = trading_pb2.SIDE_SELL if pos.net_quantity > 0 else trading_pb2.SIDE_BUY
+    side = exit_side(pos.net_quantity)
     segment = pos.exchange_segment or (inst.exchange_segment if inst else "")
     symbol = pos.symbol or (inst.symbol if inst else "")
     orders = []

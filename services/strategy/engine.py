@@ -35,7 +35,7 @@ from shared.contracts import market_pb2, strategy_pb2, trading_pb2
 from shared.errors import ConfigError, InvalidInput, NotFound
 from shared.instruments import InstrumentBook, not_tradable
 from shared.money import fmt_inr, to_paise
-from shared.positions import SQUAREOFF_TAG
+from shared.positions import SQUAREOFF_TAG, exit_side
 
 log = logging.getLogger(__name__)
 
@@ -501,7 +501,7 @@ class StrategyEngine:
             if not held or strategy.is_pending(token, now_ns) or now_ns < self._close_after.get(key, 0):
                 continue
             self._close_after[key] = now_ns + CLOSE_AGAIN_NS
-            exits.append(OrderIntent(token, trading_pb2.SIDE_SELL if held > 0 else trading_pb2.SIDE_BUY, abs(held),
+            exits.append(OrderIntent(token, exit_side(held), abs(held),
                                      trading_pb2.ORDER_TYPE_MARKET, 0, cast("trading_pb2.Product", product),
                                      f"close-out: {strategy.pause_reason}"[:200]))
         if exits:

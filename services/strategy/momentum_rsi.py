@@ -67,6 +67,7 @@ from shared.clock import hhmm_minutes, ist_minute_of_day, parse_hhmm
 from shared.config import RupeesOrOff
 from shared.contracts import market_pb2, trading_pb2
 from shared.money import fmt_inr, snap_to_tick
+from shared.positions import exit_side
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,6 @@ log = logging.getLogger(__name__)
 MAX_RSI_PERIOD, MAX_EMA_PERIOD = 200, 500
 # Closes kept per token: the most any valid periods need to be warm (RSI period + 1, and one more for the cross).
 WARM_UP_CLOSES = max(MAX_RSI_PERIOD + 2, MAX_EMA_PERIOD)
-
-
-def _exit_side(pos: int) -> trading_pb2.Side:
-    return trading_pb2.SIDE_SELL if pos > 0 else trading_pb2.SIDE_BUY
 
 
 class MomentumRsiParams(BaseModel):
@@ -316,7 +313,7 @@ class MomentumRsi(Strategy):
         p, pos = self.params, self.position(token)
         if not pos:
             return None
-        side = _exit_side(pos)
+        side = exit_side(pos)
         stop = self._stop_or_target(token, close, pos)
         if stop is not None:
             reason, at_market = stop
@@ -372,7 +369,7 @@ class MomentumRsi(Strategy):
             return self.stop_exit(token, price, reason, ctx)
         if self.is_pending(token, ctx.now_ns):
             return []
-        return [self.mis_order(token, _exit_side(pos), abs(pos), price, ctx, reason,
+        return [self.mis_order(token, exit_side(pos), abs(pos), price, ctx, reason,
                                self.params.order_type == "MARKET")]
 
     def exit_prices(self, token: int, now_ns: int) -> tuple[int, int]:

@@ -46,6 +46,7 @@ from shared.clock import hhmm_minutes, ist_day_number, ist_minute_of_day, parse_
 from shared.config import RupeesOrOff
 from shared.contracts import market_pb2, trading_pb2
 from shared.money import fmt_inr
+from shared.positions import exit_side
 
 
 def _hhmm(minutes: int) -> str:
@@ -256,8 +257,7 @@ class OpeningRangeBreakout(Strategy):
             return []
         target = high if pos > 0 else low
         reason = f"target {self.params.target_r:g}R {fmt_inr(target)}: tick {fmt_inr(price)}"
-        side = trading_pb2.SIDE_SELL if pos > 0 else trading_pb2.SIDE_BUY
-        return [self.mis_order(token, side, abs(pos), price, ctx, reason, self.params.order_type == "MARKET")]
+        return [self.mis_order(token, exit_side(pos), abs(pos), price, ctx, reason, self.params.order_type == "MARKET")]
 
     def on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
         """An entry's fill marks its token traded that day (one trade a day, after a restart too)."""

@@ -77,7 +77,7 @@ from shared.clock import NS, hhmm_minutes, ist_day_number, ist_minute_of_day
 from shared.contracts import market_pb2, strategy_pb2, trading_pb2
 from shared.instruments import InstrumentBook
 from shared.money import fmt_inr, snap_to_tick, to_paise
-from shared.positions import PositionBook
+from shared.positions import PositionBook, exit_side
 from shared.price_factor import ONE, factor_of
 
 log = logging.getLogger(__name__)
@@ -422,7 +422,7 @@ class Strategy:
         if not pos:
             return []
         self._stop_due[token] = reason
-        side = trading_pb2.SIDE_SELL if pos > 0 else trading_pb2.SIDE_BUY
+        side = exit_side(pos)
         if not self.is_pending(token, ctx.now_ns):
             return [self.mis_order(token, side, abs(pos), price, ctx, reason, True)]
         working = self.working_order(token)
@@ -460,7 +460,7 @@ class Strategy:
         pos, working = self.position(token), self.working_order(token)
         if not pos or not stop or working is None or working.remaining <= 0 or working.changed_by_hand:
             return None
-        exiting = working.side == (trading_pb2.SIDE_SELL if pos > 0 else trading_pb2.SIDE_BUY)
+        exiting = working.side == exit_side(pos)
         if exiting and working.order_type != trading_pb2.ORDER_TYPE_LIMIT:
             return None
         return (stop, NEVER) if pos > 0 else (0, stop)
