@@ -44,6 +44,7 @@ from shared.errors import NeoPulseError, NotFound
 from shared.ids import MAX_TEXT_CHARS
 from shared.money import fmt_inr
 from shared.order_terms import changed_terms, terms_of
+from shared.positions import exit_side
 
 log = logging.getLogger(__name__)
 
@@ -377,7 +378,24 @@ class TelegramBot:
         price = f"at {fmt_inr(asked.limit_paise)}" if asked.limit_paise else "at market"
         if asked.trigger_paise:
             price += f" once it trades at {fmt_inr(asked.trigger_paise)} (a stop order)"
-        return f"{verb} {asked.quantity} <b>{esc(order.symbol)}</b> {price}, {asked.product}?", keyboard
+        held = await self._held_by_strategies(order)
+        return f"{verb} {asked.quantity} <b>{esc(order.symbol)}</b> {price}, {asked.product}?{held}", keyboard
+
+    async def _held_by_strategies(self, order: trading_pb2.OrderRequest) -> str:
+        """A warning for the prompt of a manual order that would close what strategies hold in its instrument: it is
+        not theirs, so they would still count the position and exit it again (a short, from a long closed by hand).
+        A square-off is what they are told of. "" when none does, or the strategies cannot be asked now."""
+        try:
+            infos = await self.control.strategies()
+        except NeoPulseError as exc:
+            log.info("strategies not asked about a manual order's instrument", extra={"error": str(exc)})
+            return ""
+        held = [f"{esc(info.name)} holds {p.net_quantity:+d}" for info in infos for p in info.positions
+                if p.token == order.token and p.net_quantity and exit_side(p.net_quantity) == order.side]
+        if not held:
+            return ""
+        return (f"\n⚠️ {', '.join(held)}: this order is not theirs, they would still hold it and exit it again. To "
+                "close a strategy's position, square it off instead: they are told of a square-off.")
 
     async def _modify(self, chat_id: int, args: list[str]) -> Reply:
         """Shows the order's terms, what changes, and asks (a raised quantity or a mistyped price adds risk, as an

@@ -14,7 +14,7 @@ from shared import rpc
 from shared.bus import Bus, Topic
 from shared.clock import NS, ManualClock, ist_ns
 from shared.contracts import ingestion_pb2, market_pb2, oms_pb2, risk_pb2, strategy_pb2, trading_pb2
-from shared.errors import NotFound
+from shared.errors import NotFound, RetryableError
 from tests.notifier.fake_bot_api import TOKEN, FakeBotApi
 
 CHAT = 4242
@@ -41,6 +41,8 @@ class Standins:
     def __init__(self, bus: Bus) -> None:
         self.requests: list[tuple[str, Any]] = []
         self.paused: set[str] = set()
+        self.strategy_positions: list[strategy_pb2.StrategyPosition] = []  # MOMENTUM_RSI's, as ListStrategies gives
+        self.strategies_down = False  # ListStrategies raises RetryableError (the strategy module away)
         self.pauses: dict[str, tuple[int, str, int]] = {}  # name -> (paused_by, pause_reason, paused_at_ns)
         self.state = risk_pb2.TRADING_STATE_ACTIVE
         self.state_reason = ""
@@ -57,7 +59,7 @@ class Standins:
         handlers = {
             rpc.GET_FEED_STATUS: lambda r: ingestion_pb2.GetFeedStatusResponse(
                 source="simulator", connected=True, ticks_total=1234, ticks_per_second=56.5),
-            rpc.LIST_STRATEGIES: lambda r: strategy_pb2.ListStrategiesResponse(strategies=[self._info("MOMENTUM_RSI")]),
+            rpc.LIST_STRATEGIES: lambda r: self._strategies(),
             rpc.PAUSE_STRATEGY: lambda r: self._pause(r.name, True, r.reason),
             rpc.RESUME_STRATEGY: lambda r: self._pause(r.name, False),
             rpc.GET_RISK_STATE: lambda r: risk_pb2.GetRiskStateResponse(
@@ -101,11 +103,16 @@ class Standins:
     def calls(self, name: str) -> list[Any]:
         return [r for n, r in self.requests if n == name]
 
+    def _strategies(self) -> strategy_pb2.ListStrategiesResponse:
+        if self.strategies_down:
+            raise RetryableError("the strategy service is not answering")
+        return strategy_pb2.ListStrategiesResponse(strategies=[self._info("MOMENTUM_RSI")])
+
     def _info(self, name: str) -> strategy_pb2.StrategyInfo:
         by, reason, at = self.pauses.get(name, (0, "", 0)) if name in self.paused else (0, "", 0)
         return strategy_pb2.StrategyInfo(name=name, kind="MOMENTUM_RSI", paused=name in self.paused,
                                          tokens=[3045], signals_emitted=7, paused_by=by, pause_reason=reason,
-                                         paused_at_ns=at)
+                                         paused_at_ns=at, positions=self.strategy_positions)
 
     def _pause(self, name: str, paused: bool, reason: str = "") -> Any:
         if name != "MOMENTUM_RSI":

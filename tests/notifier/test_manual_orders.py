@@ -7,7 +7,7 @@ import pytest
 
 from services.notifier.module import NotifierModule
 from shared import rpc
-from shared.contracts import trading_pb2
+from shared.contracts import strategy_pb2, trading_pb2
 from shared.errors import RiskRejected
 from tests.notifier.conftest import ADMIN, settings_for, started
 from tests.notifier.test_commands import ask
@@ -56,6 +56,23 @@ async def test_a_trigger_makes_a_stop_order_at_market_or_with_its_limit(notifier
         trading_pb2.ORDER_TYPE_STOP_MARKET, 0, 798_50, trading_pb2.PRODUCT_MIS)
     assert (limit.order_type, limit.price_paise, limit.trigger_price_paise, limit.product) == (
         trading_pb2.ORDER_TYPE_STOP_LIMIT, 798_00, 798_50, trading_pb2.PRODUCT_NRML)
+
+
+async def test_a_manual_order_closing_what_a_strategy_holds_says_a_square_off_is_the_way(notifier, fake_api, standins):
+    """Closed by hand, a strategy's long stays its long to it: its next exit would sell again, into a short."""
+    standins.strategy_positions = [strategy_pb2.StrategyPosition(token=3045, symbol="SBIN-EQ", net_quantity=10)]
+
+    warned = await ask(fake_api, "/sell SBIN-EQ 10 mkt")
+    adding = await ask(fake_api, "/buy SBIN-EQ 5 mkt")
+    other = await ask(fake_api, "/sell TCS-EQ 1 mkt")
+
+    assert warned == ("Sell 10 <b>SBIN-EQ</b> at market, MIS?\n⚠️ MOMENTUM_RSI holds +10: this order is not theirs, "
+                      "they would still hold it and exit it again. To close a strategy's position, square it off "
+                      "instead: they are told of a square-off.")
+    assert (adding, other) == ("Buy 5 <b>SBIN-EQ</b> at market, MIS?", "Sell 1 <b>TCS-EQ</b> at market, MIS?")
+    assert "reply_markup" in fake_api.sent()[-3]  # still asked: the trader may mean it
+    standins.strategies_down = True
+    assert await ask(fake_api, "/sell SBIN-EQ 10 mkt") == "Sell 10 <b>SBIN-EQ</b> at market, MIS?"  # asked all the same
 
 
 async def test_the_other_button_places_nothing_and_a_second_press_places_nothing_more(notifier, fake_api, standins):
