@@ -69,11 +69,13 @@ class Restored:
 
 @dataclass
 class LossTurn:
-    """What a loss_turn asks the module to do: the strategies stopped now (name, why), the exits, the cancels."""
+    """What a loss_turn asks the module to do: the strategies stopped now (name, why), the exits, the cancels, and the
+    strategies whose close-out ended (flat: their saved state says so)."""
 
     stopped: list[tuple[str, str]] = field(default_factory=list)
     signals: list[trading_pb2.Signal] = field(default_factory=list)
     cancels: list[str] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)
 
 
 def build_strategies(settings: StrategySettings, instruments: InstrumentBook) -> list[Strategy]:
@@ -508,6 +510,7 @@ class StrategyEngine:
             out.signals.extend(self._emit(strategy, exits, now_ns, 0, now_ns))
         if not working and not any(strategy.positions().values()):
             self._closing.discard(strategy.name)  # flat: its retry times go with it
+            out.finished.append(strategy.name)
             for order_key in [k for k in self._cancel_after if k[0] == strategy.name]:
                 del self._cancel_after[order_key]
             for key in [k for k in self._close_after if k[0] == strategy.name]:

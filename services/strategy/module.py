@@ -275,6 +275,9 @@ class StrategyModule(Component):
             await self._save_state(name)
         for order_id in losses.cancels:
             spawn(self._cancel_stale(order_id, stale=False), name=f"strategy:close-out:{order_id}")
+        for name in losses.finished:
+            log.info("strategy closed out for its daily loss limit: flat", extra={"strategy": name})
+            await self._save_state(name)
         if losses.signals:
             await self._publish(([], losses.signals))
 

@@ -96,8 +96,9 @@ def test_its_working_orders_are_cancelled_first_and_a_position_with_one_working_
     assert (exit_.token, exit_.quantity) == (SBIN, 100)
 
     desk.update(exit_.signal_id, SELL, trading_pb2.ORDER_STATUS_TRADED, fill=100, price=94_00)
-    desk.turn()  # flat: the close-out ends, and its times to ask again go with it
+    assert desk.turn().finished == ["mom"]  # flat: the close-out ends, and its times to ask again go with it
     assert (desk.engine._closing, desk.engine._cancel_after, desk.engine._close_after) == (set(), {}, {})
+    assert desk.engine.durable_state("mom")["closing"] is False and desk.turn().finished == []
 
 
 def test_the_days_realised_pnl_and_charges_count_and_the_next_day_starts_again():
@@ -212,6 +213,13 @@ async def test_the_module_notifies_the_stop_and_sends_the_close_out():
             ops_pb2.SEVERITY_CRITICAL, "Strategy stopped: daily loss limit",
             f"mom: {STOPPED}. Resume it to trade it again today.")
         assert [(s.side, s.quantity, s.order_type) for s in signals] == [(SELL, 100, trading_pb2.ORDER_TYPE_MARKET)]
+        saved = module.state_store.saved  # in memory here; strategy_state with a database
+        assert (saved["mom"]["paused"], saved["mom"]["closing"]) == (True, True)
+
+        await bus.publish(Topic.ORDER_UPDATES, update(signals[0].signal_id, SELL, trading_pb2.ORDER_STATUS_TRADED,
+                                                      100, 4))
+        await until(lambda: not module.state_store.saved["mom"]["closing"])  # flat: a restart has nothing to close
+        assert module.state_store.saved["mom"]["paused"]
     finally:
         for task in (run_task, bus_task):
             task.cancel()
