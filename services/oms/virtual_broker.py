@@ -294,7 +294,7 @@ class VirtualBroker:
                     continue
                 self._untrack_stop(vo)
                 vo.triggered = True
-                price = arrival_price(request.side, tick, tick.ts_ns) or tick.ltp_paise
+                price = arrival_price(request.side, tick, tick.ts_ns)  # the tick's own day: its touch, or its ltp
                 if request.order_type == t.ORDER_TYPE_STOP_MARKET or limit_marketable(
                         request.side, request.price_paise, price):
                     await self._fill(vo, vo.remaining, price, tick.ts_ns)

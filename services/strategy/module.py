@@ -315,18 +315,15 @@ class StrategyModule(Component):
         cancel = isinstance(request, oms_pb2.CancelOrderRequest)
         what = "cancel" if cancel else "change"
         try:
-            if isinstance(request, oms_pb2.CancelOrderRequest):
-                await self.bus.call(rpc.CANCEL_ORDER, request)
-            else:
-                await self.bus.call(rpc.MODIFY_ORDER, request)
+            await self.bus.call(rpc.CANCEL_ORDER if cancel else rpc.MODIFY_ORDER, request)
         except Exception as exc:  # refused, its outcome unknown, or the OMS unreachable: its updates will tell
-            self.engine.orders.change_sent(request.order_id)
             self.engine.level_refused(change.strategy, change.token)
             ORDER_CHANGES.labels(change.strategy, what, "refused").inc()
             log.info(f"strategy's order {what} not made", extra={
                 "strategy": change.strategy, "order_id": request.order_id, "error": str(exc), "reason": change.reason})
             return
-        self.engine.orders.change_sent(request.order_id)
+        finally:
+            self.engine.orders.change_sent(request.order_id)
         ORDER_CHANGES.labels(change.strategy, what, "made").inc()
         if cancel:
             log.info("strategy's order cancelled", extra={

@@ -191,23 +191,28 @@ class OpeningRangeBreakout(Strategy):
         """(low, high, what the stop is) for the position `pos`: a long's low is its stop and its high its target,
         a short's the other way round. None: no stop known (no range today and no stop_loss_pct)."""
         p, entry = self.params, self.entry_price(token)
-        if not entry:
-            return None
         long = pos > 0
-        if p.stop_loss_pct:
-            stop, said = moved_by_pct(entry, -p.stop_loss_pct if long else p.stop_loss_pct), \
-                f"stop loss {p.stop_loss_pct:g}%"
-        else:
-            r = self._ranges.get(token)
-            if r is None or not r.complete or r.day != ist_day_number(now_ns):
-                return None
-            stop, said = (r.low, "the range's low") if long else (r.high, "the range's high")
+        stopped = self._stop(token, long, entry, now_ns) if entry else None
+        if stopped is None:
+            return None
+        stop, said = stopped
         risk = entry - stop if long else stop - entry
         if long:
             target = entry + round(risk * p.target_r) if p.target_r and risk > 0 else NEVER
             return stop, target, said
         target = entry - round(risk * p.target_r) if p.target_r and risk > 0 else 0
         return target, stop, said
+
+    def _stop(self, token: int, long: bool, price: int, now_ns: int) -> tuple[int, str] | None:
+        """The stop of a position (long or not) entered at `price`, and what it is: stop_loss_pct from the price,
+        else the range's other side. None: no stop known (no complete range today and no stop_loss_pct)."""
+        p = self.params
+        if p.stop_loss_pct:
+            return moved_by_pct(price, -p.stop_loss_pct if long else p.stop_loss_pct), f"stop loss {p.stop_loss_pct:g}%"
+        r = self._ranges.get(token)
+        if r is None or not r.complete or r.day != ist_day_number(now_ns):
+            return None
+        return (r.low, "the range's low") if long else (r.high, "the range's high")
 
     # -- decisions -----------------------------------------------------------------------------
     def on_price_level(self, tick: market_pb2.Tick, ctx: StrategyContext) -> list[Decision]:
@@ -228,10 +233,7 @@ class OpeningRangeBreakout(Strategy):
         else:
             return []
         p = self.params
-        if not p.stop_loss_pct:
-            stop = r.low if side == trading_pb2.SIDE_BUY else r.high
-        else:
-            stop = moved_by_pct(price, -p.stop_loss_pct if side == trading_pb2.SIDE_BUY else p.stop_loss_pct)
+        stop, _ = self._stop(token, side == trading_pb2.SIDE_BUY, price, ctx.now_ns) or (0, "")
         quantity = self.entry_quantity(token, ctx, price, p.quantity, p.order_value, p.risk_per_trade, stop)
         if not quantity:
             return []

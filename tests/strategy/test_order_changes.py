@@ -42,9 +42,9 @@ SBIN = 3045
 FALLING_THEN_JUMP = [100_00, 99_00, 98_00, 97_00, 96_00, 100_00]  # rsi/ema period 3: BUY LIMIT 100.00 at the last
 
 
-def tick(minute: int, second: int, price: int) -> market_pb2.Tick:
+def tick(minute: int, second: int, price: int, ltq: int = 10) -> market_pb2.Tick:
     return market_pb2.Tick(token=SBIN, exchange_segment="nse_cm", ts_ns=T0915 + minute * 60 * NS + second * NS,
-                           ltp_paise=price, bid_paise=price - 25, ask_paise=price + 25, ltq=10, recv_ns=time.time_ns())
+                           ltp_paise=price, bid_paise=price - 25, ask_paise=price + 25, ltq=ltq, recv_ns=time.time_ns())
 
 
 def minutes(first: int, prices: list[int]) -> list[market_pb2.Tick]:
@@ -214,7 +214,7 @@ async def test_a_stop_reached_while_the_entry_works_part_filled_cancels_its_rest
     entry is cancelled and the 4 exit at the market at the next tick, with the stop's reason, in the ledger too."""
     w = await make_world(max_reprices=0, params={"quantity": 10, "stop_loss_pct": 1})
     entry = await resting_entry(w)
-    await w.feed([tick(6, 30, 100_50), thin_tick(7, 10, 99_90, ltq=4), tick(8, 0, 100_20)])
+    await w.feed([tick(6, 30, 100_50), tick(7, 10, 99_90, ltq=4), tick(8, 0, 100_20)])
     await until(lambda: w.plugin.position(SBIN) == 4)
     assert w.order(entry.client_order_id).status == t.ORDER_STATUS_PARTIALLY_FILLED
 
@@ -237,8 +237,3 @@ async def test_a_stop_reached_while_the_entry_works_part_filled_cancels_its_rest
     assert REGISTRY.get_sample_value("neopulse_strategy_order_changes_total",
                                      {"strategy": "mom", "kind": "cancel", "outcome": "made"})
 
-
-def thin_tick(minute: int, second: int, price: int, ltq: int) -> market_pb2.Tick:
-    out = tick(minute, second, price)
-    out.ltq = ltq
-    return out
