@@ -44,6 +44,11 @@ def stop_triggered(side: int, trigger_paise: int, candle: market_pb2.Candle) -> 
     return candle.low_paise <= trigger_paise
 
 
+def tick_triggers(side: int, trigger_paise: int, ltp_paise: int) -> bool:
+    """A tick triggers a buy stop when its ltp is at or above the trigger, a sell stop when at or below."""
+    return ltp_paise >= trigger_paise if side == t.SIDE_BUY else ltp_paise <= trigger_paise
+
+
 def stop_price_in(side: int, trigger_paise: int, candle: market_pb2.Candle) -> int:
     """Where a triggered stop trades: max(trigger, open) for a buy, min(trigger, open) for a sell (gaps)."""
     if side == t.SIDE_BUY:

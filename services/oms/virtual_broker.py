@@ -55,7 +55,7 @@ from typing import Any
 
 from services.oms.broker import Broker, BrokerAck, BrokerOrderEvent
 from services.oms.charges import ChargeModel
-from services.oms.fill_rules import arrival_price, candle_price, limit_marketable
+from services.oms.fill_rules import arrival_price, candle_price, limit_marketable, tick_triggers
 from services.oms.paper import PaperAccount
 from services.oms.states import DAY_BOUND, TERMINAL, name
 from shared.clock import NS, Clock, day_of, ist_day_number
@@ -285,14 +285,13 @@ class VirtualBroker:
                 continue
             for vo in list(waiting):
                 if vo.status in TERMINAL:
-                    self._untrack_stop(vo)
+                    _drop(self._stops, vo)
                     continue
                 request = vo.request
-                buying = request.side == t.SIDE_BUY
-                if (tick.ltp_paise < request.trigger_price_paise if buying
-                        else tick.ltp_paise > request.trigger_price_paise) or tick.ts_ns // NS < vo.accepted_ns // NS:
+                if not tick_triggers(request.side, request.trigger_price_paise, tick.ltp_paise) \
+                        or tick.ts_ns // NS < vo.accepted_ns // NS:
                     continue
-                self._untrack_stop(vo)
+                _drop(self._stops, vo)
                 vo.triggered = True
                 price = arrival_price(request.side, tick, tick.ts_ns)  # the tick's own day: its touch, or its ltp
                 if request.order_type == t.ORDER_TYPE_STOP_MARKET or limit_marketable(
@@ -353,7 +352,7 @@ class VirtualBroker:
             newly_triggered = triggered and not vo.triggered
             vo.triggered = triggered
             if newly_triggered:
-                self._untrack_stop(vo)
+                _drop(self._stops, vo)
             if price is not None and volume_left > 0:
                 quantity = min(vo.remaining, volume_left)
                 volume_left -= quantity
@@ -480,24 +479,13 @@ class VirtualBroker:
             if vo.request.order_type in STOPS and not vo.triggered:
                 self._stops.setdefault(vo.request.token, []).append(vo)
 
-    def _untrack_stop(self, vo: VirtualOrder) -> None:
-        waiting = self._stops.get(vo.request.token)
-        if waiting is not None and vo in waiting:
-            waiting.remove(vo)
-            if not waiting:  # none left: on_ticks goes back to checking nothing
-                del self._stops[vo.request.token]
-
     def _retire(self, vo: VirtualOrder) -> None:
         token = vo.request.token
         working = self._working.get(token, [])
         if vo in working:
             working.remove(vo)
-        waiting = self._awaiting_tick.get(token, [])
-        if vo in waiting:
-            waiting.remove(vo)
-            if not waiting:  # none left: on_ticks goes back to checking nothing
-                del self._awaiting_tick[token]
-        self._untrack_stop(vo)
+        _drop(self._awaiting_tick, vo)
+        _drop(self._stops, vo)
 
     def _event(self, vo: VirtualOrder, at_ns: int = 0) -> BrokerOrderEvent:
         qty, price, charges = vo.last_fill
@@ -512,6 +500,16 @@ class VirtualBroker:
 
     async def _emit(self, vo: VirtualOrder, at_ns: int = 0) -> None:
         await self._events.put(self._event(vo, at_ns))
+
+
+def _drop(index: dict[int, list[VirtualOrder]], vo: VirtualOrder) -> None:
+    """Take `vo` out of a token -> orders index (those awaiting a tick, the stops not triggered yet); a token left
+    without any goes, so that on_ticks goes back to checking nothing."""
+    listed = index.get(vo.request.token)
+    if listed is not None and vo in listed:
+        listed.remove(vo)
+        if not listed:
+            del index[vo.request.token]
 
 
 def _lapsed(request: t.OrderRequest, placed_ns: int, day: int) -> bool:
