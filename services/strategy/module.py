@@ -315,7 +315,10 @@ class StrategyModule(Component):
         cancel = isinstance(request, oms_pb2.CancelOrderRequest)
         what = "cancel" if cancel else "change"
         try:
-            await self.bus.call(rpc.CANCEL_ORDER if cancel else rpc.MODIFY_ORDER, request)
+            if cancel:  # two calls, not one with the method chosen: split mode's wiring check reads them from here
+                await self.bus.call(rpc.CANCEL_ORDER, request)
+            else:
+                await self.bus.call(rpc.MODIFY_ORDER, request)
         except Exception as exc:  # refused, its outcome unknown, or the OMS unreachable: its updates will tell
             self.engine.level_refused(change.strategy, change.token)
             ORDER_CHANGES.labels(change.strategy, what, "refused").inc()
