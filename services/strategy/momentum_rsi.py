@@ -36,7 +36,9 @@ Rules, on each closed candle of a token (after warm-up: rsi_period + 1 and ema_p
 - With `max_reprices` above 0, a LIMIT order still working at a candle's close is moved to that close (the OMS's
   ModifyOrder, which risk checks), at most that many times per order: an exit always, an entry only while the
   close stays on its trend's side of the EMA.
-Orders are MIS; LIMIT at the candle close snapped to the tick size, or MARKET.
+Orders are MIS; MARKET, or LIMIT `limit_slippage_pct` (default 0.05%) worse than the candle's close, to the tick
+within it: a marketable limit, which trades at once unless the market has run that far past the close. At 0 the LIMIT
+is at the close, where a momentum entry fills only if the market comes back to it.
 A period change (SetStrategyParams) warms the new indicators up at once from the latest closes of each token,
 kept for that (as many as the longest valid periods need), and then checks the exits (exits_due); it never enters.
 At start the stored candles warm it up the same way (closes_needed: the longer of the two warm-ups).
@@ -60,13 +62,14 @@ from services.strategy.plugins import (
     OrderIntent,
     Strategy,
     StrategyContext,
+    limit_through,
     moved_by_pct,
     register,
 )
 from shared.clock import hhmm_minutes, ist_minute_of_day, parse_hhmm
 from shared.config import RupeesOrOff
 from shared.contracts import market_pb2, trading_pb2
-from shared.money import fmt_inr, snap_to_tick
+from shared.money import fmt_inr
 from shared.positions import exit_side
 
 log = logging.getLogger(__name__)
@@ -99,6 +102,10 @@ class MomentumRsiParams(BaseModel):
     # order_value buys when that is set.
     risk_per_trade: RupeesOrOff = Decimal(0)
     order_type: Literal["LIMIT", "MARKET"] = "LIMIT"
+    # A LIMIT order priced this many % worse than the close (or tick) it comes from, a buy's above and a sell's below:
+    # it trades at once while the market is within that of it, and never beyond. 0: at the close, where an entry
+    # fills only if the market comes back to it (in a trend, the trades that go wrong).
+    limit_slippage_pct: float = Field(default=0.05, ge=0, le=5)
     # A LIMIT order still working at a candle's close is moved to that close, at most this many times per order
     # (0: never; it then works until it fills or [strategy] cancel_working_after_s cancels it). See _reprice.
     max_reprices: int = Field(default=0, ge=0, le=100)
@@ -318,7 +325,7 @@ class MomentumRsi(Strategy):
         if stop is not None:
             reason, at_market = stop
             return self.mis_order(token, side, abs(pos), close, ctx, reason,
-                                  at_market or self.params.order_type == "MARKET")
+                                  at_market or self.params.order_type == "MARKET", self.params.limit_slippage_pct)
         if pos > 0 and (rsi < p.exit_long_rsi or close < ema):
             return self._intent(token, close, ctx, side, pos, f"exit long: RSI {rsi:.1f}, EMA {fmt_inr(round(ema))}")
         if pos < 0 and (rsi > p.exit_short_rsi or close > ema):
@@ -370,7 +377,7 @@ class MomentumRsi(Strategy):
         if self.is_pending(token, ctx.now_ns):
             return []
         return [self.mis_order(token, exit_side(pos), abs(pos), price, ctx, reason,
-                               self.params.order_type == "MARKET")]
+                               self.params.order_type == "MARKET", self.params.limit_slippage_pct)]
 
     def exit_prices(self, token: int, now_ns: int) -> tuple[int, int]:
         pos = self.position(token)
@@ -445,15 +452,15 @@ class MomentumRsi(Strategy):
         return f"target {p.target_pct:g}%: {said}", False
 
     def _reprice(self, token: int, close: int, ema: float, ctx: StrategyContext) -> OrderChange | None:
-        """A LIMIT order of ours still working at a candle's close follows the market to that close (snapped to the
-        tick), up to max_reprices times per order: an exit always (the position is to close), an entry only while
-        the close stays on its trend's side of the EMA (above for a buy, below for a sell)."""
+        """A LIMIT order of ours still working at a candle's close follows the market to that close (priced as an order
+        made there would be: limit_slippage_pct worse), up to max_reprices times per order: an exit always (the
+        position is to close), an entry only while the close stays on its trend's side of the EMA (above for a buy,
+        below for a sell)."""
         most, working = self.params.max_reprices, self.working_order(token)
         if (not most or working is None or working.order_type != trading_pb2.ORDER_TYPE_LIMIT or working.changing
                 or working.changes >= most or working.remaining <= 0):
             return None
-        inst = ctx.instruments.get(token)
-        price = snap_to_tick(close, inst.tick_size_paise if inst is not None else 0)
+        price = limit_through(close, working.side, self.params.limit_slippage_pct, ctx.instruments.get(token))
         if price == working.limit_price_paise:
             return None
         held, buying = self.position(token), working.side == trading_pb2.SIDE_BUY
@@ -466,5 +473,6 @@ class MomentumRsi(Strategy):
 
     def _intent(self, token: int, close: int, ctx: StrategyContext, side: trading_pb2.Side, quantity: int,
                 reason: str) -> OrderIntent:
-        """An order as order_type says: at the market, or a LIMIT at `close` (snapped to the tick)."""
-        return self.mis_order(token, side, quantity, close, ctx, reason, self.params.order_type == "MARKET")
+        """An order as order_type says: at the market, or a LIMIT at `close` (limit_slippage_pct worse)."""
+        return self.mis_order(token, side, quantity, close, ctx, reason, self.params.order_type == "MARKET",
+                              self.params.limit_slippage_pct)

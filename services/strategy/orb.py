@@ -21,8 +21,9 @@ A plugin (see plugins.py). Rules, per token and IST day:
   (risk) closes.
 - A rejected entry is tried again at the next tick past the range after the token's next close; a second trade the
   same day never goes (its fills say the token traded, also after a restart, from the day's orders).
-Orders are MIS; MARKET, or LIMIT at the tick's price with `order_type = "LIMIT"`. After a restart the day's stored
-candles give the range back (the warm-up), and the OMS's orders the position and its entry price.
+Orders are MIS; MARKET, or with `order_type = "LIMIT"` a LIMIT `limit_slippage_pct` worse than the tick. After a
+restart the day's stored candles give the range back (the warm-up), and the OMS's orders the position and its entry
+price.
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ class OrbParams(BaseModel):
     # other side, or stop_loss_pct) is at most this; no more than order_value buys when that is set.
     risk_per_trade: RupeesOrOff = Decimal(0)
     order_type: Literal["LIMIT", "MARKET"] = "MARKET"
+    # With order_type LIMIT: priced this many % worse than the tick it comes from (a buy's above, a sell's below), to
+    # trade at once while the market is within that of it, never beyond. 0: at the tick.
+    limit_slippage_pct: float = Field(default=0.05, ge=0, le=5)
     # The stop this many % from the entry instead of the range's other side (0: the range).
     stop_loss_pct: float = Field(default=0.0, ge=0, lt=100)
     # The target: this many times the risk (entry to stop) beyond the entry (0: none).
@@ -240,7 +244,8 @@ class OpeningRangeBreakout(Strategy):
         reason = (f"broke {way} the opening range {fmt_inr(r.low)}-{fmt_inr(r.high)} "
                   f"({_hhmm(r.start)}-{_hhmm(r.start + self.params.range_minutes)} IST): tick {fmt_inr(price)}"
                   + self.sized_by_risk(p.risk_per_trade, stop))
-        return [self.mis_order(token, side, quantity, price, ctx, reason, self.params.order_type == "MARKET")]
+        return [self.mis_order(token, side, quantity, price, ctx, reason, p.order_type == "MARKET",
+                               p.limit_slippage_pct)]
 
     def _exit(self, token: int, pos: int, price: int, ctx: StrategyContext) -> list[Decision]:
         """The stop (at the market, through stop_exit: also while an order of ours works) or the target (not while
@@ -258,8 +263,10 @@ class OpeningRangeBreakout(Strategy):
         if self.is_pending(token, ctx.now_ns):
             return []
         target = high if pos > 0 else low
-        reason = f"target {self.params.target_r:g}R {fmt_inr(target)}: tick {fmt_inr(price)}"
-        return [self.mis_order(token, exit_side(pos), abs(pos), price, ctx, reason, self.params.order_type == "MARKET")]
+        p = self.params
+        reason = f"target {p.target_r:g}R {fmt_inr(target)}: tick {fmt_inr(price)}"
+        return [self.mis_order(token, exit_side(pos), abs(pos), price, ctx, reason, p.order_type == "MARKET",
+                               p.limit_slippage_pct)]
 
     def on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
         """An entry's fill marks its token traded that day (one trade a day, after a restart too)."""

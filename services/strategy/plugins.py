@@ -104,6 +104,20 @@ def moved_by_pct(price: int, pct: float) -> int:
     return math.floor(moved) if pct < 0 else math.ceil(moved)
 
 
+def limit_through(price: int, side: int, slippage_pct: float, inst: market_pb2.Instrument | None) -> int:
+    """The LIMIT price of an order made at `price`, snapped to the instrument's tick size; with `slippage_pct`, the
+    tick at most that many % worse for the order (a buy's above, a sell's below): a marketable limit, which trades at
+    once while the market is within that of `price`, and never beyond it."""
+    tick = inst.tick_size_paise if inst is not None else 0
+    at = snap_to_tick(price, tick)
+    if not slippage_pct:
+        return at
+    by = price * Decimal(repr(slippage_pct)) / 100
+    if side == trading_pb2.SIDE_BUY:
+        return max(at, snap_to_tick(math.floor(price + by), tick, up=False))
+    return min(at, max(snap_to_tick(math.ceil(price - by), tick, up=True), tick or 1))
+
+
 def outcome_unknown(update: trading_pb2.OrderUpdate) -> bool:
     """The OMS gave this order up without the broker's answer: it may yet be live there."""
     return update.status == trading_pb2.ORDER_STATUS_REJECTED and update.reason_code == OUTCOME_UNKNOWN
@@ -391,12 +405,11 @@ class Strategy:
 
     @staticmethod
     def mis_order(token: int, side: trading_pb2.Side, quantity: int, price: int, ctx: StrategyContext, reason: str,
-                  at_market: bool) -> OrderIntent:
-        """An intraday (MIS) order: at the market, or a LIMIT at `price` snapped to the instrument's tick size."""
+                  at_market: bool, slippage_pct: float = 0.0) -> OrderIntent:
+        """An intraday (MIS) order: at the market, or a LIMIT at `price` (limit_through: `slippage_pct` worse)."""
         if at_market:
             return OrderIntent(token, side, quantity, trading_pb2.ORDER_TYPE_MARKET, 0, trading_pb2.PRODUCT_MIS, reason)
-        inst = ctx.instruments.get(token)
-        limit = snap_to_tick(price, inst.tick_size_paise if inst is not None else 0)
+        limit = limit_through(price, side, slippage_pct, ctx.instruments.get(token))
         return OrderIntent(token, side, quantity, trading_pb2.ORDER_TYPE_LIMIT, limit, trading_pb2.PRODUCT_MIS, reason)
 
     def levels_changed(self, token: int) -> None:

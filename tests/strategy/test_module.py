@@ -87,7 +87,7 @@ async def test_ticks_in_give_candles_and_a_buy_signal_out(harness):
     assert (signal.signal_id, signal.strategy, signal.token, signal.symbol, signal.exchange_segment) == (
         f"mom-{SBIN}-{T0915 + 5 * 60 * NS}-BUY", "mom", SBIN, "SBIN-EQ", "nse_cm")
     assert (signal.side, signal.quantity, signal.order_type, signal.limit_price_paise, signal.product) == (
-        trading_pb2.SIDE_BUY, 1, trading_pb2.ORDER_TYPE_LIMIT, 100_00, trading_pb2.PRODUCT_MIS)
+        trading_pb2.SIDE_BUY, 1, trading_pb2.ORDER_TYPE_LIMIT, 100_05, trading_pb2.PRODUCT_MIS)  # 0.05% over the close
     assert (signal.tick_recv_ns, signal.ts_ns) == (424242, harness.clock.now_ns())
     assert signal.sequence > 0
 
@@ -112,7 +112,7 @@ async def test_a_paused_strategy_emits_nothing_but_keeps_its_indicators_warm(har
     assert not reply.strategy.paused
     # Warm already: a dip (RSI 53.3) and a jump (RSI 78.8) cross 60 at once, with no new warm-up.
     await harness.feed(ticks([99_00, 103_00], start_minute=6), candles_expected=2)
-    assert [(s.side, s.limit_price_paise) for s in harness.signals] == [(trading_pb2.SIDE_BUY, 103_00)]
+    assert [(s.side, s.limit_price_paise) for s in harness.signals] == [(trading_pb2.SIDE_BUY, 103_05)]
 
 
 async def test_list_strategies_says_an_operator_paused_a_strategy_when_and_why(harness):
@@ -264,7 +264,7 @@ async def test_a_period_change_sends_at_once_the_exit_the_warmed_up_indicators_c
 
     _, sell = harness.signals
     assert (sell.side, sell.quantity, sell.limit_price_paise, sell.signal_id) == (
-        trading_pb2.SIDE_SELL, 1, 100_00, f"mom-{SBIN}-{T0915 + 11 * 60 * NS + 7 * NS}-SELL")
+        trading_pb2.SIDE_SELL, 1, 99_95, f"mom-{SBIN}-{T0915 + 11 * 60 * NS + 7 * NS}-SELL")
     assert sell.reason.startswith("exit long") and "EMA ₹101.64" in sell.reason
 
 
@@ -296,7 +296,7 @@ async def test_a_period_change_never_sends_an_entry_the_replayed_closes_call_for
 
     assert harness.signals == []
     await harness.feed(ticks([99_00, 103_00], start_minute=6), candles_expected=2)  # warm: a new cross enters
-    assert [(s.side, s.limit_price_paise) for s in harness.signals] == [(trading_pb2.SIDE_BUY, 103_00)]
+    assert [(s.side, s.limit_price_paise) for s in harness.signals] == [(trading_pb2.SIDE_BUY, 103_05)]
 
 
 async def test_a_rejected_signal_frees_its_token_at_once(harness):

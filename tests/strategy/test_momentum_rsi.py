@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from services.strategy.engine import StrategyEngine
 from services.strategy.momentum_rsi import MomentumRsi, MomentumRsiParams, _TokenState
-from services.strategy.plugins import PENDING_EXPIRY_NS, StrategyContext
+from services.strategy.plugins import PENDING_EXPIRY_NS, StrategyContext, limit_through
 from shared.clock import NS, ManualClock, ist_ns
 from shared.contracts import market_pb2, trading_pb2
 from shared.errors import InvalidInput
@@ -57,8 +57,44 @@ def test_buys_when_rsi_crosses_above_the_entry_level_with_the_close_above_the_em
     assert out[:5] == [[]] * 5
     (intent,) = out[5]
     assert (intent.side, intent.quantity, intent.order_type, intent.limit_price_paise, intent.product) == (
-        trading_pb2.SIDE_BUY, 1, trading_pb2.ORDER_TYPE_LIMIT, 100_00, trading_pb2.PRODUCT_MIS)
+        trading_pb2.SIDE_BUY, 1, trading_pb2.ORDER_TYPE_LIMIT, 100_05, trading_pb2.PRODUCT_MIS)  # 0.05% over the close
     assert "crossed above 60" in intent.reason
+
+
+@pytest.mark.parametrize(("pct", "buy", "sell"), [
+    (0, 100_00, 100_00),  # at the close: an entry that fills only if the market comes back to it
+    (0.05, 100_05, 99_95),  # the default: one tick of Rs 0.05 either way of Rs 100
+    (0.12, 100_10, 99_90),  # Rs 0.12 worse: the last tick within it, never past it
+    (1, 101_00, 99_00),
+])
+def test_a_limit_order_is_priced_limit_slippage_pct_through_the_close_to_the_tick_within_it(pct, buy, sell):
+    (long,) = feed(make(limit_slippage_pct=pct), FALLING_THEN_JUMP)[5]
+    (short,) = feed(make(limit_slippage_pct=pct), RISING_THEN_DROP)[5]
+    assert (long.side, long.limit_price_paise, short.side, short.limit_price_paise) == (
+        trading_pb2.SIDE_BUY, buy, trading_pb2.SIDE_SELL, sell)
+    (market,) = feed(make(limit_slippage_pct=pct, order_type="MARKET"), FALLING_THEN_JUMP)[5]
+    assert (market.order_type, market.limit_price_paise) == (trading_pb2.ORDER_TYPE_MARKET, 0)
+
+
+def test_limit_through_keeps_a_sell_at_a_tick_and_a_price_off_the_grid_on_it():
+    tick5 = market_pb2.Instrument(tick_size_paise=5)
+    assert limit_through(10, trading_pb2.SIDE_SELL, 5, tick5) == 10  # 9.5 paise: the tick at or over it
+    assert limit_through(5, trading_pb2.SIDE_SELL, 5, tick5) == 5  # never below one tick
+    assert limit_through(100_02, trading_pb2.SIDE_BUY, 0, tick5) == 100_00  # the nearest tick, as without one
+    # Rs 100.03 is off the grid: its nearest tick (100.05), where no tick within 0.01% is further out for either side.
+    assert limit_through(100_03, trading_pb2.SIDE_BUY, 0.01, tick5) == 100_05
+    assert limit_through(100_03, trading_pb2.SIDE_SELL, 0.01, tick5) == 100_05
+    assert limit_through(100_00, trading_pb2.SIDE_BUY, 0.05, None) == 100_05  # no instrument: whole paise
+
+
+def test_a_resting_entry_follows_the_close_priced_as_a_new_order_would_be():
+    r = Reprices(max_reprices=2, limit_slippage_pct=0.05)
+    for close in FALLING_THEN_JUMP:
+        signals, _ = r.candle(close)
+    assert [s.limit_price_paise for s in signals] == [100_05]
+    r.order(trading_pb2.SIDE_BUY, price=100_05)
+    assert r.candle(101_00) == ([], [101_05])
+    assert r.candle(101_00) == ([], [])  # already where a new order would be
 
 
 def test_sells_short_when_rsi_crosses_below_the_entry_level_with_the_close_below_the_ema():
@@ -235,7 +271,7 @@ def test_a_close_at_the_target_takes_the_profit_as_the_strategys_orders_go():
     (intent,), = feed(strategy, [102_00], start_minute=7)
 
     assert (intent.side, intent.order_type, intent.limit_price_paise) == (
-        trading_pb2.SIDE_SELL, trading_pb2.ORDER_TYPE_LIMIT, 102_00)
+        trading_pb2.SIDE_SELL, trading_pb2.ORDER_TYPE_LIMIT, 101_95)  # 101.949 (0.05% under): the tick within it
     assert intent.reason == "target 2%: close ₹102.00, 2.00% over the entry ₹100.00"
 
 
@@ -393,7 +429,7 @@ def test_exits_due_is_the_exit_of_an_open_position_at_the_latest_close_and_never
 
     (intent,) = long.exits_due(ctx)
 
-    assert (intent.side, intent.quantity, intent.limit_price_paise) == (trading_pb2.SIDE_SELL, 2, 100_00)
+    assert (intent.side, intent.quantity, intent.limit_price_paise) == (trading_pb2.SIDE_SELL, 2, 99_95)
     assert flat.exits_due(ctx) == []
 
 
@@ -418,7 +454,7 @@ class Reprices:
     """MOMENTUM_RSI with max_reprices in a StrategyEngine (which counts the changes it sends), one candle a call."""
 
     def __init__(self, max_reprices=2, **params):
-        self.strategy = make(max_reprices=max_reprices, **params)
+        self.strategy = make(max_reprices=max_reprices, **{"limit_slippage_pct": 0, **params})
         self.engine = StrategyEngine([self.strategy], InstrumentBook(nse_instruments(["SBIN-EQ"])),
                                      ManualClock(T0915))
         self.minute = 0

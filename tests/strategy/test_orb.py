@@ -102,10 +102,13 @@ def test_the_stop_is_the_ranges_other_side_and_the_target_twice_the_risk():
     taken = Desk(order_type="LIMIT")
     taken.ticks(*RANGE, ("09:18:02", 100_00))
     (entry,) = taken.ticks(("09:18:10", 101_10))
-    assert (entry.order_type, entry.limit_price_paise) == (LIMIT, 101_10)
+    assert (entry.order_type, entry.limit_price_paise) == (LIMIT, 101_15)  # limit_slippage_pct 0.05 over the tick
     taken.filled(entry, 101_00)
     assert described(taken.ticks(("09:20:00", 105_05))) == [  # risk 2.00 from the fill at 101.00: target 105.00
-        (SELL, 1, LIMIT, 105_05, "target 2R ₹105.00: tick ₹105.05")]
+        (SELL, 1, LIMIT, 105_00, "target 2R ₹105.00: tick ₹105.05")]  # 0.05% under the tick: 104.9975, to 105.00
+    at_the_tick = Desk(order_type="LIMIT", limit_slippage_pct=0)
+    at_the_tick.ticks(*RANGE, ("09:18:02", 100_00))
+    assert [e.limit_price_paise for e in at_the_tick.ticks(("09:18:10", 101_10))] == [101_10]
 
 
 def test_a_shorts_stop_is_the_ranges_high_and_stop_loss_pct_puts_it_nearer():

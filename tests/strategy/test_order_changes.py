@@ -107,7 +107,8 @@ async def make_world(request, db_pool) -> AsyncIterator:
             # and a timer closing at once could take a minute before the batch's ticks of that minute came in.
             "close_check_ms": 10, "close_grace_ms": 60_000, "cancel_working_after_s": 0, "strategies": [
                 {"name": "mom", "kind": "MOMENTUM_RSI", "symbols": ["SBIN-EQ"],
-                 "params": {"rsi_period": 3, "ema_period": 3, "max_reprices": max_reprices, **(params or {})}}]}}),
+                 "params": {"rsi_period": 3, "ema_period": 3, "max_reprices": max_reprices,
+                            "limit_slippage_pct": 0, **(params or {})}}]}}),
                                   clock)
         w = World(bus, clock, strategy, ledger, oms)
 

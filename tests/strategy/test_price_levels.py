@@ -83,7 +83,7 @@ def test_a_tick_at_the_target_takes_the_profit_as_the_strategys_orders_go():
 
     assert desk.ticks(101_99) == []
     assert described(desk.ticks(102_05)) == [
-        (SELL, 10, LIMIT, 102_05, "target 2%: tick ₹102.05, 2.05% over the entry ₹100.00")]
+        (SELL, 10, LIMIT, 102_00, "target 2%: tick ₹102.05, 2.05% over the entry ₹100.00")]  # 0.05% under the tick
 
     market = Desk(target_pct=2, order_type="MARKET")
     market.hold()

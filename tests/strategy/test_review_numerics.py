@@ -7,6 +7,7 @@ incremental code shows up as a mismatch over a few hundred random closes with fl
 import itertools
 import random
 from datetime import date
+from fractions import Fraction
 
 import pytest
 
@@ -302,7 +303,12 @@ def test_momentum_rsi_trades_exactly_the_documented_rules_over_random_closes(see
     got = run(MomentumRsi("mom", p), closes)
     assert [(i, t.side, t.quantity) for i, t in got] == reference_decisions(closes, p)
     assert len(got) >= 4
-    assert all(t.limit_price_paise == closes[i] and t.limit_price_paise % 5 == 0 for i, t in got)
+    # A LIMIT at the tick furthest through the close within limit_slippage_pct (0.05%): buys over it, sells under.
+    by = Fraction(repr(p.limit_slippage_pct)) / 100
+    bound = {i: closes[i] * (1 + by if t.side == trading_pb2.SIDE_BUY else 1 - by) for i, t in got}
+    assert all(t.limit_price_paise % 5 == 0 and (
+        closes[i] <= t.limit_price_paise <= bound[i] < t.limit_price_paise + 5 if t.side == trading_pb2.SIDE_BUY else
+        closes[i] >= t.limit_price_paise >= bound[i] > t.limit_price_paise - 5) for i, t in got)
 
 
 def test_no_signal_before_the_warm_up_even_when_the_closes_cross_early():

@@ -229,7 +229,7 @@ async def test_the_warm_up_sends_no_entry_and_leaves_the_token_free_to_enter_liv
     r.clock.set(M0915 + 8 * MINUTE_NS)
     await r.feed(minute_ticks([99_00, 103_00, 103_00], start_ns=M0915 + 6 * MINUTE_NS))
 
-    assert [(s.side, s.limit_price_paise) for s in r.signals] == [(trading_pb2.SIDE_BUY, 103_00)]
+    assert [(s.side, s.limit_price_paise) for s in r.signals] == [(trading_pb2.SIDE_BUY, 103_05)]
 
 
 async def test_a_tick_of_a_minute_the_warm_up_fed_is_late_not_a_second_candle(db_pool, restarted):
