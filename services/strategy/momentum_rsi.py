@@ -17,7 +17,7 @@ Rules, on each closed candle of a token (after warm-up: rsi_period + 1 and ema_p
   watched on every tick (price_levels), not only at the closes; a stop reached while a LIMIT exit works moves that
   exit to the tick's price, and one reached while a LIMIT entry works with part of it filled cancels the rest of
   it, then exits what filled. A stop once reached stays due until the position is flat (a refused exit goes again,
-  whatever the price). A close past one (a restart, a change of params) exits too.
+  whatever the price). A close past one (a restart, a change of params) exits too, a stop's as a tick's would.
 - An entry's size: `quantity` rounded down to whole lots (at least one); or, with `order_value` set, as many whole
   lots as that many rupees buy at the entry candle's close (a contract at its price factor). An instrument one lot
   of which costs more than `order_value` is not entered (said once in the log): the budget is a ceiling. With
@@ -254,10 +254,9 @@ class MomentumRsi(Strategy):
         if self.is_pending(token, ctx.now_ns):
             change = self._reprice(token, close, ema, ctx)
             return [] if change is None else [change]
-        exit_ = self._exit(token, close, rsi, ema, ctx)
-        if exit_ is not None:
-            return [exit_]
-        if self.position(token) != 0 or prev is None:
+        if self.position(token):
+            return self._exit(token, close, rsi, ema, ctx)
+        if prev is None:
             return []
         if prev < p.entry_long_rsi <= rsi and close > ema and self._with_the_market(trading_pb2.SIDE_BUY):
             side, reason = trading_pb2.SIDE_BUY, (f"RSI crossed above {p.entry_long_rsi:g} ({rsi:.1f}), close above "
@@ -306,31 +305,37 @@ class MomentumRsi(Strategy):
     def exits_due(self, ctx: StrategyContext) -> list[OrderIntent]:
         """The exits the indicators (warmed up again after a period change, or from stored candles at start) call
         for at each token's latest close."""
-        out = []
+        out: list[OrderIntent] = []
         for token, state in self._state.items():
             rsi, ema = state.rsi.value, state.ema.value
             if rsi is None or ema is None or self.is_pending(token, ctx.now_ns):
                 continue
-            exit_ = self._exit(token, state.close, rsi, ema, ctx)
-            if exit_ is not None:
-                out.append(exit_)
+            out.extend(d for d in self._exit(token, state.close, rsi, ema, ctx) if isinstance(d, OrderIntent))
         return out
 
-    def _exit(self, token: int, close: int, rsi: float, ema: float, ctx: StrategyContext) -> OrderIntent | None:
+    def _exit(self, token: int, close: int, rsi: float, ema: float, ctx: StrategyContext) -> list[Decision]:
+        """The exit a close calls for (no order of ours under way): a stop reached (or due since) at the market
+        through stop_exit, as at a tick (a refusal goes again a second later); a target, or the indicators, as
+        order_type says."""
         p, pos = self.params, self.position(token)
         if not pos:
-            return None
+            return []
+        due = self.due_stop(token)
+        if due:
+            return self.stop_exit(token, close, due, ctx)
         side = exit_side(pos)
         stop = self._stop_or_target(token, close, pos)
         if stop is not None:
             reason, at_market = stop
-            return self.mis_order(token, side, abs(pos), close, ctx, reason,
-                                  at_market or self.params.order_type == "MARKET", self.params.limit_slippage_pct)
+            if at_market:
+                return self.stop_exit(token, close, reason, ctx)
+            return [self._intent(token, close, ctx, side, abs(pos), reason)]
         if pos > 0 and (rsi < p.exit_long_rsi or close < ema):
-            return self._intent(token, close, ctx, side, pos, f"exit long: RSI {rsi:.1f}, EMA {fmt_inr(round(ema))}")
+            return [self._intent(token, close, ctx, side, pos, f"exit long: RSI {rsi:.1f}, EMA {fmt_inr(round(ema))}")]
         if pos < 0 and (rsi > p.exit_short_rsi or close > ema):
-            return self._intent(token, close, ctx, side, -pos, f"exit short: RSI {rsi:.1f}, EMA {fmt_inr(round(ema))}")
-        return None
+            return [self._intent(token, close, ctx, side, -pos,
+                                 f"exit short: RSI {rsi:.1f}, EMA {fmt_inr(round(ema))}")]
+        return []
 
     def price_levels(self, token: int, now_ns: int) -> tuple[int, int] | None:
         """The stop loss and the target of the position in `token` (_exit_levels), watched on every tick, and with

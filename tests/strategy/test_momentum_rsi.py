@@ -262,6 +262,19 @@ def test_a_close_short_of_the_stop_loss_does_not_exit():
     assert feed(strategy, [99_00], start_minute=6) == [[]]
 
 
+def test_a_stop_reached_at_a_close_stays_due_until_flat_as_one_a_tick_reached():
+    strategy = make(stop_loss_pct=1)
+    feed(strategy, FALLING_THEN_JUMP)
+    fill(strategy, trading_pb2.SIDE_BUY, 1)
+    (stop,), = feed(strategy, [98_50], start_minute=6)  # e.g. a stop set at run time below where the market is
+    reason = "stop loss 1%: close ₹98.50, 1.50% under the entry ₹100.00"
+    assert (stop.order_type, stop.reason, strategy.due_stop(SBIN)) == (trading_pb2.ORDER_TYPE_MARKET, reason, reason)
+
+    strategy.on_rejected(SBIN)  # risk refused it
+    (again,), = feed(strategy, [100_50], start_minute=7)  # back over the stop: the stop goes again all the same
+    assert (again.side, again.order_type, again.reason) == (trading_pb2.SIDE_SELL, trading_pb2.ORDER_TYPE_MARKET, reason)
+
+
 def test_a_close_at_the_target_takes_the_profit_as_the_strategys_orders_go():
     strategy = make(target_pct=2)
     feed(strategy, FALLING_THEN_JUMP)
