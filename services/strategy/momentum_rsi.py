@@ -19,10 +19,11 @@ Rules, on each closed candle of a token (after warm-up: rsi_period + 1 and ema_p
   it, then exits what filled. A stop once reached stays due until the position is flat (a refused exit goes again,
   whatever the price). A close past one (a restart, a change of params) exits too, a stop's as a tick's would.
 - An entry's size: `quantity` rounded down to whole lots (at least one); or, with `order_value` set, as many whole
-  lots as that many rupees buy at the entry candle's close (a contract at its price factor). An instrument one lot
-  of which costs more than `order_value` is not entered (said once in the log): the budget is a ceiling. With
-  `risk_per_trade` (and a stop), as many whole lots as lose at most that many rupees at the entry's stop, capped by
-  `order_value` when set; none when one lot would lose more.
+  lots as that many rupees buy at the entry's price (a contract at its price factor): a LIMIT's own, the worst it
+  fills at; a MARKET order's the close. An instrument one lot of which costs more than `order_value` is not entered
+  (said once in the log): the budget is a ceiling. With `risk_per_trade` (and a stop), as many whole lots as lose at
+  most that many rupees from that price to the entry's stop, capped by `order_value` when set; none when one lot
+  would lose more.
 - Never pyramids: while a signal's order is in flight, or a position is open, no new entry.
 - When to enter: only on a close from `entry_from_ist` up to (not at) `entry_until_ist` (IST "HH:MM", "" for no
   bound): say not in the open's first minutes, nor so near the intraday square-off that an entry has no time.
@@ -94,8 +95,8 @@ class MomentumRsiParams(BaseModel):
     allow_short: bool = True
     # Shares per entry; rounded down to the instrument's lot size (at least one lot).
     quantity: int = Field(default=1, ge=1, le=1_000_000)
-    # Rupees per entry instead (0: off): whole lots worth at most this at the close. Sizes a list of instruments
-    # from Rs 100 to Rs 10,000 alike.
+    # Rupees per entry instead (0: off): whole lots worth at most this at the entry's price. Sizes a list of
+    # instruments from Rs 100 to Rs 10,000 alike.
     order_value: RupeesOrOff = Decimal(0)
     # Rupees lost at the stop per entry instead of `quantity` (0: off): whole lots whose loss at the entry's stop
     # (the tighter of stop_loss_pct and trailing_stop_pct, which it needs) is at most this; no more than
@@ -269,8 +270,11 @@ class MomentumRsi(Strategy):
             return []
         if not self._may_enter(ctx.now_ns):
             return []
-        stop = self._entry_stop(close, side)
-        quantity = self.entry_quantity(token, ctx, close, p.quantity, p.order_value, p.risk_per_trade, stop)
+        # Sized at the worst price it fills at: a LIMIT's own (a MARKET order's is not known; the close stands for it).
+        at = close if p.order_type == "MARKET" else limit_through(close, side, p.limit_slippage_pct,
+                                                                   ctx.instruments.get(token))
+        stop = self._entry_stop(at, side)
+        quantity = self.entry_quantity(token, ctx, at, p.quantity, p.order_value, p.risk_per_trade, stop)
         reason += self.sized_by_risk(p.risk_per_trade, stop)
         return [self._intent(token, close, ctx, side, quantity, reason)] if quantity else []
 

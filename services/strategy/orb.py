@@ -10,8 +10,9 @@ A plugin (see plugins.py). Rules, per token and IST day:
   working in the token and none filled in it yet that day: BUY at the first tick at or above the range's high (plus
   `buffer_pct`), or SELL (a short, with `allow_short`) at the first at or below its low (minus `buffer_pct`). Watched
   on every tick (price_levels), not at the closes. Sized as `quantity` units (whole lots) or, with `order_value`
-  (rupees), as many whole lots as that buys at the tick's price; with `risk_per_trade` (rupees), as many as lose at
-  most that at the stop (capped by `order_value` when set).
+  (rupees), as many whole lots as that buys at the entry's price (a LIMIT's own, the worst it fills at; a MARKET
+  order's the tick); with `risk_per_trade` (rupees), as many as lose at most that from there to the stop (capped
+  by `order_value` when set).
 - Exits, on every tick: the stop is the range's other side (a long's at its low), or `stop_loss_pct` from the entry
   price when set; the target `target_r` times the risk (entry to stop) beyond the entry (0: none). Both at the market
   (a target as `order_type` says). The stop is watched while an order of ours works too: it moves a LIMIT exit to
@@ -40,6 +41,7 @@ from services.strategy.plugins import (
     Decision,
     Strategy,
     StrategyContext,
+    limit_through,
     moved_by_pct,
     register,
 )
@@ -237,8 +239,11 @@ class OpeningRangeBreakout(Strategy):
         else:
             return []
         p = self.params
-        stop, _ = self._stop(token, side == trading_pb2.SIDE_BUY, price, ctx.now_ns) or (0, "")
-        quantity = self.entry_quantity(token, ctx, price, p.quantity, p.order_value, p.risk_per_trade, stop)
+        # Sized at the worst price it fills at: a LIMIT's own (a MARKET order's is not known; the tick stands for it).
+        at = price if p.order_type == "MARKET" else limit_through(price, side, p.limit_slippage_pct,
+                                                                   ctx.instruments.get(token))
+        stop, _ = self._stop(token, side == trading_pb2.SIDE_BUY, at, ctx.now_ns) or (0, "")
+        quantity = self.entry_quantity(token, ctx, at, p.quantity, p.order_value, p.risk_per_trade, stop)
         if not quantity:
             return []
         reason = (f"broke {way} the opening range {fmt_inr(r.low)}-{fmt_inr(r.high)} "

@@ -128,15 +128,23 @@ def test_an_order_value_buys_as_many_whole_lots_as_it_can_at_the_close_whatever_
 
 
 def test_risk_per_trade_sizes_the_entry_to_lose_that_much_at_its_stop_capped_by_the_order_value():
-    """A close of 100.00 and a 1% stop: 1.00 a share at risk; Rs 500 buys 500 shares' worth of risk. A 0.5%
-    trailing stop is the tighter: 0.50 a share, 1,000 shares. Rs 20,000 of order_value buys 200 of them."""
-    (intent,) = feed(make(risk_per_trade=500, stop_loss_pct=1, quantity=3), FALLING_THEN_JUMP)[5]
+    """A LIMIT at the close of 100.00 and a 1% stop: 1.00 a share at risk; Rs 500 buys 500 shares' worth of risk. A
+    0.5% trailing stop is the tighter: 0.50 a share, 1,000 shares. Rs 20,000 of order_value buys 200 of them."""
+    at_close = {"risk_per_trade": 500, "stop_loss_pct": 1, "limit_slippage_pct": 0}
+    (intent,) = feed(make(**at_close, quantity=3), FALLING_THEN_JUMP)[5]
     assert (intent.side, intent.quantity) == (trading_pb2.SIDE_BUY, 500)
     assert intent.reason.endswith("; sized to risk ₹500.00 to the stop ₹99.00")
-    (short,) = feed(make(risk_per_trade=500, stop_loss_pct=1, trailing_stop_pct=0.5), RISING_THEN_DROP)[5]
+    (short,) = feed(make(**at_close, trailing_stop_pct=0.5), RISING_THEN_DROP)[5]
     assert (short.side, short.quantity) == (trading_pb2.SIDE_SELL, 1000)
-    (capped,) = feed(make(risk_per_trade=500, stop_loss_pct=1, order_value=20_000), FALLING_THEN_JUMP)[5]
+    (capped,) = feed(make(**at_close, order_value=20_000), FALLING_THEN_JUMP)[5]
     assert capped.quantity == 200
+    # A LIMIT 0.05% through the close (the default) may fill at 100.05: sized there, to the stop 1% under it (99.04),
+    # 1.01 a share: 495 shares; and a MARKET order at the close, its fill not known.
+    (through,) = feed(make(risk_per_trade=500, stop_loss_pct=1), FALLING_THEN_JUMP)[5]
+    assert (through.limit_price_paise, through.quantity) == (100_05, 495)
+    assert through.reason.endswith("; sized to risk ₹500.00 to the stop ₹99.04")
+    (market,) = feed(make(risk_per_trade=500, stop_loss_pct=1, order_type="MARKET"), FALLING_THEN_JUMP)[5]
+    assert market.quantity == 500
 
     lots = StrategyContext(InstrumentBook([market_pb2.Instrument(token=SBIN, lot_size=75, tick_size_paise=5)]))
     assert make().entry_quantity(SBIN, lots, 100_00, 1, Decimal(0), Decimal(200), 99_00) == 150  # 75 risk Rs 75
@@ -147,7 +155,8 @@ def test_an_entry_one_lot_of_which_loses_more_than_risk_per_trade_is_left_out_an
     assert feed(strategy, FALLING_THEN_JUMP)[5] == []
     said = [r for r in caplog.records
             if r.getMessage() == "an entry left out: one lot loses more than risk_per_trade at its stop"]
-    assert len(said) == 1 and (said[0].lot_risk, said[0].risk_per_trade) == ("₹1.00", "0.99")
+    # 1.01 from the LIMIT at 100.05 (0.05% over the close) to the stop 1% under it.
+    assert len(said) == 1 and (said[0].lot_risk, said[0].risk_per_trade) == ("₹1.01", "0.99")
 
     with pytest.raises(ValidationError, match="risk_per_trade sizes an entry by its stop"):
         make(risk_per_trade=500)
@@ -199,7 +208,8 @@ def test_an_instrument_one_lot_of_which_costs_more_than_the_order_value_is_not_e
 
     assert out[5] == []
     said = [r for r in caplog.records if r.getMessage() == "an entry left out: one lot costs more than order_value"]
-    assert len(said) == 1 and (said[0].token, said[0].lot_cost, said[0].order_value) == (SBIN, "₹100.00", "99.99")
+    # At the LIMIT's price, 0.05% over the close of 100.00: what the entry may cost.
+    assert len(said) == 1 and (said[0].token, said[0].lot_cost, said[0].order_value) == (SBIN, "₹100.05", "99.99")
 
 
 def test_an_order_value_is_set_at_run_time_in_rupees_and_a_malformed_one_changes_nothing():
@@ -272,7 +282,8 @@ def test_a_stop_reached_at_a_close_stays_due_until_flat_as_one_a_tick_reached():
 
     strategy.on_rejected(SBIN)  # risk refused it
     (again,), = feed(strategy, [100_50], start_minute=7)  # back over the stop: the stop goes again all the same
-    assert (again.side, again.order_type, again.reason) == (trading_pb2.SIDE_SELL, trading_pb2.ORDER_TYPE_MARKET, reason)
+    assert (again.side, again.order_type, again.reason) == (
+        trading_pb2.SIDE_SELL, trading_pb2.ORDER_TYPE_MARKET, reason)
 
 
 def test_a_close_at_the_target_takes_the_profit_as_the_strategys_orders_go():

@@ -251,6 +251,11 @@ def test_risk_per_trade_sizes_the_entry_by_its_distance_to_the_stop():
         (entry,) = desk.ticks(("09:18:10", 101_00))
         assert entry.quantity == quantity, params
     assert entry.reason.endswith("tick ₹101.00; sized to risk ₹1,000.00 to the stop ₹100.49")
+    # A LIMIT entry may fill 0.05% over the tick (101.05): 2.05 a share to the range's low, 487 shares, not 500.
+    limit = Desk(risk_per_trade=1_000, order_type="LIMIT")
+    limit.ticks(*RANGE, ("09:18:02", 100_00))
+    (entry,) = limit.ticks(("09:18:10", 101_00))
+    assert (entry.limit_price_paise, entry.quantity) == (101_05, 487)
 
 
 def test_its_position_is_listed_with_the_ranges_other_side_as_its_stop_and_its_target():
