@@ -427,7 +427,8 @@ class Strategy:
         at the market. The stop stays due until the position is flat: price_levels should then return EVERY_TICK
         while no order of ours works in the token (after a refusal, after a cancel), and on_price_level this again,
         with due_stop's reason, whatever the price has done since. While an order of ours works there:
-        - a LIMIT exit is moved to `price` (it would otherwise wait there while the market runs away);
+        - a LIMIT exit is moved to `price`, through it by the params' limit_slippage_pct if they have one, as a new
+          LIMIT would be priced (it would otherwise wait where it was while the market runs away);
         - an entry, part of it filled, is cancelled first (its fills are the position to protect, and the rest of it
           would only add to it); the exit goes at the token's first tick after;
         - a MARKET exit, a signal on its way, an order a trader changed by hand: nothing."""
@@ -447,8 +448,8 @@ class Strategy:
             return [OrderCancel(token, f"{reason}; the rest of the entry cancelled, then the position exits")]
         if working.order_type != trading_pb2.ORDER_TYPE_LIMIT:
             return []
-        inst = ctx.instruments.get(token)
-        moved = snap_to_tick(price, inst.tick_size_paise if inst is not None else 0)
+        slippage = float(getattr(self.params, "limit_slippage_pct", 0.0))
+        moved = limit_through(price, side, slippage, ctx.instruments.get(token))
         return [OrderChange(token, limit_price_paise=moved, reason=f"{reason}; the working exit moved to it")]
 
     def time_exit(self, token: int, price: int, ctx: StrategyContext, at_ist: str) -> list[Decision] | None:

@@ -3,6 +3,8 @@ not at the minute's close, once per reach, and the engine watches only the token
 
 from datetime import date
 
+import pytest
+
 from services.strategy.engine import StrategyEngine
 from services.strategy.momentum_rsi import MomentumRsi, MomentumRsiParams
 from shared.clock import NS, ManualClock, ist_ns
@@ -126,8 +128,11 @@ def test_an_exit_that_ends_without_closing_the_position_lets_the_stop_fire_again
     assert (first.quantity, again.quantity) == (10, 6)
 
 
-def test_a_stop_reached_while_a_limit_exit_works_moves_that_exit_to_the_tick():
-    desk = Desk(stop_loss_pct=1)
+@pytest.mark.parametrize(("slippage", "moved"), [(0.05, 98_95), (0, 98_95), (0.5, 98_50)])
+def test_a_stop_reached_while_a_limit_exit_works_moves_that_exit_to_the_tick(slippage, moved):
+    """To the tick, through it as a new LIMIT would be priced (limit_slippage_pct: 0.05% of 98.95 is under a tick;
+    0.5% under it is 98.4553, the tick within that 98.50): an exit at the tick itself could rest above the bid."""
+    desk = Desk(stop_loss_pct=1, limit_slippage_pct=slippage)
     desk.hold()
     desk.update("exit-1", SELL, trading_pb2.ORDER_STATUS_OPEN, limit=100_50)  # the indicators' exit, resting above
 
@@ -135,7 +140,7 @@ def test_a_stop_reached_while_a_limit_exit_works_moves_that_exit_to_the_tick():
     (change,) = desk.engine.orders.take_changes()
 
     assert (change.request.order_id, change.request.price_paise, change.reason) == (
-        "exit-1", 98_95,
+        "exit-1", moved,
         "stop loss 1%: tick ₹98.95, 1.05% under the entry ₹100.00; the working exit moved to it")
 
 
