@@ -13,11 +13,11 @@ Rules, on each closed candle of a token (after warm-up: rsi_period + 1 and ema_p
 - Either, first of all: with `stop_loss_pct`, exit at the market when a tick's price is that much against the entry
   price (the average of the fills that opened the position); with `target_pct`, when one is that much in its favour.
   With `trailing_stop_pct`, at the market when a tick is that much off the best price a tick reached since the entry
-  (the entry price until one beats it; after a restart, the best of the stored ticks since the entry). All are
-  watched on every tick (price_levels), not only at the closes; a stop reached while a LIMIT exit works moves that
-  exit to the tick's price, and one reached while a LIMIT entry works with part of it filled cancels the rest of
-  it, then exits what filled. A stop once reached stays due until the position is flat (a refused exit goes again,
-  whatever the price). A close past one (a restart, a change of params) exits too, a stop's as a tick's would.
+  (the entry price until one beats it; after a restart, the best of the stored ticks since the entry). All are watched
+  on every tick (price_levels), not only at the closes; a stop reached while a LIMIT exit works moves that exit to the
+  tick (limit_slippage_pct through it), and one reached while a LIMIT entry works with part of it filled cancels the
+  rest of it, then exits what filled. A stop once reached stays due until the position is flat (a refused exit goes
+  again, whatever the price). A close past one (a restart, a change of params) exits too, a stop's as a tick's would.
 - An entry's size: `quantity` rounded down to whole lots (at least one); or, with `order_value` set, as many whole
   lots as that many rupees buy at the entry's price (a contract at its price factor): a LIMIT's own, the worst it
   fills at; a MARKET order's the close. An instrument one lot of which costs more than `order_value` is not entered

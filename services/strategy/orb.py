@@ -14,11 +14,11 @@ A plugin (see plugins.py). Rules, per token and IST day:
   order's the tick); with `risk_per_trade` (rupees), as many as lose at most that from there to the stop (capped
   by `order_value` when set).
 - Exits, on every tick: the stop is the range's other side (a long's at its low), or `stop_loss_pct` from the entry
-  price when set; the target `target_r` times the risk (entry to stop) beyond the entry (0: none). Both at the market
-  (a target as `order_type` says). The stop is watched while an order of ours works too: it moves a LIMIT exit to
-  the tick's price, or cancels the rest of a LIMIT entry part of which filled and then exits what filled; once
-  reached it stays due until the position is flat. With `exit_at_ist`, from then the position exits at the market at
-  its token's first close (and an entry still working is cancelled). What is left at 15:15 the intraday square-off
+  price when set; the target `target_r` times the risk (entry to stop) beyond the entry (0: none). Both at the market (a
+  target as `order_type` says). The stop is watched while an order of ours works too: it moves a LIMIT exit to the tick
+  (limit_slippage_pct through it), or cancels the rest of a LIMIT entry part of which filled and then exits what filled;
+  once reached it stays due until the position is flat. With `exit_at_ist`, from then the position exits at the market
+  at its token's first close (and an entry still working is cancelled). What is left at 15:15 the intraday square-off
   (risk) closes.
 - A rejected entry is tried again at the next tick past the range after the token's next close; a second trade the
   same day never goes (its fills say the token traded, also after a restart, from the day's orders).
