@@ -17,7 +17,7 @@ from shared.money import to_paise
 from shared.price_factor import factor_of
 
 if TYPE_CHECKING:
-    from services.simulator.server import Simulator
+    from services.simulator.server import Fault, Simulator
 
 Handler = Callable[[web.Request, "Simulator", dict], Awaitable[Any]]
 INVALID_CREDENTIALS = {"code": "900901", "message": "Invalid Credentials",
@@ -61,15 +61,15 @@ def _route(sim: Simulator, name: str, handler: Handler, auth: str) -> Callable[[
         if sim.throttles(name):
             return web.json_response(THROTTLED, status=429)
         fault = sim.take_fault(name)
-        if fault and fault.status:
-            if fault.text:
-                return web.Response(text=fault.text, status=fault.status, content_type="text/html")
-            return web.json_response(fault.body, status=fault.status)
+        if fault and fault.status and not fault.after_work:
+            return _failed(fault)
         if auth == "trade" and not sim.session_valid(request.headers.get("Auth"), request.headers.get("Sid")):
             return web.json_response(INVALID_CREDENTIALS, status=401)
         if auth == "consumer" and request.headers.get("Authorization") != sim.creds.consumer_key:
             return web.json_response(INVALID_CREDENTIALS, status=401)
         result = await handler(request, sim, await _body(request) if request.can_read_body else {})
+        if fault and fault.status:
+            return _failed(fault)
         if fault and fault.delay_s:
             await asyncio.sleep(fault.delay_s)
         if fault and fault.hang:
@@ -79,6 +79,12 @@ def _route(sim: Simulator, name: str, handler: Handler, auth: str) -> Callable[[
         return web.json_response(result)
 
     return wrapped
+
+
+def _failed(fault: Fault) -> web.Response:
+    if fault.text:
+        return web.Response(text=fault.text, status=fault.status, content_type="text/html")
+    return web.json_response(fault.body, status=fault.status)
 
 
 # login ------------------------------------------------------------------------

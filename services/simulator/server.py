@@ -54,6 +54,7 @@ class Fault:
     body: dict = field(default_factory=dict)
     text: str = ""  # answered as it is (an HTML error page from a gateway), instead of `body` as JSON
     hang: bool = False  # do the work, then never answer (until the simulator stops): a broker call that hangs
+    after_work: bool = False  # answer `status` after doing the work: a gateway that timed out on a call Kotak made
 
 
 class Simulator:
@@ -203,10 +204,12 @@ class Simulator:
         """Do the next `endpoint` call's work (a hung place still places), then never answer until stop()."""
         self.faults[endpoint] = Fault(hang=True)
 
-    def fail_next(self, endpoint: str, status: int = 500, body: dict | None = None, text: str = "") -> None:
-        """Fail the next `endpoint` call without doing the work: answer `body` as JSON, or `text` as an HTML page
-        (what a gateway in front of Kotak answers a 502 with)."""
-        self.faults[endpoint] = Fault(status=status, text=text, body=body or {
+    def fail_next(self, endpoint: str, status: int = 500, body: dict | None = None, text: str = "",
+                  after_work: bool = False) -> None:
+        """Fail the next `endpoint` call without doing the work (or, `after_work`, having done it: a gateway's
+        timeout on a call that went through): answer `body` as JSON, or `text` as an HTML page (what a gateway in
+        front of Kotak answers a 502 with)."""
+        self.faults[endpoint] = Fault(status=status, text=text, after_work=after_work, body=body or {
             "stat": "Not_Ok", "emsg": "Internal server error", "stCode": 500})
 
     def throttle_next(self, endpoint: str, times: int = 1) -> None:

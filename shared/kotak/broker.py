@@ -60,10 +60,10 @@ class KotakBroker:
         """Place once with client_order_id as the tag; an unknown outcome is resolved by tag, never by resending."""
         reply = await self.session.call("place_order", is_order=True, before_retry=partial(self._still_fresh, order),
                                         **mapping.place_params(order))
-        error = mapping.reply_error(reply)
-        if error is None and reply.get("nOrdNo"):
-            return BrokerAck(str(reply["nOrdNo"]), S.ORDER_STATUS_SUBMITTED, raw=reply)
-        kind, text = error or ("unknown", "no order number in the reply")
+        order_id = mapping.placed_order_id(reply)
+        if order_id:
+            return BrokerAck(order_id, S.ORDER_STATUS_SUBMITTED, raw=reply)
+        kind, text = mapping.reply_error(reply) or ("unknown", "no order number in the reply")
         text = self.session.scrub(text)
         if kind == "refused":
             raise BrokerRejected(f"order {order.client_order_id}: Kotak refused it: {text}")

@@ -101,10 +101,20 @@ def _ws_url(base_url: str, path: str) -> str:
     return f"{scheme}://{parts.netloc}{path}"
 
 
+# The key KotakTransport adds to a 5xx reply's body with the HTTP status, which the SDK does not hand over.
+HTTP_STATUS = "httpStatus"
+
+
 class KotakTransport(httpx.HTTPTransport):
-    """The SDK's transport. An HTTP 429 whose body is not JSON (a gateway's HTML page) is given Kotak's own 429 body,
-    {"code": 429, "error": "Rate limit exceeded", ...}: the SDK then hands it over as a reply (mapping.throttled, a
-    request that took nothing and may go again) instead of failing to decode it, which read as an unknown outcome.
+    """The SDK's transport. The SDK hands over a reply's JSON whatever its HTTP status, so the status is lost; two
+    kinds are marked here for mapping.reply_error:
+    - An HTTP 429 whose body is not JSON (a gateway's HTML page) is given Kotak's own 429 body, {"code": 429,
+      "error": "Rate limit exceeded", ...}: a request that took nothing and may go again (mapping.throttled), not
+      an undecodable reply.
+    - An HTTP 5xx (Kotak's 500, 502 "Not able to communicate with OMS", 503, 504 "Gateway timeout") carries its
+      status in the body as "httpStatus" (a body that is not a JSON object becomes {"httpStatus", "error",
+      "message"}): the call may have been made or not, an unknown outcome, whatever the body says. Read as Kotak's
+      no, an order it placed would be booked as rejected, and its fills dropped.
     HTTP/2 and the pool's limits are the SDK's own (it leaves them to a transport it is given)."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -114,18 +124,25 @@ class KotakTransport(httpx.HTTPTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         response = super().handle_request(request)
-        if response.status_code != 429:
+        status = response.status_code
+        if status != 429 and status < 500:
             return response
         response.read()
         try:
-            json.loads(response.content)
+            body = json.loads(response.content)
+        except ValueError:  # not JSON, or not text (UnicodeDecodeError)
+            body = None
+        if status == 429 and body is not None:
             return response
-        except ValueError:
-            pass
-        text = response.text[:200]
+        text = response.content.decode("utf-8", "replace")[:200]
         response.close()
-        return httpx.Response(429, json={"code": 429, "error": "Rate limit exceeded", "message": text},
-                              request=request)
+        if status == 429:
+            body = {"code": 429, "error": "Rate limit exceeded", "message": text}
+        elif isinstance(body, dict):
+            body = {**body, HTTP_STATUS: status}
+        else:
+            body = {HTTP_STATUS: status, "error": f"HTTP {status}", "message": text}
+        return httpx.Response(status, json=body, request=request)
 
 
 class RewriteTransport(KotakTransport):

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from services.oms.broker import BrokerOrderEvent
 from shared.contracts import market_pb2, oms_pb2, trading_pb2
 from shared.errors import NeoPulseError
+from shared.kotak.config import HTTP_STATUS
 from shared.money import to_paise, to_rupees
 from shared.price_factor import price_factor as price_factor_proto
 from shared.price_factor import representable
@@ -106,8 +107,9 @@ def error_text(reply: dict) -> str:
 
 
 def reply_error(reply: Any) -> tuple[str, str] | None:
-    """None when the reply is a success; else (kind, text), kind "unknown" (timeout, transport, 5xx:
-    the call may have happened) or "refused" (Kotak answered no)."""
+    """None when the reply is a success; else (kind, text), kind "unknown" (timeout, transport, an HTTP 5xx as
+    KotakTransport marks it, a 5xx stCode or gateway code: the call may have happened) or "refused" (Kotak answered
+    no)."""
     if not isinstance(reply, (dict, list)):
         return ("unknown", f"unexpected reply type {type(reply).__name__}")
     if isinstance(reply, list):
@@ -118,12 +120,21 @@ def reply_error(reply: Any) -> tuple[str, str] | None:
             return (_exception_kind(exc), str(getattr(exc, "reason", None) or exc))
         if exc == SDK_CALL_FAILED:
             return ("unknown", exc)
-    st_code = integer(reply.get("stCode"))
-    if 500 <= st_code <= 599:
-        return ("unknown", error_text(reply) or f"stCode {st_code}")
+    http, st_code, code = (integer(reply.get(k)) for k in (HTTP_STATUS, "stCode", "code"))
+    if http >= 500 or 500 <= st_code <= 599 or 500 <= code <= 599:
+        return ("unknown", error_text(reply) or f"HTTP {http or st_code or code}")
     if str(reply.get("stat", "")).lower() == "not_ok" or error_text(reply):
         return ("refused", error_text(reply) or "refused without a reason")
     return None
+
+
+def placed_order_id(reply: Any) -> str:
+    """Kotak's order number in a place_order reply ("" when none): nOrdNo, whatever else the reply says beside it
+    (a message), unless it says Not_Ok. An order number is an order placed: read as a refusal, the order would be
+    booked as rejected while it works at the exchange."""
+    if not isinstance(reply, dict) or str(reply.get("stat", "")).lower() == "not_ok":
+        return ""
+    return str(reply.get("nOrdNo") or "")
 
 
 def throttled(reply: Any) -> bool:
@@ -148,7 +159,7 @@ def _exception_kind(exc: BaseException) -> str:
     if isinstance(exc, ApiException):
         status = exc.status or 0
         return "unknown" if status == 0 or status >= 500 else "refused"
-    if isinstance(exc, JSONDecodeError):
+    if isinstance(exc, (JSONDecodeError, UnicodeDecodeError)):  # a reply came back, unreadable: the call was made
         return "unknown"
     # The SDK's own input validation (ValueError/TypeError) never reached Kotak.
     return "refused" if isinstance(exc, (ValueError, TypeError, KeyError)) else "unknown"

@@ -48,6 +48,58 @@ async def test_place_order_that_failed_before_kotak_took_it_raises_retryable_and
     assert sim.exchange.orders == {}
 
 
+# Kotak's own list for place/modify/cancel: 500, 502 "Not able to communicate with OMS", 503, 504 "Gateway timeout".
+# The SDK hands over the body whatever the HTTP status; a gateway's 5xx body is Kotak's 429 shape with its code.
+GATEWAY_TIMEOUT = {"code": 504, "error": "Gateway Timeout", "message": "upstream request timeout"}
+NO_OMS = {"stat": "Not_Ok", "errMsg": "Not able to communicate with OMS"}
+
+
+@pytest.mark.parametrize("body", [GATEWAY_TIMEOUT, NO_OMS], ids=["gateway-504", "no-oms-502"])
+async def test_a_place_answered_5xx_after_kotak_took_it_is_found_by_tag_not_booked_as_refused(sim, broker, body):
+    sim.fail_next("place_order", status=502 if body is NO_OMS else 504, body=body, after_work=True)
+
+    ack = await broker.place_order(market_buy("coid-5xx"))
+
+    assert sim.calls["place_order"] == 1
+    assert [o.tag for o in sim.exchange.orders.values()] == ["coid-5xx"]
+    assert (ack.exchange_order_id, ack.status) == (next(iter(sim.exchange.orders)), T.ORDER_STATUS_TRADED)
+
+
+@pytest.mark.parametrize("body", [GATEWAY_TIMEOUT, NO_OMS], ids=["gateway-504", "no-oms-502"])
+async def test_a_place_answered_5xx_before_kotak_took_it_is_an_unknown_outcome_to_look_up(sim, broker, body):
+    sim.fail_next("place_order", status=502 if body is NO_OMS else 504, body=body)
+
+    with pytest.raises(RetryableError, match="outcome unknown"):
+        await broker.place_order(market_buy("coid-5xx"))
+
+    assert sim.exchange.orders == {}
+
+
+async def test_a_cancel_answered_5xx_after_kotak_made_it_is_not_a_refusal(sim, broker):
+    ack = await broker.place_order(limit_buy("coid-cancel-5xx", 128_000))
+    sim.fail_next("cancel_order", status=504, body=GATEWAY_TIMEOUT, after_work=True)
+
+    with pytest.raises(RetryableError, match="outcome unknown"):
+        await broker.cancel_order(ack.exchange_order_id)
+
+    assert sim.exchange.orders[ack.exchange_order_id].status == "cancelled"
+
+
+async def test_gateway_errors_at_login_never_stop_automatic_login_as_refusals_would(sim):
+    """Three refusals in a row stop automatic login (an account locks after a few wrong MPINs); a login outage
+    of 5xx replies is no refusal: once Kotak answers again the login goes through."""
+    broker = KotakBroker(settings_for(sim, login_max_refusals=2, reconnect_initial_s=0.01, reconnect_max_s=0.01))
+    for _ in range(4):
+        sim.fail_next("totp_login", status=504, body=GATEWAY_TIMEOUT)
+        with pytest.raises(RetryableError, match="Gateway Timeout"):
+            await broker.start()
+        await asyncio.sleep(0.02)  # past the backoff
+
+    await broker.start()
+
+    assert sim.logins == 1
+
+
 async def test_order_feed_delivers_each_state_of_a_fill_once(sim, broker):
     events = broker.events()
     first = asyncio.ensure_future(anext(events))

@@ -31,6 +31,24 @@ def test_a_timeout_is_an_unknown_outcome_and_a_not_ok_is_a_refusal():
     assert mapping.reply_error({"nOrdNo": "1", "stat": "Ok", "stCode": 200}) is None
 
 
+def test_a_5xx_is_an_unknown_outcome_whatever_its_body_says_and_an_unreadable_reply_too():
+    """KotakTransport puts the HTTP status of a 5xx in the body (httpStatus); a gateway says it as "code"."""
+    assert mapping.reply_error({"stat": "Not_Ok", "errMsg": "Not able to communicate with OMS", "httpStatus": 502}) \
+        == ("unknown", "Not able to communicate with OMS")
+    assert mapping.reply_error({"code": 504, "error": "Gateway Timeout"}) == ("unknown", "Gateway Timeout")
+    assert mapping.reply_error({"httpStatus": 503}) == ("unknown", "HTTP 503")
+    undecodable = UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+    assert mapping.reply_error({"error": undecodable})[0] == "unknown"  # an answer came: the call was made
+    assert mapping.reply_error({"error": ValueError("quantity must be a number")})[0] == "refused"  # the SDK's own
+
+
+def test_an_order_number_in_a_place_reply_is_an_order_placed_whatever_else_it_says():
+    assert mapping.placed_order_id({"nOrdNo": "2411", "stat": "Ok", "stCode": 200}) == "2411"
+    assert mapping.placed_order_id({"nOrdNo": "2411", "stat": "Ok", "message": "order placed"}) == "2411"
+    assert mapping.placed_order_id({"nOrdNo": "2411", "stat": "Not_Ok", "errMsg": "RMS:Margin Exceeds"}) == ""
+    assert mapping.placed_order_id({"stat": "Ok"}) == mapping.placed_order_id([]) == ""
+
+
 def test_invalid_credentials_and_missing_2fa_both_read_as_session_expired():
     assert mapping.is_session_expired({"code": "900901", "message": "Invalid Credentials"})
     assert mapping.is_session_expired({"Error Message": "Complete the 2fa process before accessing this application"})
