@@ -105,6 +105,7 @@ class Simulator:
         # Leave GuiOrdId (the tag) out of order-feed messages: the SDK's OrderData and Kotak's order-feed field
         # list (order_feed.md) do not name it, so a client must not rely on the feed carrying it.
         self.order_feed_without_tag = False
+        self.order_feed_loose_types = False  # rows that do not fit the SDK's OrderData model (it hands over a dict)
         self.feed_sockets: set[feeds.FeedClient] = set()
         self.order_sockets: set[web.WebSocketResponse] = set()
         self._runner: web.AppRunner | None = None
@@ -305,6 +306,9 @@ class Simulator:
                 data["avgPrc"], data["fldQty"] = "", None
             if self.order_feed_without_tag:
                 data.pop("GuiOrdId", None)
+            if self.order_feed_loose_types:  # numbers where the SDK's model wants strings, "" for no fills yet
+                data["tok"], data["avgPrc"] = int(data["tok"]), float(data["avgPrc"] or 0)
+                data["fldQty"] = data["fldQty"] or ""
             text = json.dumps({"type": "order", "data": data})
             if self.order_feed_delay_s > 0 or self._late_sender is not None:  # once late, all in one line
                 self._late_orders.put_nowait((asyncio.get_running_loop().time() + self.order_feed_delay_s, text))

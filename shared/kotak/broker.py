@@ -225,8 +225,9 @@ class KotakBroker:
                 await feed.connect()
                 delay = self.settings.reconnect_initial_s
                 async for message in _until_closed(feed):
-                    if isinstance(message, OrderUpdate):
-                        event = self._merge(mapping.order_event(message.data.model_dump(by_alias=True), time.time_ns()))
+                    row = _order_row(message)
+                    if row is not None:
+                        event = self._merge(mapping.order_event(row, time.time_ns()))
                         if event is not None:
                             queue.put_nowait(event)
             except asyncio.CancelledError:
@@ -268,6 +269,18 @@ def _terms(event: BrokerOrderEvent, last: BrokerOrderEvent) -> tuple[int, int, i
     """The order's quantity, price and trigger as a row shows them; one it leaves empty (0), as `last` showed it."""
     return (event.quantity or last.quantity, event.price_paise or last.price_paise,
             event.trigger_price_paise or last.trigger_price_paise)
+
+
+def _order_row(message: Any) -> dict[str, Any] | None:
+    """The order-book row (Kotak's field names) an order-feed message carries, else None (a position update, a
+    control frame). The SDK parses a message into OrderUpdate, or, when its row does not fit the SDK's model (an
+    empty fldQty, a number where the model wants a string), hands over the frame as the dict it is: read either way,
+    as mapping.order_event reads the order book's rows, not left to the next poll."""
+    if isinstance(message, OrderUpdate):
+        return message.data.model_dump(by_alias=True)
+    if isinstance(message, dict) and message.get("type") == "order" and isinstance(message.get("data"), dict):
+        return message["data"]
+    return None
 
 
 async def _until_closed(feed: Any) -> AsyncIterator[Any]:

@@ -113,6 +113,31 @@ async def test_order_feed_delivers_each_state_of_a_fill_once(sim, broker):
         "coid-feed", 3, 129_005)
 
 
+async def test_an_order_feed_row_the_sdks_model_does_not_take_is_read_not_left_to_the_next_poll(sim):
+    """A row with an integer tok, a numeric avgPrc or an empty fldQty fails the SDK's OrderData model: the SDK hands
+    the frame over as a dict. Polling once a minute here, the fill can only come from the feed in time."""
+    broker = KotakBroker(settings_for(sim, poll_interval_s=60.0))
+    await broker.start()
+    sim.order_feed_loose_types = True
+    events = broker.events()
+    first = asyncio.ensure_future(anext(events))
+    await wait_for(lambda: bool(sim.order_sockets))
+    await asyncio.sleep(0.2)  # the first poll (at start) is done
+    polls = sim.calls["order_book"]
+
+    await broker.place_order(market_buy("coid-loose"))
+    try:
+        async with asyncio.timeout(3.0):
+            seen = [await first, await next_event_with(events, T.ORDER_STATUS_TRADED)]
+    finally:
+        first.cancel()
+        await events.aclose()
+
+    assert (seen[-1].client_order_id, seen[-1].filled_quantity, seen[-1].average_price_paise) == (
+        "coid-loose", 3, 129_005)
+    assert sim.calls["order_book"] == polls
+
+
 async def test_polling_fills_the_gap_when_the_order_feed_is_silent(sim, broker):
     sim.mute_order_feed = True
     await broker.place_order(market_buy("coid-poll"))
