@@ -203,7 +203,9 @@ class RiskEngine:
                 return denial
         rest = trading_pb2.OrderRequest()
         rest.CopyFrom(order)
-        rest.quantity = order.quantity - filled
+        # The rest still to fill as risk's own books count it: fills the OMS has and risk has not taken yet (their
+        # updates on their way) are in neither its position nor, counted as `filled`, in the rest.
+        rest.quantity = order.quantity - min(filled, tracked.filled)
         del self.open_orders[cid]  # counted as the change leaves it, not twice
         try:
             for check in self._change_checks:
@@ -325,6 +327,8 @@ class RiskEngine:
         if self._is_square_off(order):
             return None  # closing must not be capped: one lot may be worth more than max_order_value
         price = self._valuation_price(order)
+        if order.side == trading_pb2.SIDE_SELL and order.order_type == trading_pb2.ORDER_TYPE_LIMIT:
+            price = max(price, self._market_price(order.token))  # a sell fills at its limit or above: the market's
         if price <= 0:
             return "NO_PRICE", (f"no last price for token {order.token} to value a market order; "
                                 "wait for a tick or send a limit order")
@@ -566,7 +570,11 @@ class RiskEngine:
         elif cid:
             req = update.request
             tracked = self.open_orders.setdefault(cid, _open_order(req))
-            if req.quantity:  # the terms the OMS holds now: a change (ModifyOrder) moves them
+            if req.quantity and update.status == trading_pb2.ORDER_STATUS_MODIFY_PENDING:
+                # The terms asked for, the broker's answer still to come: it may refuse them and keep the old ones.
+                tracked.quantity = max(tracked.quantity, req.quantity)
+                tracked.price = max(tracked.price, _own_price(req))
+            elif req.quantity:  # the terms the OMS holds now: a change (ModifyOrder) moves them
                 tracked.quantity, tracked.price = req.quantity, _own_price(req)
             tracked.filled = update.filled_quantity
             self._accepted.add(cid)
@@ -728,7 +736,10 @@ class RiskEngine:
 
     def _grows(self, o: OpenOrder) -> bool:
         """The order, filled, would grow its position (of its product): a buy when flat or long, a sell when flat or
-        short, or one larger than the position it closes (it would open the other side)."""
+        short, or one larger than the position it closes (it would open the other side). Each exit is judged alone:
+        a stop and a target of one position (together twice it) are both kept, since cancelling either could leave
+        the position without its stop; once one fills, the other would grow a flat position and goes at the next
+        pass."""
         net = self._net(o.token, o.product)
         return net == 0 or (net > 0) == (o.side == BUY) or o.remaining > abs(net)
 

@@ -128,6 +128,17 @@ def test_market_order_is_valued_at_the_last_price(clock):
     assert engine.decide(order(quantity=100, order_type=MARKET, price_paise=0)).reason_code == "MAX_ORDER_VALUE"
 
 
+def test_a_sell_limit_under_the_market_is_valued_at_the_market_it_fills_at(clock):
+    """A sell at ₹1,000 with the market at ₹1,290 fills near ₹1,290: 100 are ₹1,29,000, over ₹1,00,000 as the
+    same MARKET order is. A buy limit fills at its price or under: valued at it."""
+    engine = RiskEngine(limits(max_order_value_paise=100_000_00, price_band_bps=0), clock, instruments())
+    engine.last_prices[RELIANCE] = 1290_00
+
+    assert engine.decide(order(side=SELL, quantity=100, price_paise=1000_00)).reason_code == "MAX_ORDER_VALUE"
+    assert engine.decide(order(side=SELL, quantity=70, price_paise=1300_00)).accepted  # ₹91,000 at its limit
+    assert engine.decide(order(side=BUY, quantity=100, price_paise=1000_00)).accepted  # ₹1,00,000 at most
+
+
 def test_market_order_without_any_price_is_denied(clock):
     engine = RiskEngine(limits(), clock, instruments())
 

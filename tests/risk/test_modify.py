@@ -100,6 +100,42 @@ def test_an_accepted_change_counts_at_the_larger_terms_until_the_oms_says_which_
     assert engine.open_orders[working.client_order_id].quantity == 20
 
 
+def test_a_change_the_broker_has_not_answered_yet_counts_at_the_larger_terms_still(clock):
+    """The OMS says MODIFY_PENDING with the terms asked for before the broker answers; the broker may refuse them and
+    keep the old 40 working. max_position_quantity 50: a buy of 20 meanwhile would make 60 at the broker."""
+    engine = holding(clock)
+    engine.set_limits(limits(max_position_quantity=50))
+    working = order(quantity=40)
+    assert engine.decide(working).accepted
+    assert engine.decide_modify(changed(working, quantity=10), 0).accepted
+
+    engine.on_order_update(update_of(changed(working, quantity=10), trading_pb2.ORDER_STATUS_MODIFY_PENDING))
+
+    assert engine.open_orders[working.client_order_id].quantity == 40
+    assert engine.decide(order(quantity=20)).reason_code == "MAX_POSITION_QUANTITY"
+    engine.on_order_update(update_of(changed(working, quantity=10), trading_pb2.ORDER_STATUS_OPEN))  # it holds
+    assert engine.decide(order(quantity=20)).accepted
+
+
+def test_a_change_counts_the_fills_risk_has_taken_not_those_the_oms_has_ahead_of_it(clock):
+    """A buy of 50, max_position_quantity 50. The OMS has 40 filled, its update still on its way to risk (position 0
+    here): a change to 90 checked as 50 more on top of 0 would pass, and end at 90 once the 40 arrive."""
+    engine = holding(clock)
+    engine.set_limits(limits(max_position_quantity=50, max_order_quantity=500))
+    working = order(quantity=50)
+    assert engine.decide(working).accepted
+
+    refused = engine.decide_modify(changed(working, quantity=90), 40)
+
+    assert (refused.accepted, refused.reason_code) == (False, "MAX_POSITION_QUANTITY")
+    part = update_of(working, trading_pb2.ORDER_STATUS_PARTIALLY_FILLED, filled=40)
+    part.last_fill_quantity, part.last_fill_price_paise = 40, 1290_00
+    engine.on_order_update(part)  # the 40 reach risk: held now, 10 still to fill
+    assert engine.positions.net_quantity(RELIANCE) == 40
+    assert engine.decide_modify(changed(working, quantity=60), 40).reason_code == "MAX_POSITION_QUANTITY"
+    assert engine.decide_modify(changed(working, quantity=50), 40).accepted
+
+
 def test_a_change_off_the_tick_size_or_beyond_the_band_is_refused(clock):
     engine = holding(clock)
     working = order()
