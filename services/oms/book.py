@@ -276,6 +276,9 @@ class OrderBook:
                 audit = {**audit, "cancel_sent_unrecorded": unrecorded_cancel}
             try:
                 await self.ledger.record(u, audit)
+            except asyncio.CancelledError:  # the caller stopped waiting mid-write: committed or not, unknown
+                self._unknown_writes[internal_id] = (u, recorded)
+                raise
             except Exception:
                 if not await self._recorded_after_all(u, recorded):
                     raise  # the book stays as it was: the caller may apply the same news again

@@ -1,11 +1,13 @@
 """Cancels racing fills: a fill the broker made before the cancel is never lost, a repeated cancel is harmless."""
 
+import asyncio
 
 import pytest
 from prometheus_client import REGISTRY
 
 from services.oms.broker import BrokerOrderEvent
 from services.oms.charges import ChargeModel
+from services.oms.ledger import MemoryLedger
 from services.oms.virtual_broker import VirtualBroker
 from shared.bus import Topic
 from shared.clock import ManualClock
@@ -121,3 +123,72 @@ async def test_a_cancel_refused_for_an_order_the_broker_filled_brings_its_fill_i
     assert (engine.lookup("c-1").status, engine.lookup("c-1").filled_quantity) == (t.ORDER_STATUS_TRADED, 10)
     assert (await oms.ledger.get("c-1")).status == t.ORDER_STATUS_TRADED
     assert engine.positions.net_quantity(order().token) == 10
+
+
+class FilledMeanwhile(VirtualBroker):
+    """The order filled at the broker before the cancel reached it: the cancel is refused, its book says TRADED."""
+
+    async def cancel_order(self, exchange_order_id):
+        raise BrokerRejected("order is already complete")
+
+    async def find_by_tag(self, client_order_id):
+        return BrokerOrderEvent(self._by_tag[client_order_id].id, client_order_id, t.ORDER_STATUS_TRADED, 10, 100_00,
+                                charges_paise=500, quantity=10, price_paise=100_00)
+
+
+class SlowFillReply(MemoryLedger):
+    """The first fill's write commits, then its reply is slow (a loaded database)."""
+
+    slow = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.committed = asyncio.Event()
+
+    async def record(self, update, audit):
+        await super().record(update, audit)
+        if update.last_fill_quantity and self.slow:
+            self.slow = False
+            self.committed.set()
+            await asyncio.sleep(0.3)
+
+
+async def test_a_cancel_whose_caller_gives_up_mid_write_records_the_fill_it_found_once(start_oms):
+    """/cancel (Telegram gives up after 10 s) or a gRPC deadline stops waiting while the refused cancel's read-back
+    writes the fill it found, committed, its reply not back: cut off there, the book never took it, and the broker's
+    TRADED row wrote the same fill again (20 units of a 10-unit order in the ledger, its charges twice)."""
+    ledger = SlowFillReply()
+    oms = await start_oms(broker=FilledMeanwhile(None, ChargeModel.default(), ManualClock(T0 + 1)), ledger=ledger)
+    engine = oms.module.engine
+    await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=10)))
+    opened = await oms.until_status("c-1", t.ORDER_STATUS_OPEN)
+
+    caller = asyncio.create_task(engine.cancel("c-1"))
+    await ledger.committed.wait()  # the fill's write has committed, its reply not back
+    caller.cancel()  # the caller's timeout
+    await asyncio.gather(caller, return_exceptions=True)
+    await oms.broker._events.put(row(opened, t.ORDER_STATUS_TRADED, filled=10))  # the broker's feed: its TRADED row
+    await oms.until_status("c-1", t.ORDER_STATUS_TRADED)  # without the cancel's fill in the book: the row's, again
+
+    fills = [e.last_fill_quantity for e in ledger.events if e.internal_id == opened.internal_id]
+    assert sum(fills) == 10
+
+
+async def test_a_write_cut_off_by_its_callers_cancellation_is_settled_before_the_orders_next(start_oms):
+    """Whatever task writes (a caller's, not only a cancel's own): the write may have committed. Kept as unknown,
+    the order's next write reads the row first and moves the book on to it, rather than writing the fill again."""
+    ledger = SlowFillReply()
+    oms = await start_oms(ledger=ledger)
+    engine = oms.module.engine
+    await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=10)))
+    opened = await oms.until_status("c-1", t.ORDER_STATUS_OPEN)
+
+    writer = asyncio.create_task(engine.transition(opened.internal_id, t.ORDER_STATUS_TRADED, audit={},
+                                                   filled=(10, 100_00), fill=(10, 100_00, 500)))
+    await ledger.committed.wait()
+    writer.cancel()
+    await asyncio.gather(writer, return_exceptions=True)
+    await oms.broker._events.put(row(opened, t.ORDER_STATUS_TRADED, filled=10))  # the broker's TRADED row
+    await oms.until_status("c-1", t.ORDER_STATUS_TRADED)
+
+    assert sum(e.last_fill_quantity for e in ledger.events if e.internal_id == opened.internal_id) == 10
