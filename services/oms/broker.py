@@ -21,6 +21,7 @@ class BrokerAck:
     status: int  # trading_pb2.OrderStatus
     reason: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
+    reason_code: str = ""  # a REJECTED one's, when not BROKER_REJECTED (the OMS's own: NOT_SENT)
 
 
 @dataclass

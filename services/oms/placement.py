@@ -89,18 +89,38 @@ class Placement(BrokerNews):
         try:
             return await self.broker.place_order(request)
         except NotSent as exc:  # certainly not at the broker: nothing to look up
-            await self.transition(internal_id, t.ORDER_STATUS_REJECTED, reason=str(exc),
-                                  reason_code=ReasonCode.NOT_SENT, audit={"response": {"error": str(exc)}})
+            return await self._refused(internal_id, exc, ReasonCode.NOT_SENT)
         except BrokerRejected as exc:
-            await self._submitted(internal_id)
-            await self.transition(internal_id, t.ORDER_STATUS_REJECTED, reason=str(exc),
-                                  reason_code=ReasonCode.BROKER_REJECTED, audit={"response": {"error": str(exc)}})
+            return await self._refused(internal_id, exc, ReasonCode.BROKER_REJECTED)
         except Exception as exc:  # a timeout or anything else: the broker may have it
             log.warning("placement outcome unknown; looking the tag up",
                         extra={"order_id": internal_id, "client_order_id": request.client_order_id, "error": str(exc)})
-            await self._submitted(internal_id)
-            await self._resolve_unknown(internal_id, exc)
+            await self.until_recorded(internal_id, functools.partial(self._outcome_unknown, internal_id, exc),
+                                      "placement outcome unknown")
         return None
+
+    async def _refused(self, internal_id: str, error: Exception, reason_code: str) -> BrokerAck | None:
+        """The broker's refusal (or NotSent), recorded at once; when the ledger does not take it, returned to be
+        booked as an acknowledgement is, again until it does: the broker will not say it twice, and an order left
+        PENDING_NEW counts as open (and cannot be cancelled) all day."""
+        ack = BrokerAck("", t.ORDER_STATUS_REJECTED, str(error), reason_code=reason_code)
+        try:
+            await self._on_ack(internal_id, ack)
+        except Exception as exc:
+            log.warning("broker refusal not recorded yet; booking it again until the ledger takes it",
+                        extra={"order_id": internal_id, "error": f"{type(exc).__name__}: {exc}"})
+            return ack
+        return None
+
+    async def _outcome_unknown(self, internal_id: str, error: Exception) -> None:
+        """SUBMITTED (the broker may have the order), then its outcome looked up: run again until the ledger has
+        taken it all (until_recorded), from where the book is."""
+        status = self.orders[internal_id].status
+        if status not in NOT_YET_PLACED:
+            return
+        if status == t.ORDER_STATUS_PENDING_NEW:
+            await self._submitted(internal_id)
+        await self._resolve_unknown(internal_id, error)
 
     async def _resolve_unknown(self, internal_id: str, error: Exception) -> None:
         """Find the order by its tag (with backoff) and adopt it; never place it a second time."""
@@ -172,14 +192,16 @@ class Placement(BrokerNews):
         status = self.orders[internal_id].status
         if status not in NOT_YET_PLACED:
             return  # applied again after a write found recorded (BookMoved): nothing left to book
-        if status == t.ORDER_STATUS_PENDING_NEW:  # applied again: SUBMITTED may be in
+        not_sent = ack.reason_code == ReasonCode.NOT_SENT  # certainly not at the broker: never SUBMITTED
+        if status == t.ORDER_STATUS_PENDING_NEW and not not_sent:  # applied again: SUBMITTED may be in
             await self._submitted(internal_id)
-        audit = {"response": {"exchange_order_id": ack.exchange_order_id, "status": name(ack.status),
-                              "reason": ack.reason, "raw": ack.raw}}
+        audit: dict[str, Any] = {"response": {"error": ack.reason}} if ack.reason_code else {"response": {
+            "exchange_order_id": ack.exchange_order_id, "status": name(ack.status), "reason": ack.reason,
+            "raw": ack.raw}}
         if ack.status == t.ORDER_STATUS_REJECTED:
             await self.transition(internal_id, t.ORDER_STATUS_REJECTED, reason=ack.reason or "rejected by the broker",
-                                  reason_code=ReasonCode.BROKER_REJECTED, exchange_order_id=ack.exchange_order_id,
-                                  audit=audit)
+                                  reason_code=ack.reason_code or ReasonCode.BROKER_REJECTED,
+                                  exchange_order_id=ack.exchange_order_id, audit=audit)
             return
         # Fills and later states arrive as broker events; the acknowledgement only says the broker has it.
         status = t.ORDER_STATUS_TRIGGER_PENDING if ack.status == t.ORDER_STATUS_TRIGGER_PENDING else t.ORDER_STATUS_OPEN

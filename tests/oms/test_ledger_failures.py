@@ -17,7 +17,7 @@ from shared.bus import Bus, Topic
 from shared.clock import ManualClock, day_of
 from shared.contracts import market_pb2, ops_pb2
 from shared.contracts import trading_pb2 as t
-from shared.errors import RetryableError
+from shared.errors import BrokerRejected, NotSent, RetryableError
 from tests.helpers import eventually as until
 from tests.oms.conftest import accepted, running_on_new_day_book
 from tests.oms.helpers import MINUTE, T0, candle, order
@@ -154,6 +154,57 @@ async def test_an_acknowledgement_the_ledger_failed_to_record_is_recorded_again_
     statuses = [t.ORDER_STATUS_PENDING_NEW, t.ORDER_STATUS_SUBMITTED, t.ORDER_STATUS_OPEN, t.ORDER_STATUS_TRADED]
     assert oms.statuses("c-1") == statuses
     assert [u.status for u in oms.ledger.events] == statuses
+
+
+class Refuses(VirtualBroker):
+    """A broker that refuses every order (its RMS: not enough funds), or (NotSent) never takes it."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(None, ChargeModel.default(), ManualClock(T0 + 1))
+        self.error = error
+
+    async def place_order(self, order):
+        raise self.error
+
+
+@pytest.mark.parametrize(("error", "code", "statuses"), [
+    (BrokerRejected("RMS: insufficient funds"), "BROKER_REJECTED",
+     [t.ORDER_STATUS_PENDING_NEW, t.ORDER_STATUS_SUBMITTED, t.ORDER_STATUS_REJECTED]),
+    (NotSent("not sent: session expired and the login failed"), "NOT_SENT",
+     [t.ORDER_STATUS_PENDING_NEW, t.ORDER_STATUS_REJECTED])], ids=["refused", "not-sent"])
+async def test_a_refusal_the_ledger_failed_to_record_is_recorded_again_not_left_open_all_day(
+        start_oms, error, code, statuses):
+    """The broker says no once: were its REJECTED dropped with the write that failed, the order would stay
+    PENDING_NEW, counted open by risk and the OMS, and no cancel could end it."""
+    failing = {t.ORDER_STATUS_SUBMITTED, t.ORDER_STATUS_REJECTED}
+    oms = await start_failing(start_oms, FailingLedger(lambda u: u.status in failing, failures=2),
+                              broker=Refuses(error))
+    await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=10)))
+
+    rejected = await oms.until_status("c-1", t.ORDER_STATUS_REJECTED)
+
+    assert (rejected.reason_code, rejected.reason) == (code, str(error))
+    assert [u.status for u in oms.ledger.events] == statuses
+    assert oms.module.engine.open_orders() == []
+
+
+class NoAnswer(Refuses):
+    """The place call times out and the broker's book never shows the tag: the outcome stays unknown."""
+
+    async def find_by_tag(self, client_order_id):
+        return None
+
+
+async def test_an_unknown_outcome_whose_submitted_the_ledger_failed_to_record_is_still_looked_up(start_oms):
+    oms = await start_failing(start_oms, FailingLedger(lambda u: u.status == t.ORDER_STATUS_SUBMITTED, failures=2),
+                              broker=NoAnswer(TimeoutError("place_order timed out")))
+    await oms.bus.publish(Topic.ORDERS, accepted(order(price=100_00, quantity=10)))
+
+    rejected = await oms.until_status("c-1", t.ORDER_STATUS_REJECTED)
+
+    assert rejected.reason_code == "OUTCOME_UNKNOWN"
+    assert [u.status for u in oms.ledger.events] == [
+        t.ORDER_STATUS_PENDING_NEW, t.ORDER_STATUS_SUBMITTED, t.ORDER_STATUS_REJECTED]
 
 
 class Outage(PgLedger):
