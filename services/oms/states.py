@@ -50,8 +50,9 @@ TRANSITIONS: dict[int, frozenset[int]] = {
     t.ORDER_STATUS_PARTIALLY_FILLED: frozenset({t.ORDER_STATUS_PARTIALLY_FILLED, t.ORDER_STATUS_TRADED,
                                                 t.ORDER_STATUS_CANCELLED, t.ORDER_STATUS_CANCEL_PENDING,
                                                 t.ORDER_STATUS_MODIFY_PENDING}),
-    # A cancel can lose the race to a fill, be refused (back to where it was), or cross the exchange's rejection.
-    t.ORDER_STATUS_CANCEL_PENDING: _LIVE_TARGETS | {t.ORDER_STATUS_REJECTED},
+    # A cancel can lose the race to a fill, be refused (back to where it was: MODIFY_PENDING too, a change still
+    # unanswered), or cross the exchange's rejection.
+    t.ORDER_STATUS_CANCEL_PENDING: _LIVE_TARGETS | {t.ORDER_STATUS_REJECTED, t.ORDER_STATUS_MODIFY_PENDING},
     # A modify is acknowledged (back to a live state), overtaken by fills or by a cancel; an order whose modify got
     # no answer may be cancelled (a cancel must always be possible).
     t.ORDER_STATUS_MODIFY_PENDING: _LIVE_TARGETS | {t.ORDER_STATUS_REJECTED, t.ORDER_STATUS_CANCEL_PENDING},

@@ -192,3 +192,23 @@ async def test_a_write_cut_off_by_its_callers_cancellation_is_settled_before_the
     await oms.until_status("c-1", t.ORDER_STATUS_TRADED)
 
     assert sum(e.last_fill_quantity for e in ledger.events if e.internal_id == opened.internal_id) == 10
+
+
+class RefusesCancel(VirtualBroker):
+    async def cancel_order(self, exchange_order_id):
+        raise BrokerRejected("order has a modification pending")
+
+
+async def test_a_refused_cancel_of_an_order_whose_change_is_unanswered_goes_back_to_modify_pending(start_oms):
+    """A change made in Kotak's app (its MODIFY_PENDING row), then a cancel the broker refuses: the order is back
+    where it was, not left showing CANCEL_PENDING while it works at the broker."""
+    oms = await start_oms(broker=RefusesCancel(None, ChargeModel.default(), ManualClock(T0 + 1)))
+    opened = await open_limit_buy(oms)
+    engine = oms.module.engine
+    await engine.on_event(row(opened, t.ORDER_STATUS_MODIFY_PENDING))
+
+    with pytest.raises(BrokerRejected):
+        await engine.cancel("c-1")
+
+    assert engine.lookup("c-1").status == t.ORDER_STATUS_MODIFY_PENDING
+    assert [u.status for u in oms.ledger.events][-2:] == [t.ORDER_STATUS_CANCEL_PENDING, t.ORDER_STATUS_MODIFY_PENDING]
