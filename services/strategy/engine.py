@@ -54,6 +54,8 @@ CLOSE_AGAIN_NS = 5 * NS  # and its exit of a position, should it have been refus
 # after a fill again. Other decisions of a level (an entry, a target) are asked again at the token's next close.
 LEVEL_RETRY_NS = 1 * NS
 LEVEL_RETRY_MOST_NS = 60 * NS
+# How an order of a level's decision ends with nothing done: refused by the broker, or cancelled unfilled.
+_ENDED_UNFILLED = frozenset({trading_pb2.ORDER_STATUS_REJECTED, trading_pb2.ORDER_STATUS_CANCELLED})
 
 
 @dataclass
@@ -396,9 +398,13 @@ class StrategyEngine:
             key = (strategy.name, update.request.token)
             if update.last_fill_quantity:
                 self._holds.pop(key, None)
-            elif (update.status == trading_pb2.ORDER_STATUS_REJECTED and update.request.signal_id
-                  and update.request.signal_id == self._level_signals.get(key)):
-                self._refused(strategy, update.request.token)
+            elif (update.status in _ENDED_UNFILLED and not update.filled_quantity and update.request.signal_id
+                  and update.request.signal_id == self._level_signals.get(key)
+                  and not self._refused(strategy, update.request.token)):
+                # What a level decided ended with nothing done (the broker refused it, or cancelled it) and no stop
+                # is due: as after risk's refusal, the token is watched again at its next close, not at once (an
+                # entry would go again at the next tick past its level, and the next, a new order each time).
+                return
             self._watch(strategy, update.request.token)
         elif update.request.strategy_tag == SQUAREOFF_TAG and update.last_fill_quantity:
             self._closed_by_platform(update)

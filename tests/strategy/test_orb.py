@@ -54,6 +54,18 @@ class Desk:
             accepted=False, reason_code="PRICE_BAND", strategy="orb", signal_id=signal.signal_id,
             order=trading_pb2.OrderRequest(token=SBIN, strategy_tag="orb")))
 
+    def ended_at_the_broker(self, signal, status=trading_pb2.ORDER_STATUS_REJECTED):
+        """Risk accepted it; the broker refused it (its RMS: margin), or cancelled it unfilled."""
+        self.engine.on_decision(trading_pb2.RiskDecision(
+            accepted=True, strategy="orb", signal_id=signal.signal_id,
+            order=trading_pb2.OrderRequest(token=SBIN, strategy_tag="orb")))
+        self.sequence += 1
+        self.engine.on_order_update(trading_pb2.OrderUpdate(
+            client_order_id=signal.signal_id, status=status, sequence=self.sequence, ts_ns=self.clock.now_ns(),
+            request=trading_pb2.OrderRequest(
+                client_order_id=signal.signal_id, signal_id=signal.signal_id, token=SBIN, side=signal.side,
+                quantity=signal.quantity, strategy_tag="orb", product=trading_pb2.PRODUCT_MIS)))
+
 
 def described(signals):
     return [(s.side, s.quantity, s.order_type, s.limit_price_paise, s.reason) for s in signals]
@@ -193,11 +205,16 @@ def test_no_entry_after_entry_until_nor_on_a_range_wider_than_max_range_pct():
     assert wide.ticks(("09:18:10", 101_00)) == []
 
 
-def test_a_rejected_entry_goes_again_after_the_tokens_next_close_not_at_every_tick():
+@pytest.mark.parametrize("refused_by", ["risk", "broker", "broker-cancel"])
+def test_a_rejected_entry_goes_again_after_the_tokens_next_close_not_at_every_tick(refused_by):
     desk = Desk()
     desk.ticks(*RANGE, ("09:18:02", 100_00))
     (first,) = desk.ticks(("09:18:10", 101_00))
-    desk.rejected(first)
+    if refused_by == "risk":
+        desk.rejected(first)
+    else:
+        desk.ended_at_the_broker(first, trading_pb2.ORDER_STATUS_REJECTED if refused_by == "broker"
+                                 else trading_pb2.ORDER_STATUS_CANCELLED)
 
     assert desk.ticks(("09:18:20", 101_10), ("09:18:30", 101_20)) == []
     assert desk.ticks(("09:19:01", 100_90)) == []  # closes 09:18: the breaks are watched again
