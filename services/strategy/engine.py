@@ -54,6 +54,8 @@ CLOSE_AGAIN_NS = 5 * NS  # and its exit of a position, should it have been refus
 # after a fill again. Other decisions of a level (an entry, a target) are asked again at the token's next close.
 LEVEL_RETRY_NS = 1 * NS
 LEVEL_RETRY_MOST_NS = 60 * NS
+# Signal ids kept per strategy and token to tell a repeat (a candle's and a tick's at one time): a minute's worth.
+ISSUED_IDS_KEPT = 64
 # How an order of a level's decision ends with nothing done: refused by the broker, or cancelled unfilled.
 _ENDED_UNFILLED = frozenset({trading_pb2.ORDER_STATUS_REJECTED, trading_pb2.ORDER_STATUS_CANCELLED})
 
@@ -129,8 +131,8 @@ class StrategyEngine:
         self._ctx = StrategyContext(instruments)
         self._last_update_sequence = 0
         self.orders = WorkingOrders()  # its strategies' working orders: stale ones to cancel, changes to send
-        # (strategy, token) -> (tick ts_ns, signals emitted at it): see _signal_id.
-        self._tick_emits: dict[tuple[str, int], tuple[int, int]] = {}
+        # (strategy, token) -> the signal ids issued lately, each with how often: see _signal_id.
+        self._ids_issued: dict[tuple[str, int], dict[str, int]] = {}  # per strategy and token: base id -> count
         # token -> the strategies watching its ticks' prices (Strategy.price_levels), each with its (low, high);
         # and the (strategy, token) pairs whose level a tick reached, to be asked again at the token's next close.
         self._levels: dict[int, tuple[tuple[Strategy, int, int], ...]] = {}
@@ -282,7 +284,7 @@ class StrategyEngine:
                     _failed(strategy, "on a price level", tick.token)
                     continue
                 if intents:
-                    signals = self._emit(strategy, intents, tick.ts_ns, tick.recv_ns, tick.ts_ns, by_tick=True)
+                    signals = self._emit(strategy, intents, tick.ts_ns, tick.recv_ns, tick.ts_ns)
                     if signals:
                         self._level_signals[key] = signals[-1].signal_id
                         out.extend(signals)
@@ -345,11 +347,11 @@ class StrategyEngine:
                         _failed(strategy, "on a tick", tick.token)
                         continue
                     if intents and not strategy.paused:
-                        out.extend(self._emit(strategy, intents, tick.ts_ns, tick.recv_ns, tick.ts_ns, by_tick=True))
+                        out.extend(self._emit(strategy, intents, tick.ts_ns, tick.recv_ns, tick.ts_ns))
         return out
 
     def _emit(self, strategy: Strategy, intents: Sequence[Decision], at_ns: int, recv_ns: int,
-              now_ns: int, by_tick: bool = False) -> list[trading_pb2.Signal]:
+              now_ns: int) -> list[trading_pb2.Signal]:
         out = []
         for intent in intents:
             if isinstance(intent, OrderChange):
@@ -359,30 +361,34 @@ class StrategyEngine:
                 self.orders.cancel(strategy, intent)
                 continue
             inst = self.instruments.get(intent.token)
-            signal_id = self._signal_id(strategy.name, intent, at_ns, by_tick)
-            out.append(trading_pb2.Signal(
-                signal_id=signal_id,
-                strategy=strategy.name, token=intent.token,
-                exchange_segment=inst.exchange_segment if inst is not None else "",
-                symbol=inst.symbol if inst is not None else "", side=intent.side, quantity=intent.quantity,
-                order_type=intent.order_type, limit_price_paise=intent.limit_price_paise, product=intent.product,
-                reason=intent.reason, ts_ns=self.clock.now_ns(), tick_recv_ns=recv_ns,
-                sequence=self.sequencer.next()))
-            strategy.mark_sent(intent, now_ns, signal_id)
+            try:
+                signal = trading_pb2.Signal(
+                    strategy=strategy.name, token=intent.token,
+                    exchange_segment=inst.exchange_segment if inst is not None else "",
+                    symbol=inst.symbol if inst is not None else "", side=intent.side, quantity=intent.quantity,
+                    order_type=intent.order_type, limit_price_paise=intent.limit_price_paise, product=intent.product,
+                    reason=intent.reason, ts_ns=self.clock.now_ns(), tick_recv_ns=recv_ns)
+            except (TypeError, ValueError):  # a plugin's malformed intent (a float quantity): dropped, said once
+                _failed(strategy, "with an intent that is no signal", getattr(intent, "token", 0))
+                continue
+            signal.signal_id = self._signal_id(strategy.name, intent, at_ns)
+            signal.sequence = self.sequencer.next()
+            out.append(signal)
+            strategy.mark_sent(intent, now_ns, signal.signal_id)
         return out
 
-    def _signal_id(self, name: str, intent: OrderIntent, at_ns: int, by_tick: bool) -> str:
+    def _signal_id(self, name: str, intent: OrderIntent, at_ns: int) -> str:
         """name-token-time-side: deterministic, so a replay of the same data gives the same ids (and risk's client
-        order ids, the orders' idempotency keys). A candle's time is its minute, one signal per candle and token.
-        SFeed stamps ticks in whole seconds, so the second and later signals of a strategy and token at one tick
-        time get -2, -3, ... (otherwise they would share an id and risk would reject them as DUPLICATE_ORDER)."""
+        order ids, the orders' idempotency keys). A candle's time is its minute, a tick's its own. SFeed stamps ticks
+        in whole seconds, and a tick at a minute's first second has that minute's time: a second and later signal
+        with an id issued already (one tick time, or a stop's exit at hh:mm:00 and the hh:mm candle's signal) gets
+        -2, -3, ... (otherwise they would share an id and risk would reject them as DUPLICATE_ORDER)."""
         base = f"{name}-{intent.token}-{at_ns}-{_SIDE_NAMES.get(intent.side, str(intent.side))}"
-        if not by_tick:
-            return base
-        key = (name, intent.token)
-        last_ns, count = self._tick_emits.get(key, (at_ns, 0))
-        count = count + 1 if last_ns == at_ns else 1
-        self._tick_emits[key] = (at_ns, count)
+        issued = self._ids_issued.setdefault((name, intent.token), {})
+        count = issued.pop(base, 0) + 1
+        issued[base] = count  # the latest last: the oldest go first
+        if len(issued) > ISSUED_IDS_KEPT:
+            del issued[next(iter(issued))]
         return base if count == 1 else f"{base}-{count}"
 
     def on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
