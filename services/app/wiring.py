@@ -63,7 +63,7 @@ async def _kotak(settings: AppSettings, toml: dict[str, Any], clock: Clock, res:
     broker = KotakBroker(kotak, max_order_age_s=max_order_age_s)
     await broker.start()
     res.on_close(broker.stop)
-    source = KotakFeedSource(kotak, settings.symbols, session=broker.session, indices=settings.indices)
+    source = KotakFeedSource(kotak, settings.symbols, session=broker.session, indices=settings.indices, clock=clock)
     return broker, source
 
 

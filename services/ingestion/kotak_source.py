@@ -21,7 +21,7 @@ from neo_api_client.websocket.feed.protocol import decode_packet, split_batch
 from websockets.exceptions import ConnectionClosed
 
 from services.ingestion.source import SourceStats, parse_index, resolve
-from shared.clock import NS, ist_day_number
+from shared.clock import NS, Clock, RealClock, ist_day_number
 from shared.contracts import market_pb2
 from shared.errors import ConfigError, NeoPulseError
 from shared.instruments import index_instrument
@@ -33,6 +33,10 @@ _U16 = struct.Struct("<H")
 HEADER_SIZE = 9  # SFeed packet header (length u16, code u16, exchange, level, auction, seq, bitmask)
 # last_trade_time is epoch seconds; outside 2000..2100 it is corrupt (milliseconds would overflow int64 ns).
 _LTT_MIN_S, _LTT_MAX_S = 946_684_800, 4_102_444_800
+# A trade time further ahead of this machine's clock (NTP keeps it within seconds of the exchange's) is a corrupt
+# field: taken, it would hold the token's candle in that future minute, every real tick after it "late" (no candles,
+# no stop watched on its ticks) until then. Too slow a clock shows as every tick skipped, said in the log.
+AHEAD_NS = 300 * NS
 # A day's cumulative volume above this is a corrupt field (the busiest NSE contracts trade ~10^9 units a day).
 MAX_DAY_VOLUME = 10**12
 # Newer trades in a row, each below the cumulative volume held, after which the held volume is taken to be the
@@ -142,8 +146,10 @@ class KotakFeedSource:
     name = "kotak"
 
     def __init__(self, settings: KotakSettings, symbols: list[str], *, session: KotakSession | None = None,
-                 mode: Literal["depth", "lite"] = "depth", indices: list[str] | None = None) -> None:
+                 mode: Literal["depth", "lite"] = "depth", indices: list[str] | None = None,
+                 clock: Clock | None = None) -> None:
         self.settings = settings
+        self.clock = clock or RealClock()  # the exchange's time, as far as a tick's may run ahead of it (AHEAD_NS)
         self.symbols = symbols
         self.indices = [parse_index(i) for i in indices or []]  # (segment, name as Kotak spells it)
         self.session = session or KotakSession(settings)
@@ -370,6 +376,7 @@ class KotakFeedSource:
     def _new_ticks(self, messages: list[Any], recv_ns: int) -> list[market_pb2.Tick]:
         """The frame's messages as new ticks; a corrupt message is counted and skipped, its frame mates kept."""
         ticks = []
+        latest = self.clock.now_ns() + AHEAD_NS
         for m in messages:
             try:
                 if isinstance(m, (SFeedScrip, SFeedScripLite, SFeedIndex)) and (
@@ -377,6 +384,9 @@ class KotakFeedSource:
                     # A corrupt token or exchange id: another instrument's (or no instrument's) tick.
                     raise ValueError(f"not subscribed: {m.exchange_segment}|{m.instrument_token}")
                 t = to_tick(m, recv_ns)
+                if t is not None and t.ts_ns > latest:
+                    raise ValueError(f"last_trade_time {t.ts_ns // NS} is {(t.ts_ns - latest) // NS + AHEAD_NS // NS} "
+                                     "s ahead of this machine's clock (a corrupt time; or check the clock)")
             except (ValueError, TypeError) as exc:
                 self.stats.malformed_packets += 1
                 log.warning("kotak feed message skipped", extra={"token": getattr(m, "instrument_token", ""),

@@ -25,6 +25,7 @@ from services.ingestion.kotak_source import KotakFeedSource
 from services.simulator import sfeed_codec as codec
 from services.simulator.server import SimCredentials
 from shared import config as cfg
+from shared.clock import ManualClock
 from shared.contracts import market_pb2
 from shared.kotak.config import KotakSettings
 from tests.kotak.conftest import NOW_NS, RELIANCE, TCS, settings_for, tick
@@ -332,3 +333,20 @@ def test_a_plausible_but_wrong_volume_mutes_the_instrument_for_two_updates_at_mo
 
     assert delivered == [345_203]
 
+
+
+@pytest.mark.parametrize("bit", [25, 10], ids=["a-year-ahead", "17-minutes-ahead"])
+def test_a_trade_time_ahead_of_the_clock_is_counted_and_skipped_not_a_future_candle(harness: Harness, bit: int):
+    """One bit of last_trade_time flipped stays inside 2000..2100. Taken, it would hold RELIANCE's candle in that
+    future minute and make every real tick after it late: no candles, no stop watched on its ticks."""
+    harness.src.clock = ManualClock(NOW_NS)
+    real = codec.encode(depth_tick(RELIANCE, 129_000, 1_000, NOW_NS), codec.LEVEL_DEPTH, 1)
+    flipped = bytearray(codec.encode(depth_tick(RELIANCE, 129_000, 1_010, NOW_NS + NS), codec.LEVEL_DEPTH, 1))
+    (ltt,) = struct.unpack_from("<q", flipped, MP["ltt"])
+    struct.pack_into("<q", flipped, MP["ltt"], ltt ^ (1 << bit))
+
+    assert [t.ts_ns for t in harness.feed(real)] == [NOW_NS]
+    assert harness.feed(bytes(flipped)) == []
+    assert harness.src.stats.malformed_packets == 1
+    later = codec.encode(depth_tick(RELIANCE, 129_100, 1_020, NOW_NS + 2 * NS), codec.LEVEL_DEPTH, 1)
+    assert [t.ts_ns for t in harness.feed(later)] == [NOW_NS + 2 * NS]
