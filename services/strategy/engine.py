@@ -159,7 +159,7 @@ class StrategyEngine:
         closed = self.candles.on_ticks(ticks)
         reached = self.candles.reached
         if reached:
-            signals.extend(self._run_levels(reached))
+            signals.extend(self._run_levels(_from_first_reached(ticks, reached) if len(ticks) > 1 else reached))
             reached.clear()
         if not closed:
             return [], signals
@@ -740,6 +740,28 @@ class StrategyEngine:
                 entry_price_paise=strategy.entry_price(token, product), stop_paise=stop, target_paise=target,
                 stop_reached=bool(strategy.due_stop(token))))
         return out
+
+
+def _from_first_reached(ticks: Any, reached: list[market_pb2.Tick]) -> list[market_pb2.Tick]:
+    """Each token's ticks of the batch from the first that reached a watched level on (none older than it), in
+    order: the candle builder picked the batch's ticks out against the levels as they were before it, and a level
+    that moves at one of them (a trailing stop's new best) is to be checked against those after it. _run_levels
+    checks each against the levels as they are then."""
+    first: dict[int, market_pb2.Tick] = {}
+    for tick in reached:
+        first.setdefault(tick.token, tick)
+    started: set[int] = set()
+    out = []
+    for tick in ticks:
+        start = first.get(tick.token)
+        if start is None:
+            continue
+        if tick is start:
+            started.add(tick.token)
+        elif tick.token not in started or tick.ts_ns < start.ts_ns:
+            continue
+        out.append(tick)
+    return out
 
 
 def _failed(strategy: Strategy, what: str, token: int = 0) -> None:

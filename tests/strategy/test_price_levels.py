@@ -382,6 +382,20 @@ def test_a_trailing_stop_follows_the_best_price_since_the_entry_and_exits_a_tick
                                                                   "the best ₹98.00 since the entry ₹100.00")]
 
 
+def test_a_new_best_and_the_fall_through_its_trailing_stop_in_one_batch_exit_as_in_two():
+    """One feed frame (a replay's second) with a new best 110.00, moving the 5% trailing stop to 104.50, then 100.00:
+    the ticks after the new best are checked against the moved stop, not the stop before the batch (95.00)."""
+    one, two = Desk(trailing_stop_pct=5), Desk(trailing_stop_pct=5)
+    one.hold()
+    two.hold()
+
+    in_one = one.ticks(110_00, 100_00, 111_00)
+    in_two = two.ticks(110_00) + two.ticks(100_00) + two.ticks(111_00)
+
+    assert described(in_one) == described(in_two) == [
+        (SELL, 10, MARKET, 0, "trailing stop 5%: tick ₹100.00, 9.09% under the best ₹110.00 since the entry ₹100.00")]
+
+
 def test_until_a_tick_beats_the_entry_the_tighter_of_the_stop_loss_and_the_trailing_stop_holds():
     trailing = Desk(trailing_stop_pct=1, stop_loss_pct=2)
     trailing.hold()
