@@ -6,6 +6,7 @@ Thin over services.notifier.control (which talks to the bus); polls getUpdates f
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import secrets
 import time
@@ -64,6 +65,10 @@ EXPIRED = "This confirmation has expired or was already answered; nothing change
 ERROR_CHARS = 500  # an error quoting a huge argument is cut, so its reply still fits Telegram's 4096
 RETRY_AFTER_MAX_S = 30.0  # a reply rate-limited for longer than this is given up
 MAX_CONCURRENT_UPDATES = 256  # updates in hand at once (PTB's default); an allowed chat's commands take turns
+STALE_COMMAND_S = CONFIRM_TTL_S  # a command that reaches the bot this late (Telegram was unreachable) is not acted on
+NOT_YOURS = "Only the one who asked can answer this; nothing changed."
+# The user whose command (or button press) is being handled: prompts remember who asked.
+_USER: contextvars.ContextVar[int] = contextvars.ContextVar("telegram_user", default=0)
 
 
 @dataclass
@@ -72,6 +77,7 @@ class Prompt:
 
     chat_id: int
     actions: frozenset[str]  # the buttons it was sent with; callback_data is the client's, so others are refused
+    user_id: int = field(default_factory=_USER.get)  # who asked: in a group, only they answer (a Halt: anyone)
     target: str = ""  # the square-off symbol (ALL for every position), or the order to cancel or change
     reason: str = ""  # the kill switch reason (engaging or releasing it)
     order: trading_pb2.OrderRequest | None = None  # the manual order to place, its client id minted at the ask
@@ -175,11 +181,19 @@ class TelegramBot:
     def _gated(self, name: str, action: Action) -> PtbCallback:
         async def handle(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             chat_id = self._allowed(update, f"/{name}")
-            if chat_id is None or update.effective_message is None:
+            message = update.effective_message
+            if chat_id is None or message is None:
                 return
             args = list(context.args or [])
-            await self.control.audit(name, args, f"telegram:{chat_id}")
-            if name in ADMIN_ONLY and not self.settings.is_admin(chat_id):
+            _USER.set(update.effective_user.id if update.effective_user else 0)  # this update's own context
+            await self.control.audit(name, args, _origin(update, chat_id))
+            late_s = time.time() - message.date.timestamp() if message.date else 0.0
+            if late_s > STALE_COMMAND_S:
+                # Telegram keeps what was sent while the bot could not reach it: a /resume or /pause typed then
+                # must not act now, long after the trader may have done otherwise.
+                text, markup = (f"This /{name} was sent {late_s / 60:.0f} min ago and reached NeoPulse only now; "
+                                "nothing done. Send it again if it still stands."), None
+            elif name in ADMIN_ONLY and not self.settings.is_admin(chat_id):
                 text, markup = f"Only admin chats may use /{name}.", None
             elif name in ADMIN_TO_CHANGE and args[ADMIN_TO_CHANGE[name]:] and not self.settings.is_admin(chat_id):
                 text, markup = f"Only admin chats may change what /{name} shows.", None
@@ -187,8 +201,8 @@ class TelegramBot:
                 text, markup = await self._answer(action, chat_id, args)
             *first, last = split_lines(text)
             for chunk in first:
-                await _patiently(update.effective_message.reply_text, chunk, parse_mode=ParseMode.HTML)
-            await _patiently(update.effective_message.reply_text, last, parse_mode=ParseMode.HTML, reply_markup=markup)
+                await _patiently(message.reply_text, chunk, parse_mode=ParseMode.HTML)
+            await _patiently(message.reply_text, last, parse_mode=ParseMode.HTML, reply_markup=markup)
         return handle
 
     async def _unknown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -422,16 +436,20 @@ class TelegramBot:
         if chat_id is None or query is None:
             return
         data = query.data or ""
+        _USER.set(query.from_user.id if query.from_user else 0)  # who pressed: _confirmed checks it is who asked
         async with asyncio.TaskGroup() as tg:
             # Beside the action, not before it: Telegram refusing or delaying the acknowledgement ("query is too
             # old", a 429, a timeout) must neither lose nor hold up a confirmed Halt.
             tg.create_task(self._acknowledge(query, chat_id))
-            await self.control.audit("confirm", [data], f"telegram:{chat_id}")
+            await self.control.audit("confirm", [data], _origin(update, chat_id))
             if not self.settings.is_admin(chat_id):
                 text: str = "Only admin chats may confirm this."
             else:
                 text, _ = await self._answer(self._confirmed, chat_id, [data])
-            await self._tell_outcome(query, chat_id, text)
+            if text == NOT_YOURS:  # the prompt keeps its buttons for the one who asked
+                await _patiently(self.app.bot.send_message, chat_id, text)
+            else:
+                await self._tell_outcome(query, chat_id, text)
 
     async def _acknowledge(self, query: CallbackQuery, chat_id: int) -> None:
         """Stop the client's spinner; best effort (the outcome is told by editing the prompt)."""
@@ -459,6 +477,10 @@ class TelegramBot:
         # Another chat's press, or an action this prompt has no button for, leaves the prompt as it was.
         if prompt is None or prompt.chat_id != chat_id or action not in prompt.actions:
             return EXPIRED, None
+        if prompt.user_id and prompt.user_id != _USER.get() and action not in (KILL, KILL_CANCEL):
+            # In a group, another member's press answers nothing (the prompt stays for the one who asked); a Halt,
+            # the safe way, anyone in the chat may press.
+            return NOT_YOURS, None
         del self._prompts[nonce]  # a prompt's buttons act once, whichever is pressed
         if time.monotonic() - prompt.asked > self.confirm_ttl_s:
             return EXPIRED, None
@@ -489,6 +511,12 @@ class TelegramBot:
         if LIMITS in prompt.actions or PARAMS in prompt.actions:
             return "Kept; nothing changed.", None
         return ("Order kept; nothing changed." if CANCEL in prompt.actions else "Cancelled; nothing changed."), None
+
+
+def _origin(update: Update, chat_id: int) -> str:
+    """Who a command or press came from, for the audit: the chat, and in a group the member too."""
+    user = update.effective_user
+    return f"telegram:{chat_id}" if user is None or user.id == chat_id else f"telegram:{chat_id} user {user.id}"
 
 
 async def _patiently(send: Callable[..., Awaitable[Message | bool]], *args: Any, **kwargs: Any) -> None:

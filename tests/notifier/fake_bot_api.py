@@ -68,18 +68,21 @@ class FakeBotApi:
             await self._runner.cleanup()
 
     # -- what tests do ---------------------------------------------------------------
-    def send_command(self, chat_id: int, text: str) -> None:
-        """Queue a user's message; a leading /command gets its bot_command entity like Telegram's."""
-        message = self._message(chat_id, text, user_id=chat_id)
+    def send_command(self, chat_id: int, text: str, user_id: int | None = None, age_s: float = 0.0) -> None:
+        """Queue a user's message (by `user_id`, default the chat's own: a private chat), sent `age_s` ago; a leading
+        /command gets its bot_command entity like Telegram's."""
+        message = self._message(chat_id, text, user_id=chat_id if user_id is None else user_id)
+        message["date"] = int(time.time() - age_s)
         if text.startswith("/"):
             message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
         self._queue({"message": message})
 
-    def press_button(self, chat_id: int, data: str, message_id: int = 1) -> str:
-        """Queue a callback query, as if the user pressed an inline button carrying `data`."""
+    def press_button(self, chat_id: int, data: str, message_id: int = 1, user_id: int | None = None) -> str:
+        """Queue a callback query, as if the user (default the chat's own) pressed an inline button carrying `data`."""
         query_id = str(next(self._callback_ids))
         message = self._message(chat_id, "confirm?", user_id=BOT_USER["id"], message_id=message_id)
-        self._queue({"callback_query": {"id": query_id, "from": self._user(chat_id), "chat_instance": "ci",
+        presser = self._user(chat_id if user_id is None else user_id)
+        self._queue({"callback_query": {"id": query_id, "from": presser, "chat_instance": "ci",
                                         "data": data, "message": message}})
         return query_id
 
@@ -153,7 +156,8 @@ class FakeBotApi:
     def _message(self, chat_id: int, text: str, user_id: int, message_id: int | None = None) -> dict[str, Any]:
         sender = BOT_USER if user_id == BOT_USER["id"] else self._user(user_id)
         return {"message_id": message_id or next(self._message_ids), "date": int(time.time()),
-                "chat": {"id": chat_id, "type": "private", "first_name": "T"}, "from": sender, "text": text}
+                "chat": {"id": chat_id, "type": "private", "first_name": "T"} if chat_id > 0 else
+                {"id": chat_id, "type": "supergroup", "title": "desk"}, "from": sender, "text": text}
 
     @staticmethod
     def _user(user_id: int) -> dict[str, Any]:

@@ -362,3 +362,47 @@ async def test_cancel_takes_any_id_risk_accepts_and_refuses_only_a_longer_one(no
         f"⚠️ no order '{long_id}'; list orders to find its internal or client id")
     assert (await ask(fake_api, f"/cancel {long_id}x")).startswith("⚠️ order: give one order's id")
     assert [r.order_id for r in standins.calls(rpc.GET_ORDER)] == [long_id]
+
+
+# -- a group chat: who asked, who pressed -------------------------------------------------------------------------
+DESK = -100777  # a supergroup allowed (and admin): any member may type a command
+
+
+async def test_in_a_group_only_the_member_who_asked_answers_a_prompt_and_a_halt_anyone(bus, standins, fake_api,
+                                                                                        clock, commands):
+    settings = settings_for(fake_api, allowed_chat_ids=[DESK], admin_chat_ids=[DESK])
+    async for _ in started(NotifierModule(bus, settings, clock)):
+        fake_api.send_command(DESK, "/buy SBIN-EQ 5 mkt", user_id=111)
+        await fake_api.wait_sent(1, chat_id=DESK)
+        fake_api.press_button(DESK, button_data(fake_api, "place", DESK), user_id=222)  # another member
+        said = await fake_api.wait_sent(2, chat_id=DESK)
+        assert said[-1]["text"] == "Only the one who asked can answer this; nothing changed."
+        assert standins.calls(rpc.PLACE_ORDER) == []
+
+        fake_api.press_button(DESK, button_data(fake_api, "place", DESK), user_id=111)  # the prompt still stands
+        await fake_api.wait_sent(1, "editMessageText")
+        assert [c.order.quantity for c in standins.calls(rpc.PLACE_ORDER)] == [5]
+
+        fake_api.send_command(DESK, "/kill", user_id=111)
+        await fake_api.wait_sent(3, chat_id=DESK)
+        fake_api.press_button(DESK, button_data(fake_api, "kill", DESK), user_id=222)  # the safe way: anyone
+        await fake_api.wait_sent(2, "editMessageText")
+        assert standins.state == risk_pb2.TRADING_STATE_HALTED
+
+    await eventually(lambda: len(commands) >= 5)
+    assert [(c.name, c.origin) for c in commands] == [
+        ("buy", f"telegram:{DESK} user 111"), ("confirm", f"telegram:{DESK} user 222"),
+        ("confirm", f"telegram:{DESK} user 111"), ("kill", f"telegram:{DESK} user 111"),
+        ("confirm", f"telegram:{DESK} user 222")]
+
+
+async def test_a_command_that_reaches_the_bot_minutes_after_it_was_sent_is_not_acted_on(notifier, fake_api, standins):
+    """Telegram keeps what was sent while the bot could not reach it, and hands it over when it can."""
+    fake_api.send_command(CHAT, "/resume momentum_rsi", age_s=3 * 3600)
+    reply = (await fake_api.wait_sent(1, chat_id=CHAT))[-1]["text"]
+
+    assert reply == ("This /resume was sent 180 min ago and reached NeoPulse only now; nothing done. "
+                     "Send it again if it still stands.")
+    assert standins.calls(rpc.RESUME_STRATEGY) == []
+    await ask(fake_api, "/resume momentum_rsi")  # sent now: it acts
+    assert [c.name for c in standins.calls(rpc.RESUME_STRATEGY)] == ["momentum_rsi"]
