@@ -16,14 +16,16 @@ Fill rules (pure functions in fill_rules.py):
   * IOC: whatever did not fill on arrival is cancelled.
   * An order made from a tick this broker has not taken yet (OrderRequest.tick_recv_ns newer than the token's last
     tick here: signals overtake the market data on the way) arrives at the token's last tick of the batch that
-    carries it: never at a price from before the tick its signal came from.
-- Validity: a DAY order works until the end of the IST day it was placed on. The first candle of a later day
-  cancels it ("DAY order expired at the end of <date>"); restore() leaves out a DAY order of an earlier day and
-  any IOC order, so that reconciliation cancels them as gone from the broker's book.
+    carries it: never at a price from before the tick its signal came from. A change of it meanwhile waits too.
+- Validity: a DAY order works until the end of the IST day it was placed on. The first tick or candle of a later
+  day cancels it ("DAY order expired at the end of <date>"), before that tick can trigger or fill it; restore()
+  leaves out a DAY order of an earlier day, any IOC order, and one whose cancel was under way (this broker took it
+  at once, and its book went with the process), so that reconciliation cancels them as gone from the broker's book.
 - Ticks (on_ticks): a stop order is triggered by the first tick at or through its trigger (a buy's ltp at or above
   it, a sell's at or below) taken after the order (not of a second before it was accepted): a STOP_MARKET fills at
   once, all of it, at that tick's ask (buy) / bid (sell) or ltp; a STOP_LIMIT becomes a limit, filling there when
-  marketable at that price, else resting for the candles (below).
+  marketable at that price, else resting for the candles (below) from the next one (the one under way opened
+  before the trigger: it counts as accepted at the tick).
 - Candles (on_candle / process_candle): a candle only fills orders accepted BEFORE its start (no look-ahead).
   * LIMIT buy fills when low < limit, at min(limit, open); sell when high > limit, at max(limit, open).
   * MARKET (no tick on arrival, or a partial remainder) fills at the open.
@@ -207,7 +209,11 @@ class VirtualBroker:
         working.remove(vo)
         working.append(vo)
         await self._emit(vo)
-        self._fills_on_arrival(vo)  # a change that makes a limit marketable trades at once, as a new order would
+        if self._ahead_of_its_tick(vo.request):  # still waiting for its tick: decided there, as placed
+            if vo not in self._awaiting_tick.get(vo.request.token, ()):
+                self._awaiting_tick.setdefault(vo.request.token, []).append(vo)
+        else:
+            self._fills_on_arrival(vo)  # a change that makes a limit marketable trades at once, as a new order would
         return BrokerAck(vo.id, vo.status, raw={"virtual": True, "modified": True})
 
     async def cancel_order(self, exchange_order_id: str) -> BrokerAck:
@@ -246,6 +252,11 @@ class VirtualBroker:
             if u.status not in TERMINAL and _lapsed(u.request, placed_ns, today):
                 log.info("not restored: its validity has ended", extra={"order_id": u.internal_id})
                 continue
+            if u.status == t.ORDER_STATUS_CANCEL_PENDING:
+                # This broker takes a cancel at once (the OMS sends it even when the ledger refused CANCEL_PENDING),
+                # and its book went with the process: the order is gone, as reconciliation then records.
+                log.info("not restored: its cancel was under way", extra={"order_id": u.internal_id})
+                continue
             request = t.OrderRequest()
             request.CopyFrom(u.request)
             # A stop that is OPEN or has fills has triggered; a pending cancel/modify does not say.
@@ -270,6 +281,10 @@ class VirtualBroker:
         last = self._last
         for tick in batch.ticks:
             last[tick.token] = tick
+        if batch.ticks and ist_day_number(batch.ticks[-1].ts_ns) > self._day:
+            # A new day's first ticks come a minute before its first candle: yesterday's DAY orders (a stop, a
+            # MARKET order waiting for a tick) go first, not filled at today's opening prices.
+            await self._expire_day_orders(ist_day_number(batch.ticks[-1].ts_ns))
         if self._awaiting_tick:
             await self._fill_awaiting(batch.ticks)
         if self._stops:
@@ -298,7 +313,9 @@ class VirtualBroker:
                         request.side, request.price_paise, price):
                     await self._fill(vo, vo.remaining, price, tick.ts_ns)
                 else:
-                    vo.status = t.ORDER_STATUS_OPEN
+                    # A limit from its trigger on: the candle under way began before it (its open is no price
+                    # this order could have had), so candles from the next one fill it.
+                    vo.status, vo.accepted_ns = t.ORDER_STATUS_OPEN, tick.ts_ns
                     await self._emit(vo, tick.ts_ns)
 
     async def _fill_awaiting(self, ticks: Any) -> None:

@@ -24,7 +24,7 @@ def candle(open_, high, low, close, volume=1_000, start_ns=T0 + MINUTE, token=TO
                              high_paise=high, low_paise=low, close_paise=close, volume=volume, tick_count=10)
 
 
-def tick(ltp, bid=0, ask=0, token=TOKEN, ts_ns=T0) -> market_pb2.TickBatch:
+def tick(ltp, bid=0, ask=0, token=TOKEN, ts_ns=T0, recv_ns=0) -> market_pb2.TickBatch:
     return market_pb2.TickBatch(ticks=[market_pb2.Tick(token=token, exchange_segment="nse_cm", ts_ns=ts_ns,
-                                                       ltp_paise=ltp, bid_paise=bid, ask_paise=ask)])
+                                                       ltp_paise=ltp, bid_paise=bid, ask_paise=ask, recv_ns=recv_ns)])
 

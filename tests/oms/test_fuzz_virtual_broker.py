@@ -163,9 +163,13 @@ class Model:
         arrival (not once a candle filled part of it). Then, tick by tick, the stops not triggered yet: the first
         tick at or through the trigger (ltp: a buy's at or above, a sell's at or below), not of a second before the
         order was (last) accepted, triggers one; a STOP_MARKET fills all at that tick's touch, a STOP_LIMIT there
-        when its limit is marketable at it, else it rests (OPEN) as a limit."""
+        when its limit is marketable at it, else it rests (OPEN) as a limit, accepted at that tick (the candle under
+        way does not fill it). First of all, ticks of a later day than the book's end its DAY orders of earlier days,
+        as that day's first candle would."""
         for k in ticks:
             self.last_tick[k.token] = k
+        if ticks:
+            self.new_day(ist_day_number(ticks[-1].ts_ns))
         for k in ticks:
             for o in self.orders.values():
                 if not o.awaiting_tick or o.request.token != k.token:
@@ -192,19 +196,24 @@ class Model:
                 if req.order_type == t.ORDER_TYPE_STOP_MARKET or marketable:
                     self.fill(o, o.remaining, px)
                 else:
-                    o.status = t.ORDER_STATUS_OPEN
+                    o.status, o.accepted_ns = t.ORDER_STATUS_OPEN, k.ts_ns
                     self.emit(o)
+
+    def new_day(self, day: int) -> None:
+        """A DAY order works until the end of its IST day: market data (a tick, a candle) of a later day cancels it
+        first."""
+        if day <= self.day:
+            return
+        self.day = day
+        for o in self.working():
+            if o.request.validity != t.VALIDITY_IOC and ist_day_number(o.placed_ns) < day:
+                self.close(o, f"DAY order expired at the end of {day_of(o.placed_ns).isoformat()}")
 
     def candle(self, c: market_pb2.Candle) -> None:
         if c.start_ns <= self.candle_start.get(c.token, -1):
             return  # a repeated candle: its volume was shared out already
         self.candle_start[c.token] = c.start_ns
-        day = ist_day_number(c.start_ns)
-        self.day = max(self.day, day)
-        # A DAY order works until the end of its IST day: a candle of a later day cancels it first.
-        for o in self.working():
-            if o.request.validity != t.VALIDITY_IOC and ist_day_number(o.placed_ns) < day:
-                self.close(o, f"DAY order expired at the end of {day_of(o.placed_ns).isoformat()}")
+        self.new_day(ist_day_number(c.start_ns))
         left = c.volume  # shared by the orders in acceptance order (a modify re-accepts an order)
         for o in sorted(self.working(c.token), key=lambda o: o.queue):
             if o.accepted_ns >= c.start_ns:  # no look-ahead

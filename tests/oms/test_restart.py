@@ -43,3 +43,25 @@ async def test_a_fill_read_from_the_paper_brokers_book_after_a_restart_books_its
     assert (traded.last_fill_quantity, traded.last_fill_price_paise) == (6, 99_00)
     assert traded.last_fill_charges_paise == rest.total
     assert oms.module.engine.positions.charges_paise() == before.total + rest.total
+
+
+async def test_a_paper_order_whose_cancel_was_under_way_at_the_restart_stays_cancelled_not_revived(start_oms):
+    """The paper broker takes a cancel at once and its book goes with the process: an order the ledger left
+    CANCEL_PENDING is gone. Restored as OPEN, it was matched, set working again, and a later candle filled it."""
+    from services.oms.ledger import MemoryLedger
+
+    ledger, request = MemoryLedger(), order(price=100_00, quantity=10)
+    u = t.OrderUpdate(internal_id="00000000-0000-4000-8000-000000000001", client_order_id="c-1", request=request,
+                      status=t.ORDER_STATUS_PENDING_NEW, ts_ns=T0, sequence=1)
+    await ledger.insert_new(u, {})
+    for sequence, status in ((2, t.ORDER_STATUS_SUBMITTED), (3, t.ORDER_STATUS_OPEN),
+                             (4, t.ORDER_STATUS_CANCEL_PENDING)):
+        u.previous_status, u.status, u.sequence, u.exchange_order_id = u.status, status, sequence, "VB-1"
+        await ledger.record(u, {})
+
+    oms = await start_oms(ledger=ledger)
+    await oms.bus.publish(Topic.CANDLES, market_pb2.CandleBatch(candles=[candle(99_00, 99_50, 98_00, 99_00)]))
+    await oms.bus.drain()
+
+    final = await ledger.get("c-1")
+    assert (final.status, final.filled_quantity) == (t.ORDER_STATUS_CANCELLED, 0)

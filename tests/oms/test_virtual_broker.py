@@ -627,3 +627,48 @@ async def test_reads_pass_through_to_the_inner_broker_and_writes_do_not():
     assert (await vb.positions())[0].net_quantity == 5
     assert await vb.limits() == {"cash": 100}
     assert await vb.quotes([7]) == {7: 1}
+
+
+# -- found by review: the trigger minute, the new day's ticks, a change before its tick -------------------------------
+async def test_a_stop_limit_a_tick_triggers_rests_as_a_limit_from_then_not_filled_at_its_minutes_earlier_open(vb):
+    """Buy SL trigger 105.00 limit 105.50; a tick 30 s into the minute reaches 105 with the ask at 106 (not
+    marketable). That minute's candle opened at 102, before the trigger: no price this limit could have had."""
+    vo = await place(vb, order(kind=t.ORDER_TYPE_STOP_LIMIT, price=105_50, trigger=105_00))
+    vb.clock.set(T0 + MINUTE + 30 * NS)
+    await vb.on_ticks(tick(ltp=105_00, bid=104_90, ask=106_00, ts_ns=T0 + MINUTE + 30 * NS))
+    assert (vo.status, vo.triggered) == (t.ORDER_STATUS_OPEN, True)
+
+    await vb.on_candle(candle(open_=102_00, high=106_00, low=101_50, close=105_80, start_ns=T0 + MINUTE))
+    assert vo.filled == 0
+    await vb.on_candle(candle(open_=105_80, high=106_00, low=105_00, close=105_20, start_ns=T0 + 2 * MINUTE))
+    assert (vo.status, vo.average_price_paise) == (t.ORDER_STATUS_TRADED, 105_50)  # min(limit, open)
+
+
+@pytest.mark.parametrize("kind", [t.ORDER_TYPE_STOP_MARKET, t.ORDER_TYPE_MARKET])
+async def test_yesterdays_day_orders_expire_at_todays_first_tick_not_filled_at_its_price(vb, kind):
+    """The first candle of a day closes a minute after the open; its first ticks come before it."""
+    vo = await place(vb, order(side=t.SIDE_SELL, kind=kind, price=0, trigger=99_00 if kind != t.ORDER_TYPE_MARKET
+                               else 0))
+    morning = ist_ns(day_of(T0) + timedelta(days=1), 9, 15) + NS
+    vb.clock.set(morning)
+
+    await vb.on_ticks(tick(ltp=95_00, bid=94_90, ask=95_10, ts_ns=morning))  # a gap down at the open
+
+    assert (vo.status, vo.filled) == (t.ORDER_STATUS_CANCELLED, 0)
+    assert vo.reason.startswith("DAY order expired at the end of")
+
+
+async def test_a_change_of_an_order_still_waiting_for_its_tick_waits_for_it_too(vb):
+    await vb.on_ticks(tick(ltp=100_00, bid=99_95, ask=100_05, ts_ns=T0 + NS, recv_ns=T0 + NS))
+    made_later = order(price=103_10, quantity=10)
+    made_later.tick_recv_ns = T0 + 2 * NS  # from a tick at 103 this broker has not taken yet
+    vo = await place(vb, made_later)
+    assert vo.filled == 0
+
+    await vb.modify_order(vo.id, price_paise=103_20)
+    await asyncio.sleep(0)
+    assert vo.filled == 0  # not at the 100.05 the market had left
+    await vb.on_ticks(tick(ltp=103_00, bid=102_95, ask=103_05, ts_ns=T0 + 2 * NS, recv_ns=T0 + 2 * NS))
+    await asyncio.sleep(0)
+
+    assert (vo.status, vo.average_price_paise) == (t.ORDER_STATUS_TRADED, 103_05)
