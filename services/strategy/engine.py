@@ -406,10 +406,12 @@ class StrategyEngine:
                 self._holds.pop(key, None)
             elif (update.status in _ENDED_UNFILLED and not update.filled_quantity and update.request.signal_id
                   and update.request.signal_id == self._level_signals.get(key)
-                  and not self._refused(strategy, update.request.token)):
-                # What a level decided ended with nothing done (the broker refused it, or cancelled it) and no stop
-                # is due: as after risk's refusal, the token is watched again at its next close, not at once (an
-                # entry would go again at the next tick past its level, and the next, a new order each time).
+                  and not self._refused(strategy, update.request.token)
+                  and not strategy.position(update.request.token)):
+                # An entry a level decided ended with nothing done (the broker refused it, or cancelled it): as after
+                # risk's refusal, the token is watched again at its next close, not at once (it would go again at
+                # the next tick past its level, and the next, a new order each time). A position's levels are
+                # watched again at once: its stop must not wait for a close.
                 return
             self._watch(strategy, update.request.token)
         elif update.request.strategy_tag == SQUAREOFF_TAG and update.last_fill_quantity:
