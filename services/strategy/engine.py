@@ -18,6 +18,7 @@ from services.strategy.candles import MINUTE_NS, CandleBuilder, Closed
 from services.strategy.config import StrategySettings
 from services.strategy.orders import WorkingOrders
 from services.strategy.plugins import (
+    NEVER,
     TERMINAL,
     Decision,
     OrderCancel,
@@ -292,15 +293,22 @@ class StrategyEngine:
                     self._watch(strategy, tick.token, tick.ts_ns)
         return out
 
-    def _watch(self, strategy: Strategy, token: int, now_ns: int = 0) -> None:
-        """Ask `strategy` (again) which prices of `token` to watch (at `now_ns`, default the clock's)."""
-        self._reached.discard((strategy.name, token))
+    def _watch(self, strategy: Strategy, token: int, now_ns: int = 0, stop_only: bool = False) -> None:
+        """Ask `strategy` (again) which prices of `token` to watch (at `now_ns`, default the clock's). `stop_only`:
+        of its position's levels, the side against it (a long's low, a short's high) until the token's next close
+        asks again: its stop, not a target or a trailing stop's new best that was just refused."""
+        if stop_only:
+            self._reached.add((strategy.name, token))  # the next close asks again for all of them
+        else:
+            self._reached.discard((strategy.name, token))
         others = tuple(w for w in self._levels.get(token, ()) if w[0] is not strategy)
         try:
             levels = strategy.price_levels(token, now_ns or self.clock.now_ns())
         except Exception:
             _failed(strategy, "giving its price levels", token)
             levels = None
+        if levels is not None and stop_only:
+            levels = (levels[0], NEVER) if strategy.position(token) > 0 else (0, levels[1])
         if levels is None and self._holds:
             self._holds.pop((strategy.name, token), None)
         self._set_watching(token, others if levels is None else (*others, (strategy, *levels)))
@@ -406,12 +414,12 @@ class StrategyEngine:
                 self._holds.pop(key, None)
             elif (update.status in _ENDED_UNFILLED and not update.filled_quantity and update.request.signal_id
                   and update.request.signal_id == self._level_signals.get(key)
-                  and not self._refused(strategy, update.request.token)
-                  and not strategy.position(update.request.token)):
-                # An entry a level decided ended with nothing done (the broker refused it, or cancelled it): as after
-                # risk's refusal, the token is watched again at its next close, not at once (it would go again at
-                # the next tick past its level, and the next, a new order each time). A position's levels are
-                # watched again at once: its stop must not wait for a close.
+                  and not self._refused(strategy, update.request.token)):
+                # What a level decided ended with nothing done (the broker refused it, or cancelled it), no stop
+                # due: as after risk's refusal, it goes again at the token's next close, not at the next tick past
+                # its level, and the next (a new order each time). A position's stop is watched meanwhile.
+                if strategy.position(update.request.token):
+                    self._watch(strategy, update.request.token, stop_only=True)
                 return
             self._watch(strategy, update.request.token)
         elif update.request.strategy_tag == SQUAREOFF_TAG and update.last_fill_quantity:
@@ -545,9 +553,11 @@ class StrategyEngine:
             strategy.on_accepted(token, decision.signal_id)
         elif decision.reason_code != "DUPLICATE_ORDER":  # a duplicate's original is live
             strategy.on_rejected(token, decision.signal_id)
-            if decision.signal_id and decision.signal_id == self._level_signals.get((strategy.name, token)) \
-                    and self._refused(strategy, token):
-                self._watch(strategy, token)
+            if decision.signal_id and decision.signal_id == self._level_signals.get((strategy.name, token)):
+                if self._refused(strategy, token):
+                    self._watch(strategy, token)
+                elif strategy.position(token):
+                    self._watch(strategy, token, stop_only=True)
 
     def level_refused(self, name: str, token: int) -> None:
         """The OMS refused a change or cancel a strategy asked for: if a price level decided it for a stop (the

@@ -209,18 +209,24 @@ def test_the_wait_after_refused_stop_exits_tops_out_at_a_minute():
     assert [b - a for a, b in zip([1.0, *sent], sent, strict=False)] == [1, 2, 4, 8, 16, 32, 60, 60, 60]
 
 
-def test_a_target_the_broker_refused_leaves_the_stop_watched_at_once():
-    """An entry a level decided that the broker refuses waits for the next close (ORB would otherwise send it at
-    every tick); a position's exit does not take its stop with it."""
+@pytest.mark.parametrize("refused_by", ["risk", "broker"])
+def test_a_refused_target_leaves_its_stop_watched_and_is_not_sent_again_before_the_close(refused_by):
+    """A refused target waits for the token's next close (sent at every tick past it, it would be refused at every
+    tick); its position's stop is watched meanwhile, not left for the close."""
     desk = Desk(target_pct=2, stop_loss_pct=1)
     desk.hold()
     (target,) = desk.ticks(102_05)
-    desk.sequence += 1
-    desk.engine.on_order_update(trading_pb2.OrderUpdate(
-        client_order_id=target.signal_id, status=trading_pb2.ORDER_STATUS_REJECTED, sequence=desk.sequence,
-        request=trading_pb2.OrderRequest(client_order_id=target.signal_id, signal_id=target.signal_id, token=SBIN,
-                                         side=SELL, quantity=10, strategy_tag="mom", product=trading_pb2.PRODUCT_MIS)))
+    if refused_by == "risk":
+        desk.reject(target)
+    else:
+        desk.sequence += 1
+        desk.engine.on_order_update(trading_pb2.OrderUpdate(
+            client_order_id=target.signal_id, status=trading_pb2.ORDER_STATUS_REJECTED, sequence=desk.sequence,
+            request=trading_pb2.OrderRequest(client_order_id=target.signal_id, signal_id=target.signal_id,
+                                             token=SBIN, side=SELL, quantity=10, strategy_tag="mom",
+                                             product=trading_pb2.PRODUCT_MIS)))
 
+    assert desk.ticks(102_10, 102_20) == []
     assert described(desk.ticks(98_95)) == [
         (SELL, 10, MARKET, 0, "stop loss 1%: tick ₹98.95, 1.05% under the entry ₹100.00")]
 
