@@ -18,6 +18,10 @@ class DatabaseSettings(ModuleSettings):
     pool_min_size: int = Field(default=1, ge=0, le=100)
     pool_max_size: int = Field(default=10, ge=1, le=500)
     connect_timeout_s: float = Field(default=10.0, gt=0)
+    # A statement waiting this long for a row or table lock gives up (PostgreSQL's lock_timeout) instead of waiting
+    # for whoever holds it (a psql session left in a transaction): the order ledger's write then fails and is
+    # retried, said in a CRITICAL notification, rather than every order transition queueing behind it. 0 = never.
+    lock_timeout_ms: int = Field(default=5_000, ge=0, le=600_000)
     # market_ticks: partitions created for today + this many days; partitions older than retention dropped.
     partitions_ahead_days: int = Field(default=3, ge=0, le=366)
     tick_retention_days: int = Field(default=30, ge=1)

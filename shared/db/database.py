@@ -86,7 +86,8 @@ async def connect_pool(database_url: str, settings: DatabaseSettings | None = No
     where = where_of(database_url)
     try:
         pool = await asyncpg.create_pool(database_url, min_size=min(settings.pool_min_size, settings.pool_max_size),
-                                         max_size=settings.pool_max_size, timeout=settings.connect_timeout_s)
+                                         max_size=settings.pool_max_size, timeout=settings.connect_timeout_s,
+                                         server_settings={"lock_timeout": str(settings.lock_timeout_ms)})
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError, OverflowError) as exc:
         raise ConfigError(f"cannot connect to PostgreSQL at {where}: {_reason(exc)}; "
                           "check DATABASE_URL (NEOPULSE_DATABASE_URL) or unset it to use the embedded server") from None

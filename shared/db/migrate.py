@@ -89,6 +89,7 @@ async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> li
     migrations = discover(directory)
     for m in migrations:
         _refuse_transaction_control(m)
+    await conn.execute("SET lock_timeout = 0")  # another migrator may take a while: wait for it, and for DDL's locks
     await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
     try:
         await _ensure_table(conn)
@@ -104,6 +105,7 @@ async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> li
         return done
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+        await conn.execute("RESET lock_timeout")
 
 
 def failed_migration(exc: BaseException) -> str | None:

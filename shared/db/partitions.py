@@ -126,6 +126,7 @@ class _locked:
     async def __aenter__(self) -> asyncpg.Connection:
         self.conn = await self.db.acquire() if isinstance(self.db, asyncpg.Pool) else self.db
         try:
+            await self.conn.execute("SET lock_timeout = 0")  # the lock waits for the DDL under way (RESET on release)
             await self.conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
         except BaseException:
             # A wait given up (the caller's timeout cancels it) must not keep the pool's connection: after
@@ -141,6 +142,7 @@ class _locked:
         try:
             if not self.conn.is_closed():
                 await self.conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+                await self.conn.execute("RESET lock_timeout")
         finally:
             if isinstance(self.db, asyncpg.Pool):
                 await self.db.release(self.conn)

@@ -18,6 +18,8 @@ from services.oms.ledger_pg import PgLedger
 from shared.clock import NS, ist_ns
 from shared.contracts import trading_pb2 as t
 from shared.db import migrate, queries
+from shared.db.config import DatabaseSettings
+from shared.db.database import connect_pool
 from shared.db.orders import INSERT_SQL, insert_args, insert_columns
 from tests.db.helpers import new_order, transition
 
@@ -359,3 +361,30 @@ async def test_orders_written_before_0003_get_their_written_order_from_it(pg_ser
 
     assert written == ["old", "b", "a", "c"]
     assert newest == "new"
+
+
+async def test_a_ledger_write_behind_a_row_lock_gives_up_after_lock_timeout_ms_not_never(database):
+    """An operator's psql left in a transaction holding an order's row: the OMS's write of that order, which holds
+    every transition behind it, fails after [database] lock_timeout_ms and is retried (the OMS's recovery), instead
+    of waiting for as long as the lock is held."""
+    pool = await connect_pool(database, DatabaseSettings(lock_timeout_ms=300))
+    other = await asyncpg.connect(database)
+    try:
+        ledger = PgLedger(pool)
+        order = new_order(str(uuid.uuid4()), "held")
+        await ledger.insert_new(order, {})
+        held = other.transaction()
+        await held.start()
+        await other.execute("SELECT 1 FROM order_ledger WHERE internal_id = $1 FOR UPDATE",
+                            uuid.UUID(order.internal_id))
+
+        with pytest.raises(asyncpg.LockNotAvailableError):
+            async with asyncio.timeout(5):
+                await ledger.record(transition(order, t.ORDER_STATUS_OPEN, 2), {})
+
+        await held.rollback()
+        await ledger.record(transition(order, t.ORDER_STATUS_OPEN, 2), {})  # the retry, once the lock is gone
+        assert (await ledger.get(order.internal_id)).status == t.ORDER_STATUS_OPEN
+    finally:
+        await other.close()
+        await pool.close()
