@@ -53,6 +53,7 @@ class StrategyModule(Component):
         self.history = history  # the stored candles to warm up from; None: no database
         # Each strategy's pause, run-time params and loss-limit day (state.py); in memory without a database.
         self.state_store: StrategyStateStore = state if state is not None else MemoryStrategyState()
+        self._saving = asyncio.Lock()  # one save at a time, each of the state as it is then: the last one holds
         self.instruments = InstrumentBook()
         self.sequencer = Sequencer()
         self.engine: StrategyEngine | None = None
@@ -125,7 +126,10 @@ class StrategyModule(Component):
         here, said loudly: it would not survive a restart."""
         assert self.engine is not None
         try:
-            await self.state_store.save(name, self.engine.durable_state(name))
+            # In turn, and the state read once this save's turn comes: two saves in flight (a pause, then a resume
+            # at once) could otherwise commit out of order, the older last, and a restart bring the pause back.
+            async with self._saving:
+                await self.state_store.save(name, self.engine.durable_state(name))
         except Exception as exc:
             STATE_SAVE_ERRORS.inc()
             log.exception("strategy state not saved; it will not survive a restart", extra={"strategy": name})

@@ -19,7 +19,7 @@ import pytest
 from services.strategy.config import StrategySettings
 from services.strategy.engine import StrategyEngine, build_strategies
 from services.strategy.module import StrategyModule
-from services.strategy.state import PgStrategyState
+from services.strategy.state import MemoryStrategyState, PgStrategyState
 from shared import config as cfg
 from shared import rpc
 from shared.bus import Bus, Topic
@@ -216,3 +216,30 @@ def _tick(price: int) -> Any:
     from shared.contracts import market_pb2
 
     return market_pb2.Tick(token=SBIN, exchange_segment="nse_cm", ts_ns=NOW, ltp_paise=price, ltq=1)
+
+
+class FirstSaveSlow(MemoryStrategyState):
+    """The first save takes a while to commit (its connection still being opened); the others go at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow = True
+
+    async def save(self, name: str, state: dict[str, Any]) -> None:
+        if self.slow:
+            self.slow = False
+            await asyncio.sleep(0.1)
+        await super().save(name, state)
+
+
+async def test_a_pause_and_a_resume_in_quick_succession_save_the_resume_last(start):
+    store = FirstSaveSlow()
+    started = await start(store)
+    store.slow = True
+
+    await asyncio.gather(
+        started.call(rpc.PAUSE_STRATEGY, strategy_pb2.PauseStrategyRequest(name="mom", reason="a look")),
+        started.call(rpc.RESUME_STRATEGY, strategy_pb2.ResumeStrategyRequest(name="mom")))
+
+    assert not (await started.info()).paused
+    assert not store.saved["mom"].get("paused")
