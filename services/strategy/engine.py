@@ -768,9 +768,11 @@ def _from_first_reached(ticks: Any, reached: list[market_pb2.Tick]) -> list[mark
         start = first.get(tick.token)
         if start is None:
             continue
-        if tick is start:
+        if tick.token not in started:
+            if tick is not start and tick != start:  # `is`: the same wrapper; `!=`: a copy of the batch's tick
+                continue
             started.add(tick.token)
-        elif tick.token not in started or tick.ts_ns < start.ts_ns:
+        elif tick.ts_ns < start.ts_ns:
             continue
         out.append(tick)
     return out

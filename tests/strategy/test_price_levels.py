@@ -411,7 +411,10 @@ def test_a_new_best_and_the_fall_through_its_trailing_stop_in_one_batch_exit_as_
     one.hold()
     two.hold()
 
-    in_one = one.ticks(110_00, 100_00, 111_00)
+    batch = market_pb2.TickBatch(ticks=[  # as the strategy module hands them over: a protobuf batch's ticks
+        market_pb2.Tick(token=SBIN, exchange_segment="nse_cm", ts_ns=T0930 + (i + 1) * NS, ltp_paise=price, ltq=1,
+                        recv_ns=i + 1) for i, price in enumerate((110_00, 100_00, 111_00))])
+    in_one = one.engine.on_ticks(batch.ticks)[1]
     in_two = two.ticks(110_00) + two.ticks(100_00) + two.ticks(111_00)
 
     assert described(in_one) == described(in_two) == [
