@@ -88,6 +88,9 @@ SELECT EXISTS (SELECT 1 FROM cur) AS known, (SELECT count(*) FROM upd) AS update
 _NO_FLUSH = "no_flush AS (SELECT set_config('synchronous_commit', 'off', true) AS s),\n"
 _RECORD_NO_FLUSH_SQL = _RECORD_SQL.format(commit=_NO_FLUSH, commit_ref=", (SELECT s FROM no_flush)")
 _RECORD_FLUSHED_SQL = _RECORD_SQL.format(commit="", commit_ref="")
+# The longest an order-path write (its pooled connection, then its statement) or its read-back is waited for: those
+# take milliseconds; past this, the server or the pool is stuck and the write's outcome is unknown.
+WRITE_TIMEOUT_S = 10.0
 
 
 
@@ -105,18 +108,21 @@ class PgLedger:
 
     durable = True
 
-    def __init__(self, pool: asyncpg.Pool, durable_updates: bool = False) -> None:
+    def __init__(self, pool: asyncpg.Pool, durable_updates: bool = False, timeout_s: float = WRITE_TIMEOUT_S) -> None:
         self.pool = getattr(pool, "pool", pool)
         self.durable_updates = durable_updates
+        self.timeout_s = timeout_s
         self._releasing: set[asyncio.Task[None]] = set()
 
     async def _write(self, sql: str, *args: Any) -> asyncpg.Record | None:
         """One statement on a pooled connection, handed back in the background: the pool resets a connection it
         takes back (a round trip, ~150 µs here) and the OMS's next write, queued behind this one, need not wait
-        for that."""
-        conn = await self.pool.acquire()
+        for that. Neither the connection nor the statement is waited for longer than timeout_s: a pool used up or a
+        server that stopped answering raises TimeoutError (the write's outcome unknown: the OMS reads the row back,
+        or keeps it unknown and retries), never holding every order's transitions for as long as it lasts."""
+        conn = await self.pool.acquire(timeout=self.timeout_s)
         try:
-            return await conn.fetchrow(sql, *args)
+            return await conn.fetchrow(sql, *args, timeout=self.timeout_s)
         finally:
             task = asyncio.get_running_loop().create_task(self.pool.release(conn))
             self._releasing.add(task)
@@ -171,10 +177,11 @@ class PgLedger:
             where = "internal_id = $1"
         except ValueError:
             key, where = order_id, "client_order_id = $1"
-        row = await self.pool.fetchrow(f"SELECT {LEDGER_COLUMNS} FROM order_ledger WHERE {where}", key)
+        row = await self.pool.fetchrow(f"SELECT {LEDGER_COLUMNS} FROM order_ledger WHERE {where}", key,
+                                       timeout=self.timeout_s)  # the read-back of a write that failed, too
         if row is None and where.startswith("internal_id"):  # a client_order_id that happens to look like a uuid
             row = await self.pool.fetchrow(f"SELECT {LEDGER_COLUMNS} FROM order_ledger WHERE client_order_id = $1",
-                                           order_id)
+                                           order_id, timeout=self.timeout_s)
         return row_to_update(row) if row is not None else None
 
     async def open_orders(self) -> list[trading_pb2.OrderUpdate]:

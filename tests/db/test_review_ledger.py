@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 import uuid
 from datetime import date
 from decimal import Decimal
@@ -388,3 +389,26 @@ async def test_a_ledger_write_behind_a_row_lock_gives_up_after_lock_timeout_ms_n
     finally:
         await other.close()
         await pool.close()
+
+
+async def test_a_ledger_write_with_every_pooled_connection_taken_gives_up_after_its_timeout(database):
+    """A pool used up (a stuck report on each connection) held the OMS's write, and every transition queued behind
+    it, for as long as that lasted: it raises after timeout_s, an unknown outcome the OMS reads back and retries."""
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=1)
+    try:
+        ledger = PgLedger(pool, timeout_s=0.3)
+        order = new_order(str(uuid.uuid4()), "no-connection")
+        await ledger.insert_new(order, {})
+        taken = await pool.acquire()
+
+        began = time.monotonic()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(3):  # the test's own guard: it would end here, 3 s in, without timeout_s
+                await ledger.record(transition(order, t.ORDER_STATUS_OPEN, 2), {})
+        assert time.monotonic() - began < 2
+
+        await pool.release(taken)
+        await ledger.record(transition(order, t.ORDER_STATUS_OPEN, 2), {})
+        assert (await ledger.get(order.internal_id)).status == t.ORDER_STATUS_OPEN
+    finally:
+        pool.terminate()  # not close(): it would wait for the connection taken, were the test to fail before
