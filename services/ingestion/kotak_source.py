@@ -376,7 +376,8 @@ class KotakFeedSource:
     def _new_ticks(self, messages: list[Any], recv_ns: int) -> list[market_pb2.Tick]:
         """The frame's messages as new ticks; a corrupt message is counted and skipped, its frame mates kept."""
         ticks = []
-        latest = self.clock.now_ns() + AHEAD_NS
+        now = self.clock.now_ns()
+        latest = now + AHEAD_NS
         for m in messages:
             try:
                 if isinstance(m, (SFeedScrip, SFeedScripLite, SFeedIndex)) and (
@@ -385,8 +386,8 @@ class KotakFeedSource:
                     raise ValueError(f"not subscribed: {m.exchange_segment}|{m.instrument_token}")
                 t = to_tick(m, recv_ns)
                 if t is not None and t.ts_ns > latest:
-                    raise ValueError(f"last_trade_time {t.ts_ns // NS} is {(t.ts_ns - latest) // NS + AHEAD_NS // NS} "
-                                     "s ahead of this machine's clock (a corrupt time; or check the clock)")
+                    raise ValueError(f"last_trade_time {t.ts_ns // NS} is {(t.ts_ns - now) // NS} s ahead of this "
+                                     "machine's clock (a corrupt time; or check the clock)")
             except (ValueError, TypeError) as exc:
                 self.stats.malformed_packets += 1
                 log.warning("kotak feed message skipped", extra={"token": getattr(m, "instrument_token", ""),

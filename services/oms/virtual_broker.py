@@ -281,10 +281,11 @@ class VirtualBroker:
         last = self._last
         for tick in batch.ticks:
             last[tick.token] = tick
-        if batch.ticks and ist_day_number(batch.ticks[-1].ts_ns) > self._day:
+        day = ist_day_number(batch.ticks[-1].ts_ns) if batch.ticks else 0
+        if day > self._day:
             # A new day's first ticks come a minute before its first candle: yesterday's DAY orders (a stop, a
             # MARKET order waiting for a tick) go first, not filled at today's opening prices.
-            await self._expire_day_orders(ist_day_number(batch.ticks[-1].ts_ns))
+            await self._expire_day_orders(day)
         if self._awaiting_tick:
             await self._fill_awaiting(batch.ticks)
         if self._stops:
