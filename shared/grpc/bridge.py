@@ -403,22 +403,34 @@ def install_unary_proxy(bus: Bus, channel: grpc.aio.Channel, method: str,
 
 
 class NotificationForwarder:
-    """Local Topic.NOTIFICATIONS -> remote NotifierService/Notify, a few attempts each, then dropped
-    and counted: a notifier outage must never back-pressure the order path. The bus handler only queues
-    (at most `max_pending`, the oldest shed); a task of its own does the sending."""
+    """Local Topic.NOTIFICATIONS -> remote NotifierService/Notify, in order, one at a time.
+
+    A notifier that is down (UNAVAILABLE: restarting, not started yet) is waited for: what was published meanwhile
+    (a fill, a rejection, a risk state change) is held and delivered once it serves again, oldest first. A notifier
+    that takes the call but does not answer in time (DEADLINE_EXCEEDED) gets `attempts` tries, and one that refuses
+    it (any other code) none more: each such notification is dropped and counted. The bus handler only queues (at
+    most `max_pending`, the oldest shed and counted), so an outage never back-pressures the order path; a task of
+    its own does the sending."""
 
     def __init__(self, bus: Bus, channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...] = (),
-                 attempts: int = 3, timeout_s: float = 2.0, max_pending: int = 1_000) -> None:
+                 attempts: int = 3, timeout_s: float = 2.0, max_pending: int = 1_000,
+                 backoff: tuple[float, float] = (0.2, 2.0)) -> None:
         req_cls, resp_cls = method_types(rpc.NOTIFY)
         self._call = channel.unary_unary(rpc.NOTIFY, request_serializer=req_cls.SerializeToString,
                                          response_deserializer=resp_cls.FromString)
         self.metadata, self.attempts, self.timeout_s = metadata, attempts, timeout_s
         self.forwarded = 0
         self.failed = 0
+        self.down = False  # the last try found the notifier unavailable; what is pending waits for it
+        self._backoff = backoff
         self._pending: deque[Any] = deque(maxlen=max_pending)
         self._sender: asyncio.Task[None] | None = None
         self._bus = bus
         bus.subscribe(Topic.NOTIFICATIONS, "grpc:notify-forwarder", self._queue)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
 
     async def _queue(self, notification: Any) -> None:
         if len(self._pending) == self._pending.maxlen:
@@ -435,21 +447,33 @@ class NotificationForwarder:
 
     async def _forward(self, notification: Any) -> None:
         request = notifier_pb2.NotifyRequest(notification=notification)
-        backoff = Backoff(0.2, 1.0)
-        for attempt in range(1, self.attempts + 1):
+        backoff = Backoff(*self._backoff)
+        timeouts = 0
+        while True:
             try:
                 await self._call(request, metadata=self.metadata, timeout=self.timeout_s)
-                self.forwarded += 1
-                return
             except grpc.aio.AioRpcError as err:
-                if attempt == self.attempts or err.code() not in (grpc.StatusCode.UNAVAILABLE,
-                                                                  grpc.StatusCode.DEADLINE_EXCEEDED):
+                code = err.code()
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    if not self.down:
+                        self.down = True
+                        log.warning("notifier unavailable: holding notifications until it serves again",
+                                    extra={"pending": len(self._pending)})
+                elif code == grpc.StatusCode.DEADLINE_EXCEEDED and (timeouts := timeouts + 1) < self.attempts:
+                    pass
+                else:
                     self.failed += 1
                     FORWARD_FAILED.inc()
                     log.warning("notification not delivered to the notifier",
-                                extra={"code": err.code().name, "title": notification.title})
+                                extra={"code": code.name, "title": notification.title})
                     return
                 await backoff.wait()
+                continue
+            self.forwarded += 1
+            if self.down:
+                self.down = False
+                log.info("notifier serves again: delivering held notifications", extra={"pending": len(self._pending)})
+            return
 
 
 def _header_int(headers: dict[str, Any], key: str) -> int:

@@ -210,6 +210,37 @@ async def test_local_notifications_reach_the_remote_notifier(running):
     assert received == ["Order filled"]
 
 
+async def test_notifications_published_while_the_notifier_is_down_reach_it_once_it_serves(running):
+    """A notifier restarting (split mode: its process replaced) must not cost the fills and rejections published
+    meanwhile: they are held and delivered when it serves again, oldest first."""
+    notifier_bus, local = running(), running()
+    received: list[str] = []
+
+    async def notify(req):
+        received.append(req.notification.title)
+        return notifier_pb2.NotifyResponse(accepted=True)
+
+    notifier_bus.handle(rpc.NOTIFY, notify)
+    port = free_port()
+    channel = open_channel(f"127.0.0.1:{port}", GrpcSettings())
+    forwarder = NotificationForwarder(local, channel, backoff=(0.05, 0.2))
+    server = None
+    try:
+        for title in ("Order placed", "Order filled", "Risk REDUCING"):
+            await local.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(title=title))
+        await wait_for(lambda: forwarder.down)
+        await asyncio.sleep(1.5)  # longer than the few tries a send used to get
+        server = await serve(notifier_bus, ["NotifierService"], port=port)
+        await wait_for(lambda: forwarder.forwarded == 3)
+    finally:
+        await channel.close()
+        if server is not None:
+            await server.stop(0)
+
+    assert received == ["Order placed", "Order filled", "Risk REDUCING"]
+    assert forwarder.failed == 0 and not forwarder.down
+
+
 async def test_a_hung_notifier_never_holds_up_whoever_publishes_notifications(running):
     """Each send to a notifier that accepts the call but never answers takes its timeouts; publishing
     (risk's state changes, say) must not wait for them."""
