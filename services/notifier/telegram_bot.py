@@ -6,13 +6,14 @@ Thin over services.notifier.control (which talks to the bus); polls getUpdates f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from telegram import (
     BotCommand,
@@ -65,6 +66,9 @@ EXPIRED = "This confirmation has expired or was already answered; nothing change
 ERROR_CHARS = 500  # an error quoting a huge argument is cut, so its reply still fits Telegram's 4096
 RETRY_AFTER_MAX_S = 30.0  # a reply rate-limited for longer than this is given up
 MAX_CONCURRENT_UPDATES = 256  # updates in hand at once (PTB's default); an allowed chat's commands take turns
+MAX_WAITING_COMMANDS = 32  # commands waiting for their turn; more are refused, so presses always find a free slot
+BUSY = "Too many commands are waiting for earlier ones to finish; this one was not acted on. Send it again shortly."
+SKIPS_THE_TURN = frozenset({"kill"})  # it only asks for its confirmation: nothing it does needs earlier ones done
 STALE_COMMAND_S = CONFIRM_TTL_S  # a command that reaches the bot this late (Telegram was unreachable) is not acted on
 NOT_YOURS = "Only the one who asked can answer this; nothing changed."
 # The user whose command (or button press) is being handled: prompts remember who asked.
@@ -91,26 +95,52 @@ class ButtonsFirst(BaseUpdateProcessor):
     (a /pause, then a /resume). A confirm-button press is handled at once, beside them: a Halt never waits behind
     a reply sitting out Telegram's flood control (up to 2 x RETRY_AFTER_MAX_S) or a command waiting on a slow
     module. Presses need no turn: each acts on its own prompt, and a prompt is taken with no await in between
-    (TelegramBot._confirmed), so it acts once. Other chats' updates, which are only logged, do not queue either."""
+    (TelegramBot._confirmed), so it acts once. A /kill needs no turn either (it only asks for the Halt's
+    confirmation), and other chats' updates, which are only logged, do not queue. At most MAX_WAITING_COMMANDS
+    commands wait; one more is answered BUSY and dropped, so the waiting never takes every slot from the presses."""
 
     def __init__(self, is_allowed: Callable[[int], bool]) -> None:
         super().__init__(MAX_CONCURRENT_UPDATES)
         self._is_allowed = is_allowed
         self._turn = asyncio.Lock()  # FIFO: updates take it in the order PTB starts them, the order they came
+        self.waiting = 0  # commands in hand for their turn (the one acting included)
+        self.refused = 0
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
         chat = update.effective_chat if isinstance(update, Update) else None
-        if isinstance(update, Update) and update.callback_query is None and chat and self._is_allowed(chat.id):
+        if not (isinstance(update, Update) and update.callback_query is None and chat and self._is_allowed(chat.id)
+                and _command_name(update) not in SKIPS_THE_TURN):
+            await coroutine
+            return
+        if self.waiting >= MAX_WAITING_COMMANDS:
+            self.refused += 1
+            cast(Coroutine[Any, Any, Any], coroutine).close()  # never awaited: nothing of it ran
+            log.warning("telegram command refused: too many waiting", extra={"chat_id": chat.id,
+                                                                             "waiting": self.waiting})
+            if update.effective_message is not None:
+                with contextlib.suppress(TelegramError):
+                    await update.effective_message.reply_text(BUSY)
+            return
+        self.waiting += 1
+        try:
             async with self._turn:
                 await coroutine
-        else:
-            await coroutine
+        finally:
+            self.waiting -= 1
 
     async def initialize(self) -> None:
         return None
 
     async def shutdown(self) -> None:
         return None
+
+
+def _command_name(update: Update) -> str:
+    """"kill" for "/kill@NeoPulseBot now"; "" for what is not a command."""
+    text = update.effective_message.text if update.effective_message is not None else None
+    if not text or not text.startswith("/"):
+        return ""
+    return text[1:].split(maxsplit=1)[0].split("@", 1)[0].lower() if len(text) > 1 else ""
 
 
 class TelegramBot:

@@ -298,6 +298,38 @@ async def test_a_halt_press_does_not_wait_behind_a_reply_sitting_out_a_429(notif
     assert len(fake_api.sent(chat_id=CHAT)) == 2  # the /status reply is still waiting
 
 
+async def test_a_kill_asks_at_once_while_an_earlier_command_waits_out_a_429(notifier, fake_api, standins):
+    fake_api.rate_limit_next = [3]
+    fake_api.send_command(CHAT, "/status")
+    await fake_api.wait_sent(1, chat_id=CHAT)  # the /status reply got its 429 and waits 3 s, holding the turn
+
+    fake_api.send_command(CHAT, "/kill@neopulse_test_bot feed looks wrong")
+    sent = await fake_api.wait_sent(2, chat_id=CHAT, within=1.5)
+
+    assert sent[-1]["text"] == "Engage the kill switch? No new orders until it is released."
+    edited = await press(fake_api, "kill")
+    assert edited["text"] == "🛑 Kill switch engaged. Trading is HALTED."
+    assert standins.calls(rpc.SET_KILL_SWITCH)[-1].reason == "feed looks wrong"
+
+
+async def test_commands_beyond_the_waiting_cap_are_refused_at_once_and_say_so(notifier, fake_api, standins):
+    """A flood of commands behind a slow one must not take every slot a Halt press needs: the waiting are capped."""
+    from services.notifier.telegram_bot import BUSY, MAX_WAITING_COMMANDS
+
+    fake_api.rate_limit_next = [4]
+    fake_api.send_command(CHAT, "/status")
+    await fake_api.wait_sent(1, chat_id=CHAT)  # its reply waits 4 s, holding the turn
+    for _ in range(MAX_WAITING_COMMANDS + 2):  # /status holds one of the places: three too many
+        fake_api.send_command(CHAT, "/help")
+
+    await eventually(lambda: [p["text"] for p in fake_api.sent(chat_id=CHAT)].count(BUSY) == 3, within=2)
+    await asyncio.sleep(0.2)
+    fake_api.press_button(CHAT, "kill:none")  # a press still acts at once (no prompt: it says so)
+    await fake_api.wait_sent(1, "answerCallbackQuery", within=1)
+    helps = await fake_api.wait_sent(1 + 3 + MAX_WAITING_COMMANDS - 1 + 1, chat_id=CHAT, within=10)
+    assert [p["text"] for p in helps].count(BUSY) == 3
+
+
 async def test_commands_of_a_chat_act_and_answer_in_the_order_sent_while_a_reply_waits_out_a_429(notifier, fake_api,
                                                                                                standins):
     fake_api.rate_limit_next = [1]
