@@ -51,6 +51,24 @@ class _TomlSection(PydanticBaseSettingsSource):
         return dict(self._data)
 
 
+class _NoEmptySecrets(PydanticBaseSettingsSource):
+    """The environment, where an empty secret is no value either: compose's `${NEOPULSE_GRPC_AUTH_TOKEN:-}` passes ""
+    when the variable is unset, and that must not hide the secret file (gRPC would run without its token, Telegram
+    be off, DATABASE_URL fall back to the embedded database)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._env = env
+        self._secret_keys = {key for name in settings_cls.model_fields if _secret_field(settings_cls, name)
+                             for key in _field_keys(settings_cls, name)}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._env.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._env().items() if not (v == "" and k in self._secret_keys)}
+
+
 class ModuleSettings(BaseSettings):
     """Base for every module's settings; `section` names its TOML table ("" = top level)."""
 
@@ -74,7 +92,8 @@ class ModuleSettings(BaseSettings):
         env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _TomlSection(settings_cls, cls._toml_data), file_secret_settings)
+        return (init_settings, _NoEmptySecrets(settings_cls, env_settings), _TomlSection(settings_cls, cls._toml_data),
+                file_secret_settings)
 
 
 S = TypeVar("S", bound=ModuleSettings)
@@ -83,6 +102,13 @@ S = TypeVar("S", bound=ModuleSettings)
 def _secret_field(cls: type[BaseSettings], name: str) -> bool:
     field = cls.model_fields.get(name)
     return field is not None and (field.annotation is SecretStr or SecretStr in get_args(field.annotation))
+
+
+def _field_keys(cls: type[BaseSettings], name: str) -> set[str]:
+    """The keys a source may give the field under: its name and its alias choices."""
+    alias = cls.model_fields[name].validation_alias
+    choices = alias.choices if isinstance(alias, AliasChoices) else [alias] if isinstance(alias, str) else []
+    return {name, *(c for c in choices if isinstance(c, str))}
 
 
 def _numeric(annotation: Any) -> bool:

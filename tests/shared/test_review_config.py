@@ -282,6 +282,26 @@ def test_an_empty_secret_in_the_config_file_does_not_hide_the_secret_file(tmp_pa
     assert settings.telegram_bot_token.get_secret_value() == "123456:from-the-file"
 
 
+@pytest.mark.parametrize(("env", "file", "field"), [
+    ("NEOPULSE_GRPC_AUTH_TOKEN", "NEOPULSE_GRPC_AUTH_TOKEN", "auth_token"),
+    ("NEOPULSE_NOTIFIER_TELEGRAM_BOT_TOKEN", "NEOPULSE_NOTIFIER_TELEGRAM_BOT_TOKEN", "telegram_bot_token"),
+    ("DATABASE_URL", "NEOPULSE_DATABASE_URL", "database_url"),
+])
+def test_an_empty_secret_in_the_environment_does_not_hide_the_secret_file(tmp_path, monkeypatch, env, file, field):
+    """docker-compose.yml passes `${NEOPULSE_GRPC_AUTH_TOKEN:-}`, "" when unset: the server ran without its token
+    (the bot off, the embedded database instead of DATABASE_URL) although the secret file held one."""
+    (tmp_path / file).write_text("secret-from-the-file\n")
+    monkeypatch.setenv("NEOPULSE_SECRETS_DIR", str(tmp_path))
+    for name in ("NEOPULSE_DATABASE_URL", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(env, "")
+    cls = {"auth_token": GrpcSettings, "telegram_bot_token": NotifierSettings, "database_url": AppSettings}[field]
+
+    value = getattr(load(cls, {}), field)
+
+    assert value is not None and value.get_secret_value() == "secret-from-the-file"
+
+
 def test_a_config_error_carries_no_trace_of_the_input_values():
     """pydantic's error holds the input values; chained to the ConfigError (even with `from None`, as its
     __context__) an error reporter that follows chains would send a mistyped secret along."""
