@@ -5,11 +5,11 @@ Config speaks rupees; Limits speaks paise and converts to and from the RiskLimit
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.clock import SESSIONS_IST, Session, parse_hhmm, parse_session
@@ -32,6 +32,27 @@ def _by_segment(value: dict[str, str], parse: Callable[[str], Any]) -> dict[str,
 def _check_hhmm(value: str) -> str:
     parse_hhmm(value)  # raises ValueError("expected HH:MM, got ...")
     return value
+
+
+SQUARE_OFF_TIMES_IST = {"mcx_fo": "23:00", "cde_fo": "16:45"}  # segments trading past 15:30 square off at their own
+
+
+def square_off_problem(default: tuple[int, int], by_segment: Mapping[str, tuple[int, int]],
+                       sessions: Mapping[str, Session]) -> str:
+    """Why MIS square-off would never happen in some segment ("" when it would): its time (the segment's own, else
+    square_off_time_ist) must fall inside the segment's session, as risk refuses its own square-off order outside
+    market hours."""
+    for segment, (opens, closes) in sessions.items():
+        at = by_segment.get(segment, default)
+        if not opens < at < closes:
+            setting = f"square_off_times_ist.{segment}" if segment in by_segment else "square_off_time_ist"
+            return (f"{setting} {_hhmm(at)} is outside {segment}'s market hours {_hhmm(opens)}-{_hhmm(closes)}: "
+                    "risk would refuse its own square-off orders there and MIS positions would stay open")
+    return ""
+
+
+def _hhmm(at: tuple[int, int]) -> str:
+    return f"{at[0]:02d}:{at[1]:02d}"
 
 
 class Limits(BaseModel):
@@ -109,8 +130,9 @@ class RiskSettings(ModuleSettings):
     # Allowed distance of limit/trigger prices from the last traded price; 0 = no band.
     price_band_bps: int = Field(default=500, ge=0, le=10_000)
     square_off_time_ist: str = "15:15"
-    # Segments whose MIS positions are squared off at their own time (MCX and currency trade past 15:30).
-    square_off_times_ist: dict[str, str] = Field(default_factory=lambda: {"mcx_fo": "23:00", "cde_fo": "16:45"})
+    # Segments whose MIS positions are squared off at their own time (MCX and currency trade past 15:30), over
+    # SQUARE_OFF_TIMES_IST. Every segment's time must fall inside its market hours.
+    square_off_times_ist: dict[str, str] = Field(default_factory=dict)
     # Market hours by exchange segment, over the built-in ones (shared.clock.SESSIONS_IST), e.g.
     # {mcx_fo = "09:00-23:55"} while the US keeps daylight time.
     sessions: dict[str, str] = Field(default_factory=dict)
@@ -134,7 +156,20 @@ class RiskSettings(ModuleSettings):
         return {**SESSIONS_IST, **{segment: parse_session(text) for segment, text in self.sessions.items()}}
 
     def square_off_hhmm_by_segment(self) -> dict[str, tuple[int, int]]:
-        return {segment: parse_hhmm(hhmm) for segment, hhmm in self.square_off_times_ist.items()}
+        return {segment: parse_hhmm(hhmm) for segment, hhmm in {**SQUARE_OFF_TIMES_IST,
+                                                                  **self.square_off_times_ist}.items()}
+
+    @model_validator(mode="after")
+    def _square_off_in_market_hours(self) -> RiskSettings:
+        sessions = self.market_sessions()
+        unknown = sorted(set(self.square_off_times_ist) - set(sessions))
+        if unknown:
+            raise ValueError(f"square_off_times_ist: unknown exchange segment {unknown[0]!r}; the segments are "
+                             + ", ".join(sessions) + " (more through [risk] sessions)")
+        problem = square_off_problem(parse_hhmm(self.square_off_time_ist), self.square_off_hhmm_by_segment(), sessions)
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @field_validator("daily_loss_halt")
     @classmethod

@@ -13,7 +13,7 @@ from fractions import Fraction
 from typing import Any
 
 from services.oms.ledger import TERMINAL
-from services.risk.config import Limits
+from services.risk.config import Limits, square_off_problem
 from services.risk.orders import (
     PRICED,
     SQUAREOFF_TAG,
@@ -36,6 +36,7 @@ from shared.clock import (
     session_of,
 )
 from shared.contracts import market_pb2, ops_pb2, risk_pb2, trading_pb2
+from shared.errors import InvalidInput
 from shared.ids import MAX_REASON_CHARS, MAX_TEXT_CHARS
 from shared.instruments import InstrumentBook, not_tradable
 from shared.money import fmt_inr
@@ -667,7 +668,11 @@ class RiskEngine:
             self._move(state, reason if reason.endswith(RESTORED) else reason + RESTORED)
 
     def set_limits(self, limits: Limits) -> None:
-        """Replace the limits whole; new loss thresholds take effect at once."""
+        """Replace the limits whole; new loss thresholds take effect at once. InvalidInput (nothing changed) for a
+        square-off time outside the market hours of a segment it applies to."""
+        problem = square_off_problem(limits.square_off_hhmm, self.square_off_times, self.sessions)
+        if problem:
+            raise InvalidInput("limits.square_off_time_ist", problem)
         self.limits = limits
         self._bucket.set_rate(limits.max_orders_per_second, self.clock.now_ns())
         self.evaluate_loss()

@@ -39,6 +39,32 @@ def test_a_bad_square_off_time_is_a_config_error_naming_the_field():
         load(RiskSettings, {"risk": {"square_off_time_ist": "3pm"}})
 
 
+@pytest.mark.parametrize(("table", "message"), [
+    ({"square_off_time_ist": "15:45"}, "square_off_time_ist 15:45 is outside nse_cm's market hours 09:15-15:30"),
+    ({"square_off_time_ist": "15:30"}, "square_off_time_ist 15:30 is outside nse_cm's"),
+    ({"square_off_times_ist": {"mcx_fo": "23:45"}}, "square_off_times_ist.mcx_fo 23:45 is outside mcx_fo's"),
+    ({"square_off_times_ist": {"mcx": "23:00"}}, "unknown exchange segment 'mcx'"),
+])
+def test_a_square_off_time_risk_could_never_act_on_is_a_config_error(table, message):
+    """Risk refuses its own square-off order outside market hours: such a time would leave MIS positions open."""
+    with pytest.raises(ConfigError, match=message):
+        load(RiskSettings, {"risk": table})
+
+
+def test_square_off_times_by_segment_go_over_the_built_in_ones():
+    """Setting only currency's time keeps MCX's own 23:00 (not the cash market's 15:15)."""
+    settings = load(RiskSettings, {"risk": {"square_off_times_ist": {"cde_fo": "16:30"}}})
+
+    assert settings.square_off_hhmm_by_segment() == {"mcx_fo": (23, 0), "cde_fo": (16, 30)}
+
+
+def test_a_longer_session_allows_a_later_square_off():
+    settings = load(RiskSettings, {"risk": {"sessions": {"mcx_fo": "09:00-23:55"},
+                                            "square_off_times_ist": {"mcx_fo": "23:45"}}})
+
+    assert settings.square_off_hhmm_by_segment()["mcx_fo"] == (23, 45)
+
+
 def test_limits_survive_a_round_trip_through_the_contract():
     original = limits(max_open_orders=3, price_band_bps=0)
 

@@ -290,6 +290,21 @@ async def test_invalid_limits_are_refused_whole_and_nothing_changes(risk):
     assert err.value.field == "limits.max_open_orders" and after.limits == before.limits
 
 
+@pytest.mark.parametrize("at", ["15:30", "15:45", "09:00"])
+async def test_a_square_off_time_outside_market_hours_is_refused_and_nothing_changes(risk, at):
+    """At 15:45 risk would refuse its own square-off orders (the market closed): no MIS position squared off."""
+    before = await risk.bus.call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())
+    proposed = risk_pb2.RiskLimits()
+    proposed.CopyFrom(before.limits)
+    proposed.square_off_time_ist = at
+
+    with pytest.raises(InvalidInput, match="outside nse_cm's market hours 09:15-15:30") as err:
+        await risk.bus.call(rpc.SET_RISK_LIMITS, risk_pb2.SetRiskLimitsRequest(limits=proposed))
+
+    after = await risk.bus.call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())
+    assert err.value.field == "limits.square_off_time_ist" and after.limits == before.limits
+
+
 async def test_valid_limits_apply_to_the_next_order(risk):
     state = await risk.bus.call(rpc.GET_RISK_STATE, risk_pb2.GetRiskStateRequest())
     state.limits.max_order_quantity = 3
