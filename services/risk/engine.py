@@ -262,9 +262,15 @@ class RiskEngine:
 
     def check_trading_state(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
                             now: int) -> Denial | None:
-        if self.state == HALTED and not (order.strategy_tag == SQUAREOFF_TAG and self.reduces_position(order)):
+        if self.state == HALTED and self.kill_switch_engaged and not self._is_square_off(order):
             return "TRADING_HALTED", (f"trading is HALTED ({self.state_reason}); only {SQUAREOFF_TAG} orders "
                                       "that reduce a position pass")
+        if self.state == HALTED and not self.reduces_position(order):
+            # The daily loss: its MIS positions are being squared off (square_off_due); an exit of any other (a
+            # strategy's stop on an NRML position) must still go, or the loss would run on unguarded.
+            return "TRADING_HALTED", (f"trading is HALTED ({self.state_reason}); only orders that shrink a position "
+                                      f"pass, net position in token {order.token} is "
+                                      f"{self._net(order.token, order.product)} ({_product_name(order)})")
         if self.state == REDUCING and not self.reduces_position(order):
             return "REDUCING_ONLY", (f"trading is REDUCING ({self.state_reason}); only orders that shrink "
                                      f"a position pass, net position in token {order.token} is "
@@ -510,8 +516,14 @@ class RiskEngine:
             return last
         return max((p.last_price_paise for p in self.positions.positions.values() if p.token == token), default=0)
 
+    def _loss_halted(self) -> bool:
+        """HALTED by the daily loss (not by the kill switch, whose operator decides what to close)."""
+        return self.state == HALTED and not self.kill_switch_engaged
+
     def _past_any_square_off(self, now: int) -> bool:
-        """Past the earliest square-off time of any segment."""
+        """Past the earliest square-off time of any segment, or halted by the daily loss: MIS closes now."""
+        if self._loss_halted():
+            return True
         earliest = min([self.limits.square_off_hhmm, *self.square_off_times.values()])
         return ist_minute_of_day(now) >= earliest[0] * 60 + earliest[1]
 
@@ -519,6 +531,8 @@ class RiskEngine:
         return self.square_off_times.get(segment) or self.limits.square_off_hhmm
 
     def _past_square_off(self, now: int, segment: str) -> bool:
+        if self._loss_halted():
+            return True
         hour, minute = self._square_off_hhmm(segment)
         return ist_minute_of_day(now) >= hour * 60 + minute
 

@@ -55,6 +55,7 @@ class Decided:
     net: int
     pending: int
     values: Values | None = None
+    kill: bool = False  # the kill switch was engaged (HALTED by it: only square-off orders pass; by the loss: exits)
 
     @property
     def reduces(self) -> bool:
@@ -92,10 +93,10 @@ class Watch:
 
         def decide_noting(order: trading_pb2.OrderRequest) -> trading_pb2.RiskDecision:
             net, pending = risk_view(engine, order)
-            state, values = engine.state, self.values_at_stake(order)
+            state, values, kill = engine.state, self.values_at_stake(order), engine.kill_switch_engaged
             decision = decide(order)
             if decision.accepted:
-                self.decided[order.client_order_id] = Decided(decision.order, state, net, pending, values)
+                self.decided[order.client_order_id] = Decided(decision.order, state, net, pending, values, kill)
             elif decision.reason_code in ("MAX_POSITION_VALUE", "MAX_GROSS_EXPOSURE") and values is not None:
                 word = "position value" if decision.reason_code == "MAX_POSITION_VALUE" else "gross exposure"
                 if not any(text.startswith(word) for text in values.over()):
@@ -314,7 +315,8 @@ def check_decisions(f: Watch) -> None:
         assert (square_off and seen.reduces) or seen.values is None or not seen.values.over(), (
             f"{where}: {seen.values.over() if seen.values else ''}")
         assert not kill or square_off, f"{where}: reached the broker while the kill switch was engaged"
-        assert seen.state != HALTED or (square_off and seen.reduces), f"{where}: accepted while HALTED"
+        assert seen.state != HALTED or (seen.reduces and (square_off or not seen.kill)), (
+            f"{where}: accepted while HALTED")
         assert seen.state != REDUCING or seen.reduces, f"{where}: accepted while REDUCING, but it does not reduce"
         assert not square_off or seen.reduces, f"{where}: a square-off order that does not only close"
 

@@ -357,6 +357,9 @@ class Fuzz:
 
     # -- the invariants -------------------------------------------------------------------------------------
     def past_square_off(self, token: int) -> bool:
+        """The segment's square-off time has come, or the daily loss halted trading (MIS closes at once)."""
+        if self.engine.state == HALTED and not self.model.kill:
+            return True
         inst = self.instruments.get(token)
         assert inst is not None
         hour, minute = SQUARE_OFF_TIMES.get(inst.exchange_segment) or self.model.limits.square_off_hhmm
@@ -373,7 +376,7 @@ class Fuzz:
         if o.strategy_tag == "SQUAREOFF":
             assert reduces, "a SQUAREOFF order must only close"
         assert state != REDUCING or reduces, "REDUCING accepted an order that does not reduce"
-        assert state != HALTED or exempt, "HALTED accepted a non-square-off order"
+        assert state != HALTED or exempt or (not m.kill and reduces), "HALTED accepted a non-square-off order"
         lot = inst.lot_size or 1
         assert o.quantity > 0 and o.quantity % lot == 0
         assert not inst.freeze_quantity or o.quantity <= inst.freeze_quantity

@@ -135,6 +135,39 @@ def test_halted_denies_even_a_reducing_order_from_a_strategy(clock):
     assert decision.reason_code == "TRADING_HALTED" and "kill switch engaged: test" in decision.reason
 
 
+def test_a_daily_loss_halt_squares_off_the_mis_positions_at_once(clock):
+    """The hard loss limit: a losing intraday position must not run on until square-off time with no exit allowed."""
+    engine = long_100(clock)  # 11:00 IST, hours before square-off time
+
+    mark(engine, 1265_00)  # -₹2,500: HALTED
+    due = engine.square_off_due()
+
+    assert [(o.strategy_tag, o.side, o.quantity, o.order_type) for o in due] == [
+        ("SQUAREOFF", SELL, 100, trading_pb2.ORDER_TYPE_MARKET)]
+    assert engine.decide(due[0]).accepted
+
+
+def test_a_daily_loss_halt_still_takes_an_exit_of_a_delivery_position(clock):
+    """A strategy's stop on an NRML/CNC position (not squared off by risk) must go, or the loss runs unguarded."""
+    engine = RiskEngine(limits(**SMALL_LOSS), clock, instruments())
+    engine.on_order_update(fill(BUY, 100, 1290_00, product=trading_pb2.PRODUCT_CNC))
+    mark(engine, 1265_00)  # HALTED
+
+    stop = order(side=SELL, quantity=100, product=trading_pb2.PRODUCT_CNC, order_type=trading_pb2.ORDER_TYPE_MARKET)
+    more = order(side=BUY, quantity=10, product=trading_pb2.PRODUCT_CNC)
+
+    assert engine.state == HALTED and engine.square_off_due() == []
+    assert engine.decide(stop).accepted
+    assert engine.decide(more).reason_code == "TRADING_HALTED"
+
+
+def test_the_kill_switch_squares_off_nothing_by_itself(clock):
+    engine = long_100(clock)
+    engine.set_kill_switch(True, "halt, I will close what I want")
+
+    assert engine.square_off_due() == [] and engine.square_off_cancels() == []
+
+
 def test_halted_accepts_a_squareoff_order_that_reduces_the_position(clock):
     engine = long_100(clock)
     engine.set_kill_switch(True, "test")
