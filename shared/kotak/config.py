@@ -10,7 +10,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import Field, SecretStr
+import pyotp
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.config import ModuleSettings
@@ -61,6 +62,20 @@ class KotakSettings(ModuleSettings):
     login_backoff_max_s: float = Field(default=600.0, gt=0)
     login_max_refusals: int = Field(default=3, ge=1)
 
+    @field_validator("totp_secret")
+    @classmethod
+    def _base32_seed(cls, value: SecretStr) -> SecretStr:
+        """The seed as authenticator apps show it (groups of four, lower case) is taken; one that is not base32
+        would otherwise fail only at the first login, inside pyotp. The message never holds the value."""
+        seed = "".join(value.get_secret_value().split()).upper()
+        if seed:
+            try:
+                _SeedTotp(seed)
+            except ValueError:  # binascii.Error
+                raise ValueError("is not a base32 TOTP seed (letters A-Z and digits 2-7, as Kotak showed it when "
+                                 "TOTP was set up); a one-time 6-digit code goes in totp instead") from None
+        return SecretStr(seed)
+
     @property
     def has_credentials(self) -> bool:
         return not self.missing_credentials()
@@ -80,6 +95,10 @@ class KotakSettings(ModuleSettings):
             "mpin": SecretStr(c["mpin"]), "totp_secret": SecretStr(c["totp_secret"]), "totp": SecretStr(""),
             "base_url": base_url, "feed_url": "", "order_feed_url": "", "environment": "prod"})
 
+    def totp_codes(self) -> pyotp.TOTP:
+        """The codes of totp_secret, one per totp_interval_s."""
+        return _SeedTotp(self.totp_secret.get_secret_value(), interval=self.totp_interval_s)
+
     def secret_values(self) -> list[str]:
         """The clear secrets, for scrubbing text before it is logged or raised."""
         values = (self.consumer_key, self.mobile, self.mpin, self.totp_secret, self.totp)
@@ -93,6 +112,13 @@ class KotakSettings(ModuleSettings):
 
     def resolved_order_feed_url(self) -> str | None:
         return self.order_feed_url or (_ws_url(self.base_url, "/orders") if self.base_url else None)
+
+
+class _SeedTotp(pyotp.TOTP):
+    """pyotp refuses a seed under 112 bits, NIST's advice to whoever issues seeds; the seed is Kotak's, and 80-bit
+    seeds (16 characters) are common and taken by every authenticator app."""
+
+    min_secret_length_bits = 0
 
 
 def _ws_url(base_url: str, path: str) -> str:

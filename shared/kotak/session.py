@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import pyotp
 from neo_api_client import NeoAPI
 from neo_api_client.exceptions import ApiException
 from prometheus_client import Counter
@@ -139,22 +138,24 @@ class KotakSession:
         log.warning("kotak login failed", extra={"error": str(exc), "retry_in_s": backoff})
 
     async def _login_with_fresh_totp(self) -> NeoAPI:
-        """Kotak refuses a TOTP code that already logged in: a re-login inside the last login's step that is
-        refused at the TOTP step waits for the next code and tries once more."""
+        """Kotak refuses a TOTP code that already logged in, in the words it uses for a wrong one ("Invalid TOTP"),
+        and the login that used it may be another process's (the one before a restart): a TOTP step refused at the
+        first try waits for the next code and tries once more; only a second refusal is the credentials'."""
         s = self.settings
         if not s.totp_secret.get_secret_value():
             if self._last_totp_step >= 0:
                 raise ConfigError("Kotak session expired and [kotak] totp is a one-time code that was used: set "
                                   "[kotak] totp_secret (the TOTP seed) so NeoPulse can log in again")
             return await asyncio.to_thread(self._login_sync, s.totp.get_secret_value(), 0)
-        totp = pyotp.TOTP(s.totp_secret.get_secret_value(), interval=s.totp_interval_s)
+        totp = s.totp_codes()
         step = totp.timecode(datetime.now(UTC))
         try:
             return await asyncio.to_thread(self._login_sync, totp.at(step * s.totp_interval_s), step)
-        except _TotpRefused:
-            if step != self._last_totp_step:
-                raise
-        await asyncio.sleep((step + 1) * s.totp_interval_s - time.time() + 0.05)
+        except _TotpRefused as exc:
+            wait = (step + 1) * s.totp_interval_s - time.time() + 0.05
+            log.warning("kotak refused the TOTP code (used by an earlier login, or wrong); trying the next code once",
+                        extra={"error": str(exc), "retry_in_s": round(wait, 1)})
+            await asyncio.sleep(wait)
         step = totp.timecode(datetime.now(UTC))
         return await asyncio.to_thread(self._login_sync, totp.at(step * s.totp_interval_s), step)
 
@@ -177,6 +178,8 @@ class KotakSession:
         data = reply.get("data") if isinstance(reply, dict) else None
         if isinstance(data, dict) and data.get("token"):
             return
+        if mapping.throttled(reply):  # over Kotak's rate limit: it took nothing, and said nothing of the credentials
+            raise RetryableError(f"Kotak {step} throttled (429: over its rate limit); retry shortly")
         error = mapping.reply_error(reply) or ("refused", "no token in the reply")
         if isinstance(reply, dict) and isinstance(reply.get("Error"), str):
             error = ("unknown", reply["Error"])  # the SDK's own "not JSON" answer: a gateway page, not Kotak's no

@@ -244,3 +244,52 @@ async def test_order_events_arrive_on_the_new_session_after_expiry_and_a_feed_dr
     event = await asyncio.wait_for(first, 5.0)
     await events.aclose()
     assert event.exchange_order_id == ack.exchange_order_id
+
+
+async def at_the_start_of_a_totp_step() -> None:
+    """Waits for the next TOTP step to begin, so logins made right after fall in one step (one code)."""
+    await asyncio.sleep(STEP_S - time.time() % STEP_S + 0.05)
+
+
+async def test_a_process_restarted_within_the_last_logins_totp_step_logs_in_with_the_next_code(strict_sim):
+    """Kotak refuses the code the process before the restart logged in with; the new process cannot know it."""
+    await at_the_start_of_a_totp_step()
+    await KotakBroker(settings_for(strict_sim, totp_interval_s=STEP_S)).start()  # the process that then crashed
+    restarted = KotakBroker(settings_for(strict_sim, totp_interval_s=STEP_S))
+
+    await restarted.start()
+
+    assert strict_sim.logins == 2
+
+
+async def test_a_wrong_totp_seed_is_refused_as_credentials_after_the_next_code_was_tried_once(strict_sim):
+    wrong = dataclasses.replace(strict_sim.creds, totp_secret="KRSXG5CTMVRXEZLUKRSXG5CTMVRXEZLU")
+    broker = KotakBroker(settings_for(strict_sim, wrong, totp_interval_s=STEP_S))
+
+    with pytest.raises(ConfigError, match="TOTP login refused"):
+        await broker.start()
+
+    assert strict_sim.calls["totp_login"] == 2
+
+
+@pytest.mark.parametrize("step", ["totp_login", "totp_validate"])
+async def test_a_login_step_kotak_throttled_is_retryable_not_refused_credentials(strict_sim, step):
+    """A 429 took nothing and says nothing of the credentials: start-up must not blame them."""
+    strict_sim.throttle_next(step)
+
+    with pytest.raises(RetryableError, match="429"):
+        await KotakBroker(settings_for(strict_sim, totp_interval_s=STEP_S)).start()
+
+
+async def test_throttled_logins_never_stop_automatic_login_as_refusals_would(strict_sim):
+    broker = KotakBroker(settings_for(strict_sim, totp_interval_s=STEP_S, login_max_refusals=2,
+                                      reconnect_initial_s=0.01, reconnect_max_s=0.01))
+    for _ in range(3):
+        strict_sim.throttle_next("totp_login")
+        with pytest.raises(RetryableError):
+            await broker.start()
+        await asyncio.sleep(0.02)  # past the backoff: only the refusal limit could stop the next attempt
+
+    await broker.start()
+
+    assert strict_sim.logins == 1
