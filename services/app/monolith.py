@@ -310,8 +310,17 @@ def check_kotak_source(settings: AppSettings, missing_credentials: list[str]) ->
 
 
 def check_live_mode(settings: AppSettings, live_flag: bool, has_credentials: bool) -> None:
+    if live_flag and settings.mode != "live":
+        # A trader who asked for live and got paper would take paper fills (and Telegram's "Filled") for real ones.
+        raise ConfigError(f"--live needs mode=live (NEOPULSE_MODE=live or mode = \"live\" in the config file); mode "
+                          f"is {settings.mode!r}, which would only paper-trade")
     if settings.mode == "live" and not live_flag:
         raise ConfigError("mode=live needs the explicit --live flag; without it NeoPulse only paper-trades")
+    if settings.mode == "live" and not settings.use_database:
+        # Real orders need their write-ahead, the kill switch and the day's loss state to outlive the process: in
+        # memory, a restart would forget the orders at Kotak (and place a replayed decision again) and release both.
+        raise ConfigError("mode=live needs the database (the order ledger, the kill switch and the daily-loss state "
+                          "must survive a restart); drop --no-db, or set DATABASE_URL for an external PostgreSQL")
     if settings.mode == "live" and not has_credentials:
         raise ConfigError("mode=live needs Kotak credentials: set NEOPULSE_KOTAK_CONSUMER_KEY, _MOBILE, _UCC, "
                           "_MPIN and _TOTP_SECRET (or a secrets file)")

@@ -82,6 +82,21 @@ def test_live_mode_with_the_flag_and_credentials_still_refuses_any_source_but_ko
     check_live_mode(cfg.load(AppSettings, {"mode": "live", "source": "kotak"}), True, True)
 
 
+def test_live_mode_without_the_database_refuses_to_start():
+    """Real orders on an in-memory ledger: a restart would forget them at Kotak and release the kill switch."""
+    from services.app.monolith import check_live_mode
+
+    with pytest.raises(ConfigError, match="mode=live needs the database"):
+        check_live_mode(cfg.load(AppSettings, {"mode": "live", "source": "kotak"}, use_database=False), True, True)
+
+
+def test_the_live_flag_with_paper_mode_refuses_to_start():
+    """`--live` alone used to paper-trade on Kotak's real prices: fills the trader would take for real ones."""
+    result = run_cli("run", "--live", "--no-db", "--duration", "1", "--grpc-port", "0", env={"NEOPULSE_MODE": "paper"})
+
+    assert result.returncode == 2 and "--live needs mode=live" in result.stderr
+
+
 def test_holidays_come_from_the_config_as_dates_and_a_bad_one_names_the_field(tmp_path):
     from datetime import date
 
