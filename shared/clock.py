@@ -18,14 +18,26 @@ NS = 1_000_000_000
 MARKET_OPEN_IST = (9, 15)
 MARKET_CLOSE_IST = (15, 30)
 Session = tuple[tuple[int, int], tuple[int, int]]  # (open, close) IST, close excluded
+
+
+class UsDaylightSession(tuple):  # type: ignore[type-arg]
+    """A session whose close follows New York's clock, as MCX's non-agricultural contracts (priced off US markets)
+    do: 23:30 IST while the US keeps daylight time (second Sunday of March to first Sunday of November), 23:55
+    otherwise (MCX circulars each March and November). Holds the longer, winter, session; session_at() gives a
+    day's."""
+
+    summer_close = (23, 30)
+
+
+NEW_YORK = ZoneInfo("America/New_York")
 # Normal trading sessions by exchange segment (Kotak's names), IST; pre-open and post-close sessions are not
-# trading time here. MCX's non-agricultural contracts trade until 23:55 while the US keeps daylight time: the
-# risk module's `sessions` setting overrides these. An unknown segment gets the NSE cash session.
+# trading time here. The risk module's `sessions` setting overrides these (MCX's agricultural contracts close at
+# 17:00, or 21:00 for cotton, CPO and kapas). An unknown segment gets the NSE cash session.
 SESSIONS_IST: dict[str, Session] = {
     "nse_cm": (MARKET_OPEN_IST, MARKET_CLOSE_IST), "bse_cm": (MARKET_OPEN_IST, MARKET_CLOSE_IST),
     "nse_fo": (MARKET_OPEN_IST, MARKET_CLOSE_IST), "bse_fo": (MARKET_OPEN_IST, MARKET_CLOSE_IST),
     "cde_fo": ((9, 0), (17, 0)),  # NSE currency derivatives
-    "mcx_fo": ((9, 0), (23, 30)),
+    "mcx_fo": UsDaylightSession(((9, 0), (23, 55))),
 }
 
 
@@ -148,8 +160,30 @@ def is_market_open(ts_ns: int, open_ist: tuple[int, int] = MARKET_OPEN_IST,
 
 
 def session_of(segment: str, sessions: dict[str, Session] = SESSIONS_IST) -> Session:
-    """A segment's trading session; an unknown (or empty) segment trades the NSE cash session."""
+    """A segment's trading session (the longest of the year, for one that moves: session_at gives a day's); an
+    unknown (or empty) segment trades the NSE cash session."""
     return sessions.get(segment) or sessions.get("nse_cm") or (MARKET_OPEN_IST, MARKET_CLOSE_IST)
+
+
+def session_at(segment: str, ts_ns: int, sessions: dict[str, Session] = SESSIONS_IST) -> Session:
+    """A segment's trading session on the IST day of `ts_ns`."""
+    session = session_of(segment, sessions)
+    if isinstance(session, UsDaylightSession) and us_daylight_time(day_of(ts_ns)):
+        return session[0], session.summer_close
+    return session
+
+
+@functools.lru_cache(maxsize=64)
+def us_daylight_time(day: date) -> bool:
+    """New York keeps daylight time on `day` (its noon: the switches happen at 02:00 on Sundays)."""
+    return bool(datetime(day.year, day.month, day.day, 12, tzinfo=NEW_YORK).dst())
+
+
+def shortest_session(session: Session) -> Session:
+    """The shortest a session gets in the year (a setting that must fall inside it every day)."""
+    if isinstance(session, UsDaylightSession):
+        return session[0], session.summer_close
+    return session
 
 
 def parse_session(text: str) -> Session:

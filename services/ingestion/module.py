@@ -17,7 +17,7 @@ from services.ingestion.config import IngestionSettings
 from services.ingestion.source import MarketSource
 from shared import rpc, runtime
 from shared.bus import Bus, Topic
-from shared.clock import Clock, is_market_open, session_of
+from shared.clock import Clock, is_market_open, session_at
 from shared.component import Component
 from shared.contracts import ingestion_pb2, market_pb2, ops_pb2
 from shared.instruments import one_per_token
@@ -190,13 +190,13 @@ class IngestionModule(Component):
         long after each reconnect that brought nothing (up to STALL_BACKOFF_MAX_S), reported once per outage."""
         stall = self.settings.stall_seconds
         # The feed should tick while any of its instruments' markets is open (MCX into the night).
-        sessions = {session_of(i.exchange_segment) for i in self.instruments} or {session_of("")}
+        segments = {i.exchange_segment for i in self.instruments} or {""}
         was_open = False
         wait, stalls, ticks_at_stall = stall, 0, -1
         while not self._ended:
             await asyncio.sleep(min(1.0, stall / 4))
             now = self.clock.now_ns()
-            is_open = any(is_market_open(now, opens, closes) for opens, closes in sessions)
+            is_open = any(is_market_open(now, *session_at(segment, now)) for segment in segments)
             if is_open and not was_open:  # silence counts from the open, not from yesterday's last tick
                 self._last_tick_mono = max(self._last_tick_mono, time.monotonic())
                 ticks_at_stall = -1

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.clock import SESSIONS_IST, Session, parse_hhmm, parse_session
+from shared.clock import SESSIONS_IST, Session, parse_hhmm, parse_session, shortest_session
 from shared.config import ModuleSettings, Rupees, RupeesOrOff
 from shared.contracts import risk_pb2
 from shared.errors import InvalidInput
@@ -42,7 +42,8 @@ def square_off_problem(default: tuple[int, int], by_segment: Mapping[str, tuple[
     """Why MIS square-off would never happen in some segment ("" when it would): its time (the segment's own, else
     square_off_time_ist) must fall inside the segment's session, as risk refuses its own square-off order outside
     market hours."""
-    for segment, (opens, closes) in sessions.items():
+    for segment, session in sessions.items():
+        opens, closes = shortest_session(session)  # MCX: its summer close
         at = by_segment.get(segment, default)
         if not opens < at < closes:
             setting = f"square_off_times_ist.{segment}" if segment in by_segment else "square_off_time_ist"
@@ -133,8 +134,8 @@ class RiskSettings(ModuleSettings):
     # Segments whose MIS positions are squared off at their own time (MCX and currency trade past 15:30), over
     # SQUARE_OFF_TIMES_IST. Every segment's time must fall inside its market hours.
     square_off_times_ist: dict[str, str] = Field(default_factory=dict)
-    # Market hours by exchange segment, over the built-in ones (shared.clock.SESSIONS_IST), e.g.
-    # {mcx_fo = "09:00-23:55"} while the US keeps daylight time.
+    # Market hours by exchange segment, over the built-in ones (shared.clock.SESSIONS_IST, where MCX's close follows
+    # US daylight time), e.g. {mcx_fo = "09:00-17:00"} for MCX agri contracts only.
     sessions: dict[str, str] = Field(default_factory=dict)
     # After square_off_time, retry this often (clock seconds) while an MIS position is left unclosed.
     square_off_retry_s: float = Field(default=30.0, gt=0)

@@ -33,7 +33,7 @@ from shared.clock import (
     ist_datetime,
     ist_day_number,
     ist_minute_of_day,
-    session_of,
+    session_at,
 )
 from shared.contracts import market_pb2, ops_pb2, risk_pb2, trading_pb2
 from shared.errors import InvalidInput
@@ -403,7 +403,7 @@ class RiskEngine:
         if not self.limits.enforce_market_hours:
             return None
         segment = order.exchange_segment or inst.exchange_segment
-        opens, closes = session_of(segment, self.sessions)
+        opens, closes = session_at(segment, now, self.sessions)
         if is_market_open(now, opens, closes):
             return None
         if is_holiday(now):

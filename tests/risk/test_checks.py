@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 
@@ -341,12 +341,32 @@ def test_an_mcx_order_in_the_evening_session_is_inside_market_hours(clock):
 
 
 def test_an_mcx_order_after_its_close_is_denied_naming_the_segment_session(clock):
-    clock.set(ist_ns(DAY, 23, 45))
+    clock.set(ist_ns(DAY, 23, 56))
     engine = with_crude(clock)
 
     decision = engine.decide(crude_order())
 
-    assert decision.reason_code == "MARKET_CLOSED" and "mcx_fo trades 09:00-23:30 IST" in decision.reason
+    assert decision.reason_code == "MARKET_CLOSED" and "mcx_fo trades 09:00-23:55 IST" in decision.reason
+
+
+@pytest.mark.parametrize(("day", "open_at_2345"), [
+    (date(2026, 1, 21), True),  # US standard time: MCX non-agri trades to 23:55
+    (date(2026, 3, 6), True),  # the Friday before the US clocks go forward (Sunday 8 March)
+    (date(2026, 3, 9), False),  # the Monday after: to 23:30
+    (date(2026, 7, 15), False),
+    (date(2026, 10, 30), False),  # the Friday before they go back (Sunday 1 November)
+    (date(2026, 11, 2), True),
+])
+def test_mcx_closes_at_2330_while_the_us_keeps_daylight_time_and_at_2355_otherwise(clock, day, open_at_2345):
+    """MCX's circulars each March and November: its non-agri contracts follow the US markets' close."""
+    clock.set(ist_ns(day, 23, 45))
+    engine = with_crude(clock)
+
+    decision = engine.decide(crude_order())
+
+    assert decision.accepted == open_at_2345, decision.reason
+    if not open_at_2345:
+        assert "mcx_fo trades 09:00-23:30 IST" in decision.reason
 
 
 def test_a_configured_session_replaces_the_built_in_one(clock):
