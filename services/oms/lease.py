@@ -26,10 +26,12 @@ LEASE_KEY = 0x6E656F70756C7365  # "neopulse" in ASCII, as the advisory lock's bi
 WAIT_S = 10.0  # at start: a previous OMS still stopping (its stop drains placements) is waited for this long
 CHECK_S = 5.0  # how often the lock's connection is checked while the OMS runs
 ANSWER_S = 5.0  # a check not answered within this is a connection gone silent (the network broke, unheard of)
+# Advisory locks are per database: a server holding other NeoPulse databases has their OMSs' locks on the same key.
 _HOLDER_SQL = """
 SELECT a.pid, a.application_name || ' (server pid ' || a.pid || ', connected since ' || a.backend_start::text || ')'
 FROM pg_locks l JOIN pg_stat_activity a USING (pid)
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND ((l.classid::bigint << 32) | l.objid::bigint) = $1
 LIMIT 1"""
 
@@ -103,7 +105,12 @@ class LedgerLease:
                 if self._released:
                     return
                 row = await self.pool.fetchrow(_HOLDER_SQL, LEASE_KEY)
-                if row is not None and row[0] == self._pid and row[1].startswith(f"{self.name} ("):
+                if row is None:
+                    # Its holder's session ended between the two queries (this OMS's own stale one, most likely): no
+                    # proof that another OMS has the ledger; the lock is taken at the next check.
+                    log.warning("order ledger lease: its holder just let go; taking it at the next check")
+                    continue
+                if row[0] == self._pid and row[1].startswith(f"{self.name} ("):
                     # Its own session, alive on the server behind a connection gone silent: no other OMS can take
                     # the ledger while it lives, so this one goes on, ends it, and takes the lock at the next check.
                     log.warning("order ledger lease: held by this OMS's own stale session; ending it", extra={
@@ -114,7 +121,7 @@ class LedgerLease:
                 log.warning("order ledger lease: the database is not answering yet", extra={
                     "error": f"{type(exc).__name__}: {exc}"})
                 continue
-            await lost(row[1] if row else "another session")
+            await lost(row[1])
             return
 
     async def release(self) -> None:
