@@ -4,28 +4,37 @@ the book's positions against the broker's (`position_differences`).
 
 Runs in OmsModule.start(); adopts the broker's state and never re-sends an order on its own. When the order book
 cannot be read at start (or the ledger fails an order's settling), the orders stay as recorded and OmsModule.run()
-settles them (`settle`) once it can.
+settles them (`settle`) once it can. Working orders at the broker that the ledger does not hold are reported at start.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, NamedTuple
 
 from prometheus_client import Counter
 
 from services.oms.broker import BrokerOrderEvent, holdings_of
-from services.oms.engine import OrderEngine, given_up
-from services.oms.states import IllegalTransition, ReasonCode
+from services.oms.engine import NOT_YET_PLACED, OrderEngine, given_up
+from services.oms.states import TERMINAL, IllegalTransition, ReasonCode, name
 from shared.clock import day_of
+from shared.contracts import ops_pb2
 from shared.contracts import trading_pb2 as t
+from shared.money import fmt_inr
 
 log = logging.getLogger(__name__)
 
 SETTLE_FAILURES = Counter("neopulse_oms_settle_failures",
                           "Orders whose settling against the broker's book failed (e.g. the ledger); tried again")
+# An in-process broker's order (the paper VirtualBroker's) that its book does not hold after the restart never reached
+# it: that book is this process's, put back from the ledger.
 NOT_FOUND = ("not in the broker's order book after the restart (no order tagged {}): it may never have been sent; "
              "place it again if still wanted")
+RESTARTED = "NeoPulse restarted before the broker's answer was recorded"  # the outcome unknown of a restored order
+# client_order_id shapes NeoPulse gives orders (risk: signals, square-offs, manual orders; the OMS: manual orders).
+OWN_TAGS = ("sig-", "SQ-", "man-", "manual-")
+MAX_LISTED = 20  # unknown working orders named in the start-up notification; the rest are counted
 
 
 async def rebuild_positions(engine: OrderEngine, limit: int = 100_000) -> int:
@@ -66,25 +75,48 @@ async def reconcile(engine: OrderEngine) -> tuple[dict[str, int], Restored | Non
     restore = getattr(engine.broker, "restore", None)
     if callable(restore):  # VirtualBroker: its book lives only in memory; the orders it keeps working are today's
         restore(open_orders, await engine.ledger.fill_charges(day))
-    counts = await settle(engine, open_orders, abandoned)
+    book = await _order_book(engine, len(open_orders) + len(abandoned))
+    if book is None:
+        log.warning("working orders at the broker that the ledger does not hold were not looked for (no order book)")
+        counts = _counts(unsettled=len(open_orders) + len(abandoned))
+    else:
+        counts = await _settle_against(engine, book, open_orders, abandoned)
+        await _report_unknown_working(engine, book, [*today, *open_orders])
     counts["open"] = len(open_orders)
     return counts, ((open_orders, abandoned) if counts["unsettled"] else None)
+
+
+def _counts(unsettled: int = 0) -> dict[str, int]:
+    """Settled orders by outcome; "looking_up": not in the book yet, looked up by tag in the background."""
+    return {"open": 0, "matched": 0, "rejected": 0, "cancelled": 0, "adopted": 0, "looking_up": 0,
+            "unsettled": unsettled}
+
+
+async def _order_book(engine: OrderEngine, orders: int) -> list[BrokerOrderEvent] | None:
+    """The broker's order book; None (logged) when it cannot be read."""
+    try:
+        return await engine.broker.order_book()
+    except Exception as exc:
+        log.warning("order book unavailable; the orders open before the restart are settled once it can be read",
+                    extra={"error": str(exc), "orders": orders})
+        return None
 
 
 async def settle(engine: OrderEngine, open_orders: list[t.OrderUpdate],
                  abandoned: list[t.OrderUpdate]) -> dict[str, int]:
     """Settle restored orders against one read of the broker's order book; with no book, all are "unsettled", and
     so is each order whose settling fails (the ledger). Orders settled already are left alone when called again."""
-    counts = {"open": 0, "matched": 0, "rejected": 0, "cancelled": 0, "adopted": 0, "unsettled": 0}
     if not open_orders and not abandoned:
-        return counts
-    try:
-        book = await engine.broker.order_book()
-    except Exception as exc:
-        log.warning("order book unavailable; the orders open before the restart are settled once it can be read",
-                    extra={"error": str(exc), "orders": len(open_orders)})
-        counts["unsettled"] = len(open_orders) + len(abandoned)
-        return counts
+        return _counts()
+    book = await _order_book(engine, len(open_orders) + len(abandoned))
+    if book is None:
+        return _counts(unsettled=len(open_orders) + len(abandoned))
+    return await _settle_against(engine, book, open_orders, abandoned)
+
+
+async def _settle_against(engine: OrderEngine, book: list[BrokerOrderEvent], open_orders: list[t.OrderUpdate],
+                          abandoned: list[t.OrderUpdate]) -> dict[str, int]:
+    counts = _counts()
     by_id = {e.exchange_order_id: e for e in book if e.exchange_order_id}
     by_tag = {e.client_order_id: e for e in book if e.client_order_id}
     for u in abandoned:
@@ -112,9 +144,25 @@ async def settle(engine: OrderEngine, open_orders: list[t.OrderUpdate],
         except Exception as exc:
             _not_settled(counts, u, exc)
             continue
+        if outcome == "looking_up":
+            engine._in_flight(_look_up(engine, u.internal_id), f"oms:look-up:{u.internal_id}")
         counts[outcome] = counts.get(outcome, 0) + 1
     log.info("reconciled open orders", extra=counts)
     return counts
+
+
+async def _look_up(engine: OrderEngine, internal_id: str) -> None:
+    """A restored order maybe sent just before the crash, which the broker does not list (yet: it may still be
+    processing it), goes the way of a placement whose outcome is unknown while running: SUBMITTED, looked up by tag
+    with backoff, adopted if found, else REJECTED OUTCOME_UNKNOWN (adopted if it turns up later), never re-sent. Under
+    the order's lock, as a placement is: its broker events wait. A duplicate (settled again meanwhile) finds it
+    settled and does nothing."""
+    try:
+        async with engine.lock(internal_id):
+            await engine.until_recorded(internal_id, functools.partial(
+                engine._outcome_unknown, internal_id, RuntimeError(RESTARTED)), "placement outcome unknown")
+    except Exception:  # not the ledger (until_recorded takes that): logged; the order stays as recorded
+        log.exception("restored order not looked up; left as recorded", extra={"order_id": internal_id})
 
 
 def _not_settled(counts: dict[str, int], u: t.OrderUpdate, error: Exception) -> None:
@@ -131,9 +179,11 @@ async def _settle(engine: OrderEngine, u: t.OrderUpdate, ev: BrokerOrderEvent | 
     if ev is not None:  # a PENDING_NEW one was sent before the crash, its SUBMITTED not yet recorded
         await engine.apply_event_locked(u.internal_id, ev)
         return "matched"
-    if u.status in (t.ORDER_STATUS_PENDING_NEW, t.ORDER_STATUS_SUBMITTED):
-        # PENDING_NEW: written ahead, maybe sent (SUBMITTED is recorded after the broker call). Given up, not
-        # settled: one that turns up at the broker later is adopted.
+    if u.status in NOT_YET_PLACED:
+        # PENDING_NEW: written ahead, maybe sent (SUBMITTED is recorded after the broker call); the broker may not
+        # list it yet, a restart seconds after the crash: looked up again (_look_up) before it is given up.
+        if not engine.broker.in_process:
+            return "looking_up"
         await engine.transition(u.internal_id, t.ORDER_STATUS_REJECTED, reason=NOT_FOUND.format(u.client_order_id),
                                 reason_code=ReasonCode.OUTCOME_UNKNOWN, audit=audit)
         return "rejected"
@@ -141,6 +191,39 @@ async def _settle(engine: OrderEngine, u: t.OrderUpdate, ev: BrokerOrderEvent | 
     await engine.transition(u.internal_id, t.ORDER_STATUS_CANCELLED, reason=reason,
                             reason_code=ReasonCode.NOT_IN_BROKER_BOOK, audit=audit)
     return "cancelled"
+
+
+async def _report_unknown_working(engine: OrderEngine, book: list[BrokerOrderEvent],
+                                  known: list[t.OrderUpdate]) -> None:
+    """One notification naming the working orders in the broker's book that no ledger order matches (by exchange id
+    or tag): placed in the broker's app, or by another NeoPulse, or NeoPulse's own from a lost or restored ledger.
+    The OMS does not track them: risk, the kill switch and the square-off do not cover them. CRITICAL when one is
+    tagged as NeoPulse tags its orders (OWN_TAGS)."""
+    ids = {i for u in known for i in (u.client_order_id, u.exchange_order_id) if i}
+    unknown = [e for e in book if e.status not in TERMINAL and not ({e.exchange_order_id, e.client_order_id} & ids)]
+    if not unknown:
+        return
+    own = sum(e.client_order_id.startswith(OWN_TAGS) for e in unknown)
+    broker = engine.broker.name.capitalize()
+    lines = "; ".join(map(_describe, unknown[:MAX_LISTED]))
+    if len(unknown) > MAX_LISTED:
+        lines += f"; and {len(unknown) - MAX_LISTED} more"
+    log.log(logging.CRITICAL if own else logging.WARNING, "working orders at the broker the ledger does not hold",
+            extra={"orders": lines, "neopulse_tagged": own})
+    mine = (f" {own} of them carry NeoPulse's tags: placed by another NeoPulse on this account, or NeoPulse's own "
+            "orders missing from a lost or restored ledger." if own else "")
+    await engine.notify(ops_pb2.SEVERITY_CRITICAL if own else ops_pb2.SEVERITY_WARNING,
+                        f"Working orders at {broker} unknown to NeoPulse", (
+        f"{len(unknown)} working order(s) at {broker} that NeoPulse's order ledger does not hold: {lines}.{mine} "
+        "NeoPulse does not track them: its risk limits, the kill switch and the square-off do not cover them. Check "
+        f"them in {broker}'s order book and cancel there any not wanted."),
+        orders=str(len(unknown)), neopulse_tagged=str(own))
+
+
+def _describe(e: BrokerOrderEvent) -> str:
+    price = f" at {fmt_inr(e.price_paise)}" if e.price_paise else ""
+    return (f"{e.exchange_order_id or '(no id)'} tagged {e.client_order_id or '(none)'}: {name(e.status)}, "
+            f"{e.filled_quantity} of {e.quantity} filled{price}")
 
 
 class PositionDifference(NamedTuple):
