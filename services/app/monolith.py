@@ -186,6 +186,9 @@ class Monolith:
         before = asyncio.all_tasks()
         try:
             await self.build()
+            if stop.is_set():  # asked to stop (a signal) while the database, the login or the warm-up started
+                log.warning("stop asked for during start-up: nothing started")
+                return
             async with asyncio.TaskGroup() as tg:
                 bus_task = tg.create_task(self.bus.run(), name="bus")
                 await asyncio.sleep(0)
@@ -197,7 +200,8 @@ class Monolith:
                 for fn in extra or []:
                     runners.append(tg.create_task(fn(), name=getattr(fn, "__name__", "extra")))
                 self.started.set()
-                await self._system_note("NeoPulse started", self._describe())
+                if not stop.is_set():
+                    await self._system_note("NeoPulse started", self._describe())
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(duration):  # not wait_for: it can swallow a cancel (gh-86296)
                         await stop.wait()

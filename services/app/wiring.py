@@ -103,7 +103,10 @@ async def persistence(app: Any, settings: AppSettings, toml: dict[str, Any], res
 
     url = settings.database_url.get_secret_value() if settings.database_url else None
     db_settings = cfg.load(DatabaseSettings, toml)
-    db = await open_database(url, settings.data_dir, db_settings, clock=app.clock)
+    # A replay's clock is still at 0 (it follows the ticks, once their day is known): partitions for 1970 would be
+    # made in the trader's database (its DDL locking the live writer out). A replay writes no ticks: the real day's.
+    db = await open_database(url, settings.data_dir, db_settings,
+                             clock=None if settings.source == "replay" else app.clock)
     res.on_close(db.close)
     app.database = db
     writer = TickWriter(db.pool, db_settings, clock=app.clock)  # run and closed by the ingestion module

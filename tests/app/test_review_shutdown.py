@@ -104,3 +104,24 @@ def test_a_single_stop_signal_stops_cleanly_with_exit_code_zero(tmp_path, procs,
     code = proc.proc.wait(60)
 
     assert (code, time.monotonic() - started < 30) == (0, True)
+
+
+async def test_a_stop_asked_for_during_start_up_starts_nothing_and_announces_nothing():
+    """A signal while the database started, Kotak logged in or strategies warmed up: every module used to start,
+    Telegram was told "NeoPulse started" and strategies traded before the stop began, its budget already running."""
+    from services.app.monolith import Monolith
+
+    settings = AppSettings(source="synthetic", use_database=False, grpc_port=0, speed=60.0, symbols=["SBIN-EQ"])
+    app = Monolith(settings, {})
+    notes: list[str] = []
+
+    async def on_note(note) -> None:
+        notes.append(note.title)
+
+    app.bus.subscribe(Topic.NOTIFICATIONS, "test", on_note)
+    stop = asyncio.Event()
+    stop.set()  # arrived while build() was still running
+
+    await asyncio.wait_for(app.run(stop=stop), 60)
+
+    assert not app.started.is_set() and "NeoPulse started" not in notes
