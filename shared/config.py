@@ -82,7 +82,7 @@ class ModuleSettings(BaseSettings):
     @classmethod
     def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         """TOML's true/false for a number would be read as 1/0 (`price_band_bps = false`: the band off)."""
-        if isinstance(value, bool) and info.field_name and _numeric(cls.model_fields[info.field_name].annotation):
+        if isinstance(value, bool) and info.field_name and is_numeric(cls.model_fields[info.field_name].annotation):
             raise ValueError("must be a number, not true/false")
         return value
 
@@ -111,11 +111,11 @@ def _field_keys(cls: type[BaseSettings], name: str) -> set[str]:
     return {name, *(c for c in choices if isinstance(c, str))}
 
 
-def _numeric(annotation: Any) -> bool:
+def is_numeric(annotation: Any) -> bool:
     """int, float or Decimal, alone or in a union (`int | None`); never bool."""
     if annotation in (int, float, Decimal):
         return True
-    return any(_numeric(arg) for arg in get_args(annotation)) if get_origin(annotation) in (Union, UnionType) else False
+    return get_origin(annotation) in (Union, UnionType) and any(is_numeric(arg) for arg in get_args(annotation))
 
 
 def read_toml(path: str | Path | None) -> dict[str, Any]:

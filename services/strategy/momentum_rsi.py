@@ -63,6 +63,7 @@ from services.strategy.plugins import (
     OrderIntent,
     Strategy,
     StrategyContext,
+    StrategyParams,
     limit_through,
     moved_by_pct,
     register,
@@ -81,7 +82,7 @@ MAX_RSI_PERIOD, MAX_EMA_PERIOD = 200, 500
 WARM_UP_CLOSES = max(MAX_RSI_PERIOD + 2, MAX_EMA_PERIOD)
 
 
-class MomentumRsiParams(BaseModel):
+class MomentumRsiParams(StrategyParams):
     """Defaults are tuned so the seeded synthetic market trades within minutes of warm-up."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

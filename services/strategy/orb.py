@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from services.strategy.plugins import (
     EVERY_TICK,
@@ -41,6 +41,7 @@ from services.strategy.plugins import (
     Decision,
     Strategy,
     StrategyContext,
+    StrategyParams,
     limit_through,
     moved_by_pct,
     register,
@@ -65,7 +66,7 @@ def _open_of(segment: str) -> int:
 LATEST_OPEN = "09:15"  # the latest of the segments' opens: what entry_until_ist is checked against by default
 
 
-class OrbParams(BaseModel):
+class OrbParams(StrategyParams):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # The range starts at this IST time ("HH:MM"); "": at the open of each token's exchange segment.

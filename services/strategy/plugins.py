@@ -5,10 +5,11 @@ updates; they never touch the bus.
 
 How to add a strategy
 ---------------------
-1. Create ``services/strategy/<your_kind>.py`` with a pydantic ``Params`` model (defaults that
-   trade on the synthetic market, ``extra="forbid"`` so a typo fails) and a ``Strategy`` subclass::
+1. Create ``services/strategy/<your_kind>.py`` with a ``StrategyParams`` model (defaults that
+   trade on the synthetic market, ``extra="forbid"`` so a typo fails; true/false is refused for its numbers) and a
+   ``Strategy`` subclass::
 
-       class BreakoutParams(BaseModel):
+       class BreakoutParams(StrategyParams):
            model_config = ConfigDict(extra="forbid")
            lookback: int = Field(default=20, ge=2)
            quantity: int = Field(default=1, ge=1)
@@ -71,9 +72,10 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any, ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationInfo, field_validator
 
 from shared.clock import NS, hhmm_minutes, ist_day_number, ist_minute_of_day
+from shared.config import is_numeric
 from shared.contracts import market_pb2, strategy_pb2, trading_pb2
 from shared.instruments import InstrumentBook
 from shared.money import fmt_inr, snap_to_tick, to_paise
@@ -81,6 +83,18 @@ from shared.positions import PositionBook, exit_side
 from shared.price_factor import ONE, factor_of
 
 log = logging.getLogger(__name__)
+
+
+class StrategyParams(BaseModel):
+    """Base of a strategy's Params: TOML's true/false for a number is refused, not read as 1/0 (`stop_loss_pct =
+    false` would be a 0% stop, `quantity = true` one share)."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name and is_numeric(cls.model_fields[info.field_name].annotation):
+            raise ValueError("must be a number, not true/false")
+        return value
 
 TERMINAL = frozenset({trading_pb2.ORDER_STATUS_TRADED, trading_pb2.ORDER_STATUS_REJECTED,
                        trading_pb2.ORDER_STATUS_CANCELLED})

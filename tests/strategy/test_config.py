@@ -58,3 +58,12 @@ def test_an_unknown_symbol_is_a_config_error_when_strategies_are_built():
     settings = cfg.load(StrategySettings, {"strategy": {"strategies": [{"name": "a", "symbols": ["NOPE-EQ"]}]}})
     with pytest.raises(ConfigError, match="unknown symbol 'NOPE-EQ'"):
         build_strategies(settings, InstrumentBook(nse_instruments()))
+
+
+@pytest.mark.parametrize(("kind", "param"), [("MOMENTUM_RSI", "quantity"), ("MOMENTUM_RSI", "stop_loss_pct"),
+                                             ("MOMENTUM_RSI", "trailing_stop_pct"), ("ORB", "target_r")])
+def test_true_or_false_for_a_numeric_param_is_refused_not_read_as_one_or_zero(kind, param):
+    """`stop_loss_pct = false` was a 0% stop and `quantity = true` one share: pydantic reads booleans as numbers."""
+    toml = {"strategy": {"strategies": [{"name": "x", "kind": kind, "params": {param: True}}]}}
+    with pytest.raises(ConfigError, match=rf"params\.{param}: .*must be a number, not true/false"):
+        cfg.load(StrategySettings, toml)
