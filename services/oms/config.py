@@ -9,11 +9,15 @@ from __future__ import annotations
 from decimal import Decimal
 from fractions import Fraction
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.config import ModuleSettings, Rupees
 from shared.contracts import trading_pb2 as t
+
+MAX_STATUTORY_RATE = Decimal("0.01")  # 1%: the highest real one (STT on option sells) is 0.15%
+MAX_BROKERAGE_RATE = Decimal("0.025")  # 2.5%
+STATUTORY_RATES = ("stt_", "ctt_", "exchange_", "sebi_fee", "stamp_")  # the fields, by name
 
 
 class OmsSettings(ModuleSettings):
@@ -93,6 +97,18 @@ class OmsSettings(ModuleSettings):
     stamp_commodity_options_buy: Decimal = Field(default=Decimal("0.00003"), ge=0, lt=1)
     # GST on brokerage + exchange charges + SEBI fee (never on STT/CTT or stamp duty).
     gst: Decimal = Field(default=Decimal("0.18"), ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _rates_are_fractions_not_percents(self) -> OmsSettings:
+        """Rates are fractions of turnover; one typed as the percent a contract note prints (STT "0.025%" as 0.025)
+        would book 100 times the charges and trip the daily loss limits. No real rate is near these caps."""
+        for field in type(self).model_fields:
+            cap = MAX_BROKERAGE_RATE if field == "brokerage_rate" else MAX_STATUTORY_RATE
+            value = getattr(self, field)
+            if (field == "brokerage_rate" or field.startswith(STATUTORY_RATES)) and value > cap:
+                raise ValueError(f"{field} must be a fraction of turnover at most {cap} (got {value}, a rate of "
+                                 f"{value * 100}%): 0.025% is 0.00025")
+        return self
 
     def paper_rates(self) -> dict[int, Fraction]:
         """Product -> the paper account's margin rate."""

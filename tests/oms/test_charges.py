@@ -6,9 +6,13 @@ IPFT folded in from 1 March 2026 (NSE/FA/73061), BSE, MCX and currency charges f
 
 from decimal import Decimal
 
+import pytest
+
 from services.oms.charges import ChargeModel, Charges, Segment, segment_of
 from services.oms.config import OmsSettings
+from shared import config as cfg
 from shared.contracts import trading_pb2 as t
+from shared.errors import ConfigError
 
 MODEL = ChargeModel.default()
 
@@ -191,3 +195,11 @@ def test_new_segment_rates_come_from_settings():
 
     assert model.for_fill(order(t.SIDE_SELL, t.PRODUCT_NRML, "mcx_fo", "CRUDEOIL25DECFUT"), 100, 500_000).stt == 0
     assert model.for_fill(order(t.SIDE_SELL, segment="bse_cm", symbol="RELIANCE"), 100, 129_000).exchange == 0
+
+
+@pytest.mark.parametrize(("field", "value"), [("stt_equity_intraday_sell", "0.025"), ("exchange_options", "0.03553"),
+                                              ("stamp_equity_delivery_buy", "0.015"), ("brokerage_rate", "0.03")])
+def test_a_rate_typed_as_a_percent_is_refused_at_load_saying_it_is_a_fraction(field, value):
+    """STT "0.025%" typed as 0.025 booked Rs 12,500 on a Rs 5 lakh sell instead of Rs 125: the loss limits tripped."""
+    with pytest.raises(ConfigError, match=rf"{field} must be a fraction of turnover .* 0.025% is 0.00025"):
+        cfg.load(OmsSettings, {"oms": {field: value}})
