@@ -33,6 +33,7 @@ from shared.clock import (
 from shared.component import Component
 from shared.contracts import ops_pb2
 from shared.errors import ConfigError
+from shared.grpc.config import GrpcSettings
 
 log = logging.getLogger(__name__)
 LongLived = Callable[[], Coroutine[Any, Any, Any]]
@@ -311,6 +312,14 @@ def check_kotak_source(settings: AppSettings, missing_credentials: list[str]) ->
         raise ConfigError(f"source=kotak needs Kotak credentials; not set: {', '.join(missing_credentials)} (the "
                           "environment, or files of those names in NEOPULSE_SECRETS_DIR); for the bundled simulator "
                           "set NEOPULSE_SOURCE=simulator")
+
+
+def check_live_grpc(settings: AppSettings, grpc: GrpcSettings) -> None:
+    """Live, the control API must not be open to the network: PlaceOrder, SetRiskLimits, ReleaseKillSwitch."""
+    if settings.mode == "live" and grpc.open_to_the_network():
+        raise ConfigError(f"mode=live with gRPC on {grpc.host} (beyond this machine) needs [grpc] auth_token "
+                          "(NEOPULSE_GRPC_AUTH_TOKEN, or a secrets file): anyone reaching the port could place orders "
+                          "and release the kill switch; or serve on 127.0.0.1")
 
 
 def check_live_mode(settings: AppSettings, live_flag: bool, has_credentials: bool) -> None:

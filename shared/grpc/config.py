@@ -5,6 +5,7 @@ Read by shared.grpc.server and the bridges' client channels.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -14,6 +15,17 @@ from shared.config import ModuleSettings
 from shared.grpc.auth import auth_metadata
 
 MIB = 1024 * 1024
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost; 0.0.0.0, [::] and any other address or name reach beyond this machine."""
+    name = host.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 class GrpcSettings(ModuleSettings):
@@ -52,6 +64,11 @@ class GrpcSettings(ModuleSettings):
     @property
     def tls(self) -> bool:
         return self.tls_cert_file is not None
+
+    def open_to_the_network(self, host: str | None = None) -> bool:
+        """Served beyond this machine with no token: anyone who reaches the port may place orders, change the risk
+        limits and release the kill switch."""
+        return self.auth_token is None and not is_loopback(host or self.host)
 
     def client_metadata(self) -> tuple[tuple[str, str], ...]:
         """What a client of these servers sends with every call: the bearer token, when one is set."""

@@ -91,6 +91,10 @@ class GrpcServer:
         await server.start()
         self._server, self.bound_port = server, bound
         log.info("gRPC serving", extra={"address": f"{self.host}:{bound}", "services": self.services, "tls": s.tls})
+        if s.open_to_the_network(self.host):
+            log.warning("gRPC serves beyond this machine with no auth token: anyone who reaches the port may place "
+                        "orders, change risk limits and release the kill switch; set [grpc] auth_token "
+                        "(NEOPULSE_GRPC_AUTH_TOKEN) or serve on 127.0.0.1", extra={"address": f"{self.host}:{bound}"})
         return bound
 
     def _bind(self, server: grpc.aio.Server) -> int:

@@ -82,3 +82,37 @@ def test_tls_needs_both_certificate_and_key():
             load(GrpcSettings, {"grpc": {"tls_cert_file": "/tmp/cert.pem"}})
     finally:
         load(GrpcSettings, {})  # load() leaves the section on the class; reset it for later tests
+
+
+@pytest.mark.parametrize(("host", "token", "open_"), [
+    ("0.0.0.0", None, True), ("::", None, True), ("10.0.0.5", None, True), ("127.0.0.1", None, False),
+    ("localhost", None, False), ("[::1]", None, False), ("0.0.0.0", "t0ken", False)])
+def test_served_beyond_this_machine_without_a_token_is_open_to_the_network(host, token, open_):
+    settings = GrpcSettings(host=host, auth_token=SecretStr(token) if token else None)
+
+    assert settings.open_to_the_network() == open_
+
+
+async def test_a_server_open_to_the_network_says_so_in_a_warning(bus, caplog):
+    """The image serves on 0.0.0.0: `docker run -p 50051:50051` without a token opened PlaceOrder and
+    ReleaseKillSwitch to the network, silently."""
+    server = await start_server(bus, GrpcSettings(host="0.0.0.0"))
+    try:
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    finally:
+        await server.stop(0)
+
+    assert any("gRPC serves beyond this machine with no auth token" in w for w in warned)
+
+
+def test_live_mode_refuses_grpc_open_to_the_network():
+    from services.app.config import AppSettings
+    from services.app.monolith import check_live_grpc
+    from shared.errors import ConfigError
+
+    live = AppSettings(mode="live", source="kotak")
+    with pytest.raises(ConfigError, match="needs \\[grpc\\] auth_token"):
+        check_live_grpc(live, GrpcSettings(host="0.0.0.0"))
+    check_live_grpc(live, GrpcSettings(host="0.0.0.0", auth_token=SecretStr("t0ken")))
+    check_live_grpc(live, GrpcSettings())
+    check_live_grpc(AppSettings(), GrpcSettings(host="0.0.0.0"))  # paper: only the warning
