@@ -21,6 +21,7 @@ from services.risk.orders import (
     order_prices,
     square_off_chunk,
     square_off_orders,
+    stop_waits,
 )
 from services.risk.rate import TokenBucket
 from shared.clock import (
@@ -192,7 +193,7 @@ class RiskEngine:
         if not filled < order.quantity:
             return "INVALID_QUANTITY", (f"quantity {order.quantity} must stay above the {filled} units already "
                                         "filled; cancel the rest instead")
-        if self.state == HALTED:
+        if self.state == HALTED and self.kill_switch_engaged:  # by the loss: a change that keeps it an exit passes
             return "TRADING_HALTED", (f"trading is HALTED ({self.state_reason}); a working order may be cancelled, "
                                       "not changed")
         inst = self.instruments.get(order.token)
@@ -322,10 +323,15 @@ class RiskEngine:
         band, last = self.limits.price_band_bps, self.last_prices.get(order.token, 0)
         if not band or not last:
             return None  # no band, or no last price to measure against
+        waits = stop_waits(order, last)
         for field, price in order_prices(order):
-            if abs(price - last) * 10_000 > band * last:
-                distance = abs(price - last) * 10_000 // last
-                return "PRICE_BAND", (f"{field} {price} is {distance} bps from the last price {last}; "
+            if waits and field == "trigger_price_paise":
+                continue  # a protective stop's distance is the trader's risk to take, not a fat finger
+            # A waiting stop-limit's limit trades once its trigger is reached: it is measured from there.
+            ref, what = (order.trigger_price_paise, "its trigger") if waits else (last, "the last price")
+            if abs(price - ref) * 10_000 > band * ref:
+                distance = abs(price - ref) * 10_000 // ref
+                return "PRICE_BAND", (f"{field} {price} is {distance} bps from {what} {ref}; "
                                       f"price_band_bps {band} allows no more")
         return None
 

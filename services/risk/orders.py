@@ -34,6 +34,15 @@ def order_prices(order: trading_pb2.OrderRequest) -> list[tuple[str, int]]:
     return prices
 
 
+def stop_waits(order: trading_pb2.OrderRequest, last: int) -> bool:
+    """A stop whose trigger is not reached at `last` (a sell stop at or under it, a buy stop at or over it): it waits,
+    as a position's protective stop does, rather than trading at once."""
+    if order.order_type not in TRIGGERED:
+        return False
+    trigger = order.trigger_price_paise
+    return trigger > 0 and (trigger <= last if order.side == trading_pb2.SIDE_SELL else trigger >= last)
+
+
 def signal_client_order_id(signal_id: str) -> str:
     """Deterministic idempotency key: a replayed signal maps to the same order, never a new one.
 

@@ -17,6 +17,7 @@ from tests.risk.factories import DAY, NIFTY_FUT, RELIANCE, fill, holding, instru
 BUY, SELL = trading_pb2.SIDE_BUY, trading_pb2.SIDE_SELL
 MARKET, LIMIT = trading_pb2.ORDER_TYPE_MARKET, trading_pb2.ORDER_TYPE_LIMIT
 STOP_MARKET = trading_pb2.ORDER_TYPE_STOP_MARKET
+STOP_LIMIT = trading_pb2.ORDER_TYPE_STOP_LIMIT
 
 
 def test_a_plain_limit_order_inside_every_limit_is_accepted(engine):
@@ -106,6 +107,34 @@ def test_limit_price_outside_the_band_around_the_last_price_is_denied(engine):
     assert decision.reason_code == "PRICE_BAND"
     assert decision.reason == ("price_paise 136000 is 542 bps from the last price 129000; "
                                "price_band_bps 500 allows no more")
+
+
+def test_a_protective_stop_beyond_the_band_is_accepted_it_waits(clock):
+    """A sell stop 7% under a long (a 20-30% one under an option) is the trader's risk to take, not a fat finger."""
+    engine = holding(clock, fill(BUY, 100, 1290_00))
+
+    stop = order(side=SELL, quantity=100, order_type=STOP_MARKET, price_paise=0, trigger_price_paise=1200_00)
+
+    assert engine.decide(stop).accepted
+
+
+def test_a_stop_that_would_trigger_at_once_is_banded_like_a_market_order_price(clock):
+    engine = holding(clock, fill(BUY, 100, 1290_00))
+
+    stop = order(side=SELL, quantity=100, order_type=STOP_MARKET, price_paise=0, trigger_price_paise=1400_00)
+
+    assert engine.decide(stop).reason_code == "PRICE_BAND"
+
+
+def test_a_waiting_stop_limits_price_is_banded_from_its_trigger(clock):
+    engine = holding(clock, fill(BUY, 100, 1290_00))
+    near = order(side=SELL, quantity=50, order_type=STOP_LIMIT, price_paise=1195_00, trigger_price_paise=1200_00)
+    far = order(side=SELL, quantity=50, order_type=STOP_LIMIT, price_paise=1100_00, trigger_price_paise=1200_00)
+
+    assert engine.decide(near).accepted
+    denied = engine.decide(far)
+    assert (denied.reason_code, denied.reason) == ("PRICE_BAND", "price_paise 110000 is 833 bps from its trigger "
+                                                                 "120000; price_band_bps 500 allows no more")
 
 
 def test_limit_price_inside_the_band_is_accepted(engine):

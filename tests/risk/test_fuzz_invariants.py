@@ -383,10 +383,18 @@ class Fuzz:
         assert exempt or o.quantity <= lim.max_order_quantity
         prices = ([o.price_paise] if o.order_type in (LIMIT, STOP_LIMIT) else []) + (
             [o.trigger_price_paise] if o.order_type in (STOP_LIMIT, STOP_MARKET) else [])
+        band, last = lim.price_band_bps, m.ticks[o.token]
+        trigger = o.trigger_price_paise if o.order_type in (STOP_LIMIT, STOP_MARKET) else 0
+        # A stop not yet reached (a sell stop at or under the last price, a buy stop at or over it) waits: its trigger
+        # is free, and its limit is measured from the trigger.
+        waits = trigger > 0 and (trigger <= last if o.side == SELL else trigger >= last)
         for p in prices:
             assert p > 0 and p % inst.tick_size_paise == 0, "off the tick grid"
-            band, last = lim.price_band_bps, m.ticks[o.token]
-            assert not band or abs(p - last) * 10_000 <= band * last, "outside the price band"
+        banded = [(o.price_paise, trigger if waits else last)] if o.order_type in (LIMIT, STOP_LIMIT) else []
+        if not waits and trigger:
+            banded.append((trigger, last))
+        for p, ref in banded:
+            assert not band or abs(p - ref) * 10_000 <= band * ref, "outside the price band"
         if not exempt:
             now, rate = self.clock.now_ns(), lim.max_orders_per_second
             self.rated = [*self.rated[-30:], now]

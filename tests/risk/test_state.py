@@ -161,6 +161,23 @@ def test_a_daily_loss_halt_still_takes_an_exit_of_a_delivery_position(clock):
     assert engine.decide(more).reason_code == "TRADING_HALTED"
 
 
+def test_a_daily_loss_halt_still_lets_a_delivery_positions_stop_be_moved(clock):
+    """A trailing stop on an NRML/CNC position keeps trailing after the hard loss limit; the kill switch freezes it."""
+    engine = RiskEngine(limits(**SMALL_LOSS), clock, instruments())
+    engine.on_order_update(fill(BUY, 100, 1290_00, product=trading_pb2.PRODUCT_CNC))
+    stop = order(side=SELL, quantity=100, product=trading_pb2.PRODUCT_CNC,
+                 order_type=trading_pb2.ORDER_TYPE_STOP_MARKET, price_paise=0, trigger_price_paise=1250_00)
+    assert engine.decide(stop).accepted
+    mark(engine, 1265_00)  # HALTED by the loss
+    moved = trading_pb2.OrderRequest()
+    moved.CopyFrom(stop)
+    moved.trigger_price_paise = 1255_00
+
+    assert engine.decide_modify(moved, 0).accepted
+    engine.set_kill_switch(True, "stop everything")
+    assert engine.decide_modify(moved, 0).reason_code == "TRADING_HALTED"
+
+
 def test_the_kill_switch_squares_off_nothing_by_itself(clock):
     engine = long_100(clock)
     engine.set_kill_switch(True, "halt, I will close what I want")
