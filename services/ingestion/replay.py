@@ -27,8 +27,9 @@ CLOCK_STEP_S = 0.05  # while a paced replay waits for the next tick, its clock m
 class ReplaySource:
     """Ticks in [start_ns, end_ns) as they were stored, `speed` times faster than they happened (0 = flat out).
 
-    Ticks sharing a timestamp travel as one batch. After the last tick the clock moves to end_ns (the range is
-    over: the last minute's candles close), `done` is set (ingestion announces it) and batches() stays quiet.
+    Ticks sharing a timestamp travel in arrival order, in batches that hold one tick per token (_arrivals). After
+    the last tick the clock moves to end_ns (the range is over: the last minute's candles close), `done` is set
+    (ingestion announces it) and batches() stays quiet.
     `lossless`: ingestion lets every tick consumer take a batch before it asks for the next, so a fast replay
     drops nothing and its clock never runs ahead of the ticks being handled.
     """
@@ -63,6 +64,7 @@ class ReplaySource:
     async def batches(self) -> AsyncIterator[market_pb2.TickBatch]:
         self.stats.connected = True
         wall0, data0 = 0.0, None
+        recv = 0
         async for group in self._groups():
             ts = group[0].ts_ns
             if data0 is None:
@@ -72,10 +74,12 @@ class ReplaySource:
             else:
                 await asyncio.sleep(0)  # flat out, yet the loop keeps turning
             self.clock.set(ts)
-            recv = time.time_ns()
-            for tick in group:
-                tick.recv_ns = recv
-            yield market_pb2.TickBatch(ticks=group)
+            for arrived in _arrivals(group):
+                # Strictly rising: an order made from one batch's tick must never look older than the next batch's.
+                recv = max(time.time_ns(), recv + 1)
+                for tick in arrived:
+                    tick.recv_ns = recv
+                yield market_pb2.TickBatch(ticks=arrived)
         self.clock.set(max(self.clock.now_ns(), self.end_ns))
         self.done.set()
         log.info("replay finished", extra={"source": self.name, "end_ns": self.end_ns})
@@ -119,3 +123,25 @@ class ReplaySource:
 
     async def close(self) -> None:
         self.stats.connected = False
+
+
+def _arrivals(group: list[market_pb2.Tick]) -> list[list[market_pb2.Tick]]:
+    """A same-timestamp group cut, in arrival (seq) order, into batches in which no token appears twice.
+
+    Kotak stamps a tick with its last trade time in whole seconds, so quote updates that came seconds later share
+    that timestamp. The paper broker fills an order at its token's latest tick in the batch: were those later quotes
+    in the batch, an order made from its first tick would fill at a price nobody had seen yet. One tick per token
+    keeps that price the tick the order was made from; the later ones follow, each batch settled before the next.
+    Keyed by token alone: the broker and the candles key their last tick by token.
+    """
+    batches: list[list[market_pb2.Tick]] = []
+    batch: list[market_pb2.Tick] = []
+    seen: set[int] = set()
+    for tick in group:
+        if tick.token in seen:
+            batches.append(batch)
+            batch, seen = [], set()
+        batch.append(tick)
+        seen.add(tick.token)
+    batches.append(batch)
+    return batches
