@@ -193,7 +193,11 @@ class TickWriter:
 
     # -- internals ----------------------------------------------------------------------------------
     async def _take_chunk(self) -> _Chunk | None:
-        """Convert queued batches (up to 4 COPY batches) into rows, validating each tick."""
+        """Convert queued batches (up to 4 COPY batches) into rows, validating each tick.
+
+        A cancel on one of its yields (a stop cancels the writer's task before close()) keeps the rows converted so
+        far as a chunk: their batches are off the queue, and close() must still write them.
+        """
         limit = 4 * self.settings.writer_batch_rows
         now = self.clock.now_ns()
         lo = now - int(self.settings.max_tick_past_s * NS)
@@ -202,20 +206,22 @@ class TickWriter:
         span = [hi, lo]  # smallest and largest accepted ts_ns
         oldest = self._queue[0][0]
         taken = since_yield = 0
-        while self._queue and len(rows) < limit:
-            _, batch = self._queue.popleft()
-            taken += len(batch.ticks)
-            since_yield += len(batch.ticks)
-            self._convert(batch, rows, lo, hi, span)
-            if since_yield >= 5000:
-                since_yield = 0
-                await asyncio.sleep(0)  # conversion is CPU work on the trading loop: let it breathe
-        self._pending -= taken - len(rows)
-        if not rows:
-            return None
-        first, last = day_of(span[0]), day_of(span[1])
-        days = {first + timedelta(days=i) for i in range((last - first).days + 1)}
-        return _Chunk(rows, days, oldest)
+        try:
+            while self._queue and len(rows) < limit:
+                _, batch = self._queue.popleft()
+                taken += len(batch.ticks)
+                since_yield += len(batch.ticks)
+                self._convert(batch, rows, lo, hi, span)
+                if since_yield >= 5000:
+                    since_yield = 0
+                    await asyncio.sleep(0)  # conversion is CPU work on the trading loop: let it breathe
+        except asyncio.CancelledError:
+            if rows:
+                self._chunks.append(_chunk(rows, span, oldest))
+            raise
+        finally:
+            self._pending -= taken - len(rows)
+        return _chunk(rows, span, oldest) if rows else None
 
     def _convert(self, batch: market_pb2.TickBatch, rows: list[tuple[Any, ...]], lo: int, hi: int,
                  span: list[int]) -> None:
@@ -412,6 +418,12 @@ class TickWriter:
 
 class _Retry(asyncpg.InterfaceError):
     """Internal: a non-transient failure to retry with back-off (counts as TRANSIENT in run())."""
+
+
+def _chunk(rows: list[tuple[Any, ...]], span: list[int], oldest: float) -> _Chunk:
+    """Rows for one COPY with every IST day from the first accepted tick's to the last's (their partitions)."""
+    first, last = day_of(span[0]), day_of(span[1])
+    return _Chunk(rows, {first + timedelta(days=i) for i in range((last - first).days + 1)}, oldest)
 
 
 def _halves(rows: list[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
