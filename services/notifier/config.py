@@ -41,9 +41,11 @@ class NotifierSettings(ModuleSettings):
     # Bounded outgoing queue; when full the oldest ordinary notification (or an ordinary newcomer, when all queued
     # are urgent) is dropped and counted: urgent ones (kill switch, risk breaches, critical) are dropped last.
     queue_size: int = Field(default=1000, ge=1)
-    # Attempts per message on transient errors (a 429's retry_after wait does not count).
+    # Tries of an ordinary message whose answer timed out (each may have reached the chat: a fill told twice reads as
+    # two fills). 5xx and refused connections are retried for up to 10 minutes, urgent messages through timeouts too;
+    # a 429's retry_after wait does not count.
     send_attempts: int = Field(default=5, ge=1, le=20)
-    # First back-off after a transient send error, doubled per attempt.
+    # First back-off after a transient send error, doubled per attempt up to 15 s.
     retry_backoff_seconds: float = Field(default=0.5, ge=0, le=60)
     # "Order modified" in Telegram for a strategy's orders too (a strategy repricing its orders, MOMENTUM_RSI's
     # max_reprices, would send one each); logged either way. A change by hand is always sent: of a manual order, and

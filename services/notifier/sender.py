@@ -1,4 +1,5 @@
-"""The outgoing Telegram queue: bounded with urgent notices first, batched under a burst, retried, and 429-aware.
+"""The outgoing Telegram queue: bounded with urgent notices first, batched under a burst, retried through a Telegram
+incident without holding up other chats, and 429-aware; what is given up is told in the chat with the next message.
 
 Talks to the Bot API only through the `send(chat_id, html)` function it is given.
 """
@@ -12,14 +13,15 @@ import logging
 import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 from prometheus_client import Counter
-from telegram.error import BadRequest, ChatMigrated, NetworkError, RetryAfter, TelegramError
+from telegram.error import BadRequest, ChatMigrated, NetworkError, RetryAfter, TelegramError, TimedOut
 
-from services.notifier.messages import BLOCK_SEP, group_blocks, plain_fallback
+from services.notifier.messages import BLOCK_SEP, MAX_MESSAGE_CHARS, group_blocks, plain_fallback, utf16_len
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,10 @@ RETRIED = Counter("neopulse_notifier_telegram_retries", "Telegram sends retried"
 Send = Callable[[int, str], Awaitable[object]]
 MAX_BATCH = 50
 MAX_BACKOFF_S = 15.0  # while Telegram is unreachable, look again at least this often
+# A message failing this long is given up (counted, and told in the chat with its next message): Telegram's incidents
+# (5xx, timeouts) last minutes, and an alert an hour late would mislead more than its absence, which is told.
+GIVE_UP_S = 600.0
+NOTICE_ROOM = 200  # left free in each message for the line saying how many notifications were not delivered
 # The request never left this machine (connection refused, no route, pool full): resending cannot duplicate.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # Telegram's descriptions of a text it cannot send ("can't parse entities: ...", "message is too long", ...).
@@ -41,8 +47,28 @@ _TEXT_TROUBLE = ("parse entities", "too long", "text is empty", "must be non-emp
 class Outcome(enum.Enum):
     SENT = "sent"
     REFUSED = "refused"  # a 400 about the text (its HTML, its length): it will never go through as it is
-    FAILED = "failed"  # given up: the chat is gone, or the network kept failing in ways that may duplicate
-    DEFERRED = "deferred"  # a 429: the chat takes nothing until its retry_after; the other chats' messages go first
+    FAILED = "failed"  # given up: the chat is gone, or Telegram kept failing for GIVE_UP_S (or, for an ordinary
+    # message, timed out `attempts` times: each resend may have reached the chat)
+    DEFERRED = "deferred"  # a 429, or a back-off after a failure that may pass: the chat takes nothing until then
+    # (its retry_after, the back-off) and the message is tried again; the other chats' messages go meanwhile
+
+
+class Outgoing(NamedTuple):
+    """One message in hand: its chat, its blocks, and whether it holds an urgent one."""
+
+    chat_id: int
+    blocks: list[str]
+    urgent: bool = False
+
+
+@dataclass
+class Trouble:
+    """A chat's first message in hand while it keeps failing: since when (loop time), how often, and how many of
+    those tries may have reached the chat all the same (a timeout after the request went out)."""
+
+    since: float
+    tries: int = 0
+    doubtful: int = 0
 
 
 class Lanes:
@@ -88,7 +114,8 @@ class TelegramSender:
     """offer() never waits (the trading path calls it); run() drains the queue at the Bot API's pace."""
 
     def __init__(self, send: Send, chat_ids: Sequence[int], *, window_seconds: float, queue_size: int,
-                 attempts: int, backoff_seconds: float, group_interval_seconds: float = 0.0) -> None:
+                 attempts: int, backoff_seconds: float, group_interval_seconds: float = 0.0,
+                 give_up_seconds: float = GIVE_UP_S) -> None:
         self._send = send
         # The Bot API takes about 20 messages a minute in one group: a group's messages go this far apart (a
         # private chat's are paced by the batch window). Negative chat ids are groups.
@@ -97,8 +124,9 @@ class TelegramSender:
         self._next_at: dict[int, float] = {}
         self.chat_ids = list(chat_ids)
         self.window_seconds = window_seconds
-        self.attempts = attempts
+        self.attempts = attempts  # tries of an ordinary message that may each have reached the chat (timeouts)
         self.backoff_seconds = backoff_seconds
+        self.give_up_seconds = give_up_seconds
         self.queue = Lanes(queue_size)
         self.sent = 0
         self.failed = 0
@@ -106,10 +134,12 @@ class TelegramSender:
         self.late = 0  # offered after stop(): never sent
         self.closed = False  # stop() has ended: nothing more goes out
         self._untold = 0  # notifications shed since the trader was last told so
+        self._lost: dict[int, int] = {}  # chat id -> its notifications given up since it was last told so
+        self._trouble: dict[int, Trouble] = {}  # chat id -> the failures of its first message in hand
         self._held: tuple[list[str], list[str]] = ([], [])  # (urgent, ordinary) blocks of the batch being gathered
-        # (chat_id, blocks) messages of the batch in hand, each until it is delivered or given up: what stop() sends
-        # when it ends run() mid-batch
-        self._pending: deque[tuple[int, list[str]]] = deque()
+        # the messages of the batches in hand, each until it is delivered or given up, a chat's in order: what stop()
+        # sends when it ends run() mid-batch
+        self._pending: deque[Outgoing] = deque()
         self._runner: asyncio.Task[Any] | None = None
         self._wire = asyncio.Lock()  # held while a request is on its way to Telegram
         self._migrated: dict[int, int] = {}  # a group upgraded to a supergroup: configured id -> its new id
@@ -136,12 +166,15 @@ class TelegramSender:
                 while self.queue.empty():
                     await self.queue.wait_changed()
                 await self._gather()
-                self._pending.extend(self._messages(self._release()))
+                self._pending.extend(self._messages(*self._release()))
             try:
                 await self._send_pending(until_offered=True)
             except Exception:  # a bug in sending must not end the process; the messages are lost, counted
                 lost = len(self._pending)
+                for message in self._pending:
+                    self._lost[message.chat_id] = self._lost.get(message.chat_id, 0) + len(message.blocks)
                 self._pending.clear()
+                self._trouble.clear()
                 self.failed += lost
                 FAILED.inc(lost)
                 log.exception("telegram send loop failed", extra={"messages": lost})
@@ -164,7 +197,7 @@ class TelegramSender:
             self.failed += left
             FAILED.inc(left)
             log.error("telegram messages left unsent at shutdown", extra={
-                "messages": left, "blocks": sum(len(blocks) for _, blocks in self._pending)})
+                "messages": left, "blocks": sum(len(message.blocks) for message in self._pending)})
             self._pending.clear()
 
     def _take_all(self) -> bool:
@@ -172,7 +205,7 @@ class TelegramSender:
         urgent, ordinary = self.queue.take(len(self.queue))
         self._held[0].extend(urgent)
         self._held[1].extend(ordinary)
-        self._pending.extend(self._messages(self._release()))
+        self._pending.extend(self._messages(*self._release()))
         return bool(self._pending)
 
     async def _end_run(self, deadline: float) -> None:
@@ -215,112 +248,161 @@ class TelegramSender:
         self._held[0].extend(urgent)
         self._held[1].extend(ordinary)
 
-    def _release(self) -> list[str]:
+    def _release(self) -> tuple[list[str], int]:
         """The held blocks: urgent ones, then a line saying how many were shed since the last such line, then
-        the rest."""
+        the rest; and how many of them lead as urgent."""
         (urgent, ordinary), self._held = self._held, ([], [])
         if self._untold:
             urgent.append(f"⚠️ <b>{self._untold} notifications dropped</b>\nThe send queue was full; /orders and "
                           "/positions show the current state.")
             self._untold = 0
-        return urgent + ordinary
+        return urgent + ordinary, len(urgent)
 
-    def _messages(self, batch: list[str]) -> list[tuple[int, list[str]]]:
-        """The batch packed into messages, each for every chat: (chat_id, blocks) in sending order."""
-        return [(chat_id, group) for group in group_blocks(batch) for chat_id in self.chat_ids]
+    def _messages(self, batch: list[str], urgent: int) -> list[Outgoing]:
+        """The batch packed into messages (room left in each for the line on what was not delivered), each for
+        every chat, in sending order; a message holding one of the first `urgent` blocks is urgent."""
+        messages: list[Outgoing] = []
+        start = 0
+        for group in group_blocks(batch, MAX_MESSAGE_CHARS - NOTICE_ROOM):
+            messages += [Outgoing(chat_id, group, start < urgent) for chat_id in self.chat_ids]
+            start += len(group)
+        return messages
 
     async def _send_pending(self, until_offered: bool = False) -> None:
         """Send the messages in hand, each chat's in order; a chat that may take none yet (a 429's retry_after, a
-        group's pace) does not hold up the others': a kill-switch alert to one chat never waits out another's.
-        `until_offered` (the send loop): when every message left waits for its chat, return as soon as a new block
-        is offered, so that its batch is gathered and sent to the chats that can take it (the ones left keep their
-        place, first for their chat)."""
+        back-off after a failure, a group's pace) does not hold up the others': a kill-switch alert to one chat never
+        waits out another's. `until_offered` (the send loop): when every message left waits for its chat, return as
+        soon as a block is offered and a chat could take it, so that its batch is gathered and sent (the messages
+        left keep their place, first for their chat). While no chat could, blocks stay in the bounded queue, which
+        sheds and says so, rather than piling up here through a Telegram incident."""
         loop = asyncio.get_running_loop()
         while self._pending:
             now, waiting = loop.time(), set()
-            for i, (chat_id, group) in enumerate(self._pending):
-                target = self._migrated.get(chat_id, chat_id)
+            for i, message in enumerate(self._pending):
+                target = self._target(message.chat_id)
                 if target in waiting or self._next_at.get(target, 0.0) > now:
                     waiting.add(target)  # and its later messages wait behind it
                     continue
-                if await self._send_group(chat_id, group):
-                    del self._pending[i]  # delivered or given up (counted there); not before, so a cancel keeps it
+                await self._send_at(i)
                 break
             else:
-                wait = min(self._next_at[t] for t in waiting) - now
-                if not until_offered:
-                    await asyncio.sleep(wait)
-                    continue
-                if not self.queue.empty() or await self._offered_within(wait):
+                free = until_offered and any(self._next_at.get(self._target(c), 0.0) <= now for c in self.chat_ids)
+                if free and not self.queue.empty():
+                    return
+                wake = min(at for at in self._next_at.values() if at > now) - now
+                if not free:
+                    await asyncio.sleep(wake)
+                elif await self._offered_within(wake):
                     return
 
-    async def _send_group(self, chat_id: int, group: list[str]) -> bool:
-        """One message of joined blocks; if Telegram refuses its text, block by block, and a block it still
-        refuses as plain text: one bad block must not silence the others, and the trader still reads it. False when
-        a 429 deferred it (nothing of it sent): it is sent again once the chat's retry_after is over."""
-        outcome = await self.deliver(chat_id, BLOCK_SEP.join(group), defer=True)
+    async def _send_at(self, i: int) -> None:
+        """Try the i-th message in hand once. Delivered or given up, it leaves; deferred, it keeps its place; refused,
+        its blocks take its place one by one, and a block refused alone its plain text: one bad block must not
+        silence the others, and the trader still reads it."""
+        message = self._pending[i]
+        outcome = await self._send_telling_lost(message)
         if outcome is Outcome.DEFERRED:
-            return False
+            return
+        del self._pending[i]  # not before: a cancel keeps it
         if outcome is not Outcome.REFUSED:
-            return True
-        for block in group:
-            if len(group) == 1 or await self.deliver(chat_id, block) is Outcome.REFUSED:
-                await self.deliver(chat_id, plain_fallback(block))
-        return True
+            return
+        if len(message.blocks) > 1:
+            instead = [message._replace(blocks=[block]) for block in message.blocks]
+        elif (plain := plain_fallback(message.blocks[0])) != message.blocks[0]:
+            instead = [message._replace(blocks=[plain])]
+        else:  # refused as plain text too
+            instead = []
+            self._lost[message.chat_id] = self._lost.get(message.chat_id, 0) + 1
+        for retry in reversed(instead):
+            self._pending.insert(i, retry)
 
-    async def deliver(self, chat_id: int, text: str, defer: bool = False) -> Outcome:
-        """Send one message: wait out a 429's retry_after (`defer`: return DEFERRED instead, the chat marked busy
-        until then), follow a migrated group, resend after network errors (until it goes through when the request
-        never left; `attempts` times when a resend may duplicate)."""
-        doubtful = tries = 0
+    async def _send_telling_lost(self, message: Outgoing) -> Outcome:
+        """Deliver one message; after its news, when it fits, how many of the chat's notifications were given up since
+        it was last told (a full queue's are told with the batch, by _release). Given up, its own are counted."""
+        chat_id = message.chat_id
+        lost = self._lost.get(chat_id, 0)
+        blocks = message.blocks
+        if lost:
+            notice = (f"⚠️ <b>{lost} notifications could not be delivered</b>\nTelegram did not take them; /orders "
+                      "and /positions show the current state.")
+            fits = utf16_len(BLOCK_SEP.join([*blocks, notice])) <= MAX_MESSAGE_CHARS
+            blocks, lost = ([*blocks, notice], lost) if fits else (blocks, 0)  # no room: the next message tells
+        outcome = await self.deliver(chat_id, BLOCK_SEP.join(blocks), urgent=message.urgent)
+        if outcome is Outcome.SENT and lost:
+            self._lost[chat_id] -= lost
+        elif outcome is Outcome.FAILED:
+            self._lost[chat_id] = self._lost.get(chat_id, 0) + len(message.blocks)
+        return outcome
+
+    def _target(self, chat_id: int) -> int:
+        return self._migrated.get(chat_id, chat_id)
+
+    async def deliver(self, chat_id: int, text: str, urgent: bool = False) -> Outcome:
+        """Try one message once, following a group upgraded to a supergroup. DEFERRED: the chat takes nothing until
+        self._next_at (a 429's retry_after, or the back-off after a failure that may pass); then it is tried again."""
         while True:
-            target = self._migrated.get(chat_id, chat_id)
-            await self._pace(target)
+            target = self._target(chat_id)
             try:
                 async with self._wire:
                     await self._send(target, text)
-                self.sent += 1
-                SENT.inc()
-                if target < 0 and self.group_interval_seconds:
-                    self._next_at[target] = asyncio.get_running_loop().time() + self.group_interval_seconds
-                return Outcome.SENT
             except RetryAfter as exc:
                 wait = retry_after_seconds(exc)
                 RETRIED.labels("rate_limited").inc()
                 log.warning("telegram rate limit, waiting", extra={"chat_id": target, "retry_after_s": wait})
                 self._next_at[target] = asyncio.get_running_loop().time() + wait
-                if defer:
-                    return Outcome.DEFERRED
-                await asyncio.sleep(wait)
+                return Outcome.DEFERRED
             except ChatMigrated as exc:
                 if self._migrated.get(chat_id) == exc.new_chat_id:
-                    return self._give_up(target, exc, Outcome.FAILED)
+                    return self._give_up(chat_id, exc, Outcome.FAILED)
                 self._migrated[chat_id] = exc.new_chat_id
                 log.warning("telegram group became a supergroup; replace its id in the notifier's chat ids",
                             extra={"chat_id": chat_id, "new_chat_id": exc.new_chat_id})
             except BadRequest as exc:  # a NetworkError subclass, but resending the same text fails the same way
-                return self._give_up(target, exc, Outcome.REFUSED if _text_refused(exc) else Outcome.FAILED)
+                return self._give_up(chat_id, exc, Outcome.REFUSED if _text_refused(exc) else Outcome.FAILED)
             except NetworkError as exc:  # includes TimedOut and 5xx
-                tries += 1
-                doubtful += not isinstance(exc.__cause__, _NOT_SENT)
-                if doubtful >= self.attempts:
-                    return self._give_up(target, exc, Outcome.FAILED)
-                RETRIED.labels("network").inc()
-                await asyncio.sleep(min(MAX_BACKOFF_S, self.backoff_seconds * 2 ** min(tries - 1, 16)))
+                return self._retry_later(chat_id, exc, urgent)
             except TelegramError as exc:  # Forbidden, InvalidToken: retrying will not help
-                return self._give_up(target, exc, Outcome.FAILED)
+                return self._give_up(chat_id, exc, Outcome.FAILED)
+            else:
+                self._trouble.pop(chat_id, None)
+                self.sent += 1
+                SENT.inc()
+                if target < 0 and self.group_interval_seconds:
+                    self._next_at[target] = asyncio.get_running_loop().time() + self.group_interval_seconds
+                return Outcome.SENT
 
-    async def _pace(self, chat_id: int) -> None:
-        """Wait until the group may take another message (group_interval_seconds after the last one)."""
-        wait = self._next_at.get(chat_id, 0.0) - asyncio.get_running_loop().time()
-        if wait > 0:
-            await asyncio.sleep(wait)
+    def _retry_later(self, chat_id: int, exc: NetworkError, urgent: bool) -> Outcome:
+        """A failure that may pass (Telegram's 5xx, a timeout, the network): the chat backs off, doubling up to
+        MAX_BACKOFF_S, and the message is tried again, for give_up_seconds at most. An ordinary message is also
+        given up after `attempts` tries that may each have reached the chat (a timeout once the request went out):
+        a fill told twice reads as two fills. An urgent one is not: a kill-switch alert twice is only noise."""
+        now = asyncio.get_running_loop().time()
+        trouble = self._trouble.setdefault(chat_id, Trouble(since=now))
+        trouble.tries += 1
+        trouble.doubtful += _may_have_arrived(exc)
+        if now - trouble.since >= self.give_up_seconds or (trouble.doubtful >= self.attempts and not urgent):
+            return self._give_up(chat_id, exc, Outcome.FAILED)
+        if trouble.tries == 1:
+            log.warning("telegram send failed; retrying", extra={"chat_id": chat_id, "error": str(exc)})
+        RETRIED.labels("network").inc()
+        self._next_at[self._target(chat_id)] = now + min(MAX_BACKOFF_S,
+                                                         self.backoff_seconds * 2 ** min(trouble.tries - 1, 16))
+        return Outcome.DEFERRED
 
     def _give_up(self, chat_id: int, exc: Exception, outcome: Outcome) -> Outcome:
+        self._trouble.pop(chat_id, None)
         self.failed += 1
         FAILED.inc()
-        log.error("telegram message not delivered", extra={"chat_id": chat_id, "error": str(exc)})
+        log.error("telegram message not delivered", extra={"chat_id": self._target(chat_id), "error": str(exc)})
         return outcome
+
+
+def _may_have_arrived(exc: NetworkError) -> bool:
+    """Whether Telegram may have the message despite the error: not when the request never left (connection refused)
+    nor when Telegram answered with an error status (a 5xx: PTB raises it without a transport cause)."""
+    cause = exc.__cause__
+    answered = not isinstance(exc, TimedOut) and (cause is None or isinstance(cause, TelegramError))
+    return not answered and not isinstance(cause, _NOT_SENT)
 
 
 def _text_refused(exc: BadRequest) -> bool:
