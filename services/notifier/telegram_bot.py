@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -71,6 +72,13 @@ BUSY = "Too many commands are waiting for earlier ones to finish; this one was n
 SKIPS_THE_TURN = frozenset({"kill"})  # it only asks for its confirmation: nothing it does needs earlier ones done
 STALE_COMMAND_S = CONFIRM_TTL_S  # a command that reaches the bot this late (Telegram was unreachable) is not acted on
 NOT_YOURS = "Only the one who asked can answer this; nothing changed."
+ADMINS_ONLY = "Only admin chats may confirm this."
+# What a confirmed action is doing, for its prompt when it takes a while and for a press that comes meanwhile.
+DOING = {KILL: "engaging the kill switch", KILL_CANCEL: "engaging the kill switch and cancelling open orders",
+         UNKILL: "releasing the kill switch", SQUARE_OFF: "squaring off", CANCEL: "cancelling the order",
+         PLACE: "placing the order", MODIFY: "modifying the order", LIMITS: "changing the limits",
+         PARAMS: "changing the parameters"}
+PROGRESS_AFTER_S = 1.0  # a confirmed action taking longer has its prompt show that it is being done
 # The user whose command (or button press) is being handled: prompts remember who asked.
 _USER: contextvars.ContextVar[int] = contextvars.ContextVar("telegram_user", default=0)
 
@@ -88,6 +96,14 @@ class Prompt:
     change: tuple[int, int, int] = (0, 0, 0)  # the order's new quantity, price, trigger (paise); 0 keeps one
     settings: dict[str, Any] = field(default_factory=dict)  # risk limits, or the strategy `target`'s parameters, to set
     asked: float = field(default_factory=time.monotonic)
+    # Once a press took it: what a later press is told (that it is being done, then its outcome), so a second tap is
+    # never told "nothing changed" while an order is being placed. Kept confirm_ttl_s after `answered` (monotonic
+    # time of the outcome; inf while it is being done).
+    answer: str = ""
+    answered: float = 0.0
+
+    def forgotten(self, now: float, ttl_s: float) -> bool:
+        return now - max(self.asked, self.answered) > ttl_s
 
 
 class ButtonsFirst(BaseUpdateProcessor):
@@ -95,7 +111,7 @@ class ButtonsFirst(BaseUpdateProcessor):
     (a /pause, then a /resume). A confirm-button press is handled at once, beside them: a Halt never waits behind
     a reply sitting out Telegram's flood control (up to 2 x RETRY_AFTER_MAX_S) or a command waiting on a slow
     module. Presses need no turn: each acts on its own prompt, and a prompt is taken with no await in between
-    (TelegramBot._confirmed), so it acts once. A /kill needs no turn either (it only asks for the Halt's
+    (TelegramBot._take), so it acts once. A /kill needs no turn either (it only asks for the Halt's
     confirmation), and other chats' updates, which are only logged, do not queue. At most MAX_WAITING_COMMANDS
     commands wait; one more is answered BUSY and dropped, so the waiting never takes every slot from the presses."""
 
@@ -271,7 +287,8 @@ class TelegramBot:
 
     async def _orders(self, chat_id: int, args: list[str]) -> Reply:
         which = args[0].lower() if args else "open"
-        return replies.orders_html(await self.control.orders(which), which), None
+        orders, more = await self.control.orders_and_more(which)
+        return replies.orders_html(orders, which, more), None
 
     async def _history(self, chat_id: int, args: list[str]) -> Reply:
         if len(args) != 1 or len(args[0]) > MAX_TEXT_CHARS:
@@ -348,7 +365,7 @@ class TelegramBot:
     def _ask(self, prompt: Prompt) -> str:
         """Remember a confirmation; returns the nonce its buttons carry."""
         now = time.monotonic()
-        for nonce in [n for n, p in self._prompts.items() if now - p.asked > self.confirm_ttl_s]:
+        for nonce in [n for n, p in self._prompts.items() if p.forgotten(now, self.confirm_ttl_s)]:
             del self._prompts[nonce]
         nonce = secrets.token_urlsafe(9)
         self._prompts[nonce] = prompt
@@ -466,20 +483,66 @@ class TelegramBot:
         if chat_id is None or query is None:
             return
         data = query.data or ""
-        _USER.set(query.from_user.id if query.from_user else 0)  # who pressed: _confirmed checks it is who asked
+        _USER.set(query.from_user.id if query.from_user else 0)  # who pressed: _take checks it is who asked
+        # Taken before any await: of two presses handled together, one acts and the other is told so.
+        taken = self._take(chat_id, data) if self.settings.is_admin(chat_id) else ADMINS_ONLY
         async with asyncio.TaskGroup() as tg:
             # Beside the action, not before it: Telegram refusing or delaying the acknowledgement ("query is too
             # old", a 429, a timeout) must neither lose nor hold up a confirmed Halt.
             tg.create_task(self._acknowledge(query, chat_id))
             await self.control.audit("confirm", [data], _origin(update, chat_id))
-            if not self.settings.is_admin(chat_id):
-                text: str = "Only admin chats may confirm this."
+            if isinstance(taken, Prompt):
+                text = await self._carry_out(tg, query, chat_id, taken, data.partition(":")[0])
+            elif taken not in (EXPIRED, ADMINS_ONLY):
+                # The prompt keeps its buttons for the one who asked, or is the earlier press's to edit: its
+                # outcome must not be overwritten.
+                await _patiently(self.app.bot.send_message, chat_id, taken, parse_mode=ParseMode.HTML)
+                return
             else:
-                text, _ = await self._answer(self._confirmed, chat_id, [data])
-            if text == NOT_YOURS:  # the prompt keeps its buttons for the one who asked
-                await _patiently(self.app.bot.send_message, chat_id, text)
-            else:
-                await self._tell_outcome(query, chat_id, text)
+                text = taken
+            await self._tell_outcome(query, chat_id, text)
+
+    def _take(self, chat_id: int, data: str) -> Prompt | str:
+        """The prompt this press answers, taken for it (its buttons act once, whichever is pressed); else what to
+        say: EXPIRED, NOT_YOURS, or for a prompt an earlier press took, what that press is doing or did."""
+        action, _, nonce = data.partition(":")
+        prompt = self._prompts.get(nonce)
+        # Another chat's press, or an action this prompt has no button for, leaves the prompt as it was.
+        if prompt is None or prompt.chat_id != chat_id or action not in prompt.actions:
+            return EXPIRED
+        if prompt.answer:
+            return prompt.answer
+        if prompt.user_id and prompt.user_id != _USER.get() and action not in (KILL, KILL_CANCEL):
+            # In a group, another member's press answers nothing (the prompt stays for the one who asked); a Halt,
+            # the safe way, anyone in the chat may press.
+            return NOT_YOURS
+        if time.monotonic() - prompt.asked > self.confirm_ttl_s:
+            del self._prompts[nonce]
+            return EXPIRED
+        doing = DOING.get(action)
+        prompt.answer = (f"Already confirmed: {doing}. The outcome will show in the prompt." if doing else
+                         "Already answered; nothing changed.")
+        prompt.answered = math.inf
+        return prompt
+
+    async def _carry_out(self, tg: asyncio.TaskGroup, query: CallbackQuery, chat_id: int, prompt: Prompt,
+                         action: str) -> str:
+        """The confirmed action done: its outcome, which later presses are told too. When it takes a while (risk, the
+        ledger, the broker), the prompt says meanwhile that it is being done, without its buttons."""
+        async def act(chat_id: int, args: list[str]) -> Reply:
+            return await self._confirmed(prompt, action)
+
+        acting = tg.create_task(self._answer(act, chat_id, []))
+        done, _ = await asyncio.wait({acting}, timeout=PROGRESS_AFTER_S)
+        if not done and action in DOING:
+            try:  # best effort, and awaited before the outcome's edit, so it never lands after it
+                await query.edit_message_text(f"⏳ Confirmed: {DOING[action]}… The outcome will show here.")
+            except Exception as exc:
+                log.warning("prompt not marked as being acted on", extra={"chat_id": chat_id, "error": str(exc)})
+        text, _ = await acting
+        first_line = text.split("\n", 1)[0]
+        prompt.answer, prompt.answered = f"Already answered: {first_line}", time.monotonic()
+        return text
 
     async def _acknowledge(self, query: CallbackQuery, chat_id: int) -> None:
         """Stop the client's spinner; best effort (the outcome is told by editing the prompt)."""
@@ -501,19 +564,7 @@ class TelegramBot:
         for chunk in rest:
             await _patiently(self.app.bot.send_message, chat_id, chunk, parse_mode=ParseMode.HTML)
 
-    async def _confirmed(self, chat_id: int, args: list[str]) -> Reply:
-        action, _, nonce = args[0].partition(":")
-        prompt = self._prompts.get(nonce)
-        # Another chat's press, or an action this prompt has no button for, leaves the prompt as it was.
-        if prompt is None or prompt.chat_id != chat_id or action not in prompt.actions:
-            return EXPIRED, None
-        if prompt.user_id and prompt.user_id != _USER.get() and action not in (KILL, KILL_CANCEL):
-            # In a group, another member's press answers nothing (the prompt stays for the one who asked); a Halt,
-            # the safe way, anyone in the chat may press.
-            return NOT_YOURS, None
-        del self._prompts[nonce]  # a prompt's buttons act once, whichever is pressed
-        if time.monotonic() - prompt.asked > self.confirm_ttl_s:
-            return EXPIRED, None
+    async def _confirmed(self, prompt: Prompt, action: str) -> Reply:
         if action in (KILL, KILL_CANCEL):
             state = await self.control.kill(prompt.reason, cancel_open_orders=action == KILL_CANCEL)
             extra = " Open orders are being cancelled." if action == KILL_CANCEL else ""
