@@ -113,16 +113,21 @@ class Control:
         return await self._call(rpc.GET_FUNDS, oms_pb2.GetFundsRequest())
 
     async def orders(self, which: str = "open", limit: int = 20) -> list[trading_pb2.OrderUpdate]:
-        """Open orders, or today's (IST) orders, newest first."""
+        """Open orders, or today's (IST) orders, newest first; at most `limit`."""
+        return (await self.orders_and_more(which, limit))[0]
+
+    async def orders_and_more(self, which: str = "open", limit: int = 20) -> tuple[list[trading_pb2.OrderUpdate], int]:
+        """The newest `limit` open orders, or today's (IST), and how many more (older) there are: a trader checking
+        what is live must not take the first `limit` for all of them."""
         if which not in ("open", "today"):
             raise InvalidInput("orders", f"unknown filter {which!r}; use open or today")
-        resp = await self._call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(
-            open_only=which == "open", limit=limit if which == "open" else SUMMARY_ORDER_LIMIT))
+        resp = await self._call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(open_only=which == "open",
+                                                                           limit=max(limit, SUMMARY_ORDER_LIMIT)))
         orders = list(resp.orders)
         if which == "today":
             today = day_of(self.clock.now_ns())
             orders = [o for o in orders if day_of(o.ts_ns) == today]
-        return orders[:limit]
+        return orders[:limit], max(0, len(orders) - limit)
 
     async def order(self, order_id: str) -> trading_pb2.OrderUpdate:
         """One order by its client, internal or exchange id."""

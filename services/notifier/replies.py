@@ -144,11 +144,14 @@ def funds_html(f: oms_pb2.GetFundsResponse) -> str:
             f"Today: realised {fmt_inr(f.realised_pnl_paise)} · unrealised {fmt_inr(f.unrealised_pnl_paise)}")
 
 
-def orders_html(orders: list[trading_pb2.OrderUpdate], which: str) -> str:
-    """One line an order, ending with its id (tap to copy, for /cancel)."""
+def orders_html(orders: list[trading_pb2.OrderUpdate], which: str, more: int = 0) -> str:
+    """One line an order, ending with its id (tap to copy, for /cancel); then how many `more` (older) are not shown."""
     if not orders:
         return f"No {which} orders."
-    return "\n".join(f"{order_line(o)} · <code>{esc(o.client_order_id)}</code>" for o in orders)
+    lines = [f"{order_line(o)} · <code>{esc(o.client_order_id)}</code>" for o in orders]
+    if more:
+        lines.append(f"… and {more} more {which} orders, older ones not shown")
+    return "\n".join(lines)
 
 
 def order_line(o: trading_pb2.OrderUpdate) -> str:
