@@ -18,10 +18,10 @@ from services.oms.engine import OrderEngine
 from services.oms.states import name
 from shared import rpc
 from shared.bus import Bus
-from shared.contracts import oms_pb2, risk_pb2
+from shared.contracts import ingestion_pb2, oms_pb2, risk_pb2
 from shared.contracts import trading_pb2 as t
 from shared.db.protojson import message_dict
-from shared.errors import InvalidInput, NotFound, OutcomeUnknown, RetryableError, RiskRejected
+from shared.errors import InvalidInput, NeoPulseError, NotFound, OutcomeUnknown, RetryableError, RiskRejected
 from shared.ids import MAX_REASON_CHARS
 from shared.order_terms import PRICED, STOPS, unknown_choice
 from shared.positions import SQUAREOFF_TAG, exit_side
@@ -154,10 +154,11 @@ class OrderService:
         return await self.engine.broker.funds()
 
     async def square_off(self, request: oms_pb2.SquareOffRequest) -> oms_pb2.SquareOffResponse:
-        """A market order against every open position (or the one symbol named), through risk,
-        for what working exit orders do not already cover."""
+        """Market orders against every open position (or the one symbol named), through risk, for what working exit
+        orders do not already cover: one per position, or several where the exchange's freeze quantity caps one."""
         wanted = request.symbol.upper()
         placed, refused, covered = [], [], False
+        parts_of: dict[int, int] | None = None
         for pos in list(self.engine.roll_day().positions.values()):
             if pos.net_quantity == 0 or (wanted and pos.symbol.upper() != wanted):
                 continue
@@ -166,27 +167,50 @@ class OrderService:
             if quantity <= 0:
                 covered = True
                 continue
-            order = t.OrderRequest(
-                client_order_id=f"{SQUAREOFF_TAG}-{pos.token}-{uuid.uuid4().hex[:12]}", token=pos.token,
-                exchange_segment=pos.exchange_segment, symbol=pos.symbol, side=side, quantity=quantity,
-                order_type=t.ORDER_TYPE_MARKET, product=cast("t.Product", pos.product), validity=t.VALIDITY_DAY,
-                strategy_tag=SQUAREOFF_TAG, reason="square-off asked for (SquareOff)")
-            try:
-                placed.append(await self._submit(order))
-            except (RiskRejected, RetryableError) as exc:
-                log.warning("square-off order not placed: %s", exc, extra={"token": pos.token})
-                refused.append(exc)
+            if parts_of is None:
+                parts_of = await self._largest_parts()
+            for part in _split(quantity, parts_of.get(pos.token, 0)):
+                order = t.OrderRequest(
+                    client_order_id=f"{SQUAREOFF_TAG}-{pos.token}-{uuid.uuid4().hex[:12]}", token=pos.token,
+                    exchange_segment=pos.exchange_segment, symbol=pos.symbol, side=side, quantity=part,
+                    order_type=t.ORDER_TYPE_MARKET, product=cast("t.Product", pos.product), validity=t.VALIDITY_DAY,
+                    strategy_tag=SQUAREOFF_TAG, reason="square-off asked for (SquareOff)")
+                try:
+                    placed.append(await self._submit(order))
+                except (RiskRejected, RetryableError) as exc:
+                    log.warning("square-off order not placed: %s", exc, extra={"token": pos.token})
+                    refused.append(exc)
         if refused and not placed:
             raise refused[0]
         if wanted and not placed and not covered:
             raise NotFound(f"no open position in {request.symbol}; ListPositions shows what is open")
         return oms_pb2.SquareOffResponse(orders=placed)
 
+    async def _largest_parts(self) -> dict[int, int]:
+        """Token -> the largest order the exchange takes (its freeze quantity, in whole lots); none known: {} (one
+        order a position, which risk refuses above a freeze quantity it knows)."""
+        try:
+            reply = await self.bus.call(rpc.LIST_INSTRUMENTS, ingestion_pb2.ListInstrumentsRequest())
+        except NeoPulseError as exc:
+            log.warning("instruments not listed; square-off orders not split by freeze quantity", extra={
+                "error": str(exc)})
+            return {}
+        return {i.token: max(i.lot_size or 1, i.freeze_quantity - i.freeze_quantity % (i.lot_size or 1))
+                for i in reply.instruments if i.freeze_quantity}
+
     def _working_quantity(self, token: int, product: int, side: int) -> int:
         """Units still to fill in open orders on this side of the token and product (exits under way)."""
         return sum(u.request.quantity - u.filled_quantity for u in self.engine.open_orders()
                    if u.request.token == token and u.request.side == side
                    and (u.request.product or t.PRODUCT_MIS) == product)
+
+
+def _split(quantity: int, largest: int) -> list[int]:
+    """`quantity` in orders of at most `largest` (0: one order)."""
+    if not largest or quantity <= largest:
+        return [quantity]
+    whole, rest = divmod(quantity, largest)
+    return [largest] * whole + ([rest] if rest else [])
 
 
 def _jsonable(value: object) -> object:

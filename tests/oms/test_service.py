@@ -7,7 +7,7 @@ from services.oms.ledger import MemoryLedger
 from shared import rpc
 from shared.bus import Topic
 from shared.clock import NS
-from shared.contracts import market_pb2, oms_pb2
+from shared.contracts import ingestion_pb2, market_pb2, oms_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, InvalidInput, NotFound, RiskRejected
 from tests.helpers import eventually as until
@@ -180,6 +180,29 @@ async def test_square_off_sends_a_closing_market_order_tagged_squareoff(start_om
     assert (sq.request.side, sq.request.quantity, sq.request.order_type) == (t.SIDE_SELL, 10, t.ORDER_TYPE_MARKET)
     await oms.until_status(sq.client_order_id, t.ORDER_STATUS_TRADED)
     await until(lambda: oms.module.engine.positions.net_quantity(order().token) == 0)
+
+
+async def test_square_off_above_the_freeze_quantity_goes_in_parts_of_whole_lots(start_oms):
+    """Risk refuses an order over the exchange's freeze quantity: a NIFTY futures position of 2,400 (freeze 1,800)
+    could not be squared off from ctl or Telegram, exactly when it was needed."""
+    oms = await start_oms()
+
+    async def list_instruments(request):
+        return ingestion_pb2.ListInstrumentsResponse(instruments=[market_pb2.Instrument(
+            token=order().token, symbol="RELIANCE-EQ", lot_size=2, freeze_quantity=5)])
+
+    oms.bus.handle(rpc.LIST_INSTRUMENTS, list_instruments)
+    await place(oms, order(price=100_00, quantity=10))
+    await oms.bus.publish(Topic.CANDLES, market_pb2.CandleBatch(candles=[candle(99_00, 99_50, 98_00, 99_00)]))
+    await oms.until_status("c-1", t.ORDER_STATUS_TRADED)
+    await oms.bus.publish(Topic.TICKS, tick(ltp=101_00, bid=100_95, ask=101_05))
+    await until(lambda: oms.broker._last)
+
+    reply = await oms.bus.call(rpc.SQUARE_OFF, oms_pb2.SquareOffRequest())
+
+    assert [o.request.quantity for o in reply.orders] == [4, 4, 2]  # 5 is not a whole number of lots of 2
+    assert {o.request.strategy_tag for o in reply.orders} == {"SQUAREOFF"}
+    assert len({o.client_order_id for o in reply.orders}) == 3
 
 
 async def test_place_order_accepted_by_risk_but_never_in_the_book_is_an_unknown_outcome_naming_the_order(start_oms):
