@@ -18,6 +18,7 @@ TEXT_CHARS = 3000  # a notification's text is cut here, leaving room for its tit
 BLOCK_SEP = "\n\n"
 TERM_LABELS = ("qty", "price", "trigger")
 CHANGED_AT_BROKER = "CHANGED_AT_BROKER"  # OrderUpdate.reason_code: terms the broker reports, NeoPulse never sent
+CANCELLED_AT_BROKER = "CANCELLED_AT_BROKER"  # OrderUpdate.reason_code: a cancel NeoPulse never asked for
 _URGENT_KINDS = {ops_pb2.NOTIFICATION_KIND_KILL_SWITCH, ops_pb2.NOTIFICATION_KIND_RISK_BREACH}
 _TAG = re.compile(r"<[^>]*>")
 
@@ -143,6 +144,20 @@ _REJECTED_BY_CODE = {
     "OUTCOME_UNKNOWN": ("Order outcome unknown: check the broker's order book", ops_pb2.SEVERITY_CRITICAL),
     "NOT_SENT": ("Order not sent", ops_pb2.SEVERITY_WARNING),  # stopping, or the ledger refused it
 }
+
+
+def cancelled_elsewhere_notification(update: trading_pb2.OrderUpdate) -> ops_pb2.Notification:
+    """A working order cancelled without NeoPulse asking (Kotak's app, the broker's risk system, the exchange): a
+    stop-loss can vanish this way, so it is a warning of its own."""
+    req = update.request
+    text = (f"{side_label(req.side)} {req.quantity} {req.symbol}, {update.filled_quantity} filled: "
+            f"{update.reason or 'no reason given'}")
+    if req.strategy_tag:
+        text += f" [{req.strategy_tag}]"
+    fields = order_fields(req) | {"internal_id": update.internal_id, "reason_code": CANCELLED_AT_BROKER}
+    return ops_pb2.Notification(kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=ops_pb2.SEVERITY_WARNING,
+                                title="Order cancelled outside NeoPulse", text=text, ts_ns=update.ts_ns,
+                                fields=fields, source=SOURCE)
 
 
 def broker_rejection_notification(update: trading_pb2.OrderUpdate) -> ops_pb2.Notification:

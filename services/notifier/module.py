@@ -128,6 +128,8 @@ class NotifierModule(Component):
             self.deliver(messages.fill_notification(update))
         if update.status == trading_pb2.ORDER_STATUS_REJECTED != update.previous_status:
             self.deliver(messages.broker_rejection_notification(update))
+        if update.reason_code == messages.CANCELLED_AT_BROKER and update.status == trading_pb2.ORDER_STATUS_CANCELLED:
+            self.deliver(messages.cancelled_elsewhere_notification(update))
         replaced = self.terms.changed(update)
         if replaced is not None:
             routine = (bool(update.request.signal_id) and not update.changed_by_hand

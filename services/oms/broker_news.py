@@ -28,6 +28,7 @@ from services.oms.states import (
     name,
 )
 from shared.bus import Topic
+from shared.clock import day_of
 from shared.contracts import ops_pb2
 from shared.contracts import trading_pb2 as t
 from shared.order_terms import PRICED, STOPS, Terms, terms_of
@@ -226,6 +227,8 @@ class BrokerNews(OrderBook):
             code = ReasonCode.BROKER_REJECTED if status == t.ORDER_STATUS_REJECTED else ""
             if elsewhere and not code:
                 code = ReasonCode.CHANGED_AT_BROKER
+            elif status == t.ORDER_STATUS_CANCELLED and self._cancelled_elsewhere(internal_id, cur):
+                code = ReasonCode.CANCELLED_AT_BROKER
             await self.transition(internal_id, status, reason=ev.reason or None, reason_code=code,
                                   exchange_order_id=new_id, filled=_filled(cur, ev, fill) if delta else None,
                                   fill=fill, terms=terms, allow=allow, recorded=counted, by_hand=elsewhere,
@@ -235,6 +238,13 @@ class BrokerNews(OrderBook):
             ILLEGAL.inc()
             log.error("broker event refused by the state machine: %s", exc,
                       extra={"order_id": internal_id, "exchange_order_id": ev.exchange_order_id})
+
+    def _cancelled_elsewhere(self, internal_id: str, cur: t.OrderUpdate) -> bool:
+        """A cancel NeoPulse never asked for (Kotak's app, the broker's risk system, the exchange): not one under way
+        or sent unrecorded, not an IOC's unfilled rest, not a DAY order of an earlier day ending (its expiry)."""
+        ours = (cur.status == t.ORDER_STATUS_CANCEL_PENDING or internal_id in self._cancel_sent
+                or internal_id in self._cancel_unanswered or self.cancel_under_way(internal_id))
+        return not ours and cur.request.validity != t.VALIDITY_IOC and day_of(cur.ts_ns) == day_of(self.clock.now_ns())
 
     async def _event_for_terminal(self, internal_id: str, cur: t.OrderUpdate, ev: BrokerOrderEvent) -> None:
         """A repeated event is a no-op; more fills than recorded are an error worth a page, and are

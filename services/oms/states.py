@@ -22,6 +22,7 @@ class ReasonCode:
     NOT_IN_BROKER_BOOK = "NOT_IN_BROKER_BOOK"
     ADOPTED = "ADOPTED"
     CHANGED_AT_BROKER = "CHANGED_AT_BROKER"  # the broker reports terms NeoPulse never sent (Kotak's app)
+    CANCELLED_AT_BROKER = "CANCELLED_AT_BROKER"  # cancelled unasked: Kotak's app, its RMS, the exchange
 
 
 # Validities that end with the trading day (unspecified is DAY at the broker); a later GTC would not be one.

@@ -200,6 +200,31 @@ async def test_a_change_made_in_kotaks_app_is_taken_into_the_book_as_a_same_stat
     assert (recorded.reason_code, recorded.changed_by_hand) == ("CHANGED_AT_BROKER", True)
 
 
+async def test_an_order_cancelled_in_kotaks_app_is_marked_cancelled_at_broker(sim):
+    """A trader's stop-loss can vanish this way (Kotak's app, its RMS, the exchange): the notifier warns on it."""
+    async with Trading(sim) as running:
+        placed = await running.place(limit_buy("coid-gone", 120_000, qty=2))
+        outside = KotakBroker(settings_for(sim))
+        await outside.start()
+        try:
+            await outside.cancel_order(placed.exchange_order_id)
+        finally:
+            await outside.stop()
+
+        await eventually(lambda: running.order("coid-gone").status == T.ORDER_STATUS_CANCELLED)
+    assert running.order("coid-gone").reason_code == "CANCELLED_AT_BROKER"
+
+
+async def test_an_order_neopulse_cancelled_is_not_marked_cancelled_at_broker(sim):
+    async with Trading(sim) as running:
+        await running.place(limit_buy("coid-ours", 120_000, qty=2))
+
+        await running.bus.call(rpc.CANCEL_ORDER, oms_pb2.CancelOrderRequest(order_id="coid-ours"))
+
+        await eventually(lambda: running.order("coid-ours").status == T.ORDER_STATUS_CANCELLED)
+    assert running.order("coid-ours").reason_code == ""
+
+
 async def test_with_the_order_feed_silent_the_order_book_poll_brings_a_change_made_in_kotaks_app(sim):
     async with Trading(sim) as running:
         placed = await running.place(limit_buy("coid-poll", 120_000, qty=2))

@@ -156,3 +156,15 @@ def test_ended_orders_are_forgotten_and_the_oldest_go_first_past_the_bound():
     assert len(watch) == 1
     assert watch.changed(update(S.ORDER_STATUS_OPEN, S.ORDER_STATUS_OPEN, qty=5, iid="b")) == (10, 150_000, 0)
     assert watch.changed(update(S.ORDER_STATUS_OPEN, S.ORDER_STATUS_OPEN, qty=5, iid="a")) is None  # evicted
+
+
+async def test_an_order_cancelled_outside_neopulse_is_a_warning_and_one_it_cancelled_is_not(notifier, fake_api, bus):
+    """A stop-loss cancelled in Kotak's app (or by its RMS) must not vanish without a word."""
+    gone = update(S.ORDER_STATUS_CANCELLED, S.ORDER_STATUS_OPEN, reason="cancelled by the user",
+                  reason_code="CANCELLED_AT_BROKER")
+    ours = update(S.ORDER_STATUS_CANCELLED, S.ORDER_STATUS_CANCEL_PENDING, iid="o-2", reason="cancelled")
+
+    blocks = await told(bus, fake_api, *PLACED, gone, ours)
+
+    assert blocks == ["⚙️ <b>Order cancelled outside NeoPulse</b>\nBUY 10 INFY-EQ, 0 filled: cancelled by the user "
+                      "[MANUAL]"]
