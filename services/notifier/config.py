@@ -101,3 +101,14 @@ class NotifierSettings(ModuleSettings):
     def is_admin(self, chat_id: int) -> bool:
         """Admin rights: an admin chat, or any allowed chat when no admins are configured."""
         return chat_id in self.admin_chat_ids if self.admin_chat_ids else self.is_allowed(chat_id)
+
+    def follow_migration(self, old_id: int, new_id: int) -> bool:
+        """A group Telegram upgraded to a supergroup (a new chat id) keeps its rights under the new id, for this run:
+        its members' commands (a /kill among them) would otherwise be dropped as a stranger's. True when it had
+        any (the config should then name the new id)."""
+        followed = False
+        for ids in (self.allowed_chat_ids, self.admin_chat_ids):
+            if old_id in ids and new_id not in ids:
+                ids.append(new_id)
+                followed = True
+        return followed

@@ -54,7 +54,8 @@ class NotifierModule(Component):
                                          window_seconds=settings.batch_window_seconds,
                                          queue_size=settings.queue_size, attempts=settings.send_attempts,
                                          backoff_seconds=settings.retry_backoff_seconds,
-                                         group_interval_seconds=settings.group_interval_seconds)
+                                         group_interval_seconds=settings.group_interval_seconds,
+                                         on_migrated=self.bot.follow_migration)
         self.bot_started = asyncio.Event()
         self.handled = 0
         self._last_sequence = {Topic.ORDERS: 0, Topic.ORDER_UPDATES: 0}

@@ -115,7 +115,7 @@ class TelegramSender:
 
     def __init__(self, send: Send, chat_ids: Sequence[int], *, window_seconds: float, queue_size: int,
                  attempts: int, backoff_seconds: float, group_interval_seconds: float = 0.0,
-                 give_up_seconds: float = GIVE_UP_S) -> None:
+                 give_up_seconds: float = GIVE_UP_S, on_migrated: Callable[[int, int], object] | None = None) -> None:
         self._send = send
         # The Bot API takes about 20 messages a minute in one group: a group's messages go this far apart (a
         # private chat's are paced by the batch window). Negative chat ids are groups.
@@ -143,6 +143,7 @@ class TelegramSender:
         self._runner: asyncio.Task[Any] | None = None
         self._wire = asyncio.Lock()  # held while a request is on its way to Telegram
         self._migrated: dict[int, int] = {}  # a group upgraded to a supergroup: configured id -> its new id
+        self._on_migrated = on_migrated  # told (old id, new id) when Telegram says a chat moved
 
     def offer(self, html: str, urgent: bool = False) -> bool:
         """Queue one HTML block; a full queue sheds instead of waiting (counted, and the trader is told). False once
@@ -355,6 +356,8 @@ class TelegramSender:
                 if self._migrated.get(chat_id) == exc.new_chat_id:
                     return self._give_up(chat_id, exc, Outcome.FAILED)
                 self._migrated[chat_id] = exc.new_chat_id
+                if self._on_migrated is not None:
+                    self._on_migrated(chat_id, exc.new_chat_id)
                 log.warning("telegram group became a supergroup; replace its id in the notifier's chat ids",
                             extra={"chat_id": chat_id, "new_chat_id": exc.new_chat_id})
             except BadRequest as exc:  # a NetworkError subclass, but resending the same text fails the same way

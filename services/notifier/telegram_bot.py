@@ -159,6 +159,18 @@ def _command_name(update: Update) -> str:
     return text[1:].split(maxsplit=1)[0].split("@", 1)[0].lower() if len(text) > 1 else ""
 
 
+GROUP_ANONYMOUS_BOT = 1087968824  # the sender Telegram shows for a group's anonymous admin
+
+
+def _asker(update: Update) -> int:
+    """Who sent the command, for its prompt's buttons: 0 (any member may answer) for an anonymous admin, whose
+    command comes from GroupAnonymousBot (or as the chat itself) while their press carries their own id."""
+    user, message = update.effective_user, update.effective_message
+    if user is None or user.id == GROUP_ANONYMOUS_BOT or (message is not None and message.sender_chat is not None):
+        return 0
+    return user.id
+
+
 class TelegramBot:
     """Owns the PTB Application: start() begins polling, stop() ends it, send() delivers one HTML message."""
 
@@ -186,7 +198,24 @@ class TelegramBot:
         # Checked after the commands above: any other /command gets a pointer to /help instead of silence.
         self.app.add_handler(MessageHandler(filters.COMMAND & filters.UpdateType.MESSAGE, self._unknown))
         self.app.add_handler(CallbackQueryHandler(self._on_button))
+        self.app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self._on_migrate))
         self.app.add_error_handler(self._on_error)
+
+    def follow_migration(self, old_id: int, new_id: int) -> None:
+        """A group upgraded to a supergroup: its rights go with it (NotifierSettings.follow_migration), said once."""
+        if self.settings.follow_migration(old_id, new_id):
+            log.warning("telegram group became a supergroup: its new id has its rights for this run; put it in the "
+                        "config", extra={"chat_id": old_id, "new_chat_id": new_id})
+
+    async def _on_migrate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Telegram's service message of an upgrade, in the old group (migrate_to) or the new one (migrate_from)."""
+        message, chat = update.effective_message, update.effective_chat
+        if message is None or chat is None:
+            return
+        if message.migrate_to_chat_id:
+            self.follow_migration(chat.id, message.migrate_to_chat_id)
+        elif message.migrate_from_chat_id:
+            self.follow_migration(message.migrate_from_chat_id, chat.id)
 
     async def start(self) -> None:
         await self.app.initialize()
@@ -231,7 +260,7 @@ class TelegramBot:
             if chat_id is None or message is None:
                 return
             args = list(context.args or [])
-            _USER.set(update.effective_user.id if update.effective_user else 0)  # this update's own context
+            _USER.set(_asker(update))  # this update's own context
             await self.control.audit(name, args, _origin(update, chat_id))
             late_s = time.time() - message.date.timestamp() if message.date else 0.0
             if late_s > STALE_COMMAND_S:
