@@ -22,7 +22,7 @@ from typing import Any
 
 from prometheus_client import Histogram
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, RetryableError
 
 log = logging.getLogger(__name__)
 
@@ -291,11 +291,12 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], within_s: float = 
 
 def exit_code(exc: BaseException) -> int:
     """The exit code of a command whose asyncio.run ended with `exc` (possibly wrapped in TaskGroup exception
-    groups): a ConfigError (2) or OSError (1) is printed as one line, Ctrl-C is 130; anything else is raised."""
+    groups): a ConfigError (2), or an OSError or RetryableError (1: a server that cannot be reached, such as Kotak at
+    start) is printed as one line, Ctrl-C is 130; anything else is raised."""
     cause = first_leaf(exc)
     if isinstance(cause, KeyboardInterrupt):
         return 130
-    if not isinstance(cause, ConfigError | OSError):
+    if not isinstance(cause, ConfigError | OSError | RetryableError):
         raise exc
     print(f"neopulse: {cause}", file=sys.stderr)
     return 2 if isinstance(cause, ConfigError) else 1

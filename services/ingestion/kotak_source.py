@@ -170,7 +170,7 @@ class KotakFeedSource:
     async def instruments(self) -> list[market_pb2.Instrument]:
         if self._instruments is None:
             if self.session.client is None:
-                await self.session.login()
+                await self.session.login_at_start()
             segments = tuple(sorted({"nse_cm", *(s.split(":")[0] for s in self.symbols if ":" in s)}))
             instruments = resolve(self.symbols, await self.session.scrip_master(segments), "Kotak's scrip master")
             # The SDK refuses a subscribe past its cap (SubscriptionError) on every connection: no retry helps.

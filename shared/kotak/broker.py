@@ -50,7 +50,7 @@ class KotakBroker:
         return f"KotakBroker(ucc={self.settings.ucc!r})"
 
     async def start(self) -> None:
-        await self.session.login()
+        await self.session.login_at_start()
 
     async def stop(self) -> None:
         return None

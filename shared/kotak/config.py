@@ -61,6 +61,9 @@ class KotakSettings(ModuleSettings):
     login_backoff_initial_s: float = Field(default=30.0, gt=0)
     login_backoff_max_s: float = Field(default=600.0, gt=0)
     login_max_refusals: int = Field(default=3, ge=1)
+    # At start, a Kotak that cannot be reached (network, 5xx, 429) is tried again for this long before NeoPulse gives
+    # up with one line saying why (exit 1): a gateway blip at 09:14 must not leave the day unstarted.
+    start_login_wait_s: float = Field(default=120.0, ge=0)
 
     @field_validator("totp_secret")
     @classmethod

@@ -88,6 +88,23 @@ class KotakSession:
         async with self._login_lock:
             await self._login_locked()
 
+    async def login_at_start(self) -> None:
+        """login(), tried again while Kotak cannot be reached (RetryableError), each after the backoff the failure
+        set, for at most [kotak] start_login_wait_s; refused credentials (ConfigError) end it at once."""
+        deadline = time.monotonic() + self.settings.start_login_wait_s
+        while True:
+            try:
+                await self.login()
+                return
+            except RetryableError as exc:
+                wait = max(self._retry_at - time.monotonic(), 0.05)
+                if time.monotonic() + wait > deadline:
+                    raise RetryableError(f"Kotak could not be reached for a login within start_login_wait_s "
+                                         f"({self.settings.start_login_wait_s:g} s): {exc}") from None
+                log.warning("kotak not reached at start; trying again", extra={"error": str(exc),
+                                                                                "retry_in_s": round(wait, 1)})
+                await asyncio.sleep(wait)
+
     async def relogin(self, seen_generation: int) -> None:
         """Log in again unless another caller already did since `seen_generation`."""
         async with self._login_lock:

@@ -48,7 +48,8 @@ def settings_for(sim: Simulator, creds: SimCredentials | None = None, **override
     values = dict(consumer_key=SecretStr(c.consumer_key), mobile=SecretStr(c.mobile), ucc=c.ucc,
                   mpin=SecretStr(c.mpin), totp_secret=SecretStr(c.totp_secret), base_url=sim.base_url,
                   request_timeout_s=2.0, poll_interval_s=0.2, reconnect_initial_s=0.05, reconnect_max_s=0.2,
-                  requests_per_second=200.0, orders_per_second=200.0)
+                  requests_per_second=200.0, orders_per_second=200.0,
+                  start_login_wait_s=0.0)  # one login try at start: the tests of a failed start see it fail
     values.update(overrides)
     return cfg.load(KotakSettings, {}, **values)
 

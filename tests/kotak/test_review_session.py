@@ -204,6 +204,29 @@ async def test_a_gateway_error_page_at_login_is_retryable_not_a_credentials_erro
     assert isinstance(err.value, RetryableError), repr(err.value)
 
 
+async def test_kotak_unreachable_at_start_is_tried_again_until_start_login_wait_s(sim):
+    """A gateway blip at 09:14 must not leave the day unstarted: the start waits the login's backoff and tries again."""
+    sim.fail_next("totp_login", status=502, text="<html><body>502 Bad Gateway</body></html>")
+
+    await KotakBroker(settings_for(sim, start_login_wait_s=5.0)).start()
+
+    assert sim.calls["totp_login"] == 2
+
+
+async def test_kotak_unreachable_through_start_login_wait_s_ends_the_start_in_one_line(sim):
+    """Exit 1 with one line naming the wait, not a traceback."""
+    from shared import runtime
+
+    settings = settings_for(sim, base_url=f"http://127.0.0.1:{closed_port()}", start_login_wait_s=0.3)
+    try:
+        await KotakBroker(settings).start()
+    except RetryableError as exc:
+        assert "within start_login_wait_s (0.3 s)" in str(exc)
+        assert runtime.exit_code(exc) == 1
+    else:
+        raise AssertionError("started without Kotak")
+
+
 async def test_a_one_time_totp_is_not_sent_again_when_the_session_expires(strict_sim):
     c = strict_sim.creds
     broker = KotakBroker(settings_for(strict_sim, totp_secret="", totp=c.totp_now()))
