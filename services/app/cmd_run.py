@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from services.app.config import AppSettings, duration_s, tcp_port, warn_unknown_env
+from services.app.config import AppSettings, check_config, duration_s, tcp_port, warn_unknown_env
 from shared import clock, logs, runtime
 from shared import config as cfg
 from shared.errors import ConfigError
@@ -41,7 +41,9 @@ def settings_from(args: argparse.Namespace) -> tuple[AppSettings, dict[str, Any]
             overrides[name] = getattr(args, flag)
     if args.no_db:
         overrides["use_database"] = False
-    return cfg.load(AppSettings, toml, **overrides), toml
+    settings = cfg.load(AppSettings, toml, **overrides)
+    check_config(toml)
+    return settings, toml
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ import asyncio
 import sys
 from typing import Any
 
-from services.app.config import AppSettings, duration_s, tcp_port, warn_unknown_env
+from services.app.config import AppSettings, check_config, duration_s, tcp_port, warn_unknown_env
 from shared import clock, logs, runtime
 from shared import config as cfg
 from shared.errors import ConfigError
@@ -39,6 +39,7 @@ def handle(args: argparse.Namespace) -> int:
         if args.speed is not None:
             overrides["speed"] = args.speed
         app = cfg.load(AppSettings, toml, **overrides)
+        check_config(toml)
         split = cfg.load(SplitSettings, toml)
         grpc_settings = cfg.load(GrpcSettings, toml)
         if app.mode == "live":  # the split OMS fills on paper only: "live" here would be a paper run called live

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from shared import config as cfg
 from shared.config import ModuleSettings, unknown_env
 
 
@@ -132,6 +133,14 @@ def settings_classes() -> list[type[ModuleSettings]]:
 
     return [AppSettings, IngestionSettings, StrategySettings, RiskSettings, OmsSettings, NotifierSettings,
             DatabaseSettings, GrpcSettings, KotakSettings, SplitSettings]
+
+
+def check_config(toml: dict[str, Any]) -> None:
+    """Every table of the config (and its NEOPULSE_* variables) validated up front: a typo in [risk] is reported
+    before the database starts and Kotak logs in, not after (each module loads its own when it is built)."""
+    for cls in settings_classes():
+        if cls is not AppSettings:  # the caller's, with its command-line overrides
+            cfg.load(cls, toml)
 
 
 def warn_unknown_env() -> None:

@@ -247,3 +247,15 @@ def test_a_split_address_without_a_host_and_a_port_is_refused_naming_it(addr):
 
     with pytest.raises(ConfigError, match="oms_addr"):
         cfg.load(SplitSettings, {"split": {"oms_addr": addr}})
+
+
+def test_a_typo_in_a_modules_table_is_reported_before_anything_starts(tmp_path):
+    """It used to come after the database started, the simulator ran and Kotak logged in."""
+    config = tmp_path / "bad.toml"
+    config.write_text("[risk]\nmax_order_quantty = 5\n")
+
+    result = run_cli("run", "--config", str(config), "--duration", "1", "--grpc-port", "0",
+                     env={"NEOPULSE_DATA_DIR": str(tmp_path / "data")})
+
+    assert result.returncode == 2 and "[risk].max_order_quantty" in result.stderr
+    assert not (tmp_path / "data").exists()  # no embedded database was set up
