@@ -3,8 +3,8 @@
 Each IST day from --from to --to (default: the latest day market_ticks holds) that has stored ticks is replayed as
 fast as the pipeline takes it through the whole monolith: the strategies as configured, risk with its limits and
 the intraday square-off, the OMS with the VirtualBroker's fill rules, charges and paper account. Each day starts
-afresh (flat, cold indicators, risk ACTIVE), as a monolith started that morning without stored candles would, and
-its orders stay in memory: the order ledger and the risk state in the database are never touched.
+afresh (flat, risk ACTIVE, indicators warmed up from the stored days before it only), as a monolith started that
+morning would, and its orders stay in memory: the order ledger and the risk state in the database are never touched.
 
 Prints a table (a line a day: trades, realised and unrealised P&L, charges, net; then each strategy, the days won,
 the worst drawdown of the days' running net) and writes it as JSON with --json; --trades writes every filled order
