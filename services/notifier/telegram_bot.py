@@ -230,6 +230,9 @@ class TelegramBot:
                                              drop_pending_updates=True)
         log.info("telegram bot polling", extra={"bot": self.app.bot.username,
                                                 "allowed_chats": len(self.settings.allowed_chat_ids)})
+        if not self.settings.notify_chat_ids:
+            log.warning("telegram bot has no chat to talk to: alerts reach nobody and every command is refused; set "
+                        "[notifier] allowed_chat_ids (NEOPULSE_NOTIFIER_ALLOWED_CHAT_IDS)")
 
     async def stop(self) -> None:
         if self.app.updater is not None and self.app.updater.running:
