@@ -90,3 +90,11 @@ async def test_an_anonymous_admins_prompt_answers_their_press(bus, standins, fak
 
         fake_api.press_button(DESK, button_data(fake_api, "sq", DESK), user_id=5596148289)
         await eventually(lambda: standins.calls(rpc.SQUARE_OFF))
+
+
+async def test_a_bot_with_no_chat_to_talk_to_says_so_at_start(bus, standins, fake_api, clock, caplog):
+    async for _ in started(NotifierModule(bus, settings_for(fake_api, allowed_chat_ids=[], admin_chat_ids=[]), clock)):
+        pass
+
+    assert any("telegram bot has no chat to talk to" in r.getMessage() and r.levelname == "WARNING"
+               for r in caplog.records)
