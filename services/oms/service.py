@@ -6,6 +6,7 @@ Transport-free: the gRPC layer maps the shared.errors raised here; the OrderEngi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -155,9 +156,15 @@ class OrderService:
 
     async def square_off(self, request: oms_pb2.SquareOffRequest) -> oms_pb2.SquareOffResponse:
         """Market orders against every open position (or the one symbol named), through risk, for what working exit
-        orders do not already cover: one per position, or several where the exchange's freeze quantity caps one."""
-        wanted = request.symbol.upper()
-        placed, refused, covered = [], [], False
+        orders do not already cover: one per position, or several where the exchange's freeze quantity caps one. All
+        are sent together and carried through even if the caller gives up (Telegram's 10 s, a gRPC deadline: in the
+        monolith the handler runs in the caller's task): a square-off cut halfway leaves positions open."""
+        task = asyncio.get_running_loop().create_task(self._square_off(request.symbol.upper()), name="oms:square-off")
+        self.bus.track(task)
+        return await asyncio.shield(task)
+
+    async def _square_off(self, wanted: str) -> oms_pb2.SquareOffResponse:
+        orders, covered = [], False
         parts_of: dict[int, int] | None = None
         for pos in list(self.engine.roll_day().positions.values()):
             if pos.net_quantity == 0 or (wanted and pos.symbol.upper() != wanted):
@@ -169,21 +176,25 @@ class OrderService:
                 continue
             if parts_of is None:
                 parts_of = await self._largest_parts()
-            for part in _split(quantity, parts_of.get(pos.token, 0)):
-                order = t.OrderRequest(
-                    client_order_id=f"{SQUAREOFF_TAG}-{pos.token}-{uuid.uuid4().hex[:12]}", token=pos.token,
-                    exchange_segment=pos.exchange_segment, symbol=pos.symbol, side=side, quantity=part,
-                    order_type=t.ORDER_TYPE_MARKET, product=cast("t.Product", pos.product), validity=t.VALIDITY_DAY,
-                    strategy_tag=SQUAREOFF_TAG, reason="square-off asked for (SquareOff)")
-                try:
-                    placed.append(await self._submit(order))
-                except (RiskRejected, RetryableError) as exc:
-                    log.warning("square-off order not placed: %s", exc, extra={"token": pos.token})
-                    refused.append(exc)
+            orders += [t.OrderRequest(
+                client_order_id=f"{SQUAREOFF_TAG}-{pos.token}-{uuid.uuid4().hex[:12]}", token=pos.token,
+                exchange_segment=pos.exchange_segment, symbol=pos.symbol, side=side, quantity=part,
+                order_type=t.ORDER_TYPE_MARKET, product=cast("t.Product", pos.product), validity=t.VALIDITY_DAY,
+                strategy_tag=SQUAREOFF_TAG, reason="square-off asked for (SquareOff)")
+                for part in _split(quantity, parts_of.get(pos.token, 0))]
+        results = await asyncio.gather(*(self._submit(order) for order in orders), return_exceptions=True)
+        placed = [r for r in results if isinstance(r, t.OrderUpdate)]
+        refused = [r for r in results if isinstance(r, RiskRejected | RetryableError)]
+        for order, result in zip(orders, results, strict=True):
+            if isinstance(result, RiskRejected | RetryableError):
+                log.warning("square-off order not placed: %s", result, extra={"token": order.token})
+        unexpected = [r for r in results if isinstance(r, BaseException) and r not in refused]
+        if unexpected:
+            raise unexpected[0]
         if refused and not placed:
             raise refused[0]
         if wanted and not placed and not covered:
-            raise NotFound(f"no open position in {request.symbol}; ListPositions shows what is open")
+            raise NotFound(f"no open position in {wanted}; ListPositions shows what is open")
         return oms_pb2.SquareOffResponse(orders=placed)
 
     async def _largest_parts(self) -> dict[int, int]:

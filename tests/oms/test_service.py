@@ -1,5 +1,7 @@
 """OrderService requests over the bus, with a risk stand-in that publishes accepted decisions on ORDERS."""
 
+import asyncio
+
 import pytest
 
 from services.oms.engine import OrderStateError
@@ -203,6 +205,35 @@ async def test_square_off_above_the_freeze_quantity_goes_in_parts_of_whole_lots(
     assert [o.request.quantity for o in reply.orders] == [4, 4, 2]  # 5 is not a whole number of lots of 2
     assert {o.request.strategy_tag for o in reply.orders} == {"SQUAREOFF"}
     assert len({o.client_order_id for o in reply.orders}) == 3
+
+
+async def test_a_square_off_the_caller_gives_up_on_is_carried_through(start_oms):
+    """Telegram's 10 s or a gRPC deadline cancelled the handler (the caller's task, in the monolith) halfway: the
+    orders not yet sent never were, and their positions stayed open."""
+    oms = await start_oms()
+
+    async def list_instruments(request):
+        return ingestion_pb2.ListInstrumentsResponse(instruments=[market_pb2.Instrument(
+            token=order().token, symbol="RELIANCE-EQ", lot_size=1, freeze_quantity=4)])
+
+    oms.bus.handle(rpc.LIST_INSTRUMENTS, list_instruments)
+    await place(oms, order(price=100_00, quantity=10))
+    await oms.bus.publish(Topic.CANDLES, market_pb2.CandleBatch(candles=[candle(99_00, 99_50, 98_00, 99_00)]))
+    await oms.until_status("c-1", t.ORDER_STATUS_TRADED)
+    await oms.bus.publish(Topic.TICKS, tick(ltp=101_00, bid=100_95, ask=101_05))
+    await until(lambda: oms.broker._last)
+    placing = oms.broker.place_order
+
+    async def like_a_live_broker(request):
+        await asyncio.sleep(0.2)  # a round trip to Kotak
+        return await placing(request)
+
+    oms.broker.place_order = like_a_live_broker
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(oms.bus.call(rpc.SQUARE_OFF, oms_pb2.SquareOffRequest()), 0.1)
+
+    await until(lambda: oms.module.engine.positions.net_quantity(order().token) == 0, within=5)
 
 
 async def test_place_order_accepted_by_risk_but_never_in_the_book_is_an_unknown_outcome_naming_the_order(start_oms):
