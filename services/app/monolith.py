@@ -227,7 +227,8 @@ class Monolith:
         return runners
 
     async def _stop_all(self, runners: list[asyncio.Task[Any]]) -> None:
-        """Sources first, the order path drained, then each module in reverse start order, each bounded: the OMS
+        """New gRPC calls refused, then sources, the order path drained, then each module in reverse start order,
+        and the gRPC streams last (they carry what the stop published), each bounded: the OMS
         records what it will not place and waits for placements in flight; the bus is drained after each stop,
         so the order updates that produced reach risk and the notifier, which stops last (and sends its queue).
         No step runs into the part of the stop budget kept for the modules after it and the closing; a step that
@@ -238,7 +239,9 @@ class Monolith:
             from services.app.split import acting_grace_s
 
             grace = acting_grace_s(self.toml, 0.0)  # calls in progress (a PlaceOrder waiting for the book) finish
-            await self._step("gRPC server", self.grpc.stop(grace), grace + GRPC_STOP_S)
+            # NOT_SERVING and no new calls; the streams stay open to the end (below): what the order path and the
+            # modules publish while they stop (the fills of orders in flight) must reach their followers.
+            await self._step("gRPC server", self.grpc.stop_serving(grace), grace + GRPC_STOP_S)
         owned = {f"{comp.name}:run" for comp in self.components}
         # The feed and everything not a module stop now; a module's own loop (the OMS's broker events, the
         # notifier's sender) runs until that module has stopped.
@@ -256,6 +259,8 @@ class Monolith:
             await self._cancel([runner] if runner else [], keep)
             if not await self.bus.drain(within_s=self.guard.within(STEP_S, keep)):
                 log.warning("bus not drained after a stop", extra={"component": comp.name})
+        if self.grpc is not None:  # the streams take what the hubs hold, then end
+            await self._step("gRPC streams", self.grpc.stop(), self.grpc.settings.shutdown_grace_s + GRPC_STOP_S)
         if self._unstopped:
             self.left_behind += [r.get_name() for r in self._unstopped]
             log.error("tasks that would not stop", extra={"tasks": [r.get_name() for r in self._unstopped]})
