@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
+from shared.db.jsonb import jsonb_dumps
+
 ROW = "trading"
 # Saved beside the trading state: Published's record, and whether the process that saved it has stopped.
 PUBLISHED, UNKNOWN_BELOW, STOPPED = "decisions_published", "decisions_unknown_below", "stopped_cleanly"
@@ -51,7 +53,7 @@ class PgRiskState:
     async def save(self, state: dict[str, Any]) -> None:
         await self.pool.execute(
             "INSERT INTO risk_state (name, value) VALUES ($1, $2::jsonb) "
-            "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()", ROW, json.dumps(state))
+            "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()", ROW, jsonb_dumps(state))
 
 
 class Published:

@@ -67,6 +67,19 @@ async def test_an_engaged_kill_switch_is_still_engaged_after_risk_restarts(db_po
     assert module.engine.state == risk_pb2.TRADING_STATE_ACTIVE  # released is released, restart or not
 
 
+async def test_a_kill_switch_whose_reason_holds_a_nul_is_still_saved(db_pool, clock):
+    """jsonb refuses json.dumps's \\u0000: the switch answered OK, engaged in memory only, and every later save
+    failed too; a restart came up trading."""
+    bus, _, _, task = await _risk(clock, PgRiskState(db_pool))
+    await bus.call(rpc.SET_KILL_SWITCH, risk_pb2.SetKillSwitchRequest(engaged=True, reason="bad\x00feed"))
+    await _stop(task)
+
+    _, module, _, task = await _risk(clock, PgRiskState(db_pool))
+    await _stop(task)
+
+    assert module.engine.kill_switch_engaged and "bad\\u0000feed" in module.engine.state_reason
+
+
 class FailingStore:
     durable = True
 
