@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from shared import rpc
 from shared.bus import Bus
 from shared.grpc.auth import BearerTokenInterceptor, server_credentials
-from shared.grpc.config import GrpcSettings
+from shared.grpc.config import GrpcSettings, is_loopback
 from shared.grpc.hub import TopicHub
 from shared.grpc.servicers import CallGate, service_handler
 
@@ -91,6 +91,10 @@ class GrpcServer:
         await server.start()
         self._server, self.bound_port = server, bound
         log.info("gRPC serving", extra={"address": f"{self.host}:{bound}", "services": self.services, "tls": s.tls})
+        if s.auth_token is not None and not s.tls and not is_loopback(self.host):
+            log.warning("gRPC serves beyond this machine without TLS: its bearer token travels in plain text, and "
+                        "whoever reads it may place orders; set [grpc] tls_cert_file and tls_key_file, or keep the "
+                        "port on a trusted network", extra={"address": f"{self.host}:{bound}"})
         if s.open_to_the_network(self.host):
             log.warning("gRPC serves beyond this machine with no auth token: anyone who reaches the port may place "
                         "orders, change risk limits and release the kill switch; set [grpc] auth_token "

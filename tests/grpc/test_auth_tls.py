@@ -116,3 +116,13 @@ def test_live_mode_refuses_grpc_open_to_the_network():
     check_live_grpc(live, GrpcSettings(host="0.0.0.0", auth_token=SecretStr("t0ken")))
     check_live_grpc(live, GrpcSettings())
     check_live_grpc(AppSettings(), GrpcSettings(host="0.0.0.0"))  # paper: only the warning
+
+
+async def test_a_token_sent_in_plain_text_beyond_this_machine_is_warned_about(bus, caplog):
+    server = await start_server(bus, GrpcSettings(host="0.0.0.0", auth_token=SecretStr("t0ken")))
+    try:
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    finally:
+        await server.stop(0)
+
+    assert any("its bearer token travels in plain text" in w for w in warned)
