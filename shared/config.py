@@ -15,7 +15,7 @@ from types import UnionType
 from typing import Annotated, Any, ClassVar, TypeVar, Union, get_args, get_origin
 from urllib.parse import unquote
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
@@ -69,7 +69,19 @@ class _NoEmptySecrets(PydanticBaseSettingsSource):
         return {k: v for k, v in self._env().items() if not (v == "" and k in self._secret_keys)}
 
 
-class ModuleSettings(BaseSettings):
+class NumbersNotBooleans(BaseModel):
+    """TOML's true/false for a number would be read as 1/0 (`price_band_bps = false`: the band off; a strategy's
+    `stop_loss_pct = false`: a 0% stop): refused, in module settings and strategy params alike."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name and is_numeric(cls.model_fields[info.field_name].annotation):
+            raise ValueError("must be a number, not true/false")
+        return value
+
+
+class ModuleSettings(BaseSettings, NumbersNotBooleans):
     """Base for every module's settings; `section` names its TOML table ("" = top level)."""
 
     # Subclasses' model_config is merged over this one. No inf/nan in floats: `timer_interval_ms = inf` (valid
@@ -77,14 +89,6 @@ class ModuleSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
     section: ClassVar[str] = ""
     _toml_data: ClassVar[dict[str, Any]] = {}
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        """TOML's true/false for a number would be read as 1/0 (`price_band_bps = false`: the band off)."""
-        if isinstance(value, bool) and info.field_name and is_numeric(cls.model_fields[info.field_name].annotation):
-            raise ValueError("must be a number, not true/false")
-        return value
 
     @classmethod
     def settings_customise_sources(

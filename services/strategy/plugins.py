@@ -72,10 +72,10 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ValidationInfo, field_validator
+from pydantic import BaseModel
 
 from shared.clock import NS, hhmm_minutes, ist_day_number, ist_minute_of_day
-from shared.config import is_numeric
+from shared.config import NumbersNotBooleans
 from shared.contracts import market_pb2, strategy_pb2, trading_pb2
 from shared.instruments import InstrumentBook
 from shared.money import fmt_inr, snap_to_tick, to_paise
@@ -85,16 +85,9 @@ from shared.price_factor import ONE, factor_of
 log = logging.getLogger(__name__)
 
 
-class StrategyParams(BaseModel):
+class StrategyParams(NumbersNotBooleans):
     """Base of a strategy's Params: TOML's true/false for a number is refused, not read as 1/0 (`stop_loss_pct =
     false` would be a 0% stop, `quantity = true` one share)."""
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, bool) and info.field_name and is_numeric(cls.model_fields[info.field_name].annotation):
-            raise ValueError("must be a number, not true/false")
-        return value
 
 TERMINAL = frozenset({trading_pb2.ORDER_STATUS_TRADED, trading_pb2.ORDER_STATUS_REJECTED,
                        trading_pb2.ORDER_STATUS_CANCELLED})
