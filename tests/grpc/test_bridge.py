@@ -188,15 +188,21 @@ async def test_unary_proxy_to_an_unreachable_server_is_retryable(running):
         await channel.close()
 
 
-async def test_local_notifications_reach_the_remote_notifier(running):
-    notifier_bus, local = running(), running()
+def notifier_taking(bus: Bus) -> list[str]:
+    """A NotifierService/Notify on `bus` that takes every notification; the titles it took."""
     received: list[str] = []
 
     async def notify(req):
         received.append(req.notification.title)
         return notifier_pb2.NotifyResponse(accepted=True)
 
-    notifier_bus.handle(rpc.NOTIFY, notify)
+    bus.handle(rpc.NOTIFY, notify)
+    return received
+
+
+async def test_local_notifications_reach_the_remote_notifier(running):
+    notifier_bus, local = running(), running()
+    received = notifier_taking(notifier_bus)
     server = await serve(notifier_bus, ["NotifierService"])
     channel = open_channel(f"127.0.0.1:{server.bound_port}", GrpcSettings())
     forwarder = NotificationForwarder(local, channel)
@@ -214,13 +220,7 @@ async def test_notifications_published_while_the_notifier_is_down_reach_it_once_
     """A notifier restarting (split mode: its process replaced) must not cost the fills and rejections published
     meanwhile: they are held and delivered when it serves again, oldest first."""
     notifier_bus, local = running(), running()
-    received: list[str] = []
-
-    async def notify(req):
-        received.append(req.notification.title)
-        return notifier_pb2.NotifyResponse(accepted=True)
-
-    notifier_bus.handle(rpc.NOTIFY, notify)
+    received = notifier_taking(notifier_bus)
     port = free_port()
     channel = open_channel(f"127.0.0.1:{port}", GrpcSettings())
     forwarder = NotificationForwarder(local, channel, backoff=(0.05, 0.2))

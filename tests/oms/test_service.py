@@ -184,14 +184,12 @@ async def test_square_off_sends_a_closing_market_order_tagged_squareoff(start_om
     await until(lambda: oms.module.engine.positions.net_quantity(order().token) == 0)
 
 
-async def test_square_off_above_the_freeze_quantity_goes_in_parts_of_whole_lots(start_oms):
-    """Risk refuses an order over the exchange's freeze quantity: a NIFTY futures position of 2,400 (freeze 1,800)
-    could not be squared off from ctl or Telegram, exactly when it was needed."""
-    oms = await start_oms()
+async def long_10_with_freeze(oms, lot: int, freeze: int) -> None:
+    """10 RELIANCE-EQ held (filled, a tick marking it), the instrument's lot size and freeze quantity listed."""
 
     async def list_instruments(request):
         return ingestion_pb2.ListInstrumentsResponse(instruments=[market_pb2.Instrument(
-            token=order().token, symbol="RELIANCE-EQ", lot_size=2, freeze_quantity=5)])
+            token=order().token, symbol="RELIANCE-EQ", lot_size=lot, freeze_quantity=freeze)])
 
     oms.bus.handle(rpc.LIST_INSTRUMENTS, list_instruments)
     await place(oms, order(price=100_00, quantity=10))
@@ -199,6 +197,13 @@ async def test_square_off_above_the_freeze_quantity_goes_in_parts_of_whole_lots(
     await oms.until_status("c-1", t.ORDER_STATUS_TRADED)
     await oms.bus.publish(Topic.TICKS, tick(ltp=101_00, bid=100_95, ask=101_05))
     await until(lambda: oms.broker._last)
+
+
+async def test_square_off_above_the_freeze_quantity_goes_in_parts_of_whole_lots(start_oms):
+    """Risk refuses an order over the exchange's freeze quantity: a NIFTY futures position of 2,400 (freeze 1,800)
+    could not be squared off from ctl or Telegram, exactly when it was needed."""
+    oms = await start_oms()
+    await long_10_with_freeze(oms, lot=2, freeze=5)
 
     reply = await oms.bus.call(rpc.SQUARE_OFF, oms_pb2.SquareOffRequest())
 
@@ -211,17 +216,7 @@ async def test_a_square_off_the_caller_gives_up_on_is_carried_through(start_oms)
     """Telegram's 10 s or a gRPC deadline cancelled the handler (the caller's task, in the monolith) halfway: the
     orders not yet sent never were, and their positions stayed open."""
     oms = await start_oms()
-
-    async def list_instruments(request):
-        return ingestion_pb2.ListInstrumentsResponse(instruments=[market_pb2.Instrument(
-            token=order().token, symbol="RELIANCE-EQ", lot_size=1, freeze_quantity=4)])
-
-    oms.bus.handle(rpc.LIST_INSTRUMENTS, list_instruments)
-    await place(oms, order(price=100_00, quantity=10))
-    await oms.bus.publish(Topic.CANDLES, market_pb2.CandleBatch(candles=[candle(99_00, 99_50, 98_00, 99_00)]))
-    await oms.until_status("c-1", t.ORDER_STATUS_TRADED)
-    await oms.bus.publish(Topic.TICKS, tick(ltp=101_00, bid=100_95, ask=101_05))
-    await until(lambda: oms.broker._last)
+    await long_10_with_freeze(oms, lot=1, freeze=4)
     placing = oms.broker.place_order
 
     async def like_a_live_broker(request):
