@@ -144,6 +144,35 @@ def is_holiday(ts_ns: int) -> bool:
     return ist_day_number(ts_ns) in _holidays
 
 
+# Sessions the exchanges hold on particular days (IST day number -> segment -> session), set once per process from
+# config (`special_sessions`) by set_special_sessions(): Diwali's Muhurat trading on a weekend or holiday evening,
+# MCX's evening session on an NSE holiday, a Budget-day Saturday. On such a day a listed segment trades in that
+# session only, whatever the weekday, holidays and its regular session say; the others follow those.
+_special: dict[int, dict[str, Session]] = {}
+
+
+def set_special_sessions(days: dict[date, dict[str, Session]]) -> None:
+    global _special
+    _special = {d.toordinal() - _EPOCH_ORDINAL: dict(by_segment) for d, by_segment in days.items()}
+
+
+def special_session(segment: str, ts_ns: int) -> Session | None:
+    """The session `segment` holds on the IST day of `ts_ns` by special_sessions, if any."""
+    if not _special:
+        return None
+    by_segment = _special.get(ist_day_number(ts_ns))
+    return by_segment.get(segment or "nse_cm") if by_segment else None
+
+
+def segment_open(segment: str, ts_ns: int, sessions: dict[str, Session] = SESSIONS_IST) -> bool:
+    """Whether `segment` trades at `ts_ns`: a special session of the day, else its regular one on a trading day."""
+    special = special_session(segment, ts_ns)
+    if special is None:
+        return is_market_open(ts_ns, *session_at(segment, ts_ns, sessions))
+    minute = ist_minute_of_day(ts_ns)
+    return special[0][0] * 60 + special[0][1] <= minute < special[1][0] * 60 + special[1][1]
+
+
 def is_trading_day(day: date) -> bool:
     """A weekday that is not a configured exchange holiday."""
     return day.weekday() < 5 and day.toordinal() - _EPOCH_ORDINAL not in _holidays

@@ -96,6 +96,16 @@ def exchange_holidays() -> Iterator[Callable[..., None]]:
     clock.set_holidays(())
 
 
+@pytest.fixture
+def special_sessions() -> Iterator[Callable[..., None]]:
+    """Set this process's special sessions for one test from `[app] special_sessions` entries; cleared after it."""
+    from services.app.config import AppSettings
+    from shared import clock
+
+    yield lambda *entries: clock.set_special_sessions(AppSettings(special_sessions=list(entries)).special_session_map())
+    clock.set_special_sessions({})
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     neopulse_procs.STARTED.clear()  # those of the tests before (reported), before this one's fixtures start any

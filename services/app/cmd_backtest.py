@@ -99,6 +99,7 @@ def handle(args: argparse.Namespace) -> int:
     warn_unknown_env()
     logs.setup("ERROR")  # a day's fills, notices and square-off warnings would bury the report
     clock.set_holidays(settings.holidays)
+    clock.set_special_sessions(settings.special_session_map())
     try:
         results = asyncio.run(backtest(settings, [variant for _, variant in runs], args.first, args.last))
     except ConfigError as exc:

@@ -55,6 +55,7 @@ def handle(args: argparse.Namespace) -> int:
     warn_unknown_env()
     logs.setup(settings.log_level)
     clock.set_holidays(settings.holidays)
+    clock.set_special_sessions(settings.special_session_map())
     try:
         return asyncio.run(_run(settings, toml, args))
     except BaseException as exc:  # a module's start or run failing arrives wrapped in the TaskGroup's group

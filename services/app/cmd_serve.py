@@ -53,6 +53,7 @@ def handle(args: argparse.Namespace) -> int:
     warn_unknown_env()
     logs.setup(app.log_level)
     clock.set_holidays(app.holidays)
+    clock.set_special_sessions(app.special_session_map())
     port = args.grpc_port if args.grpc_port is not None else int(split.addr(args.module).rsplit(":", 1)[1])
     try:
         return asyncio.run(_serve(args.module, app, split, grpc_settings, toml, port, args.duration))

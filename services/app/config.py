@@ -63,7 +63,25 @@ class AppSettings(ModuleSettings):
     # Exchange trading holidays (IST dates, e.g. ["2026-01-26"]): the market counts as closed all day (risk's
     # market-hours check, the feed stall watchdog, paper session days, the daily summary).
     holidays: list[date] = Field(default_factory=list)
+    # Sessions held on particular days, over weekends, holidays and the regular session, as "IST-date segment
+    # HH:MM-HH:MM": Diwali's Muhurat trading, MCX's evening on an NSE holiday, e.g.
+    # ["2026-11-08 nse_cm 18:00-19:15", "2026-03-03 mcx_fo 17:00-23:55"].
+    special_sessions: list[str] = Field(default_factory=list)
 
+
+    @field_validator("special_sessions")
+    @classmethod
+    def _special_sessions(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            _special_session(entry)  # a ValueError naming the entry
+        return value
+
+    def special_session_map(self) -> dict[date, dict[str, tuple[tuple[int, int], tuple[int, int]]]]:
+        out: dict[date, dict[str, tuple[tuple[int, int], tuple[int, int]]]] = {}
+        for entry in self.special_sessions:
+            day, segment, session = _special_session(entry)
+            out.setdefault(day, {})[segment] = session
+        return out
 
     @field_validator("indices")
     @classmethod
@@ -133,6 +151,26 @@ def settings_classes() -> list[type[ModuleSettings]]:
 
     return [AppSettings, IngestionSettings, StrategySettings, RiskSettings, OmsSettings, NotifierSettings,
             DatabaseSettings, GrpcSettings, KotakSettings, SplitSettings]
+
+
+def _special_session(entry: str) -> tuple[date, str, tuple[tuple[int, int], tuple[int, int]]]:
+    """"2026-11-08 nse_cm 18:00-19:15" -> (the day, the segment, its session); ValueError saying what is wrong."""
+    from shared.clock import SESSIONS_IST, parse_session
+
+    parts = entry.split()
+    if len(parts) != 3:
+        raise ValueError(f"expected \"YYYY-MM-DD segment HH:MM-HH:MM\", got {entry!r}")
+    try:
+        day = date.fromisoformat(parts[0])
+    except ValueError:
+        raise ValueError(f"{entry!r}: {parts[0]!r} is not a YYYY-MM-DD date") from None
+    if parts[1] not in SESSIONS_IST:
+        raise ValueError(f"{entry!r}: unknown exchange segment {parts[1]!r}; the segments are "
+                         + ", ".join(SESSIONS_IST))
+    try:
+        return day, parts[1], parse_session(parts[2])
+    except ValueError as exc:
+        raise ValueError(f"{entry!r}: {exc}") from None
 
 
 def check_config(toml: dict[str, Any]) -> None:

@@ -30,11 +30,14 @@ from shared.clock import (
     Session,
     day_of,
     is_holiday,
-    is_market_open,
     ist_datetime,
     ist_day_number,
     ist_minute_of_day,
+    segment_open,
     session_at,
+    session_of,
+    shortest_session,
+    special_session,
 )
 from shared.contracts import market_pb2, ops_pb2, risk_pb2, trading_pb2
 from shared.errors import InvalidInput
@@ -409,9 +412,15 @@ class RiskEngine:
         if not self.limits.enforce_market_hours:
             return None
         segment = order.exchange_segment or inst.exchange_segment
-        opens, closes = session_at(segment, now, self.sessions)
-        if is_market_open(now, opens, closes):
+        if segment_open(segment, now, self.sessions):
             return None
+        special = special_session(segment, now)
+        opens, closes = special or session_at(segment, now, self.sessions)
+        if special is not None:
+            return "MARKET_CLOSED", (f"market is closed at {ist_datetime(now):%H:%M} IST: {day_of(now)} holds a "
+                                     f"special session for {segment or 'nse_cm'}, {opens[0]:02d}:{opens[1]:02d}-"
+                                     f"{closes[0]:02d}:{closes[1]:02d} IST (special_sessions); enforce_market_hours "
+                                     "is on")
         if is_holiday(now):
             return "MARKET_CLOSED", (f"market is closed: {day_of(now)} is an exchange holiday (the `holidays` "
                                      "setting); enforce_market_hours is on")
@@ -426,8 +435,10 @@ class RiskEngine:
             return None
         if self.reduces_position(order):
             return None
-        hour, minute = self._square_off_hhmm(segment)
+        hour, minute = self._square_off_hhmm(segment, now)
         setting = f"square_off_times_ist.{segment}" if segment in self.square_off_times else "square_off_time_ist"
+        if special_session(segment, now) is not None:
+            setting = "the special session's square-off (its close, less the regular lead)"
         return "SQUARE_OFF_TIME", f"after {setting} {hour:02d}:{minute:02d} no MIS order may increase a position"
 
     def check_submit_rate(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
@@ -530,16 +541,25 @@ class RiskEngine:
         """Past the earliest square-off time of any segment, or halted by the daily loss: MIS closes now."""
         if self._loss_halted():
             return True
-        earliest = min([self.limits.square_off_hhmm, *self.square_off_times.values()])
+        earliest = min(self._square_off_hhmm(segment, now) for segment in self.sessions)
         return ist_minute_of_day(now) >= earliest[0] * 60 + earliest[1]
 
-    def _square_off_hhmm(self, segment: str) -> tuple[int, int]:
-        return self.square_off_times.get(segment) or self.limits.square_off_hhmm
+    def _square_off_hhmm(self, segment: str, now: int) -> tuple[int, int]:
+        """The segment's square-off time on the day of `now`: its own, else square_off_time_ist; in a special session
+        (special_sessions), as far before that session's close as the regular time is before the regular close."""
+        regular = self.square_off_times.get(segment) or self.limits.square_off_hhmm
+        special = special_session(segment, now)
+        if special is None:
+            return regular
+        close = shortest_session(session_of(segment, self.sessions))[1]
+        lead = close[0] * 60 + close[1] - (regular[0] * 60 + regular[1])
+        at = max(special[0][0] * 60 + special[0][1], special[1][0] * 60 + special[1][1] - lead)
+        return at // 60, at % 60
 
     def _past_square_off(self, now: int, segment: str) -> bool:
         if self._loss_halted():
             return True
-        hour, minute = self._square_off_hhmm(segment)
+        hour, minute = self._square_off_hhmm(segment, now)
         return ist_minute_of_day(now) >= hour * 60 + minute
 
     # -- order updates, prices, daily loss ------------------------------------

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from fractions import Fraction
 
-from shared.clock import IST, NS, is_market_open, session_at
+from shared.clock import IST, NS, segment_open, session_at, special_session
 from shared.contracts import market_pb2
 from shared.money import margin_exceeded, to_paise
 from shared.price_factor import factor_of
@@ -174,12 +174,12 @@ class Exchange:
         self.orders[order.order_no] = order
         self._log(order, "put order req received")
         self._log(order, "validation pending")
-        closed = not is_market_open(ts_ns, *session_at(inst.exchange_segment, ts_ns))
+        closed = not segment_open(inst.exchange_segment, ts_ns)
         reject_reason = reject_reason or self.refusal(order) or self.rms_refusal(order)
         if reject_reason:
             order.status, order.reason = REJECTED, reject_reason
         elif closed and str(body.get("am", "NO")).upper() != "YES":
-            (opens, closes) = session_at(inst.exchange_segment, ts_ns)
+            (opens, closes) = special_session(inst.exchange_segment, ts_ns) or session_at(inst.exchange_segment, ts_ns)
             order.status, order.reason = REJECTED, (
                 f"market is closed: {inst.exchange_segment} trades {opens[0]:02d}:{opens[1]:02d}-"
                 f"{closes[0]:02d}:{closes[1]:02d} IST on trading days; place it then, or as an AMO (am YES)")

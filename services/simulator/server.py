@@ -19,7 +19,7 @@ from aiohttp import web
 
 from services.simulator import feeds, rest
 from services.simulator.exchange import Exchange, SimOrder
-from shared.clock import Clock, SimClock, is_market_open, session_at
+from shared.clock import Clock, SimClock, segment_open
 from shared.contracts import market_pb2
 from shared.indices import IndexBoard
 from shared.kotak.config import SIMULATOR_CREDENTIALS
@@ -278,10 +278,10 @@ class Simulator:
         """The next market step. Like SFeed, no ticks for an instrument while its segment is closed (outside its
         session, weekends, holidays): the clock of a paper run goes on past 15:30, the market does not."""
         now = self.clock.now_ns()
-        if not any(is_market_open(now, *session_at(seg, now)) for seg in self._segments):
+        if not any(segment_open(seg, now) for seg in self._segments):
             return []
         ticks = [t for t in self.market.next_ticks(now, len(self.instruments))
-                 if is_market_open(now, *session_at(t.exchange_segment, now))]
+                 if segment_open(t.exchange_segment, now)]
         await self.push_ticks(ticks)
         return ticks
 

@@ -346,6 +346,34 @@ def test_orders_on_a_configured_exchange_holiday_are_denied_saying_so(clock, exc
     assert decision.reason_code == "MARKET_CLOSED" and f"{DAY} is an exchange holiday" in decision.reason
 
 
+def test_a_special_session_opens_a_weekend_evening_and_closes_outside_it(clock, special_sessions):
+    """Diwali's Muhurat trading on a Sunday evening: closed all day by the weekday rule, open for its hour."""
+    sunday = date(2026, 11, 8)
+    special_sessions("2026-11-08 nse_cm 18:00-19:15")
+    engine = RiskEngine(limits(), clock, instruments())
+    engine.last_prices[RELIANCE] = 1290_00
+
+    clock.set(ist_ns(sunday, 18, 30))
+    assert engine.decide(order(client_order_id="in")).accepted
+    clock.set(ist_ns(sunday, 19, 5))  # MIS squared off 15 minutes before its close, as on a regular day
+    late = engine.decide(order(client_order_id="late"))
+    clock.set(ist_ns(sunday, 11, 0))
+    refused = engine.decide(order(client_order_id="morning"))
+
+    assert (late.reason_code, "19:00" in late.reason) == ("SQUARE_OFF_TIME", True)
+    assert refused.reason_code == "MARKET_CLOSED" and "special session for nse_cm, 18:00-19:15" in refused.reason
+
+
+def test_mcx_evening_on_an_nse_holiday_trades_while_nse_stays_closed(clock, exchange_holidays, special_sessions):
+    exchange_holidays(DAY)
+    special_sessions(f"{DAY} mcx_fo 17:00-23:55")
+    clock.set(ist_ns(DAY, 19, 0))
+    engine = with_crude(clock)
+
+    assert engine.decide(crude_order()).accepted
+    assert "is an exchange holiday" in engine.decide(order()).reason
+
+
 CRUDE = 450_001  # an MCX crude oil future: trades 09:00-23:30 IST
 
 
