@@ -28,7 +28,8 @@ Rules:
   arrival order: "first tick seen" is the first to arrive, so if an earlier tick of that minute arrives after
   it (day volume not higher) it adds nothing here, while replay and SQL count the growth from it.
 - A tick older than the token's current minute (or of a minute already closed by the timer) is
-  out of order: it is counted in `late_ticks` and ignored. So is, after a warm start, a tick of a minute whose
+  out of order: it is counted in `late_ticks` and left out of the candles (not out of `watch`: its price is still
+  checked against the token's watched levels, the stops). So is, after a warm start, a tick of a minute whose
   stored candle the strategies were fed (`closed_before`). A warm start also resumes the candle of the minute
   in progress from its stored ticks (`resume`), and the day volume they reached (`hold_day_volume`), so the
   first live tick counts its growth from there.
@@ -131,6 +132,11 @@ class CandleBuilder:
                 bar[9] = bar[10] = ts
             else:
                 late += 1
+                # Out of its candle, not of the stops: a trade at the stop is one whenever it arrives (one tick
+                # stamped minutes ahead would otherwise make every later one late, and mute the stops meanwhile).
+                watch = bar[14]
+                if watch is not None and not watch[0] < t.ltp_paise < watch[1]:
+                    reached.append(t)
                 continue
             bar[13] = t
             watch = bar[14]
