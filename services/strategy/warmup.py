@@ -16,7 +16,7 @@ from shared.clock import day_of, ist_ns, last_trading_day
 from shared.contracts import market_pb2
 from shared.db import queries
 
-# Earlier trading days read at most, per token, for a strategy whose warm-up today's candles do not fill: two hold
+# Earlier trading days read at most, per token, for a strategy that needs closes (closes_needed): two hold
 # the longest MOMENTUM_RSI warm-up (502 closes; an NSE day has 375), the rest cover days NeoPulse did not run.
 LOOKBACK_DAYS = 5
 # Tokens read at once: the pool also serves the tick writer and the order ledger (monolith) while this runs.
@@ -57,8 +57,9 @@ class StoredCandles:
 async def read(history: CandleHistory, needs: dict[int, int], cutoff_ns: int) -> list[market_pb2.Candle]:
     """Each token's candles that closed before `cutoff_ns` (a minute's start: the candle of that minute is still
     open): all of today's (IST), and whole earlier trading days' while the token has fewer closes than it needs
-    (`needs`: token -> closes), up to LOOKBACK_DAYS of them. Whole days, so that the indicators come out as those
-    of a strategy that saw the same candles live. Oldest first per token."""
+    (`needs`: token -> closes), up to LOOKBACK_DAYS of them, until those earlier days alone hold what it needs (today's
+    not counted: the candles are those a process started before the open read, at any time of day). Whole days, so
+    that the indicators come out as those of a strategy that saw the same candles live. Oldest first per token."""
     return await _each(needs, lambda token: _token(history, token, needs[token], cutoff_ns))
 
 
@@ -105,7 +106,10 @@ async def _each(tokens: Iterable[int],
 async def _token(history: CandleHistory, token: int, need: int, cutoff_ns: int) -> list[market_pb2.Candle]:
     day = day_of(cutoff_ns)
     days = [await history.candles(token, ist_ns(day, 0, 0), cutoff_ns)]
-    have = len(days[0])
+    # Earlier days alone are to hold `need`, whatever today has so far: a process started before the open read them,
+    # and a restart at 10:30 must feed the same candles (counting today's, Wilder's RSI would be seeded again from a
+    # handful of this morning's closes instead of carrying the earlier days' smoothing on).
+    have = 0
     for _ in range(LOOKBACK_DAYS):
         if have >= need:
             break
