@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
+from shared.db.jsonb import jsonb_dumps
+
 
 class StrategyStateStore(Protocol):
     durable: bool  # survives the process
@@ -49,4 +51,5 @@ class PgStrategyState:
     async def save(self, name: str, state: dict[str, Any]) -> None:
         await self.pool.execute(
             "INSERT INTO strategy_state (name, value) VALUES ($1, $2::jsonb) "
-            "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()", name, json.dumps(state))
+            "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()", name,
+            jsonb_dumps(state))

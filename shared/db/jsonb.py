@@ -1,25 +1,30 @@
 """JSON text that PostgreSQL's jsonb takes whatever the strings in it hold.
 
-jsonb refuses the escape \\u0000 that json.dumps writes for a NUL, so a free-text field a caller filled (a kill
-switch's reason, a pause's) would make the whole save fail: NUL is kept as the visible text "\\u0000" instead.
+jsonb refuses NUL (the \\u0000 json.dumps writes for it) and a lone surrogate: one in a free-text field a caller
+filled (a kill switch's reason, a pause's) would make the whole save fail, and what it guards would not survive a
+restart. Each is replaced by U+FFFD, the replacement character: the text shows that something was there.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+_NOT_JSONB = re.compile("[\x00\ud800-\udfff]")  # NUL, and a surrogate (in a str, always an unpaired one)
 
 
 def jsonb_dumps(value: Any) -> str:
-    """json.dumps(value), with every NUL in its strings (keys too) written as the six characters \\u0000."""
-    return json.dumps(_without_nul(value))
+    """json.dumps(storable(value))."""
+    return json.dumps(storable(value))
 
 
-def _without_nul(value: Any) -> Any:
+def storable(value: Any) -> Any:
+    """`value` with every string (keys too) one jsonb takes."""
     if isinstance(value, str):
-        return value.replace("\x00", "\\u0000") if "\x00" in value else value
+        return _NOT_JSONB.sub("\ufffd", value)
     if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+        return {storable(k): storable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_without_nul(v) for v in value]
+        return [storable(v) for v in value]
     return value

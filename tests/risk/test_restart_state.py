@@ -77,7 +77,7 @@ async def test_a_kill_switch_whose_reason_holds_a_nul_is_still_saved(db_pool, cl
     _, module, _, task = await _risk(clock, PgRiskState(db_pool))
     await _stop(task)
 
-    assert module.engine.kill_switch_engaged and "bad\\u0000feed" in module.engine.state_reason
+    assert module.engine.kill_switch_engaged and "bad\ufffdfeed" in module.engine.state_reason
 
 
 class FailingStore:
