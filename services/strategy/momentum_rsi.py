@@ -345,8 +345,9 @@ class MomentumRsi(Strategy):
     def price_levels(self, token: int, now_ns: int) -> tuple[int, int] | None:
         """The stop loss and the target of the position in `token` (_exit_levels), watched on every tick, and with
         a trailing stop the price of a new best too (on_price_level moves the stop up to it). While an order of ours
-        works, only the stop (stop_while_working: a LIMIT exit is moved, an entry partly filled cancelled); once a
-        stop was reached, every tick until the position is flat (stop_exit)."""
+        works, the stop (stop_while_working: a LIMIT exit is moved, an entry partly filled cancelled) and a new best:
+        the price may run while the rest of a LIMIT entry works, and the stop is to trail from there once it ends.
+        Once a stop was reached, every tick until the position is flat (stop_exit)."""
         pos = self.position(token)
         levels = self._exit_levels(token, pos)
         if levels is None:
@@ -354,7 +355,11 @@ class MomentumRsi(Strategy):
             return None
         low, high, _ = levels
         if self.is_pending(token, now_ns):
-            return self.stop_while_working(token, low if pos > 0 else (high if high != NEVER else 0))
+            watched = self.stop_while_working(token, low if pos > 0 else (high if high != NEVER else 0))
+            if watched is None or not self.params.trailing_stop_pct:
+                return watched
+            best = self._best_price(token, pos)
+            return (watched[0], best + 1) if pos > 0 else (best - 1, watched[1])
         if self.due_stop(token):
             return EVERY_TICK
         if self.params.trailing_stop_pct:
@@ -397,6 +402,18 @@ class MomentumRsi(Strategy):
         low, high, _ = levels
         stop, target = (low, high) if pos > 0 else (high, low)
         return (stop if 0 < stop < NEVER else 0), (target if 0 < target < NEVER else 0)
+
+    def on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
+        """A fill that adds to the position held (the rest of a LIMIT entry) moves its average entry price; the best
+        price since the entry stays what it was, or the trailing stop would trail from the new average again."""
+        token = update.request.token
+        held, entry, kept = self.position(token), self.entry_price(token), self._best.get(token)
+        super().on_order_update(update)
+        pos = self.position(token)
+        if kept is None or not held or not pos or (held > 0) != (pos > 0) or kept[:2] != (entry, held > 0):
+            return
+        entry = self.entry_price(token)
+        self._best[token] = (entry, pos > 0, max(kept[2], entry) if pos > 0 else min(kept[2], entry))
 
     def since_entries(self) -> dict[int, int]:
         """With a trailing stop, the held tokens whose entry time is known: after a restart their best price since
