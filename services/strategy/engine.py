@@ -150,6 +150,8 @@ class StrategyEngine:
         # name -> param -> (the value given, the config's value then). See durable_state.
         self._config_params = {s.name: _params_text(s) for s in strategies}
         self._overrides: dict[str, dict[str, tuple[str, str]]] = {}
+        # The strategies whose own saved state changed (Strategy.saved_changed): the module saves and empties it.
+        self.saves_due: set[str] = set()
 
     # -- data ------------------------------------------------------------------
     def on_ticks(self, ticks: Any) -> Output:
@@ -195,6 +197,9 @@ class StrategyEngine:
                     signals.extend(self._emit(strategy, intents, candle.start_ns, recv_ns, ctx.now_ns))
                 if strategy._relevel:
                     self._take_relevels(strategy, ctx.now_ns)
+                if strategy._saved_changed:
+                    strategy._saved_changed = False
+                    self.saves_due.add(strategy.name)
                 if self._reached and (strategy.name, candle.token) in self._reached:
                     self._watch(strategy, candle.token, ctx.now_ns)
         return candles, signals
@@ -255,6 +260,9 @@ class StrategyEngine:
         now = self.clock.now_ns()
         for strategy in self.strategies.values():
             self._take_relevels(strategy, now)
+            if strategy._saved_changed:
+                strategy._saved_changed = False
+                self.saves_due.add(strategy.name)
         for token in tokens:
             inst = self.instruments.get(token)
             self.candles.closed_before(token, inst.exchange_segment if inst is not None else "", cutoff_ns)
@@ -428,9 +436,11 @@ class StrategyEngine:
     def load_orders(self, orders: list[trading_pb2.OrderUpdate], keep_order: bool = False) -> int:
         """After a restart: the OMS's orders (their latest rows, any status; restore.py chooses them) give each
         strategy back its positions and its working orders, applied by sequence (or as listed, keep_order);
-        updates at or below their sequences that arrive afterwards change nothing. Returns how many were applied."""
+        updates at or below their sequences that arrive afterwards change nothing; every order's signal id counts as
+        issued (_issued_before), whatever its status. Returns how many were applied."""
         applied = 0
         for order in orders if keep_order else sorted(orders, key=lambda u: u.sequence):
+            self._issued_before(order)
             if not order.filled_quantity and order.status in TERMINAL and not outcome_unknown(order):
                 continue  # nothing to restore (one given up with its outcome unknown still blocks its token)
             update = trading_pb2.OrderUpdate()
@@ -442,6 +452,23 @@ class StrategyEngine:
             applied += 1
         self._last_update_sequence = max([self._last_update_sequence, *(u.sequence for u in orders)])
         return applied
+
+    def _issued_before(self, order: trading_pb2.OrderUpdate) -> None:
+        """A restored order's signal id counts as issued (_signal_id): a signal decided again after the restart at a
+        tick of the same time (SFeed's whole seconds, a quote repeating the last trade's) gets the next suffix, not
+        the id of an order the OMS holds, which risk would refuse as DUPLICATE_ORDER (and the token would wait)."""
+        name, signal_id = order.request.strategy_tag, order.request.signal_id
+        if name not in self.strategies or not signal_id:
+            return
+        base, count = signal_id, 1
+        stem, _, suffix = signal_id.rpartition("-")
+        if suffix.isdigit() and stem.endswith(tuple(f"-{side}" for side in _SIDE_NAMES.values())):
+            base, count = stem, int(suffix)  # a repeat's: base-2, base-3, ...
+        issued = self._ids_issued.setdefault((name, order.request.token), {})
+        count = max(count, issued.pop(base, 0))
+        issued[base] = count  # the latest last, as _signal_id keeps them
+        if len(issued) > ISSUED_IDS_KEPT:
+            del issued[next(iter(issued))]
 
     def since_entries(self) -> dict[str, dict[int, int]]:
         """Each strategy's Strategy.since_entries(), those with any."""
@@ -648,13 +675,14 @@ class StrategyEngine:
     def durable_state(self, name: str) -> dict[str, Any]:
         """What of strategy `name` outlives a restart (services/strategy/state.py), JSON-ready: its pause, the params
         changed at run time (each with the config's value it replaced), the day its loss limit stopped it and
-        whether the close-out that followed goes on."""
+        whether the close-out that followed goes on, and the plugin's own (Strategy.saved: ORB's opening ranges)."""
         strategy = self.get(name)
         return {"paused": strategy.paused, "paused_by": strategy_pb2.PausedBy.Name(strategy.paused_by),
                 "pause_reason": strategy.pause_reason, "paused_at_ns": strategy.paused_at_ns,
                 "loss_stopped_day": strategy.loss_stopped_day, "closing": name in self._closing,
                 "params": {key: {"value": value, "config": config}
-                           for key, (value, config) in self._overrides.get(name, {}).items()}}
+                           for key, (value, config) in self._overrides.get(name, {}).items()},
+                "plugin": strategy.saved()}
 
     def restore_state(self, name: str, saved: dict[str, Any], now_ns: int) -> Restored:
         """At start, before the warm-up: put back what durable_state saved of strategy `name`.
@@ -664,6 +692,7 @@ class StrategyEngine:
         - A pause, with its reason, who and when.
         - Today's loss-limit stop: a strategy the operator resumed after it is not stopped again today; one still
           paused by it goes on closing out.
+        - The plugin's own saved state (Strategy.restore_saved), after the params.
         A malformed saved state (an older version, a hand edit) restores what it can and says what it could not."""
         strategy = self.get(name)
         out = Restored()
@@ -701,6 +730,25 @@ class StrategyEngine:
                 self._closing.add(name)
         if out.invalid:
             self.set_paused(name, True, out.invalid, by=strategy_pb2.PAUSED_BY_NEOPULSE)
+        plugin = saved.get("plugin")
+        if isinstance(plugin, dict):
+            try:
+                strategy.restore_saved(plugin, now_ns)
+            except Exception:
+                _failed(strategy, "restoring its saved state")
+        return out
+
+    def unguarded(self) -> dict[str, list[int]]:
+        """Each strategy's held tokens whose stop it cannot tell (Strategy.unguarded), those with any."""
+        out, now = {}, self.clock.now_ns()
+        for name, strategy in self.strategies.items():
+            try:
+                tokens = strategy.unguarded(now)
+            except Exception:
+                _failed(strategy, "naming its positions without a stop")
+                continue
+            if tokens:
+                out[name] = tokens
         return out
 
     def exits_due(self) -> list[trading_pb2.Signal]:

@@ -26,6 +26,7 @@ from shared.component import Component
 from shared.contracts import market_pb2, oms_pb2, ops_pb2, strategy_pb2, trading_pb2
 from shared.errors import InvalidInput, NotFound, RetryableError
 from shared.instruments import InstrumentBook
+from shared.money import fmt_inr
 from shared.positions import SQUAREOFF_TAG
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ class StrategyModule(Component):
         if exits:
             log.info("exits due at start", extra={"signals": len(exits)})
             await self._publish(([], exits))
+        for name in sorted(self._take_saves()):  # what the warm-up rebuilt (ORB's ranges), for the next restart
+            await self._save_state(name)
         log.info("strategy ready", extra={"strategies": list(self.engine.strategies),
                                           "instruments": len(self.instruments)})
         self.ready.set()
@@ -207,6 +210,8 @@ class StrategyModule(Component):
             await self._restore_extremes()
         for name, reason in refused.items():
             await self._start_paused(name, reason)
+        for name, tokens in engine.unguarded().items():
+            await self._start_unguarded(name, tokens)
 
     async def _restore_extremes(self) -> None:
         """The restored positions' highest and lowest prices since their entries, from the stored ticks, for the
@@ -245,6 +250,40 @@ class StrategyModule(Component):
         await self._critical("Strategy paused at start", text, name)
         await self._save_state(name)
 
+    async def _start_unguarded(self, name: str, tokens: list[int]) -> None:
+        """A restored position whose stop the strategy cannot tell (Strategy.unguarded: ORB's range neither saved
+        nor rebuilt by the warm-up) would ride any fall until the square-off: the strategy starts paused and a
+        CRITICAL notification names the position, the operator's to watch or close. No stop is made up for it."""
+        assert self.engine is not None
+        strategy = self.engine.strategies[name]
+        held = ", ".join(f"{self._symbol(token)} ({strategy.position(token):+d} at "
+                         f"{fmt_inr(strategy.entry_price(token))})" for token in tokens)
+        self.engine.set_paused(name, True, f"no stop known for its restored position in {held}",
+                               by=strategy_pb2.PAUSED_BY_NEOPULSE)
+        log.error("strategy starts paused: a restored position has no stop",
+                  extra={"strategy": name, "tokens": tokens})
+        await self._critical("Strategy paused at start: position without a stop", (
+            f"Strategy {name} starts paused: it holds {held} and cannot tell the stop (what gives it was neither saved "
+            "nor read back from the stored candles). Nothing guards it until the intraday square-off: watch it or "
+            "close it at the broker, then resume the strategy."), name)
+        await self._save_state(name)
+
+    def _symbol(self, token: int) -> str:
+        inst = self.instruments.get(token)
+        return inst.symbol if inst is not None else str(token)
+
+    def _take_saves(self) -> set[str]:
+        """The strategies whose own state changed since the last call (StrategyEngine.saves_due)."""
+        assert self.engine is not None
+        names, self.engine.saves_due = self.engine.saves_due, set()
+        return names
+
+    def _save_changed(self) -> None:
+        """Save the strategies whose own state changed (an opening range completed), each in a task of its own: the
+        ticks wait for no database."""
+        for name in sorted(self._take_saves()):
+            self.bus.track(asyncio.create_task(self._save_state(name), name=f"strategy:save:{name}"))
+
     async def run(self) -> None:
         """The candle-close timer: a quiet instrument's candle closes soon after its minute ends."""
         interval = self.settings.close_check_ms / 1000
@@ -266,6 +305,8 @@ class StrategyModule(Component):
             return
         now = self.clock.now_ns()
         await self._publish(self.engine.close_due(now - self.settings.close_grace_ms * 1_000_000))
+        if self.engine.saves_due:
+            self._save_changed()
         self._count_late()
         max_age_ns = int(self.settings.cancel_working_after_s * 1e9)
         if max_age_ns:
@@ -348,6 +389,8 @@ class StrategyModule(Component):
         candles, signals = engine.on_ticks(batch.ticks)
         if candles or signals or engine.orders.has_changes:
             await self._publish((candles, signals))
+        if engine.saves_due:
+            self._save_changed()
 
     async def _on_decision(self, decision: trading_pb2.RiskDecision) -> None:
         assert self.engine is not None

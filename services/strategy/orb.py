@@ -5,7 +5,8 @@ A plugin (see plugins.py). Rules, per token and IST day:
   (09:15 for NSE and BSE, 09:00 for MCX and currencies; `session_start_ist` sets another) for `range_minutes`
   (15). It is complete at the close of its last minute's candle, or of any later one. A token with no candle inside
   it has no range that day; neither has one whose range is wider than `max_range_pct` of its low (0: any width),
-  since its stop would be too far away.
+  since its stop would be too far away, nor one no wider than the instrument's tick (all its trades at one or two
+  adjacent prices: nothing can break out of it, and its stop would sit at the entry).
 - Entry, once the range is complete and until `entry_until_ist` (14:30), flat, with no order of this strategy's
   working in the token and none filled in it yet that day: BUY at the first tick at or above the range's high (plus
   `buffer_pct`), or SELL (a short, with `allow_short`) at the first at or below its low (minus `buffer_pct`). Watched
@@ -23,15 +24,16 @@ A plugin (see plugins.py). Rules, per token and IST day:
 - A rejected entry is tried again at the next tick past the range after the token's next close; a second trade the
   same day never goes (its fills say the token traded, also after a restart, from the day's orders).
 Orders are MIS; MARKET, or with `order_type = "LIMIT"` a LIMIT `limit_slippage_pct` worse than the tick. After a
-restart the day's stored candles give the range back (the warm-up), and the OMS's orders the position and its entry
-price.
+restart the day's complete ranges come back from the strategy's saved state (saved), the day's stored candles too (the
+warm-up), and the OMS's orders the position and its entry price; a position whose stop neither gives back starts the
+strategy paused, said in a CRITICAL notification (unguarded).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -121,6 +123,7 @@ class _Range:
     high: int = 0
     low: int = NEVER
     complete: bool = False
+    tick: int = 0  # the instrument's tick size, paise (0: not known)
 
 
 @register
@@ -142,19 +145,52 @@ class OpeningRangeBreakout(Strategy):
         start = hhmm_minutes(p.session_start_ist) if p.session_start_ist else _open_of(candle.exchange_segment)
         end = start + p.range_minutes
         r = self._ranges.get(token)
+        if r is not None and day < r.day:  # an earlier day's (read at the warm-up for another strategy): kept apart
+            return []
         if r is None or r.day != day:
-            r = self._ranges[token] = _Range(day, start)
+            inst = ctx.instruments.get(token)
+            r = self._ranges[token] = _Range(day, start, tick=inst.tick_size_paise if inst is not None else 0)
         if start <= minute < end:
             r.high, r.low = max(r.high, candle.high_paise), min(r.low, candle.low_paise)
         if not r.complete and r.high and minute >= end - 1:
             r.complete = True
             self.levels_changed(token)
+            self.saved_changed()
         return self.time_exit(token, candle.close_paise, ctx, p.exit_at_ist) or []
 
+    def saved(self) -> dict[str, Any]:
+        """The complete opening ranges: after a restart they give a position its stop back, also when the warm-up
+        could not read the day's candles (the range's minutes over, live candles never rebuild it)."""
+        return {"ranges": {str(token): [r.day, r.start, self.params.range_minutes, r.high, r.low, r.tick]
+                           for token, r in sorted(self._ranges.items()) if r.complete}}
+
+    def restore_saved(self, saved: dict[str, Any], now_ns: int) -> None:
+        """The saved ranges of `now_ns`'s day, of as many minutes as range_minutes is now."""
+        ranges, today = saved.get("ranges"), ist_day_number(now_ns)
+        if not isinstance(ranges, dict):
+            return
+        for token, kept in ranges.items():
+            if not (token.isdigit() and isinstance(kept, list) and len(kept) == 6
+                    and all(type(x) is int for x in kept)):
+                continue
+            day, start, minutes, high, low, tick = kept
+            if day == today and minutes == self.params.range_minutes and 0 < low <= high:
+                self._ranges[int(token)] = _Range(day, start, high, low, True, tick)
+
+    def unguarded(self, now_ns: int) -> list[int]:
+        """The held tokens with no stop: neither stop_loss_pct nor today's range (not saved, not rebuilt)."""
+        held = sorted({token for (token, _), quantity in self.positions().items() if quantity})
+        return [token for token in held if self._exits(token, self.position(token), now_ns) is None]
+
     def _range_today(self, token: int, now_ns: int) -> _Range | None:
-        """The token's opening range of `now_ns`'s day, once complete and not too wide."""
+        """The token's opening range of `now_ns`'s day, once complete, neither too wide nor too narrow: one no wider
+        than a tick (every trade at one price, or two next to each other: an illiquid contract, a stock at its
+        circuit) is no range. A tick at its own high would "break" it, its stop at the entry or a tick off (the
+        next tick stops it out; risk_per_trade would buy a lot per paisa of risk)."""
         r, p = self._ranges.get(token), self.params
         if r is None or not r.complete or r.day != ist_day_number(now_ns):
+            return None
+        if r.high - r.low <= r.tick:
             return None
         if p.max_range_pct and (r.high - r.low) * 100 > p.max_range_pct * r.low:
             return None

@@ -56,8 +56,9 @@ the strategy's works, move a LIMIT exit or cancel a part-filled entry with an ``
 a refusal retried within seconds) with ``stop_while_working`` and ``due_stop`` in ``price_levels``.
 
 At start (with a database) the module warms every strategy up from the stored ticks: the 1-minute candles each
-traded token closed before now, today's and, while fewer than ``closes_needed()`` (override it when your
-indicators need more than the day's candles), whole earlier trading days'. They go through ``on_candle`` with
+traded token closed before now, today's and, until they alone hold ``closes_needed()`` (override it when your
+indicators need more than the day's candles), whole earlier trading days' (today's not counted: a restart at
+noon feeds what a start before the open would have). They go through ``on_candle`` with
 ``ctx.warm_up`` set and whatever it returns is dropped: a warm-up never trades. After the positions are restored
 the engine asks ``exits_due(ctx)`` once, so a position whose exit is already due goes out at once.
 """
@@ -243,6 +244,7 @@ class Strategy:
         self._too_dear: set[tuple[int, Decimal]] = set()  # (token, order_value) said to cost more than a lot
         self._too_risky: set[tuple[int, Decimal]] = set()  # (token, risk_per_trade) said to be less than a lot risks
         self._relevel: set[int] = set()  # tokens whose price levels to ask again (levels_changed)
+        self._saved_changed = False  # what saved() returns changed since the engine last looked (saved_changed)
         self._stop_due: dict[int, str] = {}  # token -> why: a stop reached, its position not yet flat (stop_exit)
         # Its day's P&L, from its own fills (and the square-offs' of its positions): for max_daily_loss.
         self.max_daily_loss_paise = 0
@@ -266,7 +268,8 @@ class Strategy:
 
     def closes_needed(self) -> int:
         """Closes per token this strategy needs before it decides anything (with the current params): the warm-up
-        at start reads earlier trading days' candles until it has this many. 0: today's candles are enough."""
+        at start reads earlier trading days' candles until they alone hold this many (today's are read besides, never
+        counted). 0: today's candles are enough."""
         return 0
 
     @classmethod
@@ -308,6 +311,25 @@ class Strategy:
 
     def restore_extremes(self, token: int, high: int, low: int) -> None:
         """The highest and lowest price (paise) of `token`'s stored ticks since since_entries()[token]."""
+
+    def saved(self) -> dict[str, Any]:
+        """What of the plugin's own state is to outlive a restart (JSON-ready), kept with the strategy's pause and
+        params (state.py): state a warm-up may fail to rebuild, and a position's stop needs (ORB's opening ranges).
+        Saved at each saved_changed() the plugin calls from on_candle. {}: nothing."""
+        return {}
+
+    def restore_saved(self, saved: dict[str, Any], now_ns: int) -> None:
+        """At start, before the warm-up: what saved() returned before the restart (as stored: check what it holds)."""
+
+    def saved_changed(self) -> None:
+        """What saved() returns changed: the module saves it (in a task of its own, not on the tick path)."""
+        self._saved_changed = True
+
+    def unguarded(self, now_ns: int) -> list[int]:
+        """After a restart, once the positions are back: the held tokens whose stop the plugin cannot tell (what it
+        needs for it was neither saved nor rebuilt by the warm-up). The module starts the strategy paused, with a
+        CRITICAL notification naming them: a position with no stop is the operator's to watch or close."""
+        return []
 
     def on_price_level(self, tick: market_pb2.Tick, ctx: StrategyContext) -> list[Decision]:
         """A tick reached one of price_levels(tick.token). Deciding nothing, the engine asks price_levels again at
