@@ -55,19 +55,36 @@ def _named(inst: market_pb2.Instrument) -> str:
 class InstrumentBook:
     def __init__(self, instruments: list[market_pb2.Instrument] | None = None) -> None:
         self._by_token: dict[int, market_pb2.Instrument] = {}
-        self._by_symbol: dict[str, market_pb2.Instrument] = {}
+        # Symbol (upper case) -> segment (lower case) -> instrument: one symbol may be listed on several segments
+        # (RELIANCE-EQ on nse_cm and on bse_cm), each its own contract with its own token.
+        self._by_symbol: dict[str, dict[str, market_pb2.Instrument]] = {}
         for inst in instruments or []:
             self.add(inst)
 
     def add(self, inst: market_pb2.Instrument) -> None:
+        old = self._by_token.get(inst.token)
+        if old is not None:  # listed again (a reload): its new symbol and segment replace the old ones
+            self._by_symbol.get(old.symbol.upper(), {}).pop(old.exchange_segment.lower(), None)
         self._by_token[inst.token] = inst
-        self._by_symbol[inst.symbol.upper()] = inst
+        self._by_symbol.setdefault(inst.symbol.upper(), {})[inst.exchange_segment.lower()] = inst
 
     def get(self, token: int) -> market_pb2.Instrument | None:
         return self._by_token.get(token)
 
     def by_symbol(self, symbol: str) -> market_pb2.Instrument | None:
-        return self._by_symbol.get(symbol.upper())
+        """The instrument `symbol` names, read as [app] symbols reads it (services/ingestion/source.resolve):
+        "segment:SYMBOL" is that segment's; a bare "SYMBOL" is nse_cm's, or the only one listed. None when it is not
+        listed. A bare symbol listed on several segments, none of them nse_cm, is a ConfigError: picking one would
+        trade a contract nobody chose."""
+        segment, sep, name = symbol.partition(":")
+        listed = self._by_symbol.get((name if sep else symbol).upper(), {})
+        if sep:
+            return listed.get(segment.lower())
+        if "nse_cm" in listed or len(listed) <= 1:
+            return listed.get("nse_cm") or next(iter(listed.values()), None)
+        where = sorted(listed)
+        raise ConfigError(f"symbol {symbol!r} is listed on {', '.join(where)}: name the segment, e.g. "
+                          f"\"{where[0]}:{symbol}\"")
 
     def __len__(self) -> int:
         return len(self._by_token)
