@@ -19,3 +19,7 @@ class IngestionSettings(ModuleSettings):
     volatility_bps: float = Field(default=1.0, gt=0, le=500)
     # No tick for this many real seconds while the market is open -> notify and reconnect.
     stall_seconds: float = Field(default=15.0, gt=0)
+    # Trades arriving this many seconds after their exchange time, while the market is open -> notify once, and when
+    # it clears. Above [strategy] close_grace_ms (2 s) plus a second (trade times are whole seconds): a candle leaves
+    # out the ticks that come after it closes.
+    feed_delay_s: float = Field(default=3.0, gt=0, le=300)

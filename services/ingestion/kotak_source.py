@@ -12,18 +12,27 @@ import struct
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from itertools import pairwise
 from typing import Any, Literal
 
 from neo_api_client.websocket.feed import WsToken
-from neo_api_client.websocket.feed.exceptions import AuthenticationError, NotConnectedError
-from neo_api_client.websocket.feed.models import SFeedIndex, SFeedScrip, SFeedScripLite
-from neo_api_client.websocket.feed.protocol import decode_packet, split_batch
+from neo_api_client.websocket.feed.exceptions import AuthenticationError, NotConnectedError, SFeedWebSocketError
+from neo_api_client.websocket.feed.models import Level, SFeedIndex, SFeedScrip, SFeedScripLite
+from neo_api_client.websocket.feed.protocol import (
+    MSG_CAS_CHANGE,
+    MSG_INDEX,
+    MSG_MARKET_CLOSE,
+    MSG_MARKET_OPEN,
+    MSG_MARKET_STATUS,
+    decode_packet,
+    split_batch,
+)
 from websockets.exceptions import ConnectionClosed
 
 from services.ingestion.source import SourceStats, parse_index, resolve
 from shared.clock import NS, Clock, RealClock, ist_day_number
 from shared.contracts import market_pb2
-from shared.errors import ConfigError, NeoPulseError
+from shared.errors import ConfigError, NeoPulseError, RetryableError
 from shared.instruments import index_instrument
 from shared.kotak.config import KotakSettings
 from shared.kotak.session import KotakSession
@@ -49,6 +58,16 @@ STABLE_AFTER_S = 10.0
 UNREAD_WITHIN_S = 1.0
 # Queued behind the SDK's last message once its receive loop has ended (KotakFeedSource._watch_receiver).
 _RECEIVER_DONE = object()
+# A market picture: a 144-byte fixed part holding the depth row counts (buy, sell: u32 at byte 89), then 16-byte
+# rows, bids first. The SDK deals rows to the bids until the buy count is reached and stops quietly when rows run
+# out, so counts that disagree with the rows carried put an ask among the bids (or a bid among the asks).
+_PICTURE_FIXED_SIZE, _DEPTH_ROW_SIZE, _DEPTH_COUNTS_AT = 144, 16, 89
+_HEADER_START = struct.Struct("<HH")  # length, message code
+_DEPTH_COUNTS = struct.Struct("<II")
+_ROUTED_BY_CODE = frozenset({MSG_MARKET_OPEN, MSG_MARKET_CLOSE, MSG_INDEX, MSG_MARKET_STATUS, MSG_CAS_CHANGE})
+_COUNTED_LEVELS = frozenset({2, Level.DEPTH, Level.FULL_DEPTH})  # a touch line's rows are 1 + 1 whatever it says
+# Miscounted pictures remembered until their message is read (_note_miscounted): past this, forgotten (bounded).
+MAX_MISCOUNTED = 1_000
 
 
 def frame_is_well_formed(frame: bytes) -> bool:
@@ -62,6 +81,33 @@ def frame_is_well_formed(frame: bytes) -> bool:
             return False
         offset += size
     return n > 0
+
+
+def miscounted_depth(frame: bytes) -> list[bytes]:
+    """The market-picture packets of `frame` whose depth counts disagree with the depth rows they carry."""
+    out, offset, n = [], 0, len(frame)
+    while offset + HEADER_SIZE <= n:
+        size, code = _HEADER_START.unpack_from(frame, offset)
+        if size < HEADER_SIZE or offset + size > n:
+            break  # the rest is not packets: frame_is_well_formed counts it
+        if code not in _ROUTED_BY_CODE and frame[offset + 5] in _COUNTED_LEVELS and size >= _PICTURE_FIXED_SIZE:
+            buy, sell = _DEPTH_COUNTS.unpack_from(frame, offset + _DEPTH_COUNTS_AT)
+            if buy + sell != (size - _PICTURE_FIXED_SIZE) // _DEPTH_ROW_SIZE:
+                out.append(frame[offset:offset + size])
+        offset += size
+    return out
+
+
+def depth_in_price_order(tick: market_pb2.Tick) -> bool:
+    """Bids strictly falling and asks strictly rising, levels without quantity (an empty level's padding) aside."""
+    bids = [d.price_paise for d in tick.bids if d.quantity]
+    asks = [d.price_paise for d in tick.asks if d.quantity]
+    return all(a > b for a, b in pairwise(bids)) and all(a < b for a, b in pairwise(asks))
+
+
+def _depth_key(message: SFeedScrip) -> tuple[str, str, int, int, int]:
+    return (message.exchange_segment, message.instrument_token, message.last_trade_time, message.last_update_time,
+            message.volume_traded_today)
 
 
 def _paise(rupees: float) -> int:
@@ -164,14 +210,15 @@ class KotakFeedSource:
         self._last: dict[tuple[str, int, str], market_pb2.Tick] = {}
         self._stale_run: dict[tuple[str, int, str], int] = {}  # newer trades dropped in a row for a lower volume
         self._closed = False
-        self._generation = 0  # the session login the current socket was opened with
         self._unwatched_logged = False  # the SDK's receive loop could not be watched: said once
+        self._miscounted: set[tuple[str, str, int, int, int]] = set()  # _depth_key of pictures to read without depth
 
     async def instruments(self) -> list[market_pb2.Instrument]:
         if self._instruments is None:
             if self.session.client is None:
                 await self.session.login_at_start()
-            segments = tuple(sorted({"nse_cm", *(s.split(":")[0] for s in self.symbols if ":" in s)}))
+            # Lower case, as resolve() reads a segment (the scrip master's file URLs are matched in lower case).
+            segments = tuple(sorted({"nse_cm", *(s.split(":")[0].lower() for s in self.symbols if ":" in s)}))
             instruments = resolve(self.symbols, await self.session.scrip_master(segments), "Kotak's scrip master")
             # The SDK refuses a subscribe past its cap (SubscriptionError) on every connection: no retry helps.
             cap = getattr(self._socket(), "max_subscriptions", None)
@@ -188,43 +235,80 @@ class KotakFeedSource:
     async def _index_instruments(self) -> list[market_pb2.Instrument]:
         """The configured indices as instruments. SFeed subscribes an index by its name and streams it under a number
         of its own (26000 for Nifty 50), which candles, stored ticks and the other modules key it by: a snapshot of
-        the indices, asked at start on a socket of its own, says which. One that gives no reading within
-        request_timeout_s is a ConfigError naming it (a misspelt name gets no answer)."""
+        the indices, asked at start on a socket of its own, says which. A feed not answering is asked again for
+        [kotak] start_login_wait_s, as the login at start is: a slow feed at 09:14 must not leave the day unstarted."""
         if not self.indices:
             return []
+        deadline = time.monotonic() + self.settings.start_login_wait_s
+        delay = self.settings.reconnect_initial_s
+        while True:
+            try:
+                return await self._ask_indices()
+            except RetryableError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("kotak feed not answering at start; asking again", extra={"error": str(exc),
+                                                                                      "retry_in_s": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.reconnect_max_s)
+
+    async def _ask_indices(self) -> list[market_pb2.Instrument]:
+        """One snapshot of the indices, within request_timeout_s for opening the socket and again for the answer.
+        RetryableError when the feed is not reached or does not answer; a name without a reading from a feed that
+        answered is a ConfigError naming it (a misspelt name gets no answer)."""
         wanted = {(segment, name.lower()): name for segment, name in self.indices}
         found: dict[tuple[str, str], market_pb2.Instrument] = {}
+        timeout, answered = self.settings.request_timeout_s, False
         ws = self._socket()
         try:
-            async with asyncio.timeout(self.settings.request_timeout_s):
-                await ws.connect()
-                await ws.snapshot([WsToken(segment, name) for segment, name in self.indices], intent="index")
-                async for message in ws:
-                    if not isinstance(message, SFeedIndex) or not message.instrument_token.isdigit():
-                        continue
-                    for said in {message.name.lower(), (message.trading_symbol or "").lower()} - {""}:
-                        key = (message.exchange_segment.lower(), said)
-                        if key in wanted and key not in found:
-                            found[key] = index_instrument(  # spelt as Kotak's feed spells it, if it does
-                                int(message.instrument_token),
-                                message.name if message.name.lower() == key[1] else wanted[key],
-                                message.exchange_segment.lower(), message.name)
-                    if len(found) == len(wanted):
-                        break
-        except TimeoutError:
-            pass  # what did not answer is named below
-        except Exception as exc:
-            raise NeoPulseError(f"indices: the Kotak feed could not be asked for them: "
-                                f"{self.session.scrub(repr(exc))}") from exc
+            try:
+                async with asyncio.timeout(timeout):
+                    await ws.connect()
+            except (TimeoutError, OSError, SFeedWebSocketError) as exc:
+                raise RetryableError(f"indices: the Kotak feed could not be opened and authenticated within "
+                                     f"{timeout:g} s ({self.session.scrub(repr(exc))}); check the network and "
+                                     "[kotak] feed_url, then start again") from None
+            try:
+                async with asyncio.timeout(timeout):
+                    await ws.snapshot([WsToken(segment, name) for segment, name in self.indices], intent="index")
+                    ack = getattr(ws, "_subscribe_ack_event", None)  # an SDK internal: without it, taken as answered
+                    answered = not isinstance(ack, asyncio.Event) or ack.is_set()
+                    await self._read_indices(ws, wanted, found)
+            except TimeoutError:
+                pass  # what did not answer is named below
+            except (OSError, ConnectionClosed, SFeedWebSocketError) as exc:
+                raise RetryableError(f"indices: the Kotak feed closed while asked for them "
+                                     f"({self.session.scrub(repr(exc))}); start again") from None
+            except Exception as exc:
+                raise NeoPulseError(f"indices: the Kotak feed could not be asked for them: "
+                                    f"{self.session.scrub(repr(exc))}") from exc
         finally:
             with contextlib.suppress(Exception):
                 await ws.close()
         missing = [f"{segment}:{name}" for (segment, key), name in wanted.items() if (segment, key) not in found]
+        if missing and not (answered or found):
+            raise RetryableError(f"indices: the Kotak feed did not answer a snapshot of {', '.join(missing)} within "
+                                 f"{timeout:g} s; check the network, then start again")
         if missing:
-            raise ConfigError(f"indices: no reading from the Kotak feed within {self.settings.request_timeout_s:g} s "
-                              f"for {', '.join(missing)}; write each as Kotak spells it, e.g. \"Nifty 50\", "
-                              "\"Nifty Bank\"")
+            raise ConfigError(f"indices: no reading from the Kotak feed within {timeout:g} s for {', '.join(missing)}; "
+                              "write each as Kotak spells it, e.g. \"Nifty 50\", \"Nifty Bank\"")
         return [found[(segment, name.lower())] for segment, name in self.indices]
+
+    @staticmethod
+    async def _read_indices(ws: Any, wanted: dict[tuple[str, str], str],
+                            found: dict[tuple[str, str], market_pb2.Instrument]) -> None:
+        """Fill `found` from the index readings the socket streams, until every wanted one has come."""
+        async for message in ws:
+            if not isinstance(message, SFeedIndex) or not message.instrument_token.isdigit():
+                continue
+            for said in {message.name.lower(), (message.trading_symbol or "").lower()} - {""}:
+                key = (message.exchange_segment.lower(), said)
+                if key in wanted and key not in found:
+                    found[key] = index_instrument(  # spelt as Kotak's feed spells it, if it does
+                        int(message.instrument_token), message.name if message.name.lower() == key[1] else wanted[key],
+                        message.exchange_segment.lower(), message.name)
+            if len(found) == len(wanted):
+                return
 
     def _socket(self) -> Any:
         """A new SDK feed socket, not connected. batches() reconnects on its own: the SDK's retries are off."""
@@ -240,9 +324,11 @@ class KotakFeedSource:
                 up_since = time.monotonic()
                 async for batch in self._read(ws):
                     yield batch
-            except AuthenticationError:
-                # The feed refuses an expired session: log in again before the next attempt.
-                await self._relogin()
+            except AuthenticationError as exc:
+                # A socket dropped or timed out while authenticating raises this as well as a refused session:
+                # only Kotak's REST answer says the session expired (a login spends a TOTP code, up to 30 s).
+                log.warning("kotak feed authentication failed", extra={"error": self.session.scrub(str(exc))})
+                await self._renew_if_expired()
             except NotConnectedError:
                 log.info("kotak feed disconnected")
             except (TimeoutError, OSError) as exc:
@@ -259,25 +345,26 @@ class KotakFeedSource:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.settings.reconnect_max_s)
 
-    async def _relogin(self) -> None:
-        """The session this feed's socket was opened with was refused: log in again unless another caller (the
-        broker meeting the same expiry) already did since; a second login would spend another TOTP code."""
+    async def _renew_if_expired(self) -> None:
+        """Ask Kotak whether the session is still valid: session.call logs in again only on a session-expired reply,
+        and not when another caller (the broker meeting the same expiry) already did since."""
         try:
-            await self.session.relogin(self._generation)
+            await self.session.call("limits")
         except NeoPulseError as exc:
-            log.warning("kotak re-login failed; will retry", extra={"error": str(exc)})
+            log.warning("kotak session check failed; will retry", extra={"error": str(exc)})
 
     async def _connect(self, instruments: list[market_pb2.Instrument]) -> Any:
-        self._generation = self.session.generation  # the login whose tokens this socket presents
         ws = self._socket()
         ws.on_raw = self._on_raw
         ws.on_message = self._on_message
         ws.on_error = self._on_error
         self._ws = ws
         self._frames.clear()
+        self._miscounted.clear()  # the pictures of an earlier socket that were never read are gone with it
         await ws.connect()
         self._watch_receiver(ws)
-        tokens = [WsToken(i.exchange_segment, str(i.token)) for i in instruments]
+        # An index is subscribed by name below: its streaming number is not a scrip (and a second subscription).
+        tokens = [WsToken(i.exchange_segment, str(i.token)) for i in instruments if not i.is_index]
         if self.mode == "lite":
             await ws.subscribe_scrips_lite(tokens)
         else:
@@ -303,8 +390,26 @@ class KotakFeedSource:
 
     def _on_raw(self, raw: Any) -> None:
         self._frame_no += 1
-        if isinstance(raw, (bytes, bytearray)) and not frame_is_well_formed(bytes(raw)):
+        if isinstance(raw, (bytes, bytearray)):
+            frame = bytes(raw)
+            if not frame_is_well_formed(frame):
+                self.stats.malformed_packets += 1
+            for packet in miscounted_depth(frame):
+                self._note_miscounted(packet)
+
+    def _note_miscounted(self, packet: bytes) -> None:
+        """Count a market picture whose depth counts disagree with its rows, and remember it: its message comes out
+        of the SDK (at once, or after the subscribe ack) with its depth dealt to the wrong sides, and is read without
+        its depth (_drop_untrusted_depth). Its trade fields do not depend on the counts."""
+        try:
+            message = decode_packet(packet, {})  # the fields of _depth_key do not depend on the price dividers
+        except Exception:
+            return  # the SDK cannot decode it either, and counts it (on_error)
+        if isinstance(message, SFeedScrip):
             self.stats.malformed_packets += 1
+            if len(self._miscounted) >= MAX_MISCOUNTED:
+                self._miscounted.clear()
+            self._miscounted.add(_depth_key(message))
 
     def _on_message(self, message: Any) -> None:
         self._frames.append(self._frame_no)
@@ -385,6 +490,8 @@ class KotakFeedSource:
                     # A corrupt token or exchange id: another instrument's (or no instrument's) tick.
                     raise ValueError(f"not subscribed: {m.exchange_segment}|{m.instrument_token}")
                 t = to_tick(m, recv_ns)
+                if t is not None and isinstance(m, SFeedScrip):
+                    self._drop_untrusted_depth(m, t)
                 if t is not None and t.ts_ns > latest:
                     raise ValueError(f"last_trade_time {t.ts_ns // NS} is {(t.ts_ns - now) // NS} s ahead of this "
                                      "machine's clock (a corrupt time; or check the clock)")
@@ -396,6 +503,22 @@ class KotakFeedSource:
             if t is not None and self._is_new(t, m.type):
                 ticks.append(t)
         return ticks
+
+    def _drop_untrusted_depth(self, message: SFeedScrip, tick: market_pb2.Tick) -> None:
+        """Empty the tick's depth and touch when they cannot be trusted: a paper MARKET order fills at the touch. The
+        packet's depth counts disagreed with its rows (counted when it came), or its levels are out of price order
+        (counted here). The trade it reports stands."""
+        why = ""
+        if self._miscounted and _depth_key(message) in self._miscounted:
+            self._miscounted.discard(_depth_key(message))
+            why = "depth counts disagree with the rows carried"
+        elif not depth_in_price_order(tick):
+            self.stats.malformed_packets += 1
+            why = "depth levels out of price order"
+        if why:
+            log.warning("kotak feed depth dropped", extra={"token": tick.token, "error": why})
+            for name in ("bids", "asks", "bid_paise", "bid_qty", "ask_paise", "ask_qty"):
+                tick.ClearField(name)
 
     def _is_new(self, tick: market_pb2.Tick, kind: str) -> bool:
         """False for a tick already delivered (the snapshot SFeed resends on every (re)subscribe) or, within one
@@ -442,10 +565,7 @@ class KotakFeedSource:
     async def reconnect(self, reason: str) -> None:
         """Drop the socket; batches() reconnects (logging in again first if the session expired)."""
         log.warning("kotak feed reconnect requested", extra={"reason": reason})
-        try:
-            await self.session.call("limits")  # any expired session is renewed here, once
-        except NeoPulseError as exc:
-            log.warning("kotak session check failed before reconnecting", extra={"error": str(exc)})
+        await self._renew_if_expired()
         if self._ws is not None:
             await self._ws.close()
 

@@ -17,7 +17,7 @@ from services.ingestion.config import IngestionSettings
 from services.ingestion.source import MarketSource
 from shared import rpc, runtime
 from shared.bus import Bus, Topic
-from shared.clock import Clock, is_market_open, session_at
+from shared.clock import NS, Clock, segment_open
 from shared.component import Component
 from shared.contracts import ingestion_pb2, market_pb2, ops_pb2
 from shared.instruments import one_per_token
@@ -33,6 +33,42 @@ MALFORMED = Gauge("neopulse_ingestion_malformed_packets", "Malformed feed packet
 CONNECTED = Gauge("neopulse_ingestion_feed_connected", "1 while the feed is connected", ["source"])
 SINK_ERRORS = Counter("neopulse_ingestion_tick_sink_errors", "Tick sink failures (market data went on)", ["source"])
 STALL_BACKOFF_MAX_S = 60.0  # a feed that stays mute is reconnected at least this often (a broken socket heals)
+DROPS_TOLD_EVERY_S = 60.0  # ticks shed for a slow consumer are told at most this often, with the count since
+DELAY_WINDOWS = 3  # watchdog windows in a row (about 1 s each) that start or end a "feed delayed" episode
+
+
+class FeedDelay:
+    """Whether the feed runs behind the exchange: in each watchdog window, the freshest trade's time against the
+    clock when it arrived (the smallest lag seen). The freshest, as a thinly traded contract's trade is old news when
+    it prints; trades only (ltq > 0), as a quote-only update carries its last trade's time."""
+
+    def __init__(self, threshold_s: float) -> None:
+        self.threshold_ns = int(threshold_s * NS)
+        self.delayed = False
+        self._lag_ns: int | None = None  # the current window's smallest lag
+        self._run = 0  # windows in a row that disagree with `delayed`
+
+    def saw(self, lag_ns: int) -> None:
+        if self._lag_ns is None or lag_ns < self._lag_ns:
+            self._lag_ns = lag_ns
+
+    def end_window(self) -> int | None:
+        """Close the window: its lag (ns) when it is the DELAY_WINDOWS-th in a row to disagree with `delayed`,
+        which then flips; else None. A window without trades says nothing either way."""
+        lag, self._lag_ns = self._lag_ns, None
+        if lag is None:
+            return None
+        # Cleared only well under the threshold: a lag hovering at it is one episode, not one every few seconds.
+        disagrees = lag <= self.threshold_ns // 2 if self.delayed else lag > self.threshold_ns
+        self._run = self._run + 1 if disagrees else 0
+        if self._run < DELAY_WINDOWS:
+            return None
+        self.delayed, self._run = not self.delayed, 0
+        return lag
+
+    def reset(self) -> None:
+        """Out of market hours nothing is measured: an episode open at the close ends with it, untold."""
+        self.delayed, self._lag_ns, self._run = False, None, 0
 
 
 class TickSink(Protocol):
@@ -65,6 +101,10 @@ class IngestionModule(Component):
         self.ticks_per_second = 0.0
         self.last_tick_ns = 0
         self._last_tick_mono = time.monotonic()
+        self.dropped_ticks = 0  # ticks in the batches the TICKS topic shed for a slow consumer (all consumers)
+        self._drops_told, self._drops_told_at = 0, -DROPS_TOLD_EVERY_S  # dropped_ticks when last told, and when
+        self._drops_by: set[str] = set()  # the consumers that shed since then
+        self.delay = FeedDelay(settings.feed_delay_s)
         self._ended = False  # the source said it has no more ticks (end of a replay)
         # A lossless source's next batch waits for the whole pipeline at rest (Bus.quiet), not only for the tick
         # consumers: a backtest, whose results must not depend on how busy the machine is.
@@ -128,8 +168,12 @@ class IngestionModule(Component):
             if not n:
                 continue
             self.ticks_total += n
-            self.last_tick_ns = batch.ticks[n - 1].ts_ns
+            last = batch.ticks[n - 1]
+            self.last_tick_ns = last.ts_ns
             self._last_tick_mono = time.monotonic()
+            if last.ltq:  # a trade: one sample a batch keeps the hot path O(1); a window holds many batches
+                self.delay.saw(self.clock.now_ns() - last.ts_ns)
+            self._count_shed()
             publish(Topic.TICKS, batch)
             if sink is not None:
                 self._offer(sink, batch)
@@ -158,8 +202,51 @@ class IngestionModule(Component):
         self._ended = True
         self.ended.set()
         log.info("market source ended", extra={"source": self.source.name, "ticks": self.ticks_total})
+        await self._report_drops()  # the watchdog stops now: what it did not tell yet
         await self._notify("Market data ended", f"{self.source.name}: no more ticks after {self.ticks_total}.",
                            ops_pb2.SEVERITY_INFO)
+
+    def _count_shed(self) -> None:
+        """Count the ticks the next publish sheds: the oldest batch of each full TICKS queue (the bus counts shed
+        messages, and a batch is a whole feed frame of ticks). Peeks at the queue's deque, as the bus itself does."""
+        for sub in self.bus.subscriptions():
+            if sub.topic is Topic.TICKS and sub.queue.full():
+                self.dropped_ticks += len(sub.queue._queue[0].ticks)  # type: ignore[attr-defined]
+                self._drops_by.add(sub.name)
+
+    async def _report_drops(self) -> None:
+        """Tell of ticks shed for a slow consumer (stops and candle highs may be among them): at once, then at most
+        every DROPS_TOLD_EVERY_S with the count since."""
+        shed, now = self.dropped_ticks - self._drops_told, time.monotonic()
+        if not shed or now - self._drops_told_at < DROPS_TOLD_EVERY_S:
+            return
+        by = ", ".join(sorted(self._drops_by))
+        self._drops_told, self._drops_told_at, self._drops_by = self.dropped_ticks, now, set()
+        log.warning("ticks dropped for a slow consumer", extra={"source": self.source.name, "ticks": shed,
+                                                                "consumers": by})
+        await self._notify("Ticks dropped", f"{shed} ticks shed because {by} fell behind the feed: candles and stops "
+                                            "fed from it may have missed them. Check the machine's load.",
+                           ops_pb2.SEVERITY_WARNING)
+
+    async def _report_delay(self, is_open: bool) -> None:
+        """Tell once when the feed starts running behind the exchange by more than [ingestion] feed_delay_s, and once
+        when it has caught up: a candle closes close_grace_ms after its minute, and later ticks are left out of it."""
+        if not is_open:
+            self.delay.reset()
+            return
+        lag = self.delay.end_window()
+        if lag is None:
+            return
+        if self.delay.delayed:
+            log.warning("feed delayed", extra={"source": self.source.name, "lag_s": round(lag / NS, 1)})
+            await self._notify("Feed delayed", f"Trades arrive {lag / NS:.0f} s after their exchange time (more than "
+                                               f"{self.settings.feed_delay_s:g} s); candles may miss ticks that "
+                                               "come after they "
+                                               "close.", ops_pb2.SEVERITY_WARNING)
+        else:
+            log.info("feed delay cleared", extra={"source": self.source.name, "lag_s": round(lag / NS, 1)})
+            await self._notify("Feed delay cleared", f"Trades arrive {lag / NS:.1f} s after their exchange time "
+                                                     "again.", ops_pb2.SEVERITY_INFO)
 
     def _offer(self, sink: TickSink, batch: market_pb2.TickBatch) -> None:
         try:
@@ -196,11 +283,13 @@ class IngestionModule(Component):
         while not self._ended:
             await asyncio.sleep(min(1.0, stall / 4))
             now = self.clock.now_ns()
-            is_open = any(is_market_open(now, *session_at(segment, now)) for segment in segments)
+            is_open = any(segment_open(segment, now) for segment in segments)
             if is_open and not was_open:  # silence counts from the open, not from yesterday's last tick
                 self._last_tick_mono = max(self._last_tick_mono, time.monotonic())
                 ticks_at_stall = -1
             was_open = is_open
+            await self._report_drops()
+            await self._report_delay(is_open)
             if self.ticks_total != ticks_at_stall:  # ticks came, or a new session: the next silence is news
                 wait, stalls, ticks_at_stall = stall, 0, -1
             silent = time.monotonic() - self._last_tick_mono
@@ -234,4 +323,4 @@ class IngestionModule(Component):
             source=self.source.name, connected=stats.connected, ticks_total=self.ticks_total,
             ticks_per_second=self.ticks_per_second, last_tick_ns=self.last_tick_ns,
             reconnects=stats.reconnects, malformed_packets=stats.malformed_packets,
-            dropped_ticks=sum(s.dropped for s in self.bus.subscriptions() if s.topic is Topic.TICKS))
+            dropped_ticks=self.dropped_ticks)

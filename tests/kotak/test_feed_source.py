@@ -104,7 +104,7 @@ async def test_a_feed_refused_after_the_broker_already_logged_in_again_does_not_
     await source.session.relogin(source.session.generation)  # the broker's order call met the expiry first
     assert sim.logins == 2
 
-    await source._relogin()  # the feed's socket (opened before that login) is refused
+    await source._renew_if_expired()  # the feed's socket (opened before that login) is refused
 
     assert sim.logins == 2
 
