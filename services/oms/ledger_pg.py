@@ -172,6 +172,8 @@ class PgLedger:
         # Not updated: recorded before (a retry after a lost reply), row, metadata and event are all there.
 
     async def get(self, order_id: str) -> trading_pb2.OrderUpdate | None:
+        if not _storable_key(order_id):
+            return None
         try:
             key: Any = uuid.UUID(order_id)
             where = "internal_id = $1"
@@ -191,6 +193,8 @@ class PgLedger:
 
     async def list_orders(self, *, open_only: bool = False, strategy_tag: str = "", limit: int = 100,
                           day: date | None = None) -> list[trading_pb2.OrderUpdate]:
+        if not _storable_key(strategy_tag):
+            return []
         lo = day_start(day) if day else None
         hi = day_start(day + timedelta(days=1)) if day else None
         rows = await self.pool.fetch(
@@ -279,6 +283,12 @@ def _text(s: str) -> str:
     if "\x00" in s:
         s = s.replace("\x00", "\\u0000")
     return s if s.isascii() else s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _storable_key(key: str) -> bool:
+    """Whether an order of the ledger can have `key` as its id or strategy tag: PostgreSQL text holds no NUL, so none
+    written has one (escaping it, as _text does for free text, would find an order whose id spells out "\\u0000")."""
+    return "\x00" not in key
 
 
 def _safe(value: Any) -> Any:

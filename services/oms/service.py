@@ -48,6 +48,9 @@ def validated(order: t.OrderRequest) -> t.OrderRequest:
     unknown = unknown_choice(order)
     if unknown is not None:
         raise InvalidInput(f"order.{unknown[0]}", unknown[1])
+    for field in ("client_order_id", "strategy_tag"):
+        if any(ord(c) < 32 for c in getattr(order, field)):
+            raise InvalidInput(f"order.{field}", "holds a control character (a NUL, a line break); use printable text")
     if len(order.reason) > MAX_REASON_CHARS:
         raise InvalidInput("order.reason", f"is longer than {MAX_REASON_CHARS} characters; say why in fewer words")
     out = t.OrderRequest()

@@ -45,6 +45,12 @@ async def test_place_order_fills_defaults_for_a_manual_order(start_oms):
     assert update.request.strategy_tag == "MANUAL"
 
 
+def tagged(tag: str) -> t.OrderRequest:
+    req = order()
+    req.strategy_tag = tag
+    return req
+
+
 @pytest.mark.parametrize(("field", "req"), [
     ("order.quantity", order(quantity=0)),
     ("order.token", order(token=0)),
@@ -52,6 +58,9 @@ async def test_place_order_fills_defaults_for_a_manual_order(start_oms):
     ("order.order_type", order(kind=t.ORDER_TYPE_UNSPECIFIED)),
     ("order.price_paise", order(kind=t.ORDER_TYPE_LIMIT, price=0)),
     ("order.trigger_price_paise", order(kind=t.ORDER_TYPE_STOP_MARKET, price=0, trigger=0)),
+    # PostgreSQL text holds no NUL: the write-ahead failed, and the order's rejection blamed the database.
+    ("order.client_order_id", order(client_order_id="c\x00-1")),
+    ("order.strategy_tag", tagged("TE\x00ST")),
 ])
 async def test_place_order_names_the_invalid_field(start_oms, field, req):
     oms = await start_oms()
