@@ -216,7 +216,8 @@ class Monolith:
     async def _start_all(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[Any]]:
         from services.app import wiring
 
-        self.grpc, self.bound_port = await wiring.start_grpc(self.bus, self.toml, self.grpc_port)
+        ledger = next((getattr(c, "ledger", None) for c in self.components if c.name == "oms"), None)
+        self.grpc, self.bound_port = await wiring.start_grpc(self.bus, self.toml, self.grpc_port, ledger=ledger)
         # Stopped by _stop_all; this is for a module that fails to start (stopping it again does nothing).
         self.res.on_close(functools.partial(self.grpc.stop, 0))
         runners = []

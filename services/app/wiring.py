@@ -124,11 +124,23 @@ async def persistence(app: Any, settings: AppSettings, toml: dict[str, Any], res
     return PgLedger(db.pool, db_settings.ledger_durable_updates), writer, instruments
 
 
-async def start_grpc(bus: Any, toml: dict[str, Any], port: int) -> tuple[Any, int]:
+async def start_grpc(bus: Any, toml: dict[str, Any], port: int, ledger: Any = None) -> tuple[Any, int]:
     """One gRPC server exposing all five services over the bus (reflection + health), on [grpc] host, NOT_SERVING
-    until the caller marks it ready; started before the modules so stream replay rings see every message."""
+    until the caller marks it ready; started before the modules so stream replay rings see every message.
+
+    Its order-update stream knows where this process's sequences start and, from the OMS's durable `ledger`, how far
+    the earlier processes got, as split mode's OMS does: a client resuming from before a restart is told DATA_LOSS
+    when it missed what they published, never left with a silent gap."""
+    from shared import rpc
+    from shared.bus import Sequencer
     from shared.grpc.server import GrpcServer, GrpcSettings
     from shared.rpc import SERVICES
 
     server = GrpcServer(bus, list(SERVICES), cfg.load(GrpcSettings, toml), port=port)
+    # Taken before the OMS starts: it numbers from its start time or above its ledger's highest (Book.start_sequence).
+    # Only this stream: the other modules' sequencers may start before this (built before the server).
+    updates = server.hubs[rpc.method("OrderService", "StreamOrderUpdates")]
+    recorded = await ledger.max_sequence() if ledger is not None and ledger.durable else None
+    updates.previous = {"all": recorded} if recorded is not None else None
+    updates.started_at = max(Sequencer().value, recorded or 0)
     return server, await server.start()

@@ -25,6 +25,7 @@ from shared.contracts import notifier_pb2, ops_pb2
 from shared.grpc.auth import channel_credentials
 from shared.grpc.config import GrpcSettings
 from shared.grpc.servicers import (
+    CHECKS_RESTARTS_KEY,
     ERROR_KEY,
     FIELD_KEY,
     INCARNATION_KEY,
@@ -166,7 +167,10 @@ class StreamBridge:
         request.CopyFrom(self.request)
         if self.resumable:
             request.after_sequence = self.last_sequence
-        metadata = (*self.metadata, (SINCE_KEY, str(self._since_us))) if self._since_us else self.metadata
+        # A restart of the upstream is checked here (_check_incarnation), knowing whether the last stream ended cleanly.
+        metadata = (*self.metadata, (CHECKS_RESTARTS_KEY, "1"))
+        if self._since_us:
+            metadata = (*metadata, (SINCE_KEY, str(self._since_us)))
         call = self._call(request, metadata=metadata)
         try:
             await self._read(call)
@@ -361,9 +365,11 @@ def error_from_rpc(method: str, err: grpc.aio.AioRpcError, client_order_id: str 
     simple = {"NotFound": errors.NotFound, "BrokerRejected": errors.BrokerRejected, "NotSent": errors.NotSent,
               "OrderStateError": errors.OrderStateError,
               "RetryableError": errors.RetryableError, "SessionExpired": errors.SessionExpired,
-              "ConfigError": errors.ConfigError, "MessagesLost": errors.MessagesLost}
+              "ConfigError": errors.ConfigError}
     if kind in simple:  # said by the server's code: a RetryableError there (not serving yet) did not act
         return simple[kind](details)
+    if kind == "MessagesLost":
+        return errors.MessagesLost(details, _oldest_kept(err))  # where the stream may go on from
     if kind == "OutcomeUnknown":  # said by the server's code: it acted, or may have
         return errors.OutcomeUnknown(details, trailers.get(ORDER_KEY, "") or client_order_id)
     if code in _UNKNOWN_OUTCOME and is_acting(method):

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from shared.bus import Bus, Topic
+from shared.bus import DROPPED, Bus, Topic
 from shared.errors import MessagesLost
 
 log = logging.getLogger(__name__)
@@ -31,13 +31,16 @@ class Listener:
     off at once (it resumes from the ring, which keeps twice its queue): one stuck client never holds the fan-out,
     so never delays the others (the OMS's decisions bridge) by even a moment."""
 
-    def __init__(self, lossy: bool, maxsize: int) -> None:
+    def __init__(self, lossy: bool, maxsize: int, topic: str = "") -> None:
         self.lossy = lossy
         self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
         self.closed = False
         self.overflowed = False
         self.detached = False
         self.dropped = 0
+        self.topic = topic
+        # Shed batches count with the bus's own drops: a process streaming from a shed stream works from partial data.
+        self._drop_counter = DROPPED.labels(topic, "grpc-streams")
 
     def put(self, msg: Any) -> None:
         """Queue `msg` without waiting; an order-path queue that is full marks the stream `overflowed` instead."""
@@ -48,8 +51,15 @@ class Listener:
                 self.overflowed = True
                 return
             self.queue.get_nowait()
-            self.dropped += 1
+            self._dropped()
         self.queue.put_nowait(msg)
+
+    def _dropped(self) -> None:
+        self.dropped += 1
+        self._drop_counter.inc()
+        if self.dropped == 1:  # once per stream: a client that stays slow would flood the log
+            log.warning("a gRPC stream is too slow for its market data; shedding its oldest batches (counted in "
+                        "neopulse_bus_dropped_messages, subscriber grpc-streams)", extra={"topic": self.topic})
 
     def close(self) -> None:
         self.closed = True
@@ -156,29 +166,49 @@ class TopicHub:
             return self.previous.get("rejections")
         return self.previous.get("accepted" if getattr(request, "accepted_only", False) else "all")
 
-    def attach(self, after_sequence: int = 0, evicted: int | None = None,
-               since_us: int = 0) -> tuple[list[Any], Listener]:
+    def attach(self, after_sequence: int = 0, evicted: int | None = None, since_us: int = 0,
+               request: Any = None) -> tuple[list[Any], Listener]:
         """Register a stream; returns the ring's messages after `after_sequence` (0 = live only, -1 = all), and with
         `since_us` only those published since then (wall clock, microseconds). Raises MessagesLost when messages it
         would return are already gone from the ring; `evicted`: the highest gone that the stream's filter passes
-        (evicted_for), when not all of them."""
+        (evicted_for), when not all of them. With the stream's `request`, also when they died with an earlier process
+        (_check_restart); without, the client checks that itself (StreamBridge)."""
         replay: list[Any] = []
         evicted = self.evicted_sequence if evicted is None else evicted
         if after_sequence:  # -1: everything the ring holds
             # Those gone were published before the oldest kept: none since `since_us` when that one is older.
             before_since = bool(since_us and self.ring_us and self.ring_us[0] < since_us)
             if evicted and after_sequence < evicted and not before_since:
-                oldest = sequence_of(self.ring[0]) if self.ring else 0
-                log.error("resume point is older than the replay ring; messages are gone",
-                          extra={"topic": self.topic.value, "after_sequence": after_sequence, "oldest_kept": oldest})
-                raise MessagesLost(f"messages after sequence {after_sequence} are no longer kept (the oldest kept is "
-                                   f"{oldest}): reload the state (ListOrders, ListPositions), then stream live "
-                                   "(after_sequence 0) or from the oldest kept", oldest_kept=oldest)
+                self._lost(after_sequence, "are no longer kept")
+            if request is not None:
+                self._check_restart(after_sequence, self.previous_for(request))
             replay = [m for m, at in zip(self.ring, self.ring_us, strict=True)
                       if sequence_of(m) > after_sequence and at >= since_us]
-        listener = Listener(self.topic.lossy, self.listener_maxsize)
+        listener = Listener(self.topic.lossy, self.listener_maxsize, self.topic.value)
         self._listeners.append(listener)
         return replay, listener
+
+    def _check_restart(self, after_sequence: int, previous: int | None) -> None:
+        """Raises MessagesLost when `after_sequence` came from an earlier process (every sequence this one publishes
+        is above started_at), the ring does not reach back to it, and that process's record (`previous`: previous_for)
+        does not show it published nothing after it: what it did died with its ring (a crash, or a stop that ended the
+        client's stream before all arrived), and a client not told so would go on with a silent gap."""
+        if not 0 < after_sequence < self.started_at or 0 < self.oldest_kept <= after_sequence:
+            return
+        if previous is not None and previous <= after_sequence:
+            return
+        how_far = f"got to {previous}" if previous is not None else "kept no record of how far it got"
+        # A warning: this process lost nothing of its own (the ring did not turn too fast); the client is told.
+        self._lost(after_sequence, f"were published by an earlier process of this server, which {how_far}; this "
+                   f"one numbers from {self.started_at} and does not hold them", logging.WARNING)
+
+    def _lost(self, after_sequence: int, why: str, level: int = logging.ERROR) -> None:
+        oldest = self.oldest_kept
+        log.log(level, "resume point is older than the replay ring; messages are gone", extra={
+            "topic": self.topic.value, "after_sequence": after_sequence, "oldest_kept": oldest, "detail": why})
+        raise MessagesLost(f"messages after sequence {after_sequence} {why} (the oldest kept is {oldest}): reload "
+                           "the state (ListOrders, ListPositions), then stream live (after_sequence 0) or from the "
+                           "oldest kept", oldest_kept=oldest)
 
     @property
     def oldest_kept(self) -> int:

@@ -54,6 +54,10 @@ UNKNOWN_BELOW_KEY = "neopulse-unknown-below"
 # Request metadata of a stream resumed from a point before the client first asked for it (StreamBridge, whose first
 # try failed): replay only what was published since then (wall clock, microseconds).
 SINCE_KEY = "neopulse-since-us"
+# Request metadata of a stream whose client checks a restart of its server itself (StreamBridge: it compares
+# INCARNATION_KEY and reads PREVIOUS_KEY, knowing what the server cannot: whether its last stream ended cleanly). Any
+# other client resuming from an earlier process's sequence gets DATA_LOSS unless the server's record rules a loss out.
+CHECKS_RESTARTS_KEY = "neopulse-checks-restarts"
 MAX_BATCH = 1000  # elements per streamed batch message
 MAX_BATCH_BYTES = 512 * 1024  # and bytes: below the smallest max_message_bytes (1 MiB) GrpcSettings allows
 # Streams filtered by instrument token: an unknown token is INVALID_ARGUMENT, not a stream that stays empty.
@@ -256,9 +260,14 @@ def stream_headers(hub: TopicHub, request: Any, oldest: int) -> tuple[tuple[str,
     return tuple(headers)
 
 
+def _metadata(context: grpc.aio.ServicerContext, key: str) -> str:
+    value = next((v for k, v in context.invocation_metadata() or () if k == key), "")
+    return value if isinstance(value, str) else ""
+
+
 def _since_us(context: grpc.aio.ServicerContext) -> int:
-    value = next((v for k, v in context.invocation_metadata() or () if k == SINCE_KEY), "")
-    return int(value) if isinstance(value, str) and value.isdigit() else 0
+    value = _metadata(context, SINCE_KEY)
+    return int(value) if value.isdigit() else 0
 
 
 def stream_handler(hub: TopicHub, method: str, batch_cls: type[Message],
@@ -277,7 +286,9 @@ def stream_handler(hub: TopicHub, method: str, batch_cls: type[Message],
         after = int(getattr(request, "after_sequence", 0))
         keep = element_filter(request)
         try:
-            replay, listener = hub.attach(after, hub.evicted_for(request), since_us=_since_us(context))
+            checks_restarts = _metadata(context, CHECKS_RESTARTS_KEY) == "1"
+            replay, listener = hub.attach(after, hub.evicted_for(request), since_us=_since_us(context),
+                                          request=None if checks_restarts else request)
             oldest = hub.oldest_kept
         except MessagesLost as exc:
             timer.done(grpc.StatusCode.DATA_LOSS)
