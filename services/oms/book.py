@@ -111,6 +111,10 @@ class OrderBook:
         # "asked already", not a second one (Kotak refuses it). Past that, a cancel the exchange may have dropped is
         # sent again. Ended by the order's end, or by a live state other than a fill's (the cancel did not hold).
         self._cancel_working: dict[str, float] = {}
+        # Orders NeoPulse sent a cancel for in this run, until they end: a CANCELLED that follows is that cancel's,
+        # whatever came between (its answer lost, a second cancel refused as the order was cancelled already), never
+        # one made outside NeoPulse (CANCELLED_AT_BROKER).
+        self._cancels_sent_run: set[str] = set()
         # Broker rows held back while the order's cancel was under way (BrokerNews.apply_event_locked), applied when
         # that wait is over unless newer news of the order came first: KotakBroker passes a repeated row on once,
         # so a row held back and then dropped would leave the order CANCEL_PENDING after a refused cancel.
@@ -338,6 +342,8 @@ class OrderBook:
             if u.status != t.ORDER_STATUS_PARTIALLY_FILLED:
                 self._cancel_working.pop(u.internal_id, None)
         self._held_rows.pop(u.internal_id, None)  # newer news of the order than the row held back
+        if u.status in TERMINAL:
+            self._cancels_sent_run.discard(u.internal_id)
         await self._publish(u)
 
     async def _publish_written(self) -> None:

@@ -28,7 +28,7 @@ from services.oms.states import (
     name,
 )
 from shared.bus import Topic
-from shared.clock import day_of
+from shared.clock import day_of, segment_open
 from shared.contracts import ops_pb2
 from shared.contracts import trading_pb2 as t
 from shared.order_terms import PRICED, STOPS, Terms, terms_of
@@ -240,11 +240,15 @@ class BrokerNews(OrderBook):
                       extra={"order_id": internal_id, "exchange_order_id": ev.exchange_order_id})
 
     def _cancelled_elsewhere(self, internal_id: str, cur: t.OrderUpdate) -> bool:
-        """A cancel NeoPulse never asked for (Kotak's app, the broker's risk system, the exchange): not one under way
-        or sent unrecorded, not an IOC's unfilled rest, not a DAY order of an earlier day ending (its expiry)."""
-        ours = (cur.status == t.ORDER_STATUS_CANCEL_PENDING or internal_id in self._cancel_sent
-                or internal_id in self._cancel_unanswered or self.cancel_under_way(internal_id))
-        return not ours and cur.request.validity != t.VALIDITY_IOC and day_of(cur.ts_ns) == day_of(self.clock.now_ns())
+        """A cancel NeoPulse never asked for (Kotak's app, the broker's risk system, the exchange): not one it sent in
+        this run, not an IOC's unfilled rest, not a DAY order expiring (reported after its segment's close, or on a
+        later day)."""
+        now = self.clock.now_ns()
+        ours = (cur.status == t.ORDER_STATUS_CANCEL_PENDING or internal_id in self._cancels_sent_run
+                or internal_id in self._cancel_sent or internal_id in self._cancel_unanswered
+                or self.cancel_under_way(internal_id))
+        return (not ours and cur.request.validity != t.VALIDITY_IOC and day_of(cur.ts_ns) == day_of(now)
+                and segment_open(cur.request.exchange_segment, now))
 
     async def _event_for_terminal(self, internal_id: str, cur: t.OrderUpdate, ev: BrokerOrderEvent) -> None:
         """A repeated event is a no-op; more fills than recorded are an error worth a page, and are

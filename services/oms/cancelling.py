@@ -97,6 +97,7 @@ class Cancelling(Placement):
                 log.critical("cancel sent to the broker without its CANCEL_PENDING recorded", extra={
                     "order_id": iid, "client_order_id": cur.client_order_id, "why": unrecorded})
         self._cancel_working[iid] = time.monotonic() + CANCEL_SETTLE_S  # on its way, then under way at the broker
+        self._cancels_sent_run.add(iid)
         try:
             return await self.broker.cancel_order(exchange_order_id)
         except (BrokerRejected, NotSent) as exc:  # refused: filled or closed meanwhile, or not sent

@@ -10,7 +10,7 @@ from services.oms.charges import ChargeModel
 from services.oms.ledger import MemoryLedger
 from services.oms.virtual_broker import VirtualBroker
 from shared.bus import Topic
-from shared.clock import ManualClock
+from shared.clock import ManualClock, day_of, ist_ns
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, RetryableError
 from tests.oms.conftest import NoOrderFeed, accepted
@@ -212,3 +212,44 @@ async def test_a_refused_cancel_of_an_order_whose_change_is_unanswered_goes_back
 
     assert engine.lookup("c-1").status == t.ORDER_STATUS_MODIFY_PENDING
     assert [u.status for u in oms.ledger.events][-2:] == [t.ORDER_STATUS_CANCEL_PENDING, t.ORDER_STATUS_MODIFY_PENDING]
+
+
+class CancelTakesEffectButTimesOut(NoOrderFeed):
+    """Kotak-like: the first cancel reaches the exchange but its answer is lost; a second is refused (cancelled)."""
+
+    calls = 0
+
+    async def cancel_order(self, exchange_order_id: str):
+        self.calls += 1
+        ack = await super().cancel_order(exchange_order_id)
+        if self.calls == 1:
+            raise RetryableError("cancel timed out")
+        return ack
+
+
+async def test_our_cancel_retried_after_no_answer_is_not_taken_for_one_made_outside_neopulse(start_oms):
+    """The kill switch's cancel got no answer, its retry was refused as the order was cancelled already: every sign
+    of our cancel was cleared, and the trader was told the order was cancelled outside NeoPulse."""
+    oms = await start_oms(broker=CancelTakesEffectButTimesOut(None, ChargeModel.default(), ManualClock(T0 + 1)))
+    await open_limit_buy(oms)
+
+    with pytest.raises(RetryableError):
+        await oms.module.engine.cancel("c-1")
+    with pytest.raises(BrokerRejected):
+        await oms.module.engine.cancel("c-1")
+
+    final = oms.module.engine.lookup("c-1")
+    assert (final.status, final.reason_code) == (t.ORDER_STATUS_CANCELLED, "")
+
+
+@pytest.mark.parametrize(("hour", "code"), [(11, "CANCELLED_AT_BROKER"), (21, "")])
+async def test_a_cancel_nobody_here_asked_for_is_outside_neopulse_unless_the_market_has_closed(start_oms, hour, code):
+    """Kotak's app or RMS cancelling a working order in the session is told; an unfilled DAY order the exchange
+    cancels after its close is its expiry, not news."""
+    oms = await start_oms()
+    opened = await open_limit_buy(oms)
+    oms.clock.set(ist_ns(day_of(opened.ts_ns), hour, 0))
+
+    await oms.module.engine.on_event(row(opened, t.ORDER_STATUS_CANCELLED))
+
+    assert oms.module.engine.lookup("c-1").reason_code == code
