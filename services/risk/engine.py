@@ -215,11 +215,20 @@ class RiskEngine:
         try:
             for check in self._change_checks:
                 denial = check(rest, inst, now)
-                if denial is not None:
+                exit_kept = check == self.check_trading_state and self._stays_an_exit(rest, tracked)
+                if denial is not None and not exit_kept:
                     return denial
         finally:
             self.open_orders[cid] = tracked
         return None
+
+    def _stays_an_exit(self, rest: trading_pb2.OrderRequest, tracked: OpenOrder) -> bool:
+        """Under REDUCING or a daily-loss HALT: a change that does not grow the order, of one that closes on its own
+        (no more than the position): a stop moved beside its target, the two together larger than the position, as
+        each was accepted alone. It cannot make the worst case worse than what was already accepted."""
+        net = self._net(rest.token, rest.product)
+        closes = net != 0 and (net > 0) != (rest.side == BUY)
+        return closes and rest.quantity <= min(tracked.remaining, abs(net))
 
     def decide_signal(self, signal: trading_pb2.Signal) -> trading_pb2.RiskDecision:
         if not signal.signal_id:

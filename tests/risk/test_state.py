@@ -178,6 +178,27 @@ def test_a_daily_loss_halt_still_lets_a_delivery_positions_stop_be_moved(clock):
     assert engine.decide_modify(moved, 0).reason_code == "TRADING_HALTED"
 
 
+def test_a_stop_beside_its_target_can_be_moved_while_the_loss_holds_trading(clock):
+    """Stop and target of one position, each accepted alone, together twice the position: moving the stop was
+    refused (pending 100 + 100 > 100), so a losing position's stop could not be tightened when it mattered."""
+    engine = RiskEngine(limits(**SMALL_LOSS), clock, instruments())
+    engine.on_order_update(fill(BUY, 100, 1290_00, product=trading_pb2.PRODUCT_CNC))
+    stop = order(client_order_id="stop", side=SELL, quantity=100, product=trading_pb2.PRODUCT_CNC,
+                 order_type=trading_pb2.ORDER_TYPE_STOP_MARKET, price_paise=0, trigger_price_paise=1250_00)
+    target = order(client_order_id="target", side=SELL, quantity=100, product=trading_pb2.PRODUCT_CNC,
+                   price_paise=1330_00)
+    assert engine.decide(stop).accepted and engine.decide(target).accepted
+    mark(engine, 1265_00)  # HALTED by the loss
+    moved, bigger = trading_pb2.OrderRequest(), trading_pb2.OrderRequest()
+    moved.CopyFrom(stop)
+    moved.trigger_price_paise = 1255_00
+    bigger.CopyFrom(moved)
+    bigger.quantity = 150
+
+    assert engine.decide_modify(moved, 0).accepted
+    assert engine.decide_modify(bigger, 0).reason_code == "TRADING_HALTED"
+
+
 def test_the_kill_switch_squares_off_nothing_by_itself(clock):
     engine = long_100(clock)
     engine.set_kill_switch(True, "halt, I will close what I want")
