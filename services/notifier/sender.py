@@ -54,11 +54,17 @@ class Outcome(enum.Enum):
 
 
 class Outgoing(NamedTuple):
-    """One message in hand: its chat, its blocks, and whether it holds an urgent one."""
+    """One message in hand: its chat, its blocks, whether they are urgent (a message holds urgent blocks or ordinary
+    ones, never both: an ordinary one is not resent through timeouts), when its batch was released (loop time: it is
+    given up give_up_seconds after), how many notifications beyond its blocks it stands for (the full queue's line
+    says how many were shed), and whether it only tells what was lost."""
 
     chat_id: int
     blocks: list[str]
     urgent: bool = False
+    released: float = 0.0
+    extra: int = 0
+    notice: bool = False
 
 
 @dataclass
@@ -173,7 +179,8 @@ class TelegramSender:
             except Exception:  # a bug in sending must not end the process; the messages are lost, counted
                 lost = len(self._pending)
                 for message in self._pending:
-                    self._lost[message.chat_id] = self._lost.get(message.chat_id, 0) + len(message.blocks)
+                    lost_here = len(message.blocks) + message.extra
+                    self._lost[message.chat_id] = self._lost.get(message.chat_id, 0) + lost_here
                 self._pending.clear()
                 self._trouble.clear()
                 self.failed += lost
@@ -249,24 +256,26 @@ class TelegramSender:
         self._held[0].extend(urgent)
         self._held[1].extend(ordinary)
 
-    def _release(self) -> tuple[list[str], int]:
-        """The held blocks: urgent ones, then a line saying how many were shed since the last such line, then
-        the rest; and how many of them lead as urgent."""
+    def _release(self) -> tuple[list[str], list[str], int]:
+        """The held blocks: (urgent ones, the rest led by a line saying how many were shed since the last such line,
+        how many that line stands for)."""
         (urgent, ordinary), self._held = self._held, ([], [])
-        if self._untold:
-            urgent.append(f"⚠️ <b>{self._untold} notifications dropped</b>\nThe send queue was full; /orders and "
-                          "/positions show the current state.")
-            self._untold = 0
-        return urgent + ordinary, len(urgent)
+        shed, self._untold = self._untold, 0
+        if shed:
+            ordinary.insert(0, f"⚠️ <b>{shed} notifications dropped</b>\nThe send queue was full; /orders and "
+                               "/positions show the current state.")
+        return urgent, ordinary, shed
 
-    def _messages(self, batch: list[str], urgent: int) -> list[Outgoing]:
-        """The batch packed into messages (room left in each for the line on what was not delivered), each for
-        every chat, in sending order; a message holding one of the first `urgent` blocks is urgent."""
+    def _messages(self, urgent: list[str], ordinary: list[str], shed: int) -> list[Outgoing]:
+        """The batch packed into messages (room left in each for the line on what was not delivered), urgent blocks
+        apart from ordinary ones, each message for every chat, in sending order."""
+        released = asyncio.get_running_loop().time()
+        room = MAX_MESSAGE_CHARS - NOTICE_ROOM
         messages: list[Outgoing] = []
-        start = 0
-        for group in group_blocks(batch, MAX_MESSAGE_CHARS - NOTICE_ROOM):
-            messages += [Outgoing(chat_id, group, start < urgent) for chat_id in self.chat_ids]
-            start += len(group)
+        for blocks, is_urgent in ((urgent, True), (ordinary, False)):
+            for n, group in enumerate(group_blocks(blocks, room) if blocks else []):
+                extra = shed - 1 if shed and not is_urgent and n == 0 else 0  # the line is the first ordinary block
+                messages += [Outgoing(chat_id, group, is_urgent, released, extra) for chat_id in self.chat_ids]
         return messages
 
     async def _send_pending(self, until_offered: bool = False) -> None:
@@ -305,6 +314,12 @@ class TelegramSender:
         if outcome is Outcome.DEFERRED:
             return
         del self._pending[i]  # not before: a cancel keeps it
+        if outcome is Outcome.FAILED:
+            self._give_up_stale(message.chat_id)
+            if not message.notice and not any(m.chat_id == message.chat_id for m in self._pending):
+                # Nothing else on its way to tell it with: a message of its own says what was lost, tried as long.
+                self._pending.append(Outgoing(message.chat_id, [], True, asyncio.get_running_loop().time(),
+                                              notice=True))
         if outcome is not Outcome.REFUSED:
             return
         if len(message.blocks) > 1:
@@ -328,17 +343,35 @@ class TelegramSender:
                       "and /positions show the current state.")
             fits = utf16_len(BLOCK_SEP.join([*blocks, notice])) <= MAX_MESSAGE_CHARS
             blocks, lost = ([*blocks, notice], lost) if fits else (blocks, 0)  # no room: the next message tells
-        outcome = await self.deliver(chat_id, BLOCK_SEP.join(blocks), urgent=message.urgent)
+        if not blocks:  # a notice of its own, and nothing left to tell
+            return Outcome.SENT
+        outcome = await self.deliver(chat_id, BLOCK_SEP.join(blocks), urgent=message.urgent,
+                                     released=message.released)
         if outcome is Outcome.SENT and lost:
             self._lost[chat_id] -= lost
         elif outcome is Outcome.FAILED:
-            self._lost[chat_id] = self._lost.get(chat_id, 0) + len(message.blocks)
+            self._lost[chat_id] = self._lost.get(chat_id, 0) + len(message.blocks) + message.extra
         return outcome
+
+    def _give_up_stale(self, chat_id: int) -> None:
+        """The chat's other messages in hand released give_up_seconds ago or more: given up with the one that just
+        was, rather than each waiting out its own tries (a chat down for an hour would otherwise get its backlog an
+        hour late)."""
+        limit = asyncio.get_running_loop().time() - self.give_up_seconds
+        stale = [m for m in self._pending if m.chat_id == chat_id and not m.notice and m.released <= limit]
+        if not stale:
+            return
+        self._pending = deque(m for m in self._pending if m not in stale)
+        self._lost[chat_id] = self._lost.get(chat_id, 0) + sum(len(m.blocks) + m.extra for m in stale)
+        self.failed += len(stale)
+        FAILED.inc(len(stale))
+        log.error("telegram messages given up with the chat's last one: too old", extra={
+            "chat_id": self._target(chat_id), "messages": len(stale)})
 
     def _target(self, chat_id: int) -> int:
         return self._migrated.get(chat_id, chat_id)
 
-    async def deliver(self, chat_id: int, text: str, urgent: bool = False) -> Outcome:
+    async def deliver(self, chat_id: int, text: str, urgent: bool = False, released: float | None = None) -> Outcome:
         """Try one message once, following a group upgraded to a supergroup. DEFERRED: the chat takes nothing until
         self._next_at (a 429's retry_after, or the back-off after a failure that may pass); then it is tried again."""
         while True:
@@ -363,7 +396,7 @@ class TelegramSender:
             except BadRequest as exc:  # a NetworkError subclass, but resending the same text fails the same way
                 return self._give_up(chat_id, exc, Outcome.REFUSED if _text_refused(exc) else Outcome.FAILED)
             except NetworkError as exc:  # includes TimedOut and 5xx
-                return self._retry_later(chat_id, exc, urgent)
+                return self._retry_later(chat_id, exc, urgent, released)
             except TelegramError as exc:  # Forbidden, InvalidToken: retrying will not help
                 return self._give_up(chat_id, exc, Outcome.FAILED)
             else:
@@ -374,17 +407,24 @@ class TelegramSender:
                     self._next_at[target] = asyncio.get_running_loop().time() + self.group_interval_seconds
                 return Outcome.SENT
 
-    def _retry_later(self, chat_id: int, exc: NetworkError, urgent: bool) -> Outcome:
+    def _retry_later(self, chat_id: int, exc: NetworkError, urgent: bool, released: float | None) -> Outcome:
         """A failure that may pass (Telegram's 5xx, a timeout, the network): the chat backs off, doubling up to
-        MAX_BACKOFF_S, and the message is tried again, for give_up_seconds at most. An ordinary message is also
-        given up after `attempts` tries that may each have reached the chat (a timeout once the request went out):
-        a fill told twice reads as two fills. An urgent one is not: a kill-switch alert twice is only noise."""
+        MAX_BACKOFF_S (kept from one message to the next until one goes through), and the message is tried again
+        until give_up_seconds after its batch was released (an alert that late would mislead more than its absence,
+        which is told). An ordinary message is also given up after `attempts` tries that may each have reached the
+        chat (a timeout once the request went out): a fill told twice reads as two fills. An urgent one is not: a
+        kill-switch alert twice is only noise."""
         now = asyncio.get_running_loop().time()
         trouble = self._trouble.setdefault(chat_id, Trouble(since=now))
         trouble.tries += 1
         trouble.doubtful += _may_have_arrived(exc)
-        if now - trouble.since >= self.give_up_seconds or (trouble.doubtful >= self.attempts and not urgent):
-            return self._give_up(chat_id, exc, Outcome.FAILED)
+        age = now - (trouble.since if released is None else released)
+        if age >= self.give_up_seconds or (trouble.doubtful >= self.attempts and not urgent):
+            trouble.doubtful = 0  # the next message's own tries; the back-off goes on
+            self.failed += 1
+            FAILED.inc()
+            log.error("telegram message not delivered", extra={"chat_id": self._target(chat_id), "error": str(exc)})
+            return Outcome.FAILED
         if trouble.tries == 1:
             log.warning("telegram send failed; retrying", extra={"chat_id": chat_id, "error": str(exc)})
         RETRIED.labels("network").inc()

@@ -151,15 +151,17 @@ async def test_a_429_is_waited_out_for_its_retry_after_and_the_message_arrives(n
 async def test_a_server_error_is_retried_and_a_bad_request_is_given_up(notifier, fake_api, bus):
     fake_api.error_next = [502, 400]
     await bus.publish(Topic.NOTIFICATIONS, note("first"))
-    await fake_api.wait_sent(2, chat_id=CHAT)  # 502 (retried), then 400 (given up)
+    await fake_api.wait_sent(3, chat_id=CHAT)  # 502 (retried), 400 (given up), then the chat is told at once
     await bus.publish(Topic.NOTIFICATIONS, note("second"))
 
-    sent = await fake_api.wait_sent(3, chat_id=CHAT)
-    await wait_for(lambda: notifier.sender.sent == 1)
+    sent = await fake_api.wait_sent(4, chat_id=CHAT)
+    await wait_for(lambda: notifier.sender.sent == 2)
     status = await bus.call(rpc.GET_SYSTEM_STATUS, notifier_pb2.GetSystemStatusRequest())
 
-    assert [p["text"].split("\n")[1] for p in sent] == ["first", "first", "second"]
-    assert (status.notifications_sent, status.notifications_failed) == (1, 1)
+    assert [p["text"].split("\n")[1] for p in sent] == ["first", "first", "second"][:2] + [
+        "Telegram did not take them; /orders and /positions show the current state.", "second"]
+    assert sent[2]["text"].startswith("⚠️ <b>1 notifications could not be delivered</b>")
+    assert (status.notifications_sent, status.notifications_failed) == (2, 1)
 
 
 async def test_without_a_token_notifications_are_only_logged_with_their_fields(bus, clock, caplog):

@@ -54,19 +54,21 @@ async def test_an_urgent_alert_whose_answers_time_out_is_resent_beyond_its_attem
     assert len(texts(fake_api)) == 5 and sender.failed == 0
 
 
-async def test_a_message_given_up_is_told_in_the_chat_with_the_next_message(fake_api):
+async def test_a_message_given_up_is_told_in_the_chat_as_soon_as_telegram_takes_messages_again(fake_api):
+    """On its own, not only with a later notification: the last alert of the day may have been the one lost."""
     fake_api.error_next = [502] * 10_000  # Telegram down for longer than the sender keeps trying
     async for sender in running_sender(fake_api, attempts=5):
         sender.give_up_seconds = 0.3
         sender.offer(ALERT, urgent=True)
         await eventually(lambda s=sender: s.failed == 1, within=5)  # type: ignore[misc]
         fake_api.error_next.clear()  # Telegram is back
-
-        sender.offer(FILL)
         await eventually(lambda s=sender: s.sent == 1, within=5)  # type: ignore[misc]
 
-    assert texts(fake_api)[-1] == (f"{FILL}\n\n⚠️ <b>1 notifications could not be delivered</b>\nTelegram did not "
-                                   "take them; /orders and /positions show the current state.")
+        sender.offer(FILL)
+        await eventually(lambda s=sender: s.sent == 2, within=5)  # type: ignore[misc]
+
+    assert texts(fake_api)[-2:] == ["⚠️ <b>1 notifications could not be delivered</b>\nTelegram did not take them; "
+                                    "/orders and /positions show the current state.", FILL]
 
 
 async def test_a_stop_during_a_telegram_5xx_spell_ends_in_its_time_and_counts_what_it_did_not_send(fake_api):
