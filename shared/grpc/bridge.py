@@ -414,13 +414,14 @@ class NotificationForwarder:
     A notifier that is down (UNAVAILABLE: restarting, not started yet) is waited for: what was published meanwhile
     (a fill, a rejection, a risk state change) is held and delivered once it serves again, oldest first. A notifier
     that takes the call but does not answer in time (DEADLINE_EXCEEDED) gets `attempts` tries, and one that refuses
-    it (any other code) none more: each such notification is dropped and counted. The bus handler only queues (at
-    most `max_pending`, the oldest shed and counted), so an outage never back-pressures the order path; a task of
-    its own does the sending."""
+    it (any other code) none more: each such notification is dropped and counted. One held longer than `max_age_s`
+    is dropped and counted too: an alert that late would mislead more than its absence. The bus handler only queues
+    (at most `max_pending`, the oldest shed and counted), so an outage never back-pressures the order path; a task
+    of its own does the sending."""
 
     def __init__(self, bus: Bus, channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...] = (),
                  attempts: int = 3, timeout_s: float = 2.0, max_pending: int = 1_000,
-                 backoff: tuple[float, float] = (0.2, 2.0)) -> None:
+                 backoff: tuple[float, float] = (0.2, 2.0), max_age_s: float = 600.0) -> None:
         req_cls, resp_cls = method_types(rpc.NOTIFY)
         self._call = channel.unary_unary(rpc.NOTIFY, request_serializer=req_cls.SerializeToString,
                                          response_deserializer=resp_cls.FromString)
@@ -428,8 +429,8 @@ class NotificationForwarder:
         self.forwarded = 0
         self.failed = 0
         self.down = False  # the last try found the notifier unavailable; what is pending waits for it
-        self._backoff = backoff
-        self._pending: deque[Any] = deque(maxlen=max_pending)
+        self._backoff, self.max_age_s = backoff, max_age_s
+        self._pending: deque[tuple[Any, float]] = deque(maxlen=max_pending)  # (notification, when it was queued)
         self._sender: asyncio.Task[None] | None = None
         self._bus = bus
         bus.subscribe(Topic.NOTIFICATIONS, "grpc:notify-forwarder", self._queue)
@@ -442,20 +443,30 @@ class NotificationForwarder:
         if len(self._pending) == self._pending.maxlen:
             self.failed += 1
             FORWARD_FAILED.inc()  # the oldest is shed: a notifier that far behind is down
-        self._pending.append(notification)
+        self._pending.append((notification, time.monotonic()))
         if self._sender is None or self._sender.done():
             self._sender = asyncio.get_running_loop().create_task(self._send_pending(), name="grpc:notify-sender")
             self._bus.track(self._sender)  # drain() waits for what was handed over
 
     async def _send_pending(self) -> None:
         while self._pending:
-            await self._forward(self._pending.popleft())
+            await self._forward(*self._pending.popleft())
 
-    async def _forward(self, notification: Any) -> None:
+    def _too_old(self, notification: Any, queued: float) -> bool:
+        held = time.monotonic() - queued
+        if held <= self.max_age_s:
+            return False
+        self.failed += 1
+        FORWARD_FAILED.inc()
+        log.warning("notification dropped: held longer than max_age_s while the notifier was away",
+                    extra={"title": notification.title, "held_s": round(held)})
+        return True
+
+    async def _forward(self, notification: Any, queued: float) -> None:
         request = notifier_pb2.NotifyRequest(notification=notification)
         backoff = Backoff(*self._backoff)
         timeouts = 0
-        while True:
+        while not self._too_old(notification, queued):
             try:
                 await self._call(request, metadata=self.metadata, timeout=self.timeout_s)
             except grpc.aio.AioRpcError as err:

@@ -241,6 +241,29 @@ async def test_notifications_published_while_the_notifier_is_down_reach_it_once_
     assert forwarder.failed == 0 and not forwarder.down
 
 
+async def test_a_notification_held_longer_than_max_age_s_is_dropped_and_counted(running):
+    """An alert an hour late misleads more than its absence: a notifier down that long gets what came since."""
+    notifier_bus, local = running(), running()
+    received = notifier_taking(notifier_bus)
+    port = free_port()
+    channel = open_channel(f"127.0.0.1:{port}", GrpcSettings())
+    forwarder = NotificationForwarder(local, channel, backoff=(0.05, 0.1), max_age_s=0.5)
+    server = None
+    try:
+        await local.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(title="Order filled"))
+        await wait_for(lambda: forwarder.down)
+        await asyncio.sleep(0.8)  # past max_age_s while the notifier is away
+        server = await serve(notifier_bus, ["NotifierService"], port=port)
+        await local.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(title="Risk REDUCING"))
+        await wait_for(lambda: forwarder.forwarded == 1)
+    finally:
+        await channel.close()
+        if server is not None:
+            await server.stop(0)
+
+    assert received == ["Risk REDUCING"] and forwarder.failed == 1
+
+
 async def test_a_hung_notifier_never_holds_up_whoever_publishes_notifications(running):
     """Each send to a notifier that accepts the call but never answers takes its timeouts; publishing
     (risk's state changes, say) must not wait for them."""
