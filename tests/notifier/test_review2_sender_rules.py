@@ -139,14 +139,22 @@ async def test_one_chat_telegram_wide_outage_does_not_deliver_blocks_older_than_
                                      f"after they were offered (give_up_seconds={GIVE_UP_S})")
 
 
-async def test_notifications_shed_then_given_up_are_all_counted_in_the_notice():
-    down = True
-    got: list[str] = []
+class Outage:
+    """Telegram answering 502 while `down`; what it took once up again."""
 
-    async def send(chat_id: int, html: str) -> None:
-        if down:
+    def __init__(self) -> None:
+        self.down = True
+        self.got: list[str] = []
+
+    async def send(self, chat_id: int, html: str) -> None:
+        if self.down:
             raise NetworkError("Bad Gateway")
-        got.append(html)
+        self.got.append(html)
+
+
+async def test_notifications_shed_then_given_up_are_all_counted_in_the_notice():
+    telegram = Outage()
+    send, got = telegram.send, telegram.got
 
     sender = TelegramSender(send, [CHAT], window_seconds=0.01, queue_size=1, attempts=3, backoff_seconds=0.02,
                             give_up_seconds=0.2)
@@ -155,7 +163,7 @@ async def test_notifications_shed_then_given_up_are_all_counted_in_the_notice():
     runner = asyncio.create_task(sender.run())
     try:
         await eventually(lambda: sender.failed == 1, within=5)  # Telegram down: the batch is given up
-        down = False
+        telegram.down = False
         sender.offer("fill 11")
         await eventually(lambda: bool(got), within=5)
     finally:
@@ -167,13 +175,8 @@ async def test_notifications_shed_then_given_up_are_all_counted_in_the_notice():
 
 
 async def test_a_given_up_alert_is_told_once_telegram_is_back_even_without_a_later_notification():
-    down = True
-    got: list[str] = []
-
-    async def send(chat_id: int, html: str) -> None:
-        if down:
-            raise NetworkError("Bad Gateway")
-        got.append(html)
+    telegram = Outage()
+    send, got = telegram.send, telegram.got
 
     sender = TelegramSender(send, [CHAT], window_seconds=0.01, queue_size=10, attempts=3, backoff_seconds=0.02,
                             give_up_seconds=0.2)
@@ -181,7 +184,7 @@ async def test_a_given_up_alert_is_told_once_telegram_is_back_even_without_a_lat
     runner = asyncio.create_task(sender.run())
     try:
         await eventually(lambda: sender.failed == 1, within=5)
-        down = False  # Telegram is back; nothing else happens until the process stops
+        telegram.down = False  # Telegram is back; nothing else happens until the process stops
         await asyncio.sleep(0.5)
     finally:
         runner.cancel()
