@@ -87,6 +87,14 @@ class CandleBuilder:
         if bar is not None:
             bar[_WATCH] = levels
 
+    def is_late(self, tick: market_pb2.Tick) -> bool:
+        """Whether `tick` is of a minute before its token's current one (or of one closed already): out of order."""
+        bar = self._bars.get(tick.token)
+        if bar is None:
+            return False
+        start = tick.ts_ns - tick.ts_ns % MINUTE_NS
+        return start < bar[0] or (start == bar[0] and bar[7])
+
     def on_ticks(self, ticks: Iterable[market_pb2.Tick]) -> list[Closed]:
         """Fold ticks (in arrival order) into their candles; returns the candles a later minute closed."""
         closed: list[Closed] = []

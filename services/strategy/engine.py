@@ -279,8 +279,11 @@ class StrategyEngine:
         ctx, levels, holds, out = self._ctx, self._levels, self._holds, []
         for tick in reached:
             price = tick.ltp_paise
+            late = self.candles.is_late(tick)
             for strategy, low, high in levels.get(tick.token, ()):
                 if low < price < high or price <= 0 or strategy.paused:
+                    continue
+                if late and not _late_exit(strategy, tick):
                     continue
                 key = (strategy.name, tick.token)
                 if holds and key in holds and tick.ts_ns < holds[key][0]:
@@ -824,6 +827,17 @@ def _from_first_reached(ticks: Any, reached: list[market_pb2.Tick]) -> list[mark
             continue
         out.append(tick)
     return out
+
+
+def _late_exit(strategy: Strategy, tick: market_pb2.Tick) -> bool:
+    """A tick of a minute gone by (out of its candle) is a trade that happened: it may reach a held position's stop,
+    when it is no older than the position's entry (a second's slack: trade times are whole seconds). It never enters
+    (a range's breakout from a tick that belongs inside the range's minutes), nor exits on a price from before the
+    position was there."""
+    if strategy.position(tick.token) == 0:
+        return False
+    entered = strategy.entered_at(tick.token)
+    return not entered or tick.ts_ns >= entered - NS
 
 
 def _failed(strategy: Strategy, what: str, token: int = 0) -> None:

@@ -252,21 +252,18 @@ class StrategyModule(Component):
 
     async def _start_unguarded(self, name: str, tokens: list[int]) -> None:
         """A restored position whose stop the strategy cannot tell (Strategy.unguarded: ORB's range neither saved
-        nor rebuilt by the warm-up) would ride any fall until the square-off: the strategy starts paused and a
-        CRITICAL notification names the position, the operator's to watch or close. No stop is made up for it."""
+        nor rebuilt by the warm-up) would ride any fall until the square-off: a CRITICAL notification names it, the
+        operator's to watch or close. No stop is made up for it, and the strategy is not paused: its other
+        positions keep their stops."""
         assert self.engine is not None
         strategy = self.engine.strategies[name]
         held = ", ".join(f"{self._symbol(token)} ({strategy.position(token):+d} at "
                          f"{fmt_inr(strategy.entry_price(token))})" for token in tokens)
-        self.engine.set_paused(name, True, f"no stop known for its restored position in {held}",
-                               by=strategy_pb2.PAUSED_BY_NEOPULSE)
-        log.error("strategy starts paused: a restored position has no stop",
-                  extra={"strategy": name, "tokens": tokens})
-        await self._critical("Strategy paused at start: position without a stop", (
-            f"Strategy {name} starts paused: it holds {held} and cannot tell the stop (what gives it was neither saved "
-            "nor read back from the stored candles). Nothing guards it until the intraday square-off: watch it or "
-            "close it at the broker, then resume the strategy."), name)
-        await self._save_state(name)
+        log.error("a restored position has no stop", extra={"strategy": name, "tokens": tokens})
+        await self._critical("Position without a stop", (
+            f"Strategy {name} holds {held} and cannot tell its stop (what gives it was neither saved nor read back "
+            "from the stored candles). Nothing guards it until the intraday square-off: watch it or close it at the "
+            "broker. The strategy's other positions keep their stops."), name)
 
     def _symbol(self, token: int) -> str:
         inst = self.instruments.get(token)

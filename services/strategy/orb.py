@@ -147,7 +147,7 @@ class OpeningRangeBreakout(Strategy):
         r = self._ranges.get(token)
         if r is not None and day < r.day:  # an earlier day's (read at the warm-up for another strategy): kept apart
             return []
-        if r is None or r.day != day:
+        if r is None or r.day != day or r.start != start:  # a new day, or the range's start changed (params)
             inst = ctx.instruments.get(token)
             r = self._ranges[token] = _Range(day, start, tick=inst.tick_size_paise if inst is not None else 0)
         if start <= minute < end:
@@ -161,13 +161,14 @@ class OpeningRangeBreakout(Strategy):
     def saved(self) -> dict[str, Any]:
         """The complete opening ranges: after a restart they give a position its stop back, also when the warm-up
         could not read the day's candles (the range's minutes over, live candles never rebuild it)."""
-        return {"ranges": {str(token): [r.day, r.start, self.params.range_minutes, r.high, r.low, r.tick]
+        return {"session_start_ist": self.params.session_start_ist,
+                "ranges": {str(token): [r.day, r.start, self.params.range_minutes, r.high, r.low, r.tick]
                            for token, r in sorted(self._ranges.items()) if r.complete}}
 
     def restore_saved(self, saved: dict[str, Any], now_ns: int) -> None:
-        """The saved ranges of `now_ns`'s day, of as many minutes as range_minutes is now."""
+        """The saved ranges of `now_ns`'s day, of as many minutes and from the same start as the params say now."""
         ranges, today = saved.get("ranges"), ist_day_number(now_ns)
-        if not isinstance(ranges, dict):
+        if not isinstance(ranges, dict) or saved.get("session_start_ist", "") != self.params.session_start_ist:
             return
         for token, kept in ranges.items():
             if not (token.isdigit() and isinstance(kept, list) and len(kept) == 6

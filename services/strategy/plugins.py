@@ -366,6 +366,10 @@ class Strategy:
         `product` (fills that reduced it do not move it; one that turned it over starts it again); 0 when flat."""
         return self._entries.get((token, _product(product)), 0)
 
+    def entered_at(self, token: int) -> int:
+        """The latest entry_time of the strategy's positions in `token`, whatever their product; 0 when none."""
+        return max((at for (held, _), at in self._entered_at.items() if held == token), default=0)
+
     def entry_time(self, token: int, product: int = trading_pb2.PRODUCT_MIS) -> int:
         """When the entry price was last set (the update of the fill that opened or added to the position, ns; after
         a restart, the last update of the order that did); 0 when flat or not known."""

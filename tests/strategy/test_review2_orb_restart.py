@@ -106,10 +106,11 @@ async def test_a_range_completed_live_is_saved_and_gives_the_position_its_stop_a
     assert (position(again).stop_paise, position(again).target_paise, notes) == (99_00, 105_00, [])
 
 
-async def test_a_restored_position_with_no_stop_known_starts_the_strategy_paused_and_names_it(start):
+async def test_a_restored_position_with_no_stop_known_is_named_critical_and_the_strategy_runs_on(start):
+    """Not paused: a paused strategy sends nothing, its other positions' stops included."""
     module, notes = await start(MemoryStrategyState(), at("10:00:00"), await entered_at_0920())
 
     strategy = module.engine.strategies["orb"]
-    assert (strategy.paused, strategy.paused_by, [(n.severity, n.fields["strategy"]) for n in notes]) == (
-        True, strategy_pb2.PAUSED_BY_NEOPULSE, [(ops_pb2.SEVERITY_CRITICAL, "orb")])
-    assert "SBIN-EQ (+1 at ₹101.00)" in notes[0].text and "SBIN-EQ" in strategy.pause_reason
+    assert (strategy.paused, [(n.severity, n.fields["strategy"]) for n in notes]) == (
+        False, [(ops_pb2.SEVERITY_CRITICAL, "orb")])
+    assert "SBIN-EQ (+1 at ₹101.00)" in notes[0].text
