@@ -22,7 +22,7 @@ from shared.bus import Bus
 from shared.contracts import ingestion_pb2, oms_pb2, risk_pb2
 from shared.contracts import trading_pb2 as t
 from shared.db.protojson import message_dict
-from shared.errors import InvalidInput, NeoPulseError, NotFound, OutcomeUnknown, RetryableError, RiskRejected
+from shared.errors import InvalidInput, NeoPulseError, NotFound, OutcomeUnknown, RiskRejected
 from shared.ids import MAX_REASON_CHARS
 from shared.order_terms import PRICED, STOPS, unknown_choice
 from shared.positions import SQUAREOFF_TAG, exit_side
@@ -67,6 +67,7 @@ class OrderService:
         self.bus = bus
         self.settings = settings
         self.engine = engine
+        self._parts_known: dict[int, int] = {}  # token -> largest order (freeze quantity), from the last list
 
     def register(self) -> None:
         self.bus.handle(rpc.PLACE_ORDER, self.place_order)
@@ -187,15 +188,13 @@ class OrderService:
                 for part in _split(quantity, parts_of.get(pos.token, 0))]
         results = await asyncio.gather(*(self._submit(order) for order in orders), return_exceptions=True)
         placed = [r for r in results if isinstance(r, t.OrderUpdate)]
-        refused = [r for r in results if isinstance(r, RiskRejected | RetryableError)]
+        failed = [r for r in results if isinstance(r, BaseException)]
         for order, result in zip(orders, results, strict=True):
-            if isinstance(result, RiskRejected | RetryableError):
-                log.warning("square-off order not placed: %s", result, extra={"token": order.token})
-        unexpected = [r for r in results if isinstance(r, BaseException) and r not in refused]
-        if unexpected:
-            raise unexpected[0]
-        if refused and not placed:
-            raise refused[0]
+            if isinstance(result, BaseException):
+                log.warning("square-off order not placed: %s", result, extra={"token": order.token,
+                                                                              "order_id": order.client_order_id})
+        if failed and not placed:  # else the reply lists what went out; the log says what did not
+            raise failed[0]
         if wanted and not placed and not covered:
             raise NotFound(f"no open position in {wanted}; ListPositions shows what is open")
         return oms_pb2.SquareOffResponse(orders=placed)
@@ -203,20 +202,25 @@ class OrderService:
     async def _largest_parts(self) -> dict[int, int]:
         """Token -> the largest order the exchange takes (its freeze quantity, in whole lots); none known: {} (one
         order a position, which risk refuses above a freeze quantity it knows)."""
-        try:
-            reply = await self.bus.call(rpc.LIST_INSTRUMENTS, ingestion_pb2.ListInstrumentsRequest())
-        except NeoPulseError as exc:
-            log.warning("instruments not listed; square-off orders not split by freeze quantity", extra={
-                "error": str(exc)})
-            return {}
-        return {i.token: max(i.lot_size or 1, i.freeze_quantity - i.freeze_quantity % (i.lot_size or 1))
-                for i in reply.instruments if i.freeze_quantity}
+        try:  # briefly: exits must not wait on a slow ingestion process (split mode's proxy waits 10 s)
+            async with asyncio.timeout(LIST_INSTRUMENTS_S):
+                reply = await self.bus.call(rpc.LIST_INSTRUMENTS, ingestion_pb2.ListInstrumentsRequest())
+        except (NeoPulseError, TimeoutError) as exc:
+            log.warning("instruments not listed in time; square-off orders split by the last list known", extra={
+                "error": str(exc) or type(exc).__name__, "known": len(self._parts_known)})
+            return self._parts_known
+        self._parts_known = {i.token: max(i.lot_size or 1, i.freeze_quantity - i.freeze_quantity % (i.lot_size or 1))
+                             for i in reply.instruments if i.freeze_quantity}
+        return self._parts_known
 
     def _working_quantity(self, token: int, product: int, side: int) -> int:
         """Units still to fill in open orders on this side of the token and product (exits under way)."""
         return sum(u.request.quantity - u.filled_quantity for u in self.engine.open_orders()
                    if u.request.token == token and u.request.side == side
                    and (u.request.product or t.PRODUCT_MIS) == product)
+
+
+LIST_INSTRUMENTS_S = 0.5  # SquareOff's wait for the freeze quantities, then the last list known
 
 
 def _split(quantity: int, largest: int) -> list[int]:

@@ -201,6 +201,11 @@ async def long_10_with_freeze(oms, lot: int, freeze: int) -> None:
             token=order().token, symbol="RELIANCE-EQ", lot_size=lot, freeze_quantity=freeze)])
 
     oms.bus.handle(rpc.LIST_INSTRUMENTS, list_instruments)
+    await long_10(oms)
+
+
+async def long_10(oms) -> None:
+    """10 RELIANCE-EQ held (filled, a tick marking it)."""
     await place(oms, order(price=100_00, quantity=10))
     await oms.bus.publish(Topic.CANDLES, market_pb2.CandleBatch(candles=[candle(99_00, 99_50, 98_00, 99_00)]))
     await oms.until_status("c-1", t.ORDER_STATUS_TRADED)
@@ -357,3 +362,18 @@ async def test_a_client_order_id_used_days_ago_is_refused_before_risk_would_take
         await place(oms, order(client_order_id="my-exit"))
 
     assert info.value.reason_code == "DUPLICATE_ORDER" and oms.broker.book == {}
+
+
+async def test_a_square_off_does_not_wait_on_a_slow_instrument_list(start_oms):
+    """Split mode asks ingestion's process for the freeze quantities (a 10 s deadline): a hung one held every exit."""
+    oms = await start_oms()
+    await long_10(oms)
+
+    async def hung(request):
+        await asyncio.sleep(30)
+
+    oms.bus.handle(rpc.LIST_INSTRUMENTS, hung)
+
+    reply = await asyncio.wait_for(oms.bus.call(rpc.SQUARE_OFF, oms_pb2.SquareOffRequest()), 2)
+
+    assert [o.request.quantity for o in reply.orders] == [10]
