@@ -248,7 +248,10 @@ def check_stream_request(request: Any) -> None:
 
 def stream_headers(hub: TopicHub, request: Any, oldest: int) -> tuple[tuple[str, str], ...]:
     """A stream's initial metadata: what a client needs to resume it, and to tell whether a restart lost anything."""
-    headers = [(SEQUENCE_KEY, str(hub.last_sequence)), (OLDEST_KEPT_KEY, str(oldest)),
+    # Never below where this process numbers from: a client that connected before anything was published resumes
+    # from there after a restart, and the restart check (TopicHub.attach) sees it, not a silent 0.
+    sequence = max(hub.last_sequence, hub.started_at)
+    headers = [(SEQUENCE_KEY, str(sequence)), (OLDEST_KEPT_KEY, str(oldest)),
                (INCARNATION_KEY, hub.incarnation)]
     previous = hub.previous_for(request)
     if previous is not None:

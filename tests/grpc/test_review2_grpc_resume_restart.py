@@ -128,3 +128,31 @@ async def test_the_monolith_order_stream_resumes_after_the_last_sequence_its_led
 async def test_the_monolith_order_stream_is_data_loss_before_the_last_sequence_its_ledger_recorded(monolith_server):
     with pytest.raises(MessagesLost, match="got to 105"):
         await first_update(monolith_server, after_sequence=104)
+
+
+async def test_the_first_client_of_a_quiet_process_is_told_of_what_a_crash_lost():
+    """Connected before anything was published, it was told neopulse-sequence 0 and could only resume with 0 or -1,
+    neither checked against the earlier process's record: the fill published before the crash was a silent gap."""
+    from shared.bus import Bus, Topic
+    from shared.contracts import oms_pb2
+    from shared.errors import MessagesLost
+    from shared.grpc.hub import TopicHub
+    from shared.grpc.servicers import SEQUENCE_KEY, stream_headers
+
+    bus = Bus()
+    task = asyncio.create_task(bus.run())
+    try:
+        old = TopicHub(bus, Topic.ORDER_UPDATES, 100)
+        old.previous, old.started_at = {"all": 0}, 1000
+        request = oms_pb2.StreamOrderUpdatesRequest()
+        old.attach(0, request=request)
+        told = int(dict(stream_headers(old, request, old.oldest_kept))[SEQUENCE_KEY])
+        old.unsubscribe()  # it published 1001, recorded in its ledger, and crashed before the stream carried it
+        new = TopicHub(bus, Topic.ORDER_UPDATES, 100)
+        new.previous, new.started_at = {"all": 1001}, 2000
+
+        with pytest.raises(MessagesLost):
+            new.attach(told, request=oms_pb2.StreamOrderUpdatesRequest(after_sequence=told))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
