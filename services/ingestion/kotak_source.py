@@ -98,11 +98,14 @@ def miscounted_depth(frame: bytes) -> list[bytes]:
     return out
 
 
-def depth_in_price_order(tick: market_pb2.Tick) -> bool:
-    """Bids strictly falling and asks strictly rising, levels without quantity (an empty level's padding) aside."""
+def depth_in_price_order(tick: market_pb2.Tick, auction: bool = False) -> bool:
+    """Bids strictly falling and asks strictly rising, levels without quantity (an empty level's padding) aside, and
+    the best bid under the best ask (counts off by a level hand a bid to the asks and cross the touch); a pre-open
+    auction's book may cross."""
     bids = [d.price_paise for d in tick.bids if d.quantity]
     asks = [d.price_paise for d in tick.asks if d.quantity]
-    return all(a > b for a, b in pairwise(bids)) and all(a < b for a, b in pairwise(asks))
+    crossed = bool(bids and asks) and bids[0] >= asks[0] and not auction
+    return not crossed and all(a > b for a, b in pairwise(bids)) and all(a < b for a, b in pairwise(asks))
 
 
 def _depth_key(message: SFeedScrip) -> tuple[str, str, int, int, int]:
@@ -186,6 +189,10 @@ def _queued(ws: Any) -> list[Any]:
     return out
 
 
+class _IndicesUnread(RetryableError):
+    """The feed answered the indices' snapshot but gave no reading of some: asked again, then a ConfigError."""
+
+
 class KotakFeedSource:
     """MarketSource over the SDK's SFeedWebSocket. mode: "depth" (market picture, 5 levels) or "lite"."""
 
@@ -246,6 +253,8 @@ class KotakFeedSource:
                 return await self._ask_indices()
             except RetryableError as exc:
                 if time.monotonic() + delay > deadline:
+                    if isinstance(exc, _IndicesUnread):  # the feed answered, never with these: most likely the names
+                        raise ConfigError(str(exc)) from None
                     raise
                 log.warning("kotak feed not answering at start; asking again", extra={"error": str(exc),
                                                                                       "retry_in_s": delay})
@@ -289,9 +298,10 @@ class KotakFeedSource:
         if missing and not (answered or found):
             raise RetryableError(f"indices: the Kotak feed did not answer a snapshot of {', '.join(missing)} within "
                                  f"{timeout:g} s; check the network, then start again")
-        if missing:
-            raise ConfigError(f"indices: no reading from the Kotak feed within {timeout:g} s for {', '.join(missing)}; "
-                              "write each as Kotak spells it, e.g. \"Nifty 50\", \"Nifty Bank\"")
+        if missing:  # asked again until start_login_wait_s: a loaded feed at 09:14 may be slow to stream them
+            raise _IndicesUnread(f"indices: no reading from the Kotak feed within {timeout:g} s for "
+                                 f"{', '.join(missing)}; write each as Kotak spells it, e.g. \"Nifty 50\", "
+                                 "\"Nifty Bank\" (or the feed stayed silent about them)")
         return [found[(segment, name.lower())] for segment, name in self.indices]
 
     @staticmethod
@@ -512,7 +522,7 @@ class KotakFeedSource:
         if self._miscounted and _depth_key(message) in self._miscounted:
             self._miscounted.discard(_depth_key(message))
             why = "depth counts disagree with the rows carried"
-        elif not depth_in_price_order(tick):
+        elif not depth_in_price_order(tick, bool(getattr(message, "auction", False))):
             self.stats.malformed_packets += 1
             why = "depth levels out of price order"
         if why:

@@ -54,9 +54,10 @@ class FeedDelay:
 
     def end_window(self) -> int | None:
         """Close the window: its lag (ns) when it is the DELAY_WINDOWS-th in a row to disagree with `delayed`,
-        which then flips; else None. A window without trades says nothing either way."""
+        which then flips; else None. A window without trades breaks a run either way."""
         lag, self._lag_ns = self._lag_ns, None
-        if lag is None:
+        if lag is None:  # no trade: the run is broken (stale samples minutes apart are not "in a row")
+            self._run = 0
             return None
         # Cleared only well under the threshold: a lag hovering at it is one episode, not one every few seconds.
         disagrees = lag <= self.threshold_ns // 2 if self.delayed else lag > self.threshold_ns
