@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Protocol
 
 from prometheus_client import Counter, Gauge
@@ -17,7 +18,7 @@ from services.ingestion.config import IngestionSettings
 from services.ingestion.source import MarketSource
 from shared import rpc, runtime
 from shared.bus import Bus, Topic
-from shared.clock import NS, Clock, segment_open
+from shared.clock import NS, Clock, day_of, ist_ns, segment_open
 from shared.component import Component
 from shared.contracts import ingestion_pb2, market_pb2, ops_pb2
 from shared.instruments import one_per_token
@@ -106,6 +107,8 @@ class IngestionModule(Component):
         self._drops_told, self._drops_told_at = 0, -DROPS_TOLD_EVERY_S  # dropped_ticks when last told, and when
         self._drops_by: set[str] = set()  # the consumers that shed since then
         self.delay = FeedDelay(settings.feed_delay_s)
+        self.earlier_day_ticks = 0  # published, not stored: a feed's snapshot of an earlier day's last trade
+        self._midnight_ns = self._next_midnight_ns = 0  # today's IST midnight and the next, for the tick store
         self._ended = False  # the source said it has no more ticks (end of a replay)
         # A lossless source's next batch waits for the whole pipeline at rest (Bus.quiet), not only for the tick
         # consumers: a backtest, whose results must not depend on how busy the machine is.
@@ -250,6 +253,21 @@ class IngestionModule(Component):
                                                      "again.", ops_pb2.SEVERITY_INFO)
 
     def _offer(self, sink: TickSink, batch: market_pb2.TickBatch) -> None:
+        """Hand the batch to the tick store, but for ticks of an earlier IST day: the snapshot a feed sends at every
+        (re)subscribe carries an illiquid instrument's last trade of yesterday with today's quotes, and stored it
+        would put today's bid/ask into yesterday's partition (a backtest of that day would fill at them). They are
+        published all the same: risk and the strategies take the last price from them."""
+        now = self.clock.now_ns()
+        if now >= self._next_midnight_ns:
+            day = day_of(now)
+            self._midnight_ns, self._next_midnight_ns = ist_ns(day, 0, 0), ist_ns(day + timedelta(days=1), 0, 0)
+        midnight = self._midnight_ns
+        if any(t.ts_ns < midnight for t in batch.ticks):
+            kept = [t for t in batch.ticks if t.ts_ns >= midnight]
+            self.earlier_day_ticks += len(batch.ticks) - len(kept)
+            if not kept:
+                return
+            batch = market_pb2.TickBatch(ticks=kept)
         try:
             sink.offer(batch)
         except Exception:

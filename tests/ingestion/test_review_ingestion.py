@@ -130,3 +130,47 @@ async def test_a_feed_that_stays_mute_is_reconnected_with_backoff_and_reported_o
 
     assert 2 <= source.stats.reconnects <= 5
     assert len([n for n in notes if n.title == "Feed stalled"]) == 1
+
+
+class SnapshotSource:
+    """A feed's first batch after a (re)subscribe: an illiquid instrument's last trade, of yesterday, beside today's."""
+
+    name = "snapshot"
+
+    def __init__(self, ticks: list[market_pb2.Tick]) -> None:
+        self.stats = SourceStats(connected=True)
+        self._ticks = ticks
+
+    async def instruments(self):
+        return [market_pb2.Instrument(token=t.token, symbol=f"S{t.token}", exchange_segment="nse_cm")
+                for t in self._ticks]
+
+    async def batches(self):
+        yield market_pb2.TickBatch(ticks=self._ticks)
+        await asyncio.Event().wait()
+
+    async def reconnect(self, reason: str) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_tick_of_an_earlier_day_is_published_but_not_stored(running):
+    """Stored, yesterday's last trade would carry today's bid/ask into yesterday's partition: a backtest of that day
+    would fill at quotes from the next one."""
+    from tests.ingestion.test_ingestion import ListSink
+
+    yesterday, today = tick(3045, ist_ns(DAY, 15, 29), 800_00), tick(2885, ist_ns(DAY, 15, 29) + 86_400 * 10**9, 12_90)
+    bus, sink, seen = Bus(), ListSink(), []
+
+    async def on_ticks(batch):
+        seen.extend(batch.ticks)
+
+    bus.subscribe(Topic.TICKS, "strategy", on_ticks)
+    clock = ManualClock(ist_ns(date(2026, 1, 21), 9, 15))
+    module = await running(IngestionModule(bus, IngestionSettings(), SnapshotSource([yesterday, today]), clock,
+                                           tick_sink=sink))
+
+    await eventually(lambda: len(seen) == 2)
+    assert [t.token for b in sink.batches for t in b.ticks] == [2885] and module.earlier_day_ticks == 1
