@@ -108,9 +108,12 @@ def depth_in_price_order(tick: market_pb2.Tick, auction: bool = False) -> bool:
     return not crossed and all(a > b for a, b in pairwise(bids)) and all(a < b for a, b in pairwise(asks))
 
 
-def _depth_key(message: SFeedScrip) -> tuple[str, str, int, int, int]:
+def _depth_key(message: SFeedScrip) -> tuple[Any, ...]:
+    """What tells one market picture from another: its instrument and times (whole seconds), and its depth rows'
+    quantities in the order carried (the same whichever side miscounted depth deals a row to): two pictures of one
+    second differ there."""
     return (message.exchange_segment, message.instrument_token, message.last_trade_time, message.last_update_time,
-            message.volume_traded_today)
+            message.volume_traded_today, tuple(level.quantity for level in (*message.buy, *message.sell)))
 
 
 def _paise(rupees: float) -> int:
