@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from neo_api_client.websocket.feed.protocol import decode_packet, split_batch
 
-from services.ingestion.kotak_source import to_tick
+from services.ingestion.sfeed_packets import to_tick
 from services.simulator import sfeed_codec as codec
 from shared.contracts import market_pb2
 from shared.marketdata import SyntheticMarket, nse_instruments

@@ -126,7 +126,7 @@ async def test_unknown_symbol_fails_listing_close_matches_from_the_scrip_master(
 
 
 def test_sdk_float_prices_convert_back_to_the_exact_wire_paise():
-    from services.ingestion.kotak_source import _paise
+    from services.ingestion.sfeed_packets import _paise
 
     wire = range(0, 5 * 10**7, 997)  # up to ₹5,00,000 in paise
     assert [_paise(p / 100) for p in wire] == list(wire)
