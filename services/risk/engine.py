@@ -674,7 +674,8 @@ class RiskEngine:
 
     # -- state ----------------------------------------------------------------
     def set_kill_switch(self, engaged: bool, reason: str = "") -> None:
-        """Engage: HALTED. Release: ACTIVE, or REDUCING while the daily loss is still over a threshold."""
+        """Engage: HALTED. Release: ACTIVE, or what the daily loss holds (REDUCING, or HALTED past daily_loss_halt: the
+        hard limit is not relaxed by the button that releases a manual stop; raising daily_loss_halt first is)."""
         self._roll_day(self.clock.now_ns())  # a release at a new day's open measures today's loss, not yesterday's
         self.kill_switch_engaged = engaged
         self._kill_reason = reason if engaged else ""
@@ -688,9 +689,14 @@ class RiskEngine:
         if level == ACTIVE:
             self._move(ACTIVE, f"kill switch released: {reason or 'no reason given'}",
                        kind=ops_pb2.NOTIFICATION_KIND_KILL_SWITCH, always=True)
-        else:
+        elif level == REDUCING:
             self._move(REDUCING, f"kill switch released; daily loss {fmt_inr(loss)} still over "
                                  f"daily_loss_reducing {fmt_inr(self.limits.daily_loss_reducing_paise)}",
+                       kind=ops_pb2.NOTIFICATION_KIND_KILL_SWITCH, always=True)
+        else:
+            self._move(HALTED, f"kill switch released; daily loss {fmt_inr(loss)} still over daily_loss_halt "
+                               f"{fmt_inr(self.limits.daily_loss_halt_paise)}: trading stays HALTED (MIS squared off, "
+                               "exits only) unless daily_loss_halt is raised",
                        kind=ops_pb2.NOTIFICATION_KIND_KILL_SWITCH, always=True)
 
     def durable_state(self) -> dict[str, Any]:

@@ -236,9 +236,9 @@ def test_releasing_the_kill_switch_without_losses_returns_to_active(engine):
     assert (engine.state, engine.state_reason) == (ACTIVE, "kill switch released: all clear")
 
 
-def test_releasing_the_kill_switch_while_over_the_loss_limit_leaves_reducing(clock):
+def test_releasing_the_kill_switch_while_over_the_reducing_limit_leaves_reducing(clock):
     engine = long_100(clock)
-    mark(engine, 1265_00)  # halted by the loss limit
+    mark(engine, 1278_00)  # -₹1,200: over daily_loss_reducing only
     engine.set_kill_switch(True, "manual stop")
 
     engine.set_kill_switch(False, "resume")
@@ -246,12 +246,25 @@ def test_releasing_the_kill_switch_while_over_the_loss_limit_leaves_reducing(clo
     assert engine.state == REDUCING and "still over daily_loss_reducing ₹1,000.00" in engine.state_reason
 
 
-def test_after_release_over_the_limit_further_marks_do_not_halt_again(clock):
+def test_releasing_the_kill_switch_past_the_halt_limit_keeps_the_loss_halt_and_its_square_off(clock):
+    """/kill then /unkill to take stock relaxed the hard limit to REDUCING for the rest of the day: the MIS square-off
+    stopped and no later loss, however large, halted again. Raising daily_loss_halt is the way to trade on."""
     engine = long_100(clock)
-    mark(engine, 1265_00)
+    mark(engine, 1265_00)  # -₹2,500: halted by the loss limit
+    engine.set_kill_switch(True, "take stock")
+
     engine.set_kill_switch(False, "resume")
 
-    mark(engine, 1264_00)
+    assert engine.state == HALTED and "stays HALTED" in engine.state_reason
+    assert [o.strategy_tag for o in engine.square_off_due()] == ["SQUAREOFF"]
+
+
+def test_a_release_after_raising_the_halt_limit_trades_on_reducing(clock):
+    engine = long_100(clock)
+    mark(engine, 1265_00)
+    engine.set_limits(limits(daily_loss_reducing_paise=1_000_00, daily_loss_halt_paise=5_000_00))
+
+    engine.set_kill_switch(False, "limit raised")
 
     assert engine.state == REDUCING
 
