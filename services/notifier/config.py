@@ -27,7 +27,8 @@ class NotifierSettings(ModuleSettings):
     telegram_bot_token_file: Path | None = None
     # Chats that may command the bot and receive notifications; anyone else gets nothing.
     allowed_chat_ids: list[int] = Field(default_factory=list)
-    # When set, only these chats may use /kill, /unkill, /squareoff, /pause and /resume.
+    # When set, only these chats may use the commands that act: /kill, /unkill, /squareoff, /pause, /resume, /cancel,
+    # /buy, /sell, /modify, and changes through /limits and /params.
     admin_chat_ids: list[int] = Field(default_factory=list)
     # Bot API server root; tests and self-hosted API servers point it elsewhere.
     telegram_base_url: str = TELEGRAM_API

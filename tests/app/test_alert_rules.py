@@ -53,3 +53,12 @@ def test_every_metric_the_rules_name_is_exported():
     named = {m for r in rules() for m in METRIC.findall(r["expr"])}
 
     assert named - exported() == set()
+
+
+def test_a_rule_setting_a_histograms_count_against_its_buckets_matches_them_ignoring_le():
+    """A _count series has no `le` label: subtracting a bucket from it without ignoring(le) pairs nothing, and the
+    alert (NeoPulseLongGcPauses) could never fire."""
+    mixed = [r["alert"] for r in rules() if "_count" in r["expr"] and "_bucket" in r["expr"]
+             and "ignoring(le)" not in r["expr"] and "on(" not in r["expr"]]
+
+    assert mixed == []
