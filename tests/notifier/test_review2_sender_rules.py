@@ -19,56 +19,49 @@ DOWN, UP = 41, 42
 GIVE_UP_S = 0.3
 
 
-async def test_a_fill_packed_with_an_urgent_alert_is_not_told_more_than_attempts_times():
-    reached: list[str] = []
-    slow_answers = 8  # Telegram delivers but answers after the read timeout, 8 times running
+class SlowAnswers:
+    """Telegram delivering every message but answering the first `times` after the read timeout (each may be a
+    duplicate the chat sees)."""
 
-    async def send(chat_id: int, html: str) -> None:
-        nonlocal slow_answers
-        reached.append(html)  # it reached the chat
-        if slow_answers:
-            slow_answers -= 1
+    def __init__(self, times: int) -> None:
+        self.times = times
+        self.reached: list[str] = []
+
+    async def send(self, chat_id: int, html: str) -> None:
+        self.reached.append(html)  # it reached the chat
+        if self.times:
+            self.times -= 1
             raise TimedOut() from httpx.ReadTimeout("read timed out")
 
-    sender = TelegramSender(send, [CHAT], window_seconds=0.05, queue_size=100, attempts=3, backoff_seconds=0.01)
+
+async def fills_told(sender: TelegramSender, telegram: SlowAnswers) -> int:
     runner = asyncio.create_task(sender.run())
     try:
-        sender.offer(FILL)  # an ordinary fill, then an urgent alert within the batch window: one message
-        sender.offer(KILL, urgent=True)
         await eventually(lambda: sender.sent >= 1 or sender.failed >= 1, within=10)
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+    return sum(FILL in html for html in telegram.reached)
 
-    fills_told = sum(FILL in html for html in reached)
-    assert fills_told <= 3, f"the fill reached the chat {fills_told} times (attempts=3)"
+
+async def test_a_fill_packed_with_an_urgent_alert_is_not_told_more_than_attempts_times():
+    telegram = SlowAnswers(8)
+    sender = TelegramSender(telegram.send, [CHAT], window_seconds=0.05, queue_size=100, attempts=3,
+                            backoff_seconds=0.01)
+    sender.offer(FILL)  # an ordinary fill, then an urgent alert within the batch window: one batch
+    sender.offer(KILL, urgent=True)
+
+    assert await fills_told(sender, telegram) <= 3
 
 
 async def test_after_a_full_queue_a_fill_is_not_told_more_than_attempts_times():
-    """The 'N notifications dropped' line is put with the urgent blocks, so the batch's ordinary fills ride in an
-    'urgent' message too: no attempts cap on timeouts."""
-    reached: list[str] = []
-    slow_answers = 8
-
-    async def send(chat_id: int, html: str) -> None:
-        nonlocal slow_answers
-        reached.append(html)
-        if slow_answers:
-            slow_answers -= 1
-            raise TimedOut() from httpx.ReadTimeout("read timed out")
-
-    sender = TelegramSender(send, [CHAT], window_seconds=0.05, queue_size=1, attempts=3, backoff_seconds=0.01)
+    """The 'N notifications dropped' line went with the urgent blocks: the batch's fills rode in an urgent message."""
+    telegram = SlowAnswers(8)
+    sender = TelegramSender(telegram.send, [CHAT], window_seconds=0.05, queue_size=1, attempts=3, backoff_seconds=0.01)
     sender.offer("✅ <b>Fill</b>\nold one, shed")
     sender.offer(FILL)  # the queue (size 1) sheds the first: the batch now carries the 'dropped' line
-    runner = asyncio.create_task(sender.run())
-    try:
-        await eventually(lambda: sender.sent >= 1 or sender.failed >= 1, within=10)
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
 
-    fills_told = sum(FILL in html for html in reached)
-    assert fills_told <= 3, f"the fill reached the chat {fills_told} times (attempts=3)"
+    assert await fills_told(sender, telegram) <= 3
 
 
 async def test_a_recovered_chat_is_not_sent_notifications_older_than_give_up_seconds():
