@@ -123,6 +123,9 @@ class RiskEngine:
         self._changes: list[StateChange] = []
         self._bucket = TokenBucket(limits.max_orders_per_second, now)
         self._loss_level: risk_pb2.TradingState = ACTIVE
+        # The day's worst loss (paise) the engine measured: what a release of the kill switch and the loss's
+        # cancels judge by, not the loss of the moment (a bounce after the hard limit does not undo it).
+        self._worst_loss = 0
         self._day: date = day_of(now)
         self._day_number = ist_day_number(now)
         # Square-off attempts: the next one is due at this clock time; the attempt number keeps ids unique.
@@ -650,6 +653,7 @@ class RiskEngine:
         self._roll_day(now)
         self._mark()
         loss, level = self._loss_level_now()
+        self._worst_loss = max(self._worst_loss, loss)
         crossed = level > self._loss_level
         self._loss_level = level
         if crossed and level > self.state:
@@ -659,11 +663,12 @@ class RiskEngine:
 
     def _loss_level_now(self) -> tuple[int, risk_pb2.TradingState]:
         loss = -self.daily_pnl_paise()
+        return loss, self._level_of(loss)
+
+    def _level_of(self, loss: int) -> risk_pb2.TradingState:
         if loss >= self.limits.daily_loss_halt_paise:
-            return loss, HALTED
-        if loss >= self.limits.daily_loss_reducing_paise:
-            return loss, REDUCING
-        return loss, ACTIVE
+            return HALTED
+        return REDUCING if loss >= self.limits.daily_loss_reducing_paise else ACTIVE
 
     def _mark(self) -> None:
         last = self.last_prices
@@ -684,17 +689,22 @@ class RiskEngine:
                        kind=ops_pb2.NOTIFICATION_KIND_KILL_SWITCH, always=True)
             return
         self._mark()
-        loss, level = self._loss_level_now()
+        loss, _ = self._loss_level_now()
+        self._worst_loss = max(self._worst_loss, loss)
+        # The worst the day's loss reached, against the limits now: a bounce since does not relax it, raising the
+        # limit does.
+        loss = self._worst_loss
+        level = self._level_of(loss)
         self._loss_level = level
         if level == ACTIVE:
             self._move(ACTIVE, f"kill switch released: {reason or 'no reason given'}",
                        kind=ops_pb2.NOTIFICATION_KIND_KILL_SWITCH, always=True)
         elif level == REDUCING:
-            self._move(REDUCING, f"kill switch released; daily loss {fmt_inr(loss)} still over "
+            self._move(REDUCING, f"kill switch released; the day's loss reached {fmt_inr(loss)}, over "
                                  f"daily_loss_reducing {fmt_inr(self.limits.daily_loss_reducing_paise)}",
                        kind=ops_pb2.NOTIFICATION_KIND_KILL_SWITCH, always=True)
         else:
-            self._move(HALTED, f"kill switch released; daily loss {fmt_inr(loss)} still over daily_loss_halt "
+            self._move(HALTED, f"kill switch released; the day's loss reached {fmt_inr(loss)}, over daily_loss_halt "
                                f"{fmt_inr(self.limits.daily_loss_halt_paise)}: trading stays HALTED (MIS squared off, "
                                "exits only) unless daily_loss_halt is raised",
                        kind=ops_pb2.NOTIFICATION_KIND_KILL_SWITCH, always=True)
@@ -704,11 +714,14 @@ class RiskEngine:
         and the day's state (a daily-loss REDUCING or HALTED holds for the rest of the day, whatever prices do)."""
         return {"kill_switch": self.kill_switch_engaged, "kill_reason": self._kill_reason,
                 "day": self._day.isoformat(), "state": risk_pb2.TradingState.Name(self.state),
-                "loss_level": risk_pb2.TradingState.Name(self._loss_level), "reason": self.state_reason}
+                "loss_level": risk_pb2.TradingState.Name(self._loss_level), "reason": self.state_reason,
+                "worst_loss_paise": self._worst_loss}
 
     def restore_durable_state(self, saved: dict[str, Any]) -> None:
         """After a restart: the kill switch engaged again if it was; today's daily-loss state kept if it was worse
         than what today's P&L gives now (yesterday's is not: a new day resets the loss limits)."""
+        if saved.get("day") == self._day.isoformat() and isinstance(saved.get("worst_loss_paise"), int):
+            self._worst_loss = max(self._worst_loss, saved["worst_loss_paise"])
         if saved.get("kill_switch"):
             self.set_kill_switch(True, str(saved.get("kill_reason") or ""))
             return
@@ -754,7 +767,7 @@ class RiskEngine:
         self._mark()
         self.positions.start_day()
         self._accepted_before, self._accepted = self._accepted, set()
-        self._loss_level = ACTIVE
+        self._loss_level, self._worst_loss = ACTIVE, 0
         if not self.kill_switch_engaged and self.state != ACTIVE:
             self._move(ACTIVE, f"new trading day {self._day}: daily loss limits reset")
 
@@ -783,8 +796,8 @@ class RiskEngine:
         (resting entries), to be cancelled: the state refuses such orders, and one left working could still fill
         and grow the loss the limit stopped. Exits and square-off orders are kept. Each id is offered again after
         square_off_retry_s while it is still working. (The kill switch alone cancels only when asked to.)"""
-        if self.state == ACTIVE or self._loss_level == ACTIVE:
-            return []
+        if self.state == ACTIVE or self._level_of(self._worst_loss) == ACTIVE:
+            return []  # the kill switch alone; or no loss limit reached today
         now = self.clock.now_ns()
         out = []
         for cid, o in self.open_orders.items():

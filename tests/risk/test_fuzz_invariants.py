@@ -105,10 +105,12 @@ class Model:
     kill: bool = False
     sequence: int = 0
     delivered: list[trading_pb2.OrderUpdate] = field(default_factory=list)
+    worst: int = 0  # the day's worst loss the engine measured (paise)
 
     def roll(self, day: int) -> None:
         """A new IST day: carried positions restart at their last mark, today's P&L and accepted ids from zero."""
         self.day = day
+        self.worst = 0
         self.accepted_today.clear()
         carried = {}
         for (token, product), pos in self.positions.items():
@@ -150,6 +152,16 @@ class Model:
     def pnl(self) -> int:
         return sum(p.realised - p.charges + (p.net * self.ticks[t] - p.cost if p.net else 0)
                    for (t, _), p in self.positions.items())
+
+    def measured(self) -> int:
+        """The engine measured the loss now (a fill, a timer, a limits change, a release): the day's worst."""
+        self.worst = max(self.worst, -self.pnl())
+        return self.loss_level()
+
+    def level_of(self, loss: int) -> int:
+        if loss >= self.limits.daily_loss_halt_paise:
+            return HALTED
+        return REDUCING if loss >= self.limits.daily_loss_reducing_paise else ACTIVE
 
     def loss_level(self) -> int:
         loss = -self.pnl()
@@ -291,7 +303,7 @@ class Fuzz:
         if fill_qty:
             key = (w.request.token, product_of(w.request.product))
             m.positions.setdefault(key, Pos()).fill(fill_qty if w.request.side == BUY else -fill_qty, price, charges)
-            self.levels_seen.append(m.loss_level())  # the engine evaluated the loss with this fill
+            self.levels_seen.append(m.measured())  # the engine evaluated the loss with this fill
         if status in TERMINAL:
             del m.working[cid]
         return fill_qty > 0
@@ -319,7 +331,7 @@ class Fuzz:
     def timer(self) -> bool:
         """The risk module's timer: loss, square-off cancels (confirmed or not), square-off orders."""
         self.engine.evaluate_loss()
-        self.levels_seen.append(self.model.loss_level())
+        self.levels_seen.append(self.model.measured())
         for cid in self.engine.square_off_cancels():
             w = self.model.working[cid]
             assert product_of(w.request.product) == MIS and w.request.strategy_tag != "SQUAREOFF"
@@ -346,12 +358,15 @@ class Fuzz:
 
     def kill_switch(self) -> bool:
         self.model.kill = self.rng.random() < 0.35
+        if not self.model.kill:
+            self.model.measured()  # a release measures the loss
         self.engine.set_kill_switch(self.model.kill, "fuzz")
         return not self.model.kill  # a release marks the positions
 
     def set_limits(self) -> bool:
         self.model.limits = random_limits(self.rng)
         self.engine.set_limits(self.model.limits)
+        self.model.measured()
         self.rated.clear()
         return True
 
@@ -460,7 +475,7 @@ class Fuzz:
         if m.kill:
             assert state == HALTED, "kill switch engaged but not HALTED"
         elif op == "kill_switch":
-            assert state == level, "kill switch release: the state the daily loss holds"
+            assert state == m.level_of(m.worst), "kill switch release: the state the day's worst loss holds"
         elif rolled:
             assert state <= level, "a new day must reset the loss-driven state"
         else:

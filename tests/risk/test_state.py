@@ -243,7 +243,7 @@ def test_releasing_the_kill_switch_while_over_the_reducing_limit_leaves_reducing
 
     engine.set_kill_switch(False, "resume")
 
-    assert engine.state == REDUCING and "still over daily_loss_reducing ₹1,000.00" in engine.state_reason
+    assert engine.state == REDUCING and "over daily_loss_reducing ₹1,000.00" in engine.state_reason
 
 
 def test_releasing_the_kill_switch_past_the_halt_limit_keeps_the_loss_halt_and_its_square_off(clock):
@@ -257,6 +257,34 @@ def test_releasing_the_kill_switch_past_the_halt_limit_keeps_the_loss_halt_and_i
 
     assert engine.state == HALTED and "stays HALTED" in engine.state_reason
     assert [o.strategy_tag for o in engine.square_off_due()] == ["SQUAREOFF"]
+
+
+def test_a_bounce_after_the_halt_limit_does_not_let_a_release_relax_it(clock):
+    """The day's loss reached the hard limit, then prices bounced: /kill and /unkill gave ACTIVE with full limits."""
+    engine = long_100(clock)
+    mark(engine, 1265_00)  # -₹2,500: HALTED
+    mark(engine, 1289_00)  # -₹100: the state holds
+    engine.set_kill_switch(True, "take stock")
+
+    engine.set_kill_switch(False, "resume")
+
+    assert engine.state == HALTED and "reached ₹2,500.00" in engine.state_reason
+
+
+def test_after_a_bounce_the_loss_state_still_cancels_an_order_that_would_now_grow_a_position(clock):
+    """A stop and a target of one long, kept as exits when the limit tripped; the target filled, the loss recovered:
+    the stop on a flat book would open a short while trading is HALTED."""
+    engine = RiskEngine(limits(**SMALL_LOSS), clock, instruments())
+    engine.on_order_update(fill(BUY, 100, 1290_00, product=trading_pb2.PRODUCT_CNC))
+    engine.last_prices[RELIANCE] = 1290_00
+    stop = order(client_order_id="stop", side=SELL, quantity=100, product=trading_pb2.PRODUCT_CNC,
+                 order_type=trading_pb2.ORDER_TYPE_STOP_MARKET, price_paise=0, trigger_price_paise=1250_00)
+    assert engine.decide(stop).accepted
+    mark(engine, 1265_00)  # HALTED
+    engine.on_order_update(fill(SELL, 100, 1300_00, product=trading_pb2.PRODUCT_CNC))  # out at a profit elsewhere
+    mark(engine, 1300_00)
+
+    assert engine.state == HALTED and engine.loss_cancels() == ["stop"]
 
 
 def test_a_release_after_raising_the_halt_limit_trades_on_reducing(clock):
