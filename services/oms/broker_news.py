@@ -244,9 +244,9 @@ class BrokerNews(OrderBook):
         this run, not an IOC's unfilled rest, not a DAY order expiring (reported after its segment's close, or on a
         later day)."""
         now = self.clock.now_ns()
-        ours = (cur.status == t.ORDER_STATUS_CANCEL_PENDING or internal_id in self._cancels_sent_run
-                or internal_id in self._cancel_sent or internal_id in self._cancel_unanswered
-                or self.cancel_under_way(internal_id))
+        # Every cancel sent in this run is in _cancels_sent_run (its unanswered, unrecorded and under-way marks are
+        # all set by the same send); CANCEL_PENDING covers one recorded before a restart.
+        ours = cur.status == t.ORDER_STATUS_CANCEL_PENDING or internal_id in self._cancels_sent_run
         return (not ours and cur.request.validity != t.VALIDITY_IOC and day_of(cur.ts_ns) == day_of(now)
                 and segment_open(cur.request.exchange_segment, now))
 
