@@ -421,10 +421,7 @@ class TelegramSender:
         age = now - (trouble.since if released is None else released)
         if age >= self.give_up_seconds or (trouble.doubtful >= self.attempts and not urgent):
             trouble.doubtful = 0  # the next message's own tries; the back-off goes on
-            self.failed += 1
-            FAILED.inc()
-            log.error("telegram message not delivered", extra={"chat_id": self._target(chat_id), "error": str(exc)})
-            return Outcome.FAILED
+            return self._give_up(chat_id, exc, Outcome.FAILED, keep_backoff=True)
         if trouble.tries == 1:
             log.warning("telegram send failed; retrying", extra={"chat_id": chat_id, "error": str(exc)})
         RETRIED.labels("network").inc()
@@ -432,8 +429,11 @@ class TelegramSender:
                                                          self.backoff_seconds * 2 ** min(trouble.tries - 1, 16))
         return Outcome.DEFERRED
 
-    def _give_up(self, chat_id: int, exc: Exception, outcome: Outcome) -> Outcome:
-        self._trouble.pop(chat_id, None)
+    def _give_up(self, chat_id: int, exc: Exception, outcome: Outcome, keep_backoff: bool = False) -> Outcome:
+        """Count and log a message given up; the chat's back-off starts again unless `keep_backoff` (Telegram still
+        failing: the next message waits as this one did)."""
+        if not keep_backoff:
+            self._trouble.pop(chat_id, None)
         self.failed += 1
         FAILED.inc()
         log.error("telegram message not delivered", extra={"chat_id": self._target(chat_id), "error": str(exc)})
