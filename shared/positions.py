@@ -23,6 +23,21 @@ def exit_side(held: int) -> trading_pb2.Side:
     return trading_pb2.SIDE_SELL if held > 0 else trading_pb2.SIDE_BUY
 
 
+def whole_lots(limit: int, lot: int) -> int:
+    """The largest order within `limit` units that is a whole number of `lot`s; one lot at least."""
+    return max(lot, limit - limit % lot)
+
+
+def chunks(quantity: int, largest: int) -> list[int]:
+    """`quantity` as orders of at most `largest` each (0: one order); none for nothing to close."""
+    if quantity <= 0:
+        return []
+    if not largest or quantity <= largest:
+        return [quantity]
+    whole, rest = divmod(quantity, largest)
+    return [largest] * whole + ([rest] if rest else [])
+
+
 @dataclass
 class PositionState:
     token: int

@@ -25,7 +25,7 @@ from shared.db.protojson import message_dict
 from shared.errors import InvalidInput, NeoPulseError, NotFound, OutcomeUnknown, RiskRejected
 from shared.ids import MAX_REASON_CHARS
 from shared.order_terms import PRICED, STOPS, unknown_choice
-from shared.positions import SQUAREOFF_TAG, exit_side
+from shared.positions import SQUAREOFF_TAG, chunks, exit_side, whole_lots
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class OrderService:
                 exchange_segment=pos.exchange_segment, symbol=pos.symbol, side=side, quantity=part,
                 order_type=t.ORDER_TYPE_MARKET, product=cast("t.Product", pos.product), validity=t.VALIDITY_DAY,
                 strategy_tag=SQUAREOFF_TAG, reason="square-off asked for (SquareOff)")
-                for part in _split(quantity, parts_of.get(pos.token, 0))]
+                for part in chunks(quantity, parts_of.get(pos.token, 0))]
         results = await asyncio.gather(*(self._submit(order) for order in orders), return_exceptions=True)
         placed = [r for r in results if isinstance(r, t.OrderUpdate)]
         failed = [r for r in results if isinstance(r, BaseException)]
@@ -209,7 +209,7 @@ class OrderService:
             log.warning("instruments not listed in time; square-off orders split by the last list known", extra={
                 "error": str(exc) or type(exc).__name__, "known": len(self._parts_known)})
             return self._parts_known
-        self._parts_known = {i.token: max(i.lot_size or 1, i.freeze_quantity - i.freeze_quantity % (i.lot_size or 1))
+        self._parts_known = {i.token: whole_lots(i.freeze_quantity, i.lot_size or 1)
                              for i in reply.instruments if i.freeze_quantity}
         return self._parts_known
 
@@ -221,14 +221,6 @@ class OrderService:
 
 
 LIST_INSTRUMENTS_S = 0.5  # SquareOff's wait for the freeze quantities, then the last list known
-
-
-def _split(quantity: int, largest: int) -> list[int]:
-    """`quantity` in orders of at most `largest` (0: one order)."""
-    if not largest or quantity <= largest:
-        return [quantity]
-    whole, rest = divmod(quantity, largest)
-    return [largest] * whole + ([rest] if rest else [])
 
 
 def _jsonable(value: object) -> object:

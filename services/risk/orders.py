@@ -15,7 +15,7 @@ from shared.errors import InvalidInput
 from shared.ids import MAX_REASON_CHARS
 from shared.instruments import InstrumentBook, not_tradable
 from shared.order_terms import PRICED
-from shared.positions import SQUAREOFF_TAG, PositionState, exit_side
+from shared.positions import SQUAREOFF_TAG, PositionState, chunks, exit_side, whole_lots
 from shared.price_factor import factor_of
 
 if TYPE_CHECKING:
@@ -77,9 +77,7 @@ def square_off_orders(pos: PositionState, inst: market_pb2.Instrument | None, qu
     segment = pos.exchange_segment or (inst.exchange_segment if inst else "")
     symbol = pos.symbol or (inst.symbol if inst else "")
     orders = []
-    remaining, n = quantity, 0
-    while remaining > 0:
-        qty = min(remaining, max_chunk)
+    for n, qty in enumerate(chunks(quantity, max_chunk)):
         order = trading_pb2.OrderRequest(
             client_order_id=(f"SQ-{day:%Y%m%d}-{pos.token}-{pos.product}-{n}" + (f"-{run}" if run else "")
                              + (f"-r{attempt}" if attempt else "")),
@@ -89,8 +87,6 @@ def square_off_orders(pos: PositionState, inst: market_pb2.Instrument | None, qu
             reason="intraday square-off")
         order.product = cast("trading_pb2.Product", pos.product)  # PositionState keeps a plain int
         orders.append(order)
-        remaining -= qty
-        n += 1
     return orders
 
 
@@ -103,7 +99,7 @@ def square_off_chunk(limits: Limits, inst: market_pb2.Instrument | None, price_p
     if price_paise > 0:  # each order's value, price x quantity x factor, within max_order_value
         factor = factor_of(inst.price_factor) if inst is not None else 1
         chunk = min(chunk, int(limits.max_order_value_paise // (price_paise * factor)))
-    return max(lot, chunk - chunk % lot)
+    return whole_lots(chunk, lot)
 
 
 def manual_order(order: trading_pb2.OrderRequest, instruments: InstrumentBook,
