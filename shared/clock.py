@@ -164,6 +164,11 @@ def special_session(segment: str, ts_ns: int) -> Session | None:
     return by_segment.get(segment or "nse_cm") if by_segment else None
 
 
+def session_in_force(segment: str, ts_ns: int, sessions: dict[str, Session] = SESSIONS_IST) -> Session:
+    """The session `segment` holds on the IST day of `ts_ns`: a special one, else its regular one that day."""
+    return special_session(segment, ts_ns) or session_at(segment, ts_ns, sessions)
+
+
 def segment_open(segment: str, ts_ns: int, sessions: dict[str, Session] = SESSIONS_IST) -> bool:
     """Whether `segment` trades at `ts_ns`: a special session of the day, else its regular one on a trading day."""
     special = special_session(segment, ts_ns)
@@ -236,6 +241,16 @@ def parse_hhmm(text: str) -> tuple[int, int]:
     if not (0 <= hour < 24 and 0 <= minute < 60):
         raise ValueError(f"expected HH:MM, got {text!r}")
     return hour, minute
+
+
+def fmt_hhmm(at: tuple[int, int]) -> str:
+    """(9, 5) -> '09:05'."""
+    return f"{at[0]:02d}:{at[1]:02d}"
+
+
+def fmt_session(session: Session) -> str:
+    """((9, 15), (15, 30)) -> '09:15-15:30'."""
+    return f"{fmt_hhmm(session[0])}-{fmt_hhmm(session[1])}"
 
 
 def hhmm_minutes(text: str) -> int:

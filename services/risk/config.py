@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.clock import SESSIONS_IST, Session, parse_hhmm, parse_session, shortest_session
+from shared.clock import SESSIONS_IST, Session, fmt_hhmm, fmt_session, parse_hhmm, parse_session, shortest_session
 from shared.config import ModuleSettings, Rupees, RupeesOrOff
 from shared.contracts import risk_pb2
 from shared.errors import InvalidInput
@@ -47,13 +47,9 @@ def square_off_problem(default: tuple[int, int], by_segment: Mapping[str, tuple[
         at = by_segment.get(segment, default)
         if not opens < at < closes:
             setting = f"square_off_times_ist.{segment}" if segment in by_segment else "square_off_time_ist"
-            return (f"{setting} {_hhmm(at)} is outside {segment}'s market hours {_hhmm(opens)}-{_hhmm(closes)}: "
+            return (f"{setting} {fmt_hhmm(at)} is outside {segment}'s market hours {fmt_session((opens, closes))}: "
                     "risk would refuse its own square-off orders there and MIS positions would stay open")
     return ""
-
-
-def _hhmm(at: tuple[int, int]) -> str:
-    return f"{at[0]:02d}:{at[1]:02d}"
 
 
 class Limits(BaseModel):

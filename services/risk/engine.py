@@ -29,12 +29,13 @@ from shared.clock import (
     Clock,
     Session,
     day_of,
+    fmt_session,
     is_holiday,
     ist_datetime,
     ist_day_number,
     ist_minute_of_day,
     segment_open,
-    session_at,
+    session_in_force,
     session_of,
     shortest_session,
     special_session,
@@ -426,18 +427,16 @@ class RiskEngine:
         segment = order.exchange_segment or inst.exchange_segment
         if segment_open(segment, now, self.sessions):
             return None
-        special = special_session(segment, now)
-        opens, closes = special or session_at(segment, now, self.sessions)
-        if special is not None:
+        session = session_in_force(segment, now, self.sessions)
+        if special_session(segment, now) is not None:
             return "MARKET_CLOSED", (f"market is closed at {ist_datetime(now):%H:%M} IST: {day_of(now)} holds a "
-                                     f"special session for {segment or 'nse_cm'}, {opens[0]:02d}:{opens[1]:02d}-"
-                                     f"{closes[0]:02d}:{closes[1]:02d} IST (special_sessions); enforce_market_hours "
-                                     "is on")
+                                     f"special session for {segment or 'nse_cm'}, {fmt_session(session)} IST "
+                                     "(special_sessions); enforce_market_hours is on")
         if is_holiday(now):
             return "MARKET_CLOSED", (f"market is closed: {day_of(now)} is an exchange holiday (the `holidays` "
                                      "setting); enforce_market_hours is on")
         return "MARKET_CLOSED", (f"market is closed at {ist_datetime(now):%a %H:%M} IST ({segment or 'nse_cm'} "
-                                 f"trades {opens[0]:02d}:{opens[1]:02d}-{closes[0]:02d}:{closes[1]:02d} IST on "
+                                 f"trades {fmt_session(session)} IST on "
                                  "trading days); enforce_market_hours is on")
 
     def check_square_off_time(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from fractions import Fraction
 
-from shared.clock import IST, NS, segment_open, session_at, special_session
+from shared.clock import IST, NS, fmt_session, segment_open, session_in_force
 from shared.contracts import market_pb2
 from shared.money import margin_exceeded, to_paise
 from shared.price_factor import factor_of
@@ -179,10 +179,10 @@ class Exchange:
         if reject_reason:
             order.status, order.reason = REJECTED, reject_reason
         elif closed and str(body.get("am", "NO")).upper() != "YES":
-            (opens, closes) = special_session(inst.exchange_segment, ts_ns) or session_at(inst.exchange_segment, ts_ns)
             order.status, order.reason = REJECTED, (
-                f"market is closed: {inst.exchange_segment} trades {opens[0]:02d}:{opens[1]:02d}-"
-                f"{closes[0]:02d}:{closes[1]:02d} IST on trading days; place it then, or as an AMO (am YES)")
+                f"market is closed: {inst.exchange_segment} trades "
+                f"{fmt_session(session_in_force(inst.exchange_segment, ts_ns))} IST on trading days; place it then, or "
+                "as an AMO (am YES)")
         elif closed:
             order.status = AMO_RECEIVED
         else:
