@@ -210,6 +210,10 @@ class Bus:
     def subscriptions(self) -> list[Subscription]:
         return [s for subs in self._subs.values() for s in subs]
 
+    def subscribers(self, topic: Topic) -> tuple[Subscription, ...]:
+        """The subscriptions of one topic (no list of every topic's built: for a per-message caller)."""
+        return tuple(self._subs[topic])
+
     # -- requests -------------------------------------------------------------
     def handle(self, method: str, handler: RequestHandler) -> None:
         """Register the one handler for a request name (the full gRPC method name)."""

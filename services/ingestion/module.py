@@ -213,8 +213,8 @@ class IngestionModule(Component):
     def _count_shed(self) -> None:
         """Count the ticks the next publish sheds: the oldest batch of each full TICKS queue (the bus counts shed
         messages, and a batch is a whole feed frame of ticks). Peeks at the queue's deque, as the bus itself does."""
-        for sub in self.bus.subscriptions():
-            if sub.topic is Topic.TICKS and sub.queue.full():
+        for sub in self.bus.subscribers(Topic.TICKS):
+            if sub.queue.full():
                 self.dropped_ticks += len(sub.queue._queue[0].ticks)  # type: ignore[attr-defined]
                 self._drops_by.add(sub.name)
 
