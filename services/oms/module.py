@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections import deque
 
 from prometheus_client import Gauge
@@ -32,13 +33,23 @@ from services.oms.service import OrderService
 from services.oms.states import DAY_BOUND
 from services.oms.virtual_broker import VirtualBroker
 from shared.bus import Bus, Subscription, Topic
-from shared.clock import Clock, day_of, ist_day_number, ist_ns
+from shared.clock import NS, Clock, day_of, ist_day_number, ist_ns
 from shared.component import Component
 from shared.contracts import market_pb2, ops_pb2
 from shared.contracts import trading_pb2 as t
 from shared.money import fmt_inr, to_paise, to_rupees
 
 log = logging.getLogger(__name__)
+
+MIN_RECOUNT_WAIT_S = 0.001  # a replay's clock may run thousands of times the real one: a count at most every 1 ms
+
+
+def recount_wait_s(real_s: float, market_ns: int) -> float:
+    """The real seconds until a paper count made now is half its life old, at the pace the market's clock kept
+    over the last `real_s` (it moved `market_ns`): never longer than on the real clock."""
+    speed = market_ns / NS / real_s if real_s > 0 else 1.0
+    return max(MIN_RECOUNT_WAIT_S, RECOUNT_S / 2 / max(speed, 1.0))
+
 
 STOP_WAIT_S = 10.0  # a Kotak REST call times out well within this
 SETTLE_RETRY_S = (1.0, 30.0)  # first and longest wait between order-book reads for orders restored at start
@@ -146,12 +157,20 @@ class OmsModule(Component):
             if isinstance(self.broker, VirtualBroker) and self.broker.account is not None and not self.clock_driven:
                 tg.create_task(self._recount_paper_funds(self.broker), name="oms:paper-funds")
 
-    @staticmethod
-    async def _recount_paper_funds(broker: VirtualBroker) -> None:
-        """What the paper account has left, counted between orders rather than before one (~100 us)."""
+    async def _recount_paper_funds(self, broker: VirtualBroker) -> None:
+        """What the paper account has left, counted between orders rather than before one (~100 us), whenever the
+        order path is idle and the last count is half its life old on the market's clock (paper.RECOUNT_S): every
+        half second on the real clock, every ~8 ms of a session simulated at 60x, whose prices (and counts) age 60
+        times as fast. Paced by the real seconds alone, a count was stale for all but 1/60 of such a session, and
+        every burst's first order counted afresh on the order path."""
+        mono, market, wait = time.monotonic(), self.clock.now_ns(), MIN_RECOUNT_WAIT_S
         while True:
+            await self.bus.as_follow_up()
             broker.recount_funds()
-            await asyncio.sleep(RECOUNT_S / 2)
+            await asyncio.sleep(wait)
+            then_mono, then_market, mono, market = mono, market, time.monotonic(), self.clock.now_ns()
+            # At most twice the last wait: a replay's clock moving by jumps may stand still for a short while.
+            wait = min(recount_wait_s(mono - then_mono, market - then_market), 2 * wait)
 
     async def _watch_funds(self) -> None:
         """The account's funds as gauges, and a warning when what is left to trade with runs low: orders needing

@@ -16,7 +16,7 @@ from services.oms.module import OmsModule
 from services.oms.virtual_broker import VirtualBroker
 from shared import rpc
 from shared.bus import Bus, Topic
-from shared.clock import ManualClock
+from shared.clock import Clock, ManualClock
 from shared.contracts import ops_pb2, risk_pb2
 from shared.contracts import trading_pb2 as t
 from tests.helpers import eventually as until
@@ -109,8 +109,8 @@ async def start_oms():
     tasks: list[asyncio.Task] = []
 
     async def start(broker: VirtualBroker | None = None, ledger: MemoryLedger | None = None,
-                    settings: OmsSettings | None = None, risk: bool = True) -> Oms:
-        bus, clock = Bus(), ManualClock(T0 + 1)
+                    settings: OmsSettings | None = None, risk: bool = True, clock: Clock | None = None) -> Oms:
+        bus, clock = Bus(), clock or ManualClock(T0 + 1)
         broker = broker or VirtualBroker(None, ChargeModel.default(), clock)
         broker.clock = clock
         ledger = ledger or MemoryLedger()

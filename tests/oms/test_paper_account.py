@@ -12,10 +12,11 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.oms.config import OmsSettings
+from services.oms.module import recount_wait_s
 from services.oms.paper import PaperAccount
 from shared import rpc
 from shared.bus import Topic
-from shared.clock import ManualClock
+from shared.clock import ManualClock, SimClock
 from shared.contracts import market_pb2, oms_pb2, ops_pb2, risk_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, NotFound
@@ -202,6 +203,34 @@ async def test_the_oms_keeps_the_paper_accounts_count_fresh(paper_oms, monkeypat
     monkeypatch.setattr(PaperAccount, "recount", lambda *args: counted.append(1) or recount(*args))
 
     await until(lambda: len(counted) >= 2, within=3)  # every half second
+
+
+@pytest.mark.parametrize("replayed", [False, True])
+async def test_a_session_run_at_100x_has_its_paper_count_kept_fresh_at_its_pace(start_oms, monkeypatch, replayed):
+    """A simulated session's clock (`make run`), or a replay's moved a second a batch every 10 ms."""
+    counted = []
+    recount = PaperAccount.recount
+    monkeypatch.setattr(PaperAccount, "recount", lambda *args: counted.append(1) or recount(*args))
+    clock = ManualClock(T0) if replayed else SimClock(speed=100)
+    await start_oms(settings=OmsSettings(lookup_backoff_s=0, poll_interval_s=0, paper_capital=50_000), clock=clock)
+
+    for _ in range(30):
+        await asyncio.sleep(0.01)
+        if replayed:
+            clock.advance(1.0)
+
+    # A count serves a second of the market's clock, 10 ms here: one every ~5 ms, not one every half second.
+    assert len(counted) >= 10
+
+
+@pytest.mark.parametrize(("real_s", "market_s", "wait_s"), [
+    (0.5, 0.5, 0.5),  # the real clock
+    (0.5, 30.0, 1 / 120),  # a session at 60x
+    (0.5, 0.0, 0.5),  # a clock standing still (a replay between batches): as the real one
+    (0.001, 1000.0, 0.001),  # a replay at a million times: at most every millisecond
+])
+def test_the_paper_count_waits_half_a_count_life_at_the_market_clocks_pace(real_s, market_s, wait_s):
+    assert recount_wait_s(real_s, int(market_s * 1e9)) == pytest.approx(wait_s)
 
 
 def test_a_count_of_what_is_left_serves_for_a_second_of_the_markets_clock_at_most():
