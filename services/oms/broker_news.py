@@ -387,6 +387,6 @@ class BrokerNews(OrderBook):
         if delta <= 0:
             return (0, 0, 0), counted
         if self._estimate is not None and not charges:
-            estimate = self._estimate.for_fill(cur.request, delta, price, brokerage)
+            estimate = self._estimate.for_fill(cur.request, delta, price, brokerage, booked)
             return (delta, price, estimate.total), functools.partial(counted, estimate.brokerage)
         return (delta, price, charges), counted

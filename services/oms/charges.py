@@ -21,30 +21,16 @@ Where the default rates come from (each a fraction of turnover; option turnover 
 
 from __future__ import annotations
 
-import enum
 import math
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 
-from services.oms.config import OmsSettings
+from services.oms.config import Brokerage, OmsSettings, Segment
 from shared.contracts import trading_pb2
 from shared.price_factor import ONE, factor_of
 
 _ONE = Decimal(1)
-
-
-class Segment(enum.Enum):
-    EQUITY_INTRADAY = "equity_intraday"
-    EQUITY_DELIVERY = "equity_delivery"
-    FUTURES = "futures"
-    OPTIONS = "options"
-    CURRENCY_FUTURES = "currency_futures"
-    CURRENCY_OPTIONS = "currency_options"
-    COMMODITY_FUTURES = "commodity_futures"
-    COMMODITY_OPTIONS = "commodity_options"
-
-
 _CURRENCY = ("cde_fo", "bcs_fo")
 
 
@@ -90,14 +76,13 @@ def _paise(amount: Fraction | int, rate: Decimal) -> int:
 
 @dataclass(frozen=True)
 class ChargeModel:
-    """Rates as fractions of turnover (brokerage_flat_paise is per executed order).
+    """Rates as fractions of turnover (a brokerage's flat_paise is per executed order).
 
     `exchange` holds the NSE rates (MCX for commodities, NSE for currency); `bse_exchange` the BSE ones for
     bse_cm and bse_fo.
     """
 
-    brokerage_flat_paise: int
-    brokerage_rate: Decimal
+    brokerage: dict[Segment, Brokerage]
     stt: dict[Segment, tuple[Decimal, Decimal]]  # (buy rate, sell rate); CTT for commodities
     exchange: dict[Segment, Decimal]
     bse_exchange: dict[Segment, Decimal]
@@ -109,7 +94,7 @@ class ChargeModel:
     def from_settings(cls, s: OmsSettings) -> ChargeModel:
         zero = Decimal(0)
         return cls(
-            brokerage_flat_paise=s.brokerage_flat_paise, brokerage_rate=s.brokerage_rate,
+            brokerage=s.brokerage_by_segment(),
             stt={Segment.EQUITY_INTRADAY: (zero, s.stt_equity_intraday_sell),
                  Segment.EQUITY_DELIVERY: (s.stt_equity_delivery, s.stt_equity_delivery),
                  Segment.FUTURES: (zero, s.stt_futures_sell), Segment.OPTIONS: (zero, s.stt_options_sell),
@@ -140,18 +125,19 @@ class ChargeModel:
         return cls.from_settings(OmsSettings())
 
     def for_fill(self, order: trading_pb2.OrderRequest, quantity: int, price_paise: int,
-                 brokerage_so_far_paise: int = 0) -> Charges:
+                 brokerage_so_far_paise: int = 0, value_so_far_paise: int | None = None) -> Charges:
         """Charges of one fill of `order`. Turnover is price x quantity x the order's price factor (exact: a lot of a
         contract quoted per barrel is worth its 100 barrels); option turnover is the premium.
 
-        The flat brokerage is per executed order: later fills of the same order pay only what
-        is left of it (pass the brokerage already charged to the order).
+        Brokerage is per executed order: pass the brokerage already charged to the order's earlier fills, and
+        their price x quantity (filled quantity x average price), and this fill pays what the order's brokerage
+        comes to with it, less what they paid (see _brokerage).
         """
         seg = segment_of(order)
         turnover = _turnover(order, quantity, price_paise)
         buy = order.side == trading_pb2.SIDE_BUY
-        flat_left = max(0, self.brokerage_flat_paise - brokerage_so_far_paise)
-        brokerage = min(flat_left, _paise(turnover, self.brokerage_rate))
+        before = None if value_so_far_paise is None else _turnover(order, value_so_far_paise, 1)
+        brokerage = _brokerage(self.brokerage[seg], turnover, brokerage_so_far_paise, before)
         stt_buy, stt_sell = self.stt[seg]
         stt = _paise(turnover, stt_buy if buy else stt_sell)
         exchange_rates = self.bse_exchange if order.exchange_segment.lower().startswith("bse") else self.exchange
@@ -163,11 +149,31 @@ class ChargeModel:
 
     def brokerage_paid(self, order: trading_pb2.OrderRequest, filled_quantity: int, average_price_paise: int) -> int:
         """The brokerage an order's fills so far have paid, rebuilt from its cumulative fill (after a restart, to
-        pass to for_fill): min(flat, rate x filled value), as the fills paid it, to within their rounding."""
+        pass to for_fill): the segment's rule on the filled value, as the fills paid it, to within their rounding."""
         if filled_quantity <= 0:
             return 0
-        turnover = _turnover(order, filled_quantity, average_price_paise)
-        return min(self.brokerage_flat_paise, _paise(turnover, self.brokerage_rate))
+        plan = self.brokerage[segment_of(order)]
+        return _brokerage(plan, _turnover(order, filled_quantity, average_price_paise), 0, 0)
+
+
+def _brokerage(plan: Brokerage, turnover: Fraction | int, paid: int, turnover_before: Fraction | int | None) -> int:
+    """One fill's brokerage: the order's brokerage with this fill (flat_paise once per order, the rate on all its
+    turnover) less the `paid` by its earlier fills. "lower" and "rate" charge the rate fill by fill, as before.
+
+    "higher" needs the earlier fills' turnover: without it (None), they are taken to have paid the minimum to the
+    paisa, so this fill pays at least its rate, at most the minimum's shortfall more than exact (an estimate a
+    part-filled order's contract note can only come in under)."""
+    on_fill = _paise(turnover, plan.rate)
+    flat_left = max(0, plan.flat_paise - paid)
+    if plan.mode == "flat":
+        return flat_left
+    if plan.mode == "rate":
+        return on_fill
+    if plan.mode == "lower":
+        return min(flat_left, on_fill)
+    if turnover_before is None:
+        return max(flat_left, on_fill)
+    return max(0, max(plan.flat_paise, _paise(turnover_before + turnover, plan.rate)) - paid)
 
 
 def _turnover(order: trading_pb2.OrderRequest, quantity: int, price_paise: int) -> Fraction | int:

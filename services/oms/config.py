@@ -6,18 +6,61 @@ Read by the OMS module and by ChargeModel.from_settings (the VirtualBroker's cha
 
 from __future__ import annotations
 
+import enum
 from decimal import Decimal
 from fractions import Fraction
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.config import ModuleSettings, Rupees
+from shared.config import ModuleSettings, NumbersNotBooleans, Rupees
 from shared.contracts import trading_pb2 as t
 
 MAX_STATUTORY_RATE = Decimal("0.01")  # 1%: the highest real one (STT on option sells) is 0.15%
 MAX_BROKERAGE_RATE = Decimal("0.025")  # 2.5%
 STATUTORY_RATES = ("stt_", "ctt_", "exchange_", "sebi_fee", "stamp_")  # the fields, by name
+
+
+class Segment(enum.Enum):
+    """The segments charges differ by (services.oms.charges.segment_of); here as the [oms] brokerage table's keys."""
+
+    EQUITY_INTRADAY = "equity_intraday"
+    EQUITY_DELIVERY = "equity_delivery"
+    FUTURES = "futures"
+    OPTIONS = "options"
+    CURRENCY_FUTURES = "currency_futures"
+    CURRENCY_OPTIONS = "currency_options"
+    COMMODITY_FUTURES = "commodity_futures"
+    COMMODITY_OPTIONS = "commodity_options"
+
+
+BrokerageMode = Literal["lower", "higher", "flat", "rate"]
+# The fields each mode charges by; a mode must be given those and no others, so a plan is never half read.
+_MODE_FIELDS: dict[str, frozenset[str]] = {
+    "lower": frozenset({"flat_paise", "rate"}), "higher": frozenset({"flat_paise", "rate"}),
+    "flat": frozenset({"flat_paise"}), "rate": frozenset({"rate"})}
+
+
+class Brokerage(NumbersNotBooleans):
+    """One segment's brokerage, per executed order: "lower" of flat_paise and rate x turnover (a cap), "higher" of
+    them (a minimum: "0.25% or Rs 20 whichever is higher"), "flat" flat_paise alone (0: free), "rate" alone."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: BrokerageMode
+    flat_paise: int = Field(default=0, ge=0)
+    rate: Decimal = Field(default=Decimal(0), ge=0)  # a fraction of turnover; capped in OmsSettings
+
+    @model_validator(mode="after")
+    def _the_fields_of_its_mode(self) -> Brokerage:
+        wanted = _MODE_FIELDS[self.mode]
+        for name in sorted(wanted - self.model_fields_set):
+            raise ValueError(f'mode "{self.mode}" charges by ' + " and ".join(sorted(wanted)) + f": set {name}")
+        for name in sorted(self.model_fields_set - wanted - {"mode"}):
+            raise ValueError(f'{name} is not used by mode "{self.mode}"; remove it, or use mode "lower" or '
+                             '"higher" to charge by both flat_paise and rate')
+        return self
 
 
 class OmsSettings(ModuleSettings):
@@ -61,9 +104,11 @@ class OmsSettings(ModuleSettings):
     low_funds_pct: float = Field(default=10.0, ge=0, le=100)
 
     # Charges (fractions of turnover unless named _paise; option turnover is the premium). Defaults: rates in force
-    # in 2026 (sources in services/oms/charges.py). Brokerage: the lower of flat and percentage, per executed order.
+    # in 2026 (sources in services/oms/charges.py). Brokerage: the lower of flat and percentage, per executed order,
+    # in every segment the `brokerage` table does not name (segment name -> Brokerage: a plan's own rule there).
     brokerage_flat_paise: int = Field(default=2000, ge=0)
     brokerage_rate: Decimal = Field(default=Decimal("0.0003"), ge=0, lt=1)
+    brokerage: dict[Segment, Brokerage] = Field(default_factory=dict)
     # STT (Finance Act 2026 F&O rates, from 1 April 2026); cde_fo pays none.
     stt_equity_intraday_sell: Decimal = Field(default=Decimal("0.00025"), ge=0, lt=1)
     stt_equity_delivery: Decimal = Field(default=Decimal("0.001"), ge=0, lt=1)
@@ -98,17 +143,34 @@ class OmsSettings(ModuleSettings):
     # GST on brokerage + exchange charges + SEBI fee (never on STT/CTT or stamp duty).
     gst: Decimal = Field(default=Decimal("0.18"), ge=0, lt=1)
 
+    @field_validator("brokerage", mode="before")
+    @classmethod
+    def _known_segments(cls, value: Any) -> Any:
+        """A misspelt segment (equity_delvery) would leave that segment on the default rule without a word."""
+        names = [segment.value for segment in Segment]
+        for key in value if isinstance(value, dict) else ():
+            if key not in names:
+                raise ValueError(f"unknown segment {key!r}; the segments are " + ", ".join(names))
+        return value
+
     @model_validator(mode="after")
     def _rates_are_fractions_not_percents(self) -> OmsSettings:
         """Rates are fractions of turnover; one typed as the percent a contract note prints (STT "0.025%" as 0.025)
         would book 100 times the charges and trip the daily loss limits. No real rate is near these caps."""
-        for field in type(self).model_fields:
-            cap = MAX_BROKERAGE_RATE if field == "brokerage_rate" else MAX_STATUTORY_RATE
-            value = getattr(self, field)
-            if (field == "brokerage_rate" or field.startswith(STATUTORY_RATES)) and value > cap:
+        rates = {field: getattr(self, field) for field in type(self).model_fields
+                 if field == "brokerage_rate" or field.startswith(STATUTORY_RATES)}
+        rates |= {f"brokerage.{segment.value}.rate": plan.rate for segment, plan in self.brokerage.items()}
+        for field, value in rates.items():
+            cap = MAX_BROKERAGE_RATE if field.startswith("brokerage") else MAX_STATUTORY_RATE
+            if value > cap:
                 raise ValueError(f"{field} must be a fraction of turnover at most {cap} (got {value}, a rate of "
                                  f"{value * 100}%): 0.025% is 0.00025")
         return self
+
+    def brokerage_by_segment(self) -> dict[Segment, Brokerage]:
+        """Every segment's brokerage: the table's, else the lower of brokerage_flat_paise and brokerage_rate."""
+        default = Brokerage(mode="lower", flat_paise=self.brokerage_flat_paise, rate=self.brokerage_rate)
+        return {segment: self.brokerage.get(segment, default) for segment in Segment}
 
     def paper_rates(self) -> dict[int, Fraction]:
         """Product -> the paper account's margin rate."""
