@@ -8,6 +8,9 @@
   `paper_margin_cnc` (100%: delivery is paid in full), `paper_margin_nrml` (20%, about what futures take).
 - An order that would raise the margin held above the total is refused with the broker's text ("RMS:Margin
   Exceeds,Required:..."). One that does not raise it, an exit, is never refused, however much the account lost.
+- A delivery (CNC) sell sells only shares held: beyond the token's CNC position less the CNC sells already working
+  it is refused ("RMS:Rule: Check holdings,..."), as Kotak's RMS refuses a retail client's short in delivery. MIS
+  and NRML may sell short (against margin, above).
 - Working all that out takes ~100 us with 50 positions, too long for every order of a burst. So the OMS counts
   what is left every RECOUNT_S / 2, off the order path (recount), and an order that surely fits in it, less the
   most each order since could take (all its units), goes at once. One that might not fit, or any order when the
@@ -34,6 +37,7 @@ from shared.price_factor import ONE, factor_of
 Key = tuple[int, int]  # token, product
 RECOUNT_S = 1.0  # the longest a count of what is left is used for (the clock's seconds)
 RECOUNT_NS = int(RECOUNT_S * NS)
+_ENTITY = " for entity account across exchange across segment across product"  # the RMS's texts end so
 
 
 @dataclass(slots=True)
@@ -87,6 +91,12 @@ class PaperAccount:
         """The RMS's text refusing `quantity` units of `order` (its remainder) beside the `working` orders (the order
         itself left out), or "" when the account has the margin. `replacing`: the order's terms and remainder before
         a change, which its new ones replace."""
+        if order.product == t.PRODUCT_CNC and order.side == t.SIDE_SELL and (replacing is None or
+                                                                          quantity > replacing[1]):
+            working = list(working)  # read twice: here and for the margin below
+            short = self._delivery_short(order, quantity, working)
+            if short:
+                return short
         if replacing is None and self.now_ns() < self._counted_until:
             rate = self.rates.get(order.product or t.PRODUCT_MIS, ONE)
             most = quantity * _order_price(order, last)  # the most it could take: all its units
@@ -113,6 +123,20 @@ class PaperAccount:
             return margin_exceeded(needed, available)
         self._headroom_paise, self._counted_until = available - needed, self.now_ns() + RECOUNT_NS
         return ""
+
+    def _delivery_short(self, order: t.OrderRequest, quantity: int,
+                        working: Iterable[tuple[t.OrderRequest, int]]) -> str:
+        """The RMS's text refusing a CNC sell of `quantity` beyond the shares held (the token's CNC position, less the
+        CNC sells of it already working), or "": retail clients may not sell short in delivery."""
+        position = self.positions().positions.get((order.token, t.PRODUCT_CNC))
+        held = max(position.net_quantity, 0) if position is not None else 0
+        selling = sum(remaining for request, remaining in working if request.token == order.token
+                      and request.product == t.PRODUCT_CNC and request.side == t.SIDE_SELL)
+        if quantity <= held - selling:
+            return ""
+        return (f"RMS:Rule: Check holdings,Sell Quantity:{quantity}, Holdings:{held}, Pending Sell:{selling}"
+                f"{_ENTITY}: a delivery (CNC) sell sells only shares held; sell at most {max(held - selling, 0)}, "
+                "or sell short intraday (MIS)")
 
     def _exposures(self, book: PositionBook, working: Iterable[tuple[t.OrderRequest, int]],
                    last: Mapping[int, market_pb2.Tick]) -> dict[Key, _Exposure]:

@@ -12,7 +12,8 @@ Fill rules (pure functions in fill_rules.py):
     on_ticks), or at the open of the next candle should that come first.
   * LIMIT that is marketable (buy limit >= ask, sell limit <= bid) fills at once at the ask / bid; not against
     a tick of an earlier IST day (it rests, and candles fill it).
-  * STOP orders wait for a tick or a candle to trigger them (TRIGGER_PENDING).
+  * STOP orders wait for a tick or a candle to trigger them (TRIGGER_PENDING); a triggered one is the MARKET
+    (STOP_MARKET) or LIMIT (STOP_LIMIT) order it became: changed, it arrives as one (trades at once if marketable).
   * IOC: whatever did not fill on arrival is cancelled.
   * An order made from a tick this broker has not taken yet (OrderRequest.tick_recv_ns newer than the token's last
     tick here: signals overtake the market data on the way) arrives at the token's last tick of the batch that
@@ -71,6 +72,8 @@ log = logging.getLogger(__name__)
 
 # Read-only calls a caller may make of the real broker through the proxy (never a write).
 READ_THROUGH = frozenset({"quotes", "quote", "scrip_master", "search_scrip", "holdings", "session"})
+# What a stop order works as once triggered.
+_TRIGGERED_AS = {t.ORDER_TYPE_STOP_MARKET: t.ORDER_TYPE_MARKET, t.ORDER_TYPE_STOP_LIMIT: t.ORDER_TYPE_LIMIT}
 _UNSURE_TRIGGER = frozenset({t.ORDER_STATUS_TRIGGER_PENDING, t.ORDER_STATUS_CANCEL_PENDING,
                              t.ORDER_STATUS_MODIFY_PENDING, t.ORDER_STATUS_SUBMITTED, t.ORDER_STATUS_PENDING_NEW})
 
@@ -278,10 +281,14 @@ class VirtualBroker:
 
     # -- market data ------------------------------------------------------------------------------
     async def on_ticks(self, batch: market_pb2.TickBatch) -> None:
-        last = self._last
+        last, newest_ns = self._last, 0
         for tick in batch.ticks:
             last[tick.token] = tick
-        day = ist_day_number(batch.ticks[-1].ts_ns) if batch.ticks else 0
+            if tick.ts_ns > newest_ns:
+                newest_ns = tick.ts_ns
+        # The batch's newest tick dates it, not its last: a (re)subscribe snapshot carries an instrument not traded
+        # yet today with yesterday's last trade time, and it may come after today's ticks of another.
+        day = ist_day_number(newest_ns)
         if day > self._day:
             # A new day's first ticks come a minute before its first candle: yesterday's DAY orders (a stop, a
             # MARKET order waiting for a tick) go first, not filled at today's opening prices.
@@ -427,8 +434,12 @@ class VirtualBroker:
         return True
 
     def _arrival_fill_price(self, vo: VirtualOrder) -> int:
-        """The price a MARKET or marketable LIMIT order fills at in full on arrival; 0: it does not."""
+        """The price a MARKET or marketable LIMIT order fills at in full on arrival; 0: it does not. A triggered stop
+        is at the exchange the MARKET (STOP_MARKET) or LIMIT (STOP_LIMIT) order it became: a change of it arrives
+        as one (a stop-loss chased with a marketable limit trades at once)."""
         kind = vo.request.order_type
+        if vo.triggered:
+            kind = _TRIGGERED_AS.get(kind, kind)
         if kind not in (t.ORDER_TYPE_MARKET, t.ORDER_TYPE_LIMIT):
             return 0
         price = arrival_price(vo.request.side, self._last.get(vo.request.token), vo.accepted_ns)
@@ -457,7 +468,7 @@ class VirtualBroker:
         if quantity <= 0 or vo.status in TERMINAL:
             return
         quantity = min(quantity, vo.remaining)
-        charges = self.charges.for_fill(vo.request, quantity, price_paise, vo.brokerage_paise)
+        charges = self.charges.for_fill(vo.request, quantity, price_paise, vo.brokerage_paise, vo.cost_paise)
         vo.filled += quantity
         vo.cost_paise += quantity * price_paise
         vo.charges_paise += charges.total

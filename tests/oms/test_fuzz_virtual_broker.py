@@ -152,10 +152,13 @@ class Model:
         """Arrival (placed, or changed): MARKET fills all at the touch; a marketable LIMIT (buy limit >= ask, sell
         limit <= bid) too."""
         req = o.request
+        kind = req.order_type
+        if o.triggered:  # a triggered stop is the MARKET / LIMIT order it became
+            kind = t.ORDER_TYPE_MARKET if kind == t.ORDER_TYPE_STOP_MARKET else t.ORDER_TYPE_LIMIT
         px = arrival_price(req.side, self.last_tick.get(req.token), now)
         if px > 0:
             marketable = req.price_paise >= px if req.side == BUY else req.price_paise <= px
-            if req.order_type == t.ORDER_TYPE_MARKET or (req.order_type == t.ORDER_TYPE_LIMIT and marketable):
+            if kind == t.ORDER_TYPE_MARKET or (kind == t.ORDER_TYPE_LIMIT and marketable):
                 self.fill(o, o.remaining, px)
 
     def ticks(self, ticks: list[market_pb2.Tick]) -> None:
@@ -169,7 +172,7 @@ class Model:
         for k in ticks:
             self.last_tick[k.token] = k
         if ticks:
-            self.new_day(ist_day_number(ticks[-1].ts_ns))
+            self.new_day(ist_day_number(max(k.ts_ns for k in ticks)))  # the newest tick dates the batch
         for k in ticks:
             for o in self.orders.values():
                 if not o.awaiting_tick or o.request.token != k.token:

@@ -51,8 +51,16 @@ def buy(quantity: int, price: int = 1_000 * RUPEE, product: int = t.PRODUCT_MIS)
     return request
 
 
-def sell(quantity: int, price: int = 1_000 * RUPEE) -> t.OrderRequest:
-    return order(t.SIDE_SELL, quantity=quantity, price=price)
+def sell(quantity: int, price: int = 1_000 * RUPEE, product: int = t.PRODUCT_MIS) -> t.OrderRequest:
+    request = order(t.SIDE_SELL, quantity=quantity, price=price)
+    request.product = product
+    return request
+
+
+def holdings_text(quantity: int, held: int, selling: int) -> str:
+    return (f"RMS:Rule: Check holdings,Sell Quantity:{quantity}, Holdings:{held}, Pending Sell:{selling}" + TEXT_END
+            + f": a delivery (CNC) sell sells only shares held; sell at most {max(held - selling, 0)}, or sell short "
+            "intraday (MIS)")
 
 
 def test_an_empty_account_has_its_capital_to_trade_with():
@@ -247,6 +255,34 @@ def test_a_count_of_what_is_left_serves_for_a_second_of_the_markets_clock_at_mos
         "RMS:Margin Exceeds,Required:7000.00, Available:6000.00" + TEXT_END)
 
 
+def test_a_delivery_sell_beyond_the_shares_held_less_those_already_being_sold_is_refused_naming_them():
+    """Kotak's RMS refuses a retail client's short in delivery; the paper account opened one and carried it."""
+    paper, book = account(1_000_000)
+    long(book, 100, 1_000 * RUPEE, product=t.PRODUCT_CNC)
+    long(book, 500, 1_000 * RUPEE)  # an intraday long is no holding
+    working = [(sell(60, product=t.PRODUCT_CNC), 60), (sell(500), 500)]
+
+    assert paper.refusal(sell(40, product=t.PRODUCT_CNC), 40, working, last(1_000 * RUPEE)) == ""
+    assert paper.refusal(sell(41, product=t.PRODUCT_CNC), 41, working, last(1_000 * RUPEE)) == holdings_text(
+        41, 100, 60)
+
+
+def test_an_intraday_or_carry_forward_sell_may_still_go_short_against_margin():
+    paper, _ = account(1_000_000)
+
+    assert [paper.refusal(sell(100, product=product), 100, [], last(1_000 * RUPEE))
+            for product in (t.PRODUCT_MIS, t.PRODUCT_NRML)] == ["", ""]
+
+
+def test_a_change_of_a_delivery_sell_may_lower_it_but_not_raise_it_beyond_the_shares_held():
+    paper, book = account(1_000_000)
+    long(book, 50, 1_000 * RUPEE, product=t.PRODUCT_CNC)
+    resting = sell(50, product=t.PRODUCT_CNC)
+
+    assert paper.refusal(resting, 40, [], last(1_000 * RUPEE), replacing=(resting, 50)) == ""
+    assert paper.refusal(resting, 51, [], last(1_000 * RUPEE), replacing=(resting, 50)) == holdings_text(51, 50, 0)
+
+
 # -- through the OMS and its VirtualBroker ------------------------------------------------------------------
 @pytest.fixture
 async def paper_oms(start_oms):
@@ -360,3 +396,21 @@ async def test_funds_running_low_is_warned_once_until_they_recover_and_the_gauge
 
     assert warned.severity == ops_pb2.SEVERITY_WARNING and warned.fields["account"] == "paper"
     assert " available of ₹" in warned.text and "(₹48,000.00 held as margin) in the paper account" in warned.text
+
+
+async def test_a_delivery_short_entry_is_rejected_with_the_rms_text_and_a_delivery_exit_goes(paper_oms):
+    oms = paper_oms
+    await oms.bus.publish(Topic.ORDERS, accepted(buy(10, price=1_000 * RUPEE, product=t.PRODUCT_CNC)))
+    await oms.until_status("c-1", t.ORDER_STATUS_TRADED)
+    await oms.bus.drain()
+
+    entry = sell(11, price=990 * RUPEE, product=t.PRODUCT_CNC)
+    entry.client_order_id = "short"
+    await oms.bus.publish(Topic.ORDERS, accepted(entry))
+    short = await oms.until_status("short", t.ORDER_STATUS_REJECTED)
+    exit_ = sell(10, price=990 * RUPEE, product=t.PRODUCT_CNC)
+    exit_.client_order_id = "exit"
+    await oms.bus.publish(Topic.ORDERS, accepted(exit_))
+
+    assert (short.reason, (await oms.until_status("exit", t.ORDER_STATUS_TRADED)).filled_quantity) == (
+        holdings_text(11, 10, 0), 10)

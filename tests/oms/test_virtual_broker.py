@@ -672,3 +672,58 @@ async def test_a_change_of_an_order_still_waiting_for_its_tick_waits_for_it_too(
     await asyncio.sleep(0)
 
     assert (vo.status, vo.average_price_paise) == (t.ORDER_STATUS_TRADED, 103_05)
+
+
+# -- found by the paper-trading review: a stale snapshot tick ending the day's first batch, a chased stop ------------
+@pytest.mark.parametrize("kind", [t.ORDER_TYPE_STOP_MARKET, t.ORDER_TYPE_MARKET])
+async def test_yesterdays_day_orders_expire_at_a_first_batch_ending_with_a_stale_snapshot_tick_of_yesterday(vb, kind):
+    """A (re)subscribe snapshot carries an instrument not traded yet today with yesterday's last trade time; the
+    batch was dated by its last tick, so today's gap through the stop filled yesterday's orders."""
+    vo = await place(vb, order(side=t.SIDE_SELL, kind=kind, price=0, trigger=99_00 if kind != t.ORDER_TYPE_MARKET
+                               else 0))
+    morning = ist_ns(day_of(T0) + timedelta(days=1), 9, 15) + NS
+    vb.clock.set(morning)
+    batch = tick(ltp=95_00, bid=94_90, ask=95_10, ts_ns=morning)  # a gap down at the open
+    batch.ticks.extend(tick(ltp=50_00, token=9999, ts_ns=T0).ticks)  # not traded yet today: yesterday's ltt
+
+    await vb.on_ticks(batch)
+
+    assert (vo.status, vo.filled, vo.reason) == (
+        t.ORDER_STATUS_CANCELLED, 0, f"DAY order expired at the end of {day_of(T0).isoformat()}")
+
+
+async def test_a_triggered_stop_limit_changed_to_a_marketable_limit_trades_at_once_at_the_touch(vb):
+    """A stop-loss whose limit the market ran through rests as a limit; chasing it with a limit through the bid
+    trades at once at the exchange, as a new limit order there would."""
+    vo = await place(vb, order(side=t.SIDE_SELL, kind=t.ORDER_TYPE_STOP_LIMIT, price=98_90, trigger=99_00))
+    await vb.on_ticks(tick(ltp=98_50, bid=98_45, ask=98_55, ts_ns=T0 + 5 * NS))  # through the trigger and limit
+    assert (vo.status, vo.triggered, vo.filled) == (t.ORDER_STATUS_OPEN, True, 0)
+    vb.clock.advance(6)
+
+    await vb.modify_order(vo.id, price_paise=98_00)
+    await asyncio.sleep(0)
+
+    assert (vo.status, vo.filled, vo.average_price_paise) == (t.ORDER_STATUS_TRADED, 10, 98_45)
+
+
+async def test_a_triggered_stop_markets_remainder_changed_trades_at_once_as_a_market_order(vb):
+    vo = await place(vb, order(side=t.SIDE_SELL, kind=t.ORDER_TYPE_STOP_MARKET, price=0, trigger=99_00))
+    await vb.on_candle(candle(open_=99_50, high=99_50, low=98_00, close=98_20, volume=4))  # 4 at 99.00, 6 left
+    vb.clock.set(T0 + 2 * MINUTE)
+    await vb.on_ticks(tick(ltp=98_20, bid=98_15, ask=98_25, ts_ns=T0 + 2 * MINUTE))
+
+    await vb.modify_order(vo.id, quantity=8)
+    await asyncio.sleep(0)
+
+    assert (vo.status, vo.filled, vo.cost_paise) == (t.ORDER_STATUS_TRADED, 8, 4 * 99_00 + 4 * 98_15)  # the bid
+
+
+async def test_a_stop_limit_not_triggered_yet_changed_to_a_limit_through_the_market_still_waits_for_its_trigger(vb):
+    vo = await place(vb, order(side=t.SIDE_SELL, kind=t.ORDER_TYPE_STOP_LIMIT, price=98_90, trigger=99_00))
+    await vb.on_ticks(tick(ltp=100_00, bid=99_95, ask=100_05, ts_ns=T0 + 5 * NS))
+    vb.clock.advance(6)
+
+    await vb.modify_order(vo.id, price_paise=99_00)  # below the bid, but the trigger has not traded
+    await asyncio.sleep(0)
+
+    assert (vo.status, vo.filled) == (t.ORDER_STATUS_TRIGGER_PENDING, 0)
