@@ -387,10 +387,14 @@ async def _open_database(app: AppSettings, toml: dict[str, Any], clock: Clock,
                          closers: list[Callable[[], Awaitable[Any]]]) -> Any:
     from shared.db.config import DatabaseSettings
     from shared.db.database import open_database
+    from shared.db.stamp import claim
 
     url = app.database_url.get_secret_value() if app.database_url else None
     db = await open_database(url, app.data_dir, cfg.load(DatabaseSettings, toml), clock=clock)
     closers.append(db.close)
+    # What every split process does, whatever the settings say (`neopulse serve` refuses live, kotak and replay):
+    # paper trading on a generated market. The five race on a fresh database; the claim settles it.
+    await claim(db.pool, "paper", "simulated", where=f"the database ({db.describe()})")
     return db
 
 

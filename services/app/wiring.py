@@ -100,6 +100,7 @@ async def persistence(app: Any, settings: AppSettings, toml: dict[str, Any], res
     from services.oms.ledger_pg import PgLedger
     from shared.db.config import DatabaseSettings
     from shared.db.database import open_database
+    from shared.db.stamp import claim
 
     url = settings.database_url.get_secret_value() if settings.database_url else None
     db_settings = cfg.load(DatabaseSettings, toml)
@@ -108,6 +109,9 @@ async def persistence(app: Any, settings: AppSettings, toml: dict[str, Any], res
     db = await open_database(url, settings.data_dir, db_settings,
                              clock=None if settings.source == "replay" else app.clock)
     res.on_close(db.close)
+    # Before anything reads it: a live run must not take a paper run's fills for its positions, nor a real-market
+    # run a simulated market's candles for its warm-up.
+    await claim(db.pool, *database_use(settings), where=f"the database ({db.describe()})")
     app.database = db
     writer = TickWriter(db.pool, db_settings, clock=app.clock)  # run and closed by the ingestion module
     info["database"] = db.describe()
@@ -122,6 +126,14 @@ async def persistence(app: Any, settings: AppSettings, toml: dict[str, Any], res
         info["ledger"] = "in memory (a replay never reads or writes the order ledger)"
         return MemoryLedger(), writer, instruments
     return PgLedger(db.pool, db_settings.ledger_durable_updates), writer, instruments
+
+
+def database_use(settings: AppSettings) -> tuple[str | None, str | None]:
+    """(trading, market) a run stamps its database with (shared/db/stamp.py). A replay claims neither: it writes no
+    order, tick or state, and a trader's real-market days are what it replays."""
+    if settings.source == "replay":
+        return None, None
+    return settings.mode, "real" if settings.source == "kotak" else "simulated"
 
 
 async def start_grpc(bus: Any, toml: dict[str, Any], port: int, ledger: Any = None) -> tuple[Any, int]:

@@ -1,0 +1,70 @@
+"""What a database holds, stamped by the first run that uses it: paper or live trading, a simulated or the real market.
+
+A run of another kind is refused before it reads anything (ConfigError); talks to neopulse_meta (migration 0013).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+
+from shared.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+TRADING, MARKET = "trading", "market"
+_WORDS = {"paper": "paper trading", "live": "live trading", "simulated": "a simulated market (simulator or synthetic)",
+          "real": "Kotak's real market"}
+# Why a run must not share a database holding another kind's data, by (key, what it holds, what this run is).
+_HARM = {
+    (TRADING, "paper", "live"): "the live OMS would rebuild its positions from the paper fills, and risk would square "
+                                "them off with real orders",
+    (TRADING, "live", "paper"): "the paper OMS would rebuild its positions from the real orders, and write its paper "
+                                "fills into the live ledger",
+    (MARKET, "simulated", "real"): "its strategies would warm up from the simulated candles, stored under the real "
+                                   "instruments' tokens",
+    (MARKET, "real", "simulated"): "its made-up ticks would be stored under the real instruments' tokens, and warm up "
+                                   "the next real-market run's strategies",
+}
+# Rows that a run leaves behind: a database with some and no stamp was used before stamps existed.
+_USED = ("SELECT EXISTS (SELECT 1 FROM order_ledger) OR EXISTS (SELECT 1 FROM market_ticks) "
+         "OR EXISTS (SELECT 1 FROM risk_state) OR EXISTS (SELECT 1 FROM strategy_state)")
+
+
+async def claim(pool: asyncpg.Pool, trading: str | None, market: str | None,
+                where: str = "this database") -> dict[str, str]:
+    """Stamp a database on its first use with this run's `trading` ("paper" | "live") and `market` ("simulated" |
+    "real"), else check them against the stamp: a ConfigError naming both and the way out when they differ, with
+    nothing written. None claims nothing (a replay: it writes nothing, and reads any market's days). Concurrent
+    first claims (split mode's processes) agree: one stamp wins, the others are checked against it. Returns the
+    stamp as it stands."""
+    wanted = {key: value for key, value in ((TRADING, trading), (MARKET, market)) if value is not None}
+    async with pool.acquire() as conn, conn.transaction():
+        stamped = await conn.fetch(
+            "INSERT INTO neopulse_meta (key, value) SELECT * FROM unnest($1::text[], $2::text[]) "
+            "ON CONFLICT (key) DO NOTHING RETURNING key", list(wanted), list(wanted.values()))
+        held = {r["key"]: r["value"] for r in await conn.fetch(
+            "SELECT key, value FROM neopulse_meta WHERE key = ANY($1::text[])", [TRADING, MARKET])}
+        for key, value in wanted.items():
+            if held[key] != value:  # raised inside the transaction: a partial stamp is rolled back
+                raise ConfigError(_refusal(where, held, wanted, key))
+        # Only the claim that stamped looks (and warns once): the runs after it are checked against its stamp.
+        unchecked = bool(stamped) and await conn.fetchval(_USED)
+    if unchecked:
+        log.warning("this database holds orders or ticks from before NeoPulse recorded what a database holds: that "
+                    "they are this run's kind could not be checked; it is now stamped as this run's. If it holds "
+                    "another kind's (paper fills before a live start, simulated ticks before a Kotak one), stop and "
+                    "give each kind its own data_dir or DATABASE_URL", extra={"database_use": wanted})
+    return held
+
+
+def _refusal(where: str, held: dict[str, str], wanted: dict[str, str], key: str) -> str:
+    harm = _HARM.get((key, held[key], wanted[key]), "their orders and ticks would be taken for this run's")
+    return (f"{where} holds {_describe(held)}; this run is {_describe(wanted)}: {harm}. Give this run a database of "
+            "its own: another data_dir (data_dir in the config file, or NEOPULSE_DATA_DIR) or DATABASE_URL; nothing "
+            "was changed")
+
+
+def _describe(use: dict[str, str]) -> str:
+    return " on ".join(_WORDS.get(use[key], repr(use[key])) for key in (TRADING, MARKET) if key in use)
