@@ -74,7 +74,7 @@ async def _with_pool(fn: Any, url: str | None, data_dir: Path) -> int:
         from shared.db.database import EMBEDDED_DB_NAME, ensure_database
 
         server = EmbeddedPostgres(data_dir)
-        admin = await asyncio.to_thread(server.start)
+        admin = await server.start_async()  # a stop during the start leaves no server behind
         url = await ensure_database(admin, EMBEDDED_DB_NAME)
     try:
         pool = await connect_pool(url)

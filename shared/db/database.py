@@ -23,6 +23,8 @@ from shared.errors import ConfigError
 log = logging.getLogger(__name__)
 
 EMBEDDED_DB_NAME = "neopulse"
+UNPARSED_URL = "(DATABASE_URL not of the form postgresql://user:password@host:port/database)"
+_SCHEMES = ("postgresql", "postgres")  # asyncpg's (and libpq's) URI schemes
 
 
 @dataclass
@@ -55,7 +57,7 @@ async def open_database(database_url: str | None, data_dir: Path, settings: Data
     embedded = None
     if database_url is None:
         embedded = EmbeddedPostgres(Path(data_dir))
-        admin = await asyncio.to_thread(embedded.start)
+        admin = await embedded.start_async()  # a cancel meanwhile stops what it started, then is re-raised
         try:
             database_url = await ensure_database(admin, EMBEDDED_DB_NAME)
         except BaseException:
@@ -83,6 +85,7 @@ async def open_database(database_url: str | None, data_dir: Path, settings: Data
 async def connect_pool(database_url: str, settings: DatabaseSettings | None = None) -> asyncpg.Pool:
     """An asyncpg pool, or ConfigError naming host/port/db and what to check."""
     settings = settings or DatabaseSettings()
+    check_url(database_url)
     where = where_of(database_url)
     try:
         pool = await asyncpg.create_pool(database_url, min_size=min(settings.pool_min_size, settings.pool_max_size),
@@ -102,9 +105,17 @@ async def prepare(pool: asyncpg.Pool, settings: DatabaseSettings, clock: Clock) 
     the tick writer makes the partitions on its next housekeeping pass, or on the fly for the ticks it writes.
     """
     async with pool.acquire() as conn:
-        await migrate.migrate(conn)
+        await migrate.migrate(conn, lock_timeout_ms=ddl_lock_timeout_ms(settings))
     with contextlib.suppress(asyncpg.LockNotAvailableError):
         await partitions.ensure_ahead(pool, day_of(clock.now_ns()), settings.partitions_ahead_days)
+
+
+def ddl_lock_timeout_ms(settings: DatabaseSettings) -> int:
+    """A migration's wait for a table lock, at most half of what the writers queued behind it wait for theirs
+    (lock_timeout_ms): none of them fails while it waits."""
+    if settings.lock_timeout_ms == 0:  # the writers never give up
+        return migrate.DDL_LOCK_TIMEOUT_MS
+    return max(1, min(migrate.DDL_LOCK_TIMEOUT_MS, settings.lock_timeout_ms // 2))
 
 
 def schema_error(exc: asyncpg.PostgresError, where: str) -> str:
@@ -119,18 +130,41 @@ def schema_error(exc: asyncpg.PostgresError, where: str) -> str:
 
 
 def where_of(database_url: str) -> str:
-    """host:port/db of a URL, for messages (never the user's password, even one with an unencoded "/" or "@")."""
-    scheme, sep, rest = database_url.partition("://")
-    if sep and "@" in rest:  # everything before the last "@" is credentials: never parsed, never shown
-        database_url = f"{scheme}://{rest.rsplit('@', 1)[1]}"
+    """host:port/db of a postgres(ql):// URL, for messages; of anything else, nothing (UNPARSED_URL).
+
+    Never the user's password, even one with an unencoded "/" or "@": everything up to the last "@" is taken for
+    credentials and never shown. Text of another form (a libpq "host=... password=..." string, a URL that lost its
+    scheme or a slash) may hold the password anywhere, so none of it is shown.
+    """
+    rest = _after_scheme(database_url)
+    if rest is None:
+        return UNPARSED_URL
+    credentials, at, rest = rest.rpartition("@")
+    if at and any(c in credentials for c in "?#"):  # an "@" in the query (password=...@...), or a mangled URL
+        return UNPARSED_URL
     try:
-        parts = urlsplit(database_url)
+        parts = urlsplit(f"postgresql://{rest}")
         host = parts.hostname or "localhost"
         port = parts.port or 5432
     except ValueError:
-        return "(unparseable DATABASE_URL)"
-    db = unquote(parts.path.lstrip("/")) or (parts.username or "")
-    return f"{host}:{port}/{db}"
+        return UNPARSED_URL
+    return f"{host}:{port}/{unquote(parts.path.lstrip('/'))}"
+
+
+def check_url(database_url: str) -> None:
+    """ConfigError unless `database_url` is a postgres(ql):// URL, the one form asyncpg takes; the message never
+    shows the value (it may hold the password)."""
+    if _after_scheme(database_url) is None:
+        raise ConfigError("DATABASE_URL (NEOPULSE_DATABASE_URL, or database_url in the config file) is not a "
+                          "postgresql://user:password@host:port/database URL (its value is not shown: it may hold "
+                          "the password); write it in that form (a keyword string such as 'host=... dbname=...' "
+                          "is not accepted), or unset it to use the embedded server")
+
+
+def _after_scheme(database_url: str) -> str | None:
+    """What follows postgresql:// (or postgres://) in `database_url`; None when it does not start so."""
+    scheme, sep, rest = database_url.lstrip().partition("://")
+    return rest if sep and scheme.lower() in _SCHEMES else None
 
 
 async def ensure_database(admin_dsn: str, name: str) -> str:

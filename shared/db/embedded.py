@@ -23,7 +23,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import psutil
 
@@ -66,11 +66,14 @@ class EmbeddedPostgres:
         self._use: IO[str] | None = None  # postgres.users, held shared while this process shares the server
         self._user = SYSTEM_USER if os.geteuid() == 0 else None
         self._withdraw: Callable[[], None] | None = None  # takes stop_now back from the forced exit
+        self._starting = False  # start() holds postgres.lock and may be launching the server (in another thread)
+        self._abandoned = False  # stopped meanwhile (a forced exit): that start() launches nothing more
 
     # -- public ----------------------------------------------------------------------------------
     def start(self) -> str:
         """Start (or share) the server; returns the superuser DSN (postgresql://postgres:…@127.0.0.1:port/postgres)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._abandoned = False
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._take_lock():
             # Another live process owns the server: use it once it is ready. Its owner may also be stopping
@@ -83,6 +86,10 @@ class EmbeddedPostgres:
                 raise ConfigError(f"embedded PostgreSQL in {self.pgdata} is locked by another process but not "
                                   f"running; stop that process or remove {self.data_dir / 'postgres.lock'}")
             time.sleep(0.1)
+        # From the lock on, a forced exit stops what this start has launched (or adopted) so far: the process
+        # exits without waiting for this thread, which would otherwise leave the server running.
+        self._starting = True
+        self._withdraw = runtime.at_forced_exit(self.stop_now)
         try:
             self._prepare_dirs()
             password = self._password()
@@ -90,13 +97,27 @@ class EmbeddedPostgres:
                 self._initdb(password)
             port = self._recover_stale() or self._launch()
         except BaseException:
+            self._starting = False
+            self._stop_watching()
             self._release_lock()
             raise
-        self.owned = True
-        self.dsn = _dsn(password, port)
-        self._withdraw = runtime.at_forced_exit(self.stop_now)
+        self.owned, self.dsn = True, _dsn(password, port)
+        self._starting = False
         log.info("embedded postgres started", extra={"pgdata": str(self.pgdata), "port": port})
         return self.dsn
+
+    async def start_async(self) -> str:
+        """start() from the event loop. A cancel (a stop) while it runs lets it finish, since a thread cannot be
+        stopped halfway, then stops the server it started and is re-raised: a stop during start-up leaves no
+        postgres behind."""
+        starting = asyncio.ensure_future(asyncio.to_thread(self.start))
+        try:
+            return await asyncio.shield(starting)
+        except BaseException:
+            await _through_cancels(starting)
+            if not starting.cancelled() and starting.exception() is None:
+                await _through_cancels(asyncio.ensure_future(asyncio.to_thread(self.stop)))
+            raise
 
     def stop(self) -> None:
         """Stop the server when this process started it, or shared it and its owner is gone, and nobody else
@@ -109,14 +130,12 @@ class EmbeddedPostgres:
         self._stop(wait=False)
 
     def _stop(self, wait: bool) -> None:
-        if self._withdraw is not None:
-            self._withdraw()
-            self._withdraw = None
-        shared, owned = self._use is not None, self.owned
-        self.owned = False
+        self._stop_watching()
+        shared, owned, starting = self._use is not None, self.owned, self._starting
+        self.owned, self._abandoned = False, True
         self._release(self._use)
         self._use = None
-        if (owned or (shared and self._take_lock())) and self.dsn:
+        if owned or starting or (shared and self._take_lock()):
             users = open(self.data_dir / "postgres.users", "a+")
             try:
                 fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held while stopping: no one starts sharing
@@ -127,9 +146,9 @@ class EmbeddedPostgres:
                     with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
                         self._run("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "30", "stop")
                 else:  # what pg_ctl -m fast sends, without starting a program: the process has seconds left at most
-                    pid = _read_pidfile(self.pgdata)[0]
+                    pid = _read_pidfile(self.pgdata)[0]  # while starting: none yet, or a stale one (checked)
                     with contextlib.suppress(ProcessLookupError, PermissionError):
-                        if pid:
+                        if pid and _is_postmaster_of(pid, self.pgdata):
                             os.kill(pid, signal.SIGINT)
                 log.info("embedded postgres stopped" if wait else "embedded postgres stopping",
                          extra={"pgdata": str(self.pgdata)})
@@ -137,8 +156,14 @@ class EmbeddedPostgres:
                 users.close()
         self._release_lock()
 
+    def _stop_watching(self) -> None:
+        """Take stop_now back from the forced exit."""
+        if self._withdraw is not None:
+            self._withdraw()
+            self._withdraw = None
+
     async def __aenter__(self) -> str:
-        return await asyncio.to_thread(self.start)
+        return await self.start_async()
 
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.to_thread(self.stop)
@@ -249,6 +274,8 @@ class EmbeddedPostgres:
                               "another process; stop it, or choose another port (or none: a free one is picked)")
         logfile = self.pgdata / "postgres.log"
         for attempt in range(1 if self.port else 3):
+            if self._abandoned:  # a forced exit stopped the server of the try before: no other try
+                raise ConfigError("embedded PostgreSQL not started: the process is exiting")
             port = self.port or _free_port()
             since = logfile.stat().st_size if logfile.exists() else 0
             if self._launch_on(port):
@@ -298,6 +325,13 @@ class EmbeddedPostgres:
                 self.last_error = err.read().strip().replace("\n", " | ")
                 log.warning("postgres %s failed: %s", exe, self.last_error)
                 raise
+
+
+async def _through_cancels(fut: asyncio.Future[Any]) -> None:
+    """Wait until `fut` (work in a thread) is done, even through further cancels: they cannot stop the thread."""
+    while not fut.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(fut)
 
 
 def _dsn(password: str, port: int) -> str:
@@ -390,6 +424,8 @@ def _alive(pid: int) -> bool:
 
 
 def _is_postmaster_of(pid: int, pgdata: Path) -> bool:
+    if pid <= 0:  # initdb's bootstrap backend writes its pid negated: no server
+        return False
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:

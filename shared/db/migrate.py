@@ -5,15 +5,18 @@ Talks to PostgreSQL through one asyncpg connection; a session advisory lock seri
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import asyncpg
 
+from shared.db.partitions import lock_holders
 from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -21,6 +24,14 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any constant works; two processes migrating the same database queue on it.
 LOCK_KEY = 0x4E454F50554C5345  # "NEOPULSE"
+# How long one try of a migration waits for a table lock. While it waits, its lock request is queued in front of
+# every later statement on that table (the OMS's ledger writes): kept well below their own lock_timeout (5 s by
+# default; prepare() halves a lower one) so none of them fails for it. A try that times out is rolled back and
+# retried after a pause, for up to LOCK_WAIT_S in all: a long reader (pg_dump, a psql left in a transaction)
+# holds the migration up, never the writers.
+DDL_LOCK_TIMEOUT_MS = 1_000
+LOCK_WAIT_S = 120.0
+_RETRY_PAUSES_S = (0.5, 1.0, 2.0, 5.0)  # then 5 s each: the writers run freely in between
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _FAILED_NOTE = "in migration "
 # What a migration must not say at top level: each ends or starts the transaction the runner wraps it in, and the
@@ -78,20 +89,24 @@ def discover(directory: Path | None = None) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> list[int]:
+async def migrate(conn: asyncpg.Connection, directory: Path | None = None, *,
+                  lock_timeout_ms: int = DDL_LOCK_TIMEOUT_MS, lock_wait_s: float = LOCK_WAIT_S) -> list[int]:
     """Apply pending migrations, each in its own transaction; returns the versions applied now.
 
     A migration file with top-level transaction control (COMMIT, BEGIN...) is refused before anything runs. A
     database migrated by newer code (a version recorded that this code does not have) is refused before anything
     runs: applying older migrations on top of a newer schema could corrupt the order ledger. A migration that fails
-    is rolled back whole and re-raised with a note naming its file (failed_migration() reads it).
+    is rolled back whole and re-raised with a note naming its file (failed_migration() reads it). A migration's
+    table locks are waited for `lock_timeout_ms` at a time, for up to `lock_wait_s` in all (_apply_when_unlocked).
     """
     migrations = discover(directory)
     for m in migrations:
         _refuse_transaction_control(m)
-    await conn.execute("SET lock_timeout = 0")  # another migrator may take a while: wait for it, and for DDL's locks
+    await conn.execute("SET lock_timeout = 0")  # another migrator may take a while: wait for it (its lock only)
     await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
     try:
+        await conn.execute("RESET lock_timeout")
+        deadline = time.monotonic() + lock_wait_s
         await _ensure_table(conn)
         applied = await _applied(conn)
         _refuse_unknown(migrations, applied)
@@ -100,12 +115,11 @@ async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> li
             if m.version in applied:
                 _check_unchanged(m, applied[m.version][1])
                 continue
-            await _apply(conn, m)
+            await _apply_when_unlocked(conn, m, lock_timeout_ms, lock_wait_s, deadline)
             done.append(m.version)
         return done
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
-        await conn.execute("RESET lock_timeout")
 
 
 def failed_migration(exc: BaseException) -> str | None:
@@ -144,15 +158,54 @@ async def _applied(conn: asyncpg.Connection) -> dict[int, tuple[str, str]]:
     return {r["version"]: (r["name"], r["checksum"]) for r in rows}
 
 
-async def _apply(conn: asyncpg.Connection, m: Migration) -> None:
+async def _apply_when_unlocked(conn: asyncpg.Connection, m: Migration, lock_timeout_ms: int, lock_wait_s: float,
+                               deadline: float) -> None:
+    """_apply, tried again while a lock it needs is held by another session (each try rolled back, and logged with
+    who holds its tables) until `deadline`: then a ConfigError naming them."""
+    pauses = iter(_RETRY_PAUSES_S)
+    while True:
+        try:
+            return await _apply(conn, m, lock_timeout_ms)
+        except asyncpg.LockNotAvailableError:
+            holders = await lock_holders(conn, _words(m))
+        pause = next(pauses, _RETRY_PAUSES_S[-1])
+        if time.monotonic() + pause > deadline:
+            raise ConfigError(f"migration {m.filename} could not lock its tables within {lock_wait_s:g} s: "
+                              f"{_describe(holders)}; end that session (or wait for it to finish) and start again. "
+                              "Nothing of the migration was applied") from None
+        log.warning("migration waits for a table lock another session holds; retrying", extra={
+            "migration": m.filename, "holders": holders, "retry_in_s": pause,
+            "gives_up_in_s": round(deadline - time.monotonic(), 1)})
+        await asyncio.sleep(pause)
+
+
+async def _apply(conn: asyncpg.Connection, m: Migration, lock_timeout_ms: int) -> None:
     try:
         async with conn.transaction():
+            await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
             await conn.execute(m.sql)
             await conn.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
                                m.version, m.name, m.checksum)
+    except asyncpg.LockNotAvailableError:
+        raise  # not the migration's fault: _apply_when_unlocked tries it again
     except asyncpg.PostgresError as exc:
         exc.add_note(f"{_FAILED_NOTE}{m.filename} (rolled back: nothing of it was applied)")
         raise
+
+
+def _words(m: Migration) -> list[str]:
+    """Every word of the migration: among them, the names of the tables it locks (lock_holders keeps those)."""
+    return sorted({w.lower() for _, words, _ in _statements(m.sql) for w in words})
+
+
+def _describe(holders: list[dict[str, object]]) -> str:
+    """Who held the tables, for the one-line error: pid, user, application, state and since when."""
+    if not holders:
+        return "another session held a lock it needs throughout (it has ended since)"
+    said = [f"pid {h['pid']} (user {h['usename']}, application {h['application_name'] or '-'}, {h['state']}, "
+            f"in a transaction since {h['since']})" for h in holders[:3]]
+    more = f" and {len(holders) - 3} more" if len(holders) > 3 else ""
+    return "held by " + ", ".join(said) + more
 
 
 def _refuse_unknown(migrations: list[Migration], applied: dict[int, tuple[str, str]]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import TypeAlias
 
@@ -71,20 +72,23 @@ async def ensure_days(db: Executor, days: set[date] | list[date],
             except asyncpg.LockNotAvailableError:
                 log.warning("tick partitions not created: market_ticks is in use; retried later",
                             extra={"days": [d.isoformat() for d in missing if d not in created],
-                                   "lock_timeout_ms": lock_timeout_ms, "holders": await _holders(conn)})
+                                   "lock_timeout_ms": lock_timeout_ms, "holders": await lock_holders(conn, [PARENT])})
                 raise
             created.append(day)
     return created
 
 
-async def _holders(conn: asyncpg.Connection) -> list[dict[str, object]]:
-    """Who holds a lock on market_ticks (pid, user, application, since when): what an operator needs to act."""
+async def lock_holders(conn: asyncpg.Connection, tables: Sequence[str]) -> list[dict[str, object]]:
+    """Who holds a lock on any of `tables` (pid, user, application, since when): what an operator needs to act.
+    Names that are not tables of this database are ignored (migrate.py passes every word of a migration)."""
     rows = await conn.fetch("""
         SELECT a.pid, a.usename, a.application_name, a.client_addr::text AS client, a.state,
                a.xact_start::text AS since
         FROM pg_stat_activity a
         WHERE a.pid <> pg_backend_pid() AND a.pid IN (
-            SELECT l.pid FROM pg_locks l WHERE l.relation = $1::regclass AND l.granted)""", PARENT)
+            SELECT l.pid FROM pg_locks l
+            WHERE l.granted AND l.relation IN (SELECT to_regclass(t) FROM unnest($1::text[]) t))
+        ORDER BY a.xact_start NULLS LAST, a.pid""", list(tables))
     return [dict(r) for r in rows]
 
 
