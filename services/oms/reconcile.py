@@ -3,12 +3,14 @@ broker's NRML positions and delivery holdings the book knows nothing of (`take_c
 the book's positions against the broker's (`position_differences`).
 
 Runs in OmsModule.start(); adopts the broker's state and never re-sends an order on its own. When the order book
-cannot be read at start (or the ledger fails an order's settling), the orders stay as recorded and OmsModule.run()
-settles them (`settle`) once it can. Working orders at the broker that the ledger does not hold are reported at start.
+cannot be read at start (or the ledger fails an order's settling, or a remote broker's book lacks an order working
+there today and a second look cannot confirm it gone), the orders stay as recorded and OmsModule.run() settles them
+(`settle`) once it can. Working orders at the broker that the ledger does not hold are reported at start.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from typing import Any, NamedTuple
@@ -17,8 +19,8 @@ from prometheus_client import Counter
 
 from services.oms.broker import BrokerOrderEvent, holdings_of
 from services.oms.engine import NOT_YET_PLACED, OrderEngine, given_up
-from services.oms.states import TERMINAL, IllegalTransition, ReasonCode, name
-from shared.clock import day_of
+from services.oms.states import DAY_BOUND, TERMINAL, IllegalTransition, ReasonCode, name
+from shared.clock import day_of, ist_day_number
 from shared.contracts import ops_pb2
 from shared.contracts import trading_pb2 as t
 from shared.money import fmt_inr
@@ -35,6 +37,7 @@ RESTARTED = "NeoPulse restarted before the broker's answer was recorded"  # the 
 # client_order_id shapes NeoPulse gives orders (risk: signals, square-offs, manual orders; the OMS: manual orders).
 OWN_TAGS = ("sig-", "SQ-", "man-", "manual-")
 MAX_LISTED = 20  # unknown working orders named in the start-up notification; the rest are counted
+CONFIRM_AFTER_S = 1.0  # a remote broker's book lacking an order working there today is read again this much later
 
 
 async def rebuild_positions(engine: OrderEngine, limit: int = 100_000) -> int:
@@ -117,6 +120,7 @@ async def settle(engine: OrderEngine, open_orders: list[t.OrderUpdate],
 async def _settle_against(engine: OrderEngine, book: list[BrokerOrderEvent], open_orders: list[t.OrderUpdate],
                           abandoned: list[t.OrderUpdate]) -> dict[str, int]:
     counts = _counts()
+    book, unconfirmed = await _second_look(engine, book, open_orders)
     by_id = {e.exchange_order_id: e for e in book if e.exchange_order_id}
     by_tag = {e.client_order_id: e for e in book if e.client_order_id}
     for u in abandoned:
@@ -137,7 +141,7 @@ async def _settle_against(engine: OrderEngine, book: list[BrokerOrderEvent], ope
                 current = engine.lookup(u.internal_id)
                 if current is None or current.sequence != u.sequence:
                     continue  # it moved on since the ledger was read (a broker event): nothing to settle
-                outcome = await _settle(engine, u, ev)
+                outcome = await _settle(engine, u, ev, gone=u.internal_id not in unconfirmed)
         except IllegalTransition as exc:
             log.error("reconciliation refused by the state machine: %s", exc, extra={"order_id": u.internal_id})
             continue
@@ -149,6 +153,61 @@ async def _settle_against(engine: OrderEngine, book: list[BrokerOrderEvent], ope
         counts[outcome] = counts.get(outcome, 0) + 1
     log.info("reconciled open orders", extra=counts)
     return counts
+
+
+async def _second_look(engine: OrderEngine, book: list[BrokerOrderEvent],
+                       open_orders: list[t.OrderUpdate]) -> tuple[list[BrokerOrderEvent], set[str]]:
+    """The book with what a second look finds of the working orders of today it lacks, and the internal ids of those
+    whose absence it could not confirm (named in a warning; left as recorded, settled again later). A remote broker
+    can answer a read without orders it works: Kotak's "No Data" (kotak-neo-api issue 103), an empty book. Booked
+    gone on one such read, an order would work and fill on unseen by risk, the kill switch and the square-off. So
+    the book is read again a moment later and each order looked up by its number (`order_by_id`, where the broker
+    has it): gone only when that read lists orders, not it, and the lookup finds nothing. No wait when the book
+    lists them all (or is the process's own: an in-process broker's)."""
+    missing = _unlisted(engine, book, open_orders)
+    if not missing or engine.broker.in_process:
+        return book, set()
+    await asyncio.sleep(CONFIRM_AFTER_S)
+    again = await _order_book(engine, len(missing)) or []
+    found, failed = await _by_number(engine, _unlisted(engine, again, missing))
+    rows = [*book, *again, *found]  # the newest last: each order's row is its last one
+    unconfirmed = {u.internal_id for u in _unlisted(engine, rows, missing) if not again or u.internal_id in failed}
+    if unconfirmed:
+        log.warning("working orders the broker's book does not list, not confirmed gone; left as recorded and "
+                    "settled again later", extra={"orders": ", ".join(
+                        f"{u.client_order_id} ({u.exchange_order_id})" for u in missing
+                        if u.internal_id in unconfirmed)})
+    return rows, unconfirmed
+
+
+def _unlisted(engine: OrderEngine, book: list[BrokerOrderEvent], orders: list[t.OrderUpdate]) -> list[t.OrderUpdate]:
+    """The orders the broker has taken that the book lists by neither exchange id nor tag; not an earlier day's DAY
+    order, which is past its day at any broker (the book is today's)."""
+    listed = {i for e in book for i in (e.exchange_order_id, e.client_order_id) if i}
+    today = ist_day_number(engine.clock.now_ns())
+    return [u for u in orders if u.status not in NOT_YET_PLACED and u.exchange_order_id not in listed
+            and u.client_order_id not in listed
+            and not (u.ts_ns and ist_day_number(u.ts_ns) < today and u.request.validity in DAY_BOUND)]
+
+
+async def _by_number(engine: OrderEngine, orders: list[t.OrderUpdate]) -> tuple[list[BrokerOrderEvent], set[str]]:
+    """The broker's rows of `orders` looked up by exchange id, where it can; and the internal ids of those whose
+    lookup failed."""
+    lookup = getattr(engine.broker, "order_by_id", None)
+    found: list[BrokerOrderEvent] = []
+    failed: set[str] = set()
+    for u in orders:
+        if not callable(lookup) or not u.exchange_order_id:
+            continue
+        try:
+            ev = await lookup(u.exchange_order_id)
+        except Exception as exc:
+            log.warning("order lookup by exchange id failed", extra={"order_id": u.internal_id, "error": str(exc)})
+            failed.add(u.internal_id)
+            continue
+        if ev is not None:
+            found.append(ev)
+    return found, failed
 
 
 async def _look_up(engine: OrderEngine, internal_id: str) -> None:
@@ -174,7 +233,8 @@ def _not_settled(counts: dict[str, int], u: t.OrderUpdate, error: Exception) -> 
     counts["unsettled"] += 1
 
 
-async def _settle(engine: OrderEngine, u: t.OrderUpdate, ev: BrokerOrderEvent | None) -> str:
+async def _settle(engine: OrderEngine, u: t.OrderUpdate, ev: BrokerOrderEvent | None, gone: bool = True) -> str:
+    """`gone`: an order the book does not list is gone from the broker (not: its absence is not confirmed)."""
     audit: dict[str, Any] = {"reconcile": "start-up"}
     if ev is not None:  # a PENDING_NEW one was sent before the crash, its SUBMITTED not yet recorded
         await engine.apply_event_locked(u.internal_id, ev)
@@ -187,6 +247,8 @@ async def _settle(engine: OrderEngine, u: t.OrderUpdate, ev: BrokerOrderEvent | 
         await engine.transition(u.internal_id, t.ORDER_STATUS_REJECTED, reason=NOT_FOUND.format(u.client_order_id),
                                 reason_code=ReasonCode.OUTCOME_UNKNOWN, audit=audit)
         return "rejected"
+    if not gone:
+        return "unsettled"  # left as recorded: settled again at the next check (_second_look)
     reason = "no longer in the broker's order book (expired at the end of its day, or removed)"
     await engine.transition(u.internal_id, t.ORDER_STATUS_CANCELLED, reason=reason,
                             reason_code=ReasonCode.NOT_IN_BROKER_BOOK, audit=audit)

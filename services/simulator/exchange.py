@@ -22,6 +22,10 @@ Matching model (documented contract of the simulator):
   outside the day's price band (the instrument's price_band_bps around the previous close; the band SFeed sends)
   or a quantity above the freeze quantity as an order "rejected" with its reason. A modify that would break a rule
   is refused (Not_Ok) and leaves the order as it was.
+- Opt-in, as real Kotak does (off by default): `late_rms_refusals`, a modify its RMS refuses (margin) is taken
+  ("Ok"), then the order works on with its old terms and the reason in rejRsn (kotak-neo-api issue 36);
+  `rewrite_tags`, a modified order's tag becomes "<epoch>-<number>-SIM-ADMINAPI" and a cancelled one's
+  "<tag>-<epoch>" (Kotak-neo-api-v2 issue 33).
 - No queue position behind other traders; DAY orders last the day.
 """
 
@@ -134,6 +138,8 @@ class Exchange:
         self.holdings: list[dict] = []
         self.cash_paise = cash_paise
         self._ids = itertools.count(1)
+        self.late_rms_refusals = False  # see the module docstring: real Kotak's ways, off by default
+        self.rewrite_tags = False
 
     # market ----------------------------------------------------------------
     def update_market(self, ticks: list[market_pb2.Tick]) -> list[SimOrder]:
@@ -259,11 +265,18 @@ class Exchange:
         lot = self.instruments[order.token].lot_size or 1
         if changed.quantity <= order.filled or changed.quantity % lot:
             raise OrderRefused("please provide valid quantity", 1009)
-        reason = self.refusal(changed) or self.rms_refusal(changed, instead_of=order)
-        if reason:
-            raise OrderRefused(f"modification rejected: {reason}")
+        reason = self.refusal(changed)
+        rms = "" if reason else self.rms_refusal(changed, instead_of=order)
+        if rms and self.late_rms_refusals:
+            order.reason = rms  # taken, then refused: the old terms, the reason in rejRsn
+            self._log(order, order.status)
+            return order
+        if reason or rms:
+            raise OrderRefused(f"modification rejected: {reason or rms}")
         order.quantity, order.price, order.trigger, order.order_type = (
             changed.quantity, changed.price, changed.trigger, changed.order_type)
+        if self.rewrite_tags:
+            order.tag = f"{self._stamp(order)}-{order.order_no[-6:]}-SIM-ADMINAPI"
         self._log(order, "modified")
         self._log(order, order.status)
         return order
@@ -274,6 +287,8 @@ class Exchange:
         order = self._live(order_no)
         if order.status == CANCEL_PENDING:
             raise OrderRefused("order is already cancel pending", 1021)
+        if self.rewrite_tags:
+            order.tag = f"{order.tag}-{self._stamp(order)}"
         if pending:
             order.untriggered = order.status == TRIGGER_PENDING
             order.status = CANCEL_PENDING
@@ -294,6 +309,11 @@ class Exchange:
             order.status, order.cancelled = CANCELLED, order.quantity - order.filled
         self._log(order, order.status)
         return True
+
+    @staticmethod
+    def _stamp(order: SimOrder) -> str:
+        """Epoch seconds, as Kotak stamps a rewritten tag (the order's own time: the exchange keeps no clock)."""
+        return f"{order.ts_ns // NS:010d}"
 
     def _live(self, order_no: str) -> SimOrder:
         order = self.orders.get(order_no)

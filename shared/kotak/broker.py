@@ -8,18 +8,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
 from neo_api_client.websocket.orderfeed.models import OrderUpdate
 
 from services.oms.broker import BrokerAck, BrokerOrderEvent, order_age_s
+from services.oms.broker_news import STALE_TERMS_S
 from shared import runtime
 from shared.contracts import market_pb2, oms_pb2, trading_pb2
-from shared.errors import BrokerRejected, NotFound, NotSent, RetryableError
+from shared.errors import BrokerRejected, NeoPulseError, NotSent, RetryableError
 from shared.kotak import mapping
 from shared.kotak.config import KotakSettings
 from shared.kotak.session import KotakSession
@@ -29,6 +31,25 @@ S = trading_pb2
 # Reads that list rows: Kotak answers "No Data" (stCode 5203) instead of an empty list when there are none.
 FEED_CHECK_S = 1.0  # how often a silent order feed is checked for a socket its iterator did not see close
 LIST_READS = frozenset({"order_report", "order_history", "trade_report", "positions", "holdings", "quotes"})
+# How long after Kotak acknowledged a change of ours a row showing the order working without it is published again
+# with every read: the OMS sets such a row aside for STALE_TERMS_S after the answer (a snapshot from before the
+# change, it assumes), so a refusal Kotak's RMS makes after its "Ok" must still be offered once that is over.
+CHANGE_WATCH_S = 2 * STALE_TERMS_S
+WORKING = frozenset({S.ORDER_STATUS_OPEN, S.ORDER_STATUS_PARTIALLY_FILLED, S.ORDER_STATUS_TRIGGER_PENDING})
+# Kotak rewrites a tag it cancels as "<tag>-<epoch seconds>" (Kotak-neo-api-v2 issue 33). A numeric stamp only:
+# NeoPulse's own tags extend each other with other suffixes (a square-off's "-<run>", "-r<attempt>").
+STAMPED_TAG = re.compile(r"-\d{9,}")
+
+
+@dataclass
+class _Change:
+    """A change of ours Kotak acknowledged: the terms it asked for (event field -> value), the order's rejRsn before
+    it, and until when (monotonic) rows without it are watched."""
+
+    asked: dict[str, int]
+    reason_before: str
+    until: float
+    refused: bool = False
 
 
 class KotakBroker:
@@ -44,6 +65,10 @@ class KotakBroker:
         self.session = session or KotakSession(settings)
         self.max_order_age_s = max_order_age_s
         self._last: dict[str, BrokerOrderEvent] = {}
+        self._changes: dict[str, _Change] = {}  # by order number: changes of ours whose outcome rows may refute
+        # Order number -> our tag, from place replies and the first row seen of each order: Kotak rewrites the tag
+        # of an order modified or cancelled (Kotak-neo-api-v2 issue 33); its rows are ours under our tag still.
+        self._tags: dict[str, str] = {}
         self._poll_now = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -62,6 +87,7 @@ class KotakBroker:
                                         **mapping.place_params(order))
         order_id = mapping.placed_order_id(reply)
         if order_id:
+            self._learn(order.client_order_id, order_id)
             return BrokerAck(order_id, S.ORDER_STATUS_SUBMITTED, raw=reply)
         kind, text = mapping.reply_error(reply) or ("unknown", "no order number in the reply")
         text = self.session.scrub(text)
@@ -71,6 +97,7 @@ class KotakBroker:
                     extra={"order_id": order.client_order_id, "token": order.token})
         found = await self._find_quietly(order.client_order_id)
         if found is not None:
+            self._learn(order.client_order_id, found.exchange_order_id)
             return BrokerAck(found.exchange_order_id, found.status, reason=found.reason, raw=found.raw)
         raise RetryableError(f"order {order.client_order_id}: place_order outcome unknown ({text}) and the tag is "
                              "not in the order book yet; look it up with find_by_tag before any retry")
@@ -92,15 +119,39 @@ class KotakBroker:
 
     async def modify_order(self, exchange_order_id: str, *, quantity: int | None = None,
                            price_paise: int | None = None, trigger_price_paise: int | None = None) -> BrokerAck:
-        current = await self._order(exchange_order_id)
+        """Kotak's "Ok" to a change is not its last word: its RMS may refuse the change afterwards, the order working
+        on with its old terms and the reason in rejRsn (kotak-neo-api issue 36). Rows of that are watched for
+        (_refutes_change) and published as the change refused."""
+        current = await self._order_before_change(exchange_order_id)
         params = mapping.modify_params(current, quantity, price_paise, trigger_price_paise)
         # A modify is re-sent after a re-login as it is (before_retry named so **params cannot be taken for it).
         reply = await self.session.call("modify_order", is_order=True, before_retry=None, **params)
-        return self._ack(exchange_order_id, reply, "modify", S.ORDER_STATUS_MODIFY_PENDING)
+        ack = self._ack(exchange_order_id, reply, "modify", S.ORDER_STATUS_MODIFY_PENDING)
+        asked = {"quantity": quantity, "price_paise": price_paise, "trigger_price_paise": trigger_price_paise}
+        self._last.pop(exchange_order_id, None)  # Kotak's next row is news, even one equal to the last before it
+        self._changes[exchange_order_id] = _Change({k: v for k, v in asked.items() if v is not None}, current.reason,
+                                                   time.monotonic() + CHANGE_WATCH_S)
+        return ack
+
+    async def _order_before_change(self, order_id: str) -> BrokerOrderEvent:
+        """The order as Kotak holds it (a modify must send all its terms); NotSent when it cannot be read: nothing
+        went to Kotak, the order keeps its terms."""
+        try:
+            current = await self.order_by_id(order_id)
+        except NeoPulseError as exc:
+            raise NotSent(f"order {order_id}: change not sent: reading the order first failed ({exc}); its terms are "
+                          "unchanged, retry") from exc
+        if current is None:
+            raise NotSent(f"order {order_id}: change not sent: Kotak's order report does not list the order (is it "
+                          "today's?); its terms are unchanged")
+        return current
 
     async def cancel_order(self, exchange_order_id: str) -> BrokerAck:
         reply = await self.session.call("cancel_order", exchange_order_id, is_order=True)
-        return self._ack(exchange_order_id, reply, "cancel", S.ORDER_STATUS_CANCEL_PENDING)
+        ack = self._ack(exchange_order_id, reply, "cancel", S.ORDER_STATUS_CANCEL_PENDING)
+        self._last.pop(exchange_order_id, None)  # Kotak's next row is news (the cancel refused: the order as before)
+        self._changes.pop(exchange_order_id, None)  # a reason from now on is the cancel's, not a change's
+        return ack
 
     def _ack(self, order_id: str, reply: Any, what: str, status: int) -> BrokerAck:
         error = mapping.reply_error(reply)
@@ -111,26 +162,49 @@ class KotakBroker:
             raise BrokerRejected(f"order {order_id}: Kotak refused the {what}: {text}")
         raise RetryableError(f"order {order_id}: {what} outcome unknown ({text}); check the order book")
 
-    async def _order(self, order_id: str) -> BrokerOrderEvent:
-        reply = await self._read("order_report", order_id)
+    async def order_by_id(self, exchange_order_id: str) -> BrokerOrderEvent | None:
+        """The order as Kotak's order report by order number shows it; None when Kotak lists no such order (its
+        "No Data", which it also answers now and then for orders it has: not proof on its own)."""
+        reply = await self._read("order_report", exchange_order_id)
+        now = time.time_ns()
         for row in mapping.rows(reply):
-            if str(row.get("nOrdNo")) == order_id:
-                return mapping.order_event(row, time.time_ns())
-        raise NotFound(f"order {order_id} is not in Kotak's order book")
+            if str(row.get("nOrdNo")) == exchange_order_id:
+                return self._event(row, now)
+        return None
 
     async def order_book(self) -> list[BrokerOrderEvent]:
         reply = await self._read("order_report")
         now = time.time_ns()
-        return [mapping.order_event(row, now) for row in mapping.rows(reply)]
+        return [self._event(row, now) for row in mapping.rows(reply)]
 
     async def find_by_tag(self, client_order_id: str) -> BrokerOrderEvent | None:
-        matches = [e for e in await self.order_book() if e.client_order_id == client_order_id]
+        """The order placed with this tag: rows carry our tag for the order numbers we know (_event), whatever Kotak
+        rewrote it to; else the tag as Kotak stamps it on a cancel."""
+        book = await self.order_book()
+        matches = ([e for e in book if e.client_order_id == client_order_id]
+                   or [e for e in book if e.client_order_id.startswith(client_order_id)
+                       and STAMPED_TAG.fullmatch(e.client_order_id, len(client_order_id))])
         return matches[-1] if matches else None
 
     async def order_history(self, exchange_order_id: str) -> list[BrokerOrderEvent]:
         """Every state the order went through, newest first (as Kotak lists them)."""
         reply = await self._read("order_history", exchange_order_id)
-        return [mapping.order_event(row) for row in mapping.rows(reply)]
+        return [self._event(row) for row in mapping.rows(reply)]
+
+    def _event(self, row: dict[str, Any], ts_ns: int = 0) -> BrokerOrderEvent:
+        """A row as an event carrying the order's tag as we know it (raw keeps Kotak's); the tag of an order number
+        seen for the first time is learnt."""
+        event = mapping.order_event(row, ts_ns)
+        ours = self._tags.get(event.exchange_order_id)
+        if ours is not None:
+            event.client_order_id = ours
+        else:
+            self._learn(event.client_order_id, event.exchange_order_id)
+        return event
+
+    def _learn(self, tag: str, order_id: str) -> None:
+        if tag and order_id:
+            self._tags.setdefault(order_id, tag)
 
     async def trades(self) -> list[dict[str, Any]]:
         return mapping.rows(await self._read("trade_report"))
@@ -202,6 +276,10 @@ class KotakBroker:
                 return None  # stale row; the feed leaves fldQty empty in early states
             if not event.client_order_id:
                 event.client_order_id = last.client_order_id
+        refuted = self._refutes_change(event)
+        if refuted is not None:
+            return refuted  # not remembered: offered again with each read until the watch ends (CHANGE_WATCH_S)
+        if last is not None:
             terms = _terms(event, last)
             if (event.status, event.filled_quantity, event.average_price_paise, terms) == (
                     last.status, last.filled_quantity, last.average_price_paise, _terms(last, last)):
@@ -216,6 +294,29 @@ class KotakBroker:
         self._last[event.exchange_order_id] = remembered
         return event
 
+    def _refutes_change(self, event: BrokerOrderEvent) -> BrokerOrderEvent | None:
+        """The row as the event to publish when it shows the order working without a change of ours Kotak took
+        lately, else None. A new rejRsn in it is Kotak's RMS refusing the change after its "Ok": the reason says
+        "change refused", as the OMS words a refusal. Rows of an order ended, or showing the change, end the watch."""
+        change = self._changes.get(event.exchange_order_id)
+        if change is None:
+            return None
+        shown = {"quantity": event.quantity, "price_paise": event.price_paise,
+                 "trigger_price_paise": event.trigger_price_paise}
+        held = all(shown[k] in (0, v) for k, v in change.asked.items())  # 0: the row says nothing of that term
+        if time.monotonic() > change.until or event.status in mapping.TERMINAL or (held and event.status in WORKING):
+            del self._changes[event.exchange_order_id]
+            return None
+        if event.status not in WORKING:
+            return None  # still pending at Kotak (modify pending): either terms may show
+        if not event.reason or event.reason == change.reason_before:
+            return event  # maybe read before the change: the OMS decides by its own window
+        if not change.refused:
+            change.refused = True
+            log.warning("Kotak refused a change it had acknowledged; the order works on with its terms before it",
+                        extra={"order_id": event.exchange_order_id, "reason": event.reason, "asked": change.asked})
+        return replace(event, reason=f"change refused: {event.reason}")
+
     async def _feed_loop(self, queue: asyncio.Queue[BrokerOrderEvent]) -> None:
         delay = self.settings.reconnect_initial_s
         while True:
@@ -227,7 +328,7 @@ class KotakBroker:
                 async for message in _until_closed(feed):
                     row = _order_row(message)
                     if row is not None:
-                        event = self._merge(mapping.order_event(row, time.time_ns()))
+                        event = self._merge(self._event(row, time.time_ns()))
                         if event is not None:
                             queue.put_nowait(event)
             except asyncio.CancelledError:

@@ -57,6 +57,8 @@ ORDER_ALREADY_COMPLETE = 1021
 # What the SDK's modify_order answers for any failure but an ApiException (a timeout is one; an HTML error page
 # it cannot decode is another): the request may have reached Kotak.
 SDK_CALL_FAILED = "Exception has been occurred while connecting to API"
+# The segments Kotak's limits reply gives an MTM of: <segment>RlsMtomPrsnt, <segment>UnRlsMtomPrsnt.
+MTM_SEGMENTS = ("Cash", "Fo", "Com", "Cur")
 # Kotak's "no value" in text fields such as rejRsn.
 NO_VALUE = frozenset({"", "--", "NA"})
 _EXPIRED = re.compile(r"invalid credentials|session (has )?expired|invalid session|invalid (access )?token|"
@@ -123,9 +125,20 @@ def reply_error(reply: Any) -> tuple[str, str] | None:
     http, st_code, code = (integer(reply.get(k)) for k in (HTTP_STATUS, "stCode", "code"))
     if http >= 500 or 500 <= st_code <= 599 or 500 <= code <= 599:
         return ("unknown", error_text(reply) or f"HTTP {http or st_code or code}")
+    if _says_ok(reply, st_code):
+        return None  # a "message" beside it is news, not a refusal: {"stat": "Ok", "message": "Order cancelled"}
     if str(reply.get("stat", "")).lower() == "not_ok" or error_text(reply):
         return ("refused", error_text(reply) or "refused without a reason")
     return None
+
+
+def _says_ok(reply: dict, st_code: int) -> bool:
+    """Kotak's success: stat "Ok" (any case), or stCode 200 with no error field. Its replies to a cancel or modify
+    it carried out may add a message or description (the SDK's own tests model a cancel's as {"stat": "Ok",
+    "message": "Order cancelled"})."""
+    if str(reply.get("stat", "")).strip().lower() == "ok":
+        return True
+    return st_code == 200 and not any(reply.get(k) for k in ("errMsg", "emsg", "Error Message", "error", "Error"))
 
 
 def placed_order_id(reply: Any) -> str:
@@ -327,8 +340,15 @@ def funds(reply: dict[str, Any], now_ns: int) -> oms_pb2.GetFundsResponse:
         raise NeoPulseError(f"Kotak's limits reply carries no Net: {sorted(reply)[:20]}")
     return oms_pb2.GetFundsResponse(
         account="kotak", available_paise=paise(reply.get("Net")), margin_used_paise=paise(reply.get("MarginUsed")),
-        total_paise=paise(reply.get("CollateralValue")), realised_pnl_paise=paise(reply.get("RealizedMtomPrsnt")),
-        unrealised_pnl_paise=paise(reply.get("UnrealizedMtomPrsnt")), as_of_ns=now_ns)
+        total_paise=paise(reply.get("CollateralValue")), realised_pnl_paise=_mtm(reply, "RealizedMtomPrsnt", "Rls"),
+        unrealised_pnl_paise=_mtm(reply, "UnrealizedMtomPrsnt", "UnRls"), as_of_ns=now_ns)
+
+
+def _mtm(reply: dict[str, Any], total: str, kind: str) -> int:
+    """The account's realised ("Rls") or unrealised ("UnRls") MTM in paise: the top-level field, or, when that is
+    zero or absent, the sum of the per-segment ones (Cash, Fo, Com, Cur). Kotak's sample limits reply (limits.md)
+    has UnrealizedMtomPrsnt "0" beside CashUnRlsMtomPrsnt "-0.24": the segments carry what the top level leaves out."""
+    return paise(reply.get(total)) or sum(paise(reply.get(f"{seg}{kind}MtomPrsnt")) for seg in MTM_SEGMENTS)
 
 
 def margin_params(order: trading_pb2.OrderRequest) -> dict[str, str]:

@@ -10,7 +10,7 @@ import pytest
 from services.simulator.server import SimCredentials
 from shared import logs
 from shared.contracts import trading_pb2 as T
-from shared.errors import BrokerRejected, ConfigError, NotFound
+from shared.errors import BrokerRejected, ConfigError, NotSent
 from shared.kotak.broker import KotakBroker
 from tests.kotak.conftest import RELIANCE, TCS, settings_for, tick
 
@@ -184,9 +184,10 @@ async def test_holdings_and_margin_answer_through_the_sdk(sim, broker):
     assert margin["data"]["reqdMrgn"] == "2580.10"
 
 
-async def test_modify_of_an_order_kotak_does_not_know_raises_not_found(sim, broker):
-    with pytest.raises(NotFound, match="999"):
+async def test_modify_of_an_order_kotak_does_not_list_is_not_sent(sim, broker):
+    with pytest.raises(NotSent, match="999"):
         await broker.modify_order("999", price_paise=129_000)
+    assert sim.calls["modify_order"] == 0
 
 
 async def test_the_margin_check_reports_required_and_available_cash_in_paise(sim, broker):
