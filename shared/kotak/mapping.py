@@ -136,9 +136,11 @@ def _says_ok(reply: dict, st_code: int) -> bool:
     """Kotak's success: stat "Ok" (any case), or stCode 200 with no error field. Its replies to a cancel or modify
     it carried out may add a message or description (the SDK's own tests model a cancel's as {"stat": "Ok",
     "message": "Order cancelled"})."""
-    if str(reply.get("stat", "")).strip().lower() == "ok":
+    stat = str(reply.get("stat", "")).strip().lower()
+    if stat == "ok":
         return True
-    return st_code == 200 and not any(reply.get(k) for k in ("errMsg", "emsg", "Error Message", "error", "Error"))
+    errors = ("errMsg", "emsg", "Error Message", "error", "Error")
+    return stat != "not_ok" and st_code == 200 and not any(reply.get(k) for k in errors)
 
 
 def placed_order_id(reply: Any) -> str:

@@ -30,6 +30,7 @@ def test_an_ok_reply_with_a_message_is_a_success(reply):
 @pytest.mark.parametrize("reply", [
     {"stat": "Not_Ok", "stCode": 1009, "message": "order not found"},
     {"stCode": 200, "errMsg": "order is completed"},
+    {"stat": "Not_Ok", "stCode": 200, "message": "order cannot be cancelled"},  # Not_Ok whatever the code says
 ])
 def test_a_reply_that_is_not_ok_or_names_an_error_is_still_a_refusal(reply):
     assert mapping.reply_error(reply) == ("refused", reply.get("errMsg") or reply.get("message"))
