@@ -1,4 +1,5 @@
-"""`neopulse db migrate|status|psql`: apply or list schema migrations, or open psql on the database.
+"""`neopulse db migrate|status|stamp|psql`: apply or list schema migrations, record what the database holds, or open
+psql on the database.
 
 The database is found as `neopulse run` finds it (AppSettings: environment, secrets dir, --config TOML), else
 the embedded server in --data-dir (default: the settings' data_dir, .neopulse).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import subprocess
 import sys
@@ -20,19 +22,28 @@ import asyncpg
 
 from services.app.config import AppSettings
 from shared import config as cfg
-from shared.db import migrate
-from shared.db.database import connect_pool, schema_error, where_of
+from shared.db import migrate, stamp
+from shared.db.config import DatabaseSettings
+from shared.db.database import connect_pool, ddl_lock_timeout_ms, schema_error, where_of
 from shared.db.embedded import POSTGRES_BIN_PATH, EmbeddedPostgres
 from shared.errors import ConfigError
+
+STAMP_MIGRATION = "database_use"  # neopulse_meta (shared/db/stamp.py)
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("db", help="database schema: migrate, status")
     db_sub = p.add_subparsers(dest="db_command", required=True)
     for name, helptext, handler in (("migrate", "apply pending migrations", _migrate),
-                                    ("status", "list migrations and whether each is applied", _status)):
+                                    ("status", "list migrations and whether each is applied", _status),
+                                    ("stamp", "record what the database holds (a run of another kind is refused)",
+                                     _stamp)):
         q = db_sub.add_parser(name, help=helptext)
         _add_database_args(q)
+        if name == "stamp":
+            q.add_argument("trading", choices=("paper", "live"), help="the orders it holds")
+            q.add_argument("market", choices=("simulated", "real"),
+                           help="the market its ticks come from: simulated (synthetic, simulator) or real (Kotak)")
         q.set_defaults(handler=lambda args, fn=handler: _main(fn, args))
     q = db_sub.add_parser("psql", help="psql on the database (more psql arguments after --)")
     _add_database_args(q)
@@ -58,7 +69,8 @@ def database(args: argparse.Namespace) -> tuple[str | None, Path]:
 def _main(fn: Any, args: argparse.Namespace) -> int:
     try:
         url, data_dir = database(args)
-        return asyncio.run(_with_pool(fn, url, data_dir))
+        settings = cfg.load(DatabaseSettings, cfg.read_toml(args.config))
+        return asyncio.run(_with_pool(functools.partial(fn, args=args, settings=settings), url, data_dir, settings))
     except ConfigError as exc:
         print(f"neopulse: {exc}", file=sys.stderr)
         return 2
@@ -68,7 +80,7 @@ def _main(fn: Any, args: argparse.Namespace) -> int:
         return 2
 
 
-async def _with_pool(fn: Any, url: str | None, data_dir: Path) -> int:
+async def _with_pool(fn: Any, url: str | None, data_dir: Path, settings: DatabaseSettings) -> int:
     server = None
     if url is None:
         from shared.db.database import EMBEDDED_DB_NAME, ensure_database
@@ -77,7 +89,7 @@ async def _with_pool(fn: Any, url: str | None, data_dir: Path) -> int:
         admin = await server.start_async()  # a stop during the start leaves no server behind
         url = await ensure_database(admin, EMBEDDED_DB_NAME)
     try:
-        pool = await connect_pool(url)
+        pool = await connect_pool(url, settings)
         try:
             async with pool.acquire() as conn:
                 return await fn(conn, where_of(url))
@@ -88,23 +100,36 @@ async def _with_pool(fn: Any, url: str | None, data_dir: Path) -> int:
             await asyncio.to_thread(server.stop)
 
 
-async def _migrate(conn: Any, where: str) -> int:
-    applied = await migrate.migrate(conn)
+async def _migrate(conn: Any, where: str, *, args: argparse.Namespace, settings: DatabaseSettings) -> int:
+    # As a start migrates: its wait for a table lock stays under the running writers' lock_timeout_ms.
+    applied = await migrate.migrate(conn, lock_timeout_ms=ddl_lock_timeout_ms(settings))
     print(f"{where}: applied {len(applied)} migration(s)" + (f": {', '.join(f'{v:04d}' for v in applied)}"
                                                               if applied else " (up to date)"))
     return 0
 
 
-async def _status(conn: Any, where: str) -> int:
+async def _status(conn: Any, where: str, *, args: argparse.Namespace, settings: DatabaseSettings) -> int:
     print(where)
-    pending = 0
+    pending, stamped = 0, False
     for m in await migrate.status(conn):
         state = m.applied_at.isoformat(timespec="seconds") if m.applied_at else "pending"
         if not m.known:
             state += "  (not in this code: the database was migrated by a newer NeoPulse)"
         pending += m.applied_at is None or not m.known
+        stamped |= m.name == STAMP_MIGRATION and m.applied_at is not None
         print(f"  {m.version:04d}_{m.name}  {state}")
+    print(f"holds: {stamp.describe(await stamp.held(conn) if stamped else {})}")
     return 1 if pending else 0
+
+
+async def _stamp(conn: Any, where: str, *, args: argparse.Namespace, settings: DatabaseSettings) -> int:
+    """An operator's word on what a database holds: for one used before stamps, which a live or real-market run
+    refuses until told (its paper fills would be taken for live positions)."""
+    await migrate.migrate(conn, lock_timeout_ms=ddl_lock_timeout_ms(settings))
+    before = await stamp.stamp(conn, args.trading, args.market)
+    now = stamp.describe({stamp.TRADING: args.trading, stamp.MARKET: args.market})
+    print(f"{where}: held {stamp.describe(before)}; now holds {now}")
+    return 0
 
 
 def _psql(args: argparse.Namespace) -> int:

@@ -38,25 +38,69 @@ async def claim(pool: asyncpg.Pool, trading: str | None, market: str | None,
     "real"), else check them against the stamp: a ConfigError naming both and the way out when they differ, with
     nothing written. None claims nothing (a replay: it writes nothing, and reads any market's days). Concurrent
     first claims (split mode's processes) agree: one stamp wins, the others are checked against it. Returns the
-    stamp as it stands."""
+    stamp as it stands.
+
+    A stamp on a database that holds nothing (a first start that failed after opening it, at the Kotak login) is
+    moved to this run's use. A database used before stamps existed is stamped as this run's only for paper
+    trading on a simulated market, with a warning; for live trading or the real market its use must be confirmed
+    (`neopulse db stamp`): its paper fills would be taken for live positions."""
     wanted = {key: value for key, value in ((TRADING, trading), (MARKET, market)) if value is not None}
     async with pool.acquire() as conn, conn.transaction():
         stamped = await conn.fetch(
             "INSERT INTO neopulse_meta (key, value) SELECT * FROM unnest($1::text[], $2::text[]) "
             "ON CONFLICT (key) DO NOTHING RETURNING key", list(wanted), list(wanted.values()))
         held = {r["key"]: r["value"] for r in await conn.fetch(
-            "SELECT key, value FROM neopulse_meta WHERE key = ANY($1::text[])", [TRADING, MARKET])}
-        for key, value in wanted.items():
-            if held[key] != value:  # raised inside the transaction: a partial stamp is rolled back
-                raise ConfigError(_refusal(where, held, wanted, key))
-        # Only the claim that stamped looks (and warns once): the runs after it are checked against its stamp.
-        unchecked = bool(stamped) and await conn.fetchval(_USED)
-    if unchecked:
-        log.warning("this database holds orders or ticks from before NeoPulse recorded what a database holds: that "
-                    "they are this run's kind could not be checked; it is now stamped as this run's. If it holds "
-                    "another kind's (paper fills before a live start, simulated ticks before a Kotak one), stop and "
-                    "give each kind its own data_dir or DATABASE_URL", extra={"database_use": wanted})
+            "SELECT key, value FROM neopulse_meta WHERE key = ANY($1::text[]) FOR UPDATE", [TRADING, MARKET])}
+        differing = [key for key, value in wanted.items() if held[key] != value]
+        if differing or stamped:
+            used = await conn.fetchval(_USED)
+            if differing and not used:
+                log.info("this database holds no orders, ticks or state: its stamp moves to this run's use",
+                         extra={"database_use": wanted, "was": held})
+                await _write(conn, wanted)
+                held |= wanted
+            elif differing:  # raised inside the transaction: a partial stamp is rolled back
+                raise ConfigError(_refusal(where, held, wanted, differing[0]))
+            elif used and wanted != {TRADING: "paper", MARKET: "simulated"}:
+                raise ConfigError(
+                    f"{where} holds orders or ticks from before NeoPulse recorded what a database holds, and this run "
+                    f"is {_describe(wanted)}: were they another kind's (paper fills, simulated ticks), it would take "
+                    "them for its own. If it only ever held this kind's, confirm it with `neopulse db stamp "
+                    f"{wanted.get(TRADING, 'live')} {wanted.get(MARKET, 'real')}`; else give this run a database of "
+                    "its own: another data_dir (data_dir in the config file, or NEOPULSE_DATA_DIR) or DATABASE_URL; "
+                    "nothing was changed")
+            elif used:
+                log.warning("this database holds orders or ticks from before NeoPulse recorded what a database "
+                            "holds: it is now stamped as paper trading on a simulated market, this run's. If it held "
+                            "live orders or Kotak's ticks, stop and give each kind its own data_dir or DATABASE_URL",
+                            extra={"database_use": wanted})
     return held
+
+
+async def stamp(conn: asyncpg.Connection, trading: str, market: str) -> dict[str, str]:
+    """Set what the database holds, whatever it held (`neopulse db stamp`, an operator's word); returns what it
+    held before."""
+    async with conn.transaction():
+        before = await held(conn)
+        await _write(conn, {TRADING: trading, MARKET: market})
+    return before
+
+
+async def held(conn: asyncpg.Connection) -> dict[str, str]:
+    """What the database is stamped with ({} before its first run)."""
+    return {r["key"]: r["value"] for r in await conn.fetch(
+        "SELECT key, value FROM neopulse_meta WHERE key = ANY($1::text[])", [TRADING, MARKET])}
+
+
+def describe(use: dict[str, str]) -> str:
+    """"paper trading on a simulated market (simulator or synthetic)", or "not stamped yet"."""
+    return _describe(use) if use else "not stamped yet"
+
+
+async def _write(conn: asyncpg.Connection, use: dict[str, str]) -> None:
+    await conn.execute(
+        "INSERT INTO neopulse_meta (key, value) SELECT * FROM unnest($1::text[], $2::text[]) "
+        "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, set_at = now()", list(use), list(use.values()))
 
 
 def _refusal(where: str, held: dict[str, str], wanted: dict[str, str], key: str) -> str:

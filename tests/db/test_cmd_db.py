@@ -42,6 +42,35 @@ def test_db_status_exits_1_while_migrations_are_pending_and_0_after_migrate(empt
     assert "0001_initial  pending" in capsys.readouterr().out
 
 
+def test_db_stamp_records_what_the_database_holds_and_status_shows_it(empty_url, capsys):
+    before = main(["db", "stamp", "live", "real"])  # migrates first: the stamp's table comes with 0013
+    main(["db", "status"])
+
+    out = capsys.readouterr().out
+    assert before == 0
+    assert "held not stamped yet; now holds live trading on Kotak's real market" in out
+    assert "holds: live trading on Kotak's real market" in out
+
+
+def test_db_migrate_waits_for_a_table_lock_no_longer_than_the_configured_writers_would(empty_url, tmp_path,
+                                                                                        monkeypatch):
+    """A migration behind a reader (pg_dump, an idle psql) must not outwait the running OMS's ledger writes queued
+    behind it: `neopulse db migrate` waits half of [database] lock_timeout_ms from the config, as a start does."""
+    waits = []
+    real = cmd_db.migrate.migrate
+
+    async def migrate(conn, *args, **kwargs):
+        waits.append(kwargs.get("lock_timeout_ms"))
+        return await real(conn, *args, **kwargs)
+
+    monkeypatch.setattr(cmd_db.migrate, "migrate", migrate)
+    config = tmp_path / "neopulse.toml"
+    config.write_text("[database]\nlock_timeout_ms = 400\n")
+
+    assert main(["db", "migrate", "--config", str(config)]) == 0
+    assert waits == [200]
+
+
 def test_db_migrate_with_an_unreachable_url_exits_2_naming_the_server(monkeypatch, capsys):
     monkeypatch.setenv("DATABASE_URL", "postgresql://u:pw@127.0.0.1:1/nowhere")
 

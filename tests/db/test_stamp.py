@@ -18,9 +18,14 @@ from services.app.monolith import Monolith
 from services.app.split import build_module
 from shared.bus import Bus
 from shared.clock import ManualClock, ist_ns
-from shared.db.stamp import claim
+from shared.db.stamp import claim, stamp
 from shared.errors import ConfigError
 from tests.app.test_warm_start_wiring import store_tick
+
+
+async def used(pool) -> None:
+    """The database holds something of its first run's (a strategy's saved state)."""
+    await pool.execute("INSERT INTO strategy_state (name, value) VALUES ('momentum_rsi', '{}')")
 
 
 async def refusal(pool, trading: str | None, market: str | None) -> str:
@@ -31,6 +36,7 @@ async def refusal(pool, trading: str | None, market: str | None) -> str:
 
 async def test_a_live_start_on_a_paper_runs_database_is_refused_saying_what_it_holds_and_the_way_out(db_pool):
     await claim(db_pool, "paper", "simulated")
+    await used(db_pool)
 
     message = await refusal(db_pool, "live", "real")
 
@@ -42,6 +48,7 @@ async def test_a_live_start_on_a_paper_runs_database_is_refused_saying_what_it_h
 
 async def test_a_paper_run_on_kotaks_market_is_refused_on_a_simulated_markets_database(db_pool):
     await claim(db_pool, "paper", "simulated")
+    await used(db_pool)
 
     message = await refusal(db_pool, "paper", "real")
 
@@ -50,6 +57,7 @@ async def test_a_paper_run_on_kotaks_market_is_refused_on_a_simulated_markets_da
 
 async def test_a_paper_run_is_refused_on_a_live_database(db_pool):
     await claim(db_pool, "live", "real")
+    await used(db_pool)
 
     message = await refusal(db_pool, "paper", "real")
 
@@ -58,6 +66,7 @@ async def test_a_paper_run_is_refused_on_a_live_database(db_pool):
 
 async def test_a_simulated_market_is_refused_on_a_real_markets_database(db_pool):
     await claim(db_pool, "paper", "real")
+    await used(db_pool)
 
     message = await refusal(db_pool, "paper", "simulated")
 
@@ -66,6 +75,7 @@ async def test_a_simulated_market_is_refused_on_a_real_markets_database(db_pool)
 
 async def test_a_refused_start_leaves_a_partial_stamp_as_it_was(db_pool):
     await db_pool.execute("INSERT INTO neopulse_meta (key, value) VALUES ('trading', 'paper')")
+    await used(db_pool)
 
     await refusal(db_pool, "live", "real")
 
@@ -94,18 +104,43 @@ async def test_a_replay_on_a_fresh_database_leaves_it_unstamped(db_pool):
     assert await db_pool.fetchval("SELECT count(*) FROM neopulse_meta") == 0
 
 
-async def test_processes_racing_on_a_fresh_database_agree_on_one_stamp(db_pool):
-    uses = [("paper", "simulated")] * 4 + [("live", "real")]
+async def test_split_processes_racing_on_a_fresh_database_all_start_on_one_stamp(db_pool):
+    results = await asyncio.gather(*(claim(db_pool, "paper", "simulated") for _ in range(5)))
 
-    results = await asyncio.gather(*(claim(db_pool, *use) for use in uses), return_exceptions=True)
-
-    won = {use for use, result in zip(uses, results, strict=True) if not isinstance(result, BaseException)}
-    stamp = dict(await db_pool.fetch("SELECT key, value FROM neopulse_meta"))
-    assert [{"trading": trading, "market": market} for trading, market in won] == [stamp]
+    assert results == [{"trading": "paper", "market": "simulated"}] * 5
+    assert await db_pool.fetchval("SELECT count(*) FROM neopulse_meta") == 2
 
 
-async def test_a_database_used_before_stamps_is_stamped_as_this_run_with_one_warning(db_pool, caplog):
-    await db_pool.execute("INSERT INTO strategy_state (name, value) VALUES ('momentum_rsi', '{}')")
+async def test_a_stamp_on_a_database_that_holds_nothing_moves_to_the_next_runs_use(db_pool):
+    await claim(db_pool, "live", "real")  # a first live start that failed at the Kotak login: nothing written
+
+    held = await claim(db_pool, "paper", "simulated")  # make run on the same data dir
+
+    assert held == {"trading": "paper", "market": "simulated"}
+    assert dict(await db_pool.fetch("SELECT key, value FROM neopulse_meta")) == held
+
+
+@pytest.mark.parametrize("use", [("live", "real"), ("live", "simulated"), ("paper", "real")])
+async def test_a_database_used_before_stamps_is_refused_for_live_or_the_real_market_until_its_use_is_confirmed(
+        db_pool, use):
+    await used(db_pool)  # paper fills, perhaps, from before this release
+
+    message = await refusal(db_pool, *use)
+
+    assert f"confirm it with `neopulse db stamp {use[0]} {use[1]}`" in message
+    assert await db_pool.fetchval("SELECT count(*) FROM neopulse_meta") == 0
+
+
+async def test_a_database_used_before_stamps_and_confirmed_live_is_let_through(db_pool):
+    await used(db_pool)
+    async with db_pool.acquire() as conn:
+        await stamp(conn, "live", "real")  # neopulse db stamp live real
+
+    assert await claim(db_pool, "live", "real") == {"trading": "live", "market": "real"}
+
+
+async def test_a_database_used_before_stamps_is_stamped_as_this_paper_run_with_one_warning(db_pool, caplog):
+    await used(db_pool)
     caplog.set_level(logging.WARNING, logger="shared.db.stamp")
 
     for _ in range(2):
@@ -135,8 +170,9 @@ async def build(app: Monolith) -> None:
         await app._close()
 
 
-async def test_a_live_monolith_on_a_paper_runs_database_is_refused_before_it_logs_in(database):
+async def test_a_live_monolith_on_a_paper_runs_database_is_refused_before_it_logs_in(database, db_pool):
     await build(Monolith(run_settings(database)))  # `make run`: paper on a generated market
+    await used(db_pool)  # ... which saved something
     live = Monolith(run_settings(database, mode="live", source="kotak"))
 
     with pytest.raises(ConfigError, match="holds paper trading on a simulated market"):
@@ -155,6 +191,7 @@ async def test_a_backtests_replay_builds_on_a_live_database(database, db_pool):
 
 async def test_a_split_process_on_a_live_database_is_refused(database, db_pool):
     await claim(db_pool, "live", "real")
+    await used(db_pool)
     closers: list = []
 
     try:
