@@ -135,6 +135,9 @@ class OrderBook:
         self.ledger_retry_s = LEDGER_RETRY_S
         # Set when another OMS took the order ledger (services/oms/lease.py): decisions are then recorded as not sent.
         self.ledger_taken = ""
+        # Told (exchange order id, cumulative filled) each time a fill enters the positions: the paper VirtualBroker
+        # counts its fills as the account's until then (VirtualBroker.fill_booked).
+        self.on_fill_booked: Callable[[str, int], None] | None = None
 
     async def start_sequence(self) -> None:
         recorded = await self.ledger.max_sequence()
@@ -356,6 +359,8 @@ class OrderBook:
         """The caller holds self._publishing and has recorded u."""
         self.remember(u)
         self.roll_day().apply_update(u)
+        if u.last_fill_quantity > 0 and self.on_fill_booked is not None:
+            self.on_fill_booked(u.exchange_order_id, u.filled_quantity)
         self.applied_sequence = max(self.applied_sequence, u.sequence)
         _updates_counter(u.status).inc()
         await self.bus.publish(Topic.ORDER_UPDATES, u)

@@ -47,6 +47,10 @@ class Ledger(Protocol):
                           day: date | None = None) -> list[trading_pb2.OrderUpdate]:
         """Newest first: by creation time (microseconds), then in the order written."""
 
+    async def filled_before(self, day: date, products: Sequence[int]) -> list[trading_pb2.OrderUpdate]:
+        """The orders of these products created before `day` that have fills, oldest first (as list_orders orders
+        them): the positions a paper account carries into `day` (services/oms/reconcile.py)."""
+
     async def max_sequence(self) -> int:
         """Highest OrderUpdate.sequence recorded (the OMS continues from it after a restart)."""
 
@@ -170,6 +174,11 @@ class MemoryLedger:
                 continue
             out.append(_copy(row))
         return out
+
+    async def filled_before(self, day: date, products: Sequence[int]) -> list[trading_pb2.OrderUpdate]:
+        rows = (self._rows[internal_id] for internal_id in self._oldest_first()
+                if day_of(self._created_ns[internal_id]) < day)
+        return [_copy(row) for row in rows if row.filled_quantity > 0 and row.request.product in products]
 
     async def max_sequence(self) -> int:
         return self._max_sequence

@@ -25,6 +25,7 @@ from shared.db.orders import (
     INSERT_SQL,
     LEDGER_COLUMNS,
     TERMINAL_NAMES,
+    enum_name,
     insert_columns,
     jsonb,
     log_entry,
@@ -203,6 +204,13 @@ class PgLedger:
             "AND ($4::timestamptz IS NULL OR (created_at >= $4 AND created_at < $5)) "
             "ORDER BY created_at DESC, written_seq DESC LIMIT $6",
             open_only, list(TERMINAL_NAMES), strategy_tag, lo, hi, limit)
+        return [row_to_update(r) for r in rows]
+
+    async def filled_before(self, day: date, products: Sequence[int]) -> list[trading_pb2.OrderUpdate]:
+        rows = await self.pool.fetch(
+            f"SELECT {LEDGER_COLUMNS} FROM order_ledger WHERE created_at < $1 AND filled_qty > 0 "
+            "AND product = ANY($2::text[]) ORDER BY created_at, written_seq",
+            day_start(day), [enum_name(trading_pb2.Product, "PRODUCT_", p) for p in products])
         return [row_to_update(r) for r in rows]
 
     async def history(self, internal_id: str) -> list[tuple[trading_pb2.OrderUpdate, dict[str, Any]]]:

@@ -24,6 +24,7 @@ from services.oms.reconcile import (
     PositionDifference,
     Restored,
     position_differences,
+    rebuild_carried_positions,
     rebuild_positions,
     reconcile,
     settle,
@@ -78,6 +79,7 @@ class OmsModule(Component):
         if isinstance(broker, VirtualBroker):  # paper trading: an account of its own, on this book's positions
             broker.account = PaperAccount(to_paise(settings.paper_capital), settings.paper_rates(),
                                           self.engine.roll_day, clock.now_ns)
+            self.engine.on_fill_booked = broker.fill_booked  # its fills count until the book has them
         orders = self.engine.orders  # read at each scrape (the dict itself: forget_ended changes it in place)
         ORDERS_IN_MEMORY.set_function(lambda: len(orders))
         self.reconciled: dict[str, int] = {}
@@ -99,6 +101,8 @@ class OmsModule(Component):
         if self.lease is not None:
             await self.lease.take()  # raises ConfigError naming the OMS that has the ledger
         await self.engine.start_sequence()
+        if self.broker.in_process:  # paper: its carried positions are in its ledger alone
+            await self._rebuild_carried_positions()
         await rebuild_positions(self.engine)
         self.reconciled, self._unsettled = await reconcile(self.engine)
         await self._take_carried_positions()
@@ -291,6 +295,15 @@ class OmsModule(Component):
             f"{lines}. NeoPulse's risk limits and daily loss count only its own book: a position opened outside "
             "NeoPulse or carried from an earlier day across a restart is not covered. Check the broker's positions."),
             differences=str(len(differences)))
+
+    async def _rebuild_carried_positions(self) -> None:
+        """The paper account's CNC and NRML positions from earlier days (reconcile.rebuild_carried_positions): the
+        broker's positions are the real account's, and the book's are today's fills alone."""
+        carried = await rebuild_carried_positions(self.engine)
+        if carried:
+            log.info("paper positions carried from earlier days rebuilt from the ledger", extra={"positions": "; ".join(
+                f"{p.symbol or p.token} {t.Product.Name(p.product).removeprefix('PRODUCT_')}: {p.net_quantity:+d} at "
+                f"{to_rupees(p.average_price_paise)}" for p in carried)})
 
     async def _take_carried_positions(self) -> None:
         """Before risk can ask for positions (ListPositions) and before any decision is placed: a broker holding

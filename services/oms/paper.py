@@ -17,7 +17,9 @@
   count is RECOUNT_S old, is worked out afresh. In between, prices may have moved the account by a second's worth,
   as a broker's RMS, which marks positions to market every few seconds, allows.
 
-Positions are the OMS's book: a fill counts once the OMS has booked it, milliseconds after the VirtualBroker made it.
+Positions are the OMS's book, and the fills the VirtualBroker has made that the OMS has not booked yet (`unbooked`:
+each order's, while the ledger write of its fill is under way, milliseconds on PostgreSQL): the order has left the
+working set by then, and a count in that gap that missed the fill would find its whole margin free.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from shared.positions import PositionBook
 from shared.price_factor import ONE, factor_of
 
 Key = tuple[int, int]  # token, product
+Unbooked = tuple[t.OrderRequest, int, int]  # an order's terms, its units filled and not booked yet, their price
 RECOUNT_S = 1.0  # the longest a count of what is left is used for (the clock's seconds)
 RECOUNT_NS = int(RECOUNT_S * NS)
 _ENTITY = " for entity account across exchange across segment across product"  # the RMS's texts end so
@@ -71,30 +74,37 @@ class PaperAccount:
                 + min(book.unrealised_pnl_paise(), 0))
 
     def funds(self, working: Iterable[tuple[t.OrderRequest, int]], last: Mapping[int, market_pb2.Tick],
-              now_ns: int) -> oms_pb2.GetFundsResponse:
+              now_ns: int, unbooked: Iterable[Unbooked] = ()) -> oms_pb2.GetFundsResponse:
         book = self.positions()
         total = self.total_paise(book)
-        used = self._margin(self._exposures(book, working, last))
+        used = self._margin(self._exposures(book, working, last, unbooked))
         return oms_pb2.GetFundsResponse(
             account="paper", available_paise=total - used, margin_used_paise=used, total_paise=total,
             realised_pnl_paise=book.realised_pnl_paise(),
             unrealised_pnl_paise=book.unrealised_pnl_paise(), as_of_ns=now_ns)
 
-    def recount(self, working: Iterable[tuple[t.OrderRequest, int]], last: Mapping[int, market_pb2.Tick]) -> None:
+    def recount(self, working: Iterable[tuple[t.OrderRequest, int]], last: Mapping[int, market_pb2.Tick],
+                unbooked: Iterable[Unbooked] = ()) -> None:
         """Count what is left now, for the orders of the next RECOUNT_S."""
         book = self.positions()
-        self._headroom_paise = self.total_paise(book) - self._margin(self._exposures(book, working, last))
+        self._headroom_paise = self.total_paise(book) - self._margin(self._exposures(book, working, last, unbooked))
         self._counted_until = self.now_ns() + RECOUNT_NS
 
+    def forget_count(self) -> None:
+        """A fill moved the account (its price is not the one its order was counted at): the next order counts
+        afresh, not from what was left before it."""
+        self._counted_until = 0
+
     def refusal(self, order: t.OrderRequest, quantity: int, working: Iterable[tuple[t.OrderRequest, int]],
-                last: Mapping[int, market_pb2.Tick], replacing: tuple[t.OrderRequest, int] | None = None) -> str:
+                last: Mapping[int, market_pb2.Tick], replacing: tuple[t.OrderRequest, int] | None = None,
+                unbooked: Iterable[Unbooked] = ()) -> str:
         """The RMS's text refusing `quantity` units of `order` (its remainder) beside the `working` orders (the order
-        itself left out), or "" when the account has the margin. `replacing`: the order's terms and remainder before
-        a change, which its new ones replace."""
+        itself left out) and the `unbooked` fills, or "" when the account has the margin. `replacing`: the order's
+        terms and remainder before a change, which its new ones replace."""
         if order.product == t.PRODUCT_CNC and order.side == t.SIDE_SELL and (replacing is None or
                                                                           quantity > replacing[1]):
-            working = list(working)  # read twice: here and for the margin below
-            short = self._delivery_short(order, quantity, working)
+            working, unbooked = list(working), list(unbooked)  # read twice: here and for the margin below
+            short = self._delivery_short(order, quantity, working, unbooked)
             if short:
                 return short
         if replacing is None and self.now_ns() < self._counted_until:
@@ -108,7 +118,7 @@ class PaperAccount:
                 self._headroom_paise -= most
                 return ""
         book = self.positions()
-        exposures = self._exposures(book, working, last)
+        exposures = self._exposures(book, working, last, unbooked)
         key = (order.token, order.product or t.PRODUCT_MIS)
         mine = exposures.pop(key, None) or _Exposure(price_paise=_order_price(order, last),
                                                      factor=factor_of(order.price_factor))
@@ -124,12 +134,16 @@ class PaperAccount:
         self._headroom_paise, self._counted_until = available - needed, self.now_ns() + RECOUNT_NS
         return ""
 
-    def _delivery_short(self, order: t.OrderRequest, quantity: int,
-                        working: Iterable[tuple[t.OrderRequest, int]]) -> str:
-        """The RMS's text refusing a CNC sell of `quantity` beyond the shares held (the token's CNC position, less the
-        CNC sells of it already working), or "": retail clients may not sell short in delivery."""
+    def _delivery_short(self, order: t.OrderRequest, quantity: int, working: Iterable[tuple[t.OrderRequest, int]],
+                        unbooked: Iterable[Unbooked] = ()) -> str:
+        """The RMS's text refusing a CNC sell of `quantity` beyond the shares held (the token's CNC position with its
+        fills not booked yet, less the CNC sells of it already working), or "": retail clients may not sell short in
+        delivery."""
         position = self.positions().positions.get((order.token, t.PRODUCT_CNC))
-        held = max(position.net_quantity, 0) if position is not None else 0
+        net = position.net_quantity if position is not None else 0
+        net += sum(filled if request.side == t.SIDE_BUY else -filled for request, filled, _ in unbooked
+                   if request.token == order.token and request.product == t.PRODUCT_CNC)
+        held = max(net, 0)
         selling = sum(remaining for request, remaining in working if request.token == order.token
                       and request.product == t.PRODUCT_CNC and request.side == t.SIDE_SELL)
         if quantity <= held - selling:
@@ -139,12 +153,18 @@ class PaperAccount:
                 "or sell short intraday (MIS)")
 
     def _exposures(self, book: PositionBook, working: Iterable[tuple[t.OrderRequest, int]],
-                   last: Mapping[int, market_pb2.Tick]) -> dict[Key, _Exposure]:
+                   last: Mapping[int, market_pb2.Tick], unbooked: Iterable[Unbooked] = ()) -> dict[Key, _Exposure]:
         out: dict[Key, _Exposure] = {}
         for key, pos in book.positions.items():
             if pos.net_quantity:
                 out[key] = _Exposure(net=pos.net_quantity, price_paise=pos.last_price_paise or pos.average_price_paise,
                                      factor=pos.price_factor)
+        for request, filled, price_paise in unbooked:  # positions the book has not booked yet
+            key = (request.token, request.product or t.PRODUCT_MIS)
+            exposure = out.get(key)
+            if exposure is None:
+                exposure = out[key] = _Exposure(price_paise=price_paise, factor=factor_of(request.price_factor))
+            exposure.net += filled if request.side == t.SIDE_BUY else -filled
         for request, remaining in working:
             key = (request.token, request.product or t.PRODUCT_MIS)
             exposure = out.get(key)

@@ -24,6 +24,7 @@ from shared.clock import day_of, ist_day_number
 from shared.contracts import ops_pb2
 from shared.contracts import trading_pb2 as t
 from shared.money import fmt_inr
+from shared.positions import PositionBook
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,31 @@ async def rebuild_positions(engine: OrderEngine, limit: int = 100_000) -> int:
         engine.restore_charges(u, paid)
         applied += 1
     return applied
+
+
+CARRIED_PRODUCTS = (t.PRODUCT_CNC, t.PRODUCT_NRML)  # what a broker carries overnight (MIS is squared off)
+
+
+async def rebuild_carried_positions(engine: OrderEngine) -> list[t.Position]:
+    """The paper account's positions carried from earlier days, from the ledger's fills (a paper broker has no account
+    holding them: its positions read through to the real one): the net of each (token, product)'s CNC and NRML fills
+    before today, at the average price of the fills that built it, as a broker carries it. Into the book before
+    today's fills (rebuild_positions), so that risk, strategies and the paper RMS's holdings check see them after a
+    restart as a process running since would. Returns what was put in the book."""
+    orders = await engine.ledger.filled_before(day_of(engine.clock.now_ns()), CARRIED_PRODUCTS)
+    earlier = PositionBook()
+    for u in orders:  # oldest first, as they were filled
+        earlier.apply_update(t.OrderUpdate(request=u.request, last_fill_quantity=u.filled_quantity,
+                                           last_fill_price_paise=u.average_price_paise))
+    carried = []
+    for held in (p.to_proto() for p in earlier.positions.values() if p.net_quantity):
+        kept = t.Position(token=held.token, exchange_segment=held.exchange_segment, symbol=held.symbol,
+                          product=held.product, net_quantity=held.net_quantity,
+                          average_price_paise=held.average_price_paise, last_price_paise=held.average_price_paise,
+                          price_factor=held.price_factor if held.HasField("price_factor") else None)
+        engine.positions.restore(kept)
+        carried.append(kept)
+    return carried
 
 
 Restored = tuple[list[t.OrderUpdate], list[t.OrderUpdate]]  # the ledger's open orders, today's given-up ones

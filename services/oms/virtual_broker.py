@@ -42,7 +42,8 @@ Fill rules (pure functions in fill_rules.py):
     was already shared out.
 - An order fills only while it has a remainder and is not terminal: nothing is ever filled twice.
 - Funds (services/oms/paper.py): with a PaperAccount, an order (or a change) needing more margin than the account has
-  left is refused as the broker's RMS would refuse it; funds() reports the account.
+  left is refused as the broker's RMS would refuse it; funds() reports the account. A fill counts as a position from
+  the moment it is made here until the OMS has booked it (fill_booked): the order has left the working set by then.
 - Each fill carries charges (charges.py); events() yields cumulative filled quantity, average price and
   charges, with the fill itself in raw["last_fill_quantity" / "last_fill_price_paise" / "last_fill_charges_paise"].
 """
@@ -59,7 +60,7 @@ from typing import Any
 from services.oms.broker import Broker, BrokerAck, BrokerOrderEvent
 from services.oms.charges import ChargeModel
 from services.oms.fill_rules import arrival_price, candle_price, limit_marketable, tick_triggers
-from services.oms.paper import PaperAccount
+from services.oms.paper import PaperAccount, Unbooked
 from services.oms.states import DAY_BOUND, TERMINAL, name
 from shared.clock import NS, Clock, day_of, ist_day_number
 from shared.contracts import market_pb2, oms_pb2
@@ -127,6 +128,9 @@ class VirtualBroker:
         # Stop orders not triggered yet: token -> orders, checked against its ticks (_trigger_stops).
         self._stops: dict[int, list[VirtualOrder]] = {}
         self.account: PaperAccount | None = None  # the OMS opens it on its book: margin and funds
+        # With an account: orders with fills made here that the OMS has not booked into its positions yet -> the order
+        # and its filled quantity the OMS has booked (fill_booked). The account counts the rest as positions.
+        self._unbooked: dict[str, tuple[VirtualOrder, int]] = {}
 
     def __getattr__(self, attr: str) -> Any:
         # Only named reads reach the real account; anything else (a write) must be implemented here.
@@ -152,12 +156,24 @@ class VirtualBroker:
         if self.account is None:
             raise NotFound("this VirtualBroker has no paper account")
         await self._book_arrivals()
-        return self.account.funds(self._working_terms(), self._last, self.clock.now_ns())
+        return self.account.funds(self._working_terms(), self._last, self.clock.now_ns(), self._unbooked_fills())
 
     def recount_funds(self) -> None:
         """The paper account counts what is left, so that orders need not (services/oms/paper.py)."""
         if self.account is not None:
-            self.account.recount(self._working_terms(), self._last)
+            self.account.recount(self._working_terms(), self._last, self._unbooked_fills())
+
+    def fill_booked(self, exchange_order_id: str, filled: int) -> None:
+        """The OMS has booked the order's fills up to `filled` into its positions (OrderBook.on_fill_booked): the
+        paper account counts them there from now on, no longer as fills of this broker's."""
+        entry = self._unbooked.get(exchange_order_id)
+        if entry is None:
+            return
+        vo, booked = entry
+        if filled >= vo.filled:
+            del self._unbooked[exchange_order_id]
+        elif filled > booked:
+            self._unbooked[exchange_order_id] = (vo, filled)
 
     # -- writes ---------------------------------------------------------------------------------
     async def place_order(self, order: t.OrderRequest) -> BrokerAck:
@@ -167,7 +183,8 @@ class VirtualBroker:
             placed = self._by_tag[order.client_order_id].id
             raise BrokerRejected(f"tag {order.client_order_id} was already placed as {placed}")
         if self.account is not None:
-            refusal = self.account.refusal(order, order.quantity, self._working_terms(), self._last)
+            refusal = self.account.refusal(order, order.quantity, self._working_terms(), self._last,
+                                           unbooked=self._unbooked_fills())
             if refusal:
                 raise BrokerRejected(refusal)
         request = t.OrderRequest()
@@ -196,7 +213,7 @@ class VirtualBroker:
             raise BrokerRejected(f"order {vo.id}: quantity {quantity} must exceed the filled {vo.filled}")
         if self.account is not None and quantity is not None:
             refusal = self.account.refusal(vo.request, quantity - vo.filled, self._working_terms(vo), self._last,
-                                           replacing=(vo.request, vo.remaining))
+                                           replacing=(vo.request, vo.remaining), unbooked=self._unbooked_fills())
             if refusal:
                 raise BrokerRejected(refusal)
         if quantity is not None:
@@ -403,6 +420,7 @@ class VirtualBroker:
         running for weeks holds its working orders, not every order it ever took (the OMS's ledger keeps them)."""
         for vo in [vo for vo in self.book.values() if vo.status in TERMINAL and ist_day_number(vo.placed_ns) < day]:
             del self.book[vo.id]
+            self._unbooked.pop(vo.id, None)  # the OMS has had a day to book it (or refused it for good)
             if self._by_tag.get(vo.request.client_order_id) is vo:
                 del self._by_tag[vo.request.client_order_id]
 
@@ -421,6 +439,12 @@ class VirtualBroker:
             for vo in working:
                 if vo is not leaving_out and vo.status not in TERMINAL:
                     yield vo.request, vo.remaining
+
+    def _unbooked_fills(self) -> Iterator[Unbooked]:
+        """Each order's fills made here that the OMS has not booked yet (for the paper account): the order left the
+        working set (or shrank) with them, and they are in no position until the OMS's ledger write is done."""
+        for vo, booked in self._unbooked.values():
+            yield vo.request, vo.filled - booked, vo.average_price_paise
 
     def _fills_on_arrival(self, vo: VirtualOrder) -> bool:
         """Whether the order fills its remainder on arrival (placed, or changed): the fill is decided now, at the last
@@ -468,6 +492,9 @@ class VirtualBroker:
         if quantity <= 0 or vo.status in TERMINAL:
             return
         quantity = min(quantity, vo.remaining)
+        if self.account is not None:
+            self._unbooked.setdefault(vo.id, (vo, vo.filled))  # counted as a position until the OMS books it
+            self.account.forget_count()
         charges = self.charges.for_fill(vo.request, quantity, price_paise, vo.brokerage_paise, vo.cost_paise)
         vo.filled += quantity
         vo.cost_paise += quantity * price_paise
