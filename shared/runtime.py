@@ -1,7 +1,7 @@
 """How a NeoPulse process runs: the start-up heap frozen out of the collector's way, every GC pause timed,
 (opt-in) a busy-polling loop, the stop signals and SIGUSR1 task dump, a stop bounded in time (StopGuard: a
-second signal forces the exit; at_forced_exit: what must not outlive it even then), and stopping tasks that
-swallow a cancel.
+second signal forces the exit; at_forced_exit: what must not outlive it even then), stopping tasks that
+swallow a cancel, and a long-lived task's failure turned into the ordered stop (FailureWatch).
 Used by the monolith, `neopulse serve`, the ingestion module, KotakBroker and the benchmark.
 """
 
@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 GC_PAUSES = Histogram("neopulse_gc_pause_seconds", "Garbage-collector pauses (the whole process stops)",
                       ["generation"], buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1))
 _started: list[float] = []
-EXIT_STOP_LEFT_BEHIND = 3  # stopped within the budget, but a component, task or blocking call did not stop
+EXIT_STOP_LEFT_BEHIND = 3  # the stop did not complete: a step failed, or a component, task or call did not stop
+EXIT_TASK_FAILED = 4  # a module (or another long-lived task) failed while running; the process stopped itself
 EXIT_FORCED = 130  # a second SIGINT/SIGTERM ended the stop at once (130, as for Ctrl-C, whichever signal)
 FLUSH_S = 2.0  # the clean-up and last log lines of a forced exit; a stuck stderr does not hold the exit longer
 _installed = [False]
@@ -289,17 +290,74 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], within_s: float = 
     return list(pending)
 
 
+class TaskFailed(Exception):
+    """A long-lived task failed and the process went through its ordered stop after it (EXIT_TASK_FAILED)."""
+
+
+class FailureWatch:
+    """Long-lived tasks of a process TaskGroup whose failure must stop the process the ordered way. A task that
+    raises in a TaskGroup cancels every other task and the body waiting for the stop signal, so no component's
+    stop() would run (the OMS's record of what it will not place, the notifier's queue). watch() keeps the error
+    here instead, wait() wakes the body for its ordered stop, and raise_if_failed() ends the process after it."""
+
+    def __init__(self) -> None:
+        self.failed: list[tuple[str, Exception]] = []
+        self._any = asyncio.Event()
+
+    async def watch(self, name: str, work: Awaitable[Any]) -> None:
+        """Await `work` (a task's coroutine); an error it raises is logged and kept under `name`, not raised."""
+        try:
+            await work
+        except Exception as exc:
+            log.error("failed; the process stops", exc_info=exc, extra={"task": name})
+            self.failed.append((name, exc))
+            self._any.set()
+
+    async def wait(self, stop: asyncio.Event, within_s: float | None = None) -> tuple[str, str] | None:
+        """Until `stop` is set, `within_s` passes or a watched task failed: then the first failure, as its name and
+        a one-line description of its error (the innermost of a TaskGroup's), or None."""
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._any.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=within_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        return self._first()
+
+    def _first(self) -> tuple[str, str] | None:
+        if not self.failed:
+            return None
+        name, exc = self.failed[0]
+        return name, describe_error(exc)
+
+    def raise_if_failed(self) -> None:
+        """After the ordered stop: a watched task that failed (at any time, the stop included) ends the process."""
+        first = self._first()
+        if first is not None:
+            raise TaskFailed(f"{first[0]} failed: {first[1]}") from self.failed[0][1]
+
+
 def exit_code(exc: BaseException) -> int:
     """The exit code of a command whose asyncio.run ended with `exc` (possibly wrapped in TaskGroup exception
     groups): a ConfigError (2), or an OSError or RetryableError (1: a server that cannot be reached, such as Kotak at
-    start) is printed as one line, Ctrl-C is 130; anything else is raised."""
+    start) is printed as one line, as is a TaskFailed (EXIT_TASK_FAILED, its error logged already); Ctrl-C is 130;
+    anything else is raised."""
     cause = first_leaf(exc)
     if isinstance(cause, KeyboardInterrupt):
         return 130
+    if isinstance(cause, TaskFailed):
+        print(f"neopulse: {cause}; stopped", file=sys.stderr)
+        return EXIT_TASK_FAILED
     if not isinstance(cause, ConfigError | OSError | RetryableError):
         raise exc
     print(f"neopulse: {cause}", file=sys.stderr)
     return 2 if isinstance(cause, ConfigError) else 1
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a trader or an operator: the type and message of the error inside (nested) exception groups."""
+    cause = first_leaf(exc)
+    return f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
 
 
 def first_leaf(exc: BaseException) -> BaseException:

@@ -1,8 +1,10 @@
 """`neopulse run`: the monolith in paper mode (or live with --live), with a live status line.
 
 Parses flags into AppSettings, runs services.app.monolith.Monolith, prints the summary. Exit codes: 0 stopped
-cleanly; 2 bad config; 3 the stop left something behind (a component, task or call that did not stop in time,
-named in the log); 130 a second SIGINT/SIGTERM forced the exit (shared.runtime EXIT_*).
+cleanly; 1 an error (a server that cannot be reached at start, a module that failed to start); 2 bad config; 3 the
+stop did not complete (a step failed, or a component, task or call did not stop in time: named on the last line and
+in the log); 4 a module failed while running and NeoPulse stopped itself the ordered way (3 when that stop did not
+complete either); 130 a second SIGINT/SIGTERM forced the exit (shared.runtime EXIT_*).
 """
 
 from __future__ import annotations
@@ -86,16 +88,38 @@ async def _run(settings: AppSettings, toml: dict[str, Any], args: argparse.Names
               f"watch, ...: {ctl} ctl --help)", flush=True)
         for key, value in app.info.items():
             print(f"{key}: {value}", flush=True)
-        await board.run()
+        await board.run()  # its clock starts now: the start-up is not the feed's
 
-    await app.run(args.duration, extra=[announce], stop=stop, guard=guard)
+    failed: runtime.TaskFailed | None = None
+    try:
+        await app.run(args.duration, extra=[announce], stop=stop, guard=guard)
+    except runtime.TaskFailed as exc:  # stopped the ordered way after it: the summary still says how the day stands
+        failed = exc
     logs.flush()  # the last log lines before the summary, not through it
     await board.refresh()  # the day's book as the run left it
     print(board.summary(), flush=True)
     for key, value in app.info.items():
         print(f"{key}: {value}")
-    if app.left_behind:  # exit now: the interpreter's own exit would wait for a blocking call that hangs
-        guard.force(runtime.EXIT_STOP_LEFT_BEHIND, f"stopped, leaving behind {', '.join(app.left_behind)}")
+    return stop_exit_code(app.left_behind, app.failed_steps, failed, guard)
+
+
+def stop_exit_code(left_behind: list[str], failed_steps: list[str], failed: Exception | None,
+                   guard: runtime.StopGuard) -> int:
+    """The run's exit code, its reasons on one line. A stop that did not complete (3) comes before a module that
+    failed (4): it is the one that may have left the ledger short (decisions not recorded as not sent, placements
+    not awaited), to be checked before a restart."""
+    why = [str(failed)] if failed else []
+    why += [f"stop steps that failed: {', '.join(failed_steps)}"] if failed_steps else []
+    why += [f"left behind: {', '.join(left_behind)}"] if left_behind else []
+    line = "; ".join(why)
+    if left_behind:  # exit now: the interpreter's own exit would wait for a blocking call that hangs
+        guard.force(runtime.EXIT_STOP_LEFT_BEHIND, f"stop incomplete: {line}")
+    if failed_steps:
+        print(f"neopulse: stop incomplete: {line}", file=sys.stderr)
+        return runtime.EXIT_STOP_LEFT_BEHIND
+    if failed:
+        print(f"neopulse: {line}; stopped", file=sys.stderr)
+        return runtime.EXIT_TASK_FAILED
     return 0
 
 

@@ -6,7 +6,6 @@ Owns start-up order, the process TaskGroup, and shutdown in reverse order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -80,6 +79,7 @@ class Monolith:
         self._unstopped: list[asyncio.Task[Any]] = []
         self.guard = runtime.StopGuard()  # run() takes the process's, whose budget bounds the stop
         self.left_behind: list[str] = []  # what did not stop in time: the exit code says so (cmd_run)
+        self.failed_steps: list[str] = []  # the stop steps that raised: the exit code says so too
         # Notifier settings over the config's and the environment's: a backtest's turns Telegram off.
         self.notifier_overrides: dict[str, Any] = {}
         # A backtest: a replay's next batch waits for the whole pipeline at rest (IngestionModule.settle_batches).
@@ -180,11 +180,14 @@ class Monolith:
     # -- running -------------------------------------------------------------------------------
     async def run(self, duration: float | None = None, extra: list[LongLived] | None = None,
                   stop: asyncio.Event | None = None, guard: runtime.StopGuard | None = None) -> None:
-        """Start everything, run until `duration` seconds pass or `stop` is set, then stop cleanly, each step
-        bounded and the whole stop within `guard`'s budget; what did not stop in time is in `left_behind`."""
+        """Start everything, run until `duration` seconds pass, `stop` is set or a long-lived task fails, then stop
+        cleanly, each step bounded and the whole stop within `guard`'s budget; what did not stop in time is in
+        `left_behind`, the steps that failed in `failed_steps`. A task that failed (a module's run(), or one of
+        `extra`) is announced as CRITICAL before the stop, and raised after it as runtime.TaskFailed."""
         stop = stop or asyncio.Event()
         self.guard = guard or self.guard
         before = asyncio.all_tasks()
+        watch = runtime.FailureWatch()
         try:
             await self.build()
             if stop.is_set():  # asked to stop (a signal) while the database, the login or the warm-up started
@@ -193,43 +196,55 @@ class Monolith:
             async with asyncio.TaskGroup() as tg:
                 bus_task = tg.create_task(self.bus.run(), name="bus")
                 await asyncio.sleep(0)
-                runners = await self._start_all(tg)
+                runners = await self._start_all(tg, watch)
                 runtime.settle_after_start()
-                runners.append(tg.create_task(runtime.collect_when_idle(), name="gc-idle"))
+                runners.append(tg.create_task(watch.watch("gc-idle", runtime.collect_when_idle()), name="gc-idle"))
                 if self.settings.busy_poll:
-                    runners.append(tg.create_task(runtime.busy_poll(), name="busy-poll"))
+                    runners.append(tg.create_task(watch.watch("busy-poll", runtime.busy_poll()), name="busy-poll"))
                 for fn in extra or []:
-                    runners.append(tg.create_task(fn(), name=getattr(fn, "__name__", "extra")))
+                    name = getattr(fn, "__name__", "extra")
+                    runners.append(tg.create_task(watch.watch(name, fn()), name=name))
                 self.started.set()
                 if not stop.is_set():
                     await self._system_note("NeoPulse started", self._describe())
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(duration):  # not wait_for: it can swallow a cancel (gh-86296)
-                        await stop.wait()
-                await self._stop_all(runners)
+                failure = await watch.wait(stop, duration)
+                if failure is not None:
+                    await self._failure_note(f"{failure[0]} failed: {failure[1]}")
+                await self._stop_all(runners, self.components)
                 bus_task.cancel()
                 self.guard.step = "waiting for the cancelled tasks"
         finally:
             await self._close()
         self._name_tasks_left(before)
+        watch.raise_if_failed()
 
-    async def _start_all(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[Any]]:
+    async def _start_all(self, tg: asyncio.TaskGroup, watch: runtime.FailureWatch) -> list[asyncio.Task[Any]]:
+        """The gRPC server, then each module in order, its run() a task. A start that fails stops the modules already
+        started (the ordered stop, announced as CRITICAL first), then is raised."""
         from services.app import wiring
 
         ledger = next((getattr(c, "ledger", None) for c in self.components if c.name == "oms"), None)
         self.grpc, self.bound_port = await wiring.start_grpc(self.bus, self.toml, self.grpc_port, ledger=ledger)
         # Stopped by _stop_all; this is for a module that fails to start (stopping it again does nothing).
         self.res.on_close(functools.partial(self.grpc.stop, 0))
-        runners = []
-        for comp in self.components:
-            await comp.start()
-            runners.append(tg.create_task(comp.run(), name=f"{comp.name}:run"))
+        runners: list[asyncio.Task[Any]] = []
+        for i, comp in enumerate(self.components):
+            try:
+                await comp.start()
+            except Exception as exc:
+                error = runtime.describe_error(exc)  # its traceback, if any, comes with it raised (cmd_run.handle)
+                log.error("failed to start; stopping the modules already started", extra={"component": comp.name,
+                                                                                           "error": error})
+                await self._failure_note(f"{comp.name} failed to start: {error}")
+                await self._stop_all(runners, self.components[:i])
+                raise
+            runners.append(tg.create_task(watch.watch(comp.name, comp.run()), name=f"{comp.name}:run"))
         self.grpc.set_all_serving()
         return runners
 
-    async def _stop_all(self, runners: list[asyncio.Task[Any]]) -> None:
-        """New gRPC calls refused, then sources, the order path drained, then each module in reverse start order,
-        and the gRPC streams last (they carry what the stop published), each bounded: the OMS
+    async def _stop_all(self, runners: list[asyncio.Task[Any]], started: list[Component]) -> None:
+        """New gRPC calls refused, then sources, the order path drained, then each of the `started` modules in reverse
+        start order, and the gRPC streams last (they carry what the stop published), each bounded: the OMS
         records what it will not place and waits for placements in flight; the bus is drained after each stop,
         so the order updates that produced reach risk and the notifier, which stops last (and sends its queue).
         No step runs into the part of the stop budget kept for the modules after it and the closing; a step that
@@ -243,17 +258,17 @@ class Monolith:
             # NOT_SERVING and no new calls; the streams stay open to the end (below): what the order path and the
             # modules publish while they stop (the fills of orders in flight) must reach their followers.
             await self._step("gRPC server", self.grpc.stop_serving(grace), grace + GRPC_STOP_S)
-        owned = {f"{comp.name}:run" for comp in self.components}
+        owned = {f"{comp.name}:run" for comp in started}
         # The feed and everything not a module stop now; a module's own loop (the OMS's broker events, the
         # notifier's sender) runs until that module has stopped.
-        keep = CLOSE_S + MODULE_SHARE_S * len(self.components)
+        keep = CLOSE_S + MODULE_SHARE_S * len(started)
         self.guard.step = "sources"
         await self._cancel([r for r in runners if r.get_name() not in owned or r.get_name() == "ingestion:run"], keep)
         self.guard.step = "order path"
         if not await self.bus.drain(within_s=self.guard.within(self.order_path_drain_s, keep)):
             log.warning("order path not drained in time; the OMS records the decisions left as not sent")
         by_name = {r.get_name(): r for r in runners}
-        for comp in reversed(self.components):
+        for comp in reversed(started):
             keep -= MODULE_SHARE_S
             await self._step(comp.name, comp.stop(), COMPONENT_STOP_S, keep)
             runner = by_name.get(f"{comp.name}:run")
@@ -279,6 +294,7 @@ class Monolith:
             log.error("did not stop in time; left behind", extra={"step": what, "within_s": limit_s})
             return False
         if not task.cancelled() and task.exception() is not None:
+            self.failed_steps.append(what)
             log.error("error while stopping", exc_info=task.exception(), extra={"step": what})
         return True
 
@@ -302,10 +318,17 @@ class Monolith:
         for fn in reversed(self.res.closers):
             await self._step(f"closing {getattr(fn, '__qualname__', fn)}", fn(), CLOSE_S, keep_s=0.0)
 
-    async def _system_note(self, title: str, text: str) -> None:
+    async def _system_note(self, title: str, text: str, severity: ops_pb2.Severity = ops_pb2.SEVERITY_INFO) -> None:
         await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
-            kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=ops_pb2.SEVERITY_INFO, title=title, text=text,
+            kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=severity, title=title, text=text,
             ts_ns=time.time_ns(), source="app"))
+
+    async def _failure_note(self, what: str) -> None:
+        """The trader told that trading stops and why, before the ordered stop: the notifier, which stops last,
+        sends it then (the urgent first)."""
+        await self._system_note(f"{what}; stopping", "NeoPulse stops: decisions not yet placed are recorded as not "
+                                "sent, orders in flight are awaited; then it exits. See the log.",
+                                ops_pb2.SEVERITY_CRITICAL)
 
     def _describe(self) -> str:
         s = self.settings

@@ -45,7 +45,10 @@ class StatusBoard:
         self.now_ns = now_ns
         self.out = out or sys.stdout
         self.c = RunCounters()
+        # Where the status line's elapsed time and tick rate count from: run() moves it to the run's start, so that
+        # the database, the login and the warm-up before it do not read as a slow feed.
         self.started = time.monotonic()
+        self.ticks_at_start = 0
         # The OMS's last answer, None until it gave one. Its own book, not one kept here from this run's fills: that
         # one starts flat after a restart (a sale of a carried long became a new short) and never sees the
         # fills an earlier run booked today.
@@ -95,11 +98,15 @@ class StatusBoard:
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         c = self.c
-        return (f"{elapsed:6.0f}s  ticks {c.ticks:>9,} ({c.ticks / elapsed:,.0f}/s)  candles {c.candles:,}  "
+        rate = (c.ticks - self.ticks_at_start) / elapsed
+        return (f"{elapsed:6.0f}s  ticks {c.ticks:>9,} ({rate:,.0f}/s)  candles {c.candles:,}  "
                 f"signals {c.signals:,}  orders {c.accepted:,} (rejected {c.rejected:,})  fills {c.fills:,}  "
                 f"day P&L {self._net_pnl()}")
 
     async def run(self, every: float = 1.0) -> None:
+        """The status line every `every` seconds; started once the run has started (its clock and rate begin now,
+        the ticks of the start-up, such as those during the strategies' warm-up, in the count but not the rate)."""
+        self.started, self.ticks_at_start = time.monotonic(), self.c.ticks
         tty = self.out.isatty()
         ticks = 0
         while True:
