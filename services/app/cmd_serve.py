@@ -1,6 +1,7 @@
 """`neopulse serve <module>`: one module in its own process (split mode), with its gRPC server.
 
-Parses flags into settings and runs services.app.split.SplitProcess until SIGTERM/SIGINT.
+Parses flags into settings and runs services.app.split.SplitProcess until SIGTERM/SIGINT. Exit codes as `neopulse
+run`'s (services.app.cmd_run).
 """
 
 from __future__ import annotations
@@ -63,13 +64,16 @@ def handle(args: argparse.Namespace) -> int:
 
 async def _serve(module: str, app: AppSettings, split: Any, grpc_settings: Any, toml: dict[str, Any], port: int,
                  duration: float | None) -> int:
+    from services.app.cmd_run import stop_exit_code
     from services.app.split import SplitProcess
     from shared.metrics import serve_metrics
 
     serve_metrics(grpc_settings.metrics_port or app.metrics_port, app.metrics_host)
-    process = SplitProcess(module, app, split, grpc_settings, toml, port)
-    # As `neopulse run`: a signal arms the stop's deadline (then exit 3), a second one forces the exit (130).
-    stop = runtime.stop_on_signals(runtime.StopGuard(app.stop_budget_s))
+    # As `neopulse run`: the stop, however it began (a signal, --duration, a module that failed), has a deadline
+    # (then exit 3); a second signal forces the exit (130).
+    guard = runtime.StopGuard(app.stop_budget_s)
+    stop = runtime.stop_on_signals(guard)
+    process = SplitProcess(module, app, split, grpc_settings, toml, port, guard=guard)
 
     async def announce() -> None:
         await process.started.wait()
@@ -78,8 +82,13 @@ async def _serve(module: str, app: AppSettings, split: Any, grpc_settings: Any, 
             await asyncio.sleep(duration)
             stop.set()
 
+    failed: runtime.TaskFailed | None = None
     async with asyncio.TaskGroup() as tg:
         announcer = tg.create_task(announce())
-        await process.run(stop)
+        try:
+            await process.run(stop)
+        except runtime.TaskFailed as exc:  # logged, and the process stopped the ordered way after it
+            failed = exc
         announcer.cancel()
-    return 0
+    # The exit codes of `neopulse run`: 3 the stop did not complete, 4 a module failed (and stopped in order), else 0.
+    return stop_exit_code(process.left_behind, process.failed_steps, failed, guard)

@@ -19,11 +19,13 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.app.config import AppSettings
+from services.app.monolith import CLOSE_S, COMPONENT_STOP_S, GRPC_STOP_S, STEP_S
 from shared import config as cfg
 from shared import rpc, runtime
-from shared.bus import Bus, Sequencer
+from shared.bus import Bus, Sequencer, Topic
 from shared.clock import MARKET_OPEN_IST, Clock, RealClock, day_of, ist_ns, last_trading_day
 from shared.config import ModuleSettings
+from shared.contracts import ops_pb2
 from shared.errors import ConfigError
 from shared.grpc.bridge import NotificationForwarder, StreamBridge, install_unary_proxy, method_types, open_channel
 from shared.grpc.config import GrpcSettings
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 MODULES = ("ingestion", "strategy", "risk", "oms", "notifier")
 SERVICE_OF = {module: service for service, module in rpc.SERVICES.items()}
+DRAIN_S = 2.0  # the bus drained at stop: the decisions queued are placed (paper fills at once); the rest not sent
 
 
 class SplitSettings(ModuleSettings):
@@ -141,7 +144,9 @@ def owner(method: str) -> str:
 
 @dataclass
 class SplitProcess:
-    """`await SplitProcess(...).run(stop)` runs one module until `stop` is set."""
+    """`await SplitProcess(...).run(stop)` runs one module until `stop` is set or a long-lived task (the module's
+    run(), a bridge) fails: stopped in order either way, then runtime.TaskFailed for the latter. `guard` bounds the
+    stop; what did not stop in time is in `left_behind`, the stop steps that raised in `failed_steps`."""
 
     module: str
     app: AppSettings
@@ -153,6 +158,10 @@ class SplitProcess:
     bound_port: int = 0
     started: asyncio.Event = field(default_factory=asyncio.Event)
     bridges: list[StreamBridge] = field(default_factory=list)
+    guard: runtime.StopGuard = field(default_factory=runtime.StopGuard)
+    watch: runtime.FailureWatch = field(default_factory=runtime.FailureWatch)
+    left_behind: list[str] = field(default_factory=list)
+    failed_steps: list[str] = field(default_factory=list)
     _closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
     _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)  # one per upstream module
 
@@ -165,11 +174,10 @@ class SplitProcess:
         try:
             await self._run(stop)
         finally:
-            for close in reversed(self._closers):
-                try:
-                    await close()
-                except Exception:
-                    log.exception("error while closing")
+            self.guard.begin()  # a start-up that failed closes within the budget too
+            for close in reversed(self._closers):  # the last CLOSE_S of the budget is theirs
+                await self._step(f"closing {getattr(close, '__qualname__', close)}", close(), CLOSE_S, keep_s=0.0)
+        self.watch.raise_if_failed()
 
     async def _run(self, stop: asyncio.Event) -> None:
         clock = self.clock()
@@ -201,30 +209,77 @@ class SplitProcess:
             runtime.settle_after_start()
             # No collect_when_idle here: five processes share the cores, and its wakeups cost them more than it saves
             # (bench: split p99 5.2-7.5 ms without, 6.7-8.1 ms with).
-            module_tasks = [tg.create_task(component.run(), name=f"{self.module}:run")]
+            module_tasks = [tg.create_task(self.watch.watch(self.module, component.run()), name=f"{self.module}:run")]
             if self.app.busy_poll:
-                module_tasks.append(tg.create_task(runtime.busy_poll(), name="busy-poll"))
+                busy = self.watch.watch("busy-poll", runtime.busy_poll())
+                module_tasks.append(tg.create_task(busy, name="busy-poll"))
             server.set_serving(SERVICE_OF[self.module], True)
             self.started.set()
-            await stop.wait()
-            await self._stop(server, component, module_tasks, bridge_tasks)
+            failure = await self.watch.wait(stop)
+            await self._stop(server, component, module_tasks, bridge_tasks, failure)
             bus_task.cancel()
 
     async def _stop(self, server: GrpcServer, component: Any, module_tasks: list[asyncio.Task[Any]],
-                    bridge_tasks: list[asyncio.Task[None]]) -> None:
-        """Reverse order, with the streams out open to the end: what the module publishes while it stops (risk: the
-        decision of a SubmitOrder in flight; the OMS: NOT_SENT settles, fills) is in the hubs' rings, which die with
-        this process, so it must reach the connected streams before they close."""
+                    bridge_tasks: list[asyncio.Task[Any]], failure: tuple[str, str] | None = None) -> None:
+        """In the monolith's order (Monolith._stop_all), each step bounded and all within the guard's budget however
+        the stop began (a signal, --duration, a `failure`: the task's name and error): no new calls, no more input,
+        the order path drained, the module stopped, and only then its own loop (the OMS's broker events: the fills
+        of what the drain placed). The streams out stay open to the end: what the module publishes while it stops
+        (risk: the decision of a SubmitOrder in flight; the OMS: NOT_SENT settles, fills) is in the hubs' rings,
+        which die with this process."""
+        self.guard.begin()
+        if failure is not None:
+            await self._step("failure notice", self._failure_note(f"{failure[0]} failed: {failure[1]}"), STEP_S)
         # NOT_SERVING, no new calls; those in flight finish (an OMS PlaceOrder needs its decisions bridge for that).
-        await server.stop_serving(acting_grace_s(self.toml, self.grpc_settings.shutdown_grace_s))
-        for task in (*module_tasks, *bridge_tasks):  # then no more input, the module's loop ends
+        grace = acting_grace_s(self.toml, self.grpc_settings.shutdown_grace_s)
+        await self._step("gRPC server", server.stop_serving(grace), grace + GRPC_STOP_S)
+        # No more input: the streams in, busy polling, and ingestion's feed (its run is the source).
+        run = f"{self.module}:run"
+        sources = [t for t in module_tasks if t.get_name() != run or self.module == "ingestion"]
+        await self._cancel("inputs", [*bridge_tasks, *sources])
+        await self._drain("order path")  # what is left of it, the OMS records as not sent
+        await self._step(self.module, component.stop(), COMPONENT_STOP_S)
+        await self._step("decisions accounted", self._keep_accounted(component), STEP_S)
+        await self._cancel(run, module_tasks)
+        await self._drain("after the stop")  # what the stop published reaches the hubs and the forwarder
+        # The streams take what the hubs hold (within [grpc] shutdown_grace_s), then end.
+        await self._step("gRPC streams", server.stop(), self.grpc_settings.shutdown_grace_s + GRPC_STOP_S)
+
+    async def _step(self, what: str, work: Awaitable[Any], limit_s: float, keep_s: float = CLOSE_S) -> None:
+        """One stop step, for at most `limit_s` and never into the last `keep_s` of the stop budget. One out of time
+        is cancelled but not waited for (what hangs may ignore the cancel), logged and left behind; one that raised
+        is logged and kept in failed_steps (either way the exit says the stop did not complete)."""
+        self.guard.step = what
+        task = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait({task}, timeout=self.guard.within(limit_s, keep_s))
+        if not done:
             task.cancel()
-        await asyncio.gather(*module_tasks, *bridge_tasks, return_exceptions=True)
-        await self.bus.drain(within_s=2.0)
-        await component.stop()
-        await self._keep_accounted(component)
-        await self.bus.drain(within_s=2.0)  # what the stop published is in the hubs
-        await server.stop()  # the streams take what the hubs hold (within [grpc] shutdown_grace_s), then end
+            self.left_behind.append(what)
+            log.error("did not stop in time; left behind", extra={"step": what, "within_s": limit_s})
+        elif not task.cancelled() and task.exception() is not None:
+            self.failed_steps.append(what)
+            log.error("error while stopping", exc_info=task.exception(), extra={"step": what})
+
+    async def _drain(self, what: str) -> None:
+        if not await self.bus.drain(within_s=self.guard.within(DRAIN_S, CLOSE_S)):
+            log.warning("bus not drained in time", extra={"step": what, "within_s": DRAIN_S})
+
+    async def _cancel(self, what: str, tasks: list[asyncio.Task[Any]]) -> None:
+        """Cancel `tasks` and wait for them within STEP_S, cancelling again a task that swallowed its cancel."""
+        self.guard.step = what
+        left = [t.get_name() for t in await runtime.cancel_and_wait(tasks, self.guard.within(STEP_S, CLOSE_S))]
+        if left:
+            self.left_behind += left
+            log.error("did not stop in time; left behind", extra={"step": what, "tasks": left})
+
+    async def _failure_note(self, what: str) -> None:
+        """The trader told that this process stops and why (the notifier's process, through the forwarder, which
+        the drains wait for); as the monolith's."""
+        await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
+            kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=ops_pb2.SEVERITY_CRITICAL, title=f"{what}; stopping",
+            text=f"The {self.module} process stops the ordered way (the OMS: decisions not yet placed recorded as not "
+                 "sent, orders in flight awaited), then exits; a supervisor starts it again. See its log.",
+            ts_ns=time.time_ns(), source="app"))
 
     async def _keep_accounted(self, component: Any) -> None:
         """The OMS, stopped cleanly (every decision it took is in its ledger, placed or not sent): keep where risk's
@@ -294,7 +349,8 @@ class SplitProcess:
                                   metadata, gate=gate)
             bridge.last_sequence = resume.get(method, 0)
             self.bridges.append(bridge)
-            tasks.append(tg.create_task(bridge.run(), name=f"bridge:{method}"))
+            name = f"bridge:{method}"  # a bridge that fails stops the process the ordered way too
+            tasks.append(tg.create_task(self.watch.watch(name, bridge.run()), name=name))
         return tasks
 
     def _channel(self, module: str) -> grpc.aio.Channel:
