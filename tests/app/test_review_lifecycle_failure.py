@@ -8,7 +8,6 @@ is injected by replacing one module's run() or start().
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -22,8 +21,8 @@ from services.strategy.module import StrategyModule
 from shared import runtime
 from shared.bus import Topic
 from shared.contracts import ops_pb2
-from tests.notifier.conftest import CHAT
-from tests.notifier.fake_bot_api import TOKEN, FakeBotApi
+from tests.notifier.conftest import CHAT, fake_api  # noqa: F401  (its fixture: the fake Bot API)
+from tests.notifier.fake_bot_api import TOKEN
 
 pytestmark = pytest.mark.slow
 
@@ -58,13 +57,6 @@ def record_critical_notes(app: Monolith) -> list[str]:
     return titles
 
 
-@pytest.fixture
-async def fake_api() -> AsyncIterator[FakeBotApi]:
-    api = FakeBotApi()
-    await api.start()
-    yield api
-    await api.stop()
-
 
 async def test_a_module_whose_run_fails_has_the_others_stopped_in_reverse_order(monkeypatch):
     async def failing_run(self) -> None:
@@ -80,7 +72,7 @@ async def test_a_module_whose_run_fails_has_the_others_stopped_in_reverse_order(
     assert stopped == ["strategy", "risk", "oms", "ingestion", "notifier"]
 
 
-async def test_the_trader_is_told_on_telegram_that_a_failed_module_stops_trading(monkeypatch, fake_api):
+async def test_the_trader_is_told_on_telegram_that_a_failed_module_stops_trading(monkeypatch, fake_api):  # noqa: F811
     toml = {"notifier": {"telegram_bot_token": TOKEN, "telegram_base_url": fake_api.url, "allowed_chat_ids": [CHAT],
                          "batch_window_seconds": 0.05, "polling_timeout_seconds": 1, "daily_summary_time_ist": ""}}
     app = Monolith(paper_settings(), toml)

@@ -5,25 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
-
-import pytest
 
 from services.app.status import StatusBoard
-from shared.bus import Bus, Topic
+from shared.bus import Topic
 from shared.contracts import market_pb2
+from tests.app.test_status import bus  # noqa: F401  (its fixture: a running bus)
 
 START_UP_S = 30.0  # a live start: login and warm-up
 EVERY_S = 0.01  # the line comes every fifth turn off a terminal
 
-
-@pytest.fixture
-async def bus() -> AsyncIterator[Bus]:
-    bus = Bus()
-    task = asyncio.create_task(bus.run())
-    yield bus
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 async def first_line(out: io.StringIO, within_s: float = 5.0) -> str:
@@ -35,7 +25,7 @@ async def first_line(out: io.StringIO, within_s: float = 5.0) -> str:
     return out.getvalue().splitlines()[0]
 
 
-async def test_the_status_lines_clock_and_tick_rate_start_with_the_run_not_the_start_up(bus):
+async def test_the_status_lines_clock_and_tick_rate_start_with_the_run_not_the_start_up(bus):  # noqa: F811
     out = io.StringIO()
     board = StatusBoard(bus, out=out)
     board.started -= START_UP_S  # built START_UP_S ago, before the start-up

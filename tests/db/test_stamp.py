@@ -46,31 +46,18 @@ async def test_a_live_start_on_a_paper_runs_database_is_refused_saying_what_it_h
     assert "another data_dir" in message and "DATABASE_URL" in message
 
 
-async def test_a_paper_run_on_kotaks_market_is_refused_on_a_simulated_markets_database(db_pool):
-    await claim(db_pool, "paper", "simulated")
+@pytest.mark.parametrize(("held", "run", "harm"), [
+    (("paper", "simulated"), ("paper", "real"), "would warm up from the simulated candles"),  # paper on Kotak
+    (("live", "real"), ("paper", "real"), "would rebuild its positions from the real orders"),
+    (("paper", "real"), ("paper", "simulated"), "made-up ticks would be stored under the real instruments' tokens"),
+])
+async def test_a_run_of_another_kind_is_refused_naming_the_harm(db_pool, held, run, harm):
+    await claim(db_pool, *held)
     await used(db_pool)
 
-    message = await refusal(db_pool, "paper", "real")
+    message = await refusal(db_pool, *run)
 
-    assert "would warm up from the simulated candles" in message
-
-
-async def test_a_paper_run_is_refused_on_a_live_database(db_pool):
-    await claim(db_pool, "live", "real")
-    await used(db_pool)
-
-    message = await refusal(db_pool, "paper", "real")
-
-    assert "would rebuild its positions from the real orders" in message
-
-
-async def test_a_simulated_market_is_refused_on_a_real_markets_database(db_pool):
-    await claim(db_pool, "paper", "real")
-    await used(db_pool)
-
-    message = await refusal(db_pool, "paper", "simulated")
-
-    assert "made-up ticks would be stored under the real instruments' tokens" in message
+    assert harm in message
 
 
 async def test_a_refused_start_leaves_a_partial_stamp_as_it_was(db_pool):
