@@ -23,7 +23,7 @@ from shared.bus import Bus, Sequencer, Topic
 from shared.clock import Clock
 from shared.component import Component
 from shared.contracts import market_pb2, oms_pb2, ops_pb2, risk_pb2, trading_pb2
-from shared.errors import InvalidInput, NotFound, RetryableError, RiskRejected, TradingHalted
+from shared.errors import InvalidInput, NotFound, NotSent, RetryableError, RiskRejected, TradingHalted
 from shared.instruments import InstrumentBook
 from shared.money import fmt_inr
 
@@ -77,6 +77,8 @@ class RiskModule(Component):
         # that drops a sequence <= the last one seen never loses a decision), and an order waiting for its turn
         # is decided by the state and limits of the moment it goes out (a kill switch engaged meanwhile halts it).
         self._publish_lock = asyncio.Lock()
+        # Set by stop() under the publish lock: no decision goes out after the state is saved as a clean stop.
+        self._stopping = False
         # Held from taking state changes until they are on NOTIFICATIONS: announced in the order they happened.
         self._notify_lock = asyncio.Lock()
         # Counts kill-switch engagements and releases: cancels started under one stop when it is over.
@@ -169,6 +171,8 @@ class RiskModule(Component):
         await self.tick_timer()
 
     async def tick_timer(self) -> None:
+        if self._stopping:  # run() outlives stop() (the loop is cancelled after it): it must not decide any more
+            return
         self.engine.evaluate_loss()
         for order_id in self.engine.square_off_cancels():
             log.warning("square-off: cancelling a working MIS order", extra={"order_id": order_id})
@@ -178,7 +182,10 @@ class RiskModule(Component):
                         extra={"order_id": order_id, "state": state_name(self.engine.state)})
             await self._cancel(order_id)  # likewise
         for order in self.engine.square_off_due():
-            decision = await self._decide_and_publish(functools.partial(self.engine.decide, order))
+            try:
+                decision = await self._decide_and_publish(functools.partial(self.engine.decide, order))
+            except NotSent:  # stop() came in between: the next process squares it off
+                return
             log.warning("square-off order", extra={"order_id": order.client_order_id, "token": order.token,
                                                    "accepted": decision.accepted, "reason": decision.reason})
         await self._notify_changes()
@@ -190,6 +197,9 @@ class RiskModule(Component):
         whose decision fails is logged and counted, and the others go on (as when each was its own message)."""
         decided = []
         async with self._publish_lock:
+            if self._stopping:
+                log.warning("signals not decided: risk is stopping", extra={"signals": len(signals)})
+                return
             for signal in signals:
                 try:
                     decision = self.engine.decide_signal(signal)
@@ -339,6 +349,8 @@ class RiskModule(Component):
         """Decide when it is this order's turn to go out, not before: no other decision, kill switch or limit
         change can come between the checks and the publish but one that is already on its way."""
         async with self._publish_lock:
+            if self._stopping:
+                raise NotSent("risk is stopping: the order was not decided")
             decision = decide()
             await self._publish_decision(decision)
         self._count(decision)
@@ -390,6 +402,8 @@ class RiskModule(Component):
     async def stop(self) -> None:
         """Save the state with how far the decisions went: none are published from here on (split mode has stopped
         the inputs), so the next process can tell the OMS whether any it never received are gone."""
+        async with self._publish_lock:  # what is on its way goes out first; nothing after it
+            self._stopping = True
         async with self._notify_lock:
             await self._save_state(stopped=True)
 
