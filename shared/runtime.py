@@ -355,9 +355,12 @@ def exit_code(exc: BaseException) -> int:
 
 
 def describe_error(exc: BaseException) -> str:
-    """One line for a trader or an operator: the type and message of the error inside (nested) exception groups."""
+    """One line for a trader or an operator: the type and message of the error inside (nested) exception groups,
+    secrets masked as in the logs (it goes to Telegram and stderr: a database URL's password, a token)."""
+    from shared import logs
+
     cause = first_leaf(exc)
-    return f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+    return logs.scrub(f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__)
 
 
 def first_leaf(exc: BaseException) -> BaseException:

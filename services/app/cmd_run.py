@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from services.app.config import AppSettings, check_config, duration_s, tcp_port,
 from shared import clock, logs, runtime
 from shared import config as cfg
 from shared.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub: Any) -> None:
@@ -88,7 +91,10 @@ async def _run(settings: AppSettings, toml: dict[str, Any], args: argparse.Names
               f"watch, ...: {ctl} ctl --help)", flush=True)
         for key, value in app.info.items():
             print(f"{key}: {value}", flush=True)
-        await board.run()  # its clock starts now: the start-up is not the feed's
+        try:
+            await board.run()  # its clock starts now: the start-up is not the feed's
+        except Exception:  # a display (a pipe gone, a read refused): trading goes on without it
+            log.exception("the status line failed; trading goes on without it")
 
     failed: runtime.TaskFailed | None = None
     try:

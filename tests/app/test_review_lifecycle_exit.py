@@ -47,3 +47,13 @@ def test_a_run_whose_oms_stop_fails_exits_3_naming_the_step():
              "OmsModule.stop = stop\n")
 
     assert run_with(patch, 2) == (EXIT_STOP_LEFT_BEHIND, "neopulse: stop incomplete: stop steps that failed: oms")
+
+
+def test_a_run_whose_status_line_fails_trades_on_and_exits_0():
+    patch = ("from services.app.status import StatusBoard\n"
+             "async def run(self):\n    raise BrokenPipeError('the terminal went away')\n"
+             "StatusBoard.run = run\n")
+
+    code, _ = run_with(patch, 2)
+
+    assert code == 0

@@ -118,3 +118,26 @@ async def test_a_module_failing_to_start_is_announced_as_critical_before_the_sto
         await asyncio.wait_for(app.run(duration=RUN_WITHIN_S), RUN_WITHIN_S)
 
     assert critical == ["risk failed to start: RuntimeError: risk state could not be read; stopping"]
+
+
+async def test_the_failure_notice_masks_credentials_in_the_error_as_the_log_does(monkeypatch):
+    secret = "s3cr3t-db-pass"
+
+    async def failing_run(self) -> None:
+        raise OSError(f"connection lost to postgresql://neopulse:{secret}@db.internal:5432/neopulse")
+
+    monkeypatch.setattr(StrategyModule, "run", failing_run)
+    app = Monolith(AppSettings(source="synthetic", use_database=False, grpc_port=0, speed=60.0,
+                               symbols=["SBIN-EQ"]), {})
+    critical: list[str] = []
+
+    async def on_note(note: ops_pb2.Notification) -> None:
+        if note.severity == ops_pb2.SEVERITY_CRITICAL:
+            critical.append(f"{note.title} {note.text}")
+
+    app.bus.subscribe(Topic.NOTIFICATIONS, "test", on_note)
+    with pytest.raises(runtime.TaskFailed) as failed:
+        await asyncio.wait_for(app.run(duration=60), 60)
+
+    assert critical and not any(secret in text for text in critical), critical  # what goes to Telegram
+    assert secret not in str(failed.value)  # what goes to stderr
