@@ -185,6 +185,26 @@ class StopGuard:
         return sorted(t.get_name() for t in tasks if not t.done())
 
 
+async def stop_step(guard: StopGuard, what: str, work: Awaitable[Any], limit_s: float, keep_s: float,
+                    left_behind: list[str], failed_steps: list[str]) -> bool:
+    """One step of a stop (the monolith's, a split process's), for at most `limit_s` and never into the last `keep_s`
+    of `guard`'s budget. One out of time is cancelled but not waited for (what hangs may ignore the cancel), logged
+    and added to `left_behind`; one that raised is logged and added to `failed_steps` (either way the exit says the
+    stop did not complete). True when it finished."""
+    guard.step = what
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=guard.within(limit_s, keep_s))
+    if not done:
+        task.cancel()
+        left_behind.append(what)
+        log.error("did not stop in time; left behind", extra={"step": what, "within_s": limit_s})
+        return False
+    if not task.cancelled() and task.exception() is not None:
+        failed_steps.append(what)
+        log.error("error while stopping", exc_info=task.exception(), extra={"step": what})
+    return True
+
+
 def at_forced_exit(fn: Callable[[], None]) -> Callable[[], None]:
     """Have StopGuard.force call `fn` before it ends the process (atexit functions do not run then): for what
     must not outlive the process even so, such as the embedded PostgreSQL it started. `fn` is called once, in a

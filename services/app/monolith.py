@@ -282,21 +282,8 @@ class Monolith:
             log.error("tasks that would not stop", extra={"tasks": [r.get_name() for r in self._unstopped]})
 
     async def _step(self, what: str, work: Awaitable[Any], limit_s: float, keep_s: float = CLOSE_S) -> bool:
-        """One stop step, for at most `limit_s` and never into the last `keep_s` of the stop budget. One out of
-        time is cancelled but not waited for (what hangs may ignore the cancel), logged as not stopped in time
-        and left behind; an error is logged. True when it finished."""
-        self.guard.step = what
-        task = asyncio.ensure_future(work)
-        done, _ = await asyncio.wait({task}, timeout=self.guard.within(limit_s, keep_s))
-        if not done:
-            task.cancel()
-            self.left_behind.append(what)
-            log.error("did not stop in time; left behind", extra={"step": what, "within_s": limit_s})
-            return False
-        if not task.cancelled() and task.exception() is not None:
-            self.failed_steps.append(what)
-            log.error("error while stopping", exc_info=task.exception(), extra={"step": what})
-        return True
+        """One stop step, bounded by the budget (runtime.stop_step). True when it finished."""
+        return await runtime.stop_step(self.guard, what, work, limit_s, keep_s, self.left_behind, self.failed_steps)
 
     def _name_tasks_left(self, before: set[asyncio.Task[Any]]) -> None:
         """After everything stopped and closed, a task this run started and nobody ended (an order placement whose

@@ -246,19 +246,8 @@ class SplitProcess:
         await self._step("gRPC streams", server.stop(), self.grpc_settings.shutdown_grace_s + GRPC_STOP_S)
 
     async def _step(self, what: str, work: Awaitable[Any], limit_s: float, keep_s: float = CLOSE_S) -> None:
-        """One stop step, for at most `limit_s` and never into the last `keep_s` of the stop budget. One out of time
-        is cancelled but not waited for (what hangs may ignore the cancel), logged and left behind; one that raised
-        is logged and kept in failed_steps (either way the exit says the stop did not complete)."""
-        self.guard.step = what
-        task = asyncio.ensure_future(work)
-        done, _ = await asyncio.wait({task}, timeout=self.guard.within(limit_s, keep_s))
-        if not done:
-            task.cancel()
-            self.left_behind.append(what)
-            log.error("did not stop in time; left behind", extra={"step": what, "within_s": limit_s})
-        elif not task.cancelled() and task.exception() is not None:
-            self.failed_steps.append(what)
-            log.error("error while stopping", exc_info=task.exception(), extra={"step": what})
+        """One stop step, bounded by the budget (runtime.stop_step), as the monolith's."""
+        await runtime.stop_step(self.guard, what, work, limit_s, keep_s, self.left_behind, self.failed_steps)
 
     async def _drain(self, what: str) -> None:
         if not await self.bus.drain(within_s=self.guard.within(DRAIN_S, CLOSE_S)):
