@@ -370,17 +370,28 @@ def exit_code(exc: BaseException) -> int:
         return EXIT_TASK_FAILED
     if not isinstance(cause, ConfigError | OSError | RetryableError):
         raise exc
-    print(f"neopulse: {cause}", file=sys.stderr)
+    print(f"neopulse: {_text(cause)}", file=sys.stderr)
     return 2 if isinstance(cause, ConfigError) else 1
 
 
 def describe_error(exc: BaseException) -> str:
     """One line for a trader or an operator: the type and message of the error inside (nested) exception groups,
     secrets masked as in the logs (it goes to Telegram and stderr: a database URL's password, a token)."""
+    cause = first_leaf(exc)
+    text = _text(cause)
+    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+
+
+def _text(exc: BaseException) -> str:
+    """An error's message for a person, secrets masked; never raises (an error that cannot be put into words must
+    not cut the ordered stop short that reports it)."""
     from shared import logs
 
-    cause = first_leaf(exc)
-    return logs.scrub(f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__)
+    try:
+        text = str(exc)
+    except Exception:
+        return f"<{type(exc).__name__} that could not be put into words>"
+    return logs.scrub(text)
 
 
 def first_leaf(exc: BaseException) -> BaseException:

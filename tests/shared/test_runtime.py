@@ -169,3 +169,29 @@ async def test_a_busy_polling_loop_still_collects_the_young_generation_between_b
             task.cancel()
         await asyncio.gather(poller, collector, return_exceptions=True)
     assert len(kept) == 5 * runtime.IDLE_YOUNG_AT
+
+
+def test_the_exit_line_of_a_start_up_error_masks_secrets_as_the_logs_do(capsys):
+    secret = "s3cr3t-db-pass"
+
+    code = runtime.exit_code(OSError(f"connection refused by postgresql://neopulse:{secret}@db.internal:5432/np"))
+
+    assert code == 1 and secret not in capsys.readouterr().err
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:  # an error formatting an object whose __str__ fails
+        raise ValueError("cannot format")
+
+
+async def test_a_task_failing_with_an_unprintable_error_is_still_reported_for_the_ordered_stop():
+    watch = runtime.FailureWatch()
+
+    async def failing() -> None:
+        raise _Unprintable()
+
+    task = asyncio.ensure_future(watch.watch("strategy", failing()))
+    failure = await watch.wait(asyncio.Event(), 5)
+    await task
+
+    assert failure == ("strategy", "_Unprintable: <_Unprintable that could not be put into words>")
