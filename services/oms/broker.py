@@ -24,6 +24,11 @@ class BrokerAck:
     reason_code: str = ""  # a REJECTED one's, when not BROKER_REJECTED (the OMS's own: NOT_SENT)
 
 
+# An event's reason starts so when the broker refused a change after acknowledging it (Kotak's RMS does): the row
+# shows the terms the order works on, which the OMS takes at once, not as a snapshot from before the change.
+CHANGE_REFUSED = "change refused: "
+
+
 @dataclass
 class BrokerOrderEvent:
     """An order's state as the broker reports it (order feed, order book, virtual fill).

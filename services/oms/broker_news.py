@@ -16,7 +16,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from services.oms.book import BookMoved, OrderBook, given_up
-from services.oms.broker import BrokerOrderEvent
+from services.oms.broker import CHANGE_REFUSED, BrokerOrderEvent
 from services.oms.states import (
     TERMINAL,
     IllegalTransition,
@@ -305,7 +305,8 @@ class BrokerNews(OrderBook):
         """The terms a broker row gives the order, where they differ from the book's; None otherwise. Not from a
         row of a change still pending there (it may show either terms), nor a row showing the terms a change of ours
         replaced within STALE_TERMS_S of the broker's answer to it (read before the change: a poll's snapshot), unless
-        the row has filled more than the change left (then the change did not hold)."""
+        the row has filled more than the change left, or the broker says it refused the change after taking it
+        (CHANGE_REFUSED): then the change did not hold."""
         if ev.status == t.ORDER_STATUS_MODIFY_PENDING:
             return None
         reported = reported_terms(cur.request, ev)
@@ -314,7 +315,8 @@ class BrokerNews(OrderBook):
         replaced = self._replaced_terms.get(internal_id)
         if replaced is not None and time.monotonic() >= replaced[1]:
             del self._replaced_terms[internal_id]
-        elif replaced is not None and reported == replaced[0] and ev.filled_quantity <= cur.request.quantity:
+        elif (replaced is not None and reported == replaced[0] and ev.filled_quantity <= cur.request.quantity
+              and not ev.reason.startswith(CHANGE_REFUSED)):
             return None  # even after rows showing the change: a poll's snapshot may be older than the feed's news
         log.warning("the broker reports other terms for the order; the book takes them", extra={
             "order_id": internal_id, "book": terms_of(cur.request), "broker": reported})

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from services.oms.book import BookMoved
-from services.oms.broker import BrokerAck
+from services.oms.broker import CHANGE_REFUSED, BrokerAck
 from services.oms.broker_news import STALE_TERMS_S
 from services.oms.cancelling import Cancelling
 from services.oms.states import TERMINAL, IllegalTransition, name
@@ -138,7 +138,7 @@ class Modifying(Cancelling):
         """The broker refused the change (or it was not sent): the order goes back to where it was, with its old terms.
         Not recorded (the ledger), it stays MODIFY_PENDING with the new ones until the broker's next row of it."""
         try:
-            await self.transition(iid, before, terms=old, reason=f"change refused: {exc}",
+            await self.transition(iid, before, terms=old, reason=f"{CHANGE_REFUSED}{exc}",
                                   audit={"modify_response": {"error": str(exc)}})
         except Exception as error:
             log.error("a refused change was not recorded; the broker's next report of the order settles it", extra={

@@ -17,7 +17,7 @@ from typing import Any
 
 from neo_api_client.websocket.orderfeed.models import OrderUpdate
 
-from services.oms.broker import BrokerAck, BrokerOrderEvent, order_age_s
+from services.oms.broker import CHANGE_REFUSED, BrokerAck, BrokerOrderEvent, order_age_s
 from services.oms.broker_news import STALE_TERMS_S
 from shared import runtime
 from shared.contracts import market_pb2, oms_pb2, trading_pb2
@@ -315,7 +315,7 @@ class KotakBroker:
             change.refused = True
             log.warning("Kotak refused a change it had acknowledged; the order works on with its terms before it",
                         extra={"order_id": event.exchange_order_id, "reason": event.reason, "asked": change.asked})
-        return replace(event, reason=f"change refused: {event.reason}")
+        return replace(event, reason=f"{CHANGE_REFUSED}{event.reason}")
 
     async def _feed_loop(self, queue: asyncio.Queue[BrokerOrderEvent]) -> None:
         delay = self.settings.reconnect_initial_s

@@ -45,7 +45,8 @@ async def test_the_oms_takes_back_the_terms_kotak_works_after_its_rms_refused_a_
         await running.place(limit_buy("coid-rms", 120_000, qty=2))
 
         changed = await running.modify("coid-rms", price_paise=125_000)
-        await eventually(lambda: terms(running.order("coid-rms").request) == (2, 120_000), within=12.0)
+        # At the refusal's row (a poll or the feed), not STALE_TERMS_S (5 s) after Kotak's "Ok".
+        await eventually(lambda: terms(running.order("coid-rms").request) == (2, 120_000), within=4.0)
 
         back = running.order("coid-rms")
         recorded = await running.recorded("coid-rms")
