@@ -49,18 +49,17 @@ async def claim(pool: asyncpg.Pool, trading: str | None, market: str | None,
         stamped = await conn.fetch(
             "INSERT INTO neopulse_meta (key, value) SELECT * FROM unnest($1::text[], $2::text[]) "
             "ON CONFLICT (key) DO NOTHING RETURNING key", list(wanted), list(wanted.values()))
-        held = {r["key"]: r["value"] for r in await conn.fetch(
-            "SELECT key, value FROM neopulse_meta WHERE key = ANY($1::text[]) FOR UPDATE", [TRADING, MARKET])}
-        differing = [key for key, value in wanted.items() if held[key] != value]
+        stamp_now = await held(conn, lock=True)
+        differing = [key for key, value in wanted.items() if stamp_now[key] != value]
         if differing or stamped:
             used = await conn.fetchval(_USED)
             if differing and not used:
                 log.info("this database holds no orders, ticks or state: its stamp moves to this run's use",
-                         extra={"database_use": wanted, "was": held})
+                         extra={"database_use": wanted, "was": stamp_now})
                 await _write(conn, wanted)
-                held |= wanted
+                stamp_now |= wanted
             elif differing:  # raised inside the transaction: a partial stamp is rolled back
-                raise ConfigError(_refusal(where, held, wanted, differing[0]))
+                raise ConfigError(_refusal(where, stamp_now, wanted, differing[0]))
             elif used and wanted != {TRADING: "paper", MARKET: "simulated"}:
                 raise ConfigError(
                     f"{where} holds orders or ticks from before NeoPulse recorded what a database holds, and this run "
@@ -74,7 +73,7 @@ async def claim(pool: asyncpg.Pool, trading: str | None, market: str | None,
                             "holds: it is now stamped as paper trading on a simulated market, this run's. If it held "
                             "live orders or Kotak's ticks, stop and give each kind its own data_dir or DATABASE_URL",
                             extra={"database_use": wanted})
-    return held
+    return stamp_now
 
 
 async def stamp(conn: asyncpg.Connection, trading: str, market: str) -> dict[str, str]:
@@ -86,10 +85,12 @@ async def stamp(conn: asyncpg.Connection, trading: str, market: str) -> dict[str
     return before
 
 
-async def held(conn: asyncpg.Connection) -> dict[str, str]:
-    """What the database is stamped with ({} before its first run)."""
+async def held(conn: asyncpg.Connection, lock: bool = False) -> dict[str, str]:
+    """What the database is stamped with ({} before its first run); `lock`: its rows locked until the transaction
+    ends (a claim's check and move of the stamp)."""
     return {r["key"]: r["value"] for r in await conn.fetch(
-        "SELECT key, value FROM neopulse_meta WHERE key = ANY($1::text[])", [TRADING, MARKET])}
+        "SELECT key, value FROM neopulse_meta WHERE key = ANY($1::text[])" + (" FOR UPDATE" if lock else ""),
+        [TRADING, MARKET])}
 
 
 def describe(use: dict[str, str]) -> str:
