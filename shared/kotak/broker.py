@@ -19,6 +19,7 @@ from neo_api_client.websocket.orderfeed.models import OrderUpdate
 
 from services.oms.broker import CHANGE_REFUSED, BrokerAck, BrokerOrderEvent, order_age_s
 from services.oms.broker_news import STALE_TERMS_S
+from services.oms.modifying import CHANGEABLE
 from shared import runtime
 from shared.contracts import market_pb2, oms_pb2, trading_pb2
 from shared.errors import BrokerRejected, NeoPulseError, NotSent, RetryableError
@@ -35,7 +36,6 @@ LIST_READS = frozenset({"order_report", "order_history", "trade_report", "positi
 # with every read: the OMS sets such a row aside for STALE_TERMS_S after the answer (a snapshot from before the
 # change, it assumes), so a refusal Kotak's RMS makes after its "Ok" must still be offered once that is over.
 CHANGE_WATCH_S = 2 * STALE_TERMS_S
-WORKING = frozenset({S.ORDER_STATUS_OPEN, S.ORDER_STATUS_PARTIALLY_FILLED, S.ORDER_STATUS_TRIGGER_PENDING})
 # Kotak rewrites a tag it cancels as "<tag>-<epoch seconds>" (Kotak-neo-api-v2 issue 33). A numeric stamp only:
 # NeoPulse's own tags extend each other with other suffixes (a square-off's "-<run>", "-r<attempt>").
 STAMPED_TAG = re.compile(r"-\d{9,}")
@@ -304,10 +304,10 @@ class KotakBroker:
         shown = {"quantity": event.quantity, "price_paise": event.price_paise,
                  "trigger_price_paise": event.trigger_price_paise}
         held = all(shown[k] in (0, v) for k, v in change.asked.items())  # 0: the row says nothing of that term
-        if time.monotonic() > change.until or event.status in mapping.TERMINAL or (held and event.status in WORKING):
+        if time.monotonic() > change.until or event.status in mapping.TERMINAL or (held and event.status in CHANGEABLE):
             del self._changes[event.exchange_order_id]
             return None
-        if event.status not in WORKING:
+        if event.status not in CHANGEABLE:
             return None  # still pending at Kotak (modify pending): either terms may show
         if not event.reason or event.reason == change.reason_before:
             return event  # maybe read before the change: the OMS decides by its own window
