@@ -16,7 +16,7 @@ from datetime import date
 from typing import TextIO
 
 from shared import rpc
-from shared.bus import Bus, Topic
+from shared.bus import Bus, Priority, Topic
 from shared.clock import day_of
 from shared.contracts import oms_pb2, trading_pb2
 from shared.errors import NotFound
@@ -55,8 +55,9 @@ class StatusBoard:
         self.day: oms_pb2.ListPositionsResponse | None = None
         bus.subscribe(Topic.TICKS, "status", self._ticks)
         bus.subscribe(Topic.CANDLES, "status", self._candles)
-        bus.subscribe(Topic.SIGNALS, "status", self._signal)
-        bus.subscribe(Topic.ORDERS, "status", self._decision)
+        # Counted after the order path: a counter must not stand between a signal and its order.
+        bus.subscribe(Topic.SIGNALS, "status", self._signal, priority=Priority.FOLLOW_UP)
+        bus.subscribe(Topic.ORDERS, "status", self._decision, priority=Priority.FOLLOW_UP)
         bus.subscribe(Topic.ORDER_UPDATES, "status", self._update)
 
     async def _ticks(self, batch) -> None:

@@ -21,7 +21,7 @@ from services.notifier.summary import next_summary_ns
 from services.notifier.telegram_bot import TelegramBot
 from services.notifier.terms_watch import TermsWatch
 from shared import rpc
-from shared.bus import Bus, Topic
+from shared.bus import Bus, Priority, Topic
 from shared.clock import Clock, day_of
 from shared.component import Component
 from shared.contracts import notifier_pb2, ops_pb2, trading_pb2
@@ -63,7 +63,8 @@ class NotifierModule(Component):
 
     async def start(self) -> None:
         self.bus.subscribe(Topic.NOTIFICATIONS, self.name, self._on_notification)
-        self.bus.subscribe(Topic.ORDERS, self.name, self._on_decision)
+        # Told after the order is placed: a decision's observer, not a step on the way to the order.
+        self.bus.subscribe(Topic.ORDERS, self.name, self._on_decision, priority=Priority.FOLLOW_UP)
         self.bus.subscribe(Topic.ORDER_UPDATES, self.name, self._on_order_update)
         self.bus.handle(rpc.NOTIFY, self._notify)
         self.bus.handle(rpc.GET_SYSTEM_STATUS, self._system_status)

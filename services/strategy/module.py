@@ -77,7 +77,9 @@ class StrategyModule(Component):
         await self._load_orders()
         self._loaded.set()
         self.bus.subscribe(Topic.TICKS, self.name, self._on_ticks, priority=Priority.SIGNAL_SOURCE)
-        self.bus.subscribe(Topic.ORDERS, self.name, self._on_decision)
+        # Risk's answers to its signals at its ticks' level too: the OMS places an order before the strategy notes
+        # that it was accepted (as the ORDER_PATH it would run first, between the decision and its order).
+        self.bus.subscribe(Topic.ORDERS, self.name, self._on_decision, priority=Priority.SIGNAL_SOURCE)
         self.bus.handle(rpc.LIST_STRATEGIES, self._list)
         self.bus.handle(rpc.PAUSE_STRATEGY, self._pause)
         self.bus.handle(rpc.RESUME_STRATEGY, self._resume)
