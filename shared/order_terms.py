@@ -13,15 +13,18 @@ PRICED = frozenset({t.ORDER_TYPE_LIMIT, t.ORDER_TYPE_STOP_LIMIT})  # order types
 STOPS = frozenset({t.ORDER_TYPE_STOP_LIMIT, t.ORDER_TYPE_STOP_MARKET})  # ... and with a trigger price
 
 
-_CHOICES = (("order_type", t.OrderType), ("product", t.Product), ("validity", t.Validity))
+# Each field's numbers, as sets made once: the enum wrappers' values() builds a new list on every call.
+_CHOICES = tuple((field, enum, frozenset(enum.values()))
+                 for field, enum in (("order_type", t.OrderType), ("product", t.Product), ("validity", t.Validity)))
+_ORDER_TYPES = _CHOICES[0][2]
 
 
 def unknown_choice(order: t.OrderRequest) -> tuple[str, str] | None:
     """The first of order_type, product and validity holding a number the contract does not name (a proto3 enum
     takes any), as (field, what to send instead); None when all are known. Such an order is never placed."""
-    for field, enum in _CHOICES:
+    for field, enum, known in _CHOICES:
         value = getattr(order, field)
-        if value not in enum.values():
+        if value not in known:
             return field, f"{value} is not one the contract defines; use one of {', '.join(enum.keys()[1:])}"
     return None
 
@@ -29,7 +32,7 @@ def unknown_choice(order: t.OrderRequest) -> tuple[str, str] | None:
 def kind_name(request: t.OrderRequest) -> str:
     """LIMIT, MARKET, ... (a number the contract does not name, as the number)."""
     value = request.order_type
-    return t.OrderType.Name(value).removeprefix("ORDER_TYPE_") if value in t.OrderType.values() else str(value)
+    return t.OrderType.Name(value).removeprefix("ORDER_TYPE_") if value in _ORDER_TYPES else str(value)
 
 
 def terms_of(request: t.OrderRequest) -> Terms:
