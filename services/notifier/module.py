@@ -35,6 +35,7 @@ NOTIFICATIONS = Counter("neopulse_notifier_notifications", "Notifications handle
 # Notification field names that would clash with LogRecord attributes are left out of the log extras.
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _LEVELS = {ops_pb2.SEVERITY_WARNING: logging.WARNING, ops_pb2.SEVERITY_CRITICAL: logging.ERROR}
+STOP_SEND_S = 5.0  # at stop, what is queued is sent within this (the bot opened for it first, if it had not started)
 
 
 class NotifierModule(Component):
@@ -86,13 +87,30 @@ class NotifierModule(Component):
         """End the send loop and send what it had and what is still queued (the "stopping" notice), then stop
         polling; safe if run() never started (what was queued for a bot that never started is counted)."""
         if self.sender is not None:
-            await self.sender.stop(seconds=5.0 if self.bot_started.is_set() else 0.0)
+            deadline = asyncio.get_running_loop().time() + STOP_SEND_S
+            opened = self.bot_started.is_set() or await self._open_for_sending(deadline)
+            await self.sender.stop(seconds=max(deadline - asyncio.get_running_loop().time(), 0.0) if opened else 0.0)
         if self.bot is not None:
             try:
                 await self.bot.stop()
             except Exception:
                 log.exception("telegram bot did not stop cleanly")
             self.bot_started.clear()
+
+    async def _open_for_sending(self, deadline: float) -> bool:
+        """A stop while the bot was still starting (a module failed in the first second; Telegram slow or away at
+        start): what is queued is the trader's CRITICAL notice of it and the stopping one, worth one try. Sending
+        needs the bot initialised (getMe), not polling. True when it is; a refused token is not tried again."""
+        if self.bot is None or self.bot_rejected:
+            return False
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self.bot.open_for_sending()
+        except Exception as exc:  # Telegram away: the notices stay in the log, counted as not sent
+            log.warning("telegram bot could not be opened at stop to send what was queued",
+                        extra={"error": repr(exc)})
+            return False
+        return True
 
     async def _start_bot(self, bot: TelegramBot) -> None:
         while True:

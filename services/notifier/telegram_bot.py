@@ -234,6 +234,11 @@ class TelegramBot:
             log.warning("telegram bot has no chat to talk to: alerts reach nobody and every command is refused; set "
                         "[notifier] allowed_chat_ids (NEOPULSE_NOTIFIER_ALLOWED_CHAT_IDS)")
 
+    async def open_for_sending(self) -> None:
+        """Ready to send (send()), without polling: for a stop that came while start() had not finished. Nothing
+        to do once start() has initialised the application."""
+        await self.app.initialize()
+
     async def stop(self) -> None:
         if self.app.updater is not None and self.app.updater.running:
             await self.app.updater.stop()
