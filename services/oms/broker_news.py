@@ -18,6 +18,7 @@ from prometheus_client import Counter, Gauge
 from services.oms.book import BookMoved, OrderBook, given_up
 from services.oms.broker import CHANGE_REFUSED, BrokerOrderEvent
 from services.oms.states import (
+    RESTING,
     TERMINAL,
     IllegalTransition,
     ReasonCode,
@@ -50,9 +51,6 @@ UNRECORDED_ORDERS = Gauge("neopulse_oms_unrecorded_orders",
                           "Orders with a broker event or acknowledgement not yet recorded, being applied again")
 # Broker states that only say "the broker has it".
 _ACCEPTED = frozenset({t.ORDER_STATUS_UNSPECIFIED, t.ORDER_STATUS_PENDING_NEW, t.ORDER_STATUS_SUBMITTED})
-# A row in one of these without new fills, for an order whose cancel is under way (Book.cancel_under_way), was read
-# or sent before the cancel: Kotak's order feed lags its REST answer. It does not take CANCEL_PENDING back.
-_BEFORE_CANCEL = frozenset({t.ORDER_STATUS_OPEN, t.ORDER_STATUS_TRIGGER_PENDING, t.ORDER_STATUS_PARTIALLY_FILLED})
 # Live states a fill turns into PARTIALLY_FILLED.
 _RESTING = frozenset({t.ORDER_STATUS_OPEN, t.ORDER_STATUS_TRIGGER_PENDING, t.ORDER_STATUS_MODIFY_PENDING,
                       t.ORDER_STATUS_CANCEL_PENDING, t.ORDER_STATUS_PARTIALLY_FILLED})
@@ -200,9 +198,10 @@ class BrokerNews(OrderBook):
             await self._event_for_terminal(internal_id, cur, ev)
             return
         if (cur.status == t.ORDER_STATUS_CANCEL_PENDING and ev.filled_quantity == cur.filled_quantity
-                and (ev.status in _BEFORE_CANCEL or ev.status in _ACCEPTED) and self.cancel_under_way(internal_id)):
-            # Likely from before the cancel; but an exchange that refused the cancel says the same: held back, and
-            # applied when the wait is over unless newer news came (apply_held_rows).
+                and (ev.status in RESTING or ev.status in _ACCEPTED) and self.cancel_under_way(internal_id)):
+            # Likely read or sent before the cancel (Kotak's order feed lags its REST answer); but an exchange that
+            # refused the cancel says the same: held back, and applied when the wait is over unless newer news came
+            # (apply_held_rows).
             self._held_rows[internal_id] = ev
             self.held_rows_changed.set()
             return

@@ -17,15 +17,13 @@ from services.oms.book import BookMoved
 from services.oms.broker import CHANGE_REFUSED, BrokerAck
 from services.oms.broker_news import STALE_TERMS_S
 from services.oms.cancelling import Cancelling
-from services.oms.states import TERMINAL, IllegalTransition, name
+from services.oms.states import RESTING, TERMINAL, IllegalTransition, name
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, InvalidInput, NotSent, OrderStateError, RetryableError
 from shared.order_terms import TERM_NAMES, Terms, changed_terms, terms_of
 
 log = logging.getLogger(__name__)
 
-# States in which the broker works the order and has answered every request of ours: a change may be sent.
-CHANGEABLE = frozenset({t.ORDER_STATUS_OPEN, t.ORDER_STATUS_TRIGGER_PENDING, t.ORDER_STATUS_PARTIALLY_FILLED})
 # Asks risk whether the order may carry its new terms (the request with them, units filled); raises if not.
 Check = Callable[[t.OrderRequest, int], Awaitable[object]]
 
@@ -91,7 +89,7 @@ class Modifying(Cancelling):
         if new == old:
             return None  # also a retry of a change still MODIFY_PENDING: the same terms are not sent twice
         pending = iid in self._cancel_sent or iid in self._cancel_unanswered or self.cancel_under_way(iid)
-        if cur.status not in CHANGEABLE or pending or not cur.exchange_order_id:
+        if cur.status not in RESTING or pending or not cur.exchange_order_id:
             raise OrderStateError(f"order {order_id} is {name(cur.status)}{' with a cancel under way' * pending} "
                                   "and cannot be changed now; retry once the broker has answered")
         request = t.OrderRequest()
@@ -153,7 +151,7 @@ class Modifying(Cancelling):
                 if ack.status in TERMINAL:
                     await self._read_back(iid, audit, closed_too=True)
                     return
-                status = ack.status if ack.status in CHANGEABLE else before
+                status = ack.status if ack.status in RESTING else before
                 if status == t.ORDER_STATUS_OPEN and self.orders[iid].filled_quantity:
                     status = t.ORDER_STATUS_PARTIALLY_FILLED
                 await self.transition(iid, status, audit=audit)

@@ -28,6 +28,10 @@ class ReasonCode:
 # Validities that end with the trading day (unspecified is DAY at the broker); a later GTC would not be one.
 DAY_BOUND = frozenset({t.VALIDITY_UNSPECIFIED, t.VALIDITY_DAY, t.VALIDITY_IOC})
 
+# States in which the broker works the order and has answered every request of ours (no cancel or change under
+# way): a change may be sent. A broker row in one of them for an order whose cancel is under way is likely older.
+RESTING = frozenset({t.ORDER_STATUS_OPEN, t.ORDER_STATUS_TRIGGER_PENDING, t.ORDER_STATUS_PARTIALLY_FILLED})
+
 # States in which the broker holds a live order (it may still fill).
 WORKING = frozenset({t.ORDER_STATUS_OPEN, t.ORDER_STATUS_TRIGGER_PENDING, t.ORDER_STATUS_PARTIALLY_FILLED,
                      t.ORDER_STATUS_CANCEL_PENDING, t.ORDER_STATUS_MODIFY_PENDING})

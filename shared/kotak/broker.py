@@ -19,7 +19,7 @@ from neo_api_client.websocket.orderfeed.models import OrderUpdate
 
 from services.oms.broker import CHANGE_REFUSED, BrokerAck, BrokerOrderEvent, order_age_s
 from services.oms.broker_news import STALE_TERMS_S
-from services.oms.modifying import CHANGEABLE
+from services.oms.states import RESTING
 from shared import runtime
 from shared.contracts import market_pb2, oms_pb2, trading_pb2
 from shared.errors import BrokerRejected, NeoPulseError, NotSent, RetryableError
@@ -304,10 +304,10 @@ class KotakBroker:
         shown = {"quantity": event.quantity, "price_paise": event.price_paise,
                  "trigger_price_paise": event.trigger_price_paise}
         held = all(shown[k] in (0, v) for k, v in change.asked.items())  # 0: the row says nothing of that term
-        if time.monotonic() > change.until or event.status in mapping.TERMINAL or (held and event.status in CHANGEABLE):
+        if time.monotonic() > change.until or event.status in mapping.TERMINAL or (held and event.status in RESTING):
             del self._changes[event.exchange_order_id]
             return None
-        if event.status not in CHANGEABLE:
+        if event.status not in RESTING:
             return None  # still pending at Kotak (modify pending): either terms may show
         if not event.reason or event.reason == change.reason_before:
             return event  # maybe read before the change: the OMS decides by its own window
