@@ -8,7 +8,7 @@ from datetime import date
 
 from services.app.config import AppSettings
 from services.app.monolith import Monolith
-from services.app.split import build_module
+from services.app.split_build import build_module
 from services.strategy.module import StrategyModule
 from services.strategy.warmup import StoredCandles
 from shared.bus import Bus

@@ -15,7 +15,7 @@ import pytest
 
 from services.app.config import AppSettings
 from services.app.monolith import Monolith
-from services.app.split import build_module
+from services.app.split_build import build_module
 from shared.bus import Bus
 from shared.clock import ManualClock, ist_ns
 from shared.db.stamp import claim, stamp
