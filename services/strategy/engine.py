@@ -29,7 +29,6 @@ from services.strategy.plugins import (
     outcome_unknown,
     strategy_class,
 )
-from shared.bus import Sequencer
 from shared.clock import NS, Clock, ist_day_number
 from shared.config import RupeesOrOff
 from shared.contracts import market_pb2, strategy_pb2, trading_pb2
@@ -43,6 +42,9 @@ log = logging.getLogger(__name__)
 PLUGIN_ERRORS = Counter("neopulse_strategy_plugin_errors", "Exceptions raised by strategy plugins", ["strategy"])
 _SIDE_NAMES: dict[int, str] = {trading_pb2.SIDE_BUY: "BUY", trading_pb2.SIDE_SELL: "SELL"}
 OPERATOR_PAUSE = "no reason given"  # the pause_reason of a PauseStrategy without one (paused_by says who)
+# How the pause_reason of NeoPulse's two pauses that hold back even exits begins (sends_nothing).
+NOT_RESTORED = "its positions could not be restored at start"
+LOSS_STOPPED = "daily loss limit"
 
 Output = tuple[list[market_pb2.Candle], list[trading_pb2.Signal]]
 LOSS_LIMIT = "max_daily_loss"  # SetStrategyParams sets the loss limit under this name, beside the plugin's
@@ -118,12 +120,10 @@ def unknown_indices(symbols: Iterable[str], instruments: InstrumentBook) -> str:
 
 
 class StrategyEngine:
-    def __init__(self, strategies: list[Strategy], instruments: InstrumentBook, clock: Clock,
-                 sequencer: Sequencer | None = None) -> None:
+    def __init__(self, strategies: list[Strategy], instruments: InstrumentBook, clock: Clock) -> None:
         self.strategies = {s.name: s for s in strategies}
         self.instruments = instruments
         self.clock = clock
-        self.sequencer = sequencer or Sequencer()
         self.candles = CandleBuilder({i.token: i.symbol for i in instruments})
         self._tick_strategies = [s for s in strategies if hasattr(s, "on_tick")]
         # Indices (Nifty 50): their candles are built and published, but no strategy trades them (a strategy's
@@ -152,6 +152,8 @@ class StrategyEngine:
         self._overrides: dict[str, dict[str, tuple[str, str]]] = {}
         # The strategies whose own saved state changed (Strategy.saved_changed): the module saves and empties it.
         self.saves_due: set[str] = set()
+        # (strategy, token, text): stops reached whose exit an order changed by hand blocks; the module tells them.
+        self.blocked_stops: list[tuple[str, int, str]] = []
 
     # -- data ------------------------------------------------------------------
     def on_ticks(self, ticks: Any) -> Output:
@@ -165,15 +167,27 @@ class StrategyEngine:
             signals.extend(self._run_levels(_from_first_reached(ticks, reached) if len(ticks) > 1 else reached))
             reached.clear()
         if not closed:
+            self._take_blocked_stops()
             return [], signals
         candles, more = self.on_closed(closed)
         signals.extend(more)
+        self._take_blocked_stops()
         return candles, signals
 
     def close_due(self, now_ns: int) -> Output:
         """Timer: close candles whose minute ended at or before now_ns."""
         closed = self.candles.close_due(now_ns)
-        return self.on_closed(closed) if closed else ([], [])
+        out = self.on_closed(closed) if closed else ([], [])
+        self._take_blocked_stops()
+        return out
+
+    def _take_blocked_stops(self) -> None:
+        """What the strategies' stops reached behind an order changed by hand (Strategy.take_blocked_stops) have to
+        say, for the module to tell."""
+        for strategy in self.strategies.values():
+            if strategy._blocked_stops:
+                self.blocked_stops.extend((strategy.name, token, text)
+                                          for token, text in strategy.take_blocked_stops().items())
 
     def on_closed(self, closed: list[Closed]) -> Output:
         ctx = self._ctx
@@ -193,7 +207,9 @@ class StrategyEngine:
                 except Exception:  # one faulty plugin must not stop candles or the other strategies
                     _failed(strategy, "on a candle", candle.token)
                     continue
-                if intents and not strategy.paused:
+                if intents and strategy.paused:
+                    intents = self._sendable(strategy, intents)
+                if intents:
                     signals.extend(self._emit(strategy, intents, candle.start_ns, recv_ns, ctx.now_ns))
                 if strategy._relevel:
                     self._take_relevels(strategy, ctx.now_ns)
@@ -281,7 +297,7 @@ class StrategyEngine:
             price = tick.ltp_paise
             late = self.candles.is_late(tick)
             for strategy, low, high in levels.get(tick.token, ()):
-                if low < price < high or price <= 0 or strategy.paused:
+                if low < price < high or price <= 0 or sends_nothing(strategy):
                     continue
                 if late and not _late_exit(strategy, tick):
                     continue
@@ -295,8 +311,9 @@ class StrategyEngine:
                 except Exception:
                     _failed(strategy, "on a price level", tick.token)
                     continue
-                if intents:
-                    signals = self._emit(strategy, intents, tick.ts_ns, tick.recv_ns, tick.ts_ns)
+                if intents:  # paused, what it holds back waits for the token's next close (_reached)
+                    sendable = self._sendable(strategy, intents) if strategy.paused else intents
+                    signals = self._emit(strategy, sendable, tick.ts_ns, tick.recv_ns, tick.ts_ns)
                     if signals:
                         self._level_signals[key] = signals[-1].signal_id
                         out.extend(signals)
@@ -365,12 +382,26 @@ class StrategyEngine:
                     except Exception:  # as on a candle: a faulty plugin must not lose the batch's candles
                         _failed(strategy, "on a tick", tick.token)
                         continue
-                    if intents and not strategy.paused:
+                    if intents and strategy.paused:
+                        intents = self._sendable(strategy, intents)
+                    if intents:
                         out.extend(self._emit(strategy, intents, tick.ts_ns, tick.recv_ns, tick.ts_ns))
         return out
 
+    @staticmethod
+    def _sendable(strategy: Strategy, intents: Sequence[Decision]) -> list[Decision]:
+        """What of a paused strategy's decisions goes out: under the operator's pause (no new trades), what closes or
+        shrinks a position (its stops, targets, time and indicator exits), cancels, and changes of a working exit
+        (a stop moving a LIMIT exit, a trailing trigger); never an entry, nor a change of a working entry (it would
+        grow a position). Nothing under NeoPulse's pauses that hold back even exits (sends_nothing)."""
+        if sends_nothing(strategy):
+            return []
+        return [i for i in intents if _shrinks(strategy, i)]
+
     def _emit(self, strategy: Strategy, intents: Sequence[Decision], at_ns: int, recv_ns: int,
               now_ns: int) -> list[trading_pb2.Signal]:
+        """The plugin's intents as signals (numbered by the module as it publishes them: the order they go out in),
+        its changes and cancels handed to WorkingOrders."""
         out = []
         for intent in intents:
             if isinstance(intent, OrderChange):
@@ -391,7 +422,6 @@ class StrategyEngine:
                 _failed(strategy, "with an intent that is no signal", getattr(intent, "token", 0))
                 continue
             signal.signal_id = self._signal_id(strategy.name, intent, at_ns)
-            signal.sequence = self.sequencer.next()
             out.append(signal)
             strategy.mark_sent(intent, now_ns, signal.signal_id)
         return out
@@ -534,7 +564,7 @@ class StrategyEngine:
                     continue
                 strategy.loss_stopped_day = today
                 self._closing.add(strategy.name)
-                text = (f"daily loss limit {fmt_inr(strategy.max_daily_loss_paise)} reached ({fmt_inr(pnl)} today): "
+                text = (f"{LOSS_STOPPED} {fmt_inr(strategy.max_daily_loss_paise)} reached ({fmt_inr(pnl)} today): "
                         "its working orders are cancelled and its positions closed at the market")
                 self.set_paused(strategy.name, True, text, by=strategy_pb2.PAUSED_BY_NEOPULSE, replace=True)
                 out.stopped.append((strategy.name, text))
@@ -756,7 +786,7 @@ class StrategyEngine:
 
     def exits_due(self) -> list[trading_pb2.Signal]:
         """At start, once the strategies are warm and their positions restored: the exits due now, of every
-        strategy not paused, rather than at each token's next candle."""
+        strategy but those paused to send nothing (sends_nothing), rather than at each token's next candle."""
         return [signal for strategy in self.strategies.values() for signal in self._exits_due(strategy)]
 
     def _exits_due(self, strategy: Strategy) -> list[trading_pb2.Signal]:
@@ -771,7 +801,7 @@ class StrategyEngine:
             _failed(strategy, "checking its exits")
             return []
         exits = [i for i in intents if 0 < i.quantity <= _closable(strategy, i)]
-        if not exits or strategy.paused:
+        if not exits or sends_nothing(strategy):
             return []
         return self._emit(strategy, exits, now, 0, now)
 
@@ -844,6 +874,29 @@ def _failed(strategy: Strategy, what: str, token: int = 0) -> None:
     """A plugin raised: counted and logged with its traceback; never fatal to the candles or the other strategies."""
     PLUGIN_ERRORS.labels(strategy.name).inc()
     log.exception("strategy failed %s", what, extra={"strategy": strategy.name, "token": token})
+
+
+def sends_nothing(strategy: Strategy) -> bool:
+    """Paused so that nothing of the plugin's goes out, its stops and exits included: by NeoPulse, because its
+    positions could not be restored exactly (what it holds is not what it thinks: an exit could open a position) or
+    because its loss limit stopped it (the close-out sends its exits: loss_turn). Any other pause (the operator's,
+    NeoPulse's for run-time params no longer valid) holds back only what opens or adds to a position."""
+    return (strategy.paused and strategy.paused_by == strategy_pb2.PAUSED_BY_NEOPULSE
+            and strategy.pause_reason.startswith((NOT_RESTORED, LOSS_STOPPED)))
+
+
+def _shrinks(strategy: Strategy, decision: Decision) -> bool:
+    """Whether a decision can only close or shrink the strategy's position: a cancel; a change of a working order
+    against the position (an exit) that leaves no more of it to fill than is held; an intent no bigger than what it
+    closes."""
+    if isinstance(decision, OrderCancel):
+        return True
+    if isinstance(decision, OrderChange):
+        held, working = strategy.position(decision.token), strategy.working_order(decision.token)
+        if not held or working is None or working.side != exit_side(held):
+            return False
+        return not decision.quantity or decision.quantity - working.filled_quantity <= abs(held)
+    return 0 < decision.quantity <= _closable(strategy, decision)
 
 
 def _closable(strategy: Strategy, intent: OrderIntent) -> int:

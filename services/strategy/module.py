@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from prometheus_client import Counter
 
 from services.strategy import restore, warmup
 from services.strategy.config import StrategySettings
-from services.strategy.engine import Output, StrategyEngine, build_strategies
+from services.strategy.engine import NOT_RESTORED, Output, StrategyEngine, build_strategies
 from services.strategy.orders import Change
 from services.strategy.state import MemoryStrategyState, StrategyStateStore
 from shared import rpc
@@ -41,6 +41,7 @@ ORDER_CHANGES = Counter("neopulse_strategy_order_changes", "Strategies' changes 
                         "sent to the OMS, by its answer (made, or refused)", ["strategy", "kind", "outcome"])
 LATE_TICKS = Counter("neopulse_strategy_late_ticks", "Out-of-order ticks ignored (older than the open minute)")
 STATE_SAVE_ERRORS = Counter("neopulse_strategy_state_save_errors", "Strategy states (pause, run-time params) not saved")
+T = TypeVar("T")
 
 
 class StrategyModule(Component):
@@ -56,7 +57,10 @@ class StrategyModule(Component):
         self.state_store: StrategyStateStore = state if state is not None else MemoryStrategyState()
         self._saving = asyncio.Lock()  # one save at a time, each of the state as it is then: the last one holds
         self.instruments = InstrumentBook()
-        self.sequencer = Sequencer()
+        self.sequencer = Sequencer()  # the signals', taken as they are published (_publish)
+        # Held while signals are numbered and published: the numbers rise in the order they go out, which split
+        # mode's StreamSignals bridge relies on (it drops a sequence at or below the last it saw).
+        self._publishing = asyncio.Lock()
         self.engine: StrategyEngine | None = None
         self._late_reported = 0
         self._loaded = asyncio.Event()  # the OMS's orders are read (start)
@@ -66,7 +70,7 @@ class StrategyModule(Component):
     async def start(self) -> None:
         await self.instruments.load_from(self.bus)
         strategies = build_strategies(self.settings, self.instruments)
-        self.engine = StrategyEngine(strategies, self.instruments, self.clock, self.sequencer)
+        self.engine = StrategyEngine(strategies, self.instruments, self.clock)
         await self._restore_state()  # run-time params first: they may change what the warm-up reads
         # Warm before its positions come back (a warm-up sees flat strategies, and order updates need not wait).
         await self._warm_up()
@@ -213,7 +217,8 @@ class StrategyModule(Component):
         for name, reason in refused.items():
             await self._start_paused(name, reason)
         for name, tokens in engine.unguarded().items():
-            await self._start_unguarded(name, tokens)
+            if name not in refused:  # paused to send nothing: its own notice says to check and close what it holds
+                await self._start_unguarded(name, tokens)
 
     async def _restore_extremes(self) -> None:
         """The restored positions' highest and lowest prices since their entries, from the stored ticks, for the
@@ -243,8 +248,9 @@ class StrategyModule(Component):
 
     async def _start_paused(self, name: str, reason: str) -> None:
         assert self.engine is not None
-        self.engine.set_paused(name, True, f"its positions could not be restored at start: {reason}",
-                               by=strategy_pb2.PAUSED_BY_NEOPULSE)
+        # Over a pause put back from before the restart: this one holds back even exits (engine.sends_nothing).
+        self.engine.set_paused(name, True, f"{NOT_RESTORED}: {reason}", by=strategy_pb2.PAUSED_BY_NEOPULSE,
+                               replace=True)
         text = (f"Strategy {name} starts paused: {reason}. Check its positions at the broker (the OMS's "
                 "ListPositions) and close or adopt them, then resume it.")
         log.error("strategy starts paused: its positions cannot be restored exactly",
@@ -264,8 +270,9 @@ class StrategyModule(Component):
         log.error("a restored position has no stop", extra={"strategy": name, "tokens": tokens})
         await self._critical("Position without a stop", (
             f"Strategy {name} holds {held} and cannot tell its stop (what gives it was neither saved nor read back "
-            "from the stored candles). Nothing guards it until the intraday square-off: watch it or close it at the "
-            "broker. The strategy's other positions keep their stops."), name)
+            "from the stored candles, or its indicators start cold). Nothing guards it until the intraday square-off "
+            "or, for an indicator's exit, until the indicators are warm: watch it or close it at the broker. The "
+            "strategy's other positions keep their stops."), name)
 
     def _symbol(self, token: int) -> str:
         inst = self.instruments.get(token)
@@ -304,6 +311,8 @@ class StrategyModule(Component):
             return
         now = self.clock.now_ns()
         await self._publish(self.engine.close_due(now - self.settings.close_grace_ms * 1_000_000))
+        if self.engine.blocked_stops:
+            await self._tell_blocked_stops()
         if self.engine.saves_due:
             self._save_changed()
         self._count_late()
@@ -312,6 +321,8 @@ class StrategyModule(Component):
             for order_id in self.engine.orders.stale(now, max_age_ns, CANCEL_RETRY_NS):
                 spawn(self._cancel_stale(order_id), name=f"strategy:cancel:{order_id}")
         losses = self.engine.loss_turn(now)
+        if losses.signals:  # the close-out's exits first: they wait for no notification or database
+            await self._publish(([], losses.signals))
         for name, text in losses.stopped:
             log.error("strategy stopped: daily loss limit reached", extra={"strategy": name, "reason": text})
             await self._critical("Strategy stopped: daily loss limit",
@@ -322,8 +333,6 @@ class StrategyModule(Component):
         for name in losses.finished:
             log.info("strategy closed out for its daily loss limit: flat", extra={"strategy": name})
             await self._save_state(name)
-        if losses.signals:
-            await self._publish(([], losses.signals))
 
     async def _cancel_stale(self, order_id: str, stale: bool = True) -> None:
         """Cancel an order left working past cancel_working_after_s (or, not `stale`, one of a strategy its loss limit
@@ -390,6 +399,17 @@ class StrategyModule(Component):
             await self._publish((candles, signals))
         if engine.saves_due:
             self._save_changed()
+        if engine.blocked_stops:
+            await self._tell_blocked_stops()
+
+    async def _tell_blocked_stops(self) -> None:
+        """Stops reached whose exit an order the trader changed by hand blocks (Strategy.stop_exit): the position
+        rides on until that order ends, so the trader is told at once, once per position."""
+        assert self.engine is not None
+        blocked, self.engine.blocked_stops = self.engine.blocked_stops, []
+        await self.bus.after_order_path()
+        for name, token, text in blocked:
+            await self._critical("Stop reached, exit blocked", f"{name}: {self._symbol(token)}: {text}", name)
 
     async def _on_decision(self, decision: trading_pb2.RiskDecision) -> None:
         assert self.engine is not None
@@ -405,10 +425,14 @@ class StrategyModule(Component):
         engine = self.engine
         assert engine is not None
         candles, signals = output
-        # Signals first: the order path is woken before the candle consumers (the OMS's paper fills).
-        for signal in signals:
-            SIGNALS.labels(signal.strategy).inc()
-            await self.bus.publish(Topic.SIGNALS, signal)
+        # Signals first: the order path is woken before the candle consumers (the OMS's paper fills). Numbered here,
+        # not when made: some are made before an await (a database write) and go out after later ones.
+        if signals:
+            async with self._publishing:
+                for signal in signals:
+                    signal.sequence = self.sequencer.next()
+                    SIGNALS.labels(signal.strategy).inc()
+                    await self.bus.publish(Topic.SIGNALS, signal)
         if engine.orders.has_changes:
             for change in engine.orders.take_changes():
                 self._changes.put_nowait(change)
@@ -469,14 +493,14 @@ class StrategyModule(Component):
             raise InvalidInput("reason", f"is longer than {MAX_REASON_CHARS} characters; say why in fewer words")
         strategy = engine.set_paused(request.name, True, request.reason)
         log.info("strategy paused", extra={"strategy": strategy.name, "reason": strategy.pause_reason})
-        await self._save_state(strategy.name)
+        await self._to_the_end(self._save_state(strategy.name), f"strategy:pause:{strategy.name}")
         return strategy_pb2.PauseStrategyResponse(strategy=engine.info(strategy))
 
     async def _resume(self, request: strategy_pb2.ResumeStrategyRequest) -> strategy_pb2.ResumeStrategyResponse:
         engine = self._engine()
         strategy = engine.set_paused(request.name, False)
         log.info("strategy resumed", extra={"strategy": strategy.name})
-        await self._save_state(strategy.name)
+        await self._to_the_end(self._save_state(strategy.name), f"strategy:resume:{strategy.name}")
         return strategy_pb2.ResumeStrategyResponse(strategy=engine.info(strategy))
 
     async def _set_params(self, request: strategy_pb2.SetStrategyParamsRequest
@@ -484,7 +508,20 @@ class StrategyModule(Component):
         engine = self._engine()
         strategy, exits = engine.set_params(request.name, dict(request.params))
         log.info("strategy params set", extra={"strategy": strategy.name, "params": dict(request.params)})
-        await self._save_state(strategy.name)
+        await self._to_the_end(self._params_set(strategy.name, exits), f"strategy:params:{strategy.name}")
+        return strategy_pb2.SetStrategyParamsResponse(strategy=engine.info(strategy))
+
+    async def _params_set(self, name: str, exits: list[trading_pb2.Signal]) -> None:
+        """Send the exits new params call for (marked sent: not sent, the strategy would wait PENDING_EXPIRY_NS for
+        them), before the database write that saves the params."""
         if exits:
             await self._publish(([], exits))
-        return strategy_pb2.SetStrategyParamsResponse(strategy=engine.info(strategy))
+        await self._save_state(name)
+
+    async def _to_the_end(self, work: Coroutine[Any, Any, T], name: str) -> T:
+        """Run `work` to its end even if the caller gives up (a gRPC deadline, Telegram's timeout): its own task,
+        shielded, which drain() waits for. A control already applied in memory is then saved, and what it calls for
+        sent, whatever the caller does."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self.bus.track(task)
+        return await asyncio.shield(task)

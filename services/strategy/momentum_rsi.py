@@ -36,13 +36,16 @@ Rules, on each closed candle of a token (after warm-up: rsi_period + 1 and ema_p
   a part-filled entry is cancelled first), an entry still working is cancelled, and none is made that day.
 - With `max_reprices` above 0, a LIMIT order still working at a candle's close is moved to that close (the OMS's
   ModifyOrder, which risk checks), at most that many times per order: an exit always, an entry only while the
-  close stays on its trend's side of the EMA.
+  close stays on its trend's side of the EMA, its quantity cut to what `order_value` and `risk_per_trade` allow at
+  the new price (not moved when that is no more than has filled).
 Orders are MIS; MARKET, or LIMIT `limit_slippage_pct` (default 0.05%) worse than the candle's close, to the tick
 within it: a marketable limit, which trades at once unless the market has run that far past the close. At 0 the LIMIT
 is at the close, where a momentum entry fills only if the market comes back to it.
 A period change (SetStrategyParams) warms the new indicators up at once from the latest closes of each token,
 kept for that (as many as the longest valid periods need), and then checks the exits (exits_due); it never enters.
-At start the stored candles warm it up the same way (closes_needed: the longer of the two warm-ups).
+At start the stored candles warm it up the same way (closes_needed: the longer of the two warm-ups); a position
+restored while they could not (its indicators cold) and with no stop_loss_pct or trailing_stop_pct has no exit until
+they are warm again, which a CRITICAL notification says (unguarded).
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ from services.strategy.plugins import (
     Strategy,
     StrategyContext,
     StrategyParams,
+    WorkingOrder,
     limit_through,
     moved_by_pct,
     register,
@@ -307,6 +311,20 @@ class MomentumRsi(Strategy):
         p = self.params
         return max(p.rsi_period + 2, p.ema_period, p.trend_ema_period if p.trend_index else 0)
 
+    def unguarded(self, now_ns: int) -> list[int]:
+        """The held tokens with no exit against them for now: their RSI or EMA not warm (the warm-up at start failed,
+        timed out or was off) and no stop_loss_pct or trailing_stop_pct, they ride any fall until the indicators are
+        warm again, up to closes_needed() live minutes."""
+        p = self.params
+        if p.stop_loss_pct or p.trailing_stop_pct:
+            return []
+        held = sorted({token for (token, _), quantity in self.positions().items() if quantity})
+        return [token for token in held if not self._warm(token)]
+
+    def _warm(self, token: int) -> bool:
+        state = self._state.get(token)
+        return state is not None and state.rsi.value is not None and state.ema.value is not None
+
     def exits_due(self, ctx: StrategyContext) -> list[OrderIntent]:
         """The exits the indicators (warmed up again after a period change, or from stored candles at start) call
         for at each token's latest close."""
@@ -482,7 +500,8 @@ class MomentumRsi(Strategy):
         """A LIMIT order of ours still working at a candle's close follows the market to that close (priced as an order
         made there would be: limit_slippage_pct worse), up to max_reprices times per order: an exit always (the
         position is to close), an entry only while the close stays on its trend's side of the EMA (above for a buy,
-        below for a sell)."""
+        below for a sell), with its quantity sized again there (_resized), and not moved when that is no more than
+        has filled (a change must leave more than that; the rest then waits at its price, within the budget)."""
         most, working = self.params.max_reprices, self.working_order(token)
         if (not most or working is None or working.order_type != trading_pb2.ORDER_TYPE_LIMIT or working.changing
                 or working.changes >= most or working.remaining <= 0):
@@ -494,9 +513,26 @@ class MomentumRsi(Strategy):
         exiting = held < 0 if buying else held > 0
         if not exiting and buying != (close > ema):
             return None
+        quantity = working.quantity if exiting else self._resized(token, working, price, ctx)
+        if quantity <= working.filled_quantity:  # the budget at the new price is spent: the rest waits where it is
+            return None
         what = "exit" if exiting else "entry"
         said = f"{what} repriced to the close ({working.changes + 1} of {most}), EMA {fmt_inr(round(ema))}"
+        if quantity != working.quantity:
+            said += f"; {quantity} units, as many as its budget buys there"
+            return OrderChange(token, limit_price_paise=price, quantity=quantity, reason=said)
         return OrderChange(token, limit_price_paise=price, reason=said)
+
+    def _resized(self, token: int, working: WorkingOrder, price: int, ctx: StrategyContext) -> int:
+        """The quantity of the working entry `working` moved to `price`: sized again there by order_value and
+        risk_per_trade (ceilings, which the order that fills must keep too), never more than it was."""
+        p = self.params
+        if not p.order_value and not p.risk_per_trade:
+            return working.quantity
+        side = trading_pb2.SIDE_BUY if working.side == trading_pb2.SIDE_BUY else trading_pb2.SIDE_SELL
+        sized = self.entry_quantity(token, ctx, price, p.quantity, p.order_value, p.risk_per_trade,
+                                    self._entry_stop(price, side))
+        return min(working.quantity, sized)
 
     def _intent(self, token: int, close: int, ctx: StrategyContext, side: trading_pb2.Side, quantity: int,
                 reason: str) -> OrderIntent:

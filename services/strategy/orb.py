@@ -3,7 +3,8 @@
 A plugin (see plugins.py). Rules, per token and IST day:
 - The opening range: the highest high and the lowest low of the token's 1-minute candles from its exchange's open
   (09:15 for NSE and BSE, 09:00 for MCX and currencies; `session_start_ist` sets another) for `range_minutes`
-  (15). It is complete at the close of its last minute's candle, or of any later one. A token with no candle inside
+  (15). It is complete at the close of its last minute's candle, or of any later one, and then fixed for the day
+  (it gives the stops: a run-time change of either param applies from the next day's). A token with no candle inside
   it has no range that day; neither has one whose range is wider than `max_range_pct` of its low (0: any width),
   since its stop would be too far away, nor one no wider than the instrument's tick (all its trades at one or two
   adjacent prices: nothing can break out of it, and its stop would sit at the entry).
@@ -147,10 +148,13 @@ class OpeningRangeBreakout(Strategy):
         r = self._ranges.get(token)
         if r is not None and day < r.day:  # an earlier day's (read at the warm-up for another strategy): kept apart
             return []
-        if r is None or r.day != day or r.start != start:  # a new day, or the range's start changed (params)
+        # A new day; or the range's start changed (params) before today's range was complete. A complete one is kept
+        # for the day, whatever the params say now: a position's stop and target are read from it, and a range whose
+        # minutes are over would never complete again (session_start_ist, range_minutes: from the next day).
+        if r is None or r.day != day or (r.start != start and not r.complete):
             inst = ctx.instruments.get(token)
             r = self._ranges[token] = _Range(day, start, tick=inst.tick_size_paise if inst is not None else 0)
-        if start <= minute < end:
+        if start <= minute < end and not r.complete:
             r.high, r.low = max(r.high, candle.high_paise), min(r.low, candle.low_paise)
         if not r.complete and r.high and minute >= end - 1:
             r.complete = True

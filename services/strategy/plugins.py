@@ -37,7 +37,8 @@ plugin can refuse to pyramid and exit with the opposite side; ``self.working_ord
 order there while it works: terms, fills, status, how often the plugin changed it), which an
 ``OrderChange`` returned beside or instead of intents changes (a limit moved after the market, a
 quantity cut, a stop's trigger trailed; the OMS's ModifyOrder, checked by risk). The module decides whether an
-intent is sent (a paused strategy still sees every candle but sends nothing) and turns it into a
+intent is sent (a strategy the operator paused sends only what closes or shrinks a position; one NeoPulse
+paused because its positions could not be restored, nothing) and turns it into a
 ``trading_pb2.Signal``. Parameters change at run time through ``SetStrategyParams``: the module
 validates the whole new set with ``Params`` first, then calls ``apply_params``, which by default
 calls ``reset()`` when a field listed in ``reset_on`` changed. ``reset()`` should warm the new
@@ -52,8 +53,9 @@ the levels whenever the token's position or orders change, at the token's closes
 an ``on_price_level`` that decided nothing (a trailing stop moving), and when the plugin calls
 ``levels_changed(token)`` (ORB, once its opening range is complete). ``entry_quantity`` sizes an entry in whole lots
 from a quantity or a budget in rupees. A stop is best left to ``stop_exit`` (exit at the market; while an order of
-the strategy's works, move a LIMIT exit or cancel a part-filled entry with an ``OrderCancel`` first; due until flat,
-a refusal retried within seconds) with ``stop_while_working`` and ``due_stop`` in ``price_levels``.
+the strategy's works, move a LIMIT exit or cancel a part-filled entry with an ``OrderCancel`` first; behind an order
+a trader changed by hand, said once in ``take_blocked_stops`` and sent when that order ends; due until flat, a refusal
+retried within seconds) with ``stop_while_working`` and ``due_stop`` in ``price_levels``.
 
 At start (with a database) the module warms every strategy up from the stored ticks: the 1-minute candles each
 traded token closed before now, today's and, until they alone hold ``closes_needed()`` (override it when your
@@ -246,6 +248,10 @@ class Strategy:
         self._relevel: set[int] = set()  # tokens whose price levels to ask again (levels_changed)
         self._saved_changed = False  # what saved() returns changed since the engine last looked (saved_changed)
         self._stop_due: dict[int, str] = {}  # token -> why: a stop reached, its position not yet flat (stop_exit)
+        # token -> what to tell the trader: a stop reached while an order they changed by hand blocks the exit, not
+        # yet taken (take_blocked_stops); and the tokens already told, until their position is flat.
+        self._blocked_stops: dict[int, str] = {}
+        self._blocked_told: set[int] = set()
         # Its day's P&L, from its own fills (and the square-offs' of its positions): for max_daily_loss.
         self.max_daily_loss_paise = 0
         self.loss_stopped_day = 0  # the IST day the limit stopped it (once a day: a resume is the operator's call)
@@ -464,7 +470,9 @@ class Strategy:
           LIMIT would be priced (it would otherwise wait where it was while the market runs away);
         - an entry, part of it filled, is cancelled first (its fills are the position to protect, and the rest of it
           would only add to it); the exit goes at the token's first tick after;
-        - a MARKET exit, a signal on its way, an order a trader changed by hand: nothing."""
+        - a MARKET exit, a signal on its way: nothing;
+        - an order a trader changed by hand: nothing the strategy may do (it may neither move nor cancel it), so the
+          stop is said once (take_blocked_stops, a CRITICAL log) and goes at the market as soon as that order ends."""
         pos = self.position(token)
         if not pos:
             return []
@@ -473,7 +481,10 @@ class Strategy:
         if not self.is_pending(token, ctx.now_ns):
             return [self.mis_order(token, side, abs(pos), price, ctx, reason, True)]
         working = self.working_order(token)
-        if working is None or working.remaining <= 0 or working.changed_by_hand:
+        if working is None or working.remaining <= 0:
+            return []
+        if working.changed_by_hand:
+            self._stop_blocked(token, working, reason)
             return []
         if working.side != side:
             if working.status == trading_pb2.ORDER_STATUS_CANCEL_PENDING:
@@ -503,14 +514,43 @@ class Strategy:
     def stop_while_working(self, token: int, stop: int) -> tuple[int, int] | None:
         """price_levels while a signal or order of ours is under way in `token` (is_pending), for the position held
         there with its stop at `stop` (paise; 0 for none): the stop alone while stop_exit has something to do at it
-        (a LIMIT exit working, or an entry with part of it filled), else nothing."""
+        (a LIMIT exit working, or an entry with part of it filled; an order a trader changed by hand until the stop
+        is due: stop_exit then says so, and the exit waits for that order to end), else nothing."""
         pos, working = self.position(token), self.working_order(token)
-        if not pos or not stop or working is None or working.remaining <= 0 or working.changed_by_hand:
+        if not pos or not stop or working is None or working.remaining <= 0:
             return None
+        if working.changed_by_hand:
+            return None if self.due_stop(token) else ((stop, NEVER) if pos > 0 else (0, stop))
         exiting = working.side == exit_side(pos)
         if exiting and working.order_type != trading_pb2.ORDER_TYPE_LIMIT:
             return None
         return (stop, NEVER) if pos > 0 else (0, stop)
+
+    def _stop_blocked(self, token: int, working: WorkingOrder, reason: str) -> None:
+        """The stop of the position in `token` is due, and an order a trader changed by hand works there: the
+        strategy may neither move nor cancel it, so the position rides on until the order ends. Said once per
+        position, loudly: the trader is to cancel their order or exit by hand."""
+        if token in self._blocked_told:
+            return
+        self._blocked_told.add(token)
+        text = (f"{reason}; the order {working.order_id} changed by hand blocks the exit of "
+                f"{self.position(token):+d}: cancel it (the strategy then exits at the market) or exit by hand")
+        self._blocked_stops[token] = text
+        log.critical("stop reached, its exit blocked by an order changed by hand", extra={
+            "strategy": self.name, "token": token, "order_id": working.order_id, "reason": reason})
+
+    def take_blocked_stops(self) -> dict[int, str]:
+        """The stops reached since the last call whose exit an order changed by hand blocks (token -> what to tell
+        the trader, once per position): for the engine to notify (the strategy cannot). due_stop says the same for
+        as long as the position is held."""
+        taken, self._blocked_stops = self._blocked_stops, {}
+        return taken
+
+    def _stop_cleared(self, token: int) -> None:
+        """The position in `token` is flat: no stop of it is due any more."""
+        self._stop_due.pop(token, None)
+        self._blocked_stops.pop(token, None)
+        self._blocked_told.discard(token)
 
     def working_orders(self) -> list[WorkingOrder]:
         """Its orders while they work (a copy of the list)."""
@@ -573,7 +613,7 @@ class Strategy:
                 self._entries.pop(key, None)
                 self._entered_at.pop(key, None)
             if not self.position(token):
-                self._stop_due.pop(token, None)
+                self._stop_cleared(token)
         return taken
 
     def release_unknown(self) -> None:
@@ -610,7 +650,7 @@ class Strategy:
             self._positions[key] = held + signed
             self._note_entry(key, held, signed, update.last_fill_price_paise, update.ts_ns)
             if not self.position(token):
-                self._stop_due.pop(token, None)
+                self._stop_cleared(token)
         if update.status in TERMINAL:
             self._pending.pop(token, None)
             self._orders.pop(order_id, None)

@@ -58,13 +58,6 @@ def test_a_paused_plugin_sends_nothing():
     assert strategy.signals_emitted == 0
 
 
-def test_signal_sequences_increase_across_strategies():
-    engine = engine_with(BuyEveryTick("a", NoParams()), BuyEveryTick("b", NoParams()))
-    _, signals = engine.on_ticks([tick(SBIN), tick(TCS)])
-    sequences = [s.sequence for s in signals]
-    assert len(sequences) == 4 and sequences == sorted(set(sequences))
-
-
 def test_a_plugin_that_raises_does_not_stop_candles_or_other_strategies():
     class Broken(Strategy):
         kind = "BROKEN"

@@ -7,6 +7,7 @@ import pytest
 
 from services.oms.engine import OrderStateError
 from services.strategy.config import StrategySettings
+from services.strategy.engine import NOT_RESTORED
 from services.strategy.module import StrategyModule
 from shared import config as cfg
 from shared import rpc
@@ -278,10 +279,10 @@ async def test_a_threshold_change_also_sends_at_once_the_exit_it_calls_for(harne
     assert [(s.side, s.quantity) for s in harness.signals] == [(trading_pb2.SIDE_BUY, 1), (trading_pb2.SIDE_SELL, 1)]
 
 
-async def test_a_paused_strategy_sends_no_exit_on_new_params(harness):
+async def test_a_strategy_paused_to_send_nothing_sends_no_exit_on_new_params(harness):
     await harness.feed(ticks(FALLING_THEN_JUMP), candles_expected=6)
     await harness.bus.publish(Topic.ORDER_UPDATES, update(1, qty=1))
-    await harness.bus.call(rpc.PAUSE_STRATEGY, strategy_pb2.PauseStrategyRequest(name="mom"))
+    harness.module.engine.set_paused("mom", True, f"{NOT_RESTORED}: ...", by=strategy_pb2.PAUSED_BY_NEOPULSE)
 
     await set_params(harness, entry_long_rsi=80, exit_long_rsi=70)
 

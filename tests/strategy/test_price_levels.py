@@ -5,10 +5,10 @@ from datetime import date
 
 import pytest
 
-from services.strategy.engine import StrategyEngine
+from services.strategy.engine import NOT_RESTORED, StrategyEngine
 from services.strategy.momentum_rsi import MomentumRsi, MomentumRsiParams
 from shared.clock import NS, ManualClock, ist_ns
-from shared.contracts import market_pb2, oms_pb2, trading_pb2
+from shared.contracts import market_pb2, oms_pb2, strategy_pb2, trading_pb2
 from shared.instruments import InstrumentBook
 from shared.marketdata import nse_instruments
 from shared.positions import SQUAREOFF_TAG
@@ -311,10 +311,10 @@ def test_an_entry_a_trader_changed_by_hand_is_not_cancelled_by_the_stop():
     assert desk.engine.orders.take_changes() == []
 
 
-def test_a_paused_strategy_sends_no_stop_exit_and_a_resumed_one_does_at_its_next_tick():
+def test_a_strategy_paused_to_send_nothing_sends_no_stop_exit_and_a_resumed_one_does_at_its_next_tick():
     desk = Desk(stop_loss_pct=1)
     desk.hold()
-    desk.engine.set_paused("mom", True)
+    desk.engine.set_paused("mom", True, f"{NOT_RESTORED}: ...", by=strategy_pb2.PAUSED_BY_NEOPULSE)
     assert desk.ticks(98_00) == []
 
     desk.engine.set_paused("mom", False)
