@@ -49,6 +49,9 @@ UNREAD_WITHIN_S = 1.0
 _RECEIVER_DONE = object()
 # Miscounted pictures remembered until their message is read (_note_miscounted): past this, forgotten (bounded).
 MAX_MISCOUNTED = 1_000
+# Ticks refused as ahead of this machine's clock are logged the first time, then summed up at most this often: a
+# clock behind the exchange refuses every tick, and a line each would flood the log from the trading loop.
+AHEAD_LOGGED_EVERY_S = 60.0
 
 
 def _queued(ws: Any) -> list[Any]:
@@ -92,6 +95,11 @@ class KotakFeedSource:
         self._closed = False
         self._unwatched_logged = False  # the SDK's receive loop could not be watched: said once
         self._miscounted: set[tuple[str, str, int, int, int]] = set()  # _depth_key of pictures to read without depth
+        # Ticks refused as ahead of this machine's clock (also malformed_packets), and by how much the last one was:
+        # the ingestion watchdog tells a clock behind the exchange's from them.
+        self.ahead_ticks = 0
+        self.ahead_by_ns = 0
+        self._ahead_logged, self._ahead_logged_at = 0, -AHEAD_LOGGED_EVERY_S  # ahead_ticks when last logged, and when
 
     async def instruments(self) -> list[market_pb2.Instrument]:
         if self._instruments is None:
@@ -376,8 +384,8 @@ class KotakFeedSource:
                 if t is not None and isinstance(m, SFeedScrip):
                     self._drop_untrusted_depth(m, t)
                 if t is not None and t.ts_ns > latest:
-                    raise ValueError(f"last_trade_time {t.ts_ns // NS} is {(t.ts_ns - now) // NS} s ahead of this "
-                                     "machine's clock (a corrupt time; or check the clock)")
+                    self._ahead(t, now)
+                    continue
             except (ValueError, TypeError) as exc:
                 self.stats.malformed_packets += 1
                 log.warning("kotak feed message skipped", extra={"token": getattr(m, "instrument_token", ""),
@@ -386,6 +394,21 @@ class KotakFeedSource:
             if t is not None and self._is_new(t, m.type):
                 ticks.append(t)
         return ticks
+
+    def _ahead(self, tick: market_pb2.Tick, now: int) -> None:
+        """Count and skip a tick whose trade time is more than AHEAD_NS ahead of this machine's clock: a corrupt time,
+        or (every tick so) a clock behind the exchange's. Logged the first time, then a sum at most every
+        AHEAD_LOGGED_EVERY_S."""
+        self.stats.malformed_packets += 1
+        self.ahead_ticks += 1
+        self.ahead_by_ns = tick.ts_ns - now
+        at = time.monotonic()
+        if at - self._ahead_logged_at < AHEAD_LOGGED_EVERY_S:
+            return
+        log.warning("kotak feed ticks skipped: trade time ahead of this machine's clock (a corrupt time; or the "
+                    "clock is behind: check NTP)", extra={"token": tick.token, "ahead_s": self.ahead_by_ns // NS,
+                                                          "ticks": self.ahead_ticks - self._ahead_logged})
+        self._ahead_logged, self._ahead_logged_at = self.ahead_ticks, at
 
     def _drop_untrusted_depth(self, message: SFeedScrip, tick: market_pb2.Tick) -> None:
         """Empty the tick's depth and touch when they cannot be trusted: a paper MARKET order fills at the touch. The

@@ -16,6 +16,15 @@ from prometheus_client import Counter, Gauge
 
 from services.ingestion.config import IngestionSettings
 from services.ingestion.source import MarketSource
+from services.ingestion.watch import (
+    DELAY_WINDOWS,
+    STALL_CRITICAL_S,
+    STALL_TOLD_EVERY_S,
+    FeedDelay,
+    FeedOutage,
+    StoreWatch,
+    span,
+)
 from shared import rpc, runtime
 from shared.bus import Bus, Topic
 from shared.clock import NS, Clock, day_of, ist_ns, segment_open
@@ -35,44 +44,6 @@ CONNECTED = Gauge("neopulse_ingestion_feed_connected", "1 while the feed is conn
 SINK_ERRORS = Counter("neopulse_ingestion_tick_sink_errors", "Tick sink failures (market data went on)", ["source"])
 STALL_BACKOFF_MAX_S = 60.0  # a feed that stays mute is reconnected at least this often (a broken socket heals)
 DROPS_TOLD_EVERY_S = 60.0  # ticks shed for a slow consumer are told at most this often, with the count since
-DELAY_WINDOWS = 3  # watchdog windows in a row (about 1 s each) that start or end a "feed delayed" episode
-
-
-class FeedDelay:
-    """Whether the feed runs behind the exchange: in each watchdog window, the freshest trade's time against the
-    clock when it arrived (the smallest lag seen). The freshest, as a thinly traded contract's trade is old news when
-    it prints; trades only (ltq > 0), as a quote-only update carries its last trade's time."""
-
-    def __init__(self, threshold_s: float) -> None:
-        self.threshold_ns = int(threshold_s * NS)
-        self.delayed = False
-        self._lag_ns: int | None = None  # the current window's smallest lag
-        self._run = 0  # windows in a row that disagree with `delayed`
-
-    def saw(self, lag_ns: int) -> None:
-        if self._lag_ns is None or lag_ns < self._lag_ns:
-            self._lag_ns = lag_ns
-
-    def end_window(self) -> int | None:
-        """Close the window: its lag (ns) when it is the DELAY_WINDOWS-th in a row to disagree with `delayed`,
-        which then flips; else None. A window without trades breaks a run either way."""
-        lag, self._lag_ns = self._lag_ns, None
-        if lag is None:  # no trade: the run is broken (stale samples minutes apart are not "in a row")
-            self._run = 0
-            return None
-        # Cleared only well under the threshold: a lag hovering at it is one episode, not one every few seconds.
-        disagrees = lag <= self.threshold_ns // 2 if self.delayed else lag > self.threshold_ns
-        self._run = self._run + 1 if disagrees else 0
-        if self._run < DELAY_WINDOWS:
-            return None
-        self.delayed, self._run = not self.delayed, 0
-        return lag
-
-    def reset(self) -> None:
-        """Out of market hours nothing is measured: an episode open at the close ends with it, untold."""
-        self.delayed, self._lag_ns, self._run = False, None, 0
-
-
 class TickSink(Protocol):
     """Where every tick is persisted (services/ingestion/tick_writer.TickWriter); the module runs and closes it."""
 
@@ -107,6 +78,11 @@ class IngestionModule(Component):
         self._drops_told, self._drops_told_at = 0, -DROPS_TOLD_EVERY_S  # dropped_ticks when last told, and when
         self._drops_by: set[str] = set()  # the consumers that shed since then
         self.delay = FeedDelay(settings.feed_delay_s)
+        # Ticks the source refused as ahead of this machine's clock (KotakFeedSource.ahead_ticks) and ticks taken, at
+        # the last watchdog window; windows in a row mostly refused; and whether the clock was told.
+        self._ahead_seen = self._ticks_seen = self._ahead_run = 0
+        self._clock_told = False
+        self.store = StoreWatch()
         self.earlier_day_ticks = 0  # published, not stored: a feed's snapshot of an earlier day's last trade
         self._midnight_ns = self._next_midnight_ns = 0  # today's IST midnight and the next, for the tick store
         self._ended = False  # the source said it has no more ticks (end of a replay)
@@ -293,39 +269,101 @@ class IngestionModule(Component):
 
     async def _watchdog(self) -> None:
         """A socket can stay connected yet mute (Kotak after the session rollover): reconnect it, waiting twice as
-        long after each reconnect that brought nothing (up to STALL_BACKOFF_MAX_S), reported once per outage."""
+        long after each reconnect that brought nothing (up to STALL_BACKOFF_MAX_S). An outage is told when it
+        starts, again (CRITICAL) after STALL_CRITICAL_S and every STALL_TOLD_EVERY_S in market hours, and when ticks
+        come back."""
         stall = self.settings.stall_seconds
         # The feed should tick while any of its instruments' markets is open (MCX into the night).
         segments = {i.exchange_segment for i in self.instruments} or {""}
         was_open = False
-        wait, stalls, ticks_at_stall = stall, 0, -1
+        wait, outage = stall, None
+        malformed_at_tick, ticks_seen = self.source.stats.malformed_packets, self.ticks_total
         while not self._ended:
             await asyncio.sleep(min(1.0, stall / 4))
-            now = self.clock.now_ns()
+            now, mono = self.clock.now_ns(), time.monotonic()
             is_open = any(segment_open(segment, now) for segment in segments)
             if is_open and not was_open:  # silence counts from the open, not from yesterday's last tick
-                self._last_tick_mono = max(self._last_tick_mono, time.monotonic())
-                ticks_at_stall = -1
+                self._last_tick_mono = max(self._last_tick_mono, mono)
+                wait = stall
+                if outage is not None:  # still no tick since the day before: told again if the open brings none
+                    outage.since, outage.next_told_at = mono, mono + stall
             was_open = is_open
             await self._report_drops()
             await self._report_delay(is_open)
-            if self.ticks_total != ticks_at_stall:  # ticks came, or a new session: the next silence is news
-                wait, stalls, ticks_at_stall = stall, 0, -1
-            silent = time.monotonic() - self._last_tick_mono
+            await self._report_clock(is_open)
+            await self._report_store()
+            if self.ticks_total != ticks_seen:
+                ticks_seen, malformed_at_tick = self.ticks_total, self.source.stats.malformed_packets
+            if outage is not None and self.ticks_total != outage.ticks:  # ticks came: the next silence is news
+                await self._feed_back(outage, mono)
+                wait, outage = stall, None
+            elif outage is not None and is_open and mono >= outage.next_told_at:
+                await self._still_stalled(outage, mono)
+            silent = mono - self._last_tick_mono
             if silent < wait or not is_open or self._ended:
                 continue
             STALLS.labels(self.source.name).inc()
             log.warning("feed stalled; reconnecting", extra={"source": self.source.name, "silent_s": round(silent, 1)})
-            if not stalls:
+            if outage is None:
+                outage = FeedOutage(self._last_tick_mono, self.ticks_total, self._last_tick_mono + STALL_CRITICAL_S)
+                refused = self.source.stats.malformed_packets - malformed_at_tick
+                why = (" Its ticks are refused: this machine's clock is behind the exchange's." if self._clock_told
+                       else f" {refused} packets were refused meanwhile (see the log)." if refused else "")
                 await self._notify("Feed stalled", f"No ticks for {silent:.0f}s while the market is open; "
-                                                   "reconnecting.", ops_pb2.SEVERITY_WARNING)
-            stalls, ticks_at_stall = stalls + 1, self.ticks_total
+                                                   f"reconnecting.{why}", ops_pb2.SEVERITY_WARNING)
+            outage.reconnects, outage.ticks = outage.reconnects + 1, self.ticks_total
             try:
                 await self.source.reconnect("stall")
             except Exception:
                 log.exception("reconnect after stall failed", extra={"source": self.source.name})
             self._last_tick_mono = time.monotonic()  # after the reconnect: a slow one is not a new stall
             wait = min(wait * 2, max(stall, STALL_BACKOFF_MAX_S))
+
+    async def _still_stalled(self, outage: FeedOutage, now: float) -> None:
+        """Tell again a stall that lasts: CRITICAL once it is STALL_CRITICAL_S old, then every STALL_TOLD_EVERY_S."""
+        lasted = now - outage.since
+        critical = lasted >= STALL_CRITICAL_S
+        outage.next_told_at = now + STALL_TOLD_EVERY_S if critical else outage.since + STALL_CRITICAL_S
+        log.warning("feed still stalled", extra={"source": self.source.name, "silent_s": round(lasted),
+                                                 "reconnects": outage.reconnects})
+        await self._notify("Feed still stalled", f"No ticks for {span(lasted)} ({outage.reconnects} reconnects); "
+                                                 "stops and exits watched on ticks are blind meanwhile. Check the "
+                                                 "network and the broker's status.",
+                           ops_pb2.SEVERITY_CRITICAL if critical else ops_pb2.SEVERITY_WARNING)
+
+    async def _feed_back(self, outage: FeedOutage, now: float) -> None:
+        lasted = now - outage.since
+        log.info("feed back", extra={"source": self.source.name, "silent_s": round(lasted),
+                                     "reconnects": outage.reconnects})
+        await self._notify("Feed back", f"Ticks again after {span(lasted)} ({outage.reconnects} reconnects).",
+                           ops_pb2.SEVERITY_INFO)
+
+    async def _report_clock(self, is_open: bool) -> None:
+        """Tell once when this machine's clock runs behind the exchange's: the source refuses most ticks as ahead
+        of it (KotakFeedSource.ahead_ticks) for DELAY_WINDOWS windows in a row. No tick reaches the strategies
+        then, and no reconnect helps; it is said again only after a window of ticks taken with none refused."""
+        ahead = getattr(self.source, "ahead_ticks", 0)
+        refused, taken = ahead - self._ahead_seen, self.ticks_total - self._ticks_seen
+        self._ahead_seen, self._ticks_seen = ahead, self.ticks_total
+        if not is_open:
+            self._ahead_run = 0
+            return
+        if not refused and not taken:  # a quiet window (a thin feed) neither makes nor breaks a run
+            return
+        if taken and not refused:
+            self._clock_told = False
+        self._ahead_run = self._ahead_run + 1 if refused > taken else 0
+        if self._ahead_run < DELAY_WINDOWS or self._clock_told:
+            return
+        self._clock_told = True
+        behind_s = getattr(self.source, "ahead_by_ns", 0) / NS
+        log.error("machine clock behind the exchange", extra={"source": self.source.name, "behind_s": round(behind_s)})
+        await self._notify("Clock behind", f"This machine's clock is ~{behind_s:.0f} s behind the exchange's: ticks "
+                                           "are refused as ahead of it. Sync it (NTP).", ops_pb2.SEVERITY_CRITICAL)
+
+    async def _report_store(self) -> None:
+        if self.tick_sink is not None:
+            await self.store.check(self.tick_sink, self._notify, self.source.name)
 
     async def _notify(self, title: str, text: str, severity: ops_pb2.Severity) -> None:
         await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
@@ -343,3 +381,4 @@ class IngestionModule(Component):
             ticks_per_second=self.ticks_per_second, last_tick_ns=self.last_tick_ns,
             reconnects=stats.reconnects, malformed_packets=stats.malformed_packets,
             dropped_ticks=self.dropped_ticks)
+

@@ -28,7 +28,8 @@ HEADER_SIZE = 9  # SFeed packet header (length u16, code u16, exchange, level, a
 _LTT_MIN_S, _LTT_MAX_S = 946_684_800, 4_102_444_800
 # A trade time further ahead of this machine's clock (NTP keeps it within seconds of the exchange's) is a corrupt
 # field: taken, it would hold the token's candle in that future minute, every real tick after it "late" (no candles,
-# no stop watched on its ticks) until then. Too slow a clock shows as every tick skipped, said in the log.
+# no stop watched on its ticks) until then. Too slow a clock skips every tick: the
+# ingestion watchdog tells the trader it is behind (module._report_clock).
 AHEAD_NS = 300 * NS
 # A day's cumulative volume above this is a corrupt field (the busiest NSE contracts trade ~10^9 units a day).
 MAX_DAY_VOLUME = 10**12
