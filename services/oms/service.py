@@ -22,7 +22,15 @@ from shared.bus import Bus
 from shared.contracts import ingestion_pb2, oms_pb2, risk_pb2
 from shared.contracts import trading_pb2 as t
 from shared.db.protojson import message_dict
-from shared.errors import InvalidInput, NeoPulseError, NotFound, OutcomeUnknown, RiskRejected
+from shared.errors import (
+    InvalidInput,
+    NeoPulseError,
+    NotFound,
+    OrderStateError,
+    OutcomeUnknown,
+    RetryableError,
+    RiskRejected,
+)
 from shared.ids import MAX_REASON_CHARS
 from shared.order_terms import PRICED, STOPS, unknown_choice
 from shared.positions import SQUAREOFF_TAG, chunks, exit_side, whole_lots
@@ -68,6 +76,7 @@ class OrderService:
         self.settings = settings
         self.engine = engine
         self._parts_known: dict[int, int] = {}  # token -> largest order (freeze quantity), from the last list
+        self._squaring = asyncio.Lock()  # one SquareOff at a time (see _square_off)
 
     def register(self) -> None:
         self.bus.handle(rpc.PLACE_ORDER, self.place_order)
@@ -159,45 +168,135 @@ class OrderService:
         return await self.engine.broker.funds()
 
     async def square_off(self, request: oms_pb2.SquareOffRequest) -> oms_pb2.SquareOffResponse:
-        """Market orders against every open position (or the one symbol named), through risk, for what working exit
-        orders do not already cover: one per position, or several where the exchange's freeze quantity caps one. All
-        are sent together and carried through even if the caller gives up (Telegram's 10 s, a gRPC deadline: in the
+        """Close every open position (or the one symbol named) at market, as risk's own square-off does: its working
+        orders (both sides; square-off orders excepted) cancelled and ended first, since a resting stop or target
+        would keep the position open (risk counts it as closing and refuses the market order REDUCE_ONLY) and a
+        resting entry could open it again; then market orders through risk for the whole net less what square-off
+        orders already working close: one per position, or several where the exchange's freeze quantity caps one.
+        A position not closed so (a cancel refused or not confirmed in time, an order refused) is named, with why,
+        in an OrderStateError. Carried through even if the caller gives up (Telegram's 10 s, a gRPC deadline: in the
         monolith the handler runs in the caller's task): a square-off cut halfway leaves positions open."""
         task = asyncio.get_running_loop().create_task(self._square_off(request.symbol.upper()), name="oms:square-off")
         self.bus.track(task)
         return await asyncio.shield(task)
 
     async def _square_off(self, wanted: str) -> oms_pb2.SquareOffResponse:
-        orders, covered = [], False
-        parts_of: dict[int, int] | None = None
-        for pos in list(self.engine.roll_day().positions.values()):
-            if pos.net_quantity == 0 or (wanted and pos.symbol.upper() != wanted):
-                continue
+        """One at a time: a SquareOff asked again waits for the first's orders, then finds them working (idempotent).
+        The positions go side by side, each closed as soon as its own working orders have ended."""
+        async with self._squaring:
+            held = [(pos.token, pos.product) for pos in list(self.engine.roll_day().positions.values())
+                    if pos.net_quantity != 0 and (not wanted or pos.symbol.upper() == wanted)]
+            if wanted and not held:
+                raise NotFound(f"no open position in {wanted}; ListPositions shows what is open")
+            if not held:
+                return oms_pb2.SquareOffResponse()
+            deadline = asyncio.get_running_loop().time() + SQUARE_OFF_WAIT_S
+            parts = asyncio.get_running_loop().create_task(self._largest_parts(), name="oms:square-off:parts")
+            try:
+                outcomes = await asyncio.gather(*(self._square_off_position(key, parts, deadline) for key in held))
+            finally:
+                await asyncio.gather(parts, return_exceptions=True)  # its end: at most LIST_INSTRUMENTS_S
+        placed = [u for orders, _ in outcomes for u in orders]
+        left = [(key, why) for key, (_, why) in zip(held, outcomes, strict=True) if why]
+        if left:
+            raise OrderStateError(self._not_squared_off(left, placed))
+        return oms_pb2.SquareOffResponse(orders=placed)
+
+    async def _square_off_position(self, key: tuple[int, int], parts: asyncio.Task[dict[int, int]],
+                                   deadline: float) -> tuple[list[t.OrderUpdate], str]:
+        """The position's working orders ended, then market orders closing it: those placed, and "" or why the
+        position is not closed (then nothing is sent while an order of its own still works)."""
+        had_working = bool(self._working(key))
+        why = await self._end_working(key, deadline)
+        if why:
+            return [], why
+        if had_working:  # risk learns of the cancels from ORDER_UPDATES, after the book: let it take them first
+            await asyncio.sleep(RISK_SETTLE_S)
+        return await self._close(key, await parts, deadline)
+
+    async def _end_working(self, key: tuple[int, int], deadline: float) -> str:
+        """Cancel the position's working orders other than square-off ones and wait until they have ended: "", or
+        why not by the deadline. A cancel that could not go yet (the order still being placed) or got no answer is
+        asked again; one the broker refused (or that was not sent) is not: the position is named instead."""
+        loop = asyncio.get_running_loop()
+        tasks: dict[str, asyncio.Task[BaseException | None]] = {}
+        while working := self._working(key):
+            for u in working:
+                task = tasks.get(u.internal_id)
+                if task is None or (task.done() and not task.cancelled()
+                                    and isinstance(task.result(), (OrderStateError, RetryableError))):
+                    tasks[u.internal_id] = loop.create_task(self._cancel(u.internal_id), name="oms:square-off:cancel")
+                    self.bus.track(tasks[u.internal_id])
+            left = deadline - loop.time()
+            if left <= 0:
+                return "; ".join(_cancel_outcome(u, tasks.get(u.internal_id)) for u in working)
+            await self._book_changed(min(left, RECANCEL_S))
+        return ""
+
+    async def _cancel(self, internal_id: str) -> BaseException | None:
+        """Cancel one order for a square-off: None, or what the cancel raised (it ends as the caller looks on)."""
+        try:
+            await self.engine.cancel(internal_id)
+        except Exception as exc:
+            log.warning("square-off: a working order not cancelled: %s", exc, extra={"order_id": internal_id})
+            return exc
+        return None
+
+    async def _book_changed(self, within_s: float) -> None:
+        """Until an order's state changes, or `within_s` (a cancel refused without a change)."""
+        try:
+            async with self.engine.changed, asyncio.timeout(within_s):
+                await self.engine.changed.wait()
+        except TimeoutError:
+            pass
+
+    async def _close(self, key: tuple[int, int], parts_of: dict[int, int],
+                     deadline: float) -> tuple[list[t.OrderUpdate], str]:
+        """Market orders for the net position less what working square-off orders close: those placed, and "" or why
+        the position is not all closed. Refused REDUCE_ONLY is asked again until the deadline: risk may not have
+        applied the cancels yet, or a square-off order it accepted (its own, at square-off time) may not be in the
+        book yet; each time from the book as it then is, so nothing is closed twice."""
+        placed: list[t.OrderUpdate] = []
+        pause = RISK_SETTLE_S  # doubling: each refusal is published (and told on Telegram) as a rejection
+        while True:
+            pos = self.engine.roll_day().positions.get(key)
+            if pos is None or pos.net_quantity == 0:
+                return placed, ""
             side = exit_side(pos.net_quantity)
-            quantity = abs(pos.net_quantity) - self._working_quantity(pos.token, pos.product, side)
+            quantity = abs(pos.net_quantity) - self._closing(key, side)
             if quantity <= 0:
-                covered = True
-                continue
-            if parts_of is None:
-                parts_of = await self._largest_parts()
-            orders += [t.OrderRequest(
+                return placed, ""
+            orders = [t.OrderRequest(
                 client_order_id=f"{SQUAREOFF_TAG}-{pos.token}-{uuid.uuid4().hex[:12]}", token=pos.token,
                 exchange_segment=pos.exchange_segment, symbol=pos.symbol, side=side, quantity=part,
                 order_type=t.ORDER_TYPE_MARKET, product=cast("t.Product", pos.product), validity=t.VALIDITY_DAY,
                 strategy_tag=SQUAREOFF_TAG, reason="square-off asked for (SquareOff)")
                 for part in chunks(quantity, parts_of.get(pos.token, 0))]
-        results = await asyncio.gather(*(self._submit(order) for order in orders), return_exceptions=True)
-        placed = [r for r in results if isinstance(r, t.OrderUpdate)]
-        failed = [r for r in results if isinstance(r, BaseException)]
-        for order, result in zip(orders, results, strict=True):
-            if isinstance(result, BaseException):
-                log.warning("square-off order not placed: %s", result, extra={"token": order.token,
-                                                                              "order_id": order.client_order_id})
-        if failed and not placed:  # else the reply lists what went out; the log says what did not
-            raise failed[0]
-        if wanted and not placed and not covered:
-            raise NotFound(f"no open position in {wanted}; ListPositions shows what is open")
-        return oms_pb2.SquareOffResponse(orders=placed)
+            results = await asyncio.gather(*(self._submit(order) for order in orders), return_exceptions=True)
+            placed += [r for r in results if isinstance(r, t.OrderUpdate)]
+            failed = [r for r in results if isinstance(r, BaseException)]
+            for order, result in zip(orders, results, strict=True):
+                if isinstance(result, BaseException):
+                    log.warning("square-off order not placed: %s", result, extra={"token": order.token,
+                                                                                  "order_id": order.client_order_id})
+            if not failed:
+                return placed, ""
+            lagging = all(isinstance(r, RiskRejected) and r.reason_code == "REDUCE_ONLY" for r in failed)
+            if not lagging or asyncio.get_running_loop().time() + pause > deadline:
+                return placed, f"{len(failed)} of {len(orders)} market order(s) not placed: {failed[0]}"
+            await asyncio.sleep(pause)
+            pause *= 2
+
+    def _not_squared_off(self, left: list[tuple[tuple[int, int], str]], placed: list[t.OrderUpdate]) -> str:
+        """The error naming each position left open, with why, and what went out for the others."""
+        names = []
+        for (token, product), why in left:
+            pos = self.engine.roll_day().positions.get((token, product))
+            symbol = (pos.symbol if pos is not None else "") or token
+            names.append(f"{symbol} {t.Product.Name(product).removeprefix('PRODUCT_')} ({why})")
+        sent = f"; {len(placed)} square-off order(s) sent for the rest" if placed else ""
+        return (f"NOT squared off: {'; '.join(names)}{sent}. Check the orders and positions, then square off "
+                "again or close it by hand")
 
     async def _largest_parts(self) -> dict[int, int]:
         """Token -> the largest order the exchange takes (its freeze quantity, in whole lots); none known: {} (one
@@ -213,14 +312,33 @@ class OrderService:
                              for i in reply.instruments if i.freeze_quantity}
         return self._parts_known
 
-    def _working_quantity(self, token: int, product: int, side: int) -> int:
-        """Units still to fill in open orders on this side of the token and product (exits under way)."""
+    def _working(self, key: tuple[int, int]) -> list[t.OrderUpdate]:
+        """The position's working orders, either side, other than square-off ones: what a square-off cancels."""
+        return [u for u in self.engine.open_orders() if (u.request.token, u.request.product or t.PRODUCT_MIS) == key
+                and u.request.strategy_tag != SQUAREOFF_TAG]
+
+    def _closing(self, key: tuple[int, int], side: int) -> int:
+        """Units still to fill in the position's working square-off orders (this one's, an earlier one's, risk's)."""
         return sum(u.request.quantity - u.filled_quantity for u in self.engine.open_orders()
-                   if u.request.token == token and u.request.side == side
-                   and (u.request.product or t.PRODUCT_MIS) == product)
+                   if (u.request.token, u.request.product or t.PRODUCT_MIS) == key and u.request.side == side
+                   and u.request.strategy_tag == SQUAREOFF_TAG)
 
 
 LIST_INSTRUMENTS_S = 0.5  # SquareOff's wait for the freeze quantities, then the last list known
+# How long a SquareOff waits for a position's working orders to end (and risk to see it) before naming it as not
+# squared off: a few seconds, well inside Telegram's 10 s request timeout.
+SQUARE_OFF_WAIT_S = 3.0
+RECANCEL_S = 0.2  # SquareOff's longest wait before looking again at working orders (a cancel that could not go yet)
+RISK_SETTLE_S = 0.05  # SquareOff's pause for risk to apply cancels before (and between) its market orders
+
+
+def _cancel_outcome(u: t.OrderUpdate, task: asyncio.Task[BaseException | None] | None) -> str:
+    """Why one of a position's working orders has not ended: its cancel's error, or no confirmation in time."""
+    error = task.result() if task is not None and task.done() and not task.cancelled() else None
+    if error is not None:
+        return f"cancel of order {u.client_order_id} refused: {error}"
+    return (f"order {u.client_order_id} still {name(u.status)}: cancel not confirmed within "
+            f"{SQUARE_OFF_WAIT_S:g} s")
 
 
 def _jsonable(value: object) -> object:

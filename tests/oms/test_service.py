@@ -306,7 +306,9 @@ async def test_a_second_cancel_of_a_cancel_pending_order_returns_it_unchanged(st
     assert second.order == first.order
 
 
-async def test_square_off_leaves_a_position_alone_when_a_working_exit_order_already_covers_it(start_oms):
+async def test_square_off_asked_twice_cancels_a_resting_exit_and_closes_the_position_once(start_oms):
+    """A resting exit (a target far away) does not close the position now: the square-off cancels it and closes
+    at the market; asked again, it finds the position closed and sends nothing."""
     oms = await start_oms()
     await oms.bus.publish(Topic.TICKS, tick(ltp=100_00, bid=99_95, ask=100_05))
     await until(lambda: oms.broker._last)
@@ -317,23 +319,9 @@ async def test_square_off_leaves_a_position_alone_when_a_working_exit_order_alre
     first = await oms.bus.call(rpc.SQUARE_OFF, oms_pb2.SquareOffRequest())
     second = await oms.bus.call(rpc.SQUARE_OFF, oms_pb2.SquareOffRequest())
 
-    assert (list(first.orders), list(second.orders)) == ([], [])
-    assert [u for u in oms.updates if u.request.strategy_tag == "SQUAREOFF"] == []
-    assert oms.module.engine.positions.net_quantity(order().token) == 100
-
-
-async def test_square_off_sends_only_what_a_working_exit_order_leaves_uncovered(start_oms):
-    oms = await start_oms()
-    await oms.bus.publish(Topic.TICKS, tick(ltp=100_00, bid=99_95, ask=100_05))
-    await until(lambda: oms.broker._last)
-    await place(oms, order(kind=t.ORDER_TYPE_MARKET, price=0, quantity=100, client_order_id="entry"))
-    await until(lambda: oms.module.engine.positions.net_quantity(order().token) == 100)
-    await place(oms, order(side=t.SIDE_SELL, price=200_00, quantity=60, client_order_id="exit"))
-
-    reply = await oms.bus.call(rpc.SQUARE_OFF, oms_pb2.SquareOffRequest(symbol="RELIANCE-EQ"))
-
-    (sq,) = reply.orders
-    assert (sq.request.side, sq.request.quantity) == (t.SIDE_SELL, 40)
+    assert ([(u.request.side, u.request.quantity) for u in first.orders], list(second.orders)) == (
+        [(t.SIDE_SELL, 100)], [])
+    assert oms.module.engine.lookup("exit").status == t.ORDER_STATUS_CANCELLED
 
 
 async def test_place_order_with_a_client_order_id_already_used_is_refused_as_a_duplicate(start_oms):
