@@ -12,6 +12,8 @@ from datetime import date
 from fractions import Fraction
 from typing import Any
 
+from pydantic import ValidationError
+
 from services.oms.ledger import TERMINAL
 from services.risk.config import Limits, square_off_problem
 from services.risk.orders import (
@@ -78,6 +80,14 @@ class StateChange:
 
 
 @dataclass
+class RestoredLimits:
+    """What restore_limits put back of the limits changed at run time, and what it left at the config's, and why."""
+
+    applied: dict[str, Any]
+    dropped: dict[str, str]
+
+
+@dataclass
 class OpenOrder:
     token: int
     side: int
@@ -108,6 +118,10 @@ class RiskEngine:
         # This engine's run, in square-off order ids: a restarted risk module must not reuse an id.
         self.run_tag = _base36(now // 1_000_000_000)
         self.limits = limits
+        # The limits the config gives (the engine is built with them), and those changed at run time: field ->
+        # (the value set, the config's value then). See durable_state.
+        self._config_limits = limits
+        self._limit_overrides: dict[str, tuple[Any, Any]] = {}
         self.clock = clock
         self.instruments = instruments
         self.positions = positions if positions is not None else PositionBook()
@@ -413,8 +427,10 @@ class RiskEngine:
 
     def check_open_orders(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
                           now: int) -> Denial | None:
-        if self._is_square_off(order):
-            return None  # closing positions must not wait for room
+        if self.reduces_position(order):
+            # Closing positions must not wait for room: a grid of resting entries at the cap would hold a stop's
+            # exit back. Such an order adds no exposure, and the working exits it counts with bound how many pass.
+            return None
         limit = self.limits.max_open_orders
         if len(self.open_orders) >= limit:
             return "MAX_OPEN_ORDERS", f"open orders {len(self.open_orders)} reached max_open_orders {limit}"
@@ -709,12 +725,44 @@ class RiskEngine:
                        kind=ops_pb2.NOTIFICATION_KIND_KILL_SWITCH, always=True)
 
     def durable_state(self) -> dict[str, Any]:
-        """What must outlive a restart (RiskModule saves it on every state change): the kill switch with its reason,
-        and the day's state (a daily-loss REDUCING or HALTED holds for the rest of the day, whatever prices do)."""
+        """What must outlive a restart (RiskModule saves it on every state change and limit change): the kill switch
+        with its reason, the day's state (a daily-loss REDUCING or HALTED holds for the rest of the day, whatever
+        prices do), and the limits changed at run time, each with the config's value it replaced (restore_limits)."""
         return {"kill_switch": self.kill_switch_engaged, "kill_reason": self._kill_reason,
                 "day": self._day.isoformat(), "state": risk_pb2.TradingState.Name(self.state),
                 "loss_level": risk_pb2.TradingState.Name(self._loss_level), "reason": self.state_reason,
-                "worst_loss_paise": self._worst_loss}
+                "worst_loss_paise": self._worst_loss,
+                "limits": {name: {"value": value, "config": config}
+                           for name, (value, config) in self._limit_overrides.items()}}
+
+    def restore_limits(self, saved: dict[str, Any]) -> RestoredLimits:
+        """At start, before the positions are restored (the limits in force decide the loss state they give): put
+        back the limits changed at run time, whatever day they were set on (like the kill switch, they are the
+        operator's and hold until changed; without a restart they would have held across the day too), all at once,
+        but not one whose config value has changed since (the config file edited after: its value holds). Not valid
+        with this config (a square-off time outside a session changed since), none is applied."""
+        entries = saved.get("limits")
+        if not isinstance(entries, dict):
+            return RestoredLimits({}, {})
+        config = self._config_limits.model_dump()
+        applied: dict[str, Any] = {}
+        dropped: dict[str, str] = {}
+        for name, entry in sorted(entries.items()):
+            if name not in config or not isinstance(entry, dict) or "value" not in entry:
+                dropped[name] = "not understood"
+            elif entry.get("config") != config[name]:
+                dropped[name] = (f"the config's value changed since (was {entry.get('config')!r}, now "
+                                 f"{config[name]!r}): the config's holds")
+            else:
+                applied[name] = entry["value"]
+        if applied:
+            try:
+                self.set_limits(Limits(**{**config, **applied}))
+            except (ValidationError, InvalidInput) as exc:
+                why = f"not valid with the config now: {exc}".replace("\n", " ")
+                dropped.update({name: why for name in applied})
+                applied = {}
+        return RestoredLimits(applied, dropped)
 
     def restore_durable_state(self, saved: dict[str, Any]) -> None:
         """After a restart: the kill switch engaged again if it was; today's daily-loss state kept if it was worse
@@ -741,6 +789,12 @@ class RiskEngine:
         if problem:
             raise InvalidInput("limits.square_off_time_ist", problem)
         self.limits = limits
+        config = self._config_limits
+        for name, value in limits.model_dump().items():
+            if value == getattr(config, name):
+                self._limit_overrides.pop(name, None)  # back at the config's: nothing of its own to keep
+            else:
+                self._limit_overrides[name] = (value, getattr(config, name))
         self._bucket.set_rate(limits.max_orders_per_second, self.clock.now_ns())
         self.evaluate_loss()
 
@@ -751,9 +805,16 @@ class RiskEngine:
         if always or previous != state:
             self._changes.append(StateChange(previous, state, reason, kind))
 
-    def pop_state_changes(self) -> list[StateChange]:
-        """State changes since the last call, oldest first (the module turns them into notifications)."""
-        changes, self._changes = self._changes, []
+    @property
+    def state_changes_pending(self) -> int:
+        """How many state changes are waiting to be taken (pop_state_changes)."""
+        return len(self._changes)
+
+    def pop_state_changes(self, count: int | None = None) -> list[StateChange]:
+        """State changes since the last call, oldest first (the module turns them into notifications); only the
+        oldest `count` when given (those a save covered: the others are left for the next one)."""
+        taken = len(self._changes) if count is None else count
+        changes, self._changes = self._changes[:taken], self._changes[taken:]
         return changes
 
     def _roll_day(self, now: int) -> None:

@@ -81,6 +81,10 @@ class RiskModule(Component):
         self._stopping = False
         # Held from taking state changes until they are on NOTIFICATIONS: announced in the order they happened.
         self._notify_lock = asyncio.Lock()
+        # The durable state changed without a state change to carry it (limits set), or its last save failed: the
+        # next _notify_changes(save=True) saves it (the timer's, at the latest).
+        self._unsaved = False
+        self._save_failing = False  # the last save failed (said once, not at every retry)
         # Counts kill-switch engagements and releases: cancels started under one stop when it is over.
         self._kill_epoch = 0
         self._loss_interval_s = settings.loss_check_interval_ms / 1000
@@ -97,9 +101,11 @@ class RiskModule(Component):
         # (the OMS runs meanwhile in the monolith) is queued, not lost, and what they include counts once.
         self.bus.subscribe(Topic.ORDER_UPDATES, "risk", self._on_order_update)
         await self.instruments.load_from(self.bus)
+        saved = await self.state_store.load()
+        self._restore_limits(saved)  # before the positions: the limits in force decide the loss state they give
         await self._load_positions()
         await self._load_orders()
-        await self._restore_state()
+        await self._restore_state(saved)
         self._loaded.set()
         self.bus.subscribe(Topic.SIGNALS, "risk", self._on_signals, max_batch=MAX_BURST)
         self.bus.subscribe(Topic.TICKS, "risk", self._on_ticks)
@@ -124,10 +130,23 @@ class RiskModule(Component):
             return
         self.engine.load_orders([*recent.orders, *working.orders])
 
-    async def _restore_state(self) -> None:
+    def _restore_limits(self, saved: dict[str, Any] | None) -> None:
+        """After a restart: the limits changed at run time hold again, said in the log (those the config file has
+        changed since, or no longer takes, are left at the config's, said as a warning)."""
+        if saved is None:
+            return
+        restored = self.engine.restore_limits(saved)
+        if restored.applied:
+            log.warning("risk limits changed at run time restored over the config's",
+                        extra={"limits": restored.applied})
+        for name, why in restored.dropped.items():
+            log.warning("risk limit changed at run time not restored", extra={"limit": name, "why": why})
+        if restored.dropped:
+            self._unsaved = True  # the record holds them no more (saved with the next save)
+
+    async def _restore_state(self, saved: dict[str, Any] | None) -> None:
         """After a restart: an engaged kill switch stays engaged, and a daily-loss REDUCING or HALTED holds for the
         rest of its day, as if risk had not restarted (announced, as any state change)."""
-        saved = await self.state_store.load()
         self._carry_over(saved)
         if saved is not None:
             self.engine.restore_durable_state(saved)
@@ -137,7 +156,7 @@ class RiskModule(Component):
                 await self.state_store.save(self.published.saved_with(self.engine.durable_state(), stopped=False))
         elif not self.state_store.durable:
             log.info("no database: the kill switch and the day's trading state last until this process stops")
-        await self._notify_changes()
+        await self._notify_changes(save=True)
 
     async def _load_positions(self) -> None:
         """After a restart, today's positions and P&L count again against the position and loss limits."""
@@ -188,7 +207,7 @@ class RiskModule(Component):
                 return
             log.warning("square-off order", extra={"order_id": order.client_order_id, "token": order.token,
                                                    "accepted": decision.accepted, "reason": decision.reason})
-        await self._notify_changes()
+        await self._notify_changes(save=True)  # also a save that failed before, tried again
 
     # -- topics ---------------------------------------------------------------
     async def _on_signals(self, signals: list[trading_pb2.Signal]) -> None:
@@ -258,20 +277,30 @@ class RiskModule(Component):
             raise InvalidInput("limits", "missing; send every limit (GetRiskState shows the current ones)")
         limits = Limits.from_proto(request.limits)  # all or nothing: raises before anything changes
         self.engine.set_limits(limits)
+        self._unsaved = True  # kept across a restart, though no state change may come of it
         log.warning("risk limits replaced", extra={"limits": limits.model_dump()})
-        await self._notify_changes()
+        await self._notify_changes(save=True)  # saved (and any state change announced) even if the caller leaves
         return risk_pb2.SetRiskLimitsResponse(limits=limits.to_proto())
 
     async def set_kill_switch(self, request: risk_pb2.SetKillSwitchRequest) -> risk_pb2.SetKillSwitchResponse:
+        """Engaged (or released) here at once; the rest (the cancel round asked for, the save, the announcement)
+        runs to its end even if the caller gives up (a request timeout, an RPC deadline: in the monolith the
+        handler runs in the caller's task): cut halfway, it left the switch engaged in memory only, unannounced,
+        and the orders working."""
         self.engine.set_kill_switch(request.engaged, request.reason)
         self._kill_epoch += 1
         log.warning("kill switch", extra={"engaged": request.engaged, "reason": request.reason})
-        await self._notify_changes()
-        if request.engaged and request.cancel_open_orders:
-            # To the end even if the caller gives up (a request timeout, an RPC deadline: in the monolith the
-            # handler runs in the caller's task): a cancel round cut halfway leaves most orders working.
-            await self._to_the_end(self._cancel_open_orders(), "risk:kill:cancels")
+        cancel = request.engaged and request.cancel_open_orders
+        await self._to_the_end(self._kill_switch_set(cancel), "risk:kill-switch")
         return risk_pb2.SetKillSwitchResponse(state=self.engine.state)
+
+    async def _kill_switch_set(self, cancel: bool) -> None:
+        """The cancel round starts before the save, not after it: stopping the orders must not wait for a slow
+        database. The reply still waits for the save, so a switch answered engaged survives a restart."""
+        if cancel:
+            await asyncio.gather(self._cancel_open_orders(), self._notify_changes())
+        else:
+            await self._notify_changes()
 
     async def _cancel_open_orders(self) -> None:
         """Cancel every open order now; those the OMS refuses (not yet at the broker) are retried in the background.
@@ -370,14 +399,27 @@ class RiskModule(Component):
                                               "strategy": decision.strategy, "reason_code": decision.reason_code,
                                               "reason": decision.reason})
 
-    async def _notify_changes(self) -> None:
-        """Save the state (before anyone is told of it), then announce each change, in the order they happened."""
+    async def _notify_changes(self, save: bool = False) -> None:
+        """Save the state (before anyone is told of it), then announce each change, in the order they happened;
+        `save`: save it also with no change to announce when it is due (limits set; a save that failed). To the end
+        even if the caller gives up (a request's deadline): a change taken and not saved nor announced would be lost
+        for good, as later calls find nothing to do."""
+        if self.engine.state_changes_pending or (save and self._unsaved):
+            await self._to_the_end(self._save_and_announce(), "risk:state")
+
+    async def _save_and_announce(self) -> None:
         async with self._notify_lock:
-            changes = self.engine.pop_state_changes()
-            if not changes:
-                return
-            await self._save_state()
-            for change in changes:
+            pending = self.engine.state_changes_pending
+            if not pending and not self._unsaved:
+                return  # another call saved and announced them meanwhile
+            self._unsaved, saved = False, False  # this save covers every change so far; one made during it is due
+            try:
+                saved = await self._save_state(retry=not pending)
+            finally:
+                self._unsaved = self._unsaved or not saved
+            # Taken only now that the save is done (those that came meanwhile are the next save's). A failed save
+            # still announces them (the trader must know the state in force here), and is retried by the timer.
+            for change in self.engine.pop_state_changes(pending):
                 await self.bus.publish(Topic.NOTIFICATIONS, self._notification(change))
 
     async def restore_published(self, started_at: int = 0) -> Published | None:
@@ -407,19 +449,28 @@ class RiskModule(Component):
         async with self._notify_lock:
             await self._save_state(stopped=True)
 
-    async def _save_state(self, stopped: bool = False) -> None:
-        """A failed save (the database down) leaves the state in force here, said loudly: it would not survive a
-        restart."""
+    async def _save_state(self, stopped: bool = False, retry: bool = False) -> bool:
+        """Whether it was saved. A failed save (the database down) leaves the state in force here, said loudly: it
+        would not survive a restart. `retry`: no state change rides on it (the timer trying again, limits set), said
+        only if the last save had succeeded."""
         try:
             await self.state_store.save(self.published.saved_with(self.engine.durable_state(), stopped))
         except Exception as exc:
             STATE_SAVE_ERRORS.inc()
+            if retry and self._save_failing:
+                return False
+            self._save_failing = True
             log.exception("risk state not saved; it will not survive a restart")
             await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
                 kind=ops_pb2.NOTIFICATION_KIND_RISK_BREACH, severity=ops_pb2.SEVERITY_CRITICAL,
                 title="Risk state not saved", source="risk", ts_ns=self.clock.now_ns(),
                 text=f"Trading is {state_name(self.engine.state)} here, but saving it failed ({type(exc).__name__}): "
                      "a restart now would not keep it. Check the database."))
+            return False
+        if self._save_failing:
+            self._save_failing = False
+            log.warning("risk state saved again after failed saves", extra={"state": state_name(self.engine.state)})
+        return True
 
     def _notification(self, change: StateChange) -> ops_pb2.Notification:
         if change.kind == ops_pb2.NOTIFICATION_KIND_KILL_SWITCH:

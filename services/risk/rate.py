@@ -9,7 +9,7 @@ from shared.clock import NS
 
 
 class TokenBucket:
-    """`rate` tokens per second, bursts up to max(1, rate); one accepted order takes one token."""
+    """`rate` tokens per second, bursts up to max(1, rate); one accepted order takes one token, down to 0."""
 
     def __init__(self, rate: float, now_ns: int) -> None:
         self.rate = rate
@@ -27,8 +27,11 @@ class TokenBucket:
         return self.tokens >= 1.0
 
     def take(self, now_ns: int) -> None:
+        """Take a token; an order exempt from the check (a square-off) may find none and takes what is left, never
+        running the bucket into debt: a burst of square-offs must not refuse every other order (a stop's exit among
+        them) for seconds after it, while the next ones still wait for the refill."""
         self._refill(now_ns)
-        self.tokens -= 1.0
+        self.tokens = max(0.0, self.tokens - 1.0)
 
     def set_rate(self, rate: float, now_ns: int) -> None:
         self._refill(now_ns)

@@ -336,7 +336,8 @@ def check_limits(f: Watch) -> None:
             f"token {token}: exposure long {long} / short {short} past max_position_quantity "
             f"(allowed {long_cap} / {short_cap})"
         )
-    working = non_square_off_open(f.w)
+    # An exit that only shrank its position when accepted is not held back by the cap (it adds no exposure).
+    working = [cid for cid in non_square_off_open(f.w) if not (cid in f.decided and f.decided[cid].reduces)]
     assert len(working) <= f.open_cap, f"{len(working)} open orders past max_open_orders {f.open_cap}"
 
 

@@ -12,7 +12,7 @@ from shared.clock import ist_ns
 from shared.config import load
 from shared.contracts import market_pb2, trading_pb2
 from shared.errors import ConfigError
-from tests.risk.factories import DAY, NIFTY_FUT, RELIANCE, fill, holding, instruments, limits, order
+from tests.risk.factories import DAY, NIFTY_FUT, RELIANCE, fill, holding, instruments, limits, order, square_off
 
 BUY, SELL = trading_pb2.SIDE_BUY, trading_pb2.SIDE_SELL
 MARKET, LIMIT = trading_pb2.ORDER_TYPE_MARKET, trading_pb2.ORDER_TYPE_LIMIT
@@ -219,6 +219,28 @@ def test_max_open_orders_reached_denies_the_next_order(clock):
     assert (decision.reason_code, decision.reason) == ("MAX_OPEN_ORDERS", "open orders 2 reached max_open_orders 2")
 
 
+def test_an_exit_that_only_shrinks_a_position_is_not_held_back_by_resting_orders_at_max_open_orders(clock):
+    """A grid of resting entries at the cap must not refuse a held position's stop exit: it adds no exposure."""
+    engine = holding(clock, fill(BUY, 10, 1290_00))
+    engine.set_limits(limits(max_open_orders=2))
+    for price in (1280_00, 1270_00):
+        engine.decide(order(token=RELIANCE, quantity=1, price_paise=price))
+
+    decision = engine.decide(order(side=SELL, quantity=10, order_type=MARKET, price_paise=0))
+
+    assert decision.accepted, decision.reason
+
+
+def test_an_order_larger_than_the_position_it_closes_still_waits_for_an_open_order_slot(clock):
+    engine = holding(clock, fill(BUY, 10, 1290_00))
+    engine.set_limits(limits(max_open_orders=1))
+    engine.decide(order(quantity=1, price_paise=1280_00))
+
+    decision = engine.decide(order(side=SELL, quantity=20, order_type=MARKET, price_paise=0))  # long 10 -> short 10
+
+    assert decision.reason_code == "MAX_OPEN_ORDERS"
+
+
 def test_a_terminal_order_update_frees_an_open_order_slot(clock):
     engine = RiskEngine(limits(max_open_orders=1), clock, instruments())
     engine.decide(order(client_order_id="a"))
@@ -257,6 +279,31 @@ def test_the_submit_rate_refills_after_the_clock_steps_back(clock):
     clock.advance(0.5)
 
     assert engine.decide(order()).accepted  # not only 60 s later, once the clock is past where it was
+
+
+def test_a_square_off_burst_leaves_the_submit_rate_empty_not_in_debt(clock):
+    """Square-off orders pass the rate check but take its tokens: a burst of them used to drive the bucket far below
+    zero, and every other order, a stop's exit among them, was refused RATE_LIMIT for seconds after it."""
+    engine = holding(clock, fill(BUY, 100, 1290_00))
+    engine.set_limits(limits(max_orders_per_second=2))
+    for _ in range(6):
+        assert engine.decide(square_off(side=SELL, quantity=10)).accepted
+    clock.advance(0.5)  # one token back
+
+    decision = engine.decide(order(side=SELL, quantity=10, order_type=MARKET, price_paise=0))
+
+    assert decision.accepted, decision.reason
+
+
+def test_an_exit_still_waits_for_the_submit_rate(clock):
+    """The broker's own order rate is real: only square-off orders skip the check."""
+    engine = holding(clock, fill(BUY, 100, 1290_00))
+    engine.set_limits(limits(max_orders_per_second=1))
+    engine.decide(order(side=SELL, quantity=10, order_type=MARKET, price_paise=0))
+
+    decision = engine.decide(order(side=SELL, quantity=10, order_type=MARKET, price_paise=0))
+
+    assert decision.reason_code == "RATE_LIMIT"
 
 
 def test_a_denied_order_does_not_use_up_the_submit_rate(clock):

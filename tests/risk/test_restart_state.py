@@ -182,3 +182,16 @@ async def test_the_record_outlives_a_process_that_decided_nothing_and_a_crash_ma
     _, module, _, task = await _risk(clock, PgRiskState(db_pool))
     await _stop(task)
     assert module.engine.kill_switch_engaged
+
+
+async def test_limits_changed_at_run_time_come_back_from_the_database_after_a_restart(db_pool, clock):
+    bus, module, _, task = await _risk(clock, PgRiskState(db_pool))
+    changed = module.engine.limits.model_copy(update={"max_orders_per_second": 2.5, "daily_loss_halt_paise": 80_000_00,
+                                                      "square_off_time_ist": "15:00"})
+    await bus.call(rpc.SET_RISK_LIMITS, risk_pb2.SetRiskLimitsRequest(limits=changed.to_proto()))
+    await _stop(task)
+
+    _, module, _, task = await _risk(clock, PgRiskState(db_pool))
+    await _stop(task)
+
+    assert module.engine.limits == changed
