@@ -20,13 +20,19 @@ from shared.money import MAX_PAISE, to_paise
 
 
 def _by_segment(value: dict[str, str], parse: Callable[[str], Any]) -> dict[str, str]:
-    """Check every segment's value with `parse`; the error names the segment."""
+    """Check every segment's value with `parse`; the error names the segment. Segments are named as the feed names
+    them, in lower case: `MCX_FO` is taken as mcx_fo, not as a segment of its own that nothing trades."""
+    out: dict[str, str] = {}
     for segment, text in value.items():
+        name = segment.strip().lower()
+        if name in out:
+            raise ValueError(f"{segment}: named twice ({name})")
         try:
             parse(text)
         except ValueError as exc:
             raise ValueError(f"{segment}: {exc}") from None
-    return value
+        out[name] = text
+    return out
 
 
 def _check_hhmm(value: str) -> str:

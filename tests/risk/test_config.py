@@ -65,6 +65,15 @@ def test_a_longer_session_allows_a_later_square_off():
     assert settings.square_off_hhmm_by_segment()["mcx_fo"] == (23, 45)
 
 
+def test_a_segment_named_in_capitals_is_the_feeds_own_segment():
+    """sessions = { MCX_FO = "09:00-17:00" } shortens MCX's hours; it used to be a segment of its own, ignored."""
+    settings = load(RiskSettings, {"risk": {"sessions": {"MCX_FO": "09:00-17:00"},
+                                            "square_off_times_ist": {"MCX_FO": "16:45"}}})
+
+    assert (settings.market_sessions()["mcx_fo"], settings.square_off_hhmm_by_segment()["mcx_fo"]) == (
+        ((9, 0), (17, 0)), (16, 45))
+
+
 def test_limits_survive_a_round_trip_through_the_contract():
     original = limits(max_open_orders=3, price_band_bps=0)
 
