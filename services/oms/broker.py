@@ -61,6 +61,15 @@ def order_age_s(order: trading_pb2.OrderRequest) -> float:
     return (time.time_ns() - order.tick_recv_ns) / 1e9 if order.tick_recv_ns else 0.0
 
 
+def decision_age_s(decision: trading_pb2.RiskDecision) -> float:
+    """Seconds since the tick its order's signal came from arrived, or, for an order with none behind it (manual,
+    square-off), since risk decided it (both on the wall clock); 0 when neither is known (a decision of an older
+    risk). [oms] max_decision_age_s caps it: in split mode a restarted OMS is handed again what risk decided while
+    it was away, a manual order the trader was told was not sent among them."""
+    since = decision.order.tick_recv_ns or decision.decided_wall_ns
+    return (time.time_ns() - since) / 1e9 if since else 0.0
+
+
 @runtime_checkable
 class Broker(Protocol):
     name: str

@@ -69,9 +69,10 @@ class OmsSettings(ModuleSettings):
 
     # PlaceOrder / SquareOff wait this long for the order to reach the OMS book after risk accepts it.
     place_order_wait_s: float = Field(default=5.0, gt=0, le=120)
-    # An accepted decision whose signal came from a tick older than this (wall clock, from the tick's arrival) is not
-    # placed: recorded REJECTED NOT_SENT. Decisions reach the OMS in milliseconds; older ones waited out an OMS
-    # restart (split mode resumes risk's decisions where the ledger stopped) or a stalled ledger. 0 = no limit.
+    # An accepted decision whose signal came from a tick older than this (wall clock, from the tick's arrival; for a
+    # manual or square-off order, from risk's decision) is not placed: recorded REJECTED NOT_SENT. Decisions reach the
+    # OMS in milliseconds; older ones waited out an OMS restart (split mode resumes risk's decisions where the ledger
+    # stopped) or a stalled ledger. 0 = no limit.
     max_decision_age_s: float = Field(default=10.0, ge=0)
     # Poll the broker's order book for open orders this often (a safety net for a broker's order feed, or the only
     # way for a broker without one; never the paper VirtualBroker, whose events cannot go missing); 0 = never.

@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from services.oms.broker import order_age_s
+from services.oms.broker import decision_age_s
 from services.oms.placement import PLACEMENT_ERRORS, Placement
 from services.oms.states import ReasonCode
 from shared.contracts import trading_pb2 as t
@@ -65,12 +65,12 @@ class WriteAhead(Placement):
             await self._not_sent(list(fresh.values()), self._ledger_taken_reason, "ledger taken")
             return
         max_age = self.settings.max_decision_age_s
-        too_old = [d for d in fresh.values() if max_age and order_age_s(d.order) > max_age]
+        too_old = [d for d in fresh.values() if max_age and decision_age_s(d) > max_age]
         if too_old:
             for d in too_old:
                 del fresh[d.order.client_order_id]
             log.warning("accepted decisions too old to place; recorded as not sent", extra={
-                "count": len(too_old), "oldest_s": round(max(order_age_s(d.order) for d in too_old), 1)})
+                "count": len(too_old), "oldest_s": round(max(decision_age_s(d) for d in too_old), 1)})
             await self._not_sent(too_old, self._too_old_reason, "too old")
         if not fresh:
             return
@@ -93,7 +93,8 @@ class WriteAhead(Placement):
                 "on one ledger")
 
     def _too_old_reason(self, decision: t.RiskDecision) -> str:
-        return (f"not sent: its signal came from a tick {order_age_s(decision.order):.1f} s old, more than [oms] "
+        since = "its signal came from a tick" if decision.order.tick_recv_ns else "risk decided it"
+        return (f"not sent: {since} {decision_age_s(decision):.1f} s ago, more than [oms] "
                 f"max_decision_age_s {self.settings.max_decision_age_s:g} s (the OMS was down or held up); the "
                 "market has moved since")
 

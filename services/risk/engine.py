@@ -6,6 +6,7 @@ Pure: no bus, no I/O. RiskModule feeds it orders, fills and prices, and publishe
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -192,7 +193,7 @@ class RiskEngine:
         now = self.clock.now_ns()
         self._roll_day(now)
         decision = trading_pb2.RiskDecision(order=order, ts_ns=now, strategy=order.strategy_tag,
-                                            signal_id=order.signal_id)
+                                            signal_id=order.signal_id, decided_wall_ns=time.time_ns())
         denial = first_denial(order, now)
         if denial is not None:
             decision.reason_code, decision.reason = denial

@@ -152,7 +152,7 @@ class OrderRequest(_message.Message):
     def __init__(self, client_order_id: _Optional[str] = ..., token: _Optional[int] = ..., exchange_segment: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[Side, str]] = ..., quantity: _Optional[int] = ..., order_type: _Optional[_Union[OrderType, str]] = ..., price_paise: _Optional[int] = ..., trigger_price_paise: _Optional[int] = ..., product: _Optional[_Union[Product, str]] = ..., validity: _Optional[_Union[Validity, str]] = ..., strategy_tag: _Optional[str] = ..., signal_id: _Optional[str] = ..., tick_recv_ns: _Optional[int] = ..., price_factor: _Optional[_Union[_market_pb2.PriceFactor, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RiskDecision(_message.Message):
-    __slots__ = ("accepted", "reason_code", "reason", "order", "ts_ns", "strategy", "signal_id", "sequence")
+    __slots__ = ("accepted", "reason_code", "reason", "order", "ts_ns", "strategy", "signal_id", "sequence", "decided_wall_ns")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     REASON_CODE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +161,7 @@ class RiskDecision(_message.Message):
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     SIGNAL_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_WALL_NS_FIELD_NUMBER: _ClassVar[int]
     accepted: bool
     reason_code: str
     reason: str
@@ -169,7 +170,8 @@ class RiskDecision(_message.Message):
     strategy: str
     signal_id: str
     sequence: int
-    def __init__(self, accepted: _Optional[bool] = ..., reason_code: _Optional[str] = ..., reason: _Optional[str] = ..., order: _Optional[_Union[OrderRequest, _Mapping]] = ..., ts_ns: _Optional[int] = ..., strategy: _Optional[str] = ..., signal_id: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
+    decided_wall_ns: int
+    def __init__(self, accepted: _Optional[bool] = ..., reason_code: _Optional[str] = ..., reason: _Optional[str] = ..., order: _Optional[_Union[OrderRequest, _Mapping]] = ..., ts_ns: _Optional[int] = ..., strategy: _Optional[str] = ..., signal_id: _Optional[str] = ..., sequence: _Optional[int] = ..., decided_wall_ns: _Optional[int] = ...) -> None: ...
 
 class RiskDecisionBatch(_message.Message):
     __slots__ = ("decisions",)

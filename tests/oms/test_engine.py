@@ -206,6 +206,27 @@ async def test_a_decision_from_a_tick_older_than_max_decision_age_is_recorded_no
     assert await oms.broker.find_by_tag("old") is None
 
 
+async def test_a_manual_order_risk_decided_longer_ago_than_max_decision_age_is_recorded_not_sent(start_oms):
+    """No tick behind a manual order or a square-off: its age runs from risk's decision. In split mode a restarted
+    OMS is handed again what risk decided while it was away, a manual order the trader was told was not sent (its
+    write-ahead failed) among them: placed late, and twice if the trader placed it again meanwhile."""
+    import time
+
+    from services.oms.config import OmsSettings
+
+    oms = await start_oms(settings=OmsSettings(max_decision_age_s=5, poll_interval_s=0, lookup_backoff_s=0))
+    late, now = accepted(order(client_order_id="late")), accepted(order(client_order_id="now"))
+    late.decided_wall_ns, now.decided_wall_ns = time.time_ns() - 60 * 10**9, time.time_ns()
+    for decision in (late, now):
+        await oms.bus.publish(Topic.ORDERS, decision)
+
+    refused = await oms.until_status("late", t.ORDER_STATUS_REJECTED)
+    await oms.until_status("now", t.ORDER_STATUS_OPEN)
+
+    assert refused.reason_code == "NOT_SENT" and "risk decided it 60." in refused.reason
+    assert await oms.broker.find_by_tag("late") is None
+
+
 async def test_with_max_decision_age_zero_an_old_decision_is_placed(start_oms):
     from services.oms.config import OmsSettings
 

@@ -26,6 +26,17 @@ def test_a_plain_limit_order_inside_every_limit_is_accepted(engine):
     assert decision.accepted and decision.reason_code == "" and decision.order.client_order_id == "ok-1"
 
 
+def test_a_decision_carries_the_wall_clock_time_it_was_made(engine):
+    """The OMS's age limit for an order with no tick behind it (a manual one) runs from here, on the wall clock
+    whatever clock the session runs on (the engine's is a simulated 10:00 IST)."""
+    import time
+
+    before = time.time_ns()
+    decision = engine.decide(order())
+
+    assert before <= decision.decided_wall_ns <= time.time_ns()
+
+
 def test_an_accepted_order_counts_as_open(engine):
     engine.decide(order(client_order_id="ok-1"))
 
