@@ -359,7 +359,12 @@ async def _place(args: argparse.Namespace, control: Any) -> str:
         limit_paise=args.limit or 0, stop_paise=args.stop or 0, product=t.Product.Value(f"PRODUCT_{args.product}"),
         segment=args.segment or "", client_order_id=args.client_order_id or "")
     placed = await control.place(order)
-    return f"Placed: {replies.order_line(placed)} · {order.client_order_id}"
+    if placed.status == t.ORDER_STATUS_REJECTED:  # by the broker, or not sent: a failure, exit 1 with its reason
+        raise NeoPulseError(f"Rejected: {replies.order_line(placed)} · {order.client_order_id}: "
+                            f"{placed.reason or 'no reason given'}")
+    sent = "Placed" if placed.status not in (t.ORDER_STATUS_PENDING_NEW, t.ORDER_STATUS_SUBMITTED) else (
+        "Sent (not yet confirmed by the broker)")
+    return f"{sent}: {replies.order_line(placed)} · {order.client_order_id}"
 
 
 def _plain(text: str) -> str:

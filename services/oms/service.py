@@ -273,7 +273,11 @@ class OrderService:
                 strategy_tag=SQUAREOFF_TAG, reason="square-off asked for (SquareOff)")
                 for part in chunks(quantity, parts_of.get(pos.token, 0))]
             results = await asyncio.gather(*(self._submit(order) for order in orders), return_exceptions=True)
-            placed += [r for r in results if isinstance(r, t.OrderUpdate)]
+            placed += [r for r in results if isinstance(r, t.OrderUpdate) and r.status != t.ORDER_STATUS_REJECTED]
+            refused = [r for r in results if isinstance(r, t.OrderUpdate) and r.status == t.ORDER_STATUS_REJECTED]
+            if refused:  # by the broker (its RMS, a circuit limit, a freeze) or not sent: the position stays open
+                return placed, (f"{len(refused)} of {len(orders)} market order(s) refused: "
+                                f"{refused[0].reason or name(refused[0].status)}")
             failed = [r for r in results if isinstance(r, BaseException)]
             for order, result in zip(orders, results, strict=True):
                 if isinstance(result, BaseException):

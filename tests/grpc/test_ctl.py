@@ -199,6 +199,9 @@ def test_a_modify_without_a_change_or_with_a_malformed_number_is_a_usage_error(a
 @pytest.mark.parametrize(("args", "said"), [
     (("buy", "NO-SUCH-EQ", "1", "--market"), "no instrument 'NO-SUCH-EQ'"),
     (("buy", "SBIN-EQ", "1", "--limit", "1.00"), "price_band_bps"),  # risk's reason, as it gave it
+    # The broker's refusal (the paper RMS: no shares held to deliver), as it gave it: it used to print "Placed: ...
+    # REJECTED" and exit 0.
+    (("sell", "SBIN-EQ", "1", "--market", "--product", "CNC"), "RMS:Rule: Check holdings"),
 ])
 def test_an_order_refused_exits_1_with_the_reason(target, args, said):
     result = run(target, *args)

@@ -215,3 +215,20 @@ async def test_a_square_off_refused_reduce_only_while_risk_catches_up_is_asked_a
     reply = await oms.bus.call(rpc.SQUARE_OFF, oms_pb2.SquareOffRequest())
 
     assert [o.request.quantity for o in reply.orders] == [100]
+
+
+class RefusesSquareOffs(VirtualBroker):
+    """The broker's RMS refuses the square-off's market order (a freeze, a circuit limit, an RMS rule)."""
+
+    async def place_order(self, req):
+        if req.strategy_tag == "SQUAREOFF":
+            raise BrokerRejected("RMS:Rule: Order rejected by exchange")
+        return await super().place_order(req)
+
+
+async def test_a_square_off_the_broker_refuses_names_the_position_as_not_squared_off(start_oms):
+    oms = await start_oms(broker=RefusesSquareOffs(None, ChargeModel.default(), ManualClock(0)))
+    await long_100_with_exit(oms, exit_quantity=100)
+
+    with pytest.raises(OrderStateError, match=r"NOT squared off: RELIANCE-EQ MIS .*refused: .*RMS:Rule"):
+        await oms.bus.call(rpc.SQUARE_OFF, oms_pb2.SquareOffRequest())
