@@ -68,13 +68,21 @@ def handle(args: argparse.Namespace) -> int:
 
 
 async def _run(settings: AppSettings, toml: dict[str, Any], args: argparse.Namespace) -> int:
-    from services.app.monolith import Monolith, check_kotak_source, check_live_grpc, check_live_mode
+    from services.app.monolith import (
+        Monolith,
+        check_kotak_source,
+        check_live_grpc,
+        check_live_mode,
+        check_live_target,
+    )
     from services.app.status import StatusBoard
+    from services.app.wiring import kotak_stand_in
     from shared.grpc.config import GrpcSettings
     from shared.metrics import serve_metrics
 
     missing = _missing_kotak_credentials(toml)
     check_live_mode(settings, args.live, not missing)
+    check_live_target(settings, kotak_stand_in(toml))
     check_live_grpc(settings, cfg.load(GrpcSettings, toml))
     check_kotak_source(settings, missing)
     serve_metrics(settings.metrics_port, settings.metrics_host)

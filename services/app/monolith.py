@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from services.app.config import AppSettings
 from shared import config as cfg
@@ -336,6 +337,21 @@ def check_live_grpc(settings: AppSettings, grpc: GrpcSettings) -> None:
         raise ConfigError(f"mode=live with gRPC on {grpc.host} (beyond this machine) needs [grpc] auth_token "
                           "(NEOPULSE_GRPC_AUTH_TOKEN, or a secrets file): anyone reaching the port could place orders "
                           "and release the kill switch; or serve on 127.0.0.1")
+
+
+def check_live_target(settings: AppSettings, stand_in: str) -> None:
+    """A live run goes to Kotak's servers, or to a stand-in on this machine (a rehearsal against `neopulse sim`, its
+    database stamped simulated): never to another host, which would take the orders, the MPIN and the TOTP (a
+    NEOPULSE_KOTAK_BASE_URL left set from a simulator run)."""
+    if settings.mode != "live" or not stand_in:
+        return
+    host = urlsplit(stand_in).hostname or stand_in
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(f"mode=live with [kotak] base_url/environment {stand_in!r}: live orders, your MPIN and TOTP "
+                          f"would go to {host!r}, not Kotak's servers; unset NEOPULSE_KOTAK_BASE_URL (it is for "
+                          "`neopulse sim`) and NEOPULSE_KOTAK_ENVIRONMENT")
+    log.warning("live run against a Kotak stand-in on this machine, not Kotak: its database is stamped as a "
+                "simulated market", extra={"base_url": stand_in})
 
 
 def check_live_mode(settings: AppSettings, live_flag: bool, has_credentials: bool) -> None:

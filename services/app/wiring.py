@@ -111,7 +111,7 @@ async def persistence(app: Any, settings: AppSettings, toml: dict[str, Any], res
     res.on_close(db.close)
     # Before anything reads it: a live run must not take a paper run's fills for its positions, nor a real-market
     # run a simulated market's candles for its warm-up.
-    await claim(db.pool, *database_use(settings), where=f"the database ({db.describe()})")
+    await claim(db.pool, *database_use(settings, toml), where=f"the database ({db.describe()})")
     app.database = db
     writer = TickWriter(db.pool, db_settings, clock=app.clock)  # run and closed by the ingestion module
     info["database"] = db.describe()
@@ -128,12 +128,21 @@ async def persistence(app: Any, settings: AppSettings, toml: dict[str, Any], res
     return PgLedger(db.pool, db_settings.ledger_durable_updates), writer, instruments
 
 
-def database_use(settings: AppSettings) -> tuple[str | None, str | None]:
+def database_use(settings: AppSettings, toml: dict[str, Any]) -> tuple[str | None, str | None]:
     """(trading, market) a run stamps its database with (shared/db/stamp.py). A replay claims neither: it writes no
-    order, tick or state, and a trader's real-market days are what it replays."""
+    order, tick or state, and a trader's real-market days are what it replays. Kotak's market is real only at Kotak's
+    own servers: [kotak] base_url (`neopulse sim`, a stand-in) or its UAT environment are simulated."""
     if settings.source == "replay":
         return None, None
-    return settings.mode, "real" if settings.source == "kotak" else "simulated"
+    return settings.mode, "real" if settings.source == "kotak" and not kotak_stand_in(toml) else "simulated"
+
+
+def kotak_stand_in(toml: dict[str, Any]) -> str:
+    """Where the Kotak source talks to when it is not Kotak's production servers (its base_url, or "uat"), else ""."""
+    from shared.kotak.config import KotakSettings
+
+    kotak = cfg.load(KotakSettings, toml)
+    return kotak.base_url or ("uat" if kotak.environment == "uat" else "")
 
 
 async def start_grpc(bus: Any, toml: dict[str, Any], port: int, ledger: Any = None) -> tuple[Any, int]:

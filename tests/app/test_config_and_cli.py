@@ -82,6 +82,28 @@ def test_live_mode_with_the_flag_and_credentials_still_refuses_any_source_but_ko
     check_live_mode(cfg.load(AppSettings, {"mode": "live", "source": "kotak"}), True, True)
 
 
+def test_live_mode_refuses_a_kotak_base_url_on_another_host_and_allows_a_local_stand_in():
+    """A NEOPULSE_KOTAK_BASE_URL left from a simulator run would send live orders, the MPIN and the TOTP there."""
+    from services.app.monolith import check_live_target
+
+    live = cfg.load(AppSettings, {"mode": "live", "source": "kotak"})
+    with pytest.raises(ConfigError, match="would go to 'sim.example.net', not Kotak's servers"):
+        check_live_target(live, "http://sim.example.net:8080")
+    check_live_target(live, "http://127.0.0.1:8765")  # a rehearsal against `neopulse sim`
+    check_live_target(live, "")  # Kotak's own servers
+
+
+@pytest.mark.parametrize(("kotak", "market"), [({}, "real"), ({"base_url": "http://127.0.0.1:8765"}, "simulated"),
+                                                ({"environment": "uat"}, "simulated")])
+def test_a_kotak_run_stamps_its_database_real_only_at_kotaks_own_servers(kotak, market):
+    """A paper run against `neopulse sim` stamped its database "real": a later real run took its fills for positions."""
+    from services.app.wiring import database_use
+
+    settings = cfg.load(AppSettings, {"source": "kotak"})
+
+    assert database_use(settings, {"kotak": kotak}) == ("paper", market)
+
+
 def test_live_mode_without_the_database_refuses_to_start():
     """Real orders on an in-memory ledger: a restart would forget them at Kotak and release the kill switch."""
     from services.app.monolith import check_live_mode
