@@ -215,6 +215,9 @@ async def stored_days(url: str, first: date | None, last: date | None) -> list[d
 
     conn = await asyncpg.connect(url)
     try:
+        if not await conn.fetchval("SELECT to_regclass('market_ticks') IS NOT NULL"):  # NeoPulse never ran on it
+            raise ConfigError("market_ticks does not exist: this database holds no NeoPulse data (check "
+                              "NEOPULSE_DATA_DIR or DATABASE_URL), or run on the simulator or Kotak first")
         first = first or last or await latest_tick_day(conn)
         if first is None:
             raise ConfigError("market_ticks is empty: run on the simulator or Kotak first, so ticks are stored")
@@ -260,7 +263,10 @@ async def run_day(settings: AppSettings, toml: dict[str, Any], url: str, day: da
         finally:
             stop.set()
 
-    await asyncio.wait_for(app.run(extra=[replay_then_read], stop=stop), DAY_WITHIN_S)
+    try:
+        await asyncio.wait_for(app.run(extra=[replay_then_read], stop=stop), DAY_WITHIN_S)
+    except TimeoutError:  # its message is empty: "neopulse: " alone said nothing of which day or why
+        raise RuntimeError(f"the backtest of {day} did not finish within {DAY_WITHIN_S:g} s; see the log") from None
     if not out:
         raise RuntimeError(f"the backtest of {day} ended without its results; see the log")
     return out[0]

@@ -254,6 +254,24 @@ async def test_a_range_without_stored_ticks_exits_2_saying_so(database):
     assert alone.returncode == 2 and "no ticks stored from 2026-11-17 to 2026-11-17" in alone.stderr
 
 
+@pytest.mark.slow
+async def test_a_backtest_on_a_database_neopulse_never_used_exits_2_saying_so(pg_server):
+    """A fresh data dir, a typo in NEOPULSE_DATA_DIR or a new DATABASE_URL: one line, not an asyncpg traceback."""
+    import uuid
+
+    name = f"b_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_server)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        done = await backtest(pg_server.rsplit("/", 1)[0] + f"/{name}")
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "market_ticks does not exist: this database holds no NeoPulse data" in done.stderr
+
+
 def test_to_before_from_is_a_usage_error():
     done = subprocess.run([sys.executable, "-m", "services.app.cli", "backtest", "--from", "2026-11-20", "--to",
                            "2026-11-19"], cwd=ROOT, capture_output=True, text=True, timeout=60,
