@@ -123,12 +123,33 @@ def strategy_changed_html(info: strategy_pb2.StrategyInfo) -> str:
 
 
 def positions_html(resp: oms_pb2.ListPositionsResponse) -> str:
+    """One line a position, with its product: an intraday MIS and a CNC holding of one symbol read apart."""
     open_ = [p for p in resp.positions if p.net_quantity]
     if not open_:
         return "No open positions."
-    rows = [f"<b>{esc(p.symbol)}</b> {p.net_quantity:+d} @ {fmt_inr(p.average_price_paise)} · "
+    rows = [f"<b>{esc(p.symbol)}</b>{_product(p.product)} {p.net_quantity:+d} @ {fmt_inr(p.average_price_paise)} · "
             f"LTP {fmt_inr(p.last_price_paise)} · P&amp;L {fmt_inr(p.unrealised_pnl_paise)}" for p in open_]
     return "\n".join(rows)
+
+
+CARRIED = {trading_pb2.PRODUCT_CNC, trading_pb2.PRODUCT_NRML}  # kept past the day: not the intraday square-off's
+
+
+def _product(product: int) -> str:
+    """' MIS' (with its leading space); '' when the OMS gave none."""
+    return f" {enum_label(trading_pb2.Product, product, 'PRODUCT_')}" if product else ""
+
+
+def square_off_prompt_html(symbol: str, held: list[trading_pb2.Position]) -> str:
+    """The question for /squareoff SYMBOL: every position the OMS closes for it (each product and segment), so a
+    trader meaning the intraday one sees that a delivery holding kept on purpose is sold too."""
+    lines = [f"Square off {esc(symbol)} with market orders? This closes every {esc(symbol)} position:"]
+    lines += [f"{esc(p.exchange_segment) or '–'}{_product(p.product)} {p.net_quantity:+d} @ "
+              f"{fmt_inr(p.average_price_paise)} · LTP {fmt_inr(p.last_price_paise)}" for p in held]
+    if any(p.product in CARRIED for p in held):
+        lines.append("⚠️ Includes CNC/NRML (delivery, carry-forward) positions, not only intraday MIS: they are "
+                     "closed too.")
+    return "\n".join(lines)
 
 
 def pnl_html(resp: oms_pb2.ListPositionsResponse) -> str:
@@ -273,6 +294,22 @@ def limits_html(r: risk_pb2.GetRiskStateResponse) -> str:
 
 def _cap(paise: int) -> str:
     return fmt_inr(paise) if paise else "no limit"
+
+
+NO_LIMIT_AT_ZERO = {"max_position_value_paise", "max_gross_exposure_paise"}  # RiskLimits: 0 = no limit
+
+
+def limit_value(name: str, value: object) -> str:
+    """A RiskLimits field's value as /limits shows it: money (a field in paise) in rupees, so a slipped digit or a
+    paise/rupee mix-up (100x) is seen on the confirmation; others as they are."""
+    if name.endswith("_paise") and isinstance(value, int):
+        return _cap(value) if name in NO_LIMIT_AT_ZERO else fmt_inr(value)
+    return esc(str(value))
+
+
+def state_html(state: int, reason: str) -> str:
+    """'HALTED (kill switch engaged: fills look wrong)'."""
+    return f"{state_label(state)}{_reason(reason)}"
 
 
 def square_off_html(orders: list[trading_pb2.OrderUpdate], symbol: str) -> str:

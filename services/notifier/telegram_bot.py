@@ -42,7 +42,7 @@ from services.notifier.config import NotifierSettings
 from services.notifier.control import TERMINAL, Control
 from services.notifier.messages import esc, split_lines, terms_change
 from services.notifier.order_args import MAX_SYMBOL_CHARS
-from shared.contracts import trading_pb2
+from shared.contracts import risk_pb2, trading_pb2
 from shared.errors import NeoPulseError, NotFound
 from shared.ids import MAX_TEXT_CHARS
 from shared.money import fmt_inr
@@ -95,6 +95,9 @@ class Prompt:
     order: trading_pb2.OrderRequest | None = None  # the manual order to place, its client id minted at the ask
     change: tuple[int, int, int] = (0, 0, 0)  # the order's new quantity, price, trigger (paise); 0 keeps one
     settings: dict[str, Any] = field(default_factory=dict)  # risk limits, or the strategy `target`'s parameters, to set
+    # What the prompt showed that must still hold at the press, read again then: the halt (state, reason) an /unkill
+    # releases, the positions a /squareoff SYMBOL closes. Changed since: nothing is done.
+    pinned: tuple[Any, ...] = ()
     asked: float = field(default_factory=time.monotonic)
     # Once a press took it: what a later press is told (that it is being done, then its outcome), so a second tap is
     # never told "nothing changed" while an order is being placed. Kept confirm_ttl_s after `answered` (monotonic
@@ -354,7 +357,8 @@ class TelegramBot:
         keyboard = InlineKeyboardMarkup([[InlineKeyboardButton("Change the limits", callback_data=f"{LIMITS}:{nonce}"),
                                           InlineKeyboardButton("Keep them", callback_data=f"{ABORT}:{nonce}")]])
         was = {name: getattr(state.limits, name) for name in changes}
-        lines = "\n".join(f"{name}: {esc(str(was[name]))} → {esc(str(value))}" for name, value in changes.items())
+        lines = "\n".join(f"{name}: {replies.limit_value(name, was[name])} → {replies.limit_value(name, value)}"
+                          for name, value in changes.items())
         return f"Change these risk limits?\n{lines}", keyboard
 
     async def _quote(self, chat_id: int, args: list[str]) -> Reply:
@@ -419,25 +423,52 @@ class TelegramBot:
         return "Engage the kill switch? No new orders until it is released.", keyboard
 
     async def _unkill(self, chat_id: int, args: list[str]) -> Reply:
-        """Releasing the kill switch asks first too: a stray tap on a /unkill link must not re-arm trading."""
-        nonce = self._ask(Prompt(chat_id, frozenset({UNKILL, ABORT}),
-                                  reason=" ".join(args) or f"telegram:{chat_id} /unkill"))
+        """Releasing the kill switch asks first too: a stray tap on a /unkill link must not re-arm trading. Asked only
+        while trading is HALTED, with why; the button releases that halt only: one engaged again after the prompt
+        was shown (another chat, the CLI, a gRPC client) is not released by it (_confirmed reads the halt again)."""
+        halt = await self._halt()
+        if halt[0] != risk_pb2.TRADING_STATE_HALTED:
+            return (f"The kill switch is not engaged: trading is {replies.state_html(*halt)}. Nothing to "
+                    "release."), None
+        nonce = self._ask(Prompt(chat_id, frozenset({UNKILL, ABORT}), pinned=halt,
+                                 reason=" ".join(args) or f"telegram:{chat_id} /unkill"))
         keyboard = InlineKeyboardMarkup([[InlineKeyboardButton("▶️ Release, trade again",
                                                                callback_data=f"{UNKILL}:{nonce}"),
                                           InlineKeyboardButton("Stay halted", callback_data=f"{ABORT}:{nonce}")]])
-        return "Release the kill switch? Strategies may place new orders again.", keyboard
+        why = f"Trading is {replies.state_html(*halt)}.\n" if halt[1] else ""
+        return f"{why}Release the kill switch? Strategies may place new orders again.", keyboard
+
+    async def _halt(self) -> tuple[int, str]:
+        """Risk's trading state and its reason: what an /unkill prompt is about."""
+        state = await self.control.risk_state()
+        return state.state, state.state_reason
 
     async def _square_off(self, chat_id: int, args: list[str]) -> Reply:
+        """Lists what it closes and asks: a symbol's every position, each product and segment (the OMS closes them
+        all); the button closes them only while they are what the prompt listed (_confirmed reads them again)."""
         symbol = args[0].upper() if args else "ALL"
-        if symbol == ALL or len(symbol) > MAX_SYMBOL_CHARS:
-            return "⚠️ symbol: give a trading symbol (e.g. /squareoff SBIN-EQ), or all", None
+        if len(args) > 1 or symbol == ALL or len(symbol) > MAX_SYMBOL_CHARS:
+            return "⚠️ symbol: give one trading symbol (e.g. /squareoff SBIN-EQ), or all; nothing squared off", None
         target = ALL if symbol == "ALL" else symbol
-        what = "ALL positions" if target == ALL else esc(target)
-        nonce = self._ask(Prompt(chat_id, frozenset({SQUARE_OFF, ABORT}), target=target))
+        held = await self._open_positions(target)
+        if not held:
+            where = "" if target == ALL else f" in {esc(target)}"
+            return f"No open position{where}; nothing to square off.", None
+        # Square off ALL is pinned to nothing: what is open at the press is what "all" means.
+        nonce = self._ask(Prompt(chat_id, frozenset({SQUARE_OFF, ABORT}), target=target,
+                                 pinned=() if target == ALL else _pin(held)))
         keyboard = InlineKeyboardMarkup([[InlineKeyboardButton(f"Square off {symbol}",
                                                                callback_data=f"{SQUARE_OFF}:{nonce}"),
                                           InlineKeyboardButton("Cancel", callback_data=f"{ABORT}:{nonce}")]])
-        return f"Square off {what} with market orders?", keyboard
+        if target == ALL:
+            return "Square off ALL positions with market orders?", keyboard
+        return replies.square_off_prompt_html(target, held), keyboard
+
+    async def _open_positions(self, target: str) -> list[trading_pb2.Position]:
+        """The open positions a SquareOff of `target` (ALL: every one) closes, picked as the OMS picks them: by
+        symbol alone, every product and segment."""
+        positions = (await self.control.positions()).positions
+        return [p for p in positions if p.net_quantity and (target == ALL or p.symbol.upper() == target)]
 
     async def _cancel(self, chat_id: int, args: list[str]) -> Reply:
         """Shows the order and asks; an order already ended is said at once (nothing to confirm)."""
@@ -607,10 +638,17 @@ class TelegramBot:
             extra = " Open orders are being cancelled." if action == KILL_CANCEL else ""
             return f"🛑 Kill switch engaged. Trading is {replies.state_label(state)}.{extra}", None
         if action == UNKILL:
+            halt = await self._halt()
+            if halt != prompt.pinned:
+                return (f"Not released: the halt changed since you asked, trading is {replies.state_html(*halt)} "
+                        "now; nothing changed. Ask again if it still stands."), None
             state = await self.control.unkill(prompt.reason)
             return f"Kill switch released. Trading is {replies.state_label(state)}.", None
         if action == SQUARE_OFF:
             symbol = "" if prompt.target == ALL else prompt.target
+            if symbol and _pin(await self._open_positions(symbol)) != prompt.pinned:
+                return (f"Not squared off: the {esc(symbol)} positions changed since you asked; nothing changed. "
+                        "Ask again to see them now."), None
             return replies.square_off_html(await self.control.square_off(symbol), symbol), None
         if action == CANCEL:
             return f"Cancel sent: {replies.order_line(await self.control.cancel(prompt.target))}", None
@@ -629,6 +667,11 @@ class TelegramBot:
         if LIMITS in prompt.actions or PARAMS in prompt.actions:
             return "Kept; nothing changed.", None
         return ("Order kept; nothing changed." if CANCEL in prompt.actions else "Cancelled; nothing changed."), None
+
+
+def _pin(held: list[trading_pb2.Position]) -> tuple[tuple[str, int, int, int], ...]:
+    """What a square-off prompt listed, to compare with the positions at the press."""
+    return tuple(sorted((p.exchange_segment, p.token, p.product, p.net_quantity) for p in held))
 
 
 def _origin(update: Update, chat_id: int) -> str:
