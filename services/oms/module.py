@@ -42,6 +42,7 @@ from shared.money import fmt_inr, to_paise, to_rupees
 
 log = logging.getLogger(__name__)
 
+LOGIN_WATCH_S = 2.0  # how often the broker's session trouble (login_trouble) is looked at
 MIN_RECOUNT_WAIT_S = 0.001  # a replay's clock may run thousands of times the real one: a count at most every 1 ms
 
 
@@ -160,6 +161,8 @@ class OmsModule(Component):
             # Clock-driven (a backtest), what is left is counted on the order path, at the replay's clock.
             if isinstance(self.broker, VirtualBroker) and self.broker.account is not None and not self.clock_driven:
                 tg.create_task(self._recount_paper_funds(self.broker), name="oms:paper-funds")
+            if hasattr(self.broker, "login_trouble"):
+                tg.create_task(self._watch_login(), name="oms:broker-login")
 
     async def _recount_paper_funds(self, broker: VirtualBroker) -> None:
         """What the paper account has left, counted between orders rather than before one (~100 us), whenever the
@@ -175,6 +178,27 @@ class OmsModule(Component):
             then_mono, then_market, mono, market = mono, market, time.monotonic(), self.clock.now_ns()
             # At most twice the last wait: a replay's clock moving by jumps may stand still for a short while.
             wait = min(recount_wait_s(mono - then_mono, market - then_market), 2 * wait)
+
+    async def _watch_login(self) -> None:
+        """The broker's session, when it cannot be renewed (KotakBroker.login_trouble: Kotak refused a re-login):
+        nothing comes from the broker meanwhile (order updates, fills, positions) while stops and targets working
+        there may fill. Told at once (CRITICAL), again when automatic login stops, and when a login works again."""
+        told = ""  # "", "lost" or "stopped": what the trader was last told
+        while True:
+            trouble: str = getattr(self.broker, "login_trouble", "")
+            kind = "" if not trouble else "stopped" if "automatic login stopped" in trouble else "lost"
+            if kind != told:
+                if kind:
+                    log.critical("broker session lost", extra={"broker": self.broker.name, "trouble": trouble})
+                    await self.engine.notify(ops_pb2.SEVERITY_CRITICAL, "Kotak automatic login stopped" if kind ==
+                                             "stopped" else "Kotak session lost", trouble)
+                else:
+                    log.warning("broker session restored", extra={"broker": self.broker.name})
+                    await self.engine.notify(ops_pb2.SEVERITY_WARNING, "Kotak session restored", (
+                        "Logged in again: order updates, fills and positions from Kotak come again. Check what "
+                        "filled meanwhile (/orders, /positions)."))
+                told = kind
+            await asyncio.sleep(LOGIN_WATCH_S)
 
     async def _watch_funds(self) -> None:
         """The account's funds as gauges, and a warning when what is left to trade with runs low: orders needing

@@ -168,7 +168,7 @@ class RiskEngine:
         decision = self._decision(order, self._first_denial)
         if not decision.accepted:
             return decision
-        self.open_orders[order.client_order_id] = _open_order(order)
+        self.open_orders[order.client_order_id] = _open_order(decision.order)  # its instrument's segment
         self._accepted.add(order.client_order_id)
         return decision
 
@@ -189,7 +189,7 @@ class RiskEngine:
     def _decision(self, order: trading_pb2.OrderRequest,
                   first_denial: Callable[[trading_pb2.OrderRequest, int], Denial | None]) -> trading_pb2.RiskDecision:
         """The decision on `order` at the clock's now (the day rolled first): the first denial, or accepted, stamped
-        with the instrument's price factor and counted against the submit rate."""
+        with the instrument's symbol, segment and price factor and counted against the submit rate."""
         now = self.clock.now_ns()
         self._roll_day(now)
         decision = trading_pb2.RiskDecision(order=order, ts_ns=now, strategy=order.strategy_tag,
@@ -199,7 +199,7 @@ class RiskEngine:
             decision.reason_code, decision.reason = denial
             return decision
         decision.accepted = True
-        _stamp_price_factor(decision.order, self.instruments.get(order.token))
+        _stamp_instrument(decision.order, self.instruments.get(order.token))
         self._bucket.take(now)
         return decision
 
@@ -441,7 +441,7 @@ class RiskEngine:
                            now: int) -> Denial | None:
         if not self.limits.enforce_market_hours:
             return None
-        segment = order.exchange_segment or inst.exchange_segment
+        segment = inst.exchange_segment or order.exchange_segment  # the token's instrument, as placed (stamped)
         if segment_open(segment, now, self.sessions):
             return None
         session = session_in_force(segment, now, self.sessions)
@@ -458,7 +458,7 @@ class RiskEngine:
 
     def check_square_off_time(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
                               now: int) -> Denial | None:
-        segment = order.exchange_segment or inst.exchange_segment
+        segment = inst.exchange_segment or order.exchange_segment  # the token's instrument, as placed (stamped)
         if order.product not in (MIS, trading_pb2.PRODUCT_UNSPECIFIED) or not self._past_square_off(now, segment):
             return None
         if self.reduces_position(order):
@@ -925,12 +925,18 @@ class RiskEngine:
             positions=self.positions.to_protos())
 
 
-def _stamp_price_factor(order: trading_pb2.OrderRequest, inst: market_pb2.Instrument | None) -> None:
-    """The instrument master's price factor on an accepted order, whatever the client sent: the OMS, its ledger
-    and every position book value the order's fills and charges by it."""
+def _stamp_instrument(order: trading_pb2.OrderRequest, inst: market_pb2.Instrument | None) -> None:
+    """The instrument master's symbol, segment and price factor on an accepted order, whatever the client sent.
+    Every check judged the token's instrument, and Kotak places by symbol and segment: a symbol naming another
+    instrument, or no segment, would trade what risk never judged. The OMS, its ledger and every position book
+    value the order's fills and charges by the factor."""
     order.ClearField("price_factor")
-    if inst is not None and inst.HasField("price_factor"):
+    if inst is None:
+        return
+    if inst.HasField("price_factor"):
         order.price_factor.CopyFrom(inst.price_factor)
+    order.symbol = inst.symbol or order.symbol
+    order.exchange_segment = inst.exchange_segment or order.exchange_segment
 
 
 def _open_order(order: trading_pb2.OrderRequest) -> OpenOrder:

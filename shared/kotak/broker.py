@@ -74,6 +74,11 @@ class KotakBroker:
     def __repr__(self) -> str:
         return f"KotakBroker(ucc={self.settings.ucc!r})"
 
+    @property
+    def login_trouble(self) -> str:
+        """Why Kotak's lost session cannot be renewed, and the fix ("" while logins work): KotakSession's."""
+        return self.session.login_trouble
+
     async def start(self) -> None:
         await self.session.login_at_start()
 

@@ -56,7 +56,8 @@ class KotakSettings(ModuleSettings):
     reconnect_max_s: float = Field(default=30.0, gt=0)
     # After a login Kotak refused, no new attempt for this long, doubling per refusal up to the max (no hot loop;
     # a login that could not reach Kotak waits reconnect_initial_s, doubling up to reconnect_max_s); after
-    # login_max_refusals refusals in a row (wrong MPIN/TOTP), no automatic login at all until a restart, so a
+    # login_max_refusals refusals since the last login that worked (wrong MPIN/TOTP; whatever failed between them),
+    # no automatic login at all until a restart, so a
     # changed MPIN cannot get the account locked.
     login_backoff_initial_s: float = Field(default=30.0, gt=0)
     login_backoff_max_s: float = Field(default=600.0, gt=0)

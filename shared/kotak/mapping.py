@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from services.oms.broker import BrokerOrderEvent
 from shared.contracts import market_pb2, oms_pb2, trading_pb2
-from shared.errors import NeoPulseError
+from shared.errors import NeoPulseError, NotSent
 from shared.kotak.config import HTTP_STATUS
 from shared.money import to_paise, to_rupees
 from shared.price_factor import price_factor as price_factor_proto
@@ -182,11 +182,16 @@ def _exception_kind(exc: BaseException) -> str:
 
 # orders ----------------------------------------------------------------------------
 def place_params(order: trading_pb2.OrderRequest) -> dict[str, str | None]:
-    """OrderRequest -> NeoAPI.place_order keyword arguments (client_order_id travels as the tag)."""
+    """OrderRequest -> NeoAPI.place_order keyword arguments (client_order_id travels as the tag). An order with no
+    segment raises NotSent: risk stamps every order it accepts with its instrument's, so none means the order did
+    not come through risk, and a guessed one (nse_cm) would send an F&O or BSE order to the wrong market."""
+    if not order.exchange_segment:
+        raise NotSent(f"order {order.client_order_id}: not sent: it has no exchange_segment (risk stamps the "
+                      f"instrument's on every order it accepts); send it through risk, with token {order.token}")
     order_type = ORDER_TYPE[order.order_type]
     price = to_rupees(order.price_paise) if order_type in ("L", "SL") else Decimal("0")
     return {
-        "exchange_segment": order.exchange_segment or "nse_cm", "product": PRODUCT.get(order.product, "MIS"),
+        "exchange_segment": order.exchange_segment, "product": PRODUCT.get(order.product, "MIS"),
         "price": str(price), "order_type": order_type, "quantity": str(order.quantity),
         "validity": VALIDITY.get(order.validity, "DAY"), "trading_symbol": order.symbol,
         "transaction_type": SIDE[order.side], "trigger_price": str(to_rupees(order.trigger_price_paise)),

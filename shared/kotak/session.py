@@ -62,9 +62,15 @@ class KotakSession:
         self.generation = 0  # bumped by every successful login
         self._login_lock = asyncio.Lock()
         self._last_totp_step = -1  # the TOTP time step whose code last logged in (Kotak refuses it again)
-        self._failures = 0  # failed logins in a row (backoff), and how many of them Kotak refused
+        self._failures = 0  # failed logins in a row (backoff)
+        # Logins Kotak refused since the last that succeeded, whatever failed between them: Kotak counts every wrong
+        # MPIN toward locking the account, not a run of them, so a gateway blip between two must not reset this.
         self._refusals = 0
         self._retry_at = 0.0  # time.monotonic() before which no login is tried
+        # Why the lost session cannot be renewed, and the fix: Kotak refused a re-login, then automatic login stopped.
+        # "" while logins work. Meanwhile no order update, fill or position comes from Kotak: the OMS tells the
+        # trader from it (KotakBroker.login_trouble).
+        self.login_trouble = ""
         self._last_error: NeoPulseError | None = None
         self._requests = RateLimiter(settings.requests_per_second)
         self._orders = RateLimiter(settings.orders_per_second)
@@ -124,6 +130,10 @@ class KotakSession:
             self._note_failure(exc)
             raise
         self._failures = self._refusals = 0
+        if self.login_trouble:
+            log.warning("kotak login restored: order updates, fills and positions come from Kotak again",
+                        extra={"ucc": self.settings.ucc})
+            self.login_trouble = ""
         self.client = client
         self.generation += 1
         conf = client.configuration  # the session's tokens: masked in every log line from now on
@@ -144,15 +154,39 @@ class KotakSession:
 
     def _note_failure(self, exc: NeoPulseError) -> None:
         self._failures += 1
-        self._refusals = self._refusals + 1 if isinstance(exc, ConfigError) else 0
         s = self.settings
-        if self._refusals:  # Kotak said no: slow, an account locks after a few wrong MPINs
+        refused = isinstance(exc, ConfigError)
+        if refused:  # Kotak said no: slow, an account locks after a few wrong MPINs
+            self._refusals += 1  # reset only by a login that succeeds
             backoff = min(s.login_backoff_initial_s * 2 ** (self._refusals - 1), s.login_backoff_max_s)
         else:  # Kotak not reached: as a feed reconnects, so orders are not held up long by a blip
             backoff = min(s.reconnect_initial_s * 2 ** (self._failures - 1), s.reconnect_max_s)
         self._retry_at = time.monotonic() + backoff
         self._last_error = exc
-        log.warning("kotak login failed", extra={"error": str(exc), "retry_in_s": backoff})
+        if refused and self.generation:  # a session that worked is lost (at start, the refused start says so)
+            self._note_refused_relogin(exc, backoff)
+        else:
+            log.warning("kotak login failed", extra={"error": str(exc), "retry_in_s": backoff})
+
+    def _note_refused_relogin(self, exc: NeoPulseError, backoff: float) -> None:
+        """Loud: until a login succeeds, nothing comes from Kotak (order updates, fills, positions), while stops and
+        targets working there may fill."""
+        left = self.settings.login_max_refusals - self._refusals
+        if left > 0:
+            self.login_trouble = (f"Kotak refused the login ({exc}); no order updates, fills or positions from Kotak "
+                                  f"until one succeeds; next attempt in {backoff:g} s, {left} more before automatic "
+                                  "login stops: fix [kotak] mpin/totp_secret now")
+            log.critical("kotak refused the re-login: no order updates, fills or positions from kotak until one "
+                         "succeeds; fix [kotak] mpin/totp_secret", extra={
+                             "error": str(exc), "retry_in_s": backoff, "attempts_left": left})
+            return
+        self.login_trouble = (f"Kotak refused the last {self._refusals} logins ({exc}); automatic login stopped so "
+                              "the account is not locked: no order updates, fills or positions from Kotak from now on; "
+                              "manage open orders and positions in the Neo app, fix [kotak] mpin/totp_secret, then "
+                              "restart NeoPulse")
+        log.critical("kotak automatic login stopped after refused logins: no order updates, fills or positions from "
+                     "kotak until a restart; manage open orders and positions in the Neo app, fix [kotak] "
+                     "mpin/totp_secret, then restart", extra={"error": str(exc), "refusals": self._refusals})
 
     async def _login_with_fresh_totp(self) -> NeoAPI:
         """Kotak refuses a TOTP code that already logged in, in the words it uses for a wrong one ("Invalid TOTP"),
@@ -212,8 +246,8 @@ class KotakSession:
         """NeoAPI.<method>(...) off the loop; on a session-expired reply, re-login once and retry once; a call Kotak
         throttled (429) is made again after a wait (_through_throttling). `before_retry(why)` runs before
         the call is made again and may raise to not make it (a re-login can take a TOTP step, 30 s: an order may
-        have gone stale meanwhile). An order call whose re-login fails raises NotSent: Kotak refused it, so it is
-        certainly not placed (nothing to look up)."""
+        have gone stale meanwhile). An order call whose re-login fails, or that Kotak refuses again after it, raises
+        NotSent: Kotak refused it, so it is certainly not placed (nothing to look up)."""
         if self.client is None:
             await self.relogin(self.generation)
         generation = self.generation
@@ -230,6 +264,9 @@ class KotakSession:
                 before_retry("Kotak refused it for an expired session")
             reply = await self._invoke(method, is_order, *args, **kwargs)
             if mapping.is_session_expired(reply):
+                if is_order:  # refused twice, so certainly not done: nothing to look up
+                    raise NotSent(f"Kotak {method}: not sent: refused for an expired session, and again after "
+                                  "a fresh login; place it again once Kotak answers reads")
                 raise SessionExpired(f"Kotak {method}: session still invalid after logging in again")
         if mapping.throttled(reply):
             reply = await self._through_throttling(method, is_order, reply, before_retry, *args, **kwargs)
