@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 TERMINAL = {trading_pb2.ORDER_STATUS_TRADED, trading_pb2.ORDER_STATUS_REJECTED, trading_pb2.ORDER_STATUS_CANCELLED}
 SUMMARY_ORDER_LIMIT = 5000
+OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"  # OrderUpdate.reason_code of an order the OMS gave up without the broker's answer
 REASON_CHARS = 200  # risk keeps a kill switch reason as given and quotes it in every /status and /limits
 # Calls that change something -> where to look when one does not answer in time: the module may finish the change
 # after we stop waiting (or have done it already), so "try again" could repeat it.
@@ -117,17 +118,29 @@ class Control:
         return (await self.orders_and_more(which, limit))[0]
 
     async def orders_and_more(self, which: str = "open", limit: int = 20) -> tuple[list[trading_pb2.OrderUpdate], int]:
-        """The newest `limit` open orders, or today's (IST), and how many more (older) there are: a trader checking
-        what is live must not take the first `limit` for all of them."""
+        """The newest `limit` open orders (led by today's whose outcome is unknown: they may be live at the broker), or
+        today's (IST), and how many more (older) there are: a trader checking what is live must not take the first
+        `limit` for all of them."""
         if which not in ("open", "today"):
             raise InvalidInput("orders", f"unknown filter {which!r}; use open or today")
+        today = day_of(self.clock.now_ns())
+        given_up = await self._given_up_today(today) if which == "open" else []
         resp = await self._call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(open_only=which == "open",
                                                                            limit=max(limit, SUMMARY_ORDER_LIMIT)))
         orders = list(resp.orders)
         if which == "today":
-            today = day_of(self.clock.now_ns())
             orders = [o for o in orders if day_of(o.ts_ns) == today]
+        listed = {o.internal_id for o in orders}  # one adopted since (open again) is listed once, as it is now
+        orders = [o for o in given_up if o.internal_id not in listed] + orders
         return orders[:limit], max(0, len(orders) - limit)
+
+    async def _given_up_today(self, today: date) -> list[trading_pb2.OrderUpdate]:
+        """Today's orders the OMS gave up without the broker's answer (REJECTED, OUTCOME_UNKNOWN), newest first: not
+        open to the OMS, but they may be live at the broker, and the CRITICAL alert sends the trader to check them.
+        They lead the open list (with replies' "outcome unknown" warning): its limit cuts older open orders first."""
+        resp = await self._call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(limit=SUMMARY_ORDER_LIMIT))
+        return [o for o in resp.orders if o.status == trading_pb2.ORDER_STATUS_REJECTED
+                and o.reason_code == OUTCOME_UNKNOWN and day_of(o.ts_ns) == today]
 
     async def order(self, order_id: str) -> trading_pb2.OrderUpdate:
         """One order by its client, internal or exchange id."""

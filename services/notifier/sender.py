@@ -173,7 +173,7 @@ class TelegramSender:
                 while self.queue.empty():
                     await self.queue.wait_changed()
                 await self._gather()
-                self._pending.extend(self._messages(*self._release()))
+                self._enqueue(self._messages(*self._release()))
             try:
                 await self._send_pending(until_offered=True)
             except Exception:  # a bug in sending must not end the process; the messages are lost, counted
@@ -213,7 +213,7 @@ class TelegramSender:
         urgent, ordinary = self.queue.take(len(self.queue))
         self._held[0].extend(urgent)
         self._held[1].extend(ordinary)
-        self._pending.extend(self._messages(*self._release()))
+        self._enqueue(self._messages(*self._release()))
         return bool(self._pending)
 
     async def _end_run(self, deadline: float) -> None:
@@ -278,13 +278,42 @@ class TelegramSender:
                 messages += [Outgoing(chat_id, group, is_urgent, released, extra) for chat_id in self.chat_ids]
         return messages
 
+    def _enqueue(self, messages: list[Outgoing]) -> None:
+        """Add new messages to those in hand: an ordinary one last, an urgent one before its chat's first ordinary
+        message (not yet delivered, so it can be passed): a kill-switch alert must not wait out a 429's retry_after
+        or the group pace once for each message of an earlier batch. Each chat's urgent messages keep their order,
+        and so do its ordinary ones."""
+        for message in messages:
+            at = self._urgent_place(message.chat_id) if message.urgent else None
+            if at is None:
+                self._pending.append(message)
+            else:
+                self._pending.insert(at, message)
+
+    def _urgent_place(self, chat_id: int) -> int | None:
+        """Where an urgent message for the chat goes in hand: before its first ordinary message, unless that one
+        leads the chat's messages and its last try may have reached Telegram (a timeout): it is in flight, its next
+        try settles it, and its count of such tries must not be reset by another message going through first.
+        None: after all the chat's messages."""
+        trouble = self._trouble.get(chat_id)
+        in_flight = trouble is not None and trouble.doubtful > 0
+        leading = True
+        for i, message in enumerate(self._pending):
+            if message.chat_id != chat_id:
+                continue
+            if not message.urgent and not (leading and in_flight):
+                return i
+            leading = False
+        return None
+
     async def _send_pending(self, until_offered: bool = False) -> None:
         """Send the messages in hand, each chat's in order; a chat that may take none yet (a 429's retry_after, a
         back-off after a failure, a group's pace) does not hold up the others': a kill-switch alert to one chat never
         waits out another's. `until_offered` (the send loop): when every message left waits for its chat, return as
         soon as a block is offered and a chat could take it, so that its batch is gathered and sent (the messages
         left keep their place, first for their chat). While no chat could, blocks stay in the bounded queue, which
-        sheds and says so, rather than piling up here through a Telegram incident."""
+        sheds and says so, rather than piling up here through a Telegram incident; but an urgent block is gathered at
+        once all the same, to go ahead of its chats' ordinary messages in hand."""
         loop = asyncio.get_running_loop()
         while self._pending:
             now, waiting = loop.time(), set()
@@ -300,10 +329,19 @@ class TelegramSender:
                 if free and not self.queue.empty():
                     return
                 wake = min(at for at in self._next_at.values() if at > now) - now
-                if not free:
+                if not until_offered:
                     await asyncio.sleep(wake)
-                elif await self._offered_within(wake):
+                elif await (self._offered_within(wake) if free else self._urgent_offered_within(wake)):
                     return
+
+    async def _urgent_offered_within(self, seconds: float) -> bool:
+        """Whether an urgent block is queued within `seconds` (False: the time ran out first)."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while not self.queue.urgent:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0 or not await self._offered_within(remaining):
+                return False
+        return True
 
     async def _send_at(self, i: int) -> None:
         """Try the i-th message in hand once. Delivered or given up, it leaves; deferred, it keeps its place; refused,

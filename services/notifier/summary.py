@@ -13,6 +13,7 @@ from shared.contracts import oms_pb2, trading_pb2
 from shared.positions import PositionBook
 
 MANUAL = "manual"
+CARRIED = (trading_pb2.PRODUCT_CNC, trading_pb2.PRODUCT_NRML)  # what a broker carries overnight (MIS is squared off)
 
 
 @dataclass
@@ -39,25 +40,47 @@ class DailySummary:
 
 def summarise(day: date, orders: list[trading_pb2.OrderUpdate],
               positions: oms_pb2.ListPositionsResponse) -> DailySummary:
-    """Totals from the OMS positions; per-strategy P&L replayed from the day's filled orders."""
+    """Totals from the OMS positions; per-strategy P&L replayed from the filled orders: the day's, after the earlier
+    days' CNC and NRML ones (what a broker carries overnight), so that a carried position closed today is realised
+    today (against its average entry price: yesterday's close is not known here) instead of read as a new one. Open
+    quantity is valued only in a token the account still holds, at the OMS's last price."""
     summary = DailySummary(day=day, realised_pnl_paise=positions.realised_pnl_paise,
                            unrealised_pnl_paise=positions.unrealised_pnl_paise,
                            charges_paise=positions.charges_paise)
-    last_price = {p.token: p.last_price_paise for p in positions.positions if p.last_price_paise}
     books: dict[str, PositionBook] = {}
+    opening: dict[str, int] = {}  # tag -> its book's realised P&L before the day's first fill
     for order in sorted(orders, key=lambda o: (o.ts_ns, o.sequence)):
-        if order.filled_quantity <= 0 or day_of(order.ts_ns) != day:
+        when = day_of(order.ts_ns)
+        if order.filled_quantity <= 0 or when > day or (when < day and order.request.product not in CARRIED):
             continue
         tag = order.request.strategy_tag or MANUAL
-        books.setdefault(tag, PositionBook()).apply_update(as_one_fill(order))
-        summary.strategies.setdefault(tag, StrategyDay()).trades += 1
-        summary.trades += 1
+        book = books.setdefault(tag, PositionBook())
+        if when == day:
+            opening.setdefault(tag, book.realised_pnl_paise())
+            summary.strategies.setdefault(tag, StrategyDay()).trades += 1
+            summary.trades += 1
+        book.apply_update(as_one_fill(order))
+    held = held_prices(positions)
     for tag, book in books.items():
-        for token, price in last_price.items():
-            book.mark(token, price)
-        summary.strategies[tag].realised_pnl_paise = book.realised_pnl_paise()
-        summary.strategies[tag].unrealised_pnl_paise = book.unrealised_pnl_paise()
+        valued = [p for p in book.positions.values() if p.net_quantity and p.token in held]
+        for pos in valued:
+            pos.last_price_paise = held[pos.token]
+        if tag not in summary.strategies and not valued:
+            continue  # neither traded today nor holding anything: not the day's news
+        line = summary.strategies.setdefault(tag, StrategyDay())
+        line.realised_pnl_paise = book.realised_pnl_paise() - opening.get(tag, book.realised_pnl_paise())
+        line.unrealised_pnl_paise = sum(p.unrealised_pnl_paise for p in valued)
     return summary
+
+
+def held_prices(positions: oms_pb2.ListPositionsResponse) -> dict[int, int]:
+    """Token -> last price, of the tokens the account holds (net of its products) and has a price for: a strategy's
+    replayed book may show quantity in a flat token (fills beyond what ListOrders returned, a position closed by hand
+    at the broker), and valuing it would make up P&L."""
+    net: dict[int, int] = {}
+    for p in positions.positions:
+        net[p.token] = net.get(p.token, 0) + p.net_quantity
+    return {p.token: p.last_price_paise for p in positions.positions if net[p.token] and p.last_price_paise}
 
 
 def as_one_fill(order: trading_pb2.OrderUpdate) -> trading_pb2.OrderUpdate:
