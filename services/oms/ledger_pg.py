@@ -92,6 +92,11 @@ _RECORD_FLUSHED_SQL = _RECORD_SQL.format(commit="", commit_ref="")
 # The longest an order-path write (its pooled connection, then its statement) or its read-back is waited for: those
 # take milliseconds; past this, the server or the pool is stuck and the write's outcome is unknown.
 WRITE_TIMEOUT_S = 10.0
+# A write given up on mid-statement: its server process, still there and running a statement (asyncpg's cancel is
+# best-effort), is stopped; once it runs none, the write has committed or never will.
+_STILL_RUNNING_SQL = "SELECT state = 'active' AS running FROM pg_stat_activity WHERE pid = $1"
+_STOP_SQL = "SELECT pg_terminate_backend($1)"
+_STOPPED_POLL_S = 0.01
 
 
 
@@ -114,6 +119,9 @@ class PgLedger:
         self.durable_updates = durable_updates
         self.timeout_s = timeout_s
         self._releasing: set[asyncio.Task[None]] = set()
+        # Server processes of writes given up on mid-statement (a timeout, a lost connection, a cancelled caller):
+        # they may still commit. get() waits until they run nothing, so that its read-back is the last word.
+        self._abandoned: set[int] = set()
 
     async def _write(self, sql: str, *args: Any) -> asyncpg.Record | None:
         """One statement on a pooled connection, handed back in the background: the pool resets a connection it
@@ -124,6 +132,13 @@ class PgLedger:
         conn = await self.pool.acquire(timeout=self.timeout_s)
         try:
             return await conn.fetchrow(sql, *args, timeout=self.timeout_s)
+        except asyncpg.PostgresError:
+            raise  # the server refused it: rolled back
+        except BaseException:
+            # Given up on while the server may still run it, and commit it after a read-back found nothing.
+            self._abandoned.add(conn.get_server_pid())
+            conn.terminate()  # never handed out again with that statement still under way
+            raise
         finally:
             task = asyncio.get_running_loop().create_task(self.pool.release(conn))
             self._releasing.add(task)
@@ -173,8 +188,12 @@ class PgLedger:
         # Not updated: recorded before (a retry after a lost reply), row, metadata and event are all there.
 
     async def get(self, order_id: str) -> trading_pb2.OrderUpdate | None:
+        """After a write given up on mid-statement, only once its server process runs it no more (else raises):
+        the read-back of a write that failed says whether it committed, never "not yet"."""
         if not _storable_key(order_id):
             return None
+        if self._abandoned:
+            await self._stop_abandoned()
         try:
             key: Any = uuid.UUID(order_id)
             where = "internal_id = $1"
@@ -186,6 +205,16 @@ class PgLedger:
             row = await self.pool.fetchrow(f"SELECT {LEDGER_COLUMNS} FROM order_ledger WHERE client_order_id = $1",
                                            order_id, timeout=self.timeout_s)
         return row_to_update(row) if row is not None else None
+
+    async def _stop_abandoned(self) -> None:
+        """Stop the statements of writes given up on, and wait until their server processes run none (committed or
+        rolled back for good). Raises TimeoutError past timeout_s (the write's outcome is then still unknown)."""
+        async with asyncio.timeout(self.timeout_s):
+            for pid in list(self._abandoned):
+                while await self.pool.fetchval(_STILL_RUNNING_SQL, pid):
+                    await self.pool.fetchval(_STOP_SQL, pid)
+                    await asyncio.sleep(_STOPPED_POLL_S)
+                self._abandoned.discard(pid)
 
     async def open_orders(self) -> list[trading_pb2.OrderUpdate]:
         rows = await self.pool.fetch(f"SELECT {LEDGER_COLUMNS} FROM order_ledger WHERE status <> ALL($1::text[]) "
