@@ -87,7 +87,7 @@ def test_live_mode_refuses_a_kotak_base_url_on_another_host_and_allows_a_local_s
     from services.app.monolith import check_live_target
 
     live = cfg.load(AppSettings, {"mode": "live", "source": "kotak"})
-    with pytest.raises(ConfigError, match="would go to 'sim.example.net', not Kotak's servers"):
+    with pytest.raises(ConfigError, match=r"would go to 'sim\.example\.net', not Kotak's servers"):
         check_live_target(live, "http://sim.example.net:8080")
     check_live_target(live, "http://127.0.0.1:8765")  # a rehearsal against `neopulse sim`
     check_live_target(live, "")  # Kotak's own servers
