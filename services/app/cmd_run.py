@@ -76,13 +76,13 @@ async def _run(settings: AppSettings, toml: dict[str, Any], args: argparse.Names
         check_live_target,
     )
     from services.app.status import StatusBoard
-    from services.app.wiring import kotak_stand_in
+    from services.app.wiring import kotak_stand_ins
     from shared.grpc.config import GrpcSettings
     from shared.metrics import serve_metrics
 
     missing = _missing_kotak_credentials(toml)
     check_live_mode(settings, args.live, not missing)
-    check_live_target(settings, kotak_stand_in(toml))
+    check_live_target(settings, kotak_stand_ins(toml))
     check_live_grpc(settings, cfg.load(GrpcSettings, toml))
     check_kotak_source(settings, missing)
     serve_metrics(settings.metrics_port, settings.metrics_host)

@@ -339,19 +339,22 @@ def check_live_grpc(settings: AppSettings, grpc: GrpcSettings) -> None:
                           "and release the kill switch; or serve on 127.0.0.1")
 
 
-def check_live_target(settings: AppSettings, stand_in: str) -> None:
+def check_live_target(settings: AppSettings, stand_ins: list[str]) -> None:
     """A live run goes to Kotak's servers, or to a stand-in on this machine (a rehearsal against `neopulse sim`, its
-    database stamped simulated): never to another host, which would take the orders, the MPIN and the TOTP (a
-    NEOPULSE_KOTAK_BASE_URL left set from a simulator run)."""
-    if settings.mode != "live" or not stand_in:
+    database stamped simulated): never to another host, which would take the orders, the MPIN and the TOTP, or the
+    session's tokens (a NEOPULSE_KOTAK_BASE_URL or _FEED_URL left set from a simulator run)."""
+    if settings.mode != "live":
         return
-    host = urlsplit(stand_in).hostname or stand_in
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        raise ConfigError(f"mode=live with [kotak] base_url/environment {stand_in!r}: live orders, your MPIN and TOTP "
-                          f"would go to {host!r}, not Kotak's servers; unset NEOPULSE_KOTAK_BASE_URL (it is for "
-                          "`neopulse sim`) and NEOPULSE_KOTAK_ENVIRONMENT")
-    log.warning("live run against a Kotak stand-in on this machine, not Kotak: its database is stamped as a "
-                "simulated market", extra={"base_url": stand_in})
+    for stand_in in stand_ins:
+        host = urlsplit(stand_in).hostname or stand_in
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ConfigError(f"mode=live with [kotak] {stand_in!r} (base_url, feed_url, order_feed_url or "
+                              f"environment): live orders, your MPIN and TOTP or the session would go to {host!r}, "
+                              "not Kotak's servers; unset NEOPULSE_KOTAK_BASE_URL, _FEED_URL, _ORDER_FEED_URL (they "
+                              "are for `neopulse sim`) and NEOPULSE_KOTAK_ENVIRONMENT")
+    if stand_ins:
+        log.warning("live run against a Kotak stand-in on this machine, not Kotak: its database is stamped as a "
+                    "simulated market", extra={"urls": stand_ins})
 
 
 def check_live_mode(settings: AppSettings, live_flag: bool, has_credentials: bool) -> None:

@@ -134,15 +134,17 @@ def database_use(settings: AppSettings, toml: dict[str, Any]) -> tuple[str | Non
     own servers: [kotak] base_url (`neopulse sim`, a stand-in) or its UAT environment are simulated."""
     if settings.source == "replay":
         return None, None
-    return settings.mode, "real" if settings.source == "kotak" and not kotak_stand_in(toml) else "simulated"
+    return settings.mode, "real" if settings.source == "kotak" and not kotak_stand_ins(toml) else "simulated"
 
 
-def kotak_stand_in(toml: dict[str, Any]) -> str:
-    """Where the Kotak source talks to when it is not Kotak's production servers (its base_url, or "uat"), else ""."""
+def kotak_stand_ins(toml: dict[str, Any]) -> list[str]:
+    """Where the Kotak source talks to that is not Kotak's production servers: its base_url, feed_url and
+    order_feed_url when set (the feeds log in with the session's tokens), and "uat" for Kotak's test environment."""
     from shared.kotak.config import KotakSettings
 
     kotak = cfg.load(KotakSettings, toml)
-    return kotak.base_url or ("uat" if kotak.environment == "uat" else "")
+    return [url for url in (kotak.base_url, kotak.feed_url, kotak.order_feed_url) if url] + (
+        ["uat"] if kotak.environment == "uat" else [])
 
 
 async def start_grpc(bus: Any, toml: dict[str, Any], port: int, ledger: Any = None) -> tuple[Any, int]:

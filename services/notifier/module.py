@@ -130,6 +130,8 @@ class NotifierModule(Component):
 
     # -- what arrives ----------------------------------------------------------------
     async def _on_notification(self, note: ops_pb2.Notification) -> None:
+        if note.kind == ops_pb2.NOTIFICATION_KIND_KILL_SWITCH and self.bot is not None:
+            self.bot.halt_changed()  # an /unkill asked before it releases no later halt
         self.deliver(note)
 
     async def _on_decision(self, decision: trading_pb2.RiskDecision) -> None:

@@ -422,6 +422,14 @@ class TelegramBot:
         # No /command in a prompt's text: Telegram makes it a link, and one tap would send it.
         return "Engage the kill switch? No new orders until it is released.", keyboard
 
+    def halt_changed(self) -> None:
+        """The kill switch was engaged or released (risk's notification of it): an /unkill prompt asked before releases
+        nothing, whatever the halt is now. Its reason's wording may be the same as the new halt's ("telegram:<chat>
+        /kill", "neopulse ctl halt"), so the (state, reason) read at the press cannot tell them apart."""
+        for prompt in self._prompts.values():
+            if UNKILL in prompt.actions:
+                prompt.pinned = ("the halt changed since",)
+
     async def _unkill(self, chat_id: int, args: list[str]) -> Reply:
         """Releasing the kill switch asks first too: a stray tap on a /unkill link must not re-arm trading. Asked only
         while trading is HALTED, with why; the button releases that halt only: one engaged again after the prompt

@@ -88,12 +88,15 @@ def test_live_mode_refuses_a_kotak_base_url_on_another_host_and_allows_a_local_s
 
     live = cfg.load(AppSettings, {"mode": "live", "source": "kotak"})
     with pytest.raises(ConfigError, match=r"would go to 'sim\.example\.net', not Kotak's servers"):
-        check_live_target(live, "http://sim.example.net:8080")
-    check_live_target(live, "http://127.0.0.1:8765")  # a rehearsal against `neopulse sim`
-    check_live_target(live, "")  # Kotak's own servers
+        check_live_target(live, ["http://sim.example.net:8080"])
+    with pytest.raises(ConfigError, match=r"would go to 'sim\.example\.net'"):  # a feed logs in with the session
+        check_live_target(live, ["ws://127.0.0.1:8765/orders", "ws://sim.example.net/feed"])
+    check_live_target(live, ["http://127.0.0.1:8765", "ws://127.0.0.1:8765/feed"])  # a rehearsal: `neopulse sim`
+    check_live_target(live, [])  # Kotak's own servers
 
 
 @pytest.mark.parametrize(("kotak", "market"), [({}, "real"), ({"base_url": "http://127.0.0.1:8765"}, "simulated"),
+                                                ({"feed_url": "ws://127.0.0.1:8765/feed"}, "simulated"),
                                                 ({"environment": "uat"}, "simulated")])
 def test_a_kotak_run_stamps_its_database_real_only_at_kotaks_own_servers(kotak, market):
     """A paper run against `neopulse sim` stamped its database "real": a later real run took its fills for positions."""
