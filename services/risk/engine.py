@@ -154,8 +154,10 @@ class RiskEngine:
         # After a restart: the sequence each loaded order and the loaded positions are as of.
         self._loaded_order_sequence: dict[str, int] = {}
         self._positions_as_of = 0
+        # The square-off rule first: a SQUAREOFF order that does not reduce is REDUCE_ONLY in every state, the answer
+        # the OMS's SquareOff waits out (risk has not seen the cancels of the position's orders yet), never HALTED's.
         self._checks: tuple[Check, ...] = (
-            self.check_trading_state, self.check_square_off_reduces, self.check_quantity, self.check_price,
+            self.check_square_off_reduces, self.check_trading_state, self.check_quantity, self.check_price,
             self.check_price_band, self.check_order_value, self.check_position, self.check_position_value,
             self.check_gross_exposure, self.check_open_orders, self.check_market_hours, self.check_square_off_time,
             self.check_submit_rate)

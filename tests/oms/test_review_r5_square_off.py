@@ -232,3 +232,20 @@ async def test_a_square_off_the_broker_refuses_names_the_position_as_not_squared
 
     with pytest.raises(OrderStateError, match=r"NOT squared off: RELIANCE-EQ MIS .*refused: .*RMS:Rule"):
         await oms.bus.call(rpc.SQUARE_OFF, oms_pb2.SquareOffRequest())
+
+
+async def test_a_square_off_under_the_kill_switch_waits_out_risks_lag_on_the_cancels_as_it_does_when_active(world):
+    """Risk sees the cancel of the position's stop a little after the OMS (a loaded monolith, split mode's stream):
+    the market order is refused REDUCE_ONLY and asked again. Under the kill switch, HALTED's refusal came first and
+    the square-off gave up: \"NOT squared off\", when a trader squares off most."""
+    from shared.contracts import risk_pb2
+
+    await world.long_100_with_its_stop()
+    await world.bus.call(rpc.SET_KILL_SWITCH, risk_pb2.SetKillSwitchRequest(engaged=True, reason="trader"))
+    engine, loop = world.risk.engine, asyncio.get_running_loop()
+    real = engine.on_order_update
+    engine.on_order_update = lambda u: loop.call_later(0.15, real, u)  # risk's view of order updates 150 ms late
+
+    reply = await world.bus.call(rpc.SQUARE_OFF, oms_pb2.SquareOffRequest())
+
+    assert [o.request.quantity for o in reply.orders] == [100]

@@ -217,7 +217,9 @@ def test_halted_denies_a_squareoff_tagged_order_that_opens_a_position(clock):
     engine = long_100(clock)
     engine.set_kill_switch(True, "test")
 
-    assert engine.decide(square_off(side=BUY, quantity=10)).reason_code == "TRADING_HALTED"
+    decision = engine.decide(square_off(side=BUY, quantity=10))
+
+    assert not decision.accepted and decision.reason_code == "REDUCE_ONLY"  # in every state, HALTED included
 
 
 def test_engaging_the_kill_switch_halts_and_surfaces_a_kill_switch_change(engine):
