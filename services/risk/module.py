@@ -41,6 +41,7 @@ SIGNAL_ERRORS = Counter("neopulse_risk_signal_errors", "Signals dropped because 
 STATE_SAVE_ERRORS = Counter("neopulse_risk_state_save_errors",
                             "Kill switch / trading state changes not saved (they would not survive a restart)")
 MAX_CANCEL_BACKOFF_S = 2.0
+SAVE_RETRY_S = 1.0  # a failed state save is tried again at most this often, off the timer
 MAX_BURST = 100  # signals decided in one handler call at most
 
 SEVERITY: dict[int, ops_pb2.Severity] = {risk_pb2.TRADING_STATE_ACTIVE: ops_pb2.SEVERITY_INFO,
@@ -85,6 +86,8 @@ class RiskModule(Component):
         # next _notify_changes(save=True) saves it (the timer's, at the latest).
         self._unsaved = False
         self._save_failing = False  # the last save failed (said once, not at every retry)
+        self._save_retry: asyncio.Task[None] | None = None  # the background retry of a failed save (_retry_save_later)
+        self._next_save_retry = 0.0  # monotonic: no retry before this
         # Counts kill-switch engagements and releases: cancels started under one stop when it is over.
         self._kill_epoch = 0
         self._loss_interval_s = settings.loss_check_interval_ms / 1000
@@ -207,7 +210,20 @@ class RiskModule(Component):
                 return
             log.warning("square-off order", extra={"order_id": order.client_order_id, "token": order.token,
                                                    "accepted": decision.accepted, "reason": decision.reason})
-        await self._notify_changes(save=True)  # also a save that failed before, tried again
+        await self._notify_changes()  # a state change: saved and announced now
+        if self._unsaved:
+            self._retry_save_later()
+
+    def _retry_save_later(self) -> None:
+        """A save that failed (the database away), or limits whose save failed, is tried again in a task of its own,
+        at most every SAVE_RETRY_S: the timer (the square-off, its cancels, the loss cancels) never waits on a
+        database that hangs or takes its connect timeout to fail."""
+        now = time.monotonic()
+        if (self._save_retry is not None and not self._save_retry.done()) or now < self._next_save_retry:
+            return
+        self._next_save_retry = now + SAVE_RETRY_S
+        self._save_retry = asyncio.get_running_loop().create_task(self._notify_changes(save=True),
+                                                                  name="risk:state-retry")
 
     # -- topics ---------------------------------------------------------------
     async def _on_signals(self, signals: list[trading_pb2.Signal]) -> None:
