@@ -572,6 +572,14 @@ class StrategyEngine:
                 self._close_out(strategy, now_ns, out)
         return out
 
+    def end_close_out(self, name: str) -> bool:
+        """Stop the daily-loss close-out of a strategy whose positions could not be restored exactly (NOT_RESTORED):
+        its market exits would be sized from positions it cannot trust (an exit larger than what is held opens the
+        other side). True when one was under way: its positions are the trader's to close."""
+        closing = name in self._closing
+        self._closing.discard(name)
+        return closing
+
     def _close_out(self, strategy: Strategy, now_ns: int, out: LossTurn) -> None:
         working = strategy.working_orders()
         for order in working:

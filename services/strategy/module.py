@@ -251,8 +251,12 @@ class StrategyModule(Component):
         # Over a pause put back from before the restart: this one holds back even exits (engine.sends_nothing).
         self.engine.set_paused(name, True, f"{NOT_RESTORED}: {reason}", by=strategy_pb2.PAUSED_BY_NEOPULSE,
                                replace=True)
+        closing = self.engine.end_close_out(name)  # its exits would be sized from positions it cannot trust
         text = (f"Strategy {name} starts paused: {reason}. Check its positions at the broker (the OMS's "
                 "ListPositions) and close or adopt them, then resume it.")
+        if closing:
+            text += (" Its daily-loss close-out was under way and is stopped: close what it holds by hand (risk's "
+                     "intraday square-off still closes MIS positions at its time).")
         log.error("strategy starts paused: its positions cannot be restored exactly",
                   extra={"strategy": name, "reason": reason})
         await self._critical("Strategy paused at start", text, name)
