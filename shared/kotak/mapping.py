@@ -108,6 +108,9 @@ def error_text(reply: dict) -> str:
     return "; ".join(dict.fromkeys(parts))
 
 
+TAG_EXISTS = 5204  # Kotak's stCode for "Client OrderID already exists"
+
+
 def reply_error(reply: Any) -> tuple[str, str] | None:
     """None when the reply is a success; else (kind, text), kind "unknown" (timeout, transport, an HTTP 5xx as
     KotakTransport marks it, a 5xx stCode or gateway code: the call may have happened) or "refused" (Kotak answered
@@ -128,7 +131,12 @@ def reply_error(reply: Any) -> tuple[str, str] | None:
     if _says_ok(reply, st_code):
         return None  # a "message" beside it is news, not a refusal: {"stat": "Ok", "message": "Order cancelled"}
     if str(reply.get("stat", "")).lower() == "not_ok" or error_text(reply):
-        return ("refused", error_text(reply) or "refused without a reason")
+        text = error_text(reply) or "refused without a reason"
+        if st_code == TAG_EXISTS or "already exist" in text.lower():
+            # Kotak holds an order with this tag today (kotak-neo-api #150, #175): a place sent again after an
+            # answer that never came (an expired session's retry) did reach it. Not a refusal: look the tag up.
+            return ("unknown", text)
+        return ("refused", text)
     return None
 
 

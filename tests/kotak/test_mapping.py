@@ -31,6 +31,16 @@ def test_a_timeout_is_an_unknown_outcome_and_a_not_ok_is_a_refusal():
     assert mapping.reply_error({"nOrdNo": "1", "stat": "Ok", "stCode": 200}) is None
 
 
+def test_a_tag_kotak_already_holds_is_an_unknown_outcome_to_look_up_not_a_refusal():
+    """A place sent again after an answer that never came (an expired session's retry) finds its first copy at Kotak:
+    "Client OrderID already exists" (stCode 5204). Booked as refused, an order working at the exchange would be
+    REJECTED in the ledger; looked up by its tag, it is adopted."""
+    exists = {"stat": "Not_Ok", "stCode": 5204, "errMsg": "Client OrderID already exists"}
+
+    assert mapping.reply_error(exists) == ("unknown", "Client OrderID already exists")
+    assert mapping.reply_error({"stat": "Not_Ok", "emsg": "Order with this tag already exists"})[0] == "unknown"
+
+
 def test_a_5xx_is_an_unknown_outcome_whatever_its_body_says_and_an_unreadable_reply_too():
     """KotakTransport puts the HTTP status of a 5xx in the body (httpStatus); a gateway says it as "code"."""
     assert mapping.reply_error({"stat": "Not_Ok", "errMsg": "Not able to communicate with OMS", "httpStatus": 502}) \
