@@ -85,7 +85,8 @@ async def _run(settings: AppSettings, toml: dict[str, Any], args: argparse.Names
     check_live_target(settings, kotak_stand_ins(toml))
     check_live_grpc(settings, cfg.load(GrpcSettings, toml))
     check_kotak_source(settings, missing)
-    serve_metrics(settings.metrics_port, settings.metrics_host)
+    serve_metrics(metrics_port(settings, cfg.load(GrpcSettings, toml), args.metrics_port is not None),
+                  settings.metrics_host)
     app = Monolith(settings, toml)
     board = StatusBoard(app.bus, now_ns=lambda: app.clock.now_ns())
     guard = runtime.StopGuard(settings.stop_budget_s)
@@ -135,6 +136,12 @@ def stop_exit_code(left_behind: list[str], failed_steps: list[str], failed: Exce
         print(f"neopulse: {line}; stopped", file=sys.stderr)
         return runtime.EXIT_TASK_FAILED
     return 0
+
+
+def metrics_port(settings: AppSettings, grpc: Any, from_cli: bool) -> int:
+    """The port Prometheus scrapes (0: off): the top-level metrics_port, else [grpc] metrics_port (where `neopulse
+    serve` reads it, and a config written for both may set it); a --metrics-port on the command line decides alone."""
+    return settings.metrics_port or (0 if from_cli else grpc.metrics_port)
 
 
 def _missing_kotak_credentials(toml: dict[str, Any]) -> list[str]:

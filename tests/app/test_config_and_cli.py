@@ -107,6 +107,19 @@ def test_a_kotak_run_stamps_its_database_real_only_at_kotaks_own_servers(kotak, 
     assert database_use(settings, {"kotak": kotak}) == ("paper", market)
 
 
+def test_neopulse_run_serves_metrics_on_the_grpc_tables_port_unless_told_otherwise():
+    """`[grpc] metrics_port` (where `neopulse serve` reads it) was ignored by `neopulse run`: Prometheus, and the alerts
+    built on it, silently off for a monolith configured so."""
+    from services.app.cmd_run import metrics_port
+    from shared.grpc.config import GrpcSettings
+
+    grpc = cfg.load(GrpcSettings, {"grpc": {"metrics_port": 9101}})
+
+    assert metrics_port(cfg.load(AppSettings, {}), grpc, from_cli=False) == 9101
+    assert metrics_port(cfg.load(AppSettings, {"metrics_port": 9100}), grpc, from_cli=False) == 9100
+    assert metrics_port(cfg.load(AppSettings, {}, metrics_port=0), grpc, from_cli=True) == 0  # --metrics-port 0: off
+
+
 def test_live_mode_without_the_database_refuses_to_start():
     """Real orders on an in-memory ledger: a restart would forget them at Kotak and release the kill switch."""
     from services.app.monolith import check_live_mode
