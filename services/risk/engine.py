@@ -564,8 +564,12 @@ class RiskEngine:
         return max((p.last_price_paise for p in self.positions.positions.values() if p.token == token), default=0)
 
     def _loss_halted(self) -> bool:
-        """HALTED by the daily loss (not by the kill switch, whose operator decides what to close)."""
-        return self.state == HALTED and not self.kill_switch_engaged
+        """HALTED by the daily loss: its MIS positions close now. Not by the kill switch alone (its operator decides
+        what to close), but a switch engaged over a loss halt (a trader answering the alert with /kill) leaves that
+        square-off going: the switch only adds restrictions, and the strategies' stops are refused under it."""
+        if self.state != HALTED:
+            return False
+        return not self.kill_switch_engaged or self._level_of(self._worst_loss) == HALTED
 
     def _past_any_square_off(self, now: int) -> bool:
         """Past the earliest square-off time of any segment, or halted by the daily loss: MIS closes now."""

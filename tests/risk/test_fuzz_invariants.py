@@ -372,8 +372,10 @@ class Fuzz:
 
     # -- the invariants -------------------------------------------------------------------------------------
     def past_square_off(self, token: int) -> bool:
-        """The segment's square-off time has come, or the daily loss halted trading (MIS closes at once)."""
-        if self.engine.state == HALTED and not self.model.kill:
+        """The segment's square-off time has come, or the daily loss halted trading (MIS closes at once, the kill switch
+        engaged over it or not)."""
+        loss_halted = self.engine._level_of(self.engine._worst_loss) == HALTED  # the worst the day's loss reached
+        if self.engine.state == HALTED and (not self.model.kill or loss_halted):
             return True
         inst = self.instruments.get(token)
         assert inst is not None
