@@ -106,7 +106,9 @@ class PositionState:
                 self.open_cost_paise = 0
             if remainder:
                 self.open_cost_paise = (1 if signed > 0 else -1) * remainder * price_paise
-        self.last_price_paise = self.last_price_paise or price_paise
+        # A trade's price is as new a price as any: the next tick marks it again. Kept at the first fill's, a token
+        # without ticks (a manual order on an instrument no one subscribes; a stalled feed) was valued at it for good.
+        self.last_price_paise = price_paise
         return realised
 
     def start_day(self) -> None:
