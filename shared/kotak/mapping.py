@@ -62,7 +62,10 @@ MTM_SEGMENTS = ("Cash", "Fo", "Com", "Cur")
 # Kotak's "no value" in text fields such as rejRsn.
 NO_VALUE = frozenset({"", "--", "NA"})
 _EXPIRED = re.compile(r"invalid credentials|session (has )?expired|invalid session|invalid (access )?token|"
-                      r"complete the 2fa", re.I)
+                      r"complete the 2fa|authentication failed", re.I)
+# Codes of a session Kotak no longer takes, top-level or inside an error list (kotak-neo-api #166, #207: 10020
+# "Authentication Failed" for a token it stopped taking).
+_EXPIRED_CODES = frozenset({"900901", "10020"})
 
 
 def paise(value: Any) -> int:
@@ -89,7 +92,11 @@ def is_session_expired(reply: Any) -> bool:
     """Kotak's invalid-credentials / session-expired answers, in any of the SDK's reply shapes."""
     if not isinstance(reply, dict):
         return False
-    if str(reply.get("code", "")) == "900901":
+    if str(reply.get("code", "")) in _EXPIRED_CODES:
+        return True
+    errors = reply.get("error")
+    if isinstance(errors, list) and any(isinstance(e, dict) and str(e.get("code", "")) in _EXPIRED_CODES
+                                        for e in errors):
         return True
     return bool(_EXPIRED.search(error_text(reply)))
 
@@ -106,9 +113,6 @@ def error_text(reply: dict) -> str:
         elif value is not None:
             parts.append(str(getattr(value, "reason", None) or value))
     return "; ".join(dict.fromkeys(parts))
-
-
-TAG_EXISTS = 5204  # Kotak's stCode for "Client OrderID already exists"
 
 
 def reply_error(reply: Any) -> tuple[str, str] | None:
@@ -132,9 +136,10 @@ def reply_error(reply: Any) -> tuple[str, str] | None:
         return None  # a "message" beside it is news, not a refusal: {"stat": "Ok", "message": "Order cancelled"}
     if str(reply.get("stat", "")).lower() == "not_ok" or error_text(reply):
         text = error_text(reply) or "refused without a reason"
-        if st_code == TAG_EXISTS or "already exist" in text.lower():
-            # Kotak holds an order with this tag today (kotak-neo-api #150, #175): a place sent again after an
-            # answer that never came (an expired session's retry) did reach it. Not a refusal: look the tag up.
+        if "already exist" in text.lower():
+            # "Client OrderID already exists" (stCode 5204, kotak-neo-api #150, #175; 5204 alone is Kotak's general
+            # "<action> Response: <why>", a bad input too, #123): Kotak holds an order with this tag today, so a place
+            # sent again after an answer that never came (an expired session's retry) did reach it. Look it up.
             return ("unknown", text)
         return ("refused", text)
     return None
@@ -269,7 +274,12 @@ def position(row: dict[str, Any]) -> trading_pb2.Position:
     """A portfolio/v2/positions row -> Position, as Kotak documents the arithmetic (positions.md): averages are
     amount / (quantity x price factor), P&L is (sell amount - buy amount) + net quantity x LTP x price factor.
     Exact until the one rounding to paise; realised is the closed quantity's share, unrealised the rest. The
-    Position carries the factor, so a book that takes it in values later prices by it."""
+    Position carries the factor, so a book that takes it in values later prices by it.
+
+    buy_quantity and sell_quantity are the day's (flBuyQty, flSellQty), as the book's Position has them: the net
+    holds the quantity carried from earlier days (cfBuyQty - cfSellQty) besides, told apart by what they leave
+    (services/oms/reconcile.py `carried_quantity`): a restart takes it back into the book under today's fills on
+    the instrument, which the book has from the ledger."""
     buy_qty = integer(row.get("flBuyQty")) + integer(row.get("cfBuyQty"))
     sell_qty = integer(row.get("flSellQty")) + integer(row.get("cfSellQty"))
     buy_amt = paise(row.get("buyAmt")) + paise(row.get("cfBuyAmt"))
@@ -287,8 +297,8 @@ def position(row: dict[str, Any]) -> trading_pb2.Position:
         token=integer(row.get("tok")), exchange_segment=str(row.get("exSeg", "")), symbol=str(row.get("trdSym", "")),
         product=PRODUCT_BACK.get(str(row.get("prod", "")), S.PRODUCT_UNSPECIFIED), net_quantity=net,
         average_price_paise=round(open_cost / factor), realised_pnl_paise=realised, last_price_paise=ltp,
-        unrealised_pnl_paise=unrealised, buy_quantity=buy_qty, sell_quantity=sell_qty,
-        price_factor=price_factor_proto(factor))
+        unrealised_pnl_paise=unrealised, buy_quantity=integer(row.get("flBuyQty")),
+        sell_quantity=integer(row.get("flSellQty")), price_factor=price_factor_proto(factor))
 
 
 class HoldingRow(BaseModel):

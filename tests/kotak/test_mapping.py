@@ -39,6 +39,18 @@ def test_a_tag_kotak_already_holds_is_an_unknown_outcome_to_look_up_not_a_refusa
 
     assert mapping.reply_error(exists) == ("unknown", "Client OrderID already exists")
     assert mapping.reply_error({"stat": "Not_Ok", "emsg": "Order with this tag already exists"})[0] == "unknown"
+    # 5204 alone is Kotak's general "<action> Response: <why>": a bad input is a refusal (kotak-neo-api #123).
+    assert mapping.reply_error({"stat": "Not_Ok", "stCode": 5204, "errMsg": "Cancel Order Response : Bad Input"}) == (
+        "refused", "Cancel Order Response : Bad Input")
+
+
+def test_authentication_failed_is_a_session_kotak_no_longer_takes():
+    """Kotak answers a token it stopped taking with code 10020 inside an error list (kotak-neo-api #166, #207): read
+    as a plain refusal, NeoPulse never logged in again and booked its orders REJECTED."""
+    reply = {"stat": "Not_Ok", "error": [{"code": "10020", "message": "Authentication Failed"}]}
+
+    assert mapping.is_session_expired(reply)
+    assert mapping.is_session_expired({"stat": "Not_Ok", "errMsg": "Authentication Failed"})
 
 
 def test_a_5xx_is_an_unknown_outcome_whatever_its_body_says_and_an_unreadable_reply_too():
