@@ -11,12 +11,20 @@ RUN_ARGS ?=
 # cluster, start once); 0 runs the suite in this process. The slowest tests mostly wait on processes and servers.
 TEST_WORKERS ?= 2
 
-.PHONY: install run test bench backtest proto lint clean sim psql
+.PHONY: install venv run test bench backtest proto lint clean sim psql
 
 install: $(STAMP)
 
+# The venv, made again when the one there is not Python >= 3.11 with pip: a first attempt that failed (Debian/Ubuntu
+# without python3.11-venv leaves one without pip) or an older python3 must not stay in the way of every later run.
+VENV_OK = $(PY) -c 'import sys, pip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
+venv:
+	@$(VENV_OK) || { rm -rf $(VENV); $(PYTHON) -m venv $(VENV) && $(VENV_OK); } || { echo "make: $(VENV) needs \
+	Python >= 3.11 with venv and pip (Debian/Ubuntu: apt install python3.11-venv; another interpreter: make ... \
+	PYTHON=python3.11)" >&2; exit 1; }
+
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(MAKE) --no-print-directory venv PYTHON=$(PYTHON) VENV=$(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
