@@ -36,7 +36,7 @@ sim: install
 	NEO_LOG_FILE_ENABLED=false $(PY) -m services.app.cli sim
 
 psql: install
-	$(VENV)/bin/neopulse db psql --data-dir .neopulse
+	$(VENV)/bin/neopulse db psql  # the database `make run` uses: NEOPULSE_DATA_DIR / DATABASE_URL / the config, else .neopulse
 
 test: install
 	NEO_LOG_FILE_ENABLED=false $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 $(TEST_ARGS)

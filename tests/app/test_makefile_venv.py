@@ -42,3 +42,12 @@ def test_a_python_too_old_for_neopulse_is_said_with_what_to_install(tmp_path):
 
     assert done.returncode != 0 and "needs Python >= 3.11 with venv and pip" in done.stderr
     assert "apt install python3.11-venv" in done.stderr
+
+
+def test_make_psql_opens_the_database_make_run_uses_not_always_dot_neopulse():
+    """`make psql` named --data-dir .neopulse: with NEOPULSE_DATA_DIR (or a config's data_dir) set, it started an empty
+    database there, and the trader saw no orders or fills. `neopulse db psql` finds the database as `run` does."""
+    done = subprocess.run(["make", "-n", "psql"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    (command,) = [line for line in done.stdout.splitlines() if "db psql" in line]
+    assert "--data-dir" not in command.split("#")[0]
