@@ -347,8 +347,9 @@ class OmsModule(Component):
                           f"{p.net_quantity:+d} at {to_rupees(p.average_price_paise)}" for p in taken)
         log.warning("broker positions taken into the book", extra={"positions": lines})
         await self.engine.notify(ops_pb2.SEVERITY_WARNING, "Broker positions taken into the book", (
-            f"{lines} ({self.broker.name}'s net quantity, at its last price). NeoPulse holds no order of its own on "
-            "them today: carried from an earlier day or opened outside NeoPulse. Risk's position and loss limits "
+            f"{lines} ({self.broker.name}'s quantity, at its last price): carried from an earlier day or opened "
+            "outside NeoPulse (on an instrument NeoPulse traded today, the carried part, under today's fills). "
+            "Risk's position and loss limits "
             f"count them from now, their P&L from that price (the last price {self.broker.name} gave, else the "
             "average price). Not in the order ledger."), positions=str(len(taken)))
 

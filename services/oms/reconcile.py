@@ -11,6 +11,7 @@ there today and a second look cannot confirm it gone), the orders stay as record
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from typing import Any, NamedTuple
@@ -51,12 +52,16 @@ async def rebuild_positions(engine: OrderEngine, limit: int = 100_000) -> int:
         if u.filled_quantity <= 0:
             continue
         paid = charges.get(u.internal_id, 0)
-        engine.positions.apply_update(t.OrderUpdate(request=u.request, last_fill_quantity=u.filled_quantity,
-                                                    last_fill_price_paise=u.average_price_paise,
-                                                    last_fill_charges_paise=paid))
+        engine.positions.apply_update(_filled(u, paid))
         engine.restore_charges(u, paid)
         applied += 1
     return applied
+
+
+def _filled(u: t.OrderUpdate, charges_paise: int) -> t.OrderUpdate:
+    """A recorded order's whole fill (its filled quantity at its average price) as one fill for the book."""
+    return t.OrderUpdate(request=u.request, last_fill_quantity=u.filled_quantity,
+                         last_fill_price_paise=u.average_price_paise, last_fill_charges_paise=charges_paise)
 
 
 CARRIED_PRODUCTS = (t.PRODUCT_CNC, t.PRODUCT_NRML)  # what a broker carries overnight (MIS is squared off)
@@ -366,9 +371,14 @@ async def take_carried_positions(engine: OrderEngine) -> list[t.Position]:
 
     Left to the position check's alert: MIS (not carried: a trade made outside NeoPulse today, which risk's
     square-off must not take over), CNC rows of the broker's positions (today's delivery trades; the position
-    check leaves CNC out), rows without a price, and instruments NeoPulse traded today, where the broker's
-    figures mix the carried quantity with today's fills and the carried one's price cannot be told apart (for a
-    holding: a sale today may or may not have lowered it yet; logged)."""
+    check leaves CNC out), rows without a price, and holdings on instruments NeoPulse traded CNC today (a sale today
+    may or may not have lowered the holding yet; logged).
+
+    An NRML position on an instrument NeoPulse traded today: the book holds today's fills from the ledger, and the
+    broker's row tells its carried part apart (a broker position's buy and sell quantities are the day's:
+    `carried_quantity`). That part is put under today's fills, as a process running since the start of the day has
+    it: a sale of 3 of a carried 5 leaves +2, not a short of 3 that a square-off would buy back. Its price is the
+    broker's last price, as above. Today's fills outside NeoPulse stay with the position check's alert."""
     today = await engine.ledger.list_orders(limit=100_000, day=day_of(engine.clock.now_ns()))
     ordered = {(u.request.token, u.request.product or t.PRODUCT_MIS) for u in [*today, *engine.orders.values()]}
     carried = [p for p in await engine.broker.positions() if p.product == t.PRODUCT_NRML]
@@ -377,25 +387,64 @@ async def take_carried_positions(engine: OrderEngine) -> list[t.Position]:
     taken = []
     for p in [*carried, *held]:
         key = (p.token, p.product)
-        if not p.net_quantity:
-            continue
-        if key in ordered:
-            if p.product == t.PRODUCT_CNC:
+        traded = key in ordered
+        if traded and p.product == t.PRODUCT_CNC:
+            if p.net_quantity:
                 log.warning("holding on an instrument NeoPulse traded CNC today: not taken into the book (the "
                             "broker's figures may mix today's fills with it); risk counts only today's fills",
                             extra={"token": p.token, "symbol": p.symbol, "quantity": p.net_quantity})
             continue
-        if key in book.positions:
+        quantity = carried_quantity(p) if traded else p.net_quantity
+        if not quantity or (not traded and key in book.positions):
             continue
         basis = p.last_price_paise or p.average_price_paise
         if basis <= 0:
             log.warning("broker position without a price; not taken into the book", extra={
-                "token": p.token, "symbol": p.symbol, "net_quantity": p.net_quantity})
+                "token": p.token, "symbol": p.symbol, "net_quantity": quantity})
             continue
         kept = t.Position(token=p.token, exchange_segment=p.exchange_segment, symbol=p.symbol,
-                          product=p.product, net_quantity=p.net_quantity,
+                          product=p.product, net_quantity=quantity,
                           average_price_paise=basis, last_price_paise=basis,
                           price_factor=p.price_factor if p.HasField("price_factor") else None)
-        book.restore(kept)
+        if traded and not await _under_todays_fills(engine, kept, today):
+            continue
+        if not traded:
+            book.restore(kept)
         taken.append(kept)
     return taken
+
+
+def carried_quantity(position: t.Position) -> int:
+    """The part of a broker position's net quantity carried from earlier days: its buy and sell quantities are the
+    day's (KotakBroker: Kotak's flBuyQty and flSellQty; the net adds cfBuyQty - cfSellQty)."""
+    return position.net_quantity - (position.buy_quantity - position.sell_quantity)
+
+
+async def _under_todays_fills(engine: OrderEngine, carried: t.Position, today: list[t.OrderUpdate]) -> bool:
+    """Put `carried` in the book with the day's recorded fills on its (token, product) replayed on top, oldest first,
+    as rebuild_positions put them on a flat book. False (logged; the book left as it is) when the book's position
+    is not those fills: something else moved it, and a replay would lose that."""
+    key = (carried.token, carried.product)
+    charges = await engine.ledger.fill_charges(day_of(engine.clock.now_ns()))
+    fills = [_filled(u, charges.get(u.internal_id, 0)) for u in reversed(today)
+             if u.filled_quantity > 0 and (u.request.token, u.request.product or t.PRODUCT_MIS) == key]
+    alone, under = PositionBook(), PositionBook()
+    under.restore(carried)
+    for fill in fills:
+        alone.apply_update(fill)
+        under.apply_update(fill)
+    book = engine.roll_day()
+    if _quantities(book, key) != _quantities(alone, key):
+        log.warning("carried part of a broker position not taken into the book: the book's position is not the "
+                    "ledger's fills of today", extra={"token": carried.token, "symbol": carried.symbol,
+                                                      "carried": carried.net_quantity})
+        return False
+    target, replayed = book.position(*key), under.position(*key)
+    for field in dataclasses.fields(replayed):  # in place: the book's by-token index holds this object
+        setattr(target, field.name, getattr(replayed, field.name))
+    return True
+
+
+def _quantities(book: PositionBook, key: tuple[int, int]) -> tuple[int, int, int]:
+    held = book.positions.get(key)
+    return (held.net_quantity, held.buy_quantity, held.sell_quantity) if held else (0, 0, 0)

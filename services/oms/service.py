@@ -190,6 +190,8 @@ class OrderService:
                 raise NotFound(f"no open position in {wanted}; ListPositions shows what is open")
             if not held:
                 return oms_pb2.SquareOffResponse()
+            opposed = await self._opposed_to_broker(held)
+            held = [key for key in held if key not in opposed]
             deadline = asyncio.get_running_loop().time() + SQUARE_OFF_WAIT_S
             parts = asyncio.get_running_loop().create_task(self._largest_parts(), name="oms:square-off:parts")
             try:
@@ -197,7 +199,7 @@ class OrderService:
             finally:
                 await asyncio.gather(parts, return_exceptions=True)  # its end: at most LIST_INSTRUMENTS_S
         placed = [u for orders, _ in outcomes for u in orders]
-        left = [(key, why) for key, (_, why) in zip(held, outcomes, strict=True) if why]
+        left = [*opposed.items(), *((key, why) for key, (_, why) in zip(held, outcomes, strict=True) if why)]
         if left:
             raise OrderStateError(self._not_squared_off(left, placed))
         return oms_pb2.SquareOffResponse(orders=placed)
@@ -291,6 +293,29 @@ class OrderService:
             await asyncio.sleep(pause)
             pause *= 2
 
+    async def _opposed_to_broker(self, held: list[tuple[int, int]]) -> dict[tuple[int, int], str]:
+        """The positions whose net in the book is on the other side of the broker's, with why: closing the book's
+        would grow the real one (a carried long partly sold today, rebuilt after a restart as a short: the market
+        order would buy). A live broker's positions only, read briefly; unread, nothing is held back (an exit must
+        not wait on it), and the position check's alert stands."""
+        if self.engine.broker.in_process:
+            return {}
+        try:
+            async with asyncio.timeout(BROKER_POSITIONS_S):
+                rows = await self.engine.broker.positions()
+        except Exception as exc:
+            log.warning("square-off: broker positions not read; the book's are closed", extra={"error": str(exc)})
+            return {}
+        theirs: dict[tuple[int, int], int] = {}
+        for p in rows:
+            key = (p.token, p.product or t.PRODUCT_MIS)
+            theirs[key] = theirs.get(key, 0) + p.net_quantity
+        book = self.engine.roll_day().positions
+        ours = {key: book[key].net_quantity for key in held if key in book}
+        return {key: (f"NeoPulse holds {net:+d}, {self.engine.broker.name.capitalize()} {theirs[key]:+d}: closing "
+                      "NeoPulse's would grow the real position; close it by hand")
+                for key, net in ours.items() if net * theirs.get(key, 0) < 0}
+
     def _not_squared_off(self, left: list[tuple[tuple[int, int], str]], placed: list[t.OrderUpdate]) -> str:
         """The error naming each position left open, with why, and what went out for the others."""
         names = []
@@ -329,6 +354,7 @@ class OrderService:
 
 
 LIST_INSTRUMENTS_S = 0.5  # SquareOff's wait for the freeze quantities, then the last list known
+BROKER_POSITIONS_S = 1.0  # SquareOff's wait for the broker's positions (a side check), then none
 # How long a SquareOff waits for a position's working orders to end (and risk to see it) before naming it as not
 # squared off: a few seconds, well inside Telegram's 10 s request timeout.
 SQUARE_OFF_WAIT_S = 3.0
