@@ -9,15 +9,16 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge
 
 from shared.errors import NotFound
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Topic(enum.StrEnum):
@@ -273,6 +274,15 @@ class Bus:
         waits for it. The task must handle its own errors."""
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def to_the_end(self, work: Coroutine[Any, Any, T], name: str) -> T:
+        """Run `work` to its end whatever its caller does: its own task, tracked (drain() waits for it), the caller's
+        cancellation not passed on (a gRPC deadline, a request's timeout: in the monolith a handler runs in the
+        caller's task). What it raises goes to the caller if one still waits, and is retrieved either way."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self.track(task)
+        return await asyncio.shield(task)
 
     async def drain(self, within_s: float = 5.0) -> bool:
         """Wait until every subscriber's queue is empty and tracked work is done (clean shutdown, tests)."""

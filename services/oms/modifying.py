@@ -7,7 +7,6 @@ made elsewhere, or one whose answer was lost) are applied with its other news (b
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -49,10 +48,8 @@ class Modifying(Cancelling):
                                                f"not {strategy}'s")
         # Its own task, to the end whoever stops waiting: once MODIFY_PENDING is recorded the change goes and its
         # answer is recorded, under the order's lock.
-        task = asyncio.get_running_loop().create_task(self._modify_locked(cur, order_id, change, check, strategy))
-        task.add_done_callback(lambda done: done.cancelled() or done.exception())  # told to the caller, if any
-        self.bus.track(task)
-        return await asyncio.shield(task)
+        return await self.bus.to_the_end(self._modify_locked(cur, order_id, change, check, strategy),
+                                          f"oms:modify:{order_id}")
 
     async def _modify_locked(self, cur: t.OrderUpdate, order_id: str, change: Terms, check: Check,
                              strategy: str) -> t.OrderUpdate:

@@ -176,9 +176,7 @@ class OrderService:
         A position not closed so (a cancel refused or not confirmed in time, an order refused) is named, with why,
         in an OrderStateError. Carried through even if the caller gives up (Telegram's 10 s, a gRPC deadline: in the
         monolith the handler runs in the caller's task): a square-off cut halfway leaves positions open."""
-        task = asyncio.get_running_loop().create_task(self._square_off(request.symbol.upper()), name="oms:square-off")
-        self.bus.track(task)
-        return await asyncio.shield(task)
+        return await self.bus.to_the_end(self._square_off(request.symbol.upper()), "oms:square-off")
 
     async def _square_off(self, wanted: str) -> oms_pb2.SquareOffResponse:
         """One at a time: a SquareOff asked again waits for the first's orders, then finds them working (idempotent).

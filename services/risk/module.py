@@ -10,7 +10,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 from prometheus_client import Counter, Gauge
 
@@ -28,7 +28,6 @@ from shared.instruments import InstrumentBook
 from shared.money import fmt_inr
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 DECISIONS = Counter("neopulse_risk_decisions", "Risk decisions", ["accepted", "reason_code"])
 CANCEL_FAILURES = Counter("neopulse_risk_cancel_failures",
@@ -307,7 +306,7 @@ class RiskModule(Component):
         self._kill_epoch += 1
         log.warning("kill switch", extra={"engaged": request.engaged, "reason": request.reason})
         cancel = request.engaged and request.cancel_open_orders
-        await self._to_the_end(self._kill_switch_set(cancel), "risk:kill-switch")
+        await self.bus.to_the_end(self._kill_switch_set(cancel), "risk:kill-switch")
         return risk_pb2.SetKillSwitchResponse(state=self.engine.state)
 
     async def _kill_switch_set(self, cancel: bool) -> None:
@@ -382,13 +381,7 @@ class RiskModule(Component):
         order left unpublished would count as open here all day, and a half-sent one would break sequence order.
         Not for signals: their consumer is not cancelled while running, and a task would cost the order path a
         loop turn."""
-        return await self._to_the_end(self._decide_and_publish(decide), "risk:manual-order")
-
-    async def _to_the_end(self, work: Coroutine[Any, Any, T], name: str) -> T:
-        """Run `work` to its end even if the caller is cancelled: its own task, shielded, which drain() waits for."""
-        task = asyncio.get_running_loop().create_task(work, name=name)
-        self.bus.track(task)
-        return await asyncio.shield(task)
+        return await self.bus.to_the_end(self._decide_and_publish(decide), "risk:manual-order")
 
     async def _decide_and_publish(self, decide: Callable[[], trading_pb2.RiskDecision]) -> trading_pb2.RiskDecision:
         """Decide when it is this order's turn to go out, not before: no other decision, kill switch or limit
@@ -421,7 +414,7 @@ class RiskModule(Component):
         even if the caller gives up (a request's deadline): a change taken and not saved nor announced would be lost
         for good, as later calls find nothing to do."""
         if self.engine.state_changes_pending or (save and self._unsaved):
-            await self._to_the_end(self._save_and_announce(), "risk:state")
+            await self.bus.to_the_end(self._save_and_announce(), "risk:state")
 
     async def _save_and_announce(self) -> None:
         async with self._notify_lock:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import Counter
 
@@ -41,7 +41,6 @@ ORDER_CHANGES = Counter("neopulse_strategy_order_changes", "Strategies' changes 
                         "sent to the OMS, by its answer (made, or refused)", ["strategy", "kind", "outcome"])
 LATE_TICKS = Counter("neopulse_strategy_late_ticks", "Out-of-order ticks ignored (older than the open minute)")
 STATE_SAVE_ERRORS = Counter("neopulse_strategy_state_save_errors", "Strategy states (pause, run-time params) not saved")
-T = TypeVar("T")
 
 
 class StrategyModule(Component):
@@ -497,14 +496,14 @@ class StrategyModule(Component):
             raise InvalidInput("reason", f"is longer than {MAX_REASON_CHARS} characters; say why in fewer words")
         strategy = engine.set_paused(request.name, True, request.reason)
         log.info("strategy paused", extra={"strategy": strategy.name, "reason": strategy.pause_reason})
-        await self._to_the_end(self._save_state(strategy.name), f"strategy:pause:{strategy.name}")
+        await self.bus.to_the_end(self._save_state(strategy.name), f"strategy:pause:{strategy.name}")
         return strategy_pb2.PauseStrategyResponse(strategy=engine.info(strategy))
 
     async def _resume(self, request: strategy_pb2.ResumeStrategyRequest) -> strategy_pb2.ResumeStrategyResponse:
         engine = self._engine()
         strategy = engine.set_paused(request.name, False)
         log.info("strategy resumed", extra={"strategy": strategy.name})
-        await self._to_the_end(self._save_state(strategy.name), f"strategy:resume:{strategy.name}")
+        await self.bus.to_the_end(self._save_state(strategy.name), f"strategy:resume:{strategy.name}")
         return strategy_pb2.ResumeStrategyResponse(strategy=engine.info(strategy))
 
     async def _set_params(self, request: strategy_pb2.SetStrategyParamsRequest
@@ -512,7 +511,7 @@ class StrategyModule(Component):
         engine = self._engine()
         strategy, exits = engine.set_params(request.name, dict(request.params))
         log.info("strategy params set", extra={"strategy": strategy.name, "params": dict(request.params)})
-        await self._to_the_end(self._params_set(strategy.name, exits), f"strategy:params:{strategy.name}")
+        await self.bus.to_the_end(self._params_set(strategy.name, exits), f"strategy:params:{strategy.name}")
         return strategy_pb2.SetStrategyParamsResponse(strategy=engine.info(strategy))
 
     async def _params_set(self, name: str, exits: list[trading_pb2.Signal]) -> None:
@@ -522,10 +521,3 @@ class StrategyModule(Component):
             await self._publish(([], exits))
         await self._save_state(name)
 
-    async def _to_the_end(self, work: Coroutine[Any, Any, T], name: str) -> T:
-        """Run `work` to its end even if the caller gives up (a gRPC deadline, Telegram's timeout): its own task,
-        shielded, which drain() waits for. A control already applied in memory is then saved, and what it calls for
-        sent, whatever the caller does."""
-        task = asyncio.get_running_loop().create_task(work, name=name)
-        self.bus.track(task)
-        return await asyncio.shield(task)
