@@ -103,6 +103,10 @@ class OmsSettings(ModuleSettings):
     # and warn once, until it recovers, when what is available falls under low_funds_pct of the total. 0 = never.
     funds_check_s: float = Field(default=60.0, ge=0)
     low_funds_pct: float = Field(default=10.0, ge=0, le=100)
+    # A MARKET order still working with nothing filled this long (the broker's seconds) is a CRITICAL notice, once per
+    # order: Kotak turns a market order into a limit at the last price +/- its market protection, which can rest while
+    # the price runs away (a stop's exit, a square-off). 0 = never.
+    market_order_alert_s: float = Field(default=10.0, ge=0)
 
     # Charges (fractions of turnover unless named _paise; option turnover is the premium). Defaults: rates in force
     # in 2026 (sources in services/oms/charges.py). Brokerage: the lower of flat and percentage, per executed order,

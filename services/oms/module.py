@@ -163,6 +163,8 @@ class OmsModule(Component):
                 tg.create_task(self._recount_paper_funds(self.broker), name="oms:paper-funds")
             if hasattr(self.broker, "login_trouble"):
                 tg.create_task(self._watch_login(), name="oms:broker-login")
+            if self.settings.market_order_alert_s > 0 and not self.broker.in_process and not self.clock_driven:
+                tg.create_task(self._watch_market_orders(), name="oms:market-orders")
 
     async def _recount_paper_funds(self, broker: VirtualBroker) -> None:
         """What the paper account has left, counted between orders rather than before one (~100 us), whenever the
@@ -178,6 +180,32 @@ class OmsModule(Component):
             then_mono, then_market, mono, market = mono, market, time.monotonic(), self.clock.now_ns()
             # At most twice the last wait: a replay's clock moving by jumps may stand still for a short while.
             wait = min(recount_wait_s(mono - then_mono, market - then_market), 2 * wait)
+
+    async def _watch_market_orders(self) -> None:
+        """A MARKET order working with nothing filled for market_order_alert_s: Kotak made it a limit at the last price
+        +/- its market protection and the price has run past it (kotak-neo-api-v2 #78: one rested 17 minutes). A
+        stop's exit or a square-off sent so guards nothing; the trader is told at once, once per order."""
+        limit_s, told = self.settings.market_order_alert_s, set[str]()
+        while True:
+            await asyncio.sleep(min(limit_s / 2, 1.0))
+            now, working = self.clock.now_ns(), self.engine.open_orders()
+            told &= {u.internal_id for u in working}  # an order that ended is forgotten
+            for u in working:
+                if (u.request.order_type != t.ORDER_TYPE_MARKET or u.filled_quantity or u.internal_id in told
+                        or u.status not in (t.ORDER_STATUS_OPEN, t.ORDER_STATUS_PARTIALLY_FILLED)
+                        or now - u.ts_ns < limit_s * NS):
+                    continue
+                told.add(u.internal_id)
+                side = t.Side.Name(u.request.side).removeprefix("SIDE_")
+                text = (f"{side} {u.request.quantity} {u.request.symbol or u.request.token} at market has been working "
+                        f"{(now - u.ts_ns) / NS:.0f} s with nothing filled ({u.client_order_id}, "
+                        f"{u.request.strategy_tag or 'MANUAL'}): the broker holds it as a limit near the price it was "
+                        "sent at, and the market has moved past it. Change its price (/modify), or cancel it and "
+                        "close by hand.")
+                log.critical("market order working unfilled", extra={"order_id": u.internal_id,
+                                                                     "client_order_id": u.client_order_id})
+                await self.engine.notify(ops_pb2.SEVERITY_CRITICAL, "Market order not filled", text,
+                                         order_id=u.client_order_id)
 
     async def _watch_login(self) -> None:
         """The broker's session, when it cannot be renewed (KotakBroker.login_trouble: Kotak refused a re-login):
