@@ -32,13 +32,13 @@ from typing import Any
 from pydantic import SecretStr
 
 from services.app.config import AppSettings, warn_unknown_env
-from services.notifier.summary import MANUAL, DailySummary, as_one_fill, summarise
+from services.notifier.summary import DailySummary, attribute, summarise
 from shared import clock, logs, rpc, runtime
 from shared import config as cfg
 from shared.contracts import oms_pb2, trading_pb2
 from shared.errors import ConfigError
 from shared.money import fmt_inr
-from shared.positions import SQUAREOFF_TAG, PositionBook
+from shared.positions import PositionBook
 
 MAX_DAYS = 366
 MAX_VARIANTS = 64  # combinations of --set values in one sweep
@@ -307,42 +307,22 @@ def fills(day: date, orders: list[trading_pb2.OrderUpdate]) -> list[dict[str, An
 def round_trips(orders: list[trading_pb2.OrderUpdate]) -> dict[str, list[int]]:
     """Each strategy's round trips of the day (a position opened and brought back to flat, or turned over): the P&L
     of each before charges, paise, in the order they closed. A square-off's fill closes the strategies' positions it
-    is against, in the order the strategies first traded that day (the strategy engine goes by configuration order,
-    which the orders do not carry); a position still open at the end is no round trip."""
+    is against, as the daily summary books it (summary.attribute); a position still open at the end is no round
+    trip."""
     books: dict[str, PositionBook] = {}
     running: dict[tuple[str, int, int], int] = {}  # (strategy, token, product) -> P&L of the open round trip
     out: dict[str, list[int]] = {}
-
-    def book(tag: str, update: trading_pb2.OrderUpdate) -> int:
-        """Apply a fill to `tag`'s book; returns how much of it was against tag's position (0: none)."""
-        req = update.request
-        key = (req.token, req.product or trading_pb2.PRODUCT_MIS)
-        pos = books.setdefault(tag, PositionBook()).position(*key)
-        before = pos.net_quantity
-        realised = books[tag].apply_update(update)
-        after = pos.net_quantity
-        trip = (tag, *key)
-        running[trip] = running.get(trip, 0) + realised
-        if before and (after == 0 or (after > 0) != (before > 0)):
-            out.setdefault(tag, []).append(running.pop(trip))
-        against = before and (before > 0) != (req.side == trading_pb2.SIDE_BUY)
-        return min(abs(before), update.last_fill_quantity) if against else 0
-
     for order in sorted((o for o in orders if o.filled_quantity > 0), key=lambda o: (o.ts_ns, o.sequence)):
-        fill, tag = as_one_fill(order), order.request.strategy_tag or MANUAL
-        if tag != SQUAREOFF_TAG:
-            book(tag, fill)
-            continue
-        key = (fill.request.token, fill.request.product or trading_pb2.PRODUCT_MIS)
-        for name in list(books):
-            held = books[name].positions.get(key)
-            if fill.last_fill_quantity <= 0 or held is None or not held.net_quantity \
-                    or (held.net_quantity > 0) == (fill.request.side == trading_pb2.SIDE_BUY):
-                continue
-            part = trading_pb2.OrderUpdate()
-            part.CopyFrom(fill)
-            part.last_fill_quantity = min(fill.last_fill_quantity, abs(held.net_quantity))
-            fill.last_fill_quantity -= book(name, part)
+        for tag, part in attribute(books, order):
+            req = part.request
+            key = (req.token, req.product or trading_pb2.PRODUCT_MIS)
+            pos = books.setdefault(tag, PositionBook()).position(*key)
+            before = pos.net_quantity
+            realised = books[tag].apply_update(part)
+            trip = (tag, *key)
+            running[trip] = running.get(trip, 0) + realised
+            if before and (pos.net_quantity == 0 or (pos.net_quantity > 0) != (before > 0)):
+                out.setdefault(tag, []).append(running.pop(trip))
     return out
 
 

@@ -10,9 +10,12 @@ from datetime import date, timedelta
 
 from shared.clock import day_of, is_trading_day, ist_datetime, ist_ns, parse_hhmm
 from shared.contracts import oms_pb2, trading_pb2
-from shared.positions import PositionBook
+from shared.positions import SQUAREOFF_TAG, PositionBook
 
 MANUAL = "manual"
+# What a square-off's fill closes that no replayed book held (a position opened at the broker by hand, or by orders
+# older than ListOrders returned): its own line, so that no strategy is credited with it.
+UNATTRIBUTED = f"{SQUAREOFF_TAG} (no strategy's)"
 CARRIED = (trading_pb2.PRODUCT_CNC, trading_pb2.PRODUCT_NRML)  # what a broker carries overnight (MIS is squared off)
 
 
@@ -42,8 +45,9 @@ def summarise(day: date, orders: list[trading_pb2.OrderUpdate],
               positions: oms_pb2.ListPositionsResponse) -> DailySummary:
     """Totals from the OMS positions; per-strategy P&L replayed from the filled orders: the day's, after the earlier
     days' CNC and NRML ones (what a broker carries overnight), so that a carried position closed today is realised
-    today (against its average entry price: yesterday's close is not known here) instead of read as a new one. Open
-    quantity is valued only in a token the account still holds, at the OMS's last price."""
+    today (against its average entry price: yesterday's close is not known here) instead of read as a new one. A
+    square-off's fill is booked to the strategies whose positions it closed (attribute), and counts as a trade of
+    each. Open quantity is valued only in a token the account still holds, at the OMS's last price."""
     summary = DailySummary(day=day, realised_pnl_paise=positions.realised_pnl_paise,
                            unrealised_pnl_paise=positions.unrealised_pnl_paise,
                            charges_paise=positions.charges_paise)
@@ -53,13 +57,14 @@ def summarise(day: date, orders: list[trading_pb2.OrderUpdate],
         when = day_of(order.ts_ns)
         if order.filled_quantity <= 0 or when > day or (when < day and order.request.product not in CARRIED):
             continue
-        tag = order.request.strategy_tag or MANUAL
-        book = books.setdefault(tag, PositionBook())
         if when == day:
-            opening.setdefault(tag, book.realised_pnl_paise())
-            summary.strategies.setdefault(tag, StrategyDay()).trades += 1
             summary.trades += 1
-        book.apply_update(as_one_fill(order))
+        for tag, part in attribute(books, order):
+            book = books.setdefault(tag, PositionBook())
+            if when == day:
+                opening.setdefault(tag, book.realised_pnl_paise())
+                summary.strategies.setdefault(tag, StrategyDay()).trades += 1
+            book.apply_update(part)
     held = held_prices(positions)
     for tag, book in books.items():
         valued = [p for p in book.positions.values() if p.net_quantity and p.token in held]
@@ -71,6 +76,37 @@ def summarise(day: date, orders: list[trading_pb2.OrderUpdate],
         line.realised_pnl_paise = book.realised_pnl_paise() - opening.get(tag, book.realised_pnl_paise())
         line.unrealised_pnl_paise = sum(p.unrealised_pnl_paise for p in valued)
     return summary
+
+
+def attribute(books: dict[str, PositionBook],
+              order: trading_pb2.OrderUpdate) -> list[tuple[str, trading_pb2.OrderUpdate]]:
+    """Whose books a filled order's fill (as_one_fill) goes to, and how much of it to each, given the books so far
+    (not changed here). A strategy's or a manual order's: all to its tag. A square-off's (risk's at square-off time
+    or at a loss halt, the operator's SquareOff): to the books whose (token, product) position it is against, as
+    much as each holds, in the order the books were first traded (the strategy engine goes by configuration order,
+    which the orders do not carry); what is left to UNATTRIBUTED. Otherwise the strategy would keep a position the
+    square-off closed, valued at the day's last price: credited with the move after it was flat."""
+    fill, tag = as_one_fill(order), order.request.strategy_tag or MANUAL
+    if tag != SQUAREOFF_TAG:
+        return [(tag, fill)]
+    key = (fill.request.token, fill.request.product or trading_pb2.PRODUCT_MIS)
+    buying = fill.request.side == trading_pb2.SIDE_BUY
+    parts = []
+    left = fill.last_fill_quantity
+    for name, book in books.items():
+        held = book.positions.get(key)
+        if left <= 0 or name == UNATTRIBUTED or held is None or not held.net_quantity \
+                or (held.net_quantity > 0) == buying:
+            continue
+        part = trading_pb2.OrderUpdate()
+        part.CopyFrom(fill)
+        part.last_fill_quantity = min(left, abs(held.net_quantity))
+        left -= part.last_fill_quantity
+        parts.append((name, part))
+    if left > 0:
+        fill.last_fill_quantity = left
+        parts.append((UNATTRIBUTED, fill))
+    return parts
 
 
 def held_prices(positions: oms_pb2.ListPositionsResponse) -> dict[int, int]:
