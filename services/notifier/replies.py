@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from services.notifier.control import SystemStatus
+from services.notifier.control import OUTCOME_UNKNOWN, SystemStatus
 from services.notifier.messages import cut, enum_label, esc, side_label
 from services.notifier.summary import DailySummary
 from shared.clock import ist_datetime
@@ -181,7 +181,7 @@ def order_line(o: trading_pb2.OrderUpdate) -> str:
     if r.trigger_price_paise:
         price += f" trigger {fmt_inr(r.trigger_price_paise)}"
     status = enum_label(trading_pb2.OrderStatus, o.status, "ORDER_STATUS_")
-    if o.reason_code == "OUTCOME_UNKNOWN":  # given up without the broker's answer: it may be live there
+    if o.reason_code == OUTCOME_UNKNOWN:  # given up without the broker's answer: it may be live there
         status += " ⚠️ outcome unknown, check the broker"
     tag = esc(r.strategy_tag) + (", changed by hand" if o.changed_by_hand and r.signal_id else "")
     return (f"{side_label(r.side)} {r.quantity} <b>{esc(r.symbol)}</b> {price} · {status} "

@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from prometheus_client import Counter
@@ -334,16 +335,25 @@ class PositionDifference(NamedTuple):
                 f"{broker_name.capitalize()} {signed(self.broker)}, NeoPulse {signed(self.ours)}")
 
 
+def net_by_key(positions: Iterable[t.Position]) -> dict[tuple[int, int], int]:
+    """A broker's net quantity per (token, product), its rows on one key added up (a product the broker mapping does
+    not know, e.g. Kotak's BO, counts as MIS)."""
+    net: dict[tuple[int, int], int] = {}
+    for p in positions:
+        key: tuple[int, int] = (p.token, p.product or t.PRODUCT_MIS)
+        net[key] = net.get(key, 0) + p.net_quantity
+    return net
+
+
 async def position_differences(engine: OrderEngine) -> list[PositionDifference]:
     """Net quantity per (token, product) at the broker against the book's, where they differ; delivery (CNC)
     is left out: it moves from the broker's positions to its holdings with settlement, on its own schedule.
-    Rows on one key are added up (a product the broker mapping does not know, e.g. Kotak's BO, counts as MIS).
-    Raises what the broker's positions read raises."""
-    theirs: dict[tuple[int, int], int] = {}
+    Rows on one key are added up (net_by_key). Raises what the broker's positions read raises."""
+    rows = await engine.broker.positions()
+    theirs = net_by_key(rows)
     symbols: dict[tuple[int, int], str] = {}
-    for p in await engine.broker.positions():
+    for p in rows:
         key: tuple[int, int] = (p.token, p.product or t.PRODUCT_MIS)
-        theirs[key] = theirs.get(key, 0) + p.net_quantity
         symbols[key] = symbols.get(key) or p.symbol
     ours = engine.roll_day().positions
     out = []

@@ -16,6 +16,7 @@ from google.protobuf.message import Message
 
 from services.oms.config import OmsSettings
 from services.oms.engine import OrderEngine
+from services.oms.reconcile import net_by_key
 from services.oms.states import name
 from shared import rpc
 from shared.bus import Bus
@@ -304,10 +305,7 @@ class OrderService:
         except Exception as exc:
             log.warning("square-off: broker positions not read; the book's are closed", extra={"error": str(exc)})
             return {}
-        theirs: dict[tuple[int, int], int] = {}
-        for p in rows:
-            key = (p.token, p.product or t.PRODUCT_MIS)
-            theirs[key] = theirs.get(key, 0) + p.net_quantity
+        theirs = net_by_key(rows)
         book = self.engine.roll_day().positions
         ours = {key: book[key].net_quantity for key in held if key in book}
         return {key: (f"NeoPulse holds {net:+d}, {self.engine.broker.name.capitalize()} {theirs[key]:+d}: closing "
