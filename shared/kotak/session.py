@@ -176,17 +176,13 @@ class KotakSession:
             self.login_trouble = (f"Kotak refused the login ({exc}); no order updates, fills or positions from Kotak "
                                   f"until one succeeds; next attempt in {backoff:g} s, {left} more before automatic "
                                   "login stops: fix [kotak] mpin/totp_secret now")
-            log.critical("kotak refused the re-login: no order updates, fills or positions from kotak until one "
-                         "succeeds; fix [kotak] mpin/totp_secret", extra={
-                             "error": str(exc), "retry_in_s": backoff, "attempts_left": left})
-            return
-        self.login_trouble = (f"Kotak refused the last {self._refusals} logins ({exc}); automatic login stopped so "
-                              "the account is not locked: no order updates, fills or positions from Kotak from now on; "
-                              "manage open orders and positions in the Neo app, fix [kotak] mpin/totp_secret, then "
-                              "restart NeoPulse")
-        log.critical("kotak automatic login stopped after refused logins: no order updates, fills or positions from "
-                     "kotak until a restart; manage open orders and positions in the Neo app, fix [kotak] "
-                     "mpin/totp_secret, then restart", extra={"error": str(exc), "refusals": self._refusals})
+        else:
+            self.login_trouble = (f"Kotak refused the last {self._refusals} logins ({exc}); automatic login stopped so "
+                                  "the account is not locked: no order updates, fills or positions from Kotak from now "
+                                  "on; manage open orders and positions in the Neo app, fix [kotak] mpin/totp_secret, "
+                                  "then restart NeoPulse")
+        log.critical("kotak refused the re-login", extra={"trouble": self.login_trouble, "retry_in_s": backoff,
+                                                          "attempts_left": max(left, 0)})
 
     async def _login_with_fresh_totp(self) -> NeoAPI:
         """Kotak refuses a TOTP code that already logged in, in the words it uses for a wrong one ("Invalid TOTP"),
