@@ -159,15 +159,18 @@ class StrategyEngine:
     def on_ticks(self, ticks: Any) -> Output:
         """Fold a batch of ticks; returns the candles it closed and the signals they caused."""
         signals: list[trading_pb2.Signal] = []
-        if self._tick_strategies:
+        hooked = bool(self._tick_strategies)  # a plugin ran (a stop it reached may be blocked: _take_blocked_stops)
+        if hooked:
             signals.extend(self._run_on_tick(ticks))
         closed = self.candles.on_ticks(ticks)
         reached = self.candles.reached
         if reached:
+            hooked = True
             signals.extend(self._run_levels(_from_first_reached(ticks, reached) if len(ticks) > 1 else reached))
             reached.clear()
         if not closed:
-            self._take_blocked_stops()
+            if hooked:  # not on every batch of the hot path: only one after which a plugin ran
+                self._take_blocked_stops()
             return [], signals
         candles, more = self.on_closed(closed)
         signals.extend(more)
@@ -808,6 +811,8 @@ class StrategyEngine:
         except Exception:
             _failed(strategy, "checking its exits")
             return []
+        finally:
+            self._take_blocked_stops()
         exits = [i for i in intents if 0 < i.quantity <= _closable(strategy, i)]
         if not exits or sends_nothing(strategy):
             return []
