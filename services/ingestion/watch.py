@@ -98,18 +98,18 @@ class StoreWatch:
             st.told = True
             log.warning("tick store unavailable", extra={"source": source})
             await notify("Tick store unavailable", "Ticks are not being stored; buffering them until the "
-                                                         "database is back.", ops_pb2.SEVERITY_WARNING)
+                                                   "database is back.", ops_pb2.SEVERITY_WARNING)
         if lost > st.lost_told and now - st.lost_told_at >= STORE_LOSS_TOLD_EVERY_S:
             st.lost_told, st.lost_told_at, st.told = lost, now, st.told or st.down_since is not None
             await notify("Tick store dropping ticks", f"{lost} ticks lost so far: that day's stored ticks "
-                                                            "(warm-up candles, backtests) have a hole. Check the "
-                                                            "database.", ops_pb2.SEVERITY_WARNING)
+                                                      "(warm-up candles, backtests) have a hole. Check the "
+                                                      "database.", ops_pb2.SEVERITY_WARNING)
         if up and st.down_since is not None:
             if st.told:
                 gone = lost - st.lost_at_down
                 log.info("tick store back", extra={"source": source, "lost": gone})
                 await notify("Tick store back", f"Ticks are stored again; {gone} ticks lost.",
-                                   ops_pb2.SEVERITY_WARNING if gone else ops_pb2.SEVERITY_INFO)
+                             ops_pb2.SEVERITY_WARNING if gone else ops_pb2.SEVERITY_INFO)
             self.state = StoreOutage(lost_told=st.lost_told, lost_told_at=st.lost_told_at)
 
 
