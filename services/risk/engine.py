@@ -24,6 +24,7 @@ from services.risk.orders import (
     order_prices,
     square_off_chunk,
     square_off_orders,
+    stop_side_denial,
     stop_waits,
 )
 from services.risk.rate import TokenBucket
@@ -98,6 +99,7 @@ class OpenOrder:
     square_off: bool = False  # a SQUAREOFF order (the others are cancelled at square-off time)
     segment: str = ""
     price: int = 0  # its limit or trigger price (0 for a market order): values it when its token has no price
+    trigger: int = 0  # a stop's trigger: a change that moves it is judged against the market again
 
     @property
     def remaining(self) -> int:
@@ -131,6 +133,7 @@ class RiskEngine:
         self.kill_switch_engaged = False
         self._kill_reason = ""
         self.last_prices: dict[int, int] = {}
+        self._last_price_ns: dict[int, int] = {}  # when each last price traded: which are today's (_todays_last)
         self.open_orders: dict[str, OpenOrder] = {}
         # client_order_ids accepted today and the trading day before (a replay across midnight is a duplicate
         # too: the OMS would ignore it, and it would stay counted open here); older ones are let go.
@@ -158,11 +161,12 @@ class RiskEngine:
         # the OMS's SquareOff waits out (risk has not seen the cancels of the position's orders yet), never HALTED's.
         self._checks: tuple[Check, ...] = (
             self.check_square_off_reduces, self.check_trading_state, self.check_quantity, self.check_price,
-            self.check_price_band, self.check_order_value, self.check_position, self.check_position_value,
-            self.check_gross_exposure, self.check_open_orders, self.check_market_hours, self.check_square_off_time,
-            self.check_submit_rate)
-        # A change of a working order: the checks of a new order but the count of open orders (it adds none).
-        self._change_checks = tuple(c for c in self._checks if c != self.check_open_orders)
+            self.check_stop_side, self.check_price_band, self.check_order_value, self.check_position,
+            self.check_position_value, self.check_gross_exposure, self.check_open_orders, self.check_market_hours,
+            self.check_square_off_time, self.check_submit_rate)
+        # A change of a working order: the checks of a new order but the count of open orders (it adds none), and its
+        # stop's side judged in _first_change_denial (it knows the trigger the order had).
+        self._change_checks = tuple(c for c in self._checks if c not in (self.check_open_orders, self.check_stop_side))
 
     # -- decisions ------------------------------------------------------------
     def decide(self, order: trading_pb2.OrderRequest) -> trading_pb2.RiskDecision:
@@ -227,6 +231,11 @@ class RiskEngine:
             denial = whole(order, inst, now)
             if denial is not None:
                 return denial
+        # A trigger left where it was is not judged by the market again: the stop may have triggered, its limit chased.
+        moved = order.trigger_price_paise != tracked.trigger
+        denial = stop_side_denial(order, self._todays_last(order.token) if moved else 0)
+        if denial is not None:
+            return denial
         rest = trading_pb2.OrderRequest()
         rest.CopyFrom(order)
         # The rest still to fill as risk's own books count it: fills the OMS has and risk has not taken yet (their
@@ -350,6 +359,10 @@ class RiskEngine:
                 return "TICK_SIZE", (f"{field} {price} is not a multiple of tick_size_paise {tick} "
                                      f"of {inst.symbol}")
         return None
+
+    def check_stop_side(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
+                        now: int) -> Denial | None:
+        return stop_side_denial(order, self._todays_last(order.token))
 
     def check_price_band(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
                          now: int) -> Denial | None:
@@ -556,6 +569,12 @@ class RiskEngine:
         market's, whichever is higher (a buy limit far below the market must not make the position look small)."""
         return max(self._valuation_price(order), self._market_price(order.token))
 
+    def _todays_last(self, token: int) -> int:
+        """The token's last price if it traded today, else 0: yesterday's close (a restart's marks, the feed's first
+        snapshot before the open) is not where the market is after a gap."""
+        traded = self._last_price_ns.get(token, 0)
+        return self.last_prices.get(token, 0) if traded and ist_day_number(traded) == self._day_number else 0
+
     def _market_price(self, token: int) -> int:
         """The last traded price, else the position's last mark (0: none known)."""
         last = self.last_prices.get(token, 0)
@@ -651,6 +670,7 @@ class RiskEngine:
                 tracked.price = max(tracked.price, _own_price(req))
             elif req.quantity:  # the terms the OMS holds now: a change (ModifyOrder) moves them
                 tracked.quantity, tracked.price = req.quantity, _own_price(req)
+                tracked.trigger = req.trigger_price_paise
             tracked.filled = update.filled_quantity
             self._accepted.add(cid)
 
@@ -658,11 +678,12 @@ class RiskEngine:
         """Hot path: remember the last price per token; marks are applied when the loss is evaluated. A new
         day's first ticks come after the day is rolled at yesterday's marks."""
         self._roll_day(self.clock.now_ns())
-        last = self.last_prices
+        last, traded = self.last_prices, self._last_price_ns
         for tick in ticks:
             price = tick.ltp_paise
             if price:
                 last[tick.token] = price
+                traded[tick.token] = tick.ts_ns
 
     def daily_pnl_paise(self) -> int:
         """Today's realised + mark-to-market P&L, net of charges."""
@@ -948,7 +969,7 @@ def _stamp_instrument(order: trading_pb2.OrderRequest, inst: market_pb2.Instrume
 def _open_order(order: trading_pb2.OrderRequest) -> OpenOrder:
     return OpenOrder(order.token, order.side, order.quantity, product=product_of(order.product),
                      square_off=order.strategy_tag == SQUAREOFF_TAG, segment=order.exchange_segment,
-                     price=_own_price(order))
+                     price=_own_price(order), trigger=order.trigger_price_paise)
 
 
 def _own_price(order: trading_pb2.OrderRequest) -> int:
