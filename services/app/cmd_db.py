@@ -1,5 +1,5 @@
-"""`neopulse db migrate|status|stamp|psql`: apply or list schema migrations, record what the database holds, or open
-psql on the database.
+"""`neopulse db migrate|status|stamp|kotak-logins|psql`: apply or list schema migrations, record what the database
+holds, list or clear the Kotak logins refused, or open psql on the database.
 
 The database is found as `neopulse run` finds it (AppSettings: environment, secrets dir, --config TOML), else
 the embedded server in --data-dir (default: the settings' data_dir, .neopulse).
@@ -22,11 +22,13 @@ import asyncpg
 
 from services.app.config import AppSettings
 from shared import config as cfg
+from shared.clock import IST
 from shared.db import migrate, stamp
 from shared.db.config import DatabaseSettings
 from shared.db.database import connect_pool, ddl_lock_timeout_ms, schema_error, where_of
 from shared.db.embedded import POSTGRES_BIN_PATH, EmbeddedPostgres
 from shared.errors import ConfigError
+from shared.kotak import refusals
 
 STAMP_MIGRATION = "database_use"  # neopulse_meta (shared/db/stamp.py)
 
@@ -37,13 +39,21 @@ def add_parser(sub: Any) -> None:
     for name, helptext, handler in (("migrate", "apply pending migrations", _migrate),
                                     ("status", "list migrations and whether each is applied", _status),
                                     ("stamp", "record what the database holds (a run of another kind is refused)",
-                                     _stamp)):
-        q = db_sub.add_parser(name, help=helptext)
+                                     _stamp),
+                                    ("kotak-logins", "the Kotak logins refused since the last that worked: at [kotak] "
+                                     "login_max_refusals no start or re-login sends those credentials again (Kotak "
+                                     "locks the account after a few wrong MPINs); --reset clears the count",
+                                     _kotak_logins)):
+        q = db_sub.add_parser(name, help=helptext, description=helptext)
         _add_database_args(q)
         if name == "stamp":
             q.add_argument("trading", choices=("paper", "live"), help="the orders it holds")
             q.add_argument("market", choices=("simulated", "real"),
                            help="the market its ticks come from: simulated (synthetic, simulator) or real (Kotak)")
+        if name == "kotak-logins":
+            q.add_argument("--reset", action="store_true",
+                           help="forget the refusals, after checking the MPIN and TOTP seed in the Neo app: the next "
+                                "start logs in again (credentials changed in the config start from 0 anyway)")
         q.set_defaults(handler=lambda args, fn=handler: _main(fn, args))
     q = db_sub.add_parser("psql", help="psql on the database (more psql arguments after --)")
     _add_database_args(q)
@@ -129,6 +139,22 @@ async def _stamp(conn: Any, where: str, *, args: argparse.Namespace, settings: D
     before = await stamp.stamp(conn, args.trading, args.market)
     now = stamp.describe({stamp.TRADING: args.trading, stamp.MARKET: args.market})
     print(f"{where}: held {stamp.describe(before)}; now holds {now}")
+    return 0
+
+
+async def _kotak_logins(conn: Any, where: str, *, args: argparse.Namespace, settings: DatabaseSettings) -> int:
+    """List the refused logins by credentials (a hash, never the credentials), or clear them all (--reset)."""
+    if args.reset:
+        print(f"{where}: cleared the refused Kotak logins of {await refusals.clear_all(conn)} set(s) of credentials; "
+              "the next start logs in again")
+        return 0
+    print(where)
+    on_record = await refusals.on_record(conn)
+    for key, r in on_record:
+        when = f"{r.last_at.astimezone(IST):%Y-%m-%d %H:%M:%S} IST" if r.last_at else "-"
+        print(f"  credentials {key[:12]}: {r.count} refused, the last at {when}: {r.last_reason}")
+    if not on_record:
+        print("  no Kotak login refused since the last that worked")
     return 0
 
 

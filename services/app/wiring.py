@@ -33,18 +33,22 @@ async def market_and_broker(settings: AppSettings, toml: dict[str, Any], clock: 
     if settings.source == "replay":
         return await _replay(settings, clock, database, info), VirtualBroker(None, ChargeModel.from_settings(oms),
                                                                              clock)
-    inner, source = await _kotak(settings, toml, clock, res, info, oms.max_decision_age_s)
+    inner, source = await _kotak(settings, toml, clock, res, info, oms.max_decision_age_s, database)
     if settings.mode == "live":
         return source, inner
     return source, VirtualBroker(inner, ChargeModel.from_settings(oms), clock)
 
 
 async def _kotak(settings: AppSettings, toml: dict[str, Any], clock: Clock, res: Any,
-                 info: dict[str, str], max_order_age_s: float) -> tuple[Any, Any]:
-    """KotakBroker + SFeed source through the real SDK: against Kotak, or the in-process simulator."""
+                 info: dict[str, str], max_order_age_s: float, database: Any = None) -> tuple[Any, Any]:
+    """KotakBroker + SFeed source through the real SDK, on one session: against Kotak, or the in-process simulator.
+    Against Kotak (or a stand-in such as `neopulse sim`), the logins it refused are counted in the database, so a
+    restart does not send a wrong MPIN again past [kotak] login_max_refusals (without one: in this process only)."""
     from services.ingestion.kotak_source import KotakFeedSource
     from shared.kotak.broker import KotakBroker
     from shared.kotak.config import KotakSettings
+    from shared.kotak.refusals import store_for
+    from shared.kotak.session import KotakSession
 
     kotak = cfg.load(KotakSettings, toml)
     if settings.source == "kotak":
@@ -60,7 +64,8 @@ async def _kotak(settings: AppSettings, toml: dict[str, Any], clock: Clock, res:
         res.on_close(sim.stop)
         kotak = kotak.for_simulator(f"http://127.0.0.1:{port}")
         info["simulator"] = f"http://127.0.0.1:{port} (feed ws://127.0.0.1:{port}/feed)"
-    broker = KotakBroker(kotak, max_order_age_s=max_order_age_s)
+    refusals = store_for(database.pool, kotak) if database is not None and settings.source == "kotak" else None
+    broker = KotakBroker(kotak, KotakSession(kotak, refusals), max_order_age_s=max_order_age_s)
     await broker.start()
     res.on_close(broker.stop)
     source = KotakFeedSource(kotak, settings.symbols, session=broker.session, indices=settings.indices, clock=clock)

@@ -57,8 +57,9 @@ class KotakSettings(ModuleSettings):
     # After a login Kotak refused, no new attempt for this long, doubling per refusal up to the max (no hot loop;
     # a login that could not reach Kotak waits reconnect_initial_s, doubling up to reconnect_max_s); after
     # login_max_refusals refusals since the last login that worked (wrong MPIN/TOTP; whatever failed between them),
-    # no automatic login at all until a restart, so a
-    # changed MPIN cannot get the account locked.
+    # no login at all, at start or re-login, until the credentials change or `neopulse db kotak-logins --reset`
+    # (counted in the database when there is one, so a restart sends nothing either): a changed MPIN cannot get the
+    # account locked.
     login_backoff_initial_s: float = Field(default=30.0, gt=0)
     login_backoff_max_s: float = Field(default=600.0, gt=0)
     login_max_refusals: int = Field(default=3, ge=1)

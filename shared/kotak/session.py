@@ -18,9 +18,11 @@ from neo_api_client.exceptions import ApiException
 from prometheus_client import Counter
 
 from shared import logs
+from shared.clock import IST
 from shared.errors import ConfigError, NeoPulseError, NotSent, RetryableError, SessionExpired
 from shared.kotak import mapping
 from shared.kotak.config import KotakSettings
+from shared.kotak.refusals import Refusals, RefusalStore
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +51,22 @@ class RateLimiter:
         self._next = max(self._next, asyncio.get_running_loop().time() + seconds)
 
 
-class _TotpRefused(ConfigError):
+class _Refused(ConfigError):
+    """Kotak refused a login step: what counts toward locking the account (not a login NeoPulse never sent)."""
+
+
+class _TotpRefused(_Refused):
     """Kotak refused the TOTP login step (a wrong code, or one that already logged in)."""
 
 
 class KotakSession:
     """One logged-in NeoAPI client; `call` is the only way SDK REST methods are invoked."""
 
-    def __init__(self, settings: KotakSettings) -> None:
+    def __init__(self, settings: KotakSettings, refusals: RefusalStore | None = None) -> None:
+        """`refusals`: where the refused logins of these credentials are counted for every process of the deployment
+        and across restarts (the database); None (no database: tests, --no-db) counts in this process only."""
         self.settings = settings
+        self._stored = refusals
         self.client: NeoAPI | None = None
         self.generation = 0  # bumped by every successful login
         self._login_lock = asyncio.Lock()
@@ -124,12 +133,16 @@ class KotakSession:
             raise ConfigError("[kotak] credentials are incomplete: set consumer_key, mobile, ucc, mpin and "
                               "totp_secret (env NEOPULSE_KOTAK_*)")
         self._check_backoff()
+        await self._check_stored_refusals()
         try:
             client = await self._login_with_fresh_totp()
         except NeoPulseError as exc:
+            await self._count_refusal(exc)
             self._note_failure(exc)
             raise
         self._failures = self._refusals = 0
+        if self._stored is not None:
+            await self._stored.clear()
         if self.login_trouble:
             log.warning("kotak login restored: order updates, fills and positions come from Kotak again",
                         extra={"ucc": self.settings.ucc})
@@ -152,12 +165,38 @@ class KotakSession:
             kind = ConfigError if isinstance(last, ConfigError) else RetryableError
             raise kind(f"{last}; next login attempt in {wait:.0f} s")
 
+    async def _check_stored_refusals(self) -> None:
+        """Nothing is sent to Kotak once the refusals counted for these credentials, by every process and start
+        before this one, reach login_max_refusals: a restart (Docker's restart policy, systemd, the trader) must not
+        send the wrong MPIN again."""
+        if self._stored is None:
+            return
+        stored = await self._stored.read()
+        if stored is None:  # the database failed (logged): this process's own count still guards
+            return
+        self._refusals = stored.count  # another process's login that worked reset Kotak's count too
+        if stored.count < self.settings.login_max_refusals:
+            return
+        message = _stored_limit_message(stored)
+        if self.generation:  # a session that worked is lost: the OMS tells the trader from this
+            self.login_trouble = message
+        raise ConfigError(message)
+
+    async def _count_refusal(self, exc: NeoPulseError) -> None:
+        """A refused login counts toward the limit until a login succeeds; one Kotak refused also in the database,
+        for the processes and restarts to come."""
+        if not isinstance(exc, ConfigError):
+            return
+        self._refusals += 1
+        if self._stored is not None and isinstance(exc, _Refused):
+            count = await self._stored.add(self.scrub(str(exc))[:300])
+            self._refusals = self._refusals if count is None else count
+
     def _note_failure(self, exc: NeoPulseError) -> None:
         self._failures += 1
         s = self.settings
         refused = isinstance(exc, ConfigError)
         if refused:  # Kotak said no: slow, an account locks after a few wrong MPINs
-            self._refusals += 1  # reset only by a login that succeeds
             backoff = min(s.login_backoff_initial_s * 2 ** (self._refusals - 1), s.login_backoff_max_s)
         else:  # Kotak not reached: as a feed reconnects, so orders are not held up long by a blip
             backoff = min(s.reconnect_initial_s * 2 ** (self._failures - 1), s.reconnect_max_s)
@@ -233,7 +272,7 @@ class KotakSession:
         text = self.scrub(error[1])
         if error[0] == "unknown":
             raise RetryableError(f"Kotak {step} failed: {text}; check the network and retry")
-        kind = _TotpRefused if step == "TOTP login" else ConfigError
+        kind = _TotpRefused if step == "TOTP login" else _Refused
         raise kind(f"Kotak {step} refused: {text}; check [kotak] mobile/ucc/mpin/totp_secret")
 
     # calls -------------------------------------------------------------------------
@@ -337,3 +376,13 @@ class KotakSession:
         assert self.client is not None, "log in first"
         url = self.settings.resolved_order_feed_url()
         return self.client.create_order_feed(url=url, **kwargs) if url else self.client.create_order_feed(**kwargs)
+
+
+def _stored_limit_message(stored: Refusals) -> str:
+    """Why no login is sent, and the two ways on: other credentials (their count starts from 0), or the operator's
+    word that these are right."""
+    when = f" at {stored.last_at.astimezone(IST):%Y-%m-%d %H:%M:%S} IST" if stored.last_at else ""
+    return (f"Kotak refused the last {stored.count} logins with these [kotak] credentials (the last{when}: "
+            f"{stored.last_reason}); NeoPulse will not send them again, so that Kotak does not lock the account (it "
+            "locks it after a few wrong MPINs). Fix [kotak] mpin/totp_secret (changed credentials start from 0), or, "
+            "once you have checked them in the Neo app, clear the count: neopulse db kotak-logins --reset")
