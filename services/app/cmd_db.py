@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import functools
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -171,13 +172,25 @@ def _psql(args: argparse.Namespace) -> int:
         extra = [a for a in args.psql_args if a != "--"] + [arg for sql in args.command for arg in ("-c", sql)]
         with tempfile.TemporaryDirectory(prefix="neopulse-psql-") as private:  # mode 0700: only we can read it
             dsn, env = psql_connection(url, Path(private))
-            return subprocess.call([str(POSTGRES_BIN_PATH / "psql"), dsn, *extra], env={**os.environ, **env})
+            return _run_in_foreground([str(POSTGRES_BIN_PATH / "psql"), dsn, *extra], {**os.environ, **env})
     except ConfigError as exc:
         print(f"neopulse: {exc}", file=sys.stderr)
         return 2
     finally:
         if server is not None:
             server.stop()
+
+
+def _run_in_foreground(argv: list[str], env: dict[str, str]) -> int:
+    """Run an interactive child as a shell would: the terminal's Ctrl-C reaches the whole foreground group, and is
+    the child's (psql cancels the query, or clears the line), not ours: left to Python it would raise
+    KeyboardInterrupt here and kill psql, the session lost mid-way (a slow query on the live ledger)."""
+    child = subprocess.Popen(argv, env=env)  # first: it keeps SIGINT at its default (an ignored one is inherited)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return child.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # libpq connection parameters that are secrets: anyone can read a command line (ps), only the user its environment.

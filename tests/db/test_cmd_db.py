@@ -123,7 +123,7 @@ def test_db_psql_keeps_the_secrets_of_the_url_query_off_psqls_command_line(monke
         )
         return 0
 
-    monkeypatch.setattr(cmd_db.subprocess, "call", fake_call)
+    monkeypatch.setattr(cmd_db, "_run_in_foreground", fake_call)
 
     code = main(["db", "psql", "-c", "SELECT 1"])
 
