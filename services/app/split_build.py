@@ -90,6 +90,7 @@ async def _tick_store(app: AppSettings, toml: dict[str, Any], clock: Clock,
 async def _build_oms(bus: Bus, app: AppSettings, toml: dict[str, Any], clock: Clock,
                      closers: list[Callable[[], Awaitable[Any]]]) -> Any:
     """Paper OMS: VirtualBroker with no inner broker; PgLedger when a database is on, else in memory."""
+    from services.ingestion.config import IngestionSettings
     from services.oms.charges import ChargeModel
     from services.oms.config import OmsSettings
     from services.oms.ledger import MemoryLedger
@@ -105,4 +106,6 @@ async def _build_oms(bus: Bus, app: AppSettings, toml: dict[str, Any], clock: Cl
         db = await _open_database(app, toml, clock, closers)
         ledger = PgLedger(db.pool, cfg.load(DatabaseSettings, toml).ledger_durable_updates)
         log.info("oms ledger in PostgreSQL", extra={"database": db.describe()})
-    return OmsModule(bus, settings, VirtualBroker(None, ChargeModel.from_settings(settings), clock), ledger, clock)
+    stall_s = cfg.load(IngestionSettings, toml).stall_seconds  # the paper account's stalled feed is the watchdog's
+    return OmsModule(bus, settings, VirtualBroker(None, ChargeModel.from_settings(settings), clock, stall_s=stall_s),
+                     ledger, clock)

@@ -29,14 +29,15 @@ async def market_and_broker(settings: AppSettings, toml: dict[str, Any], clock: 
         from services.ingestion.synthetic import SyntheticSource
 
         source = SyntheticSource(ingestion, clock, settings.symbols, seed=settings.seed, indices=settings.indices)
-        return source, VirtualBroker(None, ChargeModel.from_settings(oms), clock)
+        return source, VirtualBroker(None, ChargeModel.from_settings(oms), clock, stall_s=ingestion.stall_seconds)
     if settings.source == "replay":
-        return await _replay(settings, clock, database, info), VirtualBroker(None, ChargeModel.from_settings(oms),
-                                                                             clock)
+        return await _replay(settings, clock, database, info), VirtualBroker(
+            None, ChargeModel.from_settings(oms), clock, stall_s=ingestion.stall_seconds)
     inner, source = await _kotak(settings, toml, clock, res, info, oms.max_decision_age_s, database)
     if settings.mode == "live":
         return source, inner
-    return source, VirtualBroker(inner, ChargeModel.from_settings(oms), clock)
+    # The paper account's stalled-feed rule (fill_rules.py) goes by the ingestion watchdog's stall.
+    return source, VirtualBroker(inner, ChargeModel.from_settings(oms), clock, stall_s=ingestion.stall_seconds)
 
 
 async def _kotak(settings: AppSettings, toml: dict[str, Any], clock: Clock, res: Any,

@@ -1,22 +1,94 @@
-"""The VirtualBroker's fill rules as pure functions of an order and a tick or a candle.
+"""The VirtualBroker's fill rules as pure functions of an order and a tick or a candle, and the terms NSE and Kotak's
+RMS refuse before an order works. No state, no I/O: virtual_broker.py decides when to call them.
 
-No state, no I/O: virtual_broker.py decides when to call them; the rules are documented there.
+The rules, as the VirtualBroker applies them:
+- Arrival (place_order, and modify_order: a changed order arrives anew), against the last tick of the token (the
+  fill is decided there, at that tick's prices; it is booked, charges and event, once the caller yields, so that a
+  burst of orders goes out before their fills are worked out, or as soon as anything reads or changes the book):
+  * MARKET fills at once, all of it, at the ask (buy) / bid (sell), or the ltp when the tick has no quote.
+    With no tick yet, only one of an earlier IST day (yesterday's close, before today's first tick), one from
+    outside the session the order works in (below), or while the feed is stalled (below), it waits: it fills the
+    same way at the token's next ticks of its day (the latest of the batch that brings them, on_ticks), or at the
+    open of the next candle should that come first.
+  * LIMIT that is marketable (buy limit >= ask, sell limit <= bid) fills at once at the ask / bid; not against
+    a tick it could not have traded at (the cases above: it rests, and candles fill it).
+  * Depth: a tick carrying depth levels (Tick.asks / Tick.bids, best first) is walked instead of its touch: a fill at
+    each level's price for what that level shows (one fill event each), a LIMIT only through levels at or better
+    than its limit (its remainder rests as above), a MARKET's quantity beyond the visible depth at the last visible
+    level's price (the exchange would go deeper; no price is made up). Orders deciding at the same tick take its
+    depth in turn (what one took, the next does not find). A tick without depth fills at its touch as above.
+  * STOP orders wait for a tick or a candle to trigger them (TRIGGER_PENDING); a triggered one is the MARKET
+    (STOP_MARKET) or LIMIT (STOP_LIMIT) order it became: changed, it arrives as one (trades at once if marketable).
+  * IOC: whatever did not fill on arrival is cancelled.
+  * An order made from a tick this broker has not taken yet (OrderRequest.tick_recv_ns newer than the token's last
+    tick here: signals overtake the market data on the way) arrives at the token's last tick of the batch that
+    carries it: never at a price from before the tick its signal came from. A change of it meanwhile waits too.
+- Stop terms (stop_refusal), as Kotak refuses them on placing and on changing a stop not triggered yet: a buy stop's
+  trigger must be above the token's last price of today, a sell stop's below it; a stop-limit buy's limit at or
+  above its trigger, a sell's at or below it.
+- Session: an order placed while its segment trades (shared.clock.segment_open) works in that session only. A tick
+  or candle from outside it neither triggers nor fills it (it is still the token's last price), and the first tick
+  or candle at or after the close expires it ("DAY order expired at the end of <date>: the exchange closed <segment>
+  at <HH:MM> IST"). One placed while its segment is closed (risk's enforce_market_hours off: paper trading out of
+  hours on purpose) works on the ticks and candles it gets, until the end of its IST day.
+- Stalled feed: while no tick of any token has come for more than the broker's stall_s (the ingestion watchdog's
+  stall_seconds, 15 s) during an order's session, the last prices are no prices for it: MARKET orders wait for the
+  first tick after the stall, as they do for yesterday's ticks (the feed going mute is no quiet market).
+- Validity: a DAY order works until the end of the IST day it was placed on. The first tick or candle of a later
+  day cancels it ("DAY order expired at the end of <date>"), before that tick can trigger or fill it; restore()
+  leaves out a DAY order of an earlier day or of a session closed since, any IOC order, and one whose cancel was
+  under way (this broker took it at once, and its book went with the process), so that reconciliation cancels them
+  as gone from the broker's book.
+- Ticks (on_ticks): a stop order is triggered by the first tick at or through its trigger (a buy's ltp at or above
+  it, a sell's at or below) taken after the order (not of a second before it was accepted): a STOP_MARKET fills at
+  once, all of it, at that tick's ask (buy) / bid (sell) or ltp (its depth, when it has some); a STOP_LIMIT becomes
+  a limit, filling there what is marketable at that price, the rest resting for the candles (below) from the next
+  one (the one under way opened before the trigger: it counts as accepted at the tick).
+- Candles (on_candle / process_candle): a candle only fills orders accepted BEFORE its start (no look-ahead).
+  * LIMIT buy fills when low < limit, at min(limit, open); sell when high > limit, at max(limit, open).
+  * MARKET (no tick on arrival, or a partial remainder) fills at the open.
+  * STOP_MARKET buy triggers when high >= trigger and fills at max(trigger, open); sell when
+    low <= trigger at min(trigger, open).
+  * STOP_LIMIT triggers the same way, then follows the limit rule in the same candle with the trigger price
+    as the reference (buy: low < limit at min(limit, max(trigger, open))); not crossing it, it stays OPEN.
+  * Every working order is checked against every candle: a stop triggers even when orders ahead of it used up
+    the candle's volume. Only the quantity filled is capped by the volume, shared by orders in acceptance
+    order (a modify accepts an order anew: it queues behind the others); a remainder stays PARTIALLY_FILLED
+    for later candles. A zero-volume candle fills nothing.
+  * A candle not later than the last one processed for its token (a repeated delivery) is ignored: its volume
+    was already shared out.
+- An order fills only while it has a remainder and is not terminal: nothing is ever filled twice.
 """
 
 from __future__ import annotations
 
-from shared.clock import ist_day_number
+from collections.abc import Sequence
+
+from shared.clock import (
+    IST_OFFSET_S,
+    NS,
+    day_of,
+    fmt_hhmm,
+    ist_day_number,
+    ist_minute_of_day,
+    segment_open,
+    session_in_force,
+)
 from shared.contracts import market_pb2
 from shared.contracts import trading_pb2 as t
+from shared.money import fmt_inr
+
+Leg = tuple[int, int]  # one fill: quantity, price in paise
+_DAY_S = 86_400
 
 
-def arrival_price(side: int, tick: market_pb2.Tick | None, now_ns: int) -> int:
-    """What a marketable order pays on arrival (at `now_ns`): the ask (buy) / bid (sell), else the ltp; 0 = no
-    price. A tick of an earlier IST day is no price: yesterday's last quote is not where the market opens."""
-    if tick is None or ist_day_number(tick.ts_ns) < ist_day_number(now_ns):
-        return 0
-    quote = tick.ask_paise if side == t.SIDE_BUY else tick.bid_paise
-    return quote or tick.ltp_paise
+def trades_at(tick_ts_ns: int, now_ns: int, opens_ns: int, closes_ns: int) -> bool:
+    """Whether an order working in the session [opens_ns, closes_ns) may trade at `now_ns` at the prices of a tick of
+    `tick_ts_ns`: one of that session, before its close. Placed out of hours (closes_ns 0): a tick of its IST day;
+    one of an earlier day is no price (yesterday's last quote is not where the market opens)."""
+    if closes_ns:
+        return opens_ns <= tick_ts_ns < closes_ns and now_ns < closes_ns
+    return ist_day_number(tick_ts_ns) >= ist_day_number(now_ns)
 
 
 def limit_marketable(side: int, limit_paise: int, price_paise: int) -> bool:
@@ -24,6 +96,91 @@ def limit_marketable(side: int, limit_paise: int, price_paise: int) -> bool:
     if price_paise <= 0:
         return False
     return limit_paise >= price_paise if side == t.SIDE_BUY else limit_paise <= price_paise
+
+
+def tick_fills(side: int, tick: market_pb2.Tick, quantity: int, limit_paise: int = 0, taken: int = 0) -> list[Leg]:
+    """The fills a MARKET (limit_paise 0) or LIMIT order of `quantity` gets at `tick`, which it may trade at: its
+    depth walked (depth_fills), else all at its touch (the ask / bid, or the ltp) when marketable there. `taken`:
+    units of that side's depth orders before it took at this tick. No fills: the order rests (a LIMIT) or waits."""
+    levels = tick.asks if side == t.SIDE_BUY else tick.bids
+    if levels:
+        legs = depth_fills(side, levels, quantity, limit_paise, taken)
+        if legs is not None:
+            return legs
+    price = (tick.ask_paise if side == t.SIDE_BUY else tick.bid_paise) or tick.ltp_paise
+    if price <= 0 or (limit_paise and not limit_marketable(side, limit_paise, price)):
+        return []
+    return [(quantity, price)]
+
+
+def depth_fills(side: int, levels: Sequence[market_pb2.DepthLevel], quantity: int, limit_paise: int,
+                taken: int) -> list[Leg] | None:
+    """Walk the depth (best first) as the exchange matches an order against it: each level's units at its price,
+    after the `taken` units orders before it took. A LIMIT (limit_paise > 0) stops at the first level beyond its
+    limit; a MARKET order's quantity beyond the visible depth fills at the last visible level's price. None: no
+    level holds anything (Kotak sends empty levels as zeros), so the touch rule applies."""
+    legs: list[Leg] = []
+    left, last_price = quantity, 0
+    for level in levels:
+        price, size = level.price_paise, level.quantity
+        if price <= 0 or size <= 0:
+            continue
+        last_price = price
+        if taken >= size:
+            taken -= size
+            continue
+        size, taken = size - taken, 0
+        if limit_paise and not limit_marketable(side, limit_paise, price):
+            return legs
+        take = min(size, left)
+        legs.append((take, price))
+        left -= take
+        if not left:
+            return legs
+    if not last_price:
+        return None
+    if left and not limit_paise:  # one fill with the last level's own, when the walk ended there
+        taken_there = legs.pop()[0] if legs and legs[-1][1] == last_price else 0
+        legs.append((taken_there + left, last_price))
+    return legs
+
+
+def stop_refusal(order_id: str, side: int, kind: int, price_paise: int, trigger_paise: int, ltp_paise: int) -> str:
+    """Why Kotak refuses a stop with these terms ('' when it takes them), in its words with what to do instead. A
+    stop-limit buy's limit must be at or above its trigger, a sell's at or below (or once triggered it rests behind
+    the market); with `ltp_paise` (the last price of today; 0: none, not judged) a buy stop's trigger must be above
+    it, a sell stop's below (one already reached would trade at once)."""
+    if kind not in (t.ORDER_TYPE_STOP_MARKET, t.ORDER_TYPE_STOP_LIMIT):
+        return ""
+    buy = side == t.SIDE_BUY
+    higher, above, name = ("higher", "above", "buy") if buy else ("lower", "below", "sell")
+    if kind == t.ORDER_TYPE_STOP_LIMIT and (price_paise < trigger_paise if buy else price_paise > trigger_paise):
+        return (f"order {order_id}: Price limit has to be {higher} than the trigger: the limit {fmt_inr(price_paise)} "
+                f"of a {name} stop-loss (SL) must be at or {above} its trigger {fmt_inr(trigger_paise)}; set it "
+                "so, or use a stop-loss market (SL-M) order")
+    if ltp_paise > 0 and (trigger_paise <= ltp_paise if buy else trigger_paise >= ltp_paise):
+        return (f"order {order_id}: Trigger has to be {higher} than the last traded price of "
+                f"{fmt_inr(ltp_paise)} (trigger {fmt_inr(trigger_paise)}): set the trigger {above} "
+                f"{fmt_inr(ltp_paise)}, or send a MARKET or LIMIT order to {name} now")
+    return ""
+
+
+def session_window(segment: str, ts_ns: int) -> tuple[int, int]:
+    """(open, close) in ns of the session `segment` trades in at `ts_ns` (shared.clock's sessions: special ones,
+    holidays, MCX's moving close); (0, 0) when it does not trade then."""
+    if not segment_open(segment, ts_ns):
+        return 0, 0
+    (open_h, open_m), (close_h, close_m) = session_in_force(segment, ts_ns)
+    midnight_ns = ((ts_ns // NS + IST_OFFSET_S) // _DAY_S * _DAY_S - IST_OFFSET_S) * NS
+    return midnight_ns + (open_h * 60 + open_m) * 60 * NS, midnight_ns + (close_h * 60 + close_m) * 60 * NS
+
+
+def closed_reason(segment: str, close_ns: int) -> str:
+    """Why an order still working at its session's close is cancelled then, as the next-day expiry says it."""
+    minute = ist_minute_of_day(close_ns)
+    return (f"DAY order expired at the end of {day_of(close_ns).isoformat()}: the exchange closed "
+            f"{segment or 'nse_cm'} at "
+            f"{fmt_hhmm((minute // 60, minute % 60))} IST")
 
 
 def limit_price_in(side: int, limit_paise: int, candle: market_pb2.Candle, reference_paise: int = 0) -> int | None:

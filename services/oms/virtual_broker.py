@@ -2,45 +2,9 @@
 
 Orders get "VB-..." ids, live in its own book and fill from the market data the OMS feeds it (ticks, candles).
 
-Fill rules (pure functions in fill_rules.py):
-- Arrival (place_order, and modify_order: a changed order arrives anew), against the last tick of the token (the
-  fill is decided there, at that tick's price; it is booked, charges and event, once the caller yields, so that a
-  burst of orders goes out before their fills are worked out, or as soon as anything reads or changes the book):
-  * MARKET fills at once, all of it, at the ask (buy) / bid (sell), or the ltp when the tick has no quote.
-    With no tick yet, or only one of an earlier IST day (yesterday's close, before today's first tick), it
-    waits: it fills the same way at the token's next ticks of its day (the latest of the batch that brings them,
-    on_ticks), or at the open of the next candle should that come first.
-  * LIMIT that is marketable (buy limit >= ask, sell limit <= bid) fills at once at the ask / bid; not against
-    a tick of an earlier IST day (it rests, and candles fill it).
-  * STOP orders wait for a tick or a candle to trigger them (TRIGGER_PENDING); a triggered one is the MARKET
-    (STOP_MARKET) or LIMIT (STOP_LIMIT) order it became: changed, it arrives as one (trades at once if marketable).
-  * IOC: whatever did not fill on arrival is cancelled.
-  * An order made from a tick this broker has not taken yet (OrderRequest.tick_recv_ns newer than the token's last
-    tick here: signals overtake the market data on the way) arrives at the token's last tick of the batch that
-    carries it: never at a price from before the tick its signal came from. A change of it meanwhile waits too.
-- Validity: a DAY order works until the end of the IST day it was placed on. The first tick or candle of a later
-  day cancels it ("DAY order expired at the end of <date>"), before that tick can trigger or fill it; restore()
-  leaves out a DAY order of an earlier day, any IOC order, and one whose cancel was under way (this broker took it
-  at once, and its book went with the process), so that reconciliation cancels them as gone from the broker's book.
-- Ticks (on_ticks): a stop order is triggered by the first tick at or through its trigger (a buy's ltp at or above
-  it, a sell's at or below) taken after the order (not of a second before it was accepted): a STOP_MARKET fills at
-  once, all of it, at that tick's ask (buy) / bid (sell) or ltp; a STOP_LIMIT becomes a limit, filling there when
-  marketable at that price, else resting for the candles (below) from the next one (the one under way opened
-  before the trigger: it counts as accepted at the tick).
-- Candles (on_candle / process_candle): a candle only fills orders accepted BEFORE its start (no look-ahead).
-  * LIMIT buy fills when low < limit, at min(limit, open); sell when high > limit, at max(limit, open).
-  * MARKET (no tick on arrival, or a partial remainder) fills at the open.
-  * STOP_MARKET buy triggers when high >= trigger and fills at max(trigger, open); sell when
-    low <= trigger at min(trigger, open).
-  * STOP_LIMIT triggers the same way, then follows the limit rule in the same candle with the trigger price
-    as the reference (buy: low < limit at min(limit, max(trigger, open))); not crossing it, it stays OPEN.
-  * Every working order is checked against every candle: a stop triggers even when orders ahead of it used up
-    the candle's volume. Only the quantity filled is capped by the volume, shared by orders in acceptance
-    order (a modify accepts an order anew: it queues behind the others); a remainder stays PARTIALLY_FILLED
-    for later candles. A zero-volume candle fills nothing.
-  * A candle not later than the last one processed for its token (a repeated delivery) is ignored: its volume
-    was already shared out.
-- An order fills only while it has a remainder and is not terminal: nothing is ever filled twice.
+The fill rules (arrival, depth, stops, candles, session, a stalled feed, validity) are written out in fill_rules.py's
+docstring, beside the pure functions that decide them; this class keeps the book and decides when to apply them.
+
 - Funds (services/oms/paper.py): with a PaperAccount, an order (or a change) needing more margin than the account has
   left is refused as the broker's RMS would refuse it; funds() reports the account. A fill counts as a position from
   the moment it is made here until the OMS has booked it (fill_booked): the order has left the working set by then.
@@ -54,14 +18,23 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from services.oms.broker import Broker, BrokerAck, BrokerOrderEvent
 from services.oms.charges import ChargeModel
-from services.oms.fill_rules import arrival_price, candle_price, limit_marketable, tick_triggers
+from services.oms.fill_rules import (
+    Leg,
+    candle_price,
+    closed_reason,
+    session_window,
+    stop_refusal,
+    tick_fills,
+    tick_triggers,
+    trades_at,
+)
 from services.oms.paper import PaperAccount, Unbooked
-from services.oms.states import DAY_BOUND, TERMINAL, name
+from services.oms.states import TERMINAL, name
+from services.oms.virtual_orders import VirtualOrder, drop, lapsed, restored
 from shared.clock import NS, Clock, day_of, ist_day_number
 from shared.contracts import market_pb2, oms_pb2
 from shared.contracts import trading_pb2 as t
@@ -75,32 +48,10 @@ log = logging.getLogger(__name__)
 READ_THROUGH = frozenset({"quotes", "quote", "scrip_master", "search_scrip", "holdings", "session"})
 # What a stop order works as once triggered.
 _TRIGGERED_AS = {t.ORDER_TYPE_STOP_MARKET: t.ORDER_TYPE_MARKET, t.ORDER_TYPE_STOP_LIMIT: t.ORDER_TYPE_LIMIT}
-_UNSURE_TRIGGER = frozenset({t.ORDER_STATUS_TRIGGER_PENDING, t.ORDER_STATUS_CANCEL_PENDING,
-                             t.ORDER_STATUS_MODIFY_PENDING, t.ORDER_STATUS_SUBMITTED, t.ORDER_STATUS_PENDING_NEW})
-
-
-@dataclass
-class VirtualOrder:
-    id: str
-    request: t.OrderRequest
-    status: int
-    accepted_ns: int
-    placed_ns: int  # its DAY validity ends with this IST day (a restored order: the ledger's last update)
-    filled: int = 0
-    cost_paise: int = 0  # sum of quantity x price over fills
-    charges_paise: int = 0
-    brokerage_paise: int = 0
-    triggered: bool = False
-    reason: str = ""
-    last_fill: tuple[int, int, int] = (0, 0, 0)  # quantity, price, charges
-
-    @property
-    def remaining(self) -> int:
-        return self.request.quantity - self.filled
-
-    @property
-    def average_price_paise(self) -> int:
-        return (self.cost_paise + self.filled // 2) // self.filled if self.filled else 0
+# No tick of any token for this long in an order's session: the feed is stalled, its last prices are no prices. The
+# ingestion watchdog's stall_seconds default ([ingestion] stall_seconds); VirtualBroker(stall_s=...) to follow another.
+STALL_S = 15.0
+_NO_CLOSE = 1 << 62  # no order working in a session: no close to expire orders at
 
 
 class VirtualBroker:
@@ -108,7 +59,8 @@ class VirtualBroker:
     in_process = True  # writes never leave the process
     reports_charges = True  # each fill's charges from its ChargeModel
 
-    def __init__(self, inner: Broker | None, charges: ChargeModel, clock: Clock, max_events: int = 100_000) -> None:
+    def __init__(self, inner: Broker | None, charges: ChargeModel, clock: Clock, max_events: int = 100_000,
+                 stall_s: float = STALL_S) -> None:
         self.inner = inner
         self.charges = charges
         self.clock = clock
@@ -120,8 +72,8 @@ class VirtualBroker:
         self._candle_start: dict[int, int] = {}  # token -> start_ns of the latest candle processed
         self._events: asyncio.Queue[BrokerOrderEvent] = asyncio.Queue(max_events)
         self._ids = IdMint()
-        # Fills decided on arrival, to book in placement order: (order, price, time of arrival).
-        self._arrivals: deque[tuple[VirtualOrder, int, int]] = deque()
+        # Fills decided on arrival, to book in placement order: (order, fills, time of arrival, IOC).
+        self._arrivals: deque[tuple[VirtualOrder, list[Leg], int, bool]] = deque()
         self._booking: asyncio.Task[None] | None = None
         # MARKET orders that found no tick of their day on arrival: token -> orders, to fill at its next tick.
         self._awaiting_tick: dict[int, list[VirtualOrder]] = {}
@@ -131,6 +83,11 @@ class VirtualBroker:
         # With an account: orders with fills made here that the OMS has not booked into its positions yet -> the order
         # and its filled quantity the OMS has booked (fill_booked). The account counts the rest as positions.
         self._unbooked: dict[str, tuple[VirtualOrder, int]] = {}
+        self._stall_ns = int(stall_s * NS)
+        self._ticked_ns = 0  # the clock when the latest batch of ticks came: silence beyond _stall_ns is a stall
+        self._closes_at = _NO_CLOSE  # the earliest close of a session an order works in: then orders expire
+        # (token, side) -> the tick whose depth orders took from, and how many units: the next order finds the rest.
+        self._depth_taken: dict[tuple[int, int], tuple[market_pb2.Tick, int]] = {}
 
     def __getattr__(self, attr: str) -> Any:
         # Only named reads reach the real account; anything else (a write) must be implemented here.
@@ -182,6 +139,9 @@ class VirtualBroker:
         if order.client_order_id and order.client_order_id in self._by_tag:
             placed = self._by_tag[order.client_order_id].id
             raise BrokerRejected(f"tag {order.client_order_id} was already placed as {placed}")
+        refusal = self._stop_refusal(order.client_order_id, order, order.price_paise, order.trigger_price_paise)
+        if refusal:
+            raise BrokerRejected(refusal)
         if self.account is not None:
             refusal = self.account.refusal(order, order.quantity, self._working_terms(), self._last,
                                            unbooked=self._unbooked_fills())
@@ -197,7 +157,7 @@ class VirtualBroker:
         ack = BrokerAck(vo.id, status, raw={"virtual": True, "accepted_ns": vo.accepted_ns})
         if self._ahead_of_its_tick(order):
             self._awaiting_tick.setdefault(order.token, []).append(vo)
-        elif self._fills_on_arrival(vo):
+        elif self._fills_on_arrival(vo, ioc=order.validity == t.VALIDITY_IOC):
             pass
         elif order.validity == t.VALIDITY_IOC:
             await self._close(vo, t.ORDER_STATUS_CANCELLED, "IOC order not filled on arrival")
@@ -211,6 +171,12 @@ class VirtualBroker:
         vo = self._working_order(exchange_order_id)
         if quantity is not None and quantity <= vo.filled:
             raise BrokerRejected(f"order {vo.id}: quantity {quantity} must exceed the filled {vo.filled}")
+        if not vo.triggered and (price_paise is not None or trigger_price_paise is not None):
+            price = vo.request.price_paise if price_paise is None else price_paise
+            trigger = vo.request.trigger_price_paise if trigger_price_paise is None else trigger_price_paise
+            refusal = self._stop_refusal(vo.id, vo.request, price, trigger)
+            if refusal:
+                raise BrokerRejected(refusal)
         if self.account is not None and quantity is not None:
             refusal = self.account.refusal(vo.request, quantity - vo.filled, self._working_terms(vo), self._last,
                                            replacing=(vo.request, vo.remaining), unbooked=self._unbooked_fills())
@@ -260,41 +226,22 @@ class VirtualBroker:
 
         A working order whose validity ended meanwhile is left out, as a real broker's book would have dropped it
         (reconciliation then cancels it). Its day is that of its last ledger update (ts_ns), never earlier than
-        its placement: an earlier day than today proves it was placed before today. No ts_ns proves nothing.
+        its placement: an earlier day than today proves it was placed before today, one in its segment's session
+        that is over now proves it worked in that session (fill_rules: it expired at the close). No ts_ns proves
+        nothing.
         """
-        now = self.clock.now_ns()
-        today = ist_day_number(now)
-        restored = 0
+        now, count = self.clock.now_ns(), 0
         for u in orders:
             if not u.exchange_order_id.startswith("VB-") or u.exchange_order_id in self.book:
                 continue
-            placed_ns = u.ts_ns or now
-            if u.status not in TERMINAL and _lapsed(u.request, placed_ns, today):
-                log.info("not restored: its validity has ended", extra={"order_id": u.internal_id})
+            vo = restored(u, charges or {}, self.charges, now)
+            if vo is None:
                 continue
-            if u.status == t.ORDER_STATUS_CANCEL_PENDING:
-                # This broker takes a cancel at once (the OMS sends it even when the ledger refused CANCEL_PENDING),
-                # and its book went with the process: the order is gone, as reconciliation then records.
-                log.info("not restored: its cancel was under way", extra={"order_id": u.internal_id})
-                continue
-            request = t.OrderRequest()
-            request.CopyFrom(u.request)
-            # A stop that is OPEN or has fills has triggered; a pending cancel/modify does not say.
-            triggered = request.order_type in STOPS and (u.filled_quantity > 0 or u.status not in _UNSURE_TRIGGER)
-            vo = VirtualOrder(id=u.exchange_order_id, request=request, status=u.status,
-                              accepted_ns=now, placed_ns=placed_ns, filled=u.filled_quantity,
-                              cost_paise=u.filled_quantity * u.average_price_paise,
-                              charges_paise=(charges or {}).get(u.internal_id, 0), triggered=triggered,
-                              reason=u.reason)
-            # Its fills before the restart paid brokerage towards the flat cap: later fills pay only the rest.
-            vo.brokerage_paise = self.charges.brokerage_paid(request, vo.filled, u.average_price_paise)
-            if vo.status not in TERMINAL:
-                vo.status = self._resting_status(vo)
-                if request.order_type == t.ORDER_TYPE_MARKET and not vo.filled:
-                    self._awaiting_tick.setdefault(request.token, []).append(vo)
+            if vo.status not in TERMINAL and vo.request.order_type == t.ORDER_TYPE_MARKET and not vo.filled:
+                self._awaiting_tick.setdefault(vo.request.token, []).append(vo)
             self._add(vo)
-            restored += 1
-        return restored
+            count += 1
+        return count
 
     # -- market data ------------------------------------------------------------------------------
     async def on_ticks(self, batch: market_pb2.TickBatch) -> None:
@@ -303,6 +250,7 @@ class VirtualBroker:
             last[tick.token] = tick
             if tick.ts_ns > newest_ns:
                 newest_ns = tick.ts_ns
+        self._ticked_ns = self.clock.now_ns()  # the feed is alive: a stall ends here
         # The batch's newest tick dates it, not its last: a (re)subscribe snapshot carries an instrument not traded
         # yet today with yesterday's last trade time, and it may come after today's ticks of another.
         day = ist_day_number(newest_ns)
@@ -314,9 +262,11 @@ class VirtualBroker:
             await self._fill_awaiting(batch.ticks)
         if self._stops:
             await self._trigger_stops(batch.ticks)
+        if newest_ns >= self._closes_at:  # after the ticks of the batch from before the close had their say
+            await self._expire_at_close(newest_ns)
 
     async def _trigger_stops(self, ticks: Any) -> None:
-        """The stop orders the batch's ticks trigger, tick by tick (the rules in the module docstring)."""
+        """The stop orders the batch's ticks trigger, tick by tick (the rules in fill_rules.py's docstring)."""
         await self._book_arrivals()
         stops = self._stops
         for tick in ticks:
@@ -325,31 +275,37 @@ class VirtualBroker:
                 continue
             for vo in list(waiting):
                 if vo.status in TERMINAL:
-                    _drop(self._stops, vo)
+                    drop(self._stops, vo)
                     continue
                 request = vo.request
                 if not tick_triggers(request.side, request.trigger_price_paise, tick.ltp_paise) \
-                        or tick.ts_ns // NS < vo.accepted_ns // NS:
+                        or tick.ts_ns // NS < vo.accepted_ns // NS or (vo.closes_ns and tick.ts_ns >= vo.closes_ns):
                     continue
-                _drop(self._stops, vo)
+                drop(self._stops, vo)
                 vo.triggered = True
-                price = arrival_price(request.side, tick, tick.ts_ns)  # the tick's own day: its touch, or its ltp
-                if request.order_type == t.ORDER_TYPE_STOP_MARKET or limit_marketable(
-                        request.side, request.price_paise, price):
-                    await self._fill(vo, vo.remaining, price, tick.ts_ns)
-                else:
-                    # A limit from its trigger on: the candle under way began before it (its open is no price
-                    # this order could have had), so candles from the next one fill it.
-                    vo.status, vo.accepted_ns = t.ORDER_STATUS_OPEN, tick.ts_ns
-                    await self._emit(vo, tick.ts_ns)
+                await self._trade_triggered(vo, tick)
+
+    async def _trade_triggered(self, vo: VirtualOrder, tick: market_pb2.Tick) -> None:
+        """A stop the tick triggered trades there as the order it became: a STOP_MARKET all of it (at the tick's
+        touch, or through its depth), a STOP_LIMIT what is marketable; the rest of that is a limit from the trigger
+        on: the candle under way began before it (its open is no price this order could have had), so candles from
+        the next one fill it."""
+        kind = _TRIGGERED_AS[vo.request.order_type]
+        legs = self._tick_fills(vo, tick, kind)
+        await self._take(vo, legs, tick.ts_ns)
+        if vo.status not in TERMINAL:
+            vo.accepted_ns = tick.ts_ns
+            if not legs:
+                vo.status = t.ORDER_STATUS_OPEN
+                await self._emit(vo, tick.ts_ns)
 
     async def _fill_awaiting(self, ticks: Any) -> None:
         """The orders waiting for a tick of their token (_awaiting_tick) are decided at its latest one in this
         batch, as they would have been on arrival: a MARKET order fills in full at its ask (buy) / bid (sell) or
-        ltp, a marketable LIMIT at that price; an IOC order that does not is cancelled, a LIMIT rests. Not one that
-        filled from a candle meanwhile (a partial remainder fills at the next candle's open), nor one cancelled. A
-        tick of an earlier IST day (delivered late), or one older than the tick that made the order, is no price
-        yet: the order waits on."""
+        ltp (or through its depth), a marketable LIMIT at that price; an IOC order's rest is cancelled, a LIMIT's
+        rests. Not one that filled from a candle meanwhile (a partial remainder fills at the next candle's open), nor
+        one cancelled. A tick of an earlier IST day (delivered late), from outside the order's session, or older than
+        the tick that made the order, is no price yet: the order waits on."""
         await self._book_arrivals()
         awaiting, last = self._awaiting_tick, self._last
         for token in dict.fromkeys(tick.token for tick in ticks if tick.token in awaiting):
@@ -357,14 +313,14 @@ class VirtualBroker:
             for vo in awaiting.pop(token):
                 if vo.status in TERMINAL or vo.filled:
                     continue
-                price = arrival_price(vo.request.side, tick, vo.accepted_ns)
-                if not price or tick.recv_ns < vo.request.tick_recv_ns:
+                if not trades_at(tick.ts_ns, vo.accepted_ns, vo.opens_ns, vo.closes_ns) \
+                        or tick.recv_ns < vo.request.tick_recv_ns:
                     awaiting.setdefault(token, []).append(vo)
-                elif vo.request.order_type == t.ORDER_TYPE_MARKET or limit_marketable(
-                        vo.request.side, vo.request.price_paise, price):
-                    await self._fill(vo, vo.remaining, price)
-                elif vo.request.validity == t.VALIDITY_IOC:
-                    await self._close(vo, t.ORDER_STATUS_CANCELLED, "IOC order not filled on arrival")
+                    continue
+                ioc = vo.request.validity == t.VALIDITY_IOC
+                legs = self._tick_fills(vo, tick, vo.request.order_type)
+                if legs or ioc:
+                    await self._take(vo, legs, 0, ioc)
 
     def _ahead_of_its_tick(self, order: t.OrderRequest) -> bool:
         """A MARKET or LIMIT order made from a tick this broker has not taken yet (its ticks come on their own
@@ -380,12 +336,14 @@ class VirtualBroker:
         await self.process_candle(candle)
 
     async def process_candle(self, candle: market_pb2.Candle) -> None:
-        """Fill what this closed candle fills (the rules in the module docstring)."""
+        """Fill what this closed candle fills (the rules in fill_rules.py's docstring)."""
         await self._book_arrivals()
         if candle.start_ns <= self._candle_start.get(candle.token, -1):
             return  # delivered again (or older than one already processed): its volume is spent
         self._candle_start[candle.token] = candle.start_ns
         await self._expire_day_orders(ist_day_number(candle.start_ns))
+        if candle.start_ns >= self._closes_at:  # a candle after the close fills nothing of the session's orders
+            await self._expire_at_close(candle.start_ns)
         volume_left = candle.volume
         for vo in list(self._working.get(candle.token, ())):
             if vo.status in TERMINAL or vo.accepted_ns >= candle.start_ns:
@@ -394,7 +352,7 @@ class VirtualBroker:
             newly_triggered = triggered and not vo.triggered
             vo.triggered = triggered
             if newly_triggered:
-                _drop(self._stops, vo)
+                drop(self._stops, vo)
             if price is not None and volume_left > 0:
                 quantity = min(vo.remaining, volume_left)
                 volume_left -= quantity
@@ -410,10 +368,25 @@ class VirtualBroker:
         self._day = day
         for working in list(self._working.values()):
             for vo in list(working):
-                if _lapsed(vo.request, vo.placed_ns, day):
+                if lapsed(vo.request, vo.placed_ns, day):
                     await self._close(vo, t.ORDER_STATUS_CANCELLED,
                                       f"DAY order expired at the end of {day_of(vo.placed_ns).isoformat()}")
         self._forget_ended(day)
+
+    async def _expire_at_close(self, ts_ns: int) -> None:
+        """Cancel the orders still working when market data at `ts_ns` shows their session closed, as NSE purges a
+        day's unexecuted orders at its close (and Kotak reports them expired then, not the next morning)."""
+        closes_at = _NO_CLOSE
+        for working in list(self._working.values()):
+            for vo in list(working):
+                if not vo.closes_ns:
+                    continue
+                if vo.closes_ns <= ts_ns:
+                    await self._close(vo, t.ORDER_STATUS_CANCELLED,
+                                      closed_reason(vo.request.exchange_segment, vo.closes_ns))
+                else:
+                    closes_at = min(closes_at, vo.closes_ns)
+        self._closes_at = closes_at
 
     def _forget_ended(self, day: int) -> None:
         """Drop the orders of earlier days that have ended, as a broker's new day's book does: a paper account
@@ -446,32 +419,59 @@ class VirtualBroker:
         for vo, booked in self._unbooked.values():
             yield vo.request, vo.filled - booked, vo.average_price_paise
 
-    def _fills_on_arrival(self, vo: VirtualOrder) -> bool:
-        """Whether the order fills its remainder on arrival (placed, or changed): the fill is decided now, at the last
-        tick's price, and booked after the burst (_book_arrivals)."""
-        price = self._arrival_fill_price(vo)
-        if not price:
+    def _stop_refusal(self, order_id: str, request: t.OrderRequest, price_paise: int, trigger_paise: int) -> str:
+        """Kotak's refusal of a stop with these terms, against the token's last price of today (fill_rules)."""
+        if request.order_type not in STOPS:
+            return ""
+        tick = self._last.get(request.token)
+        today = tick is not None and ist_day_number(tick.ts_ns) == ist_day_number(self.clock.now_ns())
+        return stop_refusal(order_id, request.side, request.order_type, price_paise, trigger_paise,
+                            tick.ltp_paise if tick is not None and today else 0)
+
+    def _fills_on_arrival(self, vo: VirtualOrder, ioc: bool = False) -> bool:
+        """Whether the order fills on arrival (placed, or changed): the fills are decided now, at the last tick's
+        prices, and booked after the burst (_book_arrivals), an IOC order's unfilled rest cancelled then."""
+        legs = self._arrival_fills(vo)
+        if not legs:
             return False
-        self._arrivals.append((vo, price, self.clock.now_ns()))
+        self._arrivals.append((vo, legs, self.clock.now_ns(), ioc))
         if self._booking is None:
             self._booking = asyncio.get_running_loop().create_task(self._book_arrivals_soon())
         return True
 
-    def _arrival_fill_price(self, vo: VirtualOrder) -> int:
-        """The price a MARKET or marketable LIMIT order fills at in full on arrival; 0: it does not. A triggered stop
+    def _arrival_fills(self, vo: VirtualOrder) -> list[Leg]:
+        """The fills a MARKET or marketable LIMIT order gets on arrival; none: it does not trade now. A triggered stop
         is at the exchange the MARKET (STOP_MARKET) or LIMIT (STOP_LIMIT) order it became: a change of it arrives
         as one (a stop-loss chased with a marketable limit trades at once)."""
         kind = vo.request.order_type
         if vo.triggered:
             kind = _TRIGGERED_AS.get(kind, kind)
         if kind not in (t.ORDER_TYPE_MARKET, t.ORDER_TYPE_LIMIT):
-            return 0
-        price = arrival_price(vo.request.side, self._last.get(vo.request.token), vo.accepted_ns)
-        if price <= 0:
-            return 0
-        if kind == t.ORDER_TYPE_MARKET or limit_marketable(vo.request.side, vo.request.price_paise, price):
-            return price
-        return 0
+            return []
+        now = self.clock.now_ns()
+        tick = self._last.get(vo.request.token)
+        if tick is None or not trades_at(tick.ts_ns, now, vo.opens_ns, vo.closes_ns):
+            return []
+        if vo.closes_ns and now - self._ticked_ns > self._stall_ns:
+            log.warning("feed stalled: the order waits for the next tick, not filled at the prices from before",
+                        extra={"order_id": vo.id, "token": vo.request.token,
+                               "silent_s": round((now - self._ticked_ns) / NS, 1)})
+            return []
+        return self._tick_fills(vo, tick, kind)
+
+    def _tick_fills(self, vo: VirtualOrder, tick: market_pb2.Tick, kind: int) -> list[Leg]:
+        """fill_rules.tick_fills for the order's remainder as `kind` (MARKET or LIMIT), taking from the tick's depth
+        what orders before it at the same tick left."""
+        side, token = vo.request.side, vo.request.token
+        limit = vo.request.price_paise if kind == t.ORDER_TYPE_LIMIT else 0
+        if not (tick.asks if side == t.SIDE_BUY else tick.bids):
+            return tick_fills(side, tick, vo.remaining, limit)
+        taken_at = self._depth_taken.get((token, side))
+        taken = taken_at[1] if taken_at is not None and taken_at[0] is tick else 0
+        legs = tick_fills(side, tick, vo.remaining, limit, taken)
+        if legs:
+            self._depth_taken[(token, side)] = (tick, taken + sum(quantity for quantity, _ in legs))
+        return legs
 
     async def _book_arrivals_soon(self) -> None:
         try:
@@ -485,8 +485,16 @@ class VirtualBroker:
         """Book the fills decided on arrival, in placement order: every read or change of the book does this
         first, so nothing sees an order that filled on arrival as still working."""
         while self._arrivals:
-            vo, price, at_ns = self._arrivals.popleft()
-            await self._fill(vo, vo.remaining, price, at_ns)
+            vo, legs, at_ns, ioc = self._arrivals.popleft()
+            await self._take(vo, legs, at_ns, ioc)
+
+    async def _take(self, vo: VirtualOrder, legs: list[Leg], at_ns: int = 0, ioc: bool = False) -> None:
+        """Fill the order leg by leg (one event each); an IOC order's rest is cancelled after them."""
+        for quantity, price in legs:
+            await self._fill(vo, quantity, price, at_ns)
+        if ioc and vo.status not in TERMINAL:
+            await self._close(vo, t.ORDER_STATUS_CANCELLED, "IOC order: the rest not filled on arrival" if vo.filled
+                              else "IOC order not filled on arrival")
 
     async def _fill(self, vo: VirtualOrder, quantity: int, price_paise: int, at_ns: int = 0) -> None:
         if quantity <= 0 or vo.status in TERMINAL:
@@ -520,17 +528,14 @@ class VirtualBroker:
             raise BrokerRejected(f"order {vo.id} is already {name(vo.status)}")
         return vo
 
-    def _resting_status(self, vo: VirtualOrder) -> int:
-        if vo.filled:
-            return t.ORDER_STATUS_PARTIALLY_FILLED
-        return t.ORDER_STATUS_TRIGGER_PENDING if vo.request.order_type in STOPS and not vo.triggered \
-            else t.ORDER_STATUS_OPEN
-
     def _add(self, vo: VirtualOrder) -> None:
         self.book[vo.id] = vo
         if vo.request.client_order_id:
             self._by_tag[vo.request.client_order_id] = vo
         if vo.status not in TERMINAL:
+            vo.opens_ns, vo.closes_ns = session_window(vo.request.exchange_segment, vo.placed_ns)
+            if vo.closes_ns:
+                self._closes_at = min(self._closes_at, vo.closes_ns)
             self._working.setdefault(vo.request.token, []).append(vo)
             if vo.request.order_type in STOPS and not vo.triggered:
                 self._stops.setdefault(vo.request.token, []).append(vo)
@@ -540,37 +545,12 @@ class VirtualBroker:
         working = self._working.get(token, [])
         if vo in working:
             working.remove(vo)
-        _drop(self._awaiting_tick, vo)
-        _drop(self._stops, vo)
+        drop(self._awaiting_tick, vo)
+        drop(self._stops, vo)
 
     def _event(self, vo: VirtualOrder, at_ns: int = 0) -> BrokerOrderEvent:
-        qty, price, charges = vo.last_fill
-        return BrokerOrderEvent(
-            exchange_order_id=vo.id, client_order_id=vo.request.client_order_id, status=vo.status,
-            filled_quantity=vo.filled, average_price_paise=vo.average_price_paise, reason=vo.reason,
-            charges_paise=vo.charges_paise, ts_ns=at_ns or self.clock.now_ns(),
-            raw={"virtual": True, "last_fill_quantity": qty, "last_fill_price_paise": price,
-                 "last_fill_charges_paise": charges},
-            quantity=vo.request.quantity, price_paise=vo.request.price_paise,
-            trigger_price_paise=vo.request.trigger_price_paise)
+        return vo.event(at_ns or self.clock.now_ns())
 
     async def _emit(self, vo: VirtualOrder, at_ns: int = 0) -> None:
         await self._events.put(self._event(vo, at_ns))
 
-
-def _drop(index: dict[int, list[VirtualOrder]], vo: VirtualOrder) -> None:
-    """Take `vo` out of a token -> orders index (those awaiting a tick, the stops not triggered yet); a token left
-    without any goes, so that on_ticks goes back to checking nothing."""
-    listed = index.get(vo.request.token)
-    if listed is not None and vo in listed:
-        listed.remove(vo)
-        if not listed:
-            del index[vo.request.token]
-
-
-def _lapsed(request: t.OrderRequest, placed_ns: int, day: int) -> bool:
-    """Whether an order's validity has ended by IST day number `day`: an IOC order never rests in a book (what
-    did not fill on arrival was cancelled then), a DAY order rests until the end of the day it was placed on."""
-    if request.validity == t.VALIDITY_IOC:
-        return True
-    return request.validity in DAY_BOUND and ist_day_number(placed_ns) < day

@@ -24,7 +24,16 @@ import pytest
 from services.oms.broker import BrokerOrderEvent
 from services.oms.charges import ChargeModel
 from services.oms.virtual_broker import VirtualBroker
-from shared.clock import NS, ManualClock, day_of, ist_day_number, ist_ns, minute_start_ns
+from shared.clock import (
+    NS,
+    ManualClock,
+    day_of,
+    ist_day_number,
+    ist_minute_of_day,
+    ist_ns,
+    ist_weekday,
+    minute_start_ns,
+)
 from shared.contracts import market_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, NotFound
@@ -37,6 +46,27 @@ CHARGES = ChargeModel.default()
 TERMINAL = frozenset({t.ORDER_STATUS_TRADED, t.ORDER_STATUS_REJECTED, t.ORDER_STATUS_CANCELLED})
 STOPS = frozenset({t.ORDER_TYPE_STOP_LIMIT, t.ORDER_TYPE_STOP_MARKET})
 BUY = t.SIDE_BUY
+STALL_NS = 15 * NS  # VirtualBroker's default stall_s
+
+
+def window(ts: int) -> tuple[int, int]:
+    """The nse_cm session (09:15-15:30 IST on a weekday; the fuzz configures no holidays) an order placed at `ts`
+    works in; (0, 0) out of hours."""
+    if ist_weekday(ts) >= 5 or not 555 <= ist_minute_of_day(ts) < 930:
+        return 0, 0
+    return ist_ns(day_of(ts), 9, 15), ist_ns(day_of(ts), 15, 30)
+
+
+def stop_refused(side: int, kind: int, price: int, trigger: int, last: market_pb2.Tick | None, now: int) -> bool:
+    """Kotak refuses a stop-limit buy's limit under its trigger (a sell's over it), and a stop whose trigger the last
+    price of today already reached (a buy's at or under it, a sell's at or over it)."""
+    if kind not in STOPS:
+        return False
+    if kind == t.ORDER_TYPE_STOP_LIMIT and (price < trigger if side == BUY else price > trigger):
+        return True
+    if last is None or ist_day_number(last.ts_ns) != ist_day_number(now) or last.ltp_paise <= 0:
+        return False
+    return trigger <= last.ltp_paise if side == BUY else trigger >= last.ltp_paise
 
 
 # -- the reference: the documented rules, written out ------------------------------------------------------
@@ -85,6 +115,15 @@ class Expected:
     reason: str = ""
     queue: int = 0  # when it was (last) accepted, in arrival order: equal clock readings do not tie
     awaiting_tick: bool = False  # a MARKET order that found no tick on arrival: the next one of its token fills it
+    opens: int = 0  # the session it was placed in; closes 0: placed out of hours
+    closes: int = 0
+
+    def trades_at(self, tk: market_pb2.Tick | None, now: int) -> bool:
+        if tk is None:
+            return False
+        if self.closes:
+            return self.opens <= tk.ts_ns < self.closes and now < self.closes
+        return ist_day_number(tk.ts_ns) >= ist_day_number(now)
 
     @property
     def remaining(self) -> int:
@@ -103,6 +142,7 @@ class Model:
     out: list[tuple] = field(default_factory=list)  # events expected from the current step
     arrivals: int = 0
     day: int = 0  # IST day of the latest candle: the orders of earlier days that ended are gone from the book
+    ticked: int = 0  # the clock when the last ticks came: no tick for STALL_NS in an order's session is a stall
 
     def dropped(self, o: Expected) -> bool:
         return o.status in TERMINAL and ist_day_number(o.placed_ns) < self.day
@@ -131,15 +171,18 @@ class Model:
         return [o for o in self.orders.values()
                 if o.status not in TERMINAL and (token is None or o.request.token == token)]
 
-    def refuses(self, req: t.OrderRequest) -> bool:
+    def refuses(self, req: t.OrderRequest, now: int) -> bool:
         # A tag is refused while its order is in the book (not once it ended on an earlier day and was dropped).
         return req.quantity <= 0 or (bool(req.client_order_id) and any(
-            o.request.client_order_id == req.client_order_id and not self.dropped(o) for o in self.orders.values()))
+            o.request.client_order_id == req.client_order_id and not self.dropped(o) for o in self.orders.values())) \
+            or stop_refused(req.side, req.order_type, req.price_paise, req.trigger_price_paise,
+                            self.last_tick.get(req.token), now)
 
     def place(self, vid: str, req: t.OrderRequest, now: int) -> None:
         status = t.ORDER_STATUS_TRIGGER_PENDING if req.order_type in STOPS else t.ORDER_STATUS_OPEN
         o = Expected(vid, t.OrderRequest(), now, now, status)
         o.request.CopyFrom(req)
+        o.opens, o.closes = window(now)
         self.accept(o, now)
         self.orders[vid] = o
         self.arrive(o, now)
@@ -155,13 +198,15 @@ class Model:
         kind = req.order_type
         if o.triggered:  # a triggered stop is the MARKET / LIMIT order it became
             kind = t.ORDER_TYPE_MARKET if kind == t.ORDER_TYPE_STOP_MARKET else t.ORDER_TYPE_LIMIT
-        px = arrival_price(req.side, self.last_tick.get(req.token), now)
+        tk = self.last_tick.get(req.token)
+        stalled = bool(o.closes) and now - self.ticked > STALL_NS
+        px = arrival_price(req.side, tk, now) if o.trades_at(tk, now) and not stalled else 0
         if px > 0:
             marketable = req.price_paise >= px if req.side == BUY else req.price_paise <= px
             if kind == t.ORDER_TYPE_MARKET or (kind == t.ORDER_TYPE_LIMIT and marketable):
                 self.fill(o, o.remaining, px)
 
-    def ticks(self, ticks: list[market_pb2.Tick]) -> None:
+    def ticks(self, ticks: list[market_pb2.Tick], now: int) -> None:
         """The last tick of each token; a MARKET order still waiting for one of its day fills at it, in full, as on
         arrival (not once a candle filled part of it). Then, tick by tick, the stops not triggered yet: the first
         tick at or through the trigger (ltp: a buy's at or above, a sell's at or below), not of a second before the
@@ -169,6 +214,7 @@ class Model:
         when its limit is marketable at it, else it rests (OPEN) as a limit, accepted at that tick (the candle under
         way does not fill it). First of all, ticks of a later day than the book's end its DAY orders of earlier days,
         as that day's first candle would."""
+        self.ticked = now
         for k in ticks:
             self.last_tick[k.token] = k
         if ticks:
@@ -180,7 +226,7 @@ class Model:
                 if o.status in TERMINAL or o.filled:
                     o.awaiting_tick = False
                     continue
-                px = arrival_price(o.request.side, k, o.accepted_ns)
+                px = arrival_price(o.request.side, k, o.accepted_ns) if o.trades_at(k, o.accepted_ns) else 0
                 if px > 0:
                     o.awaiting_tick = False
                     self.fill(o, o.remaining, px)
@@ -188,7 +234,8 @@ class Model:
             for o in self.orders.values():
                 req = o.request
                 if (req.token != k.token or req.order_type not in STOPS or o.triggered or o.status in TERMINAL
-                        or k.ltp_paise <= 0 or k.ts_ns // NS < o.accepted_ns // NS):
+                        or k.ltp_paise <= 0 or k.ts_ns // NS < o.accepted_ns // NS
+                        or (o.closes and k.ts_ns >= o.closes)):
                     continue
                 if not (k.ltp_paise >= req.trigger_price_paise if req.side == BUY
                         else k.ltp_paise <= req.trigger_price_paise):
@@ -201,6 +248,15 @@ class Model:
                 else:
                     o.status, o.accepted_ns = t.ORDER_STATUS_OPEN, k.ts_ns
                     self.emit(o)
+        if ticks:
+            self.session_closed(max(k.ts_ns for k in ticks))
+
+    def session_closed(self, ts: int) -> None:
+        """An order placed in its session is cancelled by the first tick or candle at or after its close."""
+        for o in self.working():
+            if o.closes and o.closes <= ts:
+                self.close(o, f"DAY order expired at the end of {day_of(o.closes).isoformat()}: the exchange closed "
+                              "nse_cm at 15:30 IST")
 
     def new_day(self, day: int) -> None:
         """A DAY order works until the end of its IST day: market data (a tick, a candle) of a later day cancels it
@@ -217,6 +273,7 @@ class Model:
             return  # a repeated candle: its volume was shared out already
         self.candle_start[c.token] = c.start_ns
         self.new_day(ist_day_number(c.start_ns))
+        self.session_closed(c.start_ns)
         left = c.volume  # shared by the orders in acceptance order (a modify re-accepts an order)
         for o in sorted(self.working(c.token), key=lambda o: o.queue):
             if o.accepted_ns >= c.start_ns:  # no look-ahead
@@ -347,7 +404,7 @@ class Run:
         self.trace.append(f"place {t.OrderType.Name(kind)} {t.Side.Name(req.side)} q={req.quantity} "
                           f"px={req.price_paise} trig={req.trigger_price_paise} "
                           f"{t.Validity.Name(req.validity)} tag={tag!r} tok={tok} at {now}")
-        if self.model.refuses(req):
+        if self.model.refuses(req, now):
             with pytest.raises(BrokerRejected):
                 await self.vb.place_order(req)
             await self.check()
@@ -401,7 +458,7 @@ class Run:
         self.trace.append("ticks " + ", ".join(f"tok={k.token} ltp={k.ltp_paise} bid={k.bid_paise} ask={k.ask_paise}"
                                                for k in batch.ticks))
         await self.vb.on_ticks(batch)
-        self.model.ticks(list(batch.ticks))
+        self.model.ticks(list(batch.ticks), self.clock.now_ns())
         await self.check()
 
     def pick(self) -> Expected | None:
@@ -437,7 +494,11 @@ class Run:
         if self.model.dropped(o):
             with pytest.raises(NotFound):
                 await self.vb.modify_order(o.id, quantity=quantity, price_paise=price, trigger_price_paise=trigger)
-        elif o.status in TERMINAL or (quantity is not None and quantity <= o.filled):
+        elif o.status in TERMINAL or (quantity is not None and quantity <= o.filled) or (
+                not o.triggered and (price is not None or trigger is not None) and stop_refused(
+                    o.request.side, o.request.order_type, o.request.price_paise if price is None else price,
+                    o.request.trigger_price_paise if trigger is None else trigger,
+                    self.model.last_tick.get(tok), self.clock.now_ns())):
             with pytest.raises(BrokerRejected):
                 await self.vb.modify_order(o.id, quantity=quantity, price_paise=price, trigger_price_paise=trigger)
         else:

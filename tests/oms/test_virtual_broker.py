@@ -324,15 +324,15 @@ async def test_stop_limit_triggers_and_fills_in_the_same_candle_when_it_crosses_
 
 
 async def test_stop_limit_that_triggers_without_crossing_its_limit_becomes_open_and_fills_later(vb):
-    vo = await place(vb, order(kind=t.ORDER_TYPE_STOP_LIMIT, price=100_00, trigger=101_00))
+    vo = await place(vb, order(kind=t.ORDER_TYPE_STOP_LIMIT, price=101_00, trigger=101_00))
 
-    await vb.on_candle(candle(open_=100_50, high=101_50, low=100_00, close=101_00))
+    await vb.on_candle(candle(open_=101_00, high=101_50, low=101_00, close=101_20))  # never under the limit
     triggered = vo.status
     await vb.on_candle(candle(open_=100_50, high=100_60, low=99_50, close=99_80, start_ns=T0 + 2 * MINUTE))
 
     assert triggered == t.ORDER_STATUS_OPEN
     assert vo.status == t.ORDER_STATUS_TRADED
-    assert vo.average_price_paise == 100_00
+    assert vo.average_price_paise == 100_50
 
 
 async def test_a_sell_stop_market_fills_at_the_bid_of_the_first_tick_at_its_trigger_not_at_the_minutes_candle(vb):
@@ -475,14 +475,14 @@ async def test_cancel_closes_a_working_order_and_refuses_a_terminal_one(vb):
 
 
 async def test_restore_reseeds_working_orders_from_the_ledger_and_they_fill_again():
-    vb = VirtualBroker(None, CHARGES, ManualClock(T0 + 1))
+    vb = VirtualBroker(None, CHARGES, ManualClock(ist_ns(day_of(T0), 11, 0)))  # in the session it was placed in
     earlier_today = ist_ns(day_of(T0), 9, 20)
     saved = t.OrderUpdate(internal_id="i-1", client_order_id="c-9", exchange_order_id="VB-abc",
                           status=t.ORDER_STATUS_PARTIALLY_FILLED, filled_quantity=4, average_price_paise=100_00,
                           request=order(price=100_00, quantity=10, client_order_id="c-9"), ts_ns=earlier_today)
 
     assert vb.restore([saved]) == 1
-    await vb.on_candle(candle(open_=99_00, high=99_50, low=98_00, close=99_00))
+    await vb.on_candle(candle(open_=99_00, high=99_50, low=98_00, close=99_00, start_ns=ist_ns(day_of(T0), 11, 1)))
 
     vo = vb.book["VB-abc"]
     assert vo.status == t.ORDER_STATUS_TRADED
@@ -491,13 +491,13 @@ async def test_restore_reseeds_working_orders_from_the_ledger_and_they_fill_agai
 
 
 async def test_a_market_order_restored_unfilled_fills_at_the_next_tick():
-    vb = VirtualBroker(None, CHARGES, ManualClock(T0 + 1))
+    vb = VirtualBroker(None, CHARGES, ManualClock(ist_ns(day_of(T0), 11, 0)))
     saved = t.OrderUpdate(internal_id="i-1", client_order_id="c-9", exchange_order_id="VB-abc",
                           status=t.ORDER_STATUS_OPEN, ts_ns=ist_ns(day_of(T0), 9, 20),
                           request=order(kind=t.ORDER_TYPE_MARKET, price=0, client_order_id="c-9"))
 
     assert vb.restore([saved]) == 1
-    await vb.on_ticks(tick(ltp=100_00, bid=99_95, ask=100_05, ts_ns=T0 + 2))
+    await vb.on_ticks(tick(ltp=100_00, bid=99_95, ask=100_05, ts_ns=ist_ns(day_of(T0), 11, 0) + 2))
 
     assert (vb.book["VB-abc"].status, vb.book["VB-abc"].average_price_paise) == (t.ORDER_STATUS_TRADED, 100_05)
 

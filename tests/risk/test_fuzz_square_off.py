@@ -107,7 +107,7 @@ async def world() -> AsyncIterator[World]:
         return ingestion_pb2.ListInstrumentsResponse(instruments=instruments)
 
     bus.handle(rpc.LIST_INSTRUMENTS, list_instruments)
-    broker = VirtualBroker(None, ChargeModel.default(), clock)
+    broker = VirtualBroker(None, ChargeModel.default(), clock, stall_s=3600)  # a sparse feed by design
     ledger = MemoryLedger()
     oms = OmsModule(bus, OmsSettings(lookup_backoff_s=0, poll_interval_s=0, place_order_wait_s=2), broker, ledger,
                     clock)
