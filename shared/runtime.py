@@ -1,7 +1,8 @@
 """How a NeoPulse process runs: the start-up heap frozen out of the collector's way, every GC pause timed,
-(opt-in) a busy-polling loop, the stop signals and SIGUSR1 task dump, a stop bounded in time (StopGuard: a
-second signal forces the exit; at_forced_exit: what must not outlive it even then), stopping tasks that
-swallow a cancel, and a long-lived task's failure turned into the ordered stop (FailureWatch).
+(opt-in) a busy-polling loop, the loop's heartbeat (a gauge a hung loop stops setting), the stop signals and
+SIGUSR1 task dump, a stop bounded in time (StopGuard: a second signal forces the exit; at_forced_exit: what must
+not outlive it even then), stopping tasks that swallow a cancel, and a long-lived task's failure turned into the
+ordered stop (FailureWatch).
 Used by the monolith, `neopulse serve`, the ingestion module, KotakBroker and the benchmark.
 """
 
@@ -20,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from prometheus_client import Histogram
+from prometheus_client import Gauge, Histogram
 
 from shared.errors import ConfigError, RetryableError
 
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 GC_PAUSES = Histogram("neopulse_gc_pause_seconds", "Garbage-collector pauses (the whole process stops)",
                       ["generation"], buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1))
 _started: list[float] = []
+HEARTBEAT = Gauge("neopulse_loop_heartbeat_timestamp_seconds", "Unix time the event loop last ran heartbeat() (every "
+                  "HEARTBEAT_S while the modules run; 0 before they started and once they stop)")
+HEARTBEAT_S = 1.0
 EXIT_STOP_LEFT_BEHIND = 3  # the stop did not complete: a step failed, or a component, task or call did not stop
 EXIT_TASK_FAILED = 4  # a module (or another long-lived task) failed while running; the process stopped itself
 EXIT_FORCED = 130  # a second SIGINT/SIGTERM ended the stop at once (130, as for Ctrl-C, whichever signal)
@@ -123,6 +127,19 @@ async def busy_poll() -> None:
         await asyncio.sleep(0)
         if not ready:
             _collect_young()
+
+
+async def heartbeat() -> None:
+    """Stamp HEARTBEAT from the event loop every HEARTBEAT_S, until cancelled; then 0 (a stopping process is not hung).
+
+    /metrics answers from its own thread while the loop is blocked (a synchronous call, a handler that spins), so
+    Prometheus's `up` stays 1 for a hung process: an old stamp is what NeoPulseEventLoopStuck sees instead."""
+    try:
+        while True:
+            HEARTBEAT.set_to_current_time()
+            await asyncio.sleep(HEARTBEAT_S)
+    finally:
+        HEARTBEAT.set(0)
 
 
 def dump_tasks() -> str:

@@ -200,6 +200,7 @@ class Monolith:
                 runners = await self._start_all(tg, watch)
                 runtime.settle_after_start()
                 runners.append(tg.create_task(watch.watch("gc-idle", runtime.collect_when_idle()), name="gc-idle"))
+                runners.append(tg.create_task(watch.watch("heartbeat", runtime.heartbeat()), name="heartbeat"))
                 if self.settings.busy_poll:
                     runners.append(tg.create_task(watch.watch("busy-poll", runtime.busy_poll()), name="busy-poll"))
                 for fn in extra or []:

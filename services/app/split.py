@@ -211,6 +211,7 @@ class SplitProcess:
             # No collect_when_idle here: five processes share the cores, and its wakeups cost them more than it saves
             # (bench: split p99 5.2-7.5 ms without, 6.7-8.1 ms with).
             module_tasks = [tg.create_task(self.watch.watch(self.module, component.run()), name=f"{self.module}:run")]
+            module_tasks.append(tg.create_task(self.watch.watch("heartbeat", runtime.heartbeat()), name="heartbeat"))
             if self.app.busy_poll:
                 busy = self.watch.watch("busy-poll", runtime.busy_poll())
                 module_tasks.append(tg.create_task(busy, name="busy-poll"))

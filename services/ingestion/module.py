@@ -31,6 +31,7 @@ from shared.clock import NS, Clock, day_of, ist_ns, segment_open
 from shared.component import Component
 from shared.contracts import ingestion_pb2, market_pb2, ops_pb2
 from shared.instruments import one_per_token
+from shared.metrics import start_at_zero
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ class IngestionModule(Component):
         RECONNECTS.labels(name).set_function(lambda: stats.reconnects)
         MALFORMED.labels(name).set_function(lambda: stats.malformed_packets)
         CONNECTED.labels(name).set_function(lambda: float(stats.connected))
+        start_at_zero(STALLS, name)  # NeoPulseFeedStalled fires from the first stall
         self.instruments = one_per_token(await self.source.instruments())
         if self.instrument_sink is not None:
             await self.instrument_sink(self.instruments)

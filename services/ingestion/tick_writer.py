@@ -20,12 +20,14 @@ from shared.clock import NS, UTC, Clock, RealClock, day_of
 from shared.contracts import market_pb2
 from shared.db import partitions
 from shared.db.config import DatabaseSettings
+from shared.metrics import start_at_zero
 
 log = logging.getLogger(__name__)
 
 PERSISTED = Counter("neopulse_ingestion_ticks_persisted", "Ticks written to market_ticks")
 REJECTED = Counter("neopulse_ingestion_ticks_rejected", "Bad ticks refused by the tick writer", ["reason"])
 DROPPED = Counter("neopulse_ingestion_ticks_dropped", "Ticks lost by the tick writer", ["reason"])
+start_at_zero(DROPPED, "buffer_full", "database_error", "shutdown")  # NeoPulseTicksDropped fires from the first
 LAG = Gauge("neopulse_ingestion_writer_lag_seconds", "Offer-to-commit time of the oldest tick in the last COPY")
 BUFFERED = Gauge("neopulse_ingestion_writer_buffered_ticks", "Ticks waiting for the database")
 

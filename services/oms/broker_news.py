@@ -32,6 +32,7 @@ from shared.bus import Topic
 from shared.clock import day_of, segment_open
 from shared.contracts import ops_pb2
 from shared.contracts import trading_pb2 as t
+from shared.metrics import start_at_zero
 from shared.order_terms import PRICED, STOPS, Terms, terms_of
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ UNPRICED_FILLS = Counter("neopulse_oms_unpriced_fills", "Broker events with new 
 OVERFILLS = Counter("neopulse_oms_overfills", "Broker rows with more filled than the order's quantity (not booked)")
 LATE_FILLS = Counter("neopulse_oms_late_fills", "Broker events with more fills for an order already terminal")
 UNKNOWN_OUTCOMES = Counter("neopulse_oms_unknown_placements", "Placements whose outcome was unknown", ["result"])
+start_at_zero(UNKNOWN_OUTCOMES, "adopted", "rejected", "adopted_after_giving_up")  # NeoPulsePlacementOutcomeUnknown
 UNRECORDED_ATTEMPTS = Counter("neopulse_oms_unrecorded_attempts",
                               "Attempts to apply a broker event or acknowledgement that failed (e.g. the ledger)")
 UNRECORDED_ORDERS = Gauge("neopulse_oms_unrecorded_orders",

@@ -34,6 +34,7 @@ from shared.config import RupeesOrOff
 from shared.contracts import market_pb2, strategy_pb2, trading_pb2
 from shared.errors import ConfigError, InvalidInput, NotFound
 from shared.instruments import InstrumentBook, not_tradable
+from shared.metrics import start_at_zero
 from shared.money import fmt_inr, to_paise
 from shared.positions import SQUAREOFF_TAG, exit_side
 
@@ -122,6 +123,7 @@ def unknown_indices(symbols: Iterable[str], instruments: InstrumentBook) -> str:
 class StrategyEngine:
     def __init__(self, strategies: list[Strategy], instruments: InstrumentBook, clock: Clock) -> None:
         self.strategies = {s.name: s for s in strategies}
+        start_at_zero(PLUGIN_ERRORS, *self.strategies)  # NeoPulseHandlerErrors fires from the first one
         self.instruments = instruments
         self.clock = clock
         self.candles = CandleBuilder({i.token: i.symbol for i in instruments})

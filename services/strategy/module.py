@@ -26,6 +26,7 @@ from shared.component import Component
 from shared.contracts import market_pb2, oms_pb2, ops_pb2, strategy_pb2, trading_pb2
 from shared.errors import InvalidInput, NotFound, RetryableError
 from shared.instruments import InstrumentBook
+from shared.metrics import start_at_zero
 from shared.money import fmt_inr
 from shared.positions import SQUAREOFF_TAG
 
@@ -70,6 +71,8 @@ class StrategyModule(Component):
         await self.instruments.load_from(self.bus)
         strategies = build_strategies(self.settings, self.instruments)
         self.engine = StrategyEngine(strategies, self.instruments, self.clock)
+        refused = ((s, what, "refused") for s in self.engine.strategies for what in ("change", "cancel"))
+        start_at_zero(ORDER_CHANGES, *refused)  # NeoPulseStrategyOrderChangesRefused counts from the first one
         await self._restore_state()  # run-time params first: they may change what the warm-up reads
         # Warm before its positions come back (a warm-up sees flat strategies, and order updates need not wait).
         await self._warm_up()

@@ -38,6 +38,7 @@ from shared.grpc.servicers import (
     STARTED_AT_KEY,
     UNKNOWN_BELOW_KEY,
 )
+from shared.metrics import start_at_zero
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,8 @@ class StreamBridge:
                  gate: asyncio.Event | None = None) -> None:
         req_cls, resp_cls = method_types(method)
         self.bus, self.method, self.topic = bus, method, rpc.STREAM_TOPICS[method]
+        for counter in (RECONNECTS, GAPS, REWINDS):  # the alerts on them fire from the first one (shared.metrics)
+            start_at_zero(counter, method)
         self.request = request if request is not None else req_cls()
         self.metadata = metadata
         self.backoff = backoff or Backoff()
