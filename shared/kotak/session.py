@@ -23,11 +23,13 @@ from shared.errors import ConfigError, NeoPulseError, NotSent, RetryableError, S
 from shared.kotak import mapping
 from shared.kotak.config import KotakSettings
 from shared.kotak.refusals import Refusals, RefusalStore
+from shared.metrics import start_at_zero
 
 log = logging.getLogger(__name__)
 
 THROTTLED = Counter("neopulse_kotak_throttled_requests", "Order requests Kotak throttled (HTTP 429), each answer",
                     ["method"])
+start_at_zero(THROTTLED, "place_order", "modify_order", "cancel_order")  # NeoPulseKotakThrottling from the first
 
 
 class RateLimiter:

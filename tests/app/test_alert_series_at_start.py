@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import grpc
 import httpx
 import pytest
-from prometheus_client import REGISTRY, Metric
+from prometheus_client import REGISTRY, Metric, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared import rpc
@@ -78,3 +78,13 @@ async def test_a_stream_bridge_exports_its_reconnects_losses_and_rewinds_as_it_i
     named = ("neopulse_grpc_bridge_reconnects_total", "neopulse_grpc_bridge_gaps_total",
              "neopulse_grpc_bridge_rewinds_total")
     assert [name for name in named if REGISTRY.get_sample_value(name, {"method": method}) is None] == []
+
+
+def test_kotak_throttling_of_order_requests_is_exported_from_the_start():
+    import shared.kotak.session  # noqa: F401  (what a Kotak run imports)
+
+    page = generate_latest(REGISTRY).decode()
+
+    assert {m: f'neopulse_kotak_throttled_requests_total{{method="{m}"}} 0.0' in page
+            for m in ("place_order", "modify_order", "cancel_order")} == dict.fromkeys(
+        ("place_order", "modify_order", "cancel_order"), True)
