@@ -25,8 +25,8 @@ def config(profiles: str) -> dict:
 
 
 def test_the_observability_profile_adds_prometheus_and_grafana_to_either_stack():
-    assert set(config("monolith,observability")["services"]) == {"postgres", "neopulse", "prometheus", "grafana"}
-    assert set(config("split,observability")["services"]) == {"postgres", *MODULES, "prometheus", "grafana"}
+    assert set(config("monolith,observability")["services"]) == {"postgres", "neopulse", "prometheus", "alertmanager", "grafana"}
+    assert set(config("split,observability")["services"]) == {"postgres", *MODULES, "prometheus", "alertmanager", "grafana"}
 
 
 def test_prometheus_scrapes_the_metrics_port_of_every_neopulse_process_and_loads_the_alerts():
@@ -61,7 +61,7 @@ def test_prometheus_and_grafana_listen_on_the_hosts_loopback():
 
     assert "--web.listen-address=127.0.0.1:9090" in services["prometheus"]["command"]
     assert services["grafana"]["environment"]["GF_SERVER_HTTP_ADDR"] == "127.0.0.1"
-    assert all(services[name]["network_mode"] == "host" for name in ("prometheus", "grafana"))
+    assert all(services[name]["network_mode"] == "host" for name in ("prometheus", "alertmanager", "grafana"))
 
 
 def test_grafana_is_provisioned_with_the_prometheus_data_source_and_the_dashboard():
