@@ -6,39 +6,42 @@ the intraday square-off, the OMS with the VirtualBroker's fill rules, charges an
 afresh (flat, risk ACTIVE, indicators warmed up from the stored days before it only), as a monolith started that
 morning would, and its orders stay in memory: the order ledger and the risk state in the database are never touched.
 
-Prints a table (a line a day: trades, realised and unrealised P&L, charges, net; then each strategy, the days won,
-the worst drawdown of the days' running net) and writes it as JSON with --json; --trades writes every filled order
-as a CSV row (day, IST time of its last fill, strategy, symbol, side, quantity, average price, why it was placed:
-OrderRequest.reason). With --set NAME.PARAM=V1,V2 (repeatable) it runs every combination of those values of the
-strategies' parameters over the same days and prints one line per combination instead (a sweep). Exit codes: 0
-done; 2 bad config or no stored day in the range.
+Prints a table (a line a day: trades, realised and unrealised P&L, charges, net; then each strategy: its P&L before
+charges, its charges and net, and its round trips net of their charges (won, lost, breakeven, and those still open
+at the end, marked at the last prices); then the days won and the worst drawdown of the running net: realised and
+marked P&L after charges, read after every replayed tick batch, across the days) and writes it as JSON with --json;
+--trades writes every filled order as a CSV row (day, IST time of its last fill, strategy, symbol, side, quantity,
+average price, why it was placed: OrderRequest.reason). With --set NAME.PARAM=V1,V2 (repeatable) it runs every
+combination of those values of the strategies' parameters over the same days and prints one line per combination
+instead (a sweep). Exit codes: 0 done; 1 a day could not run (its strategies' warm-up could not read the stored
+candles: a day is never traded cold); 2 bad config or no stored day in the range.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import itertools
 import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
 
+from services.app.backtest_report import DayResult, day_result, fills, report, round_trips, sweep_report, write_trades
 from services.app.config import AppSettings, warn_unknown_env
-from services.notifier.summary import DailySummary, attribute, summarise
+from services.app.monolith import Monolith
+from services.notifier.summary import DailySummary, summarise
 from shared import clock, logs, rpc, runtime
 from shared import config as cfg
+from shared.bus import Bus
 from shared.contracts import oms_pb2, trading_pb2
 from shared.errors import ConfigError
-from shared.money import fmt_inr
-from shared.positions import PositionBook
 
 MAX_DAYS = 366
 MAX_VARIANTS = 64  # combinations of --set values in one sweep
@@ -47,23 +50,6 @@ MAX_VARIANTS = 64  # combinations of --set values in one sweep
 SETTLE_S = 1.0
 SETTLE_WITHIN_S = 30.0
 DAY_WITHIN_S = 3_600.0  # a day that takes longer is stopped: something is wrong
-
-
-@dataclass
-class DayResult:
-    day: str
-    trades: int
-    realised_pnl_paise: int
-    unrealised_pnl_paise: int
-    charges_paise: int
-    net_pnl_paise: int
-    strategies: dict[str, dict[str, int]] = field(default_factory=dict)
-    seconds: float = 0.0
-    # Each filled order, in the order of their last fills: FILL_FIELDS.
-    fills: list[dict[str, Any]] = field(default_factory=list)
-
-
-FILL_FIELDS = ("day", "time_ist", "strategy", "symbol", "side", "quantity", "price_paise", "reason")
 
 
 def add_parser(sub: Any) -> None:
@@ -169,23 +155,6 @@ def variants(toml: dict[str, Any], sets: list[str]) -> list[tuple[dict[str, str]
     return out
 
 
-def write_trades(path: Path, runs: list[tuple[dict[str, str], list[DayResult]]], with_set: bool = False) -> None:
-    """Every day's filled orders as CSV, the price in rupees; in a sweep, each row first says its combination."""
-    with path.open("w", newline="") as out:
-        writer = csv.writer(out)
-        writer.writerow([*(["set"] if with_set else []), *FILL_FIELDS[:-2], "price", "reason"])
-        for label, results in runs:
-            for r in results:
-                for fill in r.fills:
-                    row = [fill[name] for name in FILL_FIELDS]
-                    row[-2] = f"{fill['price_paise'] / 100:.2f}"
-                    writer.writerow([*([set_label(label)] if with_set else []), *row])
-
-
-def set_label(label: dict[str, str]) -> str:
-    return " ".join(f"{target}={value}" for target, value in label.items())
-
-
 async def backtest(settings: AppSettings, tomls: list[dict[str, Any]], first: date | None,
                    last: date | None) -> list[list[DayResult]]:
     """Every stored day of the range, one after another, for each config (a sweep's combinations), on one database
@@ -237,14 +206,43 @@ async def stored_days(url: str, first: date | None, last: date | None) -> list[d
     return days
 
 
+class NetCurve:
+    """The day's running net (realised + unrealised - charges, the OMS's positions marked at their last ticks), read
+    after every replayed batch once the pipeline is at rest (a clock hook of the replay: the same days, the same
+    curve): its lowest, its highest and its deepest fall from its best so far, from 0 (flat, before the open)."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.low_paise = self.high_paise = self.drawdown_paise = 0
+
+    async def on_clock(self) -> None:
+        book = await self.bus.call(rpc.LIST_POSITIONS, oms_pb2.ListPositionsRequest())
+        self.add(book.realised_pnl_paise + book.unrealised_pnl_paise - book.charges_paise)
+
+    def add(self, net_paise: int) -> None:
+        self.low_paise, self.high_paise = min(self.low_paise, net_paise), max(self.high_paise, net_paise)
+        self.drawdown_paise = max(self.drawdown_paise, self.high_paise - net_paise)
+
+
+class BacktestDay(Monolith):
+    """A day's monolith whose replay also reads its running net after every batch (NetCurve)."""
+
+    def __init__(self, settings: AppSettings, toml: dict[str, Any]) -> None:
+        super().__init__(settings, toml)
+        self.curve = NetCurve(self.bus)
+
+    async def build(self) -> None:
+        await super().build()
+        ingestion = next(c for c in self.components if c.name == "ingestion")
+        ingestion.clock_hooks.append(self.curve.on_clock)  # type: ignore[attr-defined]  # after the modules' turns
+
+
 async def run_day(settings: AppSettings, toml: dict[str, Any], url: str, day: date) -> DayResult:
     """One day replayed through a monolith of its own (no Telegram, any free gRPC port), read once it is still."""
-    from services.app.monolith import Monolith
-
     day_settings = settings.model_copy(update={
         "mode": "paper", "source": "replay", "replay_day": day, "speed": 0.0, "database_url": SecretStr(url),
         "grpc_port": 0, "metrics_port": 0, "busy_poll": False})
-    app = Monolith(day_settings, toml)
+    app = BacktestDay(day_settings, toml)
     # Its fills are not the trader's: nothing goes to Telegram, whatever the config or the environment say.
     app.notifier_overrides = {"telegram_bot_token": None, "telegram_bot_token_file": None,
                               "daily_summary_time_ist": ""}
@@ -258,8 +256,13 @@ async def run_day(settings: AppSettings, toml: dict[str, Any], url: str, day: da
             await app.started.wait()
             ingestion = next(c for c in app.components if c.name == "ingestion")
             await ingestion.ended.wait()  # type: ignore[attr-defined]
-            summary, orders = await _still_then_summary(app, day)
-            out.append(day_result(day, summary, time.monotonic() - began, fills(day, orders), round_trips(orders)))
+            summary, orders, positions = await _still_then_summary(app, day)
+            oms = next(c for c in app.components if c.name == "oms")
+            charges = await oms.ledger.fill_charges(day)  # type: ignore[attr-defined]  # by order, as booked
+            marks = {p.token: p.last_price_paise for p in positions.positions if p.last_price_paise}
+            app.curve.add(summary.net_pnl_paise)
+            out.append(day_result(day, summary, time.monotonic() - began, fills(day, orders),
+                                  round_trips(orders, charges, marks), app.curve))
         finally:
             stop.set()
 
@@ -272,9 +275,10 @@ async def run_day(settings: AppSettings, toml: dict[str, Any], url: str, day: da
     return out[0]
 
 
-async def _still_then_summary(app: Any, day: date) -> tuple[DailySummary, list[trading_pb2.OrderUpdate]]:
-    """The day's orders and positions once the OMS has applied nothing new for SETTLE_S (the orders of the last
-    candles, closed when the replay's clock moved to the end of the day, and their fills)."""
+async def _still_then_summary(app: Any, day: date) -> tuple[DailySummary, list[trading_pb2.OrderUpdate],
+                                                            oms_pb2.ListPositionsResponse]:
+    """The day's summary, orders and positions once the OMS has applied nothing new for SETTLE_S (the orders of the
+    last candles, closed when the replay's clock moved to the end of the day, and their fills)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SETTLE_WITHIN_S
     seen = -1
@@ -286,129 +290,4 @@ async def _still_then_summary(app: Any, day: date) -> tuple[DailySummary, list[t
         seen = positions.as_of_sequence
         await asyncio.sleep(SETTLE_S)
     orders = list((await app.bus.call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(limit=1_000_000))).orders)
-    return summarise(day, orders, positions), orders
-
-
-def fills(day: date, orders: list[trading_pb2.OrderUpdate]) -> list[dict[str, Any]]:
-    """The day's filled orders (FILL_FIELDS), by the time of their last fill, each with why it was placed."""
-    out = []
-    for order in sorted(orders, key=lambda o: (o.ts_ns, o.sequence)):
-        if order.filled_quantity <= 0:
-            continue
-        req = order.request
-        out.append({"day": day.isoformat(), "time_ist": clock.ist_datetime(order.ts_ns).strftime("%H:%M:%S"),
-                    "strategy": req.strategy_tag, "symbol": req.symbol,
-                    "side": trading_pb2.Side.Name(req.side).removeprefix("SIDE_"),
-                    "quantity": order.filled_quantity, "price_paise": order.average_price_paise,
-                    "reason": req.reason})
-    return out
-
-
-def round_trips(orders: list[trading_pb2.OrderUpdate]) -> dict[str, list[int]]:
-    """Each strategy's round trips of the day (a position opened and brought back to flat, or turned over): the P&L
-    of each before charges, paise, in the order they closed. A square-off's fill closes the strategies' positions it
-    is against, as the daily summary books it (summary.attribute); a position still open at the end is no round
-    trip."""
-    books: dict[str, PositionBook] = {}
-    running: dict[tuple[str, int, int], int] = {}  # (strategy, token, product) -> P&L of the open round trip
-    out: dict[str, list[int]] = {}
-    for order in sorted((o for o in orders if o.filled_quantity > 0), key=lambda o: (o.ts_ns, o.sequence)):
-        for tag, part in attribute(books, order):
-            req = part.request
-            key = (req.token, req.product or trading_pb2.PRODUCT_MIS)
-            pos = books.setdefault(tag, PositionBook()).position(*key)
-            before = pos.net_quantity
-            realised = books[tag].apply_update(part)
-            trip = (tag, *key)
-            running[trip] = running.get(trip, 0) + realised
-            if before and (pos.net_quantity == 0 or (pos.net_quantity > 0) != (before > 0)):
-                out.setdefault(tag, []).append(running.pop(trip))
-    return out
-
-
-def day_result(day: date, s: DailySummary, seconds: float, filled: list[dict[str, Any]] | None = None,
-               trips: dict[str, list[int]] | None = None) -> DayResult:
-    strategies: dict[str, dict[str, int]] = {}
-    for name, d in s.strategies.items():
-        mine = (trips or {}).get(name, [])
-        strategies[name] = {"trades": d.trades, "realised_pnl_paise": d.realised_pnl_paise,
-                            "unrealised_pnl_paise": d.unrealised_pnl_paise,
-                            "round_trips_won": sum(p > 0 for p in mine), "round_trips_lost": sum(p <= 0 for p in mine),
-                            "won_paise": sum(p for p in mine if p > 0), "lost_paise": sum(p for p in mine if p <= 0)}
-    return DayResult(
-        day=day.isoformat(), trades=s.trades, realised_pnl_paise=s.realised_pnl_paise,
-        unrealised_pnl_paise=s.unrealised_pnl_paise, charges_paise=s.charges_paise, net_pnl_paise=s.net_pnl_paise,
-        strategies=strategies, seconds=round(seconds, 1), fills=filled or [])
-
-
-def max_drawdown_paise(results: list[DayResult]) -> int:
-    """The deepest fall of the running net from its best so far (0 when it never fell)."""
-    running = best = worst = 0
-    for r in results:
-        running += r.net_pnl_paise
-        best = max(best, running)
-        worst = max(worst, best - running)
-    return worst
-
-
-def strategy_line(name: str, d: dict[str, int]) -> str:
-    """'name: N trades, Rs X before charges', then its round trips' record: how many, how many won, the average win
-    and loss, and the profit factor (won / lost; "-" with nothing lost)."""
-    pnl = d["realised_pnl_paise"] + d["unrealised_pnl_paise"]
-    line = f"{name}: {d['trades']} trades, {fmt_inr(pnl)} before charges"
-    won, lost = d.get("round_trips_won", 0), d.get("round_trips_lost", 0)
-    if not won + lost:
-        return line
-    line += f" · {won + lost} round trip{'s' if won + lost != 1 else ''}, {won * 100 // (won + lost)}% won"
-    if won:
-        line += f", average win {fmt_inr(d['won_paise'] // won)}"
-    if lost:
-        line += f", average loss {fmt_inr(d['lost_paise'] // lost)}"
-    factor = f"{d['won_paise'] / -d['lost_paise']:.2f}" if d["lost_paise"] else "-"
-    return line + f", profit factor {factor}"
-
-
-def sweep_report(runs: list[tuple[dict[str, str], list[DayResult]]]) -> str:
-    """A line per combination of a sweep: its values, trades, net, days won, worst drawdown, and the round trips of
-    all its strategies (how many, the share won, the profit factor)."""
-    targets = list(runs[0][0])
-    rows = [(*targets, "trades", "net", "days won", "drawdown", "round trips", "won", "profit factor")]
-    for label, days in runs:
-        won = lost = won_paise = lost_paise = 0
-        for r in days:
-            for d in r.strategies.values():
-                won, lost = won + d.get("round_trips_won", 0), lost + d.get("round_trips_lost", 0)
-                won_paise, lost_paise = won_paise + d.get("won_paise", 0), lost_paise + d.get("lost_paise", 0)
-        rows.append((*(label[t] for t in targets), str(sum(r.trades for r in days)),
-                     fmt_inr(sum(r.net_pnl_paise for r in days)),
-                     f"{sum(r.net_pnl_paise > 0 for r in days)} of {len(days)}", fmt_inr(max_drawdown_paise(days)),
-                     str(won + lost), f"{won * 100 // (won + lost)}%" if won + lost else "-",
-                     f"{won_paise / -lost_paise:.2f}" if lost_paise else "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) if i < len(targets) else cell.rjust(w)
-                               for i, (cell, w) in enumerate(zip(row, widths, strict=True))) for row in rows)
-
-
-def report(results: list[DayResult]) -> str:
-    rows = [("day", "trades", "realised", "unrealised", "charges", "net")]
-    rows += [(r.day, str(r.trades), fmt_inr(r.realised_pnl_paise), fmt_inr(r.unrealised_pnl_paise),
-              fmt_inr(r.charges_paise), fmt_inr(r.net_pnl_paise)) for r in results]
-    total = sum(r.net_pnl_paise for r in results)
-    rows.append(("total", str(sum(r.trades for r in results)), fmt_inr(sum(r.realised_pnl_paise for r in results)),
-                 fmt_inr(sum(r.unrealised_pnl_paise for r in results)),
-                 fmt_inr(sum(r.charges_paise for r in results)), fmt_inr(total)))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths,
-                                                                                                  strict=True)))
-             for row in rows]
-    strategies: dict[str, dict[str, int]] = {}
-    for r in results:
-        for name, d in r.strategies.items():
-            acc = strategies.setdefault(name, {})
-            for key, value in d.items():
-                acc[key] = acc.get(key, 0) + value
-    lines += [strategy_line(name, acc) for name, acc in sorted(strategies.items())]
-    won = sum(r.net_pnl_paise > 0 for r in results)
-    lines.append(f"days won {won} of {len(results)} · worst drawdown {fmt_inr(max_drawdown_paise(results))} · "
-                 f"net {fmt_inr(total)}")
-    return "\n".join(lines)
+    return summarise(day, orders, positions), orders, positions

@@ -250,11 +250,16 @@ class RiskModule(Component):
 
     async def _on_ticks(self, batch: market_pb2.TickBatch) -> None:
         self.engine.on_ticks(batch.ticks)
-        now = time.monotonic()
-        if now >= self._next_loss_check:  # marks move the loss; evaluate at most every loss_check_interval
+        # Marks move the loss; live, it is evaluated at most every loss_check_interval. A backtest's (clock_driven)
+        # every batch: it decides whether the batch's own prices move the state before the signals made from them
+        # are decided, and that must follow the data, not how many wall-clock ms the machine took since the last.
+        if not self.clock_driven:
+            now = time.monotonic()
+            if now < self._next_loss_check:
+                return
             self._next_loss_check = now + self._loss_interval_s
-            self.engine.evaluate_loss()
-            await self._notify_changes()
+        self.engine.evaluate_loss()
+        await self._notify_changes()
 
     async def _on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
         if not self._loaded.is_set():

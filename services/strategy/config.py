@@ -74,7 +74,8 @@ class StrategySettings(ModuleSettings):
     cancel_working_after_s: float = Field(default=300.0, ge=0)
     # At start, with a database: the strategies are warmed up from the candles of the stored ticks (today's, and
     # earlier days' as far as their warm-ups need) within this many seconds; slower or failing, they start cold
-    # (a WARNING says so) and warm up on live candles. 0 = always start cold.
+    # (a WARNING says so) and warm up on live candles; a backtest waits however long the read takes, and a read that
+    # fails stops it. 0 = always start cold.
     warm_up_timeout_s: float = Field(default=20.0, ge=0, le=600)
 
     @model_validator(mode="after")

@@ -21,7 +21,7 @@ from services.strategy.orders import Change
 from services.strategy.state import MemoryStrategyState, StrategyStateStore
 from shared import rpc
 from shared.bus import Bus, Priority, Sequencer, Topic
-from shared.clock import Clock, ist_day_number, minute_start_ns
+from shared.clock import Clock, ist_datetime, ist_day_number, minute_start_ns
 from shared.component import Component
 from shared.contracts import market_pb2, oms_pb2, ops_pb2, strategy_pb2, trading_pb2
 from shared.errors import InvalidInput, NotFound, RetryableError
@@ -158,7 +158,9 @@ class StrategyModule(Component):
         restart they decide (exits of restored positions included) at once rather than after a whole warm-up of
         live candles. Bounded by warm_up_timeout_s; without a database, or when the read is slow or fails, they
         start cold and warm up on live candles. The candle of the current minute is still open: the live ticks carry
-        on from its stored ones (without a database, it is built from the live ticks alone)."""
+        on from its stored ones (without a database, it is built from the live ticks alone). A backtest's replay
+        (clock_driven) waits for no market: it reads for as long as that takes, and a read that fails fails the day
+        (RetryableError, its reason said): cold, the strategies would trade other days than the data's, silently."""
         engine, limit = self.engine, self.settings.warm_up_timeout_s
         assert engine is not None
         needs = engine.closes_needed()
@@ -169,7 +171,7 @@ class StrategyModule(Component):
             return
         started, cutoff = time.monotonic(), minute_start_ns(self.clock.now_ns())
         try:
-            async with asyncio.timeout(limit):
+            async with asyncio.timeout(None if self.clock_driven else limit):
                 candles = await warmup.read(self.history, needs, cutoff)
                 later = minute_start_ns(self.clock.now_ns())
                 if later > cutoff:  # a minute closed while reading: its candles too, or the builder misses them
@@ -178,20 +180,25 @@ class StrategyModule(Component):
                 # Every instrument's, not just the traded ones': the OMS's paper fills work from every candle.
                 open_now, day_volumes = await warmup.read_open(self.history, [i.token for i in self.instruments],
                                                                cutoff)
-        except TimeoutError:
-            log.warning("strategies start cold: reading the stored candles took longer than warm_up_timeout_s",
-                        extra={"timeout_s": limit, "tokens": len(needs)})
-            return
         except Exception as exc:
             first = exc.exceptions[0] if isinstance(exc, ExceptionGroup) else exc  # one token's read failed
-            log.warning("strategies start cold: the stored candles could not be read",
-                        extra={"error": f"{type(first).__name__}: {first}", "tokens": len(needs)})
+            if self.clock_driven:
+                raise RetryableError(f"the strategies' warm-up could not read the stored candles before "
+                                     f"{ist_datetime(cutoff):%Y-%m-%d %H:%M} IST ({type(first).__name__}: {first}); "
+                                     "a backtest day does not start cold: check the database and run it again"
+                                     ) from exc
+            if isinstance(exc, TimeoutError):
+                log.warning("strategies start cold: reading the stored candles took longer than warm_up_timeout_s",
+                            extra={"timeout_s": limit, "tokens": len(needs)})
+            else:
+                log.warning("strategies start cold: the stored candles could not be read",
+                            extra={"error": f"{type(first).__name__}: {first}", "tokens": len(needs)})
             return
         engine.warm_up(candles, needs, cutoff, open_now, day_volumes)
         elapsed = time.monotonic() - started
         extra = {"tokens": len(needs), "candles": len(candles), "open_candles": len(open_now),
                  "elapsed_s": round(elapsed, 3)}
-        if elapsed > limit / 2:
+        if elapsed > limit / 2 and not self.clock_driven:
             log.warning("strategies warmed up from the stored candles, close to warm_up_timeout_s", extra=extra)
         else:
             log.info("strategies warmed up from the stored candles", extra=extra)

@@ -16,14 +16,14 @@ from datetime import date
 import asyncpg
 import pytest
 
-from services.app.cmd_backtest import (
+from services.app.backtest_report import (
     DayResult,
     max_drawdown_paise,
     report,
     round_trips,
     strategy_line,
-    variants,
 )
+from services.app.cmd_backtest import variants
 from services.ingestion.instrument_store import upsert_instruments
 from services.ingestion.tick_writer import TickWriter
 from shared.clock import NS, ManualClock, ist_ns
@@ -205,8 +205,8 @@ async def test_an_opening_range_breakout_enters_at_the_break_and_takes_its_targe
          "broke above the opening range ₹99.00-₹101.00 (09:30-09:33 IST): tick ₹101.00"],
         ["2026-11-19", "09:34:20", "orb", "SBIN-EQ", "SELL", "1", "105.00", "target 2R ₹105.00: tick ₹105.00"]]
     assert [fill["price_paise"] for fill in result["fills"]] == [101_00, 105_00]
-    assert "orb: 2 trades, ₹4.00 before charges · 1 round trip, 100% won, average win ₹4.00, profit factor -" \
-        in done.stdout.splitlines()
+    assert ("orb: 2 trades, ₹4.00 before charges, charges ₹0.11, net ₹3.89 · 1 round trip net of charges, 100% won, "
+            "average win ₹3.89, profit factor -") in done.stdout.splitlines()
     # The replay's clock starts at 0: no tick partitions for 1970 in the trader's database (their DDL locks the
     # live writer out, and the retention then drops them with a misleading log line).
     conn = await asyncpg.connect(database)
@@ -298,8 +298,9 @@ def test_the_report_has_a_line_a_day_the_totals_each_strategy_and_the_days_won()
 
     assert lines[1].split() == ["2026-11-19", "1", "₹1,000.00", "₹0.00", "₹0.00", "₹1,000.00"]
     assert lines[3].split() == ["total", "2", "₹749.50", "₹0.00", "₹0.00", "₹749.50"]
-    assert lines[4:] == ["s: 2 trades, ₹749.50 before charges",
-                         "days won 1 of 2 · worst drawdown ₹250.50 · net ₹749.50"]
+    assert lines[4:] == ["s: 2 trades, ₹749.50 before charges, charges ₹0.00, net ₹749.50",
+                         "days won 1 of 2 · worst drawdown ₹250.50 (of the running net after charges, read after "
+                         "every tick batch) · net ₹749.50"]
 
 
 def filled(tag: str, side: int, quantity: int, price: int, minute: int, token: int = 3045) -> trading_pb2.OrderUpdate:
@@ -315,20 +316,22 @@ def test_round_trips_are_each_strategys_positions_opened_and_closed_the_square_o
         filled("a", buy, 10, 100_00, 1), filled("a", sell, 10, 103_00, 2),  # +30.00
         filled("a", buy, 5, 100_00, 3), filled("a", sell, 2, 99_00, 4), filled("a", sell, 3, 99_00, 5),  # -5.00
         filled("b", buy, 10, 100_00, 6), filled("b", sell, 20, 101_00, 7),  # +10.00, then short 10 at 101.00
-        filled("c", buy, 4, 100_00, 8),  # open at the end: no round trip
+        filled("c", buy, 4, 100_00, 8),  # open at the end: no closed round trip
         filled("d", sell, 5, 99_00, 8),  # short too, but after b: the square-off's 10 are all b's
         filled("SQUAREOFF", buy, 10, 100_00, 9),  # closes b's short (+10.00); c is long: not it
         filled("a", buy, 1, 100_00, 10, token=11536)]
 
-    assert round_trips(list(reversed(orders))) == {"a": [30_00, -5_00], "b": [10_00, 10_00]}
+    trips = round_trips(list(reversed(orders)))
+
+    assert {tag: t.closed for tag, t in trips.items() if t.closed} == {"a": [30_00, -5_00], "b": [10_00, 10_00]}
 
 
 def test_a_strategys_line_gives_its_round_trips_record():
     line = strategy_line("a", {"trades": 5, "realised_pnl_paise": 25_00, "unrealised_pnl_paise": 0,
                                "round_trips_won": 1, "round_trips_lost": 1, "won_paise": 30_00, "lost_paise": -5_00})
 
-    assert line == ("a: 5 trades, ₹25.00 before charges · 2 round trips, 50% won, average win ₹30.00, average loss "
-                    "-₹5.00, profit factor 6.00")
+    assert line == ("a: 5 trades, ₹25.00 before charges, charges ₹0.00, net ₹25.00 · 2 round trips net of charges, "
+                    "50% won, average win ₹30.00, average loss -₹5.00, profit factor 6.00")
 
 
 @pytest.mark.slow
