@@ -24,9 +24,10 @@ def config(profiles: str) -> dict:
     return json.loads(result.stdout)
 
 
-def test_the_observability_profile_adds_prometheus_and_grafana_to_either_stack():
-    assert set(config("monolith,observability")["services"]) == {"postgres", "neopulse", "prometheus", "alertmanager", "grafana"}
-    assert set(config("split,observability")["services"]) == {"postgres", *MODULES, "prometheus", "alertmanager", "grafana"}
+def test_the_observability_profile_adds_prometheus_alertmanager_and_grafana_to_either_stack():
+    observability = {"prometheus", "alertmanager", "grafana"}
+    assert set(config("monolith,observability")["services"]) == {"postgres", "neopulse", *observability}
+    assert set(config("split,observability")["services"]) == {"postgres", *MODULES, *observability}
 
 
 def test_prometheus_scrapes_the_metrics_port_of_every_neopulse_process_and_loads_the_alerts():
