@@ -85,6 +85,6 @@ def test_kotak_throttling_of_order_requests_is_exported_from_the_start():
 
     page = generate_latest(REGISTRY).decode()
 
-    assert {m: f'neopulse_kotak_throttled_requests_total{{method="{m}"}} 0.0' in page
-            for m in ("place_order", "modify_order", "cancel_order")} == dict.fromkeys(
-        ("place_order", "modify_order", "cancel_order"), True)
+    methods = {s.labels.get("method") for family in text_string_to_metric_families(page) for s in family.samples
+               if s.name == "neopulse_kotak_throttled_requests_total"}  # at 0, or more if a test here was throttled
+    assert {"place_order", "modify_order", "cancel_order"} <= methods
