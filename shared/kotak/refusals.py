@@ -17,7 +17,8 @@ from shared.kotak.config import KotakSettings
 
 log = logging.getLogger(__name__)
 
-TIMEOUT_S = 5.0  # a database that does not answer in this long is left out: the process's own count still guards
+TIMEOUT_S = 2.0  # a database that does not answer in this long is left out: the process's own count still guards
+# (each login reads first, a re-login's orders waiting behind it: 2 s for a connection, 2 s for the query at most)
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 

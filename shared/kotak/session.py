@@ -6,11 +6,13 @@ Every SDK call runs in a worker thread (asyncio.to_thread); used by KotakBroker 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import httpx
 from neo_api_client import NeoAPI
@@ -77,6 +79,10 @@ class KotakSession:
         # Logins Kotak refused since the last that succeeded, whatever failed between them: Kotak counts every wrong
         # MPIN toward locking the account, not a run of them, so a gateway blip between two must not reset this.
         self._refusals = 0
+        # Of those, the ones the database could not record (RefusalStore.add failed): the stored count plus these is
+        # what Kotak has seen, so a database that answers reads but not writes never lowers the guard.
+        self._unrecorded = 0
+        self._stored_count = 0  # the stored count the last check read: a login that works clears it only if any
         self._retry_at = 0.0  # time.monotonic() before which no login is tried
         # Why the lost session cannot be renewed, and the fix: Kotak refused a re-login, then automatic login stopped.
         # "" while logins work. Meanwhile no order update, fill or position comes from Kotak: the OMS tells the
@@ -142,9 +148,7 @@ class KotakSession:
             await self._count_refusal(exc)
             self._note_failure(exc)
             raise
-        self._failures = self._refusals = 0
-        if self._stored is not None:
-            await self._stored.clear()
+        self._failures = self._refusals = self._unrecorded = 0
         if self.login_trouble:
             log.warning("kotak login restored: order updates, fills and positions come from Kotak again",
                         extra={"ucc": self.settings.ucc})
@@ -154,6 +158,9 @@ class KotakSession:
         conf = client.configuration  # the session's tokens: masked in every log line from now on
         logs.add_secrets(*(s for s in (conf.edit_token, conf.edit_sid, conf.view_token, conf.sid) if s))
         log.info("kotak login succeeded", extra={"ucc": self.settings.ucc, "generation": self.generation})
+        if self._stored is not None and self._stored_count:  # after the session is in use: orders need not wait
+            self._stored_count = 0
+            await self._stored.clear()
 
     def _check_backoff(self) -> None:
         last = self._last_error
@@ -176,10 +183,12 @@ class KotakSession:
         stored = await self._stored.read()
         if stored is None:  # the database failed (logged): this process's own count still guards
             return
-        self._refusals = stored.count  # another process's login that worked reset Kotak's count too
-        if stored.count < self.settings.login_max_refusals:
+        self._stored_count = stored.count
+        # Never lower the guard: the stored count plus what this process could not record, or its own, if more.
+        self._refusals = max(self._refusals, stored.count + self._unrecorded)
+        if self._refusals < self.settings.login_max_refusals:
             return
-        message = _stored_limit_message(stored)
+        message = _stored_limit_message(Refusals(self._refusals, stored.last_at, stored.last_reason))
         if self.generation:  # a session that worked is lost: the OMS tells the trader from this
             self.login_trouble = message
         raise ConfigError(message)
@@ -192,7 +201,11 @@ class KotakSession:
         self._refusals += 1
         if self._stored is not None and isinstance(exc, _Refused):
             count = await self._stored.add(self.scrub(str(exc))[:300])
-            self._refusals = self._refusals if count is None else count
+            if count is None:  # not recorded (logged): counted here, on top of what the database holds
+                self._unrecorded += 1
+            else:
+                self._stored_count = count
+                self._refusals = max(self._refusals, count + self._unrecorded)
 
     def _note_failure(self, exc: NeoPulseError) -> None:
         self._failures += 1
@@ -357,14 +370,19 @@ class KotakSession:
 
     async def scrip_master(self, segments: tuple[str, ...] = ("nse_cm",)) -> list:
         """The instruments of the scrip-master files for `segments` (list of market_pb2.Instrument)."""
+        return (await self.dated_scrip_master(segments)).instruments
+
+    async def dated_scrip_master(self, segments: tuple[str, ...] = ("nse_cm",)) -> ScripMaster:
+        """scrip_master(), and the day of the files read. RetryableError when Kotak did not give them (a 5xx, a
+        timeout, a failed download): the same call may succeed later."""
         reply = await self.call("scrip_master")
         if mapping.reply_error(reply) is not None or not isinstance(reply, dict):
             raise RetryableError(f"Kotak scrip_master failed: {self.scrub(str(reply))[:200]}; retry later")
+        paths = [url for url in reply.get("filesPaths") or [] if any(seg in url.lower() for seg in segments)]
         out = []
-        for url in reply.get("filesPaths") or []:
-            if any(seg in url.lower() for seg in segments):
-                out += mapping.instruments_from_csv(await self.download(url))
-        return out
+        for url in paths:
+            out += mapping.instruments_from_csv(await self.download(url))
+        return ScripMaster(out, files_day(paths))
 
     # feeds -------------------------------------------------------------------------
     def websocket(self, **kwargs: Any):
@@ -378,6 +396,22 @@ class KotakSession:
         assert self.client is not None, "log in first"
         url = self.settings.resolved_order_feed_url()
         return self.client.create_order_feed(url=url, **kwargs) if url else self.client.create_order_feed(**kwargs)
+
+
+class ScripMaster(NamedTuple):
+    instruments: list  # of market_pb2.Instrument
+    day: date | None  # files_day of the files read
+
+
+def files_day(paths: list[str]) -> date | None:
+    """The day of Kotak's scrip-master files: the date folder it publishes each day's under (".../prod/2026-07-14/
+    transformed/nse_fo.csv"), the oldest if they differ; None when no path names one (a stand-in's)."""
+    days = []
+    for url in paths:
+        for part in urlsplit(url).path.split("/"):
+            with contextlib.suppress(ValueError):
+                days.append(date.fromisoformat(part) if len(part) == 10 else None)
+    return min((d for d in days if d is not None), default=None)
 
 
 def _stored_limit_message(stored: Refusals) -> str:

@@ -8,13 +8,16 @@ import asyncio
 import dataclasses
 import os
 import sys
+import time
 from pathlib import Path
 
+import asyncpg
 import pytest
 from pydantic import SecretStr
 
 from services.app.cli import main
 from shared.errors import ConfigError
+from shared.kotak import refusals
 from shared.kotak.broker import KotakBroker
 from shared.kotak.config import KotakSettings
 from shared.kotak.refusals import store_for
@@ -121,3 +124,38 @@ async def test_the_database_holds_no_credential(sim, db_pool):
 
     stored = str([tuple(r) for r in await db_pool.fetch("SELECT * FROM kotak_login_refusals")])
     assert [s for s in (c.consumer_key, c.mobile, WRONG_MPIN.get_secret_value(), c.totp_secret) if s in stored] == []
+
+
+async def test_refusals_the_database_cannot_record_still_stop_logins_at_the_limit(sim, database):
+    # A database that answers reads but refuses writes (a full disk, a read-only database).
+    admin = await asyncpg.connect(database)
+    await admin.execute("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_read_only = on', "
+                        "current_database()); END $$")
+    await admin.close()
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
+    try:
+        settings = settings_for(sim, mpin=WRONG_MPIN, login_backoff_initial_s=0.01, login_backoff_max_s=0.01)
+        session = KotakSession(settings, store_for(pool, settings))
+        for _ in range(settings.login_max_refusals + 3):
+            with pytest.raises(ConfigError):
+                await session.login()
+            await asyncio.sleep(0.05)  # past the (shortened) backoff
+    finally:
+        await pool.close()
+
+    assert sim.calls["totp_validate"] <= settings.login_max_refusals
+
+
+async def test_a_login_that_works_waits_on_a_busy_database_once_at_most(sim, database):
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=1)
+    try:
+        settings = settings_for(sim)
+        session = KotakSession(settings, store_for(pool, settings))
+        async with pool.acquire():  # the pool busy (the ledger, the tick writer) or the database hanging
+            began = time.monotonic()
+            await session.login()
+            took = time.monotonic() - began
+    finally:
+        await pool.close()
+
+    assert (session.generation, took < 2 * refusals.TIMEOUT_S) == (1, True), f"the login took {took:.1f} s"
