@@ -11,7 +11,7 @@ The rules, as the VirtualBroker applies them:
     same way at the token's next ticks of its day (the latest of the batch that brings them, on_ticks), or at the
     open of the next candle should that come first.
   * LIMIT that is marketable (buy limit >= ask, sell limit <= bid) fills at once at the ask / bid; not against
-    a tick it could not have traded at (the cases above: it rests, and candles fill it).
+    a tick it could not have traded at (the cases above: it rests, and later ticks and candles fill it).
   * Depth: a tick carrying depth levels (Tick.asks / Tick.bids, best first) is walked instead of its touch: a fill at
     each level's price for what that level shows (one fill event each), a LIMIT only through levels at or better
     than its limit (its remainder rests as above), a MARKET's quantity beyond the visible depth at the last visible
@@ -42,19 +42,30 @@ The rules, as the VirtualBroker applies them:
 - Ticks (on_ticks): a stop order is triggered by the first tick at or through its trigger (a buy's ltp at or above
   it, a sell's at or below) taken after the order (not of a second before it was accepted): a STOP_MARKET fills at
   once, all of it, at that tick's ask (buy) / bid (sell) or ltp (its depth, when it has some); a STOP_LIMIT becomes
-  a limit, filling there what is marketable at that price, the rest resting for the candles (below) from the next
-  one (the one under way opened before the trigger: it counts as accepted at the tick).
+  a limit, filling there what is marketable at that price, the rest resting (below) from the trigger on: it counts
+  as accepted at the tick (the candle under way opened before it).
+- Resting limits (on_ticks): a LIMIT not filled in full on arrival, and a triggered STOP_LIMIT, rest in the book at
+  their limit. The first tick taken after one came to rest (from the next batch; not of a second before it was
+  accepted, and one of its session, before its close) whose trade or quote reaches the limit (limit_reached: a buy's
+  ltp at or below it, or its ask at or below it; a sell's ltp or bid at or above it) fills all that is left of it,
+  at its limit: the resting order is the passive side, and an exchange trades it at its own price when the market
+  comes to it, never at a later, better trade beyond it. All of it: the tick's ltq is one print, not the flow that
+  went through the price (the candles, below, cap by volume).
 - Candles (on_candle / process_candle): a candle only fills orders accepted BEFORE its start (no look-ahead).
-  * LIMIT buy fills when low < limit, at min(limit, open); sell when high > limit, at max(limit, open).
+  * LIMIT buy fills when low < limit, sell when high > limit, at its limit (it rested while the market came to it).
+    Only on its session's first candle (one starting at the open: opens_session) does it get the open when better
+    (buy: min(limit, open), sell: max(limit, open)): that is the opening price NSE's pre-open call auction sets,
+    which the orders in the book before the open trade at.
   * MARKET (no tick on arrival, or a partial remainder) fills at the open.
   * STOP_MARKET buy triggers when high >= trigger and fills at max(trigger, open); sell when
     low <= trigger at min(trigger, open).
   * STOP_LIMIT triggers the same way, then follows the limit rule in the same candle with the trigger price
-    as the reference (buy: low < limit at min(limit, max(trigger, open))); not crossing it, it stays OPEN.
+    as the reference, the price it arrives at as a limit (buy: low < limit at min(limit, max(trigger, open))); not
+    crossing it, it stays OPEN, a resting limit from then on (the LIMIT rule, ticks included).
   * Every working order is checked against every candle: a stop triggers even when orders ahead of it used up
     the candle's volume. Only the quantity filled is capped by the volume, shared by orders in acceptance
     order (a modify accepts an order anew: it queues behind the others); a remainder stays PARTIALLY_FILLED
-    for later candles. A zero-volume candle fills nothing.
+    for later ticks and candles. A zero-volume candle fills nothing.
   * A candle not later than the last one processed for its token (a repeated delivery) is ignored: its volume
     was already shared out.
 - An order fills only while it has a remainder and is not terminal: nothing is ever filled twice.
@@ -184,14 +195,32 @@ def closed_reason(segment: str, close_ns: int) -> str:
 
 
 def limit_price_in(side: int, limit_paise: int, candle: market_pb2.Candle, reference_paise: int = 0) -> int | None:
-    """Buy fills when low < limit at min(limit, reference); sell when high > limit at max(limit, reference).
-
-    The reference is the candle's open, or the trigger price reached inside the candle (stop-limit).
-    """
-    ref = reference_paise or candle.open_paise
+    """Where a limit order working through `candle` trades: a buy when low < limit, a sell when high > limit (None:
+    it does not). At its limit when it rested there (reference 0): a resting order trades at its own price, the
+    later trades beyond it are others'. `reference_paise`: the price it met the market at instead, when better (a
+    buy at min(limit, reference), a sell at max(limit, reference)): the session's opening auction price, or the
+    trigger price a stop-limit reached inside the candle (it arrives there as a limit)."""
     if side == t.SIDE_BUY:
-        return min(limit_paise, ref) if candle.low_paise < limit_paise else None
-    return max(limit_paise, ref) if candle.high_paise > limit_paise else None
+        if candle.low_paise >= limit_paise:
+            return None
+        return min(limit_paise, reference_paise) if reference_paise else limit_paise
+    if candle.high_paise <= limit_paise:
+        return None
+    return max(limit_paise, reference_paise) if reference_paise else limit_paise
+
+
+def opens_session(segment: str, start_ns: int) -> bool:
+    """Whether a candle starting at `start_ns` is its segment's first of a session: its open is the opening price
+    (for NSE cash, the pre-open call auction's), which the orders in the book before the open trade at."""
+    return session_window(segment, start_ns)[0] == start_ns
+
+
+def limit_reached(side: int, limit_paise: int, tick: market_pb2.Tick) -> bool:
+    """Whether `tick` reaches a resting limit: a trade (ltp) or the other side's quote at or through it (a buy's ltp
+    or ask at or below the limit, a sell's ltp or bid at or above it). A price of 0 is none."""
+    if side == t.SIDE_BUY:
+        return 0 < tick.ltp_paise <= limit_paise or 0 < tick.ask_paise <= limit_paise
+    return 0 < limit_paise and (tick.ltp_paise >= limit_paise or tick.bid_paise >= limit_paise)
 
 
 def stop_triggered(side: int, trigger_paise: int, candle: market_pb2.Candle) -> bool:
@@ -213,17 +242,20 @@ def stop_price_in(side: int, trigger_paise: int, candle: market_pb2.Candle) -> i
     return min(trigger_paise, candle.open_paise)
 
 
-def candle_price(request: t.OrderRequest, triggered: bool, candle: market_pb2.Candle) -> tuple[int | None, bool]:
-    """(fill price or None, triggered after this candle) for an order working through `candle`."""
+def candle_price(request: t.OrderRequest, triggered: bool, candle: market_pb2.Candle,
+                 opening: bool = False) -> tuple[int | None, bool]:
+    """(fill price or None, triggered after this candle) for an order working through `candle`; `opening`: the
+    candle is the first of its session (opens_session), whose open a limit resting before it may get."""
     side, kind = request.side, request.order_type
     if kind == t.ORDER_TYPE_MARKET:
         return candle.open_paise, triggered
+    auction_paise = candle.open_paise if opening else 0
     if kind == t.ORDER_TYPE_LIMIT:
-        return limit_price_in(side, request.price_paise, candle), triggered
+        return limit_price_in(side, request.price_paise, candle, auction_paise), triggered
     if triggered:  # a stop triggered earlier: its remainder works as a market or a limit order
         if kind == t.ORDER_TYPE_STOP_MARKET:
             return candle.open_paise, True
-        return limit_price_in(side, request.price_paise, candle), True
+        return limit_price_in(side, request.price_paise, candle, auction_paise), True
     if not stop_triggered(side, request.trigger_price_paise, candle):
         return None, False
     reached = stop_price_in(side, request.trigger_price_paise, candle)

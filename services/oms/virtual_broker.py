@@ -26,6 +26,8 @@ from services.oms.fill_rules import (
     Leg,
     candle_price,
     closed_reason,
+    limit_reached,
+    opens_session,
     session_window,
     stop_refusal,
     tick_fills,
@@ -79,6 +81,9 @@ class VirtualBroker:
         self._awaiting_tick: dict[int, list[VirtualOrder]] = {}
         # Stop orders not triggered yet: token -> orders, checked against its ticks (_trigger_stops).
         self._stops: dict[int, list[VirtualOrder]] = {}
+        # Limits resting in the book (VirtualOrder.rests_at_limit): token -> orders, filled by its ticks
+        # (_fill_resting).
+        self._resting: dict[int, list[VirtualOrder]] = {}
         self.account: PaperAccount | None = None  # the OMS opens it on its book: margin and funds
         # With an account: orders with fills made here that the OMS has not booked into its positions yet -> the order
         # and its filled quantity the OMS has booked (fill_booked). The account counts the rest as positions.
@@ -157,12 +162,16 @@ class VirtualBroker:
         ack = BrokerAck(vo.id, status, raw={"virtual": True, "accepted_ns": vo.accepted_ns})
         if self._ahead_of_its_tick(order):
             self._awaiting_tick.setdefault(order.token, []).append(vo)
-        elif self._fills_on_arrival(vo, ioc=order.validity == t.VALIDITY_IOC):
+            return ack
+        ioc = order.validity == t.VALIDITY_IOC
+        if self._fills_on_arrival(vo, ioc=ioc):
             pass
-        elif order.validity == t.VALIDITY_IOC:
+        elif ioc:
             await self._close(vo, t.ORDER_STATUS_CANCELLED, "IOC order not filled on arrival")
         elif order.order_type == t.ORDER_TYPE_MARKET:
             self._awaiting_tick.setdefault(order.token, []).append(vo)
+        if not ioc:
+            self._rest(vo)  # a LIMIT not filled in full on arrival (one that was leaves once its fills are booked)
         return ack
 
     async def modify_order(self, exchange_order_id: str, *, quantity: int | None = None,
@@ -196,6 +205,7 @@ class VirtualBroker:
         working.append(vo)
         await self._emit(vo)
         if self._ahead_of_its_tick(vo.request):  # still waiting for its tick: decided there, as placed
+            drop(self._resting, vo)
             if vo not in self._awaiting_tick.get(vo.request.token, ()):
                 self._awaiting_tick.setdefault(vo.request.token, []).append(vo)
         else:
@@ -240,6 +250,7 @@ class VirtualBroker:
             if vo.status not in TERMINAL and vo.request.order_type == t.ORDER_TYPE_MARKET and not vo.filled:
                 self._awaiting_tick.setdefault(vo.request.token, []).append(vo)
             self._add(vo)
+            self._rest(vo)
             count += 1
         return count
 
@@ -258,12 +269,34 @@ class VirtualBroker:
             # A new day's first ticks come a minute before its first candle: yesterday's DAY orders (a stop, a
             # MARKET order waiting for a tick) go first, not filled at today's opening prices.
             await self._expire_day_orders(day)
+        if self._resting:  # first: an order that comes to rest at this batch's ticks met them, it was not there
+            await self._fill_resting(batch.ticks)
         if self._awaiting_tick:
             await self._fill_awaiting(batch.ticks)
         if self._stops:
             await self._trigger_stops(batch.ticks)
         if newest_ns >= self._closes_at:  # after the ticks of the batch from before the close had their say
             await self._expire_at_close(newest_ns)
+
+    async def _fill_resting(self, ticks: Any) -> None:
+        """The resting limits the batch's ticks reach, tick by tick: each fills, all of what is left of it, at its
+        own limit (the rules in fill_rules.py's docstring). Allocates only when a tick reaches one."""
+        await self._book_arrivals()
+        resting = self._resting
+        for tick in ticks:
+            waiting = resting.get(tick.token)
+            if not waiting:
+                continue
+            reached: list[VirtualOrder] | None = None
+            for vo in waiting:
+                if limit_reached(vo.request.side, vo.request.price_paise, tick) \
+                        and tick.ts_ns // NS >= vo.accepted_ns // NS \
+                        and trades_at(tick.ts_ns, vo.accepted_ns, vo.opens_ns, vo.closes_ns):
+                    if reached is None:
+                        reached = []
+                    reached.append(vo)
+            for vo in reached or ():  # filling takes them out of `waiting`
+                await self._fill(vo, vo.remaining, vo.request.price_paise, tick.ts_ns)
 
     async def _trigger_stops(self, ticks: Any) -> None:
         """The stop orders the batch's ticks trigger, tick by tick (the rules in fill_rules.py's docstring)."""
@@ -287,14 +320,15 @@ class VirtualBroker:
 
     async def _trade_triggered(self, vo: VirtualOrder, tick: market_pb2.Tick) -> None:
         """A stop the tick triggered trades there as the order it became: a STOP_MARKET all of it (at the tick's
-        touch, or through its depth), a STOP_LIMIT what is marketable; the rest of that is a limit from the trigger
-        on: the candle under way began before it (its open is no price this order could have had), so candles from
-        the next one fill it."""
+        touch, or through its depth), a STOP_LIMIT what is marketable; the rest of that is a limit resting from the
+        trigger on: the next batch's ticks fill it, and candles from the next one (the one under way began before it:
+        its prices are none this order could have had)."""
         kind = _TRIGGERED_AS[vo.request.order_type]
         legs = self._tick_fills(vo, tick, kind)
         await self._take(vo, legs, tick.ts_ns)
         if vo.status not in TERMINAL:
             vo.accepted_ns = tick.ts_ns
+            self._rest(vo)
             if not legs:
                 vo.status = t.ORDER_STATUS_OPEN
                 await self._emit(vo, tick.ts_ns)
@@ -303,15 +337,17 @@ class VirtualBroker:
         """The orders waiting for a tick of their token (_awaiting_tick) are decided at its latest one in this
         batch, as they would have been on arrival: a MARKET order fills in full at its ask (buy) / bid (sell) or
         ltp (or through its depth), a marketable LIMIT at that price; an IOC order's rest is cancelled, a LIMIT's
-        rests. Not one that filled from a candle meanwhile (a partial remainder fills at the next candle's open), nor
-        one cancelled. A tick of an earlier IST day (delivered late), from outside the order's session, or older than
-        the tick that made the order, is no price yet: the order waits on."""
+        rests (from the next batch: _fill_resting). Not one that filled from a candle meanwhile (a MARKET order's
+        remainder fills at the next candle's open, a LIMIT's rests), nor one cancelled. A tick of an earlier IST day
+        (delivered late), from outside the order's session, or older than the tick that made the order, is no price
+        yet: the order waits on."""
         await self._book_arrivals()
         awaiting, last = self._awaiting_tick, self._last
         for token in dict.fromkeys(tick.token for tick in ticks if tick.token in awaiting):
             tick = last[token]
             for vo in awaiting.pop(token):
                 if vo.status in TERMINAL or vo.filled:
+                    self._rest(vo)
                     continue
                 if not trades_at(tick.ts_ns, vo.accepted_ns, vo.opens_ns, vo.closes_ns) \
                         or tick.recv_ns < vo.request.tick_recv_ns:
@@ -321,6 +357,7 @@ class VirtualBroker:
                 legs = self._tick_fills(vo, tick, vo.request.order_type)
                 if legs or ioc:
                     await self._take(vo, legs, 0, ioc)
+                self._rest(vo)
 
     def _ahead_of_its_tick(self, order: t.OrderRequest) -> bool:
         """A MARKET or LIMIT order made from a tick this broker has not taken yet (its ticks come on their own
@@ -344,15 +381,20 @@ class VirtualBroker:
         await self._expire_day_orders(ist_day_number(candle.start_ns))
         if candle.start_ns >= self._closes_at:  # a candle after the close fills nothing of the session's orders
             await self._expire_at_close(candle.start_ns)
+        working = self._working.get(candle.token)
+        if not working:
+            return
         volume_left = candle.volume
-        for vo in list(self._working.get(candle.token, ())):
+        opening = opens_session(candle.exchange_segment, candle.start_ns)
+        for vo in list(working):
             if vo.status in TERMINAL or vo.accepted_ns >= candle.start_ns:
                 continue
-            price, triggered = candle_price(vo.request, vo.triggered, candle)
+            price, triggered = candle_price(vo.request, vo.triggered, candle, opening)
             newly_triggered = triggered and not vo.triggered
             vo.triggered = triggered
             if newly_triggered:
                 drop(self._stops, vo)
+                self._rest(vo)
             if price is not None and volume_left > 0:
                 quantity = min(vo.remaining, volume_left)
                 volume_left -= quantity
@@ -540,6 +582,14 @@ class VirtualBroker:
             if vo.request.order_type in STOPS and not vo.triggered:
                 self._stops.setdefault(vo.request.token, []).append(vo)
 
+    def _rest(self, vo: VirtualOrder) -> None:
+        """Index a working order that rests at its limit (not one waiting for its tick): its token's ticks fill it."""
+        if vo.status in TERMINAL or not vo.rests_at_limit:
+            return
+        resting = self._resting.setdefault(vo.request.token, [])
+        if vo not in resting:
+            resting.append(vo)
+
     def _retire(self, vo: VirtualOrder) -> None:
         token = vo.request.token
         working = self._working.get(token, [])
@@ -547,6 +597,7 @@ class VirtualBroker:
             working.remove(vo)
         drop(self._awaiting_tick, vo)
         drop(self._stops, vo)
+        drop(self._resting, vo)
 
     def _event(self, vo: VirtualOrder, at_ns: int = 0) -> BrokerOrderEvent:
         return vo.event(at_ns or self.clock.now_ns())

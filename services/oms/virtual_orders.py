@@ -44,6 +44,13 @@ class VirtualOrder:
         return self.request.quantity - self.filled
 
     @property
+    def rests_at_limit(self) -> bool:
+        """A LIMIT order, or a STOP_LIMIT once triggered: while working and not reached, it rests in the book at its
+        limit, and trades there when the market comes to it (fill_rules: resting limits)."""
+        kind = self.request.order_type
+        return kind == t.ORDER_TYPE_LIMIT or (kind == t.ORDER_TYPE_STOP_LIMIT and self.triggered)
+
+    @property
     def average_price_paise(self) -> int:
         return (self.cost_paise + self.filled // 2) // self.filled if self.filled else 0
 
@@ -107,8 +114,8 @@ def restored(u: t.OrderUpdate, charges_paise: Mapping[str, int], charge_model: C
 
 
 def drop(index: dict[int, list[VirtualOrder]], vo: VirtualOrder) -> None:
-    """Take `vo` out of a token -> orders index (those awaiting a tick, the stops not triggered yet); a token left
-    without any goes, so that on_ticks goes back to checking nothing."""
+    """Take `vo` out of a token -> orders index (those awaiting a tick, the stops not triggered yet, the resting
+    limits); a token left without any goes, so that on_ticks goes back to checking nothing."""
     listed = index.get(vo.request.token)
     if listed is not None and vo in listed:
         listed.remove(vo)

@@ -80,10 +80,19 @@ def arrival_price(side: int, tk: market_pb2.Tick | None, now: int) -> int:
 
 
 def limit_price(side: int, limit: int, c: market_pb2.Candle, reference: int) -> int | None:
-    """Buy: fills when low < limit, at min(limit, reference); sell: when high > limit, at max(limit, reference)."""
+    """Buy: fills when low < limit, sell: when high > limit; at the limit (a resting order: reference 0), else at
+    min(limit, reference) for a buy, max(limit, reference) for a sell (the session's opening price, or the price a
+    stop-limit triggered in the candle reached)."""
     if side == BUY:
-        return min(limit, reference) if c.low_paise < limit else None
-    return max(limit, reference) if c.high_paise > limit else None
+        return (min(limit, reference) if reference else limit) if c.low_paise < limit else None
+    return (max(limit, reference) if reference else limit) if c.high_paise > limit else None
+
+
+def reaches(side: int, limit: int, k: market_pb2.Tick) -> bool:
+    """A tick reaches a resting limit when its ltp, or the other side's quote, is at or through it."""
+    if side == BUY:
+        return 0 < k.ltp_paise <= limit or 0 < k.ask_paise <= limit
+    return k.ltp_paise >= limit or k.bid_paise >= limit
 
 
 def stop_crossed(side: int, trigger: int, c: market_pb2.Candle) -> bool:
@@ -207,7 +216,10 @@ class Model:
                 self.fill(o, o.remaining, px)
 
     def ticks(self, ticks: list[market_pb2.Tick], now: int) -> None:
-        """The last tick of each token; a MARKET order still waiting for one of its day fills at it, in full, as on
+        """First, tick by tick, the limits resting before the batch (a LIMIT, a triggered STOP_LIMIT): the first tick
+        reaching one (its ltp or the other side's quote at or through the limit), not of a second before it was
+        (last) accepted and of its session, fills all of what is left at its limit. The last tick of each token; a
+        MARKET order still waiting for one of its day fills at it, in full, as on
         arrival (not once a candle filled part of it). Then, tick by tick, the stops not triggered yet: the first
         tick at or through the trigger (ltp: a buy's at or above, a sell's at or below), not of a second before the
         order was (last) accepted, triggers one; a STOP_MARKET fills all at that tick's touch, a STOP_LIMIT there
@@ -219,6 +231,15 @@ class Model:
             self.last_tick[k.token] = k
         if ticks:
             self.new_day(ist_day_number(max(k.ts_ns for k in ticks)))  # the newest tick dates the batch
+        for k in ticks:
+            for o in self.orders.values():
+                req = o.request
+                resting = req.order_type == t.ORDER_TYPE_LIMIT or (req.order_type == t.ORDER_TYPE_STOP_LIMIT
+                                                                   and o.triggered)
+                if (resting and req.token == k.token and o.status not in TERMINAL
+                        and k.ts_ns // NS >= o.accepted_ns // NS and o.trades_at(k, o.accepted_ns)
+                        and reaches(req.side, req.price_paise, k)):
+                    self.fill(o, o.remaining, req.price_paise)
         for k in ticks:
             for o in self.orders.values():
                 if not o.awaiting_tick or o.request.token != k.token:
@@ -275,6 +296,7 @@ class Model:
         self.new_day(ist_day_number(c.start_ns))
         self.session_closed(c.start_ns)
         left = c.volume  # shared by the orders in acceptance order (a modify re-accepts an order)
+        auction = c.open_paise if window(c.start_ns)[0] == c.start_ns else 0  # the session's opening price
         for o in sorted(self.working(c.token), key=lambda o: o.queue):
             if o.accepted_ns >= c.start_ns:  # no look-ahead
                 continue
@@ -285,9 +307,9 @@ class Model:
             if kind == t.ORDER_TYPE_MARKET:
                 price = c.open_paise
             elif kind == t.ORDER_TYPE_LIMIT:
-                price = limit_price(side, limit, c, c.open_paise)
+                price = limit_price(side, limit, c, auction)
             elif o.triggered:  # a stop triggered earlier works as a market / limit order
-                price = c.open_paise if kind == t.ORDER_TYPE_STOP_MARKET else limit_price(side, limit, c, c.open_paise)
+                price = c.open_paise if kind == t.ORDER_TYPE_STOP_MARKET else limit_price(side, limit, c, auction)
             elif stop_crossed(side, trigger, c):
                 o.triggered = True
                 reached = stop_reached(side, trigger, c)
@@ -379,9 +401,11 @@ class Run:
             self.trace.append(f"clock +s -> {self.clock.now_ns()}")
         elif r < 0.95 and self.last_candle is not None:
             await self.deliver(self.last_candle, "again")
-        elif r < 0.98:  # the next trading day (or just past IST midnight)
+        elif r < 0.98:  # the next trading day (or just past IST midnight, or just before the open: its orders
+            # rest into the session's first candle, whose open is the opening auction's price)
             day = day_of(self.clock.now_ns()) + timedelta(days=1)
-            self.clock.set(ist_ns(day, 0, 0) + self.rng.choice((0, 1, 555 * 60 * NS, 555 * 60 * NS + 3 * NS)))
+            self.clock.set(ist_ns(day, 0, 0) + self.rng.choice((0, 1, 555 * 60 * NS - 2 * NS, 555 * 60 * NS,
+                                                                  555 * 60 * NS + 3 * NS)))
             self.trace.append(f"new day -> {self.clock.now_ns()}")
         else:  # an order placed exactly at a minute boundary
             self.clock.set(minute_start_ns(self.clock.now_ns()) + MINUTE)

@@ -109,7 +109,7 @@ async def test_an_orders_later_fill_waits_for_the_earlier_one_the_ledger_failed_
     await oms.until_status("c-1", t.ORDER_STATUS_TRADED)
 
     assert [(u.status, u.last_fill_quantity, u.last_fill_price_paise) for u in oms.of("c-1") if u.last_fill_quantity] \
-        == [(t.ORDER_STATUS_PARTIALLY_FILLED, 4, 99_00), (t.ORDER_STATUS_TRADED, 6, 98_00)]
+        == [(t.ORDER_STATUS_PARTIALLY_FILLED, 4, 100_00), (t.ORDER_STATUS_TRADED, 6, 100_00)]  # at its limit
 
 
 async def test_a_fill_whose_write_committed_but_lost_its_reply_is_recorded_once(start_oms):

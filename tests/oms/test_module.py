@@ -87,7 +87,7 @@ async def test_each_update_carries_the_fill_delta_and_sequences_increase(start_o
 
     fills = [(u.last_fill_quantity, u.last_fill_price_paise, u.filled_quantity) for u in oms.of("c-1")
              if u.last_fill_quantity]
-    assert fills == [(20, 99_00, 20), (30, 98_00, 50)]
+    assert fills == [(20, 100_00, 20), (30, 100_00, 50)]  # a resting limit fills at its limit
     sequences = [u.sequence for u in oms.updates]
     assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
 
@@ -255,7 +255,7 @@ async def test_fills_reach_the_oms_by_polling_when_the_broker_has_no_order_feed(
     await oms.bus.publish(Topic.CANDLES, market_pb2.CandleBatch(candles=[candle(99_00, 99_50, 98_00, 99_00)]))
     traded = await oms.until_status("c-1", S.ORDER_STATUS_TRADED)
 
-    assert (traded.last_fill_quantity, traded.last_fill_price_paise) == (10, 99_00)
+    assert (traded.last_fill_quantity, traded.last_fill_price_paise) == (10, 100_00)
 
 
 class SlowLedger(MemoryLedger):

@@ -39,8 +39,8 @@ async def test_a_fill_read_from_the_paper_brokers_book_after_a_restart_books_its
     await oms.bus.publish(Topic.CANDLES, market_pb2.CandleBatch(candles=[candle(99_00, 99_50, 98_00, 99_00)]))
     traded = await oms.until_status("c-1", t.ORDER_STATUS_TRADED)
 
-    rest = CHARGES.for_fill(request, 6, 99_00, before.brokerage)  # the flat cap counts the brokerage paid before
-    assert (traded.last_fill_quantity, traded.last_fill_price_paise) == (6, 99_00)
+    rest = CHARGES.for_fill(request, 6, 100_00, before.brokerage)  # the flat cap counts the brokerage paid before
+    assert (traded.last_fill_quantity, traded.last_fill_price_paise) == (6, 100_00)
     assert traded.last_fill_charges_paise == rest.total
     assert oms.module.engine.positions.charges_paise() == before.total + rest.total
 

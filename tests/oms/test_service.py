@@ -140,8 +140,8 @@ async def test_list_positions_shows_fills_marked_to_the_last_tick(start_oms):
     reply = await oms.bus.call(rpc.LIST_POSITIONS, oms_pb2.ListPositionsRequest())
 
     (pos,) = reply.positions
-    assert (pos.net_quantity, pos.average_price_paise, pos.last_price_paise) == (10, 99_00, 101_00)
-    assert reply.unrealised_pnl_paise == 10 * (101_00 - 99_00)
+    assert (pos.net_quantity, pos.average_price_paise, pos.last_price_paise) == (10, 100_00, 101_00)
+    assert reply.unrealised_pnl_paise == 10 * (101_00 - 100_00)
     assert reply.charges_paise > 0
     assert reply.as_of_sequence == oms.of("c-1")[-1].sequence  # the fill's update is in these positions
 
@@ -152,7 +152,7 @@ async def test_list_positions_on_a_later_day_is_that_days_pnl_with_held_quantity
     today counts ListPositions against today's loss limit), and a quantity held overnight is valued from
     yesterday's last price, as the broker's day P&L is."""
     oms = await start_oms()
-    await place(oms, order(price=100_00, quantity=10))
+    await place(oms, order(price=99_00, quantity=10))  # a resting limit fills at its limit: bought at 99
     await oms.bus.publish(Topic.CANDLES, market_pb2.CandleBatch(candles=[candle(99_00, 99_50, 98_00, 99_00)]))
     await oms.until_status("c-1", t.ORDER_STATUS_TRADED)
     await place(oms, order(side=t.SIDE_SELL, price=100_00, quantity=4, client_order_id="c-2"))

@@ -49,7 +49,7 @@ async def test_buy_limit_fills_when_candle_low_crosses_below(vb):
     await vb.on_candle(candle(open_=101_00, high=102_00, low=99_95, close=100_50))
 
     assert vo.status == t.ORDER_STATUS_TRADED
-    assert vo.average_price_paise == 100_00  # min(limit, open)
+    assert vo.average_price_paise == 100_00  # its limit
 
 
 async def test_buy_limit_does_not_fill_when_low_only_touches_the_limit(vb):
@@ -61,15 +61,16 @@ async def test_buy_limit_does_not_fill_when_low_only_touches_the_limit(vb):
     assert vo.filled == 0
 
 
-async def test_buy_limit_fills_at_the_open_when_the_candle_gaps_below(vb):
+async def test_a_resting_buy_limit_fills_at_its_limit_when_a_later_candle_gaps_below(vb):
+    """It rested in the book while the market came down to it: it trades at its own price, not the lower open."""
     vo = await place(vb, order(price=100_00))
 
     await vb.on_candle(candle(open_=98_00, high=99_00, low=97_00, close=98_50))
 
-    assert vo.average_price_paise == 98_00
+    assert vo.average_price_paise == 100_00
 
 
-async def test_sell_limit_fills_when_candle_high_crosses_above_at_max_of_limit_and_open(vb):
+async def test_sell_limit_fills_at_its_limit_when_candle_high_crosses_above(vb):
     vo = await place(vb, order(side=t.SIDE_SELL, price=100_00))
 
     await vb.on_candle(candle(open_=99_00, high=100_05, low=98_00, close=99_50))
@@ -332,7 +333,7 @@ async def test_stop_limit_that_triggers_without_crossing_its_limit_becomes_open_
 
     assert triggered == t.ORDER_STATUS_OPEN
     assert vo.status == t.ORDER_STATUS_TRADED
-    assert vo.average_price_paise == 100_50
+    assert vo.average_price_paise == 101_00  # resting at its limit since the trigger: not the lower open
 
 
 async def test_a_sell_stop_market_fills_at_the_bid_of_the_first_tick_at_its_trigger_not_at_the_minutes_candle(vb):
@@ -440,11 +441,11 @@ async def test_each_fill_event_carries_cumulative_fills_and_its_charges(vb):
 
     first, second = await next_event(vb), await next_event(vb)
 
-    assert (first.filled_quantity, first.average_price_paise) == (20, 99_00)
-    assert (second.filled_quantity, second.average_price_paise) == (50, (20 * 99_00 + 30 * 98_00 + 25) // 50)
+    assert (first.filled_quantity, first.average_price_paise) == (20, 100_00)
+    assert (second.filled_quantity, second.average_price_paise) == (50, 100_00)
     assert second.raw["last_fill_quantity"] == 30
-    assert second.raw["last_fill_price_paise"] == 98_00
-    expected = CHARGES.for_fill(vo.request, 20, 99_00).total
+    assert second.raw["last_fill_price_paise"] == 100_00
+    expected = CHARGES.for_fill(vo.request, 20, 100_00).total
     assert first.charges_paise == expected == first.raw["last_fill_charges_paise"]
     assert second.charges_paise == vo.charges_paise > expected
 
@@ -458,8 +459,8 @@ async def test_a_paper_fill_of_a_contract_with_a_price_factor_charges_on_its_who
     await vb.on_candle(candle(open_=99_00, high=99_50, low=98_00, close=99_00))
 
     event = await next_event(vb)
-    assert (event.filled_quantity, event.average_price_paise) == (1, 99_00)  # a price, not a value
-    assert event.charges_paise == CHARGES.for_fill(order(price=100_00, quantity=100), 100, 99_00).total
+    assert (event.filled_quantity, event.average_price_paise) == (1, 100_00)  # a price, not a value
+    assert event.charges_paise == CHARGES.for_fill(order(price=100_00, quantity=100), 100, 100_00).total
 
 
 async def test_cancel_closes_a_working_order_and_refuses_a_terminal_one(vb):
@@ -487,7 +488,7 @@ async def test_restore_reseeds_working_orders_from_the_ledger_and_they_fill_agai
     vo = vb.book["VB-abc"]
     assert vo.status == t.ORDER_STATUS_TRADED
     assert vo.filled == 10
-    assert vo.average_price_paise == (4 * 100_00 + 6 * 99_00) // 10
+    assert vo.average_price_paise == 100_00  # the 4 before the restart and the 6 after, all at its limit
 
 
 async def test_a_market_order_restored_unfilled_fills_at_the_next_tick():
@@ -641,7 +642,7 @@ async def test_a_stop_limit_a_tick_triggers_rests_as_a_limit_from_then_not_fille
     await vb.on_candle(candle(open_=102_00, high=106_00, low=101_50, close=105_80, start_ns=T0 + MINUTE))
     assert vo.filled == 0
     await vb.on_candle(candle(open_=105_80, high=106_00, low=105_00, close=105_20, start_ns=T0 + 2 * MINUTE))
-    assert (vo.status, vo.average_price_paise) == (t.ORDER_STATUS_TRADED, 105_50)  # min(limit, open)
+    assert (vo.status, vo.average_price_paise) == (t.ORDER_STATUS_TRADED, 105_50)  # its limit
 
 
 @pytest.mark.parametrize("kind", [t.ORDER_TYPE_STOP_MARKET, t.ORDER_TYPE_MARKET])
