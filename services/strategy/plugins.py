@@ -82,7 +82,7 @@ from shared.config import NumbersNotBooleans
 from shared.contracts import market_pb2, strategy_pb2, trading_pb2
 from shared.instruments import InstrumentBook
 from shared.money import fmt_inr, snap_to_tick, to_paise
-from shared.positions import PositionBook, exit_side
+from shared.positions import PositionBook, exit_side, whole_lots
 from shared.price_factor import ONE, factor_of
 
 log = logging.getLogger(__name__)
@@ -245,6 +245,7 @@ class Strategy:
         self._latest: dict[int, str] = {}
         self._too_dear: set[tuple[int, Decimal]] = set()  # (token, order_value) said to cost more than a lot
         self._too_risky: set[tuple[int, Decimal]] = set()  # (token, risk_per_trade) said to be less than a lot risks
+        self._capped: set[int] = set()  # tokens whose entry was said to be cut to the freeze quantity
         self._relevel: set[int] = set()  # tokens whose price levels to ask again (levels_changed)
         self._saved_changed = False  # what saved() returns changed since the engine last looked (saved_changed)
         self._stop_due: dict[int, str] = {}  # token -> why: a stop reached, its position not yet flat (stop_exit)
@@ -388,12 +389,14 @@ class Strategy:
         0 when one lot costs more (said once per token and budget in the log: the budget is a ceiling). With `risk`
         (rupees) set, instead of `quantity`: as many whole lots as lose at most that at the stop `stop` (paise) from
         `price` (0 when one lot would lose more, or `stop` is no distance away; said once), no more than
-        `order_value` buys when that is set too."""
+        `order_value` buys when that is set too. Never more than the whole lots within the instrument's freeze
+        quantity, which is all the exchange takes in one order (said once per token)."""
         inst = ctx.instruments.get(token)
         lot = inst.lot_size if inst is not None and inst.lot_size > 0 else 1
         factor = factor_of(inst.price_factor) if inst is not None else ONE
+        freeze = inst.freeze_quantity if inst is not None else 0
         if not order_value and not risk:
-            return max(lot, quantity - quantity % lot)
+            return self._within_freeze(token, ctx, max(lot, quantity - quantity % lot), freeze, lot)
         lots = []
         if order_value:
             lots.append(self._lots_within(token, ctx, order_value, lot * price * factor, self._too_dear,
@@ -401,7 +404,19 @@ class Strategy:
         if risk:
             lots.append(self._lots_within(token, ctx, risk, lot * abs(price - stop) * factor, self._too_risky, (
                 "risk_per_trade", "lot_risk", "one lot loses more than risk_per_trade at its stop")))
-        return min(lots) * lot
+        return self._within_freeze(token, ctx, min(lots) * lot, freeze, lot)
+
+    def _within_freeze(self, token: int, ctx: StrategyContext, units: int, freeze: int, lot: int) -> int:
+        """`units`, cut to the whole lots within `freeze` (0: none): risk refuses an order past the freeze quantity
+        (FREEZE_QUANTITY) and nothing splits an entry, so one sized past it would never be taken."""
+        cap = whole_lots(freeze, lot) if freeze else 0
+        if not cap or units <= cap:
+            return units
+        if not ctx.warm_up and token not in self._capped:
+            self._capped.add(token)
+            log.info("an entry capped: more than the freeze quantity, all the exchange takes in one order", extra={
+                "strategy": self.name, "token": token, "sized": units, "freeze_quantity": freeze, "capped_to": cap})
+        return cap
 
     def _lots_within(self, token: int, ctx: StrategyContext, budget: Decimal, per_lot: Fraction, said: set[Any],
                      names: tuple[str, str, str]) -> int:
