@@ -32,8 +32,9 @@ The rules, as the VirtualBroker applies them:
   at <HH:MM> IST"). One placed while its segment is closed (risk's enforce_market_hours off: paper trading out of
   hours on purpose) works on the ticks and candles it gets, until the end of its IST day.
 - Stalled feed: while no tick of any token has come for more than the broker's stall_s (the ingestion watchdog's
-  stall_seconds, 15 s) during an order's session, the last prices are no prices for it: MARKET orders wait for the
-  first tick after the stall, as they do for yesterday's ticks (the feed going mute is no quiet market).
+  stall_seconds, 15 s; real seconds, as the watchdog's: on a simulated session at --speed N, N times as many of its
+  clock's) during an order's session, the last prices are no prices for it: MARKET orders wait for the first tick
+  after the stall, as they do for yesterday's ticks (the feed going mute is no quiet market).
 - Validity: a DAY order works until the end of the IST day it was placed on. The first tick or candle of a later
   day cancels it ("DAY order expired at the end of <date>"), before that tick can trigger or fill it; restore()
   leaves out a DAY order of an earlier day or of a session closed since, any IOC order, and one whose cancel was

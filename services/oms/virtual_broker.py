@@ -88,7 +88,10 @@ class VirtualBroker:
         # With an account: orders with fills made here that the OMS has not booked into its positions yet -> the order
         # and its filled quantity the OMS has booked (fill_booked). The account counts the rest as positions.
         self._unbooked: dict[str, tuple[VirtualOrder, int]] = {}
-        self._stall_ns = int(stall_s * NS)
+        # stall_s is the watchdog's, in real seconds: on a simulated session running at `speed` (SimClock), that many
+        # times as many of the order clock's (a feed ticking every 50 ms real is no stall at --speed 600).
+        speed = getattr(clock, "speed", 1.0)
+        self._stall_ns = int(stall_s * NS * (speed if speed > 0 else 1.0))
         self._ticked_ns = 0  # the clock when the latest batch of ticks came: silence beyond _stall_ns is a stall
         self._closes_at = _NO_CLOSE  # the earliest close of a session an order works in: then orders expire
         # (token, side) -> the tick whose depth orders took from, and how many units: the next order finds the rest.

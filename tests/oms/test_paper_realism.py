@@ -11,7 +11,7 @@ import pytest
 
 from services.oms.charges import ChargeModel
 from services.oms.virtual_broker import VirtualBroker, VirtualOrder
-from shared.clock import NS, ManualClock, ist_ns
+from shared.clock import NS, ManualClock, SimClock, ist_ns
 from shared.contracts import market_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected
@@ -232,3 +232,14 @@ async def test_restore_after_the_close_leaves_out_an_order_that_worked_in_that_s
                           status=t.ORDER_STATUS_OPEN, request=order(client_order_id="c-9"), ts_ns=at(11, 0))
 
     assert vb.restore([saved]) == 0
+
+
+async def test_a_feed_ticking_every_50_ms_is_no_stall_on_a_fast_simulated_session():
+    clock = SimClock(day=date(2026, 3, 10), speed=600)  # the watchdog's 15 s are real seconds: 9,000 of this clock's
+    vb = VirtualBroker(None, CHARGES, clock)
+    await vb.on_ticks(tick(ltp=100_00, bid=99_95, ask=100_05, ts_ns=clock.now_ns()))
+    await asyncio.sleep(0.05)  # 50 ms real (30 s of the session): the next tick is due just now
+
+    vo = await place(vb, order(side=t.SIDE_SELL, kind=t.ORDER_TYPE_MARKET, price=0))
+
+    assert (vo.status, vo.average_price_paise) == (t.ORDER_STATUS_TRADED, 99_95)
