@@ -69,7 +69,14 @@ async def _kotak(settings: AppSettings, toml: dict[str, Any], clock: Clock, res:
     broker = KotakBroker(kotak, KotakSession(kotak, refusals), max_order_age_s=max_order_age_s)
     await broker.start()
     res.on_close(broker.stop)
-    source = KotakFeedSource(kotak, settings.symbols, session=broker.session, indices=settings.indices, clock=clock)
+    stored = None
+    if database is not None:  # a scrip master Kotak will not give at start: today's rows stored by an earlier start
+        from services.ingestion.instrument_store import load_instruments
+
+        def stored(day: Any) -> Any:
+            return load_instruments(database.pool, stored_on=day)
+    source = KotakFeedSource(kotak, settings.symbols, session=broker.session, indices=settings.indices, clock=clock,
+                             stored=stored)
     return broker, source
 
 

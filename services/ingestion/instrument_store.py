@@ -1,13 +1,16 @@
 """Keeps instrument_master in step with the source's instrument list (upsert by token and segment).
 
-Called by ingestion at start-up with the scrip master; talks to PostgreSQL through an asyncpg pool.
+Written by ingestion with the scrip master (at start and each day's re-read); read back by a replay, and by a Kotak
+start whose scrip master cannot be read. Talks to PostgreSQL through an asyncpg pool.
 """
 
 from __future__ import annotations
 
+from datetime import date, datetime, time, timedelta
 from fractions import Fraction
 from typing import Any
 
+from shared.clock import IST
 from shared.contracts import market_pb2
 from shared.price_factor import factor_of, price_factor
 
@@ -42,10 +45,16 @@ async def upsert_instruments(pool: Any, instruments: list[market_pb2.Instrument]
     return len(items)
 
 
-async def load_instruments(pool: Any) -> list[market_pb2.Instrument]:
-    """Every stored instrument, by segment and symbol."""
+async def load_instruments(pool: Any, stored_on: date | None = None) -> list[market_pb2.Instrument]:
+    """Every stored instrument, by segment and symbol; with `stored_on`, those stored that IST day only (a start
+    stores its instruments, from that day's scrip master)."""
     pool = getattr(pool, "pool", pool)
-    rows = await pool.fetch("SELECT * FROM instrument_master ORDER BY exchange_segment, symbol")
+    if stored_on is None:
+        rows = await pool.fetch("SELECT * FROM instrument_master ORDER BY exchange_segment, symbol")
+    else:
+        midnight = datetime.combine(stored_on, time(), IST)
+        rows = await pool.fetch("SELECT * FROM instrument_master WHERE updated_at >= $1 AND updated_at < $2 "
+                                "ORDER BY exchange_segment, symbol", midnight, midnight + timedelta(days=1))
     return [market_pb2.Instrument(token=r["instrument_token"], symbol=r["symbol"],
                                   exchange_segment=r["exchange_segment"], tick_size_paise=r["tick_size"],
                                   lot_size=r["lot_size"], freeze_quantity=r["freeze_qty"], name=r["name"],

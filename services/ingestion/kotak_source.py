@@ -11,8 +11,9 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import date
+from typing import Any, Literal, TypeVar
 
 from neo_api_client.websocket.feed import WsToken
 from neo_api_client.websocket.feed.exceptions import AuthenticationError, NotConnectedError, SFeedWebSocketError
@@ -29,7 +30,7 @@ from services.ingestion.sfeed_packets import (
     to_tick,
 )
 from services.ingestion.source import SourceStats, parse_index, resolve
-from shared.clock import NS, Clock, RealClock, ist_day_number
+from shared.clock import NS, Clock, RealClock, day_of, ist_day_number
 from shared.contracts import market_pb2
 from shared.errors import ConfigError, NeoPulseError, RetryableError
 from shared.instruments import index_instrument
@@ -37,6 +38,8 @@ from shared.kotak.config import KotakSettings
 from shared.kotak.session import KotakSession
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+StoredInstruments = Callable[[date], Awaitable[list[market_pb2.Instrument]]]  # the rows stored on an IST day
 # Newer trades in a row, each below the cumulative volume held, after which the held volume is taken to be the
 # wrong one (a corrupt but plausible value) rather than these stale: one such update alone is still dropped.
 STALE_RUN_RESET = 3
@@ -76,7 +79,9 @@ class KotakFeedSource:
 
     def __init__(self, settings: KotakSettings, symbols: list[str], *, session: KotakSession | None = None,
                  mode: Literal["depth", "lite"] = "depth", indices: list[str] | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, stored: StoredInstruments | None = None) -> None:
+        """`stored(day)`: the instrument_master rows stored that IST day (instrument_store.load_instruments), what a
+        start falls back on when Kotak's scrip master cannot be read within [kotak] start_login_wait_s; None: none."""
         self.settings = settings
         self.clock = clock or RealClock()  # the exchange's time, as far as a tick's may run ahead of it (AHEAD_NS)
         self.symbols = symbols
@@ -85,6 +90,8 @@ class KotakFeedSource:
         self.mode = mode
         self.stats = SourceStats()
         self._instruments: list[market_pb2.Instrument] | None = None
+        self.stored = stored
+        self.master_day: date | None = None  # the day of the scrip-master files held (None: not said, or stored rows)
         self._ws: Any = None
         self._frame_no = 0
         self._frames: deque[int] = deque()  # frame number of each message queued in the SDK, in order
@@ -105,9 +112,7 @@ class KotakFeedSource:
         if self._instruments is None:
             if self.session.client is None:
                 await self.session.login_at_start()
-            # Lower case, as resolve() reads a segment (the scrip master's file URLs are matched in lower case).
-            segments = tuple(sorted({"nse_cm", *(s.split(":")[0].lower() for s in self.symbols if ":" in s)}))
-            instruments = resolve(self.symbols, await self.session.scrip_master(segments), "Kotak's scrip master")
+            instruments = await self._configured_at_start()
             # The SDK refuses a subscribe past its cap (SubscriptionError) on every connection: no retry helps.
             cap = getattr(self._socket(), "max_subscriptions", None)
             wanted = len(instruments) + len(self.indices)  # the SDK's cap counts every subscription, indices too
@@ -120,27 +125,78 @@ class KotakFeedSource:
             self._subscribed = frozenset((str(i.token), i.exchange_segment.lower()) for i in instruments)
         return list(self._instruments)
 
-    async def _index_instruments(self) -> list[market_pb2.Instrument]:
-        """The configured indices as instruments. SFeed subscribes an index by its name and streams it under a number
-        of its own (26000 for Nifty 50), which candles, stored ticks and the other modules key it by: a snapshot of
-        the indices, asked at start on a socket of its own, says which. A feed not answering is asked again for
-        [kotak] start_login_wait_s, as the login at start is: a slow feed at 09:14 must not leave the day unstarted."""
-        if not self.indices:
-            return []
+    async def refresh_instruments(self) -> list[market_pb2.Instrument]:
+        """Kotak's scrip master read again (once: the caller tries again later), for a process that runs across days:
+        the configured symbols' rows of today's files (lot, tick and freeze revisions) replace the held ones; the
+        indices stay as read at start. A ConfigError, with the held list kept, when a symbol is no longer listed (an
+        expired contract: roll it in symbols) or now has another token (the feed subscribes by token: restart)."""
+        held = await self.instruments()
+        fresh, day = await self._configured()
+        moved = [f"{i.symbol}: token {old.token} -> {i.token}" for old, i in zip(held, fresh, strict=False)
+                 if (old.token, old.exchange_segment) != (i.token, i.exchange_segment)]
+        if moved:
+            raise ConfigError(f"symbols: Kotak's scrip master lists {'; '.join(moved)}; the feed and the other "
+                              "modules follow the token read at start: restart NeoPulse to follow the new one")
+        self._instruments, self.master_day = fresh + held[len(fresh):], day
+        return list(self._instruments)
+
+    async def _configured(self) -> tuple[list[market_pb2.Instrument], date | None]:
+        """The configured symbols' rows of Kotak's scrip master (one read), in order, and the day of its files.
+        Lower case segments, as resolve() reads them (the files' URLs are matched in lower case)."""
+        segments = tuple(sorted({"nse_cm", *(s.split(":")[0].lower() for s in self.symbols if ":" in s)}))
+        master = await self.session.dated_scrip_master(segments)
+        return resolve(self.symbols, master.instruments, "Kotak's scrip master"), master.day
+
+    async def _configured_at_start(self) -> list[market_pb2.Instrument]:
+        """_configured(), tried again within the start window. A Kotak that still does not give its scrip master
+        (a 5xx, a failed download, a timeout) leaves the rows an earlier start stored today, if they list every
+        symbol: the process must come up to manage the positions it holds (stops, square-off)."""
+        try:
+            instruments, self.master_day = await self._within_start_window(
+                self._configured, "kotak scrip master not read at start; trying again")
+            return instruments
+        except RetryableError as exc:
+            failed = (f"Kotak's scrip master could not be read within [kotak] start_login_wait_s "
+                      f"({self.settings.start_login_wait_s:g} s): {exc}")
+        day = day_of(self.clock.now_ns())
+        try:
+            rows = [] if self.stored is None else [i for i in await self.stored(day) if not i.is_index]
+            instruments = resolve(self.symbols, rows, f"the instrument master stored today ({day})")
+        except Exception as exc:  # none stored (or the database failed): Kotak's failure is the news
+            why = "no database to read it from" if self.stored is None else self.session.scrub(str(exc))
+            raise RetryableError(f"{failed}; no instrument master of today to start from ({why}); start again "
+                                 "once Kotak answers") from None
+        log.warning("kotak scrip master not read at start; starting from the instrument master stored today: "
+                    "lot, tick and freeze as an earlier start read them", extra={"error": failed, "day": str(day)})
+        return instruments
+
+    async def _within_start_window(self, ask: Callable[[], Awaitable[_T]], what: str) -> _T:
+        """ask(), asked again while it raises RetryableError, after reconnect_initial_s doubling up to reconnect_max_s,
+        for at most [kotak] start_login_wait_s, as the login at start is: a blip at 09:14 must not leave the day
+        unstarted. Any other error ends it at once; the last RetryableError once the window is spent."""
         deadline = time.monotonic() + self.settings.start_login_wait_s
         delay = self.settings.reconnect_initial_s
         while True:
             try:
-                return await self._ask_indices()
+                return await ask()
             except RetryableError as exc:
                 if time.monotonic() + delay > deadline:
-                    if isinstance(exc, _IndicesUnread):  # the feed answered, never with these: most likely the names
-                        raise ConfigError(str(exc)) from None
                     raise
-                log.warning("kotak feed not answering at start; asking again", extra={"error": str(exc),
-                                                                                      "retry_in_s": delay})
+                log.warning(what, extra={"error": str(exc), "retry_in_s": delay})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.reconnect_max_s)
+
+    async def _index_instruments(self) -> list[market_pb2.Instrument]:
+        """The configured indices as instruments. SFeed subscribes an index by its name and streams it under a number
+        of its own (26000 for Nifty 50), which candles, stored ticks and the other modules key it by: a snapshot of
+        the indices, asked at start on a socket of its own, says which; asked again within the start window."""
+        if not self.indices:
+            return []
+        try:
+            return await self._within_start_window(self._ask_indices, "kotak feed not answering at start; asking "
+                                                                      "again")
+        except _IndicesUnread as exc:  # the feed answered, never with these: most likely the names
+            raise ConfigError(str(exc)) from None
 
     async def _ask_indices(self) -> list[market_pb2.Instrument]:
         """One snapshot of the indices, within request_timeout_s for opening the socket and again for the answer.

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Protocol
 
 from prometheus_client import Counter, Gauge
@@ -27,9 +27,10 @@ from services.ingestion.watch import (
 )
 from shared import rpc, runtime
 from shared.bus import Bus, Topic
-from shared.clock import NS, Clock, day_of, ist_ns, segment_open
+from shared.clock import NS, Clock, day_of, is_trading_day, ist_ns, segment_open
 from shared.component import Component
 from shared.contracts import ingestion_pb2, market_pb2, ops_pb2
+from shared.errors import NeoPulseError, RetryableError
 from shared.instruments import one_per_token
 from shared.metrics import start_at_zero
 
@@ -45,6 +46,13 @@ CONNECTED = Gauge("neopulse_ingestion_feed_connected", "1 while the feed is conn
 SINK_ERRORS = Counter("neopulse_ingestion_tick_sink_errors", "Tick sink failures (market data went on)", ["source"])
 STALL_BACKOFF_MAX_S = 60.0  # a feed that stays mute is reconnected at least this often (a broken socket heals)
 DROPS_TOLD_EVERY_S = 60.0  # ticks shed for a slow consumer are told at most this often, with the count since
+# A source that can re-read its instrument master (Kotak's scrip master, published under a new date folder each day)
+# is re-read at this IST time of each trading day it has not been since: after Kotak publishes the day's files, before
+# MCX and NSE's pre-open at 09:00; not at midnight, when the new day's files do not exist yet.
+REREAD_AT_IST = (8, 45)
+REREAD_RETRY_S = 300.0  # a re-read Kotak did not answer is tried again this long after, yesterday's list kept meanwhile
+
+
 class TickSink(Protocol):
     """Where every tick is persisted (services/ingestion/tick_writer.TickWriter); the module runs and closes it."""
 
@@ -71,6 +79,7 @@ class IngestionModule(Component):
         self.tick_sink = tick_sink
         self.instrument_sink = instrument_sink
         self.instruments: list[market_pb2.Instrument] = []
+        self._read_ns = 0  # when the instrument master listed was read (clock ns)
         self.ticks_total = 0
         self.ticks_per_second = 0.0
         self.last_tick_ns = 0
@@ -104,6 +113,7 @@ class IngestionModule(Component):
         CONNECTED.labels(name).set_function(lambda: float(stats.connected))
         start_at_zero(STALLS, name)  # NeoPulseFeedStalled fires from the first stall
         self.instruments = one_per_token(await self.source.instruments())
+        self._read_ns = self.clock.now_ns()
         if self.instrument_sink is not None:
             await self.instrument_sink(self.instruments)
         self.bus.handle(rpc.LIST_INSTRUMENTS, self._list_instruments)
@@ -123,6 +133,9 @@ class IngestionModule(Component):
             done = getattr(self.source, "done", None)
             if isinstance(done, asyncio.Event):
                 tg.create_task(self._end_of_data(done), name="ingestion:end-of-data")
+            refresh = getattr(self.source, "refresh_instruments", None)
+            if callable(refresh):
+                tg.create_task(self._reread_daily(refresh), name="ingestion:instrument-master")
 
     async def stop(self) -> None:
         await self.source.close()
@@ -320,6 +333,67 @@ class IngestionModule(Component):
                 log.exception("reconnect after stall failed", extra={"source": self.source.name})
             self._last_tick_mono = time.monotonic()  # after the reconnect: a slow one is not a new stall
             wait = min(wait * 2, max(stall, STALL_BACKOFF_MAX_S))
+
+    async def _reread_daily(self, refresh: Callable[[], Awaitable[list[market_pb2.Instrument]]]) -> None:
+        """A process running across days lists the day's contracts: the instrument master is read again at
+        REREAD_AT_IST of each trading day it was not read since. Kotak not answering keeps the list held and tries
+        again every REREAD_RETRY_S; a list that cannot replace it (ConfigError: a symbol gone) is kept for the day."""
+        await self._report_master_day()
+        retry_at, told_on = 0.0, None
+        while not self._ended:
+            await asyncio.sleep(min(1.0, self.settings.stall_seconds / 4))
+            now = self.clock.now_ns()
+            due = ist_ns(day_of(now), *REREAD_AT_IST)
+            if now < due or self._read_ns >= due or not is_trading_day(day_of(now)) or time.monotonic() < retry_at:
+                continue
+            try:
+                fresh = one_per_token(await refresh())
+            except Exception as exc:  # a failed re-read must not end market data: the list held stays
+                retry_at, told_on = await self._reread_failed(exc, now, told_on)
+                continue
+            self.instruments, self._read_ns = fresh, now
+            log.info("instrument master read again", extra={"source": self.source.name, "instruments": len(fresh)})
+            await self._store_instruments(fresh)
+            await self._report_master_day()
+
+    async def _reread_failed(self, exc: Exception, now: int, told_on: date | None) -> tuple[float, date]:
+        """Keep the list held, and say so (told once a day). Returns when to try again, and the day it was told."""
+        retry = isinstance(exc, RetryableError) or not isinstance(exc, NeoPulseError)
+        if not retry:
+            self._read_ns = now  # a symbol gone from it, or its token changed: reading it again today changes nothing
+        log.warning("instrument master not read again; the list held is kept", exc_info=not isinstance(
+            exc, NeoPulseError), extra={"source": self.source.name, "error": str(exc),
+                                        "retry_in_s": REREAD_RETRY_S if retry else None})
+        if told_on != day_of(now):
+            again = f"; trying again every {REREAD_RETRY_S:g} s" if retry else ""
+            await self._notify("Instrument master not read again", f"{exc}. The instruments read earlier (contracts, "
+                               f"lot, tick and freeze) are still listed{again}.", ops_pb2.SEVERITY_WARNING)
+        return time.monotonic() + REREAD_RETRY_S, day_of(now)
+
+    async def _store_instruments(self, instruments: list[market_pb2.Instrument]) -> None:
+        """The re-read list into the instrument store (a restart today falls back on it): a failure is logged."""
+        if self.instrument_sink is None:
+            return
+        try:
+            await self.instrument_sink(instruments)
+        except Exception:
+            log.exception("instrument master read again, but not stored", extra={"source": self.source.name})
+
+    async def _report_master_day(self) -> None:
+        """Tell when the instrument master's files are not today's (Kotak had not published the day's): contracts
+        listed since, and lot, tick and freeze revisions, are missing. Before REREAD_AT_IST only logged: it is read
+        again then."""
+        files_day: date | None = getattr(self.source, "master_day", None)
+        now = self.clock.now_ns()
+        today = day_of(now)
+        if files_day is None or files_day >= today or not is_trading_day(today):
+            return
+        log.warning("instrument master files are not today's", extra={"source": self.source.name,
+                                                                       "files_day": str(files_day)})
+        if now >= ist_ns(today, *REREAD_AT_IST):
+            await self._notify("Instrument master not today's", f"Kotak's scrip master files are dated {files_day}, "
+                               f"not today ({today}): contracts listed since, and lot, tick and freeze changes, are "
+                               "missing. Restart NeoPulse once Kotak publishes today's.", ops_pb2.SEVERITY_WARNING)
 
     async def _still_stalled(self, outage: FeedOutage, now: float) -> None:
         """Tell again a stall that lasts: CRITICAL once it is STALL_CRITICAL_S old, then every STALL_TOLD_EVERY_S."""

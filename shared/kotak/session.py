@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 THROTTLED = Counter("neopulse_kotak_throttled_requests", "Order requests Kotak throttled (HTTP 429), each answer",
                     ["method"])
 start_at_zero(THROTTLED, "place_order", "modify_order", "cancel_order")  # NeoPulseKotakThrottling from the first
+_DAY_FOLDER = re.compile(r"(?<=/)(\d{4}-\d{2}-\d{2})(?=/)")  # a path's date folder: /2026-07-14/
 
 
 class RateLimiter:
@@ -408,10 +410,10 @@ def files_day(paths: list[str]) -> date | None:
     transformed/nse_fo.csv"), the oldest if they differ; None when no path names one (a stand-in's)."""
     days = []
     for url in paths:
-        for part in urlsplit(url).path.split("/"):
-            with contextlib.suppress(ValueError):
-                days.append(date.fromisoformat(part) if len(part) == 10 else None)
-    return min((d for d in days if d is not None), default=None)
+        for folder in _DAY_FOLDER.findall(urlsplit(url).path):
+            with contextlib.suppress(ValueError):  # 2026-13-45 names no day
+                days.append(date.fromisoformat(folder))
+    return min(days, default=None)
 
 
 def _stored_limit_message(stored: Refusals) -> str:
