@@ -10,6 +10,7 @@ import logging
 
 from shared import rpc
 from shared.bus import Bus
+from shared.clock import IST_OFFSET_S, NS, SESSIONS_IST, Session, day_of, fmt_hhmm, ist_day_number, session_in_force
 from shared.contracts import ingestion_pb2, market_pb2
 from shared.errors import ConfigError, NotFound, RetryableError
 
@@ -46,6 +47,30 @@ def not_tradable(inst: market_pb2.Instrument) -> str:
     """Why an index cannot be ordered (risk's denial and the strategy configuration's error say it alike)."""
     return (f"{_named(inst)} (token {inst.token}) is an index: it has a value and candles, but it cannot be traded; "
             "trade one of its futures or an ETF that tracks it")
+
+
+def trading_ends_ns(inst: market_pb2.Instrument, sessions: dict[str, Session] = SESSIONS_IST) -> int:
+    """When a derivative stops trading, UTC nanoseconds: the close of its segment's session (a special session's, if
+    the day holds one) on its expiry day (the IST day of expiry_ns). 0 for an instrument that does not expire."""
+    if not inst.expiry_ns:
+        return 0
+    close = session_in_force(inst.exchange_segment, inst.expiry_ns, sessions)[1]
+    return (ist_day_number(inst.expiry_ns) * 86_400 + (close[0] * 60 + close[1]) * 60 - IST_OFFSET_S) * NS
+
+
+def expired(inst: market_pb2.Instrument, now_ns: int, sessions: dict[str, Session] = SESSIONS_IST) -> bool:
+    """Whether the contract has stopped trading at `now_ns` (its expiry day's close is past): the exchange no longer
+    takes orders in it, and what is still held is settled by the exchange."""
+    ends = trading_ends_ns(inst, sessions)
+    return bool(ends) and now_ns >= ends
+
+
+def expired_reason(inst: market_pb2.Instrument, sessions: dict[str, Session] = SESSIONS_IST) -> str:
+    """Why an expired contract is not traded (risk's CONTRACT_EXPIRED), naming what to do."""
+    close = session_in_force(inst.exchange_segment, inst.expiry_ns, sessions)[1]
+    return (f"{_named(inst)} (token {inst.token}) expired on {day_of(inst.expiry_ns)}: it traded until "
+            f"{fmt_hhmm(close)} IST that day, and only orders that reduce a position in it pass; roll to a live "
+            "contract in symbols (the exchange settles what is still held)")
 
 
 def _named(inst: market_pb2.Instrument) -> str:

@@ -20,6 +20,7 @@ from services.risk.config import Limits, square_off_problem
 from services.risk.orders import (
     PRICED,
     SQUAREOFF_TAG,
+    held_instrument,
     order_from_signal,
     order_prices,
     square_off_chunk,
@@ -47,7 +48,7 @@ from shared.clock import (
 from shared.contracts import market_pb2, ops_pb2, risk_pb2, trading_pb2
 from shared.errors import InvalidInput
 from shared.ids import MAX_REASON_CHARS, MAX_TEXT_CHARS
-from shared.instruments import InstrumentBook, not_tradable
+from shared.instruments import InstrumentBook, expired, expired_reason, not_tradable
 from shared.money import fmt_inr
 from shared.order_terms import unknown_choice
 from shared.positions import PositionBook
@@ -59,6 +60,7 @@ HALTED = risk_pb2.TRADING_STATE_HALTED
 BUY = trading_pb2.SIDE_BUY
 SQUARE_OFF_AFTER_CANCEL_NS = 1_000_000_000  # clock time between cancelling resting MIS orders and squaring off
 MIS = trading_pb2.PRODUCT_MIS
+DAY_ONLY_SEGMENTS = frozenset({"mcx_fo"})  # the SDK's validity_allowed_by_segment: MCX takes DAY orders only
 
 Denial = tuple[str, str]  # (reason_code, human reason)
 Check = Callable[[trading_pb2.OrderRequest, market_pb2.Instrument, int], Denial | None]
@@ -160,10 +162,10 @@ class RiskEngine:
         # The square-off rule first: a SQUAREOFF order that does not reduce is REDUCE_ONLY in every state, the answer
         # the OMS's SquareOff waits out (risk has not seen the cancels of the position's orders yet), never HALTED's.
         self._checks: tuple[Check, ...] = (
-            self.check_square_off_reduces, self.check_trading_state, self.check_quantity, self.check_price,
-            self.check_stop_side, self.check_price_band, self.check_order_value, self.check_position,
-            self.check_position_value, self.check_gross_exposure, self.check_open_orders, self.check_market_hours,
-            self.check_square_off_time, self.check_submit_rate)
+            self.check_square_off_reduces, self.check_validity, self.check_trading_state, self.check_contract_expiry,
+            self.check_quantity, self.check_price, self.check_stop_side, self.check_price_band, self.check_order_value,
+            self.check_position, self.check_position_value, self.check_gross_exposure, self.check_open_orders,
+            self.check_market_hours, self.check_square_off_time, self.check_submit_rate)
         # A change of a working order: the checks of a new order but the count of open orders (it adds none), and its
         # stop's side judged in _first_change_denial (it knows the trigger the order had).
         self._change_checks = tuple(c for c in self._checks if c not in (self.check_open_orders, self.check_stop_side))
@@ -205,7 +207,7 @@ class RiskEngine:
             decision.reason_code, decision.reason = denial
             return decision
         decision.accepted = True
-        _stamp_instrument(decision.order, self.instruments.get(order.token))
+        _stamp_instrument(decision.order, self._instrument(order))
         self._bucket.take(now)
         return decision
 
@@ -273,7 +275,13 @@ class RiskEngine:
             return denial
         inst = self.instruments.get(order.token)
         if inst is None:
-            return "UNKNOWN_INSTRUMENT", f"token {order.token} is not in the instrument master"
+            inst = self._held_instrument(order)
+            if inst is None:
+                return "UNKNOWN_INSTRUMENT", f"token {order.token} is not in the instrument master"
+            if not (order.strategy_tag == SQUAREOFF_TAG or self.reduces_position(order)):
+                return "UNKNOWN_INSTRUMENT", (f"token {order.token} is not in the instrument master: only an order "
+                                              "that reduces the position held in it ("
+                                              f"{self._net(order.token, order.product)} {_product_name(order)}) passes")
         if inst.is_index:
             return "NOT_TRADABLE", not_tradable(inst)
         for check in self._checks:
@@ -281,6 +289,19 @@ class RiskEngine:
             if denial is not None:
                 return denial
         return None
+
+    def _instrument(self, order: trading_pb2.OrderRequest) -> market_pb2.Instrument | None:
+        """The order's instrument: the book's, else the stand-in of a position held in it (_held_instrument)."""
+        inst = self.instruments.get(order.token)
+        return inst if inst is not None else self._held_instrument(order)
+
+    def _held_instrument(self, order: trading_pb2.OrderRequest) -> market_pb2.Instrument | None:
+        """For a token the book does not list (a symbol dropped from the config, a carried position in one never
+        configured) but a position of the order's product is held in: an instrument built from that position
+        (held_instrument), to judge an order closing it, which must not be refused for want of the master's row. A
+        SQUAREOFF order that would not reduce it is then REDUCE_ONLY, the answer the OMS's SquareOff waits out."""
+        pos = self.positions.positions.get((order.token, product_of(order.product)))
+        return held_instrument(pos) if pos is not None and pos.net_quantity else None
 
     # -- checks: each returns (reason_code, reason) or None -------------------
     def check_identity(self, order: trading_pb2.OrderRequest) -> Denial | None:
@@ -302,6 +323,21 @@ class RiskEngine:
         if unknown is not None:
             return "INVALID_ORDER", f"{unknown[0]}: {unknown[1]}"
         return None
+
+    def check_contract_expiry(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
+                              now: int) -> Denial | None:
+        """After its expiry day's close a contract takes no new position: the exchange refuses the order, and a
+        strategy's signal into it must say why. An order reducing a position in it is left to the exchange."""
+        if not inst.expiry_ns or not expired(inst, now, self.sessions) or self.reduces_position(order):
+            return None
+        return "CONTRACT_EXPIRED", expired_reason(inst, self.sessions)
+
+    def check_validity(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument, now: int) -> Denial | None:
+        segment = (inst.exchange_segment or order.exchange_segment).lower()
+        if order.validity != trading_pb2.VALIDITY_IOC or segment not in DAY_ONLY_SEGMENTS:
+            return None
+        return "INVALID_ORDER", (f"validity IOC: {segment} takes DAY orders only (Kotak refuses IOC there); send "
+                                 "VALIDITY_DAY")
 
     def check_trading_state(self, order: trading_pb2.OrderRequest, inst: market_pb2.Instrument,
                             now: int) -> Denial | None:
@@ -923,7 +959,8 @@ class RiskEngine:
         self._mark()
         orders: list[trading_pb2.OrderRequest] = []
         for pos in due:
-            inst = self.instruments.get(pos.token)
+            listed = self.instruments.get(pos.token)
+            inst = listed if listed is not None else held_instrument(pos)  # lot 1, no freeze: what is known of it
             side = trading_pb2.SIDE_SELL if pos.net_quantity > 0 else BUY
             if any(not o.square_off and o.token == pos.token and o.product == pos.product
                    for o in self.open_orders.values()):

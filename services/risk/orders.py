@@ -17,7 +17,7 @@ from shared.instruments import InstrumentBook, not_tradable
 from shared.money import fmt_inr
 from shared.order_terms import PRICED
 from shared.positions import SQUAREOFF_TAG, PositionState, chunks, exit_side, whole_lots
-from shared.price_factor import factor_of
+from shared.price_factor import factor_of, price_factor
 
 if TYPE_CHECKING:
     from services.risk.config import Limits
@@ -113,6 +113,14 @@ def square_off_orders(pos: PositionState, inst: market_pb2.Instrument | None, qu
     return orders
 
 
+def held_instrument(pos: PositionState) -> market_pb2.Instrument:
+    """A stand-in for the instrument of a position in a token the instrument book does not list, to judge an order
+    that only reduces it: the position's segment, symbol and price factor; lot 1 and no tick size or freeze quantity,
+    which are not known here and so not checked (Kotak's own checks still apply)."""
+    return market_pb2.Instrument(token=pos.token, symbol=pos.symbol, exchange_segment=pos.exchange_segment,
+                                 lot_size=1, price_factor=price_factor(pos.price_factor))
+
+
 def square_off_chunk(limits: Limits, inst: market_pb2.Instrument | None, price_paise: int) -> int:
     """Largest square-off order the checks allow: max quantity, freeze quantity and order value, in whole lots."""
     lot = (inst.lot_size if inst else 0) or 1
@@ -143,8 +151,8 @@ def manual_order(order: trading_pb2.OrderRequest, instruments: InstrumentBook,
         raise InvalidInput("order.trigger_price_paise",
                            f"must be positive for a stop order, got {order.trigger_price_paise}")
     inst = instruments.get(order.token)
-    if inst is None:
-        raise InvalidInput("order.token", f"{order.token} is not in the instrument master; check the symbol")
+    if inst is None:  # the engine decides: an order reducing a position held in it passes, any other is refused
+        return _completed(order, ids)
     if inst.is_index:
         raise InvalidInput("order.token", not_tradable(inst))
     # Risk checks the token's instrument; the broker places the symbol on the segment: they must be one.
@@ -154,11 +162,17 @@ def manual_order(order: trading_pb2.OrderRequest, instruments: InstrumentBook,
     if order.exchange_segment and order.exchange_segment.lower() != inst.exchange_segment.lower():
         raise InvalidInput("order.exchange_segment", f"{order.exchange_segment} is not where token {order.token} "
                            f"({inst.symbol}) trades: {inst.exchange_segment}")
+    out = _completed(order, ids)
+    out.exchange_segment = inst.exchange_segment
+    out.symbol = inst.symbol
+    return out
+
+
+def _completed(order: trading_pb2.OrderRequest, ids: Sequencer) -> trading_pb2.OrderRequest:
+    """A copy of the order with what may be defaulted filled in."""
     out = trading_pb2.OrderRequest()
     out.CopyFrom(order)
     out.client_order_id = out.client_order_id or f"man-{ids.next()}"
-    out.exchange_segment = inst.exchange_segment
-    out.symbol = inst.symbol
     out.product = out.product or trading_pb2.PRODUCT_MIS
     out.validity = out.validity or trading_pb2.VALIDITY_DAY
     out.strategy_tag = out.strategy_tag or "MANUAL"

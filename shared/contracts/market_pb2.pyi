@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Instrument(_message.Message):
-    __slots__ = ("token", "symbol", "exchange_segment", "tick_size_paise", "lot_size", "freeze_quantity", "name", "isin", "price_band_bps", "price_factor", "is_index")
+    __slots__ = ("token", "symbol", "exchange_segment", "tick_size_paise", "lot_size", "freeze_quantity", "name", "isin", "price_band_bps", "price_factor", "is_index", "expiry_ns")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     EXCHANGE_SEGMENT_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,7 @@ class Instrument(_message.Message):
     PRICE_BAND_BPS_FIELD_NUMBER: _ClassVar[int]
     PRICE_FACTOR_FIELD_NUMBER: _ClassVar[int]
     IS_INDEX_FIELD_NUMBER: _ClassVar[int]
+    EXPIRY_NS_FIELD_NUMBER: _ClassVar[int]
     token: int
     symbol: str
     exchange_segment: str
@@ -30,7 +31,8 @@ class Instrument(_message.Message):
     price_band_bps: int
     price_factor: PriceFactor
     is_index: bool
-    def __init__(self, token: _Optional[int] = ..., symbol: _Optional[str] = ..., exchange_segment: _Optional[str] = ..., tick_size_paise: _Optional[int] = ..., lot_size: _Optional[int] = ..., freeze_quantity: _Optional[int] = ..., name: _Optional[str] = ..., isin: _Optional[str] = ..., price_band_bps: _Optional[int] = ..., price_factor: _Optional[_Union[PriceFactor, _Mapping]] = ..., is_index: _Optional[bool] = ...) -> None: ...
+    expiry_ns: int
+    def __init__(self, token: _Optional[int] = ..., symbol: _Optional[str] = ..., exchange_segment: _Optional[str] = ..., tick_size_paise: _Optional[int] = ..., lot_size: _Optional[int] = ..., freeze_quantity: _Optional[int] = ..., name: _Optional[str] = ..., isin: _Optional[str] = ..., price_band_bps: _Optional[int] = ..., price_factor: _Optional[_Union[PriceFactor, _Mapping]] = ..., is_index: _Optional[bool] = ..., expiry_ns: _Optional[int] = ...) -> None: ...
 
 class PriceFactor(_message.Message):
     __slots__ = ("numerator", "denominator")

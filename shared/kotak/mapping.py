@@ -18,6 +18,7 @@ from neo_api_client.exceptions import ApiException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from services.oms.broker import BrokerOrderEvent
+from shared.clock import IST_OFFSET_S, NS
 from shared.contracts import market_pb2, oms_pb2, trading_pb2
 from shared.errors import NeoPulseError, NotSent
 from shared.kotak.config import HTTP_STATUS
@@ -406,12 +407,17 @@ def quote_tick(row: dict[str, Any]) -> market_pb2.Tick:
 
 
 SCRIP_FACTOR_TERMS = ("lMultiplier", "dGenNum", "dGenDen", "dPriceNum", "dPriceDen")
+# lExpiryDate of these segments counts seconds from 1980 (NSE's files, passed on as they are): the SDK's scrip_search
+# adds this to read it as unix time. mcx_fo and bse_fo give unix time; the cash segments carry no expiry.
+KOTAK_1980_EPOCH_S = 315_511_200
+EXPIRY_FROM_1980 = frozenset({"nse_fo", "cde_fo"})
+EXPIRY_UNIX = frozenset({"mcx_fo", "bse_fo"})
 
 
 def instruments_from_csv(text: str) -> list[market_pb2.Instrument]:
     """A scrip-master CSV -> Instruments. dTickSize is in paise in every segment (5.0 = Rs 0.05, 100 = Rs 1); the
     price factor (lMultiplier x dGenNum/dGenDen x dPriceNum/dPriceDen, by which order value and P&L are
-    price x quantity x factor) is kept exactly on the Instrument.
+    price x quantity x factor) is kept exactly on the Instrument, and a derivative's expiry (expiry_ns).
 
     Left out, with one warning: a contract whose tick is not a whole number of paise or whose prices have more
     than 2 decimals (currency derivatives: Rs 0.0025), which integer paise cannot price, and one whose price factor
@@ -434,11 +440,24 @@ def instruments_from_csv(text: str) -> list[market_pb2.Instrument]:
             token=token, symbol=symbol, exchange_segment=row.get("pExchSeg", ""),
             tick_size_paise=tick, lot_size=integer(row.get("lLotSize")) or 1,
             freeze_quantity=integer(row.get("lFreezeQty")), name=row.get("pSymbolName", ""),
-            isin=row.get("pISIN", ""), price_factor=price_factor_proto(factor)))
+            isin=row.get("pISIN", ""), price_factor=price_factor_proto(factor),
+            expiry_ns=expiry_ns(row.get("pExchSeg", ""), row.get("lExpiryDate"))))
     if left_out:
         log.warning("scrip master: contracts NeoPulse cannot price in whole paise left out",
                     extra={"count": len(left_out), "examples": left_out[:5]})
     return out
+
+
+def expiry_ns(segment: str, value: Any) -> int:
+    """A scrip-master lExpiryDate -> the expiry day (Instrument.expiry_ns: 00:00 IST of it); 0 for none (a cash
+    segment, blank, -1). The day is the UTC date of the seconds, as the SDK's scrip_search reads it: nse_fo's land at
+    08:30 UTC of the day, but mcx_fo's at 23:59:59 UTC, already the next day in IST."""
+    seconds = integer(value)
+    segment = segment.lower()
+    if seconds <= 0 or segment not in EXPIRY_FROM_1980 | EXPIRY_UNIX:
+        return 0
+    day = (seconds + (KOTAK_1980_EPOCH_S if segment in EXPIRY_FROM_1980 else 0)) // 86_400
+    return (day * 86_400 - IST_OFFSET_S) * NS
 
 
 def _tick_paise(value: Any) -> int | None:
