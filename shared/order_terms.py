@@ -11,6 +11,8 @@ Terms = tuple[int, int, int]  # quantity, price_paise, trigger_price_paise, as i
 TERM_NAMES = ("quantity", "price_paise", "trigger_price_paise")
 PRICED = frozenset({t.ORDER_TYPE_LIMIT, t.ORDER_TYPE_STOP_LIMIT})  # order types with a limit price
 STOPS = frozenset({t.ORDER_TYPE_STOP_LIMIT, t.ORDER_TYPE_STOP_MARKET})  # ... and with a trigger price
+# Segments Kotak takes DAY orders only on (the SDK's settings.validity_allowed_by_segment): no IOC on MCX.
+DAY_ONLY_SEGMENTS = frozenset({"mcx_fo"})
 
 
 # Each field's numbers, as sets made once: the enum wrappers' values() builds a new list on every call.

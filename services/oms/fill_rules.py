@@ -23,6 +23,8 @@ The rules, as the VirtualBroker applies them:
   * An order made from a tick this broker has not taken yet (OrderRequest.tick_recv_ns newer than the token's last
     tick here: signals overtake the market data on the way) arrives at the token's last tick of the batch that
     carries it: never at a price from before the tick its signal came from. A change of it meanwhile waits too.
+- Validity (validity_refusal), as the SDK refuses it before the order leaves for Kotak: MCX (mcx_fo) takes DAY
+  orders only, so an IOC order there is refused, never filled on arrival as elsewhere.
 - Stop terms (stop_refusal), as Kotak refuses them on placing and on changing a stop not triggered yet: a buy stop's
   trigger must be above the token's last price of today, a sell stop's below it; a stop-limit buy's limit at or
   above its trigger, a sell's at or below it.
@@ -89,6 +91,7 @@ from shared.clock import (
 from shared.contracts import market_pb2
 from shared.contracts import trading_pb2 as t
 from shared.money import fmt_inr
+from shared.order_terms import DAY_ONLY_SEGMENTS
 
 Leg = tuple[int, int]  # one fill: quantity, price in paise
 _DAY_S = 86_400
@@ -155,6 +158,18 @@ def depth_fills(side: int, levels: Sequence[market_pb2.DepthLevel], quantity: in
         taken_there = legs.pop()[0] if legs and legs[-1][1] == last_price else 0
         legs.append((taken_there + left, last_price))
     return legs
+
+
+def validity_refusal(order_id: str, segment: str, validity: int) -> str:
+    """Why Kotak refuses an order of this validity on `segment` ('' when it takes it), in the words of the SDK's check
+    before sending (req_data_validation: "Invalid validity ... Allowed values are DAY"), with what to do instead. A
+    paper IOC on MCX would otherwise fill on arrival where the live order never reaches the exchange."""
+    segment = segment.lower()
+    if validity != t.VALIDITY_IOC or segment not in DAY_ONLY_SEGMENTS:
+        return ""
+    return (f"order {order_id}: Invalid validity 'IOC' for exchange segment '{segment}'. Allowed values are DAY: "
+            f"{segment} takes DAY orders only; send it with validity DAY (and cancel what does not fill at once, if "
+            "it must not rest)")
 
 
 def stop_refusal(order_id: str, side: int, kind: int, price_paise: int, trigger_paise: int, ltp_paise: int) -> str:

@@ -33,6 +33,7 @@ from services.oms.fill_rules import (
     tick_fills,
     tick_triggers,
     trades_at,
+    validity_refusal,
 )
 from services.oms.paper import PaperAccount, Unbooked
 from services.oms.states import TERMINAL, name
@@ -147,7 +148,8 @@ class VirtualBroker:
         if order.client_order_id and order.client_order_id in self._by_tag:
             placed = self._by_tag[order.client_order_id].id
             raise BrokerRejected(f"tag {order.client_order_id} was already placed as {placed}")
-        refusal = self._stop_refusal(order.client_order_id, order, order.price_paise, order.trigger_price_paise)
+        refusal = (validity_refusal(order.client_order_id, order.exchange_segment, order.validity)
+                   or self._stop_refusal(order.client_order_id, order, order.price_paise, order.trigger_price_paise))
         if refusal:
             raise BrokerRejected(refusal)
         if self.account is not None:
