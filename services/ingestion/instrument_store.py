@@ -16,17 +16,18 @@ from shared.price_factor import factor_of, price_factor
 
 _UPSERT = """
 INSERT INTO instrument_master (instrument_token, exchange_segment, symbol, tick_size, lot_size, freeze_qty, name, isin,
-    price_band_bps, price_factor_num, price_factor_den, is_index, updated_at)
+    price_band_bps, price_factor_num, price_factor_den, is_index, expiry_ns, updated_at)
 SELECT r.token, r.segment, r.symbol, r.tick, r.lot, r.freeze_qty, r.name, r.isin, r.band, r.factor_num, r.factor_den,
-    r.is_index, now()
+    r.is_index, r.expiry_ns, now()
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::text[],
-            $9::bigint[], $10::bigint[], $11::bigint[], $12::boolean[])
-    AS r(token, segment, symbol, tick, lot, freeze_qty, name, isin, band, factor_num, factor_den, is_index)
+            $9::bigint[], $10::bigint[], $11::bigint[], $12::boolean[], $13::bigint[])
+    AS r(token, segment, symbol, tick, lot, freeze_qty, name, isin, band, factor_num, factor_den, is_index, expiry_ns)
 ON CONFLICT (instrument_token, exchange_segment) DO UPDATE SET
     symbol = EXCLUDED.symbol, tick_size = EXCLUDED.tick_size, lot_size = EXCLUDED.lot_size,
     freeze_qty = EXCLUDED.freeze_qty, name = EXCLUDED.name, isin = EXCLUDED.isin,
     price_band_bps = EXCLUDED.price_band_bps, price_factor_num = EXCLUDED.price_factor_num,
-    price_factor_den = EXCLUDED.price_factor_den, is_index = EXCLUDED.is_index, updated_at = now()"""
+    price_factor_den = EXCLUDED.price_factor_den, is_index = EXCLUDED.is_index, expiry_ns = EXCLUDED.expiry_ns,
+    updated_at = now()"""
 
 
 async def upsert_instruments(pool: Any, instruments: list[market_pb2.Instrument]) -> int:
@@ -41,7 +42,7 @@ async def upsert_instruments(pool: Any, instruments: list[market_pb2.Instrument]
                        [i.symbol for i in items], [i.tick_size_paise for i in items], [i.lot_size for i in items],
                        [i.freeze_quantity for i in items], [i.name for i in items], [i.isin for i in items],
                        [i.price_band_bps for i in items], [f.numerator for f in factors],
-                       [f.denominator for f in factors], [i.is_index for i in items])
+                       [f.denominator for f in factors], [i.is_index for i in items], [i.expiry_ns for i in items])
     return len(items)
 
 
@@ -60,5 +61,5 @@ async def load_instruments(pool: Any, stored_on: date | None = None) -> list[mar
                                   lot_size=r["lot_size"], freeze_quantity=r["freeze_qty"], name=r["name"],
                                   isin=r["isin"], price_band_bps=r["price_band_bps"],
                                   price_factor=price_factor(Fraction(r["price_factor_num"], r["price_factor_den"])),
-                                  is_index=r["is_index"])
+                                  is_index=r["is_index"], expiry_ns=r["expiry_ns"])
             for r in rows]

@@ -33,7 +33,7 @@ from shared.clock import NS, Clock, ist_day_number
 from shared.config import RupeesOrOff
 from shared.contracts import market_pb2, strategy_pb2, trading_pb2
 from shared.errors import ConfigError, InvalidInput, NotFound
-from shared.instruments import InstrumentBook, not_tradable
+from shared.instruments import InstrumentBook, expired_reason, not_tradable, trading_ends_ns
 from shared.metrics import start_at_zero
 from shared.money import fmt_inr, to_paise
 from shared.positions import SQUAREOFF_TAG, exit_side
@@ -156,6 +156,10 @@ class StrategyEngine:
         self.saves_due: set[str] = set()
         # (strategy, token, text): stops reached whose exit an order changed by hand blocks; the module tells them.
         self.blocked_stops: list[tuple[str, int, str]] = []
+        # token -> when its contract stops trading (trading_ends_ns, 0: never), asked once per token, at its first
+        # decision; and the (strategy, token) pairs whose entry in an expired contract was said (_expired_entry).
+        self._trading_ends: dict[int, int] = {}
+        self._expiry_told: set[tuple[str, int]] = set()
 
     # -- data ------------------------------------------------------------------
     def on_ticks(self, ticks: Any) -> Output:
@@ -409,6 +413,8 @@ class StrategyEngine:
         its changes and cancels handed to WorkingOrders."""
         out = []
         for intent in intents:
+            if self._expired_entry(strategy, intent, now_ns):
+                continue
             if isinstance(intent, OrderChange):
                 self.orders.ask(strategy, intent)
                 continue
@@ -430,6 +436,25 @@ class StrategyEngine:
             out.append(signal)
             strategy.mark_sent(intent, now_ns, signal.signal_id)
         return out
+
+    def _expired_entry(self, strategy: Strategy, decision: Decision, now_ns: int) -> bool:
+        """Whether `decision` opens or grows a position (not _shrinks) in a contract whose last session has closed
+        (shared.instruments.expired): risk would refuse it (CONTRACT_EXPIRED), so it is not sent, said once per
+        strategy and token. Exits of what is held there still go. Asked only of decisions, never per tick or candle,
+        and the contract's end is worked out once per token."""
+        ends = self._trading_ends.get(decision.token)
+        if ends is None:
+            inst = self.instruments.get(decision.token)
+            ends = self._trading_ends[decision.token] = trading_ends_ns(inst) if inst is not None else 0
+        if not ends or now_ns < ends or _shrinks(strategy, decision):
+            return False
+        if (strategy.name, decision.token) not in self._expiry_told:
+            self._expiry_told.add((strategy.name, decision.token))
+            inst = self.instruments.get(decision.token)
+            log.warning("an entry in an expired contract skipped", extra={
+                "strategy": strategy.name, "token": decision.token,
+                "reason": expired_reason(inst) if inst is not None else ""})
+        return True
 
     def _signal_id(self, name: str, intent: OrderIntent, at_ns: int) -> str:
         """name-token-time-side: deterministic, so a replay of the same data gives the same ids (and risk's client
