@@ -139,7 +139,8 @@ class RiskSettings(ModuleSettings):
     # Market hours by exchange segment, over the built-in ones (shared.clock.SESSIONS_IST, where MCX's close follows
     # US daylight time), e.g. {mcx_fo = "09:00-17:00"} for MCX agri contracts only.
     sessions: dict[str, str] = Field(default_factory=dict)
-    # After square_off_time, retry this often (clock seconds) while an MIS position is left unclosed.
+    # After square_off_time, retry this often (clock seconds) while an MIS position is left unclosed, until its
+    # segment's close (then one CRITICAL alert that it was left open, and no more retries that day).
     square_off_retry_s: float = Field(default=30.0, gt=0)
     enforce_market_hours: bool = True
     # How often the loss limit is re-evaluated from marks, and how often run() looks at the clock (real ms).

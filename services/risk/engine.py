@@ -29,6 +29,7 @@ from services.risk.orders import (
     stop_waits,
 )
 from services.risk.rate import TokenBucket
+from services.risk.square_off import LeftOpen
 from shared.clock import (
     SESSIONS_IST,
     Clock,
@@ -50,8 +51,8 @@ from shared.errors import InvalidInput
 from shared.ids import MAX_REASON_CHARS, MAX_TEXT_CHARS
 from shared.instruments import InstrumentBook, expired, expired_reason, not_tradable
 from shared.money import fmt_inr
-from shared.order_terms import unknown_choice
-from shared.positions import PositionBook
+from shared.order_terms import DAY_ONLY_SEGMENTS, unknown_choice
+from shared.positions import PositionBook, PositionState
 from shared.price_factor import ONE, factor_of, value_paise
 
 ACTIVE = risk_pb2.TRADING_STATE_ACTIVE
@@ -60,7 +61,6 @@ HALTED = risk_pb2.TRADING_STATE_HALTED
 BUY = trading_pb2.SIDE_BUY
 SQUARE_OFF_AFTER_CANCEL_NS = 1_000_000_000  # clock time between cancelling resting MIS orders and squaring off
 MIS = trading_pb2.PRODUCT_MIS
-DAY_ONLY_SEGMENTS = frozenset({"mcx_fo"})  # the SDK's validity_allowed_by_segment: MCX takes DAY orders only
 
 Denial = tuple[str, str]  # (reason_code, human reason)
 Check = Callable[[trading_pb2.OrderRequest, market_pb2.Instrument, int], Denial | None]
@@ -154,6 +154,7 @@ class RiskEngine:
         self._next_square_off_ns = 0
         self._square_off_attempt = 0
         self._square_off_day: date | None = None
+        self.left_open = LeftOpen(self.sessions)  # MIS positions the square-off could not close before the close
         self._last_update_sequence = 0
         self._cancel_asked: dict[str, int] = {}  # order -> when square_off_cancels may offer it again
         # After a restart: the sequence each loaded order and the loaded positions are as of.
@@ -175,6 +176,8 @@ class RiskEngine:
         """Accept or reject one order; an accepted order counts as open until a terminal update."""
         decision = self._decision(order, self._first_denial)
         if not decision.accepted:
+            if order.strategy_tag == SQUAREOFF_TAG:
+                self.left_open.ended((order.token, product_of(order.product)), f"refused by risk: {decision.reason}")
             return decision
         self.open_orders[order.client_order_id] = _open_order(decision.order)  # its instrument's segment
         self._accepted.add(order.client_order_id)
@@ -695,7 +698,10 @@ class RiskEngine:
         """Count an order as open until it is terminal (also orders placed before a restart)."""
         cid = update.client_order_id or update.request.client_order_id
         if update.status in TERMINAL:
-            self.open_orders.pop(cid, None)
+            ended = self.open_orders.pop(cid, None)
+            if ended is not None and ended.square_off and update.status != trading_pb2.ORDER_STATUS_TRADED:
+                why = update.reason or trading_pb2.OrderStatus.Name(update.status).removeprefix("ORDER_STATUS_")
+                self.left_open.ended((ended.token, ended.product), why)
             self._cancel_asked.pop(cid, None)  # ended: nothing more to cancel (a long run holds only working ones)
         elif cid:
             req = update.request
@@ -892,6 +898,7 @@ class RiskEngine:
         self.positions.start_day()
         self._accepted_before, self._accepted = self._accepted, set()
         self._loss_level, self._worst_loss = ACTIVE, 0
+        self.left_open.new_day()
         if not self.kill_switch_engaged and self.state != ACTIVE:
             self._move(ACTIVE, f"new trading day {self._day}: daily loss limits reset")
 
@@ -959,6 +966,8 @@ class RiskEngine:
         self._mark()
         orders: list[trading_pb2.OrderRequest] = []
         for pos in due:
+            if self._market_closed(pos, now):
+                continue
             listed = self.instruments.get(pos.token)
             inst = listed if listed is not None else held_instrument(pos)  # lot 1, no freeze: what is known of it
             side = trading_pb2.SIDE_SELL if pos.net_quantity > 0 else BUY
@@ -974,6 +983,17 @@ class RiskEngine:
         if orders:
             self._square_off_attempt += 1
         return orders
+
+    def _market_closed(self, pos: PositionState, now: int) -> bool:
+        """Whether the position's segment is closed now (enforce_market_hours): a square-off would only come back
+        refused MARKET_CLOSED, every retry until midnight. Past its session, the position is told as left open."""
+        segment = self._segment_of(pos.token, pos.exchange_segment)
+        if not self.limits.enforce_market_hours or segment_open(segment, now, self.sessions):
+            return False
+        working = [cid for cid, o in self.open_orders.items() if (o.token, o.product) == (pos.token, pos.product)]
+        inst = self.instruments.get(pos.token)
+        self.left_open.found(pos, pos.symbol or (inst.symbol if inst is not None else ""), segment, working, now)
+        return True
 
     def _segment_of(self, token: int, segment: str) -> str:
         """A position's or open order's segment: its own, else its instrument's."""

@@ -209,6 +209,9 @@ class RiskModule(Component):
                 return
             log.warning("square-off order", extra={"order_id": order.client_order_id, "token": order.token,
                                                    "accepted": decision.accepted, "reason": decision.reason})
+        for alert in self.engine.left_open.pop():
+            log.error("MIS position left open after the close", extra=dict(alert.fields))
+            await self.bus.publish(Topic.NOTIFICATIONS, alert)
         await self._notify_changes()  # a state change: saved and announced now
         if self._unsaved:
             self._retry_save_later()
