@@ -15,6 +15,26 @@ STOPS = frozenset({t.ORDER_TYPE_STOP_LIMIT, t.ORDER_TYPE_STOP_MARKET})  # ... an
 DAY_ONLY_SEGMENTS = frozenset({"mcx_fo"})
 
 
+# What of a stop's terms Kotak and the exchange refuse (stop_fault): each caller says it in its own words.
+LIMIT_SHORT_OF_TRIGGER, TRIGGER_REACHED = "limit short of trigger", "trigger reached"
+
+
+def stop_fault(side: int, kind: int, price_paise: int, trigger_paise: int, last_paise: int) -> str:
+    """The term of a stop order Kotak/NSE refuse, '' for none (and for any order that is no stop):
+    LIMIT_SHORT_OF_TRIGGER, a stop-limit whose limit is short of its trigger (a buy's under it, a sell's over it:
+    once triggered it would rest behind the market); TRIGGER_REACHED, with `last_paise` (today's last price; 0:
+    unknown, not judged), a trigger the market has reached already (a buy's at or under it, a sell's at or over it:
+    it would trade at once; "Trigger price for stoploss buy orders should be higher than the last traded price")."""
+    if kind not in STOPS:
+        return ""
+    buy = side == t.SIDE_BUY
+    if kind == t.ORDER_TYPE_STOP_LIMIT and (price_paise < trigger_paise if buy else price_paise > trigger_paise):
+        return LIMIT_SHORT_OF_TRIGGER
+    if last_paise > 0 and (trigger_paise <= last_paise if buy else trigger_paise >= last_paise):
+        return TRIGGER_REACHED
+    return ""
+
+
 # Each field's numbers, as sets made once: the enum wrappers' values() builds a new list on every call.
 _CHOICES = tuple((field, enum, frozenset(enum.values()))
                  for field, enum in (("order_type", t.OrderType), ("product", t.Product), ("validity", t.Validity)))

@@ -91,7 +91,7 @@ from shared.clock import (
 from shared.contracts import market_pb2
 from shared.contracts import trading_pb2 as t
 from shared.money import fmt_inr
-from shared.order_terms import DAY_ONLY_SEGMENTS
+from shared.order_terms import DAY_ONLY_SEGMENTS, LIMIT_SHORT_OF_TRIGGER, stop_fault
 
 Leg = tuple[int, int]  # one fill: quantity, price in paise
 _DAY_S = 86_400
@@ -173,23 +173,19 @@ def validity_refusal(order_id: str, segment: str, validity: int) -> str:
 
 
 def stop_refusal(order_id: str, side: int, kind: int, price_paise: int, trigger_paise: int, ltp_paise: int) -> str:
-    """Why Kotak refuses a stop with these terms ('' when it takes them), in its words with what to do instead. A
-    stop-limit buy's limit must be at or above its trigger, a sell's at or below (or once triggered it rests behind
-    the market); with `ltp_paise` (the last price of today; 0: none, not judged) a buy stop's trigger must be above
-    it, a sell stop's below (one already reached would trade at once)."""
-    if kind not in (t.ORDER_TYPE_STOP_MARKET, t.ORDER_TYPE_STOP_LIMIT):
+    """Why Kotak refuses a stop with these terms ('' when it takes them: shared.order_terms.stop_fault), in its words
+    with what to do instead; `ltp_paise`: the last price of today (0: none, not judged)."""
+    fault = stop_fault(side, kind, price_paise, trigger_paise, ltp_paise)
+    if not fault:
         return ""
-    buy = side == t.SIDE_BUY
-    higher, above, name = ("higher", "above", "buy") if buy else ("lower", "below", "sell")
-    if kind == t.ORDER_TYPE_STOP_LIMIT and (price_paise < trigger_paise if buy else price_paise > trigger_paise):
+    higher, above, name = ("higher", "above", "buy") if side == t.SIDE_BUY else ("lower", "below", "sell")
+    if fault == LIMIT_SHORT_OF_TRIGGER:
         return (f"order {order_id}: Price limit has to be {higher} than the trigger: the limit {fmt_inr(price_paise)} "
                 f"of a {name} stop-loss (SL) must be at or {above} its trigger {fmt_inr(trigger_paise)}; set it "
                 "so, or use a stop-loss market (SL-M) order")
-    if ltp_paise > 0 and (trigger_paise <= ltp_paise if buy else trigger_paise >= ltp_paise):
-        return (f"order {order_id}: Trigger has to be {higher} than the last traded price of "
-                f"{fmt_inr(ltp_paise)} (trigger {fmt_inr(trigger_paise)}): set the trigger {above} "
-                f"{fmt_inr(ltp_paise)}, or send a MARKET or LIMIT order to {name} now")
-    return ""
+    return (f"order {order_id}: Trigger has to be {higher} than the last traded price of "
+            f"{fmt_inr(ltp_paise)} (trigger {fmt_inr(trigger_paise)}): set the trigger {above} "
+            f"{fmt_inr(ltp_paise)}, or send a MARKET or LIMIT order to {name} now")
 
 
 def session_window(segment: str, ts_ns: int) -> tuple[int, int]:

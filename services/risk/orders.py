@@ -15,7 +15,7 @@ from shared.errors import InvalidInput
 from shared.ids import MAX_REASON_CHARS
 from shared.instruments import InstrumentBook, not_tradable
 from shared.money import fmt_inr
-from shared.order_terms import PRICED
+from shared.order_terms import LIMIT_SHORT_OF_TRIGGER, PRICED, stop_fault
 from shared.positions import SQUAREOFF_TAG, PositionState, chunks, exit_side, whole_lots
 from shared.price_factor import factor_of, price_factor
 
@@ -45,25 +45,22 @@ def stop_waits(order: trading_pb2.OrderRequest, last: int) -> bool:
 
 
 def stop_side_denial(order: trading_pb2.OrderRequest, last: int) -> tuple[str, str] | None:
-    """(reason_code, reason) for a stop on the wrong side, as Kotak/NSE refuse it; None for any other order. A
-    stop-limit's limit must not be short of its trigger (a buy's at or above it, a sell's at or below), or once
-    triggered it rests behind the market. With `last` (today's last price; 0: unknown, not judged), a stop must
-    wait for the market: a buy's trigger above it, a sell's below ("Trigger price for stoploss buy orders should
-    be higher than the last traded price"); one through it would trade at once on paper and be refused live."""
-    if order.order_type not in TRIGGERED:
+    """(reason_code, reason) for a stop's terms Kotak/NSE refuse (shared.order_terms.stop_fault), None for any other
+    order; `last`: today's last price (0: unknown, not judged). A stop through the market would trade at once on
+    paper and be refused live."""
+    trigger, price = order.trigger_price_paise, order.price_paise
+    fault = stop_fault(order.side, order.order_type, price, trigger, last)
+    if not fault:
         return None
-    buy, trigger, price = order.side == trading_pb2.SIDE_BUY, order.trigger_price_paise, order.price_paise
-    side, over, under = ("buy", "above", "below") if buy else ("sell", "below", "above")
-    if order.order_type == trading_pb2.ORDER_TYPE_STOP_LIMIT and (price < trigger if buy else price > trigger):
+    side, over, under = ("buy", "above", "below") if order.side == trading_pb2.SIDE_BUY else ("sell", "below", "above")
+    if fault == LIMIT_SHORT_OF_TRIGGER:
         return "INVALID_PRICE", (f"limit price {fmt_inr(price)} is {under} the trigger {fmt_inr(trigger)}: a {side} "
                                  f"stop-limit (SL) needs its limit at or {over} its trigger, or once triggered it "
                                  f"rests behind the market; set the limit at or {over} {fmt_inr(trigger)}, or send "
                                  "a STOP_MARKET (SL-M) order")
-    if last and (trigger <= last if buy else trigger >= last):
-        return "INVALID_TRIGGER", (f"trigger {fmt_inr(trigger)} is at or {under} the last price {fmt_inr(last)}: a "
-                                   f"{side} stop must trigger {over} the market (the exchange refuses it); to {side} "
-                                   f"now send a MARKET or LIMIT order, or set the trigger {over} {fmt_inr(last)}")
-    return None
+    return "INVALID_TRIGGER", (f"trigger {fmt_inr(trigger)} is at or {under} the last price {fmt_inr(last)}: a "
+                               f"{side} stop must trigger {over} the market (the exchange refuses it); to {side} "
+                               f"now send a MARKET or LIMIT order, or set the trigger {over} {fmt_inr(last)}")
 
 
 def signal_client_order_id(signal_id: str) -> str:
