@@ -116,6 +116,12 @@ def ist_day_number(ts_ns: int) -> int:
     return (ts_ns // NS + IST_OFFSET_S) // _DAY_S
 
 
+def ist_time_on_day_ns(ts_ns: int, at: tuple[int, int]) -> int:
+    """UTC nanoseconds of IST wall-clock `at` (hour, minute) on the IST day of ts_ns (arithmetic, no datetime: IST
+    keeps no daylight time); for a session's open or close on the day of a tick or an order."""
+    return (ist_day_number(ts_ns) * _DAY_S + (at[0] * 60 + at[1]) * 60 - IST_OFFSET_S) * NS
+
+
 def ist_minute_of_day(ts_ns: int) -> int:
     """Minutes since IST midnight (09:15 -> 555)."""
     return (ts_ns // NS + IST_OFFSET_S) % _DAY_S // 60

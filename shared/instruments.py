@@ -10,7 +10,7 @@ import logging
 
 from shared import rpc
 from shared.bus import Bus
-from shared.clock import IST_OFFSET_S, NS, SESSIONS_IST, Session, day_of, fmt_hhmm, ist_day_number, session_in_force
+from shared.clock import SESSIONS_IST, Session, day_of, fmt_hhmm, ist_time_on_day_ns, session_in_force
 from shared.contracts import ingestion_pb2, market_pb2
 from shared.errors import ConfigError, NotFound, RetryableError
 
@@ -55,7 +55,7 @@ def trading_ends_ns(inst: market_pb2.Instrument, sessions: dict[str, Session] = 
     if not inst.expiry_ns:
         return 0
     close = session_in_force(inst.exchange_segment, inst.expiry_ns, sessions)[1]
-    return (ist_day_number(inst.expiry_ns) * 86_400 + (close[0] * 60 + close[1]) * 60 - IST_OFFSET_S) * NS
+    return ist_time_on_day_ns(inst.expiry_ns, close)
 
 
 def expired(inst: market_pb2.Instrument, now_ns: int, sessions: dict[str, Session] = SESSIONS_IST) -> bool:

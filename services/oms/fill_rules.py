@@ -79,12 +79,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from shared.clock import (
-    IST_OFFSET_S,
-    NS,
     day_of,
     fmt_hhmm,
     ist_day_number,
     ist_minute_of_day,
+    ist_time_on_day_ns,
     segment_open,
     session_in_force,
 )
@@ -94,7 +93,6 @@ from shared.money import fmt_inr
 from shared.order_terms import DAY_ONLY_SEGMENTS, LIMIT_SHORT_OF_TRIGGER, stop_fault
 
 Leg = tuple[int, int]  # one fill: quantity, price in paise
-_DAY_S = 86_400
 
 
 def trades_at(tick_ts_ns: int, now_ns: int, opens_ns: int, closes_ns: int) -> bool:
@@ -193,9 +191,8 @@ def session_window(segment: str, ts_ns: int) -> tuple[int, int]:
     holidays, MCX's moving close); (0, 0) when it does not trade then."""
     if not segment_open(segment, ts_ns):
         return 0, 0
-    (open_h, open_m), (close_h, close_m) = session_in_force(segment, ts_ns)
-    midnight_ns = ((ts_ns // NS + IST_OFFSET_S) // _DAY_S * _DAY_S - IST_OFFSET_S) * NS
-    return midnight_ns + (open_h * 60 + open_m) * 60 * NS, midnight_ns + (close_h * 60 + close_m) * 60 * NS
+    opens, closes = session_in_force(segment, ts_ns)
+    return ist_time_on_day_ns(ts_ns, opens), ist_time_on_day_ns(ts_ns, closes)
 
 
 def closed_reason(segment: str, close_ns: int) -> str:
