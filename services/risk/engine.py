@@ -229,7 +229,7 @@ class RiskEngine:
         if self.state == HALTED and self.kill_switch_engaged:  # by the loss: a change that keeps it an exit passes
             return "TRADING_HALTED", (f"trading is HALTED ({self.state_reason}); a working order may be cancelled, "
                                       "not changed")
-        inst = self.instruments.get(order.token)
+        inst = self._instrument(order)  # a working exit in a token the book no longer lists: its position's stand-in
         if inst is None:
             return "UNKNOWN_INSTRUMENT", f"token {order.token} is not in the instrument master"
         for whole in (self.check_quantity, self.check_order_value):
@@ -978,7 +978,9 @@ class RiskEngine:
                 self._next_square_off_ns = min(self._next_square_off_ns, now + SQUARE_OFF_AFTER_CANCEL_NS)
                 continue
             quantity = abs(pos.net_quantity) - self._pending(pos.token, side, pos.product)
-            chunk = square_off_chunk(self.limits, inst, pos.last_price_paise)
+            # An unlisted token's lot is unknown: pieces of the position might not be whole lots (the exchange refuses
+            # them), so it goes whole, as it was bought (risk's own caps do not hold back a square-off).
+            chunk = square_off_chunk(self.limits, inst, pos.last_price_paise) if listed is not None else quantity
             orders += square_off_orders(pos, inst, quantity, chunk, self._day, self._square_off_attempt, self.run_tag)
         if orders:
             self._square_off_attempt += 1
