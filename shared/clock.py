@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta, timezone
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -31,8 +31,9 @@ class UsDaylightSession(tuple):  # type: ignore[type-arg]
 
 NEW_YORK = ZoneInfo("America/New_York")
 # Normal trading sessions by exchange segment (Kotak's names), IST; pre-open and post-close sessions are not
-# trading time here. The risk module's `sessions` setting overrides these (MCX's agricultural contracts close at
-# 17:00, or 21:00 for cotton, CPO and kapas). An unknown segment gets the NSE cash session.
+# trading time here. The built-in table: the process trades by _sessions, these with the `[risk] sessions` setting
+# over them (set_sessions; MCX's agricultural contracts close at 17:00, or 21:00 for cotton, CPO and kapas). An
+# unknown segment gets the NSE cash session.
 SESSIONS_IST: dict[str, Session] = {
     "nse_cm": (MARKET_OPEN_IST, MARKET_CLOSE_IST), "bse_cm": (MARKET_OPEN_IST, MARKET_CLOSE_IST),
     "nse_fo": (MARKET_OPEN_IST, MARKET_CLOSE_IST), "bse_fo": (MARKET_OPEN_IST, MARKET_CLOSE_IST),
@@ -162,6 +163,19 @@ def set_special_sessions(days: dict[date, dict[str, Session]]) -> None:
     _special = {d.toordinal() - _EPOCH_ORDINAL: dict(by_segment) for d, by_segment in days.items()}
 
 
+# The regular sessions this process trades by, set once per process from config (`[risk] sessions`) by set_sessions():
+# one table for risk's market hours, the feed stall watchdog, the paper broker's DAY orders and the strategies, so
+# that none of them takes a segment for open when the trader has said it is closed (or the other way round).
+_sessions: dict[str, Session] = dict(SESSIONS_IST)
+
+
+def set_sessions(overrides: Mapping[str, Session]) -> None:
+    """The regular sessions by segment for this process: the built-in SESSIONS_IST with `overrides` over them ({} for
+    the built-in ones)."""
+    global _sessions
+    _sessions = {**SESSIONS_IST, **overrides}
+
+
 def special_session(segment: str, ts_ns: int) -> Session | None:
     """The session `segment` holds on the IST day of `ts_ns` by special_sessions, if any."""
     if not _special:
@@ -170,13 +184,15 @@ def special_session(segment: str, ts_ns: int) -> Session | None:
     return by_segment.get(segment or "nse_cm") if by_segment else None
 
 
-def session_in_force(segment: str, ts_ns: int, sessions: dict[str, Session] = SESSIONS_IST) -> Session:
-    """The session `segment` holds on the IST day of `ts_ns`: a special one, else its regular one that day."""
+def session_in_force(segment: str, ts_ns: int, sessions: Mapping[str, Session] | None = None) -> Session:
+    """The session `segment` holds on the IST day of `ts_ns`: a special one, else its regular one that day (from
+    `sessions`, by default the process's)."""
     return special_session(segment, ts_ns) or session_at(segment, ts_ns, sessions)
 
 
-def segment_open(segment: str, ts_ns: int, sessions: dict[str, Session] = SESSIONS_IST) -> bool:
-    """Whether `segment` trades at `ts_ns`: a special session of the day, else its regular one on a trading day."""
+def segment_open(segment: str, ts_ns: int, sessions: Mapping[str, Session] | None = None) -> bool:
+    """Whether `segment` trades at `ts_ns`: a special session of the day, else its regular one (from `sessions`, by
+    default the process's) on a trading day."""
     special = special_session(segment, ts_ns)
     if special is None:
         return is_market_open(ts_ns, *session_at(segment, ts_ns, sessions))
@@ -199,14 +215,16 @@ def is_market_open(ts_ns: int, open_ist: tuple[int, int] = MARKET_OPEN_IST,
     return open_ist[0] * 60 + open_ist[1] <= minute < close_ist[0] * 60 + close_ist[1]
 
 
-def session_of(segment: str, sessions: dict[str, Session] = SESSIONS_IST) -> Session:
-    """A segment's trading session (the longest of the year, for one that moves: session_at gives a day's); an
-    unknown (or empty) segment trades the NSE cash session."""
+def session_of(segment: str, sessions: Mapping[str, Session] | None = None) -> Session:
+    """A segment's trading session in `sessions`, by default the process's (the longest of the year, for one that
+    moves: session_at gives a day's); an unknown (or empty) segment trades the NSE cash session."""
+    if sessions is None:
+        sessions = _sessions
     return sessions.get(segment) or sessions.get("nse_cm") or (MARKET_OPEN_IST, MARKET_CLOSE_IST)
 
 
-def session_at(segment: str, ts_ns: int, sessions: dict[str, Session] = SESSIONS_IST) -> Session:
-    """A segment's trading session on the IST day of `ts_ns`."""
+def session_at(segment: str, ts_ns: int, sessions: Mapping[str, Session] | None = None) -> Session:
+    """A segment's trading session on the IST day of `ts_ns` (from `sessions`, by default the process's)."""
     session = session_of(segment, sessions)
     if isinstance(session, UsDaylightSession) and us_daylight_time(day_of(ts_ns)):
         return session[0], session.summer_close

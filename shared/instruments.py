@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 
 from shared import rpc
 from shared.bus import Bus
-from shared.clock import SESSIONS_IST, Session, day_of, fmt_hhmm, ist_time_on_day_ns, session_in_force
+from shared.clock import Session, day_of, fmt_hhmm, ist_time_on_day_ns, session_in_force
 from shared.contracts import ingestion_pb2, market_pb2
 from shared.errors import ConfigError, NotFound, RetryableError
 
@@ -49,23 +50,24 @@ def not_tradable(inst: market_pb2.Instrument) -> str:
             "trade one of its futures or an ETF that tracks it")
 
 
-def trading_ends_ns(inst: market_pb2.Instrument, sessions: dict[str, Session] = SESSIONS_IST) -> int:
-    """When a derivative stops trading, UTC nanoseconds: the close of its segment's session (a special session's, if
-    the day holds one) on its expiry day (the IST day of expiry_ns). 0 for an instrument that does not expire."""
+def trading_ends_ns(inst: market_pb2.Instrument, sessions: Mapping[str, Session] | None = None) -> int:
+    """When a derivative stops trading, UTC nanoseconds: the close of its segment's session (the process's table
+    unless `sessions`; a special session's, if the day holds one) on its expiry day (the IST day of expiry_ns). 0 for
+    an instrument that does not expire."""
     if not inst.expiry_ns:
         return 0
     close = session_in_force(inst.exchange_segment, inst.expiry_ns, sessions)[1]
     return ist_time_on_day_ns(inst.expiry_ns, close)
 
 
-def expired(inst: market_pb2.Instrument, now_ns: int, sessions: dict[str, Session] = SESSIONS_IST) -> bool:
+def expired(inst: market_pb2.Instrument, now_ns: int, sessions: Mapping[str, Session] | None = None) -> bool:
     """Whether the contract has stopped trading at `now_ns` (its expiry day's close is past): the exchange no longer
     takes orders in it, and what is still held is settled by the exchange."""
     ends = trading_ends_ns(inst, sessions)
     return bool(ends) and now_ns >= ends
 
 
-def expired_reason(inst: market_pb2.Instrument, sessions: dict[str, Session] = SESSIONS_IST) -> str:
+def expired_reason(inst: market_pb2.Instrument, sessions: Mapping[str, Session] | None = None) -> str:
     """Why an expired contract is not traded (risk's CONTRACT_EXPIRED), naming what to do."""
     close = session_in_force(inst.exchange_segment, inst.expiry_ns, sessions)[1]
     return (f"{_named(inst)} (token {inst.token}) expired on {day_of(inst.expiry_ns)}: it traded until "

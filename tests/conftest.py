@@ -106,6 +106,16 @@ def special_sessions() -> Iterator[Callable[..., None]]:
     clock.set_special_sessions({})
 
 
+@pytest.fixture
+def market_sessions() -> Iterator[Callable[..., None]]:
+    """Set this process's regular sessions for one test as `[risk] sessions` does (shared.clock.set_sessions), e.g.
+    market_sessions(mcx_fo="09:00-17:00"); the built-in ones again after it."""
+    from shared import clock
+
+    yield lambda **hours: clock.set_sessions({segment: clock.parse_session(text) for segment, text in hours.items()})
+    clock.set_sessions({})
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     neopulse_procs.STARTED.clear()  # those of the tests before (reported), before this one's fixtures start any

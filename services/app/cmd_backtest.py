@@ -34,11 +34,11 @@ from typing import Any
 from pydantic import SecretStr
 
 from services.app.backtest_report import DayResult, day_result, fills, report, round_trips, sweep_report, write_trades
-from services.app.config import AppSettings, warn_unknown_env
+from services.app.config import AppSettings, set_market_calendar, warn_unknown_env
 from services.app.monolith import Monolith
 from services.notifier.summary import DailySummary, summarise
-from shared import clock, logs, rpc, runtime
 from shared import config as cfg
+from shared import logs, rpc, runtime
 from shared.bus import Bus
 from shared.contracts import oms_pb2, trading_pb2
 from shared.errors import ConfigError
@@ -84,9 +84,8 @@ def handle(args: argparse.Namespace) -> int:
         return 2
     warn_unknown_env()
     logs.setup("ERROR")  # a day's fills, notices and square-off warnings would bury the report
-    clock.set_holidays(settings.holidays)
-    clock.set_special_sessions(settings.special_session_map())
     try:
+        set_market_calendar(settings, toml)  # the variants differ in strategy parameters only
         results = asyncio.run(backtest(settings, [variant for _, variant in runs], args.first, args.last))
     except ConfigError as exc:
         print(f"neopulse: {exc}", file=sys.stderr)

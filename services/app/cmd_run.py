@@ -16,9 +16,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from services.app.config import AppSettings, check_config, duration_s, tcp_port, warn_unknown_env
-from shared import clock, logs, runtime
+from services.app.config import (
+    AppSettings,
+    check_config,
+    duration_s,
+    set_market_calendar,
+    tcp_port,
+    warn_unknown_env,
+)
 from shared import config as cfg
+from shared import logs, runtime
 from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -59,8 +66,7 @@ def handle(args: argparse.Namespace) -> int:
         return 2
     warn_unknown_env()
     logs.setup(settings.log_level)
-    clock.set_holidays(settings.holidays)
-    clock.set_special_sessions(settings.special_session_map())
+    set_market_calendar(settings, toml)  # validated above (check_config)
     try:
         return asyncio.run(_run(settings, toml, args))
     except BaseException as exc:  # a module's start or run failing arrives wrapped in the TaskGroup's group

@@ -13,9 +13,16 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from services.app.cmd_run import metrics_port, stop_exit_code
-from services.app.config import AppSettings, check_config, duration_s, tcp_port, warn_unknown_env
-from shared import clock, logs, runtime
+from services.app.config import (
+    AppSettings,
+    check_config,
+    duration_s,
+    set_market_calendar,
+    tcp_port,
+    warn_unknown_env,
+)
 from shared import config as cfg
+from shared import logs, runtime
 from shared.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -49,8 +56,7 @@ def handle(args: argparse.Namespace) -> int:
         return 2
     warn_unknown_env()
     logs.setup(app.log_level)
-    clock.set_holidays(app.holidays)
-    clock.set_special_sessions(app.special_session_map())
+    set_market_calendar(app, toml)  # validated above (check_config)
     port = listen_port(args.module, split, app.grpc_port, args.grpc_port)
     metrics = metrics_port(app, grpc_settings, args.metrics_port is not None)
     try:

@@ -173,6 +173,19 @@ def _special_session(entry: str) -> tuple[date, str, tuple[tuple[int, int], tupl
         raise ValueError(f"{entry!r}: {exc}") from None
 
 
+def set_market_calendar(settings: AppSettings, toml: dict[str, Any]) -> None:
+    """This process's exchange calendar (shared.clock), set once at start before any module is built: the holidays,
+    the special sessions and the regular sessions by segment (`[risk] sessions` over the built-in ones). One table
+    for the whole process, so that the feed watchdog, the paper broker and the strategies close a segment when risk
+    does (MCX agri at 17:00, not at MCX's built-in 23:30). ConfigError for a bad [risk] table."""
+    from services.risk.config import RiskSettings
+    from shared import clock
+
+    clock.set_holidays(settings.holidays)
+    clock.set_special_sessions(settings.special_session_map())
+    clock.set_sessions(cfg.load(RiskSettings, toml).market_sessions())
+
+
 def check_config(toml: dict[str, Any]) -> None:
     """Every table of the config (and its NEOPULSE_* variables) validated up front: a typo in [risk] is reported
     before the database starts and Kotak logs in, not after (each module loads its own when it is built)."""
