@@ -16,6 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from services.strategy.candles import MINUTE_NS, CandleBuilder, Closed
 from services.strategy.config import StrategySettings
+from services.strategy.loss_limit import LOSS_STOPPED, LossStops, Pause
 from services.strategy.orders import WorkingOrders
 from services.strategy.plugins import (
     NEVER,
@@ -45,7 +46,6 @@ _SIDE_NAMES: dict[int, str] = {trading_pb2.SIDE_BUY: "BUY", trading_pb2.SIDE_SEL
 OPERATOR_PAUSE = "no reason given"  # the pause_reason of a PauseStrategy without one (paused_by says who)
 # How the pause_reason of NeoPulse's two pauses that hold back even exits begins (sends_nothing).
 NOT_RESTORED = "its positions could not be restored at start"
-LOSS_STOPPED = "daily loss limit"
 
 Output = tuple[list[market_pb2.Candle], list[trading_pb2.Signal]]
 LOSS_LIMIT = "max_daily_loss"  # SetStrategyParams sets the loss limit under this name, beside the plugin's
@@ -77,13 +77,15 @@ class Restored:
 
 @dataclass
 class LossTurn:
-    """What a loss_turn asks the module to do: the strategies stopped now (name, why), the exits, the cancels, and the
-    strategies whose close-out ended (flat: their saved state says so)."""
+    """What a loss_turn asks the module to do: the strategies stopped now (name, why), the exits, the cancels, the
+    strategies whose close-out ended (flat: their saved state says so), and those whose stop of an earlier day a new
+    day lifted (name, what to tell)."""
 
     stopped: list[tuple[str, str]] = field(default_factory=list)
     signals: list[trading_pb2.Signal] = field(default_factory=list)
     cancels: list[str] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
+    new_day: list[tuple[str, str]] = field(default_factory=list)
 
 
 def build_strategies(settings: StrategySettings, instruments: InstrumentBook) -> list[Strategy]:
@@ -148,6 +150,7 @@ class StrategyEngine:
         self._closing: set[str] = set()
         self._cancel_after: dict[tuple[str, str], int] = {}  # (strategy, order id) -> when
         self._close_after: dict[tuple[str, int, int], int] = {}
+        self.loss_stops = LossStops()  # the pause each stop lies over, put back when a new day lifts the stop
         # The params as the config file gives them (as ListStrategies shows them), and those changed at run time:
         # name -> param -> (the value given, the config's value then). See durable_state.
         self._config_params = {s.name: _params_text(s) for s in strategies}
@@ -582,10 +585,13 @@ class StrategyEngine:
         fell to minus that or under is stopped, once a day: paused (by NeoPulse, saying why) and closed out. Closing
         out goes on at each turn until it is flat: its working orders are cancelled (again after CANCEL_AGAIN_NS),
         and each position with no order of its working is sent a MARKET exit (again after CLOSE_AGAIN_NS, should
-        that one be refused)."""
+        that one be refused). The stop holds for its IST day: the first turn of a later day lifts it (loss_limit.py),
+        once its close-out is done."""
         out = LossTurn()
         today = ist_day_number(now_ns)
         for strategy in self.strategies.values():
+            if strategy.name not in self._closing and self.loss_stops.lift_due(strategy, today):
+                out.new_day.append((strategy.name, self.loss_stops.lift(strategy)))
             if not strategy.max_daily_loss_paise:
                 continue
             if strategy.loss_stopped_day != today and strategy.name not in self._closing:
@@ -596,7 +602,9 @@ class StrategyEngine:
                 self._closing.add(strategy.name)
                 text = (f"{LOSS_STOPPED} {fmt_inr(strategy.max_daily_loss_paise)} reached ({fmt_inr(pnl)} today): "
                         "its working orders are cancelled and its positions closed at the market")
+                under = Pause.of(strategy) if strategy.paused else None
                 self.set_paused(strategy.name, True, text, by=strategy_pb2.PAUSED_BY_NEOPULSE, replace=True)
+                self.loss_stops.stopped(strategy.name, under)
                 out.stopped.append((strategy.name, text))
             if strategy.name in self._closing:
                 self._close_out(strategy, now_ns, out)
@@ -692,11 +700,15 @@ class StrategyEngine:
         """Pause, saying why, by whom and when (ListStrategies shows it), or resume, which clears that. Pausing a
         paused strategy keeps the first reason: NeoPulse's "positions not restored" stays true whoever pauses it
         again; unless `replace` (the loss limit's stop, which closes out what it holds, says more than any earlier
-        pause). A resume of a paused strategy also releases its tokens blocked by orders of unknown outcome
-        (Strategy.release_unknown): the operator's way out once the broker's order book is checked."""
+        pause). A pause under a loss stop, earlier or asked for while it holds, comes back when a new day lifts the
+        stop (loss_limit.LossStops). A resume of a paused strategy also releases its tokens blocked by orders of
+        unknown outcome (Strategy.release_unknown): the operator's way out once the broker's order book is checked."""
         strategy = self.get(name)
         if paused == strategy.paused and not (paused and replace):
+            if paused:
+                self.loss_stops.paused_over(strategy, Pause(reason or OPERATOR_PAUSE, by, self.clock.now_ns()))
             return strategy
+        self.loss_stops.forget(name)
         if not paused:
             strategy.release_unknown()
             self._closing.discard(name)  # a close-out for its loss limit ends: the operator resumed it
@@ -751,6 +763,7 @@ class StrategyEngine:
         return {"paused": strategy.paused, "paused_by": strategy_pb2.PausedBy.Name(strategy.paused_by),
                 "pause_reason": strategy.pause_reason, "paused_at_ns": strategy.paused_at_ns,
                 "loss_stopped_day": strategy.loss_stopped_day, "closing": name in self._closing,
+                "under_loss_stop": self.loss_stops.saved(strategy),
                 "params": {key: {"value": value, "config": config}
                            for key, (value, config) in self._overrides.get(name, {}).items()},
                 "plugin": strategy.saved()}
@@ -762,7 +775,7 @@ class StrategyEngine:
           changed), none is applied and the strategy starts paused by NeoPulse, saying which.
         - A pause, with its reason, who and when.
         - Today's loss-limit stop: a strategy the operator resumed after it is not stopped again today; one still
-          paused by it goes on closing out.
+          paused by it goes on closing out. An earlier day's stop is lifted at the first loss_turn.
         - The plugin's own saved state (Strategy.restore_saved), after the params.
         A malformed saved state (an older version, a hand edit) restores what it can and says what it could not."""
         strategy = self.get(name)
@@ -799,6 +812,7 @@ class StrategyEngine:
             out.paused = True
             if saved.get("closing") is True and strategy.loss_stopped_day == today:
                 self._closing.add(name)
+            self.loss_stops.restore(strategy, saved.get("under_loss_stop"))
         if out.invalid:
             self.set_paused(name, True, out.invalid, by=strategy_pb2.PAUSED_BY_NEOPULSE)
         plugin = saved.get("plugin")

@@ -149,8 +149,11 @@ class StrategyModule(Component):
                                  "them. Check the database.", name)
 
     async def _critical(self, title: str, text: str, name: str = "") -> None:
+        await self._notify(ops_pb2.SEVERITY_CRITICAL, title, text, name)
+
+    async def _notify(self, severity: ops_pb2.Severity, title: str, text: str, name: str = "") -> None:
         await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
-            kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=ops_pb2.SEVERITY_CRITICAL, source=self.name,
+            kind=ops_pb2.NOTIFICATION_KIND_SYSTEM, severity=severity, source=self.name,
             title=title, text=text, ts_ns=self.clock.now_ns(), fields={"strategy": name} if name else {}))
 
     async def _warm_up(self) -> None:
@@ -319,7 +322,7 @@ class StrategyModule(Component):
     async def _timer_turn(self, spawn: Callable[..., Any]) -> None:
         """Close the candles whose minute is over (with close_grace_ms for late ticks), cancel the orders left
         working past cancel_working_after_s (each in a task of its own, from `spawn`), and stop and close out the
-        strategies past their max_daily_loss (StrategyEngine.loss_turn)."""
+        strategies past their max_daily_loss (StrategyEngine.loss_turn), lifting an earlier day's stop."""
         if self.engine is None:
             return
         now = self.clock.now_ns()
@@ -345,6 +348,10 @@ class StrategyModule(Component):
             spawn(self._cancel_stale(order_id, stale=False), name=f"strategy:close-out:{order_id}")
         for name in losses.finished:
             log.info("strategy closed out for its daily loss limit: flat", extra={"strategy": name})
+            await self._save_state(name)
+        for name, text in losses.new_day:
+            log.info("strategy's daily loss stop lifted: a new day", extra={"strategy": name, "reason": text})
+            await self._notify(ops_pb2.SEVERITY_INFO, "Daily loss limit: a new day", f"{name}: {text}.", name)
             await self._save_state(name)
 
     async def _cancel_stale(self, order_id: str, stale: bool = True) -> None:
