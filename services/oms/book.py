@@ -21,7 +21,7 @@ from services.oms.broker import Broker, BrokerAck, BrokerOrderEvent
 from services.oms.charges import ChargeModel
 from services.oms.config import OmsSettings
 from services.oms.ledger import Ledger
-from services.oms.states import TERMINAL, IllegalTransition, ReasonCode, can_transition, name
+from services.oms.states import DAY_BOUND, TERMINAL, IllegalTransition, ReasonCode, can_transition, name
 from shared.bus import Bus, Sequencer, Topic
 from shared.clock import Clock, ist_day_number
 from shared.contracts import ops_pb2
@@ -47,6 +47,12 @@ def given_up(u: t.OrderUpdate) -> bool:
     """REJECTED by the OMS without the broker's answer (here and in reconcile.py): the broker may still hold
     it, and it is adopted if it turns up."""
     return u.status == t.ORDER_STATUS_REJECTED and u.reason_code == ReasonCode.OUTCOME_UNKNOWN
+
+
+def ended_with_its_day(u: t.OrderUpdate, today: int) -> bool:
+    """Bound to its day (DAY, IOC) and last updated (given up) on an IST day before `today`: whatever the broker did
+    with it, it ended at that day's close, and no later day's broker book lists it."""
+    return u.request.validity in DAY_BOUND and ist_day_number(u.ts_ns) < today
 
 
 class BookMoved(RetryableError):
@@ -175,12 +181,13 @@ class OrderBook:
         """Drop from memory the orders that ended before `before_ns` (an earlier IST day): a process running for weeks
         holds the orders it works on, not every order it ever saw. Looked up by id (GetOrder, a cancel, a decision
         replayed), such an order is read from the ledger, which keeps them all. Not one still being settled: given up
-        (the broker may still show it), a write or broker news not recorded yet, a cancel unanswered, its lock held.
-        Returns how many."""
+        (the broker may still show it) unless it ended with its day, a write or broker news not recorded yet, a cancel
+        unanswered, its lock held. Returns how many."""
         settling = (self._unknown_writes.keys() | self._unbooked.keys() | self._unrecorded
                     | self._cancel_sent.keys() | self._cancel_unanswered.keys())
         ended = [iid for iid, u in self.orders.items()
-                 if u.status in TERMINAL and u.ts_ns < before_ns and iid not in settling and not given_up(u)
+                 if u.status in TERMINAL and u.ts_ns < before_ns and iid not in settling
+                 and (not given_up(u) or ended_with_its_day(u, ist_day_number(before_ns)))
                  and not (iid in self._locks and self._locks[iid].locked())]
         for iid in ended:
             u = self.orders.pop(iid)
@@ -213,8 +220,10 @@ class OrderBook:
         return [u for u in self.orders.values() if u.status not in TERMINAL]
 
     def given_up_tags(self) -> set[str]:
-        """client_order_ids of orders REJECTED without the broker's answer (they may still appear there)."""
-        return {u.client_order_id for u in self.orders.values() if given_up(u)}
+        """client_order_ids of orders REJECTED without the broker's answer (they may still appear there), bar those
+        that ended with their day (forget_ended drops them at the day's roll)."""
+        today = ist_day_number(self.clock.now_ns())
+        return {u.client_order_id for u in self.orders.values() if given_up(u) and not ended_with_its_day(u, today)}
 
     async def wait_placed(self, client_order_id: str, within_s: float) -> t.OrderUpdate | None:
         """The order's latest update once it is past SUBMITTED (or whatever it is at the deadline)."""

@@ -77,7 +77,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from shared.clock import NS, hhmm_minutes, ist_day_number, ist_minute_of_day
+from shared.clock import NS, day_of, hhmm_minutes, ist_day_number, ist_minute_of_day
 from shared.config import NumbersNotBooleans
 from shared.contracts import market_pb2, strategy_pb2, trading_pb2
 from shared.instruments import InstrumentBook
@@ -101,6 +101,8 @@ PENDING_EXPIRY_NS = 180 * NS
 # OrderUpdate.reason_code of an order the OMS gave up on (placement outcome unknown: REJECTED, but the broker may
 # hold it and it is adopted if it turns up) and of that adoption (trading.proto).
 OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
+# Validities that end with the trading day (unspecified is DAY at the broker), as the OMS's states.DAY_BOUND.
+DAY_BOUND = frozenset({trading_pb2.VALIDITY_UNSPECIFIED, trading_pb2.VALIDITY_DAY, trading_pb2.VALIDITY_IOC})
 
 
 NEVER = 2**62  # a price level no tick reaches (price_levels: a target turned off)
@@ -237,8 +239,9 @@ class Strategy:
         self._entered_at: dict[tuple[int, int], int] = {}  # (token, product) -> when that price was last set, ns
         self._pending: dict[int, tuple[int, bool]] = {}  # token -> (expiry ns, accepted or order seen)
         self._pending_signal: dict[int, str] = {}  # token -> signal_id of the pending signal, if the module gave one
-        # token -> ids of its orders REJECTED with OUTCOME_UNKNOWN and not adopted (yet): see on_order_update.
-        self._unknown: dict[int, set[str]] = {}
+        # token -> its orders REJECTED with OUTCOME_UNKNOWN and not adopted (yet): id -> when given up (ns; 0 for
+        # one not bound to its day): see on_order_update.
+        self._unknown: dict[int, dict[str, int]] = {}
         # Its orders while they work (order id -> view), and each token's latest (working_order): a token may have two
         # at once (one from before a restart), and a view keeps its count of changes whichever is updated last.
         self._orders: dict[str, WorkingOrder] = {}
@@ -583,6 +586,8 @@ class Strategy:
         return [*self._pending, *self._unknown]
 
     def is_pending(self, token: int, now_ns: int) -> bool:
+        if self._unknown:
+            self._release_ended(now_ns)
         if self._unknown.get(token):
             return True
         pending = self._pending.get(token)
@@ -639,22 +644,41 @@ class Strategy:
                         extra={"strategy": self.name, "token": token, "order_id": ", ".join(sorted(order_ids))})
         self._unknown.clear()
 
+    def _release_ended(self, now_ns: int) -> None:
+        """Orders of unknown outcome given up on an earlier IST day and bound to it (DAY, IOC) ended at its close:
+        the next day's broker book never lists them, so no adoption will come. Their tokens trade again, each order
+        said in a WARNING: a fill of it would show in that day's broker book and positions (and the OMS's
+        reconciliation adopts a position the broker reports), which the trader is to check."""
+        today = ist_day_number(now_ns)
+        for token, orders in list(self._unknown.items()):
+            for order_id, given_up_ns in list(orders.items()):
+                if given_up_ns and ist_day_number(given_up_ns) < today:
+                    del orders[order_id]
+                    log.warning("token released: its order of unknown outcome ended with its day; check that day's "
+                                "order book and positions at the broker", extra={
+                                    "strategy": self.name, "token": token, "order_id": order_id,
+                                    "day": day_of(given_up_ns).isoformat()})
+            if not orders:
+                del self._unknown[token]
+
     def on_order_update(self, update: trading_pb2.OrderUpdate) -> None:
         """Follow this strategy's own orders: fills move the position; a terminal status frees the token, except
         REJECTED with OUTCOME_UNKNOWN: the broker may hold that order (the OMS adopts it if it turns up), so sending
         it again could fill twice (an exit of a long 10 becoming a short 10). The token stays blocked until an
-        update adopts the order, or the operator pauses and resumes the strategy (release_unknown)."""
+        update adopts the order, or the operator pauses and resumes the strategy (release_unknown), or (an order
+        bound to its day) a later IST day starts (_release_ended)."""
         token = update.request.token
         order_id = update.client_order_id or update.request.client_order_id or update.internal_id
         unknown = self._unknown.get(token)
         if unknown is not None:
-            unknown.discard(order_id)  # any later update of it (ADOPTED) is the broker's word: applied as usual
+            unknown.pop(order_id, None)  # any later update of it (ADOPTED) is the broker's word: applied as usual
             if not unknown:
                 del self._unknown[token]
         if outcome_unknown(update):
-            self._unknown.setdefault(token, set()).add(order_id)
-            log.warning("order outcome unknown: token blocked until the OMS adopts the order or the strategy is "
-                        "paused and resumed; check the broker's order book",
+            day_bound = update.request.validity in DAY_BOUND
+            self._unknown.setdefault(token, {})[order_id] = update.ts_ns if day_bound else 0
+            log.warning("order outcome unknown: token blocked until the OMS adopts the order, the strategy is "
+                        "paused and resumed, or the next day starts; check the broker's order book",
                         extra={"strategy": self.name, "token": token, "order_id": order_id})
         if update.last_fill_quantity:
             self.book_fill(update)
