@@ -145,7 +145,8 @@ class KotakFeedSource:
         Lower case segments, as resolve() reads them (the files' URLs are matched in lower case)."""
         segments = tuple(sorted({"nse_cm", *(s.split(":")[0].lower() for s in self.symbols if ":" in s)}))
         master = await self.session.dated_scrip_master(segments)
-        return resolve(self.symbols, master.instruments, "Kotak's scrip master"), master.day
+        # Off the event loop as the parse is (a linear pass over ~100,000 rows).
+        return await asyncio.to_thread(resolve, self.symbols, master.instruments, "Kotak's scrip master"), master.day
 
     async def _configured_at_start(self) -> list[market_pb2.Instrument]:
         """_configured(), tried again within the start window. A Kotak that still does not give its scrip master

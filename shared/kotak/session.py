@@ -382,8 +382,8 @@ class KotakSession:
             raise RetryableError(f"Kotak scrip_master failed: {self.scrub(str(reply))[:200]}; retry later")
         paths = [url for url in reply.get("filesPaths") or [] if any(seg in url.lower() for seg in segments)]
         out = []
-        for url in paths:
-            out += mapping.instruments_from_csv(await self.download(url))
+        for url in paths:  # parsed off the event loop: ~100,000 rows held risk, the OMS and the strategies for seconds
+            out += await asyncio.to_thread(mapping.instruments_from_csv, await self.download(url))
         return ScripMaster(out, files_day(paths))
 
     # feeds -------------------------------------------------------------------------
