@@ -52,7 +52,8 @@ class NotifierSettings(ModuleSettings):
     # max_reprices, would send one each); logged either way. A change by hand is always sent: of a manual order, and
     # a trader's change of a strategy's order (in Telegram, a gRPC client or Kotak's app: the strategy leaves it).
     strategy_order_changes: bool = False
-    # Daily summary after the close, IST "HH:MM" on weekdays; "" turns it off.
+    # Daily summary after the close, IST "HH:MM" on weekdays; "" turns it off. A day that traded after it (MCX's
+    # evening session) has a second summary, of the whole day, 2 minutes after its last session's close.
     daily_summary_time_ist: str = "15:45"
     # How often the summary schedule looks at the clock (seconds of real time).
     summary_check_seconds: float = Field(default=5.0, gt=0, le=300)

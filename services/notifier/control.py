@@ -6,6 +6,7 @@ Transport-free, like freqtrade's rpc.py: talks only through bus requests and pub
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 import uuid
@@ -119,8 +120,8 @@ class Control:
 
     async def orders_and_more(self, which: str = "open", limit: int = 20) -> tuple[list[trading_pb2.OrderUpdate], int]:
         """The newest `limit` open orders (led by today's whose outcome is unknown: they may be live at the broker), or
-        today's (IST), and how many more (older) there are: a trader checking what is live must not take the first
-        `limit` for all of them."""
+        today's (placed on today's IST date), and how many more (older) there are: a trader checking what is live must
+        not take the first `limit` for all of them."""
         if which not in ("open", "today"):
             raise InvalidInput("orders", f"unknown filter {which!r}; use open or today")
         today = day_of(self.clock.now_ns())
@@ -129,7 +130,8 @@ class Control:
                                                                            limit=max(limit, SUMMARY_ORDER_LIMIT)))
         orders = list(resp.orders)
         if which == "today":
-            orders = [o for o in orders if day_of(o.ts_ns) == today]
+            earlier = await self._placed_earlier(orders, today)
+            orders = [o for o in orders if day_of(o.ts_ns) == today and o.internal_id not in earlier]
         listed = {o.internal_id for o in orders}  # one adopted since (open again) is listed once, as it is now
         orders = [o for o in given_up if o.internal_id not in listed] + orders
         return orders[:limit], max(0, len(orders) - limit)
@@ -141,6 +143,23 @@ class Control:
         resp = await self._call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(limit=SUMMARY_ORDER_LIMIT))
         return [o for o in resp.orders if o.status == trading_pb2.ORDER_STATUS_REJECTED
                 and o.reason_code == OUTCOME_UNKNOWN and day_of(o.ts_ns) == today]
+
+    async def _placed_earlier(self, orders: list[trading_pb2.OrderUpdate], day: date) -> dict[str, int]:
+        """internal_id -> when it was placed (its history's first entry, the write-ahead), of the listed orders last
+        updated on `day` or later but placed before it: a DAY order still working at its day's close is settled when
+        the next day starts (the OMS's day roll, its start-up check, the paper broker's expiry at the next day's first
+        tick), yet it traded, and was placed, on its own day. ListOrders lists orders newest placed first (the ledger
+        orders them by creation), so such orders are the last of those that precede the first updated before `day`:
+        their histories are read from there back to the first order placed on `day` (one, on most days)."""
+        recent = list(itertools.takewhile(lambda o: day_of(o.ts_ns) >= day, orders))
+        earlier: dict[str, int] = {}
+        for order in reversed(recent):
+            history = await self.history(order.internal_id)
+            placed = history[0].update.ts_ns if history else order.ts_ns
+            if day_of(placed) >= day:
+                break
+            earlier[order.internal_id] = placed
+        return earlier
 
     async def order(self, order_id: str) -> trading_pb2.OrderUpdate:
         """One order by its client, internal or exchange id."""
@@ -262,9 +281,9 @@ class Control:
 
     async def daily_summary(self, day: date | None = None) -> DailySummary:
         day = day or day_of(self.clock.now_ns())
-        orders = await self._call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(limit=SUMMARY_ORDER_LIMIT))
+        orders = list((await self._call(rpc.LIST_ORDERS, oms_pb2.ListOrdersRequest(limit=SUMMARY_ORDER_LIMIT))).orders)
         positions = await self.positions()
-        summary = summarise(day, list(orders.orders), positions)
+        summary = summarise(day, orders, positions, await self._placed_earlier(orders, day))
         try:
             summary.funds = await self.funds()
         except NeoPulseError as exc:  # the broker's limits unread: the day's trades are the summary

@@ -17,12 +17,12 @@ from services.notifier import messages, replies
 from services.notifier.config import NotifierSettings
 from services.notifier.control import Control
 from services.notifier.sender import TelegramSender
-from services.notifier.summary import next_summary_ns
+from services.notifier.summary import next_summary_due
 from services.notifier.telegram_bot import TelegramBot
 from services.notifier.terms_watch import TermsWatch
 from shared import rpc
 from shared.bus import Bus, Priority, Topic
-from shared.clock import Clock, day_of
+from shared.clock import Clock, day_of, ist_ns, parse_hhmm
 from shared.component import Component
 from shared.contracts import notifier_pb2, ops_pb2, trading_pb2
 from shared.errors import InvalidInput, NeoPulseError
@@ -197,20 +197,28 @@ class NotifierModule(Component):
     # -- daily summary -----------------------------------------------------------------
     async def _summary_loop(self) -> None:
         hhmm = self.settings.daily_summary_time_ist
-        due = next_summary_ns(self.clock.now_ns(), hhmm)
+        due, second = next_summary_due(self.clock.now_ns(), hhmm)
         while True:
             await asyncio.sleep(self.settings.summary_check_seconds)
             now = self.clock.now_ns()
             if now < due:
                 continue
+            day = day_of(due)
             try:
-                await self.publish_summary(day_of(due))
+                if not second:
+                    await self.publish_summary(day)
+                elif day_of(now) == day:  # past midnight the OMS's positions, its totals, are the next day's
+                    await self.publish_summary(day, since_ns=ist_ns(day, *parse_hhmm(hhmm)))
+                else:
+                    log.warning("the day's second summary is due past midnight; not sent", extra={"day": str(day)})
             except Exception:  # a summary bug must not end the process
                 log.exception("daily summary failed")
-            due = next_summary_ns(now, hhmm)
+            due, second = next_summary_due(now, hhmm)
 
-    async def publish_summary(self, day: date | None = None) -> None:
-        """Fetch the day's orders and positions and publish the summary as a notification."""
+    async def publish_summary(self, day: date | None = None, since_ns: int = 0) -> None:
+        """Fetch the day's orders and positions and publish the summary as a notification. With `since_ns` (the time
+        of the day's first summary), it is the day's second, after its last session closed, and goes only when the
+        day traded after the first (MCX's evening): those trades would otherwise be in no summary."""
         try:
             summary = await self.control.daily_summary(day)
         except NeoPulseError as exc:  # the trader waits for it: say it is not coming, and why
@@ -221,7 +229,10 @@ class NotifierModule(Component):
                 title=f"Daily summary {day.isoformat()} unavailable", text=f"{exc}. /pnl shows the totals.",
                 ts_ns=self.clock.now_ns(), source=messages.SOURCE))
             return
+        if summary.last_trade_ns < since_ns:
+            return  # nothing traded after the first summary: it said it all
+        whole_day = " (the whole day, after its last close)" if since_ns else ""
         await self.bus.publish(Topic.NOTIFICATIONS, ops_pb2.Notification(
             kind=ops_pb2.NOTIFICATION_KIND_DAILY_SUMMARY, severity=ops_pb2.SEVERITY_INFO,
-            title=f"Daily summary {summary.day.isoformat()}", text=replies.summary_text(summary),
+            title=f"Daily summary {summary.day.isoformat()}{whole_day}", text=replies.summary_text(summary),
             ts_ns=self.clock.now_ns(), source=messages.SOURCE))

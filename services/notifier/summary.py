@@ -5,10 +5,11 @@ Pure: built from ListOrders / ListPositions responses; the caller fetches them o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from shared.clock import day_of, is_trading_day, ist_datetime, ist_ns, parse_hhmm
+from shared.clock import NS, SESSIONS_IST, day_of, is_trading_day, ist_datetime, ist_ns, parse_hhmm, session_in_force
 from shared.contracts import oms_pb2, trading_pb2
 from shared.positions import SQUAREOFF_TAG, PositionBook
 
@@ -17,6 +18,10 @@ MANUAL = "manual"
 # older than ListOrders returned): its own line, so that no strategy is credited with it.
 UNATTRIBUTED = f"{SQUAREOFF_TAG} (no strategy's)"
 CARRIED = (trading_pb2.PRODUCT_CNC, trading_pb2.PRODUCT_NRML)  # what a broker carries overnight (MIS is squared off)
+# The day's second summary (next_summary_due) waits this long after its last session's close, for the fills and
+# expiries of the close to reach the OMS; and comes a minute before midnight at the latest, when the OMS's positions
+# start the next day.
+CLOSE_SETTLE_NS = 2 * 60 * NS
 
 
 @dataclass
@@ -35,30 +40,39 @@ class DailySummary:
     charges_paise: int = 0
     strategies: dict[str, StrategyDay] = field(default_factory=dict)
     funds: oms_pb2.GetFundsResponse | None = None  # the account's at the time of the summary, when it answered
+    # The latest update of the day's trades (a fill; or, of an order part-filled, a later change or cancel): the
+    # day's second summary goes when it is after the first (next_summary_due).
+    last_trade_ns: int = 0
 
     @property
     def net_pnl_paise(self) -> int:
         return self.realised_pnl_paise + self.unrealised_pnl_paise - self.charges_paise
 
 
-def summarise(day: date, orders: list[trading_pb2.OrderUpdate],
-              positions: oms_pb2.ListPositionsResponse) -> DailySummary:
+def summarise(day: date, orders: list[trading_pb2.OrderUpdate], positions: oms_pb2.ListPositionsResponse,
+              placed_ns: Mapping[str, int] | None = None) -> DailySummary:
     """Totals from the OMS positions; per-strategy P&L replayed from the filled orders: the day's, after the earlier
     days' CNC and NRML ones (what a broker carries overnight), so that a carried position closed today is realised
     today (against its average entry price: yesterday's close is not known here) instead of read as a new one. A
     square-off's fill is booked to the strategies whose positions it closed (attribute), and counts as a trade of
-    each. Open quantity is valued only in a token the account still holds, at the OMS's last price."""
+    each. Open quantity is valued only in a token the account still holds, at the OMS's last price.
+
+    An order traded when it was last updated (ts_ns), or, one in `placed_ns` (internal_id -> when it was placed), on
+    the day it was placed: a DAY order still working at its day's close is settled only when the next day starts
+    (the OMS's day roll or start-up check), and traded on its own day alone."""
     summary = DailySummary(day=day, realised_pnl_paise=positions.realised_pnl_paise,
                            unrealised_pnl_paise=positions.unrealised_pnl_paise,
                            charges_paise=positions.charges_paise)
     books: dict[str, PositionBook] = {}
     opening: dict[str, int] = {}  # tag -> its book's realised P&L before the day's first fill
-    for order in sorted(orders, key=lambda o: (o.ts_ns, o.sequence)):
-        when = day_of(order.ts_ns)
+    placed = placed_ns or {}
+    for order in sorted(orders, key=lambda o: (placed.get(o.internal_id, o.ts_ns), o.sequence)):
+        when = day_of(placed.get(order.internal_id, order.ts_ns))
         if order.filled_quantity <= 0 or when > day or (when < day and order.request.product not in CARRIED):
             continue
         if when == day:
             summary.trades += 1
+            summary.last_trade_ns = max(summary.last_trade_ns, order.ts_ns)
         for tag, part in attribute(books, order):
             book = books.setdefault(tag, PositionBook())
             if when == day:
@@ -126,6 +140,25 @@ def as_one_fill(order: trading_pb2.OrderUpdate) -> trading_pb2.OrderUpdate:
                                   last_fill_price_paise=order.average_price_paise)
     out.request.CopyFrom(order.request)
     return out
+
+
+def next_summary_due(now_ns: int, hhmm: str) -> tuple[int, bool]:
+    """The next summary strictly after now, and whether it is a day's second one: at `hhmm` IST on each trading day,
+    and again once the day's last session has closed (day_end_ns) when that is later, for the trades made after the
+    first (MCX's evening session, with the default 15:45): they would otherwise be in no summary, the next day's
+    being of the next day's trades."""
+    first, today = next_summary_ns(now_ns, hhmm), ist_datetime(now_ns).date()
+    second = day_end_ns(today)
+    if is_trading_day(today) and now_ns < second < first and second > ist_ns(today, *parse_hhmm(hhmm)):
+        return second, True
+    return first, False
+
+
+def day_end_ns(day: date) -> int:
+    """When the day's second summary is due: CLOSE_SETTLE_NS after the latest close of the segments' sessions in force
+    on `day` (special sessions and the process's session table included), a minute before midnight at the latest."""
+    close = max(session_in_force(segment, ist_ns(day, 12, 0))[1] for segment in SESSIONS_IST)
+    return min(ist_ns(day, *close) + CLOSE_SETTLE_NS, ist_ns(day + timedelta(days=1), 0, 0) - 60 * NS)
 
 
 def next_summary_ns(now_ns: int, hhmm: str) -> int:
