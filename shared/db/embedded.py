@@ -321,8 +321,8 @@ class EmbeddedPostgres:
                 raise ConfigError(wait.still_recovering())
             if started is Started.FAILED:  # it would fail again the same way: no other port helps
                 break
-            log.warning("embedded postgres could not start: another process took the port; retrying",
-                        extra={"port": port, "attempt": attempt})
+            log.warning("embedded postgres could not start; retrying", extra={
+                "port": port, "attempt": attempt, "why": why if started is Started.LAUNCHER_DIED else "port taken"})
         raise ConfigError(f"embedded PostgreSQL did not start on 127.0.0.1:{port}: {why} "
                           f"(log: {self.pgdata / 'postgres.log'})")
 

@@ -38,6 +38,9 @@ class Started(enum.Enum):
     PORT_TAKEN = "port taken"  # the postmaster exited: another process listens on the port
     FAILED = "failed"  # the postmaster exited (or never ran): the reason is in its log
     STILL_STARTING = "still starting"  # alive but not ready when the patience ran out: left running
+    # pg_ctl killed by a signal before the server logged anything: as root it is forked (not vfork'd: it runs as
+    # another user), and a fork handler of a library with threads (gRPC's) can kill the child before its exec.
+    LAUNCHER_DIED = "launcher died"
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,8 @@ def launch(pg_ctl: list[str], run_as: dict[str, Any], port: int, wait: Wait,
         pg_ctl_said = err.read().strip().replace("\n", " | ")
     if started is not Started.FAILED:
         return started, ""
+    if proc.returncode is not None and proc.returncode < 0 and not _read(logfile, since):
+        return Started.LAUNCHER_DIED, f"pg_ctl ended by signal {-proc.returncode} before the server started"
     if PORT_TAKEN in _read(logfile, since):
         return Started.PORT_TAKEN, tail(logfile, since)
     return Started.FAILED, tail(logfile, since) or pg_ctl_said or "no reason logged"

@@ -21,7 +21,7 @@ import pytest
 from shared.db import embedded
 from shared.db.database import open_database
 from shared.db.embedded import POSTGRES_BIN_PATH, EmbeddedPostgres, _alive, _free_port, _read_pidfile
-from shared.db.embedded_launch import Patience, bundled_major
+from shared.db.embedded_launch import Patience, Started, Wait, bundled_major, free_port, launch
 from shared.errors import ConfigError
 from tests.helpers import eventually
 
@@ -201,3 +201,15 @@ async def test_a_password_the_database_refuses_is_a_config_error_naming_the_file
 
     said = str(refused.value)
     assert ("restore postgres.password" in said, "not-the-one" in said) == (True, False)
+
+
+def test_a_launcher_killed_before_the_server_started_is_told_apart_to_be_tried_again(tmp_path):
+    # As root pg_ctl is forked, not vfork'd, and a fork handler of a library with threads (gRPC's) can kill the child
+    # before its exec: that is no reason to give the start up, as a refusal in the server's log is.
+    pgdata = tmp_path / "pgdata"
+    pgdata.mkdir()
+    killed_at_once = ["/bin/sh", "-c", 'kill -KILL "$$"', "sh"]
+
+    started, why = launch(killed_at_once, {}, free_port(), Wait(pgdata, Patience(start_s=1)), lambda: False)
+
+    assert (started, why) == (Started.LAUNCHER_DIED, "pg_ctl ended by signal 9 before the server started")
