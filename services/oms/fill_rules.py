@@ -50,10 +50,14 @@ The rules, as the VirtualBroker applies them:
 - Resting limits (on_ticks): a LIMIT not filled in full on arrival, and a triggered STOP_LIMIT, rest in the book at
   their limit. The first tick taken after one came to rest (from the next batch; not of a second before it was
   accepted, and one of its session, before its close) whose trade or quote reaches the limit (limit_reached: a buy's
-  ltp at or below it, or its ask at or below it; a sell's ltp or bid at or above it) fills all that is left of it,
-  at its limit: the resting order is the passive side, and an exchange trades it at its own price when the market
-  comes to it, never at a later, better trade beyond it. All of it: the tick's ltq is one print, not the flow that
-  went through the price (the candles, below, cap by volume).
+  ltp at or below it, or its ask at or below it; a sell's ltp or bid at or above it) fills it at its limit: the
+  resting order is the passive side, and an exchange trades it at its own price when the market comes to it, never
+  at a later, better trade beyond it. As much as the tick shows there (resting_fill): a trade its ltq, the other
+  side's quote its depth levels at or better than the limit (without depth, its ask_qty / bid_qty), both the larger;
+  resting orders a tick reaches take that in turn (the order they came to rest in; a change puts one at the back),
+  and the orders deciding at it afterwards (arrivals, stops it triggers) find the rest of its depth. A tick with no
+  quantity at all (ltq, quote quantities and depth all 0: synthetic or lite ticks) fills all that is left. The rest
+  keeps resting, for later ticks and candles.
 - Candles (on_candle / process_candle): a candle only fills orders accepted BEFORE its start (no look-ahead).
   * LIMIT buy fills when low < limit, sell when high > limit, at its limit (it rested while the market came to it).
     Only on its session's first candle (one starting at the open: opens_session) does it get the open when better
@@ -66,9 +70,10 @@ The rules, as the VirtualBroker applies them:
     as the reference, the price it arrives at as a limit (buy: low < limit at min(limit, max(trigger, open))); not
     crossing it, it stays OPEN, a resting limit from then on (the LIMIT rule, ticks included).
   * Every working order is checked against every candle: a stop triggers even when orders ahead of it used up
-    the candle's volume. Only the quantity filled is capped by the volume, shared by orders in acceptance
-    order (a modify accepts an order anew: it queues behind the others); a remainder stays PARTIALLY_FILLED
-    for later ticks and candles. A zero-volume candle fills nothing.
+    the candle's volume. Only the quantity filled is capped by the volume, less what ticks of that minute filled
+    of resting limits of its token (that volume was theirs already), shared by orders in acceptance order (a
+    modify accepts an order anew: it queues behind the others); a remainder stays PARTIALLY_FILLED for later
+    ticks and candles. A zero-volume candle fills nothing.
   * A candle not later than the last one processed for its token (a repeated delivery) is ignored: its volume
     was already shared out.
 - An order fills only while it has a remainder and is not terminal: nothing is ever filled twice.
@@ -227,9 +232,44 @@ def opens_session(segment: str, start_ns: int) -> bool:
 def limit_reached(side: int, limit_paise: int, tick: market_pb2.Tick) -> bool:
     """Whether `tick` reaches a resting limit: a trade (ltp) or the other side's quote at or through it (a buy's ltp
     or ask at or below the limit, a sell's ltp or bid at or above it). A price of 0 is none."""
+    return _reaches(side, limit_paise, tick.ltp_paise) or \
+        _reaches(side, limit_paise, tick.ask_paise if side == t.SIDE_BUY else tick.bid_paise)
+
+
+def resting_fill(side: int, limit_paise: int, tick: market_pb2.Tick, remaining: int, taken: int = 0) -> int:
+    """How many of a resting limit's `remaining` units `tick` fills at its limit (0: none): what the market shows
+    there, less the `taken` units orders resting before it took at this tick. A trade at or through the limit shows
+    its ltq; the other side's quote at or through it shows its depth levels at or better than the limit (depth_fills),
+    or without depth its quantity (ask_qty / bid_qty); both: the larger, as the print may have been against that very
+    quote. A tick with no quantity at all (ltq, quote quantities and depth all 0: a synthetic or lite tick) says
+    nothing of size: it fills all of `remaining`."""
+    buy = side == t.SIDE_BUY
+    traded = _reaches(side, limit_paise, tick.ltp_paise)
+    quoted = _reaches(side, limit_paise, tick.ask_paise if buy else tick.bid_paise)
+    if not (traded or quoted):
+        return 0
+    if not (tick.ltq or tick.ask_qty or tick.bid_qty or _holds_depth(tick.asks) or _holds_depth(tick.bids)):
+        return remaining
+    units = tick.ltq - taken if traded else 0
+    if quoted:
+        levels = tick.asks if buy else tick.bids
+        legs = depth_fills(side, levels, remaining, limit_paise, taken) if levels else None
+        shown = sum(quantity for quantity, _ in legs) if legs is not None \
+            else (tick.ask_qty if buy else tick.bid_qty) - taken
+        units = max(units, shown)
+    return max(0, min(remaining, units))
+
+
+def _reaches(side: int, limit_paise: int, price_paise: int) -> bool:
+    """A price (0: none) at or through a limit: a buy's at or below it, a sell's at or above it."""
     if side == t.SIDE_BUY:
-        return 0 < tick.ltp_paise <= limit_paise or 0 < tick.ask_paise <= limit_paise
-    return 0 < limit_paise and (tick.ltp_paise >= limit_paise or tick.bid_paise >= limit_paise)
+        return 0 < price_paise <= limit_paise
+    return 0 < limit_paise <= price_paise
+
+
+def _holds_depth(levels: Sequence[market_pb2.DepthLevel]) -> bool:
+    """Whether any depth level shows a quantity (Kotak sends empty levels as zeros)."""
+    return any(level.quantity > 0 for level in levels)
 
 
 def stop_triggered(side: int, trigger_paise: int, candle: market_pb2.Candle) -> bool:

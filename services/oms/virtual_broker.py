@@ -28,6 +28,7 @@ from services.oms.fill_rules import (
     closed_reason,
     limit_reached,
     opens_session,
+    resting_fill,
     session_window,
     stop_refusal,
     tick_fills,
@@ -38,7 +39,7 @@ from services.oms.fill_rules import (
 from services.oms.paper import PaperAccount, Unbooked
 from services.oms.states import TERMINAL, name
 from services.oms.virtual_orders import VirtualOrder, drop, lapsed, restored
-from shared.clock import NS, Clock, day_of, ist_day_number
+from shared.clock import NS, Clock, day_of, ist_day_number, minute_start_ns
 from shared.contracts import market_pb2, oms_pb2
 from shared.contracts import trading_pb2 as t
 from shared.errors import BrokerRejected, NotFound
@@ -95,8 +96,12 @@ class VirtualBroker:
         self._stall_ns = int(stall_s * NS * (speed if speed > 0 else 1.0))
         self._ticked_ns = 0  # the clock when the latest batch of ticks came: silence beyond _stall_ns is a stall
         self._closes_at = _NO_CLOSE  # the earliest close of a session an order works in: then orders expire
-        # (token, side) -> the tick whose depth orders took from, and how many units: the next order finds the rest.
+        # (token, side) -> the tick whose depth (or print, or quote: resting limits) orders took from, and how many
+        # units: the next order finds the rest.
         self._depth_taken: dict[tuple[int, int], tuple[market_pb2.Tick, int]] = {}
+        # token -> (start of a minute, units its ticks filled of resting limits): that minute's candle shares out
+        # only the rest of its volume. One entry per token, replaced as minutes pass.
+        self._tick_filled: dict[int, tuple[int, int]] = {}
 
     def __getattr__(self, attr: str) -> Any:
         # Only named reads reach the real account; anything else (a write) must be implemented here.
@@ -214,6 +219,9 @@ class VirtualBroker:
             if vo not in self._awaiting_tick.get(vo.request.token, ()):
                 self._awaiting_tick.setdefault(vo.request.token, []).append(vo)
         else:
+            if vo in self._resting.get(vo.request.token, ()):  # as at the exchange, a change loses its time there
+                drop(self._resting, vo)
+                self._rest(vo)
             self._fills_on_arrival(vo)  # a change that makes a limit marketable trades at once, as a new order would
         return BrokerAck(vo.id, vo.status, raw={"virtual": True, "modified": True})
 
@@ -284,8 +292,8 @@ class VirtualBroker:
             await self._expire_at_close(newest_ns)
 
     async def _fill_resting(self, ticks: Any) -> None:
-        """The resting limits the batch's ticks reach, tick by tick: each fills, all of what is left of it, at its
-        own limit (the rules in fill_rules.py's docstring). Allocates only when a tick reaches one."""
+        """The resting limits the batch's ticks reach, tick by tick: each fills at its own limit, in turn, as much as
+        the tick shows there (the rules in fill_rules.py's docstring). Allocates only when a tick reaches one."""
         await self._book_arrivals()
         resting = self._resting
         for tick in ticks:
@@ -301,7 +309,23 @@ class VirtualBroker:
                         reached = []
                     reached.append(vo)
             for vo in reached or ():  # filling takes them out of `waiting`
-                await self._fill(vo, vo.remaining, vo.request.price_paise, tick.ts_ns)
+                units = self._resting_units(vo, tick)
+                if units:
+                    await self._fill(vo, units, vo.request.price_paise, tick.ts_ns)
+
+    def _resting_units(self, vo: VirtualOrder, tick: market_pb2.Tick) -> int:
+        """fill_rules.resting_fill for the order at `tick`, after what orders before it took there; counted as
+        taken there, and against the candle of the tick's minute."""
+        side, token = vo.request.side, tick.token
+        taken_at = self._depth_taken.get((token, side))
+        taken = taken_at[1] if taken_at is not None and taken_at[0] is tick else 0
+        units = resting_fill(side, vo.request.price_paise, tick, vo.remaining, taken)
+        if units:
+            self._depth_taken[(token, side)] = (tick, taken + units)
+            minute = minute_start_ns(tick.ts_ns)
+            start, filled = self._tick_filled.get(token, (minute, 0))
+            self._tick_filled[token] = (minute, units + (filled if start == minute else 0))
+        return units
 
     async def _trigger_stops(self, ticks: Any) -> None:
         """The stop orders the batch's ticks trigger, tick by tick (the rules in fill_rules.py's docstring)."""
@@ -389,7 +413,8 @@ class VirtualBroker:
         working = self._working.get(candle.token)
         if not working:
             return
-        volume_left = candle.volume
+        ticked = self._tick_filled.get(candle.token)
+        volume_left = candle.volume - (ticked[1] if ticked is not None and ticked[0] == candle.start_ns else 0)
         opening = opens_session(candle.exchange_segment, candle.start_ns)
         for vo in list(working):
             if vo.status in TERMINAL or vo.accepted_ns >= candle.start_ns:

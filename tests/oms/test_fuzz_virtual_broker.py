@@ -88,11 +88,24 @@ def limit_price(side: int, limit: int, c: market_pb2.Candle, reference: int) -> 
     return (max(limit, reference) if reference else limit) if c.high_paise > limit else None
 
 
-def reaches(side: int, limit: int, k: market_pb2.Tick) -> bool:
-    """A tick reaches a resting limit when its ltp, or the other side's quote, is at or through it."""
-    if side == BUY:
-        return 0 < k.ltp_paise <= limit or 0 < k.ask_paise <= limit
-    return k.ltp_paise >= limit or k.bid_paise >= limit
+def at_or_through(side: int, limit: int, price: int) -> bool:
+    """A price (0: none) at or through a limit: a buy's at or below it, a sell's at or above it."""
+    return 0 < price <= limit if side == BUY else 0 < limit <= price
+
+
+def resting_units(side: int, limit: int, k: market_pb2.Tick, remaining: int, taken: int) -> int:
+    """What a tick fills of a resting limit (0: it does not reach it), after the `taken` units resting orders of its
+    side took at it before: a trade at or through the limit shows its ltq, the other side's quote at or through it
+    that quote's quantity, both the larger; a tick with no quantity at all fills all that is left."""
+    traded = at_or_through(side, limit, k.ltp_paise)
+    quote, quote_qty = (k.ask_paise, k.ask_qty) if side == BUY else (k.bid_paise, k.bid_qty)
+    quoted = at_or_through(side, limit, quote)
+    if not (traded or quoted):
+        return 0
+    if not (k.ltq or k.ask_qty or k.bid_qty):
+        return remaining
+    shown = max(k.ltq if traded else 0, quote_qty if quoted else 0)
+    return max(0, min(remaining, shown - taken))
 
 
 def stop_crossed(side: int, trigger: int, c: market_pb2.Candle) -> bool:
@@ -124,6 +137,7 @@ class Expected:
     reason: str = ""
     queue: int = 0  # when it was (last) accepted, in arrival order: equal clock readings do not tie
     awaiting_tick: bool = False  # a MARKET order that found no tick on arrival: the next one of its token fills it
+    rest_queue: int = 0  # when it (last) came to rest at its limit: resting orders take a tick's quantity in turn
     opens: int = 0  # the session it was placed in; closes 0: placed out of hours
     closes: int = 0
 
@@ -152,6 +166,8 @@ class Model:
     arrivals: int = 0
     day: int = 0  # IST day of the latest candle: the orders of earlier days that ended are gone from the book
     ticked: int = 0  # the clock when the last ticks came: no tick for STALL_NS in an order's session is a stall
+    rests: int = 0
+    tick_filled: dict[int, tuple[int, int]] = field(default_factory=dict)  # token -> (minute, resting units filled)
 
     def dropped(self, o: Expected) -> bool:
         return o.status in TERMINAL and ist_day_number(o.placed_ns) < self.day
@@ -159,6 +175,16 @@ class Model:
     def accept(self, o: Expected, now: int) -> None:
         self.arrivals += 1
         o.accepted_ns, o.queue = now, self.arrivals
+
+    def rest(self, o: Expected) -> None:
+        """It comes to rest at its limit (placed, triggered, changed): behind those resting already."""
+        self.rests += 1
+        o.rest_queue = self.rests
+
+    def resting(self, o: Expected) -> bool:
+        kind = o.request.order_type
+        return o.status not in TERMINAL and (kind == t.ORDER_TYPE_LIMIT or (kind == t.ORDER_TYPE_STOP_LIMIT
+                                                                            and o.triggered))
 
     def emit(self, o: Expected, last_fill: tuple[int, int, int] = (0, 0, 0)) -> None:
         self.out.append((o.id, o.status, o.filled, o.average, o.charges, last_fill, o.reason))
@@ -194,6 +220,8 @@ class Model:
         o.opens, o.closes = window(now)
         self.accept(o, now)
         self.orders[vid] = o
+        if req.order_type == t.ORDER_TYPE_LIMIT:
+            self.rest(o)
         self.arrive(o, now)
         # IOC: what did not fill on arrival is cancelled at once.
         if req.validity == t.VALIDITY_IOC and o.status not in TERMINAL:
@@ -216,11 +244,12 @@ class Model:
                 self.fill(o, o.remaining, px)
 
     def ticks(self, ticks: list[market_pb2.Tick], now: int) -> None:
-        """First, tick by tick, the limits resting before the batch (a LIMIT, a triggered STOP_LIMIT): the first tick
-        reaching one (its ltp or the other side's quote at or through the limit), not of a second before it was
-        (last) accepted and of its session, fills all of what is left at its limit. The last tick of each token; a
-        MARKET order still waiting for one of its day fills at it, in full, as on
-        arrival (not once a candle filled part of it). Then, tick by tick, the stops not triggered yet: the first
+        """First, tick by tick, the limits resting before the batch (a LIMIT, a triggered STOP_LIMIT), in the order
+        they came to rest: a tick reaching one (its ltp or the other side's quote at or through the limit), not of a
+        second before it was (last) accepted and of its session, fills at its limit what it shows there
+        (resting_units), shared in turn; what ticks filled so counts against their minute's candle. The last tick of
+        each token; a MARKET order still waiting for one of its day fills at it, in full, as on arrival (not once a
+        candle filled part of it). Then, tick by tick, the stops not triggered yet: the first
         tick at or through the trigger (ltp: a buy's at or above, a sell's at or below), not of a second before the
         order was (last) accepted, triggers one; a STOP_MARKET fills all at that tick's touch, a STOP_LIMIT there
         when its limit is marketable at it, else it rests (OPEN) as a limit, accepted at that tick (the candle under
@@ -232,14 +261,19 @@ class Model:
         if ticks:
             self.new_day(ist_day_number(max(k.ts_ns for k in ticks)))  # the newest tick dates the batch
         for k in ticks:
-            for o in self.orders.values():
+            taken: dict[int, int] = defaultdict(int)  # side -> units resting orders took at this tick
+            for o in sorted(self.orders.values(), key=lambda o: o.rest_queue):
                 req = o.request
-                resting = req.order_type == t.ORDER_TYPE_LIMIT or (req.order_type == t.ORDER_TYPE_STOP_LIMIT
-                                                                   and o.triggered)
-                if (resting and req.token == k.token and o.status not in TERMINAL
-                        and k.ts_ns // NS >= o.accepted_ns // NS and o.trades_at(k, o.accepted_ns)
-                        and reaches(req.side, req.price_paise, k)):
-                    self.fill(o, o.remaining, req.price_paise)
+                if not (self.resting(o) and req.token == k.token and k.ts_ns // NS >= o.accepted_ns // NS
+                        and o.trades_at(k, o.accepted_ns)):
+                    continue
+                units = resting_units(req.side, req.price_paise, k, o.remaining, taken[req.side])
+                if units:
+                    taken[req.side] += units
+                    minute = minute_start_ns(k.ts_ns)
+                    start, before = self.tick_filled.get(k.token, (minute, 0))
+                    self.tick_filled[k.token] = (minute, units + (before if start == minute else 0))
+                    self.fill(o, units, req.price_paise)
         for k in ticks:
             for o in self.orders.values():
                 if not o.awaiting_tick or o.request.token != k.token:
@@ -268,6 +302,7 @@ class Model:
                     self.fill(o, o.remaining, px)
                 else:
                     o.status, o.accepted_ns = t.ORDER_STATUS_OPEN, k.ts_ns
+                    self.rest(o)
                     self.emit(o)
         if ticks:
             self.session_closed(max(k.ts_ns for k in ticks))
@@ -295,7 +330,10 @@ class Model:
         self.candle_start[c.token] = c.start_ns
         self.new_day(ist_day_number(c.start_ns))
         self.session_closed(c.start_ns)
-        left = c.volume  # shared by the orders in acceptance order (a modify re-accepts an order)
+        # Shared by the orders in acceptance order (a modify re-accepts an order), less what the minute's ticks
+        # filled of resting limits.
+        ticked_start, ticked = self.tick_filled.get(c.token, (0, 0))
+        left = c.volume - (ticked if ticked_start == c.start_ns else 0)
         auction = c.open_paise if window(c.start_ns)[0] == c.start_ns else 0  # the session's opening price
         for o in sorted(self.working(c.token), key=lambda o: o.queue):
             if o.accepted_ns >= c.start_ns:  # no look-ahead
@@ -312,6 +350,8 @@ class Model:
                 price = c.open_paise if kind == t.ORDER_TYPE_STOP_MARKET else limit_price(side, limit, c, auction)
             elif stop_crossed(side, trigger, c):
                 o.triggered = True
+                if kind == t.ORDER_TYPE_STOP_LIMIT:
+                    self.rest(o)
                 reached = stop_reached(side, trigger, c)
                 price = reached if kind == t.ORDER_TYPE_STOP_MARKET else limit_price(side, limit, c, reached)
             else:
@@ -478,9 +518,12 @@ class Run:
             ltp = self.price(tok, 3)
             bid = ltp - STEP * self.rng.randint(1, 3) if self.rng.random() < 0.8 else 0
             ask = ltp + STEP * self.rng.randint(1, 3) if self.rng.random() < 0.8 else 0
-            batch.ticks.extend(tick(ltp, bid, ask, token=tok, ts_ns=self.clock.now_ns()).ticks)
-        self.trace.append("ticks " + ", ".join(f"tok={k.token} ltp={k.ltp_paise} bid={k.bid_paise} ask={k.ask_paise}"
-                                               for k in batch.ticks))
+            k = tick(ltp, bid, ask, token=tok, ts_ns=self.clock.now_ns()).ticks[0]
+            if self.rng.random() < 0.6:  # a full tick says how much traded and is quoted (some of it 0); else none
+                k.ltq, k.bid_qty, k.ask_qty = (self.rng.choice((0, self.rng.randint(1, 12))) for _ in range(3))
+            batch.ticks.append(k)
+        self.trace.append("ticks " + ", ".join(f"tok={k.token} ltp={k.ltp_paise} ltq={k.ltq} bid={k.bid_paise}"
+                                               f"x{k.bid_qty} ask={k.ask_paise}x{k.ask_qty}" for k in batch.ticks))
         await self.vb.on_ticks(batch)
         self.model.ticks(list(batch.ticks), self.clock.now_ns())
         await self.check()
@@ -534,6 +577,8 @@ class Run:
             if trigger is not None:
                 o.request.trigger_price_paise = trigger
             self.model.accept(o, self.clock.now_ns())
+            if self.model.resting(o):  # a change loses its place among the resting orders
+                self.model.rest(o)
             self.model.emit(o)
             self.model.arrive(o, self.clock.now_ns())  # a change that makes a limit marketable trades at once
         await self.check()

@@ -11,8 +11,9 @@ from datetime import date, timedelta
 from services.oms.charges import ChargeModel
 from services.oms.virtual_broker import VirtualBroker, VirtualOrder
 from shared.clock import NS, ManualClock, ist_ns
+from shared.contracts import market_pb2
 from shared.contracts import trading_pb2 as t
-from tests.oms.helpers import MINUTE, candle, order, tick
+from tests.oms.helpers import MINUTE, TOKEN, candle, order, tick
 
 CHARGES = ChargeModel.default()
 DAY = date(2026, 3, 10)  # a Tuesday: NSE trades 09:15-15:30 IST
@@ -29,6 +30,14 @@ async def resting(clock: ManualClock, vb: VirtualBroker, **terms) -> VirtualOrde
     vo = vb.book[ack.exchange_order_id]
     assert vo.status == t.ORDER_STATUS_OPEN
     return vo
+
+
+def sized(ts_ns: int, ltp: int, ltq: int = 0, bid: int = 0, ask: int = 0, bid_qty: int = 0, ask_qty: int = 0,
+          asks: tuple[tuple[int, int], ...] = ()) -> market_pb2.TickBatch:
+    """A tick that says how much traded (ltq) and is quoted (quantities, depth levels: price, quantity)."""
+    return market_pb2.TickBatch(ticks=[market_pb2.Tick(
+        token=TOKEN, exchange_segment="nse_cm", ts_ns=ts_ns, ltp_paise=ltp, ltq=ltq, bid_paise=bid, ask_paise=ask,
+        bid_qty=bid_qty, ask_qty=ask_qty, asks=[market_pb2.DepthLevel(price_paise=p, quantity=q) for p, q in asks])])
 
 
 async def broker_at(ts_ns: int, ltp: int = 99_00, bid: int = 98_95, ask: int = 99_05):
@@ -174,3 +183,84 @@ async def test_a_resting_limit_fill_is_reported_at_the_tick_that_made_it():
 
     event = await asyncio.wait_for(anext(vb.events()), 1.0)
     assert (event.status, event.ts_ns) == (t.ORDER_STATUS_TRADED, at(10, 0, 50))
+
+
+async def test_a_one_unit_print_at_a_resting_limit_fills_one_unit_and_the_rest_keeps_resting():
+    """The print is what traded there; the ask (98.55) is beyond the limit and offers nothing."""
+    vb, clock = await broker_at(at(10, 0, 30))
+    vo = await resting(clock, vb, price=98_50, quantity=100_000)
+    clock.set(at(10, 0, 40))
+
+    await vb.on_ticks(sized(at(10, 0, 40), ltp=98_50, ltq=1, bid=98_45, ask=98_55, bid_qty=3, ask_qty=2))
+
+    assert (vo.status, vo.filled, vo.average_price_paise) == (t.ORDER_STATUS_PARTIALLY_FILLED, 1, 98_50)
+
+
+async def test_an_offer_under_a_resting_buy_limit_fills_what_its_depth_shows_at_or_under_the_limit_at_the_limit():
+    vb, clock = await broker_at(at(10, 0, 30))
+    vo = await resting(clock, vb, price=98_50, quantity=100_000)
+    clock.set(at(10, 0, 40))
+
+    await vb.on_ticks(sized(at(10, 0, 40), ltp=98_60, ltq=1, ask=98_40, ask_qty=10,
+                            asks=((98_40, 10), (98_50, 5), (98_55, 400))))
+
+    assert (vo.filled, vo.average_price_paise) == (15, 98_50)
+
+
+async def test_an_ask_under_a_resting_buy_limit_without_depth_fills_the_ask_quantity():
+    vb, clock = await broker_at(at(10, 0, 30))
+    vo = await resting(clock, vb, price=98_50, quantity=100_000)
+    clock.set(at(10, 0, 40))
+
+    await vb.on_ticks(sized(at(10, 0, 40), ltp=98_60, ltq=7, bid=98_35, ask=98_40, bid_qty=50, ask_qty=25))
+
+    assert vo.filled == 25
+
+
+async def test_resting_limits_a_tick_reaches_share_what_it_shows_in_the_order_they_came_to_rest():
+    vb, clock = await broker_at(at(10, 0, 30))
+    first = await resting(clock, vb, price=98_50, quantity=30, client_order_id="c-1")
+    second = await resting(clock, vb, price=98_50, quantity=30, client_order_id="c-2")
+    clock.set(at(10, 0, 40))
+
+    await vb.on_ticks(sized(at(10, 0, 40), ltp=98_50, ltq=40, bid=98_45, ask=98_55, bid_qty=9, ask_qty=9))
+
+    assert (first.filled, second.filled) == (30, 10)
+
+
+async def test_a_changed_resting_limit_takes_a_ticks_quantity_after_the_limits_resting_before_the_change():
+    """At the exchange a modified order loses its time priority."""
+    vb, clock = await broker_at(at(10, 0, 30))
+    first = await resting(clock, vb, price=98_50, quantity=30, client_order_id="c-1")
+    second = await resting(clock, vb, price=98_50, quantity=30, client_order_id="c-2")
+    clock.set(at(10, 0, 35))
+    await vb.modify_order(first.id, quantity=31)
+    clock.set(at(10, 0, 40))
+
+    await vb.on_ticks(sized(at(10, 0, 40), ltp=98_50, ltq=40, bid=98_45, ask=98_55, bid_qty=9, ask_qty=9))
+
+    assert (first.filled, second.filled) == (10, 30)
+
+
+async def test_a_minutes_candle_shares_out_only_the_volume_its_ticks_did_not_fill_of_resting_limits():
+    """30 of the minute's 50 units filled the order at a tick: the candle has 20 left for it, not 50 again."""
+    vb, clock = await broker_at(at(10, 0, 30))
+    vo = await resting(clock, vb, price=98_50, quantity=100)
+    clock.set(at(10, 1, 10))
+    await vb.on_ticks(sized(at(10, 1, 10), ltp=98_50, ltq=30, bid=98_45, ask=98_55, bid_qty=9, ask_qty=9))
+    clock.set(at(10, 2))
+
+    await vb.on_candle(candle(open_=98_60, high=98_70, low=98_40, close=98_45, volume=50, start_ns=at(10, 1)))
+
+    assert vo.filled == 50
+
+
+async def test_a_tick_that_says_no_quantity_at_all_fills_all_of_a_resting_limit():
+    """A synthetic or lite tick (no ltq, no quote quantity, no depth) says nothing of size: it is no cap."""
+    vb, clock = await broker_at(at(10, 0, 30))
+    vo = await resting(clock, vb, price=98_50, quantity=100_000)
+    clock.set(at(10, 0, 40))
+
+    await vb.on_ticks(tick(ltp=98_50, bid=98_45, ask=98_55, ts_ns=at(10, 0, 40)))
+
+    assert (vo.status, vo.filled) == (t.ORDER_STATUS_TRADED, 100_000)

@@ -211,13 +211,14 @@ async def test_a_traders_change_takes_the_order_over_and_the_strategy_moves_it_n
 
 async def test_a_resting_entry_fills_at_its_limit_on_the_way_down_and_its_stop_exits_all_of_it(make_world):
     """A LIMIT entry of 10 at 100.00 rests; minute 7 trades down to 99.90: the paper broker fills the resting order at
-    its own price, 100.00, all of it (a trade through a resting limit fills it there, never better). Minute 8 falls
+    its own price, 100.00, all of it: the print there was of 10 (a trade through a resting limit fills it there,
+    never better, as much as it shows). Minute 8 falls
     through the stop (1% under 100.00 is 99.00): the 10 exit at the market with the stop's reason, in the ledger too.
     (A stop reached while the entry is still part-filled, its rest cancelled first, is Kotak's case, a resting
     order's queue only partly matched: tests/strategy/test_price_levels.py and test_module.py have it.)"""
     w = await make_world(max_reprices=0, params={"quantity": 10, "stop_loss_pct": 1})
     entry = await resting_entry(w)
-    await w.feed([tick(6, 30, 100_50), tick(7, 10, 99_90, ltq=4), tick(8, 0, 100_20)])
+    await w.feed([tick(6, 30, 100_50), tick(7, 10, 99_90), tick(8, 0, 100_20)])  # a print of 10 there
     await until(lambda: w.plugin.position(SBIN) == 10)
     filled = w.order(entry.client_order_id)
     assert (filled.status, filled.filled_quantity, filled.average_price_paise) == (t.ORDER_STATUS_TRADED, 10, 100_00)
