@@ -11,6 +11,8 @@ Terms = tuple[int, int, int]  # quantity, price_paise, trigger_price_paise, as i
 TERM_NAMES = ("quantity", "price_paise", "trigger_price_paise")
 PRICED = frozenset({t.ORDER_TYPE_LIMIT, t.ORDER_TYPE_STOP_LIMIT})  # order types with a limit price
 STOPS = frozenset({t.ORDER_TYPE_STOP_LIMIT, t.ORDER_TYPE_STOP_MARKET})  # ... and with a trigger price
+# Validities that end with the trading day (unspecified is DAY at the broker); a later GTC would not be one.
+DAY_BOUND = frozenset({t.VALIDITY_UNSPECIFIED, t.VALIDITY_DAY, t.VALIDITY_IOC})
 # Segments Kotak takes DAY orders only on (the SDK's settings.validity_allowed_by_segment): no IOC on MCX.
 DAY_ONLY_SEGMENTS = frozenset({"mcx_fo"})
 

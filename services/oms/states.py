@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from services.oms.ledger import TERMINAL
 from shared.contracts import trading_pb2 as t
+from shared.order_terms import DAY_BOUND  # the OMS's modules import it from here (__all__)
 
 __all__ = ["DAY_BOUND", "TERMINAL", "TRANSITIONS", "WORKING", "IllegalTransition", "ReasonCode", "allows_adoption",
            "allows_late_fill", "allows_working_news", "check_transition", "is_terminal"]
@@ -24,9 +25,6 @@ class ReasonCode:
     CHANGED_AT_BROKER = "CHANGED_AT_BROKER"  # the broker reports terms NeoPulse never sent (Kotak's app)
     CANCELLED_AT_BROKER = "CANCELLED_AT_BROKER"  # cancelled unasked: Kotak's app, its RMS, the exchange
 
-
-# Validities that end with the trading day (unspecified is DAY at the broker); a later GTC would not be one.
-DAY_BOUND = frozenset({t.VALIDITY_UNSPECIFIED, t.VALIDITY_DAY, t.VALIDITY_IOC})
 
 # States in which the broker works the order and has answered every request of ours (no cancel or change under
 # way): a change may be sent. A broker row in one of them for an order whose cancel is under way is likely older.

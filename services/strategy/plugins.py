@@ -82,6 +82,7 @@ from shared.config import NumbersNotBooleans
 from shared.contracts import market_pb2, strategy_pb2, trading_pb2
 from shared.instruments import InstrumentBook
 from shared.money import fmt_inr, snap_to_tick, to_paise
+from shared.order_terms import DAY_BOUND
 from shared.positions import PositionBook, exit_side, whole_lots
 from shared.price_factor import ONE, factor_of
 
@@ -101,8 +102,6 @@ PENDING_EXPIRY_NS = 180 * NS
 # OrderUpdate.reason_code of an order the OMS gave up on (placement outcome unknown: REJECTED, but the broker may
 # hold it and it is adopted if it turns up) and of that adoption (trading.proto).
 OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
-# Validities that end with the trading day (unspecified is DAY at the broker), as the OMS's states.DAY_BOUND.
-DAY_BOUND = frozenset({trading_pb2.VALIDITY_UNSPECIFIED, trading_pb2.VALIDITY_DAY, trading_pb2.VALIDITY_IOC})
 
 
 NEVER = 2**62  # a price level no tick reaches (price_levels: a target turned off)
