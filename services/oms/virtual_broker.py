@@ -99,9 +99,9 @@ class VirtualBroker:
         # (token, side) -> the tick whose depth (or print, or quote: resting limits) orders took from, and how many
         # units: the next order finds the rest.
         self._depth_taken: dict[tuple[int, int], tuple[market_pb2.Tick, int]] = {}
-        # token -> (start of a minute, units its ticks filled of resting limits): that minute's candle shares out
-        # only the rest of its volume. One entry per token, replaced as minutes pass.
-        self._tick_filled: dict[int, tuple[int, int]] = {}
+        # token -> {start of a minute: units its ticks filled of resting limits}: that minute's candle shares out only
+        # the rest of its volume. A minute or two per token: a candle takes its own and drops older ones.
+        self._tick_filled: dict[int, dict[int, int]] = {}
 
     def __getattr__(self, attr: str) -> Any:
         # Only named reads reach the real account; anything else (a write) must be implemented here.
@@ -322,9 +322,10 @@ class VirtualBroker:
         units = resting_fill(side, vo.request.price_paise, tick, vo.remaining, taken)
         if units:
             self._depth_taken[(token, side)] = (tick, taken + units)
+            # By minute: minute M's candle comes after the first ticks of M+1 (its close), which may fill too.
+            by_minute = self._tick_filled.setdefault(token, {})
             minute = minute_start_ns(tick.ts_ns)
-            start, filled = self._tick_filled.get(token, (minute, 0))
-            self._tick_filled[token] = (minute, units + (filled if start == minute else 0))
+            by_minute[minute] = by_minute.get(minute, 0) + units
         return units
 
     async def _trigger_stops(self, ticks: Any) -> None:
@@ -410,11 +411,16 @@ class VirtualBroker:
         await self._expire_day_orders(ist_day_number(candle.start_ns))
         if candle.start_ns >= self._closes_at:  # a candle after the close fills nothing of the session's orders
             await self._expire_at_close(candle.start_ns)
+        ticked = self._tick_filled.get(candle.token)
+        filled_by_ticks = 0
+        if ticked:  # the candle's own minute's, taken off its volume; older minutes' (their candles gone) dropped
+            filled_by_ticks = ticked.pop(candle.start_ns, 0)
+            for minute in [m for m in ticked if m < candle.start_ns]:
+                del ticked[minute]
         working = self._working.get(candle.token)
         if not working:
             return
-        ticked = self._tick_filled.get(candle.token)
-        volume_left = candle.volume - (ticked[1] if ticked is not None and ticked[0] == candle.start_ns else 0)
+        volume_left = candle.volume - filled_by_ticks
         opening = opens_session(candle.exchange_segment, candle.start_ns)
         for vo in list(working):
             if vo.status in TERMINAL or vo.accepted_ns >= candle.start_ns:

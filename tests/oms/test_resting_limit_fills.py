@@ -264,3 +264,17 @@ async def test_a_tick_that_says_no_quantity_at_all_fills_all_of_a_resting_limit(
     await vb.on_ticks(tick(ltp=98_50, bid=98_45, ask=98_55, ts_ns=at(10, 0, 40)))
 
     assert (vo.status, vo.filled) == (t.ORDER_STATUS_TRADED, 100_000)
+
+
+async def test_a_candle_arriving_after_the_next_minutes_first_tick_still_takes_off_its_own_minutes_tick_fills():
+    # The strategy closes minute M's candle on the first tick of M+1, which reaches the OMS first and may fill too.
+    vb, clock = await broker_at(at(10, 0, 30))
+    vo = await resting(clock, vb, price=98_50, quantity=100)
+    clock.set(at(10, 1, 10))
+    await vb.on_ticks(sized(at(10, 1, 10), ltp=98_50, ltq=30, bid=98_45, ask=98_55, bid_qty=9, ask_qty=9))
+    clock.set(at(10, 2, 0))
+    await vb.on_ticks(sized(at(10, 2, 0), ltp=98_50, ltq=5, bid=98_45, ask=98_55, bid_qty=9, ask_qty=9))
+
+    await vb.on_candle(candle(open_=98_60, high=98_70, low=98_40, close=98_45, volume=50, start_ns=at(10, 1)))
+
+    assert vo.filled == 30 + 5 + (50 - 30)  # 10:01 traded 50, its ticks had given this order 30 of them
