@@ -16,7 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from services.strategy.candles import MINUTE_NS, CandleBuilder, Closed
 from services.strategy.config import StrategySettings
-from services.strategy.loss_limit import LOSS_STOPPED, LossStops, Pause
+from services.strategy.loss_limit import LOSS_STOPPED, LossStops, Pause, loss_stopped
 from services.strategy.orders import WorkingOrders
 from services.strategy.plugins import (
     NEVER,
@@ -810,7 +810,9 @@ class StrategyEngine:
             if isinstance(saved.get("paused_at_ns"), int) and saved["paused_at_ns"]:
                 strategy.paused_at_ns = saved["paused_at_ns"]
             out.paused = True
-            if saved.get("closing") is True and strategy.loss_stopped_day == today:
+            # A close-out under way goes on, of an earlier day's stop too: the stop is lifted only once it is done
+            # (a refused exit of a carried position must not be left open because the process restarted).
+            if saved.get("closing") is True and (strategy.loss_stopped_day == today or loss_stopped(strategy)):
                 self._closing.add(name)
             self.loss_stops.restore(strategy, saved.get("under_loss_stop"))
         if out.invalid:

@@ -174,3 +174,22 @@ async def test_a_restart_on_the_next_day_lifts_the_days_before_stop_and_saves_th
         "new day's limit counts from today's P&L: it trades again.")]
     saved = json.loads(await db_pool.fetchval("SELECT value FROM strategy_state WHERE name = 'mom'"))
     assert (saved["paused"], saved["pause_reason"]) == (False, "")
+
+
+def test_a_restart_on_the_next_day_keeps_an_unfinished_close_out_going_and_the_stop_held():
+    desk = Desk()
+    desk.update("in", BUY, trading_pb2.ORDER_STATUS_TRADED, fill=100)
+    desk.tick(94_00)
+    (exit_,) = desk.turn().signals
+    desk.update(exit_.signal_id, SELL, trading_pb2.ORDER_STATUS_REJECTED)  # the exit refused: still long 100
+    saved = json.loads(json.dumps(desk.engine.durable_state("mom")))
+    after = Desk()  # the restart the next morning: positions from the ledger, then the saved state
+    after.update("in", BUY, trading_pb2.ORDER_STATUS_TRADED, fill=100)
+    after.tick(94_00)
+    after.clock.set(NEXT_DAY)
+    after.engine.restore_state("mom", saved, after.clock.now_ns())
+    after.tick(96_00)  # recovered overnight, not past the limit again
+
+    turn = after.turn()
+
+    assert (turn.new_day, after.strategy.paused, [s.side for s in turn.signals]) == ([], True, [SELL])
