@@ -6,7 +6,6 @@ Transport-free, like freqtrade's rpc.py: talks only through bus requests and pub
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 import uuid
@@ -149,17 +148,28 @@ class Control:
         updated on `day` or later but placed before it: a DAY order still working at its day's close is settled when
         the next day starts (the OMS's day roll, its start-up check, the paper broker's expiry at the next day's first
         tick), yet it traded, and was placed, on its own day. ListOrders lists orders newest placed first (the ledger
-        orders them by creation), so such orders are the last of those that precede the first updated before `day`:
-        their histories are read from there back to the first order placed on `day` (one, on most days)."""
-        recent = list(itertools.takewhile(lambda o: day_of(o.ts_ns) >= day, orders))
+        orders them by creation): every order after the first one last updated before `day` was placed before it too;
+        of those ahead of it, the settled ones are the last, read back to the first placed on `day`."""
+        ahead: list[trading_pb2.OrderUpdate] = []
         earlier: dict[str, int] = {}
-        for order in reversed(recent):
-            history = await self.history(order.internal_id)
-            placed = history[0].update.ts_ns if history else order.ts_ns
+        past_an_older = False
+        for order in orders:
+            if day_of(order.ts_ns) < day:
+                past_an_older = True
+            elif past_an_older:  # placed before an order last updated before `day`: before `day` too
+                earlier[order.internal_id] = await self._placed_at(order)
+            else:
+                ahead.append(order)
+        for order in reversed(ahead):
+            placed = await self._placed_at(order)
             if day_of(placed) >= day:
                 break
             earlier[order.internal_id] = placed
         return earlier
+
+    async def _placed_at(self, order: trading_pb2.OrderUpdate) -> int:
+        history = await self.history(order.internal_id)
+        return history[0].update.ts_ns if history else order.ts_ns
 
     async def order(self, order_id: str) -> trading_pb2.OrderUpdate:
         """One order by its client, internal or exchange id."""
