@@ -159,6 +159,8 @@ class StrategyEngine:
         self.saves_due: set[str] = set()
         # (strategy, token, text): stops reached whose exit an order changed by hand blocks; the module tells them.
         self.blocked_stops: list[tuple[str, int, str]] = []
+        # (strategy, token, text): tokens released from an order of unknown outcome that ended with its day.
+        self.released: list[tuple[str, int, str]] = []
         # token -> when its contract stops trading (trading_ends_ns, 0: never), asked once per token, at its first
         # decision; and the (strategy, token) pairs whose entry in an expired contract was said (_expired_entry).
         self._trading_ends: dict[int, int] = {}
@@ -200,6 +202,8 @@ class StrategyEngine:
             if strategy._blocked_stops:
                 self.blocked_stops.extend((strategy.name, token, text)
                                           for token, text in strategy.take_blocked_stops().items())
+            if strategy._released:  # and the tokens it let go from orders of unknown outcome (Strategy.take_released)
+                self.released.extend((strategy.name, token, text) for token, text in strategy.take_released().items())
 
     def on_closed(self, closed: list[Closed]) -> Output:
         ctx = self._ctx

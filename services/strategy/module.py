@@ -327,7 +327,7 @@ class StrategyModule(Component):
             return
         now = self.clock.now_ns()
         await self._publish(self.engine.close_due(now - self.settings.close_grace_ms * 1_000_000))
-        if self.engine.blocked_stops:
+        if self.engine.blocked_stops or self.engine.released:
             await self._tell_blocked_stops()
         if self.engine.saves_due:
             self._save_changed()
@@ -419,17 +419,22 @@ class StrategyModule(Component):
             await self._publish((candles, signals))
         if engine.saves_due:
             self._save_changed()
-        if engine.blocked_stops:
+        if engine.blocked_stops or engine.released:
             await self._tell_blocked_stops()
 
     async def _tell_blocked_stops(self) -> None:
         """Stops reached whose exit an order the trader changed by hand blocks (Strategy.stop_exit): the position
-        rides on until that order ends, so the trader is told at once, once per position."""
+        rides on until that order ends, so the trader is told at once, once per position. And tokens let go from an
+        order of unknown outcome that ended with its day (a WARNING: the day's CRITICAL said to check the broker)."""
         assert self.engine is not None
         blocked, self.engine.blocked_stops = self.engine.blocked_stops, []
+        released, self.engine.released = self.engine.released, []
         await self.bus.after_order_path()
         for name, token, text in blocked:
             await self._critical("Stop reached, exit blocked", f"{name}: {self._symbol(token)}: {text}", name)
+        for name, token, text in released:
+            await self._notify(ops_pb2.SEVERITY_WARNING, "Order of unknown outcome let go",
+                               f"{name}: {self._symbol(token)}: {text}", name)
 
     async def _on_decision(self, decision: trading_pb2.RiskDecision) -> None:
         assert self.engine is not None

@@ -254,6 +254,9 @@ class Strategy:
         # token -> what to tell the trader: a stop reached while an order they changed by hand blocks the exit, not
         # yet taken (take_blocked_stops); and the tokens already told, until their position is flat.
         self._blocked_stops: dict[int, str] = {}
+        # Tokens released from an order of unknown outcome that ended with its day (_release_ended): token -> what to
+        # tell the trader, for the engine to take (take_blocked_stops' twin, take_released).
+        self._released: dict[int, str] = {}
         self._blocked_told: set[int] = set()
         # Its day's P&L, from its own fills (and the square-offs' of its positions): for max_daily_loss.
         self.max_daily_loss_paise = 0
@@ -563,6 +566,12 @@ class Strategy:
         taken, self._blocked_stops = self._blocked_stops, {}
         return taken
 
+    def take_released(self) -> dict[int, str]:
+        """The tokens released since the last call from an order of unknown outcome (_release_ended): token -> what to
+        tell the trader, for the engine to notify (the strategy cannot)."""
+        taken, self._released = self._released, {}
+        return taken
+
     def _stop_cleared(self, token: int) -> None:
         """The position in `token` is flat: no stop of it is due any more."""
         self._stop_due.pop(token, None)
@@ -657,6 +666,10 @@ class Strategy:
                                 "order book and positions at the broker", extra={
                                     "strategy": self.name, "token": token, "order_id": order_id,
                                     "day": day_of(given_up_ns).isoformat()})
+                    self._released[token] = (
+                        f"order {order_id} of {day_of(given_up_ns):%d %b}, whose outcome stayed unknown, ended with "
+                        "its day: the strategy trades this token again and no longer looks for it; check that day's "
+                        "order book and positions at Kotak (a fill of it would show there)")
             if not orders:
                 del self._unknown[token]
 

@@ -90,3 +90,14 @@ def test_the_release_names_the_order_its_token_and_its_day_for_the_trader_to_che
     assert ((release.levelname, release.order_id, release.token, release.day, release.strategy)
             == ("WARNING", coid, SBIN, "2026-01-20", "orb"))
     assert "check that day's order book and positions" in release.getMessage()
+
+
+def test_the_release_is_handed_to_the_module_to_tell_the_trader_once():
+    desk = Desk()
+    coid = desk.given_up()
+
+    desk.breakout(DAY2)
+    desk.tick(DAY2, 9, 45, 0, 102_50)
+
+    assert [(name, token, coid in text and "20 Jan" in text) for name, token, text in desk.engine.released] == [
+        ("orb", SBIN, True)]
